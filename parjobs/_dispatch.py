@@ -1,0 +1,346 @@
+"""The task dispatcher: a bounded, nursery-based worker pool with resource lanes and batching.
+
+Data flow for one job::
+
+    dispatch_many(iterable)  --work-->  [bounded channel]  -->  N worker tasks (nursery)
+          ^                                                        | one thread call per batch,
+          +---------------- outcomes (completion order) <---------+ under the lane's limiter
+
+The iterable is pulled lazily, never more than ``window`` tasks ahead of the outcomes the
+caller consumed, so memory is O(concurrency). Tasks already checkpointed are skipped before
+they are sent. Sync tasks much lighter than a thread round trip are batched: a worker that
+finds a backlog takes up to `BATCH_MAX_ITEMS` of them into one ``trio.to_thread`` call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import trio
+
+from ._exceptions import Interrupted, Skip
+from ._progress import ItemError
+from ._task import AsyncTask, Interrupter, Outcome, OutcomeStatus, Task, TaskContext
+
+if TYPE_CHECKING:
+    from ._context import JobContext, _Stage
+
+T = TypeVar("T")
+
+#: At most this many tasks go into one worker-thread call.
+BATCH_MAX_ITEMS = 64
+#: A batch stops growing once its tasks' weights add up to this many bytes.
+BATCH_MAX_WEIGHT = 1 << 20
+
+
+class _Work:
+    __slots__ = ("deliver", "stage", "task", "tc")
+
+    def __init__(
+        self,
+        task: Task[Any],
+        tc: TaskContext,
+        stage: _Stage,
+        deliver: Callable[[Outcome[Any]], None],
+    ) -> None:
+        self.task = task
+        self.tc = tc
+        self.stage = stage
+        self.deliver = deliver
+
+
+def _run_one(work: _Work, interrupter: Interrupter) -> Outcome[Any]:
+    """Run one sync task in the current (worker) thread and capture how it ended."""
+    task, tc = work.task, work.tc
+    if interrupter.reason is not None:
+        return Outcome(task, OutcomeStatus.CANCELLED, reason=f"job {interrupter.reason}d")
+    try:
+        value = task.run(tc)
+    except Skip as exc:
+        return Outcome(task, OutcomeStatus.SKIPPED, reason=exc.reason, bytes=tc.bytes_done)
+    except Interrupted as exc:
+        return Outcome(task, OutcomeStatus.CANCELLED, error=exc, reason=str(exc))
+    except Exception as exc:
+        return Outcome(task, OutcomeStatus.FAILED, error=exc, bytes=tc.bytes_done)
+    return Outcome(task, OutcomeStatus.DONE, value=value, bytes=tc.bytes_done)
+
+
+class WorkerPool:
+    """N worker tasks of one job, living in the job's nursery until the job ends."""
+
+    def __init__(
+        self,
+        ctx: JobContext,
+        nursery: trio.Nursery,
+        *,
+        workers: int,
+        lanes: dict[str, trio.CapacityLimiter],
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self._ctx = ctx
+        self.workers = workers
+        self._lanes = lanes
+        buffer = workers * 4 if workers > 1 else 1
+        self.window = buffer + workers * BATCH_MAX_ITEMS
+        self._send, self._recv = trio.open_memory_channel[_Work](self.window)
+        for i in range(workers):
+            nursery.start_soon(self._worker, name=f"parjobs-worker-{ctx.job_id}-{i}")
+
+    def lane(self, name: str) -> trio.CapacityLimiter:
+        try:
+            return self._lanes[name]
+        except KeyError:
+            raise ValueError(f"unknown lane {name!r}; known: {', '.join(self._lanes)}") from None
+
+    async def submit(self, work: _Work) -> None:
+        await self._send.send(work)
+
+    def close(self) -> None:
+        self._send.close()
+
+    async def _worker(self) -> None:
+        carry: _Work | None = None
+        recv = self._recv
+        while True:
+            if carry is not None:
+                work, carry = carry, None
+            else:
+                try:
+                    work = await recv.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    return
+            if isinstance(work.task, AsyncTask):
+                await self._run_async(work)
+                continue
+            batch = [work]
+            weight = work.task.weight
+            lane = work.task.lane
+            while weight < BATCH_MAX_WEIGHT and len(batch) < BATCH_MAX_ITEMS:
+                try:
+                    nxt = recv.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+                if isinstance(nxt.task, AsyncTask) or nxt.task.lane != lane:
+                    carry = nxt
+                    break
+                batch.append(nxt)
+                weight += nxt.task.weight
+            await self._run_batch(batch, lane)
+
+    async def _run_batch(self, batch: list[_Work], lane: str) -> None:
+        interrupter = self._ctx._interrupter
+        tracker = self._ctx.progress
+
+        def run_all() -> list[Outcome[Any]]:
+            out = []
+            for work in batch:
+                tracker.started(id(work), work.tc)
+                out.append(_run_one(work, interrupter))
+            return out
+
+        try:
+            outcomes = await trio.to_thread.run_sync(run_all, limiter=self.lane(lane))
+        except BaseException:
+            for work in batch:
+                tracker.finished(id(work), "cancelled", 0, None)
+            raise
+        for work, outcome in zip(batch, outcomes, strict=True):
+            self._finish(work, outcome)
+
+    async def _run_async(self, work: _Work) -> None:
+        task = work.task
+        assert isinstance(task, AsyncTask)
+        self._ctx.progress.started(id(work), work.tc)
+        tc = work.tc
+        outcome: Outcome[Any]
+        if self._ctx._interrupter.reason is not None:
+            outcome = Outcome(task, OutcomeStatus.CANCELLED, reason="job interrupted")
+        else:
+            try:
+                async with self.lane(task.lane):
+                    value = await task.arun(tc)
+            except Skip as exc:
+                outcome = Outcome(
+                    task, OutcomeStatus.SKIPPED, reason=exc.reason, bytes=tc.bytes_done
+                )
+            except Interrupted as exc:
+                outcome = Outcome(task, OutcomeStatus.CANCELLED, error=exc, reason=str(exc))
+            except trio.Cancelled:
+                self._ctx.progress.finished(id(work), "cancelled", 0, None)
+                raise
+            except Exception as exc:
+                outcome = Outcome(task, OutcomeStatus.FAILED, error=exc, bytes=tc.bytes_done)
+            else:
+                outcome = Outcome(task, OutcomeStatus.DONE, value=value, bytes=tc.bytes_done)
+        self._finish(work, outcome)
+
+    def _finish(self, work: _Work, outcome: Outcome[Any]) -> None:
+        """Record the outcome (checkpoint bookkeeping, progress) and hand it to the caller."""
+        error: ItemError | None = None
+        if outcome.status is OutcomeStatus.FAILED:
+            exc = outcome.error
+            assert exc is not None
+            error = ItemError(
+                index=outcome.index,
+                label=work.tc.label,
+                error=type(exc).__name__,
+                message=_describe(exc),
+                stage=work.stage.name,
+            )
+        work.stage.record(outcome, error)
+        self._ctx.progress.finished(id(work), outcome.status.value, outcome.bytes, error)
+        work.deliver(outcome)
+
+
+def _describe(exc: BaseException) -> str:
+    """A clear one-line reason: strerror and file name for OSError, else str(exc)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        name = exc.filename
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "backslashreplace")
+        return f"{exc.strerror}: {name}" if name is not None else exc.strerror
+    text = str(exc)
+    return text or type(exc).__name__
+
+
+class TaskHandle(Generic[T]):
+    """The future of one dispatched task: ``await handle.outcome()``."""
+
+    def __init__(self, task: Task[T]) -> None:
+        self.task = task
+        self._outcome: Outcome[T] | None = None
+        self._event = trio.Event()
+
+    def _set(self, outcome: Outcome[Any]) -> None:
+        self._outcome = outcome
+        self._event.set()
+
+    @property
+    def done(self) -> bool:
+        return self._outcome is not None
+
+    async def outcome(self) -> Outcome[T]:
+        await self._event.wait()
+        assert self._outcome is not None
+        return self._outcome
+
+
+class TaskDispatcher:
+    """Fans tasks out to the job's worker pool and yields their outcomes.
+
+    Obtained from ``ctx.task_dispatcher(stage)``. Each stage has its own index space and its
+    own checkpointed completed set; ``keep_results=True`` stores each task's (JSON) value with
+    its completion so a resumed run gets it back on the skipped outcome.
+    """
+
+    def __init__(self, ctx: JobContext, stage: _Stage, pool: WorkerPool) -> None:
+        self._ctx = ctx
+        self._stage = stage
+        self._pool = pool
+
+    @property
+    def stage(self) -> str:
+        return self._stage.name
+
+    @property
+    def workers(self) -> int:
+        return self._pool.workers
+
+    @property
+    def completed_count(self) -> int:
+        """Tasks of this stage recorded as finished (this run and earlier ones)."""
+        return len(self._stage.completed)
+
+    def is_completed(self, index: int) -> bool:
+        return index in self._stage.completed
+
+    def _work(self, task: Task[Any], deliver: Callable[[Outcome[Any]], None]) -> _Work:
+        index = getattr(task, "index", None)
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise TypeError(f"task {task!r} needs an int index >= 0, got {index!r}")
+        tc = TaskContext(index, task.label(), self._ctx._interrupter)
+        return _Work(task, tc, self._stage, deliver)
+
+    def _resumed(self, task: Task[T]) -> Outcome[T]:
+        return Outcome(
+            task,
+            OutcomeStatus.SKIPPED,
+            value=self._stage.stored_result(task.index),
+            reason="completed in an earlier run",
+            resumed=True,
+        )
+
+    async def dispatch(self, task: Task[T]) -> TaskHandle[T]:
+        """Send one task to the pool (waits while the pool is saturated); returns its handle."""
+        handle: TaskHandle[T] = TaskHandle(task)
+        if task.index in self._stage.completed:
+            await self._stage.load_results()
+            handle._set(self._resumed(task))
+        else:
+            await self._pool.submit(self._work(task, handle._set))
+        return handle
+
+    async def dispatch_many(
+        self,
+        tasks: Iterable[Task[T]] | AsyncIterable[Task[T]],
+        *,
+        include_resumed: bool = False,
+    ) -> AsyncIterator[Outcome[T]]:
+        """Run ``tasks`` on the pool and yield outcomes in completion order.
+
+        Tasks checkpointed by an earlier run are not run; they are yielded as resumed
+        SKIPPED outcomes only with ``include_resumed``. On pause or cancel, dispatching stops,
+        tasks in flight finish or stop at their next check, their outcomes are yielded, and
+        then `PauseRequested`/`CancelRequested` is raised.
+        """
+        if include_resumed:
+            await self._stage.load_results()
+        send, recv = trio.open_memory_channel[Outcome[T]](math.inf)
+        deliver = send.send_nowait
+        completed = self._stage.completed
+        interrupter = self._ctx._interrupter
+        window = self._pool.window
+        outstanding = 0
+        sync_iter = iter(tasks) if isinstance(tasks, Iterable) else None
+        async_iter = aiter(tasks) if sync_iter is None else None  # type: ignore[arg-type]
+        exhausted = False
+        while True:
+            while not exhausted and outstanding < window and interrupter.reason is None:
+                try:
+                    if sync_iter is not None:
+                        task = next(sync_iter)
+                    else:
+                        assert async_iter is not None
+                        task = await anext(async_iter)
+                except (StopIteration, StopAsyncIteration):
+                    exhausted = True
+                    break
+                if task.index in completed:
+                    if include_resumed:
+                        yield self._resumed(task)
+                    continue
+                work = self._work(task, deliver)
+                try:
+                    self._pool._send.send_nowait(work)
+                except trio.WouldBlock:
+                    await self._pool.submit(work)
+                outstanding += 1
+            if outstanding == 0:
+                break
+            outcome = await recv.receive()
+            outstanding -= 1
+            yield outcome
+        interrupter.check()
+
+    def dispatch_range(
+        self, count: int, factory: Callable[[int], Task[T]], *, include_resumed: bool = False
+    ) -> AsyncIterator[Outcome[T]]:
+        """Like `dispatch_many` over ``factory(i) for i in range(count)``, but checkpointed
+        indices are skipped without building their tasks: resuming a job with a million done
+        tasks costs milliseconds."""
+        if include_resumed:
+            return self.dispatch_many((factory(i) for i in range(count)), include_resumed=True)
+        return self.dispatch_many(factory(i) for i in self._stage.completed.missing(count))

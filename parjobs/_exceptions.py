@@ -1,0 +1,95 @@
+"""The parjobs error tree.
+
+```
+ParjobsError                      base of everything parjobs raises on purpose
+├── JobSpecError (ValueError)     a job spec is invalid (bad field type, bad value)
+├── JobLoadError                  a stored job cannot be loaded (unknown type, newer version,
+│                                 corrupt JSON); affects that job only
+├── StoreError                    the job store cannot be used
+│   └── StoreFormatError          the file is not a parjobs store (foreign, corrupt, too new)
+├── JobNotFoundError (KeyError)   no job with that id
+├── InvalidTransitionError        e.g. resume a completed job, cancel a cancelled one
+├── LeaseError                    another live process owns the job
+├── JobNotFinishedError           result() asked of a job that rests paused/interrupted
+├── JobFailedError                result() of a failed job; __cause__ is the original error
+├── JobCancelledError             result() of a cancelled job
+└── Interrupted                   raised inside a job/task to unwind on request
+    ├── PauseRequested            stop now, keep progress, resume later
+    └── CancelRequested           stop now, discard what is unfinished
+```
+
+`Skip` is not an error: a task raises it to report that it deliberately did nothing.
+"""
+
+from __future__ import annotations
+
+
+class ParjobsError(Exception):
+    """Base class of all errors parjobs raises on purpose."""
+
+
+class JobSpecError(ParjobsError, ValueError):
+    """A job spec is invalid: a field has the wrong type or an unacceptable value."""
+
+
+class JobLoadError(ParjobsError):
+    """A stored job cannot be turned back into a job object.
+
+    Raised for an unknown job type, a stored version newer than this code, or corrupt JSON.
+    The manager marks only that job failed and keeps running the others.
+    """
+
+
+class StoreError(ParjobsError):
+    """The job store cannot be opened or used."""
+
+
+class StoreFormatError(StoreError):
+    """The store file is not a parjobs store: a foreign SQLite file, corrupt, or too new."""
+
+
+class JobNotFoundError(ParjobsError, KeyError):
+    """No job with the given id exists in the store."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "job not found"
+
+
+class InvalidTransitionError(ParjobsError):
+    """The requested status change is not allowed from the job's current status."""
+
+
+class LeaseError(ParjobsError):
+    """Another live process holds the lease on this job, so this process may not run it."""
+
+
+class JobNotFinishedError(ParjobsError):
+    """The job rests without a result (paused or interrupted); resume it first."""
+
+
+class JobFailedError(ParjobsError):
+    """The job failed as a whole; the message and ``__cause__`` say why."""
+
+
+class JobCancelledError(ParjobsError):
+    """The job was cancelled, so it has no result."""
+
+
+class Interrupted(ParjobsError):
+    """Base of the two interruption signals delivered by ``check_interrupt``."""
+
+
+class PauseRequested(Interrupted):
+    """The job is being paused: stop at the next safe point, progress is kept."""
+
+
+class CancelRequested(Interrupted):
+    """The job is being cancelled: stop at the next safe point."""
+
+
+class Skip(Exception):
+    """Raised by a task to report that it deliberately did nothing (e.g. conflict=skip)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

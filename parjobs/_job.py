@@ -1,0 +1,259 @@
+"""Jobs: typed, serializable specs registered by name and version.
+
+A job is a plain dataclass whose fields are JSON data (the *spec*: what to do) plus an async
+``run(ctx)`` (how to orchestrate it). Specs are stored as JSON and validated against the field
+types when they are loaded back, because a store file is untrusted input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, dataclass_transform
+
+from ._exceptions import JobLoadError, JobSpecError
+
+if TYPE_CHECKING:
+    from ._context import JobContext
+
+JobT = TypeVar("JobT", bound="type[Job]")
+
+
+@dataclass_transform(kw_only_default=True)
+class Job:
+    """Base class of all jobs. Subclass it, declare the spec as annotated fields, register it
+    with `job_type`, and implement `run`.
+
+    Class attributes a job type may set: ``queue`` (the manager queue it runs in by default),
+    ``priority`` (default priority).
+    """
+
+    job_type_name: ClassVar[str] = ""
+    job_type_version: ClassVar[int] = 0
+    queue: ClassVar[str] = "default"
+    priority: ClassVar[int] = 0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__dataclass_fields__" not in cls.__dict__:
+            dataclasses.dataclass(kw_only=True)(cls)
+
+    async def run(self, ctx: JobContext) -> Any:
+        """Do the work: fan out tasks through ``ctx.task_dispatcher()`` and return a JSON-able
+        result. Called again on resume; checkpointed tasks are skipped by the dispatcher."""
+        raise NotImplementedError
+
+    async def cleanup(self, ctx: JobContext, *, cancelled: bool) -> None:
+        """Called once when the job ends for good (completed, failed or cancelled), also when
+        it is cancelled while not running. Remove temporary state here (e.g. partial files).
+        Not called on pause: what is kept there is what resume continues from."""
+
+    def validate(self) -> None:
+        """Check values beyond their types; raise `JobSpecError` naming the problem. Called on
+        submit and again before every run (the stored spec may have been edited)."""
+
+    def describe(self) -> str:
+        """A one-line human description for lists and the CLI."""
+        return self.job_type_name
+
+    # -- serialization -------------------------------------------------------------------
+
+    def to_spec(self) -> dict[str, Any]:
+        """The spec as plain JSON data."""
+        return {f.name: _to_json(getattr(self, f.name)) for f in _spec_fields(type(self))}
+
+    @classmethod
+    def upgrade_spec(cls, spec: dict[str, Any], from_version: int) -> dict[str, Any]:
+        """Turn a spec stored by an older version of this job type into the current shape.
+        The default accepts it unchanged (new fields need defaults)."""
+        return spec
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Job:
+        """Build and validate a job from plain data; raise `JobSpecError` on any mismatch."""
+        if not isinstance(spec, Mapping):
+            raise JobSpecError(f"{cls.job_type_name}: spec must be an object, got {_tname(spec)}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in _spec_fields(cls)}
+        unknown = sorted(set(spec) - set(fields))
+        if unknown:
+            raise JobSpecError(f"{cls.job_type_name}: unknown field(s) {', '.join(unknown)}")
+        kwargs: dict[str, Any] = {}
+        for name, field in fields.items():
+            if name in spec:
+                kwargs[name] = _coerce(spec[name], hints[name], f"{cls.job_type_name}.{name}")
+            elif (
+                field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
+            ):
+                raise JobSpecError(f"{cls.job_type_name}: missing field {name!r}")
+        job = cls(**kwargs)
+        job.validate()
+        return job
+
+
+_REGISTRY: dict[str, type[Job]] = {}
+
+
+def job_type(name: str, *, version: int = 1) -> Callable[[JobT], JobT]:
+    """Register a `Job` subclass under a stable name and spec version.
+
+    The name is what the store records, so renaming the class does not orphan stored jobs.
+    Bump ``version`` when the spec changes shape and override `Job.upgrade_spec`.
+    """
+    if not name or not isinstance(name, str):
+        raise ValueError("job type name must be a non-empty string")
+    if version < 1:
+        raise ValueError("job type version must be >= 1")
+
+    def register(cls: JobT) -> JobT:
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing.__qualname__ != cls.__qualname__:
+            raise ValueError(f"job type {name!r} is already registered by {existing!r}")
+        cls.job_type_name = name
+        cls.job_type_version = version
+        _REGISTRY[name] = cls
+        return cls
+
+    return register
+
+
+def registered_job_types() -> dict[str, type[Job]]:
+    """A copy of the registry: name -> class."""
+    return dict(_REGISTRY)
+
+
+def dump_job(job: Job) -> tuple[str, int, str]:
+    """(type name, version, spec JSON) for storing ``job``."""
+    cls = type(job)
+    if not cls.job_type_name or _REGISTRY.get(cls.job_type_name) is not cls:
+        raise JobSpecError(f"{cls.__qualname__} is not registered: decorate it with @job_type")
+    job.validate()
+    try:
+        text = json.dumps(job.to_spec(), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise JobSpecError(f"{cls.job_type_name}: spec is not JSON data: {exc}") from exc
+    return cls.job_type_name, cls.job_type_version, text
+
+
+def load_job(type_name: str, version: int, spec_json: str) -> Job:
+    """Rebuild a stored job; raise `JobLoadError` (clear message) when that is impossible."""
+    cls = _REGISTRY.get(type_name)
+    if cls is None:
+        raise JobLoadError(f"unknown job type {type_name!r} (is the module defining it imported?)")
+    if version > cls.job_type_version:
+        raise JobLoadError(
+            f"job type {type_name!r} was stored by version {version}, "
+            f"newer than this code's version {cls.job_type_version}; upgrade parjobs"
+        )
+    try:
+        spec = json.loads(spec_json)
+    except (TypeError, ValueError) as exc:
+        raise JobLoadError(f"stored spec of {type_name!r} is corrupt JSON: {exc}") from exc
+    try:
+        if version < cls.job_type_version:
+            spec = cls.upgrade_spec(spec, version)
+        return cls.from_spec(spec)
+    except JobSpecError as exc:
+        raise JobLoadError(f"stored spec is invalid: {exc}") from exc
+
+
+def runtime_field(default: Any = None) -> Any:
+    """A job attribute that is not part of the stored spec (e.g. an async callback).
+
+    It exists only in the process that submitted the job; a job resumed elsewhere sees the
+    default, so the job must behave sensibly without it.
+    """
+    return dataclasses.field(
+        default=default, compare=False, repr=False, metadata={"parjobs_runtime": True}
+    )
+
+
+def _spec_fields(cls: type[Job]) -> list[dataclasses.Field[Any]]:
+    return [
+        f
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if not f.metadata.get("parjobs_runtime")
+    ]
+
+
+# -- JSON conversion and validation -------------------------------------------------------
+
+
+def _tname(value: object) -> str:
+    return type(value).__name__
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_to_json(v) for v in value]
+    if isinstance(value, list):
+        return [_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    return value
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` (parsed JSON) against the annotation ``hint``; convert lists to tuples
+    where the field is a tuple. Raise `JobSpecError` naming the field on mismatch."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any or hint is object:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            try:
+                return _coerce(value, arg, where)
+            except JobSpecError:
+                continue
+        raise JobSpecError(f"{where}: {value!r} does not match {_hint_name(hint)}")
+    if hint is type(None):
+        if value is None:
+            return None
+        raise JobSpecError(f"{where}: expected null, got {_tname(value)}")
+    if origin is Literal:
+        if value in args:
+            return value
+        choices = ", ".join(repr(a) for a in args)
+        raise JobSpecError(f"{where}: {value!r} is not one of {choices}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise JobSpecError(f"{where}: expected a boolean, got {_tname(value)}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise JobSpecError(f"{where}: expected an integer, got {_tname(value)}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise JobSpecError(f"{where}: expected a number, got {_tname(value)}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise JobSpecError(f"{where}: expected a string, got {_tname(value)}")
+    if origin in (list, tuple) or hint in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise JobSpecError(f"{where}: expected a list, got {_tname(value)}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise JobSpecError(f"{where}: expected {len(args)} items, got {len(value)}")
+            pairs = enumerate(zip(value, args, strict=True))
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in pairs)
+        item = args[0] if args else Any
+        items = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if (origin or hint) is tuple else items
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise JobSpecError(f"{where}: expected an object, got {_tname(value)}")
+        vt = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(v, vt, f"{where}[{k!r}]") for k, v in value.items()}
+    raise JobSpecError(f"{where}: unsupported field type {_hint_name(hint)} (use JSON types)")
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint)

@@ -1,0 +1,625 @@
+"""JobManager: submit, run, pause, resume and cancel jobs; persistence and recovery.
+
+One manager per process and store (several processes may share a store). Every job this
+manager runs lives in the manager's nursery; a job's tasks live in the job's own nursery, so
+closing the manager pauses and then stops everything it owns, and nothing outlives it.
+
+Leases: a manager registers itself (pid, host, heartbeat) and claims a job atomically before
+running it. A job whose manager died is recovered as ``interrupted`` by the next manager that
+opens the store. Pause and cancel requests from other processes travel through the store and
+are polled every `REQUEST_POLL` seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+import secrets
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import trio
+
+from ._context import CHECKPOINT_INTERVAL, JobContext
+from ._exceptions import (
+    InvalidTransitionError,
+    JobCancelledError,
+    JobFailedError,
+    JobLoadError,
+    JobNotFinishedError,
+    JobSpecError,
+    LeaseError,
+    StoreError,
+)
+from ._job import Job, dump_job, load_job
+from ._progress import ItemError, Progress, ProgressTracker
+from ._status import JobStatus, check_transition
+from ._store import CheckpointBatch, JobInfo, JobStore
+
+R = TypeVar("R")
+
+#: How often the manager looks for pause/cancel requests from other processes.
+REQUEST_POLL = 0.2
+#: How often the manager renews its lease.
+HEARTBEAT = 2.0
+#: How long a cancel may take before the job's trio code is cancelled outright (threads
+#: still finish their current chunk: nothing keeps running after the job says cancelled).
+HARD_STOP_AFTER = 10.0
+#: Default worker tasks per job.
+DEFAULT_WORKERS = 8
+
+
+def default_lanes(io: int | None = None, cpu: int | None = None) -> dict[str, int]:
+    """Thread limits per lane: ``io`` (many; I/O waits) and ``cpu`` (one per core)."""
+    cores = os.cpu_count() or 2
+    return {"io": io or max(16, 4 * cores), "cpu": cpu or cores}
+
+
+class _LiveJob:
+    """A job this manager is queuing or running (one per run)."""
+
+    _seq = itertools.count()
+
+    def __init__(self, info: JobInfo) -> None:
+        self.id = info.id
+        self.info = info
+        self.priority = info.priority
+        self.seq = next(self._seq)
+        self.status = info.status
+        self.tracker = ProgressTracker(info.id)
+        self.tracker.status = info.status.value
+        self.tracker.restore(info)
+        self.ctx: JobContext | None = None
+        self.scope: trio.CancelScope | None = None
+        self.pending: str | None = None  # pause/cancel asked before the context existed
+        self.value: Any = None
+        self.error: str | None = None
+        self.rested = trio.Event()
+        self.job: Job | None = None  # the submitted object (with runtime fields), if here
+
+    def set_status(self, status: JobStatus) -> None:
+        self.status = status
+        self.tracker.set_status(status.value)
+
+    def rest(self, status: JobStatus) -> None:
+        self.set_status(status)
+        self.tracker.run_stopped()
+        self.tracker.close()
+        self.rested.set()
+
+
+class JobHandle:
+    """A reference to one job: its id, status, progress stream and result."""
+
+    def __init__(self, manager: JobManager, job_id: str) -> None:
+        self._manager = manager
+        self.id = job_id
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.id}>"
+
+    @property
+    def status(self) -> JobStatus | None:
+        """The status as last seen by this manager (None if it does not run the job; use
+        `info` then)."""
+        live = self._manager._live.get(self.id)
+        return live.status if live is not None else None
+
+    async def info(self) -> JobInfo:
+        return await self._manager.get(self.id)
+
+    async def progress(self) -> AsyncIterator[Progress]:
+        """Snapshots (~10/s) until the job rests: completed, paused, failed, cancelled..."""
+        async for snap in self._manager.watch(self.id):
+            yield snap
+
+    async def wait(self) -> JobStatus:
+        """Wait until the job rests (nothing runs until somebody acts) and return its status."""
+        return await self._manager.wait(self.id)
+
+    async def result(self) -> Any:
+        """Wait, then return the job's result. Raises `JobFailedError`, `JobCancelledError`,
+        or `JobNotFinishedError` (paused/interrupted)."""
+        status = await self.wait()
+        live = self._manager._live.get(self.id)
+        info = await self._manager.get(self.id)
+        if status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS):
+            if live is not None and live.status is status:
+                return live.value
+            return info.result
+        if status is JobStatus.FAILED:
+            raise JobFailedError(f"job {self.id} failed: {info.error}")
+        if status is JobStatus.CANCELLED:
+            raise JobCancelledError(f"job {self.id} was cancelled")
+        raise JobNotFinishedError(f"job {self.id} is {status.value}; resume it to finish")
+
+    async def pause(self) -> None:
+        await self._manager.pause(self.id)
+
+    async def resume(self) -> None:
+        await self._manager.resume(self.id)
+
+    async def cancel(self) -> None:
+        await self._manager.cancel(self.id)
+
+
+class JobManager:
+    """Runs jobs from a `JobStore`. Create with `open_manager`."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        workers: int,
+        max_running: int,
+        lanes: dict[str, int],
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if max_running < 1:
+            raise ValueError(f"max_running must be >= 1, got {max_running}")
+        for lane, n in lanes.items():
+            if n < 1:
+                raise ValueError(f"lane {lane!r} needs at least 1 thread, got {n}")
+        self.store = store
+        self.id = secrets.token_hex(8)
+        self.workers = workers
+        self.max_running = max_running
+        self.lanes = {name: trio.CapacityLimiter(n) for name, n in lanes.items()}
+        self._db_limiter = trio.CapacityLimiter(1)
+        self._live: dict[str, _LiveJob] = {}
+        self._queue: list[_LiveJob] = []
+        self._running = 0
+        self._wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._closing = False
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def _db(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """Run a blocking store call in the store's single worker thread."""
+        call = functools.partial(fn, *args, **kwargs)
+        return await trio.to_thread.run_sync(call, limiter=self._db_limiter)
+
+    async def _start(self, nursery: trio.Nursery, resume_interrupted: bool) -> None:
+        self._nursery = nursery
+        await self._db(self.store.register_manager, self.id)
+        await self._db(self.store.recover)
+        nursery.start_soon(self._scheduler)
+        nursery.start_soon(self._housekeeping)
+        if resume_interrupted:
+            for info in await self.list_jobs([JobStatus.INTERRUPTED]):
+                await self.resume(info.id)
+
+    async def _shutdown(self, grace: float) -> None:
+        """Pause what runs (checkpointed, resumable), release queued jobs, unregister."""
+        self._closing = True
+        for live in list(self._live.values()):
+            if live.status is JobStatus.QUEUED and live.ctx is None:
+                await self._rest_queued(live, JobStatus.INTERRUPTED)
+            elif live.status in (JobStatus.RUNNING, JobStatus.PAUSING):
+                await self._interrupt(live, "pause", JobStatus.PAUSING)
+        with trio.move_on_after(grace):
+            for live in list(self._live.values()):
+                await live.rested.wait()
+        for live in list(self._live.values()):
+            if live.scope is not None and not live.rested.is_set():
+                live.scope.cancel()
+        for live in list(self._live.values()):
+            await live.rested.wait()
+        await self._db(self.store.unregister_manager, self.id)
+
+    # -- public API ----------------------------------------------------------------------
+
+    async def submit(
+        self,
+        job: Job,
+        *,
+        priority: int | None = None,
+        idempotency_key: str | None = None,
+        start: bool = True,
+    ) -> JobHandle:
+        """Store ``job`` (validated) and queue it to run in this manager.
+
+        With ``idempotency_key``, a job submitted before with the same key is returned instead
+        of a duplicate. ``start=False`` stores it paused.
+        """
+        if self._closing:
+            raise StoreError("the manager is closing")
+        type_name, version, spec = dump_job(job)
+        job_id = secrets.token_hex(6)
+        prio = type(job).priority if priority is None else priority
+        info, created = await self._db(
+            self.store.insert_job,
+            job_id,
+            type_name,
+            version,
+            spec,
+            priority=prio,
+            queue=type(job).queue,
+            owner=self.id,
+            idempotency_key=idempotency_key,
+        )
+        if not created:
+            return JobHandle(self, info.id)
+        if not start:
+            await self._db(self.store.transition, info.id, JobStatus.PAUSED, owner=None)
+            return JobHandle(self, info.id)
+        self._enqueue(info).job = job
+        return JobHandle(self, info.id)
+
+    def handle(self, job_id: str) -> JobHandle:
+        return JobHandle(self, job_id)
+
+    async def get(self, job_id: str) -> JobInfo:
+        """The stored record of a job (raises `JobNotFoundError`)."""
+        return await self._db(self.store.get, job_id)
+
+    async def resolve(self, id_prefix: str) -> str:
+        """The full id of the job whose id starts with ``id_prefix``."""
+        return await self._db(self.store.resolve_id, id_prefix)
+
+    async def list_jobs(
+        self, status: JobStatus | Iterable[JobStatus] | None = None
+    ) -> list[JobInfo]:
+        """Jobs in the store, oldest first, optionally only those with the given status(es)."""
+        statuses = [status] if isinstance(status, JobStatus) else status
+        return await self._db(self.store.list_jobs, statuses)
+
+    async def errors(self, job_id: str, *, limit: int = -1) -> list[ItemError]:
+        """Every failed item of the job's latest run, with its reason."""
+        return await self._db(self.store.errors, job_id, limit=limit)
+
+    async def pause(self, job_id: str) -> None:
+        """Pause a job: running ones stop at the next chunk boundary, keeping their progress.
+        Works for jobs run by another process (the request travels through the store)."""
+        live = self._live.get(job_id)
+        if live is not None and live.status is JobStatus.QUEUED and live.ctx is None:
+            await self._rest_queued(live, JobStatus.PAUSED)
+            return
+        if live is not None and live.status in (JobStatus.RUNNING, JobStatus.PAUSING):
+            await self._interrupt(live, "pause", JobStatus.PAUSING)
+            return
+        info = await self.get(job_id)
+        if info.status is JobStatus.QUEUED:
+            await self._db(self.store.transition, job_id, JobStatus.PAUSED, owner=None)
+        else:
+            await self._db(self.store.transition, job_id, JobStatus.PAUSING, request="pause")
+
+    async def cancel(self, job_id: str) -> None:
+        """Cancel a job. Running: stops at the next chunk boundary and cleans up. Resting
+        (paused, interrupted, failed): cleaned up now. Illegal when completed or cancelled."""
+        live = self._live.get(job_id)
+        if live is not None and live.status is JobStatus.QUEUED and live.ctx is None:
+            await self._rest_queued(live, JobStatus.CANCELLED)
+            await self._cleanup_offline(live.info)
+            return
+        if live is not None and live.status in (
+            JobStatus.RUNNING,
+            JobStatus.PAUSING,
+            JobStatus.CANCELLING,
+        ):
+            await self._interrupt(live, "cancel", JobStatus.CANCELLING)
+            return
+        info = await self.get(job_id)
+        if info.status in (JobStatus.RUNNING, JobStatus.PAUSING) and info.owner is not None:
+            await self._db(self.store.transition, job_id, JobStatus.CANCELLING, request="cancel")
+            return
+        check_transition(job_id, info.status, JobStatus.CANCELLED)
+        await self._cleanup_offline(info)
+        await self._db(self.store.transition, job_id, JobStatus.CANCELLED, owner=None, request=None)
+
+    async def resume(self, job_id: str) -> JobHandle:
+        """Queue a paused, interrupted, failed or completed-with-errors job to run here.
+        Completed tasks are skipped; failed ones are retried."""
+        live = self._live.get(job_id)
+        if live is not None and not live.rested.is_set():
+            raise InvalidTransitionError(f"cannot resume job {job_id}: it is {live.status.value}")
+        info = await self._db(
+            self.store.transition, job_id, JobStatus.QUEUED, owner=self.id, request=None
+        )
+        self._enqueue(info)
+        return JobHandle(self, job_id)
+
+    async def delete(self, job_id: str) -> None:
+        """Forget a job that rests (its completions, errors and results too)."""
+        info = await self.get(job_id)
+        if info.status.is_active:
+            raise InvalidTransitionError(f"cannot delete job {job_id}: it is {info.status.value}")
+        self._live.pop(job_id, None)
+        await self._db(self.store.delete, job_id)
+
+    async def wait(self, job_id: str) -> JobStatus:
+        """Wait until the job rests; works for jobs run by other processes too (polls)."""
+        while True:
+            live = self._live.get(job_id)
+            if live is not None:
+                await live.rested.wait()
+                if self._live.get(job_id) is live:
+                    return live.status
+                continue
+            info = await self.get(job_id)
+            if info.status.is_resting:
+                return info.status
+            await trio.sleep(REQUEST_POLL)
+
+    async def watch(self, job_id: str) -> AsyncIterator[Progress]:
+        """Progress snapshots of a job until it rests (from the store for other processes)."""
+        live = self._live.get(job_id)
+        if live is not None:
+            async for snap in live.tracker.subscribe():
+                yield snap
+            return
+        last: Progress | None = None
+        while True:
+            info = await self.get(job_id)
+            snap = info.progress
+            if info.status.value != snap.status:
+                snap = _with_status(snap, info.status)
+            if snap != last:
+                yield snap
+                last = snap
+            if info.status.is_resting:
+                return
+            await trio.sleep(max(REQUEST_POLL, 0.25))
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    def _enqueue(self, info: JobInfo) -> _LiveJob:
+        previous = self._live.get(info.id)
+        live = _LiveJob(info)
+        if previous is not None:
+            live.job = previous.job  # keep runtime fields across pause/resume
+        self._live[info.id] = live
+        self._queue.append(live)
+        self._wake.set()
+        return live
+
+    async def _rest_queued(self, live: _LiveJob, status: JobStatus) -> None:
+        if live in self._queue:
+            self._queue.remove(live)
+        await self._db(self.store.transition, live.id, status, owner=None)
+        live.rest(status)
+
+    async def _scheduler(self) -> None:
+        assert self._nursery is not None
+        while True:
+            while self._queue and self._running < self.max_running and not self._closing:
+                live = max(self._queue, key=lambda j: (j.priority, -j.seq))
+                self._queue.remove(live)
+                try:
+                    info = await self._db(self.store.claim, live.id, self.id)
+                except (LeaseError, InvalidTransitionError) as exc:
+                    live.error = str(exc)
+                    stored = await self.get(live.id)
+                    live.rest(stored.status)
+                    continue
+                self._running += 1
+                self._nursery.start_soon(self._run, live, info)
+            self._wake = trio.Event()
+            await self._wake.wait()
+
+    async def _housekeeping(self) -> None:
+        """Heartbeat, pause/cancel requests from other processes, background checkpoints."""
+        last_beat = trio.current_time()
+        while True:
+            await trio.sleep(REQUEST_POLL)
+            if trio.current_time() - last_beat >= HEARTBEAT:
+                last_beat = trio.current_time()
+                await self._db(self.store.heartbeat, self.id)
+            if any(live.ctx is not None for live in self._live.values()):
+                for job_id, request in await self._db(self.store.requests_for, self.id):
+                    live = self._live.get(job_id)
+                    if live is not None and live.ctx is not None:
+                        self._apply_request(live, request)
+            for live in list(self._live.values()):
+                if live.ctx is not None and not live.rested.is_set():
+                    await live.ctx.checkpoint()
+
+    def _apply_request(self, live: _LiveJob, request: str) -> None:
+        status = JobStatus.CANCELLING if request == "cancel" else JobStatus.PAUSING
+        if live.status is not JobStatus.CANCELLING:
+            live.set_status(status)
+        if live.ctx is not None:
+            live.ctx._request(request)
+        else:
+            live.pending = request
+        if request == "cancel" and live.scope is not None:
+            live.scope.deadline = min(live.scope.deadline, trio.current_time() + HARD_STOP_AFTER)
+
+    async def _interrupt(self, live: _LiveJob, request: str, status: JobStatus) -> None:
+        if live.status is not status:
+            await self._db(self.store.transition, live.id, status)
+        self._apply_request(live, request)
+
+    # -- running one job -----------------------------------------------------------------
+
+    async def _run(self, live: _LiveJob, info: JobInfo) -> None:
+        try:
+            await self._run_inner(live, info)
+        finally:
+            self._running -= 1
+            self._wake.set()
+
+    async def _run_inner(self, live: _LiveJob, info: JobInfo) -> None:
+        live.set_status(JobStatus.RUNNING)
+        try:
+            job = live.job or load_job(info.type, info.version, info.spec)
+            job.validate()
+        except (JobLoadError, JobSpecError) as exc:
+            await self._finish(live, JobStatus.FAILED, error=str(exc))
+            return
+        completed = await self._db(self.store.completed_ranges, live.id)
+        tracker = live.tracker
+        tracker.restore(info)
+        tracker.run_started()
+        failure: BaseException | None = None
+        value: Any = None
+        ctx: JobContext | None = None
+        with trio.CancelScope() as scope:
+            live.scope = scope
+            try:
+                async with trio.open_nursery() as nursery:
+                    ctx = JobContext(
+                        live.id,
+                        nursery=nursery,
+                        lanes=self.lanes,
+                        workers=self.workers,
+                        completed=completed,
+                        state=dict(info.state),
+                        progress=tracker,
+                        write=functools.partial(self._write_checkpoint, live.id),
+                        load_results=functools.partial(self._load_results, live.id),
+                        run_number=info.runs,
+                    )
+                    live.ctx = ctx
+                    if live.pending is not None:
+                        self._apply_request(live, live.pending)
+                    try:
+                        value = await job.run(ctx)
+                    except Exception as exc:
+                        failure = exc
+                    finally:
+                        ctx._close_pool()
+            finally:
+                # Record what completed, whatever happened (also on manager shutdown).
+                if ctx is not None:
+                    with trio.CancelScope(shield=True):
+                        await ctx.checkpoint(force=True)
+        assert ctx is not None
+        reason = ctx.interrupt_reason
+        if reason == "cancel":
+            await self._cleanup(job, ctx, live, cancelled=True)
+            await self._finish(live, JobStatus.CANCELLED)
+        elif (failure is not None and _is_interrupt(failure)) or (
+            scope.cancelled_caught and reason == "pause"
+        ):
+            await self._finish(live, JobStatus.PAUSED)
+        elif scope.cancelled_caught:
+            await self._finish(live, JobStatus.INTERRUPTED, error="stopped by the manager")
+        elif failure is not None:
+            await self._cleanup(job, ctx, live, cancelled=False)
+            detail = "".join(traceback.format_exception_only(type(failure), failure)).strip()
+            await self._finish(live, JobStatus.FAILED, error=detail)
+        else:
+            await self._cleanup(job, ctx, live, cancelled=False)
+            live.value = value
+            status = (
+                JobStatus.COMPLETED_WITH_ERRORS if tracker.items_failed else JobStatus.COMPLETED
+            )
+            tracker.finalize_totals()
+            await self._finish(live, status, result=value)
+
+    async def _cleanup(self, job: Job, ctx: JobContext, live: _LiveJob, *, cancelled: bool) -> None:
+        with trio.CancelScope(shield=True):
+            try:
+                await job.cleanup(ctx, cancelled=cancelled)
+            except Exception as exc:  # reported, never masks the job's own outcome
+                live.error = f"cleanup failed: {exc}"
+
+    async def _cleanup_offline(self, info: JobInfo) -> None:
+        """Run a resting job's cleanup (cancel of a paused/interrupted/failed job)."""
+        try:
+            job = load_job(info.type, info.version, info.spec)
+        except JobLoadError:
+            return
+        async with trio.open_nursery() as nursery:
+            ctx = JobContext(
+                info.id,
+                nursery=nursery,
+                lanes=self.lanes,
+                workers=1,
+                completed={},
+                state=dict(info.state),
+                progress=ProgressTracker(info.id),
+                write=functools.partial(self._write_checkpoint, info.id),
+                load_results=functools.partial(self._load_results, info.id),
+            )
+            ctx._request("cancel")
+            try:
+                await job.cleanup(ctx, cancelled=True)
+            finally:
+                ctx._close_pool()
+
+    async def _finish(
+        self, live: _LiveJob, status: JobStatus, *, error: str | None = None, result: Any = None
+    ) -> None:
+        live.tracker.run_stopped()
+        live.tracker.status = status.value
+        snap = live.tracker.snapshot()
+        fields: dict[str, Any] = {
+            "owner": None,
+            "request": None,
+            "progress": json.dumps(snap.to_json()),
+            "error": error or live.error,
+        }
+        if status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS):
+            fields["result"] = json.dumps(result, default=repr)
+        with trio.CancelScope(shield=True):
+            await self._db(self.store.transition, live.id, status, **fields)
+        live.error = error or live.error
+        live.ctx = None
+        live.rest(status)
+
+    async def _write_checkpoint(self, job_id: str, batch: CheckpointBatch) -> None:
+        await self._db(self.store.checkpoint, job_id, batch)
+
+    async def _load_results(self, job_id: str, stage: str) -> dict[int, str]:
+        return await self._db(self.store.task_results, job_id, stage)
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    from ._exceptions import Interrupted
+
+    return isinstance(exc, Interrupted)
+
+
+def _with_status(snap: Progress, status: JobStatus) -> Progress:
+    import dataclasses
+
+    return dataclasses.replace(snap, status=status.value)
+
+
+@asynccontextmanager
+async def open_manager(
+    store_path: str | os.PathLike[str],
+    *,
+    workers: int = DEFAULT_WORKERS,
+    max_running: int = 4,
+    lanes: dict[str, int] | None = None,
+    resume_interrupted: bool = False,
+    shutdown_grace: float = 10.0,
+) -> AsyncIterator[JobManager]:
+    """Open the store at ``store_path`` and run a manager until the block exits.
+
+    On entry, jobs left running by dead processes become ``interrupted`` (resumed at once
+    with ``resume_interrupted``). On exit, running jobs are paused (checkpointed) and queued
+    ones become ``interrupted``; ``shutdown_grace`` bounds how long pausing may take before the
+    jobs are stopped outright (still checkpointed).
+
+    ``workers`` is the number of worker tasks per job; ``lanes`` overrides the thread limits of
+    the ``io`` and ``cpu`` lanes (see `default_lanes`); ``max_running`` bounds how many jobs run
+    at once in this manager.
+    """
+    merged = default_lanes()
+    merged.update(lanes or {})
+    store = await trio.to_thread.run_sync(JobStore.open, store_path)
+    try:
+        manager = JobManager(store, workers=workers, max_running=max_running, lanes=merged)
+        async with trio.open_nursery() as nursery:
+            await manager._start(nursery, resume_interrupted)
+            try:
+                yield manager
+            finally:
+                with trio.CancelScope(shield=True):
+                    await manager._shutdown(shutdown_grace)
+                nursery.cancel_scope.cancel()
+    finally:
+        await trio.to_thread.run_sync(store.close)
+
+
+__all__ = ["CHECKPOINT_INTERVAL", "JobHandle", "JobManager", "open_manager"]

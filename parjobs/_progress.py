@@ -1,0 +1,320 @@
+"""Progress: immutable snapshots, and the tracker that aggregates parallel tasks into them.
+
+Tasks report into one `ProgressTracker` per job (counts from the trio side, bytes from worker
+threads through their own counters, so no lock is needed on the hot path). Subscribers pull
+coalesced snapshots at about 10 per second; a slow or stuck subscriber never blocks the job,
+it only sees fewer, newer snapshots.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+import trio
+
+#: How many recent item errors a snapshot carries (the store keeps all of them).
+RECENT_ERRORS = 20
+#: How many in-flight item labels a snapshot carries.
+CURRENT_ITEMS = 10
+#: Moving-average window for rates, in seconds.
+RATE_WINDOW = 5.0
+#: Minimum interval between snapshots delivered to one subscriber.
+UPDATE_INTERVAL = 0.1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ItemError:
+    """One failed item: which task, on which item, and why."""
+
+    index: int
+    label: str
+    error: str  # exception type name
+    message: str
+    stage: str = "default"
+
+    def __str__(self) -> str:
+        return f"{self.label}: {self.message}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Progress:
+    """A frozen picture of a job's progress.
+
+    ``items_total``/``bytes_total`` are None while unknown; while a tree is still being walked
+    they grow and ``totals_final`` is False. ``eta`` is None until totals are final and a rate
+    is known.
+    """
+
+    job_id: str = ""
+    status: str = "queued"
+    items_done: int = 0
+    items_failed: int = 0
+    items_skipped: int = 0
+    items_total: int | None = None
+    bytes_done: int = 0
+    bytes_total: int | None = None
+    totals_final: bool = False
+    rate_items: float = 0.0
+    rate_bytes: float = 0.0
+    eta: float | None = None
+    in_flight: int = 0
+    current: tuple[str, ...] = ()
+    elapsed: float = 0.0
+    recent_errors: tuple[ItemError, ...] = ()
+    message: str = ""
+
+    @property
+    def items_finished(self) -> int:
+        """Items that need no more work: done, failed or skipped."""
+        return self.items_done + self.items_failed + self.items_skipped
+
+    @property
+    def fraction(self) -> float | None:
+        """Share finished in [0, 1] by bytes when bytes are known, else by items."""
+        if self.bytes_total:
+            return min(1.0, self.bytes_done / self.bytes_total)
+        if self.items_total:
+            return min(1.0, self.items_finished / self.items_total)
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for storing or for ``--json`` output."""
+        data = dataclasses.asdict(self)
+        data["current"] = list(self.current)
+        data["recent_errors"] = [dataclasses.asdict(e) for e in self.recent_errors]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Progress:
+        """Inverse of `to_json`; unknown keys are ignored (forward compatible)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["current"] = tuple(kwargs.get("current", ()))
+        kwargs["recent_errors"] = tuple(ItemError(**e) for e in kwargs.get("recent_errors", ()))
+        return cls(**kwargs)
+
+
+class _Stored(Protocol):
+    @property
+    def progress(self) -> Progress: ...
+    @property
+    def done_items(self) -> int: ...
+    @property
+    def skipped_items(self) -> int: ...
+    @property
+    def done_bytes(self) -> int: ...
+
+
+class _InFlight(Protocol):
+    label: str
+    bytes_done: int
+
+
+class ProgressTracker:
+    """Mutable aggregation of one job's progress; `snapshot` freezes it.
+
+    Job code uses `add_total`, `set_total`, `add_bytes` and `set_message`; the dispatcher
+    reports item outcomes. Bytes of tasks still running are read from their own counters.
+    """
+
+    def __init__(self, job_id: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.job_id = job_id
+        self.status = "queued"
+        self._clock = clock
+        self.items_done = 0
+        self.items_failed = 0
+        self.items_skipped = 0
+        self.items_total: int | None = None
+        self.bytes_done = 0
+        self.bytes_total: int | None = None
+        self.totals_final = False
+        self.message = ""
+        self._errors: collections.deque[ItemError] = collections.deque(maxlen=RECENT_ERRORS)
+        self._in_flight: dict[int, _InFlight] = {}
+        self._elapsed_before = 0.0
+        self._run_started: float | None = None
+        self._samples: collections.deque[tuple[float, int, int]] = collections.deque()
+        self._version = 0
+        self._changed = trio.Event()
+        self._closed = False
+        self._last: Progress | None = None
+
+    # -- job-facing API ------------------------------------------------------------------
+
+    def add_total(self, items: int = 0, bytes: int = 0) -> None:
+        """Grow the known totals, e.g. for every file a tree walk discovers."""
+        self.items_total = (self.items_total or 0) + items
+        if bytes or self.bytes_total is not None:
+            self.bytes_total = (self.bytes_total or 0) + bytes
+        self._bump()
+
+    def set_total(
+        self, items: int | None = None, bytes: int | None = None, *, final: bool = True
+    ) -> None:
+        """Set totals outright; ``final=True`` says they will not grow any more."""
+        if items is not None:
+            self.items_total = items
+        if bytes is not None:
+            self.bytes_total = bytes
+        self.totals_final = final
+        self._bump()
+
+    def finalize_totals(self) -> None:
+        """Declare the totals known (the walk is over), enabling an ETA."""
+        self.totals_final = True
+        self._bump()
+
+    def add_bytes(self, n: int) -> None:
+        """Count bytes of work done by the job itself (tasks count their own)."""
+        self.bytes_done += n
+        self._bump()
+
+    def set_message(self, message: str) -> None:
+        """A short phase description, e.g. "scanning" or "verifying"."""
+        self.message = message
+        self._bump()
+
+    # -- dispatcher-facing API -----------------------------------------------------------
+
+    def started(self, key: int, item: _InFlight) -> None:
+        self._in_flight[key] = item
+
+    def finished(self, key: int, outcome: str, nbytes: int, error: ItemError | None) -> None:
+        self._in_flight.pop(key, None)
+        self.bytes_done += nbytes
+        if outcome == "done":
+            self.items_done += 1
+        elif outcome == "failed":
+            self.items_failed += 1
+            if error is not None:
+                self._errors.append(error)
+        elif outcome == "skipped":
+            self.items_skipped += 1
+        else:  # cancelled: the item is not finished, its bytes are not kept
+            self.bytes_done -= nbytes
+        self._bump()
+
+    def restore(self, info: _Stored) -> None:
+        """Continue from the stored record on resume: finished work comes from the
+        checkpointed counters, totals and elapsed time from the last snapshot."""
+        saved = info.progress
+        self.items_done = info.done_items - info.skipped_items
+        self.items_skipped = info.skipped_items
+        self.bytes_done = info.done_bytes
+        self.items_failed = 0
+        self.items_total = saved.items_total
+        self.bytes_total = saved.bytes_total
+        self.totals_final = False
+        self._elapsed_before = saved.elapsed
+        self._bump()
+
+    def run_started(self) -> None:
+        self._run_started = self._clock()
+        self._samples.clear()
+
+    def run_stopped(self) -> None:
+        if self._run_started is not None:
+            self._elapsed_before += self._clock() - self._run_started
+            self._run_started = None
+
+    def set_status(self, status: str) -> None:
+        self.status = status
+        self._bump()
+
+    def close(self) -> None:
+        """No more changes will come; wakes every subscriber for its final snapshot."""
+        self._closed = True
+        self._bump()
+
+    # -- snapshots and subscriptions ----------------------------------------------------
+
+    def _bump(self) -> None:
+        self._version += 1
+        self._changed.set()
+
+    @property
+    def in_flight_bytes(self) -> int:
+        return sum(t.bytes_done for t in list(self._in_flight.values()))
+
+    def snapshot(self) -> Progress:
+        """Freeze the current state (rates are a moving average over a few seconds)."""
+        now = self._clock()
+        started = self._run_started
+        running = started is not None
+        elapsed = self._elapsed_before + (now - started if started is not None else 0.0)
+        flying = list(self._in_flight.values())
+        bytes_done = self.bytes_done + sum(t.bytes_done for t in flying)
+        finished = self.items_done + self.items_failed + self.items_skipped
+        rate_items, rate_bytes = self._rates(now, finished, bytes_done) if running else (0.0, 0.0)
+        eta: float | None = None
+        if self.totals_final and running:
+            eta = _eta(self.bytes_total, bytes_done, rate_bytes)
+            if eta is None:
+                eta = _eta(self.items_total, finished, rate_items)
+        snap = Progress(
+            job_id=self.job_id,
+            status=self.status,
+            items_done=self.items_done,
+            items_failed=self.items_failed,
+            items_skipped=self.items_skipped,
+            items_total=self.items_total,
+            bytes_done=bytes_done,
+            bytes_total=self.bytes_total,
+            totals_final=self.totals_final,
+            rate_items=rate_items,
+            rate_bytes=rate_bytes,
+            eta=eta,
+            in_flight=len(flying),
+            current=tuple(t.label for t in flying[:CURRENT_ITEMS]),
+            elapsed=elapsed,
+            recent_errors=tuple(self._errors),
+            message=self.message,
+        )
+        self._last = snap
+        return snap
+
+    def _rates(self, now: float, items: int, nbytes: int) -> tuple[float, float]:
+        samples = self._samples
+        if not samples or now - samples[-1][0] >= UPDATE_INTERVAL / 2:
+            samples.append((now, items, nbytes))
+        while len(samples) > 2 and now - samples[1][0] > RATE_WINDOW:
+            samples.popleft()
+        t0, i0, b0 = samples[0]
+        span = now - t0
+        if span <= 0.05:
+            return 0.0, 0.0
+        return (items - i0) / span, (nbytes - b0) / span
+
+    async def subscribe(self) -> AsyncIterator[Progress]:
+        """Yield snapshots as things change, at most ~10 per second, then the final one.
+
+        Each subscriber pulls at its own pace, so a slow one only skips snapshots.
+        """
+        last_version = -1
+        while True:
+            closed = self._closed
+            if self._version != last_version or closed:
+                last_version = self._version
+                yield self.snapshot()
+                if closed:
+                    return
+                await trio.sleep(UPDATE_INTERVAL)
+            if self._version == last_version and not self._closed:
+                self._changed = trio.Event() if self._changed.is_set() else self._changed
+                changed = self._changed
+                # Bytes reported from worker threads do not bump the version: poll for them.
+                with trio.move_on_after(UPDATE_INTERVAL * 5 if not self._in_flight else 0.1):
+                    await changed.wait()
+                if self._in_flight and self._version == last_version:
+                    last_version = -1  # in-flight bytes may have moved; refresh anyway
+
+
+def _eta(total: int | None, done: int, rate: float) -> float | None:
+    if total is None or rate <= 0 or not math.isfinite(rate):
+        return None
+    return max(0.0, (total - done) / rate)

@@ -1,0 +1,90 @@
+"""Job statuses and the transitions allowed between them (see docs/concepts.md)."""
+
+from __future__ import annotations
+
+import enum
+
+from ._exceptions import InvalidTransitionError
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its life. The values are what the store and the CLI show."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSING = "pausing"
+    PAUSED = "paused"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def is_active(self) -> bool:
+        """True while some process is (or should be) working on the job."""
+        return self in _ACTIVE
+
+    @property
+    def is_final(self) -> bool:
+        """True when the job will never run again by itself or on resume."""
+        return self in (JobStatus.COMPLETED, JobStatus.CANCELLED)
+
+    @property
+    def is_resting(self) -> bool:
+        """True when nothing runs and nothing will until somebody acts."""
+        return not self.is_active
+
+    @property
+    def can_resume(self) -> bool:
+        """True when ``resume`` is allowed (paused, interrupted, failed, with errors)."""
+        return JobStatus.QUEUED in TRANSITIONS[self]
+
+
+_ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSING, JobStatus.CANCELLING})
+
+S = JobStatus
+#: Every allowed status change. Resuming a failed job or one completed with errors retries
+#: what did not complete; completed and cancelled are final.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    S.QUEUED: frozenset({S.RUNNING, S.PAUSED, S.CANCELLED, S.INTERRUPTED}),
+    S.RUNNING: frozenset(
+        {
+            S.PAUSING,
+            S.CANCELLING,
+            S.COMPLETED,
+            S.COMPLETED_WITH_ERRORS,
+            S.FAILED,
+            S.INTERRUPTED,
+            S.PAUSED,
+            S.CANCELLED,
+        }
+    ),
+    S.PAUSING: frozenset(
+        {S.PAUSED, S.CANCELLING, S.COMPLETED, S.COMPLETED_WITH_ERRORS, S.FAILED, S.INTERRUPTED}
+    ),
+    S.CANCELLING: frozenset({S.CANCELLED, S.FAILED, S.INTERRUPTED}),
+    S.PAUSED: frozenset({S.QUEUED, S.CANCELLED}),
+    S.INTERRUPTED: frozenset({S.QUEUED, S.CANCELLED}),
+    S.FAILED: frozenset({S.QUEUED, S.CANCELLED}),
+    S.COMPLETED_WITH_ERRORS: frozenset({S.QUEUED}),
+    S.COMPLETED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+del S
+
+_VERBS = {
+    JobStatus.QUEUED: "resume",
+    JobStatus.PAUSING: "pause",
+    JobStatus.PAUSED: "pause",
+    JobStatus.CANCELLING: "cancel",
+    JobStatus.CANCELLED: "cancel",
+}
+
+
+def check_transition(job_id: str, current: JobStatus, new: JobStatus) -> None:
+    """Raise `InvalidTransitionError` unless ``current -> new`` is allowed."""
+    if new not in TRANSITIONS[current]:
+        verb = _VERBS.get(new, f"move to {new.value}")
+        raise InvalidTransitionError(f"cannot {verb} job {job_id}: it is {current.value}")

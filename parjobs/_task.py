@@ -1,0 +1,173 @@
+"""Tasks and their outcomes: the small units a job fans out.
+
+A `Task` runs its blocking ``run`` in a worker thread; an `AsyncTask` runs ``arun`` in trio.
+Both carry a stable ``index`` (unique within the job's dispatcher stage) that checkpoints
+record, so a resumed job skips them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, TypeVar
+
+from ._exceptions import CancelRequested, PauseRequested
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Interrupter:
+    """A flag shared by a job and its worker threads: None, "pause" or "cancel".
+
+    Plain attribute reads and writes are atomic in CPython, so threads poll it without a lock.
+    Cancel wins over pause.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def request(self, reason: str) -> None:
+        if reason not in ("pause", "cancel"):
+            raise ValueError(f"unknown interrupt reason {reason!r}")
+        if self.reason != "cancel":
+            self.reason = reason
+
+    def clear(self) -> None:
+        self.reason = None
+
+    def check(self) -> None:
+        """Raise `PauseRequested` or `CancelRequested` when an interrupt is pending."""
+        reason = self.reason
+        if reason == "cancel":
+            raise CancelRequested("the job is being cancelled")
+        if reason == "pause":
+            raise PauseRequested("the job is being paused")
+
+
+class TaskContext:
+    """What a running task sees: its index, an interruption check and a byte counter.
+
+    Thread-safe by construction: only the task's own thread writes ``bytes_done``.
+    """
+
+    __slots__ = ("_interrupter", "bytes_done", "index", "label")
+
+    def __init__(self, index: int, label: str, interrupter: Interrupter) -> None:
+        self.index = index
+        self.label = label
+        self.bytes_done = 0
+        self._interrupter = interrupter
+
+    def check(self) -> None:
+        """Call between chunks: raises `PauseRequested`/`CancelRequested` to stop early.
+        Whatever the task wrote so far must be safe to leave (a partial under a temp name)."""
+        self._interrupter.check()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupter.reason is not None
+
+    def add_bytes(self, n: int) -> None:
+        """Report ``n`` more bytes processed, for byte-accurate progress."""
+        self.bytes_done += n
+
+
+class Task(Generic[T_co]):
+    """One unit of blocking work, run in a worker thread of its ``lane``.
+
+    Subclasses are usually small dataclasses with an ``index`` field. ``weight`` estimates the
+    bytes it touches: tasks much lighter than a thread round trip (~100 us) are batched into one
+    thread call, heavy ones run alone.
+    """
+
+    lane: ClassVar[str] = "io"
+    index: int
+
+    @property
+    def weight(self) -> int:
+        return 0
+
+    def label(self) -> str:
+        """What progress shows while this task runs (e.g. the file name)."""
+        return f"task {self.index}"
+
+    def run(self, tc: TaskContext) -> T_co:
+        """Do the work (blocking). Raise `Skip` to report a deliberate no-op."""
+        raise NotImplementedError
+
+
+class AsyncTask(Task[T_co]):
+    """A task that runs in trio itself (waits on processes, sockets, callbacks)."""
+
+    def run(self, tc: TaskContext) -> T_co:  # pragma: no cover - never called
+        raise TypeError("AsyncTask runs through arun()")
+
+    async def arun(self, tc: TaskContext) -> T_co:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(slots=True)
+class FunctionTask(Task[Any]):
+    """Adapt a plain blocking function into a task: ``FunctionTask(i, fn, args)``.
+
+    ``fn`` receives the `TaskContext` as keyword ``tc`` when ``pass_context`` is true.
+    """
+
+    index: int
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    name: str = ""
+    cost: int = 0
+    pass_context: bool = False
+
+    @property
+    def weight(self) -> int:
+        return self.cost
+
+    def label(self) -> str:
+        return self.name or f"task {self.index}"
+
+    def run(self, tc: TaskContext) -> Any:
+        if self.pass_context:
+            return self.fn(*self.args, tc=tc)
+        return self.fn(*self.args)
+
+
+class OutcomeStatus(enum.StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome(Generic[T]):
+    """How one task ended, delivered in completion order.
+
+    ``resumed`` marks a task skipped because an earlier run checkpointed it (its ``value`` is
+    the stored result when the dispatcher keeps results, else None).
+    """
+
+    task: Task[T]
+    status: OutcomeStatus
+    value: T | None = None
+    error: BaseException | None = None
+    reason: str = ""
+    bytes: int = 0
+    resumed: bool = False
+
+    @property
+    def index(self) -> int:
+        return self.task.index
+
+    @property
+    def ok(self) -> bool:
+        return self.status is OutcomeStatus.DONE
+
+    def __repr__(self) -> str:
+        extra = f", error={self.error!r}" if self.error else ""
+        return f"Outcome(index={self.index}, status={self.status.value}{extra})"

@@ -1,0 +1,212 @@
+"""Core runtime: jobs run, pause, resume, cancel, crash and recover through a real store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import trio
+from _jobs import CountJob, read_log
+
+import parjobs
+from parjobs import JobStatus
+
+
+async def test_ten_thousand_tasks_each_run_exactly_once(store_path, tmp_path):
+    log = str(tmp_path / "log")
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(CountJob(n=10_000, log=log))
+        assert await handle.result() == {"done_this_run": 10_000, "runs": 1}
+        info = await handle.info()
+    ran = read_log(log)
+    assert sorted(ran) == list(range(10_000))
+    assert info.status is JobStatus.COMPLETED
+    assert info.progress.items_done == 10_000
+    assert info.done_items == 10_000
+
+
+async def test_pause_halfway_then_resume_runs_everything_once(store_path, tmp_path):
+    log = str(tmp_path / "log")
+    n = 400
+    async with parjobs.open_manager(store_path, workers=4) as manager:
+        handle = await manager.submit(CountJob(n=n, log=log, sleep=0.005))
+        while len(read_log(log)) < n // 2:
+            await trio.sleep(0.01)
+        await manager.pause(handle.id)
+        assert await handle.wait() is JobStatus.PAUSED
+        paused_info = await handle.info()
+        done_at_pause = len(read_log(log))
+        assert 0 < done_at_pause < n
+        assert paused_info.progress.items_done == paused_info.done_items
+        # nothing runs while paused
+        await trio.sleep(0.2)
+        assert len(read_log(log)) == done_at_pause
+
+        await manager.resume(handle.id)
+        snaps = []
+        async for snap in handle.progress():
+            snaps.append(snap)
+        result = await handle.result()
+    ran = read_log(log)
+    assert sorted(ran) == list(range(n)), "every task ran exactly once overall"
+    assert result["runs"] == 1  # state saved at the end of the completed run only
+    # progress continues from where it was, monotonically
+    done = [s.items_done for s in snaps]
+    assert done[0] >= paused_info.done_items
+    assert done == sorted(done)
+    assert snaps[-1].items_done == n and snaps[-1].status == "completed"
+
+
+async def test_cancel_stops_within_a_second_and_nothing_keeps_running(store_path, tmp_path):
+    log = str(tmp_path / "log")
+    async with parjobs.open_manager(store_path, workers=4) as manager:
+        handle = await manager.submit(CountJob(n=10_000, log=log, sleep=0.5, chunks=50))
+        while handle.status is not JobStatus.RUNNING:
+            await trio.sleep(0.01)
+        await trio.sleep(0.2)
+        t0 = time.monotonic()
+        await manager.cancel(handle.id)
+        assert await handle.wait() is JobStatus.CANCELLED
+        assert time.monotonic() - t0 < 1.0
+        count = len(read_log(log))
+        await trio.sleep(0.3)
+        assert len(read_log(log)) == count, "a task kept running after cancelled"
+        with pytest.raises(parjobs.JobCancelledError):
+            await handle.result()
+        with pytest.raises(parjobs.InvalidTransitionError, match="cannot cancel .* cancelled"):
+            await manager.cancel(handle.id)
+        with pytest.raises(parjobs.InvalidTransitionError, match="cannot resume"):
+            await manager.resume(handle.id)
+
+
+async def test_failing_task_is_reported_and_siblings_go_on(store_path, tmp_path):
+    log = str(tmp_path / "log")
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(CountJob(n=100, log=log, fail_every=25))
+        await handle.result()
+        info = await handle.info()
+        errors = await manager.errors(handle.id)
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert sorted(e.index for e in errors) == [0, 25, 50, 75]
+    assert all(e.error == "ValueError" and "is bad" in e.message for e in errors)
+    assert len(read_log(log)) == 96
+    assert info.progress.items_failed == 4 and info.progress.items_done == 96
+
+
+async def test_resume_of_completed_job_is_refused(store_path, tmp_path):
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(CountJob(n=3, log=str(tmp_path / "log")))
+        await handle.result()
+        with pytest.raises(parjobs.InvalidTransitionError, match="it is completed"):
+            await manager.resume(handle.id)
+        with pytest.raises(parjobs.InvalidTransitionError):
+            await manager.pause(handle.id)
+
+
+async def test_progress_is_monotone_and_final_totals_exact(store_path, tmp_path):
+    async with parjobs.open_manager(store_path, workers=3) as manager:
+        handle = await manager.submit(CountJob(n=300, log=str(tmp_path / "l"), sleep=0.002))
+        snaps = [s async for s in handle.progress()]
+    for a, b in zip(snaps, snaps[1:], strict=False):
+        assert b.items_done >= a.items_done
+        assert b.bytes_done >= a.bytes_done
+        assert b.elapsed >= a.elapsed
+    final = snaps[-1]
+    assert (final.items_done, final.items_total) == (300, 300)
+    assert (final.bytes_done, final.bytes_total) == (3000, 3000)
+    assert final.in_flight == 0 and final.status == "completed"
+
+
+async def test_many_subscribers_and_a_stuck_one_do_not_slow_the_job(store_path, tmp_path):
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(CountJob(n=2000, log=str(tmp_path / "l")))
+        stuck = handle.progress()
+        await stuck.__anext__()  # subscribes, then never reads again
+        results = []
+
+        async def follow():
+            results.append([s async for s in handle.progress()])
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(follow)
+        await handle.result()
+        await stuck.aclose()
+    assert all(r[-1].items_done == 2000 for r in results)
+    # coalesced: ~10 per second, never one per task
+    assert all(len(r) < 200 for r in results)
+
+
+async def test_manager_restart_recovers_running_job_as_interrupted(store_path, tmp_path):
+    log = str(tmp_path / "log")
+    child = _spawn_child(store_path, log, n=3000, sleep=0.002)
+    try:
+        await _wait_for_lines(log, 500)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    ran_before = read_log(log)
+    async with parjobs.open_manager(store_path) as manager:
+        (info,) = await manager.list_jobs()
+        assert info.status is JobStatus.INTERRUPTED
+        checkpointed = info.done_items
+        assert 0 < checkpointed <= len(ran_before)
+        handle = await manager.resume(info.id)
+        await handle.result()
+        final = await handle.info()
+    ran = read_log(log)
+    assert set(ran) == set(range(3000))
+    assert final.status is JobStatus.COMPLETED and final.done_items == 3000
+    # a task may rerun only if its completion was not checkpointed before the kill
+    reruns = len(ran) - 3000
+    assert reruns <= len(ran_before) - checkpointed
+
+
+async def test_pause_from_another_process_through_the_store(store_path, tmp_path):
+    log = str(tmp_path / "log")
+    child = _spawn_child(store_path, log, n=100_000, sleep=0.001, wait_result=True)
+    try:
+        await _wait_for_lines(log, 100)
+        async with parjobs.open_manager(store_path) as manager:
+            (info,) = await manager.list_jobs()
+            assert info.status is JobStatus.RUNNING
+            with pytest.raises(parjobs.LeaseError):
+                await manager._db(manager.store.claim, info.id, manager.id)
+            await manager.pause(info.id)
+            status = await manager.wait(info.id)
+            assert status is JobStatus.PAUSED
+        out, err = child.communicate(timeout=20)
+        assert b"paused" in out, err
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _spawn_child(store_path, log, *, n, sleep, wait_result=False):
+    code = textwrap.dedent(
+        f"""
+        import sys, trio
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        import parjobs
+        from _jobs import CountJob
+        async def main():
+            async with parjobs.open_manager({store_path!r}, workers=4) as m:
+                h = await m.submit(CountJob(n={n}, log={log!r}, sleep={sleep}))
+                print(await h.wait(), flush=True)
+        trio.run(main)
+        """
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+async def _wait_for_lines(log, n, timeout=30):
+    with trio.fail_after(timeout):
+        while len(read_log(log)) < n:
+            await trio.sleep(0.01)
