@@ -103,11 +103,13 @@ class JobContext:
         write: Callable[[CheckpointBatch], Awaitable[None]],
         load_results: Callable[[str], Awaitable[dict[int, str]]],
         run_number: int = 1,
+        job_dir: str | None = None,
     ) -> None:
         self.job_id = job_id
         self.state: dict[str, Any] = state
         self.progress = progress
         self.run_number = run_number
+        self._job_dir = job_dir
         self._nursery = nursery
         self._lanes = lanes
         self._workers = workers
@@ -125,6 +127,16 @@ class JobContext:
     def resumed(self) -> bool:
         """True when an earlier run of this job recorded progress."""
         return self.run_number > 1
+
+    @property
+    def job_dir(self) -> str:
+        """A private directory for this job's own files (e.g. a manifest of walked items),
+        created on first use next to the store, kept across resumes, removed when the job
+        completes, is cancelled or is deleted."""
+        if self._job_dir is None:
+            raise RuntimeError("this context has no job directory")
+        os.makedirs(self._job_dir, mode=0o700, exist_ok=True)
+        return self._job_dir
 
     @property
     def workers(self) -> int:

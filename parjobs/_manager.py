@@ -17,6 +17,7 @@ import itertools
 import json
 import os
 import secrets
+import shutil
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -252,6 +253,10 @@ class JobManager:
         self._enqueue(info).job = job
         return JobHandle(self, info.id)
 
+    def job_dir(self, job_id: str) -> str:
+        """Where a job keeps its own files: ``<store>.d/<job id>/``."""
+        return os.path.join(self.store.path + ".d", job_id)
+
     def handle(self, job_id: str) -> JobHandle:
         return JobHandle(self, job_id)
 
@@ -332,6 +337,7 @@ class JobManager:
             raise InvalidTransitionError(f"cannot delete job {job_id}: it is {info.status.value}")
         self._live.pop(job_id, None)
         await self._db(self.store.delete, job_id)
+        await trio.to_thread.run_sync(_remove_tree, self.job_dir(job_id))
 
     async def wait(self, job_id: str) -> JobStatus:
         """Wait until the job rests; works for jobs run by other processes too (polls)."""
@@ -475,6 +481,7 @@ class JobManager:
                         write=functools.partial(self._write_checkpoint, live.id),
                         load_results=functools.partial(self._load_results, live.id),
                         run_number=info.runs,
+                        job_dir=self.job_dir(live.id),
                     )
                     live.ctx = ctx
                     if live.pending is not None:
@@ -538,6 +545,7 @@ class JobManager:
                 progress=ProgressTracker(info.id),
                 write=functools.partial(self._write_checkpoint, info.id),
                 load_results=functools.partial(self._load_results, info.id),
+                job_dir=self.job_dir(info.id),
             )
             ctx._request("cancel")
             try:
@@ -561,6 +569,8 @@ class JobManager:
             fields["result"] = json.dumps(result, default=repr)
         with trio.CancelScope(shield=True):
             await self._db(self.store.transition, live.id, status, **fields)
+            if status.is_final:
+                await trio.to_thread.run_sync(_remove_tree, self.job_dir(live.id))
         live.error = error or live.error
         live.ctx = None
         live.rest(status)
@@ -570,6 +580,10 @@ class JobManager:
 
     async def _load_results(self, job_id: str, stage: str) -> dict[int, str]:
         return await self._db(self.store.task_results, job_id, stage)
+
+
+def _remove_tree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _is_interrupt(exc: BaseException) -> bool:

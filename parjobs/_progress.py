@@ -214,8 +214,11 @@ class ProgressTracker:
         self._bump()
 
     def run_started(self) -> None:
+        """A run begins: the job reports its totals afresh (a resumed walk re-counts)."""
         self._run_started = self._clock()
         self._samples.clear()
+        self.items_total = self.bytes_total = None
+        self.totals_final = False
 
     def run_stopped(self) -> None:
         if self._run_started is not None:

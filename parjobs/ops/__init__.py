@@ -1,0 +1,1 @@
+"""File operations built on the parjobs core."""
