@@ -19,7 +19,7 @@ from ._exceptions import CancelRequested, PauseRequested
 from ._indexset import IndexSet, to_ranges
 from ._progress import ItemError, ProgressTracker
 from ._store import CheckpointBatch
-from ._task import Interrupter, Outcome, OutcomeStatus
+from ._task import Interrupter, Outcome, OutcomeStatus, RetryPolicy
 
 #: A checkpoint requested sooner than this after the previous one is coalesced into the next.
 CHECKPOINT_INTERVAL = 0.5
@@ -143,12 +143,18 @@ class JobContext:
         return self._workers
 
     def task_dispatcher(
-        self, stage: str = "default", *, keep_results: bool = False
+        self,
+        stage: str = "default",
+        *,
+        keep_results: bool = False,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
     ) -> TaskDispatcher:
         """The dispatcher for ``stage`` (each stage has its own task index space).
 
         ``keep_results`` stores every task's return value (must be JSON data) with its
-        completion, so a resumed run can get the values of skipped tasks back.
+        completion, so a resumed run can get the values of skipped tasks back. ``retry`` and
+        ``timeout`` are defaults for tasks that do not set their own.
         """
         st = self._stages.get(stage)
         if st is None:
@@ -157,7 +163,7 @@ class JobContext:
             self._stages[stage] = st
         if self._pool is None:
             self._pool = WorkerPool(self, self._nursery, workers=self._workers, lanes=self._lanes)
-        return TaskDispatcher(self, st, self._pool)
+        return TaskDispatcher(self, st, self._pool, retry=retry, timeout=timeout)
 
     # -- interrupts ----------------------------------------------------------------------
 

@@ -14,15 +14,25 @@ finds a backlog takes up to `BATCH_MAX_ITEMS` of them into one ``trio.to_thread`
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import trio
 
-from ._exceptions import Interrupted, Skip
+from ._exceptions import Interrupted, Skip, TaskTimeoutError
 from ._progress import ItemError
-from ._task import AsyncTask, Interrupter, Outcome, OutcomeStatus, Task, TaskContext
+from ._task import (
+    AsyncTask,
+    Interrupter,
+    Outcome,
+    OutcomeStatus,
+    RetryPolicy,
+    Task,
+    TaskContext,
+)
 
 if TYPE_CHECKING:
     from ._context import JobContext, _Stage
@@ -36,7 +46,7 @@ BATCH_MAX_WEIGHT = 1 << 20
 
 
 class _Work:
-    __slots__ = ("deliver", "stage", "task", "tc")
+    __slots__ = ("deliver", "retry", "stage", "task", "tc", "timeout")
 
     def __init__(
         self,
@@ -44,11 +54,15 @@ class _Work:
         tc: TaskContext,
         stage: _Stage,
         deliver: Callable[[Outcome[Any]], None],
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.task = task
         self.tc = tc
         self.stage = stage
         self.deliver = deliver
+        self.retry = retry
+        self.timeout = timeout
 
 
 def _run_one(work: _Work, interrupter: Interrupter) -> Outcome[Any]:
@@ -67,6 +81,63 @@ def _run_one(work: _Work, interrupter: Interrupter) -> Outcome[Any]:
     return Outcome(task, OutcomeStatus.DONE, value=value, bytes=tc.bytes_done)
 
 
+class _WorkQueue:
+    """A bounded priority queue for trio tasks: higher ``task.priority`` first, FIFO among
+    equals. ``put`` waits while full (backpressure); ``get`` waits while empty."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._heap: list[tuple[int, int, _Work]] = []
+        self._seq = 0
+        self._closed = False
+        self._getters = trio.lowlevel.ParkingLot()
+        self._putters = trio.lowlevel.ParkingLot()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def put_nowait(self, work: _Work, *, force: bool = False) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the worker pool is closed")
+        if len(self._heap) >= self.capacity and not force:
+            raise trio.WouldBlock
+        self._seq += 1
+        heapq.heappush(self._heap, (-getattr(work.task, "priority", 0), self._seq, work))
+        self._getters.unpark()
+
+    async def put(self, work: _Work) -> None:
+        while True:
+            try:
+                self.put_nowait(work)
+            except trio.WouldBlock:
+                await self._putters.park()
+            else:
+                await trio.lowlevel.checkpoint()
+                return
+
+    def get_nowait(self) -> _Work:
+        if not self._heap:
+            raise trio.EndOfChannel if self._closed else trio.WouldBlock
+        work = heapq.heappop(self._heap)[2]
+        self._putters.unpark()
+        return work
+
+    async def get(self) -> _Work:
+        while True:
+            try:
+                work = self.get_nowait()
+            except trio.WouldBlock:
+                await self._getters.park()
+            else:
+                await trio.lowlevel.checkpoint()
+                return work
+
+    def close(self) -> None:
+        self._closed = True
+        self._getters.unpark_all()
+        self._putters.unpark_all()
+
+
 class WorkerPool:
     """N worker tasks of one job, living in the job's nursery until the job ends."""
 
@@ -81,11 +152,12 @@ class WorkerPool:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self._ctx = ctx
+        self._nursery = nursery
         self.workers = workers
         self._lanes = lanes
         buffer = workers * 4 if workers > 1 else 1
         self.window = buffer + workers * BATCH_MAX_ITEMS
-        self._send, self._recv = trio.open_memory_channel[_Work](self.window)
+        self.queue = _WorkQueue(self.window)
         for i in range(workers):
             nursery.start_soon(self._worker, name=f"parjobs-worker-{ctx.job_id}-{i}")
 
@@ -96,21 +168,21 @@ class WorkerPool:
             raise ValueError(f"unknown lane {name!r}; known: {', '.join(self._lanes)}") from None
 
     async def submit(self, work: _Work) -> None:
-        await self._send.send(work)
+        await self.queue.put(work)
 
     def close(self) -> None:
-        self._send.close()
+        self.queue.close()
 
     async def _worker(self) -> None:
         carry: _Work | None = None
-        recv = self._recv
+        queue = self.queue
         while True:
             if carry is not None:
                 work, carry = carry, None
             else:
                 try:
-                    work = await recv.receive()
-                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    work = await queue.get()
+                except trio.EndOfChannel:
                     return
             if isinstance(work.task, AsyncTask):
                 await self._run_async(work)
@@ -120,8 +192,8 @@ class WorkerPool:
             lane = work.task.lane
             while weight < BATCH_MAX_WEIGHT and len(batch) < BATCH_MAX_ITEMS:
                 try:
-                    nxt = recv.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    nxt = queue.get_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
                     break
                 if isinstance(nxt.task, AsyncTask) or nxt.task.lane != lane:
                     carry = nxt
@@ -161,7 +233,14 @@ class WorkerPool:
         else:
             try:
                 async with self.lane(task.lane):
-                    value = await task.arun(tc)
+                    if work.timeout is None:
+                        value = await task.arun(tc)
+                    else:
+                        try:
+                            with trio.fail_after(work.timeout):
+                                value = await task.arun(tc)
+                        except trio.TooSlowError:
+                            raise TaskTimeoutError(f"{tc.label}: timed out") from None
             except Skip as exc:
                 outcome = Outcome(
                     task, OutcomeStatus.SKIPPED, reason=exc.reason, bytes=tc.bytes_done
@@ -178,21 +257,46 @@ class WorkerPool:
         self._finish(work, outcome)
 
     def _finish(self, work: _Work, outcome: Outcome[Any]) -> None:
-        """Record the outcome (checkpoint bookkeeping, progress) and hand it to the caller."""
+        """Record the outcome (checkpoint bookkeeping, progress) and hand it to the caller,
+        or put the task back for another attempt when its retry policy says so."""
         error: ItemError | None = None
+        tc = work.tc
+        if tc.attempt > 1:
+            outcome = dataclasses.replace(outcome, attempts=tc.attempt)
         if outcome.status is OutcomeStatus.FAILED:
             exc = outcome.error
             assert exc is not None
+            policy = work.retry
+            if policy is not None and policy.should_retry(tc.attempt, exc):
+                self._ctx.progress.finished(id(work), "retrying", 0, None)
+                self._nursery.start_soon(self._retry_later, work, policy.delay(tc.attempt))
+                return
+            message = _describe(exc)
+            if tc.attempt > 1:
+                message += f" (after {tc.attempt} attempts)"
             error = ItemError(
                 index=outcome.index,
-                label=work.tc.label,
+                label=tc.label,
                 error=type(exc).__name__,
-                message=_describe(exc),
+                message=message,
                 stage=work.stage.name,
             )
         work.stage.record(outcome, error)
         self._ctx.progress.finished(id(work), outcome.status.value, outcome.bytes, error)
         work.deliver(outcome)
+
+    async def _retry_later(self, work: _Work, delay: float) -> None:
+        """Back off, then queue the task again (at once if the job is being interrupted:
+        the attempt then ends as cancelled without running)."""
+        interrupter = self._ctx._interrupter
+        deadline = trio.current_time() + delay
+        while interrupter.reason is None and trio.current_time() < deadline:  # noqa: ASYNC110
+            await trio.sleep(min(0.1, deadline - trio.current_time()))
+        old = work.tc
+        tc = TaskContext(old.index, old.label, interrupter, work.timeout)
+        tc.attempt = old.attempt + 1
+        work.tc = tc
+        self.queue.put_nowait(work, force=True)
 
 
 def _describe(exc: BaseException) -> str:
@@ -236,10 +340,20 @@ class TaskDispatcher:
     its completion so a resumed run gets it back on the skipped outcome.
     """
 
-    def __init__(self, ctx: JobContext, stage: _Stage, pool: WorkerPool) -> None:
+    def __init__(
+        self,
+        ctx: JobContext,
+        stage: _Stage,
+        pool: WorkerPool,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> None:
         self._ctx = ctx
         self._stage = stage
         self._pool = pool
+        self.retry = retry
+        self.timeout = timeout
 
     @property
     def stage(self) -> str:
@@ -261,8 +375,11 @@ class TaskDispatcher:
         index = getattr(task, "index", None)
         if not isinstance(index, int) or isinstance(index, bool) or index < 0:
             raise TypeError(f"task {task!r} needs an int index >= 0, got {index!r}")
-        tc = TaskContext(index, task.label(), self._ctx._interrupter)
-        return _Work(task, tc, self._stage, deliver)
+        timeout = task.timeout if task.timeout is not None else self.timeout
+        sync_timeout = None if isinstance(task, AsyncTask) else timeout
+        tc = TaskContext(index, task.label(), self._ctx._interrupter, sync_timeout)
+        retry = task.retry if task.retry is not None else self.retry
+        return _Work(task, tc, self._stage, deliver, retry, timeout)
 
     def _resumed(self, task: Task[T]) -> Outcome[T]:
         return Outcome(
@@ -324,7 +441,7 @@ class TaskDispatcher:
                     continue
                 work = self._work(task, deliver)
                 try:
-                    self._pool._send.send_nowait(work)
+                    self._pool.queue.put_nowait(work)
                 except trio.WouldBlock:
                     await self._pool.submit(work)
                 outstanding += 1

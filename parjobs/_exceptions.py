@@ -13,6 +13,7 @@ ParjobsError                      base of everything parjobs raises on purpose
 ├── JobNotFinishedError           result() asked of a job that rests paused/interrupted
 ├── JobFailedError                result() of a failed job; __cause__ is the original error
 ├── JobCancelledError             result() of a cancelled job
+├── TaskTimeoutError (TimeoutError) a task ran past its timeout (transient: may be retried)
 └── Interrupted                   raised inside a job/task to unwind on request
     ├── PauseRequested            stop now, keep progress, resume later
     └── CancelRequested           stop now, discard what is unfinished
@@ -73,6 +74,10 @@ class JobFailedError(ParjobsError):
 
 class JobCancelledError(ParjobsError):
     """The job was cancelled, so it has no result."""
+
+
+class TaskTimeoutError(ParjobsError, TimeoutError):
+    """A task ran longer than its timeout (sync tasks notice it at their next check())."""
 
 
 class Interrupted(ParjobsError):

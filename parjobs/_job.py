@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, dataclass_transform
 
 from ._exceptions import JobLoadError, JobSpecError
+from ._task import RetryPolicy
 
 if TYPE_CHECKING:
     from ._context import JobContext
@@ -28,13 +29,18 @@ class Job:
     with `job_type`, and implement `run`.
 
     Class attributes a job type may set: ``queue`` (the manager queue it runs in by default),
-    ``priority`` (default priority).
+    ``priority`` (default priority), ``retry`` (a `RetryPolicy` for the whole job) and
+    ``timeout`` (seconds per run).
     """
 
     job_type_name: ClassVar[str] = ""
     job_type_version: ClassVar[int] = 0
     queue: ClassVar[str] = "default"
     priority: ClassVar[int] = 0
+    #: Retry the whole job after a transient failure of ``run`` (None: never).
+    retry: ClassVar[RetryPolicy | None] = None
+    #: Seconds a run may take before the job ends ``timed_out`` (None: unlimited).
+    timeout: ClassVar[float | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -136,6 +142,7 @@ def dump_job(job: Job) -> tuple[str, int, str]:
         text = json.dumps(job.to_spec(), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise JobSpecError(f"{cls.job_type_name}: spec is not JSON data: {exc}") from exc
+    cls.from_spec(json.loads(text))  # field types checked now, as they will be on load
     return cls.job_type_name, cls.job_type_version, text
 
 

@@ -12,12 +12,16 @@ are polled every `REQUEST_POLL` seconds.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import itertools
 import json
+import math
 import os
 import secrets
 import shutil
+import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -50,8 +54,15 @@ HEARTBEAT = 2.0
 #: How long a cancel may take before the job's trio code is cancelled outright (threads
 #: still finish their current chunk: nothing keeps running after the job says cancelled).
 HARD_STOP_AFTER = 10.0
+#: How often prerequisites run by other processes are polled.
+DEPENDENCY_POLL = 1.0
 #: Default worker tasks per job.
 DEFAULT_WORKERS = 8
+
+
+#: Queue capacities in the spirit of compute=1, maintenance=5, download=10; ``default`` gets
+#: ``max_running``. A job type names its queue with the ``queue`` class attribute.
+DEFAULT_QUEUES = {"compute": 1, "maintenance": 5, "download": 10}
 
 
 def default_lanes(io: int | None = None, cpu: int | None = None) -> dict[str, int]:
@@ -81,6 +92,8 @@ class _LiveJob:
         self.error: str | None = None
         self.rested = trio.Event()
         self.job: Job | None = None  # the submitted object (with runtime fields), if here
+        self.timed_out = False
+        self.starting = False  # taken from the queue; its run is about to begin
 
     def set_status(self, status: JobStatus) -> None:
         self.status = status
@@ -158,6 +171,8 @@ class JobManager:
         workers: int,
         max_running: int,
         lanes: dict[str, int],
+        queues: dict[str, int],
+        retention: float | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
@@ -166,6 +181,15 @@ class JobManager:
         for lane, n in lanes.items():
             if n < 1:
                 raise ValueError(f"lane {lane!r} needs at least 1 thread, got {n}")
+        for queue, n in queues.items():
+            if n < 1:
+                raise ValueError(f"queue {queue!r} needs a capacity of at least 1, got {n}")
+        if retention is not None and retention < 0:
+            raise ValueError(f"retention must be >= 0 seconds, got {retention}")
+        self.queues = dict(queues)
+        self.retention = retention
+        self._running_by_queue: dict[str, int] = dict.fromkeys(queues, 0)
+        self._counters = {"tasks": 0, "bytes": 0}
         self.store = store
         self.id = secrets.token_hex(8)
         self.workers = workers
@@ -190,6 +214,7 @@ class JobManager:
         self._nursery = nursery
         await self._db(self.store.register_manager, self.id)
         await self._db(self.store.recover)
+        await self.purge_expired()
         nursery.start_soon(self._scheduler)
         nursery.start_soon(self._housekeeping)
         if resume_interrupted:
@@ -200,10 +225,13 @@ class JobManager:
         """Pause what runs (checkpointed, resumable), release queued jobs, unregister."""
         self._closing = True
         for live in list(self._live.values()):
-            if live.status is JobStatus.QUEUED and live.ctx is None:
+            if live in self._queue:
                 await self._rest_queued(live, JobStatus.INTERRUPTED)
+            elif live.starting and live.ctx is None and not live.rested.is_set():
+                self._apply_request(live, "pause")
             elif live.status in (JobStatus.RUNNING, JobStatus.PAUSING):
-                await self._interrupt(live, "pause", JobStatus.PAUSING)
+                with contextlib.suppress(InvalidTransitionError):  # ended meanwhile
+                    await self._interrupt(live, "pause", JobStatus.PAUSING)
         with trio.move_on_after(grace):
             for live in list(self._live.values()):
                 await live.rested.wait()
@@ -223,15 +251,35 @@ class JobManager:
         priority: int | None = None,
         idempotency_key: str | None = None,
         start: bool = True,
+        queue: str | None = None,
+        owner: str | None = None,
+        after: Iterable[str] = (),
+        on_dependency_failure: str = "skip",
+        timeout: float | None = None,  # noqa: ASYNC109 - a job setting, not this call's
     ) -> JobHandle:
         """Store ``job`` (validated) and queue it to run in this manager.
 
-        With ``idempotency_key``, a job submitted before with the same key is returned instead
-        of a duplicate. ``start=False`` stores it paused.
+        ``priority``: higher starts first (FIFO among equals), default the job type's.
+        ``queue``: the named queue whose capacity bounds it (default the job type's).
+        ``idempotency_key``: a job submitted before with the same key (by any process) is
+        returned instead of a duplicate. ``owner``: free-form owner/tenant for filtering.
+        ``after``: ids of jobs that must complete first; if one fails, is cancelled or is
+        skipped, this job becomes ``skipped`` (``on_dependency_failure="skip"``) or runs
+        anyway (``"run"``). ``timeout``: seconds a run may take before the job ends
+        ``timed_out`` (its completed work checkpointed). ``start=False`` stores it paused.
         """
         if self._closing:
             raise StoreError("the manager is closing")
         type_name, version, spec = dump_job(job)
+        queue = queue or type(job).queue
+        if queue not in self.queues:
+            known = ", ".join(sorted(self.queues))
+            raise ValueError(f"unknown queue {queue!r}; configured queues: {known}")
+        if on_dependency_failure not in ("skip", "run"):
+            raise ValueError("on_dependency_failure must be 'skip' or 'run'")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        job_timeout = timeout if timeout is not None else type(job).timeout
         job_id = secrets.token_hex(6)
         prio = type(job).priority if priority is None else priority
         info, created = await self._db(
@@ -241,17 +289,60 @@ class JobManager:
             version,
             spec,
             priority=prio,
-            queue=type(job).queue,
-            owner=self.id,
+            queue=queue,
+            lease=self.id,
             idempotency_key=idempotency_key,
+            owner=owner,
+            after=after,
+            dep_policy=on_dependency_failure,
+            timeout=job_timeout,
         )
         if not created:
             return JobHandle(self, info.id)
         if not start:
-            await self._db(self.store.transition, info.id, JobStatus.PAUSED, owner=None)
+            await self._db(self.store.transition, info.id, JobStatus.PAUSED, lease=None)
             return JobHandle(self, info.id)
         self._enqueue(info).job = job
         return JobHandle(self, info.id)
+
+    async def set_priority(self, job_id: str, priority: int) -> None:
+        """Change the priority of a job that has not started (e.g. bring the thumbnails of
+        the folder on screen to the front)."""
+        await self._db(self.store.set_priority, job_id, priority)
+        live = self._live.get(job_id)
+        if live is not None and live.ctx is None:
+            live.priority = priority
+            self._wake.set()
+
+    async def purge_expired(self) -> list[str]:
+        """Delete ended jobs older than the retention setting (no-op without one)."""
+        if self.retention is None:
+            return []
+        ended = [s for s in JobStatus if s.is_ended]
+        cutoff = time.time() - self.retention
+        ids = await self._db(self.store.purge, cutoff, ended)
+        for job_id in ids:
+            self._live.pop(job_id, None)
+            await trio.to_thread.run_sync(_remove_tree, self.job_dir(job_id))
+        return ids
+
+    def statistics(self) -> ManagerStatistics:
+        """Counters of this manager: jobs running/queued here, per-queue use, and the
+        current throughput of its running jobs (tasks/s, bytes/s), plus totals since open."""
+        rates = [live.tracker.snapshot() for live in self._live.values() if live.ctx is not None]
+        return ManagerStatistics(
+            running=self._running,
+            queued=len(self._queue),
+            queues={q: (self._running_by_queue.get(q, 0), c) for q, c in self.queues.items()},
+            tasks_per_second=sum(r.rate_items for r in rates),
+            bytes_per_second=sum(r.rate_bytes for r in rates),
+            tasks_finished=self._counters["tasks"],
+            bytes_processed=self._counters["bytes"],
+        )
+
+    async def job_counts(self) -> dict[str, int]:
+        """Jobs in the store by status (all processes)."""
+        return await self._db(self.store.status_counts)
 
     def job_dir(self, job_id: str) -> str:
         """Where a job keeps its own files: ``<store>.d/<job id>/``."""
@@ -269,11 +360,28 @@ class JobManager:
         return await self._db(self.store.resolve_id, id_prefix)
 
     async def list_jobs(
-        self, status: JobStatus | Iterable[JobStatus] | None = None
+        self,
+        status: JobStatus | Iterable[JobStatus] | None = None,
+        *,
+        type: str | None = None,
+        owner: str | None = None,
+        order: str = "created",
+        limit: int = -1,
+        offset: int = 0,
     ) -> list[JobInfo]:
-        """Jobs in the store, oldest first, optionally only those with the given status(es)."""
+        """Jobs in the store filtered by status(es), type and owner, ordered by ``created``,
+        ``finished``, ``priority``, ``run_time`` or ``updated`` (``-`` prefix: descending),
+        paged with ``limit``/``offset``."""
         statuses = [status] if isinstance(status, JobStatus) else status
-        return await self._db(self.store.list_jobs, statuses)
+        return await self._db(
+            self.store.list_jobs,
+            statuses,
+            type=type,
+            owner=owner,
+            order=order,
+            limit=limit,
+            offset=offset,
+        )
 
     async def errors(self, job_id: str, *, limit: int = -1) -> list[ItemError]:
         """Every failed item of the job's latest run, with its reason."""
@@ -283,15 +391,18 @@ class JobManager:
         """Pause a job: running ones stop at the next chunk boundary, keeping their progress.
         Works for jobs run by another process (the request travels through the store)."""
         live = self._live.get(job_id)
-        if live is not None and live.status is JobStatus.QUEUED and live.ctx is None:
+        if live is not None and live in self._queue:
             await self._rest_queued(live, JobStatus.PAUSED)
+            return
+        if live is not None and live.starting and live.ctx is None and not live.rested.is_set():
+            self._apply_request(live, "pause")  # applied as soon as its run begins
             return
         if live is not None and live.status in (JobStatus.RUNNING, JobStatus.PAUSING):
             await self._interrupt(live, "pause", JobStatus.PAUSING)
             return
         info = await self.get(job_id)
         if info.status is JobStatus.QUEUED:
-            await self._db(self.store.transition, job_id, JobStatus.PAUSED, owner=None)
+            await self._db(self.store.transition, job_id, JobStatus.PAUSED, lease=None)
         else:
             await self._db(self.store.transition, job_id, JobStatus.PAUSING, request="pause")
 
@@ -299,9 +410,12 @@ class JobManager:
         """Cancel a job. Running: stops at the next chunk boundary and cleans up. Resting
         (paused, interrupted, failed): cleaned up now. Illegal when completed or cancelled."""
         live = self._live.get(job_id)
-        if live is not None and live.status is JobStatus.QUEUED and live.ctx is None:
+        if live is not None and live in self._queue:
             await self._rest_queued(live, JobStatus.CANCELLED)
             await self._cleanup_offline(live.info)
+            return
+        if live is not None and live.starting and live.ctx is None and not live.rested.is_set():
+            self._apply_request(live, "cancel")  # applied as soon as its run begins
             return
         if live is not None and live.status in (
             JobStatus.RUNNING,
@@ -311,12 +425,12 @@ class JobManager:
             await self._interrupt(live, "cancel", JobStatus.CANCELLING)
             return
         info = await self.get(job_id)
-        if info.status in (JobStatus.RUNNING, JobStatus.PAUSING) and info.owner is not None:
+        if info.status in (JobStatus.RUNNING, JobStatus.PAUSING) and info.lease is not None:
             await self._db(self.store.transition, job_id, JobStatus.CANCELLING, request="cancel")
             return
         check_transition(job_id, info.status, JobStatus.CANCELLED)
         await self._cleanup_offline(info)
-        await self._db(self.store.transition, job_id, JobStatus.CANCELLED, owner=None, request=None)
+        await self._db(self.store.transition, job_id, JobStatus.CANCELLED, lease=None, request=None)
 
     async def resume(self, job_id: str) -> JobHandle:
         """Queue a paused, interrupted, failed or completed-with-errors job to run here.
@@ -325,7 +439,7 @@ class JobManager:
         if live is not None and not live.rested.is_set():
             raise InvalidTransitionError(f"cannot resume job {job_id}: it is {live.status.value}")
         info = await self._db(
-            self.store.transition, job_id, JobStatus.QUEUED, owner=self.id, request=None
+            self.store.transition, job_id, JobStatus.QUEUED, lease=self.id, request=None
         )
         self._enqueue(info)
         return JobHandle(self, job_id)
@@ -388,26 +502,64 @@ class JobManager:
     async def _rest_queued(self, live: _LiveJob, status: JobStatus) -> None:
         if live in self._queue:
             self._queue.remove(live)
-        await self._db(self.store.transition, live.id, status, owner=None)
+        await self._db(self.store.transition, live.id, status, lease=None)
         live.rest(status)
 
     async def _scheduler(self) -> None:
-        assert self._nursery is not None
         while True:
-            while self._queue and self._running < self.max_running and not self._closing:
-                live = max(self._queue, key=lambda j: (j.priority, -j.seq))
-                self._queue.remove(live)
-                try:
-                    info = await self._db(self.store.claim, live.id, self.id)
-                except (LeaseError, InvalidTransitionError) as exc:
-                    live.error = str(exc)
-                    stored = await self.get(live.id)
-                    live.rest(stored.status)
-                    continue
-                self._running += 1
-                self._nursery.start_soon(self._run, live, info)
             self._wake = trio.Event()
-            await self._wake.wait()
+            waiting_on_others = await self._schedule_once()
+            # Prerequisites run by other processes are polled; ours wake us when they rest.
+            with trio.move_on_after(DEPENDENCY_POLL if waiting_on_others else math.inf):
+                await self._wake.wait()
+
+    async def _schedule_once(self) -> bool:
+        """Start every queued job that may start now: highest priority first, FIFO among
+        equals, within the global limit and its queue's capacity, once its prerequisites
+        completed. Returns True if some job waits for prerequisites."""
+        assert self._nursery is not None
+        queued = sorted(self._queue, key=lambda j: (-j.priority, j.seq))
+        deps = {d for live in queued for d in live.info.after}
+        dep_status = await self._db(self.store.statuses, deps) if deps else {}
+        waiting = False
+        for live in queued:
+            if self._running >= self.max_running or self._closing:
+                break
+            if live not in self._queue:  # paused or cancelled while we looked
+                continue
+            blocked, failed = _dependency_state(live.info, dep_status)
+            if failed is not None and live.info.dep_policy == "skip":
+                self._queue.remove(live)
+                live.error = f"prerequisite job {failed}"
+                await self._db(
+                    self.store.transition,
+                    live.id,
+                    JobStatus.SKIPPED,
+                    lease=None,
+                    error=live.error,
+                )
+                live.rest(JobStatus.SKIPPED)
+                self._wake.set()  # its own dependents may now be decidable
+                continue
+            if blocked:
+                waiting = True
+                continue
+            queue = live.info.queue
+            if self._running_by_queue.get(queue, 0) >= self.queues.get(queue, 1):
+                continue
+            self._queue.remove(live)
+            live.starting = True
+            try:
+                info = await self._db(self.store.claim, live.id, self.id)
+            except (LeaseError, InvalidTransitionError) as exc:
+                live.error = str(exc)
+                stored = await self.get(live.id)
+                live.rest(stored.status)
+                continue
+            self._running += 1
+            self._running_by_queue[queue] = self._running_by_queue.get(queue, 0) + 1
+            self._nursery.start_soon(self._run, live, info)
+        return waiting
 
     async def _housekeeping(self) -> None:
         """Heartbeat, pause/cancel requests from other processes, background checkpoints."""
@@ -449,6 +601,10 @@ class JobManager:
             await self._run_inner(live, info)
         finally:
             self._running -= 1
+            self._running_by_queue[info.queue] -= 1
+            snap = live.tracker.snapshot()
+            self._counters["tasks"] += snap.items_finished
+            self._counters["bytes"] += snap.bytes_done
             self._wake.set()
 
     async def _run_inner(self, live: _LiveJob, info: JobInfo) -> None:
@@ -486,11 +642,15 @@ class JobManager:
                     live.ctx = ctx
                     if live.pending is not None:
                         self._apply_request(live, live.pending)
+                    timer = trio.CancelScope()
+                    if info.timeout is not None:
+                        nursery.start_soon(self._time_out, live, info.timeout, timer)
                     try:
                         value = await job.run(ctx)
                     except Exception as exc:
                         failure = exc
                     finally:
+                        timer.cancel()
                         ctx._close_pool()
             finally:
                 # Record what completed, whatever happened (also on manager shutdown).
@@ -499,7 +659,20 @@ class JobManager:
                         await ctx.checkpoint(force=True)
         assert ctx is not None
         reason = ctx.interrupt_reason
-        if reason == "cancel":
+        retry = type(job).retry
+        if live.timed_out and reason != "cancel" and (failure is None or _is_interrupt(failure)):
+            await self._cleanup(job, ctx, live, cancelled=False)
+            await self._finish(
+                live, JobStatus.TIMED_OUT, error=f"timed out after {info.timeout:g} s"
+            )
+        elif (
+            failure is not None
+            and reason is None
+            and retry is not None
+            and retry.should_retry(info.runs, failure)
+        ):
+            await self._retry_job(live, failure, retry.delay(info.runs))
+        elif reason == "cancel":
             await self._cleanup(job, ctx, live, cancelled=True)
             await self._finish(live, JobStatus.CANCELLED)
         elif (failure is not None and _is_interrupt(failure)) or (
@@ -520,6 +693,40 @@ class JobManager:
             )
             tracker.finalize_totals()
             await self._finish(live, status, result=value)
+
+    async def _time_out(self, live: _LiveJob, seconds: float, scope: trio.CancelScope) -> None:
+        """After ``seconds``, stop the job like a pause (tasks stop at their next chunk,
+        completions are checkpointed) and let it end ``timed_out``."""
+        with scope:
+            await trio.sleep(seconds)
+            live.timed_out = True
+            self._apply_request(live, "pause")
+            if live.scope is not None:
+                live.scope.deadline = min(
+                    live.scope.deadline, trio.current_time() + HARD_STOP_AFTER
+                )
+
+    async def _retry_job(self, live: _LiveJob, failure: BaseException, delay: float) -> None:
+        """Queue the job again after ``delay`` (a transient failure; attempts are counted in
+        ``runs``). Waiters keep waiting: the job is not resting."""
+        error = f"attempt {live.info.runs + 1} failed, retrying in {delay:.1f} s: {failure!r}"
+        with trio.CancelScope(shield=True):
+            info = await self._db(
+                self.store.transition, live.id, JobStatus.QUEUED, lease=self.id, error=error
+            )
+        again = _LiveJob(info)
+        again.job = live.job
+        self._live[live.id] = again
+        live.ctx = None
+        live.rest(JobStatus.QUEUED)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._requeue_later, again, delay)
+
+    async def _requeue_later(self, live: _LiveJob, delay: float) -> None:
+        await trio.sleep(delay)
+        if self._live.get(live.id) is live and not live.rested.is_set() and not self._closing:
+            self._queue.append(live)
+            self._wake.set()
 
     async def _cleanup(self, job: Job, ctx: JobContext, live: _LiveJob, *, cancelled: bool) -> None:
         with trio.CancelScope(shield=True):
@@ -560,7 +767,7 @@ class JobManager:
         live.tracker.status = status.value
         snap = live.tracker.snapshot()
         fields: dict[str, Any] = {
-            "owner": None,
+            "lease": None,
             "request": None,
             "progress": json.dumps(snap.to_json()),
             "error": error or live.error,
@@ -582,6 +789,38 @@ class JobManager:
         return await self._db(self.store.task_results, job_id, stage)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ManagerStatistics:
+    """A snapshot of a manager's load and throughput (see `JobManager.statistics`)."""
+
+    running: int
+    queued: int
+    queues: dict[str, tuple[int, int]]  # name -> (running, capacity)
+    tasks_per_second: float
+    bytes_per_second: float
+    tasks_finished: int  # by runs that ended in this manager since it opened
+    bytes_processed: int
+
+
+def _dependency_state(info: JobInfo, statuses: dict[str, JobStatus]) -> tuple[bool, str | None]:
+    """(still blocked, first failed prerequisite description) for a queued job."""
+    blocked = False
+    for dep in info.after:
+        status = statuses.get(dep)
+        if status is None:
+            return False, f"{dep} no longer exists"
+        if status in _DEP_FAILED:
+            return False, f"{dep} is {status.value}"
+        if status not in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS):
+            blocked = True
+    return blocked, None
+
+
+_DEP_FAILED = frozenset(
+    {JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SKIPPED, JobStatus.TIMED_OUT}
+)
+
+
 def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
@@ -593,8 +832,6 @@ def _is_interrupt(exc: BaseException) -> bool:
 
 
 def _with_status(snap: Progress, status: JobStatus) -> Progress:
-    import dataclasses
-
     return dataclasses.replace(snap, status=status.value)
 
 
@@ -607,6 +844,8 @@ async def open_manager(
     lanes: dict[str, int] | None = None,
     resume_interrupted: bool = False,
     shutdown_grace: float = 10.0,
+    queues: dict[str, int] | None = None,
+    retention: float | None = None,
 ) -> AsyncIterator[JobManager]:
     """Open the store at ``store_path`` and run a manager until the block exits.
 
@@ -617,13 +856,22 @@ async def open_manager(
 
     ``workers`` is the number of worker tasks per job; ``lanes`` overrides the thread limits of
     the ``io`` and ``cpu`` lanes (see `default_lanes`); ``max_running`` bounds how many jobs run
-    at once in this manager.
+    at once in this manager (the global limit); ``queues`` sets named queue capacities on top
+    of `DEFAULT_QUEUES`; ``retention`` (seconds) deletes ended jobs older than that on open.
     """
     merged = default_lanes()
     merged.update(lanes or {})
+    queue_caps = {**DEFAULT_QUEUES, "default": max_running, **(queues or {})}
     store = await trio.to_thread.run_sync(JobStore.open, store_path)
     try:
-        manager = JobManager(store, workers=workers, max_running=max_running, lanes=merged)
+        manager = JobManager(
+            store,
+            workers=workers,
+            max_running=max_running,
+            lanes=merged,
+            queues=queue_caps,
+            retention=retention,
+        )
         async with trio.open_nursery() as nursery:
             await manager._start(nursery, resume_interrupted)
             try:

@@ -186,6 +186,9 @@ class ProgressTracker:
 
     def finished(self, key: int, outcome: str, nbytes: int, error: ItemError | None) -> None:
         self._in_flight.pop(key, None)
+        if outcome == "retrying":  # not finished: it will run again
+            self._bump()
+            return
         self.bytes_done += nbytes
         if outcome == "done":
             self.items_done += 1

@@ -20,6 +20,8 @@ class JobStatus(enum.StrEnum):
     COMPLETED_WITH_ERRORS = "completed_with_errors"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    TIMED_OUT = "timed_out"
+    SKIPPED = "skipped"
 
     @property
     def is_active(self) -> bool:
@@ -30,6 +32,12 @@ class JobStatus(enum.StrEnum):
     def is_final(self) -> bool:
         """True when the job will never run again by itself or on resume."""
         return self in (JobStatus.COMPLETED, JobStatus.CANCELLED)
+
+    @property
+    def is_ended(self) -> bool:
+        """True when the job's run is over and nothing is kept for a continuation: the
+        statuses after which ``Job.cleanup`` has run."""
+        return self in _ENDED
 
     @property
     def is_resting(self) -> bool:
@@ -44,11 +52,22 @@ class JobStatus(enum.StrEnum):
 
 _ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSING, JobStatus.CANCELLING})
 
+_ENDED = frozenset(
+    {
+        JobStatus.COMPLETED,
+        JobStatus.COMPLETED_WITH_ERRORS,
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+        JobStatus.TIMED_OUT,
+        JobStatus.SKIPPED,
+    }
+)
+
 S = JobStatus
 #: Every allowed status change. Resuming a failed job or one completed with errors retries
 #: what did not complete; completed and cancelled are final.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    S.QUEUED: frozenset({S.RUNNING, S.PAUSED, S.CANCELLED, S.INTERRUPTED}),
+    S.QUEUED: frozenset({S.RUNNING, S.PAUSED, S.CANCELLED, S.INTERRUPTED, S.SKIPPED}),
     S.RUNNING: frozenset(
         {
             S.PAUSING,
@@ -59,16 +78,28 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
             S.INTERRUPTED,
             S.PAUSED,
             S.CANCELLED,
+            S.TIMED_OUT,
+            S.QUEUED,  # retried after a transient failure
         }
     ),
     S.PAUSING: frozenset(
-        {S.PAUSED, S.CANCELLING, S.COMPLETED, S.COMPLETED_WITH_ERRORS, S.FAILED, S.INTERRUPTED}
+        {
+            S.PAUSED,
+            S.CANCELLING,
+            S.COMPLETED,
+            S.COMPLETED_WITH_ERRORS,
+            S.FAILED,
+            S.INTERRUPTED,
+            S.TIMED_OUT,
+        }
     ),
     S.CANCELLING: frozenset({S.CANCELLED, S.FAILED, S.INTERRUPTED}),
     S.PAUSED: frozenset({S.QUEUED, S.CANCELLED}),
     S.INTERRUPTED: frozenset({S.QUEUED, S.CANCELLED}),
     S.FAILED: frozenset({S.QUEUED, S.CANCELLED}),
     S.COMPLETED_WITH_ERRORS: frozenset({S.QUEUED}),
+    S.TIMED_OUT: frozenset({S.QUEUED, S.CANCELLED}),
+    S.SKIPPED: frozenset({S.QUEUED, S.CANCELLED}),
     S.COMPLETED: frozenset(),
     S.CANCELLED: frozenset(),
 }

@@ -39,9 +39,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     type TEXT NOT NULL, version INTEGER NOT NULL, spec TEXT NOT NULL,
     status TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0,
     queue TEXT NOT NULL DEFAULT 'default',
-    owner TEXT,                 -- manager holding the lease while the job runs
+    lease TEXT,                 -- manager holding the lease while the job runs
     request TEXT,               -- 'pause' or 'cancel' asked through the store
+    owner TEXT,                 -- free-form owner/tenant, for filtering
+    after TEXT,                 -- JSON list of prerequisite job ids
+    dep_policy TEXT NOT NULL DEFAULT 'skip',  -- 'skip' or 'run' when a prerequisite fails
+    timeout REAL,               -- seconds a run may take before it ends timed_out
     created REAL NOT NULL, started REAL, finished REAL, updated REAL NOT NULL,
+    run_time REAL NOT NULL DEFAULT 0,         -- seconds spent running, all runs
     runs INTEGER NOT NULL DEFAULT 0,
     done_items INTEGER NOT NULL DEFAULT 0,    -- checkpointed completions (all stages)
     skipped_items INTEGER NOT NULL DEFAULT 0, -- of which skipped by the task itself
@@ -50,6 +55,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT UNIQUE
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner);
 CREATE TABLE IF NOT EXISTS completed (
     job_id TEXT NOT NULL, stage TEXT NOT NULL, start INTEGER NOT NULL, stop INTEGER NOT NULL
 );
@@ -77,12 +83,17 @@ class JobInfo:
     status: JobStatus
     priority: int
     queue: str
-    owner: str | None
+    lease: str | None
     request: str | None
+    owner: str | None
+    after: tuple[str, ...]
+    dep_policy: str
+    timeout: float | None
     created: float
     started: float | None
     finished: float | None
     updated: float
+    run_time: float
     runs: int
     done_items: int
     skipped_items: int
@@ -91,6 +102,16 @@ class JobInfo:
     state: dict[str, Any]
     result: Any
     error: str | None
+
+    @property
+    def attempts(self) -> int:
+        """How many times the job was started (runs, including retries and resumes)."""
+        return self.runs
+
+    @property
+    def queue_time(self) -> float | None:
+        """Seconds between submission and the first start (None if never started)."""
+        return None if self.started is None else self.started - self.created
 
     @property
     def spec_data(self) -> Any:
@@ -125,8 +146,9 @@ class CheckpointBatch:
 
 
 _COLUMNS = (
-    "id, type, version, spec, status, priority, queue, owner, request, created, started, "
-    "finished, updated, runs, done_items, skipped_items, done_bytes, progress, state, result, error"
+    "id, type, version, spec, status, priority, queue, lease, request, owner, after, "
+    "dep_policy, timeout, created, started, finished, updated, run_time, runs, done_items, "
+    "skipped_items, done_bytes, progress, state, result, error"
 )
 
 
@@ -156,12 +178,17 @@ def _row_to_info(row: sqlite3.Row) -> JobInfo:
         status=status,
         priority=row["priority"],
         queue=row["queue"],
-        owner=row["owner"],
+        lease=row["lease"],
         request=row["request"],
+        owner=row["owner"],
+        after=tuple(loads(row["after"], ())),
+        dep_policy=row["dep_policy"],
+        timeout=row["timeout"],
         created=row["created"],
         started=row["started"],
         finished=row["finished"],
         updated=row["updated"],
+        run_time=row["run_time"],
         runs=row["runs"],
         done_items=row["done_items"],
         skipped_items=row["skipped_items"],
@@ -275,7 +302,7 @@ class JobStore:
 
     def unregister_manager(self, manager_id: str) -> None:
         with self._tx() as c:
-            c.execute("UPDATE jobs SET owner=NULL WHERE owner=?", (manager_id,))
+            c.execute("UPDATE jobs SET lease=NULL WHERE lease=?", (manager_id,))
             c.execute("DELETE FROM managers WHERE id=?", (manager_id,))
 
     def _dead_managers(self, c: sqlite3.Connection) -> set[str]:
@@ -297,19 +324,19 @@ class JobStore:
             dead = self._dead_managers(c)
             live = {r[0] for r in c.execute("SELECT id FROM managers")} - dead
             rows = c.execute(
-                "SELECT id, status, owner, request FROM jobs WHERE status IN (?,?,?,?)",
+                "SELECT id, status, lease, request FROM jobs WHERE status IN (?,?,?,?)",
                 ("queued", "running", "pausing", "cancelling"),
             ).fetchall()
             for row in rows:
-                if row["owner"] in live:
+                if row["lease"] in live:
                     continue
                 status = JobStatus(row["status"])
-                if status is JobStatus.QUEUED and row["owner"] is None:
+                if status is JobStatus.QUEUED and row["lease"] is None:
                     continue  # waiting for any manager to pick it up
                 new = JobStatus.PAUSED if status is JobStatus.PAUSING else JobStatus.INTERRUPTED
                 request = "cancel" if status is JobStatus.CANCELLING else None
                 c.execute(
-                    "UPDATE jobs SET status=?, owner=NULL, request=?, updated=? WHERE id=?",
+                    "UPDATE jobs SET status=?, lease=NULL, request=?, updated=? WHERE id=?",
                     (new.value, request, now, row["id"]),
                 )
                 recovered.append(row["id"])
@@ -325,11 +352,11 @@ class JobStore:
         now = time.time()
         with self._tx() as c:
             info = self._get(c, job_id)
-            if info.owner not in (None, manager_id) and info.owner not in self._dead_managers(c):
+            if info.lease not in (None, manager_id) and info.lease not in self._dead_managers(c):
                 raise LeaseError(f"job {job_id} is being run by another process")
             check_transition(job_id, info.status, JobStatus.RUNNING)
             c.execute(
-                "UPDATE jobs SET status='running', owner=?, request=NULL, started=COALESCE("
+                "UPDATE jobs SET status='running', lease=?, request=NULL, started=COALESCE("
                 "started, ?), updated=?, runs=runs+1, error=NULL WHERE id=?",
                 (manager_id, now, now, job_id),
             )
@@ -347,12 +374,17 @@ class JobStore:
         *,
         priority: int = 0,
         queue: str = "default",
-        owner: str | None = None,
+        lease: str | None = None,
         idempotency_key: str | None = None,
+        owner: str | None = None,
+        after: Iterable[str] = (),
+        dep_policy: str = "skip",
+        timeout: float | None = None,
     ) -> tuple[JobInfo, bool]:
         """Insert a queued job; with an idempotency key that exists, return the existing job
-        instead. Returns (info, created)."""
+        instead. Returns (info, created). Prerequisites (``after``) must exist."""
         now = time.time()
+        after = list(after)
         with self._tx() as c:
             if idempotency_key is not None:
                 row = c.execute(
@@ -360,9 +392,12 @@ class JobStore:
                 ).fetchone()
                 if row is not None:
                     return _row_to_info(row), False
+            for dep in after:
+                self._get(c, dep)
             c.execute(
-                "INSERT INTO jobs(id, type, version, spec, status, priority, queue, owner, "
-                "created, updated, idempotency_key) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO jobs(id, type, version, spec, status, priority, queue, lease, "
+                "created, updated, idempotency_key, owner, after, dep_policy, timeout) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     job_id,
                     type_name,
@@ -371,10 +406,14 @@ class JobStore:
                     "queued",
                     priority,
                     queue,
-                    owner,
+                    lease,
                     now,
                     now,
                     idempotency_key,
+                    owner,
+                    json.dumps(after) if after else None,
+                    dep_policy,
+                    timeout,
                 ),
             )
             return self._get(c, job_id), True
@@ -400,17 +439,80 @@ class JobStore:
         return str(rows[0][0])
 
     def list_jobs(
-        self, statuses: Iterable[JobStatus] | None = None, *, limit: int = -1, offset: int = 0
+        self,
+        statuses: Iterable[JobStatus] | None = None,
+        *,
+        type: str | None = None,
+        owner: str | None = None,
+        order: str = "created",
+        limit: int = -1,
+        offset: int = 0,
     ) -> list[JobInfo]:
-        sql = f"SELECT {_COLUMNS} FROM jobs"
+        """Jobs filtered by status, type and owner; ordered by ``created``, ``finished``,
+        ``priority`` or ``run_time`` (prefix ``-`` for descending); paged."""
+        where: list[str] = []
         params: list[Any] = []
         if statuses is not None:
             values = [JobStatus(s).value for s in statuses]
-            sql += f" WHERE status IN ({','.join('?' * len(values))})"
+            where.append(f"status IN ({','.join('?' * len(values))})")
             params += values
-        sql += " ORDER BY created, id LIMIT ? OFFSET ?"
+        if type is not None:
+            where.append("type=?")
+            params.append(type)
+        if owner is not None:
+            where.append("owner=?")
+            params.append(owner)
+        column = order.lstrip("-")
+        if column not in ("created", "finished", "priority", "run_time", "updated"):
+            raise ValueError(f"cannot order jobs by {order!r}")
+        direction = "DESC" if order.startswith("-") else "ASC"
+        sql = f"SELECT {_COLUMNS} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {column} {direction}, rowid {direction} LIMIT ? OFFSET ?"
         params += [limit, offset]
         return [_row_to_info(r) for r in self._conn.execute(sql, params)]
+
+    def status_counts(self) -> dict[str, int]:
+        rows = self._conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        return {r[0]: r[1] for r in rows}
+
+    def statuses(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        rows = self._conn.execute(
+            f"SELECT id, status FROM jobs WHERE id IN ({','.join('?' * len(ids))})", ids
+        )
+        return {r[0]: JobStatus(r[1]) for r in rows}
+
+    def set_priority(self, job_id: str, priority: int) -> JobInfo:
+        """Change the priority of a queued (or resting) job; running jobs keep theirs."""
+        with self._tx() as c:
+            info = self._get(c, job_id)
+            if info.status not in (JobStatus.QUEUED, JobStatus.PAUSED, JobStatus.INTERRUPTED):
+                from ._exceptions import InvalidTransitionError
+
+                raise InvalidTransitionError(
+                    f"cannot change the priority of job {job_id}: it is {info.status.value}"
+                )
+            c.execute(
+                "UPDATE jobs SET priority=?, updated=? WHERE id=?", (priority, time.time(), job_id)
+            )
+            return self._get(c, job_id)
+
+    def purge(self, older_than: float, statuses: Iterable[JobStatus]) -> list[str]:
+        """Delete jobs in ``statuses`` that finished before ``older_than`` (epoch seconds)."""
+        values = [JobStatus(s).value for s in statuses]
+        rows = self._conn.execute(
+            f"SELECT id FROM jobs WHERE status IN ({','.join('?' * len(values))}) "
+            "AND finished IS NOT NULL AND finished < ?",
+            (*values, older_than),
+        ).fetchall()
+        ids = [r[0] for r in rows]
+        for job_id in ids:
+            self.delete(job_id)
+        return ids
 
     def transition(
         self,
@@ -419,7 +521,7 @@ class JobStore:
         **fields: Any,
     ) -> JobInfo:
         """Atomically move a job to ``new`` (checking the transition), updating ``fields``
-        (result, error, progress, owner, request, finished)."""
+        (result, error, progress, lease, request, finished, run_time)."""
         now = time.time()
         with self._tx() as c:
             info = self._get(c, job_id)
@@ -451,7 +553,7 @@ class JobStore:
 
     def requests_for(self, manager_id: str) -> list[tuple[str, str]]:
         rows = self._conn.execute(
-            "SELECT id, request FROM jobs WHERE owner=? AND request IS NOT NULL", (manager_id,)
+            "SELECT id, request FROM jobs WHERE lease=? AND request IS NOT NULL", (manager_id,)
         )
         return [(r[0], r[1]) for r in rows]
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import errno
+import random
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
-from ._exceptions import CancelRequested, PauseRequested
+from ._exceptions import CancelRequested, PauseRequested, TaskTimeoutError
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -48,24 +51,88 @@ class Interrupter:
             raise PauseRequested("the job is being paused")
 
 
+#: errno values worth retrying: the operation may succeed if tried again later.
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.EAGAIN,
+        errno.EINTR,
+        errno.EIO,
+        errno.EBUSY,
+        errno.ETIMEDOUT,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ECONNREFUSED,
+        errno.ENETDOWN,
+        errno.ENETUNREACH,
+        errno.EHOSTUNREACH,
+        errno.ESTALE,
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that may go away on retry (timeouts, EAGAIN, EIO on a network share,
+    dropped connections); False for permanent ones (ENOENT, EACCES, bad input, bugs)."""
+    if isinstance(exc, TimeoutError | ConnectionError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently to retry a failing task or job.
+
+    Attempt ``n`` (1-based) that fails is retried after
+    ``min(max_delay, initial_delay * multiplier**(n-1))`` seconds, randomized by +-``jitter``
+    (a fraction), while ``n < max_attempts`` and ``retry_on(error)`` is true.
+    """
+
+    max_attempts: int = 3
+    initial_delay: float = 0.5
+    multiplier: float = 2.0
+    max_delay: float = 60.0
+    jitter: float = 0.1
+    retry_on: Callable[[BaseException], bool] = is_transient
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.initial_delay < 0 or self.max_delay < 0 or not 0 <= self.jitter <= 1:
+            raise ValueError("retry delays must be >= 0 and jitter within [0, 1]")
+
+    def should_retry(self, attempt: int, exc: BaseException) -> bool:
+        return attempt < self.max_attempts and self.retry_on(exc)
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.max_delay, self.initial_delay * self.multiplier ** (attempt - 1))
+        return base * (1 + random.uniform(-self.jitter, self.jitter))
+
+
 class TaskContext:
     """What a running task sees: its index, an interruption check and a byte counter.
 
     Thread-safe by construction: only the task's own thread writes ``bytes_done``.
     """
 
-    __slots__ = ("_interrupter", "bytes_done", "index", "label")
+    __slots__ = ("_interrupter", "attempt", "bytes_done", "deadline", "index", "label")
 
-    def __init__(self, index: int, label: str, interrupter: Interrupter) -> None:
+    def __init__(
+        self, index: int, label: str, interrupter: Interrupter, timeout: float | None = None
+    ) -> None:
         self.index = index
         self.label = label
         self.bytes_done = 0
+        self.attempt = 1
         self._interrupter = interrupter
+        self.deadline = None if timeout is None else time.monotonic() + timeout
 
     def check(self) -> None:
-        """Call between chunks: raises `PauseRequested`/`CancelRequested` to stop early.
-        Whatever the task wrote so far must be safe to leave (a partial under a temp name)."""
+        """Call between chunks: raises `PauseRequested`/`CancelRequested` to stop early, or
+        `TaskTimeoutError` past the task's timeout. Whatever the task wrote so far must be
+        safe to leave (a partial under a temporary name)."""
         self._interrupter.check()
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TaskTimeoutError(f"{self.label}: timed out")
 
     @property
     def interrupted(self) -> bool:
@@ -85,6 +152,12 @@ class Task(Generic[T_co]):
     """
 
     lane: ClassVar[str] = "io"
+    #: Higher runs first among queued tasks of the job (FIFO among equals).
+    priority: int = 0
+    #: Retry failed attempts (None: the dispatcher's policy).
+    retry: RetryPolicy | None = None
+    #: Seconds an attempt may take (None: the dispatcher's default, usually unlimited).
+    timeout: float | None = None
     index: int
 
     @property
@@ -159,6 +232,7 @@ class Outcome(Generic[T]):
     reason: str = ""
     bytes: int = 0
     resumed: bool = False
+    attempts: int = 1
 
     @property
     def index(self) -> int:

@@ -7,6 +7,8 @@ import os
 import time
 from typing import Any
 
+import trio
+
 import parjobs
 
 
@@ -71,3 +73,98 @@ def read_log(path: str) -> list[int]:
             return [int(line) for line in f if line.strip()]
     except FileNotFoundError:
         return []
+
+
+# -- scheduling helpers (in-process only) ---------------------------------------------------
+
+EVENTS: list[tuple[str, str]] = []  # (event, name), in order
+RUNNING: dict[str, int] = {"now": 0, "max": 0}
+
+
+@parjobs.job_type("test-sleep", version=1)
+class SleepJob(parjobs.Job):
+    """Sleeps in trio (virtual time under autojump_clock); records start/end order."""
+
+    name: str
+    seconds: float = 1.0
+    fail: bool = False
+
+    async def run(self, ctx: parjobs.JobContext) -> str:
+        EVENTS.append(("start", self.name))
+        RUNNING["now"] += 1
+        RUNNING["max"] = max(RUNNING["max"], RUNNING["now"])
+        try:
+            await trio.sleep(self.seconds)
+            if self.fail:
+                raise RuntimeError(f"{self.name} failed on purpose")
+        finally:
+            RUNNING["now"] -= 1
+            EVENTS.append(("end", self.name))
+        return self.name
+
+
+@parjobs.job_type("test-compute", version=1)
+class ComputeJob(SleepJob):
+    queue = "compute"
+
+
+FLAKY_ATTEMPTS: dict[str, int] = {}
+
+
+@parjobs.job_type("test-flaky-job", version=1)
+class FlakyJob(parjobs.Job):
+    """Fails with a transient EIO ``failures`` times, then succeeds."""
+
+    name: str
+    failures: int = 1
+    errno_: int = 5  # EIO
+
+    retry = parjobs.RetryPolicy(max_attempts=3, initial_delay=2.0, jitter=0.0)
+
+    async def run(self, ctx: parjobs.JobContext) -> int:
+        n = FLAKY_ATTEMPTS[self.name] = FLAKY_ATTEMPTS.get(self.name, 0) + 1
+        EVENTS.append(("attempt", f"{self.name}@{trio.current_time():.1f}"))
+        if n <= self.failures:
+            raise OSError(self.errno_, os.strerror(self.errno_))
+        return n
+
+
+@dataclasses.dataclass
+class FlakyTask(parjobs.AsyncTask[int]):
+    index: int
+    failures: int
+    errno_: int = 5
+    seconds: float = 0.0
+
+    async def arun(self, tc: parjobs.TaskContext) -> int:
+        EVENTS.append(("task-attempt", f"{self.index}@{trio.current_time()}"))
+        await trio.sleep(self.seconds)
+        if tc.attempt <= self.failures:
+            raise OSError(self.errno_, os.strerror(self.errno_))
+        return tc.attempt
+
+
+@parjobs.job_type("test-flaky-tasks", version=1)
+class FlakyTasksJob(parjobs.Job):
+    failures: list[int]
+    errno_: int = 5
+    seconds: float = 0.0
+    task_timeout: float | None = None
+    steps: int = 0  # when > 0: job-level steps of 1 s each, checkpointed (for job timeouts)
+
+    async def run(self, ctx: parjobs.JobContext) -> dict[str, int]:
+        dispatcher = ctx.task_dispatcher(
+            retry=parjobs.RetryPolicy(max_attempts=4, initial_delay=1.0, jitter=0.0),
+            timeout=self.task_timeout,
+        )
+        attempts = {}
+        async for outcome in dispatcher.dispatch_many(
+            FlakyTask(i, f, self.errno_, self.seconds) for i, f in enumerate(self.failures)
+        ):
+            attempts[str(outcome.index)] = outcome.attempts
+        for step in range(ctx.state.get("step", 0), self.steps):
+            await trio.sleep(1.0)
+            ctx.state["step"] = step + 1
+            await ctx.checkpoint(force=True)
+            await ctx.check_interrupt()
+        return attempts

@@ -1,0 +1,353 @@
+"""Blocking hashing primitives: full-file digests, fast content ids, duplicate grouping.
+
+Everything here is synchronous and meant to run in a worker thread; trio jobs call it through
+``trio.to_thread``. Long operations take a ``check`` callable, called between chunks, that
+raises to interrupt (pause/cancel), and an ``on_bytes`` callable for progress.
+
+Files are opened with ``O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC`` and must be regular files:
+symlinks are never followed and FIFOs, sockets, devices and directories raise
+`SpecialFileError` without blocking. A file whose size or mtime changes while it is read
+raises `SourceChangedError`, so a digest always describes one consistent version of the file.
+Both errors are the ones `parjobs.ops._copyfile` raises (``OSError`` subclasses whose message
+and ``filename`` name the path), so a job handles "special" and "changed" files alike whether
+it copies or hashes them.
+
+Content id layout (version 1)
+-----------------------------
+``content_id(path)`` is a cheap identity in the spirit of Spacedrive's ``cas_id``: equal files
+always have equal ids, and different ids prove different content. It is the lowercase hex
+XXH3-128 digest (seed 0, 32 hex digits) of this byte stream::
+
+    size.to_bytes(8, "little")                  # the file size, unsigned 64-bit little-endian
+    if size <= CONTENT_ID_SMALL_LIMIT:          # 102_400 bytes (100 KiB)
+        bytes [0, size)                         # the whole file; nothing else
+    else:                                       # six blocks of CONTENT_ID_BLOCK = 8_192 bytes
+        bytes [0, 8192)                         # header
+        for k in 1, 2, 3, 4:                    # CONTENT_ID_SAMPLES samples, in this order
+            o_k = (size * k // 5) // 4096 * 4096    # k/5 of the size, aligned down to 4 KiB
+            bytes [o_k, o_k + 8192)
+        bytes [size - 8192, size)               # footer
+
+For ``size > CONTENT_ID_SMALL_LIMIT`` the six regions lie inside the file and never overlap,
+so exactly 49_152 bytes are hashed whatever the size. For small files the id covers every
+byte, so equal ids prove equal content; for larger files only a full hash does.
+
+Duplicate finding
+-----------------
+Duplicates are found in stages of rising cost, each run only on the candidates that survived
+the one before: group by size, then by `content_id`, then (only for
+files larger than ``CONTENT_ID_SMALL_LIMIT``) by the full `hash_file` digest. `group_by` is
+the pure building block, so a job can run every stage's I/O in parallel and regroup;
+`find_duplicates_sequential` is the plain reference implementation. Two rules:
+
+* Hard links are one file. Paths are first reduced to one per ``(st_dev, st_ino)``, keeping
+  the first in input order; other links to that inode are left out of the report, because
+  deleting one of several links reclaims nothing.
+* Empty files are duplicates of each other (their content is identical): they form one group
+  whose ``reclaimable`` is 0, with the digest of empty input, and are never opened.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import xxhash
+
+from parjobs.ops._copyfile import SourceChangedError, SpecialFileError
+
+__all__ = [
+    "ALGORITHMS",
+    "CONTENT_ID_ALIGN",
+    "CONTENT_ID_BLOCK",
+    "CONTENT_ID_SAMPLES",
+    "CONTENT_ID_SMALL_LIMIT",
+    "DEFAULT_CHUNK_SIZE",
+    "MIN_CHUNK_SIZE",
+    "DuplicateGroup",
+    "DuplicateReport",
+    "SourceChangedError",
+    "SpecialFileError",
+    "content_id",
+    "content_id_regions",
+    "find_duplicates_sequential",
+    "group_by",
+    "hash_file",
+    "new_hasher",
+]
+
+FilePath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+PathT = TypeVar("PathT", bound=FilePath)
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
+ALGORITHMS = ("xxh3_128", "xxh3_64", "xxh64")
+"""Digest algorithms `new_hasher` and `hash_file` accept; the first is the default."""
+
+MIN_CHUNK_SIZE = 1 << 20
+"""Smallest read size `hash_file` accepts (1 MiB): smaller reads waste time per syscall."""
+DEFAULT_CHUNK_SIZE = 4 << 20
+"""Default read size of `hash_file` (4 MiB): fast, yet `check` runs every few milliseconds."""
+
+CONTENT_ID_SMALL_LIMIT = 100 * 1024
+"""Files up to this size (bytes, inclusive) are hashed whole by `content_id`."""
+CONTENT_ID_BLOCK = 8 * 1024
+"""Size of each header, sample and footer block `content_id` reads from a larger file."""
+CONTENT_ID_SAMPLES = 4
+"""Number of evenly spaced sample blocks between header and footer."""
+CONTENT_ID_ALIGN = 4 * 1024
+"""Sample offsets are aligned down to this multiple (a page), so each sample is 2 pages."""
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_EMPTY_DIGEST = xxhash.xxh3_128().hexdigest()
+
+
+def _noop(*_args: object) -> None:
+    """Default for ``check`` and ``on_bytes``: do nothing."""
+
+
+def new_hasher(name: str) -> xxhash.xxh3_128 | xxhash.xxh3_64 | xxhash.xxh64:
+    """Return a fresh xxhash object for ``name``, one of `ALGORITHMS`."""
+    if name == "xxh3_128":
+        return xxhash.xxh3_128()
+    if name == "xxh3_64":
+        return xxhash.xxh3_64()
+    if name == "xxh64":
+        return xxhash.xxh64()
+    raise ValueError(f"unknown hash algorithm {name!r}; expected one of {', '.join(ALGORITHMS)}")
+
+
+def _file_kind(mode: int) -> str:
+    """Name the kind of a non-regular file for error messages."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link (not followed)"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "a special file"
+
+
+def _special(path: FilePath, mode: int) -> SpecialFileError:
+    """Build the error for a non-regular file; the message and ``filename`` name the path."""
+    name = os.fsdecode(path)
+    exc = SpecialFileError(
+        f"refusing to read {name!r}: it is {_file_kind(mode)}, not a regular file"
+    )
+    exc.filename = name
+    return exc
+
+
+def _changed(path: FilePath, detail: str) -> SourceChangedError:
+    """Build the error for a file that changed while read; ``filename`` names the path."""
+    name = os.fsdecode(path)
+    exc = SourceChangedError(f"file changed while it was read: {name!r} ({detail})")
+    exc.filename = name
+    return exc
+
+
+def _open_regular(path: FilePath) -> tuple[int, os.stat_result]:
+    """Open ``path`` read-only without following a final symlink; refuse non-regular files.
+
+    Returns the descriptor and its ``fstat``; the caller closes the descriptor.
+    """
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        # O_NOFOLLOW reports a final symlink as ELOOP; say what really happened.
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            mode = 0
+        if stat.S_ISLNK(mode):
+            raise _special(path, mode) from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _special(path, st.st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _check_unchanged(path: FilePath, before: os.stat_result, after: os.stat_result) -> None:
+    """Raise `SourceChangedError` if size or mtime differ between two stats of one file."""
+    if before.st_size != after.st_size or before.st_mtime_ns != after.st_mtime_ns:
+        raise _changed(
+            path,
+            f"size {before.st_size} -> {after.st_size}, "
+            f"mtime_ns {before.st_mtime_ns} -> {after.st_mtime_ns}",
+        )
+
+
+def hash_file(
+    path: FilePath,
+    *,
+    algorithm: str = "xxh3_128",
+    check: Callable[[], None] = _noop,
+    on_bytes: Callable[[int], None] = _noop,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> str:
+    """Return the hex digest of the regular file at ``path``.
+
+    Reads the size seen at open in ``chunk_size`` chunks (at least `MIN_CHUNK_SIZE`) into one
+    reused buffer; ``check()`` runs before every read and may raise to stop, ``on_bytes(n)``
+    reports each chunk. Raises `SpecialFileError` for non-regular files and `SourceChangedError`
+    if the file changed while it was read.
+    """
+    if chunk_size < MIN_CHUNK_SIZE:
+        raise ValueError(f"chunk_size must be at least {MIN_CHUNK_SIZE} bytes, got {chunk_size}")
+    hasher = new_hasher(algorithm)
+    fd, before = _open_regular(path)
+    with open(fd, "rb", buffering=0, closefd=True) as f:
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        # Read exactly the size seen at open, never "until EOF": a file that keeps growing
+        # must not keep us reading forever. Growth and shrinkage show in the second fstat.
+        buf = memoryview(bytearray(min(chunk_size, before.st_size)))
+        total = 0
+        while total < before.st_size:
+            check()
+            n = f.readinto(buf[: before.st_size - total])
+            if not n:
+                break
+            hasher.update(buf[:n])
+            total += n
+            on_bytes(n)
+        after = os.fstat(fd)
+    _check_unchanged(path, before, after)
+    if total != after.st_size:
+        raise _changed(path, f"read {total} bytes but it has {after.st_size}")
+    return hasher.hexdigest()
+
+
+def content_id_regions(size: int) -> list[tuple[int, int]]:
+    """Return the ``(offset, length)`` regions `content_id` hashes, in order, for ``size``."""
+    if size <= CONTENT_ID_SMALL_LIMIT:
+        return [(0, size)] if size else []
+    parts = CONTENT_ID_SAMPLES + 1
+    samples = [
+        (size * k // parts) // CONTENT_ID_ALIGN * CONTENT_ID_ALIGN
+        for k in range(1, CONTENT_ID_SAMPLES + 1)
+    ]
+    offsets = [0, *samples, size - CONTENT_ID_BLOCK]
+    return [(offset, CONTENT_ID_BLOCK) for offset in offsets]
+
+
+def content_id(path: FilePath, *, size: int | None = None) -> str:
+    """Return the content id of the regular file at ``path`` (layout in the module docstring).
+
+    ``size``, if given, is the size the caller listed earlier (e.g. while grouping by size);
+    a file whose size no longer matches raises `SourceChangedError`, as does a file that changes
+    while it is read.
+    """
+    fd, before = _open_regular(path)
+    try:
+        if size is not None and size != before.st_size:
+            raise _changed(path, f"size is {before.st_size}, expected {size}")
+        hasher = xxhash.xxh3_128(before.st_size.to_bytes(8, "little"))
+        for offset, length in content_id_regions(before.st_size):
+            data = os.pread(fd, length, offset)
+            while len(data) < length:  # a short read is legal; EOF is not
+                more = os.pread(fd, length - len(data), offset + len(data))
+                if not more:
+                    raise _changed(path, "it shrank")
+                data += more
+            hasher.update(data)
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    _check_unchanged(path, before, after)
+    return hasher.hexdigest()
+
+
+def group_by(items: Iterable[T], key: Callable[[T], K]) -> dict[K, list[T]]:
+    """Group ``items`` by ``key(item)``, keeping only groups with two or more members.
+
+    Groups and their members keep input order. This is the pure step between the stages of
+    duplicate finding: only what shares a key can be a duplicate.
+    """
+    groups: dict[K, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return {k: members for k, members in groups.items() if len(members) >= 2}
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateGroup(Generic[PathT]):
+    """Distinct files (distinct inodes) with identical content.
+
+    ``digest`` is what proved it: the full XXH3-128 `hash_file` digest for files larger than
+    `CONTENT_ID_SMALL_LIMIT`, otherwise the `content_id` (which then covers every byte).
+    """
+
+    size: int
+    digest: str
+    paths: tuple[PathT, ...]
+
+    @property
+    def reclaimable(self) -> int:
+        """Bytes freed by keeping one copy and deleting the others."""
+        return self.size * (len(self.paths) - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateReport(Generic[PathT]):
+    """The duplicate groups found, largest files first."""
+
+    groups: tuple[DuplicateGroup[PathT], ...]
+
+    @property
+    def reclaimable_bytes(self) -> int:
+        """Bytes freed by keeping one file per group."""
+        return sum(group.reclaimable for group in self.groups)
+
+    @property
+    def duplicate_files(self) -> int:
+        """Files that could be deleted: every group's members but one."""
+        return sum(len(group.paths) - 1 for group in self.groups)
+
+
+def find_duplicates_sequential(paths: Iterable[PathT]) -> DuplicateReport[PathT]:
+    """Find duplicate files among ``paths`` with no parallelism (the reference algorithm).
+
+    Walks nothing: ``paths`` are the candidate files. Paths that are not regular files
+    (symlinks, directories, special files) are ignored; hard links count once and empty files
+    form one group (see the module docstring). Groups are ordered by size, largest first, then
+    by digest. I/O errors propagate.
+    """
+    seen_inodes: set[tuple[int, int]] = set()
+    files: list[tuple[PathT, int]] = []
+    for path in paths:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen_inodes:
+            continue
+        seen_inodes.add((st.st_dev, st.st_ino))
+        files.append((path, st.st_size))
+
+    groups: list[DuplicateGroup[PathT]] = []
+    for size, same_size in group_by(files, lambda f: f[1]).items():
+        if size == 0:
+            groups.append(DuplicateGroup(0, _EMPTY_DIGEST, tuple(p for p, _ in same_size)))
+            continue
+        with_ids = [(p, content_id(p, size=size)) for p, _ in same_size]
+        for cid, same_id in group_by(with_ids, lambda f: f[1]).items():
+            if size <= CONTENT_ID_SMALL_LIMIT:  # the id covered every byte
+                groups.append(DuplicateGroup(size, cid, tuple(p for p, _ in same_id)))
+                continue
+            hashed = [(p, hash_file(p)) for p, _ in same_id]
+            for digest, same in group_by(hashed, lambda f: f[1]).items():
+                groups.append(DuplicateGroup(size, digest, tuple(p for p, _ in same)))
+    groups.sort(key=lambda g: (-g.size, g.digest))
+    return DuplicateReport(tuple(groups))

@@ -1,0 +1,609 @@
+"""Tests for the blocking copy primitives, on real files under tmp_path."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from parjobs.ops._copyfile import (
+    CopyError,
+    CopyResult,
+    Method,
+    SourceChangedError,
+    SpecialFileError,
+    VerifyError,
+    copy_file,
+    copy_symlink,
+    find_partials,
+    open_dir_nofollow,
+    partial_names,
+    remove_partials,
+    same_size_mtime,
+    unique_name,
+)
+
+KIB = 1024
+
+
+def make(path: Path | bytes, size: int, seed: int = 1) -> bytes:
+    data = (bytes(range(seed % 251, 256)) + bytes(range(seed % 251))) * (size // 256 + 1)
+    data = data[:size]
+    with open(path, "wb") as f:
+        f.write(data)
+    return data
+
+
+def read(path: Path | bytes) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_after(calls: int) -> tuple[list[int], Callable[[], None]]:
+    count = [0]
+
+    def check() -> None:
+        count[0] += 1
+        if count[0] > calls:
+            raise Interrupt
+
+    return count, check
+
+
+@pytest.mark.parametrize("method", ["copy_file_range", "sendfile", "readwrite"])
+@pytest.mark.parametrize("hashing", [False, True])
+def test_each_method_copies_and_hashes(tmp_path: Path, method: Method, hashing: bool) -> None:
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    data = make(src, 300 * KIB + 7)
+    seen: list[int] = []
+    result = copy_file(
+        src,
+        dst,
+        chunk_size=64 * KIB,
+        on_bytes=seen.append,
+        hash_source=hashing,
+        verify=hashing,
+        _methods=(method,),
+    )
+    assert result.method == method
+    assert read(dst) == data
+    assert sum(seen) == len(data) and max(seen) <= 64 * KIB
+    assert result.bytes_copied == len(data) and result.bytes_reused == 0
+    if hashing:
+        assert result.src_digest == result.dst_digest == xxhash.xxh3_128_hexdigest(data)
+    else:
+        assert result.src_digest is None and result.dst_digest is None
+    assert find_partials(tmp_path) == []
+
+
+@pytest.mark.parametrize("hashing", [False, True])
+def test_reflink_falls_back_cleanly(tmp_path: Path, hashing: bool) -> None:
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    data = make(src, 200 * KIB)
+    seen: list[int] = []
+    result = copy_file(
+        src,
+        dst,
+        chunk_size=64 * KIB,
+        on_bytes=seen.append,
+        hash_source=hashing,
+        verify=hashing,
+        _methods=("reflink",),
+    )
+    assert result.method in ("reflink", "readwrite")
+    assert read(dst) == data and sum(seen) == len(data)
+    if hashing:
+        assert result.src_digest == xxhash.xxh3_128_hexdigest(data)
+
+
+def test_default_chain_and_result_type(tmp_path: Path) -> None:
+    src = tmp_path / "a"
+    data = make(src, 50 * KIB)
+    result = copy_file(src, tmp_path / "b")
+    assert isinstance(result, CopyResult)
+    assert result.method in ("reflink", "copy_file_range", "sendfile", "readwrite")
+    assert read(tmp_path / "b") == data
+
+
+def test_on_bytes_totals_exact_with_chunks(tmp_path: Path) -> None:
+    src = tmp_path / "a"
+    make(src, 10 * 4096 + 1)
+    seen: list[int] = []
+    copy_file(src, tmp_path / "b", chunk_size=4096, on_bytes=seen.append, _methods=("readwrite",))
+    assert seen == [4096] * 10 + [1]
+
+
+def test_interrupt_leaves_partial_that_resumes(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    data = make(src, 1024 * KIB + 5)
+    _, check = interrupt_after(4)
+    with pytest.raises(Interrupt):
+        copy_file(src, dst, chunk_size=64 * KIB, check=check, _methods=("readwrite",))
+    assert not dst.exists()
+    partial, meta = partial_names("dst.bin")
+    assert (tmp_path / os.fsdecode(partial)).stat().st_size == 4 * 64 * KIB
+    assert (tmp_path / os.fsdecode(meta)).exists()
+    assert len(find_partials(tmp_path)) == 2
+
+    seen: list[int] = []
+    result = copy_file(src, dst, chunk_size=64 * KIB, on_bytes=seen.append, hash_source=True)
+    assert result.bytes_reused == 4 * 64 * KIB
+    assert result.bytes_copied == len(data) - result.bytes_reused
+    assert sum(seen) == len(data)
+    assert result.src_digest == xxhash.xxh3_128_hexdigest(data)
+    assert read(dst) == data
+    assert find_partials(tmp_path) == []
+
+
+@pytest.mark.parametrize("method", ["copy_file_range", "sendfile"])
+def test_interrupt_and_resume_with_kernel_paths(tmp_path: Path, method: Method) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    data = make(src, 512 * KIB)
+    _, check = interrupt_after(3)
+    with pytest.raises(Interrupt):
+        copy_file(src, dst, chunk_size=64 * KIB, check=check, _methods=(method,))
+    result = copy_file(src, dst, chunk_size=64 * KIB, verify=True, _methods=(method,))
+    assert result.bytes_reused == 3 * 64 * KIB and result.method == method
+    assert read(dst) == data
+
+
+def interrupted_partial(tmp_path: Path) -> tuple[Path, Path, bytes]:
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    data = make(src, 512 * KIB)
+    _, check = interrupt_after(2)
+    with pytest.raises(Interrupt):
+        copy_file(src, dst, chunk_size=64 * KIB, check=check)
+    return src, dst, data
+
+
+def test_partial_discarded_when_source_mtime_changes(tmp_path: Path) -> None:
+    src, dst, data = interrupted_partial(tmp_path)
+    st = src.stat()
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    result = copy_file(src, dst, chunk_size=64 * KIB)
+    assert result.bytes_reused == 0 and read(dst) == data
+    assert find_partials(tmp_path) == []
+
+
+def test_partial_discarded_when_source_size_changes(tmp_path: Path) -> None:
+    src, dst, _ = interrupted_partial(tmp_path)
+    st = src.stat()
+    with open(src, "ab") as f:
+        f.write(b"more")
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime, only the size differs
+    result = copy_file(src, dst, chunk_size=64 * KIB)
+    assert result.bytes_reused == 0 and read(dst) == read(src)
+
+
+def test_partial_discarded_when_prefix_differs(tmp_path: Path) -> None:
+    src, dst, data = interrupted_partial(tmp_path)
+    partial = tmp_path / os.fsdecode(partial_names("dst.bin")[0])
+    with open(partial, "r+b") as f:
+        f.seek(100 * KIB)
+        f.write(b"\xff\x00garbage")
+    result = copy_file(src, dst, chunk_size=64 * KIB)
+    assert result.bytes_reused == 0 and read(dst) == data
+
+
+def test_partial_discarded_when_meta_missing_or_corrupt(tmp_path: Path) -> None:
+    src, dst, data = interrupted_partial(tmp_path)
+    meta = tmp_path / os.fsdecode(partial_names("dst.bin")[1])
+    meta.write_bytes(b"{not json")
+    result = copy_file(src, dst, chunk_size=64 * KIB)
+    assert result.bytes_reused == 0 and read(dst) == data
+
+
+def test_resume_disabled_uses_unpredictable_temp_and_cleans_up(tmp_path: Path) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    make(src, 256 * KIB)
+    _, check = interrupt_after(1)
+    with pytest.raises(Interrupt):
+        copy_file(src, dst, chunk_size=64 * KIB, check=check, resume_partial=False)
+    assert find_partials(tmp_path) == [] and not dst.exists()
+
+
+def test_interrupted_after_last_byte_resumes_whole_file(tmp_path: Path) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    data = make(src, 100 * KIB)
+
+    def stop(_fd: int) -> None:
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        copy_file(src, dst, chunk_size=64 * KIB, _after_write=stop)
+    result = copy_file(src, dst, chunk_size=64 * KIB, verify=True)
+    assert (result.bytes_reused, result.bytes_copied) == (len(data), 0)
+    assert result.src_digest == xxhash.xxh3_128_hexdigest(data) and read(dst) == data
+
+
+def test_cross_filesystem_copy(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem")
+    src = tmp_path / "s"
+    data = make(src, 300 * KIB)
+    dst = shm / f"parjobs-test-{os.getpid()}"
+    try:
+        result = copy_file(src, dst, chunk_size=64 * KIB, hash_source=True)
+        assert read(dst) == data and result.src_digest == xxhash.xxh3_128_hexdigest(data)
+    finally:
+        dst.unlink(missing_ok=True)
+
+
+def test_single_chunk_files_are_not_left_partial(tmp_path: Path) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    make(src, 64 * KIB)
+    _, check = interrupt_after(0)
+    with pytest.raises(Interrupt):
+        copy_file(src, dst, chunk_size=64 * KIB, check=check)
+    assert find_partials(tmp_path) == [] and not dst.exists()
+
+
+def test_remove_partials(tmp_path: Path) -> None:
+    _, dst, _ = interrupted_partial(tmp_path)
+    assert remove_partials(dst) == 2
+    assert find_partials(tmp_path) == []
+    assert remove_partials(dst) == 0
+    _, dst, _ = interrupted_partial(tmp_path)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert remove_partials("dst.bin", dst_dir_fd=fd) == 2
+    finally:
+        os.close(fd)
+
+
+def test_verify_catches_corrupted_destination(tmp_path: Path) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    make(src, 100 * KIB)
+
+    def corrupt(fd: int) -> None:
+        os.pwrite(fd, b"\x00\x01\x02", 5000)
+
+    with pytest.raises(VerifyError) as info:
+        copy_file(src, dst, verify=True, _after_write=corrupt)
+    assert str(info.value).startswith("verification failed for 'd'")
+    assert isinstance(info.value, CopyError) and info.value.filename == "d"
+    assert info.value.expected != info.value.actual
+    assert not dst.exists() and find_partials(tmp_path) == []
+
+
+def test_verify_catches_truncated_destination(tmp_path: Path) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    make(src, 100 * KIB)
+    with pytest.raises(VerifyError):
+        copy_file(src, dst, verify=True, durable=True, _after_write=lambda fd: os.ftruncate(fd, 10))
+    assert not dst.exists() and find_partials(tmp_path) == []
+
+
+def test_fifo_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    with pytest.raises(SpecialFileError, match="FIFO"):
+        copy_file(fifo, tmp_path / "out")
+    assert time.monotonic() - start < 1
+    assert not (tmp_path / "out").exists() and find_partials(tmp_path) == []
+
+
+def test_directory_and_device_refused(tmp_path: Path) -> None:
+    with pytest.raises(SpecialFileError, match="directory"):
+        copy_file(tmp_path, tmp_path / "out")
+    with pytest.raises(SpecialFileError, match="character device"):
+        copy_file("/dev/null", tmp_path / "out")
+
+
+def test_symlink_source_refused_and_copied_as_link(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    make(target, 10)
+    link = tmp_path / "link"
+    link.symlink_to("target")
+    os.utime(link, ns=(1_000_000_000, 1_500_000_000_123), follow_symlinks=False)
+    with pytest.raises(SpecialFileError, match="symbolic link"):
+        copy_file(link, tmp_path / "out")
+    out = tmp_path / "sub"
+    out.mkdir()
+    copy_symlink(link, out / "link")
+    assert os.readlink(out / "link") == "target"
+    assert os.lstat(out / "link").st_mtime_ns == 1_500_000_000_123
+    with pytest.raises(FileExistsError):
+        copy_symlink(link, out / "link", overwrite=False)
+    copy_symlink(link, out / "link", overwrite=True, durable=True)
+    with pytest.raises(SpecialFileError):
+        copy_symlink(target, out / "x")
+    assert find_partials(tmp_path) == []
+
+
+def test_copy_symlink_into_dir_fd_with_bytes(tmp_path: Path) -> None:
+    root = os.fsencode(tmp_path)
+    os.symlink(b"\xff-target", root + b"/l\xfe")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        copy_symlink(root + b"/l\xfe", b"copy\xfe", dst_dir_fd=fd)
+    finally:
+        os.close(fd)
+    assert os.readlink(root + b"/copy\xfe") == b"\xff-target"
+
+
+def test_bytes_non_utf8_names(tmp_path: Path) -> None:
+    root = os.fsencode(tmp_path)
+    src, dst = root + b"/caf\xe9", root + b"/d\xff\xfe"
+    data = make(src, 70 * KIB)
+    _, check = interrupt_after(1)
+    with pytest.raises(Interrupt):
+        copy_file(src, dst, chunk_size=32 * KIB, check=check)
+    leftovers = find_partials(root)
+    assert leftovers and all(isinstance(p, bytes) for p in leftovers)
+    result = copy_file(src, dst, chunk_size=32 * KIB)
+    assert result.bytes_reused == 32 * KIB and read(dst) == data
+    assert find_partials(root) == []
+
+
+def test_255_byte_names_use_hashed_partial(tmp_path: Path) -> None:
+    name = "é" * 125 + "x.bin"  # 250 + 5 = 255 bytes
+    assert len(name.encode()) == 255
+    src, dst = tmp_path / "src", tmp_path / name
+    data = make(src, 200 * KIB)
+    partial, meta = partial_names(name)
+    assert len(meta) <= 255 and partial.startswith(b".parjobs-")
+    _, check = interrupt_after(1)
+    with pytest.raises(Interrupt):
+        copy_file(src, dst, chunk_size=64 * KIB, check=check)
+    assert (tmp_path / os.fsdecode(partial)).exists()
+    assert copy_file(src, dst, chunk_size=64 * KIB).bytes_reused == 64 * KIB
+    assert read(dst) == data
+    copy_file(src, dst, resume_partial=False)  # unpredictable temp name must fit too
+    assert read(dst) == data and find_partials(tmp_path) == []
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    src = tmp_path / "empty"
+    src.touch()
+    seen: list[int] = []
+    result = copy_file(src, tmp_path / "out", verify=True, on_bytes=seen.append)
+    assert read(tmp_path / "out") == b"" and sum(seen) == 0
+    assert result.bytes_copied == 0 and result.src_digest == xxhash.xxh3_128_hexdigest(b"")
+
+
+@pytest.mark.parametrize("method", ["copy_file_range", "sendfile", "readwrite"])
+def test_sparse_file(tmp_path: Path, method: Method) -> None:
+    src = tmp_path / "sparse"
+    with open(src, "wb") as f:
+        f.write(b"head")
+        f.seek(5 * 1024 * KIB)
+        f.write(b"tail")
+    result = copy_file(
+        src, tmp_path / "out", chunk_size=1024 * KIB, verify=True, _methods=(method,)
+    )
+    assert read(tmp_path / "out") == read(src) and result.method == method
+
+
+def test_overwrite_false_keeps_existing(tmp_path: Path) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    make(src, 10 * KIB)
+    dst.write_bytes(b"old")
+    with pytest.raises(FileExistsError):
+        copy_file(src, dst, overwrite=False)
+    assert dst.read_bytes() == b"old" and find_partials(tmp_path) == []
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to("nowhere")
+    with pytest.raises(FileExistsError):
+        copy_file(src, dangling, overwrite=False)
+
+
+def test_overwrite_false_detects_race_at_rename(tmp_path: Path) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    make(src, 10 * KIB)
+    with pytest.raises(FileExistsError):
+        copy_file(src, dst, overwrite=False, _after_write=lambda fd: dst.write_bytes(b"racer"))
+    assert dst.read_bytes() == b"racer" and find_partials(tmp_path) == []
+
+
+def test_overwrite_true_replaces(tmp_path: Path) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    data = make(src, 10 * KIB)
+    dst.write_bytes(b"old")
+    copy_file(src, dst)
+    assert read(dst) == data
+
+
+def test_symlink_planted_in_destination_tree(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim").write_bytes(b"precious")
+    root = tmp_path / "dest"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "evil").symlink_to(outside)
+    with pytest.raises(OSError) as info:
+        open_dir_nofollow(root, ["a", "evil"])
+    assert info.value.errno in (errno.ELOOP, errno.ENOTDIR)
+    with pytest.raises(ValueError):
+        open_dir_nofollow(root, ["a", ".."])
+
+    src = tmp_path / "src"
+    data = make(src, 10 * KIB)
+    fd = open_dir_nofollow(root, ["a"])
+    try:
+        # a symlink at the leaf is replaced, never written through
+        (root / "a" / "victim").symlink_to(outside / "victim")
+        copy_file(src, "victim", dst_dir_fd=fd)
+        # a symlink planted at the partial's name is not followed either
+        partial = os.fsdecode(partial_names("p")[0])
+        (root / "a" / partial).symlink_to(outside / "victim")
+        copy_file(src, "p", dst_dir_fd=fd)
+        with pytest.raises(ValueError):
+            copy_file(src, "x/y", dst_dir_fd=fd)
+    finally:
+        os.close(fd)
+    assert (outside / "victim").read_bytes() == b"precious"
+    assert not (root / "a" / "victim").is_symlink() and read(root / "a" / "victim") == data
+    assert read(root / "a" / "p") == data
+
+
+def test_open_dir_nofollow_create(tmp_path: Path) -> None:
+    fd = open_dir_nofollow(tmp_path, ["x", b"y\xff"], create=True)
+    try:
+        assert stat.S_ISDIR(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+    assert os.path.isdir(os.fsencode(tmp_path) + b"/x/y\xff")
+
+
+def test_durable_copy(tmp_path: Path) -> None:
+    src = tmp_path / "s"
+    data = make(src, 300 * KIB)
+    result = copy_file(src, tmp_path / "d", durable=True, verify=True)
+    assert read(tmp_path / "d") == data and result.dst_digest == result.src_digest
+
+
+def test_mode_and_times_preserved(tmp_path: Path) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    make(src, 5 * KIB)
+    os.chmod(src, 0o640)
+    os.utime(src, ns=(1_600_000_000_111_111_111, 1_500_000_000_987_654_321))
+    copy_file(src, dst)
+    st = dst.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o640
+    assert st.st_mtime_ns == 1_500_000_000_987_654_321
+    assert st.st_atime_ns == 1_600_000_000_111_111_111
+    assert same_size_mtime(src.stat(), st)
+
+
+def test_no_preserve_uses_umask_defaults(tmp_path: Path) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    make(src, 5 * KIB)
+    os.chmod(src, 0o600)
+    os.utime(src, ns=(0, 1_000_000_000))
+    copy_file(src, dst, preserve_mode=False, preserve_times=False)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(dst.stat().st_mode) == 0o666 & ~umask
+    assert dst.stat().st_mtime_ns != 1_000_000_000
+
+
+def test_xattrs_and_owner_preserved(tmp_path: Path) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    make(src, 5 * KIB)
+    try:
+        os.setxattr(src, "user.parjobs", b"value")
+    except OSError as exc:
+        pytest.skip(f"no user xattrs here: {exc}")
+    owner = os.geteuid() == 0
+    if owner:
+        os.chown(src, 1234, 4321)
+    copy_file(src, dst, preserve_xattrs=True, preserve_owner=True)
+    assert os.getxattr(dst, "user.parjobs") == b"value"
+    if owner:
+        assert (dst.stat().st_uid, dst.stat().st_gid) == (1234, 4321)
+    copy_file(src, tmp_path / "plain")
+    assert "user.parjobs" not in os.listxattr(tmp_path / "plain")
+
+
+def test_source_grows_during_copy(tmp_path: Path) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    make(src, 100 * KIB)
+
+    def grow(_fd: int) -> None:
+        with open(src, "ab") as f:
+            f.write(b"late")
+
+    with pytest.raises(SourceChangedError, match="changed while being copied"):
+        copy_file(src, dst, _after_write=grow)
+    assert not dst.exists() and find_partials(tmp_path) == []
+
+
+def test_source_mtime_changes_mid_copy(tmp_path: Path) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    make(src, 256 * KIB)
+    st = src.stat()
+
+    def touch(_n: int) -> None:
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+
+    with pytest.raises(SourceChangedError):
+        copy_file(src, dst, chunk_size=64 * KIB, on_bytes=touch)
+    assert not dst.exists() and find_partials(tmp_path) == []
+
+
+def test_source_shrinks_during_copy(tmp_path: Path) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    make(src, 256 * KIB)
+    with pytest.raises(SourceChangedError):
+        copy_file(
+            src,
+            dst,
+            chunk_size=64 * KIB,
+            on_bytes=lambda n: os.truncate(src, 10),
+            _methods=("readwrite",),
+        )
+    assert find_partials(tmp_path) == []
+
+
+def test_dst_dir_fd_and_relative_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "s"
+    data = make(src, 1000)
+    monkeypatch.chdir(tmp_path)
+    copy_file("s", "d")
+    assert read(tmp_path / "d") == data
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    src = tmp_path / "s"
+    make(src, 10)
+    with pytest.raises(ValueError):
+        copy_file(src, tmp_path / "d", chunk_size=0)
+    with pytest.raises(ValueError):
+        copy_file(src, str(tmp_path) + "/")
+    with pytest.raises(FileNotFoundError):
+        copy_file(tmp_path / "missing", tmp_path / "d")
+
+
+def test_same_size_mtime() -> None:
+    def st(size: int, mtime_ns: int) -> os.stat_result:
+        return os.stat_result(
+            (0o100644, 0, 0, 1, 0, 0, size, 0, 0, 0, 0.0, 0.0, 0.0, 0, mtime_ns, 0)
+        )
+
+    s = 1_700_000_000
+    assert same_size_mtime(st(5, s * 10**9 + 123), st(5, s * 10**9 + 123))
+    assert not same_size_mtime(st(5, s * 10**9 + 123), st(5, s * 10**9 + 124))
+    assert same_size_mtime(st(5, s * 10**9 + 123), st(5, s * 10**9))  # 1 s filesystem
+    assert not same_size_mtime(st(5, s * 10**9), st(5, (s + 1) * 10**9))
+    assert not same_size_mtime(st(5, s * 10**9), st(6, s * 10**9))
+
+
+def test_unique_name(tmp_path: Path) -> None:
+    (tmp_path / "archive.tar.gz").touch()
+    assert unique_name(tmp_path / "archive.tar.gz") == str(tmp_path / "archive (1).tar.gz")
+    (tmp_path / "archive (1).tar.gz").touch()
+    assert unique_name(str(tmp_path / "archive.tar.gz")) == str(tmp_path / "archive (2).tar.gz")
+    assert unique_name(tmp_path / "free.txt") == str(tmp_path / "free.txt")
+    (tmp_path / ".bashrc").touch()
+    assert unique_name(tmp_path / ".bashrc") == str(tmp_path / ".bashrc (1)")
+    (tmp_path / "photo.jpg").symlink_to("dangling")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert unique_name("photo.jpg", dst_dir_fd=fd) == "photo (1).jpg"
+        os.close(os.open(b"b\xff.dat", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+        assert unique_name(b"b\xff.dat", dst_dir_fd=fd) == b"b\xff (1).dat"
+    finally:
+        os.close(fd)
+
+
+def test_unique_name_respects_255_bytes(tmp_path: Path) -> None:
+    name = "é" * 123 + "ab.jpg"  # 246 + 8 = 254 bytes
+    (tmp_path / name).touch()
+    new = os.path.basename(unique_name(tmp_path / name))
+    assert len(new.encode()) <= 255 and new.endswith(" (1).jpg")
+    new.encode("utf-8")  # no split character
+    (tmp_path / new).touch()
+    assert os.path.basename(unique_name(tmp_path / name)).endswith(" (2).jpg")

@@ -1,0 +1,378 @@
+"""The blocking facade driven from plain threads, and trio hosted as a guest of asyncio.
+
+Every test here is a plain ``def``: the code under test runs its own trio loop (on a thread of
+the facade, or as a guest of asyncio), never the test's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+from _jobs import CountJob, read_log
+
+import parjobs
+from parjobs import JobStatus, Progress
+from parjobs._facade import BlockingManager, ManagerClosedError
+from parjobs._guest import run_trio_guest
+
+
+def run_threads(*targets: Callable[[], Any], timeout: float = 10) -> list[Any]:
+    """Run each target in its own thread at once; return their results, re-raise errors."""
+    results: list[Any] = [None] * len(targets)
+    errors: list[BaseException] = []
+
+    def runner(i: int, target: Callable[[], Any]) -> None:
+        try:
+            results[i] = target()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=runner, args=(i, t)) for i, t in enumerate(targets)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+        assert not t.is_alive(), "a thread hung"
+    if errors:
+        raise errors[0]
+    return results
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
+def drain(q: queue.Queue[Progress | None], timeout: float = 5.0) -> list[Progress | None]:
+    """Everything the queue receives up to and including the None sentinel."""
+    items: list[Progress | None] = []
+    while not items or items[-1] is not None:
+        items.append(q.get(timeout=timeout))
+    return items
+
+
+def assert_monotone(snaps: list[Progress]) -> None:
+    for a, b in itertools.pairwise(snaps):
+        assert b.items_done >= a.items_done
+        assert b.bytes_done >= a.bytes_done
+        assert b.elapsed >= a.elapsed
+
+
+# -- threads -----------------------------------------------------------------------------
+
+
+def test_submit_and_wait_from_four_threads_runs_every_task_once(store_path, tmp_path):
+    logs = [str(tmp_path / f"log{i}") for i in range(4)]
+    with BlockingManager(store_path, workers=4) as jobs:
+
+        def submit_and_wait(log: str) -> tuple[str, JobStatus, Any]:
+            job_id = jobs.submit(CountJob(n=50, log=log, sleep=0.001))
+            return job_id, jobs.wait(job_id, timeout=5), jobs.result(job_id)
+
+        results = run_threads(*(lambda log=log: submit_and_wait(log) for log in logs))
+        listed = {info.id: info.status for info in jobs.list_jobs()}
+    assert len({job_id for job_id, _, _ in results}) == 4
+    for job_id, status, result in results:
+        assert status is JobStatus.COMPLETED
+        assert listed[job_id] is JobStatus.COMPLETED
+        assert result == {"done_this_run": 50, "runs": 1}
+    for log in logs:
+        assert sorted(read_log(log)) == list(range(50))
+
+
+def test_pause_and_resume_from_threads_other_than_the_submitter(store_path, tmp_path):
+    log = str(tmp_path / "log")
+    n = 150
+    with BlockingManager(store_path, workers=2) as jobs:
+        job_id = jobs.submit(CountJob(n=n, log=log, sleep=0.01, chunks=5))
+        wait_for(lambda: len(read_log(log)) >= 5)
+
+        (paused,) = run_threads(lambda: (jobs.pause(job_id), jobs.wait(job_id, timeout=2))[1])
+        assert paused is JobStatus.PAUSED
+        assert jobs.status(job_id) is JobStatus.PAUSED
+        done_at_pause = len(read_log(log))
+        assert 0 < done_at_pause < n
+        time.sleep(0.1)
+        assert len(read_log(log)) == done_at_pause, "a paused job kept running"
+
+        run_threads(lambda: jobs.resume(job_id))
+        assert jobs.status(job_id) in (JobStatus.QUEUED, JobStatus.RUNNING)
+        jobs.call(lambda m: m.handle(job_id).wait())  # the escape hatch to the trio API
+        assert jobs.wait(job_id) is JobStatus.COMPLETED
+    assert sorted(read_log(log)) == list(range(n))
+
+
+def test_progress_callback_gets_monotone_snapshots_ending_with_the_final_one(store_path, tmp_path):
+    snaps: list[Progress] = []
+    threads: set[str] = set()
+    rested = threading.Event()
+
+    def on_progress(snap: Progress) -> None:
+        threads.add(threading.current_thread().name)
+        snaps.append(snap)
+        if JobStatus(snap.status).is_resting:
+            rested.set()
+
+    with BlockingManager(store_path, workers=3) as jobs:
+        job_id = jobs.submit(CountJob(n=200, log=str(tmp_path / "log"), sleep=0.002))
+        jobs.subscribe(job_id, on_progress)
+        assert jobs.wait(job_id, timeout=5) is JobStatus.COMPLETED
+        assert rested.wait(2)
+    assert threads == {"parjobs-manager"}, "callbacks run on the manager's thread"
+    assert_monotone(snaps)
+    final = snaps[-1]
+    assert final.status == "completed" and final.job_id == job_id
+    assert (final.items_done, final.items_total, final.in_flight) == (200, 200, 0)
+    assert [s.status for s in snaps].count("completed") == 1
+
+
+def test_progress_queue_gets_monotone_snapshots_then_final_then_none(store_path, tmp_path):
+    with BlockingManager(store_path, workers=3) as jobs:
+        job_id = jobs.submit(CountJob(n=200, log=str(tmp_path / "log"), sleep=0.002))
+        q = jobs.progress_queue(job_id, maxsize=100)
+        items = drain(q)
+        assert jobs.wait(job_id, timeout=1) is JobStatus.COMPLETED
+    *snaps, sentinel = items
+    assert sentinel is None and len(snaps) >= 2
+    assert all(isinstance(s, Progress) for s in snaps)
+    assert_monotone(snaps)
+    assert snaps[-1].status == "completed" and snaps[-1].items_done == 200
+
+
+def test_a_stuck_queue_reader_neither_slows_the_job_nor_piles_up(store_path, tmp_path):
+    log = str(tmp_path / "log")
+    with BlockingManager(store_path) as jobs:
+        job_id = jobs.submit(CountJob(n=2000, log=log, sleep=0.0005))
+        stuck = jobs.progress_queue(job_id, maxsize=1)  # never read until the end
+        t0 = time.monotonic()
+        assert jobs.wait(job_id, timeout=3) is JobStatus.COMPLETED
+        elapsed = time.monotonic() - t0
+        wait_for(lambda: stuck.qsize() == 2 and stuck.queue[-1] is None, timeout=1)
+    final, sentinel = stuck.get_nowait(), stuck.get_nowait()
+    assert sentinel is None
+    assert isinstance(final, Progress) and final.status == "completed"
+    assert final.items_done == 2000
+    assert elapsed < 3
+    assert len(read_log(log)) == 2000
+
+
+def test_unsubscribe_stops_callbacks_and_a_raising_callback_is_dropped(
+    store_path, tmp_path, caplog
+):
+    quiet: list[Progress] = []
+    raised: list[Progress] = []
+
+    def bad(snap: Progress) -> None:
+        raised.append(snap)
+        raise ValueError("boom")
+
+    with BlockingManager(store_path, workers=1) as jobs:
+        job_id = jobs.submit(CountJob(n=100, log=str(tmp_path / "log"), sleep=0.005))
+        with caplog.at_level(logging.ERROR, logger="parjobs._facade"):
+            jobs.subscribe(job_id, bad)
+            unsubscribe = jobs.subscribe(job_id, quiet.append)
+            unsubscribe()
+            unsubscribe()  # idempotent
+            seen = len(quiet)
+            assert jobs.wait(job_id, timeout=5) is JobStatus.COMPLETED
+            time.sleep(0.2)
+    assert len(quiet) == seen <= 1
+    assert len(raised) == 1
+    assert "progress callback" in caplog.text and "ValueError: boom" in caplog.text
+
+
+def test_blocking_call_from_a_callback_raises_instead_of_deadlocking(store_path, tmp_path):
+    seen: list[BaseException] = []
+
+    def reentrant(snap: Progress) -> None:
+        try:
+            jobs.status(snap.job_id)
+        except RuntimeError as exc:
+            seen.append(exc)
+
+    with BlockingManager(store_path) as jobs:
+        job_id = jobs.submit(CountJob(n=5, log=str(tmp_path / "log")))
+        jobs.subscribe(job_id, reentrant)
+        jobs.wait(job_id, timeout=5)
+    assert seen and "deadlock" in str(seen[0])
+
+
+# -- errors and lifecycle ----------------------------------------------------------------
+
+
+def test_errors_reach_the_calling_thread_with_their_own_type(store_path, tmp_path):
+    with BlockingManager(store_path) as jobs:
+        with pytest.raises(parjobs.JobNotFoundError):
+            jobs.info("no-such-job")
+        with pytest.raises(parjobs.JobNotFoundError):
+            jobs.progress_queue("no-such-job")
+        with pytest.raises(parjobs.JobSpecError, match="not JSON data"):
+            jobs.submit(CountJob(n=3, log=object()))
+        job_id = jobs.submit(CountJob(n=3, log=str(tmp_path / "log")))
+        jobs.wait(job_id)
+        with pytest.raises(parjobs.InvalidTransitionError, match="it is completed"):
+            jobs.resume(job_id)
+        slow = jobs.submit(CountJob(n=10_000, log=str(tmp_path / "slow"), sleep=0.01))
+        with pytest.raises(TimeoutError, match="still runs"):
+            jobs.wait(slow, timeout=0.05)
+        with pytest.raises(TimeoutError):
+            jobs.result(slow, timeout=0.05)
+        jobs.cancel(slow)
+        assert jobs.wait(slow, timeout=2) is JobStatus.CANCELLED
+        with pytest.raises(parjobs.JobCancelledError):
+            jobs.result(slow)
+        assert jobs.errors(job_id) == []
+
+
+def test_close_while_running_leaves_the_job_paused_for_the_next_manager(store_path, tmp_path):
+    log = str(tmp_path / "log")
+    n = 100
+    jobs = BlockingManager(store_path, workers=1).start()
+    job_id = jobs.submit(CountJob(n=n, log=log, sleep=0.01, chunks=5))
+    q = jobs.progress_queue(job_id)
+    waited = []
+    waiter = threading.Thread(target=lambda: waited.append(jobs.wait(job_id)))
+    waiter.start()
+    wait_for(lambda: len(read_log(log)) >= 5)
+    t0 = time.monotonic()
+    jobs.close(grace=2)
+    assert time.monotonic() - t0 < 2
+    waiter.join(1)
+    assert waited == [JobStatus.PAUSED], "a thread blocked in wait() sees the job rest"
+    *_, final, sentinel = drain(q)
+    assert sentinel is None and final is not None and final.status == "paused"
+    done_at_close = len(read_log(log))
+    assert 0 < done_at_close < n
+
+    with BlockingManager(store_path, workers=8) as again:
+        assert again.status(job_id) is JobStatus.PAUSED
+        assert again.info(job_id).done_items == done_at_close
+        again.resume(job_id)
+        assert again.wait(job_id, timeout=5) is JobStatus.COMPLETED
+    assert sorted(read_log(log)) == list(range(n)), "every task ran exactly once"
+
+
+def test_close_is_idempotent_and_calls_after_close_fail_clearly(store_path, tmp_path):
+    unused = BlockingManager(store_path)
+    unused.close()  # never started: nothing to do
+    unused.close()
+    with BlockingManager(store_path) as jobs:
+        assert jobs.running
+        job_id = jobs.submit(CountJob(n=3, log=str(tmp_path / "log")))
+        jobs.wait(job_id)
+        jobs.close()
+        jobs.close()
+        assert not jobs.running
+    jobs.close()
+    for call in (
+        lambda: jobs.submit(CountJob(n=3, log=str(tmp_path / "log"))),
+        lambda: jobs.status(job_id),
+        lambda: jobs.subscribe(job_id, print),
+    ):
+        with pytest.raises(ManagerClosedError, match="closed"):
+            call()
+    assert issubclass(ManagerClosedError, RuntimeError)
+    assert issubclass(ManagerClosedError, parjobs.StoreError)
+    with pytest.raises(ManagerClosedError, match="create a new one"):
+        jobs.start()
+    with pytest.raises(RuntimeError, match="not started"):
+        BlockingManager(store_path).info(job_id)
+
+
+def _foreign_sqlite(path: str) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE photos (id INTEGER)")
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [
+        (lambda p: p.mkdir(), parjobs.StoreFormatError, "is a directory"),
+        (lambda p: p.write_bytes(b"no database here" * 8), parjobs.StoreFormatError, "not a"),
+        (lambda p: _foreign_sqlite(str(p)), parjobs.StoreFormatError, "another application"),
+    ],
+    ids=["directory", "not-sqlite", "foreign-sqlite"],
+)
+def test_a_bad_store_fails_start_in_the_calling_thread(tmp_path, make, error, match):
+    path = tmp_path / "store"
+    make(path)
+    jobs = BlockingManager(path)
+    with pytest.raises(error, match=match):
+        jobs.start()
+    with pytest.raises(error), BlockingManager(path):
+        pass
+    assert not jobs.running
+    manager_threads = [t for t in threading.enumerate() if t.name == "parjobs-manager"]
+    assert manager_threads == [], "the manager thread was left behind"
+    with pytest.raises(ManagerClosedError):
+        jobs.start()
+
+
+# -- asyncio host ------------------------------------------------------------------------
+
+
+def test_trio_runs_as_a_guest_of_asyncio_while_asyncio_tasks_go_on(store_path, tmp_path):
+    log = str(tmp_path / "log")
+
+    async def trio_side() -> Any:
+        async with parjobs.open_manager(store_path, workers=4) as manager:
+            handle = await manager.submit(CountJob(n=100, log=log, sleep=0.005, chunks=2))
+            snaps = [snap async for snap in handle.progress()]
+            return await handle.result(), snaps[-1]
+
+    async def main() -> tuple[Any, Progress, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.005)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        result, final = await run_trio_guest(trio_side)
+        task.cancel()
+        return result, final, ticks
+
+    result, final, ticks = asyncio.run(main())
+    assert result == {"done_this_run": 100, "runs": 1}
+    assert final.status == "completed"
+    assert ticks >= 3, "asyncio kept running while trio worked"
+    assert sorted(read_log(log)) == list(range(100))
+
+
+def test_guest_errors_and_asyncio_cancellation_cross_over():
+    unwound: list[str] = []
+
+    async def forever() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            unwound.append("trio")
+
+    async def fails() -> None:
+        await trio.lowlevel.checkpoint()
+        raise KeyError("from trio")
+
+    async def main() -> None:
+        with pytest.raises(KeyError, match="from trio"):
+            await run_trio_guest(fails)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(run_trio_guest(forever), 0.05)
+        assert unwound == ["trio"], "the trio run unwound before asyncio went on"
+        assert await run_trio_guest(trio.to_thread.run_sync, lambda: 42) == 42
+
+    asyncio.run(main())

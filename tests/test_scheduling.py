@@ -1,0 +1,298 @@
+"""Scheduling: priorities, queues, retries, timeouts, idempotency, dependencies, process tasks,
+history. Timing uses trio's autojump_clock: virtual seconds, no real waiting."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+import trio
+from _jobs import (
+    EVENTS,
+    FLAKY_ATTEMPTS,
+    RUNNING,
+    ComputeJob,
+    CountJob,
+    FlakyJob,
+    FlakyTasksJob,
+    SleepJob,
+)
+
+import parjobs
+from parjobs import JobStatus
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    EVENTS.clear()
+    RUNNING.update(now=0, max=0)
+    FLAKY_ATTEMPTS.clear()
+
+
+def starts():
+    return [name for event, name in EVENTS if event == "start"]
+
+
+async def test_priority_order_with_one_slot_and_set_priority(store_path, autojump_clock):
+    async with parjobs.open_manager(store_path, max_running=1) as manager:
+        first = await manager.submit(SleepJob(name="first"))
+        handles = [
+            await manager.submit(SleepJob(name=name), priority=prio)
+            for name, prio in [("low", 1), ("high", 5), ("mid", 3), ("high2", 5), ("zero", 0)]
+        ]
+        await manager.set_priority(handles[-1].id, 4)  # "zero" jumps ahead of "mid"
+        for h in [first, *handles]:
+            await h.wait()
+        with pytest.raises(parjobs.InvalidTransitionError, match="priority"):
+            await manager.set_priority(first.id, 9)
+    assert starts() == ["first", "high", "high2", "zero", "mid", "low"]
+
+
+async def test_submission_order_is_kept_with_one_slot(store_path, autojump_clock):
+    async with parjobs.open_manager(store_path, max_running=1) as manager:
+        handles = [await manager.submit(SleepJob(name=str(i), seconds=0.1)) for i in range(8)]
+        for h in handles:
+            await h.wait()
+    assert starts() == [str(i) for i in range(8)]
+
+
+async def test_queue_capacity_is_respected_exactly(store_path):
+    async with parjobs.open_manager(
+        store_path, max_running=10, queues={"compute": 2}
+    ) as manager:
+        handles = [await manager.submit(ComputeJob(name=f"c{i}", seconds=0.1)) for i in range(7)]
+        others = [
+            await manager.submit(SleepJob(name=f"d{i}", seconds=0.3), queue="download")
+            for i in range(3)
+        ]
+        seen = set()
+        while not all(h.status is JobStatus.COMPLETED for h in handles + others):
+            stats = manager.statistics()
+            seen.add(stats.queues["compute"])
+            assert stats.queues["compute"][0] <= 2 and stats.running <= 10
+            await trio.sleep(0.01)
+        with pytest.raises(ValueError, match="unknown queue 'nope'"):
+            await manager.submit(SleepJob(name="x"), queue="nope")
+    assert (2, 2) in seen
+    computes = [e for e in EVENTS if e[1].startswith("c")]
+    running = peak = 0
+    for event, _ in computes:
+        running += 1 if event == "start" else -1
+        peak = max(peak, running)
+    assert peak == 2
+    assert RUNNING["max"] >= 4  # the download queue ran beside compute
+
+
+async def test_global_limit(store_path):
+    async with parjobs.open_manager(store_path, max_running=3) as manager:
+        handles = [await manager.submit(SleepJob(name=str(i), seconds=0.1)) for i in range(9)]
+        for h in handles:
+            await h.wait()
+    assert RUNNING["max"] == 3
+
+
+async def test_task_retries_back_off_exponentially(store_path, autojump_clock):
+    async with parjobs.open_manager(store_path) as manager:
+        t0 = trio.current_time()
+        handle = await manager.submit(FlakyTasksJob(failures=[0, 1, 3, 9]))
+        result = await handle.result()
+        elapsed = trio.current_time() - t0
+        errors = await manager.errors(handle.id)
+        info = await handle.info()
+    assert result == {"0": 1, "1": 2, "2": 4, "3": 4}
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    (error,) = errors
+    assert error.index == 3 and "after 4 attempts" in error.message
+    assert 1 + 2 + 4 <= elapsed < 30
+    times = [float(n.split("@")[1]) for e, n in EVENTS if e == "task-attempt" and n[0] == "3"]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert len(times) == 4
+    assert all(gap >= want - 1e-9 for gap, want in zip(gaps, [1, 2, 4], strict=True))
+
+
+async def test_permanent_errors_are_not_retried(store_path, autojump_clock):
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(FlakyTasksJob(failures=[2], errno_=2))  # ENOENT
+        assert await handle.result() == {"0": 1}
+        (error,) = await manager.errors(handle.id)
+    assert "No such file" in error.message and "attempts" not in error.message
+
+
+async def test_task_timeout_fails_the_item_and_is_retried(store_path, autojump_clock):
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(FlakyTasksJob(failures=[0], seconds=30, task_timeout=5))
+        await handle.wait()
+        (error,) = await manager.errors(handle.id)
+    assert error.error == "TaskTimeoutError" and "after 4 attempts" in error.message
+
+
+async def test_job_retry_on_transient_failure(store_path, autojump_clock):
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(FlakyJob(name="j", failures=2))
+        assert await handle.result() == 3
+        info = await handle.info()
+    assert info.attempts == 3 and info.status is JobStatus.COMPLETED
+    times = [float(n.split("@")[1]) for e, n in EVENTS if e == "attempt"]
+    assert times[1] - times[0] >= 2.0 - 1e-9 and times[2] - times[1] >= 4.0 - 1e-9
+
+
+async def test_job_retry_gives_up_on_permanent_failure(store_path, autojump_clock):
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(FlakyJob(name="p", failures=5, errno_=13))  # EACCES
+        with pytest.raises(parjobs.JobFailedError, match="Permission denied"):
+            await handle.result()
+        assert (await handle.info()).attempts == 1
+
+
+async def test_job_timeout_ends_timed_out_with_work_checkpointed(store_path, autojump_clock):
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(FlakyTasksJob(failures=[0, 0], steps=100), timeout=10.5)
+        assert await handle.wait() is JobStatus.TIMED_OUT
+        info = await handle.info()
+    assert "timed out after 10.5 s" in info.error
+    assert info.done_items == 2
+    assert 9 <= info.state["step"] <= 11  # 1 s steps; the one in flight at 10.5 s finishes
+
+
+async def test_dependencies_diamond_and_failure_propagation(store_path, autojump_clock):
+    async with parjobs.open_manager(store_path, max_running=4) as manager:
+        a = await manager.submit(SleepJob(name="a", seconds=3))
+        b = await manager.submit(SleepJob(name="b", seconds=1), after=[a.id])
+        c = await manager.submit(SleepJob(name="c", seconds=2), after=[a.id])
+        d = await manager.submit(SleepJob(name="d"), after=[b.id, c.id])
+        assert await d.wait() is JobStatus.COMPLETED
+        order = [(e, n) for e, n in EVENTS]
+        assert order.index(("start", "b")) > order.index(("end", "a"))
+        assert order.index(("start", "d")) > order.index(("end", "c"))
+        assert order.index(("start", "d")) > order.index(("end", "b"))
+
+        EVENTS.clear()
+        x = await manager.submit(SleepJob(name="x", fail=True))
+        y = await manager.submit(SleepJob(name="y"), after=[x.id])
+        z = await manager.submit(SleepJob(name="z"), after=[y.id])
+        w = await manager.submit(SleepJob(name="w"), after=[x.id], on_dependency_failure="run")
+        assert await z.wait() is JobStatus.SKIPPED
+        assert await y.wait() is JobStatus.SKIPPED
+        assert await w.wait() is JobStatus.COMPLETED
+        assert "prerequisite job" in (await y.info()).error
+        assert starts() == ["x", "w"]
+        with pytest.raises(parjobs.JobNotFoundError):
+            await manager.submit(SleepJob(name="v"), after=["missing"])
+
+
+async def test_history_filter_order_page_delete_retention(store_path, tmp_path):
+    async with parjobs.open_manager(store_path) as manager:
+        ids = []
+        for i in range(5):
+            h = await manager.submit(
+                CountJob(n=2, log=str(tmp_path / "l")), owner="alice" if i % 2 else "bob"
+            )
+            await h.wait()
+            ids.append(h.id)
+        alice = await manager.list_jobs(owner="alice")
+        assert [j.id for j in alice] == [ids[1], ids[3]]
+        assert [j.id for j in await manager.list_jobs(order="-created", limit=2)] == ids[:2:-1][:2]
+        assert [j.id for j in await manager.list_jobs(limit=2, offset=2)] == ids[2:4]
+        assert len(await manager.list_jobs(type="test-count", status=JobStatus.COMPLETED)) == 5
+        info = alice[0]
+        assert info.queue_time is not None and info.queue_time >= 0
+        assert info.run_time >= 0 and info.attempts == 1 and info.finished >= info.started
+        await manager.delete(ids[0])
+        assert len(await manager.list_jobs()) == 4
+        counts = await manager.job_counts()
+        assert counts == {"completed": 4}
+        stats = manager.statistics()
+        assert stats.tasks_finished == 10 and stats.running == 0
+    time.sleep(0.05)
+    async with parjobs.open_manager(store_path, retention=0.01) as manager:
+        assert await manager.list_jobs() == []
+
+
+async def test_process_task_streams_to_two_subscribers(store_path):
+    script = (
+        "import sys\n"
+        "for i in range(200):\n"
+        "    print('out', i, flush=True)\n"
+        "    print('err', i, file=sys.stderr, flush=True)\n"
+    )
+    task = parjobs.ProcessTask(0, [sys.executable, "-c", script])
+    both, only_err = [], []
+
+    async def collect(into, streams, max_chunks):
+        async for item in task.subscribe(streams, max_chunks=max_chunks):
+            into.append(item)
+
+    @parjobs.job_type("test-process-one", version=1)
+    class RunOne(parjobs.Job):
+        async def run(self, ctx):
+            handle = await ctx.task_dispatcher().dispatch(task)
+            return (await handle.outcome()).value
+
+    async with parjobs.open_manager(store_path) as manager, trio.open_nursery() as nursery:
+        nursery.start_soon(collect, both, ("stdout", "stderr"), 10_000)
+        nursery.start_soon(collect, only_err, ("stderr",), 10_000)
+        await trio.sleep(0.01)
+        handle = await manager.submit(RunOne())
+        assert await handle.result() == 0
+    out = b"".join(c.data for c in both if c.stream == "stdout").decode()
+    err = b"".join(c.data for c in only_err).decode()
+    assert out.splitlines() == [f"out {i}" for i in range(200)]
+    assert err.splitlines() == [f"err {i}" for i in range(200)]
+    assert all(c.stream == "stderr" for c in only_err)
+    assert task.state == "exited(0)"
+
+
+async def test_process_slow_subscriber_loses_old_chunks_with_marker():
+    task = parjobs.ProcessTask(0, [sys.executable, "-c", "print('x' * 10)"])
+    sub = task.subscribe(("stdout",), max_chunks=2)
+    first = trio.Event()
+
+    async def read_first():
+        first.set()
+        return await sub.__anext__()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_first)
+        await first.wait()
+        await trio.sleep(0.01)  # the subscriber is registered and waiting
+        task._publish(parjobs.Chunk("stdout", b"first"))
+    # Now the subscriber does not read while five chunks arrive.
+    for i in range(5):
+        task._publish(parjobs.Chunk("stdout", b"%d" % i))
+    task._publish(parjobs.Chunk("stderr", b"not subscribed"))
+    task._close()
+    got = [item async for item in sub]
+    assert got == [parjobs.Lost(3), parjobs.Chunk("stdout", b"3"), parjobs.Chunk("stdout", b"4")]
+
+
+async def test_process_cancel_kills_and_reaps(store_path):
+    task = parjobs.ProcessTask(
+        0, [sys.executable, "-c", "import time\nwhile True: time.sleep(0.05)"],
+        terminate_grace=0.5,
+    )
+
+    @parjobs.job_type("test-process-kill", version=1)
+    class RunForever(parjobs.Job):
+        async def run(self, ctx):
+            async for outcome in ctx.task_dispatcher().dispatch_many([task]):
+                return outcome.status.value
+            return None
+
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(RunForever())
+        while task.state != "running":
+            await trio.sleep(0.01)
+        await manager.cancel(handle.id)
+        assert await handle.wait() is JobStatus.CANCELLED
+    assert task.state == "killed"
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # no zombie, no child left
+
+
+def test_process_task_refuses_shell_strings():
+    with pytest.raises(TypeError, match="never a shell string"):
+        parjobs.ProcessTask(0, "rm -rf /")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        parjobs.ProcessTask(0, [])
