@@ -183,29 +183,32 @@ class JobContext:
 
     # -- checkpoints ---------------------------------------------------------------------
 
-    async def checkpoint(self, *, force: bool = False) -> None:
+    async def checkpoint(self, *, force: bool = False, save_progress: bool = False) -> None:
         """Record completions since the previous checkpoint (and ``state`` if it changed).
 
         Cheap to call after every outcome: unless ``force``, calls within
         `CHECKPOINT_INTERVAL` of the last write are coalesced into the next one. The manager
-        also checkpoints in the background and at every end of a run.
+        also checkpoints in the background and at every end of a run; ``save_progress`` also
+        stores a progress snapshot when nothing completed (a long single file), so other
+        processes can follow the job.
         """
-        if not force and trio.current_time() - self._last_checkpoint < CHECKPOINT_INTERVAL:
+        due = trio.current_time() - self._last_checkpoint >= CHECKPOINT_INTERVAL
+        if not (force or due or save_progress):
             return
         async with self._checkpoint_lock:
             self._last_checkpoint = trio.current_time()
-            batch = self._drain()
+            batch = self._drain(save_progress)
             if batch:
                 await self._write(batch)
 
-    def _drain(self) -> CheckpointBatch:
+    def _drain(self, save_progress: bool = False) -> CheckpointBatch:
         batch = CheckpointBatch()
         for stage in self._stages.values():
             stage.drain(batch)
         state = json.dumps(self.state, sort_keys=True)
         if state != self._saved_state:
             batch.state = self._saved_state = state
-        if batch:
+        if batch or save_progress:
             batch.progress = json.dumps(self.progress.snapshot().to_json())
         return batch
 

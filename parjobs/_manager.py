@@ -54,6 +54,8 @@ HEARTBEAT = 2.0
 #: How long a cancel may take before the job's trio code is cancelled outright (threads
 #: still finish their current chunk: nothing keeps running after the job says cancelled).
 HARD_STOP_AFTER = 10.0
+#: How often a running job's progress snapshot is saved for other processes to see.
+PROGRESS_SAVE = 1.0
 #: How often prerequisites run by other processes are polled.
 DEPENDENCY_POLL = 1.0
 #: Default worker tasks per job.
@@ -563,7 +565,7 @@ class JobManager:
 
     async def _housekeeping(self) -> None:
         """Heartbeat, pause/cancel requests from other processes, background checkpoints."""
-        last_beat = trio.current_time()
+        last_beat = last_progress = trio.current_time()
         while True:
             await trio.sleep(REQUEST_POLL)
             if trio.current_time() - last_beat >= HEARTBEAT:
@@ -574,9 +576,12 @@ class JobManager:
                     live = self._live.get(job_id)
                     if live is not None and live.ctx is not None:
                         self._apply_request(live, request)
+            save_progress = trio.current_time() - last_progress >= PROGRESS_SAVE
+            if save_progress:
+                last_progress = trio.current_time()
             for live in list(self._live.values()):
                 if live.ctx is not None and not live.rested.is_set():
-                    await live.ctx.checkpoint()
+                    await live.ctx.checkpoint(save_progress=save_progress)
 
     def _apply_request(self, live: _LiveJob, request: str) -> None:
         status = JobStatus.CANCELLING if request == "cancel" else JobStatus.PAUSING
