@@ -1,0 +1,299 @@
+"""DeleteJob: remove files and trees in parallel, or move them to the trash; never follows
+symlinks.
+
+Permanent delete walks the paths and removes every non-directory in parallel tasks (tiny, so
+the dispatcher batches them per thread call; stage ``files``), then the directories deepest
+level first, one level at a time, each after everything inside it (stage ``dirs``). Task
+indices are the walk manifest's, so a job killed half-way resumes where it was; an entry
+already gone counts as removed.
+
+Each removal opens the entry's parent directory without following a symlink, checks that it
+is still the directory the walk listed (same device and inode), and removes the entry
+relative to it (``unlinkat``/``rmdir`` with ``dir_fd``): a directory swapped for a symlink
+after the walk cannot redirect the deletion outside the tree.
+
+``trash=True`` moves each given path to the freedesktop.org trash with `trash_path` (one task
+per path: renaming a whole directory into the trash is one atomic operation). The home trash
+is ``$XDG_DATA_HOME/Trash``, read when the task runs; items on other volumes go to that
+volume's ``.Trash-$UID``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import itertools
+import os
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from contextvars import ContextVar
+from typing import Any
+
+from .._context import JobContext
+from .._exceptions import JobSpecError, Skip
+from .._job import Job, job_type
+from .._task import Outcome, OutcomeStatus, Task, TaskContext
+from ._trash import read_trashinfo, trash_path
+from ._walk import walk
+from .hash import entry_report, path_label
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_LOADING: ContextVar[bool] = ContextVar("parjobs_delete_loading", default=False)
+_CHECKED = "_parjobs_paths_checked"  # instance flag: existence was checked on submit
+
+
+def _moved(path: bytes) -> OSError:
+    return OSError(
+        None,
+        "its directory was moved or replaced since it was listed; not deleted",
+        path_label(path),
+    )
+
+
+def remove_entry(path: bytes, parent: tuple[int, int] | None, *, is_dir: bool = False) -> bool:
+    """Remove one file, symlink, special file or (empty) directory, never following symlinks.
+
+    ``parent`` is the ``(st_dev, st_ino)`` the parent directory had when it was listed; the
+    removal is refused if it is now another directory. ``None`` (a path the user named) trusts
+    the parent path as given. Returns False if the entry was already gone.
+    """
+    head, name = os.path.split(path)
+    flags = _DIR_FLAGS if parent is None else _DIR_FLAGS | os.O_NOFOLLOW
+    try:
+        fd = os.open(head or b".", flags)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if parent is not None and exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _moved(path) from exc
+        raise
+    try:
+        if parent is not None:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != parent:
+                raise _moved(path)
+        if is_dir:
+            os.rmdir(name, dir_fd=fd)
+        else:
+            os.unlink(name, dir_fd=fd)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        if exc.errno == errno.ENOTEMPTY:
+            raise OSError(
+                exc.errno,
+                "Directory not empty (something inside could not be deleted)",
+                path_label(path),
+            ) from exc
+        raise
+    finally:
+        os.close(fd)
+    return True
+
+
+@dataclasses.dataclass(slots=True)
+class RemoveTask(Task[bool]):
+    """Remove one walked entry (see `remove_entry`); the value says whether it was there."""
+
+    index: int
+    path: bytes
+    parent: tuple[int, int] | None
+    is_dir: bool = False
+
+    def label(self) -> str:
+        return path_label(self.path)
+
+    def run(self, tc: TaskContext) -> bool:
+        tc.check()
+        return remove_entry(self.path, self.parent, is_dir=self.is_dir)
+
+
+@dataclasses.dataclass(slots=True)
+class TrashTask(Task[list[str]]):
+    """Move one path to the trash; the value is ``[original path, path in the trash]``."""
+
+    index: int
+    path: bytes
+
+    def label(self) -> str:
+        return path_label(self.path)
+
+    def run(self, tc: TaskContext) -> list[str]:
+        tc.check()
+        try:
+            os.lstat(self.path)
+        except FileNotFoundError:
+            raise Skip("no longer exists") from None
+        moved = trash_path(self.path)
+        original = read_trashinfo(moved.info_path).original_path
+        return [os.fsdecode(original), os.fsdecode(moved.trashed_path)]
+
+
+@dataclasses.dataclass(slots=True)
+class _Dir:
+    depth: int
+    index: int
+    path: bytes
+    parent: tuple[int, int] | None
+
+
+def _resolved(norm: str) -> str:
+    """Absolute path with its parent's symlinks resolved; the last component kept as is
+    (a symlink named by the user is deleted as a link)."""
+    head, tail = os.path.split(os.path.abspath(norm))
+    if not tail:
+        return "/"
+    return os.path.join(os.path.realpath(head), tail)
+
+
+def check_delete_path(path: str, *, exists: bool = True) -> None:
+    """Raise `JobSpecError` unless ``path`` is acceptable to delete.
+
+    Refused: empty or NUL-containing paths, ``.``, paths with ``..`` after normalisation,
+    ``/``, the home directory and its ancestors, and (with ``exists``) paths that do not exist.
+    """
+    if not path or "\0" in path:
+        raise JobSpecError(f"delete: invalid path {path!r}")
+    norm = os.path.normpath(path)
+    if ".." in norm.split(os.sep):
+        raise JobSpecError(f"delete: refusing {path!r}: it contains '..'; name the target itself")
+    if norm == ".":
+        raise JobSpecError(f"delete: refusing {path!r}: it is the current directory")
+    resolved = _resolved(norm)
+    if resolved == "/":
+        raise JobSpecError(f"delete: refusing {path!r}: it is the root directory")
+    home = os.path.expanduser("~")
+    if os.path.isabs(home):
+        home = os.path.realpath(home)
+        if home == resolved or home.startswith(resolved + "/"):
+            what = "the home directory" if home == resolved else "an ancestor of the home directory"
+            raise JobSpecError(f"delete: refusing {path!r}: it is {what} {home}")
+    if exists:
+        try:
+            os.lstat(path)
+        except FileNotFoundError:
+            raise JobSpecError(f"delete: {path!r} does not exist") from None
+        except OSError as exc:
+            raise JobSpecError(f"delete: cannot access {path!r}: {exc.strerror}") from None
+
+
+@job_type("delete", version=1)
+class DeleteJob(Job):
+    """Delete ``paths`` (files, symlinks, whole trees) permanently, or move them to the trash.
+
+    Result: ``{"removed", "trashed", "failed", "skipped", "trashed_items"}``. ``removed``
+    counts entries deleted (files, links and directories; an entry already gone counts too);
+    ``trashed`` the paths moved to the trash and ``trashed_items`` their
+    ``[original, path in the trash]`` pairs, in the order given.
+
+    `validate` checks that the paths exist only on submit: a stored job being resumed has
+    removed some of them already.
+    """
+
+    paths: list[str]
+    trash: bool = False
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Job:
+        token = _LOADING.set(True)  # a stored job: no existence checks (see validate)
+        try:
+            return super().from_spec(spec)
+        finally:
+            _LOADING.reset(token)
+
+    def validate(self) -> None:
+        if not self.paths:
+            raise JobSpecError("delete: no paths given")
+        check = not _LOADING.get() and not self.__dict__.get(_CHECKED, False)
+        for path in self.paths:
+            check_delete_path(path, exists=check)
+        self.__dict__[_CHECKED] = True
+
+    def describe(self) -> str:
+        verb = "trash" if self.trash else "delete"
+        return f"{verb} {len(self.paths)} path(s)"
+
+    async def run(self, ctx: JobContext) -> dict[str, Any]:
+        tally = _Tally()
+        if self.trash:
+            await self._trash(ctx, tally)
+        else:
+            await self._delete(ctx, tally)
+        return {
+            "removed": tally.removed,
+            "trashed": len(tally.trashed),
+            "failed": tally.failed,
+            "skipped": tally.skipped,
+            "trashed_items": [tally.trashed[i] for i in sorted(tally.trashed)],
+        }
+
+    async def _trash(self, ctx: JobContext, tally: _Tally) -> None:
+        ctx.progress.set_message("moving to trash")
+        ctx.progress.set_total(items=len(self.paths))
+        dispatcher = ctx.task_dispatcher("trash", keep_results=True)
+        tasks = (TrashTask(i, os.fsencode(p)) for i, p in enumerate(self.paths))
+        async for outcome in dispatcher.dispatch_many(tasks, include_resumed=True):
+            tally.add(outcome)
+            await ctx.checkpoint()
+
+    async def _delete(self, ctx: JobContext, tally: _Tally) -> None:
+        ctx.progress.set_message("deleting files")
+        dirs: list[_Dir] = []
+        files = ctx.task_dispatcher("files")
+        async with aclosing(self._file_tasks(ctx, dirs)) as tasks:
+            async for outcome in files.dispatch_many(tasks, include_resumed=True):
+                tally.add(outcome)
+                await ctx.checkpoint()
+        ctx.progress.set_message("deleting directories")
+        dispatcher = ctx.task_dispatcher("dirs")
+        dirs.sort(key=lambda d: (-d.depth, d.index))
+        for _, level in itertools.groupby(dirs, key=lambda d: d.depth):
+            tasks_ = [RemoveTask(d.index, d.path, d.parent, is_dir=True) for d in level]
+            async for outcome in dispatcher.dispatch_many(tasks_, include_resumed=True):
+                tally.add(outcome)
+                await ctx.checkpoint()
+
+    async def _file_tasks(
+        self, ctx: JobContext, dirs: list[_Dir]
+    ) -> AsyncGenerator[Task[Any], None]:
+        """Walk: yield a removal per non-directory; collect the directories for later."""
+        listed: dict[tuple[int, bytes], tuple[int, int]] = {}  # (root, rel) -> (dev, ino)
+        async for entry in walk(ctx, self.paths):
+            ctx.progress.add_total(items=1)
+            parent_rel, slash, _ = entry.rel.rpartition(b"/")
+            parent = listed.get((entry.root, parent_rel)) if slash else None
+            if entry.kind == "dir":
+                listed[(entry.root, entry.rel)] = (entry.dev, entry.ino)
+                depth = os.path.abspath(entry.path).count(b"/")
+                dirs.append(_Dir(depth, entry.index, entry.path, parent))
+            elif entry.kind == "error":
+                yield entry_report(entry, "deleted")
+            else:
+                yield RemoveTask(entry.index, entry.path, parent)
+        ctx.progress.finalize_totals()
+
+
+class _Tally:
+    """Counts of a delete job's outcomes, this run and (resumed) earlier ones."""
+
+    def __init__(self) -> None:
+        self.removed = self.failed = self.skipped = 0
+        self.trashed: dict[int, list[str]] = {}
+
+    def add(self, outcome: Outcome[Any]) -> None:
+        if outcome.status is OutcomeStatus.FAILED:
+            self.failed += 1
+        elif outcome.status is OutcomeStatus.CANCELLED:
+            return
+        elif isinstance(outcome.task, TrashTask):
+            if isinstance(outcome.value, list):  # trashed now or in an earlier run
+                self.trashed[outcome.index] = outcome.value
+            else:
+                self.skipped += 1
+        elif outcome.status is OutcomeStatus.SKIPPED and not outcome.resumed:
+            self.skipped += 1
+        else:  # done now or in an earlier run
+            self.removed += 1
+
+
+__all__ = ["DeleteJob", "RemoveTask", "TrashTask", "check_delete_path", "remove_entry"]

@@ -1,0 +1,268 @@
+"""HashJob: digests of every file under some paths, parallel and resumable.
+
+The job walks its paths (symlinks are reported as skipped, never followed) and fans out one
+`HashTask` per regular file. A task's weight is the file size, so the dispatcher batches many
+small files into one worker-thread call while a large file runs alone, read in 4 MiB chunks
+with byte-accurate progress and a pause/cancel check between chunks.
+
+Digests are kept with each task's completion (``keep_results``), so a resumed run gets back
+the digests of files it does not hash again: the result is always complete.
+
+Checksum file format (``output``)
+---------------------------------
+One line per file, in walk order, in the format ``xxhsum`` prints and checks (``xxhsum -c``):
+
+* ``xxh3_128`` (``xxhsum -H2``) and ``xxh64`` (``xxhsum -H1``): ``<hex>  <path>``;
+* ``xxh3_64`` (``xxhsum -H3``): ``XXH3 (<path>) = <hex>`` (the BSD tag form, which xxhsum uses
+  for XXH3-64 because a bare 16-digit digest would read as XXH64).
+
+Paths are written as raw bytes. A path containing a newline or carriage return would break
+the line format; such a line starts with a backslash and escapes ``\\``, ``\\n`` and ``\\r``, the
+GNU coreutils convention (newer xxhsum versions read it; 0.8.1 does not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import os
+import secrets
+from collections.abc import AsyncGenerator, Iterable
+from contextlib import aclosing
+from typing import Any, Literal
+
+import trio
+
+from .._context import JobContext
+from .._exceptions import JobSpecError, Skip
+from .._job import Job, job_type
+from .._task import Outcome, OutcomeStatus, Task, TaskContext
+from ._hashing import ALGORITHMS, SourceChangedError, hash_file
+from ._walk import Entry, walk
+
+_TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+
+Algorithm = Literal["xxh3_128", "xxh3_64", "xxh64"]
+
+
+def path_label(path: bytes) -> str:
+    """A path for people: undecodable bytes shown as backslash escapes (like Entry.display)."""
+    return path.decode("utf-8", "backslashreplace")
+
+
+@dataclasses.dataclass(slots=True)
+class HashTask(Task[list[Any]]):
+    """Hash one regular file; the value is ``[hex digest, bytes read]`` (JSON data)."""
+
+    index: int
+    path: bytes
+    size: int
+    algorithm: str = "xxh3_128"
+    exact: bool = False
+    """Fail unless the file still has ``size`` bytes (it changed since it was listed)."""
+
+    @property
+    def weight(self) -> int:
+        return self.size
+
+    def label(self) -> str:
+        return path_label(self.path)
+
+    def run(self, tc: TaskContext) -> list[Any]:
+        digest = hash_file(
+            self.path, algorithm=self.algorithm, check=tc.check, on_bytes=tc.add_bytes
+        )
+        if self.exact and tc.bytes_done != self.size:
+            raise SourceChangedError(
+                None,
+                f"file changed since it was listed (size {self.size} -> {tc.bytes_done})",
+                self.label(),
+            )
+        return [digest, tc.bytes_done]
+
+
+@dataclasses.dataclass(slots=True)
+class EntryTask(Task[None]):
+    """Report a walked entry that is not worked on: skipped (``skip`` reason) or failed.
+
+    A task rather than a silent drop, so the item shows in progress and in the job's errors
+    with its path, and a resumed run knows it was reported.
+    """
+
+    index: int
+    path: bytes
+    reason: str
+    skip: bool
+
+    def label(self) -> str:
+        return path_label(self.path)
+
+    def run(self, tc: TaskContext) -> None:
+        if self.skip:
+            raise Skip(self.reason)
+        raise OSError(None, self.reason, path_label(self.path))
+
+
+def entry_report(entry: Entry, what: str) -> EntryTask:
+    """The `EntryTask` for an entry of kind symlink, special or error (``what``: "hashed"…)."""
+    if entry.kind == "error":
+        return EntryTask(entry.index, entry.path, entry.error, skip=False)
+    kind = "a symbolic link (not followed)" if entry.kind == "symlink" else "a special file"
+    return EntryTask(entry.index, entry.path, f"not {what}: {kind}", skip=True)
+
+
+@job_type("hash", version=1)
+class HashJob(Job):
+    """Hash every regular file under ``paths`` (files or directories, walked recursively).
+
+    Result: ``{"files", "bytes", "failed", "skipped", "algorithm", "digests": {path: hex}}``;
+    with ``output`` the digests go to that checksum file instead (written to a temporary
+    name, then renamed into place) and ``"output"`` names it.
+    """
+
+    paths: list[str]
+    algorithm: Algorithm = "xxh3_128"
+    output: str | None = None
+
+    def validate(self) -> None:
+        if not self.paths:
+            raise JobSpecError("hash: no paths given")
+        for path in self.paths:
+            if not path or "\0" in path:
+                raise JobSpecError(f"hash: invalid path {path!r}")
+        if self.algorithm not in ALGORITHMS:
+            raise JobSpecError(
+                f"hash: unknown algorithm {self.algorithm!r}; expected one of "
+                + ", ".join(ALGORITHMS)
+            )
+        if self.output is not None:
+            if not self.output or "\0" in self.output:
+                raise JobSpecError(f"hash: invalid output path {self.output!r}")
+            if os.path.isdir(self.output):
+                raise JobSpecError(f"hash: output {self.output!r} is a directory")
+            parent = os.path.dirname(os.path.abspath(self.output))
+            if not os.path.isdir(parent):
+                raise JobSpecError(f"hash: the directory of output {self.output!r} does not exist")
+
+    def describe(self) -> str:
+        return f"hash {len(self.paths)} path(s) with {self.algorithm}"
+
+    async def run(self, ctx: JobContext) -> dict[str, Any]:
+        dispatcher = ctx.task_dispatcher(keep_results=True)
+        ctx.progress.set_message("hashing")
+        found: dict[int, tuple[bytes, str, int]] = {}
+        failed = skipped = 0
+        async with aclosing(self._tasks(ctx)) as tasks:
+            async for outcome in dispatcher.dispatch_many(tasks, include_resumed=True):
+                value = _digest_of(outcome)
+                if value is not None:
+                    assert isinstance(outcome.task, HashTask)
+                    found[outcome.index] = (outcome.task.path, value[0], value[1])
+                elif outcome.status is OutcomeStatus.SKIPPED:
+                    skipped += 1
+                elif outcome.status is OutcomeStatus.FAILED:
+                    failed += 1
+                await ctx.checkpoint()
+        rows: dict[bytes, tuple[str, int]] = {}  # path -> (digest, bytes): a path given twice
+        for index in sorted(found):  # counts once, in walk order
+            path, digest, nbytes = found[index]
+            rows.setdefault(path, (digest, nbytes))
+        result: dict[str, Any] = {
+            "files": len(rows),
+            "bytes": sum(n for _, n in rows.values()),
+            "failed": failed,
+            "skipped": skipped,
+            "algorithm": self.algorithm,
+        }
+        if self.output is not None:
+            ctx.progress.set_message("writing " + self.output)
+            lines = ((p, d) for p, (d, _) in rows.items())
+            tmp = output_tmp(self.output, ctx.job_id)
+            await trio.to_thread.run_sync(
+                functools.partial(write_checksums, self.output, self.algorithm, lines, tmp=tmp)
+            )
+            result["output"] = self.output
+        else:
+            result["digests"] = {os.fsdecode(p): d for p, (d, _) in rows.items()}
+        return result
+
+    async def cleanup(self, ctx: JobContext, *, cancelled: bool) -> None:
+        if self.output is not None:  # a checksum file half-written when the run was killed
+            tmp = output_tmp(self.output, ctx.job_id)
+            await trio.to_thread.run_sync(functools.partial(_unlink_quietly, tmp))
+
+    async def _tasks(self, ctx: JobContext) -> AsyncGenerator[Task[Any], None]:
+        """One task per walked non-directory entry, counting totals as the walk goes."""
+        async for entry in walk(ctx, self.paths):
+            if entry.kind == "dir":
+                continue
+            ctx.progress.add_total(items=1, bytes=entry.size)
+            if entry.kind == "file":
+                yield HashTask(entry.index, entry.path, entry.size, self.algorithm)
+            else:
+                yield entry_report(entry, "hashed")
+        ctx.progress.finalize_totals()
+
+
+def _digest_of(outcome: Outcome[Any]) -> list[Any] | None:
+    """``[digest, bytes]`` of a hashed file, from this run or (resumed) from the store."""
+    if outcome.ok or (outcome.resumed and outcome.value is not None):
+        value = outcome.value
+        assert isinstance(value, list)
+        return value
+    return None
+
+
+def _unlink_quietly(path: bytes) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def checksum_line(algorithm: str, path: bytes, digest: str) -> bytes:
+    """One line of an xxhsum-compatible checksum file (format in the module docstring)."""
+    prefix = b""
+    if b"\n" in path or b"\r" in path:
+        prefix = b"\\"
+        path = path.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+    if algorithm == "xxh3_64":
+        return prefix + b"XXH3 (" + path + b") = " + digest.encode("ascii") + b"\n"
+    return prefix + digest.encode("ascii") + b"  " + path + b"\n"
+
+
+def write_checksums(
+    output: str, algorithm: str, rows: Iterable[tuple[bytes, str]], *, tmp: bytes | None = None
+) -> None:
+    """Write ``(path, digest)`` rows to ``output`` atomically: to ``tmp`` (default: a name
+    next to it), flushed to disk, then renamed over ``output``."""
+    target = os.fsencode(output)
+    tmp = tmp or target + b".parjobs-" + secrets.token_hex(4).encode() + b".tmp"
+    try:
+        fd = os.open(tmp, _TMP_FLAGS, 0o644)
+        with open(fd, "wb") as f:
+            for path, digest in rows:
+                f.write(checksum_line(algorithm, path, digest))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def output_tmp(output: str, job_id: str) -> bytes:
+    """The temporary name a job writes its checksum file to before renaming it."""
+    return os.fsencode(output) + f".parjobs-{job_id}.tmp".encode()
+
+
+__all__ = [
+    "EntryTask",
+    "HashJob",
+    "HashTask",
+    "checksum_line",
+    "entry_report",
+    "output_tmp",
+    "path_label",
+    "write_checksums",
+]

@@ -1,0 +1,241 @@
+"""DeleteJob through a real manager: trees, symlinks, trash, crash and resume, bad input."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import trio
+
+import parjobs
+from parjobs import JobStatus
+from parjobs.ops import delete as delete_mod
+from parjobs.ops._trash import read_trashinfo
+from parjobs.ops.delete import DeleteJob, remove_entry
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path, monkeypatch):
+    """HOME and XDG_DATA_HOME inside tmp_path: nothing can reach the real home or trash."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    return home
+
+
+def _tree(root, *, dirs: int = 3, files: int = 4) -> int:
+    """A nested tree; returns the number of entries in it (root included)."""
+    count = 1
+    for d in range(dirs):
+        sub = root / f"d{d}" / "inner"
+        sub.mkdir(parents=True)
+        count += 2
+        for f in range(files):
+            (sub / f"f{f}").write_bytes(b"x" * f)
+            (root / f"d{d}" / f"g{f}").write_bytes(b"y")
+            count += 2
+    return count
+
+
+def _count(root) -> int:
+    """Entries below ``root`` (symlinks not followed)."""
+    return sum(len(ds) + len(fs) for _, ds, fs in os.walk(root))
+
+
+async def test_delete_tree_never_follows_symlinks(store_path, tmp_path):
+    root = tmp_path / "t"
+    root.mkdir()
+    entries = _tree(root)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("precious")
+    os.symlink(outside, root / "d0" / "inner" / "dirlink")
+    os.symlink(outside / "keep.txt", root / "filelink")
+    os.mkfifo(root / "d1" / "fifo")
+    single = tmp_path / "single.txt"
+    single.write_text("bye")
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DeleteJob(paths=[str(root), str(single)]))
+        result = await handle.result()
+        info = await handle.info()
+    assert not root.exists() and not single.exists()
+    assert (outside / "keep.txt").read_text() == "precious"
+    assert result == {
+        "removed": entries + 3 + 1,
+        "trashed": 0,
+        "failed": 0,
+        "skipped": 0,
+        "trashed_items": [],
+    }
+    assert info.status is JobStatus.COMPLETED
+    assert info.progress.items_done == entries + 4
+
+
+def test_removal_refuses_a_parent_swapped_for_another_directory(tmp_path):
+    tree = tmp_path / "t"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "victim").write_text("v")
+    st = os.lstat(tree / "sub")
+    listed = (st.st_dev, st.st_ino)
+    # after the walk, sub is replaced by a symlink to a directory holding a same-named file
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "victim").write_text("must survive")
+    os.rename(tree / "sub", tmp_path / "moved-away")
+    os.symlink(elsewhere, tree / "sub")
+    path = os.fsencode(tree / "sub" / "victim")
+    with pytest.raises(OSError, match="moved or replaced"):
+        remove_entry(path, listed)
+    # a real directory in its place, not the one listed: refused too
+    os.unlink(tree / "sub")
+    (tree / "sub").mkdir()
+    (tree / "sub" / "victim").write_text("new")
+    with pytest.raises(OSError, match="moved or replaced"):
+        remove_entry(path, listed)
+    assert (elsewhere / "victim").read_text() == "must survive"
+    assert remove_entry(os.fsencode(tree / "gone"), None) is False
+
+
+async def test_trash_moves_each_path_to_the_xdg_trash(store_path, tmp_path):
+    root = tmp_path / "t"
+    root.mkdir()
+    _tree(root)
+    single = tmp_path / "note.txt"
+    single.write_text("note")
+    before = datetime.datetime.now().replace(microsecond=0)
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DeleteJob(paths=[str(root), str(single)], trash=True))
+        result = await handle.result()
+    trash = tmp_path / "xdg" / "Trash"
+    assert not root.exists() and not single.exists()
+    assert (result["trashed"], result["removed"], result["failed"]) == (2, 0, 0)
+    assert result["trashed_items"] == [
+        [str(root), str(trash / "files" / "t")],
+        [str(single), str(trash / "files" / "note.txt")],
+    ]
+    assert (trash / "files" / "t" / "d2" / "inner" / "f3").read_bytes() == b"xxx"
+    for original, name in ((root, "t"), (single, "note.txt")):
+        info = read_trashinfo(str(trash / "info" / f"{name}.trashinfo"))
+        assert info.original_path == str(original)
+        assert info.deletion_date is not None
+        assert before <= info.deletion_date <= datetime.datetime.now()
+
+
+async def test_trash_pause_and_resume_keeps_the_pairs_of_the_first_run(
+    store_path, tmp_path, monkeypatch
+):
+    items = []
+    for i in range(20):
+        p = tmp_path / f"item{i:02}"
+        p.write_text(str(i))
+        items.append(str(p))
+    real = delete_mod.trash_path
+
+    def slow_trash(path):
+        time.sleep(0.02)
+        return real(path)
+
+    monkeypatch.setattr(delete_mod, "trash_path", slow_trash)
+    async with parjobs.open_manager(store_path, workers=1) as manager:
+        handle = await manager.submit(DeleteJob(paths=items, trash=True))
+        with trio.fail_after(10):
+            while sum(os.path.exists(p) for p in items) > 15:
+                await trio.sleep(0.005)
+        await manager.pause(handle.id)
+        assert await handle.wait() is JobStatus.PAUSED
+        assert 0 < sum(os.path.exists(p) for p in items) < 20
+        await manager.resume(handle.id)  # validate() again: some paths are gone, that is fine
+        result = await handle.result()
+    assert not any(os.path.exists(p) for p in items)
+    assert result["trashed"] == 20 and [o for o, _ in result["trashed_items"]] == items
+
+
+async def test_kill_mid_delete_then_resume_finishes(store_path, tmp_path):
+    root = tmp_path / "t"
+    root.mkdir()
+    entries = _tree(root, dirs=10, files=30)
+    code = textwrap.dedent(
+        f"""
+        import time, trio, parjobs
+        from parjobs.ops import delete
+        real = delete.remove_entry
+        def slow(*args, **kwargs):
+            time.sleep(0.003)
+            return real(*args, **kwargs)
+        delete.remove_entry = slow
+        async def main():
+            async with parjobs.open_manager({store_path!r}, workers=2) as m:
+                h = await m.submit(delete.DeleteJob(paths=[{str(root)!r}]))
+                await h.wait()
+        trio.run(main)
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    try:
+        with trio.fail_after(20):
+            while _count(root) > entries - 300:
+                assert child.poll() is None, child.stderr.read() if child.stderr else ""
+                await trio.sleep(0.01)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+        if child.stderr:
+            child.stderr.close()
+    left = _count(root)
+    assert 0 < left < entries - 1
+    async with parjobs.open_manager(store_path) as manager:
+        (info,) = await manager.list_jobs()
+        assert info.status is JobStatus.INTERRUPTED
+        assert 0 < info.done_items <= entries - 1 - left
+        handle = await manager.resume(info.id)
+        result = await handle.result()
+        final = await handle.info()
+    assert not root.exists()
+    assert result["removed"] == entries and result["failed"] == 0
+    assert final.status is JobStatus.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("paths", "match"),
+    [
+        ([], "no paths"),
+        (["{tmp}/missing"], "does not exist"),
+        (["/"], "root directory"),
+        (["//"], "root directory"),
+        (["t/../../x"], r"contains '\.\.'"),
+        (["../t"], r"contains '\.\.'"),
+        (["."], "current directory"),
+        (["{tmp}/home"], "the home directory"),
+        (["{tmp}/home/"], "the home directory"),
+        (["{tmp}"], "ancestor of the home directory"),
+        (["{tmp}/t", ""], "invalid path"),
+    ],
+)
+async def test_bad_paths_are_refused_and_nothing_is_touched(store_path, tmp_path, paths, match):
+    root = tmp_path / "t"
+    root.mkdir()
+    entries = _tree(root)
+    paths = [p.format(tmp=tmp_path) for p in paths]
+    async with parjobs.open_manager(store_path) as manager:
+        for trash in (False, True):
+            with pytest.raises(parjobs.JobSpecError, match=match):
+                await manager.submit(DeleteJob(paths=paths, trash=trash))
+        assert await manager.list_jobs() == []
+    assert _count(root) == entries - 1
+
+
+def test_existence_is_checked_on_submit_not_when_a_stored_job_loads(tmp_path):
+    missing = str(tmp_path / "gone")
+    with pytest.raises(parjobs.JobSpecError, match="does not exist"):
+        DeleteJob(paths=[missing]).validate()
+    job = DeleteJob.from_spec({"paths": [missing]})  # a resumed job: already deleted
+    job.validate()
+    with pytest.raises(parjobs.JobSpecError, match="root directory"):
+        DeleteJob.from_spec({"paths": ["/"]})

@@ -1,0 +1,186 @@
+"""DuplicatesJob through a real manager: exact agreement with the sequential reference."""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+
+import pytest
+import trio
+
+import parjobs
+from parjobs import JobStatus
+from parjobs.ops import duplicates as dup_mod
+from parjobs.ops import hash as hash_mod
+from parjobs.ops._hashing import CONTENT_ID_SMALL_LIMIT, content_id, find_duplicates_sequential
+from parjobs.ops.duplicates import DuplicatesJob
+
+
+def _write(path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _tree(root) -> None:
+    """Every case the stages must tell apart."""
+    big = os.urandom(200 * 1024)
+    for rel in ("a/big1", "b/big2", "c/d/big3"):  # identical large files
+        _write(root / rel, big)
+    os.link(root / "a/big1", root / "a/big1-hardlink")  # same inode: counted once
+    _write(root / "b/big-other1", os.urandom(200 * 1024))  # same size, different content
+    _write(root / "b/big-other2", os.urandom(200 * 1024))
+    # same header, samples and footer, different middle: same content id, different hash
+    base = bytearray(os.urandom(300 * 1024))
+    changed = bytearray(base)
+    changed[100_000] ^= 0xFF
+    _write(root / "m/mid1", bytes(base))
+    _write(root / "m/mid2", bytes(changed))
+    _write(root / "m/mid3-copy-of-1", bytes(base))
+    assert content_id(root / "m/mid1") == content_id(root / "m/mid2")
+    for rel in ("s/hello1", "s/x/hello2", "hello3"):  # identical small files
+        _write(root / rel, b"hello world\n")
+    _write(root / "s/hellp", b"hellp world\n")  # same size, different small content
+    _write(root / "h/lonely", b"only two links to me")  # two links, no copy: no group
+    os.link(root / "h/lonely", root / "h/lonely2")
+    _write(root / "e/empty1", b"")
+    _write(root / "e/empty2", b"")
+    _write(root / "u/unique", b"unique")
+    os.symlink(root / "a/big1", root / "a/symlink-to-big1")  # ignored
+    os.mkfifo(root / "e/fifo")
+
+
+def _walk_order(root) -> list[str]:
+    """Regular files and links in the job's walk order (names sorted, a directory's own
+    entries before its subdirectories')."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        out.extend(os.path.join(dirpath, f) for f in sorted(filenames))
+    return out
+
+
+def _expected(root, min_size: int) -> dict:
+    report = find_duplicates_sequential(_walk_order(root))
+    groups = [g for g in report.groups if g.size >= min_size]
+    return {
+        "groups": [{"size": g.size, "digest": g.digest, "paths": list(g.paths)} for g in groups],
+        "duplicate_files": sum(len(g.paths) - 1 for g in groups),
+        "reclaimable_bytes": sum(g.reclaimable for g in groups),
+    }
+
+
+@pytest.mark.parametrize("min_size", [1, 0, 250 * 1024])
+async def test_report_equals_the_sequential_reference(store_path, tmp_path, min_size):
+    root = tmp_path / "t"
+    _tree(root)
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)], min_size=min_size))
+        result = await handle.result()
+        assert (await handle.info()).status is JobStatus.COMPLETED
+    expected = _expected(root, min_size)
+    assert {k: result[k] for k in expected} == expected
+    assert result["files_scanned"] == 18 and result["failed"] == 0
+    sizes = [g["size"] for g in result["groups"]]
+    if min_size == 1:
+        assert sizes == [300 * 1024, 200 * 1024, 12]
+        assert result["groups"][1]["paths"] == [
+            str(root / p) for p in ("a/big1", "b/big2", "c/d/big3")
+        ]
+        assert result["groups"][0]["paths"] == [
+            str(root / "m/mid1"),
+            str(root / "m/mid3-copy-of-1"),
+        ]
+    elif min_size == 0:
+        assert sizes[-1] == 0 and result["groups"][-1]["paths"] == [
+            str(root / "e/empty1"),
+            str(root / "e/empty2"),
+        ]
+    else:
+        assert sizes == [300 * 1024]
+
+
+async def test_pause_between_stages_then_resume_gives_the_same_report(
+    store_path, tmp_path, monkeypatch
+):
+    root = tmp_path / "t"
+    _tree(root)
+    for i in range(30):  # more candidates, so the content-id stage has real work
+        _write(root / "n" / f"n{i:02}", os.urandom(50_000 + i % 3))
+    ids: collections.Counter[str] = collections.Counter()
+    hashed: collections.Counter[str] = collections.Counter()
+    in_full_hash = threading.Event()
+    lock = threading.Lock()
+    real_cid, real_hash = dup_mod.content_id, hash_mod.hash_file
+
+    def counting_cid(path, **kwargs):
+        with lock:
+            ids[os.fsdecode(path)] += 1
+        return real_cid(path, **kwargs)
+
+    def slow_hash(path, **kwargs):
+        in_full_hash.set()
+        time.sleep(0.05)
+        digest = real_hash(path, **kwargs)
+        with lock:
+            hashed[os.fsdecode(path)] += 1
+        return digest
+
+    monkeypatch.setattr(dup_mod, "content_id", counting_cid)
+    monkeypatch.setattr(hash_mod, "hash_file", slow_hash)
+    async with parjobs.open_manager(store_path, workers=2) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
+        with trio.fail_after(10):
+            while not in_full_hash.is_set():
+                await trio.sleep(0.002)
+        await manager.pause(handle.id)
+        assert await handle.wait() is JobStatus.PAUSED
+        first_ids = sum(ids.values())
+        assert first_ids == 30 + 5 + 3 + 4, "the content-id stage finished"
+        assert len(hashed) < 6, "paused inside the full-hash stage"
+
+        await manager.resume(handle.id)
+        result = await handle.result()
+    assert sum(ids.values()) == first_ids, "finished content ids are not computed again"
+    assert set(hashed.values()) == {1}, "no file is fully hashed twice"
+    large = [p for p in _walk_order(root) if os.lstat(p).st_size > CONTENT_ID_SMALL_LIMIT]
+    assert sorted(hashed) == sorted(
+        set(large)
+        - {str(root / "a/big1-hardlink")}
+        - {str(root / "b/big-other1"), str(root / "b/big-other2")}
+    )
+    expected = _expected(root, 1)
+    assert {k: result[k] for k in expected} == expected
+
+
+async def test_unreadable_candidate_is_reported_and_left_out(store_path, tmp_path, monkeypatch):
+    root = tmp_path / "t"
+    _tree(root)
+    victim = str(root / "b/big2")
+    real = dup_mod.content_id
+
+    def vanishing(path, **kwargs):
+        if os.fsdecode(path) == victim:
+            os.unlink(path)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(dup_mod, "content_id", vanishing)
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
+        result = await handle.result()
+        (error,) = await manager.errors(handle.id)
+    assert result["failed"] == 1
+    assert (error.label, error.stage) == (victim, "content-id")
+    assert "No such file or directory" in error.message
+    big = next(g for g in result["groups"] if g["size"] == 200 * 1024)
+    assert big["paths"] == [str(root / "a/big1"), str(root / "c/d/big3")]
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"), [({"paths": []}, "no paths"), ({"paths": ["x"], "min_size": -1}, ">= 0")]
+)
+async def test_bad_specs_are_refused(store_path, spec, match):
+    async with parjobs.open_manager(store_path) as manager:
+        with pytest.raises(parjobs.JobSpecError, match=match):
+            await manager.submit(DuplicatesJob(**spec))
