@@ -14,9 +14,9 @@ finds a backlog takes up to `BATCH_MAX_ITEMS` of them into one ``trio.to_thread`
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import heapq
-import math
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -102,8 +102,9 @@ class _WorkQueue:
         if len(self._heap) >= self.capacity and not force:
             raise trio.WouldBlock
         self._seq += 1
-        heapq.heappush(self._heap, (-getattr(work.task, "priority", 0), self._seq, work))
-        self._getters.unpark()
+        heapq.heappush(self._heap, (-work.task.priority, self._seq, work))
+        if self._getters:
+            self._getters.unpark()
 
     async def put(self, work: _Work) -> None:
         while True:
@@ -119,7 +120,8 @@ class _WorkQueue:
         if not self._heap:
             raise trio.EndOfChannel if self._closed else trio.WouldBlock
         work = heapq.heappop(self._heap)[2]
-        self._putters.unpark()
+        if self._putters:
+            self._putters.unpark()
         return work
 
     async def get(self) -> _Work:
@@ -377,7 +379,7 @@ class TaskDispatcher:
             raise TypeError(f"task {task!r} needs an int index >= 0, got {index!r}")
         timeout = task.timeout if task.timeout is not None else self.timeout
         sync_timeout = None if isinstance(task, AsyncTask) else timeout
-        tc = TaskContext(index, task.label(), self._ctx._interrupter, sync_timeout)
+        tc = TaskContext(index, task.label, self._ctx._interrupter, sync_timeout)
         retry = task.retry if task.retry is not None else self.retry
         return _Work(task, tc, self._stage, deliver, retry, timeout)
 
@@ -415,8 +417,13 @@ class TaskDispatcher:
         """
         if include_resumed:
             await self._stage.load_results()
-        send, recv = trio.open_memory_channel[Outcome[T]](math.inf)
-        deliver = send.send_nowait
+        ready: collections.deque[Outcome[T]] = collections.deque()
+        arrived = trio.Event()
+
+        def deliver(outcome: Outcome[T]) -> None:
+            ready.append(outcome)
+            arrived.set()
+
         completed = self._stage.completed
         interrupter = self._ctx._interrupter
         window = self._pool.window
@@ -424,8 +431,15 @@ class TaskDispatcher:
         sync_iter = iter(tasks) if isinstance(tasks, Iterable) else None
         async_iter = aiter(tasks) if sync_iter is None else None  # type: ignore[arg-type]
         exhausted = False
+        # Refill in bursts, not one task per outcome: workers wake to a backlog and batch it.
+        low_water = window // 2
         while True:
-            while not exhausted and outstanding < window and interrupter.reason is None:
+            while (
+                not exhausted
+                and outstanding < window
+                and interrupter.reason is None
+                and (outstanding <= low_water or not ready)
+            ):
                 try:
                     if sync_iter is not None:
                         task = next(sync_iter)
@@ -447,9 +461,11 @@ class TaskDispatcher:
                 outstanding += 1
             if outstanding == 0:
                 break
-            outcome = await recv.receive()
+            while not ready:  # ready outcomes go out without a trip through the scheduler
+                arrived = trio.Event()
+                await arrived.wait()
             outstanding -= 1
-            yield outcome
+            yield ready.popleft()
         interrupter.check()
 
     def dispatch_range(

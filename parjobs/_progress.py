@@ -111,8 +111,10 @@ class _Stored(Protocol):
 
 
 class _InFlight(Protocol):
-    label: str
-    bytes_done: int
+    @property
+    def label(self) -> str: ...
+    @property
+    def bytes_done(self) -> int: ...
 
 
 class ProgressTracker:

@@ -114,13 +114,17 @@ class TaskContext:
     Thread-safe by construction: only the task's own thread writes ``bytes_done``.
     """
 
-    __slots__ = ("_interrupter", "attempt", "bytes_done", "deadline", "index", "label")
+    __slots__ = ("_interrupter", "_label", "attempt", "bytes_done", "deadline", "index")
 
     def __init__(
-        self, index: int, label: str, interrupter: Interrupter, timeout: float | None = None
+        self,
+        index: int,
+        label: str | Callable[[], str],
+        interrupter: Interrupter,
+        timeout: float | None = None,
     ) -> None:
         self.index = index
-        self.label = label
+        self._label = label  # computed on first use: most tasks are never displayed
         self.bytes_done = 0
         self.attempt = 1
         self._interrupter = interrupter
@@ -133,6 +137,14 @@ class TaskContext:
         self._interrupter.check()
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise TaskTimeoutError(f"{self.label}: timed out")
+
+    @property
+    def label(self) -> str:
+        """What progress shows for this task (e.g. its file name)."""
+        label = self._label
+        if not isinstance(label, str):
+            label = self._label = label()
+        return label
 
     @property
     def interrupted(self) -> bool:
