@@ -206,6 +206,9 @@ class JobStore:
     def __init__(self, path: str, conn: sqlite3.Connection) -> None:
         self.path = path
         self._conn = conn
+        # Rows of completed ranges per (job, stage), and their count after the last compaction.
+        self._rows: dict[tuple[str, str], int] = {}
+        self._compacted: dict[tuple[str, str], int] = {}
 
     # -- opening -------------------------------------------------------------------------
 
@@ -558,6 +561,9 @@ class JobStore:
         return [(r[0], r[1]) for r in rows]
 
     def delete(self, job_id: str) -> None:
+        for key in [k for k in self._rows if k[0] == job_id]:
+            self._rows.pop(key, None)
+            self._compacted.pop(key, None)
         with self._tx() as c:
             for table in ("completed", "task_results", "task_errors"):
                 c.execute(f"DELETE FROM {table} WHERE job_id=?", (job_id,))
@@ -575,11 +581,20 @@ class JobStore:
                     "INSERT INTO completed(job_id, stage, start, stop) VALUES (?,?,?,?)",
                     [(job_id, stage, a, b) for a, b in ranges],
                 )
-                rows = c.execute(
-                    "SELECT COUNT(*) FROM completed WHERE job_id=? AND stage=?", (job_id, stage)
-                ).fetchone()[0]
-                if rows > COMPACT_ROWS:
-                    self._compact(c, job_id, stage)
+                key = (job_id, stage)
+                rows = self._rows.get(key)
+                if rows is None:
+                    rows = c.execute(
+                        "SELECT COUNT(*) FROM completed WHERE job_id=? AND stage=?", key
+                    ).fetchone()[0]
+                else:
+                    rows += len(ranges)
+                # Compact when the rows doubled since the last compaction: amortized O(1) per
+                # new range even when gaps (failed items) keep ranges from merging.
+                if rows > max(COMPACT_ROWS, 2 * self._compacted.get(key, 0)):
+                    rows = self._compact(c, job_id, stage)
+                    self._compacted[key] = rows
+                self._rows[key] = rows
             if batch.results:
                 c.executemany(
                     "INSERT OR REPLACE INTO task_results(job_id, stage, idx, value) "
@@ -616,7 +631,7 @@ class JobStore:
                 params.append(batch.progress)
             c.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", (*params, job_id))
 
-    def _compact(self, c: sqlite3.Connection, job_id: str, stage: str) -> None:
+    def _compact(self, c: sqlite3.Connection, job_id: str, stage: str) -> int:
         rows = c.execute(
             "SELECT start, stop FROM completed WHERE job_id=? AND stage=? ORDER BY start",
             (job_id, stage),
@@ -632,6 +647,7 @@ class JobStore:
             "INSERT INTO completed(job_id, stage, start, stop) VALUES (?,?,?,?)",
             [(job_id, stage, a, b) for a, b in merged],
         )
+        return len(merged)
 
     def completed_ranges(self, job_id: str) -> dict[str, list[tuple[int, int]]]:
         out: dict[str, list[tuple[int, int]]] = {}

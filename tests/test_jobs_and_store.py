@@ -203,3 +203,28 @@ def test_public_api_is_curated():
     assert sorted(parjobs.__all__) == sorted(
         name for name in vars(parjobs) if not name.startswith("_") and name not in {"ops"}
     )
+
+
+def test_checkpoint_ranges_compact_and_round_trip(tmp_path):
+    from parjobs._store import CheckpointBatch, JobStore
+
+    store = JobStore.open(tmp_path / "s.sqlite")
+    try:
+        info, _ = store.insert_job("j", "test-count", 1, '{"n": 1, "log": "x"}')
+        expected = IndexSet()
+        for batch_no in range(300):
+            # every other index: gaps keep ranges from merging; then fill some gaps
+            indices = [2 * (batch_no * 10 + k) for k in range(10)]
+            if batch_no % 3 == 0:
+                indices += [i + 1 for i in indices[:5]]
+            for i in indices:
+                expected.add(i)
+            store.checkpoint("j", CheckpointBatch(ranges={"s": to_ranges(indices)},
+                                                  done_items=len(indices)))
+        ranges = store.completed_ranges("j")["s"]
+        assert IndexSet(ranges).ranges().__next__() == next(expected.ranges())
+        assert list(IndexSet(ranges).ranges()) == list(expected.ranges())
+        assert len(ranges) < 2 * len(list(expected.ranges())) + 300
+        assert store.get("j").done_items == len(expected)
+    finally:
+        store.close()
