@@ -150,6 +150,13 @@ def load_job(type_name: str, version: int, spec_json: str) -> Job:
     """Rebuild a stored job; raise `JobLoadError` (clear message) when that is impossible."""
     cls = _REGISTRY.get(type_name)
     if cls is None:
+        # The built-in operations register themselves on import; load them on demand so a
+        # process that only resumes jobs need not import them first.
+        import importlib
+
+        importlib.import_module("parjobs.ops")
+        cls = _REGISTRY.get(type_name)
+    if cls is None:
         raise JobLoadError(f"unknown job type {type_name!r} (is the module defining it imported?)")
     if version > cls.job_type_version:
         raise JobLoadError(

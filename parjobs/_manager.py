@@ -404,9 +404,24 @@ class JobManager:
             return
         info = await self.get(job_id)
         if info.status is JobStatus.QUEUED:
-            await self._db(self.store.transition, job_id, JobStatus.PAUSED, lease=None)
-        else:
-            await self._db(self.store.transition, job_id, JobStatus.PAUSING, request="pause")
+            try:  # compare-and-set: another process may be claiming it right now
+                await self._db(
+                    self.store.transition,
+                    job_id,
+                    JobStatus.PAUSED,
+                    expect=info.status,
+                    lease=None,
+                )
+                return
+            except InvalidTransitionError:
+                info = await self.get(job_id)
+        await self._db(
+            self.store.transition,
+            job_id,
+            JobStatus.PAUSING,
+            expect=info.status,
+            request="pause",
+        )
 
     async def cancel(self, job_id: str) -> None:
         """Cancel a job. Running: stops at the next chunk boundary and cleans up. Resting
@@ -428,11 +443,35 @@ class JobManager:
             return
         info = await self.get(job_id)
         if info.status in (JobStatus.RUNNING, JobStatus.PAUSING) and info.lease is not None:
-            await self._db(self.store.transition, job_id, JobStatus.CANCELLING, request="cancel")
+            await self._db(
+                self.store.transition,
+                job_id,
+                JobStatus.CANCELLING,
+                expect=info.status,
+                request="cancel",
+            )
             return
         check_transition(job_id, info.status, JobStatus.CANCELLED)
-        await self._cleanup_offline(info)
-        await self._db(self.store.transition, job_id, JobStatus.CANCELLED, lease=None, request=None)
+        if info.status is JobStatus.QUEUED:  # queued in another process: take it first
+            info = await self._db(
+                self.store.transition,
+                job_id,
+                JobStatus.CANCELLED,
+                expect=info.status,
+                lease=None,
+                request=None,
+            )
+            await self._cleanup_offline(info)
+        else:
+            await self._cleanup_offline(info)
+            await self._db(
+                self.store.transition,
+                job_id,
+                JobStatus.CANCELLED,
+                expect=info.status,
+                lease=None,
+                request=None,
+            )
 
     async def resume(self, job_id: str) -> JobHandle:
         """Queue a paused, interrupted, failed or completed-with-errors job to run here.
@@ -605,6 +644,8 @@ class JobManager:
         try:
             await self._run_inner(live, info)
         finally:
+            if not live.rested.is_set():  # never leave waiters (or shutdown) hanging
+                live.rest(JobStatus.INTERRUPTED)
             self._running -= 1
             self._running_by_queue[info.queue] -= 1
             snap = live.tracker.snapshot()
@@ -780,7 +821,12 @@ class JobManager:
         if status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS):
             fields["result"] = json.dumps(result, default=repr)
         with trio.CancelScope(shield=True):
-            await self._db(self.store.transition, live.id, status, **fields)
+            try:
+                await self._db(self.store.transition, live.id, status, **fields)
+            except InvalidTransitionError:
+                # Another process moved the job meanwhile (e.g. cancelled it as it finished):
+                # keep what the store says rather than crash the manager.
+                status = (await self.get(live.id)).status
             if status.is_final:
                 await trio.to_thread.run_sync(_remove_tree, self.job_dir(live.id))
         live.error = error or live.error

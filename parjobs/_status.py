@@ -93,7 +93,10 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
             S.TIMED_OUT,
         }
     ),
-    S.CANCELLING: frozenset({S.CANCELLED, S.FAILED, S.INTERRUPTED}),
+    # A job may finish its last task before a cancel reaches it.
+    S.CANCELLING: frozenset(
+        {S.CANCELLED, S.COMPLETED, S.COMPLETED_WITH_ERRORS, S.FAILED, S.INTERRUPTED}
+    ),
     S.PAUSED: frozenset({S.QUEUED, S.CANCELLED}),
     S.INTERRUPTED: frozenset({S.QUEUED, S.CANCELLED}),
     S.FAILED: frozenset({S.QUEUED, S.CANCELLED}),

@@ -521,13 +521,22 @@ class JobStore:
         self,
         job_id: str,
         new: JobStatus,
+        *,
+        expect: JobStatus | None = None,
         **fields: Any,
     ) -> JobInfo:
         """Atomically move a job to ``new`` (checking the transition), updating ``fields``
-        (result, error, progress, lease, request, finished, run_time)."""
+        (result, error, progress, lease, request, finished, run_time). With ``expect``, a
+        compare-and-set: fail unless the job is still in that status."""
         now = time.time()
         with self._tx() as c:
             info = self._get(c, job_id)
+            if expect is not None and info.status is not expect:
+                from ._exceptions import InvalidTransitionError
+
+                raise InvalidTransitionError(
+                    f"job {job_id} changed meanwhile: it is {info.status.value}, not {expect.value}"
+                )
             if info.status is not new:
                 check_transition(job_id, info.status, new)
             fields["status"] = new.value
@@ -539,6 +548,8 @@ class JobStore:
                 JobStatus.CANCELLED,
                 JobStatus.PAUSED,
                 JobStatus.INTERRUPTED,
+                JobStatus.TIMED_OUT,
+                JobStatus.SKIPPED,
             ):
                 fields.setdefault("finished", now)
             elif new is JobStatus.QUEUED:

@@ -1,0 +1,43 @@
+"""The ``parjobs`` command line: run file operations as resumable jobs, list and steer them.
+
+``main(argv)`` returns the exit code: 0 done, 1 completed with errors or failed, 2 usage or
+input error, 3 paused or interrupted (resumable), 4 cancelled.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import trio
+
+from ._errors import EXIT_ERRORS, EXIT_SIGINT, EXIT_USAGE, CliError, leaves, user_error
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    from ._app import parse
+
+    try:
+        args = parse(argv)
+        from ._commands import COMMANDS  # after parsing: usage errors stay quick
+
+        return trio.run(COMMANDS[args.command], args)
+    except SystemExit as exc:  # --help, --version
+        return exc.code if isinstance(exc.code, int) else 0
+    except BaseException as exc:
+        error = user_error(exc)
+        if error is not None:
+            print(f"parjobs: error: {error}", file=sys.stderr, flush=True)
+            return EXIT_USAGE
+        if any(isinstance(e, KeyboardInterrupt) for e in leaves(exc)):
+            print("parjobs: interrupted", file=sys.stderr, flush=True)
+            return EXIT_SIGINT
+        if any(isinstance(e, BrokenPipeError) for e in leaves(exc)):
+            # The reader went away (``parjobs jobs | head``): say nothing more.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_ERRORS
+        raise
+
+
+__all__ = ["CliError", "main"]

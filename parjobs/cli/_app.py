@@ -1,0 +1,297 @@
+"""The argument parser: commands, options, help texts with examples."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import NoReturn
+
+from .. import __version__
+from .._manager import DEFAULT_WORKERS
+from .._status import JobStatus
+from ._errors import CliError
+
+DESCRIPTION = """\
+File operations as parallel, resumable jobs. Each job runs in the foreground with live
+progress; Ctrl-C pauses it (checkpointed) and prints the command that resumes it."""
+
+EPILOG = """\
+examples:
+  parjobs copy ~/Photos /mnt/backup --verify
+  parjobs jobs --status paused
+  parjobs resume 3f2a
+  parjobs demo
+
+exit codes: 0 done, 1 completed with errors or failed, 2 usage or input error,
+3 paused or interrupted (resumable), 4 cancelled"""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (`CliError`), not usage plus exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see '{self.prog} --help')")
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _quality(text: str) -> int:
+    value = _int_at_least(1)(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 100, got {value}")
+    return value
+
+
+_SUFFIXES = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "ki": 1024, "mi": 1024**2, "gi": 1024**3}
+
+
+def _size(text: str) -> int:
+    """A byte count with an optional suffix: 4096, 10k, 5M, 1GiB."""
+    raw = text.strip().lower().removesuffix("b")
+    number = raw.rstrip("kmgi")
+    factor = _SUFFIXES.get(raw[len(number) :])
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if factor is None or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a size such as 4096, 10k or 5M, got {text!r}")
+    return int(value * factor)
+
+
+def _statuses(text: str) -> list[JobStatus]:
+    out = []
+    for word in filter(None, (w.strip() for w in text.split(","))):
+        try:
+            out.append(JobStatus(word))
+        except ValueError:
+            choices = ", ".join(s.value for s in JobStatus)
+            raise argparse.ArgumentTypeError(
+                f"unknown status {word!r} (one of {choices})"
+            ) from None
+    return out
+
+
+def _globals(parser: argparse.ArgumentParser, *, sub: bool) -> None:
+    """Options accepted before and after the command (a subcommand's default never wins)."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if sub else value
+
+    group = parser.add_argument_group("global options")
+    group.add_argument(
+        "--store",
+        metavar="PATH",
+        default=default(None),
+        help="job store (default: $PARJOBS_STORE, else $XDG_STATE_HOME/parjobs/jobs.sqlite)",
+    )
+    group.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="print JSON lines (progress snapshots and results) for scripts",
+    )
+    group.add_argument(
+        "--plain",
+        action="store_true",
+        default=default(False),
+        help="plain progress lines even on a terminal",
+    )
+
+
+def _command(
+    subs: argparse._SubParsersAction[Parser], name: str, help: str, example: str
+) -> Parser:
+    parser = subs.add_parser(
+        name,
+        help=help,
+        description=help[0].upper() + help[1:] + ".",
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(command=name)
+    _globals(parser, sub=True)
+    return parser
+
+
+def _workers(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-w",
+        "--workers",
+        type=_int_at_least(1),
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help=f"items worked on at once (default {DEFAULT_WORKERS})",
+    )
+
+
+def _conflict(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--on-conflict",
+        choices=("fail", "skip", "overwrite", "rename", "update"),
+        default="fail",
+        help="when a destination file exists: fail that item (default), skip it, overwrite "
+        "it, write next to it under a new name, or overwrite it only if the source is newer",
+    )
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="parjobs",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"parjobs {__version__}")
+    _globals(parser, sub=False)
+    subs = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
+
+    p = _command(subs, "copy", "copy files and trees", "parjobs copy ~/Photos /mnt/backup --verify")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="files or directories to copy")
+    p.add_argument("destination", metavar="DST", help="target directory (or file name)")
+    _conflict(p)
+    p.add_argument("--verify", action="store_true", help="re-read and compare every copy")
+    p.add_argument("--durable", action="store_true", help="fsync each file before finishing it")
+    p.add_argument(
+        "-L", "--follow-symlinks", action="store_true", help="copy what symlinks point to"
+    )
+    p.add_argument("--preserve-xattrs", action="store_true", help="copy extended attributes")
+    p.add_argument("--preserve-owner", action="store_true", help="copy owner and group")
+    _workers(p)
+
+    p = _command(subs, "move", "move files and trees", "parjobs move ~/Downloads/*.iso /mnt/isos")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="files or directories to move")
+    p.add_argument("destination", metavar="DST", help="target directory (or file name)")
+    _conflict(p)
+    p.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="do not compare copies before removing sources (across file systems)",
+    )
+    p.add_argument("--durable", action="store_true", help="fsync each file before finishing it")
+    _workers(p)
+
+    p = _command(subs, "delete", "delete files and trees", "parjobs delete ~/tmp/build --trash")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to delete")
+    p.add_argument("--trash", action="store_true", help="move to the trash instead of deleting")
+    _workers(p)
+
+    p = _command(
+        subs,
+        "hash",
+        "hash files",
+        "parjobs hash ~/Photos --output photos.xxh3 --algorithm xxh3_128",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to hash")
+    p.add_argument(
+        "--algorithm",
+        choices=("xxh3_128", "xxh3_64", "xxh64"),
+        default="xxh3_128",
+        help="digest algorithm (default xxh3_128)",
+    )
+    p.add_argument(
+        "-o", "--output", metavar="FILE", help="write digests to FILE instead of printing them"
+    )
+    _workers(p)
+
+    p = _command(
+        subs, "dupes", "find duplicate files", "parjobs dupes ~/Photos ~/Backup --min-size 1M"
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to compare")
+    p.add_argument(
+        "--min-size",
+        type=_size,
+        default=1,
+        metavar="SIZE",
+        help="ignore files smaller than SIZE (e.g. 4096, 10k, 5M; default 1)",
+    )
+    _workers(p)
+
+    p = _command(
+        subs,
+        "thumbnails",
+        "make image thumbnails",
+        "parjobs thumbnails ~/Photos --size 512 --out thumbs",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="images or directories of images")
+    p.add_argument("--size", type=_int_at_least(1), default=256, help="longest side in pixels")
+    p.add_argument(
+        "--format",
+        choices=("webp", "jpeg", "png"),
+        help="image format (default webp; png with --freedesktop)",
+    )
+    p.add_argument("--quality", type=_quality, default=80, help="1-100 for webp/jpeg (default 80)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--freedesktop",
+        action="store_true",
+        help="write PNGs to the shared freedesktop.org cache ($XDG_CACHE_HOME/thumbnails); "
+        "--size must be 128, 256, 512 or 1024",
+    )
+    where.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write thumbnails into DIR (default $XDG_CACHE_HOME/parjobs/thumbnails)",
+    )
+    _workers(p)
+
+    p = _command(subs, "jobs", "list jobs", "parjobs jobs --status paused,interrupted")
+    p.add_argument(
+        "--status",
+        type=_statuses,
+        action="extend",
+        metavar="STATUS[,STATUS]",
+        help="only jobs with these statuses (repeatable)",
+    )
+
+    p = _command(subs, "show", "show a job: spec, status, progress, errors", "parjobs show 3f2a")
+    p.add_argument("job", metavar="ID", help="job id or a unique prefix of it")
+    p.add_argument("--all-errors", action="store_true", help="list every failed item")
+
+    p = _command(
+        subs, "pause", "pause a running job (also one run elsewhere)", "parjobs pause 3f2a"
+    )
+    p.add_argument("job", metavar="ID", help="job id or a unique prefix of it")
+    p.add_argument("--no-wait", action="store_true", help="do not wait until it has paused")
+
+    p = _command(
+        subs, "resume", "resume paused or interrupted jobs in the foreground", "parjobs resume 3f2a"
+    )
+    p.add_argument("job", nargs="?", metavar="ID", help="job id or a unique prefix of it")
+    p.add_argument("--all", action="store_true", help="every paused or interrupted job")
+    _workers(p)
+
+    p = _command(subs, "cancel", "cancel a job", "parjobs cancel 3f2a")
+    p.add_argument("job", metavar="ID", help="job id or a unique prefix of it")
+    p.add_argument("--no-wait", action="store_true", help="do not wait until it has stopped")
+
+    p = _command(
+        subs,
+        "demo",
+        "copy, hash and thumbnail a generated sample tree, pausing and resuming once",
+        "parjobs demo --keep",
+    )
+    p.add_argument("--dir", metavar="DIR", help="work in DIR (kept) instead of a temporary one")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    _workers(p)
+    return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "command", None) is None:
+        raise CliError("a command is required (see 'parjobs --help')")
+    return args

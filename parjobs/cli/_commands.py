@@ -1,0 +1,189 @@
+"""The commands that run jobs: build one from the options (or resume stored ones) and follow
+it. Commands that look at or steer stored jobs are in `_manage`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .._job import Job, registered_job_types
+from .._status import JobStatus
+from . import _manage
+from ._errors import EXIT_OK, CliError
+from ._follow import follow_jobs
+from ._render import Renderer, make_renderer
+from ._results import prints_data
+from ._session import Store, import_job_types, manager_for
+
+Command = Callable[[argparse.Namespace], Awaitable[int]]
+
+
+def _job_class(module: str, name: str, command: str) -> Any:
+    """``parjobs.ops.<module>.<name>``, imported now (the CLI works while one is missing)."""
+    missing = CliError(f"'{command}' is not available: parjobs.ops.{module} is missing")
+    try:
+        return getattr(importlib.import_module(f"parjobs.ops.{module}"), name)
+    except ModuleNotFoundError as exc:
+        if exc.name != f"parjobs.ops.{module}":
+            raise  # a dependency of the module is missing: show which
+        raise missing from None
+    except AttributeError:
+        raise missing from None
+
+
+def _path(text: str) -> str:
+    """Absolute (a job may be resumed from another directory), keeping a trailing slash."""
+    path = os.path.abspath(os.path.expanduser(text))
+    if text.endswith(os.sep) and not path.endswith(os.sep):
+        path += os.sep
+    return path
+
+
+def _existing(paths: list[str]) -> list[str]:
+    out = []
+    for text in paths:
+        path = _path(text)
+        if not os.path.lexists(path):
+            raise CliError(f"no such file or directory: {text}")
+        out.append(path)
+    return out
+
+
+async def _submit(args: argparse.Namespace, job: Job) -> int:
+    """Validate ``job`` (before the store is even opened), run it here and follow it."""
+    job.validate()
+    store = Store.choose(args.store)
+    renderer = _renderer(args, [(type(job).job_type_name, job.to_spec())])
+    async with manager_for(store, workers=args.workers) as manager:
+        handle = await manager.submit(job)
+        return await follow_jobs(manager, [handle.id], store=store, renderer=renderer)
+
+
+def _renderer(args: argparse.Namespace, jobs: list[tuple[str, Any]]) -> Renderer:
+    """The display; on stderr when a job prints data (digests...) to stdout."""
+    data = any(prints_data(job_type, spec) for job_type, spec in jobs)
+    stream = sys.stderr if data else sys.stdout
+    return make_renderer(json_mode=args.json, plain=args.plain, stream=stream)
+
+
+async def copy(args: argparse.Namespace) -> int:
+    cls = _job_class("copy", "CopyJob", "copy")
+    job = cls(
+        sources=_existing(args.sources),
+        destination=_path(args.destination),
+        on_conflict=args.on_conflict,
+        verify=args.verify,
+        durable=args.durable,
+        follow_symlinks=args.follow_symlinks,
+        preserve_xattrs=args.preserve_xattrs,
+        preserve_owner=args.preserve_owner,
+    )
+    return await _submit(args, job)
+
+
+async def move(args: argparse.Namespace) -> int:
+    cls = _job_class("move", "MoveJob", "move")
+    job = cls(
+        sources=_existing(args.sources),
+        destination=_path(args.destination),
+        on_conflict=args.on_conflict,
+        verify=args.verify,
+        durable=args.durable,
+    )
+    return await _submit(args, job)
+
+
+async def delete(args: argparse.Namespace) -> int:
+    cls = _job_class("delete", "DeleteJob", "delete")
+    return await _submit(args, cls(paths=_existing(args.paths), trash=args.trash))
+
+
+async def hash_(args: argparse.Namespace) -> int:
+    cls = _job_class("hash", "HashJob", "hash")
+    output = _path(args.output) if args.output else None
+    job = cls(paths=_existing(args.paths), algorithm=args.algorithm, output=output)
+    return await _submit(args, job)
+
+
+async def dupes(args: argparse.Namespace) -> int:
+    cls = _job_class("duplicates", "DuplicatesJob", "dupes")
+    return await _submit(args, cls(paths=_existing(args.paths), min_size=args.min_size))
+
+
+async def thumbnails(args: argparse.Namespace) -> int:
+    cls = _job_class("thumbnail", "ThumbnailJob", "thumbnails")
+    if args.freedesktop:
+        layout, out_dir, default_format = "freedesktop", None, "png"
+    else:
+        layout, default_format = "cache", "webp"
+        out_dir = _path(args.out) if args.out else _default_thumbnails()
+    job = cls(
+        paths=_existing(args.paths),
+        size=args.size,
+        format=args.format or default_format,
+        layout=layout,
+        out_dir=out_dir,
+        quality=args.quality,
+    )
+    return await _submit(args, job)
+
+
+def _default_thumbnails() -> str:
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(cache):
+        cache = os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "parjobs", "thumbnails")
+
+
+async def resume(args: argparse.Namespace) -> int:
+    if bool(args.job) == bool(args.all):
+        raise CliError("give either a job ID or --all")
+    import_job_types()
+    store = _manage.existing_store(args, args.job)
+    if not store.exists:
+        print("nothing to resume", flush=True)
+        return EXIT_OK
+    async with manager_for(store, workers=args.workers, max_running=1) as manager:
+        if args.all:
+            ids = [i.id for i in await manager.list_jobs([JobStatus.PAUSED, JobStatus.INTERRUPTED])]
+        else:
+            ids = [await manager.resolve(args.job)]
+        if not ids:
+            print("nothing to resume", flush=True)
+            return EXIT_OK
+        infos = [await manager.get(job_id) for job_id in ids]
+        for info in infos:
+            if info.type not in registered_job_types():
+                raise CliError(
+                    f"job {info.id} is a {info.type!r} job, which this parjobs cannot run"
+                )
+        renderer = _renderer(args, [(info.type, info.spec_data) for info in infos])
+        for job_id in ids:
+            await manager.resume(job_id)
+        return await follow_jobs(manager, ids, store=store, renderer=renderer)
+
+
+async def demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return await run_demo(args)
+
+
+COMMANDS: dict[str, Command] = {
+    "copy": copy,
+    "move": move,
+    "delete": delete,
+    "hash": hash_,
+    "dupes": dupes,
+    "thumbnails": thumbnails,
+    "jobs": _manage.jobs,
+    "show": _manage.show,
+    "pause": _manage.pause,
+    "resume": resume,
+    "cancel": _manage.cancel,
+    "demo": demo,
+}

@@ -1,0 +1,147 @@
+"""Following jobs in the foreground: progress to a renderer, Ctrl-C to pause, exit codes.
+
+The first SIGINT (or SIGTERM) asks the manager to pause the followed jobs: they checkpoint and
+rest as ``paused``, the summary prints the command that resumes them, and the process exits
+with `EXIT_PAUSED`. A second one exits at once; the next manager that opens the store finds
+the job ``interrupted``, and ``parjobs resume`` continues it from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
+
+import trio
+
+from .._exceptions import InvalidTransitionError, JobNotFoundError
+from .._manager import JobManager
+from .._progress import Progress
+from .._status import JobStatus
+from . import _results
+from ._errors import EXIT_CANCELLED, EXIT_ERRORS, EXIT_OK, EXIT_PAUSED
+from ._render import ERRORS_SHOWN, JsonRenderer, Renderer, Report
+from ._session import Store
+
+_EXIT = {
+    JobStatus.COMPLETED: EXIT_OK,
+    JobStatus.COMPLETED_WITH_ERRORS: EXIT_ERRORS,
+    JobStatus.FAILED: EXIT_ERRORS,
+    JobStatus.PAUSED: EXIT_PAUSED,
+    JobStatus.INTERRUPTED: EXIT_PAUSED,
+    JobStatus.CANCELLED: EXIT_CANCELLED,
+}
+
+
+def exit_code(status: JobStatus) -> int:
+    return _EXIT.get(status, EXIT_ERRORS)
+
+
+def combine(codes: list[int]) -> int:
+    """One exit code for several jobs: paused beats cancelled beats errors beats success."""
+    for code in (EXIT_PAUSED, EXIT_CANCELLED, EXIT_ERRORS):
+        if code in codes:
+            return code
+    return EXIT_OK
+
+
+def signal_receiver() -> AbstractContextManager[AsyncIterator[int]]:
+    """Catch SIGINT and SIGTERM (install before the jobs start, so none is missed)."""
+    return trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+
+
+async def follow_jobs(
+    manager: JobManager,
+    job_ids: list[str],
+    *,
+    store: Store,
+    renderer: Renderer,
+    title: str | None = None,
+) -> int:
+    """Show ``job_ids`` one after the other until each rests; return the combined exit code.
+
+    SIGINT and SIGTERM are caught only meanwhile: outside, Ctrl-C raises KeyboardInterrupt as
+    usual (so it can still end a manager that hangs while shutting down).
+    """
+    codes: list[int] = []
+    with signal_receiver() as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_on_signals, manager, job_ids, store, renderer, signals)
+            for job_id in job_ids:
+                codes.append(await follow(manager, job_id, store, renderer, title))
+            nursery.cancel_scope.cancel()
+    return combine(codes)
+
+
+async def follow(
+    manager: JobManager,
+    job_id: str,
+    store: Store,
+    renderer: Renderer,
+    title: str | None = None,
+    on_progress: Callable[[Progress], Awaitable[None]] | None = None,
+    data: bool = True,
+) -> int:
+    """Render one job until it rests, then its summary; return its exit code.
+
+    ``on_progress`` sees every snapshot too (the demo pauses the copy half-way with it);
+    ``data=False`` leaves out what the job prints to stdout (digests...).
+    """
+    info = await manager.get(job_id)
+    renderer.begin(info, title or info.type)
+    async for snap in manager.watch(job_id):
+        renderer.progress(snap)
+        if on_progress is not None:
+            await on_progress(snap)
+    status = await manager.wait(job_id)
+    info = await manager.get(job_id)
+    limit = -1 if isinstance(renderer, JsonRenderer) else ERRORS_SHOWN
+    errors = await manager.errors(job_id, limit=limit)
+    code = exit_code(status)
+    finished = status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS)
+    renderer.finish(
+        Report(
+            info=info,
+            errors=errors,
+            exit_code=code,
+            resume_command=store.resume_command(job_id) if status.can_resume else None,
+            details=_results.details(info) if finished else [],
+            show_command=store.command("show", job_id, "--all-errors"),
+        )
+    )
+    if data and finished and not isinstance(renderer, JsonRenderer):
+        for line in _results.data_lines(info):
+            print(line)
+        sys.stdout.flush()
+    return code
+
+
+async def _on_signals(
+    manager: JobManager,
+    job_ids: list[str],
+    store: Store,
+    renderer: Renderer,
+    signals: AsyncIterator[int],
+) -> None:
+    pausing = False
+    async with trio.open_nursery() as nursery:
+        async for _ in signals:
+            if not pausing:
+                pausing = True
+                renderer.note("pausing (press Ctrl-C again to quit at once, still resumable)")
+                nursery.start_soon(_pause_all, manager, job_ids)
+                continue
+            renderer.abort()
+            commands = " ; ".join(store.resume_command(job_id) for job_id in job_ids)
+            print(f"parjobs: quit; resume with: {commands}", file=sys.stderr, flush=True)
+            os._exit(EXIT_PAUSED)
+
+
+async def _pause_all(manager: JobManager, job_ids: list[str]) -> None:
+    for job_id in job_ids:
+        # A job that finished before the pause arrived refuses it: nothing to do.
+        with contextlib.suppress(InvalidTransitionError, JobNotFoundError):
+            await manager.pause(job_id)

@@ -1,0 +1,195 @@
+"""Commands that look at and steer stored jobs: ``jobs``, ``show``, ``pause``, ``cancel``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from .._exceptions import JobNotFoundError
+from .._manager import JobManager
+from .._status import JobStatus
+from .._store import JobInfo
+from . import _format as fmt
+from ._errors import EXIT_ERRORS, EXIT_OK
+from ._render import ERRORS_SHOWN, describe, percent, stats
+from ._session import Store, import_job_types, manager_for
+
+#: How long ``pause`` and ``cancel`` wait for the job to come to rest.
+WAIT_LIMIT = 30.0
+
+
+def existing_store(args: argparse.Namespace, job: str | None) -> Store:
+    """The store of the command; an error naming ``job`` if there is no store at all."""
+    store = Store.choose(args.store)
+    if not store.exists and job is not None:
+        raise JobNotFoundError(f"no job with id {job!r} (no store at {store.path})")
+    return store
+
+
+async def _one_job(
+    args: argparse.Namespace, act: Callable[[JobManager, str], Awaitable[int]]
+) -> int:
+    store = existing_store(args, args.job)
+    async with manager_for(store) as manager:
+        return await act(manager, await manager.resolve(args.job))
+
+
+async def pause(args: argparse.Namespace) -> int:
+    store = Store.choose(args.store)
+
+    async def act(manager: JobManager, job_id: str) -> int:
+        info = await manager.get(job_id)
+        if info.status not in (JobStatus.PAUSED, JobStatus.INTERRUPTED):
+            await manager.pause(job_id)
+            info = await _settle(manager, job_id, args.no_wait)
+        if info.status in (JobStatus.PAUSED, JobStatus.INTERRUPTED):
+            resume = store.resume_command(job_id)
+            _said(args, info, f"job {job_id} is {info.status.value}; resume with: {resume}")
+            return EXIT_OK
+        if info.status is JobStatus.PAUSING:
+            _said(args, info, f"job {job_id} is pausing (at its next chunk boundary)")
+            return EXIT_OK
+        _said(args, info, f"job {job_id} is {info.status.value}: it ended before pausing")
+        return EXIT_ERRORS
+
+    return await _one_job(args, act)
+
+
+async def cancel(args: argparse.Namespace) -> int:
+    import_job_types()  # cancelling a resting job runs its cleanup
+
+    async def act(manager: JobManager, job_id: str) -> int:
+        await manager.cancel(job_id)
+        info = await _settle(manager, job_id, args.no_wait)
+        _said(args, info, f"job {job_id} is {info.status.value}")
+        return EXIT_OK
+
+    return await _one_job(args, act)
+
+
+async def _settle(manager: JobManager, job_id: str, no_wait: bool) -> JobInfo:
+    if not no_wait:
+        with trio.move_on_after(WAIT_LIMIT):
+            await manager.wait(job_id)
+    return await manager.get(job_id)
+
+
+def _said(args: argparse.Namespace, info: JobInfo, text: str) -> None:
+    if args.json:
+        print(json.dumps({"job_id": info.id, "status": info.status.value}), flush=True)
+    else:
+        print(text, flush=True)
+
+
+def job_json(info: JobInfo) -> dict[str, Any]:
+    """A stored job as plain data (``jobs --json`` and ``show --json``)."""
+    return {
+        "id": info.id,
+        "type": info.type,
+        "version": info.version,
+        "status": info.status.value,
+        "spec": info.spec_data,
+        "created": info.created,
+        "started": info.started,
+        "finished": info.finished,
+        "updated": info.updated,
+        "runs": info.runs,
+        "progress": info.progress.to_json(),
+        "error": info.error,
+    }
+
+
+async def jobs(args: argparse.Namespace) -> int:
+    store = Store.choose(args.store)
+    infos: list[JobInfo] = []
+    if store.exists:
+        async with manager_for(store) as manager:
+            infos = await manager.list_jobs(args.status or None)
+    if args.json:
+        for info in infos:
+            print(json.dumps(job_json(info), default=str))
+        return EXIT_OK
+    if not infos:
+        print("no jobs" if not args.status else "no jobs with that status")
+        return EXIT_OK
+    rows = [("ID", "TYPE", "STATUS", "DONE", "UPDATED", "WHAT")]
+    for info in infos:
+        snap = info.progress
+        done = percent(snap) or f"{snap.items_finished} items"
+        rows.append(
+            (
+                info.id,
+                info.type,
+                info.status.value,
+                done,
+                fmt.timestamp(info.updated),
+                describe(info),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        padded = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
+        print("  ".join([*padded, row[5]]))
+    return EXIT_OK
+
+
+async def show(args: argparse.Namespace) -> int:
+    store = existing_store(args, args.job)
+    async with manager_for(store) as manager:
+        job_id = await manager.resolve(args.job)
+        info = await manager.get(job_id)
+        limit = -1 if args.all_errors or args.json else ERRORS_SHOWN
+        errors = await manager.errors(job_id, limit=limit)
+    if args.json:
+        data = job_json(info)
+        data["result"] = info.result
+        data["errors"] = [dataclasses.asdict(e) for e in errors]
+        print(json.dumps(data, default=str))
+        return EXIT_OK
+    snap = info.progress
+    pct = percent(snap)
+    lines = [
+        ("job", info.id),
+        ("type", f"{info.type} (version {info.version})"),
+        ("status", info.status.value),
+        ("what", describe(info)),
+        ("created", fmt.timestamp(info.created)),
+        ("started", fmt.timestamp(info.started)),
+        ("finished", fmt.timestamp(info.finished)),
+        ("runs", str(info.runs)),
+        ("progress", (f"{pct} · " if pct else "") + " · ".join(stats(snap))),
+        (
+            "done",
+            f"{snap.items_done} done, {snap.items_skipped} skipped, "
+            f"{snap.items_failed} failed in {fmt.duration(snap.elapsed)}",
+        ),
+    ]
+    if info.error:
+        lines.append(("error", info.error))
+    if info.status.can_resume:
+        lines.append(("resume", store.resume_command(info.id)))
+    for key, value in lines:
+        print(f"{key:<9} {value}")
+    print("spec     ", _indent(json.dumps(info.spec_data, indent=2)))
+    if info.result is not None:
+        text = json.dumps(info.result, indent=2, default=str)
+        if len(text) > 4000:
+            text = text[:4000] + f"\n… ({len(text)} characters; see parjobs show --json)"
+        print("result   ", _indent(text))
+    failed = max(snap.items_failed, len(errors))
+    if failed:
+        print(f"errors    {failed}")
+        for e in errors:
+            print(f"  {e.label}: {e.message}")
+        if failed > len(errors):
+            print(f"  … and {failed - len(errors)} more (use --all-errors)")
+    return EXIT_OK
+
+
+def _indent(text: str) -> str:
+    return text.replace("\n", "\n" + " " * 10)

@@ -1,0 +1,71 @@
+"""What a finished job prints besides its summary, per job type.
+
+*Data* (hash digests, duplicate groups) goes to stdout so it can be redirected; when a job
+prints data, its progress display and summary go to stderr instead. *Details* are human lines
+added to the summary (e.g. where the thumbnails went).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._store import JobInfo
+from . import _format as fmt
+
+
+def prints_data(job_type: str, spec: Any) -> bool:
+    """True when the job's result is data for stdout (``hash`` without ``--output``...)."""
+    if job_type == "hash":
+        return not (isinstance(spec, dict) and spec.get("output"))
+    return job_type == "duplicates"
+
+
+def data_lines(info: JobInfo) -> list[str]:
+    """Lines for stdout: ``<digest>  <path>`` per file (xxhsum format), or duplicate groups."""
+    result = info.result if isinstance(info.result, dict) else {}
+    if info.type == "hash":
+        digests = result.get("digests") or {}
+        if result.get("algorithm") == "xxh3_64":
+            return [f"XXH3 ({path}) = {digest}" for path, digest in digests.items()]
+        return [f"{digest}  {path}" for path, digest in digests.items()]
+    if info.type == "duplicates":
+        return _duplicate_groups(result)
+    return []
+
+
+def _duplicate_groups(result: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for group in result.get("groups") or []:
+        if isinstance(group, dict):
+            paths = group.get("paths") or []
+            size = group.get("size")
+        else:
+            paths, size = group, None
+        if lines:
+            lines.append("")
+        if isinstance(size, int):
+            lines.append(f"# {len(paths)} copies of {fmt.size(size)}")
+        lines += [str(p) for p in paths]
+    return lines
+
+
+def details(info: JobInfo) -> list[str]:
+    """Extra summary lines: where the output went."""
+    result = info.result if isinstance(info.result, dict) else {}
+    out: list[str] = []
+    if info.type == "hash" and result.get("output"):
+        out.append(f"  digests written to {result['output']}")
+    reasons = result.get("skipped_reasons")
+    if isinstance(reasons, dict) and reasons:
+        out.append("  skipped: " + ", ".join(f"{n} {why}" for why, n in reasons.items()))
+    if info.type == "delete" and result.get("trashed"):
+        out.append(f"  {result['trashed']} moved to the trash (restore them from there)")
+    if info.type == "thumbnails":
+        where = result.get("out_dir") or result.get("directory")
+        if isinstance(where, str):
+            out.append(f"  thumbnails in {where}")
+    if info.type == "duplicates" and isinstance(result.get("duplicate_files"), int):
+        wasted = result.get("reclaimable_bytes")
+        extra = f", {fmt.size(wasted)} reclaimable" if isinstance(wasted, int) else ""
+        out.append(f"  {result['duplicate_files']} duplicate files{extra}")
+    return out

@@ -1,0 +1,79 @@
+"""Where the job store lives, opening a manager on it, and how to name a job to resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import shlex
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from .._manager import DEFAULT_WORKERS, JobManager, open_manager
+from ._errors import CliError
+
+#: Modules defining the job types the CLI can resume, imported on demand (a missing one is
+#: skipped, so the CLI works while an operation is not installed).
+OPS_MODULES = ("copy", "move", "delete", "hash", "duplicates", "thumbnail")
+
+
+def default_store() -> str:
+    """``$XDG_STATE_HOME/parjobs/jobs.sqlite`` (``~/.local/state/parjobs/jobs.sqlite``)."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state):  # the XDG spec says: ignore relative paths
+        state = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "parjobs", "jobs.sqlite")
+
+
+@dataclasses.dataclass(frozen=True)
+class Store:
+    """The store a command uses; ``explicit`` when it is not the default one."""
+
+    path: str
+    explicit: bool
+
+    @classmethod
+    def choose(cls, option: str | None) -> Store:
+        """``--store`` first, then ``$PARJOBS_STORE``, then `default_store`."""
+        given = option or os.environ.get("PARJOBS_STORE") or None
+        default = default_store()
+        if given is None:
+            return cls(default, explicit=False)
+        path = os.path.abspath(os.path.expanduser(given))
+        return cls(path, explicit=path != default)
+
+    @property
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
+    def command(self, *words: str) -> str:
+        """A shell command line for this store, e.g. ``parjobs resume ID --store X``."""
+        line = shlex.join(["parjobs", *words])
+        return f"{line} --store {shlex.quote(self.path)}" if self.explicit else line
+
+    def resume_command(self, job_id: str) -> str:
+        return self.command("resume", job_id)
+
+
+def import_job_types() -> None:
+    """Register every job type the CLI knows, so stored jobs can be loaded and resumed."""
+    for name in OPS_MODULES:
+        try:
+            importlib.import_module(f"parjobs.ops.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"parjobs.ops.{name}":
+                raise
+
+
+@asynccontextmanager
+async def manager_for(
+    store: Store, *, workers: int = DEFAULT_WORKERS, max_running: int = 4
+) -> AsyncIterator[JobManager]:
+    """A manager on ``store``, creating its directory first."""
+    directory = os.path.dirname(store.path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create the store directory {directory}: {exc.strerror}") from None
+    async with open_manager(store.path, workers=workers, max_running=max_running) as manager:
+        yield manager

@@ -1,0 +1,449 @@
+"""The command line, through real subprocesses: exit codes, output modes, Ctrl-C, other
+processes steering a running job, the store location, and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from parjobs.cli import main
+
+CLI = [sys.executable, "-m", "parjobs.cli"]
+RESUME = re.compile(r"parjobs resume [0-9a-f]+(?: --store \S+)?")
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """An environment whose default store, trash and caches live in tmp_path."""
+    out = dict(os.environ)
+    out.pop("PARJOBS_STORE", None)
+    out.update(
+        XDG_STATE_HOME=str(tmp_path / "state"),
+        XDG_DATA_HOME=str(tmp_path / "data"),
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+    )
+    return out
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    return str(tmp_path / "jobs.sqlite")
+
+
+def run(
+    *args: str, env: dict[str, str], store: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    extra = ["--store", store] if store else []
+    return subprocess.run(
+        [*CLI, *args, *extra], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+def start(*args: str, env: dict[str, str], store: str) -> subprocess.Popen[str]:
+    """A CLI process in the background (killed after the test if it is still running)."""
+    proc = subprocess.Popen(
+        [*CLI, "--store", store, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    _STARTED.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes():
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def run_command_line(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a printed ``parjobs ...`` command line with this interpreter."""
+    words = shlex.split(line)
+    assert words[0] == "parjobs"
+    return subprocess.run([*CLI, *words[1:]], capture_output=True, text=True, env=env, timeout=60)
+
+
+def digests(root: Path) -> dict[str, str]:
+    """Relative path -> content digest ("dir" for directories) of everything under root."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, name), root)] = "dir"
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = xxhash.xxh3_128_hexdigest(f.read())
+    return out
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("parjobs: error: "), proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("small") / "tree"
+    for d in ("a", "a/b", "c"):
+        (root / d).mkdir(parents=True)
+    for i in range(12):
+        (root / ("a/b", "a", "c")[i % 3] / f"f{i}.txt").write_bytes(os.urandom(100 + i * 500))
+    return root
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Large enough that a verified, durable, one-worker copy takes a good second."""
+    root = tmp_path_factory.mktemp("big") / "tree"
+    for d in range(4):
+        sub = root / f"d{d}"
+        sub.mkdir(parents=True)
+        for i in range(40):
+            (sub / f"small{i}.bin").write_bytes(os.urandom(2000 + i))
+        for i in range(6):
+            (sub / f"large{i}.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    return root
+
+
+@pytest.fixture(scope="module")
+def sparse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A file of 8 GiB taking no disk space: hashing it reads zeros for seconds, so another
+    process has time to start and steer the job."""
+    path = tmp_path_factory.mktemp("sparse") / "zeros.img"
+    with open(path, "wb") as f:
+        f.truncate(8 * 1024**3)
+    if path.stat().st_blocks * 512 > 1024**2:
+        path.unlink()
+        pytest.skip("this file system does not support sparse files")
+    return path
+
+
+@pytest.fixture(scope="module")
+def store_with_a_job(small: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = str(tmp_path_factory.mktemp("store") / "jobs.sqlite")
+    env = {**os.environ, "XDG_STATE_HOME": os.path.dirname(path)}
+    assert run("hash", str(small / "c"), env=env, store=path).returncode == 0
+    return path
+
+
+SLOW_COPY = ("--workers", "1", "--durable", "--verify")
+
+
+# -- parser --------------------------------------------------------------------------------
+
+COMMANDS = ["copy", "move", "delete", "hash", "dupes", "thumbnails"]
+COMMANDS += ["jobs", "show", "pause", "resume", "cancel", "demo"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_help_shows_an_example(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "example:" in out and f"parjobs {command}" in out
+
+
+def test_top_level_help_lists_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "exit codes" in capsys.readouterr().out
+
+
+# -- exit codes ----------------------------------------------------------------------------
+
+
+def test_copy_done_exit_0_tree_identical(small: Path, tmp_path: Path, env, store) -> None:
+    dst = tmp_path / "dst"
+    proc = run("copy", str(small), str(dst), "--verify", env=env, store=store)
+    assert proc.returncode == 0, proc.stderr
+    assert digests(dst / "tree") == digests(small)
+    assert re.search(r"copy [0-9a-f]{12}: completed", proc.stdout)
+    assert "12 copied" not in proc.stdout or "failed" not in proc.stdout
+
+
+def test_json_lines_progress_and_result(small: Path, tmp_path: Path, env, store) -> None:
+    proc = run("--json", "copy", str(small), str(tmp_path / "dst"), env=env, store=store)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert events[0]["event"] == "job" and events[0]["type"] == "copy"
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress and {"items_done", "bytes_done", "eta", "current"} <= set(progress[-1])
+    result = events[-1]
+    assert result["event"] == "result" and result["status"] == "completed"
+    assert result["exit_code"] == 0 and result["errors"] == []
+    assert result["result"]["copied"] == 12
+    assert result["job_id"] == events[0]["job_id"]
+
+
+def test_conflicts_exit_1_with_reasons(small: Path, tmp_path: Path, env, store) -> None:
+    dst = tmp_path / "dst"
+    assert run("copy", str(small), str(dst), env=env, store=store).returncode == 0
+    proc = run("copy", str(small), str(dst), env=env, store=store)  # on_conflict=fail
+    assert proc.returncode == 1, proc.stderr
+    assert "completed with errors" in proc.stdout
+    assert "failed items (12)" in proc.stdout and "destination exists" in proc.stdout
+    assert RESUME.search(proc.stdout)  # how to retry the failed items
+    proc = run("--json", "copy", str(small), str(dst), env=env, store=store)
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert proc.returncode == 1 and result["status"] == "completed_with_errors"
+    assert len(result["errors"]) == 12
+    assert all("destination exists" in e["message"] and e["label"] for e in result["errors"])
+    proc = run("copy", "--on-conflict", "skip", str(small), str(dst), env=env, store=store)
+    assert proc.returncode == 0 and "12 skipped" in proc.stdout
+
+
+def test_unreadable_file_exit_1(tmp_path: Path, env, store) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok.txt").write_text("fine")
+    secret = src / "secret.txt"
+    secret.write_text("no")
+    secret.chmod(0)
+    try:
+        with open(secret):
+            pytest.skip("running as root: permissions do not block reads")
+    except PermissionError:
+        pass
+    try:
+        proc = run("copy", str(src), str(tmp_path / "dst"), env=env, store=store)
+    finally:
+        secret.chmod(0o644)
+    assert proc.returncode == 1
+    assert "secret.txt" in proc.stdout and "ermission denied" in proc.stdout
+    assert (tmp_path / "dst" / "src" / "ok.txt").read_text() == "fine"
+
+
+def test_failed_job_exit_1_with_the_reason(small: Path, tmp_path: Path, env, store) -> None:
+    import parjobs
+    from parjobs.ops.copy import CopyJob
+
+    src = tmp_path / "src"
+    shutil.copytree(small, src)
+    with parjobs.BlockingManager(store) as jobs:  # stored paused, as if Ctrl-C'd
+        job = CopyJob(sources=[str(src)], destination=str(tmp_path / "dst"))
+        job_id = jobs.submit(job, start=False)
+    shutil.rmtree(src)  # now the stored job cannot run
+    proc = run("resume", job_id[:4], env=env, store=store)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.search(rf"copy {job_id}: failed: .*does not exist", proc.stdout)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["copy", "{src}/missing", "{dst}"], "missing"),
+        (["copy", "{src}", "{src}/a/inside"], "inside"),
+        (["copy", "--workers", "0", "{src}", "{dst}"], "--workers"),
+        (["copy", "--on-conflict", "sometimes", "{src}", "{dst}"], "--on-conflict"),
+        (["copy", "{src}"], "DST"),
+        (["hash", "{src}", "--output", "{dst}/x/sums"], "output"),
+        (["thumbnails", "{src}", "--freedesktop", "--size", "300"], "size"),
+        (["dupes", "--min-size", "lots", "{src}"], "--min-size"),
+        (["show", "abc123"], "abc123"),
+        (["pause", "abc123"], "abc123"),
+        (["cancel", "abc123"], "abc123"),
+        (["resume"], "--all"),
+        (["frobnicate"], "frobnicate"),
+        ([], "command"),
+    ],
+)
+def test_bad_input_exit_2_one_line_nothing_touched(
+    args: list[str], needle: str, small: Path, tmp_path: Path, env, store_with_a_job
+) -> None:
+    before = digests(small)
+    dst = tmp_path / "dst"
+    argv = [a.format(src=small, dst=dst) for a in args]
+    line = one_error_line(run(*argv, env=env, store=store_with_a_job))
+    assert needle in line
+    assert not dst.exists()
+    assert digests(small) == before
+
+
+def test_corrupt_or_foreign_store_exit_2(tmp_path: Path, env) -> None:
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"this is not a database at all" * 10)
+    assert "not a parjobs store" in one_error_line(run("jobs", env=env, store=str(garbage)))
+    foreign = tmp_path / "foreign.sqlite"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE songs (title TEXT)")
+    line = one_error_line(run("hash", str(tmp_path), env=env, store=str(foreign)))
+    assert "another application" in line
+
+
+# -- Ctrl-C and other processes -----------------------------------------------------------
+
+
+def test_ctrl_c_pauses_and_printed_resume_command_finishes(big: Path, tmp_path: Path, env, store):
+    dst = tmp_path / "dst"
+    proc = start("copy", str(big), str(dst), *SLOW_COPY, env=env, store=store)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("copy ")  # the job runs
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3, (out, err)
+    assert "paused" in out and "pausing" in err
+    resume = RESUME.search(out)
+    assert resume and f"--store {store}" in resume.group(0)
+    listed = run("jobs", "--status", "paused", env=env, store=store)
+    assert listed.stdout.count(" paused ") == 1
+    done = run_command_line(resume.group(0), env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert digests(dst / "tree") == digests(big)
+
+
+def test_second_ctrl_c_quits_at_once_still_resumable(big: Path, tmp_path: Path, env, store):
+    dst = tmp_path / "dst"
+    proc = start("copy", str(big), str(dst), *SLOW_COPY, env=env, store=store)
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3 and time.monotonic() - t0 < 2.0
+    assert RESUME.search(err)
+    resumed = run("resume", "--all", env=env, store=store)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert digests(dst / "tree") == digests(big)
+
+
+def test_pause_show_jobs_cancel_from_other_processes(sparse: Path, env, store):
+    proc = start("--json", "hash", str(sparse), env=env, store=store)
+    assert proc.stdout is not None
+    job_id = json.loads(proc.stdout.readline())["job_id"]
+    paused = run("pause", job_id[:5], env=env, store=store)
+    assert paused.returncode == 0 and "paused" in paused.stdout
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3
+    result = json.loads(out.splitlines()[-1])
+    assert result["status"] == "paused" and result["resume_command"].startswith("parjobs resume")
+    assert job_id in err  # the resume command, for people
+
+    shown = run("show", job_id[:6], env=env, store=store)
+    assert shown.returncode == 0
+    assert re.search(r"status\s+paused", shown.stdout) and "parjobs resume" in shown.stdout
+    assert '"algorithm": "xxh3_128"' in shown.stdout  # the spec
+    listed = run("--json", "jobs", "--status", "paused,interrupted", env=env, store=store)
+    (entry,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert entry["id"] == job_id and entry["type"] == "hash"
+    assert entry["spec"]["paths"] == [str(sparse)]
+
+    cancelled = run("cancel", job_id[:5], env=env, store=store)
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+    assert "it is cancelled" in one_error_line(run("resume", job_id, env=env, store=store))
+
+
+def test_cancel_from_another_process_exit_4(sparse: Path, env, store):
+    proc = start("--json", "hash", str(sparse), env=env, store=store)
+    assert proc.stdout is not None
+    job_id = json.loads(proc.stdout.readline())["job_id"]
+    assert run("cancel", job_id, env=env, store=store).returncode == 0
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 4
+    assert json.loads(out.splitlines()[-1])["status"] == "cancelled"
+
+
+# -- store location ------------------------------------------------------------------------
+
+
+def test_store_from_xdg_state_home_then_parjobs_store(small: Path, tmp_path: Path, env) -> None:
+    dst = tmp_path / "dst"
+    assert run("copy", str(small), str(dst), env=env).returncode == 0
+    default = tmp_path / "state" / "parjobs" / "jobs.sqlite"
+    assert default.exists()
+    retry = run("copy", str(small), str(dst), env=env)  # conflicts: exit 1, retry hint
+    line = RESUME.search(retry.stdout)
+    assert retry.returncode == 1 and line and "--store" not in line.group(0)
+
+    env = {**env, "PARJOBS_STORE": str(tmp_path / "env.sqlite")}
+    assert run("hash", str(small), env=env).returncode == 0
+    assert (tmp_path / "env.sqlite").exists()
+    assert "hash" in run("jobs", env=env).stdout
+    assert "copy" not in run("jobs", env=env).stdout
+
+
+# -- the other operations ------------------------------------------------------------------
+
+
+def test_hash_prints_digests_on_stdout(small: Path, env, store) -> None:
+    proc = run("hash", str(small), env=env, store=store)
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 12 and "completed" in proc.stderr
+    digest, path = lines[0].split("  ", 1)
+    assert digest == xxhash.xxh3_128_hexdigest(Path(path).read_bytes())
+
+
+def test_delete_dupes_thumbnails(tmp_path: Path, env, store) -> None:
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.new("RGB", (300, 200), (i * 80, 100, 200)).save(photos / f"p{i}.jpg")
+    (photos / "copy.jpg").write_bytes((photos / "p0.jpg").read_bytes())
+    dupes = run("dupes", str(photos), env=env, store=store)
+    assert dupes.returncode == 0
+    assert {str(photos / "p0.jpg"), str(photos / "copy.jpg")} <= set(dupes.stdout.splitlines())
+    thumbs = run(
+        "thumbnails",
+        str(photos),
+        "--size",
+        "64",
+        "--out",
+        str(tmp_path / "t"),
+        env=env,
+        store=store,
+    )
+    assert thumbs.returncode == 0, thumbs.stdout + thumbs.stderr
+    assert len(list((tmp_path / "t").rglob("*.webp"))) == 3  # the copy shares its thumbnail
+    trashed = run("delete", "--trash", str(photos / "copy.jpg"), env=env, store=store)
+    assert trashed.returncode == 0 and not (photos / "copy.jpg").exists()
+    assert (tmp_path / "data" / "Trash" / "files" / "copy.jpg").exists()
+    gone = run("delete", str(photos), env=env, store=store)
+    assert gone.returncode == 0 and not photos.exists()
+
+
+def test_demo_runs(tmp_path: Path, env) -> None:
+    proc = subprocess.run(
+        [*CLI, "demo", "--dir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "the copy is identical" in proc.stdout and "paused" in proc.stdout
+    assert list((tmp_path / "demo" / "thumbnails").rglob("*.webp"))
+    assert (tmp_path / "demo" / "jobs.sqlite").exists()
+    assert not (tmp_path / "state").exists()  # its own store, not the default one
