@@ -78,8 +78,10 @@ class Job:
         return spec
 
     @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> Job:
-        """Build and validate a job from plain data; raise `JobSpecError` on any mismatch."""
+    def from_spec(cls, spec: Mapping[str, Any], *, validate: bool = True) -> Job:
+        """Build a job from plain data, checking every field's type and (unless ``validate``
+        is false, as for cleaning up after a job that no longer validates) its values;
+        raise `JobSpecError` on any mismatch."""
         if not isinstance(spec, Mapping):
             raise JobSpecError(f"{cls.job_type_name}: spec must be an object, got {_tname(spec)}")
         hints = typing.get_type_hints(cls)
@@ -97,7 +99,8 @@ class Job:
             ):
                 raise JobSpecError(f"{cls.job_type_name}: missing field {name!r}")
         job = cls(**kwargs)
-        job.validate()
+        if validate:
+            job.validate()
         return job
 
 
@@ -146,7 +149,7 @@ def dump_job(job: Job) -> tuple[str, int, str]:
     return cls.job_type_name, cls.job_type_version, text
 
 
-def load_job(type_name: str, version: int, spec_json: str) -> Job:
+def load_job(type_name: str, version: int, spec_json: str, *, validate: bool = True) -> Job:
     """Rebuild a stored job; raise `JobLoadError` (clear message) when that is impossible."""
     cls = _REGISTRY.get(type_name)
     if cls is None:
@@ -170,7 +173,7 @@ def load_job(type_name: str, version: int, spec_json: str) -> Job:
     try:
         if version < cls.job_type_version:
             spec = cls.upgrade_spec(spec, version)
-        return cls.from_spec(spec)
+        return cls.from_spec(spec, validate=validate)
     except JobSpecError as exc:
         raise JobLoadError(f"stored spec is invalid: {exc}") from exc
 

@@ -659,6 +659,8 @@ class JobManager:
             job = live.job or load_job(info.type, info.version, info.spec)
             job.validate()
         except (JobLoadError, JobSpecError) as exc:
+            with trio.CancelScope(shield=True):
+                await self._cleanup_offline(info, cancelled=False)  # e.g. partials it left
             await self._finish(live, JobStatus.FAILED, error=str(exc))
             return
         completed = await self._db(self.store.completed_ranges, live.id)
@@ -781,10 +783,12 @@ class JobManager:
             except Exception as exc:  # reported, never masks the job's own outcome
                 live.error = f"cleanup failed: {exc}"
 
-    async def _cleanup_offline(self, info: JobInfo) -> None:
-        """Run a resting job's cleanup (cancel of a paused/interrupted/failed job)."""
+    async def _cleanup_offline(self, info: JobInfo, *, cancelled: bool = True) -> None:
+        """Run the cleanup of a job that is not running (cancel of a paused, interrupted or
+        failed job; a stored job that no longer validates). Field types are still checked:
+        cleanup never runs on a spec it cannot trust."""
         try:
-            job = load_job(info.type, info.version, info.spec)
+            job = load_job(info.type, info.version, info.spec, validate=False)
         except JobLoadError:
             return
         async with trio.open_nursery() as nursery:
@@ -802,7 +806,9 @@ class JobManager:
             )
             ctx._request("cancel")
             try:
-                await job.cleanup(ctx, cancelled=True)
+                await job.cleanup(ctx, cancelled=cancelled)
+            except Exception:  # a cleanup that fails must not hide the job's own outcome
+                pass
             finally:
                 ctx._close_pool()
 

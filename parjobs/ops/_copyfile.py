@@ -26,7 +26,7 @@ import fcntl
 import functools
 import json
 import os
-import secrets
+import random
 import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -53,6 +53,13 @@ _FALLBACK_ERRNOS = frozenset(
     {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF}
     | {errno.ENOTTY, errno.EPERM}  # ioctl unknown to the fs; seccomp-filtered syscalls
 )
+# FICLONE errors that hold for every file of a (source fs, destination fs) pair.
+_NO_REFLINK_ERRNOS = frozenset(
+    {errno.EXDEV, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOTTY, errno.ENOSYS}
+)
+_NO_REFLINK: set[tuple[int, int]] = set()
+_TOKENS = random.Random()  # seeded from os.urandom, reseeded in forked children
+os.register_at_fork(after_in_child=_TOKENS.seed)
 _XATTR_IGNORED = frozenset(
     {errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA}
 )
@@ -128,8 +135,12 @@ def partial_names(name: str | bytes) -> tuple[bytes, bytes]:
 
 
 def _tmp_name(raw: bytes) -> bytes:
-    """An unpredictable temporary name for a one-shot (non-resumable) write of ``raw``."""
-    token = secrets.token_hex(8).encode()
+    """An unpredictable temporary name for a one-shot (non-resumable) write of ``raw``.
+
+    The token only has to avoid collisions (the create is O_EXCL|O_NOFOLLOW, so a planted name
+    fails safely), so a urandom-seeded PRNG serves: no getrandom syscall per file.
+    """
+    token = b"%016x" % _TOKENS.getrandbits(64)
     tmp = b"." + raw + b"." + token + TMP_SUFFIX
     return tmp if len(tmp) <= _NAME_MAX else b".parjobs-" + token + TMP_SUFFIX
 
@@ -550,12 +561,21 @@ class _Copier:
         return method
 
     def _reflink(self, dst_fd: int, hasher: xxhash.xxh3_128 | None) -> bool:
-        """Clone the whole file (FICLONE); False when the filesystem cannot."""
+        """Clone the whole file (FICLONE); False when the filesystem cannot.
+
+        A pair of filesystems that refused for good (not supported, cross-device) is
+        remembered, so copying many small files does not pay a failing ioctl each.
+        """
+        devices = (self.st.st_dev, os.fstat(dst_fd).st_dev)
+        if devices in _NO_REFLINK:
+            return False
         try:
             fcntl.ioctl(dst_fd, _FICLONE, self.fd)
         except OSError as exc:
             if exc.errno not in _FALLBACK_ERRNOS:
                 raise
+            if exc.errno in _NO_REFLINK_ERRNOS:
+                _NO_REFLINK.add(devices)
             return False
         if hasher is None:
             self.on_bytes(self.size)

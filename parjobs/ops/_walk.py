@@ -17,7 +17,7 @@ import dataclasses
 import json
 import os
 import stat
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Literal
 
 import trio
@@ -84,7 +84,13 @@ def _entry(index: int, root: int, rel: bytes, path: bytes, st: os.stat_result) -
 
 
 def _stat(path: bytes, follow: bool) -> os.stat_result:
-    return os.stat(path, follow_symlinks=follow)
+    """Stat a root; when following, a broken symlink is kept as the link (as in `_scan`)."""
+    try:
+        return os.stat(path, follow_symlinks=follow)
+    except FileNotFoundError:
+        if not follow:
+            raise
+        return os.stat(path, follow_symlinks=False)
 
 
 def _scan(path: bytes, follow: bool) -> list[tuple[bytes, os.stat_result | None, str]]:
@@ -115,7 +121,6 @@ class Manifest:
     def __init__(self, path: str) -> None:
         self.path = path
         self.entries: list[Entry] = []
-        self._file = None
 
     def load(self) -> list[Entry]:
         """Read the entries of earlier runs; drop a torn last line (killed mid-write)."""
@@ -179,7 +184,7 @@ async def walk(
     *,
     follow_symlinks: bool = False,
     name: str = "walk",
-) -> AsyncIterator[Entry]:
+) -> AsyncGenerator[Entry, None]:
     """Yield every entry under ``roots`` (roots included) with a stable index.
 
     Parents come before their children. On resume, entries from the manifest come first.
@@ -192,64 +197,72 @@ async def walk(
     next_index = len(manifest.entries)
 
     async def emit(batch: list[Entry]) -> list[Entry]:
-        fresh = [e for e in batch if (e.root, e.rel) not in seen]
-        for e in fresh:
-            seen.add((e.root, e.rel))
-        if fresh:
-            await trio.to_thread.run_sync(manifest.append, fresh)
-        return fresh
+        """Record new entries in the manifest before anybody sees them."""
+        if batch:
+            await trio.to_thread.run_sync(manifest.append, batch)
+        return batch
 
-    def make(root: int, rel: bytes, path: bytes, st: os.stat_result | None, err: str) -> Entry:
+    def add(
+        batch: list[Entry],
+        root: int,
+        rel: bytes,
+        path: bytes,
+        st: os.stat_result | None,
+        err: str,
+    ) -> None:
+        """Append an entry not seen before to ``batch``, numbered by its manifest line (entries
+        replayed from the manifest keep theirs, so a re-walk never shifts an index)."""
         nonlocal next_index
+        if (root, rel) in seen:
+            return
+        seen.add((root, rel))
         if st is None:
-            e = Entry(next_index, "error", root, rel, path, error=err)
+            batch.append(Entry(next_index, "error", root, rel, path, error=err))
         else:
-            e = _entry(next_index, root, rel, path, st)
+            batch.append(_entry(next_index, root, rel, path, st))
         next_index += 1
-        return e
 
     for root_no, root in enumerate(roots):
         root_b = os.fsencode(os.path.normpath(root))
         base = os.path.basename(root_b) or root_b
+        top: list[Entry] = []
         try:
             root_st = await trio.to_thread.run_sync(_stat, root_b, follow_symlinks)
-            top = make(root_no, base, root_b, root_st, "")
         except OSError as exc:
-            top = make(root_no, base, root_b, None, exc.strerror or str(exc))
-        fresh = await emit([top])
-        for e in fresh:
+            add(top, root_no, base, root_b, None, exc.strerror or str(exc))
+            for e in await emit(top):
+                yield e
+            continue
+        add(top, root_no, base, root_b, root_st, "")
+        for e in await emit(top):
             yield e
-        if top.kind != "dir":
+        if not stat.S_ISDIR(root_st.st_mode):
             continue
         # Depth-first; ``ancestors`` holds (dev, ino) of the directories above, for loops.
         stack: list[tuple[bytes, bytes, frozenset[tuple[int, int]]]] = [
-            (root_b, base, frozenset({(top.dev, top.ino)}))
+            (root_b, base, frozenset({(root_st.st_dev, root_st.st_ino)}))
         ]
         while stack:
             path, rel, ancestors = stack.pop()
             await ctx.check_interrupt()
+            batch: list[Entry] = []
             try:
                 listing = await trio.to_thread.run_sync(_scan, path, follow_symlinks)
             except OSError as exc:
-                err = make(root_no, rel + b"/", path, None, exc.strerror or str(exc))
-                for e in await emit([err]):
+                add(batch, root_no, rel + b"/", path, None, exc.strerror or str(exc))
+                for e in await emit(batch):
                     yield e
                 continue
-            batch: list[Entry] = []
             subdirs: list[tuple[bytes, bytes, frozenset[tuple[int, int]]]] = []
             for nm, st, err_text in listing:
                 child_path, child_rel = path + b"/" + nm, rel + b"/" + nm
-                if (
-                    st is not None
-                    and stat.S_ISDIR(st.st_mode)
-                    and (st.st_dev, st.st_ino) in ancestors
-                ):
-                    batch.append(make(root_no, child_rel, child_path, None, "symlink loop"))
-                    continue
-                entry = make(root_no, child_rel, child_path, st, err_text)
-                batch.append(entry)
-                if entry.kind == "dir":
-                    subdirs.append((child_path, child_rel, ancestors | {(entry.dev, entry.ino)}))
+                if st is not None and stat.S_ISDIR(st.st_mode):
+                    key = (st.st_dev, st.st_ino)
+                    if key in ancestors:
+                        add(batch, root_no, child_rel, child_path, None, "symlink loop")
+                        continue
+                    subdirs.append((child_path, child_rel, ancestors | {key}))
+                add(batch, root_no, child_rel, child_path, st, err_text)
             for e in await emit(batch):
                 yield e
             stack.extend(reversed(subdirs))

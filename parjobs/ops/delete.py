@@ -194,10 +194,10 @@ class DeleteJob(Job):
     trash: bool = False
 
     @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> Job:
+    def from_spec(cls, spec: Mapping[str, Any], *, validate: bool = True) -> Job:
         token = _LOADING.set(True)  # a stored job: no existence checks (see validate)
         try:
-            return super().from_spec(spec)
+            return super().from_spec(spec, validate=validate)
         finally:
             _LOADING.reset(token)
 

@@ -1,0 +1,468 @@
+"""Move files and trees into a directory as a parallel, resumable job: `MoveJob` (``mv``).
+
+A move runs in two stages, each item with a stable index:
+
+1. ``roots``: one task per top-level source. On the destination's filesystem it is one
+   atomic, no-clobber ``rename(2)``; a target that exists gets the conflict policy, except that
+   a directory meeting a directory merges (stage 2, renaming file by file). A source on another
+   filesystem goes to stage 2 to be copied. These decisions are stored with the completions,
+   so a resumed run walks exactly the same roots.
+2. ``move``: the walk of the roots stage 1 handed over. Each file is renamed into place, or,
+   across filesystems, copied to a temporary, verified, renamed into place, and only then
+   unlinked at the source. So at every instant each file exists in full at the source or the
+   destination (or both, between the rename and the unlink): never in neither.
+
+Then destination directories get their sources' modes and times, and source directories left
+empty are removed, deepest first. A resumed run that finds a file at the destination but no
+longer at the source counts it as moved; one that finds it in both places compares contents
+before unlinking the source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import functools
+import os
+import stat
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from typing import Any, Literal, TypeVar
+
+import trio
+
+from .._context import JobContext
+from .._exceptions import Interrupted, Skip
+from .._job import Job, job_type
+from .._task import OutcomeStatus, Task, TaskContext
+from ._copyfile import CopyResult, _renameat2, copy_symlink, unique_name
+from ._walk import Entry, walk
+from .copy import (
+    NOT_A_DIR,
+    CopyPlan,
+    DestTree,
+    DirConflictError,
+    Done,
+    FinishDirs,
+    Tally,
+    WalkError,
+    check_paths,
+    clean_error,
+    display,
+    resolve_conflict,
+    same_content,
+    special_reason,
+    sweep_temporaries,
+)
+
+MovePolicy = Literal["skip", "overwrite", "rename", "update", "fail"]
+T = TypeVar("T")
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def rename_into(src: bytes, dir_fd: int, name: bytes, *, overwrite: bool) -> None:
+    """Rename the path ``src`` to ``name`` in the directory ``dir_fd``, atomically.
+
+    Without ``overwrite`` an existing ``name`` raises FileExistsError (renameat2 with
+    RENAME_NOREPLACE; where the kernel or filesystem lacks it, a check then rename).
+    """
+    if overwrite:
+        os.rename(src, name, dst_dir_fd=dir_fd)
+        return
+    func = _renameat2()
+    if func is not None:
+        if func(_AT_FDCWD, src, dir_fd, name, _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), display(name))
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        os.rename(src, name, dst_dir_fd=dir_fd)
+        return
+    raise FileExistsError(errno.EEXIST, "destination exists", display(name))
+
+
+def _lexists(dir_fd: int, name: bytes) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _sync_parent(path: bytes) -> None:
+    fd = os.open(os.path.dirname(path) or b".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class MoveRoot(Task[Done]):
+    """Stage 1: move one top-level source by a single rename, or hand it to stage 2 as
+    "merge" (a directory onto a directory) or "copy" (another filesystem)."""
+
+    def __init__(self, index: int, source: str, plan: CopyPlan) -> None:
+        self.index = index
+        self.path = os.fsencode(os.path.abspath(source))
+        self.plan = plan
+
+    def label(self) -> str:
+        return display(self.path)
+
+    def run(self, tc: TaskContext) -> Done:
+        try:
+            return self._run(tc)
+        except DirConflictError:
+            if self.plan.policy == "skip":
+                raise Skip(NOT_A_DIR) from None
+            raise
+        except OSError as exc:
+            clean_error(exc)
+            raise
+
+    def _run(self, tc: TaskContext) -> Done:
+        plan, src = self.plan, self.path
+        base = os.path.basename(src)
+        root_fd = plan.tree.acquire(b"")
+        try:
+            try:
+                src_st = os.lstat(src)
+            except FileNotFoundError:
+                if plan.resumed and _lexists(root_fd, base):
+                    return ("present", 0, 0)  # renamed by an earlier run
+                raise
+            if src_st.st_dev != plan.tree.dev:
+                return ("copy", 0, 0)
+            try:
+                rename_into(src, root_fd, base, overwrite=False)
+            except FileExistsError:
+                return self._conflict(tc, src_st, root_fd, base)
+            except OSError as exc:
+                if exc.errno == errno.EXDEV:  # e.g. a bind mount of another filesystem
+                    return ("copy", 0, 0)
+                raise
+            self._synced()
+            return ("renamed", 0, 0)
+        finally:
+            plan.tree.release(b"")
+
+    def _conflict(self, tc: TaskContext, src_st: os.stat_result, root_fd: int, base: bytes) -> Done:
+        plan, src = self.plan, self.path
+        dst_st = os.stat(base, dir_fd=root_fd, follow_symlinks=False)
+        if stat.S_ISDIR(src_st.st_mode):
+            if stat.S_ISDIR(dst_st.st_mode):
+                return ("merge", 0, 0)
+            if plan.policy == "overwrite":
+                os.unlink(base, dir_fd=root_fd)
+                rename_into(src, root_fd, base, overwrite=False)
+            elif plan.policy == "rename":
+                rename_into(src, root_fd, unique_name(base, dst_dir_fd=root_fd), overwrite=False)
+            else:
+                err = DirConflictError(f"{NOT_A_DIR}: {plan.tree.display(base)}")
+                err.filename = plan.tree.display(base)
+                raise err
+        else:
+
+            def put(leaf: bytes, overwrite: bool) -> None:
+                rename_into(src, root_fd, leaf, overwrite=overwrite)
+
+            resolve_conflict(
+                plan, tc, src, src_st, dir_fd=root_fd, rel=base, put=put, resumed=False
+            )
+        self._synced()
+        return ("renamed", 0, 0)
+
+    def _synced(self) -> None:
+        if self.plan.durable:
+            os.fsync(self.plan.tree.acquire(b""))
+            self.plan.tree.release(b"")
+            _sync_parent(self.path)
+
+
+class MoveItem(Task[Done]):
+    """Stage 2: move one walked entry to ``destination/<entry.rel>``, by rename (``merge``
+    roots; falls back to copying on EXDEV) or by copy, verify, then unlink (``copy`` roots)."""
+
+    def __init__(self, entry: Entry, plan: CopyPlan, by_copy: bool) -> None:
+        self.index = entry.index
+        self.entry = entry
+        self.plan = plan
+        self.by_copy = by_copy
+
+    @property
+    def weight(self) -> int:
+        return self.entry.size if self.by_copy else 0
+
+    def label(self) -> str:
+        return self.entry.display
+
+    def run(self, tc: TaskContext) -> Done:
+        entry, tree = self.entry, self.plan.tree
+        try:
+            if entry.kind == "dir":
+                tree.acquire(entry.rel)  # created (or merged into) now, removed at the source last
+                tree.release(entry.rel)
+                return ("dir", 0, 0)
+            if entry.kind == "error":
+                raise WalkError(f"cannot read: {entry.error}")
+            parent, _, name = entry.rel.rpartition(b"/")
+            dir_fd = tree.acquire(parent)
+            try:
+                return self._move(tc, dir_fd, name)
+            finally:
+                tree.release(parent)
+        except DirConflictError:
+            if self.plan.policy == "skip":
+                raise Skip(NOT_A_DIR) from None
+            raise
+        except OSError as exc:
+            clean_error(exc)
+            raise
+
+    def _move(self, tc: TaskContext, dir_fd: int, name: bytes) -> Done:
+        src = self.entry.path
+        try:
+            src_st = os.lstat(src)
+        except FileNotFoundError:
+            if self.plan.resumed and _lexists(dir_fd, name):
+                return ("present", 0, 0)  # moved by an earlier run before its checkpoint
+            raise
+        if not self.by_copy:
+            try:
+                return self._rename(tc, src_st, dir_fd, name)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+        if stat.S_ISREG(src_st.st_mode):
+            return self._copy_file(tc, src_st, dir_fd, name)
+        if stat.S_ISLNK(src_st.st_mode):
+            return self._copy_symlink(tc, src_st, dir_fd, name)
+        raise Skip(special_reason(src_st.st_mode, "moved across filesystems"))
+
+    def _settle(
+        self,
+        tc: TaskContext,
+        src_st: os.stat_result,
+        dir_fd: int,
+        put: Callable[[bytes, bool], T],
+        resumed: bool,
+    ) -> T | None:
+        """Apply the conflict policy; None means the destination already holds the source
+        (contents compared: the source is about to be removed)."""
+        src = self.entry.path
+        deep = None
+        if stat.S_ISREG(src_st.st_mode):
+            deep = functools.partial(same_content, src, dir_fd, check=tc.check)
+        rel = self.entry.rel
+        return resolve_conflict(
+            self.plan,
+            tc,
+            src,
+            src_st,
+            dir_fd=dir_fd,
+            rel=rel,
+            put=put,
+            deep_check=deep,
+            resumed=resumed,
+        )
+
+    def _rename(self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes) -> Done:
+        src = self.entry.path
+
+        def put(leaf: bytes, overwrite: bool) -> None:
+            rename_into(src, dir_fd, leaf, overwrite=overwrite)
+
+        try:
+            put(name, self.plan.policy == "overwrite")
+        except FileExistsError:
+            # A rename is atomic, so a source still here was not moved by an earlier run.
+            self._settle(tc, src_st, dir_fd, put, resumed=False)
+        if self.plan.durable:
+            os.fsync(dir_fd)
+            _sync_parent(src)
+        return ("renamed", 0, 0)
+
+    def _copy_file(self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes) -> Done:
+        plan, src = self.plan, self.entry.path
+
+        def put(leaf: bytes, overwrite: bool) -> CopyResult:
+            return plan.copy(src, leaf, dir_fd, tc, overwrite)
+
+        try:
+            res = put(name, plan.policy == "overwrite")
+        except FileExistsError:
+            got = self._settle(tc, src_st, dir_fd, put, resumed=plan.resumed)
+            if got is None:  # an earlier run copied it and was stopped before the unlink
+                tc.add_bytes(src_st.st_size)
+                os.unlink(src)
+                return ("present", 0, 0)
+            res = got
+        os.unlink(src)  # only now: the destination is complete (and verified) under its name
+        return ("copied", res.bytes_copied, res.bytes_reused)
+
+    def _copy_symlink(
+        self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes
+    ) -> Done:
+        plan, src = self.plan, self.entry.path
+
+        def put(leaf: bytes, overwrite: bool) -> None:
+            copy_symlink(src, leaf, dst_dir_fd=dir_fd, overwrite=overwrite, durable=plan.durable)
+
+        try:
+            put(name, plan.policy == "overwrite")
+        except FileExistsError:
+            if self._settle(tc, src_st, dir_fd, put, resumed=plan.resumed) is None:
+                os.unlink(src)
+                return ("present", 0, 0)
+        os.unlink(src)
+        return ("copied", 0, 0)
+
+
+def _remove_empty_dirs(dirs: list[tuple[bytes, bytes]], removed: list[int]) -> None:
+    """Remove the source directories left empty, deepest first (others stay: they hold
+    what was skipped or failed)."""
+    for _, src in sorted(dirs, key=lambda d: -d[0].count(b"/")):
+        with contextlib.suppress(OSError):
+            os.rmdir(src)
+            removed[0] += 1
+
+
+@job_type("move", version=1)
+class MoveJob(Job):
+    """Move files and directory trees into ``destination`` (created if missing), like ``mv``.
+
+    ``on_conflict`` as for `CopyJob` (without "ask"); under "skip" the source stays where it
+    is. With ``verify`` (default) a file copied across filesystems is re-read and compared
+    before its source is removed; ``durable`` fsyncs files and directories.
+
+    The result: ``moved`` (files, symlinks and top-level items), of which ``renamed`` and
+    ``copied`` say how, ``dirs`` (created or merged), ``skipped``, ``failed``, ``bytes``
+    copied, ``bytes_reused``, ``skipped_reasons`` and ``source_dirs_removed``.
+    """
+
+    sources: list[str]
+    destination: str
+    on_conflict: MovePolicy = "fail"
+    verify: bool = True
+    durable: bool = False
+
+    def validate(self) -> None:
+        check_paths("move", self.sources, self.destination, moved_ok=True)
+
+    def describe(self) -> str:
+        names = ", ".join(display(s) for s in self.sources[:3])
+        more = f" and {len(self.sources) - 3} more" if len(self.sources) > 3 else ""
+        return f"move {names}{more} to {display(self.destination)}"
+
+    def _plan(self, resumed: bool) -> CopyPlan:
+        dest = os.path.abspath(self.destination)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(dest)
+        return CopyPlan(
+            tree=DestTree(
+                dest, replace_nondirs=self.on_conflict == "overwrite", durable=self.durable
+            ),
+            roots=[os.path.abspath(s) for s in self.sources],
+            policy=self.on_conflict,
+            verify=self.verify,
+            durable=self.durable,
+            follow=False,
+            xattrs=True,
+            owner=True,
+            resumed=resumed,
+            ask=None,
+        )
+
+    async def run(self, ctx: JobContext) -> dict[str, Any]:
+        plan = await trio.to_thread.run_sync(self._plan, ctx.resumed)
+        keys = ("moved", "renamed", "copied", "dirs", "skipped", "bytes", "bytes_reused")
+        tally = Tally(ctx.state, (*keys, "source_dirs_removed"))
+        progress = ctx.progress
+        progress.set_total(items=len(self.sources), bytes=0, final=False)
+        progress.set_message("moving")
+        try:
+            walked: dict[int, bool] = {}  # source index -> moved by copying
+            roots = ctx.task_dispatcher("roots", keep_results=True)
+            tasks = [MoveRoot(i, s, plan) for i, s in enumerate(self.sources)]
+            async for outcome in roots.dispatch_many(tasks, include_resumed=True):
+                what = outcome.value[0] if outcome.value is not None else None
+                if outcome.status is OutcomeStatus.DONE and what in ("merge", "copy"):
+                    pass  # not an item of its own: its files are
+                elif not outcome.resumed:
+                    self._count(tally, outcome)
+                if what in ("merge", "copy"):
+                    walked[outcome.index] = what == "copy"
+            order = sorted(walked)
+            ctx.state["walked"] = [self.sources[i] for i in order]
+            await ctx.checkpoint(force=True)  # the decisions are durable before stage 2
+            by_copy = [walked[i] for i in order]
+            dirs: list[tuple[bytes, bytes]] = []
+            async with aclosing(self._items(ctx, plan, order, by_copy, dirs)) as items:
+                async for outcome in ctx.task_dispatcher("move").dispatch_many(items):
+                    self._count(tally, outcome)  # (the manager checkpoints in the background)
+            progress.finalize_totals()
+            progress.set_message("finishing")
+            progress.add_total(items=1)
+            removed = [0]
+            sweep = None  # only a resumed run or one with failures can have left temporaries
+            if ctx.resumed or tally.failed:
+                sweep = functools.partial(sweep_temporaries, self.destination, ctx.state["walked"])
+            finish = FinishDirs(
+                ctx.run_number, plan, dirs, sweep, lambda tc: _remove_empty_dirs(dirs, removed)
+            )
+            async for outcome in ctx.task_dispatcher("finish").dispatch_many([finish]):
+                tally.record(outcome)
+            tally.add("source_dirs_removed", removed[0])
+            ctx.state["swept_run"] = ctx.run_number
+        finally:
+            plan.tree.close()
+        return tally.result()
+
+    @staticmethod
+    def _count(tally: Tally, outcome: Any) -> None:
+        what = tally.record(outcome)
+        if what == "dir":
+            tally.add("dirs")
+        elif what is not None:
+            tally.add("moved")
+            if what in ("renamed", "copied"):
+                tally.add(what)
+
+    async def _items(
+        self,
+        ctx: JobContext,
+        plan: CopyPlan,
+        order: list[int],
+        by_copy: list[bool],
+        dirs: list[tuple[bytes, bytes]],
+    ) -> AsyncGenerator[MoveItem, None]:
+        if not order:
+            return
+        add_total = ctx.progress.add_total
+        roots = [plan.roots[i] for i in order]
+        try:
+            async with aclosing(walk(ctx, roots)) as entries:
+                async for entry in entries:
+                    copying = by_copy[entry.root]
+                    add_total(1, entry.size if copying else 0)
+                    if entry.kind == "dir":
+                        dirs.append((entry.rel, entry.path))
+                    yield MoveItem(entry, plan, copying)
+        except Interrupted:
+            return  # the dispatcher lets the items in flight end, then raises the interrupt
+
+    async def cleanup(self, ctx: JobContext, *, cancelled: bool) -> None:
+        """Remove leftover partials of files being copied across filesystems."""
+        walked = ctx.state.get("walked")
+        if not walked or (not cancelled and ctx.state.get("swept_run") == ctx.run_number):
+            return
+        await trio.to_thread.run_sync(sweep_temporaries, self.destination, walked)
+
+
+__all__ = ["MoveJob", "rename_into"]

@@ -1,0 +1,710 @@
+"""CopyJob end to end: real trees under tmp_path, through a manager on a real store."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import xxhash
+
+import parjobs
+from parjobs import JobStatus
+from parjobs.ops import copy as copy_mod
+from parjobs.ops._copyfile import find_partials
+from parjobs.ops.copy import Conflict, CopyJob
+
+MIB = 1 << 20
+ODD = b"caf\xe9-\xff"  # not UTF-8
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def write(path: Path | bytes, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def read(path: Path | bytes) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def blob(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def snapshot(root: Path | str | bytes) -> dict[bytes, tuple[str, str]]:
+    """Every entry under ``root``: relative bytes path -> (kind, xxh3 digest / link target)."""
+    top = os.fsencode(root)
+    out: dict[bytes, tuple[str, str]] = {}
+    for d, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = os.path.join(d, name)
+            rel = os.path.relpath(path, top)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.fsdecode(os.readlink(path)))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", "")
+            elif stat.S_ISREG(st.st_mode):
+                out[rel] = ("file", xxhash.xxh3_128_hexdigest(read(path)))
+            else:
+                out[rel] = ("special", "")
+    return out
+
+
+def make_tree(root: Path) -> None:
+    """Nested dirs, empty file and dir, symlinks, odd names, a hardlink, a sparse file."""
+    (root / "a" / "b" / "c").mkdir(parents=True)
+    (root / "empty-dir").mkdir()
+    write(root / "a" / "b" / "c" / "deep.txt", b"deep")
+    write(root / "a" / "empty.txt", b"")
+    write(root / "a" / "medium.bin", blob(300_000, 1))
+    for i in range(20):
+        write(root / "a" / f"small{i:02}.txt", blob(i * 37, i))
+    os.symlink("medium.bin", root / "a" / "rel-link")
+    os.symlink(str(root / "a" / "empty.txt"), root / "a" / "abs-link")
+    os.symlink("does/not/exist", root / "broken-link")
+    write(root / "ünïcødé ✓.txt", "ünïcødé".encode())
+    write(os.fsencode(root) + b"/" + ODD + b".bin", b"latin-1 name")
+    write(root / ("n" * 251 + ".txt"), b"255 bytes of name")
+    write(root / "hard1", b"linked")
+    os.link(root / "hard1", root / "hard2")
+    with open(root / "sparse", "wb") as f:
+        f.write(b"head")
+        f.seek(20 * MIB)
+        f.write(b"tail")
+    os.chmod(root / "a" / "b", 0o750)
+    os.utime(root / "a" / "medium.bin", ns=(1_000_000_000, 1_234_567_891_000))
+    os.utime(root / "a" / "b", ns=(1_000_000_000, 1_500_000_000_000))
+
+
+async def run_job(store_path: str, job: parjobs.Job, **manager: Any) -> tuple[Any, Any, list]:
+    async with parjobs.open_manager(store_path, **manager) as m:
+        handle = await m.submit(job)
+        with trio.fail_after(30):
+            status = await handle.wait()
+        info = await handle.info()
+        result = info.result if status.value.startswith("completed") else None
+        return result, info, await m.errors(handle.id)
+
+
+def wrap_copy_file(monkeypatch: pytest.MonkeyPatch, **inject: Any) -> None:
+    """Route the job's copy_file calls through a wrapper adding ``inject`` (test seams)."""
+    real = copy_mod.copy_file
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        kwargs.update({k: v(args, kwargs) if callable(v) else v for k, v in inject.items()})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(copy_mod, "copy_file", wrapped)
+
+
+# -- copying -----------------------------------------------------------------------------
+
+
+async def test_copies_a_mixed_tree_exactly_and_skips_a_fifo(
+    store_path: str, tmp_path: Path
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    make_tree(src)
+    os.mkfifo(src / "a" / "pipe")  # must never be opened (it would block)
+    result, info, errors = await run_job(
+        store_path, CopyJob(sources=[str(src)], destination=str(dst))
+    )
+    assert info.status is JobStatus.COMPLETED, errors
+    expected = {k: v for k, v in snapshot(src).items() if v[0] != "special"}
+    assert snapshot(dst / "src") == expected
+    assert result["skipped_reasons"] == {"FIFO not copied": 1}
+    assert (result["skipped"], result["failed"]) == (1, 0)
+    assert result["copied"] == sum(1 for v in expected.values() if v[0] != "dir")
+    assert result["dirs"] == 1 + sum(1 for v in expected.values() if v[0] == "dir")
+    assert result["bytes"] == sum(
+        os.lstat(os.path.join(os.fsencode(src), rel)).st_size
+        for rel, v in expected.items()
+        if v[0] == "file"
+    )
+    # metadata: file and directory modes and mtimes (directories finished after their contents)
+    for rel in (b"a/medium.bin", b"a/b", b"a/b/c/deep.txt", b"a"):
+        s, d = (
+            os.lstat(os.fsencode(src) + b"/" + rel),
+            os.lstat(os.fsencode(dst / "src") + b"/" + rel),
+        )
+        assert (stat.S_IMODE(d.st_mode), d.st_mtime_ns) == (stat.S_IMODE(s.st_mode), s.st_mtime_ns)
+    assert os.readlink(dst / "src" / "a" / "abs-link") == str(src / "a" / "empty.txt")
+    assert find_partials(dst) == []
+
+
+async def test_layout_follows_cp_r(store_path: str, tmp_path: Path) -> None:
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    write(tmp_path / "tree" / "sub" / "f", b"f")
+    write(tmp_path / "single.txt", b"single")
+    dst = tmp_path / "new-dst"  # created: its parent exists
+    job = CopyJob(
+        sources=[f"{tmp_path / 'tree'}/", str(tmp_path / "single.txt")], destination=str(dst)
+    )
+    result, info, _ = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED
+    assert read(dst / "tree" / "sub" / "f") == b"f"
+    assert read(dst / "single.txt") == b"single"
+    assert sorted(os.listdir(dst)) == ["single.txt", "tree"]
+    assert (result["copied"], result["dirs"]) == (2, 2)
+
+
+async def test_follow_symlinks_copies_targets_and_reports_loops(
+    store_path: str, tmp_path: Path
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "d").mkdir(parents=True)
+    write(src / "d" / "f", b"data")
+    os.symlink("d/f", src / "file-link")
+    os.symlink("d", src / "dir-link")
+    os.symlink("nowhere", src / "broken")
+    os.symlink("..", src / "d" / "loop")
+    job = CopyJob(sources=[str(src)], destination=str(dst), follow_symlinks=True)
+    result, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert not os.path.islink(dst / "src" / "file-link")
+    assert read(dst / "src" / "file-link") == b"data"
+    assert read(dst / "src" / "dir-link" / "f") == b"data"
+    assert os.readlink(dst / "src" / "broken") == "nowhere"
+    assert sorted((e.label, e.message) for e in errors) == [
+        (str(src / "d" / "loop"), "cannot read: symlink loop"),
+        (str(src / "dir-link" / "loop"), "cannot read: symlink loop"),
+    ]
+    assert result["failed"] == 2
+
+
+# -- conflicts ---------------------------------------------------------------------------
+
+
+def conflict_tree(tmp_path: Path) -> tuple[Path, Path]:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "t").mkdir(parents=True)
+    (dst / "t").mkdir(parents=True)
+    for name, data in (("same.txt", b"same"), ("diff.txt", b"source"), ("new.txt", b"new")):
+        write(src / "t" / name, data)
+    write(dst / "t" / "same.txt", b"same")
+    os.utime(dst / "t" / "same.txt", ns=(0, os.stat(src / "t" / "same.txt").st_mtime_ns))
+    write(dst / "t" / "diff.txt", b"older destination")
+    return src, dst
+
+
+@pytest.mark.parametrize("policy", ["skip", "overwrite", "rename", "update", "fail"])
+async def test_conflict_policies(store_path: str, tmp_path: Path, policy: str) -> None:
+    src, dst = conflict_tree(tmp_path)
+    job = CopyJob(sources=[str(src / "t")], destination=str(dst), on_conflict=policy)  # type: ignore[arg-type]
+    result, info, errors = await run_job(store_path, job)
+    t = dst / "t"
+    assert read(t / "new.txt") == b"new"
+    files = {n: read(t / n) for n in os.listdir(t)}
+    if policy == "skip":
+        assert files["diff.txt"] == b"older destination"
+        assert result["skipped_reasons"] == {"destination exists": 2}
+    elif policy == "overwrite":
+        assert files == {"same.txt": b"same", "diff.txt": b"source", "new.txt": b"new"}
+    elif policy == "rename":
+        assert files["diff (1).txt"] == b"source" and files["same (1).txt"] == b"same"
+        assert files["diff.txt"] == b"older destination"
+    elif policy == "update":
+        assert files["diff.txt"] == b"source"
+        assert result["skipped_reasons"] == {"destination is up to date": 1}
+    else:
+        assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+        assert sorted((e.label, e.error) for e in errors) == [
+            (str(src / "t" / "diff.txt"), "FileExistsError"),
+            (str(src / "t" / "same.txt"), "FileExistsError"),
+        ]
+        assert all(
+            e.message == f"destination exists: {t / os.path.basename(e.label)}" for e in errors
+        )
+        assert files["diff.txt"] == b"older destination"
+        assert result["failed"] == 2
+    assert find_partials(dst) == []
+
+
+async def test_ask_decides_per_file_while_the_job_goes_on(store_path: str, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "t").mkdir(parents=True)
+    (dst / "t").mkdir(parents=True)
+    decisions = {"keep.txt": "skip", "replace.txt": "overwrite", "both.txt": "rename"}
+    for name in decisions:
+        write(src / "t" / name, b"new " + name.encode())
+        write(dst / "t" / name, b"old")
+    for i in range(50):
+        write(src / "t" / f"plain{i}.txt", b"plain")
+    asked: list[Conflict] = []
+
+    async def ask(conflict: Conflict) -> str:
+        asked.append(conflict)
+        await trio.sleep(0.05)  # a person thinking; other workers keep copying
+        return decisions[os.path.basename(conflict.source)]
+
+    job = CopyJob(sources=[str(src / "t")], destination=str(dst), on_conflict="ask", ask=ask)
+    result, info, _ = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED
+    assert sorted(os.path.basename(c.source) for c in asked) == sorted(decisions)
+    one = next(c for c in asked if c.source.endswith("replace.txt"))
+    assert one.destination == str(dst / "t" / "replace.txt")
+    assert (one.source_size, one.destination_size) == (len(b"new replace.txt"), 3)
+    assert one.source_mtime == os.stat(src / "t" / "replace.txt").st_mtime
+    assert read(dst / "t" / "keep.txt") == b"old"
+    assert read(dst / "t" / "replace.txt") == b"new replace.txt"
+    assert read(dst / "t" / "both (1).txt") == b"new both.txt"
+    assert read(dst / "t" / "both.txt") == b"old"
+    assert result["copied"] == 52 and result["skipped"] == 1
+
+
+async def test_pause_while_asking_does_not_hang(store_path: str, tmp_path: Path) -> None:
+    src, dst = conflict_tree(tmp_path)
+    write(dst / "t" / "same.txt", b"different now")  # (identical would count as done on resume)
+    calls: list[str] = []
+    asked = trio.Event()
+
+    async def ask(conflict: Conflict) -> str:
+        calls.append(os.path.basename(conflict.source))
+        if len(calls) == 1:
+            asked.set()
+            await trio.sleep_forever()  # nobody answers before the pause
+        return "overwrite"
+
+    job = CopyJob(sources=[str(src / "t")], destination=str(dst), on_conflict="ask", ask=ask)
+    async with parjobs.open_manager(store_path) as m:
+        handle = await m.submit(job)
+        with trio.fail_after(10):
+            await asked.wait()
+            await m.pause(handle.id)
+            assert await handle.wait() is JobStatus.PAUSED
+        await m.resume(handle.id)  # the unanswered item is asked again
+        result = await handle.result()
+    assert len(calls) >= 3 and result["failed"] == 0  # the abandoned question is asked again
+    assert sorted(set(calls)) == ["diff.txt", "same.txt"]
+    assert read(dst / "t" / "diff.txt") == b"source"
+    assert read(dst / "t" / "same.txt") == b"same"
+
+
+async def test_ask_without_a_callback_fails_those_items_clearly(
+    store_path: str, tmp_path: Path
+) -> None:
+    src, dst = conflict_tree(tmp_path)
+
+    async def never(conflict: Conflict) -> str:
+        raise AssertionError("not in this process")
+
+    job = CopyJob(sources=[str(src / "t")], destination=str(dst), on_conflict="ask", ask=never)
+    async with parjobs.open_manager(store_path) as m:
+        handle = await m.submit(job, start=False)  # stored only: the callback stays behind
+        await m.resume(handle.id)  # loaded from the store, as another process would
+        assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        errors = await m.errors(handle.id)
+    assert sorted(e.label for e in errors) == [
+        str(src / "t" / "diff.txt"),
+        str(src / "t" / "same.txt"),
+    ]
+    assert all("destination exists and nobody can be asked" in e.message for e in errors)
+    assert read(dst / "t" / "new.txt") == b"new"
+
+
+async def test_a_non_directory_in_the_way_of_a_directory(store_path: str, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "t" / "sub").mkdir(parents=True)
+    write(src / "t" / "sub" / "f", b"f")
+    (dst / "t").mkdir(parents=True)
+    write(dst / "t" / "sub", b"a file where a directory goes")
+    _, info, errors = await run_job(
+        store_path, CopyJob(sources=[str(src / "t")], destination=str(dst))
+    )
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert {e.label for e in errors} == {str(src / "t" / "sub"), str(src / "t" / "sub" / "f")}
+    assert all("exists and is not a directory" in e.message for e in errors)
+    job = CopyJob(sources=[str(src / "t")], destination=str(dst), on_conflict="overwrite")
+    _, info, _ = await run_job(str(tmp_path / "second.sqlite"), job)
+    assert info.status is JobStatus.COMPLETED
+    assert read(dst / "t" / "sub" / "f") == b"f"
+
+
+# -- verification, security, names ---------------------------------------------------------
+
+
+async def test_verify_catches_a_corrupted_destination(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for i in range(5):
+        write(src / f"f{i}", blob(100_000, i))
+
+    def corrupt(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if args[1] == b"f3":
+            return lambda fd: os.pwrite(fd, b"\0\0\0", 5000)
+        return None
+
+    wrap_copy_file(monkeypatch, _after_write=corrupt)
+    job = CopyJob(sources=[str(src)], destination=str(dst), verify=True)
+    result, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    (error,) = errors
+    assert (error.label, error.error) == (str(src / "f3"), "VerifyError")
+    assert "verification failed" in error.message
+    assert sorted(os.listdir(dst / "src")) == ["f0", "f1", "f2", "f4"]
+    assert all(read(dst / "src" / n) == read(src / n) for n in os.listdir(dst / "src"))
+    assert result["copied"] == 4 and find_partials(dst) == []
+
+
+@pytest.mark.parametrize("policy", ["fail", "overwrite"])
+async def test_a_symlink_planted_in_the_destination_mid_job_is_never_followed(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str
+) -> None:
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    (src / "a").mkdir(parents=True)
+    (src / "zz").mkdir()
+    outside.mkdir()
+    for i in range(30):
+        write(src / "a" / f"{i:02}", b"a")
+        write(src / "zz" / f"{i:02}", b"zz")
+    planted = threading.Event()
+
+    def attacker(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not planted.is_set():  # first file copied: swap dst/src/zz for a link out
+            planted.set()
+            target = dst / "src" / "zz"
+            if target.exists():
+                target.rename(dst / "src" / "moved-away")
+            os.symlink(outside, target)
+        return kwargs.get("check")
+
+    wrap_copy_file(monkeypatch, check=attacker)
+    job = CopyJob(sources=[str(src)], destination=str(dst), on_conflict=policy)  # type: ignore[arg-type]
+    await run_job(store_path, job, workers=2)
+    assert planted.is_set()
+    assert os.listdir(outside) == []  # nothing ever written through the link
+    if policy == "overwrite":
+        # Each zz file landed in the real directory: through the fd opened before the swap
+        # (now "moved-away"), or in a directory that replaced the link.
+        zz, moved = dst / "src" / "zz", dst / "src" / "moved-away"
+        found = set(os.listdir(moved)) if moved.exists() else set()
+        if not zz.is_symlink():
+            found |= set(os.listdir(zz))
+        assert found == {f"{i:02}" for i in range(30)}
+
+
+async def test_a_destination_symlink_present_from_the_start(
+    store_path: str, tmp_path: Path
+) -> None:
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    src.mkdir()
+    outside.mkdir()
+    dst.mkdir()
+    write(src / "f", b"f")
+    os.symlink(outside, dst / "src")
+    _, info, errors = await run_job(store_path, CopyJob(sources=[str(src)], destination=str(dst)))
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert os.listdir(outside) == []
+    assert {e.label for e in errors} == {str(src), str(src / "f")}
+
+
+async def test_non_utf8_sources_round_trip_through_the_store(
+    store_path: str, tmp_path: Path
+) -> None:
+    top = os.fsencode(tmp_path) + b"/" + ODD
+    os.mkdir(top)
+    write(top + b"/" + ODD + b".txt", b"odd")
+    dst = os.fsencode(tmp_path) + b"/dst-" + ODD
+    os.mkdir(dst)
+    write(dst + b"/" + ODD, b"not a directory")  # a conflict whose error names odd bytes
+    os.mkdir(top + b"/sub")
+    write(top + b"/sub/x", b"x")
+    job = CopyJob(sources=[os.fsdecode(top)], destination=os.fsdecode(dst))
+    async with parjobs.open_manager(store_path) as m:
+        handle = await m.submit(job, start=False)
+        await m.resume(handle.id)  # the spec comes back from the store
+        assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        errors = await m.errors(handle.id)
+    assert {e.label for e in errors} >= {os.fsdecode(tmp_path) + "/caf\\xe9-\\xff"}
+    os.unlink(dst + b"/" + ODD)
+    result, info, _ = await run_job(str(tmp_path / "again.sqlite"), job)
+    assert info.status is JobStatus.COMPLETED
+    assert snapshot(dst + b"/" + ODD) == snapshot(top)
+    assert result["copied"] == 2
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no-sources", "no sources given"),
+        ("missing", "does not exist"),
+        ("same", "is the destination"),
+        ("inside", "is inside source"),
+        ("file-dest", "exists and is not a directory"),
+        ("no-parent", "parent directory"),
+        ("twice", "would both become"),
+        ("own-target", "already its own target"),
+    ],
+)
+async def test_bad_input_is_refused_before_anything_is_touched(
+    store_path: str, tmp_path: Path, case: str, message: str
+) -> None:
+    src = tmp_path / "src"
+    (src / "inner").mkdir(parents=True)
+    write(tmp_path / "file", b"f")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "src").mkdir()
+    sources, destination = {
+        "no-sources": ([], tmp_path / "d"),
+        "missing": ([tmp_path / "nope"], tmp_path / "d"),
+        "same": ([src], src),
+        "inside": ([src], src / "inner" / "d"),
+        "file-dest": ([src], tmp_path / "file"),
+        "no-parent": ([src], tmp_path / "no" / "parent"),
+        "twice": ([src, tmp_path / "other" / "src"], tmp_path / "d"),
+        "own-target": ([src / "inner"], src),
+    }[case]
+    before = snapshot(tmp_path)
+    job = CopyJob(sources=[str(s) for s in sources], destination=str(destination))
+    async with parjobs.open_manager(store_path) as m:
+        with pytest.raises(parjobs.JobSpecError, match=message):
+            await m.submit(job)
+        assert await m.list_jobs() == []
+    after = snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith(b"jobs.sqlite")} == before
+
+
+# -- interruption: pause, cancel, kill -9 --------------------------------------------------
+
+
+def slow_checks(monkeypatch: pytest.MonkeyPatch, delay: list[float]) -> None:
+    """Sleep ``delay[0]`` seconds at every chunk boundary of every copy."""
+
+    def slowed(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        check = kwargs.get("check")
+
+        def slow_check() -> None:
+            time.sleep(delay[0])
+            if check is not None:
+                check()
+
+        return slow_check
+
+    wrap_copy_file(monkeypatch, check=slowed)
+
+
+async def pause_mid_file(m: parjobs.JobManager, handle: parjobs.JobHandle, at: int) -> None:
+    async with aclosing(handle.progress()) as snaps:
+        async for snap in snaps:
+            if snap.bytes_done >= at:
+                break
+    await m.pause(handle.id)
+    assert await handle.wait() is JobStatus.PAUSED
+
+
+async def test_pause_mid_file_then_resume_continues_from_the_partial(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    data = blob(16 * MIB, 7)
+    write(src / "big.bin", data)
+    monkeypatch.setattr(copy_mod, "CHUNK_SIZE", MIB)
+    delay = [0.02]
+    slow_checks(monkeypatch, delay)
+    async with parjobs.open_manager(store_path) as m:
+        handle = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        with trio.fail_after(20):
+            await pause_mid_file(m, handle, 4 * MIB)
+        partials = find_partials(dst)
+        assert len(partials) == 2  # the partial and its meta, kept for resume
+        assert 0 < os.path.getsize(min(partials, key=len)) < len(data)
+        delay[0] = 0
+        await m.resume(handle.id)
+        result = await handle.result()
+    assert result["bytes_reused"] >= 4 * MIB
+    assert result["bytes"] + result["bytes_reused"] == len(data)
+    assert read(dst / "src" / "big.bin") == data
+    assert find_partials(dst) == []
+
+
+async def test_cancel_while_paused_removes_partials(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    write(src / "big.bin", blob(8 * MIB, 3))
+    monkeypatch.setattr(copy_mod, "CHUNK_SIZE", MIB)
+    slow_checks(monkeypatch, [0.02])
+    async with parjobs.open_manager(store_path) as m:
+        handle = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        with trio.fail_after(20):
+            await pause_mid_file(m, handle, 2 * MIB)
+        assert find_partials(dst) != []
+    async with parjobs.open_manager(store_path) as m:  # a later process cancels it
+        await m.cancel(handle.id)
+        assert (await m.get(handle.id)).status is JobStatus.CANCELLED
+    assert find_partials(dst) == []
+    assert not (dst / "src" / "big.bin").exists()
+
+
+async def test_cancel_while_running_removes_partials(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    write(src / "big.bin", blob(8 * MIB, 4))
+    monkeypatch.setattr(copy_mod, "CHUNK_SIZE", MIB)
+    slow_checks(monkeypatch, [0.02])
+    async with parjobs.open_manager(store_path) as m:
+        handle = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        async with aclosing(handle.progress()) as snaps:
+            async for snap in snaps:
+                if snap.bytes_done >= 2 * MIB:
+                    break
+        await m.cancel(handle.id)
+        assert await handle.wait() is JobStatus.CANCELLED
+    assert find_partials(dst) == []
+
+
+KILL_CHILD = """
+import sys, time, trio, parjobs
+from parjobs.ops import copy as copy_mod
+real = copy_mod.copy_file
+def slowed(*args, check=None, **kwargs):
+    def slow_check():
+        time.sleep({delay})
+        if check is not None:
+            check()
+    return real(*args, check=slow_check, **kwargs)
+copy_mod.copy_file = slowed
+copy_mod.CHUNK_SIZE = {chunk}
+from parjobs.ops.copy import CopyJob
+from parjobs.ops.move import MoveJob
+async def main():
+    async with parjobs.open_manager({store!r}, workers=4) as m:
+        jobs = await m.list_jobs()
+        handle = await m.resume(jobs[0].id) if jobs else await m.submit({job})
+        print(await handle.wait(), flush=True)
+trio.run(main)
+"""
+
+
+def spawn(store: str, job: str, *, delay: float, chunk: int) -> subprocess.Popen[bytes]:
+    code = KILL_CHILD.format(store=store, job=job, delay=delay, chunk=chunk)
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stderr=subprocess.PIPE)
+
+
+def count_files(root: Path) -> int:
+    suffixes = (".parjobs-partial", ".parjobs-tmp", ".meta")
+    return sum(1 for _, _, files in os.walk(root) for f in files if not f.endswith(suffixes))
+
+
+def kill_when(child: subprocess.Popen[bytes], root: Path, files: int, timeout: float = 30) -> None:
+    """SIGKILL ``child`` once ``root`` holds ``files`` finished files."""
+    deadline = time.monotonic() + timeout
+    while count_files(root) < files:
+        if child.poll() is not None:
+            raise AssertionError(f"child ended early: {child.stderr.read().decode()}")  # type: ignore[union-attr]
+        if time.monotonic() > deadline:
+            child.kill()
+            raise AssertionError("child made no progress")
+        time.sleep(0.005)
+    os.kill(child.pid, signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL
+
+
+def mixed_tree(root: Path, *, small: int, big: int) -> None:
+    rng = random.Random(5)
+    for i in range(small):
+        d = root / f"d{i % 8}" / ("sub" if i % 3 == 0 else "")
+        d.mkdir(parents=True, exist_ok=True)
+        write(d / f"f{i:03}", rng.randbytes(rng.randint(0, 64 * 1024)))
+    for i in range(big):
+        write(root / f"big{i}.bin", rng.randbytes(3 * MIB + i * 100_000))
+    (root / "empty").mkdir()
+    os.symlink("big0.bin", root / "link")
+
+
+async def test_kill_9_mid_copy_then_resume_is_byte_identical(
+    store_path: str, tmp_path: Path
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    mixed_tree(src, small=300, big=6)
+    job = f"CopyJob(sources=[{str(src)!r}], destination={str(dst)!r})"
+    child = await trio.to_thread.run_sync(
+        lambda: spawn(store_path, job, delay=0.003, chunk=256 * 1024)
+    )
+    await trio.to_thread.run_sync(kill_when, child, dst, 60)
+    assert 60 <= count_files(dst) < 300
+    assert find_partials(dst) != []  # killed mid-file: temporaries and partials left
+    async with parjobs.open_manager(store_path) as m:
+        (info,) = await m.list_jobs()
+        assert info.status is JobStatus.INTERRUPTED
+        handle = await m.resume(info.id)
+        with trio.fail_after(60):
+            result = await handle.result()
+        assert (await handle.info()).status is JobStatus.COMPLETED
+    assert snapshot(dst / "src") == snapshot(src)
+    assert find_partials(dst) == []
+    assert result["failed"] == 0
+
+
+async def test_resume_into_directories_finished_read_only(store_path: str, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "ro").mkdir(parents=True)
+    write(src / "ro" / "a", b"a")
+    write(src / "ro" / "b", b"b")
+    (dst / "src" / "ro").mkdir(parents=True)
+    write(dst / "src" / "ro" / "b", b"blocking")
+    os.chmod(src / "ro", 0o555)
+    try:
+        async with parjobs.open_manager(store_path) as m:
+            handle = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+            assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+            assert stat.S_IMODE(os.stat(dst / "src" / "ro").st_mode) == 0o555
+            os.chmod(dst / "src" / "ro", 0o755)
+            os.unlink(dst / "src" / "ro" / "b")
+            os.chmod(dst / "src" / "ro", 0o555)
+            await m.resume(handle.id)  # retries b inside the read-only directory
+            assert await handle.wait() is JobStatus.COMPLETED
+        assert read(dst / "src" / "ro" / "b") == b"b"
+        assert stat.S_IMODE(os.stat(dst / "src" / "ro").st_mode) == 0o555
+    finally:
+        for p in (src / "ro", dst / "src" / "ro"):
+            with_errno = errno.ENOENT
+            try:
+                os.chmod(p, 0o755)
+            except OSError as exc:
+                assert exc.errno == with_errno
+
+
+async def test_resume_accepts_its_own_unrecorded_output(store_path: str, tmp_path: Path) -> None:
+    """A resumed run takes a destination with the source's size and mtime for its own copy
+    (made before an interruption kept it from being checkpointed), not for a conflict."""
+    src, dst = conflict_tree(tmp_path)
+    os.unlink(dst / "t" / "same.txt")
+    async with parjobs.open_manager(store_path) as m:
+        handle = await m.submit(CopyJob(sources=[str(src / "t")], destination=str(dst)))
+        assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS  # diff.txt conflicts
+        os.unlink(dst / "t" / "diff.txt")  # now as if the job had copied it, unrecorded
+        write(dst / "t" / "diff.txt", b"source")
+        os.utime(dst / "t" / "diff.txt", ns=(0, os.stat(src / "t" / "diff.txt").st_mtime_ns))
+        await m.resume(handle.id)
+        result = await handle.result()
+    assert result["failed"] == 0 and result["copied"] == 3
+    assert read(dst / "t" / "diff.txt") == b"source"

@@ -1,0 +1,327 @@
+"""MoveJob end to end: renames on one filesystem, copy-verify-unlink across two, kill -9."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import xxhash
+
+import parjobs
+from parjobs import JobStatus
+from parjobs.ops import copy as copy_mod
+from parjobs.ops._copyfile import find_partials
+from parjobs.ops.move import MoveJob
+
+MIB = 1 << 20
+
+
+def write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def read(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def digests(root: Path) -> dict[str, str]:
+    """Relative path -> xxh3 of every regular file, symlink target of every link."""
+    out = {}
+    for d, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(d, name)
+            rel = os.path.relpath(path, root)
+            if os.path.islink(path):
+                out[rel] = "-> " + os.readlink(path)
+            elif stat.S_ISREG(os.lstat(path).st_mode):  # never open a FIFO
+                out[rel] = xxhash.xxh3_128_hexdigest(read(Path(path)))
+    return out
+
+
+def make_tree(root: Path, *, small: int = 40, big: int = 0) -> None:
+    rng = random.Random(11)
+    (root / "empty").mkdir(parents=True)
+    for i in range(small):
+        d = root / f"d{i % 5}" / ("deep" if i % 4 == 0 else "")
+        d.mkdir(parents=True, exist_ok=True)
+        write(d / f"f{i:03}", rng.randbytes(rng.randint(0, 40_000)))
+    for i in range(big):
+        write(root / f"big{i}", rng.randbytes(3 * MIB + i))
+    os.symlink("d0/f000", root / "link")
+    os.chmod(root / "d1", 0o750)
+
+
+async def run_job(store_path: str, job: parjobs.Job) -> tuple[Any, Any, list]:
+    async with parjobs.open_manager(store_path) as m:
+        handle = await m.submit(job)
+        with trio.fail_after(30):
+            status = await handle.wait()
+        info = await handle.info()
+        result = info.result if status.value.startswith("completed") else None
+        return result, info, await m.errors(handle.id)
+
+
+@pytest.fixture
+def other_fs(tmp_path: Path) -> Iterator[Path]:
+    """A directory on another filesystem than tmp_path (/dev/shm), or skip."""
+    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("/dev/shm is not a separate filesystem here")
+    path = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="parjobs-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# -- same filesystem -----------------------------------------------------------------------
+
+
+async def test_same_filesystem_moves_each_root_with_one_rename(
+    store_path: str, tmp_path: Path
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src)
+    write(tmp_path / "file.txt", b"file")
+    before, ino = digests(src), os.stat(src).st_ino
+    job = MoveJob(sources=[str(src), str(tmp_path / "file.txt")], destination=str(dst))
+    result, info, _ = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED
+    assert not src.exists() and not (tmp_path / "file.txt").exists()
+    assert os.stat(dst / "src").st_ino == ino  # renamed, not copied
+    assert digests(dst / "src") == before
+    assert (result["moved"], result["renamed"], result["copied"], result["bytes"]) == (2, 2, 0, 0)
+
+
+async def test_a_directory_onto_a_directory_merges_file_by_file(
+    store_path: str, tmp_path: Path
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src)
+    (dst / "src" / "d2").mkdir(parents=True)
+    write(dst / "src" / "d2" / "f002", b"already there")
+    write(dst / "src" / "kept", b"unrelated")
+    before = digests(src)
+    result, info, errors = await run_job(
+        store_path, MoveJob(sources=[str(src)], destination=str(dst))
+    )
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS  # on_conflict="fail"
+    assert [e.label for e in errors] == [str(src / "d2" / "f002")]
+    assert "destination exists" in errors[0].message
+    assert read(dst / "src" / "d2" / "f002") == b"already there"
+    assert read(dst / "src" / "kept") == b"unrelated"
+    # everything else moved by rename; the conflicting file and its directories stay
+    assert sorted(str(p.relative_to(src)) for p in src.rglob("*")) == ["d2", "d2/f002"]
+    moved = {k: v for k, v in before.items() if k != "d2/f002"}
+    assert {k: v for k, v in digests(dst / "src").items() if k in moved} == moved
+    assert result["renamed"] == len(moved) and result["failed"] == 1
+    assert result["source_dirs_removed"] >= 5
+    assert stat.S_IMODE(os.stat(dst / "src" / "d1").st_mode) == 0o750
+
+
+@pytest.mark.parametrize("policy", ["skip", "overwrite", "rename", "update", "fail"])
+async def test_conflict_policies_for_a_file(store_path: str, tmp_path: Path, policy: str) -> None:
+    src, dst = tmp_path / "new.txt", tmp_path / "dst"
+    dst.mkdir()
+    write(src, b"new")
+    write(dst / "new.txt", b"old")
+    job = MoveJob(sources=[str(src)], destination=str(dst), on_conflict=policy)  # type: ignore[arg-type]
+    result, info, errors = await run_job(store_path, job)
+    files = {n: read(dst / n) for n in os.listdir(dst)}
+    failed = policy == "fail"
+    assert info.status is (JobStatus.COMPLETED_WITH_ERRORS if failed else JobStatus.COMPLETED)
+    assert [e.label for e in errors] == ([str(src)] if failed else [])
+    if policy in ("skip", "fail"):
+        assert files == {"new.txt": b"old"} and read(src) == b"new"
+        assert (result["skipped"], result["failed"]) == ((0, 1) if failed else (1, 0))
+    elif policy == "rename":
+        assert files == {"new.txt": b"old", "new (1).txt": b"new"} and not src.exists()
+    else:  # overwrite; update (sizes differ)
+        assert files == {"new.txt": b"new"} and not src.exists()
+
+
+# -- across filesystems --------------------------------------------------------------------
+
+
+async def test_across_filesystems_copies_verifies_then_unlinks(
+    store_path: str, tmp_path: Path, other_fs: Path
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src, big=1)
+    os.mkfifo(src / "d3" / "pipe")
+    before = digests(src)
+    job = MoveJob(sources=[str(src)], destination=str(other_fs / "dst"))
+    result, info, _ = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED
+    assert digests(other_fs / "dst" / "src") == before
+    # only the FIFO (skipped: never opened) and the directories holding it stay behind
+    assert sorted(str(p.relative_to(src)) for p in src.rglob("*")) == ["d3", "d3/pipe"]
+    assert result["skipped_reasons"] == {"FIFO not moved across filesystems": 1}
+    assert result["copied"] == result["moved"] == len(before)
+    assert stat.S_IMODE(os.stat(other_fs / "dst" / "src" / "d1").st_mode) == 0o750
+    assert find_partials(other_fs) == []
+
+
+async def test_a_failed_verification_keeps_the_source(
+    store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        write(src / name, name.encode() * 10_000)
+    real = copy_mod.copy_file
+
+    def corrupting(*args: Any, **kwargs: Any) -> Any:
+        if args[1] == b"b":
+            kwargs["_after_write"] = lambda fd: os.pwrite(fd, b"X", 0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(copy_mod, "copy_file", corrupting)
+    job = MoveJob(sources=[str(src)], destination=str(other_fs))
+    result, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == 2
+    assert [(e.label, e.error) for e in errors] == [(str(src / "b"), "VerifyError")]
+    assert os.listdir(src) == ["b"] and read(src / "b") == b"b" * 10_000
+    assert sorted(os.listdir(other_fs / "src")) == ["a", "c"]
+    assert find_partials(other_fs) == []
+
+
+CHILD = """
+import time, trio, parjobs
+from parjobs.ops import copy as copy_mod
+real = copy_mod.copy_file
+def slowed(*args, check=None, **kwargs):
+    def slow_check():
+        time.sleep({delay})
+        if check is not None:
+            check()
+    return real(*args, check=slow_check, **kwargs)
+copy_mod.copy_file = slowed
+copy_mod.CHUNK_SIZE = 256 * 1024
+from parjobs.ops.move import MoveJob
+async def main():
+    async with parjobs.open_manager({store!r}, workers=4) as m:
+        jobs = await m.list_jobs()
+        if jobs:
+            handle = await m.resume(jobs[0].id)
+        else:
+            handle = await m.submit(MoveJob(sources=[{src!r}], destination={dst!r}))
+        print(await handle.wait(), flush=True)
+trio.run(main)
+"""
+
+
+def finished_files(root: Path) -> int:
+    suffixes = (".parjobs-partial", ".parjobs-tmp", ".meta")
+    return sum(1 for _, _, fs in os.walk(root) for f in fs if not f.endswith(suffixes))
+
+
+def run_child_until(store: str, src: Path, dst: Path, files: int) -> None:
+    """Start (or resume) the move in a child; SIGKILL it once ``dst`` holds ``files`` files."""
+    code = textwrap.dedent(CHILD.format(delay=0.004, store=store, src=str(src), dst=str(dst)))
+    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    try:
+        while finished_files(dst) < files:
+            assert child.poll() is None, child.stderr.read().decode()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the move made no progress"
+            time.sleep(0.005)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def assert_nothing_lost(expected: dict[str, str], src: Path, dst: Path) -> None:
+    """Every file exists in full at the source or at the destination."""
+    for rel, digest in expected.items():
+        here = [p for p in (src / rel, dst / rel) if os.path.lexists(p)]
+        assert here, f"{rel} is in neither place"
+        assert any(digests_of(p) == digest for p in here), f"{rel} is nowhere complete"
+
+
+def digests_of(path: Path) -> str:
+    if path.is_symlink():
+        return "-> " + os.readlink(path)
+    return xxhash.xxh3_128_hexdigest(read(path))
+
+
+async def test_kill_9_at_several_points_never_loses_a_file(
+    store_path: str, tmp_path: Path, other_fs: Path
+) -> None:
+    src, dst = tmp_path / "src", other_fs / "dst"
+    make_tree(src, small=160, big=4)
+    expected = digests(src)
+    for files in (20, 70, 120):
+        await trio.to_thread.run_sync(run_child_until, store_path, src, dst, files)
+        assert_nothing_lost(expected, src, dst / "src")
+        assert finished_files(src) + finished_files(dst) >= len(expected)
+    async with parjobs.open_manager(store_path) as m:
+        (info,) = await m.list_jobs()
+        assert info.status is JobStatus.INTERRUPTED
+        handle = await m.resume(info.id)
+        with trio.fail_after(60):
+            result = await handle.result()
+    assert digests(dst / "src") == expected
+    assert not src.exists()  # every file moved, every source directory removed
+    assert find_partials(other_fs) == []
+    assert result["failed"] == 0
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [("missing", "does not exist"), ("inside", "is inside source"), ("same", "is the destination")],
+)
+async def test_bad_input_is_refused(
+    store_path: str, tmp_path: Path, case: str, message: str
+) -> None:
+    src = tmp_path / "src"
+    (src / "inner").mkdir(parents=True)
+    sources, destination = {
+        "missing": ([tmp_path / "nope"], tmp_path / "d"),
+        "inside": ([src], src / "inner"),
+        "same": ([src], src),
+    }[case]
+    async with parjobs.open_manager(store_path) as m:
+        with pytest.raises(parjobs.JobSpecError, match=message):
+            await m.submit(MoveJob(sources=[str(s) for s in sources], destination=str(destination)))
+    assert sorted(os.listdir(tmp_path)) == ["jobs.sqlite", "src"] or not (tmp_path / "d").exists()
+    assert (src / "inner").is_dir()
+
+
+async def test_resume_finishes_a_file_found_in_both_places(
+    store_path: str, tmp_path: Path, other_fs: Path
+) -> None:
+    """As after a kill between the copy's rename and the source's unlink."""
+    src, dst = tmp_path / "src", other_fs / "dst"
+    src.mkdir()
+    write(src / "a", b"a" * 1000)
+    write(src / "b", b"b" * 1000)
+    (dst / "src").mkdir(parents=True)
+    write(dst / "src" / "b", b"in the way")
+    async with parjobs.open_manager(store_path) as m:
+        handle = await m.submit(MoveJob(sources=[str(src)], destination=str(dst)))
+        assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS  # b: destination exists
+        shutil.copy2(src / "b", dst / "src" / "b")  # now an exact copy, as the job would make
+        await m.resume(handle.id)
+        result = await handle.result()
+    assert not src.exists()
+    assert read(dst / "src" / "b") == b"b" * 1000
+    assert result["moved"] == 2 and result["failed"] == 0

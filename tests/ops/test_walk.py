@@ -1,0 +1,148 @@
+"""The tree walker and its manifest: stable indices across resumes, on real trees."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from parjobs.ops._walk import Entry, Manifest, walk
+
+
+class FakeContext:
+    """What `walk` uses of a JobContext: a job directory and an interrupt check."""
+
+    def __init__(self, job_dir: Path) -> None:
+        job_dir.mkdir(exist_ok=True)
+        self.job_dir = str(job_dir)
+        self.checks = 0
+
+    async def check_interrupt(self) -> None:
+        self.checks += 1
+
+
+async def collect(ctx: FakeContext, roots: list[str], **kwargs: bool) -> list[Entry]:
+    return [e async for e in walk(ctx, roots, **kwargs)]  # type: ignore[arg-type]
+
+
+def by_rel(entries: list[Entry]) -> dict[bytes, Entry]:
+    return {e.rel: e for e in entries}
+
+
+def build(root: Path) -> None:
+    (root / "b" / "deep").mkdir(parents=True)
+    (root / "a").mkdir()
+    (root / "a" / "one.txt").write_text("1")
+    (root / "b" / "two.txt").write_text("22")
+    (root / "b" / "deep" / "three.txt").write_text("333")
+    (root / "empty").mkdir()
+    os.symlink("a/one.txt", root / "link")
+    os.mkfifo(root / "fifo")
+
+
+async def test_walk_yields_parents_first_with_kinds_and_dense_indices(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    build(src)
+    entries = await collect(FakeContext(tmp_path / "job"), [str(src)])
+    assert [e.index for e in entries] == list(range(len(entries)))
+    rels = [e.rel for e in entries]
+    assert rels[0] == b"src"
+    for e in entries[1:]:  # every parent directory comes before its children
+        assert rels.index(e.rel.rpartition(b"/")[0]) < rels.index(e.rel)
+    kinds = {e.rel: e.kind for e in entries}
+    assert kinds[b"src/a"] == kinds[b"src/b/deep"] == kinds[b"src/empty"] == "dir"
+    assert kinds[b"src/b/deep/three.txt"] == "file"
+    assert kinds[b"src/link"] == "symlink"
+    assert kinds[b"src/fifo"] == "special"
+    assert by_rel(entries)[b"src/b/deep/three.txt"].size == 3
+    assert by_rel(entries)[b"src/b/two.txt"].path == os.fsencode(src / "b" / "two.txt")
+
+
+async def test_resume_replays_the_manifest_and_new_files_get_new_indices(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    build(src)
+    first = await collect(FakeContext(tmp_path / "job"), [str(src)])
+    (src / "a" / "zzz-new.txt").write_text("new")
+    (src / "b" / "two.txt").unlink()  # gone since: still replayed with its old index
+    second = await collect(FakeContext(tmp_path / "job"), [str(src)])
+    assert [(e.index, e.rel) for e in second[: len(first)]] == [(e.index, e.rel) for e in first]
+    new = second[len(first) :]
+    assert [(e.index, e.rel) for e in new] == [(len(first), b"src/a/zzz-new.txt")]
+    third = await collect(FakeContext(tmp_path / "job"), [str(src)])
+    assert [(e.index, e.rel) for e in third] == [(e.index, e.rel) for e in second]
+    # every index is its manifest line, so a later resume maps checkpoints to the same paths
+    assert Manifest(str(tmp_path / "job" / "walk.manifest")).load() == second
+
+
+async def test_a_torn_last_line_is_dropped_and_its_entry_walked_again(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    build(src)
+    first = await collect(FakeContext(tmp_path / "job"), [str(src)])
+    manifest = tmp_path / "job" / "walk.manifest"
+    data = manifest.read_bytes()
+    lines = data.splitlines(keepends=True)
+    manifest.write_bytes(b"".join(lines[:-1]) + lines[-1][:7])  # killed mid-write
+    again = await collect(FakeContext(tmp_path / "job"), [str(src)])
+    assert [(e.index, e.rel) for e in again] == [(e.index, e.rel) for e in first]
+    assert manifest.read_bytes() == data  # truncated, then the lost entry appended again
+
+
+async def test_non_utf8_and_long_names_survive_the_manifest(tmp_path: Path) -> None:
+    src = os.fsencode(tmp_path / "src")
+    os.mkdir(src)
+    odd = b"caf\xe9-\xff.bin"  # latin-1 bytes: not UTF-8
+    longest = b"n" * 251 + b".txt"
+    for name in (odd, longest, "ünïcødé ✓.txt".encode()):
+        with open(src + b"/" + name, "wb") as f:
+            f.write(name)
+    first = await collect(FakeContext(tmp_path / "job"), [os.fsdecode(src)])
+    manifest = Manifest(str(tmp_path / "job" / "walk.manifest"))
+    assert manifest.load() == first
+    paths = {e.path for e in first}
+    assert src + b"/" + odd in paths and src + b"/" + longest in paths
+    assert by_rel(first)[b"src/" + odd].display.endswith("caf\\xe9-\\xff.bin")
+
+
+async def test_following_symlinks_reports_loops_and_keeps_broken_links(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_text("x")
+    os.symlink("..", src / "d" / "up")  # a loop once followed
+    os.symlink("d", src / "alias")
+    os.symlink("missing", src / "broken")
+    entries = by_rel(await collect(FakeContext(tmp_path / "job"), [str(src)], follow_symlinks=True))
+    assert entries[b"src/d/up"].kind == "error"
+    assert entries[b"src/d/up"].error == "symlink loop"
+    assert entries[b"src/alias"].kind == "dir"
+    assert entries[b"src/alias/f"].kind == "file"
+    assert entries[b"src/broken"].kind == "symlink"
+
+
+async def test_a_root_that_is_a_broken_symlink_is_kept_as_a_link(tmp_path: Path) -> None:
+    os.symlink("nowhere", tmp_path / "dangling")
+    for follow in (False, True):
+        ctx = FakeContext(tmp_path / f"job{follow}")
+        (entry,) = await collect(ctx, [str(tmp_path / "dangling")], follow_symlinks=follow)
+        assert (entry.kind, entry.rel) == ("symlink", b"dangling")
+
+
+async def test_a_missing_root_is_an_error_entry(tmp_path: Path) -> None:
+    (entry,) = await collect(FakeContext(tmp_path / "job"), [str(tmp_path / "nope")])
+    assert entry.kind == "error" and "No such file" in entry.error
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any directory")
+async def test_an_unreadable_directory_is_an_error_entry(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "locked").mkdir(parents=True)
+    (src / "locked").chmod(0)
+    try:
+        entries = await collect(FakeContext(tmp_path / "job"), [str(src)])
+    finally:
+        (src / "locked").chmod(0o755)
+    errors = [e for e in entries if e.kind == "error"]
+    assert len(errors) == 1 and "Permission denied" in errors[0].error
