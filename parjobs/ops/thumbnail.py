@@ -1,0 +1,408 @@
+"""ThumbnailJob: thumbnails of every image under some paths, parallel and resumable.
+
+The job walks its paths (`parjobs.ops._walk`: stable task indices across resumes) and fans
+out one `ThumbnailTask` per file whose extension names a format Pillow may open here
+(`INPUT_FORMATS`). Other entries never reach a decoder: non-image files, symlinks (never
+followed, not even as a root, as in the other jobs) and special files are reported as
+skipped, unreadable directories as failed; entries inside the output directory (our own
+thumbnails) are left out entirely.
+
+Thumbnail tasks run on the ``cpu`` lane, one thread per core: Pillow releases the GIL while it
+decodes, resizes and encodes, so the cores work in parallel. A task's weight is its file
+size, so the dispatcher never batches several large images into one thread call.
+
+Two layouts:
+
+* ``cache``: ``<out_dir>/<size>/<id[:2]>/<id>.<ext>`` keyed by the source's `content_id`.
+  Ids derive from the content, so an existing (non-empty) thumbnail is up to date (another
+  ``quality`` does not redo it).
+* ``freedesktop``: the freedesktop.org Thumbnail Managing Standard, shared with desktop file
+  managers: PNG only, ``size`` 128/256/512/1024 (normal, large, x-large, xx-large), under
+  ``$XDG_CACHE_HOME/thumbnails`` (or ``out_dir``, which must then be named ``thumbnails``).
+  Up to date means ``Thumb::URI`` and ``Thumb::MTime`` match the source. An image that cannot
+  be thumbnailed gets the standard's fail marker; a stale marker goes once it succeeds.
+
+Thumbnails are a cache that a later run rebuilds, so they are not fsynced (that costs about a
+fifth of a thumbnail's time): a power loss may leave an empty one, which the up-to-date checks
+treat as missing. Crashes (``kill -9``) lose nothing: data already written stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import os
+import stat
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any, ClassVar, Literal
+
+import trio
+from PIL import Image
+
+from .._context import JobContext
+from .._exceptions import JobSpecError, Skip
+from .._job import Job, job_type
+from .._task import Task, TaskContext
+from ._copyfile import SourceChangedError
+from ._hashing import content_id
+from ._imaging import (
+    FORMATS,
+    SIZES,
+    ImageError,
+    _app_id,
+    _cache_home,
+    _input_formats,
+    cache_thumbnail_path,
+    freedesktop_fail_path,
+    freedesktop_is_up_to_date,
+    freedesktop_thumbnail_path,
+    make_freedesktop_thumbnail,
+    make_thumbnail,
+    write_fail_marker,
+)
+from ._walk import Entry, walk
+from .hash import EntryTask, path_label
+
+__all__ = ["MAX_SIZE", "ThumbnailJob", "ThumbnailTask", "image_extensions"]
+
+Format = Literal["webp", "jpeg", "png"]
+Layout = Literal["cache", "freedesktop"]
+
+MAX_SIZE = 4096
+"""The largest thumbnail box edge, in pixels."""
+#: Freedesktop size names by box edge (128 -> "normal" ...).
+_SIZE_NAMES = {edge: name for name, edge in SIZES.items()}
+#: A task weighs at least this much, so at most a few small images share one thread call.
+_MIN_WEIGHT = 256 * 1024
+#: Cleanup without a run in this process removes temporary files older than this (seconds):
+#: a younger one may belong to another job writing to the same directory right now.
+_STALE_TEMP_AGE = 10.0
+
+
+@functools.cache
+def image_extensions() -> frozenset[bytes]:
+    """Lower-case file extensions (``b".jpg"``) of the formats a source may be in."""
+    formats = set(_input_formats())
+    return frozenset(
+        ext.lower().encode() for ext, fmt in Image.registered_extensions().items() if fmt in formats
+    )
+
+
+def _is_image_name(path: bytes) -> bool:
+    return os.path.splitext(path)[1].lower() in image_extensions()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Settings:
+    """What every task of one job shares."""
+
+    layout: str
+    size: int
+    fmt: str
+    quality: int
+    max_pixels: int
+    out_dir: str  # the cache directory, or the freedesktop ``thumbnails`` directory
+
+    @property
+    def cache_home(self) -> str:
+        """The directory holding freedesktop's ``thumbnails/`` (what the primitives take)."""
+        return os.path.dirname(self.out_dir)
+
+
+@dataclasses.dataclass(slots=True)
+class ThumbnailTask(Task[str]):
+    """Make the thumbnail of one image file; the value is the thumbnail's path.
+
+    Raises `Skip` when the thumbnail is up to date and `ImageError` (a clear reason) for a
+    corrupt, truncated or oversized image.
+    """
+
+    lane: ClassVar[str] = "cpu"
+
+    index: int
+    path: bytes
+    file_size: int
+    settings: _Settings
+
+    @property
+    def weight(self) -> int:
+        return max(self.file_size, _MIN_WEIGHT)
+
+    def label(self) -> str:
+        return path_label(self.path)
+
+    def run(self, tc: TaskContext) -> str:
+        tc.check()
+        try:
+            if self.settings.layout == "freedesktop":
+                return self._freedesktop(tc)
+            return self._cache(tc)
+        finally:
+            tc.add_bytes(self.file_size)
+
+    def _cache(self, tc: TaskContext) -> str:
+        s = self.settings
+        before = os.stat(self.path, follow_symlinks=False)
+        dst = cache_thumbnail_path(s.out_dir, content_id(self.path), s.size, s.fmt)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(dst).st_size > 0:
+                raise Skip("up to date")
+        make_thumbnail(
+            self.path,
+            dst,
+            box=s.size,
+            fmt=s.fmt,
+            quality=s.quality,
+            check=tc.check,
+            max_pixels=s.max_pixels,
+            durable=False,
+        )
+        after = os.stat(self.path, follow_symlinks=False)
+        if _identity(before) != _identity(after):
+            # The thumbnail may show other content than the id it is filed under.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dst)
+            name = self.label()
+            exc = SourceChangedError(f"file changed while it was thumbnailed: {name!r}")
+            exc.filename = name
+            raise exc
+        return dst
+
+    def _freedesktop(self, tc: TaskContext) -> str:
+        s = self.settings
+        size_name = _SIZE_NAMES[s.size]
+        dst = freedesktop_thumbnail_path(self.path, size_name, s.cache_home)
+        if freedesktop_is_up_to_date(dst, self.path):
+            raise Skip("up to date")
+        try:
+            make_freedesktop_thumbnail(
+                self.path,
+                size_name,
+                cache_home=s.cache_home,
+                check=tc.check,
+                max_pixels=s.max_pixels,
+                durable=False,
+            )
+        except ImageError:
+            with contextlib.suppress(OSError):  # the image's own error is the one to report
+                write_fail_marker(self.path, cache_home=s.cache_home, durable=False)
+            raise
+        with contextlib.suppress(FileNotFoundError):  # it used to fail; no longer
+            os.unlink(freedesktop_fail_path(self.path, s.cache_home))
+        return dst
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@job_type("thumbnails", version=1)
+class ThumbnailJob(Job):
+    """Make thumbnails of every image under ``paths`` (files or directories, walked
+    recursively), fitting in a ``size`` x ``size`` box (never enlarged), EXIF-oriented.
+
+    ``layout`` "cache" needs ``out_dir``; "freedesktop" writes PNGs to ``out_dir`` if given
+    (a directory named ``thumbnails``), else ``$XDG_CACHE_HOME/thumbnails``. ``max_pixels``
+    refuses images whose header claims more pixels (decompression bombs). Relative paths and
+    the default output directory are resolved when the job is created, so a job resumed
+    elsewhere does the same work.
+
+    Result: ``{"made", "skipped", "up_to_date", "not_image", "skipped_reasons", "failed",
+    "out_dir", "layout"}`` where ``skipped = up_to_date + not_image`` (non-image files,
+    symlinks, special files), ``skipped_reasons`` gives the same split by reason (non-zero
+    only) and counts cover all runs of the job (``failed``: the latest run; the reasons are
+    in ``manager.errors(job_id)``).
+    """
+
+    paths: list[str]
+    size: int = 256
+    format: Format = "webp"
+    layout: Layout = "cache"
+    out_dir: str | None = None
+    quality: int = 80
+    max_pixels: int = 100_000_000
+
+    def __post_init__(self) -> None:
+        self._run_started: float | None = None  # cleanup's cut-off for stray temporary files
+        if isinstance(self.paths, list):
+            self.paths = [os.path.abspath(p) if isinstance(p, str) and p else p for p in self.paths]
+        if isinstance(self.out_dir, str) and self.out_dir:
+            self.out_dir = os.path.abspath(self.out_dir)
+        elif self.out_dir is None and self.layout == "freedesktop":
+            self.out_dir = os.path.join(_cache_home(None), "thumbnails")
+
+    def validate(self) -> None:
+        if not isinstance(self.paths, list) or not self.paths:
+            raise JobSpecError("thumbnails: no paths given")
+        for path in self.paths:
+            if not isinstance(path, str) or not path or "\0" in path:
+                raise JobSpecError(f"thumbnails: invalid path {path!r}")
+            if not os.path.lexists(path):
+                raise JobSpecError(f"thumbnails: path does not exist: {path!r}")
+        if not _is_int(self.size) or not 0 < self.size <= MAX_SIZE:
+            raise JobSpecError(f"thumbnails: size must be 1..{MAX_SIZE} px, got {self.size!r}")
+        if self.format not in FORMATS:
+            choices = ", ".join(FORMATS)
+            raise JobSpecError(f"thumbnails: format must be one of {choices}, got {self.format!r}")
+        if not _is_int(self.quality) or not 1 <= self.quality <= 100:
+            raise JobSpecError(f"thumbnails: quality must be 1..100, got {self.quality!r}")
+        if not _is_int(self.max_pixels) or self.max_pixels < 1:
+            raise JobSpecError(f"thumbnails: max_pixels must be >= 1, got {self.max_pixels!r}")
+        if self.layout == "cache":
+            if self.out_dir is None:
+                raise JobSpecError("thumbnails: layout 'cache' needs out_dir")
+        elif self.layout == "freedesktop":
+            if self.format != "png":
+                raise JobSpecError(
+                    f"thumbnails: layout 'freedesktop' stores PNG only, got format {self.format!r}"
+                )
+            if self.size not in _SIZE_NAMES:
+                sizes = ", ".join(f"{e} ({n})" for e, n in _SIZE_NAMES.items())
+                raise JobSpecError(
+                    f"thumbnails: layout 'freedesktop' needs size {sizes}; got {self.size!r}"
+                )
+            if isinstance(self.out_dir, str) and os.path.basename(self.out_dir) != "thumbnails":
+                raise JobSpecError(
+                    "thumbnails: a freedesktop out_dir stands for $XDG_CACHE_HOME/thumbnails "
+                    f"and must be named 'thumbnails', got {self.out_dir!r}"
+                )
+        else:
+            raise JobSpecError(
+                f"thumbnails: layout must be 'cache' or 'freedesktop', got {self.layout!r}"
+            )
+        if not isinstance(self.out_dir, str) or not self.out_dir or "\0" in self.out_dir:
+            raise JobSpecError(f"thumbnails: invalid out_dir {self.out_dir!r}")
+        if os.path.exists(self.out_dir) and not os.path.isdir(self.out_dir):
+            raise JobSpecError(f"thumbnails: out_dir {self.out_dir!r} is not a directory")
+
+    def describe(self) -> str:
+        return (
+            f"thumbnails of {len(self.paths)} path(s), {self.size}px {self.format}, "
+            f"{self.layout} layout in {self.out_dir}"
+        )
+
+    @property
+    def _settings(self) -> _Settings:
+        assert self.out_dir is not None  # validate() saw to it
+        return _Settings(
+            self.layout, self.size, self.format, self.quality, self.max_pixels, self.out_dir
+        )
+
+    async def run(self, ctx: JobContext) -> dict[str, Any]:
+        self._run_started = time.time()
+        settings = self._settings
+        ctx.progress.set_message("making thumbnails")
+        counts = _Counts()
+        dispatcher = ctx.task_dispatcher()
+        async with aclosing(self._tasks(ctx, settings, counts)) as tasks:
+            async for _ in dispatcher.dispatch_many(tasks):
+                await ctx.checkpoint()
+        progress = ctx.progress  # restored from the store on resume: counts cover every run
+        up_to_date = progress.items_skipped - counts.not_image
+        reasons = {"up to date": up_to_date, "not an image": counts.not_image}
+        return {
+            "made": progress.items_done,
+            "skipped": progress.items_skipped,
+            "up_to_date": up_to_date,
+            "not_image": counts.not_image,
+            "skipped_reasons": {why: n for why, n in reasons.items() if n},
+            "failed": progress.items_failed,
+            "out_dir": settings.out_dir,
+            "layout": settings.layout,
+        }
+
+    async def _tasks(
+        self, ctx: JobContext, settings: _Settings, counts: _Counts
+    ) -> AsyncGenerator[Task[Any], None]:
+        """One task per walked non-directory entry, counting totals as the walk goes.
+
+        Totals are set, not added to: a resumed run replays the whole manifest.
+        """
+        out = os.fsencode(settings.out_dir)
+        inside_out = (out.rstrip(b"/") + b"/", os.path.realpath(out).rstrip(b"/") + b"/")
+        async for entry in walk(ctx, self.paths):
+            if entry.kind == "dir" or entry.path.startswith(inside_out):
+                continue
+            counts.items += 1
+            if entry.kind == "file" and _is_image_name(entry.path):
+                counts.bytes += entry.size
+                yield ThumbnailTask(entry.index, entry.path, entry.size, settings)
+            else:
+                if entry.kind != "error":
+                    counts.not_image += 1
+                yield _report(entry)
+            ctx.progress.set_total(items=counts.items, bytes=counts.bytes, final=False)
+        ctx.progress.set_total(items=counts.items, bytes=counts.bytes, final=True)
+
+    async def cleanup(self, ctx: JobContext, *, cancelled: bool) -> None:
+        """Remove ``.parjobs-*.tmp`` files a killed run left in the output directories.
+
+        Only a process death leaves them (every other failure removes its own), so a first
+        run that was never interrupted has nothing to look for. Files younger than this run
+        (or, with no run here, than a few seconds) may be another job's and are kept.
+        """
+        if not (cancelled or ctx.resumed) or self.out_dir is None:
+            return
+        stale_before = self._run_started or time.time() - _STALE_TEMP_AGE
+        await trio.to_thread.run_sync(lambda: _remove_stray_temps(self._temp_dirs(), stale_before))
+
+    def _temp_dirs(self) -> list[str]:
+        """Directories this job writes thumbnails (and their temporary files) into (blocks)."""
+        assert self.out_dir is not None
+        if self.layout == "freedesktop":
+            return [
+                os.path.join(self.out_dir, _SIZE_NAMES.get(self.size, "large")),
+                os.path.join(self.out_dir, "fail", _app_id()),
+            ]
+        # <out_dir>/<size>/<shard>/<id>.<ext>: every shard directory of this size
+        size_dir = os.path.dirname(
+            os.path.dirname(cache_thumbnail_path(self.out_dir, "00", self.size, self.format))
+        )
+        try:
+            return [os.path.join(size_dir, name) for name in os.listdir(size_dir)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+
+@dataclasses.dataclass
+class _Counts:
+    items: int = 0
+    bytes: int = 0
+    not_image: int = 0
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _report(entry: Entry) -> EntryTask:
+    """The task reporting an entry that is not thumbnailed: skipped, or failed (walk error)."""
+    if entry.kind == "error":
+        return EntryTask(entry.index, entry.path, entry.error, skip=False)
+    if entry.kind == "file":
+        reason = "not an image"
+    elif entry.kind == "symlink":
+        reason = "not an image: a symbolic link (not followed)"
+    else:
+        reason = "not an image: a special file"
+    return EntryTask(entry.index, entry.path, reason, skip=True)
+
+
+def _remove_stray_temps(directories: list[str], stale_before: float) -> None:
+    """Remove ``.parjobs-*.tmp`` regular files last modified before ``stale_before``."""
+    for directory in directories:
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for de in entries:
+            name = de.name
+            if not (name.startswith(".parjobs-") and name.endswith(".tmp")):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                st = de.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_mtime < stale_before:
+                    os.unlink(de.path)
