@@ -25,6 +25,7 @@ from ._exceptions import StoreError as StoreError
 from ._exceptions import StoreFormatError as StoreFormatError
 from ._exceptions import TaskTimeoutError as TaskTimeoutError
 from ._facade import BlockingManager as BlockingManager
+from ._facade import ManagerClosedError as ManagerClosedError
 from ._guest import run_trio_guest as run_trio_guest
 from ._job import Job as Job
 from ._job import job_type as job_type
@@ -81,6 +82,7 @@ __all__ = [
     "JobSpecError",
     "JobStatus",
     "LeaseError",
+    "ManagerClosedError",
     "Lost",
     "ManagerStatistics",
     "Outcome",

@@ -6,7 +6,8 @@ ParjobsError                      base of everything parjobs raises on purpose
 ├── JobLoadError                  a stored job cannot be loaded (unknown type, newer version,
 │                                 corrupt JSON); affects that job only
 ├── StoreError                    the job store cannot be used
-│   └── StoreFormatError          the file is not a parjobs store (foreign, corrupt, too new)
+│   ├── StoreFormatError          the file is not a parjobs store (foreign, corrupt, too new)
+│   └── ManagerClosedError        (RuntimeError) a closed BlockingManager was called
 ├── JobNotFoundError (KeyError)   no job with that id
 ├── InvalidTransitionError        e.g. resume a completed job, cancel a cancelled one
 ├── LeaseError                    another live process owns the job
