@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import types
 from typing import Literal
@@ -128,12 +129,12 @@ async def test_foreign_and_corrupt_store_files_give_clear_errors(tmp_path):
 async def test_truncated_store_gives_clear_error(store_path, tmp_path):
     async with parjobs.open_manager(store_path) as manager:
         await (await manager.submit(CountJob(n=3, log=str(tmp_path / "l")))).wait()
-    data = open(store_path, "rb").read()
+    with open(store_path, "rb") as f:
+        data = f.read()
     with open(store_path, "wb") as f:
         f.write(data[:100] + b"\x00garbage" * 100)
     for suffix in ("-wal", "-shm"):
-        with pytest.raises(FileNotFoundError):
-            open(store_path + suffix, "rb")
+        assert not os.path.exists(store_path + suffix)
     with pytest.raises(parjobs.StoreError):
         async with parjobs.open_manager(store_path):
             pass
@@ -162,7 +163,7 @@ async def test_list_with_status_filter(store_path, tmp_path):
 
 async def test_bad_manager_settings_are_refused(store_path):
     for kwargs in ({"workers": 0}, {"workers": -2}, {"max_running": 0}, {"lanes": {"io": 0}}):
-        with pytest.raises(ValueError, match="must be >= 1|at least 1"):
+        with pytest.raises(ValueError, match=r"must be >= 1|at least 1"):
             async with parjobs.open_manager(store_path, **kwargs):
                 pass
 
@@ -214,7 +215,7 @@ def test_checkpoint_ranges_compact_and_round_trip(tmp_path):
 
     store = JobStore.open(tmp_path / "s.sqlite")
     try:
-        info, _ = store.insert_job("j", "test-count", 1, '{"n": 1, "log": "x"}')
+        store.insert_job("j", "test-count", 1, '{"n": 1, "log": "x"}')
         expected = IndexSet()
         for batch_no in range(300):
             # every other index: gaps keep ranges from merging; then fill some gaps
@@ -223,8 +224,9 @@ def test_checkpoint_ranges_compact_and_round_trip(tmp_path):
                 indices += [i + 1 for i in indices[:5]]
             for i in indices:
                 expected.add(i)
-            store.checkpoint("j", CheckpointBatch(ranges={"s": to_ranges(indices)},
-                                                  done_items=len(indices)))
+            store.checkpoint(
+                "j", CheckpointBatch(ranges={"s": to_ranges(indices)}, done_items=len(indices))
+            )
         ranges = store.completed_ranges("j")["s"]
         assert IndexSet(ranges).ranges().__next__() == next(expected.ranges())
         assert list(IndexSet(ranges).ranges()) == list(expected.ranges())

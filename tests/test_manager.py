@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -78,7 +79,7 @@ async def test_cancel_stops_within_a_second_and_nothing_keeps_running(store_path
         assert len(read_log(log)) == count, "a task kept running after cancelled"
         with pytest.raises(parjobs.JobCancelledError):
             await handle.result()
-        with pytest.raises(parjobs.InvalidTransitionError, match="cannot cancel .* cancelled"):
+        with pytest.raises(parjobs.InvalidTransitionError, match=r"cannot cancel .* cancelled"):
             await manager.cancel(handle.id)
         with pytest.raises(parjobs.InvalidTransitionError, match="cannot resume"):
             await manager.resume(handle.id)
@@ -112,7 +113,7 @@ async def test_progress_is_monotone_and_final_totals_exact(store_path, tmp_path)
     async with parjobs.open_manager(store_path, workers=3) as manager:
         handle = await manager.submit(CountJob(n=300, log=str(tmp_path / "l"), sleep=0.002))
         snaps = [s async for s in handle.progress()]
-    for a, b in zip(snaps, snaps[1:], strict=False):
+    for a, b in itertools.pairwise(snaps):
         assert b.items_done >= a.items_done
         assert b.bytes_done >= a.bytes_done
         assert b.elapsed >= a.elapsed

@@ -3,6 +3,7 @@ history. Timing uses trio's autojump_clock: virtual seconds, no real waiting."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -59,9 +60,7 @@ async def test_submission_order_is_kept_with_one_slot(store_path, autojump_clock
 
 
 async def test_queue_capacity_is_respected_exactly(store_path):
-    async with parjobs.open_manager(
-        store_path, max_running=10, queues={"compute": 2}
-    ) as manager:
+    async with parjobs.open_manager(store_path, max_running=10, queues={"compute": 2}) as manager:
         handles = [await manager.submit(ComputeJob(name=f"c{i}", seconds=0.1)) for i in range(7)]
         others = [
             await manager.submit(SleepJob(name=f"d{i}", seconds=0.3), queue="download")
@@ -107,7 +106,7 @@ async def test_task_retries_back_off_exponentially(store_path, autojump_clock):
     assert error.index == 3 and "after 4 attempts" in error.message
     assert 1 + 2 + 4 <= elapsed < 30
     times = [float(n.split("@")[1]) for e, n in EVENTS if e == "task-attempt" and n[0] == "3"]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) == 4
     assert all(gap >= want - 1e-9 for gap, want in zip(gaps, [1, 2, 4], strict=True))
 
@@ -269,7 +268,8 @@ async def test_process_slow_subscriber_loses_old_chunks_with_marker():
 
 async def test_process_cancel_kills_and_reaps(store_path):
     task = parjobs.ProcessTask(
-        0, [sys.executable, "-c", "import time\nwhile True: time.sleep(0.05)"],
+        0,
+        [sys.executable, "-c", "import time\nwhile True: time.sleep(0.05)"],
         terminate_grace=0.5,
     )
 
