@@ -254,6 +254,44 @@ class DestTree:
 # checks shared by copy and move
 
 
+def describe_transfer(verb: str, sources: Sequence[str], destination: str) -> str:
+    """ "copy a, b, c and 2 more to dst" for job lists."""
+    names = ", ".join(display(s) for s in sources[:3])
+    more = f" and {len(sources) - 3} more" if len(sources) > 3 else ""
+    return f"{verb} {names}{more} to {display(destination)}"
+
+
+def make_plan(
+    sources: Sequence[str],
+    destination: str,
+    *,
+    policy: Policy,
+    verify: bool,
+    durable: bool,
+    follow: bool,
+    xattrs: bool,
+    owner: bool,
+    resumed: bool,
+    ask: AskCallback | None,
+) -> CopyPlan:
+    """Create the destination directory (its parent was checked) and plan the transfer."""
+    dest = os.path.abspath(destination)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(dest)
+    return CopyPlan(
+        tree=DestTree(dest, replace_nondirs=policy == "overwrite", durable=durable),
+        roots=[os.path.abspath(s) for s in sources],
+        policy=policy,
+        verify=verify,
+        durable=durable,
+        follow=follow,
+        xattrs=xattrs,
+        owner=owner,
+        resumed=resumed,
+        ask=ask,
+    )
+
+
 def check_paths(
     kind: str,
     sources: Sequence[str],
@@ -793,19 +831,12 @@ class CopyJob(Job):
         check_paths("copy", self.sources, self.destination, follow_symlinks=self.follow_symlinks)
 
     def describe(self) -> str:
-        names = ", ".join(display(s) for s in self.sources[:3])
-        more = f" and {len(self.sources) - 3} more" if len(self.sources) > 3 else ""
-        return f"copy {names}{more} to {display(self.destination)}"
+        return describe_transfer("copy", self.sources, self.destination)
 
     def _plan(self, resumed: bool) -> CopyPlan:
-        dest = os.path.abspath(self.destination)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(dest)
-        return CopyPlan(
-            tree=DestTree(
-                dest, replace_nondirs=self.on_conflict == "overwrite", durable=self.durable
-            ),
-            roots=[os.path.abspath(s) for s in self.sources],
+        return make_plan(
+            self.sources,
+            self.destination,
             policy=self.on_conflict,
             verify=self.verify,
             durable=self.durable,

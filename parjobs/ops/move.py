@@ -41,7 +41,6 @@ from ._walk import Entry, walk
 from .copy import (
     NOT_A_DIR,
     CopyPlan,
-    DestTree,
     DirConflictError,
     Done,
     FinishDirs,
@@ -49,7 +48,9 @@ from .copy import (
     WalkError,
     check_paths,
     clean_error,
+    describe_transfer,
     display,
+    make_plan,
     resolve_conflict,
     same_content,
     special_reason,
@@ -356,19 +357,12 @@ class MoveJob(Job):
         check_paths("move", self.sources, self.destination, moved_ok=True)
 
     def describe(self) -> str:
-        names = ", ".join(display(s) for s in self.sources[:3])
-        more = f" and {len(self.sources) - 3} more" if len(self.sources) > 3 else ""
-        return f"move {names}{more} to {display(self.destination)}"
+        return describe_transfer("move", self.sources, self.destination)
 
     def _plan(self, resumed: bool) -> CopyPlan:
-        dest = os.path.abspath(self.destination)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(dest)
-        return CopyPlan(
-            tree=DestTree(
-                dest, replace_nondirs=self.on_conflict == "overwrite", durable=self.durable
-            ),
-            roots=[os.path.abspath(s) for s in self.sources],
+        return make_plan(
+            self.sources,
+            self.destination,
             policy=self.on_conflict,
             verify=self.verify,
             durable=self.durable,
