@@ -823,6 +823,7 @@ class JobManager:
             "request": None,
             "progress": json.dumps(snap.to_json()),
             "error": error or live.error,
+            "run_time": snap.elapsed,  # running time over all runs (the tracker carries it)
         }
         if status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS):
             fields["result"] = json.dumps(result, default=repr)

@@ -197,7 +197,7 @@ async def test_history_filter_order_page_delete_retention(store_path, tmp_path):
         assert len(await manager.list_jobs(type="test-count", status=JobStatus.COMPLETED)) == 5
         info = alice[0]
         assert info.queue_time is not None and info.queue_time >= 0
-        assert info.run_time >= 0 and info.attempts == 1 and info.finished >= info.started
+        assert info.run_time > 0 and info.attempts == 1 and info.finished >= info.started
         await manager.delete(ids[0])
         assert len(await manager.list_jobs()) == 4
         counts = await manager.job_counts()
