@@ -68,6 +68,7 @@ __all__ = [
     "find_topdir",
     "home_trash_dir",
     "read_trashinfo",
+    "recover_trash",
     "select_trash_dir",
     "trash_path",
 ]
@@ -80,6 +81,11 @@ _INFO_SUFFIX = b".trashinfo"
 _SEQUENTIAL_CANDIDATES = 999
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _INFO_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Temporary info files (written whole, then linked to their ``.trashinfo`` name).
+_TEMP_PREFIX = b".parjobs-"
+_TEMP_SUFFIX = b".tmp"
+#: Slack for coarse file timestamps when comparing an info file's mtime with a clock time.
+_MTIME_SLACK = 2.0
 
 
 def _noop(*_args: object) -> None:
@@ -306,7 +312,53 @@ def _format_trashinfo(original: bytes, now: datetime | None) -> bytes:
 
 
 def _reserve(trash: bytes, name: bytes, content: bytes) -> tuple[bytes, bytes]:
-    """Create ``info/<candidate>.trashinfo`` exclusively; return (candidate, info path)."""
+    """Create ``info/<candidate>.trashinfo``, complete or not at all; return (candidate,
+    info path).
+
+    The content is written to a private temporary in ``info/`` first and hard-linked to the
+    candidate name: ``link(2)`` fails atomically when the name is taken, so a process killed
+    at any instant never leaves an empty or half-written ``.trashinfo`` (only, at worst, a
+    ``.parjobs-*.tmp`` that `recover_trash` removes). Filesystems without hard links fall
+    back to creating the info file exclusively and writing it in place.
+    """
+    info_dir = os.path.join(trash, b"info")
+    tmp = os.path.join(info_dir, _TEMP_PREFIX + secrets.token_hex(8).encode() + _TEMP_SUFFIX)
+    fd = os.open(tmp, _INFO_FLAGS, 0o600)
+    try:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    try:
+        for candidate in _candidates(name):
+            info_path = os.path.join(info_dir, candidate + _INFO_SUFFIX)
+            try:
+                os.link(tmp, info_path, follow_symlinks=False)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
+                    raise
+                return _reserve_in_place(trash, name, content)  # e.g. FAT: no hard links
+            # An orphan in files/ (a crash after the rename, before the info was written by
+            # another tool) must not be overwritten: rename() would replace it silently.
+            if os.path.lexists(os.path.join(trash, b"files", candidate)):
+                os.unlink(info_path)
+                continue
+            return candidate, info_path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    raise AssertionError("unreachable: _candidates never ends")  # pragma: no cover
+
+
+def _reserve_in_place(trash: bytes, name: bytes, content: bytes) -> tuple[bytes, bytes]:
+    """`_reserve` where hard links are not available: create the info file exclusively,
+    then write it (a crash in between leaves it empty)."""
     for candidate in _candidates(name):
         info_path = os.path.join(trash, b"info", candidate + _INFO_SUFFIX)
         try:
@@ -315,8 +367,6 @@ def _reserve(trash: bytes, name: bytes, content: bytes) -> tuple[bytes, bytes]:
             continue
         reserved = False
         try:
-            # An orphan in files/ (a crash after the rename, before the info was written by
-            # another tool) must not be overwritten: rename() would replace it silently.
             if not os.path.lexists(os.path.join(trash, b"files", candidate)):
                 view = memoryview(content)
                 while view:
@@ -417,6 +467,85 @@ def read_trashinfo(path: AnyStr | os.PathLike[AnyStr]) -> TrashInfo[AnyStr]:
     if deleted is not None and deleted.tzinfo is not None:  # not per spec, but be lenient
         deleted = deleted.astimezone().replace(tzinfo=None)
     return TrashInfo(_like(given, original), deleted)
+
+
+def _trash_dirs_of(parent: bytes, home: bytes, home_dev: int) -> list[bytes]:
+    """The trash directories an item of directory ``parent`` may have been moved to (without
+    creating any): the home trash on its device, else the volume's two per-volume trashes."""
+    if os.stat(parent).st_dev == home_dev:
+        return [home]
+    top = find_topdir(parent)
+    uid = os.getuid()
+    return [os.path.join(top, b".Trash", str(uid).encode()), os.path.join(top, b".Trash-%d" % uid)]
+
+
+def recover_trash(
+    paths: list[bytes],
+    *,
+    since: float,
+    before: float,
+    xdg_data_home: FilePath | None = None,
+) -> dict[bytes, tuple[bytes, bytes]]:
+    """Settle what an interrupted run that trashed ``paths`` may have left, and report where
+    items already went.
+
+    For a resumed job that started trashing at ``since`` (epoch seconds) and was killed:
+
+    * returns ``{given path: (original path, trashed path)}`` for every path whose item sits
+      in a trash under an info file written since ``since`` (the latest, if several): the run
+      moved it there but died before recording it;
+    * removes the ``.trashinfo`` files written since ``since`` for one of ``paths`` whose item
+      never arrived in ``files/`` (killed between the two steps);
+    * removes the ``.parjobs-*.tmp`` files of `_reserve` older than ``before`` (the start of
+      the current run) from the trashes concerned.
+
+    Paths whose directory no longer exists are left out; errors reading a trash are ignored
+    (this is housekeeping: the items themselves are never touched).
+    """
+    home = home_trash_dir(xdg_data_home)
+    try:
+        home_dev = _existing_dev(home)
+    except OSError:
+        return {}
+    items: dict[bytes, bytes] = {}  # original path as recorded -> given path
+    trashes: set[bytes] = set()
+    for given in paths:
+        try:
+            head, name = _split_item(given)
+            parent = os.path.realpath(head)
+            trashes.update(_trash_dirs_of(parent, home, home_dev))
+        except (OSError, ValueError):
+            continue
+        items[os.path.join(parent, name)] = given
+    found: dict[bytes, tuple[float, bytes, bytes]] = {}
+    for trash in sorted(trashes):
+        info_dir = os.path.join(trash, b"info")
+        try:
+            listing = list(os.scandir(info_dir))
+        except OSError:
+            continue
+        for entry in listing:
+            name = entry.name
+            with contextlib.suppress(OSError, ValueError):
+                st = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                if name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX):
+                    if st.st_mtime < before:
+                        os.unlink(entry.path)
+                    continue
+                if not name.endswith(_INFO_SUFFIX) or st.st_mtime < since - _MTIME_SLACK:
+                    continue
+                original = read_trashinfo(entry.path).original_path
+                given = items.get(original)
+                if given is None:
+                    continue
+                trashed = os.path.join(trash, b"files", name[: -len(_INFO_SUFFIX)])
+                if not os.path.lexists(trashed):
+                    os.unlink(entry.path)  # the rename never happened: an orphan of ours
+                elif given not in found or found[given][0] < st.st_mtime:
+                    found[given] = (st.st_mtime, original, trashed)
+    return {given: (original, trashed) for given, (_, original, trashed) in found.items()}
 
 
 class _Frame:

@@ -15,25 +15,32 @@ after the walk cannot redirect the deletion outside the tree.
 ``trash=True`` moves each given path to the freedesktop.org trash with `trash_path` (one task
 per path: renaming a whole directory into the trash is one atomic operation). The home trash
 is ``$XDG_DATA_HOME/Trash``, read when the task runs; items on other volumes go to that
-volume's ``.Trash-$UID``.
+volume's ``.Trash-$UID``. The time the job started trashing is stored (``trash_since``) before
+the first item moves, so a run resumed after a kill settles what the killed run left:
+`recover_trash` reports the items it moved without recording them (they count as trashed, with
+their place in the trash) and removes the ``.trashinfo`` files of moves that never happened.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import itertools
 import os
+import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from contextvars import ContextVar
 from typing import Any
 
+import trio
+
 from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
 from .._job import Job, job_type
 from .._task import Outcome, OutcomeStatus, Task, TaskContext
-from ._trash import read_trashinfo, trash_path
+from ._trash import read_trashinfo, recover_trash, trash_path
 from ._walk import walk
 from .hash import entry_report, path_label
 
@@ -110,10 +117,15 @@ class RemoveTask(Task[bool]):
 
 @dataclasses.dataclass(slots=True)
 class TrashTask(Task[list[str]]):
-    """Move one path to the trash; the value is ``[original path, path in the trash]``."""
+    """Move one path to the trash; the value is ``[original path, path in the trash]``.
+
+    ``earlier`` is where an interrupted run of the job already put it (found by
+    `recover_trash`): a path that no longer exists is then reported as trashed there.
+    """
 
     index: int
     path: bytes
+    earlier: tuple[bytes, bytes] | None = None
 
     def label(self) -> str:
         return path_label(self.path)
@@ -123,6 +135,8 @@ class TrashTask(Task[list[str]]):
         try:
             os.lstat(self.path)
         except FileNotFoundError:
+            if self.earlier is not None and os.path.lexists(self.earlier[1]):
+                return [os.fsdecode(self.earlier[0]), os.fsdecode(self.earlier[1])]
             raise Skip("no longer exists") from None
         moved = trash_path(self.path)
         original = read_trashinfo(moved.info_path).original_path
@@ -231,7 +245,20 @@ class DeleteJob(Job):
         ctx.progress.set_message("moving to trash")
         ctx.progress.set_total(items=len(self.paths))
         dispatcher = ctx.task_dispatcher("trash", keep_results=True)
-        tasks = (TrashTask(i, os.fsencode(p)) for i, p in enumerate(self.paths))
+        paths = [os.fsencode(p) for p in self.paths]
+        earlier: dict[bytes, tuple[bytes, bytes]] = {}
+        since = ctx.state.get("trash_since")
+        if not isinstance(since, int | float):
+            # Durable before the first item moves: a resumed run knows which trash entries
+            # this job may have made without recording them.
+            ctx.state["trash_since"] = time.time()
+            await ctx.checkpoint(force=True)
+        else:
+            recover = functools.partial(
+                recover_trash, paths, since=float(since), before=time.time()
+            )
+            earlier = await trio.to_thread.run_sync(recover)
+        tasks = (TrashTask(i, p, earlier.get(p)) for i, p in enumerate(paths))
         async for outcome in dispatcher.dispatch_many(tasks, include_resumed=True):
             tally.add(outcome)
             await ctx.checkpoint()

@@ -41,7 +41,10 @@ from .._task import Outcome, OutcomeStatus, Task, TaskContext
 from ._hashing import ALGORITHMS, SourceChangedError, hash_file
 from ._walk import Entry, walk
 
-_TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_EXCL: the temporary's name is predictable (see `output_tmp`), so whatever sits there (a
+# leftover of a killed run, or a hard link planted to a victim file) is unlinked first and the
+# file created anew; it is never opened, truncated and written through.
+_TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 Algorithm = Literal["xxh3_128", "xxh3_64", "xxh64"]
 
@@ -237,6 +240,7 @@ def write_checksums(
     next to it), flushed to disk, then renamed over ``output``."""
     target = os.fsencode(output)
     tmp = tmp or target + b".parjobs-" + secrets.token_hex(4).encode() + b".tmp"
+    _unlink_quietly(tmp)
     try:
         fd = os.open(tmp, _TMP_FLAGS, 0o644)
         with open(fd, "wb") as f:

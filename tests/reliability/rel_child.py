@@ -1,0 +1,229 @@
+"""Child process of the reliability suite: run (or resume) one job, optionally dying on purpose.
+
+Usage: ``python rel_child.py CONFIG.json``. The config (written by `rel_helpers.spawn`) says::
+
+    store        the job store
+    action       "submit" (the job below) or "resume" (the one resting job of the store)
+    job          {"type": registered job type name, "spec": its spec}
+    workers      worker tasks per job; lanes: thread limits per lane
+    task_sleep   seconds slept before every sync task (spreads a run over time)
+    check_sleep  seconds slept in every TaskContext.check() (slows chunked copies)
+    chunk_size   CopyJob/MoveJob chunk size (files larger than it leave resumable partials)
+    store_timeout  SQLite busy timeout of the store (seconds)
+    user         run as this uid (and gid) from the start of the job on: the interpreter
+                 starts as root (its binary may live where other users cannot read it), then
+                 drops its privileges before any job file is touched
+    hook         {"kind": ..., "n": N, "under": path}: SIGKILL this process on the Nth call of
+                 a chosen function (see `_install_hook`), reached without editing parjobs
+
+It prints ``READY <job id>`` once the job is submitted or resumed, and ``STATUS <status>``
+when the job rests. Nothing here is imported by the product.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import trio
+
+import parjobs
+import parjobs._dispatch as dispatch_mod
+import parjobs._store as store_mod
+import parjobs._task as task_mod
+import parjobs.ops  # registers the job types
+import parjobs.ops._copyfile as copyfile_mod
+import parjobs.ops.copy as copy_mod
+
+
+def die() -> None:
+    """What a kill -9 does: no finally blocks, no flush, no atexit."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60)  # pragma: no cover - never reached
+
+
+class _Counter:
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.calls = 0
+
+    def hit(self) -> bool:
+        self.calls += 1
+        return self.calls == self.n
+
+
+class _KillingConnection:
+    """Forwards to a sqlite3 connection; dies after ``after`` statements (mid-transaction)."""
+
+    def __init__(self, conn: Any, after: int) -> None:
+        self._conn = conn
+        self._left = after
+
+    def _tick(self) -> None:
+        self._left -= 1
+        if self._left <= 0:
+            die()
+
+    def execute(self, *args: Any) -> Any:
+        result = self._conn.execute(*args)
+        self._tick()
+        return result
+
+    def executemany(self, *args: Any) -> Any:
+        result = self._conn.executemany(*args)
+        self._tick()
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+def _install_hook(hook: dict[str, Any]) -> None:
+    kind, counter = hook["kind"], _Counter(int(hook["n"]))
+    under = os.fsencode(hook.get("under") or "/")
+
+    if kind == "checkpoint":
+        # The Nth checkpoint that records completions (of ``stage``, if given) dies after
+        # BEGIN IMMEDIATE and the first INSERT of its transaction: nothing of it may count.
+        real_checkpoint = store_mod.JobStore.checkpoint
+
+        stage = hook.get("stage")
+
+        def checkpoint(self: Any, job_id: str, batch: Any) -> None:
+            wanted = stage in batch.ranges if stage else bool(batch.ranges)
+            if wanted and counter.hit():
+                self._conn = _KillingConnection(self._conn, 2)
+            real_checkpoint(self, job_id, batch)
+
+        store_mod.JobStore.checkpoint = checkpoint  # type: ignore[method-assign]
+    elif kind in ("rename-before", "rename-after"):
+        # copy_file's final step: temporary (written, closed) -> real name.
+        real_rename = copyfile_mod._rename
+
+        def rename(*args: Any, **kwargs: Any) -> None:
+            hit = counter.hit()
+            if hit and kind == "rename-before":
+                die()
+            real_rename(*args, **kwargs)
+            if hit:
+                die()
+
+        copyfile_mod._rename = rename
+    elif kind in ("os-rename-before", "os-rename-after", "replace-before", "replace-after"):
+        name = "rename" if kind.startswith("os-rename") else "replace"
+        real = getattr(os, name)
+
+        def renamer(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+            hit = os.fsencode(src).startswith(under) and counter.hit()
+            if hit and kind.endswith("before"):
+                die()
+            real(src, dst, *args, **kwargs)
+            if hit:
+                die()
+
+        setattr(os, name, renamer)
+    elif kind in ("unlink-before", "unlink-after"):
+        # A move's removal of a source file, after its copy is in place.
+        real_unlink = os.unlink
+
+        def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+            hit = (
+                not args
+                and kwargs.get("dir_fd") is None
+                and os.fsencode(path).startswith(under)
+                and counter.hit()
+            )
+            if hit and kind == "unlink-before":
+                die()
+            real_unlink(path, *args, **kwargs)
+            if hit:
+                die()
+
+        os.unlink = unlink
+    elif kind == "task":
+        # Dies as the Nth task starts (whatever the operation).
+        real_run_one = dispatch_mod._run_one
+
+        def run_one(work: Any, interrupter: Any) -> Any:
+            if counter.hit():
+                die()
+            return real_run_one(work, interrupter)
+
+        dispatch_mod._run_one = run_one
+    else:
+        raise SystemExit(f"unknown hook {kind!r}")
+
+
+def _slow_down(task_sleep: float, check_sleep: float) -> None:
+    if task_sleep:
+        real_run_one = dispatch_mod._run_one
+
+        def run_one(work: Any, interrupter: Any) -> Any:
+            time.sleep(task_sleep)
+            return real_run_one(work, interrupter)
+
+        dispatch_mod._run_one = run_one
+    if check_sleep:
+        real_check = task_mod.TaskContext.check
+
+        def check(self: Any) -> None:
+            time.sleep(check_sleep)
+            real_check(self)
+
+        task_mod.TaskContext.check = check  # type: ignore[method-assign]
+
+
+async def main(config: dict[str, Any]) -> None:
+    kwargs: dict[str, Any] = {"workers": config.get("workers", 4)}
+    if config.get("lanes"):
+        kwargs["lanes"] = config["lanes"]
+    async with parjobs.open_manager(config["store"], **kwargs) as manager:
+        if config["action"] == "submit":
+            cls = parjobs.registered_job_types()[config["job"]["type"]]
+            handle = await manager.submit(cls.from_spec(config["job"]["spec"]))
+        else:
+            resting = [
+                parjobs.JobStatus.INTERRUPTED,
+                parjobs.JobStatus.PAUSED,
+                parjobs.JobStatus.COMPLETED_WITH_ERRORS,
+                parjobs.JobStatus.FAILED,
+            ]
+            (info,) = await manager.list_jobs(resting)
+            handle = await manager.resume(info.id)
+        print("READY", handle.id, flush=True)
+        status = await handle.wait()
+        print("STATUS", status.value, flush=True)
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        cfg = json.load(f)
+    if cfg.get("chunk_size"):
+        copy_mod.CHUNK_SIZE = int(cfg["chunk_size"])
+    if cfg.get("store_timeout"):
+        real_open = store_mod.JobStore.open.__func__  # type: ignore[attr-defined]
+        timeout = float(cfg["store_timeout"])
+        store_mod.JobStore.open = classmethod(  # type: ignore[method-assign,assignment]
+            lambda cls, path, timeout=timeout: real_open(cls, path, timeout=timeout)
+        )
+    _slow_down(float(cfg.get("task_sleep", 0)), float(cfg.get("check_sleep", 0)))
+    if cfg.get("hook"):
+        _install_hook(cfg["hook"])
+    if cfg.get("user") is not None:
+        # Modules imported lazily later must be loaded while the interpreter's own files are
+        # still readable.
+        import encodings.ascii
+        import encodings.latin_1
+        import encodings.utf_8
+        import shutil
+        import traceback
+
+        del encodings, shutil, traceback
+        os.setgroups([])
+        os.setgid(int(cfg["user"]))
+        os.setuid(int(cfg["user"]))
+    trio.run(main, cfg)

@@ -1,0 +1,315 @@
+"""Shared helpers of the reliability suite: trees, snapshots, child processes, checks."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import xxhash
+from PIL import Image
+
+import parjobs
+from parjobs.ops._copyfile import META_SUFFIX, PARTIAL_SUFFIX, TMP_SUFFIX
+
+HERE = Path(__file__).resolve().parent
+CHILD = HERE / "rel_child.py"
+MIB = 1 << 20
+NOBODY = 65534
+#: Every temporary name parjobs uses contains this (partials, metas, one-shot temps,
+#: thumbnail temps ``.parjobs-<hex>.tmp``, checksum temps ``<out>.parjobs-<id>.tmp``).
+TEMP_MARK = b".parjobs"
+TEMP_SUFFIXES = (PARTIAL_SUFFIX, META_SUFFIX, TMP_SUFFIX)
+
+
+# -- trees -------------------------------------------------------------------------------
+
+
+def write(path: Path | bytes | str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def read(path: Path | bytes | str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def photo(size: tuple[int, int], seed: int) -> Image.Image:
+    """A photo-like image: gradients, noise and a seed-dependent box."""
+    red = Image.linear_gradient("L").resize(size)
+    green = Image.linear_gradient("L").rotate(90).resize(size)
+    im = Image.merge("RGB", (red, green, Image.effect_noise(size, 40)))
+    x, y = (seed * 37) % (size[0] - 40), (seed * 23) % (size[1] - 40)
+    im.paste((seed * 29 % 256, 255 - seed % 256, 128), (x, y, x + 40, y + 40))
+    return im
+
+
+def mixed_tree(
+    root: Path, *, seed: int = 1, small: int = 240, big: int = 3, photos: int = 8
+) -> None:
+    """Hundreds of small files in nested dirs, a few large ones (several MB, larger than a
+    copy chunk), photos, an empty file and dir, a symlink and two awkward names."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True)
+    for i in range(small):
+        d = root / f"d{i % 6}"
+        if i % 3 == 0:
+            d = d / "sub" / ("deeper" if i % 9 == 0 else "")
+        d.mkdir(parents=True, exist_ok=True)
+        write(d / f"f{i:03}.dat", rng.randbytes(rng.choice([0, 10, 700, 5000, 40_000])))
+    for i in range(big):
+        write(root / f"big{i}.bin", rng.randbytes(3 * MIB + i * 700_001))
+    (root / "photos").mkdir()
+    for i in range(photos):
+        photo((640, 480), seed + i).save(root / "photos" / f"img{i:02}.jpg", quality=85)
+    (root / "empty-dir").mkdir()
+    write(root / "empty.txt", b"")
+    os.symlink("big0.bin", root / "link-to-big")
+    write(root / "ünï cødé.txt", "ünï".encode())
+    write(os.fsencode(root) + b"/" + b"n" * 251 + b".txt", b"a name of 255 bytes")
+    os.utime(root / "d0", ns=(1_000_000_000, 1_500_000_000_000))
+
+
+def clone_tree(template: Path, dest: Path) -> None:
+    """An exact copy (modes, times, symlinks) made with ``cp -a``."""
+    subprocess.run(["cp", "-a", str(template), str(dest)], check=True)
+
+
+def snapshot(root: Path | str | bytes) -> dict[bytes, tuple[str, str]]:
+    """Every entry below ``root``: relative bytes path -> (kind, xxh3 digest / link target).
+    Special files are listed, never opened."""
+    top = os.fsencode(root)
+    out: dict[bytes, tuple[str, str]] = {}
+    for d, dirs, files in os.walk(top):
+        for name in dirs + files:
+            path = os.path.join(d, name)
+            st = os.lstat(path)
+            rel = os.path.relpath(path, top)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.fsdecode(os.readlink(path)))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", "")
+            elif stat.S_ISREG(st.st_mode):
+                out[rel] = ("file", xxhash.xxh3_128_hexdigest(read(path)))
+            else:
+                out[rel] = ("special", "")
+    return out
+
+
+def temp_names(*roots: Path | str | bytes) -> list[bytes]:
+    """Paths below ``roots`` whose name marks a parjobs temporary or partial."""
+    found = []
+    for root in roots:
+        for d, dirs, files in os.walk(os.fsencode(root)):
+            for name in dirs + files:
+                if TEMP_MARK in name or name.endswith(TEMP_SUFFIXES):
+                    found.append(os.path.join(d, name))
+    return sorted(found)
+
+
+def real_files(snap: dict[bytes, tuple[str, str]]) -> dict[bytes, tuple[str, str]]:
+    """The entries of a snapshot that are not parjobs temporaries."""
+    return {
+        rel: v
+        for rel, v in snap.items()
+        if TEMP_MARK not in os.path.basename(rel) and v[0] in ("file", "link")
+    }
+
+
+def assert_no_half_written(
+    dest: dict[bytes, tuple[str, str]], expected: dict[bytes, tuple[str, str]], where: str
+) -> None:
+    """Every file under its real name at the destination is complete: the expected bytes."""
+    bad = {
+        rel: (got, expected.get(rel))
+        for rel, got in real_files(dest).items()
+        if expected.get(rel) != got
+    }
+    assert not bad, f"{where}: files under their real name differ from the expected: {bad}"
+
+
+# -- child processes ---------------------------------------------------------------------
+
+
+@dataclass
+class ChildRun:
+    """How one child run ended."""
+
+    killed: bool
+    status: str | None
+    job_id: str | None
+    elapsed: float  # seconds from READY to the end
+    stderr: str = ""
+    lines: list[str] = field(default_factory=list)
+
+
+def spawn(
+    config: dict[str, Any],
+    workdir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    user: int | None = None,
+) -> subprocess.Popen[str]:
+    """Start `rel_child` with ``config`` (as uid ``user`` if given)."""
+    fd, cfg_path = tempfile.mkstemp(suffix=".json", dir=workdir)
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f)
+    os.chmod(cfg_path, 0o644)
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [str(HERE.parent), *filter(None, [full_env.get("PYTHONPATH")])]
+    )
+
+    def demote() -> None:
+        if user is not None:
+            os.setgroups([])
+            os.setgid(user)
+            os.setuid(user)
+
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), cfg_path],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+        preexec_fn=demote if user is not None else None,
+    )
+
+
+def run_child(
+    config: dict[str, Any],
+    workdir: Path,
+    *,
+    kill_after: float | None = None,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+    user: int | None = None,
+) -> ChildRun:
+    """Run a child to its end, or SIGKILL it ``kill_after`` seconds after it printed READY.
+
+    A child may also kill itself (a hook); either way ``killed`` says it died by SIGKILL.
+    """
+    child = spawn(config, workdir, env=env, user=user)
+    assert child.stdout is not None and child.stderr is not None
+    lines: list[str] = []
+    job_id = None
+    try:
+        line = child.stdout.readline()  # blocks until READY (or the child's death)
+        started = time.monotonic()
+        if line.startswith("READY"):
+            job_id = line.split()[1]
+            if kill_after is not None:
+                deadline = started + kill_after
+                while child.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.002)
+                if child.poll() is None:
+                    os.kill(child.pid, signal.SIGKILL)
+        else:
+            lines.append(line)
+        child.wait(timeout=timeout)
+        elapsed = time.monotonic() - started
+        rest = child.stdout.read()
+        err = child.stderr.read()
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    finally:
+        child.stdout.close()
+        child.stderr.close()
+    lines += rest.splitlines()
+    status = next((ln.split()[1] for ln in lines if ln.startswith("STATUS")), None)
+    killed = child.returncode == -signal.SIGKILL
+    if not killed and child.returncode != 0:
+        raise AssertionError(f"child failed with {child.returncode}: {err}")
+    return ChildRun(killed, status, job_id, elapsed, err, lines)
+
+
+async def resume_to_end(store: str, *, timeout: float = 60, **manager: Any) -> parjobs.JobInfo:
+    """Resume the one resting job of ``store`` in this process and wait for its end."""
+    import trio
+
+    async with parjobs.open_manager(store, **manager) as m:
+        jobs = await m.list_jobs()
+        assert len(jobs) == 1, jobs
+        info = jobs[0]
+        if info.status.is_resting and not info.status.is_final:
+            await m.resume(info.id)
+        with trio.fail_after(timeout):
+            await m.wait(info.id)
+        return await m.get(info.id)
+
+
+# -- other processes and users -----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def world_dir(prefix: str) -> Iterator[Path]:
+    """A directory outside pytest's private tmp (which uid 65534 cannot enter), removed at
+    the end."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(path, 0o777)
+    try:
+        yield path
+    finally:
+        for d, dirs, _ in os.walk(path):
+            for name in dirs:
+                with contextlib.suppress(OSError):
+                    os.chmod(os.path.join(d, name), 0o755)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def can_demote() -> bool:
+    """Whether this process can run children as uid 65534 (it is root)."""
+    return os.geteuid() == 0
+
+
+def chown_tree(root: Path, uid: int) -> None:
+    os.chown(root, uid, uid)
+    for d, dirs, files in os.walk(root):
+        for name in dirs + files:
+            os.chown(os.path.join(d, name), uid, uid, follow_symlinks=False)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """Mount a tmpfs of ``size`` at ``path`` (created), unmounted at the end; raises
+    `PermissionError` when mounting is not permitted here."""
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise PermissionError(proc.stderr.strip() or "mount failed")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def remount(path: Path, size: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True)
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def job_dir(store: str, job_id: str) -> str:
+    return os.path.join(store + ".d", job_id)

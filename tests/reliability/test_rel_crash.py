@@ -1,0 +1,529 @@
+"""Crash matrix: kill -9 the process running a job at many points, resume, compare exactly.
+
+For copy, move (across filesystems: copy, verify, rename, unlink), delete-to-trash and
+thumbnails, on the mixed tree of `rel_helpers.mixed_tree`, a child process runs the job and is
+SIGKILLed either after a seeded random delay (spread over a measured uninterrupted run) or by
+a hook at a chosen point: in the middle of a checkpoint transaction, between a temporary's
+write and its rename, between a move's copy and its source's removal. After every kill:
+
+* right away, before resuming: no file under its real name is half-written (each equals the
+  expected bytes), and for move and trash every item exists in full somewhere;
+* then the job is resumed to its end (in this process) and the result must equal the
+  expected one exactly (names and xxh3 digests), with no temporary or partial left, no
+  failed item, and the job's private directory removed.
+
+Default run: 5 random kills + 3-4 hook kills per operation. ``PARJOBS_SLOW=1``: 7 chains of 3
+random kills (21) plus hook kills at several call counts, per operation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rel_helpers import (
+    ChildRun,
+    assert_no_half_written,
+    clone_tree,
+    job_dir,
+    real_files,
+    resume_to_end,
+    run_child,
+    snapshot,
+    temp_names,
+)
+
+import parjobs
+from parjobs import JobStatus
+from parjobs.ops._trash import read_trashinfo
+
+SEED = 20240611
+#: Kill points survived, per operation and kind (reported at the end of a run; see
+#: docs/reliability.md).
+SURVIVED: dict[str, int] = {}
+
+
+# -- operations under test ---------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Scenario:
+    """One run of an operation from scratch: its directories, store and expectations."""
+
+    op: str
+    root: Path  # private directory of the scenario
+    store: str
+    spec: dict[str, Any]
+    job_type: str
+    env: dict[str, str]
+    src: Path
+    dest: Path  # where the result lands (the tree to compare)
+    expected: dict[bytes, tuple[str, str]]
+    paths: list[bytes] = dataclasses.field(default_factory=list)  # trash: the items
+
+
+class Op:
+    name = ""
+    job_type = ""
+    #: Child settings that spread a run over about a second on this machine.
+    child: dict[str, Any] = {}
+    #: Hooks of the default run: (kind, range of the call count N to die at).
+    hooks: list[tuple[str, tuple[int, int]]] = []
+
+    def scenario(self, root: Path, template: Path, shm: Path) -> Scenario:
+        raise NotImplementedError
+
+    def check_after_kill(self, sc: Scenario) -> None:
+        assert_no_half_written(snapshot(sc.dest), sc.expected, f"{self.name} after a kill")
+
+    def check_final(self, sc: Scenario, info: parjobs.JobInfo) -> None:
+        assert info.status is JobStatus.COMPLETED, (info.status, info.error)
+        assert info.result["failed"] == 0, info.result
+        got = snapshot(sc.dest)
+        assert got == sc.expected, _diff(got, sc.expected)
+        assert temp_names(sc.dest) == []
+        assert not os.path.exists(job_dir(sc.store, info.id))
+
+
+def _diff(got: dict[bytes, Any], want: dict[bytes, Any]) -> str:
+    missing = sorted(set(want) - set(got))[:5]
+    extra = sorted(set(got) - set(want))[:5]
+    changed = sorted(k for k in set(got) & set(want) if got[k] != want[k])[:5]
+    return f"missing {missing}, unexpected {extra}, different {changed}"
+
+
+class CopyOp(Op):
+    name, job_type = "copy", "copy"
+    child = {"task_sleep": 0.012, "check_sleep": 0.004, "chunk_size": 512 * 1024, "workers": 4}
+    hooks = [("checkpoint", (1, 3)), ("rename-before", (5, 200)), ("rename-after", (5, 200))]
+
+    def scenario(self, root: Path, template: Path, shm: Path) -> Scenario:
+        dst = root / "dst"
+        return Scenario(
+            self.name,
+            root,
+            str(root / "jobs.sqlite"),
+            {"sources": [str(template)], "destination": str(dst)},
+            self.job_type,
+            {},
+            template,
+            dst / template.name,
+            snapshot(template),
+        )
+
+    def check_after_kill(self, sc: Scenario) -> None:
+        super().check_after_kill(sc)
+        assert snapshot(sc.src) == sc.expected, "copy changed its source"
+
+
+class MoveOp(Op):
+    """A move to another filesystem: each file is copied, verified, renamed into place and
+    only then unlinked at the source."""
+
+    name, job_type = "move", "move"
+    child = {"task_sleep": 0.012, "check_sleep": 0.004, "chunk_size": 512 * 1024, "workers": 4}
+    hooks = [
+        ("checkpoint", (1, 2)),
+        ("rename-before", (5, 200)),
+        ("unlink-before", (5, 200)),
+        ("unlink-after", (5, 200)),
+    ]
+
+    def scenario(self, root: Path, template: Path, shm: Path) -> Scenario:
+        src = root / "src"
+        clone_tree(template, src)
+        dst = Path(tempfile.mkdtemp(dir=shm)) / "dst"
+        return Scenario(
+            self.name,
+            root,
+            str(root / "jobs.sqlite"),
+            {"sources": [str(src)], "destination": str(dst)},
+            self.job_type,
+            {},
+            src,
+            dst / "src",
+            snapshot(template),
+        )
+
+    def check_after_kill(self, sc: Scenario) -> None:
+        super().check_after_kill(sc)
+        at_src = snapshot(sc.src) if sc.src.exists() else {}
+        at_dst = snapshot(sc.dest) if sc.dest.exists() else {}
+        lost = [
+            rel
+            for rel, want in real_files(sc.expected).items()
+            if at_src.get(rel) != want and at_dst.get(rel) != want
+        ]
+        assert not lost, f"move: in full neither at the source nor the destination: {lost}"
+
+    def check_final(self, sc: Scenario, info: parjobs.JobInfo) -> None:
+        super().check_final(sc, info)
+        assert not sc.src.exists(), "move left its source behind"
+
+
+class TrashOp(Op):
+    """Delete to the trash, one path per file (hundreds of renames into the XDG trash)."""
+
+    name, job_type = "trash", "delete"
+    child = {"task_sleep": 0.012, "workers": 4}
+    hooks = [("checkpoint", (1, 3)), ("os-rename-before", (5, 200)), ("os-rename-after", (5, 200))]
+
+    def scenario(self, root: Path, template: Path, shm: Path) -> Scenario:
+        src = root / "src"
+        clone_tree(template, src)
+        paths = sorted(
+            os.path.join(d, n)
+            for d, dirs, files in os.walk(os.fsencode(src))
+            for n in files + [x for x in dirs if os.path.islink(os.path.join(d, x))]
+        )
+        expected = {p: v for p, v in _entries(paths).items()}
+        (root / "home").mkdir()
+        env = {"XDG_DATA_HOME": str(root / "xdg"), "HOME": str(root / "home")}
+        return Scenario(
+            self.name,
+            root,
+            str(root / "jobs.sqlite"),
+            {"paths": [os.fsdecode(p) for p in paths], "trash": True},
+            self.job_type,
+            env,
+            src,
+            root / "xdg" / "Trash",
+            expected,
+            paths,
+        )
+
+    def trashed(self, sc: Scenario) -> tuple[dict[bytes, list[tuple[str, str]]], list, list]:
+        """original path -> [(kind, digest) of each trashed copy]; orphan infos; files
+        without an info."""
+        info_dir, files_dir = sc.dest / "info", sc.dest / "files"
+        found: dict[bytes, list[tuple[str, str]]] = {}
+        orphans, unexplained = [], []
+        names = set(os.listdir(files_dir)) if files_dir.exists() else set()
+        for info in sorted(info_dir.glob("*.trashinfo")) if info_dir.exists() else []:
+            name = info.name[: -len(".trashinfo")]
+            try:
+                original = os.fsencode(read_trashinfo(str(info)).original_path)
+            except ValueError:  # empty or half-written
+                orphans.append(info.name)
+                continue
+            if name not in names:
+                orphans.append(info.name)
+                continue
+            names.discard(name)
+            (entry,) = _entries([os.fsencode(files_dir / name)]).values()
+            found.setdefault(original, []).append(entry)
+        unexplained = sorted(names)
+        return found, orphans, unexplained
+
+    def check_after_kill(self, sc: Scenario) -> None:
+        found, _, unexplained = self.trashed(sc)
+        assert unexplained == [], f"trash: files without a .trashinfo: {unexplained}"
+        here = _entries([p for p in sc.paths if os.path.lexists(p)])
+        lost = [
+            p
+            for p, want in sc.expected.items()
+            if here.get(p) != want and want not in found.get(p, [])
+        ]
+        assert not lost, f"trash: in full neither in place nor in the trash: {lost}"
+
+    def check_final(self, sc: Scenario, info: parjobs.JobInfo) -> None:
+        assert info.status is JobStatus.COMPLETED, (info.status, info.error)
+        result = info.result
+        assert (result["failed"], result["trashed"]) == (0, len(sc.paths)), result
+        assert not any(os.path.lexists(p) for p in sc.paths)
+        found, orphans, unexplained = self.trashed(sc)
+        assert unexplained == []
+        assert {p: v for p, v in found.items()} == {p: [v] for p, v in sc.expected.items()}
+        assert orphans == [], f"trash: .trashinfo files without their item: {orphans}"
+        assert temp_names(sc.dest) == []
+        assert not os.path.exists(job_dir(sc.store, info.id))
+
+
+def _entries(paths: list[bytes]) -> dict[bytes, tuple[str, str]]:
+    out = {}
+    for p in paths:
+        st = os.lstat(p)
+        if stat.S_ISLNK(st.st_mode):
+            out[p] = ("link", os.fsdecode(os.readlink(p)))
+        else:
+            with open(p, "rb") as f:
+                import xxhash
+
+                out[p] = ("file", xxhash.xxh3_128_hexdigest(f.read()))
+    return out
+
+
+class ThumbnailOp(Op):
+    name, job_type = "thumbnails", "thumbnails"
+    child = {"task_sleep": 0.004, "workers": 2, "lanes": {"cpu": 1}}
+    hooks = [("checkpoint", (1, 2)), ("replace-before", (1, 7)), ("replace-after", (1, 7))]
+    reference: dict[bytes, tuple[str, str]] | None = None
+
+    def scenario(self, root: Path, template: Path, shm: Path) -> Scenario:
+        out = root / "thumbs"
+        assert self.reference is not None
+        return Scenario(
+            self.name,
+            root,
+            str(root / "jobs.sqlite"),
+            {"paths": [str(template)], "out_dir": str(out), "size": 128},
+            self.job_type,
+            {},
+            template,
+            out,
+            self.reference,
+        )
+
+
+OPS: dict[str, Op] = {op.name: op for op in (CopyOp(), MoveOp(), TrashOp(), ThumbnailOp())}
+#: Measured seconds of an uninterrupted child run, per operation (from READY to the end).
+DURATION: dict[str, float] = {}
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shm() -> Iterator[Path]:
+    """A directory on another filesystem than tmp_path (/dev/shm), for moves across them."""
+    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat("/tmp").st_dev:
+        pytest.skip("/dev/shm is not a separate filesystem here: no cross-filesystem move")
+    path = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="parjobs-rel-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def config(op: Op, sc: Scenario, action: str, hook: dict[str, Any] | None = None) -> dict:
+    cfg = {"store": sc.store, "action": action, "job": {"type": sc.job_type, "spec": sc.spec}}
+    cfg.update(op.child)
+    if hook is not None:
+        cfg["hook"] = hook
+    return cfg
+
+
+def measure(op: Op, tmp_path: Path, template: Path, shm: Path) -> float:
+    """Run the operation once without a kill (in a child, slowed down like the others):
+    checks it completes exactly, and gives the duration the kill delays are spread over."""
+    if op.name in DURATION:
+        return DURATION[op.name]
+    root = tmp_path / "reference"
+    root.mkdir()
+    if isinstance(op, ThumbnailOp) and op.reference is None:
+        out = root / "thumbs"
+        spec = {"paths": [str(template)], "out_dir": str(out), "size": 128}
+        cfg: dict[str, Any] = {"store": str(root / "jobs.sqlite"), "action": "submit"}
+        cfg["job"] = {"type": "thumbnails", "spec": spec}
+        cfg.update(op.child)
+        run = run_child(cfg, root)
+        assert run.status == "completed", run
+        op.reference = snapshot(out)
+        assert len(real_files(op.reference)) == 8 and temp_names(out) == []
+        DURATION[op.name] = run.elapsed
+        return run.elapsed
+    sc = op.scenario(root, template, shm)
+    run = run_child(config(op, sc, "submit"), root, env=sc.env)
+    assert run.status == "completed", run
+    DURATION[op.name] = run.elapsed
+    return run.elapsed
+
+
+async def scenario_with_kills(
+    op: Op,
+    root: Path,
+    template: Path,
+    shm: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    delays: list[float] = (),  # type: ignore[assignment]
+    hook: dict[str, Any] | None = None,
+) -> int:
+    """Start the job in a child, kill it (after each delay in turn, resuming in a new child
+    between kills, or by ``hook``), check after every kill, resume here to the end and
+    compare. Returns the number of kills that happened."""
+    root.mkdir()
+    sc = op.scenario(root, template, shm)
+    for key, value in sc.env.items():
+        monkeypatch.setenv(key, value)
+    kills = 0
+    runs: list[ChildRun] = []
+    if hook is not None:
+        run = run_child(config(op, sc, "submit", hook), root, env=sc.env)
+        runs.append(run)
+        assert run.killed, f"the hook {hook} was never reached: {run}"
+        kills += 1
+        op.check_after_kill(sc)
+    for i, delay in enumerate(delays):
+        run = run_child(
+            config(op, sc, "submit" if i == 0 else "resume"), root, kill_after=delay, env=sc.env
+        )
+        runs.append(run)
+        if not run.killed:  # finished before the delay was up: nothing left to kill
+            break
+        kills += 1
+        op.check_after_kill(sc)
+    info = await resume_to_end(sc.store)
+    op.check_final(sc, info)
+    return kills
+
+
+def _count(op: str, kind: str, n: int) -> None:
+    key = f"{op}/{kind}"
+    SURVIVED[key] = SURVIVED.get(key, 0) + n
+
+
+# -- the matrix ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op_name", list(OPS))
+async def test_random_kills(
+    op_name: str,
+    tmp_path: Path,
+    tree_template: Path,
+    shm: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    op = OPS[op_name]
+    duration = measure(op, tmp_path, tree_template, shm)
+    rng = random.Random(f"{SEED}-{op_name}")
+    kills = 0
+    for i in range(5):
+        delay = duration * rng.uniform(0.03, 0.97)
+        kills += await scenario_with_kills(
+            op, tmp_path / f"s{i}", tree_template, shm, monkeypatch, delays=[delay]
+        )
+    _count(op_name, "random", kills)
+    assert kills >= 4, f"only {kills} of 5 random kills landed before the end"
+
+
+HOOK_CASES = [(op.name, kind, span) for op in OPS.values() for kind, span in op.hooks]
+
+
+@pytest.mark.parametrize(
+    ("op_name", "kind", "span"), HOOK_CASES, ids=[f"{o}-{k}" for o, k, _ in HOOK_CASES]
+)
+async def test_hook_kills(
+    op_name: str,
+    kind: str,
+    span: tuple[int, int],
+    tmp_path: Path,
+    tree_template: Path,
+    shm: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    op = OPS[op_name]
+    if isinstance(op, ThumbnailOp):
+        measure(op, tmp_path, tree_template, shm)  # the expected thumbnails
+    rng = random.Random(f"{SEED}-{op_name}-{kind}")
+    hook = {"kind": kind, "n": rng.randint(*span), "under": ""}
+    if kind.startswith(("unlink", "os-rename")):
+        hook["under"] = str(tmp_path / "s0" / "src")
+    elif kind.startswith("replace"):
+        hook["under"] = str(tmp_path / "s0" / "thumbs")
+    kills = await scenario_with_kills(
+        op, tmp_path / "s0", tree_template, shm, monkeypatch, hook=hook
+    )
+    _count(op_name, kind, kills)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("op_name", list(OPS))
+async def test_random_kill_chains_slow(
+    op_name: str,
+    tmp_path: Path,
+    tree_template: Path,
+    shm: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """7 scenarios x 3 kills in a row (submit, resume, resume), checked after each."""
+    op = OPS[op_name]
+    duration = measure(op, tmp_path, tree_template, shm)
+    rng = random.Random(f"{SEED}-slow-{op_name}")
+    kills = 0
+    for i in range(7):
+        delays = [duration * rng.uniform(0.02, 0.5) for _ in range(3)]
+        kills += await scenario_with_kills(
+            op, tmp_path / f"s{i}", tree_template, shm, monkeypatch, delays=delays
+        )
+    _count(op_name, "random-chain", kills)
+    assert kills >= 18
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("op_name", "kind", "span"), HOOK_CASES, ids=[f"{o}-{k}" for o, k, _ in HOOK_CASES]
+)
+async def test_hook_kills_slow(
+    op_name: str,
+    kind: str,
+    span: tuple[int, int],
+    tmp_path: Path,
+    tree_template: Path,
+    shm: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same hooks at 4 more call counts each."""
+    op = OPS[op_name]
+    if isinstance(op, ThumbnailOp):
+        measure(op, tmp_path, tree_template, shm)
+    rng = random.Random(f"{SEED}-slow-{op_name}-{kind}")
+    for i in range(4):
+        root = tmp_path / f"s{i}"
+        hook = {"kind": kind, "n": rng.randint(*span), "under": ""}
+        if kind.startswith(("unlink", "os-rename")):
+            hook["under"] = str(root / "src")
+        elif kind.startswith("replace"):
+            hook["under"] = str(root / "thumbs")
+        _count(
+            op_name,
+            kind,
+            await scenario_with_kills(op, root, tree_template, shm, monkeypatch, hook=hook),
+        )
+
+
+# -- the last step -------------------------------------------------------------------------
+
+
+async def test_copy_killed_while_recording_its_finish_step(
+    tmp_path: Path, tree_template: Path, shm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed in the checkpoint that records the last step (directory times): the resumed
+    run does that step again and completes."""
+    hook = {"kind": "checkpoint", "n": 1, "stage": "finish"}
+    kills = await scenario_with_kills(
+        OPS["copy"], tmp_path / "s0", tree_template, shm, monkeypatch, hook=hook
+    )
+    _count("copy", "checkpoint-finish", kills)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="move.py MoveJob.run/FinishDirs: a move killed after its finish step removed the "
+    "emptied source directories but before that step was checkpointed never completes: the "
+    "resumed FinishDirs stats each (now removed) source directory to copy its mode and times "
+    "and fails with 'could not set mode/times of N directories ... No such file or "
+    "directory' -> completed_with_errors on every resume",
+)
+async def test_move_killed_while_recording_its_finish_step(
+    tmp_path: Path, tree_template: Path, shm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = {"kind": "checkpoint", "n": 1, "stage": "finish"}
+    await scenario_with_kills(
+        OPS["move"], tmp_path / "s0", tree_template, shm, monkeypatch, hook=hook
+    )
+
+
+def test_zz_report_kill_points(capsys: pytest.CaptureFixture[str]) -> None:
+    """Prints the kill points survived in this run (shown with -s or -rA)."""
+    with capsys.disabled():
+        total = sum(SURVIVED.values())
+        print(f"\nkill points survived: {total} {dict(sorted(SURVIVED.items()))}")

@@ -1,0 +1,645 @@
+"""Faults: a full disk, permission denied, sources that change or vanish, a destination
+removed mid-job, a locked store, a truncated or corrupt store.
+
+Each test injects one fault and checks: the job ends as documented (docs/reliability.md),
+the failing items are reported with a reason naming them, nothing is lost or left
+half-written under a real name, and once the fault is gone a resume completes exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from rel_helpers import (
+    MIB,
+    NOBODY,
+    assert_no_half_written,
+    can_demote,
+    chown_tree,
+    read,
+    remount,
+    resume_to_end,
+    run_child,
+    snapshot,
+    temp_names,
+    tmpfs,
+    world_dir,
+    write,
+)
+
+import parjobs
+from parjobs import JobStatus
+from parjobs.cli._errors import leaves
+from parjobs.ops import copy as copy_mod
+from parjobs.ops.copy import CopyJob
+from parjobs.ops.hash import HashJob
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _jobs import CountJob, read_log
+
+
+def small_tree(root: Path, *, big: int = 6, small: int = 50, seed: int = 3) -> None:
+    rng = random.Random(seed)
+    (root / "sub").mkdir(parents=True)
+    for i in range(big):
+        write(root / f"big{i}.bin", rng.randbytes(2 * MIB + i))
+    for i in range(small):
+        write(root / "sub" / f"s{i:02}.txt", rng.randbytes(10_000 + i))
+
+
+@pytest.fixture
+def mnt(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of 8 MiB (unmounted at the end), or skip where mounting is not permitted."""
+    try:
+        with tmpfs(tmp_path / "mnt", "8m") as path:
+            yield path
+    except PermissionError as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+
+
+async def run_to_rest(store: str, job: parjobs.Job, **manager: Any) -> tuple[Any, list]:
+    async with parjobs.open_manager(store, **manager) as m:
+        handle = await m.submit(job)
+        with trio.fail_after(60):
+            await handle.wait()
+        return await handle.info(), await m.errors(handle.id)
+
+
+# -- a full disk ---------------------------------------------------------------------------
+
+
+async def test_disk_full_reports_the_files_then_resume_completes(tmp_path: Path, mnt: Path):
+    """12 MB into 8 MB: the files that do not fit fail with ENOSPC and are named; the job
+    ends completed_with_errors; nothing is half-written under a real name and no temporary
+    is left; after the disk grows (space freed) a resume copies exactly the rest."""
+    src = tmp_path / "src"
+    small_tree(src)
+    expected = snapshot(src)
+    store = str(tmp_path / "jobs.sqlite")
+    info, errors = await run_to_rest(store, CopyJob(sources=[str(src)], destination=str(mnt)))
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert errors and all(e.message.startswith("No space left on device") for e in errors)
+    assert all(str(src) in e.label for e in errors)
+    assert info.result["failed"] == len(errors)
+    assert_no_half_written(snapshot(mnt / "src"), expected, "disk full")
+    assert temp_names(mnt) == []
+    remount(mnt, "64m")
+    final = await resume_to_end(store)
+    assert final.status is JobStatus.COMPLETED
+    assert snapshot(mnt / "src") == expected
+    assert temp_names(mnt) == []
+
+
+FULL_STORE_CHILD = """
+import sys, trio, parjobs
+sys.path.insert(0, {tests!r})
+from _jobs import CountJob
+async def main():
+    async with parjobs.open_manager({store!r}, workers=2) as m:
+        h = await m.submit(CountJob(n=20000, log={log!r}, sleep=0.0002, fail_every=3))
+        print("READY", h.id, flush=True)
+        await h.wait()
+trio.run(main)
+"""
+
+
+def fill_store_disk(tmp_path: Path, mnt: Path) -> tuple[str, str, subprocess.CompletedProcess]:
+    """A child runs a job whose store is on a tmpfs that fills up mid-job."""
+    store, log = str(mnt / "jobs.sqlite"), str(tmp_path / "log")
+    remount(mnt, "1m")
+    code = FULL_STORE_CHILD.format(tests=str(Path(__file__).parent.parent), store=store, log=log)
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().startswith("READY")
+    time.sleep(0.3)
+    subprocess.run(["dd", "if=/dev/zero", f"of={mnt}/filler", "bs=4k"], capture_output=True)
+    out, err = child.communicate(timeout=60)
+    os.unlink(mnt / "filler")
+    remount(mnt, "64m")  # room for the rest of the job
+    return store, log, subprocess.CompletedProcess(child.args, child.returncode, out, err)
+
+
+async def test_store_on_a_full_disk_loses_nothing(tmp_path: Path, mnt: Path) -> None:
+    """The store's own disk fills mid-job: the process stops; once space is freed the job is
+    recovered (interrupted) and resumes to the end; every task ran, none was lost."""
+    store, log, proc = fill_store_disk(tmp_path, mnt)
+    assert proc.returncode != 0
+    async with parjobs.open_manager(store) as m:
+        (info,) = await m.list_jobs()
+        assert info.status is JobStatus.INTERRUPTED
+        done_before = info.done_items
+        await m.resume(info.id)
+        with trio.fail_after(60):
+            assert await m.wait(info.id) is JobStatus.COMPLETED_WITH_ERRORS
+        final = await m.get(info.id)
+    ran = read_log(log)
+    expected = {i for i in range(20000) if i % 3}
+    assert set(ran) == expected
+    assert final.done_items == len(expected) >= done_before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_store.py JobStore._tx/checkpoint and _manager.py _housekeeping: when the store's "
+    "disk is full, COMMIT raises a raw sqlite3.OperationalError('database or disk is full') "
+    "that crashes the manager's nursery (an ExceptionGroup of sqlite3 errors out of "
+    "open_manager, also from unregister_manager on shutdown) instead of a StoreError naming "
+    "the store; the job is only recovered by the next process",
+)
+async def test_store_on_a_full_disk_gives_a_clear_error(tmp_path: Path, mnt: Path) -> None:
+    _, _, proc = fill_store_disk(tmp_path, mnt)
+    assert "sqlite3.OperationalError" not in proc.stderr
+    assert "StoreError" in proc.stderr and "disk is full" in proc.stderr
+
+
+# -- permissions -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A directory uid 65534 can use (pytest's tmp_path is private to root)."""
+    if not can_demote():
+        pytest.skip("not root: cannot run a child as uid 65534 (and root ignores modes)")
+    with world_dir("parjobs-rel-") as path:
+        yield path
+
+
+def copy_config(store: str, src: Path, dst: Path) -> dict[str, Any]:
+    return {
+        "store": store,
+        "action": "submit",
+        "job": {"type": "copy", "spec": {"sources": [str(src)], "destination": str(dst)}},
+        "workers": 4,
+        "user": NOBODY,  # the child drops root's privileges once Python has started
+    }
+
+
+def test_permission_denied_on_a_source_file(shared: Path) -> None:
+    """As uid 65534: an unreadable source fails alone with "Permission denied: <path>"; once
+    readable, a resume copies it."""
+    src, dst, work = shared / "src", shared / "dst", shared / "work"
+    small_tree(src, big=2, small=20)
+    write(src / "sub" / "secret.txt", b"top secret")
+    work.mkdir()
+    chown_tree(work, NOBODY)
+    os.chmod(src / "sub" / "secret.txt", 0)
+    store = str(work / "jobs.sqlite")
+    run = run_child(copy_config(store, src, dst), work)
+    assert run.status == "completed_with_errors", run
+    con = sqlite3.connect(store)
+    errors = con.execute("SELECT label, message FROM task_errors").fetchall()
+    con.close()
+    secret = str(src / "sub" / "secret.txt")
+    assert errors == [(secret, f"Permission denied: {secret}")]
+    assert not (dst / "src" / "sub" / "secret.txt").exists()
+    assert temp_names(dst) == []
+    os.chmod(src / "sub" / "secret.txt", 0o644)
+    config = copy_config(store, src, dst) | {"action": "resume"}
+    assert run_child(config, work).status == "completed"
+    assert snapshot(dst / "src") == snapshot(src)
+
+
+def deny_destination_dir(shared: Path) -> tuple[Path, Path, list[tuple[str, str]]]:
+    """As uid 65534, copy into a destination whose subdirectory belongs to root (0755)."""
+    src, dst, work = shared / "src", shared / "dst", shared / "work"
+    small_tree(src, big=1, small=10)
+    work.mkdir()
+    chown_tree(work, NOBODY)
+    (dst / "src" / "sub").mkdir(parents=True)
+    chown_tree(dst, NOBODY)
+    os.chown(dst / "src" / "sub", 0, 0)
+    os.chmod(dst / "src" / "sub", 0o755)  # root's: nobody may not create files in it
+    store = str(work / "jobs.sqlite")
+    run = run_child(copy_config(store, src, dst), work)
+    assert run.status == "completed_with_errors", run
+    con = sqlite3.connect(store)
+    errors = con.execute("SELECT label, message FROM task_errors ORDER BY label").fetchall()
+    con.close()
+    return src, dst, errors
+
+
+def test_permission_denied_on_a_destination_directory(shared: Path) -> None:
+    """As uid 65534: a destination subdirectory it may not write to fails the items in it
+    (each named by its source, EACCES) and the last step (its mode and times); the others
+    are copied; nothing is half-written, no temporary is left."""
+    src, dst, errors = deny_destination_dir(shared)
+    files = [(label, msg) for label, msg in errors if label.startswith(str(src / "sub" / "s"))]
+    assert len(files) == 10 and all(m.startswith("Permission denied") for _, m in files)
+    assert [label for label, _ in errors if (label, _) not in files] == [
+        f"finishing {dst}"
+    ]  # could not set the mode/times of dst/src/sub
+    assert os.listdir(dst / "src" / "sub") == []
+    assert read(dst / "src" / "big0.bin") == read(src / "big0.bin")
+    assert temp_names(dst) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_copyfile.py copy_file / copy.py CopyItem._file: when the temporary cannot be "
+    "created (EACCES, ENOSPC...), the error's filename is the temporary's bare leaf name, so "
+    "the reported reason reads 'Permission denied: .s01.txt.<random>.parjobs-tmp': a name "
+    "that never existed, without its directory. Suggested fix: set the OSError's filename "
+    "to the destination path (plan.tree.display(rel)) before re-raising",
+)
+def test_permission_denied_names_the_destination_not_a_temporary(shared: Path) -> None:
+    src, dst, errors = deny_destination_dir(shared)
+    for label, message in errors:
+        if label.startswith(str(src / "sub" / "s")):
+            assert ".parjobs" not in message and str(dst / "src" / "sub") in message, message
+
+
+# -- sources that change ------------------------------------------------------------------
+
+
+def wrap_copy_file(monkeypatch: pytest.MonkeyPatch, before: Any = None, during: Any = None):
+    """Call ``before(src)`` before each file's copy and ``during(src)`` at its checks."""
+    real = copy_mod.copy_file
+
+    def wrapped(src: bytes, *args: Any, check: Any = None, **kwargs: Any) -> Any:
+        if before is not None:
+            before(src)
+
+        def checked() -> None:
+            if during is not None:
+                during(src)
+            if check is not None:
+                check()
+
+        return real(src, *args, check=checked, **kwargs)
+
+    monkeypatch.setattr(copy_mod, "copy_file", wrapped)
+
+
+async def test_source_deleted_truncated_or_grown_after_the_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changed between the walk and the copy: a deleted file fails (named, ENOENT); a
+    truncated or grown one is copied as it is when copied (opened and stat'ed then, checked
+    unchanged after): the destination equals the source's final state."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("gone", "shrinks", "grows", "same"):
+        write(src / name, name.encode() * 50_000)
+
+    def before(path: bytes) -> None:
+        name = os.path.basename(path)
+        if name == b"gone":
+            os.unlink(path)
+        elif name == b"shrinks":
+            os.truncate(path, 1000)
+        elif name == b"grows":
+            with open(path, "ab") as f:
+                f.write(b"more" * 100_000)
+
+    wrap_copy_file(monkeypatch, before=before)
+    dst = tmp_path / "dst"
+    info, errors = await run_to_rest(
+        str(tmp_path / "jobs.sqlite"), CopyJob(sources=[str(src)], destination=str(dst))
+    )
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert [(e.label, e.error) for e in errors] == [(str(src / "gone"), "FileNotFoundError")]
+    assert snapshot(dst / "src") == snapshot(src)
+
+
+@pytest.mark.parametrize("change", ["grows", "truncated", "rewritten"])
+async def test_source_changing_during_the_copy_is_reported_then_recopied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """Changed while being copied (between chunks): the item fails with "source changed",
+    its temporary is removed, nothing appears under its name; a resume copies the file as it
+    now is."""
+    monkeypatch.setattr(copy_mod, "CHUNK_SIZE", 256 * 1024)
+    src = tmp_path / "src"
+    src.mkdir()
+    write(src / "big.bin", random.Random(1).randbytes(3 * MIB))
+    write(src / "ok.txt", b"fine")
+    calls = [0]
+
+    def during(path: bytes) -> None:
+        if os.path.basename(path) != b"big.bin":
+            return
+        calls[0] += 1
+        if calls[0] != 3:
+            return
+        if change == "grows":
+            with open(path, "ab") as f:
+                f.write(b"x" * 1000)
+        elif change == "truncated":
+            os.truncate(path, MIB)
+        else:  # same size, new bytes and mtime
+            with open(path, "r+b") as f:
+                f.write(b"y" * 1000)
+
+    wrap_copy_file(monkeypatch, during=during)
+    dst, store = tmp_path / "dst", str(tmp_path / "jobs.sqlite")
+    info, errors = await run_to_rest(store, CopyJob(sources=[str(src)], destination=str(dst)))
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    ((label, error, message),) = [(e.label, e.error, e.message) for e in errors]
+    assert label == str(src / "big.bin")
+    assert error == "SourceChangedError" and "changed while being copied" in message
+    assert not (dst / "src" / "big.bin").exists()
+    assert temp_names(dst) == []
+    monkeypatch.setattr(copy_mod, "copy_file", copy_mod.__dict__["copy_file"])
+    final = await resume_to_end(store)
+    assert final.status is JobStatus.COMPLETED
+    assert snapshot(dst / "src") == snapshot(src)
+
+
+async def test_partial_is_never_trusted_after_the_source_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paused mid-file (a resumable partial is left), then the source is rewritten, even with
+    its size and mtime restored: the resume re-reads and compares the partial's prefix, finds
+    it stale and copies the new content."""
+    monkeypatch.setattr(copy_mod, "CHUNK_SIZE", 256 * 1024)
+    src = tmp_path / "src"
+    src.mkdir()
+    data = random.Random(2).randbytes(4 * MIB)
+    write(src / "big.bin", data)
+    st = os.stat(src / "big.bin")
+    paused = trio.Event()
+    slow = [0]
+
+    def during(path: bytes) -> None:
+        slow[0] += 1
+        if slow[0] > 4:
+            time.sleep(0.05)
+
+    wrap_copy_file(monkeypatch, during=during)
+    dst, store = tmp_path / "dst", str(tmp_path / "jobs.sqlite")
+    async with parjobs.open_manager(store) as m:
+        handle = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        with trio.fail_after(20):
+            while not temp_names(dst):
+                await trio.sleep(0.01)
+            await trio.sleep(0.1)
+        await m.pause(handle.id)
+        assert await handle.wait() is JobStatus.PAUSED
+        paused.set()
+    assert any(p.endswith(b".parjobs-partial") for p in temp_names(dst))
+    new = bytearray(data)
+    new[:1000] = b"z" * 1000  # the prefix the partial holds
+    write(src / "big.bin", bytes(new))
+    os.utime(src / "big.bin", ns=(st.st_atime_ns, st.st_mtime_ns))
+    final = await resume_to_end(store)
+    assert final.status is JobStatus.COMPLETED
+    assert read(dst / "src" / "big.bin") == bytes(new)
+    assert temp_names(dst) == []
+
+
+async def test_hash_of_a_file_growing_while_read_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from parjobs.ops import hash as hash_mod
+
+    src = tmp_path / "src"
+    src.mkdir()
+    write(src / "log.txt", b"x" * (3 * MIB))
+    write(src / "still.txt", b"y")
+    real = hash_mod.hash_file
+
+    def growing(path: bytes, **kwargs: Any) -> str:
+        check = kwargs.pop("check")
+
+        def grow() -> None:
+            if path.endswith(b"log.txt"):
+                with open(path, "ab") as f:
+                    f.write(b"more")
+            check()
+
+        return real(path, check=grow, chunk_size=MIB, **kwargs)
+
+    monkeypatch.setattr(hash_mod, "hash_file", growing)
+    info, errors = await run_to_rest(str(tmp_path / "jobs.sqlite"), HashJob(paths=[str(src)]))
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert [(e.label, e.error) for e in errors] == [(str(src / "log.txt"), "SourceChangedError")]
+    assert list(info.result["digests"]) == [str(src / "still.txt")]
+
+
+# -- the destination removed mid-job ------------------------------------------------------
+
+
+async def test_destination_removed_mid_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The destination tree is deleted while the copy runs: the items that follow fail with
+    a reason naming them (never written anywhere else: the job writes through directory fds
+    of the tree it created), the job ends completed_with_errors, and a resume recreates the
+    destination and copies what had failed."""
+    src = tmp_path / "src"
+    small_tree(src, big=0, small=60)
+    calls = [0]
+    dst = tmp_path / "dst"
+
+    def before(path: bytes) -> None:
+        calls[0] += 1
+        time.sleep(0.002)
+        if calls[0] == 20:
+            shutil.rmtree(dst)
+
+    wrap_copy_file(monkeypatch, before=before)
+    store = str(tmp_path / "jobs.sqlite")
+    info, errors = await run_to_rest(
+        store, CopyJob(sources=[str(src)], destination=str(dst)), workers=1
+    )
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert len(errors) >= 40
+    assert all(e.label.startswith(str(src)) and e.message for e in errors)
+    assert sorted(os.listdir(tmp_path)) == ["dst", "jobs.sqlite", "jobs.sqlite.d", "src"] or (
+        sorted(os.listdir(tmp_path)) == ["jobs.sqlite", "jobs.sqlite.d", "src"]
+    )
+    monkeypatch.setattr(copy_mod, "copy_file", copy_mod.__dict__["copy_file"])
+    final = await resume_to_end(store)
+    # The files copied before the removal were recorded done: a resume does not redo them
+    # (the user deleted them); every failed one is copied now.
+    assert final.status is JobStatus.COMPLETED
+    copied = snapshot(dst / "src")
+    assert_no_half_written(copied, snapshot(src), "after the resume")
+    assert len([v for v in copied.values() if v[0] == "file"]) >= len(errors)
+    assert temp_names(dst) == []
+
+
+# -- the store ----------------------------------------------------------------------------
+
+LOCK_HOLDER = """
+import sqlite3, sys, time
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN EXCLUSIVE")
+print("LOCKED", flush=True)
+time.sleep(float(sys.argv[2]))
+con.execute("ROLLBACK")
+"""
+
+
+def hold_lock(store: str, seconds: float) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, store, str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "LOCKED"
+    return proc
+
+
+async def make_store(tmp_path: Path, n: int = 50) -> tuple[str, str, str]:
+    store, log = str(tmp_path / "jobs.sqlite"), str(tmp_path / "log")
+    async with parjobs.open_manager(store) as m:
+        handle = await m.submit(CountJob(n=n, log=log))
+        assert await handle.wait() is JobStatus.COMPLETED
+    return store, log, handle.id
+
+
+async def test_store_locked_briefly_by_another_process_is_waited_for(tmp_path: Path) -> None:
+    store, log, job_id = await make_store(tmp_path)
+    holder = hold_lock(store, 1.0)
+    try:
+        t0 = time.monotonic()
+        async with parjobs.open_manager(store) as m:
+            assert time.monotonic() - t0 >= 0.5  # it waited for the lock
+            handle = await m.submit(CountJob(n=30, log=log + "2"))
+            assert await handle.wait() is JobStatus.COMPLETED
+            assert (await m.get(job_id)).done_items == 50
+    finally:
+        holder.wait()
+
+
+async def test_store_locked_too_long_is_a_clear_error_and_nothing_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _, job_id = await make_store(tmp_path)
+    real_open = parjobs._store.JobStore.open.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        parjobs._store.JobStore,
+        "open",
+        classmethod(lambda cls, path, timeout=0.5: real_open(cls, path, timeout=timeout)),
+    )
+    holder = hold_lock(store, 3.0)
+    try:
+        with pytest.raises(BaseException) as caught:
+            async with parjobs.open_manager(store):
+                pass
+    finally:
+        holder.wait()
+    errors = list(leaves(caught.value))
+    assert errors and all(isinstance(e, parjobs.StoreError) for e in errors), errors
+    assert "locked by another process" in str(errors[0]) and store in str(errors[0])
+    async with parjobs.open_manager(store) as m:
+        info = await m.get(job_id)
+        assert (info.status, info.done_items) == (JobStatus.COMPLETED, 50)
+        assert [i.id for i in await m.list_jobs()] == [job_id]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_manager.py open_manager: an error of the manager's start (here the StoreError "
+    "'job store ... is locked by another process' from register_manager) is raised wrapped "
+    "in a trio ExceptionGroup, because _start runs inside the manager's nursery; "
+    "'except parjobs.StoreError' does not catch it (the CLI unwraps groups, the API does "
+    "not). Suggested fix: run _start before opening the nursery's body or unwrap a lone "
+    "ParjobsError",
+)
+async def test_store_locked_too_long_raises_a_plain_store_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _, _ = await make_store(tmp_path)
+    real_open = parjobs._store.JobStore.open.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        parjobs._store.JobStore,
+        "open",
+        classmethod(lambda cls, path, timeout=0.5: real_open(cls, path, timeout=timeout)),
+    )
+    holder = hold_lock(store, 2.0)
+    try:
+        with pytest.raises(parjobs.StoreError, match="locked by another process"):
+            async with parjobs.open_manager(store):
+                pass
+    finally:
+        holder.wait()
+
+
+async def test_store_locked_mid_job_delays_checkpoints_only(tmp_path: Path) -> None:
+    """Another process takes the store's write lock for a second while a job runs: the job's
+    checkpoints wait, then the job completes; every task ran exactly once."""
+    store, log = str(tmp_path / "jobs.sqlite"), str(tmp_path / "log")
+    async with parjobs.open_manager(store, workers=2) as m:
+        handle = await m.submit(CountJob(n=3000, log=log, sleep=0.0005))
+        with trio.fail_after(10):
+            while len(read_log(log)) < 300:
+                await trio.sleep(0.01)
+        holder = await trio.to_thread.run_sync(hold_lock, store, 1.0)
+        with trio.fail_after(60):
+            assert await handle.wait() is JobStatus.COMPLETED
+        await trio.to_thread.run_sync(holder.wait)
+        assert (await handle.info()).done_items == 3000
+    assert sorted(read_log(log)) == list(range(3000))
+
+
+CORRUPT_XFAIL = pytest.mark.xfail(
+    strict=True,
+    reason="_store.py JobStore.open/_init_schema: 'PRAGMA quick_check(1)' is run but its "
+    "answer is not checked, and sqlite3.DatabaseError raised by later store calls is not "
+    "turned into StoreFormatError: a store whose pages are garbage opens, then "
+    "register_manager raises a raw sqlite3.DatabaseError('database disk image is "
+    "malformed') out of open_manager (CLI: a traceback, not exit 2). Suggested fix: "
+    "check quick_check == 'ok' and map sqlite3.DatabaseError to StoreFormatError naming "
+    "the file",
+)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "truncated",
+        pytest.param("garbage-pages", marks=CORRUPT_XFAIL),
+        "garbage-header",
+        "empty",
+    ],
+)
+async def test_damaged_store_is_a_clear_error(tmp_path: Path, damage: str) -> None:
+    store, _, _ = await make_store(tmp_path, n=2000)
+    size = os.path.getsize(store)
+    assert not os.path.exists(store + "-wal") or os.path.getsize(store + "-wal") == 0
+    with open(store, "r+b") as f:
+        if damage == "truncated":
+            f.truncate(size // 2 + 100)
+        elif damage == "garbage-pages":
+            f.seek(4096)
+            f.write(random.Random(1).randbytes(size - 4096))
+        elif damage == "garbage-header":
+            f.write(b"not a database at all")
+        else:
+            f.truncate(0)
+    before = read(store)
+    if damage == "empty":
+        # A zero-length file is an empty SQLite database: the store starts over (the jobs it
+        # held are gone with its bytes), it is not refused.
+        async with parjobs.open_manager(store) as m:
+            assert await m.list_jobs() == []
+        return
+    with pytest.raises(parjobs.StoreError) as caught:  # a plain error, not a group
+        async with parjobs.open_manager(store) as m:
+            await m.list_jobs()
+    assert store in str(caught.value)
+    assert read(store) == before  # refused without writing to it
+    proc = subprocess.run(
+        [sys.executable, "-m", "parjobs.cli", "jobs", "--store", store],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc
+    assert proc.stderr.count("\n") == 1 and store in proc.stderr, proc.stderr
