@@ -168,14 +168,16 @@ def load_job(type_name: str, version: int, spec_json: str, *, validate: bool = T
         )
     try:
         spec = json.loads(spec_json)
-    except (TypeError, ValueError) as exc:
-        raise JobLoadError(f"stored spec of {type_name!r} is corrupt JSON: {exc}") from exc
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise JobLoadError(f"stored spec of {type_name!r} is corrupt JSON: {exc}") from None
     try:
         if version < cls.job_type_version:
             spec = cls.upgrade_spec(spec, version)
         return cls.from_spec(spec, validate=validate)
     except JobSpecError as exc:
         raise JobLoadError(f"stored spec is invalid: {exc}") from exc
+    except RecursionError:
+        raise JobLoadError(f"stored spec of {type_name!r} is nested too deeply") from None
 
 
 def runtime_field(default: Any = None) -> Any:

@@ -21,6 +21,7 @@ import math
 import os
 import secrets
 import shutil
+import sqlite3
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -210,13 +211,20 @@ class JobManager:
     async def _db(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """Run a blocking store call in the store's single worker thread."""
         call = functools.partial(fn, *args, **kwargs)
-        return await trio.to_thread.run_sync(call, limiter=self._db_limiter)
+        try:
+            return await trio.to_thread.run_sync(call, limiter=self._db_limiter)
+        except sqlite3.Error as exc:  # e.g. "database or disk is full"
+            raise StoreError(f"job store {self.store.path} failed: {exc}") from None
 
-    async def _start(self, nursery: trio.Nursery, resume_interrupted: bool) -> None:
-        self._nursery = nursery
+    async def _prepare(self) -> None:
+        """Register, recover the jobs of dead managers, apply retention (may raise
+        `StoreError`, before anything runs)."""
         await self._db(self.store.register_manager, self.id)
         await self._db(self.store.recover)
         await self.purge_expired()
+
+    async def _start(self, nursery: trio.Nursery, resume_interrupted: bool) -> None:
+        self._nursery = nursery
         nursery.start_soon(self._scheduler)
         nursery.start_soon(self._housekeeping)
         if resume_interrupted:
@@ -498,11 +506,11 @@ class JobManager:
         """Wait until the job rests; works for jobs run by other processes too (polls)."""
         while True:
             live = self._live.get(job_id)
-            if live is not None:
+            if live is not None and not live.rested.is_set():
                 await live.rested.wait()
-                if self._live.get(job_id) is live:
-                    return live.status
                 continue
+            # The store has the last word: the job may have been cancelled while resting,
+            # or resumed and finished by another process.
             info = await self.get(job_id)
             if info.status.is_resting:
                 return info.status
@@ -607,20 +615,30 @@ class JobManager:
         last_beat = last_progress = trio.current_time()
         while True:
             await trio.sleep(REQUEST_POLL)
-            if trio.current_time() - last_beat >= HEARTBEAT:
-                last_beat = trio.current_time()
-                await self._db(self.store.heartbeat, self.id)
-            if any(live.ctx is not None for live in self._live.values()):
-                for job_id, request in await self._db(self.store.requests_for, self.id):
-                    live = self._live.get(job_id)
-                    if live is not None and live.ctx is not None:
-                        self._apply_request(live, request)
-            save_progress = trio.current_time() - last_progress >= PROGRESS_SAVE
-            if save_progress:
-                last_progress = trio.current_time()
-            for live in list(self._live.values()):
-                if live.ctx is not None and not live.rested.is_set():
-                    await live.ctx.checkpoint(save_progress=save_progress)
+            try:
+                last_beat, last_progress = await self._housekeeping_once(last_beat, last_progress)
+            except StoreError:
+                continue  # the store is busy or full for now: try again on the next tick
+
+    async def _housekeeping_once(
+        self, last_beat: float, last_progress: float
+    ) -> tuple[float, float]:
+        """One round of housekeeping; returns the updated timestamps."""
+        if trio.current_time() - last_beat >= HEARTBEAT:
+            last_beat = trio.current_time()
+            await self._db(self.store.heartbeat, self.id)
+        if any(live.ctx is not None for live in self._live.values()):
+            for job_id, request in await self._db(self.store.requests_for, self.id):
+                live = self._live.get(job_id)
+                if live is not None and live.ctx is not None:
+                    self._apply_request(live, request)
+        save_progress = trio.current_time() - last_progress >= PROGRESS_SAVE
+        if save_progress:
+            last_progress = trio.current_time()
+        for live in list(self._live.values()):
+            if live.ctx is not None and not live.rested.is_set():
+                await live.ctx.checkpoint(save_progress=save_progress)
+        return last_beat, last_progress
 
     def _apply_request(self, live: _LiveJob, request: str) -> None:
         status = JobStatus.CANCELLING if request == "cancel" else JobStatus.PAUSING
@@ -662,6 +680,10 @@ class JobManager:
             with trio.CancelScope(shield=True):
                 await self._cleanup_offline(info, cancelled=False)  # e.g. partials it left
             await self._finish(live, JobStatus.FAILED, error=str(exc))
+            return
+        stored_state: object = info.state  # untrusted JSON: must be an object
+        if not isinstance(stored_state, dict):
+            await self._finish(live, JobStatus.FAILED, error="stored job state is not an object")
             return
         completed = await self._db(self.store.completed_ranges, live.id)
         tracker = live.tracker
@@ -879,6 +901,13 @@ _DEP_FAILED = frozenset(
 )
 
 
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
 def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
@@ -930,14 +959,23 @@ async def open_manager(
             queues=queue_caps,
             retention=retention,
         )
-        async with trio.open_nursery() as nursery:
-            await manager._start(nursery, resume_interrupted)
-            try:
-                yield manager
-            finally:
-                with trio.CancelScope(shield=True):
-                    await manager._shutdown(shutdown_grace)
-                nursery.cancel_scope.cancel()
+        await manager._prepare()
+        try:
+            async with trio.open_nursery() as nursery:
+                await manager._start(nursery, resume_interrupted)
+                try:
+                    yield manager
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await manager._shutdown(shutdown_grace)
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # One error (the caller's own, or the manager's) is raised as itself, so
+            # `except StoreError:` and friends work around `async with open_manager(...)`.
+            leaves = _leaves(group)
+            if len(leaves) == 1 and not isinstance(leaves[0], trio.Cancelled):
+                raise leaves[0] from None
+            raise
     finally:
         await trio.to_thread.run_sync(store.close)
 

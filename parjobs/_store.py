@@ -268,7 +268,10 @@ class JobStore:
                         c.execute(statement)
                 c.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        c.execute("PRAGMA quick_check(1)").fetchone()
+        (check,) = c.execute("PRAGMA quick_check(1)").fetchone()
+        if check != "ok":
+            detail = " ".join(str(check).split())  # one line, for the CLI
+            raise StoreFormatError(f"{self.path} is a damaged parjobs store: {detail}")
 
     def close(self) -> None:
         self._conn.close()

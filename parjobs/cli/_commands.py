@@ -48,7 +48,7 @@ def _existing(paths: list[str]) -> list[str]:
     for text in paths:
         path = _path(text)
         if not os.path.lexists(path):
-            raise CliError(f"no such file or directory: {text}")
+            raise CliError(f"no such file or directory: {text!r}")
         out.append(path)
     return out
 

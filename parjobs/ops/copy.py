@@ -699,6 +699,14 @@ class CopyItem(Task[Done]):
                     return ("present", 0, 0)
                 res = got
             return ("file", res.bytes_copied, res.bytes_reused)
+        except OSError as exc:
+            # A temporary's bare name means nothing to people: name the destination.
+            name_in_error = exc.filename
+            if isinstance(name_in_error, str):
+                name_in_error = os.fsencode(name_in_error)
+            if isinstance(name_in_error, bytes) and b".parjobs" in name_in_error:
+                exc.filename = plan.tree.display(rel)
+            raise
         finally:
             plan.tree.release(parent)
 

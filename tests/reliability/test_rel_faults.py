@@ -155,14 +155,6 @@ async def test_store_on_a_full_disk_loses_nothing(tmp_path: Path, mnt: Path) -> 
     assert final.done_items == len(expected) >= done_before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_store.py JobStore._tx/checkpoint and _manager.py _housekeeping: when the store's "
-    "disk is full, COMMIT raises a raw sqlite3.OperationalError('database or disk is full') "
-    "that crashes the manager's nursery (an ExceptionGroup of sqlite3 errors out of "
-    "open_manager, also from unregister_manager on shutdown) instead of a StoreError naming "
-    "the store; the job is only recovered by the next process",
-)
 async def test_store_on_a_full_disk_gives_a_clear_error(tmp_path: Path, mnt: Path) -> None:
     _, _, proc = fill_store_disk(tmp_path, mnt)
     assert "sqlite3.OperationalError" not in proc.stderr
@@ -250,14 +242,6 @@ def test_permission_denied_on_a_destination_directory(shared: Path) -> None:
     assert temp_names(dst) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_copyfile.py copy_file / copy.py CopyItem._file: when the temporary cannot be "
-    "created (EACCES, ENOSPC...), the error's filename is the temporary's bare leaf name, so "
-    "the reported reason reads 'Permission denied: .s01.txt.<random>.parjobs-tmp': a name "
-    "that never existed, without its directory. Suggested fix: set the OSError's filename "
-    "to the destination path (plan.tree.display(rel)) before re-raising",
-)
 def test_permission_denied_names_the_destination_not_a_temporary(shared: Path) -> None:
     src, dst, errors = deny_destination_dir(shared)
     for label, message in errors:
@@ -544,15 +528,6 @@ async def test_store_locked_too_long_is_a_clear_error_and_nothing_is_lost(
         assert [i.id for i in await m.list_jobs()] == [job_id]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_manager.py open_manager: an error of the manager's start (here the StoreError "
-    "'job store ... is locked by another process' from register_manager) is raised wrapped "
-    "in a trio ExceptionGroup, because _start runs inside the manager's nursery; "
-    "'except parjobs.StoreError' does not catch it (the CLI unwraps groups, the API does "
-    "not). Suggested fix: run _start before opening the nursery's body or unwrap a lone "
-    "ParjobsError",
-)
 async def test_store_locked_too_long_raises_a_plain_store_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -589,23 +564,11 @@ async def test_store_locked_mid_job_delays_checkpoints_only(tmp_path: Path) -> N
     assert sorted(read_log(log)) == list(range(3000))
 
 
-CORRUPT_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="_store.py JobStore.open/_init_schema: 'PRAGMA quick_check(1)' is run but its "
-    "answer is not checked, and sqlite3.DatabaseError raised by later store calls is not "
-    "turned into StoreFormatError: a store whose pages are garbage opens, then "
-    "register_manager raises a raw sqlite3.DatabaseError('database disk image is "
-    "malformed') out of open_manager (CLI: a traceback, not exit 2). Suggested fix: "
-    "check quick_check == 'ok' and map sqlite3.DatabaseError to StoreFormatError naming "
-    "the file",
-)
-
-
 @pytest.mark.parametrize(
     "damage",
     [
         "truncated",
-        pytest.param("garbage-pages", marks=CORRUPT_XFAIL),
+        "garbage-pages",
         "garbage-header",
         "empty",
     ],

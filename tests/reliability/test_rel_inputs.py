@@ -252,13 +252,6 @@ async def test_edited_stored_spec_fails_that_job_alone(
     assert not (tmp_path / "dst").exists() and not (src / "inner" / "src").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_job.py load_job: json.loads of a deeply nested stored spec raises RecursionError, "
-    "which load_job does not turn into JobLoadError (it catches TypeError/ValueError only); "
-    "it escapes _manager.py _run_inner and crashes the manager and all its jobs instead of "
-    "failing that job alone",
-)
 async def test_deeply_nested_stored_spec_fails_that_job_alone(tmp_path: Path) -> None:
     store, job_id, _ = await stored_job(tmp_path)
     edit(store, job_id, spec="[" * 100_000 + "]" * 100_000)
@@ -268,13 +261,6 @@ async def test_deeply_nested_stored_spec_fails_that_job_alone(tmp_path: Path) ->
             assert await m.wait(job_id) is JobStatus.FAILED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_manager.py _run_inner: a stored job state that is JSON but not an object (here "
-    "[1, 2]) reaches dict(info.state) outside any handler: TypeError escapes and crashes the "
-    "manager and all its jobs instead of failing that job with a clear message. Suggested "
-    "fix: _store._row_to_info keeps state only if it is a dict (else a load error)",
-)
 async def test_stored_state_of_the_wrong_type_fails_that_job_alone(tmp_path: Path) -> None:
     store, job_id, _ = await stored_job(tmp_path)
     edit(store, job_id, state="[1, 2]")
@@ -410,13 +396,6 @@ def test_cli_resume_of_a_job_type_it_cannot_run(tmp_path: Path) -> None:
     con.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/_commands.py _existing: the 'no such file or directory: <name>' error embeds "
-    "the raw argument, so a name containing a newline prints two lines on stderr (and a "
-    "non-UTF-8 one raw bytes). Suggested fix: quote it, e.g. {text!r} or "
-    "display(text) with backslash escapes",
-)
 def test_cli_error_for_a_name_with_a_newline_is_one_line(area: Path, tmp_path: Path) -> None:
     proc = cli("copy", str(area / "no\nsuch"), str(area / "dst"), store=tmp_path / "j.sqlite")
     assert proc.returncode == 2

@@ -157,16 +157,6 @@ async def test_many_managers_on_one_store_never_run_a_job_twice(tmp_path: Path) 
     assert os.path.exists(store)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_manager.py JobManager.wait/JobHandle.result: once a job rested in this manager, "
-    "wait() answers from its stale _LiveJob: a paused job then cancelled (cancel() of a "
-    "resting job only updates the store) still waits as 'paused' and result() raises "
-    "JobNotFinishedError instead of JobCancelledError; likewise a job paused here and "
-    "resumed to completion by another manager on the same store. Suggested fix: in cancel() "
-    "(resting branch) mark the live entry cancelled, and in wait() re-read the store when "
-    "the live entry rests in a non-final status",
-)
 async def test_wait_reports_the_status_of_a_job_cancelled_while_resting(tmp_path: Path) -> None:
     async with parjobs.open_manager(str(tmp_path / "jobs.sqlite")) as m:
         handle = await m.submit(CountJob(n=10_000, log=str(tmp_path / "log"), sleep=0.001))
