@@ -49,6 +49,7 @@ from urllib.parse import quote
 from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
 
 from parjobs._exceptions import ParjobsError
+from parjobs.ops._copyfile import open_dir_nofollow
 from parjobs.ops._hashing import FilePath, _check_unchanged, _noop, _open_regular
 
 __all__ = [
@@ -354,12 +355,20 @@ def _write_atomic(
     durable: bool,
     check: Callable[[], object],
     make_dirs: Callable[[str], None] = _makedirs,
+    root: str | None = None,
 ) -> None:
     """Encode ``im`` to an unpredictable temporary name beside ``dst``, then rename it over.
 
     ``make_dirs(directory)`` runs only when the directory is missing. The temporary file is
-    removed on any failure, including ``check`` raising.
+    removed on any failure, including ``check`` raising. With ``root`` (a trusted directory
+    holding ``dst``), the directories below it are opened one by one without following
+    symlinks, so a symlink planted in a cache never redirects the write.
     """
+    if root is not None:
+        _write_atomic_below(
+            im, root, dst, fmt=fmt, params=params, mode=mode, durable=durable, check=check
+        )
+        return
     directory = os.path.dirname(dst) or "."
     while True:
         tmp = os.path.join(directory, f".parjobs-{secrets.token_hex(8)}.tmp")
@@ -386,6 +395,49 @@ def _write_atomic(
         raise
 
 
+def _write_atomic_below(
+    im: Image.Image,
+    root: str,
+    dst: str,
+    *,
+    fmt: str,
+    params: Mapping[str, Any],
+    mode: int,
+    durable: bool,
+    check: Callable[[], object],
+) -> None:
+    """`_write_atomic` through directory fds opened with ``O_NOFOLLOW`` below ``root``."""
+    rel = os.path.relpath(os.path.dirname(dst), root)
+    parts = [] if rel == "." else rel.split(os.sep)
+    if ".." in parts:
+        raise ValueError(f"{dst!r} is not inside {root!r}")
+    leaf = os.path.basename(dst)
+    os.makedirs(root, exist_ok=True)  # the root itself is trusted
+    dir_fd = open_dir_nofollow(root, parts, create=True)
+    try:
+        while True:
+            tmp = f".parjobs-{secrets.token_hex(8)}.tmp"
+            try:
+                fd = os.open(tmp, _TEMP_FLAGS, mode, dir_fd=dir_fd)
+                break
+            except FileExistsError:
+                continue
+        try:
+            with os.fdopen(fd, "wb") as fp:
+                im.save(fp, format=_PIL_FORMAT[fmt], **params)
+                fp.flush()
+                if durable:
+                    os.fsync(fd)
+            check()
+            os.replace(tmp, leaf, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+    finally:
+        os.close(dir_fd)
+
+
 # -- public API -------------------------------------------------------------------------------
 
 
@@ -400,8 +452,12 @@ def make_thumbnail(
     check: Callable[[], object] = _noop,
     max_pixels: int = 100_000_000,
     durable: bool = True,
+    root: str | None = None,
 ) -> ThumbResult:
     """Write a thumbnail of ``src`` fitting in ``box`` to ``dst`` as ``fmt``; return its sizes.
+
+    ``root``: a trusted directory holding ``dst`` (a cache); the directories between them are
+    created and opened without following symlinks.
 
     Only the first frame of an animation is used; the image is never enlarged. ``metadata``
     becomes PNG text chunks (``fmt="png"`` only). ``check`` is called between stages and may
@@ -423,7 +479,16 @@ def make_thumbnail(
     thumb, decoded, _ = _load_thumbnail(src_path, size, max_pixels, check)
     out = _for_output(thumb, fmt)
     params = _save_params(decoded.image, out, fmt, quality, metadata or {})
-    _write_atomic(out, dst_path, fmt=fmt, params=params, mode=0o666, durable=durable, check=check)
+    _write_atomic(
+        out,
+        dst_path,
+        fmt=fmt,
+        params=params,
+        mode=0o666,
+        durable=durable,
+        check=check,
+        root=root,
+    )
     return ThumbResult(dst_path, out.width, out.height, *decoded.source_size)
 
 

@@ -159,6 +159,7 @@ class ThumbnailTask(Task[str]):
             check=tc.check,
             max_pixels=s.max_pixels,
             durable=False,
+            root=s.out_dir,
         )
         after = os.stat(self.path, follow_symlinks=False)
         if _identity(before) != _identity(after):

@@ -95,15 +95,6 @@ async def test_symlink_planted_in_the_destination_mid_job_is_never_followed(
     assert temp_names(dst) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_imaging.py _write_atomic (used by thumbnail.py ThumbnailTask._cache): the "
-    "temporary and the final rename use plain paths (O_NOFOLLOW covers only the last "
-    "component), so a shard directory of out_dir replaced by a symlink redirects the "
-    "thumbnail (and its temporary) outside out_dir. Suggested fix: open the shard "
-    "directory with O_NOFOLLOW below out_dir (as _copyfile.open_dir_nofollow does) and "
-    "create/rename relative to its fd",
-)
 async def test_symlink_planted_in_the_thumbnail_cache_is_never_followed(tmp_path: Path) -> None:
     src, out, outside = tmp_path / "src", tmp_path / "thumbs", tmp_path / "outside"
     src.mkdir()
