@@ -775,6 +775,10 @@ class FinishDirs(Task[Done]):
                 continue
             try:
                 apply_dir_metadata(src, fd, plan.follow, plan.xattrs, plan.owner, plan.durable)
+            except FileNotFoundError:
+                # The source directory is gone: a move's earlier run applied its metadata,
+                # then removed it, and was killed before recording this step.
+                continue
             except OSError as exc:
                 failures.append(f"{plan.tree.display(rel)}: {exc.strerror or exc}")
             finally:

@@ -505,14 +505,6 @@ async def test_copy_killed_while_recording_its_finish_step(
     _count("copy", "checkpoint-finish", kills)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="move.py MoveJob.run/FinishDirs: a move killed after its finish step removed the "
-    "emptied source directories but before that step was checkpointed never completes: the "
-    "resumed FinishDirs stats each (now removed) source directory to copy its mode and times "
-    "and fails with 'could not set mode/times of N directories ... No such file or "
-    "directory' -> completed_with_errors on every resume",
-)
 async def test_move_killed_while_recording_its_finish_step(
     tmp_path: Path, tree_template: Path, shm: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
