@@ -291,8 +291,10 @@ class MoveItem(Task[Done]):
 
     def _copy_file(self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes) -> Done:
         plan, src = self.plan, self.entry.path
+        written = [name]  # the leaf the copy went to (a conflict policy may rename it)
 
         def put(leaf: bytes, overwrite: bool) -> CopyResult:
+            written[0] = leaf
             return plan.copy(src, leaf, dir_fd, tc, overwrite)
 
         try:
@@ -301,10 +303,13 @@ class MoveItem(Task[Done]):
             got = self._settle(tc, src_st, dir_fd, put, resumed=plan.resumed)
             if got is None:  # an earlier run copied it and was stopped before the unlink
                 tc.add_bytes(src_st.st_size)
+                _sync_copy(dir_fd, name)
                 os.unlink(src)
                 return ("present", 0, 0)
             res = got
-        os.unlink(src)  # only now: the destination is complete (and verified) under its name
+        if not plan.durable:  # durable copies are already on disk
+            _sync_copy(dir_fd, written[0])
+        os.unlink(src)  # only now: the destination is complete, verified and on disk
         return ("copied", res.bytes_copied, res.bytes_reused)
 
     def _copy_symlink(
@@ -323,6 +328,17 @@ class MoveItem(Task[Done]):
                 return ("present", 0, 0)
         os.unlink(src)
         return ("copied", 0, 0)
+
+
+def _sync_copy(dir_fd: int, name: bytes) -> None:
+    """fsync a copied file and its directory before its source is removed: even without
+    ``durable``, a move never trades the only copy for one still in the page cache."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.fsync(dir_fd)
 
 
 def _remove_empty_dirs(dirs: list[tuple[bytes, bytes]], removed: list[int]) -> None:
