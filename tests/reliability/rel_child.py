@@ -118,7 +118,11 @@ def _install_hook(hook: dict[str, Any]) -> None:
         real = getattr(os, name)
 
         def renamer(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-            hit = os.fsencode(src).startswith(under) and counter.hit()
+            path = os.fsencode(src)
+            dir_fd = kwargs.get("src_dir_fd")
+            if dir_fd is not None:  # relative to a directory fd: resolve where that is
+                path = os.path.join(os.fsencode(os.readlink(f"/proc/self/fd/{dir_fd}")), path)
+            hit = path.startswith(under) and counter.hit()
             if hit and kind.endswith("before"):
                 die()
             real(src, dst, *args, **kwargs)
