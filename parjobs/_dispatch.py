@@ -45,7 +45,7 @@ BATCH_MAX_ITEMS = 64
 #: A batch stops growing once its tasks' weights add up to this many bytes.
 BATCH_MAX_WEIGHT = 1 << 20
 #: A batch aims at about this much work (by the measured average task time).
-BATCH_TARGET_SECONDS = 0.002
+BATCH_TARGET_SECONDS = 0.01
 #: Batch size before any task time was measured.
 BATCH_UNMEASURED = 4
 
