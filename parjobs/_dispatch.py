@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import heapq
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -44,10 +43,6 @@ T = TypeVar("T")
 BATCH_MAX_ITEMS = 64
 #: A batch stops growing once its tasks' weights add up to this many bytes.
 BATCH_MAX_WEIGHT = 1 << 20
-#: A batch aims at about this much work (by the measured average task time).
-BATCH_TARGET_SECONDS = 0.01
-#: Batch size before any task time was measured.
-BATCH_UNMEASURED = 4
 
 
 class _Work:
@@ -165,32 +160,19 @@ class WorkerPool:
         buffer = workers * 4 if workers > 1 else 1
         self.window = buffer + workers * BATCH_MAX_ITEMS
         self.queue = _WorkQueue(self.window)
-        self._task_seconds: float | None = None  # moving average of a sync task's run time
         for i in range(workers):
             nursery.start_soon(self._worker, name=f"parjobs-worker-{ctx.job_id}-{i}")
 
-    def _observe(self, per_task: float) -> None:
-        """Fold one batch's seconds per task into the moving average (from a worker thread;
-        a float store is atomic, and a lost update only delays the adaptation)."""
-        avg = self._task_seconds
-        self._task_seconds = per_task if avg is None else 0.8 * avg + 0.2 * per_task
-
     def _batch_limit(self) -> int:
-        """How many queued sync tasks one thread call may take.
+        """How many queued sync tasks one thread call may take: at most `BATCH_MAX_ITEMS`,
+        and never more than a fair share of the backlog per worker.
 
-        Batching amortizes the ~100 us thread hop over tiny tasks, but serializes slow ones:
-        64 files behind a 20 ms network open would take 1.3 s in one thread while other
-        workers idle. So a batch aims at `BATCH_TARGET_SECONDS` of work by the measured
-        average, and never takes more than its fair share of the backlog. Until something
-        was measured, batches stay small.
+        Batching amortizes the ~100 us thread hop over tiny tasks. The fair share keeps it
+        from serializing slow ones: 100 files behind a 20 ms network open spread over all the
+        workers instead of queueing 64 deep in one thread while others idle; with a deep
+        backlog every worker holds a full batch, so all of them overlap their waits anyway.
         """
-        avg = self._task_seconds
-        if avg is None:
-            by_time = BATCH_UNMEASURED
-        else:
-            by_time = int(BATCH_TARGET_SECONDS / avg) if avg > 0 else BATCH_MAX_ITEMS
-        fair = len(self.queue) // self.workers + 1
-        return max(1, min(BATCH_MAX_ITEMS, by_time, fair))
+        return max(1, min(BATCH_MAX_ITEMS, len(self.queue) // self.workers + 1))
 
     def lane(self, name: str) -> trio.CapacityLimiter:
         try:
@@ -240,11 +222,9 @@ class WorkerPool:
 
         def run_all() -> list[Outcome[Any]]:
             out = []
-            start = time.perf_counter()
             for work in batch:
                 tracker.started(id(work), work.tc)
                 out.append(_run_one(work, interrupter))
-            self._observe((time.perf_counter() - start) / len(batch))
             return out
 
         try:
