@@ -23,13 +23,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
-IMAGES_DIR = ROOT / "docs" / "images"
+IMAGES_DIR: Path | None = ROOT / "docs" / "images"
+#: Appended to the results file name (``<date>-<host>-<tag>.json``); see `configure_output`.
+RESULTS_TAG = ""
 TIMES = "\u00d7"  # the multiplication sign, for ratio labels
 
 
@@ -38,10 +40,14 @@ TIMES = "\u00d7"  # the multiplication sign, for ratio labels
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Timing:
-    """Wall and CPU seconds of one measured region (CPU covers every thread of the process)."""
+    """Wall and CPU seconds of one measured region (CPU covers every thread of the process).
+
+    ``peak_rss`` (bytes) is set by contenders that run elsewhere (a child process): it then
+    replaces this process' peak in the measurement."""
 
     wall: float
     cpu: float
+    peak_rss: int | None = None
 
 
 class Stopwatch:
@@ -69,6 +75,7 @@ class Measurement:
     rss_growth: int = 0  # bytes; most any one call grew RSS above the RSS it started with
     items: int = 1
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    child: bool = False  # ran as a child process: the RSS figures are the child's own peak
 
     @property
     def median(self) -> float:
@@ -99,6 +106,7 @@ class Measurement:
             "cpu_median_s": round(self.cpu_median, 6),
             "peak_rss_mb": round(self.peak_rss / 2**20, 1),
             "rss_growth_mb": round(self.rss_growth / 2**20, 1),
+            "rss_of": "child process" if self.child else "this process",
         }
         if self.items != 1:
             data["items"] = self.items
@@ -156,9 +164,14 @@ def run_rounds(
                 m = result[name]
                 m.wall.append(timing.wall)
                 m.cpu.append(timing.cpu)
-                peak = peak_rss_bytes()
+                if timing.peak_rss is not None:  # a child process: its own peak is its growth
+                    peak = growth = timing.peak_rss
+                    m.child = True
+                else:
+                    peak = peak_rss_bytes()
+                    growth = peak - rss0
                 m.peak_rss = max(m.peak_rss, peak)
-                m.rss_growth = max(m.rss_growth, peak - rss0)
+                m.rss_growth = max(m.rss_growth, growth)
             if progress:
                 tag = "warmup" if r < warmup else f"round {r - warmup + 1}/{rounds}"
                 log(f"  {tag:>11}  {name:<34} {timing.wall * 1e3:9.1f} ms")
@@ -265,12 +278,26 @@ def machine_info() -> dict[str, Any]:
         "tmp_dir": tmp,
         "tmp_fs": _fs_type(tmp),
         "loadavg": load_average(),
+        "pressure": pressure(),
     }
 
 
 def load_average() -> list[float]:
     """The 1, 5 and 15 minute load averages: other work on the machine skews timings."""
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def pressure() -> dict[str, float]:
+    """Pressure stall information (Linux PSI, % of the last 10 s some task waited for CPU
+    or I/O): other processes competing for the machine while a case ran."""
+    out: dict[str, float] = {}
+    for res in ("cpu", "io"):
+        with contextlib.suppress(OSError, ValueError), open(f"/proc/pressure/{res}") as f:
+            for line in f:
+                kind, *fields = line.split()
+                avg10 = dict(x.split("=") for x in fields)["avg10"]
+                out[f"{res}_{kind}_avg10"] = float(avg10)
+    return out
 
 
 def _cpu_model() -> str:
@@ -326,9 +353,22 @@ def _git_revision() -> str | None:
 # -- results --------------------------------------------------------------------------------
 
 
+def configure_output(
+    results_dir: Path | None = None, *, images: bool = True, tag: str = ""
+) -> None:
+    """Send results JSON and charts to ``results_dir`` (default ``benchmarks/results``);
+    without ``images`` charts skip ``docs/images``; ``tag`` names a separate results file
+    (quick runs must not replace the full run's figures)."""
+    global RESULTS_DIR, IMAGES_DIR, RESULTS_TAG
+    RESULTS_DIR = Path(results_dir) if results_dir else ROOT / "benchmarks" / "results"
+    IMAGES_DIR = ROOT / "docs" / "images" if images else None
+    RESULTS_TAG = tag
+
+
 def results_path(day: datetime.date | None = None) -> Path:
     day = day or datetime.date.today()
-    return RESULTS_DIR / f"{day.isoformat()}-{socket.gethostname()}.json"
+    tag = f"-{RESULTS_TAG}" if RESULTS_TAG else ""
+    return RESULTS_DIR / f"{day.isoformat()}-{socket.gethostname()}{tag}.json"
 
 
 def write_results(scenario: str, data: Mapping[str, Any]) -> Path:
@@ -408,10 +448,19 @@ def bar_chart(
     if note:
         fig.text(0.01, 0.01, note, fontsize=7, color="#555555")
     fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
+    return save_figure(fig, filename)
+
+
+def save_figure(fig: Any, filename: str, **savefig: Any) -> list[Path]:
+    """Save a matplotlib figure into the results folder (and ``docs/images/``), close it."""
+    import matplotlib.pyplot as plt
+
     paths = []
     for folder in (RESULTS_DIR, IMAGES_DIR):
+        if folder is None:
+            continue
         folder.mkdir(parents=True, exist_ok=True)
-        fig.savefig(folder / filename)
+        fig.savefig(folder / filename, **savefig)
         paths.append(folder / filename)
     plt.close(fig)
     return paths
@@ -425,3 +474,56 @@ def machine_note() -> str:
         f"trio {m['trio']}, parjobs {m['parjobs']} ({m['git']}), tmp on {m['tmp_fs']}, "
         f"load {m['loadavg'][0]:g}"
     )
+
+
+def panel_chart(
+    panels: Sequence[tuple[str, Rounds, str]],
+    *,
+    filename: str,
+    title: str,
+    note: str = "",
+) -> list[Path]:
+    """One figure, one panel per ``(title, rounds, baseline)``: horizontal bars of median
+    wall time with min/max whiskers, labelled with the ratio to the panel's baseline (grey).
+    Times below a second are shown in ms. Saved like `bar_chart`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    heights = [0.32 * len(rounds) + 0.9 for _, rounds, _ in panels]
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(9, sum(heights) + 0.9),
+        dpi=100,
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )
+    for ax, (sub, rounds, baseline) in zip(axes[:, 0], panels, strict=True):
+        names = list(rounds)
+        top = max(rounds[n].max for n in names)
+        scale, unit = (1e3, "ms") if top < 1 else (1.0, "s")
+        med = [rounds[n].median * scale for n in names]
+        lo = [v - rounds[n].min * scale for n, v in zip(names, med, strict=True)]
+        hi = [rounds[n].max * scale - v for n, v in zip(names, med, strict=True)]
+        ratios = rounds.ratio_to(baseline)
+        ypos = list(range(len(names)))[::-1]
+        colors = ["#8c8c8c" if n == baseline else "#4c72b0" for n in names]
+        ax.barh(ypos, med, xerr=[lo, hi], color=colors, height=0.7, capsize=3, error_kw={"lw": 1})
+        ax.set_yticks(ypos, [n + (" (baseline)" if n == baseline else "") for n in names])
+        ax.tick_params(axis="y", labelsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_title(sub, fontsize=9, loc="left")
+        ax.set_xlabel(f"wall time, {unit} (median, min-max)", fontsize=8)
+        right = max(v + h for v, h in zip(med, hi, strict=True)) or 1.0
+        for y, v, h, n in zip(ypos, med, hi, names, strict=True):
+            text = f"{v:,.{0 if v >= 100 else 2}f} {unit}  {ratios[n]:.2f}{TIMES}"
+            ax.text(v + h + right * 0.01, y, text, va="center", fontsize=7.5)
+        ax.set_xlim(0, right * 1.32)
+        ax.set_ylim(-0.6, len(names) - 0.4)
+    fig.suptitle(title, fontsize=11, x=0.01, ha="left")
+    if note:
+        fig.text(0.01, 0.005, note, fontsize=6.5, color="#555555")
+    fig.tight_layout(rect=(0, 0.02 if note else 0, 1, 1))
+    return save_figure(fig, filename)

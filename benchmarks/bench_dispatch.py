@@ -259,10 +259,13 @@ TRIO_LOOP = "trio pool, 1 task/thread call"
 TRIO_BATCHED = "trio pool, 64 tasks/thread call"
 
 
-def bench_overhead(tmp: Path, quick: bool, chart: bool = True) -> dict[str, Any]:
-    """Per-task cost of no-op tasks; quick mode skips the warmup round and two variants."""
-    n = 20_000 if quick else 200_000
-    rounds, warmup = (3, 0) if quick else (3, 1)
+def bench_overhead(
+    tmp: Path, quick: bool, chart: bool = True, *, tiny: bool = False, n: int | None = None
+) -> dict[str, Any]:
+    """Per-task cost of no-op tasks; quick mode skips the warmup round and two variants
+    (``tiny``: a smoke test's sizes, one round; ``n`` overrides the task count)."""
+    n = n or (2_000 if tiny else 20_000 if quick else 200_000)
+    rounds, warmup = (1, 0) if tiny else (3, 0) if quick else (3, 1)
     log(f"[dispatch] per-task overhead: {n:,} no-op tasks, {WORKERS} workers, {rounds} rounds")
     contenders = {
         "parjobs dispatch_many": _parjobs_contender(tmp, n, "many", False),
@@ -338,9 +341,9 @@ def paused_job_child(store: str, n: int) -> dict[str, Any]:
     }
 
 
-def bench_rss(tmp: Path, quick: bool) -> tuple[dict[str, Any], Path, str]:
+def bench_rss(tmp: Path, quick: bool, *, tiny: bool = False) -> tuple[dict[str, Any], Path, str]:
     """Peak RSS of the job in `paused_job_child`; also returns the paused store and job id."""
-    n = 100_000 if quick else 1_000_000
+    n = 5_000 if tiny else 100_000 if quick else 1_000_000
     store = tmp / "paused.sqlite"
     code = (
         "import json; from benchmarks.bench_dispatch import paused_job_child; "
@@ -417,9 +420,11 @@ def _resume_contender(
     return contender
 
 
-def bench_resume(tmp: Path, quick: bool, paused: Path, job_id: str, n: int) -> dict[str, Any]:
+def bench_resume(
+    tmp: Path, quick: bool, paused: Path, job_id: str, n: int, *, tiny: bool = False
+) -> dict[str, Any]:
     """Time ``resume`` -> ``result`` on fresh copies of the paused store, in a new manager."""
-    rounds = 3 if quick else 5
+    rounds = 1 if tiny else 3 if quick else 5
     out: dict[str, Any] = {"n": n, "left_undone": LEFT_UNDONE, **_store_stats(paused)}
     assert out["completed_indices"] == n - LEFT_UNDONE, out
     contenders: dict[str, Callable[[], Timing]] = {}
@@ -445,11 +450,11 @@ def bench_resume(tmp: Path, quick: bool, paused: Path, job_id: str, n: int) -> d
 # -- 4. checkpoints -------------------------------------------------------------------------
 
 
-def bench_checkpoint(tmp: Path, quick: bool) -> dict[str, Any]:
+def bench_checkpoint(tmp: Path, quick: bool, *, tiny: bool = False) -> dict[str, Any]:
     """Forced-checkpoint cost. The manager's background checkpoint would take part of the
     completions; a frozen trio clock (``MockClock(rate=0)``) keeps it from ever firing."""
     sizes = [1, 100, 10_000]
-    reps = [50, 20, 2] if quick else [300, 100, 10]
+    reps = [5, 2, 1] if tiny else [50, 20, 2] if quick else [300, 100, 10]
     out: dict[str, Any] = {"sizes": sizes, "reps": reps}
     for stride, label in ((1, "contiguous"), (2, "scattered")):
         store = tmp / f"checkpoint-{stride}.sqlite"
@@ -484,20 +489,24 @@ def bench_checkpoint(tmp: Path, quick: bool) -> dict[str, Any]:
 # -- entry points ---------------------------------------------------------------------------
 
 
-def run(quick: bool, *, write: bool = True) -> dict[str, Any]:
+def run(
+    quick: bool, *, write: bool = True, tiny: bool = False, overhead_n: int | None = None
+) -> dict[str, Any]:
     """Run all dispatcher scenarios and return their figures; with ``write``, also merge them
-    into the results JSON under ``"dispatch"`` and render ``dispatch_overhead.png``."""
+    into the results JSON under ``"dispatch"`` and render ``dispatch_overhead.png``.
+    ``tiny`` shrinks everything to smoke-test sizes (figures meaningless); ``overhead_n``
+    sets the task count of the overhead rounds (``python -m benchmarks`` uses fewer)."""
     total, phases = Stopwatch(), {}
-    data: dict[str, Any] = {"quick": quick, "loadavg_before": load_average()}
+    data: dict[str, Any] = {"quick": quick, "tiny": tiny, "loadavg_before": load_average()}
     with temp_dir() as tmp:
         sw = Stopwatch()
-        data["overhead"] = bench_overhead(tmp, quick, chart=write)
+        data["overhead"] = bench_overhead(tmp, quick, chart=write, tiny=tiny, n=overhead_n)
         phases["overhead"], sw = sw.stop().wall, Stopwatch()
-        data["rss"], paused, job_id = bench_rss(tmp, quick)
+        data["rss"], paused, job_id = bench_rss(tmp, quick, tiny=tiny)
         phases["rss"], sw = sw.stop().wall, Stopwatch()
-        data["resume"] = bench_resume(tmp, quick, paused, job_id, data["rss"]["n"])
+        data["resume"] = bench_resume(tmp, quick, paused, job_id, data["rss"]["n"], tiny=tiny)
         phases["resume"], sw = sw.stop().wall, Stopwatch()
-        data["checkpoint"] = bench_checkpoint(tmp, quick)
+        data["checkpoint"] = bench_checkpoint(tmp, quick, tiny=tiny)
         phases["checkpoint"] = sw.stop().wall
     data["loadavg_after"] = load_average()
     data["phase_s"] = {k: round(v, 1) for k, v in phases.items()}

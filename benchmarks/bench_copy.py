@@ -1,0 +1,185 @@
+"""Copy a tree: parjobs `CopyJob` (1 worker and N workers) against ``cp -r``, ``rsync -a``,
+``shutil.copytree`` and ``rclone copy``, on three sets: many small files, 10 MiB files and
+256 MiB files (quick mode: smaller sets).
+
+Every contender copies the set's directory into an empty destination on the same filesystem
+(written to the page cache, no fsync, as ``cp`` does). The destination is created before and
+removed after each call, untimed, and checked (file count and bytes) so every contender did
+all the work. Baseline: ``cp -r``. With the page cache warm ("cached") and, where permitted,
+after dropping it before every call ("cold-ish").
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from parjobs.ops.copy import CopyJob
+
+from ._common import Timing, load_average, log, panel_chart, run_rounds
+from ._session import Session
+from ._tools import (
+    CACHED,
+    COLD,
+    describe_tools,
+    drop_caches,
+    expect_tree,
+    fresh_dir,
+    in_process,
+    refresh_metadata,
+    remove,
+    run_job,
+    run_tool,
+    warm,
+    which,
+)
+
+SETS = ("small", "medium", "large")
+WORDS = {CACHED: "warm", COLD: "dropped (cold-ish)"}
+BASELINE = "cp -r"
+#: Sets with at least this many files get `refresh_metadata` before every cached call.
+REFRESH_FILES = 1000
+REFRESH_NOTE = (
+    "before every call: sync, drop the page cache, re-read the sources (so their data and "
+    "metadata are cached again) - ext4 without a journal otherwise makes every create scan "
+    "the inodes earlier calls deleted"
+)
+#: Left out of the cold-ish rounds, to keep a full run short.
+NOT_COLD = ("rclone copy", "parjobs 16 workers")
+#: What each contender keeps of the source's metadata (they do not all do the same work).
+SEMANTICS = {
+    "parjobs": "mode and times; temporary name, renamed into place",
+    "cp -r": "mode only (no times); writes in place",
+    "rsync -a": "mode, times, owner, group, symlinks; temporary name, renamed into place",
+    "shutil.copytree": "copy2: mode and times; writes in place",
+    "rclone copy": "times; checks size (and hash) after copying; 4 parallel transfers",
+}
+
+
+def _parjobs(session: Session, src: Path, dst: Path, workers: int, files: int) -> Timing:
+    job = CopyJob(sources=[str(src)], destination=str(dst))
+    result, timing = run_job(job, workers=workers, store_dir=session.scratch)
+    if result["failed"] or result["copied"] != files:
+        raise RuntimeError(f"parjobs copy: unexpected result {result}")
+    return timing
+
+
+Copy = Callable[[Path], Timing]
+
+
+def contenders(session: Session, src: Path, files: int) -> tuple[dict[str, Copy], dict[str, str]]:
+    """Functions copying ``src`` to ``dst/<src.name>`` given an empty ``dst``, by name, and
+    the skipped ones with reasons."""
+    out: dict[str, Copy] = {}
+    skipped: dict[str, str] = {}
+    for n in [1, *session.workers]:
+        name = f"parjobs {n} worker" + ("s" if n > 1 else "")
+        out[name] = lambda dst, n=n: _parjobs(session, src, dst, n, files)
+    out[BASELINE] = lambda dst: run_tool(["cp", "-r", str(src), f"{dst}/"])
+    if which("rsync"):
+        out["rsync -a"] = lambda dst: run_tool(["rsync", "-a", str(src), f"{dst}/"])
+    else:
+        skipped["rsync -a"] = "rsync is not installed (apt-get install rsync)"
+    out["shutil.copytree"] = lambda dst: in_process(lambda: shutil.copytree(src, dst / src.name))
+    if which("rclone"):
+        env = {"RCLONE_CONFIG": "/dev/null"}
+        out["rclone copy"] = lambda dst: run_tool(
+            ["rclone", "copy", "-q", str(src), str(dst / src.name)], env=env
+        )
+    else:
+        skipped["rclone copy"] = "rclone is not installed"
+    return out, skipped
+
+
+def _checked(
+    copy: Copy, name: str, scratch: Path, expect: tuple[int, int], cold: bool, refresh: Path | None
+) -> Callable[[], Timing]:
+    """Around a copy: a new empty destination (and dropped caches when ``cold``, or dropped
+    and re-read ``refresh`` sources) before, check and removal after; only the copy is
+    timed."""
+
+    def contender() -> Timing:
+        dst = fresh_dir(scratch, "copy")
+        if cold:
+            drop_caches()
+        elif refresh is not None:
+            refresh_metadata([refresh])
+        timing = copy(dst)
+        expect_tree(dst, *expect, name)
+        remove(dst)
+        return timing
+
+    return contender
+
+
+def run(session: Session) -> dict[str, Any]:
+    """Every set in every cache state; returns the scenario's JSON and draws its charts."""
+    data = session.data
+    tools = describe_tools(
+        [("cp", ["cp", "--version"]), ("rsync", ["rsync", "--version"]),
+         ("rclone", ["rclone", "version"])]
+    )  # fmt: skip
+    out: dict[str, Any] = {
+        "what": "copy a directory tree into an empty directory on the same filesystem",
+        "timed": "the copy only (destination created before, checked and removed after)",
+        "baseline": BASELINE,
+        "semantics": SEMANTICS,
+        "tools": tools,
+        "cold_available": session.cold,
+        "cold_skipped_reason": session.cold_reason or None,
+        "cases": {},
+    }
+    panels: dict[str, list[tuple[str, Any, str]]] = {}
+    for cache in session.cache_states:
+        for set_name in SETS:
+            src = data.path(set_name)
+            info = data.info["sets"][set_name]
+            expect = (info["files"], info["bytes"])
+            copies, skipped = contenders(session, src, info["files"])
+            log(f"[copy] {data.label(set_name)}, {cache}, {session.rounds} rounds")
+            cold = cache != CACHED
+            # Many files: forget the inodes earlier calls deleted (see refresh_metadata).
+            many = info["files"] >= REFRESH_FILES
+            refresh = src if not cold and many and session.can_drop_caches else None
+            if cold:  # a warm-up round warms nothing here
+                left_out = [n for n in NOT_COLD if n in copies]
+                skipped.update((n, "not run cold-ish (keeps a full run short)") for n in left_out)
+                copies = {n: c for n, c in copies.items() if n not in NOT_COLD}
+            else:
+                warm([src])
+            load0 = load_average()
+            rounds = run_rounds(
+                {
+                    n: _checked(c, n, session.scratch, expect, cold, refresh)
+                    for n, c in copies.items()
+                },
+                session.rounds,
+                0 if cold else session.warmup,
+            )
+            key = f"{set_name}/{cache}"
+            out["cases"][key] = session.case(
+                rounds,
+                BASELINE,
+                data_set={set_name: info},
+                cache=cache,
+                skipped=skipped,
+                loadavg_before=load0,
+                warmup_rounds=0 if cold else session.warmup,
+                metadata_refresh=None if refresh is None else REFRESH_NOTE,
+            )
+            mib = info["bytes"] / 2**20
+            for name, m in rounds.items():
+                out["cases"][key]["contenders"][name]["mib_per_s"] = round(mib / m.median, 1)
+            panels.setdefault(cache, []).append((data.label(set_name), rounds, BASELINE))
+    if session.charts:
+        for cache, chart in panels.items():
+            suffix = "" if cache == CACHED else "_cold"
+            panel_chart(
+                chart,
+                filename=f"copy{suffix}.png",
+                title=f"Copy a tree, page cache {WORDS[cache]} (lower is better; ratio to cp -r)",
+                note=session.note(),
+            )
+    return out

@@ -1,0 +1,105 @@
+"""``python -m benchmarks --quick --tiny`` runs every scenario and writes well-formed results.
+
+No timing assertions: only that every case measured its contenders and reports medians,
+min/max, CPU, memory and ratios to a baseline that is one of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SCENARIOS = {"copy", "hash", "thumbnails", "slow_storage", "dispatch", "resume"}
+MEASURE_KEYS = {
+    "rounds_wall_s",
+    "rounds_cpu_s",
+    "median_s",
+    "min_s",
+    "max_s",
+    "cpu_median_s",
+    "peak_rss_mb",
+    "ratio_to_baseline",
+}
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_case(where: str, case: dict) -> None:
+    assert case["data_set"], where
+    contenders = case["contenders"]
+    assert case["baseline"] in contenders, where
+    assert contenders[case["baseline"]]["ratio_to_baseline"] == 1.0, where
+    assert len(contenders) >= 3, where
+    for name, c in contenders.items():
+        missing = MEASURE_KEYS - c.keys()
+        assert not missing, f"{where} / {name}: missing {missing}"
+        for key in MEASURE_KEYS - {"rounds_wall_s", "rounds_cpu_s"}:
+            assert _number(c[key]), f"{where} / {name}: {key}={c[key]!r}"
+        assert c["rounds_wall_s"] and all(_number(w) and w > 0 for w in c["rounds_wall_s"])
+        assert c["min_s"] <= c["median_s"] <= c["max_s"], f"{where} / {name}"
+    for name, why in case["skipped"].items():
+        assert name not in contenders and why, where
+
+
+def test_tiny_run_writes_results(tmp_path):
+    results = tmp_path / "results"
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--tiny",
+            "--no-cold",
+            "--results-dir",
+            str(results),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (path,) = results.glob("*-tiny.json")
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["results"] == str(path)
+    doc = json.loads(path.read_text())
+
+    machine = doc["machine"]
+    for key in ("cpu", "cores", "ram_gb", "os", "python", "loadavg", "tmp_fs"):
+        assert key in machine
+    assert set(doc["scenarios"]) == SCENARIOS
+
+    for name, scenario in doc["scenarios"].items():
+        assert scenario["mode"] == "tiny", name
+        if name == "dispatch":
+            continue
+        assert scenario["data"]["version"] >= 1, name
+        for key, case in scenario.get("cases", {}).items():
+            _check_case(f"{name}/{key}", case)
+
+    assert set(doc["scenarios"]["copy"]["cases"]) >= {"small/cached", "medium/cached"}
+    assert "cached" in doc["scenarios"]["hash"]["cases"]
+    assert "photos" in doc["scenarios"]["thumbnails"]["cases"]
+    slow = doc["scenarios"]["slow_storage"]
+    assert _number(slow["target"]["best"])
+    assert _number(slow["cases"]["latency-20ms"]["contenders"]["parjobs 8 workers"]["speedup"])
+    dispatch = doc["scenarios"]["dispatch"]
+    assert _number(dispatch["overhead"]["target"]["ratio"])
+    resume = doc["scenarios"]["resume"]
+    assert _number(resume["resume"]["variants"]["dispatch_range"]["median_s"])
+    assert _number(resume["checkpoint_overhead"]["median_store_share"])
+    assert {p.name for p in results.glob("*.png")} >= {"copy.png", "hash.png", "thumbnails.png"}
