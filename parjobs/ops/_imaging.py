@@ -364,23 +364,42 @@ def _write_atomic(
     holding ``dst``), the directories below it are opened one by one without following
     symlinks, so a symlink planted in a cache never redirects the write.
     """
-    if root is not None:
-        _write_atomic_below(
-            im, root, dst, fmt=fmt, params=params, mode=mode, durable=durable, check=check
-        )
-        return
     directory = os.path.dirname(dst) or "."
+    if root is not None:
+        rel = os.path.relpath(directory, root)
+        parts = [] if rel == "." else rel.split(os.sep)
+        if ".." in parts:
+            raise ValueError(f"{dst!r} is not inside {root!r}")
+        os.makedirs(root, exist_ok=True)  # the root itself is trusted
+        dir_fd = open_dir_nofollow(root, parts, create=True)
+    else:
+        if not os.path.isdir(directory):
+            make_dirs(directory)
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _encode_into(im, dir_fd, os.path.basename(dst), fmt, params, mode, durable, check)
+    finally:
+        os.close(dir_fd)
+
+
+def _encode_into(
+    im: Image.Image,
+    dir_fd: int,
+    leaf: str,
+    fmt: str,
+    params: Mapping[str, Any],
+    mode: int,
+    durable: bool,
+    check: Callable[[], object],
+) -> None:
+    """Write ``im`` to a fresh temporary in ``dir_fd`` and rename it to ``leaf``."""
     while True:
-        tmp = os.path.join(directory, f".parjobs-{secrets.token_hex(8)}.tmp")
+        tmp = f".parjobs-{secrets.token_hex(8)}.tmp"
         try:
-            fd = os.open(tmp, _TEMP_FLAGS, mode)
+            fd = os.open(tmp, _TEMP_FLAGS, mode, dir_fd=dir_fd)
             break
         except FileExistsError:
             continue
-        except FileNotFoundError:
-            if os.path.isdir(directory):
-                raise
-            make_dirs(directory)
     try:
         with os.fdopen(fd, "wb") as fp:
             im.save(fp, format=_PIL_FORMAT[fmt], **params)
@@ -388,54 +407,11 @@ def _write_atomic(
             if durable:
                 os.fsync(fd)
         check()
-        os.replace(tmp, dst)
+        os.replace(tmp, leaf, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
-
-
-def _write_atomic_below(
-    im: Image.Image,
-    root: str,
-    dst: str,
-    *,
-    fmt: str,
-    params: Mapping[str, Any],
-    mode: int,
-    durable: bool,
-    check: Callable[[], object],
-) -> None:
-    """`_write_atomic` through directory fds opened with ``O_NOFOLLOW`` below ``root``."""
-    rel = os.path.relpath(os.path.dirname(dst), root)
-    parts = [] if rel == "." else rel.split(os.sep)
-    if ".." in parts:
-        raise ValueError(f"{dst!r} is not inside {root!r}")
-    leaf = os.path.basename(dst)
-    os.makedirs(root, exist_ok=True)  # the root itself is trusted
-    dir_fd = open_dir_nofollow(root, parts, create=True)
-    try:
-        while True:
-            tmp = f".parjobs-{secrets.token_hex(8)}.tmp"
-            try:
-                fd = os.open(tmp, _TEMP_FLAGS, mode, dir_fd=dir_fd)
-                break
-            except FileExistsError:
-                continue
-        try:
-            with os.fdopen(fd, "wb") as fp:
-                im.save(fp, format=_PIL_FORMAT[fmt], **params)
-                fp.flush()
-                if durable:
-                    os.fsync(fd)
-            check()
-            os.replace(tmp, leaf, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp, dir_fd=dir_fd)
-            raise
-    finally:
-        os.close(dir_fd)
 
 
 # -- public API -------------------------------------------------------------------------------
