@@ -15,7 +15,6 @@ from typing import Any
 import trio
 
 from ._dispatch import TaskDispatcher, WorkerPool
-from ._exceptions import CancelRequested, PauseRequested
 from ._indexset import IndexSet, to_ranges
 from ._progress import ItemError, ProgressTracker
 from ._store import CheckpointBatch
@@ -218,6 +217,3 @@ class JobContext:
 
     def __repr__(self) -> str:
         return f"<JobContext job={self.job_id} pid={os.getpid()}>"
-
-
-__all__ = ["CancelRequested", "JobContext", "PauseRequested"]

@@ -144,7 +144,6 @@ class ProgressTracker:
         self._version = 0
         self._changed = trio.Event()
         self._closed = False
-        self._last: Progress | None = None
 
     # -- job-facing API ------------------------------------------------------------------
 
@@ -245,10 +244,6 @@ class ProgressTracker:
         self._version += 1
         self._changed.set()
 
-    @property
-    def in_flight_bytes(self) -> int:
-        return sum(t.bytes_done for t in list(self._in_flight.values()))
-
     def snapshot(self) -> Progress:
         """Freeze the current state (rates are a moving average over a few seconds)."""
         now = self._clock()
@@ -283,7 +278,6 @@ class ProgressTracker:
             recent_errors=tuple(self._errors),
             message=self.message,
         )
-        self._last = snap
         return snap
 
     def _rates(self, now: float, items: int, nbytes: int) -> tuple[float, float]:
