@@ -1,15 +1,23 @@
-"""The task dispatcher: a bounded, nursery-based worker pool with resource lanes and batching.
+"""The task dispatcher: a bounded, nursery-based worker pool with resource lanes.
 
 Data flow for one job::
 
-    dispatch_many(iterable)  --work-->  [bounded channel]  -->  N worker tasks (nursery)
-          ^                                                        | one thread call per batch,
-          +---------------- outcomes (completion order) <---------+ under the lane's limiter
+    dispatch_many(iterable)  --work-->  [bounded priority queue]  <--pull--  N worker threads
+          ^                                                                   | (one trio worker
+          +------ outcomes (completion order) <-- collector <-- posted -------+  task each, under
+                                                                                 the lane limiter)
 
 The iterable is pulled lazily, never more than ``window`` tasks ahead of the outcomes the
 caller consumed, so memory is O(concurrency). Tasks already checkpointed are skipped before
-they are sent. Sync tasks much lighter than a thread round trip are batched: a worker that
-finds a backlog takes up to `BATCH_MAX_ITEMS` of them into one ``trio.to_thread`` call.
+they are sent.
+
+Sync tasks stream: a worker's thread call runs one task, posts its outcome and takes the next
+task straight from the queue (under a lock), for up to `BATCH_MAX_ITEMS` tasks or
+`BATCH_MAX_SECONDS`. It never waits for the event loop between tasks, so while trio records
+outcomes and refills the queue, the threads keep copying; and since each thread takes one task
+at a time, slow tasks spread over every worker instead of piling up in one. Posted outcomes
+are finished (checkpoint bookkeeping, progress, delivery) by one collector task per pool,
+woken at most once per batch of posts.
 """
 
 from __future__ import annotations
@@ -17,6 +25,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import heapq
+import os
+import threading
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -39,10 +50,75 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: At most this many tasks go into one worker-thread call.
-BATCH_MAX_ITEMS = 64
-#: A batch stops growing once its tasks' weights add up to this many bytes.
-BATCH_MAX_WEIGHT = 1 << 20
+#: At most this many tasks run in one worker-thread call (1: one thread hop per task).
+BATCH_MAX_ITEMS = 256
+#: A thread call takes no new task after running this long, so lane tokens rotate among jobs.
+BATCH_MAX_SECONDS = 0.05
+#: A worker thread wakes the event loop once this many outcomes are waiting...
+POST_BATCH = 32
+#: ... or the oldest has waited this long (seconds) ...
+POST_DELAY = 0.005
+#: ... or before a task at least this heavy (estimated bytes), which may take a while.
+HEAVY_WEIGHT = 1 << 20
+#: Sync tasks averaging less than this (seconds, measured alone) are "tiny": see `_Governor`.
+TINY_TASK = 0.001
+#: Judge by at least this many tasks' worth of time: one task this slow (a 20 ms network
+#: open) lifts the limit at once, while a thread held up by a GIL wait (up to the 5 ms switch
+#: interval) or a page fault does not.
+TINY_WINDOW = 16
+#: How long the governor leaves concurrency unlimited before measuring again.
+PROBE_INTERVAL = 1.0
+
+
+class _Governor:
+    """Limits how many threads run *tiny* sync tasks at once.
+
+    Each call into CPython releases and retakes the GIL, and a small-file copy makes about
+    ten of them in ~150 us. Several threads doing that contend for the GIL more than they
+    overlap: on the 2-core reference machine, 8 threads copied 10,000 small files 1.6x slower
+    than one. Threads pay off when tasks wait (a slow disk or network share) or run long
+    outside the GIL (big chunks, image decoding), and then tasks are slow.
+
+    So the pool starts limited to `cap` streaming threads and measures task times while at
+    most `cap` threads stream (measurements under contention would be inflated by GIL
+    waits). Tasks averaging over `TINY_TASK` (over at least `TINY_WINDOW` tasks' worth of
+    time) lift the limit; `PROBE_INTERVAL` later the pool limits itself again to re-measure,
+    since a job's work can change (small files, then large ones).
+    """
+
+    __slots__ = ("cap", "limited", "n", "since", "total", "useful")
+
+    def __init__(self, workers: int, cpus: int) -> None:
+        self.cap = max(1, min(workers, cpus // 2))
+        self.useful = self.cap < workers  # else there is nothing to limit
+        self.limited = self.useful
+        self.n = 0
+        self.total = 0.0
+        self.since = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """From a worker thread while measuring: one task's wall time (races between threads
+        only blur the statistics)."""
+        self.n += 1
+        self.total += seconds
+
+    def review(self, now: float) -> bool | None:
+        """From trio: True when the limit was just lifted (wake the waiting workers), False
+        when it was just set again, None when nothing changed."""
+        if self.limited:
+            n = self.n
+            if n and self.total > max(n, TINY_WINDOW) * TINY_TASK:
+                self.limited = False
+                self.since = now
+                return True
+            if n >= 64:  # tiny so far: measure a fresh window
+                self.n, self.total = 0, 0.0
+            return None
+        if self.useful and now - self.since >= PROBE_INTERVAL:
+            self.limited = True
+            self.n, self.total = 0, 0.0
+            return False
+        return None
 
 
 class _Work:
@@ -82,14 +158,19 @@ def _run_one(work: _Work, interrupter: Interrupter) -> Outcome[Any]:
 
 
 class _WorkQueue:
-    """A bounded priority queue for trio tasks: higher ``task.priority`` first, FIFO among
-    equals. ``put`` waits while full (backpressure); ``get`` waits while empty."""
+    """A bounded priority queue: higher ``task.priority`` first, FIFO among equals.
+
+    Trio tasks ``put`` (waits while full: backpressure) and ``get`` (waits while empty);
+    worker threads `take` without waiting. A lock guards the heap; parking lots are touched
+    only from trio, so a thread's take leaves waking blocked putters to `wake_putters`.
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._heap: list[tuple[int, int, _Work]] = []
         self._seq = 0
         self._closed = False
+        self._lock = threading.Lock()
         self._getters = trio.lowlevel.ParkingLot()
         self._putters = trio.lowlevel.ParkingLot()
 
@@ -99,10 +180,11 @@ class _WorkQueue:
     def put_nowait(self, work: _Work, *, force: bool = False) -> None:
         if self._closed:
             raise trio.ClosedResourceError("the worker pool is closed")
-        if len(self._heap) >= self.capacity and not force:
-            raise trio.WouldBlock
-        self._seq += 1
-        heapq.heappush(self._heap, (-work.task.priority, self._seq, work))
+        with self._lock:
+            if len(self._heap) >= self.capacity and not force:
+                raise trio.WouldBlock
+            self._seq += 1
+            heapq.heappush(self._heap, (-work.task.priority, self._seq, work))
         if self._getters:
             self._getters.unpark()
 
@@ -117,11 +199,11 @@ class _WorkQueue:
                 return
 
     def get_nowait(self) -> _Work:
-        if not self._heap:
-            raise trio.EndOfChannel if self._closed else trio.WouldBlock
-        work = heapq.heappop(self._heap)[2]
-        if self._putters:
-            self._putters.unpark()
+        with self._lock:
+            if not self._heap:
+                raise trio.EndOfChannel if self._closed else trio.WouldBlock
+            work = heapq.heappop(self._heap)[2]
+        self.wake_putters()
         return work
 
     async def get(self) -> _Work:
@@ -134,6 +216,23 @@ class _WorkQueue:
                 await trio.lowlevel.checkpoint()
                 return work
 
+    def take(self, lane: str) -> _Work | None:
+        """From a worker thread: pop the head if it is a sync task of ``lane``, else None
+        (an async task or another lane's task is left for a trio worker to pick up)."""
+        with self._lock:
+            heap = self._heap
+            if not heap:
+                return None
+            task = heap[0][2].task
+            if task.lane != lane or isinstance(task, AsyncTask):
+                return None
+            return heapq.heappop(heap)[2]
+
+    def wake_putters(self) -> None:
+        """From trio: let a blocked `put` retry once there is room."""
+        if self._putters and len(self._heap) < self.capacity:
+            self._putters.unpark()
+
     def close(self) -> None:
         self._closed = True
         self._getters.unpark_all()
@@ -141,7 +240,8 @@ class _WorkQueue:
 
 
 class WorkerPool:
-    """N worker tasks of one job, living in the job's nursery until the job ends."""
+    """N worker tasks of one job (plus an outcome collector), living in the job's nursery
+    until the job ends."""
 
     def __init__(
         self,
@@ -157,22 +257,22 @@ class WorkerPool:
         self._nursery = nursery
         self.workers = workers
         self._lanes = lanes
-        buffer = workers * 4 if workers > 1 else 1
-        self.window = buffer + workers * BATCH_MAX_ITEMS
+        # Room for every worker to find its next task queued when it finishes one.
+        self.window = workers * 16 + 112
         self.queue = _WorkQueue(self.window)
+        # Outcomes posted by worker threads, finished in trio by `_collect`.
+        self._posted: collections.deque[tuple[_Work, Outcome[Any]]] = collections.deque()
+        self._wake_pending = False
+        self._first_post = 0.0
+        self._wake = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+        self._live_workers = workers
+        self._governor = _Governor(workers, os.cpu_count() or 2)
+        self._streaming = 0  # threads running sync tasks now
+        self._gate = trio.lowlevel.ParkingLot()  # workers waiting for the governor
+        nursery.start_soon(self._collect, name=f"parjobs-collector-{ctx.job_id}")
         for i in range(workers):
             nursery.start_soon(self._worker, name=f"parjobs-worker-{ctx.job_id}-{i}")
-
-    def _batch_limit(self) -> int:
-        """How many queued sync tasks one thread call may take: at most `BATCH_MAX_ITEMS`,
-        and never more than a fair share of the backlog per worker.
-
-        Batching amortizes the ~100 us thread hop over tiny tasks. The fair share keeps it
-        from serializing slow ones: 100 files behind a 20 ms network open spread over all the
-        workers instead of queueing 64 deep in one thread while others idle; with a deep
-        backlog every worker holds a full batch, so all of them overlap their waits anyway.
-        """
-        return max(1, min(BATCH_MAX_ITEMS, len(self.queue) // self.workers + 1))
 
     def lane(self, name: str) -> trio.CapacityLimiter:
         try:
@@ -187,54 +287,117 @@ class WorkerPool:
         self.queue.close()
 
     async def _worker(self) -> None:
-        carry: _Work | None = None
         queue = self.queue
-        while True:
-            if carry is not None:
-                work, carry = carry, None
-            else:
+        try:
+            while True:
                 try:
                     work = await queue.get()
                 except trio.EndOfChannel:
                     return
-            if isinstance(work.task, AsyncTask):
-                await self._run_async(work)
-                continue
-            batch = [work]
-            weight = work.task.weight
-            lane = work.task.lane
-            limit = self._batch_limit()
-            while weight < BATCH_MAX_WEIGHT and len(batch) < limit:
-                try:
-                    nxt = queue.get_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-                if isinstance(nxt.task, AsyncTask) or nxt.task.lane != lane:
-                    carry = nxt
-                    break
-                batch.append(nxt)
-                weight += nxt.task.weight
-            await self._run_batch(batch, lane)
+                if isinstance(work.task, AsyncTask):
+                    await self._run_async(work)
+                    continue
+                governor = self._governor
+                while governor.limited and self._streaming >= governor.cap:
+                    await self._gate.park()
+                await self._run_stream(work)
+        finally:
+            self._live_workers -= 1
+            if self._live_workers == 0:
+                self._wake.set()  # the collector drains what is left and ends
 
-    async def _run_batch(self, batch: list[_Work], lane: str) -> None:
+    async def _run_stream(self, first: _Work) -> None:
+        """One thread call: run ``first``, then keep taking queued tasks of its lane."""
         interrupter = self._ctx._interrupter
         tracker = self._ctx.progress
+        queue, post, lane = self.queue, self._post, first.task.lane
+        current: list[_Work] = [first]
+        governor = self._governor
 
-        def run_all() -> list[Outcome[Any]]:
-            out = []
-            for work in batch:
+        def run_all() -> None:
+            monotonic = time.monotonic
+            started = monotonic()
+            end = started + BATCH_MAX_SECONDS
+            work, left = first, BATCH_MAX_ITEMS
+            while True:
                 tracker.started(id(work), work.tc)
-                out.append(_run_one(work, interrupter))
-            return out
+                outcome = _run_one(work, interrupter)
+                now = monotonic()
+                if governor.limited and self._streaming <= governor.cap:
+                    governor.observe(now - started)
+                started = now
+                current.clear()
+                left -= 1
+                nxt = None
+                if left > 0 and now < end:
+                    try:
+                        trio.from_thread.check_cancelled()
+                    except trio.Cancelled:
+                        pass
+                    else:
+                        nxt = queue.take(lane)
+                # Wake trio now if the call ends or the next task may take long; else let
+                # posts pile up a little.
+                post(work, outcome, nxt is None or nxt.task.weight >= HEAVY_WEIGHT)
+                if nxt is None:
+                    return  # trio drains what is left when the call returns
+                current.append(nxt)
+                work = nxt
 
+        self._streaming += 1
         try:
-            outcomes = await trio.to_thread.run_sync(run_all, limiter=self.lane(lane))
+            await trio.to_thread.run_sync(run_all, limiter=self.lane(lane))
         except BaseException:
-            for work in batch:
+            for work in current:  # taken, never run (the thread failed): not finished
                 tracker.finished(id(work), "cancelled", 0, None)
             raise
-        for work, outcome in zip(batch, outcomes, strict=True):
+        finally:
+            self._streaming -= 1
+            self._gate.unpark()
+            self._drain()
+
+    def _post(self, work: _Work, outcome: Outcome[Any], urgent: bool) -> None:
+        """From a worker thread: hand an outcome to trio.
+
+        Waking the event loop costs a syscall on this side and a scheduling round on that
+        side, so a thread wakes it only every `POST_BATCH` outcomes, after `POST_DELAY`, or
+        when ``urgent`` (the next task may be slow, or the thread call ends). Attribute
+        writes and ``deque.append`` are atomic in CPython; a wake-up lost to a race between
+        threads only delays outcomes until their thread call ends (drained there).
+        """
+        posted = self._posted
+        posted.append((work, outcome))
+        if self._wake_pending:
+            return
+        now = time.monotonic()
+        if len(posted) == 1:
+            self._first_post = now
+        if urgent or len(posted) >= POST_BATCH or now - self._first_post >= POST_DELAY:
+            self._wake_pending = True
+            self._token.run_sync_soon(self._wake_collector)
+
+    def _wake_collector(self) -> None:
+        self._wake.set()
+
+    def _drain(self) -> None:
+        """Finish every posted outcome (trio thread). The flag is cleared first, so a post
+        racing with this drain either is drained here or schedules another wake-up."""
+        self._wake_pending = False
+        posted = self._posted
+        while posted:
+            work, outcome = posted.popleft()
             self._finish(work, outcome)
+        self.queue.wake_putters()
+        if self._governor.review(time.monotonic()):
+            self._gate.unpark_all()
+
+    async def _collect(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            self._drain()
+            if self._live_workers == 0 and not self._posted:
+                return
 
     async def _run_async(self, work: _Work) -> None:
         task = work.task

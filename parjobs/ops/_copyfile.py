@@ -267,13 +267,15 @@ def _require_regular(st: os.stat_result, path: StrOrBytesPath) -> None:
         raise exc
 
 
-def _open_source(src: StrOrBytesPath) -> tuple[int, os.stat_result]:
+def _open_source(src: StrOrBytesPath, *, lstat_first: bool = True) -> tuple[int, os.stat_result]:
     """Open a regular file for reading, never following a symlink or opening a special file.
 
     The lstat before opening keeps us from opening devices at all; O_NOFOLLOW|O_NONBLOCK and
-    the fstat after close the race where the name is swapped in between.
+    the fstat after close the race where the name is swapped in between. A caller that has
+    just lstat'ed the name itself (a fresh tree walk) skips the first lstat.
     """
-    _require_regular(os.lstat(src), src)
+    if lstat_first:
+        _require_regular(os.lstat(src), src)
     try:
         fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -408,21 +410,77 @@ def _write_at(fd: int, data: memoryview, pos: int) -> None:
         data, pos = data[n:], pos + n
 
 
+def _source_changed(src: StrOrBytesPath, detail: str) -> NoReturn:
+    name = os.fsdecode(src)
+    exc = SourceChangedError(f"source changed while being copied: {name!r} ({detail})")
+    exc.filename = name
+    raise exc
+
+
+def _check_unchanged(src: StrOrBytesPath, fd: int, before: os.stat_result) -> None:
+    """Raise `SourceChangedError` if the open source's size or mtime moved since ``before``."""
+    now = os.fstat(fd)
+    if now.st_size != before.st_size or now.st_mtime_ns != before.st_mtime_ns:
+        _source_changed(
+            src,
+            f"size {before.st_size} -> {now.st_size}, "
+            f"mtime_ns {before.st_mtime_ns} -> {now.st_mtime_ns}",
+        )
+
+
+def _commit(
+    dst_fd: int, dir_fd: int, tmp: bytes, name: bytes, overwrite: bool, durable: bool
+) -> None:
+    """Flush (when ``durable``) and close the written temporary, then rename it into place.
+    ``dst_fd`` is closed whatever happens."""
+    try:
+        if durable:
+            os.fsync(dst_fd)
+    finally:
+        os.close(dst_fd)
+    _rename(dir_fd, tmp, name, overwrite)
+
+
+def _try_reflink(src_fd: int, src_dev: int, dst_fd: int, dst_dev: int | None) -> bool:
+    """Clone ``src_fd`` into the empty ``dst_fd`` (FICLONE); False when the filesystems can't.
+
+    A pair of filesystems that refused for good (not supported, cross-device) is remembered,
+    so copying many small files does not pay a failing ioctl each. ``dst_dev`` (the
+    destination directory's device, when the caller knows it) saves an fstat per file; a
+    wrong hint only costs speed, never correctness.
+    """
+    devices = (src_dev, os.fstat(dst_fd).st_dev if dst_dev is None else dst_dev)
+    if devices in _NO_REFLINK:
+        return False
+    try:
+        fcntl.ioctl(dst_fd, _FICLONE, src_fd)
+    except OSError as exc:
+        if exc.errno not in _FALLBACK_ERRNOS:
+            raise
+        if exc.errno in _NO_REFLINK_ERRNOS:
+            _NO_REFLINK.add(devices)
+        return False
+    return True
+
+
 class _Copier:
     """One file copy in progress: the open source, its stat, the callbacks, one buffer."""
 
     def __init__(
         self,
         src: StrOrBytesPath,
+        fd: int,
+        st: os.stat_result,
         chunk_size: int,
         check: Callable[[], None],
         on_bytes: Callable[[int], None],
     ) -> None:
         self.src = src
-        self.fd, self.st = _open_source(src)
-        self.size = self.st.st_size
+        self.fd, self.st = fd, st
+        self.size = st.st_size
         self.chunk_size, self.check, self.on_bytes = chunk_size, check, on_bytes
         self._buf: memoryview | None = None
+        self.dst_dev: int | None = None
 
     @property
     def buf(self) -> memoryview:
@@ -432,18 +490,10 @@ class _Copier:
         return self._buf
 
     def changed(self, detail: str) -> NoReturn:
-        name = os.fsdecode(self.src)
-        exc = SourceChangedError(f"source changed while being copied: {name!r} ({detail})")
-        exc.filename = name
-        raise exc
+        _source_changed(self.src, detail)
 
     def check_unchanged(self) -> None:
-        before, now = self.st, os.fstat(self.fd)
-        if now.st_size != before.st_size or now.st_mtime_ns != before.st_mtime_ns:
-            self.changed(
-                f"size {before.st_size} -> {now.st_size}, "
-                f"mtime_ns {before.st_mtime_ns} -> {now.st_mtime_ns}"
-            )
+        _check_unchanged(self.src, self.fd, self.st)
 
     def hash_range(
         self, fd: int, hasher: xxhash.xxh3_128, pos: int, length: int, progress: bool = False
@@ -561,21 +611,8 @@ class _Copier:
         return method
 
     def _reflink(self, dst_fd: int, hasher: xxhash.xxh3_128 | None) -> bool:
-        """Clone the whole file (FICLONE); False when the filesystem cannot.
-
-        A pair of filesystems that refused for good (not supported, cross-device) is
-        remembered, so copying many small files does not pay a failing ioctl each.
-        """
-        devices = (self.st.st_dev, os.fstat(dst_fd).st_dev)
-        if devices in _NO_REFLINK:
-            return False
-        try:
-            fcntl.ioctl(dst_fd, _FICLONE, self.fd)
-        except OSError as exc:
-            if exc.errno not in _FALLBACK_ERRNOS:
-                raise
-            if exc.errno in _NO_REFLINK_ERRNOS:
-                _NO_REFLINK.add(devices)
+        """Clone the whole file (FICLONE); False when the filesystem cannot."""
+        if not _try_reflink(self.fd, self.st.st_dev, dst_fd, self.dst_dev):
             return False
         if hasher is None:
             self.on_bytes(self.size)
@@ -627,6 +664,9 @@ def copy_file(
     resume_partial: bool = True,
     verify: bool = False,
     hash_source: bool = False,
+    precheck: bool = True,
+    src_lstat: bool = True,
+    dst_dev: int | None = None,
     _methods: Sequence[Method] = _ALL_METHODS,
     _after_write: Callable[[int], object] | None = None,
 ) -> CopyResult:
@@ -641,75 +681,197 @@ def copy_file(
     Raises SpecialFileError for a non-regular source, SourceChangedError if its size or mtime
     changed during the copy, VerifyError if ``verify`` reads back different bytes; in these
     cases the temporary is removed. ``_methods`` and ``_after_write(temp_fd)`` are test seams.
+
+    Hints from a caller that knows more (a tree copy), each saving a syscall per file:
+    ``precheck=False`` skips looking for an existing destination before copying (the
+    no-replace rename still refuses it, after the copy: for directories known to be new),
+    ``src_lstat=False`` skips the lstat before opening the source (just walked: the
+    O_NOFOLLOW|O_NONBLOCK open and the fstat still refuse a special file), and ``dst_dev`` is
+    the destination directory's device (for the reflink cache).
     """
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    copier = _Copier(src, chunk_size, check or _noop, on_bytes or _noop)
+    fd, st = _open_source(src, lstat_first=src_lstat)
     try:
         dir_fd, name, own_dir = _open_dst(dst, dst_dir_fd)
         try:
-            if not overwrite and _lexists(dir_fd, name):
+            if precheck and not overwrite and _lexists(dir_fd, name):
                 raise _exists_error(name)
-            mode = 0o600 if preserve_mode else 0o666  # private until the real mode is set
-            meta: bytes | None = None
-            resumable = resume_partial and copier.size > chunk_size  # else nothing to save
-            if resumable:
-                tmp, meta = partial_names(name)
-                dst_fd, reused, hasher = copier.open_partial(dir_fd, tmp, meta, mode)
-            else:
-                tmp, reused, hasher = _tmp_name(name), 0, None
-                dst_fd = os.open(tmp, _CREATE_FLAGS, mode, dir_fd=dir_fd)
-            if not (hash_source or verify):
-                hasher = None
-            elif hasher is None:
-                hasher = xxhash.xxh3_128()
-            discard, done = not resumable, False
-            try:
-                if reused:
-                    copier.on_bytes(reused)
-                method = copier.transfer(dst_fd, reused, _methods, hasher)
-                if _after_write is not None:
-                    _after_write(dst_fd)
-                copier.check_unchanged()
-                src_digest = dst_digest = None
-                if hasher is not None:
-                    src_digest = hasher.hexdigest()
-                    if verify:
-                        dst_digest = copier.verify(dst_fd, name, src_digest, durable)
-                _apply_metadata(
-                    copier.fd,
-                    dst_fd,
-                    copier.st,
-                    preserve_mode,
-                    preserve_times,
-                    preserve_xattrs,
-                    preserve_owner,
+            if (
+                st.st_size <= chunk_size
+                and not (verify or hash_source or preserve_xattrs or preserve_owner)
+                and _methods is _ALL_METHODS
+                and _after_write is None
+            ):
+                return _copy_one_shot(
+                    src,
+                    fd,
+                    st,
+                    dir_fd,
+                    name,
+                    check,
+                    on_bytes,
+                    overwrite=overwrite,
+                    durable=durable,
+                    mode=preserve_mode,
+                    times=preserve_times,
+                    dst_dev=dst_dev,
                 )
-                if durable:
-                    os.fsync(dst_fd)
-                os.close(dst_fd)
-                dst_fd = -1
-                _rename(dir_fd, tmp, name, overwrite)
-                done = True
-            except (SourceChangedError, VerifyError, FileExistsError):
-                discard = True
-                raise
-            finally:
-                if dst_fd >= 0:
-                    os.close(dst_fd)
-                if discard and not done:
-                    _unlink_quiet(dir_fd, tmp)
-                    if meta is not None:
-                        _unlink_quiet(dir_fd, meta)
-            if meta is not None:
-                _unlink_quiet(dir_fd, meta)
-            if durable:
-                os.fsync(dir_fd)
+            copier = _Copier(src, fd, st, chunk_size, check or _noop, on_bytes or _noop)
+            copier.dst_dev = dst_dev
+            return _copy_general(
+                copier,
+                dir_fd,
+                name,
+                overwrite=overwrite,
+                durable=durable,
+                resumable=resume_partial and st.st_size > chunk_size,  # else nothing to save
+                hashing=hash_source or verify,
+                verify=verify,
+                metadata=(preserve_mode, preserve_times, preserve_xattrs, preserve_owner),
+                methods=_methods,
+                after_write=_after_write,
+            )
         finally:
             if own_dir:
                 os.close(dir_fd)
     finally:
-        os.close(copier.fd)
+        os.close(fd)
+
+
+def _copy_one_shot(
+    src: StrOrBytesPath,
+    fd: int,
+    st: os.stat_result,
+    dir_fd: int,
+    name: bytes,
+    check: Callable[[], None] | None,
+    on_bytes: Callable[[int], None] | None,
+    *,
+    overwrite: bool,
+    durable: bool,
+    mode: bool,
+    times: bool,
+    dst_dev: int | None,
+) -> CopyResult:
+    """The common case, lean for many small files: one chunk or less, nothing to hash,
+    verify, resume or carry beyond mode and times. Same protocol as the general path
+    (temporary, metadata, rename), fewest syscalls: reflink or copy_file_range in one go,
+    read/write when the kernel paths do not apply."""
+    size = st.st_size
+    tmp = _tmp_name(name)
+    dst_fd = os.open(tmp, _CREATE_FLAGS, 0o600 if mode else 0o666, dir_fd=dir_fd)
+    done = False
+    try:
+        if check is not None:
+            check()
+        method: Method = "readwrite"
+        if size:
+            if _try_reflink(fd, st.st_dev, dst_fd, dst_dev):
+                method = "reflink"
+            else:
+                method = _copy_small_range(src, fd, dst_fd, size)
+        if on_bytes is not None:
+            on_bytes(size)
+        _check_unchanged(src, fd, st)
+        _apply_metadata(fd, dst_fd, st, mode, times, False, False)
+        written, dst_fd = dst_fd, -1
+        _commit(written, dir_fd, tmp, name, overwrite, durable)
+        done = True
+    finally:
+        if dst_fd >= 0:
+            os.close(dst_fd)
+        if not done:
+            _unlink_quiet(dir_fd, tmp)
+    if durable:
+        os.fsync(dir_fd)
+    return CopyResult(size, 0, method, None, None)
+
+
+def _copy_small_range(src: StrOrBytesPath, fd: int, dst_fd: int, size: int) -> Method:
+    """Copy ``size`` bytes with copy_file_range, else read/write; a source that ends early
+    raises `SourceChangedError`."""
+    pos = 0
+    try:
+        while pos < size:
+            n = os.copy_file_range(fd, dst_fd, size - pos, pos, pos)
+            if n == 0:
+                break
+            pos += n
+        else:
+            return "copy_file_range"
+    except OSError as exc:
+        if exc.errno not in _FALLBACK_ERRNOS:
+            raise
+    # A kernel path does not apply here (or stopped early): finish with read/write, which
+    # tells a short source from a lazy filesystem.
+    buf = memoryview(bytearray(size - pos))
+    got = _read_at(fd, buf, pos)
+    if got < len(buf):
+        _source_changed(src, f"it ended at byte {pos + got} of {size}")
+    _write_at(dst_fd, buf, pos)
+    return "readwrite"
+
+
+def _copy_general(
+    copier: _Copier,
+    dir_fd: int,
+    name: bytes,
+    *,
+    overwrite: bool,
+    durable: bool,
+    resumable: bool,
+    hashing: bool,
+    verify: bool,
+    metadata: tuple[bool, bool, bool, bool],
+    methods: Sequence[Method],
+    after_write: Callable[[int], object] | None,
+) -> CopyResult:
+    """Every other case: chunked with byte progress and interruption checks, resumable
+    partials, hashing and verification, xattrs and owner."""
+    mode = 0o600 if metadata[0] else 0o666  # private until the real mode is set
+    meta: bytes | None = None
+    if resumable:
+        tmp, meta = partial_names(name)
+        dst_fd, reused, hasher = copier.open_partial(dir_fd, tmp, meta, mode)
+    else:
+        tmp, reused, hasher = _tmp_name(name), 0, None
+        dst_fd = os.open(tmp, _CREATE_FLAGS, mode, dir_fd=dir_fd)
+    if not hashing:
+        hasher = None
+    elif hasher is None:
+        hasher = xxhash.xxh3_128()
+    discard, done = not resumable, False
+    try:
+        if reused:
+            copier.on_bytes(reused)
+        method = copier.transfer(dst_fd, reused, methods, hasher)
+        if after_write is not None:
+            after_write(dst_fd)
+        copier.check_unchanged()
+        src_digest = dst_digest = None
+        if hasher is not None:
+            src_digest = hasher.hexdigest()
+            if verify:
+                dst_digest = copier.verify(dst_fd, name, src_digest, durable)
+        _apply_metadata(copier.fd, dst_fd, copier.st, *metadata)
+        written, dst_fd = dst_fd, -1
+        _commit(written, dir_fd, tmp, name, overwrite, durable)
+        done = True
+    except (SourceChangedError, VerifyError, FileExistsError):
+        discard = True
+        raise
+    finally:
+        if dst_fd >= 0:
+            os.close(dst_fd)
+        if discard and not done:
+            _unlink_quiet(dir_fd, tmp)
+            if meta is not None:
+                _unlink_quiet(dir_fd, meta)
+    if meta is not None:
+        _unlink_quiet(dir_fd, meta)
+    if durable:
+        os.fsync(dir_fd)
     return CopyResult(copier.size - reused, reused, method, src_digest, dst_digest)
 
 

@@ -59,7 +59,7 @@ from ._copyfile import (
     same_size_mtime,
     unique_name,
 )
-from ._walk import Entry, walk
+from ._walk import Entry, walk_batches
 
 T = TypeVar("T")
 
@@ -140,12 +140,19 @@ class DestTree:
     unless ``replace_nondirs`` (the overwrite policy) replaces it with a directory. Unused fds
     beyond `MAX_OPEN_DIRS` are closed, least recently used first; an fd in use is closed only
     once released, so a worker thread never writes through a recycled fd number.
+
+    `is_new` tells whether this tree made a directory (``root_new``: the root), so it held
+    nothing but what this run put there: copies into it skip the per-file "does the
+    destination exist?" lookup (the no-replace rename still guards against other writers).
     """
 
-    def __init__(self, root: str | bytes, *, replace_nondirs: bool, durable: bool) -> None:
+    def __init__(
+        self, root: str | bytes, *, replace_nondirs: bool, durable: bool, root_new: bool = False
+    ) -> None:
         self.root = os.fsencode(root)
         self.replace_nondirs = replace_nondirs
         self.durable = durable
+        self._new: set[bytes] = {b""} if root_new else set()
         self._lock = threading.Lock()
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.dev = os.fstat(fd).st_dev
@@ -154,6 +161,10 @@ class DestTree:
 
     def path(self, rel: bytes) -> bytes:
         return self.root + b"/" + rel if rel else self.root
+
+    def is_new(self, rel: bytes) -> bool:
+        """Whether this tree created directory ``rel`` (a set lookup: no lock needed)."""
+        return rel in self._new
 
     def display(self, rel: bytes) -> str:
         return display(self.path(rel))
@@ -212,7 +223,7 @@ class DestTree:
         except FileNotFoundError:
             if not create:
                 raise
-            return self._make(parent, leaf)
+            return self._make(parent, leaf, key)
         except OSError as exc:
             if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
                 raise
@@ -223,19 +234,20 @@ class DestTree:
                 err.filename = self.display(key)
                 raise err from None
             os.unlink(leaf, dir_fd=parent)  # the name only: a symlink is never followed
-            return self._make(parent, leaf)
+            return self._make(parent, leaf, key)
         if create:  # resuming into a directory finished read-only by an earlier run
             st = os.fstat(fd)
             if st.st_uid == os.geteuid() and st.st_mode & 0o700 != 0o700:
                 os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
         return fd
 
-    def _make(self, parent: int, leaf: bytes) -> int:
+    def _make(self, parent: int, leaf: bytes, key: bytes) -> int:
         try:
             os.mkdir(leaf, 0o777, dir_fd=parent)
         except FileExistsError:
             pass
         else:
+            self._new.add(key)
             if self.durable:
                 os.fsync(parent)
         return os.open(leaf, _DIR_OPEN, dir_fd=parent)
@@ -276,10 +288,14 @@ def make_plan(
 ) -> CopyPlan:
     """Create the destination directory (its parent was checked) and plan the transfer."""
     dest = os.path.abspath(destination)
-    with contextlib.suppress(FileExistsError):
+    try:
         os.mkdir(dest)
+    except FileExistsError:
+        made = False
+    else:
+        made = True
     return CopyPlan(
-        tree=DestTree(dest, replace_nondirs=policy == "overwrite", durable=durable),
+        tree=DestTree(dest, replace_nondirs=policy == "overwrite", durable=durable, root_new=made),
         roots=[os.path.abspath(s) for s in sources],
         policy=policy,
         verify=verify,
@@ -534,8 +550,16 @@ class CopyPlan:
     ask: AskCallback | None
 
     def copy(
-        self, src: bytes, name: bytes, dir_fd: int, tc: TaskContext, overwrite: bool
+        self,
+        src: bytes,
+        name: bytes,
+        dir_fd: int,
+        tc: TaskContext,
+        overwrite: bool,
+        *,
+        new_dir: bool = False,
     ) -> CopyResult:
+        """Copy ``src`` to ``name`` in ``dir_fd``; ``new_dir``: this run made that directory."""
         return copy_file(
             src,
             name,
@@ -548,6 +572,9 @@ class CopyPlan:
             preserve_xattrs=self.xattrs,
             preserve_owner=self.owner,
             verify=self.verify,
+            precheck=not new_dir,
+            src_lstat=self.resumed,  # a fresh walk lstat'ed it moments ago
+            dst_dev=self.tree.dev,
         )
 
     def ask_user(self, tc: TaskContext, conflict: Conflict) -> str:
@@ -679,7 +706,14 @@ class CopyItem(Task[Done]):
                 return plan.copy(src, leaf, dir_fd, tc, overwrite)
 
             try:
-                res = put(name, plan.policy == "overwrite")
+                res = plan.copy(
+                    src,
+                    name,
+                    dir_fd,
+                    tc,
+                    plan.policy == "overwrite",
+                    new_dir=plan.tree.is_new(parent),
+                )
             except FileExistsError:
                 src_st = os.stat(src)
                 deep = functools.partial(same_content, src, dir_fd, check=tc.check)
@@ -892,12 +926,14 @@ class CopyJob(Job):
     ) -> AsyncGenerator[CopyItem, None]:
         add_total = ctx.progress.add_total
         try:
-            async with aclosing(walk(ctx, plan.roots, follow_symlinks=plan.follow)) as entries:
-                async for entry in entries:
-                    add_total(1, entry.size)
-                    if entry.kind == "dir":
-                        dirs.append((entry.rel, entry.path))
-                    yield CopyItem(entry, plan)
+            walked = walk_batches(ctx, plan.roots, follow_symlinks=plan.follow)
+            async with aclosing(walked) as batches:
+                async for batch in batches:
+                    add_total(len(batch), sum(e.size for e in batch))
+                    for entry in batch:
+                        if entry.kind == "dir":
+                            dirs.append((entry.rel, entry.path))
+                        yield CopyItem(entry, plan)
         except Interrupted:
             return  # the dispatcher lets the items in flight end, then raises the interrupt
 

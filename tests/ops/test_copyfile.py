@@ -607,3 +607,36 @@ def test_unique_name_respects_255_bytes(tmp_path: Path) -> None:
     new.encode("utf-8")  # no split character
     (tmp_path / new).touch()
     assert os.path.basename(unique_name(tmp_path / name)).endswith(" (2).jpg")
+
+
+def test_hints_for_new_directories_still_never_replace(tmp_path: Path) -> None:
+    # precheck=False skips the up-front lookup; the no-replace rename still refuses, after
+    # the copy, and leaves both the existing file and no temporary behind.
+    src, dst = tmp_path / "s", tmp_path / "d"
+    make(src, 3 * KIB)
+    dst.write_bytes(b"keep me")
+    with pytest.raises(FileExistsError):
+        copy_file(src, dst, overwrite=False, precheck=False, src_lstat=False)
+    assert dst.read_bytes() == b"keep me" and find_partials(tmp_path) == []
+
+
+def test_fifo_refused_without_the_lstat_hint(tmp_path: Path) -> None:
+    # src_lstat=False (the caller just walked it): the O_NONBLOCK open and the fstat after it
+    # still refuse a FIFO swapped in since, without blocking.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(SpecialFileError, match="FIFO"):
+        copy_file(fifo, tmp_path / "out", src_lstat=False)
+    assert not (tmp_path / "out").exists() and find_partials(tmp_path) == []
+
+
+@pytest.mark.parametrize("size", [0, 1, 64 * KIB])
+def test_one_shot_copies_with_a_wrong_device_hint(tmp_path: Path, size: int) -> None:
+    src, dst = tmp_path / "s", tmp_path / "d"
+    data = make(src, size)
+    os.chmod(src, 0o640)
+    os.utime(src, ns=(1_000_000_000, 2_000_000_123))
+    result = copy_file(src, dst, dst_dev=-1)  # a wrong hint costs speed, never bytes
+    st = os.stat(dst)
+    assert read(dst) == data and result.bytes_copied == size
+    assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_mtime_ns == 2_000_000_123

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -73,7 +74,7 @@ async def test_resume_replays_the_manifest_and_new_files_get_new_indices(tmp_pat
     assert [(e.index, e.rel) for e in new] == [(len(first), b"src/a/zzz-new.txt")]
     third = await collect(FakeContext(tmp_path / "job"), [str(src)])
     assert [(e.index, e.rel) for e in third] == [(e.index, e.rel) for e in second]
-    # every index is its manifest line, so a later resume maps checkpoints to the same paths
+    # every index is its manifest position, so a later resume maps checkpoints to the same paths
     assert Manifest(str(tmp_path / "job" / "walk.manifest")).load() == second
 
 
@@ -146,3 +147,15 @@ async def test_an_unreadable_directory_is_an_error_entry(tmp_path: Path) -> None
         (src / "locked").chmod(0o755)
     errors = [e for e in entries if e.kind == "error"]
     assert len(errors) == 1 and "Permission denied" in errors[0].error
+
+
+async def test_a_manifest_with_one_entry_per_line_is_still_read(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    build(src)
+    first = await collect(FakeContext(tmp_path / "job"), [str(src)])
+    manifest = tmp_path / "job" / "walk.manifest"
+    rows = [row for line in manifest.read_text().splitlines() for row in json.loads(line)]
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))  # the older layout
+    again = await collect(FakeContext(tmp_path / "job"), [str(src)])
+    assert again == first

@@ -1,0 +1,124 @@
+"""The worker pool: streaming thread calls, and the governor that keeps tiny tasks from
+thrashing the GIL with many threads while slow (waiting) tasks still run in parallel."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+import parjobs
+from parjobs import FunctionTask, JobContext, Outcome, OutcomeStatus
+from parjobs._dispatch import PROBE_INTERVAL, _Governor
+
+
+class Concurrency:
+    """Counts how many tasks run at once, across worker threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+        self.threads: set[int] = set()
+
+    def task(self, seconds: float) -> int:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+            self.threads.add(threading.get_ident())
+        try:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:  # tiny tasks spin; slow ones sleep (I/O-like)
+                if seconds > 0.001:
+                    time.sleep(seconds)
+        finally:
+            with self.lock:
+                self.now -= 1
+        return 1
+
+
+TRACKERS: dict[str, Concurrency] = {}
+
+
+@parjobs.job_type("test-dispatch-fanout", version=1)
+class FanOut(parjobs.Job):
+    """``n`` tasks of ``seconds`` each; returns how many finished, by status."""
+
+    name: str
+    n: int
+    seconds: float
+
+    async def run(self, ctx: JobContext) -> dict[str, int]:
+        tracker = TRACKERS[self.name]
+        tasks = (FunctionTask(i, tracker.task, (self.seconds,)) for i in range(self.n))
+        counts: dict[str, int] = {}
+        outcome: Outcome[int]
+        async for outcome in ctx.task_dispatcher().dispatch_many(tasks):
+            counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
+        return counts
+
+
+async def run_fanout(store_path: str, name: str, n: int, seconds: float, workers: int) -> None:
+    TRACKERS[name] = Concurrency()
+    async with parjobs.open_manager(store_path, workers=workers) as manager:
+        handle = await manager.submit(FanOut(name=name, n=n, seconds=seconds))
+        assert await handle.result() == {OutcomeStatus.DONE.value: n}
+
+
+async def test_tiny_tasks_run_on_few_threads(
+    store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only a stall of 50 ms x TINY_WINDOW would lift the limit: a loaded CI machine's
+    # scheduling hiccups must not make this test flaky.
+    monkeypatch.setattr("parjobs._dispatch.TINY_TASK", 0.05)
+    cap = _Governor(8, os.cpu_count() or 2).cap
+    await run_fanout(store_path, "tiny", n=3000, seconds=0.00005, workers=8)
+    assert TRACKERS["tiny"].peak <= cap
+
+
+async def test_waiting_tasks_use_every_worker(store_path: str) -> None:
+    # 64 tasks waiting 20 ms each: one thread would take 1.3 s.
+    start = time.monotonic()
+    await run_fanout(store_path, "slow", n=64, seconds=0.02, workers=8)
+    assert TRACKERS["slow"].peak == 8
+    assert time.monotonic() - start < 0.8
+
+
+async def test_slow_tasks_spread_over_workers_instead_of_queueing_in_one(
+    store_path: str,
+) -> None:
+    # Each thread takes one task at a time, so slow tasks run side by side (once the first
+    # one, measured alone, has shown they are slow): about 0.2 s, not 0.9 s in one thread.
+    start = time.monotonic()
+    await run_fanout(store_path, "spread", n=9, seconds=0.1, workers=8)
+    assert time.monotonic() - start < 0.6
+    assert TRACKERS["spread"].peak == 8
+
+
+def test_governor_lifts_the_limit_for_slow_tasks_then_probes_again() -> None:
+    gov = _Governor(workers=8, cpus=2)
+    assert (gov.cap, gov.limited) == (1, True)
+    for _ in range(64):
+        gov.observe(0.0002)
+    assert gov.review(now=100.0) is None and gov.limited  # tiny: stays limited
+    gov.observe(0.02)  # one task waiting 20 ms is proof enough
+    assert gov.review(now=100.0) is True and not gov.limited
+    assert gov.review(now=100.0 + PROBE_INTERVAL / 2) is None
+    assert gov.review(now=100.0 + PROBE_INTERVAL) is False and gov.limited  # measure again
+
+
+def test_governor_ignores_a_lone_hiccup_among_tiny_tasks() -> None:
+    gov = _Governor(workers=8, cpus=2)
+    gov.observe(0.005)  # a GIL wait or page fault
+    for _ in range(20):
+        gov.observe(0.0002)
+    assert gov.review(now=1.0) is None and gov.limited
+
+
+@pytest.mark.parametrize(("workers", "cpus"), [(1, 2), (2, 4), (4, 64)])
+def test_governor_does_nothing_when_there_is_nothing_to_limit(workers: int, cpus: int) -> None:
+    gov = _Governor(workers=workers, cpus=cpus)
+    assert not gov.limited
+    assert gov.review(now=1e6) is None and not gov.limited
