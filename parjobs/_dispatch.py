@@ -79,11 +79,12 @@ class _Governor:
     than one. Threads pay off when tasks wait (a slow disk or network share) or run long
     outside the GIL (big chunks, image decoding), and then tasks are slow.
 
-    So the pool starts limited to `cap` streaming threads and measures task times while at
-    most `cap` threads stream (measurements under contention would be inflated by GIL
-    waits). Tasks averaging over `TINY_TASK` (over at least `TINY_WINDOW` tasks' worth of
-    time) lift the limit; `PROBE_INTERVAL` later the pool limits itself again to re-measure,
-    since a job's work can change (small files, then large ones).
+    A task weighing `HEAVY_WEIGHT` or more (a big file) is never held back: it cannot be
+    tiny. Otherwise the pool starts limited to `cap` streaming threads and measures task
+    times while at most `cap` threads stream (measurements under contention would be
+    inflated by GIL waits). Tasks averaging over `TINY_TASK` (over at least `TINY_WINDOW`
+    tasks' worth of time) lift the limit; `PROBE_INTERVAL` later the pool limits itself again
+    to re-measure, since a job's work can change (small files, then large ones).
     """
 
     __slots__ = ("cap", "limited", "n", "since", "total", "useful")
@@ -298,7 +299,8 @@ class WorkerPool:
                     await self._run_async(work)
                     continue
                 governor = self._governor
-                while governor.limited and self._streaming >= governor.cap:
+                heavy = work.task.weight >= HEAVY_WEIGHT  # never tiny: no need to measure it
+                while governor.limited and self._streaming >= governor.cap and not heavy:
                     await self._gate.park()
                 await self._run_stream(work)
         finally:

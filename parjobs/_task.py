@@ -159,8 +159,8 @@ class Task(Generic[T_co]):
     """One unit of blocking work, run in a worker thread of its ``lane``.
 
     Subclasses are usually small dataclasses with an ``index`` field. ``weight`` estimates the
-    bytes it touches: tasks much lighter than a thread round trip (~100 us) are batched into one
-    thread call, heavy ones run alone.
+    bytes it touches: before a task of 1 MiB or more, which may take a while, the worker thread
+    hands the outcomes it finished to the event loop at once (see `parjobs._dispatch`).
     """
 
     lane: ClassVar[str] = "io"

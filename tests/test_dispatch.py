@@ -24,6 +24,7 @@ class Concurrency:
         self.threads: set[int] = set()
 
     def task(self, seconds: float) -> int:
+        """Spin (tiny tasks) or sleep (slow ones, like a wait on I/O) for ``seconds``."""
         with self.lock:
             self.now += 1
             self.peak = max(self.peak, self.now)
@@ -44,15 +45,19 @@ TRACKERS: dict[str, Concurrency] = {}
 
 @parjobs.job_type("test-dispatch-fanout", version=1)
 class FanOut(parjobs.Job):
-    """``n`` tasks of ``seconds`` each; returns how many finished, by status."""
+    """``n`` tasks of ``seconds`` each (of ``weight`` bytes); returns how many finished, by
+    status."""
 
     name: str
     n: int
     seconds: float
+    weight: int = 0
 
     async def run(self, ctx: JobContext) -> dict[str, int]:
         tracker = TRACKERS[self.name]
-        tasks = (FunctionTask(i, tracker.task, (self.seconds,)) for i in range(self.n))
+        tasks = (
+            FunctionTask(i, tracker.task, (self.seconds,), cost=self.weight) for i in range(self.n)
+        )
         counts: dict[str, int] = {}
         outcome: Outcome[int]
         async for outcome in ctx.task_dispatcher().dispatch_many(tasks):
@@ -60,10 +65,12 @@ class FanOut(parjobs.Job):
         return counts
 
 
-async def run_fanout(store_path: str, name: str, n: int, seconds: float, workers: int) -> None:
+async def run_fanout(
+    store_path: str, name: str, n: int, seconds: float, workers: int, weight: int = 0
+) -> None:
     TRACKERS[name] = Concurrency()
     async with parjobs.open_manager(store_path, workers=workers) as manager:
-        handle = await manager.submit(FanOut(name=name, n=n, seconds=seconds))
+        handle = await manager.submit(FanOut(name=name, n=n, seconds=seconds, weight=weight))
         assert await handle.result() == {OutcomeStatus.DONE.value: n}
 
 
@@ -95,6 +102,14 @@ async def test_slow_tasks_spread_over_workers_instead_of_queueing_in_one(
     await run_fanout(store_path, "spread", n=9, seconds=0.1, workers=8)
     assert time.monotonic() - start < 0.6
     assert TRACKERS["spread"].peak == 8
+
+
+async def test_heavy_tasks_are_never_held_back(store_path: str) -> None:
+    # Big files (weight >= 1 MiB) start side by side at once: none waits to be measured.
+    start = time.monotonic()
+    await run_fanout(store_path, "heavy", n=4, seconds=0.15, workers=4, weight=1 << 20)
+    assert TRACKERS["heavy"].peak == 4
+    assert time.monotonic() - start < 0.28  # not 0.3 s (the first alone, then the rest)
 
 
 def test_governor_lifts_the_limit_for_slow_tasks_then_probes_again() -> None:

@@ -8,7 +8,7 @@ How a copy runs::
     FinishDirs (deepest first: dir modes/times; sweep of leftover temporaries) <------+
 
 * Every walked entry is one indexed item, so a resumed run skips exactly what was checkpointed;
-  a small file's ``weight`` is its size, so the dispatcher batches many per thread call.
+  worker threads stream many small files per thread call (a file's ``weight`` is its size).
 * The destination side goes through `DestTree`: a cache of directory fds opened one component
   at a time with ``O_NOFOLLOW``, so a symlink planted in the destination never redirects a write
   and each file costs no path walk. Directories are created on demand by whichever item needs
@@ -792,7 +792,7 @@ class FinishDirs(Task[Done]):
 
     @property
     def weight(self) -> int:
-        return 1 << 30  # never batched
+        return 1 << 30  # may take a while: deliver earlier outcomes first
 
     def label(self) -> str:
         return f"finishing {self.plan.tree.display(b'')}"

@@ -1,9 +1,9 @@
 """HashJob: digests of every file under some paths, parallel and resumable.
 
 The job walks its paths (symlinks are reported as skipped, never followed) and fans out one
-`HashTask` per regular file. A task's weight is the file size, so the dispatcher batches many
-small files into one worker-thread call while a large file runs alone, read in 4 MiB chunks
-with byte-accurate progress and a pause/cancel check between chunks.
+`HashTask` per regular file. Worker threads stream many small files per thread call; a large
+file is read in 4 MiB chunks with byte-accurate progress and a pause/cancel check between
+chunks (its weight, the file size, marks it as one that may take a while).
 
 Digests are kept with each task's completion (``keep_results``), so a resumed run gets back
 the digests of files it does not hash again: the result is always complete.

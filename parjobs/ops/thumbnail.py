@@ -8,8 +8,8 @@ skipped, unreadable directories as failed; entries inside the output directory (
 thumbnails) are left out entirely.
 
 Thumbnail tasks run on the ``cpu`` lane, one thread per core: Pillow releases the GIL while it
-decodes, resizes and encodes, so the cores work in parallel. A task's weight is its file
-size, so the dispatcher never batches several large images into one thread call.
+decodes, resizes and encodes, so the cores work in parallel (an image takes milliseconds, so
+the pool's tiny-task governor never holds them to fewer threads).
 
 Two layouts:
 
