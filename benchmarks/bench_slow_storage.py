@@ -8,8 +8,8 @@ baseline) against 4, 8 and 16 workers; the ``io`` lane is raised to 32 threads
 
 References with the same latency: a sequential Python loop (``sleep`` + ``shutil.copy2``,
 the floor for one thread) and ``ThreadPoolExecutor(16)``. A diagnostic contender runs 16
-workers with the dispatcher's batching switched off (``BATCH_MAX_ITEMS = 1``), to show what
-the batching of light tasks costs when "light" tasks wait on I/O.
+workers with one task per thread call (``BATCH_MAX_ITEMS = 1``, "batching off"), to show
+that streaming many tasks per thread call costs nothing when "light" tasks wait on I/O.
 """
 
 from __future__ import annotations

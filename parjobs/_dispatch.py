@@ -608,7 +608,7 @@ class TaskDispatcher:
         sync_iter = iter(tasks) if isinstance(tasks, Iterable) else None
         async_iter = aiter(tasks) if sync_iter is None else None  # type: ignore[arg-type]
         exhausted = False
-        # Refill in bursts, not one task per outcome: workers wake to a backlog and batch it.
+        # Refill in bursts, not one task per outcome: fewer wake-ups, and a backlog to stream.
         low_water = window // 2
         while True:
             while (
