@@ -79,12 +79,13 @@ class _Governor:
     than one. Threads pay off when tasks wait (a slow disk or network share) or run long
     outside the GIL (big chunks, image decoding), and then tasks are slow.
 
-    A task weighing `HEAVY_WEIGHT` or more (a big file) is never held back: it cannot be
-    tiny. Otherwise the pool starts limited to `cap` streaming threads and measures task
-    times while at most `cap` threads stream (measurements under contention would be
-    inflated by GIL waits). Tasks averaging over `TINY_TASK` (over at least `TINY_WINDOW`
-    tasks' worth of time) lift the limit; `PROBE_INTERVAL` later the pool limits itself again
-    to re-measure, since a job's work can change (small files, then large ones).
+    A task weighing `HEAVY_WEIGHT` or more (a big file) is never held back and does not
+    count: it cannot be tiny, and it leaves the GIL alone while the kernel copies its chunks.
+    Otherwise the pool starts limited to `cap` streaming threads and measures task times
+    while at most `cap` threads stream (measurements under contention would be inflated by
+    GIL waits). Tasks averaging over `TINY_TASK` (over at least `TINY_WINDOW` tasks' worth of
+    time) lift the limit; `PROBE_INTERVAL` later the pool limits itself again to re-measure,
+    since a job's work can change (small files, then large ones).
     """
 
     __slots__ = ("cap", "limited", "n", "since", "total", "useful")
@@ -269,7 +270,7 @@ class WorkerPool:
         self._token = trio.lowlevel.current_trio_token()
         self._live_workers = workers
         self._governor = _Governor(workers, os.cpu_count() or 2)
-        self._streaming = 0  # threads running sync tasks now
+        self._streaming = 0  # thread calls started by a light task, running now
         self._gate = trio.lowlevel.ParkingLot()  # workers waiting for the governor
         nursery.start_soon(self._collect, name=f"parjobs-collector-{ctx.job_id}")
         for i in range(workers):
@@ -299,17 +300,19 @@ class WorkerPool:
                     await self._run_async(work)
                     continue
                 governor = self._governor
-                heavy = work.task.weight >= HEAVY_WEIGHT  # never tiny: no need to measure it
-                while governor.limited and self._streaming >= governor.cap and not heavy:
+                light = work.task.weight < HEAVY_WEIGHT  # a heavy task is never tiny
+                while light and governor.limited and self._streaming >= governor.cap:
                     await self._gate.park()
-                await self._run_stream(work)
+                await self._run_stream(work, light)
         finally:
             self._live_workers -= 1
             if self._live_workers == 0:
                 self._wake.set()  # the collector drains what is left and ends
 
-    async def _run_stream(self, first: _Work) -> None:
-        """One thread call: run ``first``, then keep taking queued tasks of its lane."""
+    async def _run_stream(self, first: _Work, light: bool) -> None:
+        """One thread call: run ``first``, then keep taking queued tasks of its lane. A call
+        started by a heavy task does not count against the governor's cap, so while the
+        governor limits threads it runs that task only."""
         interrupter = self._ctx._interrupter
         tracker = self._ctx.progress
         queue, post, lane = self.queue, self._post, first.task.lane
@@ -325,13 +328,16 @@ class WorkerPool:
                 tracker.started(id(work), work.tc)
                 outcome = _run_one(work, interrupter)
                 now = monotonic()
-                if governor.limited and self._streaming <= governor.cap:
+                if light and governor.limited and self._streaming <= governor.cap:
                     governor.observe(now - started)
                 started = now
                 current.clear()
                 left -= 1
                 nxt = None
-                if left > 0 and now < end:
+                # Past the governor's limit (a heavy task's call, or the limit was just set
+                # again), the thread ends its call rather than stream tiny tasks.
+                over = governor.limited and (not light or self._streaming > governor.cap)
+                if left > 0 and now < end and not over:
                     try:
                         trio.from_thread.check_cancelled()
                     except trio.Cancelled:
@@ -346,7 +352,8 @@ class WorkerPool:
                 current.append(nxt)
                 work = nxt
 
-        self._streaming += 1
+        if light:
+            self._streaming += 1
         try:
             await trio.to_thread.run_sync(run_all, limiter=self.lane(lane))
         except BaseException:
@@ -354,8 +361,9 @@ class WorkerPool:
                 tracker.finished(id(work), "cancelled", 0, None)
             raise
         finally:
-            self._streaming -= 1
-            self._gate.unpark()
+            if light:
+                self._streaming -= 1
+                self._gate.unpark()
             self._drain()
 
     def _post(self, work: _Work, outcome: Outcome[Any], urgent: bool) -> None:

@@ -22,6 +22,7 @@ class Concurrency:
         self.now = 0
         self.peak = 0
         self.threads: set[int] = set()
+        self.ended: dict[float, float] = {}  # task length -> when the last such task ended
 
     def task(self, seconds: float) -> int:
         """Spin (tiny tasks) or sleep (slow ones, like a wait on I/O) for ``seconds``."""
@@ -37,6 +38,7 @@ class Concurrency:
         finally:
             with self.lock:
                 self.now -= 1
+                self.ended[seconds] = time.monotonic()
         return 1
 
 
@@ -52,12 +54,17 @@ class FanOut(parjobs.Job):
     n: int
     seconds: float
     weight: int = 0
+    #: Seconds of a first, heavy (1 MiB) task before the others, when not 0.
+    heavy_first: float = 0
 
     async def run(self, ctx: JobContext) -> dict[str, int]:
         tracker = TRACKERS[self.name]
-        tasks = (
+        tasks: list[FunctionTask] = []
+        if self.heavy_first:
+            tasks.append(FunctionTask(self.n, tracker.task, (self.heavy_first,), cost=1 << 20))
+        tasks += [
             FunctionTask(i, tracker.task, (self.seconds,), cost=self.weight) for i in range(self.n)
-        )
+        ]
         counts: dict[str, int] = {}
         outcome: Outcome[int]
         async for outcome in ctx.task_dispatcher().dispatch_many(tasks):
@@ -66,12 +73,19 @@ class FanOut(parjobs.Job):
 
 
 async def run_fanout(
-    store_path: str, name: str, n: int, seconds: float, workers: int, weight: int = 0
+    store_path: str,
+    name: str,
+    n: int,
+    seconds: float,
+    workers: int,
+    weight: int = 0,
+    heavy_first: float = 0,
 ) -> None:
     TRACKERS[name] = Concurrency()
+    job = FanOut(name=name, n=n, seconds=seconds, weight=weight, heavy_first=heavy_first)
     async with parjobs.open_manager(store_path, workers=workers) as manager:
-        handle = await manager.submit(FanOut(name=name, n=n, seconds=seconds, weight=weight))
-        assert await handle.result() == {OutcomeStatus.DONE.value: n}
+        handle = await manager.submit(job)
+        assert await handle.result() == {OutcomeStatus.DONE.value: n + bool(heavy_first)}
 
 
 async def test_tiny_tasks_run_on_few_threads(
@@ -110,6 +124,19 @@ async def test_heavy_tasks_are_never_held_back(store_path: str) -> None:
     await run_fanout(store_path, "heavy", n=4, seconds=0.15, workers=4, weight=1 << 20)
     assert TRACKERS["heavy"].peak == 4
     assert time.monotonic() - start < 0.28  # not 0.3 s (the first alone, then the rest)
+
+
+async def test_tiny_tasks_go_on_beside_a_heavy_one(
+    store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A big file does not count against the limit: small files keep flowing past it, and
+    # its thread stops after it instead of streaming tiny tasks as an extra thread.
+    monkeypatch.setattr("parjobs._dispatch.TINY_TASK", 0.05)
+    cap = _Governor(8, os.cpu_count() or 2).cap
+    await run_fanout(store_path, "mixed", n=2000, seconds=0.00005, workers=8, heavy_first=0.6)
+    mixed = TRACKERS["mixed"]
+    assert mixed.ended[0.00005] < mixed.ended[0.6]  # all tiny ones done while it ran
+    assert mixed.peak <= cap + 1
 
 
 def test_governor_lifts_the_limit_for_slow_tasks_then_probes_again() -> None:
