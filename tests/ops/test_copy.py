@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import trio
-import xxhash
+from _trees import read, snapshot, write
 
 import parjobs
 from parjobs import JobStatus
@@ -33,38 +33,8 @@ ODD = b"caf\xe9-\xff"  # not UTF-8
 # -- helpers -----------------------------------------------------------------------------
 
 
-def write(path: Path | bytes, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-
-
-def read(path: Path | bytes) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def blob(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
-
-
-def snapshot(root: Path | str | bytes) -> dict[bytes, tuple[str, str]]:
-    """Every entry under ``root``: relative bytes path -> (kind, xxh3 digest / link target)."""
-    top = os.fsencode(root)
-    out: dict[bytes, tuple[str, str]] = {}
-    for d, dirs, files in os.walk(top):
-        for name in dirs + files:
-            path = os.path.join(d, name)
-            rel = os.path.relpath(path, top)
-            st = os.lstat(path)
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = ("link", os.fsdecode(os.readlink(path)))
-            elif stat.S_ISDIR(st.st_mode):
-                out[rel] = ("dir", "")
-            elif stat.S_ISREG(st.st_mode):
-                out[rel] = ("file", xxhash.xxh3_128_hexdigest(read(path)))
-            else:
-                out[rel] = ("special", "")
-    return out
 
 
 def make_tree(root: Path) -> None:

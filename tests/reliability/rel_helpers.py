@@ -8,7 +8,6 @@ import os
 import random
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -18,11 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import xxhash
 from PIL import Image
 
 import parjobs
 from parjobs.ops._copyfile import META_SUFFIX, PARTIAL_SUFFIX, TMP_SUFFIX
+
+# tests/ holds _trees; crash-test children import this module without the test conftest.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _trees import read as read
+from _trees import snapshot as snapshot
+from _trees import write as write
 
 HERE = Path(__file__).resolve().parent
 CHILD = HERE / "rel_child.py"
@@ -35,16 +39,6 @@ TEMP_SUFFIXES = (PARTIAL_SUFFIX, META_SUFFIX, TMP_SUFFIX)
 
 
 # -- trees -------------------------------------------------------------------------------
-
-
-def write(path: Path | bytes | str, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-
-
-def read(path: Path | bytes | str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def photo(size: tuple[int, int], seed: int) -> Image.Image:
@@ -86,27 +80,6 @@ def mixed_tree(
 def clone_tree(template: Path, dest: Path) -> None:
     """An exact copy (modes, times, symlinks) made with ``cp -a``."""
     subprocess.run(["cp", "-a", str(template), str(dest)], check=True)
-
-
-def snapshot(root: Path | str | bytes) -> dict[bytes, tuple[str, str]]:
-    """Every entry below ``root``: relative bytes path -> (kind, xxh3 digest / link target).
-    Special files are listed, never opened."""
-    top = os.fsencode(root)
-    out: dict[bytes, tuple[str, str]] = {}
-    for d, dirs, files in os.walk(top):
-        for name in dirs + files:
-            path = os.path.join(d, name)
-            st = os.lstat(path)
-            rel = os.path.relpath(path, top)
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = ("link", os.fsdecode(os.readlink(path)))
-            elif stat.S_ISDIR(st.st_mode):
-                out[rel] = ("dir", "")
-            elif stat.S_ISREG(st.st_mode):
-                out[rel] = ("file", xxhash.xxh3_128_hexdigest(read(path)))
-            else:
-                out[rel] = ("special", "")
-    return out
 
 
 def temp_names(*roots: Path | str | bytes) -> list[bytes]:
