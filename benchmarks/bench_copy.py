@@ -7,15 +7,24 @@ Every contender copies the set's directory into an empty destination on the same
 removed after each call, untimed, and checked (file count and bytes) so every contender did
 all the work. Baseline: ``cp -r``. With the page cache warm ("cached") and, where permitted,
 after dropping it before every call ("cold-ish").
+
+One more case, "small/tmpfs": the small-file set copied within ``/dev/shm``, where creating
+a file is cheap and ext4's quirks (see `refresh_metadata`) are out of the way, so what is
+left is each tool's own per-file cost. It adds a floor: a bare Python loop making exactly the
+system calls parjobs makes per file (`syscall_loop`), nothing else.
 """
 
 from __future__ import annotations
 
+import os
+import random
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from parjobs.ops._copyfile import _rename
 from parjobs.ops.copy import CopyJob
 
 from ._common import Timing, load_average, log, panel_chart, run_rounds
@@ -91,6 +100,82 @@ def contenders(session: Session, src: Path, files: int) -> tuple[dict[str, Copy]
     else:
         skipped["rclone copy"] = "rclone is not installed"
     return out, skipped
+
+
+TMPFS = Path("/dev/shm")
+FLOOR = "Python loop, parjobs' syscalls"
+
+
+def syscall_loop(src: Path, dst: Path) -> None:
+    """Copy the tree ``src`` into ``dst/<src.name>`` with parjobs' per-file system calls and
+    nothing else: open, fstat, create a temporary, copy_file_range, fstat (source changed?),
+    fchmod, futimens, close, rename without replacing, close. The floor for any Python tool
+    keeping modes and times with an atomic rename."""
+    top = os.fsencode(src)
+    out = os.fsencode(dst / src.name)
+    for d, _, files in os.walk(top):
+        target = out + d[len(top) :]
+        os.mkdir(target)
+        dir_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for name in files:
+                fd = os.open(d + b"/" + name, os.O_RDONLY | os.O_NOFOLLOW)
+                st = os.fstat(fd)
+                tmp = b".%s.%016x.tmp" % (name, random.getrandbits(64))
+                wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dir_fd)
+                done = 0
+                while done < st.st_size:
+                    done += os.copy_file_range(fd, wfd, st.st_size - done)
+                os.fstat(fd)
+                os.fchmod(wfd, st.st_mode & 0o7777)
+                os.utime(wfd, ns=(st.st_atime_ns, st.st_mtime_ns))
+                os.close(wfd)
+                os.close(fd)
+                _rename(dir_fd, tmp, name, False)
+        finally:
+            os.close(dir_fd)
+
+
+def _on_tmpfs(path: Path) -> bool:
+    with open("/proc/mounts", encoding="utf-8") as f:
+        mounts = [line.split() for line in f]
+    return any(m[1] == str(path) and m[2] == "tmpfs" for m in mounts if len(m) > 2)
+
+
+def _tmpfs_case(session: Session, out: dict[str, Any]) -> tuple[str, Any, str] | None:
+    """The small-file set within tmpfs: per-file costs with the filesystem out of the way."""
+    data = session.data
+    info = data.info["sets"]["small"]
+    if not (TMPFS.is_dir() and _on_tmpfs(TMPFS)):
+        out["tmpfs_skipped_reason"] = f"{TMPFS} is not a tmpfs mount"
+        return None
+    with tempfile.TemporaryDirectory(dir=TMPFS, prefix="parjobs-bench-") as name:
+        base = Path(name)
+        src = base / "small"
+        shutil.copytree(data.path("small"), src)
+        scratch = base / "scratch"
+        scratch.mkdir()
+        files = info["files"]
+        copies, _skipped = contenders(session, src, files)
+        copies = {n: c for n, c in copies.items() if n not in ("rsync -a", "rclone copy")}
+        copies[FLOOR] = lambda dst: in_process(lambda: syscall_loop(src, dst))
+        log(f"[copy] {data.label('small')}, within tmpfs, {session.rounds} rounds")
+        load0 = load_average()
+        expect = (files, info["bytes"])
+        rounds = run_rounds(
+            {n: _checked(c, n, scratch, expect, False, None) for n, c in copies.items()},
+            session.rounds,
+            session.warmup,
+        )
+        out["cases"]["small/tmpfs"] = session.case(
+            rounds,
+            BASELINE,
+            data_set={"small": info},
+            loadavg_before=load0,
+            where="source and destination in /dev/shm (tmpfs)",
+            skipped={"rsync -a": "left out here", "rclone copy": "left out here"},
+        )
+        return (f"{data.label('small')}, within tmpfs", rounds, BASELINE)
 
 
 def _checked(
@@ -173,6 +258,14 @@ def run(session: Session) -> dict[str, Any]:
             for name, m in rounds.items():
                 out["cases"][key]["contenders"][name]["mib_per_s"] = round(mib / m.median, 1)
             panels.setdefault(cache, []).append((data.label(set_name), rounds, BASELINE))
+    tmpfs = _tmpfs_case(session, out)
+    if session.charts and tmpfs is not None:
+        panel_chart(
+            [tmpfs],
+            filename="copy_tmpfs.png",
+            title="Copy within tmpfs (lower is better; ratio to cp -r)",
+            note=session.note(),
+        )
     if session.charts:
         for cache, chart in panels.items():
             suffix = "" if cache == CACHED else "_cold"
