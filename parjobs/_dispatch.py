@@ -17,7 +17,8 @@ task straight from the queue (under a lock), for up to `BATCH_MAX_ITEMS` tasks o
 outcomes and refills the queue, the threads keep copying; and since each thread takes one task
 at a time, slow tasks spread over every worker instead of piling up in one. Posted outcomes
 are finished (checkpoint bookkeeping, progress, delivery) by one collector task per pool,
-woken at most once per batch of posts.
+woken at most once per batch of posts. While tasks are tiny, `_Governor` keeps them on few
+threads: more would only contend for the GIL.
 """
 
 from __future__ import annotations
