@@ -474,13 +474,14 @@ class _Copier:
         chunk_size: int,
         check: Callable[[], None],
         on_bytes: Callable[[int], None],
+        dst_dev: int | None,
     ) -> None:
         self.src = src
         self.fd, self.st = fd, st
         self.size = st.st_size
         self.chunk_size, self.check, self.on_bytes = chunk_size, check, on_bytes
         self._buf: memoryview | None = None
-        self.dst_dev: int | None = None
+        self.dst_dev = dst_dev  # the reflink cache's hint, see `_try_reflink`
 
     @property
     def buf(self) -> memoryview:
@@ -717,8 +718,7 @@ def copy_file(
                     times=preserve_times,
                     dst_dev=dst_dev,
                 )
-            copier = _Copier(src, fd, st, chunk_size, check or _noop, on_bytes or _noop)
-            copier.dst_dev = dst_dev
+            copier = _Copier(src, fd, st, chunk_size, check or _noop, on_bytes or _noop, dst_dev)
             return _copy_general(
                 copier,
                 dir_fd,
