@@ -47,6 +47,7 @@ from ._progress import ProgressTracker as ProgressTracker
 from ._status import TRANSITIONS as TRANSITIONS
 from ._status import JobStatus as JobStatus
 from ._store import JobInfo as JobInfo
+from ._task import RUN_ALONE as RUN_ALONE
 from ._task import AsyncTask as AsyncTask
 from ._task import FunctionTask as FunctionTask
 from ._task import Outcome as Outcome
@@ -60,6 +61,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_QUEUES",
+    "RUN_ALONE",
     "TRANSITIONS",
     "AsyncTask",
     "BlockingManager",

@@ -37,6 +37,7 @@ import trio
 from ._exceptions import Interrupted, Skip, TaskTimeoutError
 from ._progress import ItemError
 from ._task import (
+    RUN_ALONE,
     AsyncTask,
     Interrupter,
     Outcome,
@@ -61,6 +62,8 @@ POST_BATCH = 32
 POST_DELAY = 0.005
 #: ... or before a task at least this heavy (estimated bytes), which may take a while.
 HEAVY_WEIGHT = 1 << 20
+#: A group (see `Task.run_group`) takes queued tasks while their weights add up to less.
+GROUP_MAX_WEIGHT = 4 << 20
 #: Sync tasks averaging less than this (seconds, measured alone) are "tiny": see `_Governor`.
 TINY_TASK = 0.001
 #: Judge by at least this many tasks' worth of time: one task this slow (a 20 ms network
@@ -99,10 +102,10 @@ class _Governor:
         self.total = 0.0
         self.since = 0.0
 
-    def observe(self, seconds: float) -> None:
-        """From a worker thread while measuring: one task's wall time (races between threads
-        only blur the statistics)."""
-        self.n += 1
+    def observe(self, seconds: float, count: int = 1) -> None:
+        """From a worker thread while measuring: the wall time of ``count`` tasks (races
+        between threads only blur the statistics)."""
+        self.n += count
         self.total += seconds
 
     def review(self, now: float) -> bool | None:
@@ -158,6 +161,33 @@ def _run_one(work: _Work, interrupter: Interrupter) -> Outcome[Any]:
     except Exception as exc:
         return Outcome(task, OutcomeStatus.FAILED, error=exc, bytes=tc.bytes_done)
     return Outcome(task, OutcomeStatus.DONE, value=value, bytes=tc.bytes_done)
+
+
+def _run_group(group: list[_Work], interrupter: Interrupter) -> list[tuple[_Work, Outcome[Any]]]:
+    """Run tasks of one class through its `Task.run_group`, then alone those it left."""
+    if interrupter.reason is not None:
+        return [(work, _run_one(work, interrupter)) for work in group]
+    try:
+        values = type(group[0].task).run_group(
+            [work.task for work in group], [work.tc for work in group]
+        )
+        if len(values) != len(group):
+            raise RuntimeError(f"run_group returned {len(values)} values for {len(group)} tasks")
+    except Exception as exc:
+        return [
+            (work, Outcome(work.task, OutcomeStatus.FAILED, error=exc, bytes=work.tc.bytes_done))
+            for work in group
+        ]
+    done = OutcomeStatus.DONE
+    return [
+        (
+            work,
+            _run_one(work, interrupter)
+            if value is RUN_ALONE
+            else Outcome(work.task, done, value=value, bytes=work.tc.bytes_done),
+        )
+        for work, value in zip(group, values, strict=True)
+    ]
 
 
 class _WorkQueue:
@@ -230,6 +260,23 @@ class _WorkQueue:
             if task.lane != lane or isinstance(task, AsyncTask):
                 return None
             return heapq.heappop(heap)[2]
+
+    def take_group(self, first: _Work) -> list[_Work]:
+        """From a worker thread: ``first`` and the queued tasks of its class that follow it
+        at the head, up to ``group_size`` tasks and `GROUP_MAX_WEIGHT`; heavy tasks end it."""
+        cls = type(first.task)
+        group, weight = [first], first.task.weight
+        with self._lock:
+            heap = self._heap
+            while heap and len(group) < cls.group_size:
+                task = heap[0][2].task
+                if type(task) is not cls:
+                    break
+                weight += task.weight
+                if task.weight >= HEAVY_WEIGHT or weight >= GROUP_MAX_WEIGHT:
+                    break
+                group.append(heapq.heappop(heap)[2])
+        return group
 
     def wake_putters(self) -> None:
         """From trio: let a blocked `put` retry once there is room."""
@@ -326,14 +373,21 @@ class WorkerPool:
             end = started + BATCH_MAX_SECONDS
             work, left = first, BATCH_MAX_ITEMS
             while True:
-                tracker.started(id(work), work.tc)
-                outcome = _run_one(work, interrupter)
+                if work.task.group_size > 1 and work.task.weight < HEAVY_WEIGHT:
+                    group = queue.take_group(work)
+                    current.extend(group[1:])
+                    for member in group:
+                        tracker.started(id(member), member.tc)
+                    done = _run_group(group, interrupter)
+                else:
+                    tracker.started(id(work), work.tc)
+                    done = [(work, _run_one(work, interrupter))]
                 now = monotonic()
                 if light and governor.limited and self._streaming <= governor.cap:
-                    governor.observe(now - started)
+                    governor.observe(now - started, len(done))
                 started = now
                 current.clear()
-                left -= 1
+                left -= len(done)
                 nxt = None
                 # Past the governor's limit (a heavy task's call, or the limit was just set
                 # again), the thread ends its call rather than stream tiny tasks.
@@ -347,7 +401,10 @@ class WorkerPool:
                         nxt = queue.take(lane)
                 # Wake trio now if the call ends or the next task may take long; else let
                 # posts pile up a little.
-                post(work, outcome, nxt is None or nxt.task.weight >= HEAVY_WEIGHT)
+                for finished, outcome in done[:-1]:
+                    post(finished, outcome, False)
+                finished, outcome = done[-1]
+                post(finished, outcome, nxt is None or nxt.task.weight >= HEAVY_WEIGHT)
                 if nxt is None:
                     return  # trio drains what is left when the call returns
                 current.append(nxt)

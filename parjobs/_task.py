@@ -12,8 +12,8 @@ import enum
 import errno
 import random
 import time
-from collections.abc import Callable
-from typing import Any, ClassVar, Generic, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from ._exceptions import CancelRequested, PauseRequested, TaskTimeoutError
 
@@ -155,12 +155,26 @@ class TaskContext:
         self.bytes_done += n
 
 
+class _RunAlone:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "RUN_ALONE"
+
+
+#: What `Task.run_group` answers for a task it leaves to that task's own `Task.run`.
+RUN_ALONE: Final = _RunAlone()
+
+
 class Task(Generic[T_co]):
     """One unit of blocking work, run in a worker thread of its ``lane``.
 
     Subclasses are usually small dataclasses with an ``index`` field. ``weight`` estimates the
     bytes it touches: before a task of 1 MiB or more, which may take a while, the worker thread
     hands the outcomes it finished to the event loop at once (see `parjobs._dispatch`).
+
+    A class whose tasks are many and tiny may set ``group_size`` and implement `run_group`:
+    a worker thread then takes up to that many queued light tasks of the class at once.
     """
 
     lane: ClassVar[str] = "io"
@@ -170,11 +184,25 @@ class Task(Generic[T_co]):
     retry: RetryPolicy | None = None
     #: Seconds an attempt may take (None: the dispatcher's default, usually unlimited).
     timeout: float | None = None
+    #: Up to this many queued tasks of this class go to one `run_group` call (1: never).
+    group_size: ClassVar[int] = 1
     index: int
 
     @property
     def weight(self) -> int:
         return 0
+
+    @classmethod
+    def run_group(cls, tasks: Sequence[Task[Any]], tcs: Sequence[TaskContext]) -> list[Any]:
+        """Run several tasks of this class in one go (blocking), for speed: e.g. one call
+        into C that releases the GIL for a whole group of small files.
+
+        Returns, per task, its value (the task is done) or `RUN_ALONE`: the worker then runs
+        that task's own `run` right away, so the group path only has to handle the common
+        case and leaves errors, conflicts and oddities to `run`. A task answered `RUN_ALONE`
+        must be left as `run` expects to find it. An exception fails every task of the group.
+        """
+        return [RUN_ALONE] * len(tasks)
 
     def label(self) -> str:
         """What progress shows while this task runs (e.g. the file name)."""

@@ -164,3 +164,93 @@ def test_governor_does_nothing_when_there_is_nothing_to_limit(workers: int, cpus
     gov = _Governor(workers=workers, cpus=cpus)
     assert not gov.limited
     assert gov.review(now=1e6) is None and not gov.limited
+
+
+# -- task groups (Task.run_group) -------------------------------------------------------------
+
+GROUP_LOG: list[tuple[str, list[int]]] = []
+
+
+class Grouped(parjobs.Task[str]):
+    """Tasks whose group path does the even indices and leaves the odd ones to `run`; an
+    index of 1000+ makes the group path raise, a weight of 1 MiB+ is heavy."""
+
+    group_size = 8
+
+    def __init__(self, index: int, weight: int = 0) -> None:
+        self.index = index
+        self.cost = weight
+
+    @property
+    def weight(self) -> int:
+        return self.cost
+
+    @classmethod
+    def run_group(cls, tasks, tcs):  # type: ignore[no-untyped-def]
+        indices = [t.index for t in tasks]
+        GROUP_LOG.append(("group", indices))
+        if any(i >= 1000 for i in indices):
+            raise OSError(5, "the group path broke")
+        for tc, t in zip(tcs, tasks, strict=True):
+            if t.index % 2 == 0:
+                tc.add_bytes(10)
+        return [f"group {i}" if i % 2 == 0 else parjobs.RUN_ALONE for i in indices]
+
+    def run(self, tc: parjobs.TaskContext) -> str:
+        GROUP_LOG.append(("alone", [self.index]))
+        return f"alone {self.index}"
+
+
+@parjobs.job_type("test-dispatch-groups", version=1)
+class GroupJob(parjobs.Job):
+    indices: list[int]
+    heavy: tuple[int, ...] = ()
+
+    async def run(self, ctx: JobContext) -> dict[str, list[str]]:
+        tasks = [Grouped(i, 1 << 20 if i in self.heavy else 0) for i in self.indices]
+        out: dict[str, list[str]] = {}
+        async for outcome in ctx.task_dispatcher().dispatch_many(tasks):
+            text = outcome.value if outcome.ok else f"{outcome.status.value}: {outcome.error}"
+            out[str(outcome.index)] = [str(text), str(outcome.bytes)]
+        return out
+
+
+async def run_groups(store_path: str, job: GroupJob) -> dict[str, list[str]]:
+    GROUP_LOG.clear()
+    async with parjobs.open_manager(store_path, workers=1) as m:
+        handle = await m.submit(job)
+        assert await handle.wait() is parjobs.JobStatus.COMPLETED
+        result: dict[str, list[str]] = (await handle.info()).result
+        return result
+
+
+async def test_queued_tasks_of_a_class_run_in_groups_and_the_rest_alone(
+    store_path: str,
+) -> None:
+    result = await run_groups(store_path, GroupJob(indices=list(range(40))))
+    assert result == {
+        str(i): [f"group {i}", "10"] if i % 2 == 0 else [f"alone {i}", "0"] for i in range(40)
+    }
+    groups = [ix for kind, ix in GROUP_LOG if kind == "group"]
+    assert sorted(i for ix in groups for i in ix) == list(range(40))
+    assert max(map(len, groups)) == Grouped.group_size  # a backlog was queued: full groups
+    alone = sorted(ix[0] for kind, ix in GROUP_LOG if kind == "alone")
+    assert alone == list(range(1, 40, 2))
+
+
+async def test_heavy_tasks_are_never_grouped(store_path: str) -> None:
+    result = await run_groups(store_path, GroupJob(indices=list(range(20)), heavy=(4, 10)))
+    assert len(result) == 20
+    for kind, ix in GROUP_LOG:
+        if kind == "group" and len(ix) > 1:
+            assert 4 not in ix and 10 not in ix
+
+
+async def test_a_failing_group_fails_each_of_its_tasks_with_the_reason(store_path: str) -> None:
+    GROUP_LOG.clear()
+    async with parjobs.open_manager(store_path, workers=1) as m:
+        handle = await m.submit(GroupJob(indices=[1000]))
+        assert await handle.wait() is parjobs.JobStatus.COMPLETED_WITH_ERRORS
+        (error,) = await m.errors(handle.id)
+    assert error.index == 1000 and "the group path broke" in error.message
+    assert ("alone", [1000]) not in GROUP_LOG  # never run twice

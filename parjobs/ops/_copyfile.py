@@ -30,11 +30,18 @@ import random
 import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Literal, NoReturn, TypeAlias, cast, overload
 
 import xxhash
 
 from parjobs._exceptions import ParjobsError
+
+fastcopy: ModuleType | None
+try:  # the optional C extension (see _fastcopy.c); None where it could not be built
+    from . import _fastcopy as fastcopy
+except ImportError:  # pragma: no cover - built without a C compiler
+    fastcopy = None
 
 StrOrBytesPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 Method: TypeAlias = Literal["reflink", "copy_file_range", "sendfile", "readwrite"]
@@ -646,6 +653,34 @@ class _Copier:
             exc.filename, exc.expected, exc.actual = os.fsdecode(name), expected, actual
             raise exc
         return actual
+
+
+def copy_small_files(
+    items: list[tuple[bytes, int, bytes]], *, src_dev: int, dst_dev: int
+) -> tuple[list[int], list[int]] | None:
+    """Copy many small files in one call into C (`_fastcopy.c`), with the GIL released.
+
+    ``items`` are (source path, destination dir fd, name); each is copied as `copy_file`
+    copies a one-chunk file with mode and times, no overwrite, no lookups beforehand. Returns
+    (results, sizes): result 0 means the file is in place and ``sizes`` holds its bytes; any
+    other result means nothing of it was left behind, so the caller copies it again with
+    `copy_file`, which reports the problem properly. None when the C extension is not
+    available (or an item cannot be passed to C): copy them all with `copy_file`.
+    ``src_dev``/``dst_dev`` key the reflink cache, as in `_try_reflink`.
+    """
+    if fastcopy is None:
+        return None
+    devices = (src_dev, dst_dev)
+    flags = fastcopy.MODE | fastcopy.TIMES
+    if devices not in _NO_REFLINK:
+        flags |= fastcopy.REFLINK
+    try:
+        results, sizes, refused = fastcopy.copy_many(items, flags)
+    except ValueError:  # a NUL byte in a name: checked before copying anything
+        return None
+    if refused:
+        _NO_REFLINK.add(devices)
+    return results, sizes
 
 
 def copy_file(

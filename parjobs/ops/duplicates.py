@@ -187,7 +187,7 @@ def _first_link(entry: Entry, inodes: set[tuple[int, int]]) -> bool:
 
 
 def _paths(files: Sequence[_File]) -> list[str]:
-    return [os.fsdecode(f.path) for f in files]
+    return sorted(os.fsdecode(f.path) for f in files)
 
 
 async def _stage(

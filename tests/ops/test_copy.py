@@ -22,6 +22,7 @@ from _trees import read, snapshot, write
 
 import parjobs
 from parjobs import JobStatus
+from parjobs.ops import _copyfile as copyfile_mod
 from parjobs.ops import copy as copy_mod
 from parjobs.ops._copyfile import find_partials
 from parjobs.ops.copy import Conflict, CopyJob
@@ -74,8 +75,10 @@ async def run_job(store_path: str, job: parjobs.Job, **manager: Any) -> tuple[An
 
 
 def wrap_copy_file(monkeypatch: pytest.MonkeyPatch, **inject: Any) -> None:
-    """Route the job's copy_file calls through a wrapper adding ``inject`` (test seams)."""
+    """Route the job's copy_file calls through a wrapper adding ``inject`` (test seams).
+    The C group path (which never calls copy_file) is switched off meanwhile."""
     real = copy_mod.copy_file
+    monkeypatch.setattr(copyfile_mod, "fastcopy", None)
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         kwargs.update({k: v(args, kwargs) if callable(v) else v for k, v in inject.items()})

@@ -9,6 +9,7 @@ Usage: ``python rel_child.py CONFIG.json``. The config (written by `rel_helpers.
     task_sleep   seconds slept before every sync task (spreads a run over time)
     check_sleep  seconds slept in every TaskContext.check() (slows chunked copies)
     chunk_size   CopyJob/MoveJob chunk size (files larger than it leave resumable partials)
+    group_size   CopyItem.group_size: files per call into the C group path
     store_timeout  SQLite busy timeout of the store (seconds)
     user         run as this uid (and gid) from the start of the job on: the interpreter
                  starts as root (its binary may live where other users cannot read it), then
@@ -100,8 +101,25 @@ def _install_hook(hook: dict[str, Any]) -> None:
             real_checkpoint(self, job_id, batch)
 
         store_mod.JobStore.checkpoint = checkpoint  # type: ignore[method-assign]
+    elif kind in ("group-after", "group-mid"):
+        # The C group path: die once the Nth call put its files in place (none of them is
+        # checkpointed yet), or between two files of that call.
+        real_group = copy_mod.copy_small_files
+
+        def group(items: Any, **kwargs: Any) -> Any:
+            if not counter.hit():
+                return real_group(items, **kwargs)
+            if kind == "group-mid" and len(items) > 1:
+                real_group(items[: len(items) // 2], **kwargs)
+                die()
+            real_group(items, **kwargs)
+            die()
+
+        copy_mod.copy_small_files = group
     elif kind in ("rename-before", "rename-after"):
-        # copy_file's final step: temporary (written, closed) -> real name.
+        # copy_file's final step: temporary (written, closed) -> real name. Files go through
+        # copy_file only: the C group path, which renames in C, is off.
+        copyfile_mod.fastcopy = None
         real_rename = copyfile_mod._rename
 
         def rename(*args: Any, **kwargs: Any) -> None:
@@ -171,6 +189,13 @@ def _slow_down(task_sleep: float, check_sleep: float) -> None:
             return real_run_one(work, interrupter)
 
         dispatch_mod._run_one = run_one
+        real_run_group = dispatch_mod._run_group
+
+        def run_group(group: Any, interrupter: Any) -> Any:
+            time.sleep(task_sleep * len(group))
+            return real_run_group(group, interrupter)
+
+        dispatch_mod._run_group = run_group
     if check_sleep:
         real_check = task_mod.TaskContext.check
 
@@ -208,6 +233,8 @@ if __name__ == "__main__":
         cfg = json.load(f)
     if cfg.get("chunk_size"):
         copy_mod.CHUNK_SIZE = int(cfg["chunk_size"])
+    if cfg.get("group_size"):
+        copy_mod.CopyItem.group_size = int(cfg["group_size"])
     if cfg.get("store_timeout"):
         real_open = store_mod.JobStore.open.__func__  # type: ignore[attr-defined]
         timeout = float(cfg["store_timeout"])

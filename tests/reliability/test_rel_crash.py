@@ -102,8 +102,20 @@ def _diff(got: dict[bytes, Any], want: dict[bytes, Any]) -> str:
 
 class CopyOp(Op):
     name, job_type = "copy", "copy"
-    child = {"task_sleep": 0.012, "check_sleep": 0.004, "chunk_size": 512 * 1024, "workers": 4}
-    hooks = [("checkpoint", (1, 3)), ("rename-before", (5, 200)), ("rename-after", (5, 200))]
+    child = {
+        "task_sleep": 0.012,
+        "check_sleep": 0.004,
+        "chunk_size": 512 * 1024,
+        "workers": 4,
+        "group_size": 8,
+    }
+    hooks = [
+        ("checkpoint", (1, 3)),
+        ("rename-before", (5, 200)),
+        ("rename-after", (5, 200)),
+        ("group-mid", (2, 20)),
+        ("group-after", (2, 20)),
+    ]
 
     def scenario(self, root: Path, template: Path, shm: Path) -> Scenario:
         dst = root / "dst"

@@ -42,6 +42,7 @@ from rel_helpers import (
 import parjobs
 from parjobs import JobStatus
 from parjobs.cli._errors import leaves
+from parjobs.ops import _copyfile as copyfile_mod
 from parjobs.ops import copy as copy_mod
 from parjobs.ops.copy import CopyJob
 from parjobs.ops.hash import HashJob
@@ -253,8 +254,10 @@ def test_permission_denied_names_the_destination_not_a_temporary(shared: Path) -
 
 
 def wrap_copy_file(monkeypatch: pytest.MonkeyPatch, before: Any = None, during: Any = None):
-    """Call ``before(src)`` before each file's copy and ``during(src)`` at its checks."""
+    """Call ``before(src)`` before each file's copy and ``during(src)`` at its checks
+    (with the C group path, which never calls copy_file, switched off)."""
     real = copy_mod.copy_file
+    monkeypatch.setattr(copyfile_mod, "fastcopy", None)
 
     def wrapped(src: bytes, *args: Any, check: Any = None, **kwargs: Any) -> Any:
         if before is not None:

@@ -18,6 +18,7 @@ from rel_helpers import MIB, photo, read, resume_to_end, snapshot, temp_names, w
 
 import parjobs
 from parjobs import JobStatus
+from parjobs.ops import _copyfile as copyfile_mod
 from parjobs.ops import copy as copy_mod
 from parjobs.ops._copyfile import copy_file, partial_names
 from parjobs.ops._hashing import content_id
@@ -50,7 +51,7 @@ def tree(root: Path, dirs: int = 4, files: int = 30) -> None:
             write(root / f"d{d}" / "sub" / f"g{f:02}", rng.randbytes(rng.randint(0, 2_000)))
 
 
-@pytest.mark.parametrize("kind", ["copy", "move-across-filesystems"])
+@pytest.mark.parametrize("kind", ["copy", "copy-in-groups", "move-across-filesystems"])
 async def test_symlink_planted_in_the_destination_mid_job_is_never_followed(
     tmp_path: Path, shm: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
@@ -63,19 +64,22 @@ async def test_symlink_planted_in_the_destination_mid_job_is_never_followed(
     outside.mkdir()
     dst = (shm if kind.startswith("move") else tmp_path) / "dst"
     expected = snapshot(src)
-    real = copy_mod.copy_file
+    seam = "copy_small_files" if kind == "copy-in-groups" else "copy_file"
+    if seam == "copy_file":
+        monkeypatch.setattr(copyfile_mod, "fastcopy", None)
+    real = getattr(copy_mod, seam)
     calls = [0]
 
     def planting(*args: Any, **kwargs: Any) -> Any:
         calls[0] += 1
-        if calls[0] == 5:
+        if calls[0] == (1 if seam == "copy_small_files" else 5):
             (dst / "src" / "d3").mkdir(parents=True, exist_ok=True)
             os.symlink(outside, dst / "src" / "d3" / "sub")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(copy_mod, "copy_file", planting)
+    monkeypatch.setattr(copy_mod, seam, planting)
     store = str(tmp_path / "jobs.sqlite")
-    cls = CopyJob if kind == "copy" else MoveJob
+    cls = MoveJob if kind.startswith("move") else CopyJob
     async with parjobs.open_manager(store, workers=1) as m:
         handle = await m.submit(cls(sources=[str(src)], destination=str(dst)))
         with trio.fail_after(30):

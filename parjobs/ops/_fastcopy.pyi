@@ -1,0 +1,11 @@
+"""Types of the optional C extension built from _fastcopy.c."""
+
+MODE: int
+TIMES: int
+REFLINK: int
+NOT_REGULAR: int
+CHANGED: int
+
+def copy_many(
+    items: list[tuple[bytes, int, bytes]], flags: int, /
+) -> tuple[list[int], list[int], bool]: ...

@@ -1,0 +1,298 @@
+"""The C group path for small files: `copy_small_files` (parjobs/ops/_fastcopy.c) on its own,
+and `CopyItem.run_group` inside a CopyJob, compared with the Python path."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from _trees import read, snapshot, write
+
+import parjobs
+from parjobs import JobStatus
+from parjobs.ops import _copyfile as copyfile_mod
+from parjobs.ops import copy as copy_mod
+from parjobs.ops._copyfile import TMP_SUFFIX, copy_small_files
+from parjobs.ops.copy import CopyJob
+
+pytestmark = pytest.mark.skipif(
+    copyfile_mod.fastcopy is None, reason="the C extension was not built (no C compiler)"
+)
+
+
+def temporaries(root: Path) -> list[str]:
+    return [
+        os.path.join(d, n)
+        for d, _, names in os.walk(root)
+        for n in names
+        if n.endswith(os.fsdecode(TMP_SUFFIX))
+    ]
+
+
+@pytest.fixture
+def dst_fd(tmp_path: Path) -> Any:
+    (tmp_path / "dst").mkdir()
+    fd = os.open(tmp_path / "dst", os.O_RDONLY | os.O_DIRECTORY)
+    yield fd
+    os.close(fd)
+
+
+def group(tmp_path: Path, dst_fd: int, names: list[bytes]) -> tuple[list[int], list[int]]:
+    src = os.fsencode(tmp_path / "src")
+    items = [(src + b"/" + n, dst_fd, n) for n in names]
+    done = copy_small_files(items, src_dev=os.stat(src).st_dev, dst_dev=os.fstat(dst_fd).st_dev)
+    assert done is not None
+    return done
+
+
+# -- copy_small_files ------------------------------------------------------------------------
+
+
+def test_copies_contents_mode_and_times_exactly(tmp_path: Path, dst_fd: int) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    names = [b"empty", b"one", b"big", "ünï ✓".encode(), b"caf\xe9", b"n" * 255]
+    for i, name in enumerate(names):
+        path = os.fsencode(src) + b"/" + name
+        write(path, os.urandom([0, 1, 3 << 20, 5000, 10, 7][i]))
+        os.chmod(path, [0o600, 0o640, 0o755, 0o444, 0o4755, 0o600][i])
+        os.utime(path, ns=(1_000_000_123 + i, 1_500_000_000_456_789_012 + i))
+    results, sizes = group(tmp_path, dst_fd, names)
+    assert results == [0] * len(names)
+    for name, size in zip(names, sizes, strict=True):
+        s = os.stat(os.fsencode(src) + b"/" + name)
+        d = os.stat(os.fsencode(tmp_path) + b"/dst/" + name)
+        assert read(os.fsencode(tmp_path) + b"/dst/" + name) == read(os.fsencode(src) + b"/" + name)
+        assert size == s.st_size
+        assert stat.S_IMODE(d.st_mode) == stat.S_IMODE(s.st_mode)
+        i = names.index(name)  # (copying read the source: its atime may have moved since)
+        assert (d.st_atime_ns, d.st_mtime_ns) == (1_000_000_123 + i, s.st_mtime_ns)
+    assert temporaries(tmp_path / "dst") == []
+
+
+def test_an_existing_destination_is_left_alone_and_reported(tmp_path: Path, dst_fd: int) -> None:
+    (tmp_path / "src").mkdir()
+    write(tmp_path / "src" / "a", b"new")
+    write(tmp_path / "src" / "b", b"new")
+    write(tmp_path / "dst" / "a", b"the user's file")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "dst" / "b")  # never followed
+    results, _ = group(tmp_path, dst_fd, [b"a", b"b"])
+    assert results == [errno.EEXIST, errno.EEXIST]
+    assert read(tmp_path / "dst" / "a") == b"the user's file"
+    assert os.readlink(tmp_path / "dst" / "b") == str(tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()
+    assert temporaries(tmp_path / "dst") == []
+
+
+def test_missing_special_and_symlinked_sources_are_handed_back(tmp_path: Path, dst_fd: int) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    os.mkfifo(src / "fifo")  # must not block: opened O_NONBLOCK, then refused
+    os.symlink("/etc/hostname", src / "link")
+    write(src / "ok", b"fine")
+    results, _ = group(tmp_path, dst_fd, [b"gone", b"fifo", b"link", b"ok"])
+    assert results[0] == errno.ENOENT
+    assert results[1] == results[2] == copyfile_mod.fastcopy.NOT_REGULAR  # type: ignore[union-attr]
+    assert results[3] == 0
+    assert sorted(os.listdir(tmp_path / "dst")) == ["ok"]
+
+
+def test_writes_through_the_directory_fd_never_a_path(tmp_path: Path, dst_fd: int) -> None:
+    """The destination directory is swapped for a symlink after its fd was opened: the files
+    land in the real directory (moved away), nothing in the link's target."""
+    (tmp_path / "src").mkdir()
+    write(tmp_path / "src" / "f", b"data")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "dst").rename(tmp_path / "moved")
+    os.symlink(outside, tmp_path / "dst")
+    results, _ = group(tmp_path, dst_fd, [b"f"])
+    assert results == [0]
+    assert read(tmp_path / "moved" / "f") == b"data"
+    assert os.listdir(outside) == []
+
+
+def test_bad_items_copy_nothing(tmp_path: Path, dst_fd: int) -> None:
+    (tmp_path / "src").mkdir()
+    write(tmp_path / "src" / "a", b"a")
+    src = os.fsencode(tmp_path / "src")
+    fc = copyfile_mod.fastcopy
+    assert fc is not None
+    for bad in ([(src + b"/a", dst_fd, b"x/y")], [(src + b"/a", dst_fd, b"")]):
+        with pytest.raises(ValueError, match="bad path or name"):
+            fc.copy_many(bad, fc.MODE)
+    with pytest.raises(TypeError):
+        fc.copy_many([(str(tmp_path / "src" / "a"), dst_fd, b"a")], fc.MODE)
+    # A NUL byte: the Python wrapper answers "copy them the other way".
+    items = [(src + b"/a", dst_fd, b"a"), (src + b"/a\0", dst_fd, b"b")]
+    assert copy_small_files(items, src_dev=0, dst_dev=0) is None
+    assert os.listdir(tmp_path / "dst") == []
+
+
+def test_a_destination_fd_that_is_no_directory_reports_the_errno(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    write(tmp_path / "src" / "a", b"a")
+    fd = os.open(tmp_path / "src" / "a", os.O_RDONLY)
+    try:
+        done = copy_small_files(
+            [(os.fsencode(tmp_path / "src" / "a"), fd, b"b")], src_dev=0, dst_dev=0
+        )
+    finally:
+        os.close(fd)
+    assert done is not None and done[0] == [errno.ENOTDIR]
+    assert os.listdir(tmp_path / "src") == ["a"]
+
+
+# -- inside a CopyJob ----------------------------------------------------------------------
+
+
+async def copy(store: str, src: Path, dst: Path, **spec: Any) -> tuple[Any, Any, list[Any]]:
+    async with parjobs.open_manager(store, workers=4) as m:
+        handle = await m.submit(CopyJob(sources=[str(src)], destination=str(dst), **spec))
+        with trio.fail_after(30):
+            status = await handle.wait()
+        info = await handle.info()
+        return status, info.result, await m.errors(handle.id)
+
+
+def count_groups(monkeypatch: pytest.MonkeyPatch, before: Any = None) -> list[int]:
+    """Count the files the job hands to the C path (calling ``before(items)`` first)."""
+    sizes: list[int] = []
+    real = copy_mod.copy_small_files
+
+    def counted(items: list[tuple[bytes, int, bytes]], **kwargs: Any) -> Any:
+        sizes.append(len(items))
+        if before is not None:
+            before(items)
+        return real(items, **kwargs)
+
+    monkeypatch.setattr(copy_mod, "copy_small_files", counted)
+    return sizes
+
+
+def small_tree(root: Path, n: int = 300) -> None:
+    for i in range(n):
+        d = root / f"d{i % 4}" / ("sub" if i % 3 else "")
+        d.mkdir(parents=True, exist_ok=True)
+        write(d / f"f{i:03}", os.urandom(i * 13))
+        os.utime(d / f"f{i:03}", ns=(i, 1_600_000_000_000_000_000 + i))
+    (root / "empty").mkdir()
+    os.symlink("d0/f000", root / "link")
+    write(root / "big", os.urandom(3 << 20))  # heavy: copied alone, in chunks
+
+
+async def test_a_job_copies_small_files_in_groups_identically_to_the_python_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    small_tree(src)
+    groups = count_groups(monkeypatch)
+    status, result, errors = await copy(str(tmp_path / "a.sqlite"), src, tmp_path / "a")
+    assert status is JobStatus.COMPLETED, errors
+    assert sum(groups) >= 250 and max(groups) <= copy_mod.CopyItem.group_size
+    monkeypatch.setattr(copyfile_mod, "fastcopy", None)
+    status2, result2, _ = await copy(str(tmp_path / "b.sqlite"), src, tmp_path / "b")
+    assert status2 is JobStatus.COMPLETED
+    assert result == result2
+    assert snapshot(tmp_path / "a" / "src") == snapshot(tmp_path / "b" / "src") == snapshot(src)
+    for d, _, names in os.walk(src):
+        for name in names:
+            s = os.lstat(os.path.join(d, name))
+            rel = os.path.relpath(os.path.join(d, name), src)
+            for out in ("a", "b"):
+                o = os.lstat(tmp_path / out / "src" / rel)
+                assert (o.st_mode, o.st_mtime_ns) == (s.st_mode, s.st_mtime_ns), rel
+    assert temporaries(tmp_path / "a") == []
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"verify": True},
+        {"durable": True},
+        {"preserve_xattrs": True},
+        {"preserve_owner": True},
+        {"follow_symlinks": True},
+        {"on_conflict": "overwrite"},
+    ],
+)
+async def test_options_beyond_mode_and_times_take_the_python_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: dict[str, Any]
+) -> None:
+    src = tmp_path / "src"
+    small_tree(src, 20)
+    groups = count_groups(monkeypatch)
+    status, _, errors = await copy(str(tmp_path / "j.sqlite"), src, tmp_path / "dst", **spec)
+    assert status is JobStatus.COMPLETED, errors
+    assert groups == []
+
+
+async def test_a_file_the_group_cannot_copy_is_copied_or_reported_by_the_python_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the walk and the copy one source vanishes and one destination appears: the
+    vanished file fails with a reason naming it, the existing destination is a conflict
+    settled by the policy, and every other file of their groups is copied."""
+    src = tmp_path / "src"
+    small_tree(src, 40)
+    dst = tmp_path / "dst"
+    victims = {b"f005", b"f006"}
+
+    def before(items: list[tuple[bytes, int, bytes]]) -> None:
+        for path, dir_fd, name in items:
+            if name == b"f005":
+                os.unlink(path)
+            elif name == b"f006":
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=dir_fd)
+                os.write(fd, b"someone else's")
+                os.close(fd)
+
+    groups = count_groups(monkeypatch, before)
+    status, result, errors = await copy(str(tmp_path / "j.sqlite"), src, dst, on_conflict="skip")
+    assert groups
+    assert status is JobStatus.COMPLETED_WITH_ERRORS
+    assert [e.label for e in errors] == [str(src / "d1" / "sub" / "f005")]
+    assert "No such file or directory" in errors[0].message
+    assert result["skipped_reasons"] == {"destination exists": 1}
+    assert read(dst / "src" / "d2" / "f006") == b"someone else's"
+    copied = snapshot(dst / "src")
+    for rel, entry in snapshot(src).items():
+        if os.path.basename(rel) not in victims:
+            assert copied[rel] == entry, rel
+    assert temporaries(dst) == []
+
+
+async def test_pause_and_resume_with_groups_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    small_tree(src, 300)
+    store = str(tmp_path / "j.sqlite")
+    paused = trio.Event()
+    token = trio.lowlevel.current_trio_token()
+
+    def before(items: Any) -> None:
+        if not paused.is_set():
+            token.run_sync_soon(paused.set)
+
+    count_groups(monkeypatch, before)
+    monkeypatch.setattr(copy_mod.CopyItem, "group_size", 4)
+    async with parjobs.open_manager(store, workers=2) as m:
+        handle = await m.submit(CopyJob(sources=[str(src)], destination=str(tmp_path / "dst")))
+        await paused.wait()
+        await handle.pause()
+        with trio.fail_after(30):
+            status = await handle.wait()
+        assert status is JobStatus.PAUSED
+        await m.resume(handle.id)
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.COMPLETED
+        result = (await handle.info()).result
+    assert result["copied"] == 302 and result["failed"] == 0
+    assert snapshot(tmp_path / "dst" / "src") == snapshot(src)
+    assert temporaries(tmp_path / "dst") == []
