@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from parjobs.ops import _copyfile
 from parjobs.ops._copyfile import _rename
 from parjobs.ops.copy import CopyJob
 
@@ -55,6 +56,8 @@ REFRESH_NOTE = (
     "metadata are cached again) - ext4 without a journal otherwise makes every create scan "
     "the inodes earlier calls deleted"
 )
+#: parjobs without its C extension (the group path for small files).
+PYTHON_ONLY = "parjobs, Python only"
 #: Left out of the cold-ish rounds, to keep a full run short.
 NOT_COLD = ("rclone copy", "parjobs 16 workers")
 #: What each contender keeps of the source's metadata (they do not all do the same work).
@@ -67,9 +70,19 @@ SEMANTICS = {
 }
 
 
-def _parjobs(session: Session, src: Path, dst: Path, workers: int, files: int) -> Timing:
+def _parjobs(
+    session: Session, src: Path, dst: Path, workers: int, files: int, python_only: bool = False
+) -> Timing:
+    """One CopyJob; ``python_only``: without the C group path (as installed with no C
+    compiler), to show what it brings."""
     job = CopyJob(sources=[str(src)], destination=str(dst))
-    result, timing = run_job(job, workers=workers, store_dir=session.scratch)
+    saved = _copyfile.fastcopy
+    if python_only:
+        _copyfile.fastcopy = None
+    try:
+        result, timing = run_job(job, workers=workers, store_dir=session.scratch)
+    finally:
+        _copyfile.fastcopy = saved
     if result["failed"] or result["copied"] != files:
         raise RuntimeError(f"parjobs copy: unexpected result {result}")
     return timing
@@ -86,6 +99,11 @@ def contenders(session: Session, src: Path, files: int) -> tuple[dict[str, Copy]
     for n in [1, *session.workers]:
         name = f"parjobs {n} worker" + ("s" if n > 1 else "")
         out[name] = lambda dst, n=n: _parjobs(session, src, dst, n, files)
+    if files >= REFRESH_FILES and _copyfile.fastcopy is not None:  # many small files
+        n = session.workers[0]
+        out[f"{PYTHON_ONLY} ({n} workers)"] = lambda dst: _parjobs(
+            session, src, dst, n, files, python_only=True
+        )
     out[BASELINE] = lambda dst: run_tool(["cp", "-r", str(src), f"{dst}/"])
     if which("rsync"):
         out["rsync -a"] = lambda dst: run_tool(["rsync", "-a", str(src), f"{dst}/"])
@@ -229,7 +247,7 @@ def run(session: Session) -> dict[str, Any]:
             many = info["files"] >= REFRESH_FILES
             refresh = src if not cold and many and session.can_drop_caches else None
             if cold:  # a warm-up round warms nothing here
-                left_out = [n for n in NOT_COLD if n in copies]
+                left_out = [n for n in copies if n in NOT_COLD or n.startswith(PYTHON_ONLY)]
                 skipped.update((n, "not run cold-ish (keeps a full run short)") for n in left_out)
                 copies = {n: c for n, c in copies.items() if n not in NOT_COLD}
             else:
