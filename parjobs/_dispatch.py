@@ -83,6 +83,10 @@ class _Governor:
     than one. Threads pay off when tasks wait (a slow disk or network share) or run long
     outside the GIL (big chunks, image decoding), and then tasks are slow.
 
+    Streams of grouped tasks (`Task.run_group`) get `group_cap`, one thread per core: a group
+    call spends most of its time outside the GIL. On ext4 here, two streams of C group calls
+    copied the small-file set 1.3x faster than one.
+
     A task weighing `HEAVY_WEIGHT` or more (a big file) is never held back and does not
     count: it cannot be tiny, and it leaves the GIL alone while the kernel copies its chunks.
     Otherwise the pool starts limited to `cap` streaming threads and measures task times
@@ -92,10 +96,13 @@ class _Governor:
     since a job's work can change (small files, then large ones).
     """
 
-    __slots__ = ("cap", "limited", "n", "since", "total", "useful")
+    __slots__ = ("cap", "group_cap", "limited", "n", "since", "total", "useful")
 
     def __init__(self, workers: int, cpus: int) -> None:
         self.cap = max(1, min(workers, cpus // 2))
+        # A group call (`Task.run_group`) is meant to leave the GIL free most of the time
+        # (C with the GIL released): groups may stream on every core.
+        self.group_cap = max(1, min(workers, cpus))
         self.useful = self.cap < workers  # else there is nothing to limit
         self.limited = self.useful
         self.n = 0
@@ -264,13 +271,13 @@ class _WorkQueue:
     def take_group(self, first: _Work) -> list[_Work]:
         """From a worker thread: ``first`` and the queued tasks of its class that follow it
         at the head, up to ``group_size`` tasks and `GROUP_MAX_WEIGHT`; heavy tasks end it."""
-        cls = type(first.task)
+        cls, size = type(first.task), first.task.group_size
         group, weight = [first], first.task.weight
         with self._lock:
             heap = self._heap
-            while heap and len(group) < cls.group_size:
+            while heap and len(group) < size:
                 task = heap[0][2].task
-                if type(task) is not cls:
+                if type(task) is not cls or task.group_size == 1:
                     break
                 weight += task.weight
                 if task.weight >= HEAVY_WEIGHT or weight >= GROUP_MAX_WEIGHT:
@@ -349,15 +356,16 @@ class WorkerPool:
                     continue
                 governor = self._governor
                 light = work.task.weight < HEAVY_WEIGHT  # a heavy task is never tiny
-                while light and governor.limited and self._streaming >= governor.cap:
+                cap = governor.group_cap if work.task.group_size > 1 else governor.cap
+                while light and governor.limited and self._streaming >= cap:
                     await self._gate.park()
-                await self._run_stream(work, light)
+                await self._run_stream(work, light, cap)
         finally:
             self._live_workers -= 1
             if self._live_workers == 0:
                 self._wake.set()  # the collector drains what is left and ends
 
-    async def _run_stream(self, first: _Work, light: bool) -> None:
+    async def _run_stream(self, first: _Work, light: bool, cap: int) -> None:
         """One thread call: run ``first``, then keep taking queued tasks of its lane. A call
         started by a heavy task does not count against the governor's cap, so while the
         governor limits threads it runs that task only."""
@@ -383,7 +391,7 @@ class WorkerPool:
                     tracker.started(id(work), work.tc)
                     done = [(work, _run_one(work, interrupter))]
                 now = monotonic()
-                if light and governor.limited and self._streaming <= governor.cap:
+                if light and governor.limited and self._streaming <= cap:
                     governor.observe(now - started, len(done))
                 started = now
                 current.clear()
@@ -391,7 +399,7 @@ class WorkerPool:
                 nxt = None
                 # Past the governor's limit (a heavy task's call, or the limit was just set
                 # again), the thread ends its call rather than stream tiny tasks.
-                over = governor.limited and (not light or self._streaming > governor.cap)
+                over = governor.limited and (not light or self._streaming > cap)
                 if left > 0 and now < end and not over:
                     try:
                         trio.from_thread.check_cancelled()

@@ -174,7 +174,9 @@ class Task(Generic[T_co]):
     hands the outcomes it finished to the event loop at once (see `parjobs._dispatch`).
 
     A class whose tasks are many and tiny may set ``group_size`` and implement `run_group`:
-    a worker thread then takes up to that many queued light tasks of the class at once.
+    a worker thread then takes up to that many queued light tasks of the class at once. The
+    pool lets such groups stream on every core, so `run_group` should spend its time outside
+    the GIL.
     """
 
     lane: ClassVar[str] = "io"
@@ -184,8 +186,9 @@ class Task(Generic[T_co]):
     retry: RetryPolicy | None = None
     #: Seconds an attempt may take (None: the dispatcher's default, usually unlimited).
     timeout: float | None = None
-    #: Up to this many queued tasks of this class go to one `run_group` call (1: never).
-    group_size: ClassVar[int] = 1
+    #: Up to this many queued tasks of this class go to one `run_group` call (1: never). Set
+    #: on the class; a task whose group path could do nothing sets 1 on itself.
+    group_size: int = 1
     index: int
 
     @property

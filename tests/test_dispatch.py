@@ -254,3 +254,14 @@ async def test_a_failing_group_fails_each_of_its_tasks_with_the_reason(store_pat
         (error,) = await m.errors(handle.id)
     assert error.index == 1000 and "the group path broke" in error.message
     assert ("alone", [1000]) not in GROUP_LOG  # never run twice
+
+
+@pytest.mark.parametrize(
+    ("workers", "cpus", "cap", "group_cap"),
+    [(8, 2, 1, 2), (8, 4, 2, 4), (1, 2, 1, 1), (3, 8, 3, 3)],
+)
+def test_governor_lets_groups_use_every_core(
+    workers: int, cpus: int, cap: int, group_cap: int
+) -> None:
+    governor = _Governor(workers, cpus)
+    assert (governor.cap, governor.group_cap) == (cap, group_cap)

@@ -656,7 +656,7 @@ class _Copier:
 
 
 def copy_small_files(
-    items: list[tuple[bytes, int, bytes]], *, src_dev: int, dst_dev: int
+    items: list[tuple[bytes, int, bytes]], *, src_dev: int, dst_dev: int, src_lstat: bool = True
 ) -> tuple[list[int], list[int]] | None:
     """Copy many small files in one call into C (`_fastcopy.c`), with the GIL released.
 
@@ -666,12 +666,15 @@ def copy_small_files(
     other result means nothing of it was left behind, so the caller copies it again with
     `copy_file`, which reports the problem properly. None when the C extension is not
     available (or an item cannot be passed to C): copy them all with `copy_file`.
-    ``src_dev``/``dst_dev`` key the reflink cache, as in `_try_reflink`.
+    ``src_dev``/``dst_dev`` key the reflink cache, as in `_try_reflink`; ``src_lstat=False``
+    skips the lstat before opening a source, as in `copy_file`.
     """
     if fastcopy is None:
         return None
     devices = (src_dev, dst_dev)
     flags = fastcopy.MODE | fastcopy.TIMES
+    if src_lstat:
+        flags |= fastcopy.LSTAT
     if devices not in _NO_REFLINK:
         flags |= fastcopy.REFLINK
     try:

@@ -45,6 +45,7 @@
 #define FC_MODE 1    /* set the source's mode bits */
 #define FC_TIMES 2   /* set the source's atime and mtime */
 #define FC_REFLINK 4 /* try FICLONE first */
+#define FC_LSTAT 8   /* lstat before opening (the caller's stat is old): never open a device */
 
 /* Result codes besides 0 (done) and a positive errno. */
 #define FC_NOT_REGULAR (-1) /* not a regular file: the Python path reports it */
@@ -141,10 +142,16 @@ static int copy_data(int fd, int out, long long size, int *reflink) {
 }
 
 static int copy_one(item_t *it, int flags, int *reflink) {
+    struct stat st, after;
+    if (flags & FC_LSTAT) {
+        if (lstat(it->src, &st) != 0)
+            return errno;
+        if (!S_ISREG(st.st_mode))
+            return FC_NOT_REGULAR;
+    }
     int fd = open(it->src, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return errno == ELOOP ? FC_NOT_REGULAR : errno;
-    struct stat st, after;
     if (fstat(fd, &st) != 0) {
         int err = errno;
         close(fd);
@@ -276,6 +283,7 @@ PyMODINIT_FUNC PyInit__fastcopy(void) {
     if (PyModule_AddIntConstant(m, "MODE", FC_MODE) < 0 ||
         PyModule_AddIntConstant(m, "TIMES", FC_TIMES) < 0 ||
         PyModule_AddIntConstant(m, "REFLINK", FC_REFLINK) < 0 ||
+        PyModule_AddIntConstant(m, "LSTAT", FC_LSTAT) < 0 ||
         PyModule_AddIntConstant(m, "NOT_REGULAR", FC_NOT_REGULAR) < 0 ||
         PyModule_AddIntConstant(m, "CHANGED", FC_CHANGED) < 0) {
         Py_DECREF(m);

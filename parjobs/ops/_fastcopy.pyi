@@ -3,6 +3,7 @@
 MODE: int
 TIMES: int
 REFLINK: int
+LSTAT: int
 NOT_REGULAR: int
 CHANGED: int
 

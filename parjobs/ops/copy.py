@@ -32,7 +32,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from typing import Any, ClassVar, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import trio
 import xxhash
@@ -41,6 +41,7 @@ from .._context import JobContext
 from .._exceptions import Interrupted, JobSpecError, Skip
 from .._job import Job, job_type, runtime_field
 from .._task import RUN_ALONE, Outcome, OutcomeStatus, Task, TaskContext
+from . import _copyfile
 from ._copyfile import (
     _KINDS,
     _NAME_MAX,
@@ -81,6 +82,8 @@ UP_TO_DATE = "destination is up to date"
 NOT_A_DIR = "destination exists and is not a directory"
 
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: A group path result meaning "this filesystem lacks what the C path needs": stop grouping.
+_NO_GROUPS_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
 _TEMP_SUFFIXES = (PARTIAL_SUFFIX, META_SUFFIX, TMP_SUFFIX)
 
 
@@ -549,13 +552,17 @@ class CopyPlan:
     owner: bool
     resumed: bool
     ask: AskCallback | None
+    group_off: bool = False
 
     @property
     def groups(self) -> bool:
         """Whether plain small files may go through `copy_small_files` (`CopyItem.run_group`):
-        options beyond mode and times, and overwriting, take the Python path."""
+        not without the C extension; options beyond mode and times, and overwriting, take
+        the Python path."""
         return (
-            not (self.verify or self.durable or self.follow or self.xattrs or self.owner)
+            _copyfile.fastcopy is not None
+            and not self.group_off
+            and not (self.verify or self.durable or self.follow or self.xattrs or self.owner)
             and self.policy != "overwrite"
         )
 
@@ -675,12 +682,14 @@ class CopyItem(Task[Done]):
     one call into C with the GIL released, the rest item by item.
     """
 
-    group_size: ClassVar[int] = 64
+    group_size = 64
 
     def __init__(self, entry: Entry, plan: CopyPlan) -> None:
         self.index = entry.index
         self.entry = entry
         self.plan = plan
+        if entry.kind != "file" or not plan.groups:
+            self.group_size = 1  # nothing for the group path: the pool treats it as plain
 
     @property
     def weight(self) -> int:
@@ -744,7 +753,12 @@ class CopyItem(Task[Done]):
                     batch.append((entry.path, dir_fd, name))
                     where.append(i)
             if batch:
-                done = copy_small_files(batch, src_dev=items[where[0]].entry.dev, dst_dev=tree.dev)
+                done = copy_small_files(
+                    batch,
+                    src_dev=items[where[0]].entry.dev,
+                    dst_dev=tree.dev,
+                    src_lstat=plan.resumed,  # a fresh walk lstat'ed them moments ago
+                )
         finally:
             for parent in held:
                 tree.release(parent)
@@ -753,6 +767,8 @@ class CopyItem(Task[Done]):
                 if result == 0:
                     tcs[i].add_bytes(size)
                     out[i] = ("file", size, 0)
+                elif result in _NO_GROUPS_ERRNOS:
+                    plan.group_off = True  # e.g. no renameat2 here: the Python path copes
         return out
 
     def _file(self, tc: TaskContext) -> Done:

@@ -42,10 +42,14 @@ def dst_fd(tmp_path: Path) -> Any:
     os.close(fd)
 
 
-def group(tmp_path: Path, dst_fd: int, names: list[bytes]) -> tuple[list[int], list[int]]:
+def group(
+    tmp_path: Path, dst_fd: int, names: list[bytes], src_lstat: bool = False
+) -> tuple[list[int], list[int]]:
     src = os.fsencode(tmp_path / "src")
     items = [(src + b"/" + n, dst_fd, n) for n in names]
-    done = copy_small_files(items, src_dev=os.stat(src).st_dev, dst_dev=os.fstat(dst_fd).st_dev)
+    done = copy_small_files(
+        items, src_dev=os.stat(src).st_dev, dst_dev=os.fstat(dst_fd).st_dev, src_lstat=src_lstat
+    )
     assert done is not None
     return done
 
@@ -89,13 +93,16 @@ def test_an_existing_destination_is_left_alone_and_reported(tmp_path: Path, dst_
     assert temporaries(tmp_path / "dst") == []
 
 
-def test_missing_special_and_symlinked_sources_are_handed_back(tmp_path: Path, dst_fd: int) -> None:
+@pytest.mark.parametrize("src_lstat", [False, True])
+def test_missing_special_and_symlinked_sources_are_handed_back(
+    tmp_path: Path, dst_fd: int, src_lstat: bool
+) -> None:
     src = tmp_path / "src"
     src.mkdir()
     os.mkfifo(src / "fifo")  # must not block: opened O_NONBLOCK, then refused
     os.symlink("/etc/hostname", src / "link")
     write(src / "ok", b"fine")
-    results, _ = group(tmp_path, dst_fd, [b"gone", b"fifo", b"link", b"ok"])
+    results, _ = group(tmp_path, dst_fd, [b"gone", b"fifo", b"link", b"ok"], src_lstat)
     assert results[0] == errno.ENOENT
     assert results[1] == results[2] == copyfile_mod.fastcopy.NOT_REGULAR  # type: ignore[union-attr]
     assert results[3] == 0
@@ -296,3 +303,25 @@ async def test_pause_and_resume_with_groups_in_flight(
     assert result["copied"] == 302 and result["failed"] == 0
     assert snapshot(tmp_path / "dst" / "src") == snapshot(src)
     assert temporaries(tmp_path / "dst") == []
+
+
+async def test_a_filesystem_the_group_path_cannot_serve_turns_it_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group answered EINVAL for every file (as a filesystem without renameat2 would):
+    those files and all later ones go through the Python path, and all are copied."""
+    src = tmp_path / "src"
+    small_tree(src, 200)
+    calls: list[int] = []
+
+    def refusing(items: list[tuple[bytes, int, bytes]], **kwargs: Any) -> Any:
+        calls.append(len(items))
+        return [errno.EINVAL] * len(items), [0] * len(items)
+
+    monkeypatch.setattr(copy_mod, "copy_small_files", refusing)
+    monkeypatch.setattr(copy_mod.CopyItem, "group_size", 8)
+    status, result, errors = await copy(str(tmp_path / "j.sqlite"), src, tmp_path / "dst")
+    assert status is JobStatus.COMPLETED, errors
+    assert result["copied"] == 202
+    assert snapshot(tmp_path / "dst" / "src") == snapshot(src)
+    assert 1 <= len(calls) <= 8  # the groups already taken when the first one answered
