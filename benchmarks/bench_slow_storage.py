@@ -1,8 +1,9 @@
 """Slow storage: copy 100 small files when every file open costs 20 ms (a network share).
 
-The latency is injected honestly, in this benchmark process only: the copy primitive that
-`CopyJob` calls per file (``parjobs.ops.copy.copy_file``) is wrapped so that it first sleeps
-20 ms, blocking the worker thread as a slow ``open`` would. Sequential (1 worker, the
+The latency is injected honestly, in this benchmark process only: the copy primitives that
+`CopyJob` calls (``copy_file`` per file, ``copy_small_files`` per group of small files in C)
+are wrapped so that they first sleep 20 ms per file, blocking the worker thread as a slow
+``open`` would. Sequential (1 worker, the
 baseline) against 4, 8 and 16 workers; the ``io`` lane is raised to 32 threads
 (``lanes={"io": 32}``) so the lane never limits the workers.
 
@@ -40,19 +41,29 @@ UNBATCHED = "parjobs 16 workers, batching off (diagnostic)"
 
 @contextlib.contextmanager
 def injected_latency(seconds: float = LATENCY) -> Iterator[None]:
-    """Make every file copy of `CopyJob` start with a blocking ``sleep(seconds)``."""
+    """Make every file copy of `CopyJob` start with a blocking ``sleep(seconds)``: in the
+    Python path (``copy_file``) and in the C group path (``copy_small_files``, which then
+    sleeps once per file of its group, as its opens would wait one after the other)."""
     real = parjobs.ops.copy.copy_file
+    real_group = parjobs.ops.copy.copy_small_files
 
     @functools.wraps(real)
     def slow_copy_file(*args: Any, **kwargs: Any) -> Any:
         time.sleep(seconds)
         return real(*args, **kwargs)
 
+    @functools.wraps(real_group)
+    def slow_group(items: Any, **kwargs: Any) -> Any:
+        time.sleep(seconds * len(items))
+        return real_group(items, **kwargs)
+
     parjobs.ops.copy.copy_file = slow_copy_file  # type: ignore[assignment]
+    parjobs.ops.copy.copy_small_files = slow_group  # type: ignore[assignment]
     try:
         yield
     finally:
         parjobs.ops.copy.copy_file = real  # type: ignore[assignment]
+        parjobs.ops.copy.copy_small_files = real_group  # type: ignore[assignment]
 
 
 @contextlib.contextmanager

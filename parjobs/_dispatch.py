@@ -64,6 +64,10 @@ POST_DELAY = 0.005
 HEAVY_WEIGHT = 1 << 20
 #: A group (see `Task.run_group`) takes queued tasks while their weights add up to less.
 GROUP_MAX_WEIGHT = 4 << 20
+#: A group is sized to take about this long (seconds), judged by the time per task of the
+#: groups before it: many tiny tasks per call, but one at a time when tasks wait (files on a
+#: slow network share), so that their waits still overlap across workers.
+GROUP_SECONDS = 0.02
 #: Sync tasks averaging less than this (seconds, measured alone) are "tiny": see `_Governor`.
 TINY_TASK = 0.001
 #: Judge by at least this many tasks' worth of time: one task this slow (a 20 ms network
@@ -268,10 +272,10 @@ class _WorkQueue:
                 return None
             return heapq.heappop(heap)[2]
 
-    def take_group(self, first: _Work) -> list[_Work]:
+    def take_group(self, first: _Work, size: int) -> list[_Work]:
         """From a worker thread: ``first`` and the queued tasks of its class that follow it
-        at the head, up to ``group_size`` tasks and `GROUP_MAX_WEIGHT`; heavy tasks end it."""
-        cls, size = type(first.task), first.task.group_size
+        at the head, up to ``size`` tasks and `GROUP_MAX_WEIGHT`; heavy tasks end it."""
+        cls = type(first.task)
         group, weight = [first], first.task.weight
         with self._lock:
             heap = self._heap
@@ -325,6 +329,7 @@ class WorkerPool:
         self._token = trio.lowlevel.current_trio_token()
         self._live_workers = workers
         self._governor = _Governor(workers, os.cpu_count() or 2)
+        self._group_task_seconds = GROUP_SECONDS  # per grouped task: start with single tasks
         self._streaming = 0  # thread calls started by a light task, running now
         self._gate = trio.lowlevel.ParkingLot()  # workers waiting for the governor
         nursery.start_soon(self._collect, name=f"parjobs-collector-{ctx.job_id}")
@@ -382,15 +387,21 @@ class WorkerPool:
             work, left = first, BATCH_MAX_ITEMS
             while True:
                 if work.task.group_size > 1 and work.task.weight < HEAVY_WEIGHT:
-                    group = queue.take_group(work)
+                    fit = int(GROUP_SECONDS / self._group_task_seconds)
+                    group = queue.take_group(work, max(1, min(work.task.group_size, fit)))
                     current.extend(group[1:])
                     for member in group:
                         tracker.started(id(member), member.tc)
+                    call = monotonic()
                     done = _run_group(group, interrupter)
+                    now = monotonic()
+                    # (threads race on this average: that only blurs it)
+                    per_task = max(1e-6, (now - call) / len(group))
+                    self._group_task_seconds = (self._group_task_seconds + per_task) / 2
                 else:
                     tracker.started(id(work), work.tc)
                     done = [(work, _run_one(work, interrupter))]
-                now = monotonic()
+                    now = monotonic()
                 if light and governor.limited and self._streaming <= cap:
                     governor.observe(now - started, len(done))
                 started = now

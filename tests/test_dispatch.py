@@ -173,9 +173,11 @@ GROUP_LOG: list[tuple[str, list[int]]] = []
 
 class Grouped(parjobs.Task[str]):
     """Tasks whose group path does the even indices and leaves the odd ones to `run`; an
-    index of 1000+ makes the group path raise, a weight of 1 MiB+ is heavy."""
+    index of 1000+ makes the group path raise, a weight of 1 MiB+ is heavy; ``WAIT`` seconds
+    per task are slept in the group path (a slow share)."""
 
     group_size = 8
+    WAIT = 0.0
 
     def __init__(self, index: int, weight: int = 0) -> None:
         self.index = index
@@ -189,6 +191,7 @@ class Grouped(parjobs.Task[str]):
     def run_group(cls, tasks, tcs):  # type: ignore[no-untyped-def]
         indices = [t.index for t in tasks]
         GROUP_LOG.append(("group", indices))
+        time.sleep(cls.WAIT * len(tasks))
         if any(i >= 1000 for i in indices):
             raise OSError(5, "the group path broke")
         for tc, t in zip(tcs, tasks, strict=True):
@@ -265,3 +268,22 @@ def test_governor_lets_groups_use_every_core(
 ) -> None:
     governor = _Governor(workers, cpus)
     assert (governor.cap, governor.group_cap) == (cap, group_cap)
+
+
+async def test_groups_shrink_to_single_tasks_when_tasks_wait(
+    store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tasks of 20 ms (a slow share): each group call takes one task, so the waits overlap
+    across the 8 workers instead of queueing in one call."""
+    monkeypatch.setattr(Grouped, "WAIT", 0.02)
+    monkeypatch.setattr(Grouped, "group_size", 64)
+    GROUP_LOG.clear()
+    start = time.monotonic()
+    async with parjobs.open_manager(store_path, workers=8) as m:
+        handle = await m.submit(GroupJob(indices=[2 * i for i in range(64)]))
+        assert await handle.wait() is parjobs.JobStatus.COMPLETED
+    elapsed = time.monotonic() - start
+    sizes = [len(ix) for kind, ix in GROUP_LOG if kind == "group"]
+    assert sum(sizes) == 64
+    assert sizes.count(1) >= 60  # groups start with one task and grow only while tasks are tiny
+    assert elapsed < 0.9, elapsed  # one call for all: 1.28 s
