@@ -18,7 +18,9 @@ outcomes and refills the queue, the threads keep copying; and since each thread 
 at a time, slow tasks spread over every worker instead of piling up in one. Posted outcomes
 are finished (checkpoint bookkeeping, progress, delivery) by one collector task per pool,
 woken at most once per batch of posts. While tasks are tiny, `_Governor` keeps them on few
-threads: more would only contend for the GIL.
+threads: more would only contend for the GIL. Tasks of a class with ``group_size > 1`` are
+taken several at a time and handed to its `Task.run_group` (a copy passes small files to C
+that way), in calls sized to about `GROUP_SECONDS` of measured work.
 """
 
 from __future__ import annotations

@@ -656,7 +656,12 @@ class _Copier:
 
 
 def copy_small_files(
-    items: list[tuple[bytes, int, bytes]], *, src_dev: int, dst_dev: int, src_lstat: bool = True
+    items: list[tuple[bytes, int, bytes]],
+    *,
+    src_dev: int,
+    dst_dev: int,
+    src_lstat: bool = True,
+    max_size: int = DEFAULT_CHUNK_SIZE,
 ) -> tuple[list[int], list[int]] | None:
     """Copy many small files in one call into C (`_fastcopy.c`), with the GIL released.
 
@@ -667,7 +672,8 @@ def copy_small_files(
     `copy_file`, which reports the problem properly. None when the C extension is not
     available (or an item cannot be passed to C): copy them all with `copy_file`.
     ``src_dev``/``dst_dev`` key the reflink cache, as in `_try_reflink`; ``src_lstat=False``
-    skips the lstat before opening a source, as in `copy_file`.
+    skips the lstat before opening a source, as in `copy_file`. A source found larger than
+    ``max_size`` (grown since it was listed) is handed back, for a chunked copy.
     """
     if fastcopy is None:
         return None
@@ -678,7 +684,7 @@ def copy_small_files(
     if devices not in _NO_REFLINK:
         flags |= fastcopy.REFLINK
     try:
-        results, sizes, refused = fastcopy.copy_many(items, flags)
+        results, sizes, refused = fastcopy.copy_many(items, flags, max_size)
     except ValueError:  # a NUL byte in a name: checked before copying anything
         return None
     if refused:

@@ -50,7 +50,8 @@
 /* Result codes besides 0 (done) and a positive errno. */
 #define FC_NOT_REGULAR (-1) /* not a regular file: the Python path reports it */
 #define FC_CHANGED (-2)     /* the source changed while being copied */
-#define FC_NO_REFLINK (-3)  /* only in the "reflink" output: FICLONE is refused for good */
+#define FC_TOO_BIG (-3)     /* larger than max_size now: the chunked Python path copies it */
+#define FC_NO_REFLINK (-4)  /* only in the "reflink" output: FICLONE is refused for good */
 
 typedef struct {
     const char *src;
@@ -141,7 +142,7 @@ static int copy_data(int fd, int out, long long size, int *reflink) {
     return 0;
 }
 
-static int copy_one(item_t *it, int flags, int *reflink) {
+static int copy_one(item_t *it, int flags, long long max_size, int *reflink) {
     struct stat st, after;
     if (flags & FC_LSTAT) {
         if (lstat(it->src, &st) != 0)
@@ -160,6 +161,10 @@ static int copy_one(item_t *it, int flags, int *reflink) {
     if (!S_ISREG(st.st_mode)) {
         close(fd);
         return FC_NOT_REGULAR;
+    }
+    if ((long long)st.st_size > max_size) { /* grew since the walk */
+        close(fd);
+        return FC_TOO_BIG;
     }
     char tmp[NAME_MAX_BYTES + 1];
     int len;
@@ -208,10 +213,11 @@ static int copy_one(item_t *it, int flags, int *reflink) {
 }
 
 PyDoc_STRVAR(copy_many_doc,
-             "copy_many(items, flags) -> (results, sizes, reflink_refused)\n\n"
+             "copy_many(items, flags, max_size) -> (results, sizes, reflink_refused)\n\n"
              "items: a list of (source path: bytes, destination dir fd: int, name: bytes).\n"
              "results[i]: 0 when item i is in place, else a positive errno or a negative\n"
-             "code (-1 not a regular file, -2 source changed); nothing of a failed item is\n"
+             "code (-1 not a regular file, -2 source changed, -3 larger than max_size);\n"
+             "nothing of a failed item is\n"
              "left behind. sizes[i]: bytes copied. reflink_refused: FICLONE was tried and\n"
              "the filesystems refused it for good. The GIL is released while copying.");
 
@@ -219,7 +225,8 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *list;
     int flags;
-    if (!PyArg_ParseTuple(args, "O!i", &PyList_Type, &list, &flags))
+    long long max_size;
+    if (!PyArg_ParseTuple(args, "O!iL", &PyList_Type, &list, &flags, &max_size))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(list);
     item_t *items = PyMem_Calloc(n ? (size_t)n : 1, sizeof(item_t));
@@ -245,7 +252,7 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
     int reflink = (flags & FC_REFLINK) ? 1 : 0;
     Py_BEGIN_ALLOW_THREADS;
     for (Py_ssize_t i = 0; i < n; i++)
-        items[i].result = copy_one(&items[i], flags, &reflink);
+        items[i].result = copy_one(&items[i], flags, max_size, &reflink);
     Py_END_ALLOW_THREADS;
     PyObject *results = PyList_New(n), *sizes = PyList_New(n);
     if (results == NULL || sizes == NULL) {
@@ -285,7 +292,8 @@ PyMODINIT_FUNC PyInit__fastcopy(void) {
         PyModule_AddIntConstant(m, "REFLINK", FC_REFLINK) < 0 ||
         PyModule_AddIntConstant(m, "LSTAT", FC_LSTAT) < 0 ||
         PyModule_AddIntConstant(m, "NOT_REGULAR", FC_NOT_REGULAR) < 0 ||
-        PyModule_AddIntConstant(m, "CHANGED", FC_CHANGED) < 0) {
+        PyModule_AddIntConstant(m, "CHANGED", FC_CHANGED) < 0 ||
+        PyModule_AddIntConstant(m, "TOO_BIG", FC_TOO_BIG) < 0) {
         Py_DECREF(m);
         return NULL;
     }

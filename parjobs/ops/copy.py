@@ -8,7 +8,8 @@ How a copy runs::
     FinishDirs (deepest first: dir modes/times; sweep of leftover temporaries) <------+
 
 * Every walked entry is one indexed item, so a resumed run skips exactly what was checkpointed;
-  worker threads stream many small files per thread call (a file's ``weight`` is its size).
+  worker threads stream many small files per thread call (a file's ``weight`` is its size),
+  and hand plain small files to C in groups (`CopyItem.run_group`, `copy_small_files`).
 * The destination side goes through `DestTree`: a cache of directory fds opened one component
   at a time with ``O_NOFOLLOW``, so a symlink planted in the destination never redirects a write
   and each file costs no path walk. Directories are created on demand by whichever item needs
@@ -758,6 +759,7 @@ class CopyItem(Task[Done]):
                     src_dev=items[where[0]].entry.dev,
                     dst_dev=tree.dev,
                     src_lstat=plan.resumed,  # a fresh walk lstat'ed them moments ago
+                    max_size=CHUNK_SIZE,
                 )
         finally:
             for parent in held:

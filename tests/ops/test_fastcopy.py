@@ -109,6 +109,18 @@ def test_missing_special_and_symlinked_sources_are_handed_back(
     assert sorted(os.listdir(tmp_path / "dst")) == ["ok"]
 
 
+def test_a_source_grown_past_max_size_is_handed_back(tmp_path: Path, dst_fd: int) -> None:
+    (tmp_path / "src").mkdir()
+    write(tmp_path / "src" / "small", b"s" * 100)
+    write(tmp_path / "src" / "grown", b"g" * 5000)
+    src = os.fsencode(tmp_path / "src")
+    items = [(src + b"/small", dst_fd, b"small"), (src + b"/grown", dst_fd, b"grown")]
+    done = copy_small_files(items, src_dev=0, dst_dev=0, max_size=1000)
+    assert done is not None
+    assert done[0] == [0, copyfile_mod.fastcopy.TOO_BIG]  # type: ignore[union-attr]
+    assert sorted(os.listdir(tmp_path / "dst")) == ["small"]
+
+
 def test_writes_through_the_directory_fd_never_a_path(tmp_path: Path, dst_fd: int) -> None:
     """The destination directory is swapped for a symlink after its fd was opened: the files
     land in the real directory (moved away), nothing in the link's target."""
@@ -132,9 +144,9 @@ def test_bad_items_copy_nothing(tmp_path: Path, dst_fd: int) -> None:
     assert fc is not None
     for bad in ([(src + b"/a", dst_fd, b"x/y")], [(src + b"/a", dst_fd, b"")]):
         with pytest.raises(ValueError, match="bad path or name"):
-            fc.copy_many(bad, fc.MODE)
+            fc.copy_many(bad, fc.MODE, 1 << 20)
     with pytest.raises(TypeError):
-        fc.copy_many([(str(tmp_path / "src" / "a"), dst_fd, b"a")], fc.MODE)
+        fc.copy_many([(str(tmp_path / "src" / "a"), dst_fd, b"a")], fc.MODE, 1 << 20)
     # A NUL byte: the Python wrapper answers "copy them the other way".
     items = [(src + b"/a", dst_fd, b"a"), (src + b"/a\0", dst_fd, b"b")]
     assert copy_small_files(items, src_dev=0, dst_dev=0) is None
