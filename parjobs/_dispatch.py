@@ -31,7 +31,7 @@ import heapq
 import os
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import trio
@@ -381,6 +381,7 @@ class WorkerPool:
         queue, post, lane = self.queue, self._post, first.task.lane
         current: list[_Work] = [first]
         governor = self._governor
+        no_earlier: tuple[tuple[_Work, Outcome[Any]], ...] = ()
 
         def run_all() -> None:
             monotonic = time.monotonic
@@ -400,15 +401,21 @@ class WorkerPool:
                     # (threads race on this average: that only blurs it)
                     per_task = max(1e-6, (now - call) / len(group))
                     self._group_task_seconds = (self._group_task_seconds + per_task) / 2
+                    earlier: Sequence[tuple[_Work, Outcome[Any]]] = done[:-1]
+                    work, outcome = done[-1]  # posted below, like a single task's
                 else:
                     tracker.started(id(work), work.tc)
-                    done = [(work, _run_one(work, interrupter))]
+                    outcome = _run_one(work, interrupter)
                     now = monotonic()
+                    earlier = no_earlier
+                count = len(earlier) + 1
                 if light and governor.limited and self._streaming <= cap:
-                    governor.observe(now - started, len(done))
+                    governor.observe(now - started, count)
                 started = now
                 current.clear()
-                left -= len(done)
+                for finished, done_outcome in earlier:
+                    post(finished, done_outcome, False)
+                left -= count
                 nxt = None
                 # Past the governor's limit (a heavy task's call, or the limit was just set
                 # again), the thread ends its call rather than stream tiny tasks.
@@ -422,10 +429,7 @@ class WorkerPool:
                         nxt = queue.take(lane)
                 # Wake trio now if the call ends or the next task may take long; else let
                 # posts pile up a little.
-                for finished, outcome in done[:-1]:
-                    post(finished, outcome, False)
-                finished, outcome = done[-1]
-                post(finished, outcome, nxt is None or nxt.task.weight >= HEAVY_WEIGHT)
+                post(work, outcome, nxt is None or nxt.task.weight >= HEAVY_WEIGHT)
                 if nxt is None:
                     return  # trio drains what is left when the call returns
                 current.append(nxt)
