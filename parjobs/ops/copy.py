@@ -742,8 +742,8 @@ class CopyItem(Task[Done]):
         try:
             for i, item in enumerate(items):
                 entry = item.entry
-                if entry.kind != "file" or item.plan is not plan or entry.size > CHUNK_SIZE:
-                    continue
+                if entry.kind != "file" or item.plan is not plan:
+                    continue  # (sizes: the pool groups light tasks only; C checks max_size)
                 parent, _, name = entry.rel.rpartition(b"/")
                 try:
                     dir_fd = tree.acquire(parent)
