@@ -78,16 +78,23 @@ async def test_resume_replays_the_manifest_and_new_files_get_new_indices(tmp_pat
     assert Manifest(str(tmp_path / "job" / "walk.manifest")).load() == second
 
 
-async def test_a_torn_last_line_is_dropped_and_its_entry_walked_again(tmp_path: Path) -> None:
+async def walk_src(tmp_path: Path) -> list[Entry]:
+    """Walk ``tmp_path/src`` (built by `build` on the first call) with the job directory
+    ``tmp_path/job``, whose manifest is ``walk.manifest``."""
     src = tmp_path / "src"
-    src.mkdir()
-    build(src)
-    first = await collect(FakeContext(tmp_path / "job"), [str(src)])
+    if not src.exists():
+        src.mkdir()
+        build(src)
+    return await collect(FakeContext(tmp_path / "job"), [str(src)])
+
+
+async def test_a_torn_last_line_is_dropped_and_its_entry_walked_again(tmp_path: Path) -> None:
+    first = await walk_src(tmp_path)
     manifest = tmp_path / "job" / "walk.manifest"
     data = manifest.read_bytes()
     lines = data.splitlines(keepends=True)
     manifest.write_bytes(b"".join(lines[:-1]) + lines[-1][:7])  # killed mid-write
-    again = await collect(FakeContext(tmp_path / "job"), [str(src)])
+    again = await walk_src(tmp_path)
     assert [(e.index, e.rel) for e in again] == [(e.index, e.rel) for e in first]
     assert manifest.read_bytes() == data  # truncated, then the lost entry appended again
 
@@ -150,12 +157,9 @@ async def test_an_unreadable_directory_is_an_error_entry(tmp_path: Path) -> None
 
 
 async def test_a_manifest_with_one_entry_per_line_is_still_read(tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    build(src)
-    first = await collect(FakeContext(tmp_path / "job"), [str(src)])
+    first = await walk_src(tmp_path)
     manifest = tmp_path / "job" / "walk.manifest"
     rows = [row for line in manifest.read_text().splitlines() for row in json.loads(line)]
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))  # the older layout
-    again = await collect(FakeContext(tmp_path / "job"), [str(src)])
+    again = await walk_src(tmp_path)
     assert again == first
