@@ -142,7 +142,8 @@ def _conflict(parser: argparse.ArgumentParser) -> None:
         choices=("fail", "skip", "overwrite", "rename", "update"),
         default="fail",
         help="when a destination file exists: fail that item (default), skip it, overwrite "
-        "it, write next to it under a new name, or overwrite it only if the source is newer",
+        "it, write next to it under a new name, or overwrite it only if the source is "
+        "strictly newer (by modification time; else skip it, as cp -u)",
     )
 
 
@@ -186,6 +187,12 @@ def build_parser() -> Parser:
     p = _command(subs, "delete", "delete files and trees", "parjobs delete ~/tmp/build --trash")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to delete")
     p.add_argument("--trash", action="store_true", help="move to the trash instead of deleting")
+    p.add_argument(
+        "--force-ancestor",
+        action="store_true",
+        help="allow deleting the current directory or one of its ancestors (the root "
+        "directory, the home directory and its ancestors are always refused)",
+    )
     _workers(p)
 
     p = _command(

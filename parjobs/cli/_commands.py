@@ -99,7 +99,40 @@ async def move(args: argparse.Namespace) -> int:
 
 async def delete(args: argparse.Namespace) -> int:
     cls = _job_class("delete", "DeleteJob", "delete")
-    return await _submit(args, cls(paths=_existing(args.paths), trash=args.trash))
+    paths = _existing([_delete_target(text) for text in args.paths])
+    job = cls(paths=paths, trash=args.trash, allow_cwd_ancestor=args.force_ancestor)
+    return await _submit(args, job)
+
+
+def _delete_target(text: str) -> str:
+    """What the user typed, checked before it becomes absolute, then made absolute with its
+    parent resolved physically (``link/../x`` is where the kernel finds it, not ``x``).
+
+    Like ``rm``, refuses a last component ``.`` or ``..`` (``.``, ``./``, ``x/..``): made
+    absolute, those would name an ordinary-looking directory the job would then delete. An
+    empty argument would mean the current directory too. The job's own checks (root, home,
+    ancestors of the current directory) then run on the result.
+    """
+    if not text:
+        raise CliError("delete: refusing '': an empty path")
+    expanded = os.path.expanduser(text)
+    stripped = expanded.rstrip(os.sep)
+    head, _, last = stripped.rpartition(os.sep)
+    if last in (".", ".."):
+        raise CliError(
+            f"delete: refusing {text!r}: like rm, parjobs does not delete a path ending "
+            "in '.' or '..'; name the directory itself"
+        )
+    if not stripped:  # "/" or "//": the job refuses the root
+        return os.sep
+    if head:
+        parent = head
+    elif stripped.startswith(os.sep):
+        parent = os.sep
+    else:
+        parent = os.curdir
+    path = os.path.join(os.path.realpath(parent), last)
+    return path + os.sep if text.endswith(os.sep) else path
 
 
 async def hash_(args: argparse.Namespace) -> int:

@@ -160,28 +160,50 @@ def _resolved(norm: str) -> str:
     return os.path.join(os.path.realpath(head), tail)
 
 
-def check_delete_path(path: str, *, exists: bool = True) -> None:
+def check_delete_path(path: str, *, exists: bool = True, cwd_ancestor_ok: bool = True) -> None:
     """Raise `JobSpecError` unless ``path`` is acceptable to delete.
 
-    Refused: empty or NUL-containing paths, ``.``, paths with ``..`` after normalisation,
-    ``/``, the home directory and its ancestors, and (with ``exists``) paths that do not exist.
+    Refused, whatever the caller asks: empty or NUL-containing paths; a ``..`` component
+    anywhere (``a/..`` is not ``.`` when ``a`` is a symlink: name the target itself); ``.`` as
+    the last component (``.``, ``./``, ``x/.``: like ``rm``, which refuses to remove ``.``
+    and ``..``); the root directory; the home directory and its ancestors. With
+    ``cwd_ancestor_ok=False`` also the current directory and its ancestors (checked on
+    submit, where a current directory means what the caller sees). With ``exists``, paths
+    that do not exist.
     """
     if not path or "\0" in path:
         raise JobSpecError(f"delete: invalid path {path!r}")
-    norm = os.path.normpath(path)
-    if ".." in norm.split(os.sep):
+    parts = path.split(os.sep)
+    if ".." in parts:
         raise JobSpecError(f"delete: refusing {path!r}: it contains '..'; name the target itself")
-    if norm == ".":
-        raise JobSpecError(f"delete: refusing {path!r}: it is the current directory")
-    resolved = _resolved(norm)
+    if path.rstrip(os.sep).rpartition(os.sep)[2] == ".":
+        if os.path.normpath(path) == ".":
+            raise JobSpecError(f"delete: refusing {path!r}: it is the current directory")
+        raise JobSpecError(f"delete: refusing {path!r}: it ends in '.'; name the directory itself")
+    resolved = _resolved(os.path.normpath(path))
     if resolved == "/":
         raise JobSpecError(f"delete: refusing {path!r}: it is the root directory")
     home = os.path.expanduser("~")
     if os.path.isabs(home):
         home = os.path.realpath(home)
-        if home == resolved or home.startswith(resolved + "/"):
+        if _within(home, resolved):
             what = "the home directory" if home == resolved else "an ancestor of the home directory"
             raise JobSpecError(f"delete: refusing {path!r}: it is {what} {home}")
+    if not cwd_ancestor_ok:
+        try:
+            cwd = os.path.realpath(os.getcwd())
+        except OSError:  # the current directory is gone: it has no ancestors to protect
+            cwd = None
+        if cwd is not None and _within(cwd, resolved):
+            what = (
+                "the current directory"
+                if cwd == resolved
+                else "an ancestor of the current directory"
+            )
+            raise JobSpecError(
+                f"delete: refusing {path!r}: it is {what} {cwd} (allowed with "
+                "allow_cwd_ancestor=True; on the command line, --force-ancestor)"
+            )
     if exists:
         try:
             os.lstat(path)
@@ -189,6 +211,11 @@ def check_delete_path(path: str, *, exists: bool = True) -> None:
             raise JobSpecError(f"delete: {path!r} does not exist") from None
         except OSError as exc:
             raise JobSpecError(f"delete: cannot access {path!r}: {exc.strerror}") from None
+
+
+def _within(inner: str, outer: str) -> bool:
+    """True when ``inner`` is ``outer`` or below it (both absolute and resolved)."""
+    return inner == outer or inner.startswith(outer.rstrip("/") + "/")
 
 
 @job_type("delete", version=1)
@@ -200,12 +227,16 @@ class DeleteJob(Job):
     ``trashed`` the paths moved to the trash and ``trashed_items`` their
     ``[original, path in the trash]`` pairs, in the order given.
 
-    `validate` checks that the paths exist only on submit: a stored job being resumed has
-    removed some of them already.
+    `validate` refuses the root, the home directory and its ancestors, and paths with a
+    ``..`` component or ending in ``.`` (see `check_delete_path`), always. On submit only, it
+    also checks that the paths exist (a stored job being resumed has removed some of them
+    already) and refuses the current directory and its ancestors unless
+    ``allow_cwd_ancestor`` (a resumed run's current directory is unrelated to the request).
     """
 
     paths: list[str]
     trash: bool = False
+    allow_cwd_ancestor: bool = False
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], *, validate: bool = True) -> Job:
@@ -220,7 +251,9 @@ class DeleteJob(Job):
             raise JobSpecError("delete: no paths given")
         check = not _LOADING.get() and not self.__dict__.get(_CHECKED, False)
         for path in self.paths:
-            check_delete_path(path, exists=check)
+            check_delete_path(
+                path, exists=check, cwd_ancestor_ok=self.allow_cwd_ancestor or not check
+            )
         self.__dict__[_CHECKED] = True
 
     def describe(self) -> str:

@@ -212,6 +212,13 @@ async def test_kill_mid_delete_then_resume_finishes(store_path, tmp_path):
         (["t/../../x"], r"contains '\.\.'"),
         (["../t"], r"contains '\.\.'"),
         (["."], "current directory"),
+        (["./"], "current directory"),
+        (["{tmp}/t/d0/.."], r"contains '\.\.'"),
+        (["{tmp}/t/d0/inner/../.."], r"contains '\.\.'"),
+        (["{tmp}/t/d0/inner/../../"], r"contains '\.\.'"),
+        (["{tmp}/t/."], r"ends in '\.'"),
+        (["{tmp}/t/./"], r"ends in '\.'"),
+        (["{tmp}/home/.."], r"contains '\.\.'"),
         (["{tmp}/home"], "the home directory"),
         (["{tmp}/home/"], "the home directory"),
         (["{tmp}"], "ancestor of the home directory"),
@@ -239,3 +246,39 @@ def test_existence_is_checked_on_submit_not_when_a_stored_job_loads(tmp_path):
     job.validate()
     with pytest.raises(parjobs.JobSpecError, match="root directory"):
         DeleteJob.from_spec({"paths": ["/"]})
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+async def test_the_current_directory_and_its_ancestors_are_refused_unless_allowed(
+    store_path, tmp_path, monkeypatch, allowed
+):
+    root = tmp_path / "t"
+    root.mkdir()
+    entries = _tree(root)
+    inner = root / "d1" / "inner"
+    monkeypatch.chdir(inner)
+    async with parjobs.open_manager(store_path) as manager:
+        for path in (inner, root / "d1", root):
+            with pytest.raises(parjobs.JobSpecError, match=r"current directory.*force-ancestor"):
+                await manager.submit(DeleteJob(paths=[str(path)]))
+        assert await manager.list_jobs() == []
+        assert _count(root) == entries - 1
+        job = DeleteJob(paths=[str(root / "d1")], allow_cwd_ancestor=True)
+        result = await (await manager.submit(job)).result()
+    assert result["failed"] == 0 and not (root / "d1").exists()
+
+
+def test_root_and_home_are_refused_even_with_allow_cwd_ancestor(private_home, monkeypatch):
+    monkeypatch.chdir(private_home)
+    for path in ("/", "//", str(private_home), str(private_home.parent)):
+        with pytest.raises(parjobs.JobSpecError, match=r"root directory|home directory"):
+            DeleteJob(paths=[path], allow_cwd_ancestor=True).validate()
+
+
+def test_a_resumed_job_is_not_checked_against_the_runners_current_directory(tmp_path, monkeypatch):
+    target = tmp_path / "t"
+    target.mkdir()
+    job = DeleteJob(paths=[str(target)])
+    job.validate()  # on submit: accepted
+    monkeypatch.chdir(target)  # the runner of a resumed job may be anywhere
+    DeleteJob.from_spec(job.to_spec()).validate()
