@@ -62,6 +62,13 @@ from ._copyfile import (
     same_size_mtime,
     unique_name,
 )
+from ._paths import (
+    ancestor_ids,
+    check_identity,
+    check_writable_dir,
+    dir_identity,
+    existing_prefix,
+)
 from ._walk import Entry, walk_batches
 
 T = TypeVar("T")
@@ -152,15 +159,26 @@ class DestTree:
     """
 
     def __init__(
-        self, root: str | bytes, *, replace_nondirs: bool, durable: bool, root_new: bool = False
+        self,
+        root: str | bytes,
+        *,
+        replace_nondirs: bool,
+        durable: bool,
+        root_new: bool = False,
+        root_fd: int | None = None,
     ) -> None:
         self.root = os.fsencode(root)
         self.replace_nondirs = replace_nondirs
         self.durable = durable
         self._new: set[bytes] = {b""} if root_new else set()
         self._lock = threading.Lock()
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = root_fd  # adopted: `make_plan` opened (and checked) it
+        if fd is None:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.dev = os.fstat(fd).st_dev
+        #: What a later run compares (`check_identity`): the root's and its parent's
+        #: [device, inode], set by `make_plan`.
+        self.identity: dict[str, list[int]] = {"dest": dir_identity(fd)}
         self._slots: OrderedDict[bytes, list[int]] = OrderedDict({b"": [fd, 1]})  # root pinned
         self._closed = False
 
@@ -290,17 +308,54 @@ def make_plan(
     owner: bool,
     resumed: bool,
     ask: AskCallback | None,
+    kind: str = "copy",
+    identity: dict[str, Any] | None = None,
 ) -> CopyPlan:
-    """Create the destination directory (its parent was checked) and plan the transfer."""
+    """Create the destination directory (its parent was checked) and plan the transfer.
+
+    ``identity`` is what an earlier run recorded (`DestTree.identity`): the destination
+    must still be that directory, or, when it is gone, be re-created in the same parent
+    directory; otherwise `DestinationChangedError` is raised before anything is written.
+    Everything below is then reached through the fds opened here, never by path again.
+    """
     dest = os.path.abspath(destination)
+    expect = identity or {}
+    head, leaf = os.path.split(dest)
+    parent_fd = os.open(head or "/", _DIR_OPEN & ~os.O_NOFOLLOW)  # a user's symlinks above
     try:
-        os.mkdir(dest)
-    except FileExistsError:
+        parent_id = dir_identity(parent_fd)
         made = False
-    else:
-        made = True
+        if leaf:
+            try:
+                os.mkdir(leaf, dir_fd=parent_fd)
+            except FileExistsError:
+                pass
+            else:
+                made = True
+        if made and expect.get("parent") not in (None, parent_id):
+            os.rmdir(leaf, dir_fd=parent_fd)  # ours, just made, empty
+            check_identity(kind, head, parent_fd, expect["parent"])  # raises
+        if made:  # a directory made just now: never a symlink
+            root_fd = os.open(leaf, _DIR_OPEN, dir_fd=parent_fd)
+        else:  # the user may name a symlinked directory; its identity is checked
+            root_fd = os.open(leaf or ".", _DIR_OPEN & ~os.O_NOFOLLOW, dir_fd=parent_fd)
+            try:
+                check_identity(kind, dest, root_fd, expect.get("dest"))
+            except BaseException:
+                os.close(root_fd)
+                raise
+    finally:
+        os.close(parent_fd)
+    tree = DestTree(
+        dest,
+        replace_nondirs=policy == "overwrite",
+        durable=durable,
+        root_new=made,
+        root_fd=root_fd,
+    )
+    tree.identity["parent"] = parent_id
     return CopyPlan(
-        tree=DestTree(dest, replace_nondirs=policy == "overwrite", durable=durable, root_new=made),
+        tree=tree,
         roots=[os.path.abspath(s) for s in sources],
         policy=policy,
         verify=verify,
@@ -311,6 +366,22 @@ def make_plan(
         resumed=resumed,
         ask=ask,
     )
+
+
+def dest_is_unchanged(destination: str, state: dict[str, Any]) -> bool:
+    """Whether ``destination`` is still the directory the job's runs recorded (or nothing
+    was recorded): a cleanup never sweeps a destination that was swapped meanwhile."""
+    recorded = state.get("dest_identity")
+    if not isinstance(recorded, dict) or recorded.get("dest") is None:
+        return True
+    try:
+        fd = os.open(os.path.abspath(destination), _DIR_OPEN & ~os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        return dir_identity(fd) == list(recorded["dest"])
+    finally:
+        os.close(fd)
 
 
 def check_paths(
@@ -324,8 +395,14 @@ def check_paths(
     """Refuse, with a `JobSpecError` naming the problem, what ``cp -r``/``mv`` would refuse:
     no sources, a missing source, a source equal to (or containing) the destination or to its
     own target, two sources with the same name, a destination that is not a directory or whose
-    parent is missing. Touches nothing. ``moved_ok`` accepts a missing source whose target
-    exists (a resumed move that already renamed it)."""
+    parent is missing, or where nothing can be written (not writable, ``/proc``...). Touches
+    nothing. ``moved_ok`` accepts a missing source whose target exists (a resumed move that
+    already renamed it).
+
+    "Inside" is decided by device and inode, as ``cp`` does: each source directory is compared
+    with the destination's existing prefix and every directory above it (through ``..``), so
+    a destination reached through a bind mount, a symlink or a relative path is caught too.
+    """
     if not sources:
         raise JobSpecError(f"{kind}: no sources given")
     if not destination:
@@ -348,7 +425,14 @@ def check_paths(
         raise JobSpecError(
             f"{kind}: destination {display(destination)!r} exists and is not a directory"
         )
-    real_dest = os.path.realpath(dest)
+    if dst_st is None:
+        where = os.path.dirname(dest)
+        check_writable_dir(kind, "the destination's parent directory", where, os.stat(where))
+    else:
+        check_writable_dir(kind, "destination", dest, dst_st)
+    prefix, prefix_st = existing_prefix(dest)
+    above_dest = ancestor_ids(prefix_st, prefix)  # the destination's directory and up
+    dest_id = (dst_st.st_dev, dst_st.st_ino) if dst_st is not None else None
     names: dict[str, str] = {}
     for src in sources:
         if not src:
@@ -363,26 +447,35 @@ def check_paths(
                 f"become {display(os.path.join(destination, base))!r}"
             )
         names[base] = src
-        if not os.path.lexists(path):
-            if moved_ok and os.path.lexists(os.path.join(dest, base)):
-                continue
-            raise JobSpecError(f"{kind}: source {display(src)!r} does not exist")
-        # The item itself; a symlink stands for its target only when followed.
-        item = (
-            os.path.realpath(path)
-            if follow_symlinks
-            else os.path.join(os.path.realpath(os.path.dirname(path)), base)
-        )
-        if item == real_dest:
+        try:
+            # The item itself; a symlink stands for its target only when followed.
+            src_st = os.stat(path, follow_symlinks=follow_symlinks)
+        except FileNotFoundError:
+            if not os.path.lexists(path):
+                if moved_ok and os.path.lexists(os.path.join(dest, base)):
+                    continue
+                raise JobSpecError(f"{kind}: source {display(src)!r} does not exist") from None
+            src_st = os.lstat(path)  # a broken symlink, followed: copied as the link
+        except OSError as exc:
+            raise JobSpecError(
+                f"{kind}: cannot use source {display(src)!r}: {exc.strerror}"
+            ) from None
+        src_id = (src_st.st_dev, src_st.st_ino)
+        if src_id == dest_id:
             raise JobSpecError(f"{kind}: source {display(src)!r} is the destination")
-        if real_dest.startswith(item.rstrip("/") + "/"):
+        if stat.S_ISDIR(src_st.st_mode) and src_id in above_dest:
             raise JobSpecError(
                 f"{kind}: destination {display(destination)!r} is inside source {display(src)!r}"
             )
-        if os.path.join(real_dest, base) == item:
-            raise JobSpecError(
-                f"{kind}: source {display(src)!r} is already its own target in the destination"
-            )
+        if dst_st is not None:
+            try:
+                target = os.lstat(os.path.join(dest, base))  # never followed below the root
+            except OSError:
+                continue
+            if (target.st_dev, target.st_ino) == src_id:
+                raise JobSpecError(
+                    f"{kind}: source {display(src)!r} is already its own target in the destination"
+                )
 
 
 def special_reason(mode: int, verb: str = "copied") -> str:
@@ -957,7 +1050,7 @@ class CopyJob(Job):
     def describe(self) -> str:
         return describe_transfer("copy", self.sources, self.destination)
 
-    def _plan(self, resumed: bool) -> CopyPlan:
+    def _plan(self, resumed: bool, identity: Any) -> CopyPlan:
         return make_plan(
             self.sources,
             self.destination,
@@ -969,10 +1062,16 @@ class CopyJob(Job):
             owner=self.preserve_owner,
             resumed=resumed,
             ask=self.ask,
+            kind="copy",
+            identity=identity,
         )
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
-        plan = await trio.to_thread.run_sync(self._plan, ctx.resumed)
+        identity = ctx.state.get("dest_identity")
+        plan = await trio.to_thread.run_sync(self._plan, ctx.resumed, identity)
+        if plan.tree.identity != identity:  # durable before anything is written
+            ctx.state["dest_identity"] = plan.tree.identity
+            await ctx.checkpoint(force=True)
         tally = Tally(ctx.state, ("copied", "dirs", "skipped", "bytes", "bytes_reused"))
         progress = ctx.progress
         progress.set_total(items=0, bytes=0, final=False)
@@ -1020,7 +1119,16 @@ class CopyJob(Job):
         (a completed run that needed it swept before finishing directory times)."""
         if not cancelled and ctx.state.get("swept_run") == ctx.run_number:
             return
+        if not await trio.to_thread.run_sync(dest_is_unchanged, self.destination, ctx.state):
+            return  # swapped since: whatever is there now is not this job's
         await trio.to_thread.run_sync(sweep_temporaries, self.destination, self.sources)
 
 
-__all__ = ["AskCallback", "Conflict", "CopyJob", "DestTree", "check_paths"]
+__all__ = [
+    "AskCallback",
+    "Conflict",
+    "CopyJob",
+    "DestTree",
+    "check_paths",
+    "dest_is_unchanged",
+]

@@ -49,6 +49,7 @@ from .copy import (
     check_paths,
     clean_error,
     describe_transfer,
+    dest_is_unchanged,
     display,
     make_plan,
     resolve_conflict,
@@ -375,7 +376,7 @@ class MoveJob(Job):
     def describe(self) -> str:
         return describe_transfer("move", self.sources, self.destination)
 
-    def _plan(self, resumed: bool) -> CopyPlan:
+    def _plan(self, resumed: bool, identity: Any) -> CopyPlan:
         return make_plan(
             self.sources,
             self.destination,
@@ -387,10 +388,16 @@ class MoveJob(Job):
             owner=True,
             resumed=resumed,
             ask=None,
+            kind="move",
+            identity=identity,
         )
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
-        plan = await trio.to_thread.run_sync(self._plan, ctx.resumed)
+        identity = ctx.state.get("dest_identity")
+        plan = await trio.to_thread.run_sync(self._plan, ctx.resumed, identity)
+        if plan.tree.identity != identity:  # durable before anything is written
+            ctx.state["dest_identity"] = plan.tree.identity
+            await ctx.checkpoint(force=True)
         keys = ("moved", "renamed", "copied", "dirs", "skipped", "bytes", "bytes_reused")
         tally = Tally(ctx.state, (*keys, "source_dirs_removed"))
         progress = ctx.progress
@@ -472,6 +479,8 @@ class MoveJob(Job):
         walked = ctx.state.get("walked")
         if not walked or (not cancelled and ctx.state.get("swept_run") == ctx.run_number):
             return
+        if not await trio.to_thread.run_sync(dest_is_unchanged, self.destination, ctx.state):
+            return  # swapped since: whatever is there now is not this job's
         await trio.to_thread.run_sync(sweep_temporaries, self.destination, walked)
 
 

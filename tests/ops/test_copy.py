@@ -175,6 +175,7 @@ def conflict_tree(tmp_path: Path) -> tuple[Path, Path]:
     write(dst / "t" / "same.txt", b"same")
     os.utime(dst / "t" / "same.txt", ns=(0, os.stat(src / "t" / "same.txt").st_mtime_ns))
     write(dst / "t" / "diff.txt", b"older destination")
+    os.utime(dst / "t" / "diff.txt", (1_000_000_000, 1_000_000_000))  # older: "update" replaces
     return src, dst
 
 
@@ -681,3 +682,109 @@ async def test_resume_accepts_its_own_unrecorded_output(store_path: str, tmp_pat
         result = await handle.result()
     assert result["failed"] == 0 and result["copied"] == 3
     assert read(dst / "t" / "diff.txt") == b"source"
+
+
+# -- where a copy may write: aliases of the source, pseudo-filesystems (issue 12) ----------
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "parjobs", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def can_unshare_mounts() -> str | None:
+    """None when ``unshare -m`` can make a private mount namespace here, else why not."""
+    try:
+        proc = subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "true"], capture_output=True, text=True
+        )
+    except FileNotFoundError:
+        return "unshare is not installed"
+    if proc.returncode != 0:
+        return f"unshare -m is not permitted here: {proc.stderr.strip()}"
+    return None
+
+
+@pytest.mark.parametrize("op", ["copy", "move"])
+def test_into_itself_through_a_bind_mount_is_refused(tmp_path: Path, op: str) -> None:
+    """``view`` is ``src`` bind-mounted: ``view/inner/backup`` is inside ``src`` although no
+    path says so (realpath sees no symlink). Refused with exit 2, no job, nothing touched."""
+    why = can_unshare_mounts()
+    if why is not None:
+        pytest.skip(why)
+    src, view = tmp_path / "src", tmp_path / "view"
+    (src / "inner").mkdir(parents=True)
+    write(src / "inner" / "f.txt", b"data")
+    view.mkdir()
+    store = tmp_path / "jobs.sqlite"
+    before = snapshot(src)
+    script = (
+        f"mount --bind {src} {view} || exit 99; "
+        f"{sys.executable} -m parjobs --store {store} {op} {src} {view}/inner/backup --plain"
+    )
+    proc = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    if proc.returncode == 99:
+        pytest.skip(f"mount --bind is not permitted here: {proc.stderr.strip()}")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.count("\n") == 1 and "is inside source" in proc.stderr
+    assert snapshot(src) == before  # no src/inner/backup/src/inner/...
+    assert not (src / "inner" / "backup").exists()
+    jobs = cli("--store", str(store), "jobs", cwd=tmp_path)
+    assert jobs.stdout.strip() in ("no jobs", "")
+
+
+@pytest.mark.parametrize("op", ["copy", "move"])
+def test_into_itself_through_a_symlink_alias_is_refused(tmp_path: Path, op: str) -> None:
+    """The same through a symlinked and a relative path (no mount needed)."""
+    src = tmp_path / "src"
+    (src / "inner").mkdir(parents=True)
+    write(src / "inner" / "f.txt", b"data")
+    os.symlink(src / "inner", tmp_path / "alias")
+    (tmp_path / "elsewhere").mkdir()
+    store = str(tmp_path / "jobs.sqlite")
+    before = snapshot(src)
+    for dest in ("alias/backup", "elsewhere/../alias/x/y/.."):
+        proc = cli("--store", store, op, "src", dest, "--plain", cwd=tmp_path)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "is inside source" in proc.stderr
+    assert snapshot(src) == before
+    assert cli("--store", store, "jobs", cwd=tmp_path).stdout.strip() == "no jobs"
+
+
+UNWRITABLE = [
+    "/proc/nope",
+    "/proc/self/x",
+    "/proc/self",
+    "/sys/x",
+    "/proc/nope/x",
+    "FILE/x",
+    "no/no/x",
+]
+
+
+@pytest.mark.parametrize("op", ["copy", "move"])
+def test_a_destination_where_nothing_can_be_written_is_refused_up_front(
+    tmp_path: Path, op: str
+) -> None:
+    """/proc, /sys, a file where a directory is needed, a parent missing two levels up:
+    exit 2 with one clear line before any job exists (it used to be a job failing with a
+    raw FileNotFoundError, exit 1); the source is untouched."""
+    (tmp_path / "src").mkdir()
+    write(tmp_path / "src" / "a.txt", b"a")
+    write(tmp_path / "FILE", b"f")
+    store = str(tmp_path / "jobs.sqlite")
+    before = snapshot(tmp_path / "src")
+    for dest in UNWRITABLE:
+        proc = cli("--store", store, op, "src", dest, "--plain", cwd=tmp_path)
+        assert proc.returncode == 2, (dest, proc.stdout + proc.stderr)
+        assert proc.stderr.startswith("parjobs: error: ") and proc.stderr.count("\n") == 1
+        assert "Traceback" not in proc.stderr and "Errno" not in proc.stderr
+    assert snapshot(tmp_path / "src") == before
+    assert cli("--store", store, "jobs", cwd=tmp_path).stdout.strip() == "no jobs"

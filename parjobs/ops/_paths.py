@@ -1,0 +1,127 @@
+"""Where a job may write: checks of destination directories made before a job exists, and
+the identity of a destination kept across runs.
+
+* `existing_prefix` and `ancestor_ids` compare directories by device and inode, as ``cp``
+  does, so a destination reached through a bind mount, a symlink or a relative path is still
+  seen to be inside a source.
+* `check_writable_dir` refuses, at validate time, a place no job could write to: not a
+  directory, not writable, or on a kernel pseudo-filesystem (``/proc``, ``/sys``...), where
+  creating files fails in odd ways (ENOENT in ``/proc``) only once the job runs.
+* `DirIdentity` is the (device, inode) of a destination directory, recorded in the job's state
+  on its first run and compared on every later run: a destination swapped for a symlink (or
+  another directory) between a kill and ``resume`` is refused, never written into.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import stat
+from typing import Any
+
+from .._exceptions import JobSpecError
+
+#: statfs(2) ``f_type`` of kernel pseudo-filesystems: nothing a job writes belongs there.
+PSEUDO_FILESYSTEMS = {
+    0x9FA0: "proc",
+    0x62656572: "sysfs",
+    0x64626720: "debugfs",
+    0x74726163: "tracefs",
+    0x73636673: "securityfs",
+    0x27E0EB: "cgroup",
+    0x63677270: "cgroup2",
+    0xCAFE4A11: "bpf",
+    0x6165676C: "pstore",
+    0x62656570: "configfs",
+    0x1CD1: "devpts",
+    0xDE5E81E4: "efivarfs",
+    0xF97CFF8C: "selinuxfs",
+    0x65735543: "fusectl",
+    0x42494E4D: "binfmt_misc",
+    0x19800202: "mqueue",
+}
+
+_libc: Any = None
+
+
+def fs_type(path: str | bytes) -> int | None:
+    """The statfs(2) ``f_type`` of the filesystem holding ``path`` (None when unknown)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
+    if _libc.statfs(os.fsencode(path), buf) != 0:
+        return None
+    return int(ctypes.c_long.from_buffer(buf).value) & 0xFFFFFFFF
+
+
+def existing_prefix(path: str) -> tuple[str, os.stat_result]:
+    """The longest existing prefix of the absolute ``path`` and its stat (symlinks
+    followed, as a job opening the path would): where the job's writes would land."""
+    here = os.path.abspath(path)
+    while True:
+        try:
+            return here, os.stat(here)
+        except (FileNotFoundError, NotADirectoryError):
+            parent = os.path.dirname(here)
+            if parent == here:
+                raise
+            here = parent
+
+
+def ancestor_ids(st: os.stat_result, path: str) -> set[tuple[int, int]]:
+    """(device, inode) of the existing directory ``path`` (stat ``st``) and of every
+    directory above it, found through ``..`` as the kernel sees it (bind mounts included)."""
+    ids = {(st.st_dev, st.st_ino)}
+    here = os.fsencode(path)
+    while True:
+        here = here + b"/.."
+        try:
+            up = os.stat(here)
+        except OSError:
+            return ids
+        key = (up.st_dev, up.st_ino)
+        if key in ids:  # "/.." is "/"
+            return ids
+        ids.add(key)
+
+
+def check_writable_dir(kind: str, what: str, path: str, st: os.stat_result) -> None:
+    """Raise `JobSpecError` unless the existing ``path`` (stat ``st``) is a directory this
+    process may create entries in, on a real filesystem. ``what`` names it for the message."""
+    shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if not stat.S_ISDIR(st.st_mode):
+        raise JobSpecError(f"{kind}: {what} {shown!r} is not a directory")
+    pseudo = PSEUDO_FILESYSTEMS.get(fs_type(path) or 0)
+    if pseudo is not None:
+        raise JobSpecError(
+            f"{kind}: {what} {shown!r} is on the kernel's {pseudo} filesystem, not a place "
+            "for files"
+        )
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise JobSpecError(f"{kind}: {what} {shown!r} is not writable")
+
+
+class DestinationChangedError(JobSpecError):
+    """A destination directory is no longer the one an earlier run of the job wrote into."""
+
+
+def dir_identity(fd: int) -> list[int]:
+    """What `check_identity` compares: [device, inode] of the directory open at ``fd``."""
+    st = os.fstat(fd)
+    return [st.st_dev, st.st_ino]
+
+
+def check_identity(kind: str, path: str | bytes, fd: int, recorded: Any) -> None:
+    """Raise `DestinationChangedError` when the directory open at ``fd`` (``path``) is not
+    the one ``recorded`` by an earlier run (`dir_identity`); nothing recorded passes."""
+    if recorded is None:
+        return
+    if dir_identity(fd) != list(recorded):
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise DestinationChangedError(
+            f"{kind}: destination {shown!r} is not the directory earlier runs of this job "
+            "wrote into (replaced, or now a symlink elsewhere); nothing was written. Check "
+            "it, then start a new job"
+        )
