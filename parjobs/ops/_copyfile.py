@@ -6,11 +6,18 @@ pause, cancel and display a copy without this module knowing about trio.
 
 Write protocol (rsync/rclone style): data goes to a hidden temporary in the destination
 directory; mode, times, xattrs and owner are applied to the open temporary; it is then renamed
-over the destination. Resumable copies use a deterministic temporary, ``.<name>.parjobs-partial``,
-plus a ``.meta`` sidecar holding the source size and mtime. A leftover partial is reused only
-when both still match *and* its bytes re-read identical to the source's prefix, so a resume
-never trusts anything it did not check. Files of at most one chunk (nothing worth resuming)
-and symlinks use one-shot temporaries with unpredictable names instead.
+over the destination. Every temporary carries its writer's *name token* (a job's, see
+`parjobs.ops._names`; by default this process's): ``.<name>.<token>.<random>.parjobs-tmp`` for
+one-shot writes (files of at most one chunk, symlinks), and for resumable copies a partial
+deterministic per (token, name), ``.<name>.<token>.parjobs-partial``, plus a ``.meta`` sidecar
+recording the owner token and the source's identity (dev, ino, size, mtime). So two jobs
+writing the same destination name never share, remove or reuse each other's partial. A
+leftover partial is reused only when its meta still matches *and* its bytes re-read identical
+to the source's prefix, so a resume never trusts anything it did not check; and a partial is
+checked to still be the file this call wrote just before it is renamed into place.
+
+Sparse files keep their holes: only data extents are copied (``SEEK_DATA``/``SEEK_HOLE``) and
+the temporary is truncated to the source's size.
 
 Destination safety: every destination operation goes through a directory fd and a single name
 (``dir_fd=``, ``O_NOFOLLOW``), so a symlink planted in the destination tree cannot redirect a
@@ -37,19 +44,20 @@ import xxhash
 
 from parjobs._exceptions import ParjobsError
 
+from ._names import META_SUFFIX, PARTIAL_SUFFIX, TMP_SUFFIX, check_token, is_own_temp, new_token
+
 fastcopy: ModuleType | None
 try:  # the optional C extension (see _fastcopy.c); None where it could not be built
     from . import _fastcopy as fastcopy
 except ImportError:  # pragma: no cover - built without a C compiler
     fastcopy = None
+if fastcopy is not None and getattr(fastcopy, "TMP_SUFFIX", None) != TMP_SUFFIX:
+    fastcopy = None  # pragma: no cover - a stale build naming temporaries differently
 
 StrOrBytesPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 Method: TypeAlias = Literal["reflink", "copy_file_range", "sendfile", "readwrite"]
 
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
-PARTIAL_SUFFIX = b".parjobs-partial"
-META_SUFFIX = PARTIAL_SUFFIX + b".meta"
-TMP_SUFFIX = b".parjobs-tmp"
 
 _NAME_MAX = 255
 _FICLONE = 0x40049409  # _IOW(0x94, 9, int)
@@ -66,7 +74,15 @@ _NO_REFLINK_ERRNOS = frozenset(
 )
 _NO_REFLINK: set[tuple[int, int]] = set()
 _TOKENS = random.Random()  # seeded from os.urandom, reseeded in forked children
-os.register_at_fork(after_in_child=_TOKENS.seed)
+_PROCESS_OWNER = [new_token()]  # the owner of temporaries written without a job's token
+
+
+def _after_fork() -> None:
+    _TOKENS.seed()
+    _PROCESS_OWNER[0] = new_token()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 _XATTR_IGNORED = frozenset(
     {errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA}
 )
@@ -88,6 +104,11 @@ class SpecialFileError(CopyError):
 
 class SourceChangedError(CopyError):
     """The source's size or mtime changed while it was copied; the copy was discarded."""
+
+
+class NotOursError(CopyError):
+    """A temporary this copy wrote was replaced or changed by someone else before its rename:
+    nothing was published, and what is there now was left alone."""
 
 
 class VerifyError(CopyError):
@@ -128,28 +149,39 @@ def _leaf(name: str | bytes) -> bytes:
     return raw
 
 
-def partial_names(name: str | bytes) -> tuple[bytes, bytes]:
-    """Return the deterministic (partial, meta) temporary names for destination ``name``.
+def _owner(owner: str | bytes | None) -> bytes:
+    """The name token temporaries are written under: ``owner``, or this process's."""
+    return _PROCESS_OWNER[0] if owner is None else check_token(owner)
 
-    Names too long for ``.<name>.parjobs-partial.meta`` to fit in 255 bytes fall back to
-    ``.parjobs-<xxh64 of name>.parjobs-partial``.
+
+def partial_names(name: str | bytes, owner: str | bytes | None = None) -> tuple[bytes, bytes]:
+    """Return the (partial, meta) names ``owner`` (a name token) uses for destination ``name``.
+
+    Deterministic per (owner, name), so the owner's next run finds them; another owner's never
+    collide. Names too long for ``.<name>.<owner>.parjobs-partial.meta`` to fit in 255 bytes
+    fall back to ``.parjobs.<xxh64 of name>.<owner>.parjobs-partial``.
     """
-    raw = _leaf(name)
-    partial = b"." + raw + PARTIAL_SUFFIX
+    raw, token = _leaf(name), _owner(owner)
+    partial = b"." + raw + b"." + token + PARTIAL_SUFFIX
     if len(partial) + len(b".meta") > _NAME_MAX:
-        partial = b".parjobs-" + xxhash.xxh64_hexdigest(raw).encode() + PARTIAL_SUFFIX
+        digest = xxhash.xxh64_hexdigest(raw).encode()
+        partial = b".parjobs." + digest + b"." + token + PARTIAL_SUFFIX
     return partial, partial + b".meta"
 
 
-def _tmp_name(raw: bytes) -> bytes:
-    """An unpredictable temporary name for a one-shot (non-resumable) write of ``raw``.
+def tmp_name(raw: bytes, owner: str | bytes | None = None) -> bytes:
+    """An unpredictable one-shot temporary name for ``raw``, carrying ``owner``'s token:
+    ``.<raw>.<owner>.<16 random hex>.parjobs-tmp`` (``.parjobs.<owner>.…`` when too long).
 
-    The token only has to avoid collisions (the create is O_EXCL|O_NOFOLLOW, so a planted name
-    fails safely), so a urandom-seeded PRNG serves: no getrandom syscall per file.
+    The random part only has to avoid collisions (the create is O_EXCL|O_NOFOLLOW, so a
+    planted name fails safely), so a urandom-seeded PRNG serves: no getrandom syscall per file.
     """
-    token = b"%016x" % _TOKENS.getrandbits(64)
-    tmp = b"." + raw + b"." + token + TMP_SUFFIX
-    return tmp if len(tmp) <= _NAME_MAX else b".parjobs-" + token + TMP_SUFFIX
+    tail = b"." + _owner(owner) + b".%016x" % _TOKENS.getrandbits(64) + TMP_SUFFIX
+    tmp = b"." + raw + tail
+    return tmp if len(tmp) <= _NAME_MAX else b".parjobs" + tail
+
+
+_tmp_name = tmp_name
 
 
 def _open_dst(dst: StrOrBytesPath, dst_dir_fd: int | None) -> tuple[int, bytes, bool]:
@@ -274,6 +306,12 @@ def _require_regular(st: os.stat_result, path: StrOrBytesPath) -> None:
         raise exc
 
 
+def is_sparse(st: os.stat_result) -> bool:
+    """Whether a regular file has fewer blocks on disk than its size needs: it has holes
+    (or is compressed; either way the hole-aware copy is right for it)."""
+    return st.st_blocks * 512 < st.st_size
+
+
 def _open_source(src: StrOrBytesPath, *, lstat_first: bool = True) -> tuple[int, os.stat_result]:
     """Open a regular file for reading, never following a symlink or opening a special file.
 
@@ -341,8 +379,16 @@ def _apply_metadata(
 # resumable partials
 
 
-def _meta_record(st: os.stat_result) -> dict[str, int]:
-    return {"v": 1, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+def _meta_record(st: os.stat_result, owner: bytes) -> dict[str, object]:
+    """What a partial's ``.meta`` records: its owner's token and the source's identity."""
+    return {
+        "v": 2,
+        "owner": owner.decode(),
+        "dev": st.st_dev,
+        "ino": st.st_ino,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+    }
 
 
 def _read_meta(dir_fd: int, meta: bytes) -> object:
@@ -358,18 +404,67 @@ def _read_meta(dir_fd: int, meta: bytes) -> object:
         os.close(fd)
 
 
-def remove_partials(dst: StrOrBytesPath, *, dst_dir_fd: int | None = None) -> int:
-    """Remove the leftover resumable partial and its meta for destination ``dst``.
+def remove_partials(
+    dst: StrOrBytesPath, *, dst_dir_fd: int | None = None, owner: str | bytes | None = None
+) -> int:
+    """Remove ``owner``'s leftover resumable partial and its meta for destination ``dst``.
 
-    ``dst`` is a path, or a leaf name relative to ``dst_dir_fd``. Returns how many files were
-    removed (0-2). Used on cancel and final cleanup.
+    ``dst`` is a path, or a leaf name relative to ``dst_dir_fd``; ``owner`` the name token the
+    copy ran under (default: this process's). Returns how many files were removed (0-2).
     """
     dir_fd, name, own = _open_dst(dst, dst_dir_fd)
+    token = _owner(owner)
     try:
-        return sum(_unlink_quiet(dir_fd, n) for n in partial_names(name))
+        return sum(_remove_own(dir_fd, n, token) for n in partial_names(name, token))
     finally:
         if own:
             os.close(dir_fd)
+
+
+def _remove_own(dir_fd: int, name: bytes, token: bytes) -> bool:
+    """Unlink ``name`` if it is ``token``'s temporary: the name carries the token, it is a
+    regular file of ours, and (a partial) its meta, when there, names the same owner."""
+    if not is_own_temp(name, token):
+        return False
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        return False
+    if name.endswith(PARTIAL_SUFFIX):
+        meta = _read_meta(dir_fd, name + b".meta")
+        if isinstance(meta, dict) and meta.get("owner") not in (None, token.decode()):
+            return False
+    return _unlink_quiet(dir_fd, name)
+
+
+def remove_own_temps(root: StrOrBytesPath, owner: str | bytes, *, recursive: bool = True) -> int:
+    """Remove the temporaries and partials carrying ``owner``'s token under ``root`` (or in
+    ``root`` alone); return how many. Nothing else is touched: not a user's file named like
+    a temporary, not another job's temporary. Symlinks are never followed."""
+    token = check_token(owner)
+    removed = 0
+    pending = [os.fsencode(root)]
+    while pending:
+        top = pending.pop()
+        try:
+            fd = os.open(top, _DIR_FLAGS | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            with os.scandir(fd) as entries:
+                names = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+            for leaf, is_dir in names:
+                raw = os.fsencode(leaf)
+                if is_dir:
+                    if recursive:
+                        pending.append(top + b"/" + raw)
+                elif _remove_own(fd, raw, token):
+                    removed += 1
+        finally:
+            os.close(fd)
+    return removed
 
 
 @overload
@@ -377,7 +472,9 @@ def find_partials(root: str | os.PathLike[str]) -> list[str]: ...
 @overload
 def find_partials(root: bytes | os.PathLike[bytes]) -> list[bytes]: ...
 def find_partials(root: StrOrBytesPath) -> list[str] | list[bytes]:
-    """List leftover parjobs temporaries (partials, their meta, one-shot temps) under ``root``.
+    """List the files under ``root`` named like parjobs temporaries (partials, their meta,
+    one-shot temps), whoever's they are: a diagnostic, never a list of things to remove
+    (`remove_own_temps` removes a job's own).
 
     Symlinked directories are not followed. Paths come back sorted, of the type of ``root``.
     """
@@ -482,10 +579,12 @@ class _Copier:
         check: Callable[[], None],
         on_bytes: Callable[[int], None],
         dst_dev: int | None,
+        owner: bytes,
     ) -> None:
         self.src = src
         self.fd, self.st = fd, st
         self.size = st.st_size
+        self.owner = owner
         self.chunk_size, self.check, self.on_bytes = chunk_size, check, on_bytes
         self._buf: memoryview | None = None
         self.dst_dev = dst_dev  # the reflink cache's hint, see `_try_reflink`
@@ -529,7 +628,8 @@ class _Copier:
         if not stat.S_ISREG(pst.st_mode) or pst.st_uid != os.geteuid() or pst.st_nlink != 1:
             return None
         length = pst.st_size
-        if not 0 < length <= self.size or _read_meta(dir_fd, meta) != _meta_record(self.st):
+        record = _meta_record(self.st, self.owner)
+        if not 0 < length <= self.size or _read_meta(dir_fd, meta) != record:
             return None
         other = memoryview(bytearray(len(self.buf)))
         hasher = xxhash.xxh3_128()
@@ -547,7 +647,8 @@ class _Copier:
     def open_partial(
         self, dir_fd: int, partial: bytes, meta: bytes, mode: int
     ) -> tuple[int, int, xxhash.xxh3_128 | None]:
-        """Open the deterministic partial: (fd, bytes reused, source hasher over them)."""
+        """Open the owner's deterministic partial: (fd, bytes reused, source hasher over them).
+        The names carry the owner's token, so what is removed here is never another's."""
         try:
             fd = os.open(partial, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         except OSError:  # missing, or a symlink/directory planted there: never follow it
@@ -565,7 +666,7 @@ class _Copier:
         _unlink_quiet(dir_fd, meta)
         mfd = os.open(meta, os.O_WRONLY | _EXCL_FLAGS, 0o600, dir_fd=dir_fd)
         try:
-            os.write(mfd, json.dumps(_meta_record(self.st)).encode())
+            os.write(mfd, json.dumps(_meta_record(self.st, self.owner)).encode())
         finally:
             os.close(mfd)
         return os.open(partial, _CREATE_FLAGS, mode, dir_fd=dir_fd), 0, None
@@ -585,7 +686,62 @@ class _Copier:
         if chain[0] == "reflink":
             chain.pop(0)
             if pos == 0 and size > 0 and self._reflink(dst_fd, hasher):
-                return "reflink"
+                return "reflink"  # a clone shares the extents: holes stay holes
+        if is_sparse(self.st):
+            return self._transfer_sparse(dst_fd, pos, chain, hasher)
+        return self._copy_range(dst_fd, pos, size, chain, hasher)
+
+    def _transfer_sparse(
+        self, dst_fd: int, pos: int, chain: list[Method], hasher: xxhash.xxh3_128 | None
+    ) -> Method:
+        """`transfer` for a file with holes: copy its data extents only (SEEK_DATA and
+        SEEK_HOLE), then truncate the temporary to the source's size, so holes stay holes
+        (no copy method keeps them everywhere: copy_file_range fills them on ext4)."""
+        size = self.size
+        method: Method = "readwrite"
+        while pos < size:
+            self.check()
+            try:
+                start = min(os.lseek(self.fd, pos, os.SEEK_DATA), size)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # only a hole from pos on
+                    start = size
+                elif exc.errno in _FALLBACK_ERRNOS:  # no SEEK_DATA here: copy it all
+                    return self._copy_range(dst_fd, pos, size, chain, hasher)
+                else:
+                    raise
+            if start > pos:
+                self._hole(hasher, start - pos)
+                pos = start
+            if pos >= size:
+                break
+            end = min(os.lseek(self.fd, pos, os.SEEK_HOLE), size)
+            method = self._copy_range(dst_fd, pos, end, chain, hasher)
+            pos = end
+        os.ftruncate(dst_fd, size)
+        return method
+
+    def _hole(self, hasher: xxhash.xxh3_128 | None, length: int) -> None:
+        """Account for a hole of ``length`` zero bytes: progress, and the digest."""
+        if hasher is not None:
+            zeros = bytes(min(length, 1 << 20))
+            left = length
+            while left:
+                n = min(left, len(zeros))
+                hasher.update(zeros[:n] if n < len(zeros) else zeros)
+                left -= n
+        self.on_bytes(length)
+
+    def _copy_range(
+        self,
+        dst_fd: int,
+        pos: int,
+        size: int,
+        chain: list[Method],
+        hasher: xxhash.xxh3_128 | None,
+    ) -> Method:
+        """Copy source bytes ``pos:size`` to the same offsets of ``dst_fd`` by the first
+        method of ``chain`` that works (popping those that do not apply here)."""
         method: Method = "readwrite"
         while pos < size:
             self.check()
@@ -600,7 +756,7 @@ class _Copier:
                     view = self.buf[:want]
                     n = _read_at(self.fd, view, pos)
                     if n == 0:
-                        self.changed(f"it ended at byte {pos} of {size}")
+                        self.changed(f"it ended at byte {pos} of {self.size}")
                     _write_at(dst_fd, view[:n], pos)
                     if hasher is not None:
                         hasher.update(view[:n])
@@ -662,6 +818,7 @@ def copy_small_files(
     dst_dev: int,
     src_lstat: bool = True,
     max_size: int = DEFAULT_CHUNK_SIZE,
+    owner: str | bytes | None = None,
 ) -> tuple[list[int], list[int]] | None:
     """Copy many small files in one call into C (`_fastcopy.c`), with the GIL released.
 
@@ -673,7 +830,9 @@ def copy_small_files(
     available (or an item cannot be passed to C): copy them all with `copy_file`.
     ``src_dev``/``dst_dev`` key the reflink cache, as in `_try_reflink`; ``src_lstat=False``
     skips the lstat before opening a source, as in `copy_file`. A source found larger than
-    ``max_size`` (grown since it was listed) is handed back, for a chunked copy.
+    ``max_size`` (grown since it was listed) is handed back, for a chunked copy, and so is a
+    sparse source (the Python path keeps its holes). Temporaries carry ``owner``'s token, as
+    in `copy_file`.
     """
     if fastcopy is None:
         return None
@@ -684,7 +843,7 @@ def copy_small_files(
     if devices not in _NO_REFLINK:
         flags |= fastcopy.REFLINK
     try:
-        results, sizes, refused = fastcopy.copy_many(items, flags, max_size)
+        results, sizes, refused = fastcopy.copy_many(items, flags, max_size, _owner(owner))
     except ValueError:  # a NUL byte in a name: checked before copying anything
         return None
     if refused:
@@ -712,6 +871,7 @@ def copy_file(
     precheck: bool = True,
     src_lstat: bool = True,
     dst_dev: int | None = None,
+    owner: str | bytes | None = None,
     _methods: Sequence[Method] = _ALL_METHODS,
     _after_write: Callable[[int], object] | None = None,
 ) -> CopyResult:
@@ -733,9 +893,14 @@ def copy_file(
     ``src_lstat=False`` skips the lstat before opening the source (just walked: the
     O_NOFOLLOW|O_NONBLOCK open and the fstat still refuse a special file), and ``dst_dev`` is
     the destination directory's device (for the reflink cache).
+
+    ``owner`` is the name token the temporaries carry (a job's, `parjobs.ops._names`; default
+    this process's): a partial is resumed only by the same owner, and only ever removed by it.
+    A sparse source keeps its holes.
     """
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    token = _owner(owner)
     fd, st = _open_source(src, lstat_first=src_lstat)
     try:
         dir_fd, name, own_dir = _open_dst(dst, dst_dir_fd)
@@ -747,6 +912,7 @@ def copy_file(
                 and not (verify or hash_source or preserve_xattrs or preserve_owner)
                 and _methods is _ALL_METHODS
                 and _after_write is None
+                and not is_sparse(st)
             ):
                 return _copy_one_shot(
                     src,
@@ -761,8 +927,11 @@ def copy_file(
                     mode=preserve_mode,
                     times=preserve_times,
                     dst_dev=dst_dev,
+                    owner=token,
                 )
-            copier = _Copier(src, fd, st, chunk_size, check or _noop, on_bytes or _noop, dst_dev)
+            copier = _Copier(
+                src, fd, st, chunk_size, check or _noop, on_bytes or _noop, dst_dev, token
+            )
             return _copy_general(
                 copier,
                 dir_fd,
@@ -797,13 +966,14 @@ def _copy_one_shot(
     mode: bool,
     times: bool,
     dst_dev: int | None,
+    owner: bytes,
 ) -> CopyResult:
     """The common case, lean for many small files: one chunk or less, nothing to hash,
     verify, resume or carry beyond mode and times. Same protocol as the general path
     (temporary, metadata, rename), fewest syscalls: reflink or copy_file_range in one go,
     read/write when the kernel paths do not apply."""
     size = st.st_size
-    tmp = _tmp_name(name)
+    tmp = tmp_name(name, owner)
     dst_fd = os.open(tmp, _CREATE_FLAGS, 0o600 if mode else 0o666, dir_fd=dir_fd)
     done = False
     try:
@@ -830,6 +1000,25 @@ def _copy_one_shot(
     if durable:
         os.fsync(dir_fd)
     return CopyResult(size, 0, method, None, None)
+
+
+def _check_still_ours(dst_fd: int, dir_fd: int, tmp: bytes, size: int) -> None:
+    """Before a rename publishes ``tmp``: it must still be the very file this call wrote
+    (same device and inode as ``dst_fd``) and hold exactly ``size`` bytes; else refuse, leaving
+    whatever is there alone (it is not ours)."""
+    mine = os.fstat(dst_fd)
+    try:
+        there = os.stat(tmp, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        there = None
+    if there is None or (there.st_dev, there.st_ino) != (mine.st_dev, mine.st_ino):
+        exc = NotOursError(f"temporary {os.fsdecode(tmp)!r} was replaced by another writer")
+        exc.filename = os.fsdecode(tmp)
+        raise exc
+    if mine.st_size != size:
+        exc = NotOursError(f"temporary {os.fsdecode(tmp)!r} holds {mine.st_size} bytes, not {size}")
+        exc.filename = os.fsdecode(tmp)
+        raise exc
 
 
 def _copy_small_range(src: StrOrBytesPath, fd: int, dst_fd: int, size: int) -> Method:
@@ -876,10 +1065,10 @@ def _copy_general(
     mode = 0o600 if metadata[0] else 0o666  # private until the real mode is set
     meta: bytes | None = None
     if resumable:
-        tmp, meta = partial_names(name)
+        tmp, meta = partial_names(name, copier.owner)
         dst_fd, reused, hasher = copier.open_partial(dir_fd, tmp, meta, mode)
     else:
-        tmp, reused, hasher = _tmp_name(name), 0, None
+        tmp, reused, hasher = tmp_name(name, copier.owner), 0, None
         dst_fd = os.open(tmp, _CREATE_FLAGS, mode, dir_fd=dir_fd)
     if not hashing:
         hasher = None
@@ -899,11 +1088,15 @@ def _copy_general(
             if verify:
                 dst_digest = copier.verify(dst_fd, name, src_digest, durable)
         _apply_metadata(copier.fd, dst_fd, copier.st, *metadata)
+        _check_still_ours(dst_fd, dir_fd, tmp, copier.size)
         written, dst_fd = dst_fd, -1
         _commit(written, dir_fd, tmp, name, overwrite, durable)
         done = True
     except (SourceChangedError, VerifyError, FileExistsError):
         discard = True
+        raise
+    except NotOursError:
+        discard = False  # whatever is at the temporary's name now is not ours to remove
         raise
     finally:
         if dst_fd >= 0:
@@ -928,6 +1121,7 @@ def copy_symlink(
     preserve_times: bool = True,
     preserve_owner: bool = False,
     durable: bool = False,
+    owner: str | bytes | None = None,
 ) -> None:
     """Recreate the symlink ``src`` (same target text) at ``dst``, atomically.
 
@@ -945,7 +1139,7 @@ def copy_symlink(
     try:
         if not overwrite and _lexists(dir_fd, name):
             raise _exists_error(name)
-        tmp = _tmp_name(name)
+        tmp = tmp_name(name, owner)
         os.symlink(target, tmp, dir_fd=dir_fd)
         try:
             if preserve_owner:

@@ -3,7 +3,9 @@
  *
  * The same protocol as `_copy_one_shot` in _copyfile.py, item by item: open the source
  * (O_NOFOLLOW|O_NONBLOCK, regular files only), create a hidden temporary next to the
- * destination (O_EXCL|O_NOFOLLOW), reflink or copy_file_range (read/write where those do not
+ * destination (O_EXCL|O_NOFOLLOW) named as `tmp_name` in _copyfile.py names it,
+ * ``.<name>.<owner token>.<16 random hex>`` TMP_SUFFIX (the token is passed in, the suffix
+ * exported as ``TMP_SUFFIX`` and checked by _copyfile.py at import), reflink or copy_file_range (read/write where those do not
  * apply), check that the source's size and mtime did not move, set mode and times, then
  * renameat2(RENAME_NOREPLACE) onto the final name. Whatever goes wrong, the temporary is
  * removed and the item is reported back with its errno, untouched at the destination: the
@@ -39,7 +41,8 @@
 #endif
 
 #define NAME_MAX_BYTES 255
-#define TMP_SUFFIX ".parjobs-tmp"
+#define TMP_SUFFIX ".parjobs-tmp" /* exported: _copyfile.py refuses a build that differs */
+#define TOKEN_MAX 64
 
 /* Flags, mirrored in _copyfile.py. */
 #define FC_MODE 1    /* set the source's mode bits */
@@ -52,6 +55,7 @@
 #define FC_CHANGED (-2)     /* the source changed while being copied */
 #define FC_TOO_BIG (-3)     /* larger than max_size now: the chunked Python path copies it */
 #define FC_NO_REFLINK (-4)  /* only in the "reflink" output: FICLONE is refused for good */
+#define FC_SPARSE (-5)      /* has holes: the Python path copies its data extents only */
 
 typedef struct {
     const char *src;
@@ -142,7 +146,8 @@ static int copy_data(int fd, int out, long long size, int *reflink) {
     return 0;
 }
 
-static int copy_one(item_t *it, int flags, long long max_size, int *reflink) {
+static int copy_one(item_t *it, int flags, long long max_size, const char *token,
+                    int *reflink) {
     struct stat st, after;
     if (flags & FC_LSTAT) {
         if (lstat(it->src, &st) != 0)
@@ -166,13 +171,18 @@ static int copy_one(item_t *it, int flags, long long max_size, int *reflink) {
         close(fd);
         return FC_TOO_BIG;
     }
+    if ((long long)st.st_blocks * 512 < (long long)st.st_size) { /* holes: keep them */
+        close(fd);
+        return FC_SPARSE;
+    }
     char tmp[NAME_MAX_BYTES + 1];
     int len;
-    if (1 + it->name_len + 1 + 16 + (Py_ssize_t)strlen(TMP_SUFFIX) <= NAME_MAX_BYTES)
-        len = snprintf(tmp, sizeof tmp, ".%s.%016llx" TMP_SUFFIX, it->name,
+    Py_ssize_t tail = 1 + (Py_ssize_t)strlen(token) + 1 + 16 + (Py_ssize_t)strlen(TMP_SUFFIX);
+    if (1 + it->name_len + tail <= NAME_MAX_BYTES)
+        len = snprintf(tmp, sizeof tmp, ".%s.%s.%016llx" TMP_SUFFIX, it->name, token,
                        (unsigned long long)next_token());
     else
-        len = snprintf(tmp, sizeof tmp, ".parjobs-%016llx" TMP_SUFFIX,
+        len = snprintf(tmp, sizeof tmp, ".parjobs.%s.%016llx" TMP_SUFFIX, token,
                        (unsigned long long)next_token());
     if (len < 0 || len > NAME_MAX_BYTES) {
         close(fd);
@@ -213,10 +223,12 @@ static int copy_one(item_t *it, int flags, long long max_size, int *reflink) {
 }
 
 PyDoc_STRVAR(copy_many_doc,
-             "copy_many(items, flags, max_size) -> (results, sizes, reflink_refused)\n\n"
+             "copy_many(items, flags, max_size, token) -> (results, sizes, reflink_refused)\n\n"
              "items: a list of (source path: bytes, destination dir fd: int, name: bytes).\n"
+             "token: the owner's name token (bytes), carried by every temporary's name.\n"
              "results[i]: 0 when item i is in place, else a positive errno or a negative\n"
-             "code (-1 not a regular file, -2 source changed, -3 larger than max_size);\n"
+             "code (-1 not a regular file, -2 source changed, -3 larger than max_size,\n"
+             "-5 sparse);\n"
              "nothing of a failed item is\n"
              "left behind. sizes[i]: bytes copied. reflink_refused: FICLONE was tried and\n"
              "the filesystems refused it for good. The GIL is released while copying.");
@@ -226,8 +238,18 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
     PyObject *list;
     int flags;
     long long max_size;
-    if (!PyArg_ParseTuple(args, "O!iL", &PyList_Type, &list, &flags, &max_size))
+    const char *token_arg;
+    Py_ssize_t token_len;
+    char token[TOKEN_MAX + 1];
+    if (!PyArg_ParseTuple(args, "O!iLy#", &PyList_Type, &list, &flags, &max_size, &token_arg,
+                          &token_len))
         return NULL;
+    if (token_len == 0 || token_len > TOKEN_MAX || (Py_ssize_t)strlen(token_arg) != token_len ||
+        strchr(token_arg, '/') != NULL) {
+        PyErr_SetString(PyExc_ValueError, "bad token");
+        return NULL;
+    }
+    memcpy(token, token_arg, (size_t)token_len + 1); /* ours while the GIL is released */
     Py_ssize_t n = PyList_GET_SIZE(list);
     item_t *items = PyMem_Calloc(n ? (size_t)n : 1, sizeof(item_t));
     if (items == NULL)
@@ -252,7 +274,7 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
     int reflink = (flags & FC_REFLINK) ? 1 : 0;
     Py_BEGIN_ALLOW_THREADS;
     for (Py_ssize_t i = 0; i < n; i++)
-        items[i].result = copy_one(&items[i], flags, max_size, &reflink);
+        items[i].result = copy_one(&items[i], flags, max_size, token, &reflink);
     Py_END_ALLOW_THREADS;
     PyObject *results = PyList_New(n), *sizes = PyList_New(n);
     if (results == NULL || sizes == NULL) {
@@ -293,7 +315,9 @@ PyMODINIT_FUNC PyInit__fastcopy(void) {
         PyModule_AddIntConstant(m, "LSTAT", FC_LSTAT) < 0 ||
         PyModule_AddIntConstant(m, "NOT_REGULAR", FC_NOT_REGULAR) < 0 ||
         PyModule_AddIntConstant(m, "CHANGED", FC_CHANGED) < 0 ||
-        PyModule_AddIntConstant(m, "TOO_BIG", FC_TOO_BIG) < 0) {
+        PyModule_AddIntConstant(m, "TOO_BIG", FC_TOO_BIG) < 0 ||
+        PyModule_AddIntConstant(m, "SPARSE", FC_SPARSE) < 0 ||
+        PyModule_AddObject(m, "TMP_SUFFIX", PyBytes_FromString(TMP_SUFFIX)) < 0) {
         Py_DECREF(m);
         return NULL;
     }

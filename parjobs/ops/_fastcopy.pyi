@@ -7,7 +7,9 @@ LSTAT: int
 NOT_REGULAR: int
 CHANGED: int
 TOO_BIG: int
+SPARSE: int
+TMP_SUFFIX: bytes
 
 def copy_many(
-    items: list[tuple[bytes, int, bytes]], flags: int, max_size: int, /
+    items: list[tuple[bytes, int, bytes]], flags: int, max_size: int, token: bytes, /
 ) -> tuple[list[int], list[int], bool]: ...

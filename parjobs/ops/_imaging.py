@@ -37,7 +37,6 @@ import importlib.metadata
 import math
 import os
 import re
-import secrets
 import struct
 import zlib
 from collections.abc import Callable, Mapping
@@ -49,7 +48,7 @@ from urllib.parse import quote
 from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
 
 from parjobs._exceptions import ParjobsError
-from parjobs.ops._copyfile import open_dir_nofollow
+from parjobs.ops._copyfile import open_dir_nofollow, tmp_name
 from parjobs.ops._hashing import FilePath, _check_unchanged, _noop, _open_regular
 
 __all__ = [
@@ -356,8 +355,11 @@ def _write_atomic(
     check: Callable[[], object],
     make_dirs: Callable[[str], None] = _makedirs,
     root: str | None = None,
+    owner: str | bytes | None = None,
 ) -> None:
     """Encode ``im`` to an unpredictable temporary name beside ``dst``, then rename it over.
+    The name carries ``owner``'s token (`parjobs.ops._names`; default this process's), so
+    only its owner's cleanup ever removes it.
 
     ``make_dirs(directory)`` runs only when the directory is missing. The temporary file is
     removed on any failure, including ``check`` raising. With ``root`` (a trusted directory
@@ -377,7 +379,8 @@ def _write_atomic(
             make_dirs(directory)
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        _encode_into(im, dir_fd, os.path.basename(dst), fmt, params, mode, durable, check)
+        leaf = os.path.basename(dst)
+        _encode_into(im, dir_fd, leaf, fmt, params, mode, durable, check, owner)
     finally:
         os.close(dir_fd)
 
@@ -391,10 +394,13 @@ def _encode_into(
     mode: int,
     durable: bool,
     check: Callable[[], object],
+    owner: str | bytes | None = None,
 ) -> None:
-    """Write ``im`` to a fresh temporary in ``dir_fd`` and rename it to ``leaf``."""
+    """Write ``im`` to a fresh temporary in ``dir_fd`` (named by `tmp_name`, carrying
+    ``owner``'s token) and rename it to ``leaf``."""
+    raw_leaf = os.fsencode(leaf)
     while True:
-        tmp = f".parjobs-{secrets.token_hex(8)}.tmp"
+        tmp = tmp_name(raw_leaf, owner)
         try:
             fd = os.open(tmp, _TEMP_FLAGS, mode, dir_fd=dir_fd)
             break
@@ -407,7 +413,7 @@ def _encode_into(
             if durable:
                 os.fsync(fd)
         check()
-        os.replace(tmp, leaf, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.replace(tmp, raw_leaf, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)
@@ -429,11 +435,13 @@ def make_thumbnail(
     max_pixels: int = 100_000_000,
     durable: bool = True,
     root: str | None = None,
+    owner: str | bytes | None = None,
 ) -> ThumbResult:
     """Write a thumbnail of ``src`` fitting in ``box`` to ``dst`` as ``fmt``; return its sizes.
 
     ``root``: a trusted directory holding ``dst`` (a cache); the directories between them are
-    created and opened without following symlinks.
+    created and opened without following symlinks. ``owner``: the name token the temporary
+    carries (a job's; see `parjobs.ops._names`).
 
     Only the first frame of an animation is used; the image is never enlarged. ``metadata``
     becomes PNG text chunks (``fmt="png"`` only). ``check`` is called between stages and may
@@ -464,6 +472,7 @@ def make_thumbnail(
         durable=durable,
         check=check,
         root=root,
+        owner=owner,
     )
     return ThumbResult(dst_path, out.width, out.height, *decoded.source_size)
 
@@ -568,6 +577,7 @@ def make_freedesktop_thumbnail(
     check: Callable[[], object] = _noop,
     max_pixels: int = 100_000_000,
     durable: bool = True,
+    owner: str | bytes | None = None,
 ) -> ThumbResult:
     """Write the freedesktop.org thumbnail of ``src`` for ``size_name`` (a key of `SIZES`).
 
@@ -595,12 +605,17 @@ def make_freedesktop_thumbnail(
         durable=durable,
         check=check,
         make_dirs=_make_private_dirs,
+        owner=owner,
     )
     return ThumbResult(dst, out.width, out.height, *decoded.source_size)
 
 
 def write_fail_marker(
-    src: FilePath, *, cache_home: FilePath | None = None, durable: bool = True
+    src: FilePath,
+    *,
+    cache_home: FilePath | None = None,
+    durable: bool = True,
+    owner: str | bytes | None = None,
 ) -> str:
     """Record that ``src`` cannot be thumbnailed; return the marker's path.
 
@@ -620,6 +635,7 @@ def write_fail_marker(
         durable=durable,
         check=_noop,
         make_dirs=_make_private_dirs,
+        owner=owner,
     )
     return dst
 

@@ -59,6 +59,9 @@ from urllib.parse import quote, unquote_to_bytes
 
 from parjobs._exceptions import ParjobsError
 
+from ._copyfile import tmp_name
+from ._names import is_own_temp
+
 __all__ = [
     "TrashDir",
     "TrashError",
@@ -82,8 +85,6 @@ _SEQUENTIAL_CANDIDATES = 999
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _INFO_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Temporary info files (written whole, then linked to their ``.trashinfo`` name).
-_TEMP_PREFIX = b".parjobs-"
-_TEMP_SUFFIX = b".tmp"
 #: Slack for coarse file timestamps when comparing an info file's mtime with a clock time.
 _MTIME_SLACK = 2.0
 
@@ -311,18 +312,21 @@ def _format_trashinfo(original: bytes, now: datetime | None) -> bytes:
     )
 
 
-def _reserve(trash: bytes, name: bytes, content: bytes) -> tuple[bytes, bytes]:
+def _reserve(
+    trash: bytes, name: bytes, content: bytes, owner: str | bytes | None = None
+) -> tuple[bytes, bytes]:
     """Create ``info/<candidate>.trashinfo``, complete or not at all; return (candidate,
     info path).
 
     The content is written to a private temporary in ``info/`` first and hard-linked to the
     candidate name: ``link(2)`` fails atomically when the name is taken, so a process killed
     at any instant never leaves an empty or half-written ``.trashinfo`` (only, at worst, a
-    ``.parjobs-*.tmp`` that `recover_trash` removes). Filesystems without hard links fall
-    back to creating the info file exclusively and writing it in place.
+    temporary carrying ``owner``'s name token, which that owner's `recover_trash` removes).
+    Filesystems without hard links fall back to creating the info file exclusively and
+    writing it in place.
     """
     info_dir = os.path.join(trash, b"info")
-    tmp = os.path.join(info_dir, _TEMP_PREFIX + secrets.token_hex(8).encode() + _TEMP_SUFFIX)
+    tmp = os.path.join(info_dir, tmp_name(b"trashinfo", owner))
     fd = os.open(tmp, _INFO_FLAGS, 0o600)
     try:
         view = memoryview(content)
@@ -386,11 +390,14 @@ def trash_path(
     *,
     now: datetime | None = None,
     xdg_data_home: FilePath | None = None,
+    owner: str | bytes | None = None,
 ) -> TrashResult[AnyStr]:
     """Move ``path`` to the trash (freedesktop.org Trash 1.0); see the module docstring.
 
     ``now`` is the deletion time to record (default: the current local time; an aware
     datetime is converted to local time). ``xdg_data_home`` overrides ``$XDG_DATA_HOME``.
+    ``owner`` is the name token the info file's temporary carries (a job's, see
+    `parjobs.ops._names`).
     Symlinks are trashed as links. Raises `TrashError` if the item cannot be renamed into a
     trash on its own filesystem; the item is then left in place.
     """
@@ -407,7 +414,7 @@ def trash_path(
             raise TrashError(None, "is a mount point; it cannot be trashed", os.fsdecode(given))
     trash = select_trash_dir(item_st.st_dev, home_dev, topdir, home_trash=home)
     original = item if trash.topdir is None else os.path.relpath(item, trash.topdir)
-    candidate, info_path = _reserve(trash.path, name, _format_trashinfo(original, now))
+    candidate, info_path = _reserve(trash.path, name, _format_trashinfo(original, now), owner)
     trashed = os.path.join(trash.path, b"files", candidate)
     try:
         os.rename(item, trashed)
@@ -483,7 +490,7 @@ def recover_trash(
     paths: list[bytes],
     *,
     since: float,
-    before: float,
+    owner: str | bytes | None = None,
     xdg_data_home: FilePath | None = None,
 ) -> dict[bytes, tuple[bytes, bytes]]:
     """Settle what an interrupted run that trashed ``paths`` may have left, and report where
@@ -496,8 +503,8 @@ def recover_trash(
       moved it there but died before recording it;
     * removes the ``.trashinfo`` files written since ``since`` for one of ``paths`` whose item
       never arrived in ``files/`` (killed between the two steps);
-    * removes the ``.parjobs-*.tmp`` files of `_reserve` older than ``before`` (the start of
-      the current run) from the trashes concerned.
+    * removes the temporaries of `_reserve` carrying ``owner``'s name token (the job's: never
+      another job's, however old) from the trashes concerned.
 
     Paths whose directory no longer exists are left out; errors reading a trash are ignored
     (this is housekeeping: the items themselves are never touched).
@@ -530,8 +537,9 @@ def recover_trash(
                 st = entry.stat(follow_symlinks=False)
                 if not stat.S_ISREG(st.st_mode):
                     continue
-                if name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX):
-                    if st.st_mtime < before:
+                raw = os.fsencode(name)
+                if owner is not None and is_own_temp(raw, os.fsencode(owner)):
+                    if st.st_uid == os.geteuid():
                         os.unlink(entry.path)
                     continue
                 if not name.endswith(_INFO_SUFFIX) or st.st_mtime < since - _MTIME_SLACK:

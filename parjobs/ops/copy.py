@@ -46,9 +46,6 @@ from . import _copyfile
 from ._copyfile import (
     _KINDS,
     _NAME_MAX,
-    META_SUFFIX,
-    PARTIAL_SUFFIX,
-    TMP_SUFFIX,
     CopyError,
     CopyResult,
     _apply_metadata,
@@ -57,11 +54,11 @@ from ._copyfile import (
     copy_file,
     copy_small_files,
     copy_symlink,
-    find_partials,
-    partial_names,
+    remove_own_temps,
     same_size_mtime,
     unique_name,
 )
+from ._names import job_token, stored_token
 from ._paths import (
     ancestor_ids,
     check_identity,
@@ -92,7 +89,6 @@ NOT_A_DIR = "destination exists and is not a directory"
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: A group path result meaning "this filesystem lacks what the C path needs": stop grouping.
 _NO_GROUPS_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
-_TEMP_SUFFIXES = (PARTIAL_SUFFIX, META_SUFFIX, TMP_SUFFIX)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -518,6 +514,16 @@ def same_item(
     return same_file
 
 
+def strictly_newer(src_st: os.stat_result, dst_st: os.stat_result) -> bool:
+    """Whether the source's mtime is strictly later than the destination's (the "update"
+    policy). To the nanosecond when both carry a sub-second part, else to the second, as in
+    `same_size_mtime` (a filesystem with 1 s timestamps must not make every file look old)."""
+    a, b = src_st.st_mtime_ns, dst_st.st_mtime_ns
+    if a % 1_000_000_000 and b % 1_000_000_000:
+        return a > b
+    return a // 1_000_000_000 > b // 1_000_000_000
+
+
 def renamed_variants(dir_fd: int, name: bytes) -> list[bytes]:
     """The existing ``name (1).ext``, ``name (2).ext``… in ``dir_fd``, up to the first gap:
     where an interrupted run with the rename policy may have put its copy."""
@@ -534,32 +540,24 @@ def renamed_variants(dir_fd: int, name: bytes) -> list[bytes]:
     return found
 
 
-def sweep_temporaries(destination: str, sources: Sequence[str]) -> int:
-    """Remove the parjobs temporaries (partials, their meta, one-shot temps) a job copying
-    ``sources`` into ``destination`` may have left; return how many.
+def sweep_temporaries(destination: str, sources: Sequence[str], token: bytes | None) -> int:
+    """Remove the temporaries (partials, their meta, one-shot temps) that the job owning name
+    ``token`` may have left copying ``sources`` into ``destination``; return how many.
 
-    Looks inside each ``destination/<source name>`` directory, and next to top-level files in
-    ``destination`` itself only at names derived from the sources' names.
+    Only names carrying the job's token are removed (`remove_own_temps`): a user's file named
+    like a temporary, or another job's temporary, is never touched. Looks inside each
+    ``destination/<source name>`` directory, and in ``destination`` itself (top-level files).
+    No token: the job never wrote anything, so nothing is its own.
     """
+    if token is None:
+        return 0
     dest = os.fsencode(os.path.abspath(destination))
-    bases = [os.path.basename(os.fsencode(os.path.abspath(s))) for s in sources]
-    doomed: list[bytes] = []
-    for base in bases:
-        top = dest + b"/" + base
+    removed = remove_own_temps(dest, token, recursive=False)
+    for source in sources:
+        top = dest + b"/" + os.path.basename(os.fsencode(os.path.abspath(source)))
         with contextlib.suppress(OSError):
             if stat.S_ISDIR(os.lstat(top).st_mode):
-                doomed.extend(find_partials(top))
-    exact = {n for b in bases for n in partial_names(b)}
-    prefixes = tuple(p for b in bases for p in (b"." + b + b".", b"." + _split_ext(b)[0] + b" ("))
-    with contextlib.suppress(OSError):
-        for name in os.listdir(dest):
-            if name.endswith(_TEMP_SUFFIXES) and (name in exact or name.startswith(prefixes)):
-                doomed.append(dest + b"/" + name)
-    removed = 0
-    for path in doomed:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-            removed += 1
+                removed += remove_own_temps(top, token)
     return removed
 
 
@@ -647,6 +645,8 @@ class CopyPlan:
     resumed: bool
     ask: AskCallback | None
     group_off: bool = False
+    #: The job's name token (`parjobs.ops._names`): every temporary of this plan carries it.
+    token: bytes | None = None
 
     @property
     def groups(self) -> bool:
@@ -686,6 +686,7 @@ class CopyPlan:
             precheck=not new_dir,
             src_lstat=self.resumed,  # a fresh walk lstat'ed it moments ago
             dst_dev=self.tree.dev,
+            owner=self.token,
         )
 
     def ask_user(self, tc: TaskContext, conflict: Conflict) -> str:
@@ -747,8 +748,8 @@ def resolve_conflict(
             dst_st.st_mtime,
         )
         choice = plan.ask_user(tc, conflict)
-    if choice == "update":
-        if same:
+    if choice == "update":  # rsync -u, cp -u: replace only an older destination
+        if same or not strictly_newer(src_st, dst_st):
             raise Skip(UP_TO_DATE)
         choice = "overwrite"
     if choice == "skip":
@@ -853,6 +854,7 @@ class CopyItem(Task[Done]):
                     dst_dev=tree.dev,
                     src_lstat=plan.resumed,  # a fresh walk lstat'ed them moments ago
                     max_size=CHUNK_SIZE,
+                    owner=plan.token,
                 )
         finally:
             for parent in held:
@@ -929,6 +931,7 @@ class CopyItem(Task[Done]):
                     overwrite=overwrite,
                     preserve_owner=plan.owner,
                     durable=plan.durable,
+                    owner=plan.token,
                 )
 
             try:
@@ -1024,7 +1027,8 @@ class CopyJob(Job):
     ``cp -r``: ``sources=["a/"]`` lands in ``destination/a/``.
 
     ``on_conflict`` decides about an existing destination file: "skip", "overwrite",
-    "rename" (``name (1).ext``), "update" (skip when size and mtime match, as rsync), "fail"
+    "rename" (``name (1).ext``), "update" (replace only a destination strictly older than
+    the source, by mtime, else skip: rsync -u, cp -u), "fail"
     (that item fails, the job goes on), or "ask" (the ``ask`` callback decides per file). A
     directory merges into an existing directory; a non-directory in its way is replaced under
     "overwrite", skipped under "skip", and fails otherwise.
@@ -1067,11 +1071,13 @@ class CopyJob(Job):
         )
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
+        token = await job_token(ctx)  # checkpointed before any temporary is made
         identity = ctx.state.get("dest_identity")
         plan = await trio.to_thread.run_sync(self._plan, ctx.resumed, identity)
         if plan.tree.identity != identity:  # durable before anything is written
             ctx.state["dest_identity"] = plan.tree.identity
             await ctx.checkpoint(force=True)
+        plan.token = token
         tally = Tally(ctx.state, ("copied", "dirs", "skipped", "bytes", "bytes_reused"))
         progress = ctx.progress
         progress.set_total(items=0, bytes=0, final=False)
@@ -1089,7 +1095,7 @@ class CopyJob(Job):
             # Only a resumed run or one with failed items can have left temporaries behind.
             sweep = None
             if ctx.resumed or tally.failed:
-                sweep = functools.partial(sweep_temporaries, self.destination, self.sources)
+                sweep = functools.partial(sweep_temporaries, self.destination, self.sources, token)
             finish = FinishDirs(ctx.run_number, plan, dirs, sweep)
             async for outcome in ctx.task_dispatcher("finish").dispatch_many([finish]):
                 tally.record(outcome)
@@ -1115,13 +1121,15 @@ class CopyJob(Job):
             return  # the dispatcher lets the items in flight end, then raises the interrupt
 
     async def cleanup(self, ctx: JobContext, *, cancelled: bool) -> None:
-        """Remove leftover partials and temporaries, unless this run's last step already did
-        (a completed run that needed it swept before finishing directory times)."""
+        """Remove this job's leftover partials and temporaries (never anyone else's), unless
+        this run's last step already did (a completed run that needed it swept before
+        finishing directory times)."""
         if not cancelled and ctx.state.get("swept_run") == ctx.run_number:
             return
         if not await trio.to_thread.run_sync(dest_is_unchanged, self.destination, ctx.state):
             return  # swapped since: whatever is there now is not this job's
-        await trio.to_thread.run_sync(sweep_temporaries, self.destination, self.sources)
+        token = stored_token(ctx.state)
+        await trio.to_thread.run_sync(sweep_temporaries, self.destination, self.sources, token)
 
 
 __all__ = [

@@ -40,6 +40,7 @@ from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
 from .._job import Job, job_type
 from .._task import Outcome, OutcomeStatus, Task, TaskContext
+from ._names import job_token
 from ._trash import read_trashinfo, recover_trash, trash_path
 from ._walk import walk
 from .hash import entry_report, path_label
@@ -126,6 +127,7 @@ class TrashTask(Task[list[str]]):
     index: int
     path: bytes
     earlier: tuple[bytes, bytes] | None = None
+    owner: bytes | None = None  # the job's name token, carried by its temporaries
 
     def label(self) -> str:
         return path_label(self.path)
@@ -138,7 +140,7 @@ class TrashTask(Task[list[str]]):
             if self.earlier is not None and os.path.lexists(self.earlier[1]):
                 return [os.fsdecode(self.earlier[0]), os.fsdecode(self.earlier[1])]
             raise Skip("no longer exists") from None
-        moved = trash_path(self.path)
+        moved = trash_path(self.path, owner=self.owner)
         original = read_trashinfo(moved.info_path).original_path
         return [os.fsdecode(original), os.fsdecode(moved.trashed_path)]
 
@@ -280,6 +282,7 @@ class DeleteJob(Job):
         dispatcher = ctx.task_dispatcher("trash", keep_results=True)
         paths = [os.fsencode(p) for p in self.paths]
         earlier: dict[bytes, tuple[bytes, bytes]] = {}
+        token = await job_token(ctx)
         since = ctx.state.get("trash_since")
         if not isinstance(since, int | float):
             # Durable before the first item moves: a resumed run knows which trash entries
@@ -287,11 +290,9 @@ class DeleteJob(Job):
             ctx.state["trash_since"] = time.time()
             await ctx.checkpoint(force=True)
         else:
-            recover = functools.partial(
-                recover_trash, paths, since=float(since), before=time.time()
-            )
+            recover = functools.partial(recover_trash, paths, since=float(since), owner=token)
             earlier = await trio.to_thread.run_sync(recover)
-        tasks = (TrashTask(i, p, earlier.get(p)) for i, p in enumerate(paths))
+        tasks = (TrashTask(i, p, earlier.get(p), token) for i, p in enumerate(paths))
         async for outcome in dispatcher.dispatch_many(tasks, include_resumed=True):
             tally.add(outcome)
             await ctx.checkpoint()

@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import functools
 import os
-import secrets
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from typing import Any, Literal
@@ -38,12 +37,13 @@ from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
 from .._job import Job, job_type
 from .._task import Outcome, OutcomeStatus, Task, TaskContext
+from ._copyfile import remove_own_temps, tmp_name
 from ._hashing import ALGORITHMS, SourceChangedError, hash_file
+from ._names import job_token, stored_token
 from ._walk import Entry, walk
 
-# O_EXCL: the temporary's name is predictable (see `output_tmp`), so whatever sits there (a
-# leftover of a killed run, or a hard link planted to a victim file) is unlinked first and the
-# file created anew; it is never opened, truncated and written through.
+# O_EXCL|O_NOFOLLOW: whatever sits at the temporary's name (it is random, see `output_tmp`) is
+# never opened, truncated and written through, nor removed: another name is tried instead.
 _TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 Algorithm = Literal["xxh3_128", "xxh3_64", "xxh64"]
@@ -181,9 +181,9 @@ class HashJob(Job):
         if self.output is not None:
             ctx.progress.set_message("writing " + self.output)
             lines = ((p, d) for p, (d, _) in rows.items())
-            tmp = output_tmp(self.output, ctx.job_id)
+            token = await job_token(ctx)  # checkpointed before the temporary is made
             await trio.to_thread.run_sync(
-                functools.partial(write_checksums, self.output, self.algorithm, lines, tmp=tmp)
+                functools.partial(write_checksums, self.output, self.algorithm, lines, owner=token)
             )
             result["output"] = self.output
         else:
@@ -191,9 +191,14 @@ class HashJob(Job):
         return result
 
     async def cleanup(self, ctx: JobContext, *, cancelled: bool) -> None:
-        if self.output is not None:  # a checksum file half-written when the run was killed
-            tmp = output_tmp(self.output, ctx.job_id)
-            await trio.to_thread.run_sync(functools.partial(_unlink_quietly, tmp))
+        token = stored_token(ctx.state)
+        if self.output is not None and token is not None:
+            # A checksum file half-written when the run was killed: this job's own temporary
+            # (it carries the job's name token), never a user's file or another job's.
+            directory = os.path.dirname(os.path.abspath(self.output))
+            await trio.to_thread.run_sync(
+                functools.partial(remove_own_temps, directory, token, recursive=False)
+            )
 
     async def _tasks(self, ctx: JobContext) -> AsyncGenerator[Task[Any], None]:
         """One task per walked non-directory entry, counting totals as the walk goes."""
@@ -217,11 +222,6 @@ def _digest_of(outcome: Outcome[Any]) -> list[Any] | None:
     return None
 
 
-def _unlink_quietly(path: bytes) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
 def checksum_line(algorithm: str, path: bytes, digest: str) -> bytes:
     """One line of an xxhsum-compatible checksum file (format in the module docstring)."""
     prefix = b""
@@ -234,15 +234,24 @@ def checksum_line(algorithm: str, path: bytes, digest: str) -> bytes:
 
 
 def write_checksums(
-    output: str, algorithm: str, rows: Iterable[tuple[bytes, str]], *, tmp: bytes | None = None
+    output: str,
+    algorithm: str,
+    rows: Iterable[tuple[bytes, str]],
+    *,
+    owner: str | bytes | None = None,
 ) -> None:
-    """Write ``(path, digest)`` rows to ``output`` atomically: to ``tmp`` (default: a name
-    next to it), flushed to disk, then renamed over ``output``."""
+    """Write ``(path, digest)`` rows to ``output`` atomically: to a temporary next to it
+    (`output_tmp`, carrying ``owner``'s name token), flushed to disk, then renamed over
+    ``output``."""
     target = os.fsencode(output)
-    tmp = tmp or target + b".parjobs-" + secrets.token_hex(4).encode() + b".tmp"
-    _unlink_quietly(tmp)
+    while True:
+        tmp = output_tmp(output, owner)
+        try:
+            fd = os.open(tmp, _TMP_FLAGS, 0o644)
+            break
+        except FileExistsError:
+            continue
     try:
-        fd = os.open(tmp, _TMP_FLAGS, 0o644)
         with open(fd, "wb") as f:
             for path, digest in rows:
                 f.write(checksum_line(algorithm, path, digest))
@@ -255,9 +264,11 @@ def write_checksums(
         raise
 
 
-def output_tmp(output: str, job_id: str) -> bytes:
-    """The temporary name a job writes its checksum file to before renaming it."""
-    return os.fsencode(output) + f".parjobs-{job_id}.tmp".encode()
+def output_tmp(output: str, owner: str | bytes | None = None) -> bytes:
+    """A fresh temporary name beside ``output`` for its checksum file, carrying ``owner``'s
+    name token (see `parjobs.ops._names`), so only that owner's cleanup removes it."""
+    head, leaf = os.path.split(os.fsencode(output))
+    return os.path.join(head, tmp_name(leaf, owner))
 
 
 __all__ = [

@@ -37,6 +37,7 @@ from .._exceptions import Interrupted, Skip
 from .._job import Job, job_type
 from .._task import OutcomeStatus, Task, TaskContext
 from ._copyfile import CopyResult, _renameat2, copy_symlink, unique_name
+from ._names import job_token, stored_token
 from ._walk import Entry, walk
 from .copy import (
     NOT_A_DIR,
@@ -319,7 +320,14 @@ class MoveItem(Task[Done]):
         plan, src = self.plan, self.entry.path
 
         def put(leaf: bytes, overwrite: bool) -> None:
-            copy_symlink(src, leaf, dst_dir_fd=dir_fd, overwrite=overwrite, durable=plan.durable)
+            copy_symlink(
+                src,
+                leaf,
+                dst_dir_fd=dir_fd,
+                overwrite=overwrite,
+                durable=plan.durable,
+                owner=plan.token,
+            )
 
         try:
             put(name, plan.policy == "overwrite")
@@ -393,11 +401,13 @@ class MoveJob(Job):
         )
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
+        token = await job_token(ctx)  # checkpointed before any temporary is made
         identity = ctx.state.get("dest_identity")
         plan = await trio.to_thread.run_sync(self._plan, ctx.resumed, identity)
         if plan.tree.identity != identity:  # durable before anything is written
             ctx.state["dest_identity"] = plan.tree.identity
             await ctx.checkpoint(force=True)
+        plan.token = token
         keys = ("moved", "renamed", "copied", "dirs", "skipped", "bytes", "bytes_reused")
         tally = Tally(ctx.state, (*keys, "source_dirs_removed"))
         progress = ctx.progress
@@ -429,7 +439,10 @@ class MoveJob(Job):
             removed = [0]
             sweep = None  # only a resumed run or one with failures can have left temporaries
             if ctx.resumed or tally.failed:
-                sweep = functools.partial(sweep_temporaries, self.destination, ctx.state["walked"])
+                walked_sources = ctx.state["walked"]
+                sweep = functools.partial(
+                    sweep_temporaries, self.destination, walked_sources, token
+                )
             finish = FinishDirs(
                 ctx.run_number, plan, dirs, sweep, lambda tc: _remove_empty_dirs(dirs, removed)
             )
@@ -475,13 +488,15 @@ class MoveJob(Job):
             return  # the dispatcher lets the items in flight end, then raises the interrupt
 
     async def cleanup(self, ctx: JobContext, *, cancelled: bool) -> None:
-        """Remove leftover partials of files being copied across filesystems."""
+        """Remove this job's leftover partials of files being copied across filesystems (never
+        anyone else's: see `sweep_temporaries`)."""
         walked = ctx.state.get("walked")
         if not walked or (not cancelled and ctx.state.get("swept_run") == ctx.run_number):
             return
         if not await trio.to_thread.run_sync(dest_is_unchanged, self.destination, ctx.state):
             return  # swapped since: whatever is there now is not this job's
-        await trio.to_thread.run_sync(sweep_temporaries, self.destination, walked)
+        token = stored_token(ctx.state)
+        await trio.to_thread.run_sync(sweep_temporaries, self.destination, walked, token)
 
 
 __all__ = ["MoveJob", "rename_into"]

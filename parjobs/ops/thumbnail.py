@@ -33,8 +33,6 @@ import contextlib
 import dataclasses
 import functools
 import os
-import stat
-import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, ClassVar, Literal
@@ -46,7 +44,7 @@ from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
 from .._job import Job, job_type
 from .._task import Task, TaskContext
-from ._copyfile import SourceChangedError
+from ._copyfile import SourceChangedError, remove_own_temps
 from ._hashing import content_id
 from ._imaging import (
     FORMATS,
@@ -63,6 +61,7 @@ from ._imaging import (
     make_thumbnail,
     write_fail_marker,
 )
+from ._names import job_token, stored_token
 from ._walk import Entry, walk
 from .hash import EntryTask, path_label
 
@@ -77,9 +76,6 @@ MAX_SIZE = 4096
 _SIZE_NAMES = {edge: name for name, edge in SIZES.items()}
 #: A task weighs at least this much, so at most a few small images share one thread call.
 _MIN_WEIGHT = 256 * 1024
-#: Cleanup without a run in this process removes temporary files older than this (seconds):
-#: a younger one may belong to another job writing to the same directory right now.
-_STALE_TEMP_AGE = 10.0
 
 
 @functools.cache
@@ -105,6 +101,7 @@ class _Settings:
     quality: int
     max_pixels: int
     out_dir: str  # the cache directory, or the freedesktop ``thumbnails`` directory
+    token: bytes | None = None  # the job's name token: its temporaries carry it
 
     @property
     def cache_home(self) -> str:
@@ -160,6 +157,7 @@ class ThumbnailTask(Task[str]):
             max_pixels=s.max_pixels,
             durable=False,
             root=s.out_dir,
+            owner=s.token,
         )
         after = os.stat(self.path, follow_symlinks=False)
         if _identity(before) != _identity(after):
@@ -186,10 +184,11 @@ class ThumbnailTask(Task[str]):
                 check=tc.check,
                 max_pixels=s.max_pixels,
                 durable=False,
+                owner=s.token,
             )
         except ImageError:
             with contextlib.suppress(OSError):  # the image's own error is the one to report
-                write_fail_marker(self.path, cache_home=s.cache_home, durable=False)
+                write_fail_marker(self.path, cache_home=s.cache_home, durable=False, owner=s.token)
             raise
         with contextlib.suppress(FileNotFoundError):  # it used to fail; no longer
             os.unlink(freedesktop_fail_path(self.path, s.cache_home))
@@ -227,7 +226,6 @@ class ThumbnailJob(Job):
     max_pixels: int = 100_000_000
 
     def __post_init__(self) -> None:
-        self._run_started: float | None = None  # cleanup's cut-off for stray temporary files
         if isinstance(self.paths, list):
             self.paths = [os.path.abspath(p) if isinstance(p, str) and p else p for p in self.paths]
         if isinstance(self.out_dir, str) and self.out_dir:
@@ -293,8 +291,8 @@ class ThumbnailJob(Job):
         )
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
-        self._run_started = time.time()
-        settings = self._settings
+        token = await job_token(ctx)  # checkpointed before any temporary is made
+        settings = dataclasses.replace(self._settings, token=token)
         ctx.progress.set_message("making thumbnails")
         counts = _Counts()
         dispatcher = ctx.task_dispatcher()
@@ -339,16 +337,22 @@ class ThumbnailJob(Job):
         ctx.progress.set_total(items=counts.items, bytes=counts.bytes, final=True)
 
     async def cleanup(self, ctx: JobContext, *, cancelled: bool) -> None:
-        """Remove ``.parjobs-*.tmp`` files a killed run left in the output directories.
+        """Remove the temporaries a killed run of this job left in the output directories:
+        only those carrying this job's name token (`parjobs.ops._names`), never a user's
+        file or another job's temporary, however old.
 
         Only a process death leaves them (every other failure removes its own), so a first
-        run that was never interrupted has nothing to look for. Files younger than this run
-        (or, with no run here, than a few seconds) may be another job's and are kept.
+        run that was never interrupted has nothing to look for.
         """
-        if not (cancelled or ctx.resumed) or self.out_dir is None:
+        token = stored_token(ctx.state)
+        if not (cancelled or ctx.resumed) or self.out_dir is None or token is None:
             return
-        stale_before = self._run_started or time.time() - _STALE_TEMP_AGE
-        await trio.to_thread.run_sync(lambda: _remove_stray_temps(self._temp_dirs(), stale_before))
+
+        def sweep() -> None:
+            for directory in self._temp_dirs():
+                remove_own_temps(directory, token, recursive=False)
+
+        await trio.to_thread.run_sync(sweep)
 
     def _temp_dirs(self) -> list[str]:
         """Directories this job writes thumbnails (and their temporary files) into (blocks)."""
@@ -390,20 +394,3 @@ def _report(entry: Entry) -> EntryTask:
     else:
         reason = "not an image: a special file"
     return EntryTask(entry.index, entry.path, reason, skip=True)
-
-
-def _remove_stray_temps(directories: list[str], stale_before: float) -> None:
-    """Remove ``.parjobs-*.tmp`` regular files last modified before ``stale_before``."""
-    for directory in directories:
-        try:
-            entries = list(os.scandir(directory))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for de in entries:
-            name = de.name
-            if not (name.startswith(".parjobs-") and name.endswith(".tmp")):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                st = de.stat(follow_symlinks=False)
-                if stat.S_ISREG(st.st_mode) and st.st_mtime < stale_before:
-                    os.unlink(de.path)

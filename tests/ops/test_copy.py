@@ -788,3 +788,33 @@ def test_a_destination_where_nothing_can_be_written_is_refused_up_front(
         assert "Traceback" not in proc.stderr and "Errno" not in proc.stderr
     assert snapshot(tmp_path / "src") == before
     assert cli("--store", store, "jobs", cwd=tmp_path).stdout.strip() == "no jobs"
+
+
+async def test_resume_refuses_a_destination_swapped_for_a_symlink_after_a_kill(
+    store_path: str, tmp_path: Path
+) -> None:
+    """kill -9 mid-copy; the destination is then replaced by a symlink to another directory
+    (a stand-in for /etc). The resumed job fails, saying why, and writes nothing there."""
+    src, dst, etc = tmp_path / "src", tmp_path / "dst", tmp_path / "etc"
+    src.mkdir()
+    mixed_tree(src, small=300, big=2)
+    job = f"CopyJob(sources=[{str(src)!r}], destination={str(dst)!r})"
+    child = await trio.to_thread.run_sync(
+        lambda: spawn(store_path, job, delay=0.003, chunk=256 * 1024)
+    )
+    await trio.to_thread.run_sync(kill_when, child, dst, 60)
+    (etc / "src" / "d0").mkdir(parents=True)
+    write(etc / "passwd", b"root:x:0:0")
+    write(etc / "src" / "d0" / "keep", b"not parjobs' business")  # where the copy would go
+    os.rename(dst, tmp_path / "dst-old")
+    os.symlink(etc, dst)
+    before = snapshot(etc)
+    async with parjobs.open_manager(store_path) as m:
+        (info,) = await m.list_jobs()
+        assert info.status is JobStatus.INTERRUPTED
+        handle = await m.resume(info.id)
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.FAILED
+        error = (await m.get(info.id)).error or ""
+    assert "is not the directory earlier runs of this job wrote into" in error
+    assert snapshot(etc) == before  # nothing written, nothing swept

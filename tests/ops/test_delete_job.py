@@ -138,9 +138,9 @@ async def test_trash_pause_and_resume_keeps_the_pairs_of_the_first_run(
         items.append(str(p))
     real = delete_mod.trash_path
 
-    def slow_trash(path):
+    def slow_trash(path, **kwargs):
         time.sleep(0.02)
-        return real(path)
+        return real(path, **kwargs)
 
     monkeypatch.setattr(delete_mod, "trash_path", slow_trash)
     async with parjobs.open_manager(store_path, workers=1) as manager:

@@ -144,7 +144,7 @@ def test_bad_items_copy_nothing(tmp_path: Path, dst_fd: int) -> None:
     assert fc is not None
     for bad in ([(src + b"/a", dst_fd, b"x/y")], [(src + b"/a", dst_fd, b"")]):
         with pytest.raises(ValueError, match="bad path or name"):
-            fc.copy_many(bad, fc.MODE, 1 << 20)
+            fc.copy_many(bad, fc.MODE, 1 << 20, b"0123456789abcdef")
     with pytest.raises(TypeError):
         fc.copy_many([(str(tmp_path / "src" / "a"), dst_fd, b"a")], fc.MODE, 1 << 20)
     # A NUL byte: the Python wrapper answers "copy them the other way".

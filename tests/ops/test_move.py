@@ -139,6 +139,7 @@ async def test_conflict_policies_for_a_file(store_path: str, tmp_path: Path, pol
     dst.mkdir()
     write(src, b"new")
     write(dst / "new.txt", b"old")
+    os.utime(dst / "new.txt", (1_000_000_000, 1_000_000_000))  # older: "update" replaces
     job = MoveJob(sources=[str(src)], destination=str(dst), on_conflict=policy)  # type: ignore[arg-type]
     result, info, errors = await run_job(store_path, job)
     files = {n: read(dst / n) for n in os.listdir(dst)}
@@ -150,7 +151,7 @@ async def test_conflict_policies_for_a_file(store_path: str, tmp_path: Path, pol
         assert (result["skipped"], result["failed"]) == ((0, 1) if failed else (1, 0))
     elif policy == "rename":
         assert files == {"new.txt": b"old", "new (1).txt": b"new"} and not src.exists()
-    else:  # overwrite; update (sizes differ)
+    else:  # overwrite; update (the source is newer)
         assert files == {"new.txt": b"new"} and not src.exists()
 
 

@@ -11,7 +11,6 @@ import struct
 import subprocess
 import sys
 import textwrap
-import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -100,7 +99,7 @@ def temp_files(*roots: Path) -> list[str]:
         for root in roots
         for d, _, names in os.walk(root)
         for n in names
-        if n.startswith(".parjobs-") and n.endswith(".tmp")
+        if n.endswith(".parjobs-tmp")
     ]
 
 
@@ -431,15 +430,13 @@ async def test_kill_9_mid_job_then_resume_completes_without_temp_files(store_pat
             child.stderr.close()
     made_before = len(list(out.glob("256/*/*.webp")))
     assert made_before < n, "the child finished before it was killed"
-    # what a kill during a write leaves behind (old, so surely not another job's)
-    shard = next(out.glob("256/*"))
-    stray = shard / ".parjobs-0123456789abcdef.tmp"
-    stray.write_bytes(b"partial")
-    os.utime(stray, (time.time() - 3600,) * 2)
-
     async with parjobs.open_manager(store_path) as manager:
         (info,) = await manager.list_jobs()
         assert info.status is JobStatus.INTERRUPTED
+        # what a kill during a write leaves behind: a temporary carrying the job's token
+        shard = next(out.glob("256/*"))
+        stray = shard / f".x.webp.{info.state['name_token']}.0123456789abcdef.parjobs-tmp"
+        stray.write_bytes(b"partial")
         assert 0 < info.done_items <= made_before  # the resume skips what was recorded
         handle = await manager.resume(info.id)
         result = await handle.result()

@@ -117,9 +117,10 @@ async def test_symlink_planted_in_the_thumbnail_cache_is_never_followed(tmp_path
 async def test_hash_output_temporary_planted_as_a_hard_link_is_not_written_through(
     tmp_path: Path,
 ) -> None:
-    """The checksum file's temporary name is predictable (derived from the job id, so cleanup
-    can find it); a file planted there (a hard link to a victim) must be replaced, not
-    truncated and written through."""
+    """A file planted at a name like the checksum file's temporary (a hard link to a victim,
+    named with the job's id and with a plausible token) is neither written through nor
+    removed: temporaries are random, created O_EXCL, and cleanup removes only names carrying
+    the job's own token."""
     src = tmp_path / "src"
     tree(src, dirs=1, files=3)
     victim = tmp_path / "victim"
@@ -128,10 +129,16 @@ async def test_hash_output_temporary_planted_as_a_hard_link_is_not_written_throu
     store = str(tmp_path / "jobs.sqlite")
     async with parjobs.open_manager(store) as m:
         handle = await m.submit(HashJob(paths=[str(src)], output=str(output)), start=False)
-        os.link(victim, output_tmp(str(output), handle.id))
+        planted = [
+            str(output) + f".parjobs-{handle.id}.tmp",  # the old, predictable name
+            os.fsdecode(output_tmp(str(output), "0123456789abcdef")),
+        ]
+        for name in planted:
+            os.link(victim, name)
         await m.resume(handle.id)
         assert await handle.wait() is JobStatus.COMPLETED
     assert read(victim) == b"precious"
+    assert all(os.path.samefile(name, victim) for name in planted)
     assert read(output).count(b"\n") == 6
 
 
