@@ -694,6 +694,45 @@ class JobStore:
             ).fetchone()[0]
         )
 
+    # -- read-only views for `parjobs serve` (the HTTP API and /metrics) ---------------------
+
+    def managers(self) -> list[dict[str, Any]]:
+        """The managers sharing this store: id, pid, host, started, heartbeat (epoch
+        seconds), whether it is alive (the rule recovery uses) and how many jobs it runs.
+        Read-only: an operator's view of the hosts, not a lease operation."""
+        c = self._conn
+        dead = self._dead_managers(c)
+        running = dict(
+            c.execute(
+                "SELECT lease, COUNT(*) FROM jobs WHERE lease IS NOT NULL "
+                "AND status IN ('running', 'pausing', 'cancelling') GROUP BY lease"
+            ).fetchall()
+        )
+        rows = c.execute("SELECT id, pid, host, started, heartbeat FROM managers ORDER BY started")
+        return [
+            {
+                "id": r["id"],
+                "pid": r["pid"],
+                "host": r["host"],
+                "started": r["started"],
+                "heartbeat": r["heartbeat"],
+                "alive": r["id"] not in dead,
+                "jobs_running": running.get(r["id"], 0),
+            }
+            for r in rows.fetchall()
+        ]
+
+    def job_stats(self) -> list[tuple[str, str, str, int, int, int, int]]:
+        """Per (type, queue, status): jobs, checkpointed items done, bytes done and failed
+        items, summed in SQL (for /metrics: one query, however many jobs)."""
+        rows = self._conn.execute(
+            "SELECT j.type, j.queue, j.status, COUNT(*), SUM(j.done_items), SUM(j.done_bytes), "
+            "SUM(COALESCE(e.n, 0)) FROM jobs j LEFT JOIN "
+            "(SELECT job_id, COUNT(*) AS n FROM task_errors GROUP BY job_id) e "
+            "ON e.job_id = j.id GROUP BY j.type, j.queue, j.status"
+        )
+        return [(r[0], r[1], r[2], r[3], r[4] or 0, r[5] or 0, r[6] or 0) for r in rows]
+
 
 def _text(value: str) -> str:
     """Make text storable: names that are not UTF-8 carry lone surrogates; escape them."""

@@ -1,0 +1,296 @@
+"""Tokens and the request gate of `parjobs serve`: who may call, from where.
+
+Every request except ``GET /healthz`` needs a valid token, also on localhost: a browser page on
+any site can reach ``127.0.0.1``, and other users of the machine can reach its ports. The gate
+is a plain ASGI middleware (it wraps the whole app, streaming responses included) that checks,
+in this order:
+
+1. the token: ``Authorization: Bearer TOKEN``, or the session cookie, or (for a page, not the
+   API) ``?token=TOKEN``, which is swapped for an HttpOnly, SameSite=Strict cookie by a redirect
+   to the same URL without it, so the token leaves the address bar and the history. Anything
+   else gets 401 and nothing else (no hint whether a route or a job exists);
+2. the ``Host`` header against the names the server was bound to (DNS rebinding: a hostile
+   name that resolves to 127.0.0.1 must not reach the API with the user's cookie);
+3. on state-changing methods, ``Origin`` (when sent) against the ``Host`` (cross-site forms).
+
+The token file holds one token per line, optionally bound to an owner (see `load_tokens`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import ipaddress
+import os
+import secrets
+import stat
+from collections.abc import Iterable
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .._exceptions import ParjobsError
+
+#: The scope key under which the gate leaves the caller's `Principal` for the endpoints.
+PRINCIPAL_KEY = "parjobs.principal"
+#: Shortest token accepted from a token file (a generated one has 43 characters).
+MIN_TOKEN_LENGTH = 16
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class TokenFileError(ParjobsError):
+    """A token file that cannot be used: missing, malformed, or readable by others."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a token speaks for: ``owner`` None sees and steers every job (an operator);
+    an owner-bound token sees and steers only the jobs of that owner."""
+
+    token: str = dataclasses.field(repr=False)
+    owner: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.owner is None
+
+
+def default_token_path() -> str:
+    """``$XDG_STATE_HOME/parjobs/serve-tokens`` (``~/.local/state/parjobs/serve-tokens``)."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state):  # the XDG spec says: ignore relative paths
+        state = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "parjobs", "serve-tokens")
+
+
+def parse_tokens(text: str, *, where: str = "token file") -> list[Principal]:
+    """Parse the token file format: one token per line, ``TOKEN`` or ``TOKEN owner=NAME``;
+    blank lines and lines starting with ``#`` are ignored. Tokens are at least
+    `MIN_TOKEN_LENGTH` printable characters without spaces, and unique."""
+    out: list[Principal] = []
+    seen: set[str] = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        token, options = words[0], words[1:]
+        if len(token) < MIN_TOKEN_LENGTH or not token.isprintable():
+            raise TokenFileError(
+                f"{where}, line {number}: a token needs at least {MIN_TOKEN_LENGTH} characters"
+            )
+        if token in seen:
+            raise TokenFileError(f"{where}, line {number}: the same token appears twice")
+        seen.add(token)
+        owner: str | None = None
+        for option in options:
+            key, sep, value = option.partition("=")
+            if key != "owner" or not sep or not value or owner is not None:
+                raise TokenFileError(
+                    f"{where}, line {number}: expected 'TOKEN' or 'TOKEN owner=NAME', "
+                    f"got {option!r}"
+                )
+            owner = value
+        out.append(Principal(token=token, owner=owner))
+    if not out:
+        raise TokenFileError(f"{where} holds no token")
+    return out
+
+
+def load_tokens(path: str) -> list[Principal]:
+    """Read a token file, refusing one that others may read (like ssh with its keys)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise TokenFileError(f"token file {path} does not exist") from None
+    except OSError as exc:
+        raise TokenFileError(f"cannot read token file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, encoding="utf-8") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise TokenFileError(f"token file {path} is not a regular file")
+        if info.st_mode & 0o077:
+            raise TokenFileError(
+                f"token file {path} is accessible by other users (mode "
+                f"{stat.S_IMODE(info.st_mode):o}): run 'chmod 600 {path}'"
+            )
+        try:
+            text = f.read()
+        except UnicodeDecodeError:
+            raise TokenFileError(f"token file {path} is not UTF-8 text") from None
+    return parse_tokens(text, where=f"token file {path}")
+
+
+def ensure_default_tokens(path: str | None = None) -> tuple[str, list[Principal]]:
+    """The default token file, created with one random token (file 0600 in a 0700 directory)
+    when it does not exist yet, so the printed URL stays the same across restarts."""
+    path = path or default_token_path()
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return path, load_tokens(path)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(
+            "# parjobs serve tokens: one per line, 'TOKEN' (sees every job) or\n"
+            "# 'TOKEN owner=NAME' (sees only NAME's jobs). The first one is printed.\n"
+            f"{token}\n"
+        )
+    return path, load_tokens(path)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` exposes the server to this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def host_names(host: str, port: int) -> frozenset[str]:
+    """The ``Host`` header values a server bound to ``host:port`` answers to (lowercase);
+    empty for a wildcard address (0.0.0.0, ::), where any name may reach it."""
+    bare = host.strip("[]").lower()
+    if bare in ("", "0.0.0.0", "::"):
+        return frozenset()
+    names = {bare}
+    if is_loopback(bare):
+        names |= {"localhost", "127.0.0.1", "::1"}
+    out = set()
+    for name in names:
+        shown = f"[{name}]" if ":" in name else name
+        out.add(f"{shown}:{port}")
+        if port == 80:
+            out.add(shown)
+    return frozenset(out)
+
+
+class AuthGate:
+    """ASGI middleware: token, Host and Origin checks in front of ``app`` (see the module
+    docstring). ``allowed_hosts`` empty means any ``Host``; ``cookie_name`` should carry the
+    port, since browsers share cookies across the ports of one host."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        tokens: Iterable[Principal],
+        allowed_hosts: Iterable[str] = (),
+        cookie_name: str = "parjobs_token",
+        public_paths: Iterable[str] = ("/healthz",),
+    ) -> None:
+        self.app = app
+        self.tokens = list(tokens)
+        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
+        self.cookie_name = cookie_name
+        self.public_paths = frozenset(public_paths)
+
+    def principal(self, token: str | None) -> Principal | None:
+        """The principal of ``token`` (compared in constant time against every token)."""
+        if not token:
+            return None
+        found = None
+        for entry in self.tokens:
+            if hmac.compare_digest(entry.token.encode(), token.encode()):
+                found = entry
+        return found
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan (websockets are not served)
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path in self.public_paths:
+            await self.app(scope, receive, send)
+            return
+        headers = _headers(scope)
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        query_token = next((v for k, v in query if k == "token"), None)
+        bearer = headers.get("authorization", "")
+        token: str | None = None
+        if bearer[:7].lower() == "bearer ":
+            token = bearer[7:].strip()
+        elif query_token is not None and method == "GET" and not path.startswith("/api/"):
+            token = query_token
+        else:
+            cookie = SimpleCookie()
+            try:
+                cookie.load(headers.get("cookie", ""))
+            except Exception:  # a malformed Cookie header is no token
+                cookie = SimpleCookie()
+            morsel = cookie.get(self.cookie_name)
+            token = morsel.value if morsel is not None else None
+        principal = self.principal(token)
+        if principal is None:
+            await _reply(send, 401, b'{"error": "unauthorized"}', [_bearer_challenge])
+            return
+        host = headers.get("host", "").lower()
+        if self.allowed_hosts and host not in self.allowed_hosts:
+            await _reply(send, 403, b'{"error": "this server is not reached by that host name"}')
+            return
+        if method in _UNSAFE_METHODS and not _same_origin(headers, host):
+            await _reply(send, 403, b'{"error": "cross-origin request refused"}')
+            return
+        if token == query_token and query_token is not None and not bearer:
+            # Swap the token in the address bar for a cookie, then reload without it.
+            rest = urlencode([(k, v) for k, v in query if k != "token"])
+            location = path + ("?" + rest if rest else "")
+            cookie_header = (
+                f"{self.cookie_name}={principal.token}; HttpOnly; SameSite=Strict; Path=/"
+            )
+            await _reply(
+                send,
+                303,
+                b"",
+                [
+                    (b"location", location.encode("latin-1")),
+                    (b"set-cookie", cookie_header.encode()),
+                ],
+                content_type=None,
+            )
+            return
+        await self.app({**scope, PRINCIPAL_KEY: principal}, receive, send)
+
+
+_bearer_challenge = (b"www-authenticate", b'Bearer realm="parjobs"')
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """Request headers by lowercase name (the last of repeated ones)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _same_origin(headers: dict[str, str], host: str) -> bool:
+    """False for a browser's cross-site request: an ``Origin`` that is not this host, or
+    ``Sec-Fetch-Site: cross-site``. Non-browser clients send neither and pass."""
+    if headers.get("sec-fetch-site", "") == "cross-site":
+        return False
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    scheme, sep, rest = origin.lower().partition("://")
+    return bool(sep) and scheme in ("http", "https") and rest == host
+
+
+async def _reply(
+    send: Send,
+    status: int,
+    body: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+    *,
+    content_type: bytes | None = b"application/json",
+) -> None:
+    headers: list[tuple[bytes, bytes]] = [(b"content-length", str(len(body)).encode())]
+    if content_type is not None:
+        headers.append((b"content-type", content_type))
+    headers += extra or []
+    start: dict[str, Any] = {"type": "http.response.start", "status": status, "headers": headers}
+    await send(start)
+    await send({"type": "http.response.body", "body": body})

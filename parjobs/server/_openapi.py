@@ -1,0 +1,174 @@
+"""The OpenAPI 3.1 document of the API, generated from the route table (`ENDPOINTS`).
+
+Generated rather than written, so a route cannot exist without being documented (a test
+checks both directions); the shapes of jobs, item errors and requests are JSON Schemas below.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .._status import JobStatus
+
+if TYPE_CHECKING:
+    from ._app import Endpoint
+
+_NULLABLE_NUMBER = {"type": ["number", "null"]}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+
+COMPONENTS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "properties": {"error": {"type": "string"}},
+        "required": ["error"],
+    },
+    "Job": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"type": "string"},
+            "version": {"type": "integer"},
+            "spec": {"description": "the job type's spec (see /api/job-types)"},
+            "status": {"enum": [s.value for s in JobStatus]},
+            "priority": {"type": "integer"},
+            "queue": {"type": "string"},
+            "owner": _NULLABLE_STRING,
+            "after": {"type": "array", "items": {"type": "string"}},
+            "on_dependency_failure": {"enum": ["skip", "run"]},
+            "timeout": _NULLABLE_NUMBER,
+            "request": _NULLABLE_STRING,
+            "created": {"type": "number"},
+            "started": _NULLABLE_NUMBER,
+            "finished": _NULLABLE_NUMBER,
+            "updated": {"type": "number"},
+            "queue_time": _NULLABLE_NUMBER,
+            "run_time": {"type": "number"},
+            "attempts": {"type": "integer"},
+            "done_items": {"type": "integer"},
+            "skipped_items": {"type": "integer"},
+            "done_bytes": {"type": "integer"},
+            "progress": {"$ref": "#/components/schemas/Progress"},
+            "result": {},
+            "error": _NULLABLE_STRING,
+            "can_resume": {"type": "boolean"},
+        },
+    },
+    "Progress": {
+        "type": "object",
+        "properties": {
+            "job_id": {"type": "string"},
+            "status": {"type": "string"},
+            "items_done": {"type": "integer"},
+            "items_failed": {"type": "integer"},
+            "items_skipped": {"type": "integer"},
+            "items_total": {"type": ["integer", "null"]},
+            "bytes_done": {"type": "integer"},
+            "bytes_total": {"type": ["integer", "null"]},
+            "totals_final": {"type": "boolean"},
+            "rate_items": {"type": "number"},
+            "rate_bytes": {"type": "number"},
+            "eta": _NULLABLE_NUMBER,
+            "in_flight": {"type": "integer"},
+            "current": {"type": "array", "items": {"type": "string"}},
+            "elapsed": {"type": "number"},
+            "recent_errors": {"type": "array", "items": {"$ref": "#/components/schemas/ItemError"}},
+            "message": {"type": "string"},
+            "fraction": _NULLABLE_NUMBER,
+        },
+    },
+    "ItemError": {
+        "type": "object",
+        "properties": {
+            "index": {"type": "integer"},
+            "label": {"type": "string"},
+            "error": {"type": "string"},
+            "message": {"type": "string"},
+            "stage": {"type": "string"},
+        },
+    },
+    "SubmitRequest": {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string", "description": "a registered job type"},
+            "spec": {"type": "object", "description": "validated against the type's schema"},
+            "priority": {"type": "integer"},
+            "queue": {"type": "string"},
+            "after": {"type": "array", "items": {"type": "string"}},
+            "on_dependency_failure": {"enum": ["skip", "run"]},
+            "idempotency_key": {"type": "string"},
+            "owner": {"type": "string", "description": "operator tokens only"},
+            "start": {"type": "boolean", "description": "false: store it paused"},
+            "timeout": {"type": "number"},
+        },
+        "required": ["type", "spec"],
+        "additionalProperties": False,
+    },
+    "PatchRequest": {
+        "type": "object",
+        "properties": {"priority": {"type": "integer"}},
+        "required": ["priority"],
+        "additionalProperties": False,
+    },
+}
+
+
+def openapi_document(endpoints: Iterable[Endpoint], *, version: str) -> dict[str, Any]:
+    """The document: one operation per endpoint, bearer auth unless the endpoint is public."""
+    paths: dict[str, dict[str, Any]] = {}
+    for e in endpoints:
+        operation: dict[str, Any] = {
+            "operationId": e.handler.__name__,
+            "summary": e.summary,
+            "responses": {
+                str(code): _response(code, text, e) for code, text in sorted(e.responses.items())
+            },
+        }
+        if e.auth:
+            operation["responses"].setdefault("401", _response(401, "no valid token", e))
+        else:
+            operation["security"] = []
+        if e.params:
+            operation["parameters"] = [
+                {
+                    "name": name,
+                    "in": where,
+                    "required": where == "path",
+                    "description": doc,
+                    "schema": {"type": "string"},
+                }
+                for name, where, doc in e.params
+            ]
+        if e.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{e.body}"}}
+                },
+            }
+        paths.setdefault(e.path, {})[e.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "parjobs serve", "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": COMPONENTS,
+            "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"token": []}],
+    }
+
+
+def path_parameters(path: str) -> list[str]:
+    """The ``{name}`` parameters of a path template."""
+    return re.findall(r"{(\w+)}", path)
+
+
+def _response(code: int, text: str, endpoint: Endpoint) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": text}
+    if code >= 400:
+        out["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    elif code == 201 or (code == 200 and "job" in text and "jobs" not in text):
+        out["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}
+    return out

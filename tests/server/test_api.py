@@ -1,0 +1,212 @@
+"""The REST API through a real socket: submit, list, show, steer, errors; auth and safety."""
+
+from __future__ import annotations
+
+import os
+
+import _jobs  # noqa: F401  (registers test-count)
+import trio
+from _trees import snapshot, write
+from conftest import ADMIN, ALICE, BOB, Server, sse_events
+
+
+def make_tree(root) -> None:
+    os.makedirs(root / "sub" / "deeper")
+    for i in range(30):
+        write(root / ("sub" if i % 2 else "sub/deeper") / f"f{i}.bin", os.urandom(100 + i * 37))
+    write(root / "top.txt", b"hello")
+
+
+async def test_copy_over_rest_followed_by_sse(server: Server, tmp_path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src)
+    job = await server.submit(
+        {"type": "copy", "spec": {"sources": [str(src)], "destination": str(dst)}}
+    )
+    assert job["type"] == "copy" and job["spec"]["destination"] == str(dst)
+    statuses = []
+    async with server.client() as c, c.stream("GET", f"/api/jobs/{job['id']}/events") as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        with trio.fail_after(10):
+            async for event in sse_events(r):
+                if event.kind in ("status", "snapshot"):
+                    statuses.append(event.data["status"])
+                if event.kind == "end":
+                    break
+    assert statuses[-1] == "completed"
+    assert snapshot(src) == snapshot(dst / "src")
+    async with server.client() as c:
+        shown = (await c.get(f"/api/jobs/{job['id'][:6]}")).json()  # a prefix works too
+        assert shown["status"] == "completed" and shown["id"] == job["id"]
+        listed = (await c.get("/api/jobs", params={"status": "completed"})).json()
+        assert [j["id"] for j in listed["jobs"]] == [job["id"]]
+
+
+async def test_pause_resume_cancel(server: Server, tmp_path) -> None:
+    log = str(tmp_path / "log")
+    spec = {"n": 400, "log": log, "sleep": 0.01}
+    job = await server.submit({"type": "test-count", "spec": spec})
+    await server.wait_status(job["id"], "running")
+    async with server.client() as c:
+        r = await c.post(f"/api/jobs/{job['id']}/pause")
+        assert r.status_code == 200 and r.json()["status"] in ("pausing", "paused")
+        await server.wait_status(job["id"], "paused")
+        assert (await c.post(f"/api/jobs/{job['id']}/pause")).status_code == 200  # no-op
+        r = await c.post(f"/api/jobs/{job['id']}/resume")
+        assert r.status_code == 200, r.text
+        await server.wait_status(job["id"], "running")
+        r = await c.post(f"/api/jobs/{job['id']}/cancel")
+        assert r.status_code == 200
+        await server.wait_status(job["id"], "cancelled")
+        # 409 with the reason: a cancelled job cannot be resumed, nor cancelled again.
+        r = await c.post(f"/api/jobs/{job['id']}/resume")
+        assert r.status_code == 409
+        assert r.json() == {"error": f"cannot resume job {job['id']}: it is cancelled"}
+        r = await c.post(f"/api/jobs/{job['id']}/cancel")
+        assert r.status_code == 409 and "cancelled" in r.json()["error"]
+        assert (await c.delete(f"/api/jobs/{job['id']}")).status_code == 204
+        assert (await c.get(f"/api/jobs/{job['id']}")).status_code == 404
+
+
+async def test_priority_delete_and_404(server: Server, tmp_path) -> None:
+    job = await server.submit(
+        {"type": "test-count", "spec": {"n": 3, "log": str(tmp_path / "l")}, "start": False}
+    )
+    async with server.client() as c:
+        r = await c.patch(f"/api/jobs/{job['id']}", json={"priority": 7})
+        assert r.status_code == 200 and r.json()["priority"] == 7
+        r = await c.patch(f"/api/jobs/{job['id']}", json={"priority": "high"})
+        assert r.status_code == 422
+        assert (await c.get("/api/jobs/ffffffffffff")).status_code == 404
+        assert (await c.post("/api/jobs/ffffffffffff/pause")).status_code == 404
+        assert (await c.delete(f"/api/jobs/{job['id']}")).status_code == 204
+
+
+async def test_422_bodies_match_the_cli(server: Server, tmp_path) -> None:
+    dst = tmp_path / "dst"
+    async with server.client() as c:
+        r = await c.post(
+            "/api/jobs",
+            json={"type": "copy", "spec": {"sources": [str(tmp_path)], "destination": str(dst)}},
+        )
+        assert r.status_code == 422
+        from parjobs import JobSpecError
+        from parjobs.ops import CopyJob
+
+        try:
+            CopyJob(sources=[str(tmp_path)], destination=str(dst)).validate()
+        except JobSpecError as exc:
+            expected = str(exc)
+        assert r.json() == {"error": expected}
+        r = await c.post("/api/jobs", json={"type": "copy", "spec": {"sources": 3}})
+        assert r.status_code == 422 and "copy.sources" in r.json()["error"]
+        r = await c.post("/api/jobs", json={"type": "nope", "spec": {}})
+        assert r.status_code == 422 and "unknown job type 'nope'" in r.json()["error"]
+        r = await c.post("/api/jobs", content=b"{not json")
+        assert r.status_code == 422
+        assert (await c.get("/api/jobs")).json()["jobs"] == []  # nothing stored
+    assert not dst.exists()  # nothing touched
+
+
+async def test_errors_paged(server: Server, tmp_path) -> None:
+    spec = {"n": 30, "log": str(tmp_path / "l"), "fail_every": 3}
+    job = await server.submit({"type": "test-count", "spec": spec})
+    await server.wait_status(job["id"], "completed_with_errors")
+    async with server.client() as c:
+        first = (await c.get(f"/api/jobs/{job['id']}/errors", params={"limit": 6})).json()
+        assert first["total"] == 10 and len(first["errors"]) == 6
+        assert first["next_offset"] == 6
+        rest = (await c.get(f"/api/jobs/{job['id']}/errors", params={"offset": 6})).json()
+        assert len(rest["errors"]) == 4 and rest["next_offset"] is None
+        indices = sorted(e["index"] for e in first["errors"] + rest["errors"])
+        assert indices == list(range(0, 30, 3))
+        assert rest["errors"][0]["message"].startswith("item ")
+
+
+async def test_auth_401_and_nothing_else(server: Server) -> None:
+    async with server.client(token=None) as c:
+        for method, path in [
+            ("GET", "/api/jobs"),
+            ("GET", "/nope"),
+            ("POST", "/api/jobs"),
+            ("GET", "/metrics"),
+            ("GET", "/api/openapi.json"),
+        ]:
+            r = await c.request(method, path)
+            assert r.status_code == 401 and r.json() == {"error": "unauthorized"}, path
+        assert (await c.get("/healthz")).json() == {"status": "ok"}
+    async with server.client(token="wrong-token-0123456789abcdef") as c:
+        assert (await c.get("/api/jobs")).status_code == 401
+    async with server.client(token=None) as c:  # the query token is for pages, not the API
+        assert (await c.get("/api/jobs", params={"token": ADMIN})).status_code == 401
+
+
+async def test_query_token_becomes_a_cookie(server: Server) -> None:
+    async with server.client(token=None) as c:
+        r = await c.get("/", params={"token": ADMIN, "x": "1"})
+        assert r.status_code == 303 and r.headers["location"] == "/?x=1"
+        cookie = r.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert cookie.startswith(f"parjobs_token_{server.info.port}=")
+        assert (await c.get("/api/jobs")).status_code == 200  # the cookie now authenticates
+
+
+async def test_host_and_origin_checks(server: Server) -> None:
+    async with server.client(headers={"host": "evil.example:80"}) as c:
+        assert (await c.get("/api/jobs")).status_code == 403
+    async with server.client(headers={"host": f"localhost:{server.info.port}"}) as c:
+        assert (await c.get("/api/jobs")).status_code == 200
+    async with server.client(headers={"origin": "http://evil.example"}) as c:
+        r = await c.post("/api/jobs", json={"type": "copy", "spec": {}})
+        assert r.status_code == 403
+        assert (await c.get("/api/jobs")).status_code == 200  # reads are not CSRF
+    async with server.client(headers={"origin": server.url}) as c:
+        r = await c.post("/api/jobs", json={"type": "nope", "spec": {}})
+        assert r.status_code == 422  # same origin: it got through to validation
+
+
+async def test_owner_isolation(server: Server, tmp_path) -> None:
+    mine = await server.submit(
+        {"type": "test-count", "spec": {"n": 2, "log": str(tmp_path / "a")}}, token=ALICE
+    )
+    assert mine["owner"] == "alice"
+    theirs = await server.submit(
+        {"type": "test-count", "spec": {"n": 2, "log": str(tmp_path / "b")}}, token=BOB
+    )
+    await server.wait_status(theirs["id"], "completed")
+    async with server.client(ALICE) as c:
+        listed = (await c.get("/api/jobs")).json()["jobs"]
+        assert [j["id"] for j in listed] == [mine["id"]]
+        assert (await c.get(f"/api/jobs/{theirs['id']}")).status_code == 404
+        assert (await c.post(f"/api/jobs/{theirs['id']}/cancel")).status_code == 404
+        assert (await c.delete(f"/api/jobs/{theirs['id']}")).status_code == 404
+        assert (await c.get("/metrics")).status_code == 403
+        assert (await c.get("/api/workers")).status_code == 403
+        r = await c.post(
+            "/api/jobs",
+            json={"type": "test-count", "spec": {"n": 1, "log": "x"}, "owner": "bob"},
+        )
+        assert r.status_code == 403
+    async with server.client(ADMIN) as c:
+        assert len((await c.get("/api/jobs")).json()["jobs"]) == 2
+        assert len((await c.get("/api/jobs", params={"owner": "bob"})).json()["jobs"]) == 1
+
+
+async def test_job_types_and_workers(server: Server) -> None:
+    async with server.client() as c:
+        types = {t["name"]: t for t in (await c.get("/api/job-types")).json()["types"]}
+        assert {"copy", "move", "delete", "hash", "duplicates", "thumbnails"} <= set(types)
+        schema = types["copy"]["schema"]
+        assert schema["properties"]["sources"] == {"type": "array", "items": {"type": "string"}}
+        assert "destination" in schema["required"]
+        assert "fail" in schema["properties"]["on_conflict"]["enum"]
+        assert types["test-count"]["schema"]["properties"]["sleep"] == {
+            "type": "number",
+            "default": 0.0,
+        }
+        workers = (await c.get("/api/workers")).json()["workers"]
+        here = [w for w in workers if w["this"]]
+        assert len(here) == 1 and here[0]["pid"] == os.getpid() and here[0]["alive"]
+        assert here[0]["lanes"]["io"]["capacity"] >= 1
+        assert here[0]["heartbeat_age"] < 30
