@@ -78,6 +78,25 @@ TINY_TASK = 0.001
 TINY_WINDOW = 16
 #: How long the governor leaves concurrency unlimited before measuring again.
 PROBE_INTERVAL = 1.0
+#: The most workers a pool may have. Concurrency is bounded by the lanes' threads anyway
+#: (``io``: 4 per core, at least 16, by default); past a thousand, more workers only cost
+#: memory (the dispatch window grows with them) and scheduling.
+MAX_WORKERS = 1024
+#: The dispatch window (tasks pulled ahead of the outcomes consumed) never exceeds this, so a
+#: job's memory does not grow with its worker count.
+MAX_WINDOW = 4096
+
+
+def check_workers(workers: object) -> int:
+    """``workers`` if it is an int in 1..`MAX_WORKERS`, else `ValueError` (`TypeError` for a
+    non-int) saying so; the pool, the manager and the CLI share this bound."""
+    if not isinstance(workers, int) or isinstance(workers, bool):
+        raise TypeError(f"workers must be an int, got {type(workers).__name__}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers > MAX_WORKERS:
+        raise ValueError(f"workers must be at most {MAX_WORKERS}, got {workers}")
+    return workers
 
 
 class _Governor:
@@ -211,8 +230,10 @@ class _WorkQueue:
     only from trio, so a thread's take leaves waking blocked putters to `wake_putters`.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, on_unclaimed: Callable[[], None] | None = None) -> None:
         self.capacity = capacity
+        # Called (from trio) when a put finds no getter waiting: the pool may start a worker.
+        self._on_unclaimed = on_unclaimed
         self._heap: list[tuple[int, int, _Work]] = []
         self._seq = 0
         self._closed = False
@@ -233,6 +254,8 @@ class _WorkQueue:
             heapq.heappush(self._heap, (-work.task.priority, self._seq, work))
         if self._getters:
             self._getters.unpark()
+        elif self._on_unclaimed is not None:
+            self._on_unclaimed()
 
     async def put(self, work: _Work) -> None:
         while True:
@@ -303,8 +326,13 @@ class _WorkQueue:
 
 
 class WorkerPool:
-    """N worker tasks of one job (plus an outcome collector), living in the job's nursery
-    until the job ends."""
+    """Up to N worker tasks of one job (plus an outcome collector), living in the job's
+    nursery until the job ends.
+
+    Workers start lazily: a task put while no worker waits for one starts a new worker, up
+    to ``workers``. So a pool never holds more workers than it had tasks in flight at once,
+    and ``-w 1000`` on 50 files costs 50 workers, not 1000.
+    """
 
     def __init__(
         self,
@@ -314,29 +342,39 @@ class WorkerPool:
         workers: int,
         lanes: dict[str, trio.CapacityLimiter],
     ) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+        check_workers(workers)
         self._ctx = ctx
         self._nursery = nursery
         self.workers = workers
         self._lanes = lanes
-        # Room for every worker to find its next task queued when it finishes one.
-        self.window = workers * 16 + 112
-        self.queue = _WorkQueue(self.window)
+        # Room for every worker to find its next task queued when it finishes one (bounded:
+        # past a few hundred workers, the lanes' threads are the limit, not the backlog).
+        self.window = min(workers * 16 + 112, max(MAX_WINDOW, 2 * workers))
+        self.queue = _WorkQueue(self.window, self._start_worker)
         # Outcomes posted by worker threads, finished in trio by `_collect`.
         self._posted: collections.deque[tuple[_Work, Outcome[Any]]] = collections.deque()
         self._wake_pending = False
         self._first_post = 0.0
         self._wake = trio.Event()
         self._token = trio.lowlevel.current_trio_token()
-        self._live_workers = workers
+        self._started_workers = 0
+        self._live_workers = 0
+        self._closed = False
         self._governor = _Governor(workers, os.cpu_count() or 2)
         self._group_task_seconds = GROUP_SECONDS  # per grouped task: start with single tasks
         self._streaming = 0  # thread calls started by a light task, running now
         self._gate = trio.lowlevel.ParkingLot()  # workers waiting for the governor
         nursery.start_soon(self._collect, name=f"parjobs-collector-{ctx.job_id}")
-        for i in range(workers):
-            nursery.start_soon(self._worker, name=f"parjobs-worker-{ctx.job_id}-{i}")
+
+    def _start_worker(self) -> None:
+        """A task was queued and no worker is waiting for one: start a worker, if the pool
+        has fewer than ``workers``. (A busy worker takes it otherwise when it is done.)"""
+        if self._closed or self._started_workers >= self.workers:
+            return
+        self._started_workers += 1
+        self._live_workers += 1
+        name = f"parjobs-worker-{self._ctx.job_id}-{self._started_workers - 1}"
+        self._nursery.start_soon(self._worker, name=name)
 
     def lane(self, name: str) -> trio.CapacityLimiter:
         try:
@@ -348,7 +386,9 @@ class WorkerPool:
         await self.queue.put(work)
 
     def close(self) -> None:
+        self._closed = True
         self.queue.close()
+        self._wake.set()  # with no worker left (or none ever started) the collector ends
 
     async def _worker(self) -> None:
         queue = self.queue
@@ -489,7 +529,7 @@ class WorkerPool:
             await self._wake.wait()
             self._wake = trio.Event()
             self._drain()
-            if self._live_workers == 0 and not self._posted:
+            if self._closed and self._live_workers == 0 and not self._posted:
                 return
 
     async def _run_async(self, work: _Work) -> None:

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import trio
 
 from ._context import CHECKPOINT_INTERVAL, JobContext
+from ._dispatch import check_workers
 from ._exceptions import (
     InvalidTransitionError,
     JobCancelledError,
@@ -177,8 +178,7 @@ class JobManager:
         queues: dict[str, int],
         retention: float | None = None,
     ) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+        check_workers(workers)  # 1..MAX_WORKERS
         if max_running < 1:
             raise ValueError(f"max_running must be >= 1, got {max_running}")
         for lane, n in lanes.items():
@@ -287,11 +287,12 @@ class JobManager:
             raise ValueError(f"unknown queue {queue!r}; configured queues: {known}")
         if on_dependency_failure not in ("skip", "run"):
             raise ValueError("on_dependency_failure must be 'skip' or 'run'")
-        if timeout is not None and timeout <= 0:
+        if timeout is not None and not timeout > 0:  # NaN too
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         job_timeout = timeout if timeout is not None else type(job).timeout
         job_id = secrets.token_hex(6)
         prio = type(job).priority if priority is None else priority
+        _check_priority(prio)
         info, created = await self._db(
             self.store.insert_job,
             job_id,
@@ -318,6 +319,7 @@ class JobManager:
     async def set_priority(self, job_id: str, priority: int) -> None:
         """Change the priority of a job that has not started (e.g. bring the thumbnails of
         the folder on screen to the front)."""
+        _check_priority(priority)
         await self._db(self.store.set_priority, job_id, priority)
         live = self._live.get(job_id)
         if live is not None and live.ctx is None:
@@ -918,6 +920,12 @@ def _is_interrupt(exc: BaseException) -> bool:
     return isinstance(exc, Interrupted)
 
 
+def _check_priority(priority: int) -> None:
+    """A clear `ValueError` for a priority the store cannot hold (a SQLite INTEGER)."""
+    if not -(2**63) <= priority < 2**63:
+        raise ValueError(f"priority must fit in 64 bits, got {priority}")
+
+
 def _with_status(snap: Progress, status: JobStatus) -> Progress:
     return dataclasses.replace(snap, status=status.value)
 
@@ -941,11 +949,13 @@ async def open_manager(
     ones become ``interrupted``; ``shutdown_grace`` bounds how long pausing may take before the
     jobs are stopped outright (still checkpointed).
 
-    ``workers`` is the number of worker tasks per job; ``lanes`` overrides the thread limits of
+    ``workers`` is the number of worker tasks per job (1 to `MAX_WORKERS`, 1024; started as
+    tasks arrive); ``lanes`` overrides the thread limits of
     the ``io`` and ``cpu`` lanes (see `default_lanes`); ``max_running`` bounds how many jobs run
     at once in this manager (the global limit); ``queues`` sets named queue capacities on top
     of `DEFAULT_QUEUES`; ``retention`` (seconds) deletes ended jobs older than that on open.
     """
+    check_workers(workers)  # before the store is opened or created
     merged = default_lanes()
     merged.update(lanes or {})
     queue_caps = {**DEFAULT_QUEUES, "default": max_running, **(queues or {})}

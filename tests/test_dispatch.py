@@ -8,10 +8,11 @@ import threading
 import time
 
 import pytest
+import trio
 
 import parjobs
 from parjobs import FunctionTask, JobContext, Outcome, OutcomeStatus
-from parjobs._dispatch import PROBE_INTERVAL, _Governor
+from parjobs._dispatch import MAX_WORKERS, PROBE_INTERVAL, _Governor
 
 
 class Concurrency:
@@ -287,3 +288,60 @@ async def test_groups_shrink_to_single_tasks_when_tasks_wait(
     assert sum(sizes) == 64
     assert sizes.count(1) >= 60  # groups start with one task and grow only while tasks are tiny
     assert elapsed < 0.9, elapsed  # one call for all: 1.28 s
+
+
+# -- many workers ----------------------------------------------------------------------------
+
+
+def _worker_tasks() -> int:
+    """Live trio tasks that are pool workers (named ``parjobs-worker-...``), in this run."""
+    count, stack = 0, [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        count += task.name.startswith("parjobs-worker-")
+        stack.extend(t for n in task.child_nurseries for t in n.child_tasks)
+    return count
+
+
+@parjobs.job_type("test-dispatch-count-workers", version=1)
+class CountWorkers(parjobs.Job):
+    """``n`` tasks sleeping ``seconds``; returns the most pool workers alive at once."""
+
+    n: int
+    seconds: float
+
+    async def run(self, ctx: JobContext) -> int:
+        tasks = [FunctionTask(i, time.sleep, (self.seconds,)) for i in range(self.n)]
+        most = 0
+        async for _ in ctx.task_dispatcher().dispatch_many(tasks):
+            most = max(most, _worker_tasks())
+        return max(most, _worker_tasks())
+
+
+@pytest.mark.parametrize(("workers", "n", "most"), [(1024, 20, 20), (4, 50, 4), (8, 64, 8)])
+async def test_workers_start_as_tasks_arrive_never_more_than_asked(
+    store_path: str, workers: int, n: int, most: int
+) -> None:
+    """A pool starts a worker only when a task finds none waiting: 1024 workers on 20 tasks
+    cost at most 20 worker tasks (memory does not grow with -w), while a pool with more
+    tasks than workers still uses all of them."""
+    async with parjobs.open_manager(store_path, workers=workers) as manager:
+        handle = await manager.submit(CountWorkers(n=n, seconds=0.02))
+        peak = await handle.result()
+    assert 1 <= peak <= most
+    if workers < n:
+        assert peak == workers
+
+
+@pytest.mark.parametrize("workers", [0, MAX_WORKERS + 1, 10**23])
+async def test_worker_counts_out_of_range_are_refused_before_the_store_opens(
+    tmp_path, workers: int
+) -> None:
+    store = tmp_path / "jobs.sqlite"
+    with pytest.raises(ValueError, match=f"workers must be (>= 1|at most {MAX_WORKERS})"):
+        async with parjobs.open_manager(str(store), workers=workers):
+            pass
+    assert not store.exists()
+    with pytest.raises(ValueError, match="workers must be"):
+        parjobs.BlockingManager(str(store), workers=workers).start()
+    assert not store.exists()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
+from decimal import Decimal
 from typing import NoReturn
 
 from .. import __version__
+from .._dispatch import MAX_WORKERS
 from .._manager import DEFAULT_WORKERS
 from .._status import JobStatus
 from ._errors import CliError
@@ -33,41 +36,51 @@ class Parser(argparse.ArgumentParser):
         raise CliError(f"{message} (see '{self.prog} --help')")
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An integer option: ``low`` or more (and at most ``high``), else a one-line error."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        except ValueError:  # also for thousands of digits (int's conversion limit)
+            raise argparse.ArgumentTypeError(f"expected an integer, got {_short(text)}") from None
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be between {low} and {high}, got {_short(str(value))}"
+            )
         if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {_short(str(value))}")
         return value
 
     return parse
 
 
-def _quality(text: str) -> int:
-    value = _int_at_least(1)(text)
-    if value > 100:
-        raise argparse.ArgumentTypeError(f"must be between 1 and 100, got {value}")
-    return value
+def _short(text: str) -> str:
+    """An option value for an error message, cut short (one line, a readable length)."""
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+_quality = _int_at_least(1, 100)
 
 
 _SUFFIXES = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "ki": 1024, "mi": 1024**2, "gi": 1024**3}
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*((?:[kmg]i?)?)b?", re.IGNORECASE | re.ASCII)
+#: The largest size a file can have (off_t): anything above is a typo, not a size.
+MAX_SIZE = 2**63 - 1
 
 
 def _size(text: str) -> int:
-    """A byte count with an optional suffix: 4096, 10k, 5M, 1GiB."""
-    raw = text.strip().lower().removesuffix("b")
-    number = raw.rstrip("kmgi")
-    factor = _SUFFIXES.get(raw[len(number) :])
-    try:
-        value = float(number)
-    except ValueError:
-        value = -1.0
-    if factor is None or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a size such as 4096, 10k or 5M, got {text!r}")
-    return int(value * factor)
+    """A byte count with an optional suffix: 4096, 10k, 5M, 1.5GiB. Plain decimal digits
+    only: no sign, exponent, ``inf`` or ``nan`` (which a float parser would take)."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 4096, 10k or 5M, got {_short(text)}"
+        )
+    value = Decimal(match[1]) * _SUFFIXES[match[2].lower()]
+    if value > MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"too large: {_short(text)} (at most 8 EiB)")
+    return int(value)
 
 
 def _statuses(text: str) -> list[JobStatus]:
@@ -129,10 +142,10 @@ def _workers(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-w",
         "--workers",
-        type=_int_at_least(1),
+        type=_int_at_least(1, MAX_WORKERS),
         default=DEFAULT_WORKERS,
         metavar="N",
-        help=f"items worked on at once (default {DEFAULT_WORKERS})",
+        help=f"items worked on at once, 1 to {MAX_WORKERS} (default {DEFAULT_WORKERS})",
     )
 
 

@@ -11,6 +11,12 @@ Each directory costs one worker-thread call (amortizing the ~100 us hop over its
 names sorted, never following symlinks unless asked. `walk_batches` yields a directory's
 entries as one list, for callers that want fewer per-entry steps. Errors (unreadable
 directory, symlink loop) become ``error`` entries.
+
+An ``error`` entry of an earlier run is not replayed: it is held until the re-walk reaches
+its path again. Read now (permissions fixed), it is resolved under the same index: a
+directory's contents come as new entries, an entry that could not be stat'ed comes as what
+it now is; failing again, it comes again with today's reason. So a resumed job copies what
+it could not read before, and ends completed once everything was.
 """
 
 from __future__ import annotations
@@ -193,13 +199,25 @@ class _Walker:
         self.manifest = manifest
         self.follow = follow
         self.seen: set[tuple[int, bytes]] = set()
+        #: Error entries of earlier runs, by (root, rel), until the re-walk reaches them.
+        self.held: dict[tuple[int, bytes], Entry] = {}
+        self.again: list[Entry] = []  # held entries met again, for the next `_emit`
         self.next_index = 0
 
     def replay(self) -> list[Entry]:
+        """The manifest's entries to dispatch again, error entries held back (`held`)."""
         entries = self.manifest.load()
         self.seen = {(e.root, e.rel) for e in entries}
         self.next_index = len(entries)
-        return entries
+        self.held = {(e.root, e.rel): e for e in entries if e.kind == "error"}
+        return [e for e in entries if e.kind != "error"] if self.held else entries
+
+    def leftovers(self) -> list[Entry]:
+        """Held error entries the re-walk never reached (their path or a parent is gone):
+        they come again as they were, so their items still fail rather than vanish."""
+        left = list(self.held.values())
+        self.held = {}
+        return left
 
     def _add(
         self,
@@ -212,7 +230,16 @@ class _Walker:
     ) -> None:
         """Append an entry not seen before to ``batch``, numbered by its manifest position
         (entries replayed from the manifest keep theirs, so a re-walk never shifts an
-        index). A first walk never meets an entry twice: ``seen`` is only filled on replay."""
+        index). A first walk never meets an entry twice: ``seen`` is only filled on replay.
+        An entry held from an earlier run's error takes what the walk finds now (or today's
+        error) under its old index."""
+        held = self.held.pop((root, rel), None) if self.held else None
+        if held is not None:  # in the manifest already: yielded, not appended again
+            if st is None:
+                self.again.append(dataclasses.replace(held, error=err))
+            else:
+                self.again.append(_entry(held.index, root, rel, path, st))
+            return
         seen = self.seen
         if seen:
             if (root, rel) in seen:
@@ -225,9 +252,13 @@ class _Walker:
         self.next_index += 1
 
     def _emit(self, batch: list[Entry]) -> list[Entry]:
-        """Record new entries in the manifest before anybody sees them."""
+        """Record new entries in the manifest before anybody sees them; add the held
+        entries met again (recorded by an earlier run)."""
         if batch:
             self.manifest.append(batch)
+        if self.again:
+            batch = batch + self.again
+            self.again = []
         return batch
 
     def root(
@@ -252,6 +283,8 @@ class _Walker:
         except OSError as exc:
             self._add(batch, root_no, rel + b"/", path, None, exc.strerror or str(exc))
             return self._emit(batch), []
+        if self.held:  # read now: an earlier run's error entry for it is resolved
+            self.held.pop((root_no, rel + b"/"), None)
         subdirs: list[tuple[bytes, bytes, frozenset[tuple[int, int]]]] = []
         add, isdir = self._add, stat.S_ISDIR
         prefix, rel_prefix = path + b"/", rel + b"/"
@@ -301,6 +334,9 @@ async def walk_batches(
             if batch:
                 yield batch
             stack.extend(reversed(subdirs))
+    left = walker.leftovers()
+    if left:
+        yield left
 
 
 async def walk(

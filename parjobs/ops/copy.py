@@ -243,6 +243,10 @@ class DestTree:
             if not create:
                 raise
             return self._make(parent, leaf, key)
+        except PermissionError:
+            if not create:
+                raise
+            return self._open_own_unreadable(parent, leaf)
         except OSError as exc:
             if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
                 raise
@@ -259,6 +263,24 @@ class DestTree:
             if st.st_uid == os.geteuid() and st.st_mode & 0o700 != 0o700:
                 os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
         return fd
+
+    @staticmethod
+    def _open_own_unreadable(parent: int, leaf: bytes) -> int:
+        """Open directory ``leaf`` that an earlier run finished unreadable (a source
+        directory of mode 000 was unreadable at first): when it is ours, give it back
+        ``u+rwx`` (the last step sets its mode again). Through an ``O_PATH`` fd, so the
+        mode is set on that very directory, never through a symlink swapped in."""
+        path_fd = os.open(
+            leaf, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent
+        )
+        try:
+            st = os.fstat(path_fd)
+            if st.st_uid != os.geteuid():
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), leaf)
+            os.chmod(f"/proc/self/fd/{path_fd}", stat.S_IMODE(st.st_mode) | 0o700)
+        finally:
+            os.close(path_fd)
+        return os.open(leaf, _DIR_OPEN, dir_fd=parent)
 
     def _make(self, parent: int, leaf: bytes, key: bytes) -> int:
         try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import os
 import random
 import signal
@@ -818,3 +820,70 @@ async def test_resume_refuses_a_destination_swapped_for_a_symlink_after_a_kill(
         error = (await m.get(info.id)).error or ""
     assert "is not the directory earlier runs of this job wrote into" in error
     assert snapshot(etc) == before  # nothing written, nothing swept
+
+
+def test_a_directory_unreadable_at_first_is_copied_on_resume(tmp_path: Path) -> None:
+    """A subdirectory the job cannot read fails its item; once readable, ``resume`` walks it
+    again, copies its contents and the job ends completed (issue 12, item 10). Root reads
+    any directory, so as root the job runs as uid 65534 in a directory it may enter."""
+    import shutil
+    import tempfile
+
+    uid = 65534 if os.geteuid() == 0 else None
+    top = Path(tempfile.mkdtemp(prefix="parjobs-unreadable-", dir="/tmp"))
+    try:
+        os.chmod(top, 0o777)
+        src, dst, store = top / "src", top / "dst", str(top / "jobs.sqlite")
+        (src / "locked" / "sub").mkdir(parents=True)
+        write(src / "ok.txt", b"ok")
+        write(src / "locked" / "b.txt", b"b")
+        write(src / "locked" / "sub" / "c.txt", b"c")
+        if uid is not None:
+            for d, dirs, files in os.walk(top):
+                for name in [*dirs, *files]:
+                    os.chown(os.path.join(d, name), uid, uid)
+        (src / "locked").chmod(0)
+
+        # The interpreter starts as root (its files may be unreadable to uid 65534), loads
+        # the CLI and every module it will need, then drops its privileges.
+        launcher = textwrap.dedent(
+            f"""
+            import importlib, os, pkgutil, sys, encodings.ascii, encodings.latin_1
+            import parjobs.cli, parjobs.cli._session
+            for mod in pkgutil.iter_modules(parjobs.cli.__path__):
+                if mod.name != "__main__":
+                    importlib.import_module("parjobs.cli." + mod.name)
+            parjobs.cli._session.import_job_types()
+            uid = {uid!r}
+            if uid is not None:
+                os.setgroups([]); os.setgid(uid); os.setuid(uid)
+            sys.exit(parjobs.cli.main(sys.argv[1:]))
+            """
+        )
+
+        def parjobs_cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-c", launcher, "--store", store, *args, "--plain"],
+                capture_output=True,
+                text=True,
+                cwd=top,
+                timeout=60,
+            )
+
+        first = parjobs_cli("copy", str(src), str(dst))
+        assert first.returncode == 1, first.stdout + first.stderr
+        assert "Permission denied" in first.stdout + first.stderr
+        assert not (dst / "src" / "locked" / "b.txt").exists()
+        (src / "locked").chmod(0o755)
+        job_id = json.loads(parjobs_cli("jobs", "--json").stdout.splitlines()[0])["id"]
+        again = parjobs_cli("resume", job_id)
+        assert again.returncode == 0, again.stdout + again.stderr
+        info = json.loads(parjobs_cli("show", job_id, "--json").stdout)
+        assert info["status"] == "completed" and info["errors"] == []
+        assert snapshot(dst / "src") == snapshot(src)
+    finally:
+        for d, dirs, _ in os.walk(top):
+            for name in dirs:
+                with contextlib.suppress(OSError):
+                    os.chmod(os.path.join(d, name), 0o755)
+        shutil.rmtree(top, ignore_errors=True)

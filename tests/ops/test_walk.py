@@ -163,3 +163,27 @@ async def test_a_manifest_with_one_entry_per_line_is_still_read(tmp_path: Path) 
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))  # the older layout
     again = await walk_src(tmp_path)
     assert again == first
+
+
+async def test_an_entry_that_failed_is_walked_again_on_resume_under_its_index(
+    tmp_path: Path,
+) -> None:
+    """An error entry of an earlier run is not replayed as is: the re-walk looks again. Still
+    failing, it comes again (same index, today's reason); readable now, it comes as what it
+    is, under the same index, with its contents as new entries (issue 12, item 10)."""
+    src, other = tmp_path / "src", tmp_path / "other"
+    other.mkdir()
+    (other / "o.txt").write_text("o")
+    first = await collect(FakeContext(tmp_path / "job"), [str(other), str(src)])
+    assert [(e.kind, e.rel) for e in first][-1] == ("error", b"src")
+    index = first[-1].index
+    again = await collect(FakeContext(tmp_path / "job"), [str(other), str(src)])
+    assert [(e.index, e.kind) for e in again if e.rel == b"src"] == [(index, "error")]
+    src.mkdir()
+    build(src)
+    resumed = await collect(FakeContext(tmp_path / "job"), [str(other), str(src)])
+    got = by_rel(resumed)
+    assert got[b"src"].kind == "dir" and got[b"src"].index == index
+    assert got[b"src/b/deep/three.txt"].kind == "file"
+    assert not [e for e in resumed if e.kind == "error"]
+    assert sorted(e.index for e in resumed) == list(range(len(resumed)))

@@ -88,6 +88,31 @@ async def test_api_refuses_bad_paths_and_touches_nothing(
     assert snapshot(area) == before
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"priority": 2**63}, "priority must fit in 64 bits"),
+        ({"priority": -(2**70)}, "priority must fit in 64 bits"),
+        ({"timeout": float("nan")}, "timeout must be > 0 seconds, got nan"),
+        ({"timeout": -1.0}, "timeout must be > 0 seconds"),
+    ],
+)
+async def test_api_refuses_priorities_and_timeouts_out_of_range(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    """A clear ValueError, not SQLite's OverflowError or a NaN timer; nothing stored."""
+    log = tmp_path / "log"
+    async with parjobs.open_manager(str(tmp_path / "jobs.sqlite")) as m:
+        with pytest.raises(ValueError, match=message):
+            await m.submit(CountJob(n=1, log=str(log)), **options)
+        assert await m.list_jobs() == []
+        if "priority" in options:
+            handle = await m.submit(CountJob(n=1, log=str(log)), start=False)
+            with pytest.raises(ValueError, match=message):
+                await m.set_priority(handle.id, options["priority"])
+    assert not log.exists()
+
+
 @pytest.mark.parametrize("workers", [0, -1])
 async def test_api_refuses_worker_counts_below_one(tmp_path: Path, workers: int) -> None:
     with pytest.raises(ValueError, match=f"workers must be >= 1, got {workers}"):
@@ -347,8 +372,30 @@ CLI_CASES = {
     "copy-onto-itself": (["copy", "{r}/src", "{r}/src"], "is the destination"),
     "copy-onto-a-file": (["copy", "{r}/src", "{r}/file.txt"], "is not a directory"),
     "copy-no-sources": (["copy", "{r}/dst"], "required"),
-    "copy-zero-workers": (["copy", "-w", "0", "{r}/src", "{r}/dst"], "must be at least 1"),
-    "copy-negative-workers": (["copy", "-w=-2", "{r}/src", "{r}/dst"], "must be at least 1"),
+    "copy-zero-workers": (["copy", "-w", "0", "{r}/src", "{r}/dst"], "between 1 and 1024"),
+    "copy-negative-workers": (["copy", "-w=-2", "{r}/src", "{r}/dst"], "between 1 and 1024"),
+    "copy-huge-workers": (
+        ["copy", "-w", "99999999999999999999999", "{r}/src", "{r}/dst"],
+        "between 1 and 1024",
+    ),
+    "hash-1025-workers": (["hash", "-w", "1025", "{r}/src"], "between 1 and 1024"),
+    "hash-5000-digit-workers": (["hash", "-w", "9" * 5000, "{r}/src"], "expected an integer"),
+    "move-workers-not-a-number": (["move", "-w", "1e3", "{r}/src", "{r}/d"], "expected an int"),
+    "delete-workers-float": (["delete", "-w", "2.5", "{r}/src"], "expected an integer"),
+    "resume-huge-workers": (["resume", "--all", "-w", "100000"], "between 1 and 1024"),
+    "demo-huge-workers": (["demo", "-w", "2000"], "between 1 and 1024"),
+    "dupes-min-size-inf": (["dupes", "--min-size", "inf", "{r}/src"], "expected a size"),
+    "dupes-min-size-1e400": (["dupes", "--min-size", "1e400", "{r}/src"], "expected a size"),
+    "dupes-min-size-nan": (["dupes", "--min-size", "nan", "{r}/src"], "expected a size"),
+    "dupes-min-size-negative": (["dupes", "--min-size", "-1", "{r}/src"], "expected a size"),
+    "dupes-min-size-exponent": (["dupes", "--min-size", "1e3", "{r}/src"], "expected a size"),
+    "dupes-min-size-huge": (["dupes", "--min-size", "9" * 5000, "{r}/src"], "too large"),
+    "dupes-min-size-past-off-t": (["dupes", "--min-size", "8GiGi", "{r}/src"], "expected a size"),
+    "dupes-min-size-2-63": (["dupes", "--min-size", str(2**63), "{r}/src"], "too large"),
+    "thumbnails-quality-0": (["thumbnails", "--quality", "0", "{r}/src"], "between 1 and 100"),
+    "thumbnails-quality-101": (["thumbnails", "--quality", "101", "{r}/src"], "between 1 and 100"),
+    "thumbnails-quality-nan": (["thumbnails", "--quality", "nan", "{r}/src"], "expected an int"),
+    "thumbnails-size-huge": (["thumbnails", "--size", "1" + "0" * 30, "{r}/src"], "1..4096"),
     "move-into-itself": (["move", "{r}/src", "{r}/src/inner"], "is inside source"),
     "move-missing-source": (["move", "{r}/nope", "{r}/dst"], "no such file or directory"),
     "delete-missing": (["delete", "{r}/nope"], "no such file or directory"),
@@ -372,6 +419,7 @@ def test_cli_exit_2_one_line_nothing_touched(area: Path, tmp_path: Path, case: s
     proc = cli(*[a.replace("{r}", str(area)) for a in args], store=store)
     assert proc.returncode == 2, proc
     assert proc.stderr.startswith("parjobs: error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert len(proc.stderr) < 300, proc.stderr  # a value of 5000 digits is not echoed whole
     assert message in proc.stderr, proc.stderr
     assert snapshot(area) == before
 
