@@ -19,6 +19,7 @@ import itertools
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -98,6 +99,8 @@ class _LiveJob:
         self.job: Job | None = None  # the submitted object (with runtime fields), if here
         self.timed_out = False
         self.starting = False  # taken from the queue; its run is about to begin
+        self.lost: str | None = None  # why this run lost the job (lease gone): it stops
+        self.releasing = False  # giving its lease back (finishing, resting while queued)
 
     def set_status(self, status: JobStatus) -> None:
         self.status = status
@@ -205,6 +208,7 @@ class JobManager:
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._closing = False
+        self._identity: tuple[int, int] | None = None  # the store file's (dev, inode)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -219,9 +223,31 @@ class JobManager:
     async def _prepare(self) -> None:
         """Register, recover the jobs of dead managers, apply retention (may raise
         `StoreError`, before anything runs)."""
+        self._identity = await self._db(self.store.identity)
         await self._db(self.store.register_manager, self.id)
         await self._db(self.store.recover)
         await self.purge_expired()
+        await self._sweep_job_dirs()
+
+    async def _sweep_job_dirs(self) -> None:
+        """Remove the private directories (manifests) of jobs of this store that are final
+        (completed, cancelled) or no longer exist: a process killed between a job's last
+        transition, or its deletion, and the removal of its directory left it behind. Only
+        ``<store>.d/<job id>`` directories are looked at; any other name is left alone, and
+        so is every job that may still run (paused, failed, with errors, a damaged row)."""
+        root = self.store.path + ".d"
+        try:
+            names = await trio.to_thread.run_sync(os.listdir, root)
+        except OSError:
+            return
+        ids = [n for n in names if _JOB_ID.fullmatch(n)]
+        if not ids:
+            return
+        statuses = await self._db(self.store.statuses, ids)
+        for job_id in ids:
+            status = statuses.get(job_id)
+            if status is None or status.is_final:
+                await trio.to_thread.run_sync(_remove_tree, self.job_dir(job_id))
 
     async def _start(self, nursery: trio.Nursery, resume_interrupted: bool) -> None:
         self._nursery = nursery
@@ -380,10 +406,12 @@ class JobManager:
         order: str = "created",
         limit: int = -1,
         offset: int = 0,
+        damaged: list[tuple[str, str]] | None = None,
     ) -> list[JobInfo]:
         """Jobs in the store filtered by status(es), type and owner, ordered by ``created``,
         ``finished``, ``priority``, ``run_time`` or ``updated`` (``-`` prefix: descending),
-        paged with ``limit``/``offset``."""
+        paged with ``limit``/``offset``. Damaged rows are left out; pass a list as
+        ``damaged`` to get them as (job id, reason)."""
         statuses = [status] if isinstance(status, JobStatus) else status
         return await self._db(
             self.store.list_jobs,
@@ -393,6 +421,7 @@ class JobManager:
             order=order,
             limit=limit,
             offset=offset,
+            damaged=damaged,
         )
 
     async def errors(self, job_id: str, *, limit: int = -1) -> list[ItemError]:
@@ -412,25 +441,18 @@ class JobManager:
         if live is not None and live.status in (JobStatus.RUNNING, JobStatus.PAUSING):
             await self._interrupt(live, "pause", JobStatus.PAUSING)
             return
+        if await self._db(self.store.request, job_id, "pause", self.id):
+            return  # another live process holds it: it pauses the job itself
         info = await self.get(job_id)
-        if info.status is JobStatus.QUEUED:
-            try:  # compare-and-set: another process may be claiming it right now
-                await self._db(
-                    self.store.transition,
-                    job_id,
-                    JobStatus.PAUSED,
-                    expect=info.status,
-                    lease=None,
-                )
-                return
-            except InvalidTransitionError:
-                info = await self.get(job_id)
+        # Nobody live holds it: a compare-and-set on its status and owner.
         await self._db(
             self.store.transition,
             job_id,
-            JobStatus.PAUSING,
+            JobStatus.PAUSED,
             expect=info.status,
-            request="pause",
+            manager=self.id,
+            lease=None,
+            request=None,
         )
 
     async def cancel(self, job_id: str) -> None:
@@ -451,37 +473,37 @@ class JobManager:
         ):
             await self._interrupt(live, "cancel", JobStatus.CANCELLING)
             return
+        if await self._db(self.store.request, job_id, "cancel", self.id):
+            return  # another live process holds it: it stops, cleans up and says cancelled
         info = await self.get(job_id)
-        if info.status in (JobStatus.RUNNING, JobStatus.PAUSING) and info.lease is not None:
-            await self._db(
-                self.store.transition,
-                job_id,
-                JobStatus.CANCELLING,
-                expect=info.status,
-                request="cancel",
-            )
-            return
         check_transition(job_id, info.status, JobStatus.CANCELLED)
-        if info.status is JobStatus.QUEUED:  # queued in another process: take it first
+        if info.status.is_active:  # queued, its process gone: a compare-and-set, then clean
             info = await self._db(
                 self.store.transition,
                 job_id,
                 JobStatus.CANCELLED,
                 expect=info.status,
+                manager=self.id,
                 lease=None,
                 request=None,
             )
             await self._cleanup_offline(info)
         else:
-            await self._cleanup_offline(info)
-            await self._db(
-                self.store.transition,
-                job_id,
-                JobStatus.CANCELLED,
-                expect=info.status,
-                lease=None,
-                request=None,
-            )
+            # Resting: lease it first, so nobody resumes it while its cleanup runs.
+            info = await self._db(self.store.take, job_id, self.id, info.status)
+            try:
+                await self._cleanup_offline(info)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._db(
+                        self.store.transition,
+                        job_id,
+                        JobStatus.CANCELLED,
+                        expect=info.status,
+                        holder=self.id,
+                        lease=None,
+                        request=None,
+                    )
 
     async def resume(self, job_id: str) -> JobHandle:
         """Queue a paused, interrupted, failed or completed-with-errors job to run here.
@@ -489,9 +511,8 @@ class JobManager:
         live = self._live.get(job_id)
         if live is not None and not live.rested.is_set():
             raise InvalidTransitionError(f"cannot resume job {job_id}: it is {live.status.value}")
-        info = await self._db(
-            self.store.transition, job_id, JobStatus.QUEUED, lease=self.id, request=None
-        )
+        # One transaction: refused (LeaseError) while any other live process holds the job.
+        info = await self._db(self.store.requeue, job_id, self.id)
         self._enqueue(info)
         return JobHandle(self, job_id)
 
@@ -500,8 +521,8 @@ class JobManager:
         info = await self.get(job_id)
         if info.status.is_active:
             raise InvalidTransitionError(f"cannot delete job {job_id}: it is {info.status.value}")
+        await self._db(self.store.delete, job_id)  # checks again, in its transaction
         self._live.pop(job_id, None)
-        await self._db(self.store.delete, job_id)
         await trio.to_thread.run_sync(_remove_tree, self.job_dir(job_id))
 
     async def wait(self, job_id: str) -> JobStatus:
@@ -511,6 +532,8 @@ class JobManager:
             if live is not None and not live.rested.is_set():
                 await live.rested.wait()
                 continue
+            if live is not None and live.lost is not None:
+                return live.status  # our run lost the job: what it does now is not ours
             # The store has the last word: the job may have been cancelled while resting,
             # or resumed and finished by another process.
             info = await self.get(job_id)
@@ -553,7 +576,14 @@ class JobManager:
     async def _rest_queued(self, live: _LiveJob, status: JobStatus) -> None:
         if live in self._queue:
             self._queue.remove(live)
-        await self._db(self.store.transition, live.id, status, lease=None)
+        live.releasing = True
+        try:
+            await self._db(
+                self.store.transition, live.id, status, holder=self.id, lease=None, request=None
+            )
+        except LeaseError as exc:
+            live.lost = str(exc)
+            status = JobStatus.INTERRUPTED
         live.rest(status)
 
     async def _scheduler(self) -> None:
@@ -581,11 +611,13 @@ class JobManager:
             blocked, failed = _dependency_state(live.info, dep_status)
             if failed is not None and live.info.dep_policy == "skip":
                 self._queue.remove(live)
+                live.releasing = True
                 live.error = f"prerequisite job {failed}"
                 await self._db(
                     self.store.transition,
                     live.id,
                     JobStatus.SKIPPED,
+                    holder=self.id,
                     lease=None,
                     error=live.error,
                 )
@@ -607,6 +639,8 @@ class JobManager:
                 stored = await self.get(live.id)
                 live.rest(stored.status)
                 continue
+            if info.request in ("pause", "cancel"):  # sent while it waited in the queue
+                self._apply_request(live, info.request)
             self._running += 1
             self._running_by_queue[queue] = self._running_by_queue.get(queue, 0) + 1
             self._nursery.start_soon(self._run, live, info)
@@ -617,6 +651,7 @@ class JobManager:
         last_beat = last_progress = trio.current_time()
         while True:
             await trio.sleep(REQUEST_POLL)
+            await self._check_store_file()  # raises StoreError once the file is gone
             try:
                 last_beat, last_progress = await self._housekeeping_once(last_beat, last_progress)
             except StoreError:
@@ -628,12 +663,11 @@ class JobManager:
         """One round of housekeeping; returns the updated timestamps."""
         if trio.current_time() - last_beat >= HEARTBEAT:
             last_beat = trio.current_time()
-            await self._db(self.store.heartbeat, self.id)
-        if any(live.ctx is not None for live in self._live.values()):
-            for job_id, request in await self._db(self.store.requests_for, self.id):
-                live = self._live.get(job_id)
-                if live is not None and live.ctx is not None:
-                    self._apply_request(live, request)
+            if not await self._db(self.store.heartbeat, self.id):
+                # Another process declared this one dead and may run its jobs by now.
+                self._lose_all("this process was declared dead by another one using the store")
+                await self._db(self.store.register_manager, self.id)
+        await self._check_leases()
         save_progress = trio.current_time() - last_progress >= PROGRESS_SAVE
         if save_progress:
             last_progress = trio.current_time()
@@ -641,6 +675,66 @@ class JobManager:
             if live.ctx is not None and not live.rested.is_set():
                 await live.ctx.checkpoint(save_progress=save_progress)
         return last_beat, last_progress
+
+    def _holding(self) -> list[_LiveJob]:
+        """The jobs whose lease this manager holds: queued here, starting or running."""
+        return [
+            live
+            for live in self._live.values()
+            if not live.rested.is_set() and live.lost is None and not live.releasing
+        ]
+
+    async def _check_leases(self) -> None:
+        """Stop every job whose lease this manager lost (taken by another process, or this
+        manager's registration deleted), and honour pause/cancel requests other processes
+        sent through the store for the jobs it holds."""
+        if not self._holding():
+            return
+        registered, held = await self._db(self.store.lease_state, self.id)
+        for live in self._holding():  # again: some may have finished meanwhile
+            if not registered or live.id not in held:
+                self._lose(live, f"job {live.id} was taken over by another process")
+                continue
+            request = held[live.id]
+            if request not in ("pause", "cancel"):
+                continue
+            if live in self._queue:
+                status = JobStatus.CANCELLED if request == "cancel" else JobStatus.PAUSED
+                await self._rest_queued(live, status)
+                if status is JobStatus.CANCELLED:
+                    await self._cleanup_offline(live.info)
+            elif live.ctx is not None:
+                if request == "pause" and live.status is JobStatus.CANCELLING:
+                    continue  # a cancel asked first wins
+                status = JobStatus.CANCELLING if request == "cancel" else JobStatus.PAUSING
+                with contextlib.suppress(InvalidTransitionError):  # ended meanwhile
+                    await self._interrupt(live, request, status)
+            elif live.starting:
+                self._apply_request(live, request)
+
+    def _lose_all(self, reason: str) -> None:
+        for live in list(self._live.values()):
+            if not live.rested.is_set() and not live.releasing:
+                if live in self._queue:
+                    self._queue.remove(live)
+                    live.lost = live.error = reason
+                    live.rest(JobStatus.INTERRUPTED)
+                else:
+                    self._lose(live, reason)
+
+    async def _check_store_file(self) -> None:
+        """Stop everything if the store file was deleted or replaced: SQLite would go on
+        writing into the unlinked file, so nothing the jobs do could be resumed or seen."""
+        if self._identity is None or await self._db(self.store.identity) == self._identity:
+            return
+        reason = (
+            f"job store {self.store.path} was deleted or replaced while jobs ran; "
+            "they were stopped (their progress could no longer be recorded)"
+        )
+        self._lose_all(reason)
+        for live in list(self._live.values()):
+            await live.rested.wait()
+        raise StoreError(reason)
 
     def _apply_request(self, live: _LiveJob, request: str) -> None:
         status = JobStatus.CANCELLING if request == "cancel" else JobStatus.PAUSING
@@ -655,8 +749,26 @@ class JobManager:
 
     async def _interrupt(self, live: _LiveJob, request: str, status: JobStatus) -> None:
         if live.status is not status:
-            await self._db(self.store.transition, live.id, status)
+            try:
+                await self._db(self.store.transition, live.id, status, holder=self.id)
+            except LeaseError as exc:
+                self._lose(live, str(exc))
+                return
         self._apply_request(live, request)
+
+    def _lose(self, live: _LiveJob, reason: str) -> None:
+        """This run no longer owns its job (its lease was taken, the store is gone): stop it
+        at once like a pause, and write nothing more for it (no checkpoint, no cleanup, no
+        final status: they belong to the job's new owner, if any)."""
+        if live.lost is None:
+            live.lost = reason
+            live.error = reason
+        if live.ctx is not None:
+            live.ctx._request("pause")
+        else:
+            live.pending = "pause"
+        if live.scope is not None:
+            live.scope.deadline = min(live.scope.deadline, trio.current_time() + HARD_STOP_AFTER)
 
     # -- running one job -----------------------------------------------------------------
 
@@ -732,7 +844,9 @@ class JobManager:
         assert ctx is not None
         reason = ctx.interrupt_reason
         retry = type(job).retry
-        if live.timed_out and reason != "cancel" and (failure is None or _is_interrupt(failure)):
+        if live.lost is not None:  # no cleanup: what the job left now belongs to its owner
+            await self._finish(live, JobStatus.INTERRUPTED, error=live.lost)
+        elif live.timed_out and reason != "cancel" and (failure is None or _is_interrupt(failure)):
             await self._cleanup(job, ctx, live, cancelled=False)
             await self._finish(
                 live, JobStatus.TIMED_OUT, error=f"timed out after {info.timeout:g} s"
@@ -783,9 +897,19 @@ class JobManager:
         ``runs``). Waiters keep waiting: the job is not resting."""
         error = f"attempt {live.info.runs + 1} failed, retrying in {delay:.1f} s: {failure!r}"
         with trio.CancelScope(shield=True):
-            info = await self._db(
-                self.store.transition, live.id, JobStatus.QUEUED, lease=self.id, error=error
-            )
+            try:
+                info = await self._db(
+                    self.store.transition,
+                    live.id,
+                    JobStatus.QUEUED,
+                    holder=self.id,
+                    lease=self.id,
+                    error=error,
+                )
+            except LeaseError as exc:
+                self._lose(live, str(exc))
+                await self._finish(live, JobStatus.INTERRUPTED, error=live.lost)
+                return
         again = _LiveJob(info)
         again.job = live.job
         self._live[live.id] = again
@@ -824,7 +948,7 @@ class JobManager:
                 completed={},
                 state=dict(info.state),
                 progress=ProgressTracker(info.id),
-                write=functools.partial(self._write_checkpoint, info.id),
+                write=functools.partial(self._write_offline, info.id),
                 load_results=functools.partial(self._load_results, info.id),
                 job_dir=self.job_dir(info.id),
             )
@@ -839,6 +963,11 @@ class JobManager:
     async def _finish(
         self, live: _LiveJob, status: JobStatus, *, error: str | None = None, result: Any = None
     ) -> None:
+        if live.lost is not None:  # the job is not ours any more: write nothing for it
+            live.ctx = None
+            live.rest(JobStatus.INTERRUPTED)
+            return
+        live.releasing = True
         live.tracker.run_stopped()
         live.tracker.status = status.value
         snap = live.tracker.snapshot()
@@ -853,11 +982,15 @@ class JobManager:
             fields["result"] = json.dumps(result, default=repr)
         with trio.CancelScope(shield=True):
             try:
-                await self._db(self.store.transition, live.id, status, **fields)
+                await self._db(self.store.transition, live.id, status, holder=self.id, **fields)
             except InvalidTransitionError:
-                # Another process moved the job meanwhile (e.g. cancelled it as it finished):
-                # keep what the store says rather than crash the manager.
+                # The job moved meanwhile: keep what the store says rather than crash.
                 status = (await self.get(live.id)).status
+            except LeaseError as exc:  # taken from this run: its status is not ours to set
+                live.lost = live.error = str(exc)
+                live.ctx = None
+                live.rest(JobStatus.INTERRUPTED)
+                return
             if status.is_final:
                 await trio.to_thread.run_sync(_remove_tree, self.job_dir(live.id))
         live.error = error or live.error
@@ -865,6 +998,18 @@ class JobManager:
         live.rest(status)
 
     async def _write_checkpoint(self, job_id: str, batch: CheckpointBatch) -> None:
+        """Record a running job's checkpoint, only while this manager holds its lease: a
+        run that lost its job stops, and never records over the new owner's progress."""
+        live = self._live.get(job_id)
+        if live is not None and live.lost is not None:
+            return
+        try:
+            await self._db(self.store.checkpoint, job_id, batch, self.id)
+        except LeaseError as exc:
+            if live is not None:
+                self._lose(live, str(exc))
+
+    async def _write_offline(self, job_id: str, batch: CheckpointBatch) -> None:
         await self._db(self.store.checkpoint, job_id, batch)
 
     async def _load_results(self, job_id: str, stage: str) -> dict[int, str]:
@@ -908,6 +1053,10 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     for exc in group.exceptions:
         out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return out
+
+
+#: What `submit` names jobs (``secrets.token_hex(6)``): the only job directories swept.
+_JOB_ID = re.compile(r"[0-9a-f]{12}")
 
 
 def _remove_tree(path: str) -> None:

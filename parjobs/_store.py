@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import socket
 import sqlite3
@@ -17,7 +18,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ._exceptions import JobNotFoundError, StoreError, StoreFormatError
+from ._exceptions import (
+    InvalidTransitionError,
+    JobNotFoundError,
+    LeaseError,
+    StoreError,
+    StoreFormatError,
+)
 from ._progress import ItemError, Progress
 from ._status import JobStatus, check_transition
 
@@ -26,13 +33,27 @@ APPLICATION_ID = 0x706A6F62
 SCHEMA_VERSION = 1
 #: Rows of completed ranges per (job, stage) beyond which a checkpoint compacts them.
 COMPACT_ROWS = 256
-#: A manager whose heartbeat is older than this is dead even if its pid exists elsewhere.
+#: A manager on another host whose heartbeat is older than this (seconds) is dead. On this
+#: host a manager is alive exactly while its process is (pid and start time), however old its
+#: heartbeat: a process stopped with Ctrl-Z keeps its jobs. ``$PARJOBS_LEASE_TIMEOUT``
+#: overrides it (tests make it small).
 LEASE_TIMEOUT = 30.0
+
+
+def lease_timeout() -> float:
+    """`LEASE_TIMEOUT`, or ``$PARJOBS_LEASE_TIMEOUT`` when set to a positive number."""
+    try:
+        value = float(os.environ.get("PARJOBS_LEASE_TIMEOUT", ""))
+    except ValueError:
+        return LEASE_TIMEOUT
+    return value if math.isfinite(value) and value > 0 else LEASE_TIMEOUT
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS managers (
     id TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL,
-    started REAL NOT NULL, heartbeat REAL NOT NULL
+    started REAL NOT NULL, heartbeat REAL NOT NULL,
+    pid_start TEXT              -- boot id and start time of the process: guards pid reuse
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -152,7 +173,37 @@ _COLUMNS = (
 )
 
 
+#: The type each column of a job row must have (a damaged row is reported, not trusted).
+_COLUMN_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("id", "type", "spec", "status", "queue", "dep_policy"), (str,)),
+    **dict.fromkeys(("version", "priority", "runs", "done_items"), (int,)),
+    **dict.fromkeys(("skipped_items", "done_bytes"), (int,)),
+    **dict.fromkeys(("created", "updated", "run_time"), (int, float)),
+    **dict.fromkeys(("timeout", "started", "finished"), (int, float, type(None))),
+    **dict.fromkeys(("lease", "request", "owner", "after"), (str, type(None))),
+    **dict.fromkeys(("progress", "state", "result", "error"), (str, type(None))),
+}
+
+
+def _check_row(row: sqlite3.Row) -> None:
+    """Raise `StoreFormatError` naming the job and column when a stored value is not of its
+    column's type (binary junk, text where a number belongs)."""
+    for column, types in _COLUMN_TYPES.items():
+        value = row[column]
+        if isinstance(value, _Undecodable) or type(value) not in types:
+            what = (
+                "not UTF-8 text"
+                if isinstance(value, (bytes, _Undecodable))
+                else "of the wrong type"
+            )
+            job = _text(str(row["id"])) if isinstance(row["id"], str) else repr(row["id"])
+            raise StoreFormatError(f"job {job} is damaged in the store: its {column} is {what}")
+
+
 def _row_to_info(row: sqlite3.Row) -> JobInfo:
+    """The `JobInfo` of a stored row; `StoreFormatError` (naming the job) if it is damaged."""
+    _check_row(row)
+
     def loads(text: str | None, default: Any) -> Any:
         if text is None:
             return default
@@ -169,7 +220,14 @@ def _row_to_info(row: sqlite3.Row) -> JobInfo:
     try:
         status = JobStatus(row["status"])
     except ValueError:
-        raise StoreFormatError(f"job {row['id']} has unknown status {row['status']!r}") from None
+        raise StoreFormatError(
+            f"job {row['id']} is damaged in the store: unknown status {row['status']!r}"
+        ) from None
+    after = loads(row["after"], ())
+    if not isinstance(after, (list, tuple)) or not all(isinstance(a, str) for a in after):
+        raise StoreFormatError(
+            f"job {row['id']} is damaged in the store: its prerequisites are not a list of ids"
+        )
     return JobInfo(
         id=row["id"],
         type=row["type"],
@@ -181,7 +239,7 @@ def _row_to_info(row: sqlite3.Row) -> JobInfo:
         lease=row["lease"],
         request=row["request"],
         owner=row["owner"],
-        after=tuple(loads(row["after"], ())),
+        after=tuple(after),
         dep_policy=row["dep_policy"],
         timeout=row["timeout"],
         created=row["created"],
@@ -228,6 +286,7 @@ class JobStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open job store {path}: {exc}") from exc
         conn.row_factory = sqlite3.Row
+        conn.text_factory = _decode_text  # a damaged row must not break every read
         store = cls(path, conn)
         try:
             store._init_schema()
@@ -236,9 +295,9 @@ class JobStore:
             raise
         except sqlite3.OperationalError as exc:
             conn.close()
-            if "locked" in str(exc) or "busy" in str(exc):
+            if _is_locked(exc):
                 raise StoreError(f"job store {path} is locked by another process") from exc
-            raise StoreError(f"cannot use job store {path}: {exc}") from exc
+            raise StoreError(f"cannot use job store {path}: {explain(exc, path)}") from exc
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StoreFormatError(f"{path} is not a usable parjobs store: {exc}") from exc
@@ -268,6 +327,10 @@ class JobStore:
                         c.execute(statement)
                 c.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        columns = {r[1] for r in c.execute("PRAGMA table_info(managers)")}
+        if "pid_start" not in columns:  # a store made before pid reuse was guarded against
+            with self._tx():
+                c.execute("ALTER TABLE managers ADD COLUMN pid_start TEXT")
         (check,) = c.execute("PRAGMA quick_check(1)").fetchone()
         if check != "ok":
             detail = " ".join(str(check).split())  # one line, for the CLI
@@ -283,7 +346,13 @@ class JobStore:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise StoreError(f"job store {self.path} is locked by another process: {exc}") from exc
+            if _is_locked(exc):
+                raise StoreError(
+                    f"job store {self.path} is locked by another process: {exc}"
+                ) from exc
+            raise StoreError(
+                f"cannot write job store {self.path}: {explain(exc, self.path)}"
+            ) from exc
         try:
             yield self._conn
         except BaseException:
@@ -295,16 +364,22 @@ class JobStore:
     # -- managers and leases -------------------------------------------------------------
 
     def register_manager(self, manager_id: str) -> None:
+        """Record this process as a live manager (pid, host, process start time)."""
         now = time.time()
+        pid = os.getpid()
         with self._tx() as c:
             c.execute(
-                "INSERT INTO managers(id, pid, host, started, heartbeat) VALUES (?,?,?,?,?)",
-                (manager_id, os.getpid(), socket.gethostname(), now, now),
+                "INSERT INTO managers(id, pid, host, started, heartbeat, pid_start) "
+                "VALUES (?,?,?,?,?,?)",
+                (manager_id, pid, socket.gethostname(), now, now, _process_start(pid)),
             )
 
-    def heartbeat(self, manager_id: str) -> None:
+    def heartbeat(self, manager_id: str) -> bool:
+        """Renew the manager's lease. False when its row is gone: another process declared
+        it dead and may run its jobs, so it must stop them at once."""
         with self._tx() as c:
-            c.execute("UPDATE managers SET heartbeat=? WHERE id=?", (time.time(), manager_id))
+            cur = c.execute("UPDATE managers SET heartbeat=? WHERE id=?", (time.time(), manager_id))
+            return cur.rowcount == 1
 
     def unregister_manager(self, manager_id: str) -> None:
         with self._tx() as c:
@@ -312,62 +387,148 @@ class JobStore:
             c.execute("DELETE FROM managers WHERE id=?", (manager_id,))
 
     def _dead_managers(self, c: sqlite3.Connection) -> set[str]:
-        host, now = socket.gethostname(), time.time()
+        """Managers that are certainly gone. On this host: the process is gone (its pid is
+        free, or taken by a process started at another time). On another host: its
+        heartbeat is older than `lease_timeout`. A stale heartbeat alone never condemns a
+        process of this host: a stopped one (Ctrl-Z, SIGSTOP) still owns its jobs."""
+        host, now, timeout = socket.gethostname(), time.time(), lease_timeout()
         dead = set()
-        for row in c.execute("SELECT id, pid, host, heartbeat FROM managers"):
-            fresh = now - row["heartbeat"] < LEASE_TIMEOUT
-            if not fresh or (row["host"] == host and not _pid_alive(row["pid"])):
+        for row in c.execute("SELECT id, pid, host, heartbeat, pid_start FROM managers"):
+            if row["host"] == host:
+                alive = _pid_alive(row["pid"]) and _same_process(row["pid"], row["pid_start"])
+            else:
+                alive = now - row["heartbeat"] < timeout
+            if not alive:
                 dead.add(row["id"])
         return dead
+
+    def _owner(self, c: sqlite3.Connection, lease: str | None) -> str | None:
+        """A description of the live manager ``lease`` names (None if free or dead)."""
+        if lease is None:
+            return None
+        row = c.execute("SELECT pid, host FROM managers WHERE id=?", (lease,)).fetchone()
+        if row is None or lease in self._dead_managers(c):
+            return None
+        here = row["host"] == socket.gethostname()
+        return f"parjobs process (pid {row['pid']}" + (")" if here else f" on {row['host']})")
+
+    def _check_owner(self, c: sqlite3.Connection, info: JobInfo, manager_id: str | None) -> None:
+        """Raise `LeaseError` when a live manager other than ``manager_id`` holds the job."""
+        if info.lease is None or info.lease == manager_id:
+            return
+        owner = self._owner(c, info.lease)
+        if owner is not None:
+            raise LeaseError(
+                f"job {info.id} is {info.status.value} in another {owner}; "
+                "it runs in one place at a time"
+            )
 
     def recover(self) -> list[str]:
         """Release leases of dead managers. Their active jobs become interrupted (resumable);
         a pending pause request is honoured (paused), a cancel request stays pending.
         Returns the ids of the jobs recovered."""
+        with self._tx() as c:
+            return self._recover(c)
+
+    def _recover(self, c: sqlite3.Connection) -> list[str]:
         recovered: list[str] = []
         now = time.time()
-        with self._tx() as c:
-            dead = self._dead_managers(c)
-            live = {r[0] for r in c.execute("SELECT id FROM managers")} - dead
-            rows = c.execute(
-                "SELECT id, status, lease, request FROM jobs WHERE status IN (?,?,?,?)",
-                ("queued", "running", "pausing", "cancelling"),
-            ).fetchall()
-            for row in rows:
-                if row["lease"] in live:
-                    continue
-                status = JobStatus(row["status"])
-                if status is JobStatus.QUEUED and row["lease"] is None:
-                    continue  # waiting for any manager to pick it up
-                new = JobStatus.PAUSED if status is JobStatus.PAUSING else JobStatus.INTERRUPTED
-                request = "cancel" if status is JobStatus.CANCELLING else None
-                c.execute(
-                    "UPDATE jobs SET status=?, lease=NULL, request=?, updated=? WHERE id=?",
-                    (new.value, request, now, row["id"]),
-                )
-                recovered.append(row["id"])
-            for manager_id in dead:
-                c.execute("DELETE FROM managers WHERE id=?", (manager_id,))
+        dead = self._dead_managers(c)
+        live = {r[0] for r in c.execute("SELECT id FROM managers")} - dead
+        rows = c.execute(
+            "SELECT id, status, lease, request FROM jobs WHERE status IN (?,?,?,?)",
+            ("queued", "running", "pausing", "cancelling"),
+        ).fetchall()
+        for row in rows:
+            if row["lease"] in live:
+                continue
+            status = JobStatus(row["status"])
+            if status is JobStatus.QUEUED and row["lease"] is None:
+                continue  # waiting for any manager to pick it up
+            pausing = status is JobStatus.PAUSING or row["request"] == "pause"
+            new = JobStatus.PAUSED if pausing else JobStatus.INTERRUPTED
+            cancel = status is JobStatus.CANCELLING or row["request"] == "cancel"
+            request = "cancel" if cancel else None
+            c.execute(
+                "UPDATE jobs SET status=?, lease=NULL, request=?, updated=? WHERE id=?",
+                (new.value, request, now, row["id"]),
+            )
+            recovered.append(row["id"])
+        for manager_id in dead:
+            c.execute("DELETE FROM managers WHERE id=?", (manager_id,))
         return recovered
 
-    def claim(self, job_id: str, manager_id: str) -> JobInfo:
-        """Take the lease of a queued job and mark it running. Raises `LeaseError` if another
-        live manager holds it, `InvalidTransitionError` if it is not queued."""
-        from ._exceptions import LeaseError
-
+    def requeue(self, job_id: str, manager_id: str) -> JobInfo:
+        """Resume: take a resting job for ``manager_id`` (queued, leased to it), in one
+        transaction. Raises `LeaseError` if a live manager holds it (it runs elsewhere),
+        `InvalidTransitionError` if its status forbids a resume."""
         now = time.time()
         with self._tx() as c:
             info = self._get(c, job_id)
-            if info.lease not in (None, manager_id) and info.lease not in self._dead_managers(c):
-                raise LeaseError(f"job {job_id} is being run by another process")
+            self._check_owner(c, info, manager_id)
+            if info.status.is_active:
+                if info.lease == manager_id:
+                    raise InvalidTransitionError(
+                        f"cannot resume job {job_id}: it is {info.status.value}"
+                    )
+                self._recover(c)  # its manager is dead: it rests as interrupted (or paused)
+                info = self._get(c, job_id)
+            check_transition(job_id, info.status, JobStatus.QUEUED)
+            c.execute(
+                "UPDATE jobs SET status='queued', lease=?, request=NULL, finished=NULL, "
+                "updated=? WHERE id=?",
+                (manager_id, now, job_id),
+            )
+            return self._get(c, job_id)
+
+    def claim(self, job_id: str, manager_id: str) -> JobInfo:
+        """Take the lease of a queued job and mark it running: a compare-and-set on its
+        status and lease in one transaction. Raises `LeaseError` if another live manager
+        holds it, `InvalidTransitionError` if it is not queued. A pending request (pause or
+        cancel sent while it waited) stays for the run to honour."""
+        now = time.time()
+        with self._tx() as c:
+            info = self._get(c, job_id)
+            self._check_owner(c, info, manager_id)
             check_transition(job_id, info.status, JobStatus.RUNNING)
             c.execute(
-                "UPDATE jobs SET status='running', lease=?, request=NULL, started=COALESCE("
+                "UPDATE jobs SET status='running', lease=?, started=COALESCE("
                 "started, ?), updated=?, runs=runs+1, error=NULL WHERE id=?",
                 (manager_id, now, now, job_id),
             )
             c.execute("DELETE FROM task_errors WHERE job_id=?", (job_id,))
             return self._get(c, job_id)
+
+    def take(self, job_id: str, manager_id: str, expect: JobStatus) -> JobInfo:
+        """Lease a resting job to ``manager_id`` without changing its status (e.g. while
+        its cancel cleans up), so no other process can resume it meanwhile."""
+        with self._tx() as c:
+            info = self._get(c, job_id)
+            self._check_owner(c, info, manager_id)
+            if info.status is not expect:
+                raise InvalidTransitionError(
+                    f"job {job_id} changed meanwhile: it is {info.status.value}, not {expect.value}"
+                )
+            c.execute("UPDATE jobs SET lease=? WHERE id=?", (manager_id, job_id))
+            return self._get(c, job_id)
+
+    def lease_state(self, manager_id: str) -> tuple[bool, dict[str, str | None]]:
+        """(this manager is still registered, {job id: pending request} of the jobs whose
+        lease it holds). A running job missing from the map was taken from it."""
+        c = self._conn
+        registered = (
+            c.execute("SELECT 1 FROM managers WHERE id=?", (manager_id,)).fetchone() is not None
+        )
+        rows = c.execute("SELECT id, request FROM jobs WHERE lease=?", (manager_id,))
+        return registered, {r[0]: r[1] for r in rows}
+
+    def identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the store file now, None if it is gone."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -453,9 +614,12 @@ class JobStore:
         order: str = "created",
         limit: int = -1,
         offset: int = 0,
+        damaged: list[tuple[str, str]] | None = None,
     ) -> list[JobInfo]:
         """Jobs filtered by status, type and owner; ordered by ``created``, ``finished``,
-        ``priority`` or ``run_time`` (prefix ``-`` for descending); paged."""
+        ``priority`` or ``run_time`` (prefix ``-`` for descending); paged. A damaged row is
+        left out (one bad row must not hide every job), and appended to ``damaged`` as
+        (job id, reason) when that list is given."""
         where: list[str] = []
         params: list[Any] = []
         if statuses is not None:
@@ -477,7 +641,14 @@ class JobStore:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY {column} {direction}, rowid {direction} LIMIT ? OFFSET ?"
         params += [limit, offset]
-        return [_row_to_info(r) for r in self._conn.execute(sql, params)]
+        infos: list[JobInfo] = []
+        for row in self._conn.execute(sql, params):
+            try:
+                infos.append(_row_to_info(row))
+            except StoreFormatError as exc:
+                if damaged is not None:
+                    damaged.append((_text(str(row["id"])), str(exc)))
+        return infos
 
     def status_counts(self) -> dict[str, int]:
         rows = self._conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")
@@ -490,15 +661,19 @@ class JobStore:
         rows = self._conn.execute(
             f"SELECT id, status FROM jobs WHERE id IN ({','.join('?' * len(ids))})", ids
         )
-        return {r[0]: JobStatus(r[1]) for r in rows}
+        out: dict[str, JobStatus] = {}
+        for job_id, status in rows:
+            try:
+                out[job_id] = JobStatus(status)
+            except ValueError:
+                out[job_id] = JobStatus.FAILED  # a damaged row: nothing may wait on it
+        return out
 
     def set_priority(self, job_id: str, priority: int) -> JobInfo:
         """Change the priority of a queued (or resting) job; running jobs keep theirs."""
         with self._tx() as c:
             info = self._get(c, job_id)
             if info.status not in (JobStatus.QUEUED, JobStatus.PAUSED, JobStatus.INTERRUPTED):
-                from ._exceptions import InvalidTransitionError
-
                 raise InvalidTransitionError(
                     f"cannot change the priority of job {job_id}: it is {info.status.value}"
                 )
@@ -526,17 +701,23 @@ class JobStore:
         new: JobStatus,
         *,
         expect: JobStatus | None = None,
+        manager: str | None = None,
+        holder: str | None = None,
         **fields: Any,
     ) -> JobInfo:
         """Atomically move a job to ``new`` (checking the transition), updating ``fields``
         (result, error, progress, lease, request, finished, run_time). With ``expect``, a
-        compare-and-set: fail unless the job is still in that status."""
+        compare-and-set: fail unless the job is still in that status. With ``manager``, fail
+        (`LeaseError`) if another live manager holds the job; with ``holder``, unless that
+        manager holds it (a runner never writes over the status of a job taken from it)."""
         now = time.time()
         with self._tx() as c:
             info = self._get(c, job_id)
+            if holder is not None and info.lease != holder:
+                raise LeaseError(f"job {job_id} is no longer leased to this process")
+            if manager is not None:
+                self._check_owner(c, info, manager)
             if expect is not None and info.status is not expect:
-                from ._exceptions import InvalidTransitionError
-
                 raise InvalidTransitionError(
                     f"job {job_id} changed meanwhile: it is {info.status.value}, not {expect.value}"
                 )
@@ -561,12 +742,22 @@ class JobStore:
             c.execute(f"UPDATE jobs SET {sets} WHERE id=?", (*fields.values(), job_id))
             return self._get(c, job_id)
 
-    def request(self, job_id: str, request: str) -> None:
-        """Ask the process running ``job_id`` to pause or cancel it."""
+    def request(self, job_id: str, request: str, manager_id: str | None = None) -> bool:
+        """Ask the live process that holds ``job_id`` (not ``manager_id``) to pause or
+        cancel it; its status is that process's to change. False (nothing written) when no
+        other live process holds the job: the caller acts on it itself."""
         with self._tx() as c:
+            info = self._get(c, job_id)
+            if info.lease is None or info.lease == manager_id or not info.status.is_active:
+                return False
+            if self._owner(c, info.lease) is None:
+                return False
+            if info.request == "cancel" and request == "pause":
+                return True  # a cancel asked first wins
             c.execute(
                 "UPDATE jobs SET request=?, updated=? WHERE id=?", (request, time.time(), job_id)
             )
+            return True
 
     def requests_for(self, manager_id: str) -> list[tuple[str, str]]:
         rows = self._conn.execute(
@@ -579,17 +770,26 @@ class JobStore:
             self._rows.pop(key, None)
             self._compacted.pop(key, None)
         with self._tx() as c:
+            row = c.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is not None and row[0] in _ACTIVE_VALUES:
+                raise InvalidTransitionError(f"cannot delete job {job_id}: it is {row[0]}")
             for table in ("completed", "task_results", "task_errors"):
                 c.execute(f"DELETE FROM {table} WHERE job_id=?", (job_id,))
             c.execute("DELETE FROM jobs WHERE id=?", (job_id,))
 
     # -- checkpoints ---------------------------------------------------------------------
 
-    def checkpoint(self, job_id: str, batch: CheckpointBatch) -> None:
-        """Record one batch of completions atomically (only what is new since the last)."""
+    def checkpoint(self, job_id: str, batch: CheckpointBatch, holder: str | None = None) -> None:
+        """Record one batch of completions atomically (only what is new since the last).
+        With ``holder``, only while that manager holds the job's lease (else `LeaseError`,
+        nothing written): a run that lost its job never records over its new owner's."""
         if not batch:
             return
         with self._tx() as c:
+            if holder is not None:
+                row = c.execute("SELECT lease FROM jobs WHERE id=?", (job_id,)).fetchone()
+                if row is None or row[0] != holder:
+                    raise LeaseError(f"job {job_id} is no longer leased to this process")
             for stage, ranges in batch.ranges.items():
                 c.executemany(
                     "INSERT INTO completed(job_id, stage, start, stop) VALUES (?,?,?,?)",
@@ -761,3 +961,75 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+_ACTIVE_VALUES = frozenset(s.value for s in JobStatus if s.is_active)
+
+
+def _process_start(pid: int) -> str | None:
+    """The boot id and start time (clock ticks since boot) of process ``pid``: with the pid,
+    they name one process for good (a pid is reused, its start time is not). None where
+    /proc does not say."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            boot = f.read().strip()
+    except OSError:
+        return None
+    fields = stat.rpartition(b")")[2].split()  # the name in parentheses may hold anything
+    if len(fields) < 20:
+        return None
+    return f"{boot.decode('ascii', 'replace')}:{fields[19].decode('ascii', 'replace')}"
+
+
+def _same_process(pid: int, recorded: str | None) -> bool:
+    """Whether ``pid`` is still the process that registered with ``recorded`` start."""
+    if recorded is None:
+        return True  # registered by a parjobs that did not record it: the pid must do
+    now = _process_start(pid)
+    return now is None or now == recorded
+
+
+class _Undecodable(str):
+    """Text of a store column that was not valid UTF-8 (shown with backslash escapes)."""
+
+    __slots__ = ()
+
+
+def _decode_text(data: bytes) -> str:
+    """The connection's text factory: a damaged TEXT value becomes an `_Undecodable`
+    instead of an error that fails the whole query (and every later listing)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return _Undecodable(data.decode("utf-8", "backslashreplace"))
+
+
+def _is_locked(exc: sqlite3.Error) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def explain(exc: BaseException, path: str) -> str:
+    """The reason SQLite gives for ``exc``, with the cause named when it is the file system:
+    a read-only file system, or a store file or directory this user may not write (SQLite
+    must create ``<store>-wal`` and ``<store>-shm`` next to the store)."""
+    text = str(exc)
+    if "readonly" not in text and "unable to open" not in text:
+        return text
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return f"{text} (read-only file system at {directory})"
+    except OSError:
+        pass
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"{text} (permission denied: the directory {directory} is read-only to this user)"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return f"{text} (permission denied: the file {path} is read-only to this user)"
+    for suffix in ("-wal", "-shm"):
+        side = path + suffix
+        if os.path.exists(side) and not os.access(side, os.W_OK):
+            return f"{text} (permission denied: {side} is read-only to this user)"
+    return text

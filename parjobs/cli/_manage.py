@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -107,9 +108,12 @@ def job_json(info: JobInfo) -> dict[str, Any]:
 async def jobs(args: argparse.Namespace) -> int:
     store = Store.choose(args.store)
     infos: list[JobInfo] = []
+    damaged: list[tuple[str, str]] = []
     if store.exists:
         async with manager_for(store) as manager:
-            infos = await manager.list_jobs(args.status or None)
+            infos = await manager.list_jobs(args.status or None, damaged=damaged)
+    for _job_id, reason in damaged:  # one bad row must not hide the others
+        print(f"parjobs: warning: {reason}; not listed", file=sys.stderr, flush=True)
     if args.json:
         for info in infos:
             print(json.dumps(job_json(info), default=str))
