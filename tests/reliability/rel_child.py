@@ -166,6 +166,19 @@ def _install_hook(hook: dict[str, Any]) -> None:
                 die()
 
         os.unlink = unlink
+    elif kind == "job-dir-removal":
+        # The Nth removal of a job's private directory: the job's final status (and final
+        # progress) is in the store, its manifest still on disk.
+        import parjobs._manager as manager_mod
+
+        real_remove = manager_mod._remove_tree
+
+        def remove_tree(path: str) -> None:
+            if counter.hit():
+                die()
+            real_remove(path)
+
+        manager_mod._remove_tree = remove_tree
     elif kind == "task":
         # Dies as the Nth task starts (whatever the operation).
         real_run_one = dispatch_mod._run_one

@@ -19,10 +19,13 @@ random kills (21) plus hook kills at several call counts, per operation.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -524,6 +527,73 @@ async def test_move_killed_while_recording_its_finish_step(
     await scenario_with_kills(
         OPS["move"], tmp_path / "s0", tree_template, shm, monkeypatch, hook=hook
     )
+
+
+@pytest.mark.parametrize("op_name", ["copy", "move"])
+async def test_killed_after_completion_before_its_directory_is_removed(
+    op_name: str, tmp_path: Path, tree_template: Path, shm: Path
+) -> None:
+    """Killed once the job is completed in the store but before its private directory (the
+    walk's manifest) is removed: the next manager to open the store removes it, and the job
+    shows completed at 100% (issue 12, item 12)."""
+    op = OPS[op_name]
+    root = tmp_path / "s0"
+    root.mkdir()
+    sc = op.scenario(root, tree_template, shm)
+    run = run_child(config(op, sc, "submit", {"kind": "job-dir-removal", "n": 1}), root)
+    assert run.killed and run.job_id is not None, run
+    manifest_dir = job_dir(sc.store, run.job_id)
+    assert os.listdir(manifest_dir)  # the kill landed where meant: the manifest is there
+    proc = subprocess.run(
+        [sys.executable, "-m", "parjobs", "--store", sc.store, "show", run.job_id, "--json"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["status"] == "completed"
+    progress = info["progress"]
+    assert progress["totals_final"] and progress["items_done"] == progress["items_total"]
+    assert progress["bytes_done"] == progress["bytes_total"]
+    assert not os.path.exists(manifest_dir)
+    assert snapshot(sc.dest) == sc.expected
+    listing = subprocess.run(
+        [sys.executable, "-m", "parjobs", "--store", sc.store, "jobs"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=60,
+    )
+    assert " completed  100% " in listing.stdout, listing.stdout
+
+
+async def test_only_job_directories_of_final_or_deleted_jobs_are_swept(tmp_path: Path) -> None:
+    """What a manager sweeps on open: directories of completed, cancelled and deleted jobs
+    of its store; never those of jobs that may run again, nor any other name."""
+    from parjobs.ops.copy import CopyJob
+
+    store = str(tmp_path / "jobs.sqlite")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x")
+    async with parjobs.open_manager(store) as m:
+        done = await m.submit(CopyJob(sources=[str(src)], destination=str(tmp_path / "d1")))
+        await done.wait()
+        paused = await m.submit(
+            CopyJob(sources=[str(src)], destination=str(tmp_path / "d2")), start=False
+        )
+    base = store + ".d"
+    keep = [paused.id, "notes", "0123456789abcdef", "ABCDEF012345"]
+    sweep = [done.id, "0123456789ab"]  # completed; no such job (deleted)
+    for name in keep + sweep:
+        os.makedirs(os.path.join(base, name, "sub"))
+        (Path(base) / name / "walk.manifest").write_text("[]\n")
+    (Path(base) / "aaaaaaaaaaaa").write_text("a file, not a job directory")
+    async with parjobs.open_manager(store):
+        pass
+    assert sorted(os.listdir(base)) == sorted([*keep, "aaaaaaaaaaaa"])
 
 
 def test_zz_report_kill_points() -> None:
