@@ -306,6 +306,24 @@ def build_parser() -> Parser:
     p.add_argument("--dir", metavar="DIR", help="work in DIR (kept) instead of a temporary one")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     _workers(p)
+
+    p = _command(
+        subs,
+        "serve",
+        "serve the HTTP API, live events and metrics of the store's jobs (docs/serve.md)",
+        "parjobs serve --port 0",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument(
+        "--port", type=_int_at_least(0), default=8765, help="port (default 8765; 0: a free one)"
+    )
+    p.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="tokens, one per line ('TOKEN' or 'TOKEN owner=NAME'); needed off loopback "
+        "(default: $XDG_STATE_HOME/parjobs/serve-tokens, created)",
+    )
+    _workers(p)
     return parser
 
 

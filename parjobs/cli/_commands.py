@@ -12,7 +12,7 @@ from typing import Any
 
 from .._job import Job, registered_job_types
 from .._status import JobStatus
-from . import _manage
+from . import _manage, _serve
 from ._errors import EXIT_OK, CliError
 from ._follow import follow_jobs
 from ._render import Renderer, make_renderer
@@ -219,4 +219,5 @@ COMMANDS: dict[str, Command] = {
     "resume": resume,
     "cancel": _manage.cancel,
     "demo": demo,
+    "serve": _serve.serve,
 }

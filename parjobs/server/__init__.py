@@ -21,6 +21,7 @@ from ._auth import parse_tokens as parse_tokens
 from ._events import EventHub as EventHub
 from ._serve import ServeError as ServeError
 from ._serve import ServerInfo as ServerInfo
+from ._serve import resolve_tokens as resolve_tokens
 from ._serve import serve as serve
 
 __all__ = [
@@ -34,5 +35,6 @@ __all__ = [
     "default_token_path",
     "load_tokens",
     "parse_tokens",
+    "resolve_tokens",
     "serve",
 ]

@@ -118,6 +118,8 @@ async def serve(
 
 def _bind(host: str, port: int) -> socket.socket:
     """A listening-ready TCP socket bound to ``host:port`` (0: a free port)."""
+    if not 0 <= port <= 65535:
+        raise ServeError(f"port must be between 0 and 65535, got {port}")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host.strip("[]"), port, type=socket.SOCK_STREAM

@@ -1,0 +1,161 @@
+"""Server-Sent Events through a real socket: replay, coalescing, slow clients, shutdown."""
+
+from __future__ import annotations
+
+import functools
+import socket
+
+import _jobs  # noqa: F401  (registers test-count)
+import httpx
+import trio
+from conftest import ADMIN, ALICE, Server, sse_events, write_tokens
+
+import parjobs
+from parjobs.server import serve
+
+
+async def collect(server: Server, path: str, until, *, headers=None, token=ADMIN, limit=10.0):
+    """Events of ``path`` until ``until(events)`` is true."""
+    events = []
+    async with server.client(token) as c, c.stream("GET", path, headers=headers or {}) as r:
+        assert r.status_code == 200
+        with trio.fail_after(limit):
+            async for event in sse_events(r):
+                events.append(event)
+                if until(events):
+                    break
+    return events
+
+
+def statuses(events, job_id=None):
+    return [
+        e.data["status"]
+        for e in events
+        if e.kind == "status" and (job_id is None or e.data["id"] == job_id)
+    ]
+
+
+async def test_all_events_stream_and_last_event_id_replay(server: Server, tmp_path) -> None:
+    # Connect first, so the stream sees the job from its submission on.
+    async with trio.open_nursery() as nursery:
+        got: list = []
+
+        async def follow() -> None:
+            got.extend(await collect(server, "/api/events", lambda ev: "completed" in statuses(ev)))
+
+        nursery.start_soon(follow)
+        await trio.sleep(0.2)
+        job = await server.submit(
+            {"type": "test-count", "spec": {"n": 40, "log": str(tmp_path / "l"), "sleep": 0.005}}
+        )
+    seen = statuses(got, job["id"])
+    assert seen[0] in ("queued", "running") and seen[-1] == "completed"
+    assert any(e.kind == "progress" and e.data["job_id"] == job["id"] for e in got)
+    ids = [e.id for e in got if e.id is not None]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    # Reconnect as if the connection dropped after the first status event: the missed
+    # status changes are replayed, in order, before anything else.
+    first = next(e for e in got if e.kind == "status")
+    replay = await collect(
+        server,
+        "/api/events",
+        lambda ev: "completed" in statuses(ev),
+        headers={"last-event-id": str(first.id)},
+    )
+    assert statuses(replay, job["id"]) == seen[1:]
+    # An id older than the ring holds is told to reload.
+    server.hub.ring.clear()
+    reset = await collect(server, "/api/events", lambda ev: True, headers={"last-event-id": "0"})
+    assert reset[0].kind == "reset"
+
+
+async def test_progress_is_coalesced(server: Server, tmp_path) -> None:
+    spec = {"n": 300, "log": str(tmp_path / "l"), "sleep": 0.004}
+    job = await server.submit({"type": "test-count", "spec": spec})
+    start = trio.current_time()
+    events = await collect(server, f"/api/jobs/{job['id']}/events", lambda ev: ev[-1].kind == "end")
+    elapsed = trio.current_time() - start
+    progress = [e for e in events if e.kind == "progress"]
+    assert progress, "no progress event"
+    assert len(progress) <= elapsed * 10 + 3  # about 10 per second at most
+    done = [e.data["items_done"] for e in progress]
+    assert done == sorted(done)
+
+
+async def test_owner_bound_stream_sees_only_its_jobs(server: Server, tmp_path) -> None:
+    async with trio.open_nursery() as nursery:
+        got: list = []
+
+        async def follow() -> None:
+            got.extend(
+                await collect(
+                    server, "/api/events", lambda ev: "completed" in statuses(ev), token=ALICE
+                )
+            )
+
+        nursery.start_soon(follow)
+        await trio.sleep(0.2)
+        other = await server.submit({"type": "test-count", "spec": {"n": 2, "log": "/dev/null"}})
+        await server.wait_status(other["id"], "completed")
+        await server.submit(
+            {"type": "test-count", "spec": {"n": 2, "log": "/dev/null"}}, token=ALICE
+        )
+    assert {e.data["owner"] for e in got if e.kind == "status"} == {"alice"}
+
+
+async def test_a_client_that_never_reads_does_not_slow_a_job(server: Server, tmp_path) -> None:
+    spec = {"n": 200, "log": str(tmp_path / "l"), "sleep": 0.002}
+
+    async def run_job() -> float:
+        start = trio.current_time()
+        job = await server.submit(
+            {"type": "test-count", "spec": dict(spec, log=str(tmp_path / str(start)))}
+        )
+        await server.wait_status(job["id"], "completed", timeout=20)
+        return trio.current_time() - start
+
+    baseline = await run_job()
+    # A raw socket that asks for the event stream, then never reads a byte.
+    stuck = trio.socket.socket()
+    await stuck.connect(("127.0.0.1", server.info.port))
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    request = (
+        f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{server.info.port}\r\n"
+        f"Authorization: Bearer {ADMIN}\r\n\r\n"
+    )
+    await stuck.send(request.encode())
+    with trio.fail_after(5):
+        while not server.hub.subscriptions:
+            await trio.sleep(0.01)
+    # Flood it: far more events than its buffer holds.
+    for i in range(2000):
+        server.hub.publish(
+            "status", f"x{i}", None, {"id": f"x{i}", "status": "queued", "pad": "x" * 200}
+        )
+    with_stuck = await run_job()
+    assert with_stuck < baseline * 2 + 0.5
+    assert server.hub.dropped_total > 0
+    stuck.close()
+
+
+async def test_streams_end_on_shutdown(tmp_path) -> None:
+    tokens = write_tokens(str(tmp_path / "tokens"))
+    async with parjobs.open_manager(tmp_path / "s.sqlite") as manager:
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            info = await nursery.start(
+                functools.partial(
+                    serve, manager, port=0, token_file=tokens, shutdown_trigger=stop.wait
+                )
+            )
+            async with (
+                httpx.AsyncClient(
+                    base_url=info.base_url, headers={"authorization": f"Bearer {ADMIN}"}
+                ) as c,
+                c.stream("GET", "/api/events") as r,
+            ):
+                assert r.status_code == 200
+                stop.set()
+                with trio.fail_after(3):  # the stream ends cleanly, promptly
+                    async for _ in r.aiter_lines():
+                        pass

@@ -1,0 +1,108 @@
+"""/metrics parses as Prometheus text and matches the jobs; the OpenAPI document lists
+exactly the routes the app serves."""
+
+from __future__ import annotations
+
+import os
+
+import _jobs  # noqa: F401  (registers test-count)
+from conftest import Server
+from prometheus_client.parser import text_string_to_metric_families
+
+from parjobs.server import ENDPOINTS
+
+
+async def scrape(server: Server) -> dict[str, list]:
+    async with server.client() as c:
+        r = await c.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    return {f.name: f.samples for f in text_string_to_metric_families(r.text)}
+
+
+def value(samples, name, **labels) -> float:
+    found = [s.value for s in samples if s.name == name and labels.items() <= s.labels.items()]
+    assert len(found) == 1, (name, labels, samples)
+    return found[0]
+
+
+async def test_metrics_match_the_job(server: Server, tmp_path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    os.makedirs(src)
+    sizes = [1000 * (i + 1) for i in range(12)]
+    for i, size in enumerate(sizes):
+        (src / f"f{i}").write_bytes(os.urandom(size))
+    job = await server.submit(
+        {"type": "copy", "spec": {"sources": [str(src)], "destination": str(dst)}}
+    )
+    done = await server.wait_status(job["id"], "completed")
+    await server.wait_status(job["id"], "completed")
+    metrics = await scrape(server)
+    assert value(metrics["parjobs_jobs"], "parjobs_jobs", type="copy", status="completed") == 1
+    tasks = value(metrics["parjobs_tasks_done"], "parjobs_tasks_done_total", type="copy")
+    assert tasks == done["done_items"] >= len(sizes)
+    nbytes = value(metrics["parjobs_bytes_done"], "parjobs_bytes_done_total", type="copy")
+    assert nbytes == done["done_bytes"] == sum(sizes)
+    assert value(metrics["parjobs_items_failed"], "parjobs_items_failed_total", type="copy") == 0
+    finished = metrics["parjobs_manager_tasks_finished"]
+    assert (
+        value(finished, "parjobs_manager_tasks_finished_total")
+        == done["progress"]["items_done"]
+        + done["progress"]["items_skipped"]
+        + done["progress"]["items_failed"]
+    )
+    assert value(metrics["parjobs_workers_busy"], "parjobs_workers_busy", lane="io") == 0
+    assert value(metrics["parjobs_managers"], "parjobs_managers", alive="true") == 1
+    runs = metrics["parjobs_job_run_seconds"]
+    assert value(runs, "parjobs_job_run_seconds_count") == 1
+
+
+async def test_metrics_count_failed_items(server: Server, tmp_path) -> None:
+    spec = {"n": 20, "log": str(tmp_path / "l"), "fail_every": 5}
+    job = await server.submit({"type": "test-count", "spec": spec})
+    await server.wait_status(job["id"], "completed_with_errors")
+    metrics = await scrape(server)
+    failed = metrics["parjobs_items_failed"]
+    assert value(failed, "parjobs_items_failed_total", type="test-count") == 4
+
+
+async def test_openapi_lists_every_route_and_only_those(server: Server) -> None:
+    async with server.client() as c:
+        doc = (await c.get("/api/openapi.json")).json()
+    assert doc["openapi"].startswith("3.1")
+    documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    app = server_app_routes(server)
+    assert documented == app
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            names = {p["name"] for p in op.get("parameters", ()) if p["in"] == "path"}
+            assert names == set(path_params(path)), path
+    assert doc["paths"]["/healthz"]["get"]["security"] == []
+
+
+def server_app_routes(server: Server) -> set[tuple[str, str]]:
+    """(method, path) of every route the Starlette router serves (HEAD aside)."""
+    from parjobs.server._app import create_app
+
+    gate = create_app(server.manager, tokens=[])
+    return (
+        {
+            (method, route.path)
+            for route in gate.app.routes
+            for method in route.methods
+            if method != "HEAD"
+        }
+        | set()
+        if gate
+        else set()
+    )
+
+
+def path_params(path: str) -> list[str]:
+    import re
+
+    return re.findall(r"{(\w+)}", path)
+
+
+def test_endpoints_table_is_unique() -> None:
+    keys = [(e.method, e.path) for e in ENDPOINTS]
+    assert len(keys) == len(set(keys))
