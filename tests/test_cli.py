@@ -541,3 +541,22 @@ def test_delete_resolves_a_symlinked_parent_as_the_kernel_does(
     assert proc.returncode == 0, proc.stderr
     assert not (other / "x").exists()
     assert (nest / "x").read_bytes() == b"an unrelated x"
+
+
+def test_hash_output_to_a_link_to_stdout_writes_the_pipe_not_the_link(
+    small: Path, tmp_path: Path, env, store
+) -> None:
+    """``--output /dev/stdout``, with a stand-in link (a regression must not replace the
+    machine's /dev/stdout): the digests go down the pipe, the display to stderr, and the
+    link stays a link."""
+    link = tmp_path / "stdout"
+    os.symlink("/proc/self/fd/1", link)
+    proc = run("hash", str(small), "--output", str(link), env=env, store=store)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 12, proc.stdout  # the digests only: no progress in the data
+    for line in lines:
+        digest, path = line.split("  ", 1)
+        assert digest == xxhash.xxh3_128_hexdigest(Path(path).read_bytes())
+    assert os.readlink(link) == "/proc/self/fd/1"
+    assert "completed" in proc.stderr

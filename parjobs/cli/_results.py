@@ -7,6 +7,8 @@ added to the summary (e.g. where the thumbnails went).
 
 from __future__ import annotations
 
+import os
+import stat
 from typing import Any
 
 from .._store import JobInfo
@@ -14,10 +16,22 @@ from . import _format as fmt
 
 
 def prints_data(job_type: str, spec: Any) -> bool:
-    """True when the job's result is data for stdout (``hash`` without ``--output``...)."""
+    """True when the job's result is data for stdout (``hash`` without ``--output``...), or
+    the job writes its data to a stream (``hash --output /dev/stdout``, a pipe or a
+    terminal): the display then goes to stderr, out of the data's way."""
     if job_type == "hash":
-        return not (isinstance(spec, dict) and spec.get("output"))
+        output = spec.get("output") if isinstance(spec, dict) else None
+        return not isinstance(output, str) or not output or _is_stream(output)
     return job_type == "duplicates"
+
+
+def _is_stream(path: str) -> bool:
+    """A character device or FIFO (what ``hash`` writes in place, see `output_target`)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
 def data_lines(info: JobInfo) -> list[str]:

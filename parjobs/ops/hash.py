@@ -19,14 +19,33 @@ One line per file, in walk order, in the format ``xxhsum`` prints and checks (``
 Paths are written as raw bytes. A path containing a newline or carriage return would break
 the line format; such a line starts with a backslash and escapes ``\\``, ``\\n`` and ``\\r``, the
 GNU coreutils convention (newer xxhsum versions read it; 0.8.1 does not).
+
+Where the checksum file goes (`output_target`)
+----------------------------------------------
+What ``output`` names decides how it is written, checked when the job writes it:
+
+* absent, or a regular file: written to a temporary beside it, flushed, then renamed over
+  it (atomic: readers see the old file or the new one, never half of it). The new file
+  keeps the old one's permission bits;
+* a symlink: written through to what it points to, by these same rules (a link to a regular
+  file stays a link; its target is replaced atomically in the target's own directory), as
+  shells and most tools do;
+* a character device or a FIFO (``/dev/null``, ``/dev/stdout`` on a terminal or pipe, a named
+  pipe): written in place, opened without creating or truncating anything, never replaced
+  (a rename would put a regular file where the device node was). A FIFO is waited on until
+  a reader opens it (the job can still be paused or cancelled meanwhile); a write error such
+  as ``/dev/full``'s ENOSPC fails the job with that error;
+* anything else (a directory, a block device, a socket): refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import os
+import stat
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from typing import Any, Literal
@@ -40,6 +59,7 @@ from .._task import Outcome, OutcomeStatus, Task, TaskContext
 from ._copyfile import remove_own_temps, tmp_name
 from ._hashing import ALGORITHMS, SourceChangedError, hash_file
 from ._names import job_token, stored_token
+from ._paths import check_writable_dir, keep_dir_identity
 from ._walk import Entry, walk
 
 # O_EXCL|O_NOFOLLOW: whatever sits at the temporary's name (it is random, see `output_tmp`) is
@@ -142,16 +162,30 @@ class HashJob(Job):
         if self.output is not None:
             if not self.output or "\0" in self.output:
                 raise JobSpecError(f"hash: invalid output path {self.output!r}")
-            if os.path.isdir(self.output):
-                raise JobSpecError(f"hash: output {self.output!r} is a directory")
+            try:
+                in_place, target = output_target(self.output)
+            except OSError as exc:
+                raise JobSpecError(f"hash: output {self.output!r}: {exc.strerror}") from None
             parent = os.path.dirname(os.path.abspath(self.output))
             if not os.path.isdir(parent):
                 raise JobSpecError(f"hash: the directory of output {self.output!r} does not exist")
+            if not in_place:  # written there atomically: not /proc, not read-only
+                where = os.fsdecode(os.path.dirname(target))
+                try:
+                    where_st = os.stat(where)
+                except OSError as exc:
+                    raise JobSpecError(f"hash: output {self.output!r}: {exc.strerror}") from None
+                check_writable_dir("hash", "the directory of output", where, where_st)
 
     def describe(self) -> str:
         return f"hash {len(self.paths)} path(s) with {self.algorithm}"
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
+        if self.output is not None:
+            in_place, target = output_target(self.output)
+            if not in_place:  # not a directory swapped in since an earlier run (a symlink)
+                where = os.fsdecode(os.path.dirname(target))
+                await keep_dir_identity(ctx, "output_dir_identity", "hash", where)
         dispatcher = ctx.task_dispatcher(keep_results=True)
         ctx.progress.set_message("hashing")
         found: dict[int, tuple[bytes, str, int]] = {}
@@ -181,10 +215,16 @@ class HashJob(Job):
         if self.output is not None:
             ctx.progress.set_message("writing " + self.output)
             lines = ((p, d) for p, (d, _) in rows.items())
-            token = await job_token(ctx)  # checkpointed before the temporary is made
-            await trio.to_thread.run_sync(
-                functools.partial(write_checksums, self.output, self.algorithm, lines, owner=token)
-            )
+            in_place, target = await trio.to_thread.run_sync(output_target, self.output)
+            if in_place:
+                fd = await _open_in_place(ctx, target)
+                write = functools.partial(_write_to_fd, fd, self.output, self.algorithm, lines)
+                await trio.to_thread.run_sync(write)
+            else:
+                token = await job_token(ctx)  # checkpointed before the temporary is made
+                await trio.to_thread.run_sync(
+                    functools.partial(write_checksums, target, self.algorithm, lines, owner=token)
+                )
             result["output"] = self.output
         else:
             result["digests"] = {os.fsdecode(p): d for p, (d, _) in rows.items()}
@@ -195,10 +235,12 @@ class HashJob(Job):
         if self.output is not None and token is not None:
             # A checksum file half-written when the run was killed: this job's own temporary
             # (it carries the job's name token), never a user's file or another job's.
-            directory = os.path.dirname(os.path.abspath(self.output))
-            await trio.to_thread.run_sync(
-                functools.partial(remove_own_temps, directory, token, recursive=False)
-            )
+            # Beside the output, or beside what it links to (see `output_target`).
+            names = (os.path.abspath(self.output), os.path.realpath(self.output))
+            for directory in dict.fromkeys(os.path.dirname(name) for name in names):
+                await trio.to_thread.run_sync(
+                    functools.partial(remove_own_temps, directory, token, recursive=False)
+                )
 
     async def _tasks(self, ctx: JobContext) -> AsyncGenerator[Task[Any], None]:
         """One task per walked non-directory entry, counting totals as the walk goes."""
@@ -233,17 +275,106 @@ def checksum_line(algorithm: str, path: bytes, digest: str) -> bytes:
     return prefix + digest.encode("ascii") + b"  " + path + b"\n"
 
 
+#: Opened in place (a device or FIFO): never created, truncated or followed into a tty.
+_IN_PLACE_FLAGS = os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def output_target(output: str) -> tuple[bool, bytes]:
+    """How to write ``output`` (see "Where the checksum file goes" above): ``(False, path)``
+    to write ``path`` atomically (``output``, or what its symlinks lead to), ``(True,
+    output)`` to write in place (a character device or FIFO). OSError for anything else."""
+    raw = os.fsencode(output)
+    try:
+        st = os.stat(raw)  # through symlinks: what would be written
+    except FileNotFoundError:
+        st = None  # absent (or a dangling symlink: created where it points)
+    if st is None or stat.S_ISREG(st.st_mode):
+        return False, os.path.realpath(raw)
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode):
+        return True, raw
+    what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file, device or FIFO"
+    if stat.S_ISBLK(st.st_mode):
+        what = "a block device (a disk: never written)"
+    code = errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL
+    raise OSError(code, f"it is {what}", output)
+
+
+async def _open_in_place(ctx: JobContext, path: bytes) -> int:
+    """Open a device or FIFO for writing; for a FIFO, wait (pausable, cancellable) until a
+    reader has it open, rather than block a thread that no pause could stop."""
+    while True:
+        try:
+            fd = os.open(path, _IN_PLACE_FLAGS | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: a FIFO nobody reads yet
+                raise
+            await ctx.check_interrupt()
+            await trio.sleep(0.05)
+            continue
+        try:
+            _check_in_place(fd, path)
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+
+def _check_in_place(fd: int, path: bytes) -> None:
+    """Refuse an opened target that is no longer a device or FIFO (swapped since it was
+    checked): written in place, a regular file would be overwritten without truncation."""
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
+        raise OSError(errno.EAGAIN, "it changed while being opened; not written", path_label(path))
+
+
+def _write_to_fd(fd: int, output: str, algorithm: str, rows: Iterable[tuple[bytes, str]]) -> None:
+    """Write the checksum lines to the open device or FIFO ``fd`` and close it; an error
+    names ``output`` (``/dev/full``: "No space left on device: /dev/full")."""
+    try:
+        buf = bytearray()
+        for path, digest in rows:
+            buf += checksum_line(algorithm, path, digest)
+            if len(buf) >= 1 << 16:
+                _write_all(fd, buf)
+                buf.clear()
+        _write_all(fd, buf)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, output) from None
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def write_checksums(
-    output: str,
+    output: str | bytes,
     algorithm: str,
     rows: Iterable[tuple[bytes, str]],
     *,
     owner: str | bytes | None = None,
 ) -> None:
-    """Write ``(path, digest)`` rows to ``output`` atomically: to a temporary next to it
-    (`output_tmp`, carrying ``owner``'s name token), flushed to disk, then renamed over
-    ``output``."""
-    target = os.fsencode(output)
+    """Write ``(path, digest)`` rows to ``output`` as `output_target` says: a regular file
+    (or none) atomically, to a temporary next to it (`output_tmp`, carrying ``owner``'s name
+    token), flushed to disk, then renamed over it; a device or FIFO in place (a FIFO: this
+    blocks until a reader opens it)."""
+    in_place, target = output_target(os.fsdecode(output))
+    if in_place:
+        fd = os.open(target, _IN_PLACE_FLAGS)
+        try:
+            _check_in_place(fd, target)
+        except BaseException:
+            os.close(fd)
+            raise
+        _write_to_fd(fd, os.fsdecode(output), algorithm, rows)
+        return
+    old = _lstat(target)
+    mode = stat.S_IMODE(old.st_mode) if old is not None and stat.S_ISREG(old.st_mode) else None
+    output = os.fsdecode(target)
     while True:
         tmp = output_tmp(output, owner)
         try:
@@ -253,15 +384,27 @@ def write_checksums(
             continue
     try:
         with open(fd, "wb") as f:
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
             for path, digest in rows:
                 f.write(checksum_line(algorithm, path, digest))
             f.flush()
             os.fsync(f.fileno())
+        now = _lstat(target)  # a device node planted since `output_target` looked: kept
+        if now is not None and not stat.S_ISREG(now.st_mode):
+            raise OSError(errno.EEXIST, "it is no longer a regular file; not replaced", output)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _lstat(path: bytes) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
 
 
 def output_tmp(output: str, owner: str | bytes | None = None) -> bytes:
@@ -277,6 +420,7 @@ __all__ = [
     "HashTask",
     "checksum_line",
     "entry_report",
+    "output_target",
     "output_tmp",
     "path_label",
     "write_checksums",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import os
 import shutil
+import socket
+import stat
 import subprocess
 import threading
 import time
@@ -201,3 +203,160 @@ async def test_bad_specs_are_refused_on_submit(store_path, spec, match):
         with pytest.raises(parjobs.JobSpecError, match=match):
             await manager.submit(HashJob(**spec))
         assert await manager.list_jobs() == []
+
+
+# -- where the checksum file goes: regular files replaced atomically, the rest in place ------
+
+ROOT = os.geteuid() == 0
+
+
+def _device(path, major: int, minor: int, kind: int = stat.S_IFCHR) -> str:
+    """A device node in tmp_path (root only): a stand-in for /dev/null or /dev/full that a
+    regression could replace without harming the machine's own."""
+    os.mknod(path, kind | 0o666, os.makedev(major, minor))
+    return str(path)
+
+
+def _expected(files: dict[str, bytes]) -> set[bytes]:
+    return {f"{xxhash.xxh3_128(d).hexdigest()}  {p}\n".encode() for p, d in files.items()}
+
+
+def _leftovers(*dirs) -> list[str]:
+    return [n for d in dirs for n in os.listdir(d) if ".parjobs" in n]
+
+
+async def _hash_to(store_path, paths, output):
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(HashJob(paths=paths, output=str(output)))
+        with trio.fail_after(30):
+            await handle.wait()
+        return await handle.info()
+
+
+async def test_output_to_a_null_device_writes_in_place_and_keeps_the_node(store_path, tmp_path):
+    files = {str(tmp_path / "a.txt"): b"a"}
+    (tmp_path / "a.txt").write_bytes(b"a")
+    null = _device(tmp_path / "null", 1, 3) if ROOT else "/dev/null"
+    info = await _hash_to(store_path, [str(tmp_path / "a.txt")], null)
+    assert info.status is JobStatus.COMPLETED, info.error
+    assert info.result["output"] == null and "digests" not in info.result
+    assert stat.S_ISCHR(os.lstat(null).st_mode) and os.lstat(null).st_rdev == os.makedev(1, 3)
+    assert _leftovers(os.path.dirname(null)) == []
+    assert files  # (the digests went nowhere, as asked)
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root to make a /dev/full device node (mknod)")
+async def test_output_to_a_full_device_fails_with_enospc_and_keeps_the_node(store_path, tmp_path):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "a.txt").write_bytes(b"a")
+    for full in (_device(tmp_path / "full", 1, 7), "/dev/full"):
+        info = await _hash_to(store_path, [str(tmp_path / "t")], full)
+        assert info.status is JobStatus.FAILED
+        assert "No space left on device" in info.error and full in info.error, info.error
+        st = os.lstat(full)
+        assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 7)
+        assert _leftovers(os.path.dirname(full)) == []
+
+
+async def test_output_to_a_fifo_waits_for_its_reader_and_keeps_the_fifo(store_path, tmp_path):
+    files = _tree(tmp_path / "t")
+    fifo = tmp_path / "sums.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+
+    def reader() -> None:
+        time.sleep(0.5)  # the job reaches the output first and must wait for a reader
+        with open(fifo, "rb") as f:
+            got.append(f.read())
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        info = await _hash_to(store_path, [str(tmp_path / "t")], fifo)
+    finally:
+        thread.join(10)
+    assert info.status is JobStatus.COMPLETED, info.error
+    assert set(got[0].splitlines(keepends=True)) == _expected(files)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert _leftovers(tmp_path) == []
+
+
+async def test_a_job_waiting_for_a_fifo_reader_can_be_paused_then_resumed(store_path, tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"a")
+    fifo = tmp_path / "sums.fifo"
+    os.mkfifo(fifo)
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(HashJob(paths=[str(tmp_path / "a.txt")], output=str(fifo)))
+        with trio.fail_after(10):
+            async for snap in handle.progress():
+                if snap.message == f"writing {fifo}":
+                    break
+            await trio.sleep(0.2)  # waiting for a reader
+            await manager.pause(handle.id)
+            assert await handle.wait() is JobStatus.PAUSED
+        got: list[bytes] = []
+        thread = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+        thread.start()
+        await manager.resume(handle.id)
+        with trio.fail_after(10):
+            result = await handle.result()
+        thread.join(10)
+    assert result["output"] == str(fifo)
+    assert got == [f"{xxhash.xxh3_128(b'a').hexdigest()}  {tmp_path / 'a.txt'}\n".encode()]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+async def test_output_through_a_symlink_replaces_its_target_atomically(store_path, tmp_path):
+    """Written through, as shells and most tools do: the link stays a link, the regular file
+    it names is replaced by rename in its own directory, keeping its permission bits."""
+    files = _tree(tmp_path / "t")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    real = elsewhere / "sums.txt"
+    real.write_text("old\n")
+    real.chmod(0o600)
+    links = tmp_path / "links"
+    links.mkdir()
+    os.symlink(real, links / "sums")
+    os.symlink(elsewhere / "new.txt", links / "dangling")
+    for link, target in ((links / "sums", real), (links / "dangling", elsewhere / "new.txt")):
+        info = await _hash_to(store_path, [str(tmp_path / "t")], link)
+        assert info.status is JobStatus.COMPLETED, info.error
+        assert os.path.islink(link) and os.readlink(link) == str(target)
+        assert set(target.read_bytes().splitlines(keepends=True)) == _expected(files)
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600
+    assert _leftovers(links, elsewhere) == []
+
+
+async def test_output_through_a_symlink_to_a_device_writes_in_place(store_path, tmp_path):
+    """Like ``--output /dev/stdout`` (a link to /proc/self/fd/1): neither the link nor the
+    device it names is replaced."""
+    (tmp_path / "a.txt").write_bytes(b"a")
+    null = _device(tmp_path / "null", 1, 3) if ROOT else "/dev/null"
+    os.symlink(null, tmp_path / "stdout")
+    info = await _hash_to(store_path, [str(tmp_path / "a.txt")], tmp_path / "stdout")
+    assert info.status is JobStatus.COMPLETED, info.error
+    assert os.readlink(tmp_path / "stdout") == null
+    assert stat.S_ISCHR(os.lstat(null).st_mode)
+    assert _leftovers(tmp_path) == []
+
+
+async def test_output_onto_a_socket_or_block_device_is_refused_on_submit(store_path, tmp_path):
+    targets = []
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock"))
+    targets.append((str(tmp_path / "sock"), "not a regular file, device or FIFO"))
+    if ROOT:
+        disk = _device(tmp_path / "disk", 7, 0, stat.S_IFBLK)
+        targets.append((disk, "block device"))
+    try:
+        async with parjobs.open_manager(store_path) as manager:
+            for target, message in targets:
+                with pytest.raises(parjobs.JobSpecError, match=message):
+                    await manager.submit(HashJob(paths=[str(tmp_path)], output=target))
+            assert await manager.list_jobs() == []
+    finally:
+        sock.close()
+    assert stat.S_ISSOCK(os.lstat(tmp_path / "sock").st_mode)
+    if ROOT:
+        assert stat.S_ISBLK(os.lstat(tmp_path / "disk").st_mode)
