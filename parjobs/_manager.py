@@ -46,7 +46,7 @@ from ._exceptions import (
 from ._job import Job, dump_job, load_job
 from ._progress import ItemError, Progress, ProgressTracker
 from ._status import JobStatus, check_transition
-from ._store import CheckpointBatch, JobInfo, JobStore
+from ._store import CheckpointBatch, JobInfo, JobStore, explain
 
 R = TypeVar("R")
 
@@ -218,7 +218,9 @@ class JobManager:
         try:
             return await trio.to_thread.run_sync(call, limiter=self._db_limiter)
         except sqlite3.Error as exc:  # e.g. "database or disk is full"
-            raise StoreError(f"job store {self.store.path} failed: {exc}") from None
+            raise StoreError(
+                f"job store {self.store.path} failed: {explain(exc, self.store.path)}"
+            ) from None
 
     async def _prepare(self) -> None:
         """Register, recover the jobs of dead managers, apply retention (may raise

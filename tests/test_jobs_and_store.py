@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
 import types
+from pathlib import Path
 from typing import Literal
 
 import pytest
+import trio
 from _jobs import CountJob, read_log
 from hypothesis import given
 from hypothesis import strategies as st
@@ -232,5 +239,152 @@ def test_checkpoint_ranges_compact_and_round_trip(tmp_path):
         assert list(IndexSet(ranges).ranges()) == list(expected.ranges())
         assert len(ranges) < 2 * len(list(expected.ranges())) + 300
         assert store.get("j").done_items == len(expected)
+    finally:
+        store.close()
+
+
+# -- damaged rows, read-only stores, dead and live managers (issue 12) ---------------------
+
+
+def _cli(*args: str, store: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "parjobs.cli", *args, "--store", store],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+DAMAGE = {
+    "binary spec": "spec=CAST(x'ff00fe61' AS TEXT)",
+    "blob progress": "progress=x'00ff10'",
+    "binary result": "result=CAST(x'c3' AS TEXT)",
+    "bad status": "status='bogus'",
+    "text as a number": "created='yesterday'",
+    "prerequisites not a list": "after='5'",
+}
+
+
+def test_damaged_store_rows_are_skipped_and_named(store_path, tmp_path):
+    """One damaged row per kind: ``jobs`` lists every other job (exit 0) with one warning
+    line per damaged one; ``show`` of a damaged job is one clear error line (exit 2); the
+    rows are left as they are."""
+
+    async def make() -> list[str]:
+        async with parjobs.open_manager(store_path) as m:
+            handles = [
+                await m.submit(CountJob(n=1, log=str(tmp_path / "l")), start=False)
+                for _ in range(len(DAMAGE) + 1)
+            ]
+            return [h.id for h in handles]
+
+    ids = trio.run(make)
+    conn = sqlite3.connect(store_path)
+    for job_id, change in zip(ids, DAMAGE.values(), strict=False):
+        conn.execute(f"UPDATE jobs SET {change} WHERE id=?", (job_id,))
+    conn.commit()
+    conn.close()
+    damaged, good = ids[:-1], ids[-1]
+    for _ in range(2):  # not "permanently" broken: the same answer every time
+        proc = _cli("jobs", store=store_path)
+        assert proc.returncode == 0, proc.stderr
+        assert good in proc.stdout and not any(i in proc.stdout for i in damaged), proc.stdout
+        warnings = proc.stderr.splitlines()
+        named = {line.split()[3] for line in warnings}
+        assert named == set(damaged) and len(warnings) == len(damaged), proc.stderr
+        for line in warnings:
+            assert line.startswith("parjobs: warning: job ") and " is damaged" in line, line
+            assert line.isprintable(), line
+    for job_id in damaged:
+        proc = _cli("show", job_id, store=store_path)
+        assert proc.returncode == 2, proc
+        assert proc.stderr.startswith(f"parjobs: error: job {job_id} is damaged in the store")
+        assert proc.stderr.count("\n") == 1 and proc.stderr[:-1].isprintable(), proc.stderr
+    assert _cli("show", good, store=store_path).returncode == 0
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["alone", "held-open-elsewhere"])
+def test_store_in_a_read_only_directory_is_not_called_locked(held):
+    """A store whose directory this user may not write (SQLite must create its -wal and
+    -shm there) is reported as that, with the path, not as "locked by another process";
+    also while another process has it open (its -wal and -shm exist, read-only too)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to run parjobs as uid 65534 in a directory it cannot write")
+    area = Path(tempfile.mkdtemp(prefix="parjobs-ro-", dir="/tmp"))
+    store_dir = area / "state"
+    store = str(store_dir / "jobs.sqlite")
+    try:
+        os.chmod(area, 0o755)
+        store_dir.mkdir()
+        trio.run(_one_job, store, str(area / "log"))
+        os.chown(store_dir, 65534, 65534)
+        os.chown(store, 65534, 65534)
+        holder = None
+        if held:
+            os.chmod(store, 0o444)
+            holder = sqlite3.connect(store)
+            holder.execute("PRAGMA journal_mode=WAL")
+            holder.execute("UPDATE jobs SET updated=updated")
+            holder.commit()
+        os.chmod(store_dir, 0o555)
+        before = Path(store).read_bytes()
+        proc = subprocess.run(
+            [sys.executable, "-c", _AS_NOBODY, "jobs", "--store", store],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if holder is not None:
+            holder.close()
+        assert Path(store).read_bytes() == before
+    finally:
+        os.chmod(store_dir, 0o755)
+        shutil.rmtree(area)
+    assert proc.returncode == 2, proc
+    assert "locked" not in proc.stderr, proc.stderr
+    assert "read-only" in proc.stderr and str(store_dir) in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+
+
+# Runs the CLI as uid 65534: imports first (as root, who can read this checkout), then drops.
+_AS_NOBODY = """
+import os, sys
+import encodings.ascii, encodings.latin_1, encodings.utf_8, shutil, traceback
+import rich.console, rich.live, rich.progress
+import parjobs.cli, parjobs.cli._app, parjobs.cli._commands, parjobs.cli._manage, parjobs.ops
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+sys.exit(parjobs.cli.main(sys.argv[1:]))
+"""
+
+
+async def _one_job(store: str, log: str) -> None:
+    async with parjobs.open_manager(store) as m:
+        await (await m.submit(CountJob(n=1, log=log))).wait()
+
+
+def test_a_manager_is_dead_only_when_its_process_is(store_path, monkeypatch):
+    """On this host a manager is alive exactly while its process is: a stale heartbeat (a
+    process stopped with Ctrl-Z) does not make it dead, a pid now used by another process
+    (another start time) does. On another host, a stale heartbeat does."""
+    from parjobs import _store
+
+    monkeypatch.setenv("PARJOBS_LEASE_TIMEOUT", "0.5")
+    store = _store.JobStore.open(store_path)
+    try:
+        store.register_manager("stopped")
+        store.register_manager("reused")
+        store.register_manager("remote")
+        store.register_manager("remote-fresh")
+        conn = sqlite3.connect(store_path)
+        old = time.time() - 3600
+        conn.execute("UPDATE managers SET heartbeat=?", (old,))
+        conn.execute("UPDATE managers SET pid_start='other-boot:1' WHERE id='reused'")
+        conn.execute("UPDATE managers SET host='elsewhere' WHERE id LIKE 'remote%'")
+        conn.execute("UPDATE managers SET heartbeat=? WHERE id='remote-fresh'", (time.time(),))
+        conn.commit()
+        conn.close()
+        with store._tx() as c:
+            dead = store._dead_managers(c)
+        assert dead == {"reused", "remote"}
     finally:
         store.close()

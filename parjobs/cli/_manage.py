@@ -52,7 +52,7 @@ async def pause(args: argparse.Namespace) -> int:
             resume = store.resume_command(job_id)
             _said(args, info, f"job {job_id} is {info.status.value}; resume with: {resume}")
             return EXIT_OK
-        if info.status is JobStatus.PAUSING:
+        if info.status.is_active:  # asked: the process running it pauses it
             _said(args, info, f"job {job_id} is pausing (at its next chunk boundary)")
             return EXIT_OK
         _said(args, info, f"job {job_id} is {info.status.value}: it ended before pausing")
@@ -67,7 +67,14 @@ async def cancel(args: argparse.Namespace) -> int:
     async def act(manager: JobManager, job_id: str) -> int:
         await manager.cancel(job_id)
         info = await _settle(manager, job_id, args.no_wait)
-        _said(args, info, f"job {job_id} is {info.status.value}")
+        if info.status.is_active:  # the process running it has not stopped it yet
+            text = (
+                f"job {job_id} is {info.status.value}: cancel requested, the process "
+                "running it stops it at its next chunk boundary"
+            )
+        else:
+            text = f"job {job_id} is {info.status.value}"
+        _said(args, info, text)
         return EXIT_OK
 
     return await _one_job(args, act)

@@ -302,7 +302,7 @@ def scenario(area: Area) -> None:
     returned = time.time()
     assert rc == 0 and f"job {job2} is cancelled" in out, (area.op, rc, out, err)
     assert winner.wait(timeout=30) == 4, (area.op, errors(winner))
-    late = [t for t in area.tasks() if t[0] == winner.pid and t[1] > returned]
+    late = [t for t in area.tasks() if t[0] == winner.pid and t[1] > returned and t[4] == "DONE"]
     assert not late, (area.op, "tasks ended after the cancel returned", late)
     assert not [t for t in area.tasks() if t[0] == loser.pid], area.op
     assert done_twice(area) == {}, (area.op, done_twice(area))
@@ -333,3 +333,85 @@ def test_second_runner_matrix(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_second_runner_matrix_bigger(tmp_path: Path) -> None:
     run_matrix(tmp_path, OPS, files=120, sleep=0.03)
+
+
+# -- one runner, copy only: what a runner does when asked, stopped, or dispossessed ---------
+
+
+def copy_area(tmp_path: Path) -> tuple[Area, Path, subprocess.Popen[bytes], str]:
+    """A copy job of 16 files, running (two tasks done) in a parjobs process."""
+    area = Area("copy", tmp_path, 16, 0.05)
+    src = area.tree("src1")
+    runner = area.start(*area.command(src, "1"))
+    job_id = area.job_id(runner)
+    area.wait_tasks(runner.pid, 2)
+    return area, src, runner, job_id
+
+
+def test_cancel_of_a_stopped_runner_is_not_cancelled_until_it_stops(tmp_path: Path) -> None:
+    """The runner stopped (Ctrl-Z) past the lease timeout is not declared dead: ``cancel``
+    does not say "cancelled" while it cannot stop the job; the request waits in the store.
+    After SIGCONT the runner stops at once, cleans up and ends cancelled (exit 4)."""
+    area, _, runner, job_id = copy_area(tmp_path)
+    os.kill(runner.pid, signal.SIGSTOP)
+    try:
+        time.sleep(LEASE * 2)
+        rc, out, err = area.run("cancel", job_id, "--no-wait")
+        assert rc == 0, (rc, out, err)
+        assert "is cancelled" not in out and "cancel requested" in out, out
+        row = area.row(job_id)
+        assert (row["status"], row["request"]) == ("running", "cancel"), row
+        assert row["lease"] in row["managers"], row
+    finally:
+        os.kill(runner.pid, signal.SIGCONT)
+    resumed = time.time()
+    assert runner.wait(timeout=30) == 4, errors(runner)
+    after = [t for t in area.tasks() if t[0] == runner.pid and t[1] > resumed and t[4] == "DONE"]
+    assert len(after) <= 1, after  # the one in flight, at most
+    check_true_result(area, job_id, "cancelled")
+    assert not list((area.root / "out-1").rglob("*.parjobs*")), "cleanup left temporaries"
+
+
+def test_a_runner_that_lost_its_lease_stops_and_writes_nothing_more(tmp_path: Path) -> None:
+    """Another process declared the runner dead (as one on another host would after the
+    lease timeout: its manager row deleted, the job recovered as interrupted). The runner
+    notices within a poll, stops its tasks, records nothing more and leaves the status to
+    the new owner; a resume then finishes the job, each task once beyond the one in flight."""
+    area, src, runner, job_id = copy_area(tmp_path)
+    con = sqlite3.connect(area.store)
+    with con:
+        (lease,) = con.execute("SELECT lease FROM jobs WHERE id=?", (job_id,)).fetchone()
+        con.execute("DELETE FROM managers WHERE id=?", (lease,))
+        con.execute("UPDATE jobs SET status='interrupted', lease=NULL WHERE id=?", (job_id,))
+    (taken_done,) = con.execute("SELECT done_items FROM jobs WHERE id=?", (job_id,)).fetchone()
+    con.close()
+    taken = time.time()
+    assert runner.wait(timeout=10) == 3, errors(runner)
+    late = [t for t in area.tasks() if t[0] == runner.pid and t[1] > taken + 0.5 and t[4] == "DONE"]
+    assert not late, late
+    row = area.row(job_id)
+    assert (row["status"], row["lease"], row["done_items"]) == ("interrupted", None, taken_done)
+    rc, _, err = area.run("resume", job_id)
+    assert rc == 0, err
+    # Redone: only what the first runner did (not checkpointed) before it stopped, promptly.
+    by_runner = {(t[2], t[3]) for t in area.tasks() if t[0] == runner.pid and t[4] == "DONE"}
+    assert set(done_twice(area)) <= by_runner, done_twice(area)
+    check_true_result(area, job_id, "completed")
+    assert snapshot(area.root / "out-1" / src.name) == snapshot(src)
+
+
+def test_store_deleted_mid_job_stops_the_job_with_one_error(tmp_path: Path) -> None:
+    """The store file deleted while a job runs: SQLite would go on writing into the unlinked
+    file. The runner notices (the file's identity changed), stops the job, and exits with
+    one clear error line (exit 2) instead of copying on or failing items."""
+    area, _, runner, _ = copy_area(tmp_path)
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(area.store) + suffix).unlink(missing_ok=True)
+    deleted = time.time()
+    assert runner.wait(timeout=10) == 2, errors(runner)
+    lines = errors(runner).splitlines()
+    assert len(lines) == 1 and "was deleted or replaced" in lines[0], lines
+    assert str(area.store) in lines[0], lines
+    late = [t for t in area.tasks() if t[0] == runner.pid and t[1] > deleted + 0.5]
+    late = [t for t in late if t[4] == "DONE"]
+    assert not late, late
