@@ -582,7 +582,7 @@ def create_app(
     """The ASGI app serving ``manager``: the API, its event streams and /metrics behind the
     token gate (see `AuthGate`). ``allowed_hosts`` are the ``Host`` values accepted (empty:
     any). The app runs its event hub and store reader for its ASGI lifespan; an ASGI server
-    that runs on trio can host it. ``app.state.parjobs.hub.close()`` ends every event stream
+    that runs on trio can host it. ``app.state.hub.close()`` ends every event stream
     (call it when shutting down, before the server waits for open requests)."""
     reader = StoreReader(manager.store.path)
     hub = hub or EventHub(manager)

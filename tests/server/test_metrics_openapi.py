@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import _jobs  # noqa: F401  (registers test-count)
+import trio
 from conftest import Server
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,7 +36,6 @@ async def test_metrics_match_the_job(server: Server, tmp_path) -> None:
         {"type": "copy", "spec": {"sources": [str(src)], "destination": str(dst)}}
     )
     done = await server.wait_status(job["id"], "completed")
-    await server.wait_status(job["id"], "completed")
     metrics = await scrape(server)
     assert value(metrics["parjobs_jobs"], "parjobs_jobs", type="copy", status="completed") == 1
     tasks = value(metrics["parjobs_tasks_done"], "parjobs_tasks_done_total", type="copy")
@@ -43,17 +43,20 @@ async def test_metrics_match_the_job(server: Server, tmp_path) -> None:
     nbytes = value(metrics["parjobs_bytes_done"], "parjobs_bytes_done_total", type="copy")
     assert nbytes == done["done_bytes"] == sum(sizes)
     assert value(metrics["parjobs_items_failed"], "parjobs_items_failed_total", type="copy") == 0
-    finished = metrics["parjobs_manager_tasks_finished"]
-    assert (
-        value(finished, "parjobs_manager_tasks_finished_total")
-        == done["progress"]["items_done"]
-        + done["progress"]["items_skipped"]
-        + done["progress"]["items_failed"]
-    )
     assert value(metrics["parjobs_workers_busy"], "parjobs_workers_busy", lane="io") == 0
     assert value(metrics["parjobs_managers"], "parjobs_managers", alive="true") == 1
-    runs = metrics["parjobs_job_run_seconds"]
-    assert value(runs, "parjobs_job_run_seconds_count") == 1
+    # This manager's counters move when the run has wound down, and the duration histogram
+    # when the event hub has seen the job end: both follow the store within a moment.
+    p = done["progress"]
+    finished = p["items_done"] + p["items_skipped"] + p["items_failed"]
+    with trio.fail_after(5):
+        while True:
+            metrics = await scrape(server)
+            ran = value(metrics["parjobs_job_run_seconds"], "parjobs_job_run_seconds_count")
+            count = metrics["parjobs_manager_tasks_finished"]
+            if ran == 1 and value(count, "parjobs_manager_tasks_finished_total") == finished:
+                break
+            await trio.sleep(0.05)
 
 
 async def test_metrics_count_failed_items(server: Server, tmp_path) -> None:
@@ -106,3 +109,21 @@ def path_params(path: str) -> list[str]:
 def test_endpoints_table_is_unique() -> None:
     keys = [(e.method, e.path) for e in ENDPOINTS]
     assert len(keys) == len(set(keys))
+
+
+def test_docs_endpoint_table_is_the_route_table() -> None:
+    docs = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "serve.md")
+    with open(docs) as f:
+        text = f.read()
+    table = text.split("<!-- endpoints-table")[1].split("\n\n")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    expected = [f"| `{e.method} {e.path}` | {e.summary} |" for e in ENDPOINTS]
+    assert rows == expected
+
+
+def test_serve_help_shows_an_example(capsys) -> None:
+    from parjobs.cli import main
+
+    assert main(["serve", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "example:" in out and "parjobs serve" in out and "--token-file" in out
