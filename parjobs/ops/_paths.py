@@ -7,9 +7,10 @@ the identity of a destination kept across runs.
 * `check_writable_dir` refuses, at validate time, a place no job could write to: not a
   directory, not writable, or on a kernel pseudo-filesystem (``/proc``, ``/sys``...), where
   creating files fails in odd ways (ENOENT in ``/proc``) only once the job runs.
-* `DirIdentity` is the (device, inode) of a destination directory, recorded in the job's state
-  on its first run and compared on every later run: a destination swapped for a symlink (or
-  another directory) between a kill and ``resume`` is refused, never written into.
+* `dir_identity` is the (device, inode) of a destination directory, recorded in the job's
+  state on its first run and compared on every later run (`check_identity`,
+  `keep_dir_identity`): a destination swapped for a symlink (or another directory) between a
+  kill and ``resume`` is refused, never written into.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import os
 import stat
 from typing import Any
 
+import trio
+
+from .._context import JobContext
 from .._exceptions import JobSpecError
 
 #: statfs(2) ``f_type`` of kernel pseudo-filesystems: nothing a job writes belongs there.
@@ -103,6 +107,19 @@ def check_writable_dir(kind: str, what: str, path: str, st: os.stat_result) -> N
         raise JobSpecError(f"{kind}: {what} {shown!r} is not writable")
 
 
+def check_creatable_dir(kind: str, what: str, path: str) -> None:
+    """Raise `JobSpecError` unless directory ``path`` exists, or can be created (with its
+    missing parents), as a writable directory on a real filesystem (`check_writable_dir`
+    on the nearest existing directory)."""
+    try:
+        prefix, st = existing_prefix(path)
+    except OSError as exc:
+        raise JobSpecError(f"{kind}: cannot use {what} {path!r}: {exc.strerror}") from None
+    if prefix != os.path.abspath(path):
+        what = f"the nearest existing parent of {what} {path!r},"
+    check_writable_dir(kind, what, prefix, st)
+
+
 class DestinationChangedError(JobSpecError):
     """A destination directory is no longer the one an earlier run of the job wrote into."""
 
@@ -125,3 +142,33 @@ def check_identity(kind: str, path: str | bytes, fd: int, recorded: Any) -> None
             "wrote into (replaced, or now a symlink elsewhere); nothing was written. Check "
             "it, then start a new job"
         )
+
+
+def _checked_identity(kind: str, path: str, recorded: Any, create: bool) -> list[int]:
+    """The identity of directory ``path`` (created first when ``create`` and missing: a
+    directory made now is new, whatever was recorded), checked against ``recorded``."""
+    made = False
+    if create and not os.path.lexists(path):
+        os.makedirs(path, exist_ok=True)
+        made = True
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # a user's symlink is ok
+    try:
+        if not made:
+            check_identity(kind, path, fd, recorded)
+        return dir_identity(fd)
+    finally:
+        os.close(fd)
+
+
+async def keep_dir_identity(
+    ctx: JobContext, key: str, kind: str, path: str, *, create: bool = False
+) -> None:
+    """At the start of every run of a job writing into directory ``path``: refuse
+    (`DestinationChangedError`) a directory that is not the one recorded under
+    ``ctx.state[key]`` by an earlier run, else record it, durably, before anything is
+    written."""
+    recorded = ctx.state.get(key)
+    ident = await trio.to_thread.run_sync(_checked_identity, kind, path, recorded, create)
+    if ident != recorded:
+        ctx.state[key] = ident
+        await ctx.checkpoint(force=True)

@@ -62,6 +62,7 @@ from ._imaging import (
     write_fail_marker,
 )
 from ._names import job_token, stored_token
+from ._paths import check_creatable_dir, keep_dir_identity
 from ._walk import Entry, walk
 from .hash import EntryTask, path_label
 
@@ -276,6 +277,7 @@ class ThumbnailJob(Job):
             raise JobSpecError(f"thumbnails: invalid out_dir {self.out_dir!r}")
         if os.path.exists(self.out_dir) and not os.path.isdir(self.out_dir):
             raise JobSpecError(f"thumbnails: out_dir {self.out_dir!r} is not a directory")
+        check_creatable_dir("thumbnails", "out_dir", self.out_dir)  # not /proc, not read-only
 
     def describe(self) -> str:
         return (
@@ -293,6 +295,8 @@ class ThumbnailJob(Job):
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         token = await job_token(ctx)  # checkpointed before any temporary is made
         settings = dataclasses.replace(self._settings, token=token)
+        # Not a directory swapped in (a symlink elsewhere) since an earlier run wrote there.
+        await keep_dir_identity(ctx, "out_identity", "thumbnails", settings.out_dir, create=True)
         ctx.progress.set_message("making thumbnails")
         counts = _Counts()
         dispatcher = ctx.task_dispatcher()
