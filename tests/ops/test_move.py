@@ -326,3 +326,34 @@ async def test_resume_finishes_a_file_found_in_both_places(
     assert not src.exists()
     assert read(dst / "src" / "b") == b"b" * 1000
     assert result["moved"] == 2 and result["failed"] == 0
+
+
+async def test_resume_refuses_a_destination_swapped_for_a_symlink(
+    store_path: str, tmp_path: Path
+) -> None:
+    """A move that ended with a failed item (a conflict) is resumed after its destination was
+    replaced by a symlink to another directory: the job fails, saying why; nothing is moved
+    there and the sources stay where they are (issue 12, item 9)."""
+    src, dst, etc = tmp_path / "src", tmp_path / "dst", tmp_path / "etc"
+    (src / "d").mkdir(parents=True)
+    for name in ("a.txt", "b.txt", "d/c.txt"):
+        (src / name).write_bytes(name.encode())
+    (dst / "src").mkdir(parents=True)
+    (dst / "src" / "a.txt").write_bytes(b"in the way")  # fails under on_conflict="fail"
+    (etc / "src").mkdir(parents=True)
+    (etc / "passwd").write_bytes(b"root:x:0:0")
+    async with parjobs.open_manager(store_path) as m:
+        handle = await m.submit(MoveJob(sources=[str(src)], destination=str(dst)))
+        assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        os.rename(dst, tmp_path / "dst-old")
+        os.symlink(etc, dst)
+        (src / "late.txt").write_bytes(b"arrived after the first run")
+        before = sorted(os.walk(etc))
+        await m.resume(handle.id)
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.FAILED
+        error = (await m.get(handle.id)).error or ""
+    assert "not the directory earlier runs of this job wrote into" in error
+    assert sorted(os.walk(etc)) == before
+    assert (src / "late.txt").read_bytes() == b"arrived after the first run"
+    assert (src / "a.txt").exists()
