@@ -402,7 +402,7 @@ async def job_events(request: Request) -> Response:
     info = await _state(request).manager.get(info.id)  # after subscribing: nothing missed
     data = json.dumps(job_view(info))
     first = [f"event: snapshot\ndata: {data}\n\n"]
-    if info.status.is_final and last_id is None:
+    if info.status.is_final:  # the snapshot says all there is: nothing will follow
         hub.subscriptions.discard(sub)
         first.append('event: end\ndata: {"reason": "the job is final"}\n\n')
 

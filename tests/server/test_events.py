@@ -159,3 +159,14 @@ async def test_streams_end_on_shutdown(tmp_path) -> None:
                 with trio.fail_after(3):  # the stream ends cleanly, promptly
                     async for _ in r.aiter_lines():
                         pass
+
+
+async def test_stream_of_a_final_job_ends_at_once(server: Server, tmp_path) -> None:
+    job = await server.submit({"type": "test-count", "spec": {"n": 2, "log": "/dev/null"}})
+    await server.wait_status(job["id"], "completed")
+    for headers in ({}, {"last-event-id": "0"}):
+        events = await collect(
+            server, f"/api/jobs/{job['id']}/events", lambda ev: False, headers=headers, limit=3
+        )
+        assert [e.kind for e in events] == ["snapshot", "end"]
+        assert events[0].data["status"] == "completed"
