@@ -75,7 +75,9 @@ class Area:
             REL_TASK_SLEEP=str(self.sleep),
             REL_TASK_HOLD=str(self.hold),
             XDG_DATA_HOME=str(self.root / "xdg"),
-            PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent)]),
+            PYTHONPATH=os.pathsep.join(
+                [str(HERE), str(HERE.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
         )
         return env
 
