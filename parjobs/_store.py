@@ -770,9 +770,12 @@ class JobStore:
             self._rows.pop(key, None)
             self._compacted.pop(key, None)
         with self._tx() as c:
-            row = c.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+            row = c.execute("SELECT status, lease FROM jobs WHERE id=?", (job_id,)).fetchone()
             if row is not None and row[0] in _ACTIVE_VALUES:
                 raise InvalidTransitionError(f"cannot delete job {job_id}: it is {row[0]}")
+            owner = self._owner(c, row[1]) if row is not None else None
+            if owner is not None:  # e.g. cleaning up for its cancel
+                raise LeaseError(f"cannot delete job {job_id}: another {owner} holds it")
             for table in ("completed", "task_results", "task_errors"):
                 c.execute(f"DELETE FROM {table} WHERE job_id=?", (job_id,))
             c.execute("DELETE FROM jobs WHERE id=?", (job_id,))
@@ -966,25 +969,38 @@ def _pid_alive(pid: int) -> bool:
 _ACTIVE_VALUES = frozenset(s.value for s in JobStatus if s.is_active)
 
 
-def _process_start(pid: int) -> str | None:
-    """The boot id and start time (clock ticks since boot) of process ``pid``: with the pid,
-    they name one process for good (a pid is reused, its start time is not). None where
-    /proc does not say."""
+def _proc_stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the process name (None where /proc does not
+    say): [0] is the state, [19] the start time in clock ticks since boot."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
+    except OSError:
+        return None
+    fields = stat.rpartition(b")")[2].split()  # the name in parentheses may hold anything
+    return fields if len(fields) >= 20 else None
+
+
+def _process_start(pid: int) -> str | None:
+    """The boot id and start time of process ``pid``: with the pid, they name one process
+    for good (a pid is reused, its start time is not). None where /proc does not say."""
+    fields = _proc_stat(pid)
+    try:
         with open("/proc/sys/kernel/random/boot_id", "rb") as f:
             boot = f.read().strip()
     except OSError:
         return None
-    fields = stat.rpartition(b")")[2].split()  # the name in parentheses may hold anything
-    if len(fields) < 20:
+    if fields is None:
         return None
     return f"{boot.decode('ascii', 'replace')}:{fields[19].decode('ascii', 'replace')}"
 
 
 def _same_process(pid: int, recorded: str | None) -> bool:
-    """Whether ``pid`` is still the process that registered with ``recorded`` start."""
+    """Whether ``pid`` is still the live process that registered with start ``recorded``
+    (a zombie, killed but not yet reaped by its parent, is not)."""
+    fields = _proc_stat(pid)
+    if fields is not None and fields[0] in (b"Z", b"X"):
+        return False
     if recorded is None:
         return True  # registered by a parjobs that did not record it: the pid must do
     now = _process_start(pid)

@@ -370,12 +370,15 @@ def test_a_manager_is_dead_only_when_its_process_is(store_path, monkeypatch):
 
     monkeypatch.setenv("PARJOBS_LEASE_TIMEOUT", "0.5")
     store = _store.JobStore.open(store_path)
+    zombie = subprocess.Popen(["sleep", "60"])
     try:
-        store.register_manager("stopped")
-        store.register_manager("reused")
-        store.register_manager("remote")
-        store.register_manager("remote-fresh")
+        for name in ("stopped", "reused", "remote", "remote-fresh", "zombie"):
+            store.register_manager(name)
+        zombie.kill()  # killed, not yet reaped: a zombie whose pid still answers kill(0)
+        while _store._proc_stat(zombie.pid)[0] != b"Z":
+            time.sleep(0.01)
         conn = sqlite3.connect(store_path)
+        conn.execute("UPDATE managers SET pid=? WHERE id='zombie'", (zombie.pid,))
         old = time.time() - 3600
         conn.execute("UPDATE managers SET heartbeat=?", (old,))
         conn.execute("UPDATE managers SET pid_start='other-boot:1' WHERE id='reused'")
@@ -385,6 +388,7 @@ def test_a_manager_is_dead_only_when_its_process_is(store_path, monkeypatch):
         conn.close()
         with store._tx() as c:
             dead = store._dead_managers(c)
-        assert dead == {"reused", "remote"}
+        assert dead == {"reused", "remote", "zombie"}
     finally:
+        zombie.wait()
         store.close()
