@@ -715,14 +715,10 @@ class JobManager:
                 self._apply_request(live, request)
 
     def _lose_all(self, reason: str) -> None:
+        """`_lose` every job this manager holds."""
         for live in list(self._live.values()):
             if not live.rested.is_set() and not live.releasing:
-                if live in self._queue:
-                    self._queue.remove(live)
-                    live.lost = live.error = reason
-                    live.rest(JobStatus.INTERRUPTED)
-                else:
-                    self._lose(live, reason)
+                self._lose(live, reason)
 
     async def _check_store_file(self) -> None:
         """Stop everything if the store file was deleted or replaced: SQLite would go on
@@ -765,6 +761,12 @@ class JobManager:
         if live.lost is None:
             live.lost = reason
             live.error = reason
+        if live.ctx is None and not live.starting:  # queued here, or waiting for a retry
+            if live in self._queue:
+                self._queue.remove(live)
+            if not live.rested.is_set():
+                live.rest(JobStatus.INTERRUPTED)
+            return
         if live.ctx is not None:
             live.ctx._request("pause")
         else:
