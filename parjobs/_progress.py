@@ -67,6 +67,9 @@ class Progress:
     elapsed: float = 0.0
     recent_errors: tuple[ItemError, ...] = ()
     message: str = ""
+    #: Bytes of items that finished without work (skipped: the destination exists, is up
+    #: to date...): not in ``bytes_done``, but finished for `fraction`.
+    bytes_skipped: int = 0
 
     @property
     def items_finished(self) -> int:
@@ -77,7 +80,7 @@ class Progress:
     def fraction(self) -> float | None:
         """Share finished in [0, 1] by bytes when bytes are known, else by items."""
         if self.bytes_total:
-            return min(1.0, self.bytes_done / self.bytes_total)
+            return min(1.0, (self.bytes_done + self.bytes_skipped) / self.bytes_total)
         if self.items_total:
             return min(1.0, self.items_finished / self.items_total)
         return None
@@ -133,6 +136,7 @@ class ProgressTracker:
         self.items_skipped = 0
         self.items_total: int | None = None
         self.bytes_done = 0
+        self.bytes_skipped = 0
         self.bytes_total: int | None = None
         self.totals_final = False
         self.message = ""
@@ -190,17 +194,18 @@ class ProgressTracker:
         if outcome == "retrying":  # not finished: it will run again
             self._bump()
             return
-        self.bytes_done += nbytes
         if outcome == "done":
             self.items_done += 1
+            self.bytes_done += nbytes
         elif outcome == "failed":
             self.items_failed += 1
+            self.bytes_done += nbytes
             if error is not None:
                 self._errors.append(error)
-        elif outcome == "skipped":
+        elif outcome == "skipped":  # its bytes (if it counts any) finished without work
             self.items_skipped += 1
-        else:  # cancelled: the item is not finished, its bytes are not kept
-            self.bytes_done -= nbytes
+            self.bytes_skipped += nbytes
+        # cancelled: the item is not finished, its bytes are not kept
         self._bump()
 
     def restore(self, info: _Stored) -> None:
@@ -209,7 +214,10 @@ class ProgressTracker:
         saved = info.progress
         self.items_done = info.done_items - info.skipped_items
         self.items_skipped = info.skipped_items
-        self.bytes_done = info.done_bytes
+        # The stored counter holds skipped items' bytes too; the snapshot saved with it
+        # says how many of them were skipped ones.
+        self.bytes_skipped = min(max(saved.bytes_skipped, 0), info.done_bytes)
+        self.bytes_done = info.done_bytes - self.bytes_skipped
         self.items_failed = 0
         self.items_total = saved.items_total
         self.bytes_total = saved.bytes_total
@@ -256,7 +264,8 @@ class ProgressTracker:
         rate_items, rate_bytes = self._rates(now, finished, bytes_done) if running else (0.0, 0.0)
         eta: float | None = None
         if self.totals_final and running:
-            eta = _eta(self.bytes_total, bytes_done, rate_bytes)
+            left = None if self.bytes_total is None else self.bytes_total - self.bytes_skipped
+            eta = _eta(left, bytes_done, rate_bytes)
             if eta is None:
                 eta = _eta(self.items_total, finished, rate_items)
         snap = Progress(
@@ -277,6 +286,7 @@ class ProgressTracker:
             elapsed=elapsed,
             recent_errors=tuple(self._errors),
             message=self.message,
+            bytes_skipped=self.bytes_skipped,
         )
         return snap
 

@@ -16,7 +16,6 @@ the identity of a destination kept across runs.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import stat
 from typing import Any
@@ -52,8 +51,8 @@ _libc: Any = None
 def fs_type(path: str | bytes) -> int | None:
     """The statfs(2) ``f_type`` of the filesystem holding ``path`` (None when unknown)."""
     global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if _libc is None:  # the C library this process already has (no slow find_library)
+        _libc = ctypes.CDLL(None, use_errno=True)
     buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
     if _libc.statfs(os.fsencode(path), buf) != 0:
         return None
@@ -161,14 +160,24 @@ def _checked_identity(kind: str, path: str, recorded: Any, create: bool) -> list
 
 
 async def keep_dir_identity(
-    ctx: JobContext, key: str, kind: str, path: str, *, create: bool = False
-) -> None:
+    ctx: JobContext,
+    key: str,
+    kind: str,
+    path: str,
+    *,
+    create: bool = False,
+    checkpoint: bool = True,
+) -> bool:
     """At the start of every run of a job writing into directory ``path``: refuse
     (`DestinationChangedError`) a directory that is not the one recorded under
-    ``ctx.state[key]`` by an earlier run, else record it, durably, before anything is
-    written."""
+    ``ctx.state[key]`` by an earlier run, else record it, durably (unless ``checkpoint`` is
+    False: the caller then checkpoints before writing anything), before anything is
+    written. Returns whether the record changed."""
     recorded = ctx.state.get(key)
     ident = await trio.to_thread.run_sync(_checked_identity, kind, path, recorded, create)
-    if ident != recorded:
-        ctx.state[key] = ident
+    if ident == recorded:
+        return False
+    ctx.state[key] = ident
+    if checkpoint:
         await ctx.checkpoint(force=True)
+    return True

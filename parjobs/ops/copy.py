@@ -816,6 +816,15 @@ class CopyItem(Task[Done]):
         return self.entry.display
 
     def run(self, tc: TaskContext) -> Done:
+        try:
+            return self._run(tc)
+        except Skip:
+            # Finished without copying (exists, up to date): its bytes count as finished
+            # (`Progress.bytes_skipped`), or a completed job would show "completed 26%".
+            tc.add_bytes(max(0, self.entry.size - tc.bytes_done))
+            raise
+
+    def _run(self, tc: TaskContext) -> Done:
         kind = self.entry.kind
         try:
             if kind == "file":

@@ -206,6 +206,14 @@ class MoveItem(Task[Done]):
         return self.entry.display
 
     def run(self, tc: TaskContext) -> Done:
+        try:
+            return self._run(tc)
+        except Skip:
+            if self.by_copy:  # its size is in the bytes total: finished (see CopyItem)
+                tc.add_bytes(max(0, self.entry.size - tc.bytes_done))
+            raise
+
+    def _run(self, tc: TaskContext) -> Done:
         entry, tree = self.entry, self.plan.tree
         try:
             if entry.kind == "dir":

@@ -293,10 +293,17 @@ class ThumbnailJob(Job):
         )
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
+        # Not a directory swapped in (a symlink elsewhere) since an earlier run wrote there;
+        # recorded with the token (one checkpoint), or alone when the token was already.
+        had_token = stored_token(ctx.state) is not None
+        assert self.out_dir is not None  # validate() saw to it
+        changed = await keep_dir_identity(
+            ctx, "out_identity", "thumbnails", self.out_dir, create=True, checkpoint=False
+        )
         token = await job_token(ctx)  # checkpointed before any temporary is made
+        if changed and had_token:
+            await ctx.checkpoint(force=True)
         settings = dataclasses.replace(self._settings, token=token)
-        # Not a directory swapped in (a symlink elsewhere) since an earlier run wrote there.
-        await keep_dir_identity(ctx, "out_identity", "thumbnails", settings.out_dir, create=True)
         ctx.progress.set_message("making thumbnails")
         counts = _Counts()
         dispatcher = ctx.task_dispatcher()

@@ -887,3 +887,27 @@ def test_a_directory_unreadable_at_first_is_copied_on_resume(tmp_path: Path) -> 
                 with contextlib.suppress(OSError):
                     os.chmod(os.path.join(d, name), 0o755)
         shutil.rmtree(top, ignore_errors=True)
+
+
+async def test_a_completed_copy_that_skipped_files_shows_100_percent(
+    store_path: str, tmp_path: Path
+) -> None:
+    """A second copy that finds most files there ends completed: its stored progress says
+    100%, not the share of bytes it happened to copy (it showed "completed 0%", or 26%);
+    the bytes it copied are still only what it copied (issue 12, item 12)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for i in range(8):
+        write(src / f"f{i}", blob(10_000 * (i + 1), i))
+    async with parjobs.open_manager(store_path) as m:
+        first = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        await first.wait()
+        write(src / "new", blob(5_000, 99))
+        job = CopyJob(sources=[str(src)], destination=str(dst), on_conflict="skip")
+        second = await m.submit(job)
+        assert await second.wait() is JobStatus.COMPLETED
+        snap = (await m.get(second.id)).progress
+    assert snap.items_skipped == 8 and snap.fraction == 1.0
+    assert snap.bytes_done == 5_000
+    proc = cli("--store", store_path, "jobs", cwd=tmp_path)
+    assert proc.stdout.count(" completed  100% ") == 2, proc.stdout
