@@ -4,10 +4,12 @@ One manager per process and store (several processes may share a store). Every j
 manager runs lives in the manager's nursery; a job's tasks live in the job's own nursery, so
 closing the manager pauses and then stops everything it owns, and nothing outlives it.
 
-Leases: a manager registers itself (pid, host, heartbeat) and claims a job atomically before
-running it. A job whose manager died is recovered as ``interrupted`` by the next manager that
+Leases: a manager registers itself (pid, start time, host, heartbeat) and claims a job
+atomically before running it (a compare-and-set on the lease: a job runs in one place at a
+time). A job whose manager died is recovered as ``interrupted`` by the next manager that
 opens the store. Pause and cancel requests from other processes travel through the store and
-are polled every `REQUEST_POLL` seconds.
+are polled every `REQUEST_POLL` seconds, with the leases: a run whose lease was taken stops at
+once and writes nothing more.
 """
 
 from __future__ import annotations

@@ -788,11 +788,15 @@ class JobStore:
         nothing written): a run that lost its job never records over its new owner's."""
         if not batch:
             return
+        try:
+            self._checkpoint(job_id, batch, holder)
+        except LeaseError:
+            for key in [k for k in self._rows if k[0] == job_id]:  # rolled back: recount
+                self._rows.pop(key, None)
+            raise
+
+    def _checkpoint(self, job_id: str, batch: CheckpointBatch, holder: str | None) -> None:
         with self._tx() as c:
-            if holder is not None:
-                row = c.execute("SELECT lease FROM jobs WHERE id=?", (job_id,)).fetchone()
-                if row is None or row[0] != holder:
-                    raise LeaseError(f"job {job_id} is no longer leased to this process")
             for stage, ranges in batch.ranges.items():
                 c.executemany(
                     "INSERT INTO completed(job_id, stage, start, stop) VALUES (?,?,?,?)",
@@ -846,7 +850,11 @@ class JobStore:
             if batch.progress is not None:
                 sets.append("progress=?")
                 params.append(batch.progress)
-            c.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", (*params, job_id))
+            where = "id=?" if holder is None else "id=? AND lease=?"
+            params += [job_id] if holder is None else [job_id, holder]
+            cur = c.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE {where}", params)
+            if holder is not None and cur.rowcount != 1:  # rolls the whole batch back
+                raise LeaseError(f"job {job_id} is no longer leased to this process")
 
     def _compact(self, c: sqlite3.Connection, job_id: str, stage: str) -> int:
         rows = c.execute(

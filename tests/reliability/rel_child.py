@@ -94,11 +94,11 @@ def _install_hook(hook: dict[str, Any]) -> None:
 
         stage = hook.get("stage")
 
-        def checkpoint(self: Any, job_id: str, batch: Any) -> None:
+        def checkpoint(self: Any, job_id: str, batch: Any, *args: Any) -> None:
             wanted = stage in batch.ranges if stage else bool(batch.ranges)
             if wanted and counter.hit():
                 self._conn = _KillingConnection(self._conn, 2)
-            real_checkpoint(self, job_id, batch)
+            real_checkpoint(self, job_id, batch, *args)
 
         store_mod.JobStore.checkpoint = checkpoint  # type: ignore[method-assign]
     elif kind in ("group-after", "group-mid"):
