@@ -251,10 +251,16 @@ class BlockingManager:
         """The stored record of a job (raises `JobNotFoundError`)."""
         return self.call(lambda m: m.get(job_id))
 
-    def list_jobs(self, status: JobStatus | Iterable[JobStatus] | None = None) -> list[JobInfo]:
-        """Jobs in the store, oldest first, optionally only those with the given status(es)."""
+    def list_jobs(
+        self,
+        status: JobStatus | Iterable[JobStatus] | None = None,
+        *,
+        damaged: list[tuple[str, str]] | None = None,
+    ) -> list[JobInfo]:
+        """Jobs in the store, oldest first, optionally only those with the given status(es).
+        Damaged rows are left out (appended to ``damaged`` as (job id, reason) if given)."""
         statuses = status if status is None or isinstance(status, JobStatus) else list(status)
-        return self.call(lambda m: m.list_jobs(statuses))
+        return self.call(lambda m: m.list_jobs(statuses, damaged=damaged))
 
     def errors(self, job_id: str, *, limit: int = -1) -> list[ItemError]:
         """The failed items of the job's latest run, with their reasons."""

@@ -211,3 +211,28 @@ async def _wait_for_lines(log, n, timeout=30):
     with trio.fail_after(timeout):
         while len(read_log(log)) < n:
             await trio.sleep(0.01)
+
+
+async def test_a_job_held_by_a_live_manager_is_never_taken_over(store_path, tmp_path):
+    """Two managers on one store (both alive): while one holds a job (queued or running
+    there), the other's resume is refused with LeaseError, and its pause only sends a
+    request, which the holder honours (it alone changes the job's status)."""
+    log = str(tmp_path / "log")
+    async with parjobs.open_manager(store_path) as m1, parjobs.open_manager(store_path) as m2:
+        handle = await m1.submit(CountJob(n=40, log=log, sleep=0.05), start=False)
+        await m1.resume(handle.id)
+        with pytest.raises(parjobs.LeaseError, match="in another parjobs process"):
+            await m2.resume(handle.id)
+        while (await m2.get(handle.id)).status is not JobStatus.RUNNING:
+            await trio.sleep(0.01)
+        with pytest.raises(parjobs.LeaseError):
+            await m2.resume(handle.id)
+        await m2.pause(handle.id)
+        info = await m2.get(handle.id)
+        assert (info.request, info.lease) == ("pause", m1.id)
+        assert await m2.wait(handle.id) is JobStatus.PAUSED
+        info = await m2.get(handle.id)
+        assert info.lease is None and info.request is None
+        await m2.resume(handle.id)  # resting now: anyone may take it
+        assert await handle.wait() is JobStatus.COMPLETED
+    assert sorted(read_log(log)) == list(range(40))
