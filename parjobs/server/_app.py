@@ -43,6 +43,7 @@ from .._store import JobInfo, JobStore
 from . import _metrics
 from ._auth import PRINCIPAL_KEY, AuthGate, Principal
 from ._events import EventHub
+from ._pages import page_routes
 from ._reader import StoreReader
 from ._schema import spec_schema
 from ._views import error_view, job_view
@@ -599,6 +600,7 @@ def create_app(
                 await reader.aclose()
 
     routes = [Route(e.path, _wrap(e), methods=[e.method]) for e in ENDPOINTS]
+    routes += page_routes()  # the dashboard: pages, not API (not in the OpenAPI document)
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.parjobs = state
     public = [e.path for e in ENDPOINTS if not e.auth]

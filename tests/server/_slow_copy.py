@@ -1,0 +1,34 @@
+"""Imported by the `parjobs serve` child process of the dashboard tests: every file that
+`CopyJob` copies first waits `LATENCY` seconds in its worker thread, as a slow network share
+would (the same injection as benchmarks/bench_slow_storage.py), so a copy of a few hundred
+small files runs long enough to be watched, paused and resumed from a browser."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Any
+
+import parjobs.ops.copy
+
+LATENCY = float(os.environ.get("PARJOBS_TEST_COPY_LATENCY", "0.05"))
+
+_real_file = parjobs.ops.copy.copy_file
+_real_group = parjobs.ops.copy.copy_small_files
+
+
+@functools.wraps(_real_file)
+def _slow_file(*args: Any, **kwargs: Any) -> Any:
+    time.sleep(LATENCY)
+    return _real_file(*args, **kwargs)
+
+
+@functools.wraps(_real_group)
+def _slow_group(items: Any, **kwargs: Any) -> Any:
+    time.sleep(LATENCY * len(items))
+    return _real_group(items, **kwargs)
+
+
+parjobs.ops.copy.copy_file = _slow_file
+parjobs.ops.copy.copy_small_files = _slow_group
