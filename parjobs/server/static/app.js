@@ -168,7 +168,10 @@ function render(row, job) {
   if (running && (p.current || []).length) current = `▸ ${p.current.map(basename).join(", ")}`;
   else if (job.error) [current, isError] = [job.error, true];
   else if (running || job.status === "queued") current = p.message || "";
-  else if (job.finished) current = `ended ${fmt.ago(job.finished)} · ran ${fmt.duration(job.run_time)}`;
+  else if (!job.started) current = job.status === "paused" ? "stored paused: resume starts it" : "never started";
+  else if (job.status === "paused" || job.status === "interrupted") {
+    current = `${fmt.statusText(job.status)} ${fmt.ago(job.updated)} · ran ${fmt.duration(job.run_time)}`;
+  } else if (job.finished) current = `ended ${fmt.ago(job.finished)} · ran ${fmt.duration(job.run_time)}`;
   set(row, "current", current, (text) => {
     row.current.textContent = text;
     row.current.title = running ? (p.current || []).join("\n") : text;
@@ -187,8 +190,7 @@ function render(row, job) {
     ? [fmt.rate(p.rate_bytes, "bytes"), fmt.rate(p.rate_items, "items")].filter(Boolean).join("\n")
     : "";
   set(row, "speed", speed, (text) => (row.speed.textContent = text));
-  let eta = "";
-  if (running) eta = p.eta != null ? fmt.duration(p.eta) : p.totals_final ? "–" : "counting";
+  const eta = running ? etaText(p) : "";
   set(row, "eta", eta, (text) => (row.eta.textContent = text));
   const failed = p.items_failed || 0;
   set(row, "errors", failed, (n) => {
@@ -207,6 +209,19 @@ function render(row, job) {
     row.resume.hidden = !can.resume(job);
     row.cancel.hidden = !can.cancel(job);
   });
+}
+
+/** The job's ETA; while its totals still grow, a lower bound from what is known so far. */
+function etaText(p) {
+  if (p.eta != null) return fmt.duration(p.eta);
+  const byBytes = p.bytes_total && p.rate_bytes > 0;
+  const left = byBytes
+    ? (p.bytes_total - (p.bytes_done || 0) - (p.bytes_skipped || 0)) / p.rate_bytes
+    : p.items_total && p.rate_items > 0
+      ? (p.items_total - (p.items_done || 0) - (p.items_skipped || 0) - (p.items_failed || 0)) / p.rate_items
+      : null;
+  if (left == null || left < 0) return p.totals_final ? "–" : "counting";
+  return p.totals_final ? fmt.duration(left) : `≥ ${fmt.duration(left)}`;
 }
 
 // -- the store of jobs and the batched redraw ---------------------------------------------

@@ -132,6 +132,13 @@ export class Detail {
         v.errorsPager,
       ),
     );
+    fillFacts(
+      v.spec,
+      Object.entries(job.spec || {}).map(([k, val]) => [
+        k,
+        Array.isArray(val) ? val.join("\n") : typeof val === "object" && val !== null ? JSON.stringify(val) : String(val),
+      ]),
+    );
     this.update(job);
   }
 
@@ -164,7 +171,9 @@ export class Detail {
     if (frac == null) v.bar.removeAttribute("aria-valuenow");
     else v.bar.setAttribute("aria-valuenow", (frac * 100).toFixed(1));
     v.nums.textContent = progressLine(p, frac);
-    v.message.textContent = job.error || p.message || "";
+    const active = ["queued", "running", "pausing", "cancelling"].includes(job.status);
+    v.message.textContent = job.error || (active && p.message) || "";
+    this.root.dataset.status = job.status;
     v.message.classList.toggle("error-text", Boolean(job.error));
 
     const running = job.status === "running" || job.status === "pausing";
@@ -176,22 +185,18 @@ export class Detail {
       ["Started", fmt.when(job.started)],
       ["Finished", fmt.when(job.finished)],
       ["Waited in queue", fmt.duration(job.queue_time)],
-      ["Ran for", fmt.duration(job.run_time)],
+      ["Ran for", fmt.duration(running ? Math.max(job.run_time || 0, p.elapsed || 0) : job.run_time)],
       ["Attempts", String(job.attempts)],
-      ["Items", `${fmt.count(job.done_items)} done, ${fmt.count(job.skipped_items)} skipped, ${fmt.count(p.items_failed || 0)} failed`],
-      ["Bytes", fmt.bytes(job.done_bytes)],
+      // While it runs, the live snapshot is newer than the figures of the last checkpoint.
+      ["Items", `${fmt.count(running ? p.items_done || 0 : job.done_items)} done, ` +
+        `${fmt.count(running ? p.items_skipped || 0 : job.skipped_items)} skipped, ` +
+        `${fmt.count(p.items_failed || 0)} failed`],
+      ["Bytes", fmt.bytes(running ? p.bytes_done || 0 : job.done_bytes)],
       ["Queue", job.queue],
       ["Owner", job.owner || "–"],
       ["After", job.after.length ? job.after.map((a) => a.slice(0, 12)).join(", ") : "–"],
       ["Type version", String(job.version)],
     ]);
-    fillFacts(
-      v.spec,
-      Object.entries(job.spec || {}).map(([k, val]) => [
-        k,
-        Array.isArray(val) ? val.join("\n") : typeof val === "object" && val !== null ? JSON.stringify(val) : String(val),
-      ]),
-    );
     v.resultBlock.hidden = job.result == null;
     v.result.textContent = job.result == null ? "" : JSON.stringify(job.result, null, 2);
     v.errorsCount.textContent = `(${fmt.count(p.items_failed || 0)})`;
