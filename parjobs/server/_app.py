@@ -591,6 +591,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Learn what exists before the first request, so no job can start and end unseen.
+        with contextlib.suppress(StoreError):
+            await hub.poll()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(hub.run)
             try:

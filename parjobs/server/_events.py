@@ -220,18 +220,20 @@ class EventHub:
             self._status[info.id] = info.status
             if self._primed:  # the first look only learns what exists
                 self.publish("status", info.id, info.owner, job_view(info))
-            if before is not None:
+                # A job that came and went between two looks (before is None) ran too.
                 self._account(before, info)
         if info.status in _ACTIVE and info.id not in self._watched and self._nursery:
             scope = trio.CancelScope()
             self._watched[info.id] = scope
             self._nursery.start_soon(self._watch, info.id, info.owner, scope)
 
-    def _account(self, before: JobStatus, info: JobInfo) -> None:
-        """Feed the duration histograms from the transitions seen (no per-task cost)."""
-        if info.status is JobStatus.RUNNING and info.runs == 1 and info.queue_time is not None:
-            self.queue_wait_seconds.observe(max(0.0, info.queue_time))
-        if before in _ACTIVE and info.status.is_ended:
+    def _account(self, before: JobStatus | None, info: JobInfo) -> None:
+        """Feed the duration histograms from the transitions seen (no per-task cost).
+        ``before`` is None for a job first seen after it had already started or ended."""
+        waited = info.queue_time
+        if waited is not None and info.runs == 1 and before in (None, JobStatus.QUEUED):
+            self.queue_wait_seconds.observe(max(0.0, waited))  # first seen started
+        if (before is None or before in _ACTIVE) and info.status.is_ended and info.runs:
             self.job_seconds.observe(info.run_time)
 
     async def _watch(self, job_id: str, owner: str | None, scope: trio.CancelScope) -> None:

@@ -405,8 +405,14 @@ async def test_kill_9_mid_job_then_resume_completes_without_temp_files(store_pat
     make_photos(src, n)
     code = textwrap.dedent(
         f"""
-        import trio, parjobs
+        import time, trio, parjobs
+        import parjobs.ops.thumbnail as thumbnail
         from parjobs.ops.thumbnail import ThumbnailJob
+        make = thumbnail.make_thumbnail
+        def slow_make(*args, **kwargs):  # 25 ms a thumbnail: the kill lands mid-job
+            time.sleep(0.025)
+            return make(*args, **kwargs)
+        thumbnail.make_thumbnail = slow_make
         async def main():
             lanes = {{"cpu": 1}}
             async with parjobs.open_manager({store_path!r}, workers=1, lanes=lanes) as m:

@@ -49,14 +49,15 @@ async def test_metrics_match_the_job(server: Server, tmp_path) -> None:
     # when the event hub has seen the job end: both follow the store within a moment.
     p = done["progress"]
     finished = p["items_done"] + p["items_skipped"] + p["items_failed"]
-    with trio.fail_after(5):
-        while True:
+    seen: tuple[float, float] = (-1, -1)
+    with trio.move_on_after(5):
+        while seen != (1, finished):
             metrics = await scrape(server)
             ran = value(metrics["parjobs_job_run_seconds"], "parjobs_job_run_seconds_count")
             count = metrics["parjobs_manager_tasks_finished"]
-            if ran == 1 and value(count, "parjobs_manager_tasks_finished_total") == finished:
-                break
+            seen = (ran, value(count, "parjobs_manager_tasks_finished_total"))
             await trio.sleep(0.05)
+    assert seen == (1, finished), "(jobs timed, tasks finished) after 5 s"
 
 
 async def test_metrics_count_failed_items(server: Server, tmp_path) -> None:
