@@ -545,14 +545,14 @@ def recover_trash(
                 if not name.endswith(_INFO_SUFFIX) or st.st_mtime < since - _MTIME_SLACK:
                     continue
                 original = read_trashinfo(entry.path).original_path
-                owner = items.get(original)
-                if owner is None:
+                item = items.get(original)
+                if item is None:
                     continue
                 trashed = os.path.join(trash, b"files", name[: -len(_INFO_SUFFIX)])
                 if not os.path.lexists(trashed):
                     os.unlink(entry.path)  # the rename never happened: an orphan of ours
-                elif owner not in found or found[owner][0] < st.st_mtime:
-                    found[owner] = (st.st_mtime, original, trashed)
+                elif item not in found or found[item][0] < st.st_mtime:
+                    found[item] = (st.st_mtime, original, trashed)
     return {given: (original, trashed) for given, (_, original, trashed) in found.items()}
 
 

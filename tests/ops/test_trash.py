@@ -541,3 +541,32 @@ def test_delete_refuses_dot_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert Path("keep").exists()
     with pytest.raises(FileNotFoundError):
         delete_path(tmp_path / "missing")
+
+
+def test_recover_trash_removes_every_own_temporary_whatever_the_listing_order(
+    xdg: str, items: Path
+) -> None:
+    """Info files of the job's items and its info temporaries, interleaved in one listing:
+    every temporary carrying the job's token goes (a regression: the loop once rebound the
+    token to an item path after the first info file, so later temporaries stayed)."""
+    from parjobs.ops._copyfile import tmp_name
+    from parjobs.ops._names import new_token
+
+    token = new_token()
+    since = datetime.now().timestamp() - 1
+    paths = []
+    for i in range(12):
+        item = items / f"f{i}"
+        item.write_bytes(b"x")
+        trash_path(str(item), xdg_data_home=xdg, owner=token)
+        paths.append(os.fsencode(item))
+    info_dir = os.path.join(home_trash_dir(xdg), b"info")
+    ours = [os.path.join(info_dir, tmp_name(b"trashinfo", token)) for _ in range(12)]
+    theirs = os.path.join(info_dir, tmp_name(b"trashinfo", new_token()))
+    for path in [*ours, theirs]:
+        with open(path, "wb") as f:
+            f.write(b"partial")
+    found = _trash.recover_trash(paths, since=since, owner=token, xdg_data_home=xdg)
+    assert sorted(found) == sorted(paths)
+    assert [p for p in ours if os.path.lexists(p)] == []
+    assert os.path.exists(theirs)  # another job's temporary is never ours to remove
