@@ -28,18 +28,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .. import __version__
-from .._exceptions import (
+from .. import (
     InvalidTransitionError,
+    Job,
+    JobInfo,
+    JobManager,
     JobNotFoundError,
     JobSpecError,
+    JobStatus,
     LeaseError,
     StoreError,
+    __version__,
+    registered_job_types,
 )
-from .._job import Job, registered_job_types
-from .._manager import JobManager
-from .._status import JobStatus
-from .._store import JobInfo, JobStore
+from .._store import JobStore  # no public name yet: the reader's connection
 from . import _metrics
 from ._auth import PRINCIPAL_KEY, AuthGate, Principal
 from ._events import EventHub

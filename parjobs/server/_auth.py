@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .._exceptions import ParjobsError
+from .. import ParjobsError
 
 #: The scope key under which the gate leaves the caller's `Principal` for the endpoints.
 PRINCIPAL_KEY = "parjobs.principal"

@@ -28,11 +28,7 @@ from typing import Any
 
 import trio
 
-from .._exceptions import JobNotFoundError, StoreError
-from .._manager import JobManager
-from .._progress import ItemError, Progress
-from .._status import JobStatus
-from .._store import JobInfo
+from .. import ItemError, JobInfo, JobManager, JobNotFoundError, JobStatus, Progress, StoreError
 from ._views import error_view, job_view, progress_view
 
 #: Seconds between looks at the store for status changes (also woken by the API's actions).

@@ -27,7 +27,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .._manager import JobManager
+from .. import JobManager
 from .._store import JobStore
 from ._events import EventHub, Histogram
 from ._reader import StoreReader

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .._status import JobStatus
+from .. import JobStatus
 
 if TYPE_CHECKING:
     from ._app import Endpoint

@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any, Literal
 
-from .._job import Job
+from .. import Job
 
 
 def spec_schema(cls: type[Job]) -> dict[str, Any]:

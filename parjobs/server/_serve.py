@@ -17,8 +17,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
-from .._exceptions import ParjobsError
-from .._manager import JobManager
+from .. import JobManager, ParjobsError
 from ._app import ServerState, create_app
 from ._auth import Principal, ensure_default_tokens, host_names, is_loopback, load_tokens
 from ._events import EventHub

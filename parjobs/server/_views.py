@@ -9,8 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .._progress import ItemError, Progress
-from .._store import JobInfo
+from .. import ItemError, JobInfo, Progress
 
 
 def job_view(info: JobInfo) -> dict[str, Any]:
