@@ -3,11 +3,13 @@ refusals at startup."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -19,16 +21,22 @@ RUN = (
     f"import sys; sys.path.insert(0, {TESTS!r}); import _jobs; "
     "from parjobs.cli import main; sys.exit(main(sys.argv[1:]))"
 )
+# The same with every copied file slowed down (see _slow_copy.py), so a copy can be stopped.
+HERE = os.path.dirname(os.path.abspath(__file__))
+RUN_SLOW = (
+    f"import sys; sys.path[:0] = [{TESTS!r}, {HERE!r}]; import _jobs, _slow_copy; "
+    "from parjobs.cli import main; sys.exit(main(sys.argv[1:]))"
+)
 LINE = re.compile(r"parjobs serve: (http://127\.0\.0\.1:(\d+))/\?token=(\S+)\n")
 
 
-def start(tmp_path, *args: str, env_extra=None) -> subprocess.Popen[str]:
+def start(tmp_path, *args: str, env_extra=None, run: str = RUN) -> subprocess.Popen[str]:
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), **(env_extra or {})}
     return subprocess.Popen(
         [
             sys.executable,
             "-c",
-            RUN,
+            run,
             "serve",
             "--port",
             "0",
@@ -43,37 +51,104 @@ def start(tmp_path, *args: str, env_extra=None) -> subprocess.Popen[str]:
     )
 
 
-def test_sigterm_pauses_the_running_job_and_exits_0(tmp_path) -> None:
+def _tree(root, n: int) -> None:
+    root.mkdir()
+    for i in range(n):
+        sub = root / f"d{i % 7}"
+        sub.mkdir(exist_ok=True)
+        (sub / f"f{i:04d}.bin").write_bytes(os.urandom(64 + i % 512))
+
+
+def _files(root) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_sigterm_pauses_and_the_restart_resumes_only_what_the_shutdown_paused(tmp_path) -> None:
     tokens = write_tokens(str(tmp_path / "tokens"))
-    proc = start(tmp_path, "--token-file", tokens)
+    _tree(tmp_path / "src", 400)
+    env = {"PARJOBS_TEST_COPY_LATENCY": "0.02"}
+    proc = start(tmp_path, "--token-file", tokens, "-w", "2", run=RUN_SLOW, env_extra=env)
     try:
-        line = proc.stdout.readline()
-        match = LINE.fullmatch(line)
-        assert match, line
-        base, token = match.group(1), match.group(3)
-        assert token == ADMIN
-        client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {token}"})
-        spec = {"n": 2000, "log": str(tmp_path / "log"), "sleep": 0.005}
-        job = client.post("/api/jobs", json={"type": "test-count", "spec": spec}).json()
-        for _ in range(500):
-            shown = client.get(f"/api/jobs/{job['id']}").json()
+        base = LINE.fullmatch(proc.stdout.readline()).group(1)
+        client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
+        spec = {"sources": [str(tmp_path / "src")], "destination": str(tmp_path / "dst")}
+        copy = client.post("/api/jobs", json={"type": "copy", "spec": spec}).json()
+        # A job the user paused: the restart must leave it paused.
+        count = {"n": 2000, "log": str(tmp_path / "log"), "sleep": 0.005}
+        user = client.post("/api/jobs", json={"type": "test-count", "spec": count}).json()
+        assert client.post(f"/api/jobs/{user['id']}/pause").status_code == 200
+        for _ in range(1000):
+            shown = client.get(f"/api/jobs/{copy['id']}").json()
             if shown["status"] == "running" and shown["progress"]["items_done"] > 0:
                 break
+            time.sleep(0.01)
         else:
             raise AssertionError(shown)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0, proc.stderr.read()
+        assert proc.wait(timeout=20) == 0, proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
-    # Paused, with its progress checkpointed; a new server resumes it to the end.
+    marker = tmp_path / "jobs.sqlite.serve-paused"
+    assert json.loads(marker.read_text())["jobs"].keys() == {copy["id"]}
+    # Paused with its progress checkpointed, nothing half-written under a final name.
+    proc = start(tmp_path, "--token-file", tokens, run=RUN_SLOW, env_extra=env)
+    try:
+        base = LINE.fullmatch(proc.stdout.readline()).group(1)
+        client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
+        for _ in range(2000):  # the restart resumes the copy by itself
+            shown = client.get(f"/api/jobs/{copy['id']}").json()
+            if shown["status"] not in ("paused", "queued", "running"):
+                break
+            time.sleep(0.02)
+        assert shown["status"] == "completed", shown
+        assert shown["attempts"] == 2
+        assert client.get(f"/api/jobs/{user['id']}").json()["status"] == "paused"
+        assert not marker.exists()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+    assert _files(tmp_path / "dst" / "src") == _files(tmp_path / "src")
+    # Stopped with nothing running: nothing is remembered, the user's job still rests.
+    assert not marker.exists()
+
+
+def test_a_job_resumed_and_paused_since_the_shutdown_stays_paused(tmp_path) -> None:
+    tokens = write_tokens(str(tmp_path / "tokens"))
     proc = start(tmp_path, "--token-file", tokens)
     try:
         base = LINE.fullmatch(proc.stdout.readline()).group(1)
         client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
-        shown = client.get(f"/api/jobs/{job['id']}").json()
-        assert shown["status"] == "paused" and 0 < shown["done_items"] < 2000
-        assert client.post(f"/api/jobs/{job['id']}/resume").status_code == 200
+        count = {"n": 5000, "log": str(tmp_path / "log"), "sleep": 0.005}
+        job = client.post("/api/jobs", json={"type": "test-count", "spec": count}).json()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    marker = tmp_path / "jobs.sqlite.serve-paused"
+    assert job["id"] in json.loads(marker.read_text())["jobs"]
+    # Meanwhile a user resumes it here and pauses it (Ctrl-C): its run count moves on.
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    local = subprocess.Popen(
+        [sys.executable, "-c", RUN, "resume", job["id"], "--store", str(tmp_path / "jobs.sqlite")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    time.sleep(1.5)
+    local.send_signal(signal.SIGINT)
+    assert local.wait(timeout=20) == 3, local.stderr.read()
+    proc = start(tmp_path, "--token-file", tokens)
+    try:
+        base = LINE.fullmatch(proc.stdout.readline()).group(1)
+        client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
+        time.sleep(0.5)
+        assert client.get(f"/api/jobs/{job['id']}").json()["status"] == "paused"
+        assert not marker.exists()
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
