@@ -6,8 +6,8 @@ ParjobsError                      base of everything parjobs raises on purpose
 ├── JobLoadError                  a stored job cannot be loaded (unknown type, newer version,
 │                                 corrupt JSON); affects that job only
 ├── StoreError                    the job store cannot be used
-│   ├── StoreFormatError          the file is not a parjobs store (foreign, corrupt, too new)
-│   └── ManagerClosedError        (RuntimeError) a closed BlockingManager was called
+│   └── StoreFormatError          the file is not a parjobs store (foreign, corrupt, too new)
+├── ManagerClosedError (RuntimeError) a closed or stopped BlockingManager was called
 ├── JobNotFoundError (KeyError)   no job with that id
 ├── InvalidTransitionError        e.g. resume a completed job, cancel a cancelled one
 ├── LeaseError                    another live process owns the job
@@ -15,15 +15,19 @@ ParjobsError                      base of everything parjobs raises on purpose
 ├── JobFailedError                result() of a failed job; __cause__ is the original error
 ├── JobCancelledError             result() of a cancelled job
 ├── TaskTimeoutError (TimeoutError) a task ran past its timeout (transient: may be retried)
+├── ProcessFailedError            a ProcessTask's program exited with a non-zero status
 └── Interrupted                   raised inside a job/task to unwind on request
     ├── PauseRequested            stop now, keep progress, resume later
     └── CancelRequested           stop now, discard what is unfinished
 ```
 
-`Skip` is not an error: a task raises it to report that it deliberately did nothing.
+`Skip` is not an error: a task raises it to report that it deliberately did nothing. The
+errors of the built-in operations (copy, trash, images) are exported by `parjobs.ops`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class ParjobsError(Exception):
@@ -48,6 +52,12 @@ class StoreError(ParjobsError):
 
 class StoreFormatError(StoreError):
     """The store file is not a parjobs store: a foreign SQLite file, corrupt, or too new."""
+
+
+class ManagerClosedError(ParjobsError, RuntimeError):
+    """The `BlockingManager` is closed, or its loop stopped: it accepts no more calls.
+
+    Not a `StoreError`: the store may be fine; this facade object is what is gone."""
 
 
 class JobNotFoundError(ParjobsError, KeyError):
@@ -79,6 +89,15 @@ class JobCancelledError(ParjobsError):
 
 class TaskTimeoutError(ParjobsError, TimeoutError):
     """A task ran longer than its timeout (sync tasks notice it at their next check())."""
+
+
+class ProcessFailedError(ParjobsError):
+    """The program exited with a non-zero status (the message carries the end of stderr)."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr_tail: str) -> None:
+        detail = f": {stderr_tail.strip()}" if stderr_tail.strip() else ""
+        super().__init__(f"{argv[0]} exited with status {returncode}{detail}")
+        self.returncode = returncode
 
 
 class Interrupted(ParjobsError):

@@ -26,16 +26,18 @@ import queue
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, Unpack, cast
 
 import trio
 
-from ._exceptions import StoreError
+from ._config import ConfigOptions, ManagerConfig, make_config
+from ._exceptions import ManagerClosedError
 from ._job import Job
-from ._manager import DEFAULT_WORKERS, JobManager, open_manager
+from ._manager import JobManager, open_manager
 from ._progress import ItemError, Progress
+from ._records import JobInfo
 from ._status import JobStatus
-from ._store import JobInfo
+from ._util import unwrap_single
 
 T = TypeVar("T")
 
@@ -48,10 +50,6 @@ PROGRESS_QUEUE_SIZE = 16
 FEED_DRAIN = 1.0
 
 
-class ManagerClosedError(StoreError, RuntimeError):
-    """The `BlockingManager` is closed, or its loop stopped: it accepts no more calls."""
-
-
 class BlockingManager:
     """A `JobManager` for non-trio code: thread-safe blocking methods, one background loop.
 
@@ -61,29 +59,21 @@ class BlockingManager:
             job_id = jobs.submit(MyJob(...))
             print(jobs.result(job_id))
 
-    The keyword arguments are those of `open_manager`. ``shutdown_grace`` is the default of
-    `close`. Methods must not be called from the manager's own thread (from a progress
-    callback): they would wait for the thread that is waiting for them, so they raise
-    `RuntimeError` instead. A manager that is never closed is closed when the interpreter
+    ``config`` and the keyword options are those of `open_manager`; ``shutdown_grace`` is
+    the default of `close`. Methods must not be called from the manager's own thread (from a
+    progress callback): they would wait for the thread that is waiting for them, so they
+    raise `RuntimeError` instead. A manager that is never closed is closed when the interpreter
     exits.
     """
 
     def __init__(
         self,
         store_path: str | os.PathLike[str],
-        *,
-        workers: int = DEFAULT_WORKERS,
-        max_running: int = 4,
-        lanes: dict[str, int] | None = None,
-        resume_interrupted: bool = False,
-        shutdown_grace: float = 10.0,
+        config: ManagerConfig | None = None,
+        **options: Unpack[ConfigOptions],
     ) -> None:
         self._store_path = store_path
-        self._workers = workers
-        self._max_running = max_running
-        self._lanes = lanes
-        self._resume_interrupted = resume_interrupted
-        self._shutdown_grace = shutdown_grace
+        self._config = make_config(config, options)  # bad values raise here, in the caller
         self._lifecycle = threading.Lock()  # serializes start and close
         self._state = "new"  # new -> running -> closed
         self._thread: threading.Thread | None = None
@@ -96,7 +86,7 @@ class BlockingManager:
         self._stop: trio.Event | None = None
         # Loop-thread state.
         self._accepting = False
-        self._grace = shutdown_grace
+        self._grace = self._config.shutdown_grace
         self._calls: set[trio.CancelScope] = set()
         self._sinks: set[_Sink] = set()
 
@@ -125,7 +115,7 @@ class BlockingManager:
                 self._state = "closed"
                 error, self._error = self._error, None
                 assert error is not None
-                raise _unwrap(error)
+                raise unwrap_single(error)
             self._state = "running"
             # Daemon thread: it must not keep the process alive, but it should still pause
             # the jobs it runs rather than vanish with them.
@@ -148,13 +138,13 @@ class BlockingManager:
             self._state = "closed"
             atexit.unregister(self.close)
             assert self._token is not None and self._thread is not None
-            grace = self._shutdown_grace if grace is None else grace
+            grace = self._config.shutdown_grace if grace is None else grace
             with contextlib.suppress(trio.RunFinishedError):  # it crashed: nothing to stop
                 self._token.run_sync_soon(self._begin_stop, grace)
             self._thread.join()
             error, self._error = self._error, None
         if error is not None:
-            raise _unwrap(error)
+            raise unwrap_single(error)
 
     def __enter__(self) -> BlockingManager:
         return self.start()
@@ -318,14 +308,7 @@ class BlockingManager:
 
     async def _main(self) -> None:
         async with (
-            open_manager(
-                self._store_path,
-                workers=self._workers,
-                max_running=self._max_running,
-                lanes=self._lanes,
-                resume_interrupted=self._resume_interrupted,
-                shutdown_grace=self._shutdown_grace,
-            ) as manager,
+            open_manager(self._store_path, self._config) as manager,
             trio.open_nursery() as nursery,
         ):
             self._manager = manager
@@ -389,7 +372,9 @@ class BlockingManager:
     def _closed_error(self) -> ManagerClosedError:
         error = self._error
         if error is not None:
-            exc = ManagerClosedError(f"the BlockingManager's loop stopped: {_unwrap(error)!r}")
+            exc = ManagerClosedError(
+                f"the BlockingManager's loop stopped: {unwrap_single(error)!r}"
+            )
             exc.__cause__ = error
             return exc
         if self._state == "new":
@@ -490,11 +475,4 @@ async def _feed(
         sink.finish()
 
 
-def _unwrap(exc: BaseException) -> BaseException:
-    """The single error inside (nested) one-member exception groups, as trio wraps them."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
-__all__ = ["PROGRESS_QUEUE_SIZE", "BlockingManager", "ManagerClosedError"]
+__all__ = ["PROGRESS_QUEUE_SIZE", "BlockingManager"]

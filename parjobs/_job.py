@@ -8,6 +8,7 @@ types when they are loaded back, because a store file is untrusted input.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import types
 import typing
@@ -130,8 +131,47 @@ def job_type(name: str, *, version: int = 1) -> Callable[[JobT], JobT]:
     return register
 
 
+#: The entry-point group through which packages (parjobs.ops included) declare job types:
+#: ``name = "package.module:JobClass"``, the name being the job type's registered name.
+ENTRY_POINT_GROUP = "parjobs.job_types"
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _load_entry_point(ep: importlib.metadata.EntryPoint) -> None:
+    """Import the module behind ``ep`` (its `job_type` decorator registers the class)."""
+    try:
+        ep.load()
+    except Exception as exc:  # a broken plug-in names itself instead of a bare ImportError
+        raise JobLoadError(f"job type entry point {ep.name!r} ({ep.value}) failed: {exc}") from exc
+
+
+def lookup_job_type(name: str) -> type[Job] | None:
+    """The class registered as ``name``; if none is yet, the entry points of
+    `ENTRY_POINT_GROUP` called ``name`` are loaded first (so a process that only resumes
+    jobs need not import their modules). None when nothing provides it."""
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        for ep in _entry_points():
+            if ep.name == name:
+                _load_entry_point(ep)
+        cls = _REGISTRY.get(name)
+    return cls
+
+
+def load_job_types() -> None:
+    """Load every job type declared through `ENTRY_POINT_GROUP` (e.g. to list or resume any
+    stored job)."""
+    for ep in _entry_points():
+        if ep.name not in _REGISTRY:
+            _load_entry_point(ep)
+
+
 def registered_job_types() -> dict[str, type[Job]]:
-    """A copy of the registry: name -> class."""
+    """Every job type: name -> class (those declared through entry points are loaded)."""
+    load_job_types()
     return dict(_REGISTRY)
 
 
@@ -151,16 +191,12 @@ def dump_job(job: Job) -> tuple[str, int, str]:
 
 def load_job(type_name: str, version: int, spec_json: str, *, validate: bool = True) -> Job:
     """Rebuild a stored job; raise `JobLoadError` (clear message) when that is impossible."""
-    cls = _REGISTRY.get(type_name)
+    cls = lookup_job_type(type_name)
     if cls is None:
-        # The built-in operations register themselves on import; load them on demand so a
-        # process that only resumes jobs need not import them first.
-        import importlib
-
-        importlib.import_module("parjobs.ops")
-        cls = _REGISTRY.get(type_name)
-    if cls is None:
-        raise JobLoadError(f"unknown job type {type_name!r} (is the module defining it imported?)")
+        raise JobLoadError(
+            f"unknown job type {type_name!r} (is the module defining it imported, or declared "
+            f"in the {ENTRY_POINT_GROUP!r} entry-point group?)"
+        )
     if version > cls.job_type_version:
         raise JobLoadError(
             f"job type {type_name!r} was stored by version {version}, "

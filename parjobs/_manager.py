@@ -29,13 +29,14 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import trio
 
+from ._config import ConfigOptions, ManagerConfig, make_config
 from ._context import CHECKPOINT_INTERVAL, JobContext
-from ._dispatch import check_workers
 from ._exceptions import (
+    Interrupted,
     InvalidTransitionError,
     JobCancelledError,
     JobFailedError,
@@ -47,8 +48,10 @@ from ._exceptions import (
 )
 from ._job import Job, dump_job, load_job
 from ._progress import ItemError, Progress, ProgressTracker
+from ._records import CheckpointBatch, JobInfo, ManagerStatistics
 from ._status import JobStatus, check_transition
-from ._store import CheckpointBatch, JobInfo, JobStore, explain
+from ._store import JobStore, explain
+from ._util import exception_leaves
 
 R = TypeVar("R")
 
@@ -63,19 +66,6 @@ HARD_STOP_AFTER = 10.0
 PROGRESS_SAVE = 1.0
 #: How often prerequisites run by other processes are polled.
 DEPENDENCY_POLL = 1.0
-#: Default worker tasks per job.
-DEFAULT_WORKERS = 8
-
-
-#: Queue capacities in the spirit of compute=1, maintenance=5, download=10; ``default`` gets
-#: ``max_running``. A job type names its queue with the ``queue`` class attribute.
-DEFAULT_QUEUES = {"compute": 1, "maintenance": 5, "download": 10}
-
-
-def default_lanes(io: int | None = None, cpu: int | None = None) -> dict[str, int]:
-    """Thread limits per lane: ``io`` (many; I/O waits) and ``cpu`` (one per core)."""
-    cores = os.cpu_count() or 2
-    return {"io": io or max(16, 4 * cores), "cpu": cpu or cores}
 
 
 class _LiveJob:
@@ -173,36 +163,17 @@ class JobHandle:
 class JobManager:
     """Runs jobs from a `JobStore`. Create with `open_manager`."""
 
-    def __init__(
-        self,
-        store: JobStore,
-        *,
-        workers: int,
-        max_running: int,
-        lanes: dict[str, int],
-        queues: dict[str, int],
-        retention: float | None = None,
-    ) -> None:
-        check_workers(workers)  # 1..MAX_WORKERS
-        if max_running < 1:
-            raise ValueError(f"max_running must be >= 1, got {max_running}")
-        for lane, n in lanes.items():
-            if n < 1:
-                raise ValueError(f"lane {lane!r} needs at least 1 thread, got {n}")
-        for queue, n in queues.items():
-            if n < 1:
-                raise ValueError(f"queue {queue!r} needs a capacity of at least 1, got {n}")
-        if retention is not None and retention < 0:
-            raise ValueError(f"retention must be >= 0 seconds, got {retention}")
-        self.queues = dict(queues)
-        self.retention = retention
-        self._running_by_queue: dict[str, int] = dict.fromkeys(queues, 0)
+    def __init__(self, store: JobStore, config: ManagerConfig) -> None:
+        self.config = config
+        self.queues = config.queue_capacities()
+        self.retention = config.retention
+        self._running_by_queue: dict[str, int] = dict.fromkeys(self.queues, 0)
         self._counters = {"tasks": 0, "bytes": 0}
         self.store = store
         self.id = secrets.token_hex(8)
-        self.workers = workers
-        self.max_running = max_running
-        self.lanes = {name: trio.CapacityLimiter(n) for name, n in lanes.items()}
+        self.workers = config.workers
+        self.max_running = config.max_running
+        self.lanes = {name: trio.CapacityLimiter(n) for name, n in config.lane_limits().items()}
         self._db_limiter = trio.CapacityLimiter(1)
         self._live: dict[str, _LiveJob] = {}
         self._queue: list[_LiveJob] = []
@@ -1022,19 +993,6 @@ class JobManager:
         return await self._db(self.store.task_results, job_id, stage)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ManagerStatistics:
-    """A snapshot of a manager's load and throughput (see `JobManager.statistics`)."""
-
-    running: int
-    queued: int
-    queues: dict[str, tuple[int, int]]  # name -> (running, capacity)
-    tasks_per_second: float
-    bytes_per_second: float
-    tasks_finished: int  # by runs that ended in this manager since it opened
-    bytes_processed: int
-
-
 def _dependency_state(info: JobInfo, statuses: dict[str, JobStatus]) -> tuple[bool, str | None]:
     """(still blocked, first failed prerequisite description) for a queued job."""
     blocked = False
@@ -1054,13 +1012,6 @@ _DEP_FAILED = frozenset(
 )
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out
-
-
 #: What `submit` names jobs (``secrets.token_hex(6)``): the only job directories swept.
 _JOB_ID = re.compile(r"[0-9a-f]{12}")
 
@@ -1070,8 +1021,6 @@ def _remove_tree(path: str) -> None:
 
 
 def _is_interrupt(exc: BaseException) -> bool:
-    from ._exceptions import Interrupted
-
     return isinstance(exc, Interrupted)
 
 
@@ -1088,56 +1037,37 @@ def _with_status(snap: Progress, status: JobStatus) -> Progress:
 @asynccontextmanager
 async def open_manager(
     store_path: str | os.PathLike[str],
-    *,
-    workers: int = DEFAULT_WORKERS,
-    max_running: int = 4,
-    lanes: dict[str, int] | None = None,
-    resume_interrupted: bool = False,
-    shutdown_grace: float = 10.0,
-    queues: dict[str, int] | None = None,
-    retention: float | None = None,
+    config: ManagerConfig | None = None,
+    **options: Unpack[ConfigOptions],
 ) -> AsyncIterator[JobManager]:
     """Open the store at ``store_path`` and run a manager until the block exits.
+
+    ``config`` says how (see `ManagerConfig`); keyword ``options`` are its fields, applied on
+    top (``open_manager(path, workers=4)``).
 
     On entry, jobs left running by dead processes become ``interrupted`` (resumed at once
     with ``resume_interrupted``). On exit, running jobs are paused (checkpointed) and queued
     ones become ``interrupted``; ``shutdown_grace`` bounds how long pausing may take before the
     jobs are stopped outright (still checkpointed).
-
-    ``workers`` is the number of worker tasks per job (1 to `MAX_WORKERS`, 1024; started as
-    tasks arrive); ``lanes`` overrides the thread limits of
-    the ``io`` and ``cpu`` lanes (see `default_lanes`); ``max_running`` bounds how many jobs run
-    at once in this manager (the global limit); ``queues`` sets named queue capacities on top
-    of `DEFAULT_QUEUES`; ``retention`` (seconds) deletes ended jobs older than that on open.
     """
-    check_workers(workers)  # before the store is opened or created
-    merged = default_lanes()
-    merged.update(lanes or {})
-    queue_caps = {**DEFAULT_QUEUES, "default": max_running, **(queues or {})}
+    config = make_config(config, options)  # validated before the store is opened or created
     store = await trio.to_thread.run_sync(JobStore.open, store_path)
     try:
-        manager = JobManager(
-            store,
-            workers=workers,
-            max_running=max_running,
-            lanes=merged,
-            queues=queue_caps,
-            retention=retention,
-        )
+        manager = JobManager(store, config)
         await manager._prepare()
         try:
             async with trio.open_nursery() as nursery:
-                await manager._start(nursery, resume_interrupted)
+                await manager._start(nursery, config.resume_interrupted)
                 try:
                     yield manager
                 finally:
                     with trio.CancelScope(shield=True):
-                        await manager._shutdown(shutdown_grace)
+                        await manager._shutdown(config.shutdown_grace)
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # One error (the caller's own, or the manager's) is raised as itself, so
             # `except StoreError:` and friends work around `async with open_manager(...)`.
-            leaves = _leaves(group)
+            leaves = exception_leaves(group)
             if len(leaves) == 1 and not isinstance(leaves[0], trio.Cancelled):
                 raise leaves[0] from None
             raise

@@ -16,19 +16,10 @@ from collections.abc import AsyncIterator, Sequence
 
 import trio
 
-from ._exceptions import ParjobsError
+from ._exceptions import ProcessFailedError
 from ._task import AsyncTask, TaskContext
 
 STREAMS = ("stdout", "stderr")
-
-
-class ProcessFailedError(ParjobsError):
-    """The program exited with a non-zero status (the message carries the end of stderr)."""
-
-    def __init__(self, argv: Sequence[str], returncode: int, stderr_tail: str) -> None:
-        detail = f": {stderr_tail.strip()}" if stderr_tail.strip() else ""
-        super().__init__(f"{argv[0]} exited with status {returncode}{detail}")
-        self.returncode = returncode
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

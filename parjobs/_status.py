@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from ._exceptions import InvalidTransitionError
 
@@ -66,46 +68,48 @@ _ENDED = frozenset(
 S = JobStatus
 #: Every allowed status change. Resuming a failed job or one completed with errors retries
 #: what did not complete; completed and cancelled are final.
-TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    S.QUEUED: frozenset({S.RUNNING, S.PAUSED, S.CANCELLED, S.INTERRUPTED, S.SKIPPED}),
-    S.RUNNING: frozenset(
-        {
-            S.PAUSING,
-            S.CANCELLING,
-            S.COMPLETED,
-            S.COMPLETED_WITH_ERRORS,
-            S.FAILED,
-            S.INTERRUPTED,
-            S.PAUSED,
-            S.CANCELLED,
-            S.TIMED_OUT,
-            S.QUEUED,  # retried after a transient failure
-        }
-    ),
-    S.PAUSING: frozenset(
-        {
-            S.PAUSED,
-            S.CANCELLING,
-            S.COMPLETED,
-            S.COMPLETED_WITH_ERRORS,
-            S.FAILED,
-            S.INTERRUPTED,
-            S.TIMED_OUT,
-        }
-    ),
-    # A job may finish its last task before a cancel reaches it.
-    S.CANCELLING: frozenset(
-        {S.CANCELLED, S.COMPLETED, S.COMPLETED_WITH_ERRORS, S.FAILED, S.INTERRUPTED}
-    ),
-    S.PAUSED: frozenset({S.QUEUED, S.CANCELLED}),
-    S.INTERRUPTED: frozenset({S.QUEUED, S.CANCELLED}),
-    S.FAILED: frozenset({S.QUEUED, S.CANCELLED}),
-    S.COMPLETED_WITH_ERRORS: frozenset({S.QUEUED}),
-    S.TIMED_OUT: frozenset({S.QUEUED, S.CANCELLED}),
-    S.SKIPPED: frozenset({S.QUEUED, S.CANCELLED}),
-    S.COMPLETED: frozenset(),
-    S.CANCELLED: frozenset(),
-}
+TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = MappingProxyType(
+    {
+        S.QUEUED: frozenset({S.RUNNING, S.PAUSED, S.CANCELLED, S.INTERRUPTED, S.SKIPPED}),
+        S.RUNNING: frozenset(
+            {
+                S.PAUSING,
+                S.CANCELLING,
+                S.COMPLETED,
+                S.COMPLETED_WITH_ERRORS,
+                S.FAILED,
+                S.INTERRUPTED,
+                S.PAUSED,
+                S.CANCELLED,
+                S.TIMED_OUT,
+                S.QUEUED,  # retried after a transient failure
+            }
+        ),
+        S.PAUSING: frozenset(
+            {
+                S.PAUSED,
+                S.CANCELLING,
+                S.COMPLETED,
+                S.COMPLETED_WITH_ERRORS,
+                S.FAILED,
+                S.INTERRUPTED,
+                S.TIMED_OUT,
+            }
+        ),
+        # A job may finish its last task before a cancel reaches it.
+        S.CANCELLING: frozenset(
+            {S.CANCELLED, S.COMPLETED, S.COMPLETED_WITH_ERRORS, S.FAILED, S.INTERRUPTED}
+        ),
+        S.PAUSED: frozenset({S.QUEUED, S.CANCELLED}),
+        S.INTERRUPTED: frozenset({S.QUEUED, S.CANCELLED}),
+        S.FAILED: frozenset({S.QUEUED, S.CANCELLED}),
+        S.COMPLETED_WITH_ERRORS: frozenset({S.QUEUED}),
+        S.TIMED_OUT: frozenset({S.QUEUED, S.CANCELLED}),
+        S.SKIPPED: frozenset({S.QUEUED, S.CANCELLED}),
+        S.COMPLETED: frozenset(),
+        S.CANCELLED: frozenset(),
+    }
+)
 del S
 
 _VERBS = {

@@ -7,7 +7,6 @@ and ``BEGIN IMMEDIATE`` transactions make every status change and lease claim at
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from ._exceptions import (
     StoreFormatError,
 )
 from ._progress import ItemError, Progress
+from ._records import CheckpointBatch, JobInfo
 from ._status import JobStatus, check_transition
 
 #: PRAGMA application_id of a parjobs store: b"pjob".
@@ -91,79 +91,6 @@ CREATE TABLE IF NOT EXISTS task_errors (
 );
 CREATE INDEX IF NOT EXISTS task_errors_job ON task_errors(job_id);
 """
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class JobInfo:
-    """What the store knows about a job: a read-only record for lists and ``show``."""
-
-    id: str
-    type: str
-    version: int
-    spec: str
-    status: JobStatus
-    priority: int
-    queue: str
-    lease: str | None
-    request: str | None
-    owner: str | None
-    after: tuple[str, ...]
-    dep_policy: str
-    timeout: float | None
-    created: float
-    started: float | None
-    finished: float | None
-    updated: float
-    run_time: float
-    runs: int
-    done_items: int
-    skipped_items: int
-    done_bytes: int
-    progress: Progress
-    state: dict[str, Any]
-    result: Any
-    error: str | None
-
-    @property
-    def attempts(self) -> int:
-        """How many times the job was started (runs, including retries and resumes)."""
-        return self.runs
-
-    @property
-    def queue_time(self) -> float | None:
-        """Seconds between submission and the first start (None if never started)."""
-        return None if self.started is None else self.started - self.created
-
-    @property
-    def spec_data(self) -> Any:
-        """The stored spec parsed as JSON (None if corrupt)."""
-        try:
-            return json.loads(self.spec)
-        except ValueError:
-            return None
-
-
-@dataclasses.dataclass(slots=True)
-class CheckpointBatch:
-    """What completed since the last checkpoint, written in one transaction."""
-
-    ranges: dict[str, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)
-    results: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)
-    errors: list[ItemError] = dataclasses.field(default_factory=list)
-    done_items: int = 0
-    skipped_items: int = 0
-    done_bytes: int = 0
-    state: str | None = None  # JSON, only when it changed
-    progress: str | None = None  # JSON snapshot
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.ranges
-            or self.results
-            or self.errors
-            or self.state is not None
-            or self.progress is not None
-        )
 
 
 _COLUMNS = (

@@ -22,6 +22,7 @@ from _jobs import (
 )
 
 import parjobs
+import parjobs.process
 from parjobs import JobStatus
 
 
@@ -216,7 +217,7 @@ async def test_process_task_streams_to_two_subscribers(store_path):
         "    print('out', i, flush=True)\n"
         "    print('err', i, file=sys.stderr, flush=True)\n"
     )
-    task = parjobs.ProcessTask(0, [sys.executable, "-c", script])
+    task = parjobs.process.ProcessTask(0, [sys.executable, "-c", script])
     both, only_err = [], []
 
     async def collect(into, streams, max_chunks):
@@ -244,7 +245,7 @@ async def test_process_task_streams_to_two_subscribers(store_path):
 
 
 async def test_process_slow_subscriber_loses_old_chunks_with_marker():
-    task = parjobs.ProcessTask(0, [sys.executable, "-c", "print('x' * 10)"])
+    task = parjobs.process.ProcessTask(0, [sys.executable, "-c", "print('x' * 10)"])
     sub = task.subscribe(("stdout",), max_chunks=2)
     first = trio.Event()
 
@@ -256,18 +257,22 @@ async def test_process_slow_subscriber_loses_old_chunks_with_marker():
         nursery.start_soon(read_first)
         await first.wait()
         await trio.sleep(0.01)  # the subscriber is registered and waiting
-        task._publish(parjobs.Chunk("stdout", b"first"))
+        task._publish(parjobs.process.Chunk("stdout", b"first"))
     # Now the subscriber does not read while five chunks arrive.
     for i in range(5):
-        task._publish(parjobs.Chunk("stdout", b"%d" % i))
-    task._publish(parjobs.Chunk("stderr", b"not subscribed"))
+        task._publish(parjobs.process.Chunk("stdout", b"%d" % i))
+    task._publish(parjobs.process.Chunk("stderr", b"not subscribed"))
     task._close()
     got = [item async for item in sub]
-    assert got == [parjobs.Lost(3), parjobs.Chunk("stdout", b"3"), parjobs.Chunk("stdout", b"4")]
+    assert got == [
+        parjobs.process.Lost(3),
+        parjobs.process.Chunk("stdout", b"3"),
+        parjobs.process.Chunk("stdout", b"4"),
+    ]
 
 
 async def test_process_cancel_kills_and_reaps(store_path):
-    task = parjobs.ProcessTask(
+    task = parjobs.process.ProcessTask(
         0,
         [sys.executable, "-c", "import time\nwhile True: time.sleep(0.05)"],
         terminate_grace=0.5,
@@ -293,6 +298,6 @@ async def test_process_cancel_kills_and_reaps(store_path):
 
 def test_process_task_refuses_shell_strings():
     with pytest.raises(TypeError, match="never a shell string"):
-        parjobs.ProcessTask(0, "rm -rf /")  # type: ignore[arg-type]
+        parjobs.process.ProcessTask(0, "rm -rf /")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        parjobs.ProcessTask(0, [])
+        parjobs.process.ProcessTask(0, [])

@@ -11,7 +11,8 @@ import sys
 
 import trio
 
-from ._errors import EXIT_ERRORS, EXIT_SIGINT, EXIT_USAGE, CliError, leaves, user_error
+from .._util import exception_leaves
+from ._errors import EXIT_ERRORS, EXIT_SIGINT, EXIT_USAGE, CliError, user_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,10 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         if error is not None:
             print(f"parjobs: error: {error}", file=sys.stderr, flush=True)
             return EXIT_USAGE
-        if any(isinstance(e, KeyboardInterrupt) for e in leaves(exc)):
+        if any(isinstance(e, KeyboardInterrupt) for e in exception_leaves(exc)):
             print("parjobs: interrupted", file=sys.stderr, flush=True)
             return EXIT_SIGINT
-        if any(isinstance(e, BrokenPipeError) for e in leaves(exc)):
+        if any(isinstance(e, BrokenPipeError) for e in exception_leaves(exc)):
             # The reader went away (``parjobs jobs | head``): say nothing more.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return EXIT_ERRORS

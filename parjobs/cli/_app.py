@@ -9,8 +9,8 @@ from decimal import Decimal
 from typing import NoReturn
 
 from .. import __version__
+from .._config import DEFAULT_WORKERS
 from .._dispatch import MAX_WORKERS
-from .._manager import DEFAULT_WORKERS
 from .._status import JobStatus
 from ._errors import CliError
 

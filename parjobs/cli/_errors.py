@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from .._exceptions import (
     InvalidTransitionError,
     JobLoadError,
@@ -12,6 +10,7 @@ from .._exceptions import (
     LeaseError,
     StoreError,
 )
+from .._util import exception_leaves
 
 #: Every item done (or nothing to do).
 EXIT_OK = 0
@@ -43,15 +42,6 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-def leaves(exc: BaseException) -> Iterator[BaseException]:
-    """The exceptions inside (nested) exception groups, or ``exc`` itself."""
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from leaves(inner)
-    else:
-        yield exc
-
-
 def user_error(exc: BaseException) -> BaseException | None:
     """The first user-facing error in ``exc`` (which may be a group), if any."""
-    return next((e for e in leaves(exc) if isinstance(e, USER_ERRORS)), None)
+    return next((e for e in exception_leaves(exc) if isinstance(e, USER_ERRORS)), None)

@@ -13,8 +13,8 @@ import trio
 
 from .._exceptions import JobNotFoundError
 from .._manager import JobManager
+from .._records import JobInfo
 from .._status import JobStatus
-from .._store import JobInfo
 from . import _format as fmt
 from ._errors import EXIT_ERRORS, EXIT_OK
 from ._render import ERRORS_SHOWN, describe, percent, stats

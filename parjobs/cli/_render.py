@@ -20,8 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .._progress import ItemError, Progress
+from .._records import JobInfo
 from .._status import JobStatus
-from .._store import JobInfo
 from . import _format as fmt
 
 #: Failed items listed in a summary before "and N more".

@@ -11,7 +11,7 @@ import os
 import stat
 from typing import Any
 
-from .._store import JobInfo
+from .._records import JobInfo
 from . import _format as fmt
 
 

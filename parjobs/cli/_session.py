@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import shlex
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Unpack
 
-from .._manager import DEFAULT_WORKERS, JobManager, open_manager
+from .._config import ConfigOptions, ManagerConfig
+from .._job import load_job_types
+from .._manager import JobManager, open_manager
 from ._errors import CliError
-
-#: Modules defining the job types the CLI can resume, imported on demand (a missing one is
-#: skipped, so the CLI works while an operation is not installed).
-OPS_MODULES = ("copy", "move", "delete", "hash", "duplicates", "thumbnail")
 
 
 def default_store() -> str:
@@ -56,18 +54,14 @@ class Store:
 
 
 def import_job_types() -> None:
-    """Register every job type the CLI knows, so stored jobs can be loaded and resumed."""
-    for name in OPS_MODULES:
-        try:
-            importlib.import_module(f"parjobs.ops.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"parjobs.ops.{name}":
-                raise
+    """Register every job type installed (the ``parjobs.job_types`` entry points), so stored
+    jobs can be loaded, listed and resumed."""
+    load_job_types()
 
 
 @asynccontextmanager
 async def manager_for(
-    store: Store, *, workers: int = DEFAULT_WORKERS, max_running: int = 4
+    store: Store, config: ManagerConfig | None = None, **options: Unpack[ConfigOptions]
 ) -> AsyncIterator[JobManager]:
     """A manager on ``store``, creating its directory first."""
     directory = os.path.dirname(store.path)
@@ -75,5 +69,5 @@ async def manager_for(
         os.makedirs(directory, exist_ok=True)
     except OSError as exc:
         raise CliError(f"cannot create the store directory {directory}: {exc.strerror}") from None
-    async with open_manager(store.path, workers=workers, max_running=max_running) as manager:
+    async with open_manager(store.path, config, **options) as manager:
         yield manager

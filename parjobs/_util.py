@@ -1,0 +1,44 @@
+"""Small helpers shared by the manager, the blocking facade and the CLI: exception groups and
+public module names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+def exception_leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or ``[exc]`` for a plain one."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return [exc]
+    out: list[BaseException] = []
+    for inner in exc.exceptions:
+        out.extend(exception_leaves(inner))
+    return out
+
+
+def unwrap_single(exc: BaseException) -> BaseException:
+    """The single error inside (nested) one-member exception groups, as trio wraps them;
+    ``exc`` itself when a group holds more than one."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def fixup_module_metadata(
+    module_name: str, names: Iterable[str], namespace: dict[str, object]
+) -> None:
+    """Set ``__module__`` of the public classes and functions re-exported by ``module_name``
+    to that module (as trio does), so reprs, tracebacks and docs show ``parjobs.JobManager``
+    rather than ``parjobs._manager.JobManager``. Objects from other packages are left alone."""
+    for name in names:
+        obj = namespace[name]
+        mod = getattr(obj, "__module__", None)
+        if (
+            isinstance(mod, str)
+            and mod.startswith("parjobs.")
+            and (isinstance(obj, type) or callable(obj))
+        ):
+            try:
+                obj.__module__ = module_name
+            except (AttributeError, TypeError):  # e.g. a builtin-like object
+                continue

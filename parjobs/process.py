@@ -1,0 +1,13 @@
+"""Running external programs as tasks: `ProcessTask`, the records its subscribers receive
+(`Chunk`, `Lost`) and `ProcessFailedError`."""
+
+from ._exceptions import ProcessFailedError as ProcessFailedError
+from ._process import Chunk as Chunk
+from ._process import Lost as Lost
+from ._process import ProcessTask as ProcessTask
+from ._util import fixup_module_metadata
+
+__all__ = ["Chunk", "Lost", "ProcessFailedError", "ProcessTask"]
+
+fixup_module_metadata(__name__, ["Chunk", "Lost", "ProcessTask"], globals())
+del fixup_module_metadata

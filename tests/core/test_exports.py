@@ -1,0 +1,125 @@
+"""The public surface of `parjobs` and its named modules, pinned against written lists: a
+name added or removed must be added or removed here too, on purpose."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+import parjobs
+import parjobs.blocking
+import parjobs.process
+import parjobs.testing
+
+TOP = {
+    # running jobs
+    "open_manager",
+    "ManagerConfig",
+    "JobManager",
+    "JobHandle",
+    "ManagerStatistics",
+    "BlockingManager",
+    "JobInfo",
+    # writing jobs
+    "Job",
+    "job_type",
+    "runtime_field",
+    "registered_job_types",
+    "JobContext",
+    "Task",
+    "AsyncTask",
+    "FunctionTask",
+    "TaskContext",
+    "TaskDispatcher",
+    "TaskHandle",
+    "Outcome",
+    "OutcomeStatus",
+    "RetryPolicy",
+    "is_transient",
+    "RUN_ALONE",
+    # state and records
+    "JobStatus",
+    "TRANSITIONS",
+    "Progress",
+    "ItemError",
+    # errors and signals
+    "ParjobsError",
+    "JobSpecError",
+    "JobLoadError",
+    "StoreError",
+    "StoreFormatError",
+    "ManagerClosedError",
+    "JobNotFoundError",
+    "InvalidTransitionError",
+    "LeaseError",
+    "JobNotFinishedError",
+    "JobFailedError",
+    "JobCancelledError",
+    "TaskTimeoutError",
+    "ProcessFailedError",
+    "Interrupted",
+    "PauseRequested",
+    "CancelRequested",
+    "Skip",
+}
+
+MODULES = {
+    "parjobs.blocking": {"BlockingManager", "PROGRESS_QUEUE_SIZE", "run_trio_guest"},
+    "parjobs.process": {"Chunk", "Lost", "ProcessFailedError", "ProcessTask"},
+    "parjobs.testing": {"mock_clock", "read", "run_to_end", "snapshot", "write"},
+}
+
+
+def test_top_level_all_is_the_written_list() -> None:
+    assert set(parjobs.__all__) == TOP
+    assert len(parjobs.__all__) == len(TOP)  # no name listed twice
+
+
+def test_every_public_name_is_in_all_and_importable() -> None:
+    public = {n for n in vars(parjobs) if not n.startswith("_") and n not in MODULE_ATTRS}
+    assert public == TOP
+    for name in TOP:
+        assert getattr(parjobs, name) is not None
+
+
+#: Submodules appear as attributes of the package once imported.
+MODULE_ATTRS = {"blocking", "process", "testing", "ops", "cli", "server"}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_named_modules_all_is_the_written_list(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert set(mod.__all__) == MODULES[module]
+    for name in mod.__all__:
+        assert getattr(mod, name) is not None
+
+
+def test_power_features_are_not_at_the_top() -> None:
+    for name in ("ProcessTask", "Chunk", "Lost", "run_trio_guest", "DEFAULT_QUEUES"):
+        assert not hasattr(parjobs, name), name
+    for name in ("default_lanes", "ProgressTracker"):
+        assert not hasattr(parjobs, name), name
+
+
+def test_public_classes_and_functions_show_their_public_module() -> None:
+    """Reprs and tracebacks name ``parjobs.JobManager``, not ``parjobs._manager.JobManager``
+    (except `Job`, whose module resolves the string annotations of job classes)."""
+    for name in TOP - {"Job"}:
+        obj = getattr(parjobs, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__module__ == "parjobs", name
+    assert repr(parjobs.JobStatus.QUEUED).startswith("<JobStatus.QUEUED")
+    assert parjobs.process.ProcessTask.__module__ == "parjobs.process"
+    assert parjobs.process.ProcessFailedError is parjobs.ProcessFailedError
+
+
+def test_immutable_tables() -> None:
+    with pytest.raises(TypeError):
+        parjobs.TRANSITIONS[parjobs.JobStatus.COMPLETED] = frozenset()  # type: ignore[index]
+    assert all(isinstance(v, frozenset) for v in parjobs.TRANSITIONS.values())
+    from parjobs._config import DEFAULT_QUEUES
+
+    with pytest.raises(TypeError):
+        DEFAULT_QUEUES["x"] = 1  # type: ignore[index]
