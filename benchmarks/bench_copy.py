@@ -24,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from parjobs.ops import _copyfile
-from parjobs.ops._copyfile import _rename
+from parjobs.ops import _smallfiles
+from parjobs.ops._fs import rename_noreplace
 from parjobs.ops.copy import CopyJob
 
 from ._common import Timing, load_average, log, panel_chart, run_rounds
@@ -76,13 +76,13 @@ def _parjobs(
     """One CopyJob; ``python_only``: without the C group path (as installed with no C
     compiler), to show what it brings."""
     job = CopyJob(sources=[str(src)], destination=str(dst))
-    saved = _copyfile.fastcopy
+    saved = _smallfiles.fastcopy
     if python_only:
-        _copyfile.fastcopy = None
+        _smallfiles.fastcopy = None
     try:
         result, timing = run_job(job, workers=workers, store_dir=session.scratch)
     finally:
-        _copyfile.fastcopy = saved
+        _smallfiles.fastcopy = saved
     if result["failed"] or result["copied"] != files:
         raise RuntimeError(f"parjobs copy: unexpected result {result}")
     return timing
@@ -99,7 +99,7 @@ def contenders(session: Session, src: Path, files: int) -> tuple[dict[str, Copy]
     for n in [1, *session.workers]:
         name = f"parjobs {n} worker" + ("s" if n > 1 else "")
         out[name] = lambda dst, n=n: _parjobs(session, src, dst, n, files)
-    if files >= REFRESH_FILES and _copyfile.fastcopy is not None:  # many small files
+    if files >= REFRESH_FILES and _smallfiles.fastcopy is not None:  # many small files
         n = session.workers[0]
         out[f"{PYTHON_ONLY} ({n} workers)"] = lambda dst: _parjobs(
             session, src, dst, n, files, python_only=True
@@ -149,7 +149,7 @@ def syscall_loop(src: Path, dst: Path) -> None:
                 os.utime(wfd, ns=(st.st_atime_ns, st.st_mtime_ns))
                 os.close(wfd)
                 os.close(fd)
-                _rename(dir_fd, tmp, name, False)
+                rename_noreplace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, overwrite=False)
         finally:
             os.close(dir_fd)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import parjobs._dispatch
+import parjobs.ops._transfer
 import parjobs.ops.copy
 from parjobs.ops.copy import CopyJob
 
@@ -44,7 +45,7 @@ def injected_latency(seconds: float = LATENCY) -> Iterator[None]:
     """Make every file copy of `CopyJob` start with a blocking ``sleep(seconds)``: in the
     Python path (``copy_file``) and in the C group path (``copy_small_files``, which then
     sleeps once per file of its group, as its opens would wait one after the other)."""
-    real = parjobs.ops.copy.copy_file
+    real = parjobs.ops._transfer.copy_file
     real_group = parjobs.ops.copy.copy_small_files
 
     @functools.wraps(real)
@@ -57,12 +58,12 @@ def injected_latency(seconds: float = LATENCY) -> Iterator[None]:
         time.sleep(seconds * len(items))
         return real_group(items, **kwargs)
 
-    parjobs.ops.copy.copy_file = slow_copy_file  # type: ignore[assignment]
+    parjobs.ops._transfer.copy_file = slow_copy_file  # type: ignore[assignment]
     parjobs.ops.copy.copy_small_files = slow_group  # type: ignore[assignment]
     try:
         yield
     finally:
-        parjobs.ops.copy.copy_file = real  # type: ignore[assignment]
+        parjobs.ops._transfer.copy_file = real  # type: ignore[assignment]
         parjobs.ops.copy.copy_small_files = real_group  # type: ignore[assignment]
 
 

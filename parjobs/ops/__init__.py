@@ -1,13 +1,91 @@
 """File operations built on the parjobs core, each a resumable `parjobs.Job`.
 
-Importing this package registers the job types, so stored jobs of these types can be loaded.
+The job classes load lazily, on first use: ``from parjobs.ops import CopyJob`` imports the copy
+job only (no Pillow), ``ThumbnailJob`` brings in Pillow. The job types register with the core
+through the ``parjobs.job_types`` entry points (pyproject.toml), so stored jobs load without
+importing this package first. The errors the operations raise on purpose are all here, in one
+tree (`parjobs.ops._errors` draws it).
 """
 
-from .copy import CopyJob as CopyJob
-from .delete import DeleteJob as DeleteJob
-from .duplicates import DuplicatesJob as DuplicatesJob
-from .hash import HashJob as HashJob
-from .move import MoveJob as MoveJob
-from .thumbnail import ThumbnailJob as ThumbnailJob
+from __future__ import annotations
 
-__all__ = ["CopyJob", "DeleteJob", "DuplicatesJob", "HashJob", "MoveJob", "ThumbnailJob"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._errors import CopyError as CopyError
+from ._errors import DestinationChangedError as DestinationChangedError
+from ._errors import DirConflictError as DirConflictError
+from ._errors import ImageError as ImageError
+from ._errors import ImageTooLargeError as ImageTooLargeError
+from ._errors import NotOursError as NotOursError
+from ._errors import SourceChangedError as SourceChangedError
+from ._errors import SpecialFileError as SpecialFileError
+from ._errors import TrashError as TrashError
+from ._errors import UnsupportedImageError as UnsupportedImageError
+from ._errors import VerifyError as VerifyError
+from ._errors import WalkError as WalkError
+
+if TYPE_CHECKING:
+    from ._transfer import AskCallback as AskCallback
+    from ._transfer import Choice as Choice
+    from ._transfer import Conflict as Conflict
+    from ._transfer import Policy as Policy
+    from .copy import CopyJob as CopyJob
+    from .delete import DeleteJob as DeleteJob
+    from .duplicates import DuplicatesJob as DuplicatesJob
+    from .hash import HashJob as HashJob
+    from .move import MoveJob as MoveJob
+    from .thumbnail import ThumbnailJob as ThumbnailJob
+
+#: Where each lazily loaded name lives.
+_LAZY = {
+    "AskCallback": "_transfer",
+    "Choice": "_transfer",
+    "Conflict": "_transfer",
+    "Policy": "_transfer",
+    "CopyJob": "copy",
+    "DeleteJob": "delete",
+    "DuplicatesJob": "duplicates",
+    "HashJob": "hash",
+    "MoveJob": "move",
+    "ThumbnailJob": "thumbnail",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # once: later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "AskCallback",
+    "Choice",
+    "Conflict",
+    "CopyError",
+    "CopyJob",
+    "DeleteJob",
+    "DestinationChangedError",
+    "DirConflictError",
+    "DuplicatesJob",
+    "HashJob",
+    "ImageError",
+    "ImageTooLargeError",
+    "MoveJob",
+    "NotOursError",
+    "Policy",
+    "SourceChangedError",
+    "SpecialFileError",
+    "ThumbnailJob",
+    "TrashError",
+    "UnsupportedImageError",
+    "VerifyError",
+    "WalkError",
+]

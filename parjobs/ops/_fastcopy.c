@@ -3,11 +3,13 @@
  *
  * The same protocol as `_copy_one_shot` in _copyfile.py, item by item: open the source
  * (O_NOFOLLOW|O_NONBLOCK, regular files only), create a hidden temporary next to the
- * destination (O_EXCL|O_NOFOLLOW) named as `tmp_name` in _copyfile.py names it,
- * ``.<name>.<owner token>.<16 random hex>`` TMP_SUFFIX (the token is passed in, the suffix
- * exported as ``TMP_SUFFIX`` and checked by _copyfile.py at import), reflink or copy_file_range (read/write where those do not
- * apply), check that the source's size and mtime did not move, set mode and times, then
- * renameat2(RENAME_NOREPLACE) onto the final name. Whatever goes wrong, the temporary is
+ * destination (O_EXCL|O_NOFOLLOW) named as `tmp_name` in _partials.py names it,
+ * ``.<name>.<owner token>.<16 random hex>`` TMP_SUFFIX (the token is passed in), reflink or
+ * copy_file_range (read/write where those do not apply), check that the source's size and
+ * mtime did not move, set mode and times, then renameat2(RENAME_NOREPLACE) onto the final
+ * name. The constants both sides must agree on (TMP_SUFFIX, NAME_MAX, RENAME_NOREPLACE, the
+ * fallback and no-reflink errno sets, flags and result codes) are exported by this module;
+ * _smallfiles.py refuses a build whose constants differ from the Python copier's. Whatever goes wrong, the temporary is
  * removed and the item is reported back with its errno, untouched at the destination: the
  * Python path then runs it again and deals with it (conflicts, retries, clear errors).
  *
@@ -41,10 +43,10 @@
 #endif
 
 #define NAME_MAX_BYTES 255
-#define TMP_SUFFIX ".parjobs-tmp" /* exported: _copyfile.py refuses a build that differs */
+#define TMP_SUFFIX ".parjobs-tmp" /* exported: _smallfiles.py refuses a build that differs */
 #define TOKEN_MAX 64
 
-/* Flags, mirrored in _copyfile.py. */
+/* Flags (exported: MODE, TIMES, REFLINK, LSTAT). */
 #define FC_MODE 1    /* set the source's mode bits */
 #define FC_TIMES 2   /* set the source's atime and mtime */
 #define FC_REFLINK 4 /* try FICLONE first */
@@ -81,10 +83,22 @@ static uint64_t next_token(void) {
     return x * 0x2545F4914F6CDD1DULL;
 }
 
-static int is_fallback(int err) {
-    return err == EXDEV || err == EINVAL || err == ENOSYS || err == EOPNOTSUPP ||
-           err == EBADF || err == ENOTTY || err == EPERM;
+/* "This kernel fast path does not apply here": try the next method (exported). */
+static const int fallback_errnos[] = {EXDEV, EINVAL, ENOSYS, EOPNOTSUPP, ENOTSUP,
+                                      EBADF, ENOTTY, EPERM};
+/* FICLONE errors that hold for every file of a (source fs, destination fs) pair (exported). */
+static const int no_reflink_errnos[] = {EXDEV, EOPNOTSUPP, ENOTSUP, ENOTTY, ENOSYS};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+static int in_set(int err, const int *set, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (set[i] == err)
+            return 1;
+    return 0;
 }
+
+static int is_fallback(int err) { return in_set(err, fallback_errnos, COUNT(fallback_errnos)); }
 
 /* Copy size bytes from fd to out at offset 0; 0 or an errno, FC_CHANGED if the source ends
  * early. */
@@ -97,7 +111,7 @@ static int copy_data(int fd, int out, long long size, int *reflink) {
         int err = errno;
         if (!is_fallback(err))
             return err;
-        if (err == EXDEV || err == EOPNOTSUPP || err == ENOTTY || err == ENOSYS)
+        if (in_set(err, no_reflink_errnos, COUNT(no_reflink_errnos)))
             *reflink = FC_NO_REFLINK;
     }
     long long pos = 0;
@@ -305,6 +319,31 @@ static struct PyModuleDef module = {
     -1, methods,
 };
 
+static PyObject *errno_tuple(const int *set, size_t n) {
+    PyObject *t = PyTuple_New((Py_ssize_t)n);
+    if (t == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromLong(set[i]);
+        if (v == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, (Py_ssize_t)i, v);
+    }
+    return t;
+}
+
+static int add_tuple(PyObject *m, const char *name, PyObject *value) {
+    if (value == NULL)
+        return -1;
+    if (PyModule_AddObject(m, name, value) < 0) {
+        Py_DECREF(value);
+        return -1;
+    }
+    return 0;
+}
+
 PyMODINIT_FUNC PyInit__fastcopy(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
@@ -317,7 +356,12 @@ PyMODINIT_FUNC PyInit__fastcopy(void) {
         PyModule_AddIntConstant(m, "CHANGED", FC_CHANGED) < 0 ||
         PyModule_AddIntConstant(m, "TOO_BIG", FC_TOO_BIG) < 0 ||
         PyModule_AddIntConstant(m, "SPARSE", FC_SPARSE) < 0 ||
-        PyModule_AddObject(m, "TMP_SUFFIX", PyBytes_FromString(TMP_SUFFIX)) < 0) {
+        PyModule_AddIntConstant(m, "NAME_MAX", NAME_MAX_BYTES) < 0 ||
+        PyModule_AddIntConstant(m, "RENAME_NOREPLACE", RENAME_NOREPLACE) < 0 ||
+        add_tuple(m, "FALLBACK_ERRNOS", errno_tuple(fallback_errnos, COUNT(fallback_errnos))) < 0 ||
+        add_tuple(m, "NO_REFLINK_ERRNOS",
+                  errno_tuple(no_reflink_errnos, COUNT(no_reflink_errnos))) < 0 ||
+        add_tuple(m, "TMP_SUFFIX", PyBytes_FromString(TMP_SUFFIX)) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -9,6 +9,10 @@ CHANGED: int
 TOO_BIG: int
 SPARSE: int
 TMP_SUFFIX: bytes
+NAME_MAX: int
+RENAME_NOREPLACE: int
+FALLBACK_ERRNOS: tuple[int, ...]
+NO_REFLINK_ERRNOS: tuple[int, ...]
 
 def copy_many(
     items: list[tuple[bytes, int, bytes]], flags: int, max_size: int, token: bytes, /

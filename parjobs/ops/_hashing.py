@@ -8,7 +8,7 @@ Files are opened with ``O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC`` and must be regula
 symlinks are never followed and FIFOs, sockets, devices and directories raise
 `SpecialFileError` without blocking. A file whose size or mtime changes while it is read
 raises `SourceChangedError`, so a digest always describes one consistent version of the file.
-Both errors are the ones `parjobs.ops._copyfile` raises (``OSError`` subclasses whose message
+Both errors are the ones a copy raises (`parjobs.ops._errors`) (``OSError`` subclasses whose message
 and ``filename`` name the path), so a job handles "special" and "changed" files alike whether
 it copies or hashes them.
 
@@ -57,7 +57,7 @@ from typing import Generic, TypeVar
 
 import xxhash
 
-from parjobs.ops._copyfile import SourceChangedError, SpecialFileError
+from ._fs import FilePath, changed_error, check_unchanged, noop, open_regular
 
 __all__ = [
     "ALGORITHMS",
@@ -69,8 +69,6 @@ __all__ = [
     "MIN_CHUNK_SIZE",
     "DuplicateGroup",
     "DuplicateReport",
-    "SourceChangedError",
-    "SpecialFileError",
     "content_id",
     "content_id_regions",
     "find_duplicates_sequential",
@@ -79,7 +77,6 @@ __all__ = [
     "new_hasher",
 ]
 
-FilePath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 PathT = TypeVar("PathT", bound=FilePath)
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
@@ -101,12 +98,7 @@ CONTENT_ID_SAMPLES = 4
 CONTENT_ID_ALIGN = 4 * 1024
 """Sample offsets are aligned down to this multiple (a page), so each sample is 2 pages."""
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _EMPTY_DIGEST = xxhash.xxh3_128().hexdigest()
-
-
-def _noop(*_args: object) -> None:
-    """Default for ``check`` and ``on_bytes``: do nothing."""
 
 
 def new_hasher(name: str) -> xxhash.xxh3_128 | xxhash.xxh3_64 | xxhash.xxh64:
@@ -120,83 +112,12 @@ def new_hasher(name: str) -> xxhash.xxh3_128 | xxhash.xxh3_64 | xxhash.xxh64:
     raise ValueError(f"unknown hash algorithm {name!r}; expected one of {', '.join(ALGORITHMS)}")
 
 
-def _file_kind(mode: int) -> str:
-    """Name the kind of a non-regular file for error messages."""
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISLNK(mode):
-        return "a symbolic link (not followed)"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    return "a special file"
-
-
-def _special(path: FilePath, mode: int) -> SpecialFileError:
-    """Build the error for a non-regular file; the message and ``filename`` name the path."""
-    name = os.fsdecode(path)
-    exc = SpecialFileError(
-        f"refusing to read {name!r}: it is {_file_kind(mode)}, not a regular file"
-    )
-    exc.filename = name
-    return exc
-
-
-def _changed(path: FilePath, detail: str) -> SourceChangedError:
-    """Build the error for a file that changed while read; ``filename`` names the path."""
-    name = os.fsdecode(path)
-    exc = SourceChangedError(f"file changed while it was read: {name!r} ({detail})")
-    exc.filename = name
-    return exc
-
-
-def _open_regular(path: FilePath) -> tuple[int, os.stat_result]:
-    """Open ``path`` read-only without following a final symlink; refuse non-regular files.
-
-    Returns the descriptor and its ``fstat``; the caller closes the descriptor.
-    """
-    try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except OSError as exc:
-        # O_NOFOLLOW reports a final symlink as ELOOP; say what really happened.
-        try:
-            mode = os.lstat(path).st_mode
-        except OSError:
-            mode = 0
-        if stat.S_ISLNK(mode):
-            raise _special(path, mode) from exc
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _special(path, st.st_mode)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, st
-
-
-def _check_unchanged(path: FilePath, before: os.stat_result, after: os.stat_result) -> None:
-    """Raise `SourceChangedError` if size or mtime differ between two stats of one file."""
-    if before.st_size != after.st_size or before.st_mtime_ns != after.st_mtime_ns:
-        raise _changed(
-            path,
-            f"size {before.st_size} -> {after.st_size}, "
-            f"mtime_ns {before.st_mtime_ns} -> {after.st_mtime_ns}",
-        )
-
-
 def hash_file(
     path: FilePath,
     *,
     algorithm: str = "xxh3_128",
-    check: Callable[[], None] = _noop,
-    on_bytes: Callable[[int], None] = _noop,
+    check: Callable[[], None] = noop,
+    on_bytes: Callable[[int], None] = noop,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> str:
     """Return the hex digest of the regular file at ``path``.
@@ -209,7 +130,7 @@ def hash_file(
     if chunk_size < MIN_CHUNK_SIZE:
         raise ValueError(f"chunk_size must be at least {MIN_CHUNK_SIZE} bytes, got {chunk_size}")
     hasher = new_hasher(algorithm)
-    fd, before = _open_regular(path)
+    fd, before = open_regular(path)
     with open(fd, "rb", buffering=0, closefd=True) as f:
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
@@ -226,9 +147,9 @@ def hash_file(
             total += n
             on_bytes(n)
         after = os.fstat(fd)
-    _check_unchanged(path, before, after)
+    check_unchanged(path, before, after)
     if total != after.st_size:
-        raise _changed(path, f"read {total} bytes but it has {after.st_size}")
+        raise changed_error(path, f"read {total} bytes but it has {after.st_size}", "read")
     return hasher.hexdigest()
 
 
@@ -252,23 +173,23 @@ def content_id(path: FilePath, *, size: int | None = None) -> str:
     a file whose size no longer matches raises `SourceChangedError`, as does a file that changes
     while it is read.
     """
-    fd, before = _open_regular(path)
+    fd, before = open_regular(path)
     try:
         if size is not None and size != before.st_size:
-            raise _changed(path, f"size is {before.st_size}, expected {size}")
+            raise changed_error(path, f"size is {before.st_size}, expected {size}", "read")
         hasher = xxhash.xxh3_128(before.st_size.to_bytes(8, "little"))
         for offset, length in content_id_regions(before.st_size):
             data = os.pread(fd, length, offset)
             while len(data) < length:  # a short read is legal; EOF is not
                 more = os.pread(fd, length - len(data), offset + len(data))
                 if not more:
-                    raise _changed(path, "it shrank")
+                    raise changed_error(path, "it shrank", "read")
                 data += more
             hasher.update(data)
         after = os.fstat(fd)
     finally:
         os.close(fd)
-    _check_unchanged(path, before, after)
+    check_unchanged(path, before, after)
     return hasher.hexdigest()
 
 

@@ -7,7 +7,7 @@ raises to interrupt (pause/cancel).
 
 The pipeline of `make_thumbnail`:
 
-1. Open the source with ``O_NOFOLLOW`` (regular files only, as in `parjobs.ops._hashing`) and
+1. Open the source with ``O_NOFOLLOW`` (regular files only: `parjobs.ops._fs.open_regular`) and
    let Pillow identify it among `INPUT_FORMATS` only (no Ghostscript, no exotic parsers).
 2. Refuse images whose header claims more than ``max_pixels`` before decoding a byte.
 3. JPEG: ``draft()`` asks libjpeg for a DCT-domain 1/2, 1/4 or 1/8 scale decode that is still at
@@ -47,9 +47,9 @@ from urllib.parse import quote
 
 from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
 
-from parjobs._exceptions import ParjobsError
-from parjobs.ops._copyfile import open_dir_nofollow, tmp_name
-from parjobs.ops._hashing import FilePath, _check_unchanged, _noop, _open_regular
+from ._errors import ImageError, ImageTooLargeError, UnsupportedImageError
+from ._fs import FilePath, check_unchanged, noop, open_dir_nofollow, open_regular
+from ._partials import tmp_name
 
 __all__ = [
     "FORMATS",
@@ -110,29 +110,6 @@ _DECODE_ERRORS: Final = (SyntaxError, ValueError, EOFError, IndexError, struct.e
 _URI_SAFE: Final = "/!$&'()*+,:=@"
 _CONTENT_ID: Final = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]+")
 _TEMP_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class ImageError(ParjobsError):
-    """The file could not be thumbnailed because of its content: corrupt, truncated, etc.
-
-    ``path`` names the file and ``reason`` says what is wrong with it.
-    """
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(path, reason)
-        self.path = path
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"cannot thumbnail {self.path!r}: {self.reason}"
-
-
-class UnsupportedImageError(ImageError):
-    """The file is not an image in one of the `INPUT_FORMATS` (a job may just skip it)."""
-
-
-class ImageTooLargeError(ImageError):
-    """The image claims more pixels than allowed: a possible decompression bomb."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,10 +262,10 @@ def _load_thumbnail(
     path: str, box: tuple[int, int], max_pixels: int, check: Callable[[], object]
 ) -> tuple[Image.Image, _Decoded, os.stat_result]:
     """Open ``path`` safely and return the upright resized image and the source's fstat."""
-    fd, st = _open_regular(path)
+    fd, st = open_regular(path)
     with os.fdopen(fd, "rb") as fp:
         decoded = _decode(fp, path, box, max_pixels, check)
-        _check_unchanged(path, st, os.fstat(fd))
+        check_unchanged(path, st, os.fstat(fd))
     check()
     return _shrink(decoded), decoded, st
 
@@ -431,7 +408,7 @@ def make_thumbnail(
     fmt: str = "webp",
     quality: int = 80,
     metadata: dict[str, str] | None = None,
-    check: Callable[[], object] = _noop,
+    check: Callable[[], object] = noop,
     max_pixels: int = 100_000_000,
     durable: bool = True,
     root: str | None = None,
@@ -452,7 +429,7 @@ def make_thumbnail(
     (``2 * Image.MAX_IMAGE_PIXELS``, about 179 MP by default) still applies above it.
 
     Raises `ImageError` (`UnsupportedImageError`, `ImageTooLargeError`) for bad images,
-    `parjobs.ops._hashing.SpecialFileError` for symlinks and other non-regular files,
+    `parjobs.ops.SpecialFileError` for symlinks and other non-regular files,
     ``OSError`` for I/O failures and ``ValueError`` for bad arguments.
     """
     size = _box_size(box)
@@ -574,7 +551,7 @@ def make_freedesktop_thumbnail(
     size_name: str = "large",
     *,
     cache_home: FilePath | None = None,
-    check: Callable[[], object] = _noop,
+    check: Callable[[], object] = noop,
     max_pixels: int = 100_000_000,
     durable: bool = True,
     owner: str | bytes | None = None,
@@ -633,7 +610,7 @@ def write_fail_marker(
         params={"pnginfo": _pnginfo(_freedesktop_metadata(src_path, st))},
         mode=0o600,
         durable=durable,
-        check=_noop,
+        check=noop,
         make_dirs=_make_private_dirs,
         owner=owner,
     )

@@ -24,6 +24,7 @@ import trio
 
 from .._context import JobContext
 from .._exceptions import JobSpecError
+from ._errors import DestinationChangedError
 
 #: statfs(2) ``f_type`` of kernel pseudo-filesystems: nothing a job writes belongs there.
 PSEUDO_FILESYSTEMS = {
@@ -117,10 +118,6 @@ def check_creatable_dir(kind: str, what: str, path: str) -> None:
     if prefix != os.path.abspath(path):
         what = f"the nearest existing parent of {what} {path!r},"
     check_writable_dir(kind, what, prefix, st)
-
-
-class DestinationChangedError(JobSpecError):
-    """A destination directory is no longer the one an earlier run of the job wrote into."""
 
 
 def dir_identity(fd: int) -> list[int]:

@@ -57,10 +57,10 @@ from datetime import datetime
 from typing import AnyStr, Generic, NamedTuple
 from urllib.parse import quote, unquote_to_bytes
 
-from parjobs._exceptions import ParjobsError
-
-from ._copyfile import tmp_name
+from ._errors import TrashError
+from ._fs import noop
 from ._names import is_own_temp
+from ._partials import tmp_name
 
 __all__ = [
     "TrashDir",
@@ -87,24 +87,6 @@ _INFO_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXE
 #: Temporary info files (written whole, then linked to their ``.trashinfo`` name).
 #: Slack for coarse file timestamps when comparing an info file's mtime with a clock time.
 _MTIME_SLACK = 2.0
-
-
-def _noop(*_args: object) -> None:
-    """Default for ``check`` and ``on_removed``: do nothing."""
-
-
-class TrashError(ParjobsError, OSError):
-    """The item cannot be moved to a trash; it was left where it was.
-
-    Raised when no usable trash exists on the item's filesystem, when the rename into the
-    trash would cross filesystems (parjobs never copies to trash), or when the item is a mount
-    point. ``filename`` names the item or the offending trash directory.
-    """
-
-    def __str__(self) -> str:
-        if self.errno is None and self.filename is not None:
-            return f"{self.strerror}: {self.filename!r}"
-        return super().__str__()
 
 
 @dataclass(frozen=True, slots=True)
@@ -650,8 +632,8 @@ def _rmtree_at(
 def delete_path(
     path: FilePath,
     *,
-    check: Callable[[], None] = _noop,
-    on_removed: Callable[[int], None] = _noop,
+    check: Callable[[], None] = noop,
+    on_removed: Callable[[int], None] = noop,
 ) -> int:
     """Delete a file, symlink or directory tree without following symlinks; return the count.
 

@@ -32,6 +32,7 @@ from typing import Literal
 import trio
 
 from .._context import JobContext
+from ._fs import display
 
 Kind = Literal["file", "dir", "symlink", "special", "error"]
 
@@ -62,7 +63,7 @@ class Entry:
     @property
     def display(self) -> str:
         """The path for people: undecodable bytes shown as backslash escapes."""
-        return self.path.decode("utf-8", "backslashreplace")
+        return display(self.path)
 
     @property
     def parts(self) -> list[bytes]:

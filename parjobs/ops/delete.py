@@ -40,10 +40,11 @@ from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
 from .._job import Job, job_type
 from .._task import Outcome, OutcomeStatus, Task, TaskContext
+from ._entries import entry_report
+from ._fs import display
 from ._names import job_token
 from ._trash import read_trashinfo, recover_trash, trash_path
 from ._walk import walk
-from .hash import entry_report, path_label
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _LOADING: ContextVar[bool] = ContextVar("parjobs_delete_loading", default=False)
@@ -54,7 +55,7 @@ def _moved(path: bytes) -> OSError:
     return OSError(
         None,
         "its directory was moved or replaced since it was listed; not deleted",
-        path_label(path),
+        display(path),
     )
 
 
@@ -91,7 +92,7 @@ def remove_entry(path: bytes, parent: tuple[int, int] | None, *, is_dir: bool = 
             raise OSError(
                 exc.errno,
                 "Directory not empty (something inside could not be deleted)",
-                path_label(path),
+                display(path),
             ) from exc
         raise
     finally:
@@ -109,7 +110,7 @@ class RemoveTask(Task[bool]):
     is_dir: bool = False
 
     def label(self) -> str:
-        return path_label(self.path)
+        return display(self.path)
 
     def run(self, tc: TaskContext) -> bool:
         tc.check()
@@ -130,7 +131,7 @@ class TrashTask(Task[list[str]]):
     owner: bytes | None = None  # the job's name token, carried by its temporaries
 
     def label(self) -> str:
-        return path_label(self.path)
+        return display(self.path)
 
     def run(self, tc: TaskContext) -> list[str]:
         tc.check()

@@ -25,6 +25,8 @@ from .._context import JobContext
 from .._exceptions import JobSpecError
 from .._job import Job, job_type
 from .._task import OutcomeStatus, Task, TaskContext
+from ._entries import EntryTask, HashTask, entry_report
+from ._fs import display
 from ._hashing import (
     CONTENT_ID_BLOCK,
     CONTENT_ID_SAMPLES,
@@ -36,7 +38,6 @@ from ._hashing import (
     new_hasher,
 )
 from ._walk import Entry, walk
-from .hash import EntryTask, HashTask, entry_report, path_label
 
 T = TypeVar("T")
 
@@ -63,7 +64,7 @@ class ContentIdTask(Task[str]):
         return content_id_cost(self.size)
 
     def label(self) -> str:
-        return path_label(self.path)
+        return display(self.path)
 
     def run(self, tc: TaskContext) -> str:
         tc.check()

@@ -41,7 +41,6 @@ What ``output`` names decides how it is written, checked when the job writes it:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import functools
 import os
@@ -53,86 +52,22 @@ from typing import Any, Literal
 import trio
 
 from .._context import JobContext
-from .._exceptions import JobSpecError, Skip
+from .._exceptions import JobSpecError
 from .._job import Job, job_type
-from .._task import Outcome, OutcomeStatus, Task, TaskContext
-from ._copyfile import remove_own_temps, tmp_name
-from ._hashing import ALGORITHMS, SourceChangedError, hash_file
+from .._task import Outcome, OutcomeStatus, Task
+from ._entries import HashTask, entry_report
+from ._fs import display
+from ._hashing import ALGORITHMS
 from ._names import job_token, stored_token
+from ._partials import remove_own_temps, tmp_name
 from ._paths import check_writable_dir, keep_dir_identity
-from ._walk import Entry, walk
+from ._walk import walk
 
 # O_EXCL|O_NOFOLLOW: whatever sits at the temporary's name (it is random, see `output_tmp`) is
 # never opened, truncated and written through, nor removed: another name is tried instead.
 _TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 Algorithm = Literal["xxh3_128", "xxh3_64", "xxh64"]
-
-
-def path_label(path: bytes) -> str:
-    """A path for people: undecodable bytes shown as backslash escapes (like Entry.display)."""
-    return path.decode("utf-8", "backslashreplace")
-
-
-@dataclasses.dataclass(slots=True)
-class HashTask(Task[list[Any]]):
-    """Hash one regular file; the value is ``[hex digest, bytes read]`` (JSON data)."""
-
-    index: int
-    path: bytes
-    size: int
-    algorithm: str = "xxh3_128"
-    exact: bool = False
-    """Fail unless the file still has ``size`` bytes (it changed since it was listed)."""
-
-    @property
-    def weight(self) -> int:
-        return self.size
-
-    def label(self) -> str:
-        return path_label(self.path)
-
-    def run(self, tc: TaskContext) -> list[Any]:
-        digest = hash_file(
-            self.path, algorithm=self.algorithm, check=tc.check, on_bytes=tc.add_bytes
-        )
-        if self.exact and tc.bytes_done != self.size:
-            raise SourceChangedError(
-                None,
-                f"file changed since it was listed (size {self.size} -> {tc.bytes_done})",
-                self.label(),
-            )
-        return [digest, tc.bytes_done]
-
-
-@dataclasses.dataclass(slots=True)
-class EntryTask(Task[None]):
-    """Report a walked entry that is not worked on: skipped (``skip`` reason) or failed.
-
-    A task rather than a silent drop, so the item shows in progress and in the job's errors
-    with its path, and a resumed run knows it was reported.
-    """
-
-    index: int
-    path: bytes
-    reason: str
-    skip: bool
-
-    def label(self) -> str:
-        return path_label(self.path)
-
-    def run(self, tc: TaskContext) -> None:
-        if self.skip:
-            raise Skip(self.reason)
-        raise OSError(None, self.reason, path_label(self.path))
-
-
-def entry_report(entry: Entry, what: str) -> EntryTask:
-    """The `EntryTask` for an entry of kind symlink, special or error (``what``: "hashed"…)."""
-    if entry.kind == "error":
-        return EntryTask(entry.index, entry.path, entry.error, skip=False)
-    kind = "a symbolic link (not followed)" if entry.kind == "symlink" else "a special file"
-    return EntryTask(entry.index, entry.path, f"not {what}: {kind}", skip=True)
 
 
 @job_type("hash", version=1)
@@ -325,7 +260,7 @@ def _check_in_place(fd: int, path: bytes) -> None:
     checked): written in place, a regular file would be overwritten without truncation."""
     mode = os.fstat(fd).st_mode
     if not (stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)):
-        raise OSError(errno.EAGAIN, "it changed while being opened; not written", path_label(path))
+        raise OSError(errno.EAGAIN, "it changed while being opened; not written", display(path))
 
 
 def _write_to_fd(fd: int, output: str, algorithm: str, rows: Iterable[tuple[bytes, str]]) -> None:
@@ -415,13 +350,9 @@ def output_tmp(output: str, owner: str | bytes | None = None) -> bytes:
 
 
 __all__ = [
-    "EntryTask",
     "HashJob",
-    "HashTask",
     "checksum_line",
-    "entry_report",
     "output_target",
     "output_tmp",
-    "path_label",
     "write_checksums",
 ]

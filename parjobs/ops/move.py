@@ -21,7 +21,6 @@ before unlinking the source.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import functools
 import os
@@ -36,66 +35,29 @@ from .._context import JobContext
 from .._exceptions import Interrupted, Skip
 from .._job import Job, job_type
 from .._task import OutcomeStatus, Task, TaskContext
-from ._copyfile import CopyResult, _renameat2, copy_symlink, unique_name
+from ._copyfile import CopyResult, copy_symlink
+from ._desttree import NOT_A_DIR
+from ._errors import DirConflictError, WalkError
+from ._finish import FinishDirs
+from ._fs import clean_error, display, lexists, rename_noreplace, unique_name
 from ._names import job_token, stored_token
-from ._walk import Entry, walk
-from .copy import (
-    NOT_A_DIR,
+from ._partials import sweep_temporaries
+from ._transfer import (
     CopyPlan,
-    DirConflictError,
     Done,
-    FinishDirs,
     Tally,
-    WalkError,
     check_paths,
-    clean_error,
     describe_transfer,
     dest_is_unchanged,
-    display,
     make_plan,
     resolve_conflict,
     same_content,
     special_reason,
-    sweep_temporaries,
 )
+from ._walk import Entry, walk
 
 MovePolicy = Literal["skip", "overwrite", "rename", "update", "fail"]
 T = TypeVar("T")
-
-_AT_FDCWD = -100
-_RENAME_NOREPLACE = 1
-
-
-def rename_into(src: bytes, dir_fd: int, name: bytes, *, overwrite: bool) -> None:
-    """Rename the path ``src`` to ``name`` in the directory ``dir_fd``, atomically.
-
-    Without ``overwrite`` an existing ``name`` raises FileExistsError (renameat2 with
-    RENAME_NOREPLACE; where the kernel or filesystem lacks it, a check then rename).
-    """
-    if overwrite:
-        os.rename(src, name, dst_dir_fd=dir_fd)
-        return
-    func = _renameat2()
-    if func is not None:
-        if func(_AT_FDCWD, src, dir_fd, name, _RENAME_NOREPLACE) == 0:
-            return
-        err = ctypes.get_errno()
-        if err not in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-            raise OSError(err, os.strerror(err), display(name))
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        os.rename(src, name, dst_dir_fd=dir_fd)
-        return
-    raise FileExistsError(errno.EEXIST, "destination exists", display(name))
-
-
-def _lexists(dir_fd: int, name: bytes) -> bool:
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _sync_parent(path: bytes) -> None:
@@ -137,13 +99,13 @@ class MoveRoot(Task[Done]):
             try:
                 src_st = os.lstat(src)
             except FileNotFoundError:
-                if plan.resumed and _lexists(root_fd, base):
+                if plan.resumed and lexists(root_fd, base):
                     return ("present", 0, 0)  # renamed by an earlier run
                 raise
             if src_st.st_dev != plan.tree.dev:
                 return ("copy", 0, 0)
             try:
-                rename_into(src, root_fd, base, overwrite=False)
+                rename_noreplace(src, base, dst_dir_fd=root_fd, overwrite=False)
             except FileExistsError:
                 return self._conflict(tc, src_st, root_fd, base)
             except OSError as exc:
@@ -163,9 +125,11 @@ class MoveRoot(Task[Done]):
                 return ("merge", 0, 0)
             if plan.policy == "overwrite":
                 os.unlink(base, dir_fd=root_fd)
-                rename_into(src, root_fd, base, overwrite=False)
+                rename_noreplace(src, base, dst_dir_fd=root_fd, overwrite=False)
             elif plan.policy == "rename":
-                rename_into(src, root_fd, unique_name(base, dst_dir_fd=root_fd), overwrite=False)
+                rename_noreplace(
+                    src, unique_name(base, dst_dir_fd=root_fd), dst_dir_fd=root_fd, overwrite=False
+                )
             else:
                 err = DirConflictError(f"{NOT_A_DIR}: {plan.tree.display(base)}")
                 err.filename = plan.tree.display(base)
@@ -173,7 +137,7 @@ class MoveRoot(Task[Done]):
         else:
 
             def put(leaf: bytes, overwrite: bool) -> None:
-                rename_into(src, root_fd, leaf, overwrite=overwrite)
+                rename_noreplace(src, leaf, dst_dir_fd=root_fd, overwrite=overwrite)
 
             resolve_conflict(
                 plan, tc, src, src_st, dir_fd=root_fd, rel=base, put=put, resumed=False
@@ -241,7 +205,7 @@ class MoveItem(Task[Done]):
         try:
             src_st = os.lstat(src)
         except FileNotFoundError:
-            if self.plan.resumed and _lexists(dir_fd, name):
+            if self.plan.resumed and lexists(dir_fd, name):
                 return ("present", 0, 0)  # moved by an earlier run before its checkpoint
             raise
         if not self.by_copy:
@@ -287,7 +251,7 @@ class MoveItem(Task[Done]):
         src = self.entry.path
 
         def put(leaf: bytes, overwrite: bool) -> None:
-            rename_into(src, dir_fd, leaf, overwrite=overwrite)
+            rename_noreplace(src, leaf, dst_dir_fd=dir_fd, overwrite=overwrite)
 
         try:
             put(name, self.plan.policy == "overwrite")
@@ -507,4 +471,4 @@ class MoveJob(Job):
         await trio.to_thread.run_sync(sweep_temporaries, self.destination, walked, token)
 
 
-__all__ = ["MoveJob", "rename_into"]
+__all__ = ["MoveJob"]

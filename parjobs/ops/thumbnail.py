@@ -44,7 +44,9 @@ from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
 from .._job import Job, job_type
 from .._task import Task, TaskContext
-from ._copyfile import SourceChangedError, remove_own_temps
+from ._entries import EntryTask
+from ._errors import SourceChangedError
+from ._fs import display
 from ._hashing import content_id
 from ._imaging import (
     FORMATS,
@@ -62,9 +64,9 @@ from ._imaging import (
     write_fail_marker,
 )
 from ._names import job_token, stored_token
+from ._partials import remove_own_temps
 from ._paths import check_creatable_dir, keep_dir_identity
 from ._walk import Entry, walk
-from .hash import EntryTask, path_label
 
 __all__ = ["MAX_SIZE", "ThumbnailJob", "ThumbnailTask", "image_extensions"]
 
@@ -130,7 +132,7 @@ class ThumbnailTask(Task[str]):
         return max(self.file_size, _MIN_WEIGHT)
 
     def label(self) -> str:
-        return path_label(self.path)
+        return display(self.path)
 
     def run(self, tc: TaskContext) -> str:
         tc.check()

@@ -24,10 +24,11 @@ from _trees import read, snapshot, write
 
 import parjobs
 from parjobs import JobStatus
-from parjobs.ops import _copyfile as copyfile_mod
-from parjobs.ops import copy as copy_mod
-from parjobs.ops._copyfile import find_partials
-from parjobs.ops.copy import Conflict, CopyJob
+from parjobs.ops import Conflict
+from parjobs.ops import _smallfiles as smallfiles_mod
+from parjobs.ops import _transfer as transfer_mod
+from parjobs.ops._partials import find_partials
+from parjobs.ops.copy import CopyJob
 
 MIB = 1 << 20
 ODD = b"caf\xe9-\xff"  # not UTF-8
@@ -79,14 +80,14 @@ async def run_job(store_path: str, job: parjobs.Job, **manager: Any) -> tuple[An
 def wrap_copy_file(monkeypatch: pytest.MonkeyPatch, **inject: Any) -> None:
     """Route the job's copy_file calls through a wrapper adding ``inject`` (test seams).
     The C group path (which never calls copy_file) is switched off meanwhile."""
-    real = copy_mod.copy_file
-    monkeypatch.setattr(copyfile_mod, "fastcopy", None)
+    real = transfer_mod.copy_file
+    monkeypatch.setattr(smallfiles_mod, "fastcopy", None)
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         kwargs.update({k: v(args, kwargs) if callable(v) else v for k, v in inject.items()})
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(copy_mod, "copy_file", wrapped)
+    monkeypatch.setattr(transfer_mod, "copy_file", wrapped)
 
 
 # -- copying -----------------------------------------------------------------------------
@@ -498,7 +499,7 @@ async def test_pause_mid_file_then_resume_continues_from_the_partial(
     src.mkdir()
     data = blob(16 * MIB, 7)
     write(src / "big.bin", data)
-    monkeypatch.setattr(copy_mod, "CHUNK_SIZE", MIB)
+    monkeypatch.setattr(transfer_mod, "CHUNK_SIZE", MIB)
     delay = [0.02]
     slow_checks(monkeypatch, delay)
     async with parjobs.open_manager(store_path) as m:
@@ -523,7 +524,7 @@ async def test_cancel_while_paused_removes_partials(
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     write(src / "big.bin", blob(8 * MIB, 3))
-    monkeypatch.setattr(copy_mod, "CHUNK_SIZE", MIB)
+    monkeypatch.setattr(transfer_mod, "CHUNK_SIZE", MIB)
     slow_checks(monkeypatch, [0.02])
     async with parjobs.open_manager(store_path) as m:
         handle = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
@@ -543,7 +544,7 @@ async def test_cancel_while_running_removes_partials(
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     write(src / "big.bin", blob(8 * MIB, 4))
-    monkeypatch.setattr(copy_mod, "CHUNK_SIZE", MIB)
+    monkeypatch.setattr(transfer_mod, "CHUNK_SIZE", MIB)
     slow_checks(monkeypatch, [0.02])
     async with parjobs.open_manager(store_path) as m:
         handle = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
@@ -558,16 +559,16 @@ async def test_cancel_while_running_removes_partials(
 
 KILL_CHILD = """
 import sys, time, trio, parjobs
-from parjobs.ops import copy as copy_mod
-real = copy_mod.copy_file
+from parjobs.ops import _transfer as transfer_mod
+real = transfer_mod.copy_file
 def slowed(*args, check=None, **kwargs):
     def slow_check():
         time.sleep({delay})
         if check is not None:
             check()
     return real(*args, check=slow_check, **kwargs)
-copy_mod.copy_file = slowed
-copy_mod.CHUNK_SIZE = {chunk}
+transfer_mod.copy_file = slowed
+transfer_mod.CHUNK_SIZE = {chunk}
 from parjobs.ops.copy import CopyJob
 from parjobs.ops.move import MoveJob
 async def main():

@@ -12,8 +12,8 @@ import trio
 
 import parjobs
 from parjobs import JobStatus
+from parjobs.ops import _entries as entries_mod
 from parjobs.ops import duplicates as dup_mod
-from parjobs.ops import hash as hash_mod
 from parjobs.ops._hashing import CONTENT_ID_SMALL_LIMIT, content_id, find_duplicates_sequential
 from parjobs.ops.duplicates import DuplicatesJob
 
@@ -112,7 +112,7 @@ async def test_pause_between_stages_then_resume_gives_the_same_report(
     hashed: collections.Counter[str] = collections.Counter()
     in_full_hash = threading.Event()
     lock = threading.Lock()
-    real_cid, real_hash = dup_mod.content_id, hash_mod.hash_file
+    real_cid, real_hash = dup_mod.content_id, entries_mod.hash_file
 
     def counting_cid(path, **kwargs):
         with lock:
@@ -128,7 +128,7 @@ async def test_pause_between_stages_then_resume_gives_the_same_report(
         return digest
 
     monkeypatch.setattr(dup_mod, "content_id", counting_cid)
-    monkeypatch.setattr(hash_mod, "hash_file", slow_hash)
+    monkeypatch.setattr(entries_mod, "hash_file", slow_hash)
     async with parjobs.open_manager(store_path, workers=2) as manager:
         handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
         with trio.fail_after(10):

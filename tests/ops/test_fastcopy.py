@@ -15,13 +15,14 @@ from _trees import read, snapshot, write
 
 import parjobs
 from parjobs import JobStatus
-from parjobs.ops import _copyfile as copyfile_mod
+from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import copy as copy_mod
-from parjobs.ops._copyfile import TMP_SUFFIX, copy_small_files
+from parjobs.ops._names import TMP_SUFFIX
+from parjobs.ops._smallfiles import copy_small_files
 from parjobs.ops.copy import CopyJob
 
 pytestmark = pytest.mark.skipif(
-    copyfile_mod.fastcopy is None, reason="the C extension was not built (no C compiler)"
+    smallfiles_mod.fastcopy is None, reason="the C extension was not built (no C compiler)"
 )
 
 
@@ -104,7 +105,7 @@ def test_missing_special_and_symlinked_sources_are_handed_back(
     write(src / "ok", b"fine")
     results, _ = group(tmp_path, dst_fd, [b"gone", b"fifo", b"link", b"ok"], src_lstat)
     assert results[0] == errno.ENOENT
-    assert results[1] == results[2] == copyfile_mod.fastcopy.NOT_REGULAR  # type: ignore[union-attr]
+    assert results[1] == results[2] == smallfiles_mod.fastcopy.NOT_REGULAR  # type: ignore[union-attr]
     assert results[3] == 0
     assert sorted(os.listdir(tmp_path / "dst")) == ["ok"]
 
@@ -117,7 +118,7 @@ def test_a_source_grown_past_max_size_is_handed_back(tmp_path: Path, dst_fd: int
     items = [(src + b"/small", dst_fd, b"small"), (src + b"/grown", dst_fd, b"grown")]
     done = copy_small_files(items, src_dev=0, dst_dev=0, max_size=1000)
     assert done is not None
-    assert done[0] == [0, copyfile_mod.fastcopy.TOO_BIG]  # type: ignore[union-attr]
+    assert done[0] == [0, smallfiles_mod.fastcopy.TOO_BIG]  # type: ignore[union-attr]
     assert sorted(os.listdir(tmp_path / "dst")) == ["small"]
 
 
@@ -140,7 +141,7 @@ def test_bad_items_copy_nothing(tmp_path: Path, dst_fd: int) -> None:
     (tmp_path / "src").mkdir()
     write(tmp_path / "src" / "a", b"a")
     src = os.fsencode(tmp_path / "src")
-    fc = copyfile_mod.fastcopy
+    fc = smallfiles_mod.fastcopy
     assert fc is not None
     for bad in ([(src + b"/a", dst_fd, b"x/y")], [(src + b"/a", dst_fd, b"")]):
         with pytest.raises(ValueError, match="bad path or name"):
@@ -214,7 +215,7 @@ async def test_a_job_copies_small_files_in_groups_identically_to_the_python_path
     status, result, errors = await copy(str(tmp_path / "a.sqlite"), src, tmp_path / "a")
     assert status is JobStatus.COMPLETED, errors
     assert sum(groups) >= 250 and max(groups) <= copy_mod.CopyItem.group_size
-    monkeypatch.setattr(copyfile_mod, "fastcopy", None)
+    monkeypatch.setattr(smallfiles_mod, "fastcopy", None)
     status2, result2, _ = await copy(str(tmp_path / "b.sqlite"), src, tmp_path / "b")
     assert status2 is JobStatus.COMPLETED
     assert result == result2

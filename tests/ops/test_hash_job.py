@@ -17,7 +17,7 @@ import xxhash
 
 import parjobs
 from parjobs import JobStatus
-from parjobs.ops import hash as hash_mod
+from parjobs.ops import _entries as entries_mod
 from parjobs.ops.hash import HashJob, checksum_line
 
 HASHERS = {"xxh3_128": xxhash.xxh3_128, "xxh3_64": xxhash.xxh3_64, "xxh64": xxhash.xxh64}
@@ -79,7 +79,7 @@ async def test_pause_mid_way_then_resume_hashes_each_file_once(store_path, tmp_p
         (root / f"f{i:02}").write_bytes(os.urandom(64 * 1024 + i))
     completed: collections.Counter[str] = collections.Counter()
     lock = threading.Lock()
-    real = hash_mod.hash_file
+    real = entries_mod.hash_file
 
     def slow_hash(path, **kwargs):
         time.sleep(0.01)
@@ -88,7 +88,7 @@ async def test_pause_mid_way_then_resume_hashes_each_file_once(store_path, tmp_p
             completed[os.fsdecode(path)] += 1
         return digest
 
-    monkeypatch.setattr(hash_mod, "hash_file", slow_hash)
+    monkeypatch.setattr(entries_mod, "hash_file", slow_hash)
     async with parjobs.open_manager(store_path, workers=2) as manager:
         handle = await manager.submit(HashJob(paths=[str(root)]))
         with trio.fail_after(10):
@@ -167,14 +167,14 @@ async def test_output_file_checks_with_xxhsum(store_path, tmp_path, algorithm):
 async def test_vanished_file_fails_alone_with_a_clear_reason(store_path, tmp_path, monkeypatch):
     files = _tree(tmp_path / "t")
     victim = str(tmp_path / "t" / "a" / "one.bin")
-    real = hash_mod.hash_file
+    real = entries_mod.hash_file
 
     def vanishing(path, **kwargs):
         if os.fsdecode(path) == victim:
             os.unlink(path)  # deleted between the walk and the hash
         return real(path, **kwargs)
 
-    monkeypatch.setattr(hash_mod, "hash_file", vanishing)
+    monkeypatch.setattr(entries_mod, "hash_file", vanishing)
     missing = str(tmp_path / "not-there")
     async with parjobs.open_manager(store_path) as manager:
         handle = await manager.submit(HashJob(paths=[str(tmp_path / "t"), missing]))

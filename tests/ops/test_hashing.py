@@ -11,7 +11,7 @@ import pytest
 import xxhash
 
 from parjobs._exceptions import ParjobsError
-from parjobs.ops import _hashing
+from parjobs.ops import SourceChangedError, SpecialFileError, _hashing
 from parjobs.ops._hashing import (
     ALGORITHMS,
     CONTENT_ID_BLOCK,
@@ -19,8 +19,6 @@ from parjobs.ops._hashing import (
     CONTENT_ID_SMALL_LIMIT,
     DuplicateGroup,
     DuplicateReport,
-    SourceChangedError,
-    SpecialFileError,
     content_id,
     find_duplicates_sequential,
     group_by,

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from parjobs.ops import _imaging
-from parjobs.ops._hashing import SpecialFileError
+from parjobs.ops import SpecialFileError, _imaging
 from parjobs.ops._imaging import (
     FORMATS,
     SIZES,

@@ -22,8 +22,8 @@ import xxhash
 
 import parjobs
 from parjobs import JobStatus
-from parjobs.ops import copy as copy_mod
-from parjobs.ops._copyfile import find_partials
+from parjobs.ops import _transfer as transfer_mod
+from parjobs.ops._partials import find_partials
 from parjobs.ops.move import MoveJob
 
 MIB = 1 << 20
@@ -184,14 +184,14 @@ async def test_a_failed_verification_keeps_the_source(
     src.mkdir()
     for name in ("a", "b", "c"):
         write(src / name, name.encode() * 10_000)
-    real = copy_mod.copy_file
+    real = transfer_mod.copy_file
 
     def corrupting(*args: Any, **kwargs: Any) -> Any:
         if args[1] == b"b":
             kwargs["_after_write"] = lambda fd: os.pwrite(fd, b"X", 0)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(copy_mod, "copy_file", corrupting)
+    monkeypatch.setattr(transfer_mod, "copy_file", corrupting)
     job = MoveJob(sources=[str(src)], destination=str(other_fs))
     result, info, errors = await run_job(store_path, job)
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == 2
@@ -203,16 +203,16 @@ async def test_a_failed_verification_keeps_the_source(
 
 CHILD = """
 import time, trio, parjobs
-from parjobs.ops import copy as copy_mod
-real = copy_mod.copy_file
+from parjobs.ops import _transfer as transfer_mod
+real = transfer_mod.copy_file
 def slowed(*args, check=None, **kwargs):
     def slow_check():
         time.sleep({delay})
         if check is not None:
             check()
     return real(*args, check=slow_check, **kwargs)
-copy_mod.copy_file = slowed
-copy_mod.CHUNK_SIZE = 256 * 1024
+transfer_mod.copy_file = slowed
+transfer_mod.CHUNK_SIZE = 256 * 1024
 from parjobs.ops.move import MoveJob
 async def main():
     async with parjobs.open_manager({store!r}, workers=4) as m:

@@ -549,8 +549,8 @@ def test_recover_trash_removes_every_own_temporary_whatever_the_listing_order(
     """Info files of the job's items and its info temporaries, interleaved in one listing:
     every temporary carrying the job's token goes (a regression: the loop once rebound the
     token to an item path after the first info file, so later temporaries stayed)."""
-    from parjobs.ops._copyfile import tmp_name
     from parjobs.ops._names import new_token
+    from parjobs.ops._partials import tmp_name
 
     token = new_token()
     since = datetime.now().timestamp() - 1

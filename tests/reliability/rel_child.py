@@ -38,6 +38,8 @@ import parjobs._store as store_mod
 import parjobs._task as task_mod
 import parjobs.ops  # registers the job types
 import parjobs.ops._copyfile as copyfile_mod
+import parjobs.ops._smallfiles as smallfiles_mod
+import parjobs.ops._transfer as transfer_mod
 import parjobs.ops.copy as copy_mod
 
 
@@ -119,8 +121,8 @@ def _install_hook(hook: dict[str, Any]) -> None:
     elif kind in ("rename-before", "rename-after"):
         # copy_file's final step: temporary (written, closed) -> real name. Files go through
         # copy_file only: the C group path, which renames in C, is off.
-        copyfile_mod.fastcopy = None
-        real_rename = copyfile_mod._rename
+        smallfiles_mod.fastcopy = None
+        real_rename = copyfile_mod.rename_noreplace
 
         def rename(*args: Any, **kwargs: Any) -> None:
             hit = counter.hit()
@@ -130,7 +132,7 @@ def _install_hook(hook: dict[str, Any]) -> None:
             if hit:
                 die()
 
-        copyfile_mod._rename = rename
+        copyfile_mod.rename_noreplace = rename
     elif kind in ("os-rename-before", "os-rename-after", "replace-before", "replace-after"):
         name = "rename" if kind.startswith("os-rename") else "replace"
         real = getattr(os, name)
@@ -245,7 +247,7 @@ if __name__ == "__main__":
     with open(sys.argv[1]) as f:
         cfg = json.load(f)
     if cfg.get("chunk_size"):
-        copy_mod.CHUNK_SIZE = int(cfg["chunk_size"])
+        transfer_mod.CHUNK_SIZE = int(cfg["chunk_size"])
     if cfg.get("group_size"):
         copy_mod.CopyItem.group_size = int(cfg["group_size"])
     if cfg.get("store_timeout"):

@@ -20,7 +20,7 @@ from typing import Any
 from PIL import Image
 
 import parjobs
-from parjobs.ops._copyfile import META_SUFFIX, PARTIAL_SUFFIX, TMP_SUFFIX
+from parjobs.ops._names import META_SUFFIX, PARTIAL_SUFFIX, TMP_SUFFIX
 
 # tests/ holds _trees; crash-test children import this module without the test conftest.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -41,9 +41,9 @@ from rel_helpers import (
 
 import parjobs
 from parjobs import JobStatus
-from parjobs.cli._errors import leaves
-from parjobs.ops import _copyfile as copyfile_mod
-from parjobs.ops import copy as copy_mod
+from parjobs._util import exception_leaves as leaves
+from parjobs.ops import _smallfiles as smallfiles_mod
+from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops.copy import CopyJob
 from parjobs.ops.hash import HashJob
 
@@ -256,8 +256,8 @@ def test_permission_denied_names_the_destination_not_a_temporary(shared: Path) -
 def wrap_copy_file(monkeypatch: pytest.MonkeyPatch, before: Any = None, during: Any = None):
     """Call ``before(src)`` before each file's copy and ``during(src)`` at its checks
     (with the C group path, which never calls copy_file, switched off)."""
-    real = copy_mod.copy_file
-    monkeypatch.setattr(copyfile_mod, "fastcopy", None)
+    real = transfer_mod.copy_file
+    monkeypatch.setattr(smallfiles_mod, "fastcopy", None)
 
     def wrapped(src: bytes, *args: Any, check: Any = None, **kwargs: Any) -> Any:
         if before is not None:
@@ -271,7 +271,7 @@ def wrap_copy_file(monkeypatch: pytest.MonkeyPatch, before: Any = None, during: 
 
         return real(src, *args, check=checked, **kwargs)
 
-    monkeypatch.setattr(copy_mod, "copy_file", wrapped)
+    monkeypatch.setattr(transfer_mod, "copy_file", wrapped)
 
 
 async def test_source_deleted_truncated_or_grown_after_the_scan(
@@ -312,7 +312,7 @@ async def test_source_changing_during_the_copy_is_reported_then_recopied(
     """Changed while being copied (between chunks): the item fails with "source changed",
     its temporary is removed, nothing appears under its name; a resume copies the file as it
     now is."""
-    monkeypatch.setattr(copy_mod, "CHUNK_SIZE", 256 * 1024)
+    monkeypatch.setattr(transfer_mod, "CHUNK_SIZE", 256 * 1024)
     src = tmp_path / "src"
     src.mkdir()
     write(src / "big.bin", random.Random(1).randbytes(3 * MIB))
@@ -343,7 +343,7 @@ async def test_source_changing_during_the_copy_is_reported_then_recopied(
     assert error == "SourceChangedError" and "changed while being copied" in message
     assert not (dst / "src" / "big.bin").exists()
     assert temp_names(dst) == []
-    monkeypatch.setattr(copy_mod, "copy_file", copy_mod.__dict__["copy_file"])
+    monkeypatch.setattr(transfer_mod, "copy_file", transfer_mod.__dict__["copy_file"])
     final = await resume_to_end(store)
     assert final.status is JobStatus.COMPLETED
     assert snapshot(dst / "src") == snapshot(src)
@@ -355,7 +355,7 @@ async def test_partial_is_never_trusted_after_the_source_changed(
     """Paused mid-file (a resumable partial is left), then the source is rewritten, even with
     its size and mtime restored: the resume re-reads and compares the partial's prefix, finds
     it stale and copies the new content."""
-    monkeypatch.setattr(copy_mod, "CHUNK_SIZE", 256 * 1024)
+    monkeypatch.setattr(transfer_mod, "CHUNK_SIZE", 256 * 1024)
     src = tmp_path / "src"
     src.mkdir()
     data = random.Random(2).randbytes(4 * MIB)
@@ -394,13 +394,13 @@ async def test_partial_is_never_trusted_after_the_source_changed(
 async def test_hash_of_a_file_growing_while_read_is_reported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from parjobs.ops import hash as hash_mod
+    from parjobs.ops import _entries as entries_mod
 
     src = tmp_path / "src"
     src.mkdir()
     write(src / "log.txt", b"x" * (3 * MIB))
     write(src / "still.txt", b"y")
-    real = hash_mod.hash_file
+    real = entries_mod.hash_file
 
     def growing(path: bytes, **kwargs: Any) -> str:
         check = kwargs.pop("check")
@@ -413,7 +413,7 @@ async def test_hash_of_a_file_growing_while_read_is_reported(
 
         return real(path, check=grow, chunk_size=MIB, **kwargs)
 
-    monkeypatch.setattr(hash_mod, "hash_file", growing)
+    monkeypatch.setattr(entries_mod, "hash_file", growing)
     info, errors = await run_to_rest(str(tmp_path / "jobs.sqlite"), HashJob(paths=[str(src)]))
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS
     assert [(e.label, e.error) for e in errors] == [(str(src / "log.txt"), "SourceChangedError")]
@@ -450,7 +450,7 @@ async def test_destination_removed_mid_job(tmp_path: Path, monkeypatch: pytest.M
     assert sorted(os.listdir(tmp_path)) == ["dst", "jobs.sqlite", "jobs.sqlite.d", "src"] or (
         sorted(os.listdir(tmp_path)) == ["jobs.sqlite", "jobs.sqlite.d", "src"]
     )
-    monkeypatch.setattr(copy_mod, "copy_file", copy_mod.__dict__["copy_file"])
+    monkeypatch.setattr(transfer_mod, "copy_file", transfer_mod.__dict__["copy_file"])
     final = await resume_to_end(store)
     # The files copied before the removal were recorded done: a resume does not redo them
     # (the user deleted them); every failed one is copied now.

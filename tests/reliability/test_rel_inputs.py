@@ -27,7 +27,7 @@ from rel_helpers import MIB, photo, read, resume_to_end, snapshot, temp_names, w
 
 import parjobs
 from parjobs import JobStatus
-from parjobs.ops import copy as copy_mod
+from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops.copy import CopyJob
 from parjobs.ops.hash import HashJob
 from parjobs.ops.move import MoveJob
@@ -185,7 +185,7 @@ async def test_symlink_loop_and_broken_symlink(tmp_path: Path) -> None:
 async def test_awkward_names_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Non-UTF-8 bytes, a newline, and names of exactly 255 bytes (a large one too, whose
     resumable partial needs a shortened name): copied byte-identical, across a pause."""
-    monkeypatch.setattr(copy_mod, "CHUNK_SIZE", 256 * 1024)
+    monkeypatch.setattr(transfer_mod, "CHUNK_SIZE", 256 * 1024)
     src = tmp_path / "src"
     src.mkdir()
     raw = os.fsencode(src)

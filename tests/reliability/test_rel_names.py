@@ -30,7 +30,7 @@ from rel_helpers import MIB, photo, read, resume_to_end, run_child, spawn, write
 import parjobs
 from parjobs import JobStatus
 from parjobs.ops import CopyJob, MoveJob
-from parjobs.ops._copyfile import find_partials
+from parjobs.ops._partials import find_partials
 
 
 def put(path: Path, data: bytes) -> None:

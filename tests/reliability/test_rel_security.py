@@ -18,11 +18,13 @@ from rel_helpers import MIB, photo, read, resume_to_end, snapshot, temp_names, w
 
 import parjobs
 from parjobs import JobStatus
-from parjobs.ops import _copyfile as copyfile_mod
+from parjobs.ops import _smallfiles as smallfiles_mod
+from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops import copy as copy_mod
-from parjobs.ops._copyfile import copy_file, partial_names
+from parjobs.ops._copyfile import copy_file
 from parjobs.ops._hashing import content_id
 from parjobs.ops._imaging import cache_thumbnail_path
+from parjobs.ops._partials import partial_names
 from parjobs.ops.copy import CopyJob
 from parjobs.ops.hash import HashJob, output_tmp
 from parjobs.ops.move import MoveJob
@@ -66,8 +68,9 @@ async def test_symlink_planted_in_the_destination_mid_job_is_never_followed(
     expected = snapshot(src)
     seam = "copy_small_files" if kind == "copy-in-groups" else "copy_file"
     if seam == "copy_file":
-        monkeypatch.setattr(copyfile_mod, "fastcopy", None)
-    real = getattr(copy_mod, seam)
+        monkeypatch.setattr(smallfiles_mod, "fastcopy", None)
+    owner = copy_mod if seam == "copy_small_files" else transfer_mod  # where the job calls it
+    real = getattr(owner, seam)
     calls = [0]
 
     def planting(*args: Any, **kwargs: Any) -> Any:
@@ -77,7 +80,7 @@ async def test_symlink_planted_in_the_destination_mid_job_is_never_followed(
             os.symlink(outside, dst / "src" / "d3" / "sub")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(copy_mod, seam, planting)
+    monkeypatch.setattr(owner, seam, planting)
     store = str(tmp_path / "jobs.sqlite")
     cls = MoveJob if kind.startswith("move") else CopyJob
     async with parjobs.open_manager(store, workers=1) as m:
@@ -172,15 +175,15 @@ def test_planted_partials_are_never_trusted_or_followed(tmp_path: Path) -> None:
 
 
 TOKENS = """
-from parjobs.ops._copyfile import _tmp_name
+from parjobs.ops._partials import tmp_name
 import os
-names = [_tmp_name(b"x") for _ in range(3)]
+names = [tmp_name(b"x") for _ in range(3)]
 pid = os.fork()
 if pid == 0:
-    print("child", _tmp_name(b"x").decode(), flush=True)
+    print("child", tmp_name(b"x").decode(), flush=True)
     os._exit(0)
 os.waitpid(pid, 0)
-print("parent", " ".join(n.decode() for n in names + [_tmp_name(b"x")]), flush=True)
+print("parent", " ".join(n.decode() for n in names + [tmp_name(b"x")]), flush=True)
 """
 
 

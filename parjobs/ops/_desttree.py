@@ -1,0 +1,185 @@
+"""`DestTree`: the thread-safe cache of destination directory fds that copy and move write
+through, opened one component at a time with ``O_NOFOLLOW``."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+from collections import OrderedDict
+
+from ._errors import DirConflictError
+from ._fs import DIR_NOFOLLOW, display
+from ._paths import dir_identity
+
+#: The skip reason (and error text) of a non-directory where a directory is needed.
+NOT_A_DIR = "destination exists and is not a directory"
+
+
+#: Directory fds kept open in a `DestTree` beyond those in use.
+MAX_OPEN_DIRS = 256
+
+
+class DestTree:
+    """Thread-safe, reference-counted cache of directory fds below a trusted root.
+
+    `acquire` returns the fd of ``root/rel`` (``rel`` is bytes, ``b""`` is the root),
+    creating missing directories when asked. Each component is opened relative to its
+    parent's fd with ``O_NOFOLLOW``: a symlink or file in the way raises `DirConflictError`,
+    unless ``replace_nondirs`` (the overwrite policy) replaces it with a directory. Unused fds
+    beyond `MAX_OPEN_DIRS` are closed, least recently used first; an fd in use is closed only
+    once released, so a worker thread never writes through a recycled fd number.
+
+    `is_new` tells whether this tree made a directory (``root_new``: the root), so it held
+    nothing but what this run put there: copies into it skip the per-file "does the
+    destination exist?" lookup (the no-replace rename still guards against other writers).
+    """
+
+    def __init__(
+        self,
+        root: str | bytes,
+        *,
+        replace_nondirs: bool,
+        durable: bool,
+        root_new: bool = False,
+        root_fd: int | None = None,
+    ) -> None:
+        self.root = os.fsencode(root)
+        self.replace_nondirs = replace_nondirs
+        self.durable = durable
+        self._new: set[bytes] = {b""} if root_new else set()
+        self._lock = threading.Lock()
+        fd = root_fd  # adopted: `make_plan` opened (and checked) it
+        if fd is None:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.dev = os.fstat(fd).st_dev
+        #: What a later run compares (`check_identity`): the root's and its parent's
+        #: [device, inode], set by `make_plan`.
+        self.identity: dict[str, list[int]] = {"dest": dir_identity(fd)}
+        self._slots: OrderedDict[bytes, list[int]] = OrderedDict({b"": [fd, 1]})  # root pinned
+        self._closed = False
+
+    def path(self, rel: bytes) -> bytes:
+        return self.root + b"/" + rel if rel else self.root
+
+    def is_new(self, rel: bytes) -> bool:
+        """Whether this tree created directory ``rel`` (a set lookup: no lock needed)."""
+        return rel in self._new
+
+    def display(self, rel: bytes) -> str:
+        return display(self.path(rel))
+
+    def acquire(self, rel: bytes, *, create: bool = True) -> int:
+        """The fd of directory ``rel``; pair with `release`. Raises OSError when missing (and
+        not ``create``) or unusable, `DirConflictError` when a non-directory is in the way."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("destination tree is closed")
+            slot = self._slots.get(rel)
+            if slot is None:
+                slot = self._open(rel, create)
+            else:
+                self._slots.move_to_end(rel)
+            slot[1] += 1
+            if len(self._slots) > MAX_OPEN_DIRS + 32:
+                self._evict()
+            return slot[0]
+
+    def release(self, rel: bytes) -> None:
+        with self._lock:
+            slot = self._slots[rel]
+            slot[1] -= 1
+            if self._closed and slot[1] == 0:
+                del self._slots[rel]
+                os.close(slot[0])
+
+    def close(self) -> None:
+        """Close every fd not in use now, the others when released."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._slots[b""][1] -= 1
+            for rel, slot in list(self._slots.items()):
+                if slot[1] == 0:
+                    del self._slots[rel]
+                    os.close(slot[0])
+
+    def _open(self, rel: bytes, create: bool) -> list[int]:
+        parts = rel.split(b"/")
+        have = len(parts) - 1  # deepest cached ancestor
+        while have > 0 and b"/".join(parts[:have]) not in self._slots:
+            have -= 1
+        slot = self._slots[b"/".join(parts[:have])]
+        for depth in range(have, len(parts)):
+            key = b"/".join(parts[: depth + 1])
+            slot = [self._open_child(slot[0], key, parts[depth], create), 0]
+            self._slots[key] = slot
+        return slot
+
+    def _open_child(self, parent: int, key: bytes, leaf: bytes, create: bool) -> int:
+        try:
+            fd = os.open(leaf, DIR_NOFOLLOW, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                raise
+            return self._make(parent, leaf, key)
+        except PermissionError:
+            if not create:
+                raise
+            return self._open_own_unreadable(parent, leaf)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                raise
+            if not create:
+                raise
+            if not self.replace_nondirs:
+                err = DirConflictError(f"{NOT_A_DIR}: {self.display(key)}")
+                err.filename = self.display(key)
+                raise err from None
+            os.unlink(leaf, dir_fd=parent)  # the name only: a symlink is never followed
+            return self._make(parent, leaf, key)
+        if create:  # resuming into a directory finished read-only by an earlier run
+            st = os.fstat(fd)
+            if st.st_uid == os.geteuid() and st.st_mode & 0o700 != 0o700:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
+        return fd
+
+    @staticmethod
+    def _open_own_unreadable(parent: int, leaf: bytes) -> int:
+        """Open directory ``leaf`` that an earlier run finished unreadable (a source
+        directory of mode 000 was unreadable at first): when it is ours, give it back
+        ``u+rwx`` (the last step sets its mode again). Through an ``O_PATH`` fd, so the
+        mode is set on that very directory, never through a symlink swapped in."""
+        path_fd = os.open(
+            leaf, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent
+        )
+        try:
+            st = os.fstat(path_fd)
+            if st.st_uid != os.geteuid():
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), leaf)
+            os.chmod(f"/proc/self/fd/{path_fd}", stat.S_IMODE(st.st_mode) | 0o700)
+        finally:
+            os.close(path_fd)
+        return os.open(leaf, DIR_NOFOLLOW, dir_fd=parent)
+
+    def _make(self, parent: int, leaf: bytes, key: bytes) -> int:
+        try:
+            os.mkdir(leaf, 0o777, dir_fd=parent)
+        except FileExistsError:
+            pass
+        else:
+            self._new.add(key)
+            if self.durable:
+                os.fsync(parent)
+        return os.open(leaf, DIR_NOFOLLOW, dir_fd=parent)
+
+    def _evict(self) -> None:
+        for rel in list(self._slots):
+            if len(self._slots) <= MAX_OPEN_DIRS:
+                return
+            slot = self._slots[rel]
+            if slot[1] == 0:
+                del self._slots[rel]
+                os.close(slot[0])

@@ -1,0 +1,117 @@
+"""Every error the built-in operations raise on purpose, in one tree (exported by `parjobs.ops`).
+
+::
+
+    ParjobsError
+     ├── CopyError (also OSError)          a copy or move item failed on purpose
+     │    ├── SpecialFileError              the source is not a regular file
+     │    ├── SourceChangedError            the source changed while it was read
+     │    ├── NotOursError                  our temporary was replaced before its rename
+     │    ├── VerifyError                   the destination read back different bytes
+     │    ├── DirConflictError              a non-directory is where a directory is needed
+     │    └── WalkError                     the walk could not read an entry
+     ├── TrashError (also OSError)         an item cannot be moved to a trash
+     ├── ImageError                         a file cannot be thumbnailed (its content)
+     │    ├── UnsupportedImageError
+     │    └── ImageTooLargeError
+     └── JobSpecError
+          └── DestinationChangedError       a resumed job's destination was swapped
+"""
+
+from __future__ import annotations
+
+from .._exceptions import JobSpecError, ParjobsError
+
+__all__ = [
+    "CopyError",
+    "DestinationChangedError",
+    "DirConflictError",
+    "ImageError",
+    "ImageTooLargeError",
+    "NotOursError",
+    "SourceChangedError",
+    "SpecialFileError",
+    "TrashError",
+    "UnsupportedImageError",
+    "VerifyError",
+    "WalkError",
+]
+
+
+class CopyError(ParjobsError, OSError):
+    """Base of the errors a copy raises on purpose; ``filename`` names the file concerned."""
+
+    def __str__(self) -> str:  # the message already names the path
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class SpecialFileError(CopyError):
+    """The source is not a regular file (FIFO, socket, device, directory or symlink)."""
+
+
+class SourceChangedError(CopyError):
+    """The source's size or mtime changed while it was copied; the copy was discarded."""
+
+
+class NotOursError(CopyError):
+    """A temporary this copy wrote was replaced or changed by someone else before its rename:
+    nothing was published, and what is there now was left alone."""
+
+
+class VerifyError(CopyError):
+    """The destination read back with a different digest than the source; it was discarded.
+
+    ``filename`` is the destination; ``expected``/``actual`` are the xxh3-128 hex digests.
+    """
+
+    expected: str
+    actual: str
+
+
+class DirConflictError(CopyError):
+    """A directory is needed where the destination holds something else (file, symlink)."""
+
+
+class WalkError(CopyError):
+    """The walk could not read an entry (unreadable directory, symlink loop)."""
+
+
+class TrashError(ParjobsError, OSError):
+    """The item cannot be moved to a trash; it was left where it was.
+
+    Raised when no usable trash exists on the item's filesystem, when the rename into the
+    trash would cross filesystems (parjobs never copies to trash), or when the item is a mount
+    point. ``filename`` names the item or the offending trash directory.
+    """
+
+    def __str__(self) -> str:
+        if self.errno is None and self.filename is not None:
+            return f"{self.strerror}: {self.filename!r}"
+        return super().__str__()
+
+
+class ImageError(ParjobsError):
+    """The file could not be thumbnailed because of its content: corrupt, truncated, etc.
+
+    ``path`` names the file and ``reason`` says what is wrong with it.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(path, reason)
+        self.path = path
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot thumbnail {self.path!r}: {self.reason}"
+
+
+class UnsupportedImageError(ImageError):
+    """The file is not an image in one of the `INPUT_FORMATS` (a job may just skip it)."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image claims more pixels than allowed: a possible decompression bomb."""
+
+
+class DestinationChangedError(JobSpecError):
+    """A destination directory is no longer the one an earlier run of the job wrote into."""

@@ -1,0 +1,65 @@
+"""`FinishDirs`: the last task of a copy or move run, which sweeps leftover temporaries and
+gives destination directories their sources' modes and times, deepest first."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .._task import Task, TaskContext
+from ._errors import CopyError
+from ._metadata import apply_dir_metadata
+from ._transfer import CopyPlan, Done
+
+
+class FinishDirs(Task[Done]):
+    """The last step of a run: sweep leftover temporaries (when a run may have left some),
+    then apply source modes and times to the destination directories, deepest first."""
+
+    def __init__(
+        self,
+        index: int,
+        plan: CopyPlan,
+        dirs: list[tuple[bytes, bytes]],
+        sweep: Callable[[], object] | None,
+        after: Callable[[TaskContext], None] | None = None,
+    ) -> None:
+        self.index = index
+        self.plan = plan
+        self.dirs = dirs
+        self.sweep = sweep
+        self.after = after
+
+    @property
+    def weight(self) -> int:
+        return 1 << 30  # may take a while: deliver earlier outcomes first
+
+    def label(self) -> str:
+        return f"finishing {self.plan.tree.display(b'')}"
+
+    def run(self, tc: TaskContext) -> Done:
+        if self.sweep is not None:
+            self.sweep()
+        plan, failures = self.plan, []
+        for rel, src in sorted(self.dirs, key=lambda d: -d[0].count(b"/")):
+            tc.check()
+            try:
+                fd = plan.tree.acquire(rel, create=False)
+            except OSError:  # never created (conflict, skipped): nothing to finish
+                continue
+            try:
+                apply_dir_metadata(src, fd, plan.follow, plan.xattrs, plan.owner, plan.durable)
+            except FileNotFoundError:
+                # The source directory is gone: a move's earlier run applied its metadata,
+                # then removed it, and was killed before recording this step.
+                continue
+            except OSError as exc:
+                failures.append(f"{plan.tree.display(rel)}: {exc.strerror or exc}")
+            finally:
+                plan.tree.release(rel)
+        if self.after is not None:
+            self.after(tc)
+        if failures:
+            raise CopyError(
+                f"could not set mode/times of {len(failures)} directories; first: {failures[0]}"
+            )
+        return ("finish", 0, 0)

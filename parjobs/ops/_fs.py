@@ -1,0 +1,329 @@
+"""The one home of the small file-system helpers every operation shares: single names below a
+directory fd, regular-file opens, change checks, the no-replace rename, name shortening and
+path display.
+
+Destination-side helpers take a directory fd and a single name (``dir_fd=``, ``O_NOFOLLOW``), so
+a symlink planted in a destination tree cannot redirect a write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import functools
+import os
+import stat
+from collections.abc import Callable, Sequence
+from typing import Literal, TypeAlias, cast, overload
+
+from ._errors import SourceChangedError, SpecialFileError
+
+#: Any path `os` accepts.
+FilePath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+#: What a primitive was doing when it found a problem: the word its error message uses.
+Verb: TypeAlias = Literal["copy", "read"]
+
+#: The longest single name (bytes) Linux filesystems take.
+NAME_MAX = 255
+#: ``renameat2`` flag: fail with EEXIST rather than replace (the C extension uses the same).
+RENAME_NOREPLACE = 1
+#: A directory fd (may be a symlink the caller trusts).
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+#: A directory fd that never follows a symlink.
+DIR_NOFOLLOW = DIR_FLAGS | os.O_NOFOLLOW
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_AT_FDCWD = -100
+
+#: What a non-regular file is called in messages, by ``stat.S_IFMT``.
+KINDS = {
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+    stat.S_IFDIR: "directory",
+    stat.S_IFLNK: "symbolic link",
+}
+
+
+def noop(*_args: object) -> None:
+    """Default for ``check`` and ``on_bytes`` callbacks: do nothing."""
+
+
+def display(path: bytes | str) -> str:
+    """A path for people and for the store: undecodable bytes as backslash escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def clean_error(exc: Exception) -> None:
+    """Make an error's text storable: SQLite refuses the surrogates ``os.fsdecode`` makes."""
+    if isinstance(exc, OSError) and isinstance(exc.filename, str):
+        exc.filename = display(exc.filename)
+    if len(exc.args) == 1 and isinstance(exc.args[0], str):
+        exc.args = (display(exc.args[0]),)
+
+
+# ---------------------------------------------------------------------------------------------
+# names below a directory fd
+
+
+def leaf(name: str | bytes) -> bytes:
+    """Encode a single path component, refusing anything that could escape its directory."""
+    raw = os.fsencode(name)
+    if not raw or raw in (b".", b"..") or b"/" in raw or b"\0" in raw:
+        raise ValueError(f"not a single path component: {name!r}")
+    return raw
+
+
+def lexists(dir_fd: int, name: bytes) -> bool:
+    """Whether ``name`` exists in ``dir_fd`` (a symlink counts, never followed)."""
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def unlink_quiet(dir_fd: int, name: bytes) -> bool:
+    """Unlink ``name`` in ``dir_fd``; False when it was already gone."""
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def exists_error(name: bytes) -> FileExistsError:
+    """The error of a destination name that is taken."""
+    return FileExistsError(errno.EEXIST, "destination exists", os.fsdecode(name))
+
+
+def open_dir_nofollow(
+    root: FilePath, rel_parts: Sequence[str | bytes], *, create: bool = False
+) -> int:
+    """Open ``root/rel_parts...`` as a directory fd without following any symlink below root.
+
+    ``root`` itself is trusted (it may be a symlink). Each component is opened with
+    ``O_DIRECTORY|O_NOFOLLOW`` relative to its parent's fd, so a symlink planted inside the tree
+    raises `OSError` (ELOOP/ENOTDIR) instead of redirecting writes elsewhere. With ``create``,
+    missing directories are made. The caller closes the returned fd.
+    """
+    fd = os.open(root, DIR_FLAGS)
+    try:
+        for part in rel_parts:
+            name = leaf(part)
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(name, dir_fd=fd)
+            child = os.open(name, DIR_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@functools.cache
+def _renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    func.restype = ctypes.c_int
+    return cast(Callable[[int, bytes, int, bytes, int], int], func)
+
+
+def rename_noreplace(
+    src: bytes, name: bytes, *, src_dir_fd: int | None = None, dst_dir_fd: int, overwrite: bool
+) -> None:
+    """Rename ``src`` (relative to ``src_dir_fd``, or a path) to ``name`` in ``dst_dir_fd``;
+    without ``overwrite`` an existing ``name`` raises FileExistsError, atomically.
+
+    No-replace tries renameat2(RENAME_NOREPLACE) (the C extension makes the same call), then
+    link+unlink; on filesystems with neither (e.g. FAT), or for a directory where renameat2 is
+    missing, it falls back to check-then-rename, which has a small race window.
+    """
+    if overwrite:
+        os.replace(src, name, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+        return
+    func = _renameat2()
+    if func is not None:
+        at = _AT_FDCWD if src_dir_fd is None else src_dir_fd
+        if func(at, src, dst_dir_fd, name, RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise exists_error(name)
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), os.fsdecode(name))
+    try:
+        os.link(src, name, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=False)
+    except FileExistsError:
+        raise exists_error(name) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
+            raise
+        if lexists(dst_dir_fd, name):  # racy last resort, see docstring
+            raise exists_error(name) from None
+        os.rename(src, name, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+        return
+    os.unlink(src, dir_fd=src_dir_fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading a source
+
+
+def special_error(path: FilePath, mode: int, verb: Verb) -> SpecialFileError:
+    """The error for a non-regular file; the message and ``filename`` name the path."""
+    name = os.fsdecode(path)
+    kind = KINDS.get(stat.S_IFMT(mode), "special file")
+    if verb == "read" and stat.S_ISLNK(mode):
+        kind += " (not followed)"
+    exc = SpecialFileError(f"refusing to {verb} {name!r}: it is a {kind}, not a regular file")
+    exc.filename = name
+    return exc
+
+
+def open_regular(
+    path: FilePath, *, verb: Verb = "read", lstat_first: bool = False
+) -> tuple[int, os.stat_result]:
+    """Open a regular file for reading, never following a symlink or opening a special file;
+    return the fd (the caller closes it) and its fstat.
+
+    ``O_NOFOLLOW|O_NONBLOCK`` and the fstat after refuse a symlink, FIFO or device without
+    blocking; ``lstat_first`` looks before opening too, so a device is never opened at all
+    (a caller that has just lstat'ed the name itself, a fresh tree walk, skips it).
+    """
+    if lstat_first:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise special_error(path, st.st_mode, verb)
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a final symlink: say so
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISREG(mode):
+                raise special_error(path, mode, verb) from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise special_error(path, st.st_mode, verb)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def changed_error(path: FilePath, detail: str, verb: Verb) -> SourceChangedError:
+    """The error for a file that changed while it was copied or read."""
+    name = os.fsdecode(path)
+    if verb == "copy":
+        message = f"source changed while being copied: {name!r} ({detail})"
+    else:
+        message = f"file changed while it was read: {name!r} ({detail})"
+    exc = SourceChangedError(message)
+    exc.filename = name
+    return exc
+
+
+def check_unchanged(
+    path: FilePath, before: os.stat_result, after: os.stat_result, verb: Verb = "read"
+) -> None:
+    """Raise `SourceChangedError` if size or mtime differ between two stats of one file."""
+    if before.st_size != after.st_size or before.st_mtime_ns != after.st_mtime_ns:
+        raise changed_error(
+            path,
+            f"size {before.st_size} -> {after.st_size}, "
+            f"mtime_ns {before.st_mtime_ns} -> {after.st_mtime_ns}",
+            verb,
+        )
+
+
+def same_size_mtime(src_stat: os.stat_result, dst_stat: os.stat_result) -> bool:
+    """rsync's quick check: same size and same mtime.
+
+    Mtimes compare to the nanosecond when both carry a sub-second part, else to the second
+    (a destination filesystem with 1 s timestamps must not make every file look changed).
+    """
+    if src_stat.st_size != dst_stat.st_size:
+        return False
+    a, b = src_stat.st_mtime_ns, dst_stat.st_mtime_ns
+    if a % 1_000_000_000 and b % 1_000_000_000:
+        return a == b
+    return a // 1_000_000_000 == b // 1_000_000_000
+
+
+# ---------------------------------------------------------------------------------------------
+# names that fit
+
+
+def split_ext(raw: bytes) -> tuple[bytes, bytes]:
+    """Split off the extension, keeping ``.tar.*`` whole; leading dots are not extensions."""
+    stem, ext = os.path.splitext(raw)
+    if ext and stem.lower().endswith(b".tar") and len(stem) > 4:
+        stem, ext = stem[:-4], stem[-4:] + ext
+    if len(ext) > 64:  # not really an extension
+        return raw, b""
+    return stem, ext
+
+
+def truncate_utf8(raw: bytes, limit: int) -> bytes:
+    """Cut ``raw`` to ``limit`` bytes without splitting a UTF-8 character (if it was UTF-8)."""
+    if len(raw) <= limit:
+        return raw
+    cut = raw[:limit]
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return cut
+    while cut:
+        try:
+            cut.decode()
+        except UnicodeDecodeError:
+            cut = cut[:-1]
+        else:
+            break
+    return cut
+
+
+def numbered(stem: bytes, ext: bytes, n: int) -> bytes:
+    """``stem (n).ext``, the stem shortened so the name fits in `NAME_MAX`."""
+    tag = b" (%d)" % n
+    return truncate_utf8(stem, NAME_MAX - len(tag) - len(ext)) + tag + ext
+
+
+@overload
+def unique_name(dst: str | os.PathLike[str], *, dst_dir_fd: int | None = None) -> str: ...
+@overload
+def unique_name(dst: bytes | os.PathLike[bytes], *, dst_dir_fd: int | None = None) -> bytes: ...
+def unique_name(dst: FilePath, *, dst_dir_fd: int | None = None) -> str | bytes:
+    """Return ``dst`` with its last component changed to the first free ``name (N).ext``.
+
+    For the "rename" conflict policy: ``archive.tar.gz`` becomes ``archive (1).tar.gz`` and
+    ``.bashrc`` becomes ``.bashrc (1)``; the stem is shortened to stay within 255 bytes.
+    ``dst`` is returned unchanged when free. The answer is only a hint (another writer may take
+    the name): copy to it with ``overwrite=False`` and retry on FileExistsError.
+    """
+    path = os.fspath(dst)
+    raw = os.fsencode(path)
+    head, tail = os.path.split(raw) if dst_dir_fd is None else (b"", raw)
+    dir_fd = os.open(head or b".", DIR_FLAGS) if dst_dir_fd is None else dst_dir_fd
+    try:
+        name = leaf(tail)
+        stem, ext = split_ext(name)
+        candidate, n = name, 0
+        while lexists(dir_fd, candidate):
+            n += 1
+            if n > 100_000:
+                raise exists_error(name)
+            candidate = numbered(stem, ext, n)
+    finally:
+        if dst_dir_fd is None:
+            os.close(dir_fd)
+    result = os.path.join(head, candidate) if head else candidate
+    return result if isinstance(path, bytes) else os.fsdecode(result)

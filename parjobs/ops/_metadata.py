@@ -1,0 +1,69 @@
+"""Give a written file or directory its source's metadata: mode, times, xattrs, owner."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from ._fs import DIR_NOFOLLOW
+
+_XATTR_IGNORED = frozenset(
+    {errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA}
+)
+
+
+def copy_xattrs(src_fd: int, dst_fd: int) -> None:
+    try:
+        names = os.listxattr(src_fd)
+    except OSError as exc:
+        if exc.errno in _XATTR_IGNORED:
+            return
+        raise
+    for attr in names:
+        try:
+            os.setxattr(dst_fd, attr, os.getxattr(src_fd, attr))
+        except OSError as exc:
+            if exc.errno not in _XATTR_IGNORED:
+                raise
+
+
+def apply_metadata(
+    src_fd: int,
+    dst_fd: int,
+    st: os.stat_result,
+    mode: bool,
+    times: bool,
+    xattrs: bool,
+    owner: bool,
+) -> None:
+    """Copy metadata onto the open temporary; owner first, since chown clears set-id bits."""
+    if owner:
+        try:
+            os.fchown(dst_fd, st.st_uid, st.st_gid)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EINVAL):
+                raise
+    if xattrs:
+        copy_xattrs(src_fd, dst_fd)
+    if mode:
+        os.fchmod(dst_fd, stat.S_IMODE(st.st_mode))
+    if times:
+        os.utime(dst_fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def apply_dir_metadata(
+    src: bytes, fd: int, follow: bool, xattrs: bool, owner: bool, durable: bool
+) -> None:
+    """Give the directory open at ``fd`` the mode and times (xattrs, owner) of ``src``."""
+    st = os.stat(src, follow_symlinks=follow)
+    src_fd = -1
+    if xattrs:
+        src_fd = os.open(src, DIR_NOFOLLOW if not follow else DIR_NOFOLLOW & ~os.O_NOFOLLOW)
+    try:
+        apply_metadata(src_fd, fd, st, True, True, xattrs, owner)
+    finally:
+        if src_fd >= 0:
+            os.close(src_fd)
+    if durable:
+        os.fsync(fd)

@@ -1,0 +1,76 @@
+"""Copy groups of small files in one call into the optional C extension (`_fastcopy.c`), the
+GIL released: the only caller of the extension, and the place that checks it was built with
+the constants the Python copier uses (temporary suffix, name length, rename flag, errnos)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import _kernel
+from ._fs import NAME_MAX, RENAME_NOREPLACE
+from ._names import TMP_SUFFIX
+from ._partials import owner_token
+
+#: The largest file the group path takes by default (one chunk of the Python copier).
+DEFAULT_MAX_SIZE = 8 * 1024 * 1024
+
+fastcopy: ModuleType | None
+try:  # the optional C extension; None where it could not be built
+    from . import _fastcopy as fastcopy
+except ImportError:  # pragma: no cover - built without a C compiler
+    fastcopy = None
+
+
+def _agrees(module: ModuleType) -> bool:
+    """Whether the built extension shares the Python side's constants (a stale build may not)."""
+    return (
+        getattr(module, "TMP_SUFFIX", None) == TMP_SUFFIX
+        and getattr(module, "NAME_MAX", None) == NAME_MAX
+        and getattr(module, "RENAME_NOREPLACE", None) == RENAME_NOREPLACE
+        and frozenset(getattr(module, "FALLBACK_ERRNOS", ())) == _kernel.FALLBACK_ERRNOS
+        and frozenset(getattr(module, "NO_REFLINK_ERRNOS", ())) == _kernel.NO_REFLINK_ERRNOS
+    )
+
+
+if fastcopy is not None and not _agrees(fastcopy):
+    fastcopy = None  # pragma: no cover - a stale build
+
+
+def copy_small_files(
+    items: list[tuple[bytes, int, bytes]],
+    *,
+    src_dev: int,
+    dst_dev: int,
+    src_lstat: bool = True,
+    max_size: int = DEFAULT_MAX_SIZE,
+    owner: str | bytes | None = None,
+) -> tuple[list[int], list[int]] | None:
+    """Copy many small files in one call into C (`_fastcopy.c`), with the GIL released.
+
+    ``items`` are (source path, destination dir fd, name); each is copied as `copy_file`
+    copies a one-chunk file with mode and times, no overwrite, no lookups beforehand. Returns
+    (results, sizes): result 0 means the file is in place and ``sizes`` holds its bytes; any
+    other result means nothing of it was left behind, so the caller copies it again with
+    `copy_file`, which reports the problem properly. None when the C extension is not
+    available (or an item cannot be passed to C): copy them all with `copy_file`.
+    ``src_dev``/``dst_dev`` key the reflink cache, as in `try_reflink`; ``src_lstat=False``
+    skips the lstat before opening a source, as in `copy_file`. A source found larger than
+    ``max_size`` (grown since it was listed) is handed back, for a chunked copy, and so is a
+    sparse source (the Python path keeps its holes). Temporaries carry ``owner``'s token, as
+    in `copy_file`.
+    """
+    if fastcopy is None:
+        return None
+    devices = (src_dev, dst_dev)
+    flags = fastcopy.MODE | fastcopy.TIMES
+    if src_lstat:
+        flags |= fastcopy.LSTAT
+    if devices not in _kernel.NO_REFLINK:
+        flags |= fastcopy.REFLINK
+    try:
+        results, sizes, refused = fastcopy.copy_many(items, flags, max_size, owner_token(owner))
+    except ValueError:  # a NUL byte in a name: checked before copying anything
+        return None
+    if refused:
+        _kernel.NO_REFLINK.add(devices)
+    return results, sizes

@@ -1,0 +1,529 @@
+"""What copy and move share: the pre-flight path checks, the plan of one run (destination tree
+and options), the conflict policies and the ``ask`` bridge, and the result tally."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import stat
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, TypeVar
+
+import trio
+import xxhash
+
+from .._exceptions import JobSpecError, Skip
+from .._task import Outcome, OutcomeStatus, TaskContext
+from . import _smallfiles
+from ._copyfile import CopyResult, copy_file
+from ._desttree import DestTree
+from ._fs import DIR_NOFOLLOW, KINDS, display, numbered, same_size_mtime, split_ext, unique_name
+from ._paths import (
+    ancestor_ids,
+    check_identity,
+    check_writable_dir,
+    dir_identity,
+    existing_prefix,
+)
+
+T = TypeVar("T")
+
+
+#: Files larger than this are copied (and resumable) in chunks of this size.
+CHUNK_SIZE = 8 * 1024 * 1024
+
+
+#: How often a pending ``ask`` callback checks for pause/cancel.
+ASK_POLL = 0.1
+
+
+Policy = Literal["skip", "overwrite", "rename", "update", "fail", "ask"]
+
+
+#: What the ``ask`` callback may answer.
+Choice = Literal["skip", "overwrite", "rename"]
+
+
+#: Skip reasons (kept short and path-free: the result counts them per reason).
+EXISTS = "destination exists"
+
+
+UP_TO_DATE = "destination is up to date"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Conflict:
+    """What the ``ask`` callback is shown: a source whose destination already exists.
+
+    Paths are ``str`` (undecodable bytes as surrogate escapes, usable with `os`); mtimes are
+    seconds since the epoch.
+    """
+
+    source: str
+    destination: str
+    source_size: int
+    destination_size: int
+    source_mtime: float
+    destination_mtime: float
+
+
+#: ``async def ask(conflict) -> "skip" | "overwrite" | "rename"``
+AskCallback = Callable[[Conflict], Awaitable[Choice]]
+
+
+#: What an item task returns: (what, bytes copied, bytes reused from a partial).
+Done = tuple[str, int, int]
+
+
+def describe_transfer(verb: str, sources: Sequence[str], destination: str) -> str:
+    """ "copy a, b, c and 2 more to dst" for job lists."""
+    names = ", ".join(display(s) for s in sources[:3])
+    more = f" and {len(sources) - 3} more" if len(sources) > 3 else ""
+    return f"{verb} {names}{more} to {display(destination)}"
+
+
+def make_plan(
+    sources: Sequence[str],
+    destination: str,
+    *,
+    policy: Policy,
+    verify: bool,
+    durable: bool,
+    follow: bool,
+    xattrs: bool,
+    owner: bool,
+    resumed: bool,
+    ask: AskCallback | None,
+    kind: str = "copy",
+    identity: dict[str, Any] | None = None,
+) -> CopyPlan:
+    """Create the destination directory (its parent was checked) and plan the transfer.
+
+    ``identity`` is what an earlier run recorded (`DestTree.identity`): the destination
+    must still be that directory, or, when it is gone, be re-created in the same parent
+    directory; otherwise `DestinationChangedError` is raised before anything is written.
+    Everything below is then reached through the fds opened here, never by path again.
+    """
+    dest = os.path.abspath(destination)
+    expect = identity or {}
+    head, leaf = os.path.split(dest)
+    parent_fd = os.open(head or "/", DIR_NOFOLLOW & ~os.O_NOFOLLOW)  # a user's symlinks above
+    try:
+        parent_id = dir_identity(parent_fd)
+        made = False
+        if leaf:
+            try:
+                os.mkdir(leaf, dir_fd=parent_fd)
+            except FileExistsError:
+                pass
+            else:
+                made = True
+        if made and expect.get("parent") not in (None, parent_id):
+            os.rmdir(leaf, dir_fd=parent_fd)  # ours, just made, empty
+            check_identity(kind, head, parent_fd, expect["parent"])  # raises
+        if made:  # a directory made just now: never a symlink
+            root_fd = os.open(leaf, DIR_NOFOLLOW, dir_fd=parent_fd)
+        else:  # the user may name a symlinked directory; its identity is checked
+            root_fd = os.open(leaf or ".", DIR_NOFOLLOW & ~os.O_NOFOLLOW, dir_fd=parent_fd)
+            try:
+                check_identity(kind, dest, root_fd, expect.get("dest"))
+            except BaseException:
+                os.close(root_fd)
+                raise
+    finally:
+        os.close(parent_fd)
+    tree = DestTree(
+        dest,
+        replace_nondirs=policy == "overwrite",
+        durable=durable,
+        root_new=made,
+        root_fd=root_fd,
+    )
+    tree.identity["parent"] = parent_id
+    return CopyPlan(
+        tree=tree,
+        roots=[os.path.abspath(s) for s in sources],
+        policy=policy,
+        verify=verify,
+        durable=durable,
+        follow=follow,
+        xattrs=xattrs,
+        owner=owner,
+        resumed=resumed,
+        ask=ask,
+        chunk_size=CHUNK_SIZE,  # read now: tests and benchmarks may set it
+    )
+
+
+def dest_is_unchanged(destination: str, state: dict[str, Any]) -> bool:
+    """Whether ``destination`` is still the directory the job's runs recorded (or nothing
+    was recorded): a cleanup never sweeps a destination that was swapped meanwhile."""
+    recorded = state.get("dest_identity")
+    if not isinstance(recorded, dict) or recorded.get("dest") is None:
+        return True
+    try:
+        fd = os.open(os.path.abspath(destination), DIR_NOFOLLOW & ~os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        return dir_identity(fd) == list(recorded["dest"])
+    finally:
+        os.close(fd)
+
+
+def check_paths(
+    kind: str,
+    sources: Sequence[str],
+    destination: str,
+    *,
+    follow_symlinks: bool = False,
+    moved_ok: bool = False,
+) -> None:
+    """Refuse, with a `JobSpecError` naming the problem, what ``cp -r``/``mv`` would refuse:
+    no sources, a missing source, a source equal to (or containing) the destination or to its
+    own target, two sources with the same name, a destination that is not a directory or whose
+    parent is missing, or where nothing can be written (not writable, ``/proc``...). Touches
+    nothing. ``moved_ok`` accepts a missing source whose target exists (a resumed move that
+    already renamed it).
+
+    "Inside" is decided by device and inode, as ``cp`` does: each source directory is compared
+    with the destination's existing prefix and every directory above it (through ``..``), so
+    a destination reached through a bind mount, a symlink or a relative path is caught too.
+    """
+    if not sources:
+        raise JobSpecError(f"{kind}: no sources given")
+    if not destination:
+        raise JobSpecError(f"{kind}: the destination is empty")
+    dest = os.path.abspath(destination)
+    try:
+        dst_st: os.stat_result | None = os.stat(dest)
+    except FileNotFoundError:
+        dst_st = None
+        parent = os.path.dirname(dest)
+        if not os.path.isdir(parent):
+            raise JobSpecError(
+                f"{kind}: the destination's parent directory {display(parent)!r} does not exist"
+            ) from None
+    except OSError as exc:
+        raise JobSpecError(
+            f"{kind}: cannot use destination {display(destination)!r}: {exc.strerror}"
+        ) from None
+    if dst_st is not None and not stat.S_ISDIR(dst_st.st_mode):
+        raise JobSpecError(
+            f"{kind}: destination {display(destination)!r} exists and is not a directory"
+        )
+    if dst_st is None:
+        where = os.path.dirname(dest)
+        check_writable_dir(kind, "the destination's parent directory", where, os.stat(where))
+    else:
+        check_writable_dir(kind, "destination", dest, dst_st)
+    prefix, prefix_st = existing_prefix(dest)
+    above_dest = ancestor_ids(prefix_st, prefix)  # the destination's directory and up
+    dest_id = (dst_st.st_dev, dst_st.st_ino) if dst_st is not None else None
+    names: dict[str, str] = {}
+    for src in sources:
+        if not src:
+            raise JobSpecError(f"{kind}: a source path is empty")
+        path = os.path.abspath(src)
+        base = os.path.basename(path)
+        if not base:
+            raise JobSpecError(f"{kind}: cannot {kind} the root directory {src!r}")
+        if base in names:
+            raise JobSpecError(
+                f"{kind}: sources {display(names[base])!r} and {display(src)!r} would both "
+                f"become {display(os.path.join(destination, base))!r}"
+            )
+        names[base] = src
+        try:
+            # The item itself; a symlink stands for its target only when followed.
+            src_st = os.stat(path, follow_symlinks=follow_symlinks)
+        except FileNotFoundError:
+            if not os.path.lexists(path):
+                if moved_ok and os.path.lexists(os.path.join(dest, base)):
+                    continue
+                raise JobSpecError(f"{kind}: source {display(src)!r} does not exist") from None
+            src_st = os.lstat(path)  # a broken symlink, followed: copied as the link
+        except OSError as exc:
+            raise JobSpecError(
+                f"{kind}: cannot use source {display(src)!r}: {exc.strerror}"
+            ) from None
+        src_id = (src_st.st_dev, src_st.st_ino)
+        if src_id == dest_id:
+            raise JobSpecError(f"{kind}: source {display(src)!r} is the destination")
+        if stat.S_ISDIR(src_st.st_mode) and src_id in above_dest:
+            raise JobSpecError(
+                f"{kind}: destination {display(destination)!r} is inside source {display(src)!r}"
+            )
+        if dst_st is not None:
+            try:
+                target = os.lstat(os.path.join(dest, base))  # never followed below the root
+            except OSError:
+                continue
+            if (target.st_dev, target.st_ino) == src_id:
+                raise JobSpecError(
+                    f"{kind}: source {display(src)!r} is already its own target in the destination"
+                )
+
+
+def special_reason(mode: int, verb: str = "copied") -> str:
+    """The skip reason of a FIFO, socket or device, e.g. "FIFO not copied"."""
+    return f"{KINDS.get(stat.S_IFMT(mode), 'special file')} not {verb}"
+
+
+def same_content(src: bytes, dir_fd: int, name: bytes, check: Callable[[], None]) -> bool:
+    """Whether ``src`` and ``dir_fd/name`` hold the same bytes (xxh3-128 of each)."""
+    digests = []
+    for path, where in ((src, None), (name, dir_fd)):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=where)
+        try:
+            hasher = xxhash.xxh3_128()
+            while chunk := os.read(fd, 1 << 20):
+                hasher.update(chunk)
+                check()
+        finally:
+            os.close(fd)
+        digests.append(hasher.hexdigest())
+    return digests[0] == digests[1]
+
+
+def same_item(
+    src: bytes, src_st: os.stat_result, dir_fd: int
+) -> Callable[[bytes, os.stat_result], bool]:
+    """The quick conflict test: does ``dir_fd/leaf`` (whose lstat is given) already hold the
+    source? A regular file of the same size and mtime, or a symlink with the same target."""
+    if stat.S_ISLNK(src_st.st_mode):
+        target = os.readlink(src)
+
+        def same_link(leaf: bytes, dst: os.stat_result) -> bool:
+            return stat.S_ISLNK(dst.st_mode) and os.readlink(leaf, dir_fd=dir_fd) == target
+
+        return same_link
+
+    def same_file(leaf: bytes, dst: os.stat_result) -> bool:
+        return stat.S_ISREG(dst.st_mode) and same_size_mtime(src_st, dst)
+
+    return same_file
+
+
+def strictly_newer(src_st: os.stat_result, dst_st: os.stat_result) -> bool:
+    """Whether the source's mtime is strictly later than the destination's (the "update"
+    policy). To the nanosecond when both carry a sub-second part, else to the second, as in
+    `same_size_mtime` (a filesystem with 1 s timestamps must not make every file look old)."""
+    a, b = src_st.st_mtime_ns, dst_st.st_mtime_ns
+    if a % 1_000_000_000 and b % 1_000_000_000:
+        return a > b
+    return a // 1_000_000_000 > b // 1_000_000_000
+
+
+def renamed_variants(dir_fd: int, name: bytes) -> list[bytes]:
+    """The existing ``name (1).ext``, ``name (2).ext``… in ``dir_fd``, up to the first gap:
+    where an interrupted run with the rename policy may have put its copy."""
+    stem, ext = split_ext(name)
+    found = []
+    for n in range(1, 1000):
+        candidate = numbered(stem, ext, n)
+        try:
+            os.stat(candidate, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            break
+        found.append(candidate)
+    return found
+
+
+class Tally:
+    """The counters of a job's result, kept in ``ctx.state`` so they add up across runs.
+
+    ``failed`` counts this run only: resuming retries failed items.
+    """
+
+    def __init__(self, state: dict[str, Any], keys: Sequence[str]) -> None:
+        self.data: dict[str, Any] = state.setdefault("tally", {})
+        for key in keys:
+            self.data.setdefault(key, 0)
+        self.data.setdefault("skipped_reasons", {})
+        self.failed = 0
+
+    def add(self, key: str, n: int = 1) -> None:
+        self.data[key] += n
+
+    def record(self, outcome: Outcome[Any]) -> str | None:
+        """Count a failure or skip; return the "what" of a done item (None otherwise)."""
+        status = outcome.status
+        if status is OutcomeStatus.DONE:
+            assert outcome.value is not None
+            what, copied, reused = outcome.value
+            self.data["bytes"] += copied
+            self.data["bytes_reused"] += reused
+            return str(what)
+        if status is OutcomeStatus.SKIPPED:
+            self.data["skipped"] += 1
+            reasons = self.data["skipped_reasons"]
+            reasons[outcome.reason] = reasons.get(outcome.reason, 0) + 1
+        elif status is OutcomeStatus.FAILED:
+            self.failed += 1
+        return None
+
+    def result(self) -> dict[str, Any]:
+        out = dict(self.data)
+        out["failed"] = self.failed
+        out["skipped_reasons"] = dict(sorted(self.data["skipped_reasons"].items()))
+        return out
+
+
+async def _ask_interruptibly(ask: AskCallback, conflict: Conflict, tc: TaskContext) -> str:
+    """Await the callback, giving up when the job is paused or cancelled meanwhile."""
+    answer: list[str] = []
+    async with trio.open_nursery() as nursery:
+
+        async def call() -> None:
+            answer.append(await ask(conflict))
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(call)
+        while True:
+            if tc.interrupted:
+                nursery.cancel_scope.cancel()
+                break
+            await trio.sleep(ASK_POLL)
+    if not answer:
+        tc.check()
+        raise RuntimeError("ask callback returned nothing")  # pragma: no cover
+    return answer[0]
+
+
+@dataclasses.dataclass(slots=True)
+class CopyPlan:
+    """What every item of one run shares: the destination tree and the options."""
+
+    tree: DestTree
+    roots: list[str]
+    policy: Policy
+    verify: bool
+    durable: bool
+    follow: bool
+    xattrs: bool
+    owner: bool
+    resumed: bool
+    ask: AskCallback | None
+    group_off: bool = False
+    #: Files larger than this are copied (and resumable) in chunks of this size.
+    chunk_size: int = CHUNK_SIZE
+    #: The job's name token (`parjobs.ops._names`): every temporary of this plan carries it.
+    token: bytes | None = None
+
+    @property
+    def groups(self) -> bool:
+        """Whether plain small files may go through `copy_small_files` (`CopyItem.run_group`):
+        not without the C extension; options beyond mode and times, and overwriting, take
+        the Python path."""
+        return (
+            _smallfiles.fastcopy is not None
+            and not self.group_off
+            and not (self.verify or self.durable or self.follow or self.xattrs or self.owner)
+            and self.policy != "overwrite"
+        )
+
+    def copy(
+        self,
+        src: bytes,
+        name: bytes,
+        dir_fd: int,
+        tc: TaskContext,
+        overwrite: bool,
+        *,
+        new_dir: bool = False,
+    ) -> CopyResult:
+        """Copy ``src`` to ``name`` in ``dir_fd``; ``new_dir``: this run made that directory."""
+        return copy_file(
+            src,
+            name,
+            dst_dir_fd=dir_fd,
+            check=tc.check,
+            on_bytes=tc.add_bytes,
+            chunk_size=self.chunk_size,
+            overwrite=overwrite,
+            durable=self.durable,
+            preserve_xattrs=self.xattrs,
+            preserve_owner=self.owner,
+            verify=self.verify,
+            precheck=not new_dir,
+            src_lstat=self.resumed,  # a fresh walk lstat'ed it moments ago
+            dst_dev=self.tree.dev,
+            owner=self.token,
+        )
+
+    def ask_user(self, tc: TaskContext, conflict: Conflict) -> str:
+        """Await the ``ask`` callback from this worker thread (a trio thread)."""
+        if self.ask is None:
+            raise FileExistsError(
+                errno.EEXIST,
+                "destination exists and nobody can be asked",
+                display(conflict.destination),
+            )
+        choice = trio.from_thread.run(_ask_interruptibly, self.ask, conflict, tc)
+        if choice not in ("skip", "overwrite", "rename"):
+            raise ValueError(
+                f"ask callback answered {choice!r}; expected skip, overwrite or rename"
+            )
+        return choice
+
+
+def resolve_conflict(
+    plan: CopyPlan,
+    tc: TaskContext,
+    src: bytes,
+    src_st: os.stat_result,
+    *,
+    dir_fd: int,
+    rel: bytes,
+    put: Callable[[bytes, bool], T],
+    deep_check: Callable[[bytes], bool] | None = None,
+    resumed: bool,
+) -> T | None:
+    """Settle a destination ``rel`` (in ``dir_fd``) that exists for ``src``: return ``put``'s
+    value, or None when ``resumed`` and it already is this job's earlier output.
+
+    ``put(leaf, overwrite)`` writes the item; `same_item` is the quick test of "already
+    there" (and of "update"), ``deep_check(leaf)`` the content test added to it on resume.
+    """
+    name = rel.rpartition(b"/")[2]
+    identical = same_item(src, src_st, dir_fd)
+    try:
+        dst_st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:  # gone meanwhile: try once more
+        return put(name, False)
+    same = identical(name, dst_st)
+    if resumed:
+        if same and (deep_check is None or deep_check(name)):
+            return None
+        for variant in renamed_variants(dir_fd, name) if plan.policy == "rename" else ():
+            vst = os.stat(variant, dir_fd=dir_fd, follow_symlinks=False)
+            if identical(variant, vst) and (deep_check is None or deep_check(variant)):
+                return None
+    choice: str = plan.policy
+    if choice == "ask":
+        conflict = Conflict(
+            os.fsdecode(src),
+            os.fsdecode(plan.tree.path(rel)),
+            src_st.st_size,
+            dst_st.st_size,
+            src_st.st_mtime,
+            dst_st.st_mtime,
+        )
+        choice = plan.ask_user(tc, conflict)
+    if choice == "update":  # rsync -u, cp -u: replace only an older destination
+        if same or not strictly_newer(src_st, dst_st):
+            raise Skip(UP_TO_DATE)
+        choice = "overwrite"
+    if choice == "skip":
+        raise Skip(EXISTS)
+    if choice == "overwrite":
+        return put(name, True)
+    if choice == "rename":
+        for _ in range(100):
+            try:
+                return put(unique_name(name, dst_dir_fd=dir_fd), False)
+            except FileExistsError:
+                continue
+    raise FileExistsError(errno.EEXIST, EXISTS, plan.tree.display(rel))
