@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(argv)
         from ._commands import COMMANDS  # after parsing: usage errors stay quick
+        from ._remote import SERVER, server_from
 
+        SERVER.set(server_from(args))  # --server: the commands talk to that server
         return trio.run(COMMANDS[args.command], args)
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else 0

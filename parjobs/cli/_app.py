@@ -96,8 +96,9 @@ def _statuses(text: str) -> list[JobStatus]:
     return out
 
 
-def _globals(parser: argparse.ArgumentParser, *, sub: bool) -> None:
-    """Options accepted before and after the command (a subcommand's default never wins)."""
+def _globals(parser: argparse.ArgumentParser, *, sub: bool, client: bool = True) -> None:
+    """Options accepted before and after the command (a subcommand's default never wins).
+    ``client``: the command can talk to a server (``--server``) instead of the store."""
 
     def default(value: object) -> object:
         return argparse.SUPPRESS if sub else value
@@ -121,10 +122,31 @@ def _globals(parser: argparse.ArgumentParser, *, sub: bool) -> None:
         default=default(False),
         help="plain progress lines even on a terminal",
     )
+    if not client:
+        return
+    group.add_argument(
+        "--server",
+        metavar="URL",
+        default=default(None),
+        help="talk to a running 'parjobs serve' at URL (its printed URL works) instead of "
+        "opening the store (default: $PARJOBS_SERVER); see docs/serve.md",
+    )
+    group.add_argument(
+        "--token-file",
+        metavar="PATH",
+        default=default(None),
+        help="with --server: the file holding the token (default: $PARJOBS_TOKEN, else the "
+        "token file 'parjobs serve' made on this machine)",
+    )
 
 
 def _command(
-    subs: argparse._SubParsersAction[Parser], name: str, help: str, example: str
+    subs: argparse._SubParsersAction[Parser],
+    name: str,
+    help: str,
+    example: str,
+    *,
+    client: bool = True,
 ) -> Parser:
     parser = subs.add_parser(
         name,
@@ -134,7 +156,7 @@ def _command(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(command=name)
-    _globals(parser, sub=True)
+    _globals(parser, sub=True, client=client)
     return parser
 
 
@@ -302,6 +324,7 @@ def build_parser() -> Parser:
         "demo",
         "copy, hash and thumbnail a generated sample tree, pausing and resuming once",
         "parjobs demo --keep",
+        client=False,
     )
     p.add_argument("--dir", metavar="DIR", help="work in DIR (kept) instead of a temporary one")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -312,6 +335,7 @@ def build_parser() -> Parser:
         "serve",
         "serve the HTTP API, live events and metrics of the store's jobs (docs/serve.md)",
         "parjobs serve --port 0",
+        client=False,
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument(
@@ -320,6 +344,7 @@ def build_parser() -> Parser:
     p.add_argument(
         "--token-file",
         metavar="PATH",
+        default=argparse.SUPPRESS,  # the global option's (None) when not given
         help="tokens, one per line ('TOKEN' or 'TOKEN owner=NAME'); needed off loopback "
         "(default: $XDG_STATE_HOME/parjobs/serve-tokens, created)",
     )

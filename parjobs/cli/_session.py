@@ -7,12 +7,13 @@ import os
 import shlex
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Unpack
+from typing import Unpack, cast
 
 from .._config import ConfigOptions, ManagerConfig
 from .._job import load_job_types
 from .._manager import JobManager, open_manager
 from ._errors import CliError
+from ._remote import SERVER, Server
 
 
 def default_store() -> str:
@@ -25,14 +26,20 @@ def default_store() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Store:
-    """The store a command uses; ``explicit`` when it is not the default one."""
+    """The store a command uses; ``explicit`` when it is not the default one. With
+    ``--server`` it is that server (``path`` its URL): the commands go through it."""
 
     path: str
     explicit: bool
+    server: Server | None = None
 
     @classmethod
     def choose(cls, option: str | None) -> Store:
-        """``--store`` first, then ``$PARJOBS_STORE``, then `default_store`."""
+        """The server of ``--server`` (see `_remote`), else ``--store``, then
+        ``$PARJOBS_STORE``, then `default_store`."""
+        server = SERVER.get()
+        if server is not None:
+            return cls(server.url, explicit=server.explicit, server=server)
         given = option or os.environ.get("PARJOBS_STORE") or None
         default = default_store()
         if given is None:
@@ -42,10 +49,13 @@ class Store:
 
     @property
     def exists(self) -> bool:
-        return os.path.exists(self.path)
+        return self.server is not None or os.path.exists(self.path)
 
     def command(self, *words: str) -> str:
         """A shell command line for this store, e.g. ``parjobs resume ID --store X``."""
+        if self.server is not None:
+            given = ("--server", self.path) if self.explicit else ()
+            return shlex.join(["parjobs", *given, *words])
         line = shlex.join(["parjobs", *words])
         return f"{line} --store {shlex.quote(self.path)}" if self.explicit else line
 
@@ -63,7 +73,14 @@ def import_job_types() -> None:
 async def manager_for(
     store: Store, config: ManagerConfig | None = None, **options: Unpack[ConfigOptions]
 ) -> AsyncIterator[JobManager]:
-    """A manager on ``store``, creating its directory first."""
+    """A manager on ``store``, creating its directory first; for a server, its client."""
+    if store.server is not None:
+        from ._client import open_remote  # httpx: only loaded with --server
+
+        async with open_remote(store.server) as remote:
+            # The client answers the part of JobManager's API that the commands use.
+            yield cast(JobManager, remote)
+        return
     directory = os.path.dirname(store.path)
     try:
         os.makedirs(directory, exist_ok=True)

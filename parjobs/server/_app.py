@@ -123,7 +123,7 @@ async def _visible_job(request: Request) -> JobInfo:
     try:
         info = await manager.get(await manager.resolve(text))
     except JobNotFoundError as exc:
-        raise ApiError(404, str(exc).strip("'\"")) from None
+        raise ApiError(404, str(exc)) from None
     owner = _principal(request).owner
     if owner is not None and info.owner != owner:
         raise ApiError(404, f"no job with id {text!r}")

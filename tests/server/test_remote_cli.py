@@ -1,0 +1,233 @@
+"""``parjobs --server URL ...``: the CLI as a client of a real ``parjobs serve`` (port 0), both
+as child processes; its output and exit codes are compared with the local CLI's on the same
+store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import trio
+from conftest import ADMIN, write_tokens
+from test_serve_cli import LINE, RUN_SLOW, start
+
+import parjobs
+from parjobs.cli._client import open_remote
+from parjobs.cli._remote import Server
+from parjobs.ops import CopyJob
+
+
+def _tree(root, n: int) -> None:
+    root.mkdir()
+    for i in range(n):
+        sub = root / f"d{i % 5}"
+        sub.mkdir(exist_ok=True)
+        (sub / f"f{i:04d}.txt").write_bytes(os.urandom(32 + i % 300))
+
+
+def _files(root) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+class Served:
+    """A ``parjobs serve`` child on a temporary store, and ways to run the CLI against it."""
+
+    def __init__(self, tmp_path, latency: float) -> None:
+        self.tmp = tmp_path
+        self.store = str(tmp_path / "jobs.sqlite")
+        tokens = write_tokens(str(tmp_path / "tokens"))
+        env = {"PARJOBS_TEST_COPY_LATENCY": str(latency)}
+        self.proc = start(tmp_path, "--token-file", tokens, "-w", "2", run=RUN_SLOW, env_extra=env)
+        match = LINE.fullmatch(self.proc.stdout.readline())
+        assert match, self.proc.stderr.read()
+        self.url = match.group(1)
+        self.api = httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {ADMIN}"})
+        self.env = {
+            **os.environ,
+            "XDG_STATE_HOME": str(tmp_path / "client-state"),  # no default token file
+            "PARJOBS_TOKEN": ADMIN,
+            "COLUMNS": "200",
+        }
+        self.env.pop("PARJOBS_SERVER", None)
+
+    def remote(self, *args: str, **kwargs) -> subprocess.CompletedProcess[str]:
+        return self.run("--server", self.url, *args, **kwargs)
+
+    def local(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.run(*args, "--store", self.store)
+
+    def run(self, *args: str, env=None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "parjobs", *args],
+            capture_output=True,
+            text=True,
+            env=env or self.env,
+            timeout=60,
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "parjobs", "--server", self.url, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+        )
+
+    def wait_running(self, job_id: str | None = None) -> dict:
+        for _ in range(1000):
+            jobs = self.api.get("/api/jobs", params={"status": "running"}).json()["jobs"]
+            jobs = [j for j in jobs if job_id in (None, j["id"]) and j["progress"]["items_done"]]
+            if jobs:
+                return jobs[0]
+            time.sleep(0.01)
+        raise AssertionError("no job ran")
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        assert self.proc.wait(timeout=20) == 0
+
+
+@pytest.fixture
+def served(tmp_path, request):
+    server = Served(tmp_path, getattr(request, "param", 0.0))
+    try:
+        yield server
+    finally:
+        if server.proc.poll() is None:
+            server.close()
+
+
+def test_copy_to_completion_then_jobs_and_show_as_printed_locally(served, tmp_path) -> None:
+    _tree(tmp_path / "src", 120)
+    done = served.remote("--plain", "copy", str(tmp_path / "src"), str(tmp_path / "dst"))
+    assert done.returncode == 0, done.stderr
+    head, *_, summary, counts = done.stdout.splitlines()
+    job_id = head.split()[1].rstrip(":")
+    assert head == f"copy {job_id}: {tmp_path / 'src'} → {tmp_path / 'dst'}"
+    assert summary == f"copy {job_id}: completed" and counts.startswith("  127 copied")
+    assert _files(tmp_path / "dst" / "src") == _files(tmp_path / "src")
+    # The same lines as the local CLI reading the same store.
+    for command in (["jobs"], ["show", job_id[:6]], ["jobs", "--json"], ["show", job_id, "--json"]):
+        remote, local = served.remote(*command), served.local(*command)
+        assert remote.returncode == local.returncode == 0, remote.stderr
+        if "--json" in command:
+            assert json.loads(remote.stdout) == json.loads(local.stdout)
+        else:
+            assert remote.stdout == local.stdout
+    # --json follows the job as JSON lines, as locally.
+    lines = served.remote("--json", "copy", str(tmp_path / "src"), str(tmp_path / "dst2"))
+    events = [json.loads(line)["event"] for line in lines.stdout.splitlines()]
+    assert events[0] == "job" and events[-1] == "result"
+
+
+@pytest.mark.parametrize("served", [0.02], indirect=True)
+def test_ctrl_c_pauses_through_the_api_then_resume_pause_cancel(served, tmp_path) -> None:
+    _tree(tmp_path / "src", 400)
+    client = served.popen("--plain", "copy", str(tmp_path / "src"), str(tmp_path / "dst"))
+    job_id = served.wait_running()["id"]
+    client.send_signal(signal.SIGINT)  # Ctrl-C: the job pauses on the server
+    out, err = client.communicate(timeout=30)
+    resume = f"parjobs --server {served.url} resume {job_id}"
+    assert client.returncode == 3, err
+    assert f"copy {job_id}: paused" in out and f"resume with: {resume}" in out
+    assert served.api.get(f"/api/jobs/{job_id}").json()["status"] == "paused"
+
+    client = served.popen("--plain", "resume", job_id)
+    served.wait_running(job_id)
+    paused = served.remote("pause", job_id)
+    assert paused.returncode == 0, paused.stderr
+    assert paused.stdout == f"job {job_id} is paused; resume with: {resume}\n"
+    out, err = client.communicate(timeout=30)
+    assert client.returncode == 3 and f"copy {job_id}: paused" in out, err
+
+    cancelled = served.remote("cancel", job_id)
+    assert (cancelled.returncode, cancelled.stdout) == (0, f"job {job_id} is cancelled\n")
+    # Refusals: the local CLI's message and exit code (2).
+    for command in (["resume", job_id], ["pause", job_id], ["cancel", job_id], ["show", "zz"]):
+        remote, local = served.remote(*command), served.local(*command)
+        assert remote.returncode == local.returncode == 2
+        assert remote.stderr == local.stderr and remote.stderr.startswith("parjobs: error: ")
+
+
+def test_a_bad_spec_is_refused_with_the_local_message(served, tmp_path) -> None:
+    (tmp_path / "src").mkdir()
+    args = ("copy", str(tmp_path / "src"), str(tmp_path / "src" / "inside"))
+    remote, local = served.remote(*args), served.local(*args)
+    assert remote.returncode == local.returncode == 2
+    assert remote.stderr == local.stderr
+    assert "is inside source" in remote.stderr
+    assert served.api.get("/api/jobs").json()["jobs"] == []
+
+
+async def test_the_servers_refusal_of_a_spec_is_a_spec_error(server, tmp_path) -> None:
+    """The client also maps the server's own 422 (a spec the client did not check)."""
+    (tmp_path / "src").mkdir()
+    job = CopyJob(sources=[str(tmp_path / "src")], destination=str(tmp_path / "src" / "in"))
+    with pytest.raises(parjobs.JobSpecError) as local:
+        job.validate()
+    async with open_remote(Server(server.url, ADMIN, explicit=True)) as remote:
+        with pytest.raises(parjobs.JobSpecError) as refused:
+            await remote.submit(job)
+        with pytest.raises(parjobs.JobNotFoundError, match="no job with id 'nope'"):
+            await remote.get("nope")
+    assert str(refused.value) == str(local.value)
+
+
+def test_a_wrong_token_and_a_server_that_is_down(served, tmp_path) -> None:
+    wrong = {**served.env, "PARJOBS_TOKEN": "wrong-token-0123456789abcdef"}
+    done = served.remote("jobs", env=wrong)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        f"parjobs: error: the server at {served.url} refused the token (401): give the right "
+        "--token-file or $PARJOBS_TOKEN\n"
+    )
+    # The printed URL carries its token; --token-file reads the first token of a file.
+    printed = f"{served.url}/?token={ADMIN}"
+    no_token = {k: v for k, v in served.env.items() if k != "PARJOBS_TOKEN"}
+    assert served.run("--server", printed, "jobs", env=no_token).stdout == "no jobs\n"
+    tokens = str(tmp_path / "tokens")
+    done = served.run("--server", served.url, "jobs", "--token-file", tokens, env=no_token)
+    assert done.stdout == "no jobs\n"
+    # $PARJOBS_SERVER works as --server; serve and demo ignore it (they run here).
+    env = {**served.env, "PARJOBS_SERVER": served.url}
+    assert served.run("jobs", env=env).stdout == "no jobs\n"
+    assert served.run("--server", served.url, "demo").stderr == (
+        "parjobs: error: --server does not apply to 'demo', which runs here\n"
+    )
+    served.close()
+    down = served.remote("show", "3f2a")
+    assert down.returncode == 2 and down.stdout == ""
+    assert down.stderr.startswith(f"parjobs: error: cannot reach the server at {served.url}: ")
+    assert len(down.stderr.splitlines()) == 1
+
+
+def test_without_server_no_http_client_is_imported(tmp_path) -> None:
+    code = (
+        "import sys; from parjobs.cli import main; "
+        f"main(['jobs', '--store', {str(tmp_path / 's.sqlite')!r}]); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.splitlines()[-1] == "[]", done.stderr
+
+
+async def test_following_a_job_rebuilds_the_renderers_snapshots(server, tmp_path) -> None:
+    """The client's watch yields `Progress` snapshots and ends when the job rests."""
+    _tree(tmp_path / "src", 50)
+    job = CopyJob(sources=[str(tmp_path / "src")], destination=str(tmp_path / "dst"))
+    async with open_remote(Server(server.url, ADMIN, explicit=True)) as remote:
+        handle = await remote.submit(job)
+        with trio.fail_after(20):
+            snaps = [snap async for snap in remote.watch(handle.id)]
+            assert await remote.wait(handle.id) is parjobs.JobStatus.COMPLETED
+    assert all(isinstance(s, parjobs.Progress) for s in snaps)
+    assert snaps[-1].items_done == 57
