@@ -4,11 +4,10 @@ it. Commands that look at or steer stored jobs are in `_manage`."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._job import Job, registered_job_types
 from .._status import JobStatus
@@ -19,20 +18,11 @@ from ._render import Renderer, make_renderer
 from ._results import prints_data
 from ._session import Store, import_job_types, manager_for
 
+if TYPE_CHECKING:
+    from ..ops.thumbnail import Format as ThumbFormat
+    from ..ops.thumbnail import Layout
+
 Command = Callable[[argparse.Namespace], Awaitable[int]]
-
-
-def _job_class(module: str, name: str, command: str) -> Any:
-    """``parjobs.ops.<module>.<name>``, imported now (the CLI works while one is missing)."""
-    missing = CliError(f"'{command}' is not available: parjobs.ops.{module} is missing")
-    try:
-        return getattr(importlib.import_module(f"parjobs.ops.{module}"), name)
-    except ModuleNotFoundError as exc:
-        if exc.name != f"parjobs.ops.{module}":
-            raise  # a dependency of the module is missing: show which
-        raise missing from None
-    except AttributeError:
-        raise missing from None
 
 
 def _path(text: str) -> str:
@@ -71,8 +61,9 @@ def _renderer(args: argparse.Namespace, jobs: list[tuple[str, Any]]) -> Renderer
 
 
 async def copy(args: argparse.Namespace) -> int:
-    cls = _job_class("copy", "CopyJob", "copy")
-    job = cls(
+    from ..ops.copy import CopyJob  # only the op this command runs
+
+    job = CopyJob(
         sources=_existing(args.sources),
         destination=_path(args.destination),
         on_conflict=args.on_conflict,
@@ -86,8 +77,9 @@ async def copy(args: argparse.Namespace) -> int:
 
 
 async def move(args: argparse.Namespace) -> int:
-    cls = _job_class("move", "MoveJob", "move")
-    job = cls(
+    from ..ops.move import MoveJob
+
+    job = MoveJob(
         sources=_existing(args.sources),
         destination=_path(args.destination),
         on_conflict=args.on_conflict,
@@ -98,9 +90,10 @@ async def move(args: argparse.Namespace) -> int:
 
 
 async def delete(args: argparse.Namespace) -> int:
-    cls = _job_class("delete", "DeleteJob", "delete")
+    from ..ops.delete import DeleteJob
+
     paths = _existing([_delete_target(text) for text in args.paths])
-    job = cls(paths=paths, trash=args.trash, allow_cwd_ancestor=args.force_ancestor)
+    job = DeleteJob(paths=paths, trash=args.trash, allow_cwd_ancestor=args.force_ancestor)
     return await _submit(args, job)
 
 
@@ -136,28 +129,33 @@ def _delete_target(text: str) -> str:
 
 
 async def hash_(args: argparse.Namespace) -> int:
-    cls = _job_class("hash", "HashJob", "hash")
+    from ..ops.hash import HashJob
+
     output = _path(args.output) if args.output else None
-    job = cls(paths=_existing(args.paths), algorithm=args.algorithm, output=output)
+    job = HashJob(paths=_existing(args.paths), algorithm=args.algorithm, output=output)
     return await _submit(args, job)
 
 
 async def dupes(args: argparse.Namespace) -> int:
-    cls = _job_class("duplicates", "DuplicatesJob", "dupes")
-    return await _submit(args, cls(paths=_existing(args.paths), min_size=args.min_size))
+    from ..ops.duplicates import DuplicatesJob
+
+    return await _submit(args, DuplicatesJob(paths=_existing(args.paths), min_size=args.min_size))
 
 
 async def thumbnails(args: argparse.Namespace) -> int:
-    cls = _job_class("thumbnail", "ThumbnailJob", "thumbnails")
+    from ..ops.thumbnail import ThumbnailJob  # Pillow: only for this command
+
+    layout: Layout
+    default_format: ThumbFormat
     if args.freedesktop:
         layout, out_dir, default_format = "freedesktop", None, "png"
     else:
         layout, default_format = "cache", "webp"
         out_dir = _path(args.out) if args.out else _default_thumbnails()
-    job = cls(
+    job = ThumbnailJob(
         paths=_existing(args.paths),
         size=args.size,
-        format=args.format or default_format,
+        format=args.format or default_format,  # argparse's choices are the formats
         layout=layout,
         out_dir=out_dir,
         quality=args.quality,

@@ -20,6 +20,9 @@ import trio
 from .._manager import JobManager
 from .._progress import Progress
 from .._status import JobStatus
+from ..ops.copy import CopyJob
+from ..ops.hash import HashJob
+from ..ops.thumbnail import ThumbnailJob
 from . import _format as fmt
 from ._errors import EXIT_OK, CliError
 from ._follow import combine, follow
@@ -40,16 +43,6 @@ class Step:
     note: str = ""
 
 
-def _job_classes() -> tuple[Any, Any, Any]:
-    try:
-        from parjobs.ops.copy import CopyJob
-        from parjobs.ops.hash import HashJob
-        from parjobs.ops.thumbnail import ThumbnailJob
-    except ModuleNotFoundError as exc:
-        raise CliError(f"the demo needs {exc.name}, which is missing") from None
-    return CopyJob, HashJob, ThumbnailJob
-
-
 def _workdir(args: argparse.Namespace) -> tuple[str, bool]:
     """The directory to work in, and whether to keep it."""
     if args.dir is None:
@@ -62,7 +55,6 @@ def _workdir(args: argparse.Namespace) -> tuple[str, bool]:
 
 
 async def run_demo(args: argparse.Namespace) -> int:
-    CopyJob, HashJob, ThumbnailJob = _job_classes()
     base, keep = _workdir(args)
     store = (
         Store.choose(args.store) if args.store else Store(os.path.join(base, "jobs.sqlite"), True)

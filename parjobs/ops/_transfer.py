@@ -76,13 +76,6 @@ AskCallback = Callable[[Conflict], Awaitable[Choice]]
 Done = tuple[str, int, int]
 
 
-def describe_transfer(verb: str, sources: Sequence[str], destination: str) -> str:
-    """ "copy a, b, c and 2 more to dst" for job lists."""
-    names = ", ".join(display(s) for s in sources[:3])
-    more = f" and {len(sources) - 3} more" if len(sources) > 3 else ""
-    return f"{verb} {names}{more} to {display(destination)}"
-
-
 def make_plan(
     sources: Sequence[str],
     destination: str,

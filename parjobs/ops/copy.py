@@ -53,7 +53,6 @@ from ._transfer import (
     Policy,
     Tally,
     check_paths,
-    describe_transfer,
     dest_is_unchanged,
     make_plan,
     resolve_conflict,
@@ -293,9 +292,6 @@ class CopyJob(Job):
 
     def validate(self) -> None:
         check_paths("copy", self.sources, self.destination, follow_symlinks=self.follow_symlinks)
-
-    def describe(self) -> str:
-        return describe_transfer("copy", self.sources, self.destination)
 
     def _plan(self, resumed: bool, identity: Any) -> CopyPlan:
         return make_plan(

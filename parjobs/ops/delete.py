@@ -259,10 +259,6 @@ class DeleteJob(Job):
             )
         self.__dict__[_CHECKED] = True
 
-    def describe(self) -> str:
-        verb = "trash" if self.trash else "delete"
-        return f"{verb} {len(self.paths)} path(s)"
-
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         tally = _Tally()
         if self.trash:

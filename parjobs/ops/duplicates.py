@@ -103,9 +103,6 @@ class DuplicatesJob(Job):
         if self.min_size < 0:
             raise JobSpecError(f"duplicates: min_size must be >= 0, got {self.min_size}")
 
-    def describe(self) -> str:
-        return f"find duplicates in {len(self.paths)} path(s)"
-
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         ctx.progress.set_message("scanning")
         files, errors, scanned = await self._scan(ctx)

@@ -112,9 +112,6 @@ class HashJob(Job):
                     raise JobSpecError(f"hash: output {self.output!r}: {exc.strerror}") from None
                 check_writable_dir("hash", "the directory of output", where, where_st)
 
-    def describe(self) -> str:
-        return f"hash {len(self.paths)} path(s) with {self.algorithm}"
-
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         if self.output is not None:
             in_place, target = output_target(self.output)

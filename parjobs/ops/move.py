@@ -47,7 +47,6 @@ from ._transfer import (
     Done,
     Tally,
     check_paths,
-    describe_transfer,
     dest_is_unchanged,
     make_plan,
     resolve_conflict,
@@ -352,9 +351,6 @@ class MoveJob(Job):
 
     def validate(self) -> None:
         check_paths("move", self.sources, self.destination, moved_ok=True)
-
-    def describe(self) -> str:
-        return describe_transfer("move", self.sources, self.destination)
 
     def _plan(self, resumed: bool, identity: Any) -> CopyPlan:
         return make_plan(

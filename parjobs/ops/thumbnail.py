@@ -281,12 +281,6 @@ class ThumbnailJob(Job):
             raise JobSpecError(f"thumbnails: out_dir {self.out_dir!r} is not a directory")
         check_creatable_dir("thumbnails", "out_dir", self.out_dir)  # not /proc, not read-only
 
-    def describe(self) -> str:
-        return (
-            f"thumbnails of {len(self.paths)} path(s), {self.size}px {self.format}, "
-            f"{self.layout} layout in {self.out_dir}"
-        )
-
     @property
     def _settings(self) -> _Settings:
         assert self.out_dir is not None  # validate() saw to it
