@@ -63,6 +63,42 @@ _CREATE_FLAGS = os.O_RDWR | _EXCL_FLAGS
 
 
 @dataclass(frozen=True, slots=True)
+class CopyOptions:
+    """How files are copied: one frozen object, from the job's fields to `copy_file`.
+
+    ``chunk_size``: a larger file is copied in chunks of this size (``check`` runs between
+    them) and, with ``resume_partial``, through a resumable partial; ``durable`` fsyncs the
+    file and its directory; ``preserve_*`` carry the source's metadata; ``verify`` re-reads
+    the destination and compares xxh3-128 digests; ``hash_source`` returns the source's
+    digest without verifying.
+    """
+
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    durable: bool = False
+    preserve_mode: bool = True
+    preserve_times: bool = True
+    preserve_xattrs: bool = False
+    preserve_owner: bool = False
+    resume_partial: bool = True
+    verify: bool = False
+    hash_source: bool = False
+
+    def __post_init__(self) -> None:
+        if self.chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {self.chunk_size}")
+
+    @property
+    def lean(self) -> bool:
+        """Whether a one-chunk file may take the lean one-shot path (in Python or, for
+        groups, in C): nothing to hash, verify or carry beyond mode and times."""
+        return not (self.verify or self.hash_source or self.preserve_xattrs or self.preserve_owner)
+
+
+#: The options of a plain ``cp``: mode and times, no fsync, no verification.
+PLAIN = CopyOptions()
+
+
+@dataclass(frozen=True, slots=True)
 class CopyResult:
     """What one `copy_file` call did.
 
@@ -387,20 +423,12 @@ class _Copier:
 def copy_file(
     src: FilePath,
     dst: FilePath,
+    options: CopyOptions = PLAIN,
     *,
     dst_dir_fd: int | None = None,
     check: Callable[[], None] | None = None,
     on_bytes: Callable[[int], None] | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
     overwrite: bool = True,
-    durable: bool = False,
-    preserve_mode: bool = True,
-    preserve_times: bool = True,
-    preserve_xattrs: bool = False,
-    preserve_owner: bool = False,
-    resume_partial: bool = True,
-    verify: bool = False,
-    hash_source: bool = False,
     precheck: bool = True,
     src_lstat: bool = True,
     dst_dev: int | None = None,
@@ -411,7 +439,8 @@ def copy_file(
     """Copy the regular file ``src`` to ``dst`` atomically: temporary, then rename into place.
 
     ``dst`` is a path, or a single name relative to ``dst_dir_fd`` (like the ``dir_fd=``
-    arguments of `os`); the destination side never follows symlinks. ``check()`` runs between
+    arguments of `os`); the destination side never follows symlinks. ``options`` say how (see
+    `CopyOptions`). ``check()`` runs between
     chunks and may raise to interrupt: with ``resume_partial``, a file larger than one chunk
     then leaves its partial for the next call to resume (smaller files use a one-shot temp).
     ``on_bytes(n)`` sums to the file size; a reused prefix is reported once, up front.
@@ -431,8 +460,7 @@ def copy_file(
     this process's): a partial is resumed only by the same owner, and only ever removed by it.
     A sparse source keeps its holes.
     """
-    if chunk_size <= 0:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    chunk_size = options.chunk_size
     token = owner_token(owner)
     fd, st = open_regular(src, verb="copy", lstat_first=src_lstat)
     try:
@@ -442,7 +470,7 @@ def copy_file(
                 raise exists_error(name)
             if (
                 st.st_size <= chunk_size
-                and not (verify or hash_source or preserve_xattrs or preserve_owner)
+                and options.lean
                 and _methods is _ALL_METHODS
                 and _after_write is None
                 and not is_sparse(st)
@@ -456,9 +484,9 @@ def copy_file(
                     check,
                     on_bytes,
                     overwrite=overwrite,
-                    durable=durable,
-                    mode=preserve_mode,
-                    times=preserve_times,
+                    durable=options.durable,
+                    mode=options.preserve_mode,
+                    times=options.preserve_times,
                     dst_dev=dst_dev,
                     owner=token,
                 )
@@ -469,12 +497,9 @@ def copy_file(
                 copier,
                 dir_fd,
                 name,
+                options,
                 overwrite=overwrite,
-                durable=durable,
-                resumable=resume_partial and st.st_size > chunk_size,  # else nothing to save
-                hashing=hash_source or verify,
-                verify=verify,
-                metadata=(preserve_mode, preserve_times, preserve_xattrs, preserve_owner),
+                resumable=options.resume_partial and st.st_size > chunk_size,  # else nothing
                 methods=_methods,
                 after_write=_after_write,
             )
@@ -583,19 +608,18 @@ def _copy_general(
     copier: _Copier,
     dir_fd: int,
     name: bytes,
+    options: CopyOptions,
     *,
     overwrite: bool,
-    durable: bool,
     resumable: bool,
-    hashing: bool,
-    verify: bool,
-    metadata: tuple[bool, bool, bool, bool],
     methods: Sequence[Method],
     after_write: Callable[[int], object] | None,
 ) -> CopyResult:
     """Every other case: chunked with byte progress and interruption checks, resumable
     partials, hashing and verification, xattrs and owner."""
-    mode = 0o600 if metadata[0] else 0o666  # private until the real mode is set
+    durable, verify = options.durable, options.verify
+    hashing = options.hash_source or verify
+    mode = 0o600 if options.preserve_mode else 0o666  # private until the real mode is set
     meta: bytes | None = None
     if resumable:
         tmp, meta = partial_names(name, copier.owner)
@@ -620,7 +644,15 @@ def _copy_general(
             src_digest = hasher.hexdigest()
             if verify:
                 dst_digest = copier.verify(dst_fd, name, src_digest, durable)
-        apply_metadata(copier.fd, dst_fd, copier.st, *metadata)
+        apply_metadata(
+            copier.fd,
+            dst_fd,
+            copier.st,
+            options.preserve_mode,
+            options.preserve_times,
+            options.preserve_xattrs,
+            options.preserve_owner,
+        )
         _check_still_ours(dst_fd, dir_fd, tmp, copier.size)
         written, dst_fd = dst_fd, -1
         _commit(written, dir_fd, tmp, name, overwrite, durable)

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from .._task import Task, TaskContext
 from ._errors import CopyError
 from ._metadata import apply_dir_metadata
-from ._transfer import CopyPlan, Done
+from ._transfer import CopyDone, CopyPlan
 
 
-class FinishDirs(Task[Done]):
+class FinishDirs(Task[CopyDone]):
     """The last step of a run: sweep leftover temporaries (when a run may have left some),
     then apply source modes and times to the destination directories, deepest first."""
 
@@ -36,7 +36,7 @@ class FinishDirs(Task[Done]):
     def label(self) -> str:
         return f"finishing {self.plan.tree.display(b'')}"
 
-    def run(self, tc: TaskContext) -> Done:
+    def run(self, tc: TaskContext) -> CopyDone:
         if self.sweep is not None:
             self.sweep()
         plan, failures = self.plan, []
@@ -47,7 +47,15 @@ class FinishDirs(Task[Done]):
             except OSError:  # never created (conflict, skipped): nothing to finish
                 continue
             try:
-                apply_dir_metadata(src, fd, plan.follow, plan.xattrs, plan.owner, plan.durable)
+                options = plan.options
+                apply_dir_metadata(
+                    src,
+                    fd,
+                    plan.follow,
+                    options.preserve_xattrs,
+                    options.preserve_owner,
+                    options.durable,
+                )
             except FileNotFoundError:
                 # The source directory is gone: a move's earlier run applied its metadata,
                 # then removed it, and was killed before recording this step.
@@ -62,4 +70,4 @@ class FinishDirs(Task[Done]):
             raise CopyError(
                 f"could not set mode/times of {len(failures)} directories; first: {failures[0]}"
             )
-        return ("finish", 0, 0)
+        return CopyDone("finish")

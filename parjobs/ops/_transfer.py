@@ -8,7 +8,7 @@ import errno
 import os
 import stat
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import trio
 import xxhash
@@ -16,7 +16,7 @@ import xxhash
 from .._exceptions import JobSpecError, Skip
 from .._task import Outcome, OutcomeStatus, TaskContext
 from . import _smallfiles
-from ._copyfile import CopyResult, copy_file
+from ._copyfile import CopyOptions, CopyResult, copy_file
 from ._desttree import DestTree
 from ._fs import DIR_NOFOLLOW, KINDS, display, numbered, same_size_mtime, split_ext, unique_name
 from ._paths import (
@@ -72,20 +72,23 @@ class Conflict:
 AskCallback = Callable[[Conflict], Awaitable[Choice]]
 
 
-#: What an item task returns: (what, bytes copied, bytes reused from a partial).
-Done = tuple[str, int, int]
+class CopyDone(NamedTuple):
+    """What a copy or move item returns: what was done (``"file"``, ``"dir"``, ``"present"``,
+    ``"renamed"``...), bytes copied, and bytes reused from a partial. A tuple, so a stage
+    that keeps its results stores it as JSON (and gets a list back on resume)."""
+
+    kind: str
+    copied: int = 0
+    reused: int = 0
 
 
 def make_plan(
     sources: Sequence[str],
     destination: str,
+    options: CopyOptions,
     *,
     policy: Policy,
-    verify: bool,
-    durable: bool,
     follow: bool,
-    xattrs: bool,
-    owner: bool,
     resumed: bool,
     ask: AskCallback | None,
     kind: str = "copy",
@@ -129,7 +132,7 @@ def make_plan(
     tree = DestTree(
         dest,
         replace_nondirs=policy == "overwrite",
-        durable=durable,
+        durable=options.durable,
         root_new=made,
         root_fd=root_fd,
     )
@@ -138,14 +141,10 @@ def make_plan(
         tree=tree,
         roots=[os.path.abspath(s) for s in sources],
         policy=policy,
-        verify=verify,
-        durable=durable,
+        options=options,
         follow=follow,
-        xattrs=xattrs,
-        owner=owner,
         resumed=resumed,
         ask=ask,
-        chunk_size=CHUNK_SIZE,  # read now: tests and benchmarks may set it
     )
 
 
@@ -345,10 +344,12 @@ class Tally:
         status = outcome.status
         if status is OutcomeStatus.DONE:
             assert outcome.value is not None
-            what, copied, reused = outcome.value
-            self.data["bytes"] += copied
-            self.data["bytes_reused"] += reused
-            return str(what)
+            done = outcome.value
+            if not isinstance(done, CopyDone):  # a kept result, back from JSON
+                done = CopyDone(*done)
+            self.data["bytes"] += done.copied
+            self.data["bytes_reused"] += done.reused
+            return done.kind
         if status is OutcomeStatus.SKIPPED:
             self.data["skipped"] += 1
             reasons = self.data["skipped_reasons"]
@@ -392,28 +393,30 @@ class CopyPlan:
     tree: DestTree
     roots: list[str]
     policy: Policy
-    verify: bool
-    durable: bool
+    #: How each file is copied, as the job's fields say (passed as is to `copy_file`).
+    options: CopyOptions
     follow: bool
-    xattrs: bool
-    owner: bool
     resumed: bool
     ask: AskCallback | None
     group_off: bool = False
-    #: Files larger than this are copied (and resumable) in chunks of this size.
-    chunk_size: int = CHUNK_SIZE
     #: The job's name token (`parjobs.ops._names`): every temporary of this plan carries it.
     token: bytes | None = None
 
     @property
     def groups(self) -> bool:
         """Whether plain small files may go through `copy_small_files` (`CopyItem.run_group`):
-        not without the C extension; options beyond mode and times, and overwriting, take
-        the Python path."""
+        the one place that decides it from the options. Not without the C extension; options
+        beyond mode and times (`CopyOptions.lean`), fsyncs, followed symlinks and overwriting
+        take the Python path. (C still hands back a file that grew past a chunk, or is
+        sparse, or is no longer regular.)"""
+        options = self.options
         return (
             _smallfiles.fastcopy is not None
             and not self.group_off
-            and not (self.verify or self.durable or self.follow or self.xattrs or self.owner)
+            and options.lean
+            and options.preserve_mode
+            and options.preserve_times
+            and not (options.durable or self.follow)
             and self.policy != "overwrite"
         )
 
@@ -431,15 +434,11 @@ class CopyPlan:
         return copy_file(
             src,
             name,
+            self.options,
             dst_dir_fd=dir_fd,
             check=tc.check,
             on_bytes=tc.add_bytes,
-            chunk_size=self.chunk_size,
             overwrite=overwrite,
-            durable=self.durable,
-            preserve_xattrs=self.xattrs,
-            preserve_owner=self.owner,
-            verify=self.verify,
             precheck=not new_dir,
             src_lstat=self.resumed,  # a fresh walk lstat'ed it moments ago
             dst_dev=self.tree.dev,

@@ -38,7 +38,8 @@ from .._context import JobContext
 from .._exceptions import Interrupted, Skip
 from .._job import Job, job_type, runtime_field
 from .._task import RUN_ALONE, Task, TaskContext
-from ._copyfile import CopyResult, copy_symlink
+from . import _transfer
+from ._copyfile import CopyOptions, CopyResult, copy_symlink
 from ._desttree import NOT_A_DIR
 from ._errors import DirConflictError, WalkError
 from ._finish import FinishDirs
@@ -48,8 +49,8 @@ from ._partials import sweep_temporaries
 from ._smallfiles import copy_small_files
 from ._transfer import (
     AskCallback,
+    CopyDone,
     CopyPlan,
-    Done,
     Policy,
     Tally,
     check_paths,
@@ -74,7 +75,7 @@ def _followed(path: bytes) -> bytes:
     return os.path.realpath(path) if stat.S_ISLNK(os.lstat(path).st_mode) else path
 
 
-class CopyItem(Task[Done]):
+class CopyItem(Task[CopyDone]):
     """Copy one walked entry to ``destination/<entry.rel>``.
 
     Queued items are grouped (`run_group`): the small plain files of a group are copied by
@@ -97,7 +98,7 @@ class CopyItem(Task[Done]):
     def label(self) -> str:
         return self.entry.display
 
-    def run(self, tc: TaskContext) -> Done:
+    def run(self, tc: TaskContext) -> CopyDone:
         try:
             return self._run(tc)
         except Skip:
@@ -106,7 +107,7 @@ class CopyItem(Task[Done]):
             tc.add_bytes(max(0, self.entry.size - tc.bytes_done))
             raise
 
-    def _run(self, tc: TaskContext) -> Done:
+    def _run(self, tc: TaskContext) -> CopyDone:
         kind = self.entry.kind
         try:
             if kind == "file":
@@ -114,7 +115,7 @@ class CopyItem(Task[Done]):
             if kind == "dir":
                 self.plan.tree.acquire(self.entry.rel)  # creates it (merges into an existing one)
                 self.plan.tree.release(self.entry.rel)
-                return ("dir", 0, 0)
+                return CopyDone("dir")
             if kind == "symlink":
                 return self._symlink(tc)
             if kind == "special":
@@ -166,7 +167,7 @@ class CopyItem(Task[Done]):
                     src_dev=items[where[0]].entry.dev,
                     dst_dev=tree.dev,
                     src_lstat=plan.resumed,  # a fresh walk lstat'ed them moments ago
-                    max_size=plan.chunk_size,
+                    max_size=plan.options.chunk_size,
                     owner=plan.token,
                 )
         finally:
@@ -176,12 +177,12 @@ class CopyItem(Task[Done]):
             for i, result, size in zip(where, *done, strict=True):
                 if result == 0:
                     tcs[i].add_bytes(size)
-                    out[i] = ("file", size, 0)
+                    out[i] = CopyDone("file", size)
                 elif result in _NO_GROUPS_ERRNOS:
                     plan.group_off = True  # e.g. no renameat2 here: the Python path copes
         return out
 
-    def _file(self, tc: TaskContext) -> Done:
+    def _file(self, tc: TaskContext) -> CopyDone:
         plan, rel = self.plan, self.entry.rel
         parent, _, name = rel.rpartition(b"/")
         src = _followed(self.entry.path) if plan.follow else self.entry.path
@@ -211,14 +212,14 @@ class CopyItem(Task[Done]):
                     dir_fd=dir_fd,
                     rel=rel,
                     put=put,
-                    deep_check=deep if plan.verify else None,
+                    deep_check=deep if plan.options.verify else None,
                     resumed=plan.resumed,
                 )
                 if got is None:
                     tc.add_bytes(src_st.st_size)
-                    return ("present", 0, 0)
+                    return CopyDone("present")
                 res = got
-            return ("file", res.bytes_copied, res.bytes_reused)
+            return CopyDone("file", res.bytes_copied, res.bytes_reused)
         except OSError as exc:
             # A temporary's bare name means nothing to people: name the destination.
             name_in_error = exc.filename
@@ -230,7 +231,7 @@ class CopyItem(Task[Done]):
         finally:
             plan.tree.release(parent)
 
-    def _symlink(self, tc: TaskContext) -> Done:
+    def _symlink(self, tc: TaskContext) -> CopyDone:
         plan, rel, src = self.plan, self.entry.rel, self.entry.path
         parent, _, name = rel.rpartition(b"/")
         dir_fd = plan.tree.acquire(parent)
@@ -242,8 +243,8 @@ class CopyItem(Task[Done]):
                     leaf,
                     dst_dir_fd=dir_fd,
                     overwrite=overwrite,
-                    preserve_owner=plan.owner,
-                    durable=plan.durable,
+                    preserve_owner=plan.options.preserve_owner,
+                    durable=plan.options.durable,
                     owner=plan.token,
                 )
 
@@ -254,7 +255,7 @@ class CopyItem(Task[Done]):
                 resolve_conflict(
                     plan, tc, src, src_st, dir_fd=dir_fd, rel=rel, put=put, resumed=plan.resumed
                 )
-            return ("symlink", 0, 0)
+            return CopyDone("symlink")
         finally:
             plan.tree.release(parent)
 
@@ -297,12 +298,15 @@ class CopyJob(Job):
         return make_plan(
             self.sources,
             self.destination,
+            CopyOptions(
+                chunk_size=_transfer.CHUNK_SIZE,  # read now: a test may have set it
+                durable=self.durable,
+                preserve_xattrs=self.preserve_xattrs,
+                preserve_owner=self.preserve_owner,
+                verify=self.verify,
+            ),
             policy=self.on_conflict,
-            verify=self.verify,
-            durable=self.durable,
             follow=self.follow_symlinks,
-            xattrs=self.preserve_xattrs,
-            owner=self.preserve_owner,
             resumed=resumed,
             ask=self.ask,
             kind="copy",

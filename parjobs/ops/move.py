@@ -35,7 +35,8 @@ from .._context import JobContext
 from .._exceptions import Interrupted, Skip
 from .._job import Job, job_type
 from .._task import OutcomeStatus, Task, TaskContext
-from ._copyfile import CopyResult, copy_symlink
+from . import _transfer
+from ._copyfile import CopyOptions, CopyResult, copy_symlink
 from ._desttree import NOT_A_DIR
 from ._errors import DirConflictError, WalkError
 from ._finish import FinishDirs
@@ -43,8 +44,8 @@ from ._fs import clean_error, display, lexists, rename_noreplace, unique_name
 from ._names import job_token, stored_token
 from ._partials import sweep_temporaries
 from ._transfer import (
+    CopyDone,
     CopyPlan,
-    Done,
     Tally,
     check_paths,
     dest_is_unchanged,
@@ -67,7 +68,7 @@ def _sync_parent(path: bytes) -> None:
         os.close(fd)
 
 
-class MoveRoot(Task[Done]):
+class MoveRoot(Task[CopyDone]):
     """Stage 1: move one top-level source by a single rename, or hand it to stage 2 as
     "merge" (a directory onto a directory) or "copy" (another filesystem)."""
 
@@ -79,7 +80,7 @@ class MoveRoot(Task[Done]):
     def label(self) -> str:
         return display(self.path)
 
-    def run(self, tc: TaskContext) -> Done:
+    def run(self, tc: TaskContext) -> CopyDone:
         try:
             return self._run(tc)
         except DirConflictError:
@@ -90,7 +91,7 @@ class MoveRoot(Task[Done]):
             clean_error(exc)
             raise
 
-    def _run(self, tc: TaskContext) -> Done:
+    def _run(self, tc: TaskContext) -> CopyDone:
         plan, src = self.plan, self.path
         base = os.path.basename(src)
         root_fd = plan.tree.acquire(b"")
@@ -99,29 +100,31 @@ class MoveRoot(Task[Done]):
                 src_st = os.lstat(src)
             except FileNotFoundError:
                 if plan.resumed and lexists(root_fd, base):
-                    return ("present", 0, 0)  # renamed by an earlier run
+                    return CopyDone("present")  # renamed by an earlier run
                 raise
             if src_st.st_dev != plan.tree.dev:
-                return ("copy", 0, 0)
+                return CopyDone("copy")
             try:
                 rename_noreplace(src, base, dst_dir_fd=root_fd, overwrite=False)
             except FileExistsError:
                 return self._conflict(tc, src_st, root_fd, base)
             except OSError as exc:
                 if exc.errno == errno.EXDEV:  # e.g. a bind mount of another filesystem
-                    return ("copy", 0, 0)
+                    return CopyDone("copy")
                 raise
             self._synced()
-            return ("renamed", 0, 0)
+            return CopyDone("renamed")
         finally:
             plan.tree.release(b"")
 
-    def _conflict(self, tc: TaskContext, src_st: os.stat_result, root_fd: int, base: bytes) -> Done:
+    def _conflict(
+        self, tc: TaskContext, src_st: os.stat_result, root_fd: int, base: bytes
+    ) -> CopyDone:
         plan, src = self.plan, self.path
         dst_st = os.stat(base, dir_fd=root_fd, follow_symlinks=False)
         if stat.S_ISDIR(src_st.st_mode):
             if stat.S_ISDIR(dst_st.st_mode):
-                return ("merge", 0, 0)
+                return CopyDone("merge")
             if plan.policy == "overwrite":
                 os.unlink(base, dir_fd=root_fd)
                 rename_noreplace(src, base, dst_dir_fd=root_fd, overwrite=False)
@@ -142,16 +145,16 @@ class MoveRoot(Task[Done]):
                 plan, tc, src, src_st, dir_fd=root_fd, rel=base, put=put, resumed=False
             )
         self._synced()
-        return ("renamed", 0, 0)
+        return CopyDone("renamed")
 
     def _synced(self) -> None:
-        if self.plan.durable:
+        if self.plan.options.durable:
             os.fsync(self.plan.tree.acquire(b""))
             self.plan.tree.release(b"")
             _sync_parent(self.path)
 
 
-class MoveItem(Task[Done]):
+class MoveItem(Task[CopyDone]):
     """Stage 2: move one walked entry to ``destination/<entry.rel>``, by rename (``merge``
     roots; falls back to copying on EXDEV) or by copy, verify, then unlink (``copy`` roots)."""
 
@@ -168,7 +171,7 @@ class MoveItem(Task[Done]):
     def label(self) -> str:
         return self.entry.display
 
-    def run(self, tc: TaskContext) -> Done:
+    def run(self, tc: TaskContext) -> CopyDone:
         try:
             return self._run(tc)
         except Skip:
@@ -176,13 +179,13 @@ class MoveItem(Task[Done]):
                 tc.add_bytes(max(0, self.entry.size - tc.bytes_done))
             raise
 
-    def _run(self, tc: TaskContext) -> Done:
+    def _run(self, tc: TaskContext) -> CopyDone:
         entry, tree = self.entry, self.plan.tree
         try:
             if entry.kind == "dir":
                 tree.acquire(entry.rel)  # created (or merged into) now, removed at the source last
                 tree.release(entry.rel)
-                return ("dir", 0, 0)
+                return CopyDone("dir")
             if entry.kind == "error":
                 raise WalkError(f"cannot read: {entry.error}")
             parent, _, name = entry.rel.rpartition(b"/")
@@ -199,13 +202,13 @@ class MoveItem(Task[Done]):
             clean_error(exc)
             raise
 
-    def _move(self, tc: TaskContext, dir_fd: int, name: bytes) -> Done:
+    def _move(self, tc: TaskContext, dir_fd: int, name: bytes) -> CopyDone:
         src = self.entry.path
         try:
             src_st = os.lstat(src)
         except FileNotFoundError:
             if self.plan.resumed and lexists(dir_fd, name):
-                return ("present", 0, 0)  # moved by an earlier run before its checkpoint
+                return CopyDone("present")  # moved by an earlier run before its checkpoint
             raise
         if not self.by_copy:
             try:
@@ -246,7 +249,9 @@ class MoveItem(Task[Done]):
             resumed=resumed,
         )
 
-    def _rename(self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes) -> Done:
+    def _rename(
+        self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes
+    ) -> CopyDone:
         src = self.entry.path
 
         def put(leaf: bytes, overwrite: bool) -> None:
@@ -257,12 +262,14 @@ class MoveItem(Task[Done]):
         except FileExistsError:
             # A rename is atomic, so a source still here was not moved by an earlier run.
             self._settle(tc, src_st, dir_fd, put, resumed=False)
-        if self.plan.durable:
+        if self.plan.options.durable:
             os.fsync(dir_fd)
             _sync_parent(src)
-        return ("renamed", 0, 0)
+        return CopyDone("renamed")
 
-    def _copy_file(self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes) -> Done:
+    def _copy_file(
+        self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes
+    ) -> CopyDone:
         plan, src = self.plan, self.entry.path
         written = [name]  # the leaf the copy went to (a conflict policy may rename it)
 
@@ -278,16 +285,16 @@ class MoveItem(Task[Done]):
                 tc.add_bytes(src_st.st_size)
                 _sync_copy(dir_fd, name)
                 os.unlink(src)
-                return ("present", 0, 0)
+                return CopyDone("present")
             res = got
-        if not plan.durable:  # durable copies are already on disk
+        if not plan.options.durable:  # durable copies are already on disk
             _sync_copy(dir_fd, written[0])
         os.unlink(src)  # only now: the destination is complete, verified and on disk
-        return ("copied", res.bytes_copied, res.bytes_reused)
+        return CopyDone("copied", res.bytes_copied, res.bytes_reused)
 
     def _copy_symlink(
         self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes
-    ) -> Done:
+    ) -> CopyDone:
         plan, src = self.plan, self.entry.path
 
         def put(leaf: bytes, overwrite: bool) -> None:
@@ -296,7 +303,7 @@ class MoveItem(Task[Done]):
                 leaf,
                 dst_dir_fd=dir_fd,
                 overwrite=overwrite,
-                durable=plan.durable,
+                durable=plan.options.durable,
                 owner=plan.token,
             )
 
@@ -305,9 +312,9 @@ class MoveItem(Task[Done]):
         except FileExistsError:
             if self._settle(tc, src_st, dir_fd, put, resumed=plan.resumed) is None:
                 os.unlink(src)
-                return ("present", 0, 0)
+                return CopyDone("present")
         os.unlink(src)
-        return ("copied", 0, 0)
+        return CopyDone("copied")
 
 
 def _sync_copy(dir_fd: int, name: bytes) -> None:
@@ -356,12 +363,15 @@ class MoveJob(Job):
         return make_plan(
             self.sources,
             self.destination,
+            CopyOptions(
+                chunk_size=_transfer.CHUNK_SIZE,  # read now: a test may have set it
+                durable=self.durable,
+                preserve_xattrs=True,
+                preserve_owner=True,
+                verify=self.verify,
+            ),
             policy=self.on_conflict,
-            verify=self.verify,
-            durable=self.durable,
             follow=False,
-            xattrs=True,
-            owner=True,
             resumed=resumed,
             ask=None,
             kind="move",

@@ -13,7 +13,7 @@ import pytest
 import xxhash
 
 from parjobs.ops import CopyError, SourceChangedError, SpecialFileError, VerifyError
-from parjobs.ops._copyfile import CopyResult, Method, copy_file, copy_symlink
+from parjobs.ops._copyfile import CopyOptions, CopyResult, Method, copy_file, copy_symlink
 from parjobs.ops._fs import open_dir_nofollow, same_size_mtime
 from parjobs.ops._partials import find_partials, owner_token, partial_names, remove_own_temps
 
@@ -57,10 +57,8 @@ def test_each_method_copies_and_hashes(tmp_path: Path, method: Method, hashing: 
     result = copy_file(
         src,
         dst,
-        chunk_size=64 * KIB,
+        CopyOptions(chunk_size=64 * KIB, hash_source=hashing, verify=hashing),
         on_bytes=seen.append,
-        hash_source=hashing,
-        verify=hashing,
         _methods=(method,),
     )
     assert result.method == method
@@ -82,10 +80,8 @@ def test_reflink_falls_back_cleanly(tmp_path: Path, hashing: bool) -> None:
     result = copy_file(
         src,
         dst,
-        chunk_size=64 * KIB,
+        CopyOptions(chunk_size=64 * KIB, hash_source=hashing, verify=hashing),
         on_bytes=seen.append,
-        hash_source=hashing,
-        verify=hashing,
         _methods=("reflink",),
     )
     assert result.method in ("reflink", "readwrite")
@@ -107,7 +103,13 @@ def test_on_bytes_totals_exact_with_chunks(tmp_path: Path) -> None:
     src = tmp_path / "a"
     make(src, 10 * 4096 + 1)
     seen: list[int] = []
-    copy_file(src, tmp_path / "b", chunk_size=4096, on_bytes=seen.append, _methods=("readwrite",))
+    copy_file(
+        src,
+        tmp_path / "b",
+        CopyOptions(chunk_size=4096),
+        on_bytes=seen.append,
+        _methods=("readwrite",),
+    )
     assert seen == [4096] * 10 + [1]
 
 
@@ -116,7 +118,7 @@ def test_interrupt_leaves_partial_that_resumes(tmp_path: Path) -> None:
     data = make(src, 1024 * KIB + 5)
     _, check = interrupt_after(4)
     with pytest.raises(Interrupt):
-        copy_file(src, dst, chunk_size=64 * KIB, check=check, _methods=("readwrite",))
+        copy_file(src, dst, CopyOptions(chunk_size=64 * KIB), check=check, _methods=("readwrite",))
     assert not dst.exists()
     partial, meta = partial_names("dst.bin")
     assert (tmp_path / os.fsdecode(partial)).stat().st_size == 4 * 64 * KIB
@@ -124,7 +126,9 @@ def test_interrupt_leaves_partial_that_resumes(tmp_path: Path) -> None:
     assert len(find_partials(tmp_path)) == 2
 
     seen: list[int] = []
-    result = copy_file(src, dst, chunk_size=64 * KIB, on_bytes=seen.append, hash_source=True)
+    result = copy_file(
+        src, dst, CopyOptions(chunk_size=64 * KIB, hash_source=True), on_bytes=seen.append
+    )
     assert result.bytes_reused == 4 * 64 * KIB
     assert result.bytes_copied == len(data) - result.bytes_reused
     assert sum(seen) == len(data)
@@ -139,8 +143,8 @@ def test_interrupt_and_resume_with_kernel_paths(tmp_path: Path, method: Method) 
     data = make(src, 512 * KIB)
     _, check = interrupt_after(3)
     with pytest.raises(Interrupt):
-        copy_file(src, dst, chunk_size=64 * KIB, check=check, _methods=(method,))
-    result = copy_file(src, dst, chunk_size=64 * KIB, verify=True, _methods=(method,))
+        copy_file(src, dst, CopyOptions(chunk_size=64 * KIB), check=check, _methods=(method,))
+    result = copy_file(src, dst, CopyOptions(chunk_size=64 * KIB, verify=True), _methods=(method,))
     assert result.bytes_reused == 3 * 64 * KIB and result.method == method
     assert read(dst) == data
 
@@ -150,7 +154,7 @@ def interrupted_partial(tmp_path: Path) -> tuple[Path, Path, bytes]:
     data = make(src, 512 * KIB)
     _, check = interrupt_after(2)
     with pytest.raises(Interrupt):
-        copy_file(src, dst, chunk_size=64 * KIB, check=check)
+        copy_file(src, dst, CopyOptions(chunk_size=64 * KIB), check=check)
     return src, dst, data
 
 
@@ -158,7 +162,7 @@ def test_partial_discarded_when_source_mtime_changes(tmp_path: Path) -> None:
     src, dst, data = interrupted_partial(tmp_path)
     st = src.stat()
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-    result = copy_file(src, dst, chunk_size=64 * KIB)
+    result = copy_file(src, dst, CopyOptions(chunk_size=64 * KIB))
     assert result.bytes_reused == 0 and read(dst) == data
     assert find_partials(tmp_path) == []
 
@@ -169,7 +173,7 @@ def test_partial_discarded_when_source_size_changes(tmp_path: Path) -> None:
     with open(src, "ab") as f:
         f.write(b"more")
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime, only the size differs
-    result = copy_file(src, dst, chunk_size=64 * KIB)
+    result = copy_file(src, dst, CopyOptions(chunk_size=64 * KIB))
     assert result.bytes_reused == 0 and read(dst) == read(src)
 
 
@@ -179,7 +183,7 @@ def test_partial_discarded_when_prefix_differs(tmp_path: Path) -> None:
     with open(partial, "r+b") as f:
         f.seek(100 * KIB)
         f.write(b"\xff\x00garbage")
-    result = copy_file(src, dst, chunk_size=64 * KIB)
+    result = copy_file(src, dst, CopyOptions(chunk_size=64 * KIB))
     assert result.bytes_reused == 0 and read(dst) == data
 
 
@@ -187,7 +191,7 @@ def test_partial_discarded_when_meta_missing_or_corrupt(tmp_path: Path) -> None:
     src, dst, data = interrupted_partial(tmp_path)
     meta = tmp_path / os.fsdecode(partial_names("dst.bin")[1])
     meta.write_bytes(b"{not json")
-    result = copy_file(src, dst, chunk_size=64 * KIB)
+    result = copy_file(src, dst, CopyOptions(chunk_size=64 * KIB))
     assert result.bytes_reused == 0 and read(dst) == data
 
 
@@ -196,7 +200,7 @@ def test_resume_disabled_uses_unpredictable_temp_and_cleans_up(tmp_path: Path) -
     make(src, 256 * KIB)
     _, check = interrupt_after(1)
     with pytest.raises(Interrupt):
-        copy_file(src, dst, chunk_size=64 * KIB, check=check, resume_partial=False)
+        copy_file(src, dst, CopyOptions(chunk_size=64 * KIB, resume_partial=False), check=check)
     assert find_partials(tmp_path) == [] and not dst.exists()
 
 
@@ -208,8 +212,8 @@ def test_interrupted_after_last_byte_resumes_whole_file(tmp_path: Path) -> None:
         raise Interrupt
 
     with pytest.raises(Interrupt):
-        copy_file(src, dst, chunk_size=64 * KIB, _after_write=stop)
-    result = copy_file(src, dst, chunk_size=64 * KIB, verify=True)
+        copy_file(src, dst, CopyOptions(chunk_size=64 * KIB), _after_write=stop)
+    result = copy_file(src, dst, CopyOptions(chunk_size=64 * KIB, verify=True))
     assert (result.bytes_reused, result.bytes_copied) == (len(data), 0)
     assert result.src_digest == xxhash.xxh3_128_hexdigest(data) and read(dst) == data
 
@@ -222,7 +226,7 @@ def test_cross_filesystem_copy(tmp_path: Path) -> None:
     data = make(src, 300 * KIB)
     dst = shm / f"parjobs-test-{os.getpid()}"
     try:
-        result = copy_file(src, dst, chunk_size=64 * KIB, hash_source=True)
+        result = copy_file(src, dst, CopyOptions(chunk_size=64 * KIB, hash_source=True))
         assert read(dst) == data and result.src_digest == xxhash.xxh3_128_hexdigest(data)
     finally:
         dst.unlink(missing_ok=True)
@@ -233,7 +237,7 @@ def test_single_chunk_files_are_not_left_partial(tmp_path: Path) -> None:
     make(src, 64 * KIB)
     _, check = interrupt_after(0)
     with pytest.raises(Interrupt):
-        copy_file(src, dst, chunk_size=64 * KIB, check=check)
+        copy_file(src, dst, CopyOptions(chunk_size=64 * KIB), check=check)
     assert find_partials(tmp_path) == [] and not dst.exists()
 
 
@@ -252,7 +256,7 @@ def test_verify_catches_corrupted_destination(tmp_path: Path) -> None:
         os.pwrite(fd, b"\x00\x01\x02", 5000)
 
     with pytest.raises(VerifyError) as info:
-        copy_file(src, dst, verify=True, _after_write=corrupt)
+        copy_file(src, dst, CopyOptions(verify=True), _after_write=corrupt)
     assert str(info.value).startswith("verification failed for 'd'")
     assert isinstance(info.value, CopyError) and info.value.filename == "d"
     assert info.value.expected != info.value.actual
@@ -263,7 +267,12 @@ def test_verify_catches_truncated_destination(tmp_path: Path) -> None:
     src, dst = tmp_path / "s", tmp_path / "d"
     make(src, 100 * KIB)
     with pytest.raises(VerifyError):
-        copy_file(src, dst, verify=True, durable=True, _after_write=lambda fd: os.ftruncate(fd, 10))
+        copy_file(
+            src,
+            dst,
+            CopyOptions(verify=True, durable=True),
+            _after_write=lambda fd: os.ftruncate(fd, 10),
+        )
     assert not dst.exists() and find_partials(tmp_path) == []
 
 
@@ -322,10 +331,10 @@ def test_bytes_non_utf8_names(tmp_path: Path) -> None:
     data = make(src, 70 * KIB)
     _, check = interrupt_after(1)
     with pytest.raises(Interrupt):
-        copy_file(src, dst, chunk_size=32 * KIB, check=check)
+        copy_file(src, dst, CopyOptions(chunk_size=32 * KIB), check=check)
     leftovers = find_partials(root)
     assert leftovers and all(isinstance(p, bytes) for p in leftovers)
-    result = copy_file(src, dst, chunk_size=32 * KIB)
+    result = copy_file(src, dst, CopyOptions(chunk_size=32 * KIB))
     assert result.bytes_reused == 32 * KIB and read(dst) == data
     assert find_partials(root) == []
 
@@ -339,11 +348,11 @@ def test_255_byte_names_use_hashed_partial(tmp_path: Path) -> None:
     assert len(meta) <= 255 and partial.startswith(b".parjobs.")
     _, check = interrupt_after(1)
     with pytest.raises(Interrupt):
-        copy_file(src, dst, chunk_size=64 * KIB, check=check)
+        copy_file(src, dst, CopyOptions(chunk_size=64 * KIB), check=check)
     assert (tmp_path / os.fsdecode(partial)).exists()
-    assert copy_file(src, dst, chunk_size=64 * KIB).bytes_reused == 64 * KIB
+    assert copy_file(src, dst, CopyOptions(chunk_size=64 * KIB)).bytes_reused == 64 * KIB
     assert read(dst) == data
-    copy_file(src, dst, resume_partial=False)  # unpredictable temp name must fit too
+    copy_file(src, dst, CopyOptions(resume_partial=False))  # unpredictable temp name must fit too
     assert read(dst) == data and find_partials(tmp_path) == []
 
 
@@ -351,7 +360,7 @@ def test_empty_file(tmp_path: Path) -> None:
     src = tmp_path / "empty"
     src.touch()
     seen: list[int] = []
-    result = copy_file(src, tmp_path / "out", verify=True, on_bytes=seen.append)
+    result = copy_file(src, tmp_path / "out", CopyOptions(verify=True), on_bytes=seen.append)
     assert read(tmp_path / "out") == b"" and sum(seen) == 0
     assert result.bytes_copied == 0 and result.src_digest == xxhash.xxh3_128_hexdigest(b"")
 
@@ -364,7 +373,7 @@ def test_sparse_file(tmp_path: Path, method: Method) -> None:
         f.seek(5 * 1024 * KIB)
         f.write(b"tail")
     result = copy_file(
-        src, tmp_path / "out", chunk_size=1024 * KIB, verify=True, _methods=(method,)
+        src, tmp_path / "out", CopyOptions(chunk_size=1024 * KIB, verify=True), _methods=(method,)
     )
     assert read(tmp_path / "out") == read(src) and result.method == method
 
@@ -434,7 +443,7 @@ def test_symlink_planted_in_destination_tree(tmp_path: Path) -> None:
 def test_durable_copy(tmp_path: Path) -> None:
     src = tmp_path / "s"
     data = make(src, 300 * KIB)
-    result = copy_file(src, tmp_path / "d", durable=True, verify=True)
+    result = copy_file(src, tmp_path / "d", CopyOptions(durable=True, verify=True))
     assert read(tmp_path / "d") == data and result.dst_digest == result.src_digest
 
 
@@ -456,7 +465,7 @@ def test_no_preserve_uses_umask_defaults(tmp_path: Path) -> None:
     make(src, 5 * KIB)
     os.chmod(src, 0o600)
     os.utime(src, ns=(0, 1_000_000_000))
-    copy_file(src, dst, preserve_mode=False, preserve_times=False)
+    copy_file(src, dst, CopyOptions(preserve_mode=False, preserve_times=False))
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(dst.stat().st_mode) == 0o666 & ~umask
@@ -473,7 +482,7 @@ def test_xattrs_and_owner_preserved(tmp_path: Path) -> None:
     owner = os.geteuid() == 0
     if owner:
         os.chown(src, 1234, 4321)
-    copy_file(src, dst, preserve_xattrs=True, preserve_owner=True)
+    copy_file(src, dst, CopyOptions(preserve_xattrs=True, preserve_owner=True))
     assert os.getxattr(dst, "user.parjobs") == b"value"
     if owner:
         assert (dst.stat().st_uid, dst.stat().st_gid) == (1234, 4321)
@@ -503,7 +512,7 @@ def test_source_mtime_changes_mid_copy(tmp_path: Path) -> None:
         os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
 
     with pytest.raises(SourceChangedError):
-        copy_file(src, dst, chunk_size=64 * KIB, on_bytes=touch)
+        copy_file(src, dst, CopyOptions(chunk_size=64 * KIB), on_bytes=touch)
     assert not dst.exists() and find_partials(tmp_path) == []
 
 
@@ -514,7 +523,7 @@ def test_source_shrinks_during_copy(tmp_path: Path) -> None:
         copy_file(
             src,
             dst,
-            chunk_size=64 * KIB,
+            CopyOptions(chunk_size=64 * KIB),
             on_bytes=lambda n: os.truncate(src, 10),
             _methods=("readwrite",),
         )
@@ -533,7 +542,7 @@ def test_bad_arguments(tmp_path: Path) -> None:
     src = tmp_path / "s"
     make(src, 10)
     with pytest.raises(ValueError):
-        copy_file(src, tmp_path / "d", chunk_size=0)
+        copy_file(src, tmp_path / "d", CopyOptions(chunk_size=0))
     with pytest.raises(ValueError):
         copy_file(src, str(tmp_path) + "/")
     with pytest.raises(FileNotFoundError):

@@ -21,7 +21,7 @@ from parjobs import JobStatus
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops import copy as copy_mod
-from parjobs.ops._copyfile import copy_file
+from parjobs.ops._copyfile import CopyOptions, copy_file
 from parjobs.ops._hashing import content_id
 from parjobs.ops._imaging import cache_thumbnail_path
 from parjobs.ops._partials import partial_names
@@ -167,7 +167,11 @@ def test_planted_partials_are_never_trusted_or_followed(tmp_path: Path) -> None:
             write(os.fsencode(d) + b"/" + partial, b"\0" * MIB)
         meta_text = f'{{"v": 1, "size": {st.st_size}, "mtime_ns": {st.st_mtime_ns}}}'
         write(os.fsencode(d) + b"/" + meta, meta_text.encode())
-        result = copy_file(src, d / "dst.bin", chunk_size=MIB)
+        result = copy_file(
+            src,
+            d / "dst.bin",
+            CopyOptions(chunk_size=MIB),
+        )
         assert result.bytes_reused == 0, plant
         assert read(d / "dst.bin") == data
         assert read(outside) == b"keep me"
