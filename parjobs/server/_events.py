@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import AsyncIterator, Iterable
@@ -51,7 +52,7 @@ _ACTIVE = (JobStatus.RUNNING, JobStatus.PAUSING, JobStatus.CANCELLING)
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, math.inf)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True)
 class Event:
     """One event: ``kind`` is the SSE event name; ``id`` None for progress (never replayed)."""
 
@@ -61,8 +62,9 @@ class Event:
     owner: str | None
     data: dict[str, Any]
 
-    def encode(self) -> str:
-        """The event in the SSE wire format."""
+    @functools.cached_property
+    def text(self) -> str:
+        """The event in the SSE wire format, encoded once for every client."""
         head = f"id: {self.id}\n" if self.id is not None else ""
         return f"{head}event: {self.kind}\ndata: {json.dumps(self.data, default=repr)}\n\n"
 
@@ -317,7 +319,7 @@ class EventHub:
                 final = False
                 while sub.queue:
                     event = sub.queue.popleft()
-                    out.append(event.encode())
+                    out.append(event.text)
                     status = event.data.get("status") if event.kind == "status" else None
                     if status is not None and JobStatus(status).is_final:
                         final = True
@@ -326,7 +328,7 @@ class EventHub:
                     sub.dropped = 0
                 now = trio.current_time()
                 if sub.progress and now >= next_progress:
-                    out += [event.encode() for event in sub.progress.values()]
+                    out += [event.text for event in sub.progress.values()]
                     sub.progress.clear()
                     next_progress = now + self.progress_interval
                 if out:
