@@ -28,7 +28,7 @@ import errno
 import functools
 import os
 import stat
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from typing import Any, cast
 
@@ -327,8 +327,10 @@ class CopyJob(Job):
         progress.set_message("copying")
         dirs: list[tuple[bytes, bytes]] = []
         try:
-            async with aclosing(self._items(ctx, plan, dirs)) as items:
-                async for outcome in ctx.task_dispatcher().dispatch_many(items):
+            dispatcher = ctx.task_dispatcher()
+            feed = self._items(ctx, plan, dirs, dispatcher.is_completed)
+            async with aclosing(feed) as items:
+                async for outcome in dispatcher.dispatch_many(items):
                     what = tally.record(outcome)
                     if what is not None:  # (the manager checkpoints in the background)
                         tally.add("dirs" if what == "dir" else "copied")
@@ -348,8 +350,14 @@ class CopyJob(Job):
         return tally.result()
 
     async def _items(
-        self, ctx: JobContext, plan: CopyPlan, dirs: list[tuple[bytes, bytes]]
+        self,
+        ctx: JobContext,
+        plan: CopyPlan,
+        dirs: list[tuple[bytes, bytes]],
+        done: Callable[[int], bool],
     ) -> AsyncGenerator[CopyItem, None]:
+        """One `CopyItem` per walked entry, except those ``done`` in an earlier run (a resume
+        replays the manifest, and builds no task for what it will skip)."""
         add_total = ctx.progress.add_total
         try:
             walked = walk_batches(ctx, plan.roots, follow_symlinks=plan.follow)
@@ -358,8 +366,9 @@ class CopyJob(Job):
                     add_total(len(batch), sum(e.size for e in batch))
                     for entry in batch:
                         if entry.kind == "dir":
-                            dirs.append((entry.rel, entry.path))
-                        yield CopyItem(entry, plan)
+                            dirs.append((entry.rel, entry.path))  # finished again, done or not
+                        if not done(entry.index):
+                            yield CopyItem(entry, plan)
         except Interrupted:
             return  # the dispatcher lets the items in flight end, then raises the interrupt
 

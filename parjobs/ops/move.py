@@ -408,8 +408,10 @@ class MoveJob(Job):
             await ctx.checkpoint(force=True)  # the decisions are durable before stage 2
             by_copy = [walked[i] for i in order]
             dirs: list[tuple[bytes, bytes]] = []
-            async with aclosing(self._items(ctx, plan, order, by_copy, dirs)) as items:
-                async for outcome in ctx.task_dispatcher("move").dispatch_many(items):
+            dispatcher = ctx.task_dispatcher("move")
+            feed = self._items(ctx, plan, order, by_copy, dirs, dispatcher.is_completed)
+            async with aclosing(feed) as items:
+                async for outcome in dispatcher.dispatch_many(items):
                     self._count(tally, outcome)  # (the manager checkpoints in the background)
             progress.finalize_totals()
             progress.set_message("finishing")
@@ -449,7 +451,9 @@ class MoveJob(Job):
         order: list[int],
         by_copy: list[bool],
         dirs: list[tuple[bytes, bytes]],
+        done: Callable[[int], bool],
     ) -> AsyncGenerator[MoveItem, None]:
+        """One `MoveItem` per walked entry, except those ``done`` in an earlier run."""
         if not order:
             return
         add_total = ctx.progress.add_total
@@ -460,8 +464,9 @@ class MoveJob(Job):
                     copying = by_copy[entry.root]
                     add_total(1, entry.size if copying else 0)
                     if entry.kind == "dir":
-                        dirs.append((entry.rel, entry.path))
-                    yield MoveItem(entry, plan, copying)
+                        dirs.append((entry.rel, entry.path))  # finished again, done or not
+                    if not done(entry.index):
+                        yield MoveItem(entry, plan, copying)
         except Interrupted:
             return  # the dispatcher lets the items in flight end, then raises the interrupt
 
