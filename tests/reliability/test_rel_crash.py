@@ -399,9 +399,27 @@ def _count(op: str, kind: str, n: int) -> None:
 # -- the matrix ----------------------------------------------------------------------------
 
 
+#: The random-kill runs: (scenarios, kills in a row per scenario, delay span as a fraction of
+#: an uninterrupted run, kills that must land, seed tag, tally name). The slow variant kills
+#: 3 times in a row (submit, resume, resume), checked after each.
+RANDOM_RUNS = [
+    pytest.param(5, 1, (0.03, 0.97), 4, "", "random", id="once"),
+    pytest.param(
+        7, 3, (0.02, 0.5), 18, "slow-", "random-chain", marks=pytest.mark.slow, id="chains"
+    ),
+]
+
+
+@pytest.mark.parametrize(("scenarios", "chain", "span", "least", "tag", "tally"), RANDOM_RUNS)
 @pytest.mark.parametrize("op_name", list(OPS))
 async def test_random_kills(
     op_name: str,
+    scenarios: int,
+    chain: int,
+    span: tuple[float, float],
+    least: int,
+    tag: str,
+    tally: str,
     tmp_path: Path,
     tree_template: Path,
     shm: Path,
@@ -409,20 +427,26 @@ async def test_random_kills(
 ) -> None:
     op = OPS[op_name]
     duration = measure(op, tmp_path, tree_template, shm)
-    rng = random.Random(f"{SEED}-{op_name}")
+    rng = random.Random(f"{SEED}-{tag}{op_name}")
     kills = 0
-    for i in range(5):
-        delay = duration * rng.uniform(0.03, 0.97)
+    for i in range(scenarios):
+        delays = [duration * rng.uniform(*span) for _ in range(chain)]
         kills += await scenario_with_kills(
-            op, tmp_path / f"s{i}", tree_template, shm, monkeypatch, delays=[delay]
+            op, tmp_path / f"s{i}", tree_template, shm, monkeypatch, delays=delays
         )
-    _count(op_name, "random", kills)
-    assert kills >= 4, f"only {kills} of 5 random kills landed before the end"
+    _count(op_name, tally, kills)
+    assert kills >= least, f"only {kills} of {scenarios * chain} random kills landed before the end"
 
 
 HOOK_CASES = [(op.name, kind, span) for op in OPS.values() for kind, span in op.hooks]
+#: The hook runs: (kills at random call counts, seed tag); the slow variant tries 4 more counts.
+HOOK_RUNS = [
+    pytest.param(1, "", id="once"),
+    pytest.param(4, "slow-", marks=pytest.mark.slow, id="more"),
+]
 
 
+@pytest.mark.parametrize(("rounds", "tag"), HOOK_RUNS)
 @pytest.mark.parametrize(
     ("op_name", "kind", "span"), HOOK_CASES, ids=[f"{o}-{k}" for o, k, _ in HOOK_CASES]
 )
@@ -430,6 +454,8 @@ async def test_hook_kills(
     op_name: str,
     kind: str,
     span: tuple[int, int],
+    rounds: int,
+    tag: str,
     tmp_path: Path,
     tree_template: Path,
     shm: Path,
@@ -438,71 +464,16 @@ async def test_hook_kills(
     op = OPS[op_name]
     if isinstance(op, ThumbnailOp):
         measure(op, tmp_path, tree_template, shm)  # the expected thumbnails
-    rng = random.Random(f"{SEED}-{op_name}-{kind}")
-    hook = {"kind": kind, "n": rng.randint(*span), "under": ""}
-    if kind.startswith(("unlink", "os-rename")):
-        hook["under"] = str(tmp_path / "s0" / "src")
-    elif kind.startswith("replace"):
-        hook["under"] = str(tmp_path / "s0" / "thumbs")
-    kills = await scenario_with_kills(
-        op, tmp_path / "s0", tree_template, shm, monkeypatch, hook=hook
-    )
-    _count(op_name, kind, kills)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("op_name", list(OPS))
-async def test_random_kill_chains_slow(
-    op_name: str,
-    tmp_path: Path,
-    tree_template: Path,
-    shm: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """7 scenarios x 3 kills in a row (submit, resume, resume), checked after each."""
-    op = OPS[op_name]
-    duration = measure(op, tmp_path, tree_template, shm)
-    rng = random.Random(f"{SEED}-slow-{op_name}")
-    kills = 0
-    for i in range(7):
-        delays = [duration * rng.uniform(0.02, 0.5) for _ in range(3)]
-        kills += await scenario_with_kills(
-            op, tmp_path / f"s{i}", tree_template, shm, monkeypatch, delays=delays
-        )
-    _count(op_name, "random-chain", kills)
-    assert kills >= 18
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("op_name", "kind", "span"), HOOK_CASES, ids=[f"{o}-{k}" for o, k, _ in HOOK_CASES]
-)
-async def test_hook_kills_slow(
-    op_name: str,
-    kind: str,
-    span: tuple[int, int],
-    tmp_path: Path,
-    tree_template: Path,
-    shm: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The same hooks at 4 more call counts each."""
-    op = OPS[op_name]
-    if isinstance(op, ThumbnailOp):
-        measure(op, tmp_path, tree_template, shm)
-    rng = random.Random(f"{SEED}-slow-{op_name}-{kind}")
-    for i in range(4):
+    rng = random.Random(f"{SEED}-{tag}{op_name}-{kind}")
+    for i in range(rounds):
         root = tmp_path / f"s{i}"
         hook = {"kind": kind, "n": rng.randint(*span), "under": ""}
         if kind.startswith(("unlink", "os-rename")):
             hook["under"] = str(root / "src")
         elif kind.startswith("replace"):
             hook["under"] = str(root / "thumbs")
-        _count(
-            op_name,
-            kind,
-            await scenario_with_kills(op, root, tree_template, shm, monkeypatch, hook=hook),
-        )
+        kills = await scenario_with_kills(op, root, tree_template, shm, monkeypatch, hook=hook)
+        _count(op_name, kind, kills)
 
 
 # -- the last step -------------------------------------------------------------------------
