@@ -111,7 +111,10 @@ class Subscription:
         if not self.accepts(event):
             return
         if event.id is None:
+            waiting = bool(self.progress)
             self.progress[event.job_id] = event  # only the newest snapshot matters
+            if waiting:  # the stream is already due to send progress at its next tick:
+                return  # waking it per snapshot would cost every client every task
         elif len(self.queue) >= self.hub.client_buffer:
             self.dropped += 1
             self.hub.dropped_total += 1
