@@ -14,6 +14,9 @@ from ._config import ManagerConfig as ManagerConfig
 from ._context import JobContext as JobContext
 from ._dispatch import TaskDispatcher as TaskDispatcher
 from ._dispatch import TaskHandle as TaskHandle
+from ._events import EventKind as EventKind
+from ._events import EventSubscription as EventSubscription
+from ._events import JobEvent as JobEvent
 from ._exceptions import CancelRequested as CancelRequested
 from ._exceptions import Interrupted as Interrupted
 from ._exceptions import InvalidTransitionError as InvalidTransitionError
@@ -65,6 +68,8 @@ __all__ = [
     "AsyncTask",
     "BlockingManager",
     "CancelRequested",
+    "EventKind",
+    "EventSubscription",
     "FunctionTask",
     "Interrupted",
     "InvalidTransitionError",
@@ -72,6 +77,7 @@ __all__ = [
     "Job",
     "JobCancelledError",
     "JobContext",
+    "JobEvent",
     "JobFailedError",
     "JobHandle",
     "JobInfo",

@@ -35,6 +35,7 @@ import trio
 
 from ._config import ConfigOptions, ManagerConfig, make_config
 from ._context import CHECKPOINT_INTERVAL, JobContext
+from ._events import DEFAULT_BUFFER, EventBus, EventKind, EventSubscription
 from ._exceptions import (
     Interrupted,
     InvalidTransitionError,
@@ -64,6 +65,16 @@ HEARTBEAT = 2.0
 HARD_STOP_AFTER = 10.0
 #: How often a running job's progress snapshot is saved for other processes to see.
 PROGRESS_SAVE = 1.0
+#: How often the event stream looks at the store for other processes' changes (while
+#: somebody listens; this manager's own changes are seen at once).
+EVENT_POLL = 0.25
+#: Seconds of ``updated`` looked at again before the last seen change (other processes'
+#: clocks, and changes committed out of order).
+CLOCK_SLACK = 2.0
+#: Store calls after which the event stream looks at the store at once.
+_STATUS_CHANGING = frozenset(
+    {"insert_job", "transition", "requeue", "claim", "take", "recover", "set_priority"}
+)
 #: How often prerequisites run by other processes are polled.
 DEPENDENCY_POLL = 1.0
 
@@ -182,6 +193,12 @@ class JobManager:
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self._identity: tuple[int, int] | None = None  # the store file's (dev, inode)
+        # The event stream: subscribers, and what the store looked like at the last look.
+        self._events = EventBus()
+        self._store_changed = trio.Event()
+        self._mark: float | None = None
+        self._primed = 0.0
+        self._known: dict[str, tuple[JobStatus, Progress]] = {}
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -189,11 +206,14 @@ class JobManager:
         """Run a blocking store call in the store's single worker thread."""
         call = functools.partial(fn, *args, **kwargs)
         try:
-            return await trio.to_thread.run_sync(call, limiter=self._db_limiter)
+            result = await trio.to_thread.run_sync(call, limiter=self._db_limiter)
         except sqlite3.Error as exc:  # e.g. "database or disk is full"
             raise StoreError(
                 f"job store {self.store.path} failed: {explain(exc, self.store.path)}"
             ) from None
+        if getattr(fn, "__name__", "") in _STATUS_CHANGING:
+            self._store_changed.set()  # the event stream looks at once
+        return result
 
     async def _prepare(self) -> None:
         """Register, recover the jobs of dead managers, apply retention (may raise
@@ -228,6 +248,7 @@ class JobManager:
         self._nursery = nursery
         nursery.start_soon(self._scheduler)
         nursery.start_soon(self._housekeeping)
+        nursery.start_soon(self._watch_store)
         if resume_interrupted:
             for info in await self.list_jobs([JobStatus.INTERRUPTED]):
                 await self.resume(info.id)
@@ -336,6 +357,7 @@ class JobManager:
         ids = await self._db(self.store.purge, cutoff, ended)
         for job_id in ids:
             self._live.pop(job_id, None)
+            self._forget(job_id)
             await trio.to_thread.run_sync(_remove_tree, self.job_dir(job_id))
         return ids
 
@@ -498,6 +520,7 @@ class JobManager:
             raise InvalidTransitionError(f"cannot delete job {job_id}: it is {info.status.value}")
         await self._db(self.store.delete, job_id)  # checks again, in its transaction
         self._live.pop(job_id, None)
+        self._forget(job_id)
         await trio.to_thread.run_sync(_remove_tree, self.job_dir(job_id))
 
     async def wait(self, job_id: str) -> JobStatus:
@@ -535,6 +558,75 @@ class JobManager:
             if info.status.is_resting:
                 return
             await trio.sleep(max(REQUEST_POLL, 0.25))
+
+    # -- events --------------------------------------------------------------------------
+
+    def events(
+        self, job_id: str | None = None, *, buffer: int = DEFAULT_BUFFER
+    ) -> EventSubscription:
+        """A subscription to every event from now on: status changes (of every job in the
+        store, also those run by other processes), progress snapshots (coalesced; from the
+        store, about once a second, for jobs run elsewhere), item errors (of the jobs run
+        here, as they are checkpointed) and deletions; only those of ``job_id`` if given::
+
+            with manager.events() as events:
+                async for event in events:
+                    ...
+
+        Each subscription has its own buffer of ``buffer`` events; when it is full, further
+        events are dropped and the next one delivered says how many (``Event.dropped``).
+        Publishing never waits for a subscriber."""
+        if self._mark is None:  # nobody listened: "from now on" starts here
+            self._mark = self._primed = time.time()
+            self._known.clear()
+        subscription = self._events.subscribe(job_id, buffer=buffer)
+        self._store_changed.set()
+        return subscription
+
+    def _forget(self, job_id: str) -> None:
+        self._known.pop(job_id, None)
+        self._events.publish(EventKind.DELETED, job_id)
+
+    async def _forward_progress(self, live: _LiveJob) -> None:
+        """Publish the progress snapshots of a run of this manager (~10/s while someone
+        listens; the tracker coalesces them)."""
+        async for snap in live.tracker.subscribe():
+            if self._events.listening:
+                self._events.publish(EventKind.PROGRESS, live.id, progress=snap)
+
+    async def _watch_store(self) -> None:
+        """While somebody listens to `events`, turn the store's changes into status events
+        (and progress events for jobs run elsewhere): woken at once by this manager's own
+        status changes, every `EVENT_POLL` seconds for those of other processes."""
+        while True:
+            while not self._events.listening:
+                self._mark = None  # the next subscriber starts from a fresh look
+                await self._events.subscribed.wait()
+            self._store_changed = trio.Event()
+            with contextlib.suppress(StoreError):  # busy store: try again next round
+                await self._publish_changes()
+            with trio.move_on_after(EVENT_POLL):
+                await self._store_changed.wait()
+
+    async def _publish_changes(self) -> None:
+        if self._mark is None:
+            return
+        changed = await self._db(
+            self.store.list_jobs, None, order="updated", updated_since=self._mark - CLOCK_SLACK
+        )
+        for info in changed:
+            self._mark = max(self._mark, info.updated)
+            known = self._known.get(info.id)
+            self._known[info.id] = (info.status, info.progress)
+            if known is None and info.updated <= self._primed:
+                continue  # it changed before anybody listened
+            if known is None or known[0] is not info.status:
+                self._events.publish(EventKind.STATUS, info.id, status=info.status, info=info)
+            live = self._live.get(info.id)
+            running_here = live is not None and not live.rested.is_set()
+            if not running_here and known is not None and known[1] != info.progress:
+                snap = _with_status(info.progress, info.status)
+                self._events.publish(EventKind.PROGRESS, info.id, progress=snap)
 
     # -- scheduling ----------------------------------------------------------------------
 
@@ -750,6 +842,8 @@ class JobManager:
     # -- running one job -----------------------------------------------------------------
 
     async def _run(self, live: _LiveJob, info: JobInfo) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._forward_progress, live)
         try:
             await self._run_inner(live, info)
         finally:
@@ -985,6 +1079,9 @@ class JobManager:
         except LeaseError as exc:
             if live is not None:
                 self._lose(live, str(exc))
+            return
+        for error in batch.errors:
+            self._events.publish(EventKind.ITEM_ERROR, job_id, error=error)
 
     async def _write_offline(self, job_id: str, batch: CheckpointBatch) -> None:
         await self._db(self.store.checkpoint, job_id, batch)

@@ -542,13 +542,18 @@ class JobStore:
         limit: int = -1,
         offset: int = 0,
         damaged: list[tuple[str, str]] | None = None,
+        updated_since: float | None = None,
     ) -> list[JobInfo]:
-        """Jobs filtered by status, type and owner; ordered by ``created``, ``finished``,
-        ``priority`` or ``run_time`` (prefix ``-`` for descending); paged. A damaged row is
-        left out (one bad row must not hide every job), and appended to ``damaged`` as
-        (job id, reason) when that list is given."""
+        """Jobs filtered by status, type, owner and last change (``updated_since``, a
+        time.time() value); ordered by ``created``, ``finished``, ``priority``, ``run_time``
+        or ``updated`` (prefix ``-`` for descending); paged. A damaged row is left out (one
+        bad row must not hide every job), and appended to ``damaged`` as (job id, reason)
+        when that list is given."""
         where: list[str] = []
         params: list[Any] = []
+        if updated_since is not None:
+            where.append("updated>=?")
+            params.append(updated_since)
         if statuses is not None:
             values = [JobStatus(s).value for s in statuses]
             where.append(f"status IN ({','.join('?' * len(values))})")

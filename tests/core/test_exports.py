@@ -22,6 +22,9 @@ TOP = {
     "ManagerStatistics",
     "BlockingManager",
     "JobInfo",
+    "JobEvent",
+    "EventKind",
+    "EventSubscription",
     # writing jobs
     "Job",
     "job_type",

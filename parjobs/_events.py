@@ -1,0 +1,172 @@
+"""The manager-wide event stream: frozen `JobEvent` records (status changes, coalesced progress,
+item errors, per-item records) fanned out to any number of subscribers, each with a bounded
+buffer, so a slow subscriber loses events (and is told how many) but never slows a job."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+import itertools
+import typing
+from typing import Any
+
+import trio
+
+from ._progress import ItemError, Progress
+from ._records import JobInfo
+from ._status import JobStatus
+
+#: Events a subscriber may have waiting before further ones are dropped (progress snapshots
+#: of one job take one place however many arrive: only the newest is kept).
+DEFAULT_BUFFER = 1000
+
+
+class EventKind(enum.StrEnum):
+    """What a `JobEvent` reports."""
+
+    #: The job's status changed (``status``; ``info`` when read from the store).
+    STATUS = "status"
+    #: A progress snapshot (``progress``); coalesced per job for each subscriber.
+    PROGRESS = "progress"
+    #: One item of the job failed (``error``), as recorded by its checkpoint.
+    ITEM_ERROR = "item_error"
+    #: A per-item record (``record``; reserved for per-item results).
+    ITEM = "item"
+    #: The job was deleted (by this manager, or purged by retention).
+    DELETED = "deleted"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One event of a manager's stream (see `JobManager.events`).
+
+    ``seq`` increases by one per event the manager publishes; ``dropped`` counts the events
+    this subscriber lost just before this one because its buffer was full (progress is
+    coalesced, not queued: a subscriber always gets a job's newest snapshot)."""
+
+    kind: EventKind
+    job_id: str
+    seq: int
+    status: JobStatus | None = None
+    info: JobInfo | None = None
+    progress: Progress | None = None
+    error: ItemError | None = None
+    record: Any = None
+    dropped: int = 0
+
+
+@typing.final
+class EventSubscription:
+    """A subscription to a manager's events: an async iterator of `JobEvent`, registered from
+    the moment it was made (nothing published after that is missed, except what its full
+    buffer drops). Use it as a context manager so it ends with the block::
+
+        with manager.events() as events:
+            async for event in events:
+                ...
+
+    Its bounded buffer keeps order; a progress event replaces the progress of the same job
+    still waiting in the buffer (in place), so progress never fills it."""
+
+    def __init__(self, bus: EventBus, job_id: str | None, buffer: int) -> None:
+        if buffer < 1:
+            raise ValueError(f"buffer must be >= 1, got {buffer}")
+        self._bus = bus
+        self.job_id = job_id
+        self.buffer = buffer
+        self._queue: collections.deque[JobEvent] = collections.deque()
+        self._progress_at: dict[str, JobEvent] = {}  # job id -> its progress event in the queue
+        self._dropped = 0
+        self._wake = trio.Event()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<EventSubscription job={self.job_id} waiting={len(self._queue)}>"
+
+    def push(self, event: JobEvent) -> None:
+        """Buffer ``event`` if it concerns this subscription (never blocks)."""
+        if self.job_id is not None and event.job_id != self.job_id:
+            return
+        if event.kind is EventKind.PROGRESS:
+            waiting = self._progress_at.get(event.job_id)
+            if waiting is not None:
+                index = self._queue.index(waiting)
+                if waiting.dropped:
+                    event = dataclasses.replace(event, dropped=waiting.dropped)
+                self._queue[index] = event
+                self._progress_at[event.job_id] = event
+                return
+        if len(self._queue) >= self.buffer:
+            self._dropped += 1
+            return
+        if self._dropped:  # the first event after the gap says how long it was
+            event = dataclasses.replace(event, dropped=self._dropped)
+            self._dropped = 0
+        self._queue.append(event)
+        if event.kind is EventKind.PROGRESS:
+            self._progress_at[event.job_id] = event
+        self._wake.set()
+
+    def close(self) -> None:
+        """Stop receiving events; an iteration in progress ends."""
+        self._closed = True
+        self._bus._unsubscribe(self)
+        self._wake.set()
+
+    def __enter__(self) -> EventSubscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __aiter__(self) -> EventSubscription:
+        return self
+
+    async def __anext__(self) -> JobEvent:
+        while not self._queue:
+            if self._closed:
+                raise StopAsyncIteration
+            self._wake = trio.Event()
+            await self._wake.wait()
+        event = self._queue.popleft()
+        if self._progress_at.get(event.job_id) is event:
+            del self._progress_at[event.job_id]
+        return event
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+class EventBus:
+    """Publishes events to every current subscriber; publishing never waits."""
+
+    def __init__(self) -> None:
+        self._subs: set[EventSubscription] = set()
+        self._seq = itertools.count(1)
+        self.subscribed = trio.Event()  # set while somebody listens
+
+    @property
+    def listening(self) -> bool:
+        return bool(self._subs)
+
+    def publish(self, kind: EventKind, job_id: str, **fields: Any) -> None:
+        if not self._subs:
+            return
+        event = JobEvent(kind, job_id, next(self._seq), **fields)
+        for sub in list(self._subs):
+            sub.push(event)
+
+    def subscribe(
+        self, job_id: str | None = None, *, buffer: int = DEFAULT_BUFFER
+    ) -> EventSubscription:
+        """A subscription to the events from now on (only ``job_id``'s if given)."""
+        sub = EventSubscription(self, job_id, buffer)
+        self._subs.add(sub)
+        self.subscribed.set()
+        return sub
+
+    def _unsubscribe(self, sub: EventSubscription) -> None:
+        self._subs.discard(sub)
+        if not self._subs:
+            self.subscribed = trio.Event()
