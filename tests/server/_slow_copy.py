@@ -12,9 +12,15 @@ from typing import Any
 
 import parjobs.ops.copy
 
+# Where CopyJob finds its one-file copy: parjobs.ops._transfer since the ops redesign (#13),
+# parjobs.ops.copy before it.
+_FILE_HOME: Any = getattr(parjobs.ops, "_transfer", None) or parjobs.ops.copy
+if not hasattr(_FILE_HOME, "copy_file"):
+    import parjobs.ops._transfer as _FILE_HOME  # type: ignore[no-redef]
+
 LATENCY = float(os.environ.get("PARJOBS_TEST_COPY_LATENCY", "0.05"))
 
-_real_file = parjobs.ops.copy.copy_file
+_real_file = _FILE_HOME.copy_file
 _real_group = parjobs.ops.copy.copy_small_files
 
 
@@ -30,5 +36,5 @@ def _slow_group(items: Any, **kwargs: Any) -> Any:
     return _real_group(items, **kwargs)
 
 
-parjobs.ops.copy.copy_file = _slow_file
+_FILE_HOME.copy_file = _slow_file
 parjobs.ops.copy.copy_small_files = _slow_group
