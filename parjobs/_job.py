@@ -176,16 +176,21 @@ def registered_job_types() -> dict[str, type[Job]]:
 
 
 def dump_job(job: Job) -> tuple[str, int, str]:
-    """(type name, version, spec JSON) for storing ``job``."""
+    """(type name, version, spec JSON) for storing ``job``, which is validated (once) and
+    type-checked as it will be on load. Blocking (``validate`` may look at the file system):
+    the manager calls it in a worker thread."""
     cls = type(job)
     if not cls.job_type_name or _REGISTRY.get(cls.job_type_name) is not cls:
         raise JobSpecError(f"{cls.__qualname__} is not registered: decorate it with @job_type")
     job.validate()
+    spec = job.to_spec()
     try:
-        text = json.dumps(job.to_spec(), allow_nan=False)
+        text = json.dumps(spec, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise JobSpecError(f"{cls.job_type_name}: spec is not JSON data: {exc}") from exc
-    cls.from_spec(json.loads(text))  # field types checked now, as they will be on load
+    # Field types checked now, as they will be on load (to_spec gave JSON-shaped data: no
+    # need to parse the text back).
+    cls.from_spec(spec, validate=False)
     return cls.job_type_name, cls.job_type_version, text
 
 

@@ -104,6 +104,7 @@ class _LiveJob:
         self.starting = False  # taken from the queue; its run is about to begin
         self.lost: str | None = None  # why this run lost the job (lease gone): it stops
         self.releasing = False  # giving its lease back (finishing, resting while queued)
+        self.validated = False  # `job` was validated at submit, moments before this run
 
     def set_status(self, status: JobStatus) -> None:
         self.status = status
@@ -302,7 +303,8 @@ class JobManager:
         """
         if self._closing:
             raise StoreError("the manager is closing")
-        type_name, version, spec = dump_job(job)
+        # Validated once, here, off the event loop (validate may stat and resolve paths).
+        type_name, version, spec = await trio.to_thread.run_sync(dump_job, job)
         queue = queue or type(job).queue
         if queue not in self.queues:
             known = ", ".join(sorted(self.queues))
@@ -335,7 +337,9 @@ class JobManager:
         if not start:
             await self._db(self.store.transition, info.id, JobStatus.PAUSED, lease=None)
             return JobHandle(self, info.id)
-        self._enqueue(info).job = job
+        live = self._enqueue(info)
+        live.job = job
+        live.validated = True  # just now: its first run need not validate it again
         return JobHandle(self, info.id)
 
     async def set_priority(self, job_id: str, priority: int) -> None:
@@ -859,8 +863,7 @@ class JobManager:
     async def _run_inner(self, live: _LiveJob, info: JobInfo) -> None:
         live.set_status(JobStatus.RUNNING)
         try:
-            job = live.job or load_job(info.type, info.version, info.spec)
-            job.validate()
+            job = await trio.to_thread.run_sync(_job_to_run, live, info)
         except (JobLoadError, JobSpecError) as exc:
             with trio.CancelScope(shield=True):
                 await self._cleanup_offline(info, cancelled=False)  # e.g. partials it left
@@ -1007,7 +1010,9 @@ class JobManager:
         failed job; a stored job that no longer validates). Field types are still checked:
         cleanup never runs on a spec it cannot trust."""
         try:
-            job = load_job(info.type, info.version, info.spec, validate=False)
+            job = await trio.to_thread.run_sync(
+                functools.partial(load_job, info.type, info.version, info.spec, validate=False)
+            )
         except JobLoadError:
             return
         async with trio.open_nursery() as nursery:
@@ -1115,6 +1120,18 @@ _JOB_ID = re.compile(r"[0-9a-f]{12}")
 
 def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _job_to_run(live: _LiveJob, info: JobInfo) -> Job:
+    """The job a run executes: the submitted object (runtime fields kept) or the stored spec
+    loaded (field types checked), validated unless it was at submit just before this run;
+    every resume validates again (the paths it names may have changed meanwhile). Blocking:
+    called in a worker thread."""
+    if live.job is None:
+        return load_job(info.type, info.version, info.spec)  # validates too
+    if not live.validated:
+        live.job.validate()
+    return live.job
 
 
 def _is_interrupt(exc: BaseException) -> bool:
