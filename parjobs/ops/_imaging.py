@@ -55,10 +55,7 @@ __all__ = [
     "FORMATS",
     "INPUT_FORMATS",
     "SIZES",
-    "ImageError",
-    "ImageTooLargeError",
     "ThumbResult",
-    "UnsupportedImageError",
     "cache_thumbnail_path",
     "file_uri",
     "freedesktop_fail_path",
@@ -166,7 +163,7 @@ def _check_options(fmt: str, quality: int, metadata: Mapping[str, str] | None) -
 
 
 @functools.cache
-def _input_formats() -> tuple[str, ...]:
+def input_formats() -> tuple[str, ...]:
     """`INPUT_FORMATS` this Pillow can open (``Image.open`` fails on unregistered names)."""
     Image.init()
     return tuple(f for f in INPUT_FORMATS if f in Image.OPEN)
@@ -215,7 +212,7 @@ def _decode(
 ) -> _Decoded:
     """Identify, size-check and load the first frame of ``fp``, as small as resizing allows."""
     try:
-        im = Image.open(fp, formats=_input_formats())  # not closed: that would free the pixels
+        im = Image.open(fp, formats=input_formats())  # not closed: that would free the pixels
         w, h = im.size
         if w * h > max_pixels:
             raise ImageTooLargeError(
@@ -480,7 +477,7 @@ def file_uri(path: FilePath) -> str:
     return "file://" + quote(os.path.abspath(os.fsencode(path)), safe=_URI_SAFE)
 
 
-def _cache_home(cache_home: FilePath | None) -> str:
+def cache_home_dir(cache_home: FilePath | None) -> str:
     """``cache_home``, else an absolute ``$XDG_CACHE_HOME``, else ``~/.cache``."""
     if cache_home is not None:
         return os.fsdecode(cache_home)
@@ -498,11 +495,13 @@ def freedesktop_thumbnail_path(
     """``$XDG_CACHE_HOME/thumbnails/<size_name>/<md5 of file_uri(path)>.png``."""
     if size_name not in SIZES:
         raise ValueError(f"unknown thumbnail size {size_name!r}; expected one of {list(SIZES)}")
-    return os.path.join(_cache_home(cache_home), "thumbnails", size_name, _uri_md5(path) + ".png")
+    return os.path.join(
+        cache_home_dir(cache_home), "thumbnails", size_name, _uri_md5(path) + ".png"
+    )
 
 
 @functools.cache
-def _app_id() -> str:
+def app_id() -> str:
     """``parjobs-<version>``: names the fail directory and the ``Software`` chunk."""
     try:
         version = importlib.metadata.version("parjobs")
@@ -514,7 +513,7 @@ def _app_id() -> str:
 def freedesktop_fail_path(path: FilePath, cache_home: FilePath | None = None) -> str:
     """``$XDG_CACHE_HOME/thumbnails/fail/parjobs-<version>/<md5 of file_uri(path)>.png``."""
     name = _uri_md5(path) + ".png"
-    return os.path.join(_cache_home(cache_home), "thumbnails", "fail", _app_id(), name)
+    return os.path.join(cache_home_dir(cache_home), "thumbnails", "fail", app_id(), name)
 
 
 def _make_private_dirs(directory: str) -> None:
@@ -542,7 +541,7 @@ def _freedesktop_metadata(path: str, st: os.stat_result) -> dict[str, str]:
         "Thumb::URI": file_uri(path),
         "Thumb::MTime": str(_mtime(st)),
         "Thumb::Size": str(st.st_size),
-        "Software": _app_id(),
+        "Software": app_id(),
     }
 
 

@@ -45,20 +45,19 @@ from .._exceptions import JobSpecError, Skip
 from .._job import Job, job_type
 from .._task import Task, TaskContext
 from ._entries import EntryTask
-from ._errors import SourceChangedError
+from ._errors import ImageError, SourceChangedError
 from ._fs import display
 from ._hashing import content_id
 from ._imaging import (
     FORMATS,
     SIZES,
-    ImageError,
-    _app_id,
-    _cache_home,
-    _input_formats,
+    app_id,
+    cache_home_dir,
     cache_thumbnail_path,
     freedesktop_fail_path,
     freedesktop_is_up_to_date,
     freedesktop_thumbnail_path,
+    input_formats,
     make_freedesktop_thumbnail,
     make_thumbnail,
     write_fail_marker,
@@ -84,7 +83,7 @@ _MIN_WEIGHT = 256 * 1024
 @functools.cache
 def image_extensions() -> frozenset[bytes]:
     """Lower-case file extensions (``b".jpg"``) of the formats a source may be in."""
-    formats = set(_input_formats())
+    formats = set(input_formats())
     return frozenset(
         ext.lower().encode() for ext, fmt in Image.registered_extensions().items() if fmt in formats
     )
@@ -234,7 +233,7 @@ class ThumbnailJob(Job):
         if isinstance(self.out_dir, str) and self.out_dir:
             self.out_dir = os.path.abspath(self.out_dir)
         elif self.out_dir is None and self.layout == "freedesktop":
-            self.out_dir = os.path.join(_cache_home(None), "thumbnails")
+            self.out_dir = os.path.join(cache_home_dir(None), "thumbnails")
 
     def validate(self) -> None:
         if not isinstance(self.paths, list) or not self.paths:
@@ -367,7 +366,7 @@ class ThumbnailJob(Job):
         if self.layout == "freedesktop":
             return [
                 os.path.join(self.out_dir, _SIZE_NAMES.get(self.size, "large")),
-                os.path.join(self.out_dir, "fail", _app_id()),
+                os.path.join(self.out_dir, "fail", app_id()),
             ]
         # <out_dir>/<size>/<shard>/<id>.<ext>: every shard directory of this size
         size_dir = os.path.dirname(

@@ -15,14 +15,17 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from parjobs.ops import SpecialFileError, _imaging
+from parjobs.ops import (
+    ImageError,
+    ImageTooLargeError,
+    SpecialFileError,
+    UnsupportedImageError,
+    _imaging,
+)
 from parjobs.ops._imaging import (
     FORMATS,
     SIZES,
-    ImageError,
-    ImageTooLargeError,
     ThumbResult,
-    UnsupportedImageError,
     cache_thumbnail_path,
     file_uri,
     freedesktop_fail_path,
