@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import parjobs._dispatch
+import parjobs._executor
 import parjobs.ops._transfer
 import parjobs.ops.copy
 from parjobs.ops.copy import CopyJob
@@ -69,12 +69,12 @@ def injected_latency(seconds: float = LATENCY) -> Iterator[None]:
 
 @contextlib.contextmanager
 def batching_off() -> Iterator[None]:
-    saved = parjobs._dispatch.BATCH_MAX_ITEMS
-    parjobs._dispatch.BATCH_MAX_ITEMS = 1
+    saved = parjobs._executor.BATCH_MAX_ITEMS
+    parjobs._executor.BATCH_MAX_ITEMS = 1
     try:
         yield
     finally:
-        parjobs._dispatch.BATCH_MAX_ITEMS = saved
+        parjobs._executor.BATCH_MAX_ITEMS = saved
 
 
 def _slow_copy(src: Path, dst: Path) -> None:

@@ -14,72 +14,16 @@ from typing import Any
 
 import trio
 
-from ._dispatch import TaskDispatcher, WorkerPool
-from ._indexset import IndexSet, to_ranges
-from ._progress import ItemError, ProgressTracker
-from ._store import CheckpointBatch
-from ._task import Interrupter, Outcome, OutcomeStatus, RetryPolicy
+from ._dispatch import TaskDispatcher
+from ._indexset import IndexSet
+from ._pool import WorkerPool
+from ._progress import ProgressTracker
+from ._records import CheckpointBatch
+from ._stage import Stage
+from ._task import Interrupter, RetryPolicy
 
 #: A checkpoint requested sooner than this after the previous one is coalesced into the next.
 CHECKPOINT_INTERVAL = 0.5
-
-
-class _Stage:
-    """Completion bookkeeping of one dispatcher stage: the durable set plus what is new."""
-
-    def __init__(
-        self,
-        name: str,
-        completed: IndexSet,
-        keep_results: bool,
-        load_results: Callable[[], Awaitable[dict[int, str]]],
-    ) -> None:
-        self.name = name
-        self.completed = completed
-        self.keep_results = keep_results
-        self.new: list[int] = []
-        self.new_results: list[tuple[int, str]] = []
-        self.new_errors: list[ItemError] = []
-        self.new_done = 0
-        self.new_skipped = 0
-        self.new_bytes = 0
-        self._load_results = load_results
-        self._stored: dict[int, str] | None = None
-
-    def record(self, outcome: Outcome[Any], error: ItemError | None) -> None:
-        status = outcome.status
-        if status is OutcomeStatus.DONE or status is OutcomeStatus.SKIPPED:
-            if self.completed.add(outcome.index):
-                self.new.append(outcome.index)
-                self.new_done += 1
-                self.new_bytes += outcome.bytes
-                if status is OutcomeStatus.SKIPPED:
-                    self.new_skipped += 1
-                if self.keep_results and status is OutcomeStatus.DONE:
-                    self.new_results.append((outcome.index, json.dumps(outcome.value)))
-        elif error is not None:
-            self.new_errors.append(error)
-
-    async def load_results(self) -> None:
-        """Fetch the values stored by earlier runs (once), for resumed outcomes."""
-        if self.keep_results and self._stored is None:
-            self._stored = await self._load_results()
-
-    def stored_result(self, index: int) -> Any:
-        text = self._stored.get(index) if self._stored is not None else None
-        return None if text is None else json.loads(text)
-
-    def drain(self, batch: CheckpointBatch) -> None:
-        if self.new:
-            batch.ranges[self.name] = to_ranges(self.new)
-            self.new = []
-        batch.results.extend((self.name, i, v) for i, v in self.new_results)
-        batch.errors.extend(self.new_errors)
-        batch.done_items += self.new_done
-        batch.skipped_items += self.new_skipped
-        batch.done_bytes += self.new_bytes
-        self.new_results, self.new_errors = [], []
-        self.new_done = self.new_skipped = self.new_bytes = 0
 
 
 class JobContext:
@@ -113,7 +57,7 @@ class JobContext:
         self._lanes = lanes
         self._workers = workers
         self._completed_ranges = completed
-        self._stages: dict[str, _Stage] = {}
+        self._stages: dict[str, Stage] = {}
         self._pool: WorkerPool | None = None
         self._interrupter = Interrupter()
         self._write = write
@@ -158,11 +102,18 @@ class JobContext:
         st = self._stages.get(stage)
         if st is None:
             completed = IndexSet(self._completed_ranges.get(stage, ()))
-            st = _Stage(stage, completed, keep_results, lambda: self._load_results(stage))
+            st = Stage(stage, completed, keep_results, lambda: self._load_results(stage))
             self._stages[stage] = st
         if self._pool is None:
-            self._pool = WorkerPool(self, self._nursery, workers=self._workers, lanes=self._lanes)
-        return TaskDispatcher(self, st, self._pool, retry=retry, timeout=timeout)
+            self._pool = WorkerPool(
+                self._nursery,
+                name=self.job_id,
+                interrupter=self._interrupter,
+                progress=self.progress,
+                workers=self._workers,
+                lanes=self._lanes,
+            )
+        return TaskDispatcher(st, self._pool, retry=retry, timeout=timeout)
 
     # -- interrupts ----------------------------------------------------------------------
 

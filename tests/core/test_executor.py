@@ -1,5 +1,6 @@
-"""The worker pool: streaming thread calls, and the governor that keeps tiny tasks from
-thrashing the GIL with many threads while slow (waiting) tasks still run in parallel."""
+"""The local thread executor: streaming thread calls, task groups, and the throttle that keeps
+tiny tasks from thrashing the GIL with many threads while slow (waiting) tasks still run in
+parallel."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ import threading
 import time
 
 import pytest
-import trio
 
 import parjobs
 from parjobs import FunctionTask, JobContext, Outcome, OutcomeStatus
-from parjobs._dispatch import MAX_WORKERS, PROBE_INTERVAL, _Governor
+from parjobs._throttle import TinyTaskThrottle
 
 
 class Concurrency:
@@ -94,8 +94,8 @@ async def test_tiny_tasks_run_on_few_threads(
 ) -> None:
     # Only a stall of 50 ms x TINY_WINDOW would lift the limit: a loaded CI machine's
     # scheduling hiccups must not make this test flaky.
-    monkeypatch.setattr("parjobs._dispatch.TINY_TASK", 0.05)
-    cap = _Governor(8, os.cpu_count() or 2).cap
+    monkeypatch.setattr("parjobs._throttle.TINY_TASK", 0.05)
+    cap = TinyTaskThrottle(8, os.cpu_count() or 2).cap
     await run_fanout(store_path, "tiny", n=3000, seconds=0.00005, workers=8)
     assert TRACKERS["tiny"].peak <= cap
 
@@ -132,39 +132,12 @@ async def test_tiny_tasks_go_on_beside_a_heavy_one(
 ) -> None:
     # A big file does not count against the limit: small files keep flowing past it, and
     # its thread stops after it instead of streaming tiny tasks as an extra thread.
-    monkeypatch.setattr("parjobs._dispatch.TINY_TASK", 0.05)
-    cap = _Governor(8, os.cpu_count() or 2).cap
+    monkeypatch.setattr("parjobs._throttle.TINY_TASK", 0.05)
+    cap = TinyTaskThrottle(8, os.cpu_count() or 2).cap
     await run_fanout(store_path, "mixed", n=2000, seconds=0.00005, workers=8, heavy_first=0.6)
     mixed = TRACKERS["mixed"]
     assert mixed.ended[0.00005] < mixed.ended[0.6]  # all tiny ones done while it ran
     assert mixed.peak <= cap + 1
-
-
-def test_governor_lifts_the_limit_for_slow_tasks_then_probes_again() -> None:
-    gov = _Governor(workers=8, cpus=2)
-    assert (gov.cap, gov.limited) == (1, True)
-    for _ in range(64):
-        gov.observe(0.0002)
-    assert gov.review(now=100.0) is None and gov.limited  # tiny: stays limited
-    gov.observe(0.02)  # one task waiting 20 ms is proof enough
-    assert gov.review(now=100.0) is True and not gov.limited
-    assert gov.review(now=100.0 + PROBE_INTERVAL / 2) is None
-    assert gov.review(now=100.0 + PROBE_INTERVAL) is False and gov.limited  # measure again
-
-
-def test_governor_ignores_a_lone_hiccup_among_tiny_tasks() -> None:
-    gov = _Governor(workers=8, cpus=2)
-    gov.observe(0.005)  # a GIL wait or page fault
-    for _ in range(20):
-        gov.observe(0.0002)
-    assert gov.review(now=1.0) is None and gov.limited
-
-
-@pytest.mark.parametrize(("workers", "cpus"), [(1, 2), (2, 4), (4, 64)])
-def test_governor_does_nothing_when_there_is_nothing_to_limit(workers: int, cpus: int) -> None:
-    gov = _Governor(workers=workers, cpus=cpus)
-    assert not gov.limited
-    assert gov.review(now=1e6) is None and not gov.limited
 
 
 # -- task groups (Task.run_group) -------------------------------------------------------------
@@ -260,17 +233,6 @@ async def test_a_failing_group_fails_each_of_its_tasks_with_the_reason(store_pat
     assert ("alone", [1000]) not in GROUP_LOG  # never run twice
 
 
-@pytest.mark.parametrize(
-    ("workers", "cpus", "cap", "group_cap"),
-    [(8, 2, 1, 2), (8, 4, 2, 4), (1, 2, 1, 1), (3, 8, 3, 3)],
-)
-def test_governor_lets_groups_use_every_core(
-    workers: int, cpus: int, cap: int, group_cap: int
-) -> None:
-    governor = _Governor(workers, cpus)
-    assert (governor.cap, governor.group_cap) == (cap, group_cap)
-
-
 async def test_groups_shrink_to_single_tasks_when_tasks_wait(
     store_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -288,60 +250,3 @@ async def test_groups_shrink_to_single_tasks_when_tasks_wait(
     assert sum(sizes) == 64
     assert sizes.count(1) >= 60  # groups start with one task and grow only while tasks are tiny
     assert elapsed < 0.9, elapsed  # one call for all: 1.28 s
-
-
-# -- many workers ----------------------------------------------------------------------------
-
-
-def _worker_tasks() -> int:
-    """Live trio tasks that are pool workers (named ``parjobs-worker-...``), in this run."""
-    count, stack = 0, [trio.lowlevel.current_root_task()]
-    while stack:
-        task = stack.pop()
-        count += task.name.startswith("parjobs-worker-")
-        stack.extend(t for n in task.child_nurseries for t in n.child_tasks)
-    return count
-
-
-@parjobs.job_type("test-dispatch-count-workers", version=1)
-class CountWorkers(parjobs.Job):
-    """``n`` tasks sleeping ``seconds``; returns the most pool workers alive at once."""
-
-    n: int
-    seconds: float
-
-    async def run(self, ctx: JobContext) -> int:
-        tasks = [FunctionTask(i, time.sleep, (self.seconds,)) for i in range(self.n)]
-        most = 0
-        async for _ in ctx.task_dispatcher().dispatch_many(tasks):
-            most = max(most, _worker_tasks())
-        return max(most, _worker_tasks())
-
-
-@pytest.mark.parametrize(("workers", "n", "most"), [(1024, 20, 20), (4, 50, 4), (8, 64, 8)])
-async def test_workers_start_as_tasks_arrive_never_more_than_asked(
-    store_path: str, workers: int, n: int, most: int
-) -> None:
-    """A pool starts a worker only when a task finds none waiting: 1024 workers on 20 tasks
-    cost at most 20 worker tasks (memory does not grow with -w), while a pool with more
-    tasks than workers still uses all of them."""
-    async with parjobs.open_manager(store_path, workers=workers) as manager:
-        handle = await manager.submit(CountWorkers(n=n, seconds=0.02))
-        peak = await handle.result()
-    assert 1 <= peak <= most
-    if workers < n:
-        assert peak == workers
-
-
-@pytest.mark.parametrize("workers", [0, MAX_WORKERS + 1, 10**23])
-async def test_worker_counts_out_of_range_are_refused_before_the_store_opens(
-    tmp_path, workers: int
-) -> None:
-    store = tmp_path / "jobs.sqlite"
-    with pytest.raises(ValueError, match=f"workers must be (>= 1|at most {MAX_WORKERS})"):
-        async with parjobs.open_manager(str(store), workers=workers):
-            pass
-    assert not store.exists()
-    with pytest.raises(ValueError, match="workers must be"):
-        parjobs.BlockingManager(str(store), workers=workers).start()
-    assert not store.exists()

@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 import parjobs
-import parjobs._dispatch as dispatch_mod
+import parjobs._executor as executor_mod
 import parjobs._store as store_mod
 import parjobs._task as task_mod
 import parjobs.ops  # registers the job types
@@ -183,34 +183,34 @@ def _install_hook(hook: dict[str, Any]) -> None:
         manager_mod._remove_tree = remove_tree
     elif kind == "task":
         # Dies as the Nth task starts (whatever the operation).
-        real_run_one = dispatch_mod._run_one
+        real_run_one = executor_mod._run_one
 
         def run_one(work: Any, interrupter: Any) -> Any:
             if counter.hit():
                 die()
             return real_run_one(work, interrupter)
 
-        dispatch_mod._run_one = run_one
+        executor_mod._run_one = run_one
     else:
         raise SystemExit(f"unknown hook {kind!r}")
 
 
 def _slow_down(task_sleep: float, check_sleep: float) -> None:
     if task_sleep:
-        real_run_one = dispatch_mod._run_one
+        real_run_one = executor_mod._run_one
 
         def run_one(work: Any, interrupter: Any) -> Any:
             time.sleep(task_sleep)
             return real_run_one(work, interrupter)
 
-        dispatch_mod._run_one = run_one
-        real_run_group = dispatch_mod._run_group
+        executor_mod._run_one = run_one
+        real_run_group = executor_mod._run_group
 
         def run_group(group: Any, interrupter: Any) -> Any:
             time.sleep(task_sleep * len(group))
             return real_run_group(group, interrupter)
 
-        dispatch_mod._run_group = run_group
+        executor_mod._run_group = run_group
     if check_sleep:
         real_check = task_mod.TaskContext.check
 

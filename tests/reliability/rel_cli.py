@@ -22,13 +22,13 @@ from typing import Any
 
 from rel_child import _slow_down
 
-import parjobs._dispatch as dispatch_mod
+import parjobs._executor as executor_mod
 
 
 def _hold(path: str) -> None:
     """Tasks wait while ``path`` exists, unless their job is being interrupted."""
-    real_run_one = dispatch_mod._run_one
-    real_run_group = dispatch_mod._run_group
+    real_run_one = executor_mod._run_one
+    real_run_group = executor_mod._run_group
 
     def wait(interrupter: Any) -> None:
         while os.path.exists(path) and interrupter.reason is None:
@@ -42,8 +42,8 @@ def _hold(path: str) -> None:
         wait(interrupter)
         return real_run_group(group, interrupter)
 
-    dispatch_mod._run_one = run_one
-    dispatch_mod._run_group = run_group
+    executor_mod._run_one = run_one
+    executor_mod._run_group = run_group
 
 
 def _log_tasks(path: str) -> None:
@@ -58,8 +58,8 @@ def _log_tasks(path: str) -> None:
         finally:
             os.close(fd)
 
-    real_run_one = dispatch_mod._run_one
-    real_run_group = dispatch_mod._run_group
+    real_run_one = executor_mod._run_one
+    real_run_group = executor_mod._run_group
     grouped = threading.local()  # a group runs some tasks through _run_one: log them once
 
     def run_one(work: Any, interrupter: Any) -> Any:
@@ -78,8 +78,8 @@ def _log_tasks(path: str) -> None:
             note(work, outcome)
         return done
 
-    dispatch_mod._run_one = run_one
-    dispatch_mod._run_group = run_group
+    executor_mod._run_one = run_one
+    executor_mod._run_group = run_group
 
 
 if __name__ == "__main__":

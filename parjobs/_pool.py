@@ -1,0 +1,315 @@
+"""The worker pool of one job: trio workers that take tasks off the work queue, hand sync
+ones to an executor, run async ones in trio, and book every outcome (retries included).
+
+Data flow::
+
+    TaskDispatcher --WorkItem--> [WorkQueue] <--take-- worker --sync--> Executor (threads)
+          ^                                                |              | post(outcome)
+          +---- deliver(outcome) <-- _finish <-- collector <--------------+
+
+The pool knows nothing of the job context: it gets an `Interrupter`, a progress tracker and
+a name (for its trio tasks' names).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import trio
+
+from ._exceptions import Interrupted, Skip, TaskTimeoutError
+from ._executor import Executor, PoolPort, ThreadExecutor
+from ._progress import ItemError, ProgressTracker
+from ._task import AsyncTask, Interrupter, Outcome, OutcomeStatus, TaskContext
+from ._throttle import ThrottleStatistics
+from ._workqueue import WorkItem, WorkQueue
+
+#: A worker thread wakes the event loop once this many outcomes are waiting...
+POST_BATCH = 32
+#: ... or the oldest has waited this long (seconds) (or before a heavy task: see `_post`).
+POST_DELAY = 0.005
+#: The most workers a pool may have. Concurrency is bounded by the lanes' threads anyway
+#: (``io``: 4 per core, at least 16, by default); past a thousand, more workers only cost
+#: memory (the dispatch window grows with them) and scheduling.
+MAX_WORKERS = 1024
+#: The dispatch window (tasks pulled ahead of the outcomes consumed) never exceeds this, so a
+#: job's memory does not grow with its worker count.
+MAX_WINDOW = 4096
+
+#: Builds the executor of a lane, given the pool.
+ExecutorFactory = Callable[[PoolPort], Executor]
+
+
+def check_workers(workers: object) -> int:
+    """``workers`` if it is an int in 1..`MAX_WORKERS`, else `ValueError` (`TypeError` for a
+    non-int) saying so; the pool, the manager and the CLI share this bound."""
+    if not isinstance(workers, int) or isinstance(workers, bool):
+        raise TypeError(f"workers must be an int, got {type(workers).__name__}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers > MAX_WORKERS:
+        raise ValueError(f"workers must be at most {MAX_WORKERS}, got {workers}")
+    return workers
+
+
+def describe_error(exc: BaseException) -> str:
+    """A clear one-line reason: strerror and file name for OSError, else str(exc)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        name = exc.filename
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "backslashreplace")
+        return f"{exc.strerror}: {name}" if name is not None else exc.strerror
+    text = str(exc)
+    return text or type(exc).__name__
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PoolStatistics:
+    """A snapshot of a `WorkerPool`.
+
+    Attributes:
+        workers: the most worker tasks the pool may start.
+        workers_started: worker tasks started so far (they start as tasks arrive).
+        queued: tasks waiting in the queue.
+        running: tasks taken off the queue whose outcome is not booked yet.
+        done: outcomes booked (delivered or sent to retry) in this run.
+        threads: the local thread executor's throttle.
+    """
+
+    workers: int
+    workers_started: int
+    queued: int
+    running: int
+    done: int
+    threads: ThrottleStatistics
+
+
+class WorkerPool:
+    """Up to N worker tasks of one job (plus an outcome collector), living in the job's
+    nursery until the job ends.
+
+    Workers start lazily: a task put while no worker waits for one starts a new worker, up
+    to ``workers``. So a pool never holds more workers than it had tasks in flight at once,
+    and ``-w 1000`` on 50 files costs 50 workers, not 1000. Sync tasks go to the executor of
+    their lane (``executors``; `ThreadExecutor` for every other lane).
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        name: str,
+        interrupter: Interrupter,
+        progress: ProgressTracker,
+        workers: int,
+        lanes: dict[str, trio.CapacityLimiter],
+        executors: Mapping[str, ExecutorFactory] | None = None,
+    ) -> None:
+        check_workers(workers)
+        self.name = name
+        self.interrupter = interrupter
+        self.progress = progress
+        self.workers = workers
+        self._nursery = nursery
+        self._lanes = lanes
+        # Room for every worker to find its next task queued when it finishes one (bounded:
+        # past a few hundred workers, the lanes' threads are the limit, not the backlog).
+        self.window = min(workers * 16 + 112, max(MAX_WINDOW, 2 * workers))
+        self.queue = WorkQueue(self.window, self._start_worker)
+        # Outcomes posted by executors (from worker threads), booked in trio by `_collect`.
+        self._posted: collections.deque[tuple[WorkItem, Outcome[Any]]] = collections.deque()
+        self._wake_pending = False
+        self._first_post = 0.0
+        self._wake = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
+        self._started_workers = 0
+        self._live_workers = 0
+        self._done = 0
+        self._closed = False
+        self._threads = ThreadExecutor(self, workers)
+        self._executors: dict[str, Executor] = {
+            lane: factory(self) for lane, factory in (executors or {}).items()
+        }
+        nursery.start_soon(self._collect, name=f"parjobs-collector-{name}")
+
+    def statistics(self) -> PoolStatistics:
+        queued = len(self.queue)
+        return PoolStatistics(
+            workers=self.workers,
+            workers_started=self._started_workers,
+            queued=queued,
+            running=self.queue.put_count - self._done - queued,
+            done=self._done,
+            threads=self._threads.statistics(),
+        )
+
+    def _start_worker(self) -> None:
+        """A task was queued and no worker is waiting for one: start a worker, if the pool
+        has fewer than ``workers``. (A busy worker takes it otherwise when it is done.)"""
+        if self._closed or self._started_workers >= self.workers:
+            return
+        self._started_workers += 1
+        self._live_workers += 1
+        name = f"parjobs-worker-{self.name}-{self._started_workers - 1}"
+        self._nursery.start_soon(self._worker, name=name)
+
+    def limiter(self, lane: str) -> trio.CapacityLimiter:
+        """The thread (or call) limiter of ``lane``."""
+        try:
+            return self._lanes[lane]
+        except KeyError:
+            raise ValueError(f"unknown lane {lane!r}; known: {', '.join(self._lanes)}") from None
+
+    async def submit(self, work: WorkItem) -> None:
+        await self.queue.put(work)
+
+    def close(self) -> None:
+        self._closed = True
+        self.queue.close()
+        self._wake.set()  # with no worker left (or none ever started) the collector ends
+
+    async def _worker(self) -> None:
+        queue = self.queue
+        try:
+            while True:
+                try:
+                    work = await queue.get()
+                except trio.EndOfChannel:
+                    return
+                if isinstance(work.task, AsyncTask):
+                    await self._run_async(work)
+                    continue
+                executor = self._executors.get(work.task.lane, self._threads)
+                try:
+                    await executor.run(work)
+                finally:
+                    self._drain()  # what the executor posted last
+        finally:
+            self._live_workers -= 1
+            if self._live_workers == 0:
+                self._wake.set()  # the collector drains what is left and ends
+
+    def post(self, work: WorkItem, outcome: Outcome[Any], urgent: bool) -> None:
+        """From a worker thread: hand an outcome to trio.
+
+        Waking the event loop costs a syscall on this side and a scheduling round on that
+        side, so a thread wakes it only every `POST_BATCH` outcomes, after `POST_DELAY`, or
+        when ``urgent`` (the next task may be slow, or the thread call ends). Attribute
+        writes and ``deque.append`` are atomic in CPython; a wake-up lost to a race between
+        threads only delays outcomes until their thread call ends (drained there).
+        """
+        posted = self._posted
+        posted.append((work, outcome))
+        if self._wake_pending:
+            return
+        now = time.monotonic()
+        if len(posted) == 1:
+            self._first_post = now
+        if urgent or len(posted) >= POST_BATCH or now - self._first_post >= POST_DELAY:
+            self._wake_pending = True
+            self._token.run_sync_soon(self._wake_collector)
+
+    def _wake_collector(self) -> None:
+        self._wake.set()
+
+    def _drain(self) -> None:
+        """Book every posted outcome (trio thread). The flag is cleared first, so a post
+        racing with this drain either is drained here or schedules another wake-up."""
+        self._wake_pending = False
+        posted = self._posted
+        while posted:
+            work, outcome = posted.popleft()
+            self._finish(work, outcome)
+        self.queue.wake_putters()
+        self._threads.collected()
+        for executor in self._executors.values():
+            executor.collected()
+
+    async def _collect(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            self._drain()
+            if self._closed and self._live_workers == 0 and not self._posted:
+                return
+
+    async def _run_async(self, work: WorkItem) -> None:
+        task = work.task
+        assert isinstance(task, AsyncTask)
+        self.progress.started(id(work), work.tc)
+        tc = work.tc
+        outcome: Outcome[Any]
+        if self.interrupter.reason is not None:
+            outcome = Outcome(task, OutcomeStatus.CANCELLED, reason="job interrupted")
+        else:
+            try:
+                async with self.limiter(task.lane):
+                    if work.timeout is None:
+                        value = await task.arun(tc)
+                    else:
+                        try:
+                            with trio.fail_after(work.timeout):
+                                value = await task.arun(tc)
+                        except trio.TooSlowError:
+                            raise TaskTimeoutError(f"{tc.label}: timed out") from None
+            except Skip as exc:
+                outcome = Outcome(
+                    task, OutcomeStatus.SKIPPED, reason=exc.reason, bytes=tc.bytes_done
+                )
+            except Interrupted as exc:
+                outcome = Outcome(task, OutcomeStatus.CANCELLED, error=exc, reason=str(exc))
+            except trio.Cancelled:
+                self.progress.finished(id(work), "cancelled", 0, None)
+                raise
+            except Exception as exc:
+                outcome = Outcome(task, OutcomeStatus.FAILED, error=exc, bytes=tc.bytes_done)
+            else:
+                outcome = Outcome(task, OutcomeStatus.DONE, value=value, bytes=tc.bytes_done)
+        self._finish(work, outcome)
+
+    def _finish(self, work: WorkItem, outcome: Outcome[Any]) -> None:
+        """Book the outcome (stage bookkeeping, progress) and hand it to the caller, or put
+        the task back for another attempt when its retry policy says so."""
+        self._done += 1
+        error: ItemError | None = None
+        tc = work.tc
+        if tc.attempt > 1:
+            outcome = dataclasses.replace(outcome, attempts=tc.attempt)
+        if outcome.status is OutcomeStatus.FAILED:
+            exc = outcome.error
+            assert exc is not None
+            policy = work.retry
+            if policy is not None and policy.should_retry(tc.attempt, exc):
+                self.progress.finished(id(work), "retrying", 0, None)
+                self._nursery.start_soon(self._retry_later, work, policy.delay(tc.attempt))
+                return
+            message = describe_error(exc)
+            if tc.attempt > 1:
+                message += f" (after {tc.attempt} attempts)"
+            error = ItemError(
+                index=outcome.index,
+                label=tc.label,
+                error=type(exc).__name__,
+                message=message,
+                stage=work.stage.name,
+            )
+        work.stage.record(outcome, error)
+        self.progress.finished(id(work), outcome.status.value, outcome.bytes, error)
+        work.deliver(outcome)
+
+    async def _retry_later(self, work: WorkItem, delay: float) -> None:
+        """Back off, then queue the task again (at once if the job is being interrupted:
+        the attempt then ends as cancelled without running)."""
+        interrupter = self.interrupter
+        deadline = trio.current_time() + delay
+        while interrupter.reason is None and trio.current_time() < deadline:  # noqa: ASYNC110
+            await trio.sleep(min(0.1, deadline - trio.current_time()))
+        old = work.tc
+        tc = TaskContext(old.index, old.label, interrupter, work.timeout)
+        tc.attempt = old.attempt + 1
+        work.tc = tc
+        self.queue.put_nowait(work, force=True)

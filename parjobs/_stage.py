@@ -1,0 +1,93 @@
+"""A dispatcher stage's completion book: which task indices are done, and what is new since
+the last checkpoint.
+
+It sits below the worker pool (which records outcomes into it) and the job context (which
+drains it into a checkpoint), so neither has to know the other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from ._indexset import IndexSet, to_ranges
+from ._progress import ItemError
+from ._task import Outcome, OutcomeStatus
+
+
+class CheckpointSink(Protocol):
+    """The part of a checkpoint batch a stage fills (the store's ``CheckpointBatch``)."""
+
+    ranges: dict[str, list[tuple[int, int]]]
+    results: list[tuple[str, int, str]]
+    errors: list[ItemError]
+    done_items: int
+    skipped_items: int
+    done_bytes: int
+
+
+class Stage:
+    """Completion bookkeeping of one dispatcher stage: the durable set plus what is new.
+
+    ``completed`` holds every finished index (earlier runs' and this run's); the ``new_*``
+    fields hold what `drain` has not yet handed to a checkpoint. With ``keep_results``, each
+    done task's value is kept (as JSON) and resumed outcomes get it back from the store.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        completed: IndexSet,
+        keep_results: bool,
+        load_results: Callable[[], Awaitable[dict[int, str]]],
+    ) -> None:
+        self.name = name
+        self.completed = completed
+        self.keep_results = keep_results
+        self.new: list[int] = []
+        self.new_results: list[tuple[int, str]] = []
+        self.new_errors: list[ItemError] = []
+        self.new_done = 0
+        self.new_skipped = 0
+        self.new_bytes = 0
+        self._load_results = load_results
+        self._stored: dict[int, str] | None = None
+
+    def record(self, outcome: Outcome[Any], error: ItemError | None) -> None:
+        """Book one finished task: done and skipped ones become completed, a failure's
+        ``error`` is kept for the store."""
+        status = outcome.status
+        if status is OutcomeStatus.DONE or status is OutcomeStatus.SKIPPED:
+            if self.completed.add(outcome.index):
+                self.new.append(outcome.index)
+                self.new_done += 1
+                self.new_bytes += outcome.bytes
+                if status is OutcomeStatus.SKIPPED:
+                    self.new_skipped += 1
+                if self.keep_results and status is OutcomeStatus.DONE:
+                    self.new_results.append((outcome.index, json.dumps(outcome.value)))
+        elif error is not None:
+            self.new_errors.append(error)
+
+    async def load_results(self) -> None:
+        """Fetch the values stored by earlier runs (once), for resumed outcomes."""
+        if self.keep_results and self._stored is None:
+            self._stored = await self._load_results()
+
+    def stored_result(self, index: int) -> Any:
+        text = self._stored.get(index) if self._stored is not None else None
+        return None if text is None else json.loads(text)
+
+    def drain(self, batch: CheckpointSink) -> None:
+        """Move what is new into ``batch`` (one checkpoint) and start over."""
+        if self.new:
+            batch.ranges[self.name] = to_ranges(self.new)
+            self.new = []
+        batch.results.extend((self.name, i, v) for i, v in self.new_results)
+        batch.errors.extend(self.new_errors)
+        batch.done_items += self.new_done
+        batch.skipped_items += self.new_skipped
+        batch.done_bytes += self.new_bytes
+        self.new_results, self.new_errors = [], []
+        self.new_done = self.new_skipped = self.new_bytes = 0

@@ -1,0 +1,93 @@
+"""The job-facing dispatcher: its statistics, and who handles an interrupt raised by the
+item generator that feeds it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+
+import parjobs
+from parjobs import FunctionTask, JobContext, Outcome
+
+SEEN: dict[str, list[int]] = {}
+WAITING: set[str] = set()
+STATS: list[object] = []
+
+
+@parjobs.job_type("test-dispatch-generator-interrupt", version=1)
+class WalkThenWait(parjobs.Job):
+    """Feeds ``n`` slow tasks from an async generator, then waits in it for an interrupt
+    (like a tree walk calling ``ctx.check_interrupt()``). With ``catch``, the generator
+    catches the interrupt and returns (the old pattern); else it lets it through."""
+
+    name: str
+    n: int
+    catch: bool
+
+    async def _items(self, ctx: JobContext) -> AsyncIterator[FunctionTask]:
+        try:
+            for i in range(self.n):
+                yield FunctionTask(i, time.sleep, (0.05,))
+            WAITING.add(self.name)
+            while True:
+                await trio.sleep(0.01)
+                await ctx.check_interrupt()
+        except parjobs.Interrupted:
+            if not self.catch:
+                raise
+
+    async def run(self, ctx: JobContext) -> None:
+        seen = SEEN.setdefault(self.name, [])
+        outcome: Outcome[None]
+        async for outcome in ctx.task_dispatcher().dispatch_many(self._items(ctx)):
+            seen.append(outcome.index)
+
+
+@pytest.mark.parametrize("catch", [True, False])
+async def test_an_interrupt_from_the_generator_ends_the_feed_after_the_tasks_in_flight(
+    store_path: str, catch: bool
+) -> None:
+    name = f"walk-{catch}"
+    async with parjobs.open_manager(store_path, workers=4) as manager:
+        handle = await manager.submit(WalkThenWait(name=name, n=4, catch=catch))
+        with trio.fail_after(10):
+            while name not in WAITING:  # every task was sent, none has been yielded yet
+                await trio.sleep(0.01)
+            await manager.pause(handle.id)
+            assert await handle.wait() is parjobs.JobStatus.PAUSED
+    assert sorted(SEEN[name]) == [0, 1, 2, 3]
+
+
+@parjobs.job_type("test-dispatch-statistics", version=1)
+class Watched(parjobs.Job):
+    n: int
+
+    async def run(self, ctx: JobContext) -> None:
+        dispatcher = ctx.task_dispatcher("watched")
+        STATS.append(dispatcher.statistics())
+        tasks = [FunctionTask(i, time.sleep, (0.01,)) for i in range(self.n)]
+        async for _ in dispatcher.dispatch_many(tasks):
+            STATS.append(dispatcher.statistics())
+
+
+async def test_statistics_show_queued_running_and_done(store_path: str) -> None:
+    STATS.clear()
+    async with parjobs.open_manager(store_path, workers=2) as manager:
+        handle = await manager.submit(Watched(n=20))
+        await handle.result()
+    first, last = STATS[0], STATS[-1]
+    assert (first.stage, first.completed, first.queued, first.running, first.done) == (
+        "watched",
+        0,
+        0,
+        0,
+        0,
+    )
+    assert first.workers == 2 and first.threads.cap >= 1
+    assert (last.completed, last.queued, last.running, last.done) == (20, 0, 0, 20)
+    assert any(s.running + s.queued > 0 for s in STATS[1:-1])
+    with pytest.raises(AttributeError):
+        last.done = 0  # type: ignore[misc]  # a frozen record
