@@ -170,8 +170,10 @@ class Task(Generic[T_co]):
     """One unit of blocking work, run in a worker thread of its ``lane``.
 
     Subclasses are usually small dataclasses with an ``index`` field. ``weight`` estimates the
-    bytes it touches: before a task of 1 MiB or more, which may take a while, the worker thread
-    hands the outcomes it finished to the event loop at once (see `parjobs._dispatch`).
+    bytes it touches (a size, not a priority): a task of 1 MiB or more is *heavy*, may take a
+    while, and is never throttled or grouped (see `parjobs._workqueue.HEAVY_BYTES`). Where
+    ``run`` runs is up to the executor of the task's lane (`parjobs._executor`): worker
+    threads, today, for every lane.
 
     A class whose tasks are many and tiny may set ``group_size`` and implement `run_group`:
     a worker thread then takes up to that many queued light tasks of the class at once. The
