@@ -24,7 +24,6 @@ import os
 import re
 import secrets
 import shutil
-import sqlite3
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -34,7 +33,7 @@ from typing import Any, TypeVar, Unpack
 import trio
 
 from ._config import ConfigOptions, ManagerConfig, make_config
-from ._context import CHECKPOINT_INTERVAL, JobContext
+from ._context import JobContext
 from ._events import DEFAULT_BUFFER, EventBus, EventKind, EventSubscription
 from ._exceptions import (
     Interrupted,
@@ -48,10 +47,11 @@ from ._exceptions import (
     StoreError,
 )
 from ._job import Job, dump_job, load_job
+from ._jobstore import JobStore
 from ._progress import ItemError, Progress, ProgressTracker
 from ._records import CheckpointBatch, JobInfo, ManagerStatistics
 from ._status import JobStatus, check_transition
-from ._store import JobStore, explain
+from ._store import SQLiteJobStore
 from ._util import exception_leaves
 
 R = TypeVar("R")
@@ -193,7 +193,7 @@ class JobManager:
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._closing = False
-        self._identity: tuple[int, int] | None = None  # the store file's (dev, inode)
+        self._identity: object | None = None  # the store's identity (file: dev, inode)
         # The event stream: subscribers, and what the store looked like at the last look.
         self._events = EventBus()
         self._store_changed = trio.Event()
@@ -206,12 +206,7 @@ class JobManager:
     async def _db(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """Run a blocking store call in the store's single worker thread."""
         call = functools.partial(fn, *args, **kwargs)
-        try:
-            result = await trio.to_thread.run_sync(call, limiter=self._db_limiter)
-        except sqlite3.Error as exc:  # e.g. "database or disk is full"
-            raise StoreError(
-                f"job store {self.store.path} failed: {explain(exc, self.store.path)}"
-            ) from None
+        result = await trio.to_thread.run_sync(call, limiter=self._db_limiter)
         if getattr(fn, "__name__", "") in _STATUS_CHANGING:
             self._store_changed.set()  # the event stream looks at once
         return result
@@ -1150,11 +1145,14 @@ def _with_status(snap: Progress, status: JobStatus) -> Progress:
 
 @asynccontextmanager
 async def open_manager(
-    store_path: str | os.PathLike[str],
+    store_path: str | os.PathLike[str] | JobStore,
     config: ManagerConfig | None = None,
     **options: Unpack[ConfigOptions],
 ) -> AsyncIterator[JobManager]:
     """Open the store at ``store_path`` and run a manager until the block exits.
+
+    ``store_path`` names a SQLite store file (created if needed), or is an open `JobStore`
+    of another kind (closed when the block exits too).
 
     ``config`` says how (see `ManagerConfig`); keyword ``options`` are its fields, applied on
     top (``open_manager(path, workers=4)``).
@@ -1165,7 +1163,10 @@ async def open_manager(
     jobs are stopped outright (still checkpointed).
     """
     config = make_config(config, options)  # validated before the store is opened or created
-    store = await trio.to_thread.run_sync(JobStore.open, store_path)
+    if isinstance(store_path, str | os.PathLike):
+        store: JobStore = await trio.to_thread.run_sync(SQLiteJobStore.open, store_path)
+    else:
+        store = store_path
     try:
         manager = JobManager(store, config)
         await manager._prepare()
@@ -1189,4 +1190,4 @@ async def open_manager(
         await trio.to_thread.run_sync(store.close)
 
 
-__all__ = ["CHECKPOINT_INTERVAL", "JobHandle", "JobManager", "open_manager"]
+__all__ = ["JobHandle", "JobManager", "open_manager"]

@@ -1,21 +1,23 @@
-"""The embedded SQLite job store (WAL): jobs, leases, completed task ranges, errors, results.
+"""The embedded SQLite job store (WAL), the default `JobStore`: jobs, leases, completed
+task ranges, errors, results.
 
 All methods are blocking and must be called from one thread at a time; the manager serializes
 them through a single worker thread. Several processes may open the same store: SQLite's locks
-and ``BEGIN IMMEDIATE`` transactions make every status change and lease claim atomic.
+and ``BEGIN IMMEDIATE`` transactions make every status change and lease claim atomic. A
+SQLite error leaves every public method as a `StoreError` that explains it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import math
 import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from ._exceptions import (
     InvalidTransitionError,
@@ -24,75 +26,23 @@ from ._exceptions import (
     StoreError,
     StoreFormatError,
 )
+from ._leases import dead_managers, process_start
 from ._progress import ItemError, Progress
 from ._records import CheckpointBatch, JobInfo
 from ._status import JobStatus, check_transition
+from ._store_schema import (
+    Undecodable,
+    check_header,
+    decode_text,
+    explain,
+    init_schema,
+    is_locked,
+)
 
-#: PRAGMA application_id of a parjobs store: b"pjob".
-APPLICATION_ID = 0x706A6F62
-SCHEMA_VERSION = 1
+R = TypeVar("R")
+
 #: Rows of completed ranges per (job, stage) beyond which a checkpoint compacts them.
 COMPACT_ROWS = 256
-#: A manager on another host whose heartbeat is older than this (seconds) is dead. On this
-#: host a manager is alive exactly while its process is (pid and start time), however old its
-#: heartbeat: a process stopped with Ctrl-Z keeps its jobs. ``$PARJOBS_LEASE_TIMEOUT``
-#: overrides it (tests make it small).
-LEASE_TIMEOUT = 30.0
-
-
-def lease_timeout() -> float:
-    """`LEASE_TIMEOUT`, or ``$PARJOBS_LEASE_TIMEOUT`` when set to a positive number."""
-    try:
-        value = float(os.environ.get("PARJOBS_LEASE_TIMEOUT", ""))
-    except ValueError:
-        return LEASE_TIMEOUT
-    return value if math.isfinite(value) and value > 0 else LEASE_TIMEOUT
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS managers (
-    id TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL,
-    started REAL NOT NULL, heartbeat REAL NOT NULL,
-    pid_start TEXT              -- boot id and start time of the process: guards pid reuse
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    type TEXT NOT NULL, version INTEGER NOT NULL, spec TEXT NOT NULL,
-    status TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0,
-    queue TEXT NOT NULL DEFAULT 'default',
-    lease TEXT,                 -- manager holding the lease while the job runs
-    request TEXT,               -- 'pause' or 'cancel' asked through the store
-    owner TEXT,                 -- free-form owner/tenant, for filtering
-    after TEXT,                 -- JSON list of prerequisite job ids
-    dep_policy TEXT NOT NULL DEFAULT 'skip',  -- 'skip' or 'run' when a prerequisite fails
-    timeout REAL,               -- seconds a run may take before it ends timed_out
-    created REAL NOT NULL, started REAL, finished REAL, updated REAL NOT NULL,
-    run_time REAL NOT NULL DEFAULT 0,         -- seconds spent running, all runs
-    runs INTEGER NOT NULL DEFAULT 0,
-    done_items INTEGER NOT NULL DEFAULT 0,    -- checkpointed completions (all stages)
-    skipped_items INTEGER NOT NULL DEFAULT 0, -- of which skipped by the task itself
-    done_bytes INTEGER NOT NULL DEFAULT 0,    -- bytes of checkpointed completions
-    progress TEXT, state TEXT, result TEXT, error TEXT,
-    idempotency_key TEXT UNIQUE
-);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
-CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner);
-CREATE TABLE IF NOT EXISTS completed (
-    job_id TEXT NOT NULL, stage TEXT NOT NULL, start INTEGER NOT NULL, stop INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS completed_job ON completed(job_id, stage);
-CREATE TABLE IF NOT EXISTS task_results (
-    job_id TEXT NOT NULL, stage TEXT NOT NULL, idx INTEGER NOT NULL, value TEXT NOT NULL,
-    PRIMARY KEY (job_id, stage, idx)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS task_errors (
-    job_id TEXT NOT NULL, stage TEXT NOT NULL, idx INTEGER NOT NULL,
-    label TEXT NOT NULL, error TEXT NOT NULL, message TEXT NOT NULL, at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS task_errors_job ON task_errors(job_id);
-"""
-
-
 _COLUMNS = (
     "id, type, version, spec, status, priority, queue, lease, request, owner, after, "
     "dep_policy, timeout, created, started, finished, updated, run_time, runs, done_items, "
@@ -117,11 +67,9 @@ def _check_row(row: sqlite3.Row) -> None:
     column's type (binary junk, text where a number belongs)."""
     for column, types in _COLUMN_TYPES.items():
         value = row[column]
-        if isinstance(value, _Undecodable) or type(value) not in types:
+        if isinstance(value, Undecodable) or type(value) not in types:
             what = (
-                "not UTF-8 text"
-                if isinstance(value, (bytes, _Undecodable))
-                else "of the wrong type"
+                "not UTF-8 text" if isinstance(value, (bytes, Undecodable)) else "of the wrong type"
             )
             job = _text(str(row["id"])) if isinstance(row["id"], str) else repr(row["id"])
             raise StoreFormatError(f"job {job} is damaged in the store: its {column} is {what}")
@@ -185,8 +133,8 @@ def _row_to_info(row: sqlite3.Row) -> JobInfo:
     )
 
 
-class JobStore:
-    """A parjobs store file. Open with `JobStore.open`; close with `close`."""
+class SQLiteJobStore:
+    """A parjobs store file. Open with `SQLiteJobStore.open`; close with `close`."""
 
     def __init__(self, path: str, conn: sqlite3.Connection) -> None:
         self.path = path
@@ -198,14 +146,14 @@ class JobStore:
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, timeout: float = 10.0) -> JobStore:
+    def open(cls, path: str | os.PathLike[str], *, timeout: float = 10.0) -> SQLiteJobStore:
         """Open (creating if needed) the store at ``path``.
 
         Raises `StoreFormatError` for a file that is not a parjobs store and `StoreError`
         when the store cannot be opened (permissions, locked for longer than ``timeout``).
         """
         path = os.fspath(path)
-        _check_header(path)
+        check_header(path)
         try:
             conn = sqlite3.connect(
                 path, timeout=timeout, isolation_level=None, check_same_thread=False
@@ -213,55 +161,22 @@ class JobStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open job store {path}: {exc}") from exc
         conn.row_factory = sqlite3.Row
-        conn.text_factory = _decode_text  # a damaged row must not break every read
+        conn.text_factory = decode_text  # a damaged row must not break every read
         store = cls(path, conn)
         try:
-            store._init_schema()
+            init_schema(conn, path, store._tx)
         except StoreError:
             conn.close()
             raise
         except sqlite3.OperationalError as exc:
             conn.close()
-            if _is_locked(exc):
+            if is_locked(exc):
                 raise StoreError(f"job store {path} is locked by another process") from exc
             raise StoreError(f"cannot use job store {path}: {explain(exc, path)}") from exc
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StoreFormatError(f"{path} is not a usable parjobs store: {exc}") from exc
         return store
-
-    def _init_schema(self) -> None:
-        c = self._conn
-        app_id = c.execute("PRAGMA application_id").fetchone()[0]
-        version = c.execute("PRAGMA user_version").fetchone()[0]
-        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if app_id != APPLICATION_ID and (app_id != 0 or tables):
-            raise StoreFormatError(
-                f"{self.path} is a SQLite database of another application, not a parjobs store"
-            )
-        if version > SCHEMA_VERSION:
-            raise StoreFormatError(
-                f"{self.path} was written by a newer parjobs (schema {version} > "
-                f"{SCHEMA_VERSION}); upgrade parjobs"
-            )
-        c.execute("PRAGMA journal_mode=WAL")
-        c.execute("PRAGMA synchronous=NORMAL")
-        c.execute("PRAGMA foreign_keys=ON")
-        if app_id == 0:
-            with self._tx():
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        c.execute(statement)
-                c.execute(f"PRAGMA application_id={APPLICATION_ID}")
-                c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        columns = {r[1] for r in c.execute("PRAGMA table_info(managers)")}
-        if "pid_start" not in columns:  # a store made before pid reuse was guarded against
-            with self._tx():
-                c.execute("ALTER TABLE managers ADD COLUMN pid_start TEXT")
-        (check,) = c.execute("PRAGMA quick_check(1)").fetchone()
-        if check != "ok":
-            detail = " ".join(str(check).split())  # one line, for the CLI
-            raise StoreFormatError(f"{self.path} is a damaged parjobs store: {detail}")
 
     def close(self) -> None:
         self._conn.close()
@@ -273,7 +188,7 @@ class JobStore:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if _is_locked(exc):
+            if is_locked(exc):
                 raise StoreError(
                     f"job store {self.path} is locked by another process: {exc}"
                 ) from exc
@@ -298,7 +213,7 @@ class JobStore:
             c.execute(
                 "INSERT INTO managers(id, pid, host, started, heartbeat, pid_start) "
                 "VALUES (?,?,?,?,?,?)",
-                (manager_id, pid, socket.gethostname(), now, now, _process_start(pid)),
+                (manager_id, pid, socket.gethostname(), now, now, process_start(pid)),
             )
 
     def heartbeat(self, manager_id: str) -> bool:
@@ -313,28 +228,12 @@ class JobStore:
             c.execute("UPDATE jobs SET lease=NULL WHERE lease=?", (manager_id,))
             c.execute("DELETE FROM managers WHERE id=?", (manager_id,))
 
-    def _dead_managers(self, c: sqlite3.Connection) -> set[str]:
-        """Managers that are certainly gone. On this host: the process is gone (its pid is
-        free, or taken by a process started at another time). On another host: its
-        heartbeat is older than `lease_timeout`. A stale heartbeat alone never condemns a
-        process of this host: a stopped one (Ctrl-Z, SIGSTOP) still owns its jobs."""
-        host, now, timeout = socket.gethostname(), time.time(), lease_timeout()
-        dead = set()
-        for row in c.execute("SELECT id, pid, host, heartbeat, pid_start FROM managers"):
-            if row["host"] == host:
-                alive = _pid_alive(row["pid"]) and _same_process(row["pid"], row["pid_start"])
-            else:
-                alive = now - row["heartbeat"] < timeout
-            if not alive:
-                dead.add(row["id"])
-        return dead
-
     def _owner(self, c: sqlite3.Connection, lease: str | None) -> str | None:
         """A description of the live manager ``lease`` names (None if free or dead)."""
         if lease is None:
             return None
         row = c.execute("SELECT pid, host FROM managers WHERE id=?", (lease,)).fetchone()
-        if row is None or lease in self._dead_managers(c):
+        if row is None or lease in dead_managers(c):
             return None
         here = row["host"] == socket.gethostname()
         return f"parjobs process (pid {row['pid']}" + (")" if here else f" on {row['host']})")
@@ -360,7 +259,7 @@ class JobStore:
     def _recover(self, c: sqlite3.Connection) -> list[str]:
         recovered: list[str] = []
         now = time.time()
-        dead = self._dead_managers(c)
+        dead = dead_managers(c)
         live = {r[0] for r in c.execute("SELECT id FROM managers")} - dead
         rows = c.execute(
             "SELECT id, status, lease, request FROM jobs WHERE status IN (?,?,?,?)",
@@ -691,12 +590,6 @@ class JobStore:
             )
             return True
 
-    def requests_for(self, manager_id: str) -> list[tuple[str, str]]:
-        rows = self._conn.execute(
-            "SELECT id, request FROM jobs WHERE lease=? AND request IS NOT NULL", (manager_id,)
-        )
-        return [(r[0], r[1]) for r in rows]
-
     def delete(self, job_id: str) -> None:
         for key in [k for k in self._rows if k[0] == job_id]:
             self._rows.pop(key, None)
@@ -844,7 +737,7 @@ class JobStore:
         seconds), whether it is alive (the rule recovery uses) and how many jobs it runs.
         Read-only: an operator's view of the hosts, not a lease operation."""
         c = self._conn
-        dead = self._dead_managers(c)
+        dead = dead_managers(c)
         running = dict(
             c.execute(
                 "SELECT lease, COUNT(*) FROM jobs WHERE lease IS NOT NULL "
@@ -882,110 +775,27 @@ def _text(value: str) -> str:
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _check_header(path: str) -> None:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except FileNotFoundError:
-        return
-    except IsADirectoryError:
-        raise StoreFormatError(f"{path} is a directory, not a parjobs store") from None
-    except OSError as exc:
-        raise StoreError(f"cannot read job store {path}: {exc.strerror}") from exc
-    if head and head != b"SQLite format 3\x00":
-        raise StoreFormatError(f"{path} is not a parjobs store (not a SQLite database)")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 _ACTIVE_VALUES = frozenset(s.value for s in JobStatus if s.is_active)
 
 
-def _proc_stat(pid: int) -> list[bytes] | None:
-    """The fields of /proc/<pid>/stat after the process name (None where /proc does not
-    say): [0] is the state, [19] the start time in clock ticks since boot."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat.rpartition(b")")[2].split()  # the name in parentheses may hold anything
-    return fields if len(fields) >= 20 else None
+def _explained(method: Callable[..., R]) -> Callable[..., R]:
+    """``method`` raising `StoreError` (explained, naming the store) for a SQLite error,
+    e.g. "database or disk is full": no SQLite exception leaves the store."""
+
+    @functools.wraps(method)
+    def call(self: SQLiteJobStore, *args: Any, **kwargs: Any) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StoreError(f"job store {self.path} failed: {explain(exc, self.path)}") from None
+
+    return call
 
 
-def _process_start(pid: int) -> str | None:
-    """The boot id and start time of process ``pid``: with the pid, they name one process
-    for good (a pid is reused, its start time is not). None where /proc does not say."""
-    fields = _proc_stat(pid)
-    try:
-        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
-            boot = f.read().strip()
-    except OSError:
-        return None
-    if fields is None:
-        return None
-    return f"{boot.decode('ascii', 'replace')}:{fields[19].decode('ascii', 'replace')}"
+for _name, _method in list(vars(SQLiteJobStore).items()):
+    if not _name.startswith("_") and callable(_method) and _name != "open":
+        setattr(SQLiteJobStore, _name, _explained(_method))
+del _name, _method
 
-
-def _same_process(pid: int, recorded: str | None) -> bool:
-    """Whether ``pid`` is still the live process that registered with start ``recorded``
-    (a zombie, killed but not yet reaped by its parent, is not)."""
-    fields = _proc_stat(pid)
-    if fields is not None and fields[0] in (b"Z", b"X"):
-        return False
-    if recorded is None:
-        return True  # registered by a parjobs that did not record it: the pid must do
-    now = _process_start(pid)
-    return now is None or now == recorded
-
-
-class _Undecodable(str):
-    """Text of a store column that was not valid UTF-8 (shown with backslash escapes)."""
-
-    __slots__ = ()
-
-
-def _decode_text(data: bytes) -> str:
-    """The connection's text factory: a damaged TEXT value becomes an `_Undecodable`
-    instead of an error that fails the whole query (and every later listing)."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return _Undecodable(data.decode("utf-8", "backslashreplace"))
-
-
-def _is_locked(exc: sqlite3.Error) -> bool:
-    text = str(exc)
-    return "locked" in text or "busy" in text
-
-
-def explain(exc: BaseException, path: str) -> str:
-    """The reason SQLite gives for ``exc``, with the cause named when it is the file system:
-    a read-only file system, or a store file or directory this user may not write (SQLite
-    must create ``<store>-wal`` and ``<store>-shm`` next to the store)."""
-    text = str(exc)
-    if "readonly" not in text and "unable to open" not in text:
-        return text
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    try:
-        if os.statvfs(directory).f_flag & os.ST_RDONLY:
-            return f"{text} (read-only file system at {directory})"
-    except OSError:
-        pass
-    if not os.access(directory, os.W_OK | os.X_OK):
-        return f"{text} (permission denied: the directory {directory} is read-only to this user)"
-    if os.path.exists(path) and not os.access(path, os.W_OK):
-        return f"{text} (permission denied: the file {path} is read-only to this user)"
-    for suffix in ("-wal", "-shm"):
-        side = path + suffix
-        if os.path.exists(side) and not os.access(side, os.W_OK):
-            return f"{text} (permission denied: {side} is read-only to this user)"
-    return text
+#: The name the server and the benchmarks still import (the class, not the protocol).
+JobStore = SQLiteJobStore

@@ -1,0 +1,164 @@
+"""The `JobStore` protocol: what the manager, the job context and the CLI need from a job
+store (SQLite today, PostgreSQL next), with no backend's types in it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from ._progress import ItemError
+from ._records import CheckpointBatch, JobInfo
+from ._status import JobStatus
+
+
+class JobStore(Protocol):
+    """A persistent, multi-process job store.
+
+    Every method blocks (the manager runs them in one worker thread, one at a time) and
+    raises `StoreError` (`StoreFormatError` for a damaged or foreign store) when the backend
+    fails: no backend exception crosses this interface. Ownership is a lease: a job runs
+    only where its ``lease`` names a live manager, and every write on behalf of a run is a
+    compare-and-set on that lease (`LeaseError` when it was taken meanwhile). Status changes
+    are checked against `TRANSITIONS` (`InvalidTransitionError`); an unknown id raises
+    `JobNotFoundError`.
+    """
+
+    #: Where the store lives (a file path for SQLite). Jobs keep their private files in
+    #: ``<path>.d/<job id>/``, and errors name it.
+    path: str
+
+    def close(self) -> None:
+        """Release the connection; the object is unusable afterwards."""
+
+    def identity(self) -> object | None:
+        """A token that changes when the store is deleted or replaced under a running
+        manager (None when it is gone), so the manager stops instead of writing nowhere."""
+
+    # -- managers and leases -----------------------------------------------------------
+
+    def register_manager(self, manager_id: str) -> None:
+        """Record a live manager (process identity, host, heartbeat)."""
+
+    def heartbeat(self, manager_id: str) -> bool:
+        """Renew the manager's liveness; False when another process declared it dead."""
+
+    def unregister_manager(self, manager_id: str) -> None:
+        """Forget the manager and release the leases it holds (clean shutdown)."""
+
+    def recover(self) -> list[str]:
+        """Rest the active jobs of dead managers (interrupted, or paused when a pause was
+        asked); return their ids."""
+
+    def lease_state(self, manager_id: str) -> tuple[bool, dict[str, str | None]]:
+        """(manager still registered, {job id: pending request} of the jobs it holds)."""
+
+    def managers(self) -> list[dict[str, Any]]:
+        """The managers sharing the store (id, pid, host, started, heartbeat, alive, jobs)."""
+
+    # -- the life of a job -------------------------------------------------------------
+
+    def insert_job(
+        self,
+        job_id: str,
+        type_name: str,
+        version: int,
+        spec: str,
+        *,
+        priority: int = 0,
+        queue: str = "default",
+        lease: str | None = None,
+        idempotency_key: str | None = None,
+        owner: str | None = None,
+        after: Iterable[str] = (),
+        dep_policy: str = "skip",
+        timeout: float | None = None,
+    ) -> tuple[JobInfo, bool]:
+        """Insert a queued job, or return the one with the same idempotency key:
+        (info, created)."""
+
+    def claim(self, job_id: str, manager_id: str) -> JobInfo:
+        """Lease a queued job to ``manager_id`` and mark it running, atomically."""
+
+    def requeue(self, job_id: str, manager_id: str) -> JobInfo:
+        """Resume: queue a resting job, leased to ``manager_id``, atomically."""
+
+    def take(self, job_id: str, manager_id: str, expect: JobStatus) -> JobInfo:
+        """Lease a resting job (still ``expect``) without changing its status."""
+
+    def transition(
+        self,
+        job_id: str,
+        new: JobStatus,
+        *,
+        expect: JobStatus | None = None,
+        manager: str | None = None,
+        holder: str | None = None,
+        **fields: Any,
+    ) -> JobInfo:
+        """Move a job to ``new`` and update ``fields`` (result, error, progress, lease,
+        request, run_time), atomically: ``expect`` is a compare-and-set on the status,
+        ``holder`` on the lease, ``manager`` refuses a job another live manager holds."""
+
+    def request(self, job_id: str, request: str, manager_id: str | None = None) -> bool:
+        """Ask the other live process holding the job to pause or cancel it; False when
+        none does (the caller acts itself)."""
+
+    def set_priority(self, job_id: str, priority: int) -> JobInfo:
+        """Change the priority of a queued job."""
+
+    def delete(self, job_id: str) -> None:
+        """Forget a resting job with everything recorded for it."""
+
+    def purge(self, older_than: float, statuses: Iterable[JobStatus]) -> list[str]:
+        """Delete the jobs in ``statuses`` finished before ``older_than``; their ids."""
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def checkpoint(self, job_id: str, batch: CheckpointBatch, holder: str | None = None) -> None:
+        """Record what completed since the last checkpoint in one transaction; with
+        ``holder``, only while that manager holds the lease (else `LeaseError`, nothing
+        written)."""
+
+    def completed_ranges(self, job_id: str) -> dict[str, list[tuple[int, int]]]:
+        """Checkpointed completions: stage -> [start, stop) ranges."""
+
+    def task_results(self, job_id: str, stage: str) -> dict[int, str]:
+        """Stored task values (JSON) of a stage that keeps them: index -> value."""
+
+    # -- queries -----------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobInfo:
+        """The job's record (`StoreFormatError` naming it when its row is damaged)."""
+
+    def resolve_id(self, prefix: str) -> str:
+        """The one job id starting with ``prefix``."""
+
+    def list_jobs(
+        self,
+        statuses: Iterable[JobStatus] | None = None,
+        *,
+        type: str | None = None,
+        owner: str | None = None,
+        order: str = "created",
+        limit: int = -1,
+        offset: int = 0,
+        damaged: list[tuple[str, str]] | None = None,
+        updated_since: float | None = None,
+    ) -> list[JobInfo]:
+        """Jobs filtered and paged; damaged rows left out and reported in ``damaged``
+        as (job id, reason)."""
+
+    def statuses(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
+        """The status of each of ``job_ids`` that exists."""
+
+    def status_counts(self) -> dict[str, int]:
+        """Jobs per status."""
+
+    def errors(self, job_id: str, *, limit: int = -1, offset: int = 0) -> list[ItemError]:
+        """The failed items of the job's latest run, oldest first, paged."""
+
+    def error_count(self, job_id: str) -> int:
+        """How many failed items `errors` pages through."""
+
+    def job_stats(self) -> list[tuple[str, str, str, int, int, int, int]]:
+        """Per (type, queue, status): jobs, items done, bytes done, failed items."""

@@ -1,0 +1,90 @@
+"""Who is alive: the liveness rule for the managers that share a SQLite store (process
+identity on this host, heartbeat age on others), on which leases and recovery rest."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import sqlite3
+import time
+
+#: A manager on another host whose heartbeat is older than this (seconds) is dead. On this
+#: host a manager is alive exactly while its process is (pid and start time), however old its
+#: heartbeat: a process stopped with Ctrl-Z keeps its jobs. ``$PARJOBS_LEASE_TIMEOUT``
+#: overrides it (tests make it small).
+LEASE_TIMEOUT = 30.0
+
+
+def lease_timeout() -> float:
+    """`LEASE_TIMEOUT`, or ``$PARJOBS_LEASE_TIMEOUT`` when set to a positive number."""
+    try:
+        value = float(os.environ.get("PARJOBS_LEASE_TIMEOUT", ""))
+    except ValueError:
+        return LEASE_TIMEOUT
+    return value if math.isfinite(value) and value > 0 else LEASE_TIMEOUT
+
+
+def dead_managers(c: sqlite3.Connection) -> set[str]:
+    """Managers that are certainly gone. On this host: the process is gone (its pid is
+    free, or taken by a process started at another time). On another host: its
+    heartbeat is older than `lease_timeout`. A stale heartbeat alone never condemns a
+    process of this host: a stopped one (Ctrl-Z, SIGSTOP) still owns its jobs."""
+    host, now, timeout = socket.gethostname(), time.time(), lease_timeout()
+    dead = set()
+    for row in c.execute("SELECT id, pid, host, heartbeat, pid_start FROM managers"):
+        if row["host"] == host:
+            alive = pid_alive(row["pid"]) and same_process(row["pid"], row["pid_start"])
+        else:
+            alive = now - row["heartbeat"] < timeout
+        if not alive:
+            dead.add(row["id"])
+    return dead
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _proc_stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the process name (None where /proc does not
+    say): [0] is the state, [19] the start time in clock ticks since boot."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat.rpartition(b")")[2].split()  # the name in parentheses may hold anything
+    return fields if len(fields) >= 20 else None
+
+
+def process_start(pid: int) -> str | None:
+    """The boot id and start time of process ``pid``: with the pid, they name one process
+    for good (a pid is reused, its start time is not). None where /proc does not say."""
+    fields = _proc_stat(pid)
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            boot = f.read().strip()
+    except OSError:
+        return None
+    if fields is None:
+        return None
+    return f"{boot.decode('ascii', 'replace')}:{fields[19].decode('ascii', 'replace')}"
+
+
+def same_process(pid: int, recorded: str | None) -> bool:
+    """Whether ``pid`` is still the live process that registered with start ``recorded``
+    (a zombie, killed but not yet reaped by its parent, is not)."""
+    fields = _proc_stat(pid)
+    if fields is not None and fields[0] in (b"Z", b"X"):
+        return False
+    if recorded is None:
+        return True  # registered by a parjobs that did not record it: the pid must do
+    now = process_start(pid)
+    return now is None or now == recorded

@@ -1,0 +1,154 @@
+"""The SQLite side of a store file: its schema and format guards (application id, schema
+version, integrity), opening a connection, and SQLite errors explained in plain words."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from ._exceptions import StoreError, StoreFormatError
+
+#: PRAGMA application_id of a parjobs store: b"pjob".
+APPLICATION_ID = 0x706A6F62
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS managers (
+    id TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL,
+    started REAL NOT NULL, heartbeat REAL NOT NULL,
+    pid_start TEXT              -- boot id and start time of the process: guards pid reuse
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL, version INTEGER NOT NULL, spec TEXT NOT NULL,
+    status TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0,
+    queue TEXT NOT NULL DEFAULT 'default',
+    lease TEXT,                 -- manager holding the lease while the job runs
+    request TEXT,               -- 'pause' or 'cancel' asked through the store
+    owner TEXT,                 -- free-form owner/tenant, for filtering
+    after TEXT,                 -- JSON list of prerequisite job ids
+    dep_policy TEXT NOT NULL DEFAULT 'skip',  -- 'skip' or 'run' when a prerequisite fails
+    timeout REAL,               -- seconds a run may take before it ends timed_out
+    created REAL NOT NULL, started REAL, finished REAL, updated REAL NOT NULL,
+    run_time REAL NOT NULL DEFAULT 0,         -- seconds spent running, all runs
+    runs INTEGER NOT NULL DEFAULT 0,
+    done_items INTEGER NOT NULL DEFAULT 0,    -- checkpointed completions (all stages)
+    skipped_items INTEGER NOT NULL DEFAULT 0, -- of which skipped by the task itself
+    done_bytes INTEGER NOT NULL DEFAULT 0,    -- bytes of checkpointed completions
+    progress TEXT, state TEXT, result TEXT, error TEXT,
+    idempotency_key TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner);
+CREATE TABLE IF NOT EXISTS completed (
+    job_id TEXT NOT NULL, stage TEXT NOT NULL, start INTEGER NOT NULL, stop INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS completed_job ON completed(job_id, stage);
+CREATE TABLE IF NOT EXISTS task_results (
+    job_id TEXT NOT NULL, stage TEXT NOT NULL, idx INTEGER NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (job_id, stage, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS task_errors (
+    job_id TEXT NOT NULL, stage TEXT NOT NULL, idx INTEGER NOT NULL,
+    label TEXT NOT NULL, error TEXT NOT NULL, message TEXT NOT NULL, at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS task_errors_job ON task_errors(job_id);
+"""
+
+
+def check_header(path: str) -> None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise StoreFormatError(f"{path} is a directory, not a parjobs store") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read job store {path}: {exc.strerror}") from exc
+    if head and head != b"SQLite format 3\x00":
+        raise StoreFormatError(f"{path} is not a parjobs store (not a SQLite database)")
+
+
+def init_schema(
+    c: sqlite3.Connection, path: str, tx: Callable[[], AbstractContextManager[object]]
+) -> None:
+    """Check the format, version and integrity of the store ``c`` opens (creating the
+    schema in a new file) and set its pragmas; `StoreFormatError` if it is not usable.
+    ``tx`` opens a write transaction."""
+    app_id = c.execute("PRAGMA application_id").fetchone()[0]
+    version = c.execute("PRAGMA user_version").fetchone()[0]
+    tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if app_id != APPLICATION_ID and (app_id != 0 or tables):
+        raise StoreFormatError(
+            f"{path} is a SQLite database of another application, not a parjobs store"
+        )
+    if version > SCHEMA_VERSION:
+        raise StoreFormatError(
+            f"{path} was written by a newer parjobs (schema {version} > "
+            f"{SCHEMA_VERSION}); upgrade parjobs"
+        )
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("PRAGMA synchronous=NORMAL")
+    c.execute("PRAGMA foreign_keys=ON")
+    if app_id == 0:
+        with tx():
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    c.execute(statement)
+            c.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    columns = {r[1] for r in c.execute("PRAGMA table_info(managers)")}
+    if "pid_start" not in columns:  # a store made before pid reuse was guarded against
+        with tx():
+            c.execute("ALTER TABLE managers ADD COLUMN pid_start TEXT")
+    (check,) = c.execute("PRAGMA quick_check(1)").fetchone()
+    if check != "ok":
+        detail = " ".join(str(check).split())  # one line, for the CLI
+        raise StoreFormatError(f"{path} is a damaged parjobs store: {detail}")
+
+
+class Undecodable(str):
+    """Text of a store column that was not valid UTF-8 (shown with backslash escapes)."""
+
+    __slots__ = ()
+
+
+def decode_text(data: bytes) -> str:
+    """The connection's text factory: a damaged TEXT value becomes an `Undecodable`
+    instead of an error that fails the whole query (and every later listing)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return Undecodable(data.decode("utf-8", "backslashreplace"))
+
+
+def is_locked(exc: sqlite3.Error) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def explain(exc: BaseException, path: str) -> str:
+    """The reason SQLite gives for ``exc``, with the cause named when it is the file system:
+    a read-only file system, or a store file or directory this user may not write (SQLite
+    must create ``<store>-wal`` and ``<store>-shm`` next to the store)."""
+    text = str(exc)
+    if "readonly" not in text and "unable to open" not in text:
+        return text
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return f"{text} (read-only file system at {directory})"
+    except OSError:
+        pass
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"{text} (permission denied: the directory {directory} is read-only to this user)"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return f"{text} (permission denied: the file {path} is read-only to this user)"
+    for suffix in ("-wal", "-shm"):
+        side = path + suffix
+        if os.path.exists(side) and not os.access(side, os.W_OK):
+            return f"{text} (permission denied: {side} is read-only to this user)"
+    return text
