@@ -8,113 +8,52 @@ Leases: a manager registers itself (pid, start time, host, heartbeat) and claims
 atomically before running it (a compare-and-set on the lease: a job runs in one place at a
 time). A job whose manager died is recovered as ``interrupted`` by the next manager that
 opens the store. Pause and cancel requests from other processes travel through the store and
-are polled every `REQUEST_POLL` seconds, with the leases: a run whose lease was taken stops at
+are polled with the leases (`parjobs._housekeeping`): a run whose lease was taken stops at
 once and writes nothing more.
+
+This module holds the public face (`JobManager`'s API, `JobHandle`, the event stream,
+`open_manager`); the layers below it are `_manager_core`, `_runner`, `_scheduler` and
+`_housekeeping`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
-import itertools
-import json
-import math
 import os
 import re
 import secrets
-import shutil
 import time
-import traceback
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, Unpack
+from typing import Any, Unpack
 
 import trio
 
 from ._config import ConfigOptions, ManagerConfig, make_config
-from ._context import JobContext
-from ._events import DEFAULT_BUFFER, EventBus, EventKind, EventSubscription
+from ._events import DEFAULT_BUFFER, EventKind, EventSubscription
 from ._exceptions import (
-    Interrupted,
     InvalidTransitionError,
     JobCancelledError,
     JobFailedError,
-    JobLoadError,
     JobNotFinishedError,
-    JobSpecError,
-    LeaseError,
     StoreError,
 )
-from ._job import Job, dump_job, load_job
+from ._housekeeping import REQUEST_POLL, Housekeeping
+from ._job import Job, dump_job
 from ._jobstore import JobStore
-from ._progress import ItemError, Progress, ProgressTracker
-from ._records import CheckpointBatch, JobInfo, ManagerStatistics
+from ._progress import ItemError, Progress
+from ._records import JobInfo, ManagerStatistics
 from ._status import JobStatus, check_transition
 from ._store import SQLiteJobStore
 from ._util import exception_leaves
 
-R = TypeVar("R")
-
-#: How often the manager looks for pause/cancel requests from other processes.
-REQUEST_POLL = 0.2
-#: How often the manager renews its lease.
-HEARTBEAT = 2.0
-#: How long a cancel may take before the job's trio code is cancelled outright (threads
-#: still finish their current chunk: nothing keeps running after the job says cancelled).
-HARD_STOP_AFTER = 10.0
-#: How often a running job's progress snapshot is saved for other processes to see.
-PROGRESS_SAVE = 1.0
 #: How often the event stream looks at the store for other processes' changes (while
 #: somebody listens; this manager's own changes are seen at once).
 EVENT_POLL = 0.25
 #: Seconds of ``updated`` looked at again before the last seen change (other processes'
 #: clocks, and changes committed out of order).
 CLOCK_SLACK = 2.0
-#: Store calls after which the event stream looks at the store at once.
-_STATUS_CHANGING = frozenset(
-    {"insert_job", "transition", "requeue", "claim", "take", "recover", "set_priority"}
-)
-#: How often prerequisites run by other processes are polled.
-DEPENDENCY_POLL = 1.0
-
-
-class _LiveJob:
-    """A job this manager is queuing or running (one per run)."""
-
-    _seq = itertools.count()
-
-    def __init__(self, info: JobInfo) -> None:
-        self.id = info.id
-        self.info = info
-        self.priority = info.priority
-        self.seq = next(self._seq)
-        self.status = info.status
-        self.tracker = ProgressTracker(info.id)
-        self.tracker.status = info.status.value
-        self.tracker.restore(info)
-        self.ctx: JobContext | None = None
-        self.scope: trio.CancelScope | None = None
-        self.pending: str | None = None  # pause/cancel asked before the context existed
-        self.value: Any = None
-        self.error: str | None = None
-        self.rested = trio.Event()
-        self.job: Job | None = None  # the submitted object (with runtime fields), if here
-        self.timed_out = False
-        self.starting = False  # taken from the queue; its run is about to begin
-        self.lost: str | None = None  # why this run lost the job (lease gone): it stops
-        self.releasing = False  # giving its lease back (finishing, resting while queued)
-        self.validated = False  # `job` was validated at submit, moments before this run
-
-    def set_status(self, status: JobStatus) -> None:
-        self.status = status
-        self.tracker.set_status(status.value)
-
-    def rest(self, status: JobStatus) -> None:
-        self.set_status(status)
-        self.tracker.run_stopped()
-        self.tracker.close()
-        self.rested.set()
 
 
 class JobHandle:
@@ -172,44 +111,14 @@ class JobHandle:
         await self._manager.cancel(self.id)
 
 
-class JobManager:
-    """Runs jobs from a `JobStore`. Create with `open_manager`."""
+class JobManager(Housekeeping):
+    """Runs jobs from a `JobStore`. Create with `open_manager`.
 
-    def __init__(self, store: JobStore, config: ManagerConfig) -> None:
-        self.config = config
-        self.queues = config.queue_capacities()
-        self.retention = config.retention
-        self._running_by_queue: dict[str, int] = dict.fromkeys(self.queues, 0)
-        self._counters = {"tasks": 0, "bytes": 0}
-        self.store = store
-        self.id = secrets.token_hex(8)
-        self.workers = config.workers
-        self.max_running = config.max_running
-        self.lanes = {name: trio.CapacityLimiter(n) for name, n in config.lane_limits().items()}
-        self._db_limiter = trio.CapacityLimiter(1)
-        self._live: dict[str, _LiveJob] = {}
-        self._queue: list[_LiveJob] = []
-        self._running = 0
-        self._wake = trio.Event()
-        self._nursery: trio.Nursery | None = None
-        self._closing = False
-        self._identity: object | None = None  # the store's identity (file: dev, inode)
-        # The event stream: subscribers, and what the store looked like at the last look.
-        self._events = EventBus()
-        self._store_changed = trio.Event()
-        self._mark: float | None = None
-        self._primed = 0.0
-        self._known: dict[str, tuple[JobStatus, Progress]] = {}
+    Built in layers, each in its own module: `ManagerCore` (state, the store thread hop),
+    `JobRunner` (one run), `JobScheduler` (admission), `Housekeeping` (leases, requests,
+    background checkpoints); this class adds the public API and the event stream."""
 
     # -- plumbing ------------------------------------------------------------------------
-
-    async def _db(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
-        """Run a blocking store call in the store's single worker thread."""
-        call = functools.partial(fn, *args, **kwargs)
-        result = await trio.to_thread.run_sync(call, limiter=self._db_limiter)
-        if getattr(fn, "__name__", "") in _STATUS_CHANGING:
-            self._store_changed.set()  # the event stream looks at once
-        return result
 
     async def _prepare(self) -> None:
         """Register, recover the jobs of dead managers, apply retention (may raise
@@ -238,7 +147,7 @@ class JobManager:
         for job_id in ids:
             status = statuses.get(job_id)
             if status is None or status.is_final:
-                await trio.to_thread.run_sync(_remove_tree, self.job_dir(job_id))
+                await self._remove_job_dir(job_id)
 
     async def _start(self, nursery: trio.Nursery, resume_interrupted: bool) -> None:
         self._nursery = nursery
@@ -357,7 +266,7 @@ class JobManager:
         for job_id in ids:
             self._live.pop(job_id, None)
             self._forget(job_id)
-            await trio.to_thread.run_sync(_remove_tree, self.job_dir(job_id))
+            await self._remove_job_dir(job_id)
         return ids
 
     def statistics(self) -> ManagerStatistics:
@@ -378,16 +287,8 @@ class JobManager:
         """Jobs in the store by status (all processes)."""
         return await self._db(self.store.status_counts)
 
-    def job_dir(self, job_id: str) -> str:
-        """Where a job keeps its own files: ``<store>.d/<job id>/``."""
-        return os.path.join(self.store.path + ".d", job_id)
-
     def handle(self, job_id: str) -> JobHandle:
         return JobHandle(self, job_id)
-
-    async def get(self, job_id: str) -> JobInfo:
-        """The stored record of a job (raises `JobNotFoundError`)."""
-        return await self._db(self.store.get, job_id)
 
     async def resolve(self, id_prefix: str) -> str:
         """The full id of the job whose id starts with ``id_prefix``."""
@@ -520,7 +421,7 @@ class JobManager:
         await self._db(self.store.delete, job_id)  # checks again, in its transaction
         self._live.pop(job_id, None)
         self._forget(job_id)
-        await trio.to_thread.run_sync(_remove_tree, self.job_dir(job_id))
+        await self._remove_job_dir(job_id)
 
     async def wait(self, job_id: str) -> JobStatus:
         """Wait until the job rests; works for jobs run by other processes too (polls)."""
@@ -586,13 +487,6 @@ class JobManager:
         self._known.pop(job_id, None)
         self._events.publish(EventKind.DELETED, job_id)
 
-    async def _forward_progress(self, live: _LiveJob) -> None:
-        """Publish the progress snapshots of a run of this manager (~10/s while someone
-        listens; the tracker coalesces them)."""
-        async for snap in live.tracker.subscribe():
-            if self._events.listening:
-                self._events.publish(EventKind.PROGRESS, live.id, progress=snap)
-
     async def _watch_store(self) -> None:
         """While somebody listens to `events`, turn the store's changes into status events
         (and progress events for jobs run elsewhere): woken at once by this manager's own
@@ -627,510 +521,9 @@ class JobManager:
                 snap = _with_status(info.progress, info.status)
                 self._events.publish(EventKind.PROGRESS, info.id, progress=snap)
 
-    # -- scheduling ----------------------------------------------------------------------
-
-    def _enqueue(self, info: JobInfo) -> _LiveJob:
-        previous = self._live.get(info.id)
-        live = _LiveJob(info)
-        if previous is not None:
-            live.job = previous.job  # keep runtime fields across pause/resume
-        self._live[info.id] = live
-        self._queue.append(live)
-        self._wake.set()
-        return live
-
-    async def _rest_queued(self, live: _LiveJob, status: JobStatus) -> None:
-        if live in self._queue:
-            self._queue.remove(live)
-        live.releasing = True
-        try:
-            await self._db(
-                self.store.transition, live.id, status, holder=self.id, lease=None, request=None
-            )
-        except LeaseError as exc:
-            live.lost = str(exc)
-            status = JobStatus.INTERRUPTED
-        live.rest(status)
-
-    async def _scheduler(self) -> None:
-        while True:
-            self._wake = trio.Event()
-            waiting_on_others = await self._schedule_once()
-            # Prerequisites run by other processes are polled; ours wake us when they rest.
-            with trio.move_on_after(DEPENDENCY_POLL if waiting_on_others else math.inf):
-                await self._wake.wait()
-
-    async def _schedule_once(self) -> bool:
-        """Start every queued job that may start now: highest priority first, FIFO among
-        equals, within the global limit and its queue's capacity, once its prerequisites
-        completed. Returns True if some job waits for prerequisites."""
-        assert self._nursery is not None
-        queued = sorted(self._queue, key=lambda j: (-j.priority, j.seq))
-        deps = {d for live in queued for d in live.info.after}
-        dep_status = await self._db(self.store.statuses, deps) if deps else {}
-        waiting = False
-        for live in queued:
-            if self._running >= self.max_running or self._closing:
-                break
-            if live not in self._queue:  # paused or cancelled while we looked
-                continue
-            blocked, failed = _dependency_state(live.info, dep_status)
-            if failed is not None and live.info.dep_policy == "skip":
-                self._queue.remove(live)
-                live.releasing = True
-                live.error = f"prerequisite job {failed}"
-                await self._db(
-                    self.store.transition,
-                    live.id,
-                    JobStatus.SKIPPED,
-                    holder=self.id,
-                    lease=None,
-                    error=live.error,
-                )
-                live.rest(JobStatus.SKIPPED)
-                self._wake.set()  # its own dependents may now be decidable
-                continue
-            if blocked:
-                waiting = True
-                continue
-            queue = live.info.queue
-            if self._running_by_queue.get(queue, 0) >= self.queues.get(queue, 1):
-                continue
-            self._queue.remove(live)
-            live.starting = True
-            try:
-                info = await self._db(self.store.claim, live.id, self.id)
-            except (LeaseError, InvalidTransitionError) as exc:
-                live.error = str(exc)
-                stored = await self.get(live.id)
-                live.rest(stored.status)
-                continue
-            if info.request in ("pause", "cancel"):  # sent while it waited in the queue
-                self._apply_request(live, info.request)
-            self._running += 1
-            self._running_by_queue[queue] = self._running_by_queue.get(queue, 0) + 1
-            self._nursery.start_soon(self._run, live, info)
-        return waiting
-
-    async def _housekeeping(self) -> None:
-        """Heartbeat, pause/cancel requests from other processes, background checkpoints."""
-        last_beat = last_progress = trio.current_time()
-        while True:
-            await trio.sleep(REQUEST_POLL)
-            await self._check_store_file()  # raises StoreError once the file is gone
-            try:
-                last_beat, last_progress = await self._housekeeping_once(last_beat, last_progress)
-            except StoreError:
-                continue  # the store is busy or full for now: try again on the next tick
-
-    async def _housekeeping_once(
-        self, last_beat: float, last_progress: float
-    ) -> tuple[float, float]:
-        """One round of housekeeping; returns the updated timestamps."""
-        if trio.current_time() - last_beat >= HEARTBEAT:
-            last_beat = trio.current_time()
-            if not await self._db(self.store.heartbeat, self.id):
-                # Another process declared this one dead and may run its jobs by now.
-                self._lose_all("this process was declared dead by another one using the store")
-                await self._db(self.store.register_manager, self.id)
-        await self._check_leases()
-        save_progress = trio.current_time() - last_progress >= PROGRESS_SAVE
-        if save_progress:
-            last_progress = trio.current_time()
-        for live in list(self._live.values()):
-            if live.ctx is not None and not live.rested.is_set():
-                await live.ctx.checkpoint(save_progress=save_progress)
-        return last_beat, last_progress
-
-    def _holding(self) -> list[_LiveJob]:
-        """The jobs whose lease this manager holds: queued here, starting or running."""
-        return [
-            live
-            for live in self._live.values()
-            if not live.rested.is_set() and live.lost is None and not live.releasing
-        ]
-
-    async def _check_leases(self) -> None:
-        """Stop every job whose lease this manager lost (taken by another process, or this
-        manager's registration deleted), and honour pause/cancel requests other processes
-        sent through the store for the jobs it holds."""
-        if not self._holding():
-            return
-        registered, held = await self._db(self.store.lease_state, self.id)
-        for live in self._holding():  # again: some may have finished meanwhile
-            if not registered or live.id not in held:
-                self._lose(live, f"job {live.id} was taken over by another process")
-                continue
-            request = held[live.id]
-            if request not in ("pause", "cancel"):
-                continue
-            if live in self._queue:
-                status = JobStatus.CANCELLED if request == "cancel" else JobStatus.PAUSED
-                await self._rest_queued(live, status)
-                if status is JobStatus.CANCELLED:
-                    await self._cleanup_offline(live.info)
-            elif live.ctx is not None:
-                if request == "pause" and live.status is JobStatus.CANCELLING:
-                    continue  # a cancel asked first wins
-                status = JobStatus.CANCELLING if request == "cancel" else JobStatus.PAUSING
-                with contextlib.suppress(InvalidTransitionError):  # ended meanwhile
-                    await self._interrupt(live, request, status)
-            elif live.starting:
-                self._apply_request(live, request)
-
-    def _lose_all(self, reason: str) -> None:
-        """`_lose` every job this manager holds."""
-        for live in list(self._live.values()):
-            if not live.rested.is_set() and not live.releasing:
-                self._lose(live, reason)
-
-    async def _check_store_file(self) -> None:
-        """Stop everything if the store file was deleted or replaced: SQLite would go on
-        writing into the unlinked file, so nothing the jobs do could be resumed or seen."""
-        if self._identity is None or await self._db(self.store.identity) == self._identity:
-            return
-        reason = (
-            f"job store {self.store.path} was deleted or replaced while jobs ran; "
-            "they were stopped (their progress could no longer be recorded)"
-        )
-        self._lose_all(reason)
-        for live in list(self._live.values()):
-            await live.rested.wait()
-        raise StoreError(reason)
-
-    def _apply_request(self, live: _LiveJob, request: str) -> None:
-        status = JobStatus.CANCELLING if request == "cancel" else JobStatus.PAUSING
-        if live.status is not JobStatus.CANCELLING:
-            live.set_status(status)
-        if live.ctx is not None:
-            live.ctx._request(request)
-        else:
-            live.pending = request
-        if request == "cancel" and live.scope is not None:
-            live.scope.deadline = min(live.scope.deadline, trio.current_time() + HARD_STOP_AFTER)
-
-    async def _interrupt(self, live: _LiveJob, request: str, status: JobStatus) -> None:
-        if live.status is not status:
-            try:
-                await self._db(self.store.transition, live.id, status, holder=self.id)
-            except LeaseError as exc:
-                self._lose(live, str(exc))
-                return
-        self._apply_request(live, request)
-
-    def _lose(self, live: _LiveJob, reason: str) -> None:
-        """This run no longer owns its job (its lease was taken, the store is gone): stop it
-        at once like a pause, and write nothing more for it (no checkpoint, no cleanup, no
-        final status: they belong to the job's new owner, if any)."""
-        if live.lost is None:
-            live.lost = reason
-            live.error = reason
-        if live.ctx is None and not live.starting:  # queued here, or waiting for a retry
-            if live in self._queue:
-                self._queue.remove(live)
-            if not live.rested.is_set():
-                live.rest(JobStatus.INTERRUPTED)
-            return
-        if live.ctx is not None:
-            live.ctx._request("pause")
-        else:
-            live.pending = "pause"
-        if live.scope is not None:
-            live.scope.deadline = min(live.scope.deadline, trio.current_time() + HARD_STOP_AFTER)
-
-    # -- running one job -----------------------------------------------------------------
-
-    async def _run(self, live: _LiveJob, info: JobInfo) -> None:
-        assert self._nursery is not None
-        self._nursery.start_soon(self._forward_progress, live)
-        try:
-            await self._run_inner(live, info)
-        finally:
-            if not live.rested.is_set():  # never leave waiters (or shutdown) hanging
-                live.rest(JobStatus.INTERRUPTED)
-            self._running -= 1
-            self._running_by_queue[info.queue] -= 1
-            snap = live.tracker.snapshot()
-            self._counters["tasks"] += snap.items_finished
-            self._counters["bytes"] += snap.bytes_done
-            self._wake.set()
-
-    async def _run_inner(self, live: _LiveJob, info: JobInfo) -> None:
-        live.set_status(JobStatus.RUNNING)
-        try:
-            job = await trio.to_thread.run_sync(_job_to_run, live, info)
-        except (JobLoadError, JobSpecError) as exc:
-            with trio.CancelScope(shield=True):
-                await self._cleanup_offline(info, cancelled=False)  # e.g. partials it left
-            await self._finish(live, JobStatus.FAILED, error=str(exc))
-            return
-        stored_state: object = info.state  # untrusted JSON: must be an object
-        if not isinstance(stored_state, dict):
-            await self._finish(live, JobStatus.FAILED, error="stored job state is not an object")
-            return
-        completed = await self._db(self.store.completed_ranges, live.id)
-        tracker = live.tracker
-        tracker.restore(info)
-        tracker.run_started()
-        failure: BaseException | None = None
-        value: Any = None
-        ctx: JobContext | None = None
-        with trio.CancelScope() as scope:
-            live.scope = scope
-            try:
-                async with trio.open_nursery() as nursery:
-                    ctx = JobContext(
-                        live.id,
-                        nursery=nursery,
-                        lanes=self.lanes,
-                        workers=self.workers,
-                        completed=completed,
-                        state=dict(info.state),
-                        progress=tracker,
-                        write=functools.partial(self._write_checkpoint, live.id),
-                        load_results=functools.partial(self._load_results, live.id),
-                        run_number=info.runs,
-                        job_dir=self.job_dir(live.id),
-                    )
-                    live.ctx = ctx
-                    if live.pending is not None:
-                        self._apply_request(live, live.pending)
-                    timer = trio.CancelScope()
-                    if info.timeout is not None:
-                        nursery.start_soon(self._time_out, live, info.timeout, timer)
-                    try:
-                        value = await job.run(ctx)
-                    except Exception as exc:
-                        failure = exc
-                    finally:
-                        timer.cancel()
-                        ctx._close_pool()
-            finally:
-                # Record what completed, whatever happened (also on manager shutdown).
-                if ctx is not None:
-                    with trio.CancelScope(shield=True):
-                        await ctx.checkpoint(force=True)
-        assert ctx is not None
-        reason = ctx.interrupt_reason
-        retry = type(job).retry
-        if live.lost is not None:  # no cleanup: what the job left now belongs to its owner
-            await self._finish(live, JobStatus.INTERRUPTED, error=live.lost)
-        elif live.timed_out and reason != "cancel" and (failure is None or _is_interrupt(failure)):
-            await self._cleanup(job, ctx, live, cancelled=False)
-            await self._finish(
-                live, JobStatus.TIMED_OUT, error=f"timed out after {info.timeout:g} s"
-            )
-        elif (
-            failure is not None
-            and reason is None
-            and retry is not None
-            and retry.should_retry(info.runs, failure)
-        ):
-            await self._retry_job(live, failure, retry.delay(info.runs))
-        elif reason == "cancel":
-            await self._cleanup(job, ctx, live, cancelled=True)
-            await self._finish(live, JobStatus.CANCELLED)
-        elif (failure is not None and _is_interrupt(failure)) or (
-            scope.cancelled_caught and reason == "pause"
-        ):
-            await self._finish(live, JobStatus.PAUSED)
-        elif scope.cancelled_caught:
-            await self._finish(live, JobStatus.INTERRUPTED, error="stopped by the manager")
-        elif failure is not None:
-            await self._cleanup(job, ctx, live, cancelled=False)
-            detail = "".join(traceback.format_exception_only(type(failure), failure)).strip()
-            await self._finish(live, JobStatus.FAILED, error=detail)
-        else:
-            await self._cleanup(job, ctx, live, cancelled=False)
-            live.value = value
-            status = (
-                JobStatus.COMPLETED_WITH_ERRORS if tracker.items_failed else JobStatus.COMPLETED
-            )
-            tracker.finalize_totals()
-            await self._finish(live, status, result=value)
-
-    async def _time_out(self, live: _LiveJob, seconds: float, scope: trio.CancelScope) -> None:
-        """After ``seconds``, stop the job like a pause (tasks stop at their next chunk,
-        completions are checkpointed) and let it end ``timed_out``."""
-        with scope:
-            await trio.sleep(seconds)
-            live.timed_out = True
-            self._apply_request(live, "pause")
-            if live.scope is not None:
-                live.scope.deadline = min(
-                    live.scope.deadline, trio.current_time() + HARD_STOP_AFTER
-                )
-
-    async def _retry_job(self, live: _LiveJob, failure: BaseException, delay: float) -> None:
-        """Queue the job again after ``delay`` (a transient failure; attempts are counted in
-        ``runs``). Waiters keep waiting: the job is not resting."""
-        error = f"attempt {live.info.runs + 1} failed, retrying in {delay:.1f} s: {failure!r}"
-        with trio.CancelScope(shield=True):
-            try:
-                info = await self._db(
-                    self.store.transition,
-                    live.id,
-                    JobStatus.QUEUED,
-                    holder=self.id,
-                    lease=self.id,
-                    error=error,
-                )
-            except LeaseError as exc:
-                self._lose(live, str(exc))
-                await self._finish(live, JobStatus.INTERRUPTED, error=live.lost)
-                return
-        again = _LiveJob(info)
-        again.job = live.job
-        self._live[live.id] = again
-        live.ctx = None
-        live.rest(JobStatus.QUEUED)
-        assert self._nursery is not None
-        self._nursery.start_soon(self._requeue_later, again, delay)
-
-    async def _requeue_later(self, live: _LiveJob, delay: float) -> None:
-        await trio.sleep(delay)
-        if self._live.get(live.id) is live and not live.rested.is_set() and not self._closing:
-            self._queue.append(live)
-            self._wake.set()
-
-    async def _cleanup(self, job: Job, ctx: JobContext, live: _LiveJob, *, cancelled: bool) -> None:
-        with trio.CancelScope(shield=True):
-            try:
-                await job.cleanup(ctx, cancelled=cancelled)
-            except Exception as exc:  # reported, never masks the job's own outcome
-                live.error = f"cleanup failed: {exc}"
-
-    async def _cleanup_offline(self, info: JobInfo, *, cancelled: bool = True) -> None:
-        """Run the cleanup of a job that is not running (cancel of a paused, interrupted or
-        failed job; a stored job that no longer validates). Field types are still checked:
-        cleanup never runs on a spec it cannot trust."""
-        try:
-            job = await trio.to_thread.run_sync(
-                functools.partial(load_job, info.type, info.version, info.spec, validate=False)
-            )
-        except JobLoadError:
-            return
-        async with trio.open_nursery() as nursery:
-            ctx = JobContext(
-                info.id,
-                nursery=nursery,
-                lanes=self.lanes,
-                workers=1,
-                completed={},
-                state=dict(info.state),
-                progress=ProgressTracker(info.id),
-                write=functools.partial(self._write_offline, info.id),
-                load_results=functools.partial(self._load_results, info.id),
-                job_dir=self.job_dir(info.id),
-            )
-            ctx._request("cancel")
-            try:
-                await job.cleanup(ctx, cancelled=cancelled)
-            except Exception:  # a cleanup that fails must not hide the job's own outcome
-                pass
-            finally:
-                ctx._close_pool()
-
-    async def _finish(
-        self, live: _LiveJob, status: JobStatus, *, error: str | None = None, result: Any = None
-    ) -> None:
-        if live.lost is not None:  # the job is not ours any more: write nothing for it
-            live.ctx = None
-            live.rest(JobStatus.INTERRUPTED)
-            return
-        live.releasing = True
-        live.tracker.run_stopped()
-        live.tracker.status = status.value
-        snap = live.tracker.snapshot()
-        fields: dict[str, Any] = {
-            "lease": None,
-            "request": None,
-            "progress": json.dumps(snap.to_json()),
-            "error": error or live.error,
-            "run_time": snap.elapsed,  # running time over all runs (the tracker carries it)
-        }
-        if status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS):
-            fields["result"] = json.dumps(result, default=repr)
-        with trio.CancelScope(shield=True):
-            try:
-                await self._db(self.store.transition, live.id, status, holder=self.id, **fields)
-            except InvalidTransitionError:
-                # The job moved meanwhile: keep what the store says rather than crash.
-                status = (await self.get(live.id)).status
-            except LeaseError as exc:  # taken from this run: its status is not ours to set
-                live.lost = live.error = str(exc)
-                live.ctx = None
-                live.rest(JobStatus.INTERRUPTED)
-                return
-            if status.is_final:
-                await trio.to_thread.run_sync(_remove_tree, self.job_dir(live.id))
-        live.error = error or live.error
-        live.ctx = None
-        live.rest(status)
-
-    async def _write_checkpoint(self, job_id: str, batch: CheckpointBatch) -> None:
-        """Record a running job's checkpoint, only while this manager holds its lease: a
-        run that lost its job stops, and never records over the new owner's progress."""
-        live = self._live.get(job_id)
-        if live is not None and live.lost is not None:
-            return
-        try:
-            await self._db(self.store.checkpoint, job_id, batch, self.id)
-        except LeaseError as exc:
-            if live is not None:
-                self._lose(live, str(exc))
-            return
-        for error in batch.errors:
-            self._events.publish(EventKind.ITEM_ERROR, job_id, error=error)
-
-    async def _write_offline(self, job_id: str, batch: CheckpointBatch) -> None:
-        await self._db(self.store.checkpoint, job_id, batch)
-
-    async def _load_results(self, job_id: str, stage: str) -> dict[int, str]:
-        return await self._db(self.store.task_results, job_id, stage)
-
-
-def _dependency_state(info: JobInfo, statuses: dict[str, JobStatus]) -> tuple[bool, str | None]:
-    """(still blocked, first failed prerequisite description) for a queued job."""
-    blocked = False
-    for dep in info.after:
-        status = statuses.get(dep)
-        if status is None:
-            return False, f"{dep} no longer exists"
-        if status in _DEP_FAILED:
-            return False, f"{dep} is {status.value}"
-        if status not in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS):
-            blocked = True
-    return blocked, None
-
-
-_DEP_FAILED = frozenset(
-    {JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SKIPPED, JobStatus.TIMED_OUT}
-)
-
 
 #: What `submit` names jobs (``secrets.token_hex(6)``): the only job directories swept.
 _JOB_ID = re.compile(r"[0-9a-f]{12}")
-
-
-def _remove_tree(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _job_to_run(live: _LiveJob, info: JobInfo) -> Job:
-    """The job a run executes: the submitted object (runtime fields kept) or the stored spec
-    loaded (field types checked), validated unless it was at submit just before this run;
-    every resume validates again (the paths it names may have changed meanwhile). Blocking:
-    called in a worker thread."""
-    if live.job is None:
-        return load_job(info.type, info.version, info.spec)  # validates too
-    if not live.validated:
-        live.job.validate()
-    return live.job
-
-
-def _is_interrupt(exc: BaseException) -> bool:
-    return isinstance(exc, Interrupted)
 
 
 def _check_priority(priority: int) -> None:

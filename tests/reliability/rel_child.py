@@ -171,16 +171,16 @@ def _install_hook(hook: dict[str, Any]) -> None:
     elif kind == "job-dir-removal":
         # The Nth removal of a job's private directory: the job's final status (and final
         # progress) is in the store, its manifest still on disk.
-        import parjobs._manager as manager_mod
+        import parjobs._runner as runner_mod
 
-        real_remove = manager_mod._remove_tree
+        real_remove = runner_mod._remove_tree
 
         def remove_tree(path: str) -> None:
             if counter.hit():
                 die()
             real_remove(path)
 
-        manager_mod._remove_tree = remove_tree
+        runner_mod._remove_tree = remove_tree
     elif kind == "task":
         # Dies as the Nth task starts (whatever the operation).
         real_run_one = executor_mod._run_one

@@ -1,0 +1,115 @@
+"""The state every part of a job manager shares: its store (reached through one worker
+thread), its configuration, the runs it holds (`JobRun`) and its event bus."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import secrets
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import trio
+
+from ._config import ManagerConfig
+from ._context import JobContext
+from ._events import EventBus
+from ._job import Job
+from ._jobstore import JobStore
+from ._progress import Progress, ProgressTracker
+from ._records import JobInfo
+from ._status import JobStatus
+
+R = TypeVar("R")
+
+#: Store calls after which the event stream looks at the store at once.
+_STATUS_CHANGING = frozenset(
+    {"insert_job", "transition", "requeue", "claim", "take", "recover", "set_priority"}
+)
+
+
+class JobRun:
+    """A job this manager is queuing or running (one per run): the state bag its
+    scheduler, runner and housekeeping share."""
+
+    _seq = itertools.count()
+
+    def __init__(self, info: JobInfo) -> None:
+        self.id = info.id
+        self.info = info
+        self.priority = info.priority
+        self.seq = next(self._seq)
+        self.status = info.status
+        self.tracker = ProgressTracker(info.id)
+        self.tracker.status = info.status.value
+        self.tracker.restore(info)
+        self.ctx: JobContext | None = None
+        self.scope: trio.CancelScope | None = None
+        self.pending: str | None = None  # pause/cancel asked before the context existed
+        self.value: Any = None
+        self.error: str | None = None
+        self.rested = trio.Event()
+        self.job: Job | None = None  # the submitted object (with runtime fields), if here
+        self.timed_out = False
+        self.starting = False  # taken from the queue; its run is about to begin
+        self.lost: str | None = None  # why this run lost the job (lease gone): it stops
+        self.releasing = False  # giving its lease back (finishing, resting while queued)
+        self.validated = False  # `job` was validated at submit, moments before this run
+
+    def set_status(self, status: JobStatus) -> None:
+        self.status = status
+        self.tracker.set_status(status.value)
+
+    def rest(self, status: JobStatus) -> None:
+        self.set_status(status)
+        self.tracker.run_stopped()
+        self.tracker.close()
+        self.rested.set()
+
+
+class ManagerCore:
+    """What a manager is made of; the scheduler, the runner, housekeeping and the public
+    `JobManager` build on it, in that order."""
+
+    def __init__(self, store: JobStore, config: ManagerConfig) -> None:
+        self.config = config
+        self.queues = config.queue_capacities()
+        self.retention = config.retention
+        self._running_by_queue: dict[str, int] = dict.fromkeys(self.queues, 0)
+        self._counters = {"tasks": 0, "bytes": 0}
+        self.store = store
+        self.id = secrets.token_hex(8)
+        self.workers = config.workers
+        self.max_running = config.max_running
+        self.lanes = {name: trio.CapacityLimiter(n) for name, n in config.lane_limits().items()}
+        self._db_limiter = trio.CapacityLimiter(1)
+        self._live: dict[str, JobRun] = {}
+        self._queue: list[JobRun] = []
+        self._running = 0
+        self._wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._closing = False
+        self._identity: object | None = None  # the store's identity (file: dev, inode)
+        # The event stream: subscribers, and what the store looked like at the last look.
+        self._events = EventBus()
+        self._store_changed = trio.Event()
+        self._mark: float | None = None
+        self._primed = 0.0
+        self._known: dict[str, tuple[JobStatus, Progress]] = {}
+
+    async def _db(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """Run a blocking store call in the store's single worker thread."""
+        call = functools.partial(fn, *args, **kwargs)
+        result = await trio.to_thread.run_sync(call, limiter=self._db_limiter)
+        if getattr(fn, "__name__", "") in _STATUS_CHANGING:
+            self._store_changed.set()  # the event stream looks at once
+        return result
+
+    def job_dir(self, job_id: str) -> str:
+        """Where a job keeps its own files: ``<store>.d/<job id>/``."""
+        return os.path.join(self.store.path + ".d", job_id)
+
+    async def get(self, job_id: str) -> JobInfo:
+        """The stored record of a job (raises `JobNotFoundError`)."""
+        return await self._db(self.store.get, job_id)

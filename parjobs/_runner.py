@@ -1,0 +1,402 @@
+"""Running one job: a run from its claim to its end (context, timeout, retry, cleanup, the
+final status), and the pure decision of that status, `classify`."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import shutil
+import traceback
+from typing import Any
+
+import trio
+
+from ._context import JobContext
+from ._events import EventKind
+from ._exceptions import (
+    Interrupted,
+    InvalidTransitionError,
+    JobLoadError,
+    JobSpecError,
+    LeaseError,
+)
+from ._job import Job, load_job
+from ._manager_core import JobRun, ManagerCore
+from ._progress import ProgressTracker
+from ._records import CheckpointBatch, JobInfo
+from ._status import JobStatus
+
+#: How long a cancel may take before the job's trio code is cancelled outright (threads
+#: still finish their current chunk: nothing keeps running after the job says cancelled).
+HARD_STOP_AFTER = 10.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ending:
+    """How a run ends: its status (None: retried after a delay), whether `Job.cleanup`
+    runs first (and with which ``cancelled``; None: no cleanup), and the error recorded."""
+
+    status: JobStatus | None
+    cleanup: bool | None = None
+    error: str | None = None
+
+
+def classify(
+    *,
+    lost: str | None,
+    timed_out: bool,
+    timeout: float | None,
+    reason: str | None,
+    failure: BaseException | None,
+    cancelled_caught: bool,
+    retry: bool,
+    items_failed: int,
+) -> Ending:
+    """The end of a run, from what happened to it (a pure function).
+
+    ``lost``: why the run lost its lease (it writes nothing more, cleans nothing); ``timed_out``:
+    its timer fired (``timeout`` seconds); ``reason``: the interrupt asked ("pause",
+    "cancel" or None); ``failure``: what ``run`` raised; ``cancelled_caught``: its cancel
+    scope was cancelled (shutdown, hard stop); ``retry``: the job's retry policy wants
+    another attempt; ``items_failed``: items that failed (completed with errors)."""
+    interrupted = failure is not None and isinstance(failure, Interrupted)
+    if lost is not None:
+        return Ending(JobStatus.INTERRUPTED, error=lost)
+    if timed_out and reason != "cancel" and (failure is None or interrupted):
+        return Ending(JobStatus.TIMED_OUT, cleanup=False, error=f"timed out after {timeout:g} s")
+    if failure is not None and reason is None and retry:
+        return Ending(None)
+    if reason == "cancel":
+        return Ending(JobStatus.CANCELLED, cleanup=True)
+    if interrupted or (cancelled_caught and reason == "pause"):
+        return Ending(JobStatus.PAUSED)
+    if cancelled_caught:
+        return Ending(JobStatus.INTERRUPTED, error="stopped by the manager")
+    if failure is not None:
+        detail = "".join(traceback.format_exception_only(type(failure), failure)).strip()
+        return Ending(JobStatus.FAILED, cleanup=False, error=detail)
+    status = JobStatus.COMPLETED_WITH_ERRORS if items_failed else JobStatus.COMPLETED
+    return Ending(status, cleanup=False)
+
+
+class JobRunner(ManagerCore):
+    """The part of a manager that runs jobs and stops them on request."""
+
+    async def _remove_job_dir(self, job_id: str) -> None:
+        """Remove a job's private directory (every caller goes through `_remove_tree`, which
+        the crash tests replace)."""
+        await trio.to_thread.run_sync(_remove_tree, self.job_dir(job_id))
+
+    def _apply_request(self, live: JobRun, request: str) -> None:
+        status = JobStatus.CANCELLING if request == "cancel" else JobStatus.PAUSING
+        if live.status is not JobStatus.CANCELLING:
+            live.set_status(status)
+        if live.ctx is not None:
+            live.ctx._request(request)
+        else:
+            live.pending = request
+        if request == "cancel" and live.scope is not None:
+            live.scope.deadline = min(live.scope.deadline, trio.current_time() + HARD_STOP_AFTER)
+
+    async def _interrupt(self, live: JobRun, request: str, status: JobStatus) -> None:
+        if live.status is not status:
+            try:
+                await self._db(self.store.transition, live.id, status, holder=self.id)
+            except LeaseError as exc:
+                self._lose(live, str(exc))
+                return
+        self._apply_request(live, request)
+
+    def _lose(self, live: JobRun, reason: str) -> None:
+        """This run no longer owns its job (its lease was taken, the store is gone): stop it
+        at once like a pause, and write nothing more for it (no checkpoint, no cleanup, no
+        final status: they belong to the job's new owner, if any)."""
+        if live.lost is None:
+            live.lost = reason
+            live.error = reason
+        if live.ctx is None and not live.starting:  # queued here, or waiting for a retry
+            if live in self._queue:
+                self._queue.remove(live)
+            if not live.rested.is_set():
+                live.rest(JobStatus.INTERRUPTED)
+            return
+        if live.ctx is not None:
+            live.ctx._request("pause")
+        else:
+            live.pending = "pause"
+        if live.scope is not None:
+            live.scope.deadline = min(live.scope.deadline, trio.current_time() + HARD_STOP_AFTER)
+
+    def _lose_all(self, reason: str) -> None:
+        """`_lose` every job this manager holds."""
+        for live in list(self._live.values()):
+            if not live.rested.is_set() and not live.releasing:
+                self._lose(live, reason)
+
+    async def _forward_progress(self, live: JobRun) -> None:
+        """Publish the progress snapshots of a run of this manager (~10/s while someone
+        listens; the tracker coalesces them)."""
+        async for snap in live.tracker.subscribe():
+            if self._events.listening:
+                self._events.publish(EventKind.PROGRESS, live.id, progress=snap)
+
+    async def _run(self, live: JobRun, info: JobInfo) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(self._forward_progress, live)
+        try:
+            await self._run_inner(live, info)
+        finally:
+            if not live.rested.is_set():  # never leave waiters (or shutdown) hanging
+                live.rest(JobStatus.INTERRUPTED)
+            self._running -= 1
+            self._running_by_queue[info.queue] -= 1
+            snap = live.tracker.snapshot()
+            self._counters["tasks"] += snap.items_finished
+            self._counters["bytes"] += snap.bytes_done
+            self._wake.set()
+
+    async def _run_inner(self, live: JobRun, info: JobInfo) -> None:
+        live.set_status(JobStatus.RUNNING)
+        try:
+            job = await trio.to_thread.run_sync(_job_to_run, live, info)
+        except (JobLoadError, JobSpecError) as exc:
+            with trio.CancelScope(shield=True):
+                await self._cleanup_offline(info, cancelled=False)  # e.g. partials it left
+            await self._finish(live, JobStatus.FAILED, error=str(exc))
+            return
+        stored_state: object = info.state  # untrusted JSON: must be an object
+        if not isinstance(stored_state, dict):
+            await self._finish(live, JobStatus.FAILED, error="stored job state is not an object")
+            return
+        completed = await self._db(self.store.completed_ranges, live.id)
+        tracker = live.tracker
+        tracker.restore(info)
+        tracker.run_started()
+        failure: BaseException | None = None
+        value: Any = None
+        ctx: JobContext | None = None
+        with trio.CancelScope() as scope:
+            live.scope = scope
+            try:
+                async with trio.open_nursery() as nursery:
+                    ctx = JobContext(
+                        live.id,
+                        nursery=nursery,
+                        lanes=self.lanes,
+                        workers=self.workers,
+                        completed=completed,
+                        state=dict(info.state),
+                        progress=tracker,
+                        write=functools.partial(self._write_checkpoint, live.id),
+                        load_results=functools.partial(self._load_results, live.id),
+                        run_number=info.runs,
+                        job_dir=self.job_dir(live.id),
+                    )
+                    live.ctx = ctx
+                    if live.pending is not None:
+                        self._apply_request(live, live.pending)
+                    timer = trio.CancelScope()
+                    if info.timeout is not None:
+                        nursery.start_soon(self._time_out, live, info.timeout, timer)
+                    try:
+                        value = await job.run(ctx)
+                    except Exception as exc:
+                        failure = exc
+                    finally:
+                        timer.cancel()
+                        ctx._close_pool()
+            finally:
+                # Record what completed, whatever happened (also on manager shutdown).
+                if ctx is not None:
+                    with trio.CancelScope(shield=True):
+                        await ctx.checkpoint(force=True)
+        assert ctx is not None
+        reason = ctx.interrupt_reason
+        policy = type(job).retry
+        ending = classify(
+            lost=live.lost,
+            timed_out=live.timed_out,
+            timeout=info.timeout,
+            reason=reason,
+            failure=failure,
+            cancelled_caught=scope.cancelled_caught,
+            retry=(
+                live.lost is None
+                and failure is not None
+                and reason is None
+                and policy is not None
+                and policy.should_retry(info.runs, failure)
+            ),
+            items_failed=tracker.items_failed,
+        )
+        if ending.status is None:  # a transient failure: queued again after a delay
+            assert failure is not None and policy is not None
+            await self._retry_job(live, failure, policy.delay(info.runs))
+            return
+        if ending.cleanup is not None:  # never after a lost lease: that is the new owner's
+            await self._cleanup(job, ctx, live, cancelled=ending.cleanup)
+        if ending.status not in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS):
+            await self._finish(live, ending.status, error=ending.error)
+            return
+        live.value = value
+        # Items failed by the cleanup count too (the same rule as classify's).
+        status = JobStatus.COMPLETED_WITH_ERRORS if tracker.items_failed else JobStatus.COMPLETED
+        tracker.finalize_totals()
+        await self._finish(live, status, result=value)
+
+    async def _time_out(self, live: JobRun, seconds: float, scope: trio.CancelScope) -> None:
+        """After ``seconds``, stop the job like a pause (tasks stop at their next chunk,
+        completions are checkpointed) and let it end ``timed_out``."""
+        with scope:
+            await trio.sleep(seconds)
+            live.timed_out = True
+            self._apply_request(live, "pause")
+            if live.scope is not None:
+                live.scope.deadline = min(
+                    live.scope.deadline, trio.current_time() + HARD_STOP_AFTER
+                )
+
+    async def _retry_job(self, live: JobRun, failure: BaseException, delay: float) -> None:
+        """Queue the job again after ``delay`` (a transient failure; attempts are counted in
+        ``runs``). Waiters keep waiting: the job is not resting."""
+        error = f"attempt {live.info.runs + 1} failed, retrying in {delay:.1f} s: {failure!r}"
+        with trio.CancelScope(shield=True):
+            try:
+                info = await self._db(
+                    self.store.transition,
+                    live.id,
+                    JobStatus.QUEUED,
+                    holder=self.id,
+                    lease=self.id,
+                    error=error,
+                )
+            except LeaseError as exc:
+                self._lose(live, str(exc))
+                await self._finish(live, JobStatus.INTERRUPTED, error=live.lost)
+                return
+        again = JobRun(info)
+        again.job = live.job
+        self._live[live.id] = again
+        live.ctx = None
+        live.rest(JobStatus.QUEUED)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._requeue_later, again, delay)
+
+    async def _requeue_later(self, live: JobRun, delay: float) -> None:
+        await trio.sleep(delay)
+        if self._live.get(live.id) is live and not live.rested.is_set() and not self._closing:
+            self._queue.append(live)
+            self._wake.set()
+
+    async def _cleanup(self, job: Job, ctx: JobContext, live: JobRun, *, cancelled: bool) -> None:
+        with trio.CancelScope(shield=True):
+            try:
+                await job.cleanup(ctx, cancelled=cancelled)
+            except Exception as exc:  # reported, never masks the job's own outcome
+                live.error = f"cleanup failed: {exc}"
+
+    async def _cleanup_offline(self, info: JobInfo, *, cancelled: bool = True) -> None:
+        """Run the cleanup of a job that is not running (cancel of a paused, interrupted or
+        failed job; a stored job that no longer validates). Field types are still checked:
+        cleanup never runs on a spec it cannot trust."""
+        try:
+            job = await trio.to_thread.run_sync(
+                functools.partial(load_job, info.type, info.version, info.spec, validate=False)
+            )
+        except JobLoadError:
+            return
+        async with trio.open_nursery() as nursery:
+            ctx = JobContext(
+                info.id,
+                nursery=nursery,
+                lanes=self.lanes,
+                workers=1,
+                completed={},
+                state=dict(info.state),
+                progress=ProgressTracker(info.id),
+                write=functools.partial(self._write_offline, info.id),
+                load_results=functools.partial(self._load_results, info.id),
+                job_dir=self.job_dir(info.id),
+            )
+            ctx._request("cancel")
+            try:
+                await job.cleanup(ctx, cancelled=cancelled)
+            except Exception:  # a cleanup that fails must not hide the job's own outcome
+                pass
+            finally:
+                ctx._close_pool()
+
+    async def _finish(
+        self, live: JobRun, status: JobStatus, *, error: str | None = None, result: Any = None
+    ) -> None:
+        if live.lost is not None:  # the job is not ours any more: write nothing for it
+            live.ctx = None
+            live.rest(JobStatus.INTERRUPTED)
+            return
+        live.releasing = True
+        live.tracker.run_stopped()
+        live.tracker.status = status.value
+        snap = live.tracker.snapshot()
+        fields: dict[str, Any] = {
+            "lease": None,
+            "request": None,
+            "progress": json.dumps(snap.to_json()),
+            "error": error or live.error,
+            "run_time": snap.elapsed,  # running time over all runs (the tracker carries it)
+        }
+        if status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS):
+            fields["result"] = json.dumps(result, default=repr)
+        with trio.CancelScope(shield=True):
+            try:
+                await self._db(self.store.transition, live.id, status, holder=self.id, **fields)
+            except InvalidTransitionError:
+                # The job moved meanwhile: keep what the store says rather than crash.
+                status = (await self.get(live.id)).status
+            except LeaseError as exc:  # taken from this run: its status is not ours to set
+                live.lost = live.error = str(exc)
+                live.ctx = None
+                live.rest(JobStatus.INTERRUPTED)
+                return
+            if status.is_final:
+                await self._remove_job_dir(live.id)
+        live.error = error or live.error
+        live.ctx = None
+        live.rest(status)
+
+    async def _write_checkpoint(self, job_id: str, batch: CheckpointBatch) -> None:
+        """Record a running job's checkpoint, only while this manager holds its lease: a
+        run that lost its job stops, and never records over the new owner's progress."""
+        live = self._live.get(job_id)
+        if live is not None and live.lost is not None:
+            return
+        try:
+            await self._db(self.store.checkpoint, job_id, batch, self.id)
+        except LeaseError as exc:
+            if live is not None:
+                self._lose(live, str(exc))
+            return
+        for error in batch.errors:
+            self._events.publish(EventKind.ITEM_ERROR, job_id, error=error)
+
+    async def _write_offline(self, job_id: str, batch: CheckpointBatch) -> None:
+        await self._db(self.store.checkpoint, job_id, batch)
+
+    async def _load_results(self, job_id: str, stage: str) -> dict[int, str]:
+        return await self._db(self.store.task_results, job_id, stage)
+
+
+def _remove_tree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _job_to_run(live: JobRun, info: JobInfo) -> Job:
+    """The job a run executes: the submitted object (runtime fields kept) or the stored spec
+    loaded (field types checked), validated unless it was at submit just before this run;
+    every resume validates again (the paths it names may have changed meanwhile). Blocking:
+    called in a worker thread."""
+    if live.job is None:
+        return load_job(info.type, info.version, info.spec)  # validates too
+    if not live.validated:
+        live.job.validate()
+    return live.job
