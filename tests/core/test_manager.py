@@ -192,7 +192,7 @@ def _spawn_child(store_path, log, *, n, sleep, wait_result=False):
     code = textwrap.dedent(
         f"""
         import sys, trio
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        sys.path.insert(0, {os.path.dirname(os.path.dirname(__file__))!r})
         import parjobs
         from _jobs import CountJob
         async def main():

@@ -1,0 +1,39 @@
+"""IndexSet: the completed-index bitmap and its range codec, against Python sets."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from parjobs._indexset import IndexSet, to_ranges
+
+
+@given(st.lists(st.integers(min_value=0, max_value=5000), max_size=300))
+def test_indexset_matches_a_python_set(indices):
+    s = IndexSet()
+    for i in indices:
+        s.add(i)
+    assert len(s) == len(set(indices))
+    assert all(i in s for i in indices)
+    assert list(s.ranges()) == to_ranges(indices)
+    assert IndexSet(s.ranges()).ranges().__next__ if indices else True
+    missing = list(s.missing(5001))
+    assert missing == sorted(set(range(5001)) - set(indices))
+
+
+@given(st.lists(st.tuples(st.integers(0, 3000), st.integers(0, 200)), max_size=30))
+def test_indexset_add_range(pairs):
+    s, ref = IndexSet(), set()
+    for start, length in pairs:
+        s.add_range(start, start + length)
+        ref.update(range(start, start + length))
+    assert len(s) == len(ref)
+    assert list(s.ranges()) == to_ranges(ref)
+
+
+def test_a_million_indices_are_compact():
+    s = IndexSet([(0, 1_000_000)])
+    assert len(s) == 1_000_000
+    assert len(s._bits) <= 200_000
+    assert list(s.ranges()) == [(0, 1_000_000)]
+    assert list(s.missing(1_000_010)) == list(range(1_000_000, 1_000_010))

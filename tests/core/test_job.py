@@ -1,0 +1,141 @@
+"""Job types: specs (to JSON and back, checked field by field), the registry and its
+entry points, stored jobs that cannot be loaded."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from typing import Literal
+
+import pytest
+from _jobs import CountJob, read_log
+
+import parjobs
+from parjobs import JobStatus, _job
+
+
+@parjobs.job_type("test-typed", version=2)
+class TypedJob(parjobs.Job):
+    paths: list[str]
+    mode: Literal["a", "b"] = "a"
+    limit: int | None = None
+    ratio: float = 1.0
+    pair: tuple[int, str] = (1, "x")
+
+    async def run(self, ctx: parjobs.JobContext) -> str:
+        return self.mode
+
+    def validate(self) -> None:
+        if self.limit is not None and self.limit < 0:
+            raise parjobs.JobSpecError("test-typed: limit must be >= 0")
+
+
+def test_spec_round_trip():
+    job = TypedJob(paths=["a", "b"], mode="b", limit=3, pair=(2, "y"))
+    spec = job.to_spec()
+    assert spec == {"paths": ["a", "b"], "mode": "b", "limit": 3, "ratio": 1.0, "pair": [2, "y"]}
+    assert TypedJob.from_spec(spec) == job
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"paths": "a"}, r"TypedJob|test-typed\.paths: expected a list, got str"),
+        ({"paths": [1]}, r"test-typed\.paths\[0\]: expected a string, got int"),
+        ({"paths": [], "mode": "c"}, r"test-typed\.mode: 'c' is not one of 'a', 'b'"),
+        ({"paths": [], "limit": "3"}, r"test-typed\.limit: '3' does not match"),
+        ({"paths": [], "limit": True}, r"test-typed\.limit"),
+        ({"paths": [], "limit": -1}, r"limit must be >= 0"),
+        ({"paths": [], "extra": 1}, r"unknown field\(s\) extra"),
+        ({}, r"missing field 'paths'"),
+        ({"paths": [], "pair": [1]}, r"expected 2 items"),
+        ([], r"spec must be an object"),
+    ],
+)
+def test_bad_specs_name_the_problem(spec, message):
+    with pytest.raises(parjobs.JobSpecError, match=message):
+        TypedJob.from_spec(spec)
+
+
+def test_registering_a_second_class_under_a_taken_name_fails():
+    with pytest.raises(ValueError, match="already registered"):
+
+        @parjobs.job_type("test-typed")
+        class Other(parjobs.Job):
+            pass
+
+
+async def test_unregistered_job_is_refused(store_path):
+    class Loose(parjobs.Job):
+        async def run(self, ctx):
+            return None
+
+    async with parjobs.open_manager(store_path) as manager:
+        with pytest.raises(parjobs.JobSpecError, match="not registered"):
+            await manager.submit(Loose())
+
+
+async def test_bad_stored_jobs_fail_alone_and_the_others_run(store_path, tmp_path):
+    log = str(tmp_path / "log")
+    async with parjobs.open_manager(store_path) as manager:
+        good = await manager.submit(CountJob(n=5, log=log), start=False)
+        ids = {}
+        for name, (type_name, version, spec) in {
+            "unknown": ("no-such-type", 1, "{}"),
+            "newer": ("test-count", 99, '{"n": 1, "log": "x"}'),
+            "corrupt": ("test-count", 1, '{"n": 1, "log": '),
+            "edited": ("test-count", 1, '{"n": "many", "log": "x"}'),
+        }.items():
+            info, _ = manager.store.insert_job(f"bad-{name}", type_name, version, spec)
+            manager.store.transition(info.id, JobStatus.PAUSED)
+            ids[name] = info.id
+        handles = [await manager.resume(i) for i in ids.values()]
+        handles.append(await manager.resume(good.id))
+        for h in handles:
+            await h.wait()
+        infos = {i: await manager.get(i) for i in ids.values()}
+        assert (await good.info()).status is JobStatus.COMPLETED
+    assert sorted(read_log(log)) == [0, 1, 2, 3, 4]
+    assert "unknown job type 'no-such-type'" in infos[ids["unknown"]].error
+    assert "newer than this code" in infos[ids["newer"]].error
+    assert "corrupt JSON" in infos[ids["corrupt"]].error
+    assert "test-count.n: expected an integer, got str" in infos[ids["edited"]].error
+    assert all(i.status is JobStatus.FAILED for i in infos.values())
+
+
+def test_job_types_are_found_through_entry_points(monkeypatch) -> None:
+    """A stored job of a type nobody imported is loaded through the ``parjobs.job_types``
+    entry point named like it (the core never names parjobs.ops)."""
+    calls: list[str] = []
+
+    class FakeEntryPoint:
+        name = "test-plugin"
+        value = "plugin:PluginJob"
+
+        def load(self) -> object:
+            calls.append(self.name)
+
+            @parjobs.job_type("test-plugin")
+            class PluginJob(parjobs.Job):
+                n: int = 1
+
+            return PluginJob
+
+    monkeypatch.setattr(
+        _job,
+        "_entry_points",
+        lambda: [FakeEntryPoint()],  # type: ignore[list-item]
+    )
+    monkeypatch.delitem(_job._REGISTRY, "test-plugin", raising=False)
+    job = _job.load_job("test-plugin", 1, '{"n": 3}')
+    assert calls == ["test-plugin"] and job.to_spec() == {"n": 3}
+    assert _job.lookup_job_type("test-plugin") is type(job)
+    assert calls == ["test-plugin"]  # loaded once
+    with pytest.raises(parjobs.JobLoadError, match="entry-point group"):
+        _job.load_job("test-nobody", 1, "{}")
+
+
+def test_the_built_in_operations_are_declared_as_entry_points() -> None:
+    names = {ep.name for ep in importlib.metadata.entry_points(group="parjobs.job_types")}
+    assert {"copy", "move", "delete", "hash", "duplicates", "thumbnails"} <= names, (
+        "run `pip install -e .` so the entry points of pyproject.toml are installed"
+    )
