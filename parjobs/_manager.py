@@ -321,9 +321,14 @@ class JobManager(Housekeeping):
             damaged=damaged,
         )
 
-    async def errors(self, job_id: str, *, limit: int = -1) -> list[ItemError]:
-        """Every failed item of the job's latest run, with its reason."""
-        return await self._db(self.store.errors, job_id, limit=limit)
+    async def errors(self, job_id: str, *, limit: int = -1, offset: int = 0) -> list[ItemError]:
+        """The failed items of the job's latest run, with their reasons, oldest first
+        (paged with ``limit``/``offset``; `error_count` says how many there are)."""
+        return await self._db(self.store.errors, job_id, limit=limit, offset=offset)
+
+    async def error_count(self, job_id: str) -> int:
+        """How many items of the job's latest run failed (what `errors` pages through)."""
+        return await self._db(self.store.error_count, job_id)
 
     async def pause(self, job_id: str) -> None:
         """Pause a job: running ones stop at the next chunk boundary, keeping their progress.

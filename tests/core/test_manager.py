@@ -236,3 +236,14 @@ async def test_a_job_held_by_a_live_manager_is_never_taken_over(store_path, tmp_
         await m2.resume(handle.id)  # resting now: anyone may take it
         assert await handle.wait() is JobStatus.COMPLETED
     assert sorted(read_log(log)) == list(range(40))
+
+
+async def test_errors_are_paged_and_counted(store_path, tmp_path):
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(CountJob(n=10, log=str(tmp_path / "log"), fail_every=3))
+        assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        everything = await manager.errors(handle.id)
+        assert sorted(e.index for e in everything) == [0, 3, 6, 9]
+        assert await manager.error_count(handle.id) == 4
+        page = await manager.errors(handle.id, limit=2, offset=1)
+        assert page == everything[1:3]
