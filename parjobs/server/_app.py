@@ -44,13 +44,14 @@ from .. import (
 from .._store import JobStore  # no public name yet: the reader's connection
 from . import _metrics
 from ._auth import PRINCIPAL_KEY, AuthGate, Principal
+from ._endpoint import Endpoint, Handler
 from ._events import EventHub
+from ._openapi import openapi_document
 from ._pages import page_routes
 from ._reader import StoreReader
 from ._schema import spec_schema
 from ._views import error_view, job_view
 
-Handler = Callable[[Request], Awaitable[Response]]
 #: Largest page a list endpoint returns.
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -63,21 +64,6 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-@dataclasses.dataclass(frozen=True)
-class Endpoint:
-    """One route: the router and the OpenAPI document are both made from these."""
-
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    responses: dict[int, str]
-    params: tuple[tuple[str, str, str], ...] = ()  # (name, "query"|"path"|"header", doc)
-    body: str | None = None  # the request body's schema name in components
-    auth: bool = True
-    admin: bool = False  # refused (403) to owner-bound tokens
 
 
 @dataclasses.dataclass
@@ -422,8 +408,6 @@ async def job_events(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    from ._openapi import openapi_document
-
     return JSONResponse(openapi_document(ENDPOINTS, version=__version__))
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .. import JobStatus
 
 if TYPE_CHECKING:
-    from ._app import Endpoint
+    from ._endpoint import Endpoint
 
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
 _NULLABLE_STRING = {"type": ["string", "null"]}
