@@ -234,7 +234,9 @@ class EventHub:
         waited = info.queue_time
         if waited is not None and info.runs == 1 and before in (None, JobStatus.QUEUED):
             self.queue_wait_seconds.observe(max(0.0, waited))  # first seen started
-        if (before is None or before in _ACTIVE) and info.status.is_ended and info.runs:
+        # A run that ended since the last look, whatever it went through unseen in between
+        # (queued -> running -> completed can all happen between two looks).
+        if info.status.is_ended and info.runs and (before is None or not before.is_ended):
             self.job_seconds.observe(info.run_time)
 
     async def _watch(self, job_id: str, owner: str | None, scope: trio.CancelScope) -> None:
