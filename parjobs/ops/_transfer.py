@@ -13,12 +13,14 @@ from typing import Any, Literal, NamedTuple, TypeVar
 import trio
 import xxhash
 
+from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
 from .._task import Outcome, OutcomeStatus, TaskContext
 from . import _smallfiles
 from ._copyfile import CopyOptions, CopyResult, copy_file
 from ._desttree import DestTree
 from ._fs import DIR_NOFOLLOW, KINDS, display, numbered, same_size_mtime, split_ext, unique_name
+from ._names import job_token
 from ._paths import (
     ancestor_ids,
     check_identity,
@@ -80,6 +82,23 @@ class CopyDone(NamedTuple):
     kind: str
     copied: int = 0
     reused: int = 0
+
+
+async def open_plan(ctx: JobContext, make: Callable[[bool, Any], CopyPlan]) -> CopyPlan:
+    """The plan of a copy or move run, with the job's name token, from ``make(resumed,
+    identity)`` run in a thread (it opens the destination).
+
+    The token is checkpointed before any temporary can be made, and the destination's
+    identity, the first time it is known, before anything is written into it: a later run
+    then refuses a destination swapped since (issue #12)."""
+    token = await job_token(ctx)
+    identity = ctx.state.get("dest_identity")
+    plan = await trio.to_thread.run_sync(make, ctx.resumed, identity)
+    if plan.tree.identity != identity:
+        ctx.state["dest_identity"] = plan.tree.identity
+        await ctx.checkpoint(force=True)
+    plan.token = token
+    return plan
 
 
 def make_plan(

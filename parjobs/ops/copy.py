@@ -44,7 +44,7 @@ from ._desttree import NOT_A_DIR
 from ._errors import DirConflictError, WalkError
 from ._finish import FinishDirs
 from ._fs import clean_error
-from ._names import job_token, stored_token
+from ._names import stored_token
 from ._partials import sweep_temporaries
 from ._smallfiles import copy_small_files
 from ._transfer import (
@@ -56,6 +56,7 @@ from ._transfer import (
     check_paths,
     dest_is_unchanged,
     make_plan,
+    open_plan,
     resolve_conflict,
     same_content,
     special_reason,
@@ -314,13 +315,7 @@ class CopyJob(Job):
         )
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
-        token = await job_token(ctx)  # checkpointed before any temporary is made
-        identity = ctx.state.get("dest_identity")
-        plan = await trio.to_thread.run_sync(self._plan, ctx.resumed, identity)
-        if plan.tree.identity != identity:  # durable before anything is written
-            ctx.state["dest_identity"] = plan.tree.identity
-            await ctx.checkpoint(force=True)
-        plan.token = token
+        plan = await open_plan(ctx, self._plan)
         tally = Tally(ctx.state, ("copied", "dirs", "skipped", "bytes", "bytes_reused"))
         progress = ctx.progress
         progress.set_total(items=0, bytes=0, final=False)
@@ -340,7 +335,9 @@ class CopyJob(Job):
             # Only a resumed run or one with failed items can have left temporaries behind.
             sweep = None
             if ctx.resumed or tally.failed:
-                sweep = functools.partial(sweep_temporaries, self.destination, self.sources, token)
+                sweep = functools.partial(
+                    sweep_temporaries, self.destination, self.sources, plan.token
+                )
             finish = FinishDirs(ctx.run_number, plan, dirs, sweep)
             async for outcome in ctx.task_dispatcher("finish").dispatch_many([finish]):
                 tally.record(outcome)

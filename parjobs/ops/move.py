@@ -41,7 +41,7 @@ from ._desttree import NOT_A_DIR
 from ._errors import DirConflictError, WalkError
 from ._finish import FinishDirs
 from ._fs import clean_error, display, lexists, rename_noreplace, unique_name
-from ._names import job_token, stored_token
+from ._names import stored_token
 from ._partials import sweep_temporaries
 from ._transfer import (
     CopyDone,
@@ -50,6 +50,7 @@ from ._transfer import (
     check_paths,
     dest_is_unchanged,
     make_plan,
+    open_plan,
     resolve_conflict,
     same_content,
     special_reason,
@@ -379,13 +380,7 @@ class MoveJob(Job):
         )
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
-        token = await job_token(ctx)  # checkpointed before any temporary is made
-        identity = ctx.state.get("dest_identity")
-        plan = await trio.to_thread.run_sync(self._plan, ctx.resumed, identity)
-        if plan.tree.identity != identity:  # durable before anything is written
-            ctx.state["dest_identity"] = plan.tree.identity
-            await ctx.checkpoint(force=True)
-        plan.token = token
+        plan = await open_plan(ctx, self._plan)
         keys = ("moved", "renamed", "copied", "dirs", "skipped", "bytes", "bytes_reused")
         tally = Tally(ctx.state, (*keys, "source_dirs_removed"))
         progress = ctx.progress
@@ -421,7 +416,7 @@ class MoveJob(Job):
             if ctx.resumed or tally.failed:
                 walked_sources = ctx.state["walked"]
                 sweep = functools.partial(
-                    sweep_temporaries, self.destination, walked_sources, token
+                    sweep_temporaries, self.destination, walked_sources, plan.token
                 )
             finish = FinishDirs(
                 ctx.run_number, plan, dirs, sweep, lambda tc: _remove_empty_dirs(dirs, removed)
