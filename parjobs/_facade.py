@@ -24,9 +24,9 @@ import math
 import os
 import queue
 import threading
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, TypeVar, Unpack, cast
+from typing import Any, TypeVar, Unpack
 
 import trio
 
@@ -462,7 +462,7 @@ async def _feed(
         with trio.CancelScope() as scope:
             sink.scope = scope
             sink.live = job_id in manager._live
-            snaps = cast("AsyncGenerator[Progress, None]", manager.watch(job_id))
+            snaps = manager.watch(job_id)
             async with contextlib.aclosing(snaps):
                 first = await anext(snaps)  # JobNotFoundError reaches the subscriber
                 task_status.started()

@@ -24,7 +24,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, Unpack
 
@@ -76,7 +76,7 @@ class JobHandle:
     async def info(self) -> JobInfo:
         return await self._manager.get(self.id)
 
-    async def progress(self) -> AsyncIterator[Progress]:
+    async def progress(self) -> AsyncGenerator[Progress, None]:
         """Snapshots (~10/s) until the job rests: completed, paused, failed, cancelled..."""
         async for snap in self._manager.watch(self.id):
             yield snap
@@ -444,7 +444,7 @@ class JobManager(Housekeeping):
                 return info.status
             await trio.sleep(REQUEST_POLL)
 
-    async def watch(self, job_id: str) -> AsyncIterator[Progress]:
+    async def watch(self, job_id: str) -> AsyncGenerator[Progress, None]:
         """Progress snapshots of a job until it rests (from the store for other processes)."""
         live = self._live.get(job_id)
         if live is not None:

@@ -7,6 +7,7 @@ import itertools
 import os
 import sys
 import time
+from typing import Any
 
 import pytest
 import trio
@@ -151,7 +152,7 @@ async def test_job_timeout_ends_timed_out_with_work_checkpointed(store_path, aut
         handle = await manager.submit(FlakyTasksJob(failures=[0, 0], steps=100), timeout=10.5)
         assert await handle.wait() is JobStatus.TIMED_OUT
         info = await handle.info()
-    assert "timed out after 10.5 s" in info.error
+    assert "timed out after 10.5 s" in (info.error or "")
     assert info.done_items == 2
     assert 9 <= info.state["step"] <= 11  # 1 s steps; the one in flight at 10.5 s finishes
 
@@ -176,7 +177,7 @@ async def test_dependencies_diamond_and_failure_propagation(store_path, autojump
         assert await z.wait() is JobStatus.SKIPPED
         assert await y.wait() is JobStatus.SKIPPED
         assert await w.wait() is JobStatus.COMPLETED
-        assert "prerequisite job" in (await y.info()).error
+        assert "prerequisite job" in ((await y.info()).error or "")
         assert starts() == ["x", "w"]
         with pytest.raises(parjobs.JobNotFoundError):
             await manager.submit(SleepJob(name="v"), after=["missing"])
@@ -198,6 +199,7 @@ async def test_history_filter_order_page_delete_retention(store_path, tmp_path):
         assert len(await manager.list_jobs(type="test-count", status=JobStatus.COMPLETED)) == 5
         info = alice[0]
         assert info.queue_time is not None and info.queue_time >= 0
+        assert info.run_time is not None and info.finished is not None and info.started is not None
         assert info.run_time > 0 and info.attempts == 1 and info.finished >= info.started
         await manager.delete(ids[0])
         assert len(await manager.list_jobs()) == 4
@@ -218,7 +220,8 @@ async def test_process_task_streams_to_two_subscribers(store_path):
         "    print('err', i, file=sys.stderr, flush=True)\n"
     )
     task = parjobs.process.ProcessTask(0, [sys.executable, "-c", script])
-    both, only_err = [], []
+    both: list[Any] = []
+    only_err: list[Any] = []
 
     async def collect(into, streams, max_chunks):
         async for item in task.subscribe(streams, max_chunks=max_chunks):

@@ -18,7 +18,7 @@ async def test_bad_manager_settings_are_refused(store_path):
 
 def test_config_is_keyword_only_frozen_and_validated_at_once() -> None:
     with pytest.raises(TypeError):
-        ManagerConfig(4)  # type: ignore[misc]
+        ManagerConfig(4)  # type: ignore[call-arg]  # keyword-only, on purpose
     config = ManagerConfig(workers=4, queues={"bulk": 2})
     with pytest.raises(AttributeError):
         config.workers = 5  # type: ignore[misc]

@@ -11,10 +11,11 @@ import trio
 
 import parjobs
 from parjobs import FunctionTask, JobContext, Outcome
+from parjobs._dispatch import DispatcherStatistics
 
 SEEN: dict[str, list[int]] = {}
 WAITING: set[str] = set()
-STATS: list[object] = []
+STATS: list[DispatcherStatistics] = []
 
 
 @parjobs.job_type("test-dispatch-generator-interrupt", version=1)

@@ -162,7 +162,7 @@ class Grouped(parjobs.Task[str]):
         return self.cost
 
     @classmethod
-    def run_group(cls, tasks, tcs):  # type: ignore[no-untyped-def]
+    def run_group(cls, tasks, tcs):
         indices = [t.index for t in tasks]
         GROUP_LOG.append(("group", indices))
         time.sleep(cls.WAIT * len(tasks))

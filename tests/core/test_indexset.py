@@ -23,7 +23,7 @@ def test_indexset_matches_a_python_set(indices):
 
 @given(st.lists(st.tuples(st.integers(0, 3000), st.integers(0, 200)), max_size=30))
 def test_indexset_add_range(pairs):
-    s, ref = IndexSet(), set()
+    s, ref = IndexSet(), set[int]()
     for start, length in pairs:
         s.add_range(start, start + length)
         ref.update(range(start, start + length))

@@ -44,7 +44,9 @@ def test_check_workers_refuses_what_is_not_a_worker_count(workers: object, error
 
 def _worker_tasks() -> int:
     """Live trio tasks that are pool workers (named ``parjobs-worker-...``), in this run."""
-    count, stack = 0, [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    assert root is not None  # called from inside trio.run
+    count, stack = 0, [root]
     while stack:
         task = stack.pop()
         count += task.name.startswith("parjobs-worker-")

@@ -77,7 +77,8 @@ async def test_list_with_status_filter(store_path, tmp_path):
 
 
 def test_checkpoint_ranges_compact_and_round_trip(tmp_path):
-    from parjobs._store import CheckpointBatch, JobStore
+    from parjobs._records import CheckpointBatch
+    from parjobs._store import JobStore
 
     store = JobStore.open(tmp_path / "s.sqlite")
     try:
@@ -235,7 +236,7 @@ def test_a_manager_is_dead_only_when_its_process_is(store_path, monkeypatch):
         for name in ("stopped", "reused", "remote", "remote-fresh", "zombie"):
             store.register_manager(name)
         zombie.kill()  # killed, not yet reaped: a zombie whose pid still answers kill(0)
-        while _leases._proc_stat(zombie.pid)[0] != b"Z":
+        while (_leases._proc_stat(zombie.pid) or [b""])[0] != b"Z":
             time.sleep(0.01)
         conn = sqlite3.connect(store_path)
         conn.execute("UPDATE managers SET pid=? WHERE id='zombie'", (zombie.pid,))

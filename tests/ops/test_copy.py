@@ -27,7 +27,9 @@ from parjobs import JobStatus
 from parjobs.ops import Conflict
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
+from parjobs.ops._copyfile import copy_file
 from parjobs.ops._partials import find_partials
+from parjobs.ops._transfer import Choice
 from parjobs.ops.copy import CopyJob
 
 MIB = 1 << 20
@@ -80,7 +82,7 @@ async def run_job(store_path: str, job: parjobs.Job, **manager: Any) -> tuple[An
 def wrap_copy_file(monkeypatch: pytest.MonkeyPatch, **inject: Any) -> None:
     """Route the job's copy_file calls through a wrapper adding ``inject`` (test seams).
     The C group path (which never calls copy_file) is switched off meanwhile."""
-    real = transfer_mod.copy_file
+    real = copy_file
     monkeypatch.setattr(smallfiles_mod, "fastcopy", None)
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -219,7 +221,11 @@ async def test_ask_decides_per_file_while_the_job_goes_on(store_path: str, tmp_p
     src, dst = tmp_path / "src", tmp_path / "dst"
     (src / "t").mkdir(parents=True)
     (dst / "t").mkdir(parents=True)
-    decisions = {"keep.txt": "skip", "replace.txt": "overwrite", "both.txt": "rename"}
+    decisions: dict[str, Choice] = {
+        "keep.txt": "skip",
+        "replace.txt": "overwrite",
+        "both.txt": "rename",
+    }
     for name in decisions:
         write(src / "t" / name, b"new " + name.encode())
         write(dst / "t" / name, b"old")
@@ -227,7 +233,7 @@ async def test_ask_decides_per_file_while_the_job_goes_on(store_path: str, tmp_p
         write(src / "t" / f"plain{i}.txt", b"plain")
     asked: list[Conflict] = []
 
-    async def ask(conflict: Conflict) -> str:
+    async def ask(conflict: Conflict) -> Choice:
         asked.append(conflict)
         await trio.sleep(0.05)  # a person thinking; other workers keep copying
         return decisions[os.path.basename(conflict.source)]
@@ -253,7 +259,7 @@ async def test_pause_while_asking_does_not_hang(store_path: str, tmp_path: Path)
     calls: list[str] = []
     asked = trio.Event()
 
-    async def ask(conflict: Conflict) -> str:
+    async def ask(conflict: Conflict) -> Choice:
         calls.append(os.path.basename(conflict.source))
         if len(calls) == 1:
             asked.set()
@@ -280,7 +286,7 @@ async def test_ask_without_a_callback_fails_those_items_clearly(
 ) -> None:
     src, dst = conflict_tree(tmp_path)
 
-    async def never(conflict: Conflict) -> str:
+    async def never(conflict: Conflict) -> Choice:
         raise AssertionError("not in this process")
 
     job = CopyJob(sources=[str(src / "t")], destination=str(dst), on_conflict="ask", ask=never)

@@ -16,7 +16,7 @@ import trio
 import parjobs
 from parjobs import JobStatus
 from parjobs.ops import delete as delete_mod
-from parjobs.ops._trash import read_trashinfo
+from parjobs.ops._trash import read_trashinfo, trash_path
 from parjobs.ops.delete import DeleteJob, remove_entry
 
 
@@ -136,7 +136,7 @@ async def test_trash_pause_and_resume_keeps_the_pairs_of_the_first_run(
         p = tmp_path / f"item{i:02}"
         p.write_text(str(i))
         items.append(str(p))
-    real = delete_mod.trash_path
+    real = trash_path
 
     def slow_trash(path, **kwargs):
         time.sleep(0.02)

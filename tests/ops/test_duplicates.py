@@ -14,7 +14,12 @@ import parjobs
 from parjobs import JobStatus
 from parjobs.ops import _entries as entries_mod
 from parjobs.ops import duplicates as dup_mod
-from parjobs.ops._hashing import CONTENT_ID_SMALL_LIMIT, content_id, find_duplicates_sequential
+from parjobs.ops._hashing import (
+    CONTENT_ID_SMALL_LIMIT,
+    content_id,
+    find_duplicates_sequential,
+    hash_file,
+)
 from parjobs.ops.duplicates import DuplicatesJob
 
 
@@ -54,7 +59,7 @@ def _tree(root) -> None:
 def _walk_order(root) -> list[str]:
     """Regular files and links in the job's walk order (names sorted, a directory's own
     entries before its subdirectories')."""
-    out = []
+    out: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         out.extend(os.path.join(dirpath, f) for f in sorted(filenames))
@@ -112,7 +117,7 @@ async def test_pause_between_stages_then_resume_gives_the_same_report(
     hashed: collections.Counter[str] = collections.Counter()
     in_full_hash = threading.Event()
     lock = threading.Lock()
-    real_cid, real_hash = dup_mod.content_id, entries_mod.hash_file
+    real_cid, real_hash = content_id, hash_file
 
     def counting_cid(path, **kwargs):
         with lock:
@@ -158,7 +163,7 @@ async def test_unreadable_candidate_is_reported_and_left_out(store_path, tmp_pat
     root = tmp_path / "t"
     _tree(root)
     victim = str(root / "b/big2")
-    real = dup_mod.content_id
+    real = content_id
 
     def vanishing(path, **kwargs):
         if os.fsdecode(path) == victim:

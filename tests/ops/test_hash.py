@@ -18,6 +18,7 @@ import xxhash
 import parjobs
 from parjobs import JobStatus
 from parjobs.ops import _entries as entries_mod
+from parjobs.ops._hashing import hash_file
 from parjobs.ops.hash import HashJob, checksum_line
 
 HASHERS = {"xxh3_128": xxhash.xxh3_128, "xxh3_64": xxhash.xxh3_64, "xxh64": xxhash.xxh64}
@@ -79,7 +80,7 @@ async def test_pause_mid_way_then_resume_hashes_each_file_once(store_path, tmp_p
         (root / f"f{i:02}").write_bytes(os.urandom(64 * 1024 + i))
     completed: collections.Counter[str] = collections.Counter()
     lock = threading.Lock()
-    real = entries_mod.hash_file
+    real = hash_file
 
     def slow_hash(path, **kwargs):
         time.sleep(0.01)
@@ -167,7 +168,7 @@ async def test_output_file_checks_with_xxhsum(store_path, tmp_path, algorithm):
 async def test_vanished_file_fails_alone_with_a_clear_reason(store_path, tmp_path, monkeypatch):
     files = _tree(tmp_path / "t")
     victim = str(tmp_path / "t" / "a" / "one.bin")
-    real = entries_mod.hash_file
+    real = hash_file
 
     def vanishing(path, **kwargs):
         if os.fsdecode(path) == victim:

@@ -12,6 +12,7 @@ import xxhash
 
 from parjobs._exceptions import ParjobsError
 from parjobs.ops import SourceChangedError, SpecialFileError, _hashing
+from parjobs.ops._fs import FilePath
 from parjobs.ops._hashing import (
     ALGORITHMS,
     CONTENT_ID_BLOCK,
@@ -298,11 +299,11 @@ def test_find_duplicates_on_constructed_tree(
     hashed: list[str] = []
     real_content_id, real_hash_file = _hashing.content_id, _hashing.hash_file
 
-    def spy_content_id(path: _hashing.FilePath, *, size: int | None = None) -> str:
+    def spy_content_id(path: FilePath, *, size: int | None = None) -> str:
         opened.append(os.fsdecode(path))
         return real_content_id(path, size=size)
 
-    def spy_hash_file(path: _hashing.FilePath) -> str:
+    def spy_hash_file(path: FilePath) -> str:
         hashed.append(os.fsdecode(path))
         return real_hash_file(path)
 

@@ -23,6 +23,7 @@ import xxhash
 import parjobs
 from parjobs import JobStatus
 from parjobs.ops import _transfer as transfer_mod
+from parjobs.ops._copyfile import copy_file
 from parjobs.ops._partials import find_partials
 from parjobs.ops.move import MoveJob
 
@@ -184,7 +185,7 @@ async def test_a_failed_verification_keeps_the_source(
     src.mkdir()
     for name in ("a", "b", "c"):
         write(src / name, name.encode() * 10_000)
-    real = transfer_mod.copy_file
+    real = copy_file
 
     def corrupting(*args: Any, **kwargs: Any) -> Any:
         if args[1] == b"b":

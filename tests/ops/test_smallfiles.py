@@ -183,7 +183,7 @@ async def copy(store: str, src: Path, dst: Path, **spec: Any) -> tuple[Any, Any,
 def count_groups(monkeypatch: pytest.MonkeyPatch, before: Any = None) -> list[int]:
     """Count the files the job hands to the C path (calling ``before(items)`` first)."""
     sizes: list[int] = []
-    real = copy_mod.copy_small_files
+    real = smallfiles_mod.copy_small_files
 
     def counted(items: list[tuple[bytes, int, bytes]], **kwargs: Any) -> Any:
         sizes.append(len(items))

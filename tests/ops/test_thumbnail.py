@@ -13,7 +13,7 @@ import sys
 import textwrap
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import trio
@@ -257,7 +257,7 @@ async def test_bad_images_fail_alone_with_a_reason(store_path, tmp_path, layout)
     bad = make_bad_images(tmp_path / "src" / "bad")
     home = tmp_path / "home-cache"
     out = tmp_path / "cache" if layout == "cache" else home / "thumbnails"
-    fmt = "png" if layout == "freedesktop" else "webp"
+    fmt: Literal["png", "webp"] = "png" if layout == "freedesktop" else "webp"
     job = ThumbnailJob(paths=[str(tmp_path / "src")], layout=layout, format=fmt, out_dir=str(out))
     result, info, errors = await run_job(store_path, job)
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS

@@ -38,6 +38,7 @@ import parjobs._store as store_mod
 import parjobs._task as task_mod
 import parjobs.ops  # registers the job types
 import parjobs.ops._copyfile as copyfile_mod
+import parjobs.ops._fs as fs_mod
 import parjobs.ops._smallfiles as smallfiles_mod
 import parjobs.ops._transfer as transfer_mod
 import parjobs.ops.copy as copy_mod
@@ -96,17 +97,17 @@ def _install_hook(hook: dict[str, Any]) -> None:
 
         stage = hook.get("stage")
 
-        def checkpoint(self: Any, job_id: str, batch: Any, *args: Any) -> None:
+        def checkpoint(self: Any, job_id: str, batch: Any, holder: str | None = None) -> None:
             wanted = stage in batch.ranges if stage else bool(batch.ranges)
             if wanted and counter.hit():
                 self._conn = _KillingConnection(self._conn, 2)
-            real_checkpoint(self, job_id, batch, *args)
+            real_checkpoint(self, job_id, batch, holder)
 
         store_mod.JobStore.checkpoint = checkpoint  # type: ignore[method-assign]
     elif kind in ("group-after", "group-mid"):
         # The C group path: die once the Nth call put its files in place (none of them is
         # checkpointed yet), or between two files of that call.
-        real_group = copy_mod.copy_small_files
+        real_group = smallfiles_mod.copy_small_files
 
         def group(items: Any, **kwargs: Any) -> Any:
             if not counter.hit():
@@ -117,12 +118,12 @@ def _install_hook(hook: dict[str, Any]) -> None:
             real_group(items, **kwargs)
             die()
 
-        copy_mod.copy_small_files = group
+        copy_mod.copy_small_files = group  # type: ignore[attr-defined]  # where copy.py looks it up
     elif kind in ("rename-before", "rename-after"):
         # copy_file's final step: temporary (written, closed) -> real name. Files go through
         # copy_file only: the C group path, which renames in C, is off.
         smallfiles_mod.fastcopy = None
-        real_rename = copyfile_mod.rename_noreplace
+        real_rename = fs_mod.rename_noreplace
 
         def rename(*args: Any, **kwargs: Any) -> None:
             hit = counter.hit()
@@ -132,7 +133,7 @@ def _install_hook(hook: dict[str, Any]) -> None:
             if hit:
                 die()
 
-        copyfile_mod.rename_noreplace = rename
+        copyfile_mod.rename_noreplace = rename  # type: ignore[attr-defined]  # where _copyfile looks it up
     elif kind in ("os-rename-before", "os-rename-after", "replace-before", "replace-after"):
         name = "rename" if kind.startswith("os-rename") else "replace"
         real = getattr(os, name)

@@ -44,6 +44,8 @@ from parjobs import JobStatus
 from parjobs._util import exception_leaves as leaves
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
+from parjobs.ops._copyfile import copy_file
+from parjobs.ops._hashing import hash_file
 from parjobs.ops.copy import CopyJob
 from parjobs.ops.hash import HashJob
 
@@ -256,7 +258,7 @@ def test_permission_denied_names_the_destination_not_a_temporary(shared: Path) -
 def wrap_copy_file(monkeypatch: pytest.MonkeyPatch, before: Any = None, during: Any = None):
     """Call ``before(src)`` before each file's copy and ``during(src)`` at its checks
     (with the C group path, which never calls copy_file, switched off)."""
-    real = transfer_mod.copy_file
+    real = copy_file
     monkeypatch.setattr(smallfiles_mod, "fastcopy", None)
 
     def wrapped(src: bytes, *args: Any, check: Any = None, **kwargs: Any) -> Any:
@@ -400,7 +402,7 @@ async def test_hash_of_a_file_growing_while_read_is_reported(
     src.mkdir()
     write(src / "log.txt", b"x" * (3 * MIB))
     write(src / "still.txt", b"y")
-    real = entries_mod.hash_file
+    real = hash_file
 
     def growing(path: bytes, **kwargs: Any) -> str:
         check = kwargs.pop("check")

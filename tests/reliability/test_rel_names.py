@@ -146,7 +146,7 @@ async def test_copy_and_move_never_touch_files_named_like_temporaries(
     if scenario == "failed-item":  # a conflict under the "fail" policy: one failed item
         put(dst / "src" / "d0" / "f00.dat", b"already there")
     store = str(tmp_path / "jobs.sqlite")
-    spec = {"sources": [str(src)], "destination": str(dst)}
+    spec: dict[str, Any] = {"sources": [str(src)], "destination": str(dst)}
     job_cls = CopyJob if op == "copy" else MoveJob
     if scenario == "kill-resume":
         cfg = child_config(store, op, spec, hook={"kind": "task", "n": 20})
@@ -193,7 +193,7 @@ async def test_delete_never_touches_files_named_like_temporaries_beside_it(
         assert (await trio.to_thread.run_sync(lambda: run_child(cfg, tmp_path))).killed
         status = (await resume_to_end(store)).status
     else:
-        status = await run_in_process(store, parjobs.registered_job_types()["delete"](paths=paths))
+        status = await run_in_process(store, parjobs.registered_job_types()["delete"](paths=paths))  # type: ignore[call-arg]  # type[Job]
     assert status is JobStatus.COMPLETED
     assert_untouched(seeded, f"delete {scenario}")
 
@@ -261,7 +261,8 @@ async def test_dupes_and_thumbnails_never_touch_files_named_like_temporaries(
     seeded = seed(shard) | seed(out) | seed(src / "seeded2")
     store = str(tmp_path / "jobs.sqlite")
     types = parjobs.registered_job_types()
-    assert await run_in_process(store, types["duplicates"](paths=[str(src)])) in (
+    job = types["duplicates"](paths=[str(src)])  # type: ignore[call-arg]  # registry: type[Job]
+    assert await run_in_process(store, job) in (
         JobStatus.COMPLETED,
         JobStatus.COMPLETED_WITH_ERRORS,
     )

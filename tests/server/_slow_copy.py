@@ -16,12 +16,12 @@ import parjobs.ops.copy
 # parjobs.ops.copy before it.
 _FILE_HOME: Any = getattr(parjobs.ops, "_transfer", None) or parjobs.ops.copy
 if not hasattr(_FILE_HOME, "copy_file"):
-    import parjobs.ops._transfer as _FILE_HOME  # type: ignore[no-redef]
+    import parjobs.ops._transfer as _FILE_HOME
 
 LATENCY = float(os.environ.get("PARJOBS_TEST_COPY_LATENCY", "0.05"))
 
 _real_file = _FILE_HOME.copy_file
-_real_group = parjobs.ops.copy.copy_small_files
+_real_group = parjobs.ops._smallfiles.copy_small_files
 
 
 @functools.wraps(_real_file)
@@ -37,4 +37,4 @@ def _slow_group(items: Any, **kwargs: Any) -> Any:
 
 
 _FILE_HOME.copy_file = _slow_file
-parjobs.ops.copy.copy_small_files = _slow_group
+parjobs.ops.copy.copy_small_files = _slow_group  # type: ignore[attr-defined]  # where copy.py looks it up

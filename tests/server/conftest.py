@@ -93,12 +93,12 @@ class SseEvent:
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[SseEvent]:
     """Parse a text/event-stream response into events (comments are skipped)."""
-    kind, data, event_id = "message", [], None
+    kind, data, event_id = "message", list[str](), None
     async for line in response.aiter_lines():
         if line == "":
             if data:
                 yield SseEvent(kind, json.loads("\n".join(data)), event_id)
-            kind, data, event_id = "message", [], None
+            kind, data, event_id = "message", list[str](), None
         elif line.startswith(":"):
             continue
         else:

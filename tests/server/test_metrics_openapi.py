@@ -4,6 +4,7 @@ exactly the routes the app serves."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import _jobs  # noqa: F401  (registers test-count)
 import trio
@@ -86,15 +87,16 @@ async def test_openapi_lists_every_route_and_only_those(server: Server) -> None:
 def server_app_routes(server: Server) -> set[tuple[str, str]]:
     """(method, path) of every API route the Starlette router serves (HEAD aside): all of
     them but the dashboard's pages (`PAGES`), which are not API and not documented."""
+    from starlette.applications import Starlette
+
     from parjobs.server._app import create_app
     from parjobs.server._pages import PAGES
 
     gate = create_app(server.manager, tokens=[])
+    assert isinstance(gate.app, Starlette)
+    routes: list[Any] = gate.app.routes  # Route and Mount: both have .path and .methods here
     served = {
-        (method, route.path)
-        for route in gate.app.routes
-        for method in route.methods
-        if method != "HEAD"
+        (method, route.path) for route in routes for method in route.methods if method != "HEAD"
     }
     assert set(PAGES) <= served
     return served - set(PAGES)

@@ -51,6 +51,19 @@ def start(tmp_path, *args: str, env_extra=None, run: str = RUN) -> subprocess.Po
     )
 
 
+def _serving(proc: subprocess.Popen[str]) -> re.Match[str]:
+    """The "parjobs serve: <url>/?token=<token>" line the server prints first."""
+    assert proc.stdout is not None  # start() pipes it
+    match = LINE.fullmatch(proc.stdout.readline())
+    assert match
+    return match
+
+
+def _stderr(proc: subprocess.Popen[str]) -> str:
+    assert proc.stderr is not None  # start() pipes it
+    return proc.stderr.read()
+
+
 def _tree(root, n: int) -> None:
     root.mkdir()
     for i in range(n):
@@ -71,7 +84,7 @@ def test_sigterm_pauses_and_the_restart_resumes_only_what_the_shutdown_paused(tm
     env = {"PARJOBS_TEST_COPY_LATENCY": "0.02"}
     proc = start(tmp_path, "--token-file", tokens, "-w", "2", run=RUN_SLOW, env_extra=env)
     try:
-        base = LINE.fullmatch(proc.stdout.readline()).group(1)
+        base = _serving(proc).group(1)
         client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
         spec = {"sources": [str(tmp_path / "src")], "destination": str(tmp_path / "dst")}
         copy = client.post("/api/jobs", json={"type": "copy", "spec": spec}).json()
@@ -87,7 +100,7 @@ def test_sigterm_pauses_and_the_restart_resumes_only_what_the_shutdown_paused(tm
         else:
             raise AssertionError(shown)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0, proc.stderr.read()
+        assert proc.wait(timeout=20) == 0, _stderr(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -96,7 +109,7 @@ def test_sigterm_pauses_and_the_restart_resumes_only_what_the_shutdown_paused(tm
     # Paused with its progress checkpointed, nothing half-written under a final name.
     proc = start(tmp_path, "--token-file", tokens, run=RUN_SLOW, env_extra=env)
     try:
-        base = LINE.fullmatch(proc.stdout.readline()).group(1)
+        base = _serving(proc).group(1)
         client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
         for _ in range(2000):  # the restart resumes the copy by itself
             shown = client.get(f"/api/jobs/{copy['id']}").json()
@@ -119,7 +132,7 @@ def test_a_job_resumed_and_paused_since_the_shutdown_stays_paused(tmp_path) -> N
     tokens = write_tokens(str(tmp_path / "tokens"))
     proc = start(tmp_path, "--token-file", tokens)
     try:
-        base = LINE.fullmatch(proc.stdout.readline()).group(1)
+        base = _serving(proc).group(1)
         client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
         count = {"n": 5000, "log": str(tmp_path / "log"), "sleep": 0.005}
         job = client.post("/api/jobs", json={"type": "test-count", "spec": count}).json()
@@ -141,10 +154,10 @@ def test_a_job_resumed_and_paused_since_the_shutdown_stays_paused(tmp_path) -> N
     )
     time.sleep(1.5)
     local.send_signal(signal.SIGINT)
-    assert local.wait(timeout=20) == 3, local.stderr.read()
+    assert local.wait(timeout=20) == 3, _stderr(local)
     proc = start(tmp_path, "--token-file", tokens)
     try:
-        base = LINE.fullmatch(proc.stdout.readline()).group(1)
+        base = _serving(proc).group(1)
         client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
         time.sleep(0.5)
         assert client.get(f"/api/jobs/{job['id']}").json()["status"] == "paused"
@@ -159,8 +172,7 @@ def test_default_token_file_is_private_and_stable(tmp_path) -> None:
     for _ in range(2):
         proc = start(tmp_path)
         try:
-            match = LINE.fullmatch(proc.stdout.readline())
-            assert match
+            match = _serving(proc)
             tokens.append(match.group(3))
         finally:
             proc.send_signal(signal.SIGINT)
