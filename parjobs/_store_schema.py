@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -58,7 +59,27 @@ CREATE INDEX IF NOT EXISTS task_errors_job ON task_errors(job_id);
 """
 
 
+_NOT_REGULAR = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
 def check_header(path: str) -> None:
+    """A store is a regular file or nothing (checked before anything opens it: opening a
+    FIFO blocks, and SQLite would put a ``-journal`` beside a device)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return  # a new store (a dangling symlink: SQLite creates its target)
+    except OSError as exc:
+        raise StoreError(f"cannot read job store {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(mode):
+        kind = _NOT_REGULAR.get(stat.S_IFMT(mode), "not a regular file")
+        raise StoreFormatError(f"{path} is {kind}, not a parjobs store")
     try:
         with open(path, "rb") as f:
             head = f.read(16)

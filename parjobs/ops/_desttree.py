@@ -10,7 +10,7 @@ import threading
 from collections import OrderedDict
 
 from ._errors import DirConflictError
-from ._fs import DIR_NOFOLLOW, display
+from ._fs import DIR_NOFOLLOW, check_replaceable, display
 from ._paths import dir_identity
 
 #: The skip reason (and error text) of a non-directory where a directory is needed.
@@ -138,6 +138,7 @@ class DestTree:
                 err = DirConflictError(f"{NOT_A_DIR}: {self.display(key)}")
                 err.filename = self.display(key)
                 raise err from None
+            check_replaceable(parent, leaf, self.display(key))  # never a FIFO or device
             os.unlink(leaf, dir_fd=parent)  # the name only: a symlink is never followed
             return self._make(parent, leaf, key)
         if create:  # resuming into a directory finished read-only by an earlier run

@@ -4,7 +4,7 @@
 
     ParjobsError
      ├── CopyError (also OSError)          a copy or move item failed on purpose
-     │    ├── SpecialFileError              the source is not a regular file
+     │    ├── SpecialFileError              a special source; a special destination kept
      │    ├── SourceChangedError            the source changed while it was read
      │    ├── NotOursError                  our temporary was replaced before its rename
      │    ├── VerifyError                   the destination read back different bytes
@@ -46,7 +46,8 @@ class CopyError(ParjobsError, OSError):
 
 
 class SpecialFileError(CopyError):
-    """The source is not a regular file (FIFO, socket, device, directory or symlink)."""
+    """The source is not a regular file (FIFO, socket, device, directory or symlink), or the
+    destination name holds a FIFO, socket or device, which is never replaced."""
 
 
 class SourceChangedError(CopyError):

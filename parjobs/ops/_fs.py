@@ -135,17 +135,41 @@ def _renameat2() -> Callable[[int, bytes, int, bytes, int], int] | None:
     return cast(Callable[[int, bytes, int, bytes, int], int], func)
 
 
+def check_replaceable(dir_fd: int, name: bytes, shown: str | None = None) -> None:
+    """Refuse to replace ``dir_fd/name`` (never followed) when it holds a FIFO, socket or
+    device: `SpecialFileError` naming the destination (``shown``, else its path through
+    ``/proc/self/fd``). A regular file, directory, symlink or nothing may be replaced; the
+    check is made just before the replacing call (a swap in between is not guarded)."""
+    try:
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
+        return
+    if shown is None:
+        try:
+            shown = display(os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), os.fsdecode(name)))
+        except OSError:
+            shown = display(name)
+    kind = KINDS.get(stat.S_IFMT(mode), "special file")
+    exc = SpecialFileError(f"destination is a {kind}, not replaced: {shown!r}")
+    exc.filename = shown
+    raise exc
+
+
 def rename_noreplace(
     src: bytes, name: bytes, *, src_dir_fd: int | None = None, dst_dir_fd: int, overwrite: bool
 ) -> None:
     """Rename ``src`` (relative to ``src_dir_fd``, or a path) to ``name`` in ``dst_dir_fd``;
-    without ``overwrite`` an existing ``name`` raises FileExistsError, atomically.
+    without ``overwrite`` an existing ``name`` raises FileExistsError, atomically; with it, a
+    FIFO, socket or device at ``name`` is never replaced (`check_replaceable`).
 
     No-replace tries renameat2(RENAME_NOREPLACE) (the C extension makes the same call), then
     link+unlink; on filesystems with neither (e.g. FAT), or for a directory where renameat2 is
     missing, it falls back to check-then-rename, which has a small race window.
     """
     if overwrite:
+        check_replaceable(dst_dir_fd, name)
         os.replace(src, name, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
         return
     func = _renameat2()

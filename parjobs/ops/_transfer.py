@@ -19,7 +19,16 @@ from .._task import Outcome, OutcomeStatus, TaskContext
 from . import _smallfiles
 from ._copyfile import CopyOptions, CopyResult, copy_file
 from ._desttree import DestTree
-from ._fs import DIR_NOFOLLOW, KINDS, display, numbered, same_size_mtime, split_ext, unique_name
+from ._fs import (
+    DIR_NOFOLLOW,
+    KINDS,
+    check_replaceable,
+    display,
+    numbered,
+    same_size_mtime,
+    split_ext,
+    unique_name,
+)
 from ._names import job_token
 from ._paths import (
     ancestor_ids,
@@ -530,6 +539,7 @@ def resolve_conflict(
     if choice == "skip":
         raise Skip(EXISTS)
     if choice == "overwrite":
+        check_replaceable(dir_fd, name, plan.tree.display(rel))  # before copying a byte
         return put(name, True)
     if choice == "rename":
         for _ in range(100):

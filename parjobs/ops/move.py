@@ -40,7 +40,14 @@ from ._copyfile import CopyOptions, CopyResult, copy_symlink
 from ._desttree import NOT_A_DIR
 from ._errors import DirConflictError, WalkError
 from ._finish import FinishDirs
-from ._fs import clean_error, display, lexists, rename_noreplace, unique_name
+from ._fs import (
+    check_replaceable,
+    clean_error,
+    display,
+    lexists,
+    rename_noreplace,
+    unique_name,
+)
 from ._names import stored_token
 from ._partials import sweep_temporaries
 from ._transfer import (
@@ -127,6 +134,7 @@ class MoveRoot(Task[CopyDone]):
             if stat.S_ISDIR(dst_st.st_mode):
                 return CopyDone("merge")
             if plan.policy == "overwrite":
+                check_replaceable(root_fd, base, plan.tree.display(base))
                 os.unlink(base, dir_fd=root_fd)
                 rename_noreplace(src, base, dst_dir_fd=root_fd, overwrite=False)
             elif plan.policy == "rename":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,25 @@ async def test_foreign_and_corrupt_store_files_give_clear_errors(tmp_path):
     with pytest.raises(parjobs.StoreFormatError, match="is a directory"):
         async with parjobs.open_manager(tmp_path):
             pass
+
+
+@pytest.mark.parametrize("kind", ["fifo", "char-device"])
+async def test_store_that_is_not_a_regular_file_is_refused_before_sqlite_opens_it(tmp_path, kind):
+    """A FIFO used to hang the open; a device got "disk I/O error" and a -journal beside it.
+    Made in tmp_path: never the real /dev nodes."""
+    path = tmp_path / "store"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif os.geteuid() != 0:
+        pytest.skip("mknod of a character device needs root")
+    else:
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    what = "a FIFO" if kind == "fifo" else "a character device"
+    with trio.fail_after(10):
+        with pytest.raises(parjobs.StoreFormatError, match=f"is {what}, not a parjobs store"):
+            async with parjobs.open_manager(path):
+                pass
+    assert os.listdir(tmp_path) == ["store"]  # no -journal, -wal or -shm beside it
 
 
 async def test_truncated_store_gives_clear_error(store_path, tmp_path):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import random
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -596,10 +598,18 @@ def count_files(root: Path) -> int:
     return sum(1 for _, _, files in os.walk(root) for f in files if not f.endswith(suffixes))
 
 
-def kill_when(child: subprocess.Popen[bytes], root: Path, files: int, timeout: float = 30) -> None:
-    """SIGKILL ``child`` once ``root`` holds ``files`` finished files."""
+def kill_when(
+    child: subprocess.Popen[bytes],
+    root: Path,
+    files: int,
+    timeout: float = 30,
+    *,
+    partial: bool = False,
+) -> None:
+    """SIGKILL ``child`` once ``root`` holds ``files`` finished files (and, with ``partial``,
+    a partial or temporary too: the kill lands mid-file, not between files)."""
     deadline = time.monotonic() + timeout
-    while count_files(root) < files:
+    while count_files(root) < files or (partial and not find_partials(root)):
         if child.poll() is not None:
             raise AssertionError(f"child ended early: {child.stderr.read().decode()}")  # type: ignore[union-attr]
         if time.monotonic() > deadline:
@@ -629,10 +639,12 @@ async def test_kill_9_mid_copy_then_resume_is_byte_identical(
     src.mkdir()
     mixed_tree(src, small=300, big=6)
     job = f"CopyJob(sources=[{str(src)!r}], destination={str(dst)!r})"
+    # Each big file takes about a second (48 chunks, 20 ms each): some are still being
+    # written when 60 files are done, and the kill waits until it sees their partials.
     child = await trio.to_thread.run_sync(
-        lambda: spawn(store_path, job, delay=0.003, chunk=256 * 1024)
+        lambda: spawn(store_path, job, delay=0.02, chunk=64 * 1024)
     )
-    await trio.to_thread.run_sync(kill_when, child, dst, 60)
+    await trio.to_thread.run_sync(functools.partial(kill_when, child, dst, 60, partial=True))
     assert 60 <= count_files(dst) < 300
     assert find_partials(dst) != []  # killed mid-file: temporaries and partials left
     async with parjobs.open_manager(store_path) as m:
@@ -918,3 +930,62 @@ async def test_a_completed_copy_that_skipped_files_shows_100_percent(
     assert snap.bytes_done == 5_000
     proc = cli("--store", store_path, "jobs", cwd=tmp_path)
     assert proc.stdout.count(" completed  100% ") == 2, proc.stdout
+
+
+# -- special files at the destination --------------------------------------------------------
+
+SPECIAL_KINDS = {"fifo": "FIFO", "socket": "socket", "chardev": "character device"}
+
+
+def make_special(path: Path, kind: str) -> tuple[int, int, int]:
+    """A FIFO, socket or (root only) character device at ``path``, older than any source
+    (so "update" would replace it); returns its (inode, mode, rdev)."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":  # bound by a relative name: AF_UNIX paths are short
+        with contextlib.chdir(path.parent), socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(path.name)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("mknod of a character device needs root")
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    os.utime(path, (1_000_000_000, 1_000_000_000), follow_symlinks=False)
+    return identity(path)
+
+
+def identity(path: Path) -> tuple[int, int, int]:
+    st = os.lstat(path)
+    return st.st_ino, st.st_mode, st.st_rdev
+
+
+@pytest.mark.parametrize("policy", ["overwrite", "update"])
+@pytest.mark.parametrize("kind", sorted(SPECIAL_KINDS))
+async def test_special_file_at_the_destination_is_never_replaced(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, policy: str
+) -> None:
+    """A FIFO, socket or device where a file, a symlink or a directory goes is left as it
+    is (same inode, same type): that item fails naming the destination, the rest is copied."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "d").mkdir(parents=True)
+    write(src / "f", b"source")
+    write(src / "big", blob(3 * MIB, 7))  # copied in chunks, as a partial
+    write(src / "d" / "inner", b"inner")
+    write(src / "other.txt", b"other")
+    os.symlink("other.txt", src / "link")
+    (dst / "src").mkdir(parents=True)
+    before = {n: make_special(dst / "src" / n, kind) for n in ("f", "big", "link", "d")}
+    job = CopyJob(sources=[str(src)], destination=str(dst), on_conflict=policy)  # type: ignore[arg-type]
+    monkeypatch.setattr(transfer_mod, "CHUNK_SIZE", MIB)
+    result, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert {n: identity(dst / "src" / n) for n in before} == before
+    assert read(dst / "src" / "other.txt") == b"other"
+    messages = {os.path.basename(e.label): e.message for e in errors}
+    for n in ("f", "big", "link"):
+        what = SPECIAL_KINDS[kind]
+        assert messages.pop(n) == f"destination is a {what}, not replaced: {str(dst / 'src' / n)!r}"
+    assert set(messages) <= {"d", "inner"} and "inner" in messages
+    if policy == "overwrite":
+        assert messages["inner"].startswith(f"destination is a {SPECIAL_KINDS[kind]}, not replaced")
+    assert result["failed"] == len(errors)
+    assert find_partials(dst) == []

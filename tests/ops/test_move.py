@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -358,3 +360,76 @@ async def test_resume_refuses_a_destination_swapped_for_a_symlink(
     assert sorted(os.walk(etc)) == before
     assert (src / "late.txt").read_bytes() == b"arrived after the first run"
     assert (src / "a.txt").exists()
+
+
+# -- special files at the destination --------------------------------------------------------
+
+SPECIAL_KINDS = {"fifo": "FIFO", "socket": "socket", "chardev": "character device"}
+
+
+def make_special(path: Path, kind: str) -> tuple[int, int, int]:
+    """A FIFO, socket or (root only) character device at ``path``, older than any source
+    (so "update" would replace it); returns its (inode, mode, rdev)."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":  # bound by a relative name: AF_UNIX paths are short
+        with contextlib.chdir(path.parent), socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(path.name)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("mknod of a character device needs root")
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    os.utime(path, (1_000_000_000, 1_000_000_000), follow_symlinks=False)
+    return identity(path)
+
+
+def identity(path: Path) -> tuple[int, int, int]:
+    st = os.lstat(path)
+    return st.st_ino, st.st_mode, st.st_rdev
+
+
+@pytest.mark.parametrize("across", [False, True], ids=["rename", "across-filesystems"])
+@pytest.mark.parametrize("policy", ["overwrite", "update"])
+@pytest.mark.parametrize("kind", sorted(SPECIAL_KINDS))
+async def test_special_file_at_the_destination_is_never_replaced(
+    store_path: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    kind: str,
+    policy: str,
+    across: bool,
+) -> None:
+    """Moved over a FIFO, socket or device, a file, a symlink or a directory (a source root
+    or an entry in one) fails naming the destination; the special file is left as it is
+    and stays where it was; the other items move."""
+    base = request.getfixturevalue("other_fs") if across else tmp_path
+    src, dst = tmp_path / "src", base / "dst"
+    (src / "d").mkdir(parents=True)
+    write(src / "f", b"source")
+    write(src / "d" / "inner", b"inner")
+    write(src / "other.txt", b"other")
+    os.symlink("other.txt", src / "link")
+    (tmp_path / "rootdir").mkdir()  # a source root that is a directory
+    write(tmp_path / "rootdir" / "x", b"x")
+    (dst / "src").mkdir(parents=True)
+    before = {n: make_special(dst / "src" / n, kind) for n in ("f", "link", "d")}
+    before["rootdir"] = make_special(dst / "rootdir", kind)
+    sources = [str(src), str(tmp_path / "rootdir")]
+    job = MoveJob(sources=sources, destination=str(dst), on_conflict=policy)  # type: ignore[arg-type]
+    result, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    after = {n: identity(dst / "src" / n) for n in ("f", "link", "d")}
+    after["rootdir"] = identity(dst / "rootdir")
+    assert after == before
+    assert read(dst / "src" / "other.txt") == b"other" and not (src / "other.txt").exists()
+    assert read(src / "f") == b"source" and os.readlink(src / "link") == "other.txt"
+    messages = {os.path.basename(e.label): e.message for e in errors}
+    for n in ("f", "link"):
+        what = SPECIAL_KINDS[kind]
+        assert messages.pop(n) == f"destination is a {what}, not replaced: {str(dst / 'src' / n)!r}"
+    assert "rootdir" in messages or "x" in messages
+    assert read(tmp_path / "rootdir" / "x") == b"x"
+    if policy == "overwrite":
+        assert all(m.startswith("destination is a") for m in messages.values()), messages
+    assert result["failed"] == len(errors)
+    assert find_partials(dst) == []

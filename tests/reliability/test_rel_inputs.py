@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import sqlite3
+import stat
 import struct
 import subprocess
 import sys
@@ -405,6 +406,9 @@ CLI_CASES = {
     "thumbnails-bad-out": (["thumbnails", "--out", "{r}/file.txt", "{r}/src"], "not a directory"),
     "resume-unknown-id": (["resume", "ffff"], "no job with id"),
     "unknown-command": (["frobnicate"], "invalid choice"),
+    # --store naming a FIFO used to hang; a device got "disk I/O error" and a -journal beside it
+    "store-is-a-fifo": (["jobs"], "is a FIFO, not a parjobs store"),
+    "store-is-a-char-device": (["copy", "{r}/src", "{r}/dst"], "is a character device, not a"),
 }
 
 
@@ -415,8 +419,19 @@ def test_cli_exit_2_one_line_nothing_touched(area: Path, tmp_path: Path, case: s
     if case == "resume-unknown-id":
         store.parent.mkdir()
         sqlite3.connect(store).close()
+    if case.startswith("store-is-a-"):  # made in tmp_path, never the real /dev nodes
+        store.parent.mkdir()
+        if case.endswith("fifo"):
+            os.mkfifo(store)
+        elif os.geteuid() != 0:
+            pytest.skip("mknod of a character device needs root")
+        else:
+            os.mknod(store, stat.S_IFCHR | 0o600, os.makedev(1, 3))
     before = snapshot(area)
     proc = cli(*[a.replace("{r}", str(area)) for a in args], store=store)
+    if case.startswith("store-is-a-"):
+        assert os.listdir(store.parent) == [store.name]  # nothing created beside it
+        assert not stat.S_ISREG(os.lstat(store).st_mode)
     assert proc.returncode == 2, proc
     assert proc.stderr.startswith("parjobs: error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert len(proc.stderr) < 300, proc.stderr  # a value of 5000 digits is not echoed whole
