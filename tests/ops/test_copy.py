@@ -9,7 +9,6 @@ import json
 import os
 import random
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 import trio
-from _trees import read, snapshot, write
+from _trees import SPECIAL_KINDS, identity, make_special, read, snapshot, write
 
 import parjobs
 from parjobs import JobStatus
@@ -933,29 +932,6 @@ async def test_a_completed_copy_that_skipped_files_shows_100_percent(
 
 
 # -- special files at the destination --------------------------------------------------------
-
-SPECIAL_KINDS = {"fifo": "FIFO", "socket": "socket", "chardev": "character device"}
-
-
-def make_special(path: Path, kind: str) -> tuple[int, int, int]:
-    """A FIFO, socket or (root only) character device at ``path``, older than any source
-    (so "update" would replace it); returns its (inode, mode, rdev)."""
-    if kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "socket":  # bound by a relative name: AF_UNIX paths are short
-        with contextlib.chdir(path.parent), socket.socket(socket.AF_UNIX) as sock:
-            sock.bind(path.name)
-    else:
-        if os.geteuid() != 0:
-            pytest.skip("mknod of a character device needs root")
-        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
-    os.utime(path, (1_000_000_000, 1_000_000_000), follow_symlinks=False)
-    return identity(path)
-
-
-def identity(path: Path) -> tuple[int, int, int]:
-    st = os.lstat(path)
-    return st.st_ino, st.st_mode, st.st_rdev
 
 
 @pytest.mark.parametrize("policy", ["overwrite", "update"])
