@@ -230,10 +230,8 @@ class BlockingManager:
         """The job's status now (this manager's view while it runs the job, else the store's)."""
 
         async def status(m: JobManager) -> JobStatus:
-            live = m._live.get(job_id)
-            if live is not None and not live.rested.is_set():
-                return live.status
-            return (await m.get(job_id)).status
+            status = m.local_status(job_id)
+            return status if status is not None else (await m.get(job_id)).status
 
         return self.call(status)
 
@@ -461,7 +459,7 @@ async def _feed(
     try:
         with trio.CancelScope() as scope:
             sink.scope = scope
-            sink.live = job_id in manager._live
+            sink.live = manager.holds(job_id)
             snaps = manager.watch(job_id)
             async with contextlib.aclosing(snaps):
                 first = await anext(snaps)  # JobNotFoundError reaches the subscriber

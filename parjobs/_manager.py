@@ -290,6 +290,18 @@ class JobManager(Housekeeping):
     def handle(self, job_id: str) -> JobHandle:
         return JobHandle(self, job_id)
 
+    def holds(self, job_id: str) -> bool:
+        """Whether this manager holds a run of the job (under way, or just rested here)."""
+        return job_id in self._live
+
+    def local_status(self, job_id: str) -> JobStatus | None:
+        """The job's status as this manager sees it while one of its runs is under way; None
+        otherwise, when the store has the last word (`get`)."""
+        live = self._live.get(job_id)
+        if live is None or live.rested.is_set():
+            return None
+        return live.status
+
     async def resolve(self, id_prefix: str) -> str:
         """The full id of the job whose id starts with ``id_prefix``."""
         return await self._db(self.store.resolve_id, id_prefix)
