@@ -197,7 +197,6 @@ async def submit_job(request: Request) -> Response:
         )
     except (JobSpecError, ValueError) as exc:
         raise ApiError(422, str(exc)) from None
-    state.hub.nudge()
     info = await state.manager.get(handle.id)
     return JSONResponse(
         job_view(info), status_code=201, headers={"location": f"/api/jobs/{info.id}"}
@@ -299,8 +298,8 @@ async def patch_job(request: Request) -> Response:
 
 async def delete_job(request: Request) -> Response:
     info = await _visible_job(request)
+    _state(request).hub.note_owner(info.id, info.owner)  # the manager's event has no owner
     await _act(request, _state(request).manager.delete, info.id)
-    _state(request).hub.forget(info.id, info.owner)
     return Response(status_code=204)
 
 
@@ -310,7 +309,6 @@ async def _act(request: Request, action: Callable[..., Awaitable[Any]], *args: A
         await action(*args)
     except (InvalidTransitionError, LeaseError) as exc:
         raise ApiError(409, str(exc)) from None
-    _state(request).hub.nudge()
 
 
 async def _after_action(request: Request, job_id: str) -> Response:
@@ -577,9 +575,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # Learn what exists before the first request, so no job can start and end unseen.
-        with contextlib.suppress(StoreError):
-            await hub.poll()
+        # Subscribe before the first request, so no job can start and end unseen.
+        hub.listen()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(hub.run)
             try:

@@ -1,11 +1,13 @@
-"""Live events for the API's Server-Sent Event streams, built on the manager's public API.
+"""Live events for the API's Server-Sent Event streams, built on the manager's event stream.
 
-The manager offers per-job progress (`JobManager.watch`) but no stream of every job's status
-changes, so the `EventHub` makes one: it polls the store for jobs changed since its last look
-(newest ``updated`` first, stopping at the previous high-water mark: the cost follows what
-changed, not how many jobs exist), turns every status change into an event, and watches the
-progress of each running job (one subscription per job, however many clients). A manager-wide
-event stream in the core would replace the polling; see docs/serve.md.
+The `EventHub` holds ONE subscription to `JobManager.events` (every job's status changes,
+progress, item errors and deletions, in order) and turns it into SSE events for any number of
+clients: status changes become ``status`` (with the job's stored record), item errors
+``item-error``, deletions ``deleted``, progress ``progress``. The manager reports the item
+errors of the jobs it runs exactly, as they are checkpointed; of a job run by another process
+it only has the stored progress snapshot, so for those the hub still reads the snapshot's
+recent errors and says how many went by unseen (``missed``). When the manager's stream drops
+events (the hub fell behind its buffer), every client is told to reload (``reset``).
 
 Events with an ``id`` (status changes, item errors, deletions) are kept in a bounded ring, so a
 client reconnecting with ``Last-Event-ID`` is sent what it missed; one that was away for longer
@@ -19,7 +21,6 @@ waits for a client, so no client can slow a job.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import functools
 import json
@@ -29,11 +30,10 @@ from typing import Any
 
 import trio
 
-from .. import ItemError, JobInfo, JobManager, JobNotFoundError, JobStatus, Progress, StoreError
+from .. import ItemError, JobInfo, JobManager, JobStatus, Progress
+from .._events import EventKind, EventSubscription, JobEvent
 from ._views import error_view, job_view, progress_view
 
-#: Seconds between looks at the store for status changes (also woken by the API's actions).
-POLL_INTERVAL = 0.25
 #: Events with ids kept for ``Last-Event-ID`` replay.
 RING_SIZE = 2000
 #: Events queued per client before further ones are dropped (and the client told).
@@ -42,12 +42,9 @@ CLIENT_BUFFER = 500
 PROGRESS_INTERVAL = 0.1
 #: Seconds of silence after which a comment line is sent, so dead connections are noticed.
 HEARTBEAT = 15.0
-#: Seconds of ``updated`` re-read before the high-water mark (clocks of other processes).
-SLACK = 2.0
-#: Page size of the change poll.
-PAGE = 200
+#: Events the hub's subscription to the manager may hold before the manager drops some.
+CORE_BUFFER = 10_000
 
-_ACTIVE = (JobStatus.RUNNING, JobStatus.PAUSING, JobStatus.CANCELLING)
 #: Buckets (seconds) of the duration histograms kept for /metrics.
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, math.inf)
 
@@ -124,41 +121,41 @@ class Subscription:
 
 
 class EventHub:
-    """Turns the manager's jobs into events for any number of SSE clients (module docstring).
+    """Turns the manager's event stream into events for any number of SSE clients (module
+    docstring).
 
-    Run `run` in a nursery for as long as the app serves; `close` ends every stream (server
-    shutdown) and makes `run` return.
+    `listen` subscribes to the manager (call it before serving, so nothing is missed; `run`
+    calls it too); run `run` in a nursery for as long as the app serves; `close` ends every
+    stream (server shutdown) and makes `run` return.
     """
 
     def __init__(
         self,
         manager: JobManager,
         *,
-        poll_interval: float = POLL_INTERVAL,
         ring_size: int = RING_SIZE,
         client_buffer: int = CLIENT_BUFFER,
         progress_interval: float = PROGRESS_INTERVAL,
         heartbeat: float = HEARTBEAT,
+        core_buffer: int = CORE_BUFFER,
     ) -> None:
         self.manager = manager
-        self.poll_interval = poll_interval
         self.client_buffer = client_buffer
         self.progress_interval = progress_interval
         self.heartbeat = heartbeat
+        self.core_buffer = core_buffer
         self.ring: collections.deque[Event] = collections.deque(maxlen=ring_size)
         self.subscriptions: set[Subscription] = set()
         self.dropped_total = 0
         self.job_seconds = Histogram()
         self.queue_wait_seconds = Histogram()
         self._seq = 0
+        self._gap: int | None = None  # the last id published before the manager dropped events
         self._status: dict[str, JobStatus] = {}
         self._owner: dict[str, str | None] = {}
-        self._started: dict[str, float | None] = {}
-        self._watched: dict[str, trio.CancelScope] = {}
+        self._remote: set[str] = set()  # active jobs run by another process
         self._errors_seen: dict[str, tuple[frozenset[tuple[str, int]], int]] = {}
-        self._mark = -math.inf
-        self._primed = False
-        self._nudge = trio.Event()
+        self._events: EventSubscription | None = None
         self._closed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -171,105 +168,114 @@ class EventHub:
     def closed(self) -> bool:
         return self._closed.is_set()
 
-    def nudge(self) -> None:
-        """Look at the store now (after an API action), not at the next poll."""
-        self._nudge.set()
-
     def close(self) -> None:
         """End every stream and stop the hub (server shutdown)."""
         self._closed.set()
         for sub in list(self.subscriptions):
             sub.wake.set()
+        if self._events is not None:
+            self._events.close()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
+    def note_owner(self, job_id: str, owner: str | None) -> None:
+        """Remember whose a job is (the API calls it before deleting one, so the deletion
+        reaches the owner's clients even if the hub never saw the job change)."""
+        self._owner[job_id] = owner
+
     # -- producing events ----------------------------------------------------------------
 
+    def listen(self) -> EventSubscription:
+        """Subscribe to the manager's events (once): everything from now on is seen."""
+        if self._events is None:
+            self._events = self.manager.events(buffer=self.core_buffer)
+            if self.closed:
+                self._events.close()
+        return self._events
+
     async def run(self) -> None:
-        """Poll for changes and watch running jobs until `close`."""
+        """Turn the manager's events into the clients' until `close`."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             if self.closed:
                 nursery.cancel_scope.cancel()
-            while not self.closed:
-                self._nudge = trio.Event()
-                with contextlib.suppress(StoreError):  # busy store: try again next round
-                    await self.poll()
-                with trio.move_on_after(self.poll_interval):
-                    await self._nudge.wait()
+            with self.listen() as events:
+                async for event in events:
+                    self.handle(event)
 
-    async def poll(self) -> None:
-        """One look at the store: an event per status change since the last look."""
-        changed: list[JobInfo] = []
-        offset = 0
-        while True:
-            page = await self.manager.list_jobs(order="-updated", limit=PAGE, offset=offset)
-            fresh = [info for info in page if info.updated >= self._mark - SLACK]
-            changed += fresh
-            if len(fresh) < PAGE:
-                break
-            offset += PAGE
-        for info in reversed(changed):  # oldest change first
-            self._mark = max(self._mark, info.updated)
-            self._observe(info)
-        self._primed = True
+    def handle(self, event: JobEvent) -> None:
+        """One event of the manager's stream (never waits)."""
+        if event.dropped:
+            self._lost()
+        if event.kind is EventKind.STATUS and event.info is not None:
+            self._observe(event.info)
+        elif event.kind is EventKind.PROGRESS and event.progress is not None:
+            self._progress(event.job_id, event.progress)
+        elif event.kind is EventKind.ITEM_ERROR and event.error is not None:
+            self._item_error(event.job_id, event.error, 0)
+        elif event.kind is EventKind.DELETED:
+            self._status.pop(event.job_id, None)
+            self._remote.discard(event.job_id)
+            self._errors_seen.pop(event.job_id, None)
+            owner = self._owner.pop(event.job_id, None)
+            self.publish("deleted", event.job_id, owner, {"job_id": event.job_id})
+
+    def _lost(self) -> None:
+        """The manager dropped events for the hub: every client reloads, and so does one
+        reconnecting with an id from before the gap."""
+        self._gap = self._seq
+        for sub in list(self.subscriptions):
+            sub.reset = True
+            sub.wake.set()
 
     def _observe(self, info: JobInfo) -> None:
         before = self._status.get(info.id)
         self._owner[info.id] = info.owner
-        if before is not info.status:
-            self._status[info.id] = info.status
-            if self._primed:  # the first look only learns what exists
-                self.publish("status", info.id, info.owner, job_view(info))
-                # A job that came and went between two looks (before is None) ran too.
-                self._account(before, info)
-        if info.status in _ACTIVE and info.id not in self._watched and self._nursery:
-            scope = trio.CancelScope()
-            self._watched[info.id] = scope
-            self._nursery.start_soon(self._watch, info.id, info.owner, scope)
+        self._status[info.id] = info.status
+        if info.status.is_active and info.lease is not None:
+            if info.lease == self.manager.id:
+                self._remote.discard(info.id)
+            else:
+                self._remote.add(info.id)
+        elif not info.status.is_active:
+            self._remote.discard(info.id)
+            self._errors_seen.pop(info.id, None)
+        self.publish("status", info.id, info.owner, job_view(info))
+        self._account(before, info)
 
     def _account(self, before: JobStatus | None, info: JobInfo) -> None:
-        """Feed the duration histograms from the transitions seen (no per-task cost).
-        ``before`` is None for a job first seen after it had already started or ended."""
+        """Feed the duration histograms from the transitions (no per-task cost). ``before``
+        is None for a job first seen now (it changed before the hub listened, or anew)."""
         waited = info.queue_time
         if waited is not None and info.runs == 1 and before in (None, JobStatus.QUEUED):
             self.queue_wait_seconds.observe(max(0.0, waited))  # first seen started
-        # A run that ended since the last look, whatever it went through unseen in between
-        # (queued -> running -> completed can all happen between two looks).
+        # A run that ended, whatever the store went through between two of the manager's
+        # looks (another process's queued -> running -> completed can fall between them).
         if info.status.is_ended and info.runs and (before is None or not before.is_ended):
             self.job_seconds.observe(info.run_time)
 
-    async def _watch(self, job_id: str, owner: str | None, scope: trio.CancelScope) -> None:
-        """Follow one running job's progress until it rests, then look at the store at once."""
-        try:
-            with scope:
-                async for snap in self.manager.watch(job_id):
-                    self._progress(job_id, owner, snap)
-        except (JobNotFoundError, StoreError):
-            pass
-        finally:
-            self._watched.pop(job_id, None)
-            self._errors_seen.pop(job_id, None)
-            self.nudge()
-
-    def _progress(self, job_id: str, owner: str | None, snap: Progress) -> None:
-        seen, failed = self._errors_seen.get(job_id, (frozenset(), snap.items_failed))
-        keys = frozenset((e.stage, e.index) for e in snap.recent_errors)
-        new = [e for e in snap.recent_errors if (e.stage, e.index) not in seen]
-        missed = max(0, snap.items_failed - failed - len(new))
-        self._errors_seen[job_id] = (keys, snap.items_failed)
-        for i, error in enumerate(new):
-            self._item_error(job_id, owner, error, missed if i == len(new) - 1 else 0)
+    def _progress(self, job_id: str, snap: Progress) -> None:
+        owner = self._owner.get(job_id)
+        if job_id in self._remote:
+            # Run elsewhere: the manager has no item errors of it, only the stored snapshot's
+            # recent ones (and the count of all): say how many went by unseen.
+            seen, failed = self._errors_seen.get(job_id, (frozenset(), snap.items_failed))
+            keys = frozenset((e.stage, e.index) for e in snap.recent_errors)
+            new = [e for e in snap.recent_errors if (e.stage, e.index) not in seen]
+            missed = max(0, snap.items_failed - failed - len(new))
+            self._errors_seen[job_id] = (keys, snap.items_failed)
+            for i, error in enumerate(new):
+                self._item_error(job_id, error, missed if i == len(new) - 1 else 0)
         data = {"job_id": job_id, **progress_view(snap)}
         event = Event(None, "progress", job_id, owner, data)
         for sub in list(self.subscriptions):
             sub.push(event)
 
-    def _item_error(self, job_id: str, owner: str | None, error: ItemError, missed: int) -> None:
+    def _item_error(self, job_id: str, error: ItemError, missed: int) -> None:
         data = {"job_id": job_id, **error_view(error)}
         if missed:
-            data["missed"] = missed  # failed items that went by between two snapshots
-        self.publish("item-error", job_id, owner, data)
+            data["missed"] = missed  # failed items of a remote run only in /errors
+        self.publish("item-error", job_id, self._owner.get(job_id), data)
 
     def publish(self, kind: str, job_id: str, owner: str | None, data: dict[str, Any]) -> Event:
         """Record an event with the next id and hand it to every subscription (never waits)."""
@@ -279,11 +285,6 @@ class EventHub:
         for sub in list(self.subscriptions):
             sub.push(event)
         return event
-
-    def forget(self, job_id: str, owner: str | None) -> None:
-        """A job was deleted through the API: tell the clients."""
-        self._status.pop(job_id, None)
-        self.publish("deleted", job_id, owner, {"job_id": job_id})
 
     # -- consuming events ----------------------------------------------------------------
 
@@ -298,6 +299,8 @@ class EventHub:
             assert oldest is not None
             if last_id + 1 < oldest or last_id > self._seq:
                 sub.reset = True  # the ring no longer holds all it missed (or a stale id)
+            elif self._gap is not None and last_id <= self._gap:
+                sub.reset = True  # what it missed spans events the manager dropped
             for event in self.ring:
                 assert event.id is not None
                 if event.id > last_id:
@@ -315,8 +318,6 @@ class EventHub:
             yield "retry: 1000\n\n"
             for chunk in first:
                 yield chunk
-            if sub.reset:
-                yield 'event: reset\ndata: {"reason": "events were missed; reload"}\n\n'
             last_write = trio.current_time()
             next_progress = trio.current_time()
             while not self.closed:
@@ -328,6 +329,9 @@ class EventHub:
                     status = event.data.get("status") if event.kind == "status" else None
                     if status is not None and JobStatus(status).is_final:
                         final = True
+                if sub.reset:
+                    out.append(_RESET)
+                    sub.reset = False
                 if sub.dropped:
                     out.append(f'event: dropped\ndata: {{"count": {sub.dropped}}}\n\n')
                     sub.dropped = 0
@@ -351,9 +355,12 @@ class EventHub:
                 if sub.progress:
                     deadline = min(deadline, next_progress)
                 sub.wake = trio.Event()
-                if sub.queue or sub.dropped or self.closed:
+                if sub.queue or sub.dropped or sub.reset or self.closed:
                     continue
                 with trio.move_on_at(deadline):
                     await sub.wake.wait()
         finally:
             self.subscriptions.discard(sub)
+
+
+_RESET = 'event: reset\ndata: {"reason": "events were missed; reload"}\n\n'

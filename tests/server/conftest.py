@@ -66,7 +66,7 @@ class Server:
 async def server(tmp_path) -> AsyncIterator[Server]:
     tokens = write_tokens(str(tmp_path / "tokens"))
     async with parjobs.open_manager(tmp_path / "jobs.sqlite", workers=4) as manager:
-        hub = EventHub(manager, poll_interval=0.05, heartbeat=0.3, client_buffer=50)
+        hub = EventHub(manager, heartbeat=0.3, client_buffer=50)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             info = await nursery.start(

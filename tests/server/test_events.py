@@ -11,6 +11,7 @@ import trio
 from conftest import ADMIN, ALICE, Server, sse_events, write_tokens
 
 import parjobs
+from parjobs._events import EventKind, JobEvent
 from parjobs.server import serve
 
 
@@ -170,3 +171,46 @@ async def test_stream_of_a_final_job_ends_at_once(server: Server, tmp_path) -> N
         )
         assert [e.kind for e in events] == ["snapshot", "end"]
         assert events[0].data["status"] == "completed"
+
+
+async def test_a_quick_job_is_seen_start_to_end_and_timed(server: Server, tmp_path) -> None:
+    # A job that went queued -> completed between two looks of the old poller was never
+    # timed. On the manager's event stream the hub sees each status change the manager
+    # reads from the store, in order: the manager reads on every status change here, but a
+    # change superseded before its read (queued, when the scheduler claims the job at once)
+    # arrives as the newer status only. Whatever arrives, the run is timed exactly once.
+    async with trio.open_nursery() as nursery:
+        got: list = []
+
+        async def follow() -> None:
+            got.extend(await collect(server, "/api/events", lambda ev: "completed" in statuses(ev)))
+
+        nursery.start_soon(follow)
+        with trio.fail_after(5):
+            while not server.hub.subscriptions:  # connected before the submit
+                await trio.sleep(0.01)
+        spec = {"n": 2, "log": str(tmp_path / "l")}
+        job = await server.submit({"type": "test-count", "spec": spec})
+    seen = statuses(got, job["id"])
+    order = ["queued", "running", "completed"]
+    assert seen[-1] == "completed", seen
+    assert seen == [s for s in order if s in seen], seen  # in order, each once
+    async with server.client() as c:
+        metrics = (await c.get("/metrics")).text.splitlines()
+    assert "parjobs_job_run_seconds_count 1.0" in metrics
+    assert "parjobs_job_queue_wait_seconds_count 1.0" in metrics
+
+
+async def test_events_dropped_by_the_manager_make_clients_reload(server: Server) -> None:
+    hub = server.hub
+    before = hub.last_id
+    live = hub.subscribe(owner=None, job_id=None, last_id=None)
+    try:
+        hub.handle(JobEvent(EventKind.DELETED, "0123456789ab", 1, dropped=3))
+        assert live.reset  # told to reload at its next write
+        assert [e.kind for e in live.queue] == ["deleted"]
+        # One reconnecting from before the gap is told to reload; one from after it is not.
+        assert hub.subscribe(owner=None, job_id=None, last_id=before).reset
+        assert not hub.subscribe(owner=None, job_id=None, last_id=hub.last_id).reset
+    finally:
+        hub.subscriptions.clear()
