@@ -16,7 +16,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 from ._exceptions import (
@@ -154,6 +154,7 @@ class SQLiteJobStore:
         """
         path = os.fspath(path)
         check_header(path)
+        _create_private(path)
         try:
             conn = sqlite3.connect(
                 path, timeout=timeout, isolation_level=None, check_same_thread=False
@@ -799,3 +800,15 @@ del _name, _method
 
 #: The name the server and the benchmarks still import (the class, not the protocol).
 JobStore = SQLiteJobStore
+
+
+def _create_private(path: str) -> None:
+    """Create a missing store file readable by its user only (0600): SQLite would create it
+    with the umask's mode, typically world-readable, and gives its -wal and -shm files the
+    main file's mode. An existing file keeps its mode; a failure here is left for SQLite to
+    report, with its own explanation."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with suppress(OSError):
+        os.close(os.open(path, flags, 0o600))

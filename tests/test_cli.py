@@ -10,6 +10,7 @@ import shlex
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -381,6 +382,11 @@ def test_store_from_xdg_state_home_then_parjobs_store(small: Path, tmp_path: Pat
     assert run("copy", str(small), str(dst), env=env).returncode == 0
     default = tmp_path / "state" / "parjobs" / "jobs.sqlite"
     assert default.exists()
+    # private to the user, as the XDG base directory spec asks (the WAL files follow)
+    assert stat.S_IMODE(default.parent.stat().st_mode) == 0o700
+    for name in ("jobs.sqlite", "jobs.sqlite-wal", "jobs.sqlite-shm"):
+        if (default.parent / name).exists():
+            assert stat.S_IMODE((default.parent / name).stat().st_mode) == 0o600, name
     retry = run("copy", str(small), str(dst), env=env)  # conflicts: exit 1, retry hint
     line = RESUME.search(retry.stdout)
     assert retry.returncode == 1 and line and "--store" not in line.group(0)

@@ -83,7 +83,7 @@ async def manager_for(
         return
     directory = os.path.dirname(store.path)
     try:
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)  # private, as XDG asks
     except OSError as exc:
         raise CliError(f"cannot create the store directory {directory}: {exc.strerror}") from None
     async with open_manager(store.path, config, **options) as manager:

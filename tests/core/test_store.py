@@ -273,3 +273,24 @@ def test_a_manager_is_dead_only_when_its_process_is(store_path, monkeypatch):
     finally:
         zombie.wait()
         store.close()
+
+
+def test_a_new_store_is_private_to_its_user_and_an_old_one_keeps_its_mode(tmp_path) -> None:
+    """The store holds paths and job specs: created 0600 whatever the umask (its -wal and
+    -shm files take the same mode); a store that exists is never chmodded behind its user."""
+    from parjobs._store import SQLiteJobStore
+
+    old_umask = os.umask(0o022)
+    try:
+        store = SQLiteJobStore.open(tmp_path / "new.sqlite")
+        store.close()
+        shared = tmp_path / "shared.sqlite"
+        shared.touch(mode=0o640)
+        os.chmod(shared, 0o640)
+        SQLiteJobStore.open(shared).close()
+    finally:
+        os.umask(old_umask)
+    for name in ("new.sqlite", "new.sqlite-wal", "new.sqlite-shm"):
+        if (tmp_path / name).exists():
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o640
