@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 import parjobs
 from parjobs._indexset import IndexSet
 from parjobs._progress import ItemError
+from parjobs._records import CheckpointBatch as Batch  # what the context hands a stage
 from parjobs._stage import Stage
 from parjobs._task import Outcome, OutcomeStatus
-
-
-@dataclasses.dataclass
-class Batch:
-    ranges: dict[str, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)
-    results: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)
-    errors: list[ItemError] = dataclasses.field(default_factory=list)
-    done_items: int = 0
-    skipped_items: int = 0
-    done_bytes: int = 0
 
 
 def outcome(index: int, status: OutcomeStatus, value: object = None) -> Outcome[object]:
