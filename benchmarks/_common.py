@@ -248,8 +248,8 @@ def run_python(code: str, *, timeout: float = 600.0) -> tuple[Any, Timing]:
 
 
 @contextlib.contextmanager
-def temp_dir(prefix: str = "parjobs-bench-") -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix=prefix) as name:
+def temp_dir(prefix: str = "parjobs-bench-", dir: Path | None = None) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=dir) as name:
         yield Path(name)
 
 
@@ -276,7 +276,7 @@ def machine_info() -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         "git": _git_revision(),
         "tmp_dir": tmp,
-        "tmp_fs": _fs_type(tmp),
+        "tmp_fs": fs_type(tmp),
         "loadavg": load_average(),
         "pressure": pressure(),
     }
@@ -316,7 +316,7 @@ def _meminfo_kib(key: str) -> int:
     return 0
 
 
-def _fs_type(path: str) -> str:
+def fs_type(path: str) -> str:
     """The type of the filesystem holding ``path``: the longest matching /proc/mounts entry."""
     real = os.path.realpath(path)
     best, fstype = "", "unknown"

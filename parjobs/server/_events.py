@@ -12,7 +12,10 @@ events (the hub fell behind its buffer), every client is told to reload (``reset
 Events with an ``id`` (status changes, item errors, deletions) are kept in a bounded ring, so a
 client reconnecting with ``Last-Event-ID`` is sent what it missed; one that was away for longer
 than the ring covers is told to reload (``reset``). Progress is not queued at all: each client
-keeps only the newest snapshot per job and is sent them at most every `PROGRESS_INTERVAL`.
+keeps only the newest snapshot per job and is sent them at most every `PROGRESS_INTERVAL`, or
+less often when many clients follow: every write to a socket costs the server's event loop
+(the one the jobs' tasks are dispatched from) a system call and a pass through the HTTP
+stack, so progress writes to all clients together are held to `PROGRESS_BUDGET` a second.
 Every client has a bounded queue: a client that does not read fills it, further events are
 dropped and counted, and it is told so (``dropped``) once it reads again. Publishing never
 waits for a client, so no client can slow a job.
@@ -40,6 +43,11 @@ RING_SIZE = 2000
 CLIENT_BUFFER = 500
 #: At most one batch of progress snapshots per client per this many seconds (~10/s).
 PROGRESS_INTERVAL = 0.1
+#: Progress writes per second to all clients together: past PROGRESS_BUDGET *
+#: PROGRESS_INTERVAL clients (20), each is sent progress less often, never less than once
+#: every MAX_PROGRESS_INTERVAL. Status changes and item errors are never held back.
+PROGRESS_BUDGET = 200.0
+MAX_PROGRESS_INTERVAL = 1.0
 #: Seconds of silence after which a comment line is sent, so dead connections are noticed.
 HEARTBEAT = 15.0
 #: Events the hub's subscription to the manager may hold before the manager drops some.
@@ -136,12 +144,14 @@ class EventHub:
         ring_size: int = RING_SIZE,
         client_buffer: int = CLIENT_BUFFER,
         progress_interval: float = PROGRESS_INTERVAL,
+        progress_budget: float = PROGRESS_BUDGET,
         heartbeat: float = HEARTBEAT,
         core_buffer: int = CORE_BUFFER,
     ) -> None:
         self.manager = manager
         self.client_buffer = client_buffer
         self.progress_interval = progress_interval
+        self.progress_budget = progress_budget
         self.heartbeat = heartbeat
         self.core_buffer = core_buffer
         self.ring: collections.deque[Event] = collections.deque(maxlen=ring_size)
@@ -158,6 +168,13 @@ class EventHub:
         self._events: EventSubscription | None = None
         self._closed = trio.Event()
         self._nursery: trio.Nursery | None = None
+
+    @property
+    def client_progress_interval(self) -> float:
+        """Seconds between two progress writes to one client: `progress_interval`, stretched
+        so that all clients together get at most `progress_budget` writes a second."""
+        shared = len(self.subscriptions) / self.progress_budget
+        return min(max(self.progress_interval, shared), MAX_PROGRESS_INTERVAL)
 
     @property
     def last_id(self) -> int:
@@ -312,7 +329,7 @@ class EventHub:
         self, sub: Subscription, *, first: Iterable[str] = (), end_when_final: bool = False
     ) -> AsyncIterator[str]:
         """The SSE text of one subscription: ``first`` chunks, then its events, progress at
-        most every `progress_interval`, heartbeats, until the hub closes (or, with
+        most every `client_progress_interval`, heartbeats, until the hub closes (or, with
         ``end_when_final``, the job reached a final status)."""
         try:
             yield "retry: 1000\n\n"
@@ -339,7 +356,7 @@ class EventHub:
                 if sub.progress and now >= next_progress:
                     out += [event.text for event in sub.progress.values()]
                     sub.progress.clear()
-                    next_progress = now + self.progress_interval
+                    next_progress = now + self.client_progress_interval
                 if out:
                     yield "".join(out)
                     last_write = trio.current_time()

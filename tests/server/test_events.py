@@ -7,6 +7,7 @@ import socket
 
 import _jobs  # noqa: F401  (registers test-count)
 import httpx
+import pytest
 import trio
 from conftest import ADMIN, ALICE, Server, sse_events, write_tokens
 
@@ -212,5 +213,20 @@ async def test_events_dropped_by_the_manager_make_clients_reload(server: Server)
         # One reconnecting from before the gap is told to reload; one from after it is not.
         assert hub.subscribe(owner=None, job_id=None, last_id=before).reset
         assert not hub.subscribe(owner=None, job_id=None, last_id=hub.last_id).reset
+    finally:
+        hub.subscriptions.clear()
+
+
+async def test_progress_writes_to_many_clients_share_a_budget(server: Server) -> None:
+    """Each progress write costs the event loop the jobs run on: past 20 clients each is sent
+    progress less often, so all of them together get at most ~200 writes a second."""
+    hub = server.hub
+    assert hub.client_progress_interval == pytest.approx(0.1)
+    subs = [hub.subscribe(owner=None, job_id=None, last_id=None) for _ in range(50)]
+    try:
+        assert hub.client_progress_interval == pytest.approx(0.25)
+        assert len(subs) / hub.client_progress_interval <= hub.progress_budget
+        subs += [hub.subscribe(owner=None, job_id=None, last_id=None) for _ in range(950)]
+        assert hub.client_progress_interval == pytest.approx(1.0)  # never rarer than 1/s
     finally:
         hub.subscriptions.clear()
