@@ -18,6 +18,7 @@ from ._events import EventKind as EventKind
 from ._events import EventSubscription as EventSubscription
 from ._events import JobEvent as JobEvent
 from ._exceptions import CancelRequested as CancelRequested
+from ._exceptions import IdempotencyConflictError as IdempotencyConflictError
 from ._exceptions import Interrupted as Interrupted
 from ._exceptions import InvalidTransitionError as InvalidTransitionError
 from ._exceptions import JobCancelledError as JobCancelledError
@@ -71,6 +72,7 @@ __all__ = [
     "EventKind",
     "EventSubscription",
     "FunctionTask",
+    "IdempotencyConflictError",
     "Interrupted",
     "InvalidTransitionError",
     "ItemError",

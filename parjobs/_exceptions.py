@@ -9,6 +9,7 @@ ParjobsError                      base of everything parjobs raises on purpose
 │   └── StoreFormatError          the file is not a parjobs store (foreign, corrupt, too new)
 ├── ManagerClosedError (RuntimeError) a closed or stopped BlockingManager was called
 ├── JobNotFoundError (KeyError)   no job with that id
+├── IdempotencyConflictError      an idempotency key reused for a different job
 ├── InvalidTransitionError        e.g. resume a completed job, cancel a cancelled one
 ├── LeaseError                    another live process owns the job
 ├── JobNotFinishedError           result() asked of a job that rests paused/interrupted
@@ -65,6 +66,11 @@ class JobNotFoundError(ParjobsError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else "job not found"
+
+
+class IdempotencyConflictError(ParjobsError):
+    """An idempotency key was reused for a different job (another type, spec or owner):
+    the job stored under that key is not the one asked for, so it is not returned."""
 
 
 class InvalidTransitionError(ParjobsError):

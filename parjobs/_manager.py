@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import secrets
@@ -33,6 +34,7 @@ import trio
 from ._config import ConfigOptions, ManagerConfig, make_config
 from ._events import DEFAULT_BUFFER, EventKind, EventSubscription
 from ._exceptions import (
+    IdempotencyConflictError,
     InvalidTransitionError,
     JobCancelledError,
     JobFailedError,
@@ -199,7 +201,8 @@ class JobManager(Housekeeping):
         ``priority``: higher starts first (FIFO among equals), default the job type's.
         ``queue``: the named queue whose capacity bounds it (default the job type's).
         ``idempotency_key``: a job submitted before with the same key (by any process) is
-        returned instead of a duplicate. ``owner``: free-form owner/tenant for filtering.
+        returned instead of a duplicate; `IdempotencyConflictError` if that job is another
+        one (type, spec or owner differ). ``owner``: free-form owner/tenant for filtering.
         ``after``: ids of jobs that must complete first; if one fails, is cancelled or is
         skipped, this job becomes ``skipped`` (``on_dependency_failure="skip"``) or runs
         anyway (``"run"``). ``timeout``: seconds a run may take before the job ends
@@ -237,6 +240,7 @@ class JobManager(Housekeeping):
             timeout=job_timeout,
         )
         if not created:
+            _check_same_job(info, idempotency_key, type_name, spec, owner)
             return JobHandle(self, info.id)
         if not start:
             await self._db(self.store.transition, info.id, JobStatus.PAUSED, lease=None)
@@ -541,6 +545,33 @@ class JobManager(Housekeeping):
 
 #: What `submit` names jobs (``secrets.token_hex(6)``): the only job directories swept.
 _JOB_ID = re.compile(r"[0-9a-f]{12}")
+
+
+def _check_same_job(
+    info: JobInfo, key: str | None, type_name: str, spec: str, owner: str | None
+) -> None:
+    """Raise `IdempotencyConflictError` unless the job stored under ``key`` is the one
+    being submitted (same type, spec and owner): a reused key must not silently hand back
+    some other job. Specs are compared as data, not text (a store may reformat JSON)."""
+    differs = [
+        what
+        for what, same in (
+            ("type", info.type == type_name),
+            ("spec", info.spec_data == json.loads(spec)),
+            ("owner", info.owner == owner),
+        )
+        if not same
+    ]
+    if "owner" in differs:  # another owner's job is not named to this one
+        raise IdempotencyConflictError(
+            f"idempotency key {key!r} is already used by a job of another owner; "
+            "use a new key"
+        )
+    if differs:
+        raise IdempotencyConflictError(
+            f"idempotency key {key!r} is already used by job {info.id} with another "
+            f"{' and '.join(differs)}; use a new key for a different job"
+        )
 
 
 def _check_priority(priority: int) -> None:

@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import (
+    IdempotencyConflictError,
     InvalidTransitionError,
     Job,
     JobInfo,
@@ -197,6 +198,8 @@ async def submit_job(request: Request) -> Response:
         )
     except (JobSpecError, ValueError) as exc:
         raise ApiError(422, str(exc)) from None
+    except IdempotencyConflictError as exc:
+        raise ApiError(409, str(exc)) from None
     info = await state.manager.get(handle.id)
     return JSONResponse(
         job_view(info), status_code=201, headers={"location": f"/api/jobs/{info.id}"}
@@ -434,7 +437,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "/api/jobs",
         submit_job,
         "Submit a job of a registered type",
-        {201: "the job", 403: "owner not allowed", 422: "bad request or spec"},
+        {
+            201: "the job",
+            403: "owner not allowed",
+            409: "idempotency key used by another job",
+            422: "bad request or spec",
+        },
         body="SubmitRequest",
     ),
     Endpoint(

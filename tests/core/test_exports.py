@@ -56,6 +56,7 @@ TOP = {
     "StoreFormatError",
     "ManagerClosedError",
     "JobNotFoundError",
+    "IdempotencyConflictError",
     "InvalidTransitionError",
     "LeaseError",
     "JobNotFinishedError",

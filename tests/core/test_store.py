@@ -294,3 +294,23 @@ def test_a_new_store_is_private_to_its_user_and_an_old_one_keeps_its_mode(tmp_pa
         if (tmp_path / name).exists():
             assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
     assert stat.S_IMODE(shared.stat().st_mode) == 0o640
+
+
+async def test_idempotency_key_reused_for_another_job_is_a_conflict(store_path, tmp_path):
+    """It used to hand back the old job silently: a different spec must raise, naming the
+    key and the job; another owner's job is not named. Nothing new is stored."""
+    log = str(tmp_path / "l")
+    async with parjobs.open_manager(store_path) as manager:
+        a = await manager.submit(CountJob(n=2, log=log), idempotency_key="k", owner="alice")
+        with pytest.raises(parjobs.IdempotencyConflictError, match=f"'k'.*job {a.id}.*spec"):
+            await manager.submit(CountJob(n=3, log=log), idempotency_key="k", owner="alice")
+        with pytest.raises(parjobs.IdempotencyConflictError, match="another owner") as info:
+            await manager.submit(CountJob(n=2, log=log), idempotency_key="k", owner="bob")
+        assert a.id not in str(info.value)
+        same = await manager.submit(CountJob(n=2, log=log), idempotency_key="k", owner="alice")
+        assert same.id == a.id
+        await a.wait()
+        assert [i.id for i in await manager.list_jobs()] == [a.id]
+        assert (await manager.get(a.id)).spec_data == {
+            "n": 2, "log": log, "sleep": 0.0, "fail_every": 0, "chunks": 1
+        }

@@ -210,3 +210,15 @@ async def test_job_types_and_workers(server: Server) -> None:
         assert len(here) == 1 and here[0]["pid"] == os.getpid() and here[0]["alive"]
         assert here[0]["lanes"]["io"]["capacity"] >= 1
         assert here[0]["heartbeat_age"] < 30
+
+
+async def test_idempotency_key_reused_for_another_spec_is_409(server: Server, tmp_path) -> None:
+    body = {"type": "test-count", "spec": {"n": 1, "log": str(tmp_path / "l")}, "start": False}
+    first = await server.submit({**body, "idempotency_key": "nightly"})
+    again = await server.submit({**body, "idempotency_key": "nightly"})
+    assert again["id"] == first["id"]
+    async with server.client() as c:
+        other = {**body, "spec": {"n": 2, "log": str(tmp_path / "l")}, "idempotency_key": "nightly"}
+        r = await c.post("/api/jobs", json=other)
+        assert r.status_code == 409 and "'nightly'" in r.json()["error"]
+        assert [j["id"] for j in (await c.get("/api/jobs")).json()["jobs"]] == [first["id"]]
