@@ -187,12 +187,28 @@ class BlockingManager:
         priority: int | None = None,
         idempotency_key: str | None = None,
         start: bool = True,
+        queue: str | None = None,
+        owner: str | None = None,
+        after: Iterable[str] = (),
+        on_dependency_failure: str = "skip",
+        timeout: float | None = None,
     ) -> str:
-        """Store ``job`` and queue it; return its id. See `JobManager.submit`."""
+        """Store ``job`` and queue it; return its id. The options mean what they mean for
+        `JobManager.submit`: ``queue`` (named queue), ``owner`` (tenant), ``after`` (ids of
+        prerequisites) with ``on_dependency_failure``, ``timeout`` (total run time, s)."""
+        prerequisites = list(after)  # read here, in the caller's thread
 
         async def submit(m: JobManager) -> str:
             handle = await m.submit(
-                job, priority=priority, idempotency_key=idempotency_key, start=start
+                job,
+                priority=priority,
+                idempotency_key=idempotency_key,
+                start=start,
+                queue=queue,
+                owner=owner,
+                after=prerequisites,
+                on_dependency_failure=on_dependency_failure,
+                timeout=timeout,
             )
             return handle.id
 
@@ -202,11 +218,12 @@ class BlockingManager:
         """Ask a job to pause (it keeps its progress); `wait` for it to rest."""
         self.call(lambda m: m.pause(job_id))
 
-    def resume(self, job_id: str) -> None:
-        """Queue a paused, interrupted or failed job again; finished tasks are skipped."""
+    def resume(self, job_id: str, *, timeout: float | None = None) -> None:
+        """Queue a paused, interrupted or failed job again; finished tasks are skipped.
+        ``timeout``: a new total run time for the job (see `JobManager.resume`)."""
 
         async def resume(m: JobManager) -> None:
-            await m.resume(job_id)
+            await m.resume(job_id, timeout=timeout)
 
         self.call(resume)
 

@@ -205,8 +205,9 @@ class JobManager(Housekeeping):
         one (type, spec or owner differ). ``owner``: free-form owner/tenant for filtering.
         ``after``: ids of jobs that must complete first; if one fails, is cancelled or is
         skipped, this job becomes ``skipped`` (``on_dependency_failure="skip"``) or runs
-        anyway (``"run"``). ``timeout``: seconds a run may take before the job ends
-        ``timed_out`` (its completed work checkpointed). ``start=False`` stores it paused.
+        anyway (``"run"``). ``timeout``: seconds of run time the job may take, over all
+        its runs (pauses and crashes do not restart it), before it ends ``timed_out`` (its
+        completed work checkpointed). ``start=False`` stores it paused.
         """
         if self._closing:
             raise StoreError("the manager is closing")
@@ -218,8 +219,7 @@ class JobManager(Housekeeping):
             raise ValueError(f"unknown queue {queue!r}; configured queues: {known}")
         if on_dependency_failure not in ("skip", "run"):
             raise ValueError("on_dependency_failure must be 'skip' or 'run'")
-        if timeout is not None and not timeout > 0:  # NaN too
-            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        _check_timeout(timeout)
         job_timeout = timeout if timeout is not None else type(job).timeout
         job_id = secrets.token_hex(6)
         prio = type(job).priority if priority is None else priority
@@ -423,14 +423,27 @@ class JobManager(Housekeeping):
                         request=None,
                     )
 
-    async def resume(self, job_id: str) -> JobHandle:
+    async def resume(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a job setting, not this call's
+    ) -> JobHandle:
         """Queue a paused, interrupted, failed or completed-with-errors job to run here.
-        Completed tasks are skipped; failed ones are retried."""
+        Completed tasks are skipped; failed ones are retried.
+
+        A job's timeout bounds its total run time over all its runs; ``timeout`` sets a new
+        total (a job that ended ``timed_out`` has used up its own: give it more here)."""
+        _check_timeout(timeout)
         live = self._live.get(job_id)
         if live is not None and not live.rested.is_set():
             raise InvalidTransitionError(f"cannot resume job {job_id}: it is {live.status.value}")
         # One transaction: refused (LeaseError) while any other live process holds the job.
         info = await self._db(self.store.requeue, job_id, self.id)
+        if timeout is not None:  # queued and leased to us: nobody else writes it now
+            info = await self._db(
+                self.store.transition, job_id, JobStatus.QUEUED, holder=self.id, timeout=timeout
+            )
         self._enqueue(info)
         return JobHandle(self, job_id)
 
@@ -564,14 +577,18 @@ def _check_same_job(
     ]
     if "owner" in differs:  # another owner's job is not named to this one
         raise IdempotencyConflictError(
-            f"idempotency key {key!r} is already used by a job of another owner; "
-            "use a new key"
+            f"idempotency key {key!r} is already used by a job of another owner; use a new key"
         )
     if differs:
         raise IdempotencyConflictError(
             f"idempotency key {key!r} is already used by job {info.id} with another "
             f"{' and '.join(differs)}; use a new key for a different job"
         )
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not timeout > 0:  # NaN too
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
 
 
 def _check_priority(priority: int) -> None:

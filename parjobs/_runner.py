@@ -198,7 +198,8 @@ class JobRunner(ManagerCore):
                         self._apply_request(live, live.pending)
                     timer = trio.CancelScope()
                     if info.timeout is not None:
-                        nursery.start_soon(self._time_out, live, info.timeout, timer)
+                        left = info.timeout - run_time_so_far(info)
+                        nursery.start_soon(self._time_out, live, max(0.0, left), timer)
                     try:
                         value = await job.run(ctx)
                     except Exception as exc:
@@ -246,8 +247,9 @@ class JobRunner(ManagerCore):
         await self._finish(live, status, result=value)
 
     async def _time_out(self, live: JobRun, seconds: float, scope: trio.CancelScope) -> None:
-        """After ``seconds``, stop the job like a pause (tasks stop at their next chunk,
-        completions are checkpointed) and let it end ``timed_out``."""
+        """After ``seconds`` (what is left of the job's timeout), stop the job like a pause
+        (tasks stop at their next chunk, completions are checkpointed) and let it end
+        ``timed_out``."""
         with scope:
             await trio.sleep(seconds)
             live.timed_out = True
@@ -384,6 +386,13 @@ class JobRunner(ManagerCore):
 
     async def _load_results(self, job_id: str, stage: str) -> dict[int, str]:
         return await self._db(self.store.task_results, job_id, stage)
+
+
+def run_time_so_far(info: JobInfo) -> float:
+    """Seconds the job ran in earlier runs: what its timeout has used up. The stored run
+    time is written when a run ends; after a crash the last checkpoint's snapshot knows
+    more (it carries the elapsed time of every run until then)."""
+    return max(info.run_time, info.progress.elapsed)
 
 
 def _remove_tree(path: str) -> None:

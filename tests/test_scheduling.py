@@ -157,6 +157,38 @@ async def test_job_timeout_ends_timed_out_with_work_checkpointed(store_path, aut
     assert 9 <= info.state["step"] <= 11  # 1 s steps; the one in flight at 10.5 s finishes
 
 
+async def test_job_timeout_counts_run_time_over_resumes(store_path, tmp_path):
+    """The timeout used to restart with every resume (a 3 s job paused at 2 s got 3 s more).
+    It is total run time now; a timed-out job resumed without more time stops at once, and
+    ``resume(timeout=...)`` gives it a new total. Real time (the run time is measured on the
+    wall clock): the bounds are generous for a loaded machine, and the old code's 5 s
+    total is outside them."""
+    job = CountJob(n=100_000, log=str(tmp_path / "l"), sleep=0.02)
+    async with parjobs.open_manager(store_path, workers=4) as manager:
+        handle = await manager.submit(job, timeout=3)
+        await trio.sleep(2)
+        await handle.pause()
+        assert await handle.wait() is JobStatus.PAUSED
+        first = (await handle.info()).run_time
+        assert 1.9 <= first < 3
+        await manager.resume(handle.id)
+        assert await handle.wait() is JobStatus.TIMED_OUT
+        info = await handle.info()
+        assert 3 <= info.run_time < 4.5, (first, info.run_time)
+        await manager.resume(handle.id)  # its 3 s are used up: it times out at once
+        assert await handle.wait() is JobStatus.TIMED_OUT
+        assert (await handle.info()).run_time < info.run_time + 1
+        with pytest.raises(ValueError, match="timeout must be > 0"):
+            await manager.resume(handle.id, timeout=0)
+        await manager.resume(handle.id, timeout=600)  # a new total: it runs on
+        with trio.fail_after(30):
+            while (await handle.info()).done_items <= info.done_items + 20:
+                await trio.sleep(0.1)
+        assert (await handle.info()).timeout == 600
+        await handle.cancel()
+        assert await handle.wait() is JobStatus.CANCELLED
+
+
 async def test_dependencies_diamond_and_failure_propagation(store_path, autojump_clock):
     async with parjobs.open_manager(store_path, max_running=4) as manager:
         a = await manager.submit(SleepJob(name="a", seconds=3))

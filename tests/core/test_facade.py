@@ -92,6 +92,26 @@ def test_submit_and_wait_from_four_threads_runs_every_task_once(store_path, tmp_
         assert sorted(read_log(log)) == list(range(50))
 
 
+def test_submit_takes_owner_queue_after_and_timeout_like_the_trio_api(store_path, tmp_path):
+    """The facade's submit had only priority, idempotency_key and start."""
+    log = str(tmp_path / "log")
+    with BlockingManager(store_path, workers=2, queues={"slow": 1}) as jobs:
+        first = jobs.submit(CountJob(n=3, log=log), owner="alice", queue="slow")
+        second = jobs.submit(
+            CountJob(n=2, log=log), after=iter([first]), timeout=60, on_dependency_failure="run"
+        )
+        assert jobs.wait(second, timeout=10) is JobStatus.COMPLETED
+        a, b = jobs.info(first), jobs.info(second)
+        assert (a.owner, a.queue) == ("alice", "slow")
+        assert (b.after, b.timeout, b.dep_policy) == ((first,), 60, "run")
+        assert b.started is not None and a.finished is not None and b.started >= a.finished
+        with pytest.raises(ValueError, match="unknown queue 'nope'"):
+            jobs.submit(CountJob(n=1, log=log), queue="nope")
+        with pytest.raises(parjobs.JobNotFoundError):
+            jobs.submit(CountJob(n=1, log=log), after=["ffffffffffff"])
+        assert len(jobs.list_jobs()) == 2  # the refused ones stored nothing
+
+
 def test_pause_and_resume_from_threads_other_than_the_submitter(store_path, tmp_path):
     log = str(tmp_path / "log")
     n = 150

@@ -312,5 +312,9 @@ async def test_idempotency_key_reused_for_another_job_is_a_conflict(store_path, 
         await a.wait()
         assert [i.id for i in await manager.list_jobs()] == [a.id]
         assert (await manager.get(a.id)).spec_data == {
-            "n": 2, "log": log, "sleep": 0.0, "fail_every": 0, "chunks": 1
+            "n": 2,
+            "log": log,
+            "sleep": 0.0,
+            "fail_every": 0,
+            "chunks": 1,
         }
