@@ -182,15 +182,17 @@ def dump_job(job: Job) -> tuple[str, int, str]:
     cls = type(job)
     if not cls.job_type_name or _REGISTRY.get(cls.job_type_name) is not cls:
         raise JobSpecError(f"{cls.__qualname__} is not registered: decorate it with @job_type")
-    job.validate()
     spec = job.to_spec()
+    # Field types first, as they will be checked on load, so a wrong type is named as such
+    # (``sources="/data/x"``, a string where a list belongs, must not reach validate(),
+    # which would walk it character by character; ``destination=5`` must not reach path
+    # code as an int).
+    cls.from_spec(spec, validate=False)
+    job.validate()
     try:
         text = json.dumps(spec, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise JobSpecError(f"{cls.job_type_name}: spec is not JSON data: {exc}") from exc
-    # Field types checked now, as they will be on load (to_spec gave JSON-shaped data: no
-    # need to parse the text back).
-    cls.from_spec(spec, validate=False)
     return cls.job_type_name, cls.job_type_version, text
 
 
@@ -216,6 +218,16 @@ def load_job(type_name: str, version: int, spec_json: str, *, validate: bool = T
             spec = cls.upgrade_spec(spec, version)
         return cls.from_spec(spec, validate=validate)
     except JobSpecError as exc:
+        if version < cls.job_type_version:
+            how = (
+                "its upgrade_spec"
+                if cls.upgrade_spec.__func__ is not Job.upgrade_spec.__func__  # type: ignore[attr-defined]
+                else "no upgrade_spec (the job type does not define one)"
+            )
+            raise JobLoadError(
+                f"stored spec of {type_name!r} version {version} does not fit this code's "
+                f"version {cls.job_type_version} after {how}: {exc}"
+            ) from exc
         raise JobLoadError(f"stored spec is invalid: {exc}") from exc
     except RecursionError:
         raise JobLoadError(f"stored spec of {type_name!r} is nested too deeply") from None
@@ -297,6 +309,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return value
         raise JobSpecError(f"{where}: expected a string, got {_tname(value)}")
     if origin in (list, tuple) or hint in (list, tuple):
+        if isinstance(value, str):  # the classic slip: one path where a list belongs
+            raise JobSpecError(
+                f"{where}: expected a list, got str {value!r} (a list of one is [{value!r}])"
+            )
         if not isinstance(value, list | tuple):
             raise JobSpecError(f"{where}: expected a list, got {_tname(value)}")
         if origin is tuple and args and args[-1] is not Ellipsis:

@@ -39,7 +39,7 @@ def test_spec_round_trip():
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"paths": "a"}, r"TypedJob|test-typed\.paths: expected a list, got str"),
+        ({"paths": "a"}, r"test-typed\.paths: expected a list, got str 'a' \(a list of one"),
         ({"paths": [1]}, r"test-typed\.paths\[0\]: expected a string, got int"),
         ({"paths": [], "mode": "c"}, r"test-typed\.mode: 'c' is not one of 'a', 'b'"),
         ({"paths": [], "limit": "3"}, r"test-typed\.limit: '3' does not match"),
@@ -54,6 +54,54 @@ def test_spec_round_trip():
 def test_bad_specs_name_the_problem(spec, message):
     with pytest.raises(parjobs.JobSpecError, match=message):
         TypedJob.from_spec(spec)
+
+
+async def test_wrong_field_types_are_named_at_submit_before_validate_sees_them(
+    store_path, tmp_path
+):
+    """``sources="/data/x"`` reached validate(), which walked the string character by
+    character and said "cannot copy the root directory '/'"; ``destination=5`` raised a raw
+    TypeError from path code. Both are named now, and nothing is stored or touched."""
+    from parjobs.ops import CopyJob
+
+    src = tmp_path / "x"
+    src.mkdir()
+    dst = tmp_path / "dst"
+    async with parjobs.open_manager(store_path) as manager:
+        with pytest.raises(parjobs.JobSpecError) as info:
+            await manager.submit(CopyJob(sources=str(src), destination=str(dst)))  # type: ignore[arg-type]
+        assert str(info.value) == (
+            f"copy.sources: expected a list, got str {str(src)!r} (a list of one is [{str(src)!r}])"
+        )
+        with pytest.raises(
+            parjobs.JobSpecError, match=r"^copy\.destination: expected a string, got int$"
+        ):
+            await manager.submit(CopyJob(sources=[str(src)], destination=5))  # type: ignore[arg-type]
+        assert await manager.list_jobs() == []
+    assert not dst.exists()
+
+
+def test_a_spec_of_an_older_version_without_upgrade_spec_names_both_versions():
+    """It said only "unknown field(s) path", as if the spec were corrupt."""
+    with pytest.raises(parjobs.JobLoadError) as info:
+        _job.load_job("test-typed", 1, '{"path": "a"}')
+    message = str(info.value)
+    assert "'test-typed' version 1" in message and "version 2" in message
+    assert "no upgrade_spec" in message and "unknown field(s) path" in message
+
+    @parjobs.job_type("test-upgraded", version=3)
+    class Upgraded(parjobs.Job):
+        paths: list[str]
+
+        @classmethod
+        def upgrade_spec(cls, spec, from_version):
+            return {"paths": [spec["path"]]} if from_version == 2 else spec
+
+    assert _job.load_job("test-upgraded", 2, '{"path": "a"}') == Upgraded(paths=["a"])
+    with pytest.raises(
+        parjobs.JobLoadError, match=r"version 1 .* version 3 after its upgrade_spec"
+    ):
+        _job.load_job("test-upgraded", 1, '{"path": "a"}')
 
 
 def test_registering_a_second_class_under_a_taken_name_fails():
