@@ -19,7 +19,6 @@ from ._results import prints_data
 from ._session import Store, import_job_types, manager_for
 
 if TYPE_CHECKING:
-    from ..ops.thumbnail import Format as ThumbFormat
     from ..ops.thumbnail import Layout
 
 Command = Callable[[argparse.Namespace], Awaitable[int]]
@@ -146,16 +145,15 @@ async def thumbnails(args: argparse.Namespace) -> int:
     from ..ops.thumbnail import ThumbnailJob  # Pillow: only for this command
 
     layout: Layout
-    default_format: ThumbFormat
     if args.freedesktop:
-        layout, out_dir, default_format = "freedesktop", None, "png"
+        layout, out_dir = "freedesktop", None
     else:
-        layout, default_format = "cache", "webp"
+        layout = "cache"
         out_dir = _path(args.out) if args.out else _default_thumbnails()
     job = ThumbnailJob(
         paths=_existing(args.paths),
         size=args.size,
-        format=args.format or default_format,  # argparse's choices are the formats
+        format=args.format,  # argparse's choices are the formats; None: the layout's
         layout=layout,
         out_dir=out_dir,
         quality=args.quality,

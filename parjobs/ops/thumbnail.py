@@ -206,8 +206,9 @@ class ThumbnailJob(Job):
     """Make thumbnails of every image under ``paths`` (files or directories, walked
     recursively), fitting in a ``size`` x ``size`` box (never enlarged), EXIF-oriented.
 
-    ``layout`` "cache" needs ``out_dir``; "freedesktop" writes PNGs to ``out_dir`` if given
-    (a directory named ``thumbnails``), else ``$XDG_CACHE_HOME/thumbnails``. ``max_pixels``
+    ``format`` defaults to the layout's: WebP for "cache", PNG for "freedesktop" (which stores
+    PNG only). ``layout`` "cache" needs ``out_dir``; "freedesktop" writes PNGs to ``out_dir``
+    if given (a directory named ``thumbnails``), else ``$XDG_CACHE_HOME/thumbnails``. ``max_pixels``
     refuses images whose header claims more pixels (decompression bombs). Relative paths and
     the default output directory are resolved when the job is created, so a job resumed
     elsewhere does the same work.
@@ -221,13 +222,16 @@ class ThumbnailJob(Job):
 
     paths: list[str]
     size: int = 256
-    format: Format = "webp"
+    #: None: the layout's format (PNG for "freedesktop", which stores nothing else; else WebP).
+    format: Format | None = None
     layout: Layout = "cache"
     out_dir: str | None = None
     quality: int = 80
     max_pixels: int = 100_000_000
 
     def __post_init__(self) -> None:
+        if self.format is None:
+            self.format = "png" if self.layout == "freedesktop" else "webp"
         if isinstance(self.paths, list):
             self.paths = [os.path.abspath(p) if isinstance(p, str) and p else p for p in self.paths]
         if isinstance(self.out_dir, str) and self.out_dir:
@@ -282,7 +286,7 @@ class ThumbnailJob(Job):
 
     @property
     def _settings(self) -> _Settings:
-        assert self.out_dir is not None  # validate() saw to it
+        assert self.out_dir is not None and self.format is not None  # validate() saw to it
         return _Settings(
             self.layout, self.size, self.format, self.quality, self.max_pixels, self.out_dir
         )
@@ -362,7 +366,7 @@ class ThumbnailJob(Job):
 
     def _temp_dirs(self) -> list[str]:
         """Directories this job writes thumbnails (and their temporary files) into (blocks)."""
-        assert self.out_dir is not None
+        assert self.out_dir is not None and self.format is not None
         if self.layout == "freedesktop":
             return [
                 os.path.join(self.out_dir, _SIZE_NAMES.get(self.size, "large")),

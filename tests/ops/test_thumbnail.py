@@ -155,10 +155,11 @@ async def test_freedesktop_layout_and_up_to_date_checks(store_path, tmp_path):
     home = tmp_path / "home-cache"
     job = ThumbnailJob(
         paths=[str(tmp_path / "src")],
-        layout="freedesktop",
-        format="png",
+        layout="freedesktop",  # the default format: PNG for this layout (it was refused)
         out_dir=str(home / "thumbnails"),
     )
+    assert job.format == "png" and job.to_spec()["format"] == "png"
+    assert ThumbnailJob(paths=["x"], out_dir="/o").format == "webp"  # the cache's default
     result, info, _ = await run_job(store_path, job)
     assert (result["made"], result["not_image"], result["failed"]) == (5, 1, 0)
     assert result["out_dir"] == str(home / "thumbnails")
