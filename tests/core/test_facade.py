@@ -243,7 +243,7 @@ def test_errors_reach_the_calling_thread_with_their_own_type(store_path, tmp_pat
             jobs.info("no-such-job")
         with pytest.raises(parjobs.JobNotFoundError):
             jobs.progress_queue("no-such-job")
-        with pytest.raises(parjobs.JobSpecError, match="not JSON data"):
+        with pytest.raises(parjobs.JobSpecError, match="log: expected a string, got object"):
             jobs.submit(CountJob(n=3, log=object()))
         job_id = jobs.submit(CountJob(n=3, log=str(tmp_path / "log")))
         jobs.wait(job_id)
