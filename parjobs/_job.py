@@ -8,7 +8,6 @@ types when they are loaded back, because a store file is untrusted input.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 import types
 import typing
@@ -19,6 +18,8 @@ from ._exceptions import JobLoadError, JobSpecError
 from ._task import RetryPolicy
 
 if TYPE_CHECKING:
+    import importlib.metadata
+
     from ._context import JobContext
 
 JobT = TypeVar("JobT", bound="type[Job]")
@@ -137,6 +138,8 @@ ENTRY_POINT_GROUP = "parjobs.job_types"
 
 
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    import importlib.metadata  # here, not at the top: it costs start-up (email, csv, zipfile)
+
     return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported only to draw on a terminal (start-up time)
+    from rich.console import Console, RenderableType
+    from rich.live import Live
 
 from .._progress import ItemError, Progress
 from .._records import JobInfo
@@ -273,6 +272,8 @@ class LiveRenderer(Renderer):
         self._id = ""
 
     def begin(self, info: JobInfo, title: str) -> None:
+        from rich.live import Live
+
         self._title, self._id = title, info.id
         self._live = Live(
             self._view(info.progress),
@@ -288,12 +289,18 @@ class LiveRenderer(Renderer):
             self._live.update(self._view(snap), refresh=True)
 
     def note(self, text: str) -> None:
+        from rich.text import Text
+
         self.console.print(Text(text, style="yellow"))
 
     def say(self, text: str, style: str = "") -> None:
+        from rich.text import Text
+
         self.console.print(Text(text, style=style), soft_wrap=True)
 
     def finish(self, report: Report) -> None:
+        from rich.text import Text
+
         if self._live is not None:
             self._live.update(self._view(report.progress, final=True), refresh=True)
             self._live.stop()
@@ -307,6 +314,11 @@ class LiveRenderer(Renderer):
             self._live = None
 
     def _view(self, snap: Progress, *, final: bool = False) -> RenderableType:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
         width = self.console.width
         head = Text.assemble(
             (self._title, "bold"), " ", (self._id, "dim"), " ", (snap.status, _style(snap.status))
@@ -351,7 +363,22 @@ def make_renderer(*, json_mode: bool, plain: bool, stream: TextIO | None = None)
     if json_mode:
         return JsonRenderer()
     stream = stream or sys.stdout
+    if plain or not _may_be_terminal(stream):
+        return PlainRenderer(stream)  # without importing rich (a tenth of start-up)
+    from rich.console import Console
+
     console = Console(file=stream, highlight=False)
-    if not plain and console.is_terminal and not console.is_dumb_terminal:
+    if console.is_terminal and not console.is_dumb_terminal:
         return LiveRenderer(console)
     return PlainRenderer(stream)
+
+
+def _may_be_terminal(stream: TextIO) -> bool:
+    """False when rich would surely say "not a terminal": ``stream`` is no tty and none of
+    the variables that make rich treat it as one (``FORCE_COLOR``, ``TTY_COMPATIBLE``) is set."""
+    if "FORCE_COLOR" in os.environ or "TTY_COMPATIBLE" in os.environ:
+        return True
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+        return False

@@ -1,0 +1,131 @@
+"""Start-up stays quick: a command imports only what it uses, and nothing waits on the way out.
+
+Each check runs the command line in a fresh interpreter (a subprocess) and looks at
+``sys.modules`` when it is done: Pillow only for thumbnails, rich only when drawing on a
+terminal, no operation for ``--help`` or ``jobs``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import trio
+import trio.testing
+
+from parjobs._progress import ProgressTracker
+from parjobs.cli._render import LiveRenderer, PlainRenderer, make_renderer
+
+#: Modules a command must not load unless it needs them.
+HEAVY = ("PIL", "rich", "parjobs.ops", "httpx", "parjobs.server", "importlib.metadata")
+
+_PROBE = """
+import json, sys
+from parjobs.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def _loaded(argv: list[str], cwd: str, **env: str) -> tuple[int, set[str]]:
+    """Run the CLI with ``argv`` in a fresh interpreter, stdout a pipe (not a terminal)."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
+    environ.update(env)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, *argv],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    last = proc.stdout.strip().splitlines()[-1]
+    report = json.loads(last)
+    return report["code"], set(report["modules"])
+
+
+def _heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if m.startswith(HEAVY) and m != "parjobs.ops._fastcopy")
+
+
+def test_import_cli_loads_nothing_heavy(tmp_path):
+    code = "import json, sys, parjobs.cli; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    assert _heavy(set(json.loads(out))) == []
+
+
+def test_help_loads_no_operation_and_no_rich(tmp_path):
+    code, modules = _loaded(["--help"], str(tmp_path))
+    assert code == 0
+    assert _heavy(modules) == []
+
+
+def test_jobs_loads_no_operation(tmp_path):
+    store = str(tmp_path / "jobs.sqlite")
+    code, modules = _loaded(["--store", store, "jobs"], str(tmp_path))
+    assert code == 0
+    assert _heavy(modules) == []
+
+
+def test_copy_loads_only_the_copy_operation(tmp_path):
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"hello")
+    (tmp_path / "out").mkdir()
+    store = str(tmp_path / "jobs.sqlite")
+    code, modules = _loaded(["--store", store, "copy", str(src), str(tmp_path / "out")], "/")
+    assert code == 0
+    assert (tmp_path / "out" / "a.txt").read_bytes() == b"hello"
+    heavy = _heavy(modules)
+    assert "parjobs.ops.copy" in heavy
+    assert not [m for m in heavy if m.startswith(("PIL", "rich", "parjobs.ops.thumbnail"))]
+    assert "importlib.metadata" not in heavy
+
+
+def test_make_renderer_plain_without_terminal(monkeypatch):
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    renderer = make_renderer(json_mode=False, plain=False, stream=io.StringIO())
+    assert isinstance(renderer, PlainRenderer)
+
+
+@pytest.mark.parametrize("variable", ["FORCE_COLOR", "TTY_COMPATIBLE"])
+def test_make_renderer_still_asks_rich_when_forced(monkeypatch, variable):
+    """The shortcut past rich must not change rich's answer where rich would draw."""
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    monkeypatch.setenv(variable, "1")
+    monkeypatch.delenv("TERM", raising=False)
+    renderer = make_renderer(json_mode=False, plain=False, stream=io.StringIO())
+    assert isinstance(renderer, LiveRenderer)
+
+
+def test_final_snapshot_is_not_held_back_by_the_pacing():
+    """The subscriber paces snapshots ~10/s, but the final one comes as soon as the tracker
+    closes: a fixed 0.1 s sleep there made every short command wait on its way out."""
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    times: list[float] = []
+
+    async def main() -> None:
+        tracker = ProgressTracker("job", clock=trio.current_time)
+        tracker.set_status("running")
+        async with trio.open_nursery() as nursery:
+
+            async def close_soon() -> None:
+                await trio.sleep(0.01)
+                tracker.set_status("completed")
+                tracker.close()
+
+            nursery.start_soon(close_soon)
+            async for snap in tracker.subscribe():
+                times.append(trio.current_time())
+                assert snap.status in ("running", "completed")
+
+    trio.run(main, clock=clock)
+    assert len(times) == 2
+    assert times[1] - times[0] < 0.05, times
