@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -132,6 +133,8 @@ def job_type(name: str, *, version: int = 1) -> Callable[[JobT], JobT]:
     return register
 
 
+_log = logging.getLogger("parjobs")
+
 #: The entry-point group through which packages (parjobs.ops included) declare job types:
 #: ``name = "package.module:JobClass"``, the name being the job type's registered name.
 ENTRY_POINT_GROUP = "parjobs.job_types"
@@ -166,10 +169,14 @@ def lookup_job_type(name: str) -> type[Job] | None:
 
 def load_job_types() -> None:
     """Load every job type declared through `ENTRY_POINT_GROUP` (e.g. to list or resume any
-    stored job)."""
+    stored job). A plug-in that fails to load is logged and skipped: one broken package must
+    not stop jobs of the others; asking for its type by name still raises `JobLoadError`."""
     for ep in _entry_points():
         if ep.name not in _REGISTRY:
-            _load_entry_point(ep)
+            try:
+                _load_entry_point(ep)
+            except JobLoadError as exc:
+                _log.warning("%s", exc)
 
 
 def registered_job_types() -> dict[str, type[Job]]:

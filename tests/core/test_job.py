@@ -182,6 +182,25 @@ def test_job_types_are_found_through_entry_points(monkeypatch) -> None:
         _job.load_job("test-nobody", 1, "{}")
 
 
+def test_a_broken_plugin_does_not_stop_the_others(monkeypatch, caplog) -> None:
+    """Loading every job type (as the CLI does to list or resume jobs) skips, with a warning,
+    a plug-in whose module fails; asking for that type by name still says why."""
+
+    class Broken:
+        name = "test-broken"
+        value = "nowhere:Nothing"
+
+        def load(self) -> object:
+            raise ImportError("No module named 'nowhere'")
+
+    monkeypatch.setattr(_job, "_entry_points", lambda: [Broken()])
+    with caplog.at_level("WARNING", logger="parjobs"):
+        _job.load_job_types()
+    assert "'test-broken' (nowhere:Nothing) failed: No module named 'nowhere'" in caplog.text
+    with pytest.raises(parjobs.JobLoadError, match=r"test-broken.*No module named"):
+        _job.lookup_job_type("test-broken")
+
+
 def test_the_built_in_operations_are_declared_as_entry_points() -> None:
     names = {ep.name for ep in importlib.metadata.entry_points(group="parjobs.job_types")}
     assert {"copy", "move", "delete", "hash", "duplicates", "thumbnails"} <= names, (
