@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import trio
-import xxhash
 
 from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
@@ -292,19 +291,35 @@ def special_reason(mode: int, verb: str = "copied") -> str:
 
 
 def same_content(src: bytes, dir_fd: int, name: bytes, check: Callable[[], None]) -> bool:
-    """Whether ``src`` and ``dir_fd/name`` hold the same bytes (xxh3-128 of each)."""
-    digests = []
-    for path, where in ((src, None), (name, dir_fd)):
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=where)
+    """Whether ``src`` and ``dir_fd/name`` hold the same bytes: read side by side, so the
+    answer is exact and a difference stops the reading where it is found."""
+    a = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        b = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
-            hasher = xxhash.xxh3_128()
-            while chunk := os.read(fd, 1 << 20):
-                hasher.update(chunk)
+            if os.fstat(a).st_size != os.fstat(b).st_size:
+                return False
+            while True:
+                chunk = os.read(a, 1 << 20)
+                if chunk != _read_full(b, len(chunk) or 1):
+                    return False
+                if not chunk:
+                    return True
                 check()
         finally:
-            os.close(fd)
-        digests.append(hasher.hexdigest())
-    return digests[0] == digests[1]
+            os.close(b)
+    finally:
+        os.close(a)
+
+
+def _read_full(fd: int, size: int) -> bytes:
+    """``size`` bytes from ``fd`` (fewer only at its end): `os.read` may return less."""
+    parts = [os.read(fd, size)]
+    got = len(parts[0])
+    while parts[-1] and got < size:
+        parts.append(os.read(fd, size - got))
+        got += len(parts[-1])
+    return b"".join(parts)
 
 
 def same_item(
