@@ -6,8 +6,10 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TypedDict
+from typing import Any, TypedDict
 
+from ._cluster import check_cluster
+from ._cluster_remote import check_path_map
 from ._dispatch import check_workers
 
 #: Default worker tasks per job.
@@ -42,6 +44,12 @@ class ManagerConfig:
         shutdown_grace: on close, how long pausing may take before jobs are stopped
             outright (still checkpointed).
         resume_interrupted: on open, resume the jobs that dead processes left interrupted.
+        cluster: run cluster-capable tasks on a Dask cluster: a scheduler address
+            (``tcp://host:8786``), ``local:N`` (a local cluster of N worker processes,
+            ``local:NxT`` with T threads each) or a ``distributed.Client`` the caller owns
+            (see docs/scale-out.md). None: every task runs here.
+        cluster_path_map: with ``cluster``, pairs ``(here, there)``: a path under ``here``
+            on this host is ``there`` on the workers (shared storage mounted elsewhere).
 
     Invalid values raise `ValueError` (`TypeError` for a non-int ``workers``) at once.
     """
@@ -53,9 +61,13 @@ class ManagerConfig:
     retention: float | None = None
     shutdown_grace: float = 10.0
     resume_interrupted: bool = False
+    cluster: Any = None
+    cluster_path_map: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         check_workers(self.workers)  # 1..MAX_WORKERS
+        object.__setattr__(self, "cluster", check_cluster(self.cluster))
+        object.__setattr__(self, "cluster_path_map", check_path_map(self.cluster_path_map))
         if self.max_running < 1:
             raise ValueError(f"max_running must be >= 1, got {self.max_running}")
         # Frozen copies: the caller's dicts may change afterwards.
@@ -93,6 +105,8 @@ class ConfigOptions(TypedDict, total=False):
     retention: float | None
     shutdown_grace: float
     resume_interrupted: bool
+    cluster: Any
+    cluster_path_map: tuple[tuple[str, str], ...] | dict[str, str]
 
 
 def make_config(config: ManagerConfig | None, options: ConfigOptions) -> ManagerConfig:

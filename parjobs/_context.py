@@ -16,7 +16,7 @@ import trio
 
 from ._dispatch import TaskDispatcher
 from ._indexset import IndexSet
-from ._pool import WorkerPool
+from ._pool import ExecutorFactory, WorkerPool
 from ._progress import ProgressTracker
 from ._records import CheckpointBatch
 from ._stage import Stage
@@ -47,6 +47,7 @@ class JobContext:
         load_results: Callable[[str], Awaitable[dict[int, str]]],
         run_number: int = 1,
         job_dir: str | None = None,
+        remote: ExecutorFactory | None = None,
     ) -> None:
         self.job_id = job_id
         self.state: dict[str, Any] = state
@@ -56,6 +57,7 @@ class JobContext:
         self._nursery = nursery
         self._lanes = lanes
         self._workers = workers
+        self._remote = remote  # the cluster lane's executor, if the manager has a cluster
         self._completed_ranges = completed
         self._stages: dict[str, Stage] = {}
         self._pool: WorkerPool | None = None
@@ -112,6 +114,7 @@ class JobContext:
                 progress=self.progress,
                 workers=self._workers,
                 lanes=self._lanes,
+                remote=self._remote,
             )
         return TaskDispatcher(st, self._pool, retry=retry, timeout=timeout)
 

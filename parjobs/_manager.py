@@ -31,6 +31,7 @@ from typing import Any, Unpack
 
 import trio
 
+from ._cluster import ClusterBridge
 from ._config import ConfigOptions, ManagerConfig, make_config
 from ._events import DEFAULT_BUFFER, EventKind, EventSubscription
 from ._exceptions import (
@@ -615,6 +616,10 @@ async def open_manager(
     ``config`` says how (see `ManagerConfig`); keyword ``options`` are its fields, applied on
     top (``open_manager(path, workers=4)``).
 
+    With ``cluster`` (an address, ``local:N`` or a ``distributed.Client``), tasks that may
+    run on a cluster go to that Dask cluster; the manager still books every outcome (see
+    docs/scale-out.md). An unreachable cluster raises `ClusterError` before any job runs.
+
     On entry, jobs left running by dead processes become ``interrupted`` (resumed at once
     with ``resume_interrupted``). On exit, running jobs are paused (checkpointed) and queued
     ones become ``interrupted``; ``shutdown_grace`` bounds how long pausing may take before the
@@ -625,8 +630,14 @@ async def open_manager(
         store: JobStore = await trio.to_thread.run_sync(SQLiteJobStore.open, store_path)
     else:
         store = store_path
+    bridge: ClusterBridge | None = None
     try:
         manager = JobManager(store, config)
+        if config.cluster is not None:
+            bridge = await trio.to_thread.run_sync(
+                ClusterBridge.open, config.cluster, config.cluster_path_map
+            )
+            manager.cluster = bridge
         await manager._prepare()
         try:
             async with trio.open_nursery() as nursery:
@@ -645,6 +656,9 @@ async def open_manager(
                 raise leaves[0] from None
             raise
     finally:
+        if bridge is not None:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(bridge.close)
         await trio.to_thread.run_sync(store.close)
 
 

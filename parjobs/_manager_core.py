@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from ._cluster import ClusterBridge
 from ._config import ManagerConfig
 from ._context import JobContext
 from ._events import EventBus
@@ -83,6 +84,8 @@ class ManagerCore:
         self.workers = config.workers
         self.max_running = config.max_running
         self.lanes = {name: trio.CapacityLimiter(n) for name, n in config.lane_limits().items()}
+        #: The cluster lane (`ManagerConfig.cluster`), set by `open_manager` while it runs.
+        self.cluster: ClusterBridge | None = None
         self._db_limiter = trio.CapacityLimiter(1)
         self._live: dict[str, JobRun] = {}
         self._queue: list[JobRun] = []

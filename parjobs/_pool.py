@@ -108,6 +108,7 @@ class WorkerPool:
         workers: int,
         lanes: dict[str, trio.CapacityLimiter],
         executors: Mapping[str, ExecutorFactory] | None = None,
+        remote: ExecutorFactory | None = None,
     ) -> None:
         check_workers(workers)
         self.name = name
@@ -134,6 +135,10 @@ class WorkerPool:
         self._executors: dict[str, Executor] = {
             lane: factory(self) for lane, factory in (executors or {}).items()
         }
+        # A cluster: tasks marked ``cluster`` run there, whatever their lane.
+        self._remote = None if remote is None else remote(self)
+        if self._remote is not None:
+            self.queue.remote = True
         nursery.start_soon(self._collect, name=f"parjobs-collector-{name}")
 
     def statistics(self) -> PoolStatistics:
@@ -183,7 +188,10 @@ class WorkerPool:
                 if isinstance(work.task, AsyncTask):
                     await self._run_async(work)
                     continue
-                executor = self._executors.get(work.task.lane, self._threads)
+                if self._remote is not None and work.task.cluster:
+                    executor = self._remote
+                else:
+                    executor = self._executors.get(work.task.lane, self._threads)
                 try:
                     await executor.run(work)
                 finally:
@@ -228,6 +236,8 @@ class WorkerPool:
         self._threads.collected()
         for executor in self._executors.values():
             executor.collected()
+        if self._remote is not None:
+            self._remote.collected()
 
     async def _collect(self) -> None:
         while True:

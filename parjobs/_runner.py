@@ -192,6 +192,7 @@ class JobRunner(ManagerCore):
                         load_results=functools.partial(self._load_results, live.id),
                         run_number=info.runs,
                         job_dir=self.job_dir(live.id),
+                        remote=None if self.cluster is None else self.cluster.executor(live.id),
                     )
                     live.ctx = ctx
                     if live.pending is not None:

@@ -114,7 +114,7 @@ class TaskContext:
     Thread-safe by construction: only the task's own thread writes ``bytes_done``.
     """
 
-    __slots__ = ("_interrupter", "_label", "attempt", "bytes_done", "deadline", "index")
+    __slots__ = ("_interrupter", "_label", "attempt", "bytes_done", "deadline", "index", "rerun")
 
     def __init__(
         self,
@@ -127,6 +127,10 @@ class TaskContext:
         self._label = label  # computed on first use: most tasks are never displayed
         self.bytes_done = 0
         self.attempt = 1
+        #: This attempt may repeat one that already ran to its end (a cluster worker was
+        #: lost after running it): an output equal to what this task would write is its own
+        #: earlier result, done, not a conflict. False on local runs.
+        self.rerun = False
         self._interrupter = interrupter
         self.deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -191,6 +195,10 @@ class Task(Generic[T_co]):
     #: Up to this many queued tasks of this class go to one `run_group` call (1: never). Set
     #: on the class; a task whose group path could do nothing sets 1 on itself.
     group_size: int = 1
+    #: May run on a cluster worker (`parjobs._cluster`) when the manager has one: the task
+    #: pickles, needs nothing of this process (no fds, callbacks or trio), and is idempotent
+    #: (run twice, it ends as if run once: see ``TaskContext.rerun``).
+    cluster: bool = False
     index: int
 
     @property

@@ -69,6 +69,8 @@ class WorkQueue:
         self._heap: list[tuple[int, int, WorkItem]] = []
         self._seq = 0
         self._closed = False
+        #: The pool sends ``cluster`` tasks to a cluster: worker threads leave them queued.
+        self.remote = False
         self._lock = threading.Lock()
         self._getters = trio.lowlevel.ParkingLot()
         self._putters = trio.lowlevel.ParkingLot()
@@ -130,9 +132,24 @@ class WorkQueue:
             if not heap:
                 return None
             task = heap[0][2].task
-            if task.lane != lane or isinstance(task, AsyncTask):
+            if task.lane != lane or isinstance(task, AsyncTask) or (self.remote and task.cluster):
                 return None
             return heapq.heappop(heap)[2]
+
+    def take_remote(self, limit: int) -> list[WorkItem]:
+        """Pop up to ``limit`` queued sync tasks that may run on a cluster (``cluster``),
+        from the head on (another task at the head ends the run)."""
+        taken: list[WorkItem] = []
+        with self._lock:
+            heap = self._heap
+            while heap and len(taken) < limit:
+                task = heap[0][2].task
+                if not task.cluster or isinstance(task, AsyncTask):
+                    break
+                taken.append(heapq.heappop(heap)[2])
+        if taken:
+            self.wake_putters()
+        return taken
 
     def take_group(self, first: WorkItem, size: int) -> list[WorkItem]:
         """From a worker thread: ``first`` and the queued `groupable` tasks of its class that
@@ -143,7 +160,7 @@ class WorkQueue:
             heap = self._heap
             while heap and len(group) < size:
                 task = heap[0][2].task
-                if type(task) is not cls or not groupable(task):
+                if type(task) is not cls or not groupable(task) or (self.remote and task.cluster):
                     break
                 total += task.weight
                 if total >= GROUP_MAX_BYTES:

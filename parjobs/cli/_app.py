@@ -169,6 +169,21 @@ def _workers(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"items worked on at once, 1 to {MAX_WORKERS} (default {DEFAULT_WORKERS})",
     )
+    parser.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        default=None,
+        help="run the items on a Dask cluster: a scheduler address (tcp://host:8786), or "
+        "local:N for N local worker processes (default: $PARJOBS_CLUSTER); see "
+        "docs/scale-out.md",
+    )
+    parser.add_argument(
+        "--cluster-path-map",
+        metavar="HERE=THERE,...",
+        default=None,
+        help="with --cluster: paths under HERE here are under THERE on the workers "
+        "(default: $PARJOBS_CLUSTER_PATH_MAP)",
+    )
 
 
 def _conflict(parser: argparse.ArgumentParser) -> None:

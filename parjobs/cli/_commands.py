@@ -16,7 +16,7 @@ from ._errors import EXIT_OK, CliError
 from ._follow import follow_jobs
 from ._render import Renderer, make_renderer
 from ._results import prints_data
-from ._session import Store, import_job_types, manager_for
+from ._session import Store, cluster_config, import_job_types, manager_for
 
 if TYPE_CHECKING:
     from ..ops.thumbnail import Layout
@@ -47,7 +47,7 @@ async def _submit(args: argparse.Namespace, job: Job) -> int:
     job.validate()
     store = Store.choose(args.store)
     renderer = _renderer(args, [(type(job).job_type_name, job.to_spec())])
-    async with manager_for(store, workers=args.workers) as manager:
+    async with manager_for(store, cluster_config(args), workers=args.workers) as manager:
         handle = await manager.submit(job)
         return await follow_jobs(manager, [handle.id], store=store, renderer=renderer)
 
@@ -176,7 +176,9 @@ async def resume(args: argparse.Namespace) -> int:
     if not store.exists:
         print("nothing to resume", flush=True)
         return EXIT_OK
-    async with manager_for(store, workers=args.workers, max_running=1) as manager:
+    async with manager_for(
+        store, cluster_config(args), workers=args.workers, max_running=1
+    ) as manager:
         if args.all:
             ids = [i.id for i in await manager.list_jobs([JobStatus.PAUSED, JobStatus.INTERRUPTED])]
         else:

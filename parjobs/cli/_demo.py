@@ -28,7 +28,7 @@ from ._errors import EXIT_OK, CliError
 from ._follow import combine, follow
 from ._render import Renderer, make_renderer
 from ._sample import YEARS, make_sample, photo_dir
-from ._session import Store, manager_for
+from ._session import Store, cluster_config, manager_for
 
 #: The copy is paused once this share of it is done.
 PAUSE_AT = 0.5
@@ -72,7 +72,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             f"1. generated {sample.files} files ({fmt.size(sample.bytes)}, {sample.photos} photos)"
             f" in {fmt.duration(gen.seconds)}: {src}"
         )
-        async with manager_for(store, workers=args.workers) as manager:
+        async with manager_for(store, cluster_config(args), workers=args.workers) as manager:
             copy = CopyJob(sources=[src], destination=dst, verify=True, durable=True)
             copy_step, codes = await _copy(manager, copy, sample.bytes, out, store)
             out.say("3. hashing the sample and the copy")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._cluster import ClusterError
 from .._exceptions import (
     InvalidTransitionError,
     JobLoadError,
@@ -39,6 +40,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     LeaseError,
     JobLoadError,
     StoreError,
+    ClusterError,
 )
 
 

@@ -19,7 +19,7 @@ import sys
 import trio
 
 from ._errors import EXIT_OK, CliError
-from ._session import Store, import_job_types, manager_for
+from ._session import Store, cluster_config, import_job_types, manager_for
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -46,7 +46,7 @@ async def serve(args: argparse.Namespace) -> int:
                 return
 
         try:
-            async with manager_for(store, workers=args.workers) as manager:
+            async with manager_for(store, cluster_config(args), workers=args.workers) as manager:
                 async with trio.open_nursery() as nursery:
                     info = await nursery.start(
                         functools.partial(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import shlex
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Unpack, cast
 
+from .._cluster_remote import parse_path_map
 from .._config import ConfigOptions, ManagerConfig
 from .._job import load_job_types
 from .._manager import JobManager, open_manager
@@ -67,6 +69,20 @@ def import_job_types() -> None:
     """Register every job type installed (the ``parjobs.job_types`` entry points), so stored
     jobs can be loaded, listed and resumed."""
     load_job_types()
+
+
+def cluster_config(args: argparse.Namespace) -> ManagerConfig | None:
+    """The manager's configuration with ``--cluster`` and ``--cluster-path-map`` (else
+    ``$PARJOBS_CLUSTER`` and ``$PARJOBS_CLUSTER_PATH_MAP``); None without a cluster. Bad
+    values are a `CliError`."""
+    cluster = getattr(args, "cluster", None) or os.environ.get("PARJOBS_CLUSTER") or None
+    if cluster is None:
+        return None
+    text = getattr(args, "cluster_path_map", None) or os.environ.get("PARJOBS_CLUSTER_PATH_MAP")
+    try:
+        return ManagerConfig(cluster=cluster, cluster_path_map=parse_path_map(text or ""))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 @asynccontextmanager

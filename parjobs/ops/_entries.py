@@ -18,6 +18,8 @@ from ._walk import Entry
 class HashTask(Task[list[Any]]):
     """Hash one regular file; the value is ``[hex digest, bytes read]`` (JSON data)."""
 
+    cluster = True  # reads only: running twice is harmless
+
     index: int
     path: bytes
     size: int
@@ -52,6 +54,8 @@ class EntryTask(Task[None]):
     A task rather than a silent drop, so the item shows in progress and in the job's errors
     with its path, and a resumed run knows it was reported.
     """
+
+    cluster = True
 
     index: int
     path: bytes

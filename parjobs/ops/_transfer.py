@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import os
 import stat
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, NamedTuple, TypeVar
 
@@ -446,6 +447,33 @@ class CopyPlan:
     token: bytes | None = None
 
     @property
+    def portable(self) -> bool:
+        """Whether the plan's items may run on a cluster worker: not when they may have to
+        ask (the ``ask`` callback lives in this process)."""
+        return self.policy != "ask"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled for a cluster worker (`parjobs._cluster`): the destination travels as its
+        path and the worker opens its own `DestTree` there (`_worker_plan`)."""
+        if not self.portable:
+            raise TypeError("a plan that asks about conflicts cannot leave its process")
+        tree = self.tree
+        return (
+            _worker_plan,
+            (
+                tree.root,
+                tree.replace_nondirs,
+                tree.durable,
+                self.roots,
+                self.policy,
+                self.options,
+                self.follow,
+                self.resumed,
+                self.token,
+            ),
+        )
+
+    @property
     def groups(self) -> bool:
         """Whether plain small files may go through `copy_small_files` (`CopyItem.run_group`):
         the one place that decides it from the options. Not without the C extension; options
@@ -502,6 +530,39 @@ class CopyPlan:
                 f"ask callback answered {choice!r}; expected skip, overwrite or rename"
             )
         return choice
+
+
+#: A worker's open destination trees, by (root, replace_nondirs, durable), newest last.
+_worker_trees: dict[tuple[bytes, bool, bool], DestTree] = {}
+_worker_trees_lock = threading.Lock()
+#: Destination trees a worker process keeps open.
+WORKER_TREES = 8
+
+
+def _worker_plan(
+    root: bytes,
+    replace_nondirs: bool,
+    durable: bool,
+    roots: list[str],
+    policy: Policy,
+    options: CopyOptions,
+    follow: bool,
+    resumed: bool,
+    token: bytes | None,
+) -> CopyPlan:
+    """A `CopyPlan` unpickled on a cluster worker: its destination tree opened here (kept
+    for the next groups of the run). The manager checked the destination's identity; a
+    worker only knows it by path. Nothing here is new to this tree, so every file looks
+    before it copies (`DestTree.is_new`)."""
+    key = (root, replace_nondirs, durable)
+    with _worker_trees_lock:
+        tree = _worker_trees.pop(key, None)
+        if tree is None:
+            tree = DestTree(root, replace_nondirs=replace_nondirs, durable=durable)
+        _worker_trees[key] = tree
+        while len(_worker_trees) > WORKER_TREES:
+            _worker_trees.pop(next(iter(_worker_trees))).close()
+    return CopyPlan(tree, roots, policy, options, follow, resumed, None, token=token)
 
 
 def resolve_conflict(

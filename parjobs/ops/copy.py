@@ -84,11 +84,14 @@ class CopyItem(Task[CopyDone]):
     """
 
     group_size = 64
+    cluster = True  # a re-run finds its own output (`TaskContext.rerun`) and counts it done
 
     def __init__(self, entry: Entry, plan: CopyPlan) -> None:
         self.index = entry.index
         self.entry = entry
         self.plan = plan
+        if not plan.portable:
+            self.cluster = False
         if entry.kind != "file" or not plan.groups:
             self.group_size = 1  # nothing for the group path: the pool treats it as plain
 
@@ -214,7 +217,7 @@ class CopyItem(Task[CopyDone]):
                     rel=rel,
                     put=put,
                     deep_check=deep if plan.options.verify else None,
-                    resumed=plan.resumed,
+                    resumed=plan.resumed or tc.rerun,
                 )
                 if got is None:
                     tc.add_bytes(src_st.st_size)
@@ -254,7 +257,14 @@ class CopyItem(Task[CopyDone]):
             except FileExistsError:
                 src_st = os.lstat(src)
                 resolve_conflict(
-                    plan, tc, src, src_st, dir_fd=dir_fd, rel=rel, put=put, resumed=plan.resumed
+                    plan,
+                    tc,
+                    src,
+                    src_st,
+                    dir_fd=dir_fd,
+                    rel=rel,
+                    put=put,
+                    resumed=plan.resumed or tc.rerun,
                 )
             return CopyDone("symlink")
         finally:

@@ -55,6 +55,8 @@ def content_id_cost(size: int) -> int:
 class ContentIdTask(Task[str]):
     """The content id of one file, which must still have the size it was listed with."""
 
+    cluster = True  # reads only
+
     index: int
     path: bytes
     size: int

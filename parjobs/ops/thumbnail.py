@@ -120,6 +120,7 @@ class ThumbnailTask(Task[str]):
     """
 
     lane: ClassVar[str] = "cpu"
+    cluster = True  # writes through a temporary; an up-to-date thumbnail is not made again
 
     index: int
     path: bytes
@@ -148,6 +149,8 @@ class ThumbnailTask(Task[str]):
         dst = cache_thumbnail_path(s.out_dir, content_id(self.path), s.size, s.fmt)
         with contextlib.suppress(FileNotFoundError):
             if os.stat(dst).st_size > 0:
+                if tc.rerun:  # made by this very task before its worker was lost
+                    return dst
                 raise Skip("up to date")
         make_thumbnail(
             self.path,
@@ -177,6 +180,8 @@ class ThumbnailTask(Task[str]):
         size_name = _SIZE_NAMES[s.size]
         dst = freedesktop_thumbnail_path(self.path, size_name, s.cache_home)
         if freedesktop_is_up_to_date(dst, self.path):
+            if tc.rerun:  # made by this very task before its worker was lost
+                return dst
             raise Skip("up to date")
         try:
             make_freedesktop_thumbnail(

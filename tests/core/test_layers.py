@@ -46,6 +46,8 @@ FLOORS: dict[str, int] = {
     "parjobs._process": 3,
     "parjobs._executor": 5,
     "parjobs._pool": 6,
+    "parjobs._cluster_remote": 6,
+    "parjobs._cluster": 7,
     "parjobs._dispatch": 7,
     # core: the store
     "parjobs._jobstore": 3,

@@ -1,0 +1,33 @@
+"""One Dask `LocalCluster` of 2 worker processes for the whole session (it takes seconds to
+start), and a client on it. Skipped when Dask is not installed."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))  # cluster_jobs, for workers and children too
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Any]:
+    here = os.path.dirname(__file__)
+    root = os.path.dirname(os.path.dirname(here))
+    path = os.environ.get("PYTHONPATH", "")
+    # Worker processes import parjobs and the test jobs by name.
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, here, path) if p)
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+    )
+    client = distributed.Client(cluster, set_as_default=False)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()

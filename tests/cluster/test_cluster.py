@@ -1,0 +1,234 @@
+"""The cluster lane on a real Dask `LocalCluster` (2 worker processes): results equal local
+runs, copies are byte-identical, lost workers and a killed manager lose nothing, pause,
+resume and cancel behave as locally, and progress is monotone and exact."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from cluster_jobs import WhereJob, read_runs
+from PIL import Image
+
+import parjobs
+from parjobs import JobStatus
+from parjobs.ops import CopyJob, HashJob, ThumbnailJob
+
+HERE = os.path.dirname(__file__)
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def make_tree(root: Path, files: int = 40) -> Path:
+    """Files of varied sizes (one of 3 MiB: several chunks) in a few directories."""
+    src = root / "src"
+    for i in range(files):
+        d = src / f"d{i % 4}" / ("deep" if i % 3 == 0 else "")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}.bin").write_bytes(os.urandom(1 + i * 997))
+    (src / "big.bin").write_bytes(os.urandom(3 << 20))
+    return src
+
+
+def leftovers(root: Path) -> list[str]:
+    return [p.name for p in root.rglob("*") if ".parjobs" in p.name]
+
+
+async def test_hash_on_the_cluster_equals_a_local_run(tmp_path: Path, dask_client: Any) -> None:
+    src = make_tree(tmp_path)
+    async with parjobs.open_manager(tmp_path / "local.sqlite") as manager:
+        local = await (await manager.submit(HashJob(paths=[str(src)]))).result()
+    async with parjobs.open_manager(tmp_path / "c.sqlite", cluster=dask_client) as manager:
+        remote = await (await manager.submit(HashJob(paths=[str(src)]))).result()
+    assert remote == local
+    assert remote["files"] == 41 and remote["failed"] == 0
+
+
+async def test_tasks_run_on_the_workers(tmp_path: Path, dask_client: Any) -> None:
+    log = str(tmp_path / "log")
+    worker_pids = set(dask_client.run(os.getpid).values())
+    async with parjobs.open_manager(tmp_path / "s.sqlite", cluster=dask_client) as manager:
+        result = await (await manager.submit(WhereJob(n=30, log=log))).result()
+    assert set(result["pids"]) <= worker_pids
+    runs = read_runs(log)
+    assert sorted(i for i, _, _ in runs) == list(range(30))
+    assert os.getpid() not in {pid for _, pid, _ in runs}
+
+
+async def test_thumbnails_on_the_cluster_equal_a_local_run(
+    tmp_path: Path, dask_client: Any
+) -> None:
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i in range(6):
+        Image.new("RGB", (64 + i * 8, 48), (i * 40, 255 - i * 40, 90)).save(src / f"p{i}.png")
+    (src / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (src / "notes.txt").write_text("not an image")
+    outputs = {}
+    for name, cluster in (("local", None), ("cluster", dask_client)):
+        out = tmp_path / f"thumbs-{name}"
+        async with parjobs.open_manager(tmp_path / f"{name}.sqlite", cluster=cluster) as manager:
+            job = ThumbnailJob(paths=[str(src)], out_dir=str(out), size=32, format="png")
+            handle = await manager.submit(job)
+            result = await handle.result()
+        files = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        del result["out_dir"]
+        outputs[name] = (result, files)
+    assert outputs["cluster"][0]["made"] == 6 and outputs["cluster"][0]["failed"] == 1
+    assert outputs["cluster"][1] == outputs["local"][1]
+    assert outputs["cluster"][0] == outputs["local"][0]
+
+
+async def test_copy_on_the_cluster_is_byte_identical_and_progress_exact(
+    tmp_path: Path, dask_client: Any
+) -> None:
+    src = make_tree(tmp_path)
+    dst = tmp_path / "dst"
+    total = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+    seen: list[tuple[int, int]] = []
+    async with parjobs.open_manager(
+        tmp_path / "s.sqlite", cluster=dask_client, workers=4
+    ) as manager:
+        handle = await manager.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        async for progress in handle.progress():
+            seen.append((progress.items_done, progress.bytes_done))
+        result = await handle.result()
+        info = await manager.get(handle.id)
+    assert result["failed"] == 0 and result["copied"] == 41 and result["bytes"] == total
+    cmp = filecmp.dircmp(src, dst / "src")
+    assert not cmp.diff_files and not cmp.left_only and not cmp.right_only
+    for path in src.rglob("*"):
+        if path.is_file():
+            assert (dst / "src" / path.relative_to(src)).read_bytes() == path.read_bytes()
+    assert leftovers(dst) == []
+    assert seen == sorted(seen)  # items and bytes never go back
+    assert info.progress.bytes_done == total == info.progress.bytes_total
+
+
+async def test_pause_and_resume_on_the_cluster(tmp_path: Path, dask_client: Any) -> None:
+    log = str(tmp_path / "log")
+    async with parjobs.open_manager(tmp_path / "s.sqlite", cluster=dask_client) as manager:
+        handle = await manager.submit(WhereJob(n=40, log=log, sleep=0.1, chunks=10))
+        with trio.fail_after(60):
+            while len(read_runs(log)) < 4:
+                await trio.sleep(0.05)
+        await handle.pause()
+        assert await handle.wait() is JobStatus.PAUSED
+        info = await manager.get(handle.id)
+        assert info.progress.in_flight == 0
+        stopped = len(read_runs(log))
+        await trio.sleep(1.0)  # nothing runs on the workers after "paused"
+        assert len(read_runs(log)) == stopped < 40
+        await handle.resume()
+        assert await handle.wait() is JobStatus.COMPLETED
+        info = await manager.get(handle.id)
+    runs = read_runs(log)
+    assert sorted({i for i, _, _ in runs}) == list(range(40))
+    # Only tasks stopped mid-way run again (they logged nothing): none twice.
+    assert len(runs) == 40
+    assert info.progress.items_done == 40 and info.progress.bytes_done == 40 * 10 * 10
+
+
+async def test_cancel_on_the_cluster(tmp_path: Path, dask_client: Any) -> None:
+    log = str(tmp_path / "log")
+    async with parjobs.open_manager(tmp_path / "s.sqlite", cluster=dask_client) as manager:
+        handle = await manager.submit(WhereJob(n=200, log=log, sleep=0.1, chunks=10))
+        with trio.fail_after(60):
+            while not read_runs(log):
+                await trio.sleep(0.05)
+        started = time.monotonic()
+        await handle.cancel()
+        assert await handle.wait() is JobStatus.CANCELLED
+        assert time.monotonic() - started < 10  # pending groups cancelled, running ones stopped
+    stopped = len(read_runs(log))
+    await trio.sleep(1.0)
+    assert len(read_runs(log)) == stopped < 200
+
+
+async def test_a_killed_worker_loses_nothing(tmp_path: Path, dask_client: Any) -> None:
+    log = str(tmp_path / "log")
+    n = 60
+    async with parjobs.open_manager(tmp_path / "s.sqlite", cluster=dask_client) as manager:
+        handle = await manager.submit(WhereJob(n=n, log=log, sleep=0.15, chunks=3))
+        with trio.fail_after(60):
+            while len(read_runs(log)) < 6:
+                await trio.sleep(0.02)
+        victim = read_runs(log)[-1][1]  # a worker process running tasks right now
+        os.kill(victim, signal.SIGKILL)
+        with trio.fail_after(120):
+            assert await handle.wait() is JobStatus.COMPLETED
+        info = await manager.get(handle.id)
+    assert info.progress.items_done == n and info.progress.items_failed == 0
+    runs = read_runs(log)
+    assert sorted({i for i, _, _ in runs}) == list(range(n))
+    # At most the killed worker's groups ran again: never more than two of them at once
+    # (2 threads), each of at most a fair share of the queue.
+    assert len(runs) - n <= n // 2
+    # Wait for the nanny to bring the worker back, for the tests after this one.
+    with trio.fail_after(60):
+        while len(dask_client.scheduler_info()["workers"]) < 2:
+            await trio.sleep(0.2)
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, trio, parjobs
+    from parjobs.ops import CopyJob
+
+    async def main(store, address, src, dst):
+        async with parjobs.open_manager(store, cluster=address, workers=2) as manager:
+            handle = await manager.submit(CopyJob(sources=[src], destination=dst))
+            print(handle.id, flush=True)
+            await handle.wait()
+
+    if __name__ == "__main__":
+        trio.run(main, *sys.argv[1:])
+    """
+)
+
+
+async def test_a_killed_manager_resumes_from_its_checkpoint(
+    tmp_path: Path, dask_client: Any
+) -> None:
+    src = tmp_path / "src"
+    for i in range(300):
+        (src / f"d{i % 5}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 5}" / f"f{i}").write_bytes(os.urandom(20_000 + i))
+    dst = tmp_path / "dst"
+    store = str(tmp_path / "s.sqlite")
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, HERE])}
+    address = dask_client.scheduler.address
+    child = subprocess.Popen(
+        [sys.executable, str(script), store, address, str(src), str(dst)],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert child.stdout is not None
+        job_id = child.stdout.readline().decode().strip()
+        with trio.fail_after(60):  # kill it once some files are in place
+            while len(list(dst.rglob("f*"))) < 20:
+                await trio.sleep(0.01)
+    finally:
+        child.kill()
+        child.wait()
+    async with parjobs.open_manager(store, cluster=dask_client) as manager:
+        handle = await manager.resume(job_id)
+        with trio.fail_after(120):
+            assert await handle.wait() is JobStatus.COMPLETED
+        result = await handle.result()
+    assert result["failed"] == 0
+    for i in range(300):
+        rel = Path(f"d{i % 5}") / f"f{i}"
+        assert (dst / "src" / rel).read_bytes() == (src / rel).read_bytes()
+    assert leftovers(dst) == []
