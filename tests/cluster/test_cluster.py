@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 from cluster_jobs import WhereJob, read_runs
 from PIL import Image
