@@ -155,7 +155,8 @@ class JobStore(Protocol):
         """Jobs per status."""
 
     def errors(self, job_id: str, *, limit: int = -1, offset: int = 0) -> list[ItemError]:
-        """The failed items of the job's latest run, oldest first, paged."""
+        """The failed items of the job's latest run, oldest first, paged, each with the
+        traceback stored with it (``ItemError.traceback``, "" when none was kept)."""
 
     def error_count(self, job_id: str) -> int:
         """How many failed items `errors` pages through."""

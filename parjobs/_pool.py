@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +29,11 @@ from ._progress import ItemError, ProgressTracker
 from ._task import AsyncTask, Interrupter, Outcome, OutcomeStatus, TaskContext
 from ._throttle import ThrottleStatistics
 from ._workqueue import WorkItem, WorkQueue
+
+#: Failed tasks are logged here at DEBUG, with their tracebacks.
+task_logger = logging.getLogger("parjobs.tasks")
+#: Characters of a failed task's traceback kept with its error (the end: the raise site).
+TRACEBACK_CHARS = 16_000
 
 #: A worker thread wakes the event loop once this many outcomes are waiting...
 POST_BATCH = 32
@@ -306,6 +313,14 @@ class WorkerPool:
                 error=type(exc).__name__,
                 message=message,
                 stage=work.stage.name,
+                traceback=format_traceback(exc),
+            )
+            task_logger.debug(
+                "job %s: %s failed: %s\n%s",
+                self.progress.job_id,
+                tc.label,
+                message,
+                error.traceback,
             )
         work.stage.record(outcome, error)
         self.progress.finished(id(work), outcome.status.value, outcome.bytes, error)
@@ -323,3 +338,12 @@ class WorkerPool:
         tc.attempt = old.attempt + 1
         work.tc = tc
         self.queue.put_nowait(work, force=True)
+
+
+def format_traceback(exc: BaseException) -> str:
+    """``exc``'s traceback as Python prints it (chained causes included), its last
+    `TRACEBACK_CHARS` characters when longer (the innermost frames say where it failed)."""
+    text = "".join(traceback.format_exception(exc))
+    if len(text) > TRACEBACK_CHARS:
+        text = "…\n" + text[-TRACEBACK_CHARS:]
+    return text

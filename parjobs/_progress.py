@@ -29,13 +29,15 @@ UPDATE_INTERVAL = 0.1
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ItemError:
-    """One failed item: which task, on which item, and why."""
+    """One failed item: which task, on which item, and why. ``traceback`` is the failure's
+    Python traceback (the store keeps it; snapshots leave it out to stay small)."""
 
     index: int
     label: str
     error: str  # exception type name
     message: str
     stage: str = "default"
+    traceback: str = ""
 
     def __str__(self) -> str:
         return f"{self.label}: {self.message}"
@@ -89,7 +91,10 @@ class Progress:
         """Plain data for storing or for ``--json`` output."""
         data = dataclasses.asdict(self)
         data["current"] = list(self.current)
-        data["recent_errors"] = [dataclasses.asdict(e) for e in self.recent_errors]
+        data["recent_errors"] = [
+            {k: v for k, v in dataclasses.asdict(e).items() if k != "traceback"}
+            for e in self.recent_errors
+        ]
         return data
 
     @classmethod

@@ -651,10 +651,19 @@ class SQLiteJobStore:
             if batch.errors:
                 now = time.time()
                 c.executemany(
-                    "INSERT INTO task_errors(job_id, stage, idx, label, error, message, at) "
-                    "VALUES (?,?,?,?,?,?,?)",
+                    "INSERT INTO task_errors(job_id, stage, idx, label, error, message, at, "
+                    "traceback) VALUES (?,?,?,?,?,?,?,?)",
                     [
-                        (job_id, e.stage, e.index, e.label, e.error, e.message, now)
+                        (
+                            job_id,
+                            e.stage,
+                            e.index,
+                            e.label,
+                            e.error,
+                            e.message,
+                            now,
+                            _text(e.traceback) or None,
+                        )
                         for e in batch.errors
                     ],
                 )
@@ -716,12 +725,20 @@ class SQLiteJobStore:
 
     def errors(self, job_id: str, *, limit: int = -1, offset: int = 0) -> list[ItemError]:
         rows = self._conn.execute(
-            "SELECT stage, idx, label, error, message FROM task_errors WHERE job_id=? "
-            "ORDER BY rowid LIMIT ? OFFSET ?",
+            "SELECT stage, idx, label, error, message, traceback FROM task_errors "
+            "WHERE job_id=? ORDER BY rowid LIMIT ? OFFSET ?",
             (job_id, limit, offset),
         )
         return [
-            ItemError(index=r[1], label=r[2], error=r[3], message=r[4], stage=r[0]) for r in rows
+            ItemError(
+                index=r[1],
+                label=r[2],
+                error=r[3],
+                message=r[4],
+                stage=r[0],
+                traceback=r[5] if isinstance(r[5], str) else "",
+            )
+            for r in rows
         ]
 
     def error_count(self, job_id: str) -> int:

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS task_results (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS task_errors (
     job_id TEXT NOT NULL, stage TEXT NOT NULL, idx INTEGER NOT NULL,
-    label TEXT NOT NULL, error TEXT NOT NULL, message TEXT NOT NULL, at REAL NOT NULL
+    label TEXT NOT NULL, error TEXT NOT NULL, message TEXT NOT NULL, at REAL NOT NULL,
+    traceback TEXT              -- the failure's Python traceback (NULL: none kept)
 );
 CREATE INDEX IF NOT EXISTS task_errors_job ON task_errors(job_id);
 """
@@ -125,6 +126,10 @@ def init_schema(
     if "pid_start" not in columns:  # a store made before pid reuse was guarded against
         with tx():
             c.execute("ALTER TABLE managers ADD COLUMN pid_start TEXT")
+    columns = {r[1] for r in c.execute("PRAGMA table_info(task_errors)")}
+    if "traceback" not in columns:  # a store made before tracebacks were kept
+        with tx():
+            c.execute("ALTER TABLE task_errors ADD COLUMN traceback TEXT")
     (check,) = c.execute("PRAGMA quick_check(1)").fetchone()
     if check != "ok":
         detail = " ".join(str(check).split())  # one line, for the CLI

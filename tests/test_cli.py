@@ -364,6 +364,27 @@ def test_pause_show_jobs_cancel_from_other_processes(sparse: Path, env, store):
     assert "it is cancelled" in one_error_line(run("resume", job_id, env=env, store=store))
 
 
+def test_show_errors_verbose_prints_each_failed_items_traceback(small: Path, tmp_path, env, store):
+    dst = tmp_path / "dst"
+    assert run("copy", str(small), str(dst), env=env, store=store).returncode == 0
+    again = run("--json", "copy", str(small), str(dst), env=env, store=store)
+    assert again.returncode == 1  # every file conflicts
+    job_id = json.loads(again.stdout.splitlines()[0])["job_id"]
+    plain = run("show", job_id, "--errors", env=env, store=store)
+    assert plain.returncode == 0 and "errors" in plain.stdout
+    assert "Traceback" not in plain.stdout
+    verbose = run("show", job_id, "--errors", "--verbose", env=env, store=store)
+    assert verbose.returncode == 0
+    shown = json.loads(run("--json", "show", job_id, env=env, store=store).stdout)
+    assert shown["errors"] and all(e["traceback"].startswith("Traceback") for e in shown["errors"])
+    tracebacks = verbose.stdout.count("    | Traceback (most recent call last):")
+    assert tracebacks >= len(shown["errors"])  # chained exceptions print one each
+    for e in shown["errors"]:  # each under its own item, ending with its message
+        last = e["traceback"].rstrip().splitlines()[-1]
+        assert f"{e['label']}: {e['message']}\n" in verbose.stdout
+        assert f"    | {last}\n" in verbose.stdout
+
+
 def test_cancel_from_another_process_exit_4(sparse: Path, env, store):
     proc = start("--json", "hash", str(sparse), env=env, store=store)
     assert proc.stdout is not None

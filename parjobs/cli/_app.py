@@ -315,7 +315,19 @@ def build_parser() -> Parser:
 
     p = _command(subs, "show", "show a job: spec, status, progress, errors", "parjobs show 3f2a")
     p.add_argument("job", metavar="ID", help="job id or a unique prefix of it")
-    p.add_argument("--all-errors", action="store_true", help="list every failed item")
+    p.add_argument(
+        "--errors",
+        "--all-errors",
+        dest="all_errors",
+        action="store_true",
+        help="list every failed item",
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="with each failed item's traceback (as kept by the store)",
+    )
 
     p = _command(
         subs, "pause", "pause a running job (also one run elsewhere)", "parjobs pause 3f2a"

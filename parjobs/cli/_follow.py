@@ -109,7 +109,7 @@ async def follow(
             exit_code=code,
             resume_command=store.resume_command(job_id) if status.can_resume else None,
             details=_results.details(info) if finished else [],
-            show_command=store.command("show", job_id, "--all-errors"),
+            show_command=store.command("show", job_id, "--errors"),
         )
     )
     if data and finished and not isinstance(renderer, JsonRenderer):

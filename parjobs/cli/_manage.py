@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import textwrap
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -197,8 +198,10 @@ async def show(args: argparse.Namespace) -> int:
         print(f"errors    {failed}")
         for e in errors:
             print(f"  {e.label}: {e.message}")
+            if args.verbose and e.traceback:
+                print(textwrap.indent(e.traceback.rstrip("\n"), "    | "))
         if failed > len(errors):
-            print(f"  … and {failed - len(errors)} more (use --all-errors)")
+            print(f"  … and {failed - len(errors)} more (use --errors)")
     return EXIT_OK
 
 

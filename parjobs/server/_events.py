@@ -289,7 +289,7 @@ class EventHub:
             sub.push(event)
 
     def _item_error(self, job_id: str, error: ItemError, missed: int) -> None:
-        data = {"job_id": job_id, **error_view(error)}
+        data = {"job_id": job_id, **error_view(error, traceback=False)}
         if missed:
             data["missed"] = missed  # failed items of a remote run only in /errors
         self.publish("item-error", job_id, self._owner.get(job_id), data)

@@ -51,6 +51,10 @@ def progress_view(snap: Progress) -> dict[str, Any]:
     return data
 
 
-def error_view(error: ItemError) -> dict[str, Any]:
-    """One failed item: stage, index, label (usually the path), exception type and message."""
-    return dataclasses.asdict(error)
+def error_view(error: ItemError, *, traceback: bool = True) -> dict[str, Any]:
+    """One failed item: stage, index, label (usually the path), exception type and message,
+    and its traceback unless ``traceback`` is false (the event stream leaves it out)."""
+    data = dataclasses.asdict(error)
+    if not traceback:
+        del data["traceback"]
+    return data

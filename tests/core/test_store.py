@@ -318,3 +318,46 @@ async def test_idempotency_key_reused_for_another_job_is_a_conflict(store_path, 
             "fail_every": 0,
             "chunks": 1,
         }
+
+
+async def test_a_failed_task_keeps_its_traceback_in_the_store_and_the_debug_log(
+    store_path, tmp_path, caplog
+):
+    """A failed task kept no traceback anywhere: it is stored with the item's error (and
+    paged by `errors`), logged at DEBUG on ``parjobs.tasks``, and left out of the progress
+    snapshots (20 tracebacks in every stored snapshot would be heavy)."""
+    caplog.set_level("DEBUG", logger="parjobs.tasks")
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(CountJob(n=4, log=str(tmp_path / "l"), fail_every=2))
+        assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        errors = await manager.errors(handle.id)
+        info = await handle.info()
+    assert sorted(e.index for e in errors) == [0, 2]
+    for e in errors:
+        assert e.traceback.startswith("Traceback (most recent call last):")
+        assert "in run\n" in e.traceback  # AppendIndex.run, where it raised
+        assert e.traceback.rstrip().endswith(f"ValueError: item {e.index} is bad")
+    assert all(e.traceback == "" for e in info.progress.recent_errors)
+    logged = [r.getMessage() for r in caplog.records if r.name == "parjobs.tasks"]
+    assert len(logged) == 2 and all("Traceback (most recent call last)" in m for m in logged)
+
+
+def test_a_store_from_before_tracebacks_gains_the_column(tmp_path):
+    from parjobs._store import SQLiteJobStore
+
+    path = str(tmp_path / "old.sqlite")
+    SQLiteJobStore.open(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE task_errors DROP COLUMN traceback")  # as an older parjobs made it
+    conn.execute(
+        "INSERT INTO task_errors(job_id, stage, idx, label, error, message, at) "
+        "VALUES ('j', 'default', 3, 'x', 'OSError', 'gone', 0)"
+    )
+    conn.commit()
+    conn.close()
+    store = SQLiteJobStore.open(path)
+    try:
+        (error,) = store.errors("j")
+        assert (error.index, error.message, error.traceback) == (3, "gone", "")
+    finally:
+        store.close()
