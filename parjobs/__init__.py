@@ -18,6 +18,7 @@ from ._events import EventKind as EventKind
 from ._events import EventSubscription as EventSubscription
 from ._events import JobEvent as JobEvent
 from ._exceptions import CancelRequested as CancelRequested
+from ._exceptions import ClusterError as ClusterError
 from ._exceptions import IdempotencyConflictError as IdempotencyConflictError
 from ._exceptions import Interrupted as Interrupted
 from ._exceptions import InvalidTransitionError as InvalidTransitionError
@@ -69,6 +70,7 @@ __all__ = [
     "AsyncTask",
     "BlockingManager",
     "CancelRequested",
+    "ClusterError",
     "EventKind",
     "EventSubscription",
     "FunctionTask",

@@ -42,6 +42,7 @@ from typing import Any
 import trio
 
 from ._cluster_remote import check_path_map, dumps, loads, request, run_group
+from ._exceptions import ClusterError
 from ._executor import PoolPort
 from ._task import Outcome, OutcomeStatus
 from ._workqueue import WorkItem
@@ -57,12 +58,10 @@ MAX_GROUP = 1024
 POLL = 0.05
 #: A group lost to the cluster (worker or scheduler gone) is sent this many times in all.
 INFRA_ATTEMPTS = 4
+#: Seconds to reach the scheduler before giving up.
+CONNECT_TIMEOUT = 10.0
 #: ``local:N`` or ``local:NxT``: a LocalCluster of N worker processes (T threads each).
 _LOCAL = re.compile(r"local:(\d+)(?:x(\d+))?")
-
-
-class ClusterError(ConnectionError):
-    """The cluster cannot be used: no scheduler at the address, or Dask is not installed."""
 
 
 def check_cluster(cluster: object) -> object:
@@ -125,9 +124,9 @@ class ClusterBridge:
     `close`; `executor` gives a job run's pool its `ClusterExecutor`.
     """
 
-    def __init__(self, cluster: object, path_map: Sequence[tuple[str, str]] = ()) -> None:
+    def __init__(self, cluster: object, path_map: object = ()) -> None:
         self.target = check_cluster(cluster)
-        self.path_map = check_path_map(list(path_map))
+        self.path_map = check_path_map(path_map)
         self.topic = f"parjobs-{secrets.token_hex(6)}"
         self.threads = 1  # worker threads in the cluster (refreshed as groups are sent)
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -146,7 +145,7 @@ class ClusterBridge:
     # -- life -----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, cluster: object, path_map: Sequence[tuple[str, str]] = ()) -> ClusterBridge:
+    def open(cls, cluster: object, path_map: object = ()) -> ClusterBridge:
         """Connect (blocking); raises `ClusterError` when the cluster cannot be used."""
         bridge = cls(cluster, path_map)
         bridge._thread = threading.Thread(target=bridge._main, name="parjobs-dask", daemon=True)
@@ -188,7 +187,9 @@ class ClusterBridge:
                         dashboard_address=None,
                     )
                     target = self._local.scheduler_address
-                self._client = distributed.Client(target, timeout=10, set_as_default=False)
+                self._client = distributed.Client(
+                    target, timeout=CONNECT_TIMEOUT, set_as_default=False
+                )
             except (OSError, TimeoutError) as exc:
                 if self._local is not None:
                     self._local.close()
@@ -471,4 +472,4 @@ class ClusterExecutor:
             raise
 
 
-__all__ = ["ClusterBridge", "ClusterError", "ClusterExecutor", "check_cluster"]
+__all__ = ["ClusterBridge", "ClusterExecutor", "check_cluster"]

@@ -18,7 +18,7 @@ import json
 import pickle
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from ._executor import _run_group, _run_one
@@ -39,7 +39,7 @@ PathPairs = Sequence[tuple[str, str]]
 def check_path_map(pairs: object) -> tuple[tuple[str, str], ...]:
     """Validate a path map: pairs of absolute directories ``(here, there)``, meaning "what
     this manager sees at ``here``, workers see at ``there``". Raises `ValueError` saying why."""
-    if isinstance(pairs, dict):
+    if isinstance(pairs, Mapping):
         pairs = list(pairs.items())
     if not isinstance(pairs, list | tuple):
         raise TypeError(f"a path map is a mapping or a list of pairs, got {type(pairs).__name__}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypedDict
 
@@ -62,7 +62,8 @@ class ManagerConfig:
     shutdown_grace: float = 10.0
     resume_interrupted: bool = False
     cluster: Any = None
-    cluster_path_map: tuple[tuple[str, str], ...] = ()
+    #: (kept as a tuple of pairs, validated)
+    cluster_path_map: Sequence[tuple[str, str]] | Mapping[str, str] = ()
 
     def __post_init__(self) -> None:
         check_workers(self.workers)  # 1..MAX_WORKERS
@@ -106,7 +107,7 @@ class ConfigOptions(TypedDict, total=False):
     shutdown_grace: float
     resume_interrupted: bool
     cluster: Any
-    cluster_path_map: tuple[tuple[str, str], ...] | dict[str, str]
+    cluster_path_map: Sequence[tuple[str, str]] | Mapping[str, str]
 
 
 def make_config(config: ManagerConfig | None, options: ConfigOptions) -> ManagerConfig:

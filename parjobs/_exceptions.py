@@ -7,6 +7,7 @@ ParjobsError                      base of everything parjobs raises on purpose
 │                                 corrupt JSON); affects that job only
 ├── StoreError                    the job store cannot be used
 │   └── StoreFormatError          the file is not a parjobs store (foreign, corrupt, too new)
+├── ClusterError (ConnectionError) the Dask cluster cannot be used (unreachable, no Dask)
 ├── ManagerClosedError (RuntimeError) a closed or stopped BlockingManager was called
 ├── JobNotFoundError (KeyError)   no job with that id
 ├── IdempotencyConflictError      an idempotency key reused for a different job
@@ -53,6 +54,11 @@ class StoreError(ParjobsError):
 
 class StoreFormatError(StoreError):
     """The store file is not a parjobs store: a foreign SQLite file, corrupt, or too new."""
+
+
+class ClusterError(ParjobsError, ConnectionError):
+    """The manager's Dask cluster cannot be used: no scheduler at the address, Dask is not
+    installed, or the cluster lost a task too many times (docs/scale-out.md)."""
 
 
 class ManagerClosedError(ParjobsError, RuntimeError):

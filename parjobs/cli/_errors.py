@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .._cluster import ClusterError
 from .._exceptions import (
+    ClusterError,
     InvalidTransitionError,
     JobLoadError,
     JobNotFoundError,

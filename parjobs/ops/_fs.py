@@ -157,6 +157,16 @@ def check_replaceable(dir_fd: int, name: bytes, shown: str | None = None) -> Non
     raise exc
 
 
+def _same_file(src: bytes, src_dir_fd: int | None, name: bytes, dst_dir_fd: int) -> bool:
+    """Whether ``name`` in ``dst_dir_fd`` is the very file ``src`` is (a hard link of it)."""
+    try:
+        a = os.stat(src, dir_fd=src_dir_fd, follow_symlinks=False)
+        b = os.stat(name, dir_fd=dst_dir_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def rename_noreplace(
     src: bytes, name: bytes, *, src_dir_fd: int | None = None, dst_dir_fd: int, overwrite: bool
 ) -> None:
@@ -165,8 +175,10 @@ def rename_noreplace(
     FIFO, socket or device at ``name`` is never replaced (`check_replaceable`).
 
     No-replace tries renameat2(RENAME_NOREPLACE) (the C extension makes the same call), then
-    link+unlink; on filesystems with neither (e.g. FAT), or for a directory where renameat2 is
-    missing, it falls back to check-then-rename, which has a small race window.
+    link+unlink (NFS refuses renameat2's flag with EINVAL; a link there that answers EEXIST
+    but made the name counts as made); on filesystems with neither (e.g. FAT), or for a
+    directory where renameat2 is missing, it falls back to check-then-rename, which has a
+    small race window.
     """
     if overwrite:
         check_replaceable(dst_dir_fd, name)
@@ -185,7 +197,10 @@ def rename_noreplace(
     try:
         os.link(src, name, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=False)
     except FileExistsError:
-        raise exists_error(name) from None
+        # Over NFS a link whose reply was lost is sent again and answers EEXIST although
+        # it was made: the name is then our very file (the classic check), not a conflict.
+        if not _same_file(src, src_dir_fd, name, dst_dir_fd):
+            raise exists_error(name) from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
             raise

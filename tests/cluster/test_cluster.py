@@ -51,6 +51,24 @@ async def test_hash_on_the_cluster_equals_a_local_run(tmp_path: Path, dask_clien
     assert remote["files"] == 41 and remote["failed"] == 0
 
 
+async def test_workers_see_paths_through_the_path_map(tmp_path: Path, dask_client: Any) -> None:
+    """Workers read under THERE what this host lists under HERE (a different tree here, to
+    tell them apart); results name this host's paths."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    for root, data in ((here, b"as seen here"), (there, b"as seen by the workers")):
+        (root / "sub").mkdir(parents=True)
+        (root / "sub" / "f").write_bytes(data)
+    async with parjobs.open_manager(tmp_path / "local.sqlite") as manager:
+        expected = await (await manager.submit(HashJob(paths=[str(there)]))).result()
+    async with parjobs.open_manager(
+        tmp_path / "c.sqlite", cluster=dask_client, cluster_path_map={str(here): str(there)}
+    ) as manager:
+        result = await (await manager.submit(HashJob(paths=[str(here)]))).result()
+    assert result["digests"] == {
+        str(here / "sub" / "f"): expected["digests"][str(there / "sub" / "f")]
+    }
+
+
 async def test_tasks_run_on_the_workers(tmp_path: Path, dask_client: Any) -> None:
     log = str(tmp_path / "log")
     worker_pids = set(dask_client.run(os.getpid).values())
@@ -92,16 +110,22 @@ async def test_copy_on_the_cluster_is_byte_identical_and_progress_exact(
     src = make_tree(tmp_path)
     dst = tmp_path / "dst"
     total = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+    # The user's own copy of one file is there already: it is not this job's output, so it
+    # is reported as existing (skipped), never counted as done.
+    (dst / "src" / "d1").mkdir(parents=True)
+    (dst / "src" / "d1" / "f1.bin").write_bytes((src / "d1" / "f1.bin").read_bytes())
     seen: list[tuple[int, int]] = []
     async with parjobs.open_manager(
         tmp_path / "s.sqlite", cluster=dask_client, workers=4
     ) as manager:
-        handle = await manager.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        job = CopyJob(sources=[str(src)], destination=str(dst), on_conflict="skip")
+        handle = await manager.submit(job)
         async for progress in handle.progress():
             seen.append((progress.items_done, progress.bytes_done))
         result = await handle.result()
         info = await manager.get(handle.id)
-    assert result["failed"] == 0 and result["copied"] == 41 and result["bytes"] == total
+    assert result["failed"] == 0 and result["copied"] == 40
+    assert result["skipped_reasons"] == {"destination exists": 1}
     cmp = filecmp.dircmp(src, dst / "src")
     assert not cmp.diff_files and not cmp.left_only and not cmp.right_only
     for path in src.rglob("*"):
@@ -109,7 +133,8 @@ async def test_copy_on_the_cluster_is_byte_identical_and_progress_exact(
             assert (dst / "src" / path.relative_to(src)).read_bytes() == path.read_bytes()
     assert leftovers(dst) == []
     assert seen == sorted(seen)  # items and bytes never go back
-    assert info.progress.bytes_done == total == info.progress.bytes_total
+    done = info.progress.bytes_done + info.progress.bytes_skipped
+    assert done == total == info.progress.bytes_total
 
 
 async def test_pause_and_resume_on_the_cluster(tmp_path: Path, dask_client: Any) -> None:

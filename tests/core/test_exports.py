@@ -54,6 +54,7 @@ TOP = {
     "JobLoadError",
     "StoreError",
     "StoreFormatError",
+    "ClusterError",
     "ManagerClosedError",
     "JobNotFoundError",
     "IdempotencyConflictError",

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
-from parjobs.ops._fs import open_dir_nofollow, same_size_mtime, unique_name
+import pytest
+
+import parjobs
+from parjobs.ops import CopyJob, _fs, _smallfiles
+from parjobs.ops._fs import open_dir_nofollow, rename_noreplace, same_size_mtime, unique_name
 
 
 def test_open_dir_nofollow_create(tmp_path: Path) -> None:
@@ -58,3 +65,88 @@ def test_unique_name_respects_255_bytes(tmp_path: Path) -> None:
     new.encode("utf-8")  # no split character
     (tmp_path / new).touch()
     assert os.path.basename(unique_name(tmp_path / name)).endswith(" (2).jpg")
+
+
+# -- no renameat2 (NFS): the link+unlink fallback ------------------------------------------
+
+
+@pytest.fixture
+def no_renameat2(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """renameat2(RENAME_NOREPLACE) answers EINVAL, as over NFS; counts the calls. The C
+    path is off too (it would make the same call; the plan turns it off on EINVAL)."""
+    calls: list[int] = []
+
+    def refused(*args: object) -> int:
+        calls.append(1)
+        ctypes.set_errno(errno.EINVAL)
+        return -1
+
+    monkeypatch.setattr(_fs, "_renameat2", lambda: refused)
+    monkeypatch.setattr(_smallfiles, "fastcopy", None)
+    return calls
+
+
+def test_no_replace_rename_without_renameat2_links(tmp_path: Path, no_renameat2: list[int]) -> None:
+    d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        (tmp_path / "tmp1").write_bytes(b"new")
+        rename_noreplace(b"tmp1", b"final", src_dir_fd=d, dst_dir_fd=d, overwrite=False)
+        assert (tmp_path / "final").read_bytes() == b"new"
+        assert not (tmp_path / "tmp1").exists()
+        (tmp_path / "tmp2").write_bytes(b"other")
+        with pytest.raises(FileExistsError):
+            rename_noreplace(b"tmp2", b"final", src_dir_fd=d, dst_dir_fd=d, overwrite=False)
+        assert (tmp_path / "final").read_bytes() == b"new"  # nothing replaced or lost
+        assert (tmp_path / "tmp2").read_bytes() == b"other"
+    finally:
+        os.close(d)
+    assert len(no_renameat2) == 2
+
+
+def test_a_link_made_but_answered_eexist_is_not_a_conflict(
+    tmp_path: Path, no_renameat2: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NFS resends a link whose reply was lost and gets EEXIST for the name it made."""
+    real_link = os.link
+
+    def lost_reply(*args: Any, **kwargs: Any) -> None:
+        real_link(*args, **kwargs)
+        raise FileExistsError(errno.EEXIST, "File exists")
+
+    monkeypatch.setattr(os, "link", lost_reply)
+    d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        (tmp_path / "tmp").write_bytes(b"data")
+        rename_noreplace(b"tmp", b"final", src_dir_fd=d, dst_dir_fd=d, overwrite=False)
+        assert (tmp_path / "final").read_bytes() == b"data"
+        assert not (tmp_path / "tmp").exists()
+        (tmp_path / "tmp").write_bytes(b"more")  # a real conflict is still one
+        with pytest.raises(FileExistsError):
+            rename_noreplace(b"tmp", b"final", src_dir_fd=d, dst_dir_fd=d, overwrite=False)
+        assert (tmp_path / "final").read_bytes() == b"data"
+    finally:
+        os.close(d)
+
+
+async def test_a_copy_without_renameat2_is_complete_and_clean(
+    tmp_path: Path, no_renameat2: list[int]
+) -> None:
+    src = tmp_path / "src"
+    for i in range(30):
+        (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (src / f"d{i % 3}" / f"f{i}").write_bytes(os.urandom(100 + i * 4000))
+    (src / "link").symlink_to("d0/f0")
+    dst = tmp_path / "dst"
+    async with parjobs.open_manager(tmp_path / "s.sqlite") as manager:
+        handle = await manager.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        result = await handle.result()
+        assert result["failed"] == 0 and result["copied"] == 31
+        # Again, on top: every file exists, each one is refused, nothing is replaced.
+        again = await manager.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        assert (await again.wait()) is parjobs.JobStatus.COMPLETED_WITH_ERRORS
+        assert (await again.result())["failed"] == 31
+    for path in src.rglob("f*"):
+        assert (dst / "src" / path.relative_to(src)).read_bytes() == path.read_bytes()
+    assert os.readlink(dst / "src" / "link") == "d0/f0"
+    assert [p for p in dst.rglob("*") if ".parjobs" in p.name] == []
+    assert len(no_renameat2) >= 31
