@@ -44,6 +44,7 @@ from ._job import registered_job_types as registered_job_types
 from ._job import runtime_field as runtime_field
 from ._manager import JobHandle as JobHandle
 from ._manager import JobManager as JobManager
+from ._manager import OwnerView as OwnerView
 from ._manager import open_manager as open_manager
 from ._progress import ItemError as ItemError
 from ._progress import Progress as Progress
@@ -97,6 +98,7 @@ __all__ = [
     "ManagerStatistics",
     "Outcome",
     "OutcomeStatus",
+    "OwnerView",
     "ParjobsError",
     "PauseRequested",
     "ProcessFailedError",

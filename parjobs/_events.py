@@ -9,6 +9,7 @@ import dataclasses
 import enum
 import itertools
 import typing
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -133,6 +134,54 @@ class EventSubscription:
         if self._progress_at.get(event.job_id) is event:
             del self._progress_at[event.job_id]
         return event
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+@typing.final
+class OwnerEvents:
+    """The events of one owner's jobs only, read from a subscription (see
+    `OwnerView.events`): each event's job is looked up once (``owner_of``: its owner, None
+    when it is gone) and the others' events are skipped. A deletion is passed on for a job
+    seen to be the owner's before. Same use as `EventSubscription`."""
+
+    def __init__(
+        self,
+        subscription: EventSubscription,
+        owner: str,
+        owner_of: Callable[[str], Awaitable[str | None]],
+    ) -> None:
+        self.subscription = subscription
+        self.owner = owner
+        self._owner_of = owner_of
+        self._owners: dict[str, str | None] = {}
+
+    def __enter__(self) -> OwnerEvents:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __aiter__(self) -> OwnerEvents:
+        return self
+
+    async def __anext__(self) -> JobEvent:
+        while True:
+            event = await self.subscription.__anext__()
+            if event.kind is EventKind.DELETED:
+                if self._owners.pop(event.job_id, None) == self.owner:
+                    return event
+                continue
+            if event.info is not None:  # read from the store with the event
+                self._owners[event.job_id] = event.info.owner
+            elif event.job_id not in self._owners:
+                self._owners[event.job_id] = await self._owner_of(event.job_id)
+            if self._owners[event.job_id] == self.owner:
+                return event
+
+    def close(self) -> None:
+        self.subscription.close()
 
     async def aclose(self) -> None:
         self.close()

@@ -33,13 +33,14 @@ import trio
 
 from ._cluster import ClusterBridge
 from ._config import ConfigOptions, ManagerConfig, make_config
-from ._events import DEFAULT_BUFFER, EventKind, EventSubscription
+from ._events import DEFAULT_BUFFER, EventKind, EventSubscription, OwnerEvents
 from ._exceptions import (
     IdempotencyConflictError,
     InvalidTransitionError,
     JobCancelledError,
     JobFailedError,
     JobNotFinishedError,
+    JobNotFoundError,
     StoreError,
 )
 from ._housekeeping import REQUEST_POLL, Housekeeping
@@ -294,6 +295,11 @@ class JobManager(Housekeeping):
 
     def handle(self, job_id: str) -> JobHandle:
         return JobHandle(self, job_id)
+
+    def for_owner(self, owner: str) -> OwnerView:
+        """This manager as ``owner`` sees it: only that owner's jobs exist (see
+        `OwnerView`). For a server's per-user tokens, a tenant's session, a plug-in."""
+        return OwnerView(self, owner)
 
     def holds(self, job_id: str) -> bool:
         """Whether this manager holds a run of the job (under way, or just rested here)."""
@@ -557,6 +563,155 @@ class JobManager(Housekeeping):
                 self._events.publish(EventKind.PROGRESS, info.id, progress=snap)
 
 
+class OwnerView:
+    """A `JobManager` limited to one owner's jobs: an owner boundary, not a filter.
+
+    Everything it lists, shows, steers or streams is a job of ``owner``; a job of anybody
+    else behaves as if it did not exist (`JobNotFoundError`, the same message as for an
+    unknown id), also as a prerequisite or behind an id prefix. Jobs it submits get the
+    owner. Made by `JobManager.for_owner`; the handles it returns are those of the manager
+    (a job's owner never changes).
+    """
+
+    def __init__(self, manager: JobManager, owner: str) -> None:
+        if not isinstance(owner, str) or not owner:
+            raise ValueError(f"owner must be a non-empty string, got {owner!r}")
+        self.manager = manager
+        self.owner = owner
+
+    def __repr__(self) -> str:
+        return f"<OwnerView {self.owner!r} of manager {self.manager.id}>"
+
+    async def get(self, job_id: str) -> JobInfo:
+        """The owner's job ``job_id`` (`JobNotFoundError` for another owner's)."""
+        try:
+            info = await self.manager.get(job_id)
+        except JobNotFoundError:
+            raise JobNotFoundError(f"no job with id {job_id!r}") from None
+        if info.owner != self.owner:
+            raise JobNotFoundError(f"no job with id {job_id!r}")
+        return info
+
+    async def _own(self, job_id: str) -> str:
+        return (await self.get(job_id)).id
+
+    async def resolve(self, id_prefix: str) -> str:
+        """The full id of the owner's one job whose id starts with ``id_prefix`` (other
+        owners' jobs neither match nor make a prefix ambiguous)."""
+        try:
+            return await self._own(await self.manager.resolve(id_prefix))
+        except JobNotFoundError:
+            pass
+        mine = [i.id for i in await self.list_jobs() if i.id.startswith(id_prefix)]
+        if len(mine) == 1:
+            return mine[0]
+        if mine:
+            raise JobNotFoundError(f"job id prefix {id_prefix!r} is ambiguous")
+        raise JobNotFoundError(f"no job with id {id_prefix!r}")
+
+    async def list_jobs(
+        self,
+        status: JobStatus | Iterable[JobStatus] | None = None,
+        *,
+        type: str | None = None,
+        owner: str | None = None,
+        order: str = "created",
+        limit: int = -1,
+        offset: int = 0,
+        damaged: list[tuple[str, str]] | None = None,
+    ) -> list[JobInfo]:
+        """`JobManager.list_jobs` of the owner's jobs (another ``owner`` lists nothing)."""
+        if owner is not None and owner != self.owner:
+            return []
+        return await self.manager.list_jobs(
+            status,
+            type=type,
+            owner=self.owner,
+            order=order,
+            limit=limit,
+            offset=offset,
+            damaged=damaged,
+        )
+
+    async def submit(
+        self,
+        job: Job,
+        *,
+        priority: int | None = None,
+        idempotency_key: str | None = None,
+        start: bool = True,
+        queue: str | None = None,
+        after: Iterable[str] = (),
+        on_dependency_failure: str = "skip",
+        timeout: float | None = None,  # noqa: ASYNC109 - a job setting, not this call's
+    ) -> JobHandle:
+        """`JobManager.submit` as the owner: the job is the owner's, and so must be its
+        prerequisites (``after``)."""
+        prerequisites = [await self._own(dep) for dep in after]
+        return await self.manager.submit(
+            job,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            start=start,
+            queue=queue,
+            owner=self.owner,
+            after=prerequisites,
+            on_dependency_failure=on_dependency_failure,
+            timeout=timeout,
+        )
+
+    async def handle(self, job_id: str) -> JobHandle:
+        """A handle to the owner's job (`JobNotFoundError` for another owner's)."""
+        return self.manager.handle(await self._own(job_id))
+
+    async def errors(self, job_id: str, *, limit: int = -1, offset: int = 0) -> list[ItemError]:
+        return await self.manager.errors(await self._own(job_id), limit=limit, offset=offset)
+
+    async def error_count(self, job_id: str) -> int:
+        return await self.manager.error_count(await self._own(job_id))
+
+    async def pause(self, job_id: str) -> None:
+        await self.manager.pause(await self._own(job_id))
+
+    async def resume(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a job setting, not this call's
+    ) -> JobHandle:
+        return await self.manager.resume(await self._own(job_id), timeout=timeout)
+
+    async def cancel(self, job_id: str) -> None:
+        await self.manager.cancel(await self._own(job_id))
+
+    async def delete(self, job_id: str) -> None:
+        await self.manager.delete(await self._own(job_id))
+
+    async def set_priority(self, job_id: str, priority: int) -> None:
+        await self.manager.set_priority(await self._own(job_id), priority)
+
+    async def wait(self, job_id: str) -> JobStatus:
+        return await self.manager.wait(await self._own(job_id))
+
+    async def watch(self, job_id: str) -> AsyncGenerator[Progress, None]:
+        async for snap in self.manager.watch(await self._own(job_id)):
+            yield snap
+
+    def events(self, job_id: str | None = None, *, buffer: int = DEFAULT_BUFFER) -> OwnerEvents:
+        """`JobManager.events` of the owner's jobs only (a foreign ``job_id`` sees nothing)."""
+
+        async def owner_of(job_id: str) -> str | None:
+            live = self.manager._live.get(job_id)  # held here: known without the store
+            if live is not None:
+                return live.info.owner
+            try:
+                return (await self.manager.get(job_id)).owner
+            except JobNotFoundError:
+                return None
+
+        return OwnerEvents(self.manager.events(job_id, buffer=buffer), self.owner, owner_of)
+
+
 #: What `submit` names jobs (``secrets.token_hex(6)``): the only job directories swept.
 _JOB_ID = re.compile(r"[0-9a-f]{12}")
 
@@ -662,4 +817,4 @@ async def open_manager(
         await trio.to_thread.run_sync(store.close)
 
 
-__all__ = ["JobHandle", "JobManager", "open_manager"]
+__all__ = ["JobHandle", "JobManager", "OwnerView", "open_manager"]

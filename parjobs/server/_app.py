@@ -38,6 +38,7 @@ from .. import (
     JobSpecError,
     JobStatus,
     LeaseError,
+    OwnerView,
     StoreError,
     __version__,
     registered_job_types,
@@ -103,18 +104,21 @@ def _int_param(request: Request, name: str, default: int, *, low: int, high: int
     return value
 
 
+def _jobs(request: Request) -> JobManager | OwnerView:
+    """The manager as the caller may use it: all of it for an operator's token, the scoped
+    view of its owner's jobs for an owner-bound token (other jobs do not exist there)."""
+    manager = _state(request).manager
+    owner = _principal(request).owner
+    return manager if owner is None else manager.for_owner(owner)
+
+
 async def _visible_job(request: Request) -> JobInfo:
     """The job named in the path (full id or unique prefix), if the caller may see it."""
-    manager = _state(request).manager
-    text = request.path_params["job_id"]
+    jobs = _jobs(request)
     try:
-        info = await manager.get(await manager.resolve(text))
+        return await jobs.get(await jobs.resolve(request.path_params["job_id"]))
     except JobNotFoundError as exc:
         raise ApiError(404, str(exc)) from None
-    owner = _principal(request).owner
-    if owner is not None and info.owner != owner:
-        raise ApiError(404, f"no job with id {text!r}")
-    return info
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -169,33 +173,32 @@ async def submit_job(request: Request) -> Response:
         raise ApiError(422, f"unknown job type {body['type']!r} (registered: {known})")
     principal = _principal(request)
     owner = body.get("owner")
-    if principal.owner is not None:
-        if owner is not None and owner != principal.owner:
-            raise ApiError(403, "this token submits jobs of its own owner only")
-        owner = principal.owner
+    if principal.owner is not None and owner is not None and owner != principal.owner:
+        raise ApiError(403, "this token submits jobs of its own owner only")
     after = body.get("after") or []
     if not all(isinstance(a, str) for a in after):
         raise ApiError(422, "after: expected a list of job ids")
+    jobs = _jobs(request)
     for dep in after:
         try:
-            info = await state.manager.get(dep)
+            await jobs.get(dep)
         except JobNotFoundError:
             raise ApiError(422, f"after: no job with id {dep!r}") from None
-        if principal.owner is not None and info.owner != principal.owner:
-            raise ApiError(422, f"after: no job with id {dep!r}")
+    options: dict[str, Any] = {
+        "priority": body.get("priority"),
+        "queue": body.get("queue"),
+        "idempotency_key": body.get("idempotency_key"),
+        "after": after,
+        "start": body.get("start", True),
+        "timeout": body.get("timeout"),
+        "on_dependency_failure": body.get("on_dependency_failure") or "skip",
+    }
     try:
         job = cls.from_spec(body.get("spec") or {})  # types, then validate(): nothing touched
-        handle = await state.manager.submit(
-            job,
-            priority=body.get("priority"),
-            queue=body.get("queue"),
-            idempotency_key=body.get("idempotency_key"),
-            owner=owner,
-            after=after,
-            start=body.get("start", True),
-            timeout=body.get("timeout"),
-            on_dependency_failure=body.get("on_dependency_failure") or "skip",
-        )
+        if isinstance(jobs, OwnerView):  # the view gives the job its owner
+            handle = await jobs.submit(job, **options)
+        else:
+            handle = await jobs.submit(job, owner=owner, **options)
     except (JobSpecError, ValueError) as exc:
         raise ApiError(422, str(exc)) from None
     except IdempotencyConflictError as exc:
@@ -217,17 +220,12 @@ async def list_jobs(request: Request) -> Response:
             choices = ", ".join(s.value for s in JobStatus)
             raise ApiError(422, f"status: expected some of {choices}, got {text!r}") from None
     owner = request.query_params.get("owner")
-    principal = _principal(request)
-    if principal.owner is not None:
-        if owner is not None and owner != principal.owner:
-            return JSONResponse({"jobs": [], "next_offset": None, "event_id": state.hub.last_id})
-        owner = principal.owner
     limit = _int_param(request, "limit", DEFAULT_PAGE, low=1, high=MAX_PAGE)
     offset = _int_param(request, "offset", 0, low=0, high=2**62)
     order = request.query_params.get("order", "created")
     event_id = state.hub.last_id  # before reading: events after it are not in the page
     try:
-        jobs = await state.manager.list_jobs(
+        jobs = await _jobs(request).list_jobs(
             statuses,
             type=request.query_params.get("type") or None,
             owner=owner,
@@ -271,19 +269,19 @@ async def job_errors(request: Request) -> Response:
 async def pause_job(request: Request) -> Response:
     info = await _visible_job(request)
     if info.status not in (JobStatus.PAUSED, JobStatus.PAUSING):  # pausing twice: a no-op
-        await _act(request, _state(request).manager.pause, info.id)
+        await _act(request, _jobs(request).pause, info.id)
     return await _after_action(request, info.id)
 
 
 async def resume_job(request: Request) -> Response:
     info = await _visible_job(request)
-    await _act(request, _state(request).manager.resume, info.id)
+    await _act(request, _jobs(request).resume, info.id)
     return await _after_action(request, info.id)
 
 
 async def cancel_job(request: Request) -> Response:
     info = await _visible_job(request)
-    await _act(request, _state(request).manager.cancel, info.id)
+    await _act(request, _jobs(request).cancel, info.id)
     return await _after_action(request, info.id)
 
 
@@ -295,14 +293,14 @@ async def patch_job(request: Request) -> Response:
     priority = body["priority"]
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise ApiError(422, f"priority: expected an integer, got {priority!r}")
-    await _act(request, _state(request).manager.set_priority, info.id, priority)
+    await _act(request, _jobs(request).set_priority, info.id, priority)
     return await _after_action(request, info.id)
 
 
 async def delete_job(request: Request) -> Response:
     info = await _visible_job(request)
     _state(request).hub.note_owner(info.id, info.owner)  # the manager's event has no owner
-    await _act(request, _state(request).manager.delete, info.id)
+    await _act(request, _jobs(request).delete, info.id)
     return Response(status_code=204)
 
 
@@ -315,7 +313,7 @@ async def _act(request: Request, action: Callable[..., Awaitable[Any]], *args: A
 
 
 async def _after_action(request: Request, job_id: str) -> Response:
-    return JSONResponse(job_view(await _state(request).manager.get(job_id)))
+    return JSONResponse(job_view(await _jobs(request).get(job_id)))
 
 
 async def job_types(request: Request) -> Response:

@@ -20,6 +20,7 @@ TOP = {
     "ManagerConfig",
     "JobManager",
     "JobHandle",
+    "OwnerView",
     "ManagerStatistics",
     "BlockingManager",
     "JobInfo",

@@ -222,3 +222,19 @@ async def test_idempotency_key_reused_for_another_spec_is_409(server: Server, tm
         r = await c.post("/api/jobs", json=other)
         assert r.status_code == 409 and "'nightly'" in r.json()["error"]
         assert [j["id"] for j in (await c.get("/api/jobs")).json()["jobs"]] == [first["id"]]
+
+
+async def test_owner_tokens_use_the_scoped_view_id_prefixes_included(server: Server) -> None:
+    """An owner-bound token resolved a prefix across every owner: a prefix shared with
+    another owner's job was "ambiguous" (telling that it exists), now it is the token's."""
+    store = server.manager.store
+    for job_id, owner in (("abc111111111", "alice"), ("abc222222222", "bob")):
+        store.insert_job(job_id, "test-count", 1, '{"n": 1, "log": "x"}', owner=owner)
+    async with server.client(ALICE) as c:
+        r = await c.get("/api/jobs/abc")
+        assert r.status_code == 200 and r.json()["id"] == "abc111111111"
+        r = await c.post("/api/jobs/abc2/cancel")
+        assert r.status_code == 404 and r.json() == {"error": "no job with id 'abc2'"}
+    async with server.client(ADMIN) as c:
+        assert (await c.get("/api/jobs/abc")).status_code == 404  # ambiguous for the operator
+        assert (await c.get("/api/jobs/abc2")).json()["status"] == "queued"
