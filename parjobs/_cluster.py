@@ -244,7 +244,7 @@ class ClusterBridge:
                 elif command == "forget" and arg in self._stopped:
                     self._stopped.discard(arg)
                     with contextlib.suppress(Exception):
-                        self._client.run(request, arg, None, wait=False)
+                        self._client.run(request, arg, None, on_error="ignore")
                 for executor in list(self._executors):
                     reason = executor.port.interrupter.reason
                     if reasons.get(executor) != reason:
@@ -361,8 +361,8 @@ class ClusterBridge:
     def _interrupt(self, executor: ClusterExecutor, reason: str) -> None:
         """Pause or cancel a job run: tell every worker, cancel the groups none started."""
         self._stopped.add(executor.tag)
-        with contextlib.suppress(Exception):
-            self._client.run(request, executor.tag, reason, wait=False)
+        with contextlib.suppress(Exception):  # (waits: the flag is up before groups go)
+            self._client.run(request, executor.tag, reason, on_error="ignore")
         with self._groups_lock:
             pending = [
                 g for g in self._groups.values() if g.executor is executor and g.started == 0
