@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from ._process import OutputLine
 from ._progress import ItemError, Progress
 from ._records import JobInfo
 from ._status import JobStatus
@@ -34,6 +35,9 @@ class EventKind(enum.StrEnum):
     ITEM_ERROR = "item_error"
     #: A per-item record (``record``; reserved for per-item results).
     ITEM = "item"
+    #: A line a process task's program wrote (``output``: a `parjobs.process.OutputLine`),
+    #: of the jobs run here.
+    OUTPUT = "output"
     #: The job was deleted (by this manager, or purged by retention).
     DELETED = "deleted"
 
@@ -55,6 +59,7 @@ class JobEvent:
     error: ItemError | None = None
     record: Any = None
     dropped: int = 0
+    output: OutputLine | None = None
 
 
 @typing.final

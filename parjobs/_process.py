@@ -3,16 +3,20 @@
 The program is an argument list, never a shell string. Output is read by trio and fanned out to
 any number of subscribers, each choosing its streams and holding a bounded buffer: a slow
 subscriber loses its oldest chunks (and is told how many with a `Lost` marker) but never
-blocks the process or the other subscribers. Pause or cancel of the job terminates the program
+blocks the process or the other subscribers. Run by a manager, its output also goes out line
+by line (`OutputLine`) on the manager's event stream, so whoever follows the job (its event
+subscribers, ``parjobs serve``'s clients) can follow the program without the task object.
+Pause or cancel of the job terminates the program
 (SIGTERM, then SIGKILL after a grace period) and always reaps it, so no zombie is left.
 """
 
 from __future__ import annotations
 
 import collections
+import contextvars
 import dataclasses
 import subprocess
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import trio
 
@@ -20,6 +24,27 @@ from ._exceptions import ProcessFailedError
 from ._task import AsyncTask, TaskContext
 
 STREAMS = ("stdout", "stderr")
+#: A line longer than this (characters, no newline yet) goes out in pieces of this size.
+MAX_LINE = 65_536
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutputLine:
+    """One line a process task's program wrote (``text``: without its newline, decoded as
+    UTF-8 with undecodable bytes escaped), as published on the manager's event stream
+    (``EventKind.OUTPUT``): which task (``index``, ``label``) and which stream."""
+
+    index: int
+    label: str
+    stream: str
+    text: str
+
+
+#: Where the process tasks of the current run send their lines: the manager sets it for
+#: each run of a job (its event stream); unset, lines go nowhere.
+OUTPUT_SINK: contextvars.ContextVar[Callable[[OutputLine], None] | None] = contextvars.ContextVar(
+    "parjobs_output_sink", default=None
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,6 +107,7 @@ class ProcessTask(AsyncTask[int]):
         self._subscribers: list[_Subscriber] = []
         self._closed = False
         self._stderr_tail: collections.deque[bytes] = collections.deque(maxlen=8)
+        self._lines: _Lines | None = None
 
     def label(self) -> str:
         return self.name or " ".join(self.argv)
@@ -118,8 +144,12 @@ class ProcessTask(AsyncTask[int]):
             self._stderr_tail.append(chunk.data)
         for sub in self._subscribers:
             sub.push(chunk)
+        if self._lines is not None:
+            self._lines.feed(chunk)
 
     def _close(self) -> None:
+        if self._lines is not None:
+            self._lines.flush()
         self._closed = True
         for sub in self._subscribers:
             sub.event.set()
@@ -140,6 +170,8 @@ class ProcessTask(AsyncTask[int]):
                 await proc.wait()
 
     async def arun(self, tc: TaskContext) -> int:
+        sink = OUTPUT_SINK.get()
+        self._lines = None if sink is None else _Lines(sink, tc.index, tc.label)
         proc = await trio.lowlevel.open_process(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -183,4 +215,35 @@ class ProcessTask(AsyncTask[int]):
         return 0
 
 
-__all__ = ["Chunk", "Lost", "ProcessFailedError", "ProcessTask"]
+class _Lines:
+    """Cuts a task's output chunks into `OutputLine`s for ``sink``, per stream (a line split
+    across chunks is joined; what is left at the end goes out as a last line)."""
+
+    def __init__(self, sink: Callable[[OutputLine], None], index: int, label: str) -> None:
+        self.sink = sink
+        self.index = index
+        self.label = label
+        self.partial = dict.fromkeys(STREAMS, b"")
+
+    def feed(self, chunk: Chunk) -> None:
+        data = self.partial[chunk.stream] + chunk.data
+        *lines, rest = data.split(b"\n")
+        while len(rest) > MAX_LINE:
+            lines.append(rest[:MAX_LINE])
+            rest = rest[MAX_LINE:]
+        self.partial[chunk.stream] = rest
+        for line in lines:
+            self._send(chunk.stream, line)
+
+    def flush(self) -> None:
+        for stream, rest in self.partial.items():
+            if rest:
+                self._send(stream, rest)
+            self.partial[stream] = b""
+
+    def _send(self, stream: str, line: bytes) -> None:
+        text = line.removesuffix(b"\r").decode("utf-8", "backslashreplace")
+        self.sink(OutputLine(self.index, self.label, stream, text))
+
+
+__all__ = ["Chunk", "Lost", "OutputLine", "ProcessFailedError", "ProcessTask"]

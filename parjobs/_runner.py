@@ -23,6 +23,7 @@ from ._exceptions import (
 )
 from ._job import Job, load_job
 from ._manager_core import JobRun, ManagerCore
+from ._process import OUTPUT_SINK, OutputLine
 from ._progress import ProgressTracker
 from ._records import CheckpointBatch, JobInfo
 from ._status import JobStatus
@@ -141,6 +142,9 @@ class JobRunner(ManagerCore):
             if self._events.listening:
                 self._events.publish(EventKind.PROGRESS, live.id, progress=snap)
 
+    def _publish_output(self, job_id: str, line: OutputLine) -> None:
+        self._events.publish(EventKind.OUTPUT, job_id, output=line)
+
     async def _run(self, live: JobRun, info: JobInfo) -> None:
         assert self._nursery is not None
         self._nursery.start_soon(self._forward_progress, live)
@@ -170,6 +174,8 @@ class JobRunner(ManagerCore):
             await self._finish(live, JobStatus.FAILED, error="stored job state is not an object")
             return
         completed = await self._db(self.store.completed_ranges, live.id)
+        # Process tasks of this run (in this task's descendants) send their lines here.
+        OUTPUT_SINK.set(functools.partial(self._publish_output, live.id))
         tracker = live.tracker
         tracker.restore(info)
         tracker.run_started()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from typing import Any
 
 import trio
 
 import parjobs
+import parjobs.process
 
 
 @dataclasses.dataclass
@@ -168,3 +170,21 @@ class FlakyTasksJob(parjobs.Job):
             await ctx.checkpoint(force=True)
             await ctx.check_interrupt()
         return attempts
+
+
+@parjobs.job_type("test-process-lines", version=1)
+class PrintLines(parjobs.Job):
+    """Runs a program that writes lines (split across writes, on both streams, the last
+    without a newline, one not UTF-8)."""
+
+    async def run(self, ctx: parjobs.JobContext) -> int | None:
+        script = (
+            "import sys, time\n"
+            "sys.stdout.write('hello\\nwor'); sys.stdout.flush(); time.sleep(0.05)\n"
+            "sys.stdout.write('ld\\n'); sys.stdout.flush()\n"
+            "sys.stderr.write('oops\\n'); sys.stderr.flush()\n"
+            "sys.stdout.buffer.write(b'caf\\xe9\\nno newline at the end')\n"
+        )
+        task = parjobs.process.ProcessTask(7, [sys.executable, "-c", script], name="printer")
+        handle = await ctx.task_dispatcher().dispatch(task)
+        return (await handle.outcome()).value

@@ -19,6 +19,7 @@ from _jobs import (
     CountJob,
     FlakyJob,
     FlakyTasksJob,
+    PrintLines,
     SleepJob,
 )
 
@@ -277,6 +278,31 @@ async def test_process_task_streams_to_two_subscribers(store_path):
     assert err.splitlines() == [f"err {i}" for i in range(200)]
     assert all(c.stream == "stderr" for c in only_err)
     assert task.state == "exited(0)"
+
+
+async def test_process_output_lines_reach_the_jobs_event_subscribers(store_path):
+    """Output could only be read by holding the task object: the job's event subscribers
+    get it now, line by line, without subscribing to the task."""
+    async with parjobs.open_manager(store_path) as manager:
+        with manager.events() as events:
+            handle = await manager.submit(PrintLines())
+            assert await handle.result() == 0
+            lines: list[parjobs.process.OutputLine] = []
+            with trio.fail_after(10):
+                async for event in events:
+                    if event.kind is parjobs.EventKind.OUTPUT:
+                        assert event.job_id == handle.id and event.output is not None
+                        lines.append(event.output)
+                    if event.status is JobStatus.COMPLETED:
+                        break
+    assert {(line.index, line.label) for line in lines} == {(7, "printer")}
+    assert [x.text for x in lines if x.stream == "stdout"] == [
+        "hello",
+        "world",
+        "caf\\xe9",
+        "no newline at the end",
+    ]
+    assert [x.text for x in lines if x.stream == "stderr"] == ["oops"]
 
 
 async def test_process_slow_subscriber_loses_old_chunks_with_marker():

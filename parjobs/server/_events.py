@@ -35,6 +35,7 @@ import trio
 
 from .. import ItemError, JobInfo, JobManager, JobStatus, Progress
 from .._events import EventKind, EventSubscription, JobEvent
+from ..process import OutputLine
 from ._views import error_view, job_view, progress_view
 
 #: Events with ids kept for ``Last-Event-ID`` replay.
@@ -59,7 +60,8 @@ DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600,
 
 @dataclasses.dataclass(frozen=True)
 class Event:
-    """One event: ``kind`` is the SSE event name; ``id`` None for progress (never replayed)."""
+    """One event: ``kind`` is the SSE event name; ``id`` None for progress and process output
+    (never replayed)."""
 
     id: int | None
     kind: str
@@ -115,7 +117,7 @@ class Subscription:
     def push(self, event: Event) -> None:
         if not self.accepts(event):
             return
-        if event.id is None:
+        if event.kind == "progress":
             waiting = bool(self.progress)
             self.progress[event.job_id] = event  # only the newest snapshot matters
             if waiting:  # the stream is already due to send progress at its next tick:
@@ -230,6 +232,8 @@ class EventHub:
             self._progress(event.job_id, event.progress)
         elif event.kind is EventKind.ITEM_ERROR and event.error is not None:
             self._item_error(event.job_id, event.error, 0)
+        elif event.kind is EventKind.OUTPUT and event.output is not None:
+            self._output(event.job_id, event.output)
         elif event.kind is EventKind.DELETED:
             self._status.pop(event.job_id, None)
             self._remote.discard(event.job_id)
@@ -293,6 +297,14 @@ class EventHub:
         if missed:
             data["missed"] = missed  # failed items of a remote run only in /errors
         self.publish("item-error", job_id, self._owner.get(job_id), data)
+
+    def _output(self, job_id: str, line: OutputLine) -> None:
+        """A process task's line: queued for the clients like any event, but without an id
+        (a chatty program must not push status changes out of the replay ring)."""
+        data = {"job_id": job_id, **dataclasses.asdict(line)}
+        event = Event(None, "output", job_id, self._owner.get(job_id), data)
+        for sub in list(self.subscriptions):
+            sub.push(event)
 
     def publish(self, kind: str, job_id: str, owner: str | None, data: dict[str, Any]) -> Event:
         """Record an event with the next id and hand it to every subscription (never waits)."""

@@ -74,7 +74,7 @@ TOP = {
 
 MODULES = {
     "parjobs.blocking": {"BlockingManager", "PROGRESS_QUEUE_SIZE", "run_trio_guest"},
-    "parjobs.process": {"Chunk", "Lost", "ProcessFailedError", "ProcessTask"},
+    "parjobs.process": {"Chunk", "Lost", "OutputLine", "ProcessFailedError", "ProcessTask"},
     "parjobs.testing": {"mock_clock", "read", "run_to_end", "snapshot", "write"},
 }
 

@@ -230,3 +230,30 @@ async def test_progress_writes_to_many_clients_share_a_budget(server: Server) ->
         assert hub.client_progress_interval == pytest.approx(1.0)  # never rarer than 1/s
     finally:
         hub.subscriptions.clear()
+
+
+async def test_a_process_tasks_output_lines_reach_the_event_stream(server: Server) -> None:
+    """A job's program output reaches the job's SSE stream as ``output`` events (without ids:
+    they are not replayed)."""
+    job = await server.submit({"type": "test-process-lines", "spec": {}, "start": False}, ALICE)
+    lines: list[tuple[str, str]] = []
+    async with server.client(ALICE) as c, c.stream("GET", f"/api/jobs/{job['id']}/events") as r:
+        with trio.fail_after(15):
+            async for event in sse_events(r):
+                if event.kind == "snapshot":  # subscribed: now let it run
+                    async with server.client(ALICE) as steer:
+                        resumed = await steer.post(f"/api/jobs/{job['id']}/resume")
+                        assert resumed.status_code == 200
+                if event.kind == "output":
+                    assert event.id is None and event.data["job_id"] == job["id"]
+                    assert (event.data["index"], event.data["label"]) == (7, "printer")
+                    lines.append((event.data["stream"], event.data["text"]))
+                if event.kind == "end":
+                    break
+    assert [text for stream, text in lines if stream == "stdout"] == [
+        "hello",
+        "world",
+        "caf\\xe9",
+        "no newline at the end",
+    ]
+    assert [text for stream, text in lines if stream == "stderr"] == ["oops"]
