@@ -5,6 +5,12 @@ A dispatcher feeds one stage's tasks into the job's `WorkerPool` and hands back 
 outcomes. ``dispatch_many`` pulls its iterable lazily, never more than the pool's window
 ahead of the outcomes the caller consumed, so memory is O(concurrency); tasks a checkpoint
 already records are skipped before they are sent.
+
+A finished task is booked as completed in its stage (what the next checkpoint writes) only
+once the job has taken its outcome: when ``dispatch_many``'s caller comes back for the next
+one, or when a handle's outcome is set. A job that keeps totals in ``ctx.state`` (a copy's
+bytes) has counted the outcome by then, so a checkpoint never records an item as done
+without the state that counts it, and the totals of a resumed job add up exactly.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ from ._exceptions import Interrupted
 from ._pool import MAX_WORKERS as MAX_WORKERS  # (the manager and the CLI import these here)
 from ._pool import WorkerPool
 from ._pool import check_workers as check_workers
+from ._progress import ItemError
 from ._stage import Stage
 from ._task import AsyncTask, Outcome, OutcomeStatus, RetryPolicy, Task, TaskContext
 from ._throttle import ThrottleStatistics
-from ._workqueue import WorkItem
+from ._workqueue import Deliver, WorkItem
 
 T = TypeVar("T")
 
@@ -125,7 +132,7 @@ class TaskDispatcher:
             threads=pool.threads,
         )
 
-    def _work(self, task: Task[Any], deliver: Callable[[Outcome[Any]], None]) -> WorkItem:
+    def _work(self, task: Task[Any], deliver: Deliver) -> WorkItem:
         index = getattr(task, "index", None)
         if not isinstance(index, int) or isinstance(index, bool) or index < 0:
             raise TypeError(f"task {task!r} needs an int index >= 0, got {index!r}")
@@ -147,11 +154,17 @@ class TaskDispatcher:
     async def dispatch(self, task: Task[T]) -> TaskHandle[T]:
         """Send one task to the pool (waits while the pool is saturated); returns its handle."""
         handle: TaskHandle[T] = TaskHandle(task)
-        if task.index in self._stage.completed:
-            await self._stage.load_results()
+        stage = self._stage
+        if task.index in stage.completed:
+            await stage.load_results()
             handle._set(self._resumed(task))
         else:
-            await self._pool.submit(self._work(task, handle._set))
+
+            def deliver(outcome: Outcome[Any], error: ItemError | None) -> None:
+                stage.record(outcome, error)
+                handle._set(outcome)
+
+            await self._pool.submit(self._work(task, deliver))
         return handle
 
     async def dispatch_many(
@@ -172,13 +185,14 @@ class TaskDispatcher:
         """
         if include_resumed:
             await self._stage.load_results()
-        ready: collections.deque[Outcome[T]] = collections.deque()
+        ready: collections.deque[tuple[Outcome[T], ItemError | None]] = collections.deque()
         arrived = trio.Event()
 
-        def deliver(outcome: Outcome[T]) -> None:
-            ready.append(outcome)
+        def deliver(outcome: Outcome[T], error: ItemError | None) -> None:
+            ready.append((outcome, error))
             arrived.set()
 
+        record = self._stage.record
         completed = self._stage.completed
         pool = self._pool
         interrupter = pool.interrupter
@@ -225,7 +239,11 @@ class TaskDispatcher:
                 arrived = trio.Event()
                 await arrived.wait()
             outstanding -= 1
-            yield ready.popleft()
+            outcome, error = ready.popleft()
+            try:
+                yield outcome
+            finally:  # the caller has it (and came back for more, or stopped here)
+                record(outcome, error)
         interrupter.check()
         if stopped is not None:
             raise stopped

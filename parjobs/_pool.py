@@ -7,6 +7,9 @@ Data flow::
           ^                                                |              | post(outcome)
           +---- deliver(outcome) <-- _finish <-- collector <--------------+
 
+The pool books progress; the dispatcher books completions in the stage (what checkpoints
+write) when it hands an outcome to the job (see `parjobs._dispatch`).
+
 The pool knows nothing of the job context: it gets an `Interrupter`, a progress tracker and
 a name (for its trio tasks' names).
 """
@@ -289,8 +292,8 @@ class WorkerPool:
         self._finish(work, outcome)
 
     def _finish(self, work: WorkItem, outcome: Outcome[Any]) -> None:
-        """Book the outcome (stage bookkeeping, progress) and hand it to the caller, or put
-        the task back for another attempt when its retry policy says so."""
+        """Book the outcome's progress and hand it to the dispatcher (which books it in its
+        stage), or put the task back for another attempt when its retry policy says so."""
         self._done += 1
         error: ItemError | None = None
         tc = work.tc
@@ -322,9 +325,8 @@ class WorkerPool:
                 message,
                 error.traceback,
             )
-        work.stage.record(outcome, error)
         self.progress.finished(id(work), outcome.status.value, outcome.bytes, error)
-        work.deliver(outcome)
+        work.deliver(outcome, error)
 
     async def _retry_later(self, work: WorkItem, delay: float) -> None:
         """Back off, then queue the task again (at once if the job is being interrupted:

@@ -1,8 +1,9 @@
 """A dispatcher stage's completion book: which task indices are done, and what is new since
 the last checkpoint.
 
-It sits below the worker pool (which records outcomes into it) and the job context (which
-drains it into a checkpoint), so neither has to know the other.
+It sits below the dispatcher (which records an outcome once the job has taken it, see
+`parjobs._dispatch`) and the job context (whose checkpoint writer drains it), so neither has
+to know the other.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Stage:
     ``completed`` holds every finished index (earlier runs' and this run's); the ``new_*``
     fields hold what `drain` has not yet handed to a checkpoint. With ``keep_results``, each
     done task's value is kept (as JSON) and resumed outcomes get it back from the store.
+    ``notify`` is called after each `record`: the context's checkpoint writer wakes on it.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class Stage:
         completed: IndexSet,
         keep_results: bool,
         load_results: Callable[[], Awaitable[dict[int, str]]],
+        notify: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.completed = completed
@@ -52,6 +55,7 @@ class Stage:
         self.new_skipped = 0
         self.new_bytes = 0
         self._load_results = load_results
+        self._notify = notify
         self._stored: dict[int, str] | None = None
 
     def record(self, outcome: Outcome[Any], error: ItemError | None) -> None:
@@ -69,6 +73,8 @@ class Stage:
                     self.new_results.append((outcome.index, json.dumps(outcome.value)))
         elif error is not None:
             self.new_errors.append(error)
+        if self._notify is not None:
+            self._notify()
 
     async def load_results(self) -> None:
         """Fetch the values stored by earlier runs (once), for resumed outcomes."""
@@ -80,9 +86,10 @@ class Stage:
         return None if text is None else json.loads(text)
 
     def drain(self, batch: CheckpointSink) -> None:
-        """Move what is new into ``batch`` (one checkpoint) and start over."""
+        """Move what is new into ``batch`` (one checkpoint) and start over. A batch a failed
+        write kept may be drained into again: it then holds both."""
         if self.new:
-            batch.ranges[self.name] = to_ranges(self.new)
+            batch.ranges.setdefault(self.name, []).extend(to_ranges(self.new))
             self.new = []
         batch.results.extend((self.name, i, v) for i, v in self.new_results)
         batch.errors.extend(self.new_errors)

@@ -16,7 +16,11 @@ import trio
 from ._task import AsyncTask, Outcome, RetryPolicy, Task, TaskContext
 
 if TYPE_CHECKING:
+    from ._progress import ItemError
     from ._stage import Stage
+
+#: Where a finished task's outcome (and, for a failure, its item error) goes.
+Deliver = Callable[[Outcome[Any], "ItemError | None"], None]
 
 #: A task estimated to touch at least this many bytes (`Task.weight`) is "heavy": it may take
 #: a while, is never throttled or grouped, and its thread hands finished outcomes over first.
@@ -33,7 +37,8 @@ def groupable(task: Task[Any]) -> bool:
 
 class WorkItem:
     """One task on its way through the pool: the task, its context, where its outcome goes
-    (``deliver``), the stage that books it, and its retry policy and timeout."""
+    (``deliver``, which books it in ``stage`` once the job has it), the stage, and its retry
+    policy and timeout."""
 
     __slots__ = ("deliver", "retry", "stage", "task", "tc", "timeout")
 
@@ -42,7 +47,7 @@ class WorkItem:
         task: Task[Any],
         tc: TaskContext,
         stage: Stage,
-        deliver: Callable[[Outcome[Any]], None],
+        deliver: Deliver,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
     ) -> None:
