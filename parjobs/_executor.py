@@ -14,7 +14,8 @@ per ``run(first)`` call, one `WorkItem`: ``first.task`` (must pickle), ``first.t
 `TaskContext`: index, label, attempt, deadline), ``first.timeout``. It may take more of its
 lane's work with ``port.queue.take(lane)`` / ``take_group``. For each item it takes it must:
 
-- call ``port.progress.started(id(item), item.tc)`` when the item starts running;
+- call ``port.progress.started(id(item), item.tc)`` when the item starts running, and
+  ``item.tc.start()`` (its timeout counts from there);
 - make the task see a `TaskContext` whose ``check()`` raises once ``port.interrupter.reason``
   is set (a remote flag it sets when the local one changes, e.g. a Dask ``Variable`` per job
   polled by the remote context) and whose ``add_bytes`` reaches ``item.tc.bytes_done`` here
@@ -33,14 +34,16 @@ executor that adapts (like the local one's throttle) looks at its measurements t
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import trio
 
-from ._exceptions import Interrupted, Skip
+from ._exceptions import Interrupted, Skip, TaskTimeoutError
 from ._progress import ProgressTracker
 from ._task import RUN_ALONE, Interrupter, Outcome, OutcomeStatus
 from ._throttle import ThrottleStatistics, TinyTaskThrottle
@@ -54,6 +57,15 @@ BATCH_MAX_SECONDS = 0.05
 #: groups before it: many tiny tasks per call, but one at a time when tasks wait (files on a
 #: slow network share), so that their waits still overlap across workers.
 GROUP_SECONDS = 0.02
+#: A streaming call whose current task (or group) has run this long is *stalled* (a slow or
+#: hung task: a ``stat`` on a dead NFS mount): it stops counting against the throttle's cap,
+#: so the other workers go on meanwhile. Well above a group call (`GROUP_SECONDS`) and a GIL
+#: switch, well below anything a person waits for.
+STALL_SECONDS = 0.1
+#: The watchdog looks at least this often for a task past its timeout (seconds).
+WATCHDOG_TICK = 0.05
+
+logger = logging.getLogger("parjobs")
 
 
 class PoolPort(Protocol):
@@ -93,6 +105,7 @@ def _run_one(work: WorkItem, interrupter: Interrupter) -> Outcome[Any]:
     task, tc = work.task, work.tc
     if interrupter.reason is not None:
         return Outcome(task, OutcomeStatus.CANCELLED, reason=f"job {interrupter.reason}d")
+    tc.start()
     try:
         value = task.run(tc)
     except Skip as exc:
@@ -110,6 +123,8 @@ def _run_group(
     """Run tasks of one class through its `Task.run_group`, then alone those it left."""
     if interrupter.reason is not None:
         return [(work, _run_one(work, interrupter)) for work in group]
+    for work in group:
+        work.tc.start()
     try:
         values = type(group[0].task).run_group(
             [work.task for work in group], [work.tc for work in group]
@@ -133,6 +148,46 @@ def _run_group(
     ]
 
 
+class _Call:
+    """One thread call of `ThreadExecutor` (a stream of tasks), shared by its thread and trio.
+
+    ``lock`` orders the thread's posts and takes against trio giving up on the call: once
+    ``abandoned``, the thread posts nothing and takes nothing more, and whatever it had taken
+    (``current``) is trio's to settle.
+    """
+
+    __slots__ = (
+        "abandoned",
+        "current",
+        "deadline",
+        "light",
+        "lock",
+        "returned",
+        "running",
+        "scope",
+        "seen_at",
+        "seen_seq",
+        "seq",
+    )
+
+    def __init__(self, first: WorkItem, light: bool, now: float) -> None:
+        self.lock = threading.Lock()
+        self.current: list[WorkItem] = [first]  # taken, outcome not posted
+        self.abandoned = False
+        self.running = False  # the thread has entered the call
+        self.returned = False  # the thread has left the call
+        self.deadline: float | None = None  # the earliest deadline of what runs now
+        self.light = light
+        self.seq = 0  # tasks (or groups) started: bumped by the thread
+        self.seen_seq = 0
+        self.seen_at = now  # trio time at which ``seq`` was last seen changing
+        self.scope = trio.CancelScope()
+
+    def given_up(self) -> bool:
+        """Whether trio abandoned the call (read under ``lock``)."""
+        return self.abandoned
+
+
 class ThreadExecutor:
     """The local executor: runs sync tasks in worker threads (``trio.to_thread``), streaming.
 
@@ -144,35 +199,81 @@ class ThreadExecutor:
     tasks are tiny, a `TinyTaskThrottle` keeps them on few threads. `groupable` tasks are taken
     several at a time and handed to their class's `Task.run_group`, in calls sized to about
     `GROUP_SECONDS` of measured work.
+
+    Hung I/O stalls nothing else: a call whose current task has run `STALL_SECONDS` no longer
+    counts against the throttle (the other workers start their own calls), and a watchdog
+    (a trio task of the pool's nursery while calls run) gives up on a call whose task is past
+    its timeout: the task fails "timed out", the call's other taken tasks go back to the
+    queue, and the thread is abandoned (``abandon_on_cancel``): never waited for, never given
+    work again, counted in `statistics` and logged. It keeps its lane's thread token until
+    it returns, if ever. A job stopped outright (shutdown after its grace) abandons its
+    threads the same way, so closing never waits for a thread stuck in a system call.
     """
 
-    def __init__(self, port: PoolPort, workers: int, cpus: int | None = None) -> None:
+    def __init__(
+        self,
+        port: PoolPort,
+        workers: int,
+        cpus: int | None = None,
+        *,
+        nursery: trio.Nursery | None = None,
+    ) -> None:
         self._port = port
         self._throttle = TinyTaskThrottle(workers, cpus or os.cpu_count() or 2)
         self._group_task_seconds = GROUP_SECONDS  # per grouped task: start with single tasks
         self._streaming = 0  # thread calls started by a light task, running now
         self._gate = trio.lowlevel.ParkingLot()  # calls waiting for the throttle
+        self._nursery = nursery  # where the watchdog runs (None: no watchdog)
+        self._calls: set[_Call] = set()  # running now
+        self._stalled = 0  # light calls seen stalled at the last look (read by threads)
+        self._abandoned: list[_Call] = []  # given up on, thread maybe still running
+        self._abandoned_total = 0
+        self._watching = False
 
     def statistics(self) -> ThrottleStatistics:
         t = self._throttle
+        self._abandoned = [c for c in self._abandoned if not c.returned]
         return ThrottleStatistics(
             limited=t.limited,
             cap=t.cap,
             group_cap=t.group_cap,
             streaming=self._streaming,
             group_task_seconds=self._group_task_seconds,
+            stalled=self._stalled,
+            abandoned=self._abandoned_total,
+            stuck=len(self._abandoned),
         )
 
     def collected(self) -> None:
+        self._look_for_stalls()
         if self._throttle.review(time.monotonic()):
             self._gate.unpark_all()
+
+    def _look_for_stalls(self) -> int:
+        """Count the light calls that stream now and are not stalled (and keep the stalled
+        count for the threads' own "over the cap?" test)."""
+        now = trio.current_time()
+        busy = stalled = 0
+        for call in self._calls:
+            if not call.light:
+                continue
+            if call.seq != call.seen_seq:
+                call.seen_seq, call.seen_at = call.seq, now
+            if now - call.seen_at < STALL_SECONDS:
+                busy += 1
+            else:
+                stalled += 1
+        self._stalled = stalled
+        return busy
 
     async def run(self, first: WorkItem) -> None:
         throttle = self._throttle
         light = first.task.weight < HEAVY_BYTES  # a heavy task is never tiny
         cap = throttle.group_cap if groupable(first.task) else throttle.cap
-        while light and throttle.limited and self._streaming >= cap:
-            await self._gate.park()
+        while light and throttle.limited and self._look_for_stalls() >= cap:
+            # Look again now and then: a stalled call frees no slot by returning.
+            with trio.move_on_after(STALL_SECONDS):
+                await self._gate.park()
         await self._run_stream(first, light, cap)
 
     async def _run_stream(self, first: WorkItem, light: bool, cap: int) -> None:
@@ -182,7 +283,8 @@ class ThreadExecutor:
         port = self._port
         interrupter, tracker = port.interrupter, port.progress
         queue, post, lane = port.queue, port.post, first.task.lane
-        current: list[WorkItem] = [first]
+        call = _Call(first, light, trio.current_time())
+        current = call.current
         throttle = self._throttle
         no_earlier: tuple[tuple[WorkItem, Outcome[Any]], ...] = ()
 
@@ -191,62 +293,174 @@ class ThreadExecutor:
             started = monotonic()
             end = started + BATCH_MAX_SECONDS
             work, left = first, BATCH_MAX_ITEMS
-            while True:
-                if groupable(work.task):
-                    fit = int(GROUP_SECONDS / self._group_task_seconds)
-                    group = queue.take_group(work, max(1, min(work.task.group_size, fit)))
-                    current.extend(group[1:])
-                    for member in group:
-                        tracker.started(id(member), member.tc)
-                    call = monotonic()
-                    done = _run_group(group, interrupter)
-                    now = monotonic()
-                    # (threads race on this average: that only blurs it)
-                    per_task = max(1e-6, (now - call) / len(group))
-                    self._group_task_seconds = (self._group_task_seconds + per_task) / 2
-                    earlier: Sequence[tuple[WorkItem, Outcome[Any]]] = done[:-1]
-                    work, outcome = done[-1]  # posted below, like a single task's
-                else:
-                    tracker.started(id(work), work.tc)
-                    outcome = _run_one(work, interrupter)
-                    now = monotonic()
-                    earlier = no_earlier
-                count = len(earlier) + 1
-                if light and throttle.limited and self._streaming <= cap:
-                    throttle.observe(now - started, count)
-                started = now
-                current.clear()
-                for finished, done_outcome in earlier:
-                    post(finished, done_outcome, False)
-                left -= count
-                nxt = None
-                # Past the throttle's limit (a heavy task's call, or the limit was just set
-                # again), the thread ends its call rather than stream tiny tasks.
-                over = throttle.limited and (not light or self._streaming > cap)
-                if left > 0 and now < end and not over:
-                    try:
-                        trio.from_thread.check_cancelled()
-                    except trio.Cancelled:
-                        pass
+            with call.lock:
+                if call.abandoned:  # given up on before this thread got going
+                    return
+                call.running = True
+            try:
+                while True:
+                    call.seq += 1
+                    if groupable(work.task):
+                        fit = int(GROUP_SECONDS / self._group_task_seconds)
+                        with call.lock:
+                            if call.given_up():
+                                return
+                            group = queue.take_group(work, max(1, min(work.task.group_size, fit)))
+                            current.extend(group[1:])
+                        for member in group:
+                            tracker.started(id(member), member.tc)
+                        call.deadline = _earliest(group)
+                        call_start = monotonic()
+                        done = _run_group(group, interrupter)
+                        now = monotonic()
+                        # (threads race on this average: that only blurs it)
+                        per_task = max(1e-6, (now - call_start) / len(group))
+                        self._group_task_seconds = (self._group_task_seconds + per_task) / 2
+                        earlier: Sequence[tuple[WorkItem, Outcome[Any]]] = done[:-1]
+                        work, outcome = done[-1]  # posted below, like a single task's
                     else:
-                        nxt = queue.take(lane)
-                # Wake trio now if the call ends or the next task may take long; else let
-                # posts pile up a little.
-                post(work, outcome, nxt is None or nxt.task.weight >= HEAVY_BYTES)
-                if nxt is None:
-                    return  # trio drains what is left when the call returns
-                current.append(nxt)
-                work = nxt
+                        tracker.started(id(work), work.tc)
+                        if work.tc.timeout is not None:
+                            call.deadline = monotonic() + work.tc.timeout
+                        outcome = _run_one(work, interrupter)
+                        now = monotonic()
+                        earlier = no_earlier
+                    call.deadline = None
+                    count = len(earlier) + 1
+                    if light and throttle.limited and self._streaming <= cap:
+                        throttle.observe(now - started, count)
+                    started = now
+                    left -= count
+                    # Past the throttle's limit (a heavy task's call, or the limit was just
+                    # set again), the thread ends its call rather than stream tiny tasks.
+                    over = throttle.limited and (not light or self._streaming - self._stalled > cap)
+                    more = left > 0 and now < end and not over
+                    if more:
+                        try:
+                            trio.from_thread.check_cancelled()
+                        except trio.Cancelled:
+                            more = False
+                    with call.lock:
+                        if call.given_up():
+                            return  # trio settled what this call had taken
+                        current.clear()
+                        for finished, done_outcome in earlier:
+                            post(finished, done_outcome, False)
+                        nxt = queue.take(lane) if more else None
+                        # Wake trio now if the call ends or the next task may take long;
+                        # else let posts pile up a little.
+                        post(work, outcome, nxt is None or nxt.task.weight >= HEAVY_BYTES)
+                        if nxt is None:
+                            return  # trio drains what is left when the call returns
+                        current.append(nxt)
+                    work = nxt
+            finally:
+                call.returned = True
 
         if light:
             self._streaming += 1
+        self._calls.add(call)
+        self._watch()
         try:
-            await trio.to_thread.run_sync(run_all, limiter=port.limiter(lane))
-        except BaseException:
-            for work in current:  # taken, never run (the thread failed): not finished
+            with call.scope:
+                await trio.to_thread.run_sync(
+                    run_all, limiter=port.limiter(lane), abandon_on_cancel=True
+                )
+        except BaseException:  # cancelled from outside (the job stopped): abandon the thread
+            if self._abandon(call):
+                logger.warning(
+                    "job %s: a worker thread did not stop in time and was abandoned (running %s)",
+                    port_name(port),
+                    ", ".join(w.tc.label for w in current) or "nothing",
+                )
+            for work in current:  # taken, never finished (the call is trio's now)
                 tracker.finished(id(work), "cancelled", 0, None)
             raise
         finally:
+            self._calls.discard(call)
             if light:
                 self._streaming -= 1
                 self._gate.unpark()
+
+    def _abandon(self, call: _Call) -> bool:
+        """Give up on ``call`` (trio side): from now on its thread posts and takes nothing.
+        True if a thread is left running (counted); False if it had not started or had
+        already left the call."""
+        with call.lock:
+            if call.returned or call.abandoned:
+                return False
+            call.abandoned = True
+            if not call.running:
+                return False
+        self._abandoned.append(call)
+        self._abandoned_total += 1
+        return True
+
+    # -- the watchdog --------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        if not self._watching and self._nursery is not None:
+            self._watching = True
+            self._nursery.start_soon(self._watchdog, name="parjobs-watchdog")
+
+    async def _watchdog(self) -> None:
+        """While calls run: give up on each call whose task is past its timeout."""
+        try:
+            while self._calls:
+                now = time.monotonic()
+                wake = now + WATCHDOG_TICK
+                for call in list(self._calls):
+                    deadline = call.deadline
+                    if deadline is None:
+                        continue
+                    if now >= deadline:
+                        self._time_out(call)
+                    else:
+                        wake = min(wake, deadline)
+                await trio.sleep(max(0.0, wake - now))
+        finally:
+            self._watching = False
+
+    def _time_out(self, call: _Call) -> None:
+        """A task of ``call`` is past its timeout: fail it (and any other of the call's
+        tasks past theirs), give the call's other taken tasks back to the queue, and let
+        the thread go."""
+        if not self._abandon(call):
+            return
+        port = self._port
+        now = time.monotonic()
+        stuck = []
+        for work in call.current:
+            tc = work.tc
+            if tc.deadline is not None and now >= tc.deadline:
+                stuck.append(tc.label)
+                error = TaskTimeoutError(
+                    f"{tc.label}: timed out after {tc.timeout:g} s and did not stop "
+                    "(stuck in a system call?); its worker thread was abandoned"
+                )
+                outcome: Outcome[Any] = Outcome(
+                    work.task, OutcomeStatus.FAILED, error=error, bytes=tc.bytes_done
+                )
+                port.post(work, outcome, True)
+            else:  # a group member that had not timed out: it runs again elsewhere
+                port.progress.finished(id(work), "retrying", 0, None)
+                port.queue.put_nowait(work, force=True)
+        call.current.clear()
+        logger.warning(
+            "job %s: %s timed out and did not stop; its worker thread was abandoned (%d so far)",
+            port_name(port),
+            ", ".join(stuck),
+            self._abandoned_total,
+        )
+        call.scope.cancel()
+
+
+def _earliest(group: Sequence[WorkItem]) -> float | None:
+    """The earliest deadline of ``group`` (None: no member has a timeout)."""
+    deadlines = [w.tc.deadline for w in group if w.tc.deadline is not None]
+    return min(deadlines) if deadlines else None
+
+
+def port_name(port: PoolPort) -> str:
+    """A pool's name for log lines (its job id), if it has one."""
+    return str(getattr(port, "name", "?"))

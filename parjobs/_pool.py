@@ -141,7 +141,7 @@ class WorkerPool:
         self._live_workers = 0
         self._done = 0
         self._closed = False
-        self._threads = ThreadExecutor(self, workers)
+        self._threads = ThreadExecutor(self, workers, nursery=nursery)
         self._executors: dict[str, Executor] = {
             lane: factory(self) for lane, factory in (executors or {}).items()
         }

@@ -114,7 +114,16 @@ class TaskContext:
     Thread-safe by construction: only the task's own thread writes ``bytes_done``.
     """
 
-    __slots__ = ("_interrupter", "_label", "attempt", "bytes_done", "deadline", "index", "rerun")
+    __slots__ = (
+        "_interrupter",
+        "_label",
+        "attempt",
+        "bytes_done",
+        "deadline",
+        "index",
+        "rerun",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -132,7 +141,16 @@ class TaskContext:
         #: earlier result, done, not a conflict. False on local runs.
         self.rerun = False
         self._interrupter = interrupter
-        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.timeout = timeout
+        #: When the task must be done (``time.monotonic()``): set by `start`, None before
+        #: and without a timeout.
+        self.deadline: float | None = None
+
+    def start(self) -> None:
+        """The task starts running now: its timeout counts from here (not from when it was
+        queued, maybe behind slow tasks). Called by the executor that runs it."""
+        if self.timeout is not None:
+            self.deadline = time.monotonic() + self.timeout
 
     def check(self) -> None:
         """Call between chunks: raises `PauseRequested`/`CancelRequested` to stop early, or

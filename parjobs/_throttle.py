@@ -28,6 +28,11 @@ class ThrottleStatistics:
         group_cap: the same for tasks run in groups (`Task.run_group`).
         streaming: thread calls started by a light task, running now.
         group_task_seconds: the measured time per grouped task, which sizes the next group.
+        stalled: streaming calls whose current task has run so long (a slow or hung task)
+            that they no longer count against the caps.
+        abandoned: thread calls given up on so far (a task stuck past its timeout, or the
+            job stopped while a thread was stuck): never waited for, never reused.
+        stuck: abandoned threads still running (each keeps its lane's thread token).
     """
 
     limited: bool
@@ -35,6 +40,9 @@ class ThrottleStatistics:
     group_cap: int
     streaming: int
     group_task_seconds: float
+    stalled: int = 0
+    abandoned: int = 0
+    stuck: int = 0
 
 
 class TinyTaskThrottle:
