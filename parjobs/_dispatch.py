@@ -6,11 +6,11 @@ outcomes. ``dispatch_many`` pulls its iterable lazily, never more than the pool'
 ahead of the outcomes the caller consumed, so memory is O(concurrency); tasks a checkpoint
 already records are skipped before they are sent.
 
-A finished task is booked as completed in its stage (what the next checkpoint writes) only
-once the job has taken its outcome: when ``dispatch_many``'s caller comes back for the next
-one, or when a handle's outcome is set. A job that keeps totals in ``ctx.state`` (a copy's
-bytes) has counted the outcome by then, so a checkpoint never records an item as done
-without the state that counts it, and the totals of a resumed job add up exactly.
+A finished task is booked as completed in its stage (what the next checkpoint writes) when
+the job gets its outcome (``dispatch_many`` yields it, a handle's outcome is set), not when
+the task ended: a job that counts outcomes in ``ctx.state`` (a copy, its bytes) before its
+next ``await`` therefore never has a checkpoint record an item without the state that
+counts it, and the totals of a job killed and resumed add up exactly.
 """
 
 from __future__ import annotations
@@ -240,10 +240,8 @@ class TaskDispatcher:
                 await arrived.wait()
             outstanding -= 1
             outcome, error = ready.popleft()
-            try:
-                yield outcome
-            finally:  # the caller has it (and came back for more, or stopped here)
-                record(outcome, error)
+            record(outcome, error)  # booked as the job gets it (see the module docstring)
+            yield outcome
         interrupter.check()
         if stopped is not None:
             raise stopped

@@ -23,6 +23,7 @@ class AppendIndex(parjobs.Task[int]):
     sleep: float = 0.0
     fail: bool = False
     chunks: int = 1
+    stamp: bool = False  # log when it ended too (``time.time()``), after the index
 
     def run(self, tc: parjobs.TaskContext) -> int:
         for _ in range(self.chunks):
@@ -34,7 +35,8 @@ class AppendIndex(parjobs.Task[int]):
             raise ValueError(f"item {self.index} is bad")
         fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, f"{self.index}\n".encode())
+            line = f"{self.index} {time.time():.6f}" if self.stamp else str(self.index)
+            os.write(fd, f"{line}\n".encode())
         finally:
             os.close(fd)
         return self.index * 2
@@ -47,6 +49,7 @@ class CountJob(parjobs.Job):
     sleep: float = 0.0
     fail_every: int = 0
     chunks: int = 1
+    stamp: bool = False
 
     async def run(self, ctx: parjobs.JobContext) -> dict[str, Any]:
         ctx.progress.set_total(items=self.n, bytes=self.n * 10 * self.chunks)
@@ -59,6 +62,7 @@ class CountJob(parjobs.Job):
                 self.sleep,
                 bool(self.fail_every) and i % self.fail_every == 0,
                 self.chunks,
+                self.stamp,
             )
             for i in range(self.n)
         ):
@@ -69,10 +73,16 @@ class CountJob(parjobs.Job):
         return {"done_this_run": done, "runs": ctx.state["runs"]}
 
 
+def read_stamped_log(path: str) -> list[tuple[int, float]]:
+    """(index, when it ended) per line of a log written with ``stamp``."""
+    with open(path) as f:
+        return [(int(a), float(b)) for a, b in (line.split() for line in f if line.strip())]
+
+
 def read_log(path: str) -> list[int]:
     try:
         with open(path) as f:
-            return [int(line) for line in f if line.strip()]
+            return [int(line.split()[0]) for line in f if line.strip()]
     except FileNotFoundError:
         return []
 

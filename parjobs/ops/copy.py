@@ -219,9 +219,9 @@ class CopyItem(Task[CopyDone]):
                     deep_check=deep if plan.options.verify else None,
                     resumed=plan.resumed or tc.rerun,
                 )
-                if got is None:
+                if got is None:  # in place already (e.g. by a run killed before its checkpoint)
                     tc.add_bytes(src_st.st_size)
-                    return CopyDone("present")
+                    return CopyDone("present", src_st.st_size)  # counted like a copy
                 res = got
             return CopyDone("file", res.bytes_copied, res.bytes_reused)
         except OSError as exc:
