@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from ._executor import _run_group, _run_one
+from ._progress import ItemError
 from ._stage import Stage
 from ._task import Interrupter, Outcome, OutcomeStatus, Task, TaskContext
 from ._workqueue import WorkItem, groupable
@@ -217,7 +218,7 @@ def _portable(exc: BaseException | None) -> BaseException | None:
     return exc
 
 
-def _dummy_deliver(outcome: Outcome[Any]) -> None:
+def _dummy_deliver(outcome: Outcome[Any], error: ItemError | None) -> None:
     raise AssertionError("remote outcomes are delivered by the manager")  # pragma: no cover
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import trio
 from _jobs import read_log, read_stamped_log
 
@@ -187,7 +188,7 @@ class StateCounts(parjobs.Job):
 
 
 async def test_a_checkpoint_holds_an_item_only_with_the_state_that_counts_it(
-    store_path: str, autojump_clock: trio.abc.Clock
+    store_path: str, autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Completions were booked when a task ended, the state when the job had counted them:
     a checkpoint between the two recorded items no state counted, and the totals of a
@@ -195,17 +196,16 @@ async def test_a_checkpoint_holds_an_item_only_with_the_state_that_counts_it(
     seen: list[tuple[int, int]] = []
     real = SQLiteJobStore.checkpoint
 
-    def spy(store: SQLiteJobStore, job_id: str, batch: CheckpointBatch, *a: object) -> None:
-        real(store, job_id, batch, *a)  # type: ignore[arg-type]
+    def spy(
+        store: SQLiteJobStore, job_id: str, batch: CheckpointBatch, holder: str | None = None
+    ) -> None:
+        real(store, job_id, batch, holder)
         info = store.get(job_id)
         seen.append((info.done_items, info.state.get("count", 0)))
 
+    monkeypatch.setattr(SQLiteJobStore, "checkpoint", spy)
     async with parjobs.open_manager(store_path) as manager:
-        SQLiteJobStore.checkpoint = spy  # type: ignore[method-assign]
-        try:
-            handle = await manager.submit(StateCounts(n=200))
-            assert await handle.result() == 200
-        finally:
-            SQLiteJobStore.checkpoint = real  # type: ignore[method-assign]
+        handle = await manager.submit(StateCounts(n=200))
+        assert await handle.result() == 200
     assert len(seen) > 3
     assert all(done == count for done, count in seen), seen
