@@ -317,6 +317,7 @@ async def test_idempotency_key_reused_for_another_job_is_a_conflict(store_path, 
             "sleep": 0.0,
             "fail_every": 0,
             "chunks": 1,
+            "stamp": False,
         }
 
 
