@@ -9,6 +9,7 @@ import contextlib
 import trio
 
 from ._exceptions import InvalidTransitionError, StoreError
+from ._jobstore import StoreListener
 from ._manager_core import JobRun
 from ._scheduler import JobScheduler
 from ._status import JobStatus
@@ -89,6 +90,20 @@ class Housekeeping(JobScheduler):
                     await self._interrupt(live, request, status)
             elif live.starting:
                 self._apply_request(live, request)
+
+    async def _listen(self, listener: StoreListener) -> None:
+        """Wake the scheduler and the event stream as soon as the store says a job's status
+        changed anywhere (a worker then claims a new job at once). Only a hint: when the
+        connection fails, the polls go on alone."""
+        while True:
+            await trio.lowlevel.wait_readable(listener.fileno())
+            try:
+                changed = listener.drain()
+            except StoreError:
+                return
+            if changed:
+                self._wake.set()
+                self._store_changed.set()
 
     async def _check_store_file(self) -> None:
         """Stop everything if the store file was deleted or replaced: SQLite would go on

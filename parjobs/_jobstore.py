@@ -3,12 +3,28 @@ store (SQLite today, PostgreSQL next), with no backend's types in it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from ._progress import ItemError
 from ._records import CheckpointBatch, JobInfo
 from ._status import JobStatus
+
+
+class StoreListener(Protocol):
+    """Wake-ups from a store that can send them (PostgreSQL's LISTEN/NOTIFY): the manager
+    waits for `fileno` to be readable in trio, then calls `drain`. Never the source of
+    truth: a wake-up only makes the manager look at the store sooner than its poll would."""
+
+    def fileno(self) -> int:
+        """The socket to wait on."""
+
+    def drain(self) -> list[str]:
+        """The job ids whose status changed since the last call, without blocking (empty
+        when nothing arrived); `StoreError` when the connection is gone."""
+
+    def close(self) -> None:
+        """Stop listening and release the connection."""
 
 
 class JobStore(Protocol):
@@ -78,6 +94,16 @@ class JobStore(Protocol):
 
     def claim(self, job_id: str, manager_id: str) -> JobInfo:
         """Lease a queued job to ``manager_id`` and mark it running, atomically."""
+
+    def claim_next(self, manager_id: str, capacities: Mapping[str, int]) -> JobInfo | None:
+        """For a worker: lease the next queued (or interrupted) job nobody holds, whose
+        queue runs fewer jobs in the whole store than its capacity in ``capacities`` and
+        whose prerequisites completed, and mark it running, atomically across managers;
+        the jobs of dead managers are recovered first. None when none can start now."""
+
+    def listener(self) -> StoreListener | None:
+        """A new connection that wakes the manager when a job's status changes anywhere
+        (None when the store cannot: the manager polls)."""
 
     def requeue(self, job_id: str, manager_id: str) -> JobInfo:
         """Resume: queue a resting job, leased to ``manager_id``, atomically."""

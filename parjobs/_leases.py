@@ -1,5 +1,5 @@
-"""Who is alive: the liveness rule for the managers that share a SQLite store (process
-identity on this host, heartbeat age on others), on which leases and recovery rest."""
+"""Who is alive: the liveness rule for the managers that share a store (process identity
+on this host, heartbeat age on others), on which leases and recovery rest."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import socket
 import sqlite3
 import time
+from collections.abc import Iterable
 
 #: A manager on another host whose heartbeat is older than this (seconds) is dead. On this
 #: host a manager is alive exactly while its process is (pid and start time), however old its
@@ -26,19 +27,27 @@ def lease_timeout() -> float:
 
 
 def dead_managers(c: sqlite3.Connection) -> set[str]:
-    """Managers that are certainly gone. On this host: the process is gone (its pid is
-    free, or taken by a process started at another time). On another host: its
-    heartbeat is older than `lease_timeout`. A stale heartbeat alone never condemns a
-    process of this host: a stopped one (Ctrl-Z, SIGSTOP) still owns its jobs."""
-    host, now, timeout = socket.gethostname(), time.time(), lease_timeout()
+    """Managers of a SQLite store that are certainly gone (see `dead_among`)."""
+    rows = c.execute("SELECT id, pid, host, heartbeat, pid_start FROM managers")
+    return dead_among(((r[0], r[1], r[2], r[3], r[4]) for r in rows), time.time())
+
+
+def dead_among(rows: Iterable[tuple[str, int, str, float, str | None]], now: float) -> set[str]:
+    """The ids of the managers among ``rows`` (id, pid, host, heartbeat, pid start) that are
+    certainly gone. On this host: the process is gone (its pid is free, or taken by a
+    process started at another time). On another host: its heartbeat is older than
+    `lease_timeout` at ``now`` (the clock the heartbeats were written with). A stale
+    heartbeat alone never condemns a process of this host: a stopped one (Ctrl-Z, SIGSTOP)
+    still owns its jobs."""
+    host, timeout = socket.gethostname(), lease_timeout()
     dead = set()
-    for row in c.execute("SELECT id, pid, host, heartbeat, pid_start FROM managers"):
-        if row["host"] == host:
-            alive = pid_alive(row["pid"]) and same_process(row["pid"], row["pid_start"])
+    for manager_id, pid, where, heartbeat, pid_start in rows:
+        if where == host:
+            alive = pid_alive(pid) and same_process(pid, pid_start)
         else:
-            alive = now - row["heartbeat"] < timeout
+            alive = now - heartbeat < timeout
         if not alive:
-            dead.add(row["id"])
+            dead.add(manager_id)
     return dead
 
 

@@ -49,7 +49,7 @@ from ._jobstore import JobStore
 from ._progress import ItemError, Progress
 from ._records import JobInfo, ManagerStatistics
 from ._status import JobStatus, check_transition
-from ._store import SQLiteJobStore
+from ._stores import open_store
 from ._util import exception_leaves
 
 #: How often the event stream looks at the store for other processes' changes (while
@@ -130,6 +130,7 @@ class JobManager(Housekeeping):
         self._identity = await self._db(self.store.identity)
         await self._db(self.store.register_manager, self.id)
         await self._db(self.store.recover)
+        self._listener = await self._db(self.store.listener)
         await self.purge_expired()
         await self._sweep_job_dirs()
 
@@ -158,6 +159,8 @@ class JobManager(Housekeeping):
         nursery.start_soon(self._scheduler)
         nursery.start_soon(self._housekeeping)
         nursery.start_soon(self._watch_store)
+        if self._listener is not None:
+            nursery.start_soon(self._listen, self._listener)
         if resume_interrupted:
             for info in await self.list_jobs([JobStatus.INTERRUPTED]):
                 await self.resume(info.id)
@@ -171,6 +174,8 @@ class JobManager(Housekeeping):
             elif live.starting and live.ctx is None and not live.rested.is_set():
                 self._apply_request(live, "pause")
             elif live.status in (JobStatus.RUNNING, JobStatus.PAUSING):
+                if self._claiming and live.status is JobStatus.RUNNING:
+                    self._handing_back.add(live.id)  # rests interrupted: another worker's
                 with contextlib.suppress(InvalidTransitionError):  # ended meanwhile
                     await self._interrupt(live, "pause", JobStatus.PAUSING)
         with trio.move_on_after(grace):
@@ -197,8 +202,10 @@ class JobManager(Housekeeping):
         after: Iterable[str] = (),
         on_dependency_failure: str = "skip",
         timeout: float | None = None,  # noqa: ASYNC109 - a job setting, not this call's
+        detach: bool = False,
     ) -> JobHandle:
-        """Store ``job`` (validated) and queue it to run in this manager.
+        """Store ``job`` (validated) and queue it to run in this manager (``detach``: queue
+        it for any worker of the store instead, see `work`; this manager does not run it).
 
         ``priority``: higher starts first (FIFO among equals), default the job type's.
         ``queue``: the named queue whose capacity bounds it (default the job type's).
@@ -234,7 +241,7 @@ class JobManager(Housekeeping):
             spec,
             priority=prio,
             queue=queue,
-            lease=self.id,
+            lease=None if detach else self.id,
             idempotency_key=idempotency_key,
             owner=owner,
             after=after,
@@ -247,10 +254,31 @@ class JobManager(Housekeeping):
         if not start:
             await self._db(self.store.transition, info.id, JobStatus.PAUSED, lease=None)
             return JobHandle(self, info.id)
+        if detach:
+            return JobHandle(self, info.id)
         live = self._enqueue(info)
         live.job = job
         live.validated = True  # just now: its first run need not validate it again
         return JobHandle(self, info.id)
+
+    async def work(self, *, until_idle: bool = False) -> None:
+        """Be a worker: besides its own jobs, this manager claims and runs the queued jobs
+        nobody holds (submitted with ``detach``, by any process or host) and the jobs left
+        interrupted by dead managers, resumed from their checkpoints; at most
+        ``max_running`` at once, and no more in a queue than its capacity counting every
+        manager's running jobs. Returns with ``until_idle`` once nothing runs here and no
+        job can be claimed; else runs until cancelled. Jobs it holds when the manager
+        closes are handed back (``interrupted``) for another worker."""
+        self._claiming = True
+        self._wake.set()
+        if not until_idle:
+            await trio.sleep_forever()
+        while True:
+            self._idle = trio.Event()
+            self._wake.set()
+            await self._idle.wait()
+            if not any(not live.rested.is_set() for live in self._live.values()):
+                return
 
     async def set_priority(self, job_id: str, priority: int) -> None:
         """Change the priority of a job that has not started (e.g. bring the thumbnails of
@@ -765,8 +793,9 @@ async def open_manager(
 ) -> AsyncIterator[JobManager]:
     """Open the store at ``store_path`` and run a manager until the block exits.
 
-    ``store_path`` names a SQLite store file (created if needed), or is an open `JobStore`
-    of another kind (closed when the block exits too).
+    ``store_path`` names a SQLite store file (created if needed), or is a
+    ``postgresql://user:password@host/database`` URL (the ``[postgres]`` extra; the schema is
+    created if needed), or is an open `JobStore` (closed when the block exits too).
 
     ``config`` says how (see `ManagerConfig`); keyword ``options`` are its fields, applied on
     top (``open_manager(path, workers=4)``).
@@ -782,12 +811,12 @@ async def open_manager(
     """
     config = make_config(config, options)  # validated before the store is opened or created
     if isinstance(store_path, str | os.PathLike):
-        store: JobStore = await trio.to_thread.run_sync(SQLiteJobStore.open, store_path)
+        store: JobStore = await trio.to_thread.run_sync(open_store, store_path)
     else:
         store = store_path
     bridge: ClusterBridge | None = None
+    manager = JobManager(store, config)
     try:
-        manager = JobManager(store, config)
         if config.cluster is not None:
             bridge = await trio.to_thread.run_sync(
                 ClusterBridge.open, config.cluster, config.cluster_path_map
@@ -814,6 +843,8 @@ async def open_manager(
         if bridge is not None:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(bridge.close)
+        if manager._listener is not None:
+            await trio.to_thread.run_sync(manager._listener.close)
         await trio.to_thread.run_sync(store.close)
 
 

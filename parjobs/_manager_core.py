@@ -17,7 +17,7 @@ from ._config import ManagerConfig
 from ._context import JobContext
 from ._events import EventBus
 from ._job import Job
-from ._jobstore import JobStore
+from ._jobstore import JobStore, StoreListener
 from ._progress import Progress, ProgressTracker
 from ._records import JobInfo
 from ._status import JobStatus
@@ -100,6 +100,12 @@ class ManagerCore:
         self._mark: float | None = None
         self._primed = 0.0
         self._known: dict[str, tuple[JobStatus, Progress]] = {}
+        # A worker (`JobManager.work`) claims the store's unheld jobs; `_idle` is set when
+        # it found none and runs nothing; jobs it pauses on closing rest interrupted.
+        self._claiming = False
+        self._idle = trio.Event()
+        self._handing_back: set[str] = set()
+        self._listener: StoreListener | None = None  # the store's wake-ups, if it sends any
 
     async def _db(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """Run a blocking store call in the store's single worker thread."""

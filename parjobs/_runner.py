@@ -343,6 +343,8 @@ class JobRunner(ManagerCore):
             live.ctx = None
             live.rest(JobStatus.INTERRUPTED)
             return
+        if status is JobStatus.PAUSED and live.id in self._handing_back:
+            status = JobStatus.INTERRUPTED  # a worker closing: another one takes it over
         live.releasing = True
         live.tracker.run_stopped()
         live.tracker.status = status.value

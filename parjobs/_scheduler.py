@@ -11,7 +11,7 @@ from ._exceptions import InvalidTransitionError, LeaseError
 from ._manager_core import JobRun
 from ._records import JobInfo
 from ._runner import JobRunner
-from ._status import JobStatus
+from ._status import JobStatus, dependency_state
 
 #: How often prerequisites run by other processes are polled.
 DEPENDENCY_POLL = 1.0
@@ -48,7 +48,9 @@ class JobScheduler(JobRunner):
             self._wake = trio.Event()
             waiting_on_others = await self._schedule_once()
             # Prerequisites run by other processes are polled; ours wake us when they rest.
-            with trio.move_on_after(DEPENDENCY_POLL if waiting_on_others else math.inf):
+            # A worker polls the store for jobs to claim (a store's wake-ups come sooner).
+            poll = DEPENDENCY_POLL if waiting_on_others or self._claiming else math.inf
+            with trio.move_on_after(poll):
                 await self._wake.wait()
 
     async def _schedule_once(self) -> bool:
@@ -65,7 +67,7 @@ class JobScheduler(JobRunner):
                 break
             if live not in self._queue:  # paused or cancelled while we looked
                 continue
-            blocked, failed = _dependency_state(live.info, dep_status)
+            blocked, failed = dependency_state(live.info.after, dep_status)
             if failed is not None and live.info.dep_policy == "skip":
                 self._queue.remove(live)
                 live.releasing = True
@@ -96,28 +98,30 @@ class JobScheduler(JobRunner):
                 stored = await self.get(live.id)
                 live.rest(stored.status)
                 continue
-            if info.request in ("pause", "cancel"):  # sent while it waited in the queue
-                self._apply_request(live, info.request)
-            self._running += 1
-            self._running_by_queue[queue] = self._running_by_queue.get(queue, 0) + 1
-            self._nursery.start_soon(self._run, live, info)
+            self._start_run(live, info)
+        if self._claiming and not self._closing:
+            await self._claim_from_store()
         return waiting
 
+    def _start_run(self, live: JobRun, info: JobInfo) -> None:
+        """Run a claimed job (honouring a pause or cancel sent while it waited queued)."""
+        assert self._nursery is not None
+        if info.request in ("pause", "cancel"):
+            self._apply_request(live, info.request)
+        self._running += 1
+        self._running_by_queue[info.queue] = self._running_by_queue.get(info.queue, 0) + 1
+        self._nursery.start_soon(self._run, live, info)
 
-def _dependency_state(info: JobInfo, statuses: dict[str, JobStatus]) -> tuple[bool, str | None]:
-    """(still blocked, first failed prerequisite description) for a queued job."""
-    blocked = False
-    for dep in info.after:
-        status = statuses.get(dep)
-        if status is None:
-            return False, f"{dep} no longer exists"
-        if status in _DEP_FAILED:
-            return False, f"{dep} is {status.value}"
-        if status not in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS):
-            blocked = True
-    return blocked, None
-
-
-_DEP_FAILED = frozenset(
-    {JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SKIPPED, JobStatus.TIMED_OUT}
-)
+    async def _claim_from_store(self) -> None:
+        """A worker's share: claim jobs nobody holds while this manager has room (the
+        store counts every manager's running jobs against the queues' capacities)."""
+        while self._running < self.max_running and not self._closing:
+            info = await self._db(self.store.claim_next, self.id, self.queues)
+            if info is None:
+                if not any(not live.rested.is_set() for live in self._live.values()):
+                    self._idle.set()
+                return
+            live = JobRun(info)
+            live.starting = True
+            self._live[info.id] = live
+            self._start_run(live, info)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from ._exceptions import InvalidTransitionError
@@ -126,3 +126,26 @@ def check_transition(job_id: str, current: JobStatus, new: JobStatus) -> None:
     if new not in TRANSITIONS[current]:
         verb = _VERBS.get(new, f"move to {new.value}")
         raise InvalidTransitionError(f"cannot {verb} job {job_id}: it is {current.value}")
+
+
+def dependency_state(
+    after: Iterable[str], statuses: Mapping[str, JobStatus]
+) -> tuple[bool, str | None]:
+    """(still blocked, first failed prerequisite described) for a queued job whose
+    prerequisites are ``after``, given their ``statuses`` (a missing one no longer exists).
+    The scheduler and the stores' claim of the next queued job share this rule."""
+    blocked = False
+    for dep in after:
+        status = statuses.get(dep)
+        if status is None:
+            return False, f"{dep} no longer exists"
+        if status in _DEP_FAILED:
+            return False, f"{dep} is {status.value}"
+        if status not in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS):
+            blocked = True
+    return blocked, None
+
+
+_DEP_FAILED = frozenset(
+    {JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SKIPPED, JobStatus.TIMED_OUT}
+)

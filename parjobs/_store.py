@@ -15,7 +15,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
@@ -26,10 +26,11 @@ from ._exceptions import (
     StoreError,
     StoreFormatError,
 )
+from ._jobstore import StoreListener
 from ._leases import dead_managers, process_start
 from ._progress import ItemError, Progress
 from ._records import CheckpointBatch, JobInfo
-from ._status import JobStatus, check_transition
+from ._status import JobStatus, check_transition, dependency_state
 from ._store_schema import (
     Undecodable,
     check_header,
@@ -326,6 +327,67 @@ class SQLiteJobStore:
             c.execute("DELETE FROM task_errors WHERE job_id=?", (job_id,))
             return self._get(c, job_id)
 
+    #: Appended to the candidate query of `claim_next` (PostgreSQL: ``FOR UPDATE SKIP
+    #: LOCKED``, so a row another transaction holds is passed over, not waited for).
+    _SKIP_LOCKED = ""
+
+    def _claim_lock(self, c: sqlite3.Connection) -> None:
+        """Serialize the claims of all managers (SQLite: ``BEGIN IMMEDIATE`` already does),
+        so the running jobs they count against queue capacities cannot change meanwhile."""
+
+    def claim_next(self, manager_id: str, capacities: Mapping[str, int]) -> JobInfo | None:
+        """Claim the next job nobody holds, for a worker (`JobManager.work`), in one
+        transaction: first the jobs of dead managers are recovered (see `recover`); then,
+        highest priority first (oldest among equals), a queued or interrupted job without a
+        lease or pending request, in a queue of ``capacities`` that runs fewer jobs in the
+        whole store than its capacity, whose prerequisites completed, is marked running and
+        leased to ``manager_id`` like `claim`. A job whose prerequisite failed (policy
+        ``skip``) is skipped on the way. None when no job can start now."""
+        now = time.time()
+        with self._tx() as c:
+            self._claim_lock(c)
+            self._recover(c)
+            running = dict(
+                c.execute(
+                    "SELECT queue, COUNT(*) FROM jobs WHERE status IN "
+                    "('running', 'pausing', 'cancelling') GROUP BY queue"
+                ).fetchall()
+            )
+            free = [q for q, cap in capacities.items() if running.get(q, 0) < cap]
+            if not free:
+                return None
+            rows = c.execute(
+                "SELECT id, after, dep_policy FROM jobs WHERE lease IS NULL AND ("
+                "status='queued' OR (status='interrupted' AND request IS NULL)) "
+                f"AND queue IN ({','.join('?' * len(free))}) "
+                f"ORDER BY priority DESC, created, id LIMIT 100{self._SKIP_LOCKED}",
+                free,
+            ).fetchall()
+            for row in rows:
+                after = json.loads(row[1]) if row[1] else []
+                blocked, failed = dependency_state(after, self._statuses(c, after))
+                if failed is not None and row[2] == "skip":
+                    c.execute(
+                        "UPDATE jobs SET status='skipped', error=?, finished=?, updated=? "
+                        "WHERE id=?",
+                        (f"prerequisite job {failed}", now, now, row[0]),
+                    )
+                    continue
+                if blocked:
+                    continue
+                c.execute(
+                    "UPDATE jobs SET status='running', lease=?, started=COALESCE(started, ?), "
+                    "finished=NULL, updated=?, runs=runs+1, error=NULL WHERE id=?",
+                    (manager_id, now, now, row[0]),
+                )
+                c.execute("DELETE FROM task_errors WHERE job_id=?", (row[0],))
+                return self._get(c, row[0])
+            return None
+
+    def listener(self) -> StoreListener | None:
+        """No wake-ups from SQLite: other processes' changes are polled."""
+        return None
+
     def take(self, job_id: str, manager_id: str, expect: JobStatus) -> JobInfo:
         """Lease a resting job to ``manager_id`` without changing its status (e.g. while
         its cancel cleans up), so no other process can resume it meanwhile."""
@@ -349,7 +411,7 @@ class SQLiteJobStore:
         rows = c.execute("SELECT id, request FROM jobs WHERE lease=?", (manager_id,))
         return registered, {r[0]: r[1] for r in rows}
 
-    def identity(self) -> tuple[int, int] | None:
+    def identity(self) -> object | None:
         """(device, inode) of the store file now, None if it is gone."""
         try:
             st = os.stat(self.path)
@@ -487,10 +549,13 @@ class SQLiteJobStore:
         return {r[0]: r[1] for r in rows}
 
     def statuses(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
+        return self._statuses(self._conn, job_ids)
+
+    def _statuses(self, c: sqlite3.Connection, job_ids: Iterable[str]) -> dict[str, JobStatus]:
         ids = list(job_ids)
         if not ids:
             return {}
-        rows = self._conn.execute(
+        rows = c.execute(
             f"SELECT id, status FROM jobs WHERE id IN ({','.join('?' * len(ids))})", ids
         )
         out: dict[str, JobStatus] = {}

@@ -6,9 +6,49 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 
+def pytest_generate_tests(metafunc):
+    """Tests marked ``both_stores`` run on SQLite and on PostgreSQL (`store_path` is then a
+    fresh database's URL)."""
+    if "store_path" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "both_stores"
+    ):
+        metafunc.parametrize("store_path", ["sqlite", "postgresql"], indirect=True)
+
+
 @pytest.fixture
-def store_path(tmp_path):
+def store_path(request, tmp_path, monkeypatch):
+    if getattr(request, "param", "sqlite") == "postgresql":
+        monkeypatch.setenv("PARJOBS_JOB_FILES", str(tmp_path / "job-files"))
+        return request.getfixturevalue("pg_url")
     return str(tmp_path / "jobs.sqlite")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL cluster per test process (see tests/_pg.py). Skipped, saying why,
+    only outside CI when the server binaries or psycopg are missing."""
+    import _pg
+
+    missing = None
+    if _pg.binaries() is None:
+        missing = "PostgreSQL server binaries not found (apt install postgresql)"
+    else:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            missing = "psycopg not installed (pip install -e '.[postgres]')"
+    if missing is not None:
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    with _pg.server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """The URL of a new, empty database on the test cluster."""
+    return pg_server.url(pg_server.create_db())
 
 
 @pytest.fixture

@@ -27,6 +27,8 @@ import parjobs
 import parjobs.process
 from parjobs import JobStatus
 
+pytestmark = pytest.mark.both_stores  # the same suite on SQLite and PostgreSQL
+
 
 @pytest.fixture(autouse=True)
 def _reset():

@@ -54,6 +54,9 @@ FLOORS: dict[str, int] = {
     "parjobs._leases": 3,
     "parjobs._store_schema": 3,
     "parjobs._store": 4,
+    "parjobs._pgschema": 3,
+    "parjobs._pgstore": 5,
+    "parjobs._stores": 6,
     # core: jobs, their context, the manager
     "parjobs._config": 8,
     "parjobs._events": 8,

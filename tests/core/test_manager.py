@@ -17,6 +17,8 @@ from _jobs import CountJob, read_log
 import parjobs
 from parjobs import JobStatus
 
+pytestmark = pytest.mark.both_stores  # the same suite on SQLite and PostgreSQL
+
 
 async def test_ten_thousand_tasks_each_run_exactly_once(store_path, tmp_path):
     log = str(tmp_path / "log")
