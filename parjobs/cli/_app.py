@@ -106,9 +106,10 @@ def _globals(parser: argparse.ArgumentParser, *, sub: bool, client: bool = True)
     group = parser.add_argument_group("global options")
     group.add_argument(
         "--store",
-        metavar="PATH",
+        metavar="PATH|URL",
         default=default(None),
-        help="job store (default: $PARJOBS_STORE, else $XDG_STATE_HOME/parjobs/jobs.sqlite)",
+        help="job store: a SQLite file or a postgresql:// URL (default: $PARJOBS_STORE, else "
+        "$XDG_STATE_HOME/parjobs/jobs.sqlite)",
     )
     group.add_argument(
         "--json",
@@ -186,6 +187,15 @@ def _workers(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _detach(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--detach",
+        action="store_true",
+        help="only queue the job for 'parjobs worker' processes of the store, print its id "
+        "and exit 0 (docs/stores.md)",
+    )
+
+
 def _conflict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--on-conflict",
@@ -220,6 +230,7 @@ def build_parser() -> Parser:
     p.add_argument("--preserve-xattrs", action="store_true", help="copy extended attributes")
     p.add_argument("--preserve-owner", action="store_true", help="copy owner and group")
     _workers(p)
+    _detach(p)
 
     p = _command(subs, "move", "move files and trees", "parjobs move ~/Downloads/*.iso /mnt/isos")
     p.add_argument("sources", nargs="+", metavar="SRC", help="files or directories to move")
@@ -233,6 +244,7 @@ def build_parser() -> Parser:
     )
     p.add_argument("--durable", action="store_true", help="fsync each file before finishing it")
     _workers(p)
+    _detach(p)
 
     p = _command(subs, "delete", "delete files and trees", "parjobs delete ~/tmp/build --trash")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to delete")
@@ -244,6 +256,7 @@ def build_parser() -> Parser:
         "directory, the home directory and its ancestors are always refused)",
     )
     _workers(p)
+    _detach(p)
 
     p = _command(
         subs,
@@ -262,6 +275,7 @@ def build_parser() -> Parser:
         "-o", "--output", metavar="FILE", help="write digests to FILE instead of printing them"
     )
     _workers(p)
+    _detach(p)
 
     p = _command(
         subs, "dupes", "find duplicate files", "parjobs dupes ~/Photos ~/Backup --min-size 1M"
@@ -275,6 +289,7 @@ def build_parser() -> Parser:
         help="ignore files smaller than SIZE (e.g. 4096, 10k, 5M; default 1)",
     )
     _workers(p)
+    _detach(p)
 
     p = _command(
         subs,
@@ -303,6 +318,7 @@ def build_parser() -> Parser:
         help="write thumbnails into DIR (default $XDG_CACHE_HOME/parjobs/thumbnails)",
     )
     _workers(p)
+    _detach(p)
 
     p = _command(subs, "jobs", "list jobs", "parjobs jobs --status paused,interrupted")
     p.add_argument(
@@ -374,6 +390,27 @@ def build_parser() -> Parser:
         default=argparse.SUPPRESS,  # the global option's (None) when not given
         help="tokens, one per line ('TOKEN' or 'TOKEN owner=NAME'); needed off loopback "
         "(default: $XDG_STATE_HOME/parjobs/serve-tokens, created)",
+    )
+    _workers(p)
+
+    p = _command(
+        subs,
+        "worker",
+        "claim and run the store's queued jobs until stopped, for the hosts of a farm",
+        "parjobs worker --store postgresql://farm@db/jobs --until-idle",
+        client=False,
+    )
+    p.add_argument(
+        "--until-idle", action="store_true", help="exit once no job is left for this worker"
+    )
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=_int_at_least(1),
+        default=4,
+        metavar="N",
+        help="jobs run at once by this worker (default 4; queue capacities hold across "
+        "all workers)",
     )
     _workers(p)
     return parser

@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from .._job import Job, registered_job_types
 from .._status import JobStatus
-from . import _manage, _serve
+from . import _manage, _serve, _worker
 from ._errors import EXIT_OK, CliError
 from ._follow import follow_jobs
 from ._render import Renderer, make_renderer
 from ._results import prints_data
 from ._session import Store, cluster_config, import_job_types, manager_for
+from ._worker import submit_detached
 
 if TYPE_CHECKING:
     from ..ops.thumbnail import Layout
@@ -47,6 +48,8 @@ async def _submit(args: argparse.Namespace, job: Job) -> int:
     job.validate()
     store = Store.choose(args.store)
     renderer = _renderer(args, [(type(job).job_type_name, job.to_spec())])
+    if args.detach:
+        return await submit_detached(args, store, job)
     async with manager_for(store, cluster_config(args), workers=args.workers) as manager:
         handle = await manager.submit(job)
         return await follow_jobs(manager, [handle.id], store=store, renderer=renderer)
@@ -218,4 +221,5 @@ COMMANDS: dict[str, Command] = {
     "cancel": _manage.cancel,
     "demo": demo,
     "serve": _serve.serve,
+    "worker": _worker.worker,
 }

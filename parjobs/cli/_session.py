@@ -14,6 +14,7 @@ from .._cluster_remote import parse_path_map
 from .._config import ConfigOptions, ManagerConfig
 from .._job import load_job_types
 from .._manager import JobManager, open_manager
+from .._pgschema import is_url
 from ._errors import CliError
 from ._remote import SERVER, Server
 
@@ -38,7 +39,8 @@ class Store:
     @classmethod
     def choose(cls, option: str | None) -> Store:
         """The server of ``--server`` (see `_remote`), else ``--store``, then
-        ``$PARJOBS_STORE``, then `default_store`."""
+        ``$PARJOBS_STORE``, then `default_store`: a file path, or a ``postgresql://`` URL
+        (kept as given)."""
         server = SERVER.get()
         if server is not None:
             return cls(server.url, explicit=server.explicit, server=server)
@@ -46,12 +48,14 @@ class Store:
         default = default_store()
         if given is None:
             return cls(default, explicit=False)
+        if is_url(given):  # a PostgreSQL store (docs/stores.md)
+            return cls(given, explicit=True)
         path = os.path.abspath(os.path.expanduser(given))
         return cls(path, explicit=path != default)
 
     @property
     def exists(self) -> bool:
-        return self.server is not None or os.path.exists(self.path)
+        return self.server is not None or is_url(self.path) or os.path.exists(self.path)
 
     def command(self, *words: str) -> str:
         """A shell command line for this store, e.g. ``parjobs resume ID --store X``."""
@@ -99,7 +103,8 @@ async def manager_for(
         return
     directory = os.path.dirname(store.path)
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)  # private, as XDG asks
+        if not is_url(store.path):
+            os.makedirs(directory, mode=0o700, exist_ok=True)  # private, as XDG asks
     except OSError as exc:
         raise CliError(f"cannot create the store directory {directory}: {exc.strerror}") from None
     async with open_manager(store.path, config, **options) as manager:

@@ -75,6 +75,7 @@ async def test_truncated_store_gives_clear_error(store_path, tmp_path):
             pass
 
 
+@pytest.mark.both_stores
 async def test_idempotency_key_returns_the_existing_job(store_path, tmp_path):
     async with parjobs.open_manager(store_path) as m1, parjobs.open_manager(store_path) as m2:
         a = await m1.submit(CountJob(n=2, log=str(tmp_path / "l")), idempotency_key="k")
@@ -84,6 +85,7 @@ async def test_idempotency_key_returns_the_existing_job(store_path, tmp_path):
         assert len(await m1.list_jobs()) == 1
 
 
+@pytest.mark.both_stores
 async def test_list_with_status_filter(store_path, tmp_path):
     async with parjobs.open_manager(store_path) as manager:
         done = await manager.submit(CountJob(n=1, log=str(tmp_path / "l")))
@@ -96,11 +98,12 @@ async def test_list_with_status_filter(store_path, tmp_path):
             await manager.get("nope")
 
 
-def test_checkpoint_ranges_compact_and_round_trip(tmp_path):
+@pytest.mark.both_stores
+def test_checkpoint_ranges_compact_and_round_trip(store_path):
     from parjobs._records import CheckpointBatch
-    from parjobs._store import JobStore
+    from parjobs._stores import open_store
 
-    store = JobStore.open(tmp_path / "s.sqlite")
+    store = open_store(store_path)
     try:
         store.insert_job("j", "test-count", 1, '{"n": 1, "log": "x"}')
         expected = IndexSet()
