@@ -168,14 +168,16 @@ class JobManager(Housekeeping):
     async def _shutdown(self, grace: float) -> None:
         """Pause what runs (checkpointed, resumable), release queued jobs, unregister."""
         self._closing = True
+        async with self._claim_lock:
+            pass  # a worker's claim under way has registered its run by now
         for live in list(self._live.values()):
+            if self._claiming and live.status is JobStatus.RUNNING:
+                self._handing_back.add(live.id)  # rests interrupted: another worker's
             if live in self._queue:
                 await self._rest_queued(live, JobStatus.INTERRUPTED)
             elif live.starting and live.ctx is None and not live.rested.is_set():
                 self._apply_request(live, "pause")
             elif live.status in (JobStatus.RUNNING, JobStatus.PAUSING):
-                if self._claiming and live.status is JobStatus.RUNNING:
-                    self._handing_back.add(live.id)  # rests interrupted: another worker's
                 with contextlib.suppress(InvalidTransitionError):  # ended meanwhile
                     await self._interrupt(live, "pause", JobStatus.PAUSING)
         with trio.move_on_after(grace):
@@ -269,7 +271,7 @@ class JobManager(Housekeeping):
         manager's running jobs. Returns with ``until_idle`` once nothing runs here and no
         job can be claimed; else runs until cancelled. Jobs it holds when the manager
         closes are handed back (``interrupted``) for another worker."""
-        self._claiming = True
+        self._claiming = self._claims_open = True
         self._wake.set()
         if not until_idle:
             await trio.sleep_forever()
@@ -277,8 +279,12 @@ class JobManager(Housekeeping):
             self._idle = trio.Event()
             self._wake.set()
             await self._idle.wait()
+            self._claims_open = False
+            async with self._claim_lock:
+                pass  # a claim under way has registered its run by now
             if not any(not live.rested.is_set() for live in self._live.values()):
                 return
+            self._claims_open = True  # one more was claimed meanwhile: run it first
 
     async def set_priority(self, job_id: str, priority: int) -> None:
         """Change the priority of a job that has not started (e.g. bring the thumbnails of

@@ -103,8 +103,10 @@ class ManagerCore:
         # A worker (`JobManager.work`) claims the store's unheld jobs; `_idle` is set when
         # it found none and runs nothing; jobs it pauses on closing rest interrupted.
         self._claiming = False
+        self._claims_open = False  # off again once an until-idle worker is idle
         self._idle = trio.Event()
         self._handing_back: set[str] = set()
+        self._claim_lock = trio.Lock()  # held across a claim: closing waits for it
         self._listener: StoreListener | None = None  # the store's wake-ups, if it sends any
 
     async def _db(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:

@@ -115,13 +115,14 @@ class JobScheduler(JobRunner):
     async def _claim_from_store(self) -> None:
         """A worker's share: claim jobs nobody holds while this manager has room (the
         store counts every manager's running jobs against the queues' capacities)."""
-        while self._running < self.max_running and not self._closing:
-            info = await self._db(self.store.claim_next, self.id, self.queues)
-            if info is None:
-                if not any(not live.rested.is_set() for live in self._live.values()):
-                    self._idle.set()
-                return
-            live = JobRun(info)
-            live.starting = True
-            self._live[info.id] = live
-            self._start_run(live, info)
+        while self._running < self.max_running and self._claims_open and not self._closing:
+            async with self._claim_lock:  # closing waits for a claim under way
+                info = await self._db(self.store.claim_next, self.id, self.queues)
+                if info is None:
+                    if not any(not live.rested.is_set() for live in self._live.values()):
+                        self._idle.set()
+                    return
+                live = JobRun(info)
+                live.starting = True
+                self._live[info.id] = live
+                self._start_run(live, info)

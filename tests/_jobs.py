@@ -198,3 +198,27 @@ class PrintLines(parjobs.Job):
         task = parjobs.process.ProcessTask(7, [sys.executable, "-c", script], name="printer")
         handle = await ctx.task_dispatcher().dispatch(task)
         return (await handle.outcome()).value
+
+
+@parjobs.job_type("test-mark", version=1)
+class MarkJob(parjobs.Job):
+    """Appends ``start NAME`` and ``end NAME`` lines around a short real sleep to a shared
+    log (O_APPEND: the file's order is the real order, across processes)."""
+
+    name: str
+    log: str
+    seconds: float = 0.0
+
+    async def run(self, ctx: parjobs.JobContext) -> str:
+        _append(self.log, f"start {self.name} {os.getpid()}\n")
+        await trio.sleep(self.seconds)
+        _append(self.log, f"end {self.name} {os.getpid()}\n")
+        return self.name
+
+
+def _append(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)

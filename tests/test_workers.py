@@ -1,0 +1,210 @@
+"""Several `parjobs worker` processes sharing one PostgreSQL store (issue 16): every queued
+job runs exactly once, queue capacities hold across them, a killed worker's job is resumed
+by another from its checkpoint, a pause sent through one process stops a job another runs;
+and a store that cannot be used is a clear error (exit 2) with nothing touched."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+from _jobs import CountJob, MarkJob, read_log
+
+import parjobs
+from parjobs import JobStatus
+from parjobs._stores import open_store
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+#: `parjobs worker` (the CLI's main), with the tests' job types importable.
+_MAIN = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); import _jobs; "
+    "from parjobs.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def _parjobs(*args: str) -> list[str]:
+    return [sys.executable, "-c", _MAIN, TESTS, *args]
+
+
+def _worker(url: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        _parjobs("worker", "--store", url, *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        _parjobs(*args), capture_output=True, text=True, timeout=120, env=env or os.environ
+    )
+
+
+@pytest.mark.both_stores
+async def test_four_workers_run_200_jobs_each_once_within_capacities(store_path, tmp_path):
+    log = str(tmp_path / "log")
+    names = [f"j{i}" for i in range(200)]
+    async with parjobs.open_manager(store_path) as manager:
+        for i, name in enumerate(names):
+            queue = "compute" if i % 10 == 0 else "default"  # compute: capacity 1
+            job = MarkJob(name=name, log=log, seconds=0.05 if queue == "compute" else 0.0)
+            await manager.submit(job, queue=queue, detach=True)
+        assert {i.status for i in await manager.list_jobs()} == {JobStatus.QUEUED}
+    workers = [_worker(store_path, "--until-idle", "--jobs", "3") for _ in range(4)]
+    for w in workers:
+        _, err = w.communicate(timeout=300)
+        assert w.returncode == 0, err
+    with open(log) as f:
+        lines = [line.split() for line in f.read().splitlines()]
+    starts = [n for kind, n, _ in lines if kind == "start"]
+    assert sorted(starts) == sorted(names)  # each exactly once
+    assert len({pid for *_, pid in lines}) >= 2  # the work was shared
+    running = {"compute": 0, "default": 0}
+    peak = {"compute": 0, "default": 0}
+    for kind, name, _ in lines:
+        queue = "compute" if int(name[1:]) % 10 == 0 else "default"
+        running[queue] += 1 if kind == "start" else -1
+        peak[queue] = max(peak[queue], running[queue])
+    assert peak["compute"] == 1  # capacity 1 held across the four workers
+    async with parjobs.open_manager(store_path) as manager:
+        infos = await manager.list_jobs()
+    assert {i.status for i in infos} == {JobStatus.COMPLETED}
+    assert {i.runs for i in infos} == {1}
+
+
+@pytest.mark.both_stores
+async def test_a_killed_workers_copy_is_resumed_by_another_byte_identical(store_path, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for d in range(4):
+        (src / f"d{d}").mkdir(parents=True)
+        for f in range(400):
+            (src / f"d{d}" / f"f{f}").write_bytes(os.urandom(2048 + f))
+    queued = _run(
+        "copy", str(src), str(dst), "--verify", "-w", "1", "--detach", "--store", store_path
+    )
+    assert queued.returncode == 0, queued.stderr
+    job_id = queued.stdout.strip()
+    first = _worker(store_path, "--until-idle", "-w", "1")
+    deadline = time.monotonic() + 120
+    store = open_store(store_path)
+    try:
+        while store.get(job_id).done_items < 200:  # checkpointed, well before the end
+            assert first.poll() is None, "the worker ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        store.close()
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    async with parjobs.open_manager(store_path) as manager:
+        interrupted = await manager.get(job_id)
+    assert interrupted.status is JobStatus.INTERRUPTED  # recovered: its manager is dead
+    assert interrupted.done_items > 0  # checkpointed before the kill
+    second = _worker(store_path, "--until-idle")
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    async with parjobs.open_manager(store_path) as manager:
+        final = await manager.get(job_id)
+    assert final.status is JobStatus.COMPLETED, final.error
+    assert final.runs == 2  # resumed, not started over
+    compare = filecmp.dircmp(src, dst / "src")
+    assert not compare.left_only and not compare.right_only
+    for d in range(4):
+        match, mismatch, errors = filecmp.cmpfiles(
+            src / f"d{d}", dst / "src" / f"d{d}", [f"f{f}" for f in range(400)], shallow=False
+        )
+        assert len(match) == 400 and not mismatch and not errors
+
+
+@pytest.mark.both_stores
+async def test_a_pause_through_one_process_stops_the_job_a_worker_runs(store_path, tmp_path):
+    log = str(tmp_path / "log")
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(CountJob(n=20_000, log=log, sleep=0.002), detach=True)
+    worker = _worker(store_path, "--until-idle", "-w", "2")
+    try:
+        deadline = time.monotonic() + 60
+        while len(read_log(log)) < 50:
+            assert time.monotonic() < deadline and worker.poll() is None
+            time.sleep(0.02)
+        asked = time.monotonic()
+        paused = _run("pause", handle.id, "--store", store_path)
+        took = time.monotonic() - asked
+        assert paused.returncode == 0, paused.stderr
+        _, err = worker.communicate(timeout=60)  # nothing left for it: it exits
+        assert worker.returncode == 0, err
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    async with parjobs.open_manager(store_path) as manager:
+        info = await manager.get(handle.id)
+    assert info.status is JobStatus.PAUSED
+    assert 0 < info.done_items < 20_000
+    assert took < 20  # the CLI's start-up included; the request itself lands in < 1 s
+
+
+def _stderr_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def test_unusable_postgresql_stores_are_clear_errors_with_nothing_touched(pg_server, tmp_path):
+    env = {**os.environ, "PARJOBS_JOB_FILES": str(tmp_path / "files")}
+    (tmp_path / "files").mkdir()
+    good = pg_server.url(pg_server.create_db())
+    assert _run("jobs", "--store", good, env=env).returncode == 0
+    stopped = f"postgresql://parjobs:{pg_server.port}@127.0.0.1:1/db"
+    cases = {
+        "postgresql://parjobs@127.0.0.1:notaport/db": "invalid PostgreSQL store URL",
+        f"postgresql://parjobs@127.0.0.1:{pg_server.port}": "names no database",
+        stopped: "Connection refused",
+        good.replace(":pj-secret@", ":wrong@"): "password authentication failed",
+        pg_server.url("missing_db"): 'database "missing_db" does not exist',
+    }
+    for url, reason in cases.items():
+        line = _stderr_line(_run("jobs", "--store", url, env=env))
+        assert reason in line, line
+        assert "wrong" not in line and str(pg_server.port) + "@" not in line  # no password
+    # a database whose "parjobs" schema belongs to another application
+    foreign = pg_server.create_db()
+    pg_server.sql("CREATE SCHEMA parjobs; CREATE TABLE parjobs.invoices(n int)", db=foreign)
+    line = _stderr_line(_run("worker", "--store", pg_server.url(foreign), env=env))
+    assert "not a parjobs store" in line
+    # a store written by a newer parjobs
+    newer = pg_server.create_db()
+    assert _run("jobs", "--store", pg_server.url(newer), env=env).returncode == 0
+    pg_server.sql("UPDATE parjobs.meta SET value='99' WHERE key='schema_version'", db=newer)
+    line = _stderr_line(
+        _run(
+            "copy",
+            str(tmp_path / "files"),
+            str(tmp_path / "x"),
+            "--detach",
+            "--store",
+            pg_server.url(newer),
+            env=env,
+        )
+    )
+    assert "newer parjobs" in line
+    with psycopg.connect(pg_server.url(foreign)) as conn:
+        tables = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+        ).fetchall()
+    assert tables == [("parjobs", "invoices")]  # nothing created beside it
+    with psycopg.connect(pg_server.url(newer)) as conn:
+        assert conn.execute("SELECT count(*) FROM parjobs.jobs").fetchone() == (0,)
+        assert conn.execute(
+            "SELECT value FROM parjobs.meta WHERE key='schema_version'"
+        ).fetchone() == ("99",)
+    assert not os.path.exists(tmp_path / "x")
