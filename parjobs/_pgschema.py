@@ -72,7 +72,8 @@ CREATE TABLE task_errors (
     rowid BIGINT GENERATED ALWAYS AS IDENTITY,
     job_id TEXT NOT NULL, stage TEXT NOT NULL, idx BIGINT NOT NULL,
     label TEXT NOT NULL, error TEXT NOT NULL, message TEXT NOT NULL,
-    at DOUBLE PRECISION NOT NULL
+    at DOUBLE PRECISION NOT NULL,
+    traceback TEXT
 );
 CREATE INDEX task_errors_job ON task_errors(job_id);
 """,
