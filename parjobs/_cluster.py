@@ -52,6 +52,8 @@ from ._workqueue import WorkItem
 GROUP_SECONDS = 1.0
 #: Tasks in the first groups, before any time was measured.
 FIRST_GROUP = 4
+#: How long a short group waits for the job to queue more tasks (seconds, once).
+GATHER = 0.01
 #: The most tasks in one group.
 MAX_GROUP = 1024
 #: How often the bridge thread looks at the jobs' interrupters (seconds).
@@ -238,7 +240,7 @@ class ClusterBridge:
                 if command == "submit":
                     self._submit(arg)
                 elif command == "done":
-                    self._collect(arg)
+                    self._collect(*arg)
                 elif command == "cancel":
                     self._cancel([arg])
                 elif command == "forget" and arg in self._stopped:
@@ -283,48 +285,54 @@ class ClusterBridge:
             self._post(group, [self._failed(exc)] * len(group.items))
             return
         group.future = future
-        future.add_done_callback(lambda _f, g=group: self._commands.put(("done", g)))
+        # The answer is fetched on the client's event loop, where fetches overlap; this
+        # thread gets it ready to book and never waits for the network per group.
+        self._client.loop.add_callback(self._fetch, group, future)
         self._refresh_threads()
+
+    async def _fetch(self, group: _Group, future: Any) -> None:
+        """(The client's event loop) Wait for a group's future and fetch its answer."""
+        try:
+            answer: tuple[bool, Any] = (True, await future._result())
+        except BaseException as exc:  # an error, a cancel, or the answer's worker gone
+            answer = (False, exc)
+        self._commands.put(("done", (group, future, answer)))
 
     @staticmethod
     def _failed(exc: BaseException) -> tuple[str, Any, BaseException, str, int]:
         return (OutcomeStatus.FAILED.value, None, exc, "", 0)
 
-    def _collect(self, group: _Group) -> None:
+    def _collect(self, group: _Group, future: Any, answer: tuple[bool, Any]) -> None:
         """A group's future ended: post its outcomes, or send it again after a lost worker."""
         import distributed as dask_distributed
 
         distributed: Any = dask_distributed
-
-        future, group.future = group.future, None
+        if group.future is future:
+            group.future = None
         with self._groups_lock:
             self._groups.pop(group.key, None)
         status = future.status
+        ok, value = answer
         results: list[tuple[str, Any, BaseException | None, str, int]] | None = None
         lost: BaseException | None = None
-        if status == "finished":
-            try:
-                answer = loads(future.result())
-            except Exception as exc:  # the answer could not be fetched: the worker is gone
-                lost = exc
-            else:
-                results = answer["results"]
-                group.executor.measured(answer["seconds"], len(group.items))
-        elif status == "error":
-            error = future.exception()
-            if isinstance(error, distributed.KilledWorker):
-                lost = error
-            else:  # run_group itself failed (e.g. parjobs is not installed on the worker)
-                results = [self._failed(error)] * len(group.items)
-        elif group.cancelled:
+        if ok:
+            data = loads(value)
+            results = data["results"]
+            group.executor.measured(data["seconds"], len(group.items))
+        elif status == "error" and not isinstance(value, distributed.KilledWorker):
+            # run_group itself failed (e.g. parjobs is not installed on the worker)
+            results = [self._failed(value)] * len(group.items)
+        elif status == "cancelled" and group.cancelled:
             results = [(OutcomeStatus.CANCELLED.value, None, None, "job interrupted", 0)] * len(
                 group.items
             )
-        else:  # cancelled by the cluster (scheduler restarted, client reconnected)
-            lost = RuntimeError(f"the cluster dropped the group ({status})")
+        else:  # a lost worker, the answer's worker gone, the scheduler forgot it
+            lost = value
         future.release()
-        with contextlib.suppress(Exception):  # the claim flag of `run_group`
-            distributed.Event(f"parjobs-claim-{group.key}", client=self._client).clear()
+        # Forget the claim flag of `run_group` (without waiting for the scheduler).
+        key = f"parjobs-claim-{group.key}"
+        with contextlib.suppress(Exception):
+            self._client.loop.add_callback(self._client.scheduler.event_clear, name=key)
         if results is None:
             if group.attempts < INFRA_ATTEMPTS and not group.cancelled:
                 self._submit(group)  # an infrastructure fault: the whole group again
@@ -428,27 +436,55 @@ class ClusterExecutor:
         self.tag = tag
         self.token = trio.lowlevel.current_trio_token()
         self._per_task: float | None = None  # seconds a task, measured on the workers
+        self._largest = 0  # the largest group answered so far
 
     def measured(self, seconds: float, count: int) -> None:
         """(Bridge thread) A group of ``count`` tasks took ``seconds`` on its worker."""
         per_task = max(1e-6, seconds / max(1, count))
         old = self._per_task
         self._per_task = per_task if old is None else (old + per_task) / 2
+        self._largest = max(self._largest, count)
 
-    def group_size(self) -> int:
-        """Tasks for the next group: about `GROUP_SECONDS` of work, and no more than a fair
-        share of the queue over the cluster's threads (so a short queue still spreads)."""
+    def group_size(self, have: int = 0) -> int:
+        """Tasks for a group holding ``have`` already: about `GROUP_SECONDS` of work, and,
+        past a tenth of that, no more than a fair share of the queue over the cluster's
+        threads (so a short queue of slow tasks still spreads; tiny tasks go in bulk).
+        Groups grow to at most 4x the largest one answered (a slow start): the time per
+        task is an average over unlike tasks (a directory, then a large file), and a
+        group sized on a wrong guess would hold a thread for far longer than meant."""
         per_task = self._per_task
-        by_time = FIRST_GROUP if per_task is None else int(GROUP_SECONDS / per_task)
-        share = math.ceil((len(self.port.queue) + 1) / self.bridge.threads)
-        return max(1, min(MAX_GROUP, by_time, share))
+        if per_task is None:
+            by_time, bulk = FIRST_GROUP, 1
+        else:
+            by_time, bulk = int(GROUP_SECONDS / per_task), int(GROUP_SECONDS / 10 / per_task)
+        share = math.ceil((len(self.port.queue) + have) / self.bridge.threads)
+        grown = max(FIRST_GROUP, 4 * self._largest)
+        return max(1, min(MAX_GROUP, grown, by_time, max(share, bulk)))
+
+    async def _gather(self, first: WorkItem) -> list[WorkItem]:
+        """``first`` and more queued cluster tasks for its group. A trio worker takes a task
+        the moment the job queues it, so the queue is nearly empty then: when the group is
+        short of its size by time, wait `GATHER` once for the job to queue more."""
+        take = self.port.queue.take_remote
+        items = [first, *take(self.group_size(1) - 1)]
+        per_task = self._per_task
+        wanted = FIRST_GROUP if per_task is None else int(GROUP_SECONDS / per_task)
+        if len(items) < min(MAX_GROUP, wanted, max(FIRST_GROUP, 4 * self._largest)):
+            try:
+                await trio.sleep(GATHER)
+            except BaseException:
+                for work in items:  # taken, never sent
+                    self.port.progress.finished(id(work), "cancelled", 0, None)
+                raise
+            items += take(self.group_size(len(items)) - len(items))
+        return items
 
     def collected(self) -> None:
         pass
 
     async def run(self, first: WorkItem) -> None:
         port = self.port
-        items = [first, *port.queue.take_remote(self.group_size() - 1)]
+        items = await self._gather(first)
         group = _Group(self, items)
         if port.interrupter.reason is not None:
             # Interrupted already: end the tasks cancelled without a trip to the cluster.
