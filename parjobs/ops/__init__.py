@@ -26,6 +26,7 @@ from ._errors import VerifyError as VerifyError
 from ._errors import WalkError as WalkError
 
 if TYPE_CHECKING:
+    from ._transfer import Answer as Answer
     from ._transfer import AskCallback as AskCallback
     from ._transfer import Choice as Choice
     from ._transfer import Conflict as Conflict
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 #: Where each lazily loaded name lives.
 _LAZY = {
+    "Answer": "_transfer",
     "AskCallback": "_transfer",
     "Choice": "_transfer",
     "Conflict": "_transfer",
@@ -66,6 +68,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "Answer",
     "AskCallback",
     "Choice",
     "Conflict",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import inspect
 import os
 import stat
 import threading
@@ -79,8 +80,22 @@ class Conflict:
     destination_mtime: float
 
 
-#: ``async def ask(conflict) -> "skip" | "overwrite" | "rename"``
-AskCallback = Callable[[Conflict], Awaitable[Choice]]
+@dataclasses.dataclass(frozen=True, slots=True)
+class Answer:
+    """An answer of the ``ask`` callback that may settle more than this conflict:
+    ``Answer("skip", for_all=True)`` skips this file and every later conflict of the run
+    without asking again ("same for all"). A plain `Choice` answers this conflict only."""
+
+    choice: Choice
+    for_all: bool = False
+
+
+#: ``async def ask(conflict) -> Choice | Answer``, awaited in the job's trio loop, or a plain
+#: ``def ask(conflict) -> Choice | Answer``, called in a worker thread (it may block: show a
+#: dialog and wait for it), e.g. from `parjobs.BlockingManager` code. One question at a time.
+AskCallback = (
+    Callable[[Conflict], Awaitable[Choice | Answer]] | Callable[[Conflict], Choice | Answer]
+)
 
 
 class CopyDone(NamedTuple):
@@ -409,13 +424,30 @@ class Tally:
         return out
 
 
-async def _ask_interruptibly(ask: AskCallback, conflict: Conflict, tc: TaskContext) -> str:
-    """Await the callback, giving up when the job is paused or cancelled meanwhile."""
-    answer: list[str] = []
+def _is_async(ask: AskCallback) -> bool:
+    return inspect.iscoroutinefunction(ask) or inspect.iscoroutinefunction(
+        getattr(ask, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+
+
+async def _call(ask: AskCallback, conflict: Conflict) -> object:
+    """The callback's answer: awaited if it is async, else called in a thread (abandoned,
+    its answer unused, if the job is paused or cancelled meanwhile)."""
+    if _is_async(ask):
+        return await ask(conflict)  # type: ignore[misc]
+    answer = await trio.to_thread.run_sync(ask, conflict, abandon_on_cancel=True)
+    if inspect.isawaitable(answer):  # async after all (a callable we could not tell)
+        return await answer
+    return answer
+
+
+async def _ask_interruptibly(ask: AskCallback, conflict: Conflict, tc: TaskContext) -> object:
+    """The callback's answer, giving up when the job is paused or cancelled meanwhile."""
+    answer: list[object] = []
     async with trio.open_nursery() as nursery:
 
         async def call() -> None:
-            answer.append(await ask(conflict))
+            answer.append(await _call(ask, conflict))
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(call)
@@ -445,6 +477,10 @@ class CopyPlan:
     group_off: bool = False
     #: The job's name token (`parjobs.ops._names`): every temporary of this plan carries it.
     token: bytes | None = None
+    #: The choice answered "for all" (`Answer.for_all`): later conflicts are not asked.
+    for_all: str | None = None
+    #: One question at a time, however many workers meet a conflict.
+    ask_lock: trio.Lock = dataclasses.field(default_factory=trio.Lock)
 
     @property
     def portable(self) -> bool:
@@ -517,19 +553,33 @@ class CopyPlan:
         )
 
     def ask_user(self, tc: TaskContext, conflict: Conflict) -> str:
-        """Await the ``ask`` callback from this worker thread (a trio thread)."""
+        """The ``ask`` callback's choice, from this worker thread (a trio thread); the
+        choice answered for all, if there is one, without asking."""
+        if self.for_all is not None:
+            return self.for_all
         if self.ask is None:
             raise FileExistsError(
                 errno.EEXIST,
                 "destination exists and nobody can be asked",
                 display(conflict.destination),
             )
-        choice = trio.from_thread.run(_ask_interruptibly, self.ask, conflict, tc)
-        if choice not in ("skip", "overwrite", "rename"):
-            raise ValueError(
-                f"ask callback answered {choice!r}; expected skip, overwrite or rename"
-            )
-        return choice
+        return trio.from_thread.run(self._ask, self.ask, conflict, tc)
+
+    async def _ask(self, ask: AskCallback, conflict: Conflict, tc: TaskContext) -> str:
+        async with self.ask_lock:
+            if self.for_all is not None:  # answered for all while this one waited
+                return self.for_all
+            answer = await _ask_interruptibly(ask, conflict, tc)
+            choice = answer.choice if isinstance(answer, Answer) else answer
+            if choice not in ("skip", "overwrite", "rename"):
+                raise ValueError(
+                    f"ask callback answered {choice!r}; expected skip, overwrite or rename "
+                    "(or an Answer of one)"
+                )
+            assert isinstance(choice, str)
+            if isinstance(answer, Answer) and answer.for_all:
+                self.for_all = choice
+            return choice
 
 
 #: A worker's open destination trees, by (root, replace_nondirs, durable), newest last.

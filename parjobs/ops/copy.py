@@ -283,7 +283,9 @@ class CopyJob(Job):
     ``on_conflict`` decides about an existing destination file: "skip", "overwrite",
     "rename" (``name (1).ext``), "update" (replace only a destination strictly older than
     the source, by mtime, else skip: rsync -u, cp -u), "fail"
-    (that item fails, the job goes on), or "ask" (the ``ask`` callback decides per file). A
+    (that item fails, the job goes on), or "ask" (the ``ask`` callback decides per file, one
+    question at a time: an async function, or a plain one called in a thread; it answers a
+    `Choice`, or an `Answer` with ``for_all`` to settle every later conflict of the run). A
     directory merges into an existing directory; a non-directory in its way is replaced under
     "overwrite", skipped under "skip", and fails otherwise.
 

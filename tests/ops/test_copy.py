@@ -24,6 +24,7 @@ import trio
 from _trees import SPECIAL_KINDS, identity, make_special, read, snapshot, write
 
 import parjobs
+import parjobs.ops
 from parjobs import JobStatus
 from parjobs.ops import Conflict
 from parjobs.ops import _smallfiles as smallfiles_mod
@@ -252,6 +253,66 @@ async def test_ask_decides_per_file_while_the_job_goes_on(store_path: str, tmp_p
     assert read(dst / "t" / "both (1).txt") == b"new both.txt"
     assert read(dst / "t" / "both.txt") == b"old"
     assert result["copied"] == 52 and result["skipped"] == 1
+
+
+def many_conflicts(tmp_path: Path, n: int = 12) -> tuple[Path, Path]:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "t").mkdir(parents=True)
+    (dst / "t").mkdir(parents=True)
+    for i in range(n):
+        write(src / "t" / f"f{i}.txt", b"new")
+        write(dst / "t" / f"f{i}.txt", b"old")
+    write(src / "t" / "fresh.txt", b"fresh")
+    return src, dst
+
+
+async def test_a_plain_ask_function_runs_in_a_thread_and_can_answer_for_all(
+    store_path: str, tmp_path: Path
+) -> None:
+    """The callback had to be a trio coroutine and was asked about every file: a plain
+    function (a GUI's blocking dialog) is called in a thread, one question at a time, and
+    "same for all" settles the rest of the run."""
+    src, dst = many_conflicts(tmp_path)
+    loop_thread = threading.current_thread()
+    threads: list[threading.Thread] = []
+    busy = {"now": 0, "max": 0}
+
+    def ask(conflict: Conflict) -> parjobs.ops.Answer | Choice:
+        threads.append(threading.current_thread())
+        busy["now"] += 1
+        busy["max"] = max(busy["max"], busy["now"])
+        time.sleep(0.05)  # a person reading the dialog; other workers wait their turn
+        busy["now"] -= 1
+        if len(threads) == 1:
+            return "skip"  # this one only
+        return parjobs.ops.Answer("overwrite", for_all=True)
+
+    job = CopyJob(sources=[str(src / "t")], destination=str(dst), on_conflict="ask", ask=ask)
+    result, info, _ = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED
+    assert len(threads) == 2 and loop_thread not in threads and busy["max"] == 1
+    contents = [read(dst / "t" / f"f{i}.txt") for i in range(12)]
+    assert sorted(contents) == [b"new"] * 11 + [b"old"]  # one skipped, then all overwritten
+    assert read(dst / "t" / "fresh.txt") == b"fresh"
+    assert (result["copied"], result["skipped"]) == (12, 1)
+
+
+async def test_an_async_ask_answering_skip_for_all_is_asked_once(
+    store_path: str, tmp_path: Path
+) -> None:
+    src, dst = many_conflicts(tmp_path)
+    asked: list[str] = []
+
+    async def ask(conflict: Conflict) -> parjobs.ops.Answer:
+        asked.append(conflict.source)
+        await trio.sleep(0.01)
+        return parjobs.ops.Answer("skip", for_all=True)
+
+    job = CopyJob(sources=[str(src / "t")], destination=str(dst), on_conflict="ask", ask=ask)
+    result, info, _ = await run_job(store_path, job)
+    assert len(asked) == 1 and info.status is JobStatus.COMPLETED
+    assert all(read(dst / "t" / f"f{i}.txt") == b"old" for i in range(12))
+    assert (result["copied"], result["skipped"]) == (1, 12)
 
 
 async def test_pause_while_asking_does_not_hang(store_path: str, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import parjobs
 import parjobs.ops
 
 OPS_ALL = [
+    "Answer",
     "AskCallback",
     "Choice",
     "Conflict",
