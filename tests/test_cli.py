@@ -385,6 +385,123 @@ def test_show_errors_verbose_prints_each_failed_items_traceback(small: Path, tmp
         assert f"    | {last}\n" in verbose.stdout
 
 
+def ask_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """Four conflicts (the destination holds older files of the same names), one new file."""
+    src, dst = tmp_path / "src" / "t", tmp_path / "dst" / "t"
+    src.mkdir(parents=True)
+    dst.mkdir(parents=True)
+    for i in range(4):
+        (src / f"f{i}.txt").write_bytes(b"new")
+        (dst / f"f{i}.txt").write_bytes(b"old")
+    (src / "fresh.txt").write_bytes(b"fresh")
+    return src, dst
+
+
+def copy_asking(src: Path, dst: Path, answers: str, env, store) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            *CLI,
+            "--plain",
+            "copy",
+            "--on-conflict",
+            "ask",
+            str(src),
+            str(dst.parent),
+            "--store",
+            store,
+        ],
+        input=answers,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_on_conflict_ask_prompts_on_stdin_and_same_for_all(tmp_path: Path, env, store):
+    """There was no ``--on-conflict ask`` in the CLI. A bad answer is asked again; "o"
+    overwrites one file; "S" skips it and every later conflict without asking."""
+    src, dst = ask_tree(tmp_path)
+    proc = copy_asking(src, dst, "maybe\no\nS\n", env, store)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr.count("exists: ") == 2  # two questions, the rest settled by "S"
+    assert proc.stderr.count("[o]verwrite, [s]kip, [r]ename") == 3  # one asked again
+    contents = sorted((dst / f"f{i}.txt").read_bytes() for i in range(4))
+    assert contents == [b"new", b"old", b"old", b"old"]
+    assert (dst / "fresh.txt").read_bytes() == b"fresh"
+    assert sorted(os.listdir(dst)) == ["f0.txt", "f1.txt", "f2.txt", "f3.txt", "fresh.txt"]
+
+
+def test_on_conflict_ask_at_the_end_of_input_skips_and_overwrites_nothing(
+    tmp_path: Path, env, store
+):
+    src, dst = ask_tree(tmp_path)
+    proc = copy_asking(src, dst, "r\n", env, store)  # one renamed, then nobody answers
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no answer (end of input)" in proc.stderr
+    assert all((dst / f"f{i}.txt").read_bytes() == b"old" for i in range(4))
+    renamed = [n for n in os.listdir(dst) if n.endswith(" (1).txt")]
+    assert len(renamed) == 1 and (dst / renamed[0]).read_bytes() == b"new"
+
+
+def test_on_conflict_ask_beside_the_live_view_on_a_terminal(tmp_path: Path, env, store):
+    """On a real pty (the rich live view): the view stops for the question, takes the
+    answer typed on the terminal, and the job ends with its summary."""
+    import pty
+
+    src, dst = ask_tree(tmp_path)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [*CLI, "copy", "--on-conflict", "ask", str(src), str(dst.parent), "--store", store],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**env, "TERM": "xterm", "COLUMNS": "100"},
+        close_fds=True,
+    )
+    os.close(slave)
+    _STARTED.append(proc)  # type: ignore[arg-type]
+    seen = b""
+
+    def read_until(marker: bytes) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 30
+        while marker not in seen:
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            try:
+                seen += os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                break
+
+    try:
+        read_until(b"[o]verwrite")
+        os.write(master, b"O\n")  # overwrite this one and every later one
+        read_until(b"completed")
+        assert proc.wait(timeout=30) == 0, seen.decode(errors="replace")
+    finally:
+        os.close(master)
+    assert seen.count(b"exists: ") == 1
+    assert b"Ctrl-C pauses" in seen  # the live view drew (before or after the question)
+    assert all((dst / f"f{i}.txt").read_bytes() == b"new" for i in range(4))
+
+
+def test_parse_conflict_answers():
+    from parjobs.cli._ask import parse_answer
+    from parjobs.ops import Answer
+
+    assert [parse_answer(t) for t in ("o", " skip\n", "rename", "r")] == [
+        "overwrite",
+        "skip",
+        "rename",
+        "rename",
+    ]
+    for text in ("O", "overwrite all", "s all", "Skip"):
+        answer = parse_answer(text)
+        assert isinstance(answer, Answer) and answer.for_all, text
+    for text in ("", "x", "ok", "skip some", "o all now", "sk"):
+        assert parse_answer(text) is None, text
+
+
 def test_cancel_from_another_process_exit_4(sparse: Path, env, store):
     proc = start("--json", "hash", str(sparse), env=env, store=store)
     assert proc.stdout is not None

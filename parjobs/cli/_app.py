@@ -196,14 +196,16 @@ def _detach(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _conflict(parser: argparse.ArgumentParser) -> None:
+def _conflict(parser: argparse.ArgumentParser, *, ask: bool = False) -> None:
+    choices = ("fail", "skip", "overwrite", "rename", "update") + (("ask",) if ask else ())
     parser.add_argument(
         "--on-conflict",
-        choices=("fail", "skip", "overwrite", "rename", "update"),
+        choices=choices,
         default="fail",
         help="when a destination file exists: fail that item (default), skip it, overwrite "
         "it, write next to it under a new name, or overwrite it only if the source is "
-        "strictly newer (by modification time; else skip it, as cp -u)",
+        "strictly newer (by modification time; else skip it, as cp -u)"
+        + ("; or ask, file by file (o/s/r; O/S/R: the same for all)" if ask else ""),
     )
 
 
@@ -221,7 +223,7 @@ def build_parser() -> Parser:
     p = _command(subs, "copy", "copy files and trees", "parjobs copy ~/Photos /mnt/backup --verify")
     p.add_argument("sources", nargs="+", metavar="SRC", help="files or directories to copy")
     p.add_argument("destination", metavar="DST", help="target directory (or file name)")
-    _conflict(p)
+    _conflict(p, ask=True)
     p.add_argument("--verify", action="store_true", help="re-read and compare every copy")
     p.add_argument("--durable", action="store_true", help="fsync each file before finishing it")
     p.add_argument(

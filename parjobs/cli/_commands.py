@@ -43,13 +43,18 @@ def _existing(paths: list[str]) -> list[str]:
     return out
 
 
-async def _submit(args: argparse.Namespace, job: Job) -> int:
-    """Validate ``job`` (before the store is even opened), run it here and follow it."""
+async def _submit(
+    args: argparse.Namespace, job: Job, with_renderer: Callable[[Renderer], None] | None = None
+) -> int:
+    """Validate ``job`` (before the store is even opened), run it here and follow it.
+    ``with_renderer`` gets the display before the job is submitted (to ask beside it)."""
     job.validate()
     store = Store.choose(args.store)
     renderer = _renderer(args, [(type(job).job_type_name, job.to_spec())])
     if args.detach:
         return await submit_detached(args, store, job)
+    if with_renderer is not None:
+        with_renderer(renderer)
     async with manager_for(store, cluster_config(args), workers=args.workers) as manager:
         handle = await manager.submit(job)
         return await follow_jobs(manager, [handle.id], store=store, renderer=renderer)
@@ -75,7 +80,16 @@ async def copy(args: argparse.Namespace) -> int:
         preserve_xattrs=args.preserve_xattrs,
         preserve_owner=args.preserve_owner,
     )
-    return await _submit(args, job)
+    if args.on_conflict != "ask":
+        return await _submit(args, job)
+    if args.detach:
+        raise CliError("--on-conflict ask asks here: it cannot be used with --detach")
+    from ._ask import ConflictPrompt
+
+    def ask_beside(renderer: Renderer) -> None:
+        job.ask = ConflictPrompt(renderer)
+
+    return await _submit(args, job, ask_beside)
 
 
 async def move(args: argparse.Namespace) -> int:

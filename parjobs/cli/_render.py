@@ -7,11 +7,13 @@ messages such as "pausing", and `Renderer.finish` with the job's `Report`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:  # rich is imported only to draw on a terminal (start-up time)
@@ -164,6 +166,26 @@ def _counts(job_type: str, snap: Progress) -> str:
 class Renderer:
     """Base renderer: notes and narration are printed, job progress is ignored."""
 
+    #: True while `suspended`: progress is not drawn.
+    held = False
+
+    @contextlib.contextmanager
+    def suspended(self) -> Iterator[None]:
+        """Draw nothing meanwhile (a question is asked on the terminal), then go on."""
+        self.held = True
+        self._stop_drawing()
+        try:
+            yield
+        finally:
+            self.held = False
+            self._start_drawing()
+
+    def _stop_drawing(self) -> None:
+        pass
+
+    def _start_drawing(self) -> None:
+        pass
+
     def begin(self, info: JobInfo, title: str) -> None:
         pass
 
@@ -206,7 +228,7 @@ class PlainRenderer(Renderer):
 
     def progress(self, snap: Progress) -> None:
         now = time.monotonic()
-        if snap.status not in _MOVING or now - self._last < self.interval:
+        if self.held or snap.status not in _MOVING or now - self._last < self.interval:
             return
         self._last = now
         pct = percent(snap)
@@ -285,8 +307,16 @@ class LiveRenderer(Renderer):
         self._live.start(refresh=True)
 
     def progress(self, snap: Progress) -> None:
-        if self._live is not None:
+        if self._live is not None and not self.held:
             self._live.update(self._view(snap), refresh=True)
+
+    def _stop_drawing(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def _start_drawing(self) -> None:
+        if self._live is not None:
+            self._live.start(refresh=True)
 
     def note(self, text: str) -> None:
         from rich.text import Text
