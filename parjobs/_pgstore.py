@@ -309,7 +309,8 @@ def _driver_errors(name: str, method: Callable[..., R]) -> Callable[..., R]:
                     self._reconnect()
                 result = method(self, *args, **kwargs)
                 if name in _NOTIFYING and not (result is None or result is False or result == []):
-                    self._notify(args[0] if args and isinstance(args[0], str) else "")
+                    job = getattr(result, "id", None) or (args[0] if args else "")
+                    self._notify(job if isinstance(job, str) else "")
                 return result
             except _RETRY:
                 if attempt == 4:

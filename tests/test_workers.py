@@ -175,6 +175,8 @@ def test_unusable_postgresql_stores_are_clear_errors_with_nothing_touched(pg_ser
         line = _stderr_line(_run("jobs", "--store", url, env=env))
         assert reason in line, line
         assert "wrong" not in line and str(pg_server.port) + "@" not in line  # no password
+    line = _stderr_line(_run("serve", "--port", "0", "--store", good, env=env))
+    assert "does not serve a PostgreSQL store yet" in line
     # a database whose "parjobs" schema belongs to another application
     foreign = pg_server.create_db()
     pg_server.sql("CREATE SCHEMA parjobs; CREATE TABLE parjobs.invoices(n int)", db=foreign)

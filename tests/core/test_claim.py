@@ -1,0 +1,129 @@
+"""A worker's claim of the next job nobody holds (`JobStore.claim_next`), on both stores:
+priority, queue capacities counted across managers, prerequisites, dead managers' jobs;
+and PostgreSQL's wake-ups (LISTEN/NOTIFY) on status changes, never on checkpoints."""
+
+from __future__ import annotations
+
+import select
+import subprocess
+import sys
+
+import pytest
+
+from parjobs import JobStatus
+from parjobs._records import CheckpointBatch
+from parjobs._stores import open_store
+
+CAPS = {"default": 2, "compute": 1}
+
+
+DIES = """
+from parjobs._records import CheckpointBatch
+from parjobs._stores import open_store
+store = open_store({store!r})
+store.register_manager("live")
+assert store.claim_next("live", {{"default": 1}}).id == "j"
+store.checkpoint("j", CheckpointBatch(ranges={{"s": [(0, 40)]}}, done_items=40), "live")
+"""
+
+
+@pytest.mark.both_stores
+def test_claim_next_honours_priority_capacities_and_prerequisites(store_path):
+    store = open_store(store_path)
+    try:
+        for m in ("m1", "m2"):
+            store.register_manager(m)
+        add = store.insert_job
+        add("bad", "t", 1, "{}")
+        assert store.claim_next("m1", CAPS).id == "bad"  # type: ignore[union-attr]
+        store.transition("bad", JobStatus.FAILED, holder="m1", lease=None)
+        add("low", "t", 1, "{}", priority=0)
+        add("c1", "t", 1, "{}", priority=5, queue="compute")
+        add("c2", "t", 1, "{}", priority=5, queue="compute")
+        add("after-low", "t", 1, "{}", priority=9, after=["low"])
+        add("after-bad", "t", 1, "{}", priority=8, after=["bad"])
+        add("after-bad-run", "t", 1, "{}", priority=7, after=["bad"], dep_policy="run")
+        add("mine", "t", 1, "{}", priority=10, lease="m2")  # held: never claimed by others
+        add("elsewhere", "t", 1, "{}", priority=10, queue="unknown-here")
+
+        def claim(manager: str) -> str | None:
+            info = store.claim_next(manager, CAPS)
+            assert info is None or (info.status is JobStatus.RUNNING and info.lease == manager)
+            return None if info is None else info.id
+
+        # after-low waits for low; after-bad is skipped on the way; run-anyway goes first
+        assert claim("m1") == "after-bad-run"
+        assert store.get("after-bad").status is JobStatus.SKIPPED
+        assert "prerequisite job bad is failed" in (store.get("after-bad").error or "")
+        assert claim("m2") == "c1"  # compute: capacity 1, now full across the managers
+        assert claim("m1") == "low"  # default: 2 (after-bad-run and low), now full
+        assert claim("m2") is None  # c2: compute is full; after-low: low not done
+        store.transition("after-bad-run", JobStatus.COMPLETED, holder="m1", lease=None)
+        store.transition("low", JobStatus.COMPLETED, holder="m1", lease=None)
+        store.transition("c1", JobStatus.COMPLETED, holder="m2", lease=None)
+        assert {claim("m2"), claim("m1")} == {"after-low", "c2"}
+        assert store.get("after-low").runs == 1
+        assert store.get("mine").status is JobStatus.QUEUED
+        assert store.get("elsewhere").status is JobStatus.QUEUED
+    finally:
+        store.close()
+
+
+@pytest.mark.both_stores
+def test_claim_next_takes_over_a_dead_managers_job_and_keeps_its_checkpoint(store_path):
+    store = open_store(store_path)
+    try:
+        store.insert_job("j", "t", 1, "{}")
+        # another process claims it, checkpoints some of it and dies (no goodbye)
+        subprocess.run([sys.executable, "-c", DIES.format(store=store_path)], check=True)
+        assert store.get("j").status is JobStatus.RUNNING
+        store.register_manager("heir")
+        info = store.claim_next("heir", CAPS)
+        assert info is not None and info.id == "j" and info.lease == "heir" and info.runs == 2
+        assert store.completed_ranges("j") == {"s": [(0, 40)]}  # resumed, not restarted
+        assert [m["id"] for m in store.managers()] == ["heir"]
+        # a job left interrupted with a cancel pending is nobody's to run
+        store.transition("j", JobStatus.INTERRUPTED, holder="heir", lease=None, request="cancel")
+        assert store.claim_next("heir", CAPS) is None
+    finally:
+        store.close()
+
+
+def _drain(listener, timeout: float = 10.0) -> list[str]:
+    got: list[str] = []
+    while True:
+        ready, _, _ = select.select([listener.fileno()], [], [], timeout)
+        if not ready:
+            return got
+        got += listener.drain()
+        timeout = 0.3  # then whatever else arrives promptly
+
+
+def test_postgresql_wakes_listeners_on_status_changes_only(pg_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("PARJOBS_JOB_FILES", str(tmp_path))
+    store, other = open_store(pg_url), open_store(pg_url)
+    listener = store.listener()
+    assert listener is not None
+    try:
+        other.register_manager("m")
+        other.insert_job("j", "t", 1, "{}")
+        assert _drain(listener) == ["j"]
+        other.claim_next("m", CAPS)
+        assert _drain(listener) == ["j"]
+        for n in range(5):  # checkpoints: never a NOTIFY (it takes a global lock at commit)
+            other.checkpoint("j", CheckpointBatch(ranges={"s": [(n, n + 1)]}, done_items=1), "m")
+        assert _drain(listener, timeout=1.0) == []
+        assert other.request("j", "pause") is True
+        assert _drain(listener) == ["j"]
+    finally:
+        listener.close()
+        store.close()
+        other.close()
+
+
+def test_sqlite_has_no_listener(tmp_path):
+    store = open_store(tmp_path / "jobs.sqlite")
+    try:
+        assert store.listener() is None
+    finally:
+        store.close()
