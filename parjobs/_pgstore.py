@@ -244,10 +244,12 @@ class PostgresStore(SQLiteJobStore):
         gone (dropped, or the database replaced by one without it); the last one known
         while the server cannot be reached (that is not "gone")."""
         try:
+            if self._raw.closed:
+                self._reconnect()
             row = self._conn.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()
         except psycopg.errors.UndefinedTable:
             return None
-        except psycopg.OperationalError:
+        except (psycopg.Error, StoreError):
             return self._identity
         self._identity = None if row is None else str(row[0])
         return self._identity
@@ -324,6 +326,6 @@ def _driver_errors(name: str, method: Callable[..., R]) -> Callable[..., R]:
 
 for _name in [n for n in dir(SQLiteJobStore) if not n.startswith("_")]:
     _method = getattr(PostgresStore, _name)
-    if callable(_method) and _name not in ("open", "close", "listener"):
+    if callable(_method) and _name not in ("open", "close", "listener", "identity"):
         setattr(PostgresStore, _name, _driver_errors(_name, _method))
 del _name, _method

@@ -7,7 +7,7 @@ import math
 
 import trio
 
-from ._exceptions import InvalidTransitionError, LeaseError
+from ._exceptions import InvalidTransitionError, LeaseError, StoreError
 from ._manager_core import JobRun
 from ._records import JobInfo
 from ._runner import JobRunner
@@ -117,7 +117,10 @@ class JobScheduler(JobRunner):
         store counts every manager's running jobs against the queues' capacities)."""
         while self._running < self.max_running and self._claims_open and not self._closing:
             async with self._claim_lock:  # closing waits for a claim under way
-                info = await self._db(self.store.claim_next, self.id, self.queues)
+                try:
+                    info = await self._db(self.store.claim_next, self.id, self.queues)
+                except StoreError:
+                    return  # busy, or the server restarting: the next poll tries again
                 if info is None:
                     if not any(not live.rested.is_set() for live in self._live.values()):
                         self._idle.set()
