@@ -542,7 +542,8 @@ class JobManager(Housekeeping):
         """A subscription to every event from now on: status changes (of every job in the
         store, also those run by other processes), progress snapshots (coalesced; from the
         store, about once a second, for jobs run elsewhere), item errors (of the jobs run
-        here, as they are checkpointed) and deletions; only those of ``job_id`` if given::
+        here, as they are checkpointed), deletions and the output lines of process tasks
+        run here (``EventKind.OUTPUT``); only those of ``job_id`` if given::
 
             with manager.events() as events:
                 async for event in events:
