@@ -8,24 +8,42 @@
    ``JobContext.checkpoint`` (what callers await) wrapped by timers in this process. Their
    totals divided by the copy's wall time bound what checkpointing costs; the store writes
    run in their own thread, concurrently with the workers, so the real cost is at most that.
+3. Checkpoint cost as copy time: the same copy with the checkpoint writer's interval at
+   50 ms (the default), at 0.5 s (the interval before #14) and with no background
+   checkpoints at all (only the first write and the final one): the baseline, so the ratios
+   are what checkpointing costs.
+4. Re-runs after ``kill -9`` (#14): a child process runs a job of tiny tasks (each logs its
+   index and end time), is SIGKILLed mid-job and resumed to the end in another child; the
+   tasks run twice are counted and compared with the completions of the 50 ms before the
+   kill, for the default interval and for 0.5 s.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import trio
+
+import parjobs
+import parjobs._context as context_mod
 from parjobs._context import CHECKPOINT_INTERVAL, JobContext
 from parjobs._store import JobStore
 from parjobs.ops.copy import CopyJob
 
 from . import bench_dispatch
-from ._common import load_average, log, temp_dir
+from ._common import load_average, log, run_rounds, temp_dir
 from ._session import Session
 from ._tools import expect_tree, fresh_dir, refresh_metadata, remove, run_job, warm
 
@@ -132,19 +150,226 @@ def million_resume(session: Session) -> dict[str, Any]:
     return {"source": "measured by the resume scenario", **res}
 
 
+#: Background checkpoint intervals compared: the default, the one before #14, none at all.
+INTERVALS = {"every 50 ms": CHECKPOINT_INTERVAL, "every 0.5 s (before)": 0.5, "none": 1e9}
+NO_CHECKPOINTS = "none"
+
+
+@contextlib.contextmanager
+def checkpoint_interval(seconds: float) -> Iterator[None]:
+    """Run with the checkpoint writer's interval at ``seconds`` (the writer reads the module
+    attribute at every write)."""
+    old = context_mod.CHECKPOINT_INTERVAL
+    context_mod.CHECKPOINT_INTERVAL = seconds
+    try:
+        yield
+    finally:
+        context_mod.CHECKPOINT_INTERVAL = old
+
+
+def checkpoint_cost(session: Session, set_name: str, workers: int) -> dict[str, Any]:
+    """Copy ``set_name`` with each of `INTERVALS`, alternating, ``session.rounds`` times."""
+    data = session.data
+    src, info = data.path(set_name), data.info["sets"][set_name]
+    warm([src])
+    writes: dict[str, list[int]] = {name: [] for name in INTERVALS}
+
+    def copy_with(name: str) -> None:
+        dst = fresh_dir(session.scratch, "checkpoint-cost")
+        timer = CheckpointTimer()
+        with checkpoint_interval(INTERVALS[name]), timer.installed():
+            job = CopyJob(sources=[str(src)], destination=str(dst))
+            result, _timing = run_job(job, workers=workers, store_dir=session.scratch)
+        expect_tree(dst, info["files"], info["bytes"], "parjobs copy")
+        remove(dst)
+        assert result["copied"] == info["files"], result
+        writes[name].append(timer.store_calls)
+
+    log(f"[resume] checkpoint cost: copy {data.label(set_name)}, {workers} workers")
+    load0 = load_average()
+    rounds = run_rounds(
+        {name: functools.partial(copy_with, name) for name in INTERVALS},
+        session.rounds,
+        session.warmup,
+    )
+    case = session.case(
+        rounds,
+        NO_CHECKPOINTS,
+        data_set={set_name: info},
+        loadavg_before=load0,
+        workers=workers,
+        intervals_s=INTERVALS,
+        store_writes=writes,
+    )
+    ratios = rounds.ratio_to(NO_CHECKPOINTS)
+    log("  " + ", ".join(f"{n}: {r:.3f}x" for n, r in ratios.items()))
+    return case
+
+
+# -- re-runs after kill -9 -------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class StampTask(parjobs.Task[None]):
+    """Sleep ``seconds``, then log ``index end-time``: a side effect that shows re-runs."""
+
+    index: int
+    log: str
+    seconds: float
+
+    def run(self, tc: parjobs.TaskContext) -> None:
+        time.sleep(self.seconds)
+        fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"{self.index} {time.time():.6f}\n".encode())
+        finally:
+            os.close(fd)
+
+
+@parjobs.job_type("bench-stamped", version=1)
+class StampedJob(parjobs.Job):
+    """``n`` `StampTask`s (``dispatch_range``: a resumed run builds none of the done ones)."""
+
+    n: int
+    log: str
+    seconds: float = 0.001
+
+    async def run(self, ctx: JobContext) -> int:
+        done = 0
+        dispatcher = ctx.task_dispatcher()
+        async for outcome in dispatcher.dispatch_range(
+            self.n, lambda i: StampTask(i, self.log, self.seconds)
+        ):
+            done += outcome.ok
+        return done
+
+
+def child_main(
+    store: str, log_path: str, n: int, seconds: float, workers: int, interval: float
+) -> None:
+    """The child: submit the stamped job (or resume the store's one job), run it to its end."""
+    context_mod.CHECKPOINT_INTERVAL = interval
+
+    async def main() -> None:
+        async with parjobs.open_manager(store, workers=workers) as manager:
+            jobs = await manager.list_jobs()
+            if jobs:
+                handle = await manager.resume(jobs[0].id)
+            else:
+                handle = await manager.submit(StampedJob(n=n, log=log_path, seconds=seconds))
+            print("STATUS", (await handle.wait()).value, flush=True)
+
+    trio.run(main)
+
+
+def _read_stamps(path: Path) -> list[tuple[int, float]]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            out.append((int(parts[0]), float(parts[1])))
+    return out
+
+
+def _child(args: list[object]) -> subprocess.Popen[bytes]:
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    code = f"import benchmarks.bench_resume as b; b.child_main(*{args!r})"
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE)
+
+
+def kill_reruns(session: Session) -> dict[str, Any]:
+    """For each background interval: kill a child ``kills`` times mid-job (after
+    ``kill_after`` seconds of work), resume to the end, count the tasks run twice."""
+    tiny = session.mode == "tiny"
+    kills = 1 if tiny else 2 if session.quick else 5
+    n, seconds, workers, kill_after = (3_000, 0.001, 8, 0.3) if tiny else (20_000, 0.001, 8, 1.0)
+    out: dict[str, Any] = {
+        "what": "tasks run again after kill -9, against the completions of the 50 ms before it",
+        "tasks": {"n": n, "task_s": seconds, "workers": workers},
+        "kill_after_s": kill_after,
+        "variants": {},
+    }
+    for name, interval in list(INTERVALS.items())[:2]:
+        rows = []
+        for _ in range(kills):
+            with temp_dir(dir=session.scratch) as tmp:
+                store, log_path = str(tmp / "jobs.sqlite"), tmp / "log"
+                args: list[object] = [store, str(log_path), n, seconds, workers, interval]
+                child = _child(args)
+                try:
+                    with_work = time.monotonic() + 60
+                    while not _read_stamps(log_path) and time.monotonic() < with_work:
+                        time.sleep(0.01)
+                    time.sleep(kill_after)
+                    if child.poll() is not None:
+                        raise RuntimeError("the job ended before the kill: raise n")
+                    os.kill(child.pid, signal.SIGKILL)
+                finally:
+                    child.wait()
+                before = _read_stamps(log_path)
+                rows.append(_count_reruns(before, store, log_path, interval, workers))
+        out["variants"][name] = {
+            "interval_s": interval,
+            "kills": rows,
+            "median_reruns": statistics.median(r["reruns"] for r in rows),
+            "median_completions_in_50ms": statistics.median(r["completions_in_50ms"] for r in rows),
+        }
+        log(
+            f"  {name}: re-runs {[r['reruns'] for r in rows]} after kill -9; 50 ms of "
+            f"completions: {[r['completions_in_50ms'] for r in rows]}"
+        )
+    return out
+
+
+def _count_reruns(
+    before: list[tuple[int, float]], store: str, log_path: Path, interval: float, workers: int
+) -> dict[str, Any]:
+    """Resume the killed job to its end (a child, like the first), then count re-runs."""
+    if not before:
+        raise RuntimeError("the child was killed before any task ended")
+    child = _child([store, str(log_path), 0, 0.0, workers, interval])
+    out, _ = child.communicate(timeout=600)
+    if b"STATUS completed" not in out:
+        raise RuntimeError(f"the resumed job did not complete: {out!r}")
+    after = {i for i, _ in _read_stamps(log_path)[len(before) :]}
+    again = [(i, t) for i, t in before if i in after]
+    last = max(t for _, t in before)
+    rate = len(before) / max(1e-9, last - min(t for _, t in before))
+    in_50ms = round(rate * 0.05, 1)
+    return {
+        "done_before_kill": len(before),
+        "reruns": len(again),
+        "completions_in_50ms": in_50ms,
+        # The target (#14): at most the tasks in flight (one per worker) + 50 ms of completions
+        "within_target": len(again) <= workers + in_50ms,
+        "oldest_rerun_age_s": round(max((last - t for _, t in again), default=0.0), 4),
+    }
+
+
 def run(session: Session) -> dict[str, Any]:
     load0 = load_average()
     resume = million_resume(session)
     workers = max(session.workers[0], 1)
     log(f"[resume] checkpoint overhead of copying {session.data.label('small')}")
     overhead = checkpoint_overhead(session, "small", workers)
+    cost = checkpoint_cost(session, "small", workers)
+    log("[resume] re-runs after kill -9")
+    reruns = kill_reruns(session)
     medians = {v: d["median_s"] for v, d in resume["variants"].items()}
     log(f"[resume] resume of {resume['n']:,} tasks: {medians}")
     return {
         "what": "resume of a paused job with n-10 tasks checkpointed; checkpoint time during "
-        "a copy of the small-file set",
+        "a copy of the small-file set; copy time by checkpoint interval; re-runs after kill -9",
         "loadavg_before": load0,
         "loadavg_after": load_average(),
         "resume": resume,
         "checkpoint_overhead": overhead,
+        "checkpoint_cost": cost,
+        "kill_reruns": reruns,
     }
