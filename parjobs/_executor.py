@@ -309,6 +309,7 @@ class ThreadExecutor:
                             current.extend(group[1:])
                         for member in group:
                             tracker.started(id(member), member.tc)
+                            member.tc.start()
                         call.deadline = _earliest(group)
                         call_start = monotonic()
                         done = _run_group(group, interrupter)
@@ -320,8 +321,8 @@ class ThreadExecutor:
                         work, outcome = done[-1]  # posted below, like a single task's
                     else:
                         tracker.started(id(work), work.tc)
-                        if work.tc.timeout is not None:
-                            call.deadline = monotonic() + work.tc.timeout
+                        work.tc.start()
+                        call.deadline = work.tc.deadline
                         outcome = _run_one(work, interrupter)
                         now = monotonic()
                         earlier = no_earlier

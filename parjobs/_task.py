@@ -148,8 +148,9 @@ class TaskContext:
 
     def start(self) -> None:
         """The task starts running now: its timeout counts from here (not from when it was
-        queued, maybe behind slow tasks). Called by the executor that runs it."""
-        if self.timeout is not None:
+        queued, maybe behind slow tasks). Called by the executor that runs it; a later call
+        in the same attempt (a task a group left to run alone) keeps the first deadline."""
+        if self.timeout is not None and self.deadline is None:
             self.deadline = time.monotonic() + self.timeout
 
     def check(self) -> None:

@@ -216,3 +216,56 @@ async def test_close_returns_after_its_grace_with_a_thread_stuck_in_a_system_cal
         info = await manager.get(handle.id)
         assert info.status in (parjobs.JobStatus.INTERRUPTED, parjobs.JobStatus.PAUSED)
         assert info.done_items == 0  # the stuck item was not recorded as done
+
+
+class Grouped(parjobs.Task[str]):
+    """Tasks run in groups; the first group call of several tasks hangs (a dead mount under
+    C code). Even indices have a short timeout."""
+
+    group_size = 4
+    RELEASE = threading.Event()
+    CALLS: list[list[int]] = []
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.timeout = 0.3 if index % 2 == 0 else 30.0
+
+    @classmethod
+    def run_group(cls, tasks: Any, tcs: Any) -> list[Any]:
+        indices = [t.index for t in tasks]
+        hang = len(indices) > 1 and not any(len(c) > 1 for c in cls.CALLS)
+        cls.CALLS.append(indices)
+        if hang:
+            cls.RELEASE.wait(60)
+        return ["grouped"] * len(tasks)
+
+    def run(self, tc: TaskContext) -> str:
+        return "alone"
+
+
+async def test_a_stuck_group_fails_the_members_past_their_timeout_and_requeues_the_rest(
+    ctx: JobContext, autojump_clock: trio.abc.Clock
+) -> None:
+    """A group call that hangs holds several tasks: the watchdog fails those past their
+    timeout and gives the others back to the queue, where they run again (in another
+    thread); the hung thread is abandoned."""
+    Grouped.CALLS.clear()
+    Grouped.RELEASE.clear()
+    dispatcher = ctx.task_dispatcher()
+    try:
+        with trio.fail_after(60):
+            outcomes = {
+                o.index: o async for o in dispatcher.dispatch_many(Grouped(i) for i in range(32))
+            }
+        assert dispatcher.statistics().threads.abandoned == 1
+    finally:
+        Grouped.RELEASE.set()
+    hung = next(c for c in Grouped.CALLS if len(c) > 1)  # groups grow as calls prove quick
+    for i, outcome in outcomes.items():
+        if i in hung and i % 2 == 0:
+            assert outcome.status is OutcomeStatus.FAILED, i
+            assert isinstance(outcome.error, parjobs.TaskTimeoutError)
+        else:  # a member of the hung group ran again in another call
+            assert outcome.value == "grouped", i
+    assert len(outcomes) == 32
+    assert any(i % 2 for i in hung) and any(i % 2 == 0 for i in hung)
