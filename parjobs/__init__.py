@@ -38,6 +38,8 @@ from ._exceptions import StoreError as StoreError
 from ._exceptions import StoreFormatError as StoreFormatError
 from ._exceptions import TaskTimeoutError as TaskTimeoutError
 from ._facade import BlockingManager as BlockingManager
+from ._items import ItemRecord as ItemRecord
+from ._items import Written as Written
 from ._job import Job as Job
 from ._job import job_type as job_type
 from ._job import registered_job_types as registered_job_types
@@ -79,6 +81,7 @@ __all__ = [
     "Interrupted",
     "InvalidTransitionError",
     "ItemError",
+    "ItemRecord",
     "Job",
     "JobCancelledError",
     "JobContext",
@@ -112,6 +115,7 @@ __all__ = [
     "TaskDispatcher",
     "TaskHandle",
     "TaskTimeoutError",
+    "Written",
     "is_transient",
     "job_type",
     "open_manager",

@@ -218,7 +218,7 @@ def _portable(exc: BaseException | None) -> BaseException | None:
     return exc
 
 
-def _dummy_deliver(outcome: Outcome[Any], error: ItemError | None) -> None:
+def _dummy_deliver(outcome: Outcome[Any], error: ItemError | None, tc: TaskContext) -> None:
     raise AssertionError("remote outcomes are delivered by the manager")  # pragma: no cover
 
 

@@ -20,6 +20,7 @@ import trio
 from ._dispatch import TaskDispatcher
 from ._exceptions import StoreError
 from ._indexset import IndexSet
+from ._items import ItemRecord, Written
 from ._pool import ExecutorFactory, WorkerPool
 from ._progress import ProgressTracker
 from ._records import CheckpointBatch
@@ -78,6 +79,7 @@ class JobContext:
         self._dirty = trio.Event()  # set when there may be something new to write
         self._writer: trio.CancelScope | None = None  # the writer's scope while it runs
         self._closed = False
+        self._items: list[ItemRecord] = []
 
     @property
     def resumed(self) -> bool:
@@ -152,6 +154,37 @@ class JobContext:
     def _request(self, reason: str) -> None:
         self._interrupter.request(reason)
 
+    # -- the item log --------------------------------------------------------------------
+
+    def record_item(
+        self,
+        action: str,
+        source: str | bytes,
+        destination: str | bytes | None = None,
+        *,
+        bytes: int = 0,
+        detail: str | None = None,
+        error: str | None = None,
+        written: Written | None = None,
+    ) -> None:
+        """Add a record to the job's item log for work the job did itself, outside a task
+        (a task records through `TaskContext.record`, stored with its completion). Stored
+        with the next checkpoint, with ``state``: record and update ``state`` together, so a
+        resumed run knows what it recorded."""
+        self._items.append(
+            ItemRecord(
+                action,
+                os.fsdecode(source),
+                None if destination is None else os.fsdecode(destination),
+                bytes,
+                detail,
+                error,
+                written,
+                stage="job",
+            )
+        )
+        self._dirty.set()
+
     # -- checkpoints ---------------------------------------------------------------------
 
     async def checkpoint(self, *, force: bool = False, save_progress: bool = False) -> None:
@@ -213,6 +246,9 @@ class JobContext:
     def _drain(self, batch: CheckpointBatch, save_progress: bool = False) -> CheckpointBatch:
         for stage in self._stages.values():
             stage.drain(batch)
+        if self._items:
+            batch.items.extend(self._items)
+            self._items = []
         state = json.dumps(self.state, sort_keys=True)
         if state != self._saved_state:
             batch.state = self._saved_state = state

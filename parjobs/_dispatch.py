@@ -160,8 +160,8 @@ class TaskDispatcher:
             handle._set(self._resumed(task))
         else:
 
-            def deliver(outcome: Outcome[Any], error: ItemError | None) -> None:
-                stage.record(outcome, error)
+            def deliver(outcome: Outcome[Any], error: ItemError | None, tc: TaskContext) -> None:
+                stage.record(outcome, error, tc)
                 handle._set(outcome)
 
             await self._pool.submit(self._work(task, deliver))
@@ -185,11 +185,13 @@ class TaskDispatcher:
         """
         if include_resumed:
             await self._stage.load_results()
-        ready: collections.deque[tuple[Outcome[T], ItemError | None]] = collections.deque()
+        ready: collections.deque[tuple[Outcome[T], ItemError | None, TaskContext]] = (
+            collections.deque()
+        )
         arrived = trio.Event()
 
-        def deliver(outcome: Outcome[T], error: ItemError | None) -> None:
-            ready.append((outcome, error))
+        def deliver(outcome: Outcome[T], error: ItemError | None, tc: TaskContext) -> None:
+            ready.append((outcome, error, tc))
             arrived.set()
 
         record = self._stage.record
@@ -239,8 +241,8 @@ class TaskDispatcher:
                 arrived = trio.Event()
                 await arrived.wait()
             outstanding -= 1
-            outcome, error = ready.popleft()
-            record(outcome, error)  # booked as the job gets it (see the module docstring)
+            outcome, error, tc = ready.popleft()
+            record(outcome, error, tc)  # booked as the job gets it (see the module docstring)
             yield outcome
         interrupter.check()
         if stopped is not None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from ._items import ItemRecord
 from ._process import OutputLine
 from ._progress import ItemError, Progress
 from ._records import JobInfo
@@ -33,7 +34,7 @@ class EventKind(enum.StrEnum):
     PROGRESS = "progress"
     #: One item of the job failed (``error``), as recorded by its checkpoint.
     ITEM_ERROR = "item_error"
-    #: A per-item record (``record``; reserved for per-item results).
+    #: A record of the job's item log (``record``, an `ItemRecord`), as checkpointed.
     ITEM = "item"
     #: A line a process task's program wrote (``output``: a `parjobs.process.OutputLine`),
     #: of the jobs run here.
@@ -57,7 +58,7 @@ class JobEvent:
     info: JobInfo | None = None
     progress: Progress | None = None
     error: ItemError | None = None
-    record: Any = None
+    record: ItemRecord | None = None
     dropped: int = 0
     output: OutputLine | None = None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from ._items import ItemRecord
 from ._progress import ItemError
 from ._records import CheckpointBatch, JobInfo
 from ._status import JobStatus
@@ -143,7 +144,8 @@ class JobStore(Protocol):
     def checkpoint(self, job_id: str, batch: CheckpointBatch, holder: str | None = None) -> None:
         """Record what completed since the last checkpoint in one transaction; with
         ``holder``, only while that manager holds the lease (else `LeaseError`, nothing
-        written)."""
+        written). ``batch.items`` are appended to the job's item log and numbered in place
+        (their ``seq``)."""
 
     def completed_ranges(self, job_id: str) -> dict[str, list[tuple[int, int]]]:
         """Checkpointed completions: stage -> [start, stop) ranges."""
@@ -186,6 +188,23 @@ class JobStore(Protocol):
 
     def error_count(self, job_id: str) -> int:
         """How many failed items `errors` pages through."""
+
+    def items(
+        self,
+        job_id: str,
+        *,
+        limit: int = -1,
+        offset: int = 0,
+        action: str | None = None,
+        after: int = 0,
+    ) -> list[ItemRecord]:
+        """The job's item log (every run's, in the order checkpoints stored it), paged:
+        records past ``seq`` ``after``, of one ``action`` if given. A run's failed-item
+        records are dropped when the next run starts (it retries those items), with their
+        errors."""
+
+    def item_count(self, job_id: str, *, action: str | None = None) -> int:
+        """How many records `items` pages through."""
 
     def job_stats(self) -> list[tuple[str, str, str, int, int, int, int]]:
         """Per (type, queue, status): jobs, items done, bytes done, failed items."""

@@ -44,6 +44,7 @@ from ._exceptions import (
     StoreError,
 )
 from ._housekeeping import REQUEST_POLL, Housekeeping
+from ._items import ItemRecord
 from ._job import Job, dump_job
 from ._jobstore import JobStore
 from ._progress import ItemError, Progress
@@ -386,6 +387,27 @@ class JobManager(Housekeeping):
     async def error_count(self, job_id: str) -> int:
         """How many items of the job's latest run failed (what `errors` pages through)."""
         return await self._db(self.store.error_count, job_id)
+
+    async def items(
+        self,
+        job_id: str,
+        *,
+        limit: int = -1,
+        offset: int = 0,
+        action: str | None = None,
+        after: int = 0,
+    ) -> list[ItemRecord]:
+        """The job's item log: what each item did (`ItemRecord`), in the order it was
+        checkpointed, kept after the job ends or is cancelled; paged with ``limit`` and
+        ``offset`` or (cheaper far in) ``after`` a record's ``seq``; of one ``action`` only
+        if given. `item_count` says how many there are."""
+        return await self._db(
+            self.store.items, job_id, limit=limit, offset=offset, action=action, after=after
+        )
+
+    async def item_count(self, job_id: str, *, action: str | None = None) -> int:
+        """How many records `items` pages through."""
+        return await self._db(self.store.item_count, job_id, action=action)
 
     async def pause(self, job_id: str) -> None:
         """Pause a job: running ones stop at the next chunk boundary, keeping their progress.

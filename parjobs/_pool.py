@@ -305,6 +305,7 @@ class WorkerPool:
             policy = work.retry
             if policy is not None and policy.should_retry(tc.attempt, exc):
                 self.progress.finished(id(work), "retrying", 0, None)
+                tc.items = None  # a failed attempt's records do not count
                 self._nursery.start_soon(self._retry_later, work, policy.delay(tc.attempt))
                 return
             message = describe_error(exc)
@@ -326,7 +327,7 @@ class WorkerPool:
                 error.traceback,
             )
         self.progress.finished(id(work), outcome.status.value, outcome.bytes, error)
-        work.deliver(outcome, error)
+        work.deliver(outcome, error, tc)
 
     async def _retry_later(self, work: WorkItem, delay: float) -> None:
         """Back off, then queue the task again (at once if the job is being interrupted:

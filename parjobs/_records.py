@@ -8,6 +8,7 @@ import dataclasses
 import json
 from typing import Any
 
+from ._items import ItemRecord
 from ._progress import ItemError, Progress
 from ._status import JobStatus
 
@@ -69,6 +70,7 @@ class CheckpointBatch:
     ranges: dict[str, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)
     results: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)
     errors: list[ItemError] = dataclasses.field(default_factory=list)
+    items: list[ItemRecord] = dataclasses.field(default_factory=list)
     done_items: int = 0
     skipped_items: int = 0
     done_bytes: int = 0
@@ -80,6 +82,7 @@ class CheckpointBatch:
             self.ranges
             or self.results
             or self.errors
+            or self.items
             or self.state is not None
             or self.progress is not None
         )

@@ -389,6 +389,9 @@ class JobRunner(ManagerCore):
             return
         for error in batch.errors:
             self._events.publish(EventKind.ITEM_ERROR, job_id, error=error)
+        if self._events.listening:
+            for record in batch.items:
+                self._events.publish(EventKind.ITEM, job_id, record=record)
 
     async def _write_offline(self, job_id: str, batch: CheckpointBatch) -> None:
         await self._db(self.store.checkpoint, job_id, batch)

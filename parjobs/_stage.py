@@ -8,13 +8,15 @@ to know the other.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ._indexset import IndexSet, to_ranges
+from ._items import ItemRecord
 from ._progress import ItemError
-from ._task import Outcome, OutcomeStatus
+from ._task import Outcome, OutcomeStatus, TaskContext
 
 
 class CheckpointSink(Protocol):
@@ -23,6 +25,7 @@ class CheckpointSink(Protocol):
     ranges: dict[str, list[tuple[int, int]]]
     results: list[tuple[str, int, str]]
     errors: list[ItemError]
+    items: list[ItemRecord]
     done_items: int
     skipped_items: int
     done_bytes: int
@@ -51,6 +54,7 @@ class Stage:
         self.new: list[int] = []
         self.new_results: list[tuple[int, str]] = []
         self.new_errors: list[ItemError] = []
+        self.new_items: list[ItemRecord] = []
         self.new_done = 0
         self.new_skipped = 0
         self.new_bytes = 0
@@ -58,21 +62,46 @@ class Stage:
         self._notify = notify
         self._stored: dict[int, str] | None = None
 
-    def record(self, outcome: Outcome[Any], error: ItemError | None) -> None:
-        """Book one finished task: done and skipped ones become completed, a failure's
-        ``error`` is kept for the store."""
+    def record(
+        self, outcome: Outcome[Any], error: ItemError | None, tc: TaskContext | None = None
+    ) -> None:
+        """Book one finished task: done and skipped ones become completed, with the item
+        records its task noted (``tc.items``; a skip that noted none gets a "skipped" record);
+        a failure's ``error`` is kept for the store, with a "failed" item record."""
         status = outcome.status
         if status is OutcomeStatus.DONE or status is OutcomeStatus.SKIPPED:
             if self.completed.add(outcome.index):
                 self.new.append(outcome.index)
                 self.new_done += 1
                 self.new_bytes += outcome.bytes
+                items = tc.items if tc is not None else None
                 if status is OutcomeStatus.SKIPPED:
                     self.new_skipped += 1
+                    if items is None and tc is not None:
+                        items = [
+                            ItemRecord(
+                                "skipped", tc.label, detail=outcome.reason, index=outcome.index
+                            )
+                        ]
+                if items:
+                    name = self.name
+                    self.new_items.extend(
+                        r if r.stage == name else dataclasses.replace(r, stage=name) for r in items
+                    )
                 if self.keep_results and status is OutcomeStatus.DONE:
                     self.new_results.append((outcome.index, json.dumps(outcome.value)))
         elif error is not None:
             self.new_errors.append(error)
+            self.new_items.append(
+                ItemRecord(
+                    "failed",
+                    error.label,
+                    bytes=outcome.bytes,
+                    error=error.message,
+                    stage=error.stage,
+                    index=error.index,
+                )
+            )
         if self._notify is not None:
             self._notify()
 
@@ -93,8 +122,9 @@ class Stage:
             self.new = []
         batch.results.extend((self.name, i, v) for i, v in self.new_results)
         batch.errors.extend(self.new_errors)
+        batch.items.extend(self.new_items)
         batch.done_items += self.new_done
         batch.skipped_items += self.new_skipped
         batch.done_bytes += self.new_bytes
-        self.new_results, self.new_errors = [], []
+        self.new_results, self.new_errors, self.new_items = [], [], []
         self.new_done = self.new_skipped = self.new_bytes = 0

@@ -9,6 +9,7 @@ SQLite error leaves every public method as a `StoreError` that explains it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -26,6 +27,7 @@ from ._exceptions import (
     StoreError,
     StoreFormatError,
 )
+from ._items import ItemRecord, Written
 from ._jobstore import StoreListener
 from ._leases import dead_managers, process_start
 from ._progress import ItemError, Progress
@@ -325,6 +327,8 @@ class SQLiteJobStore:
                 (manager_id, now, now, job_id),
             )
             c.execute("DELETE FROM task_errors WHERE job_id=?", (job_id,))
+            # Failed items are retried by this run: their records go with their errors.
+            c.execute("DELETE FROM items WHERE job_id=? AND action='failed'", (job_id,))
             return self._get(c, job_id)
 
     #: Appended to the candidate query of `claim_next` (PostgreSQL: ``FOR UPDATE SKIP
@@ -667,7 +671,7 @@ class SQLiteJobStore:
             owner = self._owner(c, row[1]) if row is not None else None
             if owner is not None:  # e.g. cleaning up for its cancel
                 raise LeaseError(f"cannot delete job {job_id}: another {owner} holds it")
-            for table in ("completed", "task_results", "task_errors"):
+            for table in ("completed", "task_results", "task_errors", "items"):
                 c.execute(f"DELETE FROM {table} WHERE job_id=?", (job_id,))
             c.execute("DELETE FROM jobs WHERE id=?", (job_id,))
 
@@ -732,6 +736,8 @@ class SQLiteJobStore:
                         for e in batch.errors
                     ],
                 )
+            if batch.items:
+                self._insert_items(c, job_id, batch.items)
             sets = [
                 "done_items=done_items+?",
                 "skipped_items=skipped_items+?",
@@ -755,6 +761,65 @@ class SQLiteJobStore:
             cur = c.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE {where}", params)
             if holder is not None and cur.rowcount != 1:  # rolls the whole batch back
                 raise LeaseError(f"job {job_id} is no longer leased to this process")
+
+    def _insert_items(self, c: sqlite3.Connection, job_id: str, items: list[ItemRecord]) -> None:
+        """Append ``items`` to the job's log, numbering them (the list gets the numbered
+        records, so the events published after the checkpoint carry their ``seq``)."""
+        (last,) = c.execute("SELECT MAX(seq) FROM items WHERE job_id=?", (job_id,)).fetchone()
+        first = (last or 0) + 1
+        items[:] = [dataclasses.replace(r, seq=first + n) for n, r in enumerate(items)]
+        c.executemany(
+            "INSERT INTO items(job_id, seq, stage, idx, action, source, destination, bytes, "
+            "detail, error, size, mtime_ns, inode) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    job_id,
+                    r.seq,
+                    r.stage,
+                    r.index,
+                    r.action,
+                    os.fsencode(r.source),
+                    None if r.destination is None else os.fsencode(r.destination),
+                    r.bytes,
+                    None if r.detail is None else _text(r.detail),
+                    None if r.error is None else _text(r.error),
+                    *((None, None, None) if r.written is None else _written(r.written)),
+                )
+                for r in items
+            ],
+        )
+
+    def items(
+        self,
+        job_id: str,
+        *,
+        limit: int = -1,
+        offset: int = 0,
+        action: str | None = None,
+        after: int = 0,
+    ) -> list[ItemRecord]:
+        """The job's item log in order, paged (``after``: only records past that ``seq``,
+        the cheap way to page through a million), optionally of one ``action`` only."""
+        sql = (
+            "SELECT seq, stage, idx, action, source, destination, bytes, detail, error, "
+            "size, mtime_ns, inode FROM items WHERE job_id=? AND seq>?"
+        )
+        params: list[Any] = [job_id, after]
+        if action is not None:
+            sql += " AND action=?"
+            params.append(action)
+        sql += " ORDER BY seq LIMIT ? OFFSET ?"
+        params += [limit, offset]
+        return [_item(r) for r in self._conn.execute(sql, params)]
+
+    def item_count(self, job_id: str, *, action: str | None = None) -> int:
+        """How many records `items` pages through (of ``action`` only, if given)."""
+        sql = "SELECT COUNT(*) FROM items WHERE job_id=?"
+        params: list[Any] = [job_id]
+        if action is not None:
+            sql += " AND action=?"
+            params.append(action)
+        return int(self._conn.execute(sql, params).fetchone()[0])
 
     def _compact(self, c: sqlite3.Connection, job_id: str, stage: str) -> int:
         rows = c.execute(
@@ -851,6 +916,35 @@ class SQLiteJobStore:
             "ON e.job_id = j.id GROUP BY j.type, j.queue, j.status"
         )
         return [(r[0], r[1], r[2], r[3], r[4] or 0, r[5] or 0, r[6] or 0) for r in rows]
+
+
+def _written(w: Written) -> tuple[int, int, int]:
+    return w.size, w.mtime_ns, w.inode
+
+
+def _path(value: Any) -> str:
+    """A stored path (bytes) as ``str`` with surrogate escapes (usable with `os`)."""
+    if isinstance(value, bytes):
+        return os.fsdecode(value)
+    return str(value)
+
+
+def _item(r: sqlite3.Row) -> ItemRecord:
+    size, mtime_ns, inode = r["size"], r["mtime_ns"], r["inode"]
+    written = None if size is None else Written(size, mtime_ns, inode)
+    destination = r["destination"]
+    return ItemRecord(
+        action=str(r["action"]),
+        source=_path(r["source"]),
+        destination=None if destination is None else _path(destination),
+        bytes=r["bytes"],
+        detail=r["detail"],
+        error=r["error"],
+        written=written,
+        stage=str(r["stage"]),
+        index=r["idx"],
+        seq=r["seq"],
+    )
 
 
 def _text(value: str) -> str:

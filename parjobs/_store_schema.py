@@ -57,7 +57,18 @@ CREATE TABLE IF NOT EXISTS task_errors (
     traceback TEXT              -- the failure's Python traceback (NULL: none kept)
 );
 CREATE INDEX IF NOT EXISTS task_errors_job ON task_errors(job_id);
+CREATE TABLE IF NOT EXISTS items (
+    job_id TEXT NOT NULL, seq INTEGER NOT NULL,  -- seq: the record's place in the job's log
+    stage TEXT NOT NULL, idx INTEGER NOT NULL, action TEXT NOT NULL,
+    source BLOB NOT NULL, destination BLOB,      -- paths as bytes, exactly as on disk
+    bytes INTEGER NOT NULL, detail TEXT, error TEXT,
+    size INTEGER, mtime_ns INTEGER, inode INTEGER,  -- a written file's identity (for undo)
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
 """
+
+#: Tables added after schema 1 was released, created in an older store when it is opened.
+LATER_TABLES = ("items",)
 
 
 _NOT_REGULAR = {
@@ -130,6 +141,12 @@ def init_schema(
     if "traceback" not in columns:  # a store made before tracebacks were kept
         with tx():
             c.execute("ALTER TABLE task_errors ADD COLUMN traceback TEXT")
+    missing = [t for t in LATER_TABLES if t not in tables]
+    if app_id != 0 and missing:  # a store made before these tables existed
+        with tx():
+            for statement in SCHEMA.split(";"):
+                if any(f"EXISTS {t} " in statement for t in missing):
+                    c.execute(statement)
     (check,) = c.execute("PRAGMA quick_check(1)").fetchone()
     if check != "ok":
         detail = " ".join(str(check).split())  # one line, for the CLI

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from ._exceptions import CancelRequested, PauseRequested, TaskTimeoutError
+from ._items import ItemRecord, Written
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -121,6 +122,7 @@ class TaskContext:
         "bytes_done",
         "deadline",
         "index",
+        "items",
         "rerun",
         "timeout",
     )
@@ -140,6 +142,7 @@ class TaskContext:
         #: lost after running it): an output equal to what this task would write is its own
         #: earlier result, done, not a conflict. False on local runs.
         self.rerun = False
+        self.items: list[ItemRecord] | None = None  # what `record` noted, for the checkpoint
         self._interrupter = interrupter
         self.timeout = timeout
         #: When the task must be done (``time.monotonic()``): set by `start`, None before
@@ -176,6 +179,38 @@ class TaskContext:
     def add_bytes(self, n: int) -> None:
         """Report ``n`` more bytes processed, for byte-accurate progress."""
         self.bytes_done += n
+
+    def record(
+        self,
+        action: str,
+        source: str | bytes,
+        destination: str | bytes | None = None,
+        *,
+        bytes: int = 0,
+        detail: str | None = None,
+        written: Written | None = None,
+    ) -> None:
+        """Note what this task did to one item (see `parjobs.ItemRecord`): kept only if the
+        task ends done or skipped, and stored in the same checkpoint as its completion, so
+        the job's item log has it exactly once. Paths may be bytes (kept exactly)."""
+        record = ItemRecord(
+            action,
+            _path(source),
+            None if destination is None else _path(destination),
+            bytes,
+            detail,
+            written=written,
+            index=self.index,
+        )
+        if self.items is None:
+            self.items = [record]
+        else:
+            self.items.append(record)
+
+
+def _path(path: str | bytes) -> str:
+    """A path as ``str`` (undecodable bytes as surrogate escapes, as `os.fsdecode` does)."""
+    return path if isinstance(path, str) else path.decode("utf-8", "surrogateescape")
 
 
 class _RunAlone:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ._stage import Stage
 
 #: Where a finished task's outcome (and, for a failure, its item error) goes.
-Deliver = Callable[[Outcome[Any], "ItemError | None"], None]
+Deliver = Callable[[Outcome[Any], "ItemError | None", TaskContext], None]
 
 #: A task estimated to touch at least this many bytes (`Task.weight`) is "heavy": it may take
 #: a while, is never throttled or grouped, and its thread hands finished outcomes over first.

@@ -49,6 +49,8 @@ TOP = {
     "TRANSITIONS",
     "Progress",
     "ItemError",
+    "ItemRecord",
+    "Written",
     # errors and signals
     "ParjobsError",
     "JobSpecError",

@@ -36,6 +36,7 @@ FLOORS: dict[str, int] = {
     "parjobs._status": 1,
     "parjobs._indexset": 1,
     "parjobs._progress": 1,
+    "parjobs._items": 1,
     "parjobs._records": 2,
     "parjobs._task": 2,
     "parjobs._guest": 1,

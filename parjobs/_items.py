@@ -1,0 +1,80 @@
+"""The per-item record: what one item of a job did (`ItemRecord`), as a file manager needs it
+to select the new files, tell the user what happened, and undo.
+
+A task records its items through `TaskContext.record`; they travel with the task's outcome
+into the checkpoint batch that marks the task completed, so a resumed job neither loses nor
+repeats them. Data only, no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+#: The actions the operations record (a user job may record any short word of its own).
+ACTIONS = (
+    "copied",  # a new file at ``destination`` (the name did not exist before)
+    "renamed-as",  # like copied, under a new name (``destination``) because the name existed
+    "replaced",  # written over an existing ``destination``
+    "skipped",  # nothing written (``detail``: why)
+    "present",  # found already in place on resume (maybe not this job's: never undone)
+    "moved",  # ``source`` now at ``destination``
+    "trashed",  # ``source`` now in the trash at ``destination`` (``detail``: its .trashinfo)
+    "deleted",  # ``source`` removed for good
+    "hashed",  # ``detail``: the digest
+    "thumbnailed",  # ``destination``: the thumbnail written
+    "restored",  # undo: ``source`` (in the trash, or a moved item) back at ``destination``
+    "removed",  # undo: ``source``, a file the job created, removed
+    "failed",  # ``error`` says why (the item's error, with ``stage`` and ``index``)
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Written:
+    """The identity of a file right after a job wrote it: undo removes only a file that still
+    has it (same inode, size and modification time), i.e. nobody changed it since."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ItemRecord:
+    """What one item did: ``action`` (see `ACTIONS`) on ``source``, the ``destination``
+    actually written, ``bytes``, a ``detail`` (a digest, a trash entry, a skip reason) and the
+    ``error`` of a failed item. ``stage`` and ``index`` name the task (and its error in
+    ``manager.errors``); ``seq`` is the record's place in the job's log (0 until stored)."""
+
+    action: str
+    source: str
+    destination: str | None = None
+    bytes: int = 0
+    detail: str | None = None
+    error: str | None = None
+    written: Written | None = None
+    stage: str = "default"
+    index: int = -1
+    seq: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON object (the CLI's ``--json`` and the HTTP API)."""
+        out: dict[str, Any] = {
+            "seq": self.seq,
+            "action": self.action,
+            "source": self.source,
+            "destination": self.destination,
+            "bytes": self.bytes,
+            "detail": self.detail,
+            "error": self.error,
+            "stage": self.stage,
+            "index": self.index,
+        }
+        w = self.written
+        out["written"] = None if w is None else dataclasses.asdict(w)
+        return out
+
+
+def fingerprint(st: Any) -> Written:
+    """The `Written` identity of an ``os.stat_result``."""
+    return Written(st.st_size, st.st_mtime_ns, st.st_ino)
