@@ -44,6 +44,7 @@ class HashTask(Task[list[Any]]):
                 f"file changed since it was listed (size {self.size} -> {tc.bytes_done})",
                 self.label(),
             )
+        tc.record("hashed", self.path, bytes=tc.bytes_done, detail=f"{self.algorithm}:{digest}")
         return [digest, tc.bytes_done]
 
 

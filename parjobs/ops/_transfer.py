@@ -16,6 +16,7 @@ import trio
 
 from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
+from .._items import fingerprint
 from .._task import Outcome, OutcomeStatus, TaskContext
 from . import _smallfiles
 from ._copyfile import CopyOptions, CopyResult, copy_file
@@ -106,6 +107,49 @@ class CopyDone(NamedTuple):
     kind: str
     copied: int = 0
     reused: int = 0
+
+
+class Landing:
+    """Where a copy or move item's ``put`` wrote (a conflict policy may pick another name,
+    or replace), for its item record (`record_landing`)."""
+
+    __slots__ = ("leaf", "name", "replaced")
+
+    def __init__(self, name: bytes, replaced: bool = False) -> None:
+        self.name = name
+        self.leaf = name
+        self.replaced = replaced
+
+    def wrap(self, put: Callable[[bytes, bool], T]) -> Callable[[bytes, bool], T]:
+        """``put``, noting the leaf and whether it overwrote (only a conflict's put does)."""
+
+        def noted(leaf: bytes, overwrite: bool) -> T:
+            value = put(leaf, overwrite)
+            self.leaf, self.replaced = leaf, overwrite
+            return value
+
+        return noted
+
+
+def record_landing(
+    tc: TaskContext,
+    verb: str,
+    src: bytes,
+    tree: DestTree,
+    parent: bytes,
+    dir_fd: int,
+    landing: Landing,
+) -> None:
+    """Record an item written to ``landing.leaf`` in ``dir_fd`` (``parent`` in ``tree``),
+    with the identity it has now, which undo checks. A copy is "copied" to a new name,
+    "renamed-as" another name, or "replaced" an existing file; a move is "moved", with
+    ``detail`` "renamed-as" or "replaced" in those cases."""
+    leaf = landing.leaf
+    st = os.stat(leaf, dir_fd=dir_fd, follow_symlinks=False)
+    how = "replaced" if landing.replaced else None if leaf == landing.name else "renamed-as"
+    action, detail = (how or verb, None) if verb == "copied" else (verb, how)
+    rel = parent + b"/" + leaf if parent else leaf
+    tc.record(action, src, tree.path(rel), bytes=st.st_size, detail=detail, written=fingerprint(st))
 
 
 async def open_plan(ctx: JobContext, make: Callable[[bool, Any], CopyPlan]) -> CopyPlan:

@@ -36,14 +36,15 @@ import trio
 
 from .._context import JobContext
 from .._exceptions import Interrupted, Skip
+from .._items import fingerprint
 from .._job import Job, job_type, runtime_field
 from .._task import RUN_ALONE, Task, TaskContext
 from . import _transfer
 from ._copyfile import CopyOptions, CopyResult, copy_symlink
-from ._desttree import NOT_A_DIR
+from ._desttree import NOT_A_DIR, DestTree
 from ._errors import DirConflictError, WalkError
 from ._finish import FinishDirs
-from ._fs import clean_error
+from ._fs import clean_error, lexists
 from ._names import stored_token
 from ._partials import sweep_temporaries
 from ._smallfiles import copy_small_files
@@ -51,12 +52,14 @@ from ._transfer import (
     AskCallback,
     CopyDone,
     CopyPlan,
+    Landing,
     Policy,
     Tally,
     check_paths,
     dest_is_unchanged,
     make_plan,
     open_plan,
+    record_landing,
     resolve_conflict,
     same_content,
     special_reason,
@@ -117,8 +120,19 @@ class CopyItem(Task[CopyDone]):
             if kind == "file":
                 return self._file(tc)
             if kind == "dir":
-                self.plan.tree.acquire(self.entry.rel)  # creates it (merges into an existing one)
-                self.plan.tree.release(self.entry.rel)
+                tree = self.plan.tree
+                fd = tree.acquire(self.entry.rel)  # creates it (merges into an existing one)
+                try:
+                    if tree.is_new(self.entry.rel):  # made by this run: undo may remove it
+                        st = os.fstat(fd)
+                        tc.record(
+                            "copied",
+                            self.entry.path,
+                            tree.path(self.entry.rel),
+                            written=fingerprint(st),
+                        )
+                finally:
+                    tree.release(self.entry.rel)
                 return CopyDone("dir")
             if kind == "symlink":
                 return self._symlink(tc)
@@ -182,6 +196,7 @@ class CopyItem(Task[CopyDone]):
                 if result == 0:
                     tcs[i].add_bytes(size)
                     out[i] = CopyDone("file", size)
+                    _record_new(tcs[i], items[i].entry, tree)
                 elif result in _NO_GROUPS_ERRNOS:
                     plan.group_off = True  # e.g. no renameat2 here: the Python path copes
         return out
@@ -192,19 +207,14 @@ class CopyItem(Task[CopyDone]):
         src = _followed(self.entry.path) if plan.follow else self.entry.path
         dir_fd = plan.tree.acquire(parent)
         try:
+            overwrite = plan.policy == "overwrite"
+            landing = Landing(name, overwrite and lexists(dir_fd, name))
 
             def put(leaf: bytes, overwrite: bool) -> CopyResult:
                 return plan.copy(src, leaf, dir_fd, tc, overwrite)
 
             try:
-                res = plan.copy(
-                    src,
-                    name,
-                    dir_fd,
-                    tc,
-                    plan.policy == "overwrite",
-                    new_dir=plan.tree.is_new(parent),
-                )
+                res = plan.copy(src, name, dir_fd, tc, overwrite, new_dir=plan.tree.is_new(parent))
             except FileExistsError:
                 src_st = os.stat(src)
                 deep = functools.partial(same_content, src, dir_fd, check=tc.check)
@@ -215,14 +225,16 @@ class CopyItem(Task[CopyDone]):
                     src_st,
                     dir_fd=dir_fd,
                     rel=rel,
-                    put=put,
+                    put=landing.wrap(put),
                     deep_check=deep if plan.options.verify else None,
                     resumed=plan.resumed or tc.rerun,
                 )
                 if got is None:  # in place already (e.g. by a run killed before its checkpoint)
                     tc.add_bytes(src_st.st_size)
+                    tc.record("present", self.entry.path, plan.tree.path(rel))
                     return CopyDone("present", src_st.st_size)  # counted like a copy
                 res = got
+            record_landing(tc, "copied", self.entry.path, plan.tree, parent, dir_fd, landing)
             return CopyDone("file", res.bytes_copied, res.bytes_reused)
         except OSError as exc:
             # A temporary's bare name means nothing to people: name the destination.
@@ -252,23 +264,36 @@ class CopyItem(Task[CopyDone]):
                     owner=plan.token,
                 )
 
+            overwrite = plan.policy == "overwrite"
+            landing = Landing(name, overwrite and lexists(dir_fd, name))
             try:
-                put(name, plan.policy == "overwrite")
+                put(name, overwrite)
             except FileExistsError:
                 src_st = os.lstat(src)
-                resolve_conflict(
+                got = resolve_conflict(
                     plan,
                     tc,
                     src,
                     src_st,
                     dir_fd=dir_fd,
                     rel=rel,
-                    put=put,
+                    put=landing.wrap(put),
                     resumed=plan.resumed or tc.rerun,
                 )
+                if got is None:
+                    tc.record("present", src, plan.tree.path(rel))
+                    return CopyDone("present")
+            record_landing(tc, "copied", src, plan.tree, parent, dir_fd, landing)
             return CopyDone("symlink")
         finally:
             plan.tree.release(parent)
+
+
+def _record_new(tc: TaskContext, entry: Entry, tree: DestTree) -> None:
+    """Record a file the group path copied to a new name (its identity read back now)."""
+    dest = tree.path(entry.rel)
+    st = os.lstat(dest)
+    tc.record("copied", entry.path, dest, bytes=st.st_size, written=fingerprint(st))
 
 
 # ---------------------------------------------------------------------------------------------

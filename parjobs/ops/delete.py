@@ -114,7 +114,12 @@ class RemoveTask(Task[bool]):
 
     def run(self, tc: TaskContext) -> bool:
         tc.check()
-        return remove_entry(self.path, self.parent, is_dir=self.is_dir)
+        removed = remove_entry(self.path, self.parent, is_dir=self.is_dir)
+        if removed:
+            tc.record("deleted", self.path)
+        else:
+            tc.record("skipped", self.path, detail="no longer exists")
+        return removed
 
 
 @dataclasses.dataclass(slots=True)
@@ -139,10 +144,12 @@ class TrashTask(Task[list[str]]):
             os.lstat(self.path)
         except FileNotFoundError:
             if self.earlier is not None and os.path.lexists(self.earlier[1]):
+                tc.record("trashed", self.earlier[0], self.earlier[1])
                 return [os.fsdecode(self.earlier[0]), os.fsdecode(self.earlier[1])]
             raise Skip("no longer exists") from None
         moved = trash_path(self.path, owner=self.owner)
         original = read_trashinfo(moved.info_path).original_path
+        tc.record("trashed", original, moved.trashed_path)
         return [os.fsdecode(original), os.fsdecode(moved.trashed_path)]
 
 

@@ -72,6 +72,7 @@ class ContentIdTask(Task[str]):
         tc.check()
         cid = content_id(self.path, size=self.size)
         tc.add_bytes(content_id_cost(self.size))
+        tc.record("hashed", self.path, bytes=self.size, detail=f"content-id:{cid}")
         return cid
 
 

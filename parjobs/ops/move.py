@@ -53,11 +53,13 @@ from ._partials import sweep_temporaries
 from ._transfer import (
     CopyDone,
     CopyPlan,
+    Landing,
     Tally,
     check_paths,
     dest_is_unchanged,
     make_plan,
     open_plan,
+    record_landing,
     resolve_conflict,
     same_content,
     special_reason,
@@ -121,6 +123,7 @@ class MoveRoot(Task[CopyDone]):
                     return CopyDone("copy")
                 raise
             self._synced()
+            record_landing(tc, "moved", src, plan.tree, b"", root_fd, Landing(base))
             return CopyDone("renamed")
         finally:
             plan.tree.release(b"")
@@ -130,6 +133,7 @@ class MoveRoot(Task[CopyDone]):
     ) -> CopyDone:
         plan, src = self.plan, self.path
         dst_st = os.stat(base, dir_fd=root_fd, follow_symlinks=False)
+        landing = Landing(base)
         if stat.S_ISDIR(src_st.st_mode):
             if stat.S_ISDIR(dst_st.st_mode):
                 return CopyDone("merge")
@@ -137,10 +141,10 @@ class MoveRoot(Task[CopyDone]):
                 check_replaceable(root_fd, base, plan.tree.display(base))
                 os.unlink(base, dir_fd=root_fd)
                 rename_noreplace(src, base, dst_dir_fd=root_fd, overwrite=False)
+                landing.replaced = True
             elif plan.policy == "rename":
-                rename_noreplace(
-                    src, unique_name(base, dst_dir_fd=root_fd), dst_dir_fd=root_fd, overwrite=False
-                )
+                landing.leaf = unique_name(base, dst_dir_fd=root_fd)
+                rename_noreplace(src, landing.leaf, dst_dir_fd=root_fd, overwrite=False)
             else:
                 err = DirConflictError(f"{NOT_A_DIR}: {plan.tree.display(base)}")
                 err.filename = plan.tree.display(base)
@@ -151,9 +155,17 @@ class MoveRoot(Task[CopyDone]):
                 rename_noreplace(src, leaf, dst_dir_fd=root_fd, overwrite=overwrite)
 
             resolve_conflict(
-                plan, tc, src, src_st, dir_fd=root_fd, rel=base, put=put, resumed=False
+                plan,
+                tc,
+                src,
+                src_st,
+                dir_fd=root_fd,
+                rel=base,
+                put=landing.wrap(put),
+                resumed=False,
             )
         self._synced()
+        record_landing(tc, "moved", src, plan.tree, b"", root_fd, landing)
         return CopyDone("renamed")
 
     def _synced(self) -> None:
@@ -217,6 +229,7 @@ class MoveItem(Task[CopyDone]):
             src_st = os.lstat(src)
         except FileNotFoundError:
             if self.plan.resumed and lexists(dir_fd, name):
+                self._record(tc, dir_fd, Landing(name))
                 return CopyDone("present")  # moved by an earlier run before its checkpoint
             raise
         if not self.by_copy:
@@ -266,39 +279,49 @@ class MoveItem(Task[CopyDone]):
         def put(leaf: bytes, overwrite: bool) -> None:
             rename_noreplace(src, leaf, dst_dir_fd=dir_fd, overwrite=overwrite)
 
+        overwrite = self.plan.policy == "overwrite"
+        landing = Landing(name, overwrite and lexists(dir_fd, name))
         try:
-            put(name, self.plan.policy == "overwrite")
+            put(name, overwrite)
         except FileExistsError:
             # A rename is atomic, so a source still here was not moved by an earlier run.
-            self._settle(tc, src_st, dir_fd, put, resumed=False)
+            self._settle(tc, src_st, dir_fd, landing.wrap(put), resumed=False)
         if self.plan.options.durable:
             os.fsync(dir_fd)
             _sync_parent(src)
+        self._record(tc, dir_fd, landing)
         return CopyDone("renamed")
+
+    def _record(self, tc: TaskContext, dir_fd: int, landing: Landing) -> None:
+        parent = self.entry.rel.rpartition(b"/")[0]
+        record_landing(tc, "moved", self.entry.path, self.plan.tree, parent, dir_fd, landing)
 
     def _copy_file(
         self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes
     ) -> CopyDone:
         plan, src = self.plan, self.entry.path
-        written = [name]  # the leaf the copy went to (a conflict policy may rename it)
+        overwrite = plan.policy == "overwrite"
+        # The leaf the copy goes to (a conflict policy may rename it).
+        landing = Landing(name, overwrite and lexists(dir_fd, name))
 
         def put(leaf: bytes, overwrite: bool) -> CopyResult:
-            written[0] = leaf
             return plan.copy(src, leaf, dir_fd, tc, overwrite)
 
         try:
-            res = put(name, plan.policy == "overwrite")
+            res = put(name, overwrite)
         except FileExistsError:
-            got = self._settle(tc, src_st, dir_fd, put, resumed=plan.resumed)
+            got = self._settle(tc, src_st, dir_fd, landing.wrap(put), resumed=plan.resumed)
             if got is None:  # an earlier run copied it and was stopped before the unlink
                 tc.add_bytes(src_st.st_size)
                 _sync_copy(dir_fd, name)
                 os.unlink(src)
+                self._record(tc, dir_fd, landing)
                 return CopyDone("present")
             res = got
         if not plan.options.durable:  # durable copies are already on disk
-            _sync_copy(dir_fd, written[0])
+            _sync_copy(dir_fd, landing.leaf)
         os.unlink(src)  # only now: the destination is complete, verified and on disk
+        self._record(tc, dir_fd, landing)
         return CopyDone("copied", res.bytes_copied, res.bytes_reused)
 
     def _copy_symlink(
@@ -316,13 +339,17 @@ class MoveItem(Task[CopyDone]):
                 owner=plan.token,
             )
 
+        overwrite = plan.policy == "overwrite"
+        landing = Landing(name, overwrite and lexists(dir_fd, name))
         try:
-            put(name, plan.policy == "overwrite")
+            put(name, overwrite)
         except FileExistsError:
-            if self._settle(tc, src_st, dir_fd, put, resumed=plan.resumed) is None:
+            if self._settle(tc, src_st, dir_fd, landing.wrap(put), resumed=plan.resumed) is None:
                 os.unlink(src)
+                self._record(tc, dir_fd, landing)
                 return CopyDone("present")
         os.unlink(src)
+        self._record(tc, dir_fd, landing)
         return CopyDone("copied")
 
 

@@ -138,10 +138,13 @@ class ThumbnailTask(Task[str]):
         tc.check()
         try:
             if self.settings.layout == "freedesktop":
-                return self._freedesktop(tc)
-            return self._cache(tc)
+                dst = self._freedesktop(tc)
+            else:
+                dst = self._cache(tc)
         finally:
             tc.add_bytes(self.file_size)
+        tc.record("thumbnailed", self.path, dst, bytes=self.file_size)
+        return dst
 
     def _cache(self, tc: TaskContext) -> str:
         s = self.settings
