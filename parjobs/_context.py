@@ -52,6 +52,7 @@ class JobContext:
         progress: ProgressTracker,
         write: Callable[[CheckpointBatch], Awaitable[None]],
         load_results: Callable[[str], Awaitable[dict[int, str]]],
+        read_items: Callable[[str, int, int], Awaitable[list[ItemRecord]]] | None = None,
         run_number: int = 1,
         job_dir: str | None = None,
         remote: ExecutorFactory | None = None,
@@ -71,6 +72,7 @@ class JobContext:
         self._interrupter = Interrupter()
         self._write = write
         self._load_results = load_results
+        self._read_items = read_items
         self._saved_state = json.dumps(state, sort_keys=True)
         self._checkpoint_lock = trio.Lock()
         # What a failed write kept, written with the next one (None: nothing pending).
@@ -184,6 +186,15 @@ class JobContext:
             )
         )
         self._dirty.set()
+
+    async def job_items(
+        self, job_id: str, *, after: int = 0, limit: int = 1000
+    ) -> list[ItemRecord]:
+        """Up to ``limit`` records of a job's item log (this job's or another's, e.g. the job
+        an undo reverses) past ``seq`` ``after``, in order."""
+        if self._read_items is None:
+            raise RuntimeError("this context cannot read item logs")
+        return await self._read_items(job_id, after, limit)
 
     # -- checkpoints ---------------------------------------------------------------------
 

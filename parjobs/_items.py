@@ -29,6 +29,11 @@ ACTIONS = (
 )
 
 
+#: The ``detail`` of a record about a directory (a copy's new directory: undo removes it
+#: last, and only when empty).
+DIRECTORY = "directory"
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Written:
     """The identity of a file right after a job wrote it: undo removes only a file that still

@@ -39,19 +39,23 @@ from ._exceptions import (
     InvalidTransitionError,
     JobCancelledError,
     JobFailedError,
+    JobLoadError,
     JobNotFinishedError,
     JobNotFoundError,
     StoreError,
 )
 from ._housekeeping import REQUEST_POLL, Housekeeping
 from ._items import ItemRecord
-from ._job import Job, dump_job
+from ._job import Job, dump_job, lookup_job_type
 from ._jobstore import JobStore
 from ._progress import ItemError, Progress
 from ._records import JobInfo, ManagerStatistics
 from ._status import JobStatus, check_transition
 from ._stores import open_store
 from ._util import exception_leaves
+
+#: The job type `JobManager.undo` submits (``{"job": id}``), provided by `parjobs.ops`.
+UNDO_JOB_TYPE = "undo"
 
 #: How often the event stream looks at the store for other processes' changes (while
 #: somebody listens; this manager's own changes are seen at once).
@@ -408,6 +412,23 @@ class JobManager(Housekeeping):
     async def item_count(self, job_id: str, *, action: str | None = None) -> int:
         """How many records `items` pages through."""
         return await self._db(self.store.item_count, job_id, action=action)
+
+    async def undo(self, job_id: str, *, owner: str | None = None) -> JobHandle:
+        """Submit the job that undoes ``job_id`` from its item log (the ``undo`` job type:
+        `parjobs.ops.UndoJob` restores what it trashed, moves back what it moved, removes
+        the files it copied that nobody changed since). Once per job: undoing it again
+        returns the same undo job. The job must not be running (pause or cancel it first);
+        `JobLoadError` when no ``undo`` job type is installed."""
+        info = await self.get(job_id)
+        if info.status.is_active:
+            raise InvalidTransitionError(
+                f"cannot undo job {info.id}: it is {info.status.value}; pause or cancel it first"
+            )
+        cls = await trio.to_thread.run_sync(lookup_job_type, UNDO_JOB_TYPE)
+        if cls is None:
+            raise JobLoadError(f"no {UNDO_JOB_TYPE!r} job type is installed")
+        job = cls.from_spec({"job": info.id})
+        return await self.submit(job, idempotency_key=f"undo:{info.id}", owner=owner)
 
     async def pause(self, job_id: str) -> None:
         """Pause a job: running ones stop at the next chunk boundary, keeping their progress.

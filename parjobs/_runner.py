@@ -21,6 +21,7 @@ from ._exceptions import (
     JobSpecError,
     LeaseError,
 )
+from ._items import ItemRecord
 from ._job import Job, load_job
 from ._manager_core import JobRun, ManagerCore
 from ._process import OUTPUT_SINK, OutputLine
@@ -196,6 +197,7 @@ class JobRunner(ManagerCore):
                         progress=tracker,
                         write=functools.partial(self._write_checkpoint, live.id),
                         load_results=functools.partial(self._load_results, live.id),
+                        read_items=self._read_items,
                         run_number=info.runs,
                         job_dir=self.job_dir(live.id),
                         remote=None if self.cluster is None else self.cluster.executor(live.id),
@@ -326,6 +328,7 @@ class JobRunner(ManagerCore):
                 progress=ProgressTracker(info.id),
                 write=functools.partial(self._write_offline, info.id),
                 load_results=functools.partial(self._load_results, info.id),
+                read_items=self._read_items,
                 job_dir=self.job_dir(info.id),
             )
             ctx._request("cancel")
@@ -395,6 +398,9 @@ class JobRunner(ManagerCore):
 
     async def _write_offline(self, job_id: str, batch: CheckpointBatch) -> None:
         await self._db(self.store.checkpoint, job_id, batch)
+
+    async def _read_items(self, job_id: str, after: int, limit: int) -> list[ItemRecord]:
+        return await self._db(self.store.items, job_id, after=after, limit=limit)
 
     async def _load_results(self, job_id: str, stage: str) -> dict[int, str]:
         return await self._db(self.store.task_results, job_id, stage)

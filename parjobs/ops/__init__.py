@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .hash import HashJob as HashJob
     from .move import MoveJob as MoveJob
     from .thumbnail import ThumbnailJob as ThumbnailJob
+    from .undo import UndoJob as UndoJob
 
 #: Where each lazily loaded name lives.
 _LAZY = {
@@ -51,6 +52,7 @@ _LAZY = {
     "HashJob": "hash",
     "MoveJob": "move",
     "ThumbnailJob": "thumbnail",
+    "UndoJob": "undo",
 }
 
 
@@ -88,6 +90,7 @@ __all__ = [
     "SpecialFileError",
     "ThumbnailJob",
     "TrashError",
+    "UndoJob",
     "UnsupportedImageError",
     "VerifyError",
     "WalkError",

@@ -36,7 +36,7 @@ import trio
 
 from .._context import JobContext
 from .._exceptions import Interrupted, Skip
-from .._items import fingerprint
+from .._items import DIRECTORY, fingerprint
 from .._job import Job, job_type, runtime_field
 from .._task import RUN_ALONE, Task, TaskContext
 from . import _transfer
@@ -129,6 +129,7 @@ class CopyItem(Task[CopyDone]):
                             "copied",
                             self.entry.path,
                             tree.path(self.entry.rel),
+                            detail=DIRECTORY,
                             written=fingerprint(st),
                         )
                 finally:

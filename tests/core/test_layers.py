@@ -87,6 +87,7 @@ FLOORS: dict[str, int] = {
     "parjobs.ops._smallfiles": 23,
     "parjobs.ops._copyfile": 24,
     "parjobs.ops._paths": 24,
+    "parjobs.ops._trashcan": 24,
     "parjobs.ops._walk": 24,
     "parjobs.ops._desttree": 25,
     "parjobs.ops._entries": 25,
@@ -98,6 +99,7 @@ FLOORS: dict[str, int] = {
     "parjobs.ops.delete": 30,
     "parjobs.ops.duplicates": 30,
     "parjobs.ops.thumbnail": 30,
+    "parjobs.ops.undo": 30,
     "parjobs.ops": 31,
 }
 #: Floors of whole packages (their modules' order within is checked by cycles only).

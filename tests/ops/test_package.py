@@ -29,6 +29,7 @@ OPS_ALL = [
     "SpecialFileError",
     "ThumbnailJob",
     "TrashError",
+    "UndoJob",
     "UnsupportedImageError",
     "VerifyError",
     "WalkError",
