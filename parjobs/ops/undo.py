@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import itertools
 import os
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -33,7 +34,7 @@ from .._items import DIRECTORY, ItemRecord
 from .._job import Job, job_type
 from .._task import OutcomeStatus, Task, TaskContext
 from ._fs import display, rename_noreplace
-from ._trashcan import restore
+from ._trashcan import info_of, restore
 
 #: Records read from the log per page.
 PAGE = 1000
@@ -67,10 +68,15 @@ class UndoTask(Task[str]):
     def _restore(self, tc: TaskContext) -> str:
         r = self.record
         assert r.destination is not None
-        trashed = os.fsencode(r.destination)
-        if not os.path.lexists(trashed) and not os.path.lexists(os.fsencode(r.source)):
+        trashed, source = os.fsencode(r.destination), os.fsencode(r.source)
+        # Gone from files/ with its info file left: an earlier run of this undo restored it
+        # and was stopped before removing the info file (`restore` finishes that).
+        if not os.path.lexists(trashed) and not os.path.lexists(info_of(trashed)):
             raise Skip("no longer in the trash")
-        target = restore(trashed, os.fsencode(r.source))
+        try:
+            target = restore(trashed, source)
+        except FileExistsError:
+            raise Skip("something is at the original path; left in the trash") from None
         tc.record("restored", trashed, target)
         return "restored"
 
@@ -162,12 +168,14 @@ class UndoJob(Job):
             async for outcome in files.dispatch_many(tasks):
                 failed += _count(counts, outcome)
         ctx.progress.finalize_totals()
-        if dirs:  # deepest first: a directory empties as its children go
-            dirs.sort(key=lambda r: (-(r.destination or "").count("/"), r.seq))
-            stage = ctx.task_dispatcher("dirs")
-            todo = [UndoTask(r.seq, r) for r in dirs if not stage.is_completed(r.seq)]
-            ctx.progress.add_total(items=len(todo))
-            async for outcome in stage.dispatch_many(todo):
+        # Directories last, one depth at a time, deepest first: each empties as its
+        # children go (tasks of one dispatch run in parallel).
+        stage = ctx.task_dispatcher("dirs")
+        todo = [r for r in dirs if not stage.is_completed(r.seq)]
+        ctx.progress.add_total(items=len(todo))
+        todo.sort(key=_depth)
+        for _, level in itertools.groupby(todo, key=_depth):
+            async for outcome in stage.dispatch_many([UndoTask(r.seq, r) for r in level]):
                 failed += _count(counts, outcome)
         return {"job": self.job, **counts, "failed": failed}
 
@@ -188,6 +196,11 @@ class UndoJob(Job):
                 elif not done(r.seq):
                     ctx.progress.add_total(items=1)
                     yield UndoTask(r.seq, r)
+
+
+def _depth(record: ItemRecord) -> int:
+    """Minus the depth of the record's destination (so sorting puts the deepest first)."""
+    return -(record.destination or "").count("/")
 
 
 def _count(counts: dict[str, Any], outcome: Any) -> int:

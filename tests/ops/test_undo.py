@@ -1,0 +1,263 @@
+"""The operations' item logs and undo (#14.2): what each op records, `manager.undo` of a copy,
+a move and a trash, and the freedesktop trash read and restored for entries any tool made."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+from _jobs import CountJob
+from _trees import read, write
+
+import parjobs
+from parjobs import InvalidTransitionError, JobStatus
+from parjobs.ops import CopyJob, DeleteJob, MoveJob, UndoJob
+from parjobs.ops._trashcan import info_of, list_trash, restore, trash_dirs
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HOME and XDG_DATA_HOME inside tmp_path: nothing can reach the real home or trash."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    return home
+
+
+def tree(root: Path) -> None:
+    (root / "sub" / "deeper").mkdir(parents=True)
+    for i in range(6):
+        write(root / f"f{i}.txt", b"x" * i)
+    write(root / "sub" / "g.bin", b"g" * 1000)
+    write(root / "sub" / "deeper" / "h", b"h")
+    os.symlink("f1.txt", root / "link")
+
+
+async def test_copy_records_every_item_with_what_it_wrote(tmp_path: Path, store_path: str) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    tree(src)
+    (dst / "src").mkdir(parents=True)
+    write(dst / "src" / "f1.txt", b"theirs")  # renamed-as
+    write(dst / "src" / "f2.txt", b"theirs")  # replaced? no: rename policy
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(CopyJob(sources=[str(src)], destination=str(dst), on_conflict="rename"))
+        await h.result()
+        items = await m.items(h.id)
+    by_source = {r.source: r for r in items}
+    assert len(by_source) == len(items)  # one record per item
+    assert by_source[str(src / "f1.txt")].action == "renamed-as"
+    assert by_source[str(src / "f1.txt")].destination == str(dst / "src" / "f1 (1).txt")
+    assert by_source[str(src / "f0.txt")].action == "copied"
+    g = by_source[str(src / "sub" / "g.bin")]
+    st = os.lstat(dst / "src" / "sub" / "g.bin")
+    assert g.destination == str(dst / "src" / "sub" / "g.bin") and g.bytes == 1000
+    assert g.written is not None
+    assert (g.written.size, g.written.mtime_ns, g.written.inode) == (
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ino,
+    )
+    assert by_source[str(src / "sub")].detail == "directory"
+    assert by_source[str(src / "link")].action == "copied"
+
+
+async def test_copy_over_records_replaced(tmp_path: Path, store_path: str) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    write(src / "a", b"new")
+    write(dst / "a", b"old")
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(
+            CopyJob(sources=[str(src / "a")], destination=str(dst), on_conflict="overwrite")
+        )
+        await h.result()
+        (rec,) = await m.items(h.id)
+        assert rec.action == "replaced"
+        u = await m.undo(h.id)
+        result = await u.result()
+    assert read(dst / "a") == b"new"  # never removed: the copy did not create it
+    assert result["removed"] == 0
+
+
+async def test_undo_a_copy_removes_only_unchanged_files_it_created(
+    tmp_path: Path, store_path: str
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    tree(src)
+    (dst / "src").mkdir(parents=True)
+    write(dst / "src" / "f1.txt", b"theirs")
+    write(dst / "src" / "f2.txt", b"theirs too")
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(CopyJob(sources=[str(src)], destination=str(dst), on_conflict="rename"))
+        await h.result()
+        with open(dst / "src" / "f3.txt", "ab") as f:  # changed since the copy
+            f.write(b"mine now")
+        os.replace(dst / "src" / "f4.txt", dst / "src" / "f5.txt")  # another file at f5
+        u = await m.undo(h.id)
+        result = await u.result()
+        again = await m.undo(h.id)  # once per job
+        assert again.id == u.id
+        undo_items = await m.items(u.id)
+    left = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*"))
+    assert left == ["src", "src/f1.txt", "src/f2.txt", "src/f3.txt", "src/f5.txt"]
+    assert read(dst / "src" / "f1.txt") == b"theirs"  # not the copy's: never removed
+    assert read(dst / "src" / "f2.txt") == b"theirs too"
+    assert read(dst / "src" / "f3.txt") == b"xxxmine now"
+    assert result["kept_reasons"] == {
+        "changed since the job wrote it; kept": 2,  # f3 (changed), f5 (another file now)
+        "no longer there": 1,  # f4
+    }
+    assert result["failed"] == 0
+    removed = {r.source for r in undo_items if r.action == "removed"}
+    assert str(dst / "src" / "f0.txt") in removed
+    assert str(dst / "src" / "f1 (1).txt") in removed
+    assert str(dst / "src" / "sub" / "deeper") in removed
+    assert tree_unchanged(src)
+
+
+def tree_unchanged(src: Path) -> bool:
+    return read(src / "sub" / "g.bin") == b"g" * 1000 and read(src / "f5.txt") == b"xxxxx"
+
+
+async def test_undo_a_move_moves_items_back(tmp_path: Path, store_path: str) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    tree(src)
+    dst.mkdir()
+    write(tmp_path / "loose.txt", b"loose")
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in src.rglob("*"))
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(
+            MoveJob(sources=[str(src), str(tmp_path / "loose.txt")], destination=str(dst))
+        )
+        await h.result()
+        assert not src.exists()
+        items = await m.items(h.id)
+        assert {r.action for r in items} == {"moved"}
+        u = await m.undo(h.id)
+        result = await u.result()
+    assert result["restored"] == 2 and result["failed"] == 0
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in src.rglob("*")) == before
+    assert read(tmp_path / "loose.txt") == b"loose"
+    assert list(dst.iterdir()) == []
+
+
+async def test_undo_a_merged_move_item_by_item(tmp_path: Path, store_path: str) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    tree(src)
+    (dst / "src").mkdir(parents=True)  # a merge: the move goes entry by entry
+    write(dst / "src" / "f0.txt", b"theirs")
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(MoveJob(sources=[str(src)], destination=str(dst), on_conflict="skip"))
+        await h.result()
+        u = await m.undo(h.id)
+        result = await u.result()
+    assert read(src / "sub" / "deeper" / "h") == b"h"
+    assert read(src / "f0.txt") == b""  # skipped: never moved
+    assert read(dst / "src" / "f0.txt") == b"theirs"
+    assert result["failed"] == 0 and result["restored"] >= 7
+
+
+async def test_undo_a_trash_restores_to_the_original_paths(
+    tmp_path: Path, store_path: str, private_home: Path
+) -> None:
+    write(tmp_path / "a.txt", b"a")
+    tree(tmp_path / "d")
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(
+            DeleteJob(paths=[str(tmp_path / "a.txt"), str(tmp_path / "d")], trash=True)
+        )
+        await h.result()
+        assert not (tmp_path / "a.txt").exists()
+        items = await m.items(h.id)
+        assert [r.action for r in items] == ["trashed", "trashed"]
+        write(tmp_path / "a.txt", b"new a")  # the name is taken again: left in the trash
+        u = await m.undo(h.id)
+        result = await u.result()
+    assert read(tmp_path / "a.txt") == b"new a"
+    assert read(tmp_path / "d" / "sub" / "g.bin") == b"g" * 1000
+    assert result["restored"] == 1 and result["kept"] == 1 and result["failed"] == 0
+    assert result["kept_reasons"] == {"something is at the original path; left in the trash": 1}
+    left = list_trash()
+    assert [os.fsdecode(e.original_path) for e in left] == [str(tmp_path / "a.txt")]
+
+
+async def test_undo_of_a_running_job_is_refused(tmp_path: Path, store_path: str) -> None:
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(CountJob(n=200, log=str(tmp_path / "log"), sleep=0.05))
+        while (await m.get(h.id)).status is not JobStatus.RUNNING:
+            await trio.sleep(0.01)
+        with pytest.raises(InvalidTransitionError, match="pause or cancel it first"):
+            await m.undo(h.id)
+        assert await m.list_jobs() == [await m.get(h.id)]  # no undo job submitted
+        await m.cancel(h.id)
+
+
+async def test_undo_job_spec_is_checked(store_path: str) -> None:
+    async with parjobs.open_manager(store_path) as m:
+        with pytest.raises(parjobs.JobSpecError, match="no job id"):
+            await m.submit(UndoJob(job=" "))
+        assert await m.list_jobs() == []
+
+
+# -- the trash of any freedesktop tool ---------------------------------------------------
+
+
+def _by_hand(trash: Path, name: str, original: str, content: bytes) -> Path:
+    """A trash entry as the spec says, made without parjobs (as another tool would)."""
+    (trash / "files").mkdir(parents=True, exist_ok=True)
+    (trash / "info").mkdir(parents=True, exist_ok=True)
+    write(trash / "files" / name, content)
+    quoted = original.replace(" ", "%20")
+    (trash / "info" / f"{name}.trashinfo").write_text(
+        f"[Trash Info]\nPath={quoted}\nDeletionDate=2024-05-06T07:08:09\n"
+    )
+    return trash / "files" / name
+
+
+def test_trash_list_and_restore_an_entry_made_by_hand(tmp_path: Path, private_home: Path) -> None:
+    trash = private_home / "data" / "Trash"
+    original = tmp_path / "docs" / "my file.txt"
+    item = _by_hand(trash, "my file.txt", str(original), b"hello")
+    _by_hand(trash, "orphan", str(tmp_path / "o"), b"o")
+    os.unlink(trash / "files" / "orphan")  # an info file without its item: not listed
+    assert os.fsencode(trash) in trash_dirs()
+    (entry,) = list_trash()
+    assert entry.original_path == os.fsencode(original)
+    assert entry.trashed_path == os.fsencode(item)
+    assert entry.deletion_date is not None and entry.deletion_date.year == 2024
+    assert restore(entry.trashed_path) == os.fsencode(original)  # parent re-created
+    assert read(original) == b"hello"
+    assert not item.exists() and not (trash / "info" / "my file.txt.trashinfo").exists()
+
+
+def test_trash_restore_never_replaces(tmp_path: Path, private_home: Path) -> None:
+    trash = private_home / "data" / "Trash"
+    target = tmp_path / "x"
+    item = _by_hand(trash, "x", str(target), b"trashed")
+    write(target, b"present")
+    with pytest.raises(FileExistsError, match="not restored"):
+        restore(os.fsencode(item))
+    assert read(target) == b"present" and read(item) == b"trashed"
+    assert os.path.exists(info_of(os.fsencode(item)))
+
+
+def test_trash_restore_refuses_a_path_outside_a_trash(tmp_path: Path) -> None:
+    write(tmp_path / "plain", b"p")
+    with pytest.raises(parjobs.ops.TrashError, match="not an item in a trash"):
+        restore(os.fsencode(tmp_path / "plain"))
+    assert read(tmp_path / "plain") == b"p"
+
+
+def test_per_volume_trash_is_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from parjobs.ops import _trashcan
+
+    top = tmp_path / "vol"
+    trash = top / f".Trash-{os.getuid()}"
+    _by_hand(trash, "v", "sub/v", b"v")  # relative to the volume's top directory
+    monkeypatch.setattr(_trashcan, "_mount_points", lambda: [os.fsencode(top)])
+    entries = [e for e in list_trash() if e.trash_dir == os.fsencode(trash)]
+    assert [e.original_path for e in entries] == [os.fsencode(top / "sub" / "v")]
