@@ -80,6 +80,23 @@ class ItemRecord:
         return out
 
 
+def record_from_json(data: dict[str, Any]) -> ItemRecord:
+    """The `ItemRecord` of `ItemRecord.to_json` output (the CLI's client of the HTTP API)."""
+    w = data.get("written")
+    return ItemRecord(
+        action=data["action"],
+        source=data["source"],
+        destination=data.get("destination"),
+        bytes=data.get("bytes", 0),
+        detail=data.get("detail"),
+        error=data.get("error"),
+        written=None if w is None else Written(w["size"], w["mtime_ns"], w["inode"]),
+        stage=data.get("stage", "default"),
+        index=data.get("index", -1),
+        seq=data.get("seq", 0),
+    )
+
+
 def fingerprint(st: Any) -> Written:
     """The `Written` identity of an ``os.stat_result``."""
     return Written(st.st_size, st.st_mtime_ns, st.st_ino)

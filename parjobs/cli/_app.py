@@ -346,6 +346,48 @@ def build_parser() -> Parser:
         action="store_true",
         help="with each failed item's traceback (as kept by the store)",
     )
+    p.add_argument(
+        "--items",
+        action="store_true",
+        help="list what each item did (the item log): one line per item, or with --json "
+        "one JSON object per line",
+    )
+    p.add_argument(
+        "--action",
+        metavar="ACTION",
+        help="with --items: only items of this action (copied, moved, trashed, failed...)",
+    )
+
+    p = _command(
+        subs,
+        "undo",
+        "undo a job: restore what it trashed, move back what it moved, remove the files "
+        "it copied that nobody changed since",
+        "parjobs undo 3f2a",
+    )
+    p.add_argument("job", metavar="ID", help="job id or a unique prefix of it")
+    _workers(p)
+
+    p = _command(
+        subs,
+        "trash",
+        "list or restore items in the trash (trashed by parjobs or any freedesktop tool)",
+        "parjobs trash restore ~/.local/share/Trash/files/report.pdf",
+        client=False,
+    )
+    trash = p.add_subparsers(dest="trash_command", metavar="list|restore", required=True)
+    tl = trash.add_parser("list", help="list trashed items, newest first")
+    tl.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON lines")
+    tr = trash.add_parser(
+        "restore", help="move items back to where they were trashed from (never replacing)"
+    )
+    tr.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="an item in a trash's files/ directory, or the original path of a trashed item "
+        "(the newest one trashed from there)",
+    )
 
     p = _command(
         subs, "pause", "pause a running job (also one run elsewhere)", "parjobs pause 3f2a"

@@ -32,6 +32,7 @@ from .. import (
     Progress,
     StoreError,
 )
+from .._items import ItemRecord, record_from_json
 from ._errors import CliError
 from ._remote import Server
 
@@ -135,7 +136,29 @@ class RemoteManager:
             offset = page["next_offset"]
         return out
 
+    async def items(
+        self, job_id: str, *, limit: int = PAGE, after: int = 0, action: str | None = None
+    ) -> list[ItemRecord]:
+        """One page of the job's item log (at most `PAGE` records past ``after``)."""
+        params: dict[str, Any] = {"limit": min(PAGE, limit) if limit > 0 else PAGE}
+        params["after"] = after
+        if action is not None:
+            params["action"] = action
+        page = await self._request("GET", f"/api/jobs/{_quote(job_id)}/items", params=params)
+        return [record_from_json(r) for r in page["items"]]
+
+    async def item_count(self, job_id: str, *, action: str | None = None) -> int:
+        params: dict[str, Any] = {"limit": 1}
+        if action is not None:
+            params["action"] = action
+        page = await self._request("GET", f"/api/jobs/{_quote(job_id)}/items", params=params)
+        return int(page["total"])
+
     # -- steering ------------------------------------------------------------------------
+
+    async def undo(self, job_id: str) -> RemoteHandle:
+        job = await self._request("POST", f"/api/jobs/{_quote(job_id)}/undo")
+        return RemoteHandle(job_info(job).id)
 
     async def submit(self, job: Job) -> RemoteHandle:
         body = {"type": type(job).job_type_name, "spec": job.to_spec()}

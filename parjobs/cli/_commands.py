@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._job import Job, registered_job_types
 from .._status import JobStatus
-from . import _manage, _serve, _worker
+from . import _manage, _serve, _undo, _worker
 from ._errors import EXIT_OK, CliError
 from ._follow import follow_jobs
 from ._render import Renderer, make_renderer
@@ -233,6 +233,8 @@ COMMANDS: dict[str, Command] = {
     "pause": _manage.pause,
     "resume": resume,
     "cancel": _manage.cancel,
+    "undo": _undo.undo,
+    "trash": _undo.trash,
     "demo": demo,
     "serve": _serve.serve,
     "worker": _worker.worker,

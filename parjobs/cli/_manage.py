@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,7 @@ from typing import Any
 import trio
 
 from .._exceptions import JobNotFoundError
+from .._items import ItemRecord
 from .._manager import JobManager
 from .._records import JobInfo
 from .._status import JobStatus
@@ -150,10 +152,50 @@ async def jobs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: Records read per call by ``show --items``.
+ITEMS_PAGE = 1000
+
+
+async def show_items(manager: Any, job_id: str, args: argparse.Namespace) -> int:
+    """``show ID --items``: the job's item log, page by page (never all in memory): one
+    JSON object per line with ``--json``, else one line per item."""
+    after = 0
+    out = sys.stdout
+    while True:
+        page = await manager.items(job_id, limit=ITEMS_PAGE, after=after, action=args.action)
+        for r in page:
+            if args.json:
+                out.write(json.dumps(r.to_json()) + "\n")
+            else:
+                out.write(item_line(r) + "\n")
+        if len(page) < ITEMS_PAGE:
+            break
+        after = page[-1].seq
+    out.flush()
+    return EXIT_OK
+
+
+def item_line(r: ItemRecord) -> str:
+    """One record as a line: ``action  source -> destination  (bytes; detail; error)``."""
+    text = f"{r.action:<11} {_shown(r.source)}"
+    if r.destination is not None:
+        text += f" -> {_shown(r.destination)}"
+    extra = [fmt.size(r.bytes)] if r.bytes else []
+    extra += [x for x in (r.detail, r.error) if x]
+    return text + (f"  ({'; '.join(extra)})" if extra else "")
+
+
+def _shown(path: str) -> str:
+    """A path printable anywhere: bytes that are not UTF-8 as backslash escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 async def show(args: argparse.Namespace) -> int:
     store = existing_store(args, args.job)
     async with manager_for(store) as manager:
         job_id = await manager.resolve(args.job)
+        if args.items:
+            return await show_items(manager, job_id, args)
         info = await manager.get(job_id)
         limit = -1 if args.all_errors or args.json else ERRORS_SHOWN
         errors = await manager.errors(job_id, limit=limit)

@@ -20,7 +20,7 @@ from ._errors import CliError
 
 #: The commands that work through a server; the others (``serve``, ``demo``) run here.
 REMOTE_COMMANDS = frozenset(
-    {"jobs", "show", "pause", "resume", "cancel"}
+    {"jobs", "show", "pause", "resume", "cancel", "undo"}
     | {"copy", "move", "delete", "hash", "dupes", "thumbnails"}
 )
 

@@ -266,6 +266,38 @@ async def job_errors(request: Request) -> Response:
     )
 
 
+async def job_items(request: Request) -> Response:
+    info = await _visible_job(request)
+    reader = _state(request).reader
+    limit = _int_param(request, "limit", DEFAULT_PAGE, low=1, high=MAX_PAGE)
+    offset = _int_param(request, "offset", 0, low=0, high=2**62)
+    after = _int_param(request, "after", 0, low=0, high=2**62)
+    action = request.query_params.get("action") or None
+    items = await reader.call(
+        JobStore.items, info.id, limit=limit + 1, offset=offset, action=action, after=after
+    )
+    total = await reader.call(JobStore.item_count, info.id, action=action)
+    more = len(items) > limit
+    page = items[:limit]
+    return JSONResponse(
+        {
+            "items": [r.to_json() for r in page],
+            "total": total,
+            "next_after": page[-1].seq if more else None,
+        }
+    )
+
+
+async def undo_job(request: Request) -> Response:
+    info = await _visible_job(request)
+    manager = _state(request).manager
+    try:
+        handle = await manager.undo(info.id, owner=info.owner)
+    except (InvalidTransitionError, LeaseError) as exc:
+        raise ApiError(409, str(exc)) from None
+    return JSONResponse(job_view(await manager.get(handle.id)), status_code=201)
+
+
 async def pause_job(request: Request) -> Response:
     info = await _visible_job(request)
     if info.status not in (JobStatus.PAUSED, JobStatus.PAUSING):  # pausing twice: a no-op
@@ -489,6 +521,28 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Failed items of a job (paged)",
         {200: "a page of item errors", 404: "no such job"},
         params=(_JOB, *_PAGE),
+    ),
+    Endpoint(
+        "GET",
+        "/api/jobs/{job_id}/items",
+        job_items,
+        "The item log of a job: what each item did (paged; kept after cancel)",
+        {200: "a page of item records", 404: "no such job", 422: "bad paging"},
+        params=(
+            _JOB,
+            ("limit", "query", "records per page"),
+            ("after", "query", "records past this seq (the previous page's next_after)"),
+            ("offset", "query", "records to skip"),
+            ("action", "query", "only records of this action (copied, moved, trashed...)"),
+        ),
+    ),
+    Endpoint(
+        "POST",
+        "/api/jobs/{job_id}/undo",
+        undo_job,
+        "Submit the job that undoes this one (once per job: the same undo job again)",
+        {201: "the undo job", 404: "no such job", 409: "the job is running"},
+        params=(_JOB,),
     ),
     Endpoint("POST", "/api/jobs/{job_id}/pause", pause_job, "Pause a job", _ACTION, params=(_JOB,)),
     Endpoint(

@@ -1,0 +1,67 @@
+"""The item log and undo over the REST API (#14.2): paged records, a filter, owners, undo."""
+
+from __future__ import annotations
+
+import os
+
+import _jobs  # noqa: F401  (registers test-count)
+import trio
+from _trees import write
+from conftest import ALICE, BOB, Server
+
+
+async def test_items_paged_filtered_and_undone(server: Server, tmp_path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for i in range(7):
+        write(src / f"f{i}", os.urandom(10 + i))
+    job = await server.submit(
+        {"type": "copy", "spec": {"sources": [str(src)], "destination": str(dst)}}, token=ALICE
+    )
+    await server.wait_status(job["id"], "completed")
+    async with server.client(ALICE) as c:
+        seen: list[dict] = []
+        after = 0
+        with trio.fail_after(10):
+            while True:
+                r = await c.get(f"/api/jobs/{job['id']}/items", params={"limit": 3, "after": after})
+                assert r.status_code == 200, r.text
+                page = r.json()
+                assert page["total"] == 8  # 7 files and the directory
+                seen += page["items"]
+                if page["next_after"] is None:
+                    break
+                after = page["next_after"]
+        assert [i["seq"] for i in seen] == list(range(1, 9))
+        files = {i["source"]: i for i in seen if i["source"] != str(src)}
+        assert set(files) == {str(src / f"f{i}") for i in range(7)}
+        f3 = files[str(src / "f3")]
+        assert f3["action"] == "copied" and f3["destination"] == str(dst / "src" / "f3")
+        assert f3["bytes"] == 13 and f3["written"]["size"] == 13
+        r = await c.get(f"/api/jobs/{job['id']}/items", params={"action": "moved"})
+        assert r.json() == {"items": [], "total": 0, "next_after": None}
+        r = await c.get(f"/api/jobs/{job['id']}/items", params={"limit": 0})
+        assert r.status_code == 422 and "limit" in r.json()["error"]
+        r = await c.post(f"/api/jobs/{job['id']}/undo")
+        assert r.status_code == 201, r.text
+        undo = r.json()
+        assert undo["type"] == "undo" and undo["owner"] == "alice"
+        await server.wait_status(undo["id"], "completed", timeout=20)
+        again = await c.post(f"/api/jobs/{job['id']}/undo")
+        assert again.json()["id"] == undo["id"]  # once per job
+    assert sorted(os.listdir(dst)) == []  # what the copy made is gone
+    assert len(os.listdir(src)) == 7  # the sources untouched
+    async with server.client(BOB) as c:  # another owner sees neither the log nor undo
+        assert (await c.get(f"/api/jobs/{job['id']}/items")).status_code == 404
+        assert (await c.post(f"/api/jobs/{job['id']}/undo")).status_code == 404
+
+
+async def test_undo_of_a_running_job_is_a_conflict(server: Server, tmp_path) -> None:
+    spec = {"n": 400, "log": str(tmp_path / "log"), "sleep": 0.01}
+    job = await server.submit({"type": "test-count", "spec": spec})
+    await server.wait_status(job["id"], "running")
+    async with server.client() as c:
+        r = await c.post(f"/api/jobs/{job['id']}/undo")
+        assert r.status_code == 409 and "pause or cancel it first" in r.json()["error"]
+        await c.post(f"/api/jobs/{job['id']}/cancel")
+    await server.wait_status(job["id"], "cancelled")

@@ -1,0 +1,71 @@
+"""``parjobs show ID --items [--json]``, ``parjobs undo ID`` and ``parjobs trash list|restore``
+through real subprocesses (#14.2)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from test_cli import env, run, store  # noqa: F401  (fixtures and the runner)
+
+
+def _job_id(store: str, env: dict[str, str]) -> str:  # noqa: F811
+    out = run("jobs", "--json", env=env, store=store)
+    return str(json.loads(out.stdout.splitlines()[0])["id"])
+
+
+def test_show_items_json_undo_and_plain(tmp_path: Path, env: dict[str, str], store: str) -> None:  # noqa: F811
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"aaa")
+    (src / os.fsdecode(b"odd-\xff")).write_bytes(b"o")
+    dst = tmp_path / "dst"
+    assert run("copy", str(src), str(dst), "--plain", env=env, store=store).returncode == 0
+    job = _job_id(store, env)
+    shown = run("show", job[:6], "--items", "--json", env=env, store=store)
+    assert shown.returncode == 0, shown.stderr
+    records = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert [r["seq"] for r in records] == [1, 2, 3]
+    by_source = {r["source"]: r for r in records}
+    a = by_source[str(src / "a")]
+    assert a["action"] == "copied" and a["destination"] == str(dst / "src" / "a")
+    assert a["bytes"] == 3 and a["written"]["size"] == 3
+    odd = by_source[os.fsdecode(os.fsencode(src) + b"/odd-\xff")]  # exact bytes, escaped
+    assert odd["destination"] == os.fsdecode(os.fsencode(dst) + b"/src/odd-\xff")
+    plain = run("show", job, "--items", "--action", "copied", env=env, store=store)
+    lines = plain.stdout.splitlines()
+    assert len(lines) == 3 and all(line.startswith("copied") for line in lines)
+    assert any("odd-\\xff" in line for line in lines)  # printable, not an encoding error
+    undone = run("undo", job, "--plain", env=env, store=store)
+    assert undone.returncode == 0, undone.stderr
+    assert os.listdir(dst) == []
+    assert sorted(os.listdir(src)) == sorted(["a", os.fsdecode(b"odd-\xff")])
+
+
+def test_undo_of_an_unknown_job_is_a_usage_error(env: dict[str, str], store: str) -> None:  # noqa: F811
+    assert run("jobs", env=env, store=store).returncode == 0
+    out = run("undo", "ffff", env=env, store=store)
+    assert out.returncode == 2 and "no job" in out.stderr
+
+
+def test_trash_list_and_restore(tmp_path: Path, env: dict[str, str], store: str) -> None:  # noqa: F811
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"v")
+    assert run("delete", str(victim), "--trash", env=env, store=store).returncode == 0
+    assert not victim.exists()
+    listed = run("trash", "list", "--json", env=env)
+    (entry,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert entry["original_path"] == str(victim)
+    assert entry["trashed_path"].startswith(str(tmp_path / "data" / "Trash" / "files"))
+    victim.write_bytes(b"new")  # the name is taken: nothing replaced, exit 1
+    refused = run("trash", "restore", str(victim), env=env)
+    assert refused.returncode == 1 and "not restored" in refused.stderr
+    assert victim.read_bytes() == b"new"
+    victim.unlink()
+    restored = run("trash", "restore", entry["trashed_path"], env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert victim.read_bytes() == b"v"
+    assert run("trash", "list", env=env).stdout == ""
+    missing = run("trash", "restore", str(tmp_path / "never"), env=env)
+    assert missing.returncode == 1 and "not in the trash" in missing.stderr
