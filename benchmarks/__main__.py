@@ -1,7 +1,7 @@
 """Run the parjobs benchmarks: ``python -m benchmarks [--quick | --tiny] [--only copy,hash]``.
 
-Scenarios (run in this order): copy, hash, thumbnails, slow_storage, dispatch, resume; and
-``stores`` (PostgreSQL against SQLite) when named in ``--only``. Data
+Scenarios (run in this order): copy, hash, thumbnails, slow_storage, dispatch, resume, items;
+and ``stores`` (PostgreSQL against SQLite) when named in ``--only``. Data
 sets are generated once per profile (seeded) and cached under ``--data-dir``. Results merge
 per scenario into ``<results-dir>/<date>-<host>[-quick|-tiny].json``; charts go to the results
 directory and, for a full run into the default results directory, to ``docs/images/``.
@@ -23,9 +23,11 @@ from ._common import Stopwatch, log, machine_info, write_results
 from ._session import Session
 from ._tools import cold_cache_support, prepare_scratch
 
-SCENARIOS = ("copy", "hash", "thumbnails", "slow_storage", "dispatch", "resume")
+SCENARIOS = ("copy", "hash", "thumbnails", "slow_storage", "dispatch", "resume", "items")
 #: Run only when named in ``--only``: ``stores`` needs a PostgreSQL server (bench_stores).
 OPT_IN = ("stores",)
+#: Scenarios that need no generated data set.
+NO_DATA = frozenset({"dispatch", "items", "stores"})
 #: No-op tasks per overhead round of the dispatch scenario in a full run.
 DISPATCH_OVERHEAD_N = 50_000
 #: (rounds, warmup rounds) per mode.
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds = args.rounds
     total = Stopwatch()
     log(f"parjobs benchmarks, {mode} mode: {', '.join(args.only)}")
-    needs_data = [s for s in args.only if s not in ("dispatch", "stores")]
+    needs_data = [s for s in args.only if s not in NO_DATA]
     data = _data.ensure(mode, args.data_dir) if needs_data else None
     # Dropping the page cache also serves cached rounds (see _tools.refresh_metadata).
     can_drop, reason = (False, "not run in tiny mode (add --cold)")
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"scratch {scratch}: {scratch_info['create_us_per_file']} us per file create")
         session = Session(
             mode=mode,
-            data=data,  # type: ignore[arg-type]  # only "dispatch" runs without data
+            data=data,  # type: ignore[arg-type]  # only NO_DATA scenarios run without it
             rounds=rounds,
             warmup=warmup,
             workers=args.workers,

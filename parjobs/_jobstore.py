@@ -144,8 +144,8 @@ class JobStore(Protocol):
     def checkpoint(self, job_id: str, batch: CheckpointBatch, holder: str | None = None) -> None:
         """Record what completed since the last checkpoint in one transaction; with
         ``holder``, only while that manager holds the lease (else `LeaseError`, nothing
-        written). ``batch.items`` are appended to the job's item log and numbered in place
-        (their ``seq``)."""
+        written). ``batch.items`` are appended to the job's item log, numbered on from its
+        last ``seq``; ``batch.first_seq`` is set to the first one's."""
 
     def completed_ranges(self, job_id: str) -> dict[str, list[tuple[int, int]]]:
         """Checkpointed completions: stage -> [start, stop) ranges."""

@@ -75,6 +75,7 @@ class CheckpointBatch:
     skipped_items: int = 0
     done_bytes: int = 0
     state: str | None = None  # JSON, only when it changed
+    first_seq: int = 0  # set by the store: the ``seq`` it gave ``items[0]``
     progress: str | None = None  # JSON snapshot
 
     def __bool__(self) -> bool:

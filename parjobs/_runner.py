@@ -392,8 +392,9 @@ class JobRunner(ManagerCore):
             return
         for error in batch.errors:
             self._events.publish(EventKind.ITEM_ERROR, job_id, error=error)
-        if self._events.listening:
-            for record in batch.items:
+        if self._events.listening:  # numbered as stored (only when somebody listens)
+            for seq, record in enumerate(batch.items, batch.first_seq):
+                record = dataclasses.replace(record, seq=seq)
                 self._events.publish(EventKind.ITEM, job_id, record=record)
 
     async def _write_offline(self, job_id: str, batch: CheckpointBatch) -> None:

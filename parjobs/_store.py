@@ -9,7 +9,6 @@ SQLite error leaves every public method as a `StoreError` that explains it.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -737,7 +736,7 @@ class SQLiteJobStore:
                     ],
                 )
             if batch.items:
-                self._insert_items(c, job_id, batch.items)
+                batch.first_seq = self._insert_items(c, job_id, batch.items)
             sets = [
                 "done_items=done_items+?",
                 "skipped_items=skipped_items+?",
@@ -762,19 +761,18 @@ class SQLiteJobStore:
             if holder is not None and cur.rowcount != 1:  # rolls the whole batch back
                 raise LeaseError(f"job {job_id} is no longer leased to this process")
 
-    def _insert_items(self, c: sqlite3.Connection, job_id: str, items: list[ItemRecord]) -> None:
-        """Append ``items`` to the job's log, numbering them (the list gets the numbered
-        records, so the events published after the checkpoint carry their ``seq``)."""
+    def _insert_items(self, c: sqlite3.Connection, job_id: str, items: list[ItemRecord]) -> int:
+        """Append ``items`` to the job's log, numbered from ``MAX(seq) + 1``; return that
+        first number."""
         (last,) = c.execute("SELECT MAX(seq) FROM items WHERE job_id=?", (job_id,)).fetchone()
-        first = (last or 0) + 1
-        items[:] = [dataclasses.replace(r, seq=first + n) for n, r in enumerate(items)]
+        first: int = (last or 0) + 1
         c.executemany(
             "INSERT INTO items(job_id, seq, stage, idx, action, source, destination, bytes, "
             "detail, error, size, mtime_ns, inode) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (
                     job_id,
-                    r.seq,
+                    seq,
                     r.stage,
                     r.index,
                     r.action,
@@ -785,9 +783,10 @@ class SQLiteJobStore:
                     None if r.error is None else _text(r.error),
                     *((None, None, None) if r.written is None else _written(r.written)),
                 )
-                for r in items
+                for seq, r in enumerate(items, first)
             ],
         )
+        return first
 
     def items(
         self,

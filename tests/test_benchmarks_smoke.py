@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SCENARIOS = {"copy", "hash", "thumbnails", "slow_storage", "dispatch", "resume"}
+SCENARIOS = {"copy", "hash", "thumbnails", "slow_storage", "dispatch", "resume", "items"}
 MEASURE_KEYS = {
     "rounds_wall_s",
     "rounds_cpu_s",
@@ -85,7 +85,7 @@ def test_tiny_run_writes_results(tmp_path):
 
     for name, scenario in doc["scenarios"].items():
         assert scenario["mode"] == "tiny", name
-        if name == "dispatch":
+        if name in ("dispatch", "items"):  # no data set
             continue
         assert scenario["data"]["version"] >= 1, name
         for key, case in scenario.get("cases", {}).items():
@@ -102,4 +102,6 @@ def test_tiny_run_writes_results(tmp_path):
     resume = doc["scenarios"]["resume"]
     assert _number(resume["resume"]["variants"]["dispatch_range"]["median_s"])
     assert _number(resume["checkpoint_overhead"]["median_store_share"])
+    items = doc["scenarios"]["items"]
+    assert _number(items["us_per_record"]) and _number(items["bytes_per_record"])
     assert {p.name for p in results.glob("*.png")} >= {"copy.png", "hash.png", "thumbnails.png"}
