@@ -299,8 +299,8 @@ class ClusterBridge:
         self._commands.put(("done", (group, future, answer)))
 
     @staticmethod
-    def _failed(exc: BaseException) -> tuple[str, Any, BaseException, str, int]:
-        return (OutcomeStatus.FAILED.value, None, exc, "", 0)
+    def _failed(exc: BaseException) -> tuple[str, Any, BaseException, str, int, Any]:
+        return (OutcomeStatus.FAILED.value, None, exc, "", 0, None)
 
     def _collect(self, group: _Group, future: Any, answer: tuple[bool, Any]) -> None:
         """A group's future ended: post its outcomes, or send it again after a lost worker."""
@@ -313,7 +313,7 @@ class ClusterBridge:
             self._groups.pop(group.key, None)
         status = future.status
         ok, value = answer
-        results: list[tuple[str, Any, BaseException | None, str, int]] | None = None
+        results: list[tuple[str, Any, BaseException | None, str, int, Any]] | None = None
         lost: BaseException | None = None
         if ok:
             data = loads(value)
@@ -323,9 +323,9 @@ class ClusterBridge:
             # run_group itself failed (e.g. parjobs is not installed on the worker)
             results = [self._failed(value)] * len(group.items)
         elif status == "cancelled" and group.cancelled:
-            results = [(OutcomeStatus.CANCELLED.value, None, None, "job interrupted", 0)] * len(
-                group.items
-            )
+            results = [
+                (OutcomeStatus.CANCELLED.value, None, None, "job interrupted", 0, None)
+            ] * len(group.items)
         else:  # a lost worker, the answer's worker gone, the scheduler forgot it
             lost = value
         future.release()
@@ -341,7 +341,7 @@ class ClusterBridge:
             results = [self._failed(error)] * len(group.items)
         self._post(group, results)
 
-    def _post(self, group: _Group, results: Sequence[tuple[str, Any, Any, str, int]]) -> None:
+    def _post(self, group: _Group, results: Sequence[tuple[str, Any, Any, str, int, Any]]) -> None:
         executor = group.executor
         port = executor.port
         with group.lock:
@@ -349,12 +349,13 @@ class ClusterBridge:
                 return
             group.posted = True
             last = len(group.items) - 1
-            for pos, (work, (status, value, error, reason, nbytes)) in enumerate(
+            for pos, (work, (status, value, error, reason, nbytes, records)) in enumerate(
                 zip(group.items, results, strict=True)
             ):
                 if pos >= group.started:
                     port.progress.started(id(work), work.tc)
                 work.tc.bytes_done = max(work.tc.bytes_done, nbytes)
+                work.tc.items = records  # the item records the remote task noted
                 outcome = Outcome(
                     work.task,
                     OutcomeStatus(status),

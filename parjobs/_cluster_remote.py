@@ -227,11 +227,11 @@ def run_tasks(
     flag: Interrupter,
     reporter: _Reporter,
     rerun: bool,
-) -> list[tuple[str, Any, BaseException | None, str, int]]:
+) -> list[tuple[str, Any, BaseException | None, str, int, Any]]:
     """Run the tasks of one group in order, as a worker thread here would: consecutive
     `groupable` tasks of one class through their `Task.run_group` (up to their
     ``group_size``), the rest one by one. Returns, per task, (status, value, error, reason,
-    bytes)."""
+    bytes, item records)."""
     works: list[WorkItem] = []
     for task, attempt, timeout in items:
         tc = _Context(task.index, task.label, flag, timeout, reporter)
@@ -261,7 +261,10 @@ def run_tasks(
             outcomes.append(_run_one(work, flag))
             i += 1
     reporter.send(force=True)
-    return [(o.status.value, o.value, _portable(o.error), o.reason, o.bytes) for o in outcomes]
+    return [
+        (o.status.value, o.value, _portable(o.error), o.reason, o.bytes, w.tc.items)
+        for o, w in zip(outcomes, works, strict=True)
+    ]
 
 
 def run_group(payload: bytes) -> bytes:
@@ -285,10 +288,10 @@ def run_group(payload: bytes) -> bytes:
     rerun = bool(job["rerun"]) or claim.is_set()
     claim.set()
     started = time.monotonic()
-    results: list[tuple[str, Any, BaseException | None, str, int]]
+    results: list[tuple[str, Any, BaseException | None, str, int, Any]]
     if flag.reason is not None:
         results = [
-            (OutcomeStatus.CANCELLED.value, None, None, f"job {flag.reason}d", 0)
+            (OutcomeStatus.CANCELLED.value, None, None, f"job {flag.reason}d", 0, None)
             for _ in job["items"]
         ]
     else:

@@ -124,8 +124,13 @@ async def test_copy_on_the_cluster_is_byte_identical_and_progress_exact(
             seen.append((progress.items_done, progress.bytes_done))
         result = await handle.result()
         info = await manager.get(handle.id)
+        copied = await manager.items(handle.id, action="copied")
     assert result["failed"] == 0 and result["copied"] == 40
     assert result["skipped_reasons"] == {"destination exists": 1}
+    # The item records made on the workers came back with their outcomes (paths mapped).
+    files = {str(p) for p in src.rglob("*") if p.is_file()} - {str(src / "d1" / "f1.bin")}
+    assert {r.source for r in copied if r.detail != "directory"} == files
+    assert all(r.destination and os.path.lexists(r.destination) for r in copied)
     cmp = filecmp.dircmp(src, dst / "src")
     assert not cmp.diff_files and not cmp.left_only and not cmp.right_only
     for path in src.rglob("*"):
