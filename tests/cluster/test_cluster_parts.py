@@ -143,7 +143,7 @@ def _copy_item(tmp_path: Path) -> tuple[CopyItem, Path]:
     return loads(dumps(item)), dst / "src" / "f"
 
 
-def _run(item: CopyItem, rerun: bool) -> tuple[str, Any, BaseException | None, str, int]:
+def _run(item: CopyItem, rerun: bool) -> tuple[str, Any, BaseException | None, str, int, Any]:
     events: list[Any] = []
     reporter = _Reporter("t", "k", lambda topic, msg: events.append(msg))
     [result] = run_tasks([(item, 1, None)], Interrupter(), reporter, rerun)
@@ -154,19 +154,21 @@ def _run(item: CopyItem, rerun: bool) -> tuple[str, Any, BaseException | None, s
 def test_a_copy_run_again_counts_its_own_output_done(tmp_path: Path) -> None:
     item, out = _copy_item(tmp_path)
     assert not out.exists()
-    status, value, error, _, _ = _run(item, rerun=False)
+    status, value, error, _, _, records = _run(item, rerun=False)
     assert (status, tuple(value)) == ("done", ("file", 1000, 0)), error
+    assert [r.action for r in records] == ["copied"]  # the item records travel back too
     # The worker was lost after the copy: the group runs again and finds the file.
-    status, value, error, _, nbytes = _run(item, rerun=True)
+    status, value, error, _, nbytes, records = _run(item, rerun=True)
     assert (status, tuple(value), nbytes) == ("done", ("present", 0, 0), 1000)
+    assert [r.action for r in records] == ["present"]
     # Not a re-run: the same file already there is a conflict (policy "fail"), as locally.
-    status, _, error, _, _ = _run(item, rerun=False)
+    status, _, error, _, _, _ = _run(item, rerun=False)
     assert status == "failed" and isinstance(error, FileExistsError)
 
 
 def test_a_copy_run_again_never_takes_a_different_file_for_its_own(tmp_path: Path) -> None:
     item, out = _copy_item(tmp_path)
     out.write_bytes(b"the user's own, different file")
-    status, _, error, _, _ = _run(item, rerun=True)
+    status, _, error, _, _, _ = _run(item, rerun=True)
     assert status == "failed" and isinstance(error, FileExistsError)
     assert out.read_bytes() == b"the user's own, different file"
