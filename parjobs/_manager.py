@@ -748,6 +748,26 @@ class OwnerView:
     async def error_count(self, job_id: str) -> int:
         return await self.manager.error_count(await self._own(job_id))
 
+    async def items(
+        self,
+        job_id: str,
+        *,
+        limit: int = -1,
+        offset: int = 0,
+        action: str | None = None,
+        after: int = 0,
+    ) -> list[ItemRecord]:
+        return await self.manager.items(
+            await self._own(job_id), limit=limit, offset=offset, action=action, after=after
+        )
+
+    async def item_count(self, job_id: str, *, action: str | None = None) -> int:
+        return await self.manager.item_count(await self._own(job_id), action=action)
+
+    async def undo(self, job_id: str) -> JobHandle:
+        """Undo the owner's job; the undo job is the owner's too."""
+        return await self.manager.undo(await self._own(job_id), owner=self.owner)
+
     async def pause(self, job_id: str) -> None:
         await self.manager.pause(await self._own(job_id))
 

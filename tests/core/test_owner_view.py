@@ -33,6 +33,9 @@ async def test_a_foreign_job_behaves_as_not_found_and_is_left_alone(store_path, 
             alice.wait,
             alice.errors,
             alice.error_count,
+            alice.items,
+            alice.item_count,
+            alice.undo,
         ):
             with pytest.raises(parjobs.JobNotFoundError) as info:
                 await call(theirs.id)
@@ -54,6 +57,11 @@ async def test_a_foreign_job_behaves_as_not_found_and_is_left_alone(store_path, 
         handle = await alice.resume(mine.id)
         assert await alice.wait(mine.id) is JobStatus.COMPLETED
         assert await handle.result() == {"done_this_run": 3, "runs": 1}
+        assert await alice.item_count(mine.id) == len(await alice.items(mine.id))
+        undo = await alice.undo(mine.id)
+        assert (await manager.get(undo.id)).owner == "alice"  # her undo is hers
+        await alice.wait(undo.id)
+        await alice.delete(undo.id)
         await alice.delete(mine.id)
         assert await alice.list_jobs() == []
         assert [i.id for i in await manager.list_jobs()] == [theirs.id]
