@@ -21,7 +21,7 @@ SCHEMES = ("postgresql://", "postgres://")
 NAMESPACE = "parjobs"
 #: What ``meta.application`` holds in a parjobs store.
 APPLICATION = "parjobs"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Advisory lock keys (two int4s: "pjob", then which lock).
 LOCK_SPACE = 0x706A6F62
 LOCK_SCHEMA = 1  # creating or migrating the schema
@@ -76,6 +76,16 @@ CREATE TABLE task_errors (
     traceback TEXT
 );
 CREATE INDEX task_errors_job ON task_errors(job_id);
+""",
+    2: """
+CREATE TABLE items (
+    job_id TEXT NOT NULL, seq BIGINT NOT NULL,
+    stage TEXT NOT NULL, idx BIGINT NOT NULL, action TEXT NOT NULL,
+    source BYTEA NOT NULL, destination BYTEA,
+    bytes BIGINT NOT NULL, detail TEXT, error TEXT,
+    size BIGINT, mtime_ns BIGINT, inode BIGINT,
+    PRIMARY KEY (job_id, seq)
+);
 """,
 }
 

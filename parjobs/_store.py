@@ -923,8 +923,8 @@ def _written(w: Written) -> tuple[int, int, int]:
 
 def _path(value: Any) -> str:
     """A stored path (bytes) as ``str`` with surrogate escapes (usable with `os`)."""
-    if isinstance(value, bytes):
-        return os.fsdecode(value)
+    if isinstance(value, bytes | memoryview):  # (PostgreSQL's bytea may be a memoryview)
+        return os.fsdecode(bytes(value))
     return str(value)
 
 

@@ -72,6 +72,7 @@ class NoteJob(parjobs.Job):
         return {}
 
 
+@pytest.mark.both_stores
 async def test_items_of_a_completed_job_in_order_paged_and_filtered(store_path: str) -> None:
     async with parjobs.open_manager(store_path, workers=4) as m:
         h = await m.submit(NoteJob(n=30, fail_every=10, skip_every=7))
@@ -103,6 +104,7 @@ async def test_items_of_a_completed_job_in_order_paged_and_filtered(store_path: 
         assert items[0].to_json()["seq"] == 1
 
 
+@pytest.mark.both_stores
 async def test_items_stream_as_events_with_their_seq(store_path: str) -> None:
     async with parjobs.open_manager(store_path, workers=2) as m:
         with m.events() as events:
@@ -119,6 +121,7 @@ async def test_items_stream_as_events_with_their_seq(store_path: str) -> None:
         assert got == await m.items(h.id)
 
 
+@pytest.mark.both_stores
 async def test_items_are_kept_after_cancel(store_path: str) -> None:
     async with parjobs.open_manager(store_path, workers=2) as m:
         h = await m.submit(NoteJob(n=400, sleep=0.01))
@@ -133,6 +136,7 @@ async def test_items_are_kept_after_cancel(store_path: str) -> None:
         assert len(made) == len({r.index for r in made}) == info.done_items
 
 
+@pytest.mark.both_stores
 async def test_a_resumed_run_neither_loses_nor_repeats_records(store_path: str) -> None:
     async with parjobs.open_manager(store_path, workers=2) as m:
         h = await m.submit(NoteJob(n=200, sleep=0.005, fail_every=50, fail_once=True))
@@ -221,6 +225,7 @@ async def test_deleting_a_job_deletes_its_items(store_path: str) -> None:
 
 
 @pytest.mark.parametrize("action", [None, "made"])
+@pytest.mark.both_stores
 async def test_item_count_of_an_unknown_job_is_zero(store_path: str, action: str | None) -> None:
     async with parjobs.open_manager(store_path) as m:
         assert await m.item_count("nope", action=action) == 0
