@@ -47,7 +47,9 @@ STAGE = Stage("default", IndexSet(), False, _no_results)
 
 
 def item(task: parjobs.Task[Any]) -> WorkItem:
-    return WorkItem(task, TaskContext(task.index, "", Interrupter()), STAGE, lambda _o, _e: None)
+    return WorkItem(
+        task, TaskContext(task.index, "", Interrupter()), STAGE, lambda _o, _e, _tc: None
+    )
 
 
 def indices(items: list[WorkItem]) -> list[int]:
