@@ -210,3 +210,30 @@ def test_unusable_postgresql_stores_are_clear_errors_with_nothing_touched(pg_ser
             "SELECT value FROM parjobs.meta WHERE key='schema_version'"
         ).fetchone() == ("99",)
     assert not os.path.exists(tmp_path / "x")
+
+
+@pytest.mark.both_stores
+async def test_a_stopped_worker_hands_its_job_to_another(store_path, tmp_path):
+    log = str(tmp_path / "log")
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(CountJob(n=3000, log=log, sleep=0.002), detach=True)
+    first = _worker(store_path, "-w", "2")
+    deadline = time.monotonic() + 60
+    while len(read_log(log)) < 100:
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.02)
+    first.send_signal(signal.SIGTERM)  # a worker taken down for maintenance
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    async with parjobs.open_manager(store_path) as manager:
+        handed = await manager.get(handle.id)
+    assert handed.status is JobStatus.INTERRUPTED and handed.lease is None
+    assert 0 < handed.done_items < 3000
+    second = _worker(store_path, "--until-idle", "-w", "2")
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    async with parjobs.open_manager(store_path) as manager:
+        final = await manager.get(handle.id)
+    assert final.status is JobStatus.COMPLETED and final.runs == 2
+    ran = read_log(log)
+    assert sorted(ran) == list(range(3000))  # a clean stop checkpoints all: nothing redone
