@@ -231,7 +231,7 @@ class Task(Generic[T_co]):
     bytes it touches (a size, not a priority): a task of 1 MiB or more is *heavy*, may take a
     while, and is never throttled or grouped (see `parjobs._workqueue.HEAVY_BYTES`). Where
     ``run`` runs is up to the executor of the task's lane (`parjobs._executor`): worker
-    threads, today, for every lane.
+    threads, or a Dask cluster's workers for a class that sets ``cluster``.
 
     A class whose tasks are many and tiny may set ``group_size`` and implement `run_group`:
     a worker thread then takes up to that many queued light tasks of the class at once. The
