@@ -164,8 +164,9 @@ class _Reporter:
         self._last = 0.0
 
     def start(self, count: int) -> None:
+        first = self.started == 0
         self.started += count
-        self.send(force=True)
+        self.send(force=first)  # the group's start at once (a pause cancels unstarted ones)
 
     def send(self, force: bool = False) -> None:
         now = time.monotonic()
