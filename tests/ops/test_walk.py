@@ -187,3 +187,30 @@ async def test_an_entry_that_failed_is_walked_again_on_resume_under_its_index(
     assert got[b"src/b/deep/three.txt"].kind == "file"
     assert not [e for e in resumed if e.kind == "error"]
     assert sorted(e.index for e in resumed) == list(range(len(resumed)))
+
+
+async def test_many_directories_share_worker_calls_and_manifest_writes(tmp_path: Path) -> None:
+    """A tree of many small directories is listed several directories per worker-thread
+    call, with one manifest line per call (it was one of each per directory), in the same
+    depth-first order and with the same indices as a directory-at-a-time walk."""
+    src = tmp_path / "src"
+    for i in range(40):
+        for j in range(5):
+            (src / f"d{i:02d}" / f"s{j}").mkdir(parents=True)
+            (src / f"d{i:02d}" / f"s{j}" / "f.txt").write_text(str(i * j))
+    ctx = FakeContext(tmp_path / "job")
+    entries = await collect(ctx, [str(src)])
+    expected = [b"src"]  # a directory-at-a-time walk: list one, then its first subdirectory
+    stack = [b"src"]
+    while stack:
+        rel = stack.pop()
+        names = sorted(os.listdir(tmp_path / os.fsdecode(rel)))
+        expected += [rel + b"/" + os.fsencode(n) for n in names]
+        stack += [rel + b"/" + os.fsencode(n) for n in reversed(names) if not n.endswith(".txt")]
+    assert [e.rel for e in entries] == expected
+    assert [e.index for e in entries] == list(range(len(expected)))
+    lines = (tmp_path / "job" / "walk.manifest").read_text().splitlines()
+    assert 2 <= len(lines) <= 40, len(lines)  # 241 directories: 242 lines before
+    assert ctx.checks == len(lines) - 1  # an interrupt check before each call still
+    again = await collect(FakeContext(tmp_path / "job"), [str(src)])  # replayed as it was
+    assert [(e.index, e.rel) for e in again] == [(e.index, e.rel) for e in entries]
