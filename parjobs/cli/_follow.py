@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
+from typing import NoReturn
 
 import trio
 
@@ -64,15 +65,20 @@ async def follow_jobs(
     """Show ``job_ids`` one after the other until each rests; return the combined exit code.
 
     SIGINT and SIGTERM are caught only meanwhile: outside, Ctrl-C raises KeyboardInterrupt as
-    usual (so it can still end a manager that hangs while shutting down).
+    usual (so it can still end a manager that hangs while shutting down). Once a first one
+    paused the jobs, a second Ctrl-C quits at once (exit 3, resumable) until the process ends:
+    the pause may finish, and the manager close, between the two presses.
     """
     codes: list[int] = []
+    pausing = trio.Event()
     with signal_receiver() as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_on_signals, manager, job_ids, store, renderer, signals)
+            nursery.start_soon(_on_signals, manager, job_ids, store, renderer, signals, pausing)
             for job_id in job_ids:
                 codes.append(await follow(manager, job_id, store, renderer, title))
             nursery.cancel_scope.cancel()
+    if pausing.is_set():
+        signal.signal(signal.SIGINT, lambda *_: _quit(job_ids, store, renderer))
     return combine(codes)
 
 
@@ -125,19 +131,24 @@ async def _on_signals(
     store: Store,
     renderer: Renderer,
     signals: AsyncIterator[int],
+    pausing: trio.Event,
 ) -> None:
-    pausing = False
     async with trio.open_nursery() as nursery:
         async for _ in signals:
-            if not pausing:
-                pausing = True
+            if not pausing.is_set():
+                pausing.set()
                 renderer.note("pausing (press Ctrl-C again to quit at once, still resumable)")
                 nursery.start_soon(_pause_all, manager, job_ids)
                 continue
-            renderer.abort()
-            commands = " ; ".join(store.resume_command(job_id) for job_id in job_ids)
-            print(f"parjobs: quit; resume with: {commands}", file=sys.stderr, flush=True)
-            os._exit(EXIT_PAUSED)
+            _quit(job_ids, store, renderer)
+
+
+def _quit(job_ids: list[str], store: Store, renderer: Renderer) -> NoReturn:
+    """The second Ctrl-C: stop drawing, say how to resume, exit 3 at once."""
+    renderer.abort()
+    commands = " ; ".join(store.resume_command(job_id) for job_id in job_ids)
+    print(f"parjobs: quit; resume with: {commands}", file=sys.stderr, flush=True)
+    os._exit(EXIT_PAUSED)
 
 
 async def _pause_all(manager: JobManager, job_ids: list[str]) -> None:

@@ -266,10 +266,11 @@ if __name__ == "__main__":
         import encodings.ascii
         import encodings.latin_1
         import encodings.utf_8
+        import importlib.metadata  # parjobs loads it only to read entry points
         import shutil
         import traceback
 
-        del encodings, shutil, traceback
+        del encodings, importlib, shutil, traceback
         os.setgroups([])
         os.setgid(int(cfg["user"]))
         os.setuid(int(cfg["user"]))

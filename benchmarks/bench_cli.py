@@ -1,0 +1,270 @@
+"""The command line end to end (issue #18): what a person running ``parjobs`` from a shell
+waits for, start-up and exit included, against the tool they would otherwise use.
+
+Every contender is a separate process (``python -m parjobs ...`` with this repository on the
+path, stdout a pipe, so plain output), timed from start to exit; rounds alternate and rotate
+who goes first; every call gets a fresh destination and a fresh store (not timed). Cases:
+
+* ``startup``: ``python -c "import trio"`` (baseline) against ``parjobs --help``,
+  ``parjobs jobs`` and ``parjobs copy`` of one small file;
+* ``small``: ``cp -r`` (baseline) against ``parjobs copy`` and ``parjobs copy --verify`` of
+  the small-file set (10,000 files of 1-64 KiB in a full run);
+* ``large``: ``cp -r`` against ``parjobs copy`` of the large set (4 x 256 MiB);
+* ``move-tmpfs``: ``mv`` (baseline) against ``parjobs move`` and ``parjobs move --no-verify``
+  of the small-file set from the data's disk to ``/dev/shm`` (a fresh source copy per call);
+* ``hash``: ``xxhsum -H2`` (baseline) against ``parjobs hash`` of the large set;
+* ``dupes``: ``jdupes -rq`` (baseline) against ``fdupes -rq`` and ``parjobs dupes`` on two
+  copies of real files: ``/usr/share/doc`` and ``/usr/lib/python3`` (full), ``/usr/share/doc``
+  (quick), the small-file set (tiny).
+
+The package is byte-compiled first, as ``pip install`` does (without it every call would
+compile parjobs from source and time that). Run it alone with
+``python3 -m benchmarks --only cli`` (``--quick`` for the scaled-down sets).
+"""
+
+from __future__ import annotations
+
+import compileall
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ._common import ROOT, Timing, load_average, log, run_rounds
+from ._session import Session
+from ._tools import (
+    describe_tools,
+    expect_tree,
+    fresh_dir,
+    remove,
+    run_tool,
+    tree_stats,
+    warm,
+    which,
+)
+
+PARJOBS = [sys.executable, "-m", "parjobs"]
+TMPFS = Path("/dev/shm")
+#: Real files for the duplicates case, by mode: each is copied twice into the scratch tree.
+DUPES_SOURCES = {
+    "full": ["/usr/share/doc", "/usr/lib/python3"],
+    "quick": ["/usr/share/doc"],
+}
+
+
+def _env() -> dict[str, str]:
+    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
+
+
+class _Calls:
+    """Contenders as processes, each call with a fresh destination and store."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.env = _env()
+
+    def store(self) -> tuple[str, Path]:
+        path = fresh_dir(self.session.scratch, "store") / "jobs.sqlite"
+        return str(path), path.parent
+
+    def parjobs(self, *args: str) -> Callable[[], Timing]:
+        """``parjobs ARGS`` with a fresh store."""
+
+        def call() -> Timing:
+            store, where = self.store()
+            try:
+                return run_tool([*PARJOBS, "--store", store, *args], env=self.env)
+            finally:
+                remove(where)
+
+        return call
+
+    def tool(self, *argv: str) -> Callable[[], Timing]:
+        return lambda: run_tool(list(argv), env=self.env)
+
+    def copy_into(
+        self, make: Callable[[Path], list[str]], expect: tuple[int, int], who: str
+    ) -> Callable[[], Timing]:
+        """``make(dst)`` is the command that copies into the fresh, existing ``dst``."""
+
+        def call() -> Timing:
+            dst = fresh_dir(self.session.scratch, "dst")
+            store, where = self.store()
+            argv = [store if a == "{store}" else a for a in make(dst)]
+            try:
+                timing = run_tool(argv, env=self.env)
+                expect_tree(dst, *expect, who)
+                return timing
+            finally:
+                remove(dst)
+                remove(where)
+
+        return call
+
+
+def _startup(calls: _Calls) -> tuple[dict[str, Callable[[], Timing]], str]:
+    one = fresh_dir(calls.session.scratch, "one")
+    (one / "note.txt").write_bytes(b"x" * 1000)
+    out = {
+        "python -c 'import trio'": calls.tool(sys.executable, "-c", "import trio"),
+        "parjobs --help": calls.tool(*PARJOBS, "--help"),
+        "parjobs jobs": calls.parjobs("jobs"),
+        "parjobs copy (1 file)": calls.copy_into(
+            lambda dst: [*PARJOBS, "--store", "{store}", "copy", str(one / "note.txt"), str(dst)],
+            (1, 1000),
+            "parjobs copy (1 file)",
+        ),
+    }
+    return out, "python -c 'import trio'"
+
+
+def _copies(calls: _Calls, src: Path, verify: bool) -> dict[str, Callable[[], Timing]]:
+    expect = tree_stats(src)
+    out = {"cp -r": calls.copy_into(lambda dst: ["cp", "-r", str(src), f"{dst}/"], expect, "cp")}
+    for extra in ([], ["--verify"]) if verify else ([],):
+        name = " ".join(["parjobs copy", *extra])
+        out[name] = calls.copy_into(
+            lambda dst, extra=extra: [
+                *PARJOBS, "--store", "{store}", "copy", *extra, str(src), str(dst)
+            ],
+            expect,
+            name,
+        )  # fmt: skip
+    return out
+
+
+def _moves(calls: _Calls, src: Path) -> dict[str, Callable[[], Timing]]:
+    """Moves from a fresh copy of ``src`` on the data's disk into a fresh tmpfs directory."""
+    expect = tree_stats(src)
+
+    def move(name: str, make: Callable[[Path, Path, str], list[str]]) -> Callable[[], Timing]:
+        def call() -> Timing:
+            staged = fresh_dir(calls.session.scratch, "move-src")
+            shutil.copytree(src, staged / src.name)
+            dst = fresh_dir(TMPFS, "parjobs-bench-move")
+            store, where = calls.store()
+            try:
+                timing = run_tool(make(staged / src.name, dst, store), env=calls.env)
+                expect_tree(dst, *expect, name)
+                return timing
+            finally:
+                for path in (staged, dst, where):
+                    remove(path)
+
+        return call
+
+    return {
+        "mv": move("mv", lambda s, d, _: ["mv", str(s), f"{d}/"]),
+        "parjobs move": move(
+            "parjobs move", lambda s, d, st: [*PARJOBS, "--store", st, "move", str(s), str(d)]
+        ),
+        "parjobs move --no-verify": move(
+            "parjobs move --no-verify",
+            lambda s, d, st: [*PARJOBS, "--store", st, "move", "--no-verify", str(s), str(d)],
+        ),
+    }
+
+
+def _dupes_tree(session: Session) -> tuple[Path, str]:
+    """Two copies of the mode's real files (or of the small set) under the scratch dir."""
+    sources = [Path(p) for p in DUPES_SOURCES.get(session.mode, []) if os.path.isdir(p)]
+    if not sources:
+        sources = [session.data.path("small")]
+    tree = fresh_dir(session.scratch, "dupes")
+    for copy in ("a", "b"):
+        for source in sources:
+            shutil.copytree(source, tree / copy / source.name, symlinks=True)
+    files, size = tree_stats(tree)
+    label = f"2 copies of {' + '.join(map(str, sources))}: {files:,} files, {size / 1e6:,.0f} MB"
+    return tree, label
+
+
+def _case(
+    session: Session,
+    name: str,
+    contenders: dict[str, Callable[[], Timing]],
+    baseline: str,
+    data_set: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    label = data_set.get("label") or "; ".join(v.get("label", k) for k, v in data_set.items())
+    log(f"[cli] {name}: {label}, {session.rounds} rounds")
+    load0 = load_average()
+    rounds = run_rounds(contenders, session.rounds, session.warmup)
+    return session.case(
+        rounds, baseline, data_set=data_set, cache="cached", loadavg_before=load0, **extra
+    )
+
+
+def run(session: Session) -> dict[str, Any]:
+    compileall.compile_dir(str(ROOT / "parjobs"), quiet=1)  # as pip install does
+    data = session.data
+    calls = _Calls(session)
+    tools = describe_tools(
+        [
+            ("cp", ["cp", "--version"]),
+            ("mv", ["mv", "--version"]),
+            ("xxhsum", ["xxhsum", "--version"]),
+            ("jdupes", ["jdupes", "--version"]),
+            ("fdupes", ["fdupes", "--version"]),
+        ]
+    )
+    out: dict[str, Any] = {
+        "what": "the parjobs command line end to end, against the usual tools",
+        "timed": "each process from start to exit (stdout a pipe); fresh destination and "
+        "store per call, not timed",
+        "tools": tools,
+        "cases": {},
+        "skipped_cases": {},
+    }
+    cases, skipped = out["cases"], out["skipped_cases"]
+
+    startup, base = _startup(calls)
+    cases["startup"] = _case(session, "startup", startup, base, {"label": "one 1000-byte file"})
+
+    small, large = data.path("small"), data.path("large")
+    warm([small, large])
+    cases["small"] = _case(
+        session, "small", _copies(calls, small, verify=True), "cp -r", data.describe("small")
+    )
+    cases["large"] = _case(
+        session, "large", _copies(calls, large, verify=False), "cp -r", data.describe("large")
+    )
+
+    if TMPFS.is_dir() and os.access(TMPFS, os.W_OK):
+        cases["move-tmpfs"] = _case(
+            session, "move-tmpfs", _moves(calls, small), "mv", data.describe("small")
+        )
+    else:
+        skipped["move-tmpfs"] = f"{TMPFS} is not a writable directory"
+
+    if which("xxhsum"):
+        files = [str(f) for f in data.files("large")]
+        hashes = {
+            "xxhsum -H2": calls.tool("xxhsum", "-H2", *files),
+            "parjobs hash": calls.parjobs("hash", str(large)),
+            "parjobs hash -w 2": calls.parjobs("hash", "-w", "2", str(large)),
+        }
+        cases["hash"] = _case(session, "hash", hashes, "xxhsum -H2", data.describe("large"))
+    else:
+        skipped["hash"] = "xxhsum is not installed (apt-get install xxhash)"
+
+    if which("jdupes"):
+        tree, label = _dupes_tree(session)
+        try:
+            warm([tree])
+            dupes = {
+                "jdupes -rq": calls.tool("jdupes", "-rq", str(tree)),
+                "parjobs dupes": calls.parjobs("dupes", str(tree)),
+            }
+            if which("fdupes"):
+                dupes["fdupes -rq"] = calls.tool("fdupes", "-rq", str(tree))
+            cases["dupes"] = _case(session, "dupes", dupes, "jdupes -rq", {"label": label})
+        finally:
+            remove(tree)
+    else:
+        skipped["dupes"] = "jdupes is not installed (apt-get install jdupes)"
+    return out
