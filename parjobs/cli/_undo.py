@@ -7,14 +7,17 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from .._job import registered_job_types
-from ..ops._trashcan import TrashEntry, list_trash, restore
 from . import _manage
 from ._errors import EXIT_ERRORS, EXIT_OK, CliError
 from ._follow import follow_jobs
 from ._render import make_renderer
 from ._session import import_job_types, manager_for
+
+if TYPE_CHECKING:  # the ops are imported by the command that uses them (start-up time)
+    from ..ops._trashcan import TrashEntry
 
 
 async def undo(args: argparse.Namespace) -> int:
@@ -55,6 +58,8 @@ def _find(entries: list[TrashEntry], text: str) -> TrashEntry | None:
 
 
 async def trash(args: argparse.Namespace) -> int:
+    from ..ops._trashcan import list_trash, restore
+
     entries = list_trash()
     if args.trash_command == "list":
         for e in entries:
