@@ -76,11 +76,12 @@ class EventSubscription:
     Its bounded buffer keeps order; a progress event replaces the progress of the same job
     still waiting in the buffer (in place), so progress never fills it."""
 
-    def __init__(self, bus: EventBus, job_id: str | None, buffer: int) -> None:
+    def __init__(self, bus: EventBus, job_id: str | None, buffer: int, items: bool = False) -> None:
         if buffer < 1:
             raise ValueError(f"buffer must be >= 1, got {buffer}")
         self._bus = bus
         self.job_id = job_id
+        self.items = items  # wants the item log's records (EventKind.ITEM)
         self.buffer = buffer
         self._queue: collections.deque[JobEvent] = collections.deque()
         self._progress_at: dict[str, JobEvent] = {}  # job id -> its progress event in the queue
@@ -94,6 +95,8 @@ class EventSubscription:
     def push(self, event: JobEvent) -> None:
         """Buffer ``event`` if it concerns this subscription (never blocks)."""
         if self.job_id is not None and event.job_id != self.job_id:
+            return
+        if event.kind is EventKind.ITEM and not self.items:
             return
         if event.kind is EventKind.PROGRESS:
             waiting = self._progress_at.get(event.job_id)
@@ -205,6 +208,11 @@ class EventBus:
     def listening(self) -> bool:
         return bool(self._subs)
 
+    @property
+    def listening_items(self) -> bool:
+        """Whether a subscription asked for the item log's records."""
+        return any(sub.items for sub in self._subs)
+
     def publish(self, kind: EventKind, job_id: str, **fields: Any) -> None:
         if not self._subs:
             return
@@ -213,10 +221,11 @@ class EventBus:
             sub.push(event)
 
     def subscribe(
-        self, job_id: str | None = None, *, buffer: int = DEFAULT_BUFFER
+        self, job_id: str | None = None, *, buffer: int = DEFAULT_BUFFER, items: bool = False
     ) -> EventSubscription:
-        """A subscription to the events from now on (only ``job_id``'s if given)."""
-        sub = EventSubscription(self, job_id, buffer)
+        """A subscription to the events from now on (only ``job_id``'s if given; the item
+        log's records only with ``items``)."""
+        sub = EventSubscription(self, job_id, buffer, items)
         self._subs.add(sub)
         self.subscribed.set()
         return sub

@@ -580,13 +580,15 @@ class JobManager(Housekeeping):
     # -- events --------------------------------------------------------------------------
 
     def events(
-        self, job_id: str | None = None, *, buffer: int = DEFAULT_BUFFER
+        self, job_id: str | None = None, *, buffer: int = DEFAULT_BUFFER, items: bool = False
     ) -> EventSubscription:
         """A subscription to every event from now on: status changes (of every job in the
         store, also those run by other processes), progress snapshots (coalesced; from the
         store, about once a second, for jobs run elsewhere), item errors (of the jobs run
         here, as they are checkpointed), deletions and the output lines of process tasks
-        run here (``EventKind.OUTPUT``); only those of ``job_id`` if given::
+        run here (``EventKind.OUTPUT``), and with ``items=True`` the records of the item log
+        of jobs run here (``EventKind.ITEM``: one per item, so a subscription asks for them);
+        only those of ``job_id`` if given::
 
             with manager.events() as events:
                 async for event in events:
@@ -598,7 +600,7 @@ class JobManager(Housekeeping):
         if self._mark is None:  # nobody listened: "from now on" starts here
             self._mark = self._primed = time.time()
             self._known.clear()
-        subscription = self._events.subscribe(job_id, buffer=buffer)
+        subscription = self._events.subscribe(job_id, buffer=buffer, items=items)
         self._store_changed.set()
         return subscription
 
@@ -795,7 +797,9 @@ class OwnerView:
         async for snap in self.manager.watch(await self._own(job_id)):
             yield snap
 
-    def events(self, job_id: str | None = None, *, buffer: int = DEFAULT_BUFFER) -> OwnerEvents:
+    def events(
+        self, job_id: str | None = None, *, buffer: int = DEFAULT_BUFFER, items: bool = False
+    ) -> OwnerEvents:
         """`JobManager.events` of the owner's jobs only (a foreign ``job_id`` sees nothing)."""
 
         async def owner_of(job_id: str) -> str | None:
@@ -807,7 +811,9 @@ class OwnerView:
             except JobNotFoundError:
                 return None
 
-        return OwnerEvents(self.manager.events(job_id, buffer=buffer), self.owner, owner_of)
+        return OwnerEvents(
+            self.manager.events(job_id, buffer=buffer, items=items), self.owner, owner_of
+        )
 
 
 #: What `submit` names jobs (``secrets.token_hex(6)``): the only job directories swept.

@@ -392,7 +392,7 @@ class JobRunner(ManagerCore):
             return
         for error in batch.errors:
             self._events.publish(EventKind.ITEM_ERROR, job_id, error=error)
-        if self._events.listening:  # numbered as stored (only when somebody listens)
+        if self._events.listening_items:  # numbered as stored, only when somebody asked
             for seq, record in enumerate(batch.items, batch.first_seq):
                 record = dataclasses.replace(record, seq=seq)
                 self._events.publish(EventKind.ITEM, job_id, record=record)

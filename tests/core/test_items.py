@@ -107,7 +107,7 @@ async def test_items_of_a_completed_job_in_order_paged_and_filtered(store_path: 
 @pytest.mark.both_stores
 async def test_items_stream_as_events_with_their_seq(store_path: str) -> None:
     async with parjobs.open_manager(store_path, workers=2) as m:
-        with m.events() as events:
+        with m.events(items=True) as events, m.events() as others:
             h = await m.submit(NoteJob(n=12))
             await h.wait()
             got: list[ItemRecord] = []
@@ -118,7 +118,10 @@ async def test_items_stream_as_events_with_their_seq(store_path: str) -> None:
                         got.append(event.record)
                     if len(got) == 13:
                         break
+            others.close()
+            kinds = {e.kind async for e in others}
         assert got == await m.items(h.id)
+        assert EventKind.ITEM not in kinds and EventKind.STATUS in kinds  # only when asked
 
 
 @pytest.mark.both_stores
