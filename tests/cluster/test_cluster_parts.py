@@ -4,6 +4,7 @@ output it already made."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -172,3 +173,51 @@ def test_a_copy_run_again_never_takes_a_different_file_for_its_own(tmp_path: Pat
     status, _, error, _, _, _ = _run(item, rerun=True)
     assert status == "failed" and isinstance(error, FileExistsError)
     assert out.read_bytes() == b"the user's own, different file"
+
+
+def test_the_cli_runs_a_job_on_a_local_cluster_from_the_environment(tmp_path: Path) -> None:
+    """``$PARJOBS_CLUSTER=local:1x2``: the CLI starts a LocalCluster of one worker process,
+    runs the job's tasks there, and stops it. The workers see ``alt`` where this process
+    sees ``src`` (``$PARJOBS_CLUSTER_PATH_MAP``), so the digests tell where they were made."""
+    src, alt = tmp_path / "src", tmp_path / "alt"
+    src.mkdir()
+    alt.mkdir()
+    for i in range(5):
+        (src / f"f{i}").write_bytes(bytes([i]) * (1000 + i))
+        (alt / f"f{i}").write_bytes(bytes([i + 1]) * (1000 + i))
+    env = {
+        **os.environ,
+        "PYTHONPATH": ROOT,
+        "PARJOBS_STORE": str(tmp_path / "s.sqlite"),
+        "PARJOBS_CLUSTER": "local:1x2",
+        "PARJOBS_CLUSTER_PATH_MAP": f"{src}={alt}",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "parjobs", "hash", str(src), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    local = subprocess.run(
+        [sys.executable, "-m", "parjobs", "hash", str(alt), "--json"],
+        capture_output=True,
+        text=True,
+        env={**env, "PARJOBS_CLUSTER": "", "PARJOBS_STORE": str(tmp_path / "l.sqlite")},
+        timeout=120,
+    )
+    assert local.returncode == 0, local.stderr
+    digests = _digests(proc.stdout)
+    assert sorted(digests) == [str(src / f"f{i}") for i in range(5)]  # this host's paths
+    expected = {path.replace(str(alt), str(src)): d for path, d in _digests(local.stdout).items()}
+    assert digests == expected  # of alt's content: hashed on the worker
+
+
+def _digests(stdout: str) -> dict[str, str]:
+    """The digests of the result line of ``--json`` output."""
+    for line in stdout.splitlines():
+        result = json.loads(line).get("result")
+        if isinstance(result, dict) and "digests" in result:
+            return dict(result["digests"])
+    raise AssertionError(f"no result in {stdout!r}")
