@@ -13,7 +13,7 @@ from _trees import read, write
 
 import parjobs
 from parjobs import InvalidTransitionError, JobStatus
-from parjobs.ops import CopyJob, DeleteJob, MoveJob, UndoJob
+from parjobs.ops import CopyJob, DeleteJob, HashJob, MoveJob, UndoJob
 from parjobs.ops._trashcan import info_of, list_trash, restore, trash_dirs
 
 
@@ -261,3 +261,64 @@ def test_per_volume_trash_is_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(_trashcan, "_mount_points", lambda: [os.fsencode(top)])
     entries = [e for e in list_trash() if e.trash_dir == os.fsencode(trash)]
     assert [e.original_path for e in entries] == [os.fsencode(top / "sub" / "v")]
+
+
+async def test_hash_dupes_delete_and_thumbnails_record_their_items(
+    tmp_path: Path, store_path: str
+) -> None:
+    from PIL import Image
+
+    from parjobs.ops import DuplicatesJob, ThumbnailJob
+
+    root = tmp_path / "r"
+    root.mkdir()
+    write(root / "a", b"same content")
+    write(root / "b", b"same content")
+    write(root / "c", b"other")
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(root / "p.png")
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(HashJob(paths=[str(root)]))
+        digests = (await h.result())["digests"]
+        hashed = {r.source: r for r in await m.items(h.id)}
+        assert {s: r.detail for s, r in hashed.items()} == {
+            s: f"xxh3_128:{d}" for s, d in digests.items()
+        }
+        assert hashed[str(root / "a")].bytes == 12
+        d = await m.submit(DuplicatesJob(paths=[str(root)]))
+        await d.result()
+        dupes = await m.items(d.id, action="hashed")
+        assert {r.source for r in dupes} >= {str(root / "a"), str(root / "b")}
+        t = await m.submit(ThumbnailJob(paths=[str(root)], out_dir=str(tmp_path / "thumbs")))
+        await t.result()
+        (thumb,) = await m.items(t.id, action="thumbnailed")
+        assert thumb.source == str(root / "p.png") and thumb.destination is not None
+        assert os.path.exists(thumb.destination)
+        x = await m.submit(DeleteJob(paths=[str(root / "c"), str(root / "a")]))
+        await x.result()
+        deleted = await m.items(x.id)
+        assert sorted((r.action, r.source) for r in deleted) == [
+            ("deleted", str(root / "a")),
+            ("deleted", str(root / "c")),
+        ]
+
+
+async def test_an_undo_paused_half_way_resumes_without_redoing(
+    tmp_path: Path, store_path: str
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for i in range(300):
+        write(src / f"f{i:03}", b"x" * i)
+    async with parjobs.open_manager(store_path, workers=2) as m:
+        h = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        await h.result()
+        u = await m.undo(h.id)
+        await m.pause(u.id)
+        assert await m.wait(u.id) is JobStatus.PAUSED
+        await m.resume(u.id)
+        result = await u.result()
+        items = await m.items(u.id)
+    assert result["removed"] == 301 and result["failed"] == 0 and result["kept"] == 0
+    removed = [r.source for r in items if r.action == "removed"]
+    assert len(removed) == len(set(removed)) == 301  # each once, across both runs
+    assert not dst.joinpath("src").exists() and len(list(src.iterdir())) == 300
