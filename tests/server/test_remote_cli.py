@@ -231,3 +231,27 @@ async def test_following_a_job_rebuilds_the_renderers_snapshots(server, tmp_path
             assert await remote.wait(handle.id) is parjobs.JobStatus.COMPLETED
     assert all(isinstance(s, parjobs.Progress) for s in snaps)
     assert snaps[-1].items_done == 57
+
+
+def test_show_items_and_undo_through_the_server_as_locally(served, tmp_path) -> None:
+    _tree(tmp_path / "src", 1200)  # more than one page of the client's (1,000 records)
+    done = served.remote("--plain", "copy", str(tmp_path / "src"), str(tmp_path / "dst"))
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.splitlines()[0].split()[1].rstrip(":")
+    for command in (
+        ["show", job_id, "--items", "--json"],
+        ["show", job_id, "--items"],
+        ["show", job_id, "--items", "--action", "copied"],
+    ):
+        remote, local = served.remote(*command), served.local(*command)
+        assert remote.returncode == local.returncode == 0, remote.stderr
+        assert remote.stdout == local.stdout
+    records = [
+        json.loads(line)
+        for line in served.local("show", job_id, "--items", "--json").stdout.splitlines()
+    ]
+    assert len(records) == 1206 and [r["seq"] for r in records] == list(range(1, 1207))
+    undone = served.remote("--plain", "undo", job_id)
+    assert undone.returncode == 0, undone.stderr
+    assert list((tmp_path / "dst").iterdir()) == []
+    assert len(_files(tmp_path / "src")) == 1200
