@@ -232,3 +232,35 @@ async def test_deleting_a_job_deletes_its_items(store_path: str) -> None:
 async def test_item_count_of_an_unknown_job_is_zero(store_path: str, action: str | None) -> None:
     async with parjobs.open_manager(store_path) as m:
         assert await m.item_count("nope", action=action) == 0
+
+
+def test_a_postgresql_store_of_schema_1_gains_the_item_log(pg_url: str) -> None:
+    import psycopg
+
+    from parjobs._pgschema import MIGRATIONS, NAMESPACE
+    from parjobs._pgstore import PostgresStore
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # a store as parjobs 1 made it
+        conn.execute(f"CREATE SCHEMA {NAMESPACE}")
+        conn.execute(f"SET search_path TO {NAMESPACE}")
+        for statement in MIGRATIONS[1].split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('application', 'parjobs'), "
+            "('store_id', 'x'), ('schema_version', '1')"
+        )
+    store = PostgresStore.open(pg_url)
+    try:
+        store.insert_job("a", "t", 1, "{}")
+        batch = parjobs._records.CheckpointBatch(
+            items=[ItemRecord("made", "/x", os.fsdecode(b"/y\xff"))]
+        )
+        store.checkpoint("a", batch)
+        (record,) = store.items("a")
+        assert (record.seq, record.destination) == (1, os.fsdecode(b"/y\xff"))
+    finally:
+        store.close()
+    with psycopg.connect(pg_url) as conn:
+        version = conn.execute(f"SELECT value FROM {NAMESPACE}.meta WHERE key='schema_version'")
+        assert version.fetchone() == ("2",)
