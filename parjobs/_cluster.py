@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import queue
@@ -46,6 +47,8 @@ from ._exceptions import ClusterError
 from ._executor import PoolPort
 from ._task import Outcome, OutcomeStatus
 from ._workqueue import WorkItem
+
+_log = logging.getLogger("parjobs.cluster")
 
 #: A group is sized to take about this long (seconds) on a worker, by the time per task
 #: measured in earlier groups (Dask's overhead is a few milliseconds a task).
@@ -83,7 +86,10 @@ def check_cluster(cluster: object) -> object:
                 f"a cluster is a scheduler address like tcp://host:8786, got {cluster!r}"
             )
         return text
-    if type(cluster).__name__ == "Client" and hasattr(cluster, "submit"):
+    if any(
+        c.__name__ == "Client" and c.__module__.startswith("distributed")
+        for c in type(cluster).__mro__
+    ):
         return cluster
     raise TypeError(f"cluster must be an address or a distributed.Client, got {type(cluster)}")
 
@@ -237,24 +243,36 @@ class ClusterBridge:
                     command, arg = "poll", None
                 if command == "stop":
                     return
-                if command == "submit":
-                    self._submit(arg)
-                elif command == "done":
-                    self._collect(*arg)
-                elif command == "cancel":
-                    self._cancel([arg])
-                elif command == "forget" and arg in self._stopped:
-                    self._stopped.discard(arg)
-                    with contextlib.suppress(Exception):
-                        self._client.run(request, arg, None, on_error="ignore")
-                for executor in list(self._executors):
-                    reason = executor.port.interrupter.reason
-                    if reasons.get(executor) != reason:
-                        reasons[executor] = reason
-                        if reason is not None:
-                            self._interrupt(executor, reason)
+                try:
+                    self._handle(command, arg, reasons)
+                except Exception as exc:
+                    # A bug here must not leave a job waiting forever: fail the group's
+                    # tasks with the reason (they are retried on resume).
+                    _log.exception("parjobs cluster bridge: %s failed", command)
+                    group = arg if command == "submit" else arg[0] if command == "done" else None
+                    if isinstance(group, _Group):
+                        error = ClusterError(f"the cluster bridge failed: {exc!r}")
+                        self._post(group, [self._failed(error)] * len(group.items))
         finally:
             self._disconnect()
+
+    def _handle(self, command: str, arg: Any, reasons: dict[ClusterExecutor, str | None]) -> None:
+        if command == "submit":
+            self._submit(arg)
+        elif command == "done":
+            self._collect(*arg)
+        elif command == "cancel":
+            self._cancel([arg])
+        elif command == "forget" and arg in self._stopped:
+            self._stopped.discard(arg)
+            with contextlib.suppress(Exception):
+                self._client.run(request, arg, None, on_error="ignore")
+        for executor in list(self._executors):
+            reason = executor.port.interrupter.reason
+            if reasons.get(executor) != reason:
+                reasons[executor] = reason
+                if reason is not None:
+                    self._interrupt(executor, reason)
 
     def _submit(self, group: _Group) -> None:
         executor = group.executor

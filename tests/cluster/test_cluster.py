@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 from cluster_jobs import WhereJob, read_runs
 from PIL import Image
@@ -263,3 +264,23 @@ async def test_a_killed_manager_resumes_from_its_checkpoint(
         rel = Path(f"d{i % 5}") / f"f{i}"
         assert (dst / "src" / rel).read_bytes() == (src / rel).read_bytes()
     assert leftovers(dst) == []
+
+
+async def test_a_failing_bridge_fails_the_tasks_instead_of_hanging(
+    tmp_path: Path, dask_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import parjobs._cluster
+
+    def broken(*args: Any, **kwargs: Any) -> bytes:
+        raise RuntimeError("cannot pickle this")
+
+    monkeypatch.setattr(parjobs._cluster, "dumps", broken)
+    log = str(tmp_path / "log")
+    async with parjobs.open_manager(tmp_path / "s.sqlite", cluster=dask_client) as manager:
+        handle = await manager.submit(WhereJob(n=3, log=log))
+        with trio.fail_after(60):
+            assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        errors = await manager.errors(handle.id)
+    assert len(errors) == 3
+    assert all("cluster bridge failed" in e.message for e in errors)
+    assert read_runs(log) == []
