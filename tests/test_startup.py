@@ -129,3 +129,28 @@ def test_final_snapshot_is_not_held_back_by_the_pacing():
     trio.run(main, clock=clock)
     assert len(times) == 2
     assert times[1] - times[0] < 0.05, times
+
+
+def test_resume_imports_only_the_job_type_it_resumes(tmp_path):
+    """``resume`` of a copy job loads the copy operation from its entry point, not every
+    installed job type (Pillow with the thumbnails)."""
+    from parjobs import open_manager
+    from parjobs.ops import CopyJob
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"resumed")
+    (tmp_path / "out").mkdir()
+    store = str(tmp_path / "jobs.sqlite")
+
+    async def make() -> str:
+        async with open_manager(store) as manager:
+            job = CopyJob(sources=[str(src)], destination=str(tmp_path / "out"))
+            return (await manager.submit(job, start=False)).id
+
+    job_id = trio.run(make)
+    code, modules = _loaded(["--store", store, "resume", job_id], "/")
+    assert code == 0
+    assert (tmp_path / "out" / "src" / "a.txt").read_bytes() == b"resumed"
+    assert "parjobs.ops.copy" in modules
+    assert not [m for m in modules if m.startswith(("PIL", "parjobs.ops.thumbnail"))]

@@ -9,14 +9,14 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .._job import Job, registered_job_types
+from .._job import Job, lookup_job_type
 from .._status import JobStatus
 from . import _manage, _serve, _undo, _worker
 from ._errors import EXIT_OK, CliError
 from ._follow import follow_jobs
 from ._render import Renderer, make_renderer
 from ._results import prints_data
-from ._session import Store, cluster_config, import_job_types, manager_for
+from ._session import Store, cluster_config, manager_for
 from ._worker import submit_detached
 
 if TYPE_CHECKING:
@@ -188,7 +188,6 @@ def _default_thumbnails() -> str:
 async def resume(args: argparse.Namespace) -> int:
     if bool(args.job) == bool(args.all):
         raise CliError("give either a job ID or --all")
-    import_job_types()
     store = _manage.existing_store(args, args.job)
     if not store.exists:
         print("nothing to resume", flush=True)
@@ -205,7 +204,8 @@ async def resume(args: argparse.Namespace) -> int:
             return EXIT_OK
         infos = [await manager.get(job_id) for job_id in ids]
         for info in infos:
-            if info.type not in registered_job_types():
+            # Only the job types resumed are imported (not Pillow for a copy, say).
+            if lookup_job_type(info.type) is None:
                 raise CliError(
                     f"job {info.id} is a {info.type!r} job, which this parjobs cannot run"
                 )
