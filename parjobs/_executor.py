@@ -230,6 +230,7 @@ class ThreadExecutor:
         self._abandoned: list[_Call] = []  # given up on, thread maybe still running
         self._abandoned_total = 0
         self._watching = False
+        self._calls_gone = trio.Event()  # wakes the watchdog when the last call ends
 
     def statistics(self) -> ThrottleStatistics:
         t = self._throttle
@@ -380,6 +381,8 @@ class ThreadExecutor:
             raise
         finally:
             self._calls.discard(call)
+            if not self._calls:
+                self._calls_gone.set()  # the watchdog ends now, not a tick later
             if light:
                 self._streaming -= 1
                 self._gate.unpark()
@@ -419,7 +422,10 @@ class ThreadExecutor:
                         self._time_out(call)
                     else:
                         wake = min(wake, deadline)
-                await trio.sleep(max(0.0, wake - now))
+                if self._calls_gone.is_set():
+                    self._calls_gone = trio.Event()
+                with trio.move_on_after(max(0.0, wake - now)):
+                    await self._calls_gone.wait()
         finally:
             self._watching = False
 
