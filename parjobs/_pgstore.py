@@ -57,7 +57,7 @@ _RETRY = (
 #: Store calls that change a job's status: each sends one NOTIFY.
 _NOTIFYING = frozenset(
     {"insert_job", "claim", "claim_next", "requeue", "transition", "request", "recover"}
-    | {"set_priority", "delete"}
+    | {"set_priority"}
 )
 
 

@@ -359,14 +359,7 @@ class SQLiteJobStore:
             free = [q for q, cap in capacities.items() if running.get(q, 0) < cap]
             if not free:
                 return None
-            rows = c.execute(
-                "SELECT id, after, dep_policy FROM jobs WHERE lease IS NULL AND ("
-                "status='queued' OR (status='interrupted' AND request IS NULL)) "
-                f"AND queue IN ({','.join('?' * len(free))}) "
-                f"ORDER BY priority DESC, created, id LIMIT 100{self._SKIP_LOCKED}",
-                free,
-            ).fetchall()
-            for row in rows:
+            for row in self._candidates(c, free):
                 after = json.loads(row[1]) if row[1] else []
                 blocked, failed = dependency_state(after, self._statuses(c, after))
                 if failed is not None and row[2] == "skip":
@@ -386,6 +379,24 @@ class SQLiteJobStore:
                 c.execute("DELETE FROM task_errors WHERE job_id=?", (row[0],))
                 return self._get(c, row[0])
             return None
+
+    def _candidates(self, c: sqlite3.Connection, queues: list[str]) -> Iterator[sqlite3.Row]:
+        """The claimable jobs of ``queues`` in claim order, a page of 100 at a time (a long
+        queue costs a claim only as many rows as it passes over)."""
+        offset = 0
+        while True:
+            rows = c.execute(
+                "SELECT id, after, dep_policy FROM jobs WHERE lease IS NULL AND ("
+                "status='queued' OR (status='interrupted' AND request IS NULL)) "
+                f"AND queue IN ({','.join('?' * len(queues))}) "
+                "ORDER BY priority DESC, created, id LIMIT 100 OFFSET ?"
+                f"{self._SKIP_LOCKED}",
+                (*queues, offset),
+            ).fetchall()
+            yield from rows
+            if len(rows) < 100:
+                return
+            offset += len(rows)
 
     def listener(self) -> StoreListener | None:
         """No wake-ups from SQLite: other processes' changes are polled."""

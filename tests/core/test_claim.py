@@ -127,3 +127,17 @@ def test_sqlite_has_no_listener(tmp_path):
         assert store.listener() is None
     finally:
         store.close()
+
+
+@pytest.mark.both_stores
+def test_claim_next_looks_past_a_long_run_of_blocked_jobs(store_path):
+    store = open_store(store_path)
+    try:
+        store.register_manager("m")
+        store.insert_job("first", "t", 1, "{}", priority=0)
+        for n in range(250):  # waiting for "first": more than one page of candidates
+            store.insert_job(f"w{n}", "t", 1, "{}", priority=5, after=["first"])
+        info = store.claim_next("m", CAPS)
+        assert info is not None and info.id == "first"
+    finally:
+        store.close()
