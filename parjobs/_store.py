@@ -346,7 +346,6 @@ class SQLiteJobStore:
         whole store than its capacity, whose prerequisites completed, is marked running and
         leased to ``manager_id`` like `claim`. A job whose prerequisite failed (policy
         ``skip``) is skipped on the way. None when no job can start now."""
-        now = time.time()
         with self._tx() as c:
             self._claim_lock(c)
             self._recover(c)
@@ -362,6 +361,7 @@ class SQLiteJobStore:
             for row in self._candidates(c, free):
                 after = json.loads(row[1]) if row[1] else []
                 blocked, failed = dependency_state(after, self._statuses(c, after))
+                now = time.time()  # read now: a claim never starts before the job was queued
                 if failed is not None and row[2] == "skip":
                     c.execute(
                         "UPDATE jobs SET status='skipped', error=?, finished=?, updated=? "
