@@ -92,7 +92,7 @@ def bench(quick: bool, rounds: int, work: Path) -> dict[str, Any]:
     )
     log("[cluster] starting a LocalCluster of 2 processes x 8 threads")
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=8, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=8, processes=True, dashboard_address=":0"
     )
     client = distributed.Client(cluster, set_as_default=False)
     try:

@@ -192,7 +192,7 @@ class ClusterBridge:
                         n_workers=n,
                         threads_per_worker=threads,
                         processes=True,
-                        dashboard_address=None,
+                        dashboard_address=":0",  # no fixed port (8787 may be taken)
                     )
                     target = self._local.scheduler_address
                 self._client = distributed.Client(

@@ -23,7 +23,7 @@ def dask_client() -> Iterator[Any]:
     # Worker processes import parjobs and the test jobs by name.
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, here, path) if p)
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0"
     )
     client = distributed.Client(cluster, set_as_default=False)
     try:
