@@ -13,13 +13,16 @@ from ._transfer import CopyDone, CopyPlan
 
 class FinishDirs(Task[CopyDone]):
     """The last step of a run: sweep leftover temporaries (when a run may have left some),
-    then apply source modes and times to the destination directories, deepest first."""
+    then apply source modes and times to the destination directories, deepest first.
+
+    ``dirs`` holds (destination rel, source path, mtime or None): a move passes the mtime
+    its walk saw, since moving the files out changed the source directory's mtime."""
 
     def __init__(
         self,
         index: int,
         plan: CopyPlan,
-        dirs: list[tuple[bytes, bytes]],
+        dirs: list[tuple[bytes, bytes, int | None]],
         sweep: Callable[[], object] | None,
         after: Callable[[TaskContext], None] | None = None,
     ) -> None:
@@ -40,7 +43,7 @@ class FinishDirs(Task[CopyDone]):
         if self.sweep is not None:
             self.sweep()
         plan, failures = self.plan, []
-        for rel, src in sorted(self.dirs, key=lambda d: -d[0].count(b"/")):
+        for rel, src, mtime_ns in sorted(self.dirs, key=lambda d: -d[0].count(b"/")):
             tc.check()
             try:
                 fd = plan.tree.acquire(rel, create=False)
@@ -55,6 +58,7 @@ class FinishDirs(Task[CopyDone]):
                     options.preserve_xattrs,
                     options.preserve_owner,
                     options.durable,
+                    mtime_ns,
                 )
             except FileNotFoundError:
                 # The source directory is gone: a move's earlier run applied its metadata,

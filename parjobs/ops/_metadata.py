@@ -53,17 +53,27 @@ def apply_metadata(
 
 
 def apply_dir_metadata(
-    src: bytes, fd: int, follow: bool, xattrs: bool, owner: bool, durable: bool
+    src: bytes,
+    fd: int,
+    follow: bool,
+    xattrs: bool,
+    owner: bool,
+    durable: bool,
+    mtime_ns: int | None = None,
 ) -> None:
-    """Give the directory open at ``fd`` the mode and times (xattrs, owner) of ``src``."""
+    """Give the directory open at ``fd`` the mode and times (xattrs, owner) of ``src``.
+
+    ``mtime_ns``: the source's mtime as walked, for a move, whose moving files out of ``src``
+    changed its mtime since."""
     st = os.stat(src, follow_symlinks=follow)
     src_fd = -1
     if xattrs:
         src_fd = os.open(src, DIR_NOFOLLOW if not follow else DIR_NOFOLLOW & ~os.O_NOFOLLOW)
     try:
-        apply_metadata(src_fd, fd, st, True, True, xattrs, owner)
+        apply_metadata(src_fd, fd, st, True, False, xattrs, owner)
     finally:
         if src_fd >= 0:
             os.close(src_fd)
+    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns if mtime_ns is None else mtime_ns))
     if durable:
         os.fsync(fd)

@@ -358,7 +358,7 @@ class CopyJob(Job):
         progress = ctx.progress
         progress.set_total(items=0, bytes=0, final=False)
         progress.set_message("copying")
-        dirs: list[tuple[bytes, bytes]] = []
+        dirs: list[tuple[bytes, bytes, int | None]] = []
         try:
             dispatcher = ctx.task_dispatcher()
             feed = self._items(ctx, plan, dirs, dispatcher.is_completed)
@@ -388,7 +388,7 @@ class CopyJob(Job):
         self,
         ctx: JobContext,
         plan: CopyPlan,
-        dirs: list[tuple[bytes, bytes]],
+        dirs: list[tuple[bytes, bytes, int | None]],
         done: Callable[[int], bool],
     ) -> AsyncGenerator[CopyItem, None]:
         """One `CopyItem` per walked entry, except those ``done`` in an earlier run (a resume
@@ -401,7 +401,8 @@ class CopyJob(Job):
                     add_total(len(batch), sum(e.size for e in batch))
                     for entry in batch:
                         if entry.kind == "dir":
-                            dirs.append((entry.rel, entry.path))  # finished again, done or not
+                            # finished again, done or not; times read then
+                            dirs.append((entry.rel, entry.path, None))
                         if not done(entry.index):
                             yield CopyItem(entry, plan)
         except Interrupted:

@@ -364,10 +364,10 @@ def _sync_copy(dir_fd: int, name: bytes) -> None:
     os.fsync(dir_fd)
 
 
-def _remove_empty_dirs(dirs: list[tuple[bytes, bytes]], removed: list[int]) -> None:
+def _remove_empty_dirs(dirs: list[tuple[bytes, bytes, int | None]], removed: list[int]) -> None:
     """Remove the source directories left empty, deepest first (others stay: they hold
     what was skipped or failed)."""
-    for _, src in sorted(dirs, key=lambda d: -d[0].count(b"/")):
+    for _, src, _ in sorted(dirs, key=lambda d: -d[0].count(b"/")):
         with contextlib.suppress(OSError):
             os.rmdir(src)
             removed[0] += 1
@@ -437,7 +437,7 @@ class MoveJob(Job):
             ctx.state["walked"] = [self.sources[i] for i in order]
             await ctx.checkpoint(force=True)  # the decisions are durable before stage 2
             by_copy = [walked[i] for i in order]
-            dirs: list[tuple[bytes, bytes]] = []
+            dirs: list[tuple[bytes, bytes, int | None]] = []
             dispatcher = ctx.task_dispatcher("move")
             feed = self._items(ctx, plan, order, by_copy, dirs, dispatcher.is_completed)
             async with aclosing(feed) as items:
@@ -480,7 +480,7 @@ class MoveJob(Job):
         plan: CopyPlan,
         order: list[int],
         by_copy: list[bool],
-        dirs: list[tuple[bytes, bytes]],
+        dirs: list[tuple[bytes, bytes, int | None]],
         done: Callable[[int], bool],
     ) -> AsyncGenerator[MoveItem, None]:
         """One `MoveItem` per walked entry, except those ``done`` in an earlier run."""
@@ -494,7 +494,8 @@ class MoveJob(Job):
                     copying = by_copy[entry.root]
                     add_total(1, entry.size if copying else 0)
                     if entry.kind == "dir":
-                        dirs.append((entry.rel, entry.path))  # finished again, done or not
+                        # finished again, done or not; with the mtime walked
+                        dirs.append((entry.rel, entry.path, entry.mtime_ns))
                     if not done(entry.index):
                         yield MoveItem(entry, plan, copying)
         except Interrupted:

@@ -179,6 +179,32 @@ async def test_across_filesystems_copies_verifies_then_unlinks(
     assert find_partials(other_fs) == []
 
 
+@pytest.mark.parametrize("across", [True, False])
+async def test_directory_times_survive_the_move(
+    store_path: str, tmp_path: Path, request: pytest.FixtureRequest, across: bool
+) -> None:
+    """Moving the files out of a source directory changes its mtime; the destination
+    directories still get the times the sources had (as a copy does), across filesystems
+    and when merging file by file on one."""
+    base = request.getfixturevalue("other_fs") if across else tmp_path / "dst"
+    src = tmp_path / "src"
+    make_tree(src)
+    if not across:  # a directory meeting a directory: merged by renaming file by file
+        (base / "src").mkdir(parents=True)
+    dirs = sorted(p for p in [src, *src.rglob("*")] if p.is_dir() and not p.is_symlink())
+    for i, d in enumerate(reversed(dirs)):  # deepest first: setting one changes no other
+        os.utime(d, ns=(1_000_000_000 * (i + 1), 1_000_000_000 * (i + 7) + 123))
+    before = {str(d.relative_to(tmp_path)): d.stat().st_mtime_ns for d in dirs}
+    _, info, _ = await run_job(store_path, MoveJob(sources=[str(src)], destination=str(base)))
+    assert info.status is JobStatus.COMPLETED, info.error
+    after = {
+        str(d.relative_to(tmp_path)): (base / d.relative_to(tmp_path)).stat().st_mtime_ns
+        for d in dirs
+    }
+    assert after == before
+    assert not src.exists()
+
+
 async def test_a_failed_verification_keeps_the_source(
     store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
