@@ -184,7 +184,7 @@ def test_copy_done_exit_0_tree_identical(small: Path, tmp_path: Path, env, store
     dst = tmp_path / "dst"
     proc = run("copy", str(small), str(dst), "--verify", env=env, store=store)
     assert proc.returncode == 0, proc.stderr
-    assert digests(dst / "tree") == digests(small)
+    assert digests(dst) == digests(small)  # dst did not exist: it is the copy (cp -r)
     assert re.search(r"copy [0-9a-f]{12}: completed", proc.stdout)
     assert "12 copied" not in proc.stdout or "failed" not in proc.stdout
 
@@ -204,7 +204,7 @@ def test_json_lines_progress_and_result(small: Path, tmp_path: Path, env, store)
 
 
 def test_conflicts_exit_1_with_reasons(small: Path, tmp_path: Path, env, store) -> None:
-    dst = tmp_path / "dst"
+    dst = f"{tmp_path / 'dst'}/"  # into dst, made by the first copy
     assert run("copy", str(small), str(dst), env=env, store=store).returncode == 0
     proc = run("copy", str(small), str(dst), env=env, store=store)  # on_conflict=fail
     assert proc.returncode == 1, proc.stderr
@@ -238,7 +238,7 @@ def test_unreadable_file_exit_1(tmp_path: Path, env, store) -> None:
         secret.chmod(0o644)
     assert proc.returncode == 1
     assert "secret.txt" in proc.stdout and "ermission denied" in proc.stdout
-    assert (tmp_path / "dst" / "src" / "ok.txt").read_text() == "fine"
+    assert (tmp_path / "dst" / "ok.txt").read_text() == "fine"
 
 
 def test_failed_job_exit_1_with_the_reason(small: Path, tmp_path: Path, env, store) -> None:
@@ -317,7 +317,7 @@ def test_ctrl_c_pauses_and_printed_resume_command_finishes(big: Path, tmp_path: 
     assert listed.stdout.count(" paused ") == 1
     done = run_command_line(resume.group(0), env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert digests(dst / "tree") == digests(big)
+    assert digests(dst) == digests(big)
 
 
 def test_second_ctrl_c_quits_at_once_still_resumable(big: Path, tmp_path: Path, env, store):
@@ -335,7 +335,7 @@ def test_second_ctrl_c_quits_at_once_still_resumable(big: Path, tmp_path: Path, 
     assert RESUME.search(err)
     resumed = run("resume", "--all", env=env, store=store)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert digests(dst / "tree") == digests(big)
+    assert digests(dst) == digests(big)
 
 
 def test_pause_show_jobs_cancel_from_other_processes(sparse: Path, env, store):
@@ -516,7 +516,7 @@ def test_cancel_from_another_process_exit_4(sparse: Path, env, store):
 
 
 def test_store_from_xdg_state_home_then_parjobs_store(small: Path, tmp_path: Path, env) -> None:
-    dst = tmp_path / "dst"
+    dst = f"{tmp_path / 'dst'}/"
     assert run("copy", str(small), str(dst), env=env).returncode == 0
     default = tmp_path / "state" / "parjobs" / "jobs.sqlite"
     assert default.exists()

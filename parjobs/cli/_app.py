@@ -222,7 +222,11 @@ def build_parser() -> Parser:
 
     p = _command(subs, "copy", "copy files and trees", "parjobs copy ~/Photos /mnt/backup --verify")
     p.add_argument("sources", nargs="+", metavar="SRC", help="files or directories to copy")
-    p.add_argument("destination", metavar="DST", help="target directory (or file name)")
+    p.add_argument(
+        "destination",
+        metavar="DST",
+        help="target directory, or the new name of a single source (like cp/mv)",
+    )
     _conflict(p, ask=True)
     p.add_argument("--verify", action="store_true", help="re-read and compare every copy")
     p.add_argument("--durable", action="store_true", help="fsync each file before finishing it")
@@ -236,7 +240,11 @@ def build_parser() -> Parser:
 
     p = _command(subs, "move", "move files and trees", "parjobs move ~/Downloads/*.iso /mnt/isos")
     p.add_argument("sources", nargs="+", metavar="SRC", help="files or directories to move")
-    p.add_argument("destination", metavar="DST", help="target directory (or file name)")
+    p.add_argument(
+        "destination",
+        metavar="DST",
+        help="target directory, or the new name of a single source (like cp/mv)",
+    )
     _conflict(p)
     p.add_argument(
         "--no-verify",

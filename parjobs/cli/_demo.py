@@ -92,8 +92,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                 "green" if same == sample.files else "bold red",
             )
             out.say("4. making thumbnails of the photos")
-            copied = os.path.join(dst, os.path.basename(src))
-            photos = [photo_dir(copied, year) for year in YEARS]
+            photos = [photo_dir(dst, year) for year in YEARS]  # dst is the copy (cp -r)
             job_id = (await manager.submit(ThumbnailJob(paths=photos, out_dir=thumbs))).id
             codes.append(await follow(manager, job_id, store, out, title="thumbnails"))
             thumb_step = _add(Step("thumbnails", 0, 0, 0.0), (await manager.get(job_id)).progress)
@@ -160,12 +159,7 @@ def _same_digests(results: list[dict[str, Any]], src: str, dst: str) -> int:
     def relative(table: dict[str, str], root: str) -> dict[str, str]:
         return {os.path.relpath(path, root): digest for path, digest in table.items()}
 
-    a = relative(digests[0], src)
-    b = {}
-    for root in (dst, os.path.join(dst, os.path.basename(src))):
-        b = relative(digests[1], root)
-        if set(a) <= set(b):
-            break
+    a, b = relative(digests[0], src), relative(digests[1], dst)
     return sum(1 for path, digest in a.items() if b.get(path) == digest)
 
 

@@ -163,21 +163,22 @@ def find_partials(root: FilePath) -> list[str] | list[bytes]:
     return found if isinstance(top, bytes) else [os.fsdecode(p) for p in found]
 
 
-def sweep_temporaries(destination: str, sources: Sequence[str], token: bytes | None) -> int:
+def sweep_temporaries(destination: str | bytes, names: Sequence[bytes], token: bytes | None) -> int:
     """Remove the temporaries (partials, their meta, one-shot temps) that the job owning name
-    ``token`` may have left copying ``sources`` into ``destination``; return how many.
+    ``token`` may have left copying its sources into ``destination`` under ``names``; return
+    how many.
 
     Only names carrying the job's token are removed (`remove_own_temps`): a user's file named
     like a temporary, or another job's temporary, is never touched. Looks inside each
-    ``destination/<source name>`` directory, and in ``destination`` itself (top-level files).
+    ``destination/<name>`` directory, and in ``destination`` itself (top-level files).
     No token: the job never wrote anything, so nothing is its own.
     """
     if token is None:
         return 0
     dest = os.fsencode(os.path.abspath(destination))
     removed = remove_own_temps(dest, token, recursive=False)
-    for source in sources:
-        top = dest + b"/" + os.path.basename(os.fsencode(os.path.abspath(source)))
+    for name in names:
+        top = dest + b"/" + name
         with contextlib.suppress(OSError):
             if stat.S_ISDIR(os.lstat(top).st_mode):
                 removed += remove_own_temps(top, token)

@@ -152,6 +152,45 @@ def record_landing(
     tc.record(action, src, tree.path(rel), bytes=st.st_size, detail=detail, written=fingerprint(st))
 
 
+class Target(NamedTuple):
+    """Where a copy or move writes: into the directory ``root``, each source under its name
+    in ``names`` (bytes, in the order of the sources)."""
+
+    root: str
+    names: list[bytes]
+
+
+def copies_into(sources: Sequence[str], destination: str) -> bool:
+    """Whether the sources go *into* ``destination`` (``cp a b dir/``) rather than the one
+    source becoming ``destination`` itself (``cp a.txt b.txt``, ``cp -r dir newdir``): into
+    an existing directory (or a symlink to one), for several sources, and for a destination
+    written with a trailing ``/`` (created if missing). Decided once, when the job is
+    submitted (`CopyJob.into`), so a resumed run, which finds the directory it made, keeps
+    the same interpretation."""
+    if len(sources) != 1 or destination.endswith("/"):
+        return True
+    try:
+        return stat.S_ISDIR(os.stat(destination).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def target_of(sources: Sequence[str], destination: str, into: bool) -> Target:
+    """The `Target` of a job: ``destination`` and the sources' own names, or, not ``into``,
+    the destination's parent directory and the destination's name for the one source."""
+    if into:
+        names = [os.path.basename(os.fsencode(os.path.abspath(s))) for s in sources]
+        return Target(destination, names)
+    head, leaf = os.path.split(os.path.abspath(destination))
+    return Target(head, [os.fsencode(leaf)])
+
+
+def upgrade_into(spec: dict[str, Any], from_version: int) -> dict[str, Any]:
+    """A copy or move spec stored before ``into`` existed (version 1) always copied into
+    the destination."""
+    return {**spec, "into": True} if from_version < 2 else spec
+
+
 async def open_plan(ctx: JobContext, make: Callable[[bool, Any], CopyPlan]) -> CopyPlan:
     """The plan of a copy or move run, with the job's name token, from ``make(resumed,
     identity)`` run in a thread (it opens the destination).
@@ -180,8 +219,11 @@ def make_plan(
     ask: AskCallback | None,
     kind: str = "copy",
     identity: dict[str, Any] | None = None,
+    names: Sequence[bytes] | None = None,
 ) -> CopyPlan:
     """Create the destination directory (its parent was checked) and plan the transfer.
+
+    ``names``: each source's name in the destination (default: its own; see `Target`).
 
     ``identity`` is what an earlier run recorded (`DestTree.identity`): the destination
     must still be that directory, or, when it is gone, be re-created in the same parent
@@ -227,6 +269,7 @@ def make_plan(
     return CopyPlan(
         tree=tree,
         roots=[os.path.abspath(s) for s in sources],
+        names=list(names) if names is not None else target_of(sources, dest, True).names,
         policy=policy,
         options=options,
         follow=follow,
@@ -256,12 +299,14 @@ def check_paths(
     sources: Sequence[str],
     destination: str,
     *,
+    into: bool = True,
     follow_symlinks: bool = False,
     moved_ok: bool = False,
 ) -> None:
     """Refuse, with a `JobSpecError` naming the problem, what ``cp -r``/``mv`` would refuse:
     no sources, a missing source, a source equal to (or containing) the destination or to its
-    own target, two sources with the same name, a destination that is not a directory or whose
+    own target, two sources with the same name, a destination that is not a directory (when
+    copying ``into`` it; otherwise a directory source cannot replace a non-directory) or whose
     parent is missing, or where nothing can be written (not writable, ``/proc``...). Touches
     nothing. ``moved_ok`` accepts a missing source whose target exists (a resumed move that
     already renamed it).
@@ -274,6 +319,8 @@ def check_paths(
         raise JobSpecError(f"{kind}: no sources given")
     if not destination:
         raise JobSpecError(f"{kind}: the destination is empty")
+    if not into and len(sources) != 1:
+        raise JobSpecError(f"{kind}: several sources go into a directory, not to one name")
     dest = os.path.abspath(destination)
     try:
         dst_st: os.stat_result | None = os.stat(dest)
@@ -288,11 +335,12 @@ def check_paths(
         raise JobSpecError(
             f"{kind}: cannot use destination {display(destination)!r}: {exc.strerror}"
         ) from None
-    if dst_st is not None and not stat.S_ISDIR(dst_st.st_mode):
+    dest_is_dir = dst_st is not None and stat.S_ISDIR(dst_st.st_mode)
+    if dst_st is not None and not dest_is_dir and into:
         raise JobSpecError(
             f"{kind}: destination {display(destination)!r} exists and is not a directory"
         )
-    if dst_st is None:
+    if dst_st is None or not into:
         where = os.path.dirname(dest)
         check_writable_dir(kind, "the destination's parent directory", where, os.stat(where))
     else:
@@ -314,12 +362,13 @@ def check_paths(
                 f"become {display(os.path.join(destination, base))!r}"
             )
         names[base] = src
+        target_path = os.path.join(dest, base) if into else dest
         try:
             # The item itself; a symlink stands for its target only when followed.
             src_st = os.stat(path, follow_symlinks=follow_symlinks)
         except FileNotFoundError:
             if not os.path.lexists(path):
-                if moved_ok and os.path.lexists(os.path.join(dest, base)):
+                if moved_ok and os.path.lexists(target_path):
                     continue
                 raise JobSpecError(f"{kind}: source {display(src)!r} does not exist") from None
             src_st = os.lstat(path)  # a broken symlink, followed: copied as the link
@@ -334,9 +383,14 @@ def check_paths(
             raise JobSpecError(
                 f"{kind}: destination {display(destination)!r} is inside source {display(src)!r}"
             )
-        if dst_st is not None:
+        if not into and dst_st is not None and not dest_is_dir and stat.S_ISDIR(src_st.st_mode):
+            raise JobSpecError(
+                f"{kind}: cannot replace non-directory {display(destination)!r} "
+                f"with directory {display(src)!r}"
+            )
+        if dst_st is not None and into:
             try:
-                target = os.lstat(os.path.join(dest, base))  # never followed below the root
+                target = os.lstat(target_path)  # never followed below the root
             except OSError:
                 continue
             if (target.st_dev, target.st_ino) == src_id:
@@ -512,6 +566,8 @@ class CopyPlan:
 
     tree: DestTree
     roots: list[str]
+    #: Each root's name in the destination (``rel`` of its walked entries starts with it).
+    names: list[bytes]
     policy: Policy
     #: How each file is copied, as the job's fields say (passed as is to `copy_file`).
     options: CopyOptions
@@ -545,6 +601,7 @@ class CopyPlan:
                 tree.replace_nondirs,
                 tree.durable,
                 self.roots,
+                self.names,
                 self.policy,
                 self.options,
                 self.follow,
@@ -638,6 +695,7 @@ def _worker_plan(
     replace_nondirs: bool,
     durable: bool,
     roots: list[str],
+    names: list[bytes],
     policy: Policy,
     options: CopyOptions,
     follow: bool,
@@ -656,7 +714,7 @@ def _worker_plan(
         _worker_trees[key] = tree
         while len(_worker_trees) > WORKER_TREES:
             _worker_trees.pop(next(iter(_worker_trees))).close()
-    return CopyPlan(tree, roots, policy, options, follow, resumed, None, token=token)
+    return CopyPlan(tree, roots, names, policy, options, follow, resumed, None, token=token)
 
 
 def resolve_conflict(

@@ -341,19 +341,21 @@ class _Walker:
 async def walk_batches(
     ctx: JobContext,
     roots: Sequence[str],
+    names: Sequence[bytes] | None = None,
     *,
     follow_symlinks: bool = False,
     name: str = "walk",
 ) -> AsyncGenerator[list[Entry], None]:
     """Like `walk`, a list at a time: the replayed manifest, then each root, then each
-    directory's new entries (possibly empty lists are skipped)."""
+    directory's new entries (possibly empty lists are skipped). ``names``: each root's
+    name in ``rel`` (default: its own, as `Entry` says; a copy to a new name gives that)."""
     walker = _Walker(Manifest(os.path.join(ctx.job_dir, f"{name}.manifest")), follow_symlinks)
     replayed = await trio.to_thread.run_sync(walker.replay)
     if replayed:
         yield replayed
     for root_no, root in enumerate(roots):
         root_b = os.fsencode(os.path.normpath(root))
-        base = os.path.basename(root_b) or root_b
+        base = names[root_no] if names is not None else os.path.basename(root_b) or root_b
         top, root_st = await trio.to_thread.run_sync(walker.root, root_no, root_b, base)
         if top:
             yield top
@@ -374,6 +376,7 @@ async def walk_batches(
 async def walk(
     ctx: JobContext,
     roots: Sequence[str],
+    names: Sequence[bytes] | None = None,
     *,
     follow_symlinks: bool = False,
     name: str = "walk",
@@ -383,7 +386,7 @@ async def walk(
     Parents come before their children. On resume, entries from the manifest come first.
     """
     async with aclosing(
-        walk_batches(ctx, roots, follow_symlinks=follow_symlinks, name=name)
+        walk_batches(ctx, roots, names, follow_symlinks=follow_symlinks, name=name)
     ) as batches:
         async for batch in batches:
             for entry in batch:

@@ -55,7 +55,9 @@ from ._transfer import (
     Landing,
     Policy,
     Tally,
+    Target,
     check_paths,
+    copies_into,
     dest_is_unchanged,
     make_plan,
     open_plan,
@@ -63,6 +65,8 @@ from ._transfer import (
     resolve_conflict,
     same_content,
     special_reason,
+    target_of,
+    upgrade_into,
 )
 from ._walk import Entry, walk_batches
 
@@ -301,10 +305,16 @@ def _record_new(tc: TaskContext, entry: Entry, tree: DestTree) -> None:
 # the job
 
 
-@job_type("copy", version=1)
+@job_type("copy", version=2)
 class CopyJob(Job):
-    """Copy files and directory trees into ``destination`` (created if missing), like
-    ``cp -r``: ``sources=["a/"]`` lands in ``destination/a/``.
+    """Copy files and directory trees, like ``cp -a``: into ``destination`` (created if
+    missing) when it is a directory, when there are several sources or when ``destination``
+    ends with ``/`` (``sources=["a"]`` lands in ``destination/a``); otherwise the one source
+    is copied *as* ``destination`` (``cp a.txt b.txt``, ``cp -r dir newdir``).
+
+    ``into`` says which: None (default) decides as just said when the job is submitted, and
+    the spec stores the decision, so a resumed run (which finds the directory its first run
+    made) keeps it.
 
     ``on_conflict`` decides about an existing destination file: "skip", "overwrite",
     "rename" (``name (1).ext``), "update" (replace only a destination strictly older than
@@ -328,15 +338,32 @@ class CopyJob(Job):
     follow_symlinks: bool = False
     preserve_xattrs: bool = False
     preserve_owner: bool = False
+    into: bool | None = None
     ask: AskCallback | None = runtime_field()
 
-    def validate(self) -> None:
-        check_paths("copy", self.sources, self.destination, follow_symlinks=self.follow_symlinks)
+    @classmethod
+    def upgrade_spec(cls, spec: dict[str, Any], from_version: int) -> dict[str, Any]:
+        return upgrade_into(spec, from_version)
 
-    def _plan(self, resumed: bool, identity: Any) -> CopyPlan:
-        return make_plan(
+    def validate(self) -> None:
+        if self.into is None:  # decided once, at submission (see the class docstring)
+            self.into = copies_into(self.sources, self.destination)
+        check_paths(
+            "copy",
             self.sources,
             self.destination,
+            into=self.into,
+            follow_symlinks=self.follow_symlinks,
+        )
+
+    def _target(self) -> Target:
+        return target_of(self.sources, self.destination, self.into is not False)
+
+    def _plan(self, resumed: bool, identity: Any) -> CopyPlan:
+        target = self._target()
+        return make_plan(
+            self.sources,
+            target.root,
             CopyOptions(
                 chunk_size=_transfer.CHUNK_SIZE,  # read now: a test may have set it
                 durable=self.durable,
@@ -350,6 +377,7 @@ class CopyJob(Job):
             ask=self.ask,
             kind="copy",
             identity=identity,
+            names=target.names,
         )
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
@@ -373,9 +401,7 @@ class CopyJob(Job):
             # Only a resumed run or one with failed items can have left temporaries behind.
             sweep = None
             if ctx.resumed or tally.failed:
-                sweep = functools.partial(
-                    sweep_temporaries, self.destination, self.sources, plan.token
-                )
+                sweep = functools.partial(sweep_temporaries, plan.tree.root, plan.names, plan.token)
             finish = FinishDirs(ctx.run_number, plan, dirs, sweep)
             async for outcome in ctx.task_dispatcher("finish").dispatch_many([finish]):
                 tally.record(outcome)
@@ -395,7 +421,7 @@ class CopyJob(Job):
         replays the manifest, and builds no task for what it will skip)."""
         add_total = ctx.progress.add_total
         try:
-            walked = walk_batches(ctx, plan.roots, follow_symlinks=plan.follow)
+            walked = walk_batches(ctx, plan.roots, plan.names, follow_symlinks=plan.follow)
             async with aclosing(walked) as batches:
                 async for batch in batches:
                     add_total(len(batch), sum(e.size for e in batch))
@@ -414,10 +440,11 @@ class CopyJob(Job):
         finishing directory times)."""
         if not cancelled and ctx.state.get("swept_run") == ctx.run_number:
             return
-        if not await trio.to_thread.run_sync(dest_is_unchanged, self.destination, ctx.state):
+        target = self._target()
+        if not await trio.to_thread.run_sync(dest_is_unchanged, target.root, ctx.state):
             return  # swapped since: whatever is there now is not this job's
         token = stored_token(ctx.state)
-        await trio.to_thread.run_sync(sweep_temporaries, self.destination, self.sources, token)
+        await trio.to_thread.run_sync(sweep_temporaries, target.root, target.names, token)
 
 
 __all__ = ["CopyItem", "CopyJob"]

@@ -55,7 +55,9 @@ from ._transfer import (
     CopyPlan,
     Landing,
     Tally,
+    Target,
     check_paths,
+    copies_into,
     dest_is_unchanged,
     make_plan,
     open_plan,
@@ -63,6 +65,8 @@ from ._transfer import (
     resolve_conflict,
     same_content,
     special_reason,
+    target_of,
+    upgrade_into,
 )
 from ._walk import Entry, walk
 
@@ -86,6 +90,7 @@ class MoveRoot(Task[CopyDone]):
         self.index = index
         self.path = os.fsencode(os.path.abspath(source))
         self.plan = plan
+        self.name = plan.names[index]  # its name in the destination
 
     def label(self) -> str:
         return display(self.path)
@@ -102,8 +107,7 @@ class MoveRoot(Task[CopyDone]):
             raise
 
     def _run(self, tc: TaskContext) -> CopyDone:
-        plan, src = self.plan, self.path
-        base = os.path.basename(src)
+        plan, src, base = self.plan, self.path, self.name
         root_fd = plan.tree.acquire(b"")
         try:
             try:
@@ -373,9 +377,12 @@ def _remove_empty_dirs(dirs: list[tuple[bytes, bytes, int | None]], removed: lis
             removed[0] += 1
 
 
-@job_type("move", version=1)
+@job_type("move", version=2)
 class MoveJob(Job):
-    """Move files and directory trees into ``destination`` (created if missing), like ``mv``.
+    """Move files and directory trees, like ``mv``: into ``destination`` (created if
+    missing) when it is a directory, for several sources or a ``destination`` ending with
+    ``/``; otherwise the one source becomes ``destination`` (``mv a.txt b.txt``). ``into``
+    as for `CopyJob`: decided at submission when None, stored with the spec.
 
     ``on_conflict`` as for `CopyJob` (without "ask"); under "skip" the source stays where it
     is. With ``verify`` (default) a file copied across filesystems is re-read and compared
@@ -391,14 +398,25 @@ class MoveJob(Job):
     on_conflict: MovePolicy = "fail"
     verify: bool = True
     durable: bool = False
+    into: bool | None = None
+
+    @classmethod
+    def upgrade_spec(cls, spec: dict[str, Any], from_version: int) -> dict[str, Any]:
+        return upgrade_into(spec, from_version)
 
     def validate(self) -> None:
-        check_paths("move", self.sources, self.destination, moved_ok=True)
+        if self.into is None:  # decided once, at submission
+            self.into = copies_into(self.sources, self.destination)
+        check_paths("move", self.sources, self.destination, into=self.into, moved_ok=True)
+
+    def _target(self) -> Target:
+        return target_of(self.sources, self.destination, self.into is not False)
 
     def _plan(self, resumed: bool, identity: Any) -> CopyPlan:
+        target = self._target()
         return make_plan(
             self.sources,
-            self.destination,
+            target.root,
             CopyOptions(
                 chunk_size=_transfer.CHUNK_SIZE,  # read now: a test may have set it
                 durable=self.durable,
@@ -412,6 +430,7 @@ class MoveJob(Job):
             ask=None,
             kind="move",
             identity=identity,
+            names=target.names,
         )
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
@@ -449,10 +468,8 @@ class MoveJob(Job):
             removed = [0]
             sweep = None  # only a resumed run or one with failures can have left temporaries
             if ctx.resumed or tally.failed:
-                walked_sources = ctx.state["walked"]
-                sweep = functools.partial(
-                    sweep_temporaries, self.destination, walked_sources, plan.token
-                )
+                names = [plan.names[i] for i in order]
+                sweep = functools.partial(sweep_temporaries, plan.tree.root, names, plan.token)
             finish = FinishDirs(
                 ctx.run_number, plan, dirs, sweep, lambda tc: _remove_empty_dirs(dirs, removed)
             )
@@ -488,8 +505,9 @@ class MoveJob(Job):
             return
         add_total = ctx.progress.add_total
         roots = [plan.roots[i] for i in order]
+        names = [plan.names[i] for i in order]
         try:
-            async with aclosing(walk(ctx, roots)) as entries:
+            async with aclosing(walk(ctx, roots, names)) as entries:
                 async for entry in entries:
                     copying = by_copy[entry.root]
                     add_total(1, entry.size if copying else 0)
@@ -507,10 +525,12 @@ class MoveJob(Job):
         walked = ctx.state.get("walked")
         if not walked or (not cancelled and ctx.state.get("swept_run") == ctx.run_number):
             return
-        if not await trio.to_thread.run_sync(dest_is_unchanged, self.destination, ctx.state):
+        target = self._target()
+        if not await trio.to_thread.run_sync(dest_is_unchanged, target.root, ctx.state):
             return  # swapped since: whatever is there now is not this job's
+        names = [n for s, n in zip(self.sources, target.names, strict=True) if s in walked]
         token = stored_token(ctx.state)
-        await trio.to_thread.run_sync(sweep_temporaries, self.destination, walked, token)
+        await trio.to_thread.run_sync(sweep_temporaries, target.root, names, token)
 
 
 __all__ = ["MoveJob"]

@@ -105,7 +105,7 @@ async def test_copies_a_mixed_tree_exactly_and_skips_a_fifo(
     make_tree(src)
     os.mkfifo(src / "a" / "pipe")  # must never be opened (it would block)
     result, info, errors = await run_job(
-        store_path, CopyJob(sources=[str(src)], destination=str(dst))
+        store_path, CopyJob(into=True, sources=[str(src)], destination=str(dst))
     )
     assert info.status is JobStatus.COMPLETED, errors
     expected = {k: v for k, v in snapshot(src).items() if v[0] != "special"}
@@ -136,7 +136,9 @@ async def test_layout_follows_cp_r(store_path: str, tmp_path: Path) -> None:
     write(tmp_path / "single.txt", b"single")
     dst = tmp_path / "new-dst"  # created: its parent exists
     job = CopyJob(
-        sources=[f"{tmp_path / 'tree'}/", str(tmp_path / "single.txt")], destination=str(dst)
+        into=True,
+        sources=[f"{tmp_path / 'tree'}/", str(tmp_path / "single.txt")],
+        destination=str(dst),
     )
     result, info, _ = await run_job(store_path, job)
     assert info.status is JobStatus.COMPLETED
@@ -144,6 +146,107 @@ async def test_layout_follows_cp_r(store_path: str, tmp_path: Path) -> None:
     assert read(dst / "single.txt") == b"single"
     assert sorted(os.listdir(dst)) == ["single.txt", "tree"]
     assert (result["copied"], result["dirs"]) == (2, 2)
+
+
+# -- a destination that does not exist: the copy takes its name (cp a b, cp -r dir new) ---
+
+
+async def test_one_file_to_a_new_name_becomes_that_file(store_path: str, tmp_path: Path) -> None:
+    write(tmp_path / "a.txt", b"a")
+    os.utime(tmp_path / "a.txt", ns=(1_000_000_000, 1_234_567_891_000))
+    job = CopyJob(sources=[str(tmp_path / "a.txt")], destination=str(tmp_path / "b.txt"))
+    result, info, _ = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED
+    assert info.spec_data["into"] is False  # decided at submit, stored with the spec
+    assert read(tmp_path / "b.txt") == b"a"
+    assert os.stat(tmp_path / "b.txt").st_mtime_ns == 1_234_567_891_000
+    assert stat.S_ISREG(os.lstat(tmp_path / "b.txt").st_mode)
+    assert result["copied"] == 1 and result["dirs"] == 0
+
+
+async def test_a_tree_to_a_new_name_becomes_that_directory(store_path: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src)
+    job = CopyJob(sources=[str(src)], destination=str(tmp_path / "newdir"))
+    _, info, _ = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED, info.error
+    assert snapshot(tmp_path / "newdir") == snapshot(src)
+    assert os.stat(tmp_path / "newdir" / "a" / "b").st_mtime_ns == 1_500_000_000_000
+    # into an existing directory: unchanged (cp -r src existing/ makes existing/src)
+    _, info, _ = await run_job(
+        store_path, CopyJob(sources=[str(src)], destination=str(tmp_path / "newdir"))
+    )
+    assert info.status is JobStatus.COMPLETED
+    assert snapshot(tmp_path / "newdir" / "src") == snapshot(src)
+
+
+async def test_a_trailing_slash_copies_into_a_new_directory(
+    store_path: str, tmp_path: Path
+) -> None:
+    write(tmp_path / "a.txt", b"a")
+    job = CopyJob(sources=[str(tmp_path / "a.txt")], destination=f"{tmp_path / 'box'}/")
+    _, info, _ = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED and info.spec_data["into"] is True
+    assert read(tmp_path / "box" / "a.txt") == b"a"
+
+
+async def test_one_file_onto_an_existing_file_follows_on_conflict(
+    store_path: str, tmp_path: Path
+) -> None:
+    write(tmp_path / "a.txt", b"new")
+    write(tmp_path / "b.txt", b"old")
+    job = CopyJob(sources=[str(tmp_path / "a.txt")], destination=str(tmp_path / "b.txt"))
+    _, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert [e.message for e in errors] == [f"destination exists: {tmp_path / 'b.txt'}"]
+    assert read(tmp_path / "b.txt") == b"old"  # nothing lost
+    job = CopyJob(
+        sources=[str(tmp_path / "a.txt")],
+        destination=str(tmp_path / "b.txt"),
+        on_conflict="overwrite",
+    )
+    _, info, _ = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED and read(tmp_path / "b.txt") == b"new"
+
+
+async def test_a_directory_onto_an_existing_file_is_refused(
+    store_path: str, tmp_path: Path
+) -> None:
+    (tmp_path / "d").mkdir()
+    write(tmp_path / "f", b"keep")
+    async with parjobs.open_manager(store_path) as m:
+        with pytest.raises(parjobs.JobSpecError, match="cannot replace non-directory"):
+            await m.submit(CopyJob(sources=[str(tmp_path / "d")], destination=str(tmp_path / "f")))
+        assert await m.list_jobs() == []
+    assert read(tmp_path / "f") == b"keep"
+
+
+async def test_a_new_name_stays_a_new_name_on_resume(store_path: str, tmp_path: Path) -> None:
+    """The first run creates ``newdir``; the resumed run must not then copy *into* it."""
+    src = tmp_path / "src"
+    make_tree(src)
+    job = CopyJob(sources=[str(src)], destination=str(tmp_path / "newdir"))
+    async with parjobs.open_manager(store_path, workers=1) as m:
+        handle = await m.submit(job)
+        with trio.fail_after(30):
+            while not (tmp_path / "newdir").exists():
+                await trio.sleep(0.001)
+        await m.pause(handle.id)
+        await handle.wait()
+        assert (tmp_path / "newdir").is_dir()
+        handle = await m.resume(handle.id)
+        with trio.fail_after(30):
+            status = await handle.wait()
+        assert status is JobStatus.COMPLETED, (await handle.info()).error
+    assert snapshot(tmp_path / "newdir") == snapshot(src)
+
+
+def test_a_version_1_spec_still_copies_into_its_destination(tmp_path: Path) -> None:
+    from parjobs._job import load_job
+
+    spec = json.dumps({"sources": [str(tmp_path)], "destination": str(tmp_path / "x")})
+    job = load_job("copy", 1, spec, validate=False)
+    assert isinstance(job, CopyJob) and job.into is True
 
 
 async def test_follow_symlinks_copies_targets_and_reports_loops(
@@ -156,7 +259,7 @@ async def test_follow_symlinks_copies_targets_and_reports_loops(
     os.symlink("d", src / "dir-link")
     os.symlink("nowhere", src / "broken")
     os.symlink("..", src / "d" / "loop")
-    job = CopyJob(sources=[str(src)], destination=str(dst), follow_symlinks=True)
+    job = CopyJob(into=True, sources=[str(src)], destination=str(dst), follow_symlinks=True)
     result, info, errors = await run_job(store_path, job)
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS
     assert not os.path.islink(dst / "src" / "file-link")
@@ -189,7 +292,7 @@ def conflict_tree(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.mark.parametrize("policy", ["skip", "overwrite", "rename", "update", "fail"])
 async def test_conflict_policies(store_path: str, tmp_path: Path, policy: str) -> None:
     src, dst = conflict_tree(tmp_path)
-    job = CopyJob(sources=[str(src / "t")], destination=str(dst), on_conflict=policy)  # type: ignore[arg-type]
+    job = CopyJob(into=True, sources=[str(src / "t")], destination=str(dst), on_conflict=policy)  # type: ignore[arg-type]
     result, info, errors = await run_job(store_path, job)
     t = dst / "t"
     assert read(t / "new.txt") == b"new"
@@ -240,7 +343,9 @@ async def test_ask_decides_per_file_while_the_job_goes_on(store_path: str, tmp_p
         await trio.sleep(0.05)  # a person thinking; other workers keep copying
         return decisions[os.path.basename(conflict.source)]
 
-    job = CopyJob(sources=[str(src / "t")], destination=str(dst), on_conflict="ask", ask=ask)
+    job = CopyJob(
+        into=True, sources=[str(src / "t")], destination=str(dst), on_conflict="ask", ask=ask
+    )
     result, info, _ = await run_job(store_path, job)
     assert info.status is JobStatus.COMPLETED
     assert sorted(os.path.basename(c.source) for c in asked) == sorted(decisions)
@@ -328,7 +433,9 @@ async def test_pause_while_asking_does_not_hang(store_path: str, tmp_path: Path)
             await trio.sleep_forever()  # nobody answers before the pause
         return "overwrite"
 
-    job = CopyJob(sources=[str(src / "t")], destination=str(dst), on_conflict="ask", ask=ask)
+    job = CopyJob(
+        into=True, sources=[str(src / "t")], destination=str(dst), on_conflict="ask", ask=ask
+    )
     async with parjobs.open_manager(store_path) as m:
         handle = await m.submit(job)
         with trio.fail_after(10):
@@ -351,7 +458,9 @@ async def test_ask_without_a_callback_fails_those_items_clearly(
     async def never(conflict: Conflict) -> Choice:
         raise AssertionError("not in this process")
 
-    job = CopyJob(sources=[str(src / "t")], destination=str(dst), on_conflict="ask", ask=never)
+    job = CopyJob(
+        into=True, sources=[str(src / "t")], destination=str(dst), on_conflict="ask", ask=never
+    )
     async with parjobs.open_manager(store_path) as m:
         handle = await m.submit(job, start=False)  # stored only: the callback stays behind
         await m.resume(handle.id)  # loaded from the store, as another process would
@@ -372,12 +481,14 @@ async def test_a_non_directory_in_the_way_of_a_directory(store_path: str, tmp_pa
     (dst / "t").mkdir(parents=True)
     write(dst / "t" / "sub", b"a file where a directory goes")
     _, info, errors = await run_job(
-        store_path, CopyJob(sources=[str(src / "t")], destination=str(dst))
+        store_path, CopyJob(into=True, sources=[str(src / "t")], destination=str(dst))
     )
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS
     assert {e.label for e in errors} == {str(src / "t" / "sub"), str(src / "t" / "sub" / "f")}
     assert all("exists and is not a directory" in e.message for e in errors)
-    job = CopyJob(sources=[str(src / "t")], destination=str(dst), on_conflict="overwrite")
+    job = CopyJob(
+        into=True, sources=[str(src / "t")], destination=str(dst), on_conflict="overwrite"
+    )
     _, info, _ = await run_job(str(tmp_path / "second.sqlite"), job)
     assert info.status is JobStatus.COMPLETED
     assert read(dst / "t" / "sub" / "f") == b"f"
@@ -400,7 +511,7 @@ async def test_verify_catches_a_corrupted_destination(
         return None
 
     wrap_copy_file(monkeypatch, _after_write=corrupt)
-    job = CopyJob(sources=[str(src)], destination=str(dst), verify=True)
+    job = CopyJob(into=True, sources=[str(src)], destination=str(dst), verify=True)
     result, info, errors = await run_job(store_path, job)
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS
     (error,) = errors
@@ -434,7 +545,7 @@ async def test_a_symlink_planted_in_the_destination_mid_job_is_never_followed(
         return kwargs.get("check")
 
     wrap_copy_file(monkeypatch, check=attacker)
-    job = CopyJob(sources=[str(src)], destination=str(dst), on_conflict=policy)  # type: ignore[arg-type]
+    job = CopyJob(into=True, sources=[str(src)], destination=str(dst), on_conflict=policy)  # type: ignore[arg-type]
     await run_job(store_path, job, workers=2)
     assert planted.is_set()
     assert os.listdir(outside) == []  # nothing ever written through the link
@@ -457,7 +568,9 @@ async def test_a_destination_symlink_present_from_the_start(
     dst.mkdir()
     write(src / "f", b"f")
     os.symlink(outside, dst / "src")
-    _, info, errors = await run_job(store_path, CopyJob(sources=[str(src)], destination=str(dst)))
+    _, info, errors = await run_job(
+        store_path, CopyJob(into=True, sources=[str(src)], destination=str(dst))
+    )
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS
     assert os.listdir(outside) == []
     assert {e.label for e in errors} == {str(src), str(src / "f")}
@@ -474,7 +587,7 @@ async def test_non_utf8_sources_round_trip_through_the_store(
     write(dst + b"/" + ODD, b"not a directory")  # a conflict whose error names odd bytes
     os.mkdir(top + b"/sub")
     write(top + b"/sub/x", b"x")
-    job = CopyJob(sources=[os.fsdecode(top)], destination=os.fsdecode(dst))
+    job = CopyJob(into=True, sources=[os.fsdecode(top)], destination=os.fsdecode(dst))
     async with parjobs.open_manager(store_path) as m:
         handle = await m.submit(job, start=False)
         await m.resume(handle.id)  # the spec comes back from the store
@@ -523,7 +636,7 @@ async def test_bad_input_is_refused_before_anything_is_touched(
         "own-target": ([src / "inner"], src),
     }[case]
     before = snapshot(tmp_path)
-    job = CopyJob(sources=[str(s) for s in sources], destination=str(destination))
+    job = CopyJob(into=True, sources=[str(s) for s in sources], destination=str(destination))
     async with parjobs.open_manager(store_path) as m:
         with pytest.raises(parjobs.JobSpecError, match=message):
             await m.submit(job)
@@ -571,7 +684,7 @@ async def test_pause_mid_file_then_resume_continues_from_the_partial(
     delay = [0.02]
     slow_checks(monkeypatch, delay)
     async with parjobs.open_manager(store_path) as m:
-        handle = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        handle = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
         with trio.fail_after(20):
             await pause_mid_file(m, handle, 4 * MIB)
         partials = find_partials(dst)
@@ -595,7 +708,7 @@ async def test_cancel_while_paused_removes_partials(
     monkeypatch.setattr(transfer_mod, "CHUNK_SIZE", MIB)
     slow_checks(monkeypatch, [0.02])
     async with parjobs.open_manager(store_path) as m:
-        handle = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        handle = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
         with trio.fail_after(20):
             await pause_mid_file(m, handle, 2 * MIB)
         assert find_partials(dst) != []
@@ -615,7 +728,7 @@ async def test_cancel_while_running_removes_partials(
     monkeypatch.setattr(transfer_mod, "CHUNK_SIZE", MIB)
     slow_checks(monkeypatch, [0.02])
     async with parjobs.open_manager(store_path) as m:
-        handle = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        handle = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
         async with aclosing(handle.progress()) as snaps:
             async for snap in snaps:
                 if snap.bytes_done >= 2 * MIB:
@@ -698,7 +811,7 @@ async def test_kill_9_mid_copy_then_resume_is_byte_identical(
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     mixed_tree(src, small=300, big=6)
-    job = f"CopyJob(sources=[{str(src)!r}], destination={str(dst)!r})"
+    job = f"CopyJob(into=True, sources=[{str(src)!r}], destination={str(dst)!r})"
     # Each big file takes about a second (48 chunks, 20 ms each): some are still being
     # written when 60 files are done, and the kill waits until it sees their partials.
     child = await trio.to_thread.run_sync(
@@ -729,7 +842,7 @@ async def test_resume_into_directories_finished_read_only(store_path: str, tmp_p
     os.chmod(src / "ro", 0o555)
     try:
         async with parjobs.open_manager(store_path) as m:
-            handle = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+            handle = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
             assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
             assert stat.S_IMODE(os.stat(dst / "src" / "ro").st_mode) == 0o555
             os.chmod(dst / "src" / "ro", 0o755)
@@ -754,7 +867,7 @@ async def test_resume_accepts_its_own_unrecorded_output(store_path: str, tmp_pat
     src, dst = conflict_tree(tmp_path)
     os.unlink(dst / "t" / "same.txt")
     async with parjobs.open_manager(store_path) as m:
-        handle = await m.submit(CopyJob(sources=[str(src / "t")], destination=str(dst)))
+        handle = await m.submit(CopyJob(into=True, sources=[str(src / "t")], destination=str(dst)))
         assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS  # diff.txt conflicts
         os.unlink(dst / "t" / "diff.txt")  # now as if the job had copied it, unrecorded
         write(dst / "t" / "diff.txt", b"source")
@@ -879,7 +992,7 @@ async def test_resume_refuses_a_destination_swapped_for_a_symlink_after_a_kill(
     src, dst, etc = tmp_path / "src", tmp_path / "dst", tmp_path / "etc"
     src.mkdir()
     mixed_tree(src, small=300, big=2)
-    job = f"CopyJob(sources=[{str(src)!r}], destination={str(dst)!r})"
+    job = f"CopyJob(into=True, sources=[{str(src)!r}], destination={str(dst)!r})"
     child = await trio.to_thread.run_sync(
         lambda: spawn(store_path, job, delay=0.003, chunk=256 * 1024)
     )
@@ -952,14 +1065,14 @@ def test_a_directory_unreadable_at_first_is_copied_on_resume(tmp_path: Path) -> 
         first = parjobs_cli("copy", str(src), str(dst))
         assert first.returncode == 1, first.stdout + first.stderr
         assert "Permission denied" in first.stdout + first.stderr
-        assert not (dst / "src" / "locked" / "b.txt").exists()
+        assert not (dst / "locked" / "b.txt").exists()  # dst is the copy (cp -r src dst)
         (src / "locked").chmod(0o755)
         job_id = json.loads(parjobs_cli("jobs", "--json").stdout.splitlines()[0])["id"]
         again = parjobs_cli("resume", job_id)
         assert again.returncode == 0, again.stdout + again.stderr
         info = json.loads(parjobs_cli("show", job_id, "--json").stdout)
         assert info["status"] == "completed" and info["errors"] == []
-        assert snapshot(dst / "src") == snapshot(src)
+        assert snapshot(dst) == snapshot(src)  # the resume kept "as dst", not "into dst"
     finally:
         for d, dirs, _ in os.walk(top):
             for name in dirs:
@@ -979,10 +1092,10 @@ async def test_a_completed_copy_that_skipped_files_shows_100_percent(
     for i in range(8):
         write(src / f"f{i}", blob(10_000 * (i + 1), i))
     async with parjobs.open_manager(store_path) as m:
-        first = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        first = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
         await first.wait()
         write(src / "new", blob(5_000, 99))
-        job = CopyJob(sources=[str(src)], destination=str(dst), on_conflict="skip")
+        job = CopyJob(into=True, sources=[str(src)], destination=str(dst), on_conflict="skip")
         second = await m.submit(job)
         assert await second.wait() is JobStatus.COMPLETED
         snap = (await m.get(second.id)).progress
@@ -1011,7 +1124,7 @@ async def test_special_file_at_the_destination_is_never_replaced(
     os.symlink("other.txt", src / "link")
     (dst / "src").mkdir(parents=True)
     before = {n: make_special(dst / "src" / n, kind) for n in ("f", "big", "link", "d")}
-    job = CopyJob(sources=[str(src)], destination=str(dst), on_conflict=policy)  # type: ignore[arg-type]
+    job = CopyJob(into=True, sources=[str(src)], destination=str(dst), on_conflict=policy)  # type: ignore[arg-type]
     monkeypatch.setattr(transfer_mod, "CHUNK_SIZE", MIB)
     result, info, errors = await run_job(store_path, job)
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS

@@ -100,7 +100,7 @@ async def test_same_filesystem_moves_each_root_with_one_rename(
     make_tree(src)
     write(tmp_path / "file.txt", b"file")
     before, ino = digests(src), os.stat(src).st_ino
-    job = MoveJob(sources=[str(src), str(tmp_path / "file.txt")], destination=str(dst))
+    job = MoveJob(into=True, sources=[str(src), str(tmp_path / "file.txt")], destination=str(dst))
     result, info, _ = await run_job(store_path, job)
     assert info.status is JobStatus.COMPLETED
     assert not src.exists() and not (tmp_path / "file.txt").exists()
@@ -119,7 +119,7 @@ async def test_a_directory_onto_a_directory_merges_file_by_file(
     write(dst / "src" / "kept", b"unrelated")
     before = digests(src)
     result, info, errors = await run_job(
-        store_path, MoveJob(sources=[str(src)], destination=str(dst))
+        store_path, MoveJob(into=True, sources=[str(src)], destination=str(dst))
     )
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS  # on_conflict="fail"
     assert [e.label for e in errors] == [str(src / "d2" / "f002")]
@@ -142,7 +142,7 @@ async def test_conflict_policies_for_a_file(store_path: str, tmp_path: Path, pol
     write(src, b"new")
     write(dst / "new.txt", b"old")
     os.utime(dst / "new.txt", (1_000_000_000, 1_000_000_000))  # older: "update" replaces
-    job = MoveJob(sources=[str(src)], destination=str(dst), on_conflict=policy)  # type: ignore[arg-type]
+    job = MoveJob(into=True, sources=[str(src)], destination=str(dst), on_conflict=policy)  # type: ignore[arg-type]
     result, info, errors = await run_job(store_path, job)
     files = {n: read(dst / n) for n in os.listdir(dst)}
     failed = policy == "fail"
@@ -167,7 +167,7 @@ async def test_across_filesystems_copies_verifies_then_unlinks(
     make_tree(src, big=1)
     os.mkfifo(src / "d3" / "pipe")
     before = digests(src)
-    job = MoveJob(sources=[str(src)], destination=str(other_fs / "dst"))
+    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs / "dst"))
     result, info, _ = await run_job(store_path, job)
     assert info.status is JobStatus.COMPLETED
     assert digests(other_fs / "dst" / "src") == before
@@ -177,6 +177,28 @@ async def test_across_filesystems_copies_verifies_then_unlinks(
     assert result["copied"] == result["moved"] == len(before)
     assert stat.S_IMODE(os.stat(other_fs / "dst" / "src" / "d1").st_mode) == 0o750
     assert find_partials(other_fs) == []
+
+
+@pytest.mark.parametrize("across", [True, False])
+async def test_a_destination_that_does_not_exist_becomes_the_moved_item(
+    store_path: str, tmp_path: Path, request: pytest.FixtureRequest, across: bool
+) -> None:
+    """``mv a.txt b.txt`` and ``mv dir newdir``: the one source takes the new name, on one
+    filesystem (a rename) and across two (copied, then the source removed)."""
+    base = request.getfixturevalue("other_fs") if across else tmp_path
+    write(tmp_path / "a.txt", b"a")
+    src = tmp_path / "src"
+    make_tree(src)
+    before = digests(src)
+    job = MoveJob(sources=[str(tmp_path / "a.txt")], destination=str(base / "b.txt"))
+    _, info, _ = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED and info.spec_data["into"] is False
+    assert read(base / "b.txt") == b"a" and not (tmp_path / "a.txt").exists()
+    _, info, _ = await run_job(
+        store_path, MoveJob(sources=[str(src)], destination=str(base / "new"))
+    )
+    assert info.status is JobStatus.COMPLETED, info.error
+    assert digests(base / "new") == before and not src.exists()
 
 
 @pytest.mark.parametrize("across", [True, False])
@@ -195,7 +217,9 @@ async def test_directory_times_survive_the_move(
     for i, d in enumerate(reversed(dirs)):  # deepest first: setting one changes no other
         os.utime(d, ns=(1_000_000_000 * (i + 1), 1_000_000_000 * (i + 7) + 123))
     before = {str(d.relative_to(tmp_path)): d.stat().st_mtime_ns for d in dirs}
-    _, info, _ = await run_job(store_path, MoveJob(sources=[str(src)], destination=str(base)))
+    _, info, _ = await run_job(
+        store_path, MoveJob(into=True, sources=[str(src)], destination=str(base))
+    )
     assert info.status is JobStatus.COMPLETED, info.error
     after = {
         str(d.relative_to(tmp_path)): (base / d.relative_to(tmp_path)).stat().st_mtime_ns
@@ -220,7 +244,7 @@ async def test_a_failed_verification_keeps_the_source(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(transfer_mod, "copy_file", corrupting)
-    job = MoveJob(sources=[str(src)], destination=str(other_fs))
+    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
     result, info, errors = await run_job(store_path, job)
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == 2
     assert [(e.label, e.error) for e in errors] == [(str(src / "b"), "VerifyError")]
@@ -248,7 +272,7 @@ async def main():
         if jobs:
             handle = await m.resume(jobs[0].id)
         else:
-            handle = await m.submit(MoveJob(sources=[{src!r}], destination={dst!r}))
+            handle = await m.submit(MoveJob(into=True, sources=[{src!r}], destination={dst!r}))
         print(await handle.wait(), flush=True)
 trio.run(main)
 """
@@ -330,7 +354,9 @@ async def test_bad_input_is_refused(
     }[case]
     async with parjobs.open_manager(store_path) as m:
         with pytest.raises(parjobs.JobSpecError, match=message):
-            await m.submit(MoveJob(sources=[str(s) for s in sources], destination=str(destination)))
+            await m.submit(
+                MoveJob(into=True, sources=[str(s) for s in sources], destination=str(destination))
+            )
     assert sorted(os.listdir(tmp_path)) == ["jobs.sqlite", "src"] or not (tmp_path / "d").exists()
     assert (src / "inner").is_dir()
 
@@ -346,7 +372,7 @@ async def test_resume_finishes_a_file_found_in_both_places(
     (dst / "src").mkdir(parents=True)
     write(dst / "src" / "b", b"in the way")
     async with parjobs.open_manager(store_path) as m:
-        handle = await m.submit(MoveJob(sources=[str(src)], destination=str(dst)))
+        handle = await m.submit(MoveJob(into=True, sources=[str(src)], destination=str(dst)))
         assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS  # b: destination exists
         shutil.copy2(src / "b", dst / "src" / "b")  # now an exact copy, as the job would make
         await m.resume(handle.id)
@@ -371,7 +397,7 @@ async def test_resume_refuses_a_destination_swapped_for_a_symlink(
     (etc / "src").mkdir(parents=True)
     (etc / "passwd").write_bytes(b"root:x:0:0")
     async with parjobs.open_manager(store_path) as m:
-        handle = await m.submit(MoveJob(sources=[str(src)], destination=str(dst)))
+        handle = await m.submit(MoveJob(into=True, sources=[str(src)], destination=str(dst)))
         assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
         os.rename(dst, tmp_path / "dst-old")
         os.symlink(etc, dst)
@@ -417,7 +443,7 @@ async def test_special_file_at_the_destination_is_never_replaced(
     before = {n: make_special(dst / "src" / n, kind) for n in ("f", "link", "d")}
     before["rootdir"] = make_special(dst / "rootdir", kind)
     sources = [str(src), str(tmp_path / "rootdir")]
-    job = MoveJob(sources=sources, destination=str(dst), on_conflict=policy)  # type: ignore[arg-type]
+    job = MoveJob(into=True, sources=sources, destination=str(dst), on_conflict=policy)  # type: ignore[arg-type]
     result, info, errors = await run_job(store_path, job)
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS
     after = {n: identity(dst / "src" / n) for n in ("f", "link", "d")}

@@ -173,7 +173,9 @@ def test_a_destination_fd_that_is_no_directory_reports_the_errno(tmp_path: Path)
 
 async def copy(store: str, src: Path, dst: Path, **spec: Any) -> tuple[Any, Any, list[Any]]:
     async with parjobs.open_manager(store, workers=4) as m:
-        handle = await m.submit(CopyJob(sources=[str(src)], destination=str(dst), **spec))
+        handle = await m.submit(
+            CopyJob(into=True, sources=[str(src)], destination=str(dst), **spec)
+        )
         with trio.fail_after(30):
             status = await handle.wait()
         info = await handle.info()
@@ -303,7 +305,9 @@ async def test_pause_and_resume_with_groups_in_flight(
     count_groups(monkeypatch, before)
     monkeypatch.setattr(copy_mod.CopyItem, "group_size", 4)
     async with parjobs.open_manager(store, workers=2) as m:
-        handle = await m.submit(CopyJob(sources=[str(src)], destination=str(tmp_path / "dst")))
+        handle = await m.submit(
+            CopyJob(into=True, sources=[str(src)], destination=str(tmp_path / "dst"))
+        )
         await paused.wait()
         await handle.pause()
         with trio.fail_after(30):

@@ -139,7 +139,7 @@ class CopyOp(Op):
             self.name,
             root,
             str(root / "jobs.sqlite"),
-            {"sources": [str(template)], "destination": str(dst)},
+            {"sources": [str(template)], "destination": str(dst), "into": True},
             self.job_type,
             {},
             template,
@@ -180,7 +180,7 @@ class MoveOp(Op):
             self.name,
             root,
             str(root / "jobs.sqlite"),
-            {"sources": [str(src)], "destination": str(dst)},
+            {"sources": [str(src)], "destination": str(dst), "into": True},
             self.job_type,
             {},
             src,
@@ -570,10 +570,12 @@ async def test_only_job_directories_of_final_or_deleted_jobs_are_swept(tmp_path:
     src.mkdir()
     (src / "f").write_bytes(b"x")
     async with parjobs.open_manager(store) as m:
-        done = await m.submit(CopyJob(sources=[str(src)], destination=str(tmp_path / "d1")))
+        done = await m.submit(
+            CopyJob(into=True, sources=[str(src)], destination=str(tmp_path / "d1"))
+        )
         await done.wait()
         paused = await m.submit(
-            CopyJob(sources=[str(src)], destination=str(tmp_path / "d2")), start=False
+            CopyJob(into=True, sources=[str(src)], destination=str(tmp_path / "d2")), start=False
         )
     base = store + ".d"
     keep = [paused.id, "notes", "0123456789abcdef", "ABCDEF012345"]

@@ -91,7 +91,9 @@ async def test_disk_full_reports_the_files_then_resume_completes(tmp_path: Path,
     small_tree(src)
     expected = snapshot(src)
     store = str(tmp_path / "jobs.sqlite")
-    info, errors = await run_to_rest(store, CopyJob(sources=[str(src)], destination=str(mnt)))
+    info, errors = await run_to_rest(
+        store, CopyJob(into=True, sources=[str(src)], destination=str(mnt))
+    )
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS
     assert errors and all(e.message.startswith("No space left on device") for e in errors)
     assert all(str(src) in e.label for e in errors)
@@ -180,7 +182,10 @@ def copy_config(store: str, src: Path, dst: Path) -> dict[str, Any]:
     return {
         "store": store,
         "action": "submit",
-        "job": {"type": "copy", "spec": {"sources": [str(src)], "destination": str(dst)}},
+        "job": {
+            "type": "copy",
+            "spec": {"sources": [str(src)], "destination": str(dst), "into": True},
+        },
         "workers": 4,
         "user": NOBODY,  # the child drops root's privileges once Python has started
     }
@@ -300,7 +305,7 @@ async def test_source_deleted_truncated_or_grown_after_the_scan(
     wrap_copy_file(monkeypatch, before=before)
     dst = tmp_path / "dst"
     info, errors = await run_to_rest(
-        str(tmp_path / "jobs.sqlite"), CopyJob(sources=[str(src)], destination=str(dst))
+        str(tmp_path / "jobs.sqlite"), CopyJob(into=True, sources=[str(src)], destination=str(dst))
     )
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS
     assert [(e.label, e.error) for e in errors] == [(str(src / "gone"), "FileNotFoundError")]
@@ -338,7 +343,9 @@ async def test_source_changing_during_the_copy_is_reported_then_recopied(
 
     wrap_copy_file(monkeypatch, during=during)
     dst, store = tmp_path / "dst", str(tmp_path / "jobs.sqlite")
-    info, errors = await run_to_rest(store, CopyJob(sources=[str(src)], destination=str(dst)))
+    info, errors = await run_to_rest(
+        store, CopyJob(into=True, sources=[str(src)], destination=str(dst))
+    )
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS
     ((label, error, message),) = [(e.label, e.error, e.message) for e in errors]
     assert label == str(src / "big.bin")
@@ -374,7 +381,7 @@ async def test_partial_is_never_trusted_after_the_source_changed(
     wrap_copy_file(monkeypatch, during=during)
     dst, store = tmp_path / "dst", str(tmp_path / "jobs.sqlite")
     async with parjobs.open_manager(store) as m:
-        handle = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        handle = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
         with trio.fail_after(20):
             while not temp_names(dst):
                 await trio.sleep(0.01)
@@ -444,7 +451,7 @@ async def test_destination_removed_mid_job(tmp_path: Path, monkeypatch: pytest.M
     wrap_copy_file(monkeypatch, before=before)
     store = str(tmp_path / "jobs.sqlite")
     info, errors = await run_to_rest(
-        store, CopyJob(sources=[str(src)], destination=str(dst)), workers=1
+        store, CopyJob(into=True, sources=[str(src)], destination=str(dst)), workers=1
     )
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS
     assert len(errors) >= 40

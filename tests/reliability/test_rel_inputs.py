@@ -83,7 +83,7 @@ async def test_api_refuses_bad_paths_and_touches_nothing(
     cls = CopyJob if kind == "copy" else MoveJob
     async with parjobs.open_manager(str(tmp_path / "jobs.sqlite")) as m:
         with pytest.raises(parjobs.JobSpecError, match=message) as caught:
-            await m.submit(cls(sources=sources, destination=dest))
+            await m.submit(cls(into=True, sources=sources, destination=dest))
         assert await m.list_jobs() == []
     assert str(caught.value).startswith(f"{kind}: ")
     assert snapshot(area) == before
@@ -135,7 +135,7 @@ async def test_special_files_as_sources_are_skipped_never_opened(tmp_path: Path)
         dst = tmp_path / "dst"
         sources = [str(fifo), str(sock_path), "/dev/null"]
         async with parjobs.open_manager(str(tmp_path / "jobs.sqlite")) as m:
-            handle = await m.submit(CopyJob(sources=sources, destination=str(dst)))
+            handle = await m.submit(CopyJob(into=True, sources=sources, destination=str(dst)))
             with trio.fail_after(10):
                 result = await handle.result()
             hashed = await m.submit(HashJob(paths=sources))
@@ -166,11 +166,13 @@ async def test_symlink_loop_and_broken_symlink(tmp_path: Path) -> None:
     write(src / "file", b"x")
     store = str(tmp_path / "jobs.sqlite")
     async with parjobs.open_manager(store) as m:
-        handle = await m.submit(CopyJob(sources=[str(src)], destination=str(tmp_path / "d1")))
+        handle = await m.submit(
+            CopyJob(into=True, sources=[str(src)], destination=str(tmp_path / "d1"))
+        )
         with trio.fail_after(10):
             assert (await handle.result())["failed"] == 0
         assert snapshot(tmp_path / "d1" / "src") == snapshot(src)
-        followed = CopyJob(sources=[str(src)], destination=str(tmp_path / "d2"))
+        followed = CopyJob(into=True, sources=[str(src)], destination=str(tmp_path / "d2"))
         followed.follow_symlinks = True
         handle = await m.submit(followed)
         with trio.fail_after(10):
@@ -196,7 +198,7 @@ async def test_awkward_names_round_trip(tmp_path: Path, monkeypatch: pytest.Monk
     write(raw + b"/" + "é".encode() * 127 + b"x", os.urandom(3 * MIB))  # 255 bytes
     store, dst = str(tmp_path / "jobs.sqlite"), tmp_path / "dst"
     async with parjobs.open_manager(store, workers=1) as m:
-        handle = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        handle = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
         await m.pause(handle.id)
         await handle.wait()
     final = await resume_to_end(store)
@@ -215,7 +217,7 @@ async def stored_job(tmp_path: Path) -> tuple[str, str, Path]:
     write(src / "a.txt", b"a")
     store = str(tmp_path / "jobs.sqlite")
     async with parjobs.open_manager(store) as m:
-        job = CopyJob(sources=[str(src)], destination=str(tmp_path / "dst"))
+        job = CopyJob(into=True, sources=[str(src)], destination=str(tmp_path / "dst"))
         handle = await m.submit(job, start=False)
     return store, handle.id, src
 
@@ -238,7 +240,10 @@ def edit(store: str, job_id: str, **columns: Any) -> None:
         ({"spec": '{"sources": "abc", "destination": "d"}'}, "copy.sources: expected a list"),
         ({"spec": '{"sources": ["{src}"], "destination": 42}'}, "copy.destination: expected a"),
         ({"spec": '{"sources": ["{src}"], "destination": "d", "rm": 1}'}, "unknown field"),
-        ({"spec": '{"sources": ["{src}"], "destination": "{src}/inner"}'}, "is inside source"),
+        (
+            {"spec": '{"sources": ["{src}"], "destination": "{src}/inner"}'},
+            "is inside source",
+        ),
         ({"spec": '{"sources": ["{src}"], "destination": "/no/such/dir/d"}'}, "parent dir"),
         ({"spec": '{"sources": ["{src}"], "destination": "d", "on_conflict": "nuke"}'}, "one of"),
     ],
@@ -371,7 +376,7 @@ CLI_CASES = {
     "copy-missing-source": (["copy", "{r}/nope", "{r}/dst"], "no such file or directory"),
     "copy-into-itself": (["copy", "{r}/src", "{r}/src/inner"], "is inside source"),
     "copy-onto-itself": (["copy", "{r}/src", "{r}/src"], "is the destination"),
-    "copy-onto-a-file": (["copy", "{r}/src", "{r}/file.txt"], "is not a directory"),
+    "copy-onto-a-file": (["copy", "{r}/src", "{r}/file.txt"], "cannot replace non-directory"),
     "copy-no-sources": (["copy", "{r}/dst"], "required"),
     "copy-zero-workers": (["copy", "-w", "0", "{r}/src", "{r}/dst"], "between 1 and 1024"),
     "copy-negative-workers": (["copy", "-w=-2", "{r}/src", "{r}/dst"], "between 1 and 1024"),
@@ -474,5 +479,5 @@ def test_cli_copy_of_awkward_names_exit_0(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     last = json.loads(proc.stdout.strip().splitlines()[-1])
     assert last["result"]["copied"] == 2 if "result" in last else True
-    assert snapshot(tmp_path / "dst" / "src") == snapshot(src)
-    assert read(os.fsencode(tmp_path) + b"/dst/src/caf\xe9.txt") == b"x"
+    assert snapshot(tmp_path / "dst") == snapshot(src)  # dst is the copy (cp -r src dst)
+    assert read(os.fsencode(tmp_path) + b"/dst/caf\xe9.txt") == b"x"

@@ -146,7 +146,7 @@ async def test_copy_and_move_never_touch_files_named_like_temporaries(
     if scenario == "failed-item":  # a conflict under the "fail" policy: one failed item
         put(dst / "src" / "d0" / "f00.dat", b"already there")
     store = str(tmp_path / "jobs.sqlite")
-    spec: dict[str, Any] = {"sources": [str(src)], "destination": str(dst)}
+    spec: dict[str, Any] = {"sources": [str(src)], "destination": str(dst), "into": True}
     job_cls = CopyJob if op == "copy" else MoveJob
     if scenario == "kill-resume":
         cfg = child_config(store, op, spec, hook={"kind": "task", "n": 20})
@@ -320,7 +320,7 @@ def _race(tmp_path: Path, op: str, sources: list[Path], dst: Path) -> list[str |
         child_config(
             str(tmp_path / f"jobs{i}.sqlite"),
             op,
-            {"sources": [str(s)], "destination": str(dst)},
+            {"sources": [str(s)], "destination": str(dst), "into": True},
             chunk_size=MIB,
             check_sleep=0.02,
             workers=1,
@@ -438,7 +438,7 @@ async def test_update_replaces_only_an_older_destination(tmp_path: Path, op: str
     os.utime(src / "same-time.txt", (1_200_000_000, 1_200_000_000))
     os.utime(dst / "src" / "same-time.txt", (1_200_000_000, 1_200_000_000))
     job_cls = CopyJob if op == "copy" else MoveJob
-    job = job_cls(sources=[str(src)], destination=str(dst), on_conflict="update")
+    job = job_cls(into=True, sources=[str(src)], destination=str(dst), on_conflict="update")
     status = await run_in_process(str(tmp_path / "jobs.sqlite"), job)
     assert status is JobStatus.COMPLETED
     assert read(dst / "src" / "newer-dst.txt") == b"newer destination"
@@ -466,7 +466,7 @@ async def test_sparse_files_keep_their_holes(tmp_path: Path, apparent: int) -> N
     if st.st_blocks * 512 >= apparent:
         pytest.skip("this filesystem does not make sparse files")
     status = await run_in_process(
-        str(tmp_path / "jobs.sqlite"), CopyJob(sources=[str(src)], destination=str(dst))
+        str(tmp_path / "jobs.sqlite"), CopyJob(into=True, sources=[str(src)], destination=str(dst))
     )
     assert status is JobStatus.COMPLETED
     out = dst / "src" / "sparse.img"

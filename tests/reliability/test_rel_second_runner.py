@@ -101,7 +101,7 @@ class Area:
         out = self.root / f"out-{tag}"
         files = sorted(str(p) for p in src.rglob("*") if p.is_file())
         if self.op == "copy":
-            return ["copy", str(src), str(out)]
+            return ["copy", str(src), f"{out}/"]  # into out (made): out/<src name>
         if self.op == "move":  # file by file: a tree on one file system moves in one rename
             out.mkdir()
             return ["move", *files, str(out)]

@@ -84,7 +84,7 @@ async def test_symlink_planted_in_the_destination_mid_job_is_never_followed(
     store = str(tmp_path / "jobs.sqlite")
     cls = MoveJob if kind.startswith("move") else CopyJob
     async with parjobs.open_manager(store, workers=1) as m:
-        handle = await m.submit(cls(sources=[str(src)], destination=str(dst)))
+        handle = await m.submit(cls(into=True, sources=[str(src)], destination=str(dst)))
         with trio.fail_after(30):
             status = await handle.wait()
         errors = await m.errors(handle.id)
