@@ -262,7 +262,7 @@ async def test_a_killed_manager_resumes_from_its_checkpoint(
     assert result["failed"] == 0
     for i in range(300):
         rel = Path(f"d{i % 5}") / f"f{i}"
-        assert (dst / "src" / rel).read_bytes() == (src / rel).read_bytes()
+        assert (dst / rel).read_bytes() == (src / rel).read_bytes()  # dst is the copy
     assert leftovers(dst) == []
 
 

@@ -138,7 +138,7 @@ async def test_a_copy_without_renameat2_is_complete_and_clean(
     (src / "link").symlink_to("d0/f0")
     dst = tmp_path / "dst"
     async with parjobs.open_manager(tmp_path / "s.sqlite") as manager:
-        handle = await manager.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        handle = await manager.submit(CopyJob(sources=[str(src)], destination=f"{dst}/"))
         result = await handle.result()
         assert result["failed"] == 0 and result["copied"] == 31
         # Again, on top: every file exists, each one is refused, nothing is replaced.

@@ -35,7 +35,7 @@ async def test_copy_over_rest_followed_by_sse(server: Server, tmp_path) -> None:
                 if event.kind == "end":
                     break
     assert statuses[-1] == "completed"
-    assert snapshot(src) == snapshot(dst / "src")
+    assert snapshot(src) == snapshot(dst)  # dst did not exist: it is the copy (cp -r)
     async with server.client() as c:
         shown = (await c.get(f"/api/jobs/{job['id'][:6]}")).json()  # a prefix works too
         assert shown["status"] == "completed" and shown["id"] == job["id"]

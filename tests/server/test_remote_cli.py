@@ -114,7 +114,7 @@ def test_copy_to_completion_then_jobs_and_show_as_printed_locally(served, tmp_pa
     job_id = head.split()[1].rstrip(":")
     assert head == f"copy {job_id}: {tmp_path / 'src'} → {tmp_path / 'dst'}"
     assert summary == f"copy {job_id}: completed" and counts.startswith("  127 copied")
-    assert _files(tmp_path / "dst" / "src") == _files(tmp_path / "src")
+    assert _files(tmp_path / "dst") == _files(tmp_path / "src")  # the copy itself
     # The same lines as the local CLI reading the same store.
     for command in (["jobs"], ["show", job_id[:6]], ["jobs", "--json"], ["show", job_id, "--json"]):
         remote, local = served.remote(*command), served.local(*command)
