@@ -172,6 +172,11 @@ def test_every_command_help_shows_an_example(
     assert "example:" in out and f"parjobs {command}" in out
 
 
+def test_thumbnails_help_shows_the_default_size(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["thumbnails", "--help"]) == 0
+    assert "(default: 256)" in " ".join(capsys.readouterr().out.split())
+
+
 def test_top_level_help_lists_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert "exit codes" in capsys.readouterr().out
@@ -210,7 +215,9 @@ def test_conflicts_exit_1_with_reasons(small: Path, tmp_path: Path, env, store) 
     assert proc.returncode == 1, proc.stderr
     assert "completed with errors" in proc.stdout
     assert "failed items (12)" in proc.stdout and "destination exists" in proc.stdout
-    assert RESUME.search(proc.stdout)  # how to retry the failed items
+    # a resume would meet the same destinations: the way out is a policy
+    assert "12 destinations exist: run the copy again with --on-conflict" in proc.stdout
+    assert not RESUME.search(proc.stdout)
     proc = run("--json", "copy", str(small), str(dst), env=env, store=store)
     result = json.loads(proc.stdout.splitlines()[-1])
     assert proc.returncode == 1 and result["status"] == "completed_with_errors"
@@ -353,6 +360,7 @@ def test_pause_show_jobs_cancel_from_other_processes(sparse: Path, env, store):
     shown = run("show", job_id[:6], env=env, store=store)
     assert shown.returncode == 0
     assert re.search(r"status\s+paused", shown.stdout) and "parjobs resume" in shown.stdout
+    assert re.search(r"^finished\s+-$", shown.stdout, re.M)  # paused: not finished
     assert '"algorithm": "xxh3_128"' in shown.stdout  # the spec
     listed = run("--json", "jobs", "--status", "paused,interrupted", env=env, store=store)
     (entry,) = [json.loads(line) for line in listed.stdout.splitlines()]
@@ -365,7 +373,7 @@ def test_pause_show_jobs_cancel_from_other_processes(sparse: Path, env, store):
 
 
 def test_show_errors_verbose_prints_each_failed_items_traceback(small: Path, tmp_path, env, store):
-    dst = tmp_path / "dst"
+    dst = f"{tmp_path / 'dst'}/"  # into dst, made by the first copy
     assert run("copy", str(small), str(dst), env=env, store=store).returncode == 0
     again = run("--json", "copy", str(small), str(dst), env=env, store=store)
     assert again.returncode == 1  # every file conflicts
@@ -525,9 +533,11 @@ def test_store_from_xdg_state_home_then_parjobs_store(small: Path, tmp_path: Pat
     for name in ("jobs.sqlite", "jobs.sqlite-wal", "jobs.sqlite-shm"):
         if (default.parent / name).exists():
             assert stat.S_IMODE((default.parent / name).stat().st_mode) == 0o600, name
-    retry = run("copy", str(small), str(dst), env=env)  # conflicts: exit 1, retry hint
-    line = RESUME.search(retry.stdout)
-    assert retry.returncode == 1 and line and "--store" not in line.group(0)
+    retry = run("copy", str(small), str(dst), env=env)  # conflicts: exit 1
+    job_id = re.search(r"copy ([0-9a-f]{12}):", retry.stdout)
+    assert retry.returncode == 1 and job_id
+    line = RESUME.search(run("show", job_id.group(1), env=env).stdout)
+    assert line and "--store" not in line.group(0)
 
     env = {**env, "PARJOBS_STORE": str(tmp_path / "env.sqlite")}
     assert run("hash", str(small), env=env).returncode == 0

@@ -308,7 +308,9 @@ def build_parser() -> Parser:
         "parjobs thumbnails ~/Photos --size 512 --out thumbs",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="images or directories of images")
-    p.add_argument("--size", type=_int_at_least(1), default=256, help="longest side in pixels")
+    p.add_argument(
+        "--size", type=_int_at_least(1), default=256, help="longest side in pixels (default: 256)"
+    )
     p.add_argument(
         "--format",
         choices=("webp", "jpeg", "png"),

@@ -214,7 +214,8 @@ async def show(args: argparse.Namespace) -> int:
         ("what", describe(info)),
         ("created", fmt.timestamp(info.created)),
         ("started", fmt.timestamp(info.started)),
-        ("finished", fmt.timestamp(info.finished)),
+        # a paused or interrupted job's run stopped, but the job has not finished
+        ("finished", fmt.timestamp(info.finished if info.status.is_ended else None)),
         ("runs", str(info.runs)),
         ("progress", (f"{pct} · " if pct else "") + " · ".join(stats(snap))),
         (

@@ -121,6 +121,11 @@ def stats(snap: Progress) -> list[str]:
     return parts
 
 
+#: How a conflict failure's message starts (`parjobs.ops._transfer.EXISTS`; the CLI reads
+#: stored messages and does not import the operations for it).
+CONFLICT = "destination exists"
+
+
 def summary(report: Report) -> list[tuple[str, str]]:
     """The end-of-job summary as (style, text) lines."""
     info, snap = report.info, report.progress
@@ -141,8 +146,17 @@ def summary(report: Report) -> list[tuple[str, str]]:
         if total > shown:
             more = f" ({report.show_command})" if report.show_command else ""
             lines.append(("red", f"    … and {total - shown} more{more}"))
-    if report.resume_command:
-        paused = report.status in (JobStatus.PAUSED, JobStatus.INTERRUPTED)
+    paused = report.status in (JobStatus.PAUSED, JobStatus.INTERRUPTED)
+    conflicts = sum(1 for e in report.errors if e.message.startswith(CONFLICT))
+    if conflicts and not paused:  # a resume would meet the same destinations again
+        lines.append(
+            (
+                "bold",
+                f"  {conflicts} destinations exist: run the {info.type} again with "
+                "--on-conflict skip, overwrite, rename or update",
+            )
+        )
+    if report.resume_command and (paused or conflicts < len(report.errors)):
         what = "resume with" if paused else "retry with"
         lines.append(("bold", f"  {what}: {report.resume_command}"))
     lines += [("", line) for line in report.details]

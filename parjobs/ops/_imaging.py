@@ -233,16 +233,22 @@ def _decode(
                 crop = drafted[1]
         im.load()
         return _Decoded(_resampleable(im), crop, target, orientation, (h, w) if swap else (w, h))
-    except UnidentifiedImageError as exc:
-        raise UnsupportedImageError(path, f"not an image in a supported format ({exc})") from exc
+    except UnidentifiedImageError as exc:  # its text names the file object: not for people
+        raise UnsupportedImageError(path, "not an image in a supported format") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(path, str(exc)) from exc
+        raise ImageTooLargeError(path, _text(exc, fp)) from exc
     except OSError as exc:
         if exc.errno is not None:
             raise  # a real I/O error, not bad image data
-        raise ImageError(path, f"corrupt or truncated image ({exc})") from exc
+        raise ImageError(path, f"corrupt or truncated image ({_text(exc, fp)})") from exc
     except _DECODE_ERRORS as exc:
-        raise ImageError(path, f"corrupt image ({type(exc).__name__}: {exc})") from exc
+        raise ImageError(path, f"corrupt image ({type(exc).__name__}: {_text(exc, fp)})") from exc
+
+
+def _text(exc: BaseException, fp: IO[bytes]) -> str:
+    """Pillow's message without the file object's repr (``<_io.BufferedReader name=13>``):
+    the error already names the path."""
+    return str(exc).replace(f" {fp!r}", "").replace(repr(fp), "the file")
 
 
 def _shrink(decoded: _Decoded) -> Image.Image:

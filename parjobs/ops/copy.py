@@ -345,14 +345,22 @@ class CopyJob(Job):
     def upgrade_spec(cls, spec: dict[str, Any], from_version: int) -> dict[str, Any]:
         return upgrade_into(spec, from_version)
 
-    def validate(self) -> None:
-        if self.into is None:  # decided once, at submission (see the class docstring)
+    def to_spec(self) -> dict[str, Any]:
+        self._decide_into()  # the spec stores the decision (submit stores the spec)
+        return super().to_spec()
+
+    def _decide_into(self) -> None:
+        """Decide ``into`` once, when the job is submitted (see the class docstring)."""
+        if self.into is None:
             self.into = copies_into(self.sources, self.destination)
+
+    def validate(self) -> None:
+        self._decide_into()
         check_paths(
             "copy",
             self.sources,
             self.destination,
-            into=self.into,
+            into=self.into is not False,
             follow_symlinks=self.follow_symlinks,
         )
 

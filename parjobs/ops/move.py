@@ -404,10 +404,20 @@ class MoveJob(Job):
     def upgrade_spec(cls, spec: dict[str, Any], from_version: int) -> dict[str, Any]:
         return upgrade_into(spec, from_version)
 
-    def validate(self) -> None:
-        if self.into is None:  # decided once, at submission
+    def to_spec(self) -> dict[str, Any]:
+        self._decide_into()  # the spec stores the decision (submit stores the spec)
+        return super().to_spec()
+
+    def _decide_into(self) -> None:
+        """Decide ``into`` once, when the job is submitted (see the class docstring)."""
+        if self.into is None:
             self.into = copies_into(self.sources, self.destination)
-        check_paths("move", self.sources, self.destination, into=self.into, moved_ok=True)
+
+    def validate(self) -> None:
+        self._decide_into()
+        check_paths(
+            "move", self.sources, self.destination, into=self.into is not False, moved_ok=True
+        )
 
     def _target(self) -> Target:
         return target_of(self.sources, self.destination, self.into is not False)

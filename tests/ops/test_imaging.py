@@ -323,6 +323,7 @@ def assert_fails_cleanly(
         make_thumbnail(src, out_dir / "t.webp", **kw)  # type: ignore[arg-type]
     message = str(info.value)
     assert repr(str(src)) in message and words in message, message
+    assert "<_io." not in message, message  # no file object formatted into it
     assert info.value.path == str(src)
     assert listing(out_dir) == []
     return info.value
