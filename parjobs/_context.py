@@ -140,6 +140,13 @@ class JobContext:
             )
         return TaskDispatcher(st, self._pool, retry=retry, timeout=timeout)
 
+    def start_soon(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``fn(*args)`` beside the job's tasks, in the run's nursery (e.g. a tree walk
+        running ahead of the work). It must end (or be cancelled by the job) before the job's
+        ``run`` returns, and must not raise: an error is the job's to report, so hand it over
+        (a walk sends it down its channel)."""
+        self._nursery.start_soon(fn, *args)
+
     # -- interrupts ----------------------------------------------------------------------
 
     @property

@@ -138,7 +138,7 @@ class TaskDispatcher:
             raise TypeError(f"task {task!r} needs an int index >= 0, got {index!r}")
         timeout = task.timeout if task.timeout is not None else self.timeout
         sync_timeout = None if isinstance(task, AsyncTask) else timeout
-        tc = TaskContext(index, task.label, self._pool.interrupter, sync_timeout)
+        tc = TaskContext(index, task.label, self._pool.interrupter, sync_timeout, self._stage.name)
         retry = task.retry if task.retry is not None else self.retry
         return WorkItem(task, tc, self._stage, deliver, retry, timeout)
 

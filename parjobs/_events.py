@@ -28,7 +28,9 @@ DEFAULT_BUFFER = 1000
 class EventKind(enum.StrEnum):
     """What a `JobEvent` reports."""
 
-    #: The job's status changed (``status``; ``info`` when read from the store).
+    #: The job's status changed (``status``, ``info``, and ``progress``: its snapshot then).
+    #: Published as this manager makes each transition (none is missed, however short);
+    #: other processes' transitions are read from the store (a short one may be missed).
     STATUS = "status"
     #: A progress snapshot (``progress``); coalesced per job for each subscriber.
     PROGRESS = "progress"
@@ -203,6 +205,8 @@ class EventBus:
         self._subs: set[EventSubscription] = set()
         self._seq = itertools.count(1)
         self.subscribed = trio.Event()  # set while somebody listens
+        self.closed = False  # no more events will come (the manager closed)
+        self.last_seq = 0  # the ``seq`` of the newest event published
 
     @property
     def listening(self) -> bool:
@@ -217,6 +221,7 @@ class EventBus:
         if not self._subs:
             return
         event = JobEvent(kind, job_id, next(self._seq), **fields)
+        self.last_seq = event.seq
         for sub in list(self._subs):
             sub.push(event)
 
@@ -226,9 +231,18 @@ class EventBus:
         """A subscription to the events from now on (only ``job_id``'s if given; the item
         log's records only with ``items``)."""
         sub = EventSubscription(self, job_id, buffer, items)
+        if self.closed:
+            sub._closed = True  # ends at once: nothing more will be published
+            return sub
         self._subs.add(sub)
         self.subscribed.set()
         return sub
+
+    def close_all(self) -> None:
+        """End every subscription (the manager closes): iterations end after what waits."""
+        self.closed = True
+        for sub in list(self._subs):
+            sub.close()
 
     def _unsubscribe(self, sub: EventSubscription) -> None:
         self._subs.discard(sub)

@@ -15,8 +15,9 @@ per ``run(first)`` call, one `WorkItem`: ``first.task`` (must pickle), ``first.t
 `TaskContext`: index, label, attempt, deadline), ``first.timeout``. It may take more of its
 lane's work with ``port.queue.take(lane)`` / ``take_group``. For each item it takes it must:
 
-- call ``port.progress.started(id(item), item.tc)`` when the item starts running, and
-  ``item.tc.start()`` (its timeout counts from there);
+- call ``port.progress.started(id(item), item.tc)`` when the item starts running (items one
+  call runs one after the other: ``port.progress.started_group([(id(item), item.tc), ...])``,
+  so they count once in flight), and ``item.tc.start()`` (its timeout counts from there);
 - make the task see a `TaskContext` whose ``check()`` raises once ``port.interrupter.reason``
   is set (a remote flag it sets when the local one changes, e.g. a Dask ``Variable`` per job
   polled by the remote context) and whose ``add_bytes`` reaches ``item.tc.bytes_done`` here
@@ -309,8 +310,9 @@ class ThreadExecutor:
                                 return
                             group = queue.take_group(work, max(1, min(work.task.group_size, fit)))
                             current.extend(group[1:])
+                        # One C call copies them one after the other: one in flight.
+                        tracker.started_group([(id(member), member.tc) for member in group])
                         for member in group:
-                            tracker.started(id(member), member.tc)
                             member.tc.start()
                         call.deadline = _earliest(group)
                         call_start = monotonic()

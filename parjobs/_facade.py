@@ -274,14 +274,16 @@ class BlockingManager:
     # -- progress ------------------------------------------------------------------------
 
     def subscribe(self, job_id: str, callback: Callable[[Progress], object]) -> Callable[[], None]:
-        """Call ``callback(snapshot)`` with the job's progress (~10/s) until it rests, ending
-        with the final snapshot; return a function that unsubscribes (from any thread).
+        """Call ``callback(snapshot)`` with the job's progress (~10/s) until it ends
+        (completed, failed, cancelled, timed out, skipped) or this manager closes, ending with
+        the final snapshot; return a function that unsubscribes (from any thread). One
+        subscription lives through pauses and resumes (snapshots say ``paused``, then
+        ``queued`` and ``running`` again).
 
         The callback runs on the manager's thread: keep it short, do not block and do not
         call this manager from it. GUI toolkits must marshal the snapshot to their UI thread
         (emit a Qt signal, ``GLib.idle_add``, ``loop.call_soon_threadsafe``). A callback that
-        raises is logged and unsubscribed. A subscription ends when the job rests; subscribe
-        again after `resume`.
+        raises is logged and unsubscribed.
         """
         sink = _CallbackSink(callback)
         self._watch(job_id, sink)
@@ -298,7 +300,8 @@ class BlockingManager:
     def progress_queue(
         self, job_id: str, *, maxsize: int = PROGRESS_QUEUE_SIZE
     ) -> queue.Queue[Progress | None]:
-        """A queue that receives the job's progress snapshots, then ``None`` when it rests.
+        """A queue that receives the job's progress snapshots, then ``None`` when it ends
+        or this manager closes (through pauses and resumes, like `subscribe`).
 
         At most ``maxsize`` snapshots wait in it: when it is full the oldest is dropped, so a
         slow or stuck reader only misses intermediate snapshots and never holds up the job.
@@ -337,13 +340,11 @@ class BlockingManager:
             # still waits. open_manager's own shutdown then finds nothing left to do.
             with trio.CancelScope(shield=True):
                 await manager._shutdown(self._grace)
-                # Jobs of this manager rest now: their subscriptions end by themselves with
-                # the final snapshot (within ~0.1 s). Those watching other processes' jobs
-                # through the store would not.
+                # Jobs of this manager rest now, and the shutdown ended every event
+                # subscription: each feed delivers the snapshots it holds, then ends.
                 with trio.move_on_after(FEED_DRAIN):
                     for sink in list(self._sinks):
-                        if sink.live:
-                            await sink.ended.wait()
+                        await sink.ended.wait()
             for scope in list(self._calls):
                 scope.cancel()
             nursery.cancel_scope.cancel()
@@ -413,7 +414,6 @@ class _Sink:
     def __init__(self) -> None:
         self.active = True
         self.scope: trio.CancelScope | None = None
-        self.live = False  # watching a job of this manager (it ends when the job rests)
         self.ended = trio.Event()
 
     def deliver(self, snap: Progress) -> None:
@@ -471,13 +471,13 @@ async def _feed(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Pass the job's snapshots to ``sink`` until the job rests or the sink is cancelled."""
+    """Pass the job's snapshots (one `JobManager.events` subscription, through pauses) to
+    ``sink`` until the job ends, the manager closes or the sink is cancelled."""
     sinks.add(sink)
     try:
         with trio.CancelScope() as scope:
             sink.scope = scope
-            sink.live = manager.holds(job_id)
-            snaps = manager.watch(job_id)
+            snaps = manager.watch(job_id, through_pauses=True)
             async with contextlib.aclosing(snaps):
                 first = await anext(snaps)  # JobNotFoundError reaches the subscriber
                 task_status.started()

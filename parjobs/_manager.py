@@ -86,8 +86,10 @@ class JobHandle:
         return await self._manager.get(self.id)
 
     async def progress(self) -> AsyncGenerator[Progress, None]:
-        """Snapshots (~10/s) until the job rests: completed, paused, failed, cancelled..."""
-        async for snap in self._manager.watch(self.id):
+        """Snapshots (~10/s) until the job ends (completed, failed, cancelled, timed out,
+        skipped) or the manager closes: one subscription through pauses and resumes, by this
+        process or another (see `JobManager.watch`)."""
+        async for snap in self._manager.watch(self.id, through_pauses=True):
             yield snap
 
     async def wait(self) -> JobStatus:
@@ -193,6 +195,7 @@ class JobManager(Housekeeping):
                 live.scope.cancel()
         for live in list(self._live.values()):
             await live.rested.wait()
+        self._events.close_all()  # every subscription ends: nothing more will come
         await self._db(self.store.unregister_manager, self.id)
 
     # -- public API ----------------------------------------------------------------------
@@ -557,25 +560,40 @@ class JobManager(Housekeeping):
                 return info.status
             await trio.sleep(REQUEST_POLL)
 
-    async def watch(self, job_id: str) -> AsyncGenerator[Progress, None]:
-        """Progress snapshots of a job until it rests (from the store for other processes)."""
-        live = self._live.get(job_id)
-        if live is not None:
-            async for snap in live.tracker.subscribe():
-                yield snap
-            return
-        last: Progress | None = None
-        while True:
+    async def watch(
+        self, job_id: str, *, through_pauses: bool = False
+    ) -> AsyncGenerator[Progress, None]:
+        """Progress snapshots of a job, with its status, from one `events` subscription: the
+        current one first, then one per change (~10/s while it runs here, about once a
+        second from the store for a run elsewhere), until the job rests (paused,
+        interrupted, ended), or with ``through_pauses`` until it ends (completed, failed,
+        cancelled, timed out, skipped: `JobStatus.is_ended`), pauses and resumes included.
+        Also ends when the job is deleted or the manager closes. Raises `JobNotFoundError`
+        for an unknown job."""
+        with self.events(job_id) as events:  # before looking: nothing after is missed
             info = await self.get(job_id)
-            snap = info.progress
-            if info.status.value != snap.status:
-                snap = _with_status(snap, info.status)
-            if snap != last:
-                yield snap
-                last = snap
-            if info.status.is_resting:
+            live = self._live.get(job_id)
+            seen = 0  # events up to this one are older than the first snapshot: skipped
+            if live is not None and not live.rested.is_set():
+                status, last = live.status, live.tracker.snapshot()
+                seen = self._events.last_seq
+            else:  # (events published meanwhile may hold a newer look at the store)
+                status, last = info.status, _with_status(info.progress, info.status)
+            yield last
+            if _stops(status, through_pauses):
                 return
-            await trio.sleep(max(REQUEST_POLL, 0.25))
+            async for event in events:
+                if event.seq <= seen:
+                    continue
+                if event.kind is EventKind.DELETED:
+                    return
+                snap = event.progress
+                if snap is not None and snap != last:
+                    last = snap
+                    yield snap
+                now = event.status
+                if event.kind is EventKind.STATUS and now and _stops(now, through_pauses):
+                    return
 
     # -- events --------------------------------------------------------------------------
 
@@ -631,11 +649,12 @@ class JobManager(Housekeeping):
         for info in changed:
             self._mark = max(self._mark, info.updated)
             known = self._known.get(info.id)
-            self._known[info.id] = (info.status, info.progress)
+            if known is not None and info.updated < known[2]:
+                continue  # read before a transition this manager published meanwhile
             if known is None and info.updated <= self._primed:
+                self._known[info.id] = (info.status, info.progress, info.updated)
                 continue  # it changed before anybody listened
-            if known is None or known[0] is not info.status:
-                self._events.publish(EventKind.STATUS, info.id, status=info.status, info=info)
+            self._publish_status(info)  # if its status changed (by another process)
             live = self._live.get(info.id)
             running_here = live is not None and not live.rested.is_set()
             if not running_here and known is not None and known[1] != info.progress:
@@ -793,8 +812,11 @@ class OwnerView:
     async def wait(self, job_id: str) -> JobStatus:
         return await self.manager.wait(await self._own(job_id))
 
-    async def watch(self, job_id: str) -> AsyncGenerator[Progress, None]:
-        async for snap in self.manager.watch(await self._own(job_id)):
+    async def watch(
+        self, job_id: str, *, through_pauses: bool = False
+    ) -> AsyncGenerator[Progress, None]:
+        owned = await self._own(job_id)
+        async for snap in self.manager.watch(owned, through_pauses=through_pauses):
             yield snap
 
     def events(
@@ -855,6 +877,11 @@ def _check_priority(priority: int) -> None:
     """A clear `ValueError` for a priority the store cannot hold (a SQLite INTEGER)."""
     if not -(2**63) <= priority < 2**63:
         raise ValueError(f"priority must fit in 64 bits, got {priority}")
+
+
+def _stops(status: JobStatus, through_pauses: bool) -> bool:
+    """Whether `JobManager.watch` ends at ``status``."""
+    return status.is_ended if through_pauses else status.is_resting
 
 
 def _with_status(snap: Progress, status: JobStatus) -> Progress:

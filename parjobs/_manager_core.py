@@ -3,10 +3,12 @@ thread), its configuration, the runs it holds (`JobRun`) and its event bus."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import os
 import secrets
+import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -15,7 +17,7 @@ import trio
 from ._cluster import ClusterBridge
 from ._config import ManagerConfig
 from ._context import JobContext
-from ._events import EventBus
+from ._events import EventBus, EventKind
 from ._job import Job
 from ._jobstore import JobStore, StoreListener
 from ._progress import Progress, ProgressTracker
@@ -26,8 +28,20 @@ R = TypeVar("R")
 
 #: Store calls after which the event stream looks at the store at once.
 _STATUS_CHANGING = frozenset(
-    {"insert_job", "transition", "requeue", "claim", "take", "recover", "set_priority"}
+    {
+        "insert_job",
+        "transition",
+        "requeue",
+        "claim",
+        "claim_next",
+        "take",
+        "recover",
+        "set_priority",
+    }
 )
+#: Store calls whose returned `JobInfo` is a status transition this manager just made: each
+#: is published at once (a poll of the store could miss a short-lived status).
+_TRANSITIONS = frozenset({"insert_job", "transition", "requeue", "claim", "claim_next"})
 
 
 class JobRun:
@@ -99,7 +113,8 @@ class ManagerCore:
         self._store_changed = trio.Event()
         self._mark: float | None = None
         self._primed = 0.0
-        self._known: dict[str, tuple[JobStatus, Progress]] = {}
+        #: job id -> (status, progress, updated) as last published or seen.
+        self._known: dict[str, tuple[JobStatus, Progress, float]] = {}
         # A worker (`JobManager.work`) claims the store's unheld jobs; `_idle` is set when
         # it found none and runs nothing; jobs it pauses on closing rest interrupted.
         self._claiming = False
@@ -113,9 +128,37 @@ class ManagerCore:
         """Run a blocking store call in the store's single worker thread."""
         call = functools.partial(fn, *args, **kwargs)
         result = await trio.to_thread.run_sync(call, limiter=self._db_limiter)
-        if getattr(fn, "__name__", "") in _STATUS_CHANGING:
+        name = getattr(fn, "__name__", "")
+        if name in _STATUS_CHANGING:
             self._store_changed.set()  # the event stream looks at once
+            if name in _TRANSITIONS:
+                info: object = result
+                if name == "insert_job":  # (info, created): a transition only when created
+                    info, created = typing.cast(tuple[JobInfo, bool], result)
+                    info = info if created else None
+                if isinstance(info, JobInfo):
+                    self._publish_status(info)
         return result
+
+    def _publish_status(self, info: JobInfo) -> None:
+        """Publish a status this manager just gave a job (or one the store shows changed),
+        with the freshest progress at hand: the tracker's for a run held here."""
+        if self._mark is None:  # nobody listens
+            return
+        known = self._known.get(info.id)
+        self._known[info.id] = (info.status, info.progress, info.updated)
+        if known is not None and known[0] is info.status:
+            return
+        live = self._live.get(info.id)
+        if live is not None and not live.rested.is_set():
+            snap = live.tracker.snapshot()
+        else:
+            snap = info.progress
+        if snap.status != info.status.value:
+            snap = dataclasses.replace(snap, status=info.status.value)
+        self._events.publish(
+            EventKind.STATUS, info.id, status=info.status, info=info, progress=snap
+        )
 
     def job_dir(self, job_id: str) -> str:
         """Where a job keeps its own files: ``<store>.d/<job id>/``."""

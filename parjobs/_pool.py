@@ -220,6 +220,7 @@ class WorkerPool:
         writes and ``deque.append`` are atomic in CPython; a wake-up lost to a race between
         threads only delays outcomes until their thread call ends (drained there).
         """
+        self.progress.ended(id(work))  # not running any more, though not booked yet
         posted = self._posted
         posted.append((work, outcome))
         if self._wake_pending:
@@ -337,7 +338,7 @@ class WorkerPool:
         while interrupter.reason is None and trio.current_time() < deadline:  # noqa: ASYNC110
             await trio.sleep(min(0.1, deadline - trio.current_time()))
         old = work.tc
-        tc = TaskContext(old.index, old.label, interrupter, work.timeout)
+        tc = TaskContext(old.index, old.label, interrupter, work.timeout, old.stage)
         tc.attempt = old.attempt + 1
         work.tc = tc
         self.queue.put_nowait(work, force=True)

@@ -12,7 +12,7 @@ import collections
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -48,8 +48,14 @@ class Progress:
     """A frozen picture of a job's progress.
 
     ``items_total``/``bytes_total`` are None while unknown; while a tree is still being walked
-    they grow and ``totals_final`` is False. ``eta`` is None until totals are final and a rate
-    is known.
+    they grow and ``totals_final`` is False. ``eta`` and `fraction` are None until totals are
+    final (and, for ``eta``, a rate is known). Totals are never below what is done
+    (``bytes_done + bytes_skipped <= bytes_total``, ``items_finished <= items_total``).
+
+    ``bytes_done`` counts finished items' bytes, the bytes of items in flight, and those of
+    items begun but stopped by a pause or waiting for a retry (``partial``, by stage and
+    index: kept across pause and resume, and taken over by the item's own count when it runs
+    again), so it does not drop when a job pauses or a task is retried.
     """
 
     job_id: str = ""
@@ -72,6 +78,9 @@ class Progress:
     #: Bytes of items that finished without work (skipped: the destination exists, is up
     #: to date...): not in ``bytes_done``, but finished for `fraction`.
     bytes_skipped: int = 0
+    #: ``(stage, index, bytes)`` of items begun, then stopped before they finished (a pause,
+    #: a retry): counted in ``bytes_done`` until they run again.
+    partial: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def items_finished(self) -> int:
@@ -80,7 +89,10 @@ class Progress:
 
     @property
     def fraction(self) -> float | None:
-        """Share finished in [0, 1] by bytes when bytes are known, else by items."""
+        """Share finished in [0, 1] by bytes when bytes are known, else by items; None while
+        the totals may still grow (a share of a growing total would go backwards)."""
+        if not self.totals_final:
+            return None
         if self.bytes_total:
             return min(1.0, (self.bytes_done + self.bytes_skipped) / self.bytes_total)
         if self.items_total:
@@ -95,6 +107,7 @@ class Progress:
             {k: v for k, v in dataclasses.asdict(e).items() if k != "traceback"}
             for e in self.recent_errors
         ]
+        data["partial"] = [list(p) for p in self.partial]
         return data
 
     @classmethod
@@ -104,6 +117,10 @@ class Progress:
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["current"] = tuple(kwargs.get("current", ()))
         kwargs["recent_errors"] = tuple(ItemError(**e) for e in kwargs.get("recent_errors", ()))
+        kwargs["partial"] = tuple(
+            (str(stage), int(index), int(nbytes))
+            for stage, index, nbytes in kwargs.get("partial", ())
+        )
         return cls(**kwargs)
 
 
@@ -123,6 +140,10 @@ class _InFlight(Protocol):
     def label(self) -> str: ...
     @property
     def bytes_done(self) -> int: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def stage(self) -> str: ...
 
 
 class ProgressTracker:
@@ -130,6 +151,9 @@ class ProgressTracker:
 
     Job code uses `add_total`, `set_total`, `add_bytes` and `set_message`; the dispatcher
     reports item outcomes. Bytes of tasks still running are read from their own counters.
+
+    In flight counts what really runs: the tasks one executor call runs one after the other
+    (a group of small files copied by one C call, `started_group`) count once.
     """
 
     def __init__(self, job_id: str, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -147,6 +171,11 @@ class ProgressTracker:
         self.message = ""
         self._errors: collections.deque[ItemError] = collections.deque(maxlen=RECENT_ERRORS)
         self._in_flight: dict[int, _InFlight] = {}
+        self._group_of: dict[int, int] = {}  # in-flight key -> its group's first key
+        self._ended: set[int] = set()  # in-flight keys whose task ended, not booked yet
+        #: (stage, index) -> bytes an item counted before it stopped unfinished (paused,
+        #: retrying): shown until its own counter passes them or it finishes.
+        self._carried: dict[tuple[str, int], int] = {}
         self._elapsed_before = 0.0
         self._run_started: float | None = None
         self._samples: collections.deque[tuple[float, int, int]] = collections.deque()
@@ -193,11 +222,37 @@ class ProgressTracker:
     # -- dispatcher-facing API -----------------------------------------------------------
 
     def started(self, key: int, item: _InFlight) -> None:
+        """An item starts running (any thread)."""
         self._in_flight[key] = item
 
+    def started_group(self, members: Sequence[tuple[int, _InFlight]]) -> None:
+        """Items that one call runs one after the other start (any thread): they count as
+        one in flight, shown by the first one's label."""
+        if not members:
+            return
+        first = members[0][0]
+        for key, item in members:
+            self._group_of[key] = first
+            self._in_flight[key] = item
+
+    def ended(self, key: int) -> None:
+        """An item's task ended (any thread): it no longer runs, though its outcome waits to
+        be booked (`finished`), its bytes still counted meanwhile."""
+        self._ended.add(key)
+
     def finished(self, key: int, outcome: str, nbytes: int, error: ItemError | None) -> None:
-        self._in_flight.pop(key, None)
-        if outcome == "retrying":  # not finished: it will run again
+        item = self._in_flight.pop(key, None)
+        self._group_of.pop(key, None)
+        self._ended.discard(key)
+        if item is not None:
+            name = (item.stage, item.index)
+            if outcome in ("retrying", "cancelled"):  # unfinished: its bytes stay shown
+                begun = max(item.bytes_done, self._carried.get(name, 0))
+                if begun > 0:
+                    self._carried[name] = begun
+            else:
+                self._carried.pop(name, None)
+        if outcome in ("retrying", "cancelled"):  # not finished: it will run again
             self._bump()
             return
         if outcome == "done":
@@ -211,7 +266,6 @@ class ProgressTracker:
         elif outcome == "skipped":  # its bytes (if it counts any) finished without work
             self.items_skipped += 1
             self.bytes_skipped += nbytes
-        # cancelled: the item is not finished, its bytes are not kept
         self._bump()
 
     def restore(self, info: _Stored) -> None:
@@ -228,6 +282,7 @@ class ProgressTracker:
         self.items_total = saved.items_total
         self.bytes_total = saved.bytes_total
         self.totals_final = False
+        self._carried = {(stage, index): n for stage, index, n in saved.partial if n > 0}
         self._elapsed_before = saved.elapsed
         self._bump()
 
@@ -265,35 +320,59 @@ class ProgressTracker:
         started = self._run_started
         running = started is not None
         elapsed = self._elapsed_before + (now - started if started is not None else 0.0)
-        flying = list(self._in_flight.values())
-        bytes_done = self.bytes_done + sum(t.bytes_done for t in flying)
+        flying = list(self._in_flight.items())  # one C-level copy: threads may add to it
+        carried = dict(self._carried)
+        bytes_done = self.bytes_done
+        for _, t in flying:  # a resumed item's own count takes over from what it carried
+            bytes_done += max(t.bytes_done, carried.pop((t.stage, t.index), 0))
+        bytes_done += sum(carried.values())
         finished = self.items_done + self.items_failed + self.items_skipped
+        # Totals never read below what is done (a resumed walk still re-counting, a file
+        # that grew while being copied).
+        items_total = self.items_total
+        if items_total is not None:
+            items_total = max(items_total, finished)
+        bytes_total = self.bytes_total
+        if bytes_total is not None:
+            bytes_total = max(bytes_total, bytes_done + self.bytes_skipped)
         rate_items, rate_bytes = self._rates(now, finished, bytes_done) if running else (0.0, 0.0)
         eta: float | None = None
         if self.totals_final and running:
-            left = None if self.bytes_total is None else self.bytes_total - self.bytes_skipped
+            left = None if bytes_total is None else bytes_total - self.bytes_skipped
             eta = _eta(left, bytes_done, rate_bytes)
             if eta is None:
-                eta = _eta(self.items_total, finished, rate_items)
+                eta = _eta(items_total, finished, rate_items)
+        # What really runs: single tasks, and each group once.
+        group_of, groups, ended = self._group_of, set(), self._ended
+        running_now: list[_InFlight] = []
+        for key, t in flying:
+            if key in ended:
+                continue
+            group = group_of.get(key)
+            if group is None or group not in groups:
+                running_now.append(t)
+                if group is not None:
+                    groups.add(group)
         snap = Progress(
             job_id=self.job_id,
             status=self.status,
             items_done=self.items_done,
             items_failed=self.items_failed,
             items_skipped=self.items_skipped,
-            items_total=self.items_total,
+            items_total=items_total,
             bytes_done=bytes_done,
-            bytes_total=self.bytes_total,
+            bytes_total=bytes_total,
             totals_final=self.totals_final,
             rate_items=rate_items,
             rate_bytes=rate_bytes,
             eta=eta,
-            in_flight=len(flying),
-            current=tuple(t.label for t in flying[:CURRENT_ITEMS]),
+            in_flight=len(running_now),
+            current=tuple(t.label for t in running_now[:CURRENT_ITEMS]),
             elapsed=elapsed,
             recent_errors=tuple(self._errors),
             message=self.message,
             bytes_skipped=self.bytes_skipped,
+            partial=tuple(sorted((s, i, n) for (s, i), n in self._carried.items())),
         )
         return snap
 

@@ -124,6 +124,7 @@ class TaskContext:
         "index",
         "items",
         "rerun",
+        "stage",
         "timeout",
     )
 
@@ -133,8 +134,11 @@ class TaskContext:
         label: str | Callable[[], str],
         interrupter: Interrupter,
         timeout: float | None = None,
+        stage: str = "default",
     ) -> None:
         self.index = index
+        #: The dispatcher stage the task belongs to (with ``index``, it names the item).
+        self.stage = stage
         self._label = label  # computed on first use: most tasks are never displayed
         self.bytes_done = 0
         self.attempt = 1

@@ -10,7 +10,8 @@ One worker-thread call lists directories for up to ~10 ms or 4,096 new entries (
 the ~100 us hop and the manifest append over them): ``os.scandir`` and a stat per entry,
 numbering, and one manifest append. Depth first with names sorted, never following symlinks
 unless asked. `walk_batches` yields each call's entries as one list, for callers that want
-fewer per-entry steps. Errors (unreadable
+fewer per-entry steps; `walk_ahead` does too, with the walk running ahead of the work in a
+task of its own (totals known early). Errors (unreadable
 directory, symlink loop) become ``error`` entries.
 
 An ``error`` entry of an earlier run is not replayed: it is held until the re-walk reaches
@@ -22,12 +23,14 @@ it could not read before, and ends completed once everything was.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
 import os
 import stat
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from typing import Literal
 
@@ -371,6 +374,203 @@ async def walk_batches(
     left = walker.leftovers()
     if left:
         yield left
+
+
+#: What a job counts of a walked batch, or makes of a quick count: (items, bytes).
+Totals = tuple[int, int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RootCount:
+    """What the quick count (`count_tree`) found under one root: every entry (the root
+    included), the entries that are not directories, and the bytes of regular files."""
+
+    entries: int
+    others: int
+    file_bytes: int
+
+
+def count_tree(
+    roots: Sequence[str], follow: bool, stopped: Callable[[], bool]
+) -> list[RootCount] | None:
+    """Count the entries under each root, without numbering, recording or building them:
+    a directory listing and one stat per non-directory (the sizes), a few microseconds an
+    entry. Blocking (one worker-thread call); returns None as soon as ``stopped()``.
+    Unreadable directories count as one entry, as the walk's error entries."""
+    out: list[RootCount] = []
+    for root in roots:
+        root_b = os.fsencode(os.path.normpath(root))
+        try:
+            st = _stat(root_b, follow)
+        except OSError:
+            out.append(RootCount(1, 1, 0))
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            out.append(RootCount(1, 1, st.st_size if stat.S_ISREG(st.st_mode) else 0))
+            continue
+        entries, others, nbytes = 1, 0, 0
+        stack, seen = [root_b], {(st.st_dev, st.st_ino)}
+        while stack:
+            if stopped():
+                return None
+            try:
+                listing = os.scandir(stack.pop())
+            except OSError:
+                continue
+            with listing:
+                for de in listing:
+                    entries += 1
+                    try:
+                        if de.is_dir(follow_symlinks=follow):
+                            if follow:  # a loop is one (error) entry, as in the walk
+                                dst = de.stat()
+                                if (dst.st_dev, dst.st_ino) in seen:
+                                    others += 1
+                                    continue
+                                seen.add((dst.st_dev, dst.st_ino))
+                            stack.append(de.path)
+                            continue
+                        others += 1
+                        if de.is_file(follow_symlinks=follow):
+                            nbytes += de.stat(follow_symlinks=follow).st_size
+                    except OSError:
+                        continue
+        out.append(RootCount(entries, others, nbytes))
+    return out
+
+
+async def walk_ahead(
+    ctx: JobContext,
+    roots: Sequence[str],
+    count: Callable[[list[Entry]], Totals],
+    names: Sequence[bytes] | None = None,
+    *,
+    estimate: Callable[[list[RootCount]], Totals] | None = None,
+    follow_symlinks: bool = False,
+    name: str = "walk",
+) -> AsyncGenerator[list[Entry], None]:
+    """`walk_batches`, with the walk running ahead of the caller: a task of its own walks
+    the whole tree as fast as it can while the caller takes batches at the pace of its work.
+    So the job's totals are known from the first moments of a job instead of when its last
+    item is dispatched, and the fraction done never goes backwards as the walk finds more
+    (like ``rclone --check-first``, without waiting for it). Entries wait in memory (the
+    manifest holds them all anyway).
+
+    The totals: the job's own (set before, e.g. a finishing step), plus ``count(batch)`` for
+    every batch walked; they are final when the walk is over. With ``estimate``, a quick count
+    of the tree (`count_tree`, several times faster than the walk, which numbers and records
+    every entry) runs beside it, and ``estimate(root_counts)`` gives final totals as soon as
+    it is done; the walk's exact figures replace them when it ends (the same, unless the tree
+    changed meanwhile).
+
+    The walk's own errors, an interrupt included, reach the caller where the walk met them,
+    after every batch walked before; leaving early stops the walk."""
+    send, receive = trio.open_memory_channel[list[Entry] | BaseException | None](math.inf)
+    scope = trio.CancelScope()
+    totals = _Totals(ctx, count, estimate)
+    ctx.start_soon(_walk_into, ctx, roots, names, totals, follow_symlinks, name, send, scope)
+    try:
+        async with receive:
+            async for item in receive:
+                if item is None:  # the walk is over
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        raise RuntimeError("the walk ended without finishing")  # cancelled under us
+    finally:
+        scope.cancel()
+
+
+class _Totals:
+    """The totals a job shows while `walk_ahead` walks: its own, plus what the walk counted
+    so far, or what the quick count says, whichever is more, until the walk ends."""
+
+    def __init__(
+        self,
+        ctx: JobContext,
+        count: Callable[[list[Entry]], Totals],
+        estimate: Callable[[list[RootCount]], Totals] | None,
+    ) -> None:
+        progress = ctx.progress
+        self.progress = progress
+        self.count = count
+        self.estimate = estimate
+        self.base = (progress.items_total or 0, progress.bytes_total)
+        self.walked = (0, 0)
+        self.counted: Totals | None = None
+
+    def add(self, batch: list[Entry]) -> None:
+        items, nbytes = self.count(batch)
+        self.walked = (self.walked[0] + items, self.walked[1] + nbytes)
+        self.show(walk_over=False)
+
+    def quick(self, counts: list[RootCount]) -> None:
+        assert self.estimate is not None
+        self.counted = self.estimate(counts)
+        self.show(walk_over=False)
+
+    def show(self, *, walk_over: bool) -> None:
+        items, nbytes = self.walked
+        if self.counted is not None and not walk_over:
+            items, nbytes = max(items, self.counted[0]), max(nbytes, self.counted[1])
+        base_items, base_bytes = self.base
+        self.progress.set_total(
+            items=base_items + items,
+            bytes=None if base_bytes is None and not nbytes else (base_bytes or 0) + nbytes,
+            final=walk_over or self.counted is not None,
+        )
+
+
+async def _walk_into(
+    ctx: JobContext,
+    roots: Sequence[str],
+    names: Sequence[bytes] | None,
+    totals: _Totals,
+    follow_symlinks: bool,
+    name: str,
+    send: trio.MemorySendChannel[list[Entry] | BaseException | None],
+    scope: trio.CancelScope,
+) -> None:
+    """The task of `walk_ahead`: walk, count, send; then None, or the error that stopped it."""
+    with scope, send:
+        async with trio.open_nursery() as nursery:
+            if totals.estimate is not None:
+                nursery.start_soon(_count_quickly, ctx, roots, follow_symlinks, totals)
+            walked = walk_batches(ctx, roots, names, follow_symlinks=follow_symlinks, name=name)
+            try:
+                async with aclosing(walked) as batches:
+                    async for batch in batches:
+                        totals.add(batch)
+                        send.send_nowait(batch)
+            except Exception as exc:  # an interrupt too: the caller raises it in its turn
+                with contextlib.suppress(trio.BrokenResourceError):
+                    send.send_nowait(exc)
+                nursery.cancel_scope.cancel()
+                return
+            nursery.cancel_scope.cancel()  # the walk knows better now
+        totals.show(walk_over=True)
+        with contextlib.suppress(trio.BrokenResourceError):
+            send.send_nowait(None)
+
+
+async def _count_quickly(
+    ctx: JobContext, roots: Sequence[str], follow: bool, totals: _Totals
+) -> None:
+    """Run `count_tree` beside the walk; give `_Totals` what it found."""
+    stop = [False]
+
+    def stopped() -> bool:
+        return stop[0] or ctx.interrupt_reason is not None
+
+    try:
+        counts = await trio.to_thread.run_sync(
+            count_tree, roots, follow, stopped, abandon_on_cancel=True
+        )
+    finally:
+        stop[0] = True  # (an abandoned thread ends at its next directory)
+    if counts is not None:
+        totals.quick(counts)
 
 
 async def walk(

@@ -68,7 +68,7 @@ from ._transfer import (
     target_of,
     upgrade_into,
 )
-from ._walk import Entry, walk_batches
+from ._walk import Entry, RootCount, Totals, walk_ahead
 
 #: A group path result meaning "this filesystem lacks what the C path needs": stop grouping.
 _NO_GROUPS_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
@@ -392,7 +392,7 @@ class CopyJob(Job):
         plan = await open_plan(ctx, self._plan)
         tally = Tally(ctx.state, ("copied", "dirs", "skipped", "bytes", "bytes_reused"))
         progress = ctx.progress
-        progress.set_total(items=0, bytes=0, final=False)
+        progress.set_total(items=1, bytes=0, final=False)  # the finishing step; the walk adds
         progress.set_message("copying")
         dirs: list[tuple[bytes, bytes, int | None]] = []
         try:
@@ -403,9 +403,7 @@ class CopyJob(Job):
                     what = tally.record(outcome)
                     if what is not None:  # (the manager checkpoints in the background)
                         tally.add("dirs" if what == "dir" else "copied")
-            progress.finalize_totals()
             progress.set_message("finishing")
-            progress.add_total(items=1)
             # Only a resumed run or one with failed items can have left temporaries behind.
             sweep = None
             if ctx.resumed or tally.failed:
@@ -427,12 +425,24 @@ class CopyJob(Job):
     ) -> AsyncGenerator[CopyItem, None]:
         """One `CopyItem` per walked entry, except those ``done`` in an earlier run (a resume
         replays the manifest, and builds no task for what it will skip)."""
-        add_total = ctx.progress.add_total
+
+        def count(batch: list[Entry]) -> Totals:
+            return len(batch), sum(e.size for e in batch)
+
+        def estimate(roots: list[RootCount]) -> Totals:
+            return sum(r.entries for r in roots), sum(r.file_bytes for r in roots)
+
         try:
-            walked = walk_batches(ctx, plan.roots, plan.names, follow_symlinks=plan.follow)
+            walked = walk_ahead(
+                ctx,
+                plan.roots,
+                count,
+                plan.names,
+                estimate=estimate,
+                follow_symlinks=plan.follow,
+            )
             async with aclosing(walked) as batches:
                 async for batch in batches:
-                    add_total(len(batch), sum(e.size for e in batch))
                     for entry in batch:
                         if entry.kind == "dir":
                             # finished again, done or not; times read then

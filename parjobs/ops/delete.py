@@ -44,7 +44,7 @@ from ._entries import entry_report
 from ._fs import display
 from ._names import job_token
 from ._trash import read_trashinfo, recover_trash, trash_path
-from ._walk import walk
+from ._walk import Entry, RootCount, Totals, walk_ahead
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _LOADING: ContextVar[bool] = ContextVar("parjobs_delete_loading", default=False)
@@ -321,21 +321,30 @@ class DeleteJob(Job):
     async def _file_tasks(
         self, ctx: JobContext, dirs: list[_Dir]
     ) -> AsyncGenerator[Task[Any], None]:
-        """Walk: yield a removal per non-directory; collect the directories for later."""
+        """Walk (ahead, counting totals): yield a removal per non-directory; collect the
+        directories for later."""
         listed: dict[tuple[int, bytes], tuple[int, int]] = {}  # (root, rel) -> (dev, ino)
-        async for entry in walk(ctx, self.paths):
-            ctx.progress.add_total(items=1)
-            parent_rel, slash, _ = entry.rel.rpartition(b"/")
-            parent = listed.get((entry.root, parent_rel)) if slash else None
-            if entry.kind == "dir":
-                listed[(entry.root, entry.rel)] = (entry.dev, entry.ino)
-                depth = os.path.abspath(entry.path).count(b"/")
-                dirs.append(_Dir(depth, entry.index, entry.path, parent))
-            elif entry.kind == "error":
-                yield entry_report(entry, "deleted")
-            else:
-                yield RemoveTask(entry.index, entry.path, parent)
-        ctx.progress.finalize_totals()
+
+        def count(batch: list[Entry]) -> Totals:
+            return len(batch), 0
+
+        def estimate(roots: list[RootCount]) -> Totals:
+            return sum(r.entries for r in roots), 0
+
+        walked = walk_ahead(ctx, self.paths, count, estimate=estimate)
+        async with aclosing(walked) as batches:
+            async for batch in batches:
+                for entry in batch:
+                    parent_rel, slash, _ = entry.rel.rpartition(b"/")
+                    parent = listed.get((entry.root, parent_rel)) if slash else None
+                    if entry.kind == "dir":
+                        listed[(entry.root, entry.rel)] = (entry.dev, entry.ino)
+                        depth = os.path.abspath(entry.path).count(b"/")
+                        dirs.append(_Dir(depth, entry.index, entry.path, parent))
+                    elif entry.kind == "error":
+                        yield entry_report(entry, "deleted")
+                    else:
+                        yield RemoveTask(entry.index, entry.path, parent)
 
 
 class _Tally:

@@ -61,7 +61,7 @@ from ._hashing import ALGORITHMS
 from ._names import job_token, stored_token
 from ._partials import remove_own_temps, tmp_name
 from ._paths import check_writable_dir, keep_dir_identity
-from ._walk import walk
+from ._walk import Entry, RootCount, Totals, walk_ahead
 
 # O_EXCL|O_NOFOLLOW: whatever sits at the temporary's name (it is random, see `output_tmp`) is
 # never opened, truncated and written through, nor removed: another name is tried instead.
@@ -175,16 +175,23 @@ class HashJob(Job):
                 )
 
     async def _tasks(self, ctx: JobContext) -> AsyncGenerator[Task[Any], None]:
-        """One task per walked non-directory entry, counting totals as the walk goes."""
-        async for entry in walk(ctx, self.paths):
-            if entry.kind == "dir":
-                continue
-            ctx.progress.add_total(items=1, bytes=entry.size)
-            if entry.kind == "file":
-                yield HashTask(entry.index, entry.path, entry.size, self.algorithm)
-            else:
-                yield entry_report(entry, "hashed")
-        ctx.progress.finalize_totals()
+        """One task per walked non-directory entry; the walk runs ahead, counting totals."""
+
+        def count(batch: list[Entry]) -> Totals:
+            files = [e for e in batch if e.kind != "dir"]
+            return len(files), sum(e.size for e in files)
+
+        def estimate(roots: list[RootCount]) -> Totals:
+            return sum(r.others for r in roots), sum(r.file_bytes for r in roots)
+
+        walked = walk_ahead(ctx, self.paths, count, estimate=estimate)
+        async with aclosing(walked) as batches:
+            async for batch in batches:
+                for entry in batch:
+                    if entry.kind == "file":
+                        yield HashTask(entry.index, entry.path, entry.size, self.algorithm)
+                    elif entry.kind != "dir":
+                        yield entry_report(entry, "hashed")
 
 
 def _digest_of(outcome: Outcome[Any]) -> list[Any] | None:

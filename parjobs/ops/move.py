@@ -68,7 +68,7 @@ from ._transfer import (
     target_of,
     upgrade_into,
 )
-from ._walk import Entry, walk
+from ._walk import Entry, RootCount, Totals, walk_ahead
 
 MovePolicy = Literal["skip", "overwrite", "rename", "update", "fail"]
 T = TypeVar("T")
@@ -448,7 +448,8 @@ class MoveJob(Job):
         keys = ("moved", "renamed", "copied", "dirs", "skipped", "bytes", "bytes_reused")
         tally = Tally(ctx.state, (*keys, "source_dirs_removed"))
         progress = ctx.progress
-        progress.set_total(items=len(self.sources), bytes=0, final=False)
+        # The roots and the finishing step; the walk adds the rest.
+        progress.set_total(items=len(self.sources) + 1, bytes=0, final=False)
         progress.set_message("moving")
         try:
             walked: dict[int, bool] = {}  # source index -> moved by copying
@@ -472,9 +473,8 @@ class MoveJob(Job):
             async with aclosing(feed) as items:
                 async for outcome in dispatcher.dispatch_many(items):
                     self._count(tally, outcome)  # (the manager checkpoints in the background)
-            progress.finalize_totals()
+            progress.finalize_totals()  # (the walk did, if there was one)
             progress.set_message("finishing")
-            progress.add_total(items=1)
             removed = [0]
             sweep = None  # only a resumed run or one with failures can have left temporaries
             if ctx.resumed or tally.failed:
@@ -513,19 +513,28 @@ class MoveJob(Job):
         """One `MoveItem` per walked entry, except those ``done`` in an earlier run."""
         if not order:
             return
-        add_total = ctx.progress.add_total
         roots = [plan.roots[i] for i in order]
         names = [plan.names[i] for i in order]
+
+        def count(batch: list[Entry]) -> Totals:  # bytes only of what is moved by copying
+            return len(batch), sum(e.size for e in batch if by_copy[e.root])
+
+        def estimate(counts: list[RootCount]) -> Totals:
+            nbytes = sum(
+                c.file_bytes for c, copying in zip(counts, by_copy, strict=True) if copying
+            )
+            return sum(c.entries for c in counts), nbytes
+
         try:
-            async with aclosing(walk(ctx, roots, names)) as entries:
-                async for entry in entries:
-                    copying = by_copy[entry.root]
-                    add_total(1, entry.size if copying else 0)
-                    if entry.kind == "dir":
-                        # finished again, done or not; with the mtime walked
-                        dirs.append((entry.rel, entry.path, entry.mtime_ns))
-                    if not done(entry.index):
-                        yield MoveItem(entry, plan, copying)
+            walked = walk_ahead(ctx, roots, count, names, estimate=estimate)
+            async with aclosing(walked) as batches:
+                async for batch in batches:
+                    for entry in batch:
+                        if entry.kind == "dir":
+                            # finished again, done or not; with the mtime walked
+                            dirs.append((entry.rel, entry.path, entry.mtime_ns))
+                        if not done(entry.index):
+                            yield MoveItem(entry, plan, by_copy[entry.root])
         except Interrupted:
             return  # the dispatcher lets the items in flight end, then raises the interrupt
 

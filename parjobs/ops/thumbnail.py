@@ -65,7 +65,7 @@ from ._imaging import (
 from ._names import job_token, stored_token
 from ._partials import remove_own_temps
 from ._paths import check_creatable_dir, keep_dir_identity
-from ._walk import Entry, walk
+from ._walk import Entry, Totals, walk_ahead
 
 __all__ = ["MAX_SIZE", "ThumbnailJob", "ThumbnailTask", "image_extensions"]
 
@@ -334,25 +334,34 @@ class ThumbnailJob(Job):
     async def _tasks(
         self, ctx: JobContext, settings: _Settings, counts: _Counts
     ) -> AsyncGenerator[Task[Any], None]:
-        """One task per walked non-directory entry, counting totals as the walk goes.
+        """One task per walked non-directory entry; the walk runs ahead, counting totals.
 
         Totals are set, not added to: a resumed run replays the whole manifest.
         """
         out = os.fsencode(settings.out_dir)
         inside_out = (out.rstrip(b"/") + b"/", os.path.realpath(out).rstrip(b"/") + b"/")
-        async for entry in walk(ctx, self.paths):
-            if entry.kind == "dir" or entry.path.startswith(inside_out):
-                continue
-            counts.items += 1
-            if entry.kind == "file" and _is_image_name(entry.path):
-                counts.bytes += entry.size
-                yield ThumbnailTask(entry.index, entry.path, entry.size, settings)
-            else:
-                if entry.kind != "error":
-                    counts.not_image += 1
-                yield _report(entry)
-            ctx.progress.set_total(items=counts.items, bytes=counts.bytes, final=False)
-        ctx.progress.set_total(items=counts.items, bytes=counts.bytes, final=True)
+
+        def item(entry: Entry) -> bool:
+            return entry.kind != "dir" and not entry.path.startswith(inside_out)
+
+        def image(entry: Entry) -> bool:
+            return entry.kind == "file" and _is_image_name(entry.path)
+
+        def count(batch: list[Entry]) -> Totals:  # (which files are images: by name)
+            items = [e for e in batch if item(e)]
+            return len(items), sum(e.size for e in items if image(e))
+
+        async with aclosing(walk_ahead(ctx, self.paths, count)) as batches:
+            async for batch in batches:
+                for entry in batch:
+                    if not item(entry):
+                        continue
+                    if image(entry):
+                        yield ThumbnailTask(entry.index, entry.path, entry.size, settings)
+                    else:
+                        if entry.kind != "error":
+                            counts.not_image += 1
+                        yield _report(entry)
 
     async def cleanup(self, ctx: JobContext, *, cancelled: bool) -> None:
         """Remove the temporaries a killed run of this job left in the output directories:
@@ -392,8 +401,6 @@ class ThumbnailJob(Job):
 
 @dataclasses.dataclass
 class _Counts:
-    items: int = 0
-    bytes: int = 0
     not_image: int = 0
 
 

@@ -75,6 +75,12 @@ COMPONENTS: dict[str, Any] = {
             "elapsed": {"type": "number"},
             "recent_errors": {"type": "array", "items": {"$ref": "#/components/schemas/ItemError"}},
             "message": {"type": "string"},
+            "bytes_skipped": {"type": "integer"},
+            "partial": {
+                "type": "array",
+                "description": "[stage, index, bytes] of items stopped unfinished (paused)",
+                "items": {"type": "array"},
+            },
             "fraction": _NULLABLE_NUMBER,
         },
     },

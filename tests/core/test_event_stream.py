@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 import trio
-from _jobs import CountJob
+from _jobs import CountJob, read_log
 
 import parjobs
-from parjobs._events import EventBus, EventKind, JobEvent
+from parjobs._events import EventBus, EventKind, EventSubscription, JobEvent
 
 
 async def test_status_progress_and_errors_of_a_job_in_order(tmp_path) -> None:
@@ -118,3 +118,92 @@ async def test_progress_is_coalesced_in_place_per_job() -> None:
         (EventKind.PROGRESS, "b"),
     ]
     assert got[1].progress is not None and got[1].progress.items_done == 4
+
+
+async def _statuses_until(
+    events: EventSubscription, last: parjobs.JobStatus, out: list[parjobs.JobStatus]
+) -> None:
+    with events:
+        async for event in events:
+            if event.kind is EventKind.STATUS and event.status is not None:
+                out.append(event.status)
+                if event.status is last:
+                    return
+
+
+async def test_every_transition_made_here_is_published_even_a_short_queued(tmp_path) -> None:
+    """Jobs queued and started at once: `queued` lasted no time in the store, and a stream
+    that read statuses back from the store missed it (#13)."""
+    store = str(tmp_path / "jobs.sqlite")
+    S = parjobs.JobStatus
+    seen: dict[str, list[parjobs.JobStatus]] = {}
+    async with parjobs.open_manager(store, max_running=8) as manager:
+        events = manager.events()
+        ids = [
+            (await manager.submit(CountJob(n=2, log=str(tmp_path / f"l{i}")))).id for i in range(6)
+        ]
+        with trio.fail_after(30), events:
+            async for event in events:
+                if event.kind is EventKind.STATUS and event.status is not None:
+                    seen.setdefault(event.job_id, []).append(event.status)
+                    done = [s[-1] for s in seen.values() if s[-1] is S.COMPLETED]
+                    if len(done) == len(ids):
+                        break
+    for job_id in ids:
+        assert seen[job_id] == [S.QUEUED, S.RUNNING, S.COMPLETED], job_id
+
+
+async def test_one_subscription_lives_through_pause_and_resume(tmp_path) -> None:
+    store = str(tmp_path / "jobs.sqlite")
+    log = str(tmp_path / "log")
+    S = parjobs.JobStatus
+    async with parjobs.open_manager(store, workers=2) as manager:
+        statuses: list[parjobs.JobStatus] = []
+        snaps: list[parjobs.Progress] = []
+        events = manager.events()  # (the only job of this store)
+        handle = await manager.submit(CountJob(n=60, log=log, sleep=0.02, chunks=2))
+
+        async def follow() -> None:
+            async for snap in handle.progress():
+                snaps.append(snap)
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_statuses_until, events, S.COMPLETED, statuses)
+                nursery.start_soon(follow)
+                while len(read_log(log)) < 5:
+                    await trio.sleep(0.01)
+                await manager.pause(handle.id)
+                assert await manager.wait(handle.id) is S.PAUSED
+                await trio.sleep(0.1)
+                await manager.resume(handle.id)
+    assert statuses == [S.QUEUED, S.RUNNING, S.PAUSING, S.PAUSED, S.QUEUED, S.RUNNING, S.COMPLETED]
+    seen = [s.status for s in snaps]
+    order = [st for i, st in enumerate(seen) if i == 0 or seen[i - 1] != st]
+    assert order[-4:] == ["paused", "queued", "running", "completed"]
+    assert snaps[-1].items_done == 60
+    done = [s.items_done for s in snaps]
+    assert done == sorted(done)  # nothing lost at the pause, nothing counted twice
+
+
+async def test_watch_without_through_pauses_ends_when_the_job_rests(tmp_path) -> None:
+    store = str(tmp_path / "jobs.sqlite")
+    async with parjobs.open_manager(store) as manager:
+        handle = await manager.submit(CountJob(n=3, log=str(tmp_path / "l")), start=False)
+        with trio.fail_after(10):
+            snaps = [snap async for snap in manager.watch(handle.id)]
+        assert [s.status for s in snaps] == ["paused"]
+
+
+async def test_subscriptions_end_when_the_manager_closes(tmp_path) -> None:
+    store = str(tmp_path / "jobs.sqlite")
+    got: list[JobEvent] = []
+    with trio.fail_after(20):
+        async with parjobs.open_manager(store) as manager:
+            handle = await manager.submit(CountJob(n=3, log=str(tmp_path / "l")), start=False)
+            events = manager.events()
+        async for event in events:  # what it held, then the end
+            got.append(event)
+        with manager.events() as late:  # subscribed after the close: ends at once
+            assert [e async for e in late] == []
+    assert handle.id

@@ -402,3 +402,27 @@ def test_guest_errors_and_asyncio_cancellation_cross_over():
         assert await run_trio_guest(trio.to_thread.run_sync, lambda: 42) == 42
 
     asyncio.run(main())
+
+
+def test_one_progress_queue_and_one_callback_live_through_pause_and_resume(store_path, tmp_path):
+    """Subscriptions ended at every pause: a GUI had to subscribe again after each resume."""
+    log = str(tmp_path / "log")
+    with BlockingManager(store_path, workers=1) as jobs:
+        job_id = jobs.submit(CountJob(n=40, log=log, sleep=0.01))
+        q = jobs.progress_queue(job_id, maxsize=1000)
+        called: list[Progress] = []
+        jobs.subscribe(job_id, called.append)
+        wait_for(lambda: len(read_log(log)) >= 5, timeout=30)
+        jobs.pause(job_id)
+        assert jobs.wait(job_id, timeout=30) is JobStatus.PAUSED
+        jobs.resume(job_id)
+        assert jobs.wait(job_id, timeout=30) is JobStatus.COMPLETED
+        items = drain(q, timeout=30)
+    *snaps, sentinel = items
+    assert sentinel is None
+    got = [s for s in snaps if s is not None]
+    statuses = [s.status for s in got]
+    assert "paused" in statuses and statuses[-1] == "completed"
+    assert statuses.index("paused") < len(statuses) - 1
+    assert_monotone(got)
+    assert [s.status for s in called][-1] == "completed" and "paused" in [s.status for s in called]

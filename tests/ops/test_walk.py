@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from parjobs.ops._walk import Entry, Manifest, walk
+from parjobs.ops._walk import Entry, Manifest, count_tree, walk
 
 
 class FakeContext:
@@ -214,3 +214,20 @@ async def test_many_directories_share_worker_calls_and_manifest_writes(tmp_path:
     assert ctx.checks == len(lines) - 1  # an interrupt check before each call still
     again = await collect(FakeContext(tmp_path / "job"), [str(src)])  # replayed as it was
     assert [(e.index, e.rel) for e in again] == [(e.index, e.rel) for e in entries]
+
+
+@pytest.mark.parametrize("follow", [False, True])
+async def test_the_quick_count_agrees_with_the_walk(tmp_path: Path, follow: bool) -> None:
+    root = tmp_path / "tree"
+    build(root)
+    os.symlink(".", root / "b" / "loop")  # followed: a loop, one (error) entry
+    (root / "size.bin").write_bytes(b"x" * 1000)
+    roots = [str(root), str(root / "size.bin"), str(tmp_path / "missing")]
+    walked = await collect(FakeContext(tmp_path / "job"), roots, follow_symlinks=follow)
+    counts = count_tree(roots, follow, lambda: False)
+    assert counts is not None
+    assert sum(c.entries for c in counts) == len(walked)
+    assert sum(c.others for c in counts) == sum(e.kind != "dir" for e in walked)
+    assert sum(c.file_bytes for c in counts) == sum(e.size for e in walked if e.kind == "file")
+    assert [c.entries for c in counts][1:] == [1, 1]
+    assert count_tree(roots, follow, lambda: True) is None  # stopped: no partial figures
