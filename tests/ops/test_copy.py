@@ -1200,7 +1200,7 @@ async def test_bytes_of_a_file_paused_mid_copy_stay_counted_through_pause_and_re
     slow_checks(monkeypatch, delay)
     snaps: list[parjobs.Progress] = []
     async with parjobs.open_manager(store_path) as m:
-        handle = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        handle = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
 
         async def follow() -> None:
             async for snap in handle.progress():
