@@ -194,6 +194,18 @@ def test_copy_done_exit_0_tree_identical(small: Path, tmp_path: Path, env, store
     assert "12 copied" not in proc.stdout or "failed" not in proc.stdout
 
 
+def test_one_file_to_a_new_name_like_cp(tmp_path: Path, env, store) -> None:
+    """``parjobs copy a.txt b.txt`` makes the file b.txt, and says "1 file copied"."""
+    (tmp_path / "a.txt").write_bytes(b"abc")
+    proc = run("copy", str(tmp_path / "a.txt"), str(tmp_path / "b.txt"), env=env, store=store)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "b.txt").read_bytes() == b"abc"  # a file, not b.txt/a.txt
+    assert "  1 file copied (3 B)" in proc.stdout, proc.stdout
+    proc = run("move", str(tmp_path / "b.txt"), str(tmp_path / "c.txt"), env=env, store=store)
+    assert proc.returncode == 0 and (tmp_path / "c.txt").read_bytes() == b"abc"
+    assert not (tmp_path / "b.txt").exists()
+
+
 def test_json_lines_progress_and_result(small: Path, tmp_path: Path, env, store) -> None:
     proc = run("--json", "copy", str(small), str(tmp_path / "dst"), env=env, store=store)
     assert proc.returncode == 0, proc.stderr

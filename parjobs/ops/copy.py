@@ -325,7 +325,8 @@ class CopyJob(Job):
     directory merges into an existing directory; a non-directory in its way is replaced under
     "overwrite", skipped under "skip", and fails otherwise.
 
-    The result: ``copied`` (files and symlinks), ``dirs``, ``skipped``, ``failed``, ``bytes``
+    The result: ``copied`` (files and symlinks; also apart as ``files`` and ``symlinks``),
+    ``dirs``, ``skipped``, ``failed``, ``bytes``
     copied, ``bytes_reused`` (from partials of an interrupted run) and ``skipped_reasons``
     (reason -> count). Each failed item is in ``manager.errors(job_id)`` under its source path.
     """
@@ -390,7 +391,8 @@ class CopyJob(Job):
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         plan = await open_plan(ctx, self._plan)
-        tally = Tally(ctx.state, ("copied", "dirs", "skipped", "bytes", "bytes_reused"))
+        keys = ("copied", "files", "symlinks", "dirs", "skipped", "bytes", "bytes_reused")
+        tally = Tally(ctx.state, keys)
         progress = ctx.progress
         progress.set_total(items=1, bytes=0, final=False)  # the finishing step; the walk adds
         progress.set_message("copying")
@@ -401,8 +403,11 @@ class CopyJob(Job):
             async with aclosing(feed) as items:
                 async for outcome in dispatcher.dispatch_many(items):
                     what = tally.record(outcome)
-                    if what is not None:  # (the manager checkpoints in the background)
-                        tally.add("dirs" if what == "dir" else "copied")
+                    if what == "dir":  # (the manager checkpoints in the background)
+                        tally.add("dirs")
+                    elif what is not None:  # copied: files and symlinks, also apart
+                        tally.add("copied")
+                        tally.add("symlinks" if what == "symlink" else "files")
             progress.set_message("finishing")
             # Only a resumed run or one with failed items can have left temporaries behind.
             sweep = None
