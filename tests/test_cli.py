@@ -206,6 +206,21 @@ def test_one_file_to_a_new_name_like_cp(tmp_path: Path, env, store) -> None:
     assert not (tmp_path / "b.txt").exists()
 
 
+def test_hash_to_stdout_escapes_a_name_with_a_newline_as_output_does(
+    tmp_path: Path, env, store
+) -> None:
+    """One formatter for stdout and ``-o``: the coreutils escaping (a leading backslash)."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a\nb").write_bytes(b"x")
+    shown = run("hash", str(tmp_path / "d"), env=env, store=store)
+    assert shown.returncode == 0, shown.stderr
+    written = run("hash", "-o", str(tmp_path / "sums"), str(tmp_path / "d"), env=env, store=store)
+    assert written.returncode == 0, written.stderr
+    (line,) = shown.stdout.splitlines()
+    assert line.startswith("\\") and line.endswith("/d/a\\nb")
+    assert (tmp_path / "sums").read_text() == line + "\n"
+
+
 def test_json_lines_progress_and_result(small: Path, tmp_path: Path, env, store) -> None:
     proc = run("--json", "copy", str(small), str(tmp_path / "dst"), env=env, store=store)
     assert proc.returncode == 0, proc.stderr

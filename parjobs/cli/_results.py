@@ -38,10 +38,16 @@ def data_lines(info: JobInfo) -> list[str]:
     """Lines for stdout: ``<digest>  <path>`` per file (xxhsum format), or duplicate groups."""
     result = info.result if isinstance(info.result, dict) else {}
     if info.type == "hash":
+        from ..ops.hash import checksum_line  # the -o formatter: one format, one escaping
+
         digests = result.get("digests") or {}
-        if result.get("algorithm") == "xxh3_64":
-            return [f"XXH3 ({path}) = {digest}" for path, digest in digests.items()]
-        return [f"{digest}  {path}" for path, digest in digests.items()]
+        algorithm = str(result.get("algorithm") or "")
+        return [
+            checksum_line(algorithm, os.fsencode(path), str(digest))
+            .decode("utf-8", "surrogateescape")
+            .rstrip("\n")
+            for path, digest in digests.items()
+        ]
     if info.type == "duplicates":
         return _duplicate_groups(result)
     return []
