@@ -148,7 +148,9 @@ async def hash_(args: argparse.Namespace) -> int:
     from ..ops.hash import HashJob
 
     output = _path(args.output) if args.output else None
-    job = HashJob(paths=_existing(args.paths), algorithm=args.algorithm, output=output)
+    # Lines name files as typed (relative for a relative argument), as xxhsum does.
+    names = [os.path.expanduser(text) for text in args.paths]
+    job = HashJob(paths=_existing(args.paths), algorithm=args.algorithm, output=output, names=names)
     return await _submit(args, job)
 
 

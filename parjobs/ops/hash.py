@@ -45,7 +45,7 @@ import errno
 import functools
 import os
 import stat
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from contextlib import aclosing
 from typing import Any, Literal
 
@@ -77,11 +77,17 @@ class HashJob(Job):
     Result: ``{"files", "bytes", "failed", "skipped", "algorithm", "digests": {path: hex}}``;
     with ``output`` the digests go to that checksum file instead (written to a temporary
     name, then renamed into place) and ``"output"`` names it.
+
+    ``names``, one per path, is what the lines and digests say in place of each path: the
+    CLI gives the paths as typed (``hash .`` writes ``./a.txt``, as ``sha256sum ./a.txt``
+    would), while ``paths`` are absolute so the job can resume from another directory. A
+    checksum file with relative names verifies a copy of the tree kept elsewhere.
     """
 
     paths: list[str]
     algorithm: Algorithm = "xxh3_128"
     output: str | None = None
+    names: list[str] | None = None
 
     def validate(self) -> None:
         if not self.paths:
@@ -89,6 +95,14 @@ class HashJob(Job):
         for path in self.paths:
             if not path or "\0" in path:
                 raise JobSpecError(f"hash: invalid path {path!r}")
+        if self.names is not None:
+            if len(self.names) != len(self.paths):
+                raise JobSpecError(
+                    f"hash: {len(self.names)} names for {len(self.paths)} paths; give one each"
+                )
+            for name in self.names:
+                if not name or "\0" in name:
+                    raise JobSpecError(f"hash: invalid name {name!r}")
         if self.algorithm not in ALGORITHMS:
             raise JobSpecError(
                 f"hash: unknown algorithm {self.algorithm!r}; expected one of "
@@ -137,6 +151,9 @@ class HashJob(Job):
         for index in sorted(found):  # counts once, in walk order
             path, digest, nbytes = found[index]
             rows.setdefault(path, (digest, nbytes))
+        if self.names is not None:
+            rename = _as_named(self.paths, self.names)
+            rows = {rename(path): row for path, row in rows.items()}
         result: dict[str, Any] = {
             "files": len(rows),
             "bytes": sum(n for _, n in rows.values()),
@@ -192,6 +209,35 @@ class HashJob(Job):
                         yield HashTask(entry.index, entry.path, entry.size, self.algorithm)
                     elif entry.kind != "dir":
                         yield entry_report(entry, "hashed")
+
+
+def _as_named(paths: list[str], names: list[str]) -> Callable[[bytes], bytes]:
+    """``path -> name``: a walked path with its root (as the walk normalises it) replaced by
+    that root's name. Nested roots: the longest one that contains the path names it."""
+    pairs = sorted(
+        (
+            (os.fsencode(os.path.normpath(p)), os.fsencode(_strip_slashes(n)))
+            for p, n in zip(paths, names, strict=True)
+        ),
+        key=lambda pair: len(pair[0]),
+        reverse=True,
+    )
+
+    def rename(path: bytes) -> bytes:
+        for root, name in pairs:
+            if path == root:
+                return name
+            inner = root.rstrip(b"/") + b"/"
+            if path.startswith(inner):
+                return name.rstrip(b"/") + b"/" + path[len(inner) :]
+        return path  # not under a root: never, kept as is
+
+    return rename
+
+
+def _strip_slashes(name: str) -> str:
+    """``dir/`` -> ``dir`` (its files are ``dir/x``, not ``dir//x``); ``/`` stays."""
+    return name.rstrip("/") or "/"
 
 
 def _digest_of(outcome: Outcome[Any]) -> list[Any] | None:

@@ -361,3 +361,30 @@ async def test_output_onto_a_socket_or_block_device_is_refused_on_submit(store_p
     assert stat.S_ISSOCK(os.lstat(tmp_path / "sock").st_mode)
     if ROOT:
         assert stat.S_ISBLK(os.lstat(tmp_path / "disk").st_mode)
+
+
+@pytest.mark.parametrize(
+    ("paths", "names", "reason"),
+    [
+        (["/a", "/b"], ["a"], "1 names for 2 paths"),
+        (["/a"], [""], "invalid name"),
+        (["/a"], ["x\0"], "invalid name"),
+    ],
+)
+def test_names_are_checked(paths: list[str], names: list[str], reason: str) -> None:
+    with pytest.raises(parjobs.JobSpecError, match=reason):
+        HashJob(paths=paths, names=names).validate()
+
+
+async def test_names_replace_each_root_in_digests(store_path, tmp_path):
+    files = _tree(tmp_path / "t")
+    (tmp_path / "one").write_bytes(b"1")
+    job = HashJob(
+        paths=[str(tmp_path / "t"), str(tmp_path / "t" / "a"), str(tmp_path / "one")],
+        names=["t/", "t/a", "./one"],
+    )
+    async with parjobs.open_manager(store_path) as manager:
+        result = await (await manager.submit(job)).result()
+    expected = {"t/" + os.path.relpath(p, tmp_path / "t") for p in files} | {"./one"}
+    assert set(result["digests"]) == expected
+    assert result["files"] == len(files) + 1
