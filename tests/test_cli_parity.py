@@ -70,3 +70,77 @@ def test_hash_absolute_argument_stays_absolute(tmp_path: Path) -> None:
         os.fsencode(tree / "sub" / "with space.bin"),
         os.fsencode(tree / "sub" / "deep" / "caf\u00e9"),
     }
+
+
+def _awkward_tree(root: Path) -> None:
+    """Odd modes, file and directory mtimes, symlinks (one dangling), odd names, empty dirs."""
+    root.mkdir()
+    names = ["plain.txt", "with space", "new\nline", "caf\u00e9 \u65e5\u672c", "-dash", "tab\there"]
+    for i, name in enumerate(names):
+        (root / name).write_bytes(name.encode() * (i + 1))
+    (root / "nested" / "deeper" / "deepest").mkdir(parents=True)
+    (root / "nested" / "deeper" / "deepest" / "leaf.bin").write_bytes(os.urandom(200_000))
+    (root / "nested" / "big.bin").write_bytes(os.urandom(3 << 20))
+    (root / "empty dir").mkdir()
+    (root / "nested" / "empty").mkdir()
+    (root / "empty file").write_bytes(b"")
+    modes = {"plain.txt": 0o600, "with space": 0o751, "-dash": 0o444, "tab\there": 0o000}
+    for name, mode in modes.items():
+        os.chmod(root / name, mode)
+    os.symlink("plain.txt", root / "link to file")
+    os.symlink("nested/deeper", root / "link to dir")
+    os.symlink("no such target", root / "dangling")
+    os.symlink("/abs/\nodd target", root / "nested" / "odd link")
+    (root / "sticky").mkdir()
+    (root / "sticky" / "in.txt").write_bytes(b"in")
+    os.chmod(root / "sticky", 0o1777)
+    os.chmod(root / "nested" / "empty", 0o700)
+    for depth, path in enumerate(sorted(root.rglob("*"), key=lambda p: -len(p.parts))):
+        when = 1_500_000_000_123_456_789 + depth * 86_400_000_000_007
+        os.utime(path, ns=(when, when), follow_symlinks=False)
+    os.utime(root, ns=(1_400_000_000_000_000_001,) * 2)
+    os.chmod(root / "nested" / "deeper", 0o555)  # read-only, after its contents are in place
+
+
+def _describe(root: Path) -> dict[str, tuple[object, ...]]:
+    """Each entry (and the root, as ".") by its path in the tree: what `cp -a` keeps."""
+    out: dict[str, tuple[object, ...]] = {}
+    for top, dirs, files in os.walk(root):
+        for name in [".", *dirs, *files] if top == str(root) else [*dirs, *files]:
+            path = os.path.normpath(os.path.join(top, name))
+            st = os.lstat(path)
+            rel = os.path.relpath(path, root)
+            kind = "link" if os.path.islink(path) else "dir" if os.path.isdir(path) else "file"
+            extra: object = None
+            if kind == "link":
+                extra = os.readlink(path)
+            elif kind == "file":
+                with open(path, "rb") as f:
+                    extra = f.read()
+            mode = None if kind == "link" else st.st_mode
+            mtime = None if kind == "link" else st.st_mtime_ns
+            out[rel] = (kind, mode, st.st_size, st.st_nlink, mtime, extra)
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(top, d))]
+    return out
+
+
+@pytest.mark.skipif(shutil.which("cp") is None, reason="cp is not installed")
+def test_copy_matches_cp_a_on_an_awkward_tree(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _awkward_tree(src)
+    before = _describe(src)
+    by_cp, by_us = tmp_path / "by cp", tmp_path / "by parjobs"
+    cp = subprocess.run(["cp", "-a", str(src), str(by_cp)], capture_output=True, timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    ours = _parjobs("copy", "src", "by parjobs", cwd=tmp_path, store=tmp_path / "s.sqlite")
+    assert ours.returncode == 0, ours.stderr
+    expected = _describe(by_cp)
+    assert len(expected) == 21 and expected == before, "cp -a copies the tree as it is"
+    got = _describe(by_us)
+    differing = {
+        k: (expected.get(k), got.get(k))
+        for k in expected.keys() | got.keys()
+        if expected.get(k) != got.get(k)
+    }
+    assert not differing
+    assert _describe(src) == before, "the source is left as it was"
