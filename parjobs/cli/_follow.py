@@ -8,12 +8,14 @@ the job ``interrupted``, and ``parjobs resume`` continues it from its last check
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager
+from types import FrameType
 from typing import NoReturn
 
 import trio
@@ -71,6 +73,16 @@ async def follow_jobs(
     """
     codes: list[int] = []
     pausing = trio.Event()
+
+    def outside(signum: int, frame: FrameType | None) -> None:
+        """SIGINT while the receiver below is not listening: Ctrl-C as usual, or the quick
+        quit once the jobs are pausing. Installed before the receiver, because closing it
+        hands a press it had not read yet to the handler it found."""
+        if pausing.is_set():
+            _quit(job_ids, store, renderer)
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, outside)
     with signal_receiver() as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_on_signals, manager, job_ids, store, renderer, signals, pausing)
@@ -78,7 +90,11 @@ async def follow_jobs(
                 codes.append(await follow(manager, job_id, store, renderer, title))
             nursery.cancel_scope.cancel()
     if pausing.is_set():
-        signal.signal(signal.SIGINT, lambda *_: _quit(job_ids, store, renderer))
+        # Interpreter shutdown puts a Python-level handler back to the default, and a press
+        # then would kill the process by SIGINT; by then it exits 3 anyway: ignore presses.
+        atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGINT, previous)
     return combine(codes)
 
 
