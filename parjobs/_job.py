@@ -192,12 +192,12 @@ def dump_job(job: Job) -> tuple[str, int, str]:
     cls = type(job)
     if not cls.job_type_name or _REGISTRY.get(cls.job_type_name) is not cls:
         raise JobSpecError(f"{cls.__qualname__} is not registered: decorate it with @job_type")
-    spec = job.to_spec()
     # Field types first, as they will be checked on load, so a wrong type is named as such
     # (``sources="/data/x"``, a string where a list belongs, must not reach validate(),
     # which would walk it character by character; ``destination=5`` must not reach path
-    # code as an int).
-    cls.from_spec(spec, validate=False)
+    # code as an int), and before a job's own to_spec, which may read its fields.
+    cls.from_spec(Job.to_spec(job), validate=False)
+    spec = job.to_spec()
     job.validate()
     try:
         text = json.dumps(spec, allow_nan=False)
