@@ -743,3 +743,23 @@ def test_hash_output_to_a_link_to_stdout_writes_the_pipe_not_the_link(
         assert digest == xxhash.xxh3_128_hexdigest(Path(path).read_bytes())
     assert os.readlink(link) == "/proc/self/fd/1"
     assert "completed" in proc.stderr
+
+
+def test_jobs_shows_items_of_a_job_that_stopped_short(tmp_path: Path, env, store) -> None:
+    """#19: a copy that did 2 small files of 3 and failed on the big one said a bare
+    '0%' in ``jobs``; it says the items done beside the percent."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "a").write_text("a")
+    (src / "b").write_text("b")
+    with open(src / "c", "wb") as f:
+        f.truncate(200 * 1024 * 1024)  # sparse: the bytes are all in the item left undone
+    (dst / "src").mkdir(parents=True)
+    (dst / "src" / "c").write_text("theirs")  # a conflict: c fails, nothing is overwritten
+    assert run("copy", str(src), str(dst), "--plain", env=env, store=store).returncode == 1
+    assert (dst / "src" / "c").read_text() == "theirs"
+    out = run("jobs", env=env, store=store)
+    assert out.returncode == 0, out.stderr
+    row = out.stdout.splitlines()[1]
+    assert "completed_with_errors" in row
+    assert re.search(r"\b0% \(\d+/\d+ items\)", row), row

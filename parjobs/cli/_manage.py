@@ -133,8 +133,7 @@ async def jobs(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [("ID", "TYPE", "STATUS", "DONE", "UPDATED", "WHAT")]
     for info in infos:
-        snap = info.progress
-        done = percent(snap) or f"{snap.items_finished} items"
+        done = done_column(info)
         rows.append(
             (
                 info.id,
@@ -150,6 +149,25 @@ async def jobs(args: argparse.Namespace) -> int:
         padded = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
         print("  ".join([*padded, row[5]]))
     return EXIT_OK
+
+
+def done_column(info: JobInfo) -> str:
+    """How far a job got, for ``jobs``: the percent, and for a job that stopped short
+    (paused, failed, cancelled, ...) its items too, so one that did 2 of 3 items says
+    ``0% (2/3 items)`` rather than a bare ``0%`` when the item left was the big one; a
+    total that may still grow (stopped during the walk) has a ``+``."""
+    snap = info.progress
+    total = snap.items_total
+    done = snap.items_done + snap.items_skipped  # failed ones are not done
+    items = f"{done} items"
+    if total:
+        items = f"{done}/{total}{'' if snap.totals_final else '+'} items"
+    shown = percent(snap)
+    if not shown:
+        return items
+    if info.status is JobStatus.COMPLETED or info.status.is_active or not total:
+        return shown
+    return f"{shown} ({items})"
 
 
 #: Records read per call by ``show --items``.
