@@ -39,8 +39,8 @@ class ManagerConfig:
             lanes).
         queues: named queue capacities on top of `DEFAULT_QUEUES` (``default`` is
             ``max_running`` unless given here).
-        retention: seconds after which ended jobs are deleted when a manager opens (None:
-            kept forever).
+        retention: seconds after which ended jobs are deleted when a manager opens, and
+            hourly while it is open (None: kept forever; the CLI keeps them 30 days).
         shutdown_grace: on close, how long pausing may take before jobs are stopped
             outright (still checkpointed).
         resume_interrupted: on open, resume the jobs that dead processes left interrupted.

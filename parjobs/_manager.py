@@ -63,6 +63,9 @@ EVENT_POLL = 0.25
 #: Seconds of ``updated`` looked at again before the last seen change (other processes'
 #: clocks, and changes committed out of order).
 CLOCK_SLACK = 2.0
+#: How often a manager with a retention deletes the ended jobs that passed it (besides
+#: when it opens), so a long-running ``serve`` or ``worker`` does not keep them forever.
+RETENTION_SWEEP = 3600.0
 
 
 class JobHandle:
@@ -166,6 +169,8 @@ class JobManager(Housekeeping):
         nursery.start_soon(self._scheduler)
         nursery.start_soon(self._housekeeping)
         nursery.start_soon(self._watch_store)
+        if self.retention is not None:
+            nursery.start_soon(self._retention_sweeps)
         if self._listener is not None:
             nursery.start_soon(self._listen, self._listener)
         if resume_interrupted:
@@ -316,6 +321,13 @@ class JobManager(Housekeeping):
             self._forget(job_id)
             await self._remove_job_dir(job_id)
         return ids
+
+    async def _retention_sweeps(self) -> None:
+        """`purge_expired` every `RETENTION_SWEEP` seconds while the manager is open."""
+        while True:
+            await trio.sleep(RETENTION_SWEEP)
+            with contextlib.suppress(StoreError):  # busy or full for now: next time
+                await self.purge_expired()
 
     def statistics(self) -> ManagerStatistics:
         """Counters of this manager: jobs running/queued here, per-queue use, and the

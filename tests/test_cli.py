@@ -763,3 +763,89 @@ def test_jobs_shows_items_of_a_job_that_stopped_short(tmp_path: Path, env, store
     row = out.stdout.splitlines()[1]
     assert "completed_with_errors" in row
     assert re.search(r"\b0% \(\d+/\d+ items\)", row), row
+
+
+def _finished_days_ago(store: str, job_id: str, days: float) -> None:
+    """Age a finished job in the real store, as if it ended ``days`` ago."""
+    with sqlite3.connect(store) as db:
+        db.execute(
+            "UPDATE jobs SET finished = ? WHERE id = ?", (time.time() - days * 86400, job_id)
+        )
+
+
+def _job_ids(env: dict[str, str], store: str) -> list[str]:
+    out = run("jobs", "--json", env=env, store=store)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line)["id"] for line in out.stdout.splitlines()]
+
+
+def _copied(tmp_path: Path, name: str, env: dict[str, str], store: str) -> str:
+    """A finished copy job (its id); the copy lands in tmp_path/out-NAME."""
+    src = tmp_path / name
+    src.mkdir()
+    (src / "f").write_text(name)
+    out = run("copy", str(src), str(tmp_path / f"out-{name}"), "--json", env=env, store=store)
+    assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout.splitlines()[-1])["job_id"])
+
+
+def test_jobs_prune_by_age_and_by_id(tmp_path: Path, env, store) -> None:
+    """#19: ``jobs prune`` forgets finished jobs older than an age (``--dry-run`` only
+    says) or named by id, with their private files; the copies they made stay."""
+    old, new = _copied(tmp_path, "old", env, store), _copied(tmp_path, "new", env, store)
+    _finished_days_ago(store, old, 10)
+    os.makedirs(f"{store}.d/{old}", exist_ok=True)
+    (Path(f"{store}.d/{old}") / "walk.manifest").write_text("x")
+
+    out = run("jobs", "prune", "--older-than", "7d", "--dry-run", env=env, store=store)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"would delete {old}  copy  completed")
+    assert new not in out.stdout and _job_ids(env, store) == [old, new]
+
+    out = run("jobs", "prune", "--older-than", "7d", env=env, store=store)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"deleted {old}  copy  completed")
+    assert _job_ids(env, store) == [new]
+    assert not os.path.exists(f"{store}.d/{old}")
+    assert (tmp_path / "out-old" / "f").read_text() == "old"
+
+    out = run("jobs", "prune", "--older-than", "7d", env=env, store=store)
+    assert out.stdout == "no finished jobs to delete\n"
+    out = run("jobs", "prune", new[:6], "--json", env=env, store=store)
+    assert json.loads(out.stdout) == {"job_id": new, "status": "completed", "deleted": True}
+    assert _job_ids(env, store) == []
+    assert (tmp_path / "out-new" / "f").read_text() == "new"
+
+
+def test_jobs_prune_refuses_bad_input_and_unfinished_jobs(tmp_path: Path, env, store) -> None:
+    done = _copied(tmp_path, "a", env, store)
+    (tmp_path / "b").mkdir()
+    out = run(
+        "copy", str(tmp_path / "b"), str(tmp_path / "out-b"), "--detach", env=env, store=store
+    )
+    assert out.returncode == 0, out.stderr
+    queued = next(i for i in _job_ids(env, store) if i != done)
+    cases = [
+        (["jobs", "prune"], "give job ids or --older-than"),
+        (["jobs", "prune", "--older-than", "3x"], "expected an age such as 30d"),
+        (["jobs", "prune", done, queued], f"job {queued} is queued, not finished: nothing deleted"),
+        (["jobs", "prune", "ffffffff"], "no job"),
+    ]
+    for argv, message in cases:
+        out = run(*argv, env=env, store=store)
+        assert out.returncode == 2, (argv, out)
+        assert message in out.stderr, (argv, out.stderr)
+        assert _job_ids(env, store) == [done, queued]
+
+
+def test_finished_jobs_are_kept_30_days_by_default(tmp_path: Path, env, store) -> None:
+    """#19: the store no longer grows forever: finished jobs older than 30 days (or
+    $PARJOBS_RETENTION; 0 keeps them) are deleted when parjobs opens it."""
+    old, new = _copied(tmp_path, "old", env, store), _copied(tmp_path, "new", env, store)
+    _finished_days_ago(store, old, 31)
+    _finished_days_ago(store, new, 29)
+    assert _job_ids({**env, "PARJOBS_RETENTION": "0"}, store) == [old, new]
+    out = run("jobs", env={**env, "PARJOBS_RETENTION": "soon"}, store=store)
+    assert out.returncode == 2 and "PARJOBS_RETENTION: expected an age" in out.stderr
+    assert _job_ids(env, store) == [new]
+    assert _job_ids({**env, "PARJOBS_RETENTION": "28d"}, store) == []

@@ -247,6 +247,28 @@ async def test_history_filter_order_page_delete_retention(store_path, tmp_path):
         assert await manager.list_jobs() == []
 
 
+async def test_retention_applies_while_the_manager_is_open(store_path, tmp_path, monkeypatch):
+    """#19: a long-running manager (serve, worker) deletes ended jobs past its retention
+    hourly, with their private files, not only when it opens; resting jobs stay."""
+    import parjobs._manager as manager_module
+
+    monkeypatch.setattr(manager_module, "RETENTION_SWEEP", 0.2)
+    async with parjobs.open_manager(store_path, retention=0.3) as manager:
+        done = await manager.submit(CountJob(n=2, log=str(tmp_path / "l")))
+        await done.wait()
+        resting = await manager.submit(SleepJob(name="p", seconds=30))
+        await manager.pause(resting.id)
+        await manager.wait(resting.id)
+        job_dir = manager.job_dir(done.id)
+        os.makedirs(job_dir, exist_ok=True)
+        assert [j.id for j in await manager.list_jobs()] == [done.id, resting.id]
+        with trio.fail_after(30):
+            while len(await manager.list_jobs()) > 1:
+                await trio.sleep(0.05)
+        assert [j.id for j in await manager.list_jobs()] == [resting.id]
+        assert not os.path.exists(job_dir)
+
+
 async def test_process_task_streams_to_two_subscribers(store_path):
     script = (
         "import sys\n"

@@ -13,6 +13,7 @@ from .._config import DEFAULT_WORKERS
 from .._dispatch import MAX_WORKERS
 from .._status import JobStatus
 from ._errors import CliError
+from ._session import parse_age
 
 DESCRIPTION = """\
 File operations as parallel, resumable jobs. Each job runs in the foreground with live
@@ -81,6 +82,13 @@ def _size(text: str) -> int:
     if value > MAX_SIZE:
         raise argparse.ArgumentTypeError(f"too large: {_short(text)} (at most 8 EiB)")
     return int(value)
+
+
+def _age(text: str) -> float:
+    try:
+        return parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _statuses(text: str) -> list[JobStatus]:
@@ -340,6 +348,26 @@ def build_parser() -> Parser:
         metavar="STATUS[,STATUS]",
         help="only jobs with these statuses (repeatable)",
     )
+    prune = p.add_subparsers(dest="jobs_command", metavar="prune", parser_class=Parser)
+    p = prune.add_parser(
+        "prune",
+        help="delete finished jobs and their files from the store",
+        description="Delete finished jobs (completed, cancelled, failed, with errors) older "
+        "than --older-than, or those given by id, with their private files; print what was "
+        "deleted. Finished jobs are also deleted after $PARJOBS_RETENTION (default 30d; 0 "
+        "keeps them) when parjobs opens the store.",
+        epilog="example:\n  parjobs jobs prune --older-than 7d --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _globals(p, sub=True, client=False)
+    p.add_argument("jobs", nargs="*", metavar="ID", help="job ids or unique prefixes")
+    p.add_argument(
+        "--older-than",
+        type=_age,
+        metavar="AGE",
+        help="finished jobs that ended more than AGE ago: 30d, 12h, 90m, 2w (bare number: days)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
 
     p = _command(subs, "show", "show a job: spec, status, progress, errors", "parjobs show 3f2a")
     p.add_argument("job", metavar="ID", help="job id or a unique prefix of it")

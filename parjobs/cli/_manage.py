@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import textwrap
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from .._manager import JobManager
 from .._records import JobInfo
 from .._status import JobStatus
 from . import _format as fmt
-from ._errors import EXIT_ERRORS, EXIT_OK
+from ._errors import EXIT_ERRORS, EXIT_OK, CliError
 from ._render import ERRORS_SHOWN, describe, percent, stats
 from ._session import Store, import_job_types, manager_for
 
@@ -116,6 +117,8 @@ def job_json(info: JobInfo) -> dict[str, Any]:
 
 
 async def jobs(args: argparse.Namespace) -> int:
+    if getattr(args, "jobs_command", None) == "prune":
+        return await prune(args)
     store = Store.choose(args.store)
     infos: list[JobInfo] = []
     damaged: list[tuple[str, str]] = []
@@ -148,6 +151,61 @@ async def jobs(args: argparse.Namespace) -> int:
     for row in rows:
         padded = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
         print("  ".join([*padded, row[5]]))
+    return EXIT_OK
+
+
+async def prune(args: argparse.Namespace) -> int:
+    """``jobs prune``: delete finished jobs older than ``--older-than``, or those named, with
+    their private files (`JobManager.delete`); one line per job, ``--dry-run`` only says.
+    A named job that is not finished is refused before anything is deleted."""
+    if not args.jobs and args.older_than is None:
+        raise CliError("jobs prune: give job ids or --older-than AGE (e.g. --older-than 30d)")
+    store = Store.choose(args.store)
+    if not store.exists:
+        if args.jobs:
+            raise JobNotFoundError(f"no job with id {args.jobs[0]!r} (no store at {store.path})")
+        print("no finished jobs to delete")
+        return EXIT_OK
+    import_job_types()
+    # Keep every finished job while choosing (the retention must not delete them first).
+    async with manager_for(store, retention=None) as manager:
+        chosen = [await manager.get(await manager.resolve(j)) for j in dict.fromkeys(args.jobs)]
+        for info in chosen:
+            if not info.status.is_ended:
+                raise CliError(
+                    f"job {info.id} is {info.status.value}, not finished: nothing deleted "
+                    f"(cancel it first: {store.command('cancel', info.id)})"
+                )
+        if args.older_than is not None:
+            cutoff = time.time() - args.older_than
+            ended = [s for s in JobStatus if s.is_ended]
+            for info in await manager.list_jobs(ended, order="finished"):
+                if info.finished is not None and info.finished < cutoff:
+                    chosen.append(info)
+        chosen = list({info.id: info for info in chosen}.values())
+        for info in chosen:
+            if not args.dry_run:
+                await manager.delete(info.id)
+            verb = "would delete" if args.dry_run else "deleted"
+            if args.json:
+                print(
+                    json.dumps(
+                        {
+                            "job_id": info.id,
+                            "status": info.status.value,
+                            "deleted": not args.dry_run,
+                        }
+                    ),
+                    flush=True,
+                )
+            else:
+                when = fmt.timestamp(info.finished)
+                print(
+                    f"{verb} {info.id}  {info.type}  {info.status.value}  {when}  {describe(info)}",
+                    flush=True,
+                )
+    if not chosen and not args.json:
+        print("no finished jobs to delete")
     return EXIT_OK
 
 

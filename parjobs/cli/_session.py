@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import shlex
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -89,11 +90,40 @@ def cluster_config(args: argparse.Namespace) -> ManagerConfig | None:
         raise CliError(str(exc)) from None
 
 
+#: How long the CLI keeps finished jobs (completed, cancelled, ...) by default.
+DEFAULT_RETENTION = "30d"
+_AGE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)", re.ASCII)
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "": 86400}
+
+
+def parse_age(text: str) -> float:
+    """An age such as ``30d``, ``12h``, ``90m``, ``45s`` or ``2w`` in seconds (a bare
+    number is days); a `ValueError` naming the text otherwise."""
+    match = _AGE.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(f"expected an age such as 30d, 12h or 90m, got {text[:40]!r}")
+    return float(match[1]) * _AGE_UNITS[match[2]]
+
+
+def retention() -> float | None:
+    """Seconds after which the CLI's managers delete finished jobs: ``$PARJOBS_RETENTION``
+    (an age; ``0`` keeps them forever), else `DEFAULT_RETENTION`. A bad value is a
+    `CliError`."""
+    text = os.environ.get("PARJOBS_RETENTION") or DEFAULT_RETENTION
+    try:
+        seconds = parse_age(text)
+    except ValueError as exc:
+        raise CliError(f"PARJOBS_RETENTION: {exc}") from None
+    return seconds or None
+
+
 @asynccontextmanager
 async def manager_for(
     store: Store, config: ManagerConfig | None = None, **options: Unpack[ConfigOptions]
 ) -> AsyncIterator[JobManager]:
-    """A manager on ``store``, creating its directory first; for a server, its client."""
+    """A manager on ``store``, creating its directory first; for a server, its client.
+    Finished jobs older than `retention` are deleted as it opens (and hourly while it
+    runs), unless ``options`` say otherwise."""
     if store.server is not None:
         from ._client import open_remote  # httpx: only loaded with --server
 
@@ -107,5 +137,6 @@ async def manager_for(
             os.makedirs(directory, mode=0o700, exist_ok=True)  # private, as XDG asks
     except OSError as exc:
         raise CliError(f"cannot create the store directory {directory}: {exc.strerror}") from None
+    options.setdefault("retention", retention())
     async with open_manager(store.path, config, **options) as manager:
         yield manager
