@@ -1,17 +1,44 @@
 """Tasks over walked entries that several jobs share: hash one file (`HashTask`), and report
-an entry that is not worked on, skipped or unreadable (`EntryTask`, `entry_report`)."""
+an entry that is not worked on, skipped or unreadable (`EntryTask`, `entry_report`); and
+`run_each`, the group path of tasks that read small files one after another."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 from .._exceptions import Skip
-from .._task import Task, TaskContext
+from .._task import RUN_ALONE, Task, TaskContext
 from ._errors import SourceChangedError
 from ._fs import display
 from ._hashing import hash_file
 from ._walk import Entry
+
+TaskT = TypeVar("TaskT", bound=Task[Any])
+
+
+def run_each(
+    tasks: Sequence[TaskT], tcs: Sequence[TaskContext], value: Callable[[TaskT, TaskContext], Any]
+) -> list[Any]:
+    """The group path of tasks that each read one small file: ``value(task, tc)`` for each, in
+    one worker-thread call (the reads release the GIL; the saving is the per-task thread hop
+    and dispatch). A task whose ``value`` raises `OSError` is answered `RUN_ALONE`, so its own
+    ``run`` meets the problem again and reports it; ``value`` must therefore leave no trace
+    (bytes, records) before it has succeeded. Once a pause or cancel is pending, the rest are
+    left to ``run`` too, which stops them at once: a group never delays an interruption by more
+    than one file.
+    """
+    out: list[Any] = []
+    for task, tc in zip(tasks, tcs, strict=True):
+        if tc.interrupted:
+            out.append(RUN_ALONE)
+            continue
+        try:
+            out.append(value(task, tc))
+        except OSError:
+            out.append(RUN_ALONE)
+    return out
 
 
 @dataclasses.dataclass(slots=True)
@@ -19,6 +46,8 @@ class HashTask(Task[list[Any]]):
     """Hash one regular file; the value is ``[hex digest, bytes read]`` (JSON data)."""
 
     cluster = True  # reads only: running twice is harmless
+    #: Light (small) files are hashed up to this many per worker-thread call (`run_each`).
+    group_size = 64
 
     index: int
     path: bytes
@@ -38,14 +67,36 @@ class HashTask(Task[list[Any]]):
         digest = hash_file(
             self.path, algorithm=self.algorithm, check=tc.check, on_bytes=tc.add_bytes
         )
-        if self.exact and tc.bytes_done != self.size:
+        self._check_size(tc.bytes_done)
+        return self._done(tc, digest, tc.bytes_done)
+
+    @classmethod
+    def run_group(cls, tasks: Sequence[Task[Any]], tcs: Sequence[TaskContext]) -> list[Any]:
+        """Hash the group's (light, so small) files one after another in this thread."""
+        return run_each(cast(Sequence[HashTask], tasks), tcs, HashTask._quietly)
+
+    def _quietly(self, tc: TaskContext) -> list[Any]:
+        """`run` that counts bytes only once the digest is known (see `run_each`)."""
+        read = 0
+
+        def count(n: int) -> None:
+            nonlocal read
+            read += n
+
+        digest = hash_file(self.path, algorithm=self.algorithm, on_bytes=count)
+        self._check_size(read)
+        tc.add_bytes(read)
+        return self._done(tc, digest, read)
+
+    def _check_size(self, read: int) -> None:
+        if self.exact and read != self.size:
             raise SourceChangedError(
-                None,
-                f"file changed since it was listed (size {self.size} -> {tc.bytes_done})",
-                self.label(),
+                None, f"file changed since it was listed (size {self.size} -> {read})", self.label()
             )
-        tc.record("hashed", self.path, bytes=tc.bytes_done, detail=f"{self.algorithm}:{digest}")
-        return [digest, tc.bytes_done]
+
+    def _done(self, tc: TaskContext, digest: str, read: int) -> list[Any]:
+        tc.record("hashed", self.path, bytes=read, detail=f"{self.algorithm}:{digest}")
+        return [digest, read]
 
 
 @dataclasses.dataclass(slots=True)
