@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
-from .._exceptions import Skip
+from .._exceptions import Interrupted, Skip
 from .._task import RUN_ALONE, Task, TaskContext
 from ._errors import SourceChangedError
 from ._fs import display
@@ -23,9 +23,10 @@ def run_each(
 ) -> list[Any]:
     """The group path of tasks that each read one small file: ``value(task, tc)`` for each, in
     one worker-thread call (the reads release the GIL; the saving is the per-task thread hop
-    and dispatch). A task whose ``value`` raises `OSError` is answered `RUN_ALONE`, so its own
-    ``run`` meets the problem again and reports it; ``value`` must therefore leave no trace
-    (bytes, records) before it has succeeded. Once a pause or cancel is pending, the rest are
+    and dispatch). A task whose ``value`` raises `OSError` (a timeout too) or is interrupted
+    (``tc.check()``) is answered `RUN_ALONE`, so its own ``run`` meets the problem again and
+    reports it; ``value`` must therefore leave no trace (bytes, records) before it has
+    succeeded. Once a pause or cancel is pending, the rest are
     left to ``run`` too, which stops them at once: a group never delays an interruption by more
     than one file.
     """
@@ -36,7 +37,7 @@ def run_each(
             continue
         try:
             out.append(value(task, tc))
-        except OSError:
+        except (OSError, Interrupted):  # (a timeout is an OSError) run meets it again
             out.append(RUN_ALONE)
     return out
 
@@ -83,7 +84,7 @@ class HashTask(Task[list[Any]]):
             nonlocal read
             read += n
 
-        digest = hash_file(self.path, algorithm=self.algorithm, on_bytes=count)
+        digest = hash_file(self.path, algorithm=self.algorithm, check=tc.check, on_bytes=count)
         self._check_size(read)
         tc.add_bytes(read)
         return self._done(tc, digest, read)

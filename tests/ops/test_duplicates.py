@@ -189,3 +189,50 @@ async def test_bad_specs_are_refused(store_path, spec, match):
     async with parjobs.open_manager(store_path) as manager:
         with pytest.raises(parjobs.JobSpecError, match=match):
             await manager.submit(DuplicatesJob(**spec))
+
+
+async def test_small_files_go_in_groups_and_a_failure_in_a_group_is_reported_once(
+    store_path, tmp_path, monkeypatch
+):
+    """Content ids and full hashes of small files run in groups (one worker-thread call for
+    many files: `run` is then called only for what the group path left, here one file that
+    vanished); the vanished file is reported once, and no byte is counted twice."""
+    root = tmp_path / "t"
+    for i in range(200):
+        data = os.urandom(100 + i)
+        _write(root / "a" / f"{i:03}", data)
+        _write(root / "b" / f"{i:03}", data)
+    big = os.urandom(200 * 1024)  # full-hashed: light, so grouped too
+    for i in range(20):
+        _write(root / "c" / f"big{i:02}", big)
+    victim = str(root / "b" / "007")
+    real = content_id
+    alone: collections.Counter[str] = collections.Counter()
+    real_cid_run, real_hash_run = dup_mod.ContentIdTask.run, entries_mod.HashTask.run
+
+    def vanishing(path, **kwargs):
+        if os.fsdecode(path) == victim and os.path.exists(path):
+            os.unlink(path)
+        return real(path, **kwargs)
+
+    def cid_run(self, tc):
+        alone["content-id"] += 1
+        return real_cid_run(self, tc)
+
+    def hash_run(self, tc):
+        alone["full-hash"] += 1
+        return real_hash_run(self, tc)
+
+    monkeypatch.setattr(dup_mod, "content_id", vanishing)
+    monkeypatch.setattr(dup_mod.ContentIdTask, "run", cid_run)
+    monkeypatch.setattr(entries_mod.HashTask, "run", hash_run)
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
+        result = await handle.result()
+        (error,) = await manager.errors(handle.id)
+        info = await handle.info()
+    assert (error.label, error.stage) == (victim, "content-id")
+    assert result["failed"] == 1 and len(result["groups"]) == 200
+    assert alone["content-id"] < 20 and alone["full-hash"] < 5, alone
+    ids = sum(100 + i for i in range(200)) * 2 - (100 + 7) + 20 * dup_mod.content_id_cost(len(big))
+    assert info.progress.bytes_done == ids + 20 * len(big), "every byte counted once"

@@ -192,6 +192,15 @@ def _install_hook(hook: dict[str, Any]) -> None:
             return real_run_one(work, interrupter)
 
         executor_mod._run_one = run_one
+        real_run_group = executor_mod._run_group
+
+        def run_group(group: Any, interrupter: Any) -> Any:  # tasks run in groups count too
+            for _ in group:
+                if counter.hit():
+                    die()
+            return real_run_group(group, interrupter)
+
+        executor_mod._run_group = run_group
     else:
         raise SystemExit(f"unknown hook {kind!r}")
 
