@@ -59,6 +59,9 @@
 #define FC_NO_REFLINK (-4)  /* only in the "reflink" output: FICLONE is refused for good */
 #define FC_SPARSE (-5)      /* has holes: the Python path copies its data extents only */
 
+/* The calling convention: 2 returns each copy's (size, mtime_ns, ino) too. */
+#define FC_API 2
+
 typedef struct {
     const char *src;
     int dir_fd;
@@ -66,6 +69,8 @@ typedef struct {
     Py_ssize_t name_len;
     int result;
     long long size;
+    long long mtime_ns; /* the copy's identity, read from its descriptor once written */
+    unsigned long long ino;
 } item_t;
 
 static __thread uint64_t rng_state; /* per thread: calls run in several threads at once */
@@ -162,7 +167,7 @@ static int copy_data(int fd, int out, long long size, int *reflink) {
 
 static int copy_one(item_t *it, int flags, long long max_size, const char *token,
                     int *reflink) {
-    struct stat st, after;
+    struct stat st, after, written;
     if (flags & FC_LSTAT) {
         if (lstat(it->src, &st) != 0)
             return errno;
@@ -222,6 +227,10 @@ static int copy_one(item_t *it, int flags, long long max_size, const char *token
         if (futimens(out, times) != 0)
             rc = errno;
     }
+    /* Read back what is about to land (the rename keeps inode and mtime): the caller
+       records it without looking the name up again. */
+    if (rc == 0 && fstat(out, &written) != 0)
+        rc = errno;
     close(fd);
     if (close(out) != 0 && rc == 0)
         rc = errno;
@@ -232,19 +241,23 @@ static int copy_one(item_t *it, int flags, long long max_size, const char *token
         unlinkat(it->dir_fd, tmp, 0);
         return rc;
     }
-    it->size = (long long)st.st_size;
+    it->size = (long long)written.st_size;
+    it->mtime_ns = (long long)written.st_mtim.tv_sec * 1000000000LL + written.st_mtim.tv_nsec;
+    it->ino = (unsigned long long)written.st_ino;
     return 0;
 }
 
 PyDoc_STRVAR(copy_many_doc,
-             "copy_many(items, flags, max_size, token) -> (results, sizes, reflink_refused)\n\n"
+             "copy_many(items, flags, max_size, token) -> (results, written, reflink_refused)\n\n"
              "items: a list of (source path: bytes, destination dir fd: int, name: bytes).\n"
              "token: the owner's name token (bytes), carried by every temporary's name.\n"
              "results[i]: 0 when item i is in place, else a positive errno or a negative\n"
              "code (-1 not a regular file, -2 source changed, -3 larger than max_size,\n"
              "-5 sparse);\n"
              "nothing of a failed item is\n"
-             "left behind. sizes[i]: bytes copied. reflink_refused: FICLONE was tried and\n"
+             "left behind. written[i]: (size, mtime_ns, ino) of the copy in place, read from its\n"
+             "descriptor before the rename, or None when item i failed. reflink_refused:\n"
+             "FICLONE was tried and\n"
              "the filesystems refused it for good. The GIL is released while copying.");
 
 static PyObject *copy_many(PyObject *self, PyObject *args) {
@@ -290,19 +303,29 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++)
         items[i].result = copy_one(&items[i], flags, max_size, token, &reflink);
     Py_END_ALLOW_THREADS;
-    PyObject *results = PyList_New(n), *sizes = PyList_New(n);
-    if (results == NULL || sizes == NULL) {
-        Py_XDECREF(results);
-        Py_XDECREF(sizes);
-        goto fail;
-    }
+    PyObject *results = PyList_New(n), *written = PyList_New(n);
+    if (results == NULL || written == NULL)
+        goto fail_lists;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyList_SET_ITEM(results, i, PyLong_FromLong(items[i].result));
-        PyList_SET_ITEM(sizes, i, PyLong_FromLongLong(items[i].size));
+        PyObject *r = PyLong_FromLong(items[i].result), *w;
+        if (items[i].result == 0)
+            w = Py_BuildValue("(LLK)", items[i].size, items[i].mtime_ns, items[i].ino);
+        else
+            w = Py_NewRef(Py_None);
+        if (r == NULL || w == NULL) {
+            Py_XDECREF(r);
+            Py_XDECREF(w);
+            goto fail_lists;
+        }
+        PyList_SET_ITEM(results, i, r);
+        PyList_SET_ITEM(written, i, w);
     }
     Py_DECREF(list);
     PyMem_Free(items);
-    return Py_BuildValue("(NNO)", results, sizes, reflink == FC_NO_REFLINK ? Py_True : Py_False);
+    return Py_BuildValue("(NNO)", results, written, reflink == FC_NO_REFLINK ? Py_True : Py_False);
+fail_lists:
+    Py_XDECREF(results);
+    Py_XDECREF(written);
 fail:
     Py_DECREF(list);
     PyMem_Free(items);
@@ -348,7 +371,8 @@ PyMODINIT_FUNC PyInit__fastcopy(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddIntConstant(m, "MODE", FC_MODE) < 0 ||
+    if (PyModule_AddIntConstant(m, "API", FC_API) < 0 ||
+        PyModule_AddIntConstant(m, "MODE", FC_MODE) < 0 ||
         PyModule_AddIntConstant(m, "TIMES", FC_TIMES) < 0 ||
         PyModule_AddIntConstant(m, "REFLINK", FC_REFLINK) < 0 ||
         PyModule_AddIntConstant(m, "LSTAT", FC_LSTAT) < 0 ||

@@ -1,5 +1,6 @@
 """Types of the optional C extension built from _fastcopy.c."""
 
+API: int
 MODE: int
 TIMES: int
 REFLINK: int
@@ -16,4 +17,4 @@ NO_REFLINK_ERRNOS: tuple[int, ...]
 
 def copy_many(
     items: list[tuple[bytes, int, bytes]], flags: int, max_size: int, token: bytes, /
-) -> tuple[list[int], list[int], bool]: ...
+) -> tuple[list[int], list[tuple[int, int, int] | None], bool]: ...

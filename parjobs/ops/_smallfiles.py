@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
+from .._items import Written
 from . import _kernel
 from ._fs import NAME_MAX, RENAME_NOREPLACE
 from ._names import TMP_SUFFIX
@@ -24,7 +25,8 @@ except ImportError:  # pragma: no cover - built without a C compiler
 def _agrees(module: ModuleType) -> bool:
     """Whether the built extension shares the Python side's constants (a stale build may not)."""
     return (
-        getattr(module, "TMP_SUFFIX", None) == TMP_SUFFIX
+        getattr(module, "API", None) == 2  # copy_many's calling convention
+        and getattr(module, "TMP_SUFFIX", None) == TMP_SUFFIX
         and getattr(module, "NAME_MAX", None) == NAME_MAX
         and getattr(module, "RENAME_NOREPLACE", None) == RENAME_NOREPLACE
         and frozenset(getattr(module, "FALLBACK_ERRNOS", ())) == _kernel.FALLBACK_ERRNOS
@@ -44,14 +46,16 @@ def copy_small_files(
     src_lstat: bool = True,
     max_size: int = DEFAULT_MAX_SIZE,
     owner: str | bytes | None = None,
-) -> tuple[list[int], list[int]] | None:
+) -> tuple[list[int], list[Written | None]] | None:
     """Copy many small files in one call into C (`_fastcopy.c`), with the GIL released.
 
     ``items`` are (source path, destination dir fd, name); each is copied as `copy_file`
     copies a one-chunk file with mode and times, no overwrite, no lookups beforehand. Returns
-    (results, sizes): result 0 means the file is in place and ``sizes`` holds its bytes; any
-    other result means nothing of it was left behind, so the caller copies it again with
-    `copy_file`, which reports the problem properly. None when the C extension is not
+    (results, written): result 0 means the file is in place and ``written`` holds its
+    identity (size, mtime, inode: read from the copy's descriptor before its rename, so the
+    caller records it without looking the name up again); any other result means nothing of
+    it was left behind (``written`` None), so the caller copies it again with `copy_file`,
+    which reports the problem properly. None when the C extension is not
     available (or an item cannot be passed to C): copy them all with `copy_file`.
     ``src_dev``/``dst_dev`` key the reflink cache, as in `try_reflink`; ``src_lstat=False``
     skips the lstat before opening a source, as in `copy_file`. A source found larger than
@@ -68,9 +72,9 @@ def copy_small_files(
     if devices not in _kernel.NO_REFLINK:
         flags |= fastcopy.REFLINK
     try:
-        results, sizes, refused = fastcopy.copy_many(items, flags, max_size, owner_token(owner))
+        results, raw, refused = fastcopy.copy_many(items, flags, max_size, owner_token(owner))
     except ValueError:  # a NUL byte in a name: checked before copying anything
         return None
     if refused:
         _kernel.NO_REFLINK.add(devices)
-    return results, sizes
+    return results, [None if w is None else Written(*w) for w in raw]

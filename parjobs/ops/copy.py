@@ -41,7 +41,7 @@ from .._job import Job, job_type, runtime_field
 from .._task import RUN_ALONE, Task, TaskContext
 from . import _transfer
 from ._copyfile import CopyOptions, CopyResult, copy_symlink
-from ._desttree import NOT_A_DIR, DestTree
+from ._desttree import NOT_A_DIR
 from ._errors import DirConflictError, WalkError
 from ._finish import FinishDirs
 from ._fs import clean_error, lexists
@@ -197,11 +197,13 @@ class CopyItem(Task[CopyDone]):
             for parent in held:
                 tree.release(parent)
         if done is not None:
-            for i, result, size in zip(where, *done, strict=True):
-                if result == 0:
-                    tcs[i].add_bytes(size)
-                    out[i] = CopyDone("file", size)
-                    _record_new(tcs[i], items[i].entry, tree)
+            for i, result, written in zip(where, *done, strict=True):
+                if written is not None:  # result 0: in place
+                    tcs[i].add_bytes(written.size)
+                    out[i] = CopyDone("file", written.size)
+                    entry = items[i].entry
+                    dest = tree.path(entry.rel)
+                    tcs[i].record("copied", entry.path, dest, bytes=written.size, written=written)
                 elif result in _NO_GROUPS_ERRNOS:
                     plan.group_off = True  # e.g. no renameat2 here: the Python path copes
         return out
@@ -292,13 +294,6 @@ class CopyItem(Task[CopyDone]):
             return CopyDone("symlink")
         finally:
             plan.tree.release(parent)
-
-
-def _record_new(tc: TaskContext, entry: Entry, tree: DestTree) -> None:
-    """Record a file the group path copied to a new name (its identity read back now)."""
-    dest = tree.path(entry.rel)
-    st = os.lstat(dest)
-    tc.record("copied", entry.path, dest, bytes=st.st_size, written=fingerprint(st))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from _trees import read, snapshot, write
 
 import parjobs
 from parjobs import JobStatus
+from parjobs._items import Written, fingerprint
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import copy as copy_mod
 from parjobs.ops._names import TMP_SUFFIX
@@ -45,7 +46,7 @@ def dst_fd(tmp_path: Path) -> Any:
 
 def group(
     tmp_path: Path, dst_fd: int, names: list[bytes], src_lstat: bool = False
-) -> tuple[list[int], list[int]]:
+) -> tuple[list[int], list[Written | None]]:
     src = os.fsencode(tmp_path / "src")
     items = [(src + b"/" + n, dst_fd, n) for n in names]
     done = copy_small_files(
@@ -67,13 +68,14 @@ def test_copies_contents_mode_and_times_exactly(tmp_path: Path, dst_fd: int) -> 
         write(path, os.urandom([0, 1, 3 << 20, 5000, 10, 7][i]))
         os.chmod(path, [0o600, 0o640, 0o755, 0o444, 0o4755, 0o600][i])
         os.utime(path, ns=(1_000_000_123 + i, 1_500_000_000_456_789_012 + i))
-    results, sizes = group(tmp_path, dst_fd, names)
+    results, written = group(tmp_path, dst_fd, names)
     assert results == [0] * len(names)
-    for name, size in zip(names, sizes, strict=True):
+    for name, w in zip(names, written, strict=True):
         s = os.stat(os.fsencode(src) + b"/" + name)
         d = os.stat(os.fsencode(tmp_path) + b"/dst/" + name)
         assert read(os.fsencode(tmp_path) + b"/dst/" + name) == read(os.fsencode(src) + b"/" + name)
-        assert size == s.st_size
+        assert w == fingerprint(d)  # the identity in place, read back in C (inode and all)
+        assert w.size == s.st_size
         assert stat.S_IMODE(d.st_mode) == stat.S_IMODE(s.st_mode)
         i = names.index(name)  # (copying read the source: its atime may have moved since)
         assert (d.st_atime_ns, d.st_mtime_ns) == (1_000_000_123 + i, s.st_mtime_ns)
@@ -103,10 +105,11 @@ def test_missing_special_and_symlinked_sources_are_handed_back(
     os.mkfifo(src / "fifo")  # must not block: opened O_NONBLOCK, then refused
     os.symlink("/etc/hostname", src / "link")
     write(src / "ok", b"fine")
-    results, _ = group(tmp_path, dst_fd, [b"gone", b"fifo", b"link", b"ok"], src_lstat)
+    results, written = group(tmp_path, dst_fd, [b"gone", b"fifo", b"link", b"ok"], src_lstat)
     assert results[0] == errno.ENOENT
     assert results[1] == results[2] == smallfiles_mod.fastcopy.NOT_REGULAR  # type: ignore[union-attr]
     assert results[3] == 0
+    assert written[:3] == [None, None, None] and written[3] is not None
     assert sorted(os.listdir(tmp_path / "dst")) == ["ok"]
 
 
@@ -333,7 +336,7 @@ async def test_a_filesystem_the_group_path_cannot_serve_turns_it_off(
 
     def refusing(items: list[tuple[bytes, int, bytes]], **kwargs: Any) -> Any:
         calls.append(len(items))
-        return [errno.EINVAL] * len(items), [0] * len(items)
+        return [errno.EINVAL] * len(items), [None] * len(items)
 
     monkeypatch.setattr(copy_mod, "copy_small_files", refusing)
     monkeypatch.setattr(copy_mod.CopyItem, "group_size", 8)
