@@ -204,6 +204,7 @@ class TaskContext:
             bytes,
             detail,
             written=written,
+            stage=self.stage,  # as the stage books it: no copy of the record there
             index=self.index,
         )
         if self.items is None:

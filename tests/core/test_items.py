@@ -264,3 +264,14 @@ def test_a_postgresql_store_of_schema_1_gains_the_item_log(pg_url: str) -> None:
     with psycopg.connect(pg_url) as conn:
         version = conn.execute(f"SELECT value FROM {NAMESPACE}.meta WHERE key='schema_version'")
         assert version.fetchone() == ("2",)
+
+
+def test_a_task_records_under_its_own_stage() -> None:
+    """`TaskContext.record` names the task's stage itself, so booking it copies nothing."""
+    from parjobs._task import Interrupter, TaskContext
+
+    tc = TaskContext(3, "x", Interrupter(), stage="files")
+    tc.record("copied", b"/a", "/b", bytes=1)
+    assert tc.items is not None
+    [record] = tc.items
+    assert (record.stage, record.index, record.source) == ("files", 3, "/a")
