@@ -21,6 +21,7 @@ def test_show_items_json_undo_and_plain(tmp_path: Path, env: dict[str, str], sto
     (src / "a").write_bytes(b"aaa")
     (src / os.fsdecode(b"odd-\xff")).write_bytes(b"o")
     dst = tmp_path / "dst"
+    dst.mkdir()  # an existing directory: the copy goes into it (dst/src), as cp -r does
     assert run("copy", str(src), str(dst), "--plain", env=env, store=store).returncode == 0
     job = _job_id(store, env)
     shown = run("show", job[:6], "--items", "--json", env=env, store=store)

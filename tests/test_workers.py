@@ -86,6 +86,7 @@ async def test_a_killed_workers_copy_is_resumed_by_another_byte_identical(store_
         (src / f"d{d}").mkdir(parents=True)
         for f in range(400):
             (src / f"d{d}" / f"f{f}").write_bytes(os.urandom(2048 + f))
+    dst.mkdir()  # an existing directory: the copy goes into it (dst/src), as cp -r does
     queued = _run(
         "copy", str(src), str(dst), "--verify", "-w", "1", "--detach", "--store", store_path
     )

@@ -13,6 +13,7 @@ from conftest import ALICE, BOB, Server
 async def test_items_paged_filtered_and_undone(server: Server, tmp_path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
+    dst.mkdir()  # an existing directory: the copy goes into it (dst/src), as cp -r does
     for i in range(7):
         write(src / f"f{i}", os.urandom(10 + i))
     job = await server.submit(
