@@ -123,7 +123,7 @@ def test_sigterm_pauses_and_the_restart_resumes_only_what_the_shutdown_paused(tm
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
-    assert _files(tmp_path / "dst" / "src") == _files(tmp_path / "src")
+    assert _files(tmp_path / "dst") == _files(tmp_path / "src")  # dst did not exist: the copy
     # Stopped with nothing running: nothing is remembered, the user's job still rests.
     assert not marker.exists()
 
