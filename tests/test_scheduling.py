@@ -97,6 +97,7 @@ async def test_global_limit(store_path):
     assert RUNNING["max"] == 3
 
 
+@pytest.mark.one_store
 async def test_task_retries_back_off_exponentially(store_path, autojump_clock):
     async with parjobs.open_manager(store_path) as manager:
         t0 = trio.current_time()
@@ -124,6 +125,7 @@ async def test_permanent_errors_are_not_retried(store_path, autojump_clock):
     assert "No such file" in error.message and "attempts" not in error.message
 
 
+@pytest.mark.one_store
 async def test_task_timeout_fails_the_item_and_is_retried(store_path, autojump_clock):
     async with parjobs.open_manager(store_path) as manager:
         handle = await manager.submit(FlakyTasksJob(failures=[0], seconds=30, task_timeout=5))
@@ -150,6 +152,7 @@ async def test_job_retry_gives_up_on_permanent_failure(store_path, autojump_cloc
         assert (await handle.info()).attempts == 1
 
 
+@pytest.mark.one_store
 async def test_job_timeout_ends_timed_out_with_work_checkpointed(store_path, autojump_clock):
     async with parjobs.open_manager(store_path) as manager:
         handle = await manager.submit(FlakyTasksJob(failures=[0, 0], steps=100), timeout=10.5)
@@ -160,6 +163,7 @@ async def test_job_timeout_ends_timed_out_with_work_checkpointed(store_path, aut
     assert 9 <= info.state["step"] <= 11  # 1 s steps; the one in flight at 10.5 s finishes
 
 
+@pytest.mark.one_store
 async def test_job_timeout_counts_run_time_over_resumes(store_path, tmp_path):
     """The timeout used to restart with every resume (a 3 s job paused at 2 s got 3 s more).
     It is total run time now; a timed-out job resumed without more time stops at once, and

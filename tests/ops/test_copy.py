@@ -225,6 +225,10 @@ async def test_a_new_name_stays_a_new_name_on_resume(store_path: str, tmp_path: 
     """The first run creates ``newdir``; the resumed run must not then copy *into* it."""
     src = tmp_path / "src"
     make_tree(src)
+    for d in range(20):  # enough work that the pause lands before the end
+        (src / "many" / f"{d}").mkdir(parents=True)
+    for i in range(2000):
+        write(src / "many" / f"{i % 20}" / f"f{i}", b"x" * (i % 300))
     job = CopyJob(sources=[str(src)], destination=str(tmp_path / "newdir"))
     async with parjobs.open_manager(store_path, workers=1) as m:
         handle = await m.submit(job)
@@ -232,7 +236,7 @@ async def test_a_new_name_stays_a_new_name_on_resume(store_path: str, tmp_path: 
             while not (tmp_path / "newdir").exists():
                 await trio.sleep(0.001)
         await m.pause(handle.id)
-        await handle.wait()
+        assert await handle.wait() is JobStatus.PAUSED
         assert (tmp_path / "newdir").is_dir()
         handle = await m.resume(handle.id)
         with trio.fail_after(30):
