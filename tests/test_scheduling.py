@@ -7,6 +7,7 @@ import itertools
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -375,14 +376,30 @@ async def test_process_cancel_kills_and_reaps(store_path):
             return None
 
     async with parjobs.open_manager(store_path) as manager:
+        before = _children()  # a PostgreSQL fixture's server may be a child of this process
         handle = await manager.submit(RunForever())
         while task.state != "running":
             await trio.sleep(0.01)
+        assert set(_children()) - set(before)  # the program runs as a child of this process
         await manager.cancel(handle.id)
         assert await handle.wait() is JobStatus.CANCELLED
     assert task.state == "killed"
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # no zombie, no child left
+    assert _children() == before  # killed and reaped: no zombie, no child left
+
+
+def _children() -> dict[int, str]:
+    """This process's children: pid -> state (``Z`` for a zombie), read from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            state, ppid = stat.rpartition(")")[2].split()[:2]
+            if int(ppid) == os.getpid():
+                children[int(entry)] = state
+    return children
 
 
 def test_process_task_refuses_shell_strings():
