@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ import trio
 
 from ._dispatch import TaskDispatcher
 from ._exceptions import StoreError
+from ._histogram import CHECKPOINT_SECONDS
 from ._indexset import IndexSet
 from ._items import ItemRecord, Written
 from ._pool import ExecutorFactory, WorkerPool
@@ -254,7 +256,9 @@ class JobContext:
                 return
             with trio.CancelScope(shield=True):
                 try:
+                    began = time.monotonic()
                     await self._write(batch)
+                    CHECKPOINT_SECONDS.observe(time.monotonic() - began)
                 except StoreError:
                     self._pending = batch
                     if not retry:

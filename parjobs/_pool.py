@@ -28,6 +28,7 @@ import trio
 
 from ._exceptions import Interrupted, Skip, TaskTimeoutError
 from ._executor import Executor, PoolPort, ThreadExecutor
+from ._histogram import TASK_SECONDS
 from ._progress import ItemError, ProgressTracker
 from ._task import AsyncTask, Interrupter, Outcome, OutcomeStatus, TaskContext
 from ._throttle import ThrottleStatistics
@@ -298,6 +299,8 @@ class WorkerPool:
         self._done += 1
         error: ItemError | None = None
         tc = work.tc
+        if tc.started is not None:
+            TASK_SECONDS.observe(time.monotonic() - tc.started)
         if tc.attempt > 1:
             outcome = dataclasses.replace(outcome, attempts=tc.attempt)
         if outcome.status is OutcomeStatus.FAILED:

@@ -125,6 +125,7 @@ class TaskContext:
         "items",
         "rerun",
         "stage",
+        "started",
         "timeout",
     )
 
@@ -152,13 +153,17 @@ class TaskContext:
         #: When the task must be done (``time.monotonic()``): set by `start`, None before
         #: and without a timeout.
         self.deadline: float | None = None
+        #: When this attempt started (``time.monotonic()``), None before `start`.
+        self.started: float | None = None
 
     def start(self) -> None:
         """The task starts running now: its timeout counts from here (not from when it was
         queued, maybe behind slow tasks). Called by the executor that runs it; a later call
         in the same attempt (a task a group left to run alone) keeps the first deadline."""
+        if self.started is None:
+            self.started = time.monotonic()
         if self.timeout is not None and self.deadline is None:
-            self.deadline = time.monotonic() + self.timeout
+            self.deadline = self.started + self.timeout
 
     def check(self) -> None:
         """Call between chunks: raises `PauseRequested`/`CancelRequested` to stop early, or

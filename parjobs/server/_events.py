@@ -27,7 +27,6 @@ import collections
 import dataclasses
 import functools
 import json
-import math
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -35,6 +34,7 @@ import trio
 
 from .. import ItemError, JobInfo, JobManager, JobStatus, Progress
 from .._events import EventKind, EventSubscription, JobEvent
+from .._histogram import Histogram
 from ..process import OutputLine
 from ._views import error_view, job_view, progress_view
 
@@ -54,9 +54,6 @@ HEARTBEAT = 15.0
 #: Events the hub's subscription to the manager may hold before the manager drops some.
 CORE_BUFFER = 10_000
 
-#: Buckets (seconds) of the duration histograms kept for /metrics.
-DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, math.inf)
-
 
 @dataclasses.dataclass(frozen=True)
 class Event:
@@ -74,25 +71,6 @@ class Event:
         """The event in the SSE wire format, encoded once for every client."""
         head = f"id: {self.id}\n" if self.id is not None else ""
         return f"{head}event: {self.kind}\ndata: {json.dumps(self.data, default=repr)}\n\n"
-
-
-class Histogram:
-    """Cumulative bucket counts and a sum, as a Prometheus histogram wants them."""
-
-    def __init__(self, buckets: Iterable[float] = DURATION_BUCKETS) -> None:
-        self.bounds = tuple(buckets)
-        self.counts = [0] * len(self.bounds)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.sum += value
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[i] += 1
-
-    @property
-    def count(self) -> int:
-        return self.counts[-1]
 
 
 class Subscription:

@@ -28,8 +28,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .. import JobManager
+from .._histogram import CHECKPOINT_SECONDS, TASK_SECONDS, Histogram
 from .._store import JobStore
-from ._events import EventHub, Histogram
+from ._events import EventHub
 from ._reader import StoreReader
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -165,6 +166,16 @@ class _Collector(Collector):
             "parjobs_job_queue_wait_seconds",
             "Seconds from submission to first start, jobs started while this server watched",
             s.hub.queue_wait_seconds,
+        )
+        yield _histogram(
+            "parjobs_task_seconds",
+            "How long tasks ran, from start to outcome (the jobs this server's process runs)",
+            TASK_SECONDS,
+        )
+        yield _histogram(
+            "parjobs_checkpoint_seconds",
+            "How long checkpoint writes took (the jobs this server's process runs)",
+            CHECKPOINT_SECONDS,
         )
         yield GaugeMetricFamily(
             "parjobs_event_clients",

@@ -33,11 +33,19 @@ async def test_metrics_match_the_job(server: Server, tmp_path) -> None:
     sizes = [1000 * (i + 1) for i in range(12)]
     for i, size in enumerate(sizes):
         (src / f"f{i}").write_bytes(os.urandom(size))
+    before = await scrape(server)
     job = await server.submit(
         {"type": "copy", "spec": {"sources": [str(src)], "destination": str(dst)}}
     )
     done = await server.wait_status(job["id"], "completed")
     metrics = await scrape(server)
+    # Task and checkpoint durations: this process's histograms grew by this job's share.
+    for name, least in (("parjobs_task_seconds", len(sizes)), ("parjobs_checkpoint_seconds", 1)):
+        grew = value(metrics[name], f"{name}_count") - value(before[name], f"{name}_count")
+        assert grew >= least, (name, grew)
+        assert value(metrics[name], f"{name}_bucket", le="+Inf") == value(
+            metrics[name], f"{name}_count"
+        )
     assert value(metrics["parjobs_jobs"], "parjobs_jobs", type="copy", status="completed") == 1
     tasks = value(metrics["parjobs_tasks_done"], "parjobs_tasks_done_total", type="copy")
     assert tasks == done["done_items"] >= len(sizes)
