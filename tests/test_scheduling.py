@@ -384,11 +384,11 @@ async def test_process_cancel_kills_and_reaps(store_path):
         await manager.cancel(handle.id)
         assert await handle.wait() is JobStatus.CANCELLED
     assert task.state == "killed"
-    assert _children() == before  # killed and reaped: no zombie, no child left
+    assert set(_children()) == set(before)  # killed and reaped: no zombie, no child left
 
 
 def _children() -> dict[int, str]:
-    """This process's children: pid -> state (``Z`` for a zombie), read from /proc."""
+    """This process's children: pid -> state (a zombie stays listed until reaped)."""
     children = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
