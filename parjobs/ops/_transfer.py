@@ -185,10 +185,28 @@ def target_of(sources: Sequence[str], destination: str, into: bool) -> Target:
     return Target(head, [os.fsencode(leaf)])
 
 
-def upgrade_into(spec: dict[str, Any], from_version: int) -> dict[str, Any]:
-    """A copy or move spec stored before ``into`` existed (version 1) always copied into
-    the destination."""
-    return {**spec, "into": True} if from_version < 2 else spec
+class IntoDestination:
+    """What copy and move share about their destination: ``into`` (see `copies_into`) is
+    decided once, when the job is submitted, and stored in its spec, so a resumed run keeps
+    the interpretation; a spec stored before ``into`` existed (version 1) always copied into
+    the destination. Put before `Job` in a job's bases; the job declares the fields."""
+
+    sources: list[str]
+    destination: str
+    into: bool | None
+
+    @classmethod
+    def upgrade_spec(cls, spec: dict[str, Any], from_version: int) -> dict[str, Any]:
+        return {**spec, "into": True} if from_version < 2 else spec
+
+    def to_spec(self) -> dict[str, Any]:
+        self._decide_into()  # the spec stores the decision (submit stores the spec)
+        spec: dict[str, Any] = super().to_spec()  # type: ignore[misc]
+        return spec
+
+    def _decide_into(self) -> None:
+        if self.into is None:
+            self.into = copies_into(self.sources, self.destination)
 
 
 async def open_plan(ctx: JobContext, make: Callable[[bool, Any], CopyPlan]) -> CopyPlan:

@@ -52,12 +52,12 @@ from ._transfer import (
     AskCallback,
     CopyDone,
     CopyPlan,
+    IntoDestination,
     Landing,
     Policy,
     Tally,
     Target,
     check_paths,
-    copies_into,
     dest_is_unchanged,
     make_plan,
     open_plan,
@@ -66,7 +66,6 @@ from ._transfer import (
     same_content,
     special_reason,
     target_of,
-    upgrade_into,
 )
 from ._walk import Entry, RootCount, Totals, walk_ahead
 
@@ -301,7 +300,7 @@ class CopyItem(Task[CopyDone]):
 
 
 @job_type("copy", version=2)
-class CopyJob(Job):
+class CopyJob(IntoDestination, Job):
     """Copy files and directory trees, like ``cp -a``: into ``destination`` (created if
     missing) when it is a directory, when there are several sources or when ``destination``
     ends with ``/`` (``sources=["a"]`` lands in ``destination/a``); otherwise the one source
@@ -336,19 +335,6 @@ class CopyJob(Job):
     preserve_owner: bool = False
     into: bool | None = None
     ask: AskCallback | None = runtime_field()
-
-    @classmethod
-    def upgrade_spec(cls, spec: dict[str, Any], from_version: int) -> dict[str, Any]:
-        return upgrade_into(spec, from_version)
-
-    def to_spec(self) -> dict[str, Any]:
-        self._decide_into()  # the spec stores the decision (submit stores the spec)
-        return super().to_spec()
-
-    def _decide_into(self) -> None:
-        """Decide ``into`` once, when the job is submitted (see the class docstring)."""
-        if self.into is None:
-            self.into = copies_into(self.sources, self.destination)
 
     def validate(self) -> None:
         self._decide_into()

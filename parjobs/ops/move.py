@@ -53,11 +53,11 @@ from ._partials import sweep_temporaries
 from ._transfer import (
     CopyDone,
     CopyPlan,
+    IntoDestination,
     Landing,
     Tally,
     Target,
     check_paths,
-    copies_into,
     dest_is_unchanged,
     make_plan,
     open_plan,
@@ -66,7 +66,6 @@ from ._transfer import (
     same_content,
     special_reason,
     target_of,
-    upgrade_into,
 )
 from ._walk import Entry, RootCount, Totals, walk_ahead
 
@@ -378,7 +377,7 @@ def _remove_empty_dirs(dirs: list[tuple[bytes, bytes, int | None]], removed: lis
 
 
 @job_type("move", version=2)
-class MoveJob(Job):
+class MoveJob(IntoDestination, Job):
     """Move files and directory trees, like ``mv``: into ``destination`` (created if
     missing) when it is a directory, for several sources or a ``destination`` ending with
     ``/``; otherwise the one source becomes ``destination`` (``mv a.txt b.txt``). ``into``
@@ -399,19 +398,6 @@ class MoveJob(Job):
     verify: bool = True
     durable: bool = False
     into: bool | None = None
-
-    @classmethod
-    def upgrade_spec(cls, spec: dict[str, Any], from_version: int) -> dict[str, Any]:
-        return upgrade_into(spec, from_version)
-
-    def to_spec(self) -> dict[str, Any]:
-        self._decide_into()  # the spec stores the decision (submit stores the spec)
-        return super().to_spec()
-
-    def _decide_into(self) -> None:
-        """Decide ``into`` once, when the job is submitted (see the class docstring)."""
-        if self.into is None:
-            self.into = copies_into(self.sources, self.destination)
 
     def validate(self) -> None:
         self._decide_into()
