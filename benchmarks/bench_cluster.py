@@ -32,7 +32,7 @@ from typing import Any
 import trio
 
 import parjobs
-from parjobs.ops.copy import CopyJob
+from parjobs.ops._copy import CopyJob
 
 from ._cluster_tasks import NoopJob, install_latency
 from ._common import (

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from parjobs.ops import _smallfiles
+from parjobs.ops._copy import CopyJob
 from parjobs.ops._fs import rename_noreplace
-from parjobs.ops.copy import CopyJob
 
 from ._common import Timing, load_average, log, panel_chart, run_rounds
 from ._session import Session

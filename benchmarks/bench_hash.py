@@ -14,7 +14,7 @@ from typing import Any
 
 import xxhash
 
-from parjobs.ops.hash import HashJob
+from parjobs.ops._hash import HashJob
 
 from ._common import Timing, load_average, log, panel_chart, run_rounds
 from ._session import Session

@@ -40,7 +40,7 @@ import parjobs
 import parjobs._context as context_mod
 from parjobs._context import CHECKPOINT_INTERVAL, JobContext
 from parjobs._store import JobStore
-from parjobs.ops.copy import CopyJob
+from parjobs.ops._copy import CopyJob
 
 from . import bench_dispatch
 from ._common import load_average, log, run_rounds, temp_dir

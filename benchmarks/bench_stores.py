@@ -31,8 +31,8 @@ import trio
 
 import parjobs
 from parjobs._stores import open_store
-from parjobs.ops.copy import CopyJob
-from parjobs.ops.hash import HashJob
+from parjobs.ops._copy import CopyJob
+from parjobs.ops._hash import HashJob
 
 from ._common import ROOT, Stopwatch, load_average, log, temp_dir
 from ._session import Session

@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from parjobs.ops.thumbnail import ThumbnailJob
+from parjobs.ops._thumbnail import ThumbnailJob
 
 from ._common import Timing, load_average, log, panel_chart, run_rounds
 from ._session import Session

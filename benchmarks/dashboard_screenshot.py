@@ -22,11 +22,11 @@ import trio
 from PIL import Image
 
 import parjobs
-from parjobs.ops.copy import CopyJob
-from parjobs.ops.duplicates import DuplicatesJob
-from parjobs.ops.hash import HashJob
-from parjobs.ops.move import MoveJob
-from parjobs.ops.thumbnail import ThumbnailJob
+from parjobs.ops._copy import CopyJob
+from parjobs.ops._duplicates import DuplicatesJob
+from parjobs.ops._hash import HashJob
+from parjobs.ops._move import MoveJob
+from parjobs.ops._thumbnail import ThumbnailJob
 from parjobs.server import EventHub, serve
 
 from .bench_slow_storage import injected_latency

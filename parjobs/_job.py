@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -87,7 +88,7 @@ class Job:
         raise `JobSpecError` on any mismatch."""
         if not isinstance(spec, Mapping):
             raise JobSpecError(f"{cls.job_type_name}: spec must be an object, got {_tname(spec)}")
-        hints = typing.get_type_hints(cls)
+        hints = spec_hints(cls)
         fields = {f.name: f for f in _spec_fields(cls)}
         unknown = sorted(set(spec) - set(fields))
         if unknown:
@@ -110,6 +111,22 @@ class Job:
 _REGISTRY: dict[str, type[Job]] = {}
 
 
+#: The module each registered job class was defined in, noted before a package re-exporting
+#: it gives it a public ``__module__`` (``parjobs.ops.CopyJob``): its annotations are names there.
+_HOMES: dict[type, str] = {}
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def spec_hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a job class, once per class."""
+    hints = _HINTS.get(cls)
+    if hints is None:
+        home = sys.modules.get(_HOMES.get(cls, cls.__module__))
+        hints = typing.get_type_hints(cls, localns=vars(home) if home is not None else None)
+        _HINTS[cls] = hints
+    return hints
+
+
 def job_type(name: str, *, version: int = 1) -> Callable[[JobT], JobT]:
     """Register a `Job` subclass under a stable name and spec version.
 
@@ -128,6 +145,7 @@ def job_type(name: str, *, version: int = 1) -> Callable[[JobT], JobT]:
         cls.job_type_name = name
         cls.job_type_version = version
         _REGISTRY[name] = cls
+        _HOMES[cls] = cls.__module__
         return cls
 
     return register

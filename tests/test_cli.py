@@ -277,7 +277,7 @@ def test_unreadable_file_exit_1(tmp_path: Path, env, store) -> None:
 
 def test_failed_job_exit_1_with_the_reason(small: Path, tmp_path: Path, env, store) -> None:
     import parjobs
-    from parjobs.ops.copy import CopyJob
+    from parjobs.ops._copy import CopyJob
 
     src = tmp_path / "src"
     shutil.copytree(small, src)

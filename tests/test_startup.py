@@ -82,8 +82,8 @@ def test_copy_loads_only_the_copy_operation(tmp_path):
     assert code == 0
     assert (tmp_path / "out" / "a.txt").read_bytes() == b"hello"
     heavy = _heavy(modules)
-    assert "parjobs.ops.copy" in heavy
-    assert not [m for m in heavy if m.startswith(("PIL", "rich", "parjobs.ops.thumbnail"))]
+    assert "parjobs.ops._copy" in heavy
+    assert not [m for m in heavy if m.startswith(("PIL", "rich", "parjobs.ops._thumbnail"))]
     assert "importlib.metadata" not in heavy
 
 
@@ -152,5 +152,5 @@ def test_resume_imports_only_the_job_type_it_resumes(tmp_path):
     code, modules = _loaded(["--store", store, "resume", job_id], "/")
     assert code == 0
     assert (tmp_path / "out" / "src" / "a.txt").read_bytes() == b"resumed"
-    assert "parjobs.ops.copy" in modules
-    assert not [m for m in modules if m.startswith(("PIL", "parjobs.ops.thumbnail"))]
+    assert "parjobs.ops._copy" in modules
+    assert not [m for m in modules if m.startswith(("PIL", "parjobs.ops._thumbnail"))]

@@ -20,7 +20,7 @@ from ._session import Store, cluster_config, manager_for
 from ._worker import submit_detached
 
 if TYPE_CHECKING:
-    from ..ops.thumbnail import Layout
+    from ..ops._thumbnail import Layout
 
 Command = Callable[[argparse.Namespace], Awaitable[int]]
 
@@ -68,7 +68,7 @@ def _renderer(args: argparse.Namespace, jobs: list[tuple[str, Any]]) -> Renderer
 
 
 async def copy(args: argparse.Namespace) -> int:
-    from ..ops.copy import CopyJob  # only the op this command runs
+    from ..ops import CopyJob  # only the op this command runs
 
     job = CopyJob(
         sources=_existing(args.sources),
@@ -93,7 +93,7 @@ async def copy(args: argparse.Namespace) -> int:
 
 
 async def move(args: argparse.Namespace) -> int:
-    from ..ops.move import MoveJob
+    from ..ops import MoveJob
 
     job = MoveJob(
         sources=_existing(args.sources),
@@ -106,7 +106,7 @@ async def move(args: argparse.Namespace) -> int:
 
 
 async def delete(args: argparse.Namespace) -> int:
-    from ..ops.delete import DeleteJob
+    from ..ops import DeleteJob
 
     paths = _existing([_delete_target(text) for text in args.paths])
     job = DeleteJob(paths=paths, trash=args.trash, allow_cwd_ancestor=args.force_ancestor)
@@ -145,7 +145,7 @@ def _delete_target(text: str) -> str:
 
 
 async def hash_(args: argparse.Namespace) -> int:
-    from ..ops.hash import HashJob
+    from ..ops import HashJob
 
     output = _path(args.output) if args.output else None
     # Lines name files as typed (relative for a relative argument), as xxhsum does.
@@ -155,13 +155,13 @@ async def hash_(args: argparse.Namespace) -> int:
 
 
 async def dupes(args: argparse.Namespace) -> int:
-    from ..ops.duplicates import DuplicatesJob
+    from ..ops import DuplicatesJob
 
     return await _submit(args, DuplicatesJob(paths=_existing(args.paths), min_size=args.min_size))
 
 
 async def thumbnails(args: argparse.Namespace) -> int:
-    from ..ops.thumbnail import ThumbnailJob  # Pillow: only for this command
+    from ..ops import ThumbnailJob  # Pillow: only for this command
 
     layout: Layout
     if args.freedesktop:

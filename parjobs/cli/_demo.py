@@ -20,9 +20,7 @@ import trio
 from .._manager import JobManager
 from .._progress import Progress
 from .._status import JobStatus
-from ..ops.copy import CopyJob
-from ..ops.hash import HashJob
-from ..ops.thumbnail import ThumbnailJob
+from ..ops import CopyJob, HashJob, ThumbnailJob
 from . import _format as fmt
 from ._errors import EXIT_OK, CliError
 from ._follow import combine, follow

@@ -38,7 +38,7 @@ def data_lines(info: JobInfo) -> list[str]:
     """Lines for stdout: ``<digest>  <path>`` per file (xxhsum format), or duplicate groups."""
     result = info.result if isinstance(info.result, dict) else {}
     if info.type == "hash":
-        from ..ops.hash import checksum_line  # the -o formatter: one format, one escaping
+        from ..ops._hash import checksum_line  # the -o formatter: one format, one escaping
 
         digests = result.get("digests") or {}
         algorithm = str(result.get("algorithm") or "")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .._util import fixup_module_metadata
 from ._errors import CopyError as CopyError
 from ._errors import DestinationChangedError as DestinationChangedError
 from ._errors import DirConflictError as DirConflictError
@@ -26,18 +27,18 @@ from ._errors import VerifyError as VerifyError
 from ._errors import WalkError as WalkError
 
 if TYPE_CHECKING:
+    from ._copy import CopyJob as CopyJob
+    from ._delete import DeleteJob as DeleteJob
+    from ._duplicates import DuplicatesJob as DuplicatesJob
+    from ._hash import HashJob as HashJob
+    from ._move import MoveJob as MoveJob
+    from ._thumbnail import ThumbnailJob as ThumbnailJob
     from ._transfer import Answer as Answer
     from ._transfer import AskCallback as AskCallback
     from ._transfer import Choice as Choice
     from ._transfer import Conflict as Conflict
     from ._transfer import Policy as Policy
-    from .copy import CopyJob as CopyJob
-    from .delete import DeleteJob as DeleteJob
-    from .duplicates import DuplicatesJob as DuplicatesJob
-    from .hash import HashJob as HashJob
-    from .move import MoveJob as MoveJob
-    from .thumbnail import ThumbnailJob as ThumbnailJob
-    from .undo import UndoJob as UndoJob
+    from ._undo import UndoJob as UndoJob
 
 #: Where each lazily loaded name lives.
 _LAZY = {
@@ -46,13 +47,13 @@ _LAZY = {
     "Choice": "_transfer",
     "Conflict": "_transfer",
     "Policy": "_transfer",
-    "CopyJob": "copy",
-    "DeleteJob": "delete",
-    "DuplicatesJob": "duplicates",
-    "HashJob": "hash",
-    "MoveJob": "move",
-    "ThumbnailJob": "thumbnail",
-    "UndoJob": "undo",
+    "CopyJob": "_copy",
+    "DeleteJob": "_delete",
+    "DuplicatesJob": "_duplicates",
+    "HashJob": "_hash",
+    "MoveJob": "_move",
+    "ThumbnailJob": "_thumbnail",
+    "UndoJob": "_undo",
 }
 
 
@@ -61,6 +62,8 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    if isinstance(value, type) and value.__module__.startswith(f"{__name__}."):
+        value.__module__ = __name__  # reprs and tracebacks show parjobs.ops.CopyJob
     globals()[name] = value  # once: later lookups skip this function
     return value
 
@@ -95,3 +98,8 @@ __all__ = [
     "VerifyError",
     "WalkError",
 ]
+
+# The errors show as parjobs.ops.CopyError in reprs and tracebacks (the lazy names get the
+# same in __getattr__, when they load).
+fixup_module_metadata(__name__, [n for n in __all__ if n not in _LAZY], globals())
+del fixup_module_metadata

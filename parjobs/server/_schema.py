@@ -16,12 +16,13 @@ import typing
 from typing import Any, Literal
 
 from .. import Job
+from .._job import spec_hints
 
 
 def spec_schema(cls: type[Job]) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of ``cls``'s spec: an object of its stored fields,
     required where they have no default, with the defaults shown."""
-    hints = typing.get_type_hints(cls)
+    hints = spec_hints(cls)
     properties: dict[str, Any] = {}
     required: list[str] = []
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]

@@ -26,10 +26,10 @@ from parjobs._cluster_remote import (
     run_tasks,
 )
 from parjobs._task import Interrupter
+from parjobs.ops._copy import CopyItem
 from parjobs.ops._copyfile import CopyOptions
 from parjobs.ops._transfer import make_plan
 from parjobs.ops._walk import Entry
-from parjobs.ops.copy import CopyItem
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 

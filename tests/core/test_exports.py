@@ -132,3 +132,17 @@ def test_immutable_tables() -> None:
 
     with pytest.raises(TypeError):
         DEFAULT_QUEUES["x"] = 1  # type: ignore[index]
+
+
+def test_ops_names_show_parjobs_ops() -> None:
+    """The job classes live in private modules (``parjobs.ops._copy``) but show as
+    ``parjobs.ops.CopyJob``, and their specs still load (annotations resolve at home)."""
+    import parjobs.ops as ops
+
+    for name in ops.__all__:
+        obj = getattr(ops, name)
+        if inspect.isclass(obj):
+            assert obj.__module__ == "parjobs.ops", name
+    job = ops.CopyJob(sources=["/tmp/a"], destination="/tmp/b")
+    assert ops.CopyJob.from_spec(job.to_spec(), validate=False) == job
+    assert repr(ops.CopyError) == "<class 'parjobs.ops.CopyError'>"

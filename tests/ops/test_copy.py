@@ -29,10 +29,10 @@ from parjobs import JobStatus
 from parjobs.ops import Conflict
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
+from parjobs.ops._copy import CopyJob
 from parjobs.ops._copyfile import copy_file
 from parjobs.ops._partials import find_partials
 from parjobs.ops._transfer import Choice
-from parjobs.ops.copy import CopyJob
 
 MIB = 1 << 20
 ODD = b"caf\xe9-\xff"  # not UTF-8
@@ -754,8 +754,8 @@ def slowed(*args, check=None, **kwargs):
     return real(*args, check=slow_check, **kwargs)
 transfer_mod.copy_file = slowed
 transfer_mod.CHUNK_SIZE = {chunk}
-from parjobs.ops.copy import CopyJob
-from parjobs.ops.move import MoveJob
+from parjobs.ops._copy import CopyJob
+from parjobs.ops._move import MoveJob
 async def main():
     async with parjobs.open_manager({store!r}, workers=4) as m:
         jobs = await m.list_jobs()

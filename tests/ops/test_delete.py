@@ -15,9 +15,9 @@ import trio
 
 import parjobs
 from parjobs import JobStatus
-from parjobs.ops import delete as delete_mod
+from parjobs.ops import _delete as delete_mod
+from parjobs.ops._delete import DeleteJob, remove_entry
 from parjobs.ops._trash import read_trashinfo, trash_path
-from parjobs.ops.delete import DeleteJob, remove_entry
 
 
 @pytest.fixture(autouse=True)
@@ -164,7 +164,7 @@ async def test_kill_mid_delete_then_resume_finishes(store_path, tmp_path):
     code = textwrap.dedent(
         f"""
         import time, trio, parjobs
-        from parjobs.ops import delete
+        from parjobs.ops import _delete as delete
         real = delete.remove_entry
         def slow(*args, **kwargs):
             time.sleep(0.003)

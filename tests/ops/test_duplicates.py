@@ -12,15 +12,15 @@ import trio
 
 import parjobs
 from parjobs import JobStatus
+from parjobs.ops import _duplicates as dup_mod
 from parjobs.ops import _entries as entries_mod
-from parjobs.ops import duplicates as dup_mod
+from parjobs.ops._duplicates import DuplicatesJob
 from parjobs.ops._hashing import (
     CONTENT_ID_SMALL_LIMIT,
     content_id,
     find_duplicates_sequential,
     hash_file,
 )
-from parjobs.ops.duplicates import DuplicatesJob
 
 
 def _write(path, data: bytes) -> None:

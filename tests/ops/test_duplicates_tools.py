@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import parjobs
-from parjobs.ops.duplicates import DuplicatesJob
+from parjobs.ops._duplicates import DuplicatesJob
 
 DOCS = Path("/usr/share/doc")
 

@@ -18,8 +18,8 @@ import xxhash
 import parjobs
 from parjobs import JobStatus
 from parjobs.ops import _entries as entries_mod
+from parjobs.ops._hash import HashJob, checksum_line
 from parjobs.ops._hashing import hash_file
-from parjobs.ops.hash import HashJob, checksum_line
 
 HASHERS = {"xxh3_128": xxhash.xxh3_128, "xxh3_64": xxhash.xxh3_64, "xxh64": xxhash.xxh64}
 

@@ -25,8 +25,8 @@ import parjobs
 from parjobs import JobStatus
 from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops._copyfile import copy_file
+from parjobs.ops._move import MoveJob
 from parjobs.ops._partials import find_partials
-from parjobs.ops.move import MoveJob
 
 MIB = 1 << 20
 
@@ -265,7 +265,7 @@ def slowed(*args, check=None, **kwargs):
     return real(*args, check=slow_check, **kwargs)
 transfer_mod.copy_file = slowed
 transfer_mod.CHUNK_SIZE = 256 * 1024
-from parjobs.ops.move import MoveJob
+from parjobs.ops._move import MoveJob
 async def main():
     async with parjobs.open_manager({store!r}, workers=4) as m:
         jobs = await m.list_jobs()

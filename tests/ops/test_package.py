@@ -57,13 +57,13 @@ def _fresh(code: str) -> str:
 
 
 def test_importing_the_copy_job_leaves_pillow_out() -> None:
-    code = "import sys, parjobs.ops.copy, parjobs.ops.move; print('PIL' in sys.modules)"
+    code = "import sys, parjobs.ops._copy, parjobs.ops._move; print('PIL' in sys.modules)"
     assert _fresh(code) == "False"
 
 
 def test_the_package_loads_a_job_class_on_first_use() -> None:
     code = (
-        "import sys, parjobs.ops as ops; before = 'parjobs.ops.copy' in sys.modules; "
-        "ops.CopyJob; print(before, 'parjobs.ops.copy' in sys.modules, 'PIL' in sys.modules)"
+        "import sys, parjobs.ops as ops; before = 'parjobs.ops._copy' in sys.modules; "
+        "ops.CopyJob; print(before, 'parjobs.ops._copy' in sys.modules, 'PIL' in sys.modules)"
     )
     assert _fresh(code) == "False True False"

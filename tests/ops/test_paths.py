@@ -19,8 +19,8 @@ from PIL import Image
 
 import parjobs
 from parjobs import JobStatus
-from parjobs.ops.hash import HashJob
-from parjobs.ops.thumbnail import ThumbnailJob
+from parjobs.ops._hash import HashJob
+from parjobs.ops._thumbnail import ThumbnailJob
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

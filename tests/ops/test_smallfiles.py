@@ -16,11 +16,11 @@ from _trees import read, snapshot, write
 import parjobs
 from parjobs import JobStatus
 from parjobs._items import Written, fingerprint
+from parjobs.ops import _copy as copy_mod
 from parjobs.ops import _smallfiles as smallfiles_mod
-from parjobs.ops import copy as copy_mod
+from parjobs.ops._copy import CopyJob
 from parjobs.ops._names import TMP_SUFFIX
 from parjobs.ops._smallfiles import copy_small_files
-from parjobs.ops.copy import CopyJob
 
 pytestmark = pytest.mark.skipif(
     smallfiles_mod.fastcopy is None, reason="the C extension was not built (no C compiler)"

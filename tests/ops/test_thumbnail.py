@@ -28,7 +28,7 @@ from parjobs.ops._imaging import (
     freedesktop_is_up_to_date,
     freedesktop_thumbnail_path,
 )
-from parjobs.ops.thumbnail import ThumbnailJob
+from parjobs.ops._thumbnail import ThumbnailJob
 
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
 
@@ -407,8 +407,8 @@ async def test_kill_9_mid_job_then_resume_completes_without_temp_files(store_pat
     code = textwrap.dedent(
         f"""
         import time, trio, parjobs
-        import parjobs.ops.thumbnail as thumbnail
-        from parjobs.ops.thumbnail import ThumbnailJob
+        import parjobs.ops._thumbnail as thumbnail
+        from parjobs.ops._thumbnail import ThumbnailJob
         make = thumbnail.make_thumbnail
         def slow_make(*args, **kwargs):  # 25 ms a thumbnail: the kill lands mid-job
             time.sleep(0.025)

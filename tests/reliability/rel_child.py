@@ -37,11 +37,11 @@ import parjobs._executor as executor_mod
 import parjobs._store as store_mod
 import parjobs._task as task_mod
 import parjobs.ops  # registers the job types
+import parjobs.ops._copy as copy_mod
 import parjobs.ops._copyfile as copyfile_mod
 import parjobs.ops._fs as fs_mod
 import parjobs.ops._smallfiles as smallfiles_mod
 import parjobs.ops._transfer as transfer_mod
-import parjobs.ops.copy as copy_mod
 
 
 def die() -> None:

@@ -563,7 +563,7 @@ async def test_killed_after_completion_before_its_directory_is_removed(
 async def test_only_job_directories_of_final_or_deleted_jobs_are_swept(tmp_path: Path) -> None:
     """What a manager sweeps on open: directories of completed, cancelled and deleted jobs
     of its store; never those of jobs that may run again, nor any other name."""
-    from parjobs.ops.copy import CopyJob
+    from parjobs.ops._copy import CopyJob
 
     store = str(tmp_path / "jobs.sqlite")
     src = tmp_path / "src"

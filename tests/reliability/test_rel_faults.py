@@ -44,10 +44,10 @@ from parjobs import JobStatus
 from parjobs._util import exception_leaves as leaves
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
+from parjobs.ops._copy import CopyJob
 from parjobs.ops._copyfile import copy_file
+from parjobs.ops._hash import HashJob
 from parjobs.ops._hashing import hash_file
-from parjobs.ops.copy import CopyJob
-from parjobs.ops.hash import HashJob
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _jobs import CountJob, read_log

@@ -29,10 +29,10 @@ from rel_helpers import MIB, photo, read, resume_to_end, snapshot, temp_names, w
 import parjobs
 from parjobs import JobStatus
 from parjobs.ops import _transfer as transfer_mod
-from parjobs.ops.copy import CopyJob
-from parjobs.ops.hash import HashJob
-from parjobs.ops.move import MoveJob
-from parjobs.ops.thumbnail import ThumbnailJob
+from parjobs.ops._copy import CopyJob
+from parjobs.ops._hash import HashJob
+from parjobs.ops._move import MoveJob
+from parjobs.ops._thumbnail import ThumbnailJob
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _jobs import CountJob

@@ -18,17 +18,17 @@ from rel_helpers import MIB, photo, read, resume_to_end, snapshot, temp_names, w
 
 import parjobs
 from parjobs import JobStatus
+from parjobs.ops import _copy as copy_mod
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
-from parjobs.ops import copy as copy_mod
+from parjobs.ops._copy import CopyJob
 from parjobs.ops._copyfile import CopyOptions, copy_file
+from parjobs.ops._hash import HashJob, output_tmp
 from parjobs.ops._hashing import content_id
 from parjobs.ops._imaging import cache_thumbnail_path
+from parjobs.ops._move import MoveJob
 from parjobs.ops._partials import partial_names
-from parjobs.ops.copy import CopyJob
-from parjobs.ops.hash import HashJob, output_tmp
-from parjobs.ops.move import MoveJob
-from parjobs.ops.thumbnail import ThumbnailJob
+from parjobs.ops._thumbnail import ThumbnailJob
 
 
 @pytest.fixture

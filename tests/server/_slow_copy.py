@@ -10,11 +10,11 @@ import os
 import time
 from typing import Any
 
-import parjobs.ops.copy
+import parjobs.ops._copy
 
 # Where CopyJob finds its one-file copy: parjobs.ops._transfer since the ops redesign (#13),
-# parjobs.ops.copy before it.
-_FILE_HOME: Any = getattr(parjobs.ops, "_transfer", None) or parjobs.ops.copy
+# parjobs.ops._copy before it.
+_FILE_HOME: Any = getattr(parjobs.ops, "_transfer", None) or parjobs.ops._copy
 if not hasattr(_FILE_HOME, "copy_file"):
     import parjobs.ops._transfer as _FILE_HOME
 
@@ -37,4 +37,4 @@ def _slow_group(items: Any, **kwargs: Any) -> Any:
 
 
 _FILE_HOME.copy_file = _slow_file
-parjobs.ops.copy.copy_small_files = _slow_group  # type: ignore[attr-defined]  # where copy.py looks it up
+parjobs.ops._copy.copy_small_files = _slow_group  # type: ignore[attr-defined]  # where copy.py looks it up

@@ -18,7 +18,7 @@ How a copy runs::
   size and mtime (and content, with ``verify``) is taken as this job's own earlier output, whose
   completion the interruption kept from being checkpointed; it is not a conflict.
 
-`MoveJob` (``parjobs.ops.move``) shares the tree (`_desttree`), the checks, conflict policies
+`MoveJob` (``parjobs.ops._move``) shares the tree (`_desttree`), the checks, conflict policies
 and tally (`_transfer`) and the last step (`_finish`) with it.
 """
 
