@@ -20,7 +20,7 @@ import parjobs
 from parjobs import JobStatus
 from parjobs._stores import open_store
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, for _jobs
 #: `parjobs worker` (the CLI's main), with the tests' job types importable.
 _MAIN = (
     "import sys; sys.path.insert(0, sys.argv.pop(1)); import _jobs; "

@@ -7,15 +7,15 @@ import json
 import os
 from pathlib import Path
 
-from test_cli import env, run, store  # noqa: F401  (fixtures and the runner)
+from _cli import run
 
 
-def _job_id(store: str, env: dict[str, str]) -> str:  # noqa: F811
+def _job_id(store: str, env: dict[str, str]) -> str:
     out = run("jobs", "--json", env=env, store=store)
     return str(json.loads(out.stdout.splitlines()[0])["id"])
 
 
-def test_show_items_json_undo_and_plain(tmp_path: Path, env: dict[str, str], store: str) -> None:  # noqa: F811
+def test_show_items_json_undo_and_plain(tmp_path: Path, env: dict[str, str], store: str) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "a").write_bytes(b"aaa")
@@ -44,13 +44,13 @@ def test_show_items_json_undo_and_plain(tmp_path: Path, env: dict[str, str], sto
     assert sorted(os.listdir(src)) == sorted(["a", os.fsdecode(b"odd-\xff")])
 
 
-def test_undo_of_an_unknown_job_is_a_usage_error(env: dict[str, str], store: str) -> None:  # noqa: F811
+def test_undo_of_an_unknown_job_is_a_usage_error(env: dict[str, str], store: str) -> None:
     assert run("jobs", env=env, store=store).returncode == 0
     out = run("undo", "ffff", env=env, store=store)
     assert out.returncode == 2 and "no job" in out.stderr
 
 
-def test_trash_list_and_restore(tmp_path: Path, env: dict[str, str], store: str) -> None:  # noqa: F811
+def test_trash_list_and_restore(tmp_path: Path, env: dict[str, str], store: str) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"v")
     assert run("delete", str(victim), "--trash", env=env, store=store).returncode == 0

@@ -1,0 +1,72 @@
+"""What the command-line tests share: the CLI run as a real subprocess, and checks of its
+output."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import xxhash
+
+CLI = [sys.executable, "-m", "parjobs.cli"]
+RESUME = re.compile(r"parjobs resume [0-9a-f]+(?: --store \S+)?")
+
+
+def run(
+    *args: str, env: dict[str, str], store: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    extra = ["--store", store] if store else []
+    return subprocess.run(
+        [*CLI, *args, *extra], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+STARTED: list[subprocess.Popen[str]] = []
+
+
+def start(*args: str, env: dict[str, str], store: str) -> subprocess.Popen[str]:
+    """A CLI process in the background (killed after the test if it is still running)."""
+    proc = subprocess.Popen(
+        [*CLI, "--store", store, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    STARTED.append(proc)
+    return proc
+
+
+def run_command_line(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a printed ``parjobs ...`` command line with this interpreter."""
+    words = shlex.split(line)
+    assert words[0] == "parjobs"
+    return subprocess.run([*CLI, *words[1:]], capture_output=True, text=True, env=env, timeout=60)
+
+
+def digests(root: Path) -> dict[str, str]:
+    """Relative path -> content digest ("dir" for directories) of everything under root."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, name), root)] = "dir"
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = xxhash.xxh3_128_hexdigest(f.read())
+    return out
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("parjobs: error: "), proc.stderr
+    return lines[0]
+
+
+SLOW_COPY = ("--workers", "1", "--durable", "--verify")

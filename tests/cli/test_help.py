@@ -1,0 +1,31 @@
+"""The parser: every command's help, its examples, defaults and exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from parjobs.cli import main
+
+# -- parser --------------------------------------------------------------------------------
+
+COMMANDS = ["copy", "move", "delete", "hash", "dupes", "thumbnails"]
+COMMANDS += ["jobs", "show", "pause", "resume", "cancel", "demo"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_help_shows_an_example(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "example:" in out and f"parjobs {command}" in out
+
+
+def test_thumbnails_help_shows_the_default_size(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["thumbnails", "--help"]) == 0
+    assert "(default: 256)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_top_level_help_lists_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "exit codes" in capsys.readouterr().out

@@ -1,0 +1,144 @@
+"""Where the store lives, listing jobs, and forgetting them (jobs prune, retention)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import stat
+import time
+from pathlib import Path
+
+from _cli import RESUME, run
+
+# -- store location ------------------------------------------------------------------------
+
+
+def test_store_from_xdg_state_home_then_parjobs_store(small: Path, tmp_path: Path, env) -> None:
+    dst = f"{tmp_path / 'dst'}/"
+    assert run("copy", str(small), str(dst), env=env).returncode == 0
+    default = tmp_path / "state" / "parjobs" / "jobs.sqlite"
+    assert default.exists()
+    # private to the user, as the XDG base directory spec asks (the WAL files follow)
+    assert stat.S_IMODE(default.parent.stat().st_mode) == 0o700
+    for name in ("jobs.sqlite", "jobs.sqlite-wal", "jobs.sqlite-shm"):
+        if (default.parent / name).exists():
+            assert stat.S_IMODE((default.parent / name).stat().st_mode) == 0o600, name
+    retry = run("copy", str(small), str(dst), env=env)  # conflicts: exit 1
+    job_id = re.search(r"copy ([0-9a-f]{12}):", retry.stdout)
+    assert retry.returncode == 1 and job_id
+    line = RESUME.search(run("show", job_id.group(1), env=env).stdout)
+    assert line and "--store" not in line.group(0)
+
+    env = {**env, "PARJOBS_STORE": str(tmp_path / "env.sqlite")}
+    assert run("hash", str(small), env=env).returncode == 0
+    assert (tmp_path / "env.sqlite").exists()
+    assert "hash" in run("jobs", env=env).stdout
+    assert "copy" not in run("jobs", env=env).stdout
+
+
+def test_jobs_shows_items_of_a_job_that_stopped_short(tmp_path: Path, env, store) -> None:
+    """#19: a copy that did 2 small files of 3 and failed on the big one said a bare
+    '0%' in ``jobs``; it says the items done beside the percent."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "a").write_text("a")
+    (src / "b").write_text("b")
+    with open(src / "c", "wb") as f:
+        f.truncate(200 * 1024 * 1024)  # sparse: the bytes are all in the item left undone
+    (dst / "src").mkdir(parents=True)
+    (dst / "src" / "c").write_text("theirs")  # a conflict: c fails, nothing is overwritten
+    assert run("copy", str(src), str(dst), "--plain", env=env, store=store).returncode == 1
+    assert (dst / "src" / "c").read_text() == "theirs"
+    out = run("jobs", env=env, store=store)
+    assert out.returncode == 0, out.stderr
+    row = out.stdout.splitlines()[1]
+    assert "completed_with_errors" in row
+    assert re.search(r"\b0% \(\d+/\d+ items\)", row), row
+
+
+def _finished_days_ago(store: str, job_id: str, days: float) -> None:
+    """Age a finished job in the real store, as if it ended ``days`` ago."""
+    with sqlite3.connect(store) as db:
+        db.execute(
+            "UPDATE jobs SET finished = ? WHERE id = ?", (time.time() - days * 86400, job_id)
+        )
+
+
+def _job_ids(env: dict[str, str], store: str) -> list[str]:
+    out = run("jobs", "--json", env=env, store=store)
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line)["id"] for line in out.stdout.splitlines()]
+
+
+def _copied(tmp_path: Path, name: str, env: dict[str, str], store: str) -> str:
+    """A finished copy job (its id); the copy lands in tmp_path/out-NAME."""
+    src = tmp_path / name
+    src.mkdir()
+    (src / "f").write_text(name)
+    out = run("copy", str(src), str(tmp_path / f"out-{name}"), "--json", env=env, store=store)
+    assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout.splitlines()[-1])["job_id"])
+
+
+def test_jobs_prune_by_age_and_by_id(tmp_path: Path, env, store) -> None:
+    """#19: ``jobs prune`` forgets finished jobs older than an age (``--dry-run`` only
+    says) or named by id, with their private files; the copies they made stay."""
+    old, new = _copied(tmp_path, "old", env, store), _copied(tmp_path, "new", env, store)
+    _finished_days_ago(store, old, 10)
+    os.makedirs(f"{store}.d/{old}", exist_ok=True)
+    (Path(f"{store}.d/{old}") / "walk.manifest").write_text("x")
+
+    out = run("jobs", "prune", "--older-than", "7d", "--dry-run", env=env, store=store)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"would delete {old}  copy  completed")
+    assert new not in out.stdout and _job_ids(env, store) == [old, new]
+
+    out = run("jobs", "prune", "--older-than", "7d", env=env, store=store)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"deleted {old}  copy  completed")
+    assert _job_ids(env, store) == [new]
+    assert not os.path.exists(f"{store}.d/{old}")
+    assert (tmp_path / "out-old" / "f").read_text() == "old"
+
+    out = run("jobs", "prune", "--older-than", "7d", env=env, store=store)
+    assert out.stdout == "no finished jobs to delete\n"
+    out = run("jobs", "prune", new[:6], "--json", env=env, store=store)
+    assert json.loads(out.stdout) == {"job_id": new, "status": "completed", "deleted": True}
+    assert _job_ids(env, store) == []
+    assert (tmp_path / "out-new" / "f").read_text() == "new"
+
+
+def test_jobs_prune_refuses_bad_input_and_unfinished_jobs(tmp_path: Path, env, store) -> None:
+    done = _copied(tmp_path, "a", env, store)
+    (tmp_path / "b").mkdir()
+    out = run(
+        "copy", str(tmp_path / "b"), str(tmp_path / "out-b"), "--detach", env=env, store=store
+    )
+    assert out.returncode == 0, out.stderr
+    queued = next(i for i in _job_ids(env, store) if i != done)
+    cases = [
+        (["jobs", "prune"], "give job ids or --older-than"),
+        (["jobs", "prune", "--older-than", "3x"], "expected an age such as 30d"),
+        (["jobs", "prune", done, queued], f"job {queued} is queued, not finished: nothing deleted"),
+        (["jobs", "prune", "ffffffff"], "no job"),
+    ]
+    for argv, message in cases:
+        out = run(*argv, env=env, store=store)
+        assert out.returncode == 2, (argv, out)
+        assert message in out.stderr, (argv, out.stderr)
+        assert _job_ids(env, store) == [done, queued]
+
+
+def test_finished_jobs_are_kept_30_days_by_default(tmp_path: Path, env, store) -> None:
+    """#19: the store no longer grows forever: finished jobs older than 30 days (or
+    $PARJOBS_RETENTION; 0 keeps them) are deleted when parjobs opens it."""
+    old, new = _copied(tmp_path, "old", env, store), _copied(tmp_path, "new", env, store)
+    _finished_days_ago(store, old, 31)
+    _finished_days_ago(store, new, 29)
+    assert _job_ids({**env, "PARJOBS_RETENTION": "0"}, store) == [old, new]
+    out = run("jobs", env={**env, "PARJOBS_RETENTION": "soon"}, store=store)
+    assert out.returncode == 2 and "PARJOBS_RETENTION: expected an age" in out.stderr
+    assert _job_ids(env, store) == [new]
+    assert _job_ids({**env, "PARJOBS_RETENTION": "28d"}, store) == []

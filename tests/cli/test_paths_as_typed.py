@@ -1,0 +1,123 @@
+"""Paths as the user typed them: delete's refusals, symlinked parents, hash to a link."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import xxhash
+from _cli import CLI, digests, one_error_line, run
+
+# -- delete: what the user typed ------------------------------------------------------------
+
+
+@pytest.fixture
+def nest(tmp_path: Path) -> Path:
+    """tmp_path/area/top/mid/low with a file at each level; HOME is tmp_path/area/home."""
+    low = tmp_path / "area" / "top" / "mid" / "low"
+    low.mkdir(parents=True)
+    (tmp_path / "area" / "home").mkdir()
+    for d in (low.parent.parent, low.parent, low):
+        (d / "keep.txt").write_bytes(os.urandom(50))
+    return low
+
+
+def run_in(cwd: Path, *args: str, env: dict[str, str], store: str):
+    """The CLI run as a subprocess in ``cwd``, with HOME inside tmp_path (see `nest`)."""
+    home = str(cwd).split("/area/")[0] + "/area/home"
+    return subprocess.run(
+        [*CLI, *args, "--store", store],
+        capture_output=True,
+        text=True,
+        env={**env, "HOME": home},
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("trash", [False, True])
+@pytest.mark.parametrize("typed", [".", "..", "./", "../", "mid/..", "x/.", "../.", ".//", ""])
+def test_delete_refuses_dot_and_dot_dot_as_typed_nothing_deleted(
+    nest: Path, tmp_path: Path, env, store, typed: str, trash: bool
+) -> None:
+    (nest / "x").mkdir()
+    area = tmp_path / "area"
+    before = digests(area)
+    cwd = nest if typed != "mid/.." else nest.parent.parent
+    args = ["delete", *(["--trash"] if trash else []), typed]
+    line = one_error_line(run_in(cwd, *args, env=env, store=store))
+    assert "name the directory itself" in line or "an empty path" in line, line
+    assert digests(area) == before
+    assert not (tmp_path / "data" / "Trash").exists()
+
+
+@pytest.mark.parametrize("typed", ["{top}", "{mid}/", "../../mid", "{low}", "../low", "../../.."])
+def test_delete_refuses_the_current_directory_and_its_ancestors_unless_forced(
+    nest: Path, tmp_path: Path, env, store, typed: str
+) -> None:
+    area = tmp_path / "area"
+    before = digests(area)
+    names = {"top": nest.parent.parent, "mid": nest.parent, "low": nest}
+    path = typed.format(**names)
+    if typed == "../../..":  # ends in '..': refused even with --force-ancestor
+        proc = run_in(nest, "delete", "--force-ancestor", path, env=env, store=store)
+        line = one_error_line(proc)
+        assert "'.' or '..'" in line
+        assert digests(area) == before
+        return
+    line = one_error_line(run_in(nest, "delete", path, env=env, store=store))
+    assert "current directory" in line and "--force-ancestor" in line, line
+    assert digests(area) == before
+    forced = run_in(nest, "delete", "--force-ancestor", path, env=env, store=store)
+    assert forced.returncode == 0, forced.stderr
+    gone = names[typed.strip("{}/").rsplit("/", 1)[-1]]
+    assert not gone.exists() and area.is_dir() and (area / "home").is_dir()
+
+
+@pytest.mark.parametrize("typed", ["~", "~/", "{area}", "{home}"])
+def test_delete_refuses_home_and_its_ancestors_even_when_forced(
+    nest: Path, tmp_path: Path, env, store, typed: str
+) -> None:
+    area = tmp_path / "area"
+    before = digests(area)
+    path = typed.format(area=area, home=area / "home")
+    for extra in ([], ["--force-ancestor"], ["--trash", "--force-ancestor"]):
+        line = one_error_line(run_in(nest, "delete", *extra, path, env=env, store=store))
+        assert "home directory" in line, line
+        assert digests(area) == before
+
+
+def test_delete_resolves_a_symlinked_parent_as_the_kernel_does(
+    nest: Path, tmp_path: Path, env, store
+) -> None:
+    """``link/../x`` is x next to the link's target, not x in the current directory."""
+    other = tmp_path / "area" / "other"
+    (other / "sub").mkdir(parents=True)
+    (other / "x").write_bytes(b"the x named")
+    (nest / "x").write_bytes(b"an unrelated x")
+    os.symlink(other / "sub", nest / "link")
+    proc = run_in(nest, "delete", "link/../x", env=env, store=store)
+    assert proc.returncode == 0, proc.stderr
+    assert not (other / "x").exists()
+    assert (nest / "x").read_bytes() == b"an unrelated x"
+
+
+def test_hash_output_to_a_link_to_stdout_writes_the_pipe_not_the_link(
+    small: Path, tmp_path: Path, env, store
+) -> None:
+    """``--output /dev/stdout``, with a stand-in link (a regression must not replace the
+    machine's /dev/stdout): the digests go down the pipe, the display to stderr, and the
+    link stays a link."""
+    link = tmp_path / "stdout"
+    os.symlink("/proc/self/fd/1", link)
+    proc = run("hash", str(small), "--output", str(link), env=env, store=store)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 12, proc.stdout  # the digests only: no progress in the data
+    for line in lines:
+        digest, path = line.split("  ", 1)
+        assert digest == xxhash.xxh3_128_hexdigest(Path(path).read_bytes())
+    assert os.readlink(link) == "/proc/self/fd/1"
+    assert "completed" in proc.stderr
