@@ -65,10 +65,6 @@ class Job:
         """Check values beyond their types; raise `JobSpecError` naming the problem. Called on
         submit and again before every run (the stored spec may have been edited)."""
 
-    def describe(self) -> str:
-        """A one-line human description for lists and the CLI."""
-        return self.job_type_name
-
     # -- serialization -------------------------------------------------------------------
 
     def to_spec(self) -> dict[str, Any]:

@@ -13,9 +13,7 @@ request body or spec (the message the CLI prints for the same mistake).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import importlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -443,9 +441,8 @@ async def openapi(request: Request) -> Response:
 
 
 def _job_types() -> dict[str, type[Job]]:
-    """The registered job types, the built-in operations included."""
-    with contextlib.suppress(ImportError):  # a dependency is missing: serve the others
-        importlib.import_module("parjobs.ops")
+    """The registered job types: the built-in operations and plug-ins alike, through the
+    ``parjobs.job_types`` entry points (one that fails to load is logged and left out)."""
     return registered_job_types()
 
 
