@@ -32,20 +32,16 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from typing import Any, cast
 
-import trio
-
 from .._context import JobContext
 from .._exceptions import Interrupted, Skip
 from .._items import DIRECTORY, fingerprint
 from .._job import Job, job_type, runtime_field
 from .._task import RUN_ALONE, Task, TaskContext
 from . import _transfer
-from ._copyfile import CopyOptions, CopyResult, copy_symlink
-from ._desttree import NOT_A_DIR
-from ._errors import DirConflictError, WalkError
+from ._copyfile import CopyOptions, CopyResult
+from ._errors import WalkError
 from ._finish import FinishDirs
-from ._fs import clean_error, lexists
-from ._names import stored_token
+from ._fs import lexists
 from ._partials import sweep_temporaries
 from ._smallfiles import copy_small_files
 from ._transfer import (
@@ -56,16 +52,14 @@ from ._transfer import (
     Landing,
     Policy,
     Tally,
-    Target,
     check_paths,
-    dest_is_unchanged,
-    make_plan,
+    item_error,
     open_plan,
     record_landing,
     resolve_conflict,
     same_content,
     special_reason,
-    target_of,
+    symlink_put,
 )
 from ._walk import Entry, RootCount, Totals, walk_ahead
 
@@ -143,12 +137,8 @@ class CopyItem(Task[CopyDone]):
             if kind == "special":
                 raise Skip(special_reason(self.entry.mode))
             raise WalkError(f"cannot read: {self.entry.error}")
-        except DirConflictError:
-            if self.plan.policy == "skip":
-                raise Skip(NOT_A_DIR) from None
-            raise
         except OSError as exc:
-            clean_error(exc)
+            item_error(exc, self.plan.policy)
             raise
 
     @classmethod
@@ -258,18 +248,7 @@ class CopyItem(Task[CopyDone]):
         parent, _, name = rel.rpartition(b"/")
         dir_fd = plan.tree.acquire(parent)
         try:
-
-            def put(leaf: bytes, overwrite: bool) -> None:
-                copy_symlink(
-                    src,
-                    leaf,
-                    dst_dir_fd=dir_fd,
-                    overwrite=overwrite,
-                    preserve_owner=plan.options.preserve_owner,
-                    durable=plan.options.durable,
-                    owner=plan.token,
-                )
-
+            put = symlink_put(plan, src, dir_fd, preserve_owner=plan.options.preserve_owner)
             overwrite = plan.policy == "overwrite"
             landing = Landing(name, overwrite and lexists(dir_fd, name))
             try:
@@ -346,28 +325,22 @@ class CopyJob(IntoDestination, Job):
             follow_symlinks=self.follow_symlinks,
         )
 
-    def _target(self) -> Target:
-        return target_of(self.sources, self.destination, self.into is not False)
-
     def _plan(self, resumed: bool, identity: Any) -> CopyPlan:
-        target = self._target()
-        return make_plan(
-            self.sources,
-            target.root,
-            CopyOptions(
-                chunk_size=_transfer.CHUNK_SIZE,  # read now: a test may have set it
-                durable=self.durable,
-                preserve_xattrs=self.preserve_xattrs,
-                preserve_owner=self.preserve_owner,
-                verify=self.verify,
-            ),
+        options = CopyOptions(
+            chunk_size=_transfer.CHUNK_SIZE,  # read now: a test may have set it
+            durable=self.durable,
+            preserve_xattrs=self.preserve_xattrs,
+            preserve_owner=self.preserve_owner,
+            verify=self.verify,
+        )
+        return self._make_plan(
+            resumed,
+            identity,
+            options,
+            kind="copy",
             policy=self.on_conflict,
             follow=self.follow_symlinks,
-            resumed=resumed,
             ask=self.ask,
-            kind="copy",
-            identity=identity,
-            names=target.names,
         )
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
@@ -444,11 +417,7 @@ class CopyJob(IntoDestination, Job):
         finishing directory times)."""
         if not cancelled and ctx.state.get("swept_run") == ctx.run_number:
             return
-        target = self._target()
-        if not await trio.to_thread.run_sync(dest_is_unchanged, target.root, ctx.state):
-            return  # swapped since: whatever is there now is not this job's
-        token = stored_token(ctx.state)
-        await trio.to_thread.run_sync(sweep_temporaries, target.root, target.names, token)
+        await self._sweep(ctx)
 
 
 __all__ = ["CopyItem", "CopyJob"]

@@ -29,26 +29,22 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any, Literal, TypeVar
 
-import trio
-
 from .._context import JobContext
 from .._exceptions import Interrupted, Skip
 from .._job import Job, job_type
 from .._task import OutcomeStatus, Task, TaskContext
 from . import _transfer
-from ._copyfile import CopyOptions, CopyResult, copy_symlink
+from ._copyfile import CopyOptions, CopyResult
 from ._desttree import NOT_A_DIR
 from ._errors import DirConflictError, WalkError
 from ._finish import FinishDirs
 from ._fs import (
     check_replaceable,
-    clean_error,
     display,
     lexists,
     rename_noreplace,
     unique_name,
 )
-from ._names import stored_token
 from ._partials import sweep_temporaries
 from ._transfer import (
     CopyDone,
@@ -56,16 +52,14 @@ from ._transfer import (
     IntoDestination,
     Landing,
     Tally,
-    Target,
     check_paths,
-    dest_is_unchanged,
-    make_plan,
+    item_error,
     open_plan,
     record_landing,
     resolve_conflict,
     same_content,
     special_reason,
-    target_of,
+    symlink_put,
 )
 from ._walk import Entry, RootCount, Totals, walk_ahead
 
@@ -97,12 +91,8 @@ class MoveRoot(Task[CopyDone]):
     def run(self, tc: TaskContext) -> CopyDone:
         try:
             return self._run(tc)
-        except DirConflictError:
-            if self.plan.policy == "skip":
-                raise Skip(NOT_A_DIR) from None
-            raise
         except OSError as exc:
-            clean_error(exc)
+            item_error(exc, self.plan.policy)
             raise
 
     def _run(self, tc: TaskContext) -> CopyDone:
@@ -218,12 +208,8 @@ class MoveItem(Task[CopyDone]):
                 return self._move(tc, dir_fd, name)
             finally:
                 tree.release(parent)
-        except DirConflictError:
-            if self.plan.policy == "skip":
-                raise Skip(NOT_A_DIR) from None
-            raise
         except OSError as exc:
-            clean_error(exc)
+            item_error(exc, self.plan.policy)
             raise
 
     def _move(self, tc: TaskContext, dir_fd: int, name: bytes) -> CopyDone:
@@ -331,17 +317,7 @@ class MoveItem(Task[CopyDone]):
         self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes
     ) -> CopyDone:
         plan, src = self.plan, self.entry.path
-
-        def put(leaf: bytes, overwrite: bool) -> None:
-            copy_symlink(
-                src,
-                leaf,
-                dst_dir_fd=dir_fd,
-                overwrite=overwrite,
-                durable=plan.options.durable,
-                owner=plan.token,
-            )
-
+        put = symlink_put(plan, src, dir_fd, preserve_owner=False)
         overwrite = plan.policy == "overwrite"
         landing = Landing(name, overwrite and lexists(dir_fd, name))
         try:
@@ -405,28 +381,16 @@ class MoveJob(IntoDestination, Job):
             "move", self.sources, self.destination, into=self.into is not False, moved_ok=True
         )
 
-    def _target(self) -> Target:
-        return target_of(self.sources, self.destination, self.into is not False)
-
     def _plan(self, resumed: bool, identity: Any) -> CopyPlan:
-        target = self._target()
-        return make_plan(
-            self.sources,
-            target.root,
-            CopyOptions(
-                chunk_size=_transfer.CHUNK_SIZE,  # read now: a test may have set it
-                durable=self.durable,
-                preserve_xattrs=True,
-                preserve_owner=True,
-                verify=self.verify,
-            ),
-            policy=self.on_conflict,
-            follow=False,
-            resumed=resumed,
-            ask=None,
-            kind="move",
-            identity=identity,
-            names=target.names,
+        options = CopyOptions(
+            chunk_size=_transfer.CHUNK_SIZE,  # read now: a test may have set it
+            durable=self.durable,
+            preserve_xattrs=True,
+            preserve_owner=True,
+            verify=self.verify,
+        )
+        return self._make_plan(
+            resumed, identity, options, kind="move", policy=self.on_conflict, follow=False, ask=None
         )
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
@@ -530,12 +494,7 @@ class MoveJob(IntoDestination, Job):
         walked = ctx.state.get("walked")
         if not walked or (not cancelled and ctx.state.get("swept_run") == ctx.run_number):
             return
-        target = self._target()
-        if not await trio.to_thread.run_sync(dest_is_unchanged, target.root, ctx.state):
-            return  # swapped since: whatever is there now is not this job's
-        names = [n for s, n in zip(self.sources, target.names, strict=True) if s in walked]
-        token = stored_token(ctx.state)
-        await trio.to_thread.run_sync(sweep_temporaries, target.root, names, token)
+        await self._sweep(ctx, walked)
 
 
 __all__ = ["MoveJob"]

@@ -9,7 +9,7 @@ import inspect
 import os
 import stat
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import trio
@@ -19,19 +19,22 @@ from .._exceptions import JobSpecError, Skip
 from .._items import fingerprint
 from .._task import Outcome, OutcomeStatus, TaskContext
 from . import _smallfiles
-from ._copyfile import CopyOptions, CopyResult, copy_file
-from ._desttree import DestTree
+from ._copyfile import CopyOptions, CopyResult, copy_file, copy_symlink
+from ._desttree import NOT_A_DIR, DestTree
+from ._errors import DirConflictError
 from ._fs import (
     DIR_NOFOLLOW,
     KINDS,
     check_replaceable,
+    clean_error,
     display,
     numbered,
     same_size_mtime,
     split_ext,
     unique_name,
 )
-from ._names import job_token
+from ._names import job_token, stored_token
+from ._partials import sweep_temporaries
 from ._paths import (
     ancestor_ids,
     check_identity,
@@ -131,6 +134,26 @@ class Landing:
         return noted
 
 
+def symlink_put(
+    plan: CopyPlan, src: bytes, dir_fd: int, *, preserve_owner: bool
+) -> Callable[[bytes, bool], None]:
+    """The ``put`` of a symlink item (see `resolve_conflict`): recreate ``src`` as ``leaf``
+    in ``dir_fd``, atomically, replacing what is there when ``overwrite``."""
+
+    def put(leaf: bytes, overwrite: bool) -> None:
+        copy_symlink(
+            src,
+            leaf,
+            dst_dir_fd=dir_fd,
+            overwrite=overwrite,
+            preserve_owner=preserve_owner,
+            durable=plan.options.durable,
+            owner=plan.token,
+        )
+
+    return put
+
+
 def record_landing(
     tc: TaskContext,
     verb: str,
@@ -207,6 +230,59 @@ class IntoDestination:
     def _decide_into(self) -> None:
         if self.into is None:
             self.into = copies_into(self.sources, self.destination)
+
+    def _target(self) -> Target:
+        return target_of(self.sources, self.destination, self.into is not False)
+
+    def _make_plan(
+        self,
+        resumed: bool,
+        identity: Any,
+        options: CopyOptions,
+        *,
+        kind: str,
+        policy: Policy,
+        follow: bool,
+        ask: AskCallback | None,
+    ) -> CopyPlan:
+        """`make_plan` for this job's target (see `open_plan`)."""
+        target = self._target()
+        return make_plan(
+            self.sources,
+            target.root,
+            options,
+            policy=policy,
+            follow=follow,
+            resumed=resumed,
+            ask=ask,
+            kind=kind,
+            identity=identity,
+            names=target.names,
+        )
+
+    async def _sweep(self, ctx: JobContext, walked: Container[str] | None = None) -> None:
+        """Remove this job's temporaries and partials in the destination (of the sources in
+        ``walked`` only, if given), unless the destination was swapped since: whatever is
+        there now is not this job's."""
+        target = self._target()
+        if not await trio.to_thread.run_sync(dest_is_unchanged, target.root, ctx.state):
+            return
+        names = [
+            name
+            for source, name in zip(self.sources, target.names, strict=True)
+            if walked is None or source in walked
+        ]
+        token = stored_token(ctx.state)
+        await trio.to_thread.run_sync(sweep_temporaries, target.root, names, token)
+
+
+def item_error(exc: OSError, policy: Policy) -> None:
+    """What copy and move do with an item's error before it is raised: a directory needed
+    where the destination holds a file is skipped under the ``skip`` policy (raises `Skip`);
+    any other error's text is made storable."""
+    if isinstance(exc, DirConflictError) and policy == "skip":
+        raise Skip(NOT_A_DIR) from None
+    clean_error(exc)
 
 
 async def open_plan(ctx: JobContext, make: Callable[[bool, Any], CopyPlan]) -> CopyPlan:
