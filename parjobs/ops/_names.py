@@ -9,6 +9,8 @@ it, and nobody else's file can carry it by accident. The formats::
                                                    trash info files, checksum files)
     .<name>.<token>.parjobs-partial                resumable partials (deterministic per
     .<name>.<token>.parjobs-partial.meta           job and name, so a resume finds them)
+    .<name>.<token>.parjobs-undo                   a file undo took aside (not a temporary:
+                                                   the undo's next run removes or restores it)
 
 (``<name>`` is replaced by ``parjobs`` or a hash of it when the name would be too long.)
 Cleanup removes a file only when `is_own_temp` says it carries this job's token: never a
@@ -25,6 +27,8 @@ from typing import Any, Protocol
 TMP_SUFFIX = b".parjobs-tmp"
 PARTIAL_SUFFIX = b".parjobs-partial"
 META_SUFFIX = PARTIAL_SUFFIX + b".meta"
+#: A file undo took aside to check and remove (never a temporary: it may have to go back).
+HELD_SUFFIX = b".parjobs-undo"
 #: Where a job keeps its token in ``ctx.state``.
 TOKEN_KEY = "name_token"
 TOKEN_LEN = 16
@@ -86,6 +90,7 @@ def is_own_temp(name: bytes, token: bytes) -> bool:
 
 
 __all__ = [
+    "HELD_SUFFIX",
     "META_SUFFIX",
     "PARTIAL_SUFFIX",
     "TMP_SUFFIX",

@@ -20,7 +20,15 @@ from typing import overload
 import xxhash
 
 from ._fs import DIR_NOFOLLOW, NAME_MAX, FilePath, leaf, unlink_quiet
-from ._names import META_SUFFIX, PARTIAL_SUFFIX, TMP_SUFFIX, check_token, is_own_temp, new_token
+from ._names import (
+    HELD_SUFFIX,
+    META_SUFFIX,
+    PARTIAL_SUFFIX,
+    TMP_SUFFIX,
+    check_token,
+    is_own_temp,
+    new_token,
+)
 
 _TOKENS = random.Random()  # seeded from os.urandom, reseeded in forked children
 _PROCESS_OWNER = [new_token()]  # the owner of temporaries written without a job's token
@@ -46,12 +54,24 @@ def partial_names(name: str | bytes, owner: str | bytes | None = None) -> tuple[
     collide. Names too long for ``.<name>.<owner>.parjobs-partial.meta`` to fit in 255 bytes
     fall back to ``.parjobs.<xxh64 of name>.<owner>.parjobs-partial``.
     """
-    raw, token = leaf(name), owner_token(owner)
-    partial = b"." + raw + b"." + token + PARTIAL_SUFFIX
-    if len(partial) + len(b".meta") > NAME_MAX:
-        digest = xxhash.xxh64_hexdigest(raw).encode()
-        partial = b".parjobs." + digest + b"." + token + PARTIAL_SUFFIX
+    partial = _tokened(leaf(name), owner_token(owner), PARTIAL_SUFFIX, len(b".meta"))
     return partial, partial + b".meta"
+
+
+def held_name(name: str | bytes, owner: str | bytes) -> bytes:
+    """The name undo (job token ``owner``) gives ``name`` while it checks and removes it:
+    ``.<name>.<owner>.parjobs-undo`` (``.parjobs.<xxh64>.…`` when too long). Deterministic per
+    (owner, name), so a resumed undo finds what it had taken aside (`parjobs.ops._undo`)."""
+    return _tokened(leaf(name), check_token(owner), HELD_SUFFIX, 0)
+
+
+def _tokened(raw: bytes, token: bytes, suffix: bytes, room: int) -> bytes:
+    """``.<raw>.<token><suffix>``, or with ``raw`` hashed when that (plus ``room`` bytes)
+    would not fit in `NAME_MAX`."""
+    name = b"." + raw + b"." + token + suffix
+    if len(name) + room > NAME_MAX:
+        name = b".parjobs." + xxhash.xxh64_hexdigest(raw).encode() + b"." + token + suffix
+    return name
 
 
 def tmp_name(raw: bytes, owner: str | bytes | None = None) -> bytes:

@@ -12,6 +12,15 @@ already did:
   identity recorded at write time (inode, size, mtime in ns), that is when nobody changed it
   since; a directory the copy created is removed last, deepest first, when empty.
 
+An item is never acted on by its name after checking it: another process could replace the
+name in between, and undo would then delete (or move) a file it did not create. It is first
+renamed, no-replace, within its directory to a name carrying the undo job's token
+(``.<name>.<token>.parjobs-undo``, `held_name`); a descriptor of that name (``O_PATH``,
+never followed) is checked for the recorded identity, and only then is the held name
+unlinked (or moved back, or a directory removed). What does not match is renamed back and
+kept ("changed since"). A run stopped between the two renames leaves the held name, which
+the next run of the same undo (same token) finds first and checks the same way.
+
 Never undone: "replaced" (the replaced data is gone; removing the copy would lose both),
 "present" (found in place on resume: maybe not this job's), "skipped", "deleted". What is
 kept is reported as a skipped item with its reason, each undone item with its own record
@@ -33,7 +42,9 @@ from .._exceptions import JobSpecError, Skip
 from .._items import DIRECTORY, ItemRecord
 from .._job import Job, job_type
 from .._task import OutcomeStatus, Task, TaskContext
-from ._fs import display, rename_noreplace
+from ._fs import DIR_NOFOLLOW, display, lexists, rename_noreplace, unique_name
+from ._names import job_token
+from ._partials import held_name
 from ._trashcan import info_of, restore
 
 #: Records read from the log per page.
@@ -43,14 +54,30 @@ _UNDOABLE = _REMOVABLE | {"moved", "trashed"}
 
 CHANGED = "changed since the job wrote it; kept"
 GONE = "no longer there"
+NOT_EMPTY = "directory not empty; kept"
+
+
+def unchanged(st: os.stat_result, record: ItemRecord) -> bool:
+    """Whether ``st`` is still the item ``record`` wrote: the same inode for a moved item or
+    a directory (a moved file may have been edited since: it is still the user's item), the
+    same inode, size and mtime for a file a copy created. Called twice per item: on the name
+    before taking it aside, and on the descriptor of what was taken aside."""
+    w = record.written
+    if w is None:
+        return False
+    if record.action == "moved" or record.detail == DIRECTORY:
+        return st.st_ino == w.inode
+    return (st.st_size, st.st_mtime_ns, st.st_ino) == (w.size, w.mtime_ns, w.inode)
 
 
 @dataclasses.dataclass(slots=True)
 class UndoTask(Task[str]):
-    """Reverse one record of a job's item log (see the module docstring)."""
+    """Reverse one record of a job's item log (see the module docstring). ``token`` is the
+    undo job's name token: the name it takes items aside under (`held_name`)."""
 
     index: int
     record: ItemRecord
+    token: bytes
 
     def label(self) -> str:
         r = self.record
@@ -80,64 +107,142 @@ class UndoTask(Task[str]):
         tc.record("restored", trashed, target)
         return "restored"
 
+    def _take_aside(self, fd: int, name: bytes, changed: str) -> tuple[bytes, int]:
+        """Rename ``name`` (in ``fd``) to its held name, check through a descriptor of the
+        held name that it is still the recorded item, and return (held name, descriptor).
+
+        Checking the name and then acting on it would act on whatever another process put
+        there in between; a descriptor opened on the held name (``O_PATH|O_NOFOLLOW``:
+        never followed, never blocks) is the very entry that was renamed, and only undo
+        uses that name. A held name already there is what an earlier run of this undo took
+        aside before it was stopped: it is checked the same way. What does not match goes
+        back (`_put_back`) and the item is kept (Skip ``changed``).
+        """
+        held = held_name(name, self.token)
+        if not lexists(fd, held):
+            try:
+                if not unchanged(os.stat(name, dir_fd=fd, follow_symlinks=False), self.record):
+                    raise Skip(changed)
+                rename_noreplace(name, held, src_dir_fd=fd, dst_dir_fd=fd, overwrite=False)
+            except FileNotFoundError:
+                raise Skip(GONE) from None
+        held_fd = os.open(held, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        try:
+            if unchanged(os.fstat(held_fd), self.record):
+                return held, held_fd
+        except BaseException:
+            os.close(held_fd)
+            raise
+        os.close(held_fd)
+        raise Skip(_put_back(fd, held, name, changed))
+
     def _move_back(self, tc: TaskContext) -> str:
         r = self.record
         assert r.destination is not None
         moved, source = os.fsencode(r.destination), os.fsencode(r.source)
         try:
-            st = os.lstat(moved)
-        except FileNotFoundError:
-            raise Skip(GONE) from None
-        if r.written is None or st.st_ino != r.written.inode:
-            raise Skip("another item is there now; left in place")
-        parent, name = os.path.split(source)
-        os.makedirs(parent, exist_ok=True)
-        fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            size = self._move_back_from(moved, source)
+        except Skip as skip:
+            try:
+                st = os.lstat(source)
+            except OSError:
+                raise skip from None
+            if skip.reason != GONE or not unchanged(st, r):
+                raise
+            size = st.st_size  # an earlier run moved it back, stopped before recording it
+        tc.record("restored", moved, source, bytes=size)
+        return "restored"
+
+    def _move_back_from(self, moved: bytes, source: bytes) -> int:
+        """Move ``moved`` back to ``source`` (no-replace, its directory made); its size."""
+        here, name = os.path.split(moved)
+        parent, back = os.path.split(source)
+        fd = _open_dir(here)
         try:
-            rename_noreplace(moved, name, dst_dir_fd=fd, overwrite=False)
-        except FileExistsError:
-            raise Skip("something is at the original path; left in place") from None
+            held, held_fd = self._take_aside(fd, name, "another item is there now; left in place")
+            try:
+                size = os.fstat(held_fd).st_size
+            finally:
+                os.close(held_fd)
+            os.makedirs(parent, exist_ok=True)
+            to = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                rename_noreplace(held, back, src_dir_fd=fd, dst_dir_fd=to, overwrite=False)
+            except FileExistsError:
+                taken = "something is at the original path; left in place"
+                raise Skip(_put_back(fd, held, name, taken)) from None
+            finally:
+                os.close(to)
         finally:
             os.close(fd)
-        tc.record("restored", moved, source, bytes=st.st_size)
-        return "restored"
+        return size
 
     def _remove(self, tc: TaskContext) -> str:
         r = self.record
         assert r.destination is not None
         path = os.fsencode(r.destination)
         parent, name = os.path.split(path)
+        directory = r.detail == DIRECTORY
+        fd = _open_dir(parent)
         try:
-            fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise Skip(GONE) from None
-        try:
+            if directory and _has_entries(fd, name):  # not even taken aside for a moment
+                raise Skip(NOT_EMPTY)
+            held, held_fd = self._take_aside(fd, name, CHANGED)
             try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                raise Skip(GONE) from None
-            w = r.written
-            if r.detail == DIRECTORY:
-                if w is None or st.st_ino != w.inode:
-                    raise Skip(CHANGED)
-                try:
-                    os.rmdir(name, dir_fd=fd)
-                except OSError as exc:
-                    if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                        raise Skip("directory not empty; kept") from None
+                size = 0 if directory else os.fstat(held_fd).st_size
+            finally:
+                os.close(held_fd)
+            try:
+                if directory:
+                    os.rmdir(held, dir_fd=fd)
+                else:
+                    os.unlink(held, dir_fd=fd)
+            except OSError as exc:
+                if not directory or exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    _put_back(fd, held, name, "")
                     raise
-            else:
-                if w is None or (st.st_size, st.st_mtime_ns, st.st_ino) != (
-                    w.size,
-                    w.mtime_ns,
-                    w.inode,
-                ):
-                    raise Skip(CHANGED)
-                os.unlink(name, dir_fd=fd)
+                raise Skip(_put_back(fd, held, name, NOT_EMPTY)) from None
         finally:
             os.close(fd)
-        tc.record("removed", path, bytes=0 if r.detail == DIRECTORY else st.st_size)
+        tc.record("removed", path, bytes=size)
         return "removed"
+
+
+def _open_dir(path: bytes) -> int:
+    """A descriptor of the directory an item was written to (missing: Skip, GONE)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise Skip(GONE) from None
+
+
+def _has_entries(fd: int, name: bytes) -> bool:
+    """Whether the directory ``name`` in ``fd`` holds anything (False when it is not a
+    directory, or gone: the checks that follow say so)."""
+    try:
+        sub = os.open(name, DIR_NOFOLLOW, dir_fd=fd)
+    except OSError:
+        return False
+    try:
+        with os.scandir(sub) as entries:
+            return next(entries, None) is not None
+    finally:
+        os.close(sub)
+
+
+def _put_back(fd: int, held: bytes, name: bytes, reason: str) -> str:
+    """Rename the held ``held`` back to ``name`` (both in ``fd``), never replacing: if the
+    name was taken meanwhile, to the first free ``name (N)``. Returns ``reason``, with the
+    new name when it had to be one."""
+    to = name
+    for _ in range(100):
+        try:
+            rename_noreplace(held, to, src_dir_fd=fd, dst_dir_fd=fd, overwrite=False)
+        except FileExistsError:
+            to = unique_name(name, dst_dir_fd=fd)
+            continue
+        return reason if to == name else f"{reason} (as {display(to)}: the name was taken)"
+    raise FileExistsError(errno.EEXIST, "no free name to put a held item back", display(held))
 
 
 @job_type("undo", version=1)
@@ -157,6 +262,7 @@ class UndoJob(Job):
             raise JobSpecError("undo: no job id given")
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
+        token = await job_token(ctx)
         counts = ctx.state.setdefault(
             "undo", {"removed": 0, "restored": 0, "kept": 0, "kept_reasons": {}}
         )
@@ -164,7 +270,7 @@ class UndoJob(Job):
         ctx.progress.set_message("undoing")
         dirs: list[ItemRecord] = []
         files = ctx.task_dispatcher("undo")
-        async with aclosing(self._tasks(ctx, files.is_completed, dirs)) as tasks:
+        async with aclosing(self._tasks(ctx, files.is_completed, dirs, token)) as tasks:
             async for outcome in files.dispatch_many(tasks):
                 failed += _count(counts, outcome)
         ctx.progress.finalize_totals()
@@ -175,12 +281,12 @@ class UndoJob(Job):
         ctx.progress.add_total(items=len(todo))
         todo.sort(key=_depth)
         for _, level in itertools.groupby(todo, key=_depth):
-            async for outcome in stage.dispatch_many([UndoTask(r.seq, r) for r in level]):
+            async for outcome in stage.dispatch_many([UndoTask(r.seq, r, token) for r in level]):
                 failed += _count(counts, outcome)
         return {"job": self.job, **counts, "failed": failed}
 
     async def _tasks(
-        self, ctx: JobContext, done: Any, dirs: list[ItemRecord]
+        self, ctx: JobContext, done: Any, dirs: list[ItemRecord], token: bytes
     ) -> AsyncGenerator[UndoTask, None]:
         after = 0
         while True:
@@ -195,7 +301,7 @@ class UndoJob(Job):
                     dirs.append(r)
                 elif not done(r.seq):
                     ctx.progress.add_total(items=1)
-                    yield UndoTask(r.seq, r)
+                    yield UndoTask(r.seq, r, token)
 
 
 def _depth(record: ItemRecord) -> int:

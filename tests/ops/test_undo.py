@@ -13,8 +13,15 @@ from _trees import read, write
 
 import parjobs
 from parjobs import InvalidTransitionError, JobStatus
+from parjobs._exceptions import Skip
+from parjobs._items import ItemRecord, fingerprint
+from parjobs._task import Interrupter, TaskContext
 from parjobs.ops import CopyJob, DeleteJob, HashJob, MoveJob, UndoJob
+from parjobs.ops import _undo as undo_mod
+from parjobs.ops._names import new_token
+from parjobs.ops._partials import held_name
 from parjobs.ops._trashcan import info_of, list_trash, restore, trash_dirs
+from parjobs.ops._undo import UndoTask
 
 
 @pytest.fixture(autouse=True)
@@ -322,3 +329,116 @@ async def test_an_undo_paused_half_way_resumes_without_redoing(
     removed = [r.source for r in items if r.action == "removed"]
     assert len(removed) == len(set(removed)) == 301  # each once, across both runs
     assert not dst.joinpath("src").exists() and len(list(src.iterdir())) == 300
+
+
+def swap_after_the_first_check(
+    monkeypatch: pytest.MonkeyPatch, target: Path, data: bytes
+) -> list[Path]:
+    """Make undo's identity check replace ``target`` by another file (``data``) right after
+    it passed on the name, i.e. between the check and undo acting on the name: a real file
+    put there by a real rename, as another process would. Returns the swaps made."""
+    original = undo_mod.unchanged
+    swapped: list[Path] = []
+
+    def check_then_swap(st: os.stat_result, record: ItemRecord) -> bool:
+        same = original(st, record)
+        if record.destination == str(target) and not swapped:
+            write(target.with_name("other"), data)
+            os.replace(target.with_name("other"), target)
+            swapped.append(target)
+        return same
+
+    monkeypatch.setattr(undo_mod, "unchanged", check_then_swap)
+    return swapped
+
+
+async def test_undo_never_removes_a_file_replaced_between_the_check_and_the_removal(
+    tmp_path: Path, store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check passes on the copy's file, then another process replaces the name: undo
+    takes the replacement aside, sees through its descriptor that it is not the copy's
+    file, puts it back and keeps it (#14: it used to unlink by name after checking)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    tree(src)
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        await h.result()
+        swapped = swap_after_the_first_check(monkeypatch, dst / "f2.txt", b"not the copy's")
+        u = await m.undo(h.id)
+        result = await u.result()
+    assert swapped
+    assert read(dst / "f2.txt") == b"not the copy's"
+    assert sorted(p.name for p in dst.iterdir()) == ["f2.txt"]  # the rest removed, no held name
+    assert result["failed"] == 0
+    assert result["kept_reasons"] == {undo_mod.CHANGED: 1, undo_mod.NOT_EMPTY: 1}  # dst kept
+
+
+async def test_undo_of_a_move_never_moves_a_file_replaced_after_the_check(
+    tmp_path: Path, store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    tree(src)
+    dst.mkdir()
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(
+            MoveJob(sources=[str(src / "f3.txt"), str(src / "f4.txt")], destination=str(dst))
+        )
+        await h.result()
+        swapped = swap_after_the_first_check(monkeypatch, dst / "f3.txt", b"somebody else's")
+        u = await m.undo(h.id)
+        result = await u.result()
+    assert swapped
+    assert read(dst / "f3.txt") == b"somebody else's"  # left where it is
+    assert not (src / "f3.txt").exists()  # and not moved to the source path
+    assert read(src / "f4.txt") == b"xxxx"
+    assert sorted(p.name for p in dst.iterdir()) == ["f3.txt"]
+    assert result["restored"] == 1 and result["kept"] == 1
+
+
+def run_task(task: UndoTask) -> str:
+    """Run one undo task in this thread: its value, or the reason it skipped."""
+    try:
+        return task.run(TaskContext(task.index, "t", Interrupter()))
+    except Skip as skip:
+        return skip.reason
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_a_held_name_left_by_a_stopped_undo_is_finished_or_put_back(
+    tmp_path: Path, same: bool
+) -> None:
+    """A run stopped between taking a file aside and removing it left the held name: the
+    next run (same token) removes it when it is still the copy's file, else renames it
+    back, never replacing what took its name meanwhile."""
+    token = new_token()
+    here = tmp_path / "here"
+    here.mkdir()
+    target = here / "a.txt"
+    write(target, b"copied")
+    record = ItemRecord("copied", "/src/a.txt", str(target), written=fingerprint(os.lstat(target)))
+    held = here / os.fsdecode(held_name(b"a.txt", token))
+    if not same:
+        write(target, b"changed since")
+    os.rename(target, held)
+    write(target, b"a new file at the name")
+    outcome = run_task(UndoTask(1, record, token))
+    assert not held.exists()
+    assert read(target) == b"a new file at the name"
+    if same:
+        assert outcome == "removed" and os.listdir(here) == ["a.txt"]
+    else:
+        assert outcome.startswith(undo_mod.CHANGED)
+        assert read(here / "a (1).txt") == b"changed since"
+
+
+def test_a_move_back_interrupted_after_taking_it_aside_resumes(tmp_path: Path) -> None:
+    token = new_token()
+    (tmp_path / "dst").mkdir()
+    moved, source = tmp_path / "dst" / "m", tmp_path / "src" / "m"
+    write(moved, b"mine")
+    record = ItemRecord("moved", str(source), str(moved), written=fingerprint(os.lstat(moved)))
+    os.rename(moved, tmp_path / "dst" / os.fsdecode(held_name(b"m", token)))
+    assert run_task(UndoTask(1, record, token)) == "restored"
+    assert read(source) == b"mine" and os.listdir(tmp_path / "dst") == []
+    # Run again (stopped before its outcome was recorded): it is back, so it counts restored.
+    assert run_task(UndoTask(1, record, token)) == "restored"
