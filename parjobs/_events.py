@@ -120,6 +120,11 @@ class EventSubscription:
             self._progress_at[event.job_id] = event
         self._wake.set()
 
+    @property
+    def waiting(self) -> int:
+        """How many events are buffered, not yet received (0: the subscriber caught up)."""
+        return len(self._queue)
+
     def close(self) -> None:
         """Stop receiving events; an iteration in progress ends."""
         self._closed = True

@@ -102,6 +102,17 @@ def _int_param(request: Request, name: str, default: int, *, low: int, high: int
     return value
 
 
+def _flag(request: Request, name: str) -> bool:
+    """A yes/no query parameter: ``1``/``true``/``yes`` (any case), else ``0``/``false``/``no``
+    or absent."""
+    text = (request.query_params.get(name) or "0").lower()
+    if text in ("1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no", ""):
+        return False
+    raise ApiError(422, f"{name}: expected 1 or 0, got {text!r}")
+
+
 def _jobs(request: Request) -> JobManager | OwnerView:
     """The manager as the caller may use it: all of it for an operator's token, the scoped
     view of its owner's jobs for an owner-bound token (other jobs do not exist there)."""
@@ -407,7 +418,10 @@ _SSE_HEADERS = {"cache-control": "no-store", "x-accel-buffering": "no"}
 async def all_events(request: Request) -> Response:
     hub = _state(request).hub
     sub = hub.subscribe(
-        owner=_principal(request).owner, job_id=None, last_id=_last_event_id(request)
+        owner=_principal(request).owner,
+        job_id=None,
+        last_id=_last_event_id(request),
+        items=_flag(request, "items"),
     )
     return StreamingResponse(hub.stream(sub), media_type="text/event-stream", headers=_SSE_HEADERS)
 
@@ -416,12 +430,12 @@ async def job_events(request: Request) -> Response:
     hub = _state(request).hub
     last_id = _last_event_id(request)
     info = await _visible_job(request)
-    sub = hub.subscribe(owner=None, job_id=info.id, last_id=last_id)
+    sub = hub.subscribe(owner=None, job_id=info.id, last_id=last_id, items=_flag(request, "items"))
     info = await _state(request).manager.get(info.id)  # after subscribing: nothing missed
     data = json.dumps(job_view(info))
     first = [f"event: snapshot\ndata: {data}\n\n"]
     if info.status.is_final:  # the snapshot says all there is: nothing will follow
-        hub.subscriptions.discard(sub)
+        hub.unsubscribe(sub)
         first.append('event: end\ndata: {"reason": "the job is final"}\n\n')
 
         async def done() -> AsyncIterator[str]:
@@ -455,6 +469,7 @@ _LAST = (
     ("Last-Event-ID", "header", "id of the last event seen: the missed ones are sent first"),
     ("last_event_id", "query", "the same, for a first connection (e.g. a list's event_id)"),
 )
+_ITEMS = ("items", "query", "1: also `item` events, the item log's records (live only)")
 _ACTION = {200: "the job after the request", 404: "no such job", 409: "not allowed now"}
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -559,7 +574,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         job_events,
         "Server-Sent Events of one job, until it is final",
         {200: "text/event-stream", 404: "no such job"},
-        params=(_JOB, *_LAST),
+        params=(_JOB, *_LAST, _ITEMS),
     ),
     Endpoint(
         "GET",
@@ -567,7 +582,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         all_events,
         "Server-Sent Events of every visible job",
         {200: "text/event-stream"},
-        params=_LAST,
+        params=(*_LAST, _ITEMS),
     ),
     Endpoint(
         "GET",

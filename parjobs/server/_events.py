@@ -3,7 +3,8 @@
 The `EventHub` holds ONE subscription to `JobManager.events` (every job's status changes,
 progress, item errors and deletions, in order) and turns it into SSE events for any number of
 clients: status changes become ``status`` (with the job's stored record), item errors
-``item-error``, deletions ``deleted``, progress ``progress``. The manager reports the item
+``item-error``, deletions ``deleted``, progress ``progress``, and, for clients that ask
+(``items``), the item log's records ``item``. The manager reports the item
 errors of the jobs it runs exactly, as they are checkpointed; of a job run by another process
 it only has the stored progress snapshot, so for those the hub still reads the snapshot's
 recent errors and says how many went by unseen (``missed``). When the manager's stream drops
@@ -19,6 +20,17 @@ stack, so progress writes to all clients together are held to `PROGRESS_BUDGET` 
 Every client has a bounded queue: a client that does not read fills it, further events are
 dropped and counted, and it is told so (``dropped``) once it reads again. Publishing never
 waits for a client, so no client can slow a job.
+
+Item records (what each item did, `ItemRecord`) come from the manager one per item once their
+checkpoint committed, and only while somebody asked for them (the hub's subscription asks
+only while a client with ``items`` is connected: building them costs every task). The hub
+batches them: the records of one job that arrive together (one checkpoint's, up to
+`ITEM_BATCH`) become ONE ``item`` event with a list, encoded once, so a 10,000-file copy costs
+each client a write per checkpoint (at most ~20 a second), not one per file. They are sent
+before any later event of the job (its final status comes after its last records). They are
+live only: no id, not in the replay ring (they would push status changes out of it); each
+record carries its ``seq`` in the job's log, and ``GET /api/jobs/{id}/items?after=SEQ`` is the
+catch-up after a reconnect, a ``dropped`` or a ``reset``.
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ from typing import Any
 
 import trio
 
-from .. import ItemError, JobInfo, JobManager, JobStatus, Progress
+from .. import ItemError, ItemRecord, JobInfo, JobManager, JobStatus, Progress
 from .._events import EventKind, EventSubscription, JobEvent
 from .._histogram import Histogram
 from ..process import OutputLine
@@ -53,6 +65,8 @@ MAX_PROGRESS_INTERVAL = 1.0
 HEARTBEAT = 15.0
 #: Events the hub's subscription to the manager may hold before the manager drops some.
 CORE_BUFFER = 10_000
+#: Item records of one job per ``item`` event at most.
+ITEM_BATCH = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,12 +89,16 @@ class Event:
 
 class Subscription:
     """One client's view of the hub: a bounded queue of events, the newest progress per job,
-    and what it has missed. Filters: ``owner`` (None: every owner), ``job_id`` (one job)."""
+    and what it has missed. Filters: ``owner`` (None: every owner), ``job_id`` (one job);
+    ``items``: also the item log's records (``item`` events)."""
 
-    def __init__(self, hub: EventHub, *, owner: str | None, job_id: str | None) -> None:
+    def __init__(
+        self, hub: EventHub, *, owner: str | None, job_id: str | None, items: bool = False
+    ) -> None:
         self.hub = hub
         self.owner = owner
         self.job_id = job_id
+        self.items = items
         self.queue: collections.deque[Event] = collections.deque()
         self.progress: dict[str, Event] = {}
         self.dropped = 0
@@ -89,6 +107,8 @@ class Subscription:
 
     def accepts(self, event: Event) -> bool:
         if self.job_id is not None and event.job_id != self.job_id:
+            return False
+        if event.kind == "item" and not self.items:
             return False
         return self.owner is None or event.owner == self.owner
 
@@ -145,6 +165,7 @@ class EventHub:
         self._owner: dict[str, str | None] = {}
         self._remote: set[str] = set()  # active jobs run by another process
         self._errors_seen: dict[str, tuple[frozenset[tuple[str, int]], int]] = {}
+        self._items: dict[str, list[dict[str, Any]]] = {}  # records not yet sent, by job
         self._events: EventSubscription | None = None
         self._closed = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -186,6 +207,7 @@ class EventHub:
         """Subscribe to the manager's events (once): everything from now on is seen."""
         if self._events is None:
             self._events = self.manager.events(buffer=self.core_buffer)
+            self._events.items = any(sub.items for sub in self.subscriptions)
             if self.closed:
                 self._events.close()
         return self._events
@@ -199,11 +221,20 @@ class EventHub:
             with self.listen() as events:
                 async for event in events:
                     self.handle(event)
+                    if self._items and not events.waiting:
+                        self.flush_items()  # the rest of the burst is sent together
 
     def handle(self, event: JobEvent) -> None:
-        """One event of the manager's stream (never waits)."""
+        """One event of the manager's stream (never waits). Item records are held to be sent
+        in batches (`flush_items`); any other event sends them first, keeping the order."""
         if event.dropped:
             self._lost()
+        if event.kind is EventKind.ITEM:
+            if event.record is not None:
+                self._item(event.job_id, event.record)
+            return
+        if self._items:
+            self.flush_items()
         if event.kind is EventKind.STATUS and event.info is not None:
             self._observe(event.info)
         elif event.kind is EventKind.PROGRESS and event.progress is not None:
@@ -270,6 +301,24 @@ class EventHub:
         for sub in list(self.subscriptions):
             sub.push(event)
 
+    def _item(self, job_id: str, record: ItemRecord) -> None:
+        held = self._items.setdefault(job_id, [])
+        held.append(record.to_json())
+        if len(held) >= ITEM_BATCH:
+            self._send_items(job_id, self._items.pop(job_id))
+
+    def flush_items(self) -> None:
+        """Send the item records held: one ``item`` event per job."""
+        held, self._items = self._items, {}
+        for job_id, records in held.items():
+            self._send_items(job_id, records)
+
+    def _send_items(self, job_id: str, records: list[dict[str, Any]]) -> None:
+        data = {"job_id": job_id, "items": records}
+        event = Event(None, "item", job_id, self._owner.get(job_id), data)
+        for sub in list(self.subscriptions):
+            sub.push(event)
+
     def _item_error(self, job_id: str, error: ItemError, missed: int) -> None:
         data = {"job_id": job_id, **error_view(error, traceback=False)}
         if missed:
@@ -296,11 +345,14 @@ class EventHub:
     # -- consuming events ----------------------------------------------------------------
 
     def subscribe(
-        self, *, owner: str | None, job_id: str | None, last_id: int | None
+        self, *, owner: str | None, job_id: str | None, last_id: int | None, items: bool = False
     ) -> Subscription:
         """A new subscription, with the ring's events after ``last_id`` already queued
-        (atomically: nothing published in between is lost or doubled)."""
-        sub = Subscription(self, owner=owner, job_id=job_id)
+        (atomically: nothing published in between is lost or doubled); ``items``: with the
+        item log's records from now on (live only, see the module docstring)."""
+        sub = Subscription(self, owner=owner, job_id=job_id, items=items)
+        if items and self._events is not None:
+            self._events.items = True  # the manager builds item records from now on
         if last_id is not None:
             oldest = self.ring[0].id if self.ring else self._seq + 1
             assert oldest is not None
@@ -314,6 +366,12 @@ class EventHub:
                     sub.push(event)
         self.subscriptions.add(sub)
         return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Forget a client; the manager stops building item records once none wants them."""
+        self.subscriptions.discard(sub)
+        if sub.items and self._events is not None:
+            self._events.items = any(other.items for other in self.subscriptions)
 
     async def stream(
         self, sub: Subscription, *, first: Iterable[str] = (), end_when_final: bool = False
@@ -367,7 +425,7 @@ class EventHub:
                 with trio.move_on_at(deadline):
                     await sub.wake.wait()
         finally:
-            self.subscriptions.discard(sub)
+            self.unsubscribe(sub)
 
 
 _RESET = 'event: reset\ndata: {"reason": "events were missed; reload"}\n\n'

@@ -7,7 +7,7 @@ import os
 import _jobs  # noqa: F401  (registers test-count)
 import trio
 from _trees import write
-from conftest import ALICE, BOB, Server
+from conftest import ALICE, BOB, Server, sse_events
 
 
 async def test_items_paged_filtered_and_undone(server: Server, tmp_path) -> None:
@@ -66,3 +66,55 @@ async def test_undo_of_a_running_job_is_a_conflict(server: Server, tmp_path) -> 
         assert r.status_code == 409 and "pause or cancel it first" in r.json()["error"]
         await c.post(f"/api/jobs/{job['id']}/cancel")
     await server.wait_status(job["id"], "cancelled")
+
+
+async def test_item_records_stream_as_batched_item_events(server: Server, tmp_path) -> None:
+    """A client following with ``items=1`` gets every item record of a 2,000-file copy as
+    ``item`` events, a list per checkpoint (far fewer events than records), all before the
+    job's final status, equal to the stored log; a client without it gets none (#14)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for i in range(2000):
+        write(src / f"f{i:04}", b"x" * (i % 7))
+    with_items: list = []
+    without: list = []
+
+    def completed(events: list) -> bool:
+        return any(e.kind == "status" and e.data["status"] == "completed" for e in events)
+
+    async def follow(path: str, into: list) -> None:
+        async with server.client() as c, c.stream("GET", path) as r:
+            assert r.status_code == 200
+            with trio.fail_after(60):
+                async for event in sse_events(r):
+                    into.append(event)
+                    if completed(into):
+                        return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(follow, "/api/events?items=1", with_items)
+        nursery.start_soon(follow, "/api/events", without)
+        with trio.fail_after(5):
+            while len(server.hub.subscriptions) < 2:  # both connected before the submit
+                await trio.sleep(0.01)
+        spec = {"sources": [str(src)], "destination": str(dst)}
+        job = await server.submit({"type": "copy", "spec": spec})
+    batches = [e for e in with_items if e.kind == "item"]
+    streamed = [record for e in batches for record in e.data["items"]]
+    assert all(e.data["job_id"] == job["id"] and e.id is None for e in batches)
+    assert [r["seq"] for r in streamed] == list(range(1, 2002))  # 2,000 files + the directory
+    assert len(batches) <= 2001 / 10, len(batches)  # batched: one per checkpoint, not per file
+    last = max(i for i, e in enumerate(with_items) if e.kind == "item")
+    final = next(i for i, e in enumerate(with_items) if completed(with_items[: i + 1]))
+    assert last < final  # every record before the final status
+    stored: list[dict] = []
+    async with server.client() as c:  # the catch-up path: pages after a seq
+        while len(stored) < len(streamed):
+            params = {"limit": 1000, "after": len(stored)}
+            stored += (await c.get(f"/api/jobs/{job['id']}/items", params=params)).json()["items"]
+    assert stored == streamed
+    assert not [e for e in without if e.kind == "item"]
+    assert not server.manager._events.listening_items  # nobody asks now: none are built
+    async with server.client() as c:
+        r = await c.get("/api/events", params={"items": "maybe"})
+    assert r.status_code == 422
