@@ -33,7 +33,7 @@ import trio
 from ._config import ConfigOptions, ManagerConfig, make_config
 from ._exceptions import ManagerClosedError
 from ._job import Job
-from ._manager import JobManager, open_manager
+from ._manager import JobManager, SubmitOptions, open_manager
 from ._progress import ItemError, Progress
 from ._records import JobInfo
 from ._status import JobStatus
@@ -181,36 +181,15 @@ class BlockingManager:
             raise self._closed_error() from None
 
     def submit(
-        self,
-        job: Job,
-        *,
-        priority: int | None = None,
-        idempotency_key: str | None = None,
-        start: bool = True,
-        queue: str | None = None,
-        owner: str | None = None,
-        after: Iterable[str] = (),
-        on_dependency_failure: str = "skip",
-        timeout: float | None = None,
+        self, job: Job, *, owner: str | None = None, **options: Unpack[SubmitOptions]
     ) -> str:
         """Store ``job`` and queue it; return its id. The options mean what they mean for
         `JobManager.submit`: ``queue`` (named queue), ``owner`` (tenant), ``after`` (ids of
         prerequisites) with ``on_dependency_failure``, ``timeout`` (total run time, s)."""
-        prerequisites = list(after)  # read here, in the caller's thread
+        options["after"] = list(options.get("after", ()))  # read here, in the caller's thread
 
         async def submit(m: JobManager) -> str:
-            handle = await m.submit(
-                job,
-                priority=priority,
-                idempotency_key=idempotency_key,
-                start=start,
-                queue=queue,
-                owner=owner,
-                after=prerequisites,
-                on_dependency_failure=on_dependency_failure,
-                timeout=timeout,
-            )
-            return handle.id
+            return (await m.submit(job, owner=owner, **options)).id
 
         return self.call(submit)
 

@@ -4,12 +4,19 @@ store (SQLite today, PostgreSQL next), with no backend's types in it."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 from ._items import ItemRecord
 from ._progress import ItemError
-from ._records import CheckpointBatch, JobInfo
+from ._records import CheckpointBatch, ItemQuery, JobInfo, JobQuery
 from ._status import JobStatus
+
+
+class StoreJobQuery(JobQuery, total=False):
+    """`JobQuery` plus what only the layers above the store ask: the jobs changed since
+    ``updated_since`` (a time.time() value; the event stream's poll)."""
+
+    updated_since: float | None
 
 
 class StoreListener(Protocol):
@@ -162,19 +169,10 @@ class JobStore(Protocol):
         """The one job id starting with ``prefix``."""
 
     def list_jobs(
-        self,
-        statuses: Iterable[JobStatus] | None = None,
-        *,
-        type: str | None = None,
-        owner: str | None = None,
-        order: str = "created",
-        limit: int = -1,
-        offset: int = 0,
-        damaged: list[tuple[str, str]] | None = None,
-        updated_since: float | None = None,
+        self, statuses: Iterable[JobStatus] | None = None, **query: Unpack[StoreJobQuery]
     ) -> list[JobInfo]:
-        """Jobs filtered and paged; damaged rows left out and reported in ``damaged``
-        as (job id, reason)."""
+        """Jobs filtered and paged (see `JobQuery`); ``updated_since`` keeps those changed
+        since then (a time.time() value)."""
 
     def statuses(self, job_ids: Iterable[str]) -> dict[str, JobStatus]:
         """The status of each of ``job_ids`` that exists."""
@@ -189,19 +187,10 @@ class JobStore(Protocol):
     def error_count(self, job_id: str) -> int:
         """How many failed items `errors` pages through."""
 
-    def items(
-        self,
-        job_id: str,
-        *,
-        limit: int = -1,
-        offset: int = 0,
-        action: str | None = None,
-        after: int = 0,
-    ) -> list[ItemRecord]:
-        """The job's item log (every run's, in the order checkpoints stored it), paged:
-        records past ``seq`` ``after``, of one ``action`` if given. A run's failed-item
-        records are dropped when the next run starts (it retries those items), with their
-        errors."""
+    def items(self, job_id: str, **query: Unpack[ItemQuery]) -> list[ItemRecord]:
+        """The job's item log (every run's, in the order checkpoints stored it), paged (see
+        `ItemQuery`). A run's failed-item records are dropped when the next run starts (it
+        retries those items), with their errors."""
 
     def item_count(self, job_id: str, *, action: str | None = None) -> int:
         """How many records `items` pages through."""

@@ -27,7 +27,7 @@ import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, Unpack
+from typing import Any, TypedDict, Unpack
 
 import trio
 
@@ -49,7 +49,7 @@ from ._items import ItemRecord
 from ._job import Job, dump_job, lookup_job_type
 from ._jobstore import JobStore
 from ._progress import ItemError, Progress
-from ._records import JobInfo, ManagerStatistics
+from ._records import ItemQuery, JobInfo, JobQuery, ManagerStatistics
 from ._status import JobStatus, check_transition
 from ._stores import open_store
 from ._util import exception_leaves
@@ -123,6 +123,19 @@ class JobHandle:
 
     async def cancel(self) -> None:
         await self._manager.cancel(self.id)
+
+
+class SubmitOptions(TypedDict, total=False):
+    """The keywords of `JobManager.submit` (they mean what they mean there) that the owner's
+    view and `BlockingManager.submit` pass on as they are."""
+
+    priority: int | None
+    idempotency_key: str | None
+    start: bool
+    queue: str | None
+    after: Iterable[str]
+    on_dependency_failure: str
+    timeout: float | None
 
 
 class JobManager(Housekeeping):
@@ -374,29 +387,15 @@ class JobManager(Housekeeping):
     async def list_jobs(
         self,
         status: JobStatus | Iterable[JobStatus] | None = None,
-        *,
-        type: str | None = None,
-        owner: str | None = None,
-        order: str = "created",
-        limit: int = -1,
-        offset: int = 0,
-        damaged: list[tuple[str, str]] | None = None,
+        **query: Unpack[JobQuery],
     ) -> list[JobInfo]:
-        """Jobs in the store filtered by status(es), type and owner, ordered by ``created``,
-        ``finished``, ``priority``, ``run_time`` or ``updated`` (``-`` prefix: descending),
-        paged with ``limit``/``offset``. Damaged rows are left out; pass a list as
+        """Jobs in the store with the given status(es) (default: any), filtered by type and
+        owner, ordered and paged as `JobQuery` says: ``type``, ``owner``, ``order``
+        (``created``, ``finished``, ``priority``, ``run_time`` or ``updated``; ``-`` prefix:
+        descending), ``limit``, ``offset``. Damaged rows are left out; pass a list as
         ``damaged`` to get them as (job id, reason)."""
         statuses = [status] if isinstance(status, JobStatus) else status
-        return await self._db(
-            self.store.list_jobs,
-            statuses,
-            type=type,
-            owner=owner,
-            order=order,
-            limit=limit,
-            offset=offset,
-            damaged=damaged,
-        )
+        return await self._db(self.store.list_jobs, statuses, **query)
 
     async def errors(self, job_id: str, *, limit: int = -1, offset: int = 0) -> list[ItemError]:
         """The failed items of the job's latest run, with their reasons, oldest first
@@ -407,22 +406,12 @@ class JobManager(Housekeeping):
         """How many items of the job's latest run failed (what `errors` pages through)."""
         return await self._db(self.store.error_count, job_id)
 
-    async def items(
-        self,
-        job_id: str,
-        *,
-        limit: int = -1,
-        offset: int = 0,
-        action: str | None = None,
-        after: int = 0,
-    ) -> list[ItemRecord]:
+    async def items(self, job_id: str, **query: Unpack[ItemQuery]) -> list[ItemRecord]:
         """The job's item log: what each item did (`ItemRecord`), in the order it was
         checkpointed, kept after the job ends or is cancelled; paged with ``limit`` and
         ``offset`` or (cheaper far in) ``after`` a record's ``seq``; of one ``action`` only
-        if given. `item_count` says how many there are."""
-        return await self._db(
-            self.store.items, job_id, limit=limit, offset=offset, action=action, after=after
-        )
+        if given (see `ItemQuery`). `item_count` says how many there are."""
+        return await self._db(self.store.items, job_id, **query)
 
     async def item_count(self, job_id: str, *, action: str | None = None) -> int:
         """How many records `items` pages through."""
@@ -723,53 +712,19 @@ class OwnerView:
     async def list_jobs(
         self,
         status: JobStatus | Iterable[JobStatus] | None = None,
-        *,
-        type: str | None = None,
-        owner: str | None = None,
-        order: str = "created",
-        limit: int = -1,
-        offset: int = 0,
-        damaged: list[tuple[str, str]] | None = None,
+        **query: Unpack[JobQuery],
     ) -> list[JobInfo]:
         """`JobManager.list_jobs` of the owner's jobs (another ``owner`` lists nothing)."""
-        if owner is not None and owner != self.owner:
+        if query.get("owner") not in (None, self.owner):
             return []
-        return await self.manager.list_jobs(
-            status,
-            type=type,
-            owner=self.owner,
-            order=order,
-            limit=limit,
-            offset=offset,
-            damaged=damaged,
-        )
+        query["owner"] = self.owner
+        return await self.manager.list_jobs(status, **query)
 
-    async def submit(
-        self,
-        job: Job,
-        *,
-        priority: int | None = None,
-        idempotency_key: str | None = None,
-        start: bool = True,
-        queue: str | None = None,
-        after: Iterable[str] = (),
-        on_dependency_failure: str = "skip",
-        timeout: float | None = None,  # noqa: ASYNC109 - a job setting, not this call's
-    ) -> JobHandle:
+    async def submit(self, job: Job, **options: Unpack[SubmitOptions]) -> JobHandle:
         """`JobManager.submit` as the owner: the job is the owner's, and so must be its
         prerequisites (``after``)."""
-        prerequisites = [await self._own(dep) for dep in after]
-        return await self.manager.submit(
-            job,
-            priority=priority,
-            idempotency_key=idempotency_key,
-            start=start,
-            queue=queue,
-            owner=self.owner,
-            after=prerequisites,
-            on_dependency_failure=on_dependency_failure,
-            timeout=timeout,
-        )
+        options["after"] = [await self._own(dep) for dep in options.get("after", ())]
+        return await self.manager.submit(job, owner=self.owner, **options)
 
     async def handle(self, job_id: str) -> JobHandle:
         """A handle to the owner's job (`JobNotFoundError` for another owner's)."""
@@ -781,18 +736,8 @@ class OwnerView:
     async def error_count(self, job_id: str) -> int:
         return await self.manager.error_count(await self._own(job_id))
 
-    async def items(
-        self,
-        job_id: str,
-        *,
-        limit: int = -1,
-        offset: int = 0,
-        action: str | None = None,
-        after: int = 0,
-    ) -> list[ItemRecord]:
-        return await self.manager.items(
-            await self._own(job_id), limit=limit, offset=offset, action=action, after=after
-        )
+    async def items(self, job_id: str, **query: Unpack[ItemQuery]) -> list[ItemRecord]:
+        return await self.manager.items(await self._own(job_id), **query)
 
     async def item_count(self, job_id: str, *, action: str | None = None) -> int:
         return await self.manager.item_count(await self._own(job_id), action=action)

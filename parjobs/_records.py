@@ -1,12 +1,13 @@
 """Frozen records the manager, the store and callers exchange: what a job is (`JobInfo`),
-what a checkpoint writes (`CheckpointBatch`), a manager's load (`ManagerStatistics`). Data
-only, no I/O, so every layer may import them."""
+what a checkpoint writes (`CheckpointBatch`), a manager's load (`ManagerStatistics`), and the
+keyword options of the queries every layer passes down unchanged (`JobQuery`, `ItemQuery`).
+Data only, no I/O, so every layer may import them."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, TypedDict
 
 from ._items import ItemRecord
 from ._progress import ItemError, Progress
@@ -100,3 +101,34 @@ class ManagerStatistics:
     bytes_per_second: float
     tasks_finished: int  # by runs that ended in this manager since it opened
     bytes_processed: int
+
+
+class JobQuery(TypedDict, total=False):
+    """Which jobs ``list_jobs`` returns (`JobManager.list_jobs`, `JobStore.list_jobs`): one
+    set of keywords that every layer passes down as it is, spelled and defaulted once, by
+    the store.
+
+    ``type`` and ``owner`` filter (None, the default: any); ``order`` is ``created`` (the
+    default), ``finished``, ``priority``, ``run_time`` or ``updated``, with a ``-`` prefix
+    for descending; ``limit`` and ``offset`` page (default: every job). Damaged rows are
+    left out (one bad row must not hide every job); a list given as ``damaged`` receives
+    them as (job id, reason)."""
+
+    type: str | None
+    owner: str | None
+    order: str
+    limit: int
+    offset: int
+    damaged: list[tuple[str, str]] | None
+
+
+class ItemQuery(TypedDict, total=False):
+    """Which records of a job's item log ``items`` returns (`JobManager.items`,
+    `JobStore.items`), passed down as it is and defaulted by the store: ``limit`` and
+    ``offset`` page (default: every record), ``after`` keeps only the records past that
+    ``seq`` (the cheap way to page far in; default 0), ``action`` only that action's."""
+
+    limit: int
+    offset: int
+    action: str | None
+    after: int

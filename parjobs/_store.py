@@ -17,7 +17,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from ._exceptions import (
     InvalidTransitionError,
@@ -27,10 +27,10 @@ from ._exceptions import (
     StoreFormatError,
 )
 from ._items import ItemRecord, Written
-from ._jobstore import StoreListener
+from ._jobstore import StoreJobQuery, StoreListener
 from ._leases import dead_managers, process_start
 from ._progress import ItemError, Progress
-from ._records import CheckpointBatch, JobInfo
+from ._records import CheckpointBatch, ItemQuery, JobInfo
 from ._status import JobStatus, check_transition, dependency_state
 from ._store_schema import (
     Undecodable,
@@ -509,22 +509,13 @@ class SQLiteJobStore:
         return str(rows[0][0])
 
     def list_jobs(
-        self,
-        statuses: Iterable[JobStatus] | None = None,
-        *,
-        type: str | None = None,
-        owner: str | None = None,
-        order: str = "created",
-        limit: int = -1,
-        offset: int = 0,
-        damaged: list[tuple[str, str]] | None = None,
-        updated_since: float | None = None,
+        self, statuses: Iterable[JobStatus] | None = None, **query: Unpack[StoreJobQuery]
     ) -> list[JobInfo]:
-        """Jobs filtered by status, type, owner and last change (``updated_since``, a
-        time.time() value); ordered by ``created``, ``finished``, ``priority``, ``run_time``
-        or ``updated`` (prefix ``-`` for descending); paged. A damaged row is left out (one
-        bad row must not hide every job), and appended to ``damaged`` as (job id, reason)
-        when that list is given."""
+        """Jobs filtered by status, type, owner and last change, ordered and paged (see
+        `JobQuery`, `StoreJobQuery`)."""
+        type, owner = query.get("type"), query.get("owner")
+        order, updated_since = query.get("order", "created"), query.get("updated_since")
+        damaged = query.get("damaged")
         where: list[str] = []
         params: list[Any] = []
         if updated_since is not None:
@@ -548,7 +539,7 @@ class SQLiteJobStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY {column} {direction}, rowid {direction} LIMIT ? OFFSET ?"
-        params += [limit, offset]
+        params += [query.get("limit", -1), query.get("offset", 0)]
         infos: list[JobInfo] = []
         for row in self._conn.execute(sql, params):
             try:
@@ -799,27 +790,19 @@ class SQLiteJobStore:
         )
         return first
 
-    def items(
-        self,
-        job_id: str,
-        *,
-        limit: int = -1,
-        offset: int = 0,
-        action: str | None = None,
-        after: int = 0,
-    ) -> list[ItemRecord]:
-        """The job's item log in order, paged (``after``: only records past that ``seq``,
-        the cheap way to page through a million), optionally of one ``action`` only."""
+    def items(self, job_id: str, **query: Unpack[ItemQuery]) -> list[ItemRecord]:
+        """The job's item log in order, paged (see `ItemQuery`)."""
+        action = query.get("action")
         sql = (
             "SELECT seq, stage, idx, action, source, destination, bytes, detail, error, "
             "size, mtime_ns, inode FROM items WHERE job_id=? AND seq>?"
         )
-        params: list[Any] = [job_id, after]
+        params: list[Any] = [job_id, query.get("after", 0)]
         if action is not None:
             sql += " AND action=?"
             params.append(action)
         sql += " ORDER BY seq LIMIT ? OFFSET ?"
-        params += [limit, offset]
+        params += [query.get("limit", -1), query.get("offset", 0)]
         return [_item(r) for r in self._conn.execute(sql, params)]
 
     def item_count(self, job_id: str, *, action: str | None = None) -> int:
