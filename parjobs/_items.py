@@ -16,6 +16,7 @@ ACTIONS = (
     "copied",  # a new file at ``destination`` (the name did not exist before)
     "renamed-as",  # like copied, under a new name (``destination``) because the name existed
     "replaced",  # written over an existing ``destination``
+    "linked",  # a copy's hard link to the copy of another name of the file (``detail``: as moved)
     "skipped",  # nothing written (``detail``: why)
     "present",  # found already in place on resume (maybe not this job's: never undone)
     "moved",  # ``source`` now at ``destination``

@@ -243,6 +243,12 @@ def build_parser() -> Parser:
     )
     p.add_argument("--preserve-xattrs", action="store_true", help="copy extended attributes")
     p.add_argument("--preserve-owner", action="store_true", help="copy owner and group")
+    p.add_argument(
+        "--no-hard-links",
+        dest="hard_links",
+        action="store_false",
+        help="copy each name of a file with hard links apart (default: linked, as cp -a)",
+    )
     _workers(p)
     _detach(p)
 

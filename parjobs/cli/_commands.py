@@ -79,6 +79,7 @@ async def copy(args: argparse.Namespace) -> int:
         follow_symlinks=args.follow_symlinks,
         preserve_xattrs=args.preserve_xattrs,
         preserve_owner=args.preserve_owner,
+        hard_links=args.hard_links,
     )
     if args.on_conflict != "ask":
         return await _submit(args, job)

@@ -165,7 +165,8 @@ def summary(report: Report) -> list[tuple[str, str]]:
 
 def _done_words(job_type: str, snap: Progress, result: object) -> str:
     """ "1 file copied", "315 files, 86 directories, 2 symlinks copied": files, directories
-    and symlinks apart where the result counts them (a copy), else the items done."""
+    and symlinks apart where the result counts them (a copy; "4 files (2 hard links)" when
+    some files were made as links), else the items done."""
     if isinstance(result, dict) and isinstance(result.get("files"), int):
         kinds = [("files", "file", "files"), ("dirs", "directory", "directories")]
         kinds.append(("symlinks", "symlink", "symlinks"))
@@ -174,6 +175,9 @@ def _done_words(job_type: str, snap: Progress, result: object) -> str:
             for key, one, many in kinds
             if isinstance(result.get(key), int) and result[key]
         ]
+        linked = result.get("linked")
+        if isinstance(linked, int) and linked and parts:
+            parts[0] += f" ({linked} hard link{'' if linked == 1 else 's'})"
         return f"{', '.join(parts) or '0 files'} {verb(job_type)}"
     return f"{snap.items_done} {verb(job_type)}"
 

@@ -24,6 +24,7 @@ and tally (`_transfer`) and the last step (`_finish`) with it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -41,8 +42,8 @@ from . import _transfer
 from ._copyfile import CopyOptions, CopyResult
 from ._errors import WalkError
 from ._finish import FinishDirs
-from ._fs import lexists
-from ._partials import sweep_temporaries
+from ._fs import lexists, rename_noreplace
+from ._partials import sweep_temporaries, tmp_name
 from ._smallfiles import copy_small_files
 from ._transfer import (
     AskCallback,
@@ -65,6 +66,11 @@ from ._walk import Entry, RootCount, Totals, walk_ahead
 
 #: A group path result meaning "this filesystem lacks what the C path needs": stop grouping.
 _NO_GROUPS_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
+#: ``link()`` errors meaning "no hard link here" (another filesystem under the destination,
+#: one without hard links, too many links): the file is copied instead.
+_NO_LINK_ERRNOS = frozenset(
+    {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,6 +280,113 @@ class CopyItem(Task[CopyDone]):
             plan.tree.release(parent)
 
 
+class LinkItem(CopyItem):
+    """A later name of a file with several hard links in the tree: a hard link to the copy of
+    its ``first`` name (the one with the lowest manifest index, so the same on every run),
+    made in the "links" stage, after the copy stage put that copy in place.
+
+    The link is made at its final name (``link()`` never replaces), or, to overwrite, at a
+    temporary name renamed over it. When the first's copy is not there as the copy made it
+    (skipped or renamed by a conflict policy, failed, changed since), the source is no longer
+    a link of the first, or the destination cannot link (another filesystem, none with hard
+    links, too many links), the file is copied as any other.
+    """
+
+    group_size = 1
+
+    def __init__(self, entry: Entry, first: Entry, plan: CopyPlan) -> None:
+        super().__init__(entry, plan)
+        self.first = first
+        self.group_size = 1
+
+    def _file(self, tc: TaskContext) -> CopyDone:
+        plan, first, src = self.plan, self.first, self.entry.path
+        try:
+            src_st = os.stat(src, follow_symlinks=plan.follow)
+        except OSError:
+            return super()._file(tc)  # (it reports what is wrong)
+        if (src_st.st_dev, src_st.st_ino) != (first.dev, first.ino):
+            return super()._file(tc)  # no longer a link of the first
+        first_parent, _, first_name = first.rel.rpartition(b"/")
+        try:
+            first_fd = plan.tree.acquire(first_parent, create=False)
+        except OSError:
+            return super()._file(tc)  # the first's directory was never made
+        try:
+            done = self._link(tc, first_fd, first_name)
+        finally:
+            plan.tree.release(first_parent)
+        return super()._file(tc) if done is None else done
+
+    def _link(self, tc: TaskContext, first_fd: int, first_name: bytes) -> CopyDone | None:
+        """Link to ``first_name`` in ``first_fd``; None: copy instead (see the class)."""
+        plan, rel, first = self.plan, self.entry.rel, self.first
+        try:
+            target = os.stat(first_name, dir_fd=first_fd, follow_symlinks=False)
+        except OSError:
+            return None
+        if not (
+            stat.S_ISREG(target.st_mode)
+            and target.st_size == first.size
+            and target.st_mtime_ns == first.mtime_ns
+        ):
+            return None  # not the first's copy as it was made
+        parent, _, name = rel.rpartition(b"/")
+        dir_fd = plan.tree.acquire(parent)
+        try:
+
+            def put(leaf: bytes, overwrite: bool) -> bool:
+                link = functools.partial(
+                    os.link, src_dir_fd=first_fd, dst_dir_fd=dir_fd, follow_symlinks=False
+                )
+                if not overwrite:
+                    link(first_name, leaf)  # never replaces: atomic no-clobber
+                    return True
+                tmp = tmp_name(leaf, plan.token)
+                link(first_name, tmp)
+                try:
+                    rename_noreplace(
+                        tmp, leaf, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, overwrite=True
+                    )
+                finally:  # (left in place by a rename onto another link of the same file)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(tmp, dir_fd=dir_fd)
+                return True
+
+            overwrite = plan.policy == "overwrite"
+            landing = Landing(name, overwrite and lexists(dir_fd, name))
+            try:
+                try:
+                    put(name, overwrite)
+                except FileExistsError:
+                    dst = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    got = None
+                    if (dst.st_dev, dst.st_ino) != (target.st_dev, target.st_ino):
+                        got = resolve_conflict(
+                            plan,
+                            tc,
+                            self.entry.path,
+                            os.stat(self.entry.path, follow_symlinks=plan.follow),
+                            dir_fd=dir_fd,
+                            rel=rel,
+                            put=landing.wrap(put),
+                            resumed=plan.resumed or tc.rerun,
+                        )
+                    if got is None:  # linked already (by a run killed before its checkpoint)
+                        tc.add_bytes(self.entry.size)
+                        tc.record("present", self.entry.path, plan.tree.path(rel))
+                        return CopyDone("present")
+            except OSError as exc:
+                if exc.errno in _NO_LINK_ERRNOS:
+                    return None
+                raise
+            tc.add_bytes(self.entry.size)  # in place: its bytes count as finished
+            record_landing(tc, "linked", self.entry.path, plan.tree, parent, dir_fd, landing)
+            return CopyDone("linked")
+        finally:
+            plan.tree.release(parent)
+
+
 # ---------------------------------------------------------------------------------------------
 # the job
 
@@ -298,7 +411,13 @@ class CopyJob(IntoDestination, Job):
     directory merges into an existing directory; a non-directory in its way is replaced under
     "overwrite", skipped under "skip", and fails otherwise.
 
+    ``hard_links`` (default): files linked to each other in the copied trees are linked in
+    the copy too, as ``cp -a`` and ``rsync -aH`` do: the first name of such a file (in walk
+    order) is copied, the others become hard links to that copy (`LinkItem`). A file whose
+    other links are outside the trees is copied alone. False copies each name apart.
+
     The result: ``copied`` (files and symlinks; also apart as ``files`` and ``symlinks``),
+    ``linked`` (files made as hard links, counted in ``copied`` and ``files`` too),
     ``dirs``, ``skipped``, ``failed``, ``bytes``
     copied, ``bytes_reused`` (from partials of an interrupted run) and ``skipped_reasons``
     (reason -> count). Each failed item is in ``manager.errors(job_id)`` under its source path.
@@ -313,6 +432,7 @@ class CopyJob(IntoDestination, Job):
     preserve_xattrs: bool = False
     preserve_owner: bool = False
     into: bool | None = None
+    hard_links: bool = True
     ask: AskCallback | None = runtime_field()
 
     def validate(self) -> None:
@@ -345,23 +465,35 @@ class CopyJob(IntoDestination, Job):
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         plan = await open_plan(ctx, self._plan)
-        keys = ("copied", "files", "symlinks", "dirs", "skipped", "bytes", "bytes_reused")
+        keys = ("copied", "files", "symlinks", "linked", "dirs", "skipped", "bytes", "bytes_reused")
         tally = Tally(ctx.state, keys)
         progress = ctx.progress
         progress.set_total(items=1, bytes=0, final=False)  # the finishing step; the walk adds
         progress.set_message("copying")
         dirs: list[tuple[bytes, bytes, int | None]] = []
+        links: list[tuple[Entry, Entry]] = []
+
+        def count(outcome: Any) -> None:
+            what = tally.record(outcome)
+            if what == "dir":  # (the manager checkpoints in the background)
+                tally.add("dirs")
+            elif what is not None:  # copied: files and symlinks, also apart
+                tally.add("copied")
+                tally.add("symlinks" if what == "symlink" else "files")
+                if what == "linked":
+                    tally.add("linked")
+
         try:
             dispatcher = ctx.task_dispatcher()
-            feed = self._items(ctx, plan, dirs, dispatcher.is_completed)
+            feed = self._items(ctx, plan, dirs, links, dispatcher.is_completed)
             async with aclosing(feed) as items:
                 async for outcome in dispatcher.dispatch_many(items):
-                    what = tally.record(outcome)
-                    if what == "dir":  # (the manager checkpoints in the background)
-                        tally.add("dirs")
-                    elif what is not None:  # copied: files and symlinks, also apart
-                        tally.add("copied")
-                        tally.add("symlinks" if what == "symlink" else "files")
+                    count(outcome)
+            if links:  # after the copy stage: every first copy is in place
+                stage = ctx.task_dispatcher("links")
+                tasks = [LinkItem(e, f, plan) for e, f in links if not stage.is_completed(e.index)]
+                async for outcome in stage.dispatch_many(tasks):
+                    count(outcome)
             progress.set_message("finishing")
             # Only a resumed run or one with failed items can have left temporaries behind.
             sweep = None
@@ -380,10 +512,14 @@ class CopyJob(IntoDestination, Job):
         ctx: JobContext,
         plan: CopyPlan,
         dirs: list[tuple[bytes, bytes, int | None]],
+        links: list[tuple[Entry, Entry]],
         done: Callable[[int], bool],
     ) -> AsyncGenerator[CopyItem, None]:
         """One `CopyItem` per walked entry, except those ``done`` in an earlier run (a resume
-        replays the manifest, and builds no task for what it will skip)."""
+        replays the manifest, and builds no task for what it will skip). With ``hard_links``,
+        a file's later names (``(entry, first name)``) go to ``links`` instead, for the
+        "links" stage; the manifest's order makes the first the same on every run."""
+        firsts: dict[tuple[int, int], Entry] = {}  # (dev, ino) -> first name, nlink > 1 only
 
         def count(batch: list[Entry]) -> Totals:
             return len(batch), sum(e.size for e in batch)
@@ -406,6 +542,12 @@ class CopyJob(IntoDestination, Job):
                         if entry.kind == "dir":
                             # finished again, done or not; times read then
                             dirs.append((entry.rel, entry.path, None))
+                        elif entry.nlink > 1 and entry.kind == "file" and self.hard_links:
+                            first = firsts.setdefault((entry.dev, entry.ino), entry)
+                            if first is not entry:
+                                if not done(entry.index):  # (copied by an older version)
+                                    links.append((entry, first))
+                                continue
                         if not done(entry.index):
                             yield CopyItem(entry, plan)
         except Interrupted:
@@ -420,4 +562,4 @@ class CopyJob(IntoDestination, Job):
         await self._sweep(ctx)
 
 
-__all__ = ["CopyItem", "CopyJob"]
+__all__ = ["CopyItem", "CopyJob", "LinkItem"]

@@ -8,9 +8,10 @@ already did:
   a no-replace rename, then the ``.trashinfo`` removed);
 * "moved": the item goes back to its source path by a no-replace rename (parent directories
   re-created), when the destination still holds the very item (same inode);
-* "copied" and "renamed-as": the file the copy created is removed when it still has the
-  identity recorded at write time (inode, size, mtime in ns), that is when nobody changed it
-  since; a directory the copy created is removed last, deepest first, when empty.
+* "copied", "renamed-as" and "linked" (a hard link the copy made, unless it replaced a file):
+  the file the copy created is removed when it still has the identity recorded at write time
+  (inode, size, mtime in ns), that is when nobody changed it since; a directory the copy
+  created is removed last, deepest first, when empty.
 
 An item is never acted on by its name after checking it: another process could replace the
 name in between, and undo would then delete (or move) a file it did not create. It is first
@@ -49,7 +50,7 @@ from ._trashcan import info_of, restore
 
 #: Records read from the log per page.
 PAGE = 1000
-_REMOVABLE = frozenset({"copied", "renamed-as"})
+_REMOVABLE = frozenset({"copied", "renamed-as", "linked"})
 _UNDOABLE = _REMOVABLE | {"moved", "trashed"}
 
 CHANGED = "changed since the job wrote it; kept"
@@ -297,6 +298,8 @@ class UndoJob(Job):
             for r in page:
                 if r.action not in _UNDOABLE or r.destination is None:
                     continue
+                if r.action == "linked" and r.detail == "replaced":
+                    continue  # never undone, as "replaced" (the old file is gone)
                 if r.action in _REMOVABLE and r.detail == DIRECTORY:
                     dirs.append(r)
                 elif not done(r.seq):

@@ -71,6 +71,8 @@ class Entry:
     dev: int = 0
     ino: int = 0
     error: str = ""
+    #: Hard links to the inode (for a copy that keeps hard links linked; 1 for a directory).
+    nlink: int = 1
 
     @property
     def display(self) -> str:
@@ -95,8 +97,13 @@ def _kind_of(mode: int) -> Kind:
 def _entry(index: int, root: int, rel: bytes, path: bytes, st: os.stat_result) -> Entry:
     mode = st.st_mode
     kind = _kind_of(mode)
-    size = st.st_size if kind == "file" else 0
-    return Entry(index, kind, root, rel, path, size, st.st_mtime_ns, mode, st.st_dev, st.st_ino)
+    if kind == "file":
+        size, nlink = st.st_size, st.st_nlink
+    else:
+        size, nlink = 0, 1
+    return Entry(
+        index, kind, root, rel, path, size, st.st_mtime_ns, mode, st.st_dev, st.st_ino, "", nlink
+    )
 
 
 def _stat(path: bytes, follow: bool) -> os.stat_result:
@@ -135,9 +142,10 @@ class Manifest:
     """The append-only list of entries of one walk.
 
     One line per appended batch (a directory's listing): a JSON array of entries, each
-    ``[kind, root, rel, path, size, mtime_ns, mode, dev, ino, error]`` with paths as
-    surrogate-escaped text. A line holding a single entry array is read too. An entry's
-    index is its position in the whole file.
+    ``[kind, root, rel, path, size, mtime_ns, mode, dev, ino, error, nlink]`` with paths as
+    surrogate-escaped text. A line holding a single entry array is read too, and so are
+    entries without ``nlink`` (written before it was recorded: read as 1). An entry's index
+    is its position in the whole file.
     """
 
     def __init__(self, path: str) -> None:
@@ -161,7 +169,8 @@ class Manifest:
             rows = json.loads(line)
             if rows and not isinstance(rows[0], list):
                 rows = [rows]  # one entry per line
-            for kind, root, rel, path, size, mtime, mode, dev, ino, err in rows:
+            for row in rows:
+                kind, root, rel, path, size, mtime, mode, dev, ino, err = row[:10]
                 entries.append(
                     Entry(
                         len(entries),
@@ -175,6 +184,7 @@ class Manifest:
                         dev,
                         ino,
                         err,
+                        row[10] if len(row) > 10 else 1,
                     )
                 )
         self.entries = entries
@@ -196,6 +206,7 @@ class Manifest:
                 e.dev,
                 e.ino,
                 e.error,
+                e.nlink,
             ]
             for e in batch
         ]

@@ -73,7 +73,8 @@ def test_hash_absolute_argument_stays_absolute(tmp_path: Path) -> None:
 
 
 def _awkward_tree(root: Path) -> None:
-    """Odd modes, file and directory mtimes, symlinks (one dangling), odd names, empty dirs."""
+    """Odd modes, file and directory mtimes, symlinks (one dangling), odd names, empty dirs,
+    hard links (in one directory and across directories)."""
     root.mkdir()
     names = ["plain.txt", "with space", "new\nline", "caf\u00e9 \u65e5\u672c", "-dash", "tab\there"]
     for i, name in enumerate(names):
@@ -95,6 +96,8 @@ def _awkward_tree(root: Path) -> None:
     (root / "sticky" / "in.txt").write_bytes(b"in")
     os.chmod(root / "sticky", 0o1777)
     os.chmod(root / "nested" / "empty", 0o700)
+    os.link(root / "with space", root / "hard link")
+    os.link(root / "with space", root / "nested" / "deeper" / "hard link")
     for depth, path in enumerate(sorted(root.rglob("*"), key=lambda p: -len(p.parts))):
         when = 1_500_000_000_123_456_789 + depth * 86_400_000_000_007
         os.utime(path, ns=(when, when), follow_symlinks=False)
@@ -103,8 +106,11 @@ def _awkward_tree(root: Path) -> None:
 
 
 def _describe(root: Path) -> dict[str, tuple[object, ...]]:
-    """Each entry (and the root, as ".") by its path in the tree: what `cp -a` keeps."""
+    """Each entry (and the root, as ".") by its path in the tree: what `cp -a` keeps, a
+    file's hard links in the tree included (the paths of its inode)."""
     out: dict[str, tuple[object, ...]] = {}
+    names: dict[int, list[str]] = {}
+    inodes: dict[str, int] = {}
     for top, dirs, files in os.walk(root):
         for name in [".", *dirs, *files] if top == str(root) else [*dirs, *files]:
             path = os.path.normpath(os.path.join(top, name))
@@ -120,7 +126,12 @@ def _describe(root: Path) -> dict[str, tuple[object, ...]]:
             mode = None if kind == "link" else st.st_mode
             mtime = None if kind == "link" else st.st_mtime_ns
             out[rel] = (kind, mode, st.st_size, st.st_nlink, mtime, extra)
+            if kind == "file":
+                inodes[rel] = st.st_ino
+                names.setdefault(st.st_ino, []).append(rel)
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(top, d))]
+    for rel, ino in inodes.items():  # which names are one file
+        out[rel] = (*out[rel], tuple(sorted(names[ino])))
     return out
 
 
@@ -135,7 +146,8 @@ def test_copy_matches_cp_a_on_an_awkward_tree(tmp_path: Path) -> None:
     ours = _parjobs("copy", "src", "by parjobs", cwd=tmp_path, store=tmp_path / "s.sqlite")
     assert ours.returncode == 0, ours.stderr
     expected = _describe(by_cp)
-    assert len(expected) == 21 and expected == before, "cp -a copies the tree as it is"
+    assert len(expected) == 23 and expected == before, "cp -a copies the tree as it is"
+    assert expected["hard link"][3] == 3, "the tree has a file with three names"
     got = _describe(by_us)
     differing = {
         k: (expected.get(k), got.get(k))
@@ -144,3 +156,17 @@ def test_copy_matches_cp_a_on_an_awkward_tree(tmp_path: Path) -> None:
     }
     assert not differing
     assert _describe(src) == before, "the source is left as it was"
+
+
+@pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed")
+def test_rsync_finds_nothing_to_do_after_a_copy(tmp_path: Path) -> None:
+    """``rsync -anciH`` (checksums, hard links) compares the copy with its source: no line."""
+    src, by_us = tmp_path / "src", tmp_path / "by parjobs"
+    _awkward_tree(src)
+    ours = _parjobs("copy", "src", "by parjobs", cwd=tmp_path, store=tmp_path / "s.sqlite")
+    assert ours.returncode == 0, ours.stderr
+    rsync = subprocess.run(
+        ["rsync", "-anciH", f"{src}/", f"{by_us}/"], capture_output=True, timeout=120
+    )
+    assert rsync.returncode == 0, rsync.stderr
+    assert rsync.stdout == b"", "rsync -aH finds nothing left to change"

@@ -114,11 +114,13 @@ async def test_copies_a_mixed_tree_exactly_and_skips_a_fifo(
     assert (result["skipped"], result["failed"]) == (1, 0)
     assert result["copied"] == sum(1 for v in expected.values() if v[0] != "dir")
     assert result["dirs"] == 1 + sum(1 for v in expected.values() if v[0] == "dir")
-    assert result["bytes"] == sum(
-        os.lstat(os.path.join(os.fsencode(src), rel)).st_size
+    sizes = {  # a file with several names in the tree is copied once (the rest: links)
+        (st.st_ino, st.st_size)
         for rel, v in expected.items()
         if v[0] == "file"
-    )
+        for st in [os.lstat(os.path.join(os.fsencode(src), rel))]
+    }
+    assert result["bytes"] == sum(size for _, size in sizes) and result["linked"] == 1
     # metadata: file and directory modes and mtimes (directories finished after their contents)
     for rel in (b"a/medium.bin", b"a/b", b"a/b/c/deep.txt", b"a"):
         s, d = (
@@ -1227,3 +1229,141 @@ async def test_bytes_of_a_file_paused_mid_copy_stay_counted_through_pause_and_re
     assert "paused" in statuses and statuses[-1] == "completed"
     assert snaps[-1].bytes_done == len(data) and snaps[-1].partial == ()
     assert read(dst / "src" / "big.bin") == data
+
+
+# -- hard links ----------------------------------------------------------------------------
+
+
+def linked_tree(root: Path, outside: Path) -> None:
+    """``a/f`` with links ``a/g`` (same directory) and ``b/h`` (another); ``b/o`` linked to
+    a file outside the tree; ``b/big`` (not a small file) linked as ``a/big2`` (first)."""
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    write(root / "a" / "f", b"three names")
+    os.link(root / "a" / "f", root / "a" / "g")
+    os.link(root / "a" / "f", root / "b" / "h")
+    write(outside, b"outside")
+    os.link(outside, root / "b" / "o")
+    write(root / "b" / "big", blob(2 * MIB, 7))
+    os.link(root / "b" / "big", root / "a" / "big2")
+
+
+def inodes(root: Path, *rels: str) -> list[tuple[int, int]]:
+    return [(os.lstat(root / rel).st_ino, os.lstat(root / rel).st_nlink) for rel in rels]
+
+
+async def test_hard_links_inside_the_tree_stay_linked(store_path: str, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    linked_tree(src, tmp_path / "outside")
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        with trio.fail_after(30):
+            result = await h.result()
+        items = await m.items(h.id)
+    (f, n), (g, ng), (hh, nh) = inodes(dst, "a/f", "a/g", "b/h")
+    assert f == g == hh and n == ng == nh == 3
+    (big, nbig), (big2, _) = inodes(dst, "b/big", "a/big2")
+    assert big == big2 and nbig == 2
+    assert os.lstat(dst / "b" / "o").st_nlink == 1, "its other name is not in the tree"
+    assert read(dst / "b" / "o") == b"outside" and read(dst / "a" / "big2") == read(src / "b/big")
+    assert snapshot(dst) == snapshot(src)
+    assert (result["files"], result["linked"], result["failed"]) == (6, 3, 0)
+    assert result["bytes"] == len(b"three names") + len(b"outside") + 2 * MIB  # once each
+    linked = sorted(str(r.destination) for r in items if r.action == "linked")
+    assert linked == [str(dst / "a" / "g"), str(dst / "b" / "big"), str(dst / "b" / "h")]
+    assert all(r.written and r.written.inode in (f, big) for r in items if r.action == "linked")
+
+
+async def test_no_hard_links_copies_each_name_apart(store_path: str, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    linked_tree(src, tmp_path / "outside")
+    result, info, errors = await run_job(
+        store_path, CopyJob(sources=[str(src)], destination=str(dst), hard_links=False)
+    )
+    assert info.status is JobStatus.COMPLETED, errors
+    assert [n for _, n in inodes(dst, "a/f", "a/g", "b/h", "b/big", "a/big2")] == [1] * 5
+    assert (result["files"], result["linked"]) == (6, 0)
+
+
+async def test_undo_of_a_copy_removes_the_links_it_made(store_path: str, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    linked_tree(src, tmp_path / "outside")
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        await h.result()
+        u = await m.undo(h.id)
+        with trio.fail_after(30):
+            result = await u.result()
+    assert not dst.exists() or list(dst.iterdir()) == []
+    assert result["removed"] == 9  # 6 files (3 of them links) and 3 directories
+
+
+async def test_a_link_whose_first_copy_was_skipped_is_copied_apart(
+    store_path: str, tmp_path: Path
+) -> None:
+    """The first name's destination is someone else's file (kept under "skip"): the later
+    names get the source's content, never a link to that file."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    linked_tree(src, tmp_path / "outside")
+    (dst / "a").mkdir(parents=True)
+    write(dst / "a" / "f", b"theirs")
+    result, info, errors = await run_job(
+        store_path,
+        CopyJob(sources=[str(src)], destination=str(dst), on_conflict="skip", into=False),
+    )
+    assert info.status is JobStatus.COMPLETED, errors
+    assert read(dst / "a" / "f") == b"theirs"
+    assert read(dst / "a" / "g") == read(dst / "b" / "h") == b"three names"
+    assert os.lstat(dst / "a" / "f").st_nlink == 1
+    assert result["skipped"] == 1 and result["linked"] == 1  # (big2 is still linked)
+
+
+LINK_KILL_CHILD = """
+import time, trio, parjobs
+from parjobs.ops import _copy
+real = _copy.LinkItem._link
+def slowed(self, *args):
+    time.sleep(0.02)
+    return real(self, *args)
+_copy.LinkItem._link = slowed
+async def main():
+    async with parjobs.open_manager({store!r}, workers=2) as m:
+        jobs = await m.list_jobs()
+        handle = await m.resume(jobs[0].id) if jobs else await m.submit(
+            _copy.CopyJob(sources=[{src!r}], destination={dst!r})
+        )
+        print(await handle.wait(), flush=True)
+trio.run(main)
+"""
+
+
+async def test_kill_9_while_linking_then_resume_keeps_links(
+    store_path: str, tmp_path: Path
+) -> None:
+    """Killed in the links stage (each link slowed in the child), the resumed copy ends with
+    every name linked as in the source, none copied apart and no temporary left."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for d in range(4):
+        (src / f"d{d}").mkdir(parents=True)
+    for i in range(40):
+        write(src / f"d{i % 4}" / f"f{i:02}", blob(100 + i, i))
+        for d in range(1, 3):  # two more names each, in other directories
+            os.link(src / f"d{i % 4}" / f"f{i:02}", src / f"d{(i + d) % 4}" / f"l{d}-{i:02}")
+    code = LINK_KILL_CHILD.format(store=store_path, src=str(src), dst=str(dst))
+    child = await trio.to_thread.run_sync(
+        lambda: subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    )
+    await trio.to_thread.run_sync(functools.partial(kill_when, child, dst, 60))
+    assert 60 <= count_files(dst) < 120, "killed in the links stage"
+    async with parjobs.open_manager(store_path) as m:
+        (info,) = await m.list_jobs()
+        handle = await m.resume(info.id)
+        with trio.fail_after(60):
+            result = await handle.result()
+    assert snapshot(dst) == snapshot(src)
+    for i in range(40):
+        names = [f"d{i % 4}/f{i:02}"] + [f"d{(i + d) % 4}/l{d}-{i:02}" for d in (1, 2)]
+        assert len({ino for ino, _ in inodes(dst, *names)}) == 1, names
+        assert {n for _, n in inodes(dst, *names)} == {3}
+    assert result["files"] == 120 and result["failed"] == 0
+    assert find_partials(dst) == []
