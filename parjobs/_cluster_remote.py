@@ -235,7 +235,7 @@ def run_tasks(
     bytes, item records)."""
     works: list[WorkItem] = []
     for task, attempt, timeout in items:
-        tc = _Context(task.index, task.label, flag, timeout, reporter)
+        tc = _Context._create(task.index, task.label, flag, timeout, reporter)
         tc.attempt = attempt
         tc.rerun = rerun
         works.append(WorkItem(task, tc, cast(Stage, None), _dummy_deliver))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypedDict
@@ -28,6 +29,7 @@ def default_lanes(io: int | None = None, cpu: int | None = None) -> dict[str, in
     return {"io": io or max(16, 4 * cores), "cpu": cpu or cores}
 
 
+@typing.final
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class ManagerConfig:
     """How a manager runs jobs; shared by `open_manager`, `BlockingManager` and the CLI.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import typing
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ from ._progress import ProgressTracker
 from ._records import CheckpointBatch
 from ._stage import Stage
 from ._task import Interrupter, RetryPolicy
+from ._util import NoPublicConstructor
 
 #: The checkpoint writer starts a write at most this often (seconds): completions arriving
 #: meanwhile go into the next write (a group commit). A module attribute, read at each write,
@@ -35,7 +37,8 @@ from ._task import Interrupter, RetryPolicy
 CHECKPOINT_INTERVAL = 0.05
 
 
-class JobContext:
+@typing.final
+class JobContext(metaclass=NoPublicConstructor):
     """Handed to ``Job.run``. Obtain dispatchers, checkpoint, check for interrupts, report
     progress, and keep job-level state that must survive a resume in ``state``.
 
@@ -140,7 +143,7 @@ class JobContext:
                 lanes=self._lanes,
                 remote=self._remote,
             )
-        return TaskDispatcher(st, self._pool, retry=retry, timeout=timeout)
+        return TaskDispatcher._create(st, self._pool, retry=retry, timeout=timeout)
 
     def start_soon(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
         """Run ``fn(*args)`` beside the job's tasks, in the run's nursery (e.g. a tree walk

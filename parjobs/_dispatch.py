@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import typing
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
@@ -30,6 +31,7 @@ from ._progress import ItemError
 from ._stage import Stage
 from ._task import AsyncTask, Outcome, OutcomeStatus, RetryPolicy, Task, TaskContext
 from ._throttle import ThrottleStatistics
+from ._util import NoPublicConstructor
 from ._workqueue import Deliver, WorkItem
 
 T = TypeVar("T")
@@ -60,7 +62,8 @@ class DispatcherStatistics:
     threads: ThrottleStatistics
 
 
-class TaskHandle(Generic[T]):
+@typing.final
+class TaskHandle(Generic[T], metaclass=NoPublicConstructor):
     """The future of one dispatched task: ``await handle.outcome()``."""
 
     def __init__(self, task: Task[T]) -> None:
@@ -82,7 +85,8 @@ class TaskHandle(Generic[T]):
         return self._outcome
 
 
-class TaskDispatcher:
+@typing.final
+class TaskDispatcher(metaclass=NoPublicConstructor):
     """Fans tasks out to the job's worker pool and yields their outcomes.
 
     Obtained from ``ctx.task_dispatcher(stage)``. Each stage has its own index space and its
@@ -138,7 +142,9 @@ class TaskDispatcher:
             raise TypeError(f"task {task!r} needs an int index >= 0, got {index!r}")
         timeout = task.timeout if task.timeout is not None else self.timeout
         sync_timeout = None if isinstance(task, AsyncTask) else timeout
-        tc = TaskContext(index, task.label, self._pool.interrupter, sync_timeout, self._stage.name)
+        tc = TaskContext._create(
+            index, task.label, self._pool.interrupter, sync_timeout, self._stage.name
+        )
         retry = task.retry if task.retry is not None else self.retry
         return WorkItem(task, tc, self._stage, deliver, retry, timeout)
 
@@ -153,7 +159,7 @@ class TaskDispatcher:
 
     async def dispatch(self, task: Task[T]) -> TaskHandle[T]:
         """Send one task to the pool (waits while the pool is saturated); returns its handle."""
-        handle: TaskHandle[T] = TaskHandle(task)
+        handle = TaskHandle[T]._create(task)
         stage = self._stage
         if task.index in stage.completed:
             await stage.load_results()

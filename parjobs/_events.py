@@ -19,6 +19,7 @@ from ._process import OutputLine
 from ._progress import ItemError, Progress
 from ._records import JobInfo
 from ._status import JobStatus
+from ._util import NoPublicConstructor
 
 #: Events a subscriber may have waiting before further ones are dropped (progress snapshots
 #: of one job take one place however many arrive: only the newest is kept).
@@ -45,6 +46,7 @@ class EventKind(enum.StrEnum):
     DELETED = "deleted"
 
 
+@typing.final
 @dataclasses.dataclass(frozen=True, slots=True)
 class JobEvent:
     """One event of a manager's stream (see `JobManager.events`).
@@ -66,7 +68,7 @@ class JobEvent:
 
 
 @typing.final
-class EventSubscription:
+class EventSubscription(metaclass=NoPublicConstructor):
     """A subscription to a manager's events: an async iterator of `JobEvent`, registered from
     the moment it was made (nothing published after that is missed, except what its full
     buffer drops). Use it as a context manager so it ends with the block::
@@ -235,7 +237,7 @@ class EventBus:
     ) -> EventSubscription:
         """A subscription to the events from now on (only ``job_id``'s if given; the item
         log's records only with ``items``)."""
-        sub = EventSubscription(self, job_id, buffer, items)
+        sub = EventSubscription._create(self, job_id, buffer, items)
         if self.closed:
             sub._closed = True  # ends at once: nothing more will be published
             return sub

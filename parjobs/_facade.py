@@ -24,6 +24,7 @@ import math
 import os
 import queue
 import threading
+import typing
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
@@ -50,6 +51,7 @@ PROGRESS_QUEUE_SIZE = 16
 FEED_DRAIN = 1.0
 
 
+@typing.final
 class BlockingManager:
     """A `JobManager` for non-trio code: thread-safe blocking methods, one background loop.
 

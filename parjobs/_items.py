@@ -9,6 +9,7 @@ repeats them. Data only, no I/O.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any
 
 #: The actions the operations record (a user job may record any short word of its own).
@@ -35,6 +36,7 @@ ACTIONS = (
 DIRECTORY = "directory"
 
 
+@typing.final
 @dataclasses.dataclass(frozen=True, slots=True)
 class Written:
     """The identity of a file right after a job wrote it: undo removes only a file that still
@@ -45,6 +47,7 @@ class Written:
     inode: int
 
 
+@typing.final
 @dataclasses.dataclass(frozen=True, slots=True)
 class ItemRecord:
     """What one item did: ``action`` (see `ACTIONS`) on ``source``, the ``destination``

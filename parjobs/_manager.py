@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import time
+import typing
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any, TypedDict, Unpack
@@ -52,7 +53,7 @@ from ._progress import ItemError, Progress
 from ._records import ItemQuery, JobInfo, JobQuery, ManagerStatistics
 from ._status import JobStatus, check_transition
 from ._stores import open_store
-from ._util import exception_leaves
+from ._util import NoPublicConstructor, exception_leaves
 
 #: The job type `JobManager.undo` submits (``{"job": id}``), provided by `parjobs.ops`.
 UNDO_JOB_TYPE = "undo"
@@ -68,7 +69,8 @@ CLOCK_SLACK = 2.0
 RETENTION_SWEEP = 3600.0
 
 
-class JobHandle:
+@typing.final
+class JobHandle(metaclass=NoPublicConstructor):
     """A reference to one job: its id, status, progress stream and result."""
 
     def __init__(self, manager: JobManager, job_id: str) -> None:
@@ -138,7 +140,8 @@ class SubmitOptions(TypedDict, total=False):
     timeout: float | None
 
 
-class JobManager(Housekeeping):
+@typing.final
+class JobManager(Housekeeping, metaclass=NoPublicConstructor):
     """Runs jobs from a `JobStore`. Create with `open_manager`.
 
     Built in layers, each in its own module: `ManagerCore` (state, the store thread hop),
@@ -278,16 +281,16 @@ class JobManager(Housekeeping):
         )
         if not created:
             _check_same_job(info, idempotency_key, type_name, spec, owner)
-            return JobHandle(self, info.id)
+            return JobHandle._create(self, info.id)
         if not start:
             await self._db(self.store.transition, info.id, JobStatus.PAUSED, lease=None)
-            return JobHandle(self, info.id)
+            return JobHandle._create(self, info.id)
         if detach:
-            return JobHandle(self, info.id)
+            return JobHandle._create(self, info.id)
         live = self._enqueue(info)
         live.job = job
         live.validated = True  # just now: its first run need not validate it again
-        return JobHandle(self, info.id)
+        return JobHandle._create(self, info.id)
 
     async def work(self, *, until_idle: bool = False) -> None:
         """Be a worker: besides its own jobs, this manager claims and runs the queued jobs
@@ -361,12 +364,12 @@ class JobManager(Housekeeping):
         return await self._db(self.store.status_counts)
 
     def handle(self, job_id: str) -> JobHandle:
-        return JobHandle(self, job_id)
+        return JobHandle._create(self, job_id)
 
     def for_owner(self, owner: str) -> OwnerView:
         """This manager as ``owner`` sees it: only that owner's jobs exist (see
         `OwnerView`). For a server's per-user tokens, a tenant's session, a plug-in."""
-        return OwnerView(self, owner)
+        return OwnerView._create(self, owner)
 
     def holds(self, job_id: str) -> bool:
         """Whether this manager holds a run of the job (under way, or just rested here)."""
@@ -533,7 +536,7 @@ class JobManager(Housekeeping):
                 self.store.transition, job_id, JobStatus.QUEUED, holder=self.id, timeout=timeout
             )
         self._enqueue(info)
-        return JobHandle(self, job_id)
+        return JobHandle._create(self, job_id)
 
     async def delete(self, job_id: str) -> None:
         """Forget a job that rests (its completions, errors and results too)."""
@@ -663,7 +666,8 @@ class JobManager(Housekeeping):
                 self._events.publish(EventKind.PROGRESS, info.id, progress=snap)
 
 
-class OwnerView:
+@typing.final
+class OwnerView(metaclass=NoPublicConstructor):
     """A `JobManager` limited to one owner's jobs: an owner boundary, not a filter.
 
     Everything it lists, shows, steers or streams is a job of ``owner``; a job of anybody
@@ -875,7 +879,7 @@ async def open_manager(
     else:
         store = store_path
     bridge: ClusterBridge | None = None
-    manager = JobManager(store, config)
+    manager = JobManager._create(store, config)
     try:
         if config.cluster is not None:
             bridge = await trio.to_thread.run_sync(

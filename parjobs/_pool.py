@@ -341,7 +341,7 @@ class WorkerPool:
         while interrupter.reason is None and trio.current_time() < deadline:  # noqa: ASYNC110
             await trio.sleep(min(0.1, deadline - trio.current_time()))
         old = work.tc
-        tc = TaskContext(old.index, old.label, interrupter, work.timeout, old.stage)
+        tc = TaskContext._create(old.index, old.label, interrupter, work.timeout, old.stage)
         tc.attempt = old.attempt + 1
         work.tc = tc
         self.queue.put_nowait(work, force=True)

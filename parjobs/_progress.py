@@ -12,6 +12,7 @@ import collections
 import dataclasses
 import math
 import time
+import typing
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
@@ -27,6 +28,7 @@ RATE_WINDOW = 5.0
 UPDATE_INTERVAL = 0.1
 
 
+@typing.final
 @dataclasses.dataclass(frozen=True, slots=True)
 class ItemError:
     """One failed item: which task, on which item, and why. ``traceback`` is the failure's
@@ -43,6 +45,7 @@ class ItemError:
         return f"{self.label}: {self.message}"
 
 
+@typing.final
 @dataclasses.dataclass(frozen=True, slots=True)
 class Progress:
     """A frozen picture of a job's progress.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from typing import Any, TypedDict
 
 from ._items import ItemRecord
@@ -14,6 +15,7 @@ from ._progress import ItemError, Progress
 from ._status import JobStatus
 
 
+@typing.final
 @dataclasses.dataclass(frozen=True, slots=True)
 class JobInfo:
     """What the store knows about a job: a read-only record for lists and ``show``."""
@@ -90,6 +92,7 @@ class CheckpointBatch:
         )
 
 
+@typing.final
 @dataclasses.dataclass(frozen=True, slots=True)
 class ManagerStatistics:
     """A snapshot of a manager's load and throughput (see `JobManager.statistics`)."""

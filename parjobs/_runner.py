@@ -187,7 +187,7 @@ class JobRunner(ManagerCore):
             live.scope = scope
             try:
                 async with trio.open_nursery() as nursery:
-                    ctx = JobContext(
+                    ctx = JobContext._create(
                         live.id,
                         nursery=nursery,
                         lanes=self.lanes,
@@ -318,7 +318,7 @@ class JobRunner(ManagerCore):
         except JobLoadError:
             return
         async with trio.open_nursery() as nursery:
-            ctx = JobContext(
+            ctx = JobContext._create(
                 info.id,
                 nursery=nursery,
                 lanes=self.lanes,

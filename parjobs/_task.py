@@ -12,11 +12,13 @@ import enum
 import errno
 import random
 import time
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from ._exceptions import CancelRequested, PauseRequested, TaskTimeoutError
 from ._items import ItemRecord, Written
+from ._util import NoPublicConstructor
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -79,6 +81,7 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
 
 
+@typing.final
 @dataclasses.dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How often and how patiently to retry a failing task or job.
@@ -109,7 +112,7 @@ class RetryPolicy:
         return base * (1 + random.uniform(-self.jitter, self.jitter))
 
 
-class TaskContext:
+class TaskContext(metaclass=NoPublicConstructor):
     """What a running task sees: its index, an interruption check and a byte counter.
 
     Thread-safe by construction: only the task's own thread writes ``bytes_done``.
@@ -336,6 +339,7 @@ class OutcomeStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+@typing.final
 @dataclasses.dataclass(frozen=True, slots=True)
 class Outcome(Generic[T]):
     """How one task ended, delivered in completion order.

@@ -1,9 +1,28 @@
-"""Small helpers shared by the manager, the blocking facade and the CLI: exception groups and
-public module names."""
+"""Small helpers shared by the manager, the blocking facade and the CLI: exception groups,
+public module names, and classes without a public constructor."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, NoReturn, TypeVar
+
+T = TypeVar("T")
+
+
+class NoPublicConstructor(type):
+    """Metaclass of the classes users receive but do not build (as trio's): the package
+    makes them with ``Class._create(...)``, because their constructors take private
+    collaborators; calling the class raises `TypeError`. Goes with `typing.final`, except
+    where the package itself extends the class."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(
+            f"{cls.__module__}.{cls.__qualname__} has no public constructor: "
+            "the package gives you one (see its documentation)"
+        )
+
+    def _create(cls: type[T], *args: Any, **kwargs: Any) -> T:
+        return super().__call__(*args, **kwargs)  # type: ignore[misc,no-any-return]
 
 
 def exception_leaves(exc: BaseException) -> list[BaseException]:

@@ -100,7 +100,7 @@ def _context(nursery: trio.Nursery, write: object) -> JobContext:
     async def load_results(stage: str) -> dict[int, str]:
         return {}
 
-    return JobContext(
+    return JobContext._create(
         "job",
         nursery=nursery,
         lanes={"io": trio.CapacityLimiter(4)},
@@ -108,7 +108,7 @@ def _context(nursery: trio.Nursery, write: object) -> JobContext:
         completed={},
         state={},
         progress=ProgressTracker("job"),
-        write=write,  # type: ignore[arg-type]
+        write=write,
         load_results=load_results,
     )
 

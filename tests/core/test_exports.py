@@ -3,6 +3,7 @@ name added or removed must be added or removed here too, on purpose."""
 
 from __future__ import annotations
 
+import enum
 import importlib
 import inspect
 import types
@@ -146,3 +147,74 @@ def test_ops_names_show_parjobs_ops() -> None:
     job = ops.CopyJob(sources=["/tmp/a"], destination="/tmp/b")
     assert ops.CopyJob.from_spec(job.to_spec(), validate=False) == job
     assert repr(ops.CopyError) == "<class 'parjobs.ops.CopyError'>"
+
+
+#: What users receive but never build: their constructors take the package's private parts.
+NO_PUBLIC_CONSTRUCTOR = {
+    "JobManager",  # open_manager
+    "JobHandle",  # JobManager.submit / handle
+    "OwnerView",  # JobManager.for_owner
+    "EventSubscription",  # JobManager.events
+    "JobContext",  # handed to Job.run
+    "TaskDispatcher",  # JobContext.task_dispatcher
+    "TaskHandle",  # TaskDispatcher.dispatch
+    "TaskContext",  # handed to Task.run
+}
+
+#: Classes to use, not to extend (records, the managers, what the package hands out).
+#: `TaskContext` is not among them: the cluster lane's remote context extends it.
+FINAL = (NO_PUBLIC_CONSTRUCTOR - {"TaskContext"}) | {
+    "BlockingManager",
+    "ManagerConfig",
+    "ManagerStatistics",
+    "JobInfo",
+    "JobEvent",
+    "Progress",
+    "ItemError",
+    "ItemRecord",
+    "Written",
+    "Outcome",
+    "RetryPolicy",
+}
+
+#: Classes users extend: they must stay open.
+EXTENSIBLE = {"Job", "Task", "AsyncTask", "FunctionTask", "ParjobsError", "Skip"}
+
+
+@pytest.mark.parametrize("name", sorted(FINAL))
+def test_classes_users_must_not_extend_are_final(name: str) -> None:
+    assert getattr(getattr(parjobs, name), "__final__", False) is True, name
+
+
+@pytest.mark.parametrize("name", sorted(EXTENSIBLE))
+def test_classes_users_extend_are_not_final(name: str) -> None:
+    assert not getattr(getattr(parjobs, name), "__final__", False), name
+
+
+@pytest.mark.parametrize("name", sorted(NO_PUBLIC_CONSTRUCTOR))
+def test_classes_users_receive_refuse_public_construction(name: str) -> None:
+    cls = getattr(parjobs, name)
+    with pytest.raises(TypeError, match=rf"^parjobs\.{name} has no public constructor"):
+        cls()
+    with pytest.raises(TypeError, match="no public constructor"):
+        cls("any", "arguments", at="all")
+
+
+def test_private_create_builds_what_the_class_refuses() -> None:
+    """The package's own way in: ``_create`` runs the real constructor."""
+    from parjobs._task import Interrupter
+
+    tc = parjobs.TaskContext._create(7, "label", Interrupter(), stage="files")
+    assert (tc.index, tc.label, tc.stage) == (7, "label", "files")
+    assert type(tc) is parjobs.TaskContext
+
+
+def test_every_public_class_is_classified() -> None:
+    """A new public class must be put in one of the lists above (or be an error, an enum
+    or a table): deciding whether users may build and extend it is part of adding it."""
+    classified = FINAL | NO_PUBLIC_CONSTRUCTOR | EXTENSIBLE
+    for name in TOP:
+        obj = getattr(parjobs, name)
+        if not inspect.isclass(obj) or issubclass(obj, BaseException | enum.Enum):
+            continue
+        assert name in classified, name

@@ -33,7 +33,7 @@ async def ctx() -> AsyncIterator[JobContext]:
         return {}
 
     async with trio.open_nursery() as nursery:
-        context = JobContext(
+        context = JobContext._create(
             "job",
             nursery=nursery,
             lanes={"io": trio.CapacityLimiter(16)},
@@ -105,7 +105,7 @@ async def test_a_timeout_counts_from_the_start_of_a_task(
 ) -> None:
     """A 20 ms task with a 0.5 s timeout queued behind a 0.8 s task (one worker) used to
     fail "timed out" as it started: its deadline ran from when it was queued."""
-    one = JobContext(
+    one = JobContext._create(
         "one",
         nursery=ctx._nursery,
         lanes={"io": trio.CapacityLimiter(1)},

@@ -173,7 +173,7 @@ async def test_a_failed_attempt_that_is_retried_records_once(store_path: str) ->
     async with parjobs.open_manager(store_path) as m:
         async with trio.open_nursery() as nursery:
             ctx_items: list[ItemRecord] = []
-            ctx = parjobs.JobContext(
+            ctx = parjobs.JobContext._create(
                 "j",
                 nursery=nursery,
                 lanes={"io": trio.CapacityLimiter(2)},
@@ -270,7 +270,7 @@ def test_a_task_records_under_its_own_stage() -> None:
     """`TaskContext.record` names the task's stage itself, so booking it copies nothing."""
     from parjobs._task import Interrupter, TaskContext
 
-    tc = TaskContext(3, "x", Interrupter(), stage="files")
+    tc = TaskContext._create(3, "x", Interrupter(), stage="files")
     tc.record("copied", b"/a", "/b", bytes=1)
     assert tc.items is not None
     [record] = tc.items

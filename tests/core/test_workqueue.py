@@ -48,7 +48,7 @@ STAGE = Stage("default", IndexSet(), False, _no_results)
 
 def item(task: parjobs.Task[Any]) -> WorkItem:
     return WorkItem(
-        task, TaskContext(task.index, "", Interrupter()), STAGE, lambda _o, _e, _tc: None
+        task, TaskContext._create(task.index, "", Interrupter()), STAGE, lambda _o, _e, _tc: None
     )
 
 

@@ -398,7 +398,7 @@ async def test_undo_of_a_move_never_moves_a_file_replaced_after_the_check(
 def run_task(task: UndoTask) -> str:
     """Run one undo task in this thread: its value, or the reason it skipped."""
     try:
-        return task.run(TaskContext(task.index, "t", Interrupter()))
+        return task.run(TaskContext._create(task.index, "t", Interrupter()))
     except Skip as skip:
         return skip.reason
 
