@@ -185,7 +185,9 @@ class ProgressTracker:
         self._version = 0
         self._changed = trio.Event()
         self._closed = False
-        self._closed_event = trio.Event()
+        #: Ends the pause between two snapshots: set for good at close (the final snapshot
+        #: at once), and set then replaced when the totals become final (the first ETA).
+        self._prompt = trio.Event()
 
     # -- job-facing API ------------------------------------------------------------------
 
@@ -204,13 +206,20 @@ class ProgressTracker:
             self.items_total = items
         if bytes is not None:
             self.bytes_total = bytes
-        self.totals_final = final
-        self._bump()
+        self._set_final(final)
 
     def finalize_totals(self) -> None:
         """Declare the totals known (the walk is over), enabling an ETA."""
-        self.totals_final = True
+        self._set_final(True)
+
+    def _set_final(self, final: bool) -> None:
+        """Totals final or not; becoming final is shown at once, not at the next tick."""
+        hurry = final and not self.totals_final
+        self.totals_final = final
         self._bump()
+        if hurry and not self._closed:
+            self._prompt.set()
+            self._prompt = trio.Event()
 
     def add_bytes(self, n: int) -> None:
         """Count bytes of work done by the job itself (tasks count their own)."""
@@ -308,7 +317,7 @@ class ProgressTracker:
     def close(self) -> None:
         """No more changes will come; wakes every subscriber for its final snapshot."""
         self._closed = True
-        self._closed_event.set()
+        self._prompt.set()
         self._bump()
 
     # -- snapshots and subscriptions ----------------------------------------------------
@@ -404,10 +413,11 @@ class ProgressTracker:
                 yield self.snapshot()
                 if closed:
                     return
-                # Pace the snapshots, but deliver the final one at once: a fixed sleep
-                # here made every short command wait ~0.1 s on its way out.
+                # Pace the snapshots, but deliver the final one at once (a fixed sleep
+                # here made every short command wait ~0.1 s on its way out), and the first
+                # with final totals too.
                 with trio.move_on_after(UPDATE_INTERVAL):
-                    await self._closed_event.wait()
+                    await self._prompt.wait()
             if self._version == last_version and not self._closed:
                 self._changed = trio.Event() if self._changed.is_set() else self._changed
                 changed = self._changed

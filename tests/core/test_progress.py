@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import trio
+import trio.testing
+
 from parjobs._progress import Progress, ProgressTracker
 
 
@@ -128,3 +131,33 @@ def test_an_old_snapshot_without_partial_still_loads() -> None:
     data = Progress(job_id="j", bytes_done=5).to_json()
     del data["partial"]
     assert Progress.from_json(data).partial == ()
+
+
+async def test_final_totals_are_shown_at_once_not_at_the_next_tick(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A subscriber paces its snapshots (~10/s), but the one with final totals (the first
+    that can carry an ETA) comes at once, as the final snapshot does (#14)."""
+    t = ProgressTracker("j", clock=trio.current_time)
+    t.run_started()
+    t.add_total(items=5)
+    got: list[tuple[float, Progress]] = []
+
+    async def follow() -> None:
+        async for snap in t.subscribe():
+            got.append((trio.current_time(), snap))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(follow)
+        await trio.sleep(0.01)  # the first snapshot is out; the pause after it has begun
+        start = trio.current_time()
+        t.set_total(items=10, final=True)
+        await trio.sleep(0.5)
+        t.set_total(items=11, final=True)  # final already: paced as usual
+        await trio.sleep(0.5)
+        t.close()
+    first_final = next((when, s) for when, s in got if s.totals_final)
+    assert first_final[0] - start < 0.01 and first_final[1].items_total == 10
+    late = next(when for when, s in got if s.items_total == 11)
+    assert late - (start + 0.5) >= 0.0  # (not hurried: at its tick or after)
+    assert got[-1][1].items_total == 11
