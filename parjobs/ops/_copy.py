@@ -44,7 +44,6 @@ from ._errors import WalkError
 from ._finish import FinishDirs
 from ._fs import lexists, rename_noreplace
 from ._partials import sweep_temporaries, tmp_name
-from ._smallfiles import copy_small_files
 from ._transfer import (
     AskCallback,
     CopyDone,
@@ -54,6 +53,7 @@ from ._transfer import (
     Policy,
     Tally,
     check_paths,
+    copy_group,
     item_error,
     open_plan,
     record_landing,
@@ -64,8 +64,6 @@ from ._transfer import (
 )
 from ._walk import Entry, RootCount, Totals, walk_ahead
 
-#: A group path result meaning "this filesystem lacks what the C path needs": stop grouping.
-_NO_GROUPS_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
 #: ``link()`` errors meaning "no hard link here" (another filesystem under the destination,
 #: one without hard links, too many links): the file is copied instead.
 _NO_LINK_ERRNOS = frozenset(
@@ -150,57 +148,21 @@ class CopyItem(Task[CopyDone]):
     @classmethod
     def run_group(cls, tasks: Sequence[Task[Any]], tcs: Sequence[TaskContext]) -> list[Any]:
         """Copy the group's small files, in directories this run created, with one
-        `copy_small_files` call; everything else (and any file it did not copy) runs alone.
-
-        Only new directories: elsewhere a destination may exist, and `run` looks before it
-        copies; the no-replace rename keeps guarding against other writers either way.
-        """
+        `copy_group` call; everything else (and any file it did not copy) runs alone."""
         items = cast(Sequence[CopyItem], tasks)
         out: list[Any] = [RUN_ALONE] * len(items)
         plan = items[0].plan
         if not plan.groups:
             return out
+        entries = [item.entry if item.plan is plan else None for item in items]
         tree = plan.tree
-        batch: list[tuple[bytes, int, bytes]] = []
-        where: list[int] = []
-        held: list[bytes] = []
-        done = None
-        try:
-            for i, item in enumerate(items):
-                entry = item.entry
-                if entry.kind != "file" or item.plan is not plan:
-                    continue  # (sizes: the pool groups light tasks only; C checks max_size)
-                parent, _, name = entry.rel.rpartition(b"/")
-                try:
-                    dir_fd = tree.acquire(parent)
-                except OSError:
-                    continue  # run alone, the item reports it
-                held.append(parent)
-                if tree.is_new(parent):
-                    batch.append((entry.path, dir_fd, name))
-                    where.append(i)
-            if batch:
-                done = copy_small_files(
-                    batch,
-                    src_dev=items[where[0]].entry.dev,
-                    dst_dev=tree.dev,
-                    src_lstat=plan.resumed,  # a fresh walk lstat'ed them moments ago
-                    max_size=plan.options.chunk_size,
-                    owner=plan.token,
-                )
-        finally:
-            for parent in held:
-                tree.release(parent)
-        if done is not None:
-            for i, result, written in zip(where, *done, strict=True):
-                if written is not None:  # result 0: in place
-                    tcs[i].add_bytes(written.size)
-                    out[i] = CopyDone("file", written.size)
-                    entry = items[i].entry
-                    dest = tree.path(entry.rel)
-                    tcs[i].record("copied", entry.path, dest, bytes=written.size, written=written)
-                elif result in _NO_GROUPS_ERRNOS:
-                    plan.group_off = True  # e.g. no renameat2 here: the Python path copes
+        for i, written in enumerate(copy_group(plan, entries)):
+            if written is not None:  # in place
+                tcs[i].add_bytes(written.size)
+                out[i] = CopyDone("file", written.size)
+                entry = items[i].entry
+                dest = tree.path(entry.rel)
+                tcs[i].record("copied", entry.path, dest, bytes=written.size, written=written)
         return out
 
     def _file(self, tc: TaskContext) -> CopyDone:
