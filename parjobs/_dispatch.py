@@ -28,11 +28,11 @@ from ._pool import MAX_WORKERS as MAX_WORKERS  # (the manager and the CLI import
 from ._pool import WorkerPool
 from ._pool import check_workers as check_workers
 from ._progress import ItemError
-from ._stage import Stage
+from ._stage import Ended, Stage
 from ._task import AsyncTask, Outcome, OutcomeStatus, RetryPolicy, Task, TaskContext
 from ._throttle import ThrottleStatistics
 from ._util import NoPublicConstructor
-from ._workqueue import Deliver, WorkItem
+from ._workqueue import Deliver, DeliverGroup, WorkItem
 
 T = TypeVar("T")
 
@@ -136,7 +136,9 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
             threads=pool.threads,
         )
 
-    def _work(self, task: Task[Any], deliver: Deliver) -> WorkItem:
+    def _work(
+        self, task: Task[Any], deliver: Deliver, deliver_group: DeliverGroup | None = None
+    ) -> WorkItem:
         index = getattr(task, "index", None)
         if not isinstance(index, int) or isinstance(index, bool) or index < 0:
             raise TypeError(f"task {task!r} needs an int index >= 0, got {index!r}")
@@ -146,7 +148,7 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
             index, task.label, self._pool.interrupter, sync_timeout, self._stage.name
         )
         retry = task.retry if task.retry is not None else self.retry
-        return WorkItem(task, tc, self._stage, deliver, retry, timeout)
+        return WorkItem(task, tc, self._stage, deliver, retry, timeout, deliver_group)
 
     def _resumed(self, task: Task[T]) -> Outcome[T]:
         return Outcome(
@@ -191,16 +193,20 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
         """
         if include_resumed:
             await self._stage.load_results()
-        ready: collections.deque[tuple[Outcome[T], ItemError | None, TaskContext]] = (
-            collections.deque()
-        )
+        # Each entry: one task's outcome, or a task group's outcomes (one unit).
+        ready: collections.deque[Ended | list[Ended]] = collections.deque()
         arrived = trio.Event()
 
         def deliver(outcome: Outcome[T], error: ItemError | None, tc: TaskContext) -> None:
             ready.append((outcome, error, tc))
             arrived.set()
 
+        def deliver_group(ended: list[Ended]) -> None:
+            ready.append(ended)
+            arrived.set()
+
         record = self._stage.record
+        record_group = self._stage.record_group
         completed = self._stage.completed
         pool = self._pool
         interrupter = pool.interrupter
@@ -235,7 +241,7 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
                     if include_resumed:
                         yield self._resumed(task)
                     continue
-                work = self._work(task, deliver)
+                work = self._work(task, deliver, deliver_group)
                 try:
                     pool.queue.put_nowait(work)
                 except trio.WouldBlock:
@@ -246,8 +252,17 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
             while not ready:  # ready outcomes go out without a trip through the scheduler
                 arrived = trio.Event()
                 await arrived.wait()
+            entry = ready.popleft()
+            if isinstance(entry, list):
+                # A task group: booked at once, and yielded back to back (no await between:
+                # the job counts them all before a checkpoint can write the booking).
+                outstanding -= len(entry)
+                record_group(entry)
+                for ended in entry:
+                    yield ended[0]
+                continue
             outstanding -= 1
-            outcome, error, tc = ready.popleft()
+            outcome, error, tc = entry
             record(outcome, error, tc)  # booked as the job gets it (see the module docstring)
             yield outcome
         interrupter.check()

@@ -87,6 +87,11 @@ class PoolPort(Protocol):
         the pool's collector now rather than with the next batch."""
         ...
 
+    def post_group(self, group: list[tuple[WorkItem, Outcome[Any]]], urgent: bool) -> None:
+        """`post` for the outcomes of one task group (`Task.run_group`), handed over, booked
+        and given to the job as one unit."""
+        ...
+
     def limiter(self, lane: str) -> trio.CapacityLimiter: ...
 
 
@@ -285,11 +290,10 @@ class ThreadExecutor:
         throttle limits threads it runs that task only."""
         port = self._port
         interrupter, tracker = port.interrupter, port.progress
-        queue, post, lane = port.queue, port.post, first.task.lane
+        queue, post, post_group, lane = port.queue, port.post, port.post_group, first.task.lane
         call = _Call(first, light, trio.current_time())
         current = call.current
         throttle = self._throttle
-        no_earlier: tuple[tuple[WorkItem, Outcome[Any]], ...] = ()
 
         def run_all() -> None:
             monotonic = time.monotonic
@@ -321,17 +325,17 @@ class ThreadExecutor:
                         # (threads race on this average: that only blurs it)
                         per_task = max(1e-6, (now - call_start) / len(group))
                         self._group_task_seconds = (self._group_task_seconds + per_task) / 2
-                        earlier: Sequence[tuple[WorkItem, Outcome[Any]]] = done[:-1]
-                        work, outcome = done[-1]  # posted below, like a single task's
+                        group_done: list[tuple[WorkItem, Outcome[Any]]] | None = done
+                        work, outcome = done[-1]
                     else:
+                        group_done = None
                         tracker.started(id(work), work.tc)
                         work.tc.start()
                         call.deadline = work.tc.deadline
                         outcome = _run_one(work, interrupter)
                         now = monotonic()
-                        earlier = no_earlier
                     call.deadline = None
-                    count = len(earlier) + 1
+                    count = 1 if group_done is None else len(group_done)
                     if light and throttle.limited and self._streaming <= cap:
                         throttle.observe(now - started, count)
                     started = now
@@ -349,12 +353,14 @@ class ThreadExecutor:
                         if call.given_up():
                             return  # trio settled what this call had taken
                         current.clear()
-                        for finished, done_outcome in earlier:
-                            post(finished, done_outcome, False)
                         nxt = queue.take(lane) if more else None
                         # Wake trio now if the call ends or the next task may take long;
                         # else let posts pile up a little.
-                        post(work, outcome, nxt is None or nxt.task.weight >= HEAVY_BYTES)
+                        urgent = nxt is None or nxt.task.weight >= HEAVY_BYTES
+                        if group_done is None or len(group_done) == 1:
+                            post(work, outcome, urgent)
+                        else:
+                            post_group(group_done, urgent)  # one unit from here to the job
                         if nxt is None:
                             return  # trio drains what is left when the call returns
                         current.append(nxt)

@@ -30,6 +30,7 @@ from ._exceptions import Interrupted, Skip, TaskTimeoutError
 from ._executor import Executor, PoolPort, ThreadExecutor
 from ._histogram import TASK_SECONDS
 from ._progress import ItemError, ProgressTracker
+from ._stage import Ended
 from ._task import AsyncTask, Interrupter, Outcome, OutcomeStatus, TaskContext
 from ._throttle import ThrottleStatistics
 from ._workqueue import WorkItem, WorkQueue
@@ -50,6 +51,9 @@ MAX_WORKERS = 1024
 #: The dispatch window (tasks pulled ahead of the outcomes consumed) never exceeds this, so a
 #: job's memory does not grow with its worker count.
 MAX_WINDOW = 4096
+
+#: What a worker thread posts: one task's outcome, or a task group's (`WorkerPool.post_group`).
+Posted = tuple[WorkItem, Outcome[Any]] | list[tuple[WorkItem, Outcome[Any]]]
 
 #: Builds the executor of a lane, given the pool.
 ExecutorFactory = Callable[[PoolPort], Executor]
@@ -133,7 +137,7 @@ class WorkerPool:
         self.window = min(workers * 16 + 112, max(MAX_WINDOW, 2 * workers))
         self.queue = WorkQueue(self.window, self._start_worker)
         # Outcomes posted by executors (from worker threads), booked in trio by `_collect`.
-        self._posted: collections.deque[tuple[WorkItem, Outcome[Any]]] = collections.deque()
+        self._posted: collections.deque[Posted] = collections.deque()
         self._wake_pending = False
         self._first_post = 0.0
         self._wake = trio.Event()
@@ -222,8 +226,11 @@ class WorkerPool:
         threads only delays outcomes until their thread call ends (drained there).
         """
         self.progress.ended(id(work))  # not running any more, though not booked yet
+        self._hand_over((work, outcome), urgent)
+
+    def _hand_over(self, entry: Posted, urgent: bool) -> None:
         posted = self._posted
-        posted.append((work, outcome))
+        posted.append(entry)
         if self._wake_pending:
             return
         now = time.monotonic()
@@ -232,6 +239,14 @@ class WorkerPool:
         if urgent or len(posted) >= POST_BATCH or now - self._first_post >= POST_DELAY:
             self._wake_pending = True
             self._token.run_sync_soon(self._wake_collector)
+
+    def post_group(self, group: list[tuple[WorkItem, Outcome[Any]]], urgent: bool) -> None:
+        """From a worker thread: hand a task group's outcomes to trio together (`post`):
+        they are booked, and reach the job, as one unit."""
+        ended = self.progress.ended
+        for work, _ in group:
+            ended(id(work))
+        self._hand_over(group, urgent or len(group) >= POST_BATCH)
 
     def _wake_collector(self) -> None:
         self._wake.set()
@@ -242,8 +257,11 @@ class WorkerPool:
         self._wake_pending = False
         posted = self._posted
         while posted:
-            work, outcome = posted.popleft()
-            self._finish(work, outcome)
+            entry = posted.popleft()
+            if isinstance(entry, list):
+                self._finish_group(entry)
+            else:
+                self._finish(*entry)
         self.queue.wake_putters()
         self._threads.collected()
         for executor in self._executors.values():
@@ -296,6 +314,27 @@ class WorkerPool:
     def _finish(self, work: WorkItem, outcome: Outcome[Any]) -> None:
         """Book the outcome's progress and hand it to the dispatcher (which books it in its
         stage), or put the task back for another attempt when its retry policy says so."""
+        settled = self._settle(work, outcome)
+        if settled is not None:
+            work.deliver(*settled)
+
+    def _finish_group(self, group: list[tuple[WorkItem, Outcome[Any]]]) -> None:
+        """`_finish` for the outcomes of one task group: handed to the dispatcher in one
+        call when its items share a ``deliver_group`` (they do: one dispatcher queued them),
+        else one by one."""
+        ended = [e for e in (self._settle(w, o) for w, o in group) if e is not None]
+        deliver = group[0][0].deliver_group
+        if deliver is not None and all(w.deliver_group is deliver for w, _ in group):
+            if ended:
+                deliver(ended)
+            return
+        by_tc = {id(w.tc): w for w, _ in group}
+        for e in ended:
+            by_tc[id(e[2])].deliver(*e)
+
+    def _settle(self, work: WorkItem, outcome: Outcome[Any]) -> Ended | None:
+        """Book a finished attempt's progress; the outcome, its item error and context to
+        hand on, or None when the task goes back for another attempt."""
         self._done += 1
         error: ItemError | None = None
         tc = work.tc
@@ -311,7 +350,7 @@ class WorkerPool:
                 self.progress.finished(id(work), "retrying", 0, None)
                 tc.items = None  # a failed attempt's records do not count
                 self._nursery.start_soon(self._retry_later, work, policy.delay(tc.attempt))
-                return
+                return None
             message = describe_error(exc)
             if tc.attempt > 1:
                 message += f" (after {tc.attempt} attempts)"
@@ -331,7 +370,7 @@ class WorkerPool:
                 error.traceback,
             )
         self.progress.finished(id(work), outcome.status.value, outcome.bytes, error)
-        work.deliver(outcome, error, tc)
+        return outcome, error, tc
 
     async def _retry_later(self, work: WorkItem, delay: float) -> None:
         """Back off, then queue the task again (at once if the job is being interrupted:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from ._indexset import IndexSet, to_ranges
 from ._items import ItemRecord
 from ._progress import ItemError
 from ._task import Outcome, OutcomeStatus, TaskContext
+
+#: A finished task as the pool hands it on: its outcome, a failure's item error, its context.
+Ended = tuple[Outcome[Any], ItemError | None, TaskContext]
 
 
 class CheckpointSink(Protocol):
@@ -68,6 +71,21 @@ class Stage:
         """Book one finished task: done and skipped ones become completed, with the item
         records its task noted (``tc.items``; a skip that noted none gets a "skipped" record);
         a failure's ``error`` is kept for the store, with a "failed" item record."""
+        self._book(outcome, error, tc)
+        if self._notify is not None:
+            self._notify()
+
+    def record_group(self, ended: Sequence[Ended]) -> None:
+        """Book the outcomes of a task group (`parjobs.Task.run_group`) at once, as `record`
+        books each: one call and one wake-up of the checkpoint writer for the group, and no
+        checkpoint can hold part of it (the group is one unit from the C call to here)."""
+        book = self._book
+        for outcome, error, tc in ended:
+            book(outcome, error, tc)
+        if self._notify is not None:
+            self._notify()
+
+    def _book(self, outcome: Outcome[Any], error: ItemError | None, tc: TaskContext | None) -> None:
         status = outcome.status
         if status is OutcomeStatus.DONE or status is OutcomeStatus.SKIPPED:
             if self.completed.add(outcome.index):
@@ -85,9 +103,16 @@ class Stage:
                         ]
                 if items:
                     name = self.name
-                    self.new_items.extend(
-                        r if r.stage == name else dataclasses.replace(r, stage=name) for r in items
-                    )
+                    if len(items) == 1:  # the usual case: no generator per task
+                        r = items[0]
+                        self.new_items.append(
+                            r if r.stage == name else dataclasses.replace(r, stage=name)
+                        )
+                    else:
+                        self.new_items.extend(
+                            r if r.stage == name else dataclasses.replace(r, stage=name)
+                            for r in items
+                        )
                 if self.keep_results and status is OutcomeStatus.DONE:
                     self.new_results.append((outcome.index, json.dumps(outcome.value)))
         elif error is not None:
@@ -102,8 +127,6 @@ class Stage:
                     index=error.index,
                 )
             )
-        if self._notify is not None:
-            self._notify()
 
     async def load_results(self) -> None:
         """Fetch the values stored by earlier runs (once), for resumed outcomes."""

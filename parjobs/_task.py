@@ -205,20 +205,46 @@ class TaskContext(metaclass=NoPublicConstructor):
         """Note what this task did to one item (see `parjobs.ItemRecord`): kept only if the
         task ends done or skipped, and stored in the same checkpoint as its completion, so
         the job's item log has it exactly once. Paths may be bytes (kept exactly)."""
-        record = ItemRecord(
-            action,
-            _path(source),
-            None if destination is None else _path(destination),
-            bytes,
-            detail,
-            written=written,
-            stage=self.stage,  # as the stage books it: no copy of the record there
-            index=self.index,
-        )
-        if self.items is None:
-            self.items = [record]
-        else:
-            self.items.append(record)
+        _note(self, action, source, destination, bytes, detail, written)
+
+
+def _note(
+    tc: TaskContext,
+    action: str,
+    source: str | bytes,
+    destination: str | bytes | None,
+    nbytes: int,
+    detail: str | None,
+    written: Written | None,
+) -> None:
+    """Add an item record to ``tc.items``, stamped with the task's stage (as the stage
+    books it: no copy of the record there) and index."""
+    record = ItemRecord(
+        action,
+        _path(source),
+        None if destination is None else _path(destination),
+        nbytes,
+        detail,
+        None,
+        written,
+        tc.stage,
+        tc.index,
+    )
+    if tc.items is None:
+        tc.items = [record]
+    else:
+        tc.items.append(record)
+
+
+#: One row of `record_each`: the task, source, destination, bytes and written identity.
+RecordRow = tuple[TaskContext, str | bytes, str | bytes | None, int, Written | None]
+
+
+def record_each(action: str, rows: Sequence[RecordRow]) -> None:
+    """`TaskContext.record` (``action``, no detail) for many tasks at once: what a task group
+    (`Task.run_group`) that did a few dozen items in one call records in one go."""
+    for tc, source, destination, nbytes, written in rows:
+        _note(tc, action, source, destination, nbytes, None, written)
 
 
 def _path(path: str | bytes) -> str:

@@ -17,10 +17,13 @@ from ._task import AsyncTask, Outcome, RetryPolicy, Task, TaskContext
 
 if TYPE_CHECKING:
     from ._progress import ItemError
-    from ._stage import Stage
+    from ._stage import Ended, Stage
 
 #: Where a finished task's outcome (and, for a failure, its item error) goes.
 Deliver = Callable[[Outcome[Any], "ItemError | None", TaskContext], None]
+#: Where a task group's outcomes go together, when the dispatcher takes them so (see
+#: `WorkItem.deliver_group`).
+DeliverGroup = Callable[[list["Ended"]], None]
 
 #: A task estimated to touch at least this many bytes (`Task.weight`) is "heavy": it may take
 #: a while, is never throttled or grouped, and its thread hands finished outcomes over first.
@@ -38,9 +41,11 @@ def groupable(task: Task[Any]) -> bool:
 class WorkItem:
     """One task on its way through the pool: the task, its context, where its outcome goes
     (``deliver``, which books it in ``stage`` once the job has it), the stage, and its retry
-    policy and timeout."""
+    policy and timeout. ``deliver_group``, when set, takes the outcomes of a task group
+    together (the same callable for every item of the group): one hand-over and one
+    booking per group instead of per task."""
 
-    __slots__ = ("deliver", "retry", "stage", "task", "tc", "timeout")
+    __slots__ = ("deliver", "deliver_group", "retry", "stage", "task", "tc", "timeout")
 
     def __init__(
         self,
@@ -50,6 +55,7 @@ class WorkItem:
         deliver: Deliver,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
+        deliver_group: DeliverGroup | None = None,
     ) -> None:
         self.task = task
         self.tc = tc
@@ -57,6 +63,7 @@ class WorkItem:
         self.deliver = deliver
         self.retry = retry
         self.timeout = timeout
+        self.deliver_group = deliver_group
 
 
 class WorkQueue:

@@ -16,6 +16,7 @@ from _trees import read, snapshot, write
 import parjobs
 from parjobs import JobStatus
 from parjobs._items import Written, fingerprint
+from parjobs._stage import Stage
 from parjobs.ops import _copy as copy_mod
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops._copy import CopyJob
@@ -196,7 +197,7 @@ def count_groups(monkeypatch: pytest.MonkeyPatch, before: Any = None) -> list[in
             before(items)
         return real(items, **kwargs)
 
-    monkeypatch.setattr(smallfiles_mod, "copy_small_files", counted)
+    monkeypatch.setattr(copy_mod, "copy_small_files", counted)
     return sizes
 
 
@@ -233,6 +234,52 @@ async def test_a_job_copies_small_files_in_groups_identically_to_the_python_path
                 o = os.lstat(tmp_path / out / "src" / rel)
                 assert (o.st_mode, o.st_mtime_ns) == (s.st_mode, s.st_mtime_ns), rel
     assert temporaries(tmp_path / "a") == []
+
+
+async def test_a_group_is_booked_once_and_still_logs_a_record_per_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outcomes of a C group reach the copy's stage in one booking (`Stage.record_group`),
+    not one per file: per-file bookkeeping would make as many bookings as outcomes. The item
+    log still says per file what was done, with the identity undo needs (#13, #18)."""
+    src = tmp_path / "src"
+    small_tree(src, 300)
+    groups = count_groups(monkeypatch)
+    bookings: list[int] = []  # outcomes per booking call of the copy's stage
+    record, record_group = Stage.record, Stage.record_group
+
+    def one(self: Stage, outcome: Any, error: Any, tc: Any = None) -> None:
+        if self.name == "default":
+            bookings.append(1)
+        record(self, outcome, error, tc)
+
+    def many(self: Stage, ended: Any) -> None:
+        if self.name == "default":
+            bookings.append(len(ended))
+        record_group(self, ended)
+
+    monkeypatch.setattr(Stage, "record", one)
+    monkeypatch.setattr(Stage, "record_group", many)
+    async with parjobs.open_manager(str(tmp_path / "j.sqlite"), workers=4) as m:
+        handle = await m.submit(
+            CopyJob(into=True, sources=[str(src)], destination=str(tmp_path / "dst"))
+        )
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.COMPLETED
+        records = await m.items(handle.id)
+    grouped = [n for n in groups if n > 1]
+    assert grouped, groups
+    outcomes = sum(bookings)
+    assert outcomes == len(snapshot(src)) + 1  # every entry and the root booked once
+    assert outcomes - len(bookings) >= sum(n - 1 for n in grouped)
+    files = {os.path.join(d, n) for d, _, names in os.walk(src) for n in names if n != "link"}
+    copied = {r.source: r for r in records if r.action == "copied" and r.detail is None}
+    assert set(copied) >= files and len(records) == len({r.index for r in records})
+    for path in files:
+        r = copied[path]
+        dest = str(tmp_path / "dst" / "src" / os.path.relpath(path, src))
+        assert r.destination == dest and r.written == fingerprint(os.stat(dest))
+        assert r.bytes == os.stat(path).st_size and r.stage == "default"
 
 
 @pytest.mark.parametrize(
@@ -338,7 +385,7 @@ async def test_a_filesystem_the_group_path_cannot_serve_turns_it_off(
         calls.append(len(items))
         return [errno.EINVAL] * len(items), [None] * len(items)
 
-    monkeypatch.setattr(smallfiles_mod, "copy_small_files", refusing)
+    monkeypatch.setattr(copy_mod, "copy_small_files", refusing)
     monkeypatch.setattr(copy_mod.CopyItem, "group_size", 8)
     status, result, errors = await copy(str(tmp_path / "j.sqlite"), src, tmp_path / "dst")
     assert status is JobStatus.COMPLETED, errors
