@@ -26,6 +26,7 @@ from typing import Any
 
 import parjobs._executor
 import parjobs.ops._copy
+import parjobs.ops._smallfiles
 import parjobs.ops._transfer
 from parjobs.ops._copy import CopyJob
 
@@ -46,7 +47,7 @@ def injected_latency(seconds: float = LATENCY) -> Iterator[None]:
     Python path (``copy_file``) and in the C group path (``copy_small_files``, which then
     sleeps once per file of its group, as its opens would wait one after the other)."""
     real = parjobs.ops._transfer.copy_file
-    real_group = parjobs.ops._copy.copy_small_files
+    real_group = parjobs.ops._smallfiles.copy_small_files
 
     @functools.wraps(real)
     def slow_copy_file(*args: Any, **kwargs: Any) -> Any:
@@ -59,12 +60,12 @@ def injected_latency(seconds: float = LATENCY) -> Iterator[None]:
         return real_group(items, **kwargs)
 
     parjobs.ops._transfer.copy_file = slow_copy_file  # type: ignore[assignment]
-    parjobs.ops._copy.copy_small_files = slow_group  # type: ignore[assignment]
+    parjobs.ops._smallfiles.copy_small_files = slow_group  # type: ignore[assignment]
     try:
         yield
     finally:
         parjobs.ops._transfer.copy_file = real  # type: ignore[assignment]
-        parjobs.ops._copy.copy_small_files = real_group  # type: ignore[assignment]
+        parjobs.ops._smallfiles.copy_small_files = real_group  # type: ignore[assignment]
 
 
 @contextlib.contextmanager

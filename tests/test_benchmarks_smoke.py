@@ -102,6 +102,11 @@ def test_tiny_run_writes_results(tmp_path):
     resume = doc["scenarios"]["resume"]
     assert _number(resume["resume"]["variants"]["dispatch_range"]["median_s"])
     assert _number(resume["checkpoint_overhead"]["median_store_share"])
+    verdict = resume["verdict"]  # the two #14 figures against their targets
+    assert _number(verdict["checkpoint_cost"]["wall_pct"])
+    assert _number(verdict["checkpoint_cost"]["cpu_per_write_ms"])
+    assert isinstance(verdict["checkpoint_cost"]["met"], bool)
+    assert verdict["reruns_after_kill"]["reruns"] and verdict["reruns_after_kill"]["allowed"]
     items = doc["scenarios"]["items"]
     assert _number(items["us_per_record"]) and _number(items["bytes_per_record"])
     assert {p.name for p in results.glob("*.png")} >= {"copy.png", "hash.png", "thumbnails.png"}

@@ -25,6 +25,7 @@ from . import _format as fmt
 from ._errors import EXIT_OK, CliError
 from ._follow import combine, follow
 from ._render import Renderer, make_renderer
+from ._results import hash_digests
 from ._sample import YEARS, make_sample, photo_dir
 from ._session import Store, cluster_config, manager_for
 
@@ -74,13 +75,13 @@ async def run_demo(args: argparse.Namespace) -> int:
             copy = CopyJob(sources=[src], destination=dst, verify=True, durable=True)
             copy_step, codes = await _copy(manager, copy, sample.bytes, out, store)
             out.say("3. hashing the sample and the copy")
-            hashes: list[dict[str, Any]] = []
+            hashes: list[dict[bytes, str]] = []
             hash_step = Step("hash (both trees)", 0, 0, 0.0)
             for tree in (src, dst):
                 job_id = (await manager.submit(HashJob(paths=[tree]))).id
                 codes.append(await follow(manager, job_id, store, out, title="hash", data=False))
                 info = await manager.get(job_id)
-                hashes.append(info.result if isinstance(info.result, dict) else {})
+                hashes.append(await hash_digests(manager.items, info))  # from its item log
                 _add(hash_step, info.progress)
             same = _same_digests(hashes, src, dst)
             out.say(
@@ -148,14 +149,14 @@ def _add(step: Step, snap: Progress) -> Step:
     return step
 
 
-def _same_digests(results: list[dict[str, Any]], src: str, dst: str) -> int:
+def _same_digests(digests: list[dict[bytes, str]], src: str, dst: str) -> int:
     """How many files of the sample have the same digest in the copy."""
-    if len(results) != 2:
+    if len(digests) != 2:
         return 0
-    digests = [r.get("digests") or {} for r in results]
 
-    def relative(table: dict[str, str], root: str) -> dict[str, str]:
-        return {os.path.relpath(path, root): digest for path, digest in table.items()}
+    def relative(table: dict[bytes, str], root: str) -> dict[bytes, str]:
+        base = os.fsencode(root)
+        return {os.path.relpath(path, base): digest for path, digest in table.items()}
 
     a, b = relative(digests[0], src), relative(digests[1], dst)
     return sum(1 for path, digest in a.items() if b.get(path) == digest)

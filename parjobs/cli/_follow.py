@@ -124,6 +124,8 @@ async def follow(
     errors = await manager.errors(job_id, limit=limit)
     code = exit_code(status)
     finished = status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS)
+    if data and finished and isinstance(renderer, JsonRenderer):  # the digests in its result
+        info = await _results.with_digests(manager.items, info)
     renderer.finish(
         Report(
             info=info,
@@ -135,7 +137,7 @@ async def follow(
         )
     )
     if data and finished and not isinstance(renderer, JsonRenderer):
-        for line in _results.data_lines(info):
+        for line in await _results.data_lines(manager.items, info):
             print(line)
         sys.stdout.flush()
     return code

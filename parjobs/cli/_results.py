@@ -7,10 +7,14 @@ added to the summary (e.g. where the thumbnails went).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import stat
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .._items import ItemRecord
 from .._records import JobInfo
 from . import _format as fmt
 
@@ -34,19 +38,49 @@ def _is_stream(path: str) -> bool:
     return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
 
 
-def data_lines(info: JobInfo) -> list[str]:
-    """Lines for stdout: ``<digest>  <path>`` per file (xxhsum format), or duplicate groups."""
+#: What reads a page of a job's item log: ``JobManager.items`` or the remote client's.
+ReadItems = Callable[..., Awaitable[list[ItemRecord]]]
+
+
+async def hash_digests(read: ReadItems, info: JobInfo) -> dict[bytes, str]:
+    """A finished hash job's digests, ``path -> hex`` in walk order and named as the job's
+    spec says, from its item log (its result holds counts only)."""
+    from ..ops._hash import LOG_PAGE, HashLog
+
+    log, after = HashLog(), 0
+    while page := await read(info.id, after=after, limit=LOG_PAGE, action="hashed"):
+        log.add(page)
+        after = page[-1].seq
+    spec = json.loads(info.spec) if isinstance(info.spec, str) else info.spec
+    paths, names = spec.get("paths") or [], spec.get("names")
+    return {path: digest for path, (digest, _) in log.rows(paths, names).items()}
+
+
+async def with_digests(read: ReadItems, info: JobInfo) -> JobInfo:
+    """``info`` with its result's ``digests`` (``path -> hex``) read back from the item log,
+    for a finished hash job without ``--output``: the JSON result line keeps its shape
+    while the store keeps the digests once (in the log). Any other job as it is."""
+    result = info.result
+    if info.type != "hash" or not isinstance(result, dict) or result.get("output"):
+        return info
+    digests = await hash_digests(read, info)
+    table = {os.fsdecode(path): digest for path, digest in digests.items()}
+    return dataclasses.replace(info, result={**result, "digests": table})
+
+
+async def data_lines(read: ReadItems, info: JobInfo) -> list[str]:
+    """Lines for stdout: ``<digest>  <path>`` per file (xxhsum format; read from the job's
+    item log), or duplicate groups."""
     result = info.result if isinstance(info.result, dict) else {}
     if info.type == "hash":
+        if result.get("output"):
+            return []  # written to the checksum file
         from ..ops._hash import checksum_line  # the -o formatter: one format, one escaping
 
-        digests = result.get("digests") or {}
         algorithm = str(result.get("algorithm") or "")
         return [
-            checksum_line(algorithm, os.fsencode(path), str(digest))
-            .decode("utf-8", "surrogateescape")
-            .rstrip("\n")
-            for path, digest in digests.items()
+            checksum_line(algorithm, path, digest).decode("utf-8", "surrogateescape").rstrip("\n")
+            for path, digest in (await hash_digests(read, info)).items()
         ]
     if info.type == "duplicates":
         return _duplicate_groups(result)

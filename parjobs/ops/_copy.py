@@ -44,7 +44,6 @@ from ._errors import WalkError
 from ._finish import FinishDirs
 from ._fs import lexists, rename_noreplace
 from ._partials import sweep_temporaries, tmp_name
-from ._smallfiles import copy_small_files
 from ._transfer import (
     AskCallback,
     CopyDone,
@@ -54,6 +53,7 @@ from ._transfer import (
     Policy,
     Tally,
     check_paths,
+    copy_group,
     item_error,
     open_plan,
     record_landing,
@@ -64,8 +64,6 @@ from ._transfer import (
 )
 from ._walk import Entry, RootCount, Totals, walk_ahead
 
-#: A group path result meaning "this filesystem lacks what the C path needs": stop grouping.
-_NO_GROUPS_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
 #: ``link()`` errors meaning "no hard link here" (another filesystem under the destination,
 #: one without hard links, too many links): the file is copied instead.
 _NO_LINK_ERRNOS = frozenset(
@@ -150,66 +148,22 @@ class CopyItem(Task[CopyDone]):
     @classmethod
     def run_group(cls, tasks: Sequence[Task[Any]], tcs: Sequence[TaskContext]) -> list[Any]:
         """Copy the group's small files, in directories this run created, with one
-        `copy_small_files` call; everything else (and any file it did not copy) runs alone.
-
-        Only new directories: elsewhere a destination may exist, and `run` looks before it
-        copies; the no-replace rename keeps guarding against other writers either way.
-        """
+        `copy_group` call; everything else (and any file it did not copy) runs alone."""
         items = cast(Sequence[CopyItem], tasks)
         out: list[Any] = [RUN_ALONE] * len(items)
         plan = items[0].plan
         if not plan.groups:
             return out
+        entries = [item.entry if item.plan is plan else None for item in items]
         tree = plan.tree
-        batch: list[tuple[bytes, int, bytes]] = []
-        where: list[int] = []
-        fds: dict[bytes, int | None] = {}  # each parent acquired once (None: not new, or failed)
-        done = None
-        try:
-            for i, item in enumerate(items):
-                entry = item.entry
-                if entry.kind != "file" or item.plan is not plan:
-                    continue  # (sizes: the pool groups light tasks only; C checks max_size)
-                parent, _, name = entry.rel.rpartition(b"/")
-                if parent in fds:
-                    dir_fd = fds[parent]
-                else:
-                    try:
-                        dir_fd = tree.acquire(parent)
-                    except OSError:
-                        dir_fd = None  # run alone, the item reports it
-                    else:
-                        if not tree.is_new(parent):
-                            tree.release(parent)
-                            dir_fd = None
-                    fds[parent] = dir_fd
-                if dir_fd is not None:
-                    batch.append((entry.path, dir_fd, name))
-                    where.append(i)
-            if batch:
-                done = copy_small_files(
-                    batch,
-                    src_dev=items[where[0]].entry.dev,
-                    dst_dev=tree.dev,
-                    src_lstat=plan.resumed,  # a fresh walk lstat'ed them moments ago
-                    max_size=plan.options.chunk_size,
-                    owner=plan.token,
-                )
-        finally:
-            for parent, held in fds.items():
-                if held is not None:
-                    tree.release(parent)
-        if done is not None:
-            copied: list[RecordRow] = []
-            for i, result, written in zip(where, *done, strict=True):
-                if written is not None:  # result 0: in place
-                    tc, entry = tcs[i], items[i].entry
-                    tc.bytes_done += written.size
-                    out[i] = CopyDone("file", written.size)
-                    copied.append((tc, entry.path, tree.path(entry.rel), written.size, written))
-                elif result in _NO_GROUPS_ERRNOS:
-                    plan.group_off = True  # e.g. no renameat2 here: the Python path copes
-            record_each("copied", copied)  # the group's item records in one go
+        copied: list[RecordRow] = []
+        for i, written in enumerate(copy_group(plan, entries)):
+            if written is not None:  # in place
+                tc, entry = tcs[i], items[i].entry
+                tc.bytes_done += written.size
+                out[i] = CopyDone("file", written.size)
+                copied.append((tc, entry.path, tree.path(entry.rel), written.size, written))
+        record_each("copied", copied)  # the group's item records in one go
         return out
 
     def _file(self, tc: TaskContext) -> CopyDone:

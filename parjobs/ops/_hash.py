@@ -5,8 +5,10 @@ The job walks its paths (symlinks are reported as skipped, never followed) and f
 file is read in 4 MiB chunks with byte-accurate progress and a pause/cancel check between
 chunks (its weight, the file size, marks it as one that may take a while).
 
-Digests are kept with each task's completion (``keep_results``), so a resumed run gets back
-the digests of files it does not hash again: the result is always complete.
+Each file's digest is in its "hashed" item record (``detail`` ``ALGORITHM:DIGEST``), stored
+with the task's completion: the job reads its own item log at the end for the counts and the
+checksum file (`HashLog`), so a resumed run has the digests of files it does not hash again,
+and neither the result nor the store's kept task results hold 20,000 digests again.
 
 Checksum file format (``output``)
 ---------------------------------
@@ -53,8 +55,9 @@ import trio
 
 from .._context import JobContext
 from .._exceptions import JobSpecError
+from .._items import ItemRecord
 from .._job import Job, job_type
-from .._task import Outcome, OutcomeStatus, Task
+from .._task import OutcomeStatus, Task
 from ._entries import HashTask, entry_report
 from ._fs import display
 from ._hashing import ALGORITHMS
@@ -74,8 +77,10 @@ Algorithm = Literal["xxh3_128", "xxh3_64", "xxh64"]
 class HashJob(Job):
     """Hash every regular file under ``paths`` (files or directories, walked recursively).
 
-    Result: ``{"files", "bytes", "failed", "skipped", "algorithm", "digests": {path: hex}}``;
-    with ``output`` the digests go to that checksum file instead (written to a temporary
+    Result: ``{"files", "bytes", "failed", "skipped", "algorithm"}`` (counts only); each
+    digest is in the item log (``manager.items(id, action="hashed")``: ``detail`` is
+    ``ALGORITHM:DIGEST``; `HashLog` reads them back in walk order, named as ``names`` say).
+    With ``output`` the digests also go to that checksum file (written to a temporary
     name, then renamed into place) and ``"output"`` names it.
 
     ``names``, one per path, is what the lines and digests say in place of each path: the
@@ -132,33 +137,25 @@ class HashJob(Job):
             if not in_place:  # not a directory swapped in since an earlier run (a symlink)
                 where = os.fsdecode(os.path.dirname(target))
                 await keep_dir_identity(ctx, "output_dir_identity", "hash", where)
-        dispatcher = ctx.task_dispatcher(keep_results=True)
+        dispatcher = ctx.task_dispatcher()
         ctx.progress.set_message("hashing")
-        found: dict[int, tuple[bytes, str, int]] = {}
-        failed = skipped = 0
+        failed = 0
         async with aclosing(self._tasks(ctx)) as tasks:
-            async for outcome in dispatcher.dispatch_many(tasks, include_resumed=True):
-                value = _digest_of(outcome)
-                if value is not None:
-                    assert isinstance(outcome.task, HashTask)
-                    found[outcome.index] = (outcome.task.path, value[0], value[1])
-                elif outcome.status is OutcomeStatus.SKIPPED:
-                    skipped += 1
-                elif outcome.status is OutcomeStatus.FAILED:
+            async for outcome in dispatcher.dispatch_many(tasks):
+                if outcome.status is OutcomeStatus.FAILED:
                     failed += 1
-                await ctx.checkpoint()
-        rows: dict[bytes, tuple[str, int]] = {}  # path -> (digest, bytes): a path given twice
-        for index in sorted(found):  # counts once, in walk order
-            path, digest, nbytes = found[index]
-            rows.setdefault(path, (digest, nbytes))
-        if self.names is not None:
-            rename = _as_named(self.paths, self.names)
-            rows = {rename(path): row for path, row in rows.items()}
+        await ctx.checkpoint(force=True)  # this run's records are in the log: read it whole
+        log = HashLog()
+        after = 0
+        while page := await ctx.job_items(ctx.job_id, after=after, limit=LOG_PAGE):
+            log.add(page)
+            after = page[-1].seq
+        rows = log.rows(self.paths, self.names)
         result: dict[str, Any] = {
             "files": len(rows),
             "bytes": sum(n for _, n in rows.values()),
             "failed": failed,
-            "skipped": skipped,
+            "skipped": log.skipped,
             "algorithm": self.algorithm,
         }
         if self.output is not None:
@@ -175,8 +172,6 @@ class HashJob(Job):
                     functools.partial(write_checksums, target, self.algorithm, lines, owner=token)
                 )
             result["output"] = self.output
-        else:
-            result["digests"] = {os.fsdecode(p): d for p, (d, _) in rows.items()}
         return result
 
     async def cleanup(self, ctx: JobContext, *, cancelled: bool) -> None:
@@ -211,6 +206,40 @@ class HashJob(Job):
                         yield entry_report(entry, "hashed")
 
 
+#: Records of the item log read per page (the job's own, at its end; the CLI's).
+LOG_PAGE = 5000
+
+
+class HashLog:
+    """The digests of a hash job, from its item log (``add`` each page of it, in order): each
+    file's "hashed" record holds its digest, so neither the job's result nor its kept task
+    results need to (a 20,000-file hash stored them three times over)."""
+
+    def __init__(self) -> None:
+        self.found: dict[int, tuple[bytes, str, int]] = {}  # index -> (path, digest, bytes)
+        self.skipped = 0
+
+    def add(self, records: Iterable[ItemRecord]) -> None:
+        for r in records:
+            if r.action == "hashed" and r.detail and r.stage == "default":
+                digest = r.detail.partition(":")[2]
+                self.found[r.index] = (os.fsencode(r.source), digest, r.bytes)
+            elif r.action == "skipped":
+                self.skipped += 1
+
+    def rows(self, paths: list[str], names: list[str] | None) -> dict[bytes, tuple[str, int]]:
+        """``path -> (digest, bytes)`` in walk order, a path given twice once, each path
+        named as ``names`` say (see `HashJob`)."""
+        rows: dict[bytes, tuple[str, int]] = {}
+        for index in sorted(self.found):
+            path, digest, nbytes = self.found[index]
+            rows.setdefault(path, (digest, nbytes))
+        if names is not None:
+            rename = _as_named(paths, names)
+            rows = {rename(path): row for path, row in rows.items()}
+        return rows
+
+
 def _as_named(paths: list[str], names: list[str]) -> Callable[[bytes], bytes]:
     """``path -> name``: a walked path with its root (as the walk normalises it) replaced by
     that root's name. Nested roots: the longest one that contains the path names it."""
@@ -238,15 +267,6 @@ def _as_named(paths: list[str], names: list[str]) -> Callable[[bytes], bytes]:
 def _strip_slashes(name: str) -> str:
     """``dir/`` -> ``dir`` (its files are ``dir/x``, not ``dir//x``); ``/`` stays."""
     return name.rstrip("/") or "/"
-
-
-def _digest_of(outcome: Outcome[Any]) -> list[Any] | None:
-    """``[digest, bytes]`` of a hashed file, from this run or (resumed) from the store."""
-    if outcome.ok or (outcome.resumed and outcome.value is not None):
-        value = outcome.value
-        assert isinstance(value, list)
-        return value
-    return None
 
 
 def checksum_line(algorithm: str, path: bytes, digest: str) -> bytes:
@@ -400,7 +420,9 @@ def output_tmp(output: str, owner: str | bytes | None = None) -> bytes:
 
 
 __all__ = [
+    "LOG_PAGE",
     "HashJob",
+    "HashLog",
     "checksum_line",
     "output_target",
     "output_tmp",

@@ -25,14 +25,15 @@ import errno
 import functools
 import os
 import stat
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from .._context import JobContext
 from .._exceptions import Interrupted, Skip
+from .._items import Written
 from .._job import Job, job_type
-from .._task import OutcomeStatus, Task, TaskContext
+from .._task import RUN_ALONE, OutcomeStatus, Task, TaskContext
 from . import _transfer
 from ._copyfile import CopyOptions, CopyResult
 from ._desttree import NOT_A_DIR
@@ -42,6 +43,7 @@ from ._fs import (
     check_replaceable,
     display,
     lexists,
+    noop,
     rename_noreplace,
     unique_name,
 )
@@ -53,6 +55,7 @@ from ._transfer import (
     Landing,
     Tally,
     check_paths,
+    copy_group,
     item_error,
     open_plan,
     record_landing,
@@ -170,13 +173,68 @@ class MoveRoot(Task[CopyDone]):
 
 class MoveItem(Task[CopyDone]):
     """Stage 2: move one walked entry to ``destination/<entry.rel>``, by rename (``merge``
-    roots; falls back to copying on EXDEV) or by copy, verify, then unlink (``copy`` roots)."""
+    roots; falls back to copying on EXDEV) or by copy, verify, then unlink (``copy`` roots).
+
+    Queued small files moved by copying are grouped (`run_group`): copied by one call into
+    C, then verified, synced and unlinked at the source, file by file in that order."""
+
+    group_size = 64
 
     def __init__(self, entry: Entry, plan: CopyPlan, by_copy: bool) -> None:
         self.index = entry.index
         self.entry = entry
         self.plan = plan
         self.by_copy = by_copy
+        if not (by_copy and entry.kind == "file" and plan.move_groups):
+            self.group_size = 1  # nothing for the group path: the pool treats it as plain
+
+    @classmethod
+    def run_group(cls, tasks: Sequence[Task[Any]], tcs: Sequence[TaskContext]) -> list[Any]:
+        """Move the group's plain small files across filesystems: one `copy_group` call
+        puts their copies in place, then each copy is verified (``verify``) and synced, and
+        only then is its source unlinked. The rest, and any file the group path did not
+        finish, runs alone (a copy that fails its verification is removed first).
+
+        Only files with nothing more to carry than mode and times are taken (owned by this
+        process' user and group, in a directory without the set-group-id bit, no extended
+        attributes), so a copy in place is never briefly owned or labelled otherwise than
+        its source."""
+        items = cast(Sequence[MoveItem], tasks)
+        out: list[Any] = [RUN_ALONE] * len(items)
+        plan = items[0].plan
+        if not plan.move_groups:
+            return out
+        entries = [item.entry if item.plan is plan and _plain(item) else None for item in items]
+        copied = [(i, w) for i, w in enumerate(copy_group(plan, entries)) if w is not None]
+        tree, verify = plan.tree, plan.options.verify
+        synced: set[bytes] = set()  # directories whose fsync is still to come
+        landed: list[tuple[int, Written]] = []
+        for i, written in copied:
+            entry = items[i].entry
+            parent, _, name = entry.rel.rpartition(b"/")
+            dir_fd = tree.acquire(parent)
+            try:
+                if verify and not _verified(entry.path, dir_fd, name, written):
+                    continue  # removed: moved alone, which reports a real mismatch
+                _sync_file(dir_fd, name)
+                synced.add(parent)
+                landed.append((i, written))
+            finally:
+                tree.release(parent)
+        for parent in synced:  # the copies' names are on disk before a source goes
+            os.fsync(tree.acquire(parent))
+            tree.release(parent)
+        for i, written in landed:
+            entry = items[i].entry
+            try:
+                os.unlink(entry.path)  # only now: the copy is complete, verified and on disk
+            except OSError:
+                continue  # alone, it finds the copy in place and settles the source
+            tcs[i].add_bytes(written.size)
+            dest = tree.path(entry.rel)
+            tcs[i].record("moved", entry.path, dest, bytes=written.size, written=written)
+            out[i] = CopyDone("copied", written.size, 0)
+        return out
 
     @property
     def weight(self) -> int:
@@ -335,12 +393,58 @@ class MoveItem(Task[CopyDone]):
 def _sync_copy(dir_fd: int, name: bytes) -> None:
     """fsync a copied file and its directory before its source is removed: even without
     ``durable``, a move never trades the only copy for one still in the page cache."""
+    _sync_file(dir_fd, name)
+    os.fsync(dir_fd)
+
+
+def _sync_file(dir_fd: int, name: bytes) -> None:
     fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.fsync(dir_fd)
+
+
+def _plain(item: MoveItem) -> bool:
+    """Whether a file moved by copying has nothing for the group path to carry beyond mode
+    and times: this process' owner and group, no extended attributes (`MoveItem.run_group`)."""
+    if not item.by_copy or item.entry.kind != "file":
+        return False
+    path = item.entry.path
+    try:
+        st = os.lstat(path)
+        if st.st_uid != os.geteuid() or st.st_gid != os.getegid():
+            return False
+        if item.plan.options.preserve_xattrs and os.listxattr(path, follow_symlinks=False):
+            return False
+    except OSError:
+        return False  # alone, the move reports it
+    return stat.S_ISREG(st.st_mode) and not _setgid_parent(item)
+
+
+def _setgid_parent(item: MoveItem) -> bool:
+    """Whether the copy's directory hands its group to new files (set-group-id bit)."""
+    tree, parent = item.plan.tree, item.entry.rel.rpartition(b"/")[0]
+    try:
+        return bool(os.fstat(tree.acquire(parent)).st_mode & stat.S_ISGID)
+    except OSError:
+        return True  # alone, the move reports it
+    finally:
+        tree.release(parent)
+
+
+def _verified(src: bytes, dir_fd: int, name: bytes, written: Written) -> bool:
+    """Whether the copy ``name`` (in place, identity ``written``) holds the source's bytes;
+    if not, it is removed (if it is still that file), leaving the source to be moved alone."""
+    try:
+        if same_content(src, dir_fd, name, check=noop):  # small: no pause between chunks
+            return True
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        if os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino == written.inode:
+            os.unlink(name, dir_fd=dir_fd)
+    return False
 
 
 def _remove_empty_dirs(dirs: list[tuple[bytes, bytes, int | None]], removed: list[int]) -> None:

@@ -16,7 +16,7 @@ import trio
 
 from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
-from .._items import fingerprint
+from .._items import Written, fingerprint
 from .._task import Outcome, OutcomeStatus, TaskContext
 from . import _smallfiles
 from ._copyfile import CopyOptions, CopyResult, copy_file, copy_symlink
@@ -42,6 +42,7 @@ from ._paths import (
     dir_identity,
     existing_prefix,
 )
+from ._walk import Entry
 
 T = TypeVar("T")
 
@@ -711,11 +712,22 @@ class CopyPlan:
         beyond mode and times (`CopyOptions.lean`), fsyncs, followed symlinks and overwriting
         take the Python path. (C still hands back a file that grew past a chunk, or is
         sparse, or is no longer regular.)"""
+        return self.options.lean and self._c_groups
+
+    @property
+    def move_groups(self) -> bool:
+        """Whether a move across filesystems may copy plain small files in groups
+        (`MoveItem.run_group`): as `groups`, but with ``verify`` and the owner and extended
+        attributes kept, because the move's group path takes only files with no owner or
+        attributes to carry and verifies each copy itself before removing its source."""
+        return not self.options.hash_source and self._c_groups
+
+    @property
+    def _c_groups(self) -> bool:
         options = self.options
         return (
             _smallfiles.fastcopy is not None
             and not self.group_off
-            and options.lean
             and options.preserve_mode
             and options.preserve_times
             and not (options.durable or self.follow)
@@ -775,6 +787,61 @@ class CopyPlan:
             if isinstance(answer, Answer) and answer.for_all:
                 self.for_all = choice
             return choice
+
+
+#: A group path result meaning "this filesystem lacks what the C path needs": stop grouping.
+NO_GROUPS_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
+
+
+def copy_group(plan: CopyPlan, entries: Sequence[Entry | None]) -> list[Written | None]:
+    """Copy the walked plain files among ``entries`` (None: not for the group) whose
+    directory this run created, with one `copy_small_files` call (C, the GIL released).
+
+    Per entry, the identity of its copy, now in place, or None: not taken or handed back
+    (a problem, a conflict, a file grown past a chunk), to be copied alone. Only new
+    directories: elsewhere a destination may exist, and the alone path looks before it
+    copies; the no-replace rename keeps guarding against other writers either way. A
+    filesystem without what C needs turns the plan's groups off (`CopyPlan.group_off`).
+    """
+    out: list[Written | None] = [None] * len(entries)
+    tree = plan.tree
+    batch: list[tuple[bytes, int, bytes]] = []
+    where: list[int] = []
+    held: list[bytes] = []
+    src_dev = 0
+    done = None
+    try:
+        for i, entry in enumerate(entries):
+            if entry is None or entry.kind != "file":
+                continue  # (sizes: the pool groups light tasks only; C checks max_size)
+            parent, _, name = entry.rel.rpartition(b"/")
+            try:
+                dir_fd = tree.acquire(parent)
+            except OSError:
+                continue  # copied alone, which reports it
+            held.append(parent)
+            if tree.is_new(parent):
+                batch.append((entry.path, dir_fd, name))
+                where.append(i)
+                src_dev = src_dev or entry.dev
+        if batch:
+            done = _smallfiles.copy_small_files(
+                batch,
+                src_dev=src_dev,
+                dst_dev=tree.dev,
+                src_lstat=plan.resumed,  # a fresh walk lstat'ed them moments ago
+                max_size=plan.options.chunk_size,
+                owner=plan.token,
+            )
+    finally:
+        for parent in held:
+            tree.release(parent)
+    if done is not None:
+        for i, result, written in zip(where, *done, strict=True):
+            out[i] = written  # (None unless result 0: in place)
+            if result in NO_GROUPS_ERRNOS:
+                plan.group_off = True  # e.g. no renameat2 here: the Python path copes
+    return out
 
 
 #: A worker's open destination trees, by (root, replace_nondirs, durable), newest last.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -18,6 +19,19 @@ def test_hash_prints_digests_on_stdout(small: Path, env, store) -> None:
     assert len(lines) == 12 and "completed" in proc.stderr
     digest, path = lines[0].split("  ", 1)
     assert digest == xxhash.xxh3_128_hexdigest(Path(path).read_bytes())
+    as_json = run("--json", "hash", str(small), env=env, store=store)
+    result = json.loads(as_json.stdout.splitlines()[-1])["result"]
+    assert result["digests"] == {p: d for d, p in (line.split("  ", 1) for line in lines)}
+    shown = json.loads(
+        run(
+            "show",
+            json.loads(as_json.stdout.splitlines()[0])["job_id"],
+            "--json",
+            env=env,
+            store=store,
+        ).stdout
+    )
+    assert "digests" not in shown["result"], "the store keeps them in the item log only"
 
 
 def test_delete_dupes_thumbnails(tmp_path: Path, env, store) -> None:

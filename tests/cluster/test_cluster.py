@@ -60,14 +60,16 @@ async def test_workers_see_paths_through_the_path_map(tmp_path: Path, dask_clien
         (root / "sub").mkdir(parents=True)
         (root / "sub" / "f").write_bytes(data)
     async with parjobs.open_manager(tmp_path / "local.sqlite") as manager:
-        expected = await (await manager.submit(HashJob(paths=[str(there)]))).result()
+        handle = await manager.submit(HashJob(paths=[str(there)]))
+        await handle.result()
+        expected = {r.source: r.detail for r in await manager.items(handle.id, action="hashed")}
     async with parjobs.open_manager(
         tmp_path / "c.sqlite", cluster=dask_client, cluster_path_map={str(here): str(there)}
     ) as manager:
-        result = await (await manager.submit(HashJob(paths=[str(here)]))).result()
-    assert result["digests"] == {
-        str(here / "sub" / "f"): expected["digests"][str(there / "sub" / "f")]
-    }
+        handle = await manager.submit(HashJob(paths=[str(here)]))
+        await handle.result()
+        got = {r.source: r.detail for r in await manager.items(handle.id, action="hashed")}
+    assert got == {str(here / "sub" / "f"): expected[str(there / "sub" / "f")]}
 
 
 async def test_tasks_run_on_the_workers(tmp_path: Path, dask_client: Any) -> None:

@@ -18,10 +18,17 @@ import xxhash
 import parjobs
 from parjobs import JobStatus
 from parjobs.ops import _entries as entries_mod
-from parjobs.ops._hash import HashJob, checksum_line
+from parjobs.ops._hash import HashJob, HashLog, checksum_line
 from parjobs.ops._hashing import hash_file
 
 HASHERS = {"xxh3_128": xxhash.xxh3_128, "xxh3_64": xxhash.xxh3_64, "xxh64": xxhash.xxh64}
+
+
+async def digests_of(manager, job_id: str, job: HashJob) -> dict[str, str]:
+    """The job's digests, ``path -> hex``, from its item log (the result holds counts only)."""
+    log = HashLog()
+    log.add(await manager.items(job_id, action="hashed"))
+    return {os.fsdecode(p): d for p, (d, _) in log.rows(job.paths, job.names).items()}
 
 
 def _tree(root) -> dict[str, bytes]:
@@ -46,12 +53,15 @@ def _tree(root) -> dict[str, bytes]:
 @pytest.mark.parametrize("algorithm", ["xxh3_128", "xxh3_64", "xxh64"])
 async def test_digests_equal_xxhash_for_every_algorithm(store_path, tmp_path, algorithm):
     files = _tree(tmp_path / "t")
+    job = HashJob(paths=[str(tmp_path / "t")], algorithm=algorithm)
     async with parjobs.open_manager(store_path) as manager:
-        handle = await manager.submit(HashJob(paths=[str(tmp_path / "t")], algorithm=algorithm))
+        handle = await manager.submit(job)
         result = await handle.result()
         info = await handle.info()
+        digests = await digests_of(manager, handle.id, job)
     expected = {p: HASHERS[algorithm](d).hexdigest() for p, d in files.items()}
-    assert result["digests"] == expected
+    assert digests == expected
+    assert "digests" not in result, "the job row holds counts only: digests are in the log"
     total = sum(len(d) for d in files.values())
     assert result["files"] == len(files) and result["bytes"] == total
     assert (result["skipped"], result["failed"], result["algorithm"]) == (2, 0, algorithm)
@@ -64,10 +74,12 @@ async def test_symlinks_and_special_files_are_reported_as_skipped(store_path, tm
     link = str(tmp_path / "t" / "a" / "link")
     async with parjobs.open_manager(store_path) as manager:
         # a symlink given directly is not followed either
-        handle = await manager.submit(HashJob(paths=[str(tmp_path / "t"), link]))
+        job = HashJob(paths=[str(tmp_path / "t"), link])
+        handle = await manager.submit(job)
         result = await handle.result()
         info = await handle.info()
-    assert link not in result["digests"]
+        digests = await digests_of(manager, handle.id, job)
+    assert link not in digests and len(digests) == 6
     assert result["skipped"] == 3
     assert info.progress.items_skipped == 3
 
@@ -90,8 +102,9 @@ async def test_pause_mid_way_then_resume_hashes_each_file_once(store_path, tmp_p
         return digest
 
     monkeypatch.setattr(entries_mod, "hash_file", slow_hash)
+    job = HashJob(paths=[str(root)])
     async with parjobs.open_manager(store_path, workers=2) as manager:
-        handle = await manager.submit(HashJob(paths=[str(root)]))
+        handle = await manager.submit(job)
         with trio.fail_after(10):
             while sum(completed.values()) < n // 4:
                 await trio.sleep(0.005)
@@ -106,12 +119,14 @@ async def test_pause_mid_way_then_resume_hashes_each_file_once(store_path, tmp_p
         await manager.resume(handle.id)
         snaps = [s async for s in handle.progress()]
         result = await handle.result()
+        digests = await digests_of(manager, handle.id, job)
     total = sum(os.path.getsize(root / f"f{i:02}") for i in range(n))
     expected = {
         str(root / f"f{i:02}"): xxhash.xxh3_128((root / f"f{i:02}").read_bytes()).hexdigest()
         for i in range(n)
     }
-    assert result["digests"] == expected, "digests of the first run come back on resume"
+    assert digests == expected, "digests of the first run are in the log once"
+    assert list(digests) == sorted(digests), "in walk order"
     assert (result["files"], result["bytes"]) == (n, total)
     assert set(completed.values()) == {1} and len(completed) == n, "each file hashed once"
     assert snaps[0].bytes_done >= paused.done_bytes
@@ -178,13 +193,15 @@ async def test_vanished_file_fails_alone_with_a_clear_reason(store_path, tmp_pat
     monkeypatch.setattr(entries_mod, "hash_file", vanishing)
     missing = str(tmp_path / "not-there")
     async with parjobs.open_manager(store_path) as manager:
-        handle = await manager.submit(HashJob(paths=[str(tmp_path / "t"), missing]))
+        job = HashJob(paths=[str(tmp_path / "t"), missing])
+        handle = await manager.submit(job)
         result = await handle.result()
         info = await handle.info()
         errors = sorted(await manager.errors(handle.id), key=lambda e: e.label)
+        digests = await digests_of(manager, handle.id, job)
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS
     assert result["failed"] == 2
-    assert sorted(result["digests"]) == sorted(p for p in files if p != victim)
+    assert sorted(digests) == sorted(p for p in files if p != victim)
     assert [e.label for e in errors] == sorted([victim, missing])
     assert all("No such file or directory" in e.message for e in errors)
     assert {e.error for e in errors} == {"FileNotFoundError", "OSError"}
@@ -384,7 +401,9 @@ async def test_names_replace_each_root_in_digests(store_path, tmp_path):
         names=["t/", "t/a", "./one"],
     )
     async with parjobs.open_manager(store_path) as manager:
-        result = await (await manager.submit(job)).result()
+        handle = await manager.submit(job)
+        result = await handle.result()
+        digests = await digests_of(manager, handle.id, job)
     expected = {"t/" + os.path.relpath(p, tmp_path / "t") for p in files} | {"./one"}
-    assert set(result["digests"]) == expected
+    assert set(digests) == expected
     assert result["files"] == len(files) + 1

@@ -23,6 +23,7 @@ from _trees import SPECIAL_KINDS, identity, make_special
 
 import parjobs
 from parjobs import JobStatus
+from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops._copyfile import copy_file
 from parjobs.ops._move import MoveJob
@@ -179,6 +180,49 @@ async def test_across_filesystems_copies_verifies_then_unlinks(
     assert find_partials(other_fs) == []
 
 
+async def test_small_files_move_across_filesystems_in_groups(
+    store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain small files take the C group path (one call for many), each verified, synced and
+    only then unlinked at the source, and recorded as moved with its identity; a file with
+    an extended attribute is moved alone and keeps it."""
+    if smallfiles_mod.fastcopy is None:
+        pytest.skip("built without the C extension")
+    src = tmp_path / "src"
+    make_tree(src, small=150)
+    tagged: Path | None = src / "d1" / "f001"
+    try:
+        os.setxattr(src / "d1" / "f001", "user.tag", b"kept")
+    except OSError:
+        tagged = None  # no user attributes on this filesystem: the group part still runs
+    before = digests(src)
+    calls: list[list[bytes]] = []
+    real = smallfiles_mod.copy_small_files
+
+    def counting(items: Any, **kwargs: Any) -> Any:
+        calls.append([name for _, _, name in items])
+        return real(items, **kwargs)
+
+    monkeypatch.setattr(smallfiles_mod, "copy_small_files", counting)
+    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs / "dst"))
+    result, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED and errors == []
+    moved = other_fs / "dst" / "src"
+    assert digests(moved) == before and not src.exists()
+    grouped = [name for call in calls for name in call]
+    assert len(grouped) >= 140 and len(calls) <= len(grouped) // 2, "small files went in groups"
+    if tagged is not None:
+        assert b"f001" not in grouped and os.getxattr(moved / "d1" / "f001", "user.tag") == b"kept"
+    async with parjobs.open_manager(store_path) as m:
+        records = await m.items(info.id, action="moved")
+    by_source = {r.source: r for r in records}
+    some = str(src / "d2" / "f002")
+    assert by_source[some].destination == str(moved / "d2" / "f002")
+    written = by_source[some].written
+    assert written is not None and written.inode == os.stat(moved / "d2" / "f002").st_ino
+    assert result["moved"] == result["copied"] == len(before)
+
+
 @pytest.mark.parametrize("across", [True, False])
 async def test_a_destination_that_does_not_exist_becomes_the_moved_item(
     store_path: str, tmp_path: Path, request: pytest.FixtureRequest, across: bool
@@ -243,9 +287,28 @@ async def test_a_failed_verification_keeps_the_source(
             kwargs["_after_write"] = lambda fd: os.pwrite(fd, b"X", 0)
         return real(*args, **kwargs)
 
+    real_group = smallfiles_mod.copy_small_files
+    grouped: list[bytes] = []
+
+    def corrupting_group(items: Any, **kwargs: Any) -> Any:
+        """The C group path copies well; then b's copy (in place) is spoilt before the move
+        verifies it: it must be removed and b moved alone (where it is spoilt again)."""
+        done = real_group(items, **kwargs)
+        assert done is not None
+        for (_, dir_fd, name), result in zip(items, done[0], strict=True):
+            grouped.append(name)
+            if name == b"b" and result == 0:
+                fd = os.open(name, os.O_WRONLY, dir_fd=dir_fd)
+                os.pwrite(fd, b"X", 0)
+                os.close(fd)
+        return done
+
     monkeypatch.setattr(transfer_mod, "copy_file", corrupting)
+    monkeypatch.setattr(smallfiles_mod, "copy_small_files", corrupting_group)
     job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
     result, info, errors = await run_job(store_path, job)
+    if smallfiles_mod.fastcopy is not None:
+        assert b"b" in grouped, "the group path ran"
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == 2
     assert [(e.label, e.error) for e in errors] == [(str(src / "b"), "VerifyError")]
     assert os.listdir(src) == ["b"] and read(src / "b") == b"b" * 10_000

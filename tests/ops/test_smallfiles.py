@@ -197,7 +197,7 @@ def count_groups(monkeypatch: pytest.MonkeyPatch, before: Any = None) -> list[in
             before(items)
         return real(items, **kwargs)
 
-    monkeypatch.setattr(copy_mod, "copy_small_files", counted)
+    monkeypatch.setattr(smallfiles_mod, "copy_small_files", counted)
     return sizes
 
 
@@ -385,7 +385,7 @@ async def test_a_filesystem_the_group_path_cannot_serve_turns_it_off(
         calls.append(len(items))
         return [errno.EINVAL] * len(items), [None] * len(items)
 
-    monkeypatch.setattr(copy_mod, "copy_small_files", refusing)
+    monkeypatch.setattr(smallfiles_mod, "copy_small_files", refusing)
     monkeypatch.setattr(copy_mod.CopyItem, "group_size", 8)
     status, result, errors = await copy(str(tmp_path / "j.sqlite"), src, tmp_path / "dst")
     assert status is JobStatus.COMPLETED, errors

@@ -118,7 +118,7 @@ def _install_hook(hook: dict[str, Any]) -> None:
             real_group(items, **kwargs)
             die()
 
-        copy_mod.copy_small_files = group  # type: ignore[attr-defined]  # where copy.py looks it up
+        smallfiles_mod.copy_small_files = group  # where copy_group looks it up
     elif kind in ("rename-before", "rename-after"):
         # copy_file's final step: temporary (written, closed) -> real name. Files go through
         # copy_file only: the C group path, which renames in C, is off.

@@ -18,7 +18,6 @@ from rel_helpers import MIB, photo, read, resume_to_end, snapshot, temp_names, w
 
 import parjobs
 from parjobs import JobStatus
-from parjobs.ops import _copy as copy_mod
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops._copy import CopyJob
@@ -69,7 +68,7 @@ async def test_symlink_planted_in_the_destination_mid_job_is_never_followed(
     seam = "copy_small_files" if kind == "copy-in-groups" else "copy_file"
     if seam == "copy_file":
         monkeypatch.setattr(smallfiles_mod, "fastcopy", None)
-    owner = copy_mod if seam == "copy_small_files" else transfer_mod  # where the job calls it
+    owner = smallfiles_mod if seam == "copy_small_files" else transfer_mod  # where it is looked up
     real = getattr(owner, seam)
     calls = [0]
 

@@ -37,4 +37,4 @@ def _slow_group(items: Any, **kwargs: Any) -> Any:
 
 
 _FILE_HOME.copy_file = _slow_file
-parjobs.ops._copy.copy_small_files = _slow_group  # type: ignore[attr-defined]  # where copy.py looks it up
+parjobs.ops._smallfiles.copy_small_files = _slow_group  # where copy_group looks it up

@@ -14,6 +14,7 @@ import time
 import httpx
 import pytest
 import trio
+import xxhash
 from conftest import ADMIN, write_tokens
 from test_serve_cli import LINE, RUN_SLOW, start
 
@@ -257,3 +258,22 @@ def test_show_items_and_undo_through_the_server_as_locally(served, tmp_path) -> 
     assert undone.returncode == 0, undone.stderr
     assert list((tmp_path / "dst").iterdir()) == []
     assert len(_files(tmp_path / "src")) == 1200
+
+
+def test_hash_through_the_server_prints_the_digests_from_the_item_log(served, tmp_path) -> None:
+    """The job's result holds counts only; the client reads the digests back from the item
+    log, page by page (1,200 files: more than one page), in walk order, as locally."""
+    _tree(tmp_path / "src", 1200)
+    remote = served.remote("hash", str(tmp_path / "src"))
+    assert remote.returncode == 0, remote.stderr
+    lines = remote.stdout.splitlines()
+    assert (
+        len(lines) == 1200
+        and lines == served.local("hash", str(tmp_path / "src")).stdout.splitlines()
+    )
+    digest, path = lines[0].split("  ", 1)
+    assert path == str(tmp_path / "src" / "d0" / "f0000.txt")
+    assert digest == xxhash.xxh3_128_hexdigest((tmp_path / "src" / "d0" / "f0000.txt").read_bytes())
+    job_id = json.loads(served.local("jobs", "--json").stdout.splitlines()[0])["id"]
+    stored = json.loads(served.local("show", job_id, "--json").stdout)["result"]
+    assert "digests" not in stored and stored["files"] == 1200
