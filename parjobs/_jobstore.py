@@ -54,6 +54,10 @@ class JobStore(Protocol):
     def close(self) -> None:
         """Release the connection; the object is unusable afterwards."""
 
+    def reopen(self) -> JobStore:
+        """A second, independent connection to the same store (`parjobs serve`'s reader:
+        its reads never wait behind this connection's calls). The caller closes it."""
+
     def identity(self) -> object | None:
         """A token that changes when the store is deleted or replaced under a running
         manager (None when it is gone), so the manager stops instead of writing nowhere."""

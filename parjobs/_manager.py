@@ -138,6 +138,7 @@ class SubmitOptions(TypedDict, total=False):
     after: Iterable[str]
     on_dependency_failure: str
     timeout: float | None
+    detach: bool
 
 
 @typing.final
@@ -519,8 +520,10 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         job_id: str,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - a job setting, not this call's
+        detach: bool = False,
     ) -> JobHandle:
-        """Queue a paused, interrupted, failed or completed-with-errors job to run here.
+        """Queue a paused, interrupted, failed or completed-with-errors job to run here
+        (``detach``: queue it for whichever worker of the store claims it, see `work`).
         Completed tasks are skipped; failed ones are retried.
 
         A job's timeout bounds its total run time over all its runs; ``timeout`` sets a new
@@ -531,11 +534,15 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             raise InvalidTransitionError(f"cannot resume job {job_id}: it is {live.status.value}")
         # One transaction: refused (LeaseError) while any other live process holds the job.
         info = await self._db(self.store.requeue, job_id, self.id)
-        if timeout is not None:  # queued and leased to us: nobody else writes it now
+        if timeout is not None or detach:  # queued and leased to us: nobody else writes it
+            fields: dict[str, object] = {} if timeout is None else {"timeout": timeout}
+            if detach:  # let go: any worker may claim it now (its checkpoint stays)
+                fields["lease"] = None
             info = await self._db(
-                self.store.transition, job_id, JobStatus.QUEUED, holder=self.id, timeout=timeout
+                self.store.transition, job_id, JobStatus.QUEUED, holder=self.id, **fields
             )
-        self._enqueue(info)
+        if not detach:
+            self._enqueue(info)
         return JobHandle._create(self, job_id)
 
     async def delete(self, job_id: str) -> None:
@@ -758,8 +765,9 @@ class OwnerView(metaclass=NoPublicConstructor):
         job_id: str,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - a job setting, not this call's
+        detach: bool = False,
     ) -> JobHandle:
-        return await self.manager.resume(await self._own(job_id), timeout=timeout)
+        return await self.manager.resume(await self._own(job_id), timeout=timeout, detach=detach)
 
     async def cancel(self, job_id: str) -> None:
         await self.manager.cancel(await self._own(job_id))

@@ -40,6 +40,7 @@ from ._pgschema import (
 )
 from ._records import JobInfo
 from ._store import _COLUMNS, SQLiteJobStore, _row_to_info
+from ._util import state_dir
 
 R = TypeVar("R")
 
@@ -167,12 +168,9 @@ def files_dir(url: str) -> str:
     ``$XDG_STATE_HOME/parjobs/postgres/<host>-<port>-<database>``."""
     base = os.environ.get("PARJOBS_JOB_FILES", "")
     if not os.path.isabs(base):
-        state = os.environ.get("XDG_STATE_HOME", "")
-        if not os.path.isabs(state):
-            state = os.path.join(os.path.expanduser("~"), ".local", "state")
         parts = urllib.parse.urlsplit(url)
         name = f"{parts.hostname or 'local'}-{parts.port or 5432}-{parts.path.strip('/')}"
-        base = os.path.join(state, "parjobs", "postgres", re.sub(r"[^\w.-]", "_", name))
+        base = os.path.join(state_dir(), "postgres", re.sub(r"[^\w.-]", "_", name))
     return os.path.join(base, "jobs")
 
 
@@ -212,6 +210,10 @@ class PostgresStore(SQLiteJobStore):
 
     def close(self) -> None:
         self._raw.close()
+
+    def reopen(self) -> PostgresStore:
+        """Another connection to this database (the URL with its password is ours only)."""
+        return PostgresStore.open(self._url)
 
     @contextmanager
     def _tx(self) -> Iterator[Any]:
@@ -326,6 +328,6 @@ def _driver_errors(name: str, method: Callable[..., R]) -> Callable[..., R]:
 
 for _name in [n for n in dir(SQLiteJobStore) if not n.startswith("_")]:
     _method = getattr(PostgresStore, _name)
-    if callable(_method) and _name not in ("open", "close", "listener", "identity"):
+    if callable(_method) and _name not in ("open", "reopen", "close", "listener", "identity"):
         setattr(PostgresStore, _name, _driver_errors(_name, _method))
 del _name, _method

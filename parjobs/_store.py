@@ -184,6 +184,10 @@ class SQLiteJobStore:
     def close(self) -> None:
         self._conn.close()
 
+    def reopen(self) -> SQLiteJobStore:
+        """Another connection to this file (WAL: its reads and our writes go side by side)."""
+        return SQLiteJobStore.open(self.path)
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """An immediate (write-locking) transaction, so read-check-write is atomic across

@@ -1,8 +1,9 @@
 """Small helpers shared by the manager, the blocking facade and the CLI: exception groups,
-public module names, and classes without a public constructor."""
+public module names, classes without a public constructor, parjobs' state directory."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any, NoReturn, TypeVar
 
@@ -23,6 +24,15 @@ class NoPublicConstructor(type):
 
     def _create(cls: type[T], *args: Any, **kwargs: Any) -> T:
         return super().__call__(*args, **kwargs)  # type: ignore[misc,no-any-return]
+
+
+def state_dir() -> str:
+    """parjobs' own directory of state: ``$XDG_STATE_HOME/parjobs`` (by default
+    ``~/.local/state/parjobs``): the default store, the server's tokens, its restart notes."""
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state):  # the XDG spec says: ignore relative paths
+        state = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "parjobs")
 
 
 def exception_leaves(exc: BaseException) -> list[BaseException]:

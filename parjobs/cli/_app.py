@@ -444,6 +444,12 @@ def build_parser() -> Parser:
     )
     p.add_argument("job", nargs="?", metavar="ID", help="job id or a unique prefix of it")
     p.add_argument("--all", action="store_true", help="every paused or interrupted job")
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="only queue it again (its checkpoint kept) for whichever 'parjobs worker' of the "
+        "store claims it, print its id and exit 0 (docs/stores.md)",
+    )
     _workers(p)
 
     p = _command(subs, "cancel", "cancel a job", "parjobs cancel 3f2a")

@@ -17,7 +17,7 @@ from ._follow import follow_jobs
 from ._render import Renderer, make_renderer
 from ._results import prints_data
 from ._session import Store, cluster_config, manager_for
-from ._worker import submit_detached
+from ._worker import resume_detached, submit_detached
 
 if TYPE_CHECKING:
     from ..ops._thumbnail import Layout
@@ -192,6 +192,8 @@ async def resume(args: argparse.Namespace) -> int:
     if bool(args.job) == bool(args.all):
         raise CliError("give either a job ID or --all")
     store = _manage.existing_store(args, args.job)
+    if args.detach and store.server is not None:
+        raise CliError("--detach queues in a store; it does not go through --server")
     if not store.exists:
         print("nothing to resume", flush=True)
         return EXIT_OK
@@ -205,6 +207,8 @@ async def resume(args: argparse.Namespace) -> int:
         if not ids:
             print("nothing to resume", flush=True)
             return EXIT_OK
+        if args.detach:  # a worker runs it, with job types of its own: none is checked here
+            return await resume_detached(args, manager, ids)
         infos = [await manager.get(job_id) for job_id in ids]
         for info in infos:
             # Only the job types resumed are imported (not Pillow for a copy, say).

@@ -16,6 +16,7 @@ import dataclasses
 import os
 import urllib.parse
 
+from .._util import state_dir
 from ._errors import CliError
 
 #: The commands that work through a server; the others (``serve``, ``demo``) run here.
@@ -87,10 +88,7 @@ def _token(token_file: str | None) -> str:
 
 def default_token_path() -> str:
     """``parjobs serve``'s default token file: ``$XDG_STATE_HOME/parjobs/serve-tokens``."""
-    state = os.environ.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(state):  # the XDG spec says: ignore relative paths
-        state = os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state, "parjobs", "serve-tokens")
+    return os.path.join(state_dir(), "serve-tokens")
 
 
 def _first_token(path: str) -> str:

@@ -18,7 +18,7 @@ import sys
 
 import trio
 
-from .._pgschema import is_url
+from .._pgschema import redact
 from ._errors import EXIT_OK, CliError
 from ._session import Store, cluster_config, import_job_types, manager_for
 
@@ -37,11 +37,6 @@ async def serve(args: argparse.Namespace) -> int:
     except (ServeError, TokenFileError) as exc:
         raise CliError(str(exc)) from None
     store = Store.choose(args.store)
-    if is_url(store.path):  # its reader and restart marker are SQLite-file things so far
-        raise CliError(
-            "parjobs serve does not serve a PostgreSQL store yet; run 'parjobs worker' "
-            "on it, and the CLI with --store URL to steer its jobs (docs/stores.md)"
-        )
     import_job_types()
     paused_file = marker_path(store.path)
     # Signals are caught from here on: a SIGTERM during startup stops it cleanly, too.
@@ -66,8 +61,8 @@ async def serve(args: argparse.Namespace) -> int:
                     )
                     print(f"parjobs serve: {info.url}", flush=True)
                     _say(
-                        f"store {store.path}, tokens {info.token_file}; Ctrl-C pauses running "
-                        "jobs and stops (the next start resumes them)"
+                        f"store {redact(store.path)}, tokens {info.token_file}; Ctrl-C pauses "
+                        "running jobs and stops (the next start resumes them)"
                     )
                     # Serving (the port was free): the last shutdown's jobs continue.
                     for job_id in await resume_remembered(manager, paused_file, _say):

@@ -16,16 +16,14 @@ from .._config import ConfigOptions, ManagerConfig
 from .._job import load_job_types
 from .._manager import JobManager, open_manager
 from .._pgschema import is_url
+from .._util import state_dir
 from ._errors import CliError
 from ._remote import SERVER, Server
 
 
 def default_store() -> str:
     """``$XDG_STATE_HOME/parjobs/jobs.sqlite`` (``~/.local/state/parjobs/jobs.sqlite``)."""
-    state = os.environ.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(state):  # the XDG spec says: ignore relative paths
-        state = os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state, "parjobs", "jobs.sqlite")
+    return os.path.join(state_dir(), "jobs.sqlite")
 
 
 @dataclasses.dataclass(frozen=True)

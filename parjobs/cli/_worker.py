@@ -12,6 +12,7 @@ import time
 import trio
 
 from .._job import Job
+from .._manager import JobManager
 from ._errors import EXIT_OK, CliError
 from ._follow import signal_receiver
 from ._session import Store, cluster_config, manager_for
@@ -28,6 +29,19 @@ async def submit_detached(args: argparse.Namespace, store: Store, job: Job) -> i
         print(json.dumps({"event": "queued", "job_id": handle.id}), flush=True)
     else:
         print(handle.id, flush=True)
+    return EXIT_OK
+
+
+async def resume_detached(args: argparse.Namespace, manager: JobManager, ids: list[str]) -> int:
+    """Queue the resting jobs ``ids`` again for the store's workers (their checkpoints
+    kept: a worker resumes each where it stopped) and print their ids, as `submit_detached`
+    does; nothing runs here."""
+    for job_id in ids:
+        await manager.resume(job_id, detach=True)
+        if args.json:
+            print(json.dumps({"event": "queued", "job_id": job_id}), flush=True)
+        else:
+            print(job_id, flush=True)
     return EXIT_OK
 
 

@@ -41,7 +41,6 @@ from .. import (
     __version__,
     registered_job_types,
 )
-from .._store import JobStore  # no public name yet: the reader's connection
 from . import _metrics
 from ._auth import PRINCIPAL_KEY, AuthGate, Principal
 from ._endpoint import Endpoint, Handler
@@ -156,6 +155,7 @@ _SUBMIT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "idempotency_key": str,
     "owner": str,
     "start": bool,
+    "detach": bool,
     "timeout": (int, float),
     "on_dependency_failure": str,
 }
@@ -199,6 +199,7 @@ async def submit_job(request: Request) -> Response:
         "idempotency_key": body.get("idempotency_key"),
         "after": after,
         "start": body.get("start", True),
+        "detach": body.get("detach", False),
         "timeout": body.get("timeout"),
         "on_dependency_failure": body.get("on_dependency_failure") or "skip",
     }
@@ -263,8 +264,8 @@ async def job_errors(request: Request) -> Response:
     reader = _state(request).reader
     limit = _int_param(request, "limit", DEFAULT_PAGE, low=1, high=MAX_PAGE)
     offset = _int_param(request, "offset", 0, low=0, high=2**62)
-    errors = await reader.call(JobStore.errors, info.id, limit=limit + 1, offset=offset)
-    total = await reader.call(JobStore.error_count, info.id)
+    errors = await reader.call(lambda s: s.errors(info.id, limit=limit + 1, offset=offset))
+    total = await reader.call(lambda s: s.error_count(info.id))
     more = len(errors) > limit
     return JSONResponse(
         {
@@ -283,9 +284,9 @@ async def job_items(request: Request) -> Response:
     after = _int_param(request, "after", 0, low=0, high=2**62)
     action = request.query_params.get("action") or None
     items = await reader.call(
-        JobStore.items, info.id, limit=limit + 1, offset=offset, action=action, after=after
+        lambda s: s.items(info.id, limit=limit + 1, offset=offset, action=action, after=after)
     )
-    total = await reader.call(JobStore.item_count, info.id, action=action)
+    total = await reader.call(lambda s: s.item_count(info.id, action=action))
     more = len(items) > limit
     page = items[:limit]
     return JSONResponse(
@@ -374,7 +375,7 @@ async def job_types(request: Request) -> Response:
 
 async def workers(request: Request) -> Response:
     state = _state(request)
-    rows = await state.reader.call(JobStore.managers)
+    rows = await state.reader.call(lambda s: s.managers())
     wall = time.time()
     manager = state.manager
     out = []
@@ -641,7 +642,7 @@ def create_app(
     any). The app runs its event hub and store reader for its ASGI lifespan; an ASGI server
     that runs on trio can host it. ``app.state.hub.close()`` ends every event stream
     (call it when shutting down, before the server waits for open requests)."""
-    reader = StoreReader(manager.store.path)
+    reader = StoreReader(manager.store)
     hub = hub or EventHub(manager)
     state = ServerState(manager=manager, hub=hub, reader=reader)
 

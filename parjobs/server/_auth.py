@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl, urlencode
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import ParjobsError
+from .._util import state_dir
 
 #: The scope key under which the gate leaves the caller's `Principal` for the endpoints.
 PRINCIPAL_KEY = "parjobs.principal"
@@ -59,10 +60,7 @@ class Principal:
 
 def default_token_path() -> str:
     """``$XDG_STATE_HOME/parjobs/serve-tokens`` (``~/.local/state/parjobs/serve-tokens``)."""
-    state = os.environ.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(state):  # the XDG spec says: ignore relative paths
-        state = os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state, "parjobs", "serve-tokens")
+    return os.path.join(state_dir(), "serve-tokens")
 
 
 def parse_tokens(text: str, *, where: str = "token file") -> list[Principal]:

@@ -29,7 +29,6 @@ from prometheus_client.registry import Collector
 
 from .. import JobManager
 from .._histogram import CHECKPOINT_SECONDS, TASK_SECONDS, Histogram
-from .._store import JobStore
 from ._events import EventHub
 from ._reader import StoreReader
 
@@ -49,8 +48,8 @@ class Scrape:
 
 async def gather(manager: JobManager, reader: StoreReader, hub: EventHub) -> Scrape:
     """Read the state a scrape reports (store queries in the reader's thread)."""
-    stats = await reader.call(JobStore.job_stats)
-    managers = await reader.call(JobStore.managers)
+    stats = await reader.call(lambda s: s.job_stats())
+    managers = await reader.call(lambda s: s.managers())
     return Scrape(stats, managers, manager, hub, time.time())
 
 

@@ -106,6 +106,10 @@ COMPONENTS: dict[str, Any] = {
             "idempotency_key": {"type": "string"},
             "owner": {"type": "string", "description": "operator tokens only"},
             "start": {"type": "boolean", "description": "false: store it paused"},
+            "detach": {
+                "type": "boolean",
+                "description": "true: queue it for the store's workers, not this server",
+            },
             "timeout": {"type": "number"},
         },
         "required": ["type", "spec"],

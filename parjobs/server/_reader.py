@@ -1,45 +1,43 @@
 """A read-only connection of the server's own to the job store.
 
 The API's heavier reads (workers, paged item errors, the /metrics sums) go through a second
-SQLite connection in a thread of their own, so a dashboard or a Prometheus scrape never waits
-behind the manager's checkpoints, and the manager never waits behind them (WAL lets readers
-and the writer work at once). Jobs themselves are read through the manager's public API.
+connection to the manager's store (`JobStore.reopen`: another SQLite connection to the file,
+or another PostgreSQL session) in a thread of their own, so a dashboard or a Prometheus
+scrape never waits behind the manager's checkpoints, and the manager never waits behind
+them (SQLite's WAL, PostgreSQL's MVCC: readers and the writer work at once). Jobs themselves
+are read through the manager's public API.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import trio
 
-from .._store import JobStore
+from .._jobstore import JobStore
 
 R = TypeVar("R")
 
 
 class StoreReader:
-    """Opens the store at ``path`` on first use; `call` runs a `JobStore` method in its thread."""
+    """Opens a second connection to ``store`` on first use; `call` runs a read on it in
+    the reader's single thread."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, store: JobStore) -> None:
+        self._origin = store
         self._store: JobStore | None = None
         self._limiter = trio.CapacityLimiter(1)
 
     def _open(self) -> JobStore:
         if self._store is None:
-            self._store = JobStore.open(self.path)
+            self._store = self._origin.reopen()
         return self._store
 
-    async def call(self, method: Callable[..., R], *args: Any, **kwargs: Any) -> R:
-        """``method`` (an unbound `JobStore` method, e.g. ``JobStore.errors``) on this
-        connection, in the reader's single thread."""
-
-        def run() -> R:
-            return method(self._open(), *args, **kwargs)
-
-        return await trio.to_thread.run_sync(functools.partial(run), limiter=self._limiter)
+    async def call(self, read: Callable[[JobStore], R]) -> R:
+        """``read(store)`` (e.g. ``lambda s: s.errors(job_id)``) on this connection, in the
+        reader's thread."""
+        return await trio.to_thread.run_sync(lambda: read(self._open()), limiter=self._limiter)
 
     async def aclose(self) -> None:
         store, self._store = self._store, None

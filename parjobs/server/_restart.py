@@ -8,13 +8,18 @@ when it stopped are written down, each with its number of runs, and a job is res
 it still rests as ``paused`` or ``interrupted`` with that number (resumed and paused again by
 anyone meanwhile, it has one more run and is left alone).
 
-The file (``<store>.serve-paused``, JSON ``{"jobs": {id: runs}}``) is the server's own: the
-store's schema does not change. It is read and removed on start.
+The file (JSON ``{"jobs": {id: runs}}``, ``0600``) is the server's own: the store's schema
+does not change. It is read and removed on start. For a SQLite store it is
+``<store>.serve-paused``, next to the file; for a PostgreSQL store, which servers on several
+hosts may share, it is this host's: ``$XDG_STATE_HOME/parjobs/serve-paused/<hash>.json``, the
+hash of the store's URL without its password, so the restart of a server resumes the jobs
+*its* shutdown paused, never those another host's server paused (docs/serve.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -22,14 +27,20 @@ from collections.abc import Callable
 import trio
 
 from .. import JobManager, JobNotFoundError, JobStatus, ParjobsError
+from .._pgschema import is_url, redact
+from .._util import state_dir
 
 #: The statuses a job the server's shutdown touched rests in.
 _RESTING = (JobStatus.PAUSED, JobStatus.INTERRUPTED)
 
 
-def marker_path(store_path: str) -> str:
-    """Where a server on ``store_path`` remembers the jobs its shutdown paused."""
-    return f"{store_path}.serve-paused"
+def marker_path(store_name: str) -> str:
+    """Where a server on the store ``store_name`` (a path or a URL) remembers the jobs its
+    shutdown paused."""
+    if not is_url(store_name):
+        return f"{store_name}.serve-paused"
+    key = hashlib.sha256(redact(store_name).encode()).hexdigest()[:24]
+    return os.path.join(state_dir(), "serve-paused", f"{key}.json")
 
 
 async def held_jobs(manager: JobManager) -> dict[str, int]:
@@ -44,6 +55,7 @@ def remember(path: str, jobs: dict[str, int]) -> None:
     if not jobs:
         return
     merged = {**_read(path), **jobs}
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     temporary = f"{path}.tmp{os.getpid()}"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -176,8 +176,6 @@ def test_unusable_postgresql_stores_are_clear_errors_with_nothing_touched(pg_ser
         line = _stderr_line(_run("jobs", "--store", url, env=env))
         assert reason in line, line
         assert "wrong" not in line and str(pg_server.port) + "@" not in line  # no password
-    line = _stderr_line(_run("serve", "--port", "0", "--store", good, env=env))
-    assert "does not serve a PostgreSQL store yet" in line
     # a database whose "parjobs" schema belongs to another application
     foreign = pg_server.create_db()
     pg_server.sql("CREATE SCHEMA parjobs; CREATE TABLE parjobs.invoices(n int)", db=foreign)
@@ -238,3 +236,72 @@ async def test_a_stopped_worker_hands_its_job_to_another(store_path, tmp_path):
     assert final.status is JobStatus.COMPLETED and final.runs == 2
     ran = read_log(log)
     assert sorted(ran) == list(range(3000))  # a clean stop checkpoints all: nothing redone
+
+
+#: `parjobs worker` whose copies wait PARJOBS_TEST_COPY_LATENCY seconds per file (see
+#: tests/server/_slow_copy.py), so a copy of a few hundred files can be paused midway.
+_SLOW_MAIN = (
+    "import sys; sys.path[:0] = sys.argv[1:3]; del sys.argv[1:3]; import _jobs, _slow_copy; "
+    "from parjobs.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def _slow_worker(url: str, *args: str) -> subprocess.Popen[str]:
+    server_tests = os.path.join(TESTS, "server")
+    return subprocess.Popen(
+        [sys.executable, "-c", _SLOW_MAIN, TESTS, server_tests, "worker", "--store", url, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PARJOBS_TEST_COPY_LATENCY": "0.005"},
+    )
+
+
+@pytest.mark.both_stores
+async def test_resume_detach_queues_a_paused_copy_for_a_worker_nothing_redone(store_path, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    names = [f"f{f}" for f in range(100)]
+    for d in range(4):
+        (src / f"d{d}").mkdir(parents=True)
+        for f in range(100):
+            (src / f"d{d}" / f"f{f}").write_bytes(os.urandom(1024 + f))
+    queued = _run("copy", str(src), str(dst), "-w", "1", "--detach", "--store", store_path)
+    assert queued.returncode == 0, queued.stderr
+    job_id = queued.stdout.strip()
+    first = _slow_worker(store_path, "--until-idle", "-w", "1")
+    deadline = time.monotonic() + 120
+    store = open_store(store_path)
+    try:
+        while store.get(job_id).done_items < 40:
+            assert first.poll() is None, "the copy ended before it could be paused"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert store.request(job_id, "pause")  # as `parjobs pause` does, from here
+    finally:
+        store.close()
+    _, err = first.communicate(timeout=60)  # nothing left for it: it exits
+    assert first.returncode == 0, err
+    # The files in place when it paused, by identity: a file copied again gets a new inode.
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in dst.rglob("f*")}
+    assert 0 < len(before) < 400
+    resumed = _run("resume", job_id[:6], "--detach", "--store", store_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout == f"{job_id}\n"  # the whole id, and nothing ran here
+    async with parjobs.open_manager(store_path) as manager:
+        waiting = await manager.get(job_id)
+    assert waiting.status is JobStatus.QUEUED and waiting.lease is None
+    assert waiting.done_items >= len(before)  # its checkpoint kept
+    second = _slow_worker(store_path, "--until-idle")
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    async with parjobs.open_manager(store_path) as manager:
+        final = await manager.get(job_id)
+    assert final.status is JobStatus.COMPLETED, final.error
+    assert final.runs == 2
+    for path, identity in before.items():
+        assert (path.stat().st_ino, path.stat().st_mtime_ns) == identity, path
+    for d in range(4):
+        match, mismatch, errors = filecmp.cmpfiles(
+            src / f"d{d}", dst / f"d{d}", names, shallow=False
+        )
+        assert len(match) == 100 and not mismatch and not errors

@@ -63,9 +63,10 @@ class Server:
 
 
 @pytest.fixture
-async def server(tmp_path) -> AsyncIterator[Server]:
+async def server(tmp_path, store_path) -> AsyncIterator[Server]:
+    """A server on a SQLite store; on PostgreSQL too for tests marked ``both_stores``."""
     tokens = write_tokens(str(tmp_path / "tokens"))
-    async with parjobs.open_manager(tmp_path / "jobs.sqlite", workers=4) as manager:
+    async with parjobs.open_manager(store_path, workers=4) as manager:
         hub = EventHub(manager, heartbeat=0.3, client_buffer=50)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import _jobs  # noqa: F401  (registers test-count)
+import pytest
 import trio
 from _trees import snapshot, write
 from conftest import ADMIN, ALICE, BOB, Server, sse_events
@@ -17,6 +18,7 @@ def make_tree(root) -> None:
     write(root / "top.txt", b"hello")
 
 
+@pytest.mark.both_stores
 async def test_copy_over_rest_followed_by_sse(server: Server, tmp_path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     make_tree(src)
@@ -43,6 +45,7 @@ async def test_copy_over_rest_followed_by_sse(server: Server, tmp_path) -> None:
         assert [j["id"] for j in listed["jobs"]] == [job["id"]]
 
 
+@pytest.mark.both_stores
 async def test_pause_resume_cancel(server: Server, tmp_path) -> None:
     log = str(tmp_path / "log")
     spec = {"n": 400, "log": log, "sleep": 0.01}
@@ -109,6 +112,7 @@ async def test_422_bodies_match_the_cli(server: Server, tmp_path) -> None:
     assert not dst.exists()  # nothing touched
 
 
+@pytest.mark.both_stores
 async def test_errors_paged(server: Server, tmp_path) -> None:
     spec = {"n": 30, "log": str(tmp_path / "l"), "fail_every": 3}
     job = await server.submit({"type": "test-count", "spec": spec})
@@ -193,6 +197,7 @@ async def test_owner_isolation(server: Server, tmp_path) -> None:
         assert len((await c.get("/api/jobs", params={"owner": "bob"})).json()["jobs"]) == 1
 
 
+@pytest.mark.both_stores
 async def test_job_types_and_workers(server: Server) -> None:
     async with server.client() as c:
         types = {t["name"]: t for t in (await c.get("/api/job-types")).json()["types"]}

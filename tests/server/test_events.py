@@ -37,6 +37,7 @@ def statuses(events, job_id=None):
     ]
 
 
+@pytest.mark.both_stores
 async def test_all_events_stream_and_last_event_id_replay(server: Server, tmp_path) -> None:
     # Connect first, so the stream sees the job from its submission on.
     async with trio.open_nursery() as nursery:

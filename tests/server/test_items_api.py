@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 
 import _jobs  # noqa: F401  (registers test-count)
+import pytest
 import trio
 from _trees import write
 from conftest import ALICE, BOB, Server, sse_events
 
 
+@pytest.mark.both_stores
 async def test_items_paged_filtered_and_undone(server: Server, tmp_path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import _jobs  # noqa: F401  (registers test-count)
+import pytest
 import trio
 from conftest import Server
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,6 +28,7 @@ def value(samples, name, **labels) -> float:
     return found[0]
 
 
+@pytest.mark.both_stores
 async def test_metrics_match_the_job(server: Server, tmp_path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     os.makedirs(src)

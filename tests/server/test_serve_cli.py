@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import httpx
 import pytest
 from conftest import ADMIN, write_tokens
+
+from parjobs.server._restart import marker_path
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The CLI, with the test job types registered (as a user's plugin module would be).
@@ -30,7 +34,11 @@ RUN_SLOW = (
 LINE = re.compile(r"parjobs serve: (http://127\.0\.0\.1:(\d+))/\?token=(\S+)\n")
 
 
-def start(tmp_path, *args: str, env_extra=None, run: str = RUN) -> subprocess.Popen[str]:
+def start(
+    tmp_path, *args: str, env_extra=None, run: str = RUN, store: str | None = None
+) -> subprocess.Popen[str]:
+    """``parjobs serve`` on ``store`` (default ``tmp_path/jobs.sqlite``), its state (tokens,
+    restart notes) under ``tmp_path/state``."""
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), **(env_extra or {})}
     return subprocess.Popen(
         [
@@ -41,7 +49,7 @@ def start(tmp_path, *args: str, env_extra=None, run: str = RUN) -> subprocess.Po
             "--port",
             "0",
             "--store",
-            str(tmp_path / "jobs.sqlite"),
+            store or str(tmp_path / "jobs.sqlite"),
             *args,
         ],
         stdout=subprocess.PIPE,
@@ -78,11 +86,16 @@ def _files(root) -> dict[str, bytes]:
     }
 
 
-def test_sigterm_pauses_and_the_restart_resumes_only_what_the_shutdown_paused(tmp_path) -> None:
+@pytest.mark.both_stores
+def test_sigterm_pauses_and_the_restart_resumes_only_what_the_shutdown_paused(
+    tmp_path, store_path, monkeypatch
+) -> None:
     tokens = write_tokens(str(tmp_path / "tokens"))
     _tree(tmp_path / "src", 400)
     env = {"PARJOBS_TEST_COPY_LATENCY": "0.02"}
-    proc = start(tmp_path, "--token-file", tokens, "-w", "2", run=RUN_SLOW, env_extra=env)
+    proc = start(
+        tmp_path, "--token-file", tokens, "-w", "2", run=RUN_SLOW, env_extra=env, store=store_path
+    )
     try:
         base = _serving(proc).group(1)
         client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
@@ -104,10 +117,16 @@ def test_sigterm_pauses_and_the_restart_resumes_only_what_the_shutdown_paused(tm
     finally:
         if proc.poll() is None:
             proc.kill()
-    marker = tmp_path / "jobs.sqlite.serve-paused"
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # the server's
+    marker = pathlib.Path(marker_path(store_path))
+    if store_path.startswith("postgresql:"):  # this host's, not next to a file
+        assert marker.parent == tmp_path / "state" / "parjobs" / "serve-paused"
+        assert marker.stat().st_mode & 0o777 == 0o600
+    else:
+        assert marker == tmp_path / "jobs.sqlite.serve-paused"
     assert json.loads(marker.read_text())["jobs"].keys() == {copy["id"]}
     # Paused with its progress checkpointed, nothing half-written under a final name.
-    proc = start(tmp_path, "--token-file", tokens, run=RUN_SLOW, env_extra=env)
+    proc = start(tmp_path, "--token-file", tokens, run=RUN_SLOW, env_extra=env, store=store_path)
     try:
         base = _serving(proc).group(1)
         client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
@@ -225,3 +244,47 @@ def test_a_taken_port_is_a_usage_error(tmp_path) -> None:
         ]
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=15)
     assert done.returncode == 2 and "cannot serve on 127.0.0.1" in done.stderr
+
+
+def test_serve_on_postgresql_shows_a_job_a_worker_runs(tmp_path, pg_url) -> None:
+    """A job submitted through `parjobs serve` on a PostgreSQL store with ``detach`` is run by
+    a `parjobs worker` on the same store, and the server shows it running, then its end."""
+    tokens = write_tokens(str(tmp_path / "tokens"))
+    env = {**os.environ, "PARJOBS_JOB_FILES": str(tmp_path / "files")}
+    proc = start(tmp_path, "--token-file", tokens, store=pg_url, env_extra=env)
+    worker = None
+    try:
+        base = _serving(proc).group(1)
+        client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
+        count = {"n": 400, "log": str(tmp_path / "log"), "sleep": 0.01}
+        body = {"type": "test-count", "spec": count, "detach": True}
+        job = client.post("/api/jobs", json=body).json()
+        time.sleep(0.3)
+        assert client.get(f"/api/jobs/{job['id']}").json()["status"] == "queued"  # not ours
+        worker = subprocess.Popen(
+            [sys.executable, "-c", RUN, "worker", "--store", pg_url, "--until-idle", "-w", "2"],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        seen: list[tuple[str, int]] = []
+        managers: list[dict[str, Any]] = []
+        for _ in range(3000):
+            shown = client.get(f"/api/jobs/{job['id']}").json()
+            seen.append((shown["status"], shown["progress"]["items_done"]))
+            if shown["status"] == "running" and not managers:  # the worker's row, too
+                managers = client.get("/api/workers").json()["workers"]
+            if shown["status"] not in ("queued", "running"):
+                break
+            time.sleep(0.01)
+        assert shown["status"] == "completed", shown
+        assert any(s == "running" and 0 < done < 400 for s, done in seen), seen  # live
+        assert shown["progress"]["items_done"] == 400
+        assert worker.wait(timeout=30) == 0
+        assert sorted(m["this"] for m in managers) == [False, True], managers
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0, _stderr(proc)
+    assert ":pj-secret@" in pg_url and "pj-secret" not in _stderr(proc)  # never shown
