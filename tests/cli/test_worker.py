@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -47,6 +48,38 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
+def _write_tree(src: pathlib.Path, files: int, size: int) -> None:
+    """Four directories of ``files`` random files of ``size`` bytes and a little more."""
+    for d in range(4):
+        (src / f"d{d}").mkdir(parents=True)
+        for f in range(files):
+            (src / f"d{d}" / f"f{f}").write_bytes(os.urandom(size + f))
+
+
+def _until_checkpointed(url: str, job_id: str, items: int, worker: subprocess.Popen[str]) -> None:
+    """Wait until the store shows ``items`` of the job done, while ``worker`` runs it."""
+    deadline = time.monotonic() + 120
+    store = open_store(url)
+    try:
+        while store.get(job_id).done_items < items:
+            assert worker.poll() is None, "the worker ended before the job could be stopped"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        store.close()
+
+
+async def _completes_in_a_second_run(url: str, job_id: str, worker: subprocess.Popen[str]) -> None:
+    """``worker`` (``--until-idle``) exits 0 having completed the job: resumed, not started
+    over."""
+    _, err = worker.communicate(timeout=300)
+    assert worker.returncode == 0, err
+    async with parjobs.open_manager(url) as manager:
+        final = await manager.get(job_id)
+    assert final.status is JobStatus.COMPLETED, final.error
+    assert final.runs == 2
+
+
 @pytest.mark.both_stores
 async def test_four_workers_run_200_jobs_each_once_within_capacities(store_path, tmp_path):
     log = str(tmp_path / "log")
@@ -82,10 +115,7 @@ async def test_four_workers_run_200_jobs_each_once_within_capacities(store_path,
 @pytest.mark.both_stores
 async def test_a_killed_workers_copy_is_resumed_by_another_byte_identical(store_path, tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
-    for d in range(4):
-        (src / f"d{d}").mkdir(parents=True)
-        for f in range(400):
-            (src / f"d{d}" / f"f{f}").write_bytes(os.urandom(2048 + f))
+    _write_tree(src, 400, 2048)
     dst.mkdir()  # an existing directory: the copy goes into it (dst/src), as cp -r does
     queued = _run(
         "copy", str(src), str(dst), "--verify", "-w", "1", "--detach", "--store", store_path
@@ -93,28 +123,14 @@ async def test_a_killed_workers_copy_is_resumed_by_another_byte_identical(store_
     assert queued.returncode == 0, queued.stderr
     job_id = queued.stdout.strip()
     first = _worker(store_path, "--until-idle", "-w", "1")
-    deadline = time.monotonic() + 120
-    store = open_store(store_path)
-    try:
-        while store.get(job_id).done_items < 200:  # checkpointed, well before the end
-            assert first.poll() is None, "the worker ended before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-    finally:
-        store.close()
+    _until_checkpointed(store_path, job_id, 200, first)  # well before the end
     first.send_signal(signal.SIGKILL)
     first.wait()
     async with parjobs.open_manager(store_path) as manager:
         interrupted = await manager.get(job_id)
     assert interrupted.status is JobStatus.INTERRUPTED  # recovered: its manager is dead
     assert interrupted.done_items > 0  # checkpointed before the kill
-    second = _worker(store_path, "--until-idle")
-    _, err = second.communicate(timeout=300)
-    assert second.returncode == 0, err
-    async with parjobs.open_manager(store_path) as manager:
-        final = await manager.get(job_id)
-    assert final.status is JobStatus.COMPLETED, final.error
-    assert final.runs == 2  # resumed, not started over
+    await _completes_in_a_second_run(store_path, job_id, _worker(store_path, "--until-idle"))
     compare = filecmp.dircmp(src, dst / "src")
     assert not compare.left_only and not compare.right_only
     for d in range(4):
@@ -261,21 +277,14 @@ def _slow_worker(url: str, *args: str) -> subprocess.Popen[str]:
 async def test_resume_detach_queues_a_paused_copy_for_a_worker_nothing_redone(store_path, tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     names = [f"f{f}" for f in range(100)]
-    for d in range(4):
-        (src / f"d{d}").mkdir(parents=True)
-        for f in range(100):
-            (src / f"d{d}" / f"f{f}").write_bytes(os.urandom(1024 + f))
+    _write_tree(src, 100, 1024)
     queued = _run("copy", str(src), str(dst), "-w", "1", "--detach", "--store", store_path)
     assert queued.returncode == 0, queued.stderr
     job_id = queued.stdout.strip()
     first = _slow_worker(store_path, "--until-idle", "-w", "1")
-    deadline = time.monotonic() + 120
+    _until_checkpointed(store_path, job_id, 40, first)
     store = open_store(store_path)
     try:
-        while store.get(job_id).done_items < 40:
-            assert first.poll() is None, "the copy ended before it could be paused"
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
         assert store.request(job_id, "pause")  # as `parjobs pause` does, from here
     finally:
         store.close()
@@ -292,12 +301,7 @@ async def test_resume_detach_queues_a_paused_copy_for_a_worker_nothing_redone(st
     assert waiting.status is JobStatus.QUEUED and waiting.lease is None
     assert waiting.done_items >= len(before)  # its checkpoint kept
     second = _slow_worker(store_path, "--until-idle")
-    _, err = second.communicate(timeout=300)
-    assert second.returncode == 0, err
-    async with parjobs.open_manager(store_path) as manager:
-        final = await manager.get(job_id)
-    assert final.status is JobStatus.COMPLETED, final.error
-    assert final.runs == 2
+    await _completes_in_a_second_run(store_path, job_id, second)
     for path, identity in before.items():
         assert (path.stat().st_ino, path.stat().st_mtime_ns) == identity, path
     for d in range(4):
