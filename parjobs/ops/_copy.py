@@ -48,6 +48,7 @@ from ._transfer import (
     AskCallback,
     CopyDone,
     CopyPlan,
+    EntryTask,
     IntoDestination,
     Landing,
     Policy,
@@ -57,8 +58,6 @@ from ._transfer import (
     item_error,
     open_plan,
     record_landing,
-    resolve_conflict,
-    same_content,
     special_reason,
     symlink_put,
 )
@@ -80,7 +79,7 @@ def _followed(path: bytes) -> bytes:
     return os.path.realpath(path) if stat.S_ISLNK(os.lstat(path).st_mode) else path
 
 
-class CopyItem(Task[CopyDone]):
+class CopyItem(EntryTask):
     """Copy one walked entry to ``destination/<entry.rel>``.
 
     Queued items are grouped (`run_group`): the small plain files of a group are copied by
@@ -102,18 +101,6 @@ class CopyItem(Task[CopyDone]):
     @property
     def weight(self) -> int:
         return self.entry.size
-
-    def label(self) -> str:
-        return self.entry.display
-
-    def run(self, tc: TaskContext) -> CopyDone:
-        try:
-            return self._run(tc)
-        except Skip:
-            # Finished without copying (exists, up to date): its bytes count as finished
-            # (`Progress.bytes_skipped`), or a completed job would show "completed 26%".
-            tc.add_bytes(max(0, self.entry.size - tc.bytes_done))
-            raise
 
     def _run(self, tc: TaskContext) -> CopyDone:
         kind = self.entry.kind
@@ -182,18 +169,7 @@ class CopyItem(Task[CopyDone]):
                 res = plan.copy(src, name, dir_fd, tc, overwrite, new_dir=plan.tree.is_new(parent))
             except FileExistsError:
                 src_st = os.stat(src)
-                deep = functools.partial(same_content, src, dir_fd, check=tc.check)
-                got = resolve_conflict(
-                    plan,
-                    tc,
-                    src,
-                    src_st,
-                    dir_fd=dir_fd,
-                    rel=rel,
-                    put=landing.wrap(put),
-                    deep_check=deep if plan.options.verify else None,
-                    resumed=plan.resumed or tc.rerun,
-                )
+                got = self._settle(tc, src_st, dir_fd, landing.wrap(put), deep=plan.options.verify)
                 if got is None:  # in place already (e.g. by a run killed before its checkpoint)
                     tc.add_bytes(src_st.st_size)
                     tc.record("present", self.entry.path, plan.tree.path(rel))
@@ -224,16 +200,7 @@ class CopyItem(Task[CopyDone]):
                 put(name, overwrite)
             except FileExistsError:
                 src_st = os.lstat(src)
-                got = resolve_conflict(
-                    plan,
-                    tc,
-                    src,
-                    src_st,
-                    dir_fd=dir_fd,
-                    rel=rel,
-                    put=landing.wrap(put),
-                    resumed=plan.resumed or tc.rerun,
-                )
+                got = self._settle(tc, src_st, dir_fd, landing.wrap(put))
                 if got is None:
                     tc.record("present", src, plan.tree.path(rel))
                     return CopyDone("present")
@@ -325,16 +292,8 @@ class LinkItem(CopyItem):
                     dst = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
                     got = None
                     if (dst.st_dev, dst.st_ino) != (target.st_dev, target.st_ino):
-                        got = resolve_conflict(
-                            plan,
-                            tc,
-                            self.entry.path,
-                            os.stat(self.entry.path, follow_symlinks=plan.follow),
-                            dir_fd=dir_fd,
-                            rel=rel,
-                            put=landing.wrap(put),
-                            resumed=plan.resumed or tc.rerun,
-                        )
+                        src_st = os.stat(self.entry.path, follow_symlinks=plan.follow)
+                        got = self._settle(tc, src_st, dir_fd, landing.wrap(put))
                     if got is None:  # linked already (by a run killed before its checkpoint)
                         tc.add_bytes(self.entry.size)
                         tc.record("present", self.entry.path, plan.tree.path(rel))

@@ -27,7 +27,7 @@ import os
 import stat
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, cast
 
 from .._context import JobContext
 from .._exceptions import Interrupted, Skip
@@ -51,6 +51,7 @@ from ._partials import sweep_temporaries
 from ._transfer import (
     CopyDone,
     CopyPlan,
+    EntryTask,
     IntoDestination,
     Landing,
     Tally,
@@ -67,7 +68,6 @@ from ._transfer import (
 from ._walk import Entry, RootCount, Totals, walk_ahead
 
 MovePolicy = Literal["skip", "overwrite", "rename", "update", "fail"]
-T = TypeVar("T")
 
 
 def _sync_parent(path: bytes) -> None:
@@ -171,7 +171,7 @@ class MoveRoot(Task[CopyDone]):
             _sync_parent(self.path)
 
 
-class MoveItem(Task[CopyDone]):
+class MoveItem(EntryTask):
     """Stage 2: move one walked entry to ``destination/<entry.rel>``, by rename (``merge``
     roots; falls back to copying on EXDEV) or by copy, verify, then unlink (``copy`` roots).
 
@@ -240,17 +240,6 @@ class MoveItem(Task[CopyDone]):
     def weight(self) -> int:
         return self.entry.size if self.by_copy else 0
 
-    def label(self) -> str:
-        return self.entry.display
-
-    def run(self, tc: TaskContext) -> CopyDone:
-        try:
-            return self._run(tc)
-        except Skip:
-            if self.by_copy:  # its size is in the bytes total: finished (see CopyItem)
-                tc.add_bytes(max(0, self.entry.size - tc.bytes_done))
-            raise
-
     def _run(self, tc: TaskContext) -> CopyDone:
         entry, tree = self.entry, self.plan.tree
         try:
@@ -291,33 +280,6 @@ class MoveItem(Task[CopyDone]):
             return self._copy_symlink(tc, src_st, dir_fd, name)
         raise Skip(special_reason(src_st.st_mode, "moved across filesystems"))
 
-    def _settle(
-        self,
-        tc: TaskContext,
-        src_st: os.stat_result,
-        dir_fd: int,
-        put: Callable[[bytes, bool], T],
-        resumed: bool,
-    ) -> T | None:
-        """Apply the conflict policy; None means the destination already holds the source
-        (contents compared: the source is about to be removed)."""
-        src = self.entry.path
-        deep = None
-        if stat.S_ISREG(src_st.st_mode):
-            deep = functools.partial(same_content, src, dir_fd, check=tc.check)
-        rel = self.entry.rel
-        return resolve_conflict(
-            self.plan,
-            tc,
-            src,
-            src_st,
-            dir_fd=dir_fd,
-            rel=rel,
-            put=put,
-            deep_check=deep,
-            resumed=resumed,
-        )
-
     def _rename(
         self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes
     ) -> CopyDone:
@@ -332,7 +294,7 @@ class MoveItem(Task[CopyDone]):
             put(name, overwrite)
         except FileExistsError:
             # A rename is atomic, so a source still here was not moved by an earlier run.
-            self._settle(tc, src_st, dir_fd, landing.wrap(put), resumed=False)
+            self._settle(tc, src_st, dir_fd, landing.wrap(put), maybe_ours=False)
         if self.plan.options.durable:
             os.fsync(dir_fd)
             _sync_parent(src)
@@ -357,7 +319,7 @@ class MoveItem(Task[CopyDone]):
         try:
             res = put(name, overwrite)
         except FileExistsError:
-            got = self._settle(tc, src_st, dir_fd, landing.wrap(put), resumed=plan.resumed)
+            got = self._settle(tc, src_st, dir_fd, landing.wrap(put), deep=True)
             if got is None:  # an earlier run copied it and was stopped before the unlink
                 tc.add_bytes(src_st.st_size)
                 _sync_copy(dir_fd, name)
@@ -381,7 +343,7 @@ class MoveItem(Task[CopyDone]):
         try:
             put(name, overwrite)
         except FileExistsError:
-            if self._settle(tc, src_st, dir_fd, landing.wrap(put), resumed=plan.resumed) is None:
+            if self._settle(tc, src_st, dir_fd, landing.wrap(put), deep=True) is None:
                 os.unlink(src)
                 self._record(tc, dir_fd, landing)
                 return CopyDone("present")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import inspect
 import os
 import stat
@@ -17,7 +18,7 @@ import trio
 from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
 from .._items import Written, fingerprint
-from .._task import Outcome, OutcomeStatus, TaskContext
+from .._task import Outcome, OutcomeStatus, Task, TaskContext
 from . import _smallfiles
 from ._copyfile import CopyOptions, CopyResult, copy_file, copy_symlink
 from ._desttree import NOT_A_DIR, DestTree
@@ -111,6 +112,63 @@ class CopyDone(NamedTuple):
     kind: str
     copied: int = 0
     reused: int = 0
+
+
+class EntryTask(Task[CopyDone]):
+    """What the copy and move tasks of one walked entry share: their label, the bytes of a
+    skipped item, and how a conflict at the destination is settled. A subclass sets
+    ``index``, ``entry`` and ``plan``, says its ``weight`` (the bytes the job's total counts
+    for it) and does the work in `_run`."""
+
+    entry: Entry
+    plan: CopyPlan
+
+    def label(self) -> str:
+        return self.entry.display
+
+    def run(self, tc: TaskContext) -> CopyDone:
+        try:
+            return self._run(tc)
+        except Skip:
+            # Finished without copying (exists, up to date): the bytes the total counts for
+            # it are finished (`Progress.bytes_skipped`), or a completed job would show
+            # "completed 26%".
+            tc.add_bytes(max(0, self.weight - tc.bytes_done))
+            raise
+
+    def _run(self, tc: TaskContext) -> CopyDone:
+        raise NotImplementedError
+
+    def _settle(
+        self,
+        tc: TaskContext,
+        src_st: os.stat_result,
+        dir_fd: int,
+        put: Callable[[bytes, bool], T],
+        *,
+        deep: bool = False,
+        maybe_ours: bool = True,
+    ) -> T | None:
+        """Apply the conflict policy to the entry's destination, which exists in ``dir_fd``:
+        ``put``'s value, or None when it already holds the source, put there by this job (a
+        run that resumes, or this very task before its worker was lost; not when
+        ``maybe_ours`` is False). With ``deep``, a regular file must then have the same
+        contents too."""
+        src = self.entry.path
+        deep_check = None
+        if deep and stat.S_ISREG(src_st.st_mode):
+            deep_check = functools.partial(same_content, src, dir_fd, check=tc.check)
+        return resolve_conflict(
+            self.plan,
+            tc,
+            src,
+            src_st,
+            dir_fd=dir_fd,
+            rel=self.entry.rel,
+            put=put,
+            deep_check=deep_check,
+            resumed=maybe_ours and (self.plan.resumed or tc.rerun),
+        )
 
 
 class Landing:
