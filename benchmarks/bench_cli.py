@@ -11,8 +11,12 @@ who goes first; every call gets a fresh destination and a fresh store (not timed
   the small-file set (10,000 files of 1-64 KiB in a full run);
 * ``large``: ``cp -r`` against ``parjobs copy`` of the large set (4 x 256 MiB);
 * ``move-tmpfs``: ``mv`` (baseline) against ``parjobs move`` and ``parjobs move --no-verify``
-  of the small-file set from the data's disk to ``/dev/shm`` (a fresh source copy per call);
-* ``hash``: ``xxhsum -H2`` (baseline) against ``parjobs hash`` of the large set;
+  of 3,000 files of the small-file set (all of it in quick and tiny runs) from the data's
+  disk to ``/dev/shm`` (a fresh source copy per call);
+* ``hash``: ``xxhsum -H2`` (baseline) against ``parjobs hash`` of the large set (4 x 256 MiB
+  in a full run) and, as ``hash-halves``, of the same bytes as twice as many files (8 x 128
+  MiB); beside them the floor: a Python process that imports trio and hashes the files on
+  two threads (xxh3-128, 1 MiB reads) and nothing else;
 * ``dupes``: ``jdupes -rq`` (baseline) against ``fdupes -rq`` and ``parjobs dupes`` on two
   copies of real files: ``/usr/share/doc`` and ``/usr/lib/python3`` (full), ``/usr/share/doc``
   (quick), the small-file set (tiny).
@@ -47,6 +51,27 @@ from ._tools import (
 
 PARJOBS = [sys.executable, "-m", "parjobs"]
 TMPFS = Path("/dev/shm")
+#: Files of the small set the move case moves (whole directories, in name order, until reached).
+MOVE_FILES = 3_000
+#: The floor of the hash case: start Python, import trio, hash the files given on two threads.
+HASH_FLOOR = """
+import sys, threading, trio, xxhash
+def digest(paths, out):
+    buf = memoryview(bytearray(1 << 20))
+    for path in paths:
+        h = xxhash.xxh3_128()
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                h.update(buf[:n])
+        out.append(h.hexdigest())
+out, files = [], sys.argv[1:]
+threads = [threading.Thread(target=digest, args=(files[i::2], out)) for i in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert len(out) == len(files)
+"""
 #: Real files for the duplicates case, by mode: each is copied twice into the scratch tree.
 DUPES_SOURCES = {
     "full": ["/usr/share/doc", "/usr/lib/python3"],
@@ -168,6 +193,42 @@ def _moves(calls: _Calls, src: Path) -> dict[str, Callable[[], Timing]]:
     }
 
 
+def _move_set(session: Session, small: Path) -> tuple[Path, dict[str, Any]]:
+    """The first directories of the small set holding `MOVE_FILES` files (a copy in the
+    scratch dir), or the whole set when it is smaller."""
+    dirs = sorted(p for p in small.iterdir() if p.is_dir())
+    if sum(1 for d in dirs for _ in d.iterdir()) <= MOVE_FILES:
+        return small, session.data.describe("small")
+    root = fresh_dir(session.scratch, "move-set") / small.name
+    root.mkdir()
+    files = taken = 0
+    for d in dirs:
+        if files >= MOVE_FILES:
+            break
+        shutil.copytree(d, root / d.name)
+        files += sum(1 for _ in d.iterdir())
+        taken += 1
+    count, size = tree_stats(root)
+    label = (
+        f"{count:,} files of 1-64 KiB ({size / 1e6:,.0f} MB): the small set's first {taken} dirs"
+    )
+    return root, {"label": label, "files": count, "bytes": size}
+
+
+def _halves(session: Session, files: list[Path]) -> list[Path]:
+    """The same bytes as ``files`` split into twice as many files, in the scratch dir."""
+    out = []
+    where = fresh_dir(session.scratch, "halves")
+    for path in files:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            for k, part in enumerate((size // 2, size - size // 2)):
+                target = where / f"{path.stem}-{k}{path.suffix}"
+                target.write_bytes(f.read(part))
+                out.append(target)
+    return out
+
+
 def _dupes_tree(session: Session) -> tuple[Path, str]:
     """Two copies of the mode's real files (or of the small set) under the scratch dir."""
     sources = [Path(p) for p in DUPES_SOURCES.get(session.mode, []) if os.path.isdir(p)]
@@ -180,6 +241,20 @@ def _dupes_tree(session: Session) -> tuple[Path, str]:
     files, size = tree_stats(tree)
     label = f"2 copies of {' + '.join(map(str, sources))}: {files:,} files, {size / 1e6:,.0f} MB"
     return tree, label
+
+
+def _hashes(calls: _Calls, paths: list[Path]) -> dict[str, Callable[[], Timing]]:
+    """``xxhsum -H2`` against ``parjobs hash`` of the files' directory, and the floor."""
+    files = [str(f) for f in paths]
+    where = str(paths[0].parent)
+    return {
+        "xxhsum -H2": calls.tool("xxhsum", "-H2", *files),
+        "parjobs hash": calls.parjobs("hash", where),
+        "parjobs hash -w 2": calls.parjobs("hash", "-w", "2", where),
+        "floor: python, import trio, 2 threads": calls.tool(
+            sys.executable, "-c", HASH_FLOOR, *files
+        ),
+    }
 
 
 def _case(
@@ -235,20 +310,28 @@ def run(session: Session) -> dict[str, Any]:
     )
 
     if TMPFS.is_dir() and os.access(TMPFS, os.W_OK):
-        cases["move-tmpfs"] = _case(
-            session, "move-tmpfs", _moves(calls, small), "mv", data.describe("small")
-        )
+        moved, moved_set = _move_set(session, small)
+        try:
+            cases["move-tmpfs"] = _case(
+                session, "move-tmpfs", _moves(calls, moved), "mv", moved_set
+            )
+        finally:
+            if moved != small:
+                remove(moved.parent)
     else:
         skipped["move-tmpfs"] = f"{TMPFS} is not a writable directory"
 
     if which("xxhsum"):
-        files = [str(f) for f in data.files("large")]
-        hashes = {
-            "xxhsum -H2": calls.tool("xxhsum", "-H2", *files),
-            "parjobs hash": calls.parjobs("hash", str(large)),
-            "parjobs hash -w 2": calls.parjobs("hash", "-w", "2", str(large)),
-        }
-        cases["hash"] = _case(session, "hash", hashes, "xxhsum -H2", data.describe("large"))
+        halves = _halves(session, data.files("large"))
+        try:
+            for name, paths, label in (
+                ("hash", data.files("large"), data.describe("large")),
+                ("hash-halves", halves, {"label": f"the large set as {len(halves)} files"}),
+            ):
+                warm(paths)
+                cases[name] = _case(session, name, _hashes(calls, paths), "xxhsum -H2", label)
+        finally:
+            remove(halves[0].parent)
     else:
         skipped["hash"] = "xxhsum is not installed (apt-get install xxhash)"
 
