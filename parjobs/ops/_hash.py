@@ -2,7 +2,7 @@
 
 The job walks its paths (symlinks are reported as skipped, never followed) and fans out one
 `HashTask` per regular file. Worker threads stream many small files per thread call; a large
-file is read in 4 MiB chunks with byte-accurate progress and a pause/cancel check between
+file is read in 1 MiB chunks with byte-accurate progress and a pause/cancel check between
 chunks (its weight, the file size, marks it as one that may take a while).
 
 Each file's digest is in its "hashed" item record (``detail`` ``ALGORITHM:DIGEST``), stored

@@ -38,7 +38,7 @@ def _tree(root) -> dict[str, bytes]:
         "empty": b"",
         "a/one.bin": os.urandom(70_000),
         "a/b/c/deep.txt": b"deep " * 1000,
-        "a/b/big.bin": os.urandom(9 << 20),  # three 4 MiB reads
+        "a/b/big.bin": os.urandom(9 << 20),  # nine 1 MiB reads
         "z/name with spaces": b"spaces",
     }
     for rel, data in files.items():
