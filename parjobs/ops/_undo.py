@@ -30,6 +30,7 @@ kept is reported as a skipped item with its reason, each undone item with its ow
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import itertools
@@ -38,13 +39,15 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
+import trio
+
 from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
 from .._items import DIRECTORY, ItemRecord
 from .._job import Job, job_type
 from .._task import OutcomeStatus, Task, TaskContext
 from ._fs import DIR_NOFOLLOW, display, lexists, rename_noreplace, unique_name
-from ._names import job_token
+from ._names import job_token, stored_token
 from ._partials import held_name
 from ._trashcan import info_of, restore
 
@@ -52,6 +55,7 @@ from ._trashcan import info_of, restore
 PAGE = 1000
 _REMOVABLE = frozenset({"copied", "renamed-as", "linked"})
 _UNDOABLE = _REMOVABLE | {"moved", "trashed"}
+_HELD = _REMOVABLE | {"moved"}  # taken aside under a held name while undone
 
 CHANGED = "changed since the job wrote it; kept"
 GONE = "no longer there"
@@ -127,13 +131,19 @@ class UndoTask(Task[str]):
                 rename_noreplace(name, held, src_dir_fd=fd, dst_dir_fd=fd, overwrite=False)
             except FileNotFoundError:
                 raise Skip(GONE) from None
-        held_fd = os.open(held, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
         try:
-            if unchanged(os.fstat(held_fd), self.record):
-                return held, held_fd
+            held_fd = os.open(held, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        except BaseException:
+            _give_back(fd, held, name)
+            raise
+        try:
+            same = unchanged(os.fstat(held_fd), self.record)
         except BaseException:
             os.close(held_fd)
+            _give_back(fd, held, name)
             raise
+        if same:
+            return held, held_fd
         os.close(held_fd)
         raise Skip(_put_back(fd, held, name, changed))
 
@@ -165,13 +175,20 @@ class UndoTask(Task[str]):
                 size = os.fstat(held_fd).st_size
             finally:
                 os.close(held_fd)
-            os.makedirs(parent, exist_ok=True)
-            to = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.makedirs(parent, exist_ok=True)
+                to = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except BaseException:
+                _give_back(fd, held, name)
+                raise
             try:
                 rename_noreplace(held, back, src_dir_fd=fd, dst_dir_fd=to, overwrite=False)
             except FileExistsError:
                 taken = "something is at the original path; left in place"
                 raise Skip(_put_back(fd, held, name, taken)) from None
+            except BaseException:
+                _give_back(fd, held, name)
+                raise
             finally:
                 os.close(to)
         finally:
@@ -200,7 +217,7 @@ class UndoTask(Task[str]):
                     os.unlink(held, dir_fd=fd)
             except OSError as exc:
                 if not directory or exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    _put_back(fd, held, name, "")
+                    _give_back(fd, held, name)
                     raise
                 raise Skip(_put_back(fd, held, name, NOT_EMPTY)) from None
         finally:
@@ -229,6 +246,28 @@ def _has_entries(fd: int, name: bytes) -> bool:
             return next(entries, None) is not None
     finally:
         os.close(sub)
+
+
+def _give_back_all(paths: list[str], token: bytes) -> None:
+    """Put back every item of ``paths`` found under its held name."""
+    for path in paths:
+        parent, name = os.path.split(os.fsencode(path))
+        try:
+            fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if lexists(fd, held_name(name, token)):
+                _give_back(fd, held_name(name, token), name)
+        finally:
+            os.close(fd)
+
+
+def _give_back(fd: int, held: bytes, name: bytes) -> None:
+    """`_put_back` on the way out of an error: the item goes back to its name (or beside
+    it), never left under the held name; a failure to do so must not hide the error."""
+    with contextlib.suppress(OSError):
+        _put_back(fd, held, name, "")
 
 
 def _put_back(fd: int, held: bytes, name: bytes, reason: str) -> str:
@@ -285,6 +324,19 @@ class UndoJob(Job):
             async for outcome in stage.dispatch_many([UndoTask(r.seq, r, token) for r in level]):
                 failed += _count(counts, outcome)
         return {"job": self.job, **counts, "failed": failed}
+
+    async def cleanup(self, ctx: JobContext, *, cancelled: bool) -> None:
+        """A cancelled undo puts back what a run stopped by a crash left under a held name
+        (a task takes an item aside and acts on it in one go, so only a crash leaves one;
+        a resumed run finishes it instead). One lstat per record, on cancel only."""
+        token = stored_token(ctx.state)
+        if not cancelled or token is None:
+            return
+        after = 0
+        while page := await ctx.job_items(self.job, after=after, limit=PAGE):
+            after = page[-1].seq
+            held = [r.destination for r in page if r.action in _HELD and r.destination]
+            await trio.to_thread.run_sync(_give_back_all, held, token)
 
     async def _tasks(
         self, ctx: JobContext, done: Any, dirs: list[ItemRecord], token: bytes

@@ -4,6 +4,7 @@ a move and a trash, and the freedesktop trash read and restored for entries any 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -444,3 +445,38 @@ def test_a_move_back_interrupted_after_taking_it_aside_resumes(tmp_path: Path) -
     assert read(source) == b"mine" and os.listdir(tmp_path / "dst") == []
     # Run again (stopped before its outcome was recorded): it is back, so it counts restored.
     assert run_task(UndoTask(1, record, token)) == "restored"
+
+
+async def test_a_cancelled_undo_puts_back_what_a_crash_left_held(
+    tmp_path: Path, store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An undo stopped by a crash between taking a file aside and removing it, then
+    cancelled instead of resumed: its cleanup renames the held file back to its name."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for i in range(100):
+        write(src / f"f{i:03}", b"x" * i)
+    original = undo_mod.unchanged
+
+    def slowly(st: os.stat_result, record: ItemRecord) -> bool:
+        time.sleep(0.005)
+        return original(st, record)
+
+    async with parjobs.open_manager(store_path, workers=2) as m:
+        h = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        await h.result()
+        monkeypatch.setattr(undo_mod, "unchanged", slowly)
+        u = await m.undo(h.id)
+        with trio.fail_after(30):
+            while len(os.listdir(dst)) > 90:  # it runs: its token is stored
+                await trio.sleep(0.01)
+        await m.pause(u.id)
+        assert await m.wait(u.id) is JobStatus.PAUSED
+        token = (await m.get(u.id)).state["name_token"]
+        left = sorted(os.listdir(dst))
+        assert left and len(left) < 100
+        victim = dst / left[0]  # as a crash would leave it: taken aside, not yet removed
+        os.rename(victim, dst / os.fsdecode(held_name(os.fsencode(victim.name), token)))
+        await m.cancel(u.id)
+        assert await m.wait(u.id) is JobStatus.CANCELLED
+    assert sorted(os.listdir(dst)) == left  # put back; nothing else touched
