@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
+import parjobs
 from parjobs.testing import read, snapshot, write
 
 #: The special files a test plants where a regular one is expected, and how errors name them.
@@ -40,3 +47,73 @@ def identity(path: Path) -> tuple[int, int, int]:
 
 
 __all__ = ["SPECIAL_KINDS", "identity", "make_special", "read", "snapshot", "write"]
+
+
+def names_tree(root: Path, files: int = 40) -> dict[int, list[str]]:
+    """``files`` small files over four directories, each with two more names (hard links) in
+    other directories: file number -> its three names, first the one walked first."""
+    for d in range(4):
+        (root / f"d{d}").mkdir(parents=True)
+    names: dict[int, list[str]] = {}
+    for i in range(files):
+        first = f"d{i % 4}/f{i:02}"
+        write(root / first, os.urandom(100 + i))
+        names[i] = [first] + [f"d{(i + k) % 4}/l{k}-{i:02}" for k in (1, 2)]
+        for later in names[i][1:]:
+            os.link(root / first, root / later)
+    return names
+
+
+#: A child that copies or moves a tree with each hard link slowed, so a test kills it while
+#: it links (the module's ``link_first``); run again, it resumes the job.
+_SLOW_LINKER = """
+import time, trio, parjobs
+from parjobs.ops import {module} as mod
+real = mod.link_first
+def slowed(*args):
+    time.sleep(0.02)
+    return real(*args)
+mod.link_first = slowed
+async def main():
+    async with parjobs.open_manager({store!r}, workers=2) as m:
+        jobs = await m.list_jobs()
+        handle = await m.resume(jobs[0].id) if jobs else await m.submit(
+            mod.{job}(sources=[{src!r}], destination={dst!r})
+        )
+        print(await handle.wait(), flush=True)
+trio.run(main)
+"""
+
+
+async def kill_while_linking_then_resume(
+    store: str, module: str, job: str, src: Path, dst: Path, at: int, total: int
+) -> Any:
+    """`kill_while_linking`, then resume the job here: its result."""
+    await trio.to_thread.run_sync(kill_while_linking, store, module, job, src, dst, at, total)
+    async with parjobs.open_manager(store) as m:
+        (info,) = await m.list_jobs()
+        handle = await m.resume(info.id)
+        with trio.fail_after(60):
+            return await handle.result()
+
+
+def kill_while_linking(
+    store: str, module: str, job: str, src: Path, dst: Path, at: int, total: int
+) -> None:
+    """Run ``job`` (of ``parjobs.ops.<module>``) from ``src`` to ``dst`` in a child, SIGKILL
+    it once ``dst`` holds ``at`` files (past the first names: it is linking the others),
+    and check that it was killed before all ``total`` were there."""
+    code = _SLOW_LINKER.format(module=module, job=job, store=store, src=str(src), dst=str(dst))
+    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+
+    def count() -> int:
+        return sum(len(names) for _, _, names in os.walk(dst))
+
+    deadline = time.monotonic() + 30
+    while count() < at:
+        assert child.poll() is None, child.stderr.read().decode()  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "the child made no progress"
+        time.sleep(0.005)
+    os.kill(child.pid, signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL
+    assert count() < total, "killed before the end"

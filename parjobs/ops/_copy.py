@@ -24,8 +24,6 @@ and tally (`_transfer`) and the last step (`_finish`) with it.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import functools
 import os
 import stat
@@ -42,8 +40,8 @@ from . import _transfer
 from ._copyfile import CopyOptions, CopyResult
 from ._errors import WalkError
 from ._finish import FinishDirs
-from ._fs import lexists, rename_noreplace
-from ._partials import sweep_temporaries, tmp_name
+from ._fs import lexists
+from ._partials import sweep_temporaries
 from ._transfer import (
     AskCallback,
     CopyDone,
@@ -56,19 +54,13 @@ from ._transfer import (
     check_paths,
     copy_group,
     item_error,
+    link_first,
     open_plan,
     record_landing,
     special_reason,
     symlink_put,
 )
-from ._walk import Entry, RootCount, Totals, walk_ahead
-
-#: ``link()`` errors meaning "no hard link here" (another filesystem under the destination,
-#: one without hard links, too many links): the file is copied instead.
-_NO_LINK_ERRNOS = frozenset(
-    {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
-)
-
+from ._walk import Entry, HardLinks, RootCount, Totals, walk_ahead
 
 # ---------------------------------------------------------------------------------------------
 # tasks
@@ -213,14 +205,8 @@ class CopyItem(EntryTask):
 class LinkItem(CopyItem):
     """A later name of a file with several hard links in the tree: a hard link to the copy of
     its ``first`` name (the one with the lowest manifest index, so the same on every run),
-    made in the "links" stage, after the copy stage put that copy in place.
-
-    The link is made at its final name (``link()`` never replaces), or, to overwrite, at a
-    temporary name renamed over it. When the first's copy is not there as the copy made it
-    (skipped or renamed by a conflict policy, failed, changed since), the source is no longer
-    a link of the first, or the destination cannot link (another filesystem, none with hard
-    links, too many links), the file is copied as any other.
-    """
+    made in the "links" stage, after the copy stage put that copy in place (`link_first`);
+    copied as any other file when it cannot be linked."""
 
     group_size = 1
 
@@ -230,83 +216,22 @@ class LinkItem(CopyItem):
         self.group_size = 1
 
     def _file(self, tc: TaskContext) -> CopyDone:
-        plan, first, src = self.plan, self.first, self.entry.path
-        try:
-            src_st = os.stat(src, follow_symlinks=plan.follow)
-        except OSError:
-            return super()._file(tc)  # (it reports what is wrong)
-        if (src_st.st_dev, src_st.st_ino) != (first.dev, first.ino):
-            return super()._file(tc)  # no longer a link of the first
-        first_parent, _, first_name = first.rel.rpartition(b"/")
-        try:
-            first_fd = plan.tree.acquire(first_parent, create=False)
-        except OSError:
-            return super()._file(tc)  # the first's directory was never made
-        try:
-            done = self._link(tc, first_fd, first_name)
-        finally:
-            plan.tree.release(first_parent)
-        return super()._file(tc) if done is None else done
-
-    def _link(self, tc: TaskContext, first_fd: int, first_name: bytes) -> CopyDone | None:
-        """Link to ``first_name`` in ``first_fd``; None: copy instead (see the class)."""
-        plan, rel, first = self.plan, self.entry.rel, self.first
-        try:
-            target = os.stat(first_name, dir_fd=first_fd, follow_symlinks=False)
-        except OSError:
-            return None
-        if not (
-            stat.S_ISREG(target.st_mode)
-            and target.st_size == first.size
-            and target.st_mtime_ns == first.mtime_ns
-        ):
-            return None  # not the first's copy as it was made
-        parent, _, name = rel.rpartition(b"/")
+        plan, rel, src = self.plan, self.entry.rel, self.entry.path
+        parent = rel.rpartition(b"/")[0]
         dir_fd = plan.tree.acquire(parent)
         try:
-
-            def put(leaf: bytes, overwrite: bool) -> bool:
-                link = functools.partial(
-                    os.link, src_dir_fd=first_fd, dst_dir_fd=dir_fd, follow_symlinks=False
-                )
-                if not overwrite:
-                    link(first_name, leaf)  # never replaces: atomic no-clobber
-                    return True
-                tmp = tmp_name(leaf, plan.token)
-                link(first_name, tmp)
-                try:
-                    rename_noreplace(
-                        tmp, leaf, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, overwrite=True
-                    )
-                finally:  # (left in place by a rename onto another link of the same file)
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp, dir_fd=dir_fd)
-                return True
-
-            overwrite = plan.policy == "overwrite"
-            landing = Landing(name, overwrite and lexists(dir_fd, name))
-            try:
-                try:
-                    put(name, overwrite)
-                except FileExistsError:
-                    dst = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-                    got = None
-                    if (dst.st_dev, dst.st_ino) != (target.st_dev, target.st_ino):
-                        src_st = os.stat(self.entry.path, follow_symlinks=plan.follow)
-                        got = self._settle(tc, src_st, dir_fd, landing.wrap(put))
-                    if got is None:  # linked already (by a run killed before its checkpoint)
-                        tc.add_bytes(self.entry.size)
-                        tc.record("present", self.entry.path, plan.tree.path(rel))
-                        return CopyDone("present")
-            except OSError as exc:
-                if exc.errno in _NO_LINK_ERRNOS:
-                    return None
-                raise
-            tc.add_bytes(self.entry.size)  # in place: its bytes count as finished
-            record_landing(tc, "linked", self.entry.path, plan.tree, parent, dir_fd, landing)
-            return CopyDone("linked")
+            got = link_first(self, tc, dir_fd, self.first)
+            if got is not None:
+                landing, present = got
+                tc.add_bytes(self.entry.size)  # in place: its bytes count as finished
+                if present:
+                    tc.record("present", src, plan.tree.path(rel))
+                    return CopyDone("present")
+                record_landing(tc, "linked", src, plan.tree, parent, dir_fd, landing)
+                return CopyDone("linked")
         finally:
             plan.tree.release(parent)
+        return super()._file(tc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,7 +366,7 @@ class CopyJob(IntoDestination, Job):
         replays the manifest, and builds no task for what it will skip). With ``hard_links``,
         a file's later names (``(entry, first name)``) go to ``links`` instead, for the
         "links" stage; the manifest's order makes the first the same on every run."""
-        firsts: dict[tuple[int, int], Entry] = {}  # (dev, ino) -> first name, nlink > 1 only
+        hard_links = HardLinks() if self.hard_links else None
 
         def count(batch: list[Entry]) -> Totals:
             return len(batch), sum(e.size for e in batch)
@@ -464,12 +389,10 @@ class CopyJob(IntoDestination, Job):
                         if entry.kind == "dir":
                             # finished again, done or not; times read then
                             dirs.append((entry.rel, entry.path, None))
-                        elif entry.nlink > 1 and entry.kind == "file" and self.hard_links:
-                            first = firsts.setdefault((entry.dev, entry.ino), entry)
-                            if first is not entry:
-                                if not done(entry.index):  # (copied by an older version)
-                                    links.append((entry, first))
-                                continue
+                        elif hard_links and (first := hard_links.first_of(entry)):
+                            if not done(entry.index):  # (copied by an older version)
+                                links.append((entry, first))
+                            continue
                         if not done(entry.index):
                             yield CopyItem(entry, plan)
         except Interrupted:

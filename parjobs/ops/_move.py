@@ -58,6 +58,7 @@ from ._transfer import (
     check_paths,
     copy_group,
     item_error,
+    link_first,
     open_plan,
     record_landing,
     resolve_conflict,
@@ -65,7 +66,7 @@ from ._transfer import (
     special_reason,
     symlink_put,
 )
-from ._walk import Entry, RootCount, Totals, walk_ahead
+from ._walk import Entry, HardLinks, RootCount, Totals, walk_ahead
 
 MovePolicy = Literal["skip", "overwrite", "rename", "update", "fail"]
 
@@ -352,6 +353,35 @@ class MoveItem(EntryTask):
         return CopyDone("copied")
 
 
+class MoveLinkItem(MoveItem):
+    """A later name of a file with several hard links in a tree moved across filesystems: a
+    hard link to where its ``first`` name was moved (`link_first`), made in the "links"
+    stage, after the move stage; then its source name is removed. Moved by copying, as any
+    other file, when it cannot be linked. (On one filesystem a rename keeps links as they
+    are.)"""
+
+    group_size = 1
+
+    def __init__(self, entry: Entry, first: Entry, plan: CopyPlan) -> None:
+        super().__init__(entry, plan, by_copy=True)
+        self.first = first
+        self.group_size = 1
+
+    def _copy_file(
+        self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes
+    ) -> CopyDone:
+        src = self.entry.path
+        got = link_first(self, tc, dir_fd, self.first)
+        if got is None:
+            return super()._copy_file(tc, src_st, dir_fd, name)
+        landing, present = got
+        os.fsync(dir_fd)  # the new name is on disk before the old one goes
+        os.unlink(src)
+        tc.add_bytes(self.entry.size)  # in place: its bytes count as finished
+        self._record(tc, dir_fd, landing)
+        return CopyDone("present" if present else "linked")
+
+
 def _sync_copy(dir_fd: int, name: bytes) -> None:
     """fsync a copied file and its directory before its source is removed: even without
     ``durable``, a move never trades the only copy for one still in the page cache."""
@@ -429,9 +459,13 @@ class MoveJob(IntoDestination, Job):
     is. With ``verify`` (default) a file copied across filesystems is re-read and compared
     before its source is removed; ``durable`` fsyncs files and directories.
 
-    The result: ``moved`` (files, symlinks and top-level items), of which ``renamed`` and
-    ``copied`` say how, ``dirs`` (created or merged), ``skipped``, ``failed``, ``bytes``
-    copied, ``bytes_reused``, ``skipped_reasons`` and ``source_dirs_removed``.
+    Across filesystems, files hard-linked to each other in a moved tree stay linked, as with
+    ``mv``: the first name is copied, the others become links to that copy (`MoveLinkItem`).
+
+    The result: ``moved`` (files, symlinks and top-level items), of which ``renamed``,
+    ``copied`` and ``linked`` say how, ``dirs`` (created or merged), ``skipped``,
+    ``failed``, ``bytes`` copied, ``bytes_reused``, ``skipped_reasons`` and
+    ``source_dirs_removed``.
     """
 
     sources: list[str]
@@ -461,7 +495,7 @@ class MoveJob(IntoDestination, Job):
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         plan = await open_plan(ctx, self._plan)
-        keys = ("moved", "renamed", "copied", "dirs", "skipped", "bytes", "bytes_reused")
+        keys = ("moved", "renamed", "copied", "linked", "dirs", "skipped", "bytes", "bytes_reused")
         tally = Tally(ctx.state, (*keys, "source_dirs_removed"))
         progress = ctx.progress
         # The roots and the finishing step; the walk adds the rest.
@@ -484,11 +518,19 @@ class MoveJob(IntoDestination, Job):
             await ctx.checkpoint(force=True)  # the decisions are durable before stage 2
             by_copy = [walked[i] for i in order]
             dirs: list[tuple[bytes, bytes, int | None]] = []
+            links: list[tuple[Entry, Entry]] = []
             dispatcher = ctx.task_dispatcher("move")
-            feed = self._items(ctx, plan, order, by_copy, dirs, dispatcher.is_completed)
+            feed = self._items(ctx, plan, order, by_copy, dirs, links, dispatcher.is_completed)
             async with aclosing(feed) as items:
                 async for outcome in dispatcher.dispatch_many(items):
                     self._count(tally, outcome)  # (the manager checkpoints in the background)
+            if links:  # after the move stage: every first name is in place
+                stage = ctx.task_dispatcher("links")
+                later = [
+                    MoveLinkItem(e, f, plan) for e, f in links if not stage.is_completed(e.index)
+                ]
+                async for outcome in stage.dispatch_many(later):
+                    self._count(tally, outcome)
             progress.finalize_totals()  # (the walk did, if there was one)
             progress.set_message("finishing")
             removed = [0]
@@ -514,7 +556,7 @@ class MoveJob(IntoDestination, Job):
             tally.add("dirs")
         elif what is not None:
             tally.add("moved")
-            if what in ("renamed", "copied"):
+            if what in ("renamed", "copied", "linked"):
                 tally.add(what)
 
     async def _items(
@@ -524,11 +566,15 @@ class MoveJob(IntoDestination, Job):
         order: list[int],
         by_copy: list[bool],
         dirs: list[tuple[bytes, bytes, int | None]],
+        links: list[tuple[Entry, Entry]],
         done: Callable[[int], bool],
     ) -> AsyncGenerator[MoveItem, None]:
-        """One `MoveItem` per walked entry, except those ``done`` in an earlier run."""
+        """One `MoveItem` per walked entry, except those ``done`` in an earlier run; across
+        filesystems, a file's later names (``(entry, first name)``) go to ``links`` instead,
+        for the "links" stage (as for a copy)."""
         if not order:
             return
+        hard_links = HardLinks()
         roots = [plan.roots[i] for i in order]
         names = [plan.names[i] for i in order]
 
@@ -549,6 +595,10 @@ class MoveJob(IntoDestination, Job):
                         if entry.kind == "dir":
                             # finished again, done or not; with the mtime walked
                             dirs.append((entry.rel, entry.path, entry.mtime_ns))
+                        elif by_copy[entry.root] and (first := hard_links.first_of(entry)):
+                            if not done(entry.index):  # (moved by an older version)
+                                links.append((entry, first))
+                            continue
                         if not done(entry.index):
                             yield MoveItem(entry, plan, by_copy[entry.root])
         except Interrupted:

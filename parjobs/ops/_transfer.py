@@ -3,6 +3,7 @@ and options), the conflict policies and the ``ask`` bridge, and the result tally
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import functools
@@ -29,13 +30,15 @@ from ._fs import (
     check_replaceable,
     clean_error,
     display,
+    lexists,
     numbered,
+    rename_noreplace,
     same_size_mtime,
     split_ext,
     unique_name,
 )
 from ._names import job_token, stored_token
-from ._partials import sweep_temporaries
+from ._partials import sweep_temporaries, tmp_name
 from ._paths import (
     ancestor_ids,
     check_identity,
@@ -995,3 +998,80 @@ def resolve_conflict(
             except FileExistsError:
                 continue
     raise FileExistsError(errno.EEXIST, EXISTS, plan.tree.display(rel))
+
+
+#: ``link()`` errors meaning "no hard link here" (another filesystem under the destination,
+#: one without hard links, too many links): the file is copied instead.
+_NO_LINK_ERRNOS = frozenset(
+    {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
+)
+
+
+def link_first(
+    task: EntryTask, tc: TaskContext, dir_fd: int, first: Entry
+) -> tuple[Landing, bool] | None:
+    """Make ``task``'s entry (its leaf in ``dir_fd``), a later name of the file ``first``
+    names, a hard link to ``first``'s copy: ``(landing, False)`` where it was linked, ``(landing,
+    True)`` when it already is (a run killed before its checkpoint), None to copy it instead:
+    the source is no longer a link of ``first`` (``first.dev``, ``first.ino``), ``first``'s
+    copy is not there as made (skipped or renamed by a conflict policy, failed, changed
+    since: size and mtime), or the destination cannot link here.
+
+    The link is made at its final name (``link()`` never replaces: atomic no-clobber), or,
+    to overwrite, at a temporary renamed over it; a name in the way gets the conflict policy.
+    """
+    plan, src, rel = task.plan, task.entry.path, task.entry.rel
+    try:
+        src_st = os.stat(src, follow_symlinks=plan.follow)
+    except OSError:
+        return None  # (the copy reports what is wrong)
+    if (src_st.st_dev, src_st.st_ino) != (first.dev, first.ino):
+        return None
+    first_parent, _, first_name = first.rel.rpartition(b"/")
+    try:
+        first_fd = plan.tree.acquire(first_parent, create=False)
+    except OSError:
+        return None  # its directory was never made
+    try:
+        try:
+            target = os.stat(first_name, dir_fd=first_fd, follow_symlinks=False)
+        except OSError:
+            return None
+        if not (
+            stat.S_ISREG(target.st_mode)
+            and (target.st_size, target.st_mtime_ns) == (first.size, first.mtime_ns)
+        ):
+            return None  # not the first's copy as it was made
+        name = rel.rpartition(b"/")[2]
+
+        def put(leaf: bytes, overwrite: bool) -> bool:
+            if not overwrite:
+                os.link(first_name, leaf, src_dir_fd=first_fd, dst_dir_fd=dir_fd)
+                return True
+            tmp = tmp_name(leaf, plan.token)
+            os.link(first_name, tmp, src_dir_fd=first_fd, dst_dir_fd=dir_fd)
+            try:
+                rename_noreplace(tmp, leaf, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, overwrite=True)
+            finally:  # (left in place by a rename onto another link of the same file)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+            return True
+
+        overwrite = plan.policy == "overwrite"
+        landing = Landing(name, overwrite and lexists(dir_fd, name))
+        try:
+            try:
+                put(name, overwrite)
+            except FileExistsError:
+                dst = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if (dst.st_dev, dst.st_ino) == (target.st_dev, target.st_ino):
+                    return landing, True
+                if task._settle(tc, src_st, dir_fd, landing.wrap(put)) is None:
+                    return landing, True
+        except OSError as exc:
+            if exc.errno in _NO_LINK_ERRNOS:
+                return None
+            raise
+        return landing, False
+    finally:
+        plan.tree.release(first_parent)

@@ -84,6 +84,22 @@ class Entry:
         return self.rel.split(b"/")
 
 
+class HardLinks:
+    """Which walked files are later names of a file met before (hard links in the tree):
+    the first name met, in walk order (the manifest's, so the same on every run), is the
+    one a copy writes; the others link to it. Holds files with several links only."""
+
+    def __init__(self) -> None:
+        self.firsts: dict[tuple[int, int], Entry] = {}
+
+    def first_of(self, entry: Entry) -> Entry | None:
+        """The first name of ``entry``'s file, when ``entry`` is a later one; else None."""
+        if entry.nlink < 2 or entry.kind != "file":
+            return None
+        first = self.firsts.setdefault((entry.dev, entry.ino), entry)
+        return None if first is entry else first
+
+
 def _kind_of(mode: int) -> Kind:
     if stat.S_ISREG(mode):
         return "file"

@@ -21,7 +21,16 @@ from typing import Any
 
 import pytest
 import trio
-from _trees import SPECIAL_KINDS, identity, make_special, read, snapshot, write
+from _trees import (
+    SPECIAL_KINDS,
+    identity,
+    kill_while_linking_then_resume,
+    make_special,
+    names_tree,
+    read,
+    snapshot,
+    write,
+)
 
 import parjobs
 import parjobs.ops
@@ -1321,52 +1330,18 @@ async def test_a_link_whose_first_copy_was_skipped_is_copied_apart(
     assert result["skipped"] == 1 and result["linked"] == 1  # (big2 is still linked)
 
 
-LINK_KILL_CHILD = """
-import time, trio, parjobs
-from parjobs.ops import _copy
-real = _copy.LinkItem._link
-def slowed(self, *args):
-    time.sleep(0.02)
-    return real(self, *args)
-_copy.LinkItem._link = slowed
-async def main():
-    async with parjobs.open_manager({store!r}, workers=2) as m:
-        jobs = await m.list_jobs()
-        handle = await m.resume(jobs[0].id) if jobs else await m.submit(
-            _copy.CopyJob(sources=[{src!r}], destination={dst!r})
-        )
-        print(await handle.wait(), flush=True)
-trio.run(main)
-"""
-
-
 async def test_kill_9_while_linking_then_resume_keeps_links(
     store_path: str, tmp_path: Path
 ) -> None:
     """Killed in the links stage (each link slowed in the child), the resumed copy ends with
     every name linked as in the source, none copied apart and no temporary left."""
     src, dst = tmp_path / "src", tmp_path / "dst"
-    for d in range(4):
-        (src / f"d{d}").mkdir(parents=True)
-    for i in range(40):
-        write(src / f"d{i % 4}" / f"f{i:02}", blob(100 + i, i))
-        for d in range(1, 3):  # two more names each, in other directories
-            os.link(src / f"d{i % 4}" / f"f{i:02}", src / f"d{(i + d) % 4}" / f"l{d}-{i:02}")
-    code = LINK_KILL_CHILD.format(store=store_path, src=str(src), dst=str(dst))
-    child = await trio.to_thread.run_sync(
-        lambda: subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
-    )
-    await trio.to_thread.run_sync(functools.partial(kill_when, child, dst, 60))
-    assert 60 <= count_files(dst) < 120, "killed in the links stage"
-    async with parjobs.open_manager(store_path) as m:
-        (info,) = await m.list_jobs()
-        handle = await m.resume(info.id)
-        with trio.fail_after(60):
-            result = await handle.result()
+    names = names_tree(src)
+    args = (store_path, "_copy", "CopyJob", src, dst, 60, 120)
+    result = await kill_while_linking_then_resume(*args)
     assert snapshot(dst) == snapshot(src)
-    for i in range(40):
-        names = [f"d{i % 4}/f{i:02}"] + [f"d{(i + d) % 4}/l{d}-{i:02}" for d in (1, 2)]
-        assert len({ino for ino, _ in inodes(dst, *names)}) == 1, names
-        assert {n for _, n in inodes(dst, *names)} == {3}
+    for three in names.values():
+        assert len({ino for ino, _ in inodes(dst, *three)}) == 1, three
+        assert {n for _, n in inodes(dst, *three)} == {3}
     assert result["files"] == 120 and result["failed"] == 0
     assert find_partials(dst) == []

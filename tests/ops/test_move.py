@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import trio
 import xxhash
-from _trees import SPECIAL_KINDS, identity, make_special
+from _trees import SPECIAL_KINDS, identity, kill_while_linking_then_resume, make_special, names_tree
 
 import parjobs
 from parjobs import JobStatus
@@ -524,3 +524,50 @@ async def test_special_file_at_the_destination_is_never_replaced(
         assert all(m.startswith("destination is a") for m in messages.values()), messages
     assert result["failed"] == len(errors)
     assert find_partials(dst) == []
+
+
+async def test_hard_links_stay_linked_across_filesystems(
+    store_path: str, tmp_path: Path, other_fs: Path
+) -> None:
+    """As ``mv`` (``cp -a`` then remove): names of one file in the tree are one file at the
+    destination; a name linked to a file outside the tree is moved as a copy of its own, and
+    the outside file stays."""
+    src, dst = tmp_path / "src", other_fs / "dst"
+    (src / "a").mkdir(parents=True)
+    (src / "b").mkdir()
+    write(src / "a" / "f", b"three names")
+    os.link(src / "a" / "f", src / "a" / "g")
+    os.link(src / "a" / "f", src / "b" / "h")
+    write(src / "b" / "big", os.urandom(2 * MIB))
+    os.link(src / "b" / "big", src / "a" / "big2")
+    write(tmp_path / "outside", b"outside")
+    os.link(tmp_path / "outside", src / "b" / "o")
+    job = MoveJob(sources=[str(src)], destination=str(dst))
+    result, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED, errors
+    st = {rel: os.lstat(dst / rel) for rel in ("a/f", "a/g", "b/h", "b/big", "a/big2", "b/o")}
+    assert st["a/f"].st_ino == st["a/g"].st_ino == st["b/h"].st_ino
+    assert st["a/f"].st_nlink == 3 and read(dst / "b" / "h") == b"three names"
+    assert st["b/big"].st_ino == st["a/big2"].st_ino and st["b/big"].st_nlink == 2
+    assert st["b/o"].st_nlink == 1 and read(tmp_path / "outside") == b"outside"
+    assert not src.exists()
+    assert (result["moved"], result["linked"], result["failed"]) == (6, 3, 0)
+
+
+async def test_kill_9_while_linking_across_filesystems_then_resume(
+    store_path: str, tmp_path: Path, other_fs: Path
+) -> None:
+    """Killed in the links stage (each link slowed in the child), the resumed move ends with
+    every name linked as in the source (each file at once in full somewhere), the source gone."""
+    src, dst = tmp_path / "src", other_fs / "dst"
+    names = names_tree(src)
+    contents = {i: read(src / three[0]) for i, three in names.items()}
+    args = (store_path, "_move", "MoveJob", src, dst, 60, 120)
+    result = await kill_while_linking_then_resume(*args)
+    assert not src.exists()
+    for i, three in names.items():
+        st = [os.lstat(dst / n) for n in three]
+        assert len({s.st_ino for s in st}) == 1 and st[0].st_nlink == 3, three
+        assert read(dst / three[0]) == contents[i]
+    assert result["failed"] == 0 and result["moved"] == 120
+    assert find_partials(other_fs) == []
