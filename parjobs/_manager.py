@@ -127,6 +127,14 @@ class JobHandle(metaclass=NoPublicConstructor):
         await self._manager.cancel(self.id)
 
 
+#: What pause and cancel lead to: (the status a queued job rests in, a running job's status
+#: while it stops).
+_STEERING = {
+    "pause": (JobStatus.PAUSED, JobStatus.PAUSING),
+    "cancel": (JobStatus.CANCELLED, JobStatus.CANCELLING),
+}
+
+
 class SubmitOptions(TypedDict, total=False):
     """The keywords of `JobManager.submit` (they mean what they mean there) that the owner's
     view and `BlockingManager.submit` pass on as they are."""
@@ -441,79 +449,69 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
     async def pause(self, job_id: str) -> None:
         """Pause a job: running ones stop at the next chunk boundary, keeping their progress.
         Works for jobs run by another process (the request travels through the store)."""
+        info = await self._steer(job_id, "pause")
+        if info is not None:  # nobody live holds it: a compare-and-set on status and owner
+            await self._rest_offline(info, JobStatus.PAUSED)
+
+    async def cancel(self, job_id: str) -> None:
+        """Cancel a job. Running: stops at the next chunk boundary and cleans up. Resting
+        (paused, interrupted, failed): cleaned up now. Illegal when completed or cancelled."""
+        info = await self._steer(job_id, "cancel")
+        if info is None:
+            return
+        check_transition(job_id, info.status, JobStatus.CANCELLED)
+        if info.status.is_active:  # queued, its process gone: a compare-and-set, then clean
+            await self._cleanup_offline(await self._rest_offline(info, JobStatus.CANCELLED))
+            return
+        # Resting: lease it first, so nobody resumes it while its cleanup runs.
+        info = await self._db(self.store.take, job_id, self.id, info.status)
+        try:
+            await self._cleanup_offline(info)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._db(
+                    self.store.transition,
+                    job_id,
+                    JobStatus.CANCELLED,
+                    expect=info.status,
+                    holder=self.id,
+                    lease=None,
+                    request=None,
+                )
+
+    async def _steer(self, job_id: str, request: str) -> JobInfo | None:
+        """What pause and cancel (``request``) share: reach the job where it is. Queued here,
+        it rests at once (a cancelled one is cleaned up); starting or running here, it is
+        interrupted; held by another live process, that process is asked through the store.
+        Returns None then, else the stored job, which nobody live holds."""
+        rest, stopping = _STEERING[request]
         live = self._live.get(job_id)
         if live is not None and live in self._queue:
-            await self._rest_queued(live, JobStatus.PAUSED)
-            return
+            await self._rest_queued(live, rest)
+            if rest is JobStatus.CANCELLED:
+                await self._cleanup_offline(live.info)
+            return None
         if live is not None and live.starting and live.ctx is None and not live.rested.is_set():
-            self._apply_request(live, "pause")  # applied as soon as its run begins
-            return
-        if live is not None and live.status in (JobStatus.RUNNING, JobStatus.PAUSING):
-            await self._interrupt(live, "pause", JobStatus.PAUSING)
-            return
-        if await self._db(self.store.request, job_id, "pause", self.id):
-            return  # another live process holds it: it pauses the job itself
-        info = await self.get(job_id)
-        # Nobody live holds it: a compare-and-set on its status and owner.
-        await self._db(
+            self._apply_request(live, request)  # applied as soon as its run begins
+            return None
+        if live is not None and live.status in (JobStatus.RUNNING, JobStatus.PAUSING, stopping):
+            await self._interrupt(live, request, stopping)
+            return None
+        if await self._db(self.store.request, job_id, request, self.id):
+            return None  # the process that holds it pauses or cancels (and cleans up) itself
+        return await self.get(job_id)
+
+    async def _rest_offline(self, info: JobInfo, status: JobStatus) -> JobInfo:
+        """Set a job nobody live holds to ``status``, if it is still as ``info`` says."""
+        return await self._db(
             self.store.transition,
-            job_id,
-            JobStatus.PAUSED,
+            info.id,
+            status,
             expect=info.status,
             manager=self.id,
             lease=None,
             request=None,
         )
-
-    async def cancel(self, job_id: str) -> None:
-        """Cancel a job. Running: stops at the next chunk boundary and cleans up. Resting
-        (paused, interrupted, failed): cleaned up now. Illegal when completed or cancelled."""
-        live = self._live.get(job_id)
-        if live is not None and live in self._queue:
-            await self._rest_queued(live, JobStatus.CANCELLED)
-            await self._cleanup_offline(live.info)
-            return
-        if live is not None and live.starting and live.ctx is None and not live.rested.is_set():
-            self._apply_request(live, "cancel")  # applied as soon as its run begins
-            return
-        if live is not None and live.status in (
-            JobStatus.RUNNING,
-            JobStatus.PAUSING,
-            JobStatus.CANCELLING,
-        ):
-            await self._interrupt(live, "cancel", JobStatus.CANCELLING)
-            return
-        if await self._db(self.store.request, job_id, "cancel", self.id):
-            return  # another live process holds it: it stops, cleans up and says cancelled
-        info = await self.get(job_id)
-        check_transition(job_id, info.status, JobStatus.CANCELLED)
-        if info.status.is_active:  # queued, its process gone: a compare-and-set, then clean
-            info = await self._db(
-                self.store.transition,
-                job_id,
-                JobStatus.CANCELLED,
-                expect=info.status,
-                manager=self.id,
-                lease=None,
-                request=None,
-            )
-            await self._cleanup_offline(info)
-        else:
-            # Resting: lease it first, so nobody resumes it while its cleanup runs.
-            info = await self._db(self.store.take, job_id, self.id, info.status)
-            try:
-                await self._cleanup_offline(info)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await self._db(
-                        self.store.transition,
-                        job_id,
-                        JobStatus.CANCELLED,
-                        expect=info.status,
-                        holder=self.id,
-                        lease=None,
-                        request=None,
-                    )
 
     async def resume(
         self,
