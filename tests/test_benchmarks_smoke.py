@@ -110,3 +110,20 @@ def test_tiny_run_writes_results(tmp_path):
     items = doc["scenarios"]["items"]
     assert _number(items["us_per_record"]) and _number(items["bytes_per_record"])
     assert {p.name for p in results.glob("*.png")} >= {"copy.png", "hash.png", "thumbnails.png"}
+
+
+def test_ab_trees_copies_with_each_tree_and_reports_medians(tmp_path: pathlib.Path) -> None:
+    """``python -m benchmarks.ab_trees``: one copy per tree and round (here this checkout
+    only), each complete and removed, and a median line per tree."""
+    args = ["--rounds", "1", "--files", "30", "--tmp", str(tmp_path)]
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ab_trees", str(ROOT), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("round 1 ") == 1
+    assert out.stdout.count(f"{ROOT}: median ") == 1
+    assert not list((tmp_path / "parjobs-ab-trees").glob("run-*"))  # each copy removed
