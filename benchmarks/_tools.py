@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,9 +184,12 @@ def run_job(
     workers: int,
     store_dir: Path,
     lanes: dict[str, int] | None = None,
+    finish: Callable[[parjobs.JobManager, str], Awaitable[Any]] | None = None,
 ) -> tuple[Any, Timing]:
     """Run ``job`` to its end in a fresh manager and store; time the whole thing (opening
-    the store, the job, closing the manager), as a user's script would experience it."""
+    the store, the job, closing the manager), as a user's script would experience it.
+    ``finish(manager, job_id)`` gives what to return instead of the job's result (e.g. the
+    digests of a hash, read from its item log: timed too, as a script would read them)."""
     store = store_dir / f"bench-{os.getpid()}-{next(_counter)}.sqlite"
 
     async def main() -> Any:
@@ -196,6 +199,8 @@ def run_job(
             if status is not parjobs.JobStatus.COMPLETED:
                 errors = await manager.errors(handle.id, limit=3)
                 raise RuntimeError(f"job ended {status.value}: {errors}")
+            if finish is not None:
+                return await finish(manager, handle.id)
             return await handle.result()
 
     sw = Stopwatch()

@@ -8,13 +8,15 @@ parjobs' digests are checked against the Python loop's once.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import xxhash
 
-from parjobs.ops._hash import HashJob
+import parjobs
+from parjobs.ops._hash import HashJob, HashLog
 
 from ._common import Timing, load_average, log, panel_chart, run_rounds
 from ._session import Session
@@ -42,8 +44,15 @@ def python_loop(files: list[Path]) -> dict[str, str]:
 
 def _parjobs(session: Session, roots: list[Path], workers: int, expect: dict[str, str]) -> Timing:
     job = HashJob(paths=[str(r) for r in roots], algorithm="xxh3_128")
-    result, timing = run_job(job, workers=workers, store_dir=session.scratch)
-    if result["digests"] != expect:
+
+    async def digests(manager: parjobs.JobManager, job_id: str) -> dict[str, str]:
+        """The digests, from the job's item log (its result holds counts only)."""
+        log = HashLog()
+        log.add(await manager.items(job_id, action="hashed"))
+        return {os.fsdecode(p): d for p, (d, _) in log.rows(job.paths, job.names).items()}
+
+    got, timing = run_job(job, workers=workers, store_dir=session.scratch, finish=digests)
+    if got != expect:
         raise RuntimeError("parjobs hash: digests differ from the Python loop's")
     return timing
 
