@@ -9,7 +9,8 @@ Usage: ``python rel_child.py CONFIG.json``. The config (written by `rel_helpers.
     task_sleep   seconds slept before every sync task (spreads a run over time)
     check_sleep  seconds slept in every TaskContext.check() (slows chunked copies)
     chunk_size   CopyJob/MoveJob chunk size (files larger than it leave resumable partials)
-    group_size   CopyItem.group_size: files per call into the C group path
+    group_size   CopyItem.group_size and MoveItem.group_size: files per call into the C
+                 group path
     store_timeout  SQLite busy timeout of the store (seconds)
     user         run as this uid (and gid) from the start of the job on: the interpreter
                  starts as root (its binary may live where other users cannot read it), then
@@ -40,6 +41,7 @@ import parjobs.ops  # registers the job types
 import parjobs.ops._copy as copy_mod
 import parjobs.ops._copyfile as copyfile_mod
 import parjobs.ops._fs as fs_mod
+import parjobs.ops._move as move_mod
 import parjobs.ops._smallfiles as smallfiles_mod
 import parjobs.ops._transfer as transfer_mod
 
@@ -260,6 +262,7 @@ if __name__ == "__main__":
         transfer_mod.CHUNK_SIZE = int(cfg["chunk_size"])
     if cfg.get("group_size"):
         copy_mod.CopyItem.group_size = int(cfg["group_size"])
+        move_mod.MoveItem.group_size = int(cfg["group_size"])
     if cfg.get("store_timeout"):
         real_open = store_mod.JobStore.open.__func__  # type: ignore[attr-defined]
         timeout = float(cfg["store_timeout"])

@@ -116,15 +116,19 @@ def _diff(got: dict[bytes, Any], want: dict[bytes, Any]) -> str:
     return f"missing {missing}, unexpected {extra}, different {changed}"
 
 
+#: The child of a copy or a move: slowed down, chunked and grouped so kills land mid-way.
+TRANSFER_CHILD = {
+    "task_sleep": 0.012,
+    "check_sleep": 0.004,
+    "chunk_size": 512 * 1024,
+    "workers": 4,
+    "group_size": 8,
+}
+
+
 class CopyOp(Op):
     name, job_type = "copy", "copy"
-    child = {
-        "task_sleep": 0.012,
-        "check_sleep": 0.004,
-        "chunk_size": 512 * 1024,
-        "workers": 4,
-        "group_size": 8,
-    }
+    child = TRANSFER_CHILD
     hooks = [
         ("checkpoint", (1, 3)),
         ("rename-before", (5, 200)),
@@ -164,12 +168,16 @@ class MoveOp(Op):
     only then unlinked at the source."""
 
     name, job_type = "move", "move"
-    child = {"task_sleep": 0.012, "check_sleep": 0.004, "chunk_size": 512 * 1024, "workers": 4}
+    child = TRANSFER_CHILD
     hooks = [
         ("checkpoint", (1, 2)),
         ("rename-before", (5, 200)),
         ("unlink-before", (5, 200)),
         ("unlink-after", (5, 200)),
+        # The C group path: killed once a group's copies are in place (before any of them
+        # is verified or its source unlinked), or between two files of that call.
+        ("group-mid", (2, 20)),
+        ("group-after", (2, 20)),
     ]
 
     def scenario(self, root: Path, template: Path, shm: Path) -> Scenario:
