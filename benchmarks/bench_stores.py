@@ -5,7 +5,8 @@ tests/_pg.py, from the ``postgresql`` package's binaries).
 
 1. Submit-to-start latency: one idle ``parjobs worker`` process; tiny jobs submitted with
    ``detach`` one after another; the latency is the store's ``started - created``. SQLite
-   workers poll (1 s); PostgreSQL wakes them with NOTIFY.
+   wakes the workers from a look at ``PRAGMA data_version`` every 50 ms (it polled each
+   second before); PostgreSQL wakes them with NOTIFY.
 2. Claims per second with 1, 2 and 4 ``parjobs worker`` processes (CLI, end to end) on a
    queue of tiny jobs: jobs / (last finish - first start), from the store's timestamps.
 3. Checkpoint cost of a 10,000-small-file copy (quick: 2,000): the copy's wall time, and the

@@ -31,6 +31,7 @@ from ._jobstore import StoreJobQuery, StoreListener
 from ._leases import dead_managers, process_start
 from ._progress import ItemError, Progress
 from ._records import CheckpointBatch, ItemQuery, JobInfo
+from ._sqlite_watch import SQLiteListener
 from ._status import JobStatus, check_transition, dependency_state
 from ._store_schema import (
     Undecodable,
@@ -403,8 +404,13 @@ class SQLiteJobStore:
             offset += len(rows)
 
     def listener(self) -> StoreListener | None:
-        """No wake-ups from SQLite: other processes' changes are polled."""
-        return None
+        """Wake-ups when another connection changed a job's status (`SQLiteListener`: a
+        look at ``PRAGMA data_version`` every 50 ms); None if it cannot watch (the poll
+        alone then)."""
+        try:
+            return SQLiteListener(self.path)
+        except (sqlite3.Error, OSError):
+            return None
 
     def take(self, job_id: str, manager_id: str, expect: JobStatus) -> JobInfo:
         """Lease a resting job to ``manager_id`` without changing its status (e.g. while

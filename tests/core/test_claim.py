@@ -9,7 +9,11 @@ import subprocess
 import sys
 
 import pytest
+import trio
+from _jobs import MarkJob
 
+import parjobs
+import parjobs._scheduler
 from parjobs import JobStatus
 from parjobs._records import CheckpointBatch
 from parjobs._stores import open_store
@@ -121,12 +125,46 @@ def test_postgresql_wakes_listeners_on_status_changes_only(pg_url, tmp_path, mon
         other.close()
 
 
-def test_sqlite_has_no_listener(tmp_path):
-    store = open_store(tmp_path / "jobs.sqlite")
+def test_sqlite_wakes_listeners_on_status_changes_only(tmp_path):
+    store, other = open_store(tmp_path / "jobs.sqlite"), open_store(tmp_path / "jobs.sqlite")
+    listener = store.listener()
+    assert listener is not None  # a look at PRAGMA data_version every 50 ms
     try:
-        assert store.listener() is None
+        other.register_manager("m")
+        assert _drain(listener, timeout=0.5) == []  # a manager's row: no status changed
+        other.insert_job("j", "t", 1, "{}")
+        assert _drain(listener) == [""]  # SQLite does not say which job
+        other.claim_next("m", CAPS)
+        assert _drain(listener) == [""]
+        for n in range(5):  # checkpoints commit too, but wake nobody
+            other.checkpoint("j", CheckpointBatch(ranges={"s": [(n, n + 1)]}, done_items=1), "m")
+        assert _drain(listener, timeout=0.5) == []
+        other.transition("j", JobStatus.COMPLETED, holder="m", lease=None)
+        assert _drain(listener) == [""]
     finally:
+        listener.close()
         store.close()
+        other.close()
+
+
+async def test_a_sqlite_worker_claims_a_job_another_connection_queued_at_once(
+    tmp_path, monkeypatch
+):
+    """The poll a worker falls back on is made a minute long: only the wake-up can start
+    the job in time."""
+    monkeypatch.setattr(parjobs._scheduler, "DEPENDENCY_POLL", 60.0)
+    store = str(tmp_path / "jobs.sqlite")
+    log = str(tmp_path / "log")
+    async with parjobs.open_manager(store) as worker, trio.open_nursery() as nursery:
+        nursery.start_soon(worker.work)
+        await trio.sleep(0.3)  # idle: its first look found nothing
+        async with parjobs.open_manager(store) as submitter:
+            handle = await submitter.submit(MarkJob(name="a", log=log), detach=True)
+            with trio.fail_after(10):
+                assert await submitter.wait(handle.id) is JobStatus.COMPLETED
+            info = await submitter.get(handle.id)
+        assert info.started is not None and info.started - info.created < 5
+        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.both_stores

@@ -55,6 +55,7 @@ FLOORS: dict[str, int] = {
     "parjobs._jobstore": 3,
     "parjobs._leases": 3,
     "parjobs._store_schema": 3,
+    "parjobs._sqlite_watch": 3,
     "parjobs._store": 4,
     "parjobs._pgschema": 3,
     "parjobs._pgstore": 5,
