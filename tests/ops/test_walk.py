@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from parjobs.ops._walk import Entry, Manifest, count_tree, walk
+from parjobs.ops._walk import Entry, HardLinks, Manifest, count_tree, walk
 
 
 class FakeContext:
@@ -231,3 +231,33 @@ async def test_the_quick_count_agrees_with_the_walk(tmp_path: Path, follow: bool
     assert sum(c.file_bytes for c in counts) == sum(e.size for e in walked if e.kind == "file")
     assert [c.entries for c in counts][1:] == [1, 1]
     assert count_tree(roots, follow, lambda: True) is None  # stopped: no partial figures
+
+
+async def test_link_counts_are_walked_and_kept_and_hard_links_find_the_first_name(
+    tmp_path: Path,
+) -> None:
+    """A file's link count is in its entry and the manifest (a manifest written before it
+    was recorded reads as 1); `HardLinks` names the first walked name of a linked file."""
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "b").mkdir()
+    (src / "b" / "f").write_text("f")
+    os.link(src / "b" / "f", src / "a" / "g")  # walked first: a/ comes before b/
+    (src / "single").write_text("1")
+    ctx = FakeContext(tmp_path / "job")
+    entries = by_rel(await collect(ctx, [str(src)]))
+    assert entries[b"src/a/g"].nlink == entries[b"src/b/f"].nlink == 2
+    assert entries[b"src/single"].nlink == 1 and entries[b"src/a"].nlink == 1
+    manifest = Manifest(str(tmp_path / "job" / "walk.manifest"))
+    assert by_rel(manifest.load())[b"src/b/f"].nlink == 2
+    links = HardLinks()
+    firsts = {e.rel: links.first_of(e) for e in await collect(ctx, [str(src)])}  # replayed
+    first = firsts[b"src/b/f"]
+    assert first is not None and first.rel == b"src/a/g"
+    assert firsts[b"src/a/g"] is None and firsts[b"src/single"] is None
+    old = [
+        [row[:10] for row in json.loads(line)]  # as written before link counts were
+        for line in (tmp_path / "job" / "walk.manifest").read_text().splitlines()
+    ]
+    (tmp_path / "job" / "walk.manifest").write_text("".join(json.dumps(r) + "\n" for r in old))
+    assert {e.nlink for e in manifest.load()} == {1}
