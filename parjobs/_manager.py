@@ -149,6 +149,14 @@ class SubmitOptions(TypedDict, total=False):
     detach: bool
 
 
+class ResumeOptions(TypedDict, total=False):
+    """The keywords of `JobManager.resume` (they mean what they mean there) that the owner's
+    view passes on as they are."""
+
+    timeout: float | None
+    detach: bool
+
+
 @typing.final
 class JobManager(Housekeeping, metaclass=NoPublicConstructor):
     """Runs jobs from a `JobStore`. Create with `open_manager`.
@@ -758,14 +766,8 @@ class OwnerView(metaclass=NoPublicConstructor):
     async def pause(self, job_id: str) -> None:
         await self.manager.pause(await self._own(job_id))
 
-    async def resume(
-        self,
-        job_id: str,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 - a job setting, not this call's
-        detach: bool = False,
-    ) -> JobHandle:
-        return await self.manager.resume(await self._own(job_id), timeout=timeout, detach=detach)
+    async def resume(self, job_id: str, **options: Unpack[ResumeOptions]) -> JobHandle:
+        return await self.manager.resume(await self._own(job_id), **options)
 
     async def cancel(self, job_id: str) -> None:
         await self.manager.cancel(await self._own(job_id))

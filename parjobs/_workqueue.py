@@ -6,6 +6,7 @@ Also the one rule that decides whether a task is heavy, and whether it may run i
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import threading
 from collections.abc import Callable
@@ -38,6 +39,7 @@ def groupable(task: Task[Any]) -> bool:
     return task.group_size > 1 and task.weight < HEAVY_BYTES
 
 
+@dataclasses.dataclass(slots=True, eq=False)
 class WorkItem:
     """One task on its way through the pool: the task, its context, where its outcome goes
     (``deliver``, which books it in ``stage`` once the job has it), the stage, and its retry
@@ -45,25 +47,13 @@ class WorkItem:
     together (the same callable for every item of the group): one hand-over and one
     booking per group instead of per task."""
 
-    __slots__ = ("deliver", "deliver_group", "retry", "stage", "task", "tc", "timeout")
-
-    def __init__(
-        self,
-        task: Task[Any],
-        tc: TaskContext,
-        stage: Stage,
-        deliver: Deliver,
-        retry: RetryPolicy | None = None,
-        timeout: float | None = None,
-        deliver_group: DeliverGroup | None = None,
-    ) -> None:
-        self.task = task
-        self.tc = tc
-        self.stage = stage
-        self.deliver = deliver
-        self.retry = retry
-        self.timeout = timeout
-        self.deliver_group = deliver_group
+    task: Task[Any]
+    tc: TaskContext
+    stage: Stage
+    deliver: Deliver
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+    deliver_group: DeliverGroup | None = None
 
 
 class WorkQueue:

@@ -3,6 +3,7 @@ gives destination directories their sources' modes and times, deepest first."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from .._task import Task, TaskContext
@@ -11,6 +12,7 @@ from ._metadata import apply_dir_metadata
 from ._transfer import CopyDone, CopyPlan
 
 
+@dataclasses.dataclass(eq=False)
 class FinishDirs(Task[CopyDone]):
     """The last step of a run: sweep leftover temporaries (when a run may have left some),
     then apply source modes and times to the destination directories, deepest first.
@@ -18,19 +20,11 @@ class FinishDirs(Task[CopyDone]):
     ``dirs`` holds (destination rel, source path, mtime or None): a move passes the mtime
     its walk saw, since moving the files out changed the source directory's mtime."""
 
-    def __init__(
-        self,
-        index: int,
-        plan: CopyPlan,
-        dirs: list[tuple[bytes, bytes, int | None]],
-        sweep: Callable[[], object] | None,
-        after: Callable[[TaskContext], None] | None = None,
-    ) -> None:
-        self.index = index
-        self.plan = plan
-        self.dirs = dirs
-        self.sweep = sweep
-        self.after = after
+    index: int
+    plan: CopyPlan
+    dirs: list[tuple[bytes, bytes, int | None]]
+    sweep: Callable[[], object] | None
+    after: Callable[[TaskContext], None] | None = None
 
     @property
     def weight(self) -> int:
