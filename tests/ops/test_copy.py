@@ -1345,3 +1345,24 @@ async def test_kill_9_while_linking_then_resume_keeps_links(
         assert {n for _, n in inodes(dst, *three)} == {3}
     assert result["files"] == 120 and result["failed"] == 0
     assert find_partials(dst) == []
+
+
+async def test_overwrite_replaces_a_later_name_by_a_link_that_undo_keeps(
+    store_path: str, tmp_path: Path
+) -> None:
+    """A file in the way of a later name is replaced by the link (a temporary renamed over
+    it): recorded "linked" with detail "replaced", which undo never removes."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    linked_tree(src, tmp_path / "outside")
+    (dst / "b").mkdir(parents=True)
+    write(dst / "b" / "h", b"old")
+    async with parjobs.open_manager(store_path) as m:
+        job = CopyJob(sources=[str(src)], destination=str(dst), on_conflict="overwrite", into=False)
+        h = await m.submit(job)
+        result = await h.result()
+        (rec,) = [r for r in await m.items(h.id) if r.destination == str(dst / "b" / "h")]
+        undo = await (await m.undo(h.id)).result()
+    assert (rec.action, rec.detail, result["linked"]) == ("linked", "replaced", 3)
+    assert read(dst / "b" / "h") == b"three names" and os.lstat(dst / "b" / "h").st_nlink == 1
+    assert sorted(os.listdir(dst)) == ["b"] and os.listdir(dst / "b") == ["h"]
+    assert undo["failed"] == 0
