@@ -46,11 +46,11 @@ from ._transfer import (
     AskCallback,
     CopyDone,
     CopyPlan,
-    EntryTask,
     IntoDestination,
     Landing,
     Policy,
     Tally,
+    TransferItem,
     check_paths,
     copy_group,
     item_error,
@@ -71,7 +71,7 @@ def _followed(path: bytes) -> bytes:
     return os.path.realpath(path) if stat.S_ISLNK(os.lstat(path).st_mode) else path
 
 
-class CopyItem(EntryTask):
+class CopyItem(TransferItem):
     """Copy one walked entry to ``destination/<entry.rel>``.
 
     Queued items are grouped (`run_group`): the small plain files of a group are copied by

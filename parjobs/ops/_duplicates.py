@@ -37,7 +37,7 @@ from ._hashing import (
     group_by,
     new_hasher,
 )
-from ._walk import Entry, walk
+from ._walk import Entry, check_roots, walk
 
 T = TypeVar("T")
 
@@ -108,11 +108,7 @@ class DuplicatesJob(Job):
     min_size: int = 1
 
     def validate(self) -> None:
-        if not self.paths:
-            raise JobSpecError("duplicates: no paths given")
-        for path in self.paths:
-            if not path or "\0" in path:
-                raise JobSpecError(f"duplicates: invalid path {path!r}")
+        check_roots("duplicates", self.paths)
         if self.min_size < 0:
             raise JobSpecError(f"duplicates: min_size must be >= 0, got {self.min_size}")
 

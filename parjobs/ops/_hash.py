@@ -64,7 +64,7 @@ from ._hashing import ALGORITHMS
 from ._names import job_token, stored_token
 from ._partials import remove_own_temps, tmp_name
 from ._paths import check_writable_dir, keep_dir_identity
-from ._walk import Entry, RootCount, Totals, walk_ahead
+from ._walk import Entry, RootCount, Totals, check_roots, walk_ahead
 
 # O_EXCL|O_NOFOLLOW: whatever sits at the temporary's name (it is random, see `output_tmp`) is
 # never opened, truncated and written through, nor removed: another name is tried instead.
@@ -95,11 +95,7 @@ class HashJob(Job):
     names: list[str] | None = None
 
     def validate(self) -> None:
-        if not self.paths:
-            raise JobSpecError("hash: no paths given")
-        for path in self.paths:
-            if not path or "\0" in path:
-                raise JobSpecError(f"hash: invalid path {path!r}")
+        check_roots("hash", self.paths)
         if self.names is not None:
             if len(self.names) != len(self.paths):
                 raise JobSpecError(

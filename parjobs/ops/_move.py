@@ -51,10 +51,10 @@ from ._partials import sweep_temporaries
 from ._transfer import (
     CopyDone,
     CopyPlan,
-    EntryTask,
     IntoDestination,
     Landing,
     Tally,
+    TransferItem,
     check_paths,
     copy_group,
     item_error,
@@ -172,7 +172,7 @@ class MoveRoot(Task[CopyDone]):
             _sync_parent(self.path)
 
 
-class MoveItem(EntryTask):
+class MoveItem(TransferItem):
     """Stage 2: move one walked entry to ``destination/<entry.rel>``, by rename (``merge``
     roots; falls back to copying on EXDEV) or by copy, verify, then unlink (``copy`` roots).
 

@@ -65,7 +65,7 @@ from ._imaging import (
 from ._names import job_token, stored_token
 from ._partials import remove_own_temps
 from ._paths import check_creatable_dir, keep_dir_identity
-from ._walk import Entry, Totals, walk_ahead
+from ._walk import Entry, Totals, check_roots, walk_ahead
 
 __all__ = ["MAX_SIZE", "ThumbnailJob", "ThumbnailTask", "image_extensions"]
 
@@ -248,11 +248,8 @@ class ThumbnailJob(Job):
             self.out_dir = os.path.join(cache_home_dir(None), "thumbnails")
 
     def validate(self) -> None:
-        if not isinstance(self.paths, list) or not self.paths:
-            raise JobSpecError("thumbnails: no paths given")
+        check_roots("thumbnails", self.paths)
         for path in self.paths:
-            if not isinstance(path, str) or not path or "\0" in path:
-                raise JobSpecError(f"thumbnails: invalid path {path!r}")
             if not os.path.lexists(path):
                 raise JobSpecError(f"thumbnails: path does not exist: {path!r}")
         if not _is_int(self.size) or not 0 < self.size <= MAX_SIZE:

@@ -117,7 +117,7 @@ class CopyDone(NamedTuple):
     reused: int = 0
 
 
-class EntryTask(Task[CopyDone]):
+class TransferItem(Task[CopyDone]):
     """What the copy and move tasks of one walked entry share: their label, the bytes of a
     skipped item, and how a conflict at the destination is settled. A subclass sets
     ``index``, ``entry`` and ``plan``, says its ``weight`` (the bytes the job's total counts
@@ -1008,7 +1008,7 @@ _NO_LINK_ERRNOS = frozenset(
 
 
 def link_first(
-    task: EntryTask, tc: TaskContext, dir_fd: int, first: Entry
+    task: TransferItem, tc: TaskContext, dir_fd: int, first: Entry
 ) -> tuple[Landing, bool] | None:
     """Make ``task``'s entry (its leaf in ``dir_fd``), a later name of the file ``first``
     names, a hard link to ``first``'s copy: ``(landing, False)`` where it was linked, ``(landing,

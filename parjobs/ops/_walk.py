@@ -37,6 +37,7 @@ from typing import Literal
 import trio
 
 from .._context import JobContext
+from .._exceptions import JobSpecError
 from ._fs import display
 
 #: One worker-thread call of the walk lists directories for about this long (seconds) ...
@@ -47,6 +48,16 @@ SLICE_ENTRIES = 4096
 _Pending = tuple[bytes, bytes, frozenset[tuple[int, int]]]
 
 Kind = Literal["file", "dir", "symlink", "special", "error"]
+
+
+def check_roots(kind: str, paths: object) -> None:
+    """The first check of a job that walks ``paths``: a non-empty list of non-empty path
+    strings without NUL (`JobSpecError` naming the job ``kind`` otherwise)."""
+    if not isinstance(paths, list) or not paths:
+        raise JobSpecError(f"{kind}: no paths given")
+    for path in paths:
+        if not isinstance(path, str) or not path or "\0" in path:
+            raise JobSpecError(f"{kind}: invalid path {path!r}")
 
 
 @dataclasses.dataclass(slots=True)
