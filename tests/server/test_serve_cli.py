@@ -171,7 +171,14 @@ def test_a_job_resumed_and_paused_since_the_shutdown_stays_paused(tmp_path) -> N
         text=True,
         env=env,
     )
-    time.sleep(1.5)
+    log = tmp_path / "log"
+    ran = log.stat().st_size if log.exists() else 0
+    for _ in range(3000):  # its run is under way (a fixed wait lost to a loaded machine)
+        if log.exists() and log.stat().st_size > ran:
+            break
+        assert local.poll() is None, _stderr(local)
+        time.sleep(0.02)
+    time.sleep(0.2)
     local.send_signal(signal.SIGINT)
     assert local.wait(timeout=20) == 3, _stderr(local)
     proc = start(tmp_path, "--token-file", tokens)
