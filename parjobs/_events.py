@@ -10,7 +10,7 @@ import enum
 import itertools
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Self
 
 import trio
 
@@ -67,8 +67,28 @@ class JobEvent:
     output: OutputLine | None = None
 
 
+class _Stream:
+    """What both kinds of subscription share: a context manager and an async iterator of
+    `JobEvent` that `close` ends."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def aclose(self) -> None:
+        self.close()
+
+
 @typing.final
-class EventSubscription(metaclass=NoPublicConstructor):
+class EventSubscription(_Stream, metaclass=NoPublicConstructor):
     """A subscription to a manager's events: an async iterator of `JobEvent`, registered from
     the moment it was made (nothing published after that is missed, except what its full
     buffer drops). Use it as a context manager so it ends with the block::
@@ -133,15 +153,6 @@ class EventSubscription(metaclass=NoPublicConstructor):
         self._bus._unsubscribe(self)
         self._wake.set()
 
-    def __enter__(self) -> EventSubscription:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __aiter__(self) -> EventSubscription:
-        return self
-
     async def __anext__(self) -> JobEvent:
         while not self._queue:
             if self._closed:
@@ -153,12 +164,9 @@ class EventSubscription(metaclass=NoPublicConstructor):
             del self._progress_at[event.job_id]
         return event
 
-    async def aclose(self) -> None:
-        self.close()
-
 
 @typing.final
-class OwnerEvents:
+class OwnerEvents(_Stream):
     """The events of one owner's jobs only, read from a subscription (see
     `OwnerView.events`): each event's job is looked up once (``owner_of``: its owner, None
     when it is gone) and the others' events are skipped. A deletion is passed on for a job
@@ -174,15 +182,6 @@ class OwnerEvents:
         self.owner = owner
         self._owner_of = owner_of
         self._owners: dict[str, str | None] = {}
-
-    def __enter__(self) -> OwnerEvents:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __aiter__(self) -> OwnerEvents:
-        return self
 
     async def __anext__(self) -> JobEvent:
         while True:
@@ -200,9 +199,6 @@ class OwnerEvents:
 
     def close(self) -> None:
         self.subscription.close()
-
-    async def aclose(self) -> None:
-        self.close()
 
 
 class EventBus:
