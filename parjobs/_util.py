@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -22,8 +22,14 @@ class NoPublicConstructor(type):
             "the package gives you one (see its documentation)"
         )
 
-    def _create(cls: type[T], *args: Any, **kwargs: Any) -> T:
-        return super().__call__(*args, **kwargs)  # type: ignore[misc,no-any-return]
+    if TYPE_CHECKING:
+
+        def _create(cls: type[T], *args: Any, **kwargs: Any) -> T: ...
+
+    else:
+        # The real constructor, bound to the class: no extra Python frame on the paths that
+        # build one per task (TaskContext, TaskHandle).
+        _create = type.__call__
 
 
 def state_dir() -> str:
