@@ -721,7 +721,7 @@ async def test_cancel_while_paused_removes_partials(
     src.mkdir()
     write(src / "big.bin", blob(8 * MIB, 3))
     monkeypatch.setattr(transfer_mod, "CHUNK_SIZE", MIB)
-    slow_checks(monkeypatch, [0.02])
+    slow_checks(monkeypatch, [0.05])  # 0.4 s a copy: snapshots come every 0.1 s
     async with parjobs.open_manager(store_path) as m:
         handle = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
         with trio.fail_after(20):
