@@ -1,4 +1,4 @@
-"""Two source trees of parjobs, the same jobs, alternating rounds: did a change make the
+"""Source trees of parjobs, the same jobs, alternating rounds: did a change make the
 library slower?
 
 Each round runs every scenario once per tree, in a fresh interpreter with that tree first on
@@ -13,10 +13,12 @@ scenarios use only the API both trees share (``open_manager``, ``parjobs.ops.Cop
 
 Wall time of the job (submit to end) and the process's CPU time over the same span.
 
-Run: ``python -m benchmarks.bench_trees BASE_TREE [OTHER_TREE] [--rounds N]``; OTHER_TREE
-defaults to this checkout. Build each tree's C extension first (``python3 setup.py
-build_ext --inplace`` in it): an old build is ignored and every small file then takes the
-slower Python path. Results go to ``benchmarks/results/trees-<date>.json``.
+Run: ``python -m benchmarks.bench_trees BASE_TREE [TREE ...] [--rounds N] [--only S,..]``;
+the ratios are against BASE_TREE, and TREE defaults to this checkout. E.g. the redesign
+(#13) against the tree before it: ``git worktree add --detach /work/wt-pre 5ffd245^``.
+Build each tree's C extension first (``python3 setup.py build_ext --inplace`` in it): an
+old build is ignored and every small file then takes the slower Python path. Results go
+to ``benchmarks/results/trees-<date>.json`` (``--results-dir``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import trio
 import parjobs
 from parjobs.ops import CopyJob, HashJob
 
-scenario, data, work = sys.argv[1], sys.argv[2], sys.argv[3]
+scenario, data, work, files, big_mib = sys.argv[1:6]
 
 
 @parjobs.job_type("bench-trees-noop")
@@ -68,12 +70,13 @@ class NoopJob(parjobs.Job):
 
 
 async def main():
+    small, big = os.path.join(data, f"small-{files}"), os.path.join(data, f"big-{big_mib}")
     if scenario == "copy-small":
-        job = CopyJob(sources=[os.path.join(data, "small")], destination=os.path.join(work, "out"))
+        job = CopyJob(sources=[small], destination=os.path.join(work, "out"))
     elif scenario == "copy-big":
-        job = CopyJob(sources=[os.path.join(data, "big")], destination=os.path.join(work, "out"))
+        job = CopyJob(sources=[big], destination=os.path.join(work, "out"))
     elif scenario == "hash":
-        job = HashJob(paths=[os.path.join(data, "big")], output=os.path.join(work, "sums"))
+        job = HashJob(paths=[big], output=os.path.join(work, "sums"))
     else:
         job = NoopJob()
     async with parjobs.open_manager(os.path.join(work, "jobs.sqlite"), workers=8) as m:
@@ -90,27 +93,26 @@ trio.run(main)
 """
 
 
-def make_data(root: Path) -> None:
-    """The trees the scenarios read, made once (seeded, so both trees see the same bytes)."""
+def make_data(root: Path, files: int = 10_000, big_mib: int = 128) -> None:
+    """The trees the scenarios read, made once (seeded, so every tree sees the same bytes)."""
     rng = random.Random(13)
-    small = root / "small"
+    small = root / f"small-{files}"
     if not small.exists():
-        for d in range(50):
-            sub = small / f"d{d:02}"
-            sub.mkdir(parents=True)
-            for i in range(200):
-                (sub / f"f{i:03}.bin").write_bytes(rng.randbytes(rng.randint(1024, 8192)))
-    big = root / "big"
+        for i in range(files):
+            sub = small / f"d{i % 50:02}"
+            sub.mkdir(parents=True, exist_ok=True)
+            (sub / f"f{i:05}.bin").write_bytes(rng.randbytes(rng.randint(1024, 8192)))
+    big = root / f"big-{big_mib}"
     if not big.exists():
         big.mkdir()
         block = rng.randbytes(1 << 20)
         for i in range(4):
             with open(big / f"big{i}.bin", "wb") as f:
-                for _ in range(128):
+                for _ in range(big_mib):
                     f.write(block)
 
 
-def run_one(tree: str, scenario: str, data: Path) -> dict[str, float]:
+def run_one(tree: str, scenario: str, data: Path, files: int, big_mib: int) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="bench-trees-", dir=data))
     try:
         env = {**os.environ, "PYTHONPATH": tree}
@@ -122,6 +124,8 @@ def run_one(tree: str, scenario: str, data: Path) -> dict[str, float]:
                 scenario,
                 str(data),
                 str(work),
+                str(files),
+                str(big_mib),
             ],
             capture_output=True,
             text=True,
@@ -139,21 +143,27 @@ def run_one(tree: str, scenario: str, data: Path) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("base", help="the tree to compare against (a worktree of an older commit)")
-    parser.add_argument("other", nargs="?", default=str(HERE.parent), help="default: this checkout")
+    parser.add_argument("others", nargs="*", metavar="tree", help="default: this checkout")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", default=",".join(SCENARIOS))
+    parser.add_argument("--files", type=int, default=10_000, help="files of copy-small")
+    parser.add_argument("--big-mib", type=int, default=128, help="MiB of each big file")
     parser.add_argument("--data-dir", default="/dev/shm/parjobs-bench-trees")
+    parser.add_argument("--results-dir", default=str(HERE / "results"))
     args = parser.parse_args(argv)
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    make_data(data)
-    trees = {"base": os.path.abspath(args.base), "other": os.path.abspath(args.other)}
+    make_data(data, args.files, args.big_mib)
+    trees = {"base": os.path.abspath(args.base)}
+    others = args.others or [str(HERE.parent)]
+    for i, tree in enumerate(others, 1):
+        trees["other" if len(others) == 1 else f"tree{i}"] = os.path.abspath(tree)
     runs: dict[str, dict[str, list[dict[str, float]]]] = {}
     for r in range(args.rounds):
         order = list(trees.items()) if r % 2 == 0 else list(trees.items())[::-1]
         for scenario in args.only.split(","):
             for name, tree in order:
-                result = run_one(tree, scenario, data)
+                result = run_one(tree, scenario, data, args.files, args.big_mib)
                 runs.setdefault(scenario, {}).setdefault(name, []).append(result)
                 print(
                     f"round {r + 1} {scenario:<10} {name:<5} wall {result['wall']:.3f} s"
@@ -166,13 +176,16 @@ def main(argv: list[str] | None = None) -> int:
         for name, results in by_tree.items():
             row[f"{name}_wall"] = statistics.median(x["wall"] for x in results)
             row[f"{name}_cpu"] = statistics.median(x["cpu"] for x in results)
-        row["ratio_wall"] = row["other_wall"] / row["base_wall"]
         summary[scenario] = row
-        print(
-            f"{scenario:<10} median wall base {row['base_wall']:.3f} s, other "
-            f"{row['other_wall']:.3f} s: {row['ratio_wall']:.2f}x"
-        )
-    out = HERE / "results" / f"trees-{datetime.date.today().isoformat()}.json"
+        for name in by_tree:
+            ratio = row[f"{name}_wall"] / row["base_wall"]
+            if name != "base":
+                row[f"{name}_ratio_wall"] = ratio
+            print(
+                f"{scenario:<10} {name:<6} median wall {row[f'{name}_wall']:.3f} s, "
+                f"cpu {row[f'{name}_cpu']:.3f} s ({ratio:.2f}x base)"
+            )
+    out = Path(args.results_dir) / f"trees-{datetime.date.today().isoformat()}.json"
     out.parent.mkdir(exist_ok=True)
     load = os.getloadavg()
     out.write_text(

@@ -112,18 +112,25 @@ def test_tiny_run_writes_results(tmp_path):
     assert {p.name for p in results.glob("*.png")} >= {"copy.png", "hash.png", "thumbnails.png"}
 
 
-def test_ab_trees_copies_with_each_tree_and_reports_medians(tmp_path: pathlib.Path) -> None:
-    """``python -m benchmarks.ab_trees``: one copy per tree and round (here this checkout
-    only), each complete and removed, and a median line per tree."""
-    args = ["--rounds", "1", "--files", "30", "--tmp", str(tmp_path)]
+def test_bench_trees_runs_each_scenario_per_tree_and_reports_medians(
+    tmp_path: pathlib.Path,
+) -> None:
+    """``python -m benchmarks.bench_trees``: every scenario once per tree and round (here
+    this checkout against itself), each job completed, medians and ratios written."""
+    results = tmp_path / "results"
+    args = ["--rounds", "1", "--files", "30", "--big-mib", "1", "--only", "copy-small,hash"]
+    args += ["--data-dir", str(tmp_path / "data"), "--results-dir", str(results)]
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ab_trees", str(ROOT), *args],
+        [sys.executable, "-m", "benchmarks.bench_trees", str(ROOT), str(ROOT), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("round 1 ") == 1
-    assert out.stdout.count(f"{ROOT}: median ") == 1
-    assert not list((tmp_path / "parjobs-ab-trees").glob("run-*"))  # each copy removed
+    assert out.stdout.count("round 1 ") == 4
+    (written,) = results.glob("trees-*.json")
+    summary = json.loads(written.read_text())["summary"]
+    assert set(summary) == {"copy-small", "hash"}
+    assert all(_number(row["other_ratio_wall"]) for row in summary.values())
+    assert not list((tmp_path / "data").glob("bench-trees-*"))  # each run's files removed
