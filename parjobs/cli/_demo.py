@@ -139,6 +139,10 @@ async def _copy(
         note = "finished before it could be paused"
         out.say(f"   (the copy {note})")
     step = _add(Step("copy + verify", 0, 0, 0.0, note), info.progress)
+    result = info.result if isinstance(info.result, dict) else {}
+    if isinstance(result.get("files"), int):  # files, as the generate row counts them
+        step.items = result["files"]
+        step.note = f"and {result.get('dirs', 0)} directories; {note}"
     return step, codes
 
 
