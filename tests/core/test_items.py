@@ -275,3 +275,39 @@ def test_a_task_records_under_its_own_stage() -> None:
     assert tc.items is not None
     [record] = tc.items
     assert (record.stage, record.index, record.source) == ("files", 3, "/a")
+
+
+#: Names an item log must store and give back exactly: the SQLite store inserts a batch as
+#: one statement over JSON (UTF-8 text cast to the BLOB columns), names that are not UTF-8
+#: (lone surrogates for undecodable bytes) row by row, both in one batch here.
+AWKWARD = [
+    "/in/plain.txt",
+    "/in/café naïve.txt",
+    "/in/emoji \U0001f600 astral.txt",
+    "/in/new\nline\tand tab.txt",
+    '/in/quote " backslash \\ and \u2028.txt',
+    os.fsdecode(b"/in/latin1 \xe9 byte.txt"),  # not UTF-8: a lone surrogate
+    "/in/\x01 control.txt",
+]
+
+
+@parjobs.job_type("test-awkward-items", version=1)
+class AwkwardItemsJob(parjobs.Job):
+    async def run(self, ctx: parjobs.JobContext) -> dict[str, Any]:
+        for name in AWKWARD:
+            ctx.record_item("made", name, name.replace("/in/", "/out/"), detail=name)
+        return {}
+
+
+@pytest.mark.both_stores
+async def test_awkward_names_come_back_from_the_item_log_exactly(store_path: str) -> None:
+    async with parjobs.open_manager(store_path) as m:
+        handle = await m.submit(AwkwardItemsJob())
+        assert await handle.wait() is JobStatus.COMPLETED
+        records = await m.items(handle.id)
+    assert [r.source for r in records] == AWKWARD
+    assert [os.fsencode(r.destination or "") for r in records] == [
+        os.fsencode(name.replace("/in/", "/out/")) for name in AWKWARD
+    ]
+    assert records[0].detail == AWKWARD[0] and records[3].detail == AWKWARD[3]
+    assert [r.seq for r in records] == list(range(1, len(AWKWARD) + 1))
