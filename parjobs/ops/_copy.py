@@ -213,7 +213,6 @@ class LinkItem(CopyItem):
     def __init__(self, entry: Entry, first: Entry, plan: CopyPlan) -> None:
         super().__init__(entry, plan)
         self.first = first
-        self.group_size = 1
 
     def _file(self, tc: TaskContext) -> CopyDone:
         plan, rel, src = self.plan, self.entry.rel, self.entry.path

@@ -365,7 +365,6 @@ class MoveLinkItem(MoveItem):
     def __init__(self, entry: Entry, first: Entry, plan: CopyPlan) -> None:
         super().__init__(entry, plan, by_copy=True)
         self.first = first
-        self.group_size = 1
 
     def _copy_file(
         self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes
