@@ -100,6 +100,32 @@ def ensure(profile: str, root: Path | None = None) -> DataSets:
     return DataSets(base, profile, info)
 
 
+def blobs(data: DataSets, count: int, size: int) -> tuple[Path, dict[str, Any]]:
+    """A set of ``count`` files of ``size`` seeded random bytes (``b<i>.bin``) beside the
+    profile's sets, for cases that need other sizes than the profile has (the command line's
+    big-file cases); generated on first use, in worker processes, and cached like the sets:
+    a marker written last (beside the set, so that copies of the set do not carry it) marks
+    a complete copy. Returns the set's directory and its description."""
+    name = f"blobs-{count}x{size}"
+    root, marker = data.root / name, data.root / f"{name}.json"
+    info = {"label": f"{count} files of {_size(size)}", "files": count, "bytes": count * size}
+    if marker.exists():
+        return root, info
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    sw = Stopwatch()
+    log(f"[data] generating {info['label']} into {root} (once; cached)")
+    paths = [root / f"b{i:02}.bin" for i in range(count)]
+    seeds = [SEED + 50_000 + count * 1_000 + i for i in range(count)]
+    workers = max(1, min(count, len(os.sched_getaffinity(0))))
+    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_blob, paths, [size] * count, seeds))
+    marker.write_text(json.dumps(info) + "\n")
+    log(f"[data] generated in {sw.stop().wall:.1f} s")
+    return root, info
+
+
 # -- generation (in worker processes) ---------------------------------------------------------
 
 

@@ -10,6 +10,11 @@ who goes first; every call gets a fresh destination and a fresh store (not timed
 * ``small``: ``cp -r`` (baseline) against ``parjobs copy`` and ``parjobs copy --verify`` of
   the small-file set (10,000 files of 1-64 KiB in a full run);
 * ``large``: ``cp -r`` against ``parjobs copy`` of the large set (4 x 256 MiB);
+* ``big-*`` (#18 target 3): ``cp -r`` against ``parjobs copy`` of 4 x 128 MiB and 4 x 1 GiB
+  (4 x 16 and 4 x 64 MiB quick, 4 x 1 MiB tiny; sets of their own, generated once), with
+  the cold-ish variants when the run has them (the page cache dropped before every call);
+  beside them the floor: a Python process that imports trio and copies the files with
+  ``copy_file_range`` on two threads and nothing else;
 * ``move-tmpfs``: ``mv`` (baseline) against ``parjobs move`` and ``parjobs move --no-verify``
   of 3,000 files of the small-file set (all of it in quick and tiny runs) from the data's
   disk to ``/dev/shm`` (a fresh source copy per call);
@@ -37,9 +42,12 @@ from pathlib import Path
 from typing import Any
 
 from ._common import ROOT, Timing, load_average, log, run_rounds
+from ._data import blobs
 from ._session import Session
 from ._tools import (
+    CACHED,
     describe_tools,
+    drop_caches,
     expect_tree,
     fresh_dir,
     remove,
@@ -72,6 +80,34 @@ for t in threads:
     t.join()
 assert len(out) == len(files)
 """
+#: The floor of the big-file cases: start Python, import trio, copy the files of a directory
+#: into DST/<its name>/ on two threads with copy_file_range (the kernel's copy, as cp's).
+COPY_FLOOR = """
+import os, sys, threading, trio
+src, dst = sys.argv[1], os.path.join(sys.argv[2], os.path.basename(sys.argv[1]))
+os.mkdir(dst)
+def copy(names):
+    for name in names:
+        i = os.open(os.path.join(src, name), os.O_RDONLY)
+        o = os.open(os.path.join(dst, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        size, pos = os.fstat(i).st_size, 0
+        while pos < size:
+            pos += os.copy_file_range(i, o, size - pos, pos, pos)
+        os.close(o)
+        os.close(i)
+names = sorted(os.listdir(src))
+threads = [threading.Thread(target=copy, args=(names[i::2],)) for i in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"""
+#: The big-file cases by mode: (case name, files, bytes each); each set generated once.
+BIG_SETS = {
+    "full": [("big-4x128MiB", 4, 128 * 2**20), ("big-4x1GiB", 4, 2**30)],
+    "quick": [("big-4x16MiB", 4, 16 * 2**20), ("big-4x64MiB", 4, 64 * 2**20)],
+    "tiny": [("big-4x1MiB", 4, 2**20)],
+}
 #: Real files for the duplicates case, by mode: each is copied twice into the scratch tree.
 DUPES_SOURCES = {
     "full": ["/usr/share/doc", "/usr/lib/python3"],
@@ -111,15 +147,22 @@ class _Calls:
         return lambda: run_tool(list(argv), env=self.env)
 
     def copy_into(
-        self, make: Callable[[Path], list[str]], expect: tuple[int, int], who: str
+        self,
+        make: Callable[[Path], list[str]],
+        expect: tuple[int, int],
+        who: str,
+        cold: bool = False,
     ) -> Callable[[], Timing]:
-        """``make(dst)`` is the command that copies into the fresh, existing ``dst``."""
+        """``make(dst)`` is the command that copies into the fresh, existing ``dst``; with
+        ``cold``, the page cache is dropped just before (untimed)."""
 
         def call() -> Timing:
             dst = fresh_dir(self.session.scratch, "dst")
             store, where = self.store()
             argv = [store if a == "{store}" else a for a in make(dst)]
             try:
+                if cold:
+                    drop_caches()
                 timing = run_tool(argv, env=self.env)
                 expect_tree(dst, *expect, who)
                 return timing
@@ -159,6 +202,19 @@ def _copies(calls: _Calls, src: Path, verify: bool) -> dict[str, Callable[[], Ti
             name,
         )  # fmt: skip
     return out
+
+
+def _big_copies(calls: _Calls, src: Path, cold: bool) -> dict[str, Callable[[], Timing]]:
+    """``cp -r`` against ``parjobs copy`` of ``src``, and the floor (`COPY_FLOOR`)."""
+    expect = tree_stats(src)
+    argvs = {
+        "cp -r": lambda dst: ["cp", "-r", str(src), f"{dst}/"],
+        "parjobs copy": lambda dst: [*PARJOBS, "--store", "{store}", "copy", str(src), str(dst)],
+        "floor: python, import trio, 2 threads": lambda dst: [
+            sys.executable, "-c", COPY_FLOOR, str(src), str(dst)
+        ],
+    }  # fmt: skip
+    return {name: calls.copy_into(make, expect, name, cold) for name, make in argvs.items()}
 
 
 def _moves(calls: _Calls, src: Path) -> dict[str, Callable[[], Timing]]:
@@ -263,14 +319,22 @@ def _case(
     contenders: dict[str, Callable[[], Timing]],
     baseline: str,
     data_set: dict[str, Any],
+    cache: str = CACHED,
     **extra: Any,
 ) -> dict[str, Any]:
     label = data_set.get("label") or "; ".join(v.get("label", k) for k, v in data_set.items())
-    log(f"[cli] {name}: {label}, {session.rounds} rounds")
+    log(f"[cli] {name}: {label}, {cache}, {session.rounds} rounds")
     load0 = load_average()
-    rounds = run_rounds(contenders, session.rounds, session.warmup)
+    warmup = session.warmup if cache == CACHED else 0  # a warm-up round warms nothing cold
+    rounds = run_rounds(contenders, session.rounds, warmup)
     return session.case(
-        rounds, baseline, data_set=data_set, cache="cached", loadavg_before=load0, **extra
+        rounds,
+        baseline,
+        data_set=data_set,
+        cache=cache,
+        loadavg_before=load0,
+        warmup_rounds=warmup,
+        **extra,
     )
 
 
@@ -308,6 +372,15 @@ def run(session: Session) -> dict[str, Any]:
     cases["large"] = _case(
         session, "large", _copies(calls, large, verify=False), "cp -r", data.describe("large")
     )
+
+    for name, count, size in BIG_SETS[session.mode]:
+        src, info = blobs(data, count, size)
+        for cache in session.cache_states:
+            if cache == CACHED:
+                warm([src])
+            key = name if cache == CACHED else f"{name}/{cache}"
+            copies = _big_copies(calls, src, cold=cache != CACHED)
+            cases[key] = _case(session, key, copies, "cp -r", info, cache)
 
     if TMPFS.is_dir() and os.access(TMPFS, os.W_OK):
         moved, moved_set = _move_set(session, small)
