@@ -5,12 +5,18 @@ its own dispatcher so a resumed job skips what every stage finished:
 
 1. walk: group regular files by size (hard links to one inode count once, first in walk
    order; files below ``min_size`` are left out; empty files form one group, never opened);
-2. ``content-id``: `content_id` of every file sharing its size with another;
+2. ``content-ids``: `content_id` of every file sharing its size with another, in runs
+   (`IdRunTask`: whole size groups packed up to `RUN_FILES` files, one task each), so the job
+   books and checkpoints one task per run, not per file; ``content-id`` then retries file by
+   file (`ContentIdTask`) the few a run could not read, to report each with its reason;
 3. ``full-hash``: the full XXH3-128 digest of files sharing a content id, only for files larger
    than `CONTENT_ID_SMALL_LIMIT` (smaller ones are covered entirely by their content id).
 
-Every task's index is its entry's index in the walk manifest, which is stable across
-resumes, so the indices of a stage never shift when the candidate list is rebuilt. The
+A task's index is its entry's index in the walk manifest (a run's: its first file's), which
+is stable across resumes, so the tasks of a stage never shift when the candidate list is
+rebuilt: a resumed job skips the runs and files it finished and reads every run again that it
+had not (they only read). The content ids are intermediate: only the full hashes are in the
+item log (``hashed``). The
 report is exactly what `find_duplicates_sequential` returns for the walked files.
 """
 
@@ -19,13 +25,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from .._context import JobContext
 from .._exceptions import JobSpecError
 from .._job import Job, job_type
 from .._task import OutcomeStatus, Task, TaskContext
-from ._entries import EntryTask, HashTask, entry_report, run_each
+from ._entries import EntryTask, HashTask, entry_report
 from ._fs import display
 from ._hashing import (
     CONTENT_ID_BLOCK,
@@ -53,11 +59,11 @@ def content_id_cost(size: int) -> int:
 
 @dataclasses.dataclass(slots=True)
 class ContentIdTask(Task[str]):
-    """The content id of one file, which must still have the size it was listed with."""
+    """The content id of one file, which must still have the size it was listed with: for a
+    file the `IdRunTask` that held it could not read, so the failure is reported (or a
+    passing one overcome) file by file."""
 
     cluster = True  # reads only
-    #: Up to this many ids per worker-thread call (`run_each`): each reads at most 100 KiB.
-    group_size = 64
 
     index: int
     path: bytes
@@ -72,21 +78,71 @@ class ContentIdTask(Task[str]):
 
     def run(self, tc: TaskContext) -> str:
         tc.check()
-        return self._value(tc)
-
-    @classmethod
-    def run_group(cls, tasks: Sequence[Task[Any]], tcs: Sequence[TaskContext]) -> list[Any]:
-        """The group's content ids, one after another in this thread."""
-        return run_each(cast(Sequence[ContentIdTask], tasks), tcs, ContentIdTask._value)
-
-    def _value(self, tc: TaskContext) -> str:
         cid = content_id(self.path, size=self.size)
         tc.add_bytes(content_id_cost(self.size))
-        tc.record("hashed", self.path, bytes=self.size, detail=f"content-id:{cid}")
         return cid
 
 
-@dataclasses.dataclass(frozen=True, slots=True, order=True)
+#: A piece of a size group in an `IdRunTask`: ``(size, [(index, path)], whole)``; ``whole``
+#: is False where a size group larger than `RUN_FILES` was split over several runs.
+Piece = tuple[int, list[tuple[int, bytes]], bool]
+
+#: Files per `IdRunTask` (whole size groups are packed until this many; a bigger size group
+#: is split): few tasks for the job to book (~55 µs each), yet enough to keep every worker
+#: busy, and little to redo after a crash.
+RUN_FILES = 128
+#: ... or until the run reads this many bytes (`content_id_cost`).
+RUN_BYTES = 4 << 20
+
+
+@dataclasses.dataclass(slots=True)
+class IdRunTask(Task[dict[str, list[Any]]]):
+    """The content ids of a run of candidates (whole size groups, or pieces of a big one),
+    in one task and one worker-thread call: one booking and one checkpoint row for up to
+    `RUN_FILES` files instead of one each.
+
+    The value (JSON) is ``{"ids": [[cid, [index, ...]], ...], "failed": [index, ...]}``: of a
+    whole size group only the ids two or more files share (a file with a unique id has no
+    duplicate), of a split or partly failed group every id (other runs or the file-by-file
+    retry of ``failed`` may hold its match). It reads only, so a run interrupted or killed
+    is simply run again whole on resume.
+    """
+
+    cluster = True  # reads only
+
+    index: int  # the smallest walk index of its files: stable across resumes
+    pieces: list[Piece]
+
+    @property
+    def weight(self) -> int:
+        return sum(content_id_cost(size) * len(files) for size, files, _ in self.pieces)
+
+    def label(self) -> str:
+        return display(self.pieces[0][1][0][1])
+
+    def run(self, tc: TaskContext) -> dict[str, list[Any]]:
+        ids: list[list[Any]] = []
+        failed: list[int] = []
+        for size, files, whole in self.pieces:
+            cost = content_id_cost(size)
+            same: dict[str, list[int]] = {}
+            lost = False
+            for index, path in files:
+                tc.check()
+                try:
+                    cid = content_id(path, size=size)
+                except OSError:  # left to a ContentIdTask, which reports why
+                    failed.append(index)
+                    lost = True
+                    continue
+                tc.add_bytes(cost)
+                same.setdefault(cid, []).append(index)
+            every = lost or not whole
+            ids.extend([cid, members] for cid, members in same.items() if every or members[1:])
+        return {"ids": ids, "failed": failed}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class _File:
     index: int
     path: bytes
@@ -122,13 +178,7 @@ class DuplicatesJob(Job):
         empty = by_size.pop(0, None)
         if empty:
             groups.append(DuplicateGroup(0, _EMPTY_DIGEST, tuple(_paths(empty))))
-        candidates = sorted(f for same_size in by_size.values() for f in same_size)
-        ids, n = await _stage(
-            ctx,
-            "content-id",
-            [ContentIdTask(f.index, f.path, f.size) for f in candidates],
-            "content ids",
-        )
+        ids, n = await _content_ids(ctx, by_size)
         failed += n
 
         to_hash: list[list[_File]] = []
@@ -184,6 +234,68 @@ class DuplicatesJob(Job):
         return files, errors, scanned
 
 
+async def _content_ids(
+    ctx: JobContext, by_size: dict[int, list[_File]]
+) -> tuple[dict[int, str], int]:
+    """``({index: content id}, failures)`` for the files of ``by_size`` that may have a
+    duplicate (a file whose id no other file of its size shares may be left out): runs of
+    whole size groups first, then file by file what a run could not read, so each failure is
+    reported with its own path and reason."""
+    runs = _runs(by_size)
+    values, _ = await _stage(ctx, "content-ids", runs, "content ids")
+    ids: dict[int, str] = {}
+    again: list[int] = []
+    for run in runs:
+        value = values.get(run.index)
+        if value is None:  # the run failed whole (a timeout, say): its files one by one
+            again.extend(index for _, files, _ in run.pieces for index, _ in files)
+            continue
+        for cid, members in value["ids"]:
+            for index in members:
+                ids[index] = cid
+        again.extend(value["failed"])
+    if not again:
+        return ids, 0
+    wanted = set(again)
+    files = {f.index: f for same in by_size.values() for f in same if f.index in wanted}
+    singles, failed = await _stage(
+        ctx,
+        "content-id",
+        [ContentIdTask(i, files[i].path, files[i].size) for i in sorted(again)],
+        "content ids",
+    )
+    ids.update(singles)
+    return ids, failed
+
+
+def _runs(by_size: dict[int, list[_File]]) -> list[IdRunTask]:
+    """The `IdRunTask` s of the content-id stage: size groups in ``by_size`` order packed
+    into runs of up to `RUN_FILES` files and `RUN_BYTES` read, a bigger size group split.
+    The same candidates always give the same runs (and indices), so a resumed job finds
+    the runs it finished."""
+    runs: list[IdRunTask] = []
+    pieces: list[Piece] = []
+    files = cost = 0
+    for size, same in by_size.items():
+        whole = len(same) <= RUN_FILES
+        each = content_id_cost(size)
+        for start in range(0, len(same), RUN_FILES):
+            part = same[start : start + RUN_FILES]
+            if pieces and (files + len(part) > RUN_FILES or cost + each * len(part) > RUN_BYTES):
+                runs.append(_run(pieces))
+                pieces, files, cost = [], 0, 0
+            pieces.append((size, [(f.index, f.path) for f in part], whole))
+            files += len(part)
+            cost += each * len(part)
+    if pieces:
+        runs.append(_run(pieces))
+    return runs
+
+
+def _run(pieces: list[Piece]) -> IdRunTask:
+    return IdRunTask(min(index for _, files, _ in pieces for index, _ in files), pieces)
+
+
 def _first_link(entry: Entry, inodes: set[tuple[int, int]]) -> bool:
     """True the first time an inode is seen: other hard links to it are left out."""
     key = (entry.dev, entry.ino)
@@ -218,4 +330,4 @@ async def _stage(
     return values, failed
 
 
-__all__ = ["ContentIdTask", "DuplicatesJob", "content_id_cost"]
+__all__ = ["ContentIdTask", "DuplicatesJob", "IdRunTask", "content_id_cost"]

@@ -76,6 +76,31 @@ def _expected(root, min_size: int) -> dict:
     }
 
 
+def _vanishing(monkeypatch, victim: str) -> None:
+    """From now on, reading ``victim``'s content id finds it gone (unlinked just before)."""
+    real = content_id
+
+    def vanishing(path, **kwargs):
+        if os.fsdecode(path) == victim and os.path.exists(path):
+            os.unlink(path)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(dup_mod, "content_id", vanishing)
+
+
+async def _run_losing(store_path, root, monkeypatch, victim: str) -> dict:
+    """The job's result on ``root`` with ``victim`` gone when read: reported once, alone."""
+    _vanishing(monkeypatch, victim)
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
+        result = await handle.result()
+        (error,) = await manager.errors(handle.id)
+    assert (error.label, error.stage) == (victim, "content-id")
+    assert "No such file or directory" in error.message
+    assert result["failed"] == 1
+    return result
+
+
 @pytest.mark.parametrize("min_size", [1, 0, 250 * 1024])
 async def test_report_equals_the_sequential_reference(store_path, tmp_path, min_size):
     root = tmp_path / "t"
@@ -162,22 +187,7 @@ async def test_pause_between_stages_then_resume_gives_the_same_report(
 async def test_unreadable_candidate_is_reported_and_left_out(store_path, tmp_path, monkeypatch):
     root = tmp_path / "t"
     _tree(root)
-    victim = str(root / "b/big2")
-    real = content_id
-
-    def vanishing(path, **kwargs):
-        if os.fsdecode(path) == victim:
-            os.unlink(path)
-        return real(path, **kwargs)
-
-    monkeypatch.setattr(dup_mod, "content_id", vanishing)
-    async with parjobs.open_manager(store_path) as manager:
-        handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
-        result = await handle.result()
-        (error,) = await manager.errors(handle.id)
-    assert result["failed"] == 1
-    assert (error.label, error.stage) == (victim, "content-id")
-    assert "No such file or directory" in error.message
+    result = await _run_losing(store_path, root, monkeypatch, str(root / "b/big2"))
     big = next(g for g in result["groups"] if g["size"] == 200 * 1024)
     assert big["paths"] == [str(root / "a/big1"), str(root / "c/d/big3")]
 
@@ -191,12 +201,13 @@ async def test_bad_specs_are_refused(store_path, spec, match):
             await manager.submit(DuplicatesJob(**spec))
 
 
-async def test_small_files_go_in_groups_and_a_failure_in_a_group_is_reported_once(
+async def test_small_files_go_in_runs_and_a_failure_in_a_run_is_reported_once(
     store_path, tmp_path, monkeypatch
 ):
-    """Content ids and full hashes of small files run in groups (one worker-thread call for
-    many files: `run` is then called only for what the group path left, here one file that
-    vanished); the vanished file is reported once, and no byte is counted twice."""
+    """Content ids run in runs of many files (one task each) and full hashes of small files
+    in groups (one worker-thread call for many files); a file is read on its own (`run`)
+    only when its run or group could not read it, here one file that vanished, which is
+    reported once; no byte is counted twice."""
     root = tmp_path / "t"
     for i in range(200):
         data = os.urandom(100 + i)
@@ -206,14 +217,9 @@ async def test_small_files_go_in_groups_and_a_failure_in_a_group_is_reported_onc
     for i in range(20):
         _write(root / "c" / f"big{i:02}", big)
     victim = str(root / "b" / "007")
-    real = content_id
+    _vanishing(monkeypatch, victim)
     alone: collections.Counter[str] = collections.Counter()
     real_cid_run, real_hash_run = dup_mod.ContentIdTask.run, entries_mod.HashTask.run
-
-    def vanishing(path, **kwargs):
-        if os.fsdecode(path) == victim and os.path.exists(path):
-            os.unlink(path)
-        return real(path, **kwargs)
 
     def cid_run(self, tc):
         alone["content-id"] += 1
@@ -223,7 +229,6 @@ async def test_small_files_go_in_groups_and_a_failure_in_a_group_is_reported_onc
         alone["full-hash"] += 1
         return real_hash_run(self, tc)
 
-    monkeypatch.setattr(dup_mod, "content_id", vanishing)
     monkeypatch.setattr(dup_mod.ContentIdTask, "run", cid_run)
     monkeypatch.setattr(entries_mod.HashTask, "run", hash_run)
     async with parjobs.open_manager(store_path) as manager:
@@ -236,3 +241,46 @@ async def test_small_files_go_in_groups_and_a_failure_in_a_group_is_reported_onc
     assert alone["content-id"] < 20 and alone["full-hash"] < 5, alone
     ids = sum(100 + i for i in range(200)) * 2 - (100 + 7) + 20 * dup_mod.content_id_cost(len(big))
     assert info.progress.bytes_done == ids + 20 * len(big), "every byte counted once"
+
+
+async def test_a_size_group_split_over_runs_is_grouped_whole(store_path, tmp_path, monkeypatch):
+    """A size group bigger than `RUN_FILES` is split over several runs: its ids are matched
+    across them (a copy whose twin went to another run is still found), and a file no run
+    could read is retried and reported on its own, with its path and stage."""
+    monkeypatch.setattr(dup_mod, "RUN_FILES", 4)
+    root = tmp_path / "t"
+    contents = [os.urandom(64) for _ in range(5)]
+    for i in range(10):  # one size group of 10: three runs; copies 0+5, 1+6, ... far apart
+        _write(root / f"f{i:02}", contents[i % 5])
+    _write(root / "g/x", b"other size")
+    _write(root / "g/y", b"other size")
+    result = await _run_losing(store_path, root, monkeypatch, str(root / "f03"))
+    assert sorted(g["paths"] for g in result["groups"]) == [
+        [str(root / "f00"), str(root / "f05")],
+        [str(root / "f01"), str(root / "f06")],
+        [str(root / "f02"), str(root / "f07")],
+        [str(root / "f04"), str(root / "f09")],
+        [str(root / "g/x"), str(root / "g/y")],
+    ]
+
+
+def test_runs_pack_whole_size_groups_and_split_big_ones(monkeypatch):
+    """Runs are built the same way every time (their indices are how a resumed job knows
+    what it finished): whole size groups packed up to `RUN_FILES`, a bigger one split."""
+    monkeypatch.setattr(dup_mod, "RUN_FILES", 4)
+    files = [dup_mod._File(i, b"f%d" % i, size) for i, size in enumerate([5, 5, 7, 7, 7, 9, 9])]
+    files += [dup_mod._File(7 + i, b"g%d" % i, 11) for i in range(6)]
+    by_size: dict[int, list[dup_mod._File]] = {}
+    for f in files:
+        by_size.setdefault(f.size, []).append(f)
+    runs = dup_mod._runs(by_size)
+    shape = [[(size, [i for i, _ in fs], whole) for size, fs, whole in r.pieces] for r in runs]
+    assert shape == [
+        [(5, [0, 1], True)],
+        [(7, [2, 3, 4], True)],
+        [(9, [5, 6], True)],
+        [(11, [7, 8, 9, 10], False)],
+        [(11, [11, 12], False)],
+    ]
+    assert [r.index for r in runs] == [0, 2, 5, 7, 11]
+    assert [r.index for r in dup_mod._runs(by_size)] == [r.index for r in runs]
