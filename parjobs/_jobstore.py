@@ -4,7 +4,7 @@ store (SQLite today, PostgreSQL next), with no backend's types in it."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol, Unpack
+from typing import Any, Protocol, TypedDict, Unpack
 
 from ._items import ItemRecord
 from ._progress import ItemError
@@ -17,6 +17,22 @@ class StoreJobQuery(JobQuery, total=False):
     ``updated_since`` (a time.time() value; the event stream's poll)."""
 
     updated_since: float | None
+
+
+class NewJobFields(TypedDict, total=False):
+    """What a new job may carry beyond its id, type, version and spec (`JobStore.insert_job`):
+    ``priority`` (0), ``queue`` ("default"), ``lease`` (the manager that runs it, or None for
+    any worker), ``idempotency_key``, ``owner``, ``after`` (prerequisite job ids),
+    ``dep_policy`` ("skip" or "run" when a prerequisite fails) and ``timeout`` (seconds)."""
+
+    priority: int
+    queue: str
+    lease: str | None
+    idempotency_key: str | None
+    owner: str | None
+    after: Iterable[str]
+    dep_policy: str
+    timeout: float | None
 
 
 class StoreListener(Protocol):
@@ -86,20 +102,7 @@ class JobStore(Protocol):
     # -- the life of a job -------------------------------------------------------------
 
     def insert_job(
-        self,
-        job_id: str,
-        type_name: str,
-        version: int,
-        spec: str,
-        *,
-        priority: int = 0,
-        queue: str = "default",
-        lease: str | None = None,
-        idempotency_key: str | None = None,
-        owner: str | None = None,
-        after: Iterable[str] = (),
-        dep_policy: str = "skip",
-        timeout: float | None = None,
+        self, job_id: str, type_name: str, version: int, spec: str, **fields: Unpack[NewJobFields]
     ) -> tuple[JobInfo, bool]:
         """Insert a queued job, or return the one with the same idempotency key:
         (info, created)."""

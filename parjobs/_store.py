@@ -27,7 +27,7 @@ from ._exceptions import (
     StoreFormatError,
 )
 from ._items import ItemRecord, Written
-from ._jobstore import StoreJobQuery, StoreListener
+from ._jobstore import NewJobFields, StoreJobQuery, StoreListener
 from ._leases import dead_managers, process_start
 from ._progress import ItemError, Progress
 from ._records import CheckpointBatch, ItemQuery, JobInfo
@@ -449,25 +449,13 @@ class SQLiteJobStore:
     # -- jobs ----------------------------------------------------------------------------
 
     def insert_job(
-        self,
-        job_id: str,
-        type_name: str,
-        version: int,
-        spec: str,
-        *,
-        priority: int = 0,
-        queue: str = "default",
-        lease: str | None = None,
-        idempotency_key: str | None = None,
-        owner: str | None = None,
-        after: Iterable[str] = (),
-        dep_policy: str = "skip",
-        timeout: float | None = None,
+        self, job_id: str, type_name: str, version: int, spec: str, **fields: Unpack[NewJobFields]
     ) -> tuple[JobInfo, bool]:
         """Insert a queued job; with an idempotency key that exists, return the existing job
         instead. Returns (info, created). Prerequisites (``after``) must exist."""
         now = time.time()
-        after = list(after)
+        after = list(fields.get("after", ()))
+        idempotency_key = fields.get("idempotency_key")
         with self._tx() as c:
             if idempotency_key is not None:
                 row = c.execute(
@@ -487,16 +475,16 @@ class SQLiteJobStore:
                     version,
                     spec,
                     "queued",
-                    priority,
-                    queue,
-                    lease,
+                    fields.get("priority", 0),
+                    fields.get("queue", "default"),
+                    fields.get("lease"),
                     now,
                     now,
                     idempotency_key,
-                    owner,
+                    fields.get("owner"),
                     json.dumps(after) if after else None,
-                    dep_policy,
-                    timeout,
+                    fields.get("dep_policy", "skip"),
+                    fields.get("timeout"),
                 ),
             )
             return self._get(c, job_id), True

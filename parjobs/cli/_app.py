@@ -6,7 +6,7 @@ import argparse
 import re
 from collections.abc import Callable
 from decimal import Decimal
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 from .. import __version__
 from .._config import DEFAULT_WORKERS
@@ -156,7 +156,10 @@ def _command(
     example: str,
     *,
     client: bool = True,
+    runs: Literal["job", "detachable job"] | None = None,
 ) -> Parser:
+    """A subcommand with the global options; one that ``runs`` a job also takes the worker
+    options, and a "detachable job" ``--detach`` (queue it for the store's workers)."""
     parser = subs.add_parser(
         name,
         help=help,
@@ -166,10 +169,33 @@ def _command(
     )
     parser.set_defaults(command=name)
     _globals(parser, sub=True, client=client)
+    if runs is not None:  # in a group of their own, listed after the command's options
+        running = parser.add_argument_group("running the job")
+        _workers(running)
+        if runs == "detachable job":
+            _detach(running)
     return parser
 
 
-def _workers(parser: argparse.ArgumentParser) -> None:
+def _job_id(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    parser.add_argument(
+        "job",
+        nargs="?" if optional else None,
+        metavar="ID",
+        help="job id or a unique prefix of it",
+    )
+
+
+def _transfer_operands(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument("sources", nargs="+", metavar="SRC", help=f"files or directories to {verb}")
+    parser.add_argument(
+        "destination",
+        metavar="DST",
+        help="target directory, or the new name of a single source (like cp/mv)",
+    )
+
+
+def _workers(parser: argparse._ActionsContainer) -> None:
     parser.add_argument(
         "-w",
         "--workers",
@@ -195,7 +221,7 @@ def _workers(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _detach(parser: argparse.ArgumentParser) -> None:
+def _detach(parser: argparse._ActionsContainer) -> None:
     parser.add_argument(
         "--detach",
         action="store_true",
@@ -228,13 +254,14 @@ def build_parser() -> Parser:
     _globals(parser, sub=False)
     subs = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
 
-    p = _command(subs, "copy", "copy files and trees", "parjobs copy ~/Photos /mnt/backup --verify")
-    p.add_argument("sources", nargs="+", metavar="SRC", help="files or directories to copy")
-    p.add_argument(
-        "destination",
-        metavar="DST",
-        help="target directory, or the new name of a single source (like cp/mv)",
+    p = _command(
+        subs,
+        "copy",
+        "copy files and trees",
+        "parjobs copy ~/Photos /mnt/backup --verify",
+        runs="detachable job",
     )
+    _transfer_operands(p, "copy")
     _conflict(p, ask=True)
     p.add_argument("--verify", action="store_true", help="re-read and compare every copy")
     p.add_argument("--durable", action="store_true", help="fsync each file before finishing it")
@@ -249,16 +276,15 @@ def build_parser() -> Parser:
         action="store_false",
         help="copy each name of a file with hard links apart (default: linked, as cp -a)",
     )
-    _workers(p)
-    _detach(p)
 
-    p = _command(subs, "move", "move files and trees", "parjobs move ~/Downloads/*.iso /mnt/isos")
-    p.add_argument("sources", nargs="+", metavar="SRC", help="files or directories to move")
-    p.add_argument(
-        "destination",
-        metavar="DST",
-        help="target directory, or the new name of a single source (like cp/mv)",
+    p = _command(
+        subs,
+        "move",
+        "move files and trees",
+        "parjobs move ~/Downloads/*.iso /mnt/isos",
+        runs="detachable job",
     )
+    _transfer_operands(p, "move")
     _conflict(p)
     p.add_argument(
         "--no-verify",
@@ -267,10 +293,14 @@ def build_parser() -> Parser:
         help="do not compare copies before removing sources (across file systems)",
     )
     p.add_argument("--durable", action="store_true", help="fsync each file before finishing it")
-    _workers(p)
-    _detach(p)
 
-    p = _command(subs, "delete", "delete files and trees", "parjobs delete ~/tmp/build --trash")
+    p = _command(
+        subs,
+        "delete",
+        "delete files and trees",
+        "parjobs delete ~/tmp/build --trash",
+        runs="detachable job",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to delete")
     p.add_argument("--trash", action="store_true", help="move to the trash instead of deleting")
     p.add_argument(
@@ -279,14 +309,13 @@ def build_parser() -> Parser:
         help="allow deleting the current directory or one of its ancestors (the root "
         "directory, the home directory and its ancestors are always refused)",
     )
-    _workers(p)
-    _detach(p)
 
     p = _command(
         subs,
         "hash",
         "hash files",
         "parjobs hash ~/Photos --output photos.xxh3 --algorithm xxh3_128",
+        runs="detachable job",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to hash")
     p.add_argument(
@@ -298,11 +327,13 @@ def build_parser() -> Parser:
     p.add_argument(
         "-o", "--output", metavar="FILE", help="write digests to FILE instead of printing them"
     )
-    _workers(p)
-    _detach(p)
 
     p = _command(
-        subs, "dupes", "find duplicate files", "parjobs dupes ~/Photos ~/Backup --min-size 1M"
+        subs,
+        "dupes",
+        "find duplicate files",
+        "parjobs dupes ~/Photos ~/Backup --min-size 1M",
+        runs="detachable job",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to compare")
     p.add_argument(
@@ -312,14 +343,13 @@ def build_parser() -> Parser:
         metavar="SIZE",
         help="ignore files smaller than SIZE (e.g. 4096, 10k, 5M; default 1)",
     )
-    _workers(p)
-    _detach(p)
 
     p = _command(
         subs,
         "thumbnails",
         "make image thumbnails",
         "parjobs thumbnails ~/Photos --size 512 --out thumbs",
+        runs="detachable job",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="images or directories of images")
     p.add_argument(
@@ -343,8 +373,6 @@ def build_parser() -> Parser:
         metavar="DIR",
         help="write thumbnails into DIR (default $XDG_CACHE_HOME/parjobs/thumbnails)",
     )
-    _workers(p)
-    _detach(p)
 
     p = _command(subs, "jobs", "list jobs", "parjobs jobs --status paused,interrupted")
     p.add_argument(
@@ -376,7 +404,7 @@ def build_parser() -> Parser:
     p.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
 
     p = _command(subs, "show", "show a job: spec, status, progress, errors", "parjobs show 3f2a")
-    p.add_argument("job", metavar="ID", help="job id or a unique prefix of it")
+    _job_id(p)
     p.add_argument(
         "--errors",
         "--all-errors",
@@ -408,9 +436,9 @@ def build_parser() -> Parser:
         "undo a job: restore what it trashed, move back what it moved, remove the files "
         "it copied that nobody changed since",
         "parjobs undo 3f2a",
+        runs="job",
     )
-    p.add_argument("job", metavar="ID", help="job id or a unique prefix of it")
-    _workers(p)
+    _job_id(p)
 
     p = _command(
         subs,
@@ -436,13 +464,17 @@ def build_parser() -> Parser:
     p = _command(
         subs, "pause", "pause a running job (also one run elsewhere)", "parjobs pause 3f2a"
     )
-    p.add_argument("job", metavar="ID", help="job id or a unique prefix of it")
+    _job_id(p)
     p.add_argument("--no-wait", action="store_true", help="do not wait until it has paused")
 
     p = _command(
-        subs, "resume", "resume paused or interrupted jobs in the foreground", "parjobs resume 3f2a"
+        subs,
+        "resume",
+        "resume paused or interrupted jobs in the foreground",
+        "parjobs resume 3f2a",
+        runs="job",
     )
-    p.add_argument("job", nargs="?", metavar="ID", help="job id or a unique prefix of it")
+    _job_id(p, optional=True)
     p.add_argument("--all", action="store_true", help="every paused or interrupted job")
     p.add_argument(
         "--detach",
@@ -450,10 +482,9 @@ def build_parser() -> Parser:
         help="only queue it again (its checkpoint kept) for whichever 'parjobs worker' of the "
         "store claims it, print its id and exit 0 (docs/stores.md)",
     )
-    _workers(p)
 
     p = _command(subs, "cancel", "cancel a job", "parjobs cancel 3f2a")
-    p.add_argument("job", metavar="ID", help="job id or a unique prefix of it")
+    _job_id(p)
     p.add_argument("--no-wait", action="store_true", help="do not wait until it has stopped")
 
     p = _command(
@@ -462,10 +493,10 @@ def build_parser() -> Parser:
         "copy, hash and thumbnail a generated sample tree, pausing and resuming once",
         "parjobs demo --keep",
         client=False,
+        runs="job",
     )
     p.add_argument("--dir", metavar="DIR", help="work in DIR (kept) instead of a temporary one")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    _workers(p)
 
     p = _command(
         subs,
@@ -473,6 +504,7 @@ def build_parser() -> Parser:
         "serve the HTTP API, live events and metrics of the store's jobs (docs/serve.md)",
         "parjobs serve --port 0",
         client=False,
+        runs="job",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument(
@@ -485,7 +517,6 @@ def build_parser() -> Parser:
         help="tokens, one per line ('TOKEN' or 'TOKEN owner=NAME'); needed off loopback "
         "(default: $XDG_STATE_HOME/parjobs/serve-tokens, created)",
     )
-    _workers(p)
 
     p = _command(
         subs,
@@ -493,6 +524,7 @@ def build_parser() -> Parser:
         "claim and run the store's queued jobs until stopped, for the hosts of a farm",
         "parjobs worker --store postgresql://farm@db/jobs --until-idle",
         client=False,
+        runs="job",
     )
     p.add_argument(
         "--until-idle", action="store_true", help="exit once no job is left for this worker"
@@ -506,7 +538,6 @@ def build_parser() -> Parser:
         help="jobs run at once by this worker (default 4; queue capacities hold across "
         "all workers)",
     )
-    _workers(p)
     return parser
 
 

@@ -67,19 +67,18 @@ def _renderer(args: argparse.Namespace, jobs: list[tuple[str, Any]]) -> Renderer
     return make_renderer(json_mode=args.json, plain=args.plain, stream=stream)
 
 
+def _transfer(args: argparse.Namespace, *options: str) -> dict[str, Any]:
+    """A copy's or move's spec fields: its operands, checked, and the ``options`` whose
+    command-line names are the spec's field names, passed through as parsed."""
+    fields = {name: getattr(args, name) for name in ("on_conflict", "verify", "durable", *options)}
+    return dict(sources=_existing(args.sources), destination=_path(args.destination), **fields)
+
+
 async def copy(args: argparse.Namespace) -> int:
     from ..ops import CopyJob  # only the op this command runs
 
     job = CopyJob(
-        sources=_existing(args.sources),
-        destination=_path(args.destination),
-        on_conflict=args.on_conflict,
-        verify=args.verify,
-        durable=args.durable,
-        follow_symlinks=args.follow_symlinks,
-        preserve_xattrs=args.preserve_xattrs,
-        preserve_owner=args.preserve_owner,
-        hard_links=args.hard_links,
+        **_transfer(args, "follow_symlinks", "preserve_xattrs", "preserve_owner", "hard_links")
     )
     if args.on_conflict != "ask":
         return await _submit(args, job)
@@ -96,13 +95,7 @@ async def copy(args: argparse.Namespace) -> int:
 async def move(args: argparse.Namespace) -> int:
     from ..ops import MoveJob
 
-    job = MoveJob(
-        sources=_existing(args.sources),
-        destination=_path(args.destination),
-        on_conflict=args.on_conflict,
-        verify=args.verify,
-        durable=args.durable,
-    )
+    job = MoveJob(**_transfer(args))
     return await _submit(args, job)
 
 

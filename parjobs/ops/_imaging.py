@@ -324,28 +324,30 @@ def _makedirs(directory: str) -> None:
     os.makedirs(directory, exist_ok=True)
 
 
-def _write_atomic(
-    im: Image.Image,
-    dst: str,
-    *,
-    fmt: str,
-    params: Mapping[str, Any],
-    mode: int,
-    durable: bool,
-    check: Callable[[], object],
-    make_dirs: Callable[[str], None] = _makedirs,
-    root: str | None = None,
-    owner: str | bytes | None = None,
-) -> None:
-    """Encode ``im`` to an unpredictable temporary name beside ``dst``, then rename it over.
-    The name carries ``owner``'s token (`parjobs.ops._names`; default this process's), so
-    only its owner's cleanup ever removes it.
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """How a thumbnail file is written: its ``mode``; ``durable``: fsynced before the rename;
+    ``check``: called before the rename, may raise to interrupt; ``make_dirs(directory)``:
+    runs only when the directory is missing; ``root``: a trusted directory holding the file,
+    below which directories are opened one by one without following symlinks (so a symlink
+    planted in a cache never redirects the write); ``owner``: the token the temporary's name
+    carries (`parjobs.ops._names`; default this process's), so only its owner's cleanup ever
+    removes it."""
 
-    ``make_dirs(directory)`` runs only when the directory is missing. The temporary file is
-    removed on any failure, including ``check`` raising. With ``root`` (a trusted directory
-    holding ``dst``), the directories below it are opened one by one without following
-    symlinks, so a symlink planted in a cache never redirects the write.
-    """
+    mode: int
+    durable: bool
+    check: Callable[[], object] = noop
+    make_dirs: Callable[[str], None] = _makedirs
+    root: str | None = None
+    owner: str | bytes | None = None
+
+
+def _write_atomic(
+    im: Image.Image, dst: str, fmt: str, params: Mapping[str, Any], target: _Target
+) -> None:
+    """Encode ``im`` to an unpredictable temporary name beside ``dst``, then rename it over;
+    the temporary file is removed on any failure, including ``target.check`` raising."""
+    root, make_dirs = target.root, target.make_dirs
     directory = os.path.dirname(dst) or "."
     if root is not None:
         rel = os.path.relpath(directory, root)
@@ -360,29 +362,21 @@ def _write_atomic(
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         leaf = os.path.basename(dst)
-        _encode_into(im, dir_fd, leaf, fmt, params, mode, durable, check, owner)
+        _encode_into(im, dir_fd, leaf, fmt, params, target)
     finally:
         os.close(dir_fd)
 
 
 def _encode_into(
-    im: Image.Image,
-    dir_fd: int,
-    leaf: str,
-    fmt: str,
-    params: Mapping[str, Any],
-    mode: int,
-    durable: bool,
-    check: Callable[[], object],
-    owner: str | bytes | None = None,
+    im: Image.Image, dir_fd: int, leaf: str, fmt: str, params: Mapping[str, Any], target: _Target
 ) -> None:
     """Write ``im`` to a fresh temporary in ``dir_fd`` (named by `tmp_name`, carrying
-    ``owner``'s token) and rename it to ``leaf``."""
+    ``target.owner``'s token) and rename it to ``leaf``."""
     raw_leaf = os.fsencode(leaf)
     while True:
-        tmp = tmp_name(raw_leaf, owner)
+        tmp = tmp_name(raw_leaf, target.owner)
         try:
-            fd = os.open(tmp, _TEMP_FLAGS, mode, dir_fd=dir_fd)
+            fd = os.open(tmp, _TEMP_FLAGS, target.mode, dir_fd=dir_fd)
             break
         except FileExistsError:
             continue
@@ -390,14 +384,31 @@ def _encode_into(
         with os.fdopen(fd, "wb") as fp:
             im.save(fp, format=_PIL_FORMAT[fmt], **params)
             fp.flush()
-            if durable:
+            if target.durable:
                 os.fsync(fd)
-        check()
+        target.check()
         os.replace(tmp, raw_leaf, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)
         raise
+
+
+def _save_thumbnail(
+    thumb: Image.Image,
+    decoded: _Decoded,
+    dst: str,
+    fmt: str,
+    quality: int,
+    metadata: Mapping[str, str],
+    target: _Target,
+) -> ThumbResult:
+    """Write ``thumb`` (made from ``decoded``) to ``dst`` in a mode ``fmt`` stores, with the
+    source's colour profile where still valid; return its sizes."""
+    out = _for_output(thumb, fmt)
+    params = _save_params(decoded.image, out, fmt, quality, metadata)
+    _write_atomic(out, dst, fmt, params, target)
+    return ThumbResult(dst, out.width, out.height, *decoded.source_size)
 
 
 # -- public API -------------------------------------------------------------------------------
@@ -441,20 +452,8 @@ def make_thumbnail(
         raise ValueError(f"max_pixels must be positive, not {max_pixels!r}")
     src_path, dst_path = os.fsdecode(src), os.fsdecode(dst)
     thumb, decoded, _ = _load_thumbnail(src_path, size, max_pixels, check)
-    out = _for_output(thumb, fmt)
-    params = _save_params(decoded.image, out, fmt, quality, metadata or {})
-    _write_atomic(
-        out,
-        dst_path,
-        fmt=fmt,
-        params=params,
-        mode=0o666,
-        durable=durable,
-        check=check,
-        root=root,
-        owner=owner,
-    )
-    return ThumbResult(dst_path, out.width, out.height, *decoded.source_size)
+    target = _Target(0o666, durable, check, root=root, owner=owner)
+    return _save_thumbnail(thumb, decoded, dst_path, fmt, quality, metadata or {}, target)
 
 
 def cache_thumbnail_path(
@@ -576,20 +575,8 @@ def make_freedesktop_thumbnail(
     metadata = _freedesktop_metadata(src_path, st)
     metadata["Thumb::Image::Width"] = str(decoded.source_size[0])
     metadata["Thumb::Image::Height"] = str(decoded.source_size[1])
-    out = _for_output(thumb, "png")
-    params = _save_params(decoded.image, out, "png", 0, metadata)
-    _write_atomic(
-        out,
-        dst,
-        fmt="png",
-        params=params,
-        mode=0o600,
-        durable=durable,
-        check=check,
-        make_dirs=_make_private_dirs,
-        owner=owner,
-    )
-    return ThumbResult(dst, out.width, out.height, *decoded.source_size)
+    target = _Target(0o600, durable, check, _make_private_dirs, owner=owner)
+    return _save_thumbnail(thumb, decoded, dst, "png", 0, metadata, target)
 
 
 def write_fail_marker(
@@ -608,17 +595,9 @@ def write_fail_marker(
     src_path = os.fsdecode(src)
     st = os.stat(src_path, follow_symlinks=False)
     dst = freedesktop_fail_path(src_path, cache_home)
-    _write_atomic(
-        Image.new("RGBA", (1, 1)),
-        dst,
-        fmt="png",
-        params={"pnginfo": _pnginfo(_freedesktop_metadata(src_path, st))},
-        mode=0o600,
-        durable=durable,
-        check=noop,
-        make_dirs=_make_private_dirs,
-        owner=owner,
-    )
+    params = {"pnginfo": _pnginfo(_freedesktop_metadata(src_path, st))}
+    target = _Target(0o600, durable, make_dirs=_make_private_dirs, owner=owner)
+    _write_atomic(Image.new("RGBA", (1, 1)), dst, "png", params, target)
     return dst
 
 

@@ -19,6 +19,7 @@ from ._auth import default_token_path as default_token_path
 from ._auth import load_tokens as load_tokens
 from ._auth import parse_tokens as parse_tokens
 from ._events import EventHub as EventHub
+from ._events import HubLimits as HubLimits
 from ._serve import ServeError as ServeError
 from ._serve import ServerInfo as ServerInfo
 from ._serve import resolve_tokens as resolve_tokens
@@ -27,6 +28,7 @@ from ._serve import serve as serve
 __all__ = [
     "ENDPOINTS",
     "EventHub",
+    "HubLimits",
     "Principal",
     "ServeError",
     "ServerInfo",

@@ -50,21 +50,31 @@ from .._histogram import Histogram
 from ..process import OutputLine
 from ._views import error_view, job_view, progress_view
 
-#: Events with ids kept for ``Last-Event-ID`` replay.
-RING_SIZE = 2000
-#: Events queued per client before further ones are dropped (and the client told).
-CLIENT_BUFFER = 500
-#: At most one batch of progress snapshots per client per this many seconds (~10/s).
-PROGRESS_INTERVAL = 0.1
-#: Progress writes per second to all clients together: past PROGRESS_BUDGET *
-#: PROGRESS_INTERVAL clients (20), each is sent progress less often, never less than once
-#: every MAX_PROGRESS_INTERVAL. Status changes and item errors are never held back.
-PROGRESS_BUDGET = 200.0
+#: A progress batch goes to each client at most every ``HubLimits.progress_interval`` seconds,
+#: and never less often than this, however many clients share the budget.
 MAX_PROGRESS_INTERVAL = 1.0
-#: Seconds of silence after which a comment line is sent, so dead connections are noticed.
-HEARTBEAT = 15.0
-#: Events the hub's subscription to the manager may hold before the manager drops some.
-CORE_BUFFER = 10_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HubLimits:
+    """The hub's sizes and pacing (`parjobs serve` uses the defaults; tests shrink them)."""
+
+    #: Events with ids kept for ``Last-Event-ID`` replay.
+    ring_size: int = 2000
+    #: Events queued per client before further ones are dropped (and the client told).
+    client_buffer: int = 500
+    #: At most one batch of progress snapshots per client per this many seconds (~10/s).
+    progress_interval: float = 0.1
+    #: Progress writes per second to all clients together: past ``progress_budget *
+    #: progress_interval`` clients (20), each is sent progress less often, never less than
+    #: once every MAX_PROGRESS_INTERVAL. Status changes and item errors are never held back.
+    progress_budget: float = 200.0
+    #: Seconds of silence after which a comment line is sent, so dead connections are noticed.
+    heartbeat: float = 15.0
+    #: Events the hub's subscription to the manager may hold before the manager drops some.
+    core_buffer: int = 10_000
+
+
 #: Item records of one job per ``item`` event at most.
 ITEM_BATCH = 1000
 
@@ -120,7 +130,7 @@ class Subscription:
             self.progress[event.job_id] = event  # only the newest snapshot matters
             if waiting:  # the stream is already due to send progress at its next tick:
                 return  # waking it per snapshot would cost every client every task
-        elif len(self.queue) >= self.hub.client_buffer:
+        elif len(self.queue) >= self.hub.limits.client_buffer:
             self.dropped += 1
             self.hub.dropped_total += 1
         else:
@@ -137,24 +147,10 @@ class EventHub:
     stream (server shutdown) and makes `run` return.
     """
 
-    def __init__(
-        self,
-        manager: JobManager,
-        *,
-        ring_size: int = RING_SIZE,
-        client_buffer: int = CLIENT_BUFFER,
-        progress_interval: float = PROGRESS_INTERVAL,
-        progress_budget: float = PROGRESS_BUDGET,
-        heartbeat: float = HEARTBEAT,
-        core_buffer: int = CORE_BUFFER,
-    ) -> None:
+    def __init__(self, manager: JobManager, limits: HubLimits = HubLimits()) -> None:
         self.manager = manager
-        self.client_buffer = client_buffer
-        self.progress_interval = progress_interval
-        self.progress_budget = progress_budget
-        self.heartbeat = heartbeat
-        self.core_buffer = core_buffer
-        self.ring: collections.deque[Event] = collections.deque(maxlen=ring_size)
+        self.limits = limits
+        self.ring: collections.deque[Event] = collections.deque(maxlen=limits.ring_size)
         self.subscriptions: set[Subscription] = set()
         self.dropped_total = 0
         self.job_seconds = Histogram()
@@ -174,8 +170,8 @@ class EventHub:
     def client_progress_interval(self) -> float:
         """Seconds between two progress writes to one client: `progress_interval`, stretched
         so that all clients together get at most `progress_budget` writes a second."""
-        shared = len(self.subscriptions) / self.progress_budget
-        return min(max(self.progress_interval, shared), MAX_PROGRESS_INTERVAL)
+        shared = len(self.subscriptions) / self.limits.progress_budget
+        return min(max(self.limits.progress_interval, shared), MAX_PROGRESS_INTERVAL)
 
     @property
     def last_id(self) -> int:
@@ -206,7 +202,7 @@ class EventHub:
     def listen(self) -> EventSubscription:
         """Subscribe to the manager's events (once): everything from now on is seen."""
         if self._events is None:
-            self._events = self.manager.events(buffer=self.core_buffer)
+            self._events = self.manager.events(buffer=self.limits.core_buffer)
             self._events.items = any(sub.items for sub in self.subscriptions)
             if self.closed:
                 self._events.close()
@@ -412,11 +408,11 @@ class EventHub:
                         yield 'event: end\ndata: {"reason": "the job is final"}\n\n'
                         return
                     continue
-                if now - last_write >= self.heartbeat:
+                if now - last_write >= self.limits.heartbeat:
                     yield ": keep-alive\n\n"
                     last_write = trio.current_time()
                     continue
-                deadline = last_write + self.heartbeat
+                deadline = last_write + self.limits.heartbeat
                 if sub.progress:
                     deadline = min(deadline, next_progress)
                 sub.wake = trio.Event()

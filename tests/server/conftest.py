@@ -15,7 +15,7 @@ import pytest
 import trio
 
 import parjobs
-from parjobs.server import EventHub, ServerInfo, serve
+from parjobs.server import EventHub, HubLimits, ServerInfo, serve
 
 ADMIN = "admin-token-0123456789abcdef"
 ALICE = "alice-token-0123456789abcdef"
@@ -67,7 +67,7 @@ async def server(tmp_path, store_path) -> AsyncIterator[Server]:
     """A server on a SQLite store; on PostgreSQL too for tests marked ``both_stores``."""
     tokens = write_tokens(str(tmp_path / "tokens"))
     async with parjobs.open_manager(store_path, workers=4) as manager:
-        hub = EventHub(manager, heartbeat=0.3, client_buffer=50)
+        hub = EventHub(manager, HubLimits(heartbeat=0.3, client_buffer=50))
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             info = await nursery.start(

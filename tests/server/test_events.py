@@ -226,7 +226,7 @@ async def test_progress_writes_to_many_clients_share_a_budget(server: Server) ->
     subs = [hub.subscribe(owner=None, job_id=None, last_id=None) for _ in range(50)]
     try:
         assert hub.client_progress_interval == pytest.approx(0.25)
-        assert len(subs) / hub.client_progress_interval <= hub.progress_budget
+        assert len(subs) / hub.client_progress_interval <= hub.limits.progress_budget
         subs += [hub.subscribe(owner=None, job_id=None, last_id=None) for _ in range(950)]
         assert hub.client_progress_interval == pytest.approx(1.0)  # never rarer than 1/s
     finally:
