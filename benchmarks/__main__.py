@@ -1,4 +1,5 @@
-"""Run the parjobs benchmarks: ``python -m benchmarks [--quick | --tiny] [--only copy,hash]``.
+"""Run the parjobs benchmarks: ``python -m benchmarks [--quick | --tiny] [--only copy,hash]``
+(``--cases dupes``: some cases of a scenario).
 
 Scenarios (run in this order): copy, hash, thumbnails, slow_storage, dispatch, resume, items,
 cli (the command line end to end; not in a ``--tiny`` run unless named); and ``stores``
@@ -42,6 +43,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", metavar="SCENARIO[,..]", help=f"subset of {', '.join(SCENARIOS)}")
     p.add_argument("--data-dir", type=Path, help=f"data cache (default {_data.DEFAULT_ROOT})")
     p.add_argument("--results-dir", type=Path, help="where JSON and charts go")
+    p.add_argument(
+        "--cases",
+        metavar="CASE[,..]",
+        help="only these cases of the scenarios (cli: startup, small, large, big, move-tmpfs, "
+        "hash, dupes)",
+    )
     p.add_argument("--rounds", type=int, help="measured rounds per case (default by mode)")
     p.add_argument("--workers", default="8,16", help="parallel worker counts (default 8,16)")
     cold = p.add_mutually_exclusive_group()
@@ -128,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             can_drop_caches=can_drop,
             scratch=Path(scratch),
             charts=not args.no_charts,
+            cases=frozenset(args.cases.split(",")) if args.cases else None,
         )
         for name in args.only:
             sw = Stopwatch()

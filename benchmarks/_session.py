@@ -29,7 +29,13 @@ class Session:
     scratch: Path
     can_drop_caches: bool = False
     charts: bool = True
+    #: The cases to run (``--cases``: by name, e.g. the cli scenario's ``dupes``); None: all.
+    cases: frozenset[str] | None = None
     shared: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def wants(self, case: str) -> bool:
+        """Whether to run the case named ``case`` (a family: ``big`` runs every ``big-*``)."""
+        return self.cases is None or case in self.cases or case.split("-")[0] in self.cases
 
     @property
     def quick(self) -> bool:

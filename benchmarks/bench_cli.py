@@ -28,7 +28,8 @@ who goes first; every call gets a fresh destination and a fresh store (not timed
 
 The package is byte-compiled first, as ``pip install`` does (without it every call would
 compile parjobs from source and time that). Run it alone with
-``python3 -m benchmarks --only cli`` (``--quick`` for the scaled-down sets).
+``python3 -m benchmarks --only cli`` (``--quick`` for the scaled-down sets; ``--cases dupes``
+or ``--cases startup,hash`` for some cases only).
 """
 
 from __future__ import annotations
@@ -361,19 +362,26 @@ def run(session: Session) -> dict[str, Any]:
     }
     cases, skipped = out["cases"], out["skipped_cases"]
 
-    startup, base = _startup(calls)
-    cases["startup"] = _case(session, "startup", startup, base, {"label": "one 1000-byte file"})
+    wants = session.wants
+    if wants("startup"):
+        startup, base = _startup(calls)
+        cases["startup"] = _case(session, "startup", startup, base, {"label": "one 1000-byte file"})
 
     small, large = data.path("small"), data.path("large")
-    warm([small, large])
-    cases["small"] = _case(
-        session, "small", _copies(calls, small, verify=True), "cp -r", data.describe("small")
-    )
-    cases["large"] = _case(
-        session, "large", _copies(calls, large, verify=False), "cp -r", data.describe("large")
-    )
+    if wants("small") or wants("large"):
+        warm([small, large])
+    if wants("small"):
+        cases["small"] = _case(
+            session, "small", _copies(calls, small, verify=True), "cp -r", data.describe("small")
+        )
+    if wants("large"):
+        cases["large"] = _case(
+            session, "large", _copies(calls, large, verify=False), "cp -r", data.describe("large")
+        )
 
     for name, count, size in BIG_SETS[session.mode]:
+        if not wants(name):
+            continue
         src, info = blobs(data, count, size)
         for cache in session.cache_states:
             if cache == CACHED:
@@ -382,45 +390,48 @@ def run(session: Session) -> dict[str, Any]:
             copies = _big_copies(calls, src, cold=cache != CACHED)
             cases[key] = _case(session, key, copies, "cp -r", info, cache)
 
-    if TMPFS.is_dir() and os.access(TMPFS, os.W_OK):
-        moved, moved_set = _move_set(session, small)
-        try:
-            cases["move-tmpfs"] = _case(
-                session, "move-tmpfs", _moves(calls, moved), "mv", moved_set
-            )
-        finally:
-            if moved != small:
-                remove(moved.parent)
-    else:
-        skipped["move-tmpfs"] = f"{TMPFS} is not a writable directory"
+    if wants("move-tmpfs"):
+        if TMPFS.is_dir() and os.access(TMPFS, os.W_OK):
+            moved, moved_set = _move_set(session, small)
+            try:
+                cases["move-tmpfs"] = _case(
+                    session, "move-tmpfs", _moves(calls, moved), "mv", moved_set
+                )
+            finally:
+                if moved != small:
+                    remove(moved.parent)
+        else:
+            skipped["move-tmpfs"] = f"{TMPFS} is not a writable directory"
 
-    if which("xxhsum"):
-        halves = _halves(session, data.files("large"))
-        try:
-            for name, paths, label in (
-                ("hash", data.files("large"), data.describe("large")),
-                ("hash-halves", halves, {"label": f"the large set as {len(halves)} files"}),
-            ):
-                warm(paths)
-                cases[name] = _case(session, name, _hashes(calls, paths), "xxhsum -H2", label)
-        finally:
-            remove(halves[0].parent)
-    else:
-        skipped["hash"] = "xxhsum is not installed (apt-get install xxhash)"
+    if wants("hash"):
+        if which("xxhsum"):
+            halves = _halves(session, data.files("large"))
+            try:
+                for name, paths, label in (
+                    ("hash", data.files("large"), data.describe("large")),
+                    ("hash-halves", halves, {"label": f"the large set as {len(halves)} files"}),
+                ):
+                    warm(paths)
+                    cases[name] = _case(session, name, _hashes(calls, paths), "xxhsum -H2", label)
+            finally:
+                remove(halves[0].parent)
+        else:
+            skipped["hash"] = "xxhsum is not installed (apt-get install xxhash)"
 
-    if which("jdupes"):
-        tree, label = _dupes_tree(session)
-        try:
-            warm([tree])
-            dupes = {
-                "jdupes -rq": calls.tool("jdupes", "-rq", str(tree)),
-                "parjobs dupes": calls.parjobs("dupes", str(tree)),
-            }
-            if which("fdupes"):
-                dupes["fdupes -rq"] = calls.tool("fdupes", "-rq", str(tree))
-            cases["dupes"] = _case(session, "dupes", dupes, "jdupes -rq", {"label": label})
-        finally:
-            remove(tree)
-    else:
-        skipped["dupes"] = "jdupes is not installed (apt-get install jdupes)"
+    if wants("dupes"):
+        if which("jdupes"):
+            tree, label = _dupes_tree(session)
+            try:
+                warm([tree])
+                dupes = {
+                    "jdupes -rq": calls.tool("jdupes", "-rq", str(tree)),
+                    "parjobs dupes": calls.parjobs("dupes", str(tree)),
+                }
+                if which("fdupes"):
+                    dupes["fdupes -rq"] = calls.tool("fdupes", "-rq", str(tree))
+                cases["dupes"] = _case(session, "dupes", dupes, "jdupes -rq", {"label": label})
+            finally:
+                remove(tree)
+        else:
+            skipped["dupes"] = "jdupes is not installed (apt-get install jdupes)"
     return out

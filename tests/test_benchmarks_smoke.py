@@ -6,12 +6,14 @@ min/max, CPU, memory and ratios to a baseline that is one of them.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
 import pathlib
 import subprocess
 import sys
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCENARIOS = {"copy", "hash", "thumbnails", "slow_storage", "dispatch", "resume", "items"}
@@ -134,3 +136,17 @@ def test_bench_trees_runs_each_scenario_per_tree_and_reports_medians(
     assert set(summary) == {"copy-small", "hash"}
     assert all(_number(row["other_ratio_wall"]) for row in summary.values())
     assert not list((tmp_path / "data").glob("bench-trees-*"))  # each run's files removed
+
+
+def test_cases_option_picks_cases_and_families(tmp_path: pathlib.Path) -> None:
+    """``--cases dupes,big`` runs the dupes case and every ``big-*`` set, nothing else."""
+    # (imported by name: mypy checks parjobs and tests, not the benchmarks behind them)
+    session_type = importlib.import_module("benchmarks._session").Session
+
+    def session(cases: frozenset[str] | None) -> Any:
+        return session_type("tiny", None, 1, 0, [2], False, "", tmp_path, cases=cases)
+
+    picked = session(frozenset({"dupes", "big"}))
+    names = ("startup", "dupes", "big-4x1MiB", "hash", "move-tmpfs")
+    assert [name for name in names if picked.wants(name)] == ["dupes", "big-4x1MiB"]
+    assert session(None).wants("startup")
