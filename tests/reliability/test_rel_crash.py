@@ -528,6 +528,53 @@ async def test_move_killed_while_recording_its_finish_step(
     )
 
 
+async def test_dupes_killed_mid_checkpoint_resumes_each_unfinished_run_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dupes killed -9 inside the second checkpoint that records content-id runs (the first
+    recorded some): the resumed run reads exactly the runs not recorded, each once, and
+    finds the same groups as an uninterrupted run. Runs only read, so a run redone whole
+    after a crash costs reads, never a wrong or doubled result."""
+    from parjobs.ops import _duplicates as dup_mod
+    from parjobs.ops._hashing import find_duplicates_sequential
+
+    root = tmp_path / "tree"
+    root.mkdir()
+    files = 8 * dup_mod.RUN_FILES  # 8 runs of 64 size groups of 2 identical files
+    for i in range(files):
+        (root / f"f{i:04}").write_bytes(b"%d" % (i // 2) * (1 + i // 2))
+    store = str(tmp_path / "jobs.sqlite")
+    config = {
+        "store": store,
+        "action": "submit",
+        "job": {"type": "duplicates", "spec": {"paths": [str(root)]}},
+        "workers": 2,
+        "task_sleep": 0.1,  # 8 runs on 2 workers: >= 0.4 s, several checkpoints
+        "hook": {"kind": "checkpoint", "n": 2, "stage": "content-ids"},
+    }
+    run = run_child(config, tmp_path)
+    assert run.killed, run.stderr[-2000:]
+    async with parjobs.open_manager(store) as manager:
+        (info,) = await manager.list_jobs()
+    recorded = info.done_items  # runs, the only tasks of this job
+    assert 1 <= recorded < 8
+
+    runs: list[int] = []
+    real_run = dup_mod.IdRunTask.run
+
+    def counting(self: Any, tc: Any) -> Any:
+        runs.append(self.index)
+        return real_run(self, tc)
+
+    monkeypatch.setattr(dup_mod.IdRunTask, "run", counting)
+    info = await resume_to_end(store)
+    assert info.status is JobStatus.COMPLETED
+    assert len(runs) == len(set(runs)) == 8 - recorded, runs
+    expected = find_duplicates_sequential(sorted(str(p) for p in root.iterdir()))
+    assert [g["paths"] for g in info.result["groups"]] == [list(g.paths) for g in expected.groups]
+    assert len(info.result["groups"]) == files // 2
+
+
 @pytest.mark.parametrize("op_name", ["copy", "move"])
 async def test_killed_after_completion_before_its_directory_is_removed(
     op_name: str, tmp_path: Path, tree_template: Path, shm: Path
