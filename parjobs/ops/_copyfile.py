@@ -91,7 +91,13 @@ class CopyOptions:
     def lean(self) -> bool:
         """Whether a one-chunk file may take the lean one-shot path (in Python or, for
         groups, in C): nothing to hash, verify or carry beyond mode and times."""
-        return not (self.verify or self.hash_source or self.preserve_xattrs or self.preserve_owner)
+        return self.groupable and not self.verify
+
+    @property
+    def groupable(self) -> bool:
+        """Whether small files may go through the C group path: lean, or lean but for
+        ``verify``, which that path does itself (`parjobs.ops._transfer.verify_group`)."""
+        return not (self.hash_source or self.preserve_xattrs or self.preserve_owner)
 
 
 #: The options of a plain ``cp``: mode and times, no fsync, no verification.

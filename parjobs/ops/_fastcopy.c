@@ -1,5 +1,5 @@
 /*
- * parjobs.ops._fastcopy: copy many small files in one call, without the GIL.
+ * parjobs.ops._fastcopy: copy many small files in one call, and verify them, without the GIL.
  *
  * The same protocol as `_copy_one_shot` in _copyfile.py, item by item: open the source
  * (O_NOFOLLOW|O_NONBLOCK, regular files only), create a hidden temporary next to the
@@ -12,6 +12,11 @@
  * _smallfiles.py refuses a build whose constants differ from the Python copier's. Whatever goes wrong, the temporary is
  * removed and the item is reported back with its errno, untouched at the destination: the
  * Python path then runs it again and deals with it (conflicts, retries, clear errors).
+ *
+ * verify_many checks a group of copies in place before a move removes their sources (or a
+ * copy --verify reports them copied): each copy is still the file that was written (inode),
+ * holds the source's bytes (compared in COMPARE_CHUNK pieces, read right after the copy while
+ * the pages are hot) and, for a move, is fsynced through the same descriptor.
  *
  * Why C: a Python loop making these ~10 system calls per file spends as long in the
  * interpreter as in the kernel, holding the GIL the job's bookkeeping needs. Here one call
@@ -58,6 +63,17 @@
 #define FC_TOO_BIG (-3)     /* larger than max_size now: the chunked Python path copies it */
 #define FC_NO_REFLINK (-4)  /* only in the "reflink" output: FICLONE is refused for good */
 #define FC_SPARSE (-5)      /* has holes: the Python path copies its data extents only */
+
+/* Flags of verify_many (exported: COMPARE, SYNC). */
+#define FV_COMPARE 1 /* compare the copy's bytes with its source's */
+#define FV_SYNC 2    /* fsync the copy */
+
+/* Results of verify_many besides 0 (verified) and a positive errno (exported). */
+#define FV_MISMATCH (-6) /* the copy's bytes differ from the source's */
+#define FV_NOT_OURS (-7) /* the name no longer holds the copy that was written */
+
+/* verify_many reads this much of each side at a time (exported: same_content reads so). */
+#define COMPARE_CHUNK (1 << 20)
 
 /* The calling convention: 2 returns each copy's (size, mtime_ns, ino) too. */
 #define FC_API 2
@@ -332,13 +348,143 @@ fail:
     return NULL;
 }
 
+/* Up to want bytes of fd from pos into buf (fewer only at its end), or -errno. */
+static ssize_t read_full(int fd, char *buf, size_t want, long long pos) {
+    size_t got = 0;
+    while (got < want) {
+        ssize_t n = pread(fd, buf + got, want - got, pos + (long long)got);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
+}
+
+/* 0 when a and b hold the same bytes (read to the end of both), FV_MISMATCH, or an errno. */
+static int compare_fds(int a, int b, char *buf_a, char *buf_b) {
+    struct stat sa, sb;
+    if (fstat(a, &sa) != 0 || fstat(b, &sb) != 0)
+        return errno;
+    if (sa.st_size != sb.st_size)
+        return FV_MISMATCH;
+    for (long long pos = 0;; pos += COMPARE_CHUNK) {
+        ssize_t na = read_full(a, buf_a, COMPARE_CHUNK, pos);
+        if (na < 0)
+            return (int)-na;
+        ssize_t nb = read_full(b, buf_b, COMPARE_CHUNK, pos);
+        if (nb < 0)
+            return (int)-nb;
+        if (na != nb || memcmp(buf_a, buf_b, (size_t)na) != 0)
+            return FV_MISMATCH;
+        if (na < COMPARE_CHUNK) /* the end of both */
+            return 0;
+    }
+}
+
+typedef struct {
+    const char *src;
+    int dir_fd;
+    const char *name;
+    unsigned long long ino;
+    int result;
+} pair_t;
+
+static int verify_one(const pair_t *p, int flags, char *buf_a, char *buf_b) {
+    int copy = openat(p->dir_fd, p->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (copy < 0)
+        return errno == ELOOP ? FV_NOT_OURS : errno;
+    struct stat st;
+    int rc = 0;
+    if (fstat(copy, &st) != 0)
+        rc = errno;
+    else if (!S_ISREG(st.st_mode) || (unsigned long long)st.st_ino != p->ino)
+        rc = FV_NOT_OURS;
+    if (rc == 0 && (flags & FV_COMPARE)) {
+        int src = open(p->src, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (src < 0) {
+            rc = errno;
+        } else {
+            rc = compare_fds(src, copy, buf_a, buf_b);
+            close(src);
+        }
+    }
+    if (rc == 0 && (flags & FV_SYNC) && fsync(copy) != 0)
+        rc = errno;
+    close(copy);
+    return rc;
+}
+
+PyDoc_STRVAR(verify_many_doc,
+             "verify_many(items, flags) -> results\n\n"
+             "items: a list of (source path: bytes, copy's dir fd: int, copy's name: bytes,\n"
+             "copy's inode: int). For each, the copy is opened (never through a symlink) and\n"
+             "must still be that inode; with COMPARE its bytes are compared with the source's,\n"
+             "to the end of both; with SYNC it is fsynced. results[i]: 0 when all of that\n"
+             "held, MISMATCH (the bytes differ), NOT_OURS (another file has the name) or a\n"
+             "positive errno. Nothing is changed or removed. The GIL is released meanwhile.");
+
+static PyObject *verify_many(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *list;
+    int flags;
+    if (!PyArg_ParseTuple(args, "O!i", &PyList_Type, &list, &flags))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    pair_t *pairs = PyMem_Calloc(n ? (size_t)n : 1, sizeof(pair_t));
+    char *bufs = (flags & FV_COMPARE) ? PyMem_Malloc(2 * (size_t)COMPARE_CHUNK) : NULL;
+    if (pairs == NULL || ((flags & FV_COMPARE) && bufs == NULL)) {
+        PyMem_Free(pairs);
+        PyMem_Free(bufs);
+        return PyErr_NoMemory();
+    }
+    Py_INCREF(list); /* keeps every bytes object alive while the GIL is released */
+    PyObject *results = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *src, *name;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(list, i), "SiSK", &src, &pairs[i].dir_fd, &name,
+                              &pairs[i].ino))
+            goto done;
+        pairs[i].src = PyBytes_AS_STRING(src);
+        pairs[i].name = PyBytes_AS_STRING(name);
+        if ((Py_ssize_t)strlen(pairs[i].src) != PyBytes_GET_SIZE(src) ||
+            (Py_ssize_t)strlen(pairs[i].name) != PyBytes_GET_SIZE(name) ||
+            PyBytes_GET_SIZE(name) == 0 || strchr(pairs[i].name, '/') != NULL) {
+            PyErr_Format(PyExc_ValueError, "item %zd: bad path or name", i);
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t i = 0; i < n; i++)
+        pairs[i].result = verify_one(&pairs[i], flags, bufs, bufs ? bufs + COMPARE_CHUNK : NULL);
+    Py_END_ALLOW_THREADS;
+    results = PyList_New(n);
+    for (Py_ssize_t i = 0; results != NULL && i < n; i++) {
+        PyObject *r = PyLong_FromLong(pairs[i].result);
+        if (r == NULL)
+            Py_CLEAR(results);
+        else
+            PyList_SET_ITEM(results, i, r);
+    }
+done:
+    Py_DECREF(list);
+    PyMem_Free(pairs);
+    PyMem_Free(bufs);
+    return results;
+}
+
 static PyMethodDef methods[] = {
     {"copy_many", copy_many, METH_VARARGS, copy_many_doc},
+    {"verify_many", verify_many, METH_VARARGS, verify_many_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_fastcopy", "Copy many small files in one call, without the GIL.",
+    PyModuleDef_HEAD_INIT, "_fastcopy", "Copy and verify many small files in one call, without the GIL.",
     -1, methods,
 };
 
@@ -381,6 +527,11 @@ PyMODINIT_FUNC PyInit__fastcopy(void) {
         PyModule_AddIntConstant(m, "TOO_BIG", FC_TOO_BIG) < 0 ||
         PyModule_AddIntConstant(m, "SPARSE", FC_SPARSE) < 0 ||
         PyModule_AddIntConstant(m, "NAME_MAX", NAME_MAX_BYTES) < 0 ||
+        PyModule_AddIntConstant(m, "COMPARE", FV_COMPARE) < 0 ||
+        PyModule_AddIntConstant(m, "SYNC", FV_SYNC) < 0 ||
+        PyModule_AddIntConstant(m, "MISMATCH", FV_MISMATCH) < 0 ||
+        PyModule_AddIntConstant(m, "NOT_OURS", FV_NOT_OURS) < 0 ||
+        PyModule_AddIntConstant(m, "COMPARE_CHUNK", COMPARE_CHUNK) < 0 ||
         PyModule_AddIntConstant(m, "RENAME_NOREPLACE", RENAME_NOREPLACE) < 0 ||
         add_tuple(m, "FALLBACK_ERRNOS", errno_tuple(fallback_errnos, COUNT(fallback_errnos))) < 0 ||
         add_tuple(m, "NO_REFLINK_ERRNOS",

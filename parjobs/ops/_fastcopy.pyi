@@ -11,6 +11,11 @@ TOO_BIG: int
 SPARSE: int
 TMP_SUFFIX: bytes
 NAME_MAX: int
+COMPARE: int
+SYNC: int
+MISMATCH: int
+NOT_OURS: int
+COMPARE_CHUNK: int
 RENAME_NOREPLACE: int
 FALLBACK_ERRNOS: tuple[int, ...]
 NO_REFLINK_ERRNOS: tuple[int, ...]
@@ -18,3 +23,4 @@ NO_REFLINK_ERRNOS: tuple[int, ...]
 def copy_many(
     items: list[tuple[bytes, int, bytes]], flags: int, max_size: int, token: bytes, /
 ) -> tuple[list[int], list[tuple[int, int, int] | None], bool]: ...
+def verify_many(items: list[tuple[bytes, int, bytes, int]], flags: int, /) -> list[int]: ...

@@ -31,7 +31,6 @@ from typing import Any, Literal, cast
 
 from .._context import JobContext
 from .._exceptions import Interrupted, Skip
-from .._items import Written
 from .._job import Job, job_type
 from .._task import RUN_ALONE, OutcomeStatus, Task, TaskContext
 from . import _transfer
@@ -43,7 +42,6 @@ from ._fs import (
     check_replaceable,
     display,
     lexists,
-    noop,
     rename_noreplace,
     unique_name,
 )
@@ -62,9 +60,9 @@ from ._transfer import (
     open_plan,
     record_landing,
     resolve_conflict,
-    same_content,
     special_reason,
     symlink_put,
+    verify_group,
 )
 from ._walk import Entry, HardLinks, RootCount, Totals, walk_ahead
 
@@ -192,9 +190,10 @@ class MoveItem(TransferItem):
     @classmethod
     def run_group(cls, tasks: Sequence[Task[Any]], tcs: Sequence[TaskContext]) -> list[Any]:
         """Move the group's plain small files across filesystems: one `copy_group` call
-        puts their copies in place, then each copy is verified (``verify``) and synced, and
-        only then is its source unlinked. The rest, and any file the group path did not
-        finish, runs alone (a copy that fails its verification is removed first).
+        puts their copies in place, one `verify_group` call verifies (``verify``) and syncs
+        them, each directory is synced once, and only then are their sources unlinked. The
+        rest, and any file the group path did not finish, runs alone (a copy that fails its
+        verification is removed first).
 
         Only files with nothing more to carry than mode and times are taken (owned by this
         process' user and group, in a directory without the set-group-id bit, no extended
@@ -206,22 +205,12 @@ class MoveItem(TransferItem):
         if not plan.move_groups:
             return out
         entries = [item.entry if item.plan is plan and _plain(item) else None for item in items]
-        copied = [(i, w) for i, w in enumerate(copy_group(plan, entries)) if w is not None]
-        tree, verify = plan.tree, plan.options.verify
-        synced: set[bytes] = set()  # directories whose fsync is still to come
-        landed: list[tuple[int, Written]] = []
-        for i, written in copied:
-            entry = items[i].entry
-            parent, _, name = entry.rel.rpartition(b"/")
-            dir_fd = tree.acquire(parent)
-            try:
-                if verify and not _verified(entry.path, dir_fd, name, written):
-                    continue  # removed: moved alone, which reports a real mismatch
-                _sync_file(dir_fd, name)
-                synced.add(parent)
-                landed.append((i, written))
-            finally:
-                tree.release(parent)
+        copies = copy_group(plan, entries)
+        # Failed copies are removed: moved alone, which reports a real mismatch.
+        copies = verify_group(plan, entries, copies, compare=plan.options.verify, sync=True)
+        tree = plan.tree
+        landed = [(i, w) for i, w in enumerate(copies) if w is not None]
+        synced = {items[i].entry.rel.rpartition(b"/")[0] for i, _ in landed}
         for parent in synced:  # the copies' names are on disk before a source goes
             os.fsync(tree.acquire(parent))
             tree.release(parent)
@@ -422,20 +411,6 @@ def _setgid_parent(item: MoveItem) -> bool:
         return True  # alone, the move reports it
     finally:
         tree.release(parent)
-
-
-def _verified(src: bytes, dir_fd: int, name: bytes, written: Written) -> bool:
-    """Whether the copy ``name`` (in place, identity ``written``) holds the source's bytes;
-    if not, it is removed (if it is still that file), leaving the source to be moved alone."""
-    try:
-        if same_content(src, dir_fd, name, check=noop):  # small: no pause between chunks
-            return True
-    except OSError:
-        pass
-    with contextlib.suppress(OSError):
-        if os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino == written.inode:
-            os.unlink(name, dir_fd=dir_fd)
-    return False
 
 
 def _remove_empty_dirs(dirs: list[tuple[bytes, bytes, int | None]], removed: list[int]) -> None:

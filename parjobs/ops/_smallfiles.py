@@ -1,6 +1,7 @@
-"""Copy groups of small files in one call into the optional C extension (`_fastcopy.c`), the
-GIL released: the only caller of the extension, and the place that checks it was built with
-the constants the Python copier uses (temporary suffix, name length, rename flag, errnos)."""
+"""Copy groups of small files, and verify the copies, in one call into the optional C
+extension (`_fastcopy.c`), the GIL released: the only caller of the extension, and the place
+that checks it was built with the constants the Python side uses (temporary suffix, name
+length, rename flag, errnos, comparison chunk)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from ._partials import owner_token
 
 #: The largest file the group path takes by default (one chunk of the Python copier).
 DEFAULT_MAX_SIZE = 8 * 1024 * 1024
+
+#: How much of each side a content comparison reads at a time: `verify_copies` (in C) and
+#: `parjobs.ops._transfer.same_content` (in Python) alike.
+COMPARE_CHUNK = 1 << 20
 
 fastcopy: ModuleType | None
 try:  # the optional C extension; None where it could not be built
@@ -31,6 +36,7 @@ def _agrees(module: ModuleType) -> bool:
         and getattr(module, "RENAME_NOREPLACE", None) == RENAME_NOREPLACE
         and frozenset(getattr(module, "FALLBACK_ERRNOS", ())) == _kernel.FALLBACK_ERRNOS
         and frozenset(getattr(module, "NO_REFLINK_ERRNOS", ())) == _kernel.NO_REFLINK_ERRNOS
+        and getattr(module, "COMPARE_CHUNK", None) == COMPARE_CHUNK
     )
 
 
@@ -78,3 +84,21 @@ def copy_small_files(
     if refused:
         _kernel.NO_REFLINK.add(devices)
     return results, [None if w is None else Written(*w) for w in raw]
+
+
+def verify_copies(
+    items: list[tuple[bytes, int, bytes, int]], *, compare: bool, sync: bool
+) -> list[int]:
+    """Check copies in place in one call into C (`_fastcopy.c`), with the GIL released, right
+    after `copy_small_files` made them (their pages still cached).
+
+    ``items`` are (source path, copy's dir fd, copy's name, copy's inode). Each copy must
+    still be that inode; with ``compare`` it must hold its source's bytes (compared to the end
+    of both, as `same_content` compares), with ``sync`` it is fsynced. Per item: 0 when all
+    of that held, ``fastcopy.MISMATCH`` when the bytes differ, ``fastcopy.NOT_OURS`` when the
+    name holds another file now, or an errno. Nothing is removed: the caller decides. Only
+    for copies `copy_small_files` made (so the extension is there, and the names passed)."""
+    assert fastcopy is not None, "verify_copies without the C extension"
+    flags = (fastcopy.COMPARE if compare else 0) | (fastcopy.SYNC if sync else 0)
+    results: list[int] = fastcopy.verify_many(items, flags)
+    return results

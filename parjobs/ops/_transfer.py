@@ -562,7 +562,8 @@ def special_reason(mode: int, verb: str = "copied") -> str:
 
 def same_content(src: bytes, dir_fd: int, name: bytes, check: Callable[[], None]) -> bool:
     """Whether ``src`` and ``dir_fd/name`` hold the same bytes: read side by side, so the
-    answer is exact and a difference stops the reading where it is found."""
+    answer is exact and a difference stops the reading where it is found. (The C group path
+    compares the same way: `_smallfiles.verify_copies`.)"""
     a = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         b = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -570,7 +571,7 @@ def same_content(src: bytes, dir_fd: int, name: bytes, check: Callable[[], None]
             if os.fstat(a).st_size != os.fstat(b).st_size:
                 return False
             while True:
-                chunk = os.read(a, 1 << 20)
+                chunk = os.read(a, _smallfiles.COMPARE_CHUNK)
                 if chunk != _read_full(b, len(chunk) or 1):
                     return False
                 if not chunk:
@@ -770,10 +771,11 @@ class CopyPlan:
     def groups(self) -> bool:
         """Whether plain small files may go through `copy_small_files` (`CopyItem.run_group`):
         the one place that decides it from the options. Not without the C extension; options
-        beyond mode and times (`CopyOptions.lean`), fsyncs, followed symlinks and overwriting
-        take the Python path. (C still hands back a file that grew past a chunk, or is
-        sparse, or is no longer regular.)"""
-        return self.options.lean and self._c_groups
+        beyond mode, times and ``verify`` (`CopyOptions.groupable`; the group path verifies
+        with `verify_group`), fsyncs, followed symlinks and overwriting take the Python path.
+        (C still hands back a file that grew past a chunk, or is sparse, or is no longer
+        regular.)"""
+        return self.options.groupable and self._c_groups
 
     @property
     def move_groups(self) -> bool:
@@ -903,6 +905,54 @@ def copy_group(plan: CopyPlan, entries: Sequence[Entry | None]) -> list[Written 
             if result in NO_GROUPS_ERRNOS:
                 plan.group_off = True  # e.g. no renameat2 here: the Python path copes
     return out
+
+
+def verify_group(
+    plan: CopyPlan,
+    entries: Sequence[Entry | None],
+    copies: Sequence[Written | None],
+    *,
+    compare: bool,
+    sync: bool,
+) -> list[Written | None]:
+    """Check the copies `copy_group` put in place (``copies[i]`` of ``entries[i]``) with one
+    `verify_copies` call (C, the GIL released): with ``compare`` each must hold its source's
+    bytes, with ``sync`` it is fsynced (its directory is not: the caller syncs each once).
+
+    Per entry, its copy's identity when it passed, else None: a copy that failed is removed
+    (if it is still the file written) and its entry is left to run alone, where copy's and
+    move's own checks report a real mismatch and keep the source."""
+    out: list[Written | None] = [None] * len(entries)
+    tree = plan.tree
+    items: list[tuple[bytes, int, bytes, int]] = []
+    where: list[int] = []
+    held: list[bytes] = []
+    try:
+        for i, (entry, written) in enumerate(zip(entries, copies, strict=True)):
+            if entry is None or written is None:
+                continue
+            parent, _, name = entry.rel.rpartition(b"/")
+            items.append((entry.path, tree.acquire(parent), name, written.inode))
+            held.append(parent)
+            where.append(i)
+        results = _smallfiles.verify_copies(items, compare=compare, sync=sync) if items else []
+        for i, (_, dir_fd, name, _), result in zip(where, items, results, strict=True):
+            if result == 0:
+                out[i] = copies[i]
+            else:
+                remove_copy(dir_fd, name, copies[i])
+    finally:
+        for parent in held:
+            tree.release(parent)
+    return out
+
+
+def remove_copy(dir_fd: int, name: bytes, written: Written | None) -> None:
+    """Remove the copy ``name`` in ``dir_fd`` if it is still the file ``written`` (its inode):
+    whatever else has that name now is not ours."""
+    with contextlib.suppress(OSError):
+        if written and os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino == written.inode:
+            os.unlink(name, dir_fd=dir_fd)
 
 
 #: A worker's open destination trees, by (root, replace_nondirs, durable), newest last.

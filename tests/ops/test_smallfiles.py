@@ -19,9 +19,13 @@ from parjobs._items import Written, fingerprint
 from parjobs._stage import Stage
 from parjobs.ops import _copy as copy_mod
 from parjobs.ops import _smallfiles as smallfiles_mod
+from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops._copy import CopyJob
+from parjobs.ops._copyfile import copy_file
+from parjobs.ops._fs import noop
 from parjobs.ops._names import TMP_SUFFIX
-from parjobs.ops._smallfiles import copy_small_files
+from parjobs.ops._smallfiles import copy_small_files, verify_copies
+from parjobs.ops._transfer import same_content
 
 pytestmark = pytest.mark.skipif(
     smallfiles_mod.fastcopy is None, reason="the C extension was not built (no C compiler)"
@@ -172,6 +176,75 @@ def test_a_destination_fd_that_is_no_directory_reports_the_errno(tmp_path: Path)
     assert os.listdir(tmp_path / "src") == ["a"]
 
 
+# -- verify_copies -------------------------------------------------------------------------
+
+
+def test_verify_copies_and_same_content_give_the_same_answers(tmp_path: Path, dst_fd: int) -> None:
+    """The C comparison and the Python one (`same_content`) agree on every pair: equal,
+    empty, exactly one chunk, a difference in the first byte, in the second chunk, in the
+    last byte, a copy one byte short or long."""
+    chunk = smallfiles_mod.COMPARE_CHUNK
+    base = os.urandom(2 * chunk + 5)
+
+    def flip(data: bytes, at: int) -> bytes:
+        return data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
+
+    pairs = {
+        b"same": (base, base),
+        b"empty": (b"", b""),
+        b"one-chunk": (base[:chunk], base[:chunk]),
+        b"first": (base, flip(base, 0)),
+        b"second-chunk": (base, flip(base, chunk + 7)),
+        b"last": (base, flip(base, len(base) - 1)),
+        b"short": (base, base[:-1]),
+        b"long": (base[:chunk], base[:chunk] + b"\0"),
+    }
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, (a, b) in pairs.items():
+        write(src / os.fsdecode(name), a)
+        write(tmp_path / "dst" / os.fsdecode(name), b)
+    items = [
+        (os.fsencode(src) + b"/" + n, dst_fd, n, os.stat(n, dir_fd=dst_fd).st_ino) for n in pairs
+    ]
+    mismatch = smallfiles_mod.fastcopy.MISMATCH  # type: ignore[union-attr]
+    expected = [0 if a == b else mismatch for a, b in pairs.values()]
+    assert verify_copies(items, compare=True, sync=True) == expected
+    in_python = [same_content(s, fd, n, check=noop) for s, fd, n, _ in items]
+    assert [0 if same else mismatch for same in in_python] == expected
+
+
+def test_verify_copies_checks_the_copy_is_the_one_written(tmp_path: Path, dst_fd: int) -> None:
+    """A name that holds another file now (replaced, a symlink) is not ours, a missing one
+    reports its errno; without ``compare`` only that is checked; nothing is removed."""
+    dst = tmp_path / "dst"
+    src = os.fsencode(tmp_path / "src")
+    (tmp_path / "src").mkdir()
+    for name in ("a", "b"):
+        write(tmp_path / "src" / name, b"source")
+        write(dst / name, b"copy")
+    ino = {n: os.stat(dst / n).st_ino for n in ("a", "b")}
+    write(dst / "b.new", b"copy")
+    os.rename(dst / "b.new", dst / "b")  # another file under the copy's name
+    os.symlink("a", dst / "d")
+    items = [
+        (src + b"/a", dst_fd, b"a", ino["a"]),
+        (src + b"/b", dst_fd, b"b", ino["b"]),
+        (src + b"/c", dst_fd, b"c", ino["a"]),
+        (src + b"/a", dst_fd, b"d", ino["a"]),
+    ]
+    fc = smallfiles_mod.fastcopy
+    assert fc is not None
+    assert verify_copies(items, compare=False, sync=True) == [
+        0,
+        fc.NOT_OURS,
+        errno.ENOENT,
+        fc.NOT_OURS,
+    ]
+    assert verify_copies(items[:1], compare=True, sync=False) == [fc.MISMATCH]
+    assert sorted(os.listdir(dst)) == ["a", "b", "d"]
+
+
 # -- inside a CopyJob ----------------------------------------------------------------------
 
 
@@ -285,7 +358,6 @@ async def test_a_group_is_booked_once_and_still_logs_a_record_per_file(
 @pytest.mark.parametrize(
     "spec",
     [
-        {"verify": True},
         {"durable": True},
         {"preserve_xattrs": True},
         {"preserve_owner": True},
@@ -392,3 +464,52 @@ async def test_a_filesystem_the_group_path_cannot_serve_turns_it_off(
     assert result["copied"] == 202
     assert snapshot(tmp_path / "dst" / "src") == snapshot(src)
     assert 1 <= len(calls) <= 8  # the groups already taken when the first one answered
+
+
+@pytest.mark.parametrize("c_path", [True, False])
+async def test_copy_verify_reports_a_copy_spoilt_before_its_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c_path: bool
+) -> None:
+    """``verify`` takes the group path: a copy spoilt between the C copy and the C comparison
+    is removed and copied alone, where it is spoilt again and reported (VerifyError); the
+    Python path (no extension) reports the same and lands the same files."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(30):
+        write(src / f"f{i:02}", bytes([i + 1]) * (100 + 1000 * i))
+    spoilt = b"f07"
+    grouped: list[bytes] = []
+    real_group = smallfiles_mod.copy_small_files
+
+    def spoiling_group(items: Any, **kwargs: Any) -> Any:
+        done = real_group(items, **kwargs)
+        assert done is not None
+        for (_, dir_fd, name), result in zip(items, done[0], strict=True):
+            grouped.append(name)
+            if name == spoilt and result == 0:
+                fd = os.open(name, os.O_WRONLY, dir_fd=dir_fd)
+                os.pwrite(fd, b"X", 0)
+                os.close(fd)
+        return done
+
+    real = copy_file
+
+    def spoiling(*args: Any, **kwargs: Any) -> Any:
+        if args[1] == spoilt:
+            kwargs["_after_write"] = lambda fd: os.pwrite(fd, b"X", 0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(smallfiles_mod, "copy_small_files", spoiling_group)
+    monkeypatch.setattr(transfer_mod, "copy_file", spoiling)
+    if not c_path:
+        monkeypatch.setattr(smallfiles_mod, "fastcopy", None)
+    status, result, errors = await copy(
+        str(tmp_path / "j.sqlite"), src, tmp_path / "dst", verify=True
+    )
+    assert (len(grouped) >= 25) is c_path and (spoilt in grouped) is c_path
+    assert status is JobStatus.COMPLETED_WITH_ERRORS and result["copied"] == 29
+    assert [(e.label, e.error) for e in errors] == [(str(src / "f07"), "VerifyError")]
+    out = tmp_path / "dst" / "src"
+    assert sorted(os.listdir(out)) == sorted(n for n in os.listdir(src) if n != "f07")
+    assert all(read(out / n) == read(src / n) for n in os.listdir(out))
+    assert temporaries(tmp_path / "dst") == []
