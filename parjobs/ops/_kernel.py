@@ -1,12 +1,16 @@
 """What the kernel's fast copy paths (FICLONE, copy_file_range) accept: the errnos meaning "not
 here", and the cache of filesystem pairs that refuse reflinks; shared by the Python copier and
-the C group path (`_fastcopy` exports the same sets, checked at import by `_smallfiles`)."""
+the C group path (`_fastcopy` exports the same sets, checked at import by `_smallfiles`). Also
+a filesystem's type (statfs) and block preallocation for big files where it pays."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
+import functools
 import os
+from typing import Any
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int)
 
@@ -47,3 +51,55 @@ def try_reflink(src_fd: int, src_dev: int, dst_fd: int, dst_dev: int | None) -> 
             NO_REFLINK.add(devices)
         return False
     return True
+
+
+#: statfs(2) ``f_type`` of the filesystems where `preallocate` pays: ext4 (ext2 and ext3 share
+#: the magic; without extents they refuse fallocate, and the copy goes on without).
+PREALLOCATE_ON = frozenset({0xEF53})
+
+#: fallocate(2) mode: reserve blocks without changing the file's size.
+FALLOC_FL_KEEP_SIZE = 1
+
+
+@functools.cache
+def _libc() -> Any:
+    """The C library this process already has (no slow ``find_library``)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate64.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    return libc
+
+
+def fs_type(target: int | str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> int | None:
+    """The statfs(2) ``f_type`` of the filesystem holding an open fd or a path (None when
+    unknown)."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
+    libc = _libc()
+    if isinstance(target, int):
+        rc = libc.fstatfs(target, buf)
+    else:
+        rc = libc.statfs(os.fsencode(target), buf)
+    if rc != 0:
+        return None
+    return int(ctypes.c_long.from_buffer(buf).value) & 0xFFFFFFFF
+
+
+def preallocate(fd: int, offset: int, length: int) -> bool:
+    """Reserve the blocks for bytes ``offset:offset+length`` of the file being written to
+    ``fd``, before writing them, where that pays (`PREALLOCATE_ON`); True if done.
+
+    Why: ext4 otherwise reserves and maps blocks page by page as the copy dirties them
+    (delayed allocation): preallocated, a 1 GiB ``copy_file_range`` copy took a third less
+    CPU (0.36 -> 0.24 s, docs/benchmarks.md). Not on tmpfs, where it would zero pages that
+    the copy then overwrites (+15 % CPU). The size is kept (FALLOC_FL_KEEP_SIZE), so a
+    partial's length still says how much of it was written, as a resume needs. Not for
+    sparse files (it would fill their holes). "Not here" errors return False; others (ENOSPC
+    first of all) raise, as the write would have.
+    """
+    if length <= 0 or fs_type(fd) not in PREALLOCATE_ON:
+        return False
+    if _libc().fallocate64(fd, FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in FALLBACK_ERRNOS:
+        return False
+    raise OSError(err, os.strerror(err))

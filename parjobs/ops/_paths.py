@@ -15,7 +15,6 @@ the identity of a destination kept across runs.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import stat
 from typing import Any
@@ -25,6 +24,7 @@ import trio
 from .._context import JobContext
 from .._exceptions import JobSpecError
 from ._errors import DestinationChangedError
+from ._kernel import fs_type
 
 #: statfs(2) ``f_type`` of kernel pseudo-filesystems: nothing a job writes belongs there.
 PSEUDO_FILESYSTEMS = {
@@ -45,19 +45,6 @@ PSEUDO_FILESYSTEMS = {
     0x42494E4D: "binfmt_misc",
     0x19800202: "mqueue",
 }
-
-_libc: Any = None
-
-
-def fs_type(path: str | bytes) -> int | None:
-    """The statfs(2) ``f_type`` of the filesystem holding ``path`` (None when unknown)."""
-    global _libc
-    if _libc is None:  # the C library this process already has (no slow find_library)
-        _libc = ctypes.CDLL(None, use_errno=True)
-    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
-    if _libc.statfs(os.fsencode(path), buf) != 0:
-        return None
-    return int(ctypes.c_long.from_buffer(buf).value) & 0xFFFFFFFF
 
 
 def existing_prefix(path: str) -> tuple[str, os.stat_result]:

@@ -15,6 +15,7 @@ import xxhash
 from parjobs.ops import CopyError, SourceChangedError, SpecialFileError, VerifyError
 from parjobs.ops._copyfile import CopyOptions, CopyResult, Method, copy_file, copy_symlink
 from parjobs.ops._fs import open_dir_nofollow, same_size_mtime
+from parjobs.ops._kernel import PREALLOCATE_ON, fs_type
 from parjobs.ops._partials import find_partials, owner_token, partial_names, remove_own_temps
 
 KIB = 1024
@@ -135,6 +136,23 @@ def test_interrupt_leaves_partial_that_resumes(tmp_path: Path) -> None:
     assert result.src_digest == xxhash.xxh3_128_hexdigest(data)
     assert read(dst) == data
     assert find_partials(tmp_path) == []
+
+
+@pytest.mark.skipif(fs_type("/tmp") not in PREALLOCATE_ON, reason="/tmp is not ext4")
+def test_big_file_preallocated_and_its_partial_still_resumes(tmp_path: Path) -> None:
+    """Past one chunk the blocks are reserved up front, the size kept: an interrupted
+    partial's length is what was written, and the resume reuses exactly that."""
+    src, dst = tmp_path / "src.bin", tmp_path / "dst.bin"
+    data = make(src, 1024 * KIB)
+    _, check = interrupt_after(2)
+    with pytest.raises(Interrupt):
+        copy_file(src, dst, CopyOptions(chunk_size=64 * KIB), check=check)
+    partial, _ = partial_names("dst.bin")
+    st = (tmp_path / os.fsdecode(partial)).stat()
+    assert st.st_size == 2 * 64 * KIB and st.st_blocks * 512 >= len(data)
+    result = copy_file(src, dst, CopyOptions(chunk_size=64 * KIB, verify=True))
+    assert result.bytes_reused == 2 * 64 * KIB and read(dst) == data
+    assert dst.stat().st_blocks * 512 == len(data)
 
 
 @pytest.mark.parametrize("method", ["copy_file_range", "sendfile"])
