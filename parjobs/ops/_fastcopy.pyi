@@ -5,6 +5,7 @@ MODE: int
 TIMES: int
 REFLINK: int
 LSTAT: int
+FSYNC: int
 NOT_REGULAR: int
 CHANGED: int
 TOO_BIG: int

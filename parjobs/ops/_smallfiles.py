@@ -31,6 +31,7 @@ def _agrees(module: ModuleType) -> bool:
     """Whether the built extension shares the Python side's constants (a stale build may not)."""
     return (
         getattr(module, "API", None) == 2  # copy_many's calling convention
+        and isinstance(getattr(module, "FSYNC", None), int)  # durable copies are synced
         and getattr(module, "TMP_SUFFIX", None) == TMP_SUFFIX
         and getattr(module, "NAME_MAX", None) == NAME_MAX
         and getattr(module, "RENAME_NOREPLACE", None) == RENAME_NOREPLACE
@@ -52,6 +53,7 @@ def copy_small_files(
     src_lstat: bool = True,
     max_size: int = DEFAULT_MAX_SIZE,
     owner: str | bytes | None = None,
+    durable: bool = False,
 ) -> tuple[list[int], list[Written | None]] | None:
     """Copy many small files in one call into C (`_fastcopy.c`), with the GIL released.
 
@@ -67,7 +69,8 @@ def copy_small_files(
     skips the lstat before opening a source, as in `copy_file`. A source found larger than
     ``max_size`` (grown since it was listed) is handed back, for a chunked copy, and so is a
     sparse source (the Python path keeps its holes). Temporaries carry ``owner``'s token, as
-    in `copy_file`.
+    in `copy_file`. ``durable`` fsyncs each copy before its rename; the directories are the
+    caller's to sync (once per group, not once per file as `copy_file` does).
     """
     if fastcopy is None:
         return None
@@ -75,6 +78,8 @@ def copy_small_files(
     flags = fastcopy.MODE | fastcopy.TIMES
     if src_lstat:
         flags |= fastcopy.LSTAT
+    if durable:
+        flags |= fastcopy.FSYNC
     if devices not in _kernel.NO_REFLINK:
         flags |= fastcopy.REFLINK
     try:

@@ -772,9 +772,9 @@ class CopyPlan:
         """Whether plain small files may go through `copy_small_files` (`CopyItem.run_group`):
         the one place that decides it from the options. Not without the C extension; options
         beyond mode, times and ``verify`` (`CopyOptions.groupable`; the group path verifies
-        with `verify_group`), fsyncs, followed symlinks and overwriting take the Python path.
-        (C still hands back a file that grew past a chunk, or is sparse, or is no longer
-        regular.)"""
+        with `verify_group`), followed symlinks and overwriting take the Python path;
+        ``durable`` does not (C fsyncs each file, `copy_group` each directory). (C still hands
+        back a file that grew past a chunk, or is sparse, or is no longer regular.)"""
         return self.options.groupable and self._c_groups
 
     @property
@@ -782,8 +782,10 @@ class CopyPlan:
         """Whether a move across filesystems may copy plain small files in groups
         (`MoveItem.run_group`): as `groups`, but with ``verify`` and the owner and extended
         attributes kept, because the move's group path takes only files with no owner or
-        attributes to carry and verifies each copy itself before removing its source."""
-        return not self.options.hash_source and self._c_groups
+        attributes to carry and verifies each copy itself before removing its source.
+        Not ``durable``: a durable move syncs its sources' directories too, alone."""
+        options = self.options
+        return not (options.hash_source or options.durable) and self._c_groups
 
     @property
     def _c_groups(self) -> bool:
@@ -793,7 +795,7 @@ class CopyPlan:
             and not self.group_off
             and options.preserve_mode
             and options.preserve_times
-            and not (options.durable or self.follow)
+            and not self.follow
             and self.policy != "overwrite"
         )
 
@@ -865,6 +867,11 @@ def copy_group(plan: CopyPlan, entries: Sequence[Entry | None]) -> list[Written 
     directories: elsewhere a destination may exist, and the alone path looks before it
     copies; the no-replace rename keeps guarding against other writers either way. A
     filesystem without what C needs turns the plan's groups off (`CopyPlan.group_off`).
+
+    ``durable``: C fsyncs each copy before its rename, and each directory that received one
+    is synced once here, before anything is returned (so before anything is recorded). A
+    directory whose fsync fails raises: the whole group fails with that error (its copies
+    are in place; a resumed run finds them and counts them present).
     """
     out: list[Written | None] = [None] * len(entries)
     tree = plan.tree
@@ -895,7 +902,12 @@ def copy_group(plan: CopyPlan, entries: Sequence[Entry | None]) -> list[Written 
                 src_lstat=plan.resumed,  # a fresh walk lstat'ed them moments ago
                 max_size=plan.options.chunk_size,
                 owner=plan.token,
+                durable=plan.options.durable,
             )
+            if done is not None and plan.options.durable:
+                landed = {batch[k][1] for k, result in enumerate(done[0]) if result == 0}
+                for dir_fd in landed:  # the renames are on disk before any is recorded
+                    os.fsync(dir_fd)
     finally:
         for parent in held:
             tree.release(parent)

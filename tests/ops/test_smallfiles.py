@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -358,7 +359,6 @@ async def test_a_group_is_booked_once_and_still_logs_a_record_per_file(
 @pytest.mark.parametrize(
     "spec",
     [
-        {"durable": True},
         {"preserve_xattrs": True},
         {"preserve_owner": True},
         {"follow_symlinks": True},
@@ -374,6 +374,59 @@ async def test_options_beyond_mode_and_times_take_the_python_path(
     status, _, errors = await copy(str(tmp_path / "j.sqlite"), src, tmp_path / "dst", **spec)
     assert status is JobStatus.COMPLETED, errors
     assert groups == []
+
+
+async def test_a_durable_copy_takes_the_group_path_and_syncs_each_directory_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``durable`` copies small files in groups too: C is asked to fsync every copy before
+    its rename (`fastcopy.FSYNC`), and each directory a group copied into is synced by that
+    group's thread before it returns (so before anything is recorded), once per group; the
+    tree is the one the Python path makes."""
+    src = tmp_path / "src"
+    small_tree(src, 60)
+    fastcopy = smallfiles_mod.fastcopy
+    assert fastcopy is not None
+    groups = count_groups(monkeypatch)
+    real_group, real_many, real_fsync = transfer_mod.copy_group, fastcopy.copy_many, os.fsync
+    seen = threading.local()  # inside copy_group: the directories copied into, and synced
+    checked: list[int] = []
+
+    def copy_group(plan: Any, entries: Any) -> Any:
+        seen.landed, seen.synced = set(), []
+        try:
+            return real_group(plan, entries)
+        finally:
+            assert sorted(seen.synced) == sorted(seen.landed)  # each once, before returning
+            checked.append(len(seen.landed))
+            del seen.landed
+
+    def copy_many(items: Any, how: int, *args: Any) -> Any:
+        assert how & fastcopy.FSYNC
+        done = real_many(items, how, *args)
+        landed = zip(items, done[0], strict=True)
+        seen.landed |= {os.fstat(fd).st_ino for (_, fd, _), result in landed if result == 0}
+        seen.synced = []  # (a directory made for the group synced its parent before)
+        return done
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        if hasattr(seen, "landed") and stat.S_ISDIR(st.st_mode):
+            seen.synced.append(st.st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr(copy_mod, "copy_group", copy_group)  # where run_group looks it up
+    monkeypatch.setattr(fastcopy, "copy_many", copy_many)
+    monkeypatch.setattr(os, "fsync", fsync)
+    dst = tmp_path / "a"
+    status, result, errors = await copy(str(tmp_path / "a.sqlite"), src, dst, durable=True)
+    assert status is JobStatus.COMPLETED, errors
+    assert sum(groups) >= 50 and sum(checked) >= 5
+    monkeypatch.setattr(smallfiles_mod, "fastcopy", None)
+    status2, result2, _ = await copy(str(tmp_path / "b.sqlite"), src, tmp_path / "b", durable=True)
+    assert status2 is JobStatus.COMPLETED and result2 == result
+    assert snapshot(dst / "src") == snapshot(tmp_path / "b" / "src") == snapshot(src)
+    assert temporaries(dst) == []
 
 
 async def test_a_file_the_group_cannot_copy_is_copied_or_reported_by_the_python_path(

@@ -163,6 +163,19 @@ class CopyOp(Op):
         assert snapshot(sc.src) == sc.expected, "copy changed its source"
 
 
+class DurableCopyOp(CopyOp):
+    """A ``durable`` copy, killed in its C group path only (its random kills are those of
+    `CopyOp`): a group writes all its files, fsyncs them, then renames them into place."""
+
+    name = "copy-durable"
+    hooks = [("group-mid", (2, 20)), ("group-after", (2, 20))]
+
+    def scenario(self, root: Path, template: Path, shm: Path) -> Scenario:
+        sc = super().scenario(root, template, shm)
+        sc.spec["durable"] = True
+        return sc
+
+
 class MoveOp(Op):
     """A move to another filesystem: each file is copied, verified, renamed into place and
     only then unlinked at the source."""
@@ -327,6 +340,8 @@ class ThumbnailOp(Op):
 
 
 OPS: dict[str, Op] = {op.name: op for op in (CopyOp(), MoveOp(), TrashOp(), ThumbnailOp())}
+#: Operations killed at hooks only.
+HOOK_ONLY: dict[str, Op] = {op.name: op for op in (DurableCopyOp(),)}
 #: Measured seconds of an uninterrupted child run, per operation (from READY to the end).
 DURATION: dict[str, float] = {}
 
@@ -466,7 +481,9 @@ async def test_random_kills(
     assert kills >= least, f"only {kills} of {scenarios * chain} random kills landed before the end"
 
 
-HOOK_CASES = [(op.name, kind, span) for op in OPS.values() for kind, span in op.hooks]
+HOOK_CASES = [
+    (op.name, kind, span) for op in (*OPS.values(), *HOOK_ONLY.values()) for kind, span in op.hooks
+]
 #: The hook runs: (kills at random call counts, seed tag); the slow variant tries 4 more counts.
 HOOK_RUNS = [
     pytest.param(1, "", id="once"),
@@ -489,7 +506,7 @@ async def test_hook_kills(
     shm: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    op = OPS[op_name]
+    op = OPS.get(op_name) or HOOK_ONLY[op_name]
     if isinstance(op, ThumbnailOp):
         measure(op, tmp_path, tree_template, shm)  # the expected thumbnails
     rng = random.Random(f"{SEED}-{tag}{op_name}-{kind}")
