@@ -1,5 +1,5 @@
-"""What the command-line tests share: the CLI run as a real subprocess, and checks of its
-output."""
+"""What the command-line tests share: the CLI run as a real process (forked from a warm
+interpreter: `_forkcli`), and checks of its output."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import xxhash
+from _forkcli import Forked
+from _forkcli import run as forked_run
 
 CLI = [sys.executable, "-m", "parjobs.cli"]
 RESUME = re.compile(r"parjobs resume [0-9a-f]+(?: --store \S+)?")
@@ -20,23 +22,15 @@ def run(
     *args: str, env: dict[str, str], store: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     extra = ["--store", store] if store else []
-    return subprocess.run(
-        [*CLI, *args, *extra], capture_output=True, text=True, env=env, timeout=60
-    )
+    return forked_run([*args, *extra], env=env)
 
 
-STARTED: list[subprocess.Popen[str]] = []
+STARTED: list[Forked] = []
 
 
-def start(*args: str, env: dict[str, str], store: str) -> subprocess.Popen[str]:
+def start(*args: str, env: dict[str, str], store: str) -> Forked:
     """A CLI process in the background (killed after the test if it is still running)."""
-    proc = subprocess.Popen(
-        [*CLI, "--store", store, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc = Forked(["--store", store, *args], env=env)
     STARTED.append(proc)
     return proc
 
@@ -45,7 +39,7 @@ def run_command_line(line: str, env: dict[str, str]) -> subprocess.CompletedProc
     """Run a printed ``parjobs ...`` command line with this interpreter."""
     words = shlex.split(line)
     assert words[0] == "parjobs"
-    return subprocess.run([*CLI, *words[1:]], capture_output=True, text=True, env=env, timeout=60)
+    return forked_run(words[1:], env=env)
 
 
 def digests(root: Path) -> dict[str, str]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import xxhash
-from _cli import CLI, digests, one_error_line, run
+from _cli import digests, one_error_line, run
+from _forkcli import run as forked_run
 
 # -- delete: what the user typed ------------------------------------------------------------
 
@@ -27,14 +27,7 @@ def nest(tmp_path: Path) -> Path:
 def run_in(cwd: Path, *args: str, env: dict[str, str], store: str):
     """The CLI run as a subprocess in ``cwd``, with HOME inside tmp_path (see `nest`)."""
     home = str(cwd).split("/area/")[0] + "/area/home"
-    return subprocess.run(
-        [*CLI, *args, "--store", store],
-        capture_output=True,
-        text=True,
-        env={**env, "HOME": home},
-        cwd=cwd,
-        timeout=60,
-    )
+    return forked_run([*args, "--store", store], env={**env, "HOME": home}, cwd=cwd)
 
 
 @pytest.mark.parametrize("trash", [False, True])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from _forkcli import run as forked_run
 from _jobs import CountJob
 
 import parjobs
@@ -130,12 +131,7 @@ def test_checkpoint_ranges_compact_and_round_trip(store_path):
 
 
 def _cli(*args: str, store: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "parjobs.cli", *args, "--store", store],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return forked_run([*args, "--store", store])
 
 
 DAMAGE = {

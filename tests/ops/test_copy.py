@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import trio
+from _forkcli import run as forked_run
 from _trees import (
     SPECIAL_KINDS,
     identity,
@@ -897,9 +898,7 @@ async def test_resume_accepts_its_own_unrecorded_output(store_path: str, tmp_pat
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "parjobs", *args], capture_output=True, text=True, cwd=cwd
-    )
+    return forked_run(list(args), module="parjobs", cwd=cwd)
 
 
 def can_unshare_mounts() -> str | None:

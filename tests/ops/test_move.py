@@ -10,7 +10,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -317,16 +316,29 @@ async def test_a_failed_verification_keeps_the_source(
 
 
 CHILD = """
-import time, trio, parjobs
+import os, time, trio, parjobs
+from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
-real = transfer_mod.copy_file
+# Every file (a chunk of a big one, a small one in a C group) takes {delay} s, and 0.25 s
+# once {files} files are at the destination: the parent's kill then lands mid-job even
+# when a loaded machine leaves the parent waiting for its turn.
+def finished(root):
+    ends = (".parjobs-partial", ".parjobs-tmp", ".meta")
+    return sum(1 for _, _, fs in os.walk(root) for f in fs if not f.endswith(ends))
+def pause(n=1):
+    time.sleep({delay} * n if finished({dst!r}) < {files} else 0.25)
+real, real_group = transfer_mod.copy_file, smallfiles_mod.copy_small_files
 def slowed(*args, check=None, **kwargs):
     def slow_check():
-        time.sleep({delay})
+        pause()
         if check is not None:
             check()
     return real(*args, check=slow_check, **kwargs)
+def slowed_group(items, **kwargs):
+    pause(len(items))
+    return real_group(items, **kwargs)
 transfer_mod.copy_file = slowed
+smallfiles_mod.copy_small_files = slowed_group
 transfer_mod.CHUNK_SIZE = 256 * 1024
 from parjobs.ops._move import MoveJob
 async def main():
@@ -348,7 +360,7 @@ def finished_files(root: Path) -> int:
 
 def run_child_until(store: str, src: Path, dst: Path, files: int) -> None:
     """Start (or resume) the move in a child; SIGKILL it once ``dst`` holds ``files`` files."""
-    code = textwrap.dedent(CHILD.format(delay=0.004, store=store, src=str(src), dst=str(dst)))
+    code = CHILD.format(delay=0.004, files=files, store=store, src=str(src), dst=str(dst))
     child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     try:

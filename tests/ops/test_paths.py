@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import trio
+from _forkcli import run as forked_run
 from _trees import snapshot, write
 from PIL import Image
 
@@ -24,9 +24,7 @@ from parjobs.ops._thumbnail import ThumbnailJob
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "parjobs", *args], capture_output=True, text=True, cwd=cwd
-    )
+    return forked_run(list(args), module="parjobs", cwd=cwd)
 
 
 def test_outputs_on_pseudo_filesystems_are_refused_up_front(tmp_path: Path) -> None:

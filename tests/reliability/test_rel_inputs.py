@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import trio
+from _forkcli import run as forked_run
 from PIL import Image
 from rel_helpers import MIB, photo, read, resume_to_end, snapshot, temp_names, write
 
@@ -364,12 +365,7 @@ async def test_decompression_bomb_and_truncated_jpeg_fail_alone(tmp_path: Path) 
 
 
 def cli(*args: str, store: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "parjobs.cli", *args, "--store", str(store)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return forked_run([*args, "--store", str(store)])
 
 
 CLI_CASES = {
