@@ -64,9 +64,18 @@ FALLOC_FL_KEEP_SIZE = 1
 @functools.cache
 def _libc() -> Any:
     """The C library this process already has (no slow ``find_library``)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.fallocate64.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
-    return libc
+    return ctypes.CDLL(None, use_errno=True)
+
+
+@functools.cache
+def _fallocate() -> Any:
+    """fallocate(2) with 64-bit offsets (glibc names it ``fallocate64`` too; recent musl
+    only ``fallocate``, 64-bit there), or None when the C library has neither."""
+    libc = _libc()
+    func = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
+    if func is not None:
+        func.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    return func
 
 
 def fs_type(target: int | str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> int | None:
@@ -95,9 +104,10 @@ def preallocate(fd: int, offset: int, length: int) -> bool:
     sparse files (it would fill their holes). "Not here" errors return False; others (ENOSPC
     first of all) raise, as the write would have.
     """
-    if length <= 0 or fs_type(fd) not in PREALLOCATE_ON:
+    fallocate = _fallocate()
+    if length <= 0 or fallocate is None or fs_type(fd) not in PREALLOCATE_ON:
         return False
-    if _libc().fallocate64(fd, FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+    if fallocate(fd, FALLOC_FL_KEEP_SIZE, offset, length) == 0:
         return True
     err = ctypes.get_errno()
     if err in FALLBACK_ERRNOS:

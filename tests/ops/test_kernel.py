@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -33,6 +34,9 @@ def test_preallocate_reserves_blocks_and_keeps_the_size(tmp_path: Path) -> None:
         st = os.fstat(fd)
         assert st.st_size == 4096 and st.st_blocks * 512 >= 4096 + MIB
         assert not preallocate(fd, 4096, 0)
+        with pytest.raises(OSError) as info:  # a real error raises, as the write would
+            preallocate(fd, 0, 1 << 50)  # past ext4's largest file
+        assert info.value.errno == errno.EFBIG and os.fstat(fd).st_size == 4096
     finally:
         os.close(fd)
     rd = os.open(path, os.O_RDONLY)  # fallocate on a read-only fd: EBADF, "not here"
