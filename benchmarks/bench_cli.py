@@ -15,6 +15,8 @@ who goes first; every call gets a fresh destination and a fresh store (not timed
 * ``big-*`` (#18 target 3): ``cp -r`` against ``parjobs copy`` of 4 x 128 MiB and 4 x 1 GiB
   (4 x 16 and 4 x 64 MiB quick, 4 x 1 MiB tiny; sets of their own, generated once), with
   the cold-ish variants when the run has them (the page cache dropped before every call);
+  every call starts with no dirty pages (``sync``, untimed: the 1 GiB set fills the dirty
+  limits, and one call's write-back must not slow the next);
   beside them the floor: a Python process that imports trio and copies the files with
   ``copy_file_range`` on two threads and nothing else;
 * ``move-tmpfs``: ``mv`` (baseline) against ``parjobs move`` and ``parjobs move --no-verify``
@@ -154,18 +156,18 @@ class _Calls:
         make: Callable[[Path], list[str]],
         expect: tuple[int, int],
         who: str,
-        cold: bool = False,
+        before: Callable[[], object] | None = None,
     ) -> Callable[[], Timing]:
-        """``make(dst)`` is the command that copies into the fresh, existing ``dst``; with
-        ``cold``, the page cache is dropped just before (untimed)."""
+        """``make(dst)`` is the command that copies into the fresh, existing ``dst``;
+        ``before()``, if given, runs just before it (untimed)."""
 
         def call() -> Timing:
             dst = fresh_dir(self.session.scratch, "dst")
             store, where = self.store()
             argv = [store if a == "{store}" else a for a in make(dst)]
             try:
-                if cold:
-                    drop_caches()
+                if before is not None:
+                    before()
                 timing = run_tool(argv, env=self.env)
                 expect_tree(dst, *expect, who)
                 return timing
@@ -217,7 +219,8 @@ def _big_copies(calls: _Calls, src: Path, cold: bool) -> dict[str, Callable[[], 
             sys.executable, "-c", COPY_FLOOR, str(src), str(dst)
         ],
     }  # fmt: skip
-    return {name: calls.copy_into(make, expect, name, cold) for name, make in argvs.items()}
+    before = drop_caches if cold else os.sync
+    return {name: calls.copy_into(make, expect, name, before) for name, make in argvs.items()}
 
 
 def _moves(calls: _Calls, src: Path) -> dict[str, Callable[[], Timing]]:
