@@ -44,6 +44,8 @@ PRELOAD = (
     "parjobs.cli._commands",
     "parjobs.cli._render",
     "parjobs.cli._session",
+    "parjobs.server",  # `parjobs serve` (the [server] extra)
+    "httpx",  # `parjobs --server URL`
 )
 
 
@@ -99,7 +101,8 @@ def serve(path: str) -> None:
 
 
 def _command(request: dict[str, Any], fds: list[int], owned: list[Any]) -> None:
-    """In the forked child: become ``python -m MODULE ARGS`` in the request's directory and
+    """In the forked child: become ``python -m MODULE ARGS`` (or ``python -c CODE ARGS``,
+    ``python SCRIPT.py ARGS``) in the request's directory and
     environment, on the given stdin/stdout/stderr, and exit as that interpreter would. The
     server's sockets and descriptors (``owned``) are closed first: none leaks into it."""
     import runpy
@@ -122,8 +125,16 @@ def _command(request: dict[str, Any], fds: list[int], owned: list[Any]) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        sys.argv = [request["module"], *request["args"]]
-        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+        if request["code"] is not None:  # python -c CODE ARGS
+            sys.argv = ["-c", *request["args"]]
+            exec(compile(request["code"], "<string>", "exec"), {"__name__": "__main__"})
+        elif request["module"].endswith(".py"):  # python SCRIPT ARGS
+            sys.argv = [request["module"], *request["args"]]
+            sys.path.insert(0, os.path.dirname(os.path.abspath(request["module"])))
+            runpy.run_path(request["module"], run_name="__main__")
+        else:  # python -m MODULE ARGS
+            sys.argv = [request["module"], *request["args"]]
+            runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
         code = 0
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
@@ -187,7 +198,9 @@ def _stop(proc: subprocess.Popen[bytes], root: str) -> None:
 
 
 class Forked:
-    """A command forked by the server, with `subprocess.Popen`'s ``pid``, ``args``,
+    """``python -m module *args`` (``python -c code *args`` when ``code`` is given, ``python
+    module *args`` when ``module`` ends in ``.py``) forked by the server, with
+    `subprocess.Popen`'s ``pid``, ``args``,
     ``returncode``, ``stdout``/``stderr`` (text pipes, or None when given a file),
     `poll`, `wait`, `communicate`, `send_signal`, `kill` and `terminate`."""
 
@@ -196,13 +209,19 @@ class Forked:
         args: list[str],
         *,
         module: str = "parjobs.cli",
+        code: str | None = None,
         cwd: str | os.PathLike[str] | None = None,
         env: dict[str, str] | None = None,
         stdin: int | IO[Any] | None = None,
         stdout: int | IO[Any] | None = subprocess.PIPE,
         stderr: int | IO[Any] | None = subprocess.PIPE,
     ) -> None:
-        self.args = [sys.executable, "-m", module, *args]
+        if code is not None:
+            self.args = [sys.executable, "-c", code, *args]
+        elif module.endswith(".py"):
+            self.args = [sys.executable, module, *args]
+        else:
+            self.args = [sys.executable, "-m", module, *args]
         self.returncode: int | None = None
         ends: list[int] = []  # the child's ends, closed here once sent
         mine: list[tuple[str, int]] = []
@@ -223,6 +242,7 @@ class Forked:
             setattr(self, name, open(fd, "w" if name == "stdin" else "r"))  # noqa: SIM115
         request = {
             "module": module,
+            "code": code,
             "args": list(args),
             "cwd": os.fspath(cwd) if cwd is not None else os.getcwd(),
             "env": dict(os.environ if env is None else env),
@@ -297,13 +317,14 @@ def run(
     args: list[str],
     *,
     module: str = "parjobs.cli",
+    code: str | None = None,
     cwd: str | os.PathLike[str] | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
-    """``subprocess.run([python, -m, module, *args], capture_output=True, text=True)``,
-    forked; stdin is /dev/null."""
-    proc = Forked(args, module=module, cwd=cwd, env=env)
+    """``subprocess.run([python, -m, module, *args], capture_output=True, text=True)``
+    (or ``-c code``, see `Forked`), forked; stdin is /dev/null."""
+    proc = Forked(args, module=module, code=code, cwd=cwd, env=env)
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:

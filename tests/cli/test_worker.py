@@ -10,11 +10,12 @@ import os
 import pathlib
 import signal
 import subprocess
-import sys
 import time
 
 import psycopg
 import pytest
+from _forkcli import Forked
+from _forkcli import run as forked_run
 from _jobs import CountJob, MarkJob, read_log
 
 import parjobs
@@ -29,23 +30,12 @@ _MAIN = (
 )
 
 
-def _parjobs(*args: str) -> list[str]:
-    return [sys.executable, "-c", _MAIN, TESTS, *args]
-
-
-def _worker(url: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        _parjobs("worker", "--store", url, *args),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _worker(url: str, *args: str) -> Forked:
+    return Forked([TESTS, "worker", "--store", url, *args], code=_MAIN)
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        _parjobs(*args), capture_output=True, text=True, timeout=120, env=env or os.environ
-    )
+    return forked_run([TESTS, *args], code=_MAIN, timeout=120, env=env)
 
 
 def _write_tree(src: pathlib.Path, files: int, size: int) -> None:
@@ -56,7 +46,7 @@ def _write_tree(src: pathlib.Path, files: int, size: int) -> None:
             (src / f"d{d}" / f"f{f}").write_bytes(os.urandom(size + f))
 
 
-def _until_checkpointed(url: str, job_id: str, items: int, worker: subprocess.Popen[str]) -> None:
+def _until_checkpointed(url: str, job_id: str, items: int, worker: Forked) -> None:
     """Wait until the store shows ``items`` of the job done, while ``worker`` runs it."""
     deadline = time.monotonic() + 120
     store = open_store(url)
@@ -69,7 +59,7 @@ def _until_checkpointed(url: str, job_id: str, items: int, worker: subprocess.Po
         store.close()
 
 
-async def _completes_in_a_second_run(url: str, job_id: str, worker: subprocess.Popen[str]) -> None:
+async def _completes_in_a_second_run(url: str, job_id: str, worker: Forked) -> None:
     """``worker`` (``--until-idle``) exits 0 having completed the job: resumed, not started
     over."""
     _, err = worker.communicate(timeout=300)
@@ -262,13 +252,11 @@ _SLOW_MAIN = (
 )
 
 
-def _slow_worker(url: str, *args: str) -> subprocess.Popen[str]:
+def _slow_worker(url: str, *args: str) -> Forked:
     server_tests = os.path.join(TESTS, "server")
-    return subprocess.Popen(
-        [sys.executable, "-c", _SLOW_MAIN, TESTS, server_tests, "worker", "--store", url, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return Forked(
+        [TESTS, server_tests, "worker", "--store", url, *args],
+        code=_SLOW_MAIN,
         env={**os.environ, "PARJOBS_TEST_COPY_LATENCY": "0.005"},
     )
 

@@ -15,6 +15,8 @@ import httpx
 import pytest
 import trio
 import xxhash
+from _forkcli import Forked
+from _forkcli import run as forked_run
 from conftest import ADMIN, write_tokens
 from test_serve_cli import LINE, RUN_SLOW, start
 
@@ -66,22 +68,10 @@ class Served:
         return self.run(*args, "--store", self.store)
 
     def run(self, *args: str, env=None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "parjobs", *args],
-            capture_output=True,
-            text=True,
-            env=env or self.env,
-            timeout=60,
-        )
+        return forked_run(list(args), module="parjobs", env=env or self.env)
 
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "parjobs", "--server", self.url, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=self.env,
-        )
+    def popen(self, *args: str) -> Forked:
+        return Forked(["--server", self.url, *args], module="parjobs", env=self.env)
 
     def wait_running(self, job_id: str | None = None) -> dict:
         for _ in range(1000):

@@ -8,13 +8,13 @@ import os
 import pathlib
 import re
 import signal
-import subprocess
-import sys
 import time
 from typing import Any
 
 import httpx
 import pytest
+from _forkcli import Forked
+from _forkcli import run as forked_run
 from conftest import ADMIN, write_tokens
 
 from parjobs.server._restart import marker_path
@@ -34,32 +34,18 @@ RUN_SLOW = (
 LINE = re.compile(r"parjobs serve: (http://127\.0\.0\.1:(\d+))/\?token=(\S+)\n")
 
 
-def start(
-    tmp_path, *args: str, env_extra=None, run: str = RUN, store: str | None = None
-) -> subprocess.Popen[str]:
+def start(tmp_path, *args: str, env_extra=None, run: str = RUN, store: str | None = None) -> Forked:
     """``parjobs serve`` on ``store`` (default ``tmp_path/jobs.sqlite``), its state (tokens,
     restart notes) under ``tmp_path/state``."""
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), **(env_extra or {})}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            run,
-            "serve",
-            "--port",
-            "0",
-            "--store",
-            store or str(tmp_path / "jobs.sqlite"),
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return Forked(
+        ["serve", "--port", "0", "--store", store or str(tmp_path / "jobs.sqlite"), *args],
+        code=run,
         env=env,
     )
 
 
-def _serving(proc: subprocess.Popen[str]) -> re.Match[str]:
+def _serving(proc: Forked) -> re.Match[str]:
     """The "parjobs serve: <url>/?token=<token>" line the server prints first."""
     assert proc.stdout is not None  # start() pipes it
     match = LINE.fullmatch(proc.stdout.readline())
@@ -67,7 +53,7 @@ def _serving(proc: subprocess.Popen[str]) -> re.Match[str]:
     return match
 
 
-def _stderr(proc: subprocess.Popen[str]) -> str:
+def _stderr(proc: Forked) -> str:
     assert proc.stderr is not None  # start() pipes it
     return proc.stderr.read()
 
@@ -164,12 +150,8 @@ def test_a_job_resumed_and_paused_since_the_shutdown_stays_paused(tmp_path) -> N
     assert job["id"] in json.loads(marker.read_text())["jobs"]
     # Meanwhile a user resumes it here and pauses it (Ctrl-C): its run count moves on.
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
-    local = subprocess.Popen(
-        [sys.executable, "-c", RUN, "resume", job["id"], "--store", str(tmp_path / "jobs.sqlite")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+    local = Forked(
+        ["resume", job["id"], "--store", str(tmp_path / "jobs.sqlite")], code=RUN, env=env
     )
     log = tmp_path / "log"
     ran = log.stat().st_size if log.exists() else 0
@@ -239,17 +221,8 @@ def test_a_taken_port_is_a_usage_error(tmp_path) -> None:
         taken.listen()
         port = str(taken.getsockname()[1])
         env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
-        cmd = [
-            sys.executable,
-            "-c",
-            RUN,
-            "serve",
-            "--port",
-            port,
-            "--store",
-            str(tmp_path / "s.sqlite"),
-        ]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=15)
+        cmd = ["serve", "--port", port, "--store", str(tmp_path / "s.sqlite")]
+        done = forked_run(cmd, code=RUN, env=env, timeout=15)
     assert done.returncode == 2 and "cannot serve on 127.0.0.1" in done.stderr
 
 
@@ -268,10 +241,10 @@ def test_serve_on_postgresql_shows_a_job_a_worker_runs(tmp_path, pg_url) -> None
         job = client.post("/api/jobs", json=body).json()
         time.sleep(0.3)
         assert client.get(f"/api/jobs/{job['id']}").json()["status"] == "queued"  # not ours
-        worker = subprocess.Popen(
-            [sys.executable, "-c", RUN, "worker", "--store", pg_url, "--until-idle", "-w", "2"],
-            stderr=subprocess.PIPE,
-            text=True,
+        worker = Forked(
+            ["worker", "--store", pg_url, "--until-idle", "-w", "2"],
+            code=RUN,
+            stdout=None,
             env=env,
         )
         seen: list[tuple[str, int]] = []
