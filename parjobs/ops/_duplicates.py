@@ -44,7 +44,7 @@ from ._hashing import (
     group_by,
     new_hasher,
 )
-from ._walk import Entry, check_roots, walk_batches
+from ._walk import check_roots, walk_batches
 
 T = TypeVar("T")
 
@@ -113,10 +113,11 @@ class IdRunTask(Task[dict[str, list[Any]]]):
 
     index: int  # the smallest walk index of its files: stable across resumes
     pieces: list[Piece]
+    cost: int  # bytes `content_id` reads from its files
 
     @property
     def weight(self) -> int:
-        return sum(content_id_cost(size) * len(files) for size, files, _ in self.pieces)
+        return self.cost
 
     def label(self) -> str:
         return display(self.pieces[0][1][0][1])
@@ -182,18 +183,17 @@ class DuplicatesJob(Job):
         empty = by_size.pop(0, None)
         if empty:
             groups.append(DuplicateGroup(0, _EMPTY_DIGEST, tuple(_paths(empty))))
-        ids, n = await _content_ids(ctx, by_size)
+        same_id, n = await _content_ids(ctx, by_size)
         failed += n
 
         to_hash: list[list[_File]] = []
-        for size, same_size in by_size.items():
-            with_id = [(f, ids[f.index]) for f in same_size if f.index in ids]
-            for cid, same_id in group_by(with_id, lambda t: t[1]).items():
-                members = [f for f, _ in same_id]
-                if size <= CONTENT_ID_SMALL_LIMIT:  # the id covered every byte
-                    groups.append(DuplicateGroup(size, cid, tuple(_paths(members))))
-                else:
-                    to_hash.append(members)
+        for (size, cid), members in same_id.items():
+            if len(members) < 2:
+                continue
+            if size <= CONTENT_ID_SMALL_LIMIT:  # the id covered every byte
+                groups.append(DuplicateGroup(size, cid, tuple(_paths(members))))
+            else:
+                to_hash.append(members)
 
         ctx.progress.finalize_totals()
         digests, n = await _stage(
@@ -235,43 +235,48 @@ class DuplicatesJob(Job):
                         errors.append(entry_report(entry, "scanned"))
                     elif entry.kind == "file":
                         scanned += 1
-                        if _first_link(entry, inodes) and entry.size >= self.min_size:
+                        inode = (entry.dev, entry.ino)
+                        if inode in inodes:  # another link to a file already listed
+                            continue
+                        inodes.add(inode)
+                        if entry.size >= self.min_size:
                             files.append(_File(entry.index, entry.path, entry.size))
         return files, errors, scanned
 
 
 async def _content_ids(
     ctx: JobContext, by_size: dict[int, list[_File]]
-) -> tuple[dict[int, str], int]:
-    """``({index: content id}, failures)`` for the files of ``by_size`` that may have a
-    duplicate (a file whose id no other file of its size shares may be left out): runs of
-    whole size groups first, then file by file what a run could not read, so each failure is
-    reported with its own path and reason."""
+) -> tuple[dict[tuple[int, str], list[_File]], int]:
+    """``({(size, content id): files}, failures)`` for the files of ``by_size`` that may
+    have a duplicate (a file whose id no other file of its size shares may be left out):
+    runs of whole size groups first, then file by file what a run could not read, so each
+    failure is reported with its own path and reason."""
     runs = _runs(by_size)
     values, _ = await _stage(ctx, "content-ids", runs, "content ids")
-    ids: dict[int, str] = {}
+    by_index = {f.index: f for same in by_size.values() for f in same}
+    same_id: dict[tuple[int, str], list[_File]] = {}
     again: list[int] = []
     for run in runs:
         value = values.get(run.index)
         if value is None:  # the run failed whole (a timeout, say): its files one by one
             again.extend(index for _, files, _ in run.pieces for index, _ in files)
             continue
-        for cid, members in value["ids"]:
-            for index in members:
-                ids[index] = cid
+        for cid, members in value["ids"]:  # the members of one entry share their size
+            files = [by_index[index] for index in members]
+            same_id.setdefault((files[0].size, cid), []).extend(files)
         again.extend(value["failed"])
     if not again:
-        return ids, 0
-    wanted = set(again)
-    files = {f.index: f for same in by_size.values() for f in same if f.index in wanted}
+        return same_id, 0
     singles, failed = await _stage(
         ctx,
         "content-id",
-        [ContentIdTask(i, files[i].path, files[i].size) for i in sorted(again)],
+        [ContentIdTask(i, by_index[i].path, by_index[i].size) for i in sorted(again)],
         "content ids",
     )
-    ids.update(singles)
-    return ids, failed
+    for index, cid in singles.items():
+        f = by_index[index]
+        same_id.setdefault((f.size, cid), []).append(f)
+    return same_id, failed
 
 
 def _runs(by_size: dict[int, list[_File]]) -> list[IdRunTask]:
@@ -288,27 +293,18 @@ def _runs(by_size: dict[int, list[_File]]) -> list[IdRunTask]:
         for start in range(0, len(same), RUN_FILES):
             part = same[start : start + RUN_FILES]
             if pieces and (files + len(part) > RUN_FILES or cost + each * len(part) > RUN_BYTES):
-                runs.append(_run(pieces))
+                runs.append(_run(pieces, cost))
                 pieces, files, cost = [], 0, 0
             pieces.append((size, [(f.index, f.path) for f in part], whole))
             files += len(part)
             cost += each * len(part)
     if pieces:
-        runs.append(_run(pieces))
+        runs.append(_run(pieces, cost))
     return runs
 
 
-def _run(pieces: list[Piece]) -> IdRunTask:
-    return IdRunTask(min(index for _, files, _ in pieces for index, _ in files), pieces)
-
-
-def _first_link(entry: Entry, inodes: set[tuple[int, int]]) -> bool:
-    """True the first time an inode is seen: other hard links to it are left out."""
-    key = (entry.dev, entry.ino)
-    if key in inodes:
-        return False
-    inodes.add(key)
-    return True
+def _run(pieces: list[Piece], cost: int) -> IdRunTask:
+    return IdRunTask(min(index for _, files, _ in pieces for index, _ in files), pieces, cost)
 
 
 def _paths(files: Sequence[_File]) -> list[str]:

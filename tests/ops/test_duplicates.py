@@ -283,4 +283,5 @@ def test_runs_pack_whole_size_groups_and_split_big_ones(monkeypatch):
         [(11, [11, 12], False)],
     ]
     assert [r.index for r in runs] == [0, 2, 5, 7, 11]
+    assert [r.weight for r in runs] == [2 * 5, 3 * 7, 2 * 9, 4 * 11, 2 * 11]  # bytes read
     assert [r.index for r in dup_mod._runs(by_size)] == [r.index for r in runs]
