@@ -7,6 +7,8 @@ Usage: ``python rel_cli.py ARGS...`` runs ``parjobs ARGS...``. From the environm
                     for every sync task that ended (from its worker thread, one write each)
     REL_TASK_HOLD   a path: while it exists, sync tasks wait before they start (until the
                     job is paused or cancelled): the test decides when the job moves on
+    REL_DUPES_RUN_FILES  files per content-id run of dupes (`RUN_FILES`): small, so that a
+                    small tree still makes several tasks to interleave
 
 The second-runner matrix (`test_rel_second_runner.py`) counts from the log how many times each
 task ran, and in which process. Nothing here is imported by the product.
@@ -88,6 +90,10 @@ if __name__ == "__main__":
     _slow_down(float(os.environ.get("REL_TASK_SLEEP", "0") or 0), 0.0)
     if os.environ.get("REL_TASK_HOLD"):
         _hold(os.environ["REL_TASK_HOLD"])
+    if os.environ.get("REL_DUPES_RUN_FILES"):
+        import parjobs.ops._duplicates as duplicates_mod
+
+        duplicates_mod.RUN_FILES = int(os.environ["REL_DUPES_RUN_FILES"])
     from parjobs.cli import main
 
     sys.argv = ["parjobs", *sys.argv[1:]]

@@ -74,6 +74,7 @@ class Area:
             REL_TASK_LOG=str(self.log),
             REL_TASK_SLEEP=str(self.sleep),
             REL_TASK_HOLD=str(self.hold),
+            REL_DUPES_RUN_FILES="2",  # dupes: a task per pair of files, as for the others
             XDG_DATA_HOME=str(self.root / "xdg"),
             PYTHONPATH=os.pathsep.join(
                 [str(HERE), str(HERE.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
