@@ -278,6 +278,7 @@ async def test_hash_dupes_delete_and_thumbnails_record_their_items(
     from PIL import Image
 
     from parjobs.ops import DuplicatesJob, ThumbnailJob
+    from parjobs.ops._hashing import CONTENT_ID_SMALL_LIMIT
 
     root = tmp_path / "r"
     root.mkdir()
@@ -294,10 +295,19 @@ async def test_hash_dupes_delete_and_thumbnails_record_their_items(
             for p in root.iterdir()
         }
         assert hashed[str(root / "a")].bytes == 12
-        d = await m.submit(DuplicatesJob(paths=[str(root)]))
-        await d.result()
-        dupes = await m.items(d.id, action="hashed")
-        assert {r.source for r in dupes} >= {str(root / "a"), str(root / "b")}
+        # dupes logs the full hashes of its large candidates; its content ids (which prove
+        # small files equal) are not items of its log
+        big = tmp_path / "big"
+        big.mkdir()
+        for name in ("x", "y"):
+            write(big / name, b"b" * (CONTENT_ID_SMALL_LIMIT + 1))
+        d = await m.submit(DuplicatesJob(paths=[str(root), str(big)]))
+        assert len((await d.result())["groups"]) == 2
+        dupes = await m.items(d.id)
+        digest = xxhash.xxh3_128(b"b" * (CONTENT_ID_SMALL_LIMIT + 1)).hexdigest()
+        assert sorted((r.action, r.source, r.detail) for r in dupes) == [
+            ("hashed", str(big / name), f"xxh3_128:{digest}") for name in ("x", "y")
+        ]
         t = await m.submit(ThumbnailJob(paths=[str(root)], out_dir=str(tmp_path / "thumbs")))
         await t.result()
         (thumb,) = await m.items(t.id, action="thumbnailed")
