@@ -81,19 +81,18 @@ class CopyItem(TransferItem):
 
     group_size = 64
     cluster = True  # a re-run finds its own output (`TaskContext.rerun`) and counts it done
+    #: The entry's size: a plain attribute, as the pool reads it several times per task.
+    weight = 0
 
     def __init__(self, entry: Entry, plan: CopyPlan) -> None:
         self.index = entry.index
         self.entry = entry
         self.plan = plan
+        self.weight = entry.size
         if not plan.portable:
             self.cluster = False
         if entry.kind != "file" or not plan.groups:
             self.group_size = 1  # nothing for the group path: the pool treats it as plain
-
-    @property
-    def weight(self) -> int:
-        return self.entry.size
 
     def _run(self, tc: TaskContext) -> CopyDone:
         kind = self.entry.kind
