@@ -36,6 +36,9 @@ from ._workqueue import Deliver, DeliverGroup, WorkItem
 
 T = TypeVar("T")
 
+#: ``dispatch_many`` queues tasks in chunks of at most this many (see `WorkQueue.put_many`).
+PUT_CHUNK = 64
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DispatcherStatistics:
@@ -140,14 +143,23 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
         self, task: Task[Any], deliver: Deliver, deliver_group: DeliverGroup | None = None
     ) -> WorkItem:
         index = getattr(task, "index", None)
-        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        if (type(index) is not int or index < 0) and (  # (an int subclass will do, not bool)
+            not isinstance(index, int) or isinstance(index, bool) or index < 0
+        ):
             raise TypeError(f"task {task!r} needs an int index >= 0, got {index!r}")
-        timeout = task.timeout if task.timeout is not None else self.timeout
-        sync_timeout = None if isinstance(task, AsyncTask) else timeout
+        timeout = task.timeout
+        if timeout is None:
+            timeout = self.timeout
         tc = TaskContext._create(
-            index, task.label, self._pool.interrupter, sync_timeout, self._stage.name
+            index,
+            task.label,
+            self._pool.interrupter,
+            None if isinstance(task, AsyncTask) else timeout,
+            self._stage.name,
         )
-        retry = task.retry if task.retry is not None else self.retry
+        retry = task.retry
+        if retry is None:
+            retry = self.retry
         return WorkItem(task, tc, self._stage, deliver, retry, timeout, deliver_group)
 
     def _resumed(self, task: Task[T]) -> Outcome[T]:
@@ -209,6 +221,7 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
         record_group = self._stage.record_group
         completed = self._stage.completed
         pool = self._pool
+        queue = pool.queue
         interrupter = pool.interrupter
         window = pool.window
         outstanding = 0
@@ -218,6 +231,10 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
         stopped: Interrupted | None = None  # raised by ``tasks`` itself
         # Refill in bursts, not one task per outcome: fewer wake-ups, and a backlog to stream.
         low_water = window // 2
+        # Tasks of a sync feed go into the queue a chunk at a time (one lock and one wake-up
+        # per chunk), and before anything that may wait (the consumer, the outcomes). An
+        # async feed's go in one by one: the feed may wait for the tasks it fed.
+        chunk: list[WorkItem] = []
         while True:
             while (
                 not exhausted
@@ -239,14 +256,23 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
                     break
                 if task.index in completed:
                     if include_resumed:
+                        if chunk:
+                            await self._put(chunk)
                         yield self._resumed(task)
                     continue
                 work = self._work(task, deliver, deliver_group)
-                try:
-                    pool.queue.put_nowait(work)
-                except trio.WouldBlock:
-                    await pool.submit(work)
                 outstanding += 1
+                if sync_iter is None:
+                    try:
+                        queue.put_nowait(work)
+                    except trio.WouldBlock:
+                        await pool.submit(work)
+                    continue
+                chunk.append(work)
+                if len(chunk) >= PUT_CHUNK:
+                    await self._put(chunk)
+            if chunk:
+                await self._put(chunk)
             if outstanding == 0:
                 break
             while not ready:  # ready outcomes go out without a trip through the scheduler
@@ -268,6 +294,15 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
         interrupter.check()
         if stopped is not None:
             raise stopped
+
+    async def _put(self, chunk: list[WorkItem]) -> None:
+        """Queue ``chunk`` (and empty it): what fits at once in one operation, the rest as
+        room frees up (waiting while the pool is saturated)."""
+        put = self._pool.queue.put_many(chunk)
+        rest = chunk[put:]
+        chunk.clear()
+        for work in rest:
+            await self._pool.submit(work)
 
     def dispatch_range(
         self, count: int, factory: Callable[[int], Task[T]], *, include_resumed: bool = False

@@ -343,12 +343,9 @@ class ThreadExecutor:
                     # Past the throttle's limit (a heavy task's call, or the limit was just
                     # set again), the thread ends its call rather than stream tiny tasks.
                     over = throttle.limited and (not light or self._streaming - self._stalled > cap)
+                    # (No trio.from_thread.check_cancelled() here: trio cancelling the call
+                    # abandons it, and the next lock below sees that.)
                     more = left > 0 and now < end and not over
-                    if more:
-                        try:
-                            trio.from_thread.check_cancelled()
-                        except trio.Cancelled:
-                            more = False
                     with call.lock:
                         if call.given_up():
                             return  # trio settled what this call had taken

@@ -51,6 +51,11 @@ MAX_WORKERS = 1024
 #: The dispatch window (tasks pulled ahead of the outcomes consumed) never exceeds this, so a
 #: job's memory does not grow with its worker count.
 MAX_WINDOW = 4096
+#: ... and is at least this: a worker thread streams a few thousand tiny tasks in one GIL
+#: switch interval (5 ms), and a call that finds the queue empty ends (another costs a
+#: thread hand-off and a trio round); a thousand queued tasks (of any worker count) keep
+#: the call going while trio books outcomes and refills.
+MIN_WINDOW = 1024
 
 #: What a worker thread posts: one task's outcome, or a task group's (`WorkerPool.post_group`).
 Posted = tuple[WorkItem, Outcome[Any]] | list[tuple[WorkItem, Outcome[Any]]]
@@ -132,9 +137,10 @@ class WorkerPool:
         self.workers = workers
         self._nursery = nursery
         self._lanes = lanes
-        # Room for every worker to find its next task queued when it finishes one (bounded:
-        # past a few hundred workers, the lanes' threads are the limit, not the backlog).
-        self.window = min(workers * 16 + 112, max(MAX_WINDOW, 2 * workers))
+        # Room for every worker to find its next task queued when it finishes one, and for a
+        # thread streaming tiny tasks (`MIN_WINDOW`) (bounded: past a few hundred workers,
+        # the lanes' threads are the limit, not the backlog).
+        self.window = min(max(workers * 16 + 112, MIN_WINDOW), max(MAX_WINDOW, 2 * workers))
         self.queue = WorkQueue(self.window, self._start_worker)
         # Outcomes posted by executors (from worker threads), booked in trio by `_collect`.
         self._posted: collections.deque[Posted] = collections.deque()
@@ -167,15 +173,16 @@ class WorkerPool:
             threads=self._threads.statistics(),
         )
 
-    def _start_worker(self) -> None:
-        """A task was queued and no worker is waiting for one: start a worker, if the pool
-        has fewer than ``workers``. (A busy worker takes it otherwise when it is done.)"""
-        if self._closed or self._started_workers >= self.workers:
+    def _start_worker(self, unclaimed: int) -> None:
+        """``unclaimed`` tasks were queued with no worker waiting for them: start as many
+        workers, up to ``workers`` in all. (Busy workers take them otherwise when done.)"""
+        if self._closed:
             return
-        self._started_workers += 1
-        self._live_workers += 1
-        name = f"parjobs-worker-{self.name}-{self._started_workers - 1}"
-        self._nursery.start_soon(self._worker, name=name)
+        for _ in range(min(unclaimed, self.workers - self._started_workers)):
+            self._started_workers += 1
+            self._live_workers += 1
+            name = f"parjobs-worker-{self.name}-{self._started_workers - 1}"
+            self._nursery.start_soon(self._worker, name=name)
 
     def limiter(self, lane: str) -> trio.CapacityLimiter:
         """The thread (or call) limiter of ``lane``."""
@@ -256,12 +263,18 @@ class WorkerPool:
         racing with this drain either is drained here or schedules another wake-up."""
         self._wake_pending = False
         posted = self._posted
-        while posted:
-            entry = posted.popleft()
-            if isinstance(entry, list):
-                self._finish_group(entry)
-            else:
-                self._finish(*entry)
+        if posted:
+            settle = self._settle
+            while posted:
+                entry = posted.popleft()
+                if isinstance(entry, list):
+                    self._finish_group(entry)
+                else:
+                    work, outcome = entry
+                    settled = settle(work, outcome)
+                    if settled is not None:
+                        work.deliver(*settled)
+            self.progress.changed()  # once for the batch (`_settle` leaves it)
         self.queue.wake_putters()
         self._threads.collected()
         for executor in self._executors.values():
@@ -315,6 +328,7 @@ class WorkerPool:
         """Book the outcome's progress and hand it to the dispatcher (which books it in its
         stage), or put the task back for another attempt when its retry policy says so."""
         settled = self._settle(work, outcome)
+        self.progress.changed()
         if settled is not None:
             work.deliver(*settled)
 
@@ -333,8 +347,9 @@ class WorkerPool:
             by_tc[id(e[2])].deliver(*e)
 
     def _settle(self, work: WorkItem, outcome: Outcome[Any]) -> Ended | None:
-        """Book a finished attempt's progress; the outcome, its item error and context to
-        hand on, or None when the task goes back for another attempt."""
+        """Book a finished attempt's progress (the caller then calls ``progress.changed()``
+        once for its batch); the outcome, its item error and context to hand on, or None
+        when the task goes back for another attempt."""
         self._done += 1
         error: ItemError | None = None
         tc = work.tc
@@ -347,7 +362,7 @@ class WorkerPool:
             assert exc is not None
             policy = work.retry
             if policy is not None and policy.should_retry(tc.attempt, exc):
-                self.progress.finished(id(work), "retrying", 0, None)
+                self.progress.finished(id(work), "retrying", 0, None, bump=False)
                 tc.items = None  # a failed attempt's records do not count
                 self._nursery.start_soon(self._retry_later, work, policy.delay(tc.attempt))
                 return None
@@ -369,7 +384,8 @@ class WorkerPool:
                 message,
                 error.traceback,
             )
-        self.progress.finished(id(work), outcome.status.value, outcome.bytes, error)
+        # (a StrEnum: the status is its own string, without the enum `value` lookup)
+        self.progress.finished(id(work), outcome.status, outcome.bytes, error, bump=False)
         return outcome, error, tc
 
     async def _retry_later(self, work: WorkItem, delay: float) -> None:

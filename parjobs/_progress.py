@@ -258,7 +258,12 @@ class ProgressTracker:
         be booked (`finished`), its bytes still counted meanwhile."""
         self._ended.add(key)
 
-    def finished(self, key: int, outcome: str, nbytes: int, error: ItemError | None) -> None:
+    def finished(
+        self, key: int, outcome: str, nbytes: int, error: ItemError | None, *, bump: bool = True
+    ) -> None:
+        """An item's outcome is booked (trio): it leaves the in-flight set and counts as
+        done, failed or skipped ("retrying" and "cancelled": not finished, it runs again).
+        ``bump=False`` leaves waking the subscribers to a `changed` call after a batch."""
         item = self._in_flight.pop(key, None)
         self._group_of.pop(key, None)
         self._ended.discard(key)
@@ -271,7 +276,8 @@ class ProgressTracker:
             else:
                 self._carried.pop(name, None)
         if outcome in ("retrying", "cancelled"):  # not finished: it will run again
-            self._bump()
+            if bump:
+                self._bump()
             return
         if outcome == "done":
             self.items_done += 1
@@ -284,6 +290,11 @@ class ProgressTracker:
         elif outcome == "skipped":  # its bytes (if it counts any) finished without work
             self.items_skipped += 1
             self.bytes_skipped += nbytes
+        if bump:
+            self._bump()
+
+    def changed(self) -> None:
+        """Wake the subscribers once for a batch of ``finished(..., bump=False)``."""
         self._bump()
 
     def restore(self, info: _Stored) -> None:

@@ -366,7 +366,7 @@ class OutcomeStatus(enum.StrEnum):
 
 
 @typing.final
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, init=False)
 class Outcome(Generic[T]):
     """How one task ended, delivered in completion order.
 
@@ -383,6 +383,29 @@ class Outcome(Generic[T]):
     resumed: bool = False
     attempts: int = 1
 
+    def __init__(
+        self,
+        task: Task[T],
+        status: OutcomeStatus,
+        value: T | None = None,
+        error: BaseException | None = None,
+        reason: str = "",
+        bytes: int = 0,
+        resumed: bool = False,
+        attempts: int = 1,
+    ) -> None:
+        # What the generated frozen __init__ does (one ``object.__setattr__`` per field),
+        # through the slots' own setters: 0.8 us instead of 1.35 us, once per task.
+        s = _OUTCOME_SETTERS
+        s[0](self, task)
+        s[1](self, status)
+        s[2](self, value)
+        s[3](self, error)
+        s[4](self, reason)
+        s[5](self, bytes)
+        s[6](self, resumed)
+        s[7](self, attempts)
+
     @property
     def index(self) -> int:
         return self.task.index
@@ -394,3 +417,9 @@ class Outcome(Generic[T]):
     def __repr__(self) -> str:
         extra = f", error={self.error!r}" if self.error else ""
         return f"Outcome(index={self.index}, status={self.status.value}{extra})"
+
+
+#: The slot setters of `Outcome`'s fields, in order (its ``__init__`` uses them).
+_OUTCOME_SETTERS: tuple[Callable[[Any, Any], None], ...] = tuple(
+    getattr(Outcome, f.name).__set__ for f in dataclasses.fields(Outcome)
+)

@@ -64,9 +64,10 @@ class WorkQueue:
     only from trio, so a thread's take leaves waking blocked putters to `wake_putters`.
     """
 
-    def __init__(self, capacity: int, on_unclaimed: Callable[[], None] | None = None) -> None:
+    def __init__(self, capacity: int, on_unclaimed: Callable[[int], None] | None = None) -> None:
         self.capacity = capacity
-        # Called (from trio) when a put finds no getter waiting: the pool may start a worker.
+        # Called (from trio) with how many items a put left to no waiting getter: the pool
+        # may start that many workers.
         self._on_unclaimed = on_unclaimed
         self._heap: list[tuple[int, int, WorkItem]] = []
         self._seq = 0
@@ -96,7 +97,33 @@ class WorkQueue:
         if self._getters:
             self._getters.unpark()
         elif self._on_unclaimed is not None:
-            self._on_unclaimed()
+            self._on_unclaimed(1)
+
+    def put_many(self, works: list[WorkItem]) -> int:
+        """Put the head of ``works`` (as many as there is room for) under one lock: a
+        dispatcher's chunk of tasks costs one queue operation, not one per task. Returns how
+        many were put; waiting getters are woken (and workers started) for them."""
+        if self._closed:
+            raise trio.ClosedResourceError("the worker pool is closed")
+        with self._lock:
+            heap = self._heap
+            room = self.capacity - len(heap)
+            if room <= 0:
+                return 0
+            taken = works if len(works) <= room else works[:room]
+            seq = self._seq
+            push = heapq.heappush
+            for work in taken:
+                seq += 1
+                push(heap, (-work.task.priority, seq, work))
+            self._seq = seq
+        count = len(taken)
+        getters = len(self._getters)
+        if getters:
+            self._getters.unpark(count=min(getters, count))
+        if count > getters and self._on_unclaimed is not None:
+            self._on_unclaimed(count - getters)
+        return count
 
     async def put(self, work: WorkItem) -> None:
         while True:

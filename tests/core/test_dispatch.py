@@ -62,6 +62,33 @@ async def test_an_interrupt_from_the_generator_ends_the_feed_after_the_tasks_in_
     assert sorted(SEEN[name]) == [0, 1, 2, 3]
 
 
+RAN: list[int] = []
+
+
+@parjobs.job_type("test-dispatch-feed-waits-for-its-tasks", version=1)
+class FeedWaitsForItsTasks(parjobs.Job):
+    """An async feed that yields 3 tasks, waits until they ran, then yields a 4th."""
+
+    async def _items(self) -> AsyncIterator[FunctionTask]:
+        for i in range(3):
+            yield FunctionTask(i, RAN.append, (i,))
+        with trio.fail_after(5):  # (never: a task the feed gave is queued at once)
+            while len(RAN) < 3:
+                await trio.sleep(0.001)
+        yield FunctionTask(3, RAN.append, (3,))
+
+    async def run(self, ctx: JobContext) -> list[int]:
+        dispatcher = ctx.task_dispatcher()
+        return [o.index async for o in dispatcher.dispatch_many(self._items())]
+
+
+async def test_an_async_feed_may_wait_for_the_tasks_it_fed(store_path: str) -> None:
+    RAN.clear()
+    async with parjobs.open_manager(store_path, workers=2) as manager:
+        handle = await manager.submit(FeedWaitsForItsTasks())
+        assert sorted(await handle.result()) == [0, 1, 2, 3]
+
+
 @parjobs.job_type("test-dispatch-statistics", version=1)
 class Watched(parjobs.Job):
     n: int

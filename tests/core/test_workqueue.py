@@ -98,6 +98,30 @@ async def test_a_full_queue_pushes_back_unless_forced() -> None:
     assert len(queue) == 2
 
 
+async def test_a_chunk_goes_in_as_far_as_there_is_room_in_priority_order() -> None:
+    started: list[int] = []
+    queue = WorkQueue(4, started.append)
+    chunk = [item(Small(i, priority=i % 2)) for i in range(6)]
+    assert queue.put_many(chunk) == 4  # the rest waits for room (the caller's to put)
+    assert queue.put_count == 4 and started == [4]  # no getter waited: 4 workers may start
+    assert queue.put_many(chunk[4:]) == 0
+    assert [queue.get_nowait().task.index for _ in range(4)] == [1, 3, 0, 2]
+    async with trio.open_nursery() as nursery:
+        got: list[int] = []
+
+        async def get() -> None:
+            got.append((await queue.get()).task.index)
+
+        nursery.start_soon(get)
+        nursery.start_soon(get)
+        await trio.testing.wait_all_tasks_blocked()
+        assert queue.put_many(chunk[4:]) == 2
+    assert sorted(got) == [4, 5] and started == [4]  # both went to the waiting getters
+    queue.close()
+    with pytest.raises(trio.ClosedResourceError):
+        queue.put_many(chunk)
+
+
 async def test_threads_take_only_sync_tasks_of_their_lane() -> None:
     queue = WorkQueue(10)
     queue.put_nowait(item(Later(0)))
