@@ -431,6 +431,20 @@ typedef struct {
     int result;
 } pair_t;
 
+/* A list of the n ints found every stride bytes from first (a result field of an array of
+ * structs, or an int array), or NULL with the error set. */
+static PyObject *int_list(Py_ssize_t n, const int *first, size_t stride) {
+    PyObject *out = PyList_New(n);
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        PyObject *v = PyLong_FromLong(*(const int *)((const char *)first + (size_t)i * stride));
+        if (v == NULL)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, i, v);
+    }
+    return out;
+}
+
 static int verify_one(const pair_t *p, int flags, char *buf_a, char *buf_b) {
     int copy = openat(p->dir_fd, p->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (copy < 0)
@@ -499,14 +513,7 @@ static PyObject *verify_many(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++)
         pairs[i].result = verify_one(&pairs[i], flags, bufs, bufs ? bufs + COMPARE_CHUNK : NULL);
     Py_END_ALLOW_THREADS;
-    results = PyList_New(n);
-    for (Py_ssize_t i = 0; results != NULL && i < n; i++) {
-        PyObject *r = PyLong_FromLong(pairs[i].result);
-        if (r == NULL)
-            Py_CLEAR(results);
-        else
-            PyList_SET_ITEM(results, i, r);
-    }
+    results = int_list(n, &pairs[0].result, sizeof(pair_t));
 done:
     Py_DECREF(list);
     PyMem_Free(pairs);
@@ -514,9 +521,51 @@ done:
     return results;
 }
 
+PyDoc_STRVAR(unlink_many_doc,
+             "unlink_many(paths) -> results\n\n"
+             "Unlink each path (bytes) in turn, the GIL released: a move removes the sources of\n"
+             "a group whose copies are verified and on disk. results[i]: 0, or the errno.");
+
+static PyObject *unlink_many(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *list;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &list))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    const char **paths = PyMem_Calloc(n ? (size_t)n : 1, sizeof(char *));
+    int *errs = PyMem_Calloc(n ? (size_t)n : 1, sizeof(int));
+    PyObject *results = NULL;
+    if (paths == NULL || errs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_INCREF(list); /* keeps every bytes object alive while the GIL is released */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *path = PyList_GET_ITEM(list, i);
+        if (!PyBytes_Check(path) ||
+            (Py_ssize_t)strlen(PyBytes_AS_STRING(path)) != PyBytes_GET_SIZE(path)) {
+            PyErr_Format(PyExc_ValueError, "item %zd: bad path", i);
+            Py_DECREF(list);
+            goto done;
+        }
+        paths[i] = PyBytes_AS_STRING(path);
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t i = 0; i < n; i++)
+        errs[i] = unlink(paths[i]) == 0 ? 0 : errno;
+    Py_END_ALLOW_THREADS;
+    Py_DECREF(list);
+    results = int_list(n, errs, sizeof(int));
+done:
+    PyMem_Free(paths);
+    PyMem_Free(errs);
+    return results;
+}
+
 static PyMethodDef methods[] = {
     {"copy_many", copy_many, METH_VARARGS, copy_many_doc},
     {"verify_many", verify_many, METH_VARARGS, verify_many_doc},
+    {"unlink_many", unlink_many, METH_VARARGS, unlink_many_doc},
     {NULL, NULL, 0, NULL},
 };
 

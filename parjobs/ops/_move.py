@@ -33,7 +33,7 @@ from .._context import JobContext
 from .._exceptions import Interrupted, Skip
 from .._job import Job, job_type
 from .._task import RUN_ALONE, OutcomeStatus, Task, TaskContext
-from . import _transfer
+from . import _smallfiles, _transfer
 from ._copyfile import CopyOptions, CopyResult
 from ._desttree import NOT_A_DIR
 from ._errors import DirConflictError, WalkError
@@ -204,7 +204,8 @@ class MoveItem(TransferItem):
         plan = items[0].plan
         if not plan.move_groups:
             return out
-        entries = [item.entry if item.plan is plan and _plain(item) else None for item in items]
+        plain = _Plain(plan)
+        entries = [item.entry if item.plan is plan and plain(item) else None for item in items]
         copies = copy_group(plan, entries)
         # Failed copies are removed: moved alone, which reports a real mismatch.
         copies = verify_group(plan, entries, copies, compare=plan.options.verify, sync=True)
@@ -214,12 +215,13 @@ class MoveItem(TransferItem):
         for parent in synced:  # the copies' names are on disk before a source goes
             os.fsync(tree.acquire(parent))
             tree.release(parent)
-        for i, written in landed:
+        # Only now: the copies are complete, verified and on disk. A source that cannot be
+        # unlinked runs alone: it finds its copy in place and settles the source.
+        unlinked = _smallfiles.unlink_files([items[i].entry.path for i, _ in landed])
+        for (i, written), err in zip(landed, unlinked, strict=True):
+            if err:
+                continue
             entry = items[i].entry
-            try:
-                os.unlink(entry.path)  # only now: the copy is complete, verified and on disk
-            except OSError:
-                continue  # alone, it finds the copy in place and settles the source
             tcs[i].add_bytes(written.size)
             dest = tree.path(entry.rel)
             tcs[i].record("moved", entry.path, dest, bytes=written.size, written=written)
@@ -385,32 +387,48 @@ def _sync_file(dir_fd: int, name: bytes) -> None:
         os.close(fd)
 
 
-def _plain(item: MoveItem) -> bool:
+class _Plain:
     """Whether a file moved by copying has nothing for the group path to carry beyond mode
-    and times: this process' owner and group, no extended attributes (`MoveItem.run_group`)."""
-    if not item.by_copy or item.entry.kind != "file":
-        return False
-    path = item.entry.path
-    try:
-        st = os.lstat(path)
-        if st.st_uid != os.geteuid() or st.st_gid != os.getegid():
-            return False
-        if item.plan.options.preserve_xattrs and os.listxattr(path, follow_symlinks=False):
-            return False
-    except OSError:
-        return False  # alone, the move reports it
-    return stat.S_ISREG(st.st_mode) and not _setgid_parent(item)
+    and times (`MoveItem.run_group`): this process' owner and group, no extended attributes,
+    a destination directory without the set-group-id bit. One per group: the owner and each
+    directory's bit are looked up once."""
 
+    def __init__(self, plan: CopyPlan) -> None:
+        self.plan = plan
+        self.owner = (os.geteuid(), os.getegid())
+        self.setgid: dict[bytes, bool] = {}
 
-def _setgid_parent(item: MoveItem) -> bool:
-    """Whether the copy's directory hands its group to new files (set-group-id bit)."""
-    tree, parent = item.plan.tree, item.entry.rel.rpartition(b"/")[0]
-    try:
-        return bool(os.fstat(tree.acquire(parent)).st_mode & stat.S_ISGID)
-    except OSError:
-        return True  # alone, the move reports it
-    finally:
-        tree.release(parent)
+    def __call__(self, item: MoveItem) -> bool:
+        if not item.by_copy or item.entry.kind != "file":
+            return False
+        path = item.entry.path
+        try:
+            st = os.lstat(path)
+            if (st.st_uid, st.st_gid) != self.owner:
+                return False
+            if self.plan.options.preserve_xattrs and os.listxattr(path, follow_symlinks=False):
+                return False
+        except OSError:
+            return False  # alone, the move reports it
+        return stat.S_ISREG(st.st_mode) and not self._setgid_parent(item.entry.rel)
+
+    def _setgid_parent(self, rel: bytes) -> bool:
+        """Whether the copy's directory hands its group to new files (set-group-id bit)."""
+        parent = rel.rpartition(b"/")[0]
+        known = self.setgid.get(parent)
+        if known is None:
+            tree = self.plan.tree
+            try:
+                fd = tree.acquire(parent)
+            except OSError:
+                known = True  # alone, the move reports it
+            else:
+                try:
+                    known = bool(os.fstat(fd).st_mode & stat.S_ISGID)
+                finally:
+                    tree.release(parent)
+            self.setgid[parent] = known
+        return known
 
 
 def _remove_empty_dirs(dirs: list[tuple[bytes, bytes, int | None]], removed: list[int]) -> None:

@@ -25,7 +25,7 @@ from parjobs.ops._copy import CopyJob
 from parjobs.ops._copyfile import copy_file
 from parjobs.ops._fs import noop
 from parjobs.ops._names import TMP_SUFFIX
-from parjobs.ops._smallfiles import copy_small_files, verify_copies
+from parjobs.ops._smallfiles import copy_small_files, unlink_files, verify_copies
 from parjobs.ops._transfer import same_content
 
 pytestmark = pytest.mark.skipif(
@@ -244,6 +244,14 @@ def test_verify_copies_checks_the_copy_is_the_one_written(tmp_path: Path, dst_fd
     ]
     assert verify_copies(items[:1], compare=True, sync=False) == [fc.MISMATCH]
     assert sorted(os.listdir(dst)) == ["a", "b", "d"]
+
+
+def test_unlink_files_removes_each_path_and_reports_each_errno(tmp_path: Path) -> None:
+    write(tmp_path / "a", b"a")
+    (tmp_path / "d").mkdir()
+    paths = [os.fsencode(tmp_path / n) for n in ("a", "missing", "d")]
+    assert unlink_files(paths) == [0, errno.ENOENT, errno.EISDIR]
+    assert os.listdir(tmp_path) == ["d"]
 
 
 # -- inside a CopyJob ----------------------------------------------------------------------

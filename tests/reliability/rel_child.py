@@ -171,6 +171,18 @@ def _install_hook(hook: dict[str, Any]) -> None:
                 die()
 
         os.unlink = unlink
+        real_unlink_files = smallfiles_mod.unlink_files
+
+        def unlink_files(paths: list[bytes]) -> list[int]:
+            """The move's group path removes its sources in one call into C: the same kill
+            points, before or after the Nth source removed."""
+            for k, path in enumerate(paths):
+                if path.startswith(under) and counter.hit():
+                    real_unlink_files(paths[: k + (kind == "unlink-after")])
+                    die()
+            return real_unlink_files(paths)
+
+        smallfiles_mod.unlink_files = unlink_files  # where the move's group path looks it up
     elif kind == "job-dir-removal":
         # The Nth removal of a job's private directory: the job's final status (and final
         # progress) is in the store, its manifest still on disk.
