@@ -164,6 +164,16 @@ def _read_at(fd: int, buf: memoryview, pos: int) -> int:
     return got
 
 
+def _same_bytes(a: memoryview, b: memoryview) -> bool:
+    """Whether two byte views hold the same bytes, at memcmp speed: a bytearray compares
+    with any buffer through memcmp, while two memoryviews compare item by item, ~90x slower
+    (0.5 against 44 ms per 8 MiB), which made checking a 1 GiB partial before resuming it
+    cost seconds of CPU. A view shorter than its bytearray (a file's last piece) is copied."""
+    base = a.obj
+    whole = base if isinstance(base, bytearray) and len(base) == len(a) else bytearray(a)
+    return whole == b
+
+
 def _write_at(fd: int, data: memoryview, pos: int) -> None:
     while data:
         n = os.pwrite(fd, data, pos)
@@ -236,10 +246,11 @@ class _Copier:
         return done
 
     def reusable_prefix(
-        self, part_fd: int, dir_fd: int, meta: bytes
-    ) -> tuple[int, xxhash.xxh3_128] | None:
-        """The partial's length if it provably equals the source's prefix (plus the source
-        hasher fed over that prefix), or None when the partial must be discarded."""
+        self, part_fd: int, dir_fd: int, meta: bytes, hashing: bool
+    ) -> tuple[int, xxhash.xxh3_128 | None] | None:
+        """The partial's length if it provably equals the source's prefix (plus, when
+        ``hashing``, the source hasher fed over that prefix), or None when the partial must
+        be discarded."""
         pst = os.fstat(part_fd)
         if not stat.S_ISREG(pst.st_mode) or pst.st_uid != os.geteuid() or pst.st_nlink != 1:
             return None
@@ -248,30 +259,36 @@ class _Copier:
         if not 0 < length <= self.size or read_meta(dir_fd, meta) != record:
             return None
         other = memoryview(bytearray(len(self.buf)))
-        hasher = xxhash.xxh3_128()
+        hasher = xxhash.xxh3_128() if hashing else None
         pos = 0
         while pos < length:
             self.check()
             want = min(len(other), length - pos)
             a, b = self.buf[:want], other[:want]
-            if _read_at(self.fd, a, pos) != want or _read_at(part_fd, b, pos) != want or a != b:
+            if (
+                _read_at(self.fd, a, pos) != want
+                or _read_at(part_fd, b, pos) != want
+                or not _same_bytes(a, b)
+            ):
                 return None
-            hasher.update(a)
+            if hasher is not None:
+                hasher.update(a)
             pos += want
         return length, hasher
 
     def open_partial(
-        self, dir_fd: int, partial: bytes, meta: bytes, mode: int
+        self, dir_fd: int, partial: bytes, meta: bytes, mode: int, hashing: bool
     ) -> tuple[int, int, xxhash.xxh3_128 | None]:
-        """Open the owner's deterministic partial: (fd, bytes reused, source hasher over them).
-        The names carry the owner's token, so what is removed here is never another's."""
+        """Open the owner's deterministic partial: (fd, bytes reused, source hasher over them
+        when ``hashing``). The names carry the owner's token, so what is removed here is
+        never another's."""
         try:
             fd = os.open(partial, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         except OSError:  # missing, or a symlink/directory planted there: never follow it
             fd = -1
         if fd >= 0:
             try:
-                reuse = self.reusable_prefix(fd, dir_fd, meta)
+                reuse = self.reusable_prefix(fd, dir_fd, meta, hashing)
             except BaseException:
                 os.close(fd)
                 raise
@@ -631,13 +648,11 @@ def _copy_general(
     meta: bytes | None = None
     if resumable:
         tmp, meta = partial_names(name, copier.owner)
-        dst_fd, reused, hasher = copier.open_partial(dir_fd, tmp, meta, mode)
+        dst_fd, reused, hasher = copier.open_partial(dir_fd, tmp, meta, mode, hashing)
     else:
         tmp, reused, hasher = tmp_name(name, copier.owner), 0, None
         dst_fd = os.open(tmp, _CREATE_FLAGS, mode, dir_fd=dir_fd)
-    if not hashing:
-        hasher = None
-    elif hasher is None:
+    if hashing and hasher is None:
         hasher = xxhash.xxh3_128()
     discard, done = not resumable, False
     try:

@@ -236,6 +236,24 @@ def test_interrupted_after_last_byte_resumes_whole_file(tmp_path: Path) -> None:
     assert result.src_digest == xxhash.xxh3_128_hexdigest(data) and read(dst) == data
 
 
+def test_partial_discarded_when_its_short_last_piece_differs(tmp_path: Path) -> None:
+    """The check compares whole chunks and the shorter last piece alike (byte for byte)."""
+    src, dst = tmp_path / "s", tmp_path / "d"
+    data = make(src, 100 * KIB)
+
+    def stop(_fd: int) -> None:
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        copy_file(src, dst, CopyOptions(chunk_size=64 * KIB), _after_write=stop)
+    partial = tmp_path / os.fsdecode(partial_names("d")[0])
+    with open(partial, "r+b") as f:
+        f.seek(100 * KIB - 1)
+        f.write(bytes([data[-1] ^ 1]))
+    result = copy_file(src, dst, CopyOptions(chunk_size=64 * KIB))
+    assert result.bytes_reused == 0 and read(dst) == data
+
+
 def test_cross_filesystem_copy(tmp_path: Path) -> None:
     shm = Path("/dev/shm")
     if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
