@@ -222,7 +222,9 @@ def test_resume_disabled_uses_unpredictable_temp_and_cleans_up(tmp_path: Path) -
     assert find_partials(tmp_path) == [] and not dst.exists()
 
 
-def test_interrupted_after_last_byte_resumes_whole_file(tmp_path: Path) -> None:
+def whole_partial(tmp_path: Path) -> tuple[Path, Path, bytes]:
+    """A 100 KiB file (one chunk of 64 KiB and a shorter piece) interrupted after its last
+    byte was written: its partial holds all of it."""
     src, dst = tmp_path / "s", tmp_path / "d"
     data = make(src, 100 * KIB)
 
@@ -231,6 +233,11 @@ def test_interrupted_after_last_byte_resumes_whole_file(tmp_path: Path) -> None:
 
     with pytest.raises(Interrupt):
         copy_file(src, dst, CopyOptions(chunk_size=64 * KIB), _after_write=stop)
+    return src, dst, data
+
+
+def test_interrupted_after_last_byte_resumes_whole_file(tmp_path: Path) -> None:
+    src, dst, data = whole_partial(tmp_path)
     result = copy_file(src, dst, CopyOptions(chunk_size=64 * KIB, verify=True))
     assert (result.bytes_reused, result.bytes_copied) == (len(data), 0)
     assert result.src_digest == xxhash.xxh3_128_hexdigest(data) and read(dst) == data
@@ -238,14 +245,7 @@ def test_interrupted_after_last_byte_resumes_whole_file(tmp_path: Path) -> None:
 
 def test_partial_discarded_when_its_short_last_piece_differs(tmp_path: Path) -> None:
     """The check compares whole chunks and the shorter last piece alike (byte for byte)."""
-    src, dst = tmp_path / "s", tmp_path / "d"
-    data = make(src, 100 * KIB)
-
-    def stop(_fd: int) -> None:
-        raise Interrupt
-
-    with pytest.raises(Interrupt):
-        copy_file(src, dst, CopyOptions(chunk_size=64 * KIB), _after_write=stop)
+    src, dst, data = whole_partial(tmp_path)
     partial = tmp_path / os.fsdecode(partial_names("d")[0])
     with open(partial, "r+b") as f:
         f.seek(100 * KIB - 1)
