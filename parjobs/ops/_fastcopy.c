@@ -52,6 +52,7 @@
 #define NAME_MAX_BYTES 255
 #define TMP_SUFFIX ".parjobs-tmp" /* exported: _smallfiles.py refuses a build that differs */
 #define TOKEN_MAX 64
+#define FC_OPEN_MAX 32 /* durable: written temporaries a group keeps open before landing them */
 
 /* Flags (exported: MODE, TIMES, REFLINK, LSTAT, FSYNC). */
 #define FC_MODE 1    /* set the source's mode bits */
@@ -344,17 +345,20 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
     }
     int reflink = (flags & FC_REFLINK) ? 1 : 0;
     Py_BEGIN_ALLOW_THREADS;
-    /* Item by item; durable, every file is written before the first fsync (see write_one),
-       so the group waits for the disk about once rather than once a file. */
+    /* Item by item; durable, up to FC_OPEN_MAX files are written before the first of them is
+       fsynced (see write_one), so the group waits for the disk about once rather than once a
+       file, with a bounded number of descriptors open per thread. */
     int batch = (flags & FC_FSYNC) && n > 1;
+    Py_ssize_t start = 0; /* the first written item not landed yet */
     for (Py_ssize_t i = 0; i < n; i++) {
         items[i].result = write_one(&items[i], flags, batch, max_size, token, &reflink);
-        if (items[i].result == 0 && !batch)
-            items[i].result = land(&items[i], flags);
+        if (batch && i + 1 - start < FC_OPEN_MAX && i + 1 < n)
+            continue;
+        for (Py_ssize_t j = batch ? start : i; j <= i; j++)
+            if (items[j].result == 0)
+                items[j].result = land(&items[j], flags);
+        start = i + 1;
     }
-    for (Py_ssize_t i = 0; batch && i < n; i++)
-        if (items[i].result == 0)
-            items[i].result = land(&items[i], flags);
     Py_END_ALLOW_THREADS;
     PyObject *results = PyList_New(n), *written = PyList_New(n);
     if (results == NULL || written == NULL)
