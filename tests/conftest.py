@@ -6,6 +6,44 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 
+#: The longest tests (5-60 s each on 2 loaded cores), longest first. They run before all
+#: others, and with ``--maxschedchunk=2`` (pyproject.toml) xdist hands tests out a couple at
+#: a time from the front: the two workers share the long ones and end together, instead of
+#: one running a long test alone at the end (the order within a module is kept otherwise).
+FIRST = (
+    "tests/test_benchmarks_smoke.py::test_tiny_run_writes_results",
+    "tests/test_benchmarks_smoke.py::test_bench_trees_runs_each_scenario_per_tree_and_reports_medians",
+    "tests/reliability/test_rel_second_runner.py::test_second_runner_matrix",
+    "tests/reliability/test_rel_stress.py::test_fifty_jobs_under_random_requests",
+    "tests/reliability/test_rel_faults.py::test_store_on_a_full_disk_loses_nothing",
+    "tests/reliability/test_rel_crash.py::test_random_kills",
+    "tests/server/test_dashboard.py::test_dashboard_pause_resume_and_a_hash_job_from_the_form",
+    "tests/server/test_dashboard.py::test_dashboard_with_500_jobs_and_20_running",
+    "tests/reliability/test_rel_names.py::test_sparse_files_keep_their_holes",
+    "tests/reliability/test_rel_faults.py::test_store_on_a_full_disk_gives_a_clear_error",
+    "tests/ops/test_thumbnail.py::test_kill_9_mid_job_then_resume_completes_without_temp_files",
+    "tests/reliability/test_rel_faults.py::test_permission_denied_on_a_source_file",
+    "tests/server/test_dashboard.py::test_playwright_drives_the_debian_chromium",
+    "tests/ops/test_copy.py::test_totals_and_eta_come_at_once_and_the_fraction_never_goes_back",
+    "tests/reliability/test_rel_names.py::test_two_thumbnail_jobs_and_two_hash_outputs_at_once",
+    "tests/ops/test_move.py::test_kill_9_at_several_points_never_loses_a_file",
+    "tests/cli/test_worker.py::test_a_killed_workers_copy_is_resumed_by_another_byte_identical",
+    "tests/core/test_store.py::test_idempotency_key_returns_the_existing_job",
+    "tests/server/test_items_api.py::test_item_records_stream_as_batched_item_events",
+    "tests/cluster/test_cluster_parts.py::test_the_cli_runs_a_job_on_a_local_cluster_from_the_environment",
+    "tests/core/test_scheduler.py::test_task_timeout_fails_the_item_and_is_retried",
+    "tests/core/test_checkpoints.py::test_after_kill_9_only_tasks_in_flight_and_the_last_interval_run_again",
+    "tests/reliability/test_rel_names.py::test_two_jobs_writing_one_big_file_name_never_publish_each_others_bytes",
+    "tests/reliability/test_rel_crash.py::test_hook_kills",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """Move the tests of `FIRST` to the front, in its order (a stable sort)."""
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("[")[0], len(FIRST)))
+
+
 def pytest_generate_tests(metafunc):
     """Tests marked ``both_stores`` run on SQLite and on PostgreSQL (`store_path` is then a
     fresh database's URL), but those also marked ``one_store``: timing logic above the store
