@@ -73,7 +73,7 @@ def test_tiny_run_writes_results(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=400,  # ~12 s of CPU; at load 25-35 it took 145 s of wall
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     (path,) = results.glob("*-tiny.json")

@@ -24,6 +24,7 @@ from parjobs.ops._names import META_SUFFIX, PARTIAL_SUFFIX, TMP_SUFFIX
 
 # tests/ holds _trees; crash-test children import this module without the test conftest.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _forkcli import Forked
 from _trees import read as read
 from _trees import snapshot as snapshot
 from _trees import write as write
@@ -135,8 +136,9 @@ def spawn(
     *,
     env: dict[str, str] | None = None,
     user: int | None = None,
-) -> subprocess.Popen[str]:
-    """Start `rel_child` with ``config`` (as uid ``user`` if given)."""
+) -> Forked | subprocess.Popen[str]:
+    """Start `rel_child` with ``config``: forked from the warm interpreter (`_forkcli`), or
+    a fresh one run as uid ``user`` if given."""
     fd, cfg_path = tempfile.mkstemp(suffix=".json", dir=workdir)
     with os.fdopen(fd, "w") as f:
         json.dump(config, f)
@@ -147,11 +149,13 @@ def spawn(
         [str(HERE.parent), *filter(None, [full_env.get("PYTHONPATH")])]
     )
 
+    if user is None:
+        return Forked([cfg_path], module=str(CHILD), env=full_env)
+
     def demote() -> None:
-        if user is not None:
-            os.setgroups([])
-            os.setgid(user)
-            os.setuid(user)
+        os.setgroups([])
+        os.setgid(user)
+        os.setuid(user)
 
     return subprocess.Popen(
         [sys.executable, str(CHILD), cfg_path],
@@ -159,7 +163,7 @@ def spawn(
         stderr=subprocess.PIPE,
         text=True,
         env=full_env,
-        preexec_fn=demote if user is not None else None,
+        preexec_fn=demote,
     )
 
 

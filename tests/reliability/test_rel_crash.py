@@ -24,14 +24,13 @@ import os
 import random
 import shutil
 import stat
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _forkcli import run as forked_run
 from rel_helpers import (
     ChildRun,
     assert_no_half_written,
@@ -612,12 +611,8 @@ async def test_killed_after_completion_before_its_directory_is_removed(
     assert run.killed and run.job_id is not None, run
     manifest_dir = job_dir(sc.store, run.job_id)
     assert os.listdir(manifest_dir)  # the kill landed where meant: the manifest is there
-    proc = subprocess.run(
-        [sys.executable, "-m", "parjobs", "--store", sc.store, "show", run.job_id, "--json"],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        timeout=60,
+    proc = forked_run(
+        ["--store", sc.store, "show", run.job_id, "--json"], module="parjobs", cwd=root
     )
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
@@ -627,13 +622,7 @@ async def test_killed_after_completion_before_its_directory_is_removed(
     assert progress["bytes_done"] == progress["bytes_total"]
     assert not os.path.exists(manifest_dir)
     assert snapshot(sc.dest) == sc.expected
-    listing = subprocess.run(
-        [sys.executable, "-m", "parjobs", "--store", sc.store, "jobs"],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        timeout=60,
-    )
+    listing = forked_run(["--store", sc.store, "jobs"], module="parjobs", cwd=root)
     assert " completed  100% " in listing.stdout, listing.stdout
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import trio
+from _forkcli import run as forked_run
 from rel_helpers import (
     MIB,
     NOBODY,
@@ -611,10 +612,6 @@ async def test_damaged_store_is_a_clear_error(tmp_path: Path, damage: str) -> No
             await m.list_jobs()
     assert store in str(caught.value)
     assert read(store) == before  # refused without writing to it
-    proc = subprocess.run(
-        [sys.executable, "-m", "parjobs.cli", "jobs", "--store", store],
-        capture_output=True,
-        text=True,
-    )
+    proc = forked_run(["jobs", "--store", store])
     assert proc.returncode == 2, proc
     assert proc.stderr.count("\n") == 1 and store in proc.stderr, proc.stderr

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import trio
+from _forkcli import Forked
 from rel_helpers import MIB, photo, read, resume_to_end, run_child, spawn, write
 
 import parjobs
@@ -294,7 +295,9 @@ def _partials(root: Path) -> list[tuple[int, int]]:
     return out
 
 
-def _wait_for(cond: Any, child: subprocess.Popen[str], what: str, timeout: float = 30) -> Any:
+def _wait_for(
+    cond: Any, child: Forked | subprocess.Popen[str], what: str, timeout: float = 30
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         got = cond()
@@ -305,7 +308,7 @@ def _wait_for(cond: Any, child: subprocess.Popen[str], what: str, timeout: float
         time.sleep(0.003)
 
 
-def _finish(child: subprocess.Popen[str]) -> str | None:
+def _finish(child: Forked | subprocess.Popen[str]) -> str | None:
     out, err = child.communicate(timeout=60)
     assert child.returncode == 0, err
     return next((ln.split()[1] for ln in out.splitlines() if ln.startswith("STATUS")), None)
