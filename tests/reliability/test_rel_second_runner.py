@@ -25,8 +25,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any
 
 import pytest
 import trio
+from _forkcli import Forked
 from rel_helpers import HERE, photo, snapshot, write
 
 import parjobs
@@ -116,15 +115,15 @@ class Area:
 
     # -- processes ---------------------------------------------------------------------
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, *args: str) -> Forked:
         n = len(list(self.root.glob("proc-*.out")))
         out = open(self.root / f"proc-{n}.out", "wb")  # noqa: SIM115 - closed by the child
         err = open(self.root / f"proc-{n}.err", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, str(CLI), *args, "--store", str(self.store), "--json", "-w", "1"]
+        proc = Forked(
+            [*args, "--store", str(self.store), "--json", "-w", "1"]
             if args[0] not in ("resume", "cancel")
-            else [sys.executable, str(CLI), *args, "--store", str(self.store)]
-            + (["-w", "1"] if args[0] == "resume" else []),
+            else [*args, "--store", str(self.store)] + (["-w", "1"] if args[0] == "resume" else []),
+            module=str(CLI),
             stdout=out,
             stderr=err,
             env=self.env(),
@@ -132,8 +131,8 @@ class Area:
         )
         out.close()
         err.close()
-        proc.out_path = out.name  # type: ignore[attr-defined]
-        proc.err_path = err.name  # type: ignore[attr-defined]
+        proc.out_path = out.name
+        proc.err_path = err.name
         return proc
 
     def run(self, *args: str, timeout: float = 60) -> tuple[int, str, str]:
@@ -141,7 +140,7 @@ class Area:
         rc = proc.wait(timeout=timeout)
         return rc, output(proc), errors(proc)
 
-    def job_id(self, proc: subprocess.Popen[bytes], timeout: float = 20) -> str:
+    def job_id(self, proc: Forked, timeout: float = 20) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for line in output(proc).splitlines():
@@ -188,12 +187,12 @@ class Area:
         return data
 
 
-def output(proc: subprocess.Popen[bytes]) -> str:
-    return Path(proc.out_path).read_text(errors="replace")  # type: ignore[attr-defined]
+def output(proc: Forked) -> str:
+    return Path(proc.out_path).read_text(errors="replace")
 
 
-def errors(proc: subprocess.Popen[bytes]) -> str:
-    return Path(proc.err_path).read_text(errors="replace")  # type: ignore[attr-defined]
+def errors(proc: Forked) -> str:
+    return Path(proc.err_path).read_text(errors="replace")
 
 
 def done_twice(area: Area) -> dict[tuple[str, int], int]:
@@ -341,7 +340,7 @@ def test_second_runner_matrix_bigger(tmp_path: Path) -> None:
 # -- one runner, copy only: what a runner does when asked, stopped, or dispossessed ---------
 
 
-def copy_area(tmp_path: Path) -> tuple[Area, Path, subprocess.Popen[bytes], str]:
+def copy_area(tmp_path: Path) -> tuple[Area, Path, Forked, str]:
     """A copy job of 16 files, running (two tasks done) in a parjobs process."""
     area = Area("copy", tmp_path, 16, 0.05)
     src = area.tree("src1")
