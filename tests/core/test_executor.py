@@ -18,8 +18,11 @@ from parjobs._throttle import TinyTaskThrottle
 class Concurrency:
     """Counts how many tasks run at once, across worker threads."""
 
-    def __init__(self, n: int = 0) -> None:
+    def __init__(self, n: int = 0, together: int = 0) -> None:
         self.lock = threading.Lock()
+        #: With ``together``, a task starts its wait only once that many run at once (10 s
+        #: at most, then it fails): tasks held back until another ends make the job fail.
+        self.barrier = threading.Barrier(together) if together else None
         self.now = 0
         self.peak = 0
         self.threads: set[int] = set()
@@ -36,6 +39,8 @@ class Concurrency:
             self.peak = max(self.peak, self.now)
             self.threads.add(threading.get_ident())
         try:
+            if self.barrier is not None:
+                self.barrier.wait(10)
             end = time.monotonic() + seconds
             while time.monotonic() < end:  # tiny tasks spin; slow ones sleep (I/O-like)
                 if seconds > 0.001:
@@ -103,8 +108,9 @@ async def run_fanout(
     workers: int,
     weight: int = 0,
     heavy_first: float = 0,
+    together: int = 0,
 ) -> None:
-    TRACKERS[name] = Concurrency(n)
+    TRACKERS[name] = Concurrency(n, together)
     job = FanOut(name=name, n=n, seconds=seconds, weight=weight, heavy_first=heavy_first)
     async with parjobs.open_manager(store_path, workers=workers) as manager:
         handle = await manager.submit(job)
@@ -142,11 +148,11 @@ async def test_slow_tasks_spread_over_workers_instead_of_queueing_in_one(
 
 
 async def test_heavy_tasks_are_never_held_back(store_path: str) -> None:
-    # Big files (weight >= 1 MiB) start side by side at once: none waits to be measured.
-    start = time.monotonic()
-    await run_fanout(store_path, "heavy", n=4, seconds=0.15, workers=4, weight=1 << 20)
+    # Big files (weight >= 1 MiB) start side by side at once: none waits to be measured
+    # (the first alone, then the rest). Each waits until all 4 run, so a loaded machine's
+    # slow thread starts cannot fail it; one held back until another ends fails the job.
+    await run_fanout(store_path, "heavy", n=4, seconds=0.15, workers=4, weight=1 << 20, together=4)
     assert TRACKERS["heavy"].peak == 4
-    assert time.monotonic() - start < 0.28  # not 0.3 s (the first alone, then the rest)
 
 
 async def test_tiny_tasks_go_on_beside_a_heavy_one(
