@@ -385,7 +385,9 @@ class WorkerPool:
                 error.traceback,
             )
         # (a StrEnum: the status is its own string, without the enum `value` lookup)
-        self.progress.finished(id(work), outcome.status, outcome.bytes, error, bump=False)
+        self.progress.finished(
+            id(work), outcome.status, outcome.bytes, error, bump=False, items=work.task.items
+        )
         return outcome, error, tc
 
     async def _retry_later(self, work: WorkItem, delay: float) -> None:

@@ -259,11 +259,19 @@ class ProgressTracker:
         self._ended.add(key)
 
     def finished(
-        self, key: int, outcome: str, nbytes: int, error: ItemError | None, *, bump: bool = True
+        self,
+        key: int,
+        outcome: str,
+        nbytes: int,
+        error: ItemError | None,
+        *,
+        bump: bool = True,
+        items: int = 1,
     ) -> None:
         """An item's outcome is booked (trio): it leaves the in-flight set and counts as
-        done, failed or skipped ("retrying" and "cancelled": not finished, it runs again).
-        ``bump=False`` leaves waking the subscribers to a `changed` call after a batch."""
+        ``items`` done, failed or skipped ("retrying" and "cancelled": not finished, it runs
+        again). ``bump=False`` leaves waking the subscribers to a `changed` call after a
+        batch."""
         item = self._in_flight.pop(key, None)
         self._group_of.pop(key, None)
         self._ended.discard(key)
@@ -280,15 +288,15 @@ class ProgressTracker:
                 self._bump()
             return
         if outcome == "done":
-            self.items_done += 1
+            self.items_done += items
             self.bytes_done += nbytes
         elif outcome == "failed":
-            self.items_failed += 1
+            self.items_failed += items
             self.bytes_done += nbytes
             if error is not None:
                 self._errors.append(error)
         elif outcome == "skipped":  # its bytes (if it counts any) finished without work
-            self.items_skipped += 1
+            self.items_skipped += items
             self.bytes_skipped += nbytes
         if bump:
             self._bump()

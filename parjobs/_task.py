@@ -292,6 +292,9 @@ class Task(Generic[T_co]):
     #: pickles, needs nothing of this process (no fds, callbacks or trio), and is idempotent
     #: (run twice, it ends as if run once: see ``TaskContext.rerun``).
     cluster: bool = False
+    #: How many of the job's items this task stands for in progress counts: a task that
+    #: handles a run of files in one go says how many, so "items done" still counts files.
+    items: int = 1
     index: int
 
     @property

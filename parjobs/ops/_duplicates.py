@@ -114,6 +114,7 @@ class IdRunTask(Task[dict[str, list[Any]]]):
     index: int  # the smallest walk index of its files: stable across resumes
     pieces: list[Piece]
     cost: int  # bytes `content_id` reads from its files
+    items: int  # its files: progress counts files, not runs
 
     @property
     def weight(self) -> int:
@@ -304,7 +305,8 @@ def _runs(by_size: dict[int, list[_File]]) -> list[IdRunTask]:
 
 
 def _run(pieces: list[Piece], cost: int) -> IdRunTask:
-    return IdRunTask(min(index for _, files, _ in pieces for index, _ in files), pieces, cost)
+    indices = [index for _, files, _ in pieces for index, _ in files]
+    return IdRunTask(min(indices), pieces, cost, len(indices))
 
 
 def _paths(files: Sequence[_File]) -> list[str]:
@@ -319,7 +321,9 @@ async def _stage(
     dispatcher = ctx.task_dispatcher(name, keep_results=True)
     if tasks:
         ctx.progress.set_message(message)
-        ctx.progress.add_total(items=len(tasks), bytes=sum(t.weight for t in tasks))
+        ctx.progress.add_total(
+            items=sum(t.items for t in tasks), bytes=sum(t.weight for t in tasks)
+        )
     values: dict[int, T] = {}
     failed = 0
     async for outcome in dispatcher.dispatch_many(tasks, include_resumed=True):

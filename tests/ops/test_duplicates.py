@@ -207,7 +207,7 @@ async def test_small_files_go_in_runs_and_a_failure_in_a_run_is_reported_once(
     """Content ids run in runs of many files (one task each) and full hashes of small files
     in groups (one worker-thread call for many files); a file is read on its own (`run`)
     only when its run or group could not read it, here one file that vanished, which is
-    reported once; no byte is counted twice."""
+    reported once; no byte is counted twice, and progress counts the files of a run."""
     root = tmp_path / "t"
     for i in range(200):
         data = os.urandom(100 + i)
@@ -241,6 +241,9 @@ async def test_small_files_go_in_runs_and_a_failure_in_a_run_is_reported_once(
     assert alone["content-id"] < 20 and alone["full-hash"] < 5, alone
     ids = sum(100 + i for i in range(200)) * 2 - (100 + 7) + 20 * dup_mod.content_id_cost(len(big))
     assert info.progress.bytes_done == ids + 20 * len(big), "every byte counted once"
+    # Progress counts files, not runs: 420 content ids (one file's again alone) + 20 hashes.
+    p = info.progress
+    assert (p.items_done, p.items_failed, p.items_total) == (440, 1, 441)
 
 
 async def test_a_size_group_split_over_runs_is_grouped_whole(store_path, tmp_path, monkeypatch):
