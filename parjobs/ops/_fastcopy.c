@@ -406,12 +406,13 @@ static ssize_t read_full(int fd, char *buf, size_t want, long long pos) {
     return (ssize_t)got;
 }
 
-/* 0 when a and b hold the same bytes (read to the end of both), FV_MISMATCH, or an errno. */
+/* 0 when a and b are regular files holding the same bytes (read to the end of both),
+ * FV_MISMATCH, or an errno. (A source swapped for a FIFO since its copy never passes.) */
 static int compare_fds(int a, int b, char *buf_a, char *buf_b) {
     struct stat sa, sb;
     if (fstat(a, &sa) != 0 || fstat(b, &sb) != 0)
         return errno;
-    if (sa.st_size != sb.st_size)
+    if (!S_ISREG(sa.st_mode) || sa.st_size != sb.st_size)
         return FV_MISMATCH;
     for (long long pos = 0;; pos += COMPARE_CHUNK) {
         ssize_t na = read_full(a, buf_a, COMPARE_CHUNK, pos);

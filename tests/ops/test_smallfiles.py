@@ -241,7 +241,8 @@ def test_verify_copies_and_same_content_give_the_same_answers(tmp_path: Path, ds
 
 def test_verify_copies_checks_the_copy_is_the_one_written(tmp_path: Path, dst_fd: int) -> None:
     """A name that holds another file now (replaced, a symlink) is not ours, a missing one
-    reports its errno; without ``compare`` only that is checked; nothing is removed."""
+    reports its errno; without ``compare`` only that is checked; a source that is a FIFO now
+    never matches (not even an empty copy); nothing is removed."""
     dst = tmp_path / "dst"
     src = os.fsencode(tmp_path / "src")
     (tmp_path / "src").mkdir()
@@ -267,7 +268,11 @@ def test_verify_copies_checks_the_copy_is_the_one_written(tmp_path: Path, dst_fd
         fc.NOT_OURS,
     ]
     assert verify_copies(items[:1], compare=True, sync=False) == [fc.MISMATCH]
-    assert sorted(os.listdir(dst)) == ["a", "b", "d"]
+    write(dst / "e", b"")
+    os.mkfifo(tmp_path / "src" / "e")
+    fifo = [(src + b"/e", dst_fd, b"e", os.stat(dst / "e").st_ino)]
+    assert verify_copies(fifo, compare=True, sync=False) == [fc.MISMATCH]
+    assert sorted(os.listdir(dst)) == ["a", "b", "d", "e"]
 
 
 def test_unlink_files_removes_each_path_and_reports_each_errno(tmp_path: Path) -> None:
