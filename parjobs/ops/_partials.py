@@ -113,14 +113,16 @@ def read_meta(dir_fd: int, meta: bytes) -> object:
 
 def remove_own(dir_fd: int, name: bytes, token: bytes) -> bool:
     """Unlink ``name`` if it is ``token``'s temporary: the name carries the token, it is a
-    regular file of ours, and (a partial) its meta, when there, names the same owner."""
+    regular file or a symlink (a copied link's temporary; unlinking it never touches what it
+    points to) of ours, and (a partial) its meta, when there, names the same owner."""
     if not is_own_temp(name, token):
         return False
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return False
-    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+    kind = stat.S_IFMT(st.st_mode)
+    if kind not in (stat.S_IFREG, stat.S_IFLNK) or st.st_uid != os.geteuid():
         return False
     if name.endswith(PARTIAL_SUFFIX):
         meta = read_meta(dir_fd, name + b".meta")

@@ -16,7 +16,13 @@ from parjobs.ops import CopyError, SourceChangedError, SpecialFileError, VerifyE
 from parjobs.ops._copyfile import CopyOptions, CopyResult, Method, copy_file, copy_symlink
 from parjobs.ops._fs import open_dir_nofollow, same_size_mtime
 from parjobs.ops._kernel import PREALLOCATE_ON, fs_type
-from parjobs.ops._partials import find_partials, owner_token, partial_names, remove_own_temps
+from parjobs.ops._partials import (
+    find_partials,
+    owner_token,
+    partial_names,
+    remove_own_temps,
+    tmp_name,
+)
 
 KIB = 1024
 
@@ -282,6 +288,21 @@ def test_remove_own_temps_removes_an_interrupted_partial(tmp_path: Path) -> None
     assert remove_own_temps(tmp_path, owner_token(None)) == 2  # the partial and its meta
     assert find_partials(tmp_path) == []
     assert remove_own_temps(tmp_path, owner_token(None)) == 0
+
+
+def test_remove_own_temps_removes_a_symlinks_temporary_and_nothing_else(tmp_path: Path) -> None:
+    """A copy killed between making a symlink's temporary and renaming it leaves a symlink
+    under the job's name: the resumed job's sweep removes it (not what it points to), and
+    leaves another job's, and a user's link named like one, alone."""
+    mine, theirs = "0123456789abcdef", "fedcba9876543210"
+    target = tmp_path / "big"
+    target.write_bytes(b"data")
+    own = tmp_path / os.fsdecode(tmp_name(b"link-to-big", mine))
+    other = tmp_path / os.fsdecode(tmp_name(b"link-to-big", theirs))
+    own.symlink_to(target)
+    other.symlink_to(target)
+    assert remove_own_temps(tmp_path, mine) == 1
+    assert not os.path.lexists(own) and other.is_symlink() and target.read_bytes() == b"data"
 
 
 def test_verify_catches_corrupted_destination(tmp_path: Path) -> None:
