@@ -38,6 +38,23 @@ FIRST = (
 )
 
 
+def pytest_sessionstart(session):
+    """Stop at once on a stale build of the C extension: parjobs would ignore it without a
+    word and copy every small file in Python, and the tests of the group path would fail
+    far from the cause ("hook never reached")."""
+    import glob
+
+    from parjobs.ops import _smallfiles
+
+    built = glob.glob(os.path.join(os.path.dirname(_smallfiles.__file__), "_fastcopy*.so"))
+    if built and _smallfiles.fastcopy is None:
+        pytest.exit(
+            f"{built[0]} does not match this source (a stale build): "
+            "run 'python3 setup.py build_ext --inplace' (or pip install -e . again)",
+            returncode=3,
+        )
+
+
 def pytest_collection_modifyitems(items):
     """Move the tests of `FIRST` to the front, in its order (a stable sort)."""
     rank = {name: i for i, name in enumerate(FIRST)}
