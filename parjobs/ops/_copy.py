@@ -59,7 +59,6 @@ from ._transfer import (
     record_landing,
     special_reason,
     symlink_put,
-    verify_group,
 )
 from ._walk import Entry, HardLinks, RootCount, Totals, walk_ahead
 
@@ -127,9 +126,9 @@ class CopyItem(TransferItem):
     @classmethod
     def run_group(cls, tasks: Sequence[Task[Any]], tcs: Sequence[TaskContext]) -> list[Any]:
         """Copy the group's small files, in directories this run created, with one
-        `copy_group` call (and, with ``verify``, compare the copies with one `verify_group`
-        call before any is recorded); everything else (and any file it did not copy, or
-        whose copy failed the comparison) runs alone."""
+        `copy_group` call (with ``verify``, C compares each copy with its source before it
+        takes its final name, as the Python path does); everything else (and any file it
+        did not copy, or whose copy failed the comparison) runs alone."""
         items = cast(Sequence[CopyItem], tasks)
         out: list[Any] = [RUN_ALONE] * len(items)
         plan = items[0].plan
@@ -138,9 +137,7 @@ class CopyItem(TransferItem):
         entries = [item.entry if item.plan is plan else None for item in items]
         tree = plan.tree
         copied: list[RecordRow] = []
-        copies = copy_group(plan, entries)
-        if plan.options.verify:
-            copies = verify_group(plan, entries, copies, compare=True, sync=False)
+        copies = copy_group(plan, entries, compare=plan.options.verify)
         for i, written in enumerate(copies):
             if written is not None:  # in place
                 tc, entry = tcs[i], items[i].entry

@@ -6,7 +6,8 @@
  * destination (O_EXCL|O_NOFOLLOW) named as `tmp_name` in _partials.py names it,
  * ``.<name>.<owner token>.<16 random hex>`` TMP_SUFFIX (the token is passed in), reflink or
  * copy_file_range (read/write where those do not apply), check that the source's size and
- * mtime did not move, set mode and times, fsync it when asked (FSYNC: a durable copy; all
+ * mtime did not move, with COPY_COMPARE compare the temporary's bytes with the source's
+ * (copy --verify: checked before it takes the final name), set mode and times, fsync it when asked (FSYNC: a durable copy; all
  * of a group's files are written before the first fsync, and the caller syncs each directory
  * once), then renameat2(RENAME_NOREPLACE) onto the final name. The constants both sides
  * must agree on (TMP_SUFFIX, NAME_MAX, RENAME_NOREPLACE, the fallback and no-reflink errno
@@ -54,12 +55,13 @@
 #define TOKEN_MAX 64
 #define FC_OPEN_MAX 32 /* durable: written temporaries a group keeps open before landing them */
 
-/* Flags (exported: MODE, TIMES, REFLINK, LSTAT, FSYNC). */
+/* Flags (exported: MODE, TIMES, REFLINK, LSTAT, FSYNC, COPY_COMPARE). */
 #define FC_MODE 1    /* set the source's mode bits */
 #define FC_TIMES 2   /* set the source's atime and mtime */
 #define FC_REFLINK 4 /* try FICLONE first */
 #define FC_LSTAT 8   /* lstat before opening (the caller's stat is old): never open a device */
 #define FC_FSYNC 16  /* fsync each copy before its rename (durable; the caller syncs dirs) */
+#define FC_COMPARE 32 /* compare each written temporary with its source before its rename */
 
 /* Result codes besides 0 (done) and a positive errno. */
 #define FC_NOT_REGULAR (-1) /* not a regular file: the Python path reports it */
@@ -187,11 +189,50 @@ static int copy_data(int fd, int out, long long size, int *reflink) {
     return 0;
 }
 
+/* Up to want bytes of fd from pos into buf (fewer only at its end), or -errno. */
+static ssize_t read_full(int fd, char *buf, size_t want, long long pos) {
+    size_t got = 0;
+    while (got < want) {
+        ssize_t n = pread(fd, buf + got, want - got, pos + (long long)got);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
+}
+
+/* 0 when a and b are regular files holding the same bytes (read to the end of both),
+ * FV_MISMATCH, or an errno. (A source swapped for a FIFO since its copy never passes.) */
+static int compare_fds(int a, int b, char *buf_a, char *buf_b) {
+    struct stat sa, sb;
+    if (fstat(a, &sa) != 0 || fstat(b, &sb) != 0)
+        return errno;
+    if (!S_ISREG(sa.st_mode) || sa.st_size != sb.st_size)
+        return FV_MISMATCH;
+    for (long long pos = 0;; pos += COMPARE_CHUNK) {
+        ssize_t na = read_full(a, buf_a, COMPARE_CHUNK, pos);
+        if (na < 0)
+            return (int)-na;
+        ssize_t nb = read_full(b, buf_b, COMPARE_CHUNK, pos);
+        if (nb < 0)
+            return (int)-nb;
+        if (na != nb || memcmp(buf_a, buf_b, (size_t)na) != 0)
+            return FV_MISMATCH;
+        if (na < COMPARE_CHUNK) /* the end of both */
+            return 0;
+    }
+}
+
 /* Write one item into a new temporary (it->tmp, left open as it->out): 0, or an errno or
  * code with nothing left behind. `land` then puts it in place: at once, or, when `batch`
  * (durable, several files), once the whole group is written. */
 static int write_one(item_t *it, int flags, int batch, long long max_size,
-                     const char *token, int *reflink) {
+                     const char *token, int *reflink, char *bufs) {
     struct stat st, after;
     it->out = -1;
     if (flags & FC_LSTAT) {
@@ -245,6 +286,10 @@ static int write_one(item_t *it, int flags, int batch, long long max_size,
     if (rc == 0 && (after.st_size != st.st_size || after.st_mtim.tv_sec != st.st_mtim.tv_sec ||
                     after.st_mtim.tv_nsec != st.st_mtim.tv_nsec))
         rc = FC_CHANGED;
+    /* copy --verify: the temporary must hold the source's bytes before it takes the final
+       name, so no unchecked copy is ever there (read back while its pages are hot). */
+    if (rc == 0 && (flags & FC_COMPARE))
+        rc = compare_fds(fd, out, bufs, bufs + COMPARE_CHUNK);
     if (rc == 0 && (flags & FC_MODE) && fchmod(out, st.st_mode & 07777) != 0)
         rc = errno;
     if (rc == 0 && (flags & FC_TIMES)) {
@@ -298,7 +343,7 @@ PyDoc_STRVAR(copy_many_doc,
              "token: the owner's name token (bytes), carried by every temporary's name.\n"
              "results[i]: 0 when item i is in place, else a positive errno or a negative\n"
              "code (-1 not a regular file, -2 source changed, -3 larger than max_size,\n"
-             "-5 sparse);\n"
+             "-5 sparse, -6 with COPY_COMPARE: the copy's bytes differ from the source's);\n"
              "nothing of a failed item is\n"
              "left behind. written[i]: (size, mtime_ns, ino) of the copy in place, read from its\n"
              "descriptor before the rename, or None when item i failed. reflink_refused:\n"
@@ -344,6 +389,11 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
         }
     }
     int reflink = (flags & FC_REFLINK) ? 1 : 0;
+    char *bufs = NULL;
+    if ((flags & FC_COMPARE) && (bufs = PyMem_RawMalloc(2 * (size_t)COMPARE_CHUNK)) == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
     Py_BEGIN_ALLOW_THREADS;
     /* Item by item; durable, up to FC_OPEN_MAX files are written before the first of them is
        fsynced (see write_one), so the group waits for the disk about once rather than once a
@@ -351,7 +401,7 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
     int batch = (flags & FC_FSYNC) && n > 1;
     Py_ssize_t start = 0; /* the first written item not landed yet */
     for (Py_ssize_t i = 0; i < n; i++) {
-        items[i].result = write_one(&items[i], flags, batch, max_size, token, &reflink);
+        items[i].result = write_one(&items[i], flags, batch, max_size, token, &reflink, bufs);
         if (batch && i + 1 - start < FC_OPEN_MAX && i + 1 < n)
             continue;
         for (Py_ssize_t j = batch ? start : i; j <= i; j++)
@@ -360,6 +410,7 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
         start = i + 1;
     }
     Py_END_ALLOW_THREADS;
+    PyMem_RawFree(bufs);
     PyObject *results = PyList_New(n), *written = PyList_New(n);
     if (results == NULL || written == NULL)
         goto fail_lists;
@@ -387,45 +438,6 @@ fail:
     Py_DECREF(list);
     PyMem_Free(items);
     return NULL;
-}
-
-/* Up to want bytes of fd from pos into buf (fewer only at its end), or -errno. */
-static ssize_t read_full(int fd, char *buf, size_t want, long long pos) {
-    size_t got = 0;
-    while (got < want) {
-        ssize_t n = pread(fd, buf + got, want - got, pos + (long long)got);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            break;
-        got += (size_t)n;
-    }
-    return (ssize_t)got;
-}
-
-/* 0 when a and b are regular files holding the same bytes (read to the end of both),
- * FV_MISMATCH, or an errno. (A source swapped for a FIFO since its copy never passes.) */
-static int compare_fds(int a, int b, char *buf_a, char *buf_b) {
-    struct stat sa, sb;
-    if (fstat(a, &sa) != 0 || fstat(b, &sb) != 0)
-        return errno;
-    if (!S_ISREG(sa.st_mode) || sa.st_size != sb.st_size)
-        return FV_MISMATCH;
-    for (long long pos = 0;; pos += COMPARE_CHUNK) {
-        ssize_t na = read_full(a, buf_a, COMPARE_CHUNK, pos);
-        if (na < 0)
-            return (int)-na;
-        ssize_t nb = read_full(b, buf_b, COMPARE_CHUNK, pos);
-        if (nb < 0)
-            return (int)-nb;
-        if (na != nb || memcmp(buf_a, buf_b, (size_t)na) != 0)
-            return FV_MISMATCH;
-        if (na < COMPARE_CHUNK) /* the end of both */
-            return 0;
-    }
 }
 
 typedef struct {
@@ -614,6 +626,7 @@ PyMODINIT_FUNC PyInit__fastcopy(void) {
         PyModule_AddIntConstant(m, "REFLINK", FC_REFLINK) < 0 ||
         PyModule_AddIntConstant(m, "LSTAT", FC_LSTAT) < 0 ||
         PyModule_AddIntConstant(m, "FSYNC", FC_FSYNC) < 0 ||
+        PyModule_AddIntConstant(m, "COPY_COMPARE", FC_COMPARE) < 0 ||
         PyModule_AddIntConstant(m, "NOT_REGULAR", FC_NOT_REGULAR) < 0 ||
         PyModule_AddIntConstant(m, "CHANGED", FC_CHANGED) < 0 ||
         PyModule_AddIntConstant(m, "TOO_BIG", FC_TOO_BIG) < 0 ||

@@ -32,6 +32,7 @@ def _agrees(module: ModuleType) -> bool:
     return (
         getattr(module, "API", None) == 2  # copy_many's calling convention
         and isinstance(getattr(module, "FSYNC", None), int)  # durable copies are synced
+        and isinstance(getattr(module, "COPY_COMPARE", None), int)  # verified before landing
         and getattr(module, "TMP_SUFFIX", None) == TMP_SUFFIX
         and getattr(module, "NAME_MAX", None) == NAME_MAX
         and getattr(module, "RENAME_NOREPLACE", None) == RENAME_NOREPLACE
@@ -54,6 +55,7 @@ def copy_small_files(
     max_size: int = DEFAULT_MAX_SIZE,
     owner: str | bytes | None = None,
     durable: bool = False,
+    compare: bool = False,
 ) -> tuple[list[int], list[Written | None]] | None:
     """Copy many small files in one call into C (`_fastcopy.c`), with the GIL released.
 
@@ -70,7 +72,10 @@ def copy_small_files(
     ``max_size`` (grown since it was listed) is handed back, for a chunked copy, and so is a
     sparse source (the Python path keeps its holes). Temporaries carry ``owner``'s token, as
     in `copy_file`. ``durable`` fsyncs each copy before its rename; the directories are the
-    caller's to sync (once per group, not once per file as `copy_file` does).
+    caller's to sync (once per group, not once per file as `copy_file` does). ``compare``
+    (copy --verify) compares each temporary with its source before its rename, as
+    `copy_file` verifies: a copy that differs is removed (result ``fastcopy.MISMATCH``) and
+    never takes the final name.
     """
     if fastcopy is None:
         return None
@@ -80,6 +85,8 @@ def copy_small_files(
         flags |= fastcopy.LSTAT
     if durable:
         flags |= fastcopy.FSYNC
+    if compare:
+        flags |= fastcopy.COPY_COMPARE
     if devices not in _kernel.NO_REFLINK:
         flags |= fastcopy.REFLINK
     try:

@@ -858,7 +858,9 @@ class CopyPlan:
 NO_GROUPS_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
 
 
-def copy_group(plan: CopyPlan, entries: Sequence[Entry | None]) -> list[Written | None]:
+def copy_group(
+    plan: CopyPlan, entries: Sequence[Entry | None], *, compare: bool = False
+) -> list[Written | None]:
     """Copy the walked plain files among ``entries`` (None: not for the group) whose
     directory this run created, with one `copy_small_files` call (C, the GIL released).
 
@@ -871,7 +873,9 @@ def copy_group(plan: CopyPlan, entries: Sequence[Entry | None]) -> list[Written 
     ``durable``: C fsyncs each copy before its rename, and each directory that received one
     is synced once here, before anything is returned (so before anything is recorded). A
     directory whose fsync fails raises: the whole group fails with that error (its copies
-    are in place; a resumed run finds them and counts them present).
+    are in place; a resumed run finds them and counts them present). ``compare`` (copy
+    --verify): C compares each copy with its source before its rename; one that differs is
+    handed back, to be copied and verified alone (which reports a real mismatch).
     """
     out: list[Written | None] = [None] * len(entries)
     tree = plan.tree
@@ -903,6 +907,7 @@ def copy_group(plan: CopyPlan, entries: Sequence[Entry | None]) -> list[Written 
                 max_size=plan.options.chunk_size,
                 owner=plan.token,
                 durable=plan.options.durable,
+                compare=compare,
             )
             if done is not None and plan.options.durable:
                 landed = {batch[k][1] for k, result in enumerate(done[0]) if result == 0}

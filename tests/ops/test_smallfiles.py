@@ -201,6 +201,24 @@ def test_a_destination_fd_that_is_no_directory_reports_the_errno(tmp_path: Path)
     assert os.listdir(tmp_path / "src") == ["a"]
 
 
+def test_copy_with_compare_lands_exact_copies_of_every_size(tmp_path: Path, dst_fd: int) -> None:
+    """copy --verify's C path compares each temporary with its source before the rename:
+    empty, one chunk exactly, one byte past it and more than two chunks all land intact (a
+    false mismatch would hand them back)."""
+    chunk = smallfiles_mod.COMPARE_CHUNK
+    src = tmp_path / "src"
+    src.mkdir()
+    sizes = {b"empty": 0, b"one": 1, b"chunk": chunk, b"chunk+1": chunk + 1, b"big": 2 * chunk + 5}
+    for name, size in sizes.items():
+        write(src / os.fsdecode(name), os.urandom(size))
+    items = [(os.fsencode(src) + b"/" + n, dst_fd, n) for n in sizes]
+    done = copy_small_files(items, src_dev=0, dst_dev=0, max_size=4 * chunk, compare=True)
+    assert done is not None and done[0] == [0] * len(sizes)
+    for name in sizes:
+        assert read(tmp_path / "dst" / os.fsdecode(name)) == read(src / os.fsdecode(name))
+    assert temporaries(tmp_path / "dst") == []
+
+
 # -- verify_copies -------------------------------------------------------------------------
 
 
@@ -429,10 +447,10 @@ async def test_a_durable_copy_takes_the_group_path_and_syncs_each_directory_once
     seen = threading.local()  # inside copy_group: the directories copied into, and synced
     checked: list[int] = []
 
-    def copy_group(plan: Any, entries: Any) -> Any:
+    def copy_group(plan: Any, entries: Any, **kwargs: Any) -> Any:
         seen.landed, seen.synced = set(), []
         try:
-            return real_group(plan, entries)
+            return real_group(plan, entries, **kwargs)
         finally:
             assert sorted(seen.synced) == sorted(seen.landed)  # each once, before returning
             checked.append(len(seen.landed))
@@ -560,9 +578,10 @@ async def test_a_filesystem_the_group_path_cannot_serve_turns_it_off(
 async def test_copy_verify_reports_a_copy_spoilt_before_its_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c_path: bool
 ) -> None:
-    """``verify`` takes the group path: a copy spoilt between the C copy and the C comparison
-    is removed and copied alone, where it is spoilt again and reported (VerifyError); the
-    Python path (no extension) reports the same and lands the same files."""
+    """``verify`` takes the group path, where C compares each copy before its rename: a copy
+    that differs is handed back (as C answers it, nothing left behind) and copied alone,
+    where it is spoilt again and reported (VerifyError); the Python path (no extension)
+    reports the same and lands the same files."""
     src = tmp_path / "src"
     src.mkdir()
     for i in range(30):
@@ -572,15 +591,20 @@ async def test_copy_verify_reports_a_copy_spoilt_before_its_check(
     real_group = smallfiles_mod.copy_small_files
 
     def spoiling_group(items: Any, **kwargs: Any) -> Any:
-        done = real_group(items, **kwargs)
+        assert kwargs["compare"], "copy --verify compares in C, before the rename"
+        done = real_group([item for item in items if item[2] != spoilt], **kwargs)
         assert done is not None
-        for (_, dir_fd, name), result in zip(items, done[0], strict=True):
+        results, written = iter(done[0]), iter(done[1])
+        out: tuple[list[int], list[Any]] = ([], [])
+        for _, _, name in items:
             grouped.append(name)
-            if name == spoilt and result == 0:
-                fd = os.open(name, os.O_WRONLY, dir_fd=dir_fd)
-                os.pwrite(fd, b"X", 0)
-                os.close(fd)
-        return done
+            if name == spoilt:  # what C answers for a copy that differs from its source
+                out[0].append(smallfiles_mod.fastcopy.MISMATCH)  # type: ignore[union-attr]
+                out[1].append(None)
+            else:
+                out[0].append(next(results))
+                out[1].append(next(written))
+        return out
 
     real = copy_file
 
