@@ -81,8 +81,9 @@
 /* verify_many reads this much of each side at a time (exported: same_content reads so). */
 #define COMPARE_CHUNK (1 << 20)
 
-/* The calling convention: 2 returns each copy's (size, mtime_ns, ino) too. */
-#define FC_API 2
+/* The calling convention: 2 returns each copy's (size, mtime_ns, ino) too; 3 gives
+   unlink_many each source's (path, size, mtime_ns). */
+#define FC_API 3
 
 typedef struct {
     const char *src;
@@ -539,9 +540,29 @@ done:
 }
 
 PyDoc_STRVAR(unlink_many_doc,
-             "unlink_many(paths) -> results\n\n"
-             "Unlink each path (bytes) in turn, the GIL released: a move removes the sources of\n"
-             "a group whose copies are verified and on disk. results[i]: 0, or the errno.");
+             "unlink_many(items) -> results\n\n"
+             "items: a list of (path: bytes, size: int, mtime_ns: int): a move removes the\n"
+             "sources of a group whose copies are verified and on disk. Each path is unlinked\n"
+             "only if it is still a regular file of that size and mtime (lstat), so a source\n"
+             "replaced since it was copied is kept. The GIL is released. results[i]: 0, CHANGED\n"
+             "(not unlinked: it is another file now), or the errno.");
+
+typedef struct {
+    const char *path;
+    long long size;
+    long long mtime_ns;
+} source_t;
+
+/* 0 once the source is unlinked, FC_CHANGED when it is not the file copied, or an errno. */
+static int unlink_source(const source_t *s) {
+    struct stat st;
+    if (lstat(s->path, &st) != 0)
+        return errno;
+    long long mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+    if (!S_ISREG(st.st_mode) || (long long)st.st_size != s->size || mtime_ns != s->mtime_ns)
+        return FC_CHANGED;
+    return unlink(s->path) == 0 ? 0 : errno;
+}
 
 static PyObject *unlink_many(PyObject *self, PyObject *args) {
     (void)self;
@@ -549,32 +570,36 @@ static PyObject *unlink_many(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &list))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(list);
-    const char **paths = PyMem_Calloc(n ? (size_t)n : 1, sizeof(char *));
+    source_t *sources = PyMem_Calloc(n ? (size_t)n : 1, sizeof(source_t));
     int *errs = PyMem_Calloc(n ? (size_t)n : 1, sizeof(int));
     PyObject *results = NULL;
-    if (paths == NULL || errs == NULL) {
+    if (sources == NULL || errs == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     Py_INCREF(list); /* keeps every bytes object alive while the GIL is released */
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *path = PyList_GET_ITEM(list, i);
-        if (!PyBytes_Check(path) ||
-            (Py_ssize_t)strlen(PyBytes_AS_STRING(path)) != PyBytes_GET_SIZE(path)) {
+        PyObject *path;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(list, i), "SLL", &path, &sources[i].size,
+                              &sources[i].mtime_ns)) {
+            Py_DECREF(list);
+            goto done;
+        }
+        if ((Py_ssize_t)strlen(PyBytes_AS_STRING(path)) != PyBytes_GET_SIZE(path)) {
             PyErr_Format(PyExc_ValueError, "item %zd: bad path", i);
             Py_DECREF(list);
             goto done;
         }
-        paths[i] = PyBytes_AS_STRING(path);
+        sources[i].path = PyBytes_AS_STRING(path);
     }
     Py_BEGIN_ALLOW_THREADS;
     for (Py_ssize_t i = 0; i < n; i++)
-        errs[i] = unlink(paths[i]) == 0 ? 0 : errno;
+        errs[i] = unlink_source(&sources[i]);
     Py_END_ALLOW_THREADS;
     Py_DECREF(list);
     results = int_list(n, errs, sizeof(int));
 done:
-    PyMem_Free(paths);
+    PyMem_Free(sources);
     PyMem_Free(errs);
     return results;
 }

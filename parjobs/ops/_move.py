@@ -216,8 +216,11 @@ class MoveItem(TransferItem):
             os.fsync(tree.acquire(parent))
             tree.release(parent)
         # Only now: the copies are complete, verified and on disk. A source that cannot be
-        # unlinked runs alone: it finds its copy in place and settles the source.
-        unlinked = _smallfiles.unlink_files([items[i].entry.path for i, _ in landed])
+        # unlinked runs alone: it finds its copy in place and settles the source; one that
+        # is not the file the walk saw any more (replaced since) is kept, and reported there.
+        unlinked = _smallfiles.unlink_files(
+            [(e.path, e.size, e.mtime_ns) for e in (items[i].entry for i, _ in landed)]
+        )
         for (i, written), err in zip(landed, unlinked, strict=True):
             if err:
                 continue

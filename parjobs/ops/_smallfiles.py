@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - built without a C compiler
 def _agrees(module: ModuleType) -> bool:
     """Whether the built extension shares the Python side's constants (a stale build may not)."""
     return (
-        getattr(module, "API", None) == 2  # copy_many's calling convention
+        getattr(module, "API", None) == 3  # copy_many's and unlink_many's calling convention
         and isinstance(getattr(module, "FSYNC", None), int)  # durable copies are synced
         and isinstance(getattr(module, "COPY_COMPARE", None), int)  # verified before landing
         and getattr(module, "TMP_SUFFIX", None) == TMP_SUFFIX
@@ -116,10 +116,12 @@ def verify_copies(
     return results
 
 
-def unlink_files(paths: list[bytes]) -> list[int]:
-    """Unlink each path in one call into C, with the GIL released (a move's group of sources
-    whose copies are verified and on disk): per path 0, or the errno. Only for a group
-    `copy_small_files` copied (so the extension is there, and the paths passed)."""
+def unlink_files(sources: list[tuple[bytes, int, int]]) -> list[int]:
+    """Unlink each (path, size, mtime_ns) in one call into C, with the GIL released (a move's
+    group of sources whose copies are verified and on disk): a path is unlinked only if it is
+    still a regular file of that size and mtime, so a source replaced since its copy (a
+    program saving a new version) is kept. Per source: 0, ``fastcopy.CHANGED`` (kept), or
+    the errno. Only for a group `copy_small_files` copied (so the extension is there)."""
     assert fastcopy is not None, "unlink_files without the C extension"
-    results: list[int] = fastcopy.unlink_many(paths)
+    results: list[int] = fastcopy.unlink_many(sources)
     return results

@@ -315,6 +315,40 @@ async def test_a_failed_verification_keeps_the_source(
     assert find_partials(other_fs) == []
 
 
+async def test_a_source_saved_anew_after_its_copy_is_kept(
+    store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A program saves a new version of a source (same size, new mtime) after the group
+    copied and verified it, before the group unlinks its sources: the new version is kept
+    (the group path unlinks a source only while it is the file copied), the item fails
+    with the copy of the old version at the destination, and the rest are moved."""
+    if smallfiles_mod.fastcopy is None:
+        pytest.skip("built without the C extension")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        write(src / name, name.encode() * 10_000)
+    real_unlink = smallfiles_mod.unlink_files
+    grouped: list[bytes] = []
+
+    def saving_anew(sources: Any) -> Any:
+        names = [os.path.basename(path) for path, _, _ in sources]
+        grouped.extend(names)
+        if b"b" in names:  # b copied and verified: now rewritten (same size, new mtime)
+            write(src / "b", b"B" * 10_000)
+        return real_unlink(sources)
+
+    monkeypatch.setattr(smallfiles_mod, "unlink_files", saving_anew)
+    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
+    result, info, errors = await run_job(store_path, job)
+    assert b"b" in grouped, "the group path ran"
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == 2
+    assert [(e.label, e.error) for e in errors] == [(str(src / "b"), "FileExistsError")]
+    assert os.listdir(src) == ["b"] and read(src / "b") == b"B" * 10_000
+    assert read(other_fs / "src" / "b") == b"b" * 10_000
+    assert sorted(os.listdir(other_fs / "src")) == ["a", "b", "c"]
+
+
 CHILD = """
 import os, time, trio, parjobs
 from parjobs.ops import _smallfiles as smallfiles_mod

@@ -293,12 +293,26 @@ def test_verify_copies_checks_the_copy_is_the_one_written(tmp_path: Path, dst_fd
     assert sorted(os.listdir(dst)) == ["a", "b", "d", "e"]
 
 
-def test_unlink_files_removes_each_path_and_reports_each_errno(tmp_path: Path) -> None:
-    write(tmp_path / "a", b"a")
+def test_unlink_files_removes_only_the_files_copied(tmp_path: Path) -> None:
+    """A source is unlinked only while it is the regular file of the size and mtime it was
+    copied with: one rewritten since (another size, or the same size and a new mtime, as a
+    program saving a new version leaves it) or replaced by a directory is kept (CHANGED);
+    a missing one reports its errno."""
+    for name in ("a", "grown", "touched"):
+        write(tmp_path / name, b"old")
     (tmp_path / "d").mkdir()
-    paths = [os.fsencode(tmp_path / n) for n in ("a", "missing", "d")]
-    assert unlink_files(paths) == [0, errno.ENOENT, errno.EISDIR]
-    assert os.listdir(tmp_path) == ["d"]
+    seen = {n: os.lstat(tmp_path / n) for n in ("a", "grown", "touched", "d")}
+    write(tmp_path / "grown", b"new version")
+    os.utime(tmp_path / "touched", ns=(0, seen["touched"].st_mtime_ns + 1))
+    items = [
+        (os.fsencode(tmp_path / n), seen[n].st_size, seen[n].st_mtime_ns)
+        for n in ("a", "grown", "touched", "d")
+    ]
+    items.append((os.fsencode(tmp_path / "missing"), 3, 0))
+    changed = smallfiles_mod.fastcopy.CHANGED  # type: ignore[union-attr]
+    assert unlink_files(items) == [0, changed, changed, changed, errno.ENOENT]
+    assert sorted(os.listdir(tmp_path)) == ["d", "grown", "touched"]
+    assert read(tmp_path / "grown") == b"new version"
 
 
 # -- inside a CopyJob ----------------------------------------------------------------------

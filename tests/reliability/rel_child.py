@@ -173,14 +173,14 @@ def _install_hook(hook: dict[str, Any]) -> None:
         os.unlink = unlink
         real_unlink_files = smallfiles_mod.unlink_files
 
-        def unlink_files(paths: list[bytes]) -> list[int]:
+        def unlink_files(sources: list[tuple[bytes, int, int]]) -> list[int]:
             """The move's group path removes its sources in one call into C: the same kill
             points, before or after the Nth source removed."""
-            for k, path in enumerate(paths):
+            for k, (path, _, _) in enumerate(sources):
                 if path.startswith(under) and counter.hit():
-                    real_unlink_files(paths[: k + (kind == "unlink-after")])
+                    real_unlink_files(sources[: k + (kind == "unlink-after")])
                     die()
-            return real_unlink_files(paths)
+            return real_unlink_files(sources)
 
         smallfiles_mod.unlink_files = unlink_files  # where the move's group path looks it up
     elif kind == "job-dir-removal":
