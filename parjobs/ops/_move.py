@@ -40,6 +40,7 @@ from ._errors import DirConflictError, WalkError
 from ._finish import FinishDirs
 from ._fs import (
     check_replaceable,
+    check_unchanged,
     display,
     lexists,
     rename_noreplace,
@@ -324,7 +325,10 @@ class MoveItem(TransferItem):
             res = got
         if not plan.options.durable:  # durable copies are already on disk
             _sync_copy(dir_fd, landing.leaf)
-        os.unlink(src)  # only now: the destination is complete, verified and on disk
+        # Only now: the destination is complete, verified and on disk; and only the file
+        # copied (one saved anew meanwhile stays, and fails: as the group path keeps it).
+        check_unchanged(src, src_st, os.lstat(src), "copy")
+        os.unlink(src)
         self._record(tc, dir_fd, landing)
         return CopyDone("copied", res.bytes_copied, res.bytes_reused)
 

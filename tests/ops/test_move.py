@@ -22,6 +22,7 @@ from _trees import SPECIAL_KINDS, identity, kill_while_linking_then_resume, make
 
 import parjobs
 from parjobs import JobStatus
+from parjobs.ops import _move as move_mod
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops._copyfile import copy_file
@@ -347,6 +348,32 @@ async def test_a_source_saved_anew_after_its_copy_is_kept(
     assert os.listdir(src) == ["b"] and read(src / "b") == b"B" * 10_000
     assert read(other_fs / "src" / "b") == b"b" * 10_000
     assert sorted(os.listdir(other_fs / "src")) == ["a", "b", "c"]
+
+
+async def test_a_source_saved_anew_before_its_lone_unlink_is_kept(
+    store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same on the one-file path (no C extension): a source rewritten after its copy is
+    synced, right before its unlink, is kept and its item fails as changed."""
+    monkeypatch.setattr(smallfiles_mod, "fastcopy", None)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b"):
+        write(src / name, name.encode() * 10_000)
+    real_sync = move_mod._sync_copy
+
+    def sync_then_save(dir_fd: int, name: bytes) -> None:
+        real_sync(dir_fd, name)
+        if name == b"b":
+            write(src / "b", b"B" * 10_000)
+
+    monkeypatch.setattr(move_mod, "_sync_copy", sync_then_save)
+    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
+    result, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == 1
+    assert [(e.label, e.error) for e in errors] == [(str(src / "b"), "SourceChangedError")]
+    assert os.listdir(src) == ["b"] and read(src / "b") == b"B" * 10_000
+    assert read(other_fs / "src" / "b") == b"b" * 10_000
 
 
 CHILD = """
