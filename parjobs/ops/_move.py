@@ -346,6 +346,7 @@ class MoveItem(TransferItem):
                 os.unlink(src)
                 self._record(tc, dir_fd, landing)
                 return CopyDone("present")
+        check_unchanged(src, src_st, os.lstat(src), "copy")  # not a link made anew since
         os.unlink(src)
         self._record(tc, dir_fd, landing)
         return CopyDone("copied")
@@ -373,6 +374,7 @@ class MoveLinkItem(MoveItem):
             return super()._copy_file(tc, src_st, dir_fd, name)
         landing, present = got
         os.fsync(dir_fd)  # the new name is on disk before the old one goes
+        check_unchanged(src, src_st, os.lstat(src), "copy")  # still the file linked
         os.unlink(src)
         tc.add_bytes(self.entry.size)  # in place: its bytes count as finished
         self._record(tc, dir_fd, landing)

@@ -376,6 +376,47 @@ async def test_a_source_saved_anew_before_its_lone_unlink_is_kept(
     assert read(other_fs / "src" / "b") == b"b" * 10_000
 
 
+async def test_a_symlink_or_hard_link_changed_before_its_unlink_is_kept(
+    store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Symlinks and later names of hard links, moved across filesystems, keep the same rule:
+    a source changed between its copy (or link) and its unlink stays, and its item fails."""
+    src = tmp_path / "src"
+    src.mkdir()
+    write(src / "file", b"f" * 1000)
+    os.link(src / "file", src / "second-name")
+    os.symlink("file", src / "link")
+    real_put, real_link_first = transfer_mod.symlink_put, transfer_mod.link_first
+
+    def put_then_remake(*args: Any, **kwargs: Any) -> Any:
+        put = real_put(*args, **kwargs)
+
+        def remade(leaf: bytes, overwrite: bool) -> None:
+            put(leaf, overwrite)
+            os.unlink(src / "link")
+            os.symlink("elsewhere", src / "link")  # a new link, another target
+
+        return remade
+
+    def link_then_rewrite(*args: Any, **kwargs: Any) -> Any:
+        got = real_link_first(*args, **kwargs)
+        write(src / "second-name", b"S" * 2000)  # the user's new content under that name
+        return got
+
+    monkeypatch.setattr(move_mod, "symlink_put", put_then_remake)
+    monkeypatch.setattr(move_mod, "link_first", link_then_rewrite)
+    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
+    _, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert sorted((e.label, e.error) for e in errors) == [
+        (str(src / "link"), "SourceChangedError"),
+        (str(src / "second-name"), "SourceChangedError"),
+    ]
+    assert os.readlink(src / "link") == "elsewhere"
+    assert read(src / "second-name") == b"S" * 2000
+    assert os.readlink(other_fs / "src" / "link") == "file"
+
+
 CHILD = """
 import os, time, trio, parjobs
 from parjobs.ops import _smallfiles as smallfiles_mod
