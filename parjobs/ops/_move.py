@@ -209,7 +209,7 @@ class MoveItem(TransferItem):
         entries = [item.entry if item.plan is plan and plain(item) else None for item in items]
         copies = copy_group(plan, entries)
         # Failed copies are removed: moved alone, which reports a real mismatch.
-        copies = verify_group(plan, entries, copies, compare=plan.options.verify, sync=True)
+        copies = verify_group(plan, entries, copies, compare=plan.options.verify)
         tree = plan.tree
         landed = [(i, w) for i, w in enumerate(copies) if w is not None]
         synced = {items[i].entry.rel.rpartition(b"/")[0] for i, _ in landed}
@@ -219,9 +219,8 @@ class MoveItem(TransferItem):
         # Only now: the copies are complete, verified and on disk. A source that cannot be
         # unlinked runs alone: it finds its copy in place and settles the source; one that
         # is not the file the walk saw any more (replaced since) is kept, and reported there.
-        unlinked = _smallfiles.unlink_files(
-            [(e.path, e.size, e.mtime_ns) for e in (items[i].entry for i, _ in landed)]
-        )
+        sources = [items[i].entry for i, _ in landed]
+        unlinked = _smallfiles.unlink_files([(e.path, e.size, e.mtime_ns) for e in sources])
         for (i, written), err in zip(landed, unlinked, strict=True):
             if err:
                 continue

@@ -930,15 +930,16 @@ def verify_group(
     copies: Sequence[Written | None],
     *,
     compare: bool,
-    sync: bool,
 ) -> list[Written | None]:
-    """Check the copies `copy_group` put in place (``copies[i]`` of ``entries[i]``) with one
-    `verify_copies` call (C, the GIL released): with ``compare`` each must hold its source's
-    bytes, with ``sync`` it is fsynced (its directory is not: the caller syncs each once).
+    """Check the copies a move's `copy_group` put in place (``copies[i]`` of ``entries[i]``)
+    before their sources go, with one `verify_copies` call (C, the GIL released): each must
+    still be the file written, with ``compare`` hold its source's bytes, and is fsynced (its
+    directory is not: the caller syncs each once). (A copy --verify compares before the
+    rename, inside `copy_group`.)
 
     Per entry, its copy's identity when it passed, else None: a copy that failed is removed
-    (if it is still the file written) and its entry is left to run alone, where copy's and
-    move's own checks report a real mismatch and keep the source."""
+    (if it is still the file written) and its entry is left to run alone, where the move's
+    own check reports a real mismatch and keeps the source."""
     out: list[Written | None] = [None] * len(entries)
     tree = plan.tree
     items: list[tuple[bytes, int, bytes, int]] = []
@@ -952,7 +953,7 @@ def verify_group(
             items.append((entry.path, tree.acquire(parent), name, written.inode))
             held.append(parent)
             where.append(i)
-        results = _smallfiles.verify_copies(items, compare=compare, sync=sync) if items else []
+        results = _smallfiles.verify_copies(items, compare=compare, sync=True) if items else []
         for i, (_, dir_fd, name, _), result in zip(where, items, results, strict=True):
             if result == 0:
                 out[i] = copies[i]
