@@ -47,7 +47,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--cases",
         metavar="CASE[,..]",
         help="only these cases of the scenarios (cli: startup, small, large, big, move-tmpfs, "
-        "hash, dupes)",
+        "hash, thumbnails, dupes)",
     )
     p.add_argument("--rounds", type=int, help="measured rounds per case (default by mode)")
     p.add_argument("--workers", default="8,16", help="parallel worker counts (default 8,16)")

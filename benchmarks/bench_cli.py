@@ -26,6 +26,10 @@ who goes first; every call gets a fresh destination and a fresh store (not timed
   in a full run) and, as ``hash-halves``, of the same bytes as twice as many files (8 x 128
   MiB); beside them the floor: a Python process that imports trio and hashes the files on
   two threads (xxh3-128, 1 MiB reads) and nothing else;
+* ``thumbnails``: ``vipsthumbnail`` run two at a time (baseline: two processes, each given
+  half of the photos, as ``xargs -P 2`` would) against ``parjobs thumbnails --out`` and
+  one ``vipsthumbnail`` process given all of them, on the first 60 JPEG photos of the data
+  set (3000x2000 in a full run), 256 px WebP at quality 80 for every contender;
 * ``dupes``: ``jdupes -rq`` (baseline) against ``fdupes -rq`` and ``parjobs dupes`` on two
   copies of real files: ``/usr/share/doc`` and ``/usr/lib/python3`` (full), ``/usr/share/doc``
   (quick), the small-file set (tiny).
@@ -33,13 +37,15 @@ who goes first; every call gets a fresh destination and a fresh store (not timed
 The package is byte-compiled first, as ``pip install`` does (without it every call would
 compile parjobs from source and time that). Run it alone with
 ``python3 -m benchmarks --only cli`` (``--quick`` for the scaled-down sets; ``--cases dupes``
-or ``--cases startup,hash`` for some cases only).
+or ``--cases startup,hash`` for some cases only; ``--cases thumbnails`` needs ``vipsthumbnail``,
+from ``apt-get install libvips-tools``).
 """
 
 from __future__ import annotations
 
 import compileall
 import os
+import shlex
 import shutil
 import sys
 from collections.abc import Callable
@@ -320,6 +326,67 @@ def _hashes(calls: _Calls, paths: list[Path]) -> dict[str, Callable[[], Timing]]
     }
 
 
+#: Photos of the thumbnails case, the size and quality every contender makes.
+THUMB_PHOTOS, THUMB_SIZE, THUMB_QUALITY = 60, 256, 80
+
+
+def _thumbnails(calls: _Calls, photos: list[Path]) -> dict[str, Callable[[], Timing]]:
+    """``parjobs thumbnails`` against ``vipsthumbnail``, one process and two at a time, each
+    call into a fresh output directory that must then hold one thumbnail per photo."""
+    vips = ["vipsthumbnail", "-s", str(THUMB_SIZE)]
+    half = (len(photos) + 1) // 2
+
+    def made(make: Callable[[Path], list[str]], who: str) -> Callable[[], Timing]:
+        def call() -> Timing:
+            out = fresh_dir(calls.session.scratch, "thumbs")
+            store, where = calls.store()
+            argv = [store if a == "{store}" else a for a in make(out)]
+            try:
+                timing = run_tool(argv, env=calls.env)
+                got = sum(1 for _ in out.rglob("*.webp"))
+                if got != len(photos):
+                    raise RuntimeError(f"{who}: made {got} thumbnails, expected {len(photos)}")
+                return timing
+            finally:
+                remove(out)
+                remove(where)
+
+        return call
+
+    def vips_into(out: Path, files: list[Path]) -> str:
+        into = f"{out}/%s.webp[Q={THUMB_QUALITY}]"
+        return shlex.join([*vips, "-o", into, *map(str, files)])
+
+    return {
+        "vipsthumbnail, 2 at a time": made(
+            lambda out: [
+                "sh",
+                "-c",
+                f"{vips_into(out, photos[:half])} & {vips_into(out, photos[half:])}; wait $!"
+                " && wait",
+            ],
+            "vipsthumbnail, 2 at a time",
+        ),
+        "vipsthumbnail": made(lambda out: ["sh", "-c", vips_into(out, photos)], "vipsthumbnail"),
+        "parjobs thumbnails": made(
+            lambda out: [
+                *PARJOBS,
+                "--store",
+                "{store}",
+                "thumbnails",
+                "--size",
+                str(THUMB_SIZE),
+                "--quality",
+                str(THUMB_QUALITY),
+                "--out",
+                str(out),
+                *map(str, photos),
+            ],
+            "parjobs thumbnails",
+        ),
+    }
+
+
 def _case(
     session: Session,
     name: str,
@@ -431,6 +498,21 @@ def run(session: Session) -> dict[str, Any]:
                 remove(halves[0].parent)
         else:
             skipped["hash"] = "xxhsum is not installed (apt-get install xxhash)"
+
+    if wants("thumbnails"):
+        if which("vipsthumbnail"):
+            photos = data.files("photos")[:THUMB_PHOTOS]
+            warm(photos)
+            photo_set = {"label": f"the first {len(photos)} of the {data.label('photos')}"}
+            cases["thumbnails"] = _case(
+                session,
+                "thumbnails",
+                _thumbnails(calls, photos),
+                "vipsthumbnail, 2 at a time",
+                photo_set,
+            )
+        else:
+            skipped["thumbnails"] = "vipsthumbnail is not installed (apt-get install libvips-tools)"
 
     if wants("dupes"):
         if which("jdupes"):
