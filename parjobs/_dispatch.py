@@ -218,7 +218,6 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
             arrived.set()
 
         record = self._stage.record
-        record_group = self._stage.record_group
         completed = self._stage.completed
         pool = self._pool
         queue = pool.queue
@@ -280,12 +279,12 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
                 await arrived.wait()
             entry = ready.popleft()
             if isinstance(entry, list):
-                # A task group: booked at once, and yielded back to back (no await between:
-                # the job counts them all before a checkpoint can write the booking).
+                # A task group or run, handed over as one unit: each outcome is booked as the
+                # job gets it, as a single task's (the job may await between two of them).
                 outstanding -= len(entry)
-                record_group(entry)
-                for ended in entry:
-                    yield ended[0]
+                for outcome, error, tc in entry:
+                    record(outcome, error, tc)
+                    yield outcome
                 continue
             outstanding -= 1
             outcome, error, tc = entry

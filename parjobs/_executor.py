@@ -59,6 +59,13 @@ BATCH_MAX_SECONDS = 0.05
 #: groups before it: many tiny tasks per call, but one at a time when tasks wait (files on a
 #: slow network share), so that their waits still overlap across workers.
 GROUP_SECONDS = 0.02
+#: Plain light tasks are taken off the queue in runs (one lock, one hand-over to trio and
+#: one booking per run) sized to take about this long by the time per task measured so far,
+#: starting with single tasks: slow ones (a 20 ms open on a network share) still go one at a
+#: time and spread over the workers.
+RUN_SECONDS = 0.002
+#: ... and of at most this many tasks.
+RUN_MAX_ITEMS = 64
 #: A streaming call whose current task (or group) has run this long is *stalled* (a slow or
 #: hung task: a ``stat`` on a dead NFS mount): it stops counting against the throttle's cap,
 #: so the other workers go on meanwhile. Well above a group call (`GROUP_SECONDS`) and a GIL
@@ -167,6 +174,7 @@ class _Call:
         "abandoned",
         "current",
         "deadline",
+        "finished",
         "light",
         "lock",
         "returned",
@@ -184,6 +192,8 @@ class _Call:
         self.running = False  # the thread has entered the call
         self.returned = False  # the thread has left the call
         self.deadline: float | None = None  # the earliest deadline of what runs now
+        # Outcomes of the run (`ThreadExecutor._run_run`) running now, not posted yet.
+        self.finished: list[tuple[WorkItem, Outcome[Any]]] = []
         self.light = light
         self.seq = 0  # tasks (or groups) started: bumped by the thread
         self.seen_seq = 0
@@ -228,6 +238,7 @@ class ThreadExecutor:
         self._port = port
         self._throttle = TinyTaskThrottle(workers, cpus or os.cpu_count() or 2)
         self._group_task_seconds = GROUP_SECONDS  # per grouped task: start with single tasks
+        self._task_seconds = RUN_SECONDS  # per plain task, the same
         self._streaming = 0  # thread calls started by a light task, running now
         self._gate = trio.lowlevel.ParkingLot()  # calls waiting for the throttle
         self._nursery = nursery  # where the watchdog runs (None: no watchdog)
@@ -328,12 +339,30 @@ class ThreadExecutor:
                         group_done: list[tuple[WorkItem, Outcome[Any]]] | None = done
                         work, outcome = done[-1]
                     else:
-                        group_done = None
-                        tracker.started(id(work), work.tc)
-                        work.tc.start()
-                        call.deadline = work.tc.deadline
-                        outcome = _run_one(work, interrupter)
+                        size = min(left, int(RUN_SECONDS / self._task_seconds)) if light else 1
+                        if size > 1 and len(queue):
+                            with call.lock:
+                                if call.given_up():
+                                    return
+                                run = queue.take_run(work, min(size, RUN_MAX_ITEMS))
+                                current.extend(run[1:])
+                        else:
+                            run = [work]
+                        call_start = monotonic()
+                        if len(run) == 1:
+                            group_done = None
+                            tracker.started(id(work), work.tc)
+                            work.tc.start()
+                            call.deadline = work.tc.deadline
+                            outcome = _run_one(work, interrupter)
+                        else:
+                            group_done = self._run_run(call, run, interrupter)
+                            if group_done is None:
+                                return  # trio settled what this call had taken
+                            work, outcome = group_done[-1]
                         now = monotonic()
+                        per_task = max(1e-7, (now - call_start) / len(run))
+                        self._task_seconds = (self._task_seconds + per_task) / 2
                     call.deadline = None
                     count = 1 if group_done is None else len(group_done)
                     if light and throttle.limited and self._streaming <= cap:
@@ -358,6 +387,8 @@ class ThreadExecutor:
                             post(work, outcome, urgent)
                         else:
                             post_group(group_done, urgent)  # one unit from here to the job
+                            if call.finished:
+                                call.finished = []  # posted: nothing for the watchdog
                         if nxt is None:
                             return  # trio drains what is left when the call returns
                         current.append(nxt)
@@ -391,6 +422,36 @@ class ThreadExecutor:
             if light:
                 self._streaming -= 1
                 self._gate.unpark()
+
+    def _run_run(
+        self, call: _Call, run: list[WorkItem], interrupter: Interrupter
+    ) -> list[tuple[WorkItem, Outcome[Any]]] | None:
+        """Run a run of plain tasks (`WorkQueue.take_run`) one after the other, in the
+        calling worker thread; their outcomes, posted together afterwards as one unit (as a
+        group's), or None when trio gave up on the call meanwhile. Each task starts its own
+        timeout clock as it starts. With a timeout among them, each finished outcome is
+        kept in ``call.finished`` under the call's lock, so a watchdog giving up on the call
+        posts those and runs the rest again, never a finished one; without, nothing can time
+        out and the lock is skipped (a job stopped outright drops the unposted outcomes, as
+        it drops posted ones it did not consume)."""
+        self._port.progress.started_group([(id(member), member.tc) for member in run])
+        done: list[tuple[WorkItem, Outcome[Any]]] = []
+        call.finished = done
+        if all(member.tc.timeout is None for member in run):
+            for member in run:
+                member.tc.start()
+                done.append((member, _run_one(member, interrupter)))
+            return done
+        for member in run:
+            tc = member.tc
+            tc.start()
+            call.deadline = tc.deadline
+            outcome = _run_one(member, interrupter)
+            with call.lock:
+                if call.given_up():
+                    return None
+                done.append((member, outcome))
+        return done
 
     def _abandon(self, call: _Call) -> bool:
         """Give up on ``call`` (trio side): from now on its thread posts and takes nothing.
@@ -443,9 +504,13 @@ class ThreadExecutor:
         port = self._port
         now = time.monotonic()
         stuck = []
+        finished = {id(work): outcome for work, outcome in call.finished}
         for work in call.current:
             tc = work.tc
-            if tc.deadline is not None and now >= tc.deadline:
+            ended = finished.get(id(work))
+            if ended is not None:  # ran to its end in a run: as it ended
+                port.post(work, ended, True)
+            elif tc.deadline is not None and now >= tc.deadline:
                 stuck.append(tc.label)
                 error = TaskTimeoutError(
                     f"{tc.label}: timed out after {tc.timeout:g} s and did not stop "
@@ -455,7 +520,7 @@ class ThreadExecutor:
                     work.task, OutcomeStatus.FAILED, error=error, bytes=tc.bytes_done
                 )
                 port.post(work, outcome, True)
-            else:  # a group member that had not timed out: it runs again elsewhere
+            else:  # a group or run member that had not timed out: it runs again elsewhere
                 port.progress.finished(id(work), "retrying", 0, None)
                 port.queue.put_nowait(work, force=True)
         call.current.clear()

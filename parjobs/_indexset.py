@@ -43,10 +43,12 @@ class IndexSet:
         if index < 0:
             raise ValueError(f"task index must be >= 0, got {index}")
         byte, mask = index >> 3, 1 << (index & 7)
-        self._grow(byte + 1)
-        if self._bits[byte] & mask:
+        bits = self._bits
+        if byte >= len(bits):
+            self._grow(byte + 1)
+        if bits[byte] & mask:
             return False
-        self._bits[byte] |= mask
+        bits[byte] |= mask
         self._count += 1
         return True
 

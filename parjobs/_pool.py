@@ -336,7 +336,7 @@ class WorkerPool:
         """`_finish` for the outcomes of one task group: handed to the dispatcher in one
         call when its items share a ``deliver_group`` (they do: one dispatcher queued them),
         else one by one."""
-        ended = [e for e in (self._settle(w, o) for w, o in group) if e is not None]
+        ended = self._settle_group(group)
         deliver = group[0][0].deliver_group
         if deliver is not None and all(w.deliver_group is deliver for w, _ in group):
             if ended:
@@ -345,6 +345,31 @@ class WorkerPool:
         by_tc = {id(w.tc): w for w, _ in group}
         for e in ended:
             by_tc[id(e[2])].deliver(*e)
+
+    def _settle_group(self, group: list[tuple[WorkItem, Outcome[Any]]]) -> list[Ended]:
+        """`_settle` for a task group's or run's outcomes: those of first attempts that are
+        done (nearly all) are booked in one pass and one progress update, the others one by
+        one."""
+        ended: list[Ended] = []
+        done: list[tuple[int, int, int]] = []  # (in-flight key, bytes, items) of plain ones
+        now = time.monotonic()
+        observe = TASK_SECONDS.observe
+        settle = self._settle
+        DONE = OutcomeStatus.DONE
+        for work, outcome in group:
+            tc = work.tc
+            if outcome.status is not DONE or tc.attempt > 1:
+                settled = settle(work, outcome)
+                if settled is not None:
+                    ended.append(settled)
+                continue
+            if tc.started is not None:
+                observe(now - tc.started)
+            done.append((id(work), outcome.bytes, work.task.items))
+            ended.append((outcome, None, tc))
+        self._done += len(done)
+        self.progress.finished_done(done)
+        return ended
 
     def _settle(self, work: WorkItem, outcome: Outcome[Any]) -> Ended | None:
         """Book a finished attempt's progress (the caller then calls ``progress.changed()``

@@ -301,6 +301,27 @@ class ProgressTracker:
         if bump:
             self._bump()
 
+    def finished_done(self, members: Sequence[tuple[int, int, int]]) -> None:
+        """`finished` (``"done"``, ``bump=False``) for several items at once, each given as
+        (key, bytes, items): a task group's or run's outcomes, booked in one pass."""
+        in_flight, group_of, ended, carried = (
+            self._in_flight,
+            self._group_of,
+            self._ended,
+            self._carried,
+        )
+        items_done = bytes_done = 0
+        for key, nbytes, items in members:
+            item = in_flight.pop(key, None)
+            group_of.pop(key, None)
+            ended.discard(key)
+            if carried and item is not None:
+                carried.pop((item.stage, item.index), None)
+            items_done += items
+            bytes_done += nbytes
+        self.items_done += items_done
+        self.bytes_done += bytes_done
+
     def changed(self) -> None:
         """Wake the subscribers once for a batch of ``finished(..., bump=False)``."""
         self._bump()

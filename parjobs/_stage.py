@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ._indexset import IndexSet, to_ranges
@@ -71,25 +71,11 @@ class Stage:
         """Book one finished task: done and skipped ones become completed, with the item
         records its task noted (``tc.items``; a skip that noted none gets a "skipped" record);
         a failure's ``error`` is kept for the store, with a "failed" item record."""
-        self._book(outcome, error, tc)
-        if self._notify is not None:
-            self._notify()
-
-    def record_group(self, ended: Sequence[Ended]) -> None:
-        """Book the outcomes of a task group (`parjobs.Task.run_group`) at once, as `record`
-        books each: one call and one wake-up of the checkpoint writer for the group, and no
-        checkpoint can hold part of it (the group is one unit from the C call to here)."""
-        book = self._book
-        for outcome, error, tc in ended:
-            book(outcome, error, tc)
-        if self._notify is not None:
-            self._notify()
-
-    def _book(self, outcome: Outcome[Any], error: ItemError | None, tc: TaskContext | None) -> None:
         status = outcome.status
         if status is OutcomeStatus.DONE or status is OutcomeStatus.SKIPPED:
-            if self.completed.add(outcome.index):
-                self.new.append(outcome.index)
+            index = outcome.task.index
+            if self.completed.add(index):
+                self.new.append(index)
                 self.new_done += 1
                 self.new_bytes += outcome.bytes
                 items = tc.items if tc is not None else None
@@ -97,9 +83,7 @@ class Stage:
                     self.new_skipped += 1
                     if items is None and tc is not None:
                         items = [
-                            ItemRecord(
-                                "skipped", tc.label, detail=outcome.reason, index=outcome.index
-                            )
+                            ItemRecord("skipped", tc.label, detail=outcome.reason, index=index)
                         ]
                 if items:
                     name = self.name
@@ -114,7 +98,7 @@ class Stage:
                             for r in items
                         )
                 if self.keep_results and status is OutcomeStatus.DONE:
-                    self.new_results.append((outcome.index, json.dumps(outcome.value)))
+                    self.new_results.append((index, json.dumps(outcome.value)))
         elif error is not None:
             self.new_errors.append(error)
             self.new_items.append(
@@ -127,6 +111,8 @@ class Stage:
                     index=error.index,
                 )
             )
+        if self._notify is not None:
+            self._notify()
 
     async def load_results(self) -> None:
         """Fetch the values stored by earlier runs (once), for resumed outcomes."""

@@ -165,6 +165,27 @@ class WorkQueue:
                 return None
             return heapq.heappop(heap)[2]
 
+    def take_run(self, first: WorkItem, size: int) -> list[WorkItem]:
+        """From a worker thread: ``first`` and the queued light sync tasks of its lane that
+        follow it at the head and are neither grouped nor heavy, up to ``size`` tasks: one
+        lock for a run of tiny tasks the thread then runs one after the other."""
+        lane = first.task.lane
+        run = [first]
+        with self._lock:
+            heap = self._heap
+            while heap and len(run) < size:
+                task = heap[0][2].task
+                if (
+                    task.lane != lane
+                    or task.group_size > 1
+                    or task.weight >= HEAVY_BYTES
+                    or isinstance(task, AsyncTask)
+                    or (self.remote and task.cluster)
+                ):
+                    break
+                run.append(heapq.heappop(heap)[2])
+        return run
+
     def take_remote(self, limit: int) -> list[WorkItem]:
         """Pop up to ``limit`` queued sync tasks that may run on a cluster (``cluster``),
         from the head on (another task at the head ends the run)."""

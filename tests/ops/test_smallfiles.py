@@ -17,6 +17,7 @@ from _trees import read, snapshot, write
 import parjobs
 from parjobs import JobStatus
 from parjobs._items import Written, fingerprint
+from parjobs._pool import WorkerPool
 from parjobs._stage import Stage
 from parjobs.ops import _copy as copy_mod
 from parjobs.ops import _smallfiles as smallfiles_mod
@@ -379,30 +380,31 @@ async def test_a_job_copies_small_files_in_groups_identically_to_the_python_path
     assert temporaries(tmp_path / "a") == []
 
 
-async def test_a_group_is_booked_once_and_still_logs_a_record_per_file(
+async def test_a_group_is_handed_over_once_and_still_logs_a_record_per_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The outcomes of a C group reach the copy's stage in one booking (`Stage.record_group`),
-    not one per file: per-file bookkeeping would make as many bookings as outcomes. The item
-    log still says per file what was done, with the identity undo needs (#13, #18)."""
+    """The outcomes of a C group travel from the worker thread to the job as one unit (one
+    `WorkerPool.post_group`, one progress update), not one hand-over per file; each file is
+    still booked once in the copy's stage, as the job gets it, and the item log still says
+    per file what was done, with the identity undo needs (#13, #18)."""
     src = tmp_path / "src"
     small_tree(src, 300)
     groups = count_groups(monkeypatch)
-    bookings: list[int] = []  # outcomes per booking call of the copy's stage
-    record, record_group = Stage.record, Stage.record_group
+    units: list[int] = []  # outcomes per hand-over of a group (or run) to trio
+    bookings: list[int] = []  # indices booked in the copy's stage
+    post_group, record = WorkerPool.post_group, Stage.record
 
-    def one(self: Stage, outcome: Any, error: Any, tc: Any = None) -> None:
+    def handed(self: WorkerPool, group: Any, urgent: bool) -> None:
+        units.append(len(group))
+        post_group(self, group, urgent)
+
+    def booked(self: Stage, outcome: Any, error: Any, tc: Any = None) -> None:
         if self.name == "default":
-            bookings.append(1)
+            bookings.append(outcome.index)
         record(self, outcome, error, tc)
 
-    def many(self: Stage, ended: Any) -> None:
-        if self.name == "default":
-            bookings.append(len(ended))
-        record_group(self, ended)
-
-    monkeypatch.setattr(Stage, "record", one)
-    monkeypatch.setattr(Stage, "record_group", many)
+    monkeypatch.setattr(WorkerPool, "post_group", handed)
+    monkeypatch.setattr(Stage, "record", booked)
     async with parjobs.open_manager(str(tmp_path / "j.sqlite"), workers=4) as m:
         handle = await m.submit(
             CopyJob(into=True, sources=[str(src)], destination=str(tmp_path / "dst"))
@@ -412,9 +414,9 @@ async def test_a_group_is_booked_once_and_still_logs_a_record_per_file(
         records = await m.items(handle.id)
     grouped = [n for n in groups if n > 1]
     assert grouped, groups
-    outcomes = sum(bookings)
-    assert outcomes == len(snapshot(src)) + 1  # every entry and the root booked once
-    assert outcomes - len(bookings) >= sum(n - 1 for n in grouped)
+    assert sorted(bookings) == sorted(set(bookings))  # each entry booked once...
+    assert len(bookings) == len(snapshot(src)) + 1  # ...every entry and the root
+    assert sum(units) - len(units) >= sum(n - 1 for n in grouped)  # a group: one hand-over
     files = {os.path.join(d, n) for d, _, names in os.walk(src) for n in names if n != "link"}
     copied = {r.source: r for r in records if r.action == "copied" and r.detail is None}
     assert set(copied) >= files and len(records) == len({r.index for r in records})
