@@ -1,11 +1,15 @@
-"""Build hook for the optional C extension; everything else is in pyproject.toml.
+"""Build hook for the optional C extensions; everything else is in pyproject.toml.
 
-``parjobs.ops._fastcopy`` copies groups of small files with the GIL released (see its
-source). It is optional: where no C compiler is available the install goes on without it
-and parjobs copies those files in Python, slower but with the same results.
+``parjobs.ops._fastcopy`` copies groups of small files with the GIL released, and
+``parjobs.ops._fastscan`` lists directories and computes content ids so (see their sources;
+``_fastscan`` includes the vendored ``vendor/xxhash.h``). Both are optional: where no C compiler is
+available the install goes on without them and parjobs does that work in Python, slower but
+with the same results.
 """
 
 from setuptools import Extension, setup
+
+FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
 
 setup(
     ext_modules=[
@@ -13,7 +17,14 @@ setup(
             "parjobs.ops._fastcopy",
             ["parjobs/ops/_fastcopy.c"],
             optional=True,
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
-        )
+            extra_compile_args=FLAGS,
+        ),
+        Extension(
+            "parjobs.ops._fastscan",
+            ["parjobs/ops/_fastscan.c"],
+            depends=["parjobs/ops/vendor/xxhash.h"],
+            optional=True,
+            extra_compile_args=FLAGS,
+        ),
     ]
 )

@@ -39,20 +39,25 @@ FIRST = (
 
 
 def pytest_sessionstart(session):
-    """Stop at once on a stale build of the C extension: parjobs would ignore it without a
-    word and copy every small file in Python, and the tests of the group path would fail
-    far from the cause ("hook never reached")."""
+    """Stop at once on a stale build of a C extension: parjobs would ignore it without a
+    word and do that work in Python, and the tests of the C paths would fail far from the
+    cause ("hook never reached")."""
     import glob
 
-    from parjobs.ops import _smallfiles
+    from parjobs.ops import _hashing, _smallfiles
 
-    built = glob.glob(os.path.join(os.path.dirname(_smallfiles.__file__), "_fastcopy*.so"))
-    if built and _smallfiles.fastcopy is None:
-        pytest.exit(
-            f"{built[0]} does not match this source (a stale build): "
-            "run 'python3 setup.py build_ext --inplace' (or pip install -e . again)",
-            returncode=3,
-        )
+    here = os.path.dirname(_smallfiles.__file__)
+    for name, loaded in (
+        ("_fastcopy", _smallfiles.fastcopy),
+        ("_fastscan", _hashing.fastscan),
+    ):
+        built = glob.glob(os.path.join(here, f"{name}*.so"))
+        if built and loaded is None:
+            pytest.exit(
+                f"{built[0]} does not match this source (a stale build): "
+                "run 'python3 setup.py build_ext --inplace' (or pip install -e . again)",
+                returncode=3,
+            )
 
 
 def pytest_collection_modifyitems(items):

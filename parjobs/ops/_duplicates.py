@@ -41,6 +41,7 @@ from ._hashing import (
     DuplicateGroup,
     DuplicateReport,
     content_id,
+    content_ids,
     group_by,
     new_hasher,
 )
@@ -124,22 +125,23 @@ class IdRunTask(Task[dict[str, list[Any]]]):
         return display(self.pieces[0][1][0][1])
 
     def run(self, tc: TaskContext) -> dict[str, list[Any]]:
+        cids = content_ids(
+            [(path, size) for size, files, _ in self.pieces for _, path in files], check=tc.check
+        )
         ids: list[list[Any]] = []
         failed: list[int] = []
+        at = 0
         for size, files, whole in self.pieces:
-            cost = content_id_cost(size)
             same: dict[str, list[int]] = {}
-            lost = False
-            for index, path in files:
-                tc.check()
-                try:
-                    cid = content_id(path, size=size)
-                except OSError:  # left to a ContentIdTask, which reports why
+            lost = 0
+            for (index, _), cid in zip(files, cids[at : at + len(files)], strict=True):
+                if cid is None:  # left to a ContentIdTask, which reports why
                     failed.append(index)
-                    lost = True
-                    continue
-                tc.add_bytes(cost)
-                same.setdefault(cid, []).append(index)
+                    lost += 1
+                else:
+                    same.setdefault(cid, []).append(index)
+            at += len(files)
+            tc.add_bytes(content_id_cost(size) * (len(files) - lost))
             every = lost or not whole
             ids.extend([cid, members] for cid, members in same.items() if every or members[1:])
         return {"ids": ids, "failed": failed}

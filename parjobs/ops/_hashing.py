@@ -53,6 +53,7 @@ import os
 import stat
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Generic, TypeVar
 
 import xxhash
@@ -71,6 +72,7 @@ __all__ = [
     "DuplicateReport",
     "content_id",
     "content_id_regions",
+    "content_ids",
     "find_duplicates_sequential",
     "group_by",
     "hash_file",
@@ -100,6 +102,28 @@ CONTENT_ID_ALIGN = 4 * 1024
 """Sample offsets are aligned down to this multiple (a page), so each sample is 2 pages."""
 
 _EMPTY_DIGEST = xxhash.xxh3_128().hexdigest()
+
+fastscan: ModuleType | None
+try:  # the optional C extension (_fastscan.c); None where it could not be built
+    from . import _fastscan as fastscan
+except ImportError:  # pragma: no cover - built without a C compiler
+    fastscan = None
+
+
+def _agrees(module: ModuleType) -> bool:
+    """Whether the built `_fastscan` computes this layout of content ids (a stale build may
+    not): the walk (`parjobs.ops._walk`) and the content-id runs use it only then."""
+    return (
+        getattr(module, "API", None) == 1
+        and getattr(module, "CONTENT_ID_SMALL_LIMIT", None) == CONTENT_ID_SMALL_LIMIT
+        and getattr(module, "CONTENT_ID_BLOCK", None) == CONTENT_ID_BLOCK
+        and getattr(module, "CONTENT_ID_SAMPLES", None) == CONTENT_ID_SAMPLES
+        and getattr(module, "CONTENT_ID_ALIGN", None) == CONTENT_ID_ALIGN
+    )
+
+
+if fastscan is not None and not _agrees(fastscan):
+    fastscan = None  # pragma: no cover - a stale build
 
 
 def new_hasher(name: str) -> xxhash.xxh3_128 | xxhash.xxh3_64 | xxhash.xxh64:
@@ -192,6 +216,26 @@ def content_id(path: FilePath, *, size: int | None = None) -> str:
         os.close(fd)
     check_unchanged(path, before, after)
     return hasher.hexdigest()
+
+
+def content_ids(
+    items: list[tuple[bytes, int]], *, check: Callable[[], None] = noop
+) -> list[str | None]:
+    """`content_id` of each ``(path, listed size)``, None for a file that could not be read
+    (the caller learns why from `content_id` itself). In one call into C with the GIL
+    released where the extension is built (``check()`` runs once, before), else file by
+    file in Python (``check()`` before each): the same ids and the same failures."""
+    if fastscan is not None:
+        check()
+        return [cid if isinstance(cid, str) else None for cid in fastscan.content_ids(items)]
+    out: list[str | None] = []
+    for path, size in items:
+        check()
+        try:
+            out.append(content_id(path, size=size))
+        except OSError:
+            out.append(None)
+    return out
 
 
 def group_by(items: Iterable[T], key: Callable[[T], K]) -> dict[K, list[T]]:

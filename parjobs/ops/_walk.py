@@ -39,6 +39,7 @@ import trio
 from .._context import JobContext
 from .._exceptions import JobSpecError
 from ._fs import display
+from ._hashing import fastscan
 
 #: One worker-thread call of the walk lists directories for about this long (seconds) ...
 SLICE_SECONDS = 0.01
@@ -46,6 +47,8 @@ SLICE_SECONDS = 0.01
 SLICE_ENTRIES = 4096
 #: A directory still to list: (path, path relative to its root, (dev, ino) of ancestors).
 _Pending = tuple[bytes, bytes, frozenset[tuple[int, int]]]
+#: What the walk keeps of a stat: (mode, size, mtime_ns, dev, ino, nlink).
+Stat = tuple[int, int, int, int, int, int]
 
 Kind = Literal["file", "dir", "symlink", "special", "error"]
 
@@ -121,31 +124,33 @@ def _kind_of(mode: int) -> Kind:
     return "special"
 
 
-def _entry(index: int, root: int, rel: bytes, path: bytes, st: os.stat_result) -> Entry:
-    mode = st.st_mode
+def _entry(index: int, root: int, rel: bytes, path: bytes, st: Stat) -> Entry:
+    mode, size, mtime_ns, dev, ino, nlink = st
     kind = _kind_of(mode)
-    if kind == "file":
-        size, nlink = st.st_size, st.st_nlink
-    else:
+    if kind != "file":
         size, nlink = 0, 1
-    return Entry(
-        index, kind, root, rel, path, size, st.st_mtime_ns, mode, st.st_dev, st.st_ino, "", nlink
-    )
+    return Entry(index, kind, root, rel, path, size, mtime_ns, mode, dev, ino, "", nlink)
 
 
-def _stat(path: bytes, follow: bool) -> os.stat_result:
+def _fields(st: os.stat_result) -> Stat:
+    return (st.st_mode, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, st.st_nlink)
+
+
+def _stat(path: bytes, follow: bool) -> Stat:
     """Stat a root; when following, a broken symlink is kept as the link (as in `_scan`)."""
     try:
-        return os.stat(path, follow_symlinks=follow)
+        return _fields(os.stat(path, follow_symlinks=follow))
     except FileNotFoundError:
         if not follow:
             raise
-        return os.stat(path, follow_symlinks=False)
+        return _fields(os.stat(path, follow_symlinks=False))
 
 
-def _scan(path: bytes, follow: bool) -> list[tuple[bytes, os.stat_result | None, str]]:
-    """List one directory: (name, stat or None, error), sorted by name."""
-    out: list[tuple[bytes, os.stat_result | None, str]] = []
+def scan_dir(path: bytes, follow: bool) -> list[tuple[bytes, Stat | None, str]]:
+    """List one directory: ``(name, stat fields or None, error)`` for every entry, sorted by
+    name; lstat unless ``follow`` (then stat, and the lstat of a broken symlink). In Python
+    where the C extension is not built (`_fastscan.scan_dir` does the same in one call)."""
+    out: list[tuple[bytes, Stat | None, str]] = []
     with os.scandir(path) as it:
         for de in it:
             try:
@@ -160,9 +165,12 @@ def _scan(path: bytes, follow: bool) -> list[tuple[bytes, os.stat_result | None,
                 else:
                     out.append((de.name, None, exc.strerror or str(exc)))
                     continue
-            out.append((de.name, st, ""))
+            out.append((de.name, _fields(st), ""))
     out.sort(key=lambda t: t[0])
     return out
+
+
+_scan = fastscan.scan_dir if fastscan is not None else scan_dir
 
 
 class Manifest:
@@ -177,7 +185,6 @@ class Manifest:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.entries: list[Entry] = []
 
     def load(self) -> list[Entry]:
         """Read the entries of earlier runs; drop a torn last line (killed mid-write)."""
@@ -214,7 +221,6 @@ class Manifest:
                         row[10] if len(row) > 10 else 1,
                     )
                 )
-        self.entries = entries
         return entries
 
     def append(self, batch: Sequence[Entry]) -> None:
@@ -239,7 +245,6 @@ class Manifest:
         ]
         with open(self.path, "a", encoding="ascii") as f:
             f.write(json.dumps(rows, separators=(",", ":")) + "\n")
-        self.entries.extend(batch)
 
 
 class _Walker:
@@ -276,7 +281,7 @@ class _Walker:
         root: int,
         rel: bytes,
         path: bytes,
-        st: os.stat_result | None,
+        st: Stat | None,
         err: str,
     ) -> None:
         """Append an entry not seen before to ``batch``, numbered by its manifest position
@@ -312,9 +317,7 @@ class _Walker:
             self.again = []
         return batch
 
-    def root(
-        self, root_no: int, root_b: bytes, base: bytes
-    ) -> tuple[list[Entry], os.stat_result | None]:
+    def root(self, root_no: int, root_b: bytes, base: bytes) -> tuple[list[Entry], Stat | None]:
         batch: list[Entry] = []
         try:
             st = _stat(root_b, self.follow)
@@ -369,8 +372,8 @@ class _Walker:
         prefix, rel_prefix = path + b"/", rel + b"/"
         for nm, st, err_text in listing:
             child_path, child_rel = prefix + nm, rel_prefix + nm
-            if st is not None and isdir(st.st_mode):
-                key = (st.st_dev, st.st_ino)
+            if st is not None and isdir(st[0]):
+                key = (st[3], st[4])
                 if key in ancestors:
                     add(batch, root_no, child_rel, child_path, None, "symlink loop")
                     continue
@@ -400,10 +403,10 @@ async def walk_batches(
         top, root_st = await trio.to_thread.run_sync(walker.root, root_no, root_b, base)
         if top:
             yield top
-        if root_st is None or not stat.S_ISDIR(root_st.st_mode):
+        if root_st is None or not stat.S_ISDIR(root_st[0]):
             continue
         # Depth-first; ``ancestors`` holds (dev, ino) of the directories above, for loops.
-        stack: list[_Pending] = [(root_b, base, frozenset({(root_st.st_dev, root_st.st_ino)}))]
+        stack: list[_Pending] = [(root_b, base, frozenset({(root_st[3], root_st[4])}))]
         while stack:
             await ctx.check_interrupt()
             batch = await trio.to_thread.run_sync(walker.directories, root_no, stack)
@@ -443,11 +446,12 @@ def count_tree(
         except OSError:
             out.append(RootCount(1, 1, 0))
             continue
-        if not stat.S_ISDIR(st.st_mode):
-            out.append(RootCount(1, 1, st.st_size if stat.S_ISREG(st.st_mode) else 0))
+        mode, size, _, dev, ino, _ = st
+        if not stat.S_ISDIR(mode):
+            out.append(RootCount(1, 1, size if stat.S_ISREG(mode) else 0))
             continue
         entries, others, nbytes = 1, 0, 0
-        stack, seen = [root_b], {(st.st_dev, st.st_ino)}
+        stack, seen = [root_b], {(dev, ino)}
         while stack:
             if stopped():
                 return None

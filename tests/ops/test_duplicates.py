@@ -18,6 +18,7 @@ from parjobs.ops._duplicates import DuplicatesJob
 from parjobs.ops._hashing import (
     CONTENT_ID_SMALL_LIMIT,
     content_id,
+    content_ids,
     find_duplicates_sequential,
     hash_file,
 )
@@ -77,15 +78,25 @@ def _expected(root, min_size: int) -> dict:
 
 
 def _vanishing(monkeypatch, victim: str) -> None:
-    """From now on, reading ``victim``'s content id finds it gone (unlinked just before)."""
-    real = content_id
+    """From now on, reading ``victim``'s content id finds it gone (unlinked just before),
+    in a run (`content_ids`) or alone (`content_id`)."""
+    real, real_many = content_id, content_ids
 
-    def vanishing(path, **kwargs):
+    def unlink(path) -> None:
         if os.fsdecode(path) == victim and os.path.exists(path):
             os.unlink(path)
+
+    def vanishing(path, **kwargs):
+        unlink(path)
         return real(path, **kwargs)
 
+    def vanishing_many(items, **kwargs):
+        for path, _ in items:
+            unlink(path)
+        return real_many(items, **kwargs)
+
     monkeypatch.setattr(dup_mod, "content_id", vanishing)
+    monkeypatch.setattr(dup_mod, "content_ids", vanishing_many)
 
 
 async def _run_losing(store_path, root, monkeypatch, victim: str) -> dict:
@@ -102,7 +113,7 @@ async def _run_losing(store_path, root, monkeypatch, victim: str) -> dict:
 
 
 @pytest.mark.parametrize("min_size", [1, 0, 250 * 1024])
-async def test_report_equals_the_sequential_reference(store_path, tmp_path, min_size):
+async def test_report_equals_the_sequential_reference(store_path, tmp_path, min_size, scan_path):
     root = tmp_path / "t"
     _tree(root)
     async with parjobs.open_manager(store_path) as manager:
@@ -142,12 +153,12 @@ async def test_pause_between_stages_then_resume_gives_the_same_report(
     hashed: collections.Counter[str] = collections.Counter()
     in_full_hash = threading.Event()
     lock = threading.Lock()
-    real_cid, real_hash = content_id, hash_file
+    real_cids, real_hash = content_ids, hash_file
 
-    def counting_cid(path, **kwargs):
+    def counting_cids(items, **kwargs):
         with lock:
-            ids[os.fsdecode(path)] += 1
-        return real_cid(path, **kwargs)
+            ids.update(os.fsdecode(path) for path, _ in items)
+        return real_cids(items, **kwargs)
 
     def slow_hash(path, **kwargs):
         in_full_hash.set()
@@ -157,7 +168,7 @@ async def test_pause_between_stages_then_resume_gives_the_same_report(
             hashed[os.fsdecode(path)] += 1
         return digest
 
-    monkeypatch.setattr(dup_mod, "content_id", counting_cid)
+    monkeypatch.setattr(dup_mod, "content_ids", counting_cids)
     monkeypatch.setattr(entries_mod, "hash_file", slow_hash)
     async with parjobs.open_manager(store_path, workers=2) as manager:
         handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
@@ -184,7 +195,9 @@ async def test_pause_between_stages_then_resume_gives_the_same_report(
     assert {k: result[k] for k in expected} == expected
 
 
-async def test_unreadable_candidate_is_reported_and_left_out(store_path, tmp_path, monkeypatch):
+async def test_unreadable_candidate_is_reported_and_left_out(
+    store_path, tmp_path, monkeypatch, scan_path
+):
     root = tmp_path / "t"
     _tree(root)
     result = await _run_losing(store_path, root, monkeypatch, str(root / "b/big2"))
@@ -202,7 +215,7 @@ async def test_bad_specs_are_refused(store_path, spec, match):
 
 
 async def test_small_files_go_in_runs_and_a_failure_in_a_run_is_reported_once(
-    store_path, tmp_path, monkeypatch
+    store_path, tmp_path, monkeypatch, scan_path
 ):
     """Content ids run in runs of many files (one task each) and full hashes of small files
     in groups (one worker-thread call for many files); a file is read on its own (`run`)
@@ -246,7 +259,9 @@ async def test_small_files_go_in_runs_and_a_failure_in_a_run_is_reported_once(
     assert (p.items_done, p.items_failed, p.items_total) == (440, 1, 441)
 
 
-async def test_a_size_group_split_over_runs_is_grouped_whole(store_path, tmp_path, monkeypatch):
+async def test_a_size_group_split_over_runs_is_grouped_whole(
+    store_path, tmp_path, monkeypatch, scan_path
+):
     """A size group bigger than `RUN_FILES` is split over several runs: its ids are matched
     across them (a copy whose twin went to another run is still found), and a file no run
     could read is retried and reported on its own, with its path and stage."""

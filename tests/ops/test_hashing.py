@@ -21,6 +21,7 @@ from parjobs.ops._hashing import (
     DuplicateGroup,
     DuplicateReport,
     content_id,
+    content_ids,
     find_duplicates_sequential,
     group_by,
     hash_file,
@@ -216,6 +217,40 @@ def test_content_id_size_mismatch(tmp_path: Path) -> None:
     path = _write(tmp_path / "f", b"abc")
     with pytest.raises(SourceChangedError, match="expected 4"):
         content_id(path, size=4)
+
+
+def test_content_ids_are_content_id_and_fail_where_it_fails(tmp_path: Path, scan_path: str) -> None:
+    """`content_ids` (in C with the GIL released, or in Python) gives `content_id`'s ids, and
+    None wherever `content_id` raises: a symlink, a FIFO (never blocking), a directory, a
+    device, a missing file, a file no longer of its listed size."""
+    items: list[tuple[bytes, int]] = []
+    for size in [0, 1, 8191, 102_400, 102_401, 123_457, MiB + 3]:
+        path = _write(tmp_path / f"f{size}", _data(size, seed=size))
+        items.append((os.fsencode(path), size))
+    os.symlink(tmp_path / "f1", tmp_path / "link")
+    os.mkfifo(tmp_path / "fifo")
+    bad = [
+        (os.fsencode(tmp_path / "link"), 1),
+        (os.fsencode(tmp_path / "fifo"), 0),
+        (os.fsencode(tmp_path), 0),
+        (b"/dev/null", 0),
+        (os.fsencode(tmp_path / "missing"), 3),
+        (items[1][0], 2),
+        (items[-1][0], MiB + 2),
+    ]
+    calls = 0
+
+    def check() -> None:
+        nonlocal calls
+        calls += 1
+
+    got = content_ids(items + bad, check=check)
+    assert got[: len(items)] == [_reference_content_id(_data(s, seed=s)) for _, s in items]
+    assert got[len(items) :] == [None] * len(bad)
+    for failing, size in bad:
+        with pytest.raises(OSError):
+            content_id(failing, size=size)
+    assert calls == (1 if scan_path == "c" else len(items) + len(bad))
 
 
 # --- group_by and the report records ----------------------------------------------------------

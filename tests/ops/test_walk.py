@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from parjobs.ops._walk import Entry, HardLinks, Manifest, count_tree, walk
+from parjobs.ops import _hashing
+from parjobs.ops._walk import Entry, HardLinks, Manifest, count_tree, scan_dir, walk
 
 
 class FakeContext:
@@ -42,7 +43,9 @@ def build(root: Path) -> None:
     os.mkfifo(root / "fifo")
 
 
-async def test_walk_yields_parents_first_with_kinds_and_dense_indices(tmp_path: Path) -> None:
+async def test_walk_yields_parents_first_with_kinds_and_dense_indices(
+    tmp_path: Path, scan_path: str
+) -> None:
     src = tmp_path / "src"
     src.mkdir()
     build(src)
@@ -99,7 +102,7 @@ async def test_a_torn_last_line_is_dropped_and_its_entry_walked_again(tmp_path: 
     assert manifest.read_bytes() == data  # truncated, then the lost entry appended again
 
 
-async def test_non_utf8_and_long_names_survive_the_manifest(tmp_path: Path) -> None:
+async def test_non_utf8_and_long_names_survive_the_manifest(tmp_path: Path, scan_path: str) -> None:
     src = os.fsencode(tmp_path / "src")
     os.mkdir(src)
     odd = b"caf\xe9-\xff.bin"  # latin-1 bytes: not UTF-8
@@ -115,7 +118,9 @@ async def test_non_utf8_and_long_names_survive_the_manifest(tmp_path: Path) -> N
     assert by_rel(first)[b"src/" + odd].display.endswith("caf\\xe9-\\xff.bin")
 
 
-async def test_following_symlinks_reports_loops_and_keeps_broken_links(tmp_path: Path) -> None:
+async def test_following_symlinks_reports_loops_and_keeps_broken_links(
+    tmp_path: Path, scan_path: str
+) -> None:
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)
     (src / "d" / "f").write_text("x")
@@ -130,6 +135,40 @@ async def test_following_symlinks_reports_loops_and_keeps_broken_links(tmp_path:
     assert entries[b"src/broken"].kind == "symlink"
 
 
+@pytest.mark.skipif(_hashing.fastscan is None, reason="the C extension _fastscan is not built")
+@pytest.mark.parametrize("follow", [False, True])
+def test_a_directory_is_listed_alike_in_c_and_in_python(tmp_path: Path, follow: bool) -> None:
+    """`_fastscan.scan_dir` lists what `scan_dir` does: names as bytes in byte order, the
+    same stat fields (following or not; a broken or looping link as the link), the same
+    errors for what is not a readable directory."""
+    src = tmp_path / "src"
+    src.mkdir()
+    build(src)
+    os.symlink("nowhere", src / "broken")
+    os.symlink("loop", src / "loop")
+    os.symlink("a", src / "alias")
+    with open(os.fsencode(src) + b"/caf\xe9-\xff", "wb") as f:
+        f.write(b"odd")
+    for name in ("B", "a.txt", "a-", "\u00e9"):
+        (src / name).write_text(name)
+    os.link(src / "a" / "one.txt", src / "hard")
+    assert _hashing.fastscan is not None
+    native = _hashing.fastscan.scan_dir
+    for where in (src, src / "a", src / "empty"):
+        listed = native(os.fsencode(where), follow)
+        assert listed == scan_dir(os.fsencode(where), follow)
+    assert [n for n, _, _ in native(os.fsencode(src), follow)][:4] == [b"B", b"a", b"a-", b"a.txt"]
+    for bad, error in ((src / "nope", FileNotFoundError), (src / "fifo", NotADirectoryError)):
+        with pytest.raises(error) as c_error:
+            native(os.fsencode(bad), follow)
+        with pytest.raises(error) as py_error:
+            scan_dir(os.fsencode(bad), follow)
+        assert (c_error.value.strerror, c_error.value.filename) == (
+            py_error.value.strerror,
+            py_error.value.filename,
+        )
+
+
 async def test_a_root_that_is_a_broken_symlink_is_kept_as_a_link(tmp_path: Path) -> None:
     os.symlink("nowhere", tmp_path / "dangling")
     for follow in (False, True):
@@ -138,7 +177,7 @@ async def test_a_root_that_is_a_broken_symlink_is_kept_as_a_link(tmp_path: Path)
         assert (entry.kind, entry.rel) == ("symlink", b"dangling")
 
 
-async def test_a_missing_root_is_an_error_entry(tmp_path: Path) -> None:
+async def test_a_missing_root_is_an_error_entry(tmp_path: Path, scan_path: str) -> None:
     (entry,) = await collect(FakeContext(tmp_path / "job"), [str(tmp_path / "nope")])
     assert entry.kind == "error" and "No such file" in entry.error
 

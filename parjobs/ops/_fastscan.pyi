@@ -1,0 +1,14 @@
+"""Types of the optional C extension built from _fastscan.c."""
+
+API: int
+CONTENT_ID_SMALL_LIMIT: int
+CONTENT_ID_BLOCK: int
+CONTENT_ID_SAMPLES: int
+CONTENT_ID_ALIGN: int
+NOT_REGULAR: int
+CHANGED: int
+
+def content_ids(items: list[tuple[bytes, int]], /) -> list[str | int]: ...
+def scan_dir(
+    path: bytes, follow: bool, /
+) -> list[tuple[bytes, tuple[int, int, int, int, int, int] | None, str]]: ...

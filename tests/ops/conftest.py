@@ -1,0 +1,19 @@
+"""Fixtures shared by the operations' tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from parjobs.ops import _hashing, _walk
+
+
+@pytest.fixture(params=["c", "python"])
+def scan_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on the C path of `_fastscan` (directory listing, content ids) and on the
+    Python fallback that does the same without it: both must give the same results."""
+    if request.param == "python":
+        monkeypatch.setattr(_hashing, "fastscan", None)
+        monkeypatch.setattr(_walk, "_scan", _walk.scan_dir)
+    elif _hashing.fastscan is None:
+        pytest.skip("the C extension _fastscan is not built")
+    return str(request.param)
