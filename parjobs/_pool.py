@@ -183,6 +183,8 @@ class WorkerPool:
             self._live_workers += 1
             name = f"parjobs-worker-{self.name}-{self._started_workers - 1}"
             self._nursery.start_soon(self._worker, name=name)
+        if self._started_workers == self.workers:
+            self.queue.on_unclaimed = None  # all started: the queue need not ask again
 
     def limiter(self, lane: str) -> trio.CapacityLimiter:
         """The thread (or call) limiter of ``lane``."""

@@ -66,9 +66,9 @@ class WorkQueue:
 
     def __init__(self, capacity: int, on_unclaimed: Callable[[int], None] | None = None) -> None:
         self.capacity = capacity
-        # Called (from trio) with how many items a put left to no waiting getter: the pool
-        # may start that many workers.
-        self._on_unclaimed = on_unclaimed
+        #: Called (from trio) with how many items a put left to no waiting getter: the pool
+        #: may start that many workers (None once it has started them all).
+        self.on_unclaimed = on_unclaimed
         self._heap: list[tuple[int, int, WorkItem]] = []
         self._seq = 0
         self._closed = False
@@ -96,8 +96,8 @@ class WorkQueue:
             heapq.heappush(self._heap, (-work.task.priority, self._seq, work))
         if self._getters:
             self._getters.unpark()
-        elif self._on_unclaimed is not None:
-            self._on_unclaimed(1)
+        elif self.on_unclaimed is not None:
+            self.on_unclaimed(1)
 
     def put_many(self, works: list[WorkItem]) -> int:
         """Put the head of ``works`` (as many as there is room for) under one lock: a
@@ -121,8 +121,8 @@ class WorkQueue:
         getters = len(self._getters)
         if getters:
             self._getters.unpark(count=min(getters, count))
-        if count > getters and self._on_unclaimed is not None:
-            self._on_unclaimed(count - getters)
+        if count > getters and self.on_unclaimed is not None:
+            self.on_unclaimed(count - getters)
         return count
 
     async def put(self, work: WorkItem) -> None:
