@@ -73,14 +73,18 @@ class Stage:
         a failure's ``error`` is kept for the store, with a "failed" item record."""
         status = outcome.status
         if status is OutcomeStatus.DONE or status is OutcomeStatus.SKIPPED:
-            index = outcome.task.index
+            task = outcome.task
+            index = task.index
             if self.completed.add(index):
                 self.new.append(index)
-                self.new_done += 1
+                # As many items as the progress tracker counts for the task (`Task.items`):
+                # a resumed run starts its counts from these.
+                n = task.items
+                self.new_done += n
                 self.new_bytes += outcome.bytes
                 items = tc.items if tc is not None else None
                 if status is OutcomeStatus.SKIPPED:
-                    self.new_skipped += 1
+                    self.new_skipped += n
                     if items is None and tc is not None:
                         items = [
                             ItemRecord("skipped", tc.label, detail=outcome.reason, index=index)

@@ -167,7 +167,7 @@ class CopyItem(TransferItem):
                 if got is None:  # in place already (e.g. by a run killed before its checkpoint)
                     tc.add_bytes(src_st.st_size)
                     tc.record("present", self.entry.path, plan.tree.path(rel))
-                    return CopyDone("present", src_st.st_size)  # counted like a copy
+                    return CopyDone("file", src_st.st_size)  # counted as the copy it is
                 res = got
             record_landing(tc, "copied", self.entry.path, plan.tree, parent, dir_fd, landing)
             return CopyDone("file", res.bytes_copied, res.bytes_reused)
@@ -197,7 +197,7 @@ class CopyItem(TransferItem):
                 got = self._settle(tc, src_st, dir_fd, landing.wrap(put))
                 if got is None:
                     tc.record("present", src, plan.tree.path(rel))
-                    return CopyDone("present")
+                    return CopyDone("symlink")  # (counted as a symlink, not a file)
             record_landing(tc, "copied", src, plan.tree, parent, dir_fd, landing)
             return CopyDone("symlink")
         finally:
@@ -227,7 +227,7 @@ class LinkItem(CopyItem):
                 tc.add_bytes(self.entry.size)  # in place: its bytes count as finished
                 if present:
                     tc.record("present", src, plan.tree.path(rel))
-                    return CopyDone("present")
+                    return CopyDone("linked")  # (counted as linked, not as a copy)
                 record_landing(tc, "linked", src, plan.tree, parent, dir_fd, landing)
                 return CopyDone("linked")
         finally:

@@ -106,7 +106,7 @@ class MoveRoot(Task[CopyDone]):
                 src_st = os.lstat(src)
             except FileNotFoundError:
                 if plan.resumed and lexists(root_fd, base):
-                    return CopyDone("present")  # renamed by an earlier run
+                    return CopyDone("renamed")  # by an earlier run
                 raise
             if src_st.st_dev != plan.tree.dev:
                 return CopyDone("copy")
@@ -260,8 +260,9 @@ class MoveItem(TransferItem):
             src_st = os.lstat(src)
         except FileNotFoundError:
             if self.plan.resumed and lexists(dir_fd, name):
+                # Moved by a run stopped before its checkpoint: counted as it was moved.
                 self._record(tc, dir_fd, Landing(name))
-                return CopyDone("present")  # moved by an earlier run before its checkpoint
+                return CopyDone(self._moved_as(dir_fd, name))
             raise
         if not self.by_copy:
             try:
@@ -274,6 +275,11 @@ class MoveItem(TransferItem):
         if stat.S_ISLNK(src_st.st_mode):
             return self._copy_symlink(tc, src_st, dir_fd, name)
         raise Skip(special_reason(src_st.st_mode, "moved across filesystems"))
+
+    def _moved_as(self, dir_fd: int, name: bytes) -> str:
+        """How an earlier run moved this entry, now in place as ``name`` (its source gone),
+        for the tally: as a fresh move of it would say."""
+        return "copied" if self.by_copy else "renamed"
 
     def _rename(
         self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes
@@ -320,7 +326,7 @@ class MoveItem(TransferItem):
                 _sync_copy(dir_fd, name)
                 os.unlink(src)
                 self._record(tc, dir_fd, landing)
-                return CopyDone("present")
+                return CopyDone("copied")
             res = got
         if not plan.options.durable:  # durable copies are already on disk
             _sync_copy(dir_fd, landing.leaf)
@@ -344,7 +350,7 @@ class MoveItem(TransferItem):
             if self._settle(tc, src_st, dir_fd, landing.wrap(put), deep=True) is None:
                 os.unlink(src)
                 self._record(tc, dir_fd, landing)
-                return CopyDone("present")
+                return CopyDone("copied")
         check_unchanged(src, src_st, os.lstat(src), "copy")  # not a link made anew since
         os.unlink(src)
         self._record(tc, dir_fd, landing)
@@ -364,6 +370,11 @@ class MoveLinkItem(MoveItem):
         super().__init__(entry, plan, by_copy=True)
         self.first = first
 
+    def _moved_as(self, dir_fd: int, name: bytes) -> str:
+        """Linked (a name of a file with other links), else copied (it could not be)."""
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return "linked" if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 else "copied"
+
     def _copy_file(
         self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes
     ) -> CopyDone:
@@ -371,13 +382,13 @@ class MoveLinkItem(MoveItem):
         got = link_first(self, tc, dir_fd, self.first)
         if got is None:
             return super()._copy_file(tc, src_st, dir_fd, name)
-        landing, present = got
+        landing = got[0]  # (in place already, too, when a run stopped before its checkpoint)
         os.fsync(dir_fd)  # the new name is on disk before the old one goes
         check_unchanged(src, src_st, os.lstat(src), "copy")  # still the file linked
         os.unlink(src)
         tc.add_bytes(self.entry.size)  # in place: its bytes count as finished
         self._record(tc, dir_fd, landing)
-        return CopyDone("present" if present else "linked")
+        return CopyDone("linked")
 
 
 def _sync_copy(dir_fd: int, name: bytes) -> None:

@@ -108,9 +108,12 @@ AskCallback = (
 
 
 class CopyDone(NamedTuple):
-    """What a copy or move item returns: what was done (``"file"``, ``"dir"``, ``"present"``,
-    ``"renamed"``...), bytes copied, and bytes reused from a partial. A tuple, so a stage
-    that keeps its results stores it as JSON (and gets a list back on resume)."""
+    """What a copy or move item returns: what was done (``"file"``, ``"dir"``, ``"symlink"``,
+    ``"linked"``, ``"renamed"``...), bytes copied, and bytes reused from a partial. An item
+    found in place on resume (put there by a run stopped before its checkpoint; its item
+    record says "present") says what was done to it then, so the tally counts it as it would
+    have. A tuple, so a stage that keeps its results stores it as JSON (and gets a list back
+    on resume)."""
 
     kind: str
     copied: int = 0

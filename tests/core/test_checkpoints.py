@@ -213,3 +213,45 @@ async def test_a_checkpoint_holds_an_item_only_with_the_state_that_counts_it(
         assert await handle.result() == 200
     assert len(seen) > 3
     assert all(done == count for done, count in seen), seen
+
+
+class FiveFiles(parjobs.Task[None]):
+    """A task standing for five of the job's items (as a run of files does)."""
+
+    items = 5
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def run(self, tc: parjobs.TaskContext) -> None:
+        return None
+
+
+@parjobs.job_type("test-five-files", version=1)
+class FiveFilesJob(parjobs.Job):
+    """Tasks of five items each; the first run pauses itself after its fourth outcome."""
+
+    n: int
+
+    async def run(self, ctx: JobContext) -> None:
+        ctx.progress.set_total(items=self.n * 5)
+        taken = 0
+        async for _ in ctx.task_dispatcher().dispatch_many(FiveFiles(i) for i in range(self.n)):
+            taken += 1
+            if taken == 4 and ctx.run_number == 1:
+                ctx._request("pause")
+
+
+async def test_a_resumed_run_counts_the_items_of_multi_item_tasks(store_path: str) -> None:
+    """Checkpoints counted one item per task, the progress tracker `Task.items`: a job paused
+    and resumed showed 44 of 200 items done at its end (the first run's 39 tasks restored
+    as 39 items). Now the store counts items as progress does, across runs."""
+    async with parjobs.open_manager(store_path, workers=2) as manager:
+        handle = await manager.submit(FiveFilesJob(n=40))
+        assert await handle.wait() is parjobs.JobStatus.PAUSED
+        paused = await handle.info()
+        assert 0 < paused.done_items < 200 and paused.done_items % 5 == 0
+        await manager.resume(handle.id)
+        assert await handle.wait() is parjobs.JobStatus.COMPLETED
+        info = await handle.info()
+    assert (info.done_items, info.progress.items_done, info.progress.items_total) == (200, 200, 200)

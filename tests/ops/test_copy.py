@@ -1342,7 +1342,8 @@ async def test_kill_9_while_linking_then_resume_keeps_links(
     for three in names.values():
         assert len({ino for ino, _ in inodes(dst, *three)}) == 1, three
         assert {n for _, n in inodes(dst, *three)} == {3}
-    assert result["files"] == 120 and result["failed"] == 0
+    # The names linked before the kill but not checkpointed count as linked (were: files).
+    assert (result["files"], result["linked"], result["failed"]) == (120, 80, 0)
     assert find_partials(dst) == []
 
 
@@ -1365,3 +1366,45 @@ async def test_overwrite_replaces_a_later_name_by_a_link_that_undo_keeps(
     assert read(dst / "b" / "h") == b"three names" and os.lstat(dst / "b" / "h").st_nlink == 1
     assert sorted(os.listdir(dst)) == ["b"] and os.listdir(dst / "b") == ["h"]
     assert undo["failed"] == 0
+
+
+async def test_items_found_in_place_on_resume_are_counted_as_what_they_are(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A symlink and a later hard link name put in place by a run stopped before their
+    checkpoint (as a kill -9 leaves them: here the job is paused right after each is made,
+    before its outcome is booked) are found in place by the resumed runs. They were counted
+    as files (``symlinks`` 0, ``linked`` 0); the tally now says what they are."""
+    from parjobs.ops import _copy as copy_mod
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    write(src / "f", b"first")
+    os.link(src / "f", src / "h")
+    os.symlink("f", src / "l")
+    handles: list[parjobs.JobHandle] = []
+    stopped: list[bytes] = []
+
+    def stop_after(real: Any) -> Any:
+        def run(self: Any, tc: parjobs.TaskContext) -> Any:
+            done = real(self, tc)
+            if self.entry.rel not in stopped:  # once: the resumed run goes on
+                stopped.append(self.entry.rel)
+                trio.from_thread.run(handles[0].pause)
+                tc.check()  # raises: its outcome is never booked
+            return done
+
+        return run
+
+    monkeypatch.setattr(copy_mod.CopyItem, "_symlink", stop_after(copy_mod.CopyItem._symlink))
+    monkeypatch.setattr(copy_mod.LinkItem, "_file", stop_after(copy_mod.LinkItem._file))
+    async with parjobs.open_manager(store_path) as m:
+        handles.append(await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst))))
+        for _ in range(2):  # stopped after the symlink, then after the link
+            assert await handles[0].wait() is JobStatus.PAUSED
+            await m.resume(handles[0].id)
+        result = await handles[0].result()
+    assert stopped == [b"src/l", b"src/h"]
+    assert snapshot(dst / "src") == snapshot(src) and os.stat(dst / "src" / "h").st_nlink == 2
+    counts = {k: result[k] for k in ("copied", "files", "symlinks", "linked", "failed")}
+    assert counts == {"copied": 3, "files": 2, "symlinks": 1, "linked": 1, "failed": 0}

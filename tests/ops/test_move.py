@@ -683,5 +683,61 @@ async def test_kill_9_while_linking_across_filesystems_then_resume(
         st = [os.lstat(dst / n) for n in three]
         assert len({s.st_ino for s in st}) == 1 and st[0].st_nlink == 3, three
         assert read(dst / three[0]) == contents[i]
-    assert result["failed"] == 0 and result["moved"] == 120
+    # The names linked before the kill but not checkpointed count as linked too.
+    assert (result["moved"], result["copied"], result["linked"], result["failed"]) == (
+        120,
+        40,
+        80,
+        0,
+    )
     assert find_partials(other_fs) == []
+
+
+@pytest.mark.parametrize("across", [True, False])
+async def test_items_found_moved_on_resume_are_counted_as_they_were_moved(
+    store_path: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    across: bool,
+) -> None:
+    """Items a run moved but was stopped before checkpointing (as a kill -9 leaves them:
+    here the job is paused right after each move, before its outcome is booked) are found
+    moved by the resumed run: on one filesystem a file renamed (into a directory being
+    merged), across two a symlink copied and a later hard link name linked. They counted as
+    ``moved`` only (``renamed``/``copied``/``linked`` short by one each); now as they were."""
+    base = request.getfixturevalue("other_fs") if across else tmp_path / "dst"
+    src = tmp_path / "src"
+    src.mkdir()
+    write(src / "f", b"first")
+    os.link(src / "f", src / "h")
+    os.symlink("f", src / "l")
+    if not across:
+        (base / "src").mkdir(parents=True)  # merged: each entry renamed on its own
+    stop = {b"src/h", b"src/l"} if across else {b"src/f"}
+    handles: list[parjobs.JobHandle] = []
+    real = move_mod.MoveItem._move
+
+    def stopping(self: Any, tc: parjobs.TaskContext, dir_fd: int, name: bytes) -> Any:
+        done = real(self, tc, dir_fd, name)
+        if self.entry.rel in stop:
+            stop.discard(self.entry.rel)  # once: the resumed run goes on
+            trio.from_thread.run(handles[0].pause)
+            tc.check()  # raises: its outcome is never booked
+        return done
+
+    monkeypatch.setattr(move_mod.MoveItem, "_move", stopping)
+    async with parjobs.open_manager(store_path) as m:
+        job = MoveJob(into=True, sources=[str(src)], destination=str(base))
+        handles.append(await m.submit(job))
+        for _ in range(2 if across else 1):
+            assert await handles[0].wait() is JobStatus.PAUSED
+            await m.resume(handles[0].id)
+        result = await handles[0].result()
+    assert not stop and not src.exists()
+    assert os.stat(base / "src" / "h").st_nlink == 2
+    counts = {k: result[k] for k in ("moved", "renamed", "copied", "linked", "failed")}
+    if across:
+        assert counts == {"moved": 3, "renamed": 0, "copied": 2, "linked": 1, "failed": 0}
+    else:
+        assert counts == {"moved": 3, "renamed": 3, "copied": 0, "linked": 0, "failed": 0}
