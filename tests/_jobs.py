@@ -6,12 +6,45 @@ import dataclasses
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
 import parjobs
 import parjobs.process
+from parjobs._progress import ProgressTracker
+from parjobs._records import CheckpointBatch
+
+
+async def _write_nowhere(batch: CheckpointBatch) -> None:
+    pass
+
+
+async def _no_results(stage: str) -> dict[int, str]:
+    return {}
+
+
+def bare_context(
+    nursery: trio.Nursery,
+    *,
+    workers: int,
+    threads: int,
+    write: Callable[[CheckpointBatch], Awaitable[None]] = _write_nowhere,
+) -> parjobs.JobContext:
+    """A job context on its own (no manager, no store), its tasks in ``nursery``: checkpoints
+    go to ``write`` (nowhere by default), ``threads`` worker threads in the "io" lane."""
+    return parjobs.JobContext._create(
+        "job",
+        nursery=nursery,
+        lanes={"io": trio.CapacityLimiter(threads)},
+        workers=workers,
+        completed={},
+        state={},
+        progress=ProgressTracker("job"),
+        write=write,
+        load_results=_no_results,
+    )
 
 
 @dataclasses.dataclass

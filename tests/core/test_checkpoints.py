@@ -14,13 +14,12 @@ import textwrap
 
 import pytest
 import trio
-from _jobs import read_log, read_stamped_log
+from _jobs import bare_context, read_log, read_stamped_log
 
 import parjobs
 from parjobs import FunctionTask, JobContext
 from parjobs._context import CHECKPOINT_INTERVAL
 from parjobs._exceptions import StoreError
-from parjobs._progress import ProgressTracker
 from parjobs._records import CheckpointBatch
 from parjobs._store import SQLiteJobStore
 
@@ -96,23 +95,6 @@ async def test_after_kill_9_only_tasks_in_flight_and_the_last_interval_run_again
         start = end
 
 
-def _context(nursery: trio.Nursery, write: object) -> JobContext:
-    async def load_results(stage: str) -> dict[int, str]:
-        return {}
-
-    return JobContext._create(
-        "job",
-        nursery=nursery,
-        lanes={"io": trio.CapacityLimiter(4)},
-        workers=2,
-        completed={},
-        state={},
-        progress=ProgressTracker("job"),
-        write=write,
-        load_results=load_results,
-    )
-
-
 async def test_the_writer_writes_at_once_then_at_most_every_interval(
     autojump_clock: trio.abc.Clock,
 ) -> None:
@@ -126,7 +108,7 @@ async def test_the_writer_writes_at_once_then_at_most_every_interval(
         await trio.sleep(0.01)  # a write takes a while
 
     async with trio.open_nursery() as nursery:
-        ctx = _context(nursery, write)
+        ctx = bare_context(nursery, workers=2, threads=4, write=write)
         dispatcher = ctx.task_dispatcher()
         t0 = trio.current_time()
         async for _ in dispatcher.dispatch_many(FunctionTask(i, int) for i in range(1)):
@@ -163,7 +145,7 @@ async def test_a_failed_write_keeps_its_batch_for_the_next(autojump_clock: trio.
         writes.append(batch)
 
     async with trio.open_nursery() as nursery:
-        ctx = _context(nursery, write)
+        ctx = bare_context(nursery, workers=2, threads=4, write=write)
         async for _ in ctx.task_dispatcher().dispatch_many(FunctionTask(i, int) for i in range(5)):
             pass
         await trio.sleep(1)

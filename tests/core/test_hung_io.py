@@ -14,36 +14,19 @@ from typing import Any
 
 import pytest
 import trio
+from _jobs import bare_context
 
 import parjobs
 from parjobs import FunctionTask, JobContext, OutcomeStatus, TaskContext
 from parjobs._progress import ProgressTracker
-from parjobs._records import CheckpointBatch
 from parjobs._throttle import TinyTaskThrottle
 
 
 @pytest.fixture
 async def ctx() -> AsyncIterator[JobContext]:
     """A job context on its own (no manager, no store): checkpoints go nowhere."""
-
-    async def write(batch: CheckpointBatch) -> None:
-        pass
-
-    async def load_results(stage: str) -> dict[int, str]:
-        return {}
-
     async with trio.open_nursery() as nursery:
-        context = JobContext._create(
-            "job",
-            nursery=nursery,
-            lanes={"io": trio.CapacityLimiter(16)},
-            workers=8,
-            completed={},
-            state={},
-            progress=ProgressTracker("job"),
-            write=write,
-            load_results=load_results,
-        )
+        context = bare_context(nursery, workers=8, threads=16)
         yield context
         context._close_pool()
 

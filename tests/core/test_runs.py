@@ -14,13 +14,12 @@ from typing import Any
 
 import pytest
 import trio
+from _jobs import bare_context
 
 import parjobs
 from parjobs import FunctionTask, JobContext, OutcomeStatus
 from parjobs import _executor as executor_mod
 from parjobs._pool import WorkerPool
-from parjobs._progress import ProgressTracker
-from parjobs._records import CheckpointBatch
 from parjobs._workqueue import WorkItem, WorkQueue
 
 #: Tasks per test: the first run takes 64 of them (see `runs`).
@@ -30,25 +29,8 @@ N = 200
 @pytest.fixture
 async def ctx() -> AsyncIterator[JobContext]:
     """A job context with one worker and no store: checkpoints go nowhere."""
-
-    async def write(batch: CheckpointBatch) -> None:
-        pass
-
-    async def load_results(stage: str) -> dict[int, str]:
-        return {}
-
     async with trio.open_nursery() as nursery:
-        context = JobContext._create(
-            "job",
-            nursery=nursery,
-            lanes={"io": trio.CapacityLimiter(16)},
-            workers=1,
-            completed={},
-            state={},
-            progress=ProgressTracker("job"),
-            write=write,
-            load_results=load_results,
-        )
+        context = bare_context(nursery, workers=1, threads=16)
         yield context
         context._close_pool()
 
