@@ -23,9 +23,10 @@ report is exactly what `find_duplicates_sequential` returns for the walked files
 from __future__ import annotations
 
 import dataclasses
-import os
+import sys
 from collections.abc import Sequence
 from contextlib import aclosing
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from .._context import JobContext
@@ -38,8 +39,6 @@ from ._hashing import (
     CONTENT_ID_BLOCK,
     CONTENT_ID_SAMPLES,
     CONTENT_ID_SMALL_LIMIT,
-    DuplicateGroup,
-    DuplicateReport,
     content_id,
     content_ids,
     group_by,
@@ -147,14 +146,12 @@ class IdRunTask(Task[dict[str, list[Any]]]):
         return {"ids": ids, "failed": failed}
 
 
-@dataclasses.dataclass(slots=True)
-class _File:
-    """A candidate: its walk index, path and size (not frozen: a frozen dataclass's
-    ``__init__`` costs 2-3x as much, ~15,000 times for a big tree)."""
+#: A candidate: ``(walk index, path, size)``. A plain tuple: ~15,000 of them for a big tree,
+#: cheaper to build than any class, and untracked by the garbage collector (whose passes
+#: over a job's long-lived objects were a tenth of its CPU).
+_File = tuple[int, bytes, int]
 
-    index: int
-    path: bytes
-    size: int
+_FS_CODEC = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
 
 
 @job_type("duplicates", version=1)
@@ -181,11 +178,11 @@ class DuplicatesJob(Job):
         files, errors, scanned = await self._scan(ctx)
         _, failed = await _stage(ctx, "walk", errors, "scanning")
 
-        by_size = group_by(files, lambda f: f.size)
-        groups: list[DuplicateGroup[str]] = []
+        by_size = group_by(files, itemgetter(2))
+        groups: list[tuple[int, str, list[str]]] = []  # (size, digest, paths)
         empty = by_size.pop(0, None)
         if empty:
-            groups.append(DuplicateGroup(0, _EMPTY_DIGEST, tuple(_paths(empty))))
+            groups.append((0, _EMPTY_DIGEST, _paths(empty)))
         same_id, n = await _content_ids(ctx, by_size)
         failed += n
 
@@ -194,7 +191,7 @@ class DuplicatesJob(Job):
             if len(members) < 2:
                 continue
             if size <= CONTENT_ID_SMALL_LIMIT:  # the id covered every byte
-                groups.append(DuplicateGroup(size, cid, tuple(_paths(members))))
+                groups.append((size, cid, _paths(members)))
             else:
                 to_hash.append(members)
 
@@ -202,24 +199,20 @@ class DuplicatesJob(Job):
         digests, n = await _stage(
             ctx,
             "full-hash",
-            [HashTask(f.index, f.path, f.size, exact=True) for fs in to_hash for f in fs],
+            [HashTask(index, path, size, exact=True) for fs in to_hash for index, path, size in fs],
             "full hashes",
         )
         failed += n
         for members in to_hash:
-            hashed = [(f, digests[f.index][0]) for f in members if f.index in digests]
-            for digest, same in group_by(hashed, lambda t: t[1]).items():
-                same_files = [f for f, _ in same]
-                groups.append(DuplicateGroup(same_files[0].size, digest, tuple(_paths(same_files))))
+            hashed = [(f, digests[f[0]][0]) for f in members if f[0] in digests]
+            for digest, same in group_by(hashed, itemgetter(1)).items():
+                groups.append((same[0][0][2], digest, _paths([f for f, _ in same])))
 
-        groups.sort(key=lambda g: (-g.size, g.digest))
-        report = DuplicateReport(tuple(groups))
+        groups.sort(key=lambda g: (-g[0], g[1]))  # largest first, then by digest
         return {
-            "groups": [
-                {"size": g.size, "digest": g.digest, "paths": list(g.paths)} for g in report.groups
-            ],
-            "duplicate_files": report.duplicate_files,
-            "reclaimable_bytes": report.reclaimable_bytes,
+            "groups": [{"size": size, "digest": d, "paths": paths} for size, d, paths in groups],
+            "duplicate_files": sum(len(paths) - 1 for _, _, paths in groups),
+            "reclaimable_bytes": sum(size * (len(paths) - 1) for size, _, paths in groups),
             "files_scanned": scanned,
             "failed": failed,
         }
@@ -229,21 +222,24 @@ class DuplicatesJob(Job):
         reports, and the number of regular files found."""
         files: list[_File] = []
         errors: list[EntryTask] = []
-        inodes: set[tuple[int, int]] = set()
+        inodes: set[tuple[int, int]] = set()  # of files with other names (as `HardLinks`)
         scanned = 0
+        min_size = self.min_size
         async with aclosing(walk_batches(ctx, self.paths)) as batches:
             async for batch in batches:
                 for entry in batch:
-                    if entry.kind == "error":
-                        errors.append(entry_report(entry, "scanned"))
-                    elif entry.kind == "file":
+                    kind = entry.kind
+                    if kind == "file":
                         scanned += 1
-                        inode = (entry.dev, entry.ino)
-                        if inode in inodes:  # another link to a file already listed
-                            continue
-                        inodes.add(inode)
-                        if entry.size >= self.min_size:
-                            files.append(_File(entry.index, entry.path, entry.size))
+                        if entry.nlink > 1:
+                            inode = (entry.dev, entry.ino)
+                            if inode in inodes:  # another link to a file already listed
+                                continue
+                            inodes.add(inode)
+                        if entry.size >= min_size:
+                            files.append((entry.index, entry.path, entry.size))
+                    elif kind == "error":
+                        errors.append(entry_report(entry, "scanned"))
         return files, errors, scanned
 
 
@@ -256,7 +252,7 @@ async def _content_ids(
     failure is reported with its own path and reason."""
     runs = _runs(by_size)
     values, _ = await _stage(ctx, "content-ids", runs, "content ids")
-    by_index = {f.index: f for same in by_size.values() for f in same}
+    by_index = {f[0]: f for same in by_size.values() for f in same}
     same_id: dict[tuple[int, str], list[_File]] = {}
     again: list[int] = []
     for run in runs:
@@ -266,19 +262,19 @@ async def _content_ids(
             continue
         for cid, members in value["ids"]:  # the members of one entry share their size
             files = [by_index[index] for index in members]
-            same_id.setdefault((files[0].size, cid), []).extend(files)
+            same_id.setdefault((files[0][2], cid), []).extend(files)
         again.extend(value["failed"])
     if not again:
         return same_id, 0
     singles, failed = await _stage(
         ctx,
         "content-id",
-        [ContentIdTask(i, by_index[i].path, by_index[i].size) for i in sorted(again)],
+        [ContentIdTask(i, by_index[i][1], by_index[i][2]) for i in sorted(again)],
         "content ids",
     )
     for index, cid in singles.items():
         f = by_index[index]
-        same_id.setdefault((f.size, cid), []).append(f)
+        same_id.setdefault((f[2], cid), []).append(f)
     return same_id, failed
 
 
@@ -298,7 +294,7 @@ def _runs(by_size: dict[int, list[_File]]) -> list[IdRunTask]:
             if pieces and (files + len(part) > RUN_FILES or cost + each * len(part) > RUN_BYTES):
                 runs.append(_run(pieces, cost))
                 pieces, files, cost = [], 0, 0
-            pieces.append((size, [(f.index, f.path) for f in part], whole))
+            pieces.append((size, [(index, path) for index, path, _ in part], whole))
             files += len(part)
             cost += each * len(part)
     if pieces:
@@ -312,7 +308,8 @@ def _run(pieces: list[Piece], cost: int) -> IdRunTask:
 
 
 def _paths(files: Sequence[_File]) -> list[str]:
-    return sorted(os.fsdecode(f.path) for f in files)
+    """The report's paths: decoded as `os.fsdecode` does, sorted."""
+    return sorted([path.decode(*_FS_CODEC) for _, path, _ in files])
 
 
 async def _stage(

@@ -286,11 +286,11 @@ def test_runs_pack_whole_size_groups_and_split_big_ones(monkeypatch):
     """Runs are built the same way every time (their indices are how a resumed job knows
     what it finished): whole size groups packed up to `RUN_FILES`, a bigger one split."""
     monkeypatch.setattr(dup_mod, "RUN_FILES", 4)
-    files = [dup_mod._File(i, b"f%d" % i, size) for i, size in enumerate([5, 5, 7, 7, 7, 9, 9])]
-    files += [dup_mod._File(7 + i, b"g%d" % i, 11) for i in range(6)]
+    files = [(i, b"f%d" % i, size) for i, size in enumerate([5, 5, 7, 7, 7, 9, 9])]
+    files += [(7 + i, b"g%d" % i, 11) for i in range(6)]
     by_size: dict[int, list[dup_mod._File]] = {}
     for f in files:
-        by_size.setdefault(f.size, []).append(f)
+        by_size.setdefault(f[2], []).append(f)
     runs = dup_mod._runs(by_size)
     shape = [[(size, [i for i, _ in fs], whole) for size, fs, whole in r.pieces] for r in runs]
     assert shape == [
