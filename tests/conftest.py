@@ -1,5 +1,9 @@
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +132,15 @@ def autojump_clock(request):
     callspec = getattr(request.node, "callspec", None)
     on_pg = callspec is not None and callspec.params.get("store_path") == "postgresql"
     return trio.testing.MockClock(autojump_threshold=0.1 if on_pg else 0.02)
+
+
+@pytest.fixture
+def other_fs(tmp_path: Path) -> Iterator[Path]:
+    """A directory on another filesystem than tmp_path (/dev/shm), or skip."""
+    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("/dev/shm is not a separate filesystem here")
+    path = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="parjobs-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -49,7 +49,7 @@ from ._fs import (
     rename_noreplace,
     unlink_quiet,
 )
-from ._kernel import FALLBACK_ERRNOS, preallocate, try_reflink
+from ._kernel import FALLBACK_ERRNOS, NO_RANGE, NO_REFLINK_ERRNOS, preallocate, try_reflink
 from ._metadata import apply_metadata
 from ._partials import meta_record, owner_token, partial_names, read_meta, tmp_name
 
@@ -567,7 +567,8 @@ def _copy_one_shot(
             if try_reflink(fd, st.st_dev, dst_fd, dst_dev):
                 method = "reflink"
             else:
-                method = _copy_small_range(src, fd, dst_fd, size)
+                devices = (st.st_dev, os.fstat(dst_fd).st_dev if dst_dev is None else dst_dev)
+                method = _copy_small_range(src, fd, dst_fd, size, devices)
         if on_bytes is not None:
             on_bytes(size)
         check_unchanged(src, st, os.fstat(fd), "copy")
@@ -604,21 +605,27 @@ def _check_still_ours(dst_fd: int, dir_fd: int, tmp: bytes, size: int) -> None:
         raise exc
 
 
-def _copy_small_range(src: FilePath, fd: int, dst_fd: int, size: int) -> Method:
+def _copy_small_range(
+    src: FilePath, fd: int, dst_fd: int, size: int, devices: tuple[int, int]
+) -> Method:
     """Copy ``size`` bytes with copy_file_range, else read/write; a source that ends early
-    raises `SourceChangedError`."""
+    raises `SourceChangedError`. ``devices`` (source's, destination's) key the cache of
+    pairs that refused copy_file_range for good (`NO_RANGE`, as the C group path keeps it)."""
     pos = 0
     try:
-        while pos < size:
-            n = os.copy_file_range(fd, dst_fd, size - pos, pos, pos)
-            if n == 0:
-                break
-            pos += n
-        else:
-            return "copy_file_range"
+        if devices not in NO_RANGE:
+            while pos < size:
+                n = os.copy_file_range(fd, dst_fd, size - pos, pos, pos)
+                if n == 0:
+                    break
+                pos += n
+            else:
+                return "copy_file_range"
     except OSError as exc:
         if exc.errno not in FALLBACK_ERRNOS:
             raise
+        if exc.errno in NO_REFLINK_ERRNOS:
+            NO_RANGE.add(devices)
     # A kernel path does not apply here (or stopped early): finish with read/write, which
     # tells a short source from a lazy filesystem.
     buf = memoryview(bytearray(size - pos))

@@ -55,19 +55,21 @@
 #define TOKEN_MAX 64
 #define FC_OPEN_MAX 32 /* durable: written temporaries a group keeps open before landing them */
 
-/* Flags (exported: MODE, TIMES, REFLINK, LSTAT, FSYNC, COPY_COMPARE). */
+/* Flags (exported: MODE, TIMES, REFLINK, RANGE, LSTAT, FSYNC, COPY_COMPARE). */
 #define FC_MODE 1    /* set the source's mode bits */
 #define FC_TIMES 2   /* set the source's atime and mtime */
 #define FC_REFLINK 4 /* try FICLONE first */
 #define FC_LSTAT 8   /* lstat before opening (the caller's stat is old): never open a device */
 #define FC_FSYNC 16  /* fsync each copy before its rename (durable; the caller syncs dirs) */
 #define FC_COMPARE 32 /* compare each written temporary with its source before its rename */
+#define FC_RANGE 64   /* try copy_file_range (else read/write straight away) */
 
 /* Result codes besides 0 (done) and a positive errno. */
 #define FC_NOT_REGULAR (-1) /* not a regular file: the Python path reports it */
 #define FC_CHANGED (-2)     /* the source changed while being copied */
 #define FC_TOO_BIG (-3)     /* larger than max_size now: the chunked Python path copies it */
-#define FC_NO_REFLINK (-4)  /* only in the "reflink" output: FICLONE is refused for good */
+#define FC_NO_REFLINK (-4)  /* only in the "refused" outputs: FICLONE (or copy_file_range) */
+                            /* is refused for good */
 #define FC_SPARSE (-5)      /* has holes: the Python path copies its data extents only */
 
 /* Flags of verify_many (exported: COMPARE, SYNC). */
@@ -82,8 +84,9 @@
 #define COMPARE_CHUNK (1 << 20)
 
 /* The calling convention: 2 returns each copy's (size, mtime_ns, ino) too; 3 gives
-   unlink_many each source's (path, size, mtime_ns). */
-#define FC_API 3
+   unlink_many each source's (path, size, mtime_ns); 4 has copy_many take RANGE and say
+   whether copy_file_range was refused for good. */
+#define FC_API 4
 
 typedef struct {
     const char *src;
@@ -116,7 +119,8 @@ static uint64_t next_token(void) {
 /* "This kernel fast path does not apply here": try the next method (exported). */
 static const int fallback_errnos[] = {EXDEV, EINVAL, ENOSYS, EOPNOTSUPP, ENOTSUP,
                                       EBADF, ENOTTY, EPERM};
-/* FICLONE errors that hold for every file of a (source fs, destination fs) pair (exported). */
+/* FICLONE and copy_file_range errors that hold for every file of a (source fs, destination fs)
+   pair (exported): e.g. EXDEV between filesystems that cannot copy to each other. */
 static const int no_reflink_errnos[] = {EXDEV, EOPNOTSUPP, ENOTSUP, ENOTTY, ENOSYS};
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -131,8 +135,9 @@ static int in_set(int err, const int *set, size_t n) {
 static int is_fallback(int err) { return in_set(err, fallback_errnos, COUNT(fallback_errnos)); }
 
 /* Copy size bytes from fd to out at offset 0; 0 or an errno, FC_CHANGED if the source ends
- * early. */
-static int copy_data(int fd, int out, long long size, int *reflink) {
+ * early. *reflink and *range: 1 to try FICLONE and copy_file_range, set to FC_NO_REFLINK
+ * when the pair of filesystems refuses it for good (the rest of the call goes without it). */
+static int copy_data(int fd, int out, long long size, int *reflink, int *range) {
     if (size == 0)
         return 0;
     if (*reflink == 1) {
@@ -145,7 +150,7 @@ static int copy_data(int fd, int out, long long size, int *reflink) {
             *reflink = FC_NO_REFLINK;
     }
     long long pos = 0;
-    int use_range = 1;
+    int use_range = *range == 1;
     while (pos < size) {
         ssize_t n;
         if (use_range) {
@@ -156,6 +161,8 @@ static int copy_data(int fd, int out, long long size, int *reflink) {
                     continue;
                 if (!is_fallback(errno))
                     return errno;
+                if (in_set(errno, no_reflink_errnos, COUNT(no_reflink_errnos)))
+                    *range = FC_NO_REFLINK;
                 use_range = 0;
                 continue;
             }
@@ -233,7 +240,7 @@ static int compare_fds(int a, int b, char *buf_a, char *buf_b) {
  * code with nothing left behind. `land` then puts it in place: at once, or, when `batch`
  * (durable, several files), once the whole group is written. */
 static int write_one(item_t *it, int flags, int batch, long long max_size,
-                     const char *token, int *reflink, char *bufs) {
+                     const char *token, int *reflink, int *range, char *bufs) {
     struct stat st, after;
     it->out = -1;
     if (flags & FC_LSTAT) {
@@ -281,7 +288,7 @@ static int write_one(item_t *it, int flags, int batch, long long max_size,
         close(fd);
         return err;
     }
-    int rc = copy_data(fd, out, (long long)st.st_size, reflink);
+    int rc = copy_data(fd, out, (long long)st.st_size, reflink, range);
     if (rc == 0 && fstat(fd, &after) != 0)
         rc = errno;
     if (rc == 0 && (after.st_size != st.st_size || after.st_mtim.tv_sec != st.st_mtim.tv_sec ||
@@ -339,7 +346,8 @@ static int land(item_t *it, int flags) {
 }
 
 PyDoc_STRVAR(copy_many_doc,
-             "copy_many(items, flags, max_size, token) -> (results, written, reflink_refused)\n\n"
+             "copy_many(items, flags, max_size, token)\n"
+             "    -> (results, written, reflink_refused, range_refused)\n\n"
              "items: a list of (source path: bytes, destination dir fd: int, name: bytes).\n"
              "token: the owner's name token (bytes), carried by every temporary's name.\n"
              "results[i]: 0 when item i is in place, else a positive errno or a negative\n"
@@ -347,9 +355,9 @@ PyDoc_STRVAR(copy_many_doc,
              "-5 sparse, -6 with COPY_COMPARE: the copy's bytes differ from the source's);\n"
              "nothing of a failed item is\n"
              "left behind. written[i]: (size, mtime_ns, ino) of the copy in place, read from its\n"
-             "descriptor before the rename, or None when item i failed. reflink_refused:\n"
-             "FICLONE was tried and\n"
-             "the filesystems refused it for good. The GIL is released while copying.");
+             "descriptor before the rename, or None when item i failed. reflink_refused,\n"
+             "range_refused: FICLONE (flag REFLINK), copy_file_range (flag RANGE) was tried\n"
+             "and the filesystems refused it for good. The GIL is released while copying.");
 
 static PyObject *copy_many(PyObject *self, PyObject *args) {
     (void)self;
@@ -389,7 +397,7 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
             goto fail;
         }
     }
-    int reflink = (flags & FC_REFLINK) ? 1 : 0;
+    int reflink = (flags & FC_REFLINK) ? 1 : 0, range = (flags & FC_RANGE) ? 1 : 0;
     char *bufs = NULL;
     if ((flags & FC_COMPARE) && (bufs = PyMem_RawMalloc(2 * (size_t)COMPARE_CHUNK)) == NULL) {
         PyErr_NoMemory();
@@ -402,7 +410,8 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
     int batch = (flags & FC_FSYNC) && n > 1;
     Py_ssize_t start = 0; /* the first written item not landed yet */
     for (Py_ssize_t i = 0; i < n; i++) {
-        items[i].result = write_one(&items[i], flags, batch, max_size, token, &reflink, bufs);
+        items[i].result =
+            write_one(&items[i], flags, batch, max_size, token, &reflink, &range, bufs);
         if (batch && i + 1 - start < FC_OPEN_MAX && i + 1 < n)
             continue;
         for (Py_ssize_t j = batch ? start : i; j <= i; j++)
@@ -431,7 +440,8 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
     }
     Py_DECREF(list);
     PyMem_Free(items);
-    return Py_BuildValue("(NNO)", results, written, reflink == FC_NO_REFLINK ? Py_True : Py_False);
+    return Py_BuildValue("(NNOO)", results, written, reflink == FC_NO_REFLINK ? Py_True : Py_False,
+                         range == FC_NO_REFLINK ? Py_True : Py_False);
 fail_lists:
     Py_XDECREF(results);
     Py_XDECREF(written);
@@ -649,6 +659,7 @@ PyMODINIT_FUNC PyInit__fastcopy(void) {
         PyModule_AddIntConstant(m, "MODE", FC_MODE) < 0 ||
         PyModule_AddIntConstant(m, "TIMES", FC_TIMES) < 0 ||
         PyModule_AddIntConstant(m, "REFLINK", FC_REFLINK) < 0 ||
+        PyModule_AddIntConstant(m, "RANGE", FC_RANGE) < 0 ||
         PyModule_AddIntConstant(m, "LSTAT", FC_LSTAT) < 0 ||
         PyModule_AddIntConstant(m, "FSYNC", FC_FSYNC) < 0 ||
         PyModule_AddIntConstant(m, "COPY_COMPARE", FC_COMPARE) < 0 ||

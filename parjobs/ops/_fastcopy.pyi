@@ -4,8 +4,10 @@ API: int
 MODE: int
 TIMES: int
 REFLINK: int
+RANGE: int
 LSTAT: int
 FSYNC: int
+COPY_COMPARE: int
 NOT_REGULAR: int
 CHANGED: int
 TOO_BIG: int
@@ -23,6 +25,6 @@ NO_REFLINK_ERRNOS: tuple[int, ...]
 
 def copy_many(
     items: list[tuple[bytes, int, bytes]], flags: int, max_size: int, token: bytes, /
-) -> tuple[list[int], list[tuple[int, int, int] | None], bool]: ...
+) -> tuple[list[int], list[tuple[int, int, int] | None], bool, bool]: ...
 def verify_many(items: list[tuple[bytes, int, bytes, int]], flags: int, /) -> list[int]: ...
-def unlink_many(paths: list[bytes], /) -> list[int]: ...
+def unlink_many(sources: list[tuple[bytes, int, int]], /) -> list[int]: ...

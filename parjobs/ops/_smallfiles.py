@@ -30,7 +30,8 @@ except ImportError:  # pragma: no cover - built without a C compiler
 def _agrees(module: ModuleType) -> bool:
     """Whether the built extension shares the Python side's constants (a stale build may not)."""
     return (
-        getattr(module, "API", None) == 3  # copy_many's and unlink_many's calling convention
+        getattr(module, "API", None) == 4  # copy_many's and unlink_many's calling convention
+        and isinstance(getattr(module, "RANGE", None), int)  # copy_file_range refusals cached
         and isinstance(getattr(module, "FSYNC", None), int)  # durable copies are synced
         and isinstance(getattr(module, "COPY_COMPARE", None), int)  # verified before landing
         and getattr(module, "TMP_SUFFIX", None) == TMP_SUFFIX
@@ -67,7 +68,8 @@ def copy_small_files(
     it was left behind (``written`` None), so the caller copies it again with `copy_file`,
     which reports the problem properly. None when the C extension is not
     available (or an item cannot be passed to C): copy them all with `copy_file`.
-    ``src_dev``/``dst_dev`` key the reflink cache, as in `try_reflink`; ``src_lstat=False``
+    ``src_dev``/``dst_dev`` key the caches of pairs that refused reflinks (as in `try_reflink`)
+    and copy_file_range (as in `copy_file`); ``src_lstat=False``
     skips the lstat before opening a source, as in `copy_file`. A source found larger than
     ``max_size`` (grown since it was listed) is handed back, for a chunked copy, and so is a
     sparse source (the Python path keeps its holes). Temporaries carry ``owner``'s token, as
@@ -89,12 +91,18 @@ def copy_small_files(
         flags |= fastcopy.COPY_COMPARE
     if devices not in _kernel.NO_REFLINK:
         flags |= fastcopy.REFLINK
+    if devices not in _kernel.NO_RANGE:
+        flags |= fastcopy.RANGE
     try:
-        results, raw, refused = fastcopy.copy_many(items, flags, max_size, owner_token(owner))
+        results, raw, no_reflink, no_range = fastcopy.copy_many(
+            items, flags, max_size, owner_token(owner)
+        )
     except ValueError:  # a NUL byte in a name: checked before copying anything
         return None
-    if refused:
+    if no_reflink:
         _kernel.NO_REFLINK.add(devices)
+    if no_range:
+        _kernel.NO_RANGE.add(devices)
     return results, [None if w is None else Written(*w) for w in raw]
 
 

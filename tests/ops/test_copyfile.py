@@ -15,7 +15,7 @@ import xxhash
 from parjobs.ops import CopyError, SourceChangedError, SpecialFileError, VerifyError
 from parjobs.ops._copyfile import CopyOptions, CopyResult, Method, copy_file, copy_symlink
 from parjobs.ops._fs import open_dir_nofollow, same_size_mtime
-from parjobs.ops._kernel import PREALLOCATE_ON, fs_type
+from parjobs.ops._kernel import NO_RANGE, PREALLOCATE_ON, fs_type
 from parjobs.ops._partials import (
     find_partials,
     owner_token,
@@ -260,18 +260,11 @@ def test_partial_discarded_when_its_short_last_piece_differs(tmp_path: Path) -> 
     assert result.bytes_reused == 0 and read(dst) == data
 
 
-def test_cross_filesystem_copy(tmp_path: Path) -> None:
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
-        pytest.skip("no second filesystem")
-    src = tmp_path / "s"
+def test_cross_filesystem_copy(tmp_path: Path, other_fs: Path) -> None:
+    src, dst = tmp_path / "s", other_fs / "d"
     data = make(src, 300 * KIB)
-    dst = shm / f"parjobs-test-{os.getpid()}"
-    try:
-        result = copy_file(src, dst, CopyOptions(chunk_size=64 * KIB, hash_source=True))
-        assert read(dst) == data and result.src_digest == xxhash.xxh3_128_hexdigest(data)
-    finally:
-        dst.unlink(missing_ok=True)
+    result = copy_file(src, dst, CopyOptions(chunk_size=64 * KIB, hash_source=True))
+    assert read(dst) == data and result.src_digest == xxhash.xxh3_128_hexdigest(data)
 
 
 def test_single_chunk_files_are_not_left_partial(tmp_path: Path) -> None:
@@ -637,3 +630,29 @@ def test_one_shot_copies_with_a_wrong_device_hint(tmp_path: Path, size: int) -> 
     st = os.stat(dst)
     assert read(dst) == data and result.bytes_copied == size
     assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_mtime_ns == 2_000_000_123
+
+
+def test_a_pair_refusing_copy_file_range_is_not_asked_again(
+    tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk -> tmpfs: copy_file_range answers EXDEV, for every file of the pair. The pair is
+    remembered (`NO_RANGE`, as reflink refusals are): of four small files only the first
+    asks the kernel (each of them did), and all are copied."""
+    pair = (tmp_path.stat().st_dev, other_fs.stat().st_dev)
+    NO_RANGE.discard(pair)
+    calls: list[int] = []
+    real = os.copy_file_range
+
+    def counted(*args: int) -> int:
+        calls.append(args[2])
+        return real(*args)
+
+    monkeypatch.setattr(os, "copy_file_range", counted)
+    try:
+        for i in range(4):
+            data = make(tmp_path / f"s{i}", 1000 + i, seed=i)
+            result = copy_file(tmp_path / f"s{i}", other_fs / f"d{i}", CopyOptions())
+            assert read(other_fs / f"d{i}") == data and result.method == "readwrite"
+        assert len(calls) == 1 and pair in NO_RANGE
+    finally:
+        NO_RANGE.discard(pair)

@@ -9,9 +9,7 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,18 +75,6 @@ async def run_job(store_path: str, job: parjobs.Job) -> tuple[Any, Any, list]:
         info = await handle.info()
         result = info.result if status.value.startswith("completed") else None
         return result, info, await m.errors(handle.id)
-
-
-@pytest.fixture
-def other_fs(tmp_path: Path) -> Iterator[Path]:
-    """A directory on another filesystem than tmp_path (/dev/shm), or skip."""
-    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("/dev/shm is not a separate filesystem here")
-    path = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="parjobs-test-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 # -- same filesystem -----------------------------------------------------------------------

@@ -20,6 +20,7 @@ from parjobs._items import Written, fingerprint
 from parjobs._pool import WorkerPool
 from parjobs._stage import Stage
 from parjobs.ops import _copy as copy_mod
+from parjobs.ops import _kernel
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops._copy import CopyJob
@@ -643,3 +644,39 @@ async def test_copy_verify_reports_a_copy_spoilt_before_its_check(
     assert sorted(os.listdir(out)) == sorted(n for n in os.listdir(src) if n != "f07")
     assert all(read(out / n) == read(src / n) for n in os.listdir(out))
     assert temporaries(tmp_path / "dst") == []
+
+
+def test_a_pair_refusing_copy_file_range_is_not_asked_again_in_c(
+    tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk -> tmpfs: copy_file_range answers EXDEV for every file (3,000 failing calls for
+    3,000 files, by strace). C says so (``range_refused``), the pair is remembered
+    (`NO_RANGE`), and the next groups go straight to read/write (no RANGE flag)."""
+    fastcopy = smallfiles_mod.fastcopy
+    assert fastcopy is not None
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        write(src / f"f{i}", os.urandom(100 + i))
+    pair = (src.stat().st_dev, other_fs.stat().st_dev)
+    _kernel.NO_RANGE.discard(pair)
+    flags: list[int] = []
+    real = fastcopy.copy_many
+
+    def copy_many(items: Any, how: int, *args: Any) -> Any:
+        flags.append(how)
+        return real(items, how, *args)
+
+    monkeypatch.setattr(fastcopy, "copy_many", copy_many)
+    fd = os.open(other_fs, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for names in ([b"f0", b"f1", b"f2"], [b"f3", b"f4", b"f5"]):
+            items = [(os.fsencode(src) + b"/" + n, fd, n) for n in names]
+            done = copy_small_files(items, src_dev=pair[0], dst_dev=pair[1])
+            assert done is not None and done[0] == [0, 0, 0]
+        assert [bool(how & fastcopy.RANGE) for how in flags] == [True, False]
+        assert pair in _kernel.NO_RANGE
+        assert snapshot(other_fs) == snapshot(src)
+    finally:
+        os.close(fd)
+        _kernel.NO_RANGE.discard(pair)

@@ -7,8 +7,6 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +29,9 @@ from parjobs.ops._thumbnail import ThumbnailJob
 
 
 @pytest.fixture
-def shm() -> Iterator[Path]:
-    if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat("/tmp").st_dev:
-        pytest.skip("/dev/shm is not a separate filesystem here")
-    import shutil
-
-    path = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="parjobs-rel-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def shm(other_fs: Path) -> Path:
+    """A directory on another filesystem than tmp_path (/dev/shm)."""
+    return other_fs
 
 
 def tree(root: Path, dirs: int = 4, files: int = 30) -> None:
