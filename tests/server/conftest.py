@@ -1,65 +1,17 @@
-"""A real `parjobs serve` on a real socket (port 0) inside the test's trio run, and the
-clients the server tests use: httpx for REST, a small parser for Server-Sent Events."""
+"""A real `parjobs serve` on a real socket (port 0) inside the test's trio run: the
+``server`` fixture (the helpers the tests import are in `_server`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
-import os
 from collections.abc import AsyncIterator
-from typing import Any
 
-import httpx
 import pytest
 import trio
+from _server import Server, write_tokens
 
 import parjobs
-from parjobs.server import EventHub, HubLimits, ServerInfo, serve
-
-ADMIN = "admin-token-0123456789abcdef"
-ALICE = "alice-token-0123456789abcdef"
-BOB = "bob-token-0123456789abcdefgh"
-
-
-def write_tokens(path: str) -> str:
-    with open(path, "w") as f:
-        f.write(f"# test tokens\n{ADMIN}\n{ALICE} owner=alice\n{BOB} owner=bob\n")
-    os.chmod(path, 0o600)
-    return path
-
-
-@dataclasses.dataclass
-class Server:
-    info: ServerInfo
-    manager: parjobs.JobManager
-    hub: EventHub
-    tmp: Any
-
-    @property
-    def url(self) -> str:
-        return self.info.base_url
-
-    def client(self, token: str | None = ADMIN, **kwargs: Any) -> httpx.AsyncClient:
-        headers = {"authorization": f"Bearer {token}"} if token else {}
-        headers.update(kwargs.pop("headers", {}))
-        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=10, **kwargs)
-
-    async def submit(self, body: dict[str, Any], token: str = ADMIN) -> dict[str, Any]:
-        async with self.client(token) as c:
-            r = await c.post("/api/jobs", json=body)
-        assert r.status_code == 201, r.text
-        data: dict[str, Any] = r.json()
-        return data
-
-    async def wait_status(self, job_id: str, *statuses: str, timeout: float = 10) -> dict:
-        async with self.client() as c:
-            with trio.fail_after(timeout):
-                while True:
-                    job = (await c.get(f"/api/jobs/{job_id}")).json()
-                    if job["status"] in statuses:
-                        return job
-                    await trio.sleep(0.02)
+from parjobs.server import EventHub, HubLimits, serve
 
 
 @pytest.fixture
@@ -83,31 +35,3 @@ async def server(tmp_path, store_path) -> AsyncIterator[Server]:
             )
             yield Server(info, manager, hub, tmp_path)
             stop.set()
-
-
-@dataclasses.dataclass
-class SseEvent:
-    kind: str
-    data: Any
-    id: int | None
-
-
-async def sse_events(response: httpx.Response) -> AsyncIterator[SseEvent]:
-    """Parse a text/event-stream response into events (comments are skipped)."""
-    kind, data, event_id = "message", list[str](), None
-    async for line in response.aiter_lines():
-        if line == "":
-            if data:
-                yield SseEvent(kind, json.loads("\n".join(data)), event_id)
-            kind, data, event_id = "message", list[str](), None
-        elif line.startswith(":"):
-            continue
-        else:
-            field, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if field == "event":
-                kind = value
-            elif field == "data":
-                data.append(value)
-            elif field == "id":
-                event_id = int(value)

@@ -7,8 +7,8 @@ import os
 import _jobs  # noqa: F401  (registers test-count)
 import pytest
 import trio
+from _server import ADMIN, ALICE, BOB, Server, sse_events
 from _trees import snapshot, write
-from conftest import ADMIN, ALICE, BOB, Server, sse_events
 
 
 def make_tree(root) -> None:

@@ -30,7 +30,7 @@ import _jobs  # registers test-count (used below for the in-process server)
 import httpx
 import pytest
 import trio
-from conftest import ADMIN, write_tokens
+from _server import ADMIN, write_tokens
 
 import parjobs
 from parjobs.server import EventHub, serve

@@ -9,7 +9,7 @@ import _jobs  # noqa: F401  (registers test-count)
 import httpx
 import pytest
 import trio
-from conftest import ADMIN, ALICE, Server, sse_events, write_tokens
+from _server import ADMIN, ALICE, Server, sse_events, write_tokens
 
 import parjobs
 from parjobs._events import EventKind, JobEvent

@@ -7,8 +7,8 @@ import os
 import _jobs  # noqa: F401  (registers test-count)
 import pytest
 import trio
+from _server import ALICE, BOB, Server, sse_events
 from _trees import write
-from conftest import ALICE, BOB, Server, sse_events
 
 
 @pytest.mark.both_stores

@@ -9,7 +9,7 @@ from typing import Any
 import _jobs  # noqa: F401  (registers test-count)
 import pytest
 import trio
-from conftest import Server
+from _server import Server
 from prometheus_client.parser import text_string_to_metric_families
 
 from parjobs.server import ENDPOINTS

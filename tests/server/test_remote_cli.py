@@ -17,7 +17,7 @@ import trio
 import xxhash
 from _forkcli import Forked
 from _forkcli import run as forked_run
-from conftest import ADMIN, write_tokens
+from _server import ADMIN, write_tokens
 from test_serve_cli import LINE, RUN_SLOW, start
 
 import parjobs

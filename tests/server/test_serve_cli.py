@@ -15,7 +15,7 @@ import httpx
 import pytest
 from _forkcli import Forked
 from _forkcli import run as forked_run
-from conftest import ADMIN, write_tokens
+from _server import ADMIN, write_tokens
 
 from parjobs.server._restart import marker_path
 
