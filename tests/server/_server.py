@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +13,7 @@ import httpx
 import trio
 
 import parjobs
+from parjobs.cli._client import _events
 from parjobs.server import EventHub, ServerInfo
 
 ADMIN = "admin-token-0123456789abcdef"
@@ -69,21 +69,7 @@ class SseEvent:
 
 
 async def sse_events(response: httpx.Response) -> AsyncIterator[SseEvent]:
-    """Parse a text/event-stream response into events (comments are skipped)."""
-    kind, data, event_id = "message", list[str](), None
-    async for line in response.aiter_lines():
-        if line == "":
-            if data:
-                yield SseEvent(kind, json.loads("\n".join(data)), event_id)
-            kind, data, event_id = "message", list[str](), None
-        elif line.startswith(":"):
-            continue
-        else:
-            field, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if field == "event":
-                kind = value
-            elif field == "data":
-                data.append(value)
-            elif field == "id":
-                event_id = int(value)
+    """The events of a text/event-stream response (comments skipped), parsed as the CLI's
+    remote client parses them."""
+    async for kind, event_id, data in _events(response):
+        yield SseEvent(kind, data, None if event_id is None else int(event_id))
