@@ -9,10 +9,6 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypedDict
 
-from ._cluster import check_cluster
-from ._cluster_remote import check_path_map
-from ._dispatch import check_workers
-
 #: Default worker tasks per job.
 DEFAULT_WORKERS = 8
 
@@ -68,9 +64,16 @@ class ManagerConfig:
     cluster_path_map: Sequence[tuple[str, str]] | Mapping[str, str] = ()
 
     def __post_init__(self) -> None:
+        from ._dispatch import check_workers
+
         check_workers(self.workers)  # 1..MAX_WORKERS
-        object.__setattr__(self, "cluster", check_cluster(self.cluster))
-        object.__setattr__(self, "cluster_path_map", check_path_map(self.cluster_path_map))
+        if self.cluster is not None or self.cluster_path_map != ():
+            # The cluster lane (and pickle) load only for a configuration that names it.
+            from ._cluster import check_cluster
+            from ._cluster_remote import check_path_map
+
+            object.__setattr__(self, "cluster", check_cluster(self.cluster))
+            object.__setattr__(self, "cluster_path_map", check_path_map(self.cluster_path_map))
         if self.max_running < 1:
             raise ValueError(f"max_running must be >= 1, got {self.max_running}")
         # Frozen copies: the caller's dicts may change afterwards.

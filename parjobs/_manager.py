@@ -28,11 +28,10 @@ import time
 import typing
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import trio
 
-from ._cluster import ClusterBridge
 from ._config import ConfigOptions, ManagerConfig, make_config
 from ._events import DEFAULT_BUFFER, EventKind, EventSubscription, OwnerEvents
 from ._exceptions import (
@@ -54,6 +53,9 @@ from ._records import ItemQuery, JobInfo, JobQuery, ManagerStatistics
 from ._status import JobStatus, check_transition
 from ._stores import open_store
 from ._util import NoPublicConstructor, exception_leaves
+
+if TYPE_CHECKING:  # the cluster lane loads only when a manager is given a cluster
+    from ._cluster import ClusterBridge
 
 #: The job type `JobManager.undo` submits (``{"job": id}``), provided by `parjobs.ops`.
 UNDO_JOB_TYPE = "undo"
@@ -890,6 +892,8 @@ async def open_manager(
     manager = JobManager._create(store, config)
     try:
         if config.cluster is not None:
+            from ._cluster import ClusterBridge
+
             bridge = await trio.to_thread.run_sync(
                 ClusterBridge.open, config.cluster, config.cluster_path_map
             )

@@ -10,11 +10,10 @@ import os
 import secrets
 import typing
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from ._cluster import ClusterBridge
 from ._config import ManagerConfig
 from ._context import JobContext
 from ._events import EventBus, EventKind
@@ -23,6 +22,9 @@ from ._jobstore import JobStore, StoreListener
 from ._progress import Progress, ProgressTracker
 from ._records import JobInfo
 from ._status import JobStatus
+
+if TYPE_CHECKING:  # the cluster lane loads only when a manager is given a cluster
+    from ._cluster import ClusterBridge
 
 R = TypeVar("R")
 

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
-from collections.abc import Callable
-from decimal import Decimal
-from typing import Literal, NoReturn
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn, cast
 
 from .. import __version__
-from .._config import DEFAULT_WORKERS
-from .._dispatch import MAX_WORKERS
 from .._status import JobStatus
 from ._errors import CliError
-from ._session import parse_age
 
 DESCRIPTION = """\
 File operations as parallel, resumable jobs. Each job runs in the foreground with live
@@ -78,10 +75,25 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"expected a size such as 4096, 10k or 5M, got {_short(text)}"
         )
+    from decimal import Decimal  # (only here: ~1 ms of start-up)
+
     value = Decimal(match[1]) * _SUFFIXES[match[2].lower()]
     if value > MAX_SIZE:
         raise argparse.ArgumentTypeError(f"too large: {_short(text)} (at most 8 EiB)")
     return int(value)
+
+
+_AGE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)", re.ASCII)
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "": 86400}
+
+
+def parse_age(text: str) -> float:
+    """An age such as ``30d``, ``12h``, ``90m``, ``45s`` or ``2w`` in seconds (a bare
+    number is days); a `ValueError` naming the text otherwise."""
+    match = _AGE.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(f"expected an age such as 30d, 12h or 90m, got {text[:40]!r}")
+    return float(match[1]) * _AGE_UNITS[match[2]]
 
 
 def _age(text: str) -> float:
@@ -149,34 +161,6 @@ def _globals(parser: argparse.ArgumentParser, *, sub: bool, client: bool = True)
     )
 
 
-def _command(
-    subs: argparse._SubParsersAction[Parser],
-    name: str,
-    help: str,
-    example: str,
-    *,
-    client: bool = True,
-    runs: Literal["job", "detachable job"] | None = None,
-) -> Parser:
-    """A subcommand with the global options; one that ``runs`` a job also takes the worker
-    options, and a "detachable job" ``--detach`` (queue it for the store's workers)."""
-    parser = subs.add_parser(
-        name,
-        help=help,
-        description=help[0].upper() + help[1:] + ".",
-        epilog=f"example:\n  {example}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.set_defaults(command=name)
-    _globals(parser, sub=True, client=client)
-    if runs is not None:  # in a group of their own, listed after the command's options
-        running = parser.add_argument_group("running the job")
-        _workers(running)
-        if runs == "detachable job":
-            _detach(running)
-    return parser
-
-
 def _job_id(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
     parser.add_argument(
         "job",
@@ -196,6 +180,9 @@ def _transfer_operands(parser: argparse.ArgumentParser, verb: str) -> None:
 
 
 def _workers(parser: argparse._ActionsContainer) -> None:
+    from .._config import DEFAULT_WORKERS
+    from .._dispatch import MAX_WORKERS
+
     parser.add_argument(
         "-w",
         "--workers",
@@ -243,24 +230,7 @@ def _conflict(parser: argparse.ArgumentParser, *, ask: bool = False) -> None:
     )
 
 
-def build_parser() -> Parser:
-    parser = Parser(
-        prog="parjobs",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"parjobs {__version__}")
-    _globals(parser, sub=False)
-    subs = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
-
-    p = _command(
-        subs,
-        "copy",
-        "copy files and trees",
-        "parjobs copy ~/Photos /mnt/backup --verify",
-        runs="detachable job",
-    )
+def _copy(p: Parser) -> None:
     _transfer_operands(p, "copy")
     _conflict(p, ask=True)
     p.add_argument("--verify", action="store_true", help="re-read and compare every copy")
@@ -277,13 +247,8 @@ def build_parser() -> Parser:
         help="copy each name of a file with hard links apart (default: linked, as cp -a)",
     )
 
-    p = _command(
-        subs,
-        "move",
-        "move files and trees",
-        "parjobs move ~/Downloads/*.iso /mnt/isos",
-        runs="detachable job",
-    )
+
+def _move(p: Parser) -> None:
     _transfer_operands(p, "move")
     _conflict(p)
     p.add_argument(
@@ -294,13 +259,8 @@ def build_parser() -> Parser:
     )
     p.add_argument("--durable", action="store_true", help="fsync each file before finishing it")
 
-    p = _command(
-        subs,
-        "delete",
-        "delete files and trees",
-        "parjobs delete ~/tmp/build --trash",
-        runs="detachable job",
-    )
+
+def _delete(p: Parser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to delete")
     p.add_argument("--trash", action="store_true", help="move to the trash instead of deleting")
     p.add_argument(
@@ -310,13 +270,8 @@ def build_parser() -> Parser:
         "directory, the home directory and its ancestors are always refused)",
     )
 
-    p = _command(
-        subs,
-        "hash",
-        "hash files",
-        "parjobs hash ~/Photos --output photos.xxh3 --algorithm xxh3_128",
-        runs="detachable job",
-    )
+
+def _hash(p: Parser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to hash")
     p.add_argument(
         "--algorithm",
@@ -328,13 +283,8 @@ def build_parser() -> Parser:
         "-o", "--output", metavar="FILE", help="write digests to FILE instead of printing them"
     )
 
-    p = _command(
-        subs,
-        "dupes",
-        "find duplicate files",
-        "parjobs dupes ~/Photos ~/Backup --min-size 1M",
-        runs="detachable job",
-    )
+
+def _dupes(p: Parser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to compare")
     p.add_argument(
         "--min-size",
@@ -344,13 +294,8 @@ def build_parser() -> Parser:
         help="ignore files smaller than SIZE (e.g. 4096, 10k, 5M; default 1)",
     )
 
-    p = _command(
-        subs,
-        "thumbnails",
-        "make image thumbnails",
-        "parjobs thumbnails ~/Photos --size 512 --out thumbs",
-        runs="detachable job",
-    )
+
+def _thumbnails(p: Parser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="images or directories of images")
     p.add_argument(
         "--size", type=_int_at_least(1), default=256, help="longest side in pixels (default: 256)"
@@ -374,7 +319,8 @@ def build_parser() -> Parser:
         help="write thumbnails into DIR (default $XDG_CACHE_HOME/parjobs/thumbnails)",
     )
 
-    p = _command(subs, "jobs", "list jobs", "parjobs jobs --status paused,interrupted")
+
+def _jobs(p: Parser) -> None:
     p.add_argument(
         "--status",
         type=_statuses,
@@ -403,7 +349,8 @@ def build_parser() -> Parser:
     )
     p.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
 
-    p = _command(subs, "show", "show a job: spec, status, progress, errors", "parjobs show 3f2a")
+
+def _show(p: Parser) -> None:
     _job_id(p)
     p.add_argument(
         "--errors",
@@ -430,23 +377,8 @@ def build_parser() -> Parser:
         help="with --items: only items of this action (copied, moved, trashed, failed...)",
     )
 
-    p = _command(
-        subs,
-        "undo",
-        "undo a job: restore what it trashed, move back what it moved, remove the files "
-        "it copied that nobody changed since",
-        "parjobs undo 3f2a",
-        runs="job",
-    )
-    _job_id(p)
 
-    p = _command(
-        subs,
-        "trash",
-        "list or restore items in the trash (trashed by parjobs or any freedesktop tool)",
-        "parjobs trash restore ~/.local/share/Trash/files/report.pdf",
-        client=False,
-    )
+def _trash(p: Parser) -> None:
     trash = p.add_subparsers(dest="trash_command", metavar="list|restore", required=True)
     tl = trash.add_parser("list", help="list trashed items, newest first")
     tl.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON lines")
@@ -461,19 +393,18 @@ def build_parser() -> Parser:
         "(the newest one trashed from there)",
     )
 
-    p = _command(
-        subs, "pause", "pause a running job (also one run elsewhere)", "parjobs pause 3f2a"
-    )
-    _job_id(p)
-    p.add_argument("--no-wait", action="store_true", help="do not wait until it has paused")
 
-    p = _command(
-        subs,
-        "resume",
-        "resume paused or interrupted jobs in the foreground",
-        "parjobs resume 3f2a",
-        runs="job",
-    )
+def _waits(verb: str) -> Callable[[Parser], None]:
+    """``pause`` and ``cancel``: a job id, and ``--no-wait``."""
+
+    def arguments(p: Parser) -> None:
+        _job_id(p)
+        p.add_argument("--no-wait", action="store_true", help=f"do not wait until it has {verb}")
+
+    return arguments
+
+
+def _resume(p: Parser) -> None:
     _job_id(p, optional=True)
     p.add_argument("--all", action="store_true", help="every paused or interrupted job")
     p.add_argument(
@@ -483,29 +414,13 @@ def build_parser() -> Parser:
         "store claims it, print its id and exit 0 (docs/stores.md)",
     )
 
-    p = _command(subs, "cancel", "cancel a job", "parjobs cancel 3f2a")
-    _job_id(p)
-    p.add_argument("--no-wait", action="store_true", help="do not wait until it has stopped")
 
-    p = _command(
-        subs,
-        "demo",
-        "copy, hash and thumbnail a generated sample tree, pausing and resuming once",
-        "parjobs demo --keep",
-        client=False,
-        runs="job",
-    )
+def _demo(p: Parser) -> None:
     p.add_argument("--dir", metavar="DIR", help="work in DIR (kept) instead of a temporary one")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
 
-    p = _command(
-        subs,
-        "serve",
-        "serve the HTTP API, live events and metrics of the store's jobs (docs/serve.md)",
-        "parjobs serve --port 0",
-        client=False,
-        runs="job",
-    )
+
+def _serve(p: Parser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument(
         "--port", type=_int_at_least(0), default=8765, help="port (default 8765; 0: a free one)"
@@ -518,14 +433,8 @@ def build_parser() -> Parser:
         "(default: $XDG_STATE_HOME/parjobs/serve-tokens, created)",
     )
 
-    p = _command(
-        subs,
-        "worker",
-        "claim and run the store's queued jobs until stopped, for the hosts of a farm",
-        "parjobs worker --store postgresql://farm@db/jobs --until-idle",
-        client=False,
-        runs="job",
-    )
+
+def _worker(p: Parser) -> None:
     p.add_argument(
         "--until-idle", action="store_true", help="exit once no job is left for this worker"
     )
@@ -538,7 +447,198 @@ def build_parser() -> Parser:
         help="jobs run at once by this worker (default 4; queue capacities hold across "
         "all workers)",
     )
+
+
+class Command(NamedTuple):
+    """A command: its one-line help and example, the arguments it adds to its parser, the
+    function that runs it (``module:function`` of this package, imported once chosen),
+    whether it can work through ``--server`` (``client``) and whether it ``runs`` a job."""
+
+    help: str
+    example: str
+    arguments: Callable[[Parser], None]
+    run: str
+    client: bool = True
+    runs: Literal["job", "detachable job"] | None = None
+
+
+#: Every command, in the order ``parjobs --help`` lists them.
+COMMANDS: dict[str, Command] = {
+    "copy": Command(
+        "copy files and trees",
+        "parjobs copy ~/Photos /mnt/backup --verify",
+        _copy,
+        "_commands:copy",
+        runs="detachable job",
+    ),
+    "move": Command(
+        "move files and trees",
+        "parjobs move ~/Downloads/*.iso /mnt/isos",
+        _move,
+        "_commands:move",
+        runs="detachable job",
+    ),
+    "delete": Command(
+        "delete files and trees",
+        "parjobs delete ~/tmp/build --trash",
+        _delete,
+        "_commands:delete",
+        runs="detachable job",
+    ),
+    "hash": Command(
+        "hash files",
+        "parjobs hash ~/Photos --output photos.xxh3 --algorithm xxh3_128",
+        _hash,
+        "_commands:hash_",
+        runs="detachable job",
+    ),
+    "dupes": Command(
+        "find duplicate files",
+        "parjobs dupes ~/Photos ~/Backup --min-size 1M",
+        _dupes,
+        "_commands:dupes",
+        runs="detachable job",
+    ),
+    "thumbnails": Command(
+        "make image thumbnails",
+        "parjobs thumbnails ~/Photos --size 512 --out thumbs",
+        _thumbnails,
+        "_commands:thumbnails",
+        runs="detachable job",
+    ),
+    "jobs": Command("list jobs", "parjobs jobs --status paused,interrupted", _jobs, "_manage:jobs"),
+    "show": Command(
+        "show a job: spec, status, progress, errors", "parjobs show 3f2a", _show, "_manage:show"
+    ),
+    "undo": Command(
+        "undo a job: restore what it trashed, move back what it moved, remove the files "
+        "it copied that nobody changed since",
+        "parjobs undo 3f2a",
+        _job_id,
+        "_undo:undo",
+        runs="job",
+    ),
+    "trash": Command(
+        "list or restore items in the trash (trashed by parjobs or any freedesktop tool)",
+        "parjobs trash restore ~/.local/share/Trash/files/report.pdf",
+        _trash,
+        "_undo:trash",
+        client=False,
+    ),
+    "pause": Command(
+        "pause a running job (also one run elsewhere)",
+        "parjobs pause 3f2a",
+        _waits("paused"),
+        "_manage:pause",
+    ),
+    "resume": Command(
+        "resume paused or interrupted jobs in the foreground",
+        "parjobs resume 3f2a",
+        _resume,
+        "_commands:resume",
+        runs="job",
+    ),
+    "cancel": Command("cancel a job", "parjobs cancel 3f2a", _waits("stopped"), "_manage:cancel"),
+    "demo": Command(
+        "copy, hash and thumbnail a generated sample tree, pausing and resuming once",
+        "parjobs demo --keep",
+        _demo,
+        "_demo:run_demo",
+        client=False,
+        runs="job",
+    ),
+    "serve": Command(
+        "serve the HTTP API, live events and metrics of the store's jobs (docs/serve.md)",
+        "parjobs serve --port 0",
+        _serve,
+        "_serve:serve",
+        client=False,
+        runs="job",
+    ),
+    "worker": Command(
+        "claim and run the store's queued jobs until stopped, for the hosts of a farm",
+        "parjobs worker --store postgresql://farm@db/jobs --until-idle",
+        _worker,
+        "_worker:worker",
+        client=False,
+        runs="job",
+    ),
+}
+
+
+if TYPE_CHECKING:
+    _SubParsersAction = argparse._SubParsersAction[Parser]
+else:
+    _SubParsersAction = argparse._SubParsersAction
+
+
+class _Commands(_SubParsersAction):
+    """The ``COMMAND`` argument, whose parsers are built once a command is chosen:
+    ``parjobs copy ...`` builds the copy parser only. Building all sixteen cost ~6 ms of
+    every command's start-up (argparse looks for gettext catalogs for each parser), and
+    ``parjobs --help`` needs only their names and help lines."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # What argparse checks a command name against (and lists when it is none of them).
+        self.choices = list(COMMANDS)  # type: ignore[assignment]
+        for name, command in COMMANDS.items():
+            self._choices_actions.append(self._ChoicesPseudoAction(name, (), command.help))
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        assert isinstance(values, list)  # nargs=PARSER: the command name and what follows
+        name = values[0]
+        if name not in self._name_parser_map:
+            self._build(name, COMMANDS[name])
+        super().__call__(parser, namespace, values, option_string)
+
+    def _build(self, name: str, command: Command) -> None:
+        """The parser of ``command``: the global options, its own arguments, and for one
+        that ``runs`` a job the worker options (and ``--detach`` for a "detachable job"),
+        listed after its own."""
+        parser = self.add_parser(
+            name,
+            description=command.help[0].upper() + command.help[1:] + ".",
+            epilog=f"example:\n  {command.example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        parser.set_defaults(command=name)
+        _globals(parser, sub=True, client=command.client)
+        if command.runs is not None:  # in a group of their own, listed after the command's
+            running = parser.add_argument_group("running the job")
+            _workers(running)
+            if command.runs == "detachable job":
+                _detach(running)
+        command.arguments(parser)
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="parjobs",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"parjobs {__version__}")
+    _globals(parser, sub=False)
+    parser.add_subparsers(
+        title="commands", metavar="COMMAND", parser_class=Parser, action=_Commands
+    )
     return parser
+
+
+def handler(name: str) -> Callable[[argparse.Namespace], Awaitable[int]]:
+    """The function that runs the command ``name`` (its module imported now: a command loads
+    only what it uses)."""
+    module, _, function = COMMANDS[name].run.partition(":")
+    run = getattr(importlib.import_module(f"{__package__}.{module}"), function)
+    return cast(Callable[[argparse.Namespace], Awaitable[int]], run)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

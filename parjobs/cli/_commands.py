@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._job import Job, lookup_job_type
 from .._status import JobStatus
-from . import _manage, _serve, _undo, _worker
+from . import _manage
 from ._errors import EXIT_OK, CliError
 from ._follow import follow_jobs
 from ._render import Renderer, make_renderer
@@ -21,8 +21,6 @@ from ._worker import resume_detached, submit_detached
 
 if TYPE_CHECKING:
     from ..ops._thumbnail import Layout
-
-Command = Callable[[argparse.Namespace], Awaitable[int]]
 
 
 def _path(text: str) -> str:
@@ -213,29 +211,3 @@ async def resume(args: argparse.Namespace) -> int:
         for job_id in ids:
             await manager.resume(job_id)
         return await follow_jobs(manager, ids, store=store, renderer=renderer)
-
-
-async def demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
-
-    return await run_demo(args)
-
-
-COMMANDS: dict[str, Command] = {
-    "copy": copy,
-    "move": move,
-    "delete": delete,
-    "hash": hash_,
-    "dupes": dupes,
-    "thumbnails": thumbnails,
-    "jobs": _manage.jobs,
-    "show": _manage.show,
-    "pause": _manage.pause,
-    "resume": resume,
-    "cancel": _manage.cancel,
-    "undo": _undo.undo,
-    "trash": _undo.trash,
-    "demo": demo,
-    "serve": _serve.serve,
-    "worker": _worker.worker,
-}

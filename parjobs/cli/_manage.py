@@ -10,19 +10,21 @@ import sys
 import textwrap
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .._exceptions import JobNotFoundError
-from .._items import ItemRecord
-from .._manager import JobManager
-from .._records import JobInfo
 from .._status import JobStatus
 from . import _format as fmt
 from ._errors import EXIT_ERRORS, EXIT_OK, CliError
 from ._render import ERRORS_SHOWN, describe, percent, stats
 from ._session import Store, import_job_types, manager_for
+
+if TYPE_CHECKING:  # the core loads when a manager opens (`parjobs jobs` on no store: never)
+    from .._items import ItemRecord
+    from .._manager import JobManager
+    from .._records import JobInfo
 
 #: How long ``pause`` and ``cancel`` wait for the job to come to rest.
 WAIT_LIMIT = 30.0

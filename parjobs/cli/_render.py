@@ -16,13 +16,14 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .._status import JobStatus
+
 if TYPE_CHECKING:  # rich is imported only to draw on a terminal (start-up time)
     from rich.console import Console, RenderableType
     from rich.live import Live
 
-from .._progress import ItemError, Progress
-from .._records import JobInfo
-from .._status import JobStatus
+    from .._progress import ItemError, Progress
+    from .._records import JobInfo
 from . import _format as fmt
 
 #: Failed items listed in a summary before "and N more".

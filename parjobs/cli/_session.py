@@ -5,20 +5,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import shlex
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Unpack, cast
+from typing import TYPE_CHECKING, Unpack, cast
 
-from .._cluster_remote import parse_path_map
-from .._config import ConfigOptions, ManagerConfig
-from .._job import load_job_types
-from .._manager import JobManager, open_manager
 from .._pgschema import is_url
 from .._util import state_dir
+from ._app import parse_age
 from ._errors import CliError
 from ._remote import SERVER, Server
+
+if TYPE_CHECKING:  # the core loads when a command opens a manager, not to parse the command
+    from .._config import ConfigOptions, ManagerConfig
+    from .._manager import JobManager
 
 
 def default_store() -> str:
@@ -71,6 +71,8 @@ class Store:
 def import_job_types() -> None:
     """Register every job type installed (the ``parjobs.job_types`` entry points), so stored
     jobs can be loaded, listed and resumed."""
+    from .._job import load_job_types
+
     load_job_types()
 
 
@@ -82,6 +84,9 @@ def cluster_config(args: argparse.Namespace) -> ManagerConfig | None:
     if cluster is None:
         return None
     text = getattr(args, "cluster_path_map", None) or os.environ.get("PARJOBS_CLUSTER_PATH_MAP")
+    from .._cluster_remote import parse_path_map
+    from .._config import ManagerConfig
+
     try:
         return ManagerConfig(cluster=cluster, cluster_path_map=parse_path_map(text or ""))
     except ValueError as exc:
@@ -90,17 +95,6 @@ def cluster_config(args: argparse.Namespace) -> ManagerConfig | None:
 
 #: How long the CLI keeps finished jobs (completed, cancelled, ...) by default.
 DEFAULT_RETENTION = "30d"
-_AGE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)", re.ASCII)
-_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "": 86400}
-
-
-def parse_age(text: str) -> float:
-    """An age such as ``30d``, ``12h``, ``90m``, ``45s`` or ``2w`` in seconds (a bare
-    number is days); a `ValueError` naming the text otherwise."""
-    match = _AGE.fullmatch(text.strip().lower())
-    if match is None:
-        raise ValueError(f"expected an age such as 30d, 12h or 90m, got {text[:40]!r}")
-    return float(match[1]) * _AGE_UNITS[match[2]]
 
 
 def retention() -> float | None:
@@ -127,7 +121,7 @@ async def manager_for(
 
         async with open_remote(store.server) as remote:
             # The client answers the part of JobManager's API that the commands use.
-            yield cast(JobManager, remote)
+            yield cast("JobManager", remote)
         return
     directory = os.path.dirname(store.path)
     try:
@@ -136,5 +130,7 @@ async def manager_for(
     except OSError as exc:
         raise CliError(f"cannot create the store directory {directory}: {exc.strerror}") from None
     options.setdefault("retention", retention())
+    from .._manager import open_manager
+
     async with open_manager(store.path, config, **options) as manager:
         yield manager

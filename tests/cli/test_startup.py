@@ -22,6 +22,20 @@ from parjobs.cli._render import LiveRenderer, PlainRenderer, make_renderer
 
 #: Modules a command must not load unless it needs them.
 HEAVY = ("PIL", "rich", "parjobs.ops", "httpx", "parjobs.server", "importlib.metadata")
+#: The core a command loads to open a manager and run jobs, and trio (parsing needs neither).
+CORE = ("trio", "parjobs._manager", "parjobs._store", "parjobs._dispatch", "sqlite3")
+#: What a job run here loads only when asked: the cluster lane (with pickle), the blocking
+#: facade, decimal sizes (dupes' --min-size) and the modules of other commands.
+UNUSED_BY_COPY = (
+    "parjobs._cluster",
+    "pickle",
+    "parjobs._facade",
+    "decimal",
+    "parjobs.cli._serve",
+    "parjobs.cli._undo",
+    "parjobs.cli._demo",
+    "parjobs.cli._client",
+)
 
 _PROBE = """
 import json, sys
@@ -60,17 +74,39 @@ def test_import_cli_loads_nothing_heavy(tmp_path):
     assert _heavy(set(json.loads(out))) == []
 
 
-def test_help_loads_no_operation_and_no_rich(tmp_path):
+def _core(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if m.startswith(CORE))
+
+
+def test_help_loads_no_operation_no_rich_and_no_core(tmp_path):
+    """``parjobs --help`` only parses: neither trio nor the manager is loaded."""
     code, modules = _loaded(["--help"], str(tmp_path))
     assert code == 0
     assert _heavy(modules) == []
+    assert _core(modules) == []
+
+
+def test_import_parjobs_loads_only_the_errors():
+    """``import parjobs`` (the first step of every command) defers the core to first use."""
+    code = (
+        "import json, sys, parjobs; before = sorted(sys.modules); parjobs.JobManager; "
+        "print(json.dumps([before, sorted(sys.modules)]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    before, after = (set(names) for names in json.loads(out))
+    assert _core(before) == []
+    assert "parjobs._manager" in after
 
 
 def test_jobs_loads_no_operation(tmp_path):
+    """Listing a store that does not exist opens no manager: the core stays unloaded."""
     store = str(tmp_path / "jobs.sqlite")
     code, modules = _loaded(["--store", store, "jobs"], str(tmp_path))
     assert code == 0
     assert _heavy(modules) == []
+    assert [m for m in _core(modules) if not m.startswith("trio")] == []
 
 
 def test_copy_loads_only_the_copy_operation(tmp_path):
@@ -85,6 +121,33 @@ def test_copy_loads_only_the_copy_operation(tmp_path):
     assert "parjobs.ops._copy" in heavy
     assert not [m for m in heavy if m.startswith(("PIL", "rich", "parjobs.ops._thumbnail"))]
     assert "importlib.metadata" not in heavy
+    assert sorted(m for m in modules if m.startswith(UNUSED_BY_COPY)) == []
+
+
+def test_the_program_freezes_its_start_up_objects(tmp_path):
+    """Run as the program (``main()``), a command freezes what start-up made (`gc.freeze`):
+    the collector then skips it in every collection, at exit too. Called with ``argv`` (a
+    library or a test), ``main`` leaves the collector alone."""
+    probe = (
+        "import gc, sys\nfrom parjobs.cli import main\n"
+        "program = sys.argv[2:3] == ['program']\n"
+        "sys.argv[1:] = ['--store', sys.argv[1], 'jobs']\n"
+        "main(None if program else sys.argv[1:])\n"
+        "print(gc.get_freeze_count())\n"
+    )
+    store = str(tmp_path / "jobs.sqlite")
+    counts = [
+        subprocess.run(
+            [sys.executable, "-c", probe, store, *how],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout.split()[-1]
+        for how in (["program"], [])
+    ]
+    assert int(counts[0]) > 10_000
+    assert counts[1] == "0"
 
 
 def test_make_renderer_plain_without_terminal(monkeypatch):
