@@ -16,7 +16,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any, TypeVar, Unpack
 
 from ._exceptions import (
@@ -160,7 +160,7 @@ class SQLiteJobStore:
         """
         path = os.fspath(path)
         check_header(path)
-        _create_private(path)
+        new = _create_private(path)
         try:
             conn = sqlite3.connect(
                 path, timeout=timeout, isolation_level=None, check_same_thread=False
@@ -171,7 +171,7 @@ class SQLiteJobStore:
         conn.text_factory = decode_text  # a damaged row must not break every read
         store = cls(path, conn)
         try:
-            init_schema(conn, path, store._tx)
+            init_schema(conn, path, store._tx, new=new)
         except StoreError:
             conn.close()
             raise
@@ -1013,13 +1013,16 @@ del _name, _method
 JobStore = SQLiteJobStore
 
 
-def _create_private(path: str) -> None:
+def _create_private(path: str) -> bool:
     """Create a missing store file readable by its user only (0600): SQLite would create it
     with the umask's mode, typically world-readable, and gives its -wal and -shm files the
     main file's mode. An existing file keeps its mode; a failure here is left for SQLite to
-    report, with its own explanation."""
+    report, with its own explanation. True when this call created the (empty) file."""
     if path == ":memory:" or path.startswith("file:"):
-        return
+        return False
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    with suppress(OSError):
+    try:
         os.close(os.open(path, flags, 0o600))
+    except OSError:
+        return False
+    return True

@@ -106,11 +106,18 @@ def check_header(path: str) -> None:
 
 
 def init_schema(
-    c: sqlite3.Connection, path: str, tx: Callable[[], AbstractContextManager[object]]
+    c: sqlite3.Connection,
+    path: str,
+    tx: Callable[[], AbstractContextManager[object]],
+    *,
+    new: bool = False,
 ) -> None:
     """Check the format, version and integrity of the store ``c`` opens (creating the
     schema in a new file) and set its pragmas; `StoreFormatError` if it is not usable.
-    ``tx`` opens a write transaction."""
+    ``tx`` opens a write transaction; ``new``: this process just created the empty file."""
+    if new:
+        _create(c, tx)
+        return
     app_id = c.execute("PRAGMA application_id").fetchone()[0]
     version = c.execute("PRAGMA user_version").fetchone()[0]
     tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -127,12 +134,7 @@ def init_schema(
     c.execute("PRAGMA synchronous=NORMAL")
     c.execute("PRAGMA foreign_keys=ON")
     if app_id == 0:
-        with tx():
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    c.execute(statement)
-            c.execute(f"PRAGMA application_id={APPLICATION_ID}")
-            c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        _write_schema(c, tx)
     columns = {r[1] for r in c.execute("PRAGMA table_info(managers)")}
     if "pid_start" not in columns:  # a store made before pid reuse was guarded against
         with tx():
@@ -151,6 +153,34 @@ def init_schema(
     if check != "ok":
         detail = " ".join(str(check).split())  # one line, for the CLI
         raise StoreFormatError(f"{path} is a damaged parjobs store: {detail}")
+
+
+def _create(c: sqlite3.Connection, tx: Callable[[], AbstractContextManager[object]]) -> None:
+    """Make the schema in a store file this process has just created, empty: nothing in it
+    to check, and nothing yet to keep through a power loss. So SQLite does not sync while it
+    switches the file to WAL and writes the schema (six fsyncs, of the file, its rollback
+    journal, the WAL and the directory, before a command's first job could start); from
+    then on it syncs as every store does (``synchronous=NORMAL``: the WAL and the file at
+    each checkpoint, the last one when the store closes). A power loss before that first
+    checkpoint loses the new store's contents, as ``NORMAL`` loses the commits since the
+    last checkpoint: SQLite then finds an empty file or the intact part of the WAL (its
+    checksums reject frames that did not reach the disk), and the next open makes the
+    schema again. Its statements are idempotent, so a process that opens the file meanwhile
+    and makes the schema itself does no harm."""
+    c.execute("PRAGMA synchronous=OFF")
+    c.execute("PRAGMA journal_mode=WAL")
+    _write_schema(c, tx)
+    c.execute("PRAGMA synchronous=NORMAL")
+    c.execute("PRAGMA foreign_keys=ON")
+
+
+def _write_schema(c: sqlite3.Connection, tx: Callable[[], AbstractContextManager[object]]) -> None:
+    with tx():
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                c.execute(statement)
+        c.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
 class Undecodable(str):

@@ -295,6 +295,33 @@ def test_a_new_store_is_private_to_its_user_and_an_old_one_keeps_its_mode(tmp_pa
     assert stat.S_IMODE(shared.stat().st_mode) == 0o640
 
 
+def test_a_store_made_here_runs_as_one_made_elsewhere(tmp_path) -> None:
+    """A store file this process creates gets its schema without fsyncs (nothing in it to
+    lose yet) and then runs as any other: WAL, ``synchronous=NORMAL``, foreign keys, the
+    same tables as a store whose empty file someone else made (the checked path)."""
+    from parjobs._store import SQLiteJobStore
+    from parjobs._store_schema import APPLICATION_ID, SCHEMA_VERSION
+
+    pragmas = ("journal_mode", "synchronous", "foreign_keys", "application_id", "user_version")
+
+    def looks(store: SQLiteJobStore) -> tuple[object, ...]:
+        conn = store._conn
+        tables = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name")
+        return (*(conn.execute(f"PRAGMA {p}").fetchone()[0] for p in pragmas), tables.fetchall())
+
+    (tmp_path / "theirs.sqlite").touch()
+    mine = SQLiteJobStore.open(tmp_path / "mine.sqlite")
+    theirs = SQLiteJobStore.open(tmp_path / "theirs.sqlite")
+    try:
+        assert looks(mine) == looks(theirs)
+        assert looks(mine)[:5] == ("wal", 1, 1, APPLICATION_ID, SCHEMA_VERSION)
+    finally:
+        mine.close()
+        theirs.close()
+    again = SQLiteJobStore.open(tmp_path / "mine.sqlite")  # every check of an existing store
+    again.close()
+
+
 async def test_idempotency_key_reused_for_another_job_is_a_conflict(store_path, tmp_path):
     """It used to hand back the old job silently: a different spec must raise, naming the
     key and the job; another owner's job is not named. Nothing new is stored."""
