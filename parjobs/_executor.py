@@ -162,6 +162,10 @@ def _run_group(
     ]
 
 
+#: `_Call.run` when no run is running.
+_NO_RUN: list[WorkItem] = []
+
+
 class _Call:
     """One thread call of `ThreadExecutor` (a stream of tasks), shared by its thread and trio.
 
@@ -178,6 +182,9 @@ class _Call:
         "light",
         "lock",
         "returned",
+        "run",
+        "run_end",
+        "run_started",
         "running",
         "scope",
         "seen_at",
@@ -192,7 +199,12 @@ class _Call:
         self.running = False  # the thread has entered the call
         self.returned = False  # the thread has left the call
         self.deadline: float | None = None  # the earliest deadline of what runs now
-        # Outcomes of the run (`ThreadExecutor._run_run`) running now, not posted yet.
+        # The run (`ThreadExecutor._run_run`) running now: its members, how many of them
+        # have started, where it ends (trio lowers it to give the rest back: `_reclaim`),
+        # and the outcomes of those that ended, not posted yet.
+        self.run: list[WorkItem] = _NO_RUN
+        self.run_started = 0
+        self.run_end = 0
         self.finished: list[tuple[WorkItem, Outcome[Any]]] = []
         self.light = light
         self.seq = 0  # tasks (or groups) started: bumped by the thread
@@ -270,7 +282,8 @@ class ThreadExecutor:
 
     def _look_for_stalls(self) -> int:
         """Count the light calls that stream now and are not stalled (and keep the stalled
-        count for the threads' own "over the cap?" test)."""
+        count for the threads' own "over the cap?" test); a stalled call's run gives back
+        the members it has not started."""
         now = trio.current_time()
         busy = stalled = 0
         for call in self._calls:
@@ -282,6 +295,8 @@ class ThreadExecutor:
                 busy += 1
             else:
                 stalled += 1
+                if call.run is not _NO_RUN:
+                    self._reclaim(call)
         self._stalled = stalled
         return busy
 
@@ -346,6 +361,7 @@ class ThreadExecutor:
                                     return
                                 run = queue.take_run(work, min(size, RUN_MAX_ITEMS))
                                 current.extend(run[1:])
+                                call.run, call.run_started, call.run_end = run, 0, len(run)
                         else:
                             run = [work]
                         call_start = monotonic()
@@ -361,7 +377,8 @@ class ThreadExecutor:
                                 return  # trio settled what this call had taken
                             work, outcome = group_done[-1]
                         now = monotonic()
-                        per_task = max(1e-7, (now - call_start) / len(run))
+                        ran = 1 if group_done is None else len(group_done)
+                        per_task = max(1e-7, (now - call_start) / ran)
                         self._task_seconds = (self._task_seconds + per_task) / 2
                     call.deadline = None
                     count = 1 if group_done is None else len(group_done)
@@ -428,30 +445,60 @@ class ThreadExecutor:
     ) -> list[tuple[WorkItem, Outcome[Any]]] | None:
         """Run a run of plain tasks (`WorkQueue.take_run`) one after the other, in the
         calling worker thread; their outcomes, posted together afterwards as one unit (as a
-        group's), or None when trio gave up on the call meanwhile. Each task starts its own
-        timeout clock as it starts. With a timeout among them, each finished outcome is
-        kept in ``call.finished`` under the call's lock, so a watchdog giving up on the call
-        posts those and runs the rest again, never a finished one; without, nothing can time
-        out and the lock is skipped (a job stopped outright drops the unposted outcomes, as
-        it drops posted ones it did not consume)."""
+        group's), or None when trio gave up on the call meanwhile.
+
+        Each member starts its own timeout clock as it starts, and is marked started under
+        the call's lock, its outcome kept in ``call.finished``: so a watchdog giving up on
+        the call posts the finished ones and runs the rest again, never a finished one, and
+        a member that hangs (`STALL_SECONDS`) has the outcomes before it handed over and
+        the members after it given back to the queue (`_reclaim`), for other threads: one
+        hung task still holds back no other."""
         self._port.progress.started_group([(id(member), member.tc) for member in run])
         done: list[tuple[WorkItem, Outcome[Any]]] = []
         call.finished = done
-        if all(member.tc.timeout is None for member in run):
-            for member in run:
-                member.tc.start()
-                done.append((member, _run_one(member, interrupter)))
-            return done
-        for member in run:
+        member: WorkItem | None = None
+        outcome: Outcome[Any] | None = None
+        i = 0
+        while True:
+            with call.lock:
+                if call.given_up():
+                    return None
+                if member is not None and outcome is not None:
+                    done.append((member, outcome))
+                if i >= call.run_end:  # the end, or the rest was given back
+                    call.run = _NO_RUN
+                    return done
+                call.run_started = i + 1
+            member = run[i]
+            call.seq += 1  # a stall is one member running long
             tc = member.tc
             tc.start()
             call.deadline = tc.deadline
             outcome = _run_one(member, interrupter)
-            with call.lock:
-                if call.given_up():
-                    return None
-                done.append((member, outcome))
-        return done
+            i += 1
+
+    def _reclaim(self, call: _Call) -> None:
+        """A member of ``call``'s run has run `STALL_SECONDS` (hung I/O, say): hand over the
+        outcomes of the members that ended before it, and give those it has not started back
+        to the queue, for other threads."""
+        with call.lock:
+            if call.abandoned or call.returned or call.run is _NO_RUN:
+                return
+            keep = max(call.run_started, 1)
+            rest = call.run[keep : call.run_end]
+            call.run_end = min(call.run_end, keep)
+            ended = call.finished[:]
+            call.finished.clear()  # (the thread's list: it posts only what comes next)
+            if not rest and not ended:
+                return
+            gone = {id(work) for work in rest} | {id(work) for work, _ in ended}
+            call.current[:] = [work for work in call.current if id(work) not in gone]
+        port = self._port
+        if ended:
+            port.post_group(ended, True)
+        for work in rest:
+            port.progress.finished(id(work), "retrying", 0, None)
+            port.queue.put_nowait(work, force=True)
 
     def _abandon(self, call: _Call) -> bool:
         """Give up on ``call`` (trio side): from now on its thread posts and takes nothing.
@@ -475,9 +522,11 @@ class ThreadExecutor:
             self._nursery.start_soon(self._watchdog, name="parjobs-watchdog")
 
     async def _watchdog(self) -> None:
-        """While calls run: give up on each call whose task is past its timeout."""
+        """While calls run: give up on each call whose task is past its timeout, and take
+        back the members a stalled run has not started."""
         try:
             while self._calls:
+                self._look_for_stalls()
                 now = time.monotonic()
                 wake = now + WATCHDOG_TICK
                 for call in list(self._calls):

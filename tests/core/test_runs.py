@@ -35,11 +35,11 @@ async def ctx() -> AsyncIterator[JobContext]:
         context._close_pool()
 
 
-@pytest.fixture
-def runs(ctx: JobContext, monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
-    """The indices of each run taken. Runs are sized to 64 tasks from the start (the
-    executor's measure says tasks take a microsecond, the target is a second), so with one
-    worker and the queue filled before it starts, the first run is indices 0-63."""
+def watch_runs(ctx: JobContext, monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The indices of each run ``ctx``'s pool takes from now on. Runs are sized to 64 tasks
+    from the start (the executor's measure says tasks take a microsecond, the target is a
+    second), so with one worker and the queue filled before it starts, the first run is
+    indices 0-63."""
     taken: list[list[int]] = []
     take_run = WorkQueue.take_run
 
@@ -54,6 +54,11 @@ def runs(ctx: JobContext, monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
     assert ctx._pool is not None
     ctx._pool._threads._task_seconds = 1e-6
     return taken
+
+
+@pytest.fixture
+def runs(ctx: JobContext, monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    return watch_runs(ctx, monkeypatch)
 
 
 class Ran:
@@ -170,3 +175,33 @@ async def test_a_member_stuck_past_its_timeout_fails_alone(
     assert all(o.ok for i, o in outcomes.items() if i != 10)
     assert ran.count == collections.Counter(range(N))  # the finished ones ran once
     assert len(ctx._stages["default"].completed) == N - 1
+
+
+async def test_a_hung_member_holds_back_none_of_the_members_after_it(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member that hangs (no timeout: a stat on a dead mount) stalls its thread; once the
+    stall shows, the outcomes of the members that ended before it reach the job, and those
+    it had not started go back to the queue and run in another thread meanwhile, each once."""
+    ran = Ran()
+    release = threading.Event()
+    tasks = [FunctionTask(i, ran, (i, release.wait if i == 10 else None)) for i in range(N)]
+    async with trio.open_nursery() as nursery:
+        ctx = bare_context(nursery, workers=2, threads=16)
+        runs = watch_runs(ctx, monkeypatch)
+        seen: list[int] = []
+        try:
+            with trio.fail_after(60):
+                async for outcome in ctx.task_dispatcher().dispatch_many(tasks):
+                    assert outcome.ok
+                    seen.append(outcome.index)
+                    if len(seen) == N - 1:
+                        assert not release.is_set()  # all of them ran beside the hung one
+                        release.set()
+        finally:
+            release.set()
+            ctx._close_pool()
+    hung = next(run for run in runs if 10 in run)
+    assert hung.index(10) < len(hung) - 1  # members after it, given back
+    assert seen[-1] == 10 and sorted(seen) == list(range(N))
+    assert ran.count == collections.Counter(range(N))
