@@ -90,7 +90,7 @@ Piece = tuple[int, list[tuple[int, bytes]], bool]
 
 #: Files per `IdRunTask` (whole size groups are packed until this many; a bigger size group
 #: is split): few tasks for the job to book, yet enough to keep every worker busy, and
-#: little to redo after a crash. A run is one call into C (`content_ids`) at ~9 us a cached
+#: little to redo after a crash. A run reads through C (`content_ids`) at ~9 us a cached
 #: small file: 512 make ~5 ms, well above the pool's 1 ms "tiny task" mark, so runs spread
 #: over the cores (runs of 128 took ~1 ms, which the pool may hold to one thread on two
 #: cores).

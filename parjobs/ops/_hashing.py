@@ -62,6 +62,7 @@ from ._fs import FilePath, changed_error, check_unchanged, noop, open_regular
 
 __all__ = [
     "ALGORITHMS",
+    "CONTENT_IDS_CALL",
     "CONTENT_ID_ALIGN",
     "CONTENT_ID_BLOCK",
     "CONTENT_ID_SAMPLES",
@@ -218,17 +219,26 @@ def content_id(path: FilePath, *, size: int | None = None) -> str:
     return hasher.hexdigest()
 
 
+#: `content_ids` calls C for this many files at a time, ``check()`` before each call: a
+#: pause waits for at most this many files (64 cold reads on a slow disk), and the GIL is
+#: taken back once per call, not per file.
+CONTENT_IDS_CALL = 64
+
+
 def content_ids(
     items: list[tuple[bytes, int]], *, check: Callable[[], None] = noop
 ) -> list[str | None]:
     """`content_id` of each ``(path, listed size)``, None for a file that could not be read
-    (the caller learns why from `content_id` itself). In one call into C with the GIL
-    released where the extension is built (``check()`` runs once, before), else file by
-    file in Python (``check()`` before each): the same ids and the same failures."""
-    if fastscan is not None:
-        check()
-        return [cid if isinstance(cid, str) else None for cid in fastscan.content_ids(items)]
+    (the caller learns why from `content_id` itself). In calls into C with the GIL released
+    where the extension is built (``check()`` before every `CONTENT_IDS_CALL` files), else
+    file by file in Python (``check()`` before each): the same ids and the same failures."""
     out: list[str | None] = []
+    if fastscan is not None:
+        for start in range(0, len(items), CONTENT_IDS_CALL):
+            check()
+            ids = fastscan.content_ids(items[start : start + CONTENT_IDS_CALL])
+            out.extend([cid if isinstance(cid, str) else None for cid in ids])
+        return out
     for path, size in items:
         check()
         try:

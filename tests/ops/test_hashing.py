@@ -251,6 +251,10 @@ def test_content_ids_are_content_id_and_fail_where_it_fails(tmp_path: Path, scan
         with pytest.raises(OSError):
             content_id(failing, size=size)
     assert calls == (1 if scan_path == "c" else len(items) + len(bad))
+    many = (items + bad) * 10  # 140: three calls into C, a check before each
+    calls = 0
+    assert content_ids(many, check=check) == got * 10
+    assert calls == (3 if scan_path == "c" else len(many))
 
 
 # --- group_by and the report records ----------------------------------------------------------
