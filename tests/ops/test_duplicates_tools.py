@@ -63,8 +63,11 @@ def _tool_groups(tool: str, root: Path) -> set[frozenset[str]]:
     return groups
 
 
-@pytest.mark.parametrize("tool", ["fdupes", "jdupes"])
-async def test_same_groups_as_the_tool(store_path, tmp_path, tool):
+# Each tool checks one path of the walk and the content ids: C (`_fastscan`) or Python.
+@pytest.mark.parametrize(
+    ("tool", "scan_path"), [("fdupes", "python"), ("jdupes", "c")], indirect=["scan_path"]
+)
+async def test_same_groups_as_the_tool(store_path, tmp_path, tool, scan_path):
     if shutil.which(tool) is None:
         pytest.skip(f"{tool} is not installed (apt-get install {tool}): nothing to compare with")
     root = tmp_path / "t"
