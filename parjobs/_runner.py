@@ -164,7 +164,10 @@ class JobRunner(ManagerCore):
     async def _run_inner(self, live: JobRun, info: JobInfo) -> None:
         live.set_status(JobStatus.RUNNING)
         try:
-            job = await trio.to_thread.run_sync(_job_to_run, live, info)
+            if live.job is not None and live.validated:
+                job = live.job  # submitted here and validated just before: nothing to block on
+            else:
+                job = await trio.to_thread.run_sync(_job_to_run, live, info)
         except (JobLoadError, JobSpecError) as exc:
             with trio.CancelScope(shield=True):
                 await self._cleanup_offline(info, cancelled=False)  # e.g. partials it left
