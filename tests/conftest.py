@@ -1,3 +1,4 @@
+import math
 import os
 import shutil
 import sys
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio.testing
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -121,17 +123,35 @@ def pg_url(pg_server):
 
 
 @pytest.fixture
-def autojump_clock(request):
-    """Virtual time that jumps only after 20 ms of real idleness. The manager's store calls
-    run in a worker thread; with a zero threshold every such call would let virtual time jump
-    to the next deadline, so timers would fire while real work is still in progress. A
-    PostgreSQL call is a round trip to another process: on a loaded machine one may take
-    longer, so with that store the threshold is 100 ms."""
-    import trio.testing
+def autojump_clock(request, monkeypatch):
+    """Virtual time that jumps after 20 ms of real idleness, but never while a store call is
+    in flight: the manager's store calls run in a worker thread, and trio counts a task
+    waiting for a thread as idle, so on a loaded machine (load 20+) a call descheduled past
+    the threshold let virtual time jump and timers fire while the store was still working (a
+    job's 0.1 s sleep ended before the next job was even claimed). While one is in flight the
+    threshold is infinite. A PostgreSQL store also wakes the manager by NOTIFY, outside our
+    calls: with that store the threshold is 100 ms."""
+    from parjobs._manager_core import ManagerCore
 
     callspec = getattr(request.node, "callspec", None)
     on_pg = callspec is not None and callspec.params.get("store_path") == "postgresql"
-    return trio.testing.MockClock(autojump_threshold=0.1 if on_pg else 0.02)
+    threshold = 0.1 if on_pg else 0.02
+    clock = trio.testing.MockClock(autojump_threshold=threshold)
+    real_db = ManagerCore._db
+    in_flight = [0]
+
+    async def db_holding_time(self, fn, *args, **kwargs):
+        in_flight[0] += 1
+        clock.autojump_threshold = math.inf
+        try:
+            return await real_db(self, fn, *args, **kwargs)
+        finally:
+            in_flight[0] -= 1
+            if not in_flight[0]:
+                clock.autojump_threshold = threshold
+
+    monkeypatch.setattr(ManagerCore, "_db", db_holding_time)
+    return clock
 
 
 @pytest.fixture

@@ -18,11 +18,16 @@ from parjobs._throttle import TinyTaskThrottle
 class Concurrency:
     """Counts how many tasks run at once, across worker threads."""
 
-    def __init__(self, n: int = 0, together: int = 0) -> None:
+    def __init__(self, n: int = 0, together: int = 0, meet: int = 0) -> None:
         self.lock = threading.Lock()
         #: With ``together``, a task starts its wait only once that many run at once (10 s
         #: at most, then it fails): tasks held back until another ends make the job fail.
         self.barrier = threading.Barrier(together) if together else None
+        #: With ``meet``, a task starting once two have ended (measured slow: the throttle
+        #: lifts) holds its wait until ``meet`` ran at once, 10 s at most (then the peak
+        #: falls short): how fast a loaded machine starts threads does not decide the peak.
+        self.meet = meet
+        self.met = threading.Event()
         self.now = 0
         self.peak = 0
         self.threads: set[int] = set()
@@ -38,9 +43,14 @@ class Concurrency:
             self.now += 1
             self.peak = max(self.peak, self.now)
             self.threads.add(threading.get_ident())
+            if self.meet and self.now >= self.meet:
+                self.met.set()
+            wait_to_meet = self.meet and self.finished >= 2
         try:
             if self.barrier is not None:
                 self.barrier.wait(10)
+            if wait_to_meet and not self.met.wait(10):
+                self.met.set()  # given up: the others need not wait too (the peak tells)
             end = time.monotonic() + seconds
             while time.monotonic() < end:  # tiny tasks spin; slow ones sleep (I/O-like)
                 if seconds > 0.001:
@@ -109,8 +119,9 @@ async def run_fanout(
     weight: int = 0,
     heavy_first: float = 0,
     together: int = 0,
+    meet: int = 0,
 ) -> None:
-    TRACKERS[name] = Concurrency(n, together)
+    TRACKERS[name] = Concurrency(n, together, meet)
     job = FanOut(name=name, n=n, seconds=seconds, weight=weight, heavy_first=heavy_first)
     async with parjobs.open_manager(store_path, workers=workers) as manager:
         handle = await manager.submit(job)
@@ -120,30 +131,38 @@ async def run_fanout(
 async def test_tiny_tasks_run_on_few_threads(
     store_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Only a stall of 50 ms x TINY_WINDOW would lift the limit: a loaded CI machine's
-    # scheduling hiccups must not make this test flaky.
-    monkeypatch.setattr("parjobs._throttle.TINY_TASK", 0.05)
+    # Only hiccups of 1 s x TINY_WINDOW would lift the limit, and a thread descheduled
+    # mid-task is never taken for a stalled one (at load 20+ one can be, for 100 ms): the
+    # scheduling of a loaded CI machine must not add threads here.
+    monkeypatch.setattr("parjobs._throttle.TINY_TASK", 1.0)
+    monkeypatch.setattr("parjobs._executor.STALL_SECONDS", 60.0)
     cap = TinyTaskThrottle(8, os.cpu_count() or 2).cap
     await run_fanout(store_path, "tiny", n=3000, seconds=0.00005, workers=8)
     assert TRACKERS["tiny"].peak <= cap
 
 
-async def test_waiting_tasks_use_every_worker(store_path: str) -> None:
-    # 64 tasks waiting 20 ms each: one thread would take 1.3 s.
-    start = time.monotonic()
-    await run_fanout(store_path, "slow", n=64, seconds=0.02, workers=8)
+async def test_waiting_tasks_use_every_worker(
+    store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 64 tasks waiting 20 ms each: the first ones, measured slow, lift the throttle and all 8
+    # workers take them. The tasks after the first two meet (`Concurrency.meet`) rather
+    # than the run beating a wall-clock bound (< 0.8 s, against 1.3 s in one thread), which
+    # load 20 broke (2.2 s); stalled calls cannot stand in for the lifted throttle here.
+    monkeypatch.setattr("parjobs._executor.STALL_SECONDS", 60.0)
+    await run_fanout(store_path, "slow", n=64, seconds=0.02, workers=8, meet=8)
     assert TRACKERS["slow"].peak == 8
-    assert time.monotonic() - start < 0.8
 
 
 async def test_slow_tasks_spread_over_workers_instead_of_queueing_in_one(
-    store_path: str,
+    store_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Each thread takes one task at a time, so slow tasks run side by side (once the first
-    # one, measured alone, has shown they are slow): about 0.2 s, not 0.9 s in one thread.
-    start = time.monotonic()
-    await run_fanout(store_path, "spread", n=9, seconds=0.1, workers=8)
-    assert time.monotonic() - start < 0.6
+    # Each thread takes one task at a time, so slow tasks run side by side once the first
+    # ones, measured in one thread, have shown they are slow: the 8 after them all run at
+    # once (they meet: `Concurrency.meet`; a thread queueing two of them would keep the 8
+    # from meeting). Was a wall-clock bound (< 0.6 s, against 1 s in one thread), which load
+    # 20 broke; stalled calls cannot stand in for the lifted throttle here.
+    monkeypatch.setattr("parjobs._executor.STALL_SECONDS", 60.0)
+    await run_fanout(store_path, "spread", n=10, seconds=0.1, workers=8, meet=8)
     assert TRACKERS["spread"].peak == 8
 
 
