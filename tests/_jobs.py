@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -110,6 +112,33 @@ def read_stamped_log(path: str) -> list[tuple[int, float]]:
     """(index, when it ended) per line of a log written with ``stamp``."""
     with open(path) as f:
         return [(int(a), float(b)) for a, b in (line.split() for line in f if line.strip())]
+
+
+def spawn_count_job(
+    store_path: str, log: str, n: int, *, workers: int, sleep: float
+) -> subprocess.Popen[bytes]:
+    """A child process that submits a `CountJob` of ``n`` tasks of ``sleep`` seconds, each
+    stamping its end in ``log`` (or resumes the store's job), for kill -9 tests."""
+    code = textwrap.dedent(
+        f"""
+        import sys, trio
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        import parjobs
+        from _jobs import CountJob
+        async def main():
+            async with parjobs.open_manager({store_path!r}, workers={workers}) as m:
+                jobs = await m.list_jobs()
+                if jobs:
+                    h = await m.resume(jobs[0].id)
+                else:
+                    h = await m.submit(CountJob(n={n}, log={log!r}, sleep={sleep}, stamp=True))
+                print(await h.wait(), flush=True)
+        trio.run(main)
+        """
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def read_log(path: str) -> list[int]:

@@ -8,13 +8,10 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import trio
-from _jobs import bare_context, read_log, read_stamped_log
+from _jobs import bare_context, read_log, read_stamped_log, spawn_count_job
 
 import parjobs
 from parjobs import FunctionTask, JobContext
@@ -31,30 +28,6 @@ TARGET = 0.05
 SLACK = 0.15
 
 
-def _spawn(store_path: str, log: str, n: int) -> subprocess.Popen[bytes]:
-    """A child that submits the counting job (or resumes it), stamping each task's end."""
-    code = textwrap.dedent(
-        f"""
-        import sys, trio
-        sys.path.insert(0, {os.path.dirname(os.path.dirname(__file__))!r})
-        import parjobs
-        from _jobs import CountJob
-        async def main():
-            async with parjobs.open_manager({store_path!r}, workers={WORKERS}) as m:
-                jobs = await m.list_jobs()
-                if jobs:
-                    h = await m.resume(jobs[0].id)
-                else:
-                    h = await m.submit(CountJob(n={n}, log={log!r}, sleep=0.01, stamp=True))
-                print(await h.wait(), flush=True)
-        trio.run(main)
-        """
-    )
-    return subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-
-
 async def test_after_kill_9_only_tasks_in_flight_and_the_last_interval_run_again(
     store_path: str, tmp_path: object
 ) -> None:
@@ -65,7 +38,7 @@ async def test_after_kill_9_only_tasks_in_flight_and_the_last_interval_run_again
     kills: list[int] = []  # log lines when each killed child was gone
     for _ in range(3):
         before = len(read_log(log))
-        child = _spawn(store_path, log, n)
+        child = spawn_count_job(store_path, log, n, workers=WORKERS, sleep=0.01)
         try:
             with trio.fail_after(60):
                 while len(read_log(log)) < before + 600:

@@ -8,18 +8,22 @@ outcomes and the rest run once elsewhere."""
 from __future__ import annotations
 
 import collections
+import os
+import signal
 import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from _jobs import bare_context
+from _jobs import bare_context, read_log, spawn_count_job
 
 import parjobs
 from parjobs import FunctionTask, JobContext, OutcomeStatus
 from parjobs import _executor as executor_mod
 from parjobs._pool import WorkerPool
+from parjobs._stores import open_store
 from parjobs._workqueue import WorkItem, WorkQueue
 
 #: Tasks per test: the first run takes 64 of them (see `runs`).
@@ -205,3 +209,37 @@ async def test_a_hung_member_holds_back_none_of_the_members_after_it(
     assert hung.index(10) < len(hung) - 1  # members after it, given back
     assert seen[-1] == 10 and sorted(seen) == list(range(N))
     assert ran.count == collections.Counter(range(N))
+
+
+async def test_killed_mid_run_the_store_books_only_what_ran_and_a_resume_the_rest(
+    store_path: str, tmp_path: Path
+) -> None:
+    """kill -9 while tiny tasks stream in runs: every task the store booked had logged its
+    work before (nothing recorded before it is done), and the resumed run runs each task
+    the store had not booked and none it had."""
+    log, n = str(tmp_path / "log"), 6000
+    child = spawn_count_job(store_path, log, n, workers=2, sleep=0.0)
+    try:
+        with trio.fail_after(60):
+            while len(read_log(log)) < n // 3:
+                await trio.sleep(0.005)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    ran = read_log(log)
+    assert len(ran) < n, "the child ended before the kill"
+    store = open_store(store_path)
+    try:
+        (info,) = store.list_jobs()
+        booked = {
+            i for a, z in store.completed_ranges(info.id).get("default", []) for i in range(a, z)
+        }
+    finally:
+        store.close()
+    assert booked and booked <= set(ran)
+    async with parjobs.open_manager(store_path, workers=2) as manager:
+        handle = await manager.resume(info.id)
+        await handle.result()
+    again = read_log(log)[len(ran) :]
+    assert set(again) == set(range(n)) - booked  # the rest, each once...
+    assert len(again) == len(set(again))  # ...and nothing booked ran again
