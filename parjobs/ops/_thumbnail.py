@@ -152,9 +152,7 @@ class ThumbnailTask(Task[str]):
         dst = cache_thumbnail_path(s.out_dir, content_id(self.path), s.size, s.fmt)
         with contextlib.suppress(FileNotFoundError):
             if os.stat(dst).st_size > 0:
-                if tc.rerun:  # made by this very task before its worker was lost
-                    return dst
-                raise Skip("up to date")
+                return _up_to_date(tc, dst)
         make_thumbnail(
             self.path,
             dst,
@@ -183,9 +181,7 @@ class ThumbnailTask(Task[str]):
         size_name = _SIZE_NAMES[s.size]
         dst = freedesktop_thumbnail_path(self.path, size_name, s.cache_home)
         if freedesktop_is_up_to_date(dst, self.path):
-            if tc.rerun:  # made by this very task before its worker was lost
-                return dst
-            raise Skip("up to date")
+            return _up_to_date(tc, dst)
         try:
             make_freedesktop_thumbnail(
                 self.path,
@@ -207,6 +203,14 @@ class ThumbnailTask(Task[str]):
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _up_to_date(tc: TaskContext, dst: str) -> str:
+    """The task's value for a thumbnail ``dst`` already up to date: made by this very task
+    before its worker was lost (a cluster re-run: done), else skipped "up to date"."""
+    if tc.rerun:
+        return dst
+    raise Skip("up to date")
 
 
 @job_type("thumbnails", version=1)
