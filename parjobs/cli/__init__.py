@@ -23,13 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     collection, and in the interpreter's final collections at exit, cost ~35 ms of CPU a
     command (``python -c "import trio"`` alone spends 30-40 ms of its ~110 ms exiting).
     """
-    from ._app import parse
+    from ._app import handler, parse
 
     try:
         args = parse(argv)
         import trio  # after parsing: --help and usage errors stay quick
 
-        from ._app import handler
         from ._remote import SERVER, server_from
 
         command = handler(args.command)
