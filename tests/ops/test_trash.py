@@ -52,6 +52,9 @@ def _mode(path: str | bytes | Path) -> int:
 
 
 def _open_fds() -> int:
+    """This process's open fds. A test compares with ``<=`` (no leak): a thread an earlier
+    test left in this xdist worker may close one of its own meanwhile (the full suite at
+    load 14 once saw 77 after 78)."""
     return len(os.listdir("/proc/self/fd"))
 
 
@@ -440,7 +443,7 @@ def test_delete_tree_never_follows_symlinks(tmp_path: Path, outside: Path) -> No
     assert sum(reported) == expected and len(checks) == expected
     assert not os.path.lexists(root)
     assert (outside / "precious.txt").read_text() == "precious"
-    assert _open_fds() == fds
+    assert _open_fds() <= fds  # nothing left open
 
 
 def test_delete_single_entries(tmp_path: Path, outside: Path) -> None:
@@ -485,7 +488,7 @@ def test_delete_check_raising_stops_midway(tmp_path: Path, outside: Path) -> Non
     fds = _open_fds()
     with pytest.raises(Stop):
         delete_path(root, check=check)
-    assert _open_fds() == fds
+    assert _open_fds() <= fds  # nothing left open
     assert root.is_dir()
     remaining = sum(len(dirs) + len(files) for _, dirs, files in os.walk(root)) + 1
     assert remaining == expected - 7
