@@ -6,8 +6,9 @@ Also the one rule that decides whether a task is heavy, and whether it may run i
 
 from __future__ import annotations
 
+import bisect
+import collections
 import dataclasses
-import heapq
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -60,8 +61,11 @@ class WorkQueue:
     """A bounded priority queue: higher ``task.priority`` first, FIFO among equals.
 
     Trio tasks ``put`` (waits while full: backpressure) and ``get`` (waits while empty);
-    worker threads `take` without waiting. A lock guards the heap; parking lots are touched
+    worker threads `take` without waiting. A lock guards the queue; parking lots are touched
     only from trio, so a thread's take leaves waking blocked putters to `wake_putters`.
+
+    One FIFO per priority present, the levels in order (a job's tasks nearly all share one):
+    a put or take is a deque operation, with no heap entry built and ordered per task.
     """
 
     def __init__(self, capacity: int, on_unclaimed: Callable[[int], None] | None = None) -> None:
@@ -69,7 +73,9 @@ class WorkQueue:
         #: Called (from trio) with how many items a put left to no waiting getter: the pool
         #: may start that many workers (None once it has started them all).
         self.on_unclaimed = on_unclaimed
-        self._heap: list[tuple[int, int, WorkItem]] = []
+        self._levels: dict[int, collections.deque[WorkItem]] = {}  # priority -> its FIFO
+        self._keys: list[int] = []  # the negated priorities of ``_levels``, ascending
+        self._count = 0
         self._seq = 0
         self._closed = False
         #: The pool sends ``cluster`` tasks to a cluster: worker threads leave them queued.
@@ -79,21 +85,43 @@ class WorkQueue:
         self._putters = trio.lowlevel.ParkingLot()
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return self._count
 
     @property
     def put_count(self) -> int:
         """How many items were ever put (retries included)."""
         return self._seq
 
+    def _level(self, priority: int) -> collections.deque[WorkItem]:
+        """The FIFO of ``priority`` (made, in its place, if none is queued). Under the lock."""
+        level = self._levels.get(priority)
+        if level is None:
+            level = self._levels[priority] = collections.deque()
+            bisect.insort(self._keys, -priority)
+        return level
+
+    def _head(self) -> collections.deque[WorkItem] | None:
+        """The FIFO of the highest priority queued, None when empty. Under the lock."""
+        keys = self._keys
+        return self._levels[-keys[0]] if keys else None
+
+    def _pop(self, level: collections.deque[WorkItem]) -> WorkItem:
+        """Pop the head of ``level``, the head FIFO. Under the lock."""
+        work = level.popleft()
+        self._count -= 1
+        if not level:
+            del self._levels[-self._keys.pop(0)]
+        return work
+
     def put_nowait(self, work: WorkItem, *, force: bool = False) -> None:
         if self._closed:
             raise trio.ClosedResourceError("the worker pool is closed")
         with self._lock:
-            if len(self._heap) >= self.capacity and not force:
+            if self._count >= self.capacity and not force:
                 raise trio.WouldBlock
             self._seq += 1
-            heapq.heappush(self._heap, (-work.task.priority, self._seq, work))
+            self._level(work.task.priority).append(work)
+            self._count += 1
         if self._getters:
             self._getters.unpark()
         elif self.on_unclaimed is not None:
@@ -106,18 +134,20 @@ class WorkQueue:
         if self._closed:
             raise trio.ClosedResourceError("the worker pool is closed")
         with self._lock:
-            heap = self._heap
-            room = self.capacity - len(heap)
-            if room <= 0:
+            room = self.capacity - self._count
+            if room <= 0 or not works:
                 return 0
             taken = works if len(works) <= room else works[:room]
-            seq = self._seq
-            push = heapq.heappush
+            priority = taken[0].task.priority
+            level = self._level(priority)
             for work in taken:
-                seq += 1
-                push(heap, (-work.task.priority, seq, work))
-            self._seq = seq
-        count = len(taken)
+                if work.task.priority != priority:
+                    priority = work.task.priority
+                    level = self._level(priority)
+                level.append(work)
+            count = len(taken)
+            self._count += count
+            self._seq += count
         getters = len(self._getters)
         if getters:
             self._getters.unpark(count=min(getters, count))
@@ -137,9 +167,10 @@ class WorkQueue:
 
     def get_nowait(self) -> WorkItem:
         with self._lock:
-            if not self._heap:
+            level = self._head()
+            if level is None:
                 raise trio.EndOfChannel if self._closed else trio.WouldBlock
-            work = heapq.heappop(self._heap)[2]
+            work = self._pop(level)
         self.wake_putters()
         return work
 
@@ -157,13 +188,13 @@ class WorkQueue:
         """From a worker thread: pop the head if it is a sync task of ``lane``, else None
         (an async task or another lane's task is left for a trio worker to pick up)."""
         with self._lock:
-            heap = self._heap
-            if not heap:
+            level = self._head()
+            if level is None:
                 return None
-            task = heap[0][2].task
+            task = level[0].task
             if task.lane != lane or isinstance(task, AsyncTask) or (self.remote and task.cluster):
                 return None
-            return heapq.heappop(heap)[2]
+            return self._pop(level)
 
     def take_run(self, first: WorkItem, size: int) -> list[WorkItem]:
         """From a worker thread: ``first`` and the queued light sync tasks of its lane that
@@ -172,9 +203,11 @@ class WorkQueue:
         lane = first.task.lane
         run = [first]
         with self._lock:
-            heap = self._heap
-            while heap and len(run) < size:
-                task = heap[0][2].task
+            while len(run) < size:
+                level = self._head()
+                if level is None:
+                    break
+                task = level[0].task
                 if (
                     task.lane != lane
                     or task.group_size > 1
@@ -183,7 +216,7 @@ class WorkQueue:
                     or (self.remote and task.cluster)
                 ):
                     break
-                run.append(heapq.heappop(heap)[2])
+                run.append(self._pop(level))
         return run
 
     def take_remote(self, limit: int) -> list[WorkItem]:
@@ -191,12 +224,14 @@ class WorkQueue:
         from the head on (another task at the head ends the run)."""
         taken: list[WorkItem] = []
         with self._lock:
-            heap = self._heap
-            while heap and len(taken) < limit:
-                task = heap[0][2].task
+            while len(taken) < limit:
+                level = self._head()
+                if level is None:
+                    break
+                task = level[0].task
                 if not task.cluster or isinstance(task, AsyncTask):
                     break
-                taken.append(heapq.heappop(heap)[2])
+                taken.append(self._pop(level))
         if taken:
             self.wake_putters()
         return taken
@@ -207,20 +242,22 @@ class WorkQueue:
         cls = type(first.task)
         group, total = [first], first.task.weight
         with self._lock:
-            heap = self._heap
-            while heap and len(group) < size:
-                task = heap[0][2].task
+            while len(group) < size:
+                level = self._head()
+                if level is None:
+                    break
+                task = level[0].task
                 if type(task) is not cls or not groupable(task) or (self.remote and task.cluster):
                     break
                 total += task.weight
                 if total >= GROUP_MAX_BYTES:
                     break
-                group.append(heapq.heappop(heap)[2])
+                group.append(self._pop(level))
         return group
 
     def wake_putters(self) -> None:
         """From trio: let a blocked `put` retry once there is room."""
-        if self._putters and len(self._heap) < self.capacity:
+        if self._putters and self._count < self.capacity:
             self._putters.unpark()
 
     def close(self) -> None:
