@@ -32,7 +32,9 @@ who goes first; every call gets a fresh destination and a fresh store (not timed
   set (3000x2000 in a full run), 256 px WebP at quality 80 for every contender;
 * ``dupes``: ``jdupes -rq`` (baseline) against ``fdupes -rq`` and ``parjobs dupes`` on two
   copies of real files: ``/usr/share/doc`` and ``/usr/lib/python3`` (full), ``/usr/share/doc``
-  (quick), the small-file set (tiny).
+  (quick), the small-file set (tiny); beside them the floor (`DUPES_FLOOR`): a Python process
+  that imports trio, lists the tree in C, groups by size and computes the content ids and
+  full hashes the job needs on two threads, and nothing else.
 
 The package is byte-compiled first, as ``pip install`` does (without it every call would
 compile parjobs from source and time that). Run it alone with
@@ -112,6 +114,62 @@ for t in threads:
     t.start()
 for t in threads:
     t.join()
+"""
+#: The floor of the dupes case: start Python, import trio, list the tree with the C listing
+#: parjobs uses (`_fastscan.scan_dir`, no symlinks followed, one name per inode), group by
+#: size, the content ids of every file sharing its size in C on two threads (the GIL
+#: released), and the full hash of the files larger than the id covers that share an id, on
+#: two threads; nothing else (no manifest, no store, no tasks, no output).
+DUPES_FLOOR = """
+import collections, stat, sys, threading, trio, xxhash
+from parjobs.ops import _fastscan as fs
+files, inodes, stack = [], set(), [sys.argv[1].encode()]
+while stack:
+    top = stack.pop()
+    for name, st, _ in fs.scan_dir(top, False):
+        if st is None:
+            continue
+        if stat.S_ISDIR(st[0]):
+            stack.append(top + b"/" + name)
+        elif stat.S_ISREG(st[0]) and st[1]:
+            if st[5] > 1:
+                if (st[3], st[4]) in inodes:
+                    continue
+                inodes.add((st[3], st[4]))
+            files.append((top + b"/" + name, st[1]))
+by_size = collections.defaultdict(list)
+for f in files:
+    by_size[f[1]].append(f)
+todo = [f for same in by_size.values() if len(same) > 1 for f in same]
+def both(work, items):
+    out = [None, None]
+    def half(k):
+        out[k] = work(items[k::2])
+    threads = [threading.Thread(target=half, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [x for k in range(2) for x in out[k]], items[0::2] + items[1::2]
+def ids(items):
+    return [cid for k in range(0, len(items), 512) for cid in fs.content_ids(items[k : k + 512])]
+cids, order = both(ids, todo)
+by_id = collections.defaultdict(list)
+for f, cid in zip(order, cids):
+    by_id[(f[1], cid)].append(f)
+limit = fs.CONTENT_ID_SMALL_LIMIT
+big = [f for (size, _), same in by_id.items() if len(same) > 1 and size > limit for f in same]
+def digests(items):
+    buf, out = memoryview(bytearray(1 << 20)), []
+    for path, _ in items:
+        h = xxhash.xxh3_128()
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                h.update(buf[:n])
+        out.append(h.hexdigest())
+    return out
+if big:
+    both(digests, big)
 """
 #: The big-file cases by mode: (case name, files, bytes each); each set generated once.
 BIG_SETS = {
@@ -522,6 +580,9 @@ def run(session: Session) -> dict[str, Any]:
                 dupes = {
                     "jdupes -rq": calls.tool("jdupes", "-rq", str(tree)),
                     "parjobs dupes": calls.parjobs("dupes", str(tree)),
+                    "floor: python, import trio, C scan, 2 threads": calls.tool(
+                        sys.executable, "-c", DUPES_FLOOR, str(tree)
+                    ),
                 }
                 if which("fdupes"):
                     dupes["fdupes -rq"] = calls.tool("fdupes", "-rq", str(tree))

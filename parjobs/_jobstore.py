@@ -138,7 +138,8 @@ class JobStore(Protocol):
     ) -> JobInfo:
         """Move a job to ``new`` and update ``fields`` (result, error, progress, lease,
         request, run_time), atomically: ``expect`` is a compare-and-set on the status,
-        ``holder`` on the lease, ``manager`` refuses a job another live manager holds."""
+        ``holder`` on the lease, ``manager`` refuses a job another live manager holds.
+        Returns the job as stored, but a ``result`` written here is not decoded back (None)."""
 
     def request(self, job_id: str, request: str, manager_id: str | None = None) -> bool:
         """Ask the other live process holding the job to pause or cancel it; False when

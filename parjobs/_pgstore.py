@@ -226,7 +226,7 @@ class PostgresStore(SQLiteJobStore):
             finally:
                 self._in_tx = False
 
-    def _get(self, c: Any, job_id: str) -> JobInfo:
+    def _get(self, c: Any, job_id: str, *, result: bool = True) -> JobInfo:
         """The job's record; inside a transaction its row stays locked until commit."""
         from ._exceptions import JobNotFoundError
 
@@ -234,7 +234,7 @@ class PostgresStore(SQLiteJobStore):
         row = c.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?{lock}", (job_id,)).fetchone()
         if row is None:
             raise JobNotFoundError(f"no job with id {job_id!r}")
-        return _row_to_info(row)
+        return _row_to_info(row, result=result)
 
     def _claim_lock(self, c: Any) -> None:
         c.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_SPACE, LOCK_CLAIM))

@@ -78,8 +78,9 @@ def _check_row(row: sqlite3.Row) -> None:
             raise StoreFormatError(f"job {job} is damaged in the store: its {column} is {what}")
 
 
-def _row_to_info(row: sqlite3.Row) -> JobInfo:
-    """The `JobInfo` of a stored row; `StoreFormatError` (naming the job) if it is damaged."""
+def _row_to_info(row: sqlite3.Row, *, result: bool = True) -> JobInfo:
+    """The `JobInfo` of a stored row; `StoreFormatError` (naming the job) if it is damaged.
+    ``result=False`` leaves the result undecoded (None): see `SQLiteJobStore.transition`."""
     _check_row(row)
 
     def loads(text: str | None, default: Any) -> Any:
@@ -131,7 +132,7 @@ def _row_to_info(row: sqlite3.Row) -> JobInfo:
         done_bytes=row["done_bytes"],
         progress=progress,
         state=loads(row["state"], {}),
-        result=loads(row["result"], None),
+        result=loads(row["result"], None) if result else None,
         error=row["error"],
     )
 
@@ -489,11 +490,11 @@ class SQLiteJobStore:
             )
             return self._get(c, job_id), True
 
-    def _get(self, c: sqlite3.Connection, job_id: str) -> JobInfo:
+    def _get(self, c: sqlite3.Connection, job_id: str, *, result: bool = True) -> JobInfo:
         row = c.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFoundError(f"no job with id {job_id!r}")
-        return _row_to_info(row)
+        return _row_to_info(row, result=result)
 
     def get(self, job_id: str) -> JobInfo:
         return self._get(self._conn, job_id)
@@ -643,7 +644,7 @@ class SQLiteJobStore:
                 fields.setdefault("finished", None)
             sets = ", ".join(f"{k}=?" for k in fields)
             c.execute(f"UPDATE jobs SET {sets} WHERE id=?", (*fields.values(), job_id))
-            return self._get(c, job_id)
+            return self._get(c, job_id, result="result" not in fields)
 
     def request(self, job_id: str, request: str, manager_id: str | None = None) -> bool:
         """Ask the live process that holds ``job_id`` (not ``manager_id``) to pause or

@@ -127,6 +127,25 @@ def test_checkpoint_ranges_compact_and_round_trip(store_path):
         store.close()
 
 
+@pytest.mark.both_stores
+def test_a_result_written_by_a_transition_is_stored_not_read_back(store_path):
+    """Finishing a job writes its result JSON and decodes none of it (a duplicates result
+    is megabytes); `get` reads it, and a later transition that writes none returns it."""
+    from parjobs._stores import open_store
+
+    store = open_store(store_path)
+    try:
+        store.insert_job("j", "test-count", 1, "{}")
+        store.transition("j", JobStatus.RUNNING)
+        done = store.transition("j", JobStatus.COMPLETED, result='{"groups": [[1, 2]]}')
+        assert done.status is JobStatus.COMPLETED and done.result is None
+        assert store.get("j").result == {"groups": [[1, 2]]}
+        again = store.transition("j", JobStatus.COMPLETED, error="noted")
+        assert again.result == {"groups": [[1, 2]]} and again.error == "noted"
+    finally:
+        store.close()
+
+
 # -- damaged rows, read-only stores, dead and live managers (issue 12) ---------------------
 
 
