@@ -62,8 +62,9 @@ class Job:
         Not called on pause: what is kept there is what resume continues from."""
 
     def validate(self) -> None:
-        """Check values beyond their types; raise `JobSpecError` naming the problem. Called on
-        submit and again before every run (the stored spec may have been edited)."""
+        """Check values beyond their types; raise `JobSpecError` naming the problem. Called
+        once on submit, in a worker thread (it may block), and again before every run but the
+        one that follows a submit in its process (the stored spec may have been edited)."""
 
     # -- serialization -------------------------------------------------------------------
 
@@ -199,10 +200,23 @@ def registered_job_types() -> dict[str, type[Job]]:
     return dict(_REGISTRY)
 
 
-def dump_job(job: Job) -> tuple[str, int, str]:
-    """(type name, version, spec JSON) for storing ``job``, which is validated (once) and
-    type-checked as it will be on load. Blocking (``validate`` may look at the file system):
-    the manager calls it in a worker thread."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class DumpedJob:
+    """A job checked for storing, as `dump_job` returned it: the object (runtime fields
+    kept), its type's registered name and version, and its spec as JSON. `JobManager.submit`
+    takes one in place of the job, so a caller that validates before it opens the store (the
+    CLI: a wrong spec must not create one) does not have the manager validate again."""
+
+    job: Job
+    type_name: str
+    version: int
+    spec: str
+
+
+def dump_job(job: Job) -> DumpedJob:
+    """``job`` checked for storing: its field types as they will be checked on load, then
+    `Job.validate` (the one validation of a submit). Blocking (``validate`` may look at the
+    file system): callers run it in a worker thread."""
     cls = type(job)
     if not cls.job_type_name or _REGISTRY.get(cls.job_type_name) is not cls:
         raise JobSpecError(f"{cls.__qualname__} is not registered: decorate it with @job_type")
@@ -211,13 +225,12 @@ def dump_job(job: Job) -> tuple[str, int, str]:
     # which would walk it character by character; ``destination=5`` must not reach path
     # code as an int), and before a job's own to_spec, which may read its fields.
     cls.from_spec(Job.to_spec(job), validate=False)
-    spec = job.to_spec()
     job.validate()
     try:
-        text = json.dumps(spec, allow_nan=False)
+        text = json.dumps(job.to_spec(), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise JobSpecError(f"{cls.job_type_name}: spec is not JSON data: {exc}") from exc
-    return cls.job_type_name, cls.job_type_version, text
+    return DumpedJob(job, cls.job_type_name, cls.job_type_version, text)
 
 
 def load_job(type_name: str, version: int, spec_json: str, *, validate: bool = True) -> Job:

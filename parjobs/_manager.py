@@ -46,7 +46,7 @@ from ._exceptions import (
 )
 from ._housekeeping import REQUEST_POLL, Housekeeping
 from ._items import ItemRecord
-from ._job import Job, dump_job, lookup_job_type
+from ._job import DumpedJob, Job, dump_job, lookup_job_type
 from ._jobstore import JobStore, StoreListener
 from ._progress import ItemError, Progress
 from ._records import ItemQuery, JobInfo, JobQuery, ManagerStatistics
@@ -249,7 +249,7 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
 
     async def submit(
         self,
-        job: Job,
+        job: Job | DumpedJob,
         *,
         priority: int | None = None,
         idempotency_key: str | None = None,
@@ -274,11 +274,17 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         anyway (``"run"``). ``timeout``: seconds of run time the job may take, over all
         its runs (pauses and crashes do not restart it), before it ends ``timed_out`` (its
         completed work checkpointed). ``start=False`` stores it paused.
+
+        The job is validated once, here, in a worker thread (validation may look at the
+        file system), unless ``job`` is what `dump_job` returned for it: validated then.
         """
         if self._closing:
             raise StoreError("the manager is closing")
-        # Validated once, here, off the event loop (validate may stat and resolve paths).
-        type_name, version, spec = await trio.to_thread.run_sync(dump_job, job)
+        if isinstance(job, DumpedJob):
+            dumped = job
+        else:
+            dumped = await trio.to_thread.run_sync(dump_job, job)
+        job, type_name, version, spec = dumped.job, dumped.type_name, dumped.version, dumped.spec
         queue = queue or type(job).queue
         if queue not in self.queues:
             known = ", ".join(sorted(self.queues))
@@ -746,7 +752,7 @@ class OwnerView(metaclass=NoPublicConstructor):
         query["owner"] = self.owner
         return await self.manager.list_jobs(status, **query)
 
-    async def submit(self, job: Job, **options: Unpack[SubmitOptions]) -> JobHandle:
+    async def submit(self, job: Job | DumpedJob, **options: Unpack[SubmitOptions]) -> JobHandle:
         """`JobManager.submit` as the owner: the job is the owner's, and so must be its
         prerequisites (``after``)."""
         options["after"] = [await self._own(dep) for dep in options.get("after", ())]

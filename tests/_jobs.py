@@ -278,6 +278,20 @@ class MarkJob(parjobs.Job):
         return self.name
 
 
+@parjobs.job_type("test-validated", version=1)
+class ValidatedJob(parjobs.Job):
+    """Logs each `validate` (``validate loop`` on the event loop, ``validate thread``
+    elsewhere) and each run (``run``), to count the validations of a submit."""
+
+    log: str
+
+    def validate(self) -> None:
+        _append(self.log, "validate loop\n" if trio.lowlevel.in_trio_run() else "validate thread\n")
+
+    async def run(self, ctx: parjobs.JobContext) -> None:
+        _append(self.log, "run\n")
+
+
 def _append(path: str, line: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

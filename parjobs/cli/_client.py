@@ -33,6 +33,7 @@ from .. import (
     StoreError,
 )
 from .._items import ItemRecord, record_from_json
+from .._job import DumpedJob
 from ._errors import CliError
 from ._remote import Server
 
@@ -160,7 +161,9 @@ class RemoteManager:
         job = await self._request("POST", f"/api/jobs/{_quote(job_id)}/undo")
         return RemoteHandle(job_info(job).id)
 
-    async def submit(self, job: Job) -> RemoteHandle:
+    async def submit(self, job: Job | DumpedJob) -> RemoteHandle:
+        """Submit ``job`` (or the job the CLI checked); the server validates it, there."""
+        job = job.job if isinstance(job, DumpedJob) else job
         body = {"type": type(job).job_type_name, "spec": job.to_spec()}
         return RemoteHandle(job_info(await self._request("POST", "/api/jobs", json=body)).id)
 

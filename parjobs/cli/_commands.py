@@ -9,7 +9,9 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._job import Job, lookup_job_type
+import trio
+
+from .._job import Job, dump_job, lookup_job_type
 from .._status import JobStatus
 from . import _manage
 from ._errors import EXIT_OK, CliError
@@ -44,17 +46,18 @@ def _existing(paths: list[str]) -> list[str]:
 async def _submit(
     args: argparse.Namespace, job: Job, with_renderer: Callable[[Renderer], None] | None = None
 ) -> int:
-    """Validate ``job`` (before the store is even opened), run it here and follow it.
-    ``with_renderer`` gets the display before the job is submitted (to ask beside it)."""
-    job.validate()
+    """Validate ``job`` (once, in a worker thread, before the store is even opened: a wrong
+    spec creates none), run it here and follow it. ``with_renderer`` gets the display
+    before the job is submitted (to ask beside it)."""
+    dumped = await trio.to_thread.run_sync(dump_job, job)
     store = Store.choose(args.store)
-    renderer = _renderer(args, [(type(job).job_type_name, job.to_spec())])
+    renderer = _renderer(args, [(dumped.type_name, job.to_spec())])
     if args.detach:
-        return await submit_detached(args, store, job)
+        return await submit_detached(args, store, dumped)
     if with_renderer is not None:
         with_renderer(renderer)
     async with manager_for(store, cluster_config(args), workers=args.workers) as manager:
-        handle = await manager.submit(job)
+        handle = await manager.submit(dumped)
         return await follow_jobs(manager, [handle.id], store=store, renderer=renderer)
 
 

@@ -11,15 +11,15 @@ import time
 
 import trio
 
-from .._job import Job
+from .._job import DumpedJob
 from .._manager import JobManager
 from ._errors import EXIT_OK, CliError
 from ._follow import signal_receiver
 from ._session import Store, cluster_config, manager_for
 
 
-async def submit_detached(args: argparse.Namespace, store: Store, job: Job) -> int:
-    """Queue ``job`` for the workers of ``store`` and print its id (a JSON line with
+async def submit_detached(args: argparse.Namespace, store: Store, job: DumpedJob) -> int:
+    """Queue ``job`` (checked) for the workers of ``store`` and print its id (a JSON line with
     ``--json``); nothing runs here."""
     if store.server is not None:
         raise CliError("--detach queues in a store; it does not go through --server")

@@ -124,6 +124,34 @@ def test_copy_loads_only_the_copy_operation(tmp_path):
     assert sorted(m for m in modules if m.startswith(UNUSED_BY_COPY)) == []
 
 
+@pytest.mark.parametrize("detach", [False, True])
+def test_a_command_validates_its_job_once_in_a_worker_thread(tmp_path, monkeypatch, detach):
+    """The command validated the job on the event loop, then the manager's submit validated
+    it again. Once now, in a worker thread, before the store is opened: a job that does not
+    validate creates no store."""
+    from parjobs.cli import main
+    from parjobs.ops import CopyJob
+
+    on_the_loop: list[bool] = []
+    validate = CopyJob.validate
+
+    def logged(job: CopyJob) -> None:
+        on_the_loop.append(trio.lowlevel.in_trio_run())
+        validate(job)
+
+    monkeypatch.setattr(CopyJob, "validate", logged)
+    src, store = tmp_path / "src", tmp_path / "jobs.sqlite"
+    src.mkdir()
+    (src / "a").write_bytes(b"hello")
+    detached = ["--detach"] if detach else []
+    argv = ["--store", str(store), "--plain", "copy", *detached, str(src), str(tmp_path / "out")]
+    assert main(argv) == 0
+    assert on_the_loop == [False]
+    store.unlink()
+    assert main(["--store", str(store), "copy", str(src), str(src / "in")]) == 2
+    assert on_the_loop == [False, False] and not store.exists()
+
+
 def test_the_program_freezes_its_start_up_objects(tmp_path):
     """Run as the program (``main()``), a command freezes what start-up made (`gc.freeze`):
     the collector then skips it in every collection, at exit too. Called with ``argv`` (a

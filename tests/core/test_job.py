@@ -7,7 +7,7 @@ import importlib.metadata
 from typing import Literal
 
 import pytest
-from _jobs import CountJob, read_log
+from _jobs import CountJob, ValidatedJob, read_log
 
 import parjobs
 from parjobs import JobStatus, _job
@@ -79,6 +79,28 @@ async def test_wrong_field_types_are_named_at_submit_before_validate_sees_them(
             await manager.submit(CopyJob(sources=[str(src)], destination=5))  # type: ignore[arg-type]
         assert await manager.list_jobs() == []
     assert not dst.exists()
+
+
+async def test_a_submit_validates_once_in_a_worker_thread_and_a_resume_again(tmp_path):
+    """The spec is validated once per submit, off the event loop (validate may stat and
+    resolve paths), and not again as its first run starts; a resumed run validates the
+    stored spec again (what it names may have changed meanwhile). A job checked by
+    `dump_job` beforehand (as the CLI does before it opens the store) is not validated by
+    the manager at all."""
+    log = tmp_path / "log"
+    async with parjobs.open_manager(str(tmp_path / "jobs.sqlite")) as manager:
+        handle = await manager.submit(ValidatedJob(log=str(log)))
+        assert await handle.wait() == JobStatus.COMPLETED
+        assert log.read_text().splitlines() == ["validate thread", "run"]
+        log.unlink()
+        paused = await manager.submit(ValidatedJob(log=str(log)), start=False)
+        await (await manager.resume(paused.id)).wait()
+        assert log.read_text().splitlines() == ["validate thread", "validate thread", "run"]
+        log.unlink()
+        dumped = _job.dump_job(ValidatedJob(log=str(log)))
+        assert log.read_text() == "validate loop\n"  # (this test called it on the loop)
+        assert await (await manager.submit(dumped)).wait() == JobStatus.COMPLETED
+        assert log.read_text().splitlines() == ["validate loop", "run"]
 
 
 def test_a_spec_of_an_older_version_without_upgrade_spec_names_both_versions():

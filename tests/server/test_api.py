@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-import _jobs  # noqa: F401  (registers test-count)
+import _jobs  # noqa: F401  (registers test-count and test-validated)
 import pytest
 import trio
 from _server import ADMIN, ALICE, BOB, Server, sse_events
@@ -215,6 +215,17 @@ async def test_job_types_and_workers(server: Server) -> None:
         assert len(here) == 1 and here[0]["pid"] == os.getpid() and here[0]["alive"]
         assert here[0]["lanes"]["io"]["capacity"] >= 1
         assert here[0]["heartbeat_age"] < 30
+
+
+async def test_a_submitted_spec_is_validated_once_off_the_event_loop(
+    server: Server, tmp_path
+) -> None:
+    """The handler validated it on the event loop (``from_spec``), then the manager's submit
+    again in a worker thread; only the latter now (the handler checks the field types)."""
+    log = tmp_path / "log"
+    job = await server.submit({"type": "test-validated", "spec": {"log": str(log)}})
+    await server.wait_status(job["id"], "completed")
+    assert log.read_text().splitlines() == ["validate thread", "run"]
 
 
 async def test_idempotency_key_reused_for_another_spec_is_409(server: Server, tmp_path) -> None:
