@@ -10,7 +10,9 @@ who goes first; every call gets a fresh destination and a fresh store (not timed
 * ``small``: ``cp -r`` (baseline) against ``parjobs copy`` and ``parjobs copy --verify`` of
   the small-file set (10,000 files of 1-64 KiB in a full run); ``small-3k``: ``cp -r``
   against ``parjobs copy`` of its first 3,000 files (as ``move-tmpfs`` takes them; the whole
-  set in quick and tiny runs);
+  set in quick and tiny runs); beside them, in both, the floor: a Python process that imports
+  trio, lists the tree, makes its directories and copies the files with parjobs' C group copy
+  (`_fastcopy.copy_many`) on two threads, and nothing else (`SMALL_FLOOR`);
 * ``large``: ``cp -r`` against ``parjobs copy`` of the large set (4 x 256 MiB);
 * ``big-*`` (#18 target 3): ``cp -r`` against ``parjobs copy`` of 4 x 128 MiB and 4 x 1 GiB
   (4 x 16 and 4 x 64 MiB quick, 4 x 1 MiB tiny; sets of their own, generated once), with
@@ -74,6 +76,9 @@ PARJOBS = [sys.executable, "-m", "parjobs"]
 TMPFS = Path("/dev/shm")
 #: Files of the small set the move case moves (whole directories, in name order, until reached).
 MOVE_FILES = 3_000
+#: Where the C extensions are built (the small-file floor loads `_fastcopy` from there).
+OPS = ROOT / "parjobs" / "ops"
+SMALL_FLOOR_NAME = "floor: import trio, C group copy"
 #: The floor of the hash case: start Python, import trio, hash the files given on two threads.
 HASH_FLOOR = """
 import sys, threading, trio, xxhash
@@ -171,6 +176,41 @@ def digests(items):
 if big:
     both(digests, big)
 """
+#: The floor of the small-file cases (#18 target 2): start Python, import trio, list the tree
+#: (``os.scandir``), make its directories, and copy its files with the C group copy parjobs
+#: uses (`_fastcopy.copy_many`, groups of 64, the same flags) on two threads; nothing else (no
+#: store, manifest, tasks or records). The extension is loaded from ``parjobs/ops`` (argv[3])
+#: without importing parjobs.
+SMALL_FLOOR = """
+import os, sys, threading, trio
+sys.path.insert(0, sys.argv[3])
+import _fastcopy as fc
+flags = fc.MODE | fc.TIMES | fc.LSTAT | fc.REFLINK | fc.RANGE
+src = os.fsencode(sys.argv[1])
+items = []
+def walk(s, d):
+    os.mkdir(d)
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)  # open to the end, as parjobs' tree
+    with os.scandir(s) as it:
+        for e in it:
+            if e.is_dir(follow_symlinks=False):
+                walk(e.path, os.path.join(d, e.name))
+            else:
+                items.append((e.path, fd, e.name))
+walk(src, os.path.join(os.fsencode(sys.argv[2]), os.path.basename(src)))
+groups = [items[k : k + 64] for k in range(0, len(items), 64)]
+failed = []
+def copy(mine):
+    for group in mine:
+        results = fc.copy_many(group, flags, 8 << 20, b"floor")[0]
+        failed.extend(r for r in results if r)
+threads = [threading.Thread(target=copy, args=(groups[i::2],)) for i in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert not failed, failed[:5]
+"""
 #: The big-file cases by mode: (case name, files, bytes each); each set generated once.
 BIG_SETS = {
     "full": [("big-4x128MiB", 4, 128 * 2**20), ("big-4x1GiB", 4, 2**30)],
@@ -261,6 +301,11 @@ def _startup(calls: _Calls) -> tuple[dict[str, Callable[[], Timing]], str]:
 def _copies(calls: _Calls, src: Path, verify: bool) -> dict[str, Callable[[], Timing]]:
     expect = tree_stats(src)
     out = {"cp -r": calls.copy_into(lambda dst: ["cp", "-r", str(src), f"{dst}/"], expect, "cp")}
+    out[SMALL_FLOOR_NAME] = calls.copy_into(
+        lambda dst: [sys.executable, "-c", SMALL_FLOOR, str(src), str(dst), str(OPS)],
+        expect,
+        SMALL_FLOOR_NAME,
+    )
     for extra in ([], ["--verify"]) if verify else ([],):
         name = " ".join(["parjobs copy", *extra])
         out[name] = calls.copy_into(

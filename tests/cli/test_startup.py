@@ -7,6 +7,7 @@ terminal, no operation for ``--help`` or ``jobs``.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -18,6 +19,7 @@ import trio
 import trio.testing
 
 from parjobs._progress import ProgressTracker
+from parjobs.cli import YOUNG_THRESHOLD
 from parjobs.cli._render import LiveRenderer, PlainRenderer, make_renderer
 
 #: Modules a command must not load unless it needs them.
@@ -154,28 +156,29 @@ def test_a_command_validates_its_job_once_in_a_worker_thread(tmp_path, monkeypat
 
 def test_the_program_freezes_its_start_up_objects(tmp_path):
     """Run as the program (``main()``), a command freezes what start-up made (`gc.freeze`):
-    the collector then skips it in every collection, at exit too. Called with ``argv`` (a
+    the collector then skips it in every collection, at exit too; and it collects the
+    youngest generation every `YOUNG_THRESHOLD` allocations, not 700. Called with ``argv`` (a
     library or a test), ``main`` leaves the collector alone."""
     probe = (
         "import gc, sys\nfrom parjobs.cli import main\n"
         "program = sys.argv[2:3] == ['program']\n"
         "sys.argv[1:] = ['--store', sys.argv[1], 'jobs']\n"
         "main(None if program else sys.argv[1:])\n"
-        "print(gc.get_freeze_count())\n"
+        "print(gc.get_threshold()[0], gc.get_freeze_count())\n"
     )
     store = str(tmp_path / "jobs.sqlite")
-    counts = [
+    got = [
         subprocess.run(
             [sys.executable, "-c", probe, store, *how],
             capture_output=True,
             text=True,
             check=True,
             timeout=120,
-        ).stdout.split()[-1]
+        ).stdout.split()[-2:]
         for how in (["program"], [])
     ]
-    assert int(counts[0]) > 10_000
-    assert counts[1] == "0"
+    assert int(got[0][0]) == YOUNG_THRESHOLD and int(got[0][1]) > 10_000
+    assert got[1] == [str(gc.get_threshold()[0]), "0"]
 
 
 def test_make_renderer_plain_without_terminal(monkeypatch):
