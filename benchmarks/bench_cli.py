@@ -23,7 +23,9 @@ who goes first; every call gets a fresh destination and a fresh store (not timed
   ``copy_file_range`` on two threads and nothing else;
 * ``move-tmpfs``: ``mv`` (baseline) against ``parjobs move`` and ``parjobs move --no-verify``
   of 3,000 files of the small-file set (all of it in quick and tiny runs) from the data's
-  disk to ``/dev/shm`` (a fresh source copy per call);
+  disk to ``/dev/shm`` (a fresh source copy per call); beside them the floor: the small-file
+  floor's copy plus, in C too, what a move adds (each copy compared and fsynced, each new
+  directory fsynced, the sources unlinked; `MOVE_FLOOR`);
 * ``hash``: ``xxhsum -H2`` (baseline) against ``parjobs hash`` of the large set (4 x 256 MiB
   in a full run) and, as ``hash-halves``, of the same bytes as twice as many files (8 x 128
   MiB); beside them the floor: a Python process that imports trio and hashes the files on
@@ -79,6 +81,7 @@ MOVE_FILES = 3_000
 #: Where the C extensions are built (the small-file floor loads `_fastcopy` from there).
 OPS = ROOT / "parjobs" / "ops"
 SMALL_FLOOR_NAME = "floor: import trio, C group copy"
+MOVE_FLOOR_NAME = "floor: import trio, C group move"
 #: The floor of the hash case: start Python, import trio, hash the files given on two threads.
 HASH_FLOOR = """
 import sys, threading, trio, xxhash
@@ -210,6 +213,50 @@ for t in threads:
 for t in threads:
     t.join()
 assert not failed, failed[:5]
+"""
+#: The floor of the move case (#18 target 4): as `SMALL_FLOOR` into a directory on another
+#: filesystem, then what a move adds there, in C too: each copy checked against its source and
+#: fsynced (`verify_many`), each new directory fsynced, the sources unlinked (`unlink_many`)
+#: and their directories removed; nothing else.
+MOVE_FLOOR = """
+import os, sys, threading, trio
+sys.path.insert(0, sys.argv[3])
+import _fastcopy as fc
+flags = fc.MODE | fc.TIMES | fc.LSTAT | fc.REFLINK | fc.RANGE
+src = os.fsencode(sys.argv[1])
+items, dirs = [], []
+def walk(s, d):
+    os.mkdir(d)
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    dirs.append(s)
+    with os.scandir(s) as it:
+        for e in it:
+            if e.is_dir(follow_symlinks=False):
+                walk(e.path, os.path.join(d, e.name))
+            else:
+                st = e.stat(follow_symlinks=False)
+                items.append(((e.path, fd, e.name), (e.path, st.st_size, st.st_mtime_ns)))
+walk(src, os.path.join(os.fsencode(sys.argv[2]), os.path.basename(src)))
+groups = [items[k : k + 64] for k in range(0, len(items), 64)]
+failed = []
+def move(mine):
+    for group in mine:
+        copies = [c for c, _ in group]
+        results, written = fc.copy_many(copies, flags, 8 << 20, b"floor")[:2]
+        checks = [(*c, w[2]) for c, w in zip(copies, written)]
+        results += fc.verify_many(checks, fc.COMPARE | fc.SYNC)
+        for fd in {c[1] for c in copies}:
+            os.fsync(fd)
+        results += fc.unlink_many([u for _, u in group])
+        failed.extend(r for r in results if r)
+threads = [threading.Thread(target=move, args=(groups[i::2],)) for i in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+assert not failed, failed[:5]
+for d in reversed(dirs):
+    os.rmdir(d)
 """
 #: The big-file cases by mode: (case name, files, bytes each); each set generated once.
 BIG_SETS = {
@@ -354,6 +401,10 @@ def _moves(calls: _Calls, src: Path) -> dict[str, Callable[[], Timing]]:
 
     return {
         "mv": move("mv", lambda s, d, _: ["mv", str(s), f"{d}/"]),
+        MOVE_FLOOR_NAME: move(
+            MOVE_FLOOR_NAME,
+            lambda s, d, _: [sys.executable, "-c", MOVE_FLOOR, str(s), str(d), str(OPS)],
+        ),
         "parjobs move": move(
             "parjobs move", lambda s, d, st: [*PARJOBS, "--store", st, "move", str(s), str(d)]
         ),
