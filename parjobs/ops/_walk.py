@@ -435,9 +435,11 @@ def count_tree(
     roots: Sequence[str], follow: bool, stopped: Callable[[], bool]
 ) -> list[RootCount] | None:
     """Count the entries under each root, without numbering, recording or building them:
-    a directory listing and one stat per non-directory (the sizes), a few microseconds an
-    entry. Blocking (one worker-thread call); returns None as soon as ``stopped()``.
-    Unreadable directories count as one entry, as the walk's error entries."""
+    one `_scan` call per directory (in C where `_fastscan` is built: the listing and a stat
+    per entry in one call, without the GIL, so the count keeps pace on a loaded machine), a
+    few microseconds an entry. Blocking (one worker-thread call); returns None as soon as
+    ``stopped()``. Unreadable directories count as one entry, as the walk's error entries;
+    an entry whose stat failed counts as an entry only."""
     out: list[RootCount] = []
     for root in roots:
         root_b = os.fsencode(os.path.normpath(root))
@@ -455,28 +457,27 @@ def count_tree(
         while stack:
             if stopped():
                 return None
+            directory = stack.pop()
             try:
-                listing = os.scandir(stack.pop())
+                listing = _scan(directory, follow)
             except OSError:
                 continue
-            with listing:
-                for de in listing:
-                    entries += 1
-                    try:
-                        if de.is_dir(follow_symlinks=follow):
-                            if follow:  # a loop is one (error) entry, as in the walk
-                                dst = de.stat()
-                                if (dst.st_dev, dst.st_ino) in seen:
-                                    others += 1
-                                    continue
-                                seen.add((dst.st_dev, dst.st_ino))
-                            stack.append(de.path)
+            entries += len(listing)
+            for name, fields, _ in listing:
+                if fields is None:
+                    continue
+                mode, size, _, dev, ino, _ = fields
+                if stat.S_ISDIR(mode):
+                    if follow:  # a loop is one (error) entry, as in the walk
+                        if (dev, ino) in seen:
+                            others += 1
                             continue
-                        others += 1
-                        if de.is_file(follow_symlinks=follow):
-                            nbytes += de.stat(follow_symlinks=follow).st_size
-                    except OSError:
-                        continue
+                        seen.add((dev, ino))
+                    stack.append(os.path.join(directory, name))
+                    continue
+                others += 1
+                if stat.S_ISREG(mode):
+                    nbytes += size
         out.append(RootCount(entries, others, nbytes))
     return out
 

@@ -256,7 +256,10 @@ async def test_many_directories_share_worker_calls_and_manifest_writes(tmp_path:
 
 
 @pytest.mark.parametrize("follow", [False, True])
-async def test_the_quick_count_agrees_with_the_walk(tmp_path: Path, follow: bool) -> None:
+async def test_the_quick_count_agrees_with_the_walk(
+    tmp_path: Path, follow: bool, scan_path: str
+) -> None:
+    """In C (`_fastscan.scan_dir`) and in Python alike."""
     root = tmp_path / "tree"
     build(root)
     os.symlink(".", root / "b" / "loop")  # followed: a loop, one (error) entry
