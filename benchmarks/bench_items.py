@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from parjobs import ItemRecord, Written
+from parjobs._items import ItemRow, item_row
 from parjobs._records import CheckpointBatch
 from parjobs._store import JobStore
 
@@ -28,21 +29,17 @@ BATCH = 1000
 SIZES = {"full": 1_000_000, "quick": 100_000, "tiny": 10_000}
 
 
-def _records(start: int, n: int) -> list[ItemRecord]:
+def _records(start: int, n: int) -> list[ItemRow]:
     """Copy records with realistic paths: 1,000 files per directory, 60-byte paths."""
     out = []
     for i in range(start, start + n):
         rel = f"Photos/2024/album-{i // 1000:04}/IMG_{i:07}.jpg"
-        out.append(
-            ItemRecord(
-                "copied",
-                "/home/someone/" + rel,
-                "/media/backup/" + rel,
-                bytes=150_000 + i % 7919,
-                written=Written(150_000 + i % 7919, 1_717_171_717_000_000_000 + i, 4_000_000 + i),
-                index=i,
-            )
+        size = 150_000 + i % 7919
+        written = Written(size, 1_717_171_717_000_000_000 + i, 4_000_000 + i)
+        record = ItemRecord(
+            "copied", "/home/someone/" + rel, "/media/backup/" + rel, size, written=written, index=i
         )
+        out.append(item_row(record))
     return out
 
 

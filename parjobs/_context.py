@@ -23,7 +23,7 @@ from ._dispatch import TaskDispatcher
 from ._exceptions import StoreError
 from ._histogram import CHECKPOINT_SECONDS
 from ._indexset import IndexSet
-from ._items import ItemRecord, Written
+from ._items import ItemRecord, ItemRow, Written, item_row
 from ._pool import ExecutorFactory, WorkerPool
 from ._progress import ProgressTracker
 from ._records import CheckpointBatch
@@ -86,7 +86,7 @@ class JobContext(metaclass=NoPublicConstructor):
         self._dirty = trio.Event()  # set when there may be something new to write
         self._writer: trio.CancelScope | None = None  # the writer's scope while it runs
         self._closed = False
-        self._items: list[ItemRecord] = []
+        self._items: list[ItemRow] = []
 
     @property
     def resumed(self) -> bool:
@@ -185,18 +185,17 @@ class JobContext(metaclass=NoPublicConstructor):
         (a task records through `TaskContext.record`, stored with its completion). Stored
         with the next checkpoint, with ``state``: record and update ``state`` together, so a
         resumed run knows what it recorded."""
-        self._items.append(
-            ItemRecord(
-                action,
-                os.fsdecode(source),
-                None if destination is None else os.fsdecode(destination),
-                bytes,
-                detail,
-                error,
-                written,
-                stage="job",
-            )
+        record = ItemRecord(
+            action,
+            os.fsdecode(source),
+            None if destination is None else os.fsdecode(destination),
+            bytes,
+            detail,
+            error,
+            written,
+            stage="job",
         )
+        self._items.append(item_row(record))
         self._dirty.set()
 
     async def job_items(

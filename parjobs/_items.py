@@ -3,7 +3,9 @@ to select the new files, tell the user what happened, and undo.
 
 A task records its items through `TaskContext.record`; they travel with the task's outcome
 into the checkpoint batch that marks the task completed, so a resumed job neither loses nor
-repeats them. Data only, no I/O.
+repeats them. On that way a record is a plain tuple (`ItemRow`), not an `ItemRecord`: a copy
+notes one per file, and the store packs a checkpoint's rows at once (`parjobs._itemlog`);
+an `ItemRecord` is built only where a record is read or shown. Data only, no I/O.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 #: The actions the operations record (a user job may record any short word of its own).
 ACTIONS = (
@@ -116,6 +118,41 @@ class ItemRecord:
 _RECORD_SETTERS: tuple[Callable[[Any, Any], None], ...] = tuple(
     getattr(ItemRecord, f.name).__set__ for f in dataclasses.fields(ItemRecord)
 )
+
+
+#: An item record as tasks note it and checkpoints carry it: ``(action, source, destination,
+#: bytes, detail, error, size, mtime_ns, inode, stage, index)``, the `ItemRecord` fields in
+#: their order with ``written`` spread over three (None when nothing was written) and no
+#: ``seq`` (the store numbers rows as it appends them). A tuple of plain values is cheap to
+#: build, and the garbage collector stops tracking it: a small-file copy notes one per file.
+ItemRow = tuple[
+    str, str, str | None, int, str | None, str | None, int | None, int | None, int | None, str, int
+]
+
+
+def item_row(record: ItemRecord) -> ItemRow:
+    """The `ItemRow` of ``record`` (its ``seq`` left out)."""
+    w = record.written
+    return (
+        record.action,
+        record.source,
+        record.destination,
+        record.bytes,
+        record.detail,
+        record.error,
+        *((None, None, None) if w is None else (w.size, w.mtime_ns, w.inode)),
+        record.stage,
+        record.index,
+    )
+
+
+def row_record(row: ItemRow, seq: int = 0) -> ItemRecord:
+    """The `ItemRecord` of ``row``, numbered ``seq``."""
+    action, source, destination, nbytes, detail, error, size, mtime_ns, inode, stage, index = row
+    written = None if size is None else Written(size, cast(int, mtime_ns), cast(int, inode))
+    return ItemRecord(
+        action, source, destination, nbytes, detail, error, written, stage, index, seq
+    )
 
 
 def record_from_json(data: dict[str, Any]) -> ItemRecord:

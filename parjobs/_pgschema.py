@@ -11,6 +11,7 @@ import urllib.parse
 from typing import TYPE_CHECKING
 
 from ._exceptions import StoreError, StoreFormatError
+from ._itemlog import INSERT_CHUNK, repack
 
 if TYPE_CHECKING:
     import psycopg
@@ -21,7 +22,7 @@ SCHEMES = ("postgresql://", "postgres://")
 NAMESPACE = "parjobs"
 #: What ``meta.application`` holds in a parjobs store.
 APPLICATION = "parjobs"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Advisory lock keys (two int4s: "pjob", then which lock).
 LOCK_SPACE = 0x706A6F62
 LOCK_SCHEMA = 1  # creating or migrating the schema
@@ -87,7 +88,30 @@ CREATE TABLE items (
     PRIMARY KEY (job_id, seq)
 );
 """,
+    # The item log packed, one row per checkpoint; version 2's rows move over (`_pack_items`).
+    3: """
+CREATE TABLE item_log (
+    job_id TEXT NOT NULL,
+    first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL,
+    records BIGINT NOT NULL, failed BIGINT NOT NULL,
+    actions TEXT NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (job_id, first_seq)
+);
+""",
 }
+
+
+def _pack_items(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Move version 2's item log (a row per record) into ``item_log`` (packed), every
+    record with its ``seq``, and drop the old table."""
+    old = conn.execute(
+        "SELECT job_id, seq, stage, idx, action, source, destination, bytes, detail, error, "
+        "size, mtime_ns, inode FROM items ORDER BY job_id, seq"
+    ).fetchall()
+    with conn.cursor() as cur:
+        cur.executemany(INSERT_CHUNK.replace("?", "%s"), list(repack(old)))
+    conn.execute("DROP TABLE items")
 
 
 def is_url(target: str) -> bool:
@@ -178,6 +202,8 @@ def init_schema(conn: psycopg.Connection[tuple[object, ...]], where: str) -> Non
             for statement in MIGRATIONS[step].split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            if step == 3:
+                _pack_items(conn)
         if version == 0:
             conn.execute(
                 "INSERT INTO meta(key, value) VALUES ('application', %s), ('store_id', %s)",

@@ -181,8 +181,6 @@ class PostgresStore(SQLiteJobStore):
     ``url`` the database, without its password."""
 
     _SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
-    #: Item rows with executemany (psycopg pipelines them: no round trip a row).
-    json_items = False
 
     def __init__(self, url: str, raw: psycopg.Connection[Any]) -> None:
         super().__init__(files_dir(url), cast(Any, _Connection(raw)))

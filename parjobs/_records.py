@@ -10,7 +10,7 @@ import json
 import typing
 from typing import Any, TypedDict
 
-from ._items import ItemRecord
+from ._items import ItemRow
 from ._progress import ItemError, Progress
 from ._status import JobStatus
 
@@ -73,7 +73,7 @@ class CheckpointBatch:
     ranges: dict[str, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)
     results: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)
     errors: list[ItemError] = dataclasses.field(default_factory=list)
-    items: list[ItemRecord] = dataclasses.field(default_factory=list)
+    items: list[ItemRow] = dataclasses.field(default_factory=list)
     done_items: int = 0
     skipped_items: int = 0
     done_bytes: int = 0

@@ -21,7 +21,7 @@ from ._exceptions import (
     JobSpecError,
     LeaseError,
 )
-from ._items import ItemRecord
+from ._items import ItemRecord, row_record
 from ._job import Job, load_job
 from ._manager_core import JobRun, ManagerCore
 from ._process import OUTPUT_SINK, OutputLine
@@ -396,9 +396,8 @@ class JobRunner(ManagerCore):
         for error in batch.errors:
             self._events.publish(EventKind.ITEM_ERROR, job_id, error=error)
         if self._events.listening_items:  # numbered as stored, only when somebody asked
-            for seq, record in enumerate(batch.items, batch.first_seq):
-                record = dataclasses.replace(record, seq=seq)
-                self._events.publish(EventKind.ITEM, job_id, record=record)
+            for seq, row in enumerate(batch.items, batch.first_seq):
+                self._events.publish(EventKind.ITEM, job_id, record=row_record(row, seq))
 
     async def _write_offline(self, job_id: str, batch: CheckpointBatch) -> None:
         await self._db(self.store.checkpoint, job_id, batch)

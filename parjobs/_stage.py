@@ -8,13 +8,12 @@ to know the other.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ._indexset import IndexSet, to_ranges
-from ._items import ItemRecord
+from ._items import ItemRow
 from ._progress import ItemError
 from ._task import Outcome, OutcomeStatus, TaskContext
 
@@ -28,7 +27,7 @@ class CheckpointSink(Protocol):
     ranges: dict[str, list[tuple[int, int]]]
     results: list[tuple[str, int, str]]
     errors: list[ItemError]
-    items: list[ItemRecord]
+    items: list[ItemRow]
     done_items: int
     skipped_items: int
     done_bytes: int
@@ -57,7 +56,7 @@ class Stage:
         self.new: list[int] = []
         self.new_results: list[tuple[int, str]] = []
         self.new_errors: list[ItemError] = []
-        self.new_items: list[ItemRecord] = []
+        self.new_items: list[ItemRow] = []
         self.new_done = 0
         self.new_skipped = 0
         self.new_bytes = 0
@@ -72,6 +71,7 @@ class Stage:
         records its task noted (``tc.items``; a skip that noted none gets a "skipped" record);
         a failure's ``error`` is kept for the store, with a "failed" item record."""
         status = outcome.status
+        name = self.name
         if status is OutcomeStatus.DONE or status is OutcomeStatus.SKIPPED:
             task = outcome.task
             index = task.index
@@ -86,33 +86,28 @@ class Stage:
                 if status is OutcomeStatus.SKIPPED:
                     self.new_skipped += n
                     if items is None and tc is not None:
-                        items = [
-                            ItemRecord("skipped", tc.label, detail=outcome.reason, index=index)
-                        ]
+                        items = [_row("skipped", tc.label, outcome.reason, None, 0, name, index)]
                 if items:
-                    name = self.name
                     if len(items) == 1:  # the usual case: no generator per task
                         r = items[0]
-                        self.new_items.append(
-                            r if r.stage == name else dataclasses.replace(r, stage=name)
-                        )
+                        self.new_items.append(r if r[9] == name else _restaged(r, name))
                     else:
                         self.new_items.extend(
-                            r if r.stage == name else dataclasses.replace(r, stage=name)
-                            for r in items
+                            r if r[9] == name else _restaged(r, name) for r in items
                         )
                 if self.keep_results and status is OutcomeStatus.DONE:
                     self.new_results.append((index, json.dumps(outcome.value)))
         elif error is not None:
             self.new_errors.append(error)
             self.new_items.append(
-                ItemRecord(
+                _row(
                     "failed",
                     error.label,
-                    bytes=outcome.bytes,
-                    error=error.message,
-                    stage=error.stage,
-                    index=error.index,
+                    None,
+                    error.message,
+                    outcome.bytes,
+                    error.stage,
+                    error.index,
                 )
             )
         if self._notify is not None:
@@ -141,3 +136,15 @@ class Stage:
         batch.done_bytes += self.new_bytes
         self.new_results, self.new_errors, self.new_items = [], [], []
         self.new_done = self.new_skipped = self.new_bytes = 0
+
+
+def _row(*fields: Any) -> ItemRow:
+    """The row of a record the stage notes itself, of ``(action, source, detail, error,
+    bytes, stage, index)``: a skip or a failure, nothing written."""
+    action, source, detail, error, nbytes, stage, index = fields
+    return (action, source, None, nbytes, detail, error, None, None, None, stage, index)
+
+
+def _restaged(row: ItemRow, stage: str) -> ItemRow:
+    """``row`` under ``stage`` (a row a remote task noted under another name)."""
+    return (*row[:9], stage, row[10])

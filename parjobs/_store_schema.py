@@ -10,10 +10,13 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from ._exceptions import StoreError, StoreFormatError
+from ._itemlog import INSERT_CHUNK, repack
 
 #: PRAGMA application_id of a parjobs store: b"pjob".
 APPLICATION_ID = 0x706A6F62
-SCHEMA_VERSION = 1
+#: 2: the item log packed, one row per checkpoint (``item_log``), not one per record
+#: (schema 1's ``items``, moved over when an older store is opened).
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS managers (
@@ -57,18 +60,18 @@ CREATE TABLE IF NOT EXISTS task_errors (
     traceback TEXT              -- the failure's Python traceback (NULL: none kept)
 );
 CREATE INDEX IF NOT EXISTS task_errors_job ON task_errors(job_id);
-CREATE TABLE IF NOT EXISTS items (
-    job_id TEXT NOT NULL, seq INTEGER NOT NULL,  -- seq: the record's place in the job's log
-    stage TEXT NOT NULL, idx INTEGER NOT NULL, action TEXT NOT NULL,
-    source BLOB NOT NULL, destination BLOB,      -- paths as bytes, exactly as on disk
-    bytes INTEGER NOT NULL, detail TEXT, error TEXT,
-    size INTEGER, mtime_ns INTEGER, inode INTEGER,  -- a written file's identity (for undo)
-    PRIMARY KEY (job_id, seq)
+CREATE TABLE IF NOT EXISTS item_log (
+    job_id TEXT NOT NULL,
+    first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,  -- seq: a record's place in the log
+    records INTEGER NOT NULL, failed INTEGER NOT NULL,       -- how many, of which 'failed'
+    actions TEXT NOT NULL,      -- JSON: records per action
+    data BLOB NOT NULL,         -- a checkpoint's records, packed (parjobs/_itemlog.py)
+    PRIMARY KEY (job_id, first_seq)
 ) WITHOUT ROWID;
 """
 
 #: Tables added after schema 1 was released, created in an older store when it is opened.
-LATER_TABLES = ("items",)
+LATER_TABLES = ("item_log",)
 
 
 _NOT_REGULAR = {
@@ -149,10 +152,26 @@ def init_schema(
             for statement in SCHEMA.split(";"):
                 if any(f"EXISTS {t} " in statement for t in missing):
                     c.execute(statement)
+    if app_id != 0 and version < SCHEMA_VERSION:
+        with tx():
+            if "items" in tables:
+                _pack_items(c)
+            c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     (check,) = c.execute("PRAGMA quick_check(1)").fetchone()
     if check != "ok":
         detail = " ".join(str(check).split())  # one line, for the CLI
         raise StoreFormatError(f"{path} is a damaged parjobs store: {detail}")
+
+
+def _pack_items(c: sqlite3.Connection) -> None:
+    """Move schema 1's item log (a row per record) into ``item_log`` (packed), every
+    record with its ``seq``, and drop the old table."""
+    old = c.execute(
+        "SELECT job_id, seq, stage, idx, action, source, destination, bytes, detail, error, "
+        "size, mtime_ns, inode FROM items ORDER BY job_id, seq"
+    )
+    c.executemany(INSERT_CHUNK, repack(old))
+    c.execute("DROP TABLE items")
 
 
 def _create(c: sqlite3.Connection, tx: Callable[[], AbstractContextManager[object]]) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from ._exceptions import CancelRequested, PauseRequested, TaskTimeoutError
-from ._items import ItemRecord, Written
+from ._items import ItemRow, Written
 from ._util import NoPublicConstructor
 
 T = TypeVar("T")
@@ -150,7 +150,7 @@ class TaskContext(metaclass=NoPublicConstructor):
         #: lost after running it): an output equal to what this task would write is its own
         #: earlier result, done, not a conflict. False on local runs.
         self.rerun = False
-        self.items: list[ItemRecord] | None = None  # what `record` noted, for the checkpoint
+        self.items: list[ItemRow] | None = None  # what `record` noted, for the checkpoint
         self._interrupter = interrupter
         self.timeout = timeout
         #: When the task must be done (``time.monotonic()``): set by `start`, None before
@@ -217,23 +217,24 @@ def _note(
     detail: str | None,
     written: Written | None,
 ) -> None:
-    """Add an item record to ``tc.items``, stamped with the task's stage (as the stage
-    books it: no copy of the record there) and index."""
-    record = ItemRecord(
+    """Add an item row to ``tc.items``, stamped with the task's stage (as the stage books
+    it: no copy of the row there) and index."""
+    w = written
+    row: ItemRow = (
         action,
         _path(source),
         None if destination is None else _path(destination),
         nbytes,
         detail,
         None,
-        written,
+        *((None, None, None) if w is None else (w.size, w.mtime_ns, w.inode)),
         tc.stage,
         tc.index,
     )
     if tc.items is None:
-        tc.items = [record]
+        tc.items = [row]
     else:
-        tc.items.append(record)
+        tc.items.append(row)
 
 
 #: One row of `record_each`: the task, source, destination, bytes and written identity.

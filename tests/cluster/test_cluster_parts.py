@@ -157,11 +157,11 @@ def test_a_copy_run_again_counts_its_own_output_done(tmp_path: Path) -> None:
     assert not out.exists()
     status, value, error, _, _, records = _run(item, rerun=False)
     assert (status, tuple(value)) == ("done", ("file", 1000, 0)), error
-    assert [r.action for r in records] == ["copied"]  # the item records travel back too
+    assert [r[0] for r in records] == ["copied"]  # the item rows (action first) travel back too
     # The worker was lost after the copy: the group runs again and finds the file.
     status, value, error, _, nbytes, records = _run(item, rerun=True)
     assert (status, tuple(value), nbytes) == ("done", ("file", 1000, 0), 1000)  # counted so
-    assert [r.action for r in records] == ["present"]
+    assert [r[0] for r in records] == ["present"]
     # Not a re-run: the same file already there is a conflict (policy "fail"), as locally.
     status, _, error, _, _, _ = _run(item, rerun=False)
     assert status == "failed" and isinstance(error, FileExistsError)

@@ -39,6 +39,7 @@ FLOORS: dict[str, int] = {
     "parjobs._progress": 1,
     "parjobs._items": 1,
     "parjobs._records": 2,
+    "parjobs._itemlog": 2,
     "parjobs._task": 2,
     "parjobs._guest": 1,
     # core: the pool below the job context
