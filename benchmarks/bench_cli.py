@@ -179,21 +179,22 @@ def digests(items):
 if big:
     both(digests, big)
 """
-#: The floor of the small-file cases (#18 target 2): start Python, import trio, list the tree
-#: (``os.scandir``), make its directories, and copy its files with the C group copy parjobs
-#: uses (`_fastcopy.copy_many`, groups of 64, the same flags) on two threads; nothing else (no
-#: store, manifest, tasks or records). The extension is loaded from ``parjobs/ops`` (argv[3])
-#: without importing parjobs.
-SMALL_FLOOR = """
+#: The floors of the small-file cases (#18 target 2) and the move case (target 4): start
+#: Python, import trio, list the tree (``os.scandir``), make its directories, and run the C
+#: group calls parjobs makes (`_fastcopy`, groups of 64, the same flags) on two threads;
+#: nothing else (no store, manifest, tasks or records). `_FLOOR_GROUP` is what each group
+#: does; the extension is loaded from ``parjobs/ops`` (argv[3]) without importing parjobs.
+_FLOOR = """
 import os, sys, threading, trio
 sys.path.insert(0, sys.argv[3])
 import _fastcopy as fc
 flags = fc.MODE | fc.TIMES | fc.LSTAT | fc.REFLINK | fc.RANGE
 src = os.fsencode(sys.argv[1])
-items = []
+items, dirs = [], []
 def walk(s, d):
     os.mkdir(d)
     fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)  # open to the end, as parjobs' tree
+    dirs.append(s)
     with os.scandir(s) as it:
         for e in it:
             if e.is_dir(follow_symlinks=False):
@@ -203,61 +204,47 @@ def walk(s, d):
 walk(src, os.path.join(os.fsencode(sys.argv[2]), os.path.basename(src)))
 groups = [items[k : k + 64] for k in range(0, len(items), 64)]
 failed = []
-def copy(mine):
+def work(mine):
     for group in mine:
-        results = fc.copy_many(group, flags, 8 << 20, b"floor")[0]
-        failed.extend(r for r in results if r)
-threads = [threading.Thread(target=copy, args=(groups[i::2],)) for i in range(2)]
+        failed.extend(r for r in _FLOOR_GROUP(group) if r)
+threads = [threading.Thread(target=work, args=(groups[i::2],)) for i in range(2)]
 for t in threads:
     t.start()
 for t in threads:
     t.join()
 assert not failed, failed[:5]
 """
-#: The floor of the move case (#18 target 4): as `SMALL_FLOOR` into a directory on another
-#: filesystem, then what a move adds there, in C too: each copy checked against its source and
-#: fsynced (`verify_many`), each new directory fsynced, the sources unlinked (`unlink_many`)
-#: and their directories removed; nothing else.
-MOVE_FLOOR = """
-import os, sys, threading, trio
-sys.path.insert(0, sys.argv[3])
-import _fastcopy as fc
-flags = fc.MODE | fc.TIMES | fc.LSTAT | fc.REFLINK | fc.RANGE
-src = os.fsencode(sys.argv[1])
-items, dirs = [], []
-def walk(s, d):
-    os.mkdir(d)
-    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    dirs.append(s)
-    with os.scandir(s) as it:
-        for e in it:
-            if e.is_dir(follow_symlinks=False):
-                walk(e.path, os.path.join(d, e.name))
-            else:
-                st = e.stat(follow_symlinks=False)
-                items.append(((e.path, fd, e.name), (e.path, st.st_size, st.st_mtime_ns)))
-walk(src, os.path.join(os.fsencode(sys.argv[2]), os.path.basename(src)))
-groups = [items[k : k + 64] for k in range(0, len(items), 64)]
-failed = []
-def move(mine):
-    for group in mine:
-        copies = [c for c, _ in group]
-        results, written = fc.copy_many(copies, flags, 8 << 20, b"floor")[:2]
-        checks = [(*c, w[2]) for c, w in zip(copies, written)]
-        results += fc.verify_many(checks, fc.COMPARE | fc.SYNC)
-        for fd in {c[1] for c in copies}:
-            os.fsync(fd)
-        results += fc.unlink_many([u for _, u in group])
-        failed.extend(r for r in results if r)
-threads = [threading.Thread(target=move, args=(groups[i::2],)) for i in range(2)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-assert not failed, failed[:5]
+#: The small-file floor: copy (`copy_many`).
+SMALL_FLOOR = (
+    """
+def _FLOOR_GROUP(group):
+    return fc.copy_many(group, flags, 8 << 20, b"floor")[0]
+"""
+    + _FLOOR
+)
+#: The move floor (into another filesystem): copy, then what a move adds, in C too: each copy
+#: checked against its source and fsynced (`verify_many`), each new directory fsynced, the
+#: sources unlinked (`unlink_many`, given the size and mtime the walk would have seen); then
+#: the source directories removed.
+MOVE_FLOOR = (
+    """
+def _FLOOR_GROUP(group):
+    results, written = fc.copy_many(group, flags, 8 << 20, b"floor")[:2]
+    results += fc.verify_many([(*c, w[2]) for c, w in zip(group, written)], fc.COMPARE | fc.SYNC)
+    for fd in {c[1] for c in group}:
+        os.fsync(fd)
+    seen = []
+    for path, _, _ in group:
+        st = os.lstat(path)
+        seen.append((path, st.st_size, st.st_mtime_ns))
+    return results + fc.unlink_many(seen)
+"""
+    + _FLOOR
+    + """
 for d in reversed(dirs):
     os.rmdir(d)
 """
+)
 #: The big-file cases by mode: (case name, files, bytes each); each set generated once.
 BIG_SETS = {
     "full": [("big-4x128MiB", 4, 128 * 2**20), ("big-4x1GiB", 4, 2**30)],
