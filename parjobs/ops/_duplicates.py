@@ -3,37 +3,46 @@
 The stages are those of `parjobs.ops._hashing` (see its docstring for the rules), each with
 its own dispatcher so a resumed job skips what every stage finished:
 
-1. walk: group regular files by size (hard links to one inode count once, first in walk
-   order; files below ``min_size`` are left out; empty files form one group, never opened);
-2. ``content-ids``: `content_id` of every file sharing its size with another, in runs
-   (`IdRunTask`: whole size groups packed up to `RUN_FILES` files, one task each), so the job
-   books and checkpoints one task per run, not per file; ``content-id`` then retries file by
-   file (`ContentIdTask`) the few a run could not read, to report each with its reason;
-3. ``full-hash``: the full XXH3-128 digest of files sharing a content id, only for files larger
+1. scan: list the tree (`list_files`: in C where `_fastscan` is built, no object per
+   entry) and keep the files that share their size with another (hard links to one inode
+   count once, first in walk order; files below ``min_size`` are left out; empty files form
+   one group, never opened), numbered in walk order and saved in the job's directory
+   (`Scan`) before any task runs; ``scan`` reports what could not be listed;
+2. ``id-runs``: `content_id` of every candidate, in runs (`IdRunTask`: whole size groups
+   packed up to `RUN_FILES` files, one task each), so the job books and checkpoints one
+   task per run, not per file; ``id-files`` then retries file by file (`ContentIdTask`) the
+   few a run could not read, to report each with its reason;
+3. ``hashes``: the full XXH3-128 digest of files sharing a content id, only for files larger
    than `CONTENT_ID_SMALL_LIMIT` (smaller ones are covered entirely by their content id).
 
-A task's index is its entry's index in the walk manifest (a run's: its first file's), which
-is stable across resumes, so the tasks of a stage never shift when the candidate list is
-rebuilt: a resumed job skips the runs and files it finished and reads every run again that it
-had not (they only read). The content ids are intermediate: only the full hashes are in the
-item log (``hashed``). The
+A task's index is its file's number in the saved scan (a run's: its first file's), which a
+resumed job reads back instead of walking again, so the tasks of a stage never shift: a
+resumed job skips the runs and files it finished and reads every run again that it had not
+(they only read). (The stages were ``walk``, ``content-ids``, ``content-id`` and
+``full-hash`` while the indices were those of the walk's manifest: renamed, so a job begun
+that way and resumed now starts its stages afresh rather than misread their records.) The
+content ids are intermediate: only the full hashes are in the item log (``hashed``). The
 report is exactly what `find_duplicates_sequential` returns for the walked files.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import json
+import os
 import sys
 from collections.abc import Sequence
-from contextlib import aclosing
 from operator import itemgetter
 from typing import Any, TypeVar
+
+import trio
 
 from .._context import JobContext
 from .._exceptions import JobSpecError
 from .._job import Job, job_type
 from .._task import OutcomeStatus, Task, TaskContext
-from ._entries import EntryTask, HashTask, entry_report
+from ._entries import EntryTask, HashTask
 from ._fs import display
 from ._hashing import (
     CONTENT_ID_BLOCK,
@@ -44,7 +53,7 @@ from ._hashing import (
     group_by,
     new_hasher,
 )
-from ._walk import check_roots, walk_batches
+from ._walk import Listed, check_roots, list_files
 
 T = TypeVar("T")
 
@@ -178,10 +187,11 @@ class DuplicatesJob(Job):
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         ctx.progress.set_message("scanning")
-        files, errors, scanned = await self._scan(ctx)
-        _, failed = await _stage(ctx, "walk", errors, "scanning")
+        scan = await _scanned(ctx, self.paths, self.min_size)
+        errors = [EntryTask(i, path, reason, skip=False) for i, path, reason in scan.errors]
+        _, failed = await _stage(ctx, "scan", errors, "scanning")
 
-        by_size = group_by(files, itemgetter(2))
+        by_size = group_by(scan.files, itemgetter(2))
         groups: list[tuple[int, str, list[str]]] = []  # (size, digest, paths)
         empty = by_size.pop(0, None)
         if empty:
@@ -201,7 +211,7 @@ class DuplicatesJob(Job):
         ctx.progress.finalize_totals()
         digests, n = await _stage(
             ctx,
-            "full-hash",
+            "hashes",
             [HashTask(index, path, size, exact=True) for fs in to_hash for index, path, size in fs],
             "full hashes",
         )
@@ -216,34 +226,101 @@ class DuplicatesJob(Job):
             "groups": [{"size": size, "digest": d, "paths": paths} for size, d, paths in groups],
             "duplicate_files": sum(len(paths) - 1 for _, _, paths in groups),
             "reclaimable_bytes": sum(size * (len(paths) - 1) for size, _, paths in groups),
-            "files_scanned": scanned,
+            "files_scanned": scan.scanned,
             "failed": failed,
         }
 
-    async def _scan(self, ctx: JobContext) -> tuple[list[_File], list[EntryTask], int]:
-        """Walk: candidate files (one per inode, size >= min_size) in walk order, error
-        reports, and the number of regular files found."""
-        files: list[_File] = []
-        errors: list[EntryTask] = []
-        inodes: set[tuple[int, int]] = set()  # of files with other names (as `HardLinks`)
-        scanned = 0
-        min_size = self.min_size
-        async with aclosing(walk_batches(ctx, self.paths)) as batches:
-            async for batch in batches:
-                for entry in batch:
-                    kind = entry.kind
-                    if kind == "file":
-                        scanned += 1
-                        if entry.nlink > 1:
-                            inode = (entry.dev, entry.ino)
-                            if inode in inodes:  # another link to a file already listed
-                                continue
-                            inodes.add(inode)
-                        if entry.size >= min_size:
-                            files.append((entry.index, entry.path, entry.size))
-                    elif kind == "error":
-                        errors.append(entry_report(entry, "scanned"))
-        return files, errors, scanned
+
+#: The job's record of its scan, in its job directory (see `Scan`).
+SCAN_FILE = "dupes.scan"
+
+
+@dataclasses.dataclass(slots=True)
+class Scan:
+    """What the scan found, as the job keeps it: ``files``, the candidates (regular files of
+    at least ``min_size`` bytes, one name per inode: the first in walk order, sharing their
+    size with another) as `_File` s numbered in walk order; ``errors``, ``(index, path,
+    reason)`` of what could not be listed; ``scanned``, every regular file found (hard
+    links and small files included).
+
+    Written once, before any task of the job runs, and read back on resume instead of
+    walking again: the numbers are the task indices of every stage, so they must not move
+    (new files since the first run are not looked at, as a resumed walk's manifest would
+    keep gone ones). Layout: one line of JSON (``scanned``, the sizes, the errors with
+    surrogate-escaped paths), then the candidates' paths as bytes, NUL-separated.
+    """
+
+    files: list[_File]
+    errors: list[tuple[int, bytes, str]]
+    scanned: int
+
+    def save(self, path: str) -> None:
+        """Write to a temporary name, then rename: the record is whole or absent."""
+        head = {
+            "scanned": self.scanned,
+            "sizes": [size for _, _, size in self.files],
+            "errors": [[os.fsdecode(p), reason] for _, p, reason in self.errors],
+        }
+        temporary = path + ".tmp"
+        with open(temporary, "wb") as f:
+            f.write(json.dumps(head, separators=(",", ":")).encode() + b"\n")
+            f.write(b"\0".join([p for _, p, _ in self.files]))
+        os.replace(temporary, path)  # the job's private directory: nobody else writes it
+
+    @classmethod
+    def load(cls, path: str) -> Scan | None:
+        """The record an earlier run saved, or None if there is none."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        line, _, body = data.partition(b"\n")
+        head = json.loads(line)
+        sizes: list[int] = head["sizes"]
+        paths = body.split(b"\0") if sizes else []
+        if len(paths) != len(sizes):
+            raise ValueError(f"{path}: {len(paths)} paths for {len(sizes)} sizes (damaged)")
+        errors = [(i, os.fsencode(p), reason) for i, (p, reason) in enumerate(head["errors"])]
+        files = [(i, p, size) for i, (p, size) in enumerate(zip(paths, sizes, strict=True))]
+        return cls(files, errors, head["scanned"])
+
+
+async def _scanned(ctx: JobContext, roots: list[str], min_size: int) -> Scan:
+    """The job's `Scan`: the one an earlier run saved, else a walk of ``roots`` (in one
+    worker-thread call, stopped by a pause or cancel), saved before it is returned."""
+    path = os.path.join(ctx.job_dir, SCAN_FILE)
+    scan = await trio.to_thread.run_sync(Scan.load, path)
+    if scan is not None:
+        return scan
+    found = await trio.to_thread.run_sync(
+        list_files, roots, lambda: ctx.interrupt_reason is not None
+    )
+    if found is None:  # stopped: raises the pause or cancel
+        await ctx.check_interrupt()
+    assert found is not None
+    files, errors = found
+    scan = Scan(_candidates(files, min_size), [(i, *e) for i, e in enumerate(errors)], len(files))
+    await trio.to_thread.run_sync(scan.save, path)
+    return scan
+
+
+def _candidates(files: list[Listed], min_size: int) -> list[_File]:
+    """The files that may have a duplicate, numbered: one name per inode (the first in walk
+    order: as `HardLinks`), at least ``min_size`` bytes, sharing their size with another."""
+    inodes: set[tuple[int, int]] = set()  # of files with other names
+    kept: list[Listed] = []
+    for f in files:
+        if f[4] > 1:
+            inode = (f[2], f[3])
+            if inode in inodes:  # another link to a file already listed
+                continue
+            inodes.add(inode)
+        if f[1] >= min_size:
+            kept.append(f)
+    counts = collections.Counter([f[1] for f in kept])
+    shared = [f for f in kept if counts[f[1]] > 1]
+    return [(i, f[0], f[1]) for i, f in enumerate(shared)]
 
 
 async def _content_ids(
@@ -254,7 +331,7 @@ async def _content_ids(
     runs of whole size groups first, then file by file what a run could not read, so each
     failure is reported with its own path and reason."""
     runs = _runs(by_size)
-    values, _ = await _stage(ctx, "content-ids", runs, "content ids")
+    values, _ = await _stage(ctx, "id-runs", runs, "content ids")
     by_index = {f[0]: f for same in by_size.values() for f in same}
     same_id: dict[tuple[int, str], list[_File]] = {}
     again: list[int] = []
@@ -271,7 +348,7 @@ async def _content_ids(
         return same_id, 0
     singles, failed = await _stage(
         ctx,
-        "content-id",
+        "id-files",
         [ContentIdTask(i, by_index[i][1], by_index[i][2]) for i in sorted(again)],
         "content ids",
     )

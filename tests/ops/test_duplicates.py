@@ -14,6 +14,7 @@ import parjobs
 from parjobs import JobStatus
 from parjobs.ops import _duplicates as dup_mod
 from parjobs.ops import _entries as entries_mod
+from parjobs.ops import _walk as walk_mod
 from parjobs.ops._duplicates import DuplicatesJob
 from parjobs.ops._hashing import (
     CONTENT_ID_SMALL_LIMIT,
@@ -106,7 +107,7 @@ async def _run_losing(store_path, root, monkeypatch, victim: str) -> dict:
         handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
         result = await handle.result()
         (error,) = await manager.errors(handle.id)
-    assert (error.label, error.stage) == (victim, "content-id")
+    assert (error.label, error.stage) == (victim, "id-files")
     assert "No such file or directory" in error.message
     assert result["failed"] == 1
     return result
@@ -145,10 +146,25 @@ async def test_report_equals_the_sequential_reference(store_path, tmp_path, min_
 async def test_pause_between_stages_then_resume_gives_the_same_report(
     store_path, tmp_path, monkeypatch
 ):
+    """Paused in the full-hash stage and resumed: nothing finished is read again, and the
+    resumed run takes the files from the scan the first run saved (names with a newline
+    and bytes that are not UTF-8 included), not from a new walk: a file made meanwhile is
+    not looked at, and the report is the tree's as it was at the start."""
     root = tmp_path / "t"
     _tree(root)
     for i in range(30):  # more candidates, so the content-id stage has real work
         _write(root / "n" / f"n{i:02}", os.urandom(50_000 + i % 3))
+    for k in (1, 2):
+        _write(root / os.fsdecode(b"odd/a\nname \xff-%d" % k), b"odd names")
+    expected = _expected(root, 1)
+    scans: list[tuple[object, ...]] = []
+    real_list = walk_mod.list_files
+
+    def listing(*args):
+        scans.append(args)
+        return real_list(*args)
+
+    monkeypatch.setattr(dup_mod, "list_files", listing)
     ids: collections.Counter[str] = collections.Counter()
     hashed: collections.Counter[str] = collections.Counter()
     in_full_hash = threading.Event()
@@ -178,11 +194,13 @@ async def test_pause_between_stages_then_resume_gives_the_same_report(
         await manager.pause(handle.id)
         assert await handle.wait() is JobStatus.PAUSED
         first_ids = sum(ids.values())
-        assert first_ids == 30 + 5 + 3 + 4, "the content-id stage finished"
+        assert first_ids == 30 + 5 + 3 + 4 + 2, "the content-id stage finished"
         assert len(hashed) < 6, "paused inside the full-hash stage"
 
+        _write(root / "s/hello4-made-meanwhile", b"hello world\n")
         await manager.resume(handle.id)
         result = await handle.result()
+    assert len(scans) == 1, "the resumed run read the saved scan"
     assert sum(ids.values()) == first_ids, "finished content ids are not computed again"
     assert set(hashed.values()) == {1}, "no file is fully hashed twice"
     large = [p for p in _walk_order(root) if os.lstat(p).st_size > CONTENT_ID_SMALL_LIMIT]
@@ -191,7 +209,6 @@ async def test_pause_between_stages_then_resume_gives_the_same_report(
         - {str(root / "a/big1-hardlink")}
         - {str(root / "b/big-other1"), str(root / "b/big-other2")}
     )
-    expected = _expected(root, 1)
     assert {k: result[k] for k in expected} == expected
 
 
@@ -235,11 +252,11 @@ async def test_small_files_go_in_runs_and_a_failure_in_a_run_is_reported_once(
     real_cid_run, real_hash_run = dup_mod.ContentIdTask.run, entries_mod.HashTask.run
 
     def cid_run(self, tc):
-        alone["content-id"] += 1
+        alone["id-files"] += 1
         return real_cid_run(self, tc)
 
     def hash_run(self, tc):
-        alone["full-hash"] += 1
+        alone["hashes"] += 1
         return real_hash_run(self, tc)
 
     monkeypatch.setattr(dup_mod.ContentIdTask, "run", cid_run)
@@ -249,9 +266,9 @@ async def test_small_files_go_in_runs_and_a_failure_in_a_run_is_reported_once(
         result = await handle.result()
         (error,) = await manager.errors(handle.id)
         info = await handle.info()
-    assert (error.label, error.stage) == (victim, "content-id")
+    assert (error.label, error.stage) == (victim, "id-files")
     assert result["failed"] == 1 and len(result["groups"]) == 200
-    assert alone["content-id"] < 20 and alone["full-hash"] < 5, alone
+    assert alone["id-files"] < 20 and alone["hashes"] < 5, alone
     ids = sum(100 + i for i in range(200)) * 2 - (100 + 7) + 20 * dup_mod.content_id_cost(len(big))
     assert info.progress.bytes_done == ids + 20 * len(big), "every byte counted once"
     # Progress counts files, not runs: 420 content ids (one file's again alone) + 20 hashes.

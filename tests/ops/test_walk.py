@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from parjobs.ops import _hashing
-from parjobs.ops._walk import Entry, HardLinks, Manifest, count_tree, scan_dir, walk
+from parjobs.ops._walk import (
+    Entry,
+    HardLinks,
+    Manifest,
+    count_tree,
+    list_files,
+    scan_dir,
+    walk,
+)
 
 
 class FakeContext:
@@ -303,3 +311,27 @@ async def test_link_counts_are_walked_and_kept_and_hard_links_find_the_first_nam
     ]
     (tmp_path / "job" / "walk.manifest").write_text("".join(json.dumps(r) + "\n" for r in old))
     assert {e.nlink for e in manifest.load()} == {1}
+
+
+async def test_list_files_finds_the_walks_files_in_its_order_and_its_errors(
+    tmp_path: Path, scan_path: str
+) -> None:
+    """`list_files` (the duplicates job's scan) gives the regular files the walk finds, in the
+    walk's order with its sizes and inodes, and an error where the walk has an error entry
+    (a root that is gone); symlinks and special files are left out. A root that is a file
+    is listed itself; ``stopped()`` ends it with None."""
+    src = tmp_path / "src"
+    build(src)
+    (src / "b" / "deep" / "more").mkdir()
+    (src / "b" / "deep" / "more" / "four.txt").write_text("4444")
+    os.link(src / "a" / "one.txt", src / "b" / "deep" / "one-again.txt")
+    roots = [str(src), str(tmp_path / "missing"), str(src / "b" / "two.txt")]
+    walked = await collect(FakeContext(tmp_path / "job"), roots)
+    found = list_files(roots, lambda: False)
+    assert found is not None
+    files, errors = found
+    expected = [(e.path, e.size, e.dev, e.ino, e.nlink) for e in walked if e.kind == "file"]
+    assert files == expected and len(files) == 6
+    assert errors == [(e.path, e.error) for e in walked if e.kind == "error"]
+    assert errors == [(os.fsencode(tmp_path / "missing"), "No such file or directory")]
+    assert list_files(roots, lambda: True) is None

@@ -566,7 +566,7 @@ async def test_dupes_killed_mid_checkpoint_resumes_each_unfinished_run_once(
         "job": {"type": "duplicates", "spec": {"paths": [str(root)]}},
         "workers": 2,
         "task_sleep": 0.1,  # 8 runs on 2 workers: >= 0.4 s, several checkpoints
-        "hook": {"kind": "checkpoint", "n": 2, "stage": "content-ids"},
+        "hook": {"kind": "checkpoint", "n": 2, "stage": "id-runs"},
     }
     run = run_child(config, tmp_path)
     assert run.killed, run.stderr[-2000:]
