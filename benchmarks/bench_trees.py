@@ -9,9 +9,15 @@ scenarios use only the API both trees share (``open_manager``, ``parjobs.ops.Cop
 - ``copy-small``: 10,000 files of 1-8 KiB in 50 directories, tmpfs to tmpfs;
 - ``copy-big``: 4 x 128 MiB, tmpfs to tmpfs;
 - ``hash``: the same 4 x 128 MiB with xxh3-128, digests to a file;
-- ``dispatch``: 100,000 no-op tasks through ``dispatch_many`` (8 workers).
+- ``dispatch``: 100,000 no-op tasks through ``dispatch_many`` (8 workers);
+- ``resume``: the copy-small copy paused half-way, then resumed. The pause is tied to a file,
+  not to a time: the destination holds the first file of the middle directory beforehand,
+  the copy asks about it (``on_conflict="ask"``), and the ``ask`` callback pauses the job
+  and answers "skip"; what the groups in flight finish after it varies a little, so the
+  items the first run did are reported too (``done``).
 
-Wall time of the job (submit to end) and the process's CPU time over the same span.
+Wall time of the job (submit to end; for ``resume``, resume to end) and the process's CPU
+time over the same span.
 
 Run: ``python -m benchmarks.bench_trees BASE_TREE [TREE ...] [--rounds N] [--only S,..]``;
 the ratios are against BASE_TREE, and TREE defaults to this checkout. E.g. the redesign
@@ -36,7 +42,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCENARIOS = ("copy-small", "copy-big", "hash", "dispatch")
+SCENARIOS = ("copy-small", "copy-big", "hash", "dispatch", "resume")
 
 #: What a child runs: one scenario against the tree at sys.path[0]; prints wall and CPU.
 CHILD = r"""
@@ -69,8 +75,45 @@ class NoopJob(parjobs.Job):
             await run
 
 
+# Copy small to out, paused at the middle directory's first file: the resume's wall and CPU
+# time, and the items the first run had done.
+async def resume(m, small, out):
+    middle = sorted(os.listdir(small))[len(os.listdir(small)) // 2]
+    name = sorted(os.listdir(os.path.join(small, middle)))[0]
+    inside = os.path.join(out, os.path.basename(small), middle)  # out exists: cp -r's rule
+    os.makedirs(inside)
+    with open(os.path.join(inside, name), "wb"):
+        pass
+    asked, submitted, job_ids = trio.Event(), trio.Event(), []
+
+    async def ask(conflict):
+        if not asked.is_set():  # the first run stops at this file
+            asked.set()
+            await submitted.wait()
+            await m.pause(job_ids[0])  # returns at once: the run stops as it reads the answer
+        return "skip"
+
+    job = CopyJob(sources=[small], destination=out, on_conflict="ask", ask=ask)
+    handle = await m.submit(job)
+    job_ids.append(handle.id)
+    submitted.set()
+    assert (await handle.wait()).value == "paused", await m.get(handle.id)
+    done = (await m.get(handle.id)).done_items  # files and directories
+    wall, cpu = time.perf_counter(), time.process_time()
+    await m.resume(handle.id)
+    await m.wait(handle.id)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    info = await m.get(handle.id)
+    assert info.status.value == "completed", info
+    return {"wall": wall, "cpu": cpu, "done": done}
+
+
 async def main():
     small, big = os.path.join(data, f"small-{files}"), os.path.join(data, f"big-{big_mib}")
+    if scenario == "resume":
+        async with parjobs.open_manager(os.path.join(work, "jobs.sqlite"), workers=8) as m:
+            print(json.dumps(await resume(m, small, os.path.join(work, "out"))))
+        return
     if scenario == "copy-small":
         job = CopyJob(sources=[small], destination=os.path.join(work, "out"))
     elif scenario == "copy-big":
@@ -165,9 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             for name, tree in order:
                 result = run_one(tree, scenario, data, args.files, args.big_mib)
                 runs.setdefault(scenario, {}).setdefault(name, []).append(result)
+                done = f"  (after {result['done']:.0f} items)" if "done" in result else ""
                 print(
                     f"round {r + 1} {scenario:<10} {name:<5} wall {result['wall']:.3f} s"
-                    f"  cpu {result['cpu']:.3f} s",
+                    f"  cpu {result['cpu']:.3f} s{done}",
                     flush=True,
                 )
     summary: dict[str, dict[str, float]] = {}

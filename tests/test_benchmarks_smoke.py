@@ -120,7 +120,7 @@ def test_bench_trees_runs_each_scenario_per_tree_and_reports_medians(
     """``python -m benchmarks.bench_trees``: every scenario once per tree and round (here
     this checkout against itself), each job completed, medians and ratios written."""
     results = tmp_path / "results"
-    args = ["--rounds", "1", "--files", "30", "--big-mib", "1", "--only", "copy-small,hash"]
+    args = ["--rounds", "1", "--files", "30", "--big-mib", "1", "--only", "copy-small,hash,resume"]
     args += ["--data-dir", str(tmp_path / "data"), "--results-dir", str(results)]
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_trees", str(ROOT), str(ROOT), *args],
@@ -130,10 +130,10 @@ def test_bench_trees_runs_each_scenario_per_tree_and_reports_medians(
         timeout=180,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("round 1 ") == 4
+    assert out.stdout.count("round 1 ") == 6
     (written,) = results.glob("trees-*.json")
     summary = json.loads(written.read_text())["summary"]
-    assert set(summary) == {"copy-small", "hash"}
+    assert set(summary) == {"copy-small", "hash", "resume"}
     assert all(_number(row["other_ratio_wall"]) for row in summary.values())
     assert not list((tmp_path / "data").glob("bench-trees-*"))  # each run's files removed
 
