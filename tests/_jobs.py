@@ -224,11 +224,13 @@ class FlakyTasksJob(parjobs.Job):
     errno_: int = 5
     seconds: float = 0.0
     task_timeout: float | None = None
-    steps: int = 0  # when > 0: job-level steps of 1 s each, checkpointed (for job timeouts)
+    retry_delay: float = 1.0  # before the second attempt (then doubled each time)
+    steps: int = 0  # when > 0: job-level steps, checkpointed (for job timeouts)
+    step_seconds: float = 1.0
 
     async def run(self, ctx: parjobs.JobContext) -> dict[str, int]:
         dispatcher = ctx.task_dispatcher(
-            retry=parjobs.RetryPolicy(max_attempts=4, initial_delay=1.0, jitter=0.0),
+            retry=parjobs.RetryPolicy(max_attempts=4, initial_delay=self.retry_delay, jitter=0.0),
             timeout=self.task_timeout,
         )
         attempts = {}
@@ -237,7 +239,7 @@ class FlakyTasksJob(parjobs.Job):
         ):
             attempts[str(outcome.index)] = outcome.attempts
         for step in range(ctx.state.get("step", 0), self.steps):
-            await trio.sleep(1.0)
+            await trio.sleep(self.step_seconds)
             ctx.state["step"] = step + 1
             await ctx.checkpoint(force=True)
             await ctx.check_interrupt()

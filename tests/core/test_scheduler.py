@@ -104,7 +104,8 @@ async def test_global_limit(store_path, autojump_clock):
 async def test_task_retries_back_off_exponentially(store_path, autojump_clock):
     async with parjobs.open_manager(store_path) as manager:
         t0 = trio.current_time()
-        handle = await manager.submit(FlakyTasksJob(failures=[0, 1, 3, 9]))
+        # Short delays: every virtual second costs real time (20 ms idle per jump).
+        handle = await manager.submit(FlakyTasksJob(failures=[0, 1, 3, 9], retry_delay=0.1))
         result = await handle.result()
         elapsed = trio.current_time() - t0
         errors = await manager.errors(handle.id)
@@ -113,11 +114,11 @@ async def test_task_retries_back_off_exponentially(store_path, autojump_clock):
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS
     (error,) = errors
     assert error.index == 3 and "after 4 attempts" in error.message
-    assert 1 + 2 + 4 <= elapsed < 30
+    assert 0.1 + 0.2 + 0.4 - 1e-9 <= elapsed < 3
     times = [float(n.split("@")[1]) for e, n in EVENTS if e == "task-attempt" and n[0] == "3"]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) == 4
-    assert all(gap >= want - 1e-9 for gap, want in zip(gaps, [1, 2, 4], strict=True))
+    assert all(gap >= want - 1e-9 for gap, want in zip(gaps, [0.1, 0.2, 0.4], strict=True))
 
 
 async def test_permanent_errors_are_not_retried(store_path, autojump_clock):
@@ -130,11 +131,18 @@ async def test_permanent_errors_are_not_retried(store_path, autojump_clock):
 
 @pytest.mark.one_store
 async def test_task_timeout_fails_the_item_and_is_retried(store_path, autojump_clock):
+    """Each attempt of a task that would take 30 s ends at its 0.2 s timeout. Virtual time
+    in short steps: at 5 s a timeout and 1 s retry delays it took 12 s of real time."""
     async with parjobs.open_manager(store_path) as manager:
-        handle = await manager.submit(FlakyTasksJob(failures=[0], seconds=30, task_timeout=5))
+        t0 = trio.current_time()
+        handle = await manager.submit(
+            FlakyTasksJob(failures=[0], seconds=30, task_timeout=0.2, retry_delay=0.05)
+        )
         await handle.wait()
+        elapsed = trio.current_time() - t0
         (error,) = await manager.errors(handle.id)
     assert error.error == "TaskTimeoutError" and "after 4 attempts" in error.message
+    assert 4 * 0.2 + 0.05 + 0.1 + 0.2 - 1e-9 <= elapsed < 30
 
 
 async def test_job_retry_on_transient_failure(store_path, autojump_clock):
@@ -158,12 +166,13 @@ async def test_job_retry_gives_up_on_permanent_failure(store_path, autojump_cloc
 @pytest.mark.one_store
 async def test_job_timeout_ends_timed_out_with_work_checkpointed(store_path, autojump_clock):
     async with parjobs.open_manager(store_path) as manager:
-        handle = await manager.submit(FlakyTasksJob(failures=[0, 0], steps=100), timeout=10.5)
+        job = FlakyTasksJob(failures=[0, 0], steps=100, step_seconds=0.1)
+        handle = await manager.submit(job, timeout=1.05)
         assert await handle.wait() is JobStatus.TIMED_OUT
         info = await handle.info()
-    assert "timed out after 10.5 s" in (info.error or "")
+    assert "timed out after 1.05 s" in (info.error or "")
     assert info.done_items == 2
-    assert 9 <= info.state["step"] <= 11  # 1 s steps; the one in flight at 10.5 s finishes
+    assert 9 <= info.state["step"] <= 11  # 0.1 s steps; the one in flight at 1.05 s finishes
 
 
 @pytest.mark.one_store
