@@ -93,10 +93,6 @@ class ContentIdTask(Task[str]):
         return cid
 
 
-#: A piece of a size group in an `IdRunTask`: ``(size, [(index, path)], whole)``; ``whole``
-#: is False where a size group larger than `RUN_FILES` was split over several runs.
-Piece = tuple[int, list[tuple[int, bytes]], bool]
-
 #: Files per `IdRunTask` (whole size groups are packed until this many; a bigger size group
 #: is split): few tasks for the job to book, yet enough to keep every worker busy, and
 #: little to redo after a crash. A run reads through C (`content_ids`) at ~9 us a cached
@@ -110,21 +106,22 @@ RUN_BYTES = 16 << 20
 
 @dataclasses.dataclass(slots=True)
 class IdRunTask(Task[dict[str, list[Any]]]):
-    """The content ids of a run of candidates (whole size groups, or pieces of a big one),
-    in one task and one worker-thread call: one booking and one checkpoint row for up to
+    """The content ids of a run of candidates (whole size groups, or parts of a big one), in
+    one task and one worker-thread call: one booking and one checkpoint row for up to
     `RUN_FILES` files instead of one each.
 
     The value (JSON) is ``{"ids": [[cid, [index, ...]], ...], "failed": [index, ...]}``: of a
     whole size group only the ids two or more files share (a file with a unique id has no
-    duplicate), of a split or partly failed group every id (other runs or the file-by-file
-    retry of ``failed`` may hold its match). It reads only, so a run interrupted or killed
-    is simply run again whole on resume.
+    duplicate), of a split (``split``) or partly failed group every id (other runs or the
+    file-by-file retry of ``failed`` may hold its match). It reads only, so a run
+    interrupted or killed is simply run again whole on resume.
     """
 
     cluster = True  # reads only
 
-    index: int  # the smallest walk index of its files: stable across resumes
-    pieces: list[Piece]
+    index: int  # its first file's number: stable across resumes
+    files: list[_File]  # its size groups one after the other, in `_runs` order
+    split: list[int]  # the sizes of its groups that are split over several runs
     cost: int  # bytes `content_id` reads from its files
     items: int  # its files: progress counts files, not runs
 
@@ -133,28 +130,23 @@ class IdRunTask(Task[dict[str, list[Any]]]):
         return self.cost
 
     def label(self) -> str:
-        return display(self.pieces[0][1][0][1])
+        return display(self.files[0][1])
 
     def run(self, tc: TaskContext) -> dict[str, list[Any]]:
-        cids = content_ids(
-            [(path, size) for size, files, _ in self.pieces for _, path in files], check=tc.check
-        )
-        ids: list[list[Any]] = []
+        cids = content_ids([(path, size) for _, path, size in self.files], check=tc.check)
+        same: dict[tuple[int, str], list[int]] = {}
         failed: list[int] = []
-        at = 0
-        for size, files, whole in self.pieces:
-            same: dict[str, list[int]] = {}
-            lost = 0
-            for (index, _), cid in zip(files, cids[at : at + len(files)], strict=True):
-                if cid is None:  # left to a ContentIdTask, which reports why
-                    failed.append(index)
-                    lost += 1
-                else:
-                    same.setdefault(cid, []).append(index)
-            at += len(files)
-            tc.add_bytes(content_id_cost(size) * (len(files) - lost))
-            every = lost or not whole
-            ids.extend([cid, members] for cid, members in same.items() if every or members[1:])
+        every = set(self.split)  # sizes whose every id goes in the value
+        missed = 0  # bytes not read after all
+        for (index, _, size), cid in zip(self.files, cids, strict=True):
+            if cid is None:  # left to a ContentIdTask, which reports why
+                failed.append(index)
+                every.add(size)
+                missed += content_id_cost(size)
+            else:
+                same.setdefault((size, cid), []).append(index)
+        tc.add_bytes(self.cost - missed)
+        ids = [[cid, m] for (size, cid), m in same.items() if m[1:] or size in every]
         return {"ids": ids, "failed": failed}
 
 
@@ -191,12 +183,14 @@ class DuplicatesJob(Job):
         errors = [EntryTask(i, path, reason, skip=False) for i, path, reason in scan.errors]
         _, failed = await _stage(ctx, "scan", errors, "scanning")
 
-        by_size = group_by(scan.files, itemgetter(2))
+        by_size: dict[int, list[_File]] = {}  # every candidate shares its size with another
+        for f in scan.files:
+            by_size.setdefault(f[2], []).append(f)
         groups: list[tuple[int, str, list[str]]] = []  # (size, digest, paths)
         empty = by_size.pop(0, None)
         if empty:
             groups.append((0, _EMPTY_DIGEST, _paths(empty)))
-        same_id, n = await _content_ids(ctx, by_size)
+        same_id, n = await _content_ids(ctx, scan.files, by_size)
         failed += n
 
         to_hash: list[list[_File]] = []
@@ -222,10 +216,15 @@ class DuplicatesJob(Job):
                 groups.append((same[0][0][2], digest, _paths([f for f, _ in same])))
 
         groups.sort(key=lambda g: (-g[0], g[1]))  # largest first, then by digest
+        report, copies, reclaimable = [], 0, 0
+        for size, digest, paths in groups:
+            report.append({"size": size, "digest": digest, "paths": paths})
+            copies += len(paths) - 1
+            reclaimable += size * (len(paths) - 1)
         return {
-            "groups": [{"size": size, "digest": d, "paths": paths} for size, d, paths in groups],
-            "duplicate_files": sum(len(paths) - 1 for _, _, paths in groups),
-            "reclaimable_bytes": sum(size * (len(paths) - 1) for size, _, paths in groups),
+            "groups": report,
+            "duplicate_files": copies,
+            "reclaimable_bytes": reclaimable,
             "files_scanned": scan.scanned,
             "failed": failed,
         }
@@ -324,36 +323,35 @@ def _candidates(files: list[Listed], min_size: int) -> list[_File]:
 
 
 async def _content_ids(
-    ctx: JobContext, by_size: dict[int, list[_File]]
+    ctx: JobContext, files: list[_File], by_size: dict[int, list[_File]]
 ) -> tuple[dict[tuple[int, str], list[_File]], int]:
-    """``({(size, content id): files}, failures)`` for the files of ``by_size`` that may
-    have a duplicate (a file whose id no other file of its size shares may be left out):
-    runs of whole size groups first, then file by file what a run could not read, so each
-    failure is reported with its own path and reason."""
+    """``({(size, content id): files}, failures)`` for the candidates in ``by_size`` (each
+    ``files[index]``) that may have a duplicate (a file whose id no other file of its size
+    shares may be left out): runs of whole size groups first, then file by file what a run
+    could not read, so each failure is reported with its own path and reason."""
     runs = _runs(by_size)
     values, _ = await _stage(ctx, "id-runs", runs, "content ids")
-    by_index = {f[0]: f for same in by_size.values() for f in same}
     same_id: dict[tuple[int, str], list[_File]] = {}
     again: list[int] = []
     for run in runs:
         value = values.get(run.index)
         if value is None:  # the run failed whole (a timeout, say): its files one by one
-            again.extend(index for _, files, _ in run.pieces for index, _ in files)
+            again.extend([f[0] for f in run.files])
             continue
         for cid, members in value["ids"]:  # the members of one entry share their size
-            files = [by_index[index] for index in members]
-            same_id.setdefault((files[0][2], cid), []).extend(files)
+            same = [files[index] for index in members]
+            same_id.setdefault((same[0][2], cid), []).extend(same)
         again.extend(value["failed"])
     if not again:
         return same_id, 0
     singles, failed = await _stage(
         ctx,
         "id-files",
-        [ContentIdTask(i, by_index[i][1], by_index[i][2]) for i in sorted(again)],
+        [ContentIdTask(i, files[i][1], files[i][2]) for i in sorted(again)],
         "content ids",
     )
     for index, cid in singles.items():
-        f = by_index[index]
+        f = files[index]
         same_id.setdefault((f[2], cid), []).append(f)
     return same_id, failed
 
@@ -364,32 +362,35 @@ def _runs(by_size: dict[int, list[_File]]) -> list[IdRunTask]:
     The same candidates always give the same runs (and indices), so a resumed job finds
     the runs it finished."""
     runs: list[IdRunTask] = []
-    pieces: list[Piece] = []
-    files = cost = 0
+    run: list[_File] = []
+    split: list[int] = []
+    cost = 0
     for size, same in by_size.items():
-        whole = len(same) <= RUN_FILES
         each = content_id_cost(size)
-        for start in range(0, len(same), RUN_FILES):
-            part = same[start : start + RUN_FILES]
-            if pieces and (files + len(part) > RUN_FILES or cost + each * len(part) > RUN_BYTES):
-                runs.append(_run(pieces, cost))
-                pieces, files, cost = [], 0, 0
-            pieces.append((size, [(index, path) for index, path, _ in part], whole))
-            files += len(part)
-            cost += each * len(part)
-    if pieces:
-        runs.append(_run(pieces, cost))
+        whole = len(same) <= RUN_FILES
+        for part in [same] if whole else _slices(same, RUN_FILES):
+            n = len(part)
+            if run and (len(run) + n > RUN_FILES or cost + each * n > RUN_BYTES):
+                runs.append(IdRunTask(run[0][0], run, split, cost, len(run)))
+                run, split, cost = [], [], 0
+            run += part
+            cost += each * n
+            if not whole:
+                split.append(size)
+    if run:
+        runs.append(IdRunTask(run[0][0], run, split, cost, len(run)))
     return runs
 
 
-def _run(pieces: list[Piece], cost: int) -> IdRunTask:
-    indices = [index for _, files, _ in pieces for index, _ in files]
-    return IdRunTask(min(indices), pieces, cost, len(indices))
+def _slices(items: list[T], n: int) -> list[list[T]]:
+    return [items[k : k + n] for k in range(0, len(items), n)]
 
 
 def _paths(files: Sequence[_File]) -> list[str]:
     """The report's paths: decoded as `os.fsdecode` does, sorted."""
-    return sorted([path.decode(*_FS_CODEC) for _, path, _ in files])
+    paths = b"\0".join([f[1] for f in files]).decode(*_FS_CODEC).split("\0")  # one decode
+    paths.sort()
+    return paths
 
 
 async def _stage(

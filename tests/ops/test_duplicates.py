@@ -309,13 +309,12 @@ def test_runs_pack_whole_size_groups_and_split_big_ones(monkeypatch):
     for f in files:
         by_size.setdefault(f[2], []).append(f)
     runs = dup_mod._runs(by_size)
-    shape = [[(size, [i for i, _ in fs], whole) for size, fs, whole in r.pieces] for r in runs]
-    assert shape == [
-        [(5, [0, 1], True)],
-        [(7, [2, 3, 4], True)],
-        [(9, [5, 6], True)],
-        [(11, [7, 8, 9, 10], False)],
-        [(11, [11, 12], False)],
+    assert [([f[0] for f in r.files], r.split) for r in runs] == [
+        ([0, 1], []),
+        ([2, 3, 4], []),
+        ([5, 6], []),
+        ([7, 8, 9, 10], [11]),
+        ([11, 12], [11]),
     ]
     assert [r.index for r in runs] == [0, 2, 5, 7, 11]
     assert [r.weight for r in runs] == [2 * 5, 3 * 7, 2 * 9, 4 * 11, 2 * 11]  # bytes read
