@@ -407,8 +407,8 @@ async def test_dashboard_with_500_jobs_and_20_running(tmp_path) -> None:
                 )
             )
             running = []
-            for _ in range(20):
-                job = _jobs.CountJob(n=100_000, log=str(tmp_path / "slow"), sleep=0.05)
+            for _ in range(20):  # (each runs minutes; its bar moves by 0.01 % a task)
+                job = _jobs.CountJob(n=10_000, log=str(tmp_path / "slow"), sleep=0.05)
                 running.append((await manager.submit(job)).id)
             with trio.fail_after(20):
                 while len(await manager.list_jobs([parjobs.JobStatus.RUNNING])) < 20:
