@@ -57,8 +57,9 @@ def unpack(data: bytes) -> Iterator[tuple[int, ItemRow]]:
     return zip(numbers, cast(Iterator[ItemRow], zip(*full, strict=True)), strict=True)
 
 
-#: Records per chunk when a store packs the rows of an older schema's ``items`` table.
-REPACK = 1000
+#: Records per chunk at most: a reader unpacks a whole chunk to reach one of its records,
+#: so a checkpoint with more (a slow store's backlog) is stored as several.
+CHUNK = 1000
 
 #: A chunk as both stores keep it: ``(job_id, first_seq, last_seq, records, failed,
 #: actions, data)``; ``actions`` is the JSON of `pack`'s counts, ``failed`` its "failed".
@@ -80,14 +81,14 @@ def chunk(job_id: str, rows: Sequence[ItemRow], seqs: int | list[int]) -> Chunk:
 
 
 def repack(old: Iterable[Sequence[Any]]) -> Iterator[Chunk]:
-    """Chunks of `REPACK` records of the rows of schema 1's ``items`` table, read ordered by
+    """Chunks of `CHUNK` records of the rows of schema 1's ``items`` table, read ordered by
     job and ``seq`` as ``(job_id, seq, stage, idx, action, source, destination, bytes,
     detail, error, size, mtime_ns, inode)`` with the paths as bytes (a store migrating)."""
     job: str | None = None
     seqs: list[int] = []
     rows: list[ItemRow] = []
     for job_id, seq, stage, idx, action, source, dest, nbytes, *rest in old:
-        if (job_id != job or len(rows) == REPACK) and rows:
+        if (job_id != job or len(rows) == CHUNK) and rows:
             yield _chunk_of(cast(str, job), rows, seqs)
             seqs, rows = [], []
         job = job_id

@@ -26,7 +26,7 @@ from ._exceptions import (
     StoreError,
     StoreFormatError,
 )
-from ._itemlog import INSERT_CHUNK, chunk, pack, unpack
+from ._itemlog import CHUNK, INSERT_CHUNK, chunk, pack, unpack
 from ._items import ItemRecord, ItemRow, row_record
 from ._jobstore import NewJobFields, StoreJobQuery, StoreListener
 from ._leases import dead_managers, process_start
@@ -767,14 +767,18 @@ class SQLiteJobStore:
         """Append ``items`` to the job's log, numbered on from its last ``seq``; return the
         first one's.
 
-        They go in as one row, packed (`parjobs._itemlog`): a statement a record made SQLite
-        parse, index and write each (~9 µs a record, with the Python side about 12, in a
-        10,000-file copy whose whole job costs ~100); one chunk costs ~1 µs a record."""
+        They go in packed (`parjobs._itemlog`), a row per `CHUNK` records: a statement a
+        record made SQLite parse, index and write each (~9 µs a record, with the Python
+        side ~12, where a 10,000-file copy's whole job costs ~70 µs a file); packed, a
+        record costs ~2 µs, and a store ~21 bytes instead of ~186."""
         (last,) = c.execute(
             "SELECT MAX(last_seq) FROM item_log WHERE job_id=?", (job_id,)
         ).fetchone()
         first: int = (last or 0) + 1
-        c.execute(INSERT_CHUNK, chunk(job_id, items, first))
+        c.executemany(
+            INSERT_CHUNK,
+            [chunk(job_id, items[k : k + CHUNK], first + k) for k in range(0, len(items), CHUNK)],
+        )
         return first
 
     def items(self, job_id: str, **query: Unpack[ItemQuery]) -> list[ItemRecord]:

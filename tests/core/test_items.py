@@ -436,3 +436,22 @@ async def test_awkward_names_come_back_from_the_item_log_exactly(store_path: str
     ]
     assert records[0].detail == AWKWARD[0] and records[3].detail == AWKWARD[3]
     assert [r.seq for r in records] == list(range(1, len(AWKWARD) + 1))
+
+
+def test_a_big_checkpoint_is_stored_in_chunks_a_page_reads_one_of(tmp_path: Any) -> None:
+    """A checkpoint of more than `CHUNK` records (a slow store's backlog) is split, so a
+    page far in unpacks one chunk, not the whole checkpoint."""
+    from parjobs._itemlog import CHUNK
+
+    store = SQLiteJobStore.open(str(tmp_path / "s.sqlite"))
+    try:
+        store.insert_job("j", "t", 1, "{}")
+        rows: list[ItemRow] = [(*BARE_ROW[:-1], i) for i in range(2 * CHUNK + 1)]
+        store.checkpoint("j", parjobs._records.CheckpointBatch(items=rows))
+        chunks = store._conn.execute("SELECT records FROM item_log ORDER BY first_seq")
+        assert [r[0] for r in chunks] == [CHUNK, CHUNK, 1]
+        page = store.items("j", after=CHUNK + 5, limit=CHUNK)
+        assert [r.index for r in page] == list(range(CHUNK + 5, 2 * CHUNK + 1))
+        assert [r.seq for r in store.items("j", offset=2 * CHUNK)] == [2 * CHUNK + 1]
+    finally:
+        store.close()
