@@ -25,7 +25,6 @@ FIRST = (
     "tests/reliability/test_rel_crash.py::test_random_kills",
     "tests/server/test_dashboard.py::test_dashboard_pause_resume_and_a_hash_job_from_the_form",
     "tests/server/test_dashboard.py::test_dashboard_with_500_jobs_and_20_running",
-    "tests/reliability/test_rel_names.py::test_sparse_files_keep_their_holes",
     "tests/ops/test_thumbnail.py::test_kill_9_mid_job_then_resume_completes_without_temp_files",
     "tests/reliability/test_rel_faults.py::test_permission_denied_on_a_source_file",
     "tests/server/test_dashboard.py::test_playwright_drives_the_debian_chromium",

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import signal
@@ -476,9 +477,26 @@ async def test_sparse_files_keep_their_holes(tmp_path: Path, apparent: int) -> N
     ost = os.stat(out)
     assert ost.st_size == apparent
     assert ost.st_blocks * 512 <= 4 * st.st_blocks * 512 + 64 * 1024, "holes were filled"
+    # Byte for byte where either file has data; both read as zeros everywhere else (holes).
+    # Reading the whole GiB of both, zeros included, took 12-17 s.
     with open(path, "rb") as a, open(out, "rb") as b:
-        while True:
-            x, y = a.read(8 * MIB), b.read(8 * MIB)
-            assert x == y
-            if not x:
+        for start, stop in data_extents(a.fileno()) + data_extents(b.fileno()):
+            for at in range(start, stop, 8 * MIB):
+                n = min(8 * MIB, stop - at)
+                assert os.pread(a.fileno(), n, at) == os.pread(b.fileno(), n, at), at
+
+
+def data_extents(fd: int) -> list[tuple[int, int]]:
+    """The (start, stop) byte ranges of the file that hold data, found with SEEK_DATA and
+    SEEK_HOLE: all of it where the filesystem does not report holes."""
+    extents, end, at = [], os.fstat(fd).st_size, 0
+    while at < end:
+        try:
+            start = os.lseek(fd, at, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # nothing but a hole to the end
                 break
+            raise
+        at = os.lseek(fd, start, os.SEEK_HOLE)
+        extents.append((start, at))
+    return extents
