@@ -126,8 +126,12 @@ class ManagerCore:
         self._claim_lock = trio.Lock()  # held across a claim: closing waits for it
         self._listener: StoreListener | None = None  # the store's wake-ups, if it sends any
 
-    async def _db(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
-        """Run a blocking store call in the store's single worker thread."""
+    async def _db(
+        self, fn: Callable[..., R], *args: Any, job_result: Any = None, **kwargs: Any
+    ) -> R:
+        """Run a blocking store call in the store's single worker thread. ``job_result``: the
+        object whose JSON a transition stores as ``result`` (the store does not decode what it
+        has just written), for the status event it publishes."""
         call = functools.partial(fn, *args, **kwargs)
         result = await trio.to_thread.run_sync(call, limiter=self._db_limiter)
         name = getattr(fn, "__name__", "")
@@ -139,6 +143,8 @@ class ManagerCore:
                     info, created = typing.cast(tuple[JobInfo, bool], result)
                     info = info if created else None
                 if isinstance(info, JobInfo):
+                    if "result" in kwargs:
+                        info = dataclasses.replace(info, result=job_result)
                     self._publish_status(info)
         return result
 

@@ -366,7 +366,14 @@ class JobRunner(ManagerCore):
             fields["result"] = json.dumps(result, default=repr)
         with trio.CancelScope(shield=True):
             try:
-                await self._db(self.store.transition, live.id, status, holder=self.id, **fields)
+                await self._db(
+                    self.store.transition,
+                    live.id,
+                    status,
+                    holder=self.id,
+                    job_result=result,
+                    **fields,
+                )
             except InvalidTransitionError:
                 # The job moved meanwhile: keep what the store says rather than crash.
                 status = (await self.get(live.id)).status

@@ -32,6 +32,8 @@ async def test_status_progress_and_errors_of_a_job_in_order(tmp_path) -> None:
     statuses = [e.status for e in seen if e.kind is EventKind.STATUS]
     assert statuses[0] in (parjobs.JobStatus.QUEUED, parjobs.JobStatus.RUNNING)
     assert statuses[-1] is parjobs.JobStatus.COMPLETED_WITH_ERRORS
+    (last,) = [e.info for e in seen if e.status is parjobs.JobStatus.COMPLETED_WITH_ERRORS]
+    assert last is not None and last.result == {"done_this_run": 17, "runs": 1}  # not re-read
     assert all(e.job_id == handle.id for e in seen)
     errors = [e.error for e in seen if e.kind is EventKind.ITEM_ERROR]
     assert sorted(e.index for e in errors if e is not None) == [0, 7, 14]
