@@ -188,7 +188,7 @@ _FLOOR = """
 import os, sys, threading, trio
 sys.path.insert(0, sys.argv[3])
 import _fastcopy as fc
-flags = fc.MODE | fc.TIMES | fc.LSTAT | fc.REFLINK | fc.RANGE
+flags = fc.MODE | fc.TIMES | fc.REFLINK | fc.RANGE  # a first run's (its walk lstat'ed the files)
 src = os.fsencode(sys.argv[1])
 items, dirs = [], []
 def walk(s, d):

@@ -179,12 +179,17 @@ class MoveItem(TransferItem):
     C, then verified, synced and unlinked at the source, file by file in that order."""
 
     group_size = 64
+    #: The bytes a copy moves (0 for a rename): a plain attribute, as the pool reads it
+    #: several times per task (as `CopyItem.weight`).
+    weight = 0
 
     def __init__(self, entry: Entry, plan: CopyPlan, by_copy: bool) -> None:
         self.index = entry.index
         self.entry = entry
         self.plan = plan
         self.by_copy = by_copy
+        if by_copy:
+            self.weight = entry.size
         if not (by_copy and entry.kind == "file" and plan.move_groups):
             self.group_size = 1  # nothing for the group path: the pool treats it as plain
 
@@ -230,10 +235,6 @@ class MoveItem(TransferItem):
             tcs[i].record("moved", entry.path, dest, bytes=written.size, written=written)
             out[i] = CopyDone("copied", written.size, 0)
         return out
-
-    @property
-    def weight(self) -> int:
-        return self.entry.size if self.by_copy else 0
 
     def _run(self, tc: TaskContext) -> CopyDone:
         entry, tree = self.entry, self.plan.tree

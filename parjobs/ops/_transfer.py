@@ -885,6 +885,10 @@ def copy_group(
     batch: list[tuple[bytes, int, bytes]] = []
     where: list[int] = []
     held: list[bytes] = []
+    # Each directory is looked up once per group (a group's files share a few): its fd, or
+    # None when its files are copied alone (not new, or it cannot be opened: alone, the
+    # copy reports that).
+    fds: dict[bytes, int | None] = {}
     src_dev = 0
     done = None
     try:
@@ -892,12 +896,19 @@ def copy_group(
             if entry is None or entry.kind != "file":
                 continue  # (sizes: the pool groups light tasks only; C checks max_size)
             parent, _, name = entry.rel.rpartition(b"/")
-            try:
-                dir_fd = tree.acquire(parent)
-            except OSError:
-                continue  # copied alone, which reports it
-            held.append(parent)
-            if tree.is_new(parent):
+            if parent in fds:
+                dir_fd = fds[parent]
+            else:
+                try:
+                    dir_fd = tree.acquire(parent)
+                except OSError:
+                    dir_fd = None
+                else:
+                    held.append(parent)
+                    if not tree.is_new(parent):
+                        dir_fd = None
+                fds[parent] = dir_fd
+            if dir_fd is not None:
                 batch.append((entry.path, dir_fd, name))
                 where.append(i)
                 src_dev = src_dev or entry.dev
@@ -948,13 +959,17 @@ def verify_group(
     items: list[tuple[bytes, int, bytes, int]] = []
     where: list[int] = []
     held: list[bytes] = []
+    fds: dict[bytes, int] = {}  # each directory looked up once per group
     try:
         for i, (entry, written) in enumerate(zip(entries, copies, strict=True)):
             if entry is None or written is None:
                 continue
             parent, _, name = entry.rel.rpartition(b"/")
-            items.append((entry.path, tree.acquire(parent), name, written.inode))
-            held.append(parent)
+            dir_fd = fds.get(parent)
+            if dir_fd is None:
+                dir_fd = fds[parent] = tree.acquire(parent)
+                held.append(parent)
+            items.append((entry.path, dir_fd, name, written.inode))
             where.append(i)
         results = _smallfiles.verify_copies(items, compare=compare, sync=True) if items else []
         for i, (_, dir_fd, name, _), result in zip(where, items, results, strict=True):
