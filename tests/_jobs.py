@@ -193,7 +193,7 @@ class FlakyJob(parjobs.Job):
     failures: int = 1
     errno_: int = 5  # EIO
 
-    retry = parjobs.RetryPolicy(max_attempts=3, initial_delay=2.0, jitter=0.0)
+    retry = parjobs.RetryPolicy(max_attempts=3, initial_delay=0.2, jitter=0.0)
 
     async def run(self, ctx: parjobs.JobContext) -> int:
         n = FLAKY_ATTEMPTS[self.name] = FLAKY_ATTEMPTS.get(self.name, 0) + 1
