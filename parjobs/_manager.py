@@ -586,10 +586,13 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             if live is not None and live.lost is not None:
                 return live.status  # our run lost the job: what it does now is not ours
             # The store has the last word: the job may have been cancelled while resting,
-            # or resumed and finished by another process.
-            info = await self.get(job_id)
-            if info.status.is_resting:
-                return info.status
+            # or resumed and finished by another process. (Its status only: not the whole
+            # record, whose result may be megabytes of JSON.)
+            status = (await self._db(self.store.statuses, [job_id])).get(job_id)
+            if status is None:
+                raise JobNotFoundError(f"no job with id {job_id!r}")
+            if status.is_resting:
+                return status
             await trio.sleep(REQUEST_POLL)
 
     async def watch(
@@ -676,7 +679,11 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         if self._mark is None:
             return
         changed = await self._db(
-            self.store.list_jobs, None, order="updated", updated_since=self._mark - CLOCK_SLACK
+            self.store.list_jobs,
+            None,
+            order="updated",
+            updated_since=self._mark - CLOCK_SLACK,
+            results=False,  # read below for the few whose status changed elsewhere
         )
         for info in changed:
             self._mark = max(self._mark, info.updated)
@@ -686,6 +693,9 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             if known is None and info.updated <= self._primed:
                 self._known[info.id] = (info.status, info.progress, info.updated)
                 continue  # it changed before anybody listened
+            if (known is None or known[0] is not info.status) and info.status.is_ended:
+                with contextlib.suppress(JobNotFoundError):  # (deleted meanwhile)
+                    info = await self._db(self.store.get, info.id)  # with its result
             self._publish_status(info)  # if its status changed (by another process)
             live = self._live.get(info.id)
             running_here = live is not None and not live.rested.is_set()

@@ -541,9 +541,10 @@ class SQLiteJobStore:
         sql += f" ORDER BY {column} {direction}, rowid {direction} LIMIT ? OFFSET ?"
         params += [query.get("limit", -1), query.get("offset", 0)]
         infos: list[JobInfo] = []
+        results = query.get("results", True)
         for row in self._conn.execute(sql, params):
             try:
-                infos.append(_row_to_info(row))
+                infos.append(_row_to_info(row, result=results))
             except StoreFormatError as exc:
                 if damaged is not None:
                     damaged.append((_text(str(row["id"])), str(exc)))

@@ -47,6 +47,7 @@ async def test_changes_made_by_another_manager_arrive_as_status_events(tmp_path)
     async with parjobs.open_manager(store) as watcher, parjobs.open_manager(store) as other:
         handle = await other.submit(CountJob(n=3, log=str(tmp_path / "log")), start=False)
         statuses: list[parjobs.JobStatus | None] = []
+        results = []
 
         events = watcher.events(handle.id)
 
@@ -56,6 +57,7 @@ async def test_changes_made_by_another_manager_arrive_as_status_events(tmp_path)
                     if event.kind is EventKind.STATUS:
                         statuses.append(event.status)
                         if event.status is parjobs.JobStatus.COMPLETED:
+                            results.append(event.info and event.info.result)
                             return
 
         with trio.fail_after(10):
@@ -63,6 +65,7 @@ async def test_changes_made_by_another_manager_arrive_as_status_events(tmp_path)
                 nursery.start_soon(listen)
                 await other.resume(handle.id)  # paused -> queued -> running -> completed
     assert statuses[-1] is parjobs.JobStatus.COMPLETED
+    assert results == [{"done_this_run": 3, "runs": 1}]  # the poll reads it for the event
     assert os.path.exists(tmp_path / "log")
 
 
