@@ -772,10 +772,11 @@ class SQLiteJobStore:
         record made SQLite parse, index and write each (~9 µs a record, with the Python
         side ~12, where a 10,000-file copy's whole job costs ~70 µs a file); packed, a
         record costs ~2 µs, and a store ~21 bytes instead of ~186."""
-        (last,) = c.execute(
-            "SELECT MAX(last_seq) FROM item_log WHERE job_id=?", (job_id,)
+        row = c.execute(  # the last chunk (by the key's index: chunks never overlap)
+            "SELECT last_seq FROM item_log WHERE job_id=? ORDER BY first_seq DESC LIMIT 1",
+            (job_id,),
         ).fetchone()
-        first: int = (last or 0) + 1
+        first: int = (row[0] if row else 0) + 1
         c.executemany(
             INSERT_CHUNK,
             [chunk(job_id, items[k : k + CHUNK], first + k) for k in range(0, len(items), CHUNK)],

@@ -66,8 +66,8 @@ CREATE TABLE IF NOT EXISTS item_log (
     records INTEGER NOT NULL, failed INTEGER NOT NULL,       -- how many, of which 'failed'
     actions TEXT NOT NULL,      -- JSON: records per action
     data BLOB NOT NULL,         -- a checkpoint's records, packed (parjobs/_itemlog.py)
-    PRIMARY KEY (job_id, first_seq)
-) WITHOUT ROWID;
+    PRIMARY KEY (job_id, first_seq)  -- (a rowid table: its rows are kilobytes)
+);
 """
 
 #: Tables added after schema 1 was released, created in an older store when it is opened.
