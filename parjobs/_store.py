@@ -793,10 +793,15 @@ class SQLiteJobStore:
         out: list[ItemRecord] = []
         if limit == 0:
             return out
+        start = self._conn.execute(  # the chunk holding ``after`` (found by the key's index)
+            "SELECT first_seq FROM item_log WHERE job_id=? AND first_seq<=? "
+            "ORDER BY first_seq DESC LIMIT 1",
+            (job_id, after),
+        ).fetchone()
         chunks = self._conn.execute(
             "SELECT first_seq, records, actions, data FROM item_log "
-            "WHERE job_id=? AND last_seq>? ORDER BY first_seq",
-            (job_id, after),
+            "WHERE job_id=? AND first_seq>=? AND last_seq>? ORDER BY first_seq",
+            (job_id, start[0] if start else 0, after),
         )
         for first, records, counts, data in chunks:
             if action is not None:
