@@ -7,8 +7,8 @@ ahead of the outcomes the caller consumed, so memory is O(concurrency); tasks a 
 already records are skipped before they are sent.
 
 A finished task is booked as completed in its stage (what the next checkpoint writes) when
-the job gets its outcome (``dispatch_many`` yields it, a handle's outcome is set), not when
-the task ended: a job that counts outcomes in ``ctx.state`` (a copy, its bytes) before its
+the job gets its outcome (``dispatch_many`` yields it, ``await handle.outcome()`` returns
+it), not when the task ended: a job that counts outcomes in ``ctx.state`` (a copy, its bytes) before its
 next ``await`` therefore never has a checkpoint record an item without the state that
 counts it, and the totals of a job killed and resumed add up exactly.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import typing
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any, Generic, TypeVar
@@ -67,15 +68,19 @@ class DispatcherStatistics:
 
 @typing.final
 class TaskHandle(Generic[T], metaclass=NoPublicConstructor):
-    """The future of one dispatched task: ``await handle.outcome()``."""
+    """The future of one dispatched task: ``await handle.outcome()``. The task is booked
+    as completed when its outcome is first awaited (see the module docstring): one never
+    awaited runs again on resume."""
 
     def __init__(self, task: Task[T]) -> None:
         self.task = task
         self._outcome: Outcome[T] | None = None
+        self._book: Callable[[], None] | None = None
         self._event = trio.Event()
 
-    def _set(self, outcome: Outcome[Any]) -> None:
+    def _set(self, outcome: Outcome[Any], book: Callable[[], None] | None = None) -> None:
         self._outcome = outcome
+        self._book = book
         self._event.set()
 
     @property
@@ -85,6 +90,9 @@ class TaskHandle(Generic[T], metaclass=NoPublicConstructor):
     async def outcome(self) -> Outcome[T]:
         await self._event.wait()
         assert self._outcome is not None
+        book, self._book = self._book, None
+        if book is not None:
+            book()
         return self._outcome
 
 
@@ -181,8 +189,7 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
         else:
 
             def deliver(outcome: Outcome[Any], error: ItemError | None, tc: TaskContext) -> None:
-                stage.record(outcome, error, tc)
-                handle._set(outcome)
+                handle._set(outcome, functools.partial(stage.record, outcome, error, tc))
 
             await self._pool.submit(self._work(task, deliver))
         return handle

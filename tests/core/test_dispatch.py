@@ -120,3 +120,26 @@ async def test_statistics_show_queued_running_and_done(store_path: str) -> None:
     assert any(s.running + s.queued > 0 for s in STATS[1:-1])
     with pytest.raises(AttributeError):
         last.done = 0  # type: ignore[misc]  # a frozen record
+
+
+@parjobs.job_type("test-dispatch-handle-booking", version=1)
+class BookedWhenAwaited(parjobs.Job):
+    """One task through `dispatch`: how many its stage counts completed once the task has
+    ended, then once its outcome was awaited."""
+
+    async def run(self, ctx: JobContext) -> list[int]:
+        dispatcher = ctx.task_dispatcher()
+        handle = await dispatcher.dispatch(FunctionTask(0, time.sleep, (0,)))
+        while not handle.done:
+            await trio.sleep(0.001)
+        ended = dispatcher.statistics().completed
+        await handle.outcome()
+        return [ended, dispatcher.statistics().completed]
+
+
+async def test_a_dispatched_task_is_booked_when_its_outcome_is_awaited(store_path: str) -> None:
+    """It was booked when it ended: a checkpoint then could record it done before the job
+    had its outcome to count in its state (as ``dispatch_many`` never does)."""
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(BookedWhenAwaited())
+        assert await handle.result() == [0, 1]
