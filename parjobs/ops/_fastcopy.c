@@ -2,8 +2,10 @@
  * parjobs.ops._fastcopy: copy many small files in one call, and verify them, without the GIL.
  *
  * The same protocol as `_copy_one_shot` in _copyfile.py, item by item: open the source
- * (O_NOFOLLOW|O_NONBLOCK, regular files only), create a hidden temporary next to the
- * destination (O_EXCL|O_NOFOLLOW) named as `tmp_name` in _partials.py names it,
+ * (O_NOFOLLOW|O_NONBLOCK, regular files only; with OWNED and NO_XATTRS, a move's, only
+ * this process' user's and group's, without extended attributes), create a hidden
+ * temporary next to the destination (O_EXCL|O_NOFOLLOW) named as `tmp_name` in
+ * _partials.py names it,
  * ``.<name>.<owner token>.<16 random hex>`` TMP_SUFFIX (the token is passed in), reflink or
  * copy_file_range (read/write where those do not apply), check that the source's size and
  * mtime did not move, with COPY_COMPARE compare the temporary's bytes with the source's
@@ -41,6 +43,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #ifndef FICLONE
@@ -55,7 +58,7 @@
 #define TOKEN_MAX 64
 #define FC_OPEN_MAX 32 /* durable: written temporaries a group keeps open before landing them */
 
-/* Flags (exported: MODE, TIMES, REFLINK, RANGE, LSTAT, FSYNC, COPY_COMPARE). */
+/* Flags (exported: MODE, TIMES, REFLINK, RANGE, LSTAT, FSYNC, COPY_COMPARE, OWNED, NO_XATTRS). */
 #define FC_MODE 1    /* set the source's mode bits */
 #define FC_TIMES 2   /* set the source's atime and mtime */
 #define FC_REFLINK 4 /* try FICLONE first */
@@ -63,6 +66,10 @@
 #define FC_FSYNC 16  /* fsync each copy before its rename (durable; the caller syncs dirs) */
 #define FC_COMPARE 32 /* compare each written temporary with its source before its rename */
 #define FC_RANGE 64   /* try copy_file_range (else read/write straight away) */
+#define FC_OWNED 128  /* take only sources of this process' user and group (a move: the */
+                      /* copy, made by this process, carries no other owner) */
+#define FC_NO_XATTRS 256 /* take only sources without extended attributes (a move keeping */
+                         /* them: the group path does not copy them) */
 
 /* Result codes besides 0 (done) and a positive errno. */
 #define FC_NOT_REGULAR (-1) /* not a regular file: the Python path reports it */
@@ -71,6 +78,7 @@
 #define FC_NO_REFLINK (-4)  /* only in the "refused" outputs: FICLONE (or copy_file_range) */
                             /* is refused for good */
 #define FC_SPARSE (-5)      /* has holes: the Python path copies its data extents only */
+#define FC_NOT_PLAIN (-8)   /* OWNED, NO_XATTRS: an owner or attributes to carry (Python does) */
 
 /* Flags of verify_many (exported: COMPARE, SYNC). */
 #define FV_COMPARE 1 /* compare the copy's bytes with its source's */
@@ -85,8 +93,8 @@
 
 /* The calling convention: 2 returns each copy's (size, mtime_ns, ino) too; 3 gives
    unlink_many each source's (path, size, mtime_ns); 4 has copy_many take RANGE and say
-   whether copy_file_range was refused for good. */
-#define FC_API 4
+   whether copy_file_range was refused for good; 5 has it take OWNED and NO_XATTRS. */
+#define FC_API 5
 
 typedef struct {
     const char *src;
@@ -240,7 +248,8 @@ static int compare_fds(int a, int b, char *buf_a, char *buf_b) {
  * code with nothing left behind. `land` then puts it in place: at once, or, when `batch`
  * (durable, several files), once the whole group is written. */
 static int write_one(item_t *it, int flags, int batch, long long max_size,
-                     const char *token, int *reflink, int *range, char *bufs) {
+                     const char *token, int *reflink, int *range, char *bufs,
+                     uid_t uid, gid_t gid) {
     struct stat st, after;
     it->out = -1;
     if (flags & FC_LSTAT) {
@@ -260,6 +269,20 @@ static int write_one(item_t *it, int flags, int batch, long long max_size,
     if (!S_ISREG(st.st_mode)) {
         close(fd);
         return FC_NOT_REGULAR;
+    }
+    /* Checked on the descriptor the bytes are read from: no window for a swap. A filesystem
+       without extended attributes (ENOTSUP) has none to carry. */
+    if ((flags & FC_OWNED) && (st.st_uid != uid || st.st_gid != gid)) {
+        close(fd);
+        return FC_NOT_PLAIN;
+    }
+    if (flags & FC_NO_XATTRS) {
+        ssize_t names = flistxattr(fd, NULL, 0);
+        if (names != 0 && !(names < 0 && (errno == ENOTSUP || errno == EOPNOTSUPP))) {
+            int err = names < 0 ? errno : FC_NOT_PLAIN;
+            close(fd);
+            return err;
+        }
     }
     if ((long long)st.st_size > max_size) { /* grew since the walk */
         close(fd);
@@ -352,7 +375,8 @@ PyDoc_STRVAR(copy_many_doc,
              "token: the owner's name token (bytes), carried by every temporary's name.\n"
              "results[i]: 0 when item i is in place, else a positive errno or a negative\n"
              "code (-1 not a regular file, -2 source changed, -3 larger than max_size,\n"
-             "-5 sparse, -6 with COPY_COMPARE: the copy's bytes differ from the source's);\n"
+             "-5 sparse, -6 with COPY_COMPARE: the copy's bytes differ from the source's,\n"
+             "-8 with OWNED or NO_XATTRS: another owner, or extended attributes);\n"
              "nothing of a failed item is\n"
              "left behind. written[i]: (size, mtime_ns, ino) of the copy in place, read from its\n"
              "descriptor before the rename, or None when item i failed. reflink_refused,\n"
@@ -408,10 +432,12 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
        fsynced (see write_one), so the group waits for the disk about once rather than once a
        file, with a bounded number of descriptors open per thread. */
     int batch = (flags & FC_FSYNC) && n > 1;
+    uid_t uid = geteuid(); /* this process' owner (OWNED), once per call */
+    gid_t gid = getegid();
     Py_ssize_t start = 0; /* the first written item not landed yet */
     for (Py_ssize_t i = 0; i < n; i++) {
         items[i].result =
-            write_one(&items[i], flags, batch, max_size, token, &reflink, &range, bufs);
+            write_one(&items[i], flags, batch, max_size, token, &reflink, &range, bufs, uid, gid);
         if (batch && i + 1 - start < FC_OPEN_MAX && i + 1 < n)
             continue;
         for (Py_ssize_t j = batch ? start : i; j <= i; j++)
@@ -667,6 +693,9 @@ PyMODINIT_FUNC PyInit__fastcopy(void) {
         PyModule_AddIntConstant(m, "CHANGED", FC_CHANGED) < 0 ||
         PyModule_AddIntConstant(m, "TOO_BIG", FC_TOO_BIG) < 0 ||
         PyModule_AddIntConstant(m, "SPARSE", FC_SPARSE) < 0 ||
+        PyModule_AddIntConstant(m, "OWNED", FC_OWNED) < 0 ||
+        PyModule_AddIntConstant(m, "NO_XATTRS", FC_NO_XATTRS) < 0 ||
+        PyModule_AddIntConstant(m, "NOT_PLAIN", FC_NOT_PLAIN) < 0 ||
         PyModule_AddIntConstant(m, "NAME_MAX", NAME_MAX_BYTES) < 0 ||
         PyModule_AddIntConstant(m, "COMPARE", FV_COMPARE) < 0 ||
         PyModule_AddIntConstant(m, "SYNC", FV_SYNC) < 0 ||

@@ -8,10 +8,13 @@ RANGE: int
 LSTAT: int
 FSYNC: int
 COPY_COMPARE: int
+OWNED: int
+NO_XATTRS: int
 NOT_REGULAR: int
 CHANGED: int
 TOO_BIG: int
 SPARSE: int
+NOT_PLAIN: int
 TMP_SUFFIX: bytes
 NAME_MAX: int
 COMPARE: int

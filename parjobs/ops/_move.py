@@ -212,7 +212,7 @@ class MoveItem(TransferItem):
             return out
         plain = _Plain(plan)
         entries = [item.entry if item.plan is plan and plain(item) else None for item in items]
-        copies = copy_group(plan, entries)
+        copies = copy_group(plan, entries, plain=True)  # C checks each owner and attributes
         # Failed copies are removed: moved alone, which reports a real mismatch.
         copies = verify_group(plan, entries, copies, compare=plan.options.verify)
         tree = plan.tree
@@ -408,29 +408,21 @@ def _sync_file(dir_fd: int, name: bytes) -> None:
 
 
 class _Plain:
-    """Whether a file moved by copying has nothing for the group path to carry beyond mode
-    and times (`MoveItem.run_group`): this process' owner and group, no extended attributes,
-    a destination directory without the set-group-id bit. One per group: the owner and each
-    directory's bit are looked up once."""
+    """Whether a file moved by copying may go to the group path (`MoveItem.run_group`): a
+    walked file whose copy's directory lacks the set-group-id bit (a new file there would
+    take the directory's group). One per group: each directory's bit is looked up once. The
+    rest of "nothing to carry beyond mode and times" (this process' owner and group, no
+    extended attributes) C checks on each source's open descriptor (`copy_group`'s
+    ``plain``), handing back any other file to be moved alone."""
 
     def __init__(self, plan: CopyPlan) -> None:
         self.plan = plan
-        self.owner = (os.geteuid(), os.getegid())
         self.setgid: dict[bytes, bool] = {}
 
     def __call__(self, item: MoveItem) -> bool:
         if not item.by_copy or item.entry.kind != "file":
             return False
-        path = item.entry.path
-        try:
-            st = os.lstat(path)
-            if (st.st_uid, st.st_gid) != self.owner:
-                return False
-            if self.plan.options.preserve_xattrs and os.listxattr(path, follow_symlinks=False):
-                return False
-        except OSError:
-            return False  # alone, the move reports it
-        return stat.S_ISREG(st.st_mode) and not self._setgid_parent(item.entry.rel)
+        return not self._setgid_parent(item.entry.rel)
 
     def _setgid_parent(self, rel: bytes) -> bool:
         """Whether the copy's directory hands its group to new files (set-group-id bit)."""

@@ -30,7 +30,7 @@ except ImportError:  # pragma: no cover - built without a C compiler
 def _agrees(module: ModuleType) -> bool:
     """Whether the built extension shares the Python side's constants (a stale build may not)."""
     return (
-        getattr(module, "API", None) == 4  # copy_many's and unlink_many's calling convention
+        getattr(module, "API", None) == 5  # copy_many's and unlink_many's calling convention
         and isinstance(getattr(module, "RANGE", None), int)  # copy_file_range refusals cached
         and isinstance(getattr(module, "FSYNC", None), int)  # durable copies are synced
         and isinstance(getattr(module, "COPY_COMPARE", None), int)  # verified before landing
@@ -57,6 +57,8 @@ def copy_small_files(
     owner: str | bytes | None = None,
     durable: bool = False,
     compare: bool = False,
+    owned: bool = False,
+    no_xattrs: bool = False,
 ) -> tuple[list[int], list[Written | None]] | None:
     """Copy many small files in one call into C (`_fastcopy.c`), with the GIL released.
 
@@ -77,7 +79,10 @@ def copy_small_files(
     caller's to sync (once per group, not once per file as `copy_file` does). ``compare``
     (copy --verify) compares each temporary with its source before its rename, as
     `copy_file` verifies: a copy that differs is removed (result ``fastcopy.MISMATCH``) and
-    never takes the final name.
+    never takes the final name. ``owned`` hands back (``fastcopy.NOT_PLAIN``) a source
+    not of this process' user and group, ``no_xattrs`` one with extended attributes: a
+    move's group copies nothing but bytes, mode and times (checked on the source's open
+    descriptor, in C: no lstat and listxattr per file in Python).
     """
     if fastcopy is None:
         return None
@@ -89,6 +94,10 @@ def copy_small_files(
         flags |= fastcopy.FSYNC
     if compare:
         flags |= fastcopy.COPY_COMPARE
+    if owned:
+        flags |= fastcopy.OWNED
+    if no_xattrs:
+        flags |= fastcopy.NO_XATTRS
     if devices not in _kernel.NO_REFLINK:
         flags |= fastcopy.REFLINK
     if devices not in _kernel.NO_RANGE:

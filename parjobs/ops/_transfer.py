@@ -862,7 +862,11 @@ NO_GROUPS_ERRNOS = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errn
 
 
 def copy_group(
-    plan: CopyPlan, entries: Sequence[Entry | None], *, compare: bool = False
+    plan: CopyPlan,
+    entries: Sequence[Entry | None],
+    *,
+    compare: bool = False,
+    plain: bool = False,
 ) -> list[Written | None]:
     """Copy the walked plain files among ``entries`` (None: not for the group) whose
     directory this run created, with one `copy_small_files` call (C, the GIL released).
@@ -878,7 +882,10 @@ def copy_group(
     directory whose fsync fails raises: the whole group fails with that error (its copies
     are in place; a resumed run finds them and counts them present). ``compare`` (copy
     --verify): C compares each copy with its source before its rename; one that differs is
-    handed back, to be copied and verified alone (which reports a real mismatch).
+    handed back, to be copied and verified alone (which reports a real mismatch). ``plain``
+    (a move): C hands back a source not of this process' user and group, or, when the
+    options keep extended attributes, one that has any (to be moved alone, which carries
+    them).
     """
     out: list[Written | None] = [None] * len(entries)
     tree = plan.tree
@@ -922,6 +929,8 @@ def copy_group(
                 owner=plan.token,
                 durable=plan.options.durable,
                 compare=compare,
+                owned=plain,
+                no_xattrs=plain and plan.options.preserve_xattrs,
             )
             if done is not None and plan.options.durable:
                 landed = {batch[k][1] for k, result in enumerate(done[0]) if result == 0}

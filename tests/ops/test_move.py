@@ -170,8 +170,9 @@ async def test_small_files_move_across_filesystems_in_groups(
     store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Plain small files take the C group path (one call for many), each verified, synced and
-    only then unlinked at the source, and recorded as moved with its identity; a file with
-    an extended attribute is moved alone and keeps it."""
+    only then unlinked at the source, and recorded as moved with its identity; C hands back
+    a file with an extended attribute, and (as root) one of another owner, which are moved
+    alone and keep them."""
     if smallfiles_mod.fastcopy is None:
         pytest.skip("built without the C extension")
     src = tmp_path / "src"
@@ -181,13 +182,23 @@ async def test_small_files_move_across_filesystems_in_groups(
         os.setxattr(src / "d1" / "f001", "user.tag", b"kept")
     except OSError:
         tagged = None  # no user attributes on this filesystem: the group part still runs
+    foreign: Path | None = src / "d3" / "f003"
+    try:
+        os.chown(src / "d3" / "f003", 4321, 4321)
+    except PermissionError:
+        foreign = None  # not root: the owner part is not tried
     before = digests(src)
     calls: list[list[bytes]] = []
+    handed_back: list[bytes] = []
     real = smallfiles_mod.copy_small_files
 
     def counting(items: Any, **kwargs: Any) -> Any:
         calls.append([name for _, _, name in items])
-        return real(items, **kwargs)
+        done = real(items, **kwargs)
+        assert done is not None and kwargs["owned"] and smallfiles_mod.fastcopy is not None
+        not_plain = smallfiles_mod.fastcopy.NOT_PLAIN
+        handed_back.extend(i[2] for i, r in zip(items, done[0], strict=True) if r == not_plain)
+        return done
 
     monkeypatch.setattr(smallfiles_mod, "copy_small_files", counting)
     job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs / "dst"))
@@ -198,7 +209,11 @@ async def test_small_files_move_across_filesystems_in_groups(
     grouped = [name for call in calls for name in call]
     assert len(grouped) >= 140 and len(calls) <= len(grouped) // 2, "small files went in groups"
     if tagged is not None:
-        assert b"f001" not in grouped and os.getxattr(moved / "d1" / "f001", "user.tag") == b"kept"
+        assert b"f001" in handed_back and os.getxattr(moved / "d1" / "f001", "user.tag") == b"kept"
+    if foreign is not None:
+        owner = os.stat(moved / "d3" / "f003")
+        assert b"f003" in handed_back and (owner.st_uid, owner.st_gid) == (4321, 4321)
+    assert len(handed_back) == (tagged is not None) + (foreign is not None)
     async with parjobs.open_manager(store_path) as m:
         records = await m.items(info.id, action="moved")
     by_source = {r.source: r for r in records}
