@@ -222,14 +222,15 @@ def _FLOOR_GROUP(group):
 """
     + _FLOOR
 )
-#: The move floor (into another filesystem): copy, then what a move adds, in C too: each copy
+#: The move floor (into another filesystem): copy (only plain files, as a move's group:
+#: `OWNED`, `NO_XATTRS`), then what a move adds, in C too: each copy
 #: checked against its source and fsynced (`verify_many`), each new directory fsynced, the
 #: sources unlinked (`unlink_many`, given the size and mtime the walk would have seen); then
 #: the source directories removed.
 MOVE_FLOOR = (
     """
 def _FLOOR_GROUP(group):
-    results, written = fc.copy_many(group, flags, 8 << 20, b"floor")[:2]
+    results, written = fc.copy_many(group, flags | fc.OWNED | fc.NO_XATTRS, 8 << 20, b"floor")[:2]
     results += fc.verify_many([(*c, w[2]) for c, w in zip(group, written)], fc.COMPARE | fc.SYNC)
     for fd in {c[1] for c in group}:
         os.fsync(fd)
