@@ -8,9 +8,9 @@ already records are skipped before they are sent.
 
 A finished task is booked as completed in its stage (what the next checkpoint writes) when
 the job gets its outcome (``dispatch_many`` yields it, ``await handle.outcome()`` returns
-it), not when the task ended: a job that counts outcomes in ``ctx.state`` (a copy, its bytes) before its
-next ``await`` therefore never has a checkpoint record an item without the state that
-counts it, and the totals of a job killed and resumed add up exactly.
+it), not when the task ended: a job that counts outcomes in ``ctx.state`` (a copy, its
+bytes) before its next ``await`` therefore never has a checkpoint record an item without
+the state that counts it, and the totals of a job killed and resumed add up exactly.
 """
 
 from __future__ import annotations

@@ -1051,15 +1051,17 @@ def test_a_directory_unreadable_at_first_is_copied_on_resume(tmp_path: Path) -> 
         (src / "locked").chmod(0)
 
         # The interpreter starts as root (its files may be unreadable to uid 65534), loads
-        # the CLI and every module it will need, then drops its privileges.
+        # the CLI modules of the commands it runs and the copy job type (not every command
+        # and job type: Pillow, the server's and Dask's modules took half its CPU), then
+        # drops its privileges.
         launcher = textwrap.dedent(
             f"""
-            import importlib, os, pkgutil, sys, encodings.ascii, encodings.latin_1
-            import parjobs.cli, parjobs.cli._session
-            for mod in pkgutil.iter_modules(parjobs.cli.__path__):
-                if mod.name != "__main__":
-                    importlib.import_module("parjobs.cli." + mod.name)
-            parjobs.cli._session.import_job_types()
+            import os, sys, encodings.ascii, encodings.latin_1
+            import parjobs.cli, parjobs._job, parjobs._manager
+            from parjobs.cli._app import handler
+            for command in ("copy", "jobs", "resume", "show"):
+                handler(command)
+            parjobs._job.lookup_job_type("copy")
             uid = {uid!r}
             if uid is not None:
                 os.setgroups([]); os.setgid(uid); os.setuid(uid)
