@@ -94,12 +94,18 @@ def repack(old: Iterable[Sequence[Any]]) -> Iterator[Chunk]:
         job = job_id
         seqs.append(seq)
         detail, error, size, mtime_ns, inode = rest
-        destination = None if dest is None else os.fsdecode(bytes(dest))
-        source = os.fsdecode(bytes(source))
+        destination = None if dest is None else _old_path(dest)
+        source = _old_path(source)
         written = (size, mtime_ns, inode)
         rows.append((str(action), source, destination, nbytes, detail, error, *written, stage, idx))
     if rows:
         yield _chunk_of(cast(str, job), rows, seqs)
+
+
+def _old_path(value: Any) -> str:
+    """A path of schema 1's table: bytes (PostgreSQL's may come as a memoryview), or text
+    in a row some other tool wrote."""
+    return value if isinstance(value, str) else os.fsdecode(bytes(value))
 
 
 def _chunk_of(job_id: str, rows: list[ItemRow], seqs: list[int]) -> Chunk:
