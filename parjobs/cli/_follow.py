@@ -137,8 +137,9 @@ async def follow(
         )
     )
     if data and finished and not isinstance(renderer, JsonRenderer):
-        for line in await _results.data_lines(manager.items, info):
-            print(line)
+        lines = await _results.data_lines(manager.items, info)
+        if lines:  # one write: a dupes report is tens of thousands of lines
+            sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
     return code
 
