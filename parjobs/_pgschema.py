@@ -105,12 +105,13 @@ CREATE TABLE item_log (
 def _pack_items(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     """Move version 2's item log (a row per record) into ``item_log`` (packed), every
     record with its ``seq``, and drop the old table."""
-    old = conn.execute(
-        "SELECT job_id, seq, stage, idx, action, source, destination, bytes, detail, error, "
-        "size, mtime_ns, inode FROM items ORDER BY job_id, seq"
-    ).fetchall()
-    with conn.cursor() as cur:
-        cur.executemany(INSERT_CHUNK.replace("?", "%s"), list(repack(old)))
+    with conn.cursor(name="parjobs_old_items") as old:  # a server-side cursor: streamed
+        old.execute(
+            "SELECT job_id, seq, stage, idx, action, source, destination, bytes, detail, "
+            "error, size, mtime_ns, inode FROM items ORDER BY job_id, seq"
+        )
+        for chunk in repack(old):  # (not executemany over it: that holds the connection)
+            conn.execute(INSERT_CHUNK.replace("?", "%s"), chunk)
     conn.execute("DROP TABLE items")
 
 
