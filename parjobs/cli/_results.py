@@ -99,7 +99,7 @@ def _duplicate_groups(result: dict[str, Any]) -> list[str]:
             lines.append("")
         if isinstance(size, int):
             lines.append(f"# {len(paths)} copies of {fmt.size(size)}")
-        lines += [str(p) for p in paths]
+        lines += paths  # str already: the job decodes them (one list, not one str() a path)
     return lines
 
 
