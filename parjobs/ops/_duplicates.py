@@ -256,17 +256,27 @@ class Scan:
     scanned: int
 
     def save(self, path: str) -> None:
-        """Write to a temporary name, then rename: the record is whole or absent."""
+        """Write to a temporary name (private to the user), sync it, rename it, sync the
+        directory: the record is whole or absent, and durable before any checkpoint can
+        name its numbers (a power loss must not leave checkpoints without their scan)."""
         head = {
             "scanned": self.scanned,
             "sizes": [size for _, _, size in self.files],
             "errors": [[os.fsdecode(p), reason] for _, p, reason in self.errors],
         }
         temporary = path + ".tmp"
-        with open(temporary, "wb") as f:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
             f.write(json.dumps(head, separators=(",", ":")).encode() + b"\n")
             f.write(b"\0".join([p for _, p, _ in self.files]))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(temporary, path)  # the job's private directory: nobody else writes it
+        directory = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     @classmethod
     def load(cls, path: str) -> Scan | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import stat
 import threading
 import time
 
@@ -196,6 +197,10 @@ async def test_pause_between_stages_then_resume_gives_the_same_report(
         first_ids = sum(ids.values())
         assert first_ids == 30 + 5 + 3 + 4 + 2, "the content-id stage finished"
         assert len(hashed) < 6, "paused inside the full-hash stage"
+        job_dir = manager.job_dir(handle.id)
+        assert os.listdir(job_dir).count(dup_mod.SCAN_FILE) == 1
+        assert not [n for n in os.listdir(job_dir) if n.endswith(".tmp")], "no temporary left"
+        assert stat.S_IMODE(os.stat(os.path.join(job_dir, dup_mod.SCAN_FILE)).st_mode) == 0o600
 
         _write(root / "s/hello4-made-meanwhile", b"hello world\n")
         await manager.resume(handle.id)
