@@ -138,10 +138,16 @@ class Stage:
         self.new_done = self.new_skipped = self.new_bytes = 0
 
 
-def _row(*fields: Any) -> ItemRow:
-    """The row of a record the stage notes itself, of ``(action, source, detail, error,
-    bytes, stage, index)``: a skip or a failure, nothing written."""
-    action, source, detail, error, nbytes, stage, index = fields
+def _row(
+    action: str,
+    source: str,
+    detail: str | None,
+    error: str | None,
+    nbytes: int,
+    stage: str,
+    index: int,
+) -> ItemRow:
+    """The row of a record the stage notes itself: a skip or a failure, nothing written."""
     return (action, source, None, nbytes, detail, error, None, None, None, stage, index)
 
 
