@@ -9,9 +9,9 @@ created since the interruption get new indices and nothing is ever mistaken for 
 One worker-thread call lists directories for up to ~10 ms or 4,096 new entries (amortizing
 the ~100 us hop and the manifest append over them): ``os.scandir`` and a stat per entry,
 numbering, and one manifest append. Depth first with names sorted, never following symlinks
-unless asked. `walk_batches` yields each call's entries as one list, for callers that want
-fewer per-entry steps; `walk_ahead` does too, with the walk running ahead of the work in a
-task of its own (totals known early). Errors (unreadable
+unless asked. `walk_batches` yields each call's entries as one list (fewer per-entry steps);
+`walk_ahead` does too, with the walk running ahead of the work in a task of its own (totals
+known early). Errors (unreadable
 directory, symlink loop) become ``error`` entries.
 
 An ``error`` entry of an earlier run is not replayed: it is held until the re-walk reaches
@@ -390,7 +390,8 @@ async def walk_batches(
     follow_symlinks: bool = False,
     name: str = "walk",
 ) -> AsyncGenerator[list[Entry], None]:
-    """Like `walk`, a list at a time: the replayed manifest, then each root, then each
+    """Every entry under ``roots`` (roots included) with a stable index, parents before
+    their children, a list at a time: the replayed manifest, then each root, then each
     directory's new entries (possibly empty lists are skipped). ``names``: each root's
     name in ``rel`` (default: its own, as `Entry` says; a copy to a new name gives that)."""
     walker = _Walker(Manifest(os.path.join(ctx.job_dir, f"{name}.manifest")), follow_symlinks)
@@ -489,7 +490,7 @@ Listed = tuple[bytes, int, int, int, int]
 def list_files(
     roots: Sequence[str], stopped: Callable[[], bool]
 ) -> tuple[list[Listed], list[tuple[bytes, str]]] | None:
-    """The regular files under ``roots`` in walk order (the order `walk` yields them: a
+    """The regular files under ``roots`` in walk order (the order `walk_batches` yields them: a
     directory's entries by name, then its subdirectories depth first), symlinks never
     followed: ``(files, errors)``, ``errors`` the ``(path, reason)`` of what could not be
     listed or stat'ed (the walk's error entries, a loop through a mount included); symlinks
@@ -678,23 +679,3 @@ async def _count_quickly(
         stop[0] = True  # (an abandoned thread ends at its next directory)
     if counts is not None:
         totals.quick(counts)
-
-
-async def walk(
-    ctx: JobContext,
-    roots: Sequence[str],
-    names: Sequence[bytes] | None = None,
-    *,
-    follow_symlinks: bool = False,
-    name: str = "walk",
-) -> AsyncGenerator[Entry, None]:
-    """Yield every entry under ``roots`` (roots included) with a stable index.
-
-    Parents come before their children. On resume, entries from the manifest come first.
-    """
-    async with aclosing(
-        walk_batches(ctx, roots, names, follow_symlinks=follow_symlinks, name=name)
-    ) as batches:
-        async for batch in batches:
-            for entry in batch:
-                yield entry

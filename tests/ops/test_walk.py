@@ -16,12 +16,12 @@ from parjobs.ops._walk import (
     count_tree,
     list_files,
     scan_dir,
-    walk,
+    walk_batches,
 )
 
 
 class FakeContext:
-    """What `walk` uses of a JobContext: a job directory and an interrupt check."""
+    """What `walk_batches` uses of a JobContext: a job directory and an interrupt check."""
 
     def __init__(self, job_dir: Path) -> None:
         job_dir.mkdir(exist_ok=True)
@@ -33,7 +33,8 @@ class FakeContext:
 
 
 async def collect(ctx: FakeContext, roots: list[str], **kwargs: bool) -> list[Entry]:
-    return [e async for e in walk(ctx, roots, **kwargs)]  # type: ignore[arg-type]
+    batches = walk_batches(ctx, roots, **kwargs)  # type: ignore[arg-type]
+    return [e async for batch in batches for e in batch]
 
 
 def by_rel(entries: list[Entry]) -> dict[bytes, Entry]:
