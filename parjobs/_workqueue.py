@@ -201,37 +201,25 @@ class WorkQueue:
         follow it at the head and are neither grouped nor heavy, up to ``size`` tasks: one
         lock for a run of tiny tasks the thread then runs one after the other."""
         lane = first.task.lane
-        run = [first]
-        with self._lock:
-            while len(run) < size:
-                level = self._head()
-                if level is None:
-                    break
-                task = level[0].task
-                if (
-                    task.lane != lane
-                    or task.group_size > 1
-                    or task.weight >= HEAVY_BYTES
-                    or isinstance(task, AsyncTask)
-                    or (self.remote and task.cluster)
-                ):
-                    break
-                run.append(self._pop(level))
-        return run
+        remote = self.remote
+        return self._take_while(
+            [first],
+            size,
+            lambda task: (
+                task.lane == lane
+                and task.group_size <= 1
+                and task.weight < HEAVY_BYTES
+                and not isinstance(task, AsyncTask)
+                and not (remote and task.cluster)
+            ),
+        )
 
     def take_remote(self, limit: int) -> list[WorkItem]:
         """Pop up to ``limit`` queued sync tasks that may run on a cluster (``cluster``),
         from the head on (another task at the head ends the run)."""
-        taken: list[WorkItem] = []
-        with self._lock:
-            while len(taken) < limit:
-                level = self._head()
-                if level is None:
-                    break
-                task = level[0].task
-                if not task.cluster or isinstance(task, AsyncTask):
-                    break
-                taken.append(self._pop(level))
+        taken = self._take_while(
+            [], limit, lambda task: task.cluster and not isinstance(task, AsyncTask)
+        )
         if taken:
             self.wake_putters()
         return taken
@@ -240,20 +228,31 @@ class WorkQueue:
         """From a worker thread: ``first`` and the queued `groupable` tasks of its class that
         follow it at the head, up to ``size`` tasks and `GROUP_MAX_BYTES` in all."""
         cls = type(first.task)
-        group, total = [first], first.task.weight
+        remote = self.remote
+        total = first.task.weight
+
+        def fits(task: Task[Any]) -> bool:
+            nonlocal total
+            if type(task) is not cls or not groupable(task) or (remote and task.cluster):
+                return False
+            total += task.weight
+            return total < GROUP_MAX_BYTES
+
+        return self._take_while([first], size, fits)
+
+    def _take_while(
+        self, taken: list[WorkItem], limit: int, fits: Callable[[Task[Any]], bool]
+    ) -> list[WorkItem]:
+        """Append to ``taken`` the queued items from the head on while ``fits`` takes their
+        task (the first it refuses ends the run), until it holds ``limit``: the one loop of
+        `take_run`, `take_remote` and `take_group`, under one lock."""
         with self._lock:
-            while len(group) < size:
+            while len(taken) < limit:
                 level = self._head()
-                if level is None:
+                if level is None or not fits(level[0].task):
                     break
-                task = level[0].task
-                if type(task) is not cls or not groupable(task) or (self.remote and task.cluster):
-                    break
-                total += task.weight
-                if total >= GROUP_MAX_BYTES:
-                    break
-                group.append(self._pop(level))
-        return group
+                taken.append(self._pop(level))
+        return taken
 
     def wake_putters(self) -> None:
         """From trio: let a blocked `put` retry once there is room."""
