@@ -474,6 +474,22 @@ _LAST = (
 _ITEMS = ("items", "query", "1: also `item` events, the item log's records (live only)")
 _ACTION = {200: "the job after the request", 404: "no such job", 409: "not allowed now"}
 
+
+def _on_job(
+    method: str,
+    action: str,
+    handler: Handler,
+    summary: str,
+    responses: dict[int, str],
+    *params: tuple[str, str, str],
+    body: str | None = None,
+) -> Endpoint:
+    """An endpoint of one job: ``/api/jobs/{job_id}`` and then ``action``, the job's id its
+    first parameter."""
+    path = "/api/jobs/{job_id}" + action
+    return Endpoint(method, path, handler, summary, responses, params=(_JOB, *params), body=body)
+
+
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/healthz", healthz, "Liveness (no token needed)", {200: "ok"}, auth=False),
     Endpoint(
@@ -503,80 +519,59 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             *_PAGE,
         ),
     ),
-    Endpoint(
-        "GET",
-        "/api/jobs/{job_id}",
-        get_job,
-        "One job",
-        {200: "the job", 404: "no such job"},
-        params=(_JOB,),
-    ),
-    Endpoint(
+    _on_job("GET", "", get_job, "One job", {200: "the job", 404: "no such job"}),
+    _on_job(
         "PATCH",
-        "/api/jobs/{job_id}",
+        "",
         patch_job,
         "Change a job's priority",
         {**_ACTION, 422: "bad body"},
-        params=(_JOB,),
         body="PatchRequest",
     ),
-    Endpoint(
+    _on_job(
         "DELETE",
-        "/api/jobs/{job_id}",
+        "",
         delete_job,
         "Forget a resting job",
         {204: "deleted", 404: "no such job", 409: "the job is active"},
-        params=(_JOB,),
     ),
-    Endpoint(
+    _on_job(
         "GET",
-        "/api/jobs/{job_id}/errors",
+        "/errors",
         job_errors,
         "Failed items of a job (paged)",
         {200: "a page of item errors", 404: "no such job"},
-        params=(_JOB, *_PAGE),
+        *_PAGE,
     ),
-    Endpoint(
+    _on_job(
         "GET",
-        "/api/jobs/{job_id}/items",
+        "/items",
         job_items,
         "The item log of a job: what each item did (paged; kept after cancel)",
         {200: "a page of item records", 404: "no such job", 422: "bad paging"},
-        params=(
-            _JOB,
-            ("limit", "query", "records per page"),
-            ("after", "query", "records past this seq (the previous page's next_after)"),
-            ("offset", "query", "records to skip"),
-            ("action", "query", "only records of this action (copied, moved, trashed...)"),
-        ),
+        ("limit", "query", "records per page"),
+        ("after", "query", "records past this seq (the previous page's next_after)"),
+        ("offset", "query", "records to skip"),
+        ("action", "query", "only records of this action (copied, moved, trashed...)"),
     ),
-    Endpoint(
+    _on_job(
         "POST",
-        "/api/jobs/{job_id}/undo",
+        "/undo",
         undo_job,
         "Submit the job that undoes this one (once per job: the same undo job again)",
         {201: "the undo job", 404: "no such job", 409: "the job is running"},
-        params=(_JOB,),
     ),
-    Endpoint("POST", "/api/jobs/{job_id}/pause", pause_job, "Pause a job", _ACTION, params=(_JOB,)),
-    Endpoint(
-        "POST",
-        "/api/jobs/{job_id}/resume",
-        resume_job,
-        "Resume a job here",
-        _ACTION,
-        params=(_JOB,),
-    ),
-    Endpoint(
-        "POST", "/api/jobs/{job_id}/cancel", cancel_job, "Cancel a job", _ACTION, params=(_JOB,)
-    ),
-    Endpoint(
+    _on_job("POST", "/pause", pause_job, "Pause a job", _ACTION),
+    _on_job("POST", "/resume", resume_job, "Resume a job here", _ACTION),
+    _on_job("POST", "/cancel", cancel_job, "Cancel a job", _ACTION),
+    _on_job(
         "GET",
-        "/api/jobs/{job_id}/events",
+        "/events",
         job_events,
         "Server-Sent Events of one job, until it is final",
         {200: "text/event-stream", 404: "no such job"},
-        params=(_JOB, *_LAST, _ITEMS),
+        *_LAST,
+        _ITEMS,
     ),
     Endpoint(
         "GET",
