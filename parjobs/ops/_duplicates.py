@@ -12,17 +12,25 @@ its own dispatcher so a resumed job skips what every stage finished:
    packed up to `RUN_FILES` files, one task each), so the job books and checkpoints one
    task per run, not per file; ``id-files`` then retries file by file (`ContentIdTask`) the
    few a run could not read, to report each with its reason;
-3. ``hashes``: the full XXH3-128 digest of files sharing a content id, only for files larger
-   than `CONTENT_ID_SMALL_LIMIT` (smaller ones are covered entirely by their content id).
+3. ``hash-runs``: the full XXH3-128 digest of files sharing a content id, only for files
+   larger than `CONTENT_ID_SMALL_LIMIT` (smaller ones are covered entirely by their content
+   id), in runs (`HashRunTask`, one task each, each file still recorded on its own);
+   ``hash-files`` then hashes file by file (`HashTask`) what a run did not, to report each
+   failure with its reason.
 
 A task's index is its file's number in the saved scan (a run's: its first file's), which a
 resumed job reads back instead of walking again, so the tasks of a stage never shift: a
-resumed job skips the runs and files it finished and reads every run again that it had not
-(they only read). (The stages were ``walk``, ``content-ids``, ``content-id`` and
-``full-hash`` while the indices were those of the walk's manifest: renamed, so a job begun
-that way and resumed now starts its stages afresh rather than misread their records.) The
-content ids are intermediate: only the full hashes are in the item log (``hashed``). The
-report is exactly what `find_duplicates_sequential` returns for the walked files.
+resumed job skips the runs and files it finished and reads every content-id run again that
+it had not (they only read). A hash run is planned from the scan alone (`_hash_plan`), so
+its index and the files it may hold do not depend on content ids (a file whose id failed in
+the first run may have one on resume); its value names the files it hashed, and a file of a
+run that it does not name goes to ``hash-files``, so no file is hashed (and recorded) twice.
+(The stages were ``walk``, ``content-ids``, ``content-id`` and ``full-hash`` while the
+indices were those of the walk's manifest, then ``hashes`` with one task a file: renamed,
+so a job begun that way and resumed now starts those stages afresh rather than misread
+their records.) The content ids are intermediate: only the full hashes are in the item log
+(``hashed``). The report is exactly what `find_duplicates_sequential` returns for the walked
+files.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from typing import Any, TypeVar
 import trio
 
 from .._context import JobContext
-from .._exceptions import JobSpecError
+from .._exceptions import Interrupted, JobSpecError
 from .._job import Job, job_type
 from .._task import OutcomeStatus, Task, TaskContext
 from ._entries import EntryTask, HashTask
@@ -51,6 +59,7 @@ from ._hashing import (
     content_id,
     content_ids,
     group_by,
+    hash_file,
     new_hasher,
 )
 from ._walk import Listed, check_roots, list_files
@@ -65,6 +74,12 @@ def content_id_cost(size: int) -> int:
     if size <= CONTENT_ID_SMALL_LIMIT:
         return size
     return CONTENT_ID_BLOCK * (CONTENT_ID_SAMPLES + 2)
+
+
+#: A candidate: ``(walk index, path, size)``. A plain tuple: ~15,000 of them for a big tree,
+#: cheaper to build than any class, and untracked by the garbage collector (whose passes
+#: over a job's long-lived objects were a tenth of its CPU).
+_File = tuple[int, bytes, int]
 
 
 @dataclasses.dataclass(slots=True)
@@ -105,24 +120,15 @@ RUN_BYTES = 16 << 20
 
 
 @dataclasses.dataclass(slots=True)
-class IdRunTask(Task[dict[str, list[Any]]]):
-    """The content ids of a run of candidates (whole size groups, or parts of a big one), in
-    one task and one worker-thread call: one booking and one checkpoint row for up to
-    `RUN_FILES` files instead of one each.
-
-    The value (JSON) is ``{"ids": [[cid, [index, ...]], ...], "failed": [index, ...]}``: of a
-    whole size group only the ids two or more files share (a file with a unique id has no
-    duplicate), of a split (``split``) or partly failed group every id (other runs or the
-    file-by-file retry of ``failed`` may hold its match). It reads only, so a run
-    interrupted or killed is simply run again whole on resume.
-    """
+class _FileRun(Task[T]):
+    """A task over a run of candidates, one after the other in one worker-thread call: one
+    booking and one checkpoint row for many files."""
 
     cluster = True  # reads only
 
     index: int  # its first file's number: stable across resumes
-    files: list[_File]  # its size groups one after the other, in `_runs` order
-    split: list[int]  # the sizes of its groups that are split over several runs
-    cost: int  # bytes `content_id` reads from its files
+    files: list[_File]
+    cost: int  # bytes it reads from its files
     items: int  # its files: progress counts files, not runs
 
     @property
@@ -131,6 +137,24 @@ class IdRunTask(Task[dict[str, list[Any]]]):
 
     def label(self) -> str:
         return display(self.files[0][1])
+
+
+@dataclasses.dataclass(slots=True)
+class IdRunTask(_FileRun[dict[str, list[Any]]]):
+    """The content ids of a run of candidates (whole size groups, or parts of a big one), in
+    one task and one worker-thread call: one booking and one checkpoint row for up to
+    `RUN_FILES` files instead of one each.
+
+    The value (JSON) is ``{"ids": [[cid, [index, ...]], ...], "failed": [index, ...]}``: of a
+    whole size group only the ids two or more files share (a file with a unique id has no
+    duplicate), of a split (``split``) or partly failed group every id (other runs or the
+    file-by-file retry of ``failed`` may hold its match). It reads only, so a run
+    interrupted or killed is simply run again whole on resume. Its ``files`` are its size
+    groups one after the other, in `_runs` order.
+    """
+
+    #: The sizes of its groups that are split over several runs.
+    split: list[int] = dataclasses.field(kw_only=True)
 
     def run(self, tc: TaskContext) -> dict[str, list[Any]]:
         cids = content_ids([(path, size) for _, path, size in self.files], check=tc.check)
@@ -150,10 +174,46 @@ class IdRunTask(Task[dict[str, list[Any]]]):
         return {"ids": ids, "failed": failed}
 
 
-#: A candidate: ``(walk index, path, size)``. A plain tuple: ~15,000 of them for a big tree,
-#: cheaper to build than any class, and untracked by the garbage collector (whose passes
-#: over a job's long-lived objects were a tenth of its CPU).
-_File = tuple[int, bytes, int]
+#: Bytes a `HashRunTask` may hash, by the plan (`_hash_plan`): few tasks to book (a run of
+#: cached files hashes in a few ms), yet enough of them to keep every worker busy, and little
+#: to redo after a crash; a bigger file is a run of its own.
+HASH_RUN_BYTES = 16 << 20
+#: ... and files it may hold.
+HASH_RUN_FILES = 256
+
+
+@dataclasses.dataclass(slots=True)
+class HashRunTask(_FileRun[list[list[Any]]]):
+    """The full hashes of a run of files, one after the other in one task and one
+    worker-thread call: one booking and one checkpoint row for many files, each still
+    recorded on its own (``hashed``, as `HashTask` records it).
+
+    The value (JSON) is ``[[index, digest], ...]`` for the files it hashed: a file that
+    could not be read, or changed since it was listed, is left out (``hash-files`` hashes
+    it again alone and reports why), and so is every file after a pause or cancel, which
+    ends the run early with what it finished (recorded, never hashed again). Its index is
+    its plan's first file's (`_hash_plan`), its ``files`` those of the plan that share a
+    content id with another (`_fill`).
+    """
+
+    def run(self, tc: TaskContext) -> list[list[Any]]:
+        done: list[list[Any]] = []
+        for index, path, size in self.files:
+            chunks: list[int] = []
+            try:
+                digest = hash_file(path, check=tc.check, on_bytes=chunks.append)
+            except Interrupted:
+                break
+            except OSError:  # (a timeout too) left to a HashTask, which reports it
+                continue
+            read = sum(chunks)
+            if read != size:  # changed since it was listed: the HashTask fails it so
+                continue
+            tc.add_bytes(read)
+            tc.record("hashed", path, bytes=read, detail=f"xxh3_128:{digest}")
+            done.append([index, digest])
+        return done
+
 
 _FS_CODEC = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
 
@@ -204,16 +264,11 @@ class DuplicatesJob(Job):
                 to_hash.append(members)
 
         ctx.progress.finalize_totals()
-        digests, n = await _stage(
-            ctx,
-            "hashes",
-            [HashTask(i, files[i][1], files[i][2], exact=True) for ms in to_hash for i in ms],
-            "full hashes",
-        )
+        digests, n = await _full_hashes(ctx, files, to_hash)
         failed += n
         for members in to_hash:
             size = files[members[0]][2]
-            hashed = [(i, digests[i][0]) for i in members if i in digests]
+            hashed = [(i, digests[i]) for i in members if i in digests]
             for digest, same in group_by(hashed, itemgetter(1)).items():
                 found.append((size, digest, [i for i, _ in same]))
 
@@ -381,15 +436,75 @@ def _runs(by_size: dict[int, list[_File]]) -> list[IdRunTask]:
         for part in [same] if whole else _slices(same, RUN_FILES):
             n = len(part)
             if run and (len(run) + n > RUN_FILES or cost + each * n > RUN_BYTES):
-                runs.append(IdRunTask(run[0][0], run, split, cost, len(run)))
+                runs.append(IdRunTask(run[0][0], run, cost, len(run), split=split))
                 run, split, cost = [], [], 0
             run += part
             cost += each * n
             if not whole:
                 split.append(size)
     if run:
-        runs.append(IdRunTask(run[0][0], run, split, cost, len(run)))
+        runs.append(IdRunTask(run[0][0], run, cost, len(run), split=split))
     return runs
+
+
+async def _full_hashes(
+    ctx: JobContext, files: list[_File], to_hash: list[list[int]]
+) -> tuple[dict[int, str], int]:
+    """``({index: digest}, failures)`` for the candidates in ``to_hash``: runs first, then
+    file by file what the runs did not hash (failures, and what a pause left), so each
+    failure is reported with its own path and reason."""
+    wanted = {i for members in to_hash for i in members}
+    runs = [run for run in _hash_plan(files) if _fill(run, wanted)]
+    values, _ = await _stage(ctx, "hash-runs", runs, "full hashes")
+    digests: dict[int, str] = {}
+    for value in values.values():
+        for index, digest in value:
+            digests[index] = digest
+    again = [i for run in runs for i, _, _ in run.files if i not in digests]
+    if not again:
+        return digests, 0
+    singles, failed = await _stage(
+        ctx,
+        "hash-files",
+        [HashTask(i, files[i][1], files[i][2], exact=True) for i in again],
+        "full hashes",
+        bytes_counted=True,
+    )
+    for index, (digest, _) in singles.items():
+        digests[index] = digest
+    return digests, failed
+
+
+def _hash_plan(files: list[_File]) -> list[HashRunTask]:
+    """The `HashRunTask` s the scan allows, empty: every candidate larger than
+    `CONTENT_ID_SMALL_LIMIT` (which may need a full hash), in scan order, packed up to
+    `HASH_RUN_BYTES` and `HASH_RUN_FILES`. From the scan alone, so a resumed job plans the
+    same runs (indices) whatever its content ids say; `_fill` keeps a run's files that
+    do need their hash."""
+    runs: list[HashRunTask] = []
+    run: list[_File] = []
+    cost = 0
+    for f in files:
+        size = f[2]
+        if size <= CONTENT_ID_SMALL_LIMIT:
+            continue
+        if run and (len(run) >= HASH_RUN_FILES or cost + size > HASH_RUN_BYTES):
+            runs.append(HashRunTask(run[0][0], run, cost, len(run)))
+            run, cost = [], 0
+        run.append(f)
+        cost += size
+    if run:
+        runs.append(HashRunTask(run[0][0], run, cost, len(run)))
+    return runs
+
+
+def _fill(run: HashRunTask, wanted: set[int]) -> bool:
+    """Keep the files of the planned ``run`` whose index is in ``wanted`` (and their bytes
+    and count); whether any is left."""
+    run.files = [f for f in run.files if f[0] in wanted]
+    run.cost = sum([f[2] for f in run.files])
+    run.items = len(run.files)
+    return bool(run.files)
 
 
 def _slices(items: list[T], n: int) -> list[list[T]]:
@@ -420,15 +535,22 @@ def _largest_first(group: dict[str, Any]) -> tuple[int, str]:
 
 
 async def _stage(
-    ctx: JobContext, name: str, tasks: Sequence[Task[T]], message: str
+    ctx: JobContext,
+    name: str,
+    tasks: Sequence[Task[T]],
+    message: str,
+    *,
+    bytes_counted: bool = False,
 ) -> tuple[dict[int, T], int]:
     """Run one stage: ``({index: value}, failures)``; values of tasks finished by an earlier
-    run come back from the store."""
+    run come back from the store. ``bytes_counted``: the tasks' bytes are in the totals
+    already (files a run counted and did not read), only their items are added."""
     dispatcher = ctx.task_dispatcher(name, keep_results=True)
     if tasks:
         ctx.progress.set_message(message)
         ctx.progress.add_total(
-            items=sum(t.items for t in tasks), bytes=sum(t.weight for t in tasks)
+            items=sum(t.items for t in tasks),
+            bytes=0 if bytes_counted else sum(t.weight for t in tasks),
         )
     values: dict[int, T] = {}
     failed = 0
@@ -442,4 +564,4 @@ async def _stage(
     return values, failed
 
 
-__all__ = ["ContentIdTask", "DuplicatesJob", "IdRunTask", "content_id_cost"]
+__all__ = ["ContentIdTask", "DuplicatesJob", "HashRunTask", "IdRunTask", "content_id_cost"]

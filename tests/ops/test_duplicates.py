@@ -186,7 +186,8 @@ async def test_pause_between_stages_then_resume_gives_the_same_report(
         return digest
 
     monkeypatch.setattr(dup_mod, "content_ids", counting_cids)
-    monkeypatch.setattr(entries_mod, "hash_file", slow_hash)
+    monkeypatch.setattr(dup_mod, "hash_file", slow_hash)  # the runs'
+    monkeypatch.setattr(entries_mod, "hash_file", slow_hash)  # file by file, after the pause
     async with parjobs.open_manager(store_path, workers=2) as manager:
         handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
         with trio.fail_after(10):
@@ -239,33 +240,39 @@ async def test_bad_specs_are_refused(store_path, spec, match):
 async def test_small_files_go_in_runs_and_a_failure_in_a_run_is_reported_once(
     store_path, tmp_path, monkeypatch, scan_path
 ):
-    """Content ids run in runs of many files (one task each) and full hashes of small files
-    in groups (one worker-thread call for many files); a file is read on its own (`run`)
-    only when its run or group could not read it, here one file that vanished, which is
-    reported once; no byte is counted twice, and progress counts the files of a run."""
+    """Content ids run in runs of many files (one task each) and so do full hashes; a file
+    is read on its own (`run`) only when its run could not read it, here one file that
+    vanished, which is reported once; no byte is counted twice, and progress counts the
+    files of a run."""
     root = tmp_path / "t"
     for i in range(200):
         data = os.urandom(100 + i)
         _write(root / "a" / f"{i:03}", data)
         _write(root / "b" / f"{i:03}", data)
-    big = os.urandom(200 * 1024)  # full-hashed: light, so grouped too
+    big = os.urandom(200 * 1024)  # full-hashed, in one run
     for i in range(20):
         _write(root / "c" / f"big{i:02}", big)
     victim = str(root / "b" / "007")
     _vanishing(monkeypatch, victim)
     alone: collections.Counter[str] = collections.Counter()
     real_cid_run, real_hash_run = dup_mod.ContentIdTask.run, entries_mod.HashTask.run
+    real_hash_runs = dup_mod.HashRunTask.run
 
     def cid_run(self, tc):
         alone["id-files"] += 1
         return real_cid_run(self, tc)
 
     def hash_run(self, tc):
-        alone["hashes"] += 1
+        alone["hash-files"] += 1
         return real_hash_run(self, tc)
+
+    def hash_runs(self, tc):
+        alone["hash-runs"] += 1
+        return real_hash_runs(self, tc)
 
     monkeypatch.setattr(dup_mod.ContentIdTask, "run", cid_run)
     monkeypatch.setattr(entries_mod.HashTask, "run", hash_run)
+    monkeypatch.setattr(dup_mod.HashRunTask, "run", hash_runs)
     async with parjobs.open_manager(store_path) as manager:
         handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
         result = await handle.result()
@@ -273,12 +280,70 @@ async def test_small_files_go_in_runs_and_a_failure_in_a_run_is_reported_once(
         info = await handle.info()
     assert (error.label, error.stage) == (victim, "id-files")
     assert result["failed"] == 1 and len(result["groups"]) == 200
-    assert alone["id-files"] < 20 and alone["hashes"] < 5, alone
+    assert alone["id-files"] < 20 and alone["hash-runs"] == 1 and not alone["hash-files"], alone
     ids = sum(100 + i for i in range(200)) * 2 - (100 + 7) + 20 * dup_mod.content_id_cost(len(big))
     assert info.progress.bytes_done == ids + 20 * len(big), "every byte counted once"
     # Progress counts files, not runs: 420 content ids (one file's again alone) + 20 hashes.
     p = info.progress
     assert (p.items_done, p.items_failed, p.items_total) == (440, 1, 441)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"), [("vanish", "No such file or directory"), ("grow", "changed")]
+)
+async def test_a_file_a_hash_run_could_not_read_is_hashed_alone_and_reported(
+    store_path, tmp_path, monkeypatch, change, reason
+):
+    """A file gone or grown between its content id and its full hash is left out by its
+    hash run and hashed again alone (``hash-files``), which reports it once, with its path
+    and reason; the run's other files are hashed and recorded once each, the others of its
+    group still found."""
+    root = tmp_path / "t"
+    big = os.urandom(200 * 1024)
+    for name in ("a", "b", "c", "d"):
+        _write(root / name, big)
+    victim = str(root / "c")
+    real_hash = hash_file
+
+    def meddling(path, **kwargs):
+        if os.fsdecode(path) == victim:
+            if change == "vanish":
+                os.unlink(path)
+            else:
+                with open(path, "ab") as f:
+                    f.write(b"more")
+        return real_hash(path, **kwargs)
+
+    monkeypatch.setattr(dup_mod, "hash_file", meddling)
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
+        result = await handle.result()
+        (error,) = await manager.errors(handle.id)
+        hashed = await manager.items(handle.id, action="hashed")
+    assert (error.label, error.stage) == (victim, "hash-files")
+    assert reason in error.message
+    assert result["failed"] == 1
+    assert [g["paths"] for g in result["groups"]] == [[str(root / n) for n in ("a", "b", "d")]]
+    assert sorted(r.source for r in hashed) == [str(root / n) for n in ("a", "b", "d")]
+
+
+def test_hash_runs_are_planned_from_the_scan_alone(monkeypatch):
+    """The hash runs come from the scan (files over `CONTENT_ID_SMALL_LIMIT`, in scan order,
+    packed by bytes and count), whatever the content ids then keep: a resumed job plans the
+    same indices, and a run that keeps no file is not dispatched."""
+    monkeypatch.setattr(dup_mod, "HASH_RUN_FILES", 3)
+    big = CONTENT_ID_SMALL_LIMIT + 1
+    monkeypatch.setattr(dup_mod, "HASH_RUN_BYTES", 5 * big)
+    sizes = [big, 10, big, big, big, 3 * big, big, 10, 4 * big]
+    files = [(i, b"f%d" % i, size) for i, size in enumerate(sizes)]
+    runs = dup_mod._hash_plan(files)
+    assert [[f[0] for f in r.files] for r in runs] == [[0, 2, 3], [4, 5, 6], [8]]
+    assert [r.index for r in runs] == [0, 4, 8]
+    kept = [r for r in runs if dup_mod._fill(r, {2, 5, 6})]
+    assert [(r.index, [f[0] for f in r.files], r.cost, r.items) for r in kept] == [
+        (0, [2], big, 1),
+        (4, [5, 6], 4 * big, 2),
+    ]
 
 
 async def test_a_size_group_split_over_runs_is_grouped_whole(
