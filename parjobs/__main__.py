@@ -1,8 +1,6 @@
 """``python -m parjobs``: the command line, for systems where the ``parjobs`` script is not on
 PATH (e.g. a ``pip install --user`` without ``~/.local/bin`` in PATH)."""
 
-import sys
+from parjobs.cli import run
 
-from parjobs.cli import main
-
-sys.exit(main())
+run()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import datetime
 import math
+import time
 
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
 
@@ -45,7 +45,7 @@ def percent(fraction: float | None) -> str:
 def timestamp(epoch: float | None) -> str:
     if epoch is None:
         return "-"
-    return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 def tail(text: str, width: int) -> str:

@@ -164,7 +164,7 @@ def test_the_program_freezes_its_start_up_objects(tmp_path):
         "program = sys.argv[2:3] == ['program']\n"
         "sys.argv[1:] = ['--store', sys.argv[1], 'jobs']\n"
         "main(None if program else sys.argv[1:])\n"
-        "print(gc.get_threshold()[0], gc.get_freeze_count())\n"
+        "print(gc.isenabled(), gc.get_threshold()[0], gc.get_freeze_count())\n"
     )
     store = str(tmp_path / "jobs.sqlite")
     got = [
@@ -174,11 +174,51 @@ def test_the_program_freezes_its_start_up_objects(tmp_path):
             text=True,
             check=True,
             timeout=120,
-        ).stdout.split()[-2:]
+        ).stdout.split()[-3:]
         for how in (["program"], [])
     ]
-    assert int(got[0][0]) == YOUNG_THRESHOLD and int(got[0][1]) > 10_000
-    assert got[1] == [str(gc.get_threshold()[0]), "0"]
+    assert got[0][0] == "True"  # collecting again (it does not while the imports run)
+    assert int(got[0][1]) == YOUNG_THRESHOLD and int(got[0][2]) > 10_000
+    assert got[1] == ["True", str(gc.get_threshold()[0]), "0"]
+
+
+_EXITING = """
+import atexit, os, sys, threading
+from parjobs.cli import run
+atexit.register(lambda: print("atexit handler ran"))
+sys.stdout.write("block-buffered, no newline: ")
+store = sys.argv[1]
+if sys.argv[2:] == ["thread"]:  # not a daemon: the normal exit waits for it, then it writes
+    def after_main() -> None:
+        threading.main_thread().join()
+        with open(store + ".thread", "w") as f:
+            f.write("joined")
+    threading.Thread(target=after_main).start()
+sys.argv[1:] = ["--store", store, "show", "abc"]  # exit 2: no store, no such job
+run()
+"""
+
+
+@pytest.mark.parametrize("thread", [False, True])
+def test_the_program_exits_after_its_atexit_handlers_with_its_output_flushed(tmp_path, thread):
+    """`run` skips the interpreter's teardown, not what the normal exit does for others: the
+    `atexit` handlers run, buffered output is written, the exit code is the command's; and
+    while a thread that is not a daemon runs, the normal exit waits for it as always."""
+    store = str(tmp_path / "jobs.sqlite")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _EXITING, store, *(["thread"] if thread else [])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == "block-buffered, no newline: atexit handler ran\n"
+    assert "no job with id 'abc'" in proc.stderr
+    assert (tmp_path / "jobs.sqlite.thread").exists() == thread
+    if thread:
+        assert (tmp_path / "jobs.sqlite.thread").read_text() == "joined"
 
 
 def test_make_renderer_plain_without_terminal(monkeypatch):
