@@ -56,6 +56,7 @@ from ._hashing import (
     CONTENT_ID_BLOCK,
     CONTENT_ID_SAMPLES,
     CONTENT_ID_SMALL_LIMIT,
+    DEFAULT_CHUNK_SIZE,
     content_id,
     content_ids,
     group_by,
@@ -198,10 +199,11 @@ class HashRunTask(_FileRun[list[list[Any]]]):
 
     def run(self, tc: TaskContext) -> list[list[Any]]:
         done: list[list[Any]] = []
+        buffer = bytearray(DEFAULT_CHUNK_SIZE)  # one for the run
         for index, path, size in self.files:
             chunks: list[int] = []
             try:
-                digest = hash_file(path, check=tc.check, on_bytes=chunks.append)
+                digest = hash_file(path, check=tc.check, on_bytes=chunks.append, buffer=buffer)
             except Interrupted:
                 break
             except OSError:  # (a timeout too) left to a HashTask, which reports it

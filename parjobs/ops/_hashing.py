@@ -145,14 +145,19 @@ def hash_file(
     check: Callable[[], None] = noop,
     on_bytes: Callable[[int], None] = noop,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    buffer: bytearray | None = None,
 ) -> str:
     """Return the hex digest of the regular file at ``path``.
 
     Reads the size seen at open in ``chunk_size`` chunks (at least `MIN_CHUNK_SIZE`) into one
     reused buffer; ``check()`` runs before every read and may raise to stop, ``on_bytes(n)``
     reports each chunk. Raises `SpecialFileError` for non-regular files and `SourceChangedError`
-    if the file changed while it was read.
+    if the file changed while it was read. ``buffer``, if given, is that buffer (its length
+    the chunk size): a caller hashing many files passes one for all of them, instead of one
+    allocated (and zeroed, page by page) per file.
     """
+    if buffer is not None:
+        chunk_size = len(buffer)
     if chunk_size < MIN_CHUNK_SIZE:
         raise ValueError(f"chunk_size must be at least {MIN_CHUNK_SIZE} bytes, got {chunk_size}")
     hasher = new_hasher(algorithm)
@@ -162,7 +167,7 @@ def hash_file(
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         # Read exactly the size seen at open, never "until EOF": a file that keeps growing
         # must not keep us reading forever. Growth and shrinkage show in the second fstat.
-        buf = memoryview(bytearray(min(chunk_size, before.st_size)))
+        buf = memoryview(bytearray(min(chunk_size, before.st_size)) if buffer is None else buffer)
         total = 0
         while total < before.st_size:
             check()

@@ -65,6 +65,21 @@ def test_hash_file_matches_xxhash(tmp_path: Path, algorithm: str) -> None:
     assert hash_file(str(path), algorithm=algorithm) == expected
 
 
+def test_hash_file_reads_into_a_given_buffer_in_its_length(tmp_path: Path) -> None:
+    """One buffer serves many files (a dupes hash run): its length is the chunk size, and
+    the digests are those of a fresh buffer per file; a buffer below `MIN_CHUNK_SIZE` is
+    refused."""
+    small, large = _data(MiB // 3), _data(2 * MiB + 5)
+    buffer = bytearray(MiB)
+    for data, name in ((large, "large"), (small, "small"), (large, "again")):
+        path = _write(tmp_path / name, data)
+        read: list[int] = []
+        assert hash_file(path, buffer=buffer, on_bytes=read.append) == hash_file(path)
+        assert read == ([MiB, MiB, 5] if len(data) > MiB else [len(data)])
+    with pytest.raises(ValueError, match="chunk_size"):
+        hash_file(path, buffer=bytearray(64 * 1024))
+
+
 def test_hash_file_empty_and_bytes_path(tmp_path: Path) -> None:
     name = os.path.join(os.fsencode(tmp_path), b"caf\xe9-\xff.bin")  # not valid UTF-8
     with open(name, "wb"):
