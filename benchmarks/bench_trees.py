@@ -13,8 +13,11 @@ scenarios use only the API both trees share (``open_manager``, ``parjobs.ops.Cop
 - ``resume``: the copy-small copy paused half-way, then resumed. The pause is tied to a file,
   not to a time: the destination holds the first file of the middle directory beforehand,
   the copy asks about it (``on_conflict="ask"``), and the ``ask`` callback pauses the job
-  and answers "skip"; what the groups in flight finish after it varies a little, so the
-  items the first run did are reported too (``done``).
+  and answers "skip". The directories from the middle on exist beforehand too (empty), so
+  the first run copies their files one at a time and stops within a few files of the
+  middle; in new directories it copied whole groups after the pause, up to 3,000 files
+  more in one tree than another, and the resume's work differed by as much. The items the
+  first run did (``done``) and the resume did (``left``) are reported.
 
 Wall time of the job (submit to end; for ``resume``, resume to end) and the process's CPU
 time over the same span.
@@ -76,13 +79,14 @@ class NoopJob(parjobs.Job):
 
 
 # Copy small to out, paused at the middle directory's first file: the resume's wall and CPU
-# time, and the items the first run had done.
+# time, the items the first run had done and those the resume did.
 async def resume(m, small, out):
-    middle = sorted(os.listdir(small))[len(os.listdir(small)) // 2]
+    dirs = sorted(os.listdir(small))
+    middle = dirs[len(dirs) // 2]
     name = sorted(os.listdir(os.path.join(small, middle)))[0]
-    inside = os.path.join(out, os.path.basename(small), middle)  # out exists: cp -r's rule
-    os.makedirs(inside)
-    with open(os.path.join(inside, name), "wb"):
+    for d in dirs[len(dirs) // 2 :]:  # out exists: cp -r's rule
+        os.makedirs(os.path.join(out, os.path.basename(small), d))
+    with open(os.path.join(out, os.path.basename(small), middle, name), "wb"):
         pass
     asked, submitted, job_ids = trio.Event(), trio.Event(), []
 
@@ -105,7 +109,7 @@ async def resume(m, small, out):
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     info = await m.get(handle.id)
     assert info.status.value == "completed", info
-    return {"wall": wall, "cpu": cpu, "done": done}
+    return {"wall": wall, "cpu": cpu, "done": done, "left": info.done_items - done}
 
 
 async def main():
@@ -208,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, tree in order:
                 result = run_one(tree, scenario, data, args.files, args.big_mib)
                 runs.setdefault(scenario, {}).setdefault(name, []).append(result)
-                done = f"  (after {result['done']:.0f} items)" if "done" in result else ""
+                done = ""
+                if "left" in result:
+                    done = f"  ({result['left']:.0f} items after {result['done']:.0f})"
                 print(
                     f"round {r + 1} {scenario:<10} {name:<5} wall {result['wall']:.3f} s"
                     f"  cpu {result['cpu']:.3f} s{done}",

@@ -572,6 +572,38 @@ async def test_pause_and_resume_with_groups_in_flight(
     assert temporaries(tmp_path / "dst") == []
 
 
+async def test_a_resumed_copy_runs_files_in_directories_made_before_as_plain_tasks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory an earlier run made is not new to a resumed run, so its files cannot take
+    the group path: they go to the pool as plain tasks (kept on fewer threads than groups,
+    since a copy alone holds the GIL), not in groups that fall back to copying each alone."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    small_tree(src, 40)
+    (dst / "src" / "d0").mkdir(parents=True)
+    write(dst / "src" / "d0" / "f000", b"in the way")  # fails in the first run
+    grouped: list[bytes] = []
+    real = copy_mod.CopyItem.run_group.__func__  # type: ignore[attr-defined]
+
+    def run_group(cls: Any, tasks: Any, tcs: Any) -> Any:
+        grouped.extend(task.entry.rel for task in tasks)
+        return real(cls, tasks, tcs)
+
+    monkeypatch.setattr(copy_mod.CopyItem, "run_group", classmethod(run_group))
+    async with parjobs.open_manager(str(tmp_path / "j.sqlite"), workers=4) as m:
+        handle = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        assert len(grouped) >= 30  # the files of the directories the first run made
+        grouped.clear()
+        os.unlink(dst / "src" / "d0" / "f000")
+        await m.resume(handle.id)  # copies d0/f000 again, in the directory made before
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.COMPLETED
+    assert grouped == []
+    assert snapshot(dst / "src") == snapshot(src)
+
+
 async def test_a_filesystem_the_group_path_cannot_serve_turns_it_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
