@@ -3,11 +3,11 @@
 The stages are those of `parjobs.ops._hashing` (see its docstring for the rules), each with
 its own dispatcher so a resumed job skips what every stage finished:
 
-1. scan: list the tree (`list_files`: in C where `_fastscan` is built, no object per
-   entry) and keep the files that share their size with another (hard links to one inode
-   count once, first in walk order; files below ``min_size`` are left out; empty files form
-   one group, never opened), numbered in walk order and saved in the job's directory
-   (`Scan`) before any task runs; ``scan`` reports what could not be listed;
+1. scan: list the tree (`_scan_tree`: in one C call where `_fastscan` is built, no object
+   made for a file not kept) and keep the files that share their size with another (hard
+   links to one inode count once, first in walk order; files below ``min_size`` are left
+   out; empty files form one group, never opened), numbered in walk order and saved in the
+   job's directory (`Scan`) before any task runs; ``scan`` reports what could not be listed;
 2. ``id-runs``: `content_id` of every candidate, in runs (`IdRunTask`: whole size groups
    packed up to `RUN_FILES` files, one task each), so the job books and checkpoints one
    task per run, not per file; ``id-files`` then retries file by file (`ContentIdTask`) the
@@ -40,7 +40,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any, TypeVar
 
@@ -50,6 +50,7 @@ from .._context import JobContext
 from .._exceptions import Interrupted, JobSpecError
 from .._job import Job, job_type
 from .._task import OutcomeStatus, Task, TaskContext
+from . import _hashing
 from ._entries import EntryTask, HashTask
 from ._fs import display
 from ._hashing import (
@@ -362,15 +363,34 @@ async def _scanned(ctx: JobContext, roots: list[str], min_size: int) -> Scan:
     if scan is not None:
         return scan
     found = await trio.to_thread.run_sync(
-        list_files, roots, lambda: ctx.interrupt_reason is not None
+        _scan_tree, roots, min_size, lambda: ctx.interrupt_reason is not None
     )
     if found is None:  # stopped: raises the pause or cancel
         await ctx.check_interrupt()
     assert found is not None
-    files, errors = found
-    scan = Scan(_candidates(files, min_size), [(i, *e) for i, e in enumerate(errors)], len(files))
+    files, errors, scanned = found
+    scan = Scan(files, [(i, *e) for i, e in enumerate(errors)], scanned)
     await trio.to_thread.run_sync(scan.save, path)
     return scan
+
+
+def _scan_tree(
+    roots: list[str], min_size: int, stopped: Callable[[], bool]
+) -> tuple[list[_File], list[tuple[bytes, str]], int] | None:
+    """The scan's ``(candidates, errors, regular files found)`` (see `Scan`), None as soon as
+    ``stopped()``: in one C call (`_fastscan.scan_tree`, the GIL released while it lists,
+    no object made for a file that is no candidate) where the extension is built, else
+    `list_files` then `_candidates`, with the same result."""
+    if _hashing.fastscan is not None:
+        normalized = [os.fsencode(os.path.normpath(root)) for root in roots]
+        scanned: tuple[list[_File], list[tuple[bytes, str]], int] | None
+        scanned = _hashing.fastscan.scan_tree(normalized, min_size, stopped)
+        return scanned
+    found = list_files(roots, stopped)
+    if found is None:
+        return None
+    files, errors = found
+    return _candidates(files, min_size), errors, len(files)
 
 
 def _candidates(files: list[Listed], min_size: int) -> list[_File]:

@@ -17,6 +17,12 @@
  * its licence at its top), vendored so that a plain `pip install` builds it without a system
  * package; python-xxhash gives the same digests.
  *
+ * scan_tree does the duplicates job's whole scan (`_scan_tree` in _duplicates.py, whose Python
+ * fallback is _walk.list_files then _candidates): it walks as list_files does (the same
+ * order, errors and loop check, symlinks never followed), keeps one name per inode (the
+ * first) of at least min_size bytes, and answers the files sharing their size with another,
+ * numbered in walk order; no Python object is made for a file that is not one of them.
+ *
  * Why C: per file a Python loop spends as long building objects and calling xxhash as the
  * kernel spends in open/pread/fstat/close, all of it holding the GIL the job's bookkeeping
  * needs; here one call releases the GIL for a whole run of files or a whole directory.
@@ -35,13 +41,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define XXH_INLINE_ALL
 #include "vendor/xxhash.h"
 
 /* The calling convention, checked by _hashing.py and _walk.py: a build that differs is ignored. */
-#define FS_API 1
+#define FS_API 2
 
 /* The content id layout (exported: _hashing.py refuses a build whose layout differs). */
 #define CONTENT_ID_SMALL_LIMIT (100 * 1024)
@@ -349,9 +356,387 @@ done:
     return results;
 }
 
+/* ---- scan_tree ---- */
+
+/* A growable array of n items of size `size` (realloc'ed by twos). */
+typedef struct {
+    void *items;
+    size_t n, cap, size;
+} vec_t;
+
+static void *vec_push(vec_t *v) {
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? 2 * v->cap : 256;
+        void *more = realloc(v->items, cap * v->size);
+        if (more == NULL)
+            return NULL;
+        v->items = more, v->cap = cap;
+    }
+    return (char *)v->items + v->size * v->n++;
+}
+
+typedef struct {
+    char *path;
+    size_t len;
+    long long size;
+    unsigned long long dev, ino, nlink;
+} tree_file_t;
+
+typedef struct {
+    char *path;
+    size_t len;
+    int err; /* an errno, or LOOP */
+} tree_error_t;
+
+#define LOOP (-1) /* a directory that is one of its own ancestors */
+
+/* A directory met: its (dev, ino) and its parent's node, for the loop check. */
+typedef struct dir_node {
+    unsigned long long dev, ino;
+    struct dir_node *parent;
+} dir_node_t;
+
+typedef struct {
+    char *path; /* malloc'ed */
+    size_t len;
+    dir_node_t *node; /* malloc'ed, listed in `nodes` (freed at the end) */
+} to_list_t;
+
+/* An open-addressing set/counter of (a, b) keys (a power-of-two table, grown at half full). */
+typedef struct {
+    unsigned long long a, b;
+    size_t count; /* 0: an empty slot */
+} slot_t;
+
+typedef struct {
+    slot_t *slots;
+    size_t cap, used;
+} table_t;
+
+static size_t slot_of(const table_t *t, unsigned long long a, unsigned long long b) {
+    unsigned long long h = a * 0x9E3779B97F4A7C15ULL ^ (b + 0x632BE59BD9B4E019ULL) * 0xC2B2AE3D27D4EB4FULL;
+    h ^= h >> 29;
+    size_t i = (size_t)h & (t->cap - 1);
+    while (t->slots[i].count && (t->slots[i].a != a || t->slots[i].b != b))
+        i = (i + 1) & (t->cap - 1);
+    return i;
+}
+
+/* Add one to (a, b)'s count: the count after, or 0 when out of memory. */
+static size_t table_add(table_t *t, unsigned long long a, unsigned long long b) {
+    if (2 * (t->used + 1) > t->cap) {
+        table_t bigger = {calloc(t->cap ? 2 * t->cap : 1024, sizeof(slot_t)), t->cap ? 2 * t->cap : 1024, t->used};
+        if (bigger.slots == NULL)
+            return 0;
+        for (size_t i = 0; i < t->cap; i++)
+            if (t->slots[i].count)
+                bigger.slots[slot_of(&bigger, t->slots[i].a, t->slots[i].b)] = t->slots[i];
+        free(t->slots);
+        *t = bigger;
+    }
+    size_t i = slot_of(t, a, b);
+    if (!t->slots[i].count) {
+        t->slots[i].a = a, t->slots[i].b = b;
+        t->used++;
+    }
+    return ++t->slots[i].count;
+}
+
+static size_t table_get(const table_t *t, unsigned long long a, unsigned long long b) {
+    return t->cap ? t->slots[slot_of(t, a, b)].count : 0;
+}
+
+static char *joined(const char *dir, size_t dlen, const char *name, size_t nlen, size_t *len) {
+    char *path = malloc(dlen + 1 + nlen + 1);
+    if (path == NULL)
+        return NULL;
+    memcpy(path, dir, dlen);
+    path[dlen] = '/';
+    memcpy(path + dlen + 1, name, nlen + 1);
+    *len = dlen + 1 + nlen;
+    return path;
+}
+
+typedef struct {
+    vec_t files;  /* tree_file_t */
+    vec_t errors; /* tree_error_t */
+    vec_t stack;  /* to_list_t */
+    vec_t nodes;  /* dir_node_t *: every node, freed at the end */
+    vec_t subdirs; /* to_list_t: one directory's, pushed on the stack in reverse */
+} walk_t;
+
+static int add_error(walk_t *w, char *path, size_t len, int err) {
+    tree_error_t *e = vec_push(&w->errors);
+    if (e == NULL) {
+        free(path);
+        return ENOMEM;
+    }
+    e->path = path, e->len = len, e->err = err;
+    return 0;
+}
+
+/* List the directory d (whose path the walk now owns) into w; 0 or ENOMEM. */
+static int walk_dir(walk_t *w, to_list_t d) {
+    dir_entry_t *entries = NULL;
+    size_t n = 0;
+    int err = list_dir(d.path, 0, &entries, &n);
+    if (err)
+        return add_error(w, d.path, d.len, err);
+    int failed = 0;
+    w->subdirs.n = 0;
+    for (size_t i = 0; i < n && !failed; i++) {
+        dir_entry_t *e = &entries[i];
+        size_t len;
+        mode_t mode = e->st.st_mode;
+        if (!e->err && !S_ISREG(mode) && !S_ISDIR(mode))
+            continue; /* symlinks and special files: not listed */
+        char *path = joined(d.path, d.len, e->name, e->len, &len);
+        if (path == NULL) {
+            failed = ENOMEM;
+            break;
+        }
+        if (e->err) {
+            failed = add_error(w, path, len, e->err);
+        } else if (S_ISREG(mode)) {
+            tree_file_t *f = vec_push(&w->files);
+            if (f == NULL) {
+                free(path);
+                failed = ENOMEM;
+                break;
+            }
+            f->path = path, f->len = len, f->size = (long long)e->st.st_size;
+            f->dev = (unsigned long long)e->st.st_dev, f->ino = (unsigned long long)e->st.st_ino;
+            f->nlink = (unsigned long long)e->st.st_nlink;
+        } else {
+            int loop = 0;
+            for (dir_node_t *a = d.node; a != NULL && !loop; a = a->parent)
+                loop = a->dev == (unsigned long long)e->st.st_dev && a->ino == (unsigned long long)e->st.st_ino;
+            if (loop) {
+                failed = add_error(w, path, len, LOOP);
+                continue;
+            }
+            dir_node_t *node = malloc(sizeof *node);
+            dir_node_t **slot = node ? vec_push(&w->nodes) : NULL;
+            to_list_t *sub = slot ? vec_push(&w->subdirs) : NULL;
+            if (sub == NULL) {
+                free(node);
+                free(path);
+                failed = ENOMEM;
+                break;
+            }
+            *slot = node;
+            node->dev = (unsigned long long)e->st.st_dev, node->ino = (unsigned long long)e->st.st_ino;
+            node->parent = d.node;
+            sub->path = path, sub->len = len, sub->node = node;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(entries[i].name);
+    free(entries);
+    free(d.path);
+    to_list_t *subs = w->subdirs.items;
+    for (size_t i = w->subdirs.n; i-- > 0;) {
+        to_list_t *top = failed ? NULL : vec_push(&w->stack);
+        if (top == NULL) {
+            free(subs[i].path);
+            failed = ENOMEM;
+            continue;
+        }
+        *top = subs[i];
+    }
+    return failed;
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* stopped() is asked at most this often (seconds) while the tree is listed. */
+#define STOP_CHECK_SECONDS 0.01
+
+PyDoc_STRVAR(scan_tree_doc,
+"scan_tree(roots, min_size, stopped, /) -> (files, errors, scanned) or None\n\n"
+"Walk roots (bytes paths, normalized) as _walk.list_files does and keep, as _candidates\n"
+"does, the regular files of at least min_size bytes (one name per inode, the first) that\n"
+"share their size with another: files, [(number, path, size)] numbered in walk order;\n"
+"errors, [(path, strerror or 'symlink loop')] of what could not be listed or stat'ed;\n"
+"scanned, every regular file found. None as soon as stopped() is true (asked every 10 ms).");
+
+static PyObject *scan_tree(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *roots, *stopped;
+    long long min_size;
+    if (!PyArg_ParseTuple(args, "O!LO", &PyList_Type, &roots, &min_size, &stopped))
+        return NULL;
+    walk_t w = {{NULL, 0, 0, sizeof(tree_file_t)}, {NULL, 0, 0, sizeof(tree_error_t)},
+                {NULL, 0, 0, sizeof(to_list_t)}, {NULL, 0, 0, sizeof(dir_node_t *)},
+                {NULL, 0, 0, sizeof(to_list_t)}};
+    PyObject *result = NULL;
+    int err = 0, halted = 0;
+    table_t inodes = {NULL, 0, 0}, sizes = {NULL, 0, 0};
+    unsigned char *keep = NULL;
+    for (Py_ssize_t r = 0; r < PyList_GET_SIZE(roots) && !err && !halted; r++) {
+        PyObject *root = PyList_GET_ITEM(roots, r);
+        if (!PyBytes_Check(root)) {
+            PyErr_SetString(PyExc_TypeError, "roots must be bytes");
+            goto done;
+        }
+        size_t len = (size_t)PyBytes_GET_SIZE(root);
+        char *path = malloc(len + 1);
+        if (path == NULL) {
+            err = ENOMEM;
+            break;
+        }
+        memcpy(path, PyBytes_AS_STRING(root), len + 1);
+        struct stat st;
+        if (strlen(path) != len) {
+            free(path);
+            PyErr_SetString(PyExc_ValueError, "a root with a NUL byte");
+            goto done;
+        }
+        if (lstat(path, &st) < 0) {
+            err = add_error(&w, path, len, errno);
+            continue;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            tree_file_t *f = S_ISREG(st.st_mode) ? vec_push(&w.files) : NULL;
+            if (f == NULL) {
+                free(path);
+                err = S_ISREG(st.st_mode) ? ENOMEM : 0;
+                continue;
+            }
+            f->path = path, f->len = len, f->size = (long long)st.st_size;
+            f->dev = (unsigned long long)st.st_dev, f->ino = (unsigned long long)st.st_ino;
+            f->nlink = (unsigned long long)st.st_nlink;
+            continue;
+        }
+        dir_node_t *node = malloc(sizeof *node);
+        dir_node_t **slot = node ? vec_push(&w.nodes) : NULL;
+        to_list_t *top = slot ? vec_push(&w.stack) : NULL;
+        if (top == NULL) {
+            free(node);
+            free(path);
+            err = ENOMEM;
+            break;
+        }
+        *slot = node;
+        node->dev = (unsigned long long)st.st_dev, node->ino = (unsigned long long)st.st_ino;
+        node->parent = NULL;
+        top->path = path, top->len = len, top->node = node;
+        double checked = 0;
+        Py_BEGIN_ALLOW_THREADS;
+        while (w.stack.n && !err) {
+            double t = now_seconds();
+            if (t - checked >= STOP_CHECK_SECONDS) {
+                checked = t;
+                Py_BLOCK_THREADS;
+                PyObject *answer = PyObject_CallNoArgs(stopped);
+                int stop = answer == NULL ? -1 : PyObject_IsTrue(answer);
+                Py_XDECREF(answer);
+                Py_UNBLOCK_THREADS;
+                if (stop != 0) { /* stopped (1), or stopped() raised (-1: its error set) */
+                    halted = stop;
+                    break;
+                }
+            }
+            to_list_t d = ((to_list_t *)w.stack.items)[--w.stack.n];
+            err = walk_dir(&w, d);
+        }
+        Py_END_ALLOW_THREADS;
+    }
+    if (halted < 0)
+        goto done;
+    if (halted) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (err) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    /* The candidates: one name per inode (the first), at least min_size, a shared size. */
+    tree_file_t *files = w.files.items;
+    keep = calloc(w.files.n ? w.files.n : 1, 1);
+    if (keep == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (size_t i = 0; i < w.files.n; i++) {
+        if (files[i].nlink > 1) {
+            size_t seen = table_add(&inodes, files[i].dev, files[i].ino);
+            if (seen == 0) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            if (seen > 1)
+                continue;
+        }
+        if (files[i].size < min_size)
+            continue;
+        keep[i] = 1;
+        if (table_add(&sizes, (unsigned long long)files[i].size, 0) == 0) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    PyObject *out = PyList_New(0), *errors = PyList_New((Py_ssize_t)w.errors.n);
+    if (out == NULL || errors == NULL) {
+        Py_XDECREF(out);
+        Py_XDECREF(errors);
+        goto done;
+    }
+    long long number = 0;
+    for (size_t i = 0; i < w.files.n; i++) {
+        if (!keep[i] || table_get(&sizes, (unsigned long long)files[i].size, 0) < 2)
+            continue;
+        PyObject *item = Py_BuildValue("(Ly#L)", number++, files[i].path, (Py_ssize_t)files[i].len, files[i].size);
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            Py_DECREF(errors);
+            goto done;
+        }
+        Py_DECREF(item);
+    }
+    tree_error_t *errs = w.errors.items;
+    for (size_t i = 0; i < w.errors.n; i++) {
+        PyObject *item = Py_BuildValue("(y#s)", errs[i].path, (Py_ssize_t)errs[i].len,
+                                       errs[i].err == LOOP ? "symlink loop" : strerror(errs[i].err));
+        if (item == NULL) {
+            Py_DECREF(out);
+            Py_DECREF(errors);
+            goto done;
+        }
+        PyList_SET_ITEM(errors, (Py_ssize_t)i, item);
+    }
+    result = Py_BuildValue("(NNn)", out, errors, (Py_ssize_t)w.files.n);
+done:
+    for (size_t i = 0; i < w.files.n; i++)
+        free(((tree_file_t *)w.files.items)[i].path);
+    for (size_t i = 0; i < w.errors.n; i++)
+        free(((tree_error_t *)w.errors.items)[i].path);
+    for (size_t i = 0; i < w.stack.n; i++)
+        free(((to_list_t *)w.stack.items)[i].path);
+    for (size_t i = 0; i < w.nodes.n; i++)
+        free(((dir_node_t **)w.nodes.items)[i]);
+    free(w.files.items);
+    free(w.errors.items);
+    free(w.stack.items);
+    free(w.nodes.items);
+    free(w.subdirs.items);
+    free(inodes.slots);
+    free(sizes.slots);
+    free(keep);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"content_ids", content_ids, METH_VARARGS, content_ids_doc},
     {"scan_dir", scan_dir, METH_VARARGS, scan_dir_doc},
+    {"scan_tree", scan_tree, METH_VARARGS, scan_tree_doc},
     {NULL, NULL, 0, NULL},
 };
 

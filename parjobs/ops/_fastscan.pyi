@@ -1,5 +1,7 @@
 """Types of the optional C extension built from _fastscan.c."""
 
+from collections.abc import Callable
+
 API: int
 CONTENT_ID_SMALL_LIMIT: int
 CONTENT_ID_BLOCK: int
@@ -12,3 +14,6 @@ def content_ids(items: list[tuple[bytes, int]], /) -> list[str | int]: ...
 def scan_dir(
     path: bytes, follow: bool, /
 ) -> list[tuple[bytes, tuple[int, int, int, int, int, int] | None, str]]: ...
+def scan_tree(
+    roots: list[bytes], min_size: int, stopped: Callable[[], bool], /
+) -> tuple[list[tuple[int, bytes, int]], list[tuple[bytes, str]], int] | None: ...

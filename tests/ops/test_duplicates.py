@@ -15,6 +15,7 @@ import parjobs
 from parjobs import JobStatus
 from parjobs.ops import _duplicates as dup_mod
 from parjobs.ops import _entries as entries_mod
+from parjobs.ops import _hashing
 from parjobs.ops import _walk as walk_mod
 from parjobs.ops._duplicates import DuplicatesJob
 from parjobs.ops._hashing import (
@@ -159,13 +160,13 @@ async def test_pause_between_stages_then_resume_gives_the_same_report(
         _write(root / os.fsdecode(b"odd/a\nname \xff-%d" % k), b"odd names")
     expected = _expected(root, 1)
     scans: list[tuple[object, ...]] = []
-    real_list = walk_mod.list_files
+    real_scan = dup_mod._scan_tree
 
     def listing(*args):
         scans.append(args)
-        return real_list(*args)
+        return real_scan(*args)
 
-    monkeypatch.setattr(dup_mod, "list_files", listing)
+    monkeypatch.setattr(dup_mod, "_scan_tree", listing)
     ids: collections.Counter[str] = collections.Counter()
     hashed: collections.Counter[str] = collections.Counter()
     in_full_hash = threading.Event()
@@ -325,6 +326,40 @@ async def test_a_file_a_hash_run_could_not_read_is_hashed_alone_and_reported(
     assert result["failed"] == 1
     assert [g["paths"] for g in result["groups"]] == [[str(root / n) for n in ("a", "b", "d")]]
     assert sorted(r.source for r in hashed) == [str(root / n) for n in ("a", "b", "d")]
+
+
+def test_the_scan_in_c_equals_the_python_scan(tmp_path):
+    """`_fastscan.scan_tree` (the scan in one C call) finds what the Python scan finds
+    (`list_files` then `_candidates`): the same candidates numbered in walk order (a
+    directory's files before its subdirectories', one name per inode, the first; none below
+    ``min_size``; only shared sizes), the same errors and the same count of files, with
+    names that are not UTF-8, roots that are a file, a symlink or missing; and None once
+    ``stopped()``."""
+    if _hashing.fastscan is None:
+        pytest.skip("the C extension _fastscan is not built")
+    root = tmp_path / "t"
+    _tree(root)
+    _write(root / "s" / "z-after-dirs", b"hello world\n")  # named after s/x/: listed before it
+    for k in (1, 2):
+        _write(root / os.fsdecode(b"odd/a\nname \xff-%d" % k), b"odd names")
+    os.link(root / "a/big1", root / "0-first-name-of-big1")  # the first name walked
+    os.symlink(root / "a", root / "link-to-a")
+    roots = [str(root), str(tmp_path / "missing"), str(root / "s/hellp"), str(root / "link-to-a")]
+    for min_size in (0, 1, 13, 250 * 1024):
+        found = walk_mod.list_files(roots, lambda: False)
+        assert found is not None
+        files, errors = found
+        python = (dup_mod._candidates(files, min_size), errors, len(files))
+        in_c = _hashing.fastscan.scan_tree(
+            [os.fsencode(os.path.normpath(r)) for r in roots], min_size, lambda: False
+        )
+        assert in_c == python
+    assert in_c[1] == [(os.fsencode(tmp_path / "missing"), "No such file or directory")]
+    assert in_c[0] == [  # min_size 250 KiB
+        (i, os.fsencode(root / p), 300 * 1024)
+        for i, p in enumerate(("m/mid1", "m/mid2", "m/mid3-copy-of-1"))
+    ]
+    assert _hashing.fastscan.scan_tree([os.fsencode(root)], 1, lambda: True) is None
 
 
 def test_hash_runs_are_planned_from_the_scan_alone(monkeypatch):
