@@ -15,7 +15,7 @@ from typing import Any, Self
 import trio
 
 from ._items import ItemRecord
-from ._process import OutputLine
+from ._output import OutputLine
 from ._progress import ItemError, Progress
 from ._records import JobInfo
 from ._status import JobStatus

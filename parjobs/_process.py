@@ -13,7 +13,6 @@ Pause or cancel of the job terminates the program
 from __future__ import annotations
 
 import collections
-import contextvars
 import dataclasses
 import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -21,30 +20,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import trio
 
 from ._exceptions import ProcessFailedError
+from ._output import OUTPUT_SINK, OutputLine
 from ._task import AsyncTask, TaskContext
 
 STREAMS = ("stdout", "stderr")
 #: A line longer than this (characters, no newline yet) goes out in pieces of this size.
 MAX_LINE = 65_536
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class OutputLine:
-    """One line a process task's program wrote (``text``: without its newline, decoded as
-    UTF-8 with undecodable bytes escaped), as published on the manager's event stream
-    (``EventKind.OUTPUT``): which task (``index``, ``label``) and which stream."""
-
-    index: int
-    label: str
-    stream: str
-    text: str
-
-
-#: Where the process tasks of the current run send their lines: the manager sets it for
-#: each run of a job (its event stream); unset, lines go nowhere.
-OUTPUT_SINK: contextvars.ContextVar[Callable[[OutputLine], None] | None] = contextvars.ContextVar(
-    "parjobs_output_sink", default=None
-)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

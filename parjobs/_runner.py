@@ -24,7 +24,7 @@ from ._exceptions import (
 from ._items import ItemRecord, row_record
 from ._job import Job, load_job
 from ._manager_core import JobRun, ManagerCore
-from ._process import OUTPUT_SINK, OutputLine
+from ._output import OUTPUT_SINK, OutputLine
 from ._progress import ProgressTracker
 from ._records import CheckpointBatch, JobInfo
 from ._status import JobStatus

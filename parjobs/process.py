@@ -3,9 +3,9 @@
 `ProcessFailedError`."""
 
 from ._exceptions import ProcessFailedError as ProcessFailedError
+from ._output import OutputLine as OutputLine
 from ._process import Chunk as Chunk
 from ._process import Lost as Lost
-from ._process import OutputLine as OutputLine
 from ._process import ProcessTask as ProcessTask
 from ._util import fixup_module_metadata
 

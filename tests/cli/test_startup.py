@@ -27,9 +27,10 @@ HEAVY = ("PIL", "rich", "parjobs.ops", "httpx", "parjobs.server", "importlib.met
 #: The core a command loads to open a manager and run jobs, and trio (parsing needs neither).
 CORE = ("trio", "parjobs._manager", "parjobs._store", "parjobs._dispatch", "sqlite3")
 #: What a job run here loads only when asked: the cluster lane (with pickle), the blocking
-#: facade, decimal sizes (dupes' --min-size) and the modules of other commands.
+#: facade, process tasks, decimal sizes (dupes' --min-size) and the modules of other commands.
 UNUSED_BY_COPY = (
     "parjobs._cluster",
+    "parjobs._process",
     "pickle",
     "parjobs._facade",
     "decimal",

@@ -41,6 +41,7 @@ FLOORS: dict[str, int] = {
     "parjobs._records": 2,
     "parjobs._itemlog": 2,
     "parjobs._task": 2,
+    "parjobs._output": 2,
     "parjobs._guest": 1,
     # core: the pool below the job context
     "parjobs._stage": 3,
