@@ -226,14 +226,21 @@ def main(argv: list[str] | None = None) -> int:
         for name, results in by_tree.items():
             row[f"{name}_wall"] = statistics.median(x["wall"] for x in results)
             row[f"{name}_cpu"] = statistics.median(x["cpu"] for x in results)
+            if all("left" in x for x in results):  # resume: also per item it did
+                per_item = (1e6 * x["cpu"] / max(1.0, x["left"]) for x in results)
+                row[f"{name}_cpu_us_per_item"] = statistics.median(per_item)
         summary[scenario] = row
         for name in by_tree:
             ratio = row[f"{name}_wall"] / row["base_wall"]
+            cpu_ratio = row[f"{name}_cpu"] / row["base_cpu"]
             if name != "base":
                 row[f"{name}_ratio_wall"] = ratio
+                row[f"{name}_ratio_cpu"] = cpu_ratio
+            per_item = row.get(f"{name}_cpu_us_per_item")
             print(
                 f"{scenario:<10} {name:<6} median wall {row[f'{name}_wall']:.3f} s, "
-                f"cpu {row[f'{name}_cpu']:.3f} s ({ratio:.2f}x base)"
+                f"cpu {row[f'{name}_cpu']:.3f} s ({ratio:.2f}x base, cpu {cpu_ratio:.2f}x)"
+                + ("" if per_item is None else f", cpu {per_item:.0f} us an item")
             )
     out = Path(args.results_dir) / f"trees-{datetime.date.today().isoformat()}.json"
     out.parent.mkdir(exist_ok=True)

@@ -39,6 +39,7 @@ from parjobs import JobStatus
 from parjobs.ops import Conflict
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
+from parjobs.ops import _walk as walk_mod
 from parjobs.ops._copy import CopyJob
 from parjobs.ops._copyfile import copy_file
 from parjobs.ops._partials import find_partials
@@ -1207,6 +1208,41 @@ async def test_totals_and_eta_come_at_once_and_the_fraction_never_goes_back(
     for s in snaps:
         assert s.bytes_total is None or s.bytes_done + s.bytes_skipped <= s.bytes_total
         assert s.items_total is None or s.items_finished <= s.items_total
+
+
+async def test_a_resume_after_a_whole_walk_counts_the_tree_from_its_manifest(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first run's walk went to its end (its manifest ends with the mark): the resumed
+    run's totals come from the replayed manifest, and no quick count runs beside its
+    re-walk; a file added since is still found and copied."""
+    started: list[int] = []
+    real = walk_mod._count_quickly
+
+    async def count_quickly(*args: Any) -> None:
+        started.append(1)
+        await real(*args)
+
+    monkeypatch.setattr(walk_mod, "_count_quickly", count_quickly)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (dst / "src").mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        write(src / name, name.encode())
+    write(dst / "src" / "b", b"in the way")
+    async with parjobs.open_manager(store_path) as m:
+        handle = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
+        assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        assert started == [1]  # a first walk: counted beside it
+        os.unlink(dst / "src" / "b")
+        write(src / "d", b"d")
+        await m.resume(handle.id)
+        assert await handle.wait() is JobStatus.COMPLETED
+        info = await handle.info()
+    assert started == [1]
+    assert info.result["files"] == 4 and info.progress.totals_final
+    assert info.progress.items_total == info.progress.items_done
+    assert snapshot(dst / "src") == snapshot(src)
 
 
 async def test_bytes_of_a_file_paused_mid_copy_stay_counted_through_pause_and_resume(
