@@ -50,6 +50,11 @@ class Written:
     inode: int
 
 
+#: A `Written`'s fields as a plain tuple (size, mtime_ns, inode): what the C group copy hands
+#: back per file, put into item rows as it is (no `Written` built per file of a group).
+Identity = tuple[int, int, int]
+
+
 @typing.final
 @dataclasses.dataclass(frozen=True, slots=True, init=False)
 class ItemRecord:

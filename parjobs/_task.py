@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from ._exceptions import CancelRequested, PauseRequested, TaskTimeoutError
-from ._items import ItemRow, Written
+from ._items import Identity, ItemRow, Written
 from ._util import NoPublicConstructor
 
 T = TypeVar("T")
@@ -205,7 +205,8 @@ class TaskContext(metaclass=NoPublicConstructor):
         """Note what this task did to one item (see `parjobs.ItemRecord`): kept only if the
         task ends done or skipped, and stored in the same checkpoint as its completion, so
         the job's item log has it exactly once. Paths may be bytes (kept exactly)."""
-        _note(self, action, source, destination, bytes, detail, written)
+        w = None if written is None else (written.size, written.mtime_ns, written.inode)
+        _note(self, action, source, destination, bytes, detail, w)
 
 
 def _note(
@@ -215,11 +216,10 @@ def _note(
     destination: str | bytes | None,
     nbytes: int,
     detail: str | None,
-    written: Written | None,
+    written: Identity | None,
 ) -> None:
     """Add an item row to ``tc.items``, stamped with the task's stage (as the stage books
     it: no copy of the row there) and index."""
-    w = written
     row: ItemRow = (
         action,
         _path(source),
@@ -227,7 +227,7 @@ def _note(
         nbytes,
         detail,
         None,
-        *((None, None, None) if w is None else (w.size, w.mtime_ns, w.inode)),
+        *((None, None, None) if written is None else written),
         tc.stage,
         tc.index,
     )
@@ -237,8 +237,9 @@ def _note(
         tc.items.append(row)
 
 
-#: One row of `record_each`: the task, source, destination, bytes and written identity.
-RecordRow = tuple[TaskContext, str | bytes, str | bytes | None, int, Written | None]
+#: One row of `record_each`: the task, source, destination, bytes and the written file's
+#: identity (as C hands it back for a file of a group).
+RecordRow = tuple[TaskContext, str | bytes, str | bytes | None, int, Identity | None]
 
 
 def record_each(action: str, rows: Sequence[RecordRow]) -> None:

@@ -140,10 +140,10 @@ class CopyItem(TransferItem):
         copies = copy_group(plan, entries, compare=plan.options.verify)
         for i, written in enumerate(copies):
             if written is not None:  # in place
-                tc, entry = tcs[i], items[i].entry
-                tc.bytes_done += written.size
-                out[i] = CopyDone("file", written.size)
-                copied.append((tc, entry.path, tree.path(entry.rel), written.size, written))
+                tc, entry, size = tcs[i], items[i].entry, written[0]
+                tc.bytes_done += size
+                out[i] = CopyDone("file", size)
+                copied.append((tc, entry.path, tree.path(entry.rel), size, written))
         record_each("copied", copied)  # the group's item records in one go
         return out
 

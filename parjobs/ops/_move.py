@@ -32,7 +32,7 @@ from typing import Any, Literal, cast
 from .._context import JobContext
 from .._exceptions import Interrupted, Skip
 from .._job import Job, job_type
-from .._task import RUN_ALONE, OutcomeStatus, Task, TaskContext
+from .._task import RUN_ALONE, OutcomeStatus, RecordRow, Task, TaskContext, record_each
 from . import _smallfiles, _transfer
 from ._copyfile import CopyOptions, CopyResult
 from ._desttree import NOT_A_DIR
@@ -226,14 +226,15 @@ class MoveItem(TransferItem):
         # is not the file the walk saw any more (replaced since) is kept, and reported there.
         sources = [items[i].entry for i, _ in landed]
         unlinked = _smallfiles.unlink_files([(e.path, e.size, e.mtime_ns) for e in sources])
+        moved: list[RecordRow] = []
         for (i, written), err in zip(landed, unlinked, strict=True):
             if err:
                 continue
-            entry = items[i].entry
-            tcs[i].add_bytes(written.size)
-            dest = tree.path(entry.rel)
-            tcs[i].record("moved", entry.path, dest, bytes=written.size, written=written)
-            out[i] = CopyDone("copied", written.size, 0)
+            tc, entry, size = tcs[i], items[i].entry, written[0]
+            tc.bytes_done += size
+            out[i] = CopyDone("copied", size, 0)
+            moved.append((tc, entry.path, tree.path(entry.rel), size, written))
+        record_each("moved", moved)  # the group's item records in one go
         return out
 
     def _run(self, tc: TaskContext) -> CopyDone:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from .._items import Written
+from .._items import Identity
 from . import _kernel
 from ._fs import NAME_MAX, RENAME_NOREPLACE
 from ._names import TMP_SUFFIX
@@ -59,14 +59,15 @@ def copy_small_files(
     compare: bool = False,
     owned: bool = False,
     no_xattrs: bool = False,
-) -> tuple[list[int], list[Written | None]] | None:
+) -> tuple[list[int], list[Identity | None]] | None:
     """Copy many small files in one call into C (`_fastcopy.c`), with the GIL released.
 
     ``items`` are (source path, destination dir fd, name); each is copied as `copy_file`
     copies a one-chunk file with mode and times, no overwrite, no lookups beforehand. Returns
     (results, written): result 0 means the file is in place and ``written`` holds its
-    identity (size, mtime, inode: read from the copy's descriptor before its rename, so the
-    caller records it without looking the name up again); any other result means nothing of
+    identity (size, mtime_ns, inode: a `Written`'s fields, read from the copy's descriptor
+    before its rename, so the caller records it without looking the name up again); any
+    other result means nothing of
     it was left behind (``written`` None), so the caller copies it again with `copy_file`,
     which reports the problem properly. None when the C extension is not
     available (or an item cannot be passed to C): copy them all with `copy_file`.
@@ -112,7 +113,7 @@ def copy_small_files(
         _kernel.NO_REFLINK.add(devices)
     if no_range:
         _kernel.NO_RANGE.add(devices)
-    return results, [None if w is None else Written(*w) for w in raw]
+    return results, raw
 
 
 def verify_copies(

@@ -18,7 +18,7 @@ import trio
 
 from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
-from .._items import Written, fingerprint
+from .._items import Identity, fingerprint
 from .._task import Outcome, OutcomeStatus, Task, TaskContext
 from . import _smallfiles
 from ._copyfile import CopyOptions, CopyResult, copy_file, copy_symlink
@@ -867,15 +867,15 @@ def copy_group(
     *,
     compare: bool = False,
     plain: bool = False,
-) -> list[Written | None]:
+) -> list[Identity | None]:
     """Copy the walked plain files among ``entries`` (None: not for the group) whose
     directory this run created, with one `copy_small_files` call (C, the GIL released).
 
-    Per entry, the identity of its copy, now in place, or None: not taken or handed back
-    (a problem, a conflict, a file grown past a chunk), to be copied alone. Only new
-    directories: elsewhere a destination may exist, and the alone path looks before it
-    copies; the no-replace rename keeps guarding against other writers either way. A
-    filesystem without what C needs turns the plan's groups off (`CopyPlan.group_off`).
+    Per entry, the identity of its copy (size, mtime_ns, inode), now in place, or None: not
+    taken or handed back (a problem, a conflict, a file grown past a chunk), to be copied
+    alone. Only new directories: elsewhere a destination may exist, and the alone path looks
+    before it copies; the no-replace rename keeps guarding against other writers either
+    way. A filesystem without what C needs turns the plan's groups off (`CopyPlan.group_off`).
 
     ``durable``: C fsyncs each copy before its rename, and each directory that received one
     is synced once here, before anything is returned (so before anything is recorded). A
@@ -887,7 +887,7 @@ def copy_group(
     options keep extended attributes, one that has any (to be moved alone, which carries
     them).
     """
-    out: list[Written | None] = [None] * len(entries)
+    out: list[Identity | None] = [None] * len(entries)
     tree = plan.tree
     batch: list[tuple[bytes, int, bytes]] = []
     where: list[int] = []
@@ -950,10 +950,10 @@ def copy_group(
 def verify_group(
     plan: CopyPlan,
     entries: Sequence[Entry | None],
-    copies: Sequence[Written | None],
+    copies: Sequence[Identity | None],
     *,
     compare: bool,
-) -> list[Written | None]:
+) -> list[Identity | None]:
     """Check the copies a move's `copy_group` put in place (``copies[i]`` of ``entries[i]``)
     before their sources go, with one `verify_copies` call (C, the GIL released): each must
     still be the file written, with ``compare`` hold its source's bytes, and is fsynced (its
@@ -963,7 +963,7 @@ def verify_group(
     Per entry, its copy's identity when it passed, else None: a copy that failed is removed
     (if it is still the file written) and its entry is left to run alone, where the move's
     own check reports a real mismatch and keeps the source."""
-    out: list[Written | None] = [None] * len(entries)
+    out: list[Identity | None] = [None] * len(entries)
     tree = plan.tree
     items: list[tuple[bytes, int, bytes, int]] = []
     where: list[int] = []
@@ -978,7 +978,7 @@ def verify_group(
             if dir_fd is None:
                 dir_fd = fds[parent] = tree.acquire(parent)
                 held.append(parent)
-            items.append((entry.path, dir_fd, name, written.inode))
+            items.append((entry.path, dir_fd, name, written[2]))
             where.append(i)
         results = _smallfiles.verify_copies(items, compare=compare, sync=True) if items else []
         for i, (_, dir_fd, name, _), result in zip(where, items, results, strict=True):
@@ -992,11 +992,11 @@ def verify_group(
     return out
 
 
-def remove_copy(dir_fd: int, name: bytes, written: Written | None) -> None:
+def remove_copy(dir_fd: int, name: bytes, written: Identity | None) -> None:
     """Remove the copy ``name`` in ``dir_fd`` if it is still the file ``written`` (its inode):
     whatever else has that name now is not ours."""
     with contextlib.suppress(OSError):
-        if written and os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino == written.inode:
+        if written and os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino == written[2]:
             os.unlink(name, dir_fd=dir_fd)
 
 

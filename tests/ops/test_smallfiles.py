@@ -16,7 +16,7 @@ from _trees import read, snapshot, write
 
 import parjobs
 from parjobs import JobStatus
-from parjobs._items import Written, fingerprint
+from parjobs._items import Identity, Written, fingerprint
 from parjobs._pool import WorkerPool
 from parjobs._stage import Stage
 from parjobs.ops import _copy as copy_mod
@@ -54,7 +54,7 @@ def dst_fd(tmp_path: Path) -> Any:
 
 def group(
     tmp_path: Path, dst_fd: int, names: list[bytes], src_lstat: bool = False
-) -> tuple[list[int], list[Written | None]]:
+) -> tuple[list[int], list[Identity | None]]:
     src = os.fsencode(tmp_path / "src")
     items = [(src + b"/" + n, dst_fd, n) for n in names]
     done = copy_small_files(
@@ -82,8 +82,8 @@ def test_copies_contents_mode_and_times_exactly(tmp_path: Path, dst_fd: int) -> 
         s = os.stat(os.fsencode(src) + b"/" + name)
         d = os.stat(os.fsencode(tmp_path) + b"/dst/" + name)
         assert read(os.fsencode(tmp_path) + b"/dst/" + name) == read(os.fsencode(src) + b"/" + name)
-        assert w == fingerprint(d)  # the identity in place, read back in C (inode and all)
-        assert w.size == s.st_size
+        assert w is not None  # the identity in place, read back in C (inode and all)
+        assert Written(*w) == fingerprint(d) and w[0] == s.st_size
         assert stat.S_IMODE(d.st_mode) == stat.S_IMODE(s.st_mode)
         i = names.index(name)  # (copying read the source: its atime may have moved since)
         assert (d.st_atime_ns, d.st_mtime_ns) == (1_000_000_123 + i, s.st_mtime_ns)
@@ -110,7 +110,7 @@ def test_a_durable_group_lands_every_file_in_batches(tmp_path: Path, dst_fd: int
         if name != b"f40":
             path = tmp_path / "dst" / os.fsdecode(name)
             assert read(path) == read(src / os.fsdecode(name))
-            assert w == fingerprint(os.stat(path))
+            assert w is not None and Written(*w) == fingerprint(os.stat(path))
     assert temporaries(tmp_path / "dst") == []
 
 
