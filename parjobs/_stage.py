@@ -39,7 +39,9 @@ class Stage:
     ``completed`` holds every finished index (earlier runs' and this run's); the ``new_*``
     fields hold what `drain` has not yet handed to a checkpoint. With ``keep_results``, each
     done task's value is kept (as JSON) and resumed outcomes get it back from the store.
-    ``notify`` is called after each `record`: the context's checkpoint writer wakes on it.
+    ``notify`` wakes the context's checkpoint writer: called by a `record` that finds nothing
+    new since the last `drain` (after it the writer is awake already, and its drain takes
+    all that comes meanwhile: one call per checkpoint, not per task) and by every failure.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class Stage:
         a failure's ``error`` is kept for the store, with a "failed" item record."""
         status = outcome.status
         name = self.name
+        first = not self.new  # nothing new since the last drain: the writer is not woken yet
         if status is OutcomeStatus.DONE or status is OutcomeStatus.SKIPPED:
             task = outcome.task
             index = task.index
@@ -110,7 +113,8 @@ class Stage:
                     error.index,
                 )
             )
-        if self._notify is not None:
+            first = True
+        if first and self._notify is not None:
             self._notify()
 
     async def load_results(self) -> None:
