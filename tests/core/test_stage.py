@@ -41,3 +41,20 @@ async def test_a_stage_books_completions_and_drains_only_what_is_new(keep_result
     assert again == Batch()
     await stage.load_results()
     assert stage.stored_result(1) == ("earlier" if keep_results else None)
+
+
+def test_a_stage_wakes_the_writer_once_per_drain_and_at_every_failure() -> None:
+    """The first record since a drain notifies (the checkpoint writer wakes and drains all
+    booked meanwhile); later ones do not, until the next drain; a failure always does."""
+    woken: list[int] = []
+    stage = Stage("copy", IndexSet(), False, stored, notify=lambda: woken.append(1))
+    for i in range(3):
+        stage.record(outcome(i, OutcomeStatus.DONE), None)
+    assert len(woken) == 1
+    error = ItemError(index=9, label="x", error="OSError", message="no")
+    stage.record(outcome(9, OutcomeStatus.FAILED), error)
+    assert len(woken) == 2
+    stage.drain(Batch())
+    stage.record(outcome(3, OutcomeStatus.SKIPPED), None)
+    stage.record(outcome(4, OutcomeStatus.DONE), None)
+    assert len(woken) == 3
