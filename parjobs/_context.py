@@ -35,6 +35,10 @@ from ._util import NoPublicConstructor
 #: meanwhile go into the next write (a group commit). A module attribute, read at each write,
 #: so the benchmark can compare intervals.
 CHECKPOINT_INTERVAL = 0.05
+#: After this many checkpoint writes in a row fail (a store whose disk is full, a store
+#: locked past its busy timeout each time), the job is paused: what it does from then on
+#: could not be recorded, and would only be done again after a resume.
+FAILED_WRITES_TO_PAUSE = 3
 
 
 @typing.final
@@ -87,6 +91,9 @@ class JobContext(metaclass=NoPublicConstructor):
         self._writer: trio.CancelScope | None = None  # the writer's scope while it runs
         self._closed = False
         self._items: list[ItemRow] = []
+        self._failed_writes = 0  # checkpoint writes failed in a row
+        #: Why the job paused itself (its checkpoints could not be written), for its record.
+        self.store_error: str | None = None
 
     @property
     def resumed(self) -> bool:
@@ -261,11 +268,24 @@ class JobContext(metaclass=NoPublicConstructor):
                     began = time.monotonic()
                     await self._write(batch)
                     CHECKPOINT_SECONDS.observe(time.monotonic() - began)
-                except StoreError:
+                except StoreError as exc:
                     self._pending = batch
                     if not retry:
                         raise
                     self._dirty.set()
+                    self._failed_writes += 1
+                    if self._failed_writes == FAILED_WRITES_TO_PAUSE:
+                        self._stop_unrecorded(exc)
+                else:
+                    self._failed_writes = 0
+
+    def _stop_unrecorded(self, exc: StoreError) -> None:
+        """Checkpoints keep failing: pause the job rather than run all its tasks unrecorded
+        (it failed only at its final checkpoint, its work since the last one lost). What
+        is recorded stays resumable; the writer keeps trying meanwhile."""
+        if self._interrupter.reason is None:
+            self.store_error = f"paused: its progress cannot be recorded ({exc})"
+            self._request("pause")
 
     def _drain(self, batch: CheckpointBatch, save_progress: bool = False) -> CheckpointBatch:
         for stage in self._stages.values():

@@ -250,7 +250,7 @@ class JobRunner(ManagerCore):
         if ending.cleanup is not None:  # never after a lost lease: that is the new owner's
             await self._cleanup(job, ctx, live, cancelled=ending.cleanup)
         if ending.status not in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS):
-            await self._finish(live, ending.status, error=ending.error)
+            await self._finish(live, ending.status, error=ending.error or ctx.store_error)
             return
         live.value = value
         # Items failed by the cleanup count too (the same rule as classify's).

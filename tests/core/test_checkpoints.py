@@ -11,11 +11,11 @@ import signal
 
 import pytest
 import trio
-from _jobs import bare_context, read_log, read_stamped_log, spawn_count_job
+from _jobs import CountJob, bare_context, read_log, read_stamped_log, spawn_count_job
 
 import parjobs
-from parjobs import FunctionTask, JobContext
-from parjobs._context import CHECKPOINT_INTERVAL
+from parjobs import FunctionTask, JobContext, JobStatus
+from parjobs._context import CHECKPOINT_INTERVAL, FAILED_WRITES_TO_PAUSE
 from parjobs._exceptions import StoreError
 from parjobs._records import CheckpointBatch
 from parjobs._store import SQLiteJobStore
@@ -128,6 +128,40 @@ async def test_a_failed_write_keeps_its_batch_for_the_next(autojump_clock: trio.
     done = sorted(i for b in writes for a, z in b.ranges["default"] for i in range(a, z))
     assert done == list(range(5))
     assert sum(b.done_items for b in writes) == 5
+
+
+async def test_a_job_whose_checkpoints_keep_failing_pauses_with_the_reason(
+    store_path: str, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`FAILED_WRITES_TO_PAUSE` checkpoint writes fail in a row (its store's disk is full):
+    the job pauses then, saying why, instead of running all its tasks unrecorded; once the
+    store writes again it is paused, nothing it recorded is lost, and a resume finishes it
+    (every task run, those done before not again)."""
+    log, n = os.path.join(str(tmp_path), "log"), 3000
+    failing = [0]  # writes still to fail (from the first write of the job on)
+    real = SQLiteJobStore.checkpoint
+
+    def checkpoint(self: SQLiteJobStore, *args: object, **kwargs: object) -> None:
+        if failing[0]:
+            failing[0] -= 1
+            raise StoreError("job store failed: database or disk is full")
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SQLiteJobStore, "checkpoint", checkpoint)
+    async with parjobs.open_manager(store_path, workers=2) as manager:
+        handle = await manager.submit(CountJob(n=n, log=log, sleep=0.001))
+        failing[0] = FAILED_WRITES_TO_PAUSE
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.PAUSED
+        info = await handle.info()
+        assert info.error is not None and "disk is full" in info.error, info.error
+        assert "paused: its progress cannot be recorded" in info.error
+        ran = len(read_log(log))
+        assert 0 < ran < n // 2  # (all 3,000 ran before, then the job failed at its end)
+        await manager.resume(handle.id)
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.COMPLETED
+    assert sorted(read_log(log)) == list(range(n))  # the writes that failed were kept
 
 
 @parjobs.job_type("test-state-counts", version=1)

@@ -108,9 +108,9 @@ async def test_disk_full_reports_the_files_then_resume_completes(tmp_path: Path,
     assert temp_names(mnt) == []
 
 
-#: The disk fills 0.3 s after the job starts, 300-450 tasks in: it then runs (the checkpoint
-#: writer retries) until the forced final checkpoint fails, 0.75 ms a task. 20,000 took 10 s
-#: there and 4 s to resume.
+#: The disk fills 0.3 s after the job starts, 300-450 tasks in: a few failed checkpoint
+#: writes later the job pauses (its final checkpoint fails too), 0.75 ms a task. It ran
+#: all its tasks unrecorded before (20,000 took 10 s there and 4 s to resume).
 FULL_STORE_TASKS = 6000
 
 FULL_STORE_CHILD = """
@@ -152,13 +152,15 @@ def fill_store_disk(tmp_path: Path, mnt: Path) -> tuple[str, str, subprocess.Com
 async def test_store_on_a_full_disk_gives_a_clear_error_and_loses_nothing(
     tmp_path: Path, mnt: Path
 ) -> None:
-    """The store's own disk fills mid-job: the process stops with a plain `StoreError`
-    saying so (no raw sqlite3 error); once space is freed the job is recovered (interrupted)
-    and resumes to the end; every task ran, none was lost."""
+    """The store's own disk fills mid-job: the job stops soon after, not at its end (what
+    it did meanwhile could not be recorded), and the process with a plain `StoreError`
+    saying so (no raw sqlite3 error); once space is freed the job is recovered
+    (interrupted) and resumes to the end; every task ran, none was lost."""
     store, log, proc = fill_store_disk(tmp_path, mnt)
     assert proc.returncode != 0
     assert "sqlite3.OperationalError" not in proc.stderr
     assert "StoreError" in proc.stderr and "disk is full" in proc.stderr
+    assert len(read_log(log)) < FULL_STORE_TASKS // 2  # all 6,000 ran before
     async with parjobs.open_manager(store) as m:
         (info,) = await m.list_jobs()
         assert info.status is JobStatus.INTERRUPTED
