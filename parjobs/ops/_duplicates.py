@@ -29,8 +29,8 @@ run that it does not name goes to ``hash-files``, so no file is hashed (and reco
 indices were those of the walk's manifest, then ``hashes`` with one task a file: renamed,
 so a job begun that way and resumed now starts those stages afresh rather than misread
 their records.) The content ids are intermediate: only the full hashes are in the item log
-(``hashed``). The report is exactly what `find_duplicates_sequential` returns for the walked
-files.
+(``hashed``). The report has the groups `find_duplicates_sequential` finds for the walked
+files, each group's paths sorted.
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ class DuplicatesJob(Job):
 
     Result: ``{"groups": [{"size", "digest", "paths"}], "duplicate_files",
     "reclaimable_bytes", "files_scanned", "failed"}`` — groups largest first, then by digest;
-    paths in walk order; ``files_scanned`` counts every regular file the walk found (hard
+    each group's paths sorted (as str); ``files_scanned`` counts every regular file the walk found (hard
     links and files below ``min_size`` included); ``failed`` counts files that could not be
     read (they are in no group; ``manager.errors`` says why).
     """
