@@ -227,9 +227,9 @@ class DuplicatesJob(Job):
 
     Result: ``{"groups": [{"size", "digest", "paths"}], "duplicate_files",
     "reclaimable_bytes", "files_scanned", "failed"}`` — groups largest first, then by digest;
-    each group's paths sorted (as str); ``files_scanned`` counts every regular file the walk found (hard
-    links and files below ``min_size`` included); ``failed`` counts files that could not be
-    read (they are in no group; ``manager.errors`` says why).
+    each group's paths sorted (as str); ``files_scanned`` counts every regular file the walk
+    found (hard links and files below ``min_size`` included); ``failed`` counts files that
+    could not be read (they are in no group; ``manager.errors`` says why).
     """
 
     paths: list[str]
