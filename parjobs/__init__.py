@@ -57,7 +57,7 @@ if _typing.TYPE_CHECKING:
     from ._progress import ItemError as ItemError
     from ._progress import Progress as Progress
     from ._records import JobInfo as JobInfo
-    from ._records import ManagerStatistics as ManagerStatistics
+    from ._statistics import ManagerStatistics as ManagerStatistics
     from ._status import TRANSITIONS as TRANSITIONS
     from ._status import JobStatus as JobStatus
     from ._task import RUN_ALONE as RUN_ALONE
@@ -89,7 +89,7 @@ _LAZY = {
     "JobManager": "_manager",
     "JobStatus": "_status",
     "ManagerConfig": "_config",
-    "ManagerStatistics": "_records",
+    "ManagerStatistics": "_statistics",
     "Outcome": "_task",
     "OutcomeStatus": "_task",
     "OwnerView": "_manager",

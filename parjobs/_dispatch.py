@@ -16,11 +16,10 @@ the state that counts it, and the totals of a job killed and resumed add up exac
 from __future__ import annotations
 
 import collections
-import dataclasses
 import functools
 import typing
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import trio
 
@@ -31,39 +30,16 @@ from ._pool import check_workers as check_workers
 from ._progress import ItemError
 from ._stage import Ended, Stage
 from ._task import AsyncTask, Outcome, OutcomeStatus, RetryPolicy, Task, TaskContext
-from ._throttle import ThrottleStatistics
 from ._util import NoPublicConstructor
 from ._workqueue import Deliver, DeliverGroup, WorkItem
+
+if TYPE_CHECKING:  # built only when asked for (start-up: see parjobs._statistics)
+    from ._statistics import DispatcherStatistics
 
 T = TypeVar("T")
 
 #: ``dispatch_many`` queues tasks in chunks of at most this many (see `WorkQueue.put_many`).
 PUT_CHUNK = 64
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class DispatcherStatistics:
-    """A snapshot of a `TaskDispatcher` and the job's pool behind it (like trio's
-    ``statistics()`` records).
-
-    Attributes:
-        stage: the dispatcher's stage.
-        completed: tasks of this stage recorded as finished (this run and earlier ones).
-        workers: the most worker tasks the pool may start.
-        queued: tasks of the job waiting in the pool's queue (every stage).
-        running: tasks of the job taken off the queue, outcome not booked yet.
-        done: outcomes the pool booked in this run (every stage).
-        threads: the thread throttle (`parjobs._throttle.ThrottleStatistics`): whether tiny
-            tasks are held to few threads now, the caps, and the threads streaming.
-    """
-
-    stage: str
-    completed: int
-    workers: int
-    queued: int
-    running: int
-    done: int
-    threads: ThrottleStatistics
 
 
 @typing.final
@@ -136,6 +112,8 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
 
     def statistics(self) -> DispatcherStatistics:
         """What the dispatcher and its pool are doing now (see `DispatcherStatistics`)."""
+        from ._statistics import DispatcherStatistics
+
         pool = self._pool.statistics()
         return DispatcherStatistics(
             stage=self._stage.name,
@@ -321,4 +299,4 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
         return self.dispatch_many(factory(i) for i in self._stage.completed.missing(count))
 
 
-__all__ = ["DispatcherStatistics", "TaskDispatcher", "TaskHandle"]
+__all__ = ["TaskDispatcher", "TaskHandle"]

@@ -41,15 +41,18 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from ._exceptions import Interrupted, Skip, TaskTimeoutError
 from ._progress import ProgressTracker
 from ._task import RUN_ALONE, Interrupter, Outcome, OutcomeStatus
-from ._throttle import ThrottleStatistics, TinyTaskThrottle
+from ._throttle import TinyTaskThrottle
 from ._workqueue import HEAVY_BYTES, WorkItem, WorkQueue, groupable
+
+if TYPE_CHECKING:  # built only when asked for (start-up: see parjobs._statistics)
+    from ._statistics import ThrottleStatistics
 
 #: At most this many tasks run in one worker-thread call (1: one thread hop per task).
 BATCH_MAX_ITEMS = 256
@@ -262,6 +265,8 @@ class ThreadExecutor:
         self._calls_gone = trio.Event()  # wakes the watchdog when the last call ends
 
     def statistics(self) -> ThrottleStatistics:
+        from ._statistics import ThrottleStatistics
+
         t = self._throttle
         self._abandoned = [c for c in self._abandoned if not c.returned]
         return ThrottleStatistics(

@@ -49,13 +49,14 @@ from ._items import ItemRecord
 from ._job import DumpedJob, Job, dump_job, lookup_job_type
 from ._jobstore import JobStore, StoreListener
 from ._progress import ItemError, Progress
-from ._records import ItemQuery, JobInfo, JobQuery, ManagerStatistics
+from ._records import ItemQuery, JobInfo, JobQuery
 from ._status import JobStatus, check_transition
 from ._stores import open_store
 from ._util import NoPublicConstructor, exception_leaves
 
 if TYPE_CHECKING:  # the cluster lane loads only when a manager is given a cluster
     from ._cluster import ClusterBridge
+    from ._statistics import ManagerStatistics
 
 #: The job type `JobManager.undo` submits (``{"job": id}``), provided by `parjobs.ops`.
 UNDO_JOB_TYPE = "undo"
@@ -380,6 +381,8 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
     def statistics(self) -> ManagerStatistics:
         """Counters of this manager: jobs running/queued here, per-queue use, and the
         current throughput of its running jobs (tasks/s, bytes/s), plus totals since open."""
+        from ._statistics import ManagerStatistics
+
         rates = [live.tracker.snapshot() for live in self._live.values() if live.ctx is not None]
         return ManagerStatistics(
             running=self._running,

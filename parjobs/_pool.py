@@ -22,7 +22,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -32,8 +32,10 @@ from ._histogram import TASK_SECONDS
 from ._progress import ItemError, ProgressTracker
 from ._stage import Ended
 from ._task import AsyncTask, Interrupter, Outcome, OutcomeStatus, TaskContext
-from ._throttle import ThrottleStatistics
 from ._workqueue import WorkItem, WorkQueue
+
+if TYPE_CHECKING:  # built only when asked for (start-up: see parjobs._statistics)
+    from ._statistics import PoolStatistics
 
 #: Failed tasks are logged here at DEBUG, with their tracebacks.
 task_logger = logging.getLogger("parjobs.tasks")
@@ -85,27 +87,6 @@ def describe_error(exc: BaseException) -> str:
         return f"{exc.strerror}: {name}" if name is not None else exc.strerror
     text = str(exc)
     return text or type(exc).__name__
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PoolStatistics:
-    """A snapshot of a `WorkerPool`.
-
-    Attributes:
-        workers: the most worker tasks the pool may start.
-        workers_started: worker tasks started so far (they start as tasks arrive).
-        queued: tasks waiting in the queue.
-        running: tasks taken off the queue whose outcome is not booked yet.
-        done: outcomes booked (delivered or sent to retry) in this run.
-        threads: the local thread executor's throttle.
-    """
-
-    workers: int
-    workers_started: int
-    queued: int
-    running: int
-    done: int
-    threads: ThrottleStatistics
 
 
 class WorkerPool:
@@ -163,6 +144,8 @@ class WorkerPool:
         nursery.start_soon(self._collect, name=f"parjobs-collector-{name}")
 
     def statistics(self) -> PoolStatistics:
+        from ._statistics import PoolStatistics
+
         queued = len(self.queue)
         return PoolStatistics(
             workers=self.workers,

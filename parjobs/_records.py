@@ -1,7 +1,7 @@
 """Frozen records the manager, the store and callers exchange: what a job is (`JobInfo`),
-what a checkpoint writes (`CheckpointBatch`), a manager's load (`ManagerStatistics`), and the
-keyword options of the queries every layer passes down unchanged (`JobQuery`, `ItemQuery`).
-Data only, no I/O, so every layer may import them."""
+what a checkpoint writes (`CheckpointBatch`), and the keyword options of the queries every
+layer passes down unchanged (`JobQuery`, `ItemQuery`). Data only, no I/O, so every layer may
+import them."""
 
 from __future__ import annotations
 
@@ -90,20 +90,6 @@ class CheckpointBatch:
             or self.state is not None
             or self.progress is not None
         )
-
-
-@typing.final
-@dataclasses.dataclass(frozen=True, slots=True)
-class ManagerStatistics:
-    """A snapshot of a manager's load and throughput (see `JobManager.statistics`)."""
-
-    running: int
-    queued: int
-    queues: dict[str, tuple[int, int]]  # name -> (running, capacity)
-    tasks_per_second: float
-    bytes_per_second: float
-    tasks_finished: int  # by runs that ended in this manager since it opened
-    bytes_processed: int
 
 
 class JobQuery(TypedDict, total=False):

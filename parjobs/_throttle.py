@@ -6,8 +6,6 @@ times and asks it whether to hold threads back.
 
 from __future__ import annotations
 
-import dataclasses
-
 #: Sync tasks averaging less than this (seconds, measured alone) are "tiny".
 TINY_TASK = 0.001
 #: Judge by at least this many tasks' worth of time: one task this slow (a 20 ms network
@@ -16,33 +14,6 @@ TINY_TASK = 0.001
 TINY_WINDOW = 16
 #: How long the throttle leaves concurrency unlimited before measuring again (seconds).
 PROBE_INTERVAL = 1.0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ThrottleStatistics:
-    """A snapshot of a `TinyTaskThrottle` and the threads it governs.
-
-    Attributes:
-        limited: True while tiny tasks are held to ``cap`` streaming threads.
-        cap: the most threads streaming light single tasks while limited.
-        group_cap: the same for tasks run in groups (`Task.run_group`).
-        streaming: thread calls started by a light task, running now.
-        group_task_seconds: the measured time per grouped task, which sizes the next group.
-        stalled: streaming calls whose current task has run so long (a slow or hung task)
-            that they no longer count against the caps.
-        abandoned: thread calls given up on so far (a task stuck past its timeout, or the
-            job stopped while a thread was stuck): never waited for, never reused.
-        stuck: abandoned threads still running (each keeps its lane's thread token).
-    """
-
-    limited: bool
-    cap: int
-    group_cap: int
-    streaming: int
-    group_task_seconds: float
-    stalled: int = 0
-    abandoned: int = 0
-    stuck: int = 0
 
 
 class TinyTaskThrottle:

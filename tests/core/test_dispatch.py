@@ -11,7 +11,7 @@ import trio
 
 import parjobs
 from parjobs import FunctionTask, JobContext, Outcome
-from parjobs._dispatch import DispatcherStatistics
+from parjobs._statistics import DispatcherStatistics
 
 SEEN: dict[str, list[int]] = {}
 WAITING: set[str] = set()

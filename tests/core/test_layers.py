@@ -34,6 +34,7 @@ FLOORS: dict[str, int] = {
     "parjobs._exceptions": 0,
     "parjobs._util": 1,
     "parjobs._histogram": 1,
+    "parjobs._statistics": 1,
     "parjobs._status": 1,
     "parjobs._indexset": 1,
     "parjobs._progress": 1,
