@@ -90,7 +90,7 @@ class CopyItem(TransferItem):
         self.weight = entry.size
         if not plan.portable:
             self.cluster = False
-        if entry.kind != "file" or not plan.groups or not grouped:
+        if not grouped or entry.kind != "file" or not plan.groups:
             self.group_size = 1  # nothing for the group path: the pool treats it as plain
 
     def _run(self, tc: TaskContext) -> CopyDone:
