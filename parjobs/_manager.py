@@ -26,7 +26,7 @@ import re
 import secrets
 import time
 import typing
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
@@ -171,41 +171,26 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
     # -- plumbing ------------------------------------------------------------------------
 
     async def _prepare(self) -> None:
-        """Register, recover the jobs of dead managers, apply retention (may raise
-        `StoreError`, before anything runs)."""
+        """Register, recover the jobs of dead managers, apply retention, and remove the job
+        directories left behind (may raise `StoreError`, before anything runs)."""
+        expiry = self._expiry()
+        root = self.store.path + ".d"
 
-        def register() -> tuple[object | None, StoreListener | None]:
-            # One trip to the store's thread, not four: each trip is a hand-off to that
+        def register() -> tuple[object | None, StoreListener | None, list[str], list[str]]:
+            # One trip to the store's thread, not six: each trip is a hand-off to that
             # thread and back (0.1-0.5 ms, several times that on a loaded machine).
             identity = self.store.identity()
             self.store.register_manager(self.id)
             self.store.recover()
-            return identity, self.store.listener()
+            purged = [] if expiry is None else self.store.purge(*expiry)
+            left = _left_behind(self.store, root, purged)
+            return identity, self.store.listener(), purged, left
 
-        self._identity, self._listener = await self._db(register)
+        self._identity, self._listener, purged, left = await self._db(register)
         self._store_changed.set()  # recovered jobs changed status: the event stream looks
-        await self.purge_expired()
-        await self._sweep_job_dirs()
-
-    async def _sweep_job_dirs(self) -> None:
-        """Remove the private directories (manifests) of jobs of this store that are final
-        (completed, cancelled) or no longer exist: a process killed between a job's last
-        transition, or its deletion, and the removal of its directory left it behind. Only
-        ``<store>.d/<job id>`` directories are looked at; any other name is left alone, and
-        so is every job that may still run (paused, failed, with errors, a damaged row)."""
-        root = self.store.path + ".d"
-        try:
-            names = await trio.to_thread.run_sync(os.listdir, root)
-        except OSError:
-            return
-        ids = [n for n in names if _JOB_ID.fullmatch(n)]
-        if not ids:
-            return
-        statuses = await self._db(self.store.statuses, ids)
-        for job_id in ids:
-            status = statuses.get(job_id)
-            if status is None or status.is_final:
-                await self._remove_job_dir(job_id)
+        await self._forget_purged(purged)
+        for job_id in left:
+            await self._remove_job_dir(job_id)
 
     async def _start(self, nursery: trio.Nursery, resume_interrupted: bool) -> None:
         self._nursery = nursery
@@ -360,16 +345,25 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
 
     async def purge_expired(self) -> list[str]:
         """Delete ended jobs older than the retention setting (no-op without one)."""
-        if self.retention is None:
+        expiry = self._expiry()
+        if expiry is None:
             return []
-        ended = [s for s in JobStatus if s.is_ended]
-        cutoff = time.time() - self.retention
-        ids = await self._db(self.store.purge, cutoff, ended)
+        ids = await self._db(self.store.purge, *expiry)
+        await self._forget_purged(ids)
+        return ids
+
+    def _expiry(self) -> tuple[float, list[JobStatus]] | None:
+        """`JobStore.purge`'s arguments for the retention setting (None without one): the
+        ended jobs that finished before now minus the retention."""
+        if self.retention is None:
+            return None
+        return time.time() - self.retention, [s for s in JobStatus if s.is_ended]
+
+    async def _forget_purged(self, ids: list[str]) -> None:
         for job_id in ids:
             self._live.pop(job_id, None)
             self._forget(job_id)
             await self._remove_job_dir(job_id)
-        return ids
 
     async def _retention_sweeps(self) -> None:
         """`purge_expired` every `RETENTION_SWEEP` seconds while the manager is open."""
@@ -837,6 +831,24 @@ class OwnerView(metaclass=NoPublicConstructor):
 
 #: What `submit` names jobs (``secrets.token_hex(6)``): the only job directories swept.
 _JOB_ID = re.compile(r"[0-9a-f]{12}")
+
+
+def _left_behind(store: JobStore, root: str, purged: Collection[str]) -> list[str]:
+    """The private directories (manifests) in ``root`` (``<store>.d``) of jobs that are final
+    (completed, cancelled) or no longer exist: a process killed between a job's last
+    transition, or its deletion, and the removal of its directory left them behind (those of
+    the ``purged`` jobs are being removed already). Only names of job ids are looked at; any
+    other is left alone, and so is every job that may still run (paused, failed, with
+    errors, a damaged row)."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []
+    ids = [n for n in names if _JOB_ID.fullmatch(n) and n not in purged]
+    if not ids:
+        return []
+    statuses = store.statuses(ids)
+    return [i for i in ids if (status := statuses.get(i)) is None or status.is_final]
 
 
 def _check_same_job(

@@ -249,3 +249,25 @@ async def test_errors_are_paged_and_counted(store_path, tmp_path):
         assert await manager.error_count(handle.id) == 4
         page = await manager.errors(handle.id, limit=2, offset=1)
         assert page == everything[1:3]
+
+
+async def test_opening_removes_the_job_directories_left_behind_and_only_those(tmp_path):
+    """As it opens, a manager removes the private directories a killed process left behind:
+    of a completed job, of a job no longer in the store, of a job its retention purges now
+    (in the trip that registers it). It keeps those of jobs that may still run (paused) and
+    any name that is no job id."""
+    store, log = str(tmp_path / "jobs.sqlite"), str(tmp_path / "log")
+    async with parjobs.open_manager(store) as manager:
+        done = await manager.submit(CountJob(n=1, log=log))
+        assert await done.wait() is JobStatus.COMPLETED
+        paused = await manager.submit(CountJob(n=1, log=log), start=False)
+    root = tmp_path / "jobs.sqlite.d"
+    names = [done.id, "0123456789ab", paused.id, "notes"]
+    for name in names:
+        (root / name).mkdir(parents=True, exist_ok=True)
+    async with parjobs.open_manager(store):
+        assert sorted(os.listdir(root)) == sorted([paused.id, "notes"])
+    (root / done.id).mkdir()
+    async with parjobs.open_manager(store, retention=1e-6) as manager:
+        assert [info.id for info in await manager.list_jobs()] == [paused.id]
+        assert sorted(os.listdir(root)) == sorted([paused.id, "notes"])
