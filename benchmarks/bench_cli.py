@@ -123,28 +123,15 @@ for t in threads:
 for t in threads:
     t.join()
 """
-#: The floor of the dupes case: start Python, import trio, list the tree with the C listing
-#: parjobs uses (`_fastscan.scan_dir`, no symlinks followed, one name per inode), group by
-#: size, the content ids of every file sharing its size in C on two threads (the GIL
-#: released), and the full hash of the files larger than the id covers that share an id, on
-#: two threads; nothing else (no manifest, no store, no tasks, no output).
+#: The floor of the dupes case: start Python, import trio, the scan parjobs makes
+#: (`_fastscan.scan_tree`: the tree listed in C, one name per inode, the files sharing their
+#: size), the content ids of those files in C on two threads (the GIL released), and the full
+#: hash of the files larger than the id covers that share an id, on two threads; nothing else
+#: (no store, no tasks, no output).
 DUPES_FLOOR = """
-import collections, stat, sys, threading, trio, xxhash
+import collections, sys, threading, trio, xxhash
 from parjobs.ops import _fastscan as fs
-files, inodes, stack = [], set(), [sys.argv[1].encode()]
-while stack:
-    top = stack.pop()
-    for name, st, _ in fs.scan_dir(top, False):
-        if st is None:
-            continue
-        if stat.S_ISDIR(st[0]):
-            stack.append(top + b"/" + name)
-        elif stat.S_ISREG(st[0]) and st[1]:
-            if st[5] > 1:
-                if (st[3], st[4]) in inodes:
-                    continue
-                inodes.add((st[3], st[4]))
-            files.append((top + b"/" + name, st[1]))
+files = [(path, size) for _, path, size in fs.scan_tree([sys.argv[1].encode()], 1, bool)[0]]
 by_size = collections.defaultdict(list)
 for f in files:
     by_size[f[1]].append(f)
