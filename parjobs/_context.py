@@ -35,9 +35,12 @@ from ._util import NoPublicConstructor
 #: meanwhile go into the next write (a group commit). A module attribute, read at each write,
 #: so the benchmark can compare intervals.
 CHECKPOINT_INTERVAL = 0.05
-#: After this many checkpoint writes in a row fail (a store whose disk is full, a store
-#: locked past its busy timeout each time), the job is paused: what it does from then on
-#: could not be recorded, and would only be done again after a resume.
+#: Once checkpoint writes have failed this long in a row (seconds), and at least
+#: `FAILED_WRITES_TO_PAUSE` times (a store whose disk is full, a database server that stays
+#: unreachable), the job is paused: what it does from then on could not be recorded, and
+#: would only be done again after a resume. A store failing for less (a restart, a lock
+#: held past the busy timeout once) is only retried.
+PAUSE_AFTER_FAILING = 1.0
 FAILED_WRITES_TO_PAUSE = 3
 
 
@@ -91,7 +94,8 @@ class JobContext(metaclass=NoPublicConstructor):
         self._writer: trio.CancelScope | None = None  # the writer's scope while it runs
         self._closed = False
         self._items: list[ItemRow] = []
-        self._failed_writes = 0  # checkpoint writes failed in a row
+        self._failed_writes = 0  # checkpoint writes failed in a row ...
+        self._failing_since = 0.0  # ... since then (time.monotonic())
         #: Why the job paused itself (its checkpoints could not be written), for its record.
         self.store_error: str | None = None
 
@@ -273,8 +277,13 @@ class JobContext(metaclass=NoPublicConstructor):
                     if not retry:
                         raise
                     self._dirty.set()
+                    if not self._failed_writes:
+                        self._failing_since = began
                     self._failed_writes += 1
-                    if self._failed_writes == FAILED_WRITES_TO_PAUSE:
+                    failing = time.monotonic() - self._failing_since
+                    if self._failed_writes >= FAILED_WRITES_TO_PAUSE and (
+                        failing >= PAUSE_AFTER_FAILING
+                    ):
                         self._stop_unrecorded(exc)
                 else:
                     self._failed_writes = 0

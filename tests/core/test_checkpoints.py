@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import time
 
 import pytest
 import trio
@@ -15,7 +16,8 @@ from _jobs import CountJob, bare_context, read_log, read_stamped_log, spawn_coun
 
 import parjobs
 from parjobs import FunctionTask, JobContext, JobStatus
-from parjobs._context import CHECKPOINT_INTERVAL, FAILED_WRITES_TO_PAUSE
+from parjobs import _context as context_mod
+from parjobs._context import CHECKPOINT_INTERVAL
 from parjobs._exceptions import StoreError
 from parjobs._records import CheckpointBatch
 from parjobs._store import SQLiteJobStore
@@ -133,24 +135,32 @@ async def test_a_failed_write_keeps_its_batch_for_the_next(autojump_clock: trio.
 async def test_a_job_whose_checkpoints_keep_failing_pauses_with_the_reason(
     store_path: str, tmp_path: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`FAILED_WRITES_TO_PAUSE` checkpoint writes fail in a row (its store's disk is full):
-    the job pauses then, saying why, instead of running all its tasks unrecorded; once the
-    store writes again it is paused, nothing it recorded is lost, and a resume finishes it
-    (every task run, those done before not again)."""
+    """Checkpoint writes keep failing (its store's disk is full), at least
+    `FAILED_WRITES_TO_PAUSE` times over `PAUSE_AFTER_FAILING` (here 0.2 s): the job pauses
+    then, saying why, instead of running all its tasks unrecorded; once the store writes
+    again it is paused, nothing it recorded is lost, and a resume finishes it (every task
+    run, those done before not again)."""
     log, n = os.path.join(str(tmp_path), "log"), 3000
-    failing = [0]  # writes still to fail (from the first write of the job on)
+    monkeypatch.setattr(context_mod, "PAUSE_AFTER_FAILING", 0.2)
+    failing = [False]  # writes fail from the job's start until it pauses itself
     real = SQLiteJobStore.checkpoint
+    real_stop = JobContext._stop_unrecorded
 
     def checkpoint(self: SQLiteJobStore, *args: object, **kwargs: object) -> None:
         if failing[0]:
-            failing[0] -= 1
             raise StoreError("job store failed: database or disk is full")
         real(self, *args, **kwargs)  # type: ignore[arg-type]
 
+    def stop(ctx: JobContext, exc: StoreError) -> None:
+        assert time.monotonic() - began >= 0.2  # (not before that long)
+        failing[0] = False
+        real_stop(ctx, exc)
+
     monkeypatch.setattr(SQLiteJobStore, "checkpoint", checkpoint)
+    monkeypatch.setattr(JobContext, "_stop_unrecorded", stop)
     async with parjobs.open_manager(store_path, workers=2) as manager:
+        began, failing[0] = time.monotonic(), True
         handle = await manager.submit(CountJob(n=n, log=log, sleep=0.001))
-        failing[0] = FAILED_WRITES_TO_PAUSE
         with trio.fail_after(30):
             assert await handle.wait() is JobStatus.PAUSED
         info = await handle.info()

@@ -108,9 +108,9 @@ async def test_disk_full_reports_the_files_then_resume_completes(tmp_path: Path,
     assert temp_names(mnt) == []
 
 
-#: The disk fills 0.3 s after the job starts, 300-450 tasks in: a few failed checkpoint
-#: writes later the job pauses (its final checkpoint fails too), 0.75 ms a task. It ran
-#: all its tasks unrecorded before (20,000 took 10 s there and 4 s to resume).
+#: The disk fills 0.3 s after the job starts, 300-450 tasks in: after a second of failed
+#: checkpoint writes the job pauses (its final checkpoint fails too), 0.75 ms a task. It
+#: ran all its tasks unrecorded before (20,000 took 10 s there and 4 s to resume).
 FULL_STORE_TASKS = 6000
 
 FULL_STORE_CHILD = """
