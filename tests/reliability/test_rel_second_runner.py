@@ -266,7 +266,7 @@ def scenario(area: Area) -> None:
 
     # (c) stopped past the lease timeout: still the job's owner; a resume is refused; after
     # SIGCONT the job finishes, once and right.
-    os.kill(runner.pid, signal.SIGSTOP)
+    stop_outside_a_write(runner.pid, area.store)
     try:
         time.sleep(LEASE * 2)
         rc, _, err = area.run("resume", job_id)
@@ -337,6 +337,39 @@ def test_second_runner_matrix_bigger(tmp_path: Path) -> None:
     run_matrix(tmp_path, OPS, files=120, sleep=0.03)
 
 
+def stop_outside_a_write(pid: int, store: Path) -> None:
+    """SIGSTOP the runner at a moment it holds no write lock on the store (retrying until it
+    does not): stopped inside a checkpoint's transaction it would keep every other process
+    out of the store ("database is locked"), which is SQLite's rule, not what these tests
+    are about."""
+    for _ in range(200):
+        os.kill(pid, signal.SIGSTOP)
+        while not _stopped(pid):
+            time.sleep(0.001)
+        con = sqlite3.connect(store, timeout=0)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.rollback()
+            return
+        except sqlite3.OperationalError:  # stopped inside a write: let it finish, try again
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.005)
+        finally:
+            con.close()
+    raise AssertionError("the runner kept the store locked")
+
+
+def _stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped (state ``T`` in ``/proc``)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+                return False
+        except FileNotFoundError:  # a thread that ended meanwhile
+            pass
+    return True
+
+
 # -- one runner, copy only: what a runner does when asked, stopped, or dispossessed ---------
 
 
@@ -355,7 +388,7 @@ def test_cancel_of_a_stopped_runner_is_not_cancelled_until_it_stops(tmp_path: Pa
     does not say "cancelled" while it cannot stop the job; the request waits in the store.
     After SIGCONT the runner stops at once, cleans up and ends cancelled (exit 4)."""
     area, _, runner, job_id = copy_area(tmp_path)
-    os.kill(runner.pid, signal.SIGSTOP)
+    stop_outside_a_write(runner.pid, area.store)
     try:
         time.sleep(LEASE * 2)
         rc, out, err = area.run("cancel", job_id, "--no-wait")
