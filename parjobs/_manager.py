@@ -592,6 +592,17 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
                 return status
             await trio.sleep(REQUEST_POLL)
 
+    async def get_rested(self, job_id: str, status: JobStatus) -> JobInfo:
+        """The stored record of a job that `wait` just saw rest with ``status``: when this
+        manager's run ended it so, the record that run wrote (durably, before it rested)
+        with the result its job returned here, not read back and decoded from the store (a
+        dupes report is megabytes of JSON); else `get`."""
+        live = self._live.get(job_id)
+        ended = live.ended if live is not None and live.rested.is_set() else None
+        if ended is not None and ended.status is status:
+            return ended
+        return await self.get(job_id)
+
     async def watch(
         self, job_id: str, *, through_pauses: bool = False
     ) -> AsyncGenerator[Progress, None]:

@@ -65,6 +65,9 @@ class JobRun:
         self.scope: trio.CancelScope | None = None
         self.pending: str | None = None  # pause/cancel asked before the context existed
         self.value: Any = None
+        #: The record this run wrote when it ended the job, with ``value`` as its result
+        #: (a result that is JSON as it is; see `JobManager.get_rested`).
+        self.ended: JobInfo | None = None
         self.error: str | None = None
         self.rested = trio.Event()
         self.job: Job | None = None  # the submitted object (with runtime fields), if here

@@ -362,11 +362,15 @@ class JobRunner(ManagerCore):
             "error": error or live.error,
             "run_time": snap.elapsed,  # running time over all runs (the tracker carries it)
         }
+        plain = False  # the result is JSON as it is: followers here may use it undecoded
         if status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS):
-            fields["result"] = json.dumps(result, default=repr)
+            try:
+                fields["result"], plain = json.dumps(result), True
+            except TypeError:
+                fields["result"] = json.dumps(result, default=repr)
         with trio.CancelScope(shield=True):
             try:
-                await self._db(
+                stored = await self._db(
                     self.store.transition,
                     live.id,
                     status,
@@ -374,6 +378,8 @@ class JobRunner(ManagerCore):
                     job_result=result,
                     **fields,
                 )
+                if plain:
+                    live.ended = dataclasses.replace(stored, result=result)
             except InvalidTransitionError:
                 # The job moved meanwhile: keep what the store says rather than crash.
                 status = (await self.get(live.id)).status

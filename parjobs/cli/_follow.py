@@ -119,7 +119,7 @@ async def follow(
         if on_progress is not None:
             await on_progress(snap)
     status = await manager.wait(job_id)
-    info = await manager.get(job_id)
+    info = await manager.get_rested(job_id, status)
     limit = -1 if isinstance(renderer, JsonRenderer) else ERRORS_SHOWN
     errors = await manager.errors(job_id, limit=limit)
     code = exit_code(status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import signal
@@ -271,3 +272,39 @@ async def test_opening_removes_the_job_directories_left_behind_and_only_those(tm
     async with parjobs.open_manager(store, retention=1e-6) as manager:
         assert [info.id for info in await manager.list_jobs()] == [paused.id]
         assert sorted(os.listdir(root)) == sorted([paused.id, "notes"])
+
+
+class _Odd:
+    def __repr__(self) -> str:
+        return "<odd>"
+
+
+@parjobs.job_type("test-returns", version=1)
+class ReturnsJob(parjobs.Job):
+    """Returns a tuple in its result, and with ``odd`` an object JSON cannot hold."""
+
+    odd: bool = False
+
+    async def run(self, ctx: parjobs.JobContext) -> dict[str, object]:
+        return {"pair": (1, 2), "odd": _Odd() if self.odd else None}
+
+
+async def test_get_rested_gives_the_result_returned_here_once_the_store_holds_it(store_path):
+    """What the CLI shows of a job it ran: the record its run wrote, with the result the job
+    returned (the tuple, not the list the store's JSON gives back); a result JSON cannot
+    hold as it is, and a status that is not the run's, are read from the store."""
+    async with parjobs.open_manager(store_path) as manager:
+        plain = await manager.submit(ReturnsJob())
+        odd = await manager.submit(ReturnsJob(odd=True))
+        assert await plain.wait() is JobStatus.COMPLETED
+        assert await odd.wait() is JobStatus.COMPLETED
+        here = await manager.get_rested(plain.id, JobStatus.COMPLETED)
+        stored = await manager.get(plain.id)
+        assert here.result == {"pair": (1, 2), "odd": None}
+        assert stored.result == {"pair": [1, 2], "odd": None}
+        assert here == dataclasses.replace(stored, result=here.result)
+        assert (await manager.get_rested(plain.id, JobStatus.CANCELLED)).result == stored.result
+        assert (await manager.get_rested(odd.id, JobStatus.COMPLETED)).result == {
+            "pair": [1, 2],
+            "odd": "<odd>",
+        }
