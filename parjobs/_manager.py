@@ -206,7 +206,10 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
                 await self.resume(info.id)
 
     async def _shutdown(self, grace: float) -> None:
-        """Pause what runs (checkpointed, resumable), release queued jobs, unregister."""
+        """Pause what runs (checkpointed, resumable), release queued jobs, unregister. Once:
+        the blocking facade shuts its manager down before `open_manager` closes it."""
+        if self._shut_down:
+            return
         self._closing = True
         async with self._claim_lock:
             pass  # a worker's claim under way has registered its run by now
@@ -230,6 +233,7 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             await live.rested.wait()
         self._events.close_all()  # every subscription ends: nothing more will come
         await self._db(self.store.unregister_manager, self.id)
+        self._shut_down = True
 
     # -- public API ----------------------------------------------------------------------
 

@@ -112,6 +112,7 @@ class ManagerCore:
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._closing = False
+        self._shut_down = False  # `_shutdown` went to its end (it is then not done again)
         self._identity: object | None = None  # the store's identity (file: dev, inode)
         # The event stream: subscribers, and what the store looked like at the last look.
         self._events = EventBus()

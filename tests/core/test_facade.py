@@ -426,3 +426,21 @@ def test_one_progress_queue_and_one_callback_live_through_pause_and_resume(store
     assert statuses.index("paused") < len(statuses) - 1
     assert_monotone(got)
     assert [s.status for s in called][-1] == "completed" and "paused" in [s.status for s in called]
+
+
+def test_closing_unregisters_the_manager_once(tmp_path, monkeypatch):
+    """The facade shuts its manager down before `open_manager` closes it: the second
+    shutdown finds it done, and the store is not asked to unregister it again."""
+    from parjobs._store import SQLiteJobStore
+
+    calls: list[str] = []
+    unregister = SQLiteJobStore.unregister_manager
+
+    def counted(self: SQLiteJobStore, manager_id: str) -> None:
+        calls.append(manager_id)
+        unregister(self, manager_id)
+
+    monkeypatch.setattr(SQLiteJobStore, "unregister_manager", counted)
+    with BlockingManager(str(tmp_path / "jobs.sqlite")) as jobs:
+        jobs.wait(jobs.submit(CountJob(n=3, log=str(tmp_path / "log"))))
+    assert len(calls) == 1
