@@ -272,8 +272,8 @@ def test_close_while_running_leaves_the_job_paused_for_the_next_manager(store_pa
     waiter.start()
     wait_for(lambda: len(read_log(log)) >= 5)
     t0 = time.monotonic()
-    jobs.close(grace=2)
-    assert time.monotonic() - t0 < 2
+    jobs.close(grace=30)
+    assert time.monotonic() - t0 < 10  # paused at once, not after the grace (2.6 s at load 18)
     waiter.join(1)
     assert waited == [JobStatus.PAUSED], "a thread blocked in wait() sees the job rest"
     *_, final, sentinel = drain(q)
