@@ -183,14 +183,16 @@ class MoveItem(TransferItem):
     #: several times per task (as `CopyItem.weight`).
     weight = 0
 
-    def __init__(self, entry: Entry, plan: CopyPlan, by_copy: bool) -> None:
+    def __init__(
+        self, entry: Entry, plan: CopyPlan, by_copy: bool, *, grouped: bool = True
+    ) -> None:
         self.index = entry.index
         self.entry = entry
         self.plan = plan
         self.by_copy = by_copy
         if by_copy:
             self.weight = entry.size
-        if not (by_copy and entry.kind == "file" and plan.move_groups):
+        if not (by_copy and entry.kind == "file" and plan.move_groups and grouped):
             self.group_size = 1  # nothing for the group path: the pool treats it as plain
 
     @classmethod
@@ -580,6 +582,7 @@ class MoveJob(IntoDestination, Job):
         if not order:
             return
         hard_links = HardLinks()
+        made_before: set[bytes] = set()  # as `CopyJob._items`: their files go as plain tasks
         roots = [plan.roots[i] for i in order]
         names = [plan.names[i] for i in order]
 
@@ -600,12 +603,17 @@ class MoveJob(IntoDestination, Job):
                         if entry.kind == "dir":
                             # finished again, done or not; with the mtime walked
                             dirs.append((entry.rel, entry.path, entry.mtime_ns))
+                            if done(entry.index):
+                                made_before.add(entry.rel)
+                                continue
                         elif by_copy[entry.root] and (first := hard_links.first_of(entry)):
                             if not done(entry.index):  # (moved by an older version)
                                 links.append((entry, first))
                             continue
                         if not done(entry.index):
-                            yield MoveItem(entry, plan, by_copy[entry.root])
+                            parent = entry.rel.rpartition(b"/")[0]
+                            grouped = parent not in made_before
+                            yield MoveItem(entry, plan, by_copy[entry.root], grouped=grouped)
         except Interrupted:
             return  # the dispatcher lets the items in flight end, then raises the interrupt
 
