@@ -224,38 +224,6 @@ async def test_small_files_move_across_filesystems_in_groups(
     assert result["moved"] == result["copied"] == len(before)
 
 
-async def test_a_resumed_move_runs_files_in_directories_made_before_as_plain_tasks(
-    tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """As for a copy: a directory an earlier run made is not new to a resumed run, so its
-    files cannot take the group path and go to the pool as plain tasks, not in groups that
-    fall back to moving each alone."""
-    src, dst = tmp_path / "src", other_fs / "dst"
-    make_tree(src, small=60)
-    (dst / "src" / "d1").mkdir(parents=True)
-    write(dst / "src" / "d1" / "f001", b"in the way")  # fails in the first run
-    grouped: list[bytes] = []
-    real = move_mod.MoveItem.run_group.__func__  # type: ignore[attr-defined]
-
-    def run_group(cls: Any, tasks: Any, tcs: Any) -> Any:
-        grouped.extend(task.entry.rel for task in tasks)
-        return real(cls, tasks, tcs)
-
-    monkeypatch.setattr(move_mod.MoveItem, "run_group", classmethod(run_group))
-    async with parjobs.open_manager(str(tmp_path / "j.sqlite"), workers=4) as m:
-        handle = await m.submit(MoveJob(into=True, sources=[str(src)], destination=str(dst)))
-        with trio.fail_after(30):
-            assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
-        assert smallfiles_mod.fastcopy is None or len(grouped) >= 40
-        grouped.clear()
-        os.unlink(dst / "src" / "d1" / "f001")
-        await m.resume(handle.id)  # moves d1/f001 again, into the directory made before
-        with trio.fail_after(30):
-            assert await handle.wait() is JobStatus.COMPLETED
-    assert grouped == []
-    assert (dst / "src" / "d1" / "f001").stat().st_size > 0 and not src.exists()
-
-
 @pytest.mark.parametrize("across", [True, False])
 async def test_a_destination_that_does_not_exist_becomes_the_moved_item(
     store_path: str, tmp_path: Path, request: pytest.FixtureRequest, across: bool

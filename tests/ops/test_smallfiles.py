@@ -1,5 +1,5 @@
 """The C group path for small files: `copy_small_files` (parjobs/ops/_fastcopy.c) on its own,
-and `CopyItem.run_group` inside a CopyJob, compared with the Python path."""
+and the groups of a copy and a move (`run_group`) inside their jobs, compared with the Python path."""
 
 from __future__ import annotations
 
@@ -21,11 +21,13 @@ from parjobs._pool import WorkerPool
 from parjobs._stage import Stage
 from parjobs.ops import _copy as copy_mod
 from parjobs.ops import _kernel
+from parjobs.ops import _move as move_mod
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops._copy import CopyJob
 from parjobs.ops._copyfile import copy_file
 from parjobs.ops._fs import noop
+from parjobs.ops._move import MoveJob
 from parjobs.ops._names import TMP_SUFFIX
 from parjobs.ops._smallfiles import copy_small_files, unlink_files, verify_copies
 from parjobs.ops._transfer import same_content
@@ -572,36 +574,44 @@ async def test_pause_and_resume_with_groups_in_flight(
     assert temporaries(tmp_path / "dst") == []
 
 
-async def test_a_resumed_copy_runs_files_in_directories_made_before_as_plain_tasks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("op", ["copy", "move"])
+async def test_a_resumed_job_runs_files_in_directories_made_before_as_plain_tasks(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, op: str
 ) -> None:
     """A directory an earlier run made is not new to a resumed run, so its files cannot take
     the group path: they go to the pool as plain tasks (kept on fewer threads than groups,
-    since a copy alone holds the GIL), not in groups that fall back to copying each alone."""
-    src, dst = tmp_path / "src", tmp_path / "dst"
+    since a copy alone holds the GIL), not in groups that fall back to copying each alone.
+    The move's groups copy across filesystems."""
+    src = tmp_path / "src"
+    dst = (tmp_path if op == "copy" else request.getfixturevalue("other_fs")) / "dst"
     small_tree(src, 40)
     (dst / "src" / "d0").mkdir(parents=True)
     write(dst / "src" / "d0" / "f000", b"in the way")  # fails in the first run
     grouped: list[bytes] = []
-    real = copy_mod.CopyItem.run_group.__func__  # type: ignore[attr-defined]
+    item = copy_mod.CopyItem if op == "copy" else move_mod.MoveItem
+    real = item.run_group.__func__  # type: ignore[attr-defined]
 
     def run_group(cls: Any, tasks: Any, tcs: Any) -> Any:
         grouped.extend(task.entry.rel for task in tasks)
         return real(cls, tasks, tcs)
 
-    monkeypatch.setattr(copy_mod.CopyItem, "run_group", classmethod(run_group))
+    monkeypatch.setattr(item, "run_group", classmethod(run_group))
+    job = (CopyJob if op == "copy" else MoveJob)(
+        into=True, sources=[str(src)], destination=str(dst)
+    )
+    before = snapshot(src)
     async with parjobs.open_manager(str(tmp_path / "j.sqlite"), workers=4) as m:
-        handle = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
+        handle = await m.submit(job)
         with trio.fail_after(30):
             assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
         assert len(grouped) >= 30  # the files of the directories the first run made
         grouped.clear()
         os.unlink(dst / "src" / "d0" / "f000")
-        await m.resume(handle.id)  # copies d0/f000 again, in the directory made before
+        await m.resume(handle.id)  # does d0/f000 again, in the directory made before
         with trio.fail_after(30):
             assert await handle.wait() is JobStatus.COMPLETED
     assert grouped == []
-    assert snapshot(dst / "src") == snapshot(src)
+    assert snapshot(dst / "src") == before
 
 
 async def test_a_filesystem_the_group_path_cannot_serve_turns_it_off(
