@@ -1,5 +1,6 @@
 """The C group path for small files: `copy_small_files` (parjobs/ops/_fastcopy.c) on its own,
-and the groups of a copy and a move (`run_group`) inside their jobs, compared with the Python path."""
+and the groups of a copy and a move (`run_group`) inside their jobs, compared with the Python
+path."""
 
 from __future__ import annotations
 
