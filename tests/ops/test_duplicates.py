@@ -22,9 +22,9 @@ from parjobs.ops._hashing import (
     CONTENT_ID_SMALL_LIMIT,
     content_id,
     content_ids,
-    find_duplicates_sequential,
     hash_file,
 )
+from parjobs.ops._sequential import find_duplicates_sequential
 
 
 def _write(path, data: bytes) -> None:

@@ -11,22 +11,20 @@ import pytest
 import xxhash
 
 from parjobs._exceptions import ParjobsError
-from parjobs.ops import SourceChangedError, SpecialFileError, _hashing
+from parjobs.ops import SourceChangedError, SpecialFileError, _hashing, _sequential
 from parjobs.ops._fs import FilePath
 from parjobs.ops._hashing import (
     ALGORITHMS,
     CONTENT_ID_BLOCK,
     CONTENT_ID_SAMPLES,
     CONTENT_ID_SMALL_LIMIT,
-    DuplicateGroup,
-    DuplicateReport,
     content_id,
     content_ids,
-    find_duplicates_sequential,
     group_by,
     hash_file,
     new_hasher,
 )
+from parjobs.ops._sequential import DuplicateGroup, DuplicateReport, find_duplicates_sequential
 
 MiB = 1 << 20
 
@@ -361,8 +359,8 @@ def test_find_duplicates_on_constructed_tree(
         hashed.append(os.fsdecode(path))
         return real_hash_file(path)
 
-    monkeypatch.setattr(_hashing, "content_id", spy_content_id)
-    monkeypatch.setattr(_hashing, "hash_file", spy_hash_file)
+    monkeypatch.setattr(_sequential, "content_id", spy_content_id)
+    monkeypatch.setattr(_sequential, "hash_file", spy_hash_file)
 
     paths: list[str | bytes] = [str(d / rel) for rel in files]
     paths += [str(d / "big1_hardlink"), str(d / "solo_hardlink"), str(d / "big_symlink")]

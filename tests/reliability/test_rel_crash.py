@@ -552,7 +552,7 @@ async def test_dupes_killed_mid_checkpoint_resumes_each_unfinished_run_once(
     finds the same groups as an uninterrupted run. Runs only read, so a run redone whole
     after a crash costs reads, never a wrong or doubled result."""
     from parjobs.ops import _duplicates as dup_mod
-    from parjobs.ops._hashing import find_duplicates_sequential
+    from parjobs.ops._sequential import find_duplicates_sequential
 
     root = tmp_path / "tree"
     root.mkdir()
