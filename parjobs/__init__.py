@@ -44,6 +44,7 @@ if _typing.TYPE_CHECKING:
     from ._events import EventSubscription as EventSubscription
     from ._events import JobEvent as JobEvent
     from ._facade import BlockingManager as BlockingManager
+    from ._functask import FunctionTask as FunctionTask
     from ._items import ItemRecord as ItemRecord
     from ._items import Written as Written
     from ._job import Job as Job
@@ -62,7 +63,6 @@ if _typing.TYPE_CHECKING:
     from ._status import JobStatus as JobStatus
     from ._task import RUN_ALONE as RUN_ALONE
     from ._task import AsyncTask as AsyncTask
-    from ._task import FunctionTask as FunctionTask
     from ._task import Outcome as Outcome
     from ._task import OutcomeStatus as OutcomeStatus
     from ._task import RetryPolicy as RetryPolicy
@@ -78,7 +78,7 @@ _LAZY = {
     "BlockingManager": "_facade",
     "EventKind": "_events",
     "EventSubscription": "_events",
-    "FunctionTask": "_task",
+    "FunctionTask": "_functask",
     "ItemError": "_progress",
     "ItemRecord": "_items",
     "Job": "_job",

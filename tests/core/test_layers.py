@@ -42,6 +42,7 @@ FLOORS: dict[str, int] = {
     "parjobs._records": 2,
     "parjobs._itemlog": 2,
     "parjobs._task": 2,
+    "parjobs._functask": 3,
     "parjobs._output": 2,
     "parjobs._guest": 1,
     # core: the pool below the job context
