@@ -101,6 +101,10 @@ class RemoteManager:
     async def get(self, job_id: str) -> JobInfo:
         return job_info(await self._request("GET", f"/api/jobs/{_quote(job_id)}"))
 
+    async def get_rested(self, job_id: str, status: JobStatus) -> JobInfo:
+        """`JobManager.get_rested`: the server ran the job, so its record as stored."""
+        return await self.get(job_id)
+
     async def resolve(self, id_prefix: str) -> str:
         return (await self.get(id_prefix)).id
 
