@@ -139,9 +139,22 @@ async def follow(
     if data and finished and not isinstance(renderer, JsonRenderer):
         lines = await _results.data_lines(manager.items, info)
         if lines:  # one write: a dupes report is tens of thousands of lines
-            sys.stdout.write("\n".join(lines) + "\n")
+            _write_names("\n".join(lines) + "\n")
         sys.stdout.flush()
     return code
+
+
+def _write_names(text: str) -> None:
+    """Write lines that carry file names to stdout as the names' own bytes (as ``xxhsum``,
+    ``jdupes`` and ``ls`` do, and ``-o`` files are written): a name that is not UTF-8 holds
+    surrogates here (``surrogateescape``), which a UTF-8 locale's strict stdout refuses
+    (the job done, its output lost to a traceback)."""
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # (a text-only stream put in its place by a caller)
+        sys.stdout.write(text)
+        return
+    sys.stdout.flush()
+    buffer.write(text.encode("utf-8", "surrogateescape"))
 
 
 async def _on_signals(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +51,31 @@ def test_hash_to_stdout_escapes_a_name_with_a_newline_as_output_does(
     (line,) = shown.stdout.splitlines()
     assert line.startswith("\\") and line.endswith("/d/a\\nb")
     assert (tmp_path / "sums").read_text() == line + "\n"
+
+
+def test_names_that_are_not_utf8_print_as_their_bytes_under_a_strict_utf8_stdout(
+    tmp_path: Path, env, store
+) -> None:
+    """A UTF-8 locale's stdout refuses the surrogates such a name holds in Python; the hash
+    and dupes lines carry the name's own bytes (as xxhsum and jdupes print it), not a
+    traceback after the job is done. A real interpreter: its stdout is set up at start."""
+    d = tmp_path / "d"
+    d.mkdir()
+    for name in (b"bad-\xff", b"bad-\xfe"):
+        (d / os.fsdecode(name)).write_bytes(b"the same bytes")
+    strict = {**env, "PYTHONIOENCODING": "utf-8:strict"}
+    for command in ("hash", "dupes"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "parjobs", "--store", store, command, str(d)],
+            capture_output=True,
+            env=strict,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0 and b"Traceback" not in proc.stderr, proc.stderr
+        for name in (b"bad-\xff", b"bad-\xfe"):
+            assert os.fsencode(d) + b"/" + name + b"\n" in proc.stdout, (command, proc.stdout)
+    assert sorted(os.listdir(d)) == sorted(os.fsdecode(n) for n in (b"bad-\xfe", b"bad-\xff"))
 
 
 def test_json_lines_progress_and_result(small: Path, tmp_path: Path, env, store) -> None:
