@@ -519,6 +519,8 @@ static int walk_dir(walk_t *w, to_list_t d) {
             dir_node_t **slot = node ? vec_push(&w->nodes) : NULL;
             to_list_t *sub = slot ? vec_push(&w->subdirs) : NULL;
             if (sub == NULL) {
+                if (slot != NULL)
+                    w->nodes.n--; /* its slot, not yet filled: freed at the end otherwise */
                 free(node);
                 free(path);
                 failed = ENOMEM;
@@ -616,6 +618,8 @@ static PyObject *scan_tree(PyObject *self, PyObject *args) {
         dir_node_t **slot = node ? vec_push(&w.nodes) : NULL;
         to_list_t *top = slot ? vec_push(&w.stack) : NULL;
         if (top == NULL) {
+            if (slot != NULL)
+                w.nodes.n--; /* its slot, not yet filled: freed at the end otherwise */
             free(node);
             free(path);
             err = ENOMEM;
