@@ -75,13 +75,19 @@ class JobContext(metaclass=NoPublicConstructor):
         self.run_number = run_number
         self._job_dir = job_dir
         self._nursery = nursery
-        self._lanes = lanes
-        self._workers = workers
-        self._remote = remote  # the cluster lane's executor, if the manager has a cluster
         self._completed_ranges = completed
         self._stages: dict[str, Stage] = {}
-        self._pool: WorkerPool | None = None
         self._interrupter = Interrupter()
+        # ``remote``: the cluster lane's executor, if the manager has a cluster.
+        self._pool = WorkerPool(
+            nursery,
+            name=job_id,
+            interrupter=self._interrupter,
+            progress=progress,
+            workers=workers,
+            lanes=lanes,
+            remote=remote,
+        )
         self._write = write
         self._load_results = load_results
         self._read_items = read_items
@@ -116,7 +122,7 @@ class JobContext(metaclass=NoPublicConstructor):
 
     @property
     def workers(self) -> int:
-        return self._workers
+        return self._pool.workers
 
     def task_dispatcher(
         self,
@@ -144,16 +150,6 @@ class JobContext(metaclass=NoPublicConstructor):
             )
             self._stages[stage] = st
             self._start_writer()
-        if self._pool is None:
-            self._pool = WorkerPool(
-                self._nursery,
-                name=self.job_id,
-                interrupter=self._interrupter,
-                progress=self.progress,
-                workers=self._workers,
-                lanes=self._lanes,
-                remote=self._remote,
-            )
         return TaskDispatcher._create(st, self._pool, retry=retry, timeout=timeout)
 
     def start_soon(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
@@ -313,8 +309,7 @@ class JobContext(metaclass=NoPublicConstructor):
         """The job's run is over: close its pool and stop the checkpoint writer (the
         caller writes the final checkpoint, forced)."""
         self._closed = True
-        if self._pool is not None:
-            self._pool.close()
+        self._pool.close()
         if self._writer is not None:
             self._writer.cancel()  # a write under way finishes first (shielded)
 
