@@ -53,7 +53,3 @@ def tail(text: str, width: int) -> str:
     if width <= 1 or len(text) <= width:
         return text if len(text) <= max(width, 1) else text[-max(width, 1) :]
     return "…" + text[-(width - 1) :]
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"

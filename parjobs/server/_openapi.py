@@ -6,7 +6,6 @@ checks both directions); the shapes of jobs, item errors and requests are JSON S
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -168,11 +167,6 @@ def openapi_document(endpoints: Iterable[Endpoint], *, version: str) -> dict[str
         },
         "security": [{"token": []}],
     }
-
-
-def path_parameters(path: str) -> list[str]:
-    """The ``{name}`` parameters of a path template."""
-    return re.findall(r"{(\w+)}", path)
 
 
 def _response(code: int, text: str, endpoint: Endpoint) -> dict[str, Any]:
