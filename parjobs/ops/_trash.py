@@ -58,7 +58,7 @@ from typing import AnyStr, Generic, NamedTuple
 from urllib.parse import quote, unquote_to_bytes
 
 from ._errors import TrashError
-from ._fs import noop
+from ._fs import NAME_MAX, noop
 from ._names import is_own_temp
 from ._partials import tmp_name
 
@@ -78,7 +78,6 @@ __all__ = [
 
 FilePath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
-_NAME_MAX = 255
 _OPEN_LISTINGS = 64  # innermost levels of a tree being deleted that keep their listing open
 _INFO_SUFFIX = b".trashinfo"
 _SEQUENTIAL_CANDIDATES = 999
@@ -268,7 +267,7 @@ def _truncate(name: bytes, limit: int) -> bytes:
 
 def _candidates(name: bytes) -> Iterator[bytes]:
     """Yield trash names for ``name``: NAME, NAME.2 … NAME.999, then NAME.<random hex>."""
-    limit = _NAME_MAX - len(_INFO_SUFFIX)
+    limit = NAME_MAX - len(_INFO_SUFFIX)
     yield _truncate(name, limit)
     n = 2
     while True:
