@@ -23,6 +23,7 @@ from parjobs.ops._partials import (
     remove_own_temps,
     tmp_name,
 )
+from parjobs.testing import read
 
 KIB = 1024
 
@@ -33,11 +34,6 @@ def make(path: Path | bytes, size: int, seed: int = 1) -> bytes:
     with open(path, "wb") as f:
         f.write(data)
     return data
-
-
-def read(path: Path | bytes) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 class Interrupt(Exception):

@@ -26,18 +26,9 @@ from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops._copyfile import copy_file
 from parjobs.ops._move import MoveJob
 from parjobs.ops._partials import find_partials
+from parjobs.testing import read, write
 
 MIB = 1 << 20
-
-
-def write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-
-
-def read(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def digests(root: Path) -> dict[str, str]:
