@@ -582,7 +582,8 @@ async def test_a_resumed_job_runs_files_in_directories_made_before_as_plain_task
     """A directory an earlier run made is not new to a resumed run, so its files cannot take
     the group path: they go to the pool as plain tasks (kept on fewer threads than groups,
     since a copy alone holds the GIL), not in groups that fall back to copying each alone.
-    The move's groups copy across filesystems."""
+    And the resume builds a task for what is left only, not for every entry of the manifest
+    it replays (#13). The move's groups copy across filesystems."""
     src = tmp_path / "src"
     dst = (tmp_path if op == "copy" else request.getfixturevalue("other_fs")) / "dst"
     small_tree(src, 40)
@@ -597,6 +598,14 @@ async def test_a_resumed_job_runs_files_in_directories_made_before_as_plain_task
         return real(cls, tasks, tcs)
 
     monkeypatch.setattr(item, "run_group", classmethod(run_group))
+    built: list[bytes] = []
+    init = item.__init__
+
+    def counted_init(self: Any, entry: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(entry.rel)
+        init(self, entry, *args, **kwargs)
+
+    monkeypatch.setattr(item, "__init__", counted_init)
     job = (CopyJob if op == "copy" else MoveJob)(
         into=True, sources=[str(src)], destination=str(dst)
     )
@@ -607,11 +616,13 @@ async def test_a_resumed_job_runs_files_in_directories_made_before_as_plain_task
             assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
         assert len(grouped) >= 30  # the files of the directories the first run made
         grouped.clear()
+        built.clear()
         os.unlink(dst / "src" / "d0" / "f000")
         await m.resume(handle.id)  # does d0/f000 again, in the directory made before
         with trio.fail_after(30):
             assert await handle.wait() is JobStatus.COMPLETED
     assert grouped == []
+    assert built == [b"src/d0/f000"]
     assert snapshot(dst / "src") == before
 
 
