@@ -8,6 +8,7 @@ import errno
 import os
 import stat
 import threading
+import types
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from parjobs._items import Identity, Written, fingerprint
 from parjobs._pool import WorkerPool
 from parjobs._stage import Stage
 from parjobs.ops import _copy as copy_mod
+from parjobs.ops import _hashing as hashing_mod
 from parjobs.ops import _kernel
 from parjobs.ops import _move as move_mod
 from parjobs.ops import _smallfiles as smallfiles_mod
@@ -573,6 +575,31 @@ async def test_pause_and_resume_with_groups_in_flight(
     assert counts == [302, 301, 1, 10, 0, 0] and result["bytes"] + result["bytes_reused"] == size
     assert snapshot(tmp_path / "dst" / "src") == snapshot(src)
     assert temporaries(tmp_path / "dst") == []
+
+
+@pytest.mark.parametrize(
+    ("side", "name", "changed"),
+    [
+        (smallfiles_mod, "NAME_MAX", 254),
+        (smallfiles_mod, "RENAME_NOREPLACE", 2),
+        (smallfiles_mod, "TMP_SUFFIX", b".other-tmp"),
+        (smallfiles_mod, "API", 4),
+        (hashing_mod, "CONTENT_ID_BLOCK", 1 << 12),
+        (hashing_mod, "API", 1),
+    ],
+)
+def test_the_c_extensions_share_their_constants_with_the_python_side(
+    side: Any, name: str, changed: object
+) -> None:
+    """The C extensions export the constants the Python side shares with them (#13: through
+    the module, not by comments), and a build whose constants differ (a stale one) is not
+    used: the built one is, and a copy of it with one constant changed is refused."""
+    built = side.fastcopy if side is smallfiles_mod else side.fastscan
+    assert built is not None  # the tests run with the extensions built
+    assert side._agrees(built)
+    stale = types.SimpleNamespace(**{k: getattr(built, k) for k in dir(built) if k.isupper()})
+    setattr(stale, name, changed)
+    assert not side._agrees(stale)
 
 
 @pytest.mark.parametrize("op", ["copy", "move"])
