@@ -18,6 +18,7 @@ from .._exceptions import JobNotFoundError
 from .._status import JobStatus
 from . import _format as fmt
 from ._errors import EXIT_ERRORS, EXIT_OK, CliError
+from ._jsonout import dumps
 from ._render import ERRORS_SHOWN, describe, percent, stats
 from ._session import Store, import_job_types, manager_for
 
@@ -95,7 +96,7 @@ async def _settle(manager: JobManager, job_id: str, no_wait: bool) -> JobInfo:
 
 def _said(args: argparse.Namespace, info: JobInfo, text: str) -> None:
     if args.json:
-        print(json.dumps({"job_id": info.id, "status": info.status.value}), flush=True)
+        print(dumps({"job_id": info.id, "status": info.status.value}), flush=True)
     else:
         print(text, flush=True)
 
@@ -131,7 +132,7 @@ async def jobs(args: argparse.Namespace) -> int:
         print(f"parjobs: warning: {reason}; not listed", file=sys.stderr, flush=True)
     if args.json:
         for info in infos:
-            print(json.dumps(job_json(info), default=str))
+            print(dumps(job_json(info), default=str))
         return EXIT_OK
     if not infos:
         print("no jobs" if not args.status else "no jobs with that status")
@@ -191,7 +192,7 @@ async def prune(args: argparse.Namespace) -> int:
             verb = "would delete" if args.dry_run else "deleted"
             if args.json:
                 print(
-                    json.dumps(
+                    dumps(
                         {
                             "job_id": info.id,
                             "status": info.status.value,
@@ -243,7 +244,7 @@ async def show_items(manager: Any, job_id: str, args: argparse.Namespace) -> int
         page = await manager.items(job_id, limit=ITEMS_PAGE, after=after, action=args.action)
         for r in page:
             if args.json:
-                out.write(json.dumps(r.to_json()) + "\n")
+                out.write(dumps(r.to_json()) + "\n")
             else:
                 out.write(item_line(r) + "\n")
         if len(page) < ITEMS_PAGE:
@@ -281,7 +282,7 @@ async def show(args: argparse.Namespace) -> int:
         data = job_json(info)
         data["result"] = info.result
         data["errors"] = [dataclasses.asdict(e) for e in errors]
-        print(json.dumps(data, default=str))
+        print(dumps(data, default=str))
         return EXIT_OK
     snap = info.progress
     pct = percent(snap)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -25,6 +24,7 @@ if TYPE_CHECKING:  # rich is imported only to draw on a terminal (start-up time)
     from .._progress import ItemError, Progress
     from .._records import JobInfo
 from . import _format as fmt
+from ._jsonout import dumps
 
 #: Failed items listed in a summary before "and N more".
 ERRORS_SHOWN = 20
@@ -283,7 +283,7 @@ class JsonRenderer(Renderer):
         self._last = 0.0
 
     def emit(self, event: str, **data: Any) -> None:
-        print(json.dumps({"event": event, **data}, default=str), file=self.out, flush=True)
+        print(dumps({"event": event, **data}, default=str), file=self.out, flush=True)
 
     def say(self, text: str, style: str = "") -> None:
         self.emit("message", text=text)

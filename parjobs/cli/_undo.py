@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -13,6 +12,7 @@ from .._job import registered_job_types
 from . import _manage
 from ._errors import EXIT_ERRORS, EXIT_OK, CliError
 from ._follow import follow_jobs
+from ._jsonout import dumps
 from ._render import make_renderer
 from ._session import import_job_types, manager_for
 
@@ -64,7 +64,7 @@ async def trash(args: argparse.Namespace) -> int:
     if args.trash_command == "list":
         for e in entries:
             if args.json:
-                print(json.dumps(_entry_json(e)))
+                print(dumps(_entry_json(e)))
             else:
                 when = e.deletion_date.isoformat(sep=" ") if e.deletion_date else "?"
                 print(f"{when}  {_shown(e.original_path)}  ({_shown(e.trashed_path)})")

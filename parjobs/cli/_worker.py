@@ -5,7 +5,6 @@ farm sharing one PostgreSQL store; and ``--detach``, which only queues a job for
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -15,6 +14,7 @@ from .._job import DumpedJob
 from .._manager import JobManager
 from ._errors import EXIT_OK, CliError
 from ._follow import signal_receiver
+from ._jsonout import dumps
 from ._session import Store, cluster_config, manager_for
 
 
@@ -26,7 +26,7 @@ async def submit_detached(args: argparse.Namespace, store: Store, job: DumpedJob
     async with manager_for(store, workers=args.workers) as manager:
         handle = await manager.submit(job, detach=True)
     if args.json:
-        print(json.dumps({"event": "queued", "job_id": handle.id}), flush=True)
+        print(dumps({"event": "queued", "job_id": handle.id}), flush=True)
     else:
         print(handle.id, flush=True)
     return EXIT_OK
@@ -39,7 +39,7 @@ async def resume_detached(args: argparse.Namespace, manager: JobManager, ids: li
     for job_id in ids:
         await manager.resume(job_id, detach=True)
         if args.json:
-            print(json.dumps({"event": "queued", "job_id": job_id}), flush=True)
+            print(dumps({"event": "queued", "job_id": job_id}), flush=True)
         else:
             print(job_id, flush=True)
     return EXIT_OK
@@ -82,6 +82,6 @@ def _shown(store: Store) -> str:
 
 def _say(args: argparse.Namespace, event: str, text: str) -> None:
     if args.json:
-        print(json.dumps({"event": event, "message": text}), flush=True)
+        print(dumps({"event": event, "message": text}), flush=True)
     else:
         print(f"parjobs: {text}", file=sys.stderr, flush=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import xxhash
 from _cli import CLI, run
@@ -32,6 +35,61 @@ def test_hash_prints_digests_on_stdout(small: Path, env, store) -> None:
         ).stdout
     )
     assert "digests" not in shown["result"], "the store keeps them in the item log only"
+
+
+def _strict(line: str) -> dict[str, Any]:
+    """``line`` parsed as a strict parser would: every string in it Unicode text (Python's
+    json accepts a lone surrogate ``"\\udcff"``, which no UTF-8 encoder takes)."""
+
+    def check(value: Any) -> None:
+        if isinstance(value, str):
+            value.encode("utf-8")  # UnicodeEncodeError on a lone surrogate
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                check(k)
+                check(v)
+        elif isinstance(value, list):
+            for v in value:
+                check(v)
+
+    data = json.loads(line)
+    check(data)
+    assert isinstance(data, dict)
+    return data
+
+
+def test_json_lines_name_files_that_are_not_utf8_in_strict_json(tmp_path: Path, env, store) -> None:
+    """``hash --json``, ``dupes --json`` and ``show --json``: a name that is not UTF-8 is
+    written with its bad bytes as ``\\xNN``, its own bytes in the line's ``names_bytes``
+    (base64), so that strict JSON parsers read the lines and the exact names come back."""
+    d = tmp_path / "d"
+    d.mkdir()
+    bad = [b"bad-\xff", b"bad-\xfe"]
+    for name in bad:
+        (d / os.fsdecode(name)).write_bytes(b"the same bytes")
+    want = {os.fsencode(d) + b"/" + name for name in bad}
+
+    def names(line: dict[str, Any], shown: list[str]) -> set[bytes]:
+        table = line["names_bytes"]
+        assert {s.rsplit("/", 1)[1] for s in shown} == {"bad-\\xff", "bad-\\xfe"}
+        return {base64.b64decode(table[s]) for s in shown}
+
+    hashed = run("--json", "hash", str(d), env=env, store=store)
+    assert hashed.returncode == 0, hashed.stderr
+    events = [_strict(line) for line in hashed.stdout.splitlines()]
+    assert events[0]["event"] == "job" and events[-1]["event"] == "result"
+    assert names(events[-1], list(events[-1]["result"]["digests"])) == want
+    found = run("--json", "dupes", str(d), env=env, store=store)
+    assert found.returncode == 0, found.stderr
+    result = [_strict(line) for line in found.stdout.splitlines()][-1]
+    (group,) = result["result"]["groups"]
+    assert names(result, group["paths"]) == want
+    shown = _strict(run("show", result["job_id"], "--json", env=env, store=store).stdout)
+    assert names(shown, shown["result"]["groups"][0]["paths"]) == want
+    listed = [
+        _strict(line) for line in run("jobs", "--json", env=env, store=store).stdout.splitlines()
+    ]
+    assert listed and not any("names_bytes" in line for line in listed)  # only when needed
 
 
 def test_delete_dupes_thumbnails(tmp_path: Path, env, store) -> None:

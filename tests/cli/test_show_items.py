@@ -3,6 +3,7 @@ through real subprocesses (#14.2)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -29,11 +30,17 @@ def test_show_items_json_undo_and_plain(tmp_path: Path, env: dict[str, str], sto
     records = [json.loads(line) for line in shown.stdout.splitlines()]
     assert [r["seq"] for r in records] == [1, 2, 3]
     by_source = {r["source"]: r for r in records}
+    odd_source, odd_destination = (
+        os.fsencode(src) + b"/odd-\xff",
+        os.fsencode(dst) + b"/src/odd-\xff",
+    )
     a = by_source[str(src / "a")]
     assert a["action"] == "copied" and a["destination"] == str(dst / "src" / "a")
     assert a["bytes"] == 3 and a["written"]["size"] == 3
-    odd = by_source[os.fsdecode(os.fsencode(src) + b"/odd-\xff")]  # exact bytes, escaped
-    assert odd["destination"] == os.fsdecode(os.fsencode(dst) + b"/src/odd-\xff")
+    odd = by_source[str(src) + "/odd-\\xff"]  # strict JSON: the bad byte as \xNN text...
+    assert odd["destination"] == str(dst) + "/src/odd-\\xff"
+    exact = {base64.b64decode(v) for v in odd["names_bytes"].values()}  # ... and its bytes
+    assert exact == {odd_source, odd_destination}
     plain = run("show", job, "--items", "--action", "copied", env=env, store=store)
     lines = plain.stdout.splitlines()
     assert len(lines) == 3 and all(line.startswith("copied") for line in lines)
