@@ -6,16 +6,52 @@ checks both directions); the shapes of jobs, item errors and requests are JSON S
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .. import JobStatus
+from .. import ItemError, JobStatus, Progress
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
 
 _NULLABLE_NUMBER = {"type": ["number", "null"]}
 _NULLABLE_STRING = {"type": ["string", "null"]}
+_JSON_TYPES: dict[object, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+def _json_type(hint: Any) -> dict[str, Any]:
+    """The JSON Schema of a field's type: a plain type, ``X | None``, or ``tuple[X, ...]``
+    (an array; of references when ``X`` is a record). Any other type raises `KeyError`:
+    give its schema to `_record_schema` instead."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) and args[1:] == (type(None),):
+        return {"type": [_JSON_TYPES[args[0]], "null"]}
+    if typing.get_origin(hint) is tuple and args[1:] == (...,):
+        item = args[0]
+        if isinstance(item, type) and dataclasses.is_dataclass(item):
+            return {"type": "array", "items": {"$ref": f"#/components/schemas/{item.__name__}"}}
+        return {"type": "array", "items": _json_type(item)}
+    return {"type": _JSON_TYPES[hint]}
+
+
+def _record_schema(
+    cls: type, *, leave_out: tuple[str, ...] = (), **special: dict[str, Any]
+) -> dict[str, Any]:
+    """The schema of a record as its ``to_json`` writes it: a property per field (but those
+    left out), typed from the field's annotation, or as given in ``special`` (in the field's
+    place; after the fields for a name that is not one). Built from the record, so the
+    document follows its fields."""
+    hints = typing.get_type_hints(cls)
+    properties = {
+        f.name: special[f.name] if f.name in special else _json_type(hints[f.name])
+        for f in dataclasses.fields(cls)
+        if f.name not in leave_out
+    }
+    return {"type": "object", "properties": properties | special}
+
 
 COMPONENTS: dict[str, Any] = {
     "Error": {
@@ -54,45 +90,16 @@ COMPONENTS: dict[str, Any] = {
             "can_resume": {"type": "boolean"},
         },
     },
-    "Progress": {
-        "type": "object",
-        "properties": {
-            "job_id": {"type": "string"},
-            "status": {"type": "string"},
-            "items_done": {"type": "integer"},
-            "items_failed": {"type": "integer"},
-            "items_skipped": {"type": "integer"},
-            "items_total": {"type": ["integer", "null"]},
-            "bytes_done": {"type": "integer"},
-            "bytes_total": {"type": ["integer", "null"]},
-            "totals_final": {"type": "boolean"},
-            "rate_items": {"type": "number"},
-            "rate_bytes": {"type": "number"},
-            "eta": _NULLABLE_NUMBER,
-            "in_flight": {"type": "integer"},
-            "current": {"type": "array", "items": {"type": "string"}},
-            "elapsed": {"type": "number"},
-            "recent_errors": {"type": "array", "items": {"$ref": "#/components/schemas/ItemError"}},
-            "message": {"type": "string"},
-            "bytes_skipped": {"type": "integer"},
-            "partial": {
-                "type": "array",
-                "description": "[stage, index, bytes] of items stopped unfinished (paused)",
-                "items": {"type": "array"},
-            },
-            "fraction": _NULLABLE_NUMBER,
+    "Progress": _record_schema(
+        Progress,
+        partial={
+            "type": "array",
+            "description": "[stage, index, bytes] of items stopped unfinished (paused)",
+            "items": {"type": "array"},
         },
-    },
-    "ItemError": {
-        "type": "object",
-        "properties": {
-            "index": {"type": "integer"},
-            "label": {"type": "string"},
-            "error": {"type": "string"},
-            "message": {"type": "string"},
-            "stage": {"type": "string"},
-        },
-    },
+        fraction=_NULLABLE_NUMBER,  # added by the view (`Progress.fraction`)
+    ),
+    "ItemError": _record_schema(ItemError, leave_out=("traceback",)),
     "SubmitRequest": {
         "type": "object",
         "properties": {

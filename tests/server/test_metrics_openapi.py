@@ -139,3 +139,21 @@ def test_serve_help_shows_an_example(capsys) -> None:
     assert main(["serve", "--help"]) == 0
     out = capsys.readouterr().out
     assert "example:" in out and "parjobs serve" in out and "--token-file" in out
+
+
+def test_openapi_record_schemas_have_the_views_keys() -> None:
+    """Progress and ItemError's schemas are built from the records: they list exactly the
+    keys the API writes for them, typed (a field added to a record is documented)."""
+    from parjobs import ItemError, Progress
+    from parjobs.server._openapi import COMPONENTS
+    from parjobs.server._views import progress_view
+
+    error = ItemError(index=3, label="a", error="OSError", message="no", stage="copy")
+    snap = Progress(job_id="j", items_total=4, recent_errors=(error,), partial=(("s", 1, 9),))
+    data = progress_view(snap)
+    schema = COMPONENTS["Progress"]["properties"]
+    assert list(schema) == list(data)
+    assert schema["items_total"] == {"type": ["integer", "null"]}
+    assert schema["current"] == {"type": "array", "items": {"type": "string"}}
+    assert schema["recent_errors"]["items"] == {"$ref": "#/components/schemas/ItemError"}
+    assert list(COMPONENTS["ItemError"]["properties"]) == list(data["recent_errors"][0])
