@@ -46,6 +46,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "_pyc_common.h"
+
 #ifndef FICLONE
 #define FICLONE _IOW(0x94, 9, int)
 #endif
@@ -131,8 +133,6 @@ static const int fallback_errnos[] = {EXDEV, EINVAL, ENOSYS, EOPNOTSUPP, ENOTSUP
    pair (exported): e.g. EXDEV between filesystems that cannot copy to each other. */
 static const int no_reflink_errnos[] = {EXDEV, EOPNOTSUPP, ENOTSUP, ENOTTY, ENOSYS};
 
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
-
 static int in_set(int err, const int *set, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (set[i] == err)
@@ -181,12 +181,9 @@ static int copy_data(int fd, int out, long long size, int *reflink, int *range) 
         } else {
             char buf[65536];
             size_t want = (size_t)(size - pos) < sizeof buf ? (size_t)(size - pos) : sizeof buf;
-            n = pread(fd, buf, want, pos);
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                return errno;
-            }
+            n = read_full(fd, buf, want, pos);
+            if (n < 0)
+                return (int)-n;
             if (n == 0)
                 return FC_CHANGED;
             ssize_t done = 0;
@@ -203,23 +200,6 @@ static int copy_data(int fd, int out, long long size, int *reflink, int *range) 
         pos += n;
     }
     return 0;
-}
-
-/* Up to want bytes of fd from pos into buf (fewer only at its end), or -errno. */
-static ssize_t read_full(int fd, char *buf, size_t want, long long pos) {
-    size_t got = 0;
-    while (got < want) {
-        ssize_t n = pread(fd, buf + got, want - got, pos + (long long)got);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            break;
-        got += (size_t)n;
-    }
-    return (ssize_t)got;
 }
 
 /* 0 when a and b are regular files holding the same bytes (read to the end of both),
@@ -401,7 +381,7 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
     }
     memcpy(token, token_arg, (size_t)token_len + 1); /* ours while the GIL is released */
     Py_ssize_t n = PyList_GET_SIZE(list);
-    item_t *items = PyMem_Calloc(n ? (size_t)n : 1, sizeof(item_t));
+    item_t *items = items_array(n, sizeof(item_t));
     if (items == NULL)
         return PyErr_NoMemory();
     /* The list keeps every bytes object alive; hold it while the GIL is released. */
@@ -540,7 +520,7 @@ static PyObject *verify_many(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!i", &PyList_Type, &list, &flags))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(list);
-    pair_t *pairs = PyMem_Calloc(n ? (size_t)n : 1, sizeof(pair_t));
+    pair_t *pairs = items_array(n, sizeof(pair_t));
     char *bufs = (flags & FV_COMPARE) ? PyMem_Malloc(2 * (size_t)COMPARE_CHUNK) : NULL;
     if (pairs == NULL || ((flags & FV_COMPARE) && bufs == NULL)) {
         PyMem_Free(pairs);
@@ -606,8 +586,8 @@ static PyObject *unlink_many(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &list))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(list);
-    source_t *sources = PyMem_Calloc(n ? (size_t)n : 1, sizeof(source_t));
-    int *errs = PyMem_Calloc(n ? (size_t)n : 1, sizeof(int));
+    source_t *sources = items_array(n, sizeof(source_t));
+    int *errs = items_array(n, sizeof(int));
     PyObject *results = NULL;
     if (sources == NULL || errs == NULL) {
         PyErr_NoMemory();
@@ -677,33 +657,36 @@ static int add_tuple(PyObject *m, const char *name, PyObject *value) {
     return 0;
 }
 
+static const int_constant_t constants[] = {
+    {"API", FC_API},
+    {"MODE", FC_MODE},
+    {"TIMES", FC_TIMES},
+    {"REFLINK", FC_REFLINK},
+    {"RANGE", FC_RANGE},
+    {"LSTAT", FC_LSTAT},
+    {"FSYNC", FC_FSYNC},
+    {"COPY_COMPARE", FC_COMPARE},
+    {"NOT_REGULAR", FC_NOT_REGULAR},
+    {"CHANGED", FC_CHANGED},
+    {"TOO_BIG", FC_TOO_BIG},
+    {"SPARSE", FC_SPARSE},
+    {"OWNED", FC_OWNED},
+    {"NO_XATTRS", FC_NO_XATTRS},
+    {"NOT_PLAIN", FC_NOT_PLAIN},
+    {"NAME_MAX", NAME_MAX_BYTES},
+    {"COMPARE", FV_COMPARE},
+    {"SYNC", FV_SYNC},
+    {"MISMATCH", FV_MISMATCH},
+    {"NOT_OURS", FV_NOT_OURS},
+    {"COMPARE_CHUNK", COMPARE_CHUNK},
+    {"RENAME_NOREPLACE", RENAME_NOREPLACE},
+};
+
 PyMODINIT_FUNC PyInit__fastcopy(void) {
-    PyObject *m = PyModule_Create(&module);
+    PyObject *m = create_module(&module, constants, COUNT(constants));
     if (m == NULL)
         return NULL;
-    if (PyModule_AddIntConstant(m, "API", FC_API) < 0 ||
-        PyModule_AddIntConstant(m, "MODE", FC_MODE) < 0 ||
-        PyModule_AddIntConstant(m, "TIMES", FC_TIMES) < 0 ||
-        PyModule_AddIntConstant(m, "REFLINK", FC_REFLINK) < 0 ||
-        PyModule_AddIntConstant(m, "RANGE", FC_RANGE) < 0 ||
-        PyModule_AddIntConstant(m, "LSTAT", FC_LSTAT) < 0 ||
-        PyModule_AddIntConstant(m, "FSYNC", FC_FSYNC) < 0 ||
-        PyModule_AddIntConstant(m, "COPY_COMPARE", FC_COMPARE) < 0 ||
-        PyModule_AddIntConstant(m, "NOT_REGULAR", FC_NOT_REGULAR) < 0 ||
-        PyModule_AddIntConstant(m, "CHANGED", FC_CHANGED) < 0 ||
-        PyModule_AddIntConstant(m, "TOO_BIG", FC_TOO_BIG) < 0 ||
-        PyModule_AddIntConstant(m, "SPARSE", FC_SPARSE) < 0 ||
-        PyModule_AddIntConstant(m, "OWNED", FC_OWNED) < 0 ||
-        PyModule_AddIntConstant(m, "NO_XATTRS", FC_NO_XATTRS) < 0 ||
-        PyModule_AddIntConstant(m, "NOT_PLAIN", FC_NOT_PLAIN) < 0 ||
-        PyModule_AddIntConstant(m, "NAME_MAX", NAME_MAX_BYTES) < 0 ||
-        PyModule_AddIntConstant(m, "COMPARE", FV_COMPARE) < 0 ||
-        PyModule_AddIntConstant(m, "SYNC", FV_SYNC) < 0 ||
-        PyModule_AddIntConstant(m, "MISMATCH", FV_MISMATCH) < 0 ||
-        PyModule_AddIntConstant(m, "NOT_OURS", FV_NOT_OURS) < 0 ||
-        PyModule_AddIntConstant(m, "COMPARE_CHUNK", COMPARE_CHUNK) < 0 ||
-        PyModule_AddIntConstant(m, "RENAME_NOREPLACE", RENAME_NOREPLACE) < 0 ||
-        add_tuple(m, "FALLBACK_ERRNOS", errno_tuple(fallback_errnos, COUNT(fallback_errnos))) < 0 ||
+    if (add_tuple(m, "FALLBACK_ERRNOS", errno_tuple(fallback_errnos, COUNT(fallback_errnos))) < 0 ||
         add_tuple(m, "NO_REFLINK_ERRNOS",
                   errno_tuple(no_reflink_errnos, COUNT(no_reflink_errnos))) < 0 ||
         add_tuple(m, "TMP_SUFFIX", PyBytes_FromString(TMP_SUFFIX)) < 0) {

@@ -44,6 +44,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "_pyc_common.h"
+
 #define XXH_INLINE_ALL
 #include "vendor/xxhash.h"
 
@@ -70,19 +72,10 @@ static long long mtime_ns_of(const struct stat *st) {
 
 /* Read exactly len bytes at offset (short reads are legal; EOF is a change). */
 static int read_exactly(int fd, unsigned char *buf, size_t len, off_t offset) {
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pread(fd, buf + done, len - done, offset + (off_t)done);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno;
-        }
-        if (n == 0)
-            return FS_CHANGED;
-        done += (size_t)n;
-    }
-    return 0;
+    ssize_t got = read_full(fd, buf, len, (long long)offset);
+    if (got < 0)
+        return (int)-got;
+    return (size_t)got < len ? FS_CHANGED : 0;
 }
 
 /* The content id of one file into digest; 0 or a code. buf holds ID_BUFFER bytes. */
@@ -156,7 +149,7 @@ static PyObject *content_ids(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &list))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(list);
-    id_item_t *items = PyMem_Calloc(n ? (size_t)n : 1, sizeof(id_item_t));
+    id_item_t *items = items_array(n, sizeof(id_item_t));
     unsigned char *buf = PyMem_Malloc(ID_BUFFER);
     char *names = NULL; /* every path, NUL-terminated: the list is not touched without the GIL */
     PyObject *results = NULL;
@@ -749,19 +742,16 @@ static struct PyModuleDef module = {
     "List directories and compute content ids in one call, without the GIL.", -1, methods,
 };
 
+static const int_constant_t constants[] = {
+    {"API", FS_API},
+    {"CONTENT_ID_SMALL_LIMIT", CONTENT_ID_SMALL_LIMIT},
+    {"CONTENT_ID_BLOCK", CONTENT_ID_BLOCK},
+    {"CONTENT_ID_SAMPLES", CONTENT_ID_SAMPLES},
+    {"CONTENT_ID_ALIGN", CONTENT_ID_ALIGN},
+    {"NOT_REGULAR", FS_NOT_REGULAR},
+    {"CHANGED", FS_CHANGED},
+};
+
 PyMODINIT_FUNC PyInit__fastscan(void) {
-    PyObject *m = PyModule_Create(&module);
-    if (m == NULL)
-        return NULL;
-    if (PyModule_AddIntConstant(m, "API", FS_API) < 0 ||
-        PyModule_AddIntConstant(m, "CONTENT_ID_SMALL_LIMIT", CONTENT_ID_SMALL_LIMIT) < 0 ||
-        PyModule_AddIntConstant(m, "CONTENT_ID_BLOCK", CONTENT_ID_BLOCK) < 0 ||
-        PyModule_AddIntConstant(m, "CONTENT_ID_SAMPLES", CONTENT_ID_SAMPLES) < 0 ||
-        PyModule_AddIntConstant(m, "CONTENT_ID_ALIGN", CONTENT_ID_ALIGN) < 0 ||
-        PyModule_AddIntConstant(m, "NOT_REGULAR", FS_NOT_REGULAR) < 0 ||
-        PyModule_AddIntConstant(m, "CHANGED", FS_CHANGED) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    return m;
+    return create_module(&module, constants, COUNT(constants));
 }
