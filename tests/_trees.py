@@ -24,6 +24,18 @@ from parjobs.testing import read, snapshot, write
 SPECIAL_KINDS = {"fifo": "FIFO", "socket": "socket", "chardev": "character device"}
 
 
+async def run_job(store_path: str, job: parjobs.Job, **manager: Any) -> tuple[Any, Any, list]:
+    """Run ``job`` in a manager of ``store_path`` (``manager``: its options) to its end:
+    (its result if it completed, else None; its record; its item errors)."""
+    async with parjobs.open_manager(store_path, **manager) as m:
+        handle = await m.submit(job)
+        with trio.fail_after(30):
+            status = await handle.wait()
+        info = await handle.info()
+        result = info.result if status.value.startswith("completed") else None
+        return result, info, await m.errors(handle.id)
+
+
 def make_special(path: Path, kind: str) -> tuple[int, int, int]:
     """A FIFO, socket or (root only) character device at ``path``, older than any source
     (so "update" would replace it); returns its (inode, mode, rdev)."""

@@ -29,6 +29,7 @@ from _trees import (
     make_special,
     names_tree,
     read,
+    run_job,
     snapshot,
     write,
 )
@@ -80,16 +81,6 @@ def make_tree(root: Path) -> None:
     os.chmod(root / "a" / "b", 0o750)
     os.utime(root / "a" / "medium.bin", ns=(1_000_000_000, 1_234_567_891_000))
     os.utime(root / "a" / "b", ns=(1_000_000_000, 1_500_000_000_000))
-
-
-async def run_job(store_path: str, job: parjobs.Job, **manager: Any) -> tuple[Any, Any, list]:
-    async with parjobs.open_manager(store_path, **manager) as m:
-        handle = await m.submit(job)
-        with trio.fail_after(30):
-            status = await handle.wait()
-        info = await handle.info()
-        result = info.result if status.value.startswith("completed") else None
-        return result, info, await m.errors(handle.id)
 
 
 def wrap_copy_file(monkeypatch: pytest.MonkeyPatch, **inject: Any) -> None:

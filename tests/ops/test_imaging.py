@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from _images import BLUE, GREEN, RED, YELLOW, quadrants
 from PIL import Image, ImageCms, ImageOps
 
 from parjobs.ops import (
@@ -36,7 +37,6 @@ from parjobs.ops._imaging import (
     write_fail_marker,
 )
 
-RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
 WHITE = (255, 255, 255)
 
 
@@ -49,16 +49,6 @@ def photo(size: tuple[int, int] = (3000, 2000)) -> Image.Image:
     green = Image.linear_gradient("L").rotate(90).resize(size)
     blue = Image.effect_noise(size, 60)
     return Image.merge("RGB", (red, green, blue))
-
-
-def quadrants(size: tuple[int, int] = (400, 300)) -> Image.Image:
-    """Top-left red, top-right green, bottom-left blue, bottom-right yellow."""
-    w, h = size
-    im = Image.new("RGB", size, RED)
-    im.paste(GREEN, (w // 2, 0, w, h // 2))
-    im.paste(BLUE, (0, h // 2, w // 2, h))
-    im.paste(YELLOW, (w // 2, h // 2, w, h))
-    return im
 
 
 def save_jpeg(im: Image.Image, path: Path, orientation: int | None = None, **kw: object) -> Path:

@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 import trio
 import xxhash
-from _trees import SPECIAL_KINDS, identity, kill_while_linking_then_resume, make_special, names_tree
+from _trees import (
+    SPECIAL_KINDS,
+    identity,
+    kill_while_linking_then_resume,
+    make_special,
+    names_tree,
+    run_job,
+)
 
 import parjobs
 from parjobs import JobStatus
@@ -56,16 +63,6 @@ def make_tree(root: Path, *, small: int = 40, big: int = 0) -> None:
         write(root / f"big{i}", rng.randbytes(3 * MIB + i))
     os.symlink("d0/f000", root / "link")
     os.chmod(root / "d1", 0o750)
-
-
-async def run_job(store_path: str, job: parjobs.Job) -> tuple[Any, Any, list]:
-    async with parjobs.open_manager(store_path) as m:
-        handle = await m.submit(job)
-        with trio.fail_after(30):
-            status = await handle.wait()
-        info = await handle.info()
-        result = info.result if status.value.startswith("completed") else None
-        return result, info, await m.errors(handle.id)
 
 
 # -- same filesystem -----------------------------------------------------------------------

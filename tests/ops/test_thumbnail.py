@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import pytest
 import trio
+from _images import BLUE, GREEN, RED, YELLOW, quadrants
 from PIL import Image
 
 import parjobs
@@ -30,9 +31,6 @@ from parjobs.ops._imaging import (
 )
 from parjobs.ops._thumbnail import ThumbnailJob
 
-RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
-
-
 # -- inputs -------------------------------------------------------------------------------------
 
 
@@ -44,16 +42,6 @@ def photo(size: tuple[int, int], seed: int = 0) -> Image.Image:
     w, h = size
     x, y = (seed * 37) % (w - 20), (seed * 23) % (h - 20)
     im.paste((seed * 7 % 256, 255 - seed % 256, 128), (x, y, x + 20, y + 20))
-    return im
-
-
-def quadrants(size: tuple[int, int]) -> Image.Image:
-    """Top-left red, top-right green, bottom-left blue, bottom-right yellow."""
-    w, h = size
-    im = Image.new("RGB", size, RED)
-    im.paste(GREEN, (w // 2, 0, w, h // 2))
-    im.paste(BLUE, (0, h // 2, w // 2, h))
-    im.paste(YELLOW, (w // 2, h // 2, w, h))
     return im
 
 
