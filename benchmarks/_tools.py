@@ -175,6 +175,31 @@ def expect_tree(root: Path, files: int, size: int, who: str) -> None:
         raise RuntimeError(f"{who}: expected {files} files / {size} bytes, got {got} in {root}")
 
 
+def checked_copy(
+    copy: Callable[[Path], Timing],
+    who: str,
+    scratch: Path,
+    expect: tuple[int, int],
+    *,
+    prefix: str = "copy",
+    before: Callable[[], object] | None = None,
+) -> Callable[[], Timing]:
+    """A contender for `run_rounds` around ``copy(dst)``: a new empty ``dst`` under
+    ``scratch`` (then ``before()``, if given) before, the copy's tree checked against
+    ``expect`` (files, bytes) and removed after; only the copy is timed."""
+
+    def contender() -> Timing:
+        dst = fresh_dir(scratch, prefix)
+        if before is not None:
+            before()
+        timing = copy(dst)
+        expect_tree(dst, *expect, who)
+        remove(dst)
+        return timing
+
+    return contender
+
+
 # -- parjobs --------------------------------------------------------------------------------
 
 

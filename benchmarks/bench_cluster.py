@@ -46,7 +46,7 @@ from ._common import (
     temp_dir,
     write_results,
 )
-from ._tools import expect_tree, fresh_dir, remove
+from ._tools import checked_copy
 from .bench_slow_storage import LANES, LATENCY, injected_latency
 
 FILES, FOLDERS, SIZE = 2000, 20, 4096
@@ -100,16 +100,12 @@ def bench(quick: bool, rounds: int, work: Path) -> dict[str, Any]:
         store = work / "bench.sqlite"
 
         def copy(where: Any, name: str) -> Callable[[], Timing]:
-            def contender() -> Timing:
-                dst = fresh_dir(work, "dst")
+            def run(dst: Path) -> Timing:
                 job = CopyJob(sources=[str(src)], destination=str(dst))
                 with injected_latency():
-                    timing = _run(store, job, where)
-                expect_tree(dst, info["files"], info["bytes"], name)
-                remove(dst)
-                return timing
+                    return _run(store, job, where)
 
-            return contender
+            return checked_copy(run, name, work, (info["files"], info["bytes"]), prefix="dst")
 
         log(f"[cluster] copy {files} files of {SIZE} B, {LATENCY * 1e3:.0f} ms per file open")
         load0 = load_average()

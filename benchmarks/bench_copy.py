@@ -16,6 +16,7 @@ system calls parjobs makes per file (`syscall_loop`), nothing else.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import shutil
@@ -33,13 +34,11 @@ from ._session import Session
 from ._tools import (
     CACHED,
     COLD,
+    checked_copy,
     describe_tools,
     drop_caches,
-    expect_tree,
-    fresh_dir,
     in_process,
     refresh_metadata,
-    remove,
     run_job,
     run_tool,
     warm,
@@ -199,22 +198,14 @@ def _tmpfs_case(session: Session, out: dict[str, Any]) -> tuple[str, Any, str] |
 def _checked(
     copy: Copy, name: str, scratch: Path, expect: tuple[int, int], cold: bool, refresh: Path | None
 ) -> Callable[[], Timing]:
-    """Around a copy: a new empty destination (and dropped caches when ``cold``, or dropped
-    and re-read ``refresh`` sources) before, check and removal after; only the copy is
-    timed."""
-
-    def contender() -> Timing:
-        dst = fresh_dir(scratch, "copy")
-        if cold:
-            drop_caches()
-        elif refresh is not None:
-            refresh_metadata([refresh])
-        timing = copy(dst)
-        expect_tree(dst, *expect, name)
-        remove(dst)
-        return timing
-
-    return contender
+    """`checked_copy` with dropped caches before the copy when ``cold``, or dropped and
+    re-read ``refresh`` sources."""
+    before: Callable[[], object] | None = None
+    if cold:
+        before = drop_caches
+    elif refresh is not None:
+        before = functools.partial(refresh_metadata, [refresh])
+    return checked_copy(copy, name, scratch, expect, before=before)
 
 
 def run(session: Session) -> dict[str, Any]:

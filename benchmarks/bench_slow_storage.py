@@ -32,7 +32,7 @@ from parjobs.ops._copy import CopyJob
 
 from ._common import Timing, load_average, log, panel_chart, run_rounds
 from ._session import Session
-from ._tools import expect_tree, fresh_dir, in_process, remove, run_job
+from ._tools import checked_copy, in_process, run_job
 
 LATENCY = 0.020
 LANES = {"io": 32}
@@ -118,20 +118,16 @@ def run(session: Session) -> dict[str, Any]:
         made["Python loop (sequential)"] = lambda dst: in_process(lambda: _loop(files, dst))
     made["ThreadPoolExecutor(16)"] = lambda dst: in_process(lambda: _pool(files, dst, 16))
 
-    def checked(fn: Callable[[Path], Timing], name: str) -> Callable[[], Timing]:
-        def contender() -> Timing:
-            dst = fresh_dir(session.scratch, "slow")
-            timing = fn(dst)
-            expect_tree(dst, info["files"], info["bytes"], name)
-            remove(dst)
-            return timing
-
-        return contender
+    expect = (info["files"], info["bytes"])
 
     log(f"[slow_storage] {data.label('slow')}, {LATENCY * 1e3:.0f} ms per file open")
     load0 = load_average()
     warmup = 0 if session.quick else session.warmup
-    rounds = run_rounds({n: checked(fn, n) for n, fn in made.items()}, session.rounds, warmup)
+    rounds = run_rounds(
+        {n: checked_copy(fn, n, session.scratch, expect, prefix="slow") for n, fn in made.items()},
+        session.rounds,
+        warmup,
+    )
     speedups = {n: 1 / r for n, r in rounds.ratio_to(BASELINE).items()}
     best = max(speedups[f"parjobs {n} workers"] for n in (8, 16))
     case = session.case(
