@@ -501,6 +501,17 @@ def hold_lock(store: str, seconds: float) -> subprocess.Popen[str]:
     return proc
 
 
+def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stores opened from now on wait 0.5 s for a lock another process holds, not the
+    default busy timeout."""
+    real_open = parjobs._store.JobStore.open.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        parjobs._store.JobStore,
+        "open",
+        classmethod(lambda cls, path, timeout=0.5: real_open(cls, path, timeout=timeout)),
+    )
+
+
 async def make_store(tmp_path: Path, n: int = 50) -> tuple[str, str, str]:
     store, log = str(tmp_path / "jobs.sqlite"), str(tmp_path / "log")
     async with parjobs.open_manager(store) as m:
@@ -527,12 +538,7 @@ async def test_store_locked_too_long_is_a_clear_error_and_nothing_is_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store, _, job_id = await make_store(tmp_path)
-    real_open = parjobs._store.JobStore.open.__func__  # type: ignore[attr-defined]
-    monkeypatch.setattr(
-        parjobs._store.JobStore,
-        "open",
-        classmethod(lambda cls, path, timeout=0.5: real_open(cls, path, timeout=timeout)),
-    )
+    short_busy_timeout(monkeypatch)
     holder = hold_lock(store, 3.0)
     try:
         with pytest.raises(BaseException) as caught:
@@ -553,12 +559,7 @@ async def test_store_locked_too_long_raises_a_plain_store_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store, _, _ = await make_store(tmp_path)
-    real_open = parjobs._store.JobStore.open.__func__  # type: ignore[attr-defined]
-    monkeypatch.setattr(
-        parjobs._store.JobStore,
-        "open",
-        classmethod(lambda cls, path, timeout=0.5: real_open(cls, path, timeout=timeout)),
-    )
+    short_busy_timeout(monkeypatch)
     holder = hold_lock(store, 2.0)
     try:
         with pytest.raises(parjobs.StoreError, match="locked by another process"):
