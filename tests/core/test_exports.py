@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import importlib
 import inspect
+import pkgutil
 import types
 
 import pytest
@@ -224,3 +225,26 @@ def test_every_public_class_is_classified() -> None:
         if not inspect.isclass(obj) or issubclass(obj, BaseException | enum.Enum):
             continue
         assert name in classified, name
+
+
+def test_every_library_error_is_in_the_one_tree() -> None:
+    """Every exception class the core and the operations define is a `ParjobsError` (#13:
+    one tree), except `Skip`, a task's signal that it did nothing on purpose. The CLI's and
+    the server's own errors (`CliError`, `ApiError`) never leave them, and are not walked."""
+    import parjobs.ops
+
+    outside = set()
+    for package in (parjobs, parjobs.ops):
+        for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+            if info.name.rpartition(".")[2] in ("cli", "server", "ops", "__main__"):
+                continue
+            module = importlib.import_module(info.name)
+            for value in vars(module).values():
+                if (
+                    inspect.isclass(value)
+                    and issubclass(value, BaseException)
+                    and value.__module__.startswith("parjobs")
+                    and not issubclass(value, parjobs.ParjobsError)
+                ):
+                    outside.add(value.__qualname__)
+    assert outside == {"Skip"}
