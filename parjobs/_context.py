@@ -124,6 +124,12 @@ class JobContext(metaclass=NoPublicConstructor):
     def workers(self) -> int:
         return self._pool.workers
 
+    @property
+    def clustered(self) -> bool:
+        """Whether the manager runs ``cluster`` tasks on a cluster (`parjobs._cluster`): a
+        job then leaves such tasks unbundled (a `Bundle` runs here)."""
+        return self._pool.queue.remote
+
     def task_dispatcher(
         self,
         stage: str = "default",

@@ -29,7 +29,15 @@ from ._pool import WorkerPool
 from ._pool import check_workers as check_workers
 from ._progress import ItemError
 from ._stage import Ended, Stage
-from ._task import AsyncTask, Outcome, OutcomeStatus, RetryPolicy, Task, TaskContext
+from ._task import (
+    AsyncTask,
+    BundleDone,
+    Outcome,
+    OutcomeStatus,
+    RetryPolicy,
+    Task,
+    TaskContext,
+)
 from ._util import NoPublicConstructor
 from ._workqueue import Deliver, DeliverGroup, WorkItem
 
@@ -187,6 +195,10 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
         `Interrupted` (e.g. from ``ctx.check_interrupt()`` while walking a tree): that ends
         the feed the same way, and the interrupt is raised after the outcomes in flight, so
         an item generator need not catch it.
+
+        A `Bundle` among ``tasks`` is one task for the tasks it holds: its one outcome books
+        those it finished; those it left (`BundleDone.left`) are queued here as tasks of
+        their own, before the next task of ``tasks``, and their outcomes yielded as any other.
         """
         if include_resumed:
             await self._stage.load_results()
@@ -213,6 +225,8 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
         async_iter = aiter(tasks) if sync_iter is None else None  # type: ignore[arg-type]
         exhausted = False
         stopped: Interrupted | None = None  # raised by ``tasks`` itself
+        # What `Bundle` s left (`BundleDone.left`): queued before the next task of the feed.
+        left: collections.deque[Task[Any]] = collections.deque()
         # Refill in bursts, not one task per outcome: fewer wake-ups, and a backlog to stream.
         low_water = window // 2
         # Tasks of a sync feed go into the queue a chunk at a time (one lock and one wake-up
@@ -221,13 +235,15 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
         chunk: list[WorkItem] = []
         while True:
             while (
-                not exhausted
+                (left or not exhausted)
                 and outstanding < window
                 and interrupter.reason is None
                 and (outstanding <= low_water or not ready)
             ):
                 try:
-                    if sync_iter is not None:
+                    if left:
+                        task = left.popleft()
+                    elif sync_iter is not None:
                         task = next(sync_iter)
                     else:
                         assert async_iter is not None
@@ -269,11 +285,15 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
                 outstanding -= len(entry)
                 for outcome, error, tc in entry:
                     record(outcome, error, tc)
+                    if tc.covers is not None:
+                        _left(outcome, left)
                     yield outcome
                 continue
             outstanding -= 1
             outcome, error, tc = entry
             record(outcome, error, tc)  # booked as the job gets it (see the module docstring)
+            if tc.covers is not None:  # a bundle's outcome
+                _left(outcome, left)
             yield outcome
         interrupter.check()
         if stopped is not None:
@@ -297,6 +317,14 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
         if include_resumed:
             return self.dispatch_many((factory(i) for i in range(count)), include_resumed=True)
         return self.dispatch_many(factory(i) for i in self._stage.completed.missing(count))
+
+
+def _left(outcome: Outcome[Any], left: collections.deque[Task[Any]]) -> None:
+    """Add to ``left`` the tasks a done `Bundle` left (`BundleDone.left`): queued as tasks
+    of their own."""
+    value = outcome.value
+    if outcome.status is OutcomeStatus.DONE and isinstance(value, BundleDone):
+        left.extend(value.left)
 
 
 __all__ = ["TaskDispatcher", "TaskHandle"]

@@ -47,7 +47,7 @@ import trio
 
 from ._exceptions import Interrupted, Skip, TaskTimeoutError
 from ._progress import ProgressTracker
-from ._task import RUN_ALONE, Interrupter, Outcome, OutcomeStatus
+from ._task import RUN_ALONE, Bundle, Interrupter, Outcome, OutcomeStatus
 from ._throttle import TinyTaskThrottle
 from ._workqueue import HEAVY_BYTES, WorkItem, WorkQueue, groupable
 
@@ -308,7 +308,9 @@ class ThreadExecutor:
     async def run(self, first: WorkItem) -> None:
         throttle = self._throttle
         light = first.task.weight < HEAVY_BYTES  # a heavy task is never tiny
-        cap = throttle.group_cap if groupable(first.task) else throttle.cap
+        # (a bundle, like a group, spends its time in C with the GIL released)
+        grouped = groupable(first.task) or isinstance(first.task, Bundle)
+        cap = throttle.group_cap if grouped else throttle.cap
         while light and throttle.limited and self._look_for_stalls() >= cap:
             # Look again now and then: a stalled call frees no slot by returning.
             with trio.move_on_after(STALL_SECONDS):
@@ -360,6 +362,9 @@ class ThreadExecutor:
                         work, outcome = done[-1]
                     else:
                         size = min(left, int(RUN_SECONDS / self._task_seconds)) if light else 1
+                        bundle = isinstance(work.task, Bundle)
+                        if bundle:
+                            size = 1  # ~`BUNDLE_SECONDS` of work already, measured apart
                         if size > 1 and len(queue):
                             with call.lock:
                                 if call.given_up():
@@ -383,10 +388,14 @@ class ThreadExecutor:
                             work, outcome = group_done[-1]
                         now = monotonic()
                         ran = 1 if group_done is None else len(group_done)
-                        per_task = max(1e-7, (now - call_start) / ran)
-                        self._task_seconds = (self._task_seconds + per_task) / 2
+                        if not bundle:
+                            per_task = max(1e-7, (now - call_start) / ran)
+                            self._task_seconds = (self._task_seconds + per_task) / 2
                     call.deadline = None
-                    count = 1 if group_done is None else len(group_done)
+                    if group_done is None:  # (a bundle counts as the tasks it ran)
+                        count = max(1, work.task.ran) if isinstance(work.task, Bundle) else 1
+                    else:
+                        count = len(group_done)
                     if light and throttle.limited and self._streaming <= cap:
                         throttle.observe(now - started, count)
                     started = now

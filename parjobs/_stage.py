@@ -78,7 +78,10 @@ class Stage:
         if status is OutcomeStatus.DONE or status is OutcomeStatus.SKIPPED:
             task = outcome.task
             index = task.index
-            if self.completed.add(index):
+            covers = tc.covers if tc is not None else None
+            if covers is not None:  # a `Bundle`: the tasks it finished, booked together
+                self._record_covered(covers, task.items, outcome.bytes, tc)
+            elif self.completed.add(index):
                 self.new.append(index)
                 # As many items as the progress tracker counts for the task (`Task.items`):
                 # a resumed run starts its counts from these.
@@ -116,6 +119,23 @@ class Stage:
             first = True
         if first and self._notify is not None:
             self._notify()
+
+    def _record_covered(
+        self, covers: list[int], items: int, nbytes: int, tc: TaskContext | None
+    ) -> None:
+        """Book the tasks a `Bundle` finished (``covers``, ``items`` items, ``nbytes``)
+        as completed, with their item records (``tc.items``, each stamped with its task's
+        index): one call for the bundle."""
+        add, new = self.completed.add, self.new
+        for index in covers:
+            if add(index):
+                new.append(index)
+        self.new_done += items
+        self.new_bytes += nbytes
+        rows = tc.items if tc is not None else None
+        if rows:
+            name = self.name
+            self.new_items.extend(r if r[9] == name else _restaged(r, name) for r in rows)
 
     async def load_results(self) -> None:
         """Fetch the values stored by earlier runs (once), for resumed outcomes."""

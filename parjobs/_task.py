@@ -123,6 +123,7 @@ class TaskContext(metaclass=NoPublicConstructor):
         "_label",
         "attempt",
         "bytes_done",
+        "covers",
         "deadline",
         "index",
         "items",
@@ -151,6 +152,9 @@ class TaskContext(metaclass=NoPublicConstructor):
         #: earlier result, done, not a conflict. False on local runs.
         self.rerun = False
         self.items: list[ItemRow] | None = None  # what `record` noted, for the checkpoint
+        #: The indices the task finished, when it stands for several items of its stage (a
+        #: `Bundle`): the stage books these as completed instead of the task's own index.
+        self.covers: list[int] | None = None
         self._interrupter = interrupter
         self.timeout = timeout
         #: When the task must be done (``time.monotonic()``): set by `start`, None before
@@ -187,6 +191,12 @@ class TaskContext(metaclass=NoPublicConstructor):
     @property
     def interrupted(self) -> bool:
         return self._interrupter.reason is not None
+
+    def member(self, task: Task[Any]) -> TaskContext:
+        """A context for ``task``, one of the tasks a `Bundle` stands for: its own index,
+        label and item records, this task's interrupt flag and stage (no timeout: the
+        bundle's own clock runs)."""
+        return TaskContext._create(task.index, task.label, self._interrupter, None, self.stage)
 
     def add_bytes(self, n: int) -> None:
         """Report ``n`` more bytes processed, for byte-accurate progress."""
@@ -401,3 +411,120 @@ class Outcome(Generic[T]):
 _OUTCOME_SETTERS: tuple[Callable[[Any, Any], None], ...] = tuple(
     getattr(Outcome, f.name).__set__ for f in dataclasses.fields(Outcome)
 )
+
+
+#: A `Bundle` runs its tasks' group path in calls sized to take about this long (seconds) by
+#: the time per task measured so far (as the executor sizes task groups)...
+BUNDLE_SECONDS = 0.02
+#: ... and hands back what it has not run once it has run this long: a bundle on slow
+#: storage ends soon (a thread call's own bound, so lane tokens still rotate among jobs).
+BUNDLE_MAX_SECONDS = 0.05
+
+
+@typing.final
+@dataclasses.dataclass(frozen=True, slots=True)
+class BundleDone:
+    """The value of a `Bundle`: the values of the tasks it finished (``covers`` order) and
+    the tasks it ``left``, which the dispatcher then runs as tasks of their own."""
+
+    values: list[Any]
+    left: list[Task[Any]]
+
+
+def _spent(elapsed: float) -> bool:
+    """Whether a `Bundle` that has run ``elapsed`` seconds should hand back the rest: past
+    `BUNDLE_MAX_SECONDS`, or past `BUNDLE_SECONDS` when its tasks are slow (waits, which
+    overlap only across workers); tiny tasks slowed by a busy machine keep going."""
+    if elapsed >= BUNDLE_MAX_SECONDS:
+        return True
+    return elapsed >= BUNDLE_SECONDS and Bundle.member_seconds >= BUNDLE_SECONDS / 8
+
+
+class Bundle(Task[BundleDone]):
+    """One task that stands for several queued tasks of one grouping class (`run_group`):
+    one queue item, one outcome and one booking in the stage for all the tasks it finishes,
+    instead of one each (a copy's group of small files: the per-task path costs more than the
+    copy in C). The tasks it finishes are booked together when the job takes its outcome
+    (``tc.covers``, with their item records): a job killed before that runs them again.
+
+    ``run`` hands the tasks to their class's `Task.run_group` in calls sized by
+    `BUNDLE_SECONDS`; a task answered `RUN_ALONE` (a conflict, an error, anything the group
+    path does not do) is set to run alone (``group_size = 1``) and left, with the tasks not
+    reached (past `BUNDLE_MAX_SECONDS`, or `BUNDLE_SECONDS` for slow tasks, or once the job
+    is being interrupted), in
+    `BundleDone.left`: `TaskDispatcher.dispatch_many` queues those as tasks of their own,
+    so a failure is reported (and retried) per task, as before (so a bundle goes through
+    ``dispatch_many``, not ``dispatch``). A bundle itself never fails but by a bug; it never
+    runs on a cluster (its tasks may, unbundled)."""
+
+    #: The time per task of the last group calls (seconds; threads race on it: that only
+    #: blurs it). Starts at one task a call, as the executor's groups do: on slow storage
+    #: (a 20 ms open) a bundle runs a task or two and hands the rest back within
+    #: `BUNDLE_MAX_SECONDS`, so the waits still overlap across workers; on fast storage
+    #: the calls double to full size within the first bundle.
+    member_seconds: ClassVar[float] = BUNDLE_SECONDS
+
+    def __init__(self, tasks: Sequence[Task[Any]]) -> None:
+        if not tasks:
+            raise ValueError("a bundle needs at least one task")
+        self.tasks = list(tasks)
+        self.index = tasks[0].index
+        self.priority = tasks[0].priority
+        #: Its heaviest task's: every task is light, so the bundle is too (`HEAVY_BYTES`).
+        self._weight = max(task.weight for task in tasks)
+        self.items = sum(task.items for task in tasks)  # set to what it finished by `run`
+        #: How many of its tasks `run` handed to the group path (the rest it left unrun).
+        self.ran = 0
+
+    @property
+    def weight(self) -> int:
+        return self._weight
+
+    def label(self) -> str:
+        first = self.tasks[0].label()
+        more = len(self.tasks) - 1
+        return f"{first} (+{more})" if more else first
+
+    def run(self, tc: TaskContext) -> BundleDone:
+        tasks = self.tasks
+        cls = type(tasks[0])
+        monotonic = time.monotonic
+        started = monotonic()
+        values: list[Any] = []
+        covers: list[int] = []
+        rows: list[ItemRow] = []
+        left: list[Task[Any]] = []
+        done_items = 0
+        i, n = 0, len(tasks)
+        while i < n:
+            if i and (tc.interrupted or _spent(monotonic() - started)):
+                break  # the rest: queued as tasks of their own (not run when interrupted)
+            k = max(1, min(n - i, int(BUNDLE_SECONDS / Bundle.member_seconds)))
+            chunk = tasks[i : i + k]
+            tcs = [tc.member(task) for task in chunk]
+            call = monotonic()
+            try:
+                got = cls.run_group(chunk, tcs)
+                if len(got) != k:
+                    raise RuntimeError(f"run_group returned {len(got)} values for {k} tasks")
+            except Exception:  # (a bug): each runs alone, and fails or not there
+                got = [RUN_ALONE] * k
+            Bundle.member_seconds = (Bundle.member_seconds + (monotonic() - call) / k) / 2
+            for task, mtc, value in zip(chunk, tcs, got, strict=True):
+                if value is RUN_ALONE:
+                    task.group_size = 1  # the group path handed it back: alone next time
+                    left.append(task)
+                    continue
+                values.append(value)
+                covers.append(task.index)
+                done_items += task.items
+                tc.bytes_done += mtc.bytes_done
+                if mtc.items:
+                    rows.extend(mtc.items)
+            i += k
+        left.extend(tasks[i:])
+        self.ran = i
+        tc.covers = covers
+        tc.items = rows
+        self.items = done_items
+        return BundleDone(values, left)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._task import AsyncTask, Outcome, RetryPolicy, Task, TaskContext
+from ._task import AsyncTask, Bundle, Outcome, RetryPolicy, Task, TaskContext
 
 if TYPE_CHECKING:
     from ._progress import ItemError
@@ -209,6 +209,7 @@ class WorkQueue:
                 task.lane == lane
                 and task.group_size <= 1
                 and task.weight < HEAVY_BYTES
+                and not isinstance(task, Bundle)
                 and not isinstance(task, AsyncTask)
                 and not (remote and task.cluster)
             ),

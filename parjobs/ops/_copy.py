@@ -9,7 +9,8 @@ How a copy runs::
 
 * Every walked entry is one indexed item, so a resumed run skips exactly what was checkpointed;
   worker threads stream many small files per thread call (a file's ``weight`` is its size),
-  and hand plain small files to C in groups (`CopyItem.run_group`, `copy_small_files`).
+  and hand plain small files to C in groups (`CopyItem.run_group`, `copy_small_files`); such
+  files travel as one task per group (`Bundle`, made by `bundled` from each walked batch).
 * The destination side goes through `DestTree`: a cache of directory fds opened one component
   at a time with ``O_NOFOLLOW``, so a symlink planted in the destination never redirects a write
   and each file costs no path walk. Directories are created on demand by whichever item needs
@@ -51,6 +52,7 @@ from ._transfer import (
     Policy,
     Tally,
     TransferItem,
+    bundled,
     check_paths,
     copy_group,
     item_error,
@@ -322,18 +324,30 @@ class CopyJob(IntoDestination, Job):
         links: list[tuple[Entry, Entry]] = []
 
         def count(outcome: Any) -> None:
-            what = tally.record(outcome)
+            kinds = tally.bundle(outcome)
+            if kinds is not None:  # a bundle of files (each copied or linked)
+                for what, n in kinds.items():
+                    counted(what, n)
+                return
+            done = tally.record(outcome)
+            if done is not None:
+                counted(done, 1)
+
+        def counted(what: str, n: int) -> None:
             if what == "dir":  # (the manager checkpoints in the background)
-                tally.add("dirs")
-            elif what is not None:  # copied: files and symlinks, also apart
-                tally.add("copied")
-                tally.add("symlinks" if what == "symlink" else "files")
+                tally.add("dirs", n)
+            else:  # copied: files and symlinks, also apart
+                tally.add("copied", n)
+                tally.add("symlinks" if what == "symlink" else "files", n)
                 if what == "linked":
-                    tally.add("linked")
+                    tally.add("linked", n)
 
         try:
             dispatcher = ctx.task_dispatcher()
-            feed = self._items(ctx, plan, dirs, links, dispatcher.is_completed)
+            # Small files go as bundles (one task a group: `bundled`), unless a cluster runs
+            # them (one by one there).
+            bundle = 0 if ctx.clustered and plan.portable else dispatcher.workers
+            feed = self._items(ctx, plan, dirs, links, dispatcher.is_completed, bundle=bundle)
             async with aclosing(feed) as items:
                 async for outcome in dispatcher.dispatch_many(items):
                     count(outcome)
@@ -362,11 +376,15 @@ class CopyJob(IntoDestination, Job):
         dirs: list[tuple[bytes, bytes, int | None]],
         links: list[tuple[Entry, Entry]],
         done: Callable[[int], bool],
-    ) -> AsyncGenerator[CopyItem, None]:
+        *,
+        bundle: int = 0,
+    ) -> AsyncGenerator[Task[Any], None]:
         """One `CopyItem` per walked entry, except those ``done`` in an earlier run (a resume
-        replays the manifest, and builds no task for what it will skip). With ``hard_links``,
-        a file's later names (``(entry, first name)``) go to ``links`` instead, for the
-        "links" stage; the manifest's order makes the first the same on every run."""
+        replays the manifest, and builds no task for what it will skip); with ``bundle`` (the
+        workers), a walked batch's small files go in `Bundle` s (`bundled`). With
+        ``hard_links``, a file's later names (``(entry, first name)``) go to ``links``
+        instead, for the "links" stage; the manifest's order makes the first the same on
+        every run."""
         hard_links = HardLinks() if self.hard_links else None
         # Directories an earlier run made: not new to this one (`DestTree.is_new`), so their
         # files cannot take the group path (`copy_group`) and go as plain tasks, which the
@@ -392,6 +410,7 @@ class CopyJob(IntoDestination, Job):
             )
             async with aclosing(walked) as batches:
                 async for batch in batches:
+                    tasks: list[Task[Any]] = []
                     for entry in batch:
                         if entry.kind == "dir":
                             # finished again, done or not; times read then
@@ -405,7 +424,9 @@ class CopyJob(IntoDestination, Job):
                             continue
                         if not done(entry.index):
                             parent = entry.rel.rpartition(b"/")[0]
-                            yield CopyItem(entry, plan, grouped=parent not in made_before)
+                            tasks.append(CopyItem(entry, plan, grouped=parent not in made_before))
+                    for task in bundled(tasks, bundle) if bundle else tasks:
+                        yield task
         except Interrupted:
             return  # the dispatcher lets the items in flight end, then raises the interrupt
 

@@ -54,6 +54,7 @@ from ._transfer import (
     Landing,
     Tally,
     TransferItem,
+    bundled,
     check_paths,
     copy_group,
     item_error,
@@ -527,7 +528,10 @@ class MoveJob(IntoDestination, Job):
             dirs: list[tuple[bytes, bytes, int | None]] = []
             links: list[tuple[Entry, Entry]] = []
             dispatcher = ctx.task_dispatcher("move")
-            feed = self._items(ctx, plan, order, by_copy, dirs, links, dispatcher.is_completed)
+            bundle = 0 if ctx.clustered and plan.portable else dispatcher.workers  # (as a copy)
+            feed = self._items(
+                ctx, plan, order, by_copy, dirs, links, dispatcher.is_completed, bundle=bundle
+            )
             async with aclosing(feed) as items:
                 async for outcome in dispatcher.dispatch_many(items):
                     self._count(tally, outcome)  # (the manager checkpoints in the background)
@@ -558,13 +562,17 @@ class MoveJob(IntoDestination, Job):
 
     @staticmethod
     def _count(tally: Tally, outcome: Any) -> None:
-        what = tally.record(outcome)
-        if what == "dir":
-            tally.add("dirs")
-        elif what is not None:
-            tally.add("moved")
-            if what in ("renamed", "copied", "linked"):
-                tally.add(what)
+        kinds = tally.bundle(outcome)
+        if kinds is None:
+            what = tally.record(outcome)
+            kinds = {} if what is None else {what: 1}
+        for what, n in kinds.items():  # (a bundle's files: each copied)
+            if what == "dir":
+                tally.add("dirs", n)
+            else:
+                tally.add("moved", n)
+                if what in ("renamed", "copied", "linked"):
+                    tally.add(what, n)
 
     async def _items(
         self,
@@ -575,10 +583,13 @@ class MoveJob(IntoDestination, Job):
         dirs: list[tuple[bytes, bytes, int | None]],
         links: list[tuple[Entry, Entry]],
         done: Callable[[int], bool],
-    ) -> AsyncGenerator[MoveItem, None]:
-        """One `MoveItem` per walked entry, except those ``done`` in an earlier run; across
-        filesystems, a file's later names (``(entry, first name)``) go to ``links`` instead,
-        for the "links" stage (as for a copy)."""
+        *,
+        bundle: int = 0,
+    ) -> AsyncGenerator[Task[Any], None]:
+        """One `MoveItem` per walked entry, except those ``done`` in an earlier run, small
+        files in `Bundle` s with ``bundle`` (as for a copy); across filesystems, a file's
+        later names (``(entry, first name)``) go to ``links`` instead, for the "links"
+        stage (as for a copy)."""
         if not order:
             return
         hard_links = HardLinks()
@@ -599,6 +610,7 @@ class MoveJob(IntoDestination, Job):
             walked = walk_ahead(ctx, roots, count, names, estimate=estimate)
             async with aclosing(walked) as batches:
                 async for batch in batches:
+                    tasks: list[Task[Any]] = []
                     for entry in batch:
                         if entry.kind == "dir":
                             # finished again, done or not; with the mtime walked
@@ -613,7 +625,10 @@ class MoveJob(IntoDestination, Job):
                         if not done(entry.index):
                             parent = entry.rel.rpartition(b"/")[0]
                             grouped = parent not in made_before
-                            yield MoveItem(entry, plan, by_copy[entry.root], grouped=grouped)
+                            item = MoveItem(entry, plan, by_copy[entry.root], grouped=grouped)
+                            tasks.append(item)
+                    for task in bundled(tasks, bundle) if bundle else tasks:
+                        yield task
         except Interrupted:
             return  # the dispatcher lets the items in flight end, then raises the interrupt
 

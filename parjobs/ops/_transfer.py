@@ -19,7 +19,8 @@ import trio
 from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
 from .._items import Identity, fingerprint
-from .._task import Outcome, OutcomeStatus, Task, TaskContext
+from .._task import Bundle, BundleDone, Outcome, OutcomeStatus, Task, TaskContext
+from .._workqueue import GROUP_MAX_BYTES, HEAVY_BYTES, groupable
 from . import _smallfiles
 from ._copyfile import CopyOptions, CopyResult, copy_file, copy_symlink
 from ._desttree import NOT_A_DIR, DestTree
@@ -640,6 +641,47 @@ def renamed_variants(dir_fd: int, name: bytes) -> list[bytes]:
     return found
 
 
+#: A `Bundle` of a copy or move stands for at most this many files (`bundled`).
+BUNDLE_MAX = 64
+
+
+def bundled(tasks: list[Task[Any]], workers: int) -> list[Task[Any]]:
+    """``tasks`` (one walked batch's) with those that may run in a group (`groupable`)
+    packed into `Bundle` s, in order: one queue item, one outcome and one booking per
+    bundle instead of per file. A bundle holds up to `BUNDLE_MAX` tasks (and its class's
+    ``group_size``), under `GROUP_MAX_BYTES`, and no more than an even share of the batch's
+    groupable tasks among ``workers`` (a hundred files on slow storage still spread over the
+    workers); a lone task stays itself."""
+    grouping = [task for task in tasks if groupable(task)]
+    if len(grouping) < 2:
+        return tasks
+    share = -(-len(grouping) // workers)
+    out: list[Task[Any]] = []
+    pack: list[Task[Any]] = []
+    size = total = 0
+
+    def flush() -> None:
+        if len(pack) == 1:
+            out.append(pack[0])
+        elif pack:
+            out.append(Bundle(pack[:]))
+        pack.clear()
+
+    for task in tasks:
+        if task.group_size <= 1 or task.weight >= HEAVY_BYTES:
+            out.append(task)
+            continue
+        weight = task.weight
+        if pack and (len(pack) >= size or total + weight >= GROUP_MAX_BYTES):
+            flush()
+        if not pack:
+            size, total = min(BUNDLE_MAX, task.group_size, share), 0
+        pack.append(task)
+        total += weight
+    flush()
+    return out
+
+
 class Tally:
     """The counters of a job's result, kept in ``ctx.state`` so they add up across runs.
 
@@ -662,6 +704,8 @@ class Tally:
         if status is OutcomeStatus.DONE:
             assert outcome.value is not None
             done = outcome.value
+            if isinstance(done, BundleDone):
+                raise TypeError("a bundle's outcome: count it with `bundle`")
             if not isinstance(done, CopyDone):  # a kept result, back from JSON
                 done = CopyDone(*done)
             self.data["bytes"] += done.copied
@@ -674,6 +718,22 @@ class Tally:
         elif status is OutcomeStatus.FAILED:
             self.failed += 1
         return None
+
+    def bundle(self, outcome: Outcome[Any]) -> dict[str, int] | None:
+        """For the outcome of a `Bundle`: count its files' bytes and return how many were
+        done of each kind (`CopyDone.kind`); None for any other outcome (`record` it)."""
+        done = outcome.value
+        if not isinstance(done, BundleDone):
+            return None
+        kinds: dict[str, int] = {}
+        copied = reused = 0
+        for value in done.values:
+            copied += value.copied
+            reused += value.reused
+            kinds[value.kind] = kinds.get(value.kind, 0) + 1
+        self.data["bytes"] += copied
+        self.data["bytes_reused"] += reused
+        return kinds
 
     def result(self) -> dict[str, Any]:
         out = dict(self.data)

@@ -12,6 +12,7 @@ import pytest
 
 import parjobs
 from parjobs import FunctionTask, JobContext, Outcome, OutcomeStatus
+from parjobs._task import Bundle, BundleDone
 from parjobs._throttle import TinyTaskThrottle
 
 
@@ -307,3 +308,72 @@ async def test_groups_shrink_to_single_tasks_when_tasks_wait(
     # The waits overlap: group calls sleep side by side (one call for all never would). Was
     # a wall-clock bound (< 0.9 s against 1.28 s in one call), which a loaded machine breaks.
     assert Grouped.peak >= 2
+
+
+# -- bundles (one task for a group's tasks: parjobs._task.Bundle) ---------------------------
+
+
+class Member(Grouped):
+    """`Grouped`, whose ``run`` (a task the group path left) fails for index 3."""
+
+    def run(self, tc: parjobs.TaskContext) -> str:
+        if self.index == 3:
+            raise OSError(2, "No such file or directory", "f3")
+        tc.record("done", f"f{self.index}")
+        return super().run(tc)
+
+
+@parjobs.job_type("test-dispatch-bundles", version=1)
+class BundleJob(parjobs.Job):
+    indices: list[int]
+
+    async def run(self, ctx: JobContext) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {"bundle": [], "alone": [], "failed": [], "bookings": []}
+        dispatcher = ctx.task_dispatcher()
+        stage = ctx._stages["default"]
+        async for outcome in dispatcher.dispatch_many([Bundle([Member(i) for i in self.indices])]):
+            if isinstance(outcome.value, BundleDone):
+                out["bundle"] += [int(v.split()[1]) for v in outcome.value.values]
+            elif outcome.ok:
+                out["alone"].append(outcome.index)
+            else:
+                out["failed"].append(outcome.index)
+            out["bookings"].append(len(stage.new))  # booked as the job got it
+        return out
+
+
+async def test_a_bundle_books_its_tasks_together_and_leaves_the_rest_to_run_alone(
+    store_path: str,
+) -> None:
+    """A `Bundle` is one task for many: the tasks its group path did are booked by one
+    outcome (one booking, with each task's bytes and item count); the ones the group path
+    left run as tasks of their own afterwards, a failure among them reported alone under its
+    own index, and nothing runs twice."""
+    GROUP_LOG.clear()
+    async with parjobs.open_manager(store_path, workers=2) as m:
+        handle = await m.submit(BundleJob(indices=list(range(12))))
+        assert await handle.wait() is parjobs.JobStatus.COMPLETED_WITH_ERRORS
+        info = await handle.info()
+        (error,) = await m.errors(handle.id)
+        records = await m.items(handle.id)
+    result = info.result
+    assert result["bundle"] == list(range(0, 12, 2))  # one outcome for the six
+    assert sorted(result["alone"]) == [1, 5, 7, 9, 11] and result["failed"] == [3]
+    assert result["bookings"][0] == 6  # the bundle's first: its six booked at once
+    assert error.index == 3 and "f3" in error.message
+    assert info.done_items == 11 and info.done_bytes == 60
+    grouped = sorted(i for kind, ix in GROUP_LOG if kind == "group" for i in ix)
+    assert grouped == list(range(12))  # each once through the group path...
+    assert sorted(ix[0] for kind, ix in GROUP_LOG if kind == "alone") == [1, 5, 7, 9, 11]
+    assert sorted(r.index for r in records if r.action == "done") == [1, 5, 7, 9, 11]
+
+
+async def test_a_bundle_whose_group_path_breaks_leaves_every_task_to_run_alone(
+    store_path: str,
+) -> None:
+    GROUP_LOG.clear()
+    async with parjobs.open_manager(store_path, workers=1) as m:
+        handle = await m.submit(BundleJob(indices=[1000, 1002]))
+        assert await handle.wait() is parjobs.JobStatus.COMPLETED
+        result = (await handle.info()).result
+    assert result["bundle"] == [] and sorted(result["alone"]) == [1000, 1002]

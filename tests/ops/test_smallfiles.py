@@ -19,7 +19,6 @@ from _trees import read, snapshot, write
 import parjobs
 from parjobs import JobStatus
 from parjobs._items import Identity, Written, fingerprint
-from parjobs._pool import WorkerPool
 from parjobs._stage import Stage
 from parjobs.ops import _copy as copy_mod
 from parjobs.ops import _hashing as hashing_mod
@@ -386,30 +385,28 @@ async def test_a_job_copies_small_files_in_groups_identically_to_the_python_path
     assert temporaries(tmp_path / "a") == []
 
 
-async def test_a_group_is_handed_over_once_and_still_logs_a_record_per_file(
+async def test_a_bundle_is_one_task_and_still_logs_a_record_per_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The outcomes of a C group travel from the worker thread to the job as one unit (one
-    `WorkerPool.post_group`, one progress update), not one hand-over per file; each file is
-    still booked once in the copy's stage, as the job gets it, and the item log still says
-    per file what was done, with the identity undo needs (#13, #18)."""
+    """A group of small files travels from the walk to the checkpoint as one task (a
+    `Bundle`: one queue item, one outcome, one booking in the copy's stage covering its
+    files), not one per file; each file is still booked exactly once, and the item log
+    still says per file what was done, with the identity undo needs (#13, #18)."""
     src = tmp_path / "src"
     small_tree(src, 300)
     groups = count_groups(monkeypatch)
-    units: list[int] = []  # outcomes per hand-over of a group (or run) to trio
     bookings: list[int] = []  # indices booked in the copy's stage
-    post_group, record = WorkerPool.post_group, Stage.record
-
-    def handed(self: WorkerPool, group: Any, urgent: bool) -> None:
-        units.append(len(group))
-        post_group(self, group, urgent)
+    calls: list[int] = []  # indices per booking call
+    record = Stage.record
 
     def booked(self: Stage, outcome: Any, error: Any, tc: Any = None) -> None:
         if self.name == "default":
-            bookings.append(outcome.index)
+            covers = tc.covers if tc is not None and tc.covers is not None else None
+            got = [outcome.index] if covers is None else covers
+            bookings.extend(got)
+            calls.append(len(got))
         record(self, outcome, error, tc)
 
-    monkeypatch.setattr(WorkerPool, "post_group", handed)
     monkeypatch.setattr(Stage, "record", booked)
     async with parjobs.open_manager(str(tmp_path / "j.sqlite"), workers=4) as m:
         handle = await m.submit(
@@ -418,11 +415,14 @@ async def test_a_group_is_handed_over_once_and_still_logs_a_record_per_file(
         with trio.fail_after(30):
             assert await handle.wait() is JobStatus.COMPLETED
         records = await m.items(handle.id)
-    grouped = [n for n in groups if n > 1]
-    assert grouped, groups
+        info = await m.get(handle.id)
+    assert max(groups) > 1, groups
     assert sorted(bookings) == sorted(set(bookings))  # each entry booked once...
     assert len(bookings) == len(snapshot(src)) + 1  # ...every entry and the root
-    assert sum(units) - len(units) >= sum(n - 1 for n in grouped)  # a group: one hand-over
+    # A bundle: one booking. (Under load a bundle hands back what it did not reach in
+    # time: those go one by one.)
+    assert max(calls) > 1 and len(calls) < len(bookings)
+    assert info.done_items == len(bookings) + 1  # (and the finishing step)
     files = {os.path.join(d, n) for d, _, names in os.walk(src) for n in names if n != "link"}
     copied = {r.source: r for r in records if r.action == "copied" and r.detail is None}
     assert set(copied) >= files and len(records) == len({r.index for r in records})

@@ -201,8 +201,9 @@ def _install_hook(hook: dict[str, Any]) -> None:
         real_run_one = executor_mod._run_one
 
         def run_one(work: Any, interrupter: Any) -> Any:
-            if counter.hit():
-                die()
+            for _ in _members(work):  # (a bundle's tasks count too)
+                if counter.hit():
+                    die()
             return real_run_one(work, interrupter)
 
         executor_mod._run_one = run_one
@@ -219,12 +220,18 @@ def _install_hook(hook: dict[str, Any]) -> None:
         raise SystemExit(f"unknown hook {kind!r}")
 
 
+def _members(work: Any) -> list[Any]:
+    """The tasks ``work`` runs: a `Bundle`'s, else its own."""
+    task = work.task
+    return list(task.tasks) if isinstance(task, task_mod.Bundle) else [task]
+
+
 def _slow_down(task_sleep: float, check_sleep: float) -> None:
     if task_sleep:
         real_run_one = executor_mod._run_one
 
         def run_one(work: Any, interrupter: Any) -> Any:
-            time.sleep(task_sleep)
+            time.sleep(task_sleep * len(_members(work)))  # (per task of a bundle)
             return real_run_one(work, interrupter)
 
         executor_mod._run_one = run_one

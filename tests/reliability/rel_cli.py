@@ -53,10 +53,16 @@ def _log_tasks(path: str) -> None:
     pid = os.getpid()
 
     def note(work: Any, outcome: Any) -> None:
-        line = f"{pid} {time.time():.6f} {work.stage.name} {work.tc.index} {outcome.status.name}\n"
+        # A bundle: a line per task it finished (those it left run, and log, on their own).
+        covers = work.tc.covers
+        indices = [work.tc.index] if covers is None else covers
+        now, stage, status = time.time(), work.stage.name, outcome.status.name
+        text = "".join(f"{pid} {now:.6f} {stage} {i} {status}\n" for i in indices)
+        if not text:
+            return
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line.encode())
+            os.write(fd, text.encode())
         finally:
             os.close(fd)
 

@@ -41,8 +41,9 @@ async def test_metrics_match_the_job(server: Server, tmp_path) -> None:
     )
     done = await server.wait_status(job["id"], "completed")
     metrics = await scrape(server)
-    # Task and checkpoint durations: this process's histograms grew by this job's share.
-    for name, least in (("parjobs_task_seconds", len(sizes)), ("parjobs_checkpoint_seconds", 1)):
+    # Task and checkpoint durations: this process's histograms grew by this job's share
+    # (its directory, its files in bundles of a few each, its finishing step: 3 tasks at least).
+    for name, least in (("parjobs_task_seconds", 3), ("parjobs_checkpoint_seconds", 1)):
         grew = value(metrics[name], f"{name}_count") - value(before[name], f"{name}_count")
         assert grew >= least, (name, grew)
         assert value(metrics[name], f"{name}_bucket", le="+Inf") == value(
