@@ -59,6 +59,20 @@ def timestamp(epoch: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
+def printable(text: str) -> str:
+    """``text`` with each byte of a file name that is not UTF-8 as ``\\xNN``, as ``ls -b``.
+
+    Such a name is a ``str`` holding surrogate escapes (`os.fsdecode`): printed as it is, it
+    writes the raw byte (garbage on a terminal) or fails on a strict stream. Any other lone
+    surrogate (no name's) is shown as ``\\udNNN``."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def tail(text: str, width: int) -> str:
     """``text`` cut from the left to ``width`` characters (the end of a path matters most)."""
     if width <= 1 or len(text) <= width:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import textwrap
 import time
@@ -15,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._exceptions import JobNotFoundError
+from .._jsonout import dumps
 from .._status import JobStatus
 from . import _format as fmt
 from ._errors import EXIT_ERRORS, EXIT_OK, CliError
-from ._jsonout import dumps
 from ._render import ERRORS_SHOWN, describe, percent, stats
 from ._session import Store, import_job_types, manager_for
 
@@ -256,17 +255,12 @@ async def show_items(manager: Any, job_id: str, args: argparse.Namespace) -> int
 
 def item_line(r: ItemRecord) -> str:
     """One record as a line: ``action  source -> destination  (bytes; detail; error)``."""
-    text = f"{r.action:<11} {_shown(r.source)}"
+    text = f"{r.action:<11} {fmt.printable(r.source)}"
     if r.destination is not None:
-        text += f" -> {_shown(r.destination)}"
+        text += f" -> {fmt.printable(r.destination)}"
     extra = [fmt.size(r.bytes)] if r.bytes else []
     extra += [x for x in (r.detail, r.error) if x]
     return text + (f"  ({'; '.join(extra)})" if extra else "")
-
-
-def _shown(path: str) -> str:
-    """A path printable anywhere: bytes that are not UTF-8 as backslash escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 async def show(args: argparse.Namespace) -> int:
@@ -304,14 +298,15 @@ async def show(args: argparse.Namespace) -> int:
         ),
     ]
     if info.error:
-        lines.append(("error", info.error))
+        lines.append(("error", fmt.printable(info.error)))
     if info.status.can_resume:
         lines.append(("resume", store.resume_command(info.id)))
     for key, value in lines:
         print(f"{key:<9} {value}")
-    print("spec     ", _indent(json.dumps(info.spec_data, indent=2)))
+    # names as the other lines show them (bad bytes as \xNN), not as JSON's "\udcff"
+    print("spec     ", _indent(_json_shown(info.spec_data)))
     if info.result is not None:
-        text = json.dumps(info.result, indent=2, default=str)
+        text = _json_shown(info.result)
         if len(text) > 4000:
             text = text[:4000] + f"\n… ({len(text)} characters; see parjobs show --json)"
         print("result   ", _indent(text))
@@ -319,12 +314,18 @@ async def show(args: argparse.Namespace) -> int:
     if failed:
         print(f"errors    {failed}")
         for e in errors:
-            print(f"  {e.label}: {e.message}")
+            print(f"  {fmt.printable(e.label)}: {fmt.printable(e.message)}")
             if args.verbose and e.traceback:
                 print(textwrap.indent(e.traceback.rstrip("\n"), "    | "))
         if failed > len(errors):
             print(f"  … and {failed - len(errors)} more (use --errors)")
     return EXIT_OK
+
+
+def _json_shown(data: Any) -> str:
+    """``data`` as indented JSON for a reader: every character as itself, but a name's bytes
+    that are not UTF-8 as ``\\xNN`` (`fmt.printable`)."""
+    return fmt.printable(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
 
 def _indent(text: str) -> str:

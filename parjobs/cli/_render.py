@@ -23,8 +23,8 @@ if TYPE_CHECKING:  # rich is imported only to draw on a terminal (start-up time)
 
     from .._progress import ItemError, Progress
     from .._records import JobInfo
+from .._jsonout import dumps
 from . import _format as fmt
-from ._jsonout import dumps
 
 #: Failed items listed in a summary before "and N more".
 ERRORS_SHOWN = 20
@@ -90,7 +90,7 @@ def describe(info: JobInfo) -> str:
     target = spec.get("destination") or spec.get("out_dir") or spec.get("output")
     if isinstance(target, str):
         words.append(f"→ {target}")
-    return " ".join(words)
+    return fmt.printable(" ".join(words))
 
 
 def percent(snap: Progress) -> str:

@@ -9,10 +9,10 @@ import sys
 from typing import TYPE_CHECKING
 
 from .._job import registered_job_types
+from .._jsonout import dumps
 from . import _manage
 from ._errors import EXIT_ERRORS, EXIT_OK, CliError
 from ._follow import follow_jobs
-from ._jsonout import dumps
 from ._render import make_renderer
 from ._session import import_job_types, manager_for
 

@@ -11,10 +11,10 @@ import time
 import trio
 
 from .._job import DumpedJob
+from .._jsonout import dumps
 from .._manager import JobManager
 from ._errors import EXIT_OK, CliError
 from ._follow import signal_receiver
-from ._jsonout import dumps
 from ._session import Store, cluster_config, manager_for
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import (
@@ -41,6 +41,7 @@ from .. import (
     __version__,
     registered_job_types,
 )
+from .._jsonout import dumps
 from . import _metrics
 from ._auth import PRINCIPAL_KEY, AuthGate, Principal
 from ._endpoint import Endpoint, Handler
@@ -49,7 +50,7 @@ from ._openapi import openapi_document
 from ._pages import page_routes
 from ._reader import StoreReader
 from ._schema import spec_schema
-from ._views import error_view, job_view
+from ._views import JSONResponse, error_view, job_view
 
 #: Largest page a list endpoint returns.
 MAX_PAGE = 1000
@@ -434,7 +435,7 @@ async def job_events(request: Request) -> Response:
     info = await _visible_job(request)
     sub = hub.subscribe(owner=None, job_id=info.id, last_id=last_id, items=_flag(request, "items"))
     info = await _state(request).manager.get(info.id)  # after subscribing: nothing missed
-    data = json.dumps(job_view(info))
+    data = dumps(job_view(info))
     first = [f"event: snapshot\ndata: {data}\n\n"]
     if info.status.is_final:  # the snapshot says all there is: nothing will follow
         hub.unsubscribe(sub)

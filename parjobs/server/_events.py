@@ -38,7 +38,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -47,6 +46,7 @@ import trio
 from .. import ItemError, ItemRecord, JobInfo, JobManager, JobStatus, Progress
 from .._events import EventKind, EventSubscription, JobEvent
 from .._histogram import Histogram
+from .._jsonout import dumps
 from ..process import OutputLine
 from ._views import error_view, job_view, progress_view
 
@@ -94,7 +94,7 @@ class Event:
     def text(self) -> str:
         """The event in the SSE wire format, encoded once for every client."""
         head = f"id: {self.id}\n" if self.id is not None else ""
-        return f"{head}event: {self.kind}\ndata: {json.dumps(self.data, default=repr)}\n\n"
+        return f"{head}event: {self.kind}\ndata: {dumps(self.data, default=repr)}\n\n"
 
 
 class Subscription:

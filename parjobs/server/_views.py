@@ -2,6 +2,12 @@
 
 One place for them, so the REST responses and the events of the live streams carry the very
 same records (a dashboard row is rebuilt from either).
+
+Every JSON body and event the server writes goes through `parjobs._jsonout.dumps`, the rule of
+the CLI's ``--json``: a file name that is not UTF-8 is written with its bad bytes as ``\\xNN``
+and its own bytes (base64) in the object's ``names_bytes``. Starlette's own `JSONResponse`
+encodes a lone surrogate (``os.fsdecode(b"bad-\\xff")``) to UTF-8 and failed the request
+with a 500.
 """
 
 from __future__ import annotations
@@ -9,7 +15,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from starlette import responses
+
 from .. import ItemError, JobInfo, Progress
+from .._jsonout import dumps
+
+
+class JSONResponse(responses.JSONResponse):
+    """A JSON response in the CLI's strict rule (module docstring): ASCII, no lone surrogate."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content).encode("ascii")
 
 
 def job_view(info: JobInfo) -> dict[str, Any]:

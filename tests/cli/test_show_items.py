@@ -77,3 +77,24 @@ def test_trash_list_and_restore(tmp_path: Path, env: dict[str, str], store: str)
     assert run("trash", "list", env=env).stdout == ""
     missing = run("trash", "restore", str(tmp_path / "never"), env=env)
     assert missing.returncode == 1 and "not in the trash" in missing.stderr
+
+
+def test_show_and_jobs_print_a_name_that_is_not_utf8_readably(
+    tmp_path: Path, env: dict[str, str], store: str
+) -> None:
+    """``show`` (what, spec, result) and ``jobs`` print a bad byte of a name as ``\\xNN``, as
+    ``ls -b`` does: not the raw byte (garbage on a terminal) nor JSON's ``\\udcff``."""
+    bad = tmp_path / os.fsdecode(b"bad-\xff")
+    bad.write_bytes(b"b")
+    (tmp_path / "dst").mkdir()
+    copied = run("copy", str(bad), str(tmp_path / "dst"), "--plain", env=env, store=store)
+    assert copied.returncode == 0, copied.stderr
+    shown = run("show", _job_id(store, env), env=env, store=store)
+    assert shown.returncode == 0, shown.stderr
+    shown.stdout.encode("utf-8")  # no lone surrogate
+    (what,) = [line for line in shown.stdout.splitlines() if line.startswith("what")]
+    assert what.split()[1] == str(tmp_path) + "/bad-\\xff"
+    assert f'"{tmp_path}/bad-\\xff"' in shown.stdout  # the spec's sources
+    assert "udcff" not in shown.stdout
+    listed = run("jobs", env=env, store=store)
+    assert str(tmp_path) + "/bad-\\xff" in listed.stdout

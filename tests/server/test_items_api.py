@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 
 import _jobs  # noqa: F401  (registers test-count)
@@ -124,3 +126,36 @@ async def test_item_records_stream_as_batched_item_events(server: Server, tmp_pa
     async with server.client() as c:
         r = await c.get("/api/events", params={"items": "maybe"})
     assert r.status_code == 422
+
+
+async def test_a_name_that_is_not_utf8_is_strict_json_in_responses_and_events(
+    server: Server, tmp_path
+) -> None:
+    """The CLI's ``--json`` rule over a real socket: a job, its items and its event stream
+    write a bad byte of a name as ``\\xNN``, the name's bytes (base64) in ``names_bytes``
+    (a lone surrogate failed the response with a 500, or was no Unicode in an event)."""
+    bad = os.fsencode(tmp_path) + b"/bad-\xff"
+    write(os.fsdecode(bad), b"b")
+    (tmp_path / "dst").mkdir()
+    spec = {"sources": [os.fsdecode(bad)], "destination": str(tmp_path / "dst")}
+    shown = str(tmp_path) + "/bad-\\xff"
+    async with server.client() as c:
+        body = json.dumps({"type": "copy", "spec": spec})  # the name as "\\udcff", as Python's
+        r = await c.post("/api/jobs", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 201, r.text
+        r.content.decode("ascii")  # nothing a strict parser refuses
+        job = r.json()
+        assert job["spec"]["sources"] == [shown]
+        assert base64.b64decode(job["names_bytes"][shown]) == bad
+        await server.wait_status(job["id"], "completed")
+        r = await c.get(f"/api/jobs/{job['id']}/items")
+        assert r.status_code == 200, r.text
+        page = r.json()  # names_bytes: in the response's object, as in a --json line
+        (item,) = page["items"]
+        assert item["source"] == shown and item["destination"].endswith("/dst/bad-\\xff")
+        assert base64.b64decode(page["names_bytes"][shown]) == bad
+        async with c.stream("GET", f"/api/jobs/{job['id']}/events") as stream:
+            async for event in sse_events(stream):
+                assert event.kind == "snapshot"
+                assert event.data["spec"]["sources"] == [shown]
+                break
