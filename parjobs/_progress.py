@@ -378,7 +378,10 @@ class ProgressTracker:
         started = self._run_started
         running = started is not None
         elapsed = self._elapsed_before + (now - started if started is not None else 0.0)
-        flying = list(self._in_flight.items())  # one C-level copy: threads may add to it
+        # Threads add to the dict meanwhile: copy it in one C call that runs no Python, then
+        # iterate the copy (iterating the live dict makes pairs, and an allocation may start
+        # a collection whose finalizers let a thread in: "changed size during iteration").
+        flying = self._in_flight.copy().items()
         carried = dict(self._carried)
         bytes_done = self.bytes_done
         for _, t in flying:  # a resumed item's own count takes over from what it carried

@@ -190,3 +190,53 @@ def test_to_json_is_plain_data_and_reads_back() -> None:
     assert Progress.from_json(data) == dataclasses.replace(
         snap, recent_errors=(dataclasses.replace(error, traceback=""),)
     )
+
+
+def test_a_snapshot_survives_threads_starting_items_while_it_copies() -> None:
+    """`started` runs in worker threads, `snapshot` on trio's: the copy of the in-flight
+    items must not iterate the live dict. A collection during that iteration runs Python
+    (finalizers), where the GIL may pass to a thread that starts an item; here a finalizer
+    starts one itself, as such a thread would ("dictionary changed size during iteration"
+    before: once, under load, in the reliability suite)."""
+    import gc
+
+    t = tracker()
+    for key in range(200):
+        t.started(key, Item(key, f"f{key}"))
+    added = iter(range(1000, 1100))
+    armed, stopped = False, False
+
+    class Thread:
+        """Cyclic garbage whose finalizer (while ``armed``) starts an item, and leaves the
+        next such garbage for the next collection."""
+
+        def __init__(self) -> None:
+            self.me = self
+
+        def __del__(self) -> None:
+            if stopped:
+                return
+            if armed:
+                key = next(added, None)
+                if key is None:
+                    return
+                t.started(key, Item(key, f"g{key}"))
+            Thread()
+
+    old = gc.get_threshold()
+    Thread()
+    gc.set_threshold(1)
+    try:
+        for _ in range(20):
+            # Pairs held alive empty the interpreter's free list of pairs, so the copy's
+            # pairs are new allocations, each of which may start a collection.
+            held = [(i, i) for i in range(5000)]
+            armed = True
+            snap = t.snapshot()
+            armed = False
+            del held
+    finally:
+        stopped = True
+        gc.set_threshold(*old)
+        gc.collect()
+    assert snap.in_flight >= 200
