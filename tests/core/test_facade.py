@@ -1,12 +1,12 @@
-"""The blocking facade driven from plain threads, and trio hosted as a guest of asyncio.
+"""The blocking facade (`BlockingManager`) driven from plain threads; trio as a guest of
+asyncio is `test_guest.py`.
 
-Every test here is a plain ``def``: the code under test runs its own trio loop (on a thread of
-the facade, or as a guest of asyncio), never the test's.
+Every test here is a plain ``def``: the code under test runs its own trio loop on a thread of
+the facade, never the test's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import queue
@@ -17,12 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import trio
 from _jobs import CountJob, read_log
 
 import parjobs
 from parjobs import JobStatus, ManagerClosedError, Progress
-from parjobs._guest import run_trio_guest
 from parjobs.blocking import BlockingManager
 
 
@@ -345,63 +343,6 @@ def test_a_bad_store_fails_start_in_the_calling_thread(tmp_path, make, error, ma
     assert manager_threads == [], "the manager thread was left behind"
     with pytest.raises(ManagerClosedError):
         jobs.start()
-
-
-# -- asyncio host ------------------------------------------------------------------------
-
-
-def test_trio_runs_as_a_guest_of_asyncio_while_asyncio_tasks_go_on(store_path, tmp_path):
-    log = str(tmp_path / "log")
-
-    async def trio_side() -> Any:
-        async with parjobs.open_manager(store_path, workers=4) as manager:
-            handle = await manager.submit(CountJob(n=100, log=log, sleep=0.005, chunks=2))
-            snaps = [snap async for snap in handle.progress()]
-            return await handle.result(), snaps[-1]
-
-    async def main() -> tuple[Any, Progress, int]:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.005)
-                ticks += 1
-
-        task = asyncio.create_task(ticker())
-        result, final = await run_trio_guest(trio_side)
-        task.cancel()
-        return result, final, ticks
-
-    result, final, ticks = asyncio.run(main())
-    assert result == {"done_this_run": 100, "runs": 1}
-    assert final.status == "completed"
-    assert ticks >= 3, "asyncio kept running while trio worked"
-    assert sorted(read_log(log)) == list(range(100))
-
-
-def test_guest_errors_and_asyncio_cancellation_cross_over():
-    unwound: list[str] = []
-
-    async def forever() -> None:
-        try:
-            await trio.sleep_forever()
-        finally:
-            unwound.append("trio")
-
-    async def fails() -> None:
-        await trio.lowlevel.checkpoint()
-        raise KeyError("from trio")
-
-    async def main() -> None:
-        with pytest.raises(KeyError, match="from trio"):
-            await run_trio_guest(fails)
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(run_trio_guest(forever), 0.05)
-        assert unwound == ["trio"], "the trio run unwound before asyncio went on"
-        assert await run_trio_guest(trio.to_thread.run_sync, lambda: 42) == 42
-
-    asyncio.run(main())
 
 
 def test_one_progress_queue_and_one_callback_live_through_pause_and_resume(store_path, tmp_path):

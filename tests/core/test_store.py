@@ -1,5 +1,5 @@
 """The SQLite store: format checks and clear errors, checkpoints, damaged rows, read-only
-files, and who counts as alive (leases)."""
+files; who counts as alive (leases) is `test_leases.py`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -21,59 +20,6 @@ from _jobs import CountJob
 import parjobs
 from parjobs import JobStatus
 from parjobs._indexset import IndexSet, to_ranges
-
-
-async def test_foreign_and_corrupt_store_files_give_clear_errors(tmp_path):
-    text = tmp_path / "notes.txt"
-    text.write_text("hello, I am not a database\n" * 10)
-    with pytest.raises(parjobs.StoreFormatError, match="not a parjobs store"):
-        async with parjobs.open_manager(text):
-            pass
-    foreign = tmp_path / "other.sqlite"
-    conn = sqlite3.connect(foreign)
-    conn.execute("CREATE TABLE photos(id INTEGER)")
-    conn.commit()
-    conn.close()
-    with pytest.raises(parjobs.StoreFormatError, match="another application"):
-        async with parjobs.open_manager(foreign):
-            pass
-    assert foreign.stat().st_size > 0  # untouched
-    with pytest.raises(parjobs.StoreFormatError, match="is a directory"):
-        async with parjobs.open_manager(tmp_path):
-            pass
-
-
-@pytest.mark.parametrize("kind", ["fifo", "char-device"])
-async def test_store_that_is_not_a_regular_file_is_refused_before_sqlite_opens_it(tmp_path, kind):
-    """A FIFO used to hang the open; a device got "disk I/O error" and a -journal beside it.
-    Made in tmp_path: never the real /dev nodes."""
-    path = tmp_path / "store"
-    if kind == "fifo":
-        os.mkfifo(path)
-    elif os.geteuid() != 0:
-        pytest.skip("mknod of a character device needs root")
-    else:
-        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
-    what = "a FIFO" if kind == "fifo" else "a character device"
-    with trio.fail_after(10):
-        with pytest.raises(parjobs.StoreFormatError, match=f"is {what}, not a parjobs store"):
-            async with parjobs.open_manager(path):
-                pass
-    assert os.listdir(tmp_path) == ["store"]  # no -journal, -wal or -shm beside it
-
-
-async def test_truncated_store_gives_clear_error(store_path, tmp_path):
-    async with parjobs.open_manager(store_path) as manager:
-        await (await manager.submit(CountJob(n=3, log=str(tmp_path / "l")))).wait()
-    with open(store_path, "rb") as f:
-        data = f.read()
-    with open(store_path, "wb") as f:
-        f.write(data[:100] + b"\x00garbage" * 100)
-    for suffix in ("-wal", "-shm"):
-        assert not os.path.exists(store_path + suffix)
-    with pytest.raises(parjobs.StoreError):
-        async with parjobs.open_manager(store_path):
-            pass
 
 
 @pytest.mark.both_stores
@@ -260,39 +206,6 @@ async def _one_job(store: str, log: str) -> None:
         await (await m.submit(CountJob(n=1, log=log))).wait()
 
 
-def test_a_manager_is_dead_only_when_its_process_is(store_path, monkeypatch):
-    """On this host a manager is alive exactly while its process is: a stale heartbeat (a
-    process stopped with Ctrl-Z) does not make it dead, a pid now used by another process
-    (another start time) does. On another host, a stale heartbeat does."""
-    from parjobs import _leases
-    from parjobs._store import SQLiteJobStore
-
-    monkeypatch.setenv("PARJOBS_LEASE_TIMEOUT", "0.5")
-    store = SQLiteJobStore.open(store_path)
-    zombie = subprocess.Popen(["sleep", "60"])
-    try:
-        for name in ("stopped", "reused", "remote", "remote-fresh", "zombie"):
-            store.register_manager(name)
-        zombie.kill()  # killed, not yet reaped: a zombie whose pid still answers kill(0)
-        while (_leases._proc_stat(zombie.pid) or [b""])[0] != b"Z":
-            time.sleep(0.01)
-        conn = sqlite3.connect(store_path)
-        conn.execute("UPDATE managers SET pid=? WHERE id='zombie'", (zombie.pid,))
-        old = time.time() - 3600
-        conn.execute("UPDATE managers SET heartbeat=?", (old,))
-        conn.execute("UPDATE managers SET pid_start='other-boot:1' WHERE id='reused'")
-        conn.execute("UPDATE managers SET host='elsewhere' WHERE id LIKE 'remote%'")
-        conn.execute("UPDATE managers SET heartbeat=? WHERE id='remote-fresh'", (time.time(),))
-        conn.commit()
-        conn.close()
-        with store._tx() as c:
-            dead = _leases.dead_managers(c)
-        assert dead == {"reused", "remote", "zombie"}
-    finally:
-        zombie.wait()
-        store.close()
-
-
 def test_a_new_store_is_private_to_its_user_and_an_old_one_keeps_its_mode(tmp_path) -> None:
     """The store holds paths and job specs: created 0600 whatever the umask (its -wal and
     -shm files take the same mode); a store that exists is never chmodded behind its user."""
@@ -386,24 +299,3 @@ async def test_a_failed_task_keeps_its_traceback_in_the_store_and_the_debug_log(
     assert all(e.traceback == "" for e in info.progress.recent_errors)
     logged = [r.getMessage() for r in caplog.records if r.name == "parjobs.tasks"]
     assert len(logged) == 2 and all("Traceback (most recent call last)" in m for m in logged)
-
-
-def test_a_store_from_before_tracebacks_gains_the_column(tmp_path):
-    from parjobs._store import SQLiteJobStore
-
-    path = str(tmp_path / "old.sqlite")
-    SQLiteJobStore.open(path).close()
-    conn = sqlite3.connect(path)
-    conn.execute("ALTER TABLE task_errors DROP COLUMN traceback")  # as an older parjobs made it
-    conn.execute(
-        "INSERT INTO task_errors(job_id, stage, idx, label, error, message, at) "
-        "VALUES ('j', 'default', 3, 'x', 'OSError', 'gone', 0)"
-    )
-    conn.commit()
-    conn.close()
-    store = SQLiteJobStore.open(path)
-    try:
-        (error,) = store.errors("j")
-        assert (error.index, error.message, error.traceback) == (3, "gone", "")
-    finally:
-        store.close()
