@@ -57,6 +57,8 @@ EXEMPT = {
     "parjobs._stores": "chooses a store by URL; every store_path test goes through it",
     "parjobs._output": "a record and a sink name; streamed lines are tested in test_process",
     "parjobs._functask": "FunctionTask's few lines; it runs in test_executor*, test_dispatch",
+    "parjobs._jsonout": "the --json rule for names (shared by the CLI and the server); tested "
+    "through both, tests/cli (--json) and tests/server/test_items_api.py",
     "parjobs._util": "small shared helpers, tested through their callers (manager, facade, CLI)",
     "parjobs._sqlite_watch": "SQLite wake-ups, tested through claims and events of two managers",
     "parjobs._statistics": "frozen records only; their values are checked in test_dispatch",
