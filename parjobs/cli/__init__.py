@@ -79,8 +79,13 @@ def run() -> NoReturn:
     is done first: the `atexit` handlers run and stdout and stderr are flushed. When that
     cannot be done the same way (a thread that is not a daemon still runs, and the
     interpreter would wait for it; a flush fails, e.g. a closed pipe), the normal exit does
-    it as usual. By then `main` has closed the store and every file the job opened.
+    it as usual. By then `main` has closed every file the job opened, and the manager its
+    SQLite store, but for the connection: its close would checkpoint the WAL (fsyncs), and the
+    exit drops it safely without (`parjobs._store.leave_open_for_exit`).
     """
+    from . import _session
+
+    _session.EXIT_FOLLOWS = True  # the store's connection is left to this exit (no checkpoint)
     code = main()
     main_thread = threading.main_thread()
     if any(t is not main_thread and not t.daemon for t in threading.enumerate()):

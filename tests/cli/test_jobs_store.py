@@ -38,6 +38,44 @@ def test_store_from_xdg_state_home_then_parjobs_store(small: Path, tmp_path: Pat
     assert "copy" not in run("jobs", env=env).stdout
 
 
+def test_the_command_exits_without_checkpointing_and_the_store_keeps_everything(
+    tmp_path: Path, env, store
+) -> None:
+    """The program leaves its store connection to ``os._exit`` (no WAL checkpoint, no fsync
+    at close): the WAL outlives the process, 0600 as the store, and what the commands wrote
+    is all there, for a connection that stayed open meanwhile (another process's, unharmed:
+    it reads and writes) and for one opened afterwards, when the WAL is read back."""
+    from parjobs._store import SQLiteJobStore
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        (src / f"f{i}").write_bytes(b"x" * i)
+    first = run("copy", str(src / "f0"), str(tmp_path / "one"), env=env, store=store)
+    assert first.returncode == 0, first.stderr
+    wal = Path(store + "-wal")
+    assert wal.stat().st_size > 0  # left for the next opener: not checkpointed at close
+    for path in (store, store + "-wal", store + "-shm"):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+    other = SQLiteJobStore.open(store)  # open while the next command runs and exits
+    try:
+        copied = run("copy", str(src), str(tmp_path / "dst"), env=env, store=store)
+        assert copied.returncode == 0, copied.stderr
+        jobs = other.list_jobs()
+        assert [j.status.value for j in jobs] == ["completed", "completed"]
+        assert all(j.lease is None for j in jobs)
+        other.register_manager("test-writer")  # still writable
+    finally:
+        other.close()  # the last connection here: checkpointed
+    with sqlite3.connect(store) as c:
+        assert c.execute("SELECT count(*) FROM managers").fetchone() == (1,)
+    job_id = re.search(r"copy ([0-9a-f]{12}):", copied.stdout)
+    assert job_id
+    shown = run("show", job_id[1], "--items", "--json", env=env, store=store)
+    items = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert sorted(i["source"] for i in items) == [str(src)] + [str(src / f"f{i}") for i in range(5)]
+
+
 def test_jobs_shows_items_of_a_job_that_stopped_short(tmp_path: Path, env, store) -> None:
     """#19: a copy that did 2 small files of 3 and failed on the big one said a bare
     '0%' in ``jobs``; it says the items done beside the percent."""
