@@ -35,7 +35,7 @@ FIRST = (
     "tests/core/test_store.py::test_idempotency_key_returns_the_existing_job",
     "tests/server/test_items_api.py::test_item_records_stream_as_batched_item_events",
     "tests/cluster/test_cluster_parts.py::test_the_cli_runs_a_job_on_a_local_cluster_from_the_environment",
-    "tests/core/test_checkpoints.py::test_after_kill_9_only_tasks_in_flight_and_the_last_interval_run_again",
+    "tests/core/test_context_checkpoints.py::test_after_kill_9_only_tasks_in_flight_and_the_last_interval_run_again",
     "tests/reliability/test_rel_names.py::test_two_jobs_writing_one_big_file_name_never_publish_each_others_bytes",
     "tests/reliability/test_rel_crash.py::test_hook_kills",
 )
