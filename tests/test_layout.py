@@ -82,7 +82,6 @@ EXEMPT = {
     "the helpers it shares) and the oracle of test_duplicates",
     "parjobs.ops._names": "temporary-name tokens; through test_trash, test_undo, test_smallfiles",
     "parjobs.ops._entries": "the hash task over walked entries; through test_hash, test_duplicates",
-    "parjobs.ops._trashcan": "reading and restoring the trash; through test_undo",
     "parjobs.ops._desttree": "the destination fd cache of copy and move; through their tests",
     "parjobs.ops._partials": "temporaries' names and removal; through test_copyfile, test_trash",
     "parjobs.ops._transfer": "what copy and move share, tested through both jobs (test_copy, "

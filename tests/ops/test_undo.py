@@ -1,5 +1,6 @@
 """The operations' item logs and undo (#14.2): what each op records, `manager.undo` of a copy,
-a move and a trash, and the freedesktop trash read and restored for entries any tool made."""
+a move and a trash; the freedesktop trash read and restored for entries any tool made is
+`test_trashcan.py`."""
 
 from __future__ import annotations
 
@@ -22,18 +23,10 @@ from parjobs.ops import CopyJob, DeleteJob, HashJob, MoveJob, UndoJob
 from parjobs.ops import _undo as undo_mod
 from parjobs.ops._names import new_token
 from parjobs.ops._partials import held_name
-from parjobs.ops._trashcan import info_of, list_trash, restore, trash_dirs
+from parjobs.ops._trashcan import list_trash
 from parjobs.ops._undo import UndoTask
 
-
-@pytest.fixture(autouse=True)
-def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """HOME and XDG_DATA_HOME inside tmp_path: nothing can reach the real home or trash."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
-    return home
+pytestmark = pytest.mark.usefixtures("private_home")  # tests/ops/conftest.py
 
 
 def tree(root: Path) -> None:
@@ -211,66 +204,6 @@ async def test_undo_job_spec_is_checked(store_path: str) -> None:
         with pytest.raises(parjobs.JobSpecError, match="no job id"):
             await m.submit(UndoJob(job=" "))
         assert await m.list_jobs() == []
-
-
-# -- the trash of any freedesktop tool ---------------------------------------------------
-
-
-def _by_hand(trash: Path, name: str, original: str, content: bytes) -> Path:
-    """A trash entry as the spec says, made without parjobs (as another tool would)."""
-    (trash / "files").mkdir(parents=True, exist_ok=True)
-    (trash / "info").mkdir(parents=True, exist_ok=True)
-    write(trash / "files" / name, content)
-    quoted = original.replace(" ", "%20")
-    (trash / "info" / f"{name}.trashinfo").write_text(
-        f"[Trash Info]\nPath={quoted}\nDeletionDate=2024-05-06T07:08:09\n"
-    )
-    return trash / "files" / name
-
-
-def test_trash_list_and_restore_an_entry_made_by_hand(tmp_path: Path, private_home: Path) -> None:
-    trash = private_home / "data" / "Trash"
-    original = tmp_path / "docs" / "my file.txt"
-    item = _by_hand(trash, "my file.txt", str(original), b"hello")
-    _by_hand(trash, "orphan", str(tmp_path / "o"), b"o")
-    os.unlink(trash / "files" / "orphan")  # an info file without its item: not listed
-    assert os.fsencode(trash) in trash_dirs()
-    (entry,) = list_trash()
-    assert entry.original_path == os.fsencode(original)
-    assert entry.trashed_path == os.fsencode(item)
-    assert entry.deletion_date is not None and entry.deletion_date.year == 2024
-    assert restore(entry.trashed_path) == os.fsencode(original)  # parent re-created
-    assert read(original) == b"hello"
-    assert not item.exists() and not (trash / "info" / "my file.txt.trashinfo").exists()
-
-
-def test_trash_restore_never_replaces(tmp_path: Path, private_home: Path) -> None:
-    trash = private_home / "data" / "Trash"
-    target = tmp_path / "x"
-    item = _by_hand(trash, "x", str(target), b"trashed")
-    write(target, b"present")
-    with pytest.raises(FileExistsError, match="not restored"):
-        restore(os.fsencode(item))
-    assert read(target) == b"present" and read(item) == b"trashed"
-    assert os.path.exists(info_of(os.fsencode(item)))
-
-
-def test_trash_restore_refuses_a_path_outside_a_trash(tmp_path: Path) -> None:
-    write(tmp_path / "plain", b"p")
-    with pytest.raises(parjobs.ops.TrashError, match="not an item in a trash"):
-        restore(os.fsencode(tmp_path / "plain"))
-    assert read(tmp_path / "plain") == b"p"
-
-
-def test_per_volume_trash_is_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from parjobs.ops import _trashcan
-
-    top = tmp_path / "vol"
-    trash = top / f".Trash-{os.getuid()}"
-    _by_hand(trash, "v", "sub/v", b"v")  # relative to the volume's top directory
-    monkeypatch.setattr(_trashcan, "_mount_points", lambda: [os.fsencode(top)])
-    entries = [e for e in list_trash() if e.trash_dir == os.fsencode(trash)]
-    assert [e.original_path for e in entries] == [os.fsencode(top / "sub" / "v")]
 
 
 async def test_hash_dupes_delete_and_thumbnails_record_their_items(
