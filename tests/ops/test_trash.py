@@ -31,12 +31,9 @@ UID = os.getuid()
 
 
 @pytest.fixture
-def xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A private XDG_DATA_HOME; HOME too, so a bug cannot reach the real trash."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+def xdg(private_home: Path, tmp_path: Path) -> str:
+    """A private XDG_DATA_HOME; HOME too (`private_home`, tests/ops/conftest.py), so a bug
+    cannot reach the real trash."""
     return str(tmp_path / "xdg")
 
 
