@@ -222,7 +222,9 @@ async def test_a_job_held_by_a_live_manager_is_never_taken_over(store_path, tmp_
     request, which the holder honours (it alone changes the job's status)."""
     log = str(tmp_path / "log")
     async with parjobs.open_manager(store_path) as m1, parjobs.open_manager(store_path) as m2:
-        handle = await m1.submit(CountJob(n=40, log=log, sleep=0.05), start=False)
+        # Long enough (40 x 0.15 s on the default workers) that the pause reaches it under
+        # load: at 0.05 s the job once completed before m1 saw the request (load 7-9).
+        handle = await m1.submit(CountJob(n=40, log=log, sleep=0.15), start=False)
         await m1.resume(handle.id)
         with pytest.raises(parjobs.LeaseError, match="in another parjobs process"):
             await m2.resume(handle.id)
