@@ -169,7 +169,12 @@ class RemoteManager:
         """Submit ``job`` (or the job the CLI checked); the server validates it, there."""
         job = job.job if isinstance(job, DumpedJob) else job
         body = {"type": type(job).job_type_name, "spec": job.to_spec()}
-        return RemoteHandle(job_info(await self._request("POST", "/api/jobs", json=body)).id)
+        # ASCII JSON: a name that is not UTF-8 goes as Python's "\udcff" escape, which the
+        # server reads back to the same name (httpx's json= encodes UTF-8 and fails on it)
+        content = json.dumps(body)
+        headers = {"content-type": "application/json"}
+        job_view = await self._request("POST", "/api/jobs", content=content, headers=headers)
+        return RemoteHandle(job_info(job_view).id)
 
     async def pause(self, job_id: str) -> None:
         await self._request("POST", f"/api/jobs/{_quote(job_id)}/pause")

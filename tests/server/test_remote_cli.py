@@ -175,6 +175,25 @@ async def test_the_servers_refusal_of_a_spec_is_a_spec_error(server, tmp_path) -
     assert str(refused.value) == str(local.value)
 
 
+async def test_the_client_submits_a_name_that_is_not_utf8(server, tmp_path) -> None:
+    """``--server`` with a source named ``bad-\\xff``: the body goes as ASCII JSON (the name as
+    ``"\\udcff"``, read back to the same name; httpx's ``json=`` failed to encode it), the
+    server copies that very file, and the job comes back with the name as ``\\xff`` text."""
+    bad = os.fsencode(tmp_path) + b"/bad-\xff"
+    with open(bad, "wb") as f:
+        f.write(b"b")
+    (tmp_path / "dst").mkdir()
+    job = CopyJob(sources=[os.fsdecode(bad)], destination=str(tmp_path / "dst"))
+    async with open_remote(Server(server.url, ADMIN, explicit=True)) as remote:
+        handle = await remote.submit(job)
+        assert await remote.wait(handle.id) is parjobs.JobStatus.COMPLETED
+        shown = await remote.get(handle.id)
+    assert shown.spec_data["sources"] == [str(tmp_path) + "/bad-\\xff"]
+    stored = await server.manager.get(handle.id)
+    assert stored.spec_data["sources"] == [os.fsdecode(bad)]  # the exact name
+    assert os.listdir(os.fsencode(tmp_path / "dst")) == [b"bad-\xff"]
+
+
 def test_a_wrong_token_and_a_server_that_is_down(served, tmp_path) -> None:
     wrong = {**served.env, "PARJOBS_TOKEN": "wrong-token-0123456789abcdef"}
     done = served.remote("jobs", env=wrong)
