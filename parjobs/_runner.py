@@ -389,6 +389,9 @@ class JobRunner(ManagerCore):
                 live.rest(JobStatus.INTERRUPTED)
                 return
             if status.is_final:
+                # Recorded: while its directory goes, the run reads as the store does (a
+                # resume asked meanwhile is refused as "cancelled", not "cancelling").
+                live.set_status(status)
                 await self._remove_job_dir(live.id)
         live.error = error or live.error
         live.ctx = None

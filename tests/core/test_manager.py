@@ -310,3 +310,39 @@ async def test_get_rested_gives_the_result_returned_here_once_the_store_holds_it
             "pair": [1, 2],
             "odd": "<odd>",
         }
+
+
+async def test_a_job_ended_in_the_store_reads_so_while_its_directory_goes(
+    store_path, tmp_path, monkeypatch
+):
+    """Once a run has recorded a job's final status it removes the job's private directory,
+    then rests: a resume asked in between is refused with the status the store holds
+    ("cancelled"), not the run's last ("cancelling"); the server's API showed the one and
+    answered with the other under load."""
+    import threading
+
+    import parjobs._runner as runner_module
+
+    gate, removing = threading.Event(), threading.Event()
+    remove = runner_module._remove_tree
+
+    def slowly(path: str) -> None:
+        removing.set()
+        gate.wait(30)
+        remove(path)
+
+    monkeypatch.setattr(runner_module, "_remove_tree", slowly)
+    async with parjobs.open_manager(store_path) as m:
+        handle = await m.submit(CountJob(n=400, log=str(tmp_path / "log"), sleep=0.01))
+        with trio.fail_after(30):
+            while (await m.get(handle.id)).status is not JobStatus.RUNNING:
+                await trio.sleep(0.01)
+        await m.cancel(handle.id)
+        try:
+            assert await trio.to_thread.run_sync(removing.wait, 30)
+            assert (await m.get(handle.id)).status is JobStatus.CANCELLED
+            with pytest.raises(parjobs.InvalidTransitionError, match=r"it is cancelled$"):
+                await m.resume(handle.id)
+        finally:
+            gate.set()
+        assert await handle.wait() is JobStatus.CANCELLED
