@@ -2,15 +2,14 @@
 runs them on worker threads.
 
 A `WorkerPool` owns the queue, the trio workers, outcome collection and retries; when one
-of its workers takes a sync task off the queue, it hands that `WorkItem` to the `Executor`
-of the task's lane and awaits it: `ThreadExecutor` unless the pool was given another for the
-lane. The cluster lane (`parjobs._cluster`, issue #17) is a class with the same two methods,
-given to the pool as ``remote``: it runs every task whose class sets ``cluster``; jobs do not
-change.
+of its workers takes a sync task off the queue, it hands that `WorkItem` to an `Executor`
+and awaits it: `ThreadExecutor` (worker threads, bounded per lane). The cluster lane
+(`parjobs._cluster`, issue #17) is a class with the same two methods, given to the pool as
+``remote``: it runs every task whose class sets ``cluster``; jobs do not change.
 
 How a cluster executor plugs in
 -------------------------------
-It is built by the pool with a `PoolPort` (``remote=`` or ``executors={lane: ...}``) and gets,
+It is built by the pool with a `PoolPort` (``remote=``) and gets,
 per ``run(first)`` call, one `WorkItem`: ``first.task`` (must pickle), ``first.tc`` (the local
 `TaskContext`: index, label, attempt, deadline), ``first.timeout``. It may take more of its
 lane's work with ``port.queue.take(lane)`` / ``take_group``. For each item it takes it must:

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -95,8 +95,9 @@ class WorkerPool:
 
     Workers start lazily: a task put while no worker waits for one starts a new worker, up
     to ``workers``. So a pool never holds more workers than it had tasks in flight at once,
-    and ``-w 1000`` on 50 files costs 50 workers, not 1000. Sync tasks go to the executor of
-    their lane (``executors``; `ThreadExecutor` for every other lane).
+    and ``-w 1000`` on 50 files costs 50 workers, not 1000. Sync tasks go to an executor:
+    the cluster's (``remote``) for tasks marked ``cluster`` when there is one, else
+    `ThreadExecutor` (worker threads, bounded per lane).
     """
 
     def __init__(
@@ -108,7 +109,6 @@ class WorkerPool:
         progress: ProgressTracker,
         workers: int,
         lanes: dict[str, trio.CapacityLimiter],
-        executors: Mapping[str, ExecutorFactory] | None = None,
         remote: ExecutorFactory | None = None,
     ) -> None:
         check_workers(workers)
@@ -134,9 +134,6 @@ class WorkerPool:
         self._done = 0
         self._closed = False
         self._threads = ThreadExecutor(self, workers, nursery=nursery)
-        self._executors: dict[str, Executor] = {
-            lane: factory(self) for lane, factory in (executors or {}).items()
-        }
         # A cluster: tasks marked ``cluster`` run there, whatever their lane.
         self._remote = None if remote is None else remote(self)
         if self._remote is not None:
@@ -198,7 +195,7 @@ class WorkerPool:
                 if self._remote is not None and work.task.cluster:
                     executor = self._remote
                 else:
-                    executor = self._executors.get(work.task.lane, self._threads)
+                    executor = self._threads
                 try:
                     await executor.run(work)
                 finally:
@@ -262,8 +259,6 @@ class WorkerPool:
             self.progress.changed()  # once for the batch (`_settle` leaves it)
         self.queue.wake_putters()
         self._threads.collected()
-        for executor in self._executors.values():
-            executor.collected()
         if self._remote is not None:
             self._remote.collected()
 
