@@ -85,14 +85,19 @@ class CopyItem(TransferItem):
     #: The entry's size: a plain attribute, as the pool reads it several times per task.
     weight = 0
 
-    def __init__(self, entry: Entry, plan: CopyPlan, *, grouped: bool = True) -> None:
+    def __init__(self, entry: Entry, plan: CopyPlan, *, grouped: bool | None = None) -> None:
+        """``grouped``: whether the entry may take the group path; None decides it here
+        (a file, and ``plan.groups``). The walk decides it once per batch and passes it
+        (`CopyJob._items`), not a property call per file on the trio thread."""
         self.index = entry.index
         self.entry = entry
         self.plan = plan
         self.weight = entry.size
         if not plan.portable:
             self.cluster = False
-        if not grouped or entry.kind != "file" or not plan.groups:
+        if grouped is None:
+            grouped = entry.kind == "file" and plan.groups
+        if not grouped:
             self.group_size = 1  # nothing for the group path: the pool treats it as plain
 
     def _run(self, tc: TaskContext) -> CopyDone:
@@ -347,7 +352,11 @@ class CopyJob(IntoDestination, Job):
             # Small files go as bundles (one task a group: `bundled`), unless a cluster runs
             # them (one by one there).
             bundle = 0 if ctx.clustered and plan.portable else dispatcher.workers
-            feed = self._items(ctx, plan, dirs, links, dispatcher.is_completed, bundle=bundle)
+            # A stage with nothing completed yet (a first run) has no entry to skip: no
+            # done-check per entry then (this run's own tasks complete after the walk yields
+            # them).
+            done = dispatcher.is_completed if dispatcher.completed_count else None
+            feed = self._items(ctx, plan, dirs, links, done, bundle=bundle)
             async with aclosing(feed) as items:
                 async for outcome in dispatcher.dispatch_many(items):
                     count(outcome)
@@ -375,12 +384,13 @@ class CopyJob(IntoDestination, Job):
         plan: CopyPlan,
         dirs: list[tuple[bytes, bytes, int | None]],
         links: list[tuple[Entry, Entry]],
-        done: Callable[[int], bool],
+        done: Callable[[int], bool] | None,
         *,
         bundle: int = 0,
     ) -> AsyncGenerator[Task[Any], None]:
         """One `CopyItem` per walked entry, except those ``done`` in an earlier run (a resume
-        replays the manifest, and builds no task for what it will skip); with ``bundle`` (the
+        replays the manifest, and builds no task for what it will skip; None: nothing is
+        done yet); the group path is decided once per batch; with ``bundle`` (the
         workers), a walked batch's small files go in `Bundle` s (`bundled`). With
         ``hard_links``, a file's later names (``(entry, first name)``) go to ``links``
         instead, for the "links" stage; the manifest's order makes the first the same on
@@ -411,20 +421,30 @@ class CopyJob(IntoDestination, Job):
             async with aclosing(walked) as batches:
                 async for batch in batches:
                     tasks: list[Task[Any]] = []
+                    groups = plan.groups  # per batch: a group may turn it off (`group_off`)
                     for entry in batch:
-                        if entry.kind == "dir":
+                        kind = entry.kind
+                        if kind == "dir":
                             # finished again, done or not; times read then
                             dirs.append((entry.rel, entry.path, None))
-                            if done(entry.index):
+                            if done is not None and done(entry.index):
                                 made_before.add(entry.rel)
                                 continue
-                        elif hard_links and (first := hard_links.first_of(entry)):
-                            if not done(entry.index):  # (copied by an older version)
+                        elif (
+                            hard_links and entry.nlink > 1 and (first := hard_links.first_of(entry))
+                        ):
+                            if done is None or not done(entry.index):  # (by an older version)
                                 links.append((entry, first))
                             continue
-                        if not done(entry.index):
-                            parent = entry.rel.rpartition(b"/")[0]
-                            tasks.append(CopyItem(entry, plan, grouped=parent not in made_before))
+                        if done is None or not done(entry.index):
+                            grouped = (
+                                groups
+                                and kind == "file"
+                                and not (
+                                    made_before and entry.rel.rpartition(b"/")[0] in made_before
+                                )
+                            )
+                            tasks.append(CopyItem(entry, plan, grouped=grouped))
                     for task in bundled(tasks, bundle) if bundle else tasks:
                         yield task
         except Interrupted:

@@ -18,6 +18,7 @@ from _trees import read, snapshot, write
 
 import parjobs
 from parjobs import JobStatus
+from parjobs._dispatch import TaskDispatcher
 from parjobs._items import Identity, Written, fingerprint
 from parjobs._stage import Stage
 from parjobs.ops import _copy as copy_mod
@@ -431,6 +432,48 @@ async def test_a_bundle_is_one_task_and_still_logs_a_record_per_file(
         dest = str(tmp_path / "dst" / "src" / os.path.relpath(path, src))
         assert r.destination == dest and r.written == fingerprint(os.stat(dest))
         assert r.bytes == os.stat(path).st_size and r.stage == "default"
+
+
+async def test_a_first_runs_walk_decides_the_group_path_per_batch_and_checks_nothing_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trio thread's per-file work in a copy's walk (#18): a first run has nothing done,
+    so it asks no done-check per entry, and `CopyPlan.groups` is read once per walked batch
+    (and once per group the C path runs), not once per file; the files still take the group
+    path. (A resumed run's skips: `test_copy`'s resume tests.)"""
+    src = tmp_path / "src"
+    small_tree(src, 300)
+    groups = count_groups(monkeypatch)
+    reads, checks, runs = [0], [0], [0]
+    real_groups = transfer_mod.CopyPlan.groups
+    assert isinstance(real_groups, property) and real_groups.fget is not None
+    fget = real_groups.fget
+
+    def counted_groups(plan: transfer_mod.CopyPlan) -> bool:
+        reads[0] += 1
+        return bool(fget(plan))
+
+    is_completed = TaskDispatcher.is_completed
+
+    def checked(self: TaskDispatcher, index: int) -> bool:
+        checks[0] += 1
+        return is_completed(self, index)
+
+    run_group = copy_mod.CopyItem.run_group.__func__
+
+    def ran(cls: Any, tasks: Any, tcs: Any) -> list[Any]:
+        runs[0] += 1
+        return run_group(cls, tasks, tcs)
+
+    monkeypatch.setattr(transfer_mod.CopyPlan, "groups", property(counted_groups))
+    monkeypatch.setattr(TaskDispatcher, "is_completed", checked)
+    monkeypatch.setattr(copy_mod.CopyItem, "run_group", classmethod(ran))
+    status, _, errors = await copy(str(tmp_path / "j.sqlite"), src, tmp_path / "dst")
+    assert status is JobStatus.COMPLETED, errors
+    assert snapshot(tmp_path / "dst" / "src") == snapshot(src)
+    assert sum(groups) >= 250
+    assert checks[0] == 0
+    assert 1 <= reads[0] - runs[0] <= 20, (reads, runs)  # 300 files: one read a file before
 
 
 @pytest.mark.parametrize(
