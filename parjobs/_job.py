@@ -56,6 +56,12 @@ class Job:
         result. Called again on resume; checkpointed tasks are skipped by the dispatcher."""
         raise NotImplementedError
 
+    def result_json(self, result: Any) -> str | None:
+        """The JSON text of ``result`` (what `run` returned) exactly as ``json.dumps(result)``
+        writes it, or None (the default): the runner then encodes it. For a job whose result
+        is big and has a cheaper encoding than the generic encoder's (``duplicates``)."""
+        return None
+
     async def cleanup(self, ctx: JobContext, *, cancelled: bool) -> None:
         """Called once when the job ends for good (completed, failed or cancelled), also when
         it is cancelled while not running. Remove temporary state here (e.g. partial files).

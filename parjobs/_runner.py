@@ -256,7 +256,7 @@ class JobRunner(ManagerCore):
         # Items failed by the cleanup count too (the same rule as classify's).
         status = JobStatus.COMPLETED_WITH_ERRORS if tracker.items_failed else JobStatus.COMPLETED
         tracker.finalize_totals()
-        await self._finish(live, status, result=value)
+        await self._finish(live, status, result=value, encoded=job.result_json(value))
 
     async def _time_out(self, live: JobRun, seconds: float, scope: trio.CancelScope) -> None:
         """After ``seconds`` (what is left of the job's timeout), stop the job like a pause
@@ -343,8 +343,17 @@ class JobRunner(ManagerCore):
                 ctx._close_pool()
 
     async def _finish(
-        self, live: JobRun, status: JobStatus, *, error: str | None = None, result: Any = None
+        self,
+        live: JobRun,
+        status: JobStatus,
+        *,
+        error: str | None = None,
+        result: Any = None,
+        encoded: str | None = None,
     ) -> None:
+        """Record the run's end: ``status``, ``error``, and for a completed job ``result``,
+        stored as ``encoded`` (its JSON text, from `Job.result_json`) if given, else as
+        `json.dumps` writes it."""
         if live.lost is not None:  # the job is not ours any more: write nothing for it
             live.ctx = None
             live.rest(JobStatus.INTERRUPTED)
@@ -365,7 +374,7 @@ class JobRunner(ManagerCore):
         plain = False  # the result is JSON as it is: followers here may use it undecoded
         if status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS):
             try:
-                fields["result"], plain = json.dumps(result), True
+                fields["result"], plain = encoded or json.dumps(result), True
             except TypeError:
                 fields["result"] = json.dumps(result, default=repr)
         with trio.CancelScope(shield=True):

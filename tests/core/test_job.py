@@ -3,7 +3,9 @@ entry points, stored jobs that cannot be loaded."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import sqlite3
 from typing import Literal
 
 import pytest
@@ -228,3 +230,26 @@ def test_the_built_in_operations_are_declared_as_entry_points() -> None:
     assert {"copy", "move", "delete", "hash", "duplicates", "thumbnails"} <= names, (
         "run `pip install -e .` so the entry points of pyproject.toml are installed"
     )
+
+
+@parjobs.job_type("test-own-json")
+class OwnJsonJob(parjobs.Job):
+    """A result with a JSON text of its own (`Job.result_json`): compact separators."""
+
+    async def run(self, ctx):
+        return {"a": [1, 2]}
+
+    def result_json(self, result):
+        return '{"a":[1,2]}'
+
+
+async def test_a_result_is_stored_as_the_text_its_job_encodes_it_to(tmp_path):
+    store = str(tmp_path / "jobs.sqlite")
+    async with parjobs.open_manager(store) as manager:
+        handle = await manager.submit(OwnJsonJob())
+        assert await handle.result() == {"a": [1, 2]}
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        (text,) = db.execute("SELECT result FROM jobs").fetchone()
+    assert text == '{"a":[1,2]}'  # json.dumps would write '{"a": [1, 2]}'
+    async with parjobs.open_manager(store) as manager:
+        assert (await manager.get(handle.id)).result == {"a": [1, 2]}

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import json
 import os
+import sqlite3
 import stat
 import threading
 import time
@@ -425,3 +428,29 @@ def test_runs_pack_whole_size_groups_and_split_big_ones(monkeypatch):
     assert [r.index for r in runs] == [0, 2, 5, 7, 11]
     assert [r.weight for r in runs] == [2 * 5, 3 * 7, 2 * 9, 4 * 11, 2 * 11]  # bytes read
     assert [r.index for r in dup_mod._runs(by_size)] == [r.index for r in runs]
+
+
+async def test_the_stored_result_is_the_generic_encoders_text(store_path, tmp_path):
+    """The result's JSON, built by `_result_json` for a tree of plain names, is byte for
+    byte what ``json.dumps`` writes, in the store as in the result read back."""
+    root = tmp_path / "t"
+    _tree(root)
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
+        result = await handle.result()
+    assert dup_mod._result_json(result) == json.dumps(result)
+    with contextlib.closing(sqlite3.connect(store_path)) as db:
+        (text,) = db.execute("SELECT result FROM jobs").fetchone()
+    assert text == json.dumps(result)
+
+
+@pytest.mark.parametrize(
+    "name", ['say "hi"', "back\\slash", "new\nline", "tab\t", "del\x7f", "caf\u00e9", "b\udcff"]
+)
+def test_a_name_json_escapes_leaves_the_result_to_the_generic_encoder(name):
+    plain = {"size": 3, "digest": "0123abcd", "paths": ["/t/a", "/t/b c"]}
+    result = {"groups": [plain], "duplicate_files": 1, "failed": 0}
+    assert dup_mod._result_json(result) == json.dumps(result)
+    odd = {"groups": [plain, {**plain, "paths": ["/t/x", f"/t/{name}"]}], "failed": 0}
+    assert dup_mod._result_json(odd) is None
+    assert dup_mod._result_json({"groups": [], "failed": 0}) is None
