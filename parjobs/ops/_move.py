@@ -185,15 +185,20 @@ class MoveItem(TransferItem):
     weight = 0
 
     def __init__(
-        self, entry: Entry, plan: CopyPlan, by_copy: bool, *, grouped: bool = True
+        self, entry: Entry, plan: CopyPlan, by_copy: bool, *, grouped: bool | None = None
     ) -> None:
+        """``grouped``: whether the entry's directory lets it take the group path and
+        ``plan.move_groups`` holds; None reads the plan here (`MoveJob._items` reads it once
+        per batch, as a copy's walk does)."""
         self.index = entry.index
         self.entry = entry
         self.plan = plan
         self.by_copy = by_copy
         if by_copy:
             self.weight = entry.size
-        if not (by_copy and entry.kind == "file" and plan.move_groups and grouped):
+        if grouped is None:
+            grouped = plan.move_groups
+        if not (by_copy and entry.kind == "file" and grouped):
             self.group_size = 1  # nothing for the group path: the pool treats it as plain
 
     @classmethod
@@ -529,9 +534,9 @@ class MoveJob(IntoDestination, Job):
             links: list[tuple[Entry, Entry]] = []
             dispatcher = ctx.task_dispatcher("move")
             bundle = 0 if ctx.clustered and plan.portable else dispatcher.workers  # (as a copy)
-            feed = self._items(
-                ctx, plan, order, by_copy, dirs, links, dispatcher.is_completed, bundle=bundle
-            )
+            # Nothing completed in the stage: no done-check per entry (as a copy).
+            done = dispatcher.is_completed if dispatcher.completed_count else None
+            feed = self._items(ctx, plan, order, by_copy, dirs, links, done, bundle=bundle)
             async with aclosing(feed) as items:
                 async for outcome in dispatcher.dispatch_many(items):
                     self._count(tally, outcome)  # (the manager checkpoints in the background)
@@ -582,11 +587,12 @@ class MoveJob(IntoDestination, Job):
         by_copy: list[bool],
         dirs: list[tuple[bytes, bytes, int | None]],
         links: list[tuple[Entry, Entry]],
-        done: Callable[[int], bool],
+        done: Callable[[int], bool] | None,
         *,
         bundle: int = 0,
     ) -> AsyncGenerator[Task[Any], None]:
-        """One `MoveItem` per walked entry, except those ``done`` in an earlier run, small
+        """One `MoveItem` per walked entry, except those ``done`` in an earlier run (None:
+        nothing is done yet; the group path is decided once per batch), small
         files in `Bundle` s with ``bundle`` (as for a copy); across filesystems, a file's
         later names (``(entry, first name)``) go to ``links`` instead, for the "links"
         stage (as for a copy)."""
@@ -611,20 +617,22 @@ class MoveJob(IntoDestination, Job):
             async with aclosing(walked) as batches:
                 async for batch in batches:
                     tasks: list[Task[Any]] = []
+                    groups = plan.move_groups  # per batch: a group may turn it off
                     for entry in batch:
                         if entry.kind == "dir":
                             # finished again, done or not; with the mtime walked
                             dirs.append((entry.rel, entry.path, entry.mtime_ns))
-                            if done(entry.index):
+                            if done is not None and done(entry.index):
                                 made_before.add(entry.rel)
                                 continue
                         elif by_copy[entry.root] and (first := hard_links.first_of(entry)):
-                            if not done(entry.index):  # (moved by an older version)
+                            if done is None or not done(entry.index):  # (by an older version)
                                 links.append((entry, first))
                             continue
-                        if not done(entry.index):
-                            parent = entry.rel.rpartition(b"/")[0]
-                            grouped = parent not in made_before
+                        if done is None or not done(entry.index):
+                            grouped = groups and not (
+                                made_before and entry.rel.rpartition(b"/")[0] in made_before
+                            )
                             item = MoveItem(entry, plan, by_copy[entry.root], grouped=grouped)
                             tasks.append(item)
                     for task in bundled(tasks, bundle) if bundle else tasks:

@@ -434,18 +434,25 @@ async def test_a_bundle_is_one_task_and_still_logs_a_record_per_file(
         assert r.bytes == os.stat(path).st_size and r.stage == "default"
 
 
+@pytest.mark.parametrize("op", ["copy", "move"])
 async def test_a_first_runs_walk_decides_the_group_path_per_batch_and_checks_nothing_done(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, op: str
 ) -> None:
-    """The trio thread's per-file work in a copy's walk (#18): a first run has nothing done,
-    so it asks no done-check per entry, and `CopyPlan.groups` is read once per walked batch
-    (and once per group the C path runs), not once per file; the files still take the group
-    path. (A resumed run's skips: `test_copy`'s resume tests.)"""
+    """The trio thread's per-file work in a copy's or move's walk (#18): a first run has
+    nothing done, so it asks no done-check per entry, and `CopyPlan.groups` (the move's
+    ``move_groups``) is read once per walked batch (and once per group the C path runs), not
+    once per file; the files still take the group path. (A resumed run's skips:
+    `test_a_resumed_job_runs_files_in_directories_made_before_as_plain_tasks`.) The move's
+    groups copy across filesystems."""
     src = tmp_path / "src"
     small_tree(src, 300)
+    before = snapshot(src)
+    dst = (tmp_path if op == "copy" else request.getfixturevalue("other_fs")) / "dst"
     groups = count_groups(monkeypatch)
     reads, checks, runs = [0], [0], [0]
-    real_groups = transfer_mod.CopyPlan.groups
+    prop = "groups" if op == "copy" else "move_groups"
+    item = copy_mod.CopyItem if op == "copy" else move_mod.MoveItem
+    real_groups = getattr(transfer_mod.CopyPlan, prop)
     assert isinstance(real_groups, property) and real_groups.fget is not None
     fget = real_groups.fget
 
@@ -459,18 +466,23 @@ async def test_a_first_runs_walk_decides_the_group_path_per_batch_and_checks_not
         checks[0] += 1
         return is_completed(self, index)
 
-    run_group = copy_mod.CopyItem.run_group.__func__
+    run_group = item.run_group.__func__  # type: ignore[attr-defined]
 
     def ran(cls: Any, tasks: Any, tcs: Any) -> list[Any]:
         runs[0] += 1
         return run_group(cls, tasks, tcs)
 
-    monkeypatch.setattr(transfer_mod.CopyPlan, "groups", property(counted_groups))
+    monkeypatch.setattr(transfer_mod.CopyPlan, prop, property(counted_groups))
     monkeypatch.setattr(TaskDispatcher, "is_completed", checked)
-    monkeypatch.setattr(copy_mod.CopyItem, "run_group", classmethod(ran))
-    status, _, errors = await copy(str(tmp_path / "j.sqlite"), src, tmp_path / "dst")
-    assert status is JobStatus.COMPLETED, errors
-    assert snapshot(tmp_path / "dst" / "src") == snapshot(src)
+    monkeypatch.setattr(item, "run_group", classmethod(ran))
+    job = (CopyJob if op == "copy" else MoveJob)(
+        into=True, sources=[str(src)], destination=str(dst)
+    )
+    async with parjobs.open_manager(str(tmp_path / "j.sqlite"), workers=4) as m:
+        handle = await m.submit(job)
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.COMPLETED, await m.errors(handle.id)
+    assert snapshot(dst / "src") == before
     assert sum(groups) >= 250
     assert checks[0] == 0
     assert 1 <= reads[0] - runs[0] <= 20, (reads, runs)  # 300 files: one read a file before
