@@ -20,7 +20,7 @@ from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
 from .._items import Identity, fingerprint
 from .._task import Bundle, BundleDone, Outcome, OutcomeStatus, Task, TaskContext
-from .._workqueue import GROUP_MAX_BYTES, HEAVY_BYTES, groupable
+from .._workqueue import GROUP_MAX_BYTES, groupable
 from . import _smallfiles
 from ._copyfile import CopyOptions, CopyResult, copy_file, copy_symlink
 from ._desttree import NOT_A_DIR, DestTree
@@ -652,10 +652,11 @@ def bundled(tasks: list[Task[Any]], workers: int) -> list[Task[Any]]:
     ``group_size``), under `GROUP_MAX_BYTES`, and no more than an even share of the batch's
     groupable tasks among ``workers`` (a hundred files on slow storage still spread over the
     workers); a lone task stays itself."""
-    grouping = [task for task in tasks if groupable(task)]
-    if len(grouping) < 2:
+    can = [groupable(task) for task in tasks]  # (the pool's one grouping rule)
+    grouping = sum(can)
+    if grouping < 2:
         return tasks
-    share = -(-len(grouping) // workers)
+    share = -(-grouping // workers)
     out: list[Task[Any]] = []
     pack: list[Task[Any]] = []
     size = total = 0
@@ -667,8 +668,8 @@ def bundled(tasks: list[Task[Any]], workers: int) -> list[Task[Any]]:
             out.append(Bundle(pack[:]))
         pack.clear()
 
-    for task in tasks:
-        if task.group_size <= 1 or task.weight >= HEAVY_BYTES:
+    for task, group in zip(tasks, can, strict=True):
+        if not group:
             out.append(task)
             continue
         weight = task.weight
