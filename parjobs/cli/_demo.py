@@ -17,6 +17,7 @@ from typing import Any
 
 import trio
 
+from .._exceptions import InvalidTransitionError
 from .._manager import JobManager
 from .._progress import Progress
 from .._status import JobStatus
@@ -118,7 +119,7 @@ async def _copy(
         nonlocal asked
         if not asked and snap.bytes_done >= total * PAUSE_AT:
             asked = True
-            await manager.pause(job_id)
+            await pause_unless_ended(manager, job_id)
 
     codes = [await follow(manager, job_id, store, out, title="copy", on_progress=pause_half_way)]
     info = await manager.get(job_id)
@@ -144,6 +145,19 @@ async def _copy(
         step.items = result["files"]
         step.note = f"and {result.get('dirs', 0)} directories; {note}"
     return step, codes
+
+
+async def pause_unless_ended(manager: JobManager, job_id: str) -> bool:
+    """Ask for a pause; False when the job ended first. A progress event can arrive after the
+    last file is in place (a loaded machine, a small sample), and a pause that loses that race
+    is the demo's "finished before it could be paused", not an error."""
+    try:
+        await manager.pause(job_id)
+    except InvalidTransitionError:
+        if (await manager.get(job_id)).status.is_active:
+            raise
+        return False
+    return True
 
 
 def _add(step: Step, snap: Progress) -> Step:

@@ -135,3 +135,23 @@ def test_demo_runs(tmp_path: Path, env) -> None:
     assert list((tmp_path / "demo" / "thumbnails").rglob("*.webp"))
     assert (tmp_path / "demo" / "jobs.sqlite").exists()
     assert not (tmp_path / "state").exists()  # its own store, not the default one
+
+
+async def test_demo_pause_that_loses_the_race_to_the_end_is_not_an_error(tmp_path: Path) -> None:
+    """CI once saw the demo exit 2: its half-way progress event came in after the last file was
+    in place, and the pause it asked for met a completed job. The demo then says the copy
+    finished before it could be paused; a pause still refused for a live job stays an error."""
+    import parjobs
+    from parjobs.cli._demo import pause_unless_ended
+    from parjobs.ops import CopyJob
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a").write_bytes(b"a")
+    async with parjobs.open_manager(str(tmp_path / "jobs.sqlite")) as manager:
+        handle = await manager.submit(
+            CopyJob(sources=[str(tmp_path / "src")], destination=str(tmp_path / "dst"))
+        )
+        await handle.result()
+        assert await pause_unless_ended(manager, handle.id) is False
+        assert (await handle.info()).status is parjobs.JobStatus.COMPLETED
+    assert (tmp_path / "dst" / "a").read_bytes() == b"a"
