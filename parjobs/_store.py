@@ -157,7 +157,8 @@ def leave_open_for_exit() -> None:
     index is rebuilt from the WAL). Other processes on the store lose nothing: the locks go
     with the process. The -wal and -shm files keep the store file's mode (0600). What a power
     cut may lose is what ``synchronous=NORMAL`` loses anyway, the commits since the last
-    checkpoint: the store may be behind the files, never ahead of them. SQLite still
+    checkpoint (redone on resume); only ``durable`` keeps the store from getting ahead of
+    the files (docs/reliability.md, "A power cut"). SQLite still
     checkpoints when the WAL reaches 1000 pages (``wal_autocheckpoint``), so it stays below
     ~4 MB across commands. When the program cannot exit at once (`parjobs.cli.run` then
     exits the normal way), the interpreter's teardown closes the connections as usual."""
