@@ -625,7 +625,11 @@ class MoveJob(IntoDestination, Job):
                             if done is not None and done(entry.index):
                                 made_before.add(entry.rel)
                                 continue
-                        elif by_copy[entry.root] and (first := hard_links.first_of(entry)):
+                        elif (
+                            entry.nlink > 1  # (most files: no look-up, as in a copy's walk)
+                            and by_copy[entry.root]
+                            and (first := hard_links.first_of(entry))
+                        ):
                             if done is None or not done(entry.index):  # (by an older version)
                                 links.append((entry, first))
                             continue
