@@ -37,17 +37,26 @@ TIMES = "\u00d7"  # the multiplication sign, for ratio labels
 
 # -- timing ---------------------------------------------------------------------------------
 
+#: A round stalled outside the contender's work (`Measurement.stalled`): its wall time is over
+#: this many times the contender's median, and at least `STALL_MIN` seconds over it, while
+#: its user time is not over this many times its median.
+STALL = 2.0
+STALL_MIN = 0.5
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Timing:
     """Wall and CPU seconds of one measured region (CPU covers every thread of the process).
 
     ``peak_rss`` (bytes) is set by contenders that run elsewhere (a child process): it then
-    replaces this process' peak in the measurement."""
+    replaces this process' peak in the measurement. ``sys``: the system part of ``cpu``, when
+    known (a child process): the rest is user time, which a stalled round did not spend
+    (`Measurement.stalled`)."""
 
     wall: float
     cpu: float
     peak_rss: int | None = None
+    sys: float | None = None
 
 
 class Stopwatch:
@@ -65,12 +74,14 @@ class Stopwatch:
 
 @dataclasses.dataclass
 class Measurement:
-    """One contender's rounds: wall and CPU seconds per round, the process' peak RSS after
-    them, and ``items`` per round for per-item figures."""
+    """One contender's rounds: wall and CPU seconds per round (and system seconds, when the
+    contender is a child process), the process' peak RSS after them, and ``items`` per round
+    for per-item figures."""
 
     name: str
     wall: list[float] = dataclasses.field(default_factory=list)
     cpu: list[float] = dataclasses.field(default_factory=list)
+    sys: list[float] = dataclasses.field(default_factory=list)
     peak_rss: int = 0  # bytes; highest RSS during its calls (see `reset_peak_rss`)
     rss_growth: int = 0  # bytes; most any one call grew RSS above the RSS it started with
     items: int = 1
@@ -96,6 +107,24 @@ class Measurement:
     def per_item_us(self, seconds: float) -> float:
         return seconds / self.items * 1e6
 
+    def stalled(self) -> list[int]:
+        """The rounds (0-based) that stalled outside the contender's own work: wall time past
+        `STALL` times this contender's median and at least `STALL_MIN` seconds above it,
+        while its user time is not (within `STALL` of its median). The time went to the
+        kernel (system time) or to waiting for the disk: on the benchmark VM the disk under
+        ``/tmp`` now and then holds a call for seconds, whichever contender runs. Only known
+        for child processes (their system time is measured apart)."""
+        if len(self.sys) != len(self.wall) or len(self.wall) < 3:
+            return []
+        user = [c - s for c, s in zip(self.cpu, self.sys, strict=True)]
+        wall, usual_user = statistics.median(self.wall), statistics.median(user)
+        limit = max(wall * STALL, wall + STALL_MIN)
+        return [
+            i
+            for i, (w, u) in enumerate(zip(self.wall, user, strict=True))
+            if w > limit and u <= usual_user * STALL
+        ]
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "rounds_wall_s": [round(w, 6) for w in self.wall],
@@ -104,6 +133,15 @@ class Measurement:
             "min_s": round(self.min, 6),
             "max_s": round(self.max, 6),
             "cpu_median_s": round(self.cpu_median, 6),
+        }
+        if self.sys and len(self.sys) == len(self.wall):
+            data["rounds_sys_s"] = [round(s, 6) for s in self.sys]
+            stalled = self.stalled()
+            if stalled:  # flagged, not dropped: the medians above keep every round
+                data["stalled_rounds"] = [i + 1 for i in stalled]
+                rest = [w for i, w in enumerate(self.wall) if i not in stalled]
+                data["median_s_unstalled"] = round(statistics.median(rest), 6)
+        data |= {
             "peak_rss_mb": round(self.peak_rss / 2**20, 1),
             "rss_growth_mb": round(self.rss_growth / 2**20, 1),
             "rss_of": "child process" if self.child else "this process",
@@ -164,6 +202,8 @@ def run_rounds(
                 m = result[name]
                 m.wall.append(timing.wall)
                 m.cpu.append(timing.cpu)
+                if timing.sys is not None:
+                    m.sys.append(timing.sys)
                 if timing.peak_rss is not None:  # a child process: its own peak is its growth
                     peak = growth = timing.peak_rss
                     m.child = True
@@ -174,7 +214,8 @@ def run_rounds(
                 m.rss_growth = max(m.rss_growth, growth)
             if progress:
                 tag = "warmup" if r < warmup else f"round {r - warmup + 1}/{rounds}"
-                log(f"  {tag:>11}  {name:<34} {timing.wall * 1e3:9.1f} ms")
+                sys_ms = "" if timing.sys is None else f"  (sys {timing.sys * 1e3:,.0f} ms)"
+                log(f"  {tag:>11}  {name:<34} {timing.wall * 1e3:9.1f} ms{sys_ms}")
     return result
 
 
@@ -224,6 +265,11 @@ def children_cpu_seconds() -> float:
     """User + system CPU of waited-for child processes so far."""
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
+
+
+def children_sys_seconds() -> float:
+    """System CPU of waited-for child processes so far."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime
 
 
 def run_python(code: str, *, timeout: float = 600.0) -> tuple[Any, Timing]:

@@ -35,8 +35,15 @@ def case_table(case: dict[str, Any]) -> list[str]:
     ]
     for name, c in case["contenders"].items():
         bold = "**" if name == case["baseline"] else ""
+        stalled = c.get("stalled_rounds")  # (flagged, still in the median: `Measurement.stalled`)
+        note = (
+            f" (stalled: round{'s' if len(stalled) > 1 else ''} {', '.join(map(str, stalled))}; "
+            f"{_fmt_s(c['median_s_unstalled'])} without)"
+            if stalled
+            else ""
+        )
         rows.append(
-            f"| {bold}{name}{bold} | {_fmt_s(c['median_s'])} | "
+            f"| {bold}{name}{bold} | {_fmt_s(c['median_s'])}{note} | "
             f"{_fmt_s(c['min_s'])}-{_fmt_s(c['max_s'])} | {_fmt_s(c['cpu_median_s'])} | "
             f"{_memory(c)} | {c['ratio_to_baseline']:.2f}{chr(215)} |"
         )

@@ -22,7 +22,7 @@ import trio
 
 import parjobs
 
-from ._common import Stopwatch, Timing, children_cpu_seconds, log
+from ._common import Stopwatch, Timing, children_cpu_seconds, children_sys_seconds, log
 
 GNU_TIME = "/usr/bin/time"
 _DROP_CACHES = "/proc/sys/vm/drop_caches"
@@ -63,12 +63,13 @@ def run_tool(argv: Sequence[str], *, env: dict[str, str] | None = None) -> Timin
         cmd = [GNU_TIME, "-f", "%M", "-o", report, *cmd]
     full_env = dict(os.environ, **(env or {}))
     try:
-        cpu0, sw = children_cpu_seconds(), Stopwatch()
+        cpu0, sys0, sw = children_cpu_seconds(), children_sys_seconds(), Stopwatch()
         proc = subprocess.run(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=full_env, check=False
         )
         wall = sw.stop().wall
         cpu = children_cpu_seconds() - cpu0
+        sys_time = children_sys_seconds() - sys0
         if proc.returncode != 0:
             err = proc.stderr.decode(errors="replace")[-2000:]
             raise RuntimeError(f"{argv[0]} failed ({proc.returncode}): {err}")
@@ -79,7 +80,7 @@ def run_tool(argv: Sequence[str], *, env: dict[str, str] | None = None) -> Timin
     finally:
         if report is not None:
             os.unlink(report)
-    return Timing(wall, cpu, peak)
+    return Timing(wall, cpu, peak, sys_time)
 
 
 def in_process(fn: Callable[[], Any]) -> Timing:

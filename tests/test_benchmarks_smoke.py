@@ -150,3 +150,23 @@ def test_cases_option_picks_cases_and_families(tmp_path: pathlib.Path) -> None:
     names = ("startup", "dupes", "big-4x1MiB", "hash", "move-tmpfs")
     assert [name for name in names if picked.wants(name)] == ["dupes", "big-4x1MiB"]
     assert session(None).wants("startup")
+
+
+def test_a_round_stalled_outside_its_work_is_flagged_not_dropped() -> None:
+    """A child's round far slower than its others while its user time is not (the VM's disk
+    holding the call, in the kernel or waiting) is named in ``stalled_rounds``, with the
+    median of the rest beside the median of all rounds, which stays as it was; a round
+    slower because it did more work itself is not."""
+    from benchmarks._common import Measurement
+
+    m = Measurement("mv")
+    m.wall = [0.70, 0.71, 8.8, 0.72, 0.60]
+    m.sys = [0.28, 0.29, 0.34, 0.30, 0.27]
+    m.cpu = [s + 0.02 for s in m.sys]
+    out = m.to_json()
+    assert out["rounds_sys_s"] == m.sys
+    assert out["stalled_rounds"] == [3]
+    assert out["median_s"] == 0.71
+    assert out["median_s_unstalled"] == 0.705
+    m.cpu[2] = 8.0  # its own work: not a stall
+    assert "stalled_rounds" not in m.to_json()
