@@ -46,6 +46,7 @@ FLOORS: dict[str, int] = {
     "parjobs._output": 2,
     "parjobs._guest": 1,
     "parjobs._jsonout": 1,
+    "parjobs._codecache": 1,
     # core: the pool below the job context
     "parjobs._stage": 3,
     "parjobs._throttle": 3,

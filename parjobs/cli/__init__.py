@@ -32,9 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     the youngest generation is collected every `YOUNG_THRESHOLD` allocations instead of 700:
     a job's per-file objects mostly die young by reference counting, yet at 700 a copy of
     10,000 small files ran ~90 young and ~8 middle collections, 40 ms of CPU on the GIL.
+    The methods `dataclasses` and ``attrs`` generate for the classes the imports make are
+    compiled once and kept for the next command (`parjobs._codecache`).
     """
     if argv is None:
         gc.disable()  # until the start-up's objects are frozen, below
+        from .._codecache import install
+
+        install()
     from ._app import handler, parse
 
     try:
