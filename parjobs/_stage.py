@@ -126,10 +126,7 @@ class Stage:
         """Book the tasks a `Bundle` finished (``covers``, ``items`` items, ``nbytes``)
         as completed, with their item records (``tc.items``, each stamped with its task's
         index): one call for the bundle."""
-        add, new = self.completed.add, self.new
-        for index in covers:
-            if add(index):
-                new.append(index)
+        self.new.extend(self.completed.add_each(covers))
         self.new_done += items
         self.new_bytes += nbytes
         rows = tc.items if tc is not None else None

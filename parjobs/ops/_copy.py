@@ -85,15 +85,23 @@ class CopyItem(TransferItem):
     #: The entry's size: a plain attribute, as the pool reads it several times per task.
     weight = 0
 
-    def __init__(self, entry: Entry, plan: CopyPlan, *, grouped: bool | None = None) -> None:
+    def __init__(
+        self,
+        entry: Entry,
+        plan: CopyPlan,
+        *,
+        grouped: bool | None = None,
+        portable: bool | None = None,
+    ) -> None:
         """``grouped``: whether the entry may take the group path; None decides it here
-        (a file, and ``plan.groups``). The walk decides it once per batch and passes it
-        (`CopyJob._items`), not a property call per file on the trio thread."""
+        (a file, and ``plan.groups``); ``portable``: ``plan.portable``, None reads it here.
+        The walk decides both once per batch and passes them (`CopyJob._items`), not
+        property calls per file on the trio thread."""
         self.index = entry.index
         self.entry = entry
         self.plan = plan
         self.weight = entry.size
-        if not plan.portable:
+        if not (plan.portable if portable is None else portable):
             self.cluster = False
         if grouped is None:
             grouped = entry.kind == "file" and plan.groups
@@ -422,6 +430,7 @@ class CopyJob(IntoDestination, Job):
                 async for batch in batches:
                     tasks: list[Task[Any]] = []
                     groups = plan.groups  # per batch: a group may turn it off (`group_off`)
+                    portable = plan.portable
                     for entry in batch:
                         kind = entry.kind
                         if kind == "dir":
@@ -444,7 +453,7 @@ class CopyJob(IntoDestination, Job):
                                     made_before and entry.rel.rpartition(b"/")[0] in made_before
                                 )
                             )
-                            tasks.append(CopyItem(entry, plan, grouped=grouped))
+                            tasks.append(CopyItem(entry, plan, grouped=grouped, portable=portable))
                     for task in bundled(tasks, bundle) if bundle else tasks:
                         yield task
         except Interrupted:

@@ -384,16 +384,41 @@ class _Walker:
         if self.held:  # read now: an earlier run's error entry for it is resolved
             self.held.pop((root_no, rel + b"/"), None)
         subdirs: list[_Pending] = []
-        add, isdir = self._add, stat.S_ISDIR
+        add, isdir, isreg = self._add, stat.S_ISDIR, stat.S_ISREG
         prefix, rel_prefix = path + b"/", rel + b"/"
+        # A first walk (nothing held or seen from an earlier run) numbers each plain file
+        # here, without `_add` and `_entry` per file: three calls a file fewer.
+        fresh = not self.held and not self.seen
         for nm, st, err_text in listing:
             child_path, child_rel = prefix + nm, rel_prefix + nm
-            if st is not None and isdir(st[0]):
-                key = (st[3], st[4])
-                if key in ancestors:
-                    add(batch, root_no, child_rel, child_path, None, "symlink loop")
+            if st is not None:
+                mode = st[0]
+                if fresh and isreg(mode):
+                    _, size, mtime, dev, ino, links = st
+                    i, self.next_index = self.next_index, self.next_index + 1
+                    batch.append(
+                        Entry(
+                            i,
+                            "file",
+                            root_no,
+                            child_rel,
+                            child_path,
+                            size,
+                            mtime,
+                            mode,
+                            dev,
+                            ino,
+                            "",
+                            links,
+                        )
+                    )
                     continue
-                subdirs.append((child_path, child_rel, ancestors | {key}))
+                if isdir(mode):
+                    key = (st[3], st[4])
+                    if key in ancestors:
+                        add(batch, root_no, child_rel, child_path, None, "symlink loop")
+                        continue
+                    subdirs.append((child_path, child_rel, ancestors | {key}))
             add(batch, root_no, child_rel, child_path, st, err_text)
         return subdirs
 

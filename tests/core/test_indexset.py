@@ -37,3 +37,24 @@ def test_a_million_indices_are_compact():
     assert len(s._bits) <= 200_000
     assert list(s.ranges()) == [(0, 1_000_000)]
     assert list(s.missing(1_000_010)) == list(range(1_000_000, 1_000_010))
+
+
+@given(st.lists(st.integers(min_value=0, max_value=5000), max_size=300), st.integers(0, 60))
+def test_add_each_is_add_for_many_and_returns_the_new_ones(indices, before):
+    """`add_each` (a bundle's tasks booked in one call) leaves the set as `add` one by one
+    would and returns the indices that were new, in order, each once."""
+    s, ref = IndexSet([(0, before)]), IndexSet([(0, before)])
+    new = s.add_each(indices)
+    assert new == [i for i in dict.fromkeys(indices) if ref.add(i)]
+    assert len(s) == len(ref) and list(s.ranges()) == list(ref.ranges())
+
+
+def test_add_each_refuses_a_negative_index_and_keeps_its_count():
+    s = IndexSet()
+    try:
+        s.add_each([3, 9, -1, 12])
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a negative index was taken")
+    assert len(s) == 2 and list(s.ranges()) == [(3, 4), (9, 10)]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from parjobs.ops import _hashing
+from parjobs.ops import _hashing, _walk
 from parjobs.ops._walk import (
     Entry,
     HardLinks,
@@ -337,3 +337,40 @@ async def test_list_files_finds_the_walks_files_in_its_order_and_its_errors(
     assert errors == [(e.path, e.error) for e in walked if e.kind == "error"]
     assert errors == [(os.fsencode(tmp_path / "missing"), "No such file or directory")]
     assert list_files(roots, lambda: True) is None
+
+
+async def test_a_first_walk_builds_plain_files_in_its_listing_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first walk (nothing replayed) numbers plain files in `_Walker._list` itself, not
+    through `_add` per file (three calls a file fewer on the walk's thread): the entries are
+    the same, and `_add` is left to directories, links, specials and errors. A resumed
+    walk still goes through `_add` (it skips what the manifest holds)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    build(src)
+    for i in range(20):
+        (src / "a" / f"f{i:02d}").write_bytes(b"x" * i)
+    adds: list[bytes] = []
+    real = _walk._Walker._add
+
+    def counted(self: _walk._Walker, batch: list[Entry], root: int, rel: bytes, *a: object) -> None:
+        adds.append(rel)
+        real(self, batch, root, rel, *a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_walk._Walker, "_add", counted)
+    entries = await collect(FakeContext(tmp_path / "job"), [str(src)])
+    files = [e for e in entries if e.kind == "file"]
+    assert len(files) == 23
+    assert not [rel for rel in adds if by_rel(entries)[rel].kind == "file"]
+    f07 = by_rel(entries)[b"src/a/f07"]
+    st = os.lstat(src / "a" / "f07")
+    assert (f07.size, f07.mtime_ns, f07.mode, f07.dev, f07.ino, f07.nlink, f07.error) == (
+        7, st.st_mtime_ns, st.st_mode, st.st_dev, st.st_ino, 1, ""
+    )  # fmt: skip
+    assert [e.index for e in entries] == list(range(len(entries)))
+    (src / "a" / "new").write_bytes(b"n")
+    adds.clear()
+    again = await collect(FakeContext(tmp_path / "job"), [str(src)])
+    assert by_rel(again)[b"src/a/new"].index == len(entries)
+    assert b"src/a/new" in adds and b"src/a/f07" in adds  # a resumed walk: through `_add`
