@@ -40,7 +40,10 @@ import dataclasses
 import json
 import os
 import sys
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
+from itertools import accumulate
+from json.encoder import encode_basestring_ascii
 from operator import itemgetter
 from typing import Any, TypeVar
 
@@ -297,40 +300,87 @@ class DuplicatesJob(Job):
 
 #: The ASCII characters ``json.dumps`` escapes in a string (it escapes every other one too).
 _ESCAPED = "".join([chr(c) for c in range(0x20)]) + '"\\\x7f'
+#: Escaped strings beyond this share of a result's strings (a tree of non-Latin names, say)
+#: leave it to ``json.dumps``: one search and one lookup a string would cost more than its
+#: single pass.
+_ESCAPED_SHARE = 8
 
 
 def _result_json(result: dict[str, Any]) -> str | None:
-    """``json.dumps(result)`` for a `DuplicatesJob` result, built by joining its strings when
-    every digest and path is printable ASCII without a quote or backslash (the usual tree),
-    else None (``json.dumps`` then escapes what needs it). The generic encoder escapes every
-    string character by character, and every group's keys again: 58 M instructions for the
-    result of two copies of ``/usr/share/doc`` (3,988 groups, 9,428 paths); this builds the
-    same text in ~27 M, its check a ``memchr`` over all the strings for each character that
-    would be escaped."""
+    """``json.dumps(result)`` for a `DuplicatesJob` result, built by joining its strings (the
+    generic encoder escapes every string character by character, and every group's keys
+    again: 58 M instructions for the result of two copies of ``/usr/share/doc``, 3,988
+    groups and 9,428 paths; this builds the same text in ~27 M). Its check is a ``memchr``
+    over all the strings for each character that would be escaped; if one is found, only the
+    strings holding one are escaped (by ``json``'s own escaper: `_escaped`), so one odd name
+    does not send the whole result to ``json.dumps``. None (``json.dumps`` then writes it)
+    for a result of another shape, or one where most strings need escaping.
+    """
     groups = result.get("groups")
     if not groups or next(iter(result)) != "groups":
         return None
     if {type(g["size"]) for g in groups} != {int}:  # (a bool would print as True)
         return None
-    texts = [g["digest"] for g in groups]
+    digests = [g["digest"] for g in groups]
+    texts = digests[:]
     for g in groups:
         texts += g["paths"]
     try:
         joined = "".join(texts)
     except TypeError:  # not all str
         return None
-    if not joined.isascii() or any([c in joined for c in _ESCAPED]):
-        return None
+    paths = [g["paths"] for g in groups]
+    present = [c for c in _ESCAPED if c in joined]
+    if present or not joined.isascii():
+        escaped = _escaped(texts, joined, present)
+        if escaped is None:
+            return None
+        n = len(groups)
+        ends = list(accumulate([len(names) for names in paths]))
+        copied: set[int] = set()
+        for k, text in escaped.items():
+            if k < n:
+                digests[k] = text
+                continue
+            at = k - n  # in the groups' paths, one after the other
+            g = bisect_right(ends, at)
+            if g not in copied:  # the result's own list stays as it is
+                paths[g] = paths[g][:]
+                copied.add(g)
+            paths[g][at - (ends[g - 1] if g else 0)] = text
     sep = '", "'
     body = ", ".join(
         [
-            f'{{"size": {g["size"]}, "digest": "{g["digest"]}", '
-            f'"paths": ["{sep.join(g["paths"])}"]}}'
-            for g in groups
+            f'{{"size": {g["size"]}, "digest": "{digest}", "paths": ["{sep.join(names)}"]}}'
+            for g, digest, names in zip(groups, digests, paths, strict=True)
         ]
     )
     rest = json.dumps({k: v for k, v in result.items() if k != "groups"})
     return '{"groups": [' + body + (("], " + rest[1:]) if rest != "{}" else "]}")
+
+
+def _escaped(texts: list[str], joined: str, present: list[str]) -> dict[int, str] | None:
+    """``{k: text}`` for each string of ``texts`` (``joined`` is their concatenation, and
+    ``present`` the ASCII characters of `_ESCAPED` it holds) with a character JSON escapes:
+    its escaped text without the quotes, as ``json.dumps`` writes it; None if more than one
+    in `_ESCAPED_SHARE` (and 64) would be. Found without a pass in Python over their
+    characters: a string knows whether it is ASCII, and each ASCII character to escape is
+    looked for with ``str.find`` (``memchr``), its string then by bisection."""
+    limit = max(64, len(texts) // _ESCAPED_SHARE)
+    odd: set[int] = set()
+    if not joined.isascii():
+        odd = {k for k, plain in enumerate(map(str.isascii, texts)) if not plain}
+    if present and len(odd) <= limit:
+        ends = list(accumulate([len(t) for t in texts]))
+        for c in present:
+            at = joined.find(c)
+            while at >= 0 and len(odd) <= limit:
+                k = bisect_right(ends, at)  # the string it is in; on after that string
+                odd.add(k)
+                at = joined.find(c, ends[k])
+    if len(odd) > limit:
+        return None
+    return {k: encode_basestring_ascii(texts[k])[1:-1] for k in odd}
 
 
 #: The job's record of its scan, in its job directory (see `Scan`).

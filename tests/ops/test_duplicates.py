@@ -430,11 +430,15 @@ def test_runs_pack_whole_size_groups_and_split_big_ones(monkeypatch):
     assert [r.index for r in dup_mod._runs(by_size)] == [r.index for r in runs]
 
 
-async def test_the_stored_result_is_the_generic_encoders_text(store_path, tmp_path):
-    """The result's JSON, built by `_result_json` for a tree of plain names, is byte for
-    byte what ``json.dumps`` writes, in the store as in the result read back."""
+@pytest.mark.parametrize("odd", [None, 'caf\u00e9 "q"', "bad-\udcff"])
+async def test_the_stored_result_is_the_generic_encoders_text(store_path, tmp_path, odd):
+    """The result's JSON, built by `_result_json` (for a tree of plain names, and with a
+    copy under a name JSON escapes), is byte for byte what ``json.dumps`` writes, in the
+    store as in the result read back."""
     root = tmp_path / "t"
     _tree(root)
+    if odd is not None:
+        _write(root / odd, b"hello world\n")
     async with parjobs.open_manager(store_path) as manager:
         handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
         result = await handle.result()
@@ -447,10 +451,25 @@ async def test_the_stored_result_is_the_generic_encoders_text(store_path, tmp_pa
 @pytest.mark.parametrize(
     "name", ['say "hi"', "back\\slash", "new\nline", "tab\t", "del\x7f", "caf\u00e9", "b\udcff"]
 )
-def test_a_name_json_escapes_leaves_the_result_to_the_generic_encoder(name):
+def test_a_name_json_escapes_is_escaped_alone_as_the_generic_encoder_does(name):
+    """A name (or digest) that JSON escapes is escaped where it is, the rest of the result
+    still built from its strings: the text is ``json.dumps``' all the same."""
     plain = {"size": 3, "digest": "0123abcd", "paths": ["/t/a", "/t/b c"]}
     result = {"groups": [plain], "duplicate_files": 1, "failed": 0}
     assert dup_mod._result_json(result) == json.dumps(result)
     odd = {"groups": [plain, {**plain, "paths": ["/t/x", f"/t/{name}"]}], "failed": 0}
-    assert dup_mod._result_json(odd) is None
+    assert dup_mod._result_json(odd) == json.dumps(odd)
+    odd_digest = {"groups": [{**plain, "digest": name}, plain, {**plain, "paths": [name] * 3}]}
+    assert dup_mod._result_json(odd_digest) == json.dumps(odd_digest)
+
+
+def test_a_result_of_mostly_escaped_names_is_left_to_the_generic_encoder():
+    """Escaping string by string pays only for a few such names: past one in eight (and
+    64) the result goes to ``json.dumps`` whole."""
+    groups = [
+        {"size": 3, "digest": f"{k:032x}", "paths": [f"/t/\u00e9{k}", "/t/b"]} for k in range(100)
+    ]
+    few = {"groups": [*groups[:10], *[{**g, "paths": ["/t/a", "/t/b"]} for g in groups[10:]]]}
+    assert dup_mod._result_json(few) == json.dumps(few)
+    assert dup_mod._result_json({"groups": groups}) is None
     assert dup_mod._result_json({"groups": [], "failed": 0}) is None
