@@ -656,28 +656,54 @@ async def test_bad_input_is_refused_before_anything_is_touched(
 # -- interruption: pause, cancel, kill -9 --------------------------------------------------
 
 
-def slow_checks(monkeypatch: pytest.MonkeyPatch, delay: list[float]) -> None:
-    """Sleep ``delay[0]`` seconds at every chunk boundary of every copy."""
+def slow_checks(
+    monkeypatch: pytest.MonkeyPatch, delay: list[float], hold_at: int | None = None
+) -> threading.Event:
+    """Sleep ``delay[0]`` seconds at every chunk boundary of every copy. With ``hold_at``,
+    a copy that has counted that many bytes (all copies together: these tests copy one
+    file) waits at each boundary until the returned event is set, so a pause or cancel
+    asked on seeing those bytes finds the file mid-copy however late it comes: with the
+    sleeps alone, on a loaded machine the rest of the copy could end before the request."""
+    release = threading.Event()
+    copied = [0]
 
     def slowed(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         check = kwargs.get("check")
 
         def slow_check() -> None:
             time.sleep(delay[0])
+            if hold_at is not None and copied[0] >= hold_at:
+                assert release.wait(60), "the copy was held and never released"
             if check is not None:
                 check()
 
         return slow_check
 
-    wrap_copy_file(monkeypatch, check=slowed)
+    def counted(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        on_bytes = kwargs.get("on_bytes")
+
+        def count(n: int) -> None:
+            copied[0] += n
+            if on_bytes is not None:
+                on_bytes(n)
+
+        return count
+
+    wrap_copy_file(monkeypatch, check=slowed, on_bytes=counted)
+    return release
 
 
-async def pause_mid_file(m: parjobs.JobManager, handle: parjobs.JobHandle, at: int) -> None:
+async def pause_mid_file(
+    m: parjobs.JobManager, handle: parjobs.JobHandle, at: int, held: threading.Event
+) -> None:
+    """Pause once the progress shows ``at`` bytes, then let the copy (``held`` there by
+    `slow_checks`) go on to its next check, which stops it."""
     async with aclosing(handle.progress()) as snaps:
         async for snap in snaps:
             if snap.bytes_done >= at:
                 break
     await m.pause(handle.id)
+    held.set()
     assert await handle.wait() is JobStatus.PAUSED
 
 
@@ -690,11 +716,11 @@ async def test_pause_mid_file_then_resume_continues_from_the_partial(
     write(src / "big.bin", data)
     monkeypatch.setattr(transfer_mod, "CHUNK_SIZE", MIB)
     delay = [0.02]
-    slow_checks(monkeypatch, delay)
+    held = slow_checks(monkeypatch, delay, hold_at=4 * MIB)
     async with parjobs.open_manager(store_path) as m:
         handle = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
         with trio.fail_after(20):
-            await pause_mid_file(m, handle, 4 * MIB)
+            await pause_mid_file(m, handle, 4 * MIB, held)
         partials = find_partials(dst)
         assert len(partials) == 2  # the partial and its meta, kept for resume
         assert 0 < os.path.getsize(min(partials, key=len)) < len(data)
@@ -714,11 +740,11 @@ async def test_cancel_while_paused_removes_partials(
     src.mkdir()
     write(src / "big.bin", blob(8 * MIB, 3))
     monkeypatch.setattr(transfer_mod, "CHUNK_SIZE", MIB)
-    slow_checks(monkeypatch, [0.05])  # 0.4 s a copy: snapshots come every 0.1 s
+    held = slow_checks(monkeypatch, [0.05], hold_at=2 * MIB)
     async with parjobs.open_manager(store_path) as m:
         handle = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
         with trio.fail_after(20):
-            await pause_mid_file(m, handle, 2 * MIB)
+            await pause_mid_file(m, handle, 2 * MIB, held)
         assert find_partials(dst) != []
     async with parjobs.open_manager(store_path) as m:  # a later process cancels it
         await m.cancel(handle.id)
@@ -734,7 +760,7 @@ async def test_cancel_while_running_removes_partials(
     src.mkdir()
     write(src / "big.bin", blob(8 * MIB, 4))
     monkeypatch.setattr(transfer_mod, "CHUNK_SIZE", MIB)
-    slow_checks(monkeypatch, [0.02])
+    held = slow_checks(monkeypatch, [0.02], hold_at=2 * MIB)
     async with parjobs.open_manager(store_path) as m:
         handle = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
         async with aclosing(handle.progress()) as snaps:
@@ -742,6 +768,7 @@ async def test_cancel_while_running_removes_partials(
                 if snap.bytes_done >= 2 * MIB:
                     break
         await m.cancel(handle.id)
+        held.set()
         assert await handle.wait() is JobStatus.CANCELLED
     assert find_partials(dst) == []
 
@@ -1248,7 +1275,7 @@ async def test_bytes_of_a_file_paused_mid_copy_stay_counted_through_pause_and_re
     write(src / "big.bin", data)
     monkeypatch.setattr(transfer_mod, "CHUNK_SIZE", MIB)
     delay = [0.02]
-    slow_checks(monkeypatch, delay)
+    held = slow_checks(monkeypatch, delay, hold_at=4 * MIB)
     snaps: list[parjobs.Progress] = []
     async with parjobs.open_manager(store_path) as m:
         handle = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
@@ -1263,6 +1290,7 @@ async def test_bytes_of_a_file_paused_mid_copy_stay_counted_through_pause_and_re
                 while not snaps or snaps[-1].bytes_done < 4 * MIB:
                     await trio.sleep(0.01)
                 await m.pause(handle.id)
+                held.set()
                 assert await handle.wait() is JobStatus.PAUSED
                 paused = (await handle.info()).progress
                 delay[0] = 0
