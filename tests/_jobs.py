@@ -59,8 +59,12 @@ class AppendIndex(parjobs.Task[int]):
     fail: bool = False
     chunks: int = 1
     stamp: bool = False  # log when it ended too (``time.time()``), after the index
+    hold: str = ""  # wait (interruptible) until this path exists before anything else
 
     def run(self, tc: parjobs.TaskContext) -> int:
+        while self.hold and not os.path.exists(self.hold):
+            tc.check()
+            time.sleep(0.005)
         for _ in range(self.chunks):
             tc.check()
             if self.sleep:
@@ -85,6 +89,11 @@ class CountJob(parjobs.Job):
     fail_every: int = 0
     chunks: int = 1
     stamp: bool = False
+    #: Tasks from ``hold_from`` on wait until the path ``hold`` exists (a pause or cancel
+    #: stops them meanwhile): a test that steers the job after ``hold_from`` tasks ran finds
+    #: it still running however late its request comes, as a loaded machine can make it.
+    hold: str = ""
+    hold_from: int = 0
 
     async def run(self, ctx: parjobs.JobContext) -> dict[str, Any]:
         ctx.progress.set_total(items=self.n, bytes=self.n * 10 * self.chunks)
@@ -98,6 +107,7 @@ class CountJob(parjobs.Job):
                 bool(self.fail_every) and i % self.fail_every == 0,
                 self.chunks,
                 self.stamp,
+                self.hold if i >= self.hold_from else "",
             )
             for i in range(self.n)
         ):

@@ -347,15 +347,18 @@ def test_a_bad_store_fails_start_in_the_calling_thread(tmp_path, make, error, ma
 
 def test_one_progress_queue_and_one_callback_live_through_pause_and_resume(store_path, tmp_path):
     """Subscriptions ended at every pause: a GUI had to subscribe again after each resume."""
-    log = str(tmp_path / "log")
+    log, hold = str(tmp_path / "log"), tmp_path / "go"
     with BlockingManager(store_path, workers=1) as jobs:
-        job_id = jobs.submit(CountJob(n=40, log=log, sleep=0.01))
+        # Held after 5 tasks: with 0.35 s of work left, a pause from this thread once came
+        # after the job had ended (the demo's race).
+        job_id = jobs.submit(CountJob(n=40, log=log, sleep=0.01, hold=str(hold), hold_from=5))
         q = jobs.progress_queue(job_id, maxsize=1000)
         called: list[Progress] = []
         jobs.subscribe(job_id, called.append)
         wait_for(lambda: len(read_log(log)) >= 5, timeout=30)
         jobs.pause(job_id)
         assert jobs.wait(job_id, timeout=30) is JobStatus.PAUSED
+        hold.touch()
         jobs.resume(job_id)
         assert jobs.wait(job_id, timeout=30) is JobStatus.COMPLETED
         items = drain(q, timeout=30)

@@ -276,6 +276,8 @@ async def test_idempotency_key_reused_for_another_job_is_a_conflict(store_path, 
             "fail_every": 0,
             "chunks": 1,
             "stamp": False,
+            "hold": "",
+            "hold_from": 0,
         }
 
 
