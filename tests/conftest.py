@@ -11,6 +11,16 @@ import trio.testing
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+#: The CLI keeps the code it compiles for generated methods in $XDG_CACHE_HOME/parjobs
+#: (`parjobs._codecache`): the suite's CLI processes share one of their own (tests/cli's
+#: `env` gives each test its own), never the user's ~/.cache.
+_CACHE_HOME = tempfile.mkdtemp(prefix="parjobs-test-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE_HOME
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_CACHE_HOME, ignore_errors=True)
+
 
 #: The longest tests (5-60 s each on 2 loaded cores), longest first. They run before all
 #: others, and with ``--maxschedchunk=2`` (pyproject.toml) xdist hands tests out a couple at
