@@ -46,11 +46,33 @@
 
 #include "_pyc_common.h"
 
+/*
+ * XXH3 at the CPU's width. On x86 with GCC or Clang the vendored vendor/xxh_x86dispatch.c
+ * (xxHash 0.8.1's own dispatcher, BSD-2-Clause, unmodified) is compiled into this file: it
+ * builds the long-input kernels (over 240 bytes) for scalar, SSE2, AVX2 and AVX-512 with
+ * __attribute__((target)) and picks the widest the CPU and OS support (CPUID, XGETBV) at
+ * module init, so the extension built with the baseline flags runs on any x86-64 yet hashes
+ * at AVX2 width where there is AVX2 (about half the instructions of SSE2). Elsewhere (another
+ * architecture, another compiler, or built with -mavx, which the dispatcher refuses) the
+ * header alone is used, with the vector width the compiler targets.
+ */
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__AVX__)
+#define FS_DISPATCH 1
+#define XXH_DISPATCH_SCALAR 1 /* also build the scalar kernels, so the tests can force them */
+#pragma GCC visibility push(hidden) /* its functions are not static: keep them in this module */
+#include "vendor/xxh_x86dispatch.c"
+#pragma GCC visibility pop
+#define fs_xxh3_128 XXH3_128bits_dispatch
+#else
+#define FS_DISPATCH 0
 #define XXH_INLINE_ALL
 #include "vendor/xxhash.h"
+#define fs_xxh3_128 XXH3_128bits
+#endif
 
-/* The calling convention, checked by _hashing.py and _walk.py: a build that differs is ignored. */
-#define FS_API 2
+/* The calling convention, checked by _hashing.py and _walk.py: a build that differs is ignored
+ * (3: XXH3 dispatched to the CPU's width, xxh3_vector; an older build is refused, not measured). */
+#define FS_API 3
 
 /* The content id layout (exported: _hashing.py refuses a build whose layout differs). */
 #define CONTENT_ID_SMALL_LIMIT (100 * 1024)
@@ -125,7 +147,7 @@ static int content_id_of(const char *path, long long size, unsigned char *buf,
         err = FS_CHANGED;
         goto out;
     }
-    XXH128_canonicalFromHash(digest, XXH3_128bits(buf, len));
+    XXH128_canonicalFromHash(digest, fs_xxh3_128(buf, len));
 out:
     close(fd);
     return err;
@@ -730,10 +752,76 @@ done:
     return result;
 }
 
+/* ---- the vector width ---- */
+
+static const char *const vector_names[] = {"scalar", "sse2", "avx2", "avx512", "neon", "vsx"};
+
+PyDoc_STRVAR(xxh3_vector_doc,
+"xxh3_vector() -> str\n\n"
+"The kernels XXH3 runs on inputs over 240 bytes: 'scalar', 'sse2', 'avx2', 'avx512' (x86:\n"
+"the widest the CPU and OS support), or what the compiler targeted ('neon', 'vsx', ...).");
+
+static int vector_now(void) {
+#if FS_DISPATCH
+    for (int v = 0; v < XXH_NB_DISPATCHES; v++)
+        if (XXH_kDispatch128[v].update == XXH_g_dispatch128.update)
+            return v;
+    return -1;
+#else
+    return XXH_VECTOR;
+#endif
+}
+
+static PyObject *xxh3_vector(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+    int v = vector_now();
+    return PyUnicode_FromString(v >= 0 && (size_t)v < COUNT(vector_names) ? vector_names[v] : "?");
+}
+
+PyDoc_STRVAR(force_xxh3_vector_doc,
+"_force_xxh3_vector(name, /)\n\n"
+"For the tests only: run XXH3 on the kernels `name` (one xxh3_vector() may answer that this\n"
+"CPU supports), or on the widest again with name=None. Not for use while hashing.");
+
+static PyObject *force_xxh3_vector(PyObject *self, PyObject *arg) {
+    (void)self;
+    if (arg == Py_None) {
+#if FS_DISPATCH
+        XXH_setDispatch();
+#endif
+        Py_RETURN_NONE;
+    }
+    const char *name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    if (name == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "name must be a str or None");
+        return NULL;
+    }
+    int want = -1;
+    for (size_t v = 0; v < COUNT(vector_names); v++)
+        if (strcmp(name, vector_names[v]) == 0)
+            want = (int)v;
+#if FS_DISPATCH
+    if (want >= 0 && want < XXH_NB_DISPATCHES && want <= XXH_featureTest() &&
+        XXH_kDispatch128[want].update != NULL) {
+        XXH_g_dispatch = XXH_kDispatch[want];
+        XXH_g_dispatch128 = XXH_kDispatch128[want];
+        Py_RETURN_NONE;
+    }
+#else
+    if (want == XXH_VECTOR)
+        Py_RETURN_NONE;
+#endif
+    PyErr_Format(PyExc_ValueError, "XXH3 cannot run on %R kernels here", arg);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"content_ids", content_ids, METH_VARARGS, content_ids_doc},
     {"scan_dir", scan_dir, METH_VARARGS, scan_dir_doc},
     {"scan_tree", scan_tree, METH_VARARGS, scan_tree_doc},
+    {"xxh3_vector", xxh3_vector, METH_NOARGS, xxh3_vector_doc},
+    {"_force_xxh3_vector", force_xxh3_vector, METH_O, force_xxh3_vector_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -753,5 +841,8 @@ static const int_constant_t constants[] = {
 };
 
 PyMODINIT_FUNC PyInit__fastscan(void) {
+#if FS_DISPATCH
+    XXH_setDispatch(); /* now, not lazily in a thread without the GIL */
+#endif
     return create_module(&module, constants, COUNT(constants));
 }
