@@ -16,6 +16,12 @@ from typing import NoReturn
 from .._util import exception_leaves
 from ._errors import EXIT_ERRORS, EXIT_SIGINT, EXIT_USAGE, CliError, user_error
 
+#: True when the command line runs as the program (`run`, which ends the process with
+#: `os._exit` once the command is done): the SQLite store's connection is then left to that
+#: exit, not closed (`parjobs._store.leave_open_for_exit`: no WAL checkpoint at close). Here,
+#: not in `_session`, so that ``parjobs --help`` does not load what opening a store needs.
+EXIT_FOLLOWS = False
+
 #: Net allocations between two collections of the youngest generation in the program (700 by
 #: default): cyclic garbage waits at most this many objects (a few MB) for the collector.
 YOUNG_THRESHOLD = 50_000
@@ -88,9 +94,8 @@ def run() -> NoReturn:
     SQLite store, but for the connection: its close would checkpoint the WAL (fsyncs), and the
     exit drops it safely without (`parjobs._store.leave_open_for_exit`).
     """
-    from . import _session
-
-    _session.EXIT_FOLLOWS = True  # the store's connection is left to this exit (no checkpoint)
+    global EXIT_FOLLOWS
+    EXIT_FOLLOWS = True  # the store's connection is left to this exit (no checkpoint)
     code = main()
     main_thread = threading.main_thread()
     if any(t is not main_thread and not t.daemon for t in threading.enumerate()):

@@ -21,12 +21,6 @@ if TYPE_CHECKING:  # the core loads when a command opens a manager, not to parse
     from .._manager import JobManager
 
 
-#: True when the command line runs as the program (`parjobs.cli.run`, which ends the process
-#: with `os._exit` once the command is done): the SQLite store's connection is then left to
-#: that exit, not closed (`parjobs._store.leave_open_for_exit`: no WAL checkpoint at close).
-EXIT_FOLLOWS = False
-
-
 def default_store() -> str:
     """``$XDG_STATE_HOME/parjobs/jobs.sqlite`` (``~/.local/state/parjobs/jobs.sqlite``)."""
     return os.path.join(state_dir(), "jobs.sqlite")
@@ -137,6 +131,7 @@ async def manager_for(
         raise CliError(f"cannot create the store directory {directory}: {exc.strerror}") from None
     options.setdefault("retention", retention())
     from .._manager import open_manager
+    from . import EXIT_FOLLOWS
 
     if EXIT_FOLLOWS and not is_url(store.path):
         from .._store import leave_open_for_exit

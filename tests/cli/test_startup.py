@@ -89,6 +89,22 @@ def test_help_loads_no_operation_no_rich_and_no_core(tmp_path):
     assert _core(modules) == []
 
 
+def test_the_programs_help_loads_no_store_code(tmp_path):
+    """The program (`parjobs.cli.run`, not only `main`): ``--help`` loads neither the
+    session's module nor what it needs to open a store (dataclasses, the PostgreSQL schema)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "parjobs", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert "parjobs.cli._app" in loaded
+    assert {"parjobs.cli._session", "parjobs._pgschema", "dataclasses"} & loaded == set()
+
+
 def test_import_parjobs_loads_only_the_errors():
     """``import parjobs`` (the first step of every command) defers the core to first use."""
     code = (

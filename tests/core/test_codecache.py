@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from parjobs._codecache import CodeCache, _patch_dataclasses
+from parjobs._codecache import _SALT_MARK, CodeCache, _patch_dataclasses, _resalt, _unsalt
 
 SOURCE = "def __create_fn__(x):\n def f(self):\n  return x\n return f"
 
@@ -114,3 +114,115 @@ def test_dataclasses_patched_make_the_same_classes(
         assert hash(point(1)) == hash(point(1, 2))
         cache.save()
     assert cache._codes is not None and not cache._added  # the second round found them all
+
+
+#: A process that makes what the command's imports make, through the cache: ``attrs``
+#: classes (with a ``__hash__``: without fields, with fields, caching it), ``attrs``' own
+#: classes, string annotations (a TypedDict's), a named tuple, a dataclass. It prints how
+#: many snippets it compiled (``compile`` of a text) and the hashes of the ``attrs`` objects.
+GENERATE = """
+import builtins, sys
+compiled = []
+real = builtins.compile
+def counting(source, filename, mode, *args, **kwargs):
+    if isinstance(source, str):
+        compiled.append(filename)
+    return real(source, filename, mode, *args, **kwargs)
+builtins.compile = counting
+from parjobs._codecache import install
+install()
+import collections, dataclasses, typing
+import attr
+
+@attr.s(frozen=True)
+class Empty:
+    pass
+
+@attr.s(frozen=True)
+class Pair:
+    a = attr.ib()
+    b = attr.ib()
+
+@attr.s(frozen=True, cache_hash=True)
+class Cached:
+    a = attr.ib()
+
+class Row(typing.TypedDict):
+    name: "str"
+    size: "int | None"
+
+Point = collections.namedtuple("Point", "x y")
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    x: int
+
+def salt(cls):
+    return hash(f"<attrs generated hash {cls.__module__}.{cls.__qualname__}>")
+
+assert hash(Empty()) == hash((salt(Empty),))
+assert hash(Pair(1, "b")) == hash((salt(Pair), 1, "b"))
+assert hash(Cached(2)) == hash((salt(Cached), 2)) == hash(Cached(2))
+assert Point(1, 2).x == 1 and typing.get_type_hints(Row) == {"name": str, "size": int | None}
+assert hash(Item(3)) == hash((3,))
+print(len(compiled), sorted(set(compiled))[:5])
+"""
+
+
+def test_hash_scripts_annotations_and_named_tuples_are_cached_across_hash_seeds(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    outputs = []
+    for seed in ("1", "2"):  # attrs' __hash__ scripts hash a number that changes with it
+        done = subprocess.run(
+            [sys.executable, "-c", GENERATE],
+            env={**env, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout.split(" ", 1))
+    assert int(outputs[0][0]) > 0
+    assert outputs[1][0] == "0", outputs[1][1]  # the second process compiled nothing
+
+
+def test_a_script_not_of_the_hashed_form_is_left_to_compile() -> None:
+    good = "def __hash__(self):\n    return hash((\n        -42,\n        self.a,\n    ))"
+    unsalted = _unsalt(good)
+    assert unsalted is not None and unsalted[1] == -42 and "-42" not in unsalted[0]
+    code, found = _resalt(compile(unsalted[0], "<s>", "exec"), unsalted[1])
+    assert found == 1
+    # The same code but for the constant's end column (the line holds only the number).
+    made, want = code.co_consts[0], compile(good, "<s>", "exec").co_consts[0]
+    assert (made.co_code, made.co_consts, made.co_names) == (
+        want.co_code,
+        want.co_consts,
+        want.co_names,
+    )
+    assert list(made.co_lines()) == list(want.co_lines())
+    for bad in (
+        good.replace("-42", "1_0"),
+        good.replace("-42", "x"),
+        good.replace("-42,", "-42"),
+        good + "\nhash((\n 1,\n))",
+        good.replace("self.a", str(_SALT_MARK)),
+    ):
+        assert _unsalt(bad) is None
+
+
+def test_the_cache_is_written_even_with_pythondontwritebytecode(tmp_path: Path) -> None:
+    """A decision (docs/cli.md): -B is about .pyc files next to the sources, not this one."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    subprocess.run(
+        [sys.executable, "-m", "parjobs", "--store", str(tmp_path / "s.sqlite"), "jobs"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert (
+        tmp_path / "cache" / "parjobs" / f"generated-{sys.implementation.cache_tag}.bin"
+    ).exists()
