@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -48,6 +49,7 @@ from operator import itemgetter
 from typing import Any, TypeVar
 
 import trio
+from outcome import Outcome, acapture
 
 from .._context import JobContext
 from .._exceptions import Interrupted, JobSpecError
@@ -245,16 +247,22 @@ class DuplicatesJob(Job):
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         ctx.progress.set_message("scanning")
-        scan = await _scanned(ctx, self.paths, self.min_size)
+        scan, save = await _scanned(ctx, self.paths, self.min_size)
+        files = scan.files
+        saved: list[Outcome[None]] = []
+        async with trio.open_nursery() as nursery:
+            if save is not None:  # made durable before any stage runs; planned meanwhile
+                nursery.start_soon(_in_thread, saved, save)
+            by_size: dict[int, list[_File]] = {}  # each candidate shares its size with another
+            for f in files:
+                by_size.setdefault(f[2], []).append(f)
+            empty = by_size.pop(0, None)
+            runs = _runs(by_size)
+        for done in saved:
+            done.unwrap()  # (here: a failure as it is, not in the nursery's exception group)
         errors = [EntryTask(i, path, reason, skip=False) for i, path, reason in scan.errors]
         _, failed = await _stage(ctx, "scan", errors, "scanning")
-
-        files = scan.files
-        by_size: dict[int, list[_File]] = {}  # every candidate shares its size with another
-        for f in files:
-            by_size.setdefault(f[2], []).append(f)
-        empty = by_size.pop(0, None)
-        same_id, n = await _content_ids(ctx, files, by_size)
+        same_id, n = await _content_ids(ctx, files, runs)
         failed += n
 
         found: list[tuple[int, str, list[int]]] = []  # (size, digest, indices)
@@ -448,13 +456,17 @@ class Scan:
         return cls(files, errors, head["scanned"])
 
 
-async def _scanned(ctx: JobContext, roots: list[str], min_size: int) -> Scan:
-    """The job's `Scan`: the one an earlier run saved, else a walk of ``roots`` (in one
-    worker-thread call, stopped by a pause or cancel), saved before it is returned."""
+async def _scanned(
+    ctx: JobContext, roots: list[str], min_size: int
+) -> tuple[Scan, Callable[[], None] | None]:
+    """The job's `Scan` and what saves it: the one an earlier run saved (nothing to save),
+    else a walk of ``roots`` (in one worker-thread call, stopped by a pause or cancel) and
+    its `Scan.save`, which the caller must see done before any stage runs (it plans the
+    stages meanwhile: the save is mostly two ``fsync`` s)."""
     path = os.path.join(ctx.job_dir, SCAN_FILE)
     scan = await trio.to_thread.run_sync(Scan.load, path)
     if scan is not None:
-        return scan
+        return scan, None
     found = await trio.to_thread.run_sync(
         _scan_tree, roots, min_size, lambda: ctx.interrupt_reason is not None
     )
@@ -463,8 +475,12 @@ async def _scanned(ctx: JobContext, roots: list[str], min_size: int) -> Scan:
     assert found is not None
     files, errors, scanned = found
     scan = Scan(files, [(i, *e) for i, e in enumerate(errors)], scanned)
-    await trio.to_thread.run_sync(scan.save, path)
-    return scan
+    return scan, functools.partial(scan.save, path)
+
+
+async def _in_thread(into: list[Outcome[T]], fn: Callable[[], T]) -> None:
+    """``fn()`` in a worker thread, its outcome (value or exception) appended to ``into``."""
+    into.append(await acapture(trio.to_thread.run_sync, fn))
 
 
 def _scan_tree(
@@ -505,13 +521,12 @@ def _candidates(files: list[Listed], min_size: int) -> list[_File]:
 
 
 async def _content_ids(
-    ctx: JobContext, files: list[_File], by_size: dict[int, list[_File]]
+    ctx: JobContext, files: list[_File], runs: list[IdRunTask]
 ) -> tuple[dict[tuple[int, str], list[int]], int]:
-    """``({(size, content id): [index, ...]}, failures)`` for the candidates in ``by_size``
-    (each ``files[index]``) that may have a duplicate (a file whose id no other file of its
-    size shares may be left out): runs of whole size groups first, then file by file what a
+    """``({(size, content id): [index, ...]}, failures)`` for the candidates in ``runs``
+    (`_runs`; each ``files[index]``) that may have a duplicate (a file whose id no other
+    file of its size shares may be left out): the runs first, then file by file what a
     run could not read, so each failure is reported with its own path and reason."""
-    runs = _runs(by_size)
     values, _ = await _stage(ctx, "id-runs", runs, "content ids")
     same_id: dict[tuple[int, str], list[int]] = {}
     again: list[int] = []

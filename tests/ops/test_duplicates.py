@@ -223,6 +223,54 @@ async def test_pause_between_stages_then_resume_gives_the_same_report(
     assert {k: result[k] for k in expected} == expected
 
 
+async def test_stages_are_planned_while_the_scan_is_saved_and_run_after(
+    store_path, tmp_path, monkeypatch
+):
+    """The scan's record is saved (two fsyncs) while the content-id runs are planned, and
+    no task runs before it is durable (a checkpoint must never name numbers a power cut
+    could take away); a save that fails fails the job with its own error, nothing run."""
+    root = tmp_path / "t"
+    _tree(root)
+    events: list[str] = []
+    real_save, real_runs, real_id_run = dup_mod.Scan.save, dup_mod._runs, dup_mod.IdRunTask.run
+
+    def slow_save(self, path):
+        time.sleep(0.2)  # (the planning takes well under that)
+        real_save(self, path)
+        events.append("saved")
+
+    def planning(by_size):
+        events.append("planned")
+        return real_runs(by_size)
+
+    def id_run(self, tc):
+        events.append("id-run")
+        return real_id_run(self, tc)
+
+    monkeypatch.setattr(dup_mod.Scan, "save", slow_save)
+    monkeypatch.setattr(dup_mod, "_runs", planning)
+    monkeypatch.setattr(dup_mod.IdRunTask, "run", id_run)
+    async with parjobs.open_manager(store_path, workers=2) as manager:
+        result = await (await manager.submit(DuplicatesJob(paths=[str(root)]))).result()
+    assert result["groups"]
+    assert events[:2] == ["planned", "saved"], "planned during the save"
+    assert set(events[2:]) == {"id-run"}, "no run before the save"
+
+    def failing_save(self, path):
+        time.sleep(0.1)
+        raise OSError(28, "No space left on device")
+
+    events.clear()
+    monkeypatch.setattr(dup_mod.Scan, "save", failing_save)
+    async with parjobs.open_manager(store_path, workers=2) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
+        assert await handle.wait() is JobStatus.FAILED
+        info = await manager.get(handle.id)
+    assert "No space left on device" in (info.error or "")
+    assert "ExceptionGroup" not in (info.error or "")
+    assert events == ["planned"]
+
+
 async def test_unreadable_candidate_is_reported_and_left_out(
     store_path, tmp_path, monkeypatch, scan_path
 ):
