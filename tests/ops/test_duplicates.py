@@ -496,6 +496,25 @@ async def test_the_stored_result_is_the_generic_encoders_text(store_path, tmp_pa
     assert text == json.dumps(result)
 
 
+async def test_the_reports_own_json_text_is_stored(store_path, tmp_path, monkeypatch):
+    """The report makes its groups' JSON text as it makes them (plain names): the stored
+    result is that text, ``json.dumps``' byte for byte, not the result encoded again."""
+    root = tmp_path / "t"
+    _tree(root)
+    _write(root / "q/sp ace,[]{}:", b"hello world\n")  # JSON-plain, if not shell-plain
+
+    def encoded_again(result):
+        raise AssertionError("the result was encoded again")
+
+    monkeypatch.setattr(dup_mod, "_result_json", encoded_again)
+    async with parjobs.open_manager(store_path) as manager:
+        result = await (await manager.submit(DuplicatesJob(paths=[str(root)]))).result()
+    with contextlib.closing(sqlite3.connect(store_path)) as db:
+        (text,) = db.execute("SELECT result FROM jobs").fetchone()
+    assert text == json.dumps(result)
+    assert result == {**_expected(root, 1), "files_scanned": 20, "failed": 0}
+
+
 @pytest.mark.parametrize(
     "name", ['say "hi"', "back\\slash", "new\nline", "tab\t", "del\x7f", "caf\u00e9", "b\udcff"]
 )
