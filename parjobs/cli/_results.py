@@ -88,7 +88,11 @@ async def data_lines(read: ReadItems, info: JobInfo) -> list[str]:
 
 
 def _duplicate_groups(result: dict[str, Any]) -> list[str]:
+    """A block a group: ``# N copies of SIZE``, its paths, an empty line between blocks.
+    ``fmt.size`` once a size (its float formatting is most of a line's cost: ~5,000
+    instructions; the benchmark's 6,775 groups have 5,171 sizes)."""
     lines: list[str] = []
+    sizes: dict[int, str] = {}
     for group in result.get("groups") or []:
         if isinstance(group, dict):
             paths = group.get("paths") or []
@@ -98,7 +102,10 @@ def _duplicate_groups(result: dict[str, Any]) -> list[str]:
         if lines:
             lines.append("")
         if isinstance(size, int):
-            lines.append(f"# {len(paths)} copies of {fmt.size(size)}")
+            text = sizes.get(size)
+            if text is None:
+                text = sizes[size] = fmt.size(size)
+            lines.append(f"# {len(paths)} copies of {text}")
         lines += paths  # str already: the job decodes them (one list, not one str() a path)
     return lines
 

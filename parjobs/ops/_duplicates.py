@@ -550,7 +550,12 @@ async def _content_ids(
             again.extend([f[0] for f in run.files])
             continue
         for cid, members in value["ids"]:  # the members of one entry share their size
-            same_id.setdefault((files[members[0]][2], cid), []).extend(members)
+            key = (files[members[0]][2], cid)
+            known = same_id.get(key)
+            if known is None:  # (most: an id shared only within its run) the value's list
+                same_id[key] = members
+            else:
+                known.extend(members)
         again.extend(value["failed"])
     if not again:
         return same_id, 0
