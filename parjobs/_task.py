@@ -230,21 +230,7 @@ def _note(
 ) -> None:
     """Add an item row to ``tc.items``, stamped with the task's stage (as the stage books
     it: no copy of the row there) and index."""
-    row: ItemRow = (
-        action,
-        _path(source),
-        None if destination is None else _path(destination),
-        nbytes,
-        detail,
-        None,
-        *((None, None, None) if written is None else written),
-        tc.stage,
-        tc.index,
-    )
-    if tc.items is None:
-        tc.items = [row]
-    else:
-        tc.items.append(row)
+    _note_each(action, detail, ((tc, source, destination, nbytes, written),))
 
 
 #: One row of `record_each`: the task, source, destination, bytes and the written file's
@@ -255,13 +241,32 @@ RecordRow = tuple[TaskContext, str | bytes, str | bytes | None, int, Identity | 
 def record_each(action: str, rows: Sequence[RecordRow]) -> None:
     """`TaskContext.record` (``action``, no detail) for many tasks at once: what a task group
     (`Task.run_group`) that did a few dozen items in one call records in one go."""
+    _note_each(action, None, rows)
+
+
+def _note_each(action: str, detail: str | None, rows: Sequence[RecordRow]) -> None:
+    """`_note` for each of ``rows``, each path as ``str`` (undecodable bytes as surrogate
+    escapes, as `os.fsdecode` does), decoded inline: no call per file of a group."""
     for tc, source, destination, nbytes, written in rows:
-        _note(tc, action, source, destination, nbytes, None, written)
-
-
-def _path(path: str | bytes) -> str:
-    """A path as ``str`` (undecodable bytes as surrogate escapes, as `os.fsdecode` does)."""
-    return path if isinstance(path, str) else path.decode("utf-8", "surrogateescape")
+        row: ItemRow = (
+            action,
+            source if isinstance(source, str) else source.decode("utf-8", "surrogateescape"),
+            None
+            if destination is None
+            else destination
+            if isinstance(destination, str)
+            else destination.decode("utf-8", "surrogateescape"),
+            nbytes,
+            detail,
+            None,
+            *((None, None, None) if written is None else written),
+            tc.stage,
+            tc.index,
+        )
+        if tc.items is None:
+            tc.items = [row]
+        else:
+            tc.items.append(row)
 
 
 class _RunAlone:

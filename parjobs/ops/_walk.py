@@ -29,6 +29,7 @@ import json
 import math
 import os
 import stat
+import sys
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
@@ -234,13 +235,19 @@ class Manifest:
     def append(self, batch: Sequence[Entry]) -> None:
         """Ordered append: written (one line, one write) before the entries are dispatched,
         so a torn last line only ever holds entries nobody saw."""
-        fsdecode = os.fsdecode
+        # What `os.fsdecode` does (`load` undoes it with `os.fsencode`), without its two
+        # calls a path: a batch is thousands of files.
+        decode, enc, errors = (
+            bytes.decode,
+            sys.getfilesystemencoding(),
+            sys.getfilesystemencodeerrors(),
+        )
         rows = [
             [
                 e.kind,
                 e.root,
-                fsdecode(e.rel),
-                fsdecode(e.path),
+                decode(e.rel, enc, errors),
+                decode(e.path, enc, errors),
                 e.size,
                 e.mtime_ns,
                 e.mode,
