@@ -72,11 +72,18 @@ async def storm(tmp_path: Path, seconds: float, seed: int, least: dict[str, int]
     logs: dict[str, str] = {}
     counts = {"pause": 0, "resume": 0, "cancel": 0, "refused": 0}
     frozen: dict[str, int] = {}  # cancelled job -> its log length once it rested
+    # The last 16 tasks of every job wait for ``go``, made once the storm is over:
+    # with all jobs ended there is nothing to pause or resume, and on a slow machine they
+    # ended before the storm had made 15 resumes (8, at ~80 ms a request; session 13).
+    go = tmp_path / "go"
     with trio.fail_after(4 * seconds + 90):
         async with parjobs.open_manager(store, workers=4, max_running=8) as m:
             for i in range(JOBS):
                 log = str(tmp_path / f"log{i}")
-                handle = await m.submit(CountJob(n=TASKS, log=log, sleep=SLEEP, chunks=2))
+                job = CountJob(
+                    n=TASKS, log=log, sleep=SLEEP, chunks=2, hold=str(go), hold_from=TASKS - 16
+                )
+                handle = await m.submit(job)
                 logs[handle.id] = log
             ids = list(logs)
             deadline = trio.current_time() + seconds
@@ -92,6 +99,10 @@ async def storm(tmp_path: Path, seconds: float, seed: int, least: dict[str, int]
                     counts[action] += 1
                 except InvalidTransitionError:
                     counts["refused"] += 1  # e.g. resume a running job, cancel a cancelled one
+            go.touch()
+            for job_id in ids:  # all at once: one by one, `settle` would run them in turn
+                with contextlib.suppress(InvalidTransitionError):
+                    await m.resume(job_id)
             statuses = {}
             for job_id in ids:  # let every job come to an end
                 statuses[job_id] = info = await settle(m, job_id)
