@@ -231,7 +231,9 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
         low_water = window // 2
         # Tasks of a sync feed go into the queue a chunk at a time (one lock and one wake-up
         # per chunk), and before anything that may wait (the consumer, the outcomes). An
-        # async feed's go in one by one: the feed may wait for the tasks it fed.
+        # async feed's go in one by one: the feed may wait for the tasks it fed. A bundle's
+        # left tasks are all at hand: a chunk, whatever the feed (on a busy machine most of a
+        # copy's small files come back so: one queue operation a bundle, not one a file).
         chunk: list[WorkItem] = []
         while True:
             while (
@@ -240,8 +242,11 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
                 and interrupter.reason is None
                 and (outstanding <= low_water or not ready)
             ):
+                from_left = bool(left)
+                if chunk and not from_left and sync_iter is None:
+                    await self._put(chunk)  # (a bundle's left tasks) before the feed may wait
                 try:
-                    if left:
+                    if from_left:
                         task = left.popleft()
                     elif sync_iter is not None:
                         task = next(sync_iter)
@@ -262,7 +267,7 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
                     continue
                 work = self._work(task, deliver, deliver_group)
                 outstanding += 1
-                if sync_iter is None:
+                if sync_iter is None and not from_left:
                     try:
                         queue.put_nowait(work)
                     except trio.WouldBlock:

@@ -329,31 +329,19 @@ class CopyJob(IntoDestination, Job):
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         plan = await open_plan(ctx, self._plan)
         keys = ("copied", "files", "symlinks", "linked", "dirs", "skipped", "bytes", "bytes_reused")
-        tally = Tally(ctx.state, keys)
+        # What a done item of each kind adds to (a file, the default: "copied" and "files").
+        kinds = {
+            "dir": ("dirs",),
+            "symlink": ("copied", "symlinks"),
+            "linked": ("copied", "files", "linked"),
+        }
+        tally = Tally(ctx.state, keys, kinds, ("copied", "files"))
+        count = tally.count
         progress = ctx.progress
         progress.set_total(items=1, bytes=0, final=False)  # the finishing step; the walk adds
         progress.set_message("copying")
         dirs: list[tuple[bytes, bytes, int | None]] = []
         links: list[tuple[Entry, Entry]] = []
-
-        def count(outcome: Any) -> None:
-            kinds = tally.bundle(outcome)
-            if kinds is not None:  # a bundle of files (each copied or linked)
-                for what, n in kinds.items():
-                    counted(what, n)
-                return
-            done = tally.record(outcome)
-            if done is not None:
-                counted(done, 1)
-
-        def counted(what: str, n: int) -> None:
-            if what == "dir":  # (the manager checkpoints in the background)
-                tally.add("dirs", n)
-            else:  # copied: files and symlinks, also apart
-                tally.add("copied", n)
-                tally.add("symlinks" if what == "symlink" else "files", n)
-                if what == "linked":
-                    tally.add("linked", n)
 
         try:
             dispatcher = ctx.task_dispatcher()

@@ -509,7 +509,14 @@ class MoveJob(IntoDestination, Job):
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         plan = await open_plan(ctx, self._plan)
         keys = ("moved", "renamed", "copied", "linked", "dirs", "skipped", "bytes", "bytes_reused")
-        tally = Tally(ctx.state, (*keys, "source_dirs_removed"))
+        # What a done item of each kind adds to ("moved" alone for the rest).
+        kinds = {
+            "dir": ("dirs",),
+            "renamed": ("moved", "renamed"),
+            "copied": ("moved", "copied"),
+            "linked": ("moved", "linked"),
+        }
+        tally = Tally(ctx.state, (*keys, "source_dirs_removed"), kinds, ("moved",))
         progress = ctx.progress
         # The roots and the finishing step; the walk adds the rest.
         progress.set_total(items=len(self.sources) + 1, bytes=0, final=False)
@@ -523,7 +530,7 @@ class MoveJob(IntoDestination, Job):
                 if outcome.status is OutcomeStatus.DONE and what in ("merge", "copy"):
                     pass  # not an item of its own: its files are
                 elif not outcome.resumed:
-                    self._count(tally, outcome)
+                    tally.count(outcome)
                 if what in ("merge", "copy"):
                     walked[outcome.index] = what == "copy"
             order = sorted(walked)
@@ -539,14 +546,14 @@ class MoveJob(IntoDestination, Job):
             feed = self._items(ctx, plan, order, by_copy, dirs, links, done, bundle=bundle)
             async with aclosing(feed) as items:
                 async for outcome in dispatcher.dispatch_many(items):
-                    self._count(tally, outcome)  # (the manager checkpoints in the background)
+                    tally.count(outcome)  # (the manager checkpoints in the background)
             if links:  # after the move stage: every first name is in place
                 stage = ctx.task_dispatcher("links")
                 later = [
                     MoveLinkItem(e, f, plan) for e, f in links if not stage.is_completed(e.index)
                 ]
                 async for outcome in stage.dispatch_many(later):
-                    self._count(tally, outcome)
+                    tally.count(outcome)
             progress.finalize_totals()  # (the walk did, if there was one)
             progress.set_message("finishing")
             removed = [0]
@@ -564,20 +571,6 @@ class MoveJob(IntoDestination, Job):
         finally:
             plan.tree.close()
         return tally.result()
-
-    @staticmethod
-    def _count(tally: Tally, outcome: Any) -> None:
-        kinds = tally.bundle(outcome)
-        if kinds is None:
-            what = tally.record(outcome)
-            kinds = {} if what is None else {what: 1}
-        for what, n in kinds.items():  # (a bundle's files: each copied)
-            if what == "dir":
-                tally.add("dirs", n)
-            else:
-                tally.add("moved", n)
-                if what in ("renamed", "copied", "linked"):
-                    tally.add(what, n)
 
     async def _items(
         self,

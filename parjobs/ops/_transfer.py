@@ -686,15 +686,46 @@ def bundled(tasks: list[Task[Any]], workers: int) -> list[Task[Any]]:
 class Tally:
     """The counters of a job's result, kept in ``ctx.state`` so they add up across runs.
 
-    ``failed`` counts this run only: resuming retries failed items.
+    ``failed`` counts this run only: resuming retries failed items. ``kinds``: the counters
+    that a done item of each kind (`CopyDone.kind`) adds one to, for `count`; ``other``:
+    those of a kind not in it.
     """
 
-    def __init__(self, state: dict[str, Any], keys: Sequence[str]) -> None:
+    def __init__(
+        self,
+        state: dict[str, Any],
+        keys: Sequence[str],
+        kinds: dict[str, tuple[str, ...]] | None = None,
+        other: tuple[str, ...] = (),
+    ) -> None:
         self.data: dict[str, Any] = state.setdefault("tally", {})
         for key in keys:
             self.data.setdefault(key, 0)
         self.data.setdefault("skipped_reasons", {})
         self.failed = 0
+        self.kinds = kinds or {}
+        self.other = other
+
+    def count(self, outcome: Outcome[Any]) -> None:
+        """Count one outcome of a copy's or move's tasks: a done item's bytes and its kind's
+        counters (``kinds``), a `Bundle`'s for each file it finished, a skip or a failure.
+        One call per outcome on the trio thread (a busy machine's bundles leave most small
+        files to run as tasks of their own: one outcome each)."""
+        value = outcome.value
+        data, kinds, other = self.data, self.kinds, self.other
+        if type(value) is CopyDone and outcome.status is OutcomeStatus.DONE:
+            data["bytes"] += value.copied
+            data["bytes_reused"] += value.reused
+            for key in kinds.get(value.kind, other):
+                data[key] += 1
+            return
+        done = self.bundle(outcome)
+        if done is None:
+            what = self.record(outcome)
+            done = {} if what is None else {what: 1}
+        for what, n in done.items():
+            for key in kinds.get(what, other):
+                data[key] += n
 
     def add(self, key: str, n: int = 1) -> None:
         self.data[key] += n

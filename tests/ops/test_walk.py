@@ -12,6 +12,7 @@ from parjobs.ops import _hashing, _walk
 from parjobs.ops._walk import (
     Entry,
     HardLinks,
+    Kind,
     Manifest,
     count_tree,
     list_files,
@@ -125,6 +126,47 @@ async def test_non_utf8_and_long_names_survive_the_manifest(tmp_path: Path, scan
     paths = {e.path for e in first}
     assert src + b"/" + odd in paths and src + b"/" + longest in paths
     assert by_rel(first)[b"src/" + odd].display.endswith("caf\\xe9-\\xff.bin")
+
+
+def test_manifest_lines_are_json_whatever_the_names(tmp_path: Path) -> None:
+    """A batch of plain names is formatted without the JSON encoder: its line is what
+    ``json.dumps`` writes; a name JSON must escape (quote, backslash, control, DEL, not
+    ASCII, not UTF-8) sends its batch through the encoder; both read back as written."""
+    manifest = Manifest(str(tmp_path / "walk.manifest"))
+
+    def entry(i: int, name: bytes, kind: Kind = "file", error: str = "") -> Entry:
+        rel = b"src/" + name
+        return Entry(
+            i,
+            kind,
+            0,
+            rel,
+            b"/data/" + rel,
+            10 + i,
+            1733300000123456789,
+            0o100644,
+            2049,
+            77,
+            error,
+            2,
+        )
+
+    plain = [entry(0, b"a b.txt"), entry(1, b"d", "dir"), entry(2, b"e/", "error", 'no "x" \u00e9')]
+    manifest.append(plain)
+    text = (tmp_path / "walk.manifest").read_text()
+    assert text == json.dumps(json.loads(text), separators=(",", ":")) + "\n"
+    assert manifest.load() == plain
+    odd = [
+        entry(3 + i, name)
+        for i, name in enumerate([b'q"', b"b\\", b"c\x01", b"d\x7f", b"\xe9", "ü".encode()])
+    ]
+    for e in odd:
+        manifest.append([entry(9, b"plain"), e])
+    read = manifest.load()
+    assert [e.path for e in read] == [e.path for e in plain] + [
+        p for e in odd for p in (b"/data/src/plain", e.path)
+    ]
+    assert read[:3] == plain
 
 
 async def test_following_symlinks_reports_loops_and_keeps_broken_links(
