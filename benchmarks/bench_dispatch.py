@@ -264,7 +264,7 @@ def bench_overhead(
 ) -> dict[str, Any]:
     """Per-task cost of no-op tasks; quick mode skips the warmup round and two variants
     (``tiny``: a smoke test's sizes, one round; ``n`` overrides the task count)."""
-    n = n or (2_000 if tiny else 20_000 if quick else 200_000)
+    n = n or (500 if tiny else 20_000 if quick else 200_000)
     rounds, warmup = (1, 0) if tiny else (3, 0) if quick else (3, 1)
     log(f"[dispatch] per-task overhead: {n:,} no-op tasks, {WORKERS} workers, {rounds} rounds")
     contenders = {

@@ -125,10 +125,12 @@ def read_stamped_log(path: str) -> list[tuple[int, float]]:
 
 
 def spawn_count_job(
-    store_path: str, log: str, n: int, *, workers: int, sleep: float
-) -> subprocess.Popen[bytes]:
+    store_path: str, log: str, n: int, *, workers: int, sleep: float, forked: bool = False
+) -> subprocess.Popen[bytes] | Any:
     """A child process that submits a `CountJob` of ``n`` tasks of ``sleep`` seconds, each
-    stamping its end in ``log`` (or resumes the store's job), for kill -9 tests."""
+    stamping its end in ``log`` (or resumes the store's job), for kill -9 tests. ``forked``:
+    forked from the warm interpreter of `_forkcli` (a real process all the same, with
+    ``pid``, ``poll`` and ``wait``), sparing the ~0.5 s of CPU of a fresh one's start-up."""
     code = textwrap.dedent(
         f"""
         import sys, trio
@@ -146,6 +148,10 @@ def spawn_count_job(
         trio.run(main)
         """
     )
+    if forked:
+        from _forkcli import Forked
+
+        return Forked([], code=code)
     return subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )

@@ -57,8 +57,11 @@ async def _submit(
     if with_renderer is not None:
         with_renderer(renderer)
     async with manager_for(store, cluster_config(args), workers=args.workers) as manager:
-        handle = await manager.submit(dumped)
-        return await follow_jobs(manager, [handle.id], store=store, renderer=renderer)
+
+        async def start() -> list[str]:
+            return [(await manager.submit(dumped)).id]
+
+        return await follow_jobs(manager, start, store=store, renderer=renderer)
 
 
 def _renderer(args: argparse.Namespace, jobs: list[tuple[str, Any]]) -> Renderer:
@@ -211,6 +214,10 @@ async def resume(args: argparse.Namespace) -> int:
                     f"job {info.id} is a {info.type!r} job, which this parjobs cannot run"
                 )
         renderer = _renderer(args, [(info.type, info.spec_data) for info in infos])
-        for job_id in ids:
-            await manager.resume(job_id)
-        return await follow_jobs(manager, ids, store=store, renderer=renderer)
+
+        async def start() -> list[str]:
+            for job_id in ids:
+                await manager.resume(job_id)
+            return ids
+
+        return await follow_jobs(manager, start, store=store, renderer=renderer)

@@ -58,20 +58,25 @@ def signal_receiver() -> AbstractContextManager[AsyncIterator[int]]:
 
 async def follow_jobs(
     manager: JobManager,
-    job_ids: list[str],
+    start: Callable[[], Awaitable[list[str]]],
     *,
     store: Store,
     renderer: Renderer,
     title: str | None = None,
 ) -> int:
-    """Show ``job_ids`` one after the other until each rests; return the combined exit code.
+    """Start jobs with ``start`` (it submits or resumes them and returns their ids), then show
+    them one after the other until each rests; return the combined exit code.
 
-    SIGINT and SIGTERM are caught only meanwhile: outside, Ctrl-C raises KeyboardInterrupt as
-    usual (so it can still end a manager that hangs while shutting down). Once a first one
-    paused the jobs, a second Ctrl-C quits at once (exit 3, resumable) until the process ends:
-    the pause may finish, and the manager close, between the two presses.
+    SIGINT and SIGTERM are caught from before ``start``: a press while a job is submitted is
+    held until its id is known, then pauses it (exit 3). Caught only after, it raised
+    KeyboardInterrupt (exit 130) and left the job running, on the server with ``--server``,
+    where nobody followed it any more. Outside, Ctrl-C raises KeyboardInterrupt as usual (so
+    it can still end a manager that hangs while shutting down). Once a first one paused the
+    jobs, a second Ctrl-C quits at once (exit 3, resumable) until the process ends: the
+    pause may finish, and the manager close, between the two presses.
     """
     codes: list[int] = []
+    job_ids: list[str] = []
     pausing = trio.Event()
 
     def outside(signum: int, frame: FrameType | None) -> None:
@@ -84,6 +89,7 @@ async def follow_jobs(
 
     previous = signal.signal(signal.SIGINT, outside)
     with signal_receiver() as signals:
+        job_ids += await start()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_on_signals, manager, job_ids, store, renderer, signals, pausing)
             for job_id in job_ids:

@@ -30,8 +30,11 @@ async def undo(args: argparse.Namespace) -> int:
     renderer = make_renderer(json_mode=args.json, plain=args.plain, stream=sys.stdout)
     async with manager_for(store, workers=args.workers) as manager:
         job_id = await manager.resolve(args.job)
-        handle = await manager.undo(job_id)
-        return await follow_jobs(manager, [handle.id], store=store, renderer=renderer)
+
+        async def start() -> list[str]:
+            return [(await manager.undo(job_id)).id]
+
+        return await follow_jobs(manager, start, store=store, renderer=renderer)
 
 
 def _shown(path: bytes) -> str:

@@ -71,9 +71,9 @@ async def _completes_in_a_second_run(url: str, job_id: str, worker: Forked) -> N
 
 
 @pytest.mark.both_stores
-async def test_four_workers_run_200_jobs_each_once_within_capacities(store_path, tmp_path):
+async def test_four_workers_run_100_jobs_each_once_within_capacities(store_path, tmp_path):
     log = str(tmp_path / "log")
-    names = [f"j{i}" for i in range(200)]
+    names = [f"j{i}" for i in range(100)]
     async with parjobs.open_manager(store_path) as manager:
         for i, name in enumerate(names):
             queue = "compute" if i % 10 == 0 else "default"  # compute: capacity 1
@@ -105,7 +105,7 @@ async def test_four_workers_run_200_jobs_each_once_within_capacities(store_path,
 @pytest.mark.both_stores
 async def test_a_killed_workers_copy_is_resumed_by_another_byte_identical(store_path, tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
-    _write_tree(src, 400, 2048)
+    _write_tree(src, 250, 2048)
     dst.mkdir()  # an existing directory: the copy goes into it (dst/src), as cp -r does
     queued = _run(
         "copy", str(src), str(dst), "--verify", "-w", "1", "--detach", "--store", store_path
@@ -113,7 +113,7 @@ async def test_a_killed_workers_copy_is_resumed_by_another_byte_identical(store_
     assert queued.returncode == 0, queued.stderr
     job_id = queued.stdout.strip()
     first = _worker(store_path, "--until-idle", "-w", "1")
-    _until_checkpointed(store_path, job_id, 200, first)  # well before the end
+    _until_checkpointed(store_path, job_id, 150, first)  # well before the end
     first.send_signal(signal.SIGKILL)
     first.wait()
     async with parjobs.open_manager(store_path) as manager:
@@ -125,9 +125,9 @@ async def test_a_killed_workers_copy_is_resumed_by_another_byte_identical(store_
     assert not compare.left_only and not compare.right_only
     for d in range(4):
         match, mismatch, errors = filecmp.cmpfiles(
-            src / f"d{d}", dst / "src" / f"d{d}", [f"f{f}" for f in range(400)], shallow=False
+            src / f"d{d}", dst / "src" / f"d{d}", [f"f{f}" for f in range(250)], shallow=False
         )
-        assert len(match) == 400 and not mismatch and not errors
+        assert len(match) == 250 and not mismatch and not errors
 
 
 @pytest.mark.both_stores
@@ -221,7 +221,7 @@ def test_unusable_postgresql_stores_are_clear_errors_with_nothing_touched(pg_ser
 async def test_a_stopped_worker_hands_its_job_to_another(store_path, tmp_path):
     log = str(tmp_path / "log")
     async with parjobs.open_manager(store_path) as manager:
-        handle = await manager.submit(CountJob(n=3000, log=log, sleep=0.002), detach=True)
+        handle = await manager.submit(CountJob(n=1000, log=log, sleep=0.002), detach=True)
     first = _worker(store_path, "-w", "2")
     deadline = time.monotonic() + 60
     while len(read_log(log)) < 100:
@@ -233,7 +233,7 @@ async def test_a_stopped_worker_hands_its_job_to_another(store_path, tmp_path):
     async with parjobs.open_manager(store_path) as manager:
         handed = await manager.get(handle.id)
     assert handed.status is JobStatus.INTERRUPTED and handed.lease is None
-    assert 0 < handed.done_items < 3000
+    assert 0 < handed.done_items < 1000
     second = _worker(store_path, "--until-idle", "-w", "2")
     _, err = second.communicate(timeout=300)
     assert second.returncode == 0, err
@@ -241,7 +241,7 @@ async def test_a_stopped_worker_hands_its_job_to_another(store_path, tmp_path):
         final = await manager.get(handle.id)
     assert final.status is JobStatus.COMPLETED and final.runs == 2
     ran = read_log(log)
-    assert sorted(ran) == list(range(3000))  # a clean stop checkpoints all: nothing redone
+    assert sorted(ran) == list(range(1000))  # a clean stop checkpoints all: nothing redone
 
 
 #: `parjobs worker` whose copies wait PARJOBS_TEST_COPY_LATENCY seconds per file (see

@@ -33,17 +33,18 @@ SLACK = 0.15
 async def test_after_kill_9_only_tasks_in_flight_and_the_last_interval_run_again(
     store_path: str, tmp_path: object
 ) -> None:
-    """Three kills in a row, each some 600 tasks (1.5 s) after the last: the tasks run again after
-    each are at most those in flight plus those that ended within the last `TARGET` (+
-    `SLACK`) before the kill (before: 90-140 of 600, up to 0.4 s old; now 9-14, < 50 ms)."""
-    log, n = os.path.join(str(tmp_path), "log"), 2500
+    """Three kills in a row, each some 300 tasks (0.75 s, 15 checkpoint intervals) after the
+    last: the tasks run again after each are at most those in flight plus those that ended
+    within the last `TARGET` (+ `SLACK`) before the kill (before: 90-140 of 600, up to 0.4 s
+    old; now 9-14, < 50 ms). The children are forked from a warm interpreter."""
+    log, n = os.path.join(str(tmp_path), "log"), 1300
     kills: list[int] = []  # log lines when each killed child was gone
     for _ in range(3):
         before = len(read_log(log))
-        child = spawn_count_job(store_path, log, n, workers=WORKERS, sleep=0.01)
+        child = spawn_count_job(store_path, log, n, workers=WORKERS, sleep=0.01, forked=True)
         try:
             with trio.fail_after(60):
-                while len(read_log(log)) < before + 600:
+                while len(read_log(log)) < before + 300:
                     await trio.sleep(0.01)
             os.kill(child.pid, signal.SIGKILL)
         finally:
@@ -186,16 +187,20 @@ class StateCounts(parjobs.Job):
             FunctionTask(i, int) for i in range(self.n)
         ):
             ctx.state["count"] += 1
-            await trio.sleep(0.01)  # the job is slower than its tasks: outcomes wait
+            await trio.sleep(0.002)  # the job is slower than its tasks: outcomes wait
         return int(ctx.state["count"])
 
 
 async def test_a_checkpoint_holds_an_item_only_with_the_state_that_counts_it(
-    store_path: str, autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+    store_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Completions were booked when a task ended, the state when the job had counted them:
     a checkpoint between the two recorded items no state counted, and the totals of a
-    resumed copy came out short. Now every stored checkpoint agrees with its state."""
+    resumed copy came out short. Now every stored checkpoint agrees with its state.
+
+    Real time: 200 outcomes 2 ms apart make 8 or more checkpoints in 0.4 s (on the
+    suite's `autojump_clock`, which jumps only after 20 ms of real idleness, each of the
+    200 sleeps cost 20 ms: 4-5 s)."""
     seen: list[tuple[int, int]] = []
     real = SQLiteJobStore.checkpoint
 

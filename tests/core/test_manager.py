@@ -6,13 +6,12 @@ import dataclasses
 import itertools
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 
 import pytest
 import trio
+from _forkcli import Forked
 from _jobs import CountJob, read_log
 
 import parjobs
@@ -185,7 +184,7 @@ async def test_pause_from_another_process_through_the_store(store_path, tmp_path
             status = await manager.wait(info.id)
             assert status is JobStatus.PAUSED
         out, err = child.communicate(timeout=20)
-        assert b"paused" in out, err
+        assert "paused" in out, err
     finally:
         child.kill()
         child.wait()
@@ -205,9 +204,9 @@ def _spawn_child(store_path, log, *, n, sleep, wait_result=False):
         trio.run(main)
         """
     )
-    return subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    # Forked from the tests' warm interpreter (tests/_forkcli.py): a process of its own (kill
+    # -9 ends it), without a fresh interpreter's ~0.5 s of CPU for its imports.
+    return Forked([], code=code)
 
 
 async def _wait_for_lines(log, n, timeout=30):

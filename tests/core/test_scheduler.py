@@ -174,25 +174,25 @@ async def test_job_timeout_ends_timed_out_with_work_checkpointed(store_path, aut
 
 @pytest.mark.one_store
 async def test_job_timeout_counts_run_time_over_resumes(store_path, tmp_path):
-    """The timeout used to restart with every resume (a 3 s job paused at 2 s got 3 s more).
-    It is total run time now; a timed-out job resumed without more time stops at once, and
-    ``resume(timeout=...)`` gives it a new total. Real time (the run time is measured on the
-    wall clock): the bounds leave 2 s for a loaded machine's pause and timeout to land
-    (with 1 s it failed once at load ~14), and the old code's 10 s
-    total is outside them."""
+    """The timeout used to restart with every resume (a 4.5 s job paused at 2.5 s got 4.5 s
+    more). It is total run time now; a timed-out job resumed without more time stops at once,
+    and ``resume(timeout=...)`` gives it a new total. Real time (the run time is measured on
+    the wall clock, so not on the autojump clock): the bounds leave 2 s for a loaded
+    machine's pause and timeout to land (with 1 s it failed once at load ~14), and the old
+    code's total (the first run's 2.4 s or more, then 4.5 s) is outside them."""
     job = CountJob(n=100_000, log=str(tmp_path / "l"), sleep=0.02)
     async with parjobs.open_manager(store_path, workers=4) as manager:
-        handle = await manager.submit(job, timeout=6)
-        await trio.sleep(4)
+        handle = await manager.submit(job, timeout=4.5)
+        await trio.sleep(2.5)
         await handle.pause()
         assert await handle.wait() is JobStatus.PAUSED
         first = (await handle.info()).run_time
-        assert 3.9 <= first < 6
+        assert 2.4 <= first < 4.5
         await manager.resume(handle.id)
         assert await handle.wait() is JobStatus.TIMED_OUT
         info = await handle.info()
-        assert 6 <= info.run_time < 8.5, (first, info.run_time)
-        await manager.resume(handle.id)  # its 3 s are used up: it times out at once
+        assert 4.5 <= info.run_time < 6.5, (first, info.run_time)
+        await manager.resume(handle.id)  # its 4.5 s are used up: it times out at once
         assert await handle.wait() is JobStatus.TIMED_OUT
         assert (await handle.info()).run_time < info.run_time + 1
         with pytest.raises(ValueError, match="timeout must be > 0"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import itertools
 import json
 import os
 import random
@@ -1069,10 +1070,10 @@ def test_a_directory_unreadable_at_first_is_copied_on_resume(tmp_path: Path) -> 
                     os.chown(os.path.join(d, name), uid, uid)
         (src / "locked").chmod(0)
 
-        # The interpreter starts as root (its files may be unreadable to uid 65534), loads
-        # the CLI modules of the commands it runs and the copy job type (not every command
-        # and job type: Pillow, the server's and Dask's modules took half its CPU), then
-        # drops its privileges.
+        # The command starts as root (its files may be unreadable to uid 65534), loads the
+        # CLI modules of the commands it runs and the copy job type, then drops its
+        # privileges: forked from the suite's warm interpreter (tests/_forkcli.py), each a
+        # process of its own, as `python -c` would be.
         launcher = textwrap.dedent(
             f"""
             import os, sys, encodings.ascii, encodings.latin_1
@@ -1089,13 +1090,7 @@ def test_a_directory_unreadable_at_first_is_copied_on_resume(tmp_path: Path) -> 
         )
 
         def parjobs_cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-c", launcher, "--store", store, *args, "--plain"],
-                capture_output=True,
-                text=True,
-                cwd=top,
-                timeout=60,
-            )
+            return forked_run(["--store", store, *args, "--plain"], code=launcher, cwd=top)
 
         first = parjobs_cli("copy", str(src), str(dst))
         assert first.returncode == 1, first.stdout + first.stderr
@@ -1190,14 +1185,27 @@ def tiny_tree(root: Path, dirs: int, per_dir: int) -> int:
 
 
 async def test_totals_and_eta_come_at_once_and_the_fraction_never_goes_back(
-    store_path: str, tmp_path: Path
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """15,000 files: the walk runs ahead of the copy, so the totals are final and an ETA is
-    shown within the first second (a lazy walk finished only with the last dispatch: no ETA
-    in any snapshot); the fraction never goes backwards; in flight never exceeds the
-    workers (a group copied by one C call is one); bytes never exceed their total (#14)."""
+    """2,000 small files, copied in groups: the walk runs ahead of the copy, so the totals
+    are final and an ETA is shown while the copy has barely begun. After its first 3 groups
+    the copy is held until a snapshot shows an ETA (a lazy walk, finished only with the last
+    dispatch, shows none while they wait: no ETA before the end); the fraction never goes
+    backwards; in flight never exceeds the workers (a group copied by one C call is one,
+    and all 8 hold one meanwhile); bytes never exceed their total (#14)."""
     src = tmp_path / "src"
-    size = tiny_tree(src, 150, 100)
+    size = tiny_tree(src, 20, 100)
+    eta_seen = threading.Event()
+    groups = itertools.count()
+    hold_until = time.monotonic() + 60  # a failure bound: a lazy walk's copy goes on after it
+    real_group = smallfiles_mod.copy_small_files
+
+    def held_group(items: Any, **kwargs: Any) -> Any:  # in a worker thread
+        if next(groups) >= 3:
+            eta_seen.wait(max(0.0, hold_until - time.monotonic()))
+        return real_group(items, **kwargs)
+
+    monkeypatch.setattr(smallfiles_mod, "copy_small_files", held_group)
     snaps: list[parjobs.Progress] = []
     cpu_at_eta: float | None = None
     async with parjobs.open_manager(store_path, workers=8) as m:
@@ -1207,18 +1215,18 @@ async def test_totals_and_eta_come_at_once_and_the_fraction_never_goes_back(
             async for snap in handle.progress():
                 if snap.eta is not None and cpu_at_eta is None:
                     cpu_at_eta = time.process_time() - cpu
+                    eta_seen.set()
                 snaps.append(snap)
         result = await handle.result()
-    assert result["copied"] == 15_000 and result["bytes"] == size
+    assert result["copied"] == 2_000 and result["bytes"] == size
+    assert next(groups) > 4, "the copy did not take the group path"
     timed = [s for s in snaps if s.eta is not None]
     assert timed and cpu_at_eta is not None, "no ETA in any of the snapshots"
-    # Within the first second on a quiet machine (the quick count of 15,000 entries takes
-    # 30-50 ms of CPU alone, and its totals are shown at once, not at the next tick). The
-    # bound is on this process's CPU time, which other processes' load does not stretch
-    # (first ETA after 0.2-0.3 s of it at load 5-7; a wall-clock second failed at load 10,
-    # the 1-minute load average still low); and before half the copy (0.4-14% of it).
+    # Early: a bound on this process's CPU time, which other processes' load does not
+    # stretch (the quick count of 15,000 entries took 30-50 ms of it; a wall-clock second
+    # failed at load 10); and while the copy was held, before half of it.
     assert cpu_at_eta < 1.0, (cpu_at_eta, timed[0])
-    assert timed[0].items_finished < 0.5 * 15_000, timed[0]
+    assert timed[0].items_finished < 0.5 * 2_000, timed[0]
     assert timed[0].totals_final and timed[0].bytes_total == size
     fractions = [s.fraction for s in snaps if s.fraction is not None]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0

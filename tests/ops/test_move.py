@@ -8,7 +8,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 import xxhash
+from _forkcli import Forked
 from _trees import (
     SPECIAL_KINDS,
     identity,
@@ -452,17 +452,18 @@ def finished_files(root: Path) -> int:
 def run_child_until(store: str, src: Path, dst: Path, files: int) -> None:
     """Start (or resume) the move in a child; SIGKILL it once ``dst`` holds ``files`` files."""
     code = CHILD.format(delay=0.004, files=files, store=store, src=str(src), dst=str(dst))
-    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    child = Forked([], code=code, stdout=subprocess.DEVNULL)  # a real process, started warm
     deadline = time.monotonic() + 60
     try:
         while finished_files(dst) < files:
-            assert child.poll() is None, child.stderr.read().decode()  # type: ignore[union-attr]
+            assert child.poll() is None, child.stderr.read()
             assert time.monotonic() < deadline, "the move made no progress"
             time.sleep(0.005)
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.kill()
         child.wait()
+        child.stderr.close()
 
 
 def assert_nothing_lost(expected: dict[str, str], src: Path, dst: Path) -> None:

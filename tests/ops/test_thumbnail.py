@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import struct
 import subprocess
-import sys
 import textwrap
 import zlib
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Literal
 
 import pytest
 import trio
+from _forkcli import Forked
 from _images import BLUE, GREEN, RED, YELLOW, quadrants
 from PIL import Image
 
@@ -390,7 +390,7 @@ def checkpointed(store_path: str) -> int:
 
 async def test_kill_9_mid_job_then_resume_completes_without_temp_files(store_path, tmp_path):
     src, out = tmp_path / "src", tmp_path / "cache"
-    n = 60
+    n = 30
     make_photos(src, n)
     code = textwrap.dedent(
         f"""
@@ -411,7 +411,7 @@ async def test_kill_9_mid_job_then_resume_completes_without_temp_files(store_pat
         trio.run(main)
         """
     )
-    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    child = Forked([], code=code, stdout=subprocess.DEVNULL)  # a real process, started warm
     try:
         with trio.fail_after(60):
             # Kill once some thumbnails are checkpointed and others are still to do.

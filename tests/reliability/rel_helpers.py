@@ -55,8 +55,9 @@ def photo(size: tuple[int, int], seed: int) -> Image.Image:
 def mixed_tree(
     root: Path, *, seed: int = 1, small: int = 240, big: int = 3, photos: int = 8
 ) -> None:
-    """Hundreds of small files in nested dirs, a few large ones (several MB, larger than a
-    copy chunk), photos, an empty file and dir, a symlink and two awkward names."""
+    """Hundreds of small files in nested dirs, a few large ones (1.1-1.8 MB: several chunks
+    of the crash children's 512 KiB, and above the 1 MiB under which files go in groups),
+    photos, an empty file and dir, a symlink and two awkward names."""
     rng = random.Random(seed)
     root.mkdir(parents=True)
     for i in range(small):
@@ -66,7 +67,7 @@ def mixed_tree(
         d.mkdir(parents=True, exist_ok=True)
         write(d / f"f{i:03}.dat", rng.randbytes(rng.choice([0, 10, 700, 5000, 40_000])))
     for i in range(big):
-        write(root / f"big{i}.bin", rng.randbytes(3 * MIB + i * 700_001))
+        write(root / f"big{i}.bin", rng.randbytes(MIB + 100_000 + i * 300_001))
     (root / "photos").mkdir()
     for i in range(photos):
         photo((640, 480), seed + i).save(root / "photos" / f"img{i:02}.jpg", quality=85)

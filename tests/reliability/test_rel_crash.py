@@ -73,7 +73,8 @@ class Scenario:
 class Op:
     name = ""
     job_type = ""
-    #: Child settings that spread a run over about a second on this machine.
+    #: Child settings that spread a run over 0.6-1 s on this machine: the random kills are
+    #: fractions of a measured run, so a longer one only waits longer for the same points.
     child: dict[str, Any] = {}
     #: Hooks of the default run: (kind, range of the call count N to die at).
     hooks: list[tuple[str, tuple[int, int]]] = []
@@ -114,9 +115,22 @@ def _diff(got: dict[bytes, Any], want: dict[bytes, Any]) -> str:
     return f"missing {missing}, unexpected {extra}, different {changed}"
 
 
+#: The template's snapshot per template: the session's template is never changed (the copy's
+#: `check_after_kill` checks that its source is not), so the expected tree is read once.
+_TEMPLATE_SNAPSHOTS: dict[Path, dict[bytes, tuple[str, str]]] = {}
+
+
+def template_snapshot(template: Path) -> dict[bytes, tuple[str, str]]:
+    """The expected result of a copy or a move of ``template``: its snapshot, taken once."""
+    snap = _TEMPLATE_SNAPSHOTS.get(template)
+    if snap is None:
+        snap = _TEMPLATE_SNAPSHOTS[template] = snapshot(template)
+    return snap
+
+
 #: The child of a copy or a move: slowed down, chunked and grouped so kills land mid-way.
 TRANSFER_CHILD = {
-    "task_sleep": 0.012,
+    "task_sleep": 0.006,
     "check_sleep": 0.004,
     "chunk_size": 512 * 1024,
     "workers": 4,
@@ -146,7 +160,7 @@ class CopyOp(Op):
             {},
             template,
             dst / template.name,
-            snapshot(template),
+            template_snapshot(template),
         )
 
     def check_final(self, sc: Scenario, info: parjobs.JobInfo) -> None:
@@ -206,7 +220,7 @@ class MoveOp(Op):
             {},
             src,
             dst / "src",
-            snapshot(template),
+            template_snapshot(template),
         )
 
     def check_after_kill(self, sc: Scenario) -> None:
@@ -229,7 +243,7 @@ class TrashOp(Op):
     """Delete to the trash, one path per file (hundreds of renames into the XDG trash)."""
 
     name, job_type = "trash", "delete"
-    child = {"task_sleep": 0.012, "workers": 4}
+    child = {"task_sleep": 0.006, "workers": 4}
     hooks = [("checkpoint", (1, 3)), ("os-rename-before", (5, 200)), ("os-rename-after", (5, 200))]
 
     def scenario(self, root: Path, template: Path, shm: Path) -> Scenario:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import trio
+from _forkcli import Forked
 from _forkcli import run as forked_run
 from rel_helpers import (
     MIB,
@@ -134,12 +135,7 @@ def fill_store_disk(tmp_path: Path, mnt: Path) -> tuple[str, str, subprocess.Com
     remount(mnt, "1m")
     tests = str(Path(__file__).parent.parent)
     code = FULL_STORE_CHILD.format(tests=tests, store=store, log=log, n=FULL_STORE_TASKS)
-    child = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    child = Forked([], code=textwrap.dedent(code))  # a real process, started warm
     assert child.stdout is not None
     assert child.stdout.readline().startswith("READY")
     time.sleep(0.3)

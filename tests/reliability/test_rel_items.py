@@ -27,7 +27,8 @@ def _tree(root: Path) -> list[str]:
     return paths
 
 
-@pytest.mark.parametrize("kill_after", [0.9, 1.6])
+#: Halfway through and near the end of the run, whose sleeps alone take 240 x 0.015 / 4 = 0.9 s.
+@pytest.mark.parametrize("kill_after", [0.45, 0.8])
 async def test_items_after_kill_and_resume_are_complete_and_unique(
     tmp_path: Path, kill_after: float
 ) -> None:
@@ -40,7 +41,7 @@ async def test_items_after_kill_and_resume_are_complete_and_unique(
         "action": "submit",
         "job": {"type": "copy", "spec": {"sources": [str(src)], "destination": str(dst)}},
         "workers": 4,
-        "task_sleep": 0.03,
+        "task_sleep": 0.015,
         "group_size": 4,
     }
     run = run_child(config, tmp_path, kill_after=kill_after)

@@ -5,9 +5,11 @@ Playwright's Python package through ``executable_path`` (browsers are never down
   the URL of its first stdout line: a slowed copy's bar advances, it is paused and resumed
   with the row's buttons, a hash job is started from the form and finishes, the copy is
   cancelled through the confirmation dialog, a job's panel shows its spec and errors.
-- The load test serves 500 jobs (20 running) from this test's trio run and drives the
-  browser from a worker thread (Playwright's sync API runs its own event loop): the page
-  loads and rows follow the events quickly.
+- The load test serves 500 jobs (20 running) from a trio run in a worker thread and drives
+  the browser from the test's thread (Playwright's sync API runs its own event loop): the
+  page loads and rows follow the events quickly.
+
+One browser serves the module (a fresh context per test): each launch was seconds of CPU.
 
 Without chromium or Playwright the tests are skipped, except in CI (``CI=true``), where that
 is a failure: .ci/run installs both.
@@ -20,8 +22,10 @@ import functools
 import json
 import os
 import re
+import secrets
+import sqlite3
 import subprocess
-import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,10 +34,11 @@ import _jobs  # registers test-count (used below for the in-process server)
 import httpx
 import pytest
 import trio
+from _forkcli import Forked
 from _server import ADMIN, write_tokens
 
 import parjobs
-from parjobs.server import EventHub, serve
+from parjobs.server import serve
 
 CHROMIUM = os.environ.get("PARJOBS_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = [
@@ -87,6 +92,33 @@ def launch() -> Iterator[Any]:
             browser.close()
 
 
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """One browser for the module's tests: a launch costs seconds of CPU on 2 cores, and each
+    test has a context of its own (`new_page`), so none sees another's cookies or storage."""
+    need_browser()
+    with contextlib.ExitStack() as stack:
+        try:
+            browser = stack.enter_context(launch())
+        except Exception as exc:
+            pytest.fail(
+                f"Playwright cannot drive {CHROMIUM}: {exc}\nPin a Playwright version whose "
+                "Chromium matches Debian's in pyproject's [test] extra (never run 'playwright "
+                "install' here: browsers cannot be downloaded)."
+            )
+        yield browser
+
+
+@contextlib.contextmanager
+def new_page(browser: Any) -> Iterator[Any]:
+    """A page in a fresh browser context (closed afterwards)."""
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
 class PageErrors:
     """Script errors and console errors of a page (the dashboard must log none). The
     browser's own "Failed to load resource" lines for API answers the page handles (a 422
@@ -110,10 +142,9 @@ def pinned_playwright() -> str:
     return match.group(1)
 
 
-def test_playwright_drives_the_debian_chromium() -> None:
+def test_playwright_drives_the_debian_chromium(chromium) -> None:
     """Smoke test for drift between the pinned Playwright and Debian's chromium: if this
     fails, pin a Playwright release whose bundled Chromium is close to the installed one."""
-    need_browser()
     from importlib.metadata import version
 
     installed = version("playwright")
@@ -121,23 +152,22 @@ def test_playwright_drives_the_debian_chromium() -> None:
         f"Playwright {installed} is installed but pyproject pins {pinned_playwright()}: "
         "pip install -e '.[test]'"
     )
-    chromium = subprocess.run(
+    chromium_version = subprocess.run(
         [CHROMIUM, "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()
     try:
-        with launch() as browser:
-            page = browser.new_page()
+        with new_page(chromium) as page:
             page.set_content("<p id=x>ok</p>")
             assert page.text_content("#x") == "ok"
             assert page.evaluate("() => typeof EventSource") == "function"
-            major = int(browser.version.split(".")[0])
+        major = int(chromium.version.split(".")[0])
     except Exception as exc:
         pytest.fail(
-            f"Playwright {installed} cannot drive {CHROMIUM} ({chromium}): {exc}\n"
+            f"Playwright {installed} cannot drive {CHROMIUM} ({chromium_version}): {exc}\n"
             "Pin a Playwright version whose Chromium matches Debian's in pyproject's [test] "
             "extra (never run 'playwright install' here: browsers cannot be downloaded)."
         )
-    assert major >= 120, f"{chromium} is too old for the dashboard (ES modules, <dialog>)"
+    assert major >= 120, f"{chromium_version} is too old for the dashboard (ES modules, <dialog>)"
 
 
 # -- the main scenario, against `parjobs serve` as a child process ------------------------
@@ -148,20 +178,20 @@ def serve_process(tmp_path: Any) -> Iterator[tuple[str, str, httpx.Client]]:
     """``parjobs serve --port 0`` with a slowed copy; yields (printed URL, base, client)."""
     tokens = write_tokens(str(tmp_path / "tokens"))
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
-    proc = subprocess.Popen(
+    # Forked from the tests' warm interpreter (tests/_forkcli.py): a process of its own,
+    # without the ~0.5 s of CPU of a fresh interpreter's imports.
+    proc = Forked(
         [
-            *(sys.executable, "-c", RUN, "serve", "--port", "0", "-w", "4"),
+            *("serve", "--port", "0", "-w", "4"),
             *("--store", str(tmp_path / "jobs.sqlite"), "--token-file", tokens),
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        code=RUN,
         env=env,
     )
     try:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
+        line = proc.stdout.readline()
         match = LINE.fullmatch(line)
-        assert match, (line, proc.stderr.read() if proc.poll() is not None else "")  # type: ignore[union-attr]
+        assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
         base = match.group(1)
         with httpx.Client(
             base_url=base, headers={"authorization": f"Bearer {ADMIN}"}, timeout=10
@@ -192,8 +222,7 @@ def wait_bar_above(row: Any, value: float, timeout: float = 15) -> float:
     raise AssertionError(f"the bar stayed at {bar_value(row)}% (expected > {value}%)")
 
 
-def test_dashboard_pause_resume_and_a_hash_job_from_the_form(tmp_path) -> None:
-    need_browser()
+def test_dashboard_pause_resume_and_a_hash_job_from_the_form(tmp_path, chromium) -> None:
     from playwright.sync_api import expect
 
     src, dst, photos = tmp_path / "src", tmp_path / "dst", tmp_path / "photos"
@@ -206,7 +235,7 @@ def test_dashboard_pause_resume_and_a_hash_job_from_the_form(tmp_path) -> None:
         (photos / f"img{i:02}.raw").write_bytes(os.urandom(1000 + i))
     checksums = tmp_path / "photos.xxh"
 
-    with serve_process(tmp_path) as (url, base, client), launch() as browser:
+    with serve_process(tmp_path) as (url, base, client), new_page(chromium) as page:
         # verify: every file through the per-file path (no C groups): a smooth bar
         spec = {"sources": [str(src)], "destination": str(dst), "verify": True}
         r = client.post("/api/jobs", json={"type": "copy", "spec": spec})
@@ -214,7 +243,6 @@ def test_dashboard_pause_resume_and_a_hash_job_from_the_form(tmp_path) -> None:
         copy_id = r.json()["id"]
         short = copy_id[:8]
 
-        page = browser.new_page(viewport=VIEWPORT)
         errors = PageErrors(page)
         response = page.goto(url)
         assert page.url == base + "/", "the token should leave the address bar"
@@ -324,100 +352,167 @@ def test_pages_need_the_token_and_serve_only_their_files(tmp_path) -> None:
 # -- 500 jobs, 20 running: the page stays responsive ---------------------------------------
 
 
-async def fill_store(manager: parjobs.JobManager, tmp_path: Any) -> None:
-    """480 resting jobs through the manager: 400 stored paused, 80 that ran to the end."""
-    log = str(tmp_path / "log")
-    for i in range(400):
-        job = _jobs.CountJob(n=50, log=log)
-        await manager.submit(job, start=False, idempotency_key=f"paused-{i}")
-    handles = [await manager.submit(_jobs.CountJob(n=2, log=log)) for _ in range(80)]
-    with trio.fail_after(60):
-        for handle in handles:
-            await handle.wait()
+async def first_of_each(path: str, log: str) -> tuple[str, str]:
+    """A paused and a completed `CountJob`, through a manager: the rows `fill_store` copies."""
+    async with parjobs.open_manager(path, workers=2) as manager:
+        paused = await manager.submit(_jobs.CountJob(n=50, log=log), start=False)
+        done = await manager.submit(_jobs.CountJob(n=2, log=log))
+        with trio.fail_after(30):
+            await done.wait()
+    return paused.id, done.id
 
 
-def measure_page(url: str, running: list[str]) -> dict[str, float]:
-    """Load the dashboard, then time how fast rows follow the events (in a thread)."""
-    with launch() as browser:
-        page = browser.new_page(viewport=VIEWPORT)
-        errors = PageErrors(page)
-        start = time.perf_counter()
-        page.goto(url)
-        page.wait_for_function(
-            "n => document.querySelectorAll('tr.row').length >= n", arg=120, timeout=30_000
-        )
-        loaded = time.perf_counter() - start
-        rows = page.locator("tr.row").count()
-        # Latency of a row update: how long until a running row's numbers change.
-        first = f'tr[data-id="{running[0]}"] .nums'
-        before = page.text_content(first)
-        start = time.perf_counter()
-        page.wait_for_function(
-            "([sel, text]) => document.querySelector(sel).textContent !== text",
-            arg=[first, before],
-            timeout=10_000,
-        )
-        row_update = time.perf_counter() - start
-        # Frames while 20 rows update live: the longest gap between animation frames.
-        gaps = page.evaluate(
-            """() => new Promise(done => {
-                const gaps = []; let last = performance.now(); const end = last + 2000;
-                const tick = now => { gaps.push(now - last); last = now;
-                    if (now < end) requestAnimationFrame(tick); else done(gaps); };
-                requestAnimationFrame(tick);
-            })"""
-        )
-        # Every running row moves (the updates are not stuck on a few rows).
-        start = time.perf_counter()
-        page.wait_for_function(
-            """ids => ids.every(id => Number(document.querySelector(
-                `tr[data-id="${id}"] .bar`).getAttribute('aria-valuenow') || 0) > 0)""",
-            arg=running,
-            timeout=20_000,
-        )
-        all_moved = time.perf_counter() - start
-        page.get_by_role("button", name="Load more").click()
-        page.wait_for_function(
-            "n => document.querySelectorAll('tr.row').length >= n", arg=220, timeout=10_000
-        )
-        assert errors.messages == []
-        return {
-            "load_s": loaded,
-            "rows": rows,
-            "row_update_s": row_update,
-            "max_frame_gap_ms": max(gaps),
-            "frames": len(gaps),
-            "all_running_rows_moved_s": all_moved,
-        }
-
-
-async def test_dashboard_with_500_jobs_and_20_running(tmp_path) -> None:
-    need_browser()
-    tokens = write_tokens(str(tmp_path / "tokens"))
-    async with parjobs.open_manager(tmp_path / "jobs.sqlite", workers=8, max_running=20) as manager:
-        started = time.perf_counter()
-        await fill_store(manager, tmp_path)
-        filled = time.perf_counter() - started
-        hub = EventHub(manager)  # the defaults `parjobs serve` uses
-        stop = trio.Event()
-        async with trio.open_nursery() as nursery:
-            info = await nursery.start(
-                functools.partial(
-                    serve, manager, port=0, token_file=tokens, hub=hub, shutdown_trigger=stop.wait
-                )
+def fill_store(path: str, tmp_path: Any) -> None:
+    """480 resting jobs: 400 paused and 80 that ran to the end. One of each runs through a
+    manager; the others are copies of their rows (new ids, later creation times), inserted
+    in one transaction: 480 submits and 80 runs took 7 s of this test and show nothing
+    more of the page."""
+    paused, done = trio.run(first_of_each, path, str(tmp_path / "log"))
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.row_factory = sqlite3.Row
+        for job_id, copies in ((paused, 399), (done, 79)):
+            row = dict(db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
+            columns = ", ".join(row)
+            db.executemany(
+                f"INSERT INTO jobs({columns}) VALUES ({', '.join('?' * len(row))})",
+                (
+                    [
+                        *{
+                            **row,
+                            "id": secrets.token_hex(6),
+                            "created": row["created"] + i / 1000,
+                        }.values()
+                    ]
+                    for i in range(1, copies + 1)
+                ),
             )
-            running = []
-            for _ in range(20):  # (each runs minutes; its bar moves by 0.01 % a task)
-                job = _jobs.CountJob(n=10_000, log=str(tmp_path / "slow"), sleep=0.05)
-                running.append((await manager.submit(job)).id)
-            with trio.fail_after(20):
-                while len(await manager.list_jobs([parjobs.JobStatus.RUNNING])) < 20:
-                    await trio.sleep(0.05)
-            assert len(await manager.list_jobs(limit=1000)) == 500
-            result = await trio.to_thread.run_sync(measure_page, info.url, running)
-            for job_id in running:
+
+
+class ServedInThread:
+    """The 500 jobs served from a trio run in a worker thread (the browser's sync API is
+    driven from the test's thread): a manager with 20 running jobs and `serve` as
+    `parjobs serve` runs it (the default `EventHub`)."""
+
+    def __init__(self, path: str, tmp_path: Any) -> None:
+        self.path, self.tmp = path, tmp_path
+        self.ready = threading.Event()
+        self.url = ""
+        self.running: list[str] = []
+        self.error: BaseException | None = None
+        self.token: trio.lowlevel.TrioToken | None = None
+        self.stop: trio.Event | None = None
+        self.thread = threading.Thread(target=self._thread, daemon=True)
+
+    def _thread(self) -> None:
+        try:
+            trio.run(self._serve)
+        except BaseException as exc:  # handed to the test's thread
+            self.error = exc
+        finally:
+            self.ready.set()
+
+    async def _serve(self) -> None:
+        tokens = write_tokens(str(self.tmp / "tokens"))
+        async with parjobs.open_manager(self.path, workers=8, max_running=20) as manager:
+            self.token, self.stop = trio.lowlevel.current_trio_token(), trio.Event()
+            async with trio.open_nursery() as nursery:
+                # No hub given: serve makes the one `parjobs serve` uses (the defaults).
+                serving = functools.partial(serve, manager, port=0, token_file=tokens)
+                info = await nursery.start(
+                    functools.partial(serving, shutdown_trigger=self.stop.wait)
+                )
+                for _ in range(20):  # (each runs minutes; its bar moves by 0.01 % a task)
+                    job = _jobs.CountJob(n=10_000, log=str(self.tmp / "slow"), sleep=0.05)
+                    self.running.append((await manager.submit(job)).id)
+                with trio.fail_after(20):
+                    while len(await manager.list_jobs([parjobs.JobStatus.RUNNING])) < 20:
+                        await trio.sleep(0.05)
+                assert len(await manager.list_jobs(limit=1000)) == 500
+                self.url = info.url
+                self.ready.set()
+                await self.stop.wait()
+            for job_id in self.running:
                 await manager.cancel(job_id)
-            stop.set()
+
+    def __enter__(self) -> ServedInThread:
+        self.thread.start()
+        self.ready.wait(120)
+        if self.error is not None or not self.url:
+            self.__exit__()
+            raise AssertionError("the server did not start in 120 s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.token is not None and self.stop is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(self.stop.set, trio_token=self.token)
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the server did not stop in 60 s"
+        if self.error is not None:
+            raise self.error
+
+
+def measure_page(page: Any, url: str, running: list[str]) -> dict[str, float]:
+    """Load the dashboard, then time how fast rows follow the events."""
+    errors = PageErrors(page)
+    start = time.perf_counter()
+    page.goto(url)
+    page.wait_for_function(
+        "n => document.querySelectorAll('tr.row').length >= n", arg=120, timeout=30_000
+    )
+    loaded = time.perf_counter() - start
+    rows = page.locator("tr.row").count()
+    # Latency of a row update: how long until a running row's numbers change.
+    first = f'tr[data-id="{running[0]}"] .nums'
+    before = page.text_content(first)
+    start = time.perf_counter()
+    page.wait_for_function(
+        "([sel, text]) => document.querySelector(sel).textContent !== text",
+        arg=[first, before],
+        timeout=10_000,
+    )
+    row_update = time.perf_counter() - start
+    # Frames while 20 rows update live: the longest gap between animation frames (half a
+    # second of them: a stall of the page's updates shows at once; its size is a benchmark's).
+    gaps = page.evaluate(
+        """() => new Promise(done => {
+            const gaps = []; let last = performance.now(); const end = last + 500;
+            const tick = now => { gaps.push(now - last); last = now;
+                if (now < end) requestAnimationFrame(tick); else done(gaps); };
+            requestAnimationFrame(tick);
+        })"""
+    )
+    # Every running row moves (the updates are not stuck on a few rows).
+    start = time.perf_counter()
+    page.wait_for_function(
+        """ids => ids.every(id => Number(document.querySelector(
+            `tr[data-id="${id}"] .bar`).getAttribute('aria-valuenow') || 0) > 0)""",
+        arg=running,
+        timeout=20_000,
+    )
+    all_moved = time.perf_counter() - start
+    page.get_by_role("button", name="Load more").click()
+    page.wait_for_function(
+        "n => document.querySelectorAll('tr.row').length >= n", arg=220, timeout=10_000
+    )
+    assert errors.messages == []
+    return {
+        "load_s": loaded,
+        "rows": rows,
+        "row_update_s": row_update,
+        "max_frame_gap_ms": max(gaps),
+        "frames": len(gaps),
+        "all_running_rows_moved_s": all_moved,
+    }
+
+
+def test_dashboard_with_500_jobs_and_20_running(tmp_path, chromium) -> None:
+    path = str(tmp_path / "jobs.sqlite")
+    started = time.perf_counter()
+    fill_store(path, tmp_path)
+    filled = time.perf_counter() - started
+    with ServedInThread(path, tmp_path) as served, new_page(chromium) as page:
+        result = measure_page(page, served.url, served.running)
     result["fill_store_s"] = filled
     print("dashboard with 500 jobs, 20 running:", json.dumps(result))
     assert result["rows"] >= 120  # 20 running + the first page of 100 resting jobs

@@ -18,7 +18,7 @@ import xxhash
 from _forkcli import Forked
 from _forkcli import run as forked_run
 from _server import ADMIN, write_tokens
-from test_serve_cli import LINE, RUN_SLOW, start
+from test_serve_cli import HERE, LINE, RUN_SLOW, TESTS, start
 
 import parjobs
 from parjobs.cli._client import open_remote
@@ -149,6 +149,44 @@ def test_ctrl_c_pauses_through_the_api_then_resume_pause_cancel(served, tmp_path
         remote, local = served.remote(*command), served.local(*command)
         assert remote.returncode == local.returncode == 2
         assert remote.stderr == local.stderr and remote.stderr.startswith("parjobs: error: ")
+
+
+#: The CLI (copies slowed, see _slow_copy.py) pressing Ctrl-C on itself the moment a job's
+#: submission returns, locally or to the server: before it followed the job, that press
+#: ended it with "parjobs: interrupted" (130) and left the job running on the server.
+CTRL_C_ON_SUBMIT = f"""
+import os, signal, sys
+sys.path[:0] = [{TESTS!r}, {HERE!r}]
+import _slow_copy
+from parjobs import JobManager
+from parjobs.cli import _client, main
+
+def pressed(submit):
+    async def submitted(*args, **kwargs):
+        handle = await submit(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return handle
+    return submitted
+
+JobManager.submit = pressed(JobManager.submit)
+_client.RemoteManager.submit = pressed(_client.RemoteManager.submit)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_as_the_job_is_submitted_pauses_it_as_locally(served, tmp_path) -> None:
+    """The flaky run of 16:12 (2026-12-04): the press came between the server's answer and
+    the client's following; now the receiver is open before the submission."""
+    _tree(tmp_path / "src", 100)
+    local = ["--store", str(tmp_path / "local.sqlite")]
+    for name, where, store in (("remote", ["--server", served.url], []), ("local", [], local)):
+        copy = ["--plain", "copy", str(tmp_path / "src"), str(tmp_path / name), *store]
+        done = forked_run([*where, *copy], code=CTRL_C_ON_SUBMIT, env=served.env)
+        assert done.returncode == 3, (name, done.stderr)
+        job_id = done.stdout.splitlines()[0].split()[1].rstrip(":")
+        assert f"copy {job_id}: paused" in done.stdout, name
+        shown = served.run(*where, "show", job_id, "--json", *store)
+        assert json.loads(shown.stdout)["status"] == "paused", name
 
 
 def test_a_bad_spec_is_refused_with_the_local_message(served, tmp_path) -> None:
