@@ -157,6 +157,19 @@ def spawn_count_job(
     )
 
 
+def trim_torn_line(path: str) -> None:
+    """After a kill -9 of a process appending to ``path``: drop the last line if the kill
+    left it half-written. A write that crosses a page boundary of the file is done a page at
+    a time, and SIGKILL can end it between the two (rare: once in the suite's runs under
+    load), leaving "1654 17" without its newline; the next run's first line would be glued
+    to it and read as task 1654 (its own index lost). The task of a torn line did not
+    return, so the store never booked it: it runs again on resume and writes a whole line."""
+    with open(path, "r+b") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 def read_log(path: str) -> list[int]:
     try:
         with open(path) as f:

@@ -22,31 +22,30 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_CACHE_HOME, ignore_errors=True)
 
 
-#: The longest tests (5-60 s each on 2 loaded cores), longest first. They run before all
-#: others, and with ``--maxschedchunk=2`` (pyproject.toml) xdist hands tests out a couple at
+#: The longest tests (3-20 s each on 2 cores, session 14), longest first. They run before
+#: all others, and with ``--maxschedchunk=2`` (pyproject.toml) xdist hands tests out a couple at
 #: a time from the front: the two workers share the long ones and end together, instead of
 #: one running a long test alone at the end (the order within a module is kept otherwise).
 FIRST = (
     "tests/test_benchmarks_smoke.py::test_tiny_run_writes_results",
-    "tests/test_benchmarks_smoke.py::test_bench_trees_runs_each_scenario_per_tree_and_reports_medians",
+    "tests/server/test_dashboard.py::test_dashboard_with_500_jobs_and_20_running",
+    "tests/server/test_dashboard.py::test_dashboard_pause_resume_and_a_hash_job_from_the_form",
     "tests/reliability/test_rel_second_runner.py::test_second_runner_matrix",
     "tests/reliability/test_rel_stress.py::test_fifty_jobs_under_random_requests",
-    "tests/reliability/test_rel_faults.py::test_store_on_a_full_disk_gives_a_clear_error_and_loses_nothing",
     "tests/reliability/test_rel_crash.py::test_random_kills",
-    "tests/server/test_dashboard.py::test_dashboard_pause_resume_and_a_hash_job_from_the_form",
-    "tests/server/test_dashboard.py::test_dashboard_with_500_jobs_and_20_running",
-    "tests/ops/test_thumbnail.py::test_kill_9_mid_job_then_resume_completes_without_temp_files",
-    "tests/reliability/test_rel_faults.py::test_permission_denied_on_a_source_file",
-    "tests/server/test_dashboard.py::test_playwright_drives_the_debian_chromium",
-    "tests/ops/test_copy.py::test_totals_and_eta_come_at_once_and_the_fraction_never_goes_back",
-    "tests/reliability/test_rel_names.py::test_two_thumbnail_jobs_and_two_hash_outputs_at_once",
-    "tests/ops/test_move.py::test_kill_9_at_several_points_never_loses_a_file",
-    "tests/cli/test_worker.py::test_a_killed_workers_copy_is_resumed_by_another_byte_identical",
-    "tests/core/test_store.py::test_idempotency_key_returns_the_existing_job",
-    "tests/server/test_items_api.py::test_item_records_stream_as_batched_item_events",
+    "tests/reliability/test_rel_faults.py::test_store_on_a_full_disk_gives_a_clear_error_and_loses_nothing",
+    "tests/test_benchmarks_smoke.py::test_bench_trees_runs_each_scenario_per_tree_and_reports_medians",
+    "tests/server/test_remote_cli.py::test_ctrl_c_pauses_through_the_api_then_resume_pause_cancel",
+    "tests/core/test_scheduler.py::test_job_timeout_counts_run_time_over_resumes",
+    "tests/server/test_remote_cli.py::test_show_items_and_undo_through_the_server_as_locally",
     "tests/cluster/test_cluster_parts.py::test_the_cli_runs_a_job_on_a_local_cluster_from_the_environment",
-    "tests/core/test_context_checkpoints.py::test_after_kill_9_only_tasks_in_flight_and_the_last_interval_run_again",
     "tests/reliability/test_rel_names.py::test_two_jobs_writing_one_big_file_name_never_publish_each_others_bytes",
+    "tests/core/test_context_checkpoints.py::test_after_kill_9_only_tasks_in_flight_and_the_last_interval_run_again",
+    "tests/reliability/test_rel_crash.py::test_dupes_killed_mid_checkpoint_resumes_each_unfinished_run_once",
+    "tests/server/test_serve_cli.py::test_sigterm_pauses_and_the_restart_resumes_only_what_the_shutdown_paused",
+    "tests/cli/test_worker.py::test_unusable_postgresql_stores_are_clear_errors_with_nothing_touched",
+    "tests/server/test_serve_cli.py::test_serve_on_postgresql_shows_a_job_a_worker_runs",
+    "tests/cli/test_worker.py::test_resume_detach_queues_a_paused_copy_for_a_worker_nothing_redone",
     "tests/reliability/test_rel_crash.py::test_hook_kills",
 )
 

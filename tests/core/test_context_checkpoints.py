@@ -12,7 +12,14 @@ import time
 
 import pytest
 import trio
-from _jobs import CountJob, bare_context, read_log, read_stamped_log, spawn_count_job
+from _jobs import (
+    CountJob,
+    bare_context,
+    read_log,
+    read_stamped_log,
+    spawn_count_job,
+    trim_torn_line,
+)
 
 import parjobs
 from parjobs import FunctionTask, JobContext, JobStatus
@@ -49,6 +56,7 @@ async def test_after_kill_9_only_tasks_in_flight_and_the_last_interval_run_again
             os.kill(child.pid, signal.SIGKILL)
         finally:
             child.wait()
+        trim_torn_line(log)
         kills.append(len(read_log(log)))
     async with parjobs.open_manager(store_path, workers=WORKERS) as manager:
         (info,) = await manager.list_jobs()
