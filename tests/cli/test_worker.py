@@ -112,7 +112,9 @@ async def test_a_killed_workers_copy_is_resumed_by_another_byte_identical(store_
     )
     assert queued.returncode == 0, queued.stderr
     job_id = queued.stdout.strip()
-    first = _worker(store_path, "--until-idle", "-w", "1")
+    # 5 ms a file: the 850 files left take >= 4 s, so the kill lands mid-copy however late
+    # (at full speed a loaded machine copied them all before the kill: COMPLETED).
+    first = _slow_worker(store_path, "--until-idle", "-w", "1")
     _until_checkpointed(store_path, job_id, 150, first)  # well before the end
     first.send_signal(signal.SIGKILL)
     first.wait()
