@@ -111,7 +111,10 @@ async def _copy(
     manager: JobManager, job: Any, total: int, out: Renderer, store: Store
 ) -> tuple[Step, list[int]]:
     """Copy, pausing once half-way through (by bytes), then resume to the end."""
-    out.say("2. copying (verified, durable); the demo pauses it about half-way")
+    out.say(
+        "2. copying (verified, durable); the demo asks it to pause half-way "
+        "(the files under way finish first)"
+    )
     job_id = (await manager.submit(job)).id
     asked = False
 
