@@ -42,6 +42,15 @@ CHECKPOINT_INTERVAL = 0.05
 #: held past the busy timeout once) is only retried.
 PAUSE_AFTER_FAILING = 1.0
 FAILED_WRITES_TO_PAUSE = 3
+#: How the stored error of a job paused that way begins: the mark that it was the store, not
+#: a person, that stopped it, so a manager resumes it once the store takes writes again
+#: (`parjobs._housekeeping`). A person's pause, resume or cancel replaces it.
+STORE_PAUSED = "paused: its progress cannot be recorded"
+
+
+def paused_by_store(error: str | None) -> bool:
+    """Whether a paused job's stored ``error`` says its failing store paused it."""
+    return error is not None and error.startswith(STORE_PAUSED)
 
 
 @typing.final
@@ -68,6 +77,7 @@ class JobContext(metaclass=NoPublicConstructor):
         run_number: int = 1,
         job_dir: str | None = None,
         remote: ExecutorFactory | None = None,
+        on_store_pause: Callable[[str], None] | None = None,
     ) -> None:
         self.job_id = job_id
         self.state: dict[str, Any] = state
@@ -91,6 +101,7 @@ class JobContext(metaclass=NoPublicConstructor):
         self._write = write
         self._load_results = load_results
         self._read_items = read_items
+        self._on_store_pause = on_store_pause
         self._saved_state = json.dumps(state, sort_keys=True)
         self._checkpoint_lock = trio.Lock()
         # What a failed write kept, written with the next one (None: nothing pending).
@@ -102,7 +113,8 @@ class JobContext(metaclass=NoPublicConstructor):
         self._items: list[ItemRow] = []
         self._failed_writes = 0  # checkpoint writes failed in a row ...
         self._failing_since = 0.0  # ... since then (time.monotonic())
-        #: Why the job paused itself (its checkpoints could not be written), for its record.
+        #: Why the job paused itself (its checkpoints could not be written), for its record;
+        #: the manager clears it when a person pauses the job meanwhile (then it stays paused).
         self.store_error: str | None = None
 
     @property
@@ -293,10 +305,15 @@ class JobContext(metaclass=NoPublicConstructor):
     def _stop_unrecorded(self, exc: StoreError) -> None:
         """Checkpoints keep failing: pause the job rather than run all its tasks unrecorded
         (it failed only at its final checkpoint, its work since the last one lost). What
-        is recorded stays resumable; the writer keeps trying meanwhile."""
+        is recorded stays resumable; the writer keeps trying meanwhile. The manager is told
+        (``on_store_pause``): it resumes the job once the store takes writes again."""
         if self._interrupter.reason is None:
-            self.store_error = f"paused: its progress cannot be recorded ({exc})"
+            self.store_error = (
+                f"{STORE_PAUSED} ({exc}); it resumes by itself once the store takes writes again"
+            )
             self._request("pause")
+            if self._on_store_pause is not None:
+                self._on_store_pause(self.store_error)
 
     def _drain(self, batch: CheckpointBatch, save_progress: bool = False) -> CheckpointBatch:
         for stage in self._stages.values():

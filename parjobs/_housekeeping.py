@@ -1,6 +1,7 @@
 """A manager's periodic duties: its heartbeat, the leases it holds (a run whose lease was
 taken stops), pause/cancel requests other processes sent through the store, background
-checkpoints, and noticing that the store file was deleted or replaced."""
+checkpoints, resuming the jobs a failing store paused once it takes writes again, and
+noticing that the store file was deleted or replaced."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import contextlib
 
 import trio
 
-from ._exceptions import InvalidTransitionError, StoreError
+from ._context import paused_by_store
+from ._exceptions import InvalidTransitionError, JobNotFoundError, LeaseError, StoreError
 from ._jobstore import StoreListener
 from ._manager_core import JobRun
 from ._scheduler import JobScheduler
@@ -20,6 +22,13 @@ REQUEST_POLL = 0.2
 HEARTBEAT = 2.0
 #: How often a running job's progress snapshot is saved for other processes to see.
 PROGRESS_SAVE = 1.0
+#: A job its failing store paused is resumed this long after its pause (seconds), twice as
+#: long after each further store pause of it here, and each failed attempt, up to
+#: `HEAL_MAX`: the attempt is itself the test that the store takes writes again.
+HEAL_AFTER = 1.0
+HEAL_MAX = 60.0
+#: What the record of a job resumed that way says until its run starts.
+RESUMED = "resumed by itself: the store takes writes again (its failures had paused it)"
 
 
 class Housekeeping(JobScheduler):
@@ -27,33 +36,32 @@ class Housekeeping(JobScheduler):
 
     async def _housekeeping(self) -> None:
         """Heartbeat, pause/cancel requests from other processes, background checkpoints."""
-        last_beat = last_progress = trio.current_time()
+        last = {"beat": trio.current_time(), "progress": trio.current_time()}
         while True:
             await trio.sleep(REQUEST_POLL)
             await self._check_store_file()  # raises StoreError once the file is gone
             try:
-                last_beat, last_progress = await self._housekeeping_once(last_beat, last_progress)
+                await self._housekeeping_once(last)
             except StoreError:
                 continue  # the store is busy or full for now: try again on the next tick
 
-    async def _housekeeping_once(
-        self, last_beat: float, last_progress: float
-    ) -> tuple[float, float]:
-        """One round of housekeeping; returns the updated timestamps."""
-        if trio.current_time() - last_beat >= HEARTBEAT:
-            last_beat = trio.current_time()
+    async def _housekeeping_once(self, last: dict[str, float]) -> None:
+        """One round of housekeeping; ``last``: when the last heartbeat and progress save
+        began, updated before each (one that fails waits its turn too: a store that takes
+        no writes is not asked every round, each ask waiting its busy timeout)."""
+        if trio.current_time() - last["beat"] >= HEARTBEAT:
+            last["beat"] = trio.current_time()
             if not await self._db(self.store.heartbeat, self.id):
                 # Another process declared this one dead and may run its jobs by now.
                 self._lose_all("this process was declared dead by another one using the store")
                 await self._db(self.store.register_manager, self.id)
         await self._check_leases()
-        save_progress = trio.current_time() - last_progress >= PROGRESS_SAVE
+        save_progress = trio.current_time() - last["progress"] >= PROGRESS_SAVE
         if save_progress:
-            last_progress = trio.current_time()
+            last["progress"] = trio.current_time()
         for live in list(self._live.values()):
-            if live.ctx is not None and not live.rested.is_set():
+            if live.ctx is not None and not live.rested.is_set() and not live.waiting:
                 await live.ctx.checkpoint(save_progress=save_progress)
-        return last_beat, last_progress
 
     def _holding(self) -> list[JobRun]:
         """The jobs whose lease this manager holds: queued here, starting or running."""
@@ -77,6 +85,7 @@ class Housekeeping(JobScheduler):
             request = held[live.id]
             if request not in ("pause", "cancel"):
                 continue
+            self._steered(live.id)  # a person's request, through the store
             if live in self._queue:
                 status = JobStatus.CANCELLED if request == "cancel" else JobStatus.PAUSED
                 await self._rest_queued(live, status)
@@ -118,3 +127,58 @@ class Housekeeping(JobScheduler):
         for live in list(self._live.values()):
             await live.rested.wait()
         raise StoreError(reason)
+
+    async def _heal(self, job_id: str) -> None:
+        """Resume a job its failing store paused (recorded paused with `STORE_PAUSED` as its
+        error), after a backoff (`HEAL_AFTER`, doubled for each earlier store pause of it
+        here and each failed attempt): never a busy loop, and a store that fails again soon
+        pauses the job less often. Ends when the job was resumed, or a person paused,
+        resumed or cancelled it meanwhile (`_steered`)."""
+        pauses = self._store_pauses.get(job_id, 1)
+        delay = min(HEAL_AFTER * 2 ** (pauses - 1), HEAL_MAX)
+        while job_id in self._healing:
+            await trio.sleep(delay)
+            delay = min(2 * delay, HEAL_MAX)
+            try:
+                await self._heal_once(job_id)
+            except StoreError:
+                continue  # the store still fails: later
+            self._healing.discard(job_id)
+
+    async def _heal_once(self, job_id: str) -> None:
+        """Queue the job here if it still rests as its store paused it. Its lease decides:
+        taken first (a compare-and-set on its status, refused while another live process
+        holds it), the job is then read and queued under it, so a pause another process
+        sends meanwhile is refused rather than overridden; a person's pause before (which
+        replaced the store's error) or a resume or cancel wins."""
+        async with self._claim_lock:  # a closing manager waits, then finds the job queued
+            if self._closing or job_id not in self._healing:
+                return
+            try:
+                await self._db(self.store.take, job_id, self.id, JobStatus.PAUSED)
+            except (InvalidTransitionError, LeaseError, JobNotFoundError):
+                return  # resumed, cancelled or deleted meanwhile, or held elsewhere
+            info = await self.get(job_id)
+            if job_id not in self._healing:
+                return  # a person acts on it here meanwhile: the lease is theirs to set
+            if self._closing or not paused_by_store(info.error):  # (paused by a person)
+                await self._db(
+                    self.store.transition,
+                    job_id,
+                    JobStatus.PAUSED,
+                    expect=JobStatus.PAUSED,
+                    holder=self.id,
+                    lease=None,
+                )
+                return
+            info = await self._db(
+                self.store.transition,
+                job_id,
+                JobStatus.QUEUED,
+                expect=JobStatus.PAUSED,
+                holder=self.id,
+                lease=self.id,
+                request=None,
+                error=RESUMED,
+            )
+            self._enqueue(info)

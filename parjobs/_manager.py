@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 import trio
 
 from ._config import ConfigOptions, ManagerConfig, make_config
+from ._context import paused_by_store
 from ._events import DEFAULT_BUFFER, EventKind, EventSubscription, OwnerEvents
 from ._exceptions import (
     IdempotencyConflictError,
@@ -204,6 +205,13 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         if resume_interrupted:
             for info in await self.list_jobs([JobStatus.INTERRUPTED]):
                 await self.resume(info.id)
+            # Nobody chose to stop these either: their store failed (the manager that
+            # paused them, which would have resumed them, is gone).
+            for info in await self.list_jobs([JobStatus.PAUSED]):
+                if paused_by_store(info.error):
+                    self._healing.add(info.id)
+                    await self._heal_once(info.id)
+                    self._healing.discard(info.id)
 
     async def _shutdown(self, grace: float) -> None:
         """Pause what runs (checkpointed, resumable), release queued jobs, unregister. Once:
@@ -472,14 +480,19 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
 
     async def pause(self, job_id: str) -> None:
         """Pause a job: running ones stop at the next chunk boundary, keeping their progress.
-        Works for jobs run by another process (the request travels through the store)."""
+        Works for jobs run by another process (the request travels through the store).
+        A job its failing store paused (which resumes by itself once the store takes writes
+        again) stays paused from then on, its store error cleared."""
+        self._steered(job_id)
         info = await self._steer(job_id, "pause")
         if info is not None:  # nobody live holds it: a compare-and-set on status and owner
-            await self._rest_offline(info, JobStatus.PAUSED)
+            mine = info.status is JobStatus.PAUSED and paused_by_store(info.error)
+            await self._rest_offline(info, JobStatus.PAUSED, **({"error": None} if mine else {}))
 
     async def cancel(self, job_id: str) -> None:
         """Cancel a job. Running: stops at the next chunk boundary and cleans up. Resting
         (paused, interrupted, failed): cleaned up now. Illegal when completed or cancelled."""
+        self._steered(job_id)
         info = await self._steer(job_id, "cancel")
         if info is None:
             return
@@ -525,8 +538,9 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             return None  # the process that holds it pauses or cancels (and cleans up) itself
         return await self.get(job_id)
 
-    async def _rest_offline(self, info: JobInfo, status: JobStatus) -> JobInfo:
-        """Set a job nobody live holds to ``status``, if it is still as ``info`` says."""
+    async def _rest_offline(self, info: JobInfo, status: JobStatus, **fields: Any) -> JobInfo:
+        """Set a job nobody live holds to ``status`` (and ``fields``), if it is still as
+        ``info`` says."""
         return await self._db(
             self.store.transition,
             info.id,
@@ -535,6 +549,7 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             manager=self.id,
             lease=None,
             request=None,
+            **fields,
         )
 
     async def resume(
@@ -556,6 +571,7 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             raise InvalidTransitionError(f"cannot resume job {job_id}: it is {live.status.value}")
         # One transaction: refused (LeaseError) while any other live process holds the job.
         info = await self._db(self.store.requeue, job_id, self.id)
+        self._steered(job_id)
         if timeout is not None or detach:  # queued and leased to us: nobody else writes it
             fields: dict[str, object] = {} if timeout is None else {"timeout": timeout}
             if detach:  # let go: any worker may claim it now (its checkpoint stays)
@@ -708,9 +724,12 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             if (known is None or known[0] is not info.status) and info.status.is_ended:
                 with contextlib.suppress(JobNotFoundError):  # (deleted meanwhile)
                     info = await self._db(self.store.get, info.id)  # with its result
-            self._publish_status(info)  # if its status changed (by another process)
             live = self._live.get(info.id)
             running_here = live is not None and not live.rested.is_set()
+            # A run pausing itself for a store that took no writes is still running there.
+            behind = running_here and live is not None and live.status is JobStatus.PAUSING
+            if not (behind and info.status is JobStatus.RUNNING):
+                self._publish_status(info)  # if its status changed (by another process)
             if not running_here and known is not None and known[1] != info.progress:
                 snap = _with_status(info.progress, info.status)
                 self._events.publish(EventKind.PROGRESS, info.id, progress=snap)

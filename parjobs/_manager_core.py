@@ -76,6 +76,7 @@ class JobRun:
         self.lost: str | None = None  # why this run lost the job (lease gone): it stops
         self.releasing = False  # giving its lease back (finishing, resting while queued)
         self.validated = False  # `job` was validated at submit, moments before this run
+        self.waiting = False  # its last checkpoint waits for a failing store (backing off)
 
     def set_status(self, status: JobStatus) -> None:
         self.status = status
@@ -129,6 +130,10 @@ class ManagerCore:
         self._handing_back: set[str] = set()
         self._claim_lock = trio.Lock()  # held across a claim: closing waits for it
         self._listener: StoreListener | None = None  # the store's wake-ups, if it sends any
+        #: Jobs their failing store paused, that this manager resumes once the store takes
+        #: writes again (a person's pause, resume or cancel takes a job out).
+        self._healing: set[str] = set()
+        self._store_pauses: dict[str, int] = {}  # job id -> store pauses here (the backoff)
 
     async def _db(
         self, fn: Callable[..., R], *args: Any, job_result: Any = None, **kwargs: Any

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import json
 import shutil
+import time
 import traceback
 from typing import Any
 
@@ -20,6 +21,7 @@ from ._exceptions import (
     JobLoadError,
     JobSpecError,
     LeaseError,
+    StoreError,
 )
 from ._items import ItemRecord, row_record
 from ._job import Job, load_job
@@ -32,6 +34,11 @@ from ._status import JobStatus
 #: How long a cancel may take before the job's trio code is cancelled outright (threads
 #: still finish their current chunk: nothing keeps running after the job says cancelled).
 HARD_STOP_AFTER = 10.0
+#: A run whose last checkpoint the store refuses (a run its failing store paused, mostly)
+#: tries again after this long, then twice as long each time, up to `STORE_RETRY_MAX`
+#: (seconds): it waits for the store, rather than end the manager with a `StoreError`.
+STORE_RETRY = 0.5
+STORE_RETRY_MAX = 30.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -204,6 +211,7 @@ class JobRunner(ManagerCore):
                         run_number=info.runs,
                         job_dir=self.job_dir(live.id),
                         remote=None if self.cluster is None else self.cluster.executor(live.id),
+                        on_store_pause=functools.partial(self._store_pause, live),
                     )
                     live.ctx = ctx
                     if live.pending is not None:
@@ -222,8 +230,7 @@ class JobRunner(ManagerCore):
             finally:
                 # Record what completed, whatever happened (also on manager shutdown).
                 if ctx is not None:
-                    with trio.CancelScope(shield=True):
-                        await ctx.checkpoint(force=True)
+                    await self._final_checkpoint(live, ctx)
         assert ctx is not None
         reason = ctx.interrupt_reason
         policy = type(job).retry
@@ -251,12 +258,65 @@ class JobRunner(ManagerCore):
             await self._cleanup(job, ctx, live, cancelled=ending.cleanup)
         if ending.status not in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS):
             await self._finish(live, ending.status, error=ending.error or ctx.store_error)
+            if ctx.store_error is not None and live.status is JobStatus.PAUSED:
+                self._healing.add(live.id)  # recorded paused by its store: resumed later
+                assert self._nursery is not None
+                self._nursery.start_soon(self._heal, live.id)
             return
         live.value = value
         # Items failed by the cleanup count too (the same rule as classify's).
         status = JobStatus.COMPLETED_WITH_ERRORS if tracker.items_failed else JobStatus.COMPLETED
         tracker.finalize_totals()
         await self._finish(live, status, result=value, encoded=job.result_json(value))
+
+    async def _final_checkpoint(self, live: JobRun, ctx: JobContext) -> None:
+        """Write a run's last checkpoint (shielded). While the store fails, try again after
+        `STORE_RETRY`, then twice as long each time: the manager rides out the outage (a
+        database restart, a full disk freed) and records the run's end once it can. Unless
+        the manager is closing: then the `StoreError` ends it, and the next manager to open
+        the store recovers the job as ``interrupted``. A shutdown's hard stop ends the wait,
+        its batch unrecorded (redone on resume, never trusted). Meanwhile housekeeping
+        leaves the run's checkpoints alone (``waiting``): this is the only retry."""
+        delay = STORE_RETRY
+        try:
+            while True:
+                try:
+                    with trio.CancelScope(shield=True):
+                        await ctx.checkpoint(force=True)
+                    return
+                except StoreError:
+                    if self._closing:
+                        raise
+                live.waiting = True
+                await trio.sleep(delay)
+                delay = min(2 * delay, STORE_RETRY_MAX)
+        finally:
+            live.waiting = False
+
+    def _store_pause(self, live: JobRun, reason: str) -> None:
+        """The run's checkpoints kept failing and it pauses itself: show it ``pausing``,
+        saying why, at once (the store cannot be told: it takes no writes), and count the
+        job's store pauses (each waits longer before its resume)."""
+        live.set_status(JobStatus.PAUSING)
+        self._store_pauses[live.id] = self._store_pauses.get(live.id, 0) + 1
+        info = dataclasses.replace(
+            live.info, status=JobStatus.PAUSING, error=reason, updated=time.time()
+        )
+        self._publish_status(info)
+
+    def _steered(self, job_id: str) -> None:
+        """A person paused, cancelled or resumed the job: theirs to decide now, it is no
+        longer resumed by itself once the store takes writes again (a run pausing for its
+        store rests paused by the person, with no store error)."""
+        self._healing.discard(job_id)
+        live = self._live.get(job_id)
+        if live is not None and live.ctx is not None:
+            live.ctx.store_error = None
+
+    async def _heal(self, job_id: str) -> None:
+        """Resume a job its failing store paused, once the store takes writes again
+        (`parjobs._housekeeping`, which can queue jobs)."""
+        raise NotImplementedError
 
     async def _time_out(self, live: JobRun, seconds: float, scope: trio.CancelScope) -> None:
         """After ``seconds`` (what is left of the job's timeout), stop the job like a pause
@@ -397,6 +457,8 @@ class JobRunner(ManagerCore):
                 live.ctx = None
                 live.rest(JobStatus.INTERRUPTED)
                 return
+            if status.is_ended:
+                self._store_pauses.pop(live.id, None)
             if status.is_final:
                 # Recorded: while its directory goes, the run reads as the store does (a
                 # resume asked meanwhile is refused as "cancelled", not "cancelling").

@@ -33,7 +33,7 @@ FIRST = (
     "tests/reliability/test_rel_second_runner.py::test_second_runner_matrix",
     "tests/reliability/test_rel_stress.py::test_fifty_jobs_under_random_requests",
     "tests/reliability/test_rel_crash.py::test_random_kills",
-    "tests/reliability/test_rel_faults.py::test_store_on_a_full_disk_gives_a_clear_error_and_loses_nothing",
+    "tests/reliability/test_rel_faults.py::test_store_on_a_full_disk_pauses_the_job_then_it_resumes_by_itself",
     "tests/test_benchmarks_smoke.py::test_bench_trees_runs_each_scenario_per_tree_and_reports_medians",
     "tests/server/test_remote_cli.py::test_ctrl_c_pauses_through_the_api_then_resume_pause_cancel",
     "tests/core/test_scheduler.py::test_job_timeout_counts_run_time_over_resumes",

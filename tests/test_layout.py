@@ -66,7 +66,8 @@ EXEMPT = {
     "parjobs._records": "frozen records only, exchanged by every store and manager test",
     "parjobs._exceptions": "the error tree; tests/test_exports.py checks its classes and roots",
     "parjobs._status": "the transition table; tests/test_docs.py checks it against the docs",
-    "parjobs._housekeeping": "heartbeat, leases, pause requests: through test_manager's runs",
+    "parjobs._housekeeping": "heartbeat, leases, pause requests: through test_manager's runs; "
+    "resuming the jobs a failing store paused: test_rel_faults' store outages",
     "parjobs._manager_core": "the state a manager's parts share; tested through test_manager",
     "parjobs._pgschema": "PostgreSQL's schema: every both_stores test runs on it, and its "
     "upgrades of old stores are in test_itemlog",

@@ -8,6 +8,7 @@ half-written under a real name, and once the fault is gone a resume completes ex
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import shutil
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from rel_helpers import (
 
 import parjobs
 from parjobs import JobStatus
+from parjobs._housekeeping import HEAL_AFTER
 from parjobs._util import exception_leaves as leaves
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
@@ -110,27 +112,37 @@ async def test_disk_full_reports_the_files_then_resume_completes(tmp_path: Path,
 
 
 #: The disk fills 0.3 s after the job starts, 300-450 tasks in: after a second of failed
-#: checkpoint writes the job pauses (its final checkpoint fails too), 0.75 ms a task. It
-#: ran all its tasks unrecorded before (20,000 took 10 s there and 4 s to resume). Quiet,
-#: ~1,500 run; at load 10 once 3,047: the test asks for fewer than three quarters.
+#: checkpoint writes the job pauses, 0.75 ms a task. It ran all its tasks unrecorded before
+#: (20,000 took 10 s there and 4 s to resume). Quiet, ~1,500 run; at load 10 once 3,047:
+#: the test asks for fewer than three quarters.
 FULL_STORE_TASKS = 8000
 
+#: The child prints the job's status events (status, then error) until the job ends.
 FULL_STORE_CHILD = """
 import sys, trio, parjobs
 sys.path.insert(0, {tests!r})
 from _jobs import CountJob
 async def main():
     async with parjobs.open_manager({store!r}, workers=2) as m:
-        h = await m.submit(CountJob(n={n}, log={log!r}, sleep=0.0002, fail_every=3))
-        print("READY", h.id, flush=True)
-        await h.wait()
+        with m.events() as events:
+            h = await m.submit(CountJob(n={n}, log={log!r}, sleep=0.0002, fail_every=3))
+            print("READY", h.id, flush=True)
+            async for e in events:
+                if e.job_id == h.id and e.status is not None and e.info is not None:
+                    print(e.status.value, e.info.error, flush=True)
+                    if e.status.is_ended:
+                        break
 trio.run(main)
 """
 
 
-def fill_store_disk(tmp_path: Path, mnt: Path) -> tuple[str, str, subprocess.CompletedProcess]:
+def fill_store_disk(
+    tmp_path: Path, mnt: Path
+) -> tuple[str, str, list[str], int, subprocess.CompletedProcess]:
     """A child runs a job of `FULL_STORE_TASKS` tasks whose store is on a tmpfs that fills
-    up mid-job."""
+    up mid-job; once the job says it is pausing, the tasks it ran are counted and the space
+    is freed. Returns the store, the log, the status lines the child printed, that count
+    and the ended child."""
     store, log = str(mnt / "jobs.sqlite"), str(tmp_path / "log")
     remount(mnt, "1m")
     tests = str(Path(__file__).parent.parent)
@@ -140,36 +152,55 @@ def fill_store_disk(tmp_path: Path, mnt: Path) -> tuple[str, str, subprocess.Com
     assert child.stdout.readline().startswith("READY")
     time.sleep(0.3)
     subprocess.run(["dd", "if=/dev/zero", f"of={mnt}/filler", "bs=4k"], capture_output=True)
+    lines = []
+    try:
+        while not (line := child.stdout.readline()).startswith("pausing"):
+            assert line, "the child ended before its job paused"
+            lines.append(line)
+        lines.append(line)
+        time.sleep(0.5)  # its tasks stop, its last checkpoint fails and waits for the store
+        ran = len(read_log(log))
+    finally:
+        os.unlink(mnt / "filler")
+        remount(mnt, "64m")  # room for the rest of the job
     out, err = child.communicate(timeout=60)
-    os.unlink(mnt / "filler")
-    remount(mnt, "64m")  # room for the rest of the job
-    return store, log, subprocess.CompletedProcess(child.args, child.returncode, out, err)
+    lines += out.splitlines(keepends=True)
+    proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
+    return store, log, [line.rstrip("\n") for line in lines], ran, proc
 
 
-async def test_store_on_a_full_disk_gives_a_clear_error_and_loses_nothing(
+async def test_store_on_a_full_disk_pauses_the_job_then_it_resumes_by_itself(
     tmp_path: Path, mnt: Path
 ) -> None:
-    """The store's own disk fills mid-job: the job stops soon after, not at its end (what
-    it did meanwhile could not be recorded), and the process with a plain `StoreError`
-    saying so (no raw sqlite3 error); once space is freed the job is recovered
-    (interrupted) and resumes to the end; every task ran, none was lost."""
-    store, log, proc = fill_store_disk(tmp_path, mnt)
-    assert proc.returncode != 0
-    assert "sqlite3.OperationalError" not in proc.stderr
-    assert "StoreError" in proc.stderr and "disk is full" in proc.stderr
-    assert len(read_log(log)) < FULL_STORE_TASKS * 3 // 4  # all of them ran before
+    """The store's own disk fills mid-job: the job pauses soon after, not at its end (what
+    it did meanwhile could not be recorded), saying why, and waits for the store (it ended
+    the process with a `StoreError` before, and the next manager recovered it as
+    interrupted). Once space is freed its last checkpoint is written, it rests paused by
+    the store, resumes by itself and completes: every task ran exactly once."""
+    store, log, lines, ran, proc = fill_store_disk(tmp_path, mnt)
+    assert proc.returncode == 0, proc.stderr
+    assert ran < FULL_STORE_TASKS * 3 // 4  # all of them ran before
+    statuses = [line.split(" ", 1)[0] for line in lines]
+    assert statuses == [
+        "queued",
+        "running",
+        "pausing",
+        "paused",
+        "queued",
+        "running",
+        "completed_with_errors",
+    ], lines
+    pausing, paused, queued = lines[2], lines[3], lines[4]
+    assert "paused: its progress cannot be recorded" in pausing and "disk is full" in pausing
+    assert "disk is full" in paused and "resumes by itself" in paused
+    assert "resumed by itself" in queued
     async with parjobs.open_manager(store) as m:
         (info,) = await m.list_jobs()
-        assert info.status is JobStatus.INTERRUPTED
-        done_before = info.done_items
-        await m.resume(info.id)
-        with trio.fail_after(60):
-            assert await m.wait(info.id) is JobStatus.COMPLETED_WITH_ERRORS
-        final = await m.get(info.id)
-    ran = read_log(log)
-    expected = {i for i in range(FULL_STORE_TASKS) if i % 3}
-    assert set(ran) == expected
-    assert final.done_items == len(expected) >= done_before
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS and info.error is None
+    assert info.runs == 2
+    expected = [i for i in range(FULL_STORE_TASKS) if i % 3]
+    assert sorted(read_log(log)) == expected  # each once: its last checkpoint was kept
+    assert info.done_items == len(expected)
 
 
 # -- permissions -------------------------------------------------------------------------
@@ -498,14 +529,14 @@ def hold_lock(store: str, seconds: float) -> subprocess.Popen[str]:
     return proc
 
 
-def short_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stores opened from now on wait 0.5 s for a lock another process holds, not the
+def short_busy_timeout(monkeypatch: pytest.MonkeyPatch, seconds: float = 0.5) -> None:
+    """Stores opened from now on wait ``seconds`` for a lock another process holds, not the
     default busy timeout."""
     real_open = parjobs._store.JobStore.open.__func__  # type: ignore[attr-defined]
     monkeypatch.setattr(
         parjobs._store.JobStore,
         "open",
-        classmethod(lambda cls, path, timeout=0.5: real_open(cls, path, timeout=timeout)),
+        classmethod(lambda cls, path, timeout=seconds: real_open(cls, path, timeout=timeout)),
     )
 
 
@@ -581,6 +612,239 @@ async def test_store_locked_mid_job_delays_checkpoints_only(tmp_path: Path) -> N
         await trio.to_thread.run_sync(holder.wait)
         assert (await handle.info()).done_items == 3000
     assert sorted(read_log(log)) == list(range(3000))
+
+
+# -- a store that fails for longer than the pause threshold, then recovers -----------------
+
+#: Tasks of the outage tests; those from `HELD_FROM` on wait for a flag file (created once
+#: the store is released), so the job is still running whenever the outage comes.
+OUTAGE_TASKS, HELD_FROM = 200, 100
+
+
+class Outage:
+    """Another connection holds the store's write lock (``BEGIN EXCLUSIVE``) until `end`:
+    every write of the manager fails with SQLITE_BUSY after its (shortened) busy timeout."""
+
+    def __init__(self, store: str) -> None:
+        self.con: sqlite3.Connection | None = sqlite3.connect(
+            store, isolation_level=None, check_same_thread=False
+        )
+        self.con.execute("BEGIN EXCLUSIVE")
+
+    def end(self) -> None:
+        if self.con is not None:
+            self.con.execute("ROLLBACK")
+            self.con.close()
+            self.con = None
+
+
+class PgOutage:
+    """The PostgreSQL database refuses connections and its sessions are ended until `end`:
+    every store call of the manager fails (its connection is gone, a new one refused)."""
+
+    def __init__(self, server: Any, db: str) -> None:
+        self.server, self.db, self.on = server, db, True
+        server.sql(f"ALTER DATABASE {db} ALLOW_CONNECTIONS false")
+        server.sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+        )
+
+    def end(self) -> None:
+        if self.on:
+            self.server.sql(f"ALTER DATABASE {self.db} ALLOW_CONNECTIONS true")
+            self.on = False
+
+
+@dataclasses.dataclass
+class OutageStore:
+    """A store whose outages a test starts (`begin`); every one is ended at the end."""
+
+    path: str
+    log: str
+    flag: str
+    begin: Callable[[], Outage | PgOutage]
+    outages: list[Outage | PgOutage] = dataclasses.field(default_factory=list)
+
+
+@pytest.fixture
+def outage_store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[OutageStore]:
+    """A SQLite store whose busy timeout is 50 ms (PostgreSQL with ``"postgresql"`` as the
+    param), and jobs that pause after 0.2 s of failed checkpoint writes (real time:
+    `_context` measures it so)."""
+    monkeypatch.setattr(parjobs._context, "PAUSE_AFTER_FAILING", 0.2)
+    log, flag = str(tmp_path / "log"), str(tmp_path / "flag")
+    if getattr(request, "param", "sqlite") == "postgresql":
+        server = request.getfixturevalue("pg_server")
+        monkeypatch.setenv("PARJOBS_JOB_FILES", str(tmp_path / "job-files"))
+        db = server.create_db()
+        store = OutageStore(server.url(db), log, flag, lambda: PgOutage(server, db))
+    else:
+        short_busy_timeout(monkeypatch, 0.05)
+        path = str(tmp_path / "jobs.sqlite")
+        store = OutageStore(path, log, flag, lambda: Outage(path))
+    yield store
+    for outage in store.outages:
+        outage.end()
+
+
+async def pause_by_outage(m: parjobs.JobManager, store: OutageStore) -> parjobs.JobHandle:
+    """Submit a job, start an outage once its first `HELD_FROM` tasks ran (the rest wait
+    for the flag file), and return once the job pauses itself for its failing store."""
+    handle = await m.submit(
+        CountJob(n=OUTAGE_TASKS, log=store.log, hold=store.flag, hold_from=HELD_FROM)
+    )
+    with trio.fail_after(60):
+        while len(read_log(store.log)) < HELD_FROM:
+            await trio.sleep(0.01)
+        store.outages.append(await trio.to_thread.run_sync(store.begin))
+        while handle.status is not JobStatus.PAUSING:
+            await trio.sleep(0.01)
+    return handle
+
+
+async def end_outage(store: OutageStore) -> None:
+    await trio.to_thread.run_sync(store.outages[-1].end)
+
+
+async def run_to_end(m: parjobs.JobManager, job_id: str) -> parjobs.JobInfo:
+    """Follow the job through pauses and resumes until it ends."""
+    with trio.fail_after(600):
+        async for _ in m.watch(job_id, through_pauses=True):
+            pass
+    return await m.get(job_id)
+
+
+def assert_each_task_ran_once(log: str) -> None:
+    assert sorted(read_log(log)) == list(range(OUTAGE_TASKS))
+
+
+@pytest.mark.parametrize("outage_store", ["sqlite", "postgresql"], indirect=True)
+async def test_a_job_its_failing_store_paused_resumes_by_itself_once_it_works(
+    outage_store: OutageStore, autojump_clock: trio.abc.Clock
+) -> None:
+    """The store takes no writes for longer than the pause threshold (SQLite: another
+    connection holds its lock; PostgreSQL: the database refuses connections): the job
+    pauses, saying why, and waits; once the store works again its last checkpoint is
+    written, it rests paused by the store, then resumes by itself and completes, every
+    task run exactly once. Events show each step with its reason."""
+    store = outage_store
+    seen: list[tuple[JobStatus, str | None]] = []
+
+    async def follow(events: parjobs.EventSubscription) -> None:
+        async for e in events:
+            if e.kind is parjobs.EventKind.STATUS and e.status is not None and e.info:
+                seen.append((e.status, e.info.error))
+
+    async with (
+        parjobs.open_manager(store.path, workers=2) as m,
+        trio.open_nursery() as nursery,
+    ):
+        with m.events() as events:
+            nursery.start_soon(follow, events)
+            handle = await pause_by_outage(m, store)
+            await trio.sleep(1)  # its last checkpoint fails, and is tried again later
+            assert handle.status is JobStatus.PAUSING
+            await end_outage(store)
+            open(store.flag, "w").close()
+            info = await run_to_end(m, handle.id)
+            nursery.cancel_scope.cancel()
+    assert (info.status, info.runs, info.error) == (JobStatus.COMPLETED, 2, None)
+    assert_each_task_ran_once(store.log)
+    statuses = [status for status, _ in seen]
+    assert statuses == [
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
+        JobStatus.PAUSING,
+        JobStatus.PAUSED,
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
+        JobStatus.COMPLETED,
+    ], "\n".join(map(str, seen))
+    for error in (seen[2][1], seen[3][1]):
+        assert error is not None and "paused: its progress cannot be recorded" in error
+        assert "resumes by itself" in error
+    assert seen[4][1] is not None and "resumed by itself" in seen[4][1]
+
+
+async def test_a_job_waiting_for_its_failing_store_retries_with_a_backoff(
+    outage_store: OutageStore, autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the store stays locked, the paused run's last checkpoint is tried again after
+    `STORE_RETRY` (here 0.1 s), then twice as long each time: some 6 tries in 3.2 s, not
+    one more per housekeeping round (16 more); the job still completes, every task once,
+    when the lock goes."""
+    store = outage_store
+    tries = [0]
+    real = parjobs._store.SQLiteJobStore.checkpoint
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        tries[0] += 1
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(parjobs._store.SQLiteJobStore, "checkpoint", counted)
+    monkeypatch.setattr(parjobs._runner, "STORE_RETRY", 0.1)
+    async with parjobs.open_manager(store.path, workers=2) as m:
+        handle = await pause_by_outage(m, store)
+        before = tries[0]
+        await trio.sleep(3.2)
+        assert 4 <= tries[0] - before <= 8, tries[0] - before
+        await end_outage(store)
+        open(store.flag, "w").close()
+        info = await run_to_end(m, handle.id)
+    assert (info.status, info.runs) == (JobStatus.COMPLETED, 2)
+    assert_each_task_ran_once(store.log)
+
+
+@pytest.mark.parametrize("when", ["pausing", "paused"])
+async def test_a_person_pause_during_a_store_outage_is_not_overridden(
+    outage_store: OutageStore, autojump_clock: trio.abc.Clock, when: str
+) -> None:
+    """A person pauses the job while its failing store pauses it (``pausing``) or once it
+    rests paused by the store, before its resume (``paused``): it stays paused, with no
+    store error, long after the store works again; a resume then finishes it."""
+    store = outage_store
+    async with parjobs.open_manager(store.path, workers=2) as m:
+        handle = await pause_by_outage(m, store)
+        if when == "pausing":
+            await m.pause(handle.id)  # the store is still locked
+        await end_outage(store)
+        assert await handle.wait() is JobStatus.PAUSED
+        if when == "paused":
+            assert (await m.get(handle.id)).error is not None  # the store's, for now
+            await m.pause(handle.id)
+        await trio.sleep(5 * HEAL_AFTER)  # well past the resume of a store-paused job
+        info = await m.get(handle.id)
+        assert (info.status, info.runs, info.error) == (JobStatus.PAUSED, 1, None)
+        open(store.flag, "w").close()
+        await m.resume(handle.id)
+        info = await run_to_end(m, handle.id)
+    assert (info.status, info.runs) == (JobStatus.COMPLETED, 2)
+    assert_each_task_ran_once(store.log)
+
+
+async def test_a_job_paused_by_its_store_is_resumed_by_the_next_resuming_manager(
+    outage_store: OutageStore, autojump_clock: trio.abc.Clock
+) -> None:
+    """The manager that paused the job for its store closes before resuming it: the job
+    rests paused by the store; a plain manager leaves it so (a CLI command must not run
+    it), one opened with ``resume_interrupted`` resumes it as it does interrupted jobs."""
+    store = outage_store
+    async with parjobs.open_manager(store.path, workers=2) as m:
+        handle = await pause_by_outage(m, store)
+        await end_outage(store)
+        assert await handle.wait() is JobStatus.PAUSED
+    async with parjobs.open_manager(store.path, workers=2) as m:
+        await trio.sleep(5 * HEAL_AFTER)
+        info = await m.get(handle.id)
+        assert info.status is JobStatus.PAUSED and "resumes by itself" in (info.error or "")
+    open(store.flag, "w").close()
+    async with parjobs.open_manager(store.path, workers=2, resume_interrupted=True) as m:
+        info = await run_to_end(m, handle.id)
+    assert (info.status, info.runs, info.error) == (JobStatus.COMPLETED, 2, None)
+    assert_each_task_ran_once(store.log)
 
 
 @pytest.mark.parametrize(
