@@ -123,6 +123,8 @@ class WorkerPool:
         # the lanes' threads are the limit, not the backlog).
         self.window = min(max(workers * 16 + 112, MIN_WINDOW), max(MAX_WINDOW, 2 * workers))
         self.queue = WorkQueue(self.window, self._start_worker)
+        # What a `Bundle` asks before it hands back the tasks it has not run (`_hand_back`).
+        interrupter.queued = self.queue.__len__
         # Outcomes posted by executors (from worker threads), booked in trio by `_collect`.
         self._posted: collections.deque[Posted] = collections.deque()
         self._wake_pending = False

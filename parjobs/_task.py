@@ -24,17 +24,27 @@ T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
 
+def _nothing_queued() -> int:
+    return 0
+
+
 class Interrupter:
-    """A flag shared by a job and its worker threads: None, "pause" or "cancel".
+    """A flag shared by a job and its worker threads: None, "pause" or "cancel"; and how
+    many of the job's tasks wait for a worker (``queued``), which a `Bundle` polls as it
+    polls the flag.
 
     Plain attribute reads and writes are atomic in CPython, so threads poll it without a lock.
     Cancel wins over pause.
     """
 
-    __slots__ = ("reason",)
+    __slots__ = ("queued", "reason")
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        #: How many tasks wait in the queue of the pool that runs the job's tasks (set by
+        #: the pool; 0 without one). Read from worker threads without the queue's lock: a
+        #: count a moment old is good enough for `Bundle.run`'s hand-back.
+        self.queued: Callable[[], int] = _nothing_queued
 
     def request(self, reason: str) -> None:
         if reason not in ("pause", "cancel"):
@@ -436,13 +446,33 @@ class BundleDone:
     left: list[Task[Any]]
 
 
-def _spent(elapsed: float) -> bool:
-    """Whether a `Bundle` that has run ``elapsed`` seconds should hand back the rest: past
-    `BUNDLE_MAX_SECONDS`, or past `BUNDLE_SECONDS` when its tasks are slow (waits, which
-    overlap only across workers); tiny tasks slowed by a busy machine keep going."""
-    if elapsed >= BUNDLE_MAX_SECONDS:
-        return True
-    return elapsed >= BUNDLE_SECONDS and Bundle.member_seconds >= BUNDLE_SECONDS / 8
+#: What `_hand_back` tells a `Bundle` to do with the tasks it has not run: go on, ...
+_KEEP = 0
+#: ... hand them back as tasks of their own, ...
+_SPREAD = 1
+#: ... or hand them back as one bundle.
+_REQUEUE = 2
+
+
+def _hand_back(elapsed: float, queued: Callable[[], int]) -> int:
+    """What a `Bundle` that has run ``elapsed`` seconds does with the tasks it has not run.
+
+    Past `BUNDLE_MAX_SECONDS`, or past `BUNDLE_SECONDS` when its tasks are slow (waits,
+    which overlap only across workers), it hands them back as tasks of their own
+    (`_SPREAD`) when no task of the job waits in the queue (``queued()`` is 0): a worker is
+    idle, or soon will be, and takes some. While tasks wait, every worker is busy: spread
+    out, the rest would only cost a task, an outcome and a booking a file (on a busy machine
+    that was 75-88 % of a copy's small files), so the bundle goes on, and past
+    `BUNDLE_MAX_SECONDS` hands the rest back as one bundle (`_REQUEUE`): its thread call
+    still ends, so lane tokens rotate among jobs and a stalled call still shows. Tiny tasks
+    slowed by a busy machine keep going (`_KEEP`) to `BUNDLE_MAX_SECONDS`."""
+    if elapsed < BUNDLE_SECONDS:
+        return _KEEP
+    if elapsed < BUNDLE_MAX_SECONDS and Bundle.member_seconds < BUNDLE_SECONDS / 8:
+        return _KEEP
+    if queued():
+        return _REQUEUE if elapsed >= BUNDLE_MAX_SECONDS else _KEEP
+    return _SPREAD
 
 
 class Bundle(Task[BundleDone]):
@@ -455,12 +485,13 @@ class Bundle(Task[BundleDone]):
     ``run`` hands the tasks to their class's `Task.run_group` in calls sized by
     `BUNDLE_SECONDS`; a task answered `RUN_ALONE` (a conflict, an error, anything the group
     path does not do) is set to run alone (``group_size = 1``) and left, with the tasks not
-    reached (past `BUNDLE_MAX_SECONDS`, or `BUNDLE_SECONDS` for slow tasks, or once the job
-    is being interrupted), in
+    reached (`_hand_back`: past `BUNDLE_MAX_SECONDS`, or `BUNDLE_SECONDS` for slow tasks,
+    while no task waits for a worker; or once the job is being interrupted), in
     `BundleDone.left`: `TaskDispatcher.dispatch_many` queues those as tasks of their own,
     so a failure is reported (and retried) per task, as before (so a bundle goes through
-    ``dispatch_many``, not ``dispatch``). A bundle itself never fails but by a bug; it never
-    runs on a cluster (its tasks may, unbundled)."""
+    ``dispatch_many``, not ``dispatch``). While tasks wait for a worker, the tasks not
+    reached go back as one `Bundle` instead, past `BUNDLE_MAX_SECONDS`. A bundle itself
+    never fails but by a bug; it never runs on a cluster (its tasks may, unbundled)."""
 
     #: The time per task of the last group calls (seconds; threads race on it: that only
     #: blurs it). Starts at one task a call, as the executor's groups do: on slow storage
@@ -500,10 +531,17 @@ class Bundle(Task[BundleDone]):
         rows: list[ItemRow] = []
         left: list[Task[Any]] = []
         done_items = 0
+        queued = tc._interrupter.queued
+        requeue = False
         i, n = 0, len(tasks)
         while i < n:
-            if i and (tc.interrupted or _spent(monotonic() - started)):
-                break  # the rest: queued as tasks of their own (not run when interrupted)
+            if i:
+                if tc.interrupted:
+                    break  # the rest: left (and not run: the job is being interrupted)
+                how = _hand_back(monotonic() - started, queued)
+                if how != _KEEP:
+                    requeue = how == _REQUEUE
+                    break
             k = max(1, min(n - i, int(BUNDLE_SECONDS / Bundle.member_seconds)))
             chunk = tasks[i : i + k]
             tcs = [tc.member(task) for task in chunk]
@@ -527,7 +565,11 @@ class Bundle(Task[BundleDone]):
                 if mtc.items:
                     rows.extend(mtc.items)
             i += k
-        left.extend(tasks[i:])
+        rest = tasks[i:]
+        if requeue and len(rest) > 1:
+            left.append(Bundle(rest))  # one queue item, outcome and booking, as this one
+        else:
+            left.extend(rest)
         self.ran = i
         tc.covers = covers
         tc.items = rows

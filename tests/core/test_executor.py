@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
 
 import pytest
 
 import parjobs
 from parjobs import FunctionTask, JobContext, Outcome, OutcomeStatus
+from parjobs import _task as task_mod
 from parjobs._task import Bundle, BundleDone
 from parjobs._throttle import TinyTaskThrottle
 
@@ -377,3 +379,89 @@ async def test_a_bundle_whose_group_path_breaks_leaves_every_task_to_run_alone(
         assert await handle.wait() is parjobs.JobStatus.COMPLETED
         result = (await handle.info()).result
     assert result["bundle"] == [] and sorted(result["alone"]) == [1000, 1002]
+
+
+@parjobs.job_type("test-dispatch-slow-bundles", version=1)
+class SlowBundlesJob(parjobs.Job):
+    """Bundles of `Grouped` tasks (even indices: all done by the group path), ``per`` each;
+    the result says what each bundle's outcome left: one bundle, or tasks of their own."""
+
+    indices: list[int]
+    per: int
+
+    async def run(self, ctx: JobContext) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"done": [], "left": []}
+        members = [Grouped(i) for i in self.indices]
+        bundles = [Bundle(members[i : i + self.per]) for i in range(0, len(members), self.per)]
+        async for outcome in ctx.task_dispatcher().dispatch_many(bundles):
+            if isinstance(outcome.value, BundleDone):
+                out["done"] += [int(v.split()[1]) for v in outcome.value.values]
+                left = outcome.value.left
+                if left:
+                    bundle = [isinstance(t, Bundle) for t in left]
+                    out["left"].append("bundle" if bundle == [True] else len(left))
+                    assert not any(bundle) or bundle == [True], "singles and a bundle left"
+            elif outcome.ok:
+                out["done"].append(outcome.index)
+        return out
+
+
+async def test_a_slow_bundle_keeps_its_tasks_while_others_wait_for_a_worker(
+    store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle whose tasks are slow (10 ms each: a loaded machine) hands back the tasks it
+    has not run after `BUNDLE_SECONDS` only when no task waits for a worker: with another
+    bundle queued behind it (one worker) it goes on and, past `BUNDLE_MAX_SECONDS`, hands
+    its rest back as one bundle (one outcome and booking, not one a file; it spread them
+    as tasks of their own). Every task is done once, through the group path."""
+    monkeypatch.setattr(Grouped, "WAIT", 0.01)
+    monkeypatch.setattr(Bundle, "member_seconds", task_mod.BUNDLE_SECONDS)  # one a call
+    GROUP_LOG.clear()
+    indices = [2 * i for i in range(32)]
+    async with parjobs.open_manager(store_path, workers=1) as m:
+        handle = await m.submit(SlowBundlesJob(indices=indices, per=16))
+        assert await handle.wait() is parjobs.JobStatus.COMPLETED
+        info = await handle.info()
+    result = info.result
+    assert result["left"][0] == "bundle"  # the first bundle, the second queued behind it
+    assert sorted(result["done"]) == indices and info.done_items == 32
+    grouped = sorted(i for kind, ix in GROUP_LOG if kind == "group" for i in ix)
+    assert grouped == indices and not [ix for kind, ix in GROUP_LOG if kind == "alone"]
+
+
+async def test_a_slow_bundle_spreads_its_tasks_when_nothing_else_waits(
+    store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing queued behind it, a slow bundle hands the tasks it has not run back as
+    tasks of their own after `BUNDLE_SECONDS`, so that idle workers take some (their waits
+    overlap)."""
+    monkeypatch.setattr(Grouped, "WAIT", 0.01)
+    monkeypatch.setattr(Bundle, "member_seconds", task_mod.BUNDLE_SECONDS)
+    GROUP_LOG.clear()
+    indices = [2 * i for i in range(16)]
+    async with parjobs.open_manager(store_path, workers=4) as m:
+        handle = await m.submit(SlowBundlesJob(indices=indices, per=16))
+        assert await handle.wait() is parjobs.JobStatus.COMPLETED
+        result = (await handle.info()).result
+    (left,) = result["left"]
+    assert isinstance(left, int) and left >= 8  # spread: at most 4 of 10 ms ran in 20 ms
+    assert sorted(result["done"]) == indices
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "member", "queued", "how"),
+    [
+        (0.01, 0.01, 0, task_mod._KEEP),  # not yet `BUNDLE_SECONDS`
+        (0.03, 0.0001, 0, task_mod._KEEP),  # tiny tasks go on to `BUNDLE_MAX_SECONDS`
+        (0.03, 0.01, 0, task_mod._SPREAD),  # slow tasks, a worker idle
+        (0.03, 0.01, 5, task_mod._KEEP),  # slow tasks, every worker busy
+        (0.06, 0.0001, 0, task_mod._SPREAD),
+        (0.06, 0.0001, 5, task_mod._REQUEUE),
+        (0.06, 0.01, 5, task_mod._REQUEUE),
+    ],
+)
+def test_what_a_bundle_does_with_the_tasks_it_has_not_run(
+    monkeypatch: pytest.MonkeyPatch, elapsed: float, member: float, queued: int, how: int
+) -> None:
+    monkeypatch.setattr(Bundle, "member_seconds", member)
+    assert task_mod._hand_back(elapsed, lambda: queued) == how
