@@ -42,8 +42,33 @@ def pack(rows: Sequence[ItemRow], seqs: int | list[int]) -> tuple[bytes, dict[st
         counts = dict(Counter(columns[3]))
     else:
         counts = {columns[3]: n}
-    text = json.dumps(columns, separators=(",", ":"))  # ASCII: surrogates escaped
-    return zlib.compress(text.encode("ascii"), 1), counts
+    return zlib.compress(_dumps(columns).encode("ascii"), 1), counts
+
+
+#: The bytes JSON text escapes (``json.dumps``: controls, quote, backslash, DEL); a column of
+#: paths with none of them, and all ASCII, is joined as text (`_dumps`).
+_ESCAPED = bytes(range(32)) + b'"\\\x7f'
+
+
+def _dumps(columns: list[Any]) -> str:
+    """``json.dumps(columns, separators=(",", ":"))`` (ASCII: surrogates escaped), byte for
+    byte, with each column of text that needs no escaping (a copy's source and destination
+    paths, nearly always) joined as it is rather than encoded string by string: ~1.5 k
+    instructions a path less, two paths a copied file."""
+    dumps = json.dumps
+    parts: list[str] = []
+    for column in columns:
+        if type(column) is tuple and type(column[0]) is str:
+            try:
+                raw = "".join(column).encode("ascii")
+            except (TypeError, UnicodeEncodeError):  # None among them, or non-ASCII text
+                pass
+            else:
+                if len(raw.translate(None, _ESCAPED)) == len(raw):
+                    parts.append('["' + '","'.join(column) + '"]')
+                    continue
+        parts.append(dumps(column, separators=(",", ":")))
+    return "[" + ",".join(parts) + "]"
 
 
 def unpack(data: bytes) -> Iterator[tuple[int, ItemRow]]:

@@ -412,8 +412,10 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
        fsynced (see write_one), so the group waits for the disk about once rather than once a
        file, with a bounded number of descriptors open per thread. */
     int batch = (flags & FC_FSYNC) && n > 1;
-    uid_t uid = geteuid(); /* this process' owner (OWNED), once per call */
-    gid_t gid = getegid();
+    /* this process' owner, once per call, for OWNED only (a move's groups): a copy's calls
+       make no system call for it */
+    uid_t uid = (flags & FC_OWNED) ? geteuid() : 0;
+    gid_t gid = (flags & FC_OWNED) ? getegid() : 0;
     Py_ssize_t start = 0; /* the first written item not landed yet */
     for (Py_ssize_t i = 0; i < n; i++) {
         items[i].result =

@@ -4,14 +4,19 @@ older schemas (SQLite and PostgreSQL) upgraded to it with every record and numbe
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import zlib
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import parjobs
 from parjobs import ItemRecord, Written
+from parjobs import _itemlog as itemlog
 from parjobs._items import ItemRow, item_row, row_record
 from parjobs._pgschema import MIGRATIONS, SCHEMA_VERSION
 from parjobs._store import SQLiteJobStore
@@ -207,3 +212,41 @@ def test_a_big_checkpoint_is_stored_in_chunks_a_page_reads_one_of(tmp_path: Any)
         assert [r.seq for r in store.items("j", offset=2 * CHUNK)] == [2 * CHUNK + 1]
     finally:
         store.close()
+
+
+#: Paths of the characters that decide between the two ways: plain, escaped, non-ASCII, and
+#: a lone surrogate (an undecodable byte of a name).
+_TEXT = st.text(
+    st.sampled_from(["a", "/", " ", "~", '"', "\\", "\x00", "\n", "\x7f", "é", "\udcff"])
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["copied", "linked"]),
+            _TEXT,
+            st.one_of(st.none(), _TEXT),
+            st.integers(0, 2**40),
+            st.one_of(st.none(), _TEXT),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_a_chunk_is_the_json_of_its_columns_whatever_the_paths(
+    rows: list[tuple[str, str, str | None, int, str | None]],
+) -> None:
+    """A chunk's text is what ``json.dumps`` writes of its columns, byte for byte, whether
+    its paths go through the encoder or are joined as they are (plain ASCII), and unpacks
+    to the rows packed."""
+    full = [(*r, None, None, None, None, "default", i) for i, r in enumerate(rows)]
+    data, _ = itemlog.pack(full, 7)
+    n = len(full)
+    columns: list[Any] = [itemlog.FORMAT, n, 7]
+    for column in zip(*full, strict=True):
+        columns.append(column[0] if column.count(column[0]) == n else column)
+    assert zlib.decompress(data) == json.dumps(columns, separators=(",", ":")).encode("ascii")
+    assert [row for _, row in itemlog.unpack(data)] == [tuple(r) for r in full]
+    assert [seq for seq, _ in itemlog.unpack(data)] == list(range(7, 7 + n))
