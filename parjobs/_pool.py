@@ -32,6 +32,7 @@ from ._histogram import TASK_SECONDS
 from ._progress import ItemError, ProgressTracker
 from ._stage import Ended
 from ._task import AsyncTask, Interrupter, Outcome, OutcomeStatus, TaskContext
+from ._util import MAX_WORKERS as MAX_WORKERS  # (tests and `_dispatch` import it here)
 from ._workqueue import WorkItem, WorkQueue
 
 if TYPE_CHECKING:  # built only when asked for (start-up: see parjobs._statistics)
@@ -46,10 +47,6 @@ TRACEBACK_CHARS = 16_000
 POST_BATCH = 32
 #: ... or the oldest has waited this long (seconds) (or before a heavy task: see `_post`).
 POST_DELAY = 0.005
-#: The most workers a pool may have. Concurrency is bounded by the lanes' threads anyway
-#: (``io``: 4 per core, at least 16, by default); past a thousand, more workers only cost
-#: memory (the dispatch window grows with them) and scheduling.
-MAX_WORKERS = 1024
 #: The dispatch window (tasks pulled ahead of the outcomes consumed) never exceeds this, so a
 #: job's memory does not grow with its worker count.
 MAX_WINDOW = 4096

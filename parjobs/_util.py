@@ -1,5 +1,6 @@
 """Small helpers shared by the manager, the blocking facade and the CLI: exception groups,
-public module names, classes without a public constructor, parjobs' state directory."""
+public module names, classes without a public constructor, parjobs' state directory; and
+`MAX_WORKERS`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 T = TypeVar("T")
+
+#: The most workers a pool may have. Concurrency is bounded by the lanes' threads anyway
+#: (``io``: 4 per core, at least 16, by default); past a thousand, more workers only cost
+#: memory (the dispatch window grows with them) and scheduling. Here, in the lowest layer,
+#: not in `parjobs._pool`: the command line's parser checks ``--workers`` against it
+#: without importing trio (which a ``dupes`` scan overlaps, `parjobs.ops._prescan`).
+MAX_WORKERS = 1024
 
 
 class NoPublicConstructor(type):

@@ -92,6 +92,7 @@ FLOORS: dict[str, int] = {
     "parjobs.ops._metadata": 22,
     "parjobs.ops._hashing": 22,
     "parjobs.ops._sequential": 23,
+    "parjobs.ops._prescan": 23,
     "parjobs.ops._trash": 23,
     "parjobs.ops._imaging": 23,
     "parjobs.ops._smallfiles": 23,

@@ -46,16 +46,19 @@ def main(argv: list[str] | None = None) -> int:
         from .._codecache import install
 
         install()
-    from ._app import handler, parse
+    from ._app import handler, parse, prepare
 
     try:
         args = parse(argv)
-        import trio  # after parsing: --help and usage errors stay quick
-
         from ._remote import SERVER, server_from
 
+        server = server_from(args)
+        if server is None:  # (a job the server runs is listed there)
+            prepare(args)
+        import trio  # after parsing: --help and usage errors stay quick
+
         command = handler(args.command)
-        SERVER.set(server_from(args))  # --server: the commands talk to that server
+        SERVER.set(server)  # --server: the commands talk to that server
         if argv is None:
             gc.freeze()
             gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn, cast
@@ -181,7 +182,7 @@ def _transfer_operands(parser: argparse.ArgumentParser, verb: str) -> None:
 
 def _workers(parser: argparse._ActionsContainer) -> None:
     from .._config import DEFAULT_WORKERS
-    from .._dispatch import MAX_WORKERS
+    from .._util import MAX_WORKERS
 
     parser.add_argument(
         "-w",
@@ -284,6 +285,15 @@ def _hash(p: Parser) -> None:
     )
 
 
+def operand_path(text: str) -> str:
+    """A path operand as a job keeps it: absolute (a job may be resumed from another
+    directory), keeping a trailing slash."""
+    path = os.path.abspath(os.path.expanduser(text))
+    if text.endswith(os.sep) and not path.endswith(os.sep):
+        path += os.sep
+    return path
+
+
 def _dupes(p: Parser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or directories to compare")
     p.add_argument(
@@ -293,6 +303,16 @@ def _dupes(p: Parser) -> None:
         metavar="SIZE",
         help="ignore files smaller than SIZE (e.g. 4096, 10k, 5M; default 1)",
     )
+    p.set_defaults(prescan=None)
+
+
+def _dupes_prescan(args: argparse.Namespace) -> None:
+    """``args.prescan``: the job's scan begun now (`Prescan`), unless it is left to a worker
+    (``--detach``)."""
+    if not args.detach:
+        from ..ops._prescan import Prescan
+
+        args.prescan = Prescan.start([operand_path(p) for p in args.paths], args.min_size)
 
 
 def _thumbnails(p: Parser) -> None:
@@ -460,6 +480,8 @@ class Command(NamedTuple):
     run: str
     client: bool = True
     runs: Literal["job", "detachable job"] | None = None
+    #: What the command starts right after parsing (`prepare`), or None.
+    prepare: Callable[[argparse.Namespace], None] | None = None
 
 
 #: Every command, in the order ``parjobs --help`` lists them.
@@ -498,6 +520,7 @@ COMMANDS: dict[str, Command] = {
         _dupes,
         "_commands:dupes",
         runs="detachable job",
+        prepare=_dupes_prescan,
     ),
     "thumbnails": Command(
         "make image thumbnails",
@@ -639,6 +662,15 @@ def handler(name: str) -> Callable[[argparse.Namespace], Awaitable[int]]:
     module, _, function = COMMANDS[name].run.partition(":")
     run = getattr(importlib.import_module(f"{__package__}.{module}"), function)
     return cast(Callable[[argparse.Namespace], Awaitable[int]], run)
+
+
+def prepare(args: argparse.Namespace) -> None:
+    """Start what the parsed command will use, on the core its start-up leaves idle (it
+    imports trio and its module, ~0.2 s on one core): ``dupes`` lists its paths (see
+    `parjobs.ops._prescan`). Only for a command that runs here (not through a server)."""
+    start = COMMANDS[args.command].prepare
+    if start is not None:
+        start(args)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -14,6 +14,7 @@ import trio
 from .._job import Job, dump_job, lookup_job_type
 from .._status import JobStatus
 from . import _manage
+from ._app import operand_path as _path
 from ._errors import EXIT_OK, CliError
 from ._follow import follow_jobs
 from ._render import Renderer, make_renderer
@@ -23,14 +24,6 @@ from ._worker import resume_detached, submit_detached
 
 if TYPE_CHECKING:
     from ..ops._thumbnail import Layout
-
-
-def _path(text: str) -> str:
-    """Absolute (a job may be resumed from another directory), keeping a trailing slash."""
-    path = os.path.abspath(os.path.expanduser(text))
-    if text.endswith(os.sep) and not path.endswith(os.sep):
-        path += os.sep
-    return path
 
 
 def _existing(paths: list[str]) -> list[str]:
@@ -155,7 +148,8 @@ async def hash_(args: argparse.Namespace) -> int:
 async def dupes(args: argparse.Namespace) -> int:
     from ..ops import DuplicatesJob
 
-    return await _submit(args, DuplicatesJob(paths=_existing(args.paths), min_size=args.min_size))
+    job = DuplicatesJob(paths=_existing(args.paths), min_size=args.min_size, prescan=args.prescan)
+    return await _submit(args, job)
 
 
 async def thumbnails(args: argparse.Namespace) -> int:

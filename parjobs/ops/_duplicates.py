@@ -69,6 +69,7 @@ from ._hashing import (
     hash_file,
     new_hasher,
 )
+from ._prescan import Prescan, Scanned, scan_roots
 from ._walk import Listed, check_roots, list_files
 
 T = TypeVar("T")
@@ -162,9 +163,19 @@ class IdRunTask(_FileRun[dict[str, list[Any]]]):
 
     #: The sizes of its groups that are split over several runs.
     split: list[int] = dataclasses.field(kw_only=True)
+    #: Its files' content ids computed before the job ran (`Prescan.known`); it reads the
+    #: files that have none (None, or an errno: a file the prescan could not read); None: all.
+    known: list[str | int | None] | None = dataclasses.field(default=None, kw_only=True)
 
     def run(self, tc: TaskContext) -> dict[str, list[Any]]:
-        cids = content_ids([(path, size) for _, path, size in self.files], check=tc.check)
+        cids: list[str | None]
+        if self.known is None:
+            cids = content_ids([(path, size) for _, path, size in self.files], check=tc.check)
+        else:
+            pairs = zip(self.files, self.known, strict=True)
+            unknown = [(f[1], f[2]) for f, cid in pairs if not isinstance(cid, str)]
+            read = iter(content_ids(unknown, check=tc.check))
+            cids = [cid if isinstance(cid, str) else next(read) for cid in self.known]
         same: dict[tuple[int, str], list[int]] = {}
         failed: list[int] = []
         every = set(self.split)  # sizes whose every id goes in the value
@@ -241,6 +252,9 @@ class DuplicatesJob(Job):
     min_size: int = 1
     #: The report of the run that just ended here, for `result_json` (not in the spec).
     _last_report: _Report | None = runtime_field()
+    #: A scan of ``paths`` begun before the job ran (`Prescan`: the CLI starts it while it
+    #: starts up), which the first run takes instead of scanning itself (not in the spec).
+    prescan: Prescan | None = runtime_field()
 
     def validate(self) -> None:
         check_roots("duplicates", self.paths)
@@ -249,7 +263,11 @@ class DuplicatesJob(Job):
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         ctx.progress.set_message("scanning")
-        scan, save = await _scanned(ctx, self.paths, self.min_size)
+        prescan, self.prescan = self.prescan, None  # (once: a retry scans again)
+        scan, save = await _scanned(ctx, self.paths, self.min_size, prescan)
+        known = prescan.known if prescan is not None and prescan.taken else None
+        if prescan is not None:
+            prescan.drop()  # (its ids, if the job did not take its scan)
         files = scan.files
         saved: list[Outcome[None]] = []
         async with trio.open_nursery() as nursery:
@@ -260,6 +278,9 @@ class DuplicatesJob(Job):
                 by_size.setdefault(f[2], []).append(f)
             empty = by_size.pop(0, None)
             runs = _runs(by_size)
+            if known:  # the ids the prescan computed are not read again
+                for run in runs:
+                    run.known = [known.get(f[0]) for f in run.files]
         for done in saved:
             done.unwrap()  # (here: a failure as it is, not in the nursery's exception group)
         errors = [EntryTask(i, path, reason, skip=False) for i, path, reason in scan.errors]
@@ -471,18 +492,19 @@ class Scan:
 
 
 async def _scanned(
-    ctx: JobContext, roots: list[str], min_size: int
+    ctx: JobContext, roots: list[str], min_size: int, prescan: Prescan | None = None
 ) -> tuple[Scan, Callable[[], None] | None]:
     """The job's `Scan` and what saves it: the one an earlier run saved (nothing to save),
-    else a walk of ``roots`` (in one worker-thread call, stopped by a pause or cancel) and
-    its `Scan.save`, which the caller must see done before any stage runs (it plans the
-    stages meanwhile: the save is mostly two ``fsync`` s)."""
+    else a walk of ``roots`` (in one worker-thread call, stopped by a pause or cancel; the
+    ``prescan``'s if it is of these roots) and its `Scan.save`, which the caller must see
+    done before any stage runs (it plans the stages meanwhile: the save is mostly two
+    ``fsync`` s)."""
     path = os.path.join(ctx.job_dir, SCAN_FILE)
     scan = await trio.to_thread.run_sync(Scan.load, path)
     if scan is not None:
         return scan, None
     found = await trio.to_thread.run_sync(
-        _scan_tree, roots, min_size, lambda: ctx.interrupt_reason is not None
+        _scan_tree, roots, min_size, lambda: ctx.interrupt_reason is not None, prescan
     )
     if found is None:  # stopped: raises the pause or cancel
         await ctx.check_interrupt()
@@ -498,16 +520,18 @@ async def _in_thread(into: list[Outcome[T]], fn: Callable[[], T]) -> None:
 
 
 def _scan_tree(
-    roots: list[str], min_size: int, stopped: Callable[[], bool]
-) -> tuple[list[_File], list[tuple[bytes, str]], int] | None:
+    roots: list[str], min_size: int, stopped: Callable[[], bool], prescan: Prescan | None = None
+) -> Scanned | None:
     """The scan's ``(candidates, errors, regular files found)`` (see `Scan`), None as soon as
     ``stopped()``: in one C call (`_fastscan.scan_tree`, the GIL released while it lists,
-    no object made for a file that is no candidate) where the extension is built, else
-    `list_files` then `_candidates`, with the same result."""
+    no object made for a file that is no candidate) where the extension is built (the
+    ``prescan``'s call, begun earlier, when it is this call), else `list_files` then
+    `_candidates`, with the same result."""
     if _hashing.fastscan is not None:
-        normalized = [os.fsencode(os.path.normpath(root)) for root in roots]
-        scanned: tuple[list[_File], list[tuple[bytes, str]], int] | None
-        scanned = _hashing.fastscan.scan_tree(normalized, min_size, stopped)
+        normalized = scan_roots(roots)
+        if prescan is not None and prescan.matches(normalized, min_size):
+            return prescan.take(stopped)
+        scanned: Scanned | None = _hashing.fastscan.scan_tree(normalized, min_size, stopped)
         return scanned
     found = list_files(roots, stopped)
     if found is None:

@@ -71,8 +71,9 @@
 #endif
 
 /* The calling convention, checked by _hashing.py and _walk.py: a build that differs is ignored
- * (3: XXH3 dispatched to the CPU's width, xxh3_vector; an older build is refused, not measured). */
-#define FS_API 3
+ * (3: XXH3 dispatched to the CPU's width, xxh3_vector; 4: scan_tree's stopped may be a bytearray
+ * flag; an older build is refused, not measured). */
+#define FS_API 4
 
 /* The content id layout (exported: _hashing.py refuses a build whose layout differs). */
 #define CONTENT_ID_SMALL_LIMIT (100 * 1024)
@@ -579,7 +580,10 @@ PyDoc_STRVAR(scan_tree_doc,
 "does, the regular files of at least min_size bytes (one name per inode, the first) that\n"
 "share their size with another: files, [(number, path, size)] numbered in walk order;\n"
 "errors, [(path, strerror or 'symlink loop')] of what could not be listed or stat'ed;\n"
-"scanned, every regular file found. None as soon as stopped() is true (asked every 10 ms).");
+"scanned, every regular file found. None as soon as stopped() is true (asked every 10 ms),\n"
+"or, where stopped is a bytearray, as soon as its first byte is not 0 (read at every\n"
+"directory without taking the GIL: a thread listing while another runs Python code does\n"
+"not wait for the GIL every 10 ms to ask).");
 
 static PyObject *scan_tree(PyObject *self, PyObject *args) {
     (void)self;
@@ -645,20 +649,29 @@ static PyObject *scan_tree(PyObject *self, PyObject *args) {
         node->parent = NULL;
         top->path = path, top->len = len, top->node = node;
         double checked = 0;
+        /* A bytearray's first byte, read without the GIL (the caller keeps it alive). */
+        volatile const char *flag = PyByteArray_Check(stopped) && PyByteArray_GET_SIZE(stopped)
+                                        ? PyByteArray_AS_STRING(stopped)
+                                        : NULL;
         Py_BEGIN_ALLOW_THREADS;
         while (w.stack.n && !err) {
-            double t = now_seconds();
-            if (t - checked >= STOP_CHECK_SECONDS) {
-                checked = t;
-                Py_BLOCK_THREADS;
-                PyObject *answer = PyObject_CallNoArgs(stopped);
-                int stop = answer == NULL ? -1 : PyObject_IsTrue(answer);
-                Py_XDECREF(answer);
-                Py_UNBLOCK_THREADS;
-                if (stop != 0) { /* stopped (1), or stopped() raised (-1: its error set) */
-                    halted = stop;
-                    break;
+            int stop = 0;
+            if (flag != NULL) {
+                stop = *flag != 0;
+            } else {
+                double t = now_seconds();
+                if (t - checked >= STOP_CHECK_SECONDS) {
+                    checked = t;
+                    Py_BLOCK_THREADS;
+                    PyObject *answer = PyObject_CallNoArgs(stopped);
+                    stop = answer == NULL ? -1 : PyObject_IsTrue(answer);
+                    Py_XDECREF(answer);
+                    Py_UNBLOCK_THREADS;
                 }
+            }
+            if (stop != 0) { /* stopped (1), or stopped() raised (-1: its error set) */
+                halted = stop;
+                break;
             }
             to_list_t d = ((to_list_t *)w.stack.items)[--w.stack.n];
             err = walk_dir(&w, d);

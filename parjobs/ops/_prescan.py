@@ -1,0 +1,126 @@
+"""A duplicates scan begun before its job runs, on the core that start-up leaves idle.
+
+``parjobs dupes`` spends ~0.2 s importing trio and parjobs and opening its store before the
+job's first line runs, on one core; the scan that follows (``_fastscan.scan_tree``: the
+listing in C, the GIL released) then runs on one core too. `Prescan` starts that same call
+in a thread as soon as the command line is parsed, and the job (`DuplicatesJob.prescan`, a
+runtime field) takes its result instead of scanning again: the listing overlaps start-up.
+
+What the job gets is what its own scan would have found a moment earlier: the same C call
+with the same roots (normalized as the job normalizes its paths) and ``min_size``. The job
+uses it only for exactly those roots, once, and only where its own scan would be this call
+(`_hashing.fastscan` is built and agrees); a resumed job reads its saved scan as before.
+Later stages check every file's size as they read it, as they do after a scan of their own.
+
+Once listed, and until the job takes the scan, the thread goes on with the candidates'
+content ids, in scan order (`known`): the job's content-id runs read only the files it did
+not reach (`IdRunTask.known`). Those ids are what the runs would have computed a moment
+earlier; a file it could not read is left to the runs. A resumed job has no prescan: its
+runs read every file, as before.
+
+This module imports no trio and nothing of the core: the CLI loads it before them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+
+from . import _hashing
+
+#: What the scan returns (`_duplicates._scan_tree`): candidates, errors, regular files
+#: found; None when it was stopped.
+Scanned = tuple[list[tuple[int, bytes, int]], list[tuple[bytes, str]], int]
+
+
+def scan_roots(paths: Sequence[str]) -> list[bytes]:
+    """The roots the scan lists for a job's ``paths``: each normalized, as bytes."""
+    return [os.fsencode(os.path.normpath(path)) for path in paths]
+
+
+#: How often (seconds) `Prescan.take` asks its ``stopped`` while the listing runs.
+STOP_CHECK_SECONDS = 0.01
+#: Files per C call of its content ids: what `Prescan.take` waits for (at most this many
+#: reads: ~10 ms cached, seconds on a cold disk; the ids are kept, not read again). More
+#: than the job's 64 (`CONTENT_IDS_CALL`): each call comes back to Python, which takes the
+#: GIL from start-up (1,024 against 256: the command ~30 ms sooner, 5 runs each).
+IDS_CALL = 1024
+
+
+class Prescan:
+    """``_fastscan.scan_tree(roots, min_size, stopped)`` in a daemon thread from now on
+    (`start`), then the candidates' content ids; `take` stops the ids, waits for the thread
+    and hands its scan (or exception) over once, with ``known``, the ids computed."""
+
+    def __init__(self, paths: Sequence[str], min_size: int) -> None:
+        self.roots = scan_roots(paths)
+        self.min_size = min_size
+        #: Set to stop the listing: a byte C reads without the GIL (a callable would take
+        #: the GIL every 10 ms to be asked, and wait for it while start-up runs Python:
+        #: the listing took ~3x as long).
+        self._stop = bytearray(1)
+        self._result: Scanned | None = None
+        self._error: BaseException | None = None
+        self.taken = False  # by a job (`take`)
+        self._halt = False  # its content ids: taken or dropped
+        #: The candidates' content ids computed so far, by their scan index (an empty file,
+        #: never opened, has none), or the errno of a file it could not read.
+        self.known: dict[int, str | int] = {}
+        self._thread = threading.Thread(target=self._scan, name="parjobs-prescan", daemon=True)
+
+    @classmethod
+    def start(cls, paths: Sequence[str], min_size: int) -> Prescan | None:
+        """A scan of ``paths`` begun now, or None where the job would not scan in C (no
+        `_fastscan` built): the Python walk holds the GIL, so it would slow start-up down."""
+        if _hashing.fastscan is None:
+            return None
+        prescan = cls(paths, min_size)
+        prescan._thread.start()
+        return prescan
+
+    def _scan(self) -> None:
+        fastscan = _hashing.fastscan
+        assert fastscan is not None
+        try:
+            self._result = fastscan.scan_tree(self.roots, self.min_size, self._stop)
+        except BaseException as exc:  # handed to the job that takes the scan
+            self._error = exc
+            return
+        if self._result is None:
+            return
+        files = [f for f in self._result[0] if f[2]]  # (an empty file is never opened)
+        for start in range(0, len(files), IDS_CALL):
+            if self._halt:
+                return
+            part = files[start : start + IDS_CALL]
+            ids = fastscan.content_ids([(path, size) for _, path, size in part])
+            # (An errno where a file could not be read: the run reads it and says why.)
+            self.known.update(zip([f[0] for f in part], ids, strict=True))
+
+    def drop(self) -> None:
+        """Stop it, listing or content ids (a job that does not take its scan)."""
+        self._halt = True
+        if not self.taken:
+            self._stop[0] = 1
+
+    def matches(self, roots: list[bytes], min_size: int) -> bool:
+        """Whether this is the scan of ``roots`` with ``min_size``, not yet taken."""
+        return not self._halt and self.roots == roots and self.min_size == min_size
+
+    def take(self, stopped: Callable[[], bool]) -> Scanned | None:
+        """Its scan, once it is done (blocking: call it in a worker thread), and ``known``
+        from then on; ``stopped`` from now on stops the listing as it would stop the job's
+        own scan (then None); the content ids stop at the next `IDS_CALL` files."""
+        self.taken = self._halt = True
+        while self._thread.is_alive():  # asked as often as C asks a callable
+            self._thread.join(STOP_CHECK_SECONDS)
+            if stopped():
+                self._stop[0] = 1
+        if self._error is not None:
+            raise self._error
+        result, self._result = self._result, None
+        return result
+
+
+__all__ = ["Prescan", "scan_roots"]

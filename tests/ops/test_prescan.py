@@ -1,0 +1,153 @@
+"""Prescan: a duplicates job's scan begun before the job runs, taken by the job once."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import parjobs
+from parjobs.cli import main
+from parjobs.ops import _duplicates as dup_mod
+from parjobs.ops import _hashing
+from parjobs.ops import _prescan as prescan_mod
+from parjobs.ops._duplicates import DuplicatesJob
+from parjobs.ops._hashing import content_ids
+from parjobs.ops._prescan import Prescan
+
+pytestmark = pytest.mark.skipif(_hashing.fastscan is None, reason="_fastscan is not built")
+
+
+def _tree(root) -> None:
+    for rel in ("a/one", "b/one", "c/two"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"same bytes\n" if rel.endswith("one") else b"other\n")
+
+
+def _finished(prescan: Prescan | None) -> Prescan:
+    assert prescan is not None
+    prescan._thread.join()  # its listing done before the tree changes below
+    return prescan
+
+
+async def test_the_job_takes_the_scan_of_its_paths_begun_before_it(store_path, tmp_path):
+    """The job's groups are those of the tree when the prescan listed it: a copy made
+    after that is not looked at (the job did not list the tree again)."""
+    root = tmp_path / "t"
+    _tree(root)
+    prescan = _finished(Prescan.start([str(root) + os.sep], 1))  # normalized as the job's
+    (root / "c/one-later").write_bytes(b"same bytes\n")
+    async with parjobs.open_manager(store_path) as manager:
+        job = DuplicatesJob(paths=[str(root)], prescan=prescan)
+        result = await (await manager.submit(job)).result()
+    assert [g["paths"] for g in result["groups"]] == [[str(root / "a/one"), str(root / "b/one")]]
+    assert result["files_scanned"] == 3 and job.prescan is None
+    assert not prescan.matches(prescan.roots, 1)  # taken: never handed out twice
+
+
+@pytest.mark.parametrize("forget", [0, 2])
+async def test_the_runs_read_only_the_files_whose_ids_the_prescan_did_not_compute(
+    store_path, tmp_path, monkeypatch, forget
+):
+    """Listed, the prescan computes content ids until the job takes it (here: all, as the
+    job comes after); the runs read only the others (``forget``: ids it had not reached),
+    and the groups are the same. An empty file is never opened."""
+    root = tmp_path / "t"
+    _tree(root)
+    for k in range(40):  # several size groups, in several runs
+        (root / "n" / f"{k:02}").parent.mkdir(exist_ok=True)
+        (root / "n" / f"{k:02}").write_bytes(b"x" * (1000 + k // 2))
+    (root / "e1").write_bytes(b"")
+    (root / "e2").write_bytes(b"")
+    monkeypatch.setattr(dup_mod, "RUN_FILES", 8)
+    prescan = _finished(Prescan.start([str(root)], 0))
+    assert len(prescan.known) == 42  # every candidate but the two empty files
+    forgotten = sorted(prescan.known)[5 : 5 + forget]
+    for index in forgotten:
+        del prescan.known[index]
+    read: list[bytes] = []
+    real = content_ids
+
+    def counting(items, **kwargs):
+        read.extend(path for path, _ in items)
+        return real(items, **kwargs)
+
+    monkeypatch.setattr(dup_mod, "content_ids", counting)
+    async with parjobs.open_manager(store_path) as manager:
+        job = DuplicatesJob(paths=[str(root)], min_size=0, prescan=prescan)
+        result = await (await manager.submit(job)).result()
+    async with parjobs.open_manager(str(tmp_path / "plain.sqlite")) as manager:
+        plain = await (await manager.submit(DuplicatesJob(paths=[str(root)], min_size=0))).result()
+    assert result == plain and len(result["groups"]) == 22
+    assert len(read) == forget + 42  # (then the plain job read its 42)
+
+
+@pytest.mark.parametrize("other", ["root", "min_size"])
+async def test_a_scan_of_other_roots_or_sizes_is_not_taken(store_path, tmp_path, other):
+    root = tmp_path / "t"
+    _tree(root)
+    paths, min_size = ([str(root / "a")], 1) if other == "root" else ([str(root)], 2)
+    prescan = _finished(Prescan.start(paths, min_size))
+    (root / "c/one-later").write_bytes(b"same bytes\n")
+    async with parjobs.open_manager(store_path) as manager:
+        job = DuplicatesJob(paths=[str(root)], prescan=prescan)
+        result = await (await manager.submit(job)).result()
+    assert len(result["groups"][0]["paths"]) == 3  # its own scan, after the copy
+    assert not prescan.taken
+
+
+def test_a_stopped_prescan_gives_none_and_an_error_is_raised_by_take(tmp_path):
+    """``take``'s ``stopped`` stops the listing as it stops the job's own scan (None: the
+    job then raises its pause), and what the listing raised is raised where it is taken."""
+    _tree(tmp_path)
+    stopped = Prescan([str(tmp_path)], 1)
+    stopped._stop[0] = 1  # (as `take` sets it when its ``stopped`` says so)
+    stopped._thread.start()
+    assert stopped.take(lambda: True) is None
+    broken = Prescan.start([str(tmp_path) + "\0x"], 1)
+    assert broken is not None
+    with pytest.raises(ValueError, match="NUL"):
+        broken.take(lambda: False)
+
+
+def test_the_c_scan_stops_on_a_flag_it_reads_without_the_gil(tmp_path):
+    """``scan_tree``'s ``stopped`` may be a bytearray: its first byte set stops the listing
+    (None), unset lets it run, with the same result as a callable that says no."""
+    _tree(tmp_path)
+    fastscan = _hashing.fastscan
+    assert fastscan is not None
+    roots = [os.fsencode(tmp_path)]
+    assert fastscan.scan_tree(roots, 1, bytearray(b"\1")) is None
+    assert fastscan.scan_tree(roots, 1, bytearray(1)) == fastscan.scan_tree(roots, 1, bool)
+
+
+def test_no_prescan_without_the_c_scan(tmp_path, monkeypatch):
+    """Where the job scans in Python (no `_fastscan`), nothing is begun early: that walk
+    holds the GIL, which start-up needs."""
+    monkeypatch.setattr(_hashing, "fastscan", None)
+    assert Prescan.start([str(tmp_path)], 1) is None
+
+
+def test_the_command_line_hands_its_scan_to_the_job(tmp_path, monkeypatch, capsys):
+    """``parjobs dupes`` (here a relative path, made absolute as the job's) begins the scan
+    right after parsing and the job takes it; ``--detach`` (a worker runs the job) does not
+    begin one."""
+    _tree(tmp_path / "t")
+    taken: list[list[bytes]] = []
+    real_take = Prescan.take
+
+    def take(self, stopped):
+        taken.append(self.roots)
+        return real_take(self, stopped)
+
+    monkeypatch.setattr(prescan_mod.Prescan, "take", take)
+    monkeypatch.chdir(tmp_path)
+    store = str(tmp_path / "jobs.sqlite")
+    assert main(["--store", store, "dupes", "t"]) == 0
+    assert taken == [[os.fsencode(tmp_path / "t")]]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["# 2 copies of 11 B", str(tmp_path / "t/a/one"), str(tmp_path / "t/b/one")]
+    started: list[object] = []
+    monkeypatch.setattr(prescan_mod.Prescan, "start", lambda *a: started.append(a))
+    assert main(["--store", store, "dupes", "--detach", "t"]) == 0
+    assert started == []
