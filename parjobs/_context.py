@@ -28,6 +28,7 @@ from ._pool import ExecutorFactory, WorkerPool
 from ._progress import ProgressTracker
 from ._records import CheckpointBatch
 from ._stage import Stage
+from ._status import STORE_PAUSED
 from ._task import Interrupter, RetryPolicy
 from ._util import NoPublicConstructor
 
@@ -42,15 +43,6 @@ CHECKPOINT_INTERVAL = 0.05
 #: held past the busy timeout once) is only retried.
 PAUSE_AFTER_FAILING = 1.0
 FAILED_WRITES_TO_PAUSE = 3
-#: How the stored error of a job paused that way begins: the mark that it was the store, not
-#: a person, that stopped it, so a manager resumes it once the store takes writes again
-#: (`parjobs._housekeeping`). A person's pause, resume or cancel replaces it.
-STORE_PAUSED = "paused: its progress cannot be recorded"
-
-
-def paused_by_store(error: str | None) -> bool:
-    """Whether a paused job's stored ``error`` says its failing store paused it."""
-    return error is not None and error.startswith(STORE_PAUSED)
 
 
 @typing.final

@@ -9,7 +9,6 @@ import contextlib
 
 import trio
 
-from ._context import paused_by_store
 from ._exceptions import InvalidTransitionError, JobNotFoundError, LeaseError, StoreError
 from ._jobstore import StoreListener
 from ._manager_core import JobRun
@@ -27,6 +26,10 @@ PROGRESS_SAVE = 1.0
 #: `HEAL_MAX`: the attempt is itself the test that the store takes writes again.
 HEAL_AFTER = 1.0
 HEAL_MAX = 60.0
+#: A lost wake-up connection (PostgreSQL's LISTEN) is opened again this long after it
+#: failed (seconds), then twice as long after each failed attempt, up to `LISTEN_RETRY_MAX`.
+LISTEN_RETRY = 0.5
+LISTEN_RETRY_MAX = 30.0
 #: What the record of a job resumed that way says until its run starts.
 RESUMED = "resumed by itself: the store takes writes again (its failures had paused it)"
 
@@ -103,7 +106,23 @@ class Housekeeping(JobScheduler):
     async def _listen(self, listener: StoreListener) -> None:
         """Wake the scheduler and the event stream as soon as the store says a job's status
         changed anywhere (a worker then claims a new job at once). Only a hint: when the
-        connection fails, the polls go on alone."""
+        connection fails (a database restart, its session ended), the polls go on alone
+        while a new one is opened, `LISTEN_RETRY` later, then twice as long each time it
+        fails (`LISTEN_RETRY_MAX` at most); once listening again the manager looks at the
+        store at once, since changes went by unheard meanwhile."""
+        while True:
+            await self._hear(listener)
+            self._listener = None  # (closing the manager closes the one it finds here)
+            listener.close()
+            reopened = await self._relisten()
+            if reopened is None:
+                return
+            listener = self._listener = reopened
+            self._wake.set()
+            self._store_changed.set()
+
+    async def _hear(self, listener: StoreListener) -> None:
+        """Pass the listener's wake-ups on until its connection fails."""
         while True:
             await trio.lowlevel.wait_readable(listener.fileno())
             try:
@@ -113,6 +132,17 @@ class Housekeeping(JobScheduler):
             if changed:
                 self._wake.set()
                 self._store_changed.set()
+
+    async def _relisten(self) -> StoreListener | None:
+        """A new listener once the store takes a connection again (with a backoff), or None
+        if the store no longer sends wake-ups. Its connection is made in a thread (bounded
+        by the connect timeout) that a closing manager waits for: nothing is left behind."""
+        delay = LISTEN_RETRY
+        while True:
+            await trio.sleep(delay)
+            delay = min(2 * delay, LISTEN_RETRY_MAX)
+            with contextlib.suppress(StoreError):
+                return await trio.to_thread.run_sync(self.store.listener)
 
     async def _check_store_file(self) -> None:
         """Stop everything if the store file was deleted or replaced: SQLite would go on
@@ -146,39 +176,24 @@ class Housekeeping(JobScheduler):
             self._healing.discard(job_id)
 
     async def _heal_once(self, job_id: str) -> None:
-        """Queue the job here if it still rests as its store paused it. Its lease decides:
-        taken first (a compare-and-set on its status, refused while another live process
-        holds it), the job is then read and queued under it, so a pause another process
-        sends meanwhile is refused rather than overridden; a person's pause before (which
-        replaced the store's error) or a resume or cancel wins."""
+        """Queue the job here if it still rests as its store paused it, leased to this
+        manager (its reservation, kept since that pause): a compare-and-set on its status
+        and lease. Anyone's pause, resume, cancel or delete meanwhile took the lease or the
+        job, and wins; so does another process's recovery of it as ``interrupted`` (this
+        manager was declared dead)."""
         async with self._claim_lock:  # a closing manager waits, then finds the job queued
             if self._closing or job_id not in self._healing:
                 return
             try:
-                await self._db(self.store.take, job_id, self.id, JobStatus.PAUSED)
-            except (InvalidTransitionError, LeaseError, JobNotFoundError):
-                return  # resumed, cancelled or deleted meanwhile, or held elsewhere
-            info = await self.get(job_id)
-            if job_id not in self._healing:
-                return  # a person acts on it here meanwhile: the lease is theirs to set
-            if self._closing or not paused_by_store(info.error):  # (paused by a person)
-                await self._db(
+                info = await self._db(
                     self.store.transition,
                     job_id,
-                    JobStatus.PAUSED,
+                    JobStatus.QUEUED,
                     expect=JobStatus.PAUSED,
                     holder=self.id,
-                    lease=None,
+                    request=None,
+                    error=RESUMED,
                 )
-                return
-            info = await self._db(
-                self.store.transition,
-                job_id,
-                JobStatus.QUEUED,
-                expect=JobStatus.PAUSED,
-                holder=self.id,
-                lease=self.id,
-                request=None,
-                error=RESUMED,
-            )
+            except (InvalidTransitionError, LeaseError, JobNotFoundError):
+                return  # resumed, paused, cancelled or deleted meanwhile, or recovered
             self._enqueue(info)

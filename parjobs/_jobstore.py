@@ -94,7 +94,8 @@ class JobStore(Protocol):
 
     def recover(self) -> list[str]:
         """Rest the active jobs of dead managers (interrupted, or paused when a pause was
-        asked); return their ids."""
+        asked), and as interrupted the jobs resting paused by their failing store whose
+        manager (which holds their lease, to resume them) is gone; return their ids."""
 
     def lease_state(self, manager_id: str) -> tuple[bool, dict[str, str | None]]:
         """(manager still registered, {job id: pending request} of the jobs it holds)."""

@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 import trio
 
 from ._config import ConfigOptions, ManagerConfig, make_config
-from ._context import paused_by_store
 from ._events import DEFAULT_BUFFER, EventKind, EventSubscription, OwnerEvents
 from ._exceptions import (
     IdempotencyConflictError,
@@ -51,7 +50,7 @@ from ._job import DumpedJob, Job, dump_job, lookup_job_type
 from ._jobstore import JobStore, StoreListener
 from ._progress import ItemError, Progress
 from ._records import ItemQuery, JobInfo, JobQuery
-from ._status import JobStatus, check_transition
+from ._status import JobStatus, check_transition, paused_by_store
 from ._stores import open_store
 from ._util import NoPublicConstructor, exception_leaves
 
@@ -202,16 +201,10 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             nursery.start_soon(self._retention_sweeps)
         if self._listener is not None:
             nursery.start_soon(self._listen, self._listener)
-        if resume_interrupted:
+        if resume_interrupted:  # (with the jobs their failing store paused, their manager
+            # gone: `_prepare`'s recovery made them interrupted)
             for info in await self.list_jobs([JobStatus.INTERRUPTED]):
                 await self.resume(info.id)
-            # Nobody chose to stop these either: their store failed (the manager that
-            # paused them, which would have resumed them, is gone).
-            for info in await self.list_jobs([JobStatus.PAUSED]):
-                if paused_by_store(info.error):
-                    self._healing.add(info.id)
-                    await self._heal_once(info.id)
-                    self._healing.discard(info.id)
 
     async def _shutdown(self, grace: float) -> None:
         """Pause what runs (checkpointed, resumable), release queued jobs, unregister. Once:

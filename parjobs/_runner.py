@@ -29,7 +29,7 @@ from ._manager_core import JobRun, ManagerCore
 from ._output import OUTPUT_SINK, OutputLine
 from ._progress import ProgressTracker
 from ._records import CheckpointBatch, JobInfo
-from ._status import JobStatus
+from ._status import JobStatus, paused_by_store
 
 #: How long a cancel may take before the job's trio code is cancelled outright (threads
 #: still finish their current chunk: nothing keeps running after the job says cancelled).
@@ -424,11 +424,15 @@ class JobRunner(ManagerCore):
         live.tracker.run_stopped()
         live.tracker.status = status.value
         snap = live.tracker.snapshot()
+        error = error or live.error
+        # Paused by its failing store: this manager keeps the lease, its reservation to
+        # resume the job (`_heal`); recovered as interrupted once this manager is gone.
+        keep = status is JobStatus.PAUSED and paused_by_store(error)
         fields: dict[str, Any] = {
-            "lease": None,
+            "lease": self.id if keep else None,
             "request": None,
             "progress": json.dumps(snap.to_json()),
-            "error": error or live.error,
+            "error": error,
             "run_time": snap.elapsed,  # running time over all runs (the tracker carries it)
         }
         plain = False  # the result is JSON as it is: followers here may use it undecoded

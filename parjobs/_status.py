@@ -8,6 +8,19 @@ from types import MappingProxyType
 
 from ._exceptions import InvalidTransitionError
 
+#: How the stored error of a job its failing store paused begins: the mark that it was the
+#: store, not a person, that stopped it, so a manager resumes it once the store takes writes
+#: again (`parjobs._housekeeping`). A person's pause, resume or cancel replaces it. While it
+#: rests so, the manager that paused it keeps its lease, to resume it: only a reservation,
+#: which anyone's pause, resume, cancel or delete overrides (the stores' `_check_owner`);
+#: once that manager is gone, the job is recovered as ``interrupted`` (see `recover`).
+STORE_PAUSED = "paused: its progress cannot be recorded"
+
+
+def paused_by_store(error: str | None) -> bool:
+    """Whether a paused job's stored ``error`` says its failing store paused it."""
+    return error is not None and error.startswith(STORE_PAUSED)
+
 
 class JobStatus(enum.StrEnum):
     """Where a job is in its life. The values are what the store and the CLI show."""

@@ -33,7 +33,7 @@ from ._leases import dead_managers, process_start
 from ._progress import ItemError, Progress
 from ._records import CheckpointBatch, ItemQuery, JobInfo
 from ._sqlite_watch import SQLiteListener
-from ._status import JobStatus, check_transition, dependency_state
+from ._status import STORE_PAUSED, JobStatus, check_transition, dependency_state, paused_by_store
 from ._store_schema import (
     Undecodable,
     check_header,
@@ -64,6 +64,20 @@ _COLUMN_TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("lease", "request", "owner", "after"), (str, type(None))),
     **dict.fromkeys(("progress", "state", "result", "error"), (str, type(None))),
 }
+
+
+#: The error of a job its failing store paused, recovered as ``interrupted`` because the
+#: manager that was to resume it is gone.
+ORPHANED = (
+    "interrupted: its store failed and paused it, and the process that was to resume it "
+    "once the store took writes again is gone"
+)
+
+
+def _reserved(info: JobInfo) -> bool:
+    """Whether the job rests paused by its failing store, its lease only the reservation of
+    the manager that paused it (to resume it): no bar to anyone's pause, resume or cancel."""
+    return info.status is JobStatus.PAUSED and paused_by_store(info.error)
 
 
 def _check_row(row: sqlite3.Row) -> None:
@@ -282,8 +296,10 @@ class SQLiteJobStore:
         return f"parjobs process (pid {row['pid']}" + (")" if here else f" on {row['host']})")
 
     def _check_owner(self, c: sqlite3.Connection, info: JobInfo, manager_id: str | None) -> None:
-        """Raise `LeaseError` when a live manager other than ``manager_id`` holds the job."""
-        if info.lease is None or info.lease == manager_id:
+        """Raise `LeaseError` when a live manager other than ``manager_id`` holds the job.
+        The lease of a job resting paused by its failing store is only its manager's
+        reservation to resume it: anyone may act on the job (`_reserved`)."""
+        if info.lease is None or info.lease == manager_id or _reserved(info):
             return
         owner = self._owner(c, info.lease)
         if owner is not None:
@@ -294,8 +310,9 @@ class SQLiteJobStore:
 
     def recover(self) -> list[str]:
         """Release leases of dead managers. Their active jobs become interrupted (resumable);
-        a pending pause request is honoured (paused), a cancel request stays pending.
-        Returns the ids of the jobs recovered."""
+        a pending pause request is honoured (paused), a cancel request stays pending. A job
+        its failing store paused becomes interrupted too once the manager that was to resume
+        it is gone (closed, or dead). Returns the ids of the jobs recovered."""
         with self._tx() as c:
             return self._recover(c)
 
@@ -308,6 +325,7 @@ class SQLiteJobStore:
             "SELECT id, status, lease, request FROM jobs WHERE status IN (?,?,?,?)",
             ("queued", "running", "pausing", "cancelling"),
         ).fetchall()
+        self._recover_store_paused(c, live, now, recovered)
         for row in rows:
             if row["lease"] in live:
                 continue
@@ -326,6 +344,28 @@ class SQLiteJobStore:
         for manager_id in dead:
             c.execute("DELETE FROM managers WHERE id=?", (manager_id,))
         return recovered
+
+    def _recover_store_paused(
+        self, c: sqlite3.Connection, live: set[str], now: float, recovered: list[str]
+    ) -> None:
+        """The jobs resting paused by their failing store whose manager, which was to resume
+        them, is gone (closed or dead: its reservation released or void) rest interrupted,
+        like the jobs of dead managers: any worker, or a manager opened with
+        ``resume_interrupted``, takes them over."""
+        rows = c.execute(
+            "SELECT id, lease FROM jobs WHERE status='paused' "
+            f"AND substr(error, 1, {len(STORE_PAUSED)})=?",
+            (STORE_PAUSED,),
+        ).fetchall()
+        for row in rows:
+            if row["lease"] in live:
+                continue
+            c.execute(
+                "UPDATE jobs SET status='interrupted', lease=NULL, request=NULL, error=?, "
+                "updated=? WHERE id=? AND status='paused'",
+                (ORPHANED, now, row["id"]),
+            )
+            recovered.append(row["id"])
 
     def requeue(self, job_id: str, manager_id: str) -> JobInfo:
         """Resume: take a resting job for ``manager_id`` (queued, leased to it), in one
@@ -380,7 +420,8 @@ class SQLiteJobStore:
 
     def claim_next(self, manager_id: str, capacities: Mapping[str, int]) -> JobInfo | None:
         """Claim the next job nobody holds, for a worker (`JobManager.work`), in one
-        transaction: first the jobs of dead managers are recovered (see `recover`); then,
+        transaction: first the jobs of dead managers are recovered (see `recover`: also
+        those their failing store paused, whose manager is gone, rest interrupted); then,
         highest priority first (oldest among equals), a queued or interrupted job without a
         lease or pending request, in a queue of ``capacities`` that runs fewer jobs in the
         whole store than its capacity, whose prerequisites completed, is marked running and
@@ -457,7 +498,10 @@ class SQLiteJobStore:
                 raise InvalidTransitionError(
                     f"job {job_id} changed meanwhile: it is {info.status.value}, not {expect.value}"
                 )
-            c.execute("UPDATE jobs SET lease=? WHERE id=?", (manager_id, job_id))
+            # Taken from its store's reservation: it is no longer resumed by itself (and
+            # its new lease is a real one, that nobody else overrides).
+            error = None if _reserved(info) and info.lease != manager_id else info.error
+            c.execute("UPDATE jobs SET lease=?, error=? WHERE id=?", (manager_id, error, job_id))
             return self._get(c, job_id)
 
     def lease_state(self, manager_id: str) -> tuple[bool, dict[str, str | None]]:
@@ -700,10 +744,13 @@ class SQLiteJobStore:
             self._rows.pop(key, None)
             self._compacted.pop(key, None)
         with self._tx() as c:
-            row = c.execute("SELECT status, lease FROM jobs WHERE id=?", (job_id,)).fetchone()
+            row = c.execute(
+                "SELECT status, lease, error FROM jobs WHERE id=?", (job_id,)
+            ).fetchone()
             if row is not None and row[0] in _ACTIVE_VALUES:
                 raise InvalidTransitionError(f"cannot delete job {job_id}: it is {row[0]}")
-            owner = self._owner(c, row[1]) if row is not None else None
+            reserved = row is not None and row[0] == "paused" and paused_by_store(row[2])
+            owner = self._owner(c, row[1]) if row is not None and not reserved else None
             if owner is not None:  # e.g. cleaning up for its cancel
                 raise LeaseError(f"cannot delete job {job_id}: another {owner} holds it")
             for table in ("completed", "task_results", "task_errors", "item_log"):

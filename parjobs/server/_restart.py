@@ -4,7 +4,8 @@ A SIGTERM (a restart, a reboot, ``systemctl stop``) must not leave work waiting 
 the jobs the server was running or had queued are paused (running ones with a checkpoint) or
 released as ``interrupted`` when its manager closes, and the next ``parjobs serve`` on the same
 store resumes exactly those. A job a user paused stays paused: only the jobs this manager held
-when it stopped are written down, each with its number of runs, and a job is resumed only if
+when it stopped are written down (with those resting paused by their failing store, which
+it was about to resume), each with its number of runs, and a job is resumed only if
 it still rests as ``paused`` or ``interrupted`` with that number (resumed and paused again by
 anyone meanwhile, it has one more run and is left alone).
 
@@ -28,6 +29,7 @@ import trio
 
 from .. import JobManager, JobNotFoundError, JobStatus, ParjobsError
 from .._pgschema import is_url, redact
+from .._status import paused_by_store
 from .._util import state_dir
 
 #: The statuses a job the server's shutdown touched rests in.
@@ -45,9 +47,16 @@ def marker_path(store_name: str) -> str:
 
 async def held_jobs(manager: JobManager) -> dict[str, int]:
     """This manager's running and queued jobs (id -> runs): those its closing is about to
-    pause or release. A job pausing or cancelling is on its way to a user's choice: not ours."""
-    infos = await manager.list_jobs([JobStatus.QUEUED, JobStatus.RUNNING])
-    return {info.id: info.attempts for info in infos if info.lease == manager.id}
+    pause or release; and those resting paused by their failing store that it was to resume
+    (it keeps their lease meanwhile; its closing leaves them ``interrupted``). A job pausing
+    or cancelling, or paused by a person, is on its way to a user's choice: not ours."""
+    infos = await manager.list_jobs([JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED])
+    return {
+        info.id: info.attempts
+        for info in infos
+        if info.lease == manager.id
+        and (info.status is not JobStatus.PAUSED or paused_by_store(info.error))
+    }
 
 
 def remember(path: str, jobs: dict[str, int]) -> None:

@@ -13,16 +13,21 @@ import trio
 from _jobs import MarkJob
 
 import parjobs
+import parjobs._housekeeping
 import parjobs._scheduler
 from parjobs import JobStatus
+from parjobs._pgstore import PostgresStore
 from parjobs._records import CheckpointBatch
+from parjobs._status import STORE_PAUSED
 from parjobs._stores import open_store
 
 CAPS = {"default": 2, "compute": 1}
 
 
 DIES = """
+from parjobs._pgstore import PostgresStore
 from parjobs._records import CheckpointBatch
+from parjobs._status import STORE_PAUSED
 from parjobs._stores import open_store
 store = open_store({store!r})
 store.register_manager("live")
@@ -93,6 +98,92 @@ def test_claim_next_takes_over_a_dead_managers_job_and_keeps_its_checkpoint(stor
         store.close()
 
 
+#: A manager claims the job, its failing store pauses it (recorded as `_finish` does: the
+#: lease kept, its reservation to resume the job), and it dies before resuming it.
+STORE_PAUSES_AND_DIES = """
+from parjobs._status import JobStatus, STORE_PAUSED
+from parjobs._stores import open_store
+store = open_store({store!r})
+store.register_manager("dying")
+assert store.claim_next("dying", {{"default": 1}}).id == {job!r}
+store.transition({job!r}, JobStatus.PAUSED, holder="dying", error=STORE_PAUSED + " (full)")
+"""
+
+
+@pytest.mark.both_stores
+def test_claim_next_takes_a_store_paused_job_once_its_manager_is_gone(store_path):
+    """A job resting paused by its failing store is its pausing manager's to resume while
+    that manager lives (its lease); once it is gone (dead, or closed) the job is recovered
+    as interrupted and a worker claims it, from its checkpoint. A person's pause meanwhile
+    (it replaces the store's error) wins: that job is never claimed."""
+    store = open_store(store_path)
+    try:
+        for job in ("live", "person"):
+            store.insert_job(job, "t", 1, "{}")
+        store.register_manager("healer")
+        for job in ("live", "person"):
+            assert store.claim_next("healer", CAPS).id == job  # type: ignore[union-attr]
+            store.checkpoint(job, CheckpointBatch(ranges={"s": [(0, 5)]}, done_items=5), "healer")
+            info = store.transition(
+                job, JobStatus.PAUSED, holder="healer", error=f"{STORE_PAUSED} (busy)"
+            )
+            assert info.lease == "healer"
+        # a person pauses one (from another process: the reservation is no bar)
+        store.transition(
+            "person",
+            JobStatus.PAUSED,
+            expect=JobStatus.PAUSED,
+            manager="cli",
+            lease=None,
+            request=None,
+            error=None,
+        )
+        store.register_manager("worker")
+        assert store.claim_next("worker", CAPS) is None  # its manager lives: it resumes it
+        store.insert_job("dead", "t", 1, "{}")
+        code = STORE_PAUSES_AND_DIES.format(store=store_path, job="dead")
+        subprocess.run([sys.executable, "-c", code], check=True)
+        claimed = store.claim_next("worker", CAPS)
+        assert claimed is not None and claimed.error is None
+        assert (claimed.id, claimed.lease, claimed.runs) == ("dead", "worker", 2)
+        store.unregister_manager("healer")  # closed before its resume
+        assert store.recover() == ["live"]
+        assert store.get("live").status is JobStatus.INTERRUPTED
+        claimed = store.claim_next("worker", CAPS)
+        assert claimed is not None and (claimed.id, claimed.runs) == ("live", 2)
+        assert store.completed_ranges("live") == {"s": [(0, 5)]}  # resumed, not restarted
+        assert store.claim_next("worker", {"default": 5}) is None
+        person = store.get("person")
+        assert (person.status, person.lease, person.error) == (JobStatus.PAUSED, None, None)
+    finally:
+        store.close()
+
+
+def test_a_store_paused_jobs_reservation_yields_to_a_person(tmp_path):
+    """The lease its pausing manager keeps on a job its failing store paused is only a
+    reservation: another process's resume or cancel goes through (its cancel's lease then
+    is a real one); a delete too."""
+    store = open_store(tmp_path / "jobs.sqlite")
+    try:
+        store.register_manager("healer")
+        for job in ("resumed", "cancelled", "deleted"):
+            store.insert_job(job, "t", 1, "{}")
+            store.claim_next("healer", CAPS)
+            store.transition(job, JobStatus.PAUSED, holder="healer", error=f"{STORE_PAUSED} (x)")
+        store.register_manager("cli")
+        assert store.requeue("resumed", "cli").lease == "cli"
+        taken = store.take("cancelled", "cli", JobStatus.PAUSED)
+        assert (taken.lease, taken.error) == ("cli", None)  # no longer resumed by itself
+        with pytest.raises(parjobs.LeaseError):  # the healer cannot take it back
+            store.transition("cancelled", JobStatus.QUEUED, holder="healer")
+        with pytest.raises(parjobs.LeaseError):
+            store.take("cancelled", "healer", JobStatus.PAUSED)
+        store.delete("deleted")
+        assert [j.id for j in store.list_jobs()] == ["resumed", "cancelled"]
+    finally:
+        store.close()
+
+
 def _drain(listener, timeout: float = 10.0) -> list[str]:
     got: list[str] = []
     while True:
@@ -147,6 +238,16 @@ def test_sqlite_wakes_listeners_on_status_changes_only(tmp_path):
         other.close()
 
 
+async def _starts_at_once(store: str, log: str) -> None:
+    """Another manager queues a job for the workers: one of them starts it at once."""
+    async with parjobs.open_manager(store) as submitter:
+        handle = await submitter.submit(MarkJob(name="a", log=log), detach=True)
+        with trio.fail_after(10):
+            assert await submitter.wait(handle.id) is JobStatus.COMPLETED
+        info = await submitter.get(handle.id)
+    assert info.started is not None and info.started - info.created < 5
+
+
 async def test_a_sqlite_worker_claims_a_job_another_connection_queued_at_once(
     tmp_path, monkeypatch
 ):
@@ -158,12 +259,7 @@ async def test_a_sqlite_worker_claims_a_job_another_connection_queued_at_once(
     async with parjobs.open_manager(store) as worker, trio.open_nursery() as nursery:
         nursery.start_soon(worker.work)
         await trio.sleep(0.3)  # idle: its first look found nothing
-        async with parjobs.open_manager(store) as submitter:
-            handle = await submitter.submit(MarkJob(name="a", log=log), detach=True)
-            with trio.fail_after(10):
-                assert await submitter.wait(handle.id) is JobStatus.COMPLETED
-            info = await submitter.get(handle.id)
-        assert info.started is not None and info.started - info.created < 5
+        await _starts_at_once(store, log)
         nursery.cancel_scope.cancel()
 
 
@@ -179,3 +275,53 @@ def test_claim_next_looks_past_a_long_run_of_blocked_jobs(store_path):
         assert info is not None and info.id == "first"
     finally:
         store.close()
+
+
+def _listening(server, db: str) -> list[int]:
+    """The pids of the sessions of database ``db`` that listen for the store's wake-ups."""
+    import psycopg
+
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND query = 'LISTEN parjobs'",
+            (db,),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+async def test_a_postgresql_worker_listens_again_once_the_database_is_back(
+    pg_server, tmp_path, monkeypatch
+):
+    """The worker's wake-up session (LISTEN) is ended and the database refuses connections
+    for 2 s: the worker tries again after 0.1 s (here), then twice as long each time (a few
+    tries, not a busy loop), and listens again once it may. A job another process queues
+    then starts at once, though the poll the worker falls back on is a minute long. Closing
+    leaves no session behind."""
+    monkeypatch.setenv("PARJOBS_JOB_FILES", str(tmp_path / "job-files"))
+    monkeypatch.setattr(parjobs._scheduler, "DEPENDENCY_POLL", 60.0)
+    monkeypatch.setattr(parjobs._housekeeping, "LISTEN_RETRY", 0.1)
+    tries = [0]
+    real = PostgresStore.listener
+
+    def counted(self: PostgresStore) -> object:
+        tries[0] += 1
+        return real(self)
+
+    monkeypatch.setattr(PostgresStore, "listener", counted)
+    db = pg_server.create_db()
+    url, log = pg_server.url(db), str(tmp_path / "log")
+    async with parjobs.open_manager(url) as worker, trio.open_nursery() as nursery:
+        nursery.start_soon(worker.work)
+        (first,) = await trio.to_thread.run_sync(_listening, pg_server, db)
+        pg_server.sql(f"ALTER DATABASE {db} ALLOW_CONNECTIONS false")
+        pg_server.sql(f"SELECT pg_terminate_backend({first})")
+        await trio.sleep(2.0)
+        assert 2 <= tries[0] - 1 <= 8, tries[0]  # at ~0.1, 0.3, 0.7, 1.5 s
+        assert await trio.to_thread.run_sync(_listening, pg_server, db) == []
+        pg_server.sql(f"ALTER DATABASE {db} ALLOW_CONNECTIONS true")
+        with trio.fail_after(20):
+            while not await trio.to_thread.run_sync(_listening, pg_server, db):
+                await trio.sleep(0.05)
+        await _starts_at_once(url, log)
+        nursery.cancel_scope.cancel()
+    assert await trio.to_thread.run_sync(_listening, pg_server, db) == []

@@ -828,9 +828,10 @@ async def test_a_person_pause_during_a_store_outage_is_not_overridden(
 async def test_a_job_paused_by_its_store_is_resumed_by_the_next_resuming_manager(
     outage_store: OutageStore, autojump_clock: trio.abc.Clock
 ) -> None:
-    """The manager that paused the job for its store closes before resuming it: the job
-    rests paused by the store; a plain manager leaves it so (a CLI command must not run
-    it), one opened with ``resume_interrupted`` resumes it as it does interrupted jobs."""
+    """The manager that paused the job for its store closes before resuming it: the job is
+    recovered as ``interrupted`` (nobody is left to resume it); a plain manager leaves it
+    so (a CLI command must not run it), one opened with ``resume_interrupted`` resumes it
+    with the other interrupted jobs."""
     store = outage_store
     async with parjobs.open_manager(store.path, workers=2) as m:
         handle = await pause_by_outage(m, store)
@@ -839,10 +840,40 @@ async def test_a_job_paused_by_its_store_is_resumed_by_the_next_resuming_manager
     async with parjobs.open_manager(store.path, workers=2) as m:
         await trio.sleep(5 * HEAL_AFTER)
         info = await m.get(handle.id)
-        assert info.status is JobStatus.PAUSED and "resumes by itself" in (info.error or "")
+        assert info.status is JobStatus.INTERRUPTED and info.runs == 1
+        assert "the process that was to resume it" in (info.error or "")
     open(store.flag, "w").close()
     async with parjobs.open_manager(store.path, workers=2, resume_interrupted=True) as m:
         info = await run_to_end(m, handle.id)
+    assert (info.status, info.runs, info.error) == (JobStatus.COMPLETED, 2, None)
+    assert_each_task_ran_once(store.log)
+
+
+@pytest.mark.parametrize("outage_store", ["sqlite", "postgresql"], indirect=True)
+async def test_a_worker_takes_over_a_store_paused_job_once_its_manager_is_gone(
+    outage_store: OutageStore, autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the manager its failing store paused the job in lives, the job is that
+    manager's to resume (its lease): a worker on the store leaves it alone. Once that
+    manager closes before the resume (here an hour away), the worker claims the job and
+    runs it on from its checkpoint to its end, every task once."""
+    store = outage_store
+    monkeypatch.setattr(parjobs._housekeeping, "HEAL_AFTER", 3600.0)
+    async with (
+        parjobs.open_manager(store.path, workers=2) as worker,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(worker.work)
+        async with parjobs.open_manager(store.path, workers=2) as m:
+            handle = await pause_by_outage(m, store)
+            await end_outage(store)
+            assert await handle.wait() is JobStatus.PAUSED
+            await trio.sleep(5)  # many claims by the worker
+            info = await worker.get(handle.id)
+            assert (info.status, info.runs, info.lease) == (JobStatus.PAUSED, 1, m.id)
+        open(store.flag, "w").close()
+        info = await run_to_end(worker, handle.id)
+        nursery.cancel_scope.cancel()
     assert (info.status, info.runs, info.error) == (JobStatus.COMPLETED, 2, None)
     assert_each_task_ran_once(store.log)
 

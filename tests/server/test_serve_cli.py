@@ -8,6 +8,7 @@ import os
 import pathlib
 import re
 import signal
+import sqlite3
 import time
 from typing import Any
 
@@ -29,6 +30,17 @@ RUN = (
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUN_SLOW = (
     f"import sys; sys.path[:0] = [{TESTS!r}, {HERE!r}]; import _jobs, _slow_copy; "
+    "from parjobs.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+# The CLI whose jobs pause after 0.2 s of failed checkpoint writes, each waiting 50 ms for
+# the store's lock, and are resumed an hour after their store paused them (not before the
+# test stops the server).
+RUN_STORE_PAUSES = (
+    f"import sys; sys.path.insert(0, {TESTS!r}); import _jobs, parjobs._store; "
+    "import parjobs._context as c, parjobs._housekeeping as h; "
+    "c.PAUSE_AFTER_FAILING, h.HEAL_AFTER = 0.2, 3600.0; "
+    "S = parjobs._store.JobStore; o = S.open.__func__; "
+    "S.open = classmethod(lambda cls, p, timeout=0.05: o(cls, p, timeout=timeout)); "
     "from parjobs.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 LINE = re.compile(r"parjobs serve: (http://127\.0\.0\.1:(\d+))/\?token=(\S+)\n")
@@ -173,6 +185,58 @@ def test_a_job_resumed_and_paused_since_the_shutdown_stays_paused(tmp_path) -> N
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
+
+
+def test_a_job_its_failing_store_paused_is_resumed_by_the_restart(tmp_path) -> None:
+    """The store takes no writes for a while (another connection holds its lock): the job
+    pauses itself and rests paused by its store once the lock goes; the server stops before
+    resuming it. Its restart resumes it (as it does what its shutdown paused), and it
+    completes, every task once."""
+    tokens = write_tokens(str(tmp_path / "tokens"))
+    store, log, flag = tmp_path / "jobs.sqlite", tmp_path / "log", tmp_path / "flag"
+    proc = start(tmp_path, "--token-file", tokens, "-w", "2", run=RUN_STORE_PAUSES)
+    try:
+        base = _serving(proc).group(1)
+        client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
+        count = {"n": 200, "log": str(log), "hold": str(flag), "hold_from": 100}
+        job = client.post("/api/jobs", json={"type": "test-count", "spec": count}).json()
+        for _ in range(3000):  # its first 100 tasks ran, the others wait for the flag
+            if log.exists() and len(log.read_text().split()) >= 100:
+                break
+            time.sleep(0.01)
+        lock = sqlite3.connect(store, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        time.sleep(3)  # the job pauses 0.2 s into the outage (three failed writes at least)
+        lock.execute("ROLLBACK")
+        lock.close()
+        for _ in range(1000):
+            shown = client.get(f"/api/jobs/{job['id']}").json()
+            if shown["status"] == "paused":
+                break
+            time.sleep(0.01)
+        assert shown["error"].startswith("paused: its progress cannot be recorded"), shown
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, _stderr(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    marker = tmp_path / "jobs.sqlite.serve-paused"
+    assert json.loads(marker.read_text())["jobs"] == {job["id"]: 1}
+    flag.touch()
+    proc = start(tmp_path, "--token-file", tokens)
+    try:
+        base = _serving(proc).group(1)
+        client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
+        for _ in range(2000):
+            shown = client.get(f"/api/jobs/{job['id']}").json()
+            if shown["status"] == "completed":
+                break
+            time.sleep(0.02)
+        assert (shown["status"], shown["attempts"], shown["error"]) == ("completed", 2, None)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+    assert sorted(map(int, log.read_text().split())) == list(range(200))
 
 
 def test_default_token_file_is_private_and_stable(tmp_path) -> None:
