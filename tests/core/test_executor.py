@@ -181,8 +181,11 @@ async def test_tiny_tasks_go_on_beside_a_heavy_one(
     store_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A big file does not count against the limit: small files keep flowing past it, and
-    # its thread stops after it instead of streaming tiny tasks as an extra thread.
+    # its thread stops after it instead of streaming tiny tasks as an extra thread. As in
+    # test_tiny_tasks_run_on_few_threads, a tiny task's thread descheduled for 0.1 s by a
+    # loaded machine must not pass for a stalled call (it added a thread at load 7.5).
     monkeypatch.setattr("parjobs._throttle.TINY_TASK", 0.05)
+    monkeypatch.setattr("parjobs._executor.STALL_SECONDS", 60.0)
     cap = TinyTaskThrottle(8, os.cpu_count() or 2).cap
     await run_fanout(store_path, "mixed", n=2000, seconds=0.00005, workers=8, heavy_first=30)
     mixed = TRACKERS["mixed"]
