@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 import pytest
+import trio
+from _jobs import CountJob
 
 import parjobs
 from parjobs import FunctionTask, JobContext, Outcome, OutcomeStatus
@@ -468,3 +470,165 @@ def test_what_a_bundle_does_with_the_tasks_it_has_not_run(
 ) -> None:
     monkeypatch.setattr(Bundle, "member_seconds", member)
     assert task_mod._hand_back(elapsed, lambda: queued) == how
+
+
+class Flaky(Grouped):
+    """`Grouped` whose ``run`` (an odd index, which the group path leaves) fails its first
+    attempt for the indices in `FAILS_ONCE`."""
+
+    FAILS_ONCE: frozenset[int] = frozenset()
+    failed: set[int] = set()
+
+    def run(self, tc: parjobs.TaskContext) -> str:
+        if self.index in self.FAILS_ONCE and self.index not in Flaky.failed:
+            Flaky.failed.add(self.index)
+            raise OSError(5, "a passing read error")
+        return super().run(tc)
+
+
+#: Set when a `RequeuedBundlesJob` sees a bundle's rest come back as one bundle.
+REQUEUED: list[Any] = []
+
+
+@parjobs.job_type("test-dispatch-requeued-bundles", version=1)
+class RequeuedBundlesJob(parjobs.Job):
+    """Bundles of ``per`` `Flaky` tasks (the odd ones run alone, some fail once and are
+    retried) of the indices not done yet; ``state`` keeps what was done (in every run) and
+    how many bundles handed their rest back as one bundle."""
+
+    indices: list[int]
+    per: int
+
+    async def run(self, ctx: JobContext) -> dict[str, Any]:
+        retry = parjobs.RetryPolicy(max_attempts=2, initial_delay=0, retry_on=lambda e: True)
+        dispatcher = ctx.task_dispatcher(retry=retry)
+        todo = [Flaky(i) for i in self.indices if not dispatcher.is_completed(i)]
+        bundles = [Bundle(todo[i : i + self.per]) for i in range(0, len(todo), self.per)]
+        out = ctx.state.setdefault("out", {"done": [], "requeued": 0, "retried": []})
+        async for outcome in dispatcher.dispatch_many(bundles):
+            if isinstance(outcome.value, BundleDone):
+                out["done"] += [int(v.split()[1]) for v in outcome.value.values]
+                if any(isinstance(t, Bundle) for t in outcome.value.left):
+                    out["requeued"] += 1
+                    for event in REQUEUED:
+                        event.set()
+            elif outcome.ok:
+                out["done"].append(outcome.index)
+                if outcome.attempts > 1:
+                    out["retried"].append(outcome.index)
+        return dict(out)
+
+
+def each_once_through_the_group_path(indices: list[int], fails_once: frozenset[int]) -> None:
+    """Every task went through a group call once, and the odd ones ran alone once (those
+    failing once, twice: the failed attempt logs nothing)."""
+    grouped = sorted(i for kind, ix in GROUP_LOG if kind == "group" for i in ix)
+    assert grouped == sorted(indices)
+    alone = sorted(ix[0] for kind, ix in GROUP_LOG if kind == "alone")
+    assert alone == sorted(i for i in indices if i % 2)
+
+
+async def test_a_requeued_bundle_runs_each_task_once_retries_and_run_alone_included(
+    store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slow members (10 ms) on one worker, three bundles: each hands its rest back as one
+    bundle (others wait); the rest still leaves its odd members to run alone, one of them
+    failing once and retried; every task is done and booked exactly once."""
+    monkeypatch.setattr(Grouped, "WAIT", 0.01)
+    monkeypatch.setattr(Bundle, "member_seconds", task_mod.BUNDLE_SECONDS)
+    fails = frozenset({23, 45})
+    monkeypatch.setattr(Flaky, "FAILS_ONCE", fails)
+    monkeypatch.setattr(Flaky, "failed", set())
+    GROUP_LOG.clear()
+    indices = list(range(48))
+    async with parjobs.open_manager(store_path, workers=1) as m:
+        handle = await m.submit(RequeuedBundlesJob(indices=indices, per=16))
+        assert await handle.wait() is parjobs.JobStatus.COMPLETED
+        info = await handle.info()
+    out = info.result
+    assert out["requeued"] >= 1
+    assert sorted(out["done"]) == indices and info.done_items == 48
+    assert sorted(out["retried"]) == sorted(fails)
+    each_once_through_the_group_path(indices, fails)
+
+
+@pytest.mark.parametrize("steer", ["pause", "cancel"])
+async def test_a_job_paused_or_cancelled_as_a_bundle_is_requeued(
+    store_path: str, monkeypatch: pytest.MonkeyPatch, steer: str
+) -> None:
+    """A pause (or cancel) as soon as a bundle's rest comes back as one bundle (it then
+    waits behind the others, or runs): the job rests with what finished booked, and a
+    resume does the rest; every task is done once over the two runs."""
+    monkeypatch.setattr(Grouped, "WAIT", 0.01)
+    monkeypatch.setattr(Bundle, "member_seconds", task_mod.BUNDLE_SECONDS)
+    monkeypatch.setattr(Flaky, "FAILS_ONCE", frozenset())
+    GROUP_LOG.clear()
+    indices = list(range(0, 96, 2))  # all through the group path
+    requeued = trio.Event()
+    monkeypatch.setattr(f"{__name__}.REQUEUED", [requeued])
+    async with parjobs.open_manager(store_path, workers=1) as m:
+        handle = await m.submit(RequeuedBundlesJob(indices=indices, per=16))
+        await requeued.wait()
+        await (m.pause if steer == "pause" else m.cancel)(handle.id)
+        rested = await handle.wait()
+        first = await handle.info()
+        done_first = sorted(i for kind, ix in GROUP_LOG if kind == "group" for i in ix)
+        assert first.done_items == len(done_first) < len(indices)
+        if steer == "cancel":
+            assert rested is parjobs.JobStatus.CANCELLED
+            return
+        assert rested is parjobs.JobStatus.PAUSED
+        await m.resume(handle.id)
+        assert await handle.wait() is parjobs.JobStatus.COMPLETED
+        info = await handle.info()
+    assert sorted(info.result["done"]) == indices and info.done_items == len(indices)
+    each_once_through_the_group_path(indices, frozenset())
+
+
+@pytest.mark.parametrize(("workers", "bundles"), [(2, 4), (4, 2)])
+async def test_the_last_bundles_spread_once_no_task_waits(
+    store_path: str, monkeypatch: pytest.MonkeyPatch, workers: int, bundles: int
+) -> None:
+    """Slow members (10 ms): more bundles than workers hand their rest back as one bundle
+    while others wait, and the last ones spread their rest once nothing waits, so no worker
+    sits idle at the end; fewer bundles than workers spread at once. Each task once."""
+    monkeypatch.setattr(Grouped, "WAIT", 0.01)
+    monkeypatch.setattr(Grouped, "peak", 0)
+    monkeypatch.setattr(Bundle, "member_seconds", task_mod.BUNDLE_SECONDS)
+    GROUP_LOG.clear()
+    indices = [2 * i for i in range(16 * bundles)]
+    async with parjobs.open_manager(store_path, workers=workers) as m:
+        handle = await m.submit(SlowBundlesJob(indices=indices, per=16))
+        assert await handle.wait() is parjobs.JobStatus.COMPLETED
+        result = (await handle.info()).result
+    left = result["left"]
+    if bundles > workers:
+        assert "bundle" in left, left
+    assert any(isinstance(n, int) for n in left), left  # spread: idle workers took some
+    assert Grouped.peak >= 2  # group calls slept side by side
+    assert sorted(result["done"]) == indices
+    assert sorted(i for kind, ix in GROUP_LOG if kind == "group" for i in ix) == indices
+
+
+async def test_a_bundle_counts_only_its_own_jobs_waiting_tasks(
+    store_path: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another job of the same manager has hundreds of tasks waiting for its workers: a
+    slow bundle of this job, whose own queue is empty, still spreads its rest over this
+    job's idle workers (it counted everyone's waiting tasks, it would keep them)."""
+    monkeypatch.setattr(Grouped, "WAIT", 0.01)
+    monkeypatch.setattr(Bundle, "member_seconds", task_mod.BUNDLE_SECONDS)
+    GROUP_LOG.clear()
+    flag = tmp_path / "flag"
+    async with parjobs.open_manager(store_path, workers=4) as m:
+        other = await m.submit(CountJob(n=500, log=str(tmp_path / "log"), hold=str(flag)))
+        with trio.fail_after(30):
+            while (ctx := m._live[other.id].ctx) is None or len(ctx._pool.queue) < 100:
+                await trio.sleep(0.01)
+        handle = await m.submit(SlowBundlesJob(indices=[2 * i for i in range(16)], per=16))
+        assert await handle.wait() is parjobs.JobStatus.COMPLETED
+        result = (await handle.info()).result
+        flag.touch()
+        assert await other.wait() is parjobs.JobStatus.COMPLETED
+    (left,) = result["left"]
+    assert isinstance(left, int), left

@@ -196,6 +196,29 @@ def _install_hook(hook: dict[str, Any]) -> None:
             real_remove(path)
 
         runner_mod._remove_tree = remove_tree
+    elif kind == "requeue":
+        # A bundle past `BUNDLE_MAX_SECONDS` while tasks wait hands its rest back as one
+        # bundle: die as the Nth such bundle starts (the bundle before it booked, perhaps
+        # checkpointed), its files not copied yet. The group path's files are slowed (10 ms
+        # each) so that bundles outlast 50 ms.
+        real_run = task_mod.Bundle.run
+        real_copy = smallfiles_mod.copy_small_files
+
+        def bundle_run(self: Any, tc: Any) -> Any:
+            if getattr(self, "requeued", False) and counter.hit():
+                die()
+            done = real_run(self, tc)
+            for task in done.left:
+                if isinstance(task, task_mod.Bundle):
+                    task.requeued = True  # type: ignore[attr-defined]
+            return done
+
+        def slow_copy(items: Any, **kwargs: Any) -> Any:
+            time.sleep(0.01 * len(items))
+            return real_copy(items, **kwargs)
+
+        task_mod.Bundle.run = bundle_run  # type: ignore[method-assign]
+        smallfiles_mod.copy_small_files = slow_copy
     elif kind == "task":
         # Dies as the Nth task starts (whatever the operation).
         real_run_one = executor_mod._run_one

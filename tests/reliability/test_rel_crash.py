@@ -147,6 +147,7 @@ class CopyOp(Op):
         ("rename-after", (5, 200)),
         ("group-mid", (2, 20)),
         ("group-after", (2, 20)),
+        ("requeue", (1, 2)),
     ]
 
     def scenario(self, root: Path, template: Path, shm: Path) -> Scenario:
