@@ -212,6 +212,7 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         if self._shut_down:
             return
         self._closing = True
+        self._closed_event.set()  # a run waiting for a failing store tries once more, now
         async with self._claim_lock:
             pass  # a worker's claim under way has registered its run by now
         for live in list(self._live.values()):
@@ -235,6 +236,8 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         self._events.close_all()  # every subscription ends: nothing more will come
         await self._db(self.store.unregister_manager, self.id)
         self._shut_down = True
+        if self._unrecorded is not None:  # the store took the rest: still, say it failed
+            raise self._unrecorded
 
     # -- public API ----------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import trio
 from ._config import ManagerConfig
 from ._context import JobContext
 from ._events import EventBus, EventKind
+from ._exceptions import StoreError
 from ._job import Job
 from ._jobstore import JobStore, StoreListener
 from ._progress import Progress, ProgressTracker
@@ -113,6 +114,10 @@ class ManagerCore:
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._closing = False
+        self._closed_event = trio.Event()  # set with `_closing`: wakes what waits for the store
+        #: The store's error that kept a run's last checkpoint from being written as the
+        #: manager closed: `close` raises it (once) if nothing else says the store failed.
+        self._unrecorded: StoreError | None = None
         self._shut_down = False  # `_shutdown` went to its end (it is then not done again)
         self._identity: object | None = None  # the store's identity (file: dev, inode)
         # The event stream: subscribers, and what the store looked like at the last look.

@@ -193,6 +193,7 @@ class JobRunner(ManagerCore):
         failure: BaseException | None = None
         value: Any = None
         ctx: JobContext | None = None
+        recorded = False  # its last checkpoint
         with trio.CancelScope() as scope:
             live.scope = scope
             try:
@@ -230,8 +231,10 @@ class JobRunner(ManagerCore):
             finally:
                 # Record what completed, whatever happened (also on manager shutdown).
                 if ctx is not None:
-                    await self._final_checkpoint(live, ctx)
+                    recorded = await self._final_checkpoint(live, ctx)
         assert ctx is not None
+        if not recorded:  # the manager closes and the store takes no writes: the run
+            return  # rests interrupted here, and so does the next manager recover it
         reason = ctx.interrupt_reason
         policy = type(job).retry
         ending = classify(
@@ -269,29 +272,38 @@ class JobRunner(ManagerCore):
         tracker.finalize_totals()
         await self._finish(live, status, result=value, encoded=job.result_json(value))
 
-    async def _final_checkpoint(self, live: JobRun, ctx: JobContext) -> None:
-        """Write a run's last checkpoint (shielded). While the store fails, try again after
-        `STORE_RETRY`, then twice as long each time: the manager rides out the outage (a
-        database restart, a full disk freed) and records the run's end once it can. Unless
-        the manager is closing: then the `StoreError` ends it, and the next manager to open
-        the store recovers the job as ``interrupted``. A shutdown's hard stop ends the wait,
-        its batch unrecorded (redone on resume, never trusted). Meanwhile housekeeping
-        leaves the run's checkpoints alone (``waiting``): this is the only retry."""
+    async def _final_checkpoint(self, live: JobRun, ctx: JobContext) -> bool:
+        """Write a run's last checkpoint (shielded); whether it was written. While the store
+        fails, try again after `STORE_RETRY`, then twice as long each time: the manager
+        rides out the outage (a database restart, a full disk freed) and records the run's
+        end once it can. Unless the manager is closing: it tries once more at once, and if
+        the store still fails, the run ends unrecorded, its error kept for `close` to raise
+        (``_unrecorded``: one `StoreError`, not one per run and another for the manager's
+        own record), and the next manager to open the store recovers the job as
+        ``interrupted``. A shutdown's hard stop ends the wait the same way, its batch
+        unrecorded (redone on resume, never trusted). Meanwhile housekeeping leaves the
+        run's checkpoints alone (``waiting``): this is the only retry."""
         delay = STORE_RETRY
+        failed: StoreError | None = None
         try:
             while True:
                 try:
                     with trio.CancelScope(shield=True):
                         await ctx.checkpoint(force=True)
-                    return
-                except StoreError:
+                    failed = None
+                    return True
+                except StoreError as exc:
+                    failed = exc
                     if self._closing:
-                        raise
+                        return False
                 live.waiting = True
-                await trio.sleep(delay)
+                with trio.move_on_after(delay):
+                    await self._closed_event.wait()
                 delay = min(2 * delay, STORE_RETRY_MAX)
         finally:
             live.waiting = False
+            if failed is not None and self._unrecorded is None:
+                self._unrecorded = failed
 
     def _store_pause(self, live: JobRun, reason: str) -> None:
         """The run's checkpoints kept failing and it pauses itself: show it ``pausing``,
