@@ -180,7 +180,7 @@ async def test_closing_a_manager_whose_job_waits_for_a_dead_store_is_prompt(
         try:
             async with parjobs.open_manager(store.path, workers=2) as m:
                 await faults.pause_by_outage(m, store)
-                await trio.sleep(20)  # its retries back off: 8 s apart by now
+                await trio.sleep(10)  # its retries back off: the next one 5.5 s away
                 t0 = trio.current_time()
         except BaseException as exc:
             raised = exc
