@@ -13,7 +13,7 @@ from ._exceptions import InvalidTransitionError, JobNotFoundError, LeaseError, S
 from ._jobstore import StoreListener
 from ._manager_core import JobRun
 from ._scheduler import JobScheduler
-from ._status import JobStatus
+from ._status import RESUMED, JobStatus
 
 #: How often the manager looks for pause/cancel requests from other processes.
 REQUEST_POLL = 0.2
@@ -30,8 +30,6 @@ HEAL_MAX = 60.0
 #: failed (seconds), then twice as long after each failed attempt, up to `LISTEN_RETRY_MAX`.
 LISTEN_RETRY = 0.5
 LISTEN_RETRY_MAX = 30.0
-#: What the record of a job resumed that way says until its run starts.
-RESUMED = "resumed by itself: the store takes writes again (its failures had paused it)"
 
 
 class Housekeeping(JobScheduler):

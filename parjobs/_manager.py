@@ -479,7 +479,7 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         Works for jobs run by another process (the request travels through the store).
         A job its failing store paused (which resumes by itself once the store takes writes
         again) stays paused from then on, its store error cleared."""
-        self._steered(job_id)
+        await self._steered_settled(job_id)
         info = await self._steer(job_id, "pause")
         if info is not None:  # nobody live holds it: a compare-and-set on status and owner
             mine = info.status is JobStatus.PAUSED and paused_by_store(info.error)
@@ -488,7 +488,7 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
     async def cancel(self, job_id: str) -> None:
         """Cancel a job. Running: stops at the next chunk boundary and cleans up. Resting
         (paused, interrupted, failed): cleaned up now. Illegal when completed or cancelled."""
-        self._steered(job_id)
+        await self._steered_settled(job_id)
         info = await self._steer(job_id, "cancel")
         if info is None:
             return

@@ -316,14 +316,26 @@ class JobRunner(ManagerCore):
         )
         self._publish_status(info)
 
-    def _steered(self, job_id: str) -> None:
+    def _steered(self, job_id: str) -> bool:
         """A person paused, cancelled or resumed the job: theirs to decide now, it is no
         longer resumed by itself once the store takes writes again (a run pausing for its
-        store rests paused by the person, with no store error)."""
+        store rests paused by the person, with no store error). Whether it was to be."""
+        healing = job_id in self._healing
         self._healing.discard(job_id)
         live = self._live.get(job_id)
         if live is not None and live.ctx is not None:
             live.ctx.store_error = None
+        return healing
+
+    async def _steered_settled(self, job_id: str) -> None:
+        """`_steered`, then, if the job was to resume by itself, wait for that resume if it
+        is under way (it holds the claim lock across its store call): the person's pause
+        or cancel then finds the job where that left it (queued here: it rests at once,
+        never started), not half-way (the store already saying queued, this manager's
+        queue not yet)."""
+        if self._steered(job_id):
+            async with self._claim_lock:
+                pass
 
     async def _heal(self, job_id: str) -> None:
         """Resume a job its failing store paused, once the store takes writes again

@@ -11,7 +11,7 @@ from ._exceptions import InvalidTransitionError, LeaseError, StoreError
 from ._manager_core import JobRun
 from ._records import JobInfo
 from ._runner import JobRunner
-from ._status import JobStatus, dependency_state
+from ._status import RESUMED, JobStatus, dependency_state
 
 #: How often prerequisites run by other processes are polled.
 DEPENDENCY_POLL = 1.0
@@ -34,9 +34,17 @@ class JobScheduler(JobRunner):
         if live in self._queue:
             self._queue.remove(live)
         live.releasing = True
+        # (A job its store paused, queued by itself again: its record no longer says so.)
+        cleared = {"error": None} if live.info.error == RESUMED else {}
         try:
             await self._db(
-                self.store.transition, live.id, status, holder=self.id, lease=None, request=None
+                self.store.transition,
+                live.id,
+                status,
+                holder=self.id,
+                lease=None,
+                request=None,
+                **cleared,
             )
         except LeaseError as exc:
             live.lost = str(exc)

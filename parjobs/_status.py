@@ -17,6 +17,10 @@ from ._exceptions import InvalidTransitionError
 STORE_PAUSED = "paused: its progress cannot be recorded"
 
 
+#: What the record of a job resumed that way says while it is queued (its run clears it).
+RESUMED = "resumed by itself: the store takes writes again (its failures had paused it)"
+
+
 def paused_by_store(error: str | None) -> bool:
     """Whether a paused job's stored ``error`` says its failing store paused it."""
     return error is not None and error.startswith(STORE_PAUSED)

@@ -15,8 +15,8 @@ import trio
 
 import parjobs
 from parjobs import JobStatus
-from parjobs._housekeeping import HEAL_AFTER, RESUMED
-from parjobs._status import paused_by_store
+from parjobs._housekeeping import HEAL_AFTER
+from parjobs._status import RESUMED, paused_by_store
 from parjobs._util import exception_leaves as leaves
 
 
@@ -123,6 +123,44 @@ async def test_a_person_steering_it_elsewhere_as_it_heals_wins(
         assert live is None or live.rested.is_set()
         info = await b.get(job_id)
     assert (info.status, info.runs) == (JobStatus.COMPLETED, 2)
+    faults.assert_each_task_ran_once(store.log)
+
+
+async def test_a_pause_in_the_healing_manager_as_it_queues_the_job_wins(
+    store: faults.OutageStore, autojump_clock: trio.abc.Clock
+) -> None:
+    """A person pauses the job through the very manager that is resuming it by itself, as
+    that resume queues it (the same process's race; the resume holds its claim lock across
+    the store call): the pause returns without an error and wins (the job rests paused, no
+    store error, and does not run until a person resumes it). Each task once, two runs."""
+    paused: list[BaseException | None] = []
+    async with parjobs.open_manager(store.path, workers=2) as m, trio.open_nursery() as nursery:
+        job_id = await rested_by_store(m, store)
+
+        async def pause() -> None:
+            try:
+                await m.pause(job_id)
+            except Exception as exc:
+                paused.append(exc)
+            else:
+                paused.append(None)
+
+        async def during() -> None:  # the pause begins as the store call does
+            nursery.start_soon(pause)
+
+        hook_heal(m, during)
+        open(store.flag, "w").close()
+        with trio.fail_after(60):
+            while not paused:
+                await trio.sleep(0.05)
+        assert paused == [None]
+        await trio.sleep(5 * HEAL_AFTER)
+        info = await m.get(job_id)
+        assert (info.status, info.error) == (JobStatus.PAUSED, None)
+        await m.resume(job_id)
+        assert await m.wait(job_id) is JobStatus.COMPLETED
+        info = await m.get(job_id)
+    assert info.runs == 2
     faults.assert_each_task_ran_once(store.log)
 
 
