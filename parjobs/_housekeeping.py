@@ -194,4 +194,16 @@ class Housekeeping(JobScheduler):
                 )
             except (InvalidTransitionError, LeaseError, JobNotFoundError):
                 return  # resumed, paused, cancelled or deleted meanwhile, or recovered
+            if job_id not in self._healing:  # a person paused or cancelled it here meanwhile
+                # (waiting for this step: `_steered_settled`): back out, so it never starts
+                await self._db(
+                    self.store.transition,
+                    job_id,
+                    JobStatus.PAUSED,
+                    expect=JobStatus.QUEUED,
+                    holder=self.id,
+                    lease=None,
+                    error=None,
+                )
+                return
             self._enqueue(info)
