@@ -50,25 +50,6 @@ FIRST = (
 )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Byte-compile parjobs (and the benchmarks) once, before the workers start: the suite's
-    child processes (the CLI, the crash children, the servers: several hundred) each import
-    them, and with no ``__pycache__`` each compiles them from source again, ~0.2 s of CPU a
-    process: `PYTHONDONTWRITEBYTECODE` (set on these machines) keeps them from saving it,
-    and an editable install, unlike a regular one, is not compiled by pip. A clean-clone CI
-    run took 271-310 s of pytest against 241 s in a tree compiled so (session 15)."""
-    if hasattr(config, "workerinput"):  # an xdist worker: the controller did it
-        return
-    import compileall
-
-    import parjobs
-
-    root = Path(parjobs.__file__).parent
-    for tree in (root, root.parent / "benchmarks"):
-        if tree.is_dir() and os.access(tree, os.W_OK):
-            compileall.compile_dir(str(tree), quiet=2)
-
-
 def pytest_sessionstart(session):
     """Stop at once on a stale build of a C extension: parjobs would ignore it without a
     word and do that work in Python, and the tests of the C paths would fail far from the
