@@ -221,7 +221,7 @@ _TEXT = st.text(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)  # (11 characters: 300 took 3.4 s of the suite)
 @given(
     st.lists(
         st.tuples(
