@@ -329,10 +329,10 @@ class JobRunner(ManagerCore):
 
     async def _steered_settled(self, job_id: str) -> None:
         """`_steered`, then, if the job was to resume by itself, wait for that resume if it
-        is under way (it holds the claim lock across its store call): the person's pause
-        or cancel then finds the job where that left it (queued here: it rests at once,
-        never started), not half-way (the store already saying queued, this manager's
-        queue not yet)."""
+        is under way (it holds the claim lock across its store call, and backs out when it
+        finds the job steered meanwhile: `_heal_once`): the person's pause or cancel then
+        finds the job paused as before, never started, not half-way (the store already
+        saying queued, this manager's queue not yet)."""
         if self._steered(job_id):
             async with self._claim_lock:
                 pass
