@@ -170,6 +170,19 @@ def trim_torn_line(path: str) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
+def logged(path: str) -> int:
+    """How many whole lines ``path`` holds, for polling a log that tasks are still
+    appending to: only newlines are counted, nothing is parsed. A reader racing the
+    writers' appends once read a line's last part as a line of its own (".358393", in a
+    clean-clone CI run), which `read_log` could not parse; read whole logs with `read_log`
+    only once their writers stopped."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
 def read_log(path: str) -> list[int]:
     try:
         with open(path) as f:

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from _forkcli import Forked
 from _forkcli import run as forked_run
-from _jobs import CountJob, MarkJob, read_log
+from _jobs import CountJob, MarkJob, logged, read_log
 
 import parjobs
 from parjobs import JobStatus
@@ -140,7 +140,7 @@ async def test_a_pause_through_one_process_stops_the_job_a_worker_runs(store_pat
     worker = _worker(store_path, "--until-idle", "-w", "2")
     try:
         deadline = time.monotonic() + 60
-        while len(read_log(log)) < 50:
+        while logged(log) < 50:
             assert time.monotonic() < deadline and worker.poll() is None
             time.sleep(0.02)
         asked = time.monotonic()
@@ -226,7 +226,7 @@ async def test_a_stopped_worker_hands_its_job_to_another(store_path, tmp_path):
         handle = await manager.submit(CountJob(n=1000, log=log, sleep=0.002), detach=True)
     first = _worker(store_path, "-w", "2")
     deadline = time.monotonic() + 60
-    while len(read_log(log)) < 100:
+    while logged(log) < 100:
         assert time.monotonic() < deadline and first.poll() is None
         time.sleep(0.02)
     first.send_signal(signal.SIGTERM)  # a worker taken down for maintenance

@@ -15,6 +15,7 @@ import trio
 from _jobs import (
     CountJob,
     bare_context,
+    logged,
     read_log,
     read_stamped_log,
     spawn_count_job,
@@ -51,7 +52,7 @@ async def test_after_kill_9_only_tasks_in_flight_and_the_last_interval_run_again
         child = spawn_count_job(store_path, log, n, workers=WORKERS, sleep=0.01, forked=True)
         try:
             with trio.fail_after(60):
-                while len(read_log(log)) < before + 300:
+                while logged(log) < before + 300:
                     await trio.sleep(0.01)
             os.kill(child.pid, signal.SIGKILL)
         finally:

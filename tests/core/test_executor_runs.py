@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import trio
-from _jobs import bare_context, read_log, spawn_count_job, trim_torn_line
+from _jobs import bare_context, logged, read_log, spawn_count_job, trim_torn_line
 
 import parjobs
 from parjobs import FunctionTask, JobContext, OutcomeStatus
@@ -221,7 +221,7 @@ async def test_killed_mid_run_the_store_books_only_what_ran_and_a_resume_the_res
     child = spawn_count_job(store_path, log, n, workers=2, sleep=0.0)
     try:
         with trio.fail_after(60):
-            while len(read_log(log)) < n // 3:
+            while logged(log) < n // 3:
                 await trio.sleep(0.005)
         os.kill(child.pid, signal.SIGKILL)
     finally:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from _jobs import CountJob, read_log
+from _jobs import CountJob, logged, read_log
 
 import parjobs
 from parjobs import JobStatus, ManagerClosedError, Progress
@@ -115,7 +115,7 @@ def test_pause_and_resume_from_threads_other_than_the_submitter(store_path, tmp_
     n = 150
     with BlockingManager(store_path, workers=2) as jobs:
         job_id = jobs.submit(CountJob(n=n, log=log, sleep=0.01, chunks=5))
-        wait_for(lambda: len(read_log(log)) >= 5)
+        wait_for(lambda: logged(log) >= 5)
 
         def pause_then_wait() -> JobStatus:
             jobs.pause(job_id)
@@ -268,7 +268,7 @@ def test_close_while_running_leaves_the_job_paused_for_the_next_manager(store_pa
     waited = []
     waiter = threading.Thread(target=lambda: waited.append(jobs.wait(job_id)))
     waiter.start()
-    wait_for(lambda: len(read_log(log)) >= 5)
+    wait_for(lambda: logged(log) >= 5)
     t0 = time.monotonic()
     jobs.close(grace=30)
     assert time.monotonic() - t0 < 10  # paused at once, not after the grace (2.6 s at load 18)

@@ -12,7 +12,7 @@ import time
 import pytest
 import trio
 from _forkcli import Forked
-from _jobs import CountJob, read_log
+from _jobs import CountJob, logged, read_log
 
 import parjobs
 from parjobs import JobStatus
@@ -38,7 +38,7 @@ async def test_pause_halfway_then_resume_runs_everything_once(store_path, tmp_pa
     n = 400
     async with parjobs.open_manager(store_path, workers=4) as manager:
         handle = await manager.submit(CountJob(n=n, log=log, sleep=0.005))
-        while len(read_log(log)) < n // 2:
+        while logged(log) < n // 2:
             await trio.sleep(0.01)
         await manager.pause(handle.id)
         assert await handle.wait() is JobStatus.PAUSED
@@ -211,7 +211,7 @@ def _spawn_child(store_path, log, *, n, sleep, wait_result=False):
 
 async def _wait_for_lines(log, n, timeout=30):
     with trio.fail_after(timeout):
-        while len(read_log(log)) < n:
+        while logged(log) < n:
             await trio.sleep(0.01)
 
 

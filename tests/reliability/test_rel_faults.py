@@ -54,7 +54,7 @@ from parjobs.ops._hash import HashJob
 from parjobs.ops._hashing import hash_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _jobs import CountJob, read_log
+from _jobs import CountJob, logged, read_log
 
 
 def small_tree(root: Path, *, big: int = 6, small: int = 50, seed: int = 3) -> None:
@@ -604,7 +604,7 @@ async def test_store_locked_mid_job_delays_checkpoints_only(tmp_path: Path) -> N
     async with parjobs.open_manager(store, workers=2) as m:
         handle = await m.submit(CountJob(n=3000, log=log, sleep=0.0005))
         with trio.fail_after(10):
-            while len(read_log(log)) < 300:
+            while logged(log) < 300:
                 await trio.sleep(0.01)
         holder = await trio.to_thread.run_sync(hold_lock, store, 1.0)
         with trio.fail_after(60):
@@ -697,7 +697,7 @@ async def pause_by_outage(m: parjobs.JobManager, store: OutageStore) -> parjobs.
         CountJob(n=OUTAGE_TASKS, log=store.log, hold=store.flag, hold_from=HELD_FROM)
     )
     with trio.fail_after(60):
-        while len(read_log(store.log)) < HELD_FROM:
+        while logged(store.log) < HELD_FROM:
             await trio.sleep(0.01)
         store.outages.append(await trio.to_thread.run_sync(store.begin))
         while handle.status is not JobStatus.PAUSING:
