@@ -172,10 +172,11 @@ def trim_torn_line(path: str) -> None:
 
 def logged(path: str) -> int:
     """How many whole lines ``path`` holds, for polling a log that tasks are still
-    appending to: only newlines are counted, nothing is parsed. A reader racing the
-    writers' appends once read a line's last part as a line of its own (".358393", in a
-    clean-clone CI run), which `read_log` could not parse; read whole logs with `read_log`
-    only once their writers stopped."""
+    appending to: one read, only newlines counted. Iterating the lines of a growing file
+    reads on past its end: an append that crosses a page boundary is visible half-written
+    for a moment, so one ``readline`` returns "17 1764889123" at the then end of the file
+    and the next one the rest, ".358393" (a clean-clone CI run, which `read_log` could not
+    parse). Read whole logs with `read_log` only once their writers stopped."""
     try:
         with open(path, "rb") as f:
             return f.read().count(b"\n")
