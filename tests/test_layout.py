@@ -67,7 +67,8 @@ EXEMPT = {
     "parjobs._exceptions": "the error tree; tests/test_exports.py checks its classes and roots",
     "parjobs._status": "the transition table; tests/test_docs.py checks it against the docs",
     "parjobs._housekeeping": "heartbeat, leases, pause requests: through test_manager's runs; "
-    "resuming the jobs a failing store paused: test_rel_faults' store outages",
+    "resuming the jobs a failing store paused: the store outages of test_rel_faults and "
+    "test_rel_store_heal",
     "parjobs._manager_core": "the state a manager's parts share; tested through test_manager",
     "parjobs._pgschema": "PostgreSQL's schema: every both_stores test runs on it, and its "
     "upgrades of old stores are in test_itemlog",

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from rel_helpers import clone_tree, mixed_tree
+from rel_helpers import Outage, OutageStore, PgOutage, clone_tree, mixed_tree, short_busy_timeout
+
+import parjobs
 
 
 def _slow_enabled(config: pytest.Config) -> bool:
@@ -47,3 +50,26 @@ def source_tree(tree_template: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "src"
     clone_tree(tree_template, dest)
     return dest
+
+
+@pytest.fixture
+def outage_store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[OutageStore]:
+    """A SQLite store whose busy timeout is 50 ms (PostgreSQL with ``"postgresql"`` as the
+    param), and jobs that pause after 0.2 s of failed checkpoint writes (real time:
+    `_context` measures it so)."""
+    monkeypatch.setattr(parjobs._context, "PAUSE_AFTER_FAILING", 0.2)
+    log, flag = str(tmp_path / "log"), str(tmp_path / "flag")
+    if getattr(request, "param", "sqlite") == "postgresql":
+        server = request.getfixturevalue("pg_server")
+        monkeypatch.setenv("PARJOBS_JOB_FILES", str(tmp_path / "job-files"))
+        db = server.create_db()
+        store = OutageStore(server.url(db), log, flag, lambda: PgOutage(server, db))
+    else:
+        short_busy_timeout(monkeypatch, 0.05)
+        path = str(tmp_path / "jobs.sqlite")
+        store = OutageStore(path, log, flag, lambda: Outage(path))
+    yield store
+    for outage in store.outages:
+        outage.end()

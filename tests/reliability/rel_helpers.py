@@ -3,28 +3,34 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+import trio
 from PIL import Image
 
 import parjobs
+from parjobs import JobStatus
 from parjobs.ops._names import META_SUFFIX, PARTIAL_SUFFIX, TMP_SUFFIX
 
 # tests/ holds _trees; crash-test children import this module without the test conftest.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _forkcli import Forked
+from _jobs import CountJob, logged, read_log
 from _trees import read as read
 from _trees import snapshot as snapshot
 from _trees import write as write
@@ -291,3 +297,99 @@ def open_fds() -> set[str]:
 
 def job_dir(store: str, job_id: str) -> str:
     return os.path.join(store + ".d", job_id)
+
+
+# -- store outages (test_rel_faults, test_rel_store_heal) -------------------------------
+
+
+def short_busy_timeout(monkeypatch: pytest.MonkeyPatch, seconds: float = 0.5) -> None:
+    """Stores opened from now on wait ``seconds`` for a lock another process holds, not the
+    default busy timeout."""
+    real_open = parjobs._store.JobStore.open.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        parjobs._store.JobStore,
+        "open",
+        classmethod(lambda cls, path, timeout=seconds: real_open(cls, path, timeout=timeout)),
+    )
+
+
+#: Tasks of the outage tests; those from `HELD_FROM` on wait for a flag file (created once
+#: the store is released), so the job is still running whenever the outage comes.
+OUTAGE_TASKS, HELD_FROM = 200, 100
+
+
+class Outage:
+    """Another connection holds the store's write lock (``BEGIN EXCLUSIVE``) until `end`:
+    every write of the manager fails with SQLITE_BUSY after its (shortened) busy timeout."""
+
+    def __init__(self, store: str) -> None:
+        self.con: sqlite3.Connection | None = sqlite3.connect(
+            store, isolation_level=None, check_same_thread=False
+        )
+        self.con.execute("BEGIN EXCLUSIVE")
+
+    def end(self) -> None:
+        if self.con is not None:
+            self.con.execute("ROLLBACK")
+            self.con.close()
+            self.con = None
+
+
+class PgOutage:
+    """The PostgreSQL database refuses connections and its sessions are ended until `end`:
+    every store call of the manager fails (its connection is gone, a new one refused)."""
+
+    def __init__(self, server: Any, db: str) -> None:
+        self.server, self.db, self.on = server, db, True
+        server.sql(f"ALTER DATABASE {db} ALLOW_CONNECTIONS false")
+        server.sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+        )
+
+    def end(self) -> None:
+        if self.on:
+            self.server.sql(f"ALTER DATABASE {self.db} ALLOW_CONNECTIONS true")
+            self.on = False
+
+
+@dataclasses.dataclass
+class OutageStore:
+    """A store whose outages a test starts (`begin`); every one is ended at the end."""
+
+    path: str
+    log: str
+    flag: str
+    begin: Callable[[], Outage | PgOutage]
+    outages: list[Outage | PgOutage] = dataclasses.field(default_factory=list)
+
+
+async def pause_by_outage(m: parjobs.JobManager, store: OutageStore) -> parjobs.JobHandle:
+    """Submit a job, start an outage once its first `HELD_FROM` tasks ran (the rest wait
+    for the flag file), and return once the job pauses itself for its failing store."""
+    handle = await m.submit(
+        CountJob(n=OUTAGE_TASKS, log=store.log, hold=store.flag, hold_from=HELD_FROM)
+    )
+    with trio.fail_after(60):
+        while logged(store.log) < HELD_FROM:
+            await trio.sleep(0.01)
+        store.outages.append(await trio.to_thread.run_sync(store.begin))
+        while handle.status is not JobStatus.PAUSING:
+            await trio.sleep(0.01)
+    return handle
+
+
+async def end_outage(store: OutageStore) -> None:
+    await trio.to_thread.run_sync(store.outages[-1].end)
+
+
+async def run_to_end(m: parjobs.JobManager, job_id: str) -> parjobs.JobInfo:
+    """Follow the job through pauses and resumes until it ends."""
+    with trio.fail_after(600):
+        async for _ in m.watch(job_id, through_pauses=True):
+            pass
+    return await m.get(job_id)
+
+
+def assert_each_task_ran_once(log: str) -> None:
+    assert sorted(read_log(log)) == list(range(OUTAGE_TASKS))

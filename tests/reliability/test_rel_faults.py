@@ -8,7 +8,6 @@ half-written under a real name, and once the fault is gone a resume completes ex
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 import shutil
@@ -17,7 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +27,19 @@ from _forkcli import run as forked_run
 from rel_helpers import (
     MIB,
     NOBODY,
+    OutageStore,
+    assert_each_task_ran_once,
     assert_no_half_written,
     can_demote,
     chown_tree,
+    end_outage,
+    pause_by_outage,
     read,
     remount,
     resume_to_end,
     run_child,
+    run_to_end,
+    short_busy_timeout,
     snapshot,
     temp_names,
     tmpfs,
@@ -529,17 +534,6 @@ def hold_lock(store: str, seconds: float) -> subprocess.Popen[str]:
     return proc
 
 
-def short_busy_timeout(monkeypatch: pytest.MonkeyPatch, seconds: float = 0.5) -> None:
-    """Stores opened from now on wait ``seconds`` for a lock another process holds, not the
-    default busy timeout."""
-    real_open = parjobs._store.JobStore.open.__func__  # type: ignore[attr-defined]
-    monkeypatch.setattr(
-        parjobs._store.JobStore,
-        "open",
-        classmethod(lambda cls, path, timeout=seconds: real_open(cls, path, timeout=timeout)),
-    )
-
-
 async def make_store(tmp_path: Path, n: int = 50) -> tuple[str, str, str]:
     store, log = str(tmp_path / "jobs.sqlite"), str(tmp_path / "log")
     async with parjobs.open_manager(store) as m:
@@ -615,110 +609,6 @@ async def test_store_locked_mid_job_delays_checkpoints_only(tmp_path: Path) -> N
 
 
 # -- a store that fails for longer than the pause threshold, then recovers -----------------
-
-#: Tasks of the outage tests; those from `HELD_FROM` on wait for a flag file (created once
-#: the store is released), so the job is still running whenever the outage comes.
-OUTAGE_TASKS, HELD_FROM = 200, 100
-
-
-class Outage:
-    """Another connection holds the store's write lock (``BEGIN EXCLUSIVE``) until `end`:
-    every write of the manager fails with SQLITE_BUSY after its (shortened) busy timeout."""
-
-    def __init__(self, store: str) -> None:
-        self.con: sqlite3.Connection | None = sqlite3.connect(
-            store, isolation_level=None, check_same_thread=False
-        )
-        self.con.execute("BEGIN EXCLUSIVE")
-
-    def end(self) -> None:
-        if self.con is not None:
-            self.con.execute("ROLLBACK")
-            self.con.close()
-            self.con = None
-
-
-class PgOutage:
-    """The PostgreSQL database refuses connections and its sessions are ended until `end`:
-    every store call of the manager fails (its connection is gone, a new one refused)."""
-
-    def __init__(self, server: Any, db: str) -> None:
-        self.server, self.db, self.on = server, db, True
-        server.sql(f"ALTER DATABASE {db} ALLOW_CONNECTIONS false")
-        server.sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            f"WHERE datname = '{db}' AND pid <> pg_backend_pid()"
-        )
-
-    def end(self) -> None:
-        if self.on:
-            self.server.sql(f"ALTER DATABASE {self.db} ALLOW_CONNECTIONS true")
-            self.on = False
-
-
-@dataclasses.dataclass
-class OutageStore:
-    """A store whose outages a test starts (`begin`); every one is ended at the end."""
-
-    path: str
-    log: str
-    flag: str
-    begin: Callable[[], Outage | PgOutage]
-    outages: list[Outage | PgOutage] = dataclasses.field(default_factory=list)
-
-
-@pytest.fixture
-def outage_store(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[OutageStore]:
-    """A SQLite store whose busy timeout is 50 ms (PostgreSQL with ``"postgresql"`` as the
-    param), and jobs that pause after 0.2 s of failed checkpoint writes (real time:
-    `_context` measures it so)."""
-    monkeypatch.setattr(parjobs._context, "PAUSE_AFTER_FAILING", 0.2)
-    log, flag = str(tmp_path / "log"), str(tmp_path / "flag")
-    if getattr(request, "param", "sqlite") == "postgresql":
-        server = request.getfixturevalue("pg_server")
-        monkeypatch.setenv("PARJOBS_JOB_FILES", str(tmp_path / "job-files"))
-        db = server.create_db()
-        store = OutageStore(server.url(db), log, flag, lambda: PgOutage(server, db))
-    else:
-        short_busy_timeout(monkeypatch, 0.05)
-        path = str(tmp_path / "jobs.sqlite")
-        store = OutageStore(path, log, flag, lambda: Outage(path))
-    yield store
-    for outage in store.outages:
-        outage.end()
-
-
-async def pause_by_outage(m: parjobs.JobManager, store: OutageStore) -> parjobs.JobHandle:
-    """Submit a job, start an outage once its first `HELD_FROM` tasks ran (the rest wait
-    for the flag file), and return once the job pauses itself for its failing store."""
-    handle = await m.submit(
-        CountJob(n=OUTAGE_TASKS, log=store.log, hold=store.flag, hold_from=HELD_FROM)
-    )
-    with trio.fail_after(60):
-        while logged(store.log) < HELD_FROM:
-            await trio.sleep(0.01)
-        store.outages.append(await trio.to_thread.run_sync(store.begin))
-        while handle.status is not JobStatus.PAUSING:
-            await trio.sleep(0.01)
-    return handle
-
-
-async def end_outage(store: OutageStore) -> None:
-    await trio.to_thread.run_sync(store.outages[-1].end)
-
-
-async def run_to_end(m: parjobs.JobManager, job_id: str) -> parjobs.JobInfo:
-    """Follow the job through pauses and resumes until it ends."""
-    with trio.fail_after(600):
-        async for _ in m.watch(job_id, through_pauses=True):
-            pass
-    return await m.get(job_id)
-
-
-def assert_each_task_ran_once(log: str) -> None:
-    assert sorted(read_log(log)) == list(range(OUTAGE_TASKS))
 
 
 @pytest.mark.parametrize("outage_store", ["sqlite", "postgresql"], indirect=True)

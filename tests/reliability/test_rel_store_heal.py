@@ -1,16 +1,14 @@
 """Jobs a failing store paused, and the manager that resumes them by itself (`_heal`): what
 holds when that meets a second manager, a person, a delete, a close, and a store that never
-comes back. Real outages, as in test_rel_faults: another connection holds the SQLite
-store's write lock (``BEGIN EXCLUSIVE``)."""
+comes back. Real outages (rel_helpers, as in test_rel_faults): another connection holds
+the SQLite store's write lock (``BEGIN EXCLUSIVE``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import test_rel_faults as faults  # type: ignore[import-not-found]  # (its outage helpers)
+import rel_helpers as faults
 import trio
 
 import parjobs
@@ -21,18 +19,10 @@ from parjobs._util import exception_leaves as leaves
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[faults.OutageStore]:
-    """test_rel_faults' ``outage_store`` (SQLite only): a 50 ms busy timeout, jobs that
+def store(outage_store: faults.OutageStore) -> faults.OutageStore:
+    """The reliability suite's ``outage_store`` (SQLite): a 50 ms busy timeout, jobs that
     pause after 0.2 s of failed checkpoints."""
-    monkeypatch.setattr(parjobs._context, "PAUSE_AFTER_FAILING", 0.2)
-    faults.short_busy_timeout(monkeypatch, 0.05)
-    path = str(tmp_path / "jobs.sqlite")
-    st = faults.OutageStore(
-        path, str(tmp_path / "log"), str(tmp_path / "flag"), lambda: faults.Outage(path)
-    )
-    yield st
-    for outage in st.outages:
-        outage.end()
+    return outage_store
 
 
 async def rested_by_store(m: parjobs.JobManager, store: faults.OutageStore) -> str:
