@@ -15,6 +15,11 @@ from collections.abc import Iterable
 #: heartbeat: a process stopped with Ctrl-Z keeps its jobs. ``$PARJOBS_LEASE_TIMEOUT``
 #: overrides it (tests make it small).
 LEASE_TIMEOUT = 30.0
+#: Managers of this process that closed without unregistering (their store failed as they
+#: closed): gone, though their process lives, to every recovery this process makes. Other
+#: processes recover their jobs once this one has exited (or their heartbeat aged, from
+#: another host).
+CLOSED: set[str] = set()
 
 
 def lease_timeout() -> float:
@@ -42,7 +47,9 @@ def dead_among(rows: Iterable[tuple[str, int, str, float, str | None]], now: flo
     host, timeout = socket.gethostname(), lease_timeout()
     dead = set()
     for manager_id, pid, where, heartbeat, pid_start in rows:
-        if where == host:
+        if manager_id in CLOSED:
+            alive = False
+        elif where == host:
             alive = pid_alive(pid) and same_process(pid, pid_start)
         else:
             alive = now - heartbeat < timeout

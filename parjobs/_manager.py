@@ -48,6 +48,7 @@ from ._housekeeping import REQUEST_POLL, Housekeeping
 from ._items import ItemRecord
 from ._job import DumpedJob, Job, dump_job, lookup_job_type
 from ._jobstore import JobStore, StoreListener
+from ._leases import CLOSED
 from ._progress import ItemError, Progress
 from ._records import ItemQuery, JobInfo, JobQuery
 from ._status import JobStatus, check_transition, paused_by_store
@@ -222,9 +223,15 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
                 await self._rest_queued(live, JobStatus.INTERRUPTED)
             elif live.starting and live.ctx is None and not live.rested.is_set():
                 self._apply_request(live, "pause")
-            elif live.status in (JobStatus.RUNNING, JobStatus.PAUSING):
-                with contextlib.suppress(InvalidTransitionError):  # ended meanwhile
+            elif live.status in (JobStatus.RUNNING, JobStatus.PAUSING) and not live.releasing:
+                try:
                     await self._interrupt(live, "pause", JobStatus.PAUSING)
+                except InvalidTransitionError:  # ended meanwhile
+                    pass
+                except StoreError as exc:  # it pauses all the same, its end unrecorded
+                    self._apply_request(live, "pause")
+                    if self._unrecorded is None:
+                        self._unrecorded = exc
         with trio.move_on_after(grace):
             for live in list(self._live.values()):
                 await live.rested.wait()
@@ -234,7 +241,11 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         for live in list(self._live.values()):
             await live.rested.wait()
         self._events.close_all()  # every subscription ends: nothing more will come
-        await self._db(self.store.unregister_manager, self.id)
+        try:
+            await self._db(self.store.unregister_manager, self.id)
+        except StoreError:
+            CLOSED.add(self.id)  # its jobs are recovered by the next manager of this process
+            raise
         self._shut_down = True
         if self._unrecorded is not None:  # the store took the rest: still, say it failed
             raise self._unrecorded

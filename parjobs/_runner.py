@@ -9,6 +9,7 @@ import json
 import shutil
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -19,6 +20,7 @@ from ._exceptions import (
     Interrupted,
     InvalidTransitionError,
     JobLoadError,
+    JobNotFoundError,
     JobSpecError,
     LeaseError,
     StoreError,
@@ -273,23 +275,29 @@ class JobRunner(ManagerCore):
         await self._finish(live, status, result=value, encoded=job.result_json(value))
 
     async def _final_checkpoint(self, live: JobRun, ctx: JobContext) -> bool:
-        """Write a run's last checkpoint (shielded); whether it was written. While the store
-        fails, try again after `STORE_RETRY`, then twice as long each time: the manager
-        rides out the outage (a database restart, a full disk freed) and records the run's
-        end once it can. Unless the manager is closing: it tries once more at once, and if
-        the store still fails, the run ends unrecorded, its error kept for `close` to raise
-        (``_unrecorded``: one `StoreError`, not one per run and another for the manager's
-        own record), and the next manager to open the store recovers the job as
-        ``interrupted``. A shutdown's hard stop ends the wait the same way, its batch
-        unrecorded (redone on resume, never trusted). Meanwhile housekeeping leaves the
-        run's checkpoints alone (``waiting``): this is the only retry."""
+        """Write a run's last checkpoint (`_patiently`); whether it was written. A
+        shutdown's hard stop ends the wait too, its batch unrecorded (redone on resume,
+        never trusted). Meanwhile housekeeping leaves the run's checkpoints alone
+        (``waiting``): this is the only retry."""
+        return await self._patiently(live, lambda: ctx.checkpoint(force=True))
+
+    async def _patiently(self, live: JobRun, write: Callable[[], Awaitable[object]]) -> bool:
+        """Run ``write`` (shielded: a write is never cut in half), a store write of the run's
+        end (its last checkpoint, its final status); whether the store took it. While the
+        store fails, try again after `STORE_RETRY`, then twice as long each time: the
+        manager rides out the outage (a database restart, a full disk freed) and records
+        the run's end once it can. Unless the manager is closing: it tries once more at
+        once, and if the store still fails, the run ends unrecorded, its error kept for
+        `close` to raise (``_unrecorded``: one `StoreError`, not one per run and another
+        for the manager's own record), and the next manager to open the store recovers the
+        job as ``interrupted`` (or ``paused``), resumable from its last checkpoint."""
         delay = STORE_RETRY
         failed: StoreError | None = None
         try:
             while True:
                 try:
                     with trio.CancelScope(shield=True):
-                        await ctx.checkpoint(force=True)
+                        await write()
                     failed = None
                     return True
                 except StoreError as exc:
@@ -359,20 +367,30 @@ class JobRunner(ManagerCore):
         """Queue the job again after ``delay`` (a transient failure; attempts are counted in
         ``runs``). Waiters keep waiting: the job is not resting."""
         error = f"attempt {live.info.runs + 1} failed, retrying in {delay:.1f} s: {failure!r}"
-        with trio.CancelScope(shield=True):
-            try:
-                info = await self._db(
-                    self.store.transition,
-                    live.id,
-                    JobStatus.QUEUED,
-                    holder=self.id,
-                    lease=self.id,
-                    error=error,
-                )
-            except LeaseError as exc:
-                self._lose(live, str(exc))
-                await self._finish(live, JobStatus.INTERRUPTED, error=live.lost)
-                return
+        queued: JobInfo | None = None
+
+        async def requeue() -> None:  # (again after a failed attempt: queued to queued)
+            nonlocal queued
+            queued = await self._db(
+                self.store.transition,
+                live.id,
+                JobStatus.QUEUED,
+                holder=self.id,
+                lease=self.id,
+                error=error,
+            )
+
+        try:
+            written = await self._patiently(live, requeue)
+        except LeaseError as exc:
+            self._lose(live, str(exc))
+            await self._finish(live, JobStatus.INTERRUPTED, error=live.lost)
+            return
+        if not written or queued is None:  # closing, the store failing: as in `_finish`
+            live.ctx = None
+            live.rest(JobStatus.INTERRUPTED)
+            return
+        info = queued
         again = JobRun(info)
         again.job = live.job
         self._live[live.id] = again
@@ -465,36 +483,80 @@ class JobRunner(ManagerCore):
                 fields["result"], plain = encoded or json.dumps(result), True
             except TypeError:
                 fields["result"] = json.dumps(result, default=repr)
-        with trio.CancelScope(shield=True):
-            try:
-                stored = await self._db(
-                    self.store.transition,
-                    live.id,
-                    status,
-                    holder=self.id,
-                    job_result=result,
-                    **fields,
-                )
-                if plain:
-                    live.ended = dataclasses.replace(stored, result=result)
-            except InvalidTransitionError:
-                # The job moved meanwhile: keep what the store says rather than crash.
-                status = (await self.get(live.id)).status
-            except LeaseError as exc:  # taken from this run: its status is not ours to set
-                live.lost = live.error = str(exc)
-                live.ctx = None
-                live.rest(JobStatus.INTERRUPTED)
-                return
-            if status.is_ended:
-                self._store_pauses.pop(live.id, None)
-            if status.is_final:
-                # Recorded: while its directory goes, the run reads as the store does (a
-                # resume asked meanwhile is refused as "cancelled", not "cancelling").
-                live.set_status(status)
+        stored: JobStatus | None = None  # what the store says once written (None: lost)
+        attempts = 0
+
+        async def record() -> None:
+            nonlocal stored, attempts
+            attempts += 1
+            stored = await self._record_end(live, status, fields, result, plain, attempts > 1)
+
+        if not await self._patiently(live, record):
+            # Closing, the store still failing: nothing recorded. The store still says the
+            # job runs here; the next manager to open it recovers it (`_patiently`).
+            live.ctx = None
+            live.rest(JobStatus.INTERRUPTED)
+            return
+        if stored is None:  # taken from this run: its status is not ours to set
+            live.ctx = None
+            live.rest(JobStatus.INTERRUPTED)
+            return
+        status = stored
+        if status.is_ended:
+            self._store_pauses.pop(live.id, None)
+        if status.is_final:
+            # Recorded: while its directory goes, the run reads as the store does (a
+            # resume asked meanwhile is refused as "cancelled", not "cancelling").
+            live.set_status(status)
+            with trio.CancelScope(shield=True):
                 await self._remove_job_dir(live.id)
         live.error = error or live.error
         live.ctx = None
         live.rest(status)
+
+    async def _record_end(
+        self,
+        live: JobRun,
+        status: JobStatus,
+        fields: dict[str, Any],
+        result: Any,
+        plain: bool,
+        again: bool,
+    ) -> JobStatus | None:
+        """One attempt of `_finish`'s write: the status the store now holds for the job
+        (``status``, or what it moved to meanwhile), or None when the job was taken from
+        this run (``live.lost`` says why). ``again``: an earlier attempt failed, and may
+        have been written all the same (PostgreSQL's connection lost as it committed): a
+        job found ended so, its lease as that write left it, was ours, and is not written
+        twice."""
+        try:
+            stored = await self._db(
+                self.store.transition,
+                live.id,
+                status,
+                holder=self.id,
+                job_result=result,
+                **fields,
+            )
+        except InvalidTransitionError:
+            # The job moved meanwhile: keep what the store says rather than crash.
+            return (await self.get(live.id)).status
+        except LeaseError as exc:
+            if again:
+                found: JobInfo | None
+                try:
+                    found = await self.get(live.id)
+                except JobNotFoundError:
+                    found = None
+                if found is not None and (found.status, found.lease) == (status, fields["lease"]):
+                    if plain:
+                        live.ended = dataclasses.replace(found, result=result)
+                    return status
+            live.lost = live.error = str(exc)
+            return None
+        if plain:
+            live.ended = dataclasses.replace(stored, result=result)
+        return status
 
     async def _write_checkpoint(self, job_id: str, batch: CheckpointBatch) -> None:
         """Record a running job's checkpoint, only while this manager holds its lease: a

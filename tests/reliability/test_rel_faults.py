@@ -806,3 +806,91 @@ async def test_damaged_store_is_a_clear_error(tmp_path: Path, damage: str) -> No
     proc = forked_run(["jobs", "--store", store])
     assert proc.returncode == 2, proc
     assert proc.stderr.count("\n") == 1 and store in proc.stderr, proc.stderr
+
+
+def outage_at_the_end(m: parjobs.JobManager, store: OutageStore) -> trio.Event:
+    """Start an outage of ``store`` just as ``m`` records a job's end (its completed status
+    and result: the write after its last checkpoint); the returned event is set then."""
+    real = m._db
+    began = trio.Event()
+
+    async def db(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        ending = getattr(fn, "__name__", "") == "transition" and JobStatus.COMPLETED in args
+        if ending and not began.is_set():
+            store.outages.append(await trio.to_thread.run_sync(store.begin))
+            began.set()
+        return await real(fn, *args, **kwargs)
+
+    m._db = db  # type: ignore[method-assign]
+    return began
+
+
+@pytest.mark.parametrize("outage_store", ["sqlite", "postgresql"], indirect=True)
+async def test_a_store_failing_as_a_job_ends_records_its_end_once_it_works(
+    outage_store: OutageStore, autojump_clock: trio.abc.Clock
+) -> None:
+    """The store fails just as the job's end is recorded (its last checkpoint written, its
+    completed status and result not yet): the manager waits for the store, trying again
+    with a backoff, instead of failing; once the store works the job is completed, its
+    result stored, in one run (every task once), its completion published once."""
+    store = outage_store
+    seen: list[JobStatus] = []
+
+    async def follow(events: parjobs.EventSubscription) -> None:
+        async for e in events:
+            if e.kind is parjobs.EventKind.STATUS and e.status is not None:
+                seen.append(e.status)
+
+    async with (
+        parjobs.open_manager(store.path, workers=2) as m,
+        trio.open_nursery() as nursery,
+    ):
+        with m.events() as events:
+            nursery.start_soon(follow, events)
+            began = outage_at_the_end(m, store)
+            handle = await m.submit(CountJob(n=50, log=store.log))
+            with trio.fail_after(60):
+                await began.wait()
+            await trio.sleep(5)  # a few tries, backing off
+            assert m.local_status(handle.id) is JobStatus.RUNNING
+            await end_outage(store)
+            with trio.fail_after(120):
+                assert await handle.wait() is JobStatus.COMPLETED
+            info = await m.get(handle.id)
+            await trio.sleep(1)
+            nursery.cancel_scope.cancel()
+    assert (info.status, info.runs, info.error) == (JobStatus.COMPLETED, 1, None)
+    assert info.result == {"done_this_run": 50, "runs": 1}
+    assert sorted(read_log(store.log)) == list(range(50))
+    assert seen.count(JobStatus.COMPLETED) == 1, seen
+
+
+async def test_closing_as_a_job_waits_to_record_its_end_leaves_it_resumable(
+    outage_store: OutageStore, autojump_clock: trio.abc.Clock
+) -> None:
+    """The manager closes while the job's end waits for a store that takes no writes: it
+    tries once more at once, then `close` raises one `StoreError` promptly (not after its
+    shutdown grace). Nothing recorded the job's end: once the store works, the next manager
+    recovers it ``interrupted``, and a resume completes it from its last checkpoint (no
+    task runs again) with its result."""
+    store = outage_store
+    raised: BaseException | None = None
+    t0 = 0.0
+    with trio.fail_after(120):
+        try:
+            async with parjobs.open_manager(store.path, workers=2) as m:
+                began = outage_at_the_end(m, store)
+                handle = await m.submit(CountJob(n=50, log=store.log))
+                await began.wait()
+                await trio.sleep(10)  # backing off: the next try 5.5 s away
+                t0 = trio.current_time()
+        except BaseException as exc:
+            raised = exc
+    assert trio.current_time() - t0 < 2
+    assert isinstance(raised, parjobs.StoreError), leaves(raised) if raised else raised
+    await end_outage(store)
+    async with parjobs.open_manager(store.path, resume_interrupted=True) as m:
+        info = await run_to_end(m, handle.id)
+    assert (info.status, info.runs) == (JobStatus.COMPLETED, 2)
+    assert info.result == {"done_this_run": 0, "runs": 2}
+    assert sorted(read_log(store.log)) == list(range(50))
