@@ -193,7 +193,10 @@ class Housekeeping(JobScheduler):
                     error=RESUMED,
                 )
             except (InvalidTransitionError, LeaseError, JobNotFoundError):
-                return  # resumed, paused, cancelled or deleted meanwhile, or recovered
+                # Resumed, paused, cancelled or deleted meanwhile, or recovered: no longer
+                # this manager's to resume, nor its store pauses to count here.
+                self._store_pauses.pop(job_id, None)
+                return
             if job_id not in self._healing:  # a person paused or cancelled it here meanwhile
                 # (waiting for this step: `_steered_settled`): back out, so it never starts
                 await self._db(

@@ -693,7 +693,9 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         return subscription
 
     def _forget(self, job_id: str) -> None:
+        """A job was deleted (or purged): drop what this manager kept about it."""
         self._known.pop(job_id, None)
+        self._store_pauses.pop(job_id, None)
         self._events.publish(EventKind.DELETED, job_id)
 
     async def _watch_store(self) -> None:

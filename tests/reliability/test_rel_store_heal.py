@@ -74,7 +74,7 @@ async def test_a_person_resuming_it_elsewhere_before_its_heal_runs_it_there_only
         await b.resume(job_id)
         assert await b.wait(job_id) is JobStatus.COMPLETED
         await trio.sleep(5 * HEAL_AFTER)  # past A's resume
-        assert job_id not in a._healing
+        assert job_id not in a._healing and job_id not in a._store_pauses
         live = a._live.get(job_id)  # (its store-paused run, rested)
         assert live is None or live.rested.is_set()
         info = await b.get(job_id)
@@ -162,6 +162,7 @@ async def test_a_job_deleted_before_its_heal_is_left_alone(
     async with parjobs.open_manager(store.path, workers=2) as m:
         job_id = await rested_by_store(m, store)
         await m.delete(job_id)
+        assert job_id not in m._store_pauses  # (its count of store pauses went with it)
         await trio.sleep(5 * HEAL_AFTER)
         assert job_id not in m._healing and job_id not in m._live
         assert await m.list_jobs() == []
