@@ -6,11 +6,12 @@ noticing that the store file was deleted or replaced."""
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import trio
 
 from ._exceptions import InvalidTransitionError, JobNotFoundError, LeaseError, StoreError
-from ._jobstore import StoreListener
+from ._jobstore import JobStore, StoreListener
 from ._manager_core import JobRun
 from ._scheduler import JobScheduler
 from ._status import RESUMED, JobStatus
@@ -30,6 +31,11 @@ HEAL_MAX = 60.0
 #: failed (seconds), then twice as long after each failed attempt, up to `LISTEN_RETRY_MAX`.
 LISTEN_RETRY = 0.5
 LISTEN_RETRY_MAX = 30.0
+#: A wake-up connection that said nothing for `LISTEN_CHECK` seconds is asked for an answer,
+#: and replaced when none comes within `LISTEN_ANSWER` (seconds): a dead one is replaced
+#: within 40 s of going silent.
+LISTEN_CHECK = 30.0
+LISTEN_ANSWER = 10.0
 
 
 class Housekeeping(JobScheduler):
@@ -120,27 +126,39 @@ class Housekeeping(JobScheduler):
             self._store_changed.set()
 
     async def _hear(self, listener: StoreListener) -> None:
-        """Pass the listener's wake-ups on until its connection fails."""
+        """Pass the listener's wake-ups on until its connection fails, or is found silent:
+        after `LISTEN_CHECK` seconds without a word from the far end it is asked for an
+        answer (`StoreListener.ping`), and given up if none comes within `LISTEN_ANSWER`
+        (a server gone without closing the connection: a network black hole, a host
+        powered off; TCP keepalives may find it first). Any word from it will do."""
+        asked = False
         while True:
-            await trio.lowlevel.wait_readable(listener.fileno())
+            with trio.move_on_after(LISTEN_ANSWER if asked else LISTEN_CHECK) as quiet:
+                await trio.lowlevel.wait_readable(listener.fileno())
             try:
+                if quiet.cancelled_caught:
+                    if asked:
+                        return  # silent: dead, though its connection is still open
+                    asked = listener.ping()
+                    continue
                 changed = listener.drain()
             except StoreError:
                 return
+            asked = False
             if changed:
                 self._wake.set()
                 self._store_changed.set()
 
     async def _relisten(self) -> StoreListener | None:
         """A new listener once the store takes a connection again (with a backoff), or None
-        if the store no longer sends wake-ups. Its connection is made in a thread (bounded
-        by the connect timeout) that a closing manager waits for: nothing is left behind."""
+        if the store no longer sends wake-ups. Its connection is made in a thread that a
+        closing manager does not wait for (`_open_listener`)."""
         delay = LISTEN_RETRY
         while True:
             await trio.sleep(delay)
             delay = min(2 * delay, LISTEN_RETRY_MAX)
             with contextlib.suppress(StoreError):
-                return await trio.to_thread.run_sync(self.store.listener)
+                return await _open_listener(self.store)
 
     async def _check_store_file(self) -> None:
         """Stop everything if the store file was deleted or replaced: SQLite would go on
@@ -210,3 +228,43 @@ class Housekeeping(JobScheduler):
                 )
                 return
             self._enqueue(info)
+
+
+async def _open_listener(store: JobStore) -> StoreListener | None:
+    """``store.listener()`` in a thread that a cancellation (the manager closing) leaves at
+    once, rather than wait out the connect timeout (10 s against a server that does not
+    answer). A listener the thread opens after that is closed there: never used, never
+    left open."""
+    handoff = _Handoff()
+    try:
+        return await trio.to_thread.run_sync(handoff.open, store, abandon_on_cancel=True)
+    except trio.Cancelled:
+        handoff.abandon()
+        raise
+
+
+class _Handoff:
+    """A listener passed from the thread that opens it to the trio task that waits for
+    it, unless that task left: then whichever side comes last closes it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._opened: StoreListener | None = None
+
+    def open(self, store: JobStore) -> StoreListener | None:
+        listener = store.listener()
+        with self._lock:
+            if not self._abandoned:
+                self._opened = listener
+                return listener
+        if listener is not None:
+            listener.close()
+        return None
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            opened, self._opened = self._opened, None
+        if opened is not None:  # opened just as the task left: its result went unread
+            opened.close()

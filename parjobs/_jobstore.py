@@ -46,6 +46,11 @@ class StoreListener(Protocol):
     def fileno(self) -> int:
         """The socket to wait on."""
 
+    def ping(self) -> bool:
+        """Ask the far end for an answer, without blocking (`drain` reads it): whether one
+        is awaited (False: a listener with no far end, nothing to ask). A connection that
+        stays silent then is dead though still open; `StoreError` when it is gone."""
+
     def drain(self) -> list[str]:
         """The job ids whose status changed since the last call, without blocking (empty
         when nothing arrived); `StoreError` when the connection is gone."""

@@ -46,6 +46,14 @@ R = TypeVar("R")
 
 #: The notification channel of job status changes.
 CHANNEL = "parjobs"
+#: TCP keepalives of the connection that waits for notifications (seconds, libpq's
+#: parameters; the server's ``tcp_keepalives_*`` the same): it only ever reads, so a server
+#: gone without a word (a network black hole, a host powered off) would leave it waiting for
+#: good. After ``idle`` seconds of silence the kernel probes the server every ``interval``
+#: seconds, and after ``count`` probes unanswered (25 s in all) the connection fails and the
+#: manager opens another one. The server's side ends the session of a listener gone so,
+#: whose unread notifications would otherwise pile up in its queue.
+KEEPALIVES = {"keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 #: Conflict keys of the tables SQLite writes with ``INSERT OR REPLACE``.
 _KEYS = {"task_results": ("job_id", "stage", "idx")}
 _REPLACE = re.compile(r"INSERT OR REPLACE INTO (\w+)\s*\(([^)]*)\)(.*)", re.DOTALL)
@@ -143,18 +151,26 @@ class _Connection:
         self.raw.close()
 
 
-def _connect(url: str) -> psycopg.Connection[Any]:
+def _connect(url: str, *, listening: bool = False) -> psycopg.Connection[Any]:
     """A connection to the store at ``url`` whose unqualified names are parjobs' tables;
-    `StoreError` naming the store (without its password) when it cannot be made."""
+    `StoreError` naming the store (without its password) when it cannot be made.
+    ``listening``: the connection that waits for notifications, with TCP keepalives
+    (`KEEPALIVES`) on both its ends."""
     check_url(url)
+    options = f"-c search_path={NAMESPACE}"
+    keepalives: dict[str, Any] = {}
+    if listening:
+        keepalives = {"keepalives": 1, **KEEPALIVES}
+        options += "".join(f" -c tcp_{name}={value}" for name, value in KEEPALIVES.items())
     try:
         raw = psycopg.connect(
             url,
             autocommit=True,
             connect_timeout=int(os.environ.get("PARJOBS_PG_CONNECT_TIMEOUT", "10")),
-            options=f"-c search_path={NAMESPACE}",
+            options=options,
             application_name="parjobs",
             row_factory=_row_factory,
+            **keepalives,
         )
     except psycopg.Error as exc:
         raise StoreError(f"cannot connect to job store {redact(url)}: {one_line(exc)}") from None
@@ -258,7 +274,7 @@ class PostgresStore(SQLiteJobStore):
 
     def listener(self) -> PgListener:
         """A dedicated connection listening on the ``parjobs`` channel."""
-        raw = _connect(self._url)
+        raw = _connect(self._url, listening=True)
         try:
             raw.execute(f"LISTEN {CHANNEL}")
         except psycopg.Error as exc:
@@ -281,20 +297,37 @@ class PgListener:
     def __init__(self, raw: psycopg.Connection[Any], url: str) -> None:
         self._raw = raw
         self._url = url
+        self._asked = False  # a ping's answer is awaited
 
     def fileno(self) -> int:
         return self._raw.fileno()
+
+    def ping(self) -> bool:
+        """Ask the server to listen again: a no-op it answers (and the session's last query
+        stays ``LISTEN parjobs``), read by `drain`. Sent once until answered."""
+        if not self._asked:
+            try:
+                self._raw.pgconn.send_query(f"LISTEN {CHANNEL}".encode())
+            except psycopg.Error as exc:
+                raise self._lost(exc) from None
+            self._asked = True
+        return True
 
     def drain(self) -> list[str]:
         pg = self._raw.pgconn
         try:
             pg.consume_input()
+            while self._asked and not pg.is_busy():  # the ping's answer, read in full
+                self._asked = pg.get_result() is not None
         except psycopg.Error as exc:
-            raise StoreError(f"lost the notifications of {self._url}: {one_line(exc)}") from None
+            raise self._lost(exc) from None
         ids = []
         while (note := pg.notifies()) is not None:
             ids.append(note.extra.decode("utf-8", "replace"))
         return ids
+
+    def _lost(self, exc: psycopg.Error) -> StoreError:
+        return StoreError(f"lost the notifications of {self._url}: {one_line(exc)}")
 
     def close(self) -> None:
         self._raw.close()

@@ -67,6 +67,10 @@ class SQLiteListener:
     def fileno(self) -> int:
         return self._read
 
+    def ping(self) -> bool:
+        """Nothing to ask: the watch is a thread of this process, not a far end."""
+        return False
+
     def drain(self) -> list[str]:
         """A non-empty list (no ids: SQLite does not say which job) after a status change."""
         try:

@@ -4,10 +4,15 @@ and PostgreSQL's wake-ups (LISTEN/NOTIFY) on status changes, never on checkpoint
 
 from __future__ import annotations
 
+import os
 import select
+import signal
+import socket
 import subprocess
 import sys
+import time
 
+import psycopg
 import pytest
 import trio
 from _jobs import MarkJob
@@ -325,3 +330,99 @@ async def test_a_postgresql_worker_listens_again_once_the_database_is_back(
         await _starts_at_once(url, log)
         nursery.cancel_scope.cancel()
     assert await trio.to_thread.run_sync(_listening, pg_server, db) == []
+
+
+def test_a_postgresql_listener_keeps_its_connection_alive_on_both_ends(
+    pg_url, tmp_path, monkeypatch
+):
+    """The LISTEN connection asks for TCP keepalives (`KEEPALIVES`): its socket probes a
+    silent server after 10 s, every 5 s, 3 times (the system's default waits 2 hours), and
+    the server's session probes the listener so too."""
+    monkeypatch.setenv("PARJOBS_JOB_FILES", str(tmp_path))
+    store = open_store(pg_url)
+    listener = store.listener()
+    assert listener is not None
+    try:
+        with socket.socket(fileno=os.dup(listener.fileno())) as sock:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            got = [
+                sock.getsockopt(socket.IPPROTO_TCP, option)
+                for option in (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT)
+            ]
+        assert got == [10, 5, 3]
+        shown = [
+            listener._raw.execute(f"SHOW tcp_keepalives_{name}").fetchone()[0]  # type: ignore[attr-defined]
+            for name in ("idle", "interval", "count")
+        ]
+        assert shown == ["10", "5", "3"]
+    finally:
+        listener.close()
+        store.close()
+
+
+def _postgres_pid(server) -> int:
+    with open(os.path.join(server.data, "postmaster.pid")) as f:
+        return int(f.readline())
+
+
+async def test_a_silent_postgresql_listener_is_replaced(pg_server, tmp_path, monkeypatch):
+    """The worker's LISTEN session stops answering without closing its connection (its
+    server process stopped: what a network black hole looks like from the client): after
+    `LISTEN_CHECK` seconds of silence (0.2 s here) the worker asks it for an answer, gives
+    up after `LISTEN_ANSWER` (0.3 s) and listens on a new connection: a job another process
+    queues then starts at once, though the poll the worker falls back on is a minute
+    long."""
+    monkeypatch.setenv("PARJOBS_JOB_FILES", str(tmp_path / "job-files"))
+    monkeypatch.setattr(parjobs._scheduler, "DEPENDENCY_POLL", 60.0)
+    monkeypatch.setattr(parjobs._housekeeping, "LISTEN_RETRY", 0.1)
+    monkeypatch.setattr(parjobs._housekeeping, "LISTEN_CHECK", 0.2)
+    monkeypatch.setattr(parjobs._housekeeping, "LISTEN_ANSWER", 0.3)
+    db = pg_server.create_db()
+    url, log = pg_server.url(db), str(tmp_path / "log")
+    async with parjobs.open_manager(url) as worker, trio.open_nursery() as nursery:
+        nursery.start_soon(worker.work)
+        await trio.sleep(0.5)  # a few pings answered: it stays
+        (first,) = await trio.to_thread.run_sync(_listening, pg_server, db)
+        os.kill(first, signal.SIGSTOP)
+        try:
+            with trio.fail_after(20):
+                while await trio.to_thread.run_sync(_listening, pg_server, db) in ([first], []):
+                    await trio.sleep(0.05)
+            await _starts_at_once(url, log)
+        finally:
+            os.kill(first, signal.SIGCONT)
+        nursery.cancel_scope.cancel()
+    with trio.fail_after(20):  # the stopped session, resumed, finds its client gone
+        while await trio.to_thread.run_sync(_listening, pg_server, db):
+            await trio.sleep(0.05)
+
+
+async def test_closing_a_manager_as_its_listener_reconnects_is_prompt(
+    pg_server, tmp_path, monkeypatch
+):
+    """The manager's LISTEN session ends while the server accepts no new session (its
+    postmaster stopped: a connection attempt hangs until the 10 s connect timeout); the
+    manager closes as its new listener's connection is being made: it does not wait for
+    that attempt, and the connection it makes once the server is back is closed at once
+    (no session left)."""
+    monkeypatch.setenv("PARJOBS_JOB_FILES", str(tmp_path / "job-files"))
+    monkeypatch.setattr(parjobs._housekeeping, "LISTEN_RETRY", 0.1)
+    db = pg_server.create_db()
+    postmaster = _postgres_pid(pg_server)
+    took = 0.0
+    with psycopg.connect(pg_server.url(), autocommit=True) as admin:
+        try:
+            async with parjobs.open_manager(pg_server.url(db)) as m:
+                (first,) = await trio.to_thread.run_sync(_listening, pg_server, db)
+                os.kill(postmaster, signal.SIGSTOP)
+                admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+                await trio.sleep(1)  # its new connection is under way (after 0.1 s)
+                assert m._listener is None
+                began = time.monotonic()
+            took = time.monotonic() - began
+        finally:
+            os.kill(postmaster, signal.SIGCONT)
+    assert took < 5, took  # (it waited the 10 s connect timeout)
+    with trio.fail_after(20):
+        while await trio.to_thread.run_sync(_listening, pg_server, db):
+            await trio.sleep(0.05)
