@@ -243,20 +243,14 @@ def _note(
     _note_each(action, detail, ((tc, source, destination, nbytes, written),))
 
 
-#: One row of `record_each`: the task, source, destination, bytes and the written file's
-#: identity (as C hands it back for a file of a group).
-RecordRow = tuple[TaskContext, str | bytes, str | bytes | None, int, Identity | None]
+#: One row of `_note_each`: the task, source, destination, bytes and the written file's
+#: identity.
+_NoteRow = tuple[TaskContext, str | bytes, str | bytes | None, int, Identity | None]
 
 
-def record_each(action: str, rows: Sequence[RecordRow]) -> None:
-    """`TaskContext.record` (``action``, no detail) for many tasks at once: what a task group
-    (`Task.run_group`) that did a few dozen items in one call records in one go."""
-    _note_each(action, None, rows)
-
-
-def _note_each(action: str, detail: str | None, rows: Sequence[RecordRow]) -> None:
+def _note_each(action: str, detail: str | None, rows: Sequence[_NoteRow]) -> None:
     """`_note` for each of ``rows``, each path as ``str`` (undecodable bytes as surrogate
-    escapes, as `os.fsdecode` does), decoded inline: no call per file of a group."""
+    escapes, as `os.fsdecode` does), decoded inline."""
     for tc, source, destination, nbytes, written in rows:
         row: ItemRow = (
             action,
@@ -288,6 +282,29 @@ class _RunAlone:
 
 #: What `Task.run_group` answers for a task it leaves to that task's own `Task.run`.
 RUN_ALONE: Final = _RunAlone()
+
+#: What `Task.run_members` answers for a chunk of a `Bundle`: per task its value or
+#: `RUN_ALONE` (as `Task.run_group`), the item rows of the tasks done (in their order, each
+#: stamped with its task's stage and index) and the bytes they did.
+Members = tuple[list[Any], list[ItemRow], int]
+
+
+def spread_rows(values: Sequence[Any], rows: Sequence[ItemRow], tcs: Sequence[TaskContext]) -> None:
+    """Give each task done in ``values`` (not `RUN_ALONE`) its row of ``rows`` (one per
+    done task, in order) and the row's bytes: how a class whose `Task.run_members` makes
+    one row a done task answers `Task.run_group` from it, for the pool's own groups (rows
+    stamped with the first context's stage: each is stamped with its own task's)."""
+    it = iter(rows)
+    for tc, value in zip(tcs, values, strict=True):
+        if value is not RUN_ALONE:
+            row = next(it)
+            if row[9] != tc.stage:
+                row = (*row[:9], tc.stage, row[10])
+            tc.bytes_done += row[3]
+            if tc.items is None:
+                tc.items = [row]
+            else:
+                tc.items.append(row)
 
 
 class Task(Generic[T_co]):
@@ -341,6 +358,26 @@ class Task(Generic[T_co]):
         it keeps the tasks' ``timeout`` only if it checks it itself.
         """
         return [RUN_ALONE] * len(tasks)
+
+    @classmethod
+    def run_members(cls, tasks: Sequence[Task[Any]], tc: TaskContext) -> Members:
+        """`run_group` for a chunk of the `Bundle` whose context is ``tc``: the values, the
+        item rows and the bytes of the whole chunk at once (`Members`). This default gives
+        each task a context of its own (`TaskContext.member`) and runs `run_group`; a class
+        whose group path notes one row a done task overrides it to build the rows in one
+        loop, with no object a task (a copy's small files: columns of paths, sizes and
+        identities from the walk to C to the item log), and answers `run_group` from it
+        (`spread_rows`)."""
+        tcs = [tc.member(task) for task in tasks]
+        values = cls.run_group(tasks, tcs)
+        rows: list[ItemRow] = []
+        nbytes = 0
+        for mtc, value in zip(tcs, values, strict=True):
+            if value is not RUN_ALONE:
+                nbytes += mtc.bytes_done
+                if mtc.items:
+                    rows.extend(mtc.items)
+        return values, rows, nbytes
 
     def label(self) -> str:
         """What progress shows while this task runs (e.g. the file name)."""
@@ -482,7 +519,7 @@ class Bundle(Task[BundleDone]):
     copy in C). The tasks it finishes are booked together when the job takes its outcome
     (``tc.covers``, with their item records): a job killed before that runs them again.
 
-    ``run`` hands the tasks to their class's `Task.run_group` in calls sized by
+    ``run`` hands the tasks to their class's `Task.run_members` in calls sized by
     `BUNDLE_SECONDS`; a task answered `RUN_ALONE` (a conflict, an error, anything the group
     path does not do) is set to run alone (``group_size = 1``) and left, with the tasks not
     reached (`_hand_back`: past `BUNDLE_MAX_SECONDS`, or `BUNDLE_SECONDS` for slow tasks,
@@ -544,16 +581,15 @@ class Bundle(Task[BundleDone]):
                     break
             k = max(1, min(n - i, int(BUNDLE_SECONDS / Bundle.member_seconds)))
             chunk = tasks[i : i + k]
-            tcs = [tc.member(task) for task in chunk]
             call = monotonic()
             try:
-                got = cls.run_group(chunk, tcs)
+                got, chunk_rows, nbytes = cls.run_members(chunk, tc)
                 if len(got) != k:
-                    raise RuntimeError(f"run_group returned {len(got)} values for {k} tasks")
+                    raise RuntimeError(f"run_members returned {len(got)} values for {k} tasks")
             except Exception:  # (a bug): each runs alone, and fails or not there
-                got = [RUN_ALONE] * k
+                got, chunk_rows, nbytes = [RUN_ALONE] * k, [], 0
             Bundle.member_seconds = (Bundle.member_seconds + (monotonic() - call) / k) / 2
-            for task, mtc, value in zip(chunk, tcs, got, strict=True):
+            for task, value in zip(chunk, got, strict=True):
                 if value is RUN_ALONE:
                     task.group_size = 1  # the group path handed it back: alone next time
                     left.append(task)
@@ -561,9 +597,8 @@ class Bundle(Task[BundleDone]):
                 values.append(value)
                 covers.append(task.index)
                 done_items += task.items
-                tc.bytes_done += mtc.bytes_done
-                if mtc.items:
-                    rows.extend(mtc.items)
+            tc.bytes_done += nbytes
+            rows.extend(chunk_rows)
             i += k
         rest = tasks[i:]
         if requeue and len(rest) > 1:

@@ -34,9 +34,9 @@ from typing import Any, cast
 
 from .._context import JobContext
 from .._exceptions import Interrupted, Skip
-from .._items import DIRECTORY, fingerprint
+from .._items import DIRECTORY, ItemRow, fingerprint
 from .._job import Job, job_type, runtime_field
-from .._task import RUN_ALONE, RecordRow, Task, TaskContext, record_each
+from .._task import RUN_ALONE, Members, Task, TaskContext, spread_rows
 from . import _transfer
 from ._copyfile import CopyOptions, CopyResult
 from ._errors import WalkError
@@ -56,6 +56,7 @@ from ._transfer import (
     check_paths,
     copy_group,
     item_error,
+    landed_rows,
     link_first,
     open_plan,
     record_landing,
@@ -89,14 +90,14 @@ class CopyItem(TransferItem):
         self,
         entry: Entry,
         plan: CopyPlan,
-        *,
         grouped: bool | None = None,
         portable: bool | None = None,
     ) -> None:
         """``grouped``: whether the entry may take the group path; None decides it here
         (a file, and ``plan.groups``); ``portable``: ``plan.portable``, None reads it here.
         The walk decides both once per batch and passes them (`CopyJob._items`), not
-        property calls per file on the trio thread."""
+        property calls per file on the trio thread; positionally: a class called with
+        keywords builds a dict of them per call (~0.5 us a file on the trio thread)."""
         self.index = entry.index
         self.entry = entry
         self.plan = plan
@@ -140,27 +141,28 @@ class CopyItem(TransferItem):
 
     @classmethod
     def run_group(cls, tasks: Sequence[Task[Any]], tcs: Sequence[TaskContext]) -> list[Any]:
+        """`run_members`, each done task given its item row and bytes (the pool's groups)."""
+        values, rows, _ = cls.run_members(tasks, tcs[0])
+        spread_rows(values, rows, tcs)
+        return values
+
+    @classmethod
+    def run_members(cls, tasks: Sequence[Task[Any]], tc: TaskContext) -> Members:
         """Copy the group's small files, in directories this run created, with one
         `copy_group` call (with ``verify``, C compares each copy with its source before it
         takes its final name, as the Python path does); everything else (and any file it
-        did not copy, or whose copy failed the comparison) runs alone."""
+        did not copy, or whose copy failed the comparison) runs alone. Each copy's item row
+        is built here from the walk's paths and C's identities, in one loop: no context or
+        record call a file."""
         items = cast(Sequence[CopyItem], tasks)
         out: list[Any] = [RUN_ALONE] * len(items)
+        rows: list[ItemRow] = []
         plan = items[0].plan
         if not plan.groups:
-            return out
+            return out, rows, 0
         entries = [item.entry if item.plan is plan else None for item in items]
-        tree = plan.tree
-        copied: list[RecordRow] = []
         copies = copy_group(plan, entries, compare=plan.options.verify)
-        for i, written in enumerate(copies):
-            if written is not None:  # in place
-                tc, entry, size = tcs[i], items[i].entry, written[0]
-                tc.bytes_done += size
-                out[i] = CopyDone("file", size)
-                copied.append((tc, entry.path, tree.path(entry.rel), size, written))
-        record_each("copied", copied)  # the group's item records in one go
-        return out
+        return out, rows, landed_rows("copied", tc.stage, plan.tree, entries, copies, out, rows)
 
     def _file(self, tc: TaskContext) -> CopyDone:
         plan, rel = self.plan, self.entry.rel
@@ -441,7 +443,7 @@ class CopyJob(IntoDestination, Job):
                                     made_before and entry.rel.rpartition(b"/")[0] in made_before
                                 )
                             )
-                            tasks.append(CopyItem(entry, plan, grouped=grouped, portable=portable))
+                            tasks.append(CopyItem(entry, plan, grouped, portable))  # (positional)
                     for task in bundled(tasks, bundle) if bundle else tasks:
                         yield task
         except Interrupted:

@@ -31,8 +31,9 @@ from typing import Any, Literal, cast
 
 from .._context import JobContext
 from .._exceptions import Interrupted, Skip
+from .._items import Identity, ItemRow
 from .._job import Job, job_type
-from .._task import RUN_ALONE, OutcomeStatus, RecordRow, Task, TaskContext, record_each
+from .._task import RUN_ALONE, Members, OutcomeStatus, Task, TaskContext, spread_rows
 from . import _smallfiles, _transfer
 from ._copyfile import CopyOptions, CopyResult
 from ._desttree import NOT_A_DIR
@@ -58,6 +59,7 @@ from ._transfer import (
     check_paths,
     copy_group,
     item_error,
+    landed_rows,
     link_first,
     open_plan,
     record_landing,
@@ -185,11 +187,11 @@ class MoveItem(TransferItem):
     weight = 0
 
     def __init__(
-        self, entry: Entry, plan: CopyPlan, by_copy: bool, *, grouped: bool | None = None
+        self, entry: Entry, plan: CopyPlan, by_copy: bool, grouped: bool | None = None
     ) -> None:
         """``grouped``: whether the entry's directory lets it take the group path and
         ``plan.move_groups`` holds; None reads the plan here (`MoveJob._items` reads it once
-        per batch, as a copy's walk does)."""
+        per batch, as a copy's walk does, and passes it positionally, as `CopyItem`'s)."""
         self.index = entry.index
         self.entry = entry
         self.plan = plan
@@ -203,6 +205,13 @@ class MoveItem(TransferItem):
 
     @classmethod
     def run_group(cls, tasks: Sequence[Task[Any]], tcs: Sequence[TaskContext]) -> list[Any]:
+        """`run_members`, each done task given its item row and bytes (the pool's groups)."""
+        values, rows, _ = cls.run_members(tasks, tcs[0])
+        spread_rows(values, rows, tcs)
+        return values
+
+    @classmethod
+    def run_members(cls, tasks: Sequence[Task[Any]], tc: TaskContext) -> Members:
         """Move the group's plain small files across filesystems: one `copy_group` call
         puts their copies in place, one `verify_group` call verifies (``verify``) and syncs
         them, each directory is synced once, and only then are their sources unlinked. The
@@ -215,9 +224,10 @@ class MoveItem(TransferItem):
         its source."""
         items = cast(Sequence[MoveItem], tasks)
         out: list[Any] = [RUN_ALONE] * len(items)
+        rows: list[ItemRow] = []
         plan = items[0].plan
         if not plan.move_groups:
-            return out
+            return out, rows, 0
         plain = _Plain(plan)
         entries = [item.entry if item.plan is plan and plain(item) else None for item in items]
         copies = copy_group(plan, entries, plain=True)  # C checks each owner and attributes
@@ -234,16 +244,12 @@ class MoveItem(TransferItem):
         # is not the file the walk saw any more (replaced since) is kept, and reported there.
         sources = [items[i].entry for i, _ in landed]
         unlinked = _smallfiles.unlink_files([(e.path, e.size, e.mtime_ns) for e in sources])
-        moved: list[RecordRow] = []
+        moved: list[Identity | None] = [None] * len(items)
         for (i, written), err in zip(landed, unlinked, strict=True):
-            if err:
-                continue
-            tc, entry, size = tcs[i], items[i].entry, written[0]
-            tc.bytes_done += size
-            out[i] = CopyDone("copied", size, 0)
-            moved.append((tc, entry.path, tree.path(entry.rel), size, written))
-        record_each("moved", moved)  # the group's item records in one go
-        return out
+            if not err:
+                moved[i] = written
+        nbytes = landed_rows("moved", tc.stage, tree, entries, moved, out, rows, kind="copied")
+        return out, rows, nbytes
 
     def _run(self, tc: TaskContext) -> CopyDone:
         entry, tree = self.entry, self.plan.tree
@@ -630,7 +636,7 @@ class MoveJob(IntoDestination, Job):
                             grouped = groups and not (
                                 made_before and entry.rel.rpartition(b"/")[0] in made_before
                             )
-                            item = MoveItem(entry, plan, by_copy[entry.root], grouped=grouped)
+                            item = MoveItem(entry, plan, by_copy[entry.root], grouped)
                             tasks.append(item)
                     for task in bundled(tasks, bundle) if bundle else tasks:
                         yield task

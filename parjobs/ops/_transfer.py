@@ -18,7 +18,7 @@ import trio
 
 from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
-from .._items import Identity, fingerprint
+from .._items import Identity, ItemRow, fingerprint
 from .._task import Bundle, BundleDone, Outcome, OutcomeStatus, Task, TaskContext
 from .._workqueue import GROUP_MAX_BYTES, groupable
 from . import _smallfiles
@@ -1037,6 +1037,52 @@ def copy_group(
             if result in NO_GROUPS_ERRNOS:
                 plan.group_off = True  # e.g. no renameat2 here: the Python path copes
     return out
+
+
+def landed_rows(
+    action: str,
+    stage: str,
+    tree: DestTree,
+    entries: Sequence[Entry | None],
+    copies: Sequence[Identity | None],
+    out: list[Any],
+    rows: list[ItemRow],
+    kind: str = "file",
+) -> int:
+    """For each entry whose copy is in place (``copies[i]``, its identity as C returned it:
+    size, mtime_ns, inode), its value in ``out[i]`` (a `CopyDone` of ``kind`` and its size)
+    and its item row appended to ``rows``: what `TaskContext.record` notes (``action``, the
+    source and the destination as text, undecodable bytes as surrogate escapes, no detail,
+    the identity, ``stage`` and the entry's index), built in one loop from the columns
+    (no context or call a file). Returns the bytes of them all."""
+    # (UTF-8 decoding restarts at every ASCII byte: the root's text, "/" and the relative
+    # path's text are the text of `DestTree.path`'s bytes.)
+    root = tree.root.decode("utf-8", "surrogateescape") + "/"
+    total = 0
+    for i, written in enumerate(copies):
+        if written is None:
+            continue
+        entry = entries[i]
+        assert entry is not None
+        size, mtime_ns, inode = written
+        total += size
+        out[i] = CopyDone(kind, size)
+        rows.append(
+            (
+                action,
+                entry.path.decode("utf-8", "surrogateescape"),
+                root + entry.rel.decode("utf-8", "surrogateescape"),
+                size,
+                None,
+                None,
+                size,
+                mtime_ns,
+                inode,
+                stage,
+                entry.index,
+            )
+        )
+    return total
 
 
 def verify_group(

@@ -472,6 +472,26 @@ def test_what_a_bundle_does_with_the_tasks_it_has_not_run(
     assert task_mod._hand_back(elapsed, lambda: queued) == how
 
 
+def test_spread_rows_gives_each_done_task_its_row_and_bytes() -> None:
+    """A group path that builds a chunk's rows in one go (`Task.run_members`) answers the
+    pool's `run_group` through `spread_rows`: each done task gets the next row (stamped with
+    its own stage) and the row's bytes; a task left to run alone gets nothing."""
+    interrupter = task_mod.Interrupter()
+    tcs = [
+        task_mod.TaskContext._create(i, f"t{i}", interrupter, None, stage)
+        for i, stage in enumerate(["copy", "copy", "copy", "links"])
+    ]
+    tcs[2].items = [("old", "x", None, 0, None, None, None, None, None, "copy", 2)]
+    rows = [
+        ("copied", f"s{i}", f"d{i}", 10 * i, None, None, 10 * i, 5, 7, "copy", i) for i in (0, 2, 3)
+    ]
+    task_mod.spread_rows(["a", task_mod.RUN_ALONE, "c", "d"], rows, tcs)
+    assert [tc.bytes_done for tc in tcs] == [0, 0, 20, 30]
+    assert tcs[0].items == [rows[0]] and tcs[1].items is None
+    assert tcs[2].items == [("old", "x", None, 0, None, None, None, None, None, "copy", 2), rows[1]]
+    assert tcs[3].items == [(*rows[2][:9], "links", 3)]
+
+
 class Flaky(Grouped):
     """`Grouped` whose ``run`` (an odd index, which the group path leaves) fails its first
     attempt for the indices in `FAILS_ONCE`."""

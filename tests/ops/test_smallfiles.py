@@ -21,6 +21,7 @@ from parjobs import JobStatus
 from parjobs._dispatch import TaskDispatcher
 from parjobs._items import Identity, Written, fingerprint
 from parjobs._stage import Stage
+from parjobs._task import TaskContext
 from parjobs.ops import _copy as copy_mod
 from parjobs.ops import _hashing as hashing_mod
 from parjobs.ops import _kernel
@@ -351,6 +352,19 @@ def count_groups(monkeypatch: pytest.MonkeyPatch, before: Any = None) -> list[in
     return sizes
 
 
+def count_built(monkeypatch: pytest.MonkeyPatch, item: Any) -> list[Any]:
+    """The entries the job builds an ``item`` task for, in order (its constructor spied)."""
+    built: list[Any] = []
+    init = item.__init__
+
+    def counted_init(self: Any, entry: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(entry)
+        init(self, entry, *args, **kwargs)
+
+    monkeypatch.setattr(item, "__init__", counted_init)
+    return built
+
+
 def small_tree(root: Path, n: int = 300) -> None:
     for i in range(n):
         d = root / f"d{i % 4}" / ("sub" if i % 3 else "")
@@ -466,15 +480,15 @@ async def test_a_first_runs_walk_decides_the_group_path_per_batch_and_checks_not
         checks[0] += 1
         return is_completed(self, index)
 
-    run_group = item.run_group.__func__  # type: ignore[attr-defined]
+    run_members = item.run_members.__func__  # type: ignore[attr-defined]
 
-    def ran(cls: Any, tasks: Any, tcs: Any) -> list[Any]:
+    def ran(cls: Any, tasks: Any, tc: Any) -> Any:  # (bundles' and the pool's groups alike)
         runs[0] += 1
-        return run_group(cls, tasks, tcs)
+        return run_members(cls, tasks, tc)
 
     monkeypatch.setattr(transfer_mod.CopyPlan, prop, property(counted_groups))
     monkeypatch.setattr(TaskDispatcher, "is_completed", checked)
-    monkeypatch.setattr(item, "run_group", classmethod(ran))
+    monkeypatch.setattr(item, "run_members", classmethod(ran))
     job = (CopyJob if op == "copy" else MoveJob)(
         into=True, sources=[str(src)], destination=str(dst)
     )
@@ -673,21 +687,14 @@ async def test_a_resumed_job_runs_files_in_directories_made_before_as_plain_task
     write(dst / "src" / "d0" / "f000", b"in the way")  # fails in the first run
     grouped: list[bytes] = []
     item = copy_mod.CopyItem if op == "copy" else move_mod.MoveItem
-    real = item.run_group.__func__  # type: ignore[attr-defined]
+    real = item.run_members.__func__  # type: ignore[attr-defined]
 
-    def run_group(cls: Any, tasks: Any, tcs: Any) -> Any:
+    def run_members(cls: Any, tasks: Any, tc: Any) -> Any:  # (bundles' and the pool's groups)
         grouped.extend(task.entry.rel for task in tasks)
-        return real(cls, tasks, tcs)
+        return real(cls, tasks, tc)
 
-    monkeypatch.setattr(item, "run_group", classmethod(run_group))
-    built: list[bytes] = []
-    init = item.__init__
-
-    def counted_init(self: Any, entry: Any, *args: Any, **kwargs: Any) -> None:
-        built.append(entry.rel)
-        init(self, entry, *args, **kwargs)
-
-    monkeypatch.setattr(item, "__init__", counted_init)
+    monkeypatch.setattr(item, "run_members", classmethod(run_members))
+    built = count_built(monkeypatch, item)
     job = (CopyJob if op == "copy" else MoveJob)(
         into=True, sources=[str(src)], destination=str(dst)
     )
@@ -704,7 +711,7 @@ async def test_a_resumed_job_runs_files_in_directories_made_before_as_plain_task
         with trio.fail_after(30):
             assert await handle.wait() is JobStatus.COMPLETED
     assert grouped == []
-    assert built == [b"src/d0/f000"]
+    assert [entry.rel for entry in built] == [b"src/d0/f000"]
     assert snapshot(dst / "src") == before
 
 
@@ -819,3 +826,78 @@ def test_a_pair_refusing_copy_file_range_is_not_asked_again_in_c(
     finally:
         os.close(fd)
         _kernel.NO_RANGE.discard(pair)
+
+
+@pytest.mark.parametrize("op", ["copy", "move"])
+async def test_a_bundles_files_go_as_columns_and_one_failing_midway_is_redone_alone(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, op: str
+) -> None:
+    """A bundle's small files run without a context or record call a file (its group path
+    builds the item rows from the walk's paths and C's identities: `run_members`). One
+    that fails in the middle of its group (its source gone between the walk and the copy)
+    fails alone, with its reason; every other file lands with exactly the item record the
+    per-file path notes (an undecodable name included); a resume builds and runs only it."""
+    src = tmp_path / "src"
+    small_tree(src, 60)
+    odd = os.fsencode(src / "d1") + b"/caf\xe9"  # not UTF-8: kept as surrogate escapes
+    with open(odd, "wb") as f:
+        f.write(b"odd")
+    victim = os.fsencode(src / "d1" / "sub" / "f005")
+    victim_data = read(Path(os.fsdecode(victim)))
+    dst = (tmp_path if op == "copy" else request.getfixturevalue("other_fs")) / "dst"
+
+    def before(items: list[tuple[bytes, int, bytes]]) -> None:
+        if any(path == victim for path, _, _ in items):
+            os.unlink(victim)
+
+    groups = count_groups(monkeypatch, before)
+    members = [0]
+    member = TaskContext.member
+
+    def counted(self: TaskContext, task: Any) -> TaskContext:
+        members[0] += 1
+        return member(self, task)
+
+    monkeypatch.setattr(TaskContext, "member", counted)
+    built = count_built(monkeypatch, copy_mod.CopyItem if op == "copy" else move_mod.MoveItem)
+    job = (CopyJob if op == "copy" else MoveJob)(
+        into=True, sources=[str(src)], destination=str(dst)
+    )
+    async with parjobs.open_manager(str(tmp_path / "j.sqlite"), workers=4) as m:
+        handle = await m.submit(job)
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        errors = await m.errors(handle.id)
+        records = await m.items(handle.id)
+        assert [e.label for e in errors] == [os.fsdecode(victim)]
+        assert "No such file or directory" in errors[0].message
+        assert sum(groups) >= 50 and members[0] == 0
+        action = "copied" if op == "copy" else "moved"
+        landed = [
+            r
+            for r in records
+            if r.action == action and r.detail is None and r.source.rsplit("/", 1)[1][0] in "fc"
+        ]
+        assert len(landed) == 60  # the 59 small files and the odd one
+        for r in landed:
+            path = os.fsencode(r.source)
+            rel = path[len(os.fsencode(src)) + 1 :]
+            dest = os.fsencode(dst / "src") + b"/" + rel
+            assert r.destination == os.fsdecode(dest)
+            assert r.written == fingerprint(os.stat(dest)) and r.bytes == r.written.size
+            assert r.stage == ("default" if op == "copy" else "move")
+            assert r.error is None and r.index > 0
+        assert os.fsdecode(odd) in {r.source for r in landed}
+        built.clear()
+        os.makedirs(os.path.dirname(victim), exist_ok=True)  # (a move removed it, empty)
+        write(Path(os.fsdecode(victim)), victim_data)
+        await m.resume(handle.id)
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.COMPLETED
+        again = await m.items(handle.id)
+    assert [entry.path for entry in built] == [victim]
+    first = [r.source for r in records if r.action == action]
+    assert sorted(r.source for r in again if r.action == action) == sorted(
+        [*first, os.fsdecode(victim)]
+    )
+    assert read(dst / "src" / "d1" / "sub" / "f005") == victim_data
