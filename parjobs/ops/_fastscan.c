@@ -72,8 +72,8 @@
 
 /* The calling convention, checked by _hashing.py and _walk.py: a build that differs is ignored
  * (3: XXH3 dispatched to the CPU's width, xxh3_vector; 4: scan_tree's stopped may be a bytearray
- * flag; an older build is refused, not measured). */
-#define FS_API 4
+ * flag; 5: report_groups, group_lines, content_ids' stop; an older build is refused, not measured). */
+#define FS_API 5
 
 /* The content id layout (exported: _hashing.py refuses a build whose layout differs). */
 #define CONTENT_ID_SMALL_LIMIT (100 * 1024)
@@ -84,6 +84,7 @@
 /* content_ids' codes besides a positive errno (exported). */
 #define FS_NOT_REGULAR (-1) /* not a regular file */
 #define FS_CHANGED (-2)     /* not the listed size, or changed while read */
+#define FS_STOPPED (-3)     /* not read: the call was stopped before it (content_ids' stop) */
 
 #define SIZE_PREFIX 8
 /* The most content_id hashes: the size, then the whole of a small file. */
@@ -162,15 +163,24 @@ typedef struct {
 } id_item_t;
 
 PyDoc_STRVAR(content_ids_doc,
-"content_ids(items, /) -> list\n\n"
+"content_ids(items, stop=None, /) -> list\n\n"
 "The content id of each (path, size) in items: its lowercase hex string, or an int code\n"
-"(a positive errno, NOT_REGULAR, or CHANGED: not that size, or changed while read).");
+"(a positive errno, NOT_REGULAR, or CHANGED: not that size, or changed while read). stop,\n"
+"a bytearray: once its first byte is not 0 (read before each file, without the GIL) the\n"
+"files not yet read are answered STOPPED.");
 
 static PyObject *content_ids(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *list;
-    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &list))
+    PyObject *list, *stop = Py_None;
+    if (!PyArg_ParseTuple(args, "O!|O", &PyList_Type, &list, &stop))
         return NULL;
+    if (stop != Py_None && !PyByteArray_Check(stop)) {
+        PyErr_SetString(PyExc_TypeError, "stop must be a bytearray or None");
+        return NULL;
+    }
+    /* Its first byte, read without the GIL (the caller keeps it alive and does not resize it). */
+    volatile const char *flag =
+        stop != Py_None && PyByteArray_GET_SIZE(stop) ? PyByteArray_AS_STRING(stop) : NULL;
     Py_ssize_t n = PyList_GET_SIZE(list);
     id_item_t *items = items_array(n, sizeof(id_item_t));
     unsigned char *buf = PyMem_Malloc(ID_BUFFER);
@@ -209,7 +219,9 @@ static PyObject *content_ids(PyObject *self, PyObject *args) {
     }
     Py_BEGIN_ALLOW_THREADS;
     for (Py_ssize_t i = 0; i < n; i++)
-        items[i].result = content_id_of(items[i].path, items[i].size, buf, &items[i].digest);
+        items[i].result = flag != NULL && *flag != 0
+                              ? FS_STOPPED
+                              : content_id_of(items[i].path, items[i].size, buf, &items[i].digest);
     Py_END_ALLOW_THREADS;
     results = PyList_New(n);
     if (results == NULL)
@@ -765,6 +777,295 @@ done:
     return result;
 }
 
+/* ---- the duplicates report ---- */
+
+/* Whether json.dumps writes this byte of an ASCII string as it is: not a control character,
+ * DEL, a quote or a backslash (nor a byte of a non-ASCII character). */
+static inline int json_plain(unsigned char c) {
+    return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+}
+
+/* A growable buffer of the report's JSON text. */
+typedef struct {
+    char *data;
+    size_t len, cap;
+} text_t;
+
+static int text_add(text_t *t, const void *bytes, size_t len) {
+    if (t->len + len > t->cap) {
+        size_t cap = t->cap ? t->cap : 1 << 16;
+        while (cap < t->len + len)
+            cap *= 2;
+        char *data = realloc(t->data, cap);
+        if (data == NULL)
+            return -1;
+        t->data = data, t->cap = cap;
+    }
+    memcpy(t->data + t->len, bytes, len);
+    t->len += len;
+    return 0;
+}
+
+#define TEXT_ADD(t, literal) text_add((t), (literal), sizeof(literal) - 1)
+
+static PyObject *k_size, *k_digest, *k_paths; /* the groups' keys, interned once */
+
+static int report_keys(void) {
+    k_size = PyUnicode_InternFromString("size");
+    k_digest = PyUnicode_InternFromString("digest");
+    k_paths = PyUnicode_InternFromString("paths");
+    if (k_size == NULL || k_digest == NULL || k_paths == NULL) {
+        Py_CLEAR(k_size);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(report_groups_doc,
+"report_groups(files, found, /) -> (groups, text)\n\n"
+"The duplicates report's groups (_duplicates._report) for found, [(size, digest,\n"
+"[number, ...])] in report order, each number a candidate of files ([(number, path, size)],\n"
+"the scan's): groups, a dict {'size', 'digest', 'paths'} a group, its paths decoded as\n"
+"os.fsdecode does and sorted as str; text, the groups' JSON as json.dumps writes them,\n"
+"', '-separated, without the list's brackets, or None where a path or digest holds a\n"
+"character json.dumps escapes (or one that is not ASCII).");
+
+static PyObject *report_groups(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *files, *found;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &files, &PyList_Type, &found))
+        return NULL;
+    if (k_size == NULL && report_keys() < 0)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(found), nfiles = PyList_GET_SIZE(files);
+    PyObject *groups = PyList_New(n), *result = NULL;
+    if (groups == NULL)
+        return NULL;
+    int plain = 1; /* no string to escape: the text is made */
+    for (Py_ssize_t g = 0; g < n; g++) {
+        PyObject *entry = PyList_GET_ITEM(found, g);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 3 ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(entry, 0)) ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(entry, 1)) ||
+            !PyList_Check(PyTuple_GET_ITEM(entry, 2))) {
+            PyErr_Format(PyExc_TypeError, "found[%zd]: not a (size, digest, [number]) tuple", g);
+            goto done;
+        }
+        PyObject *digest = PyTuple_GET_ITEM(entry, 1), *members = PyTuple_GET_ITEM(entry, 2);
+        if (plain && PyUnicode_IS_ASCII(digest)) {
+            const unsigned char *c = PyUnicode_1BYTE_DATA(digest);
+            for (Py_ssize_t j = 0; j < PyUnicode_GET_LENGTH(digest) && plain; j++)
+                plain = json_plain(c[j]);
+        } else {
+            plain = 0;
+        }
+        Py_ssize_t m = PyList_GET_SIZE(members);
+        PyObject *paths = PyList_New(m);
+        if (paths == NULL)
+            goto done;
+        for (Py_ssize_t k = 0; k < m; k++) {
+            Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(members, k));
+            if (i == -1 && PyErr_Occurred()) {
+                Py_DECREF(paths);
+                goto done;
+            }
+            PyObject *file = i >= 0 && i < nfiles ? PyList_GET_ITEM(files, i) : NULL;
+            if (file == NULL || !PyTuple_Check(file) || PyTuple_GET_SIZE(file) < 2 ||
+                !PyBytes_Check(PyTuple_GET_ITEM(file, 1))) {
+                PyErr_Format(file == NULL ? PyExc_IndexError : PyExc_TypeError,
+                             "found[%zd]: files[%zd] is no (number, path, size)", g, i);
+                Py_DECREF(paths);
+                goto done;
+            }
+            PyObject *raw = PyTuple_GET_ITEM(file, 1), *path;
+            const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(raw);
+            Py_ssize_t len = PyBytes_GET_SIZE(raw), j = 0;
+            while (j < len && json_plain(b[j]))
+                j++;
+            if (j == len) { /* printable ASCII: its str is its bytes */
+                path = PyUnicode_New(len, 127);
+                if (path != NULL)
+                    memcpy(PyUnicode_1BYTE_DATA(path), b, (size_t)len);
+            } else { /* as os.fsdecode: the file system's encoding, surrogateescape */
+                plain = 0;
+                path = PyUnicode_DecodeFSDefaultAndSize((const char *)b, len);
+            }
+            if (path == NULL) {
+                Py_DECREF(paths);
+                goto done;
+            }
+            PyList_SET_ITEM(paths, k, path);
+        }
+        PyObject *group = PyList_Sort(paths) < 0 ? NULL : PyDict_New();
+        if (group == NULL || PyDict_SetItem(group, k_size, PyTuple_GET_ITEM(entry, 0)) < 0 ||
+            PyDict_SetItem(group, k_digest, digest) < 0 ||
+            PyDict_SetItem(group, k_paths, paths) < 0) {
+            Py_XDECREF(group);
+            Py_DECREF(paths);
+            goto done;
+        }
+        Py_DECREF(paths);
+        PyList_SET_ITEM(groups, g, group);
+    }
+    if (!plain) {
+        result = Py_BuildValue("(OO)", groups, Py_None);
+        goto done;
+    }
+    /* {"size": S, "digest": "D", "paths": ["P", "P"]}, ... (all ASCII, nothing escaped) */
+    text_t t = {NULL, 0, 0};
+    int failed = 0;
+    for (Py_ssize_t g = 0; g < n && !failed; g++) {
+        PyObject *entry = PyList_GET_ITEM(found, g), *digest = PyTuple_GET_ITEM(entry, 1);
+        PyObject *paths = PyDict_GetItemWithError(PyList_GET_ITEM(groups, g), k_paths);
+        PyObject *size = PyObject_Str(PyTuple_GET_ITEM(entry, 0)); /* as the f-string */
+        if (paths == NULL || size == NULL) {
+            Py_XDECREF(size);
+            failed = 1;
+            break;
+        }
+        failed |= (g ? TEXT_ADD(&t, ", {\"size\": ") : TEXT_ADD(&t, "{\"size\": ")) ||
+                  text_add(&t, PyUnicode_1BYTE_DATA(size), (size_t)PyUnicode_GET_LENGTH(size)) ||
+                  TEXT_ADD(&t, ", \"digest\": \"") ||
+                  text_add(&t, PyUnicode_1BYTE_DATA(digest),
+                           (size_t)PyUnicode_GET_LENGTH(digest)) ||
+                  TEXT_ADD(&t, "\", \"paths\": [\"");
+        Py_DECREF(size);
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(paths) && !failed; k++) {
+            PyObject *path = PyList_GET_ITEM(paths, k);
+            failed |= (k && TEXT_ADD(&t, "\", \"")) ||
+                      text_add(&t, PyUnicode_1BYTE_DATA(path), (size_t)PyUnicode_GET_LENGTH(path));
+        }
+        failed |= TEXT_ADD(&t, "\"]}");
+    }
+    PyObject *text = failed ? NULL : PyUnicode_New((Py_ssize_t)t.len, 127);
+    if (text != NULL) {
+        memcpy(PyUnicode_1BYTE_DATA(text), t.data, t.len);
+        result = Py_BuildValue("(ON)", groups, text);
+    } else if (!PyErr_Occurred()) {
+        PyErr_NoMemory();
+    }
+    free(t.data);
+done:
+    Py_DECREF(groups);
+    return result;
+}
+
+/* ---- the duplicates report's lines (the command line's stdout) ---- */
+
+static const char *const size_units[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+
+/* `parjobs.cli._format.size(n)` for 0 <= n < 2**53 into buf (as its text, NUL-ended), the
+ * same digits: n and 1000**k are exact doubles there, so n / 1000**k and the unit's limits
+ * (999.5 * 1000**k) are the doubles Python computes, and PyOS_double_to_string is what
+ * float.__format__ calls for 'f' with a precision. 0 on success, 1 for a size it leaves to
+ * Python, -1 on an error (set). */
+static int size_text(long long n, char *buf, size_t cap) {
+    if (n < 0 || n >= (1LL << 53))
+        return 1;
+    if (n < 1000) {
+        snprintf(buf, cap, "%lld B", n);
+        return 0;
+    }
+    double d = (double)n, power = 1000.0;
+    int exp = 1;
+    while (exp < 5 && d >= 999.5 * power) { /* _LIMITS[exp]: then the next unit */
+        exp++;
+        power *= 1000.0;
+    }
+    double value = d / power;
+    char *digits = PyOS_double_to_string(value, 'f', value >= 100 ? 0 : value >= 10 ? 1 : 2, 0,
+                                         NULL);
+    if (digits == NULL)
+        return -1;
+    size_t len = strlen(digits), unit = strlen(size_units[exp]);
+    if (len + unit + 2 <= cap) { /* (always: at most 15 digits) */
+        memcpy(buf, digits, len);
+        buf[len] = ' ';
+        memcpy(buf + len + 1, size_units[exp], unit + 1);
+    }
+    PyMem_Free(digits);
+    return len + unit + 2 <= cap ? 0 : 1;
+}
+
+/* An ASCII str of the len bytes at text. */
+static PyObject *ascii_str(const char *text, Py_ssize_t len) {
+    PyObject *str = PyUnicode_New(len, 127);
+    if (str != NULL)
+        memcpy(PyUnicode_1BYTE_DATA(str), text, (size_t)len);
+    return str;
+}
+
+PyDoc_STRVAR(group_lines_doc,
+"group_lines(groups, size, /) -> list or None\n\n"
+"The lines parjobs dupes prints for a duplicates result's groups (cli._results):\n"
+"'# N copies of SIZE', the group's paths, an empty line between groups; SIZE as size(n)\n"
+"writes it (computed here for sizes below 2**53, the same text). None where a group is\n"
+"not a dict with an int 'size' and a list of str 'paths' (the caller then makes them).");
+
+static PyObject *group_lines(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *groups, *size_of;
+    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &groups, &size_of))
+        return NULL;
+    if (k_size == NULL && report_keys() < 0)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(groups);
+    PyObject *lines = PyList_New(0), *empty = PyUnicode_New(0, 0);
+    if (lines == NULL || empty == NULL)
+        goto fail;
+    for (Py_ssize_t g = 0; g < n; g++) {
+        PyObject *group = PyList_GET_ITEM(groups, g);
+        PyObject *size = PyDict_CheckExact(group) ? PyDict_GetItemWithError(group, k_size) : NULL;
+        PyObject *paths = size != NULL ? PyDict_GetItemWithError(group, k_paths) : NULL;
+        if (PyErr_Occurred())
+            goto fail;
+        if (size == NULL || paths == NULL || !PyLong_CheckExact(size) || !PyList_Check(paths))
+            goto other;
+        Py_ssize_t m = PyList_GET_SIZE(paths);
+        for (Py_ssize_t k = 0; k < m; k++)
+            if (!PyUnicode_Check(PyList_GET_ITEM(paths, k)))
+                goto other;
+        int overflow = 0;
+        long long bytes = PyLong_AsLongLongAndOverflow(size, &overflow);
+        if (bytes == -1 && PyErr_Occurred())
+            goto fail;
+        char text[64];
+        int done = overflow ? 1 : size_text(bytes, text, sizeof text);
+        PyObject *head;
+        if (done < 0)
+            goto fail;
+        if (done == 0) {
+            char line[96];
+            int len = snprintf(line, sizeof line, "# %zd copies of %s", m, text);
+            head = len > 0 && (size_t)len < sizeof line
+                       ? ascii_str(line, len)
+                       : PyUnicode_FromFormat("# %zd copies of %s", m, text);
+        } else {
+            PyObject *written = PyObject_CallOneArg(size_of, size);
+            head = written == NULL ? NULL : PyUnicode_FromFormat("# %zd copies of %S", m, written);
+            Py_XDECREF(written);
+        }
+        if (head == NULL || (g && PyList_Append(lines, empty) < 0) || PyList_Append(lines, head) < 0) {
+            Py_XDECREF(head);
+            goto fail;
+        }
+        Py_DECREF(head);
+        for (Py_ssize_t k = 0; k < m; k++)
+            if (PyList_Append(lines, PyList_GET_ITEM(paths, k)) < 0)
+                goto fail;
+    }
+    Py_DECREF(empty);
+    return lines;
+other:
+    Py_DECREF(lines);
+    Py_DECREF(empty);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(lines);
+    Py_XDECREF(empty);
+    return NULL;
+}
+
 /* ---- the vector width ---- */
 
 static const char *const vector_names[] = {"scalar", "sse2", "avx2", "avx512", "neon", "vsx"};
@@ -833,6 +1134,8 @@ static PyMethodDef methods[] = {
     {"content_ids", content_ids, METH_VARARGS, content_ids_doc},
     {"scan_dir", scan_dir, METH_VARARGS, scan_dir_doc},
     {"scan_tree", scan_tree, METH_VARARGS, scan_tree_doc},
+    {"report_groups", report_groups, METH_VARARGS, report_groups_doc},
+    {"group_lines", group_lines, METH_VARARGS, group_lines_doc},
     {"xxh3_vector", xxh3_vector, METH_NOARGS, xxh3_vector_doc},
     {"_force_xxh3_vector", force_xxh3_vector, METH_O, force_xxh3_vector_doc},
     {NULL, NULL, 0, NULL},
@@ -851,6 +1154,7 @@ static const int_constant_t constants[] = {
     {"CONTENT_ID_ALIGN", CONTENT_ID_ALIGN},
     {"NOT_REGULAR", FS_NOT_REGULAR},
     {"CHANGED", FS_CHANGED},
+    {"STOPPED", FS_STOPPED},
 };
 
 PyMODINIT_FUNC PyInit__fastscan(void) {

@@ -1,6 +1,7 @@
 """Types of the optional C extension built from _fastscan.c."""
 
 from collections.abc import Callable
+from typing import Any
 
 API: int
 CONTENT_ID_SMALL_LIMIT: int
@@ -9,13 +10,20 @@ CONTENT_ID_SAMPLES: int
 CONTENT_ID_ALIGN: int
 NOT_REGULAR: int
 CHANGED: int
+STOPPED: int
 
-def content_ids(items: list[tuple[bytes, int]], /) -> list[str | int]: ...
+def content_ids(
+    items: list[tuple[bytes, int]], stop: bytearray | None = None, /
+) -> list[str | int]: ...
 def scan_dir(
     path: bytes, follow: bool, /
 ) -> list[tuple[bytes, tuple[int, int, int, int, int, int] | None, str]]: ...
 def scan_tree(
     roots: list[bytes], min_size: int, stopped: Callable[[], bool] | bytearray, /
 ) -> tuple[list[tuple[int, bytes, int]], list[tuple[bytes, str]], int] | None: ...
+def report_groups(
+    files: list[tuple[int, bytes, int]], found: list[tuple[int, str, list[int]]], /
+) -> tuple[list[dict[str, Any]], str | None]: ...
+def group_lines(groups: list[Any], size: Callable[[int], str], /) -> list[str] | None: ...
 def xxh3_vector() -> str: ...
 def _force_xxh3_vector(name: str | None, /) -> None: ...

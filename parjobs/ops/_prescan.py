@@ -13,10 +13,10 @@ uses it only for exactly those roots, once, and only where its own scan would be
 Later stages check every file's size as they read it, as they do after a scan of their own.
 
 Once listed, and until the job takes the scan, the thread goes on with the candidates'
-content ids, in scan order (`known`): the job's content-id runs read only the files it did
-not reach (`IdRunTask.known`). Those ids are what the runs would have computed a moment
-earlier; a file it could not read is left to the runs. A resumed job has no prescan: its
-runs read every file, as before.
+content ids, in scan order (`known`), in one C call that the job's `take` stops between two
+files: the job's content-id runs read only the files it did not reach (`IdRunTask.known`).
+Those ids are what the runs would have computed a moment earlier; a file it could not read
+is left to the runs. A resumed job has no prescan: its runs read every file, as before.
 
 This module imports no trio and nothing of the core: the CLI loads it before them.
 """
@@ -41,11 +41,6 @@ def scan_roots(paths: Sequence[str]) -> list[bytes]:
 
 #: How often (seconds) `Prescan.take` asks its ``stopped`` while the listing runs.
 STOP_CHECK_SECONDS = 0.01
-#: Files per C call of its content ids: what `Prescan.take` waits for (at most this many
-#: reads: ~10 ms cached, seconds on a cold disk; the ids are kept, not read again). More
-#: than the job's 64 (`CONTENT_IDS_CALL`): each call comes back to Python, which takes the
-#: GIL from start-up (1,024 against 256: the command ~30 ms sooner, 5 runs each).
-IDS_CALL = 1024
 
 
 class Prescan:
@@ -60,6 +55,12 @@ class Prescan:
         #: the GIL every 10 ms to be asked, and wait for it while start-up runs Python:
         #: the listing took ~3x as long).
         self._stop = bytearray(1)
+        #: Set to stop its content ids before the next file (`take`, `drop`): the call
+        #: answers the files it did not read `_fastscan.STOPPED`. One call for them all
+        #: (each return to Python takes the GIL from start-up: calls of 1,024 files made
+        #: the command ~30 ms quicker than calls of 256), yet the job that takes the scan
+        #: waits for one file's read, not for a call's (1,024 reads: seconds on a cold disk).
+        self._ids_stop = bytearray(1)
         self._result: Scanned | None = None
         self._error: BaseException | None = None
         self.taken = False  # by a job (`take`)
@@ -90,17 +91,17 @@ class Prescan:
         if self._result is None:
             return
         files = [f for f in self._result[0] if f[2]]  # (an empty file is never opened)
-        for start in range(0, len(files), IDS_CALL):
-            if self._halt:
-                return
-            part = files[start : start + IDS_CALL]
-            ids = fastscan.content_ids([(path, size) for _, path, size in part])
-            # (An errno where a file could not be read: the run reads it and says why.)
-            self.known.update(zip([f[0] for f in part], ids, strict=True))
+        ids = fastscan.content_ids([(path, size) for _, path, size in files], self._ids_stop)
+        # (An errno where a file could not be read: the run reads it and says why.)
+        stopped = fastscan.STOPPED
+        self.known.update(
+            [(f[0], cid) for f, cid in zip(files, ids, strict=True) if cid != stopped]
+        )
 
     def drop(self) -> None:
         """Stop it, listing or content ids (a job that does not take its scan)."""
         self._halt = True
+        self._ids_stop[0] = 1
         if not self.taken:
             self._stop[0] = 1
 
@@ -111,8 +112,9 @@ class Prescan:
     def take(self, stopped: Callable[[], bool]) -> Scanned | None:
         """Its scan, once it is done (blocking: call it in a worker thread), and ``known``
         from then on; ``stopped`` from now on stops the listing as it would stop the job's
-        own scan (then None); the content ids stop at the next `IDS_CALL` files."""
+        own scan (then None); the content ids stop now, after the file being read."""
         self.taken = self._halt = True
+        self._ids_stop[0] = 1
         while self._thread.is_alive():  # asked as often as C asks a callable
             self._thread.join(STOP_CHECK_SECONDS)
             if stopped():

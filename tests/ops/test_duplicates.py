@@ -6,6 +6,7 @@ import collections
 import contextlib
 import json
 import os
+import random
 import sqlite3
 import stat
 import threading
@@ -16,6 +17,8 @@ import trio
 
 import parjobs
 from parjobs import JobStatus
+from parjobs.cli import _format as cli_format
+from parjobs.cli import _results as cli_results
 from parjobs.ops import _duplicates as dup_mod
 from parjobs.ops import _entries as entries_mod
 from parjobs.ops import _hashing
@@ -479,7 +482,7 @@ def test_runs_pack_whole_size_groups_and_split_big_ones(monkeypatch):
 
 
 @pytest.mark.parametrize("odd", [None, 'caf\u00e9 "q"', "bad-\udcff"])
-async def test_the_stored_result_is_the_generic_encoders_text(store_path, tmp_path, odd):
+async def test_the_stored_result_is_the_generic_encoders_text(store_path, tmp_path, odd, scan_path):
     """The result's JSON, built by `_result_json` (for a tree of plain names, and with a
     copy under a name JSON escapes), is byte for byte what ``json.dumps`` writes, in the
     store as in the result read back."""
@@ -496,7 +499,7 @@ async def test_the_stored_result_is_the_generic_encoders_text(store_path, tmp_pa
     assert text == json.dumps(result)
 
 
-async def test_the_reports_own_json_text_is_stored(store_path, tmp_path, monkeypatch):
+async def test_the_reports_own_json_text_is_stored(store_path, tmp_path, monkeypatch, scan_path):
     """The report makes its groups' JSON text as it makes them (plain names): the stored
     result is that text, ``json.dumps``' byte for byte, not the result encoded again."""
     root = tmp_path / "t"
@@ -513,6 +516,110 @@ async def test_the_reports_own_json_text_is_stored(store_path, tmp_path, monkeyp
         (text,) = db.execute("SELECT result FROM jobs").fetchone()
     assert text == json.dumps(result)
     assert result == {**_expected(root, 1), "files_scanned": 20, "failed": 0}
+
+
+_ODD_NAMES = [b'say "hi"', b"back\\slash", b"new\nline", b"tab\t", b"del\x7f", b"b\xff"]
+
+
+@pytest.mark.parametrize("odd", [None, *_ODD_NAMES, "caf\u00e9".encode(), b"\x80"])
+def test_the_reports_groups_and_text_in_c_are_the_pythons(odd, monkeypatch):
+    """`_fastscan.report_groups` makes `_report`'s groups (the same dicts, keys in the same
+    order, paths decoded as ``os.fsdecode`` does and sorted as str, not as bytes: an
+    undecodable byte sorts after ``é`` though its byte is smaller) and their JSON text,
+    ``json.dumps``' byte for byte, or None where a string would be escaped."""
+    if _hashing.fastscan is None:
+        pytest.skip("the C extension _fastscan is not built")
+    names = [b"/t/a", b"/t/b c", b"/t/sp ace,[]{}:", b"/t/z", b"/t/~"]
+    if odd is not None:  # (and an é, which b"\x80", decoded, sorts before)
+        names += [b"/t/" + odd, b"/t/d/" + odd, b"/t/\xc3\xa9"]
+    files = [(i, name, 1 << 40) for i, name in enumerate(names)]
+    n = len(files)
+    found = [
+        (1 << 40, "0123abcd" * 4, list(range(n))[::-1]),
+        (5, "ffff" * 8, [n - 1, 0, 2]),
+        (7, "00" * 16, [1, 4]),
+    ]
+    c_report = dup_mod._report(files, [(s, d, m[:]) for s, d, m in found])
+    monkeypatch.setattr(_hashing, "fastscan", None)
+    py_report = dup_mod._report(files, [(s, d, m[:]) for s, d, m in found])
+    assert c_report == py_report
+    assert [list(g) for g in c_report.groups] == [["size", "digest", "paths"]] * 3
+    assert c_report.groups[0]["paths"] == sorted(map(os.fsdecode, names))
+    if odd is None:
+        assert c_report.text == json.dumps(c_report.groups)[1:-1]
+    else:
+        assert c_report.text is None
+
+
+def test_the_reports_groups_in_c_refuse_what_is_not_a_scan():
+    """Wrong input is an exception, not a crash or a wrong report."""
+    if _hashing.fastscan is None:
+        pytest.skip("the C extension _fastscan is not built")
+    report = _hashing.fastscan.report_groups
+    files = [(0, b"/t/a", 3), (1, b"/t/b", 3)]
+    assert report(files, []) == ([], "")
+    with pytest.raises(IndexError):
+        report(files, [(3, "d", [0, 2])])
+    with pytest.raises(TypeError):
+        report(files, [(3, "d")])
+    with pytest.raises(TypeError):
+        report([(0, "/t/a", 3)], [(3, "d", [0])])  # a path as str
+
+
+def _lines_in_python(result, monkeypatch):
+    with monkeypatch.context() as patch:
+        patch.setattr(_hashing, "fastscan", None)
+        return cli_results._duplicate_groups(result)
+
+
+def test_the_printed_groups_in_c_are_the_pythons(monkeypatch):
+    """`_fastscan.group_lines` makes the lines ``parjobs dupes`` prints as the Python loop
+    does: each size as `fmt.size` writes it (its own float formatting below 2**53, `size`
+    itself above), the paths as they are (non-ASCII and surrogate-escaped too)."""
+    fastscan = _hashing.fastscan
+    if fastscan is None:
+        pytest.skip("the C extension _fastscan is not built")
+    edges = [0, 1, 999, 1000, 1004, 1005, 9994, 9995, 9999, 10_000, 99_949, 99_950, 99_999]
+    edges += [999_499, 999_500, 10**6, 999_499_999, 999_500_000, 10**15 - 1, 10**17]
+    edges += [2**53 - 1, 2**53, 2**53 + 1, 2**63 - 1, 2**63, 10**21]
+    rng = random.Random(16)
+    sizes = edges + [rng.randrange(1, 10**k) for k in range(2, 17) for _ in range(300)]
+    paths = ["/t/a", "/t/caf\u00e9", "/t/bad-\udcff", "/t/\u4e2d", "/t/x y"]
+    groups = [{"size": n, "digest": "d", "paths": paths[: 2 + k % 4]} for k, n in enumerate(sizes)]
+    result = {"groups": groups, "failed": 0}
+    made = fastscan.group_lines(groups, cli_format.size)
+    assert made is not None
+    assert made == _lines_in_python(result, monkeypatch) == cli_results._duplicate_groups(result)
+    heads = [line for line in made if line.startswith("# ")]
+    assert heads == [f"# {2 + k % 4} copies of {cli_format.size(n)}" for k, n in enumerate(sizes)]
+    assert fastscan.group_lines([], cli_format.size) == []
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"size": True, "paths": ["/t/a"]},
+        {"size": "3", "paths": ["/t/a"]},
+        {"size": 3},
+        {"size": 3, "paths": ["/t/a", 7]},
+        {"size": 3, "paths": ("/t/a",)},
+        ["/t/a", "/t/b"],
+    ],
+)
+def test_groups_of_another_shape_are_printed_by_the_python_loop(odd, monkeypatch):
+    """A group that is not a dict with an int size and a list of str paths (a result read
+    from elsewhere) is left to the Python loop, which prints what it always printed."""
+    fastscan = _hashing.fastscan
+    if fastscan is None:
+        pytest.skip("the C extension _fastscan is not built")
+    groups = [{"size": 5, "digest": "d", "paths": ["/t/x", "/t/y"]}, odd]
+    assert fastscan.group_lines(groups, cli_format.size) is None
+    result = {"groups": groups}
+    try:
+        expected = _lines_in_python(result, monkeypatch)
+    except TypeError:  # (a path that is no str: the loop's own failure, as before)
+        return
+    assert cli_results._duplicate_groups(result) == expected
 
 
 @pytest.mark.parametrize(

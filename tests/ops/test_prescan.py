@@ -121,6 +121,42 @@ def test_the_c_scan_stops_on_a_flag_it_reads_without_the_gil(tmp_path):
     assert fastscan.scan_tree(roots, 1, bytearray(1)) == fastscan.scan_tree(roots, 1, bool)
 
 
+def test_the_c_content_ids_stop_on_a_flag_they_read_between_files(tmp_path):
+    """``content_ids``' ``stop``, a bytearray: its first byte set, the files not yet read
+    are answered ``STOPPED``; unset, the ids are those of a call without it."""
+    _tree(tmp_path)
+    fastscan = _hashing.fastscan
+    assert fastscan is not None
+    items = [
+        (os.fsencode(tmp_path / rel), 11 if rel.endswith("one") else 6)
+        for rel in ("a/one", "b/one", "c/two")
+    ]
+    ids = fastscan.content_ids(items)
+    assert all(isinstance(cid, str) for cid in ids)
+    assert fastscan.content_ids(items, bytearray(1)) == ids == fastscan.content_ids(items, None)
+    assert fastscan.content_ids(items, bytearray(b"\1")) == [fastscan.STOPPED] * 3
+    with pytest.raises(TypeError):
+        fastscan.content_ids(items, b"\1")  # (bytes cannot be set: not a flag)
+
+
+async def test_a_prescan_taken_before_its_content_ids_leaves_them_to_the_runs(store_path, tmp_path):
+    """`take` stops the content ids at once (the next file): a prescan taken before it
+    read any keeps no id (not a ``STOPPED`` code), and the job's runs read every file, to
+    the same groups."""
+    root = tmp_path / "t"
+    _tree(root)
+    prescan = Prescan([str(root)], 1)
+    prescan._ids_stop[0] = 1  # (as `take` sets it, here before the thread starts)
+    prescan._thread.start()
+    _finished(prescan)
+    assert prescan.known == {}
+    async with parjobs.open_manager(store_path) as manager:
+        job = DuplicatesJob(paths=[str(root)], prescan=prescan)
+        result = await (await manager.submit(job)).result()
+    assert [g["paths"] for g in result["groups"]] == [[str(root / "a/one"), str(root / "b/one")]]
+    assert prescan.taken and prescan._ids_stop[0] == 1
+
+
 def test_no_prescan_without_the_c_scan(tmp_path, monkeypatch):
     """Where the job scans in Python (no `_fastscan`), nothing is begun early: that walk
     holds the GIL, which start-up needs."""
