@@ -49,6 +49,7 @@ from ._items import ItemRecord
 from ._job import DumpedJob, Job, dump_job, lookup_job_type
 from ._jobstore import JobStore, StoreListener
 from ._leases import CLOSED
+from ._manager_core import JobRun
 from ._progress import ItemError, Progress
 from ._records import ItemQuery, JobInfo, JobQuery
 from ._status import JobStatus, check_transition, paused_by_store
@@ -527,10 +528,16 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         """What pause and cancel (``request``) share: reach the job where it is. Queued here,
         it rests at once (a cancelled one is cleaned up); starting or running here, it is
         interrupted; held by another live process, that process is asked through the store.
-        Returns None then, else the stored job, which nobody live holds."""
+        Returns None then, else the stored job, which nobody live holds. A run writing its
+        end (retried while the store fails) is waited for: the request then acts on the job
+        as that run left it (its end may forbid the run's own stopping status: a paused end
+        after cancelling)."""
         rest, stopping = _STEERING[request]
         live = self._live.get(job_id)
-        if live is not None and live in self._queue:
+        while live is not None and live.releasing and not live.rested.is_set():
+            await live.rested.wait()
+            live = self._live.get(job_id)  # (a retry's requeue: its next run, waiting)
+        if live is not None and (live in self._queue or _requeued(live)):
             await self._rest_queued(live, rest)
             if rest is JobStatus.CANCELLED:
                 await self._cleanup_offline(live.info)
@@ -918,6 +925,12 @@ def _check_same_job(
             f"idempotency key {key!r} is already used by job {info.id} with another "
             f"{' and '.join(differs)}; use a new key for a different job"
         )
+
+
+def _requeued(live: JobRun) -> bool:
+    """A run a retry policy queued again, waiting out its delay before it joins the queue
+    (`_requeue_later`): steered like a queued one (it rests here, never claimed later)."""
+    return live.status is JobStatus.QUEUED and not live.starting and not live.rested.is_set()
 
 
 def _check_timeout(timeout: float | None) -> None:

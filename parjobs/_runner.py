@@ -367,6 +367,7 @@ class JobRunner(ManagerCore):
         """Queue the job again after ``delay`` (a transient failure; attempts are counted in
         ``runs``). Waiters keep waiting: the job is not resting."""
         error = f"attempt {live.info.runs + 1} failed, retrying in {delay:.1f} s: {failure!r}"
+        live.releasing = True  # its end: no pause or cancel moves the job meanwhile (`_steer`)
         queued: JobInfo | None = None
 
         async def requeue() -> None:  # (again after a failed attempt: queued to queued)

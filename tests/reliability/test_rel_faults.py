@@ -59,7 +59,7 @@ from parjobs.ops._hash import HashJob
 from parjobs.ops._hashing import hash_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _jobs import CountJob, logged, read_log
+from _jobs import FLAKY_ATTEMPTS, CountJob, FlakyJob, logged, read_log
 
 
 def small_tree(root: Path, *, big: int = 6, small: int = 50, seed: int = 3) -> None:
@@ -808,14 +808,17 @@ async def test_damaged_store_is_a_clear_error(tmp_path: Path, damage: str) -> No
     assert proc.stderr.count("\n") == 1 and store in proc.stderr, proc.stderr
 
 
-def outage_at_the_end(m: parjobs.JobManager, store: OutageStore) -> trio.Event:
-    """Start an outage of ``store`` just as ``m`` records a job's end (its completed status
-    and result: the write after its last checkpoint); the returned event is set then."""
+def outage_at_the_end(
+    m: parjobs.JobManager, store: OutageStore, end: JobStatus = JobStatus.COMPLETED
+) -> trio.Event:
+    """Start an outage of ``store`` just as ``m`` records a job's end (its ``end`` status,
+    completed by default, and result: the write after its last checkpoint; queued: a
+    retry's requeue); the returned event is set then."""
     real = m._db
     began = trio.Event()
 
     async def db(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        ending = getattr(fn, "__name__", "") == "transition" and JobStatus.COMPLETED in args
+        ending = getattr(fn, "__name__", "") == "transition" and end in args
         if ending and not began.is_set():
             store.outages.append(await trio.to_thread.run_sync(store.begin))
             began.set()
@@ -894,3 +897,54 @@ async def test_closing_as_a_job_waits_to_record_its_end_leaves_it_resumable(
     assert (info.status, info.runs) == (JobStatus.COMPLETED, 2)
     assert info.result == {"done_this_run": 0, "runs": 2}
     assert sorted(read_log(store.log)) == list(range(50))
+
+
+async def test_a_cancel_as_a_paused_run_retries_its_end_cancels_the_job(
+    outage_store: OutageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A person pauses a job, the store fails as its paused end is written, comes back
+    between two tries, and the person cancels the job then: the cancel wins (the job ends
+    cancelled, cleaned up), it is neither lost to the paused end nor left ``cancelling``
+    with nobody running it (the retried end found the job moved to cancelling, which may not
+    become paused, and rested so here)."""
+    monkeypatch.setattr(parjobs._runner, "STORE_RETRY", 1.0)  # the cancel comes first
+    store = outage_store
+    async with parjobs.open_manager(store.path, workers=2) as m:
+        handle = await m.submit(CountJob(n=20, log=store.log, hold=store.flag, hold_from=5))
+        with trio.fail_after(8):
+            while logged(store.log) < 5:
+                await trio.sleep(0.01)
+            began = outage_at_the_end(m, store, JobStatus.PAUSED)
+            await m.pause(handle.id)
+            await began.wait()
+            await trio.sleep(0.2)  # the first try failed: the next is 1 s away
+            store.outages[-1].end()  # (not in a thread: the retry stays 1 s away)
+            await m.cancel(handle.id)
+            assert await handle.wait() is JobStatus.CANCELLED
+        info = await m.get(handle.id)
+    assert (info.status, info.lease, info.request) == (JobStatus.CANCELLED, None, None)
+
+
+async def test_a_cancel_as_a_retry_is_requeued_cancels_the_job(
+    outage_store: OutageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's attempt failed and its requeue (the retry policy's) meets a failing store that
+    comes back between two tries; a person cancels the job then: it ends cancelled and the
+    manager goes on (the retried requeue found the job cancelling, which may not be queued,
+    and raised out of the manager), the job never attempted again."""
+    monkeypatch.setattr(parjobs._runner, "STORE_RETRY", 1.0)
+    store = outage_store
+    name = f"requeue-cancel-{os.getpid()}-{time.monotonic()}"
+    async with parjobs.open_manager(store.path, workers=2) as m:
+        began = outage_at_the_end(m, store, JobStatus.QUEUED)
+        handle = await m.submit(FlakyJob(name=name, failures=5))
+        with trio.fail_after(8):
+            await began.wait()
+            await trio.sleep(0.2)
+            store.outages[-1].end()
+            await m.cancel(handle.id)
+            assert await handle.wait() is JobStatus.CANCELLED
+            await trio.sleep(0.5)  # past the retry policy's delay: nothing runs it again
+        info = await m.get(handle.id)
+    assert (info.status, info.lease, info.request) == (JobStatus.CANCELLED, None, None)
+    assert FLAKY_ATTEMPTS[name] == 1
