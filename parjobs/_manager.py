@@ -53,6 +53,7 @@ from ._manager_core import JobRun
 from ._progress import ItemError, Progress
 from ._records import ItemQuery, JobInfo, JobQuery
 from ._status import JobStatus, check_transition, paused_by_store
+from ._store import CancelPending
 from ._stores import open_store
 from ._util import NoPublicConstructor, exception_leaves
 
@@ -575,7 +576,8 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
     ) -> JobHandle:
         """Queue a paused, interrupted, failed or completed-with-errors job to run here
         (``detach``: queue it for whichever worker of the store claims it, see `work`).
-        Completed tasks are skipped; failed ones are retried.
+        Completed tasks are skipped; failed ones are retried. A job recovered with its
+        cancel pending (its manager gone while cancelling it) is cancelled instead.
 
         A job's timeout bounds its total run time over all its runs; ``timeout`` sets a new
         total (a job that ended ``timed_out`` has used up its own: give it more here)."""
@@ -584,7 +586,11 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         if live is not None and not live.rested.is_set():
             raise InvalidTransitionError(f"cannot resume job {job_id}: it is {live.status.value}")
         # One transaction: refused (LeaseError) while any other live process holds the job.
-        info = await self._db(self.store.requeue, job_id, self.id)
+        try:
+            info = await self._db(self.store.requeue, job_id, self.id)
+        except CancelPending:  # a person asked to cancel it: that wins, never run again
+            await self.cancel(job_id)
+            return JobHandle._create(self, job_id)
         self._steered(job_id)
         if timeout is not None or detach:  # queued and leased to us: nobody else writes it
             fields: dict[str, object] = {} if timeout is None else {"timeout": timeout}

@@ -181,6 +181,12 @@ def leave_open_for_exit() -> None:
         _left_for_exit = []
 
 
+class CancelPending(InvalidTransitionError):
+    """A resume found the job resting with a cancel pending: a person asked to cancel it
+    and its manager died (or closed) before the job was cancelled, perhaps after its
+    cleanup ran. The resume finishes the cancel instead (`JobManager.resume`)."""
+
+
 class SQLiteJobStore:
     """A parjobs store file. Open with `SQLiteJobStore.open`; close with `close`."""
 
@@ -370,7 +376,8 @@ class SQLiteJobStore:
     def requeue(self, job_id: str, manager_id: str) -> JobInfo:
         """Resume: take a resting job for ``manager_id`` (queued, leased to it), in one
         transaction. Raises `LeaseError` if a live manager holds it (it runs elsewhere),
-        `InvalidTransitionError` if its status forbids a resume."""
+        `InvalidTransitionError` if its status forbids a resume, `CancelPending` if it
+        rests with a cancel its manager did not finish (recovered so: `_recover`)."""
         now = time.time()
         with self._tx() as c:
             info = self._get(c, job_id)
@@ -382,6 +389,8 @@ class SQLiteJobStore:
                     )
                 self._recover(c)  # its manager is dead: it rests as interrupted (or paused)
                 info = self._get(c, job_id)
+            if info.request == "cancel":  # its manager died (or closed) cancelling it
+                raise CancelPending(f"cannot resume job {job_id}: its cancel is pending")
             check_transition(job_id, info.status, JobStatus.QUEUED)
             c.execute(
                 "UPDATE jobs SET status='queued', lease=?, request=NULL, finished=NULL, "

@@ -948,3 +948,37 @@ async def test_a_cancel_as_a_retry_is_requeued_cancels_the_job(
         info = await m.get(handle.id)
     assert (info.status, info.lease, info.request) == (JobStatus.CANCELLED, None, None)
     assert FLAKY_ATTEMPTS[name] == 1
+
+
+@pytest.mark.parametrize("how", ["resume", "resume_interrupted"])
+async def test_a_cancel_whose_end_went_unrecorded_is_cancelled_not_run_again(
+    outage_store: OutageStore, how: str
+) -> None:
+    """A person cancels a running job; its cleanup runs, but the store fails as its
+    cancelled end is written and the manager closes (its end unrecorded). The next manager
+    recovers it ``interrupted`` with the cancel pending: a resume (by hand or
+    ``resume_interrupted``) finishes the cancel (the job ends cancelled), it does not run the
+    job again after its cleanup (its held tasks would wait for good)."""
+    store = outage_store
+    with trio.fail_after(8):
+        with pytest.raises(parjobs.StoreError):
+            async with parjobs.open_manager(store.path, workers=2) as m:
+                began = outage_at_the_end(m, store, JobStatus.CANCELLED)
+                handle = await m.submit(CountJob(n=20, log=store.log, hold=store.flag, hold_from=5))
+                while logged(store.log) < 5:
+                    await trio.sleep(0.01)
+                await m.cancel(handle.id)
+                await began.wait()
+        ran = logged(store.log)
+        await end_outage(store)
+        async with parjobs.open_manager(
+            store.path, resume_interrupted=how == "resume_interrupted"
+        ) as m:
+            if how == "resume":
+                info = await m.get(handle.id)
+                assert (info.status, info.request) == (JobStatus.INTERRUPTED, "cancel")
+                await m.resume(handle.id)
+            assert await m.wait(handle.id) is JobStatus.CANCELLED
+            info = await m.get(handle.id)
+    assert (info.status, info.lease, info.request) == (JobStatus.CANCELLED, None, None)
+    assert logged(store.log) == ran
