@@ -528,8 +528,9 @@ class JobRunner(ManagerCore):
         (``status``, or what it moved to meanwhile), or None when the job was taken from
         this run (``live.lost`` says why). ``again``: an earlier attempt failed, and may
         have been written all the same (PostgreSQL's connection lost as it committed): a
-        job found ended so, its lease as that write left it, was ours, and is not written
-        twice."""
+        job found ended so, its lease and run time as that write left them, was ours, and
+        is not written twice. (Its run time tells it from the same end written by another
+        manager that recovered the job meanwhile: that run's time counts too.)"""
         try:
             stored = await self._db(
                 self.store.transition,
@@ -549,7 +550,8 @@ class JobRunner(ManagerCore):
                     found = await self.get(live.id)
                 except JobNotFoundError:
                     found = None
-                if found is not None and (found.status, found.lease) == (status, fields["lease"]):
+                ours = (status, fields["lease"], fields["run_time"])
+                if found is not None and (found.status, found.lease, found.run_time) == ours:
                     if plain:
                         live.ended = dataclasses.replace(found, result=result)
                     return status

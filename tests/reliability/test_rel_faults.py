@@ -982,3 +982,80 @@ async def test_a_cancel_whose_end_went_unrecorded_is_cancelled_not_run_again(
             info = await m.get(handle.id)
     assert (info.status, info.lease, info.request) == (JobStatus.CANCELLED, None, None)
     assert logged(store.log) == ran
+
+
+async def test_an_end_retried_after_another_manager_ended_the_job_is_not_taken_as_its_own(
+    outage_store: OutageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store fails as manager A writes a job's completed end; meanwhile A counts as gone
+    (as a host whose heartbeat aged does: here A's id in ``_leases.CLOSED``), and manager B
+    recovers the job, resumes and completes it with its own result. A's retried write finds
+    the job completed with no lease, as its own write would have left it: it must not take
+    B's end for its own (A's waiters got A's result and a completion of A's run). A's run
+    is lost; the store keeps B's end, written once."""
+    monkeypatch.setattr(parjobs._runner, "STORE_RETRY", 1.0)
+    store = outage_store
+    async with parjobs.open_manager(store.path, workers=2) as a:
+        began = outage_at_the_end(a, store)
+        handle = await a.submit(CountJob(n=5, log=store.log))
+        with trio.fail_after(8):
+            await began.wait()
+            await trio.sleep(0.2)  # the first try failed: the next is 1 s away
+            parjobs._leases.CLOSED.add(a.id)
+            try:
+                store.outages[-1].end()
+                async with parjobs.open_manager(store.path) as b:
+                    await b.resume(handle.id)
+                    assert await b.wait(handle.id) is JobStatus.COMPLETED
+                    theirs = await b.get(handle.id)
+                    ours = await a.wait(handle.id)  # (once A's run rested: the job was lost)
+            finally:
+                parjobs._leases.CLOSED.discard(a.id)
+            assert ours is JobStatus.INTERRUPTED
+            assert await a.get_rested(handle.id, JobStatus.COMPLETED) == theirs
+    assert theirs.result == {"done_this_run": 0, "runs": 2}
+    assert sorted(read_log(store.log)) == list(range(5))
+
+
+@pytest.mark.parametrize("outage_store", ["sqlite", "postgresql"], indirect=True)
+async def test_an_end_written_whose_answer_was_lost_is_recognized_once(
+    outage_store: OutageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's completed end is written but its answer lost (the connection failing as it
+    committed: the manager sees a `StoreError`); the retry finds the job ended as its write
+    left it (status, no lease, its run time read back exactly) and takes it as its own: the
+    job completed once, with this run's result, its completion published once."""
+    monkeypatch.setattr(parjobs._runner, "STORE_RETRY", 0.1)
+    store = outage_store
+    seen: list[JobStatus] = []
+    async with parjobs.open_manager(store.path, workers=2) as m:
+        real = m._db
+
+        async def db(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            done = await real(fn, *args, **kwargs)
+            ending = getattr(fn, "__name__", "") == "transition" and JobStatus.COMPLETED in args
+            if ending and not seen:
+                seen.append(done.status)
+                raise parjobs.StoreError("lost the answer of the job store")
+            return done
+
+        async def follow(events: parjobs.EventSubscription) -> None:
+            async for e in events:
+                if e.kind is parjobs.EventKind.STATUS and e.status is not None:
+                    ended.append(e.status)
+
+        m._db = db  # type: ignore[method-assign]
+        ended: list[JobStatus] = []
+        async with trio.open_nursery() as nursery:
+            with m.events() as events:
+                nursery.start_soon(follow, events)
+                handle = await m.submit(CountJob(n=5, log=store.log))
+                with trio.fail_after(8):
+                    assert await handle.wait() is JobStatus.COMPLETED
+                info = await m.get(handle.id)
+                await trio.sleep(0.3)
+                nursery.cancel_scope.cancel()
+        assert await handle.result() == {"done_this_run": 5, "runs": 1}
+    assert seen == [JobStatus.COMPLETED]
+    assert (info.status, info.runs, info.lease) == (JobStatus.COMPLETED, 1, None)
+    assert ended.count(JobStatus.COMPLETED) == 1, ended
