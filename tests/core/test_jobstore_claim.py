@@ -426,3 +426,63 @@ async def test_closing_a_manager_as_its_listener_reconnects_is_prompt(
     with trio.fail_after(20):
         while await trio.to_thread.run_sync(_listening, pg_server, db):
             await trio.sleep(0.05)
+
+
+def test_a_postgresql_listener_loses_no_notification_to_its_pings(pg_url, tmp_path, monkeypatch):
+    """Notifications that arrive while a ping (``LISTEN`` sent again) is in flight, before
+    its answer, with it, or after it, are all drained, in order; a ping is sent once until
+    answered, its answer read in full (the next ping is sent), and the session still
+    listens afterwards."""
+    monkeypatch.setenv("PARJOBS_JOB_FILES", str(tmp_path))
+    store = open_store(pg_url)
+    listener = store.listener()
+    assert listener is not None
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as other:
+
+            def notify(*ids: str) -> None:
+                for job_id in ids:
+                    other.execute("SELECT pg_notify('parjobs', %s)", (job_id,))
+
+            notify("a")
+            assert listener.ping() is True
+            notify("b", "c")
+            assert listener.ping() is True  # in flight: not sent twice
+            notify("d")
+            assert _drain(listener) == ["a", "b", "c", "d"]
+            assert listener._asked is False  # answered, read in full
+            got: list[str] = []
+            for n in range(30):  # pings and notifications interleaved, drained meanwhile
+                listener.ping()
+                notify(f"e{n}")
+                got += listener.drain()
+            deadline = time.monotonic() + 10
+            while (len(got) < 30 or listener._asked) and time.monotonic() < deadline:
+                select.select([listener.fileno()], [], [], 0.5)
+                got += listener.drain()
+            assert got == [f"e{n}" for n in range(30)]
+            assert listener._asked is False
+            notify("z")  # still listening
+            assert _drain(listener) == ["z"]
+    finally:
+        listener.close()
+        store.close()
+
+
+async def test_a_pinged_postgresql_worker_hears_every_wake_up(pg_server, tmp_path, monkeypatch):
+    """A worker's listener pinged all the time (a silence check every 10 ms, as a busy one
+    is between notifications): jobs another process queues still start at once (the poll it
+    falls back on is a minute long), and its session is never replaced."""
+    monkeypatch.setenv("PARJOBS_JOB_FILES", str(tmp_path / "job-files"))
+    monkeypatch.setattr(parjobs._scheduler, "DEPENDENCY_POLL", 60.0)
+    monkeypatch.setattr(parjobs._housekeeping, "LISTEN_CHECK", 0.01)
+    db = pg_server.create_db()
+    url, log = pg_server.url(db), str(tmp_path / "log")
+    async with parjobs.open_manager(url) as worker, trio.open_nursery() as nursery:
+        nursery.start_soon(worker.work)
+        await trio.sleep(0.3)
+        first = await trio.to_thread.run_sync(_listening, pg_server, db)
+        for _ in range(3):
+            await _starts_at_once(url, log)
+        assert await trio.to_thread.run_sync(_listening, pg_server, db) == first
+        nursery.cancel_scope.cancel()
