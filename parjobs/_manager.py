@@ -221,8 +221,13 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         for live in list(self._live.values()):
             if self._claiming and live.status is JobStatus.RUNNING:
                 self._handing_back.add(live.id)  # rests interrupted: another worker's
-            if live in self._queue:
-                await self._rest_queued(live, JobStatus.INTERRUPTED)
+            if live in self._queue or _requeued(live):  # (a retry's delay: never queued now)
+                try:
+                    await self._rest_queued(live, JobStatus.INTERRUPTED)
+                except StoreError as exc:  # the store still says queued here: recovered
+                    live.rest(JobStatus.INTERRUPTED)
+                    if self._unrecorded is None:
+                        self._unrecorded = exc
             elif live.starting and live.ctx is None and not live.rested.is_set():
                 self._apply_request(live, "pause")
             elif live.status in (JobStatus.RUNNING, JobStatus.PAUSING) and not live.releasing:
@@ -936,7 +941,9 @@ def _check_same_job(
 def _requeued(live: JobRun) -> bool:
     """A run a retry policy queued again, waiting out its delay before it joins the queue
     (`_requeue_later`): steered like a queued one (it rests here, never claimed later)."""
-    return live.status is JobStatus.QUEUED and not live.starting and not live.rested.is_set()
+    return live.status is JobStatus.QUEUED and not (
+        live.starting or live.releasing or live.rested.is_set()
+    )
 
 
 def _check_timeout(timeout: float | None) -> None:

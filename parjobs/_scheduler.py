@@ -54,7 +54,10 @@ class JobScheduler(JobRunner):
     async def _scheduler(self) -> None:
         while True:
             self._wake = trio.Event()
-            waiting_on_others = await self._schedule_once()
+            try:
+                waiting_on_others = await self._schedule_once()
+            except StoreError:  # the store fails (an outage): look again at the next poll
+                waiting_on_others = True
             # Prerequisites run by other processes are polled; ours wake us when they rest.
             # A worker polls the store for jobs to claim (a store's wake-ups come sooner).
             poll = DEPENDENCY_POLL if waiting_on_others or self._claiming else math.inf
@@ -79,15 +82,20 @@ class JobScheduler(JobRunner):
             if failed is not None and live.info.dep_policy == "skip":
                 self._queue.remove(live)
                 live.releasing = True
+                try:
+                    await self._db(
+                        self.store.transition,
+                        live.id,
+                        JobStatus.SKIPPED,
+                        holder=self.id,
+                        lease=None,
+                        error=f"prerequisite job {failed}",
+                    )
+                except StoreError:
+                    live.releasing = False
+                    self._not_started(live)
+                    raise
                 live.error = f"prerequisite job {failed}"
-                await self._db(
-                    self.store.transition,
-                    live.id,
-                    JobStatus.SKIPPED,
-                    holder=self.id,
-                    lease=None,
-                    error=live.error,
-                )
                 live.rest(JobStatus.SKIPPED)
                 self._wake.set()  # its own dependents may now be decidable
                 continue
@@ -101,6 +109,10 @@ class JobScheduler(JobRunner):
             live.starting = True
             try:
                 info = await self._db(self.store.claim, live.id, self.id)
+            except StoreError:
+                live.starting = False
+                self._not_started(live)
+                raise
             except (LeaseError, InvalidTransitionError) as exc:
                 live.error = str(exc)
                 stored = await self.get(live.id)
@@ -110,6 +122,15 @@ class JobScheduler(JobRunner):
         if self._claiming and not self._closing:
             await self._claim_from_store()
         return waiting
+
+    def _not_started(self, live: JobRun) -> None:
+        """A queued job whose claim (or skip) the store refused: queued here again, looked at
+        once the store works; or, the manager closing, rested interrupted (the store still
+        says queued here: the next manager recovers it)."""
+        if self._closing:
+            live.rest(JobStatus.INTERRUPTED)
+        else:
+            self._queue.append(live)
 
     def _start_run(self, live: JobRun, info: JobInfo) -> None:
         """Run a claimed job (honouring a pause or cancel sent while it waited queued)."""

@@ -59,7 +59,7 @@ from parjobs.ops._hash import HashJob
 from parjobs.ops._hashing import hash_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _jobs import FLAKY_ATTEMPTS, CountJob, FlakyJob, logged, read_log
+from _jobs import FLAKY_ATTEMPTS, CountJob, FlakyJob, MarkJob, logged, read_log
 
 
 def small_tree(root: Path, *, big: int = 6, small: int = 50, seed: int = 3) -> None:
@@ -1059,3 +1059,58 @@ async def test_an_end_written_whose_answer_was_lost_is_recognized_once(
     assert seen == [JobStatus.COMPLETED]
     assert (info.status, info.runs, info.lease) == (JobStatus.COMPLETED, 1, None)
     assert ended.count(JobStatus.COMPLETED) == 1, ended
+
+
+@pytest.mark.parametrize("outage_store", ["sqlite", "postgresql"], indirect=True)
+async def test_a_dependant_waits_for_its_prerequisites_end_to_be_recorded(
+    outage_store: OutageStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job queued after another waits while its prerequisite's end is retried against a
+    failing store (its scheduler's look at the store fails too: it tries again, the
+    manager goes on), and starts once that end is recorded: never before, never twice."""
+    monkeypatch.setattr(parjobs._runner, "STORE_RETRY", 0.2)
+    store = outage_store
+    marks = str(tmp_path / "marks")
+    async with parjobs.open_manager(store.path, workers=2) as m:
+        began = outage_at_the_end(m, store)
+        first = await m.submit(CountJob(n=5, log=store.log))
+        then = await m.submit(MarkJob(name="then", log=marks), after=[first.id])
+        with trio.fail_after(20):
+            await began.wait()
+            await trio.sleep(1)  # a few tries of the end; the scheduler looks meanwhile
+            assert m.local_status(first.id) is JobStatus.RUNNING
+            assert m.local_status(then.id) is JobStatus.QUEUED
+            assert not os.path.exists(marks)
+            await end_outage(store)
+            assert await then.wait() is JobStatus.COMPLETED
+        assert await first.wait() is JobStatus.COMPLETED
+        done = await m.get(first.id)
+        started = await m.get(then.id)
+    assert started.started is not None and done.finished is not None
+    assert started.started >= done.finished
+    with open(marks) as f:
+        assert [line.split()[:2] for line in f] == [["start", "then"], ["end", "then"]]
+
+
+async def test_closing_as_a_job_waits_out_its_retry_delay_is_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manager closes while a job's failed attempt waits out its retry policy's delay
+    (queued again, not yet in the scheduler's queue): close returns at once, the job rests
+    ``interrupted`` (close waited for good for a run that would never come), and a resume
+    runs it on."""
+    monkeypatch.setattr(FlakyJob, "retry", parjobs.RetryPolicy(initial_delay=30.0, jitter=0.0))
+    store = str(tmp_path / "jobs.sqlite")
+    name = f"close-in-delay-{os.getpid()}-{time.monotonic()}"
+    with trio.fail_after(5):
+        async with parjobs.open_manager(store) as m:
+            handle = await m.submit(FlakyJob(name=name, failures=1))
+            while FLAKY_ATTEMPTS.get(name, 0) < 1 or m.local_status(handle.id) is not (
+                JobStatus.QUEUED
+            ):
+                await trio.sleep(0.01)
+        async with parjobs.open_manager(store) as m:
+            assert (await m.get(handle.id)).status is JobStatus.INTERRUPTED
+            await m.resume(handle.id)
+            assert await m.wait(handle.id) is JobStatus.COMPLETED
+    assert FLAKY_ATTEMPTS[name] == 2
