@@ -21,7 +21,7 @@ import parjobs
 import parjobs._housekeeping
 import parjobs._scheduler
 from parjobs import JobStatus
-from parjobs._pgstore import PostgresStore
+from parjobs._pgstore import PgListener, PostgresStore
 from parjobs._records import CheckpointBatch
 from parjobs._status import STORE_PAUSED
 from parjobs._stores import open_store
@@ -436,7 +436,7 @@ def test_a_postgresql_listener_loses_no_notification_to_its_pings(pg_url, tmp_pa
     monkeypatch.setenv("PARJOBS_JOB_FILES", str(tmp_path))
     store = open_store(pg_url)
     listener = store.listener()
-    assert listener is not None
+    assert isinstance(listener, PgListener)
     try:
         with psycopg.connect(pg_url, autocommit=True) as other:
 
