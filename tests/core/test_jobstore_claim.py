@@ -360,6 +360,15 @@ def test_a_postgresql_listener_keeps_its_connection_alive_on_both_ends(
         store.close()
 
 
+def _slow_polled_db(pg_server, tmp_path, monkeypatch) -> tuple[str, str, str]:
+    """A new database whose workers fall back on a minute-long poll (only a wake-up starts
+    a job in time): its name, its URL, and a log for `_starts_at_once`."""
+    monkeypatch.setenv("PARJOBS_JOB_FILES", str(tmp_path / "job-files"))
+    monkeypatch.setattr(parjobs._scheduler, "DEPENDENCY_POLL", 60.0)
+    db = pg_server.create_db()
+    return db, pg_server.url(db), str(tmp_path / "log")
+
+
 def _postgres_pid(server) -> int:
     with open(os.path.join(server.data, "postmaster.pid")) as f:
         return int(f.readline())
@@ -372,13 +381,10 @@ async def test_a_silent_postgresql_listener_is_replaced(pg_server, tmp_path, mon
     up after `LISTEN_ANSWER` (0.3 s) and listens on a new connection: a job another process
     queues then starts at once, though the poll the worker falls back on is a minute
     long."""
-    monkeypatch.setenv("PARJOBS_JOB_FILES", str(tmp_path / "job-files"))
-    monkeypatch.setattr(parjobs._scheduler, "DEPENDENCY_POLL", 60.0)
     monkeypatch.setattr(parjobs._housekeeping, "LISTEN_RETRY", 0.1)
     monkeypatch.setattr(parjobs._housekeeping, "LISTEN_CHECK", 0.2)
     monkeypatch.setattr(parjobs._housekeeping, "LISTEN_ANSWER", 0.3)
-    db = pg_server.create_db()
-    url, log = pg_server.url(db), str(tmp_path / "log")
+    db, url, log = _slow_polled_db(pg_server, tmp_path, monkeypatch)
     async with parjobs.open_manager(url) as worker, trio.open_nursery() as nursery:
         nursery.start_soon(worker.work)
         await trio.sleep(0.5)  # a few pings answered: it stays
@@ -473,11 +479,8 @@ async def test_a_pinged_postgresql_worker_hears_every_wake_up(pg_server, tmp_pat
     """A worker's listener pinged all the time (a silence check every 10 ms, as a busy one
     is between notifications): jobs another process queues still start at once (the poll it
     falls back on is a minute long), and its session is never replaced."""
-    monkeypatch.setenv("PARJOBS_JOB_FILES", str(tmp_path / "job-files"))
-    monkeypatch.setattr(parjobs._scheduler, "DEPENDENCY_POLL", 60.0)
     monkeypatch.setattr(parjobs._housekeeping, "LISTEN_CHECK", 0.01)
-    db = pg_server.create_db()
-    url, log = pg_server.url(db), str(tmp_path / "log")
+    db, url, log = _slow_polled_db(pg_server, tmp_path, monkeypatch)
     async with parjobs.open_manager(url) as worker, trio.open_nursery() as nursery:
         nursery.start_soon(worker.work)
         await trio.sleep(0.3)
