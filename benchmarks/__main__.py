@@ -54,7 +54,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     cold = p.add_mutually_exclusive_group()
     cold.add_argument("--cold", action="store_true", help="cold-ish variants in quick mode too")
     cold.add_argument("--no-cold", action="store_true", help="skip the cold-ish cache variants")
-    p.add_argument("--no-charts", action="store_true", help="JSON only")
+    charts = p.add_mutually_exclusive_group()
+    charts.add_argument("--no-charts", action="store_true", help="JSON only")
+    charts.add_argument(
+        "--charts", metavar="SCENARIO[,..]", help="draw only these scenarios' charts"
+    )
     args = p.parse_args(argv)
     # cli starts ~20 processes per round: too slow for the smoke test's --tiny run of all.
     default = [s for s in SCENARIOS if not (args.tiny and s == "cli")]
@@ -64,6 +68,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     args.only = [s for s in known if s in only]
+    args.charts = frozenset(args.charts.split(",")) if args.charts else None
     try:
         args.workers = sorted({int(w) for w in args.workers.split(",")})
     except ValueError:
@@ -139,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for name in args.only:
             sw = Stopwatch()
+            session.charts = not args.no_charts and (args.charts is None or name in args.charts)
             runner: Callable[[Session], dict[str, Any]]
             if name == "dispatch":
                 runner = _run_dispatch
