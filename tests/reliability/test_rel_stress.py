@@ -129,7 +129,7 @@ async def storm(tmp_path: Path, seconds: float, seed: int, least: dict[str, int]
 
 
 async def test_fifty_jobs_under_random_requests(tmp_path: Path) -> None:
-    counts = await storm(tmp_path, 5.0, seed=7, least={"pause": 15, "resume": 15, "cancel": 1})
+    counts = await storm(tmp_path, 2.5, seed=7, least={"pause": 15, "resume": 15, "cancel": 1})
     print(counts)
     assert counts["pause"] >= 15 and counts["resume"] >= 15 and counts["cancelled"] >= 1
 
