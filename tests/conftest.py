@@ -22,30 +22,37 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_CACHE_HOME, ignore_errors=True)
 
 
-#: The longest tests (3-20 s each on 2 cores, session 14), longest first. They run before
-#: all others, and with ``--maxschedchunk=2`` (pyproject.toml) xdist hands tests out a couple at
-#: a time from the front: the two workers share the long ones and end together, instead of
-#: one running a long test alone at the end (the order within a module is kept otherwise).
+#: The longest tests (3-10 s each on 2 cores, session 16), longest first. They run before all
+#: others, and xdist (``--dist loadgroup``, pyproject.toml) hands tests out one at a time from
+#: the front to a worker holding two or fewer: the two workers share the long ones and end
+#: together, instead of one running a long test alone at the end (the order within a module
+#: is kept otherwise). The xdist groups (the chromium and Dask modules, ~20 and ~30 s) go out
+#: before them, whole, one to each worker.
 FIRST = (
     "tests/test_benchmarks_smoke.py::test_tiny_run_writes_results",
-    "tests/server/test_dashboard.py::test_dashboard_with_500_jobs_and_20_running",
-    "tests/server/test_dashboard.py::test_dashboard_pause_resume_and_a_hash_job_from_the_form",
-    "tests/reliability/test_rel_second_runner.py::test_second_runner_matrix",
-    "tests/reliability/test_rel_stress.py::test_fifty_jobs_under_random_requests",
     "tests/reliability/test_rel_crash.py::test_random_kills",
+    "tests/cli/test_ops_commands.py::test_demo_runs",
+    "tests/reliability/test_rel_second_runner.py::test_second_runner_matrix",
     "tests/reliability/test_rel_faults.py::test_store_on_a_full_disk_pauses_the_job_then_it_resumes_by_itself",
-    "tests/test_benchmarks_smoke.py::test_bench_trees_runs_each_scenario_per_tree_and_reports_medians",
-    "tests/server/test_remote_cli.py::test_ctrl_c_pauses_through_the_api_then_resume_pause_cancel",
+    "tests/reliability/test_rel_stress.py::test_fifty_jobs_under_random_requests",
+    "tests/server/test_serve_cli.py::test_a_job_its_failing_store_paused_is_resumed_by_the_restart",
+    "tests/cluster/test_cluster_parts.py::test_the_cli_runs_a_job_on_a_local_cluster_from_the_environment",
+    "tests/cli/test_worker.py::test_a_killed_workers_copy_is_resumed_by_another_byte_identical",
     "tests/core/test_scheduler.py::test_job_timeout_counts_run_time_over_resumes",
     "tests/server/test_remote_cli.py::test_show_items_and_undo_through_the_server_as_locally",
-    "tests/cluster/test_cluster_parts.py::test_the_cli_runs_a_job_on_a_local_cluster_from_the_environment",
-    "tests/reliability/test_rel_names.py::test_two_jobs_writing_one_big_file_name_never_publish_each_others_bytes",
-    "tests/core/test_context_checkpoints.py::test_after_kill_9_only_tasks_in_flight_and_the_last_interval_run_again",
-    "tests/reliability/test_rel_crash.py::test_dupes_killed_mid_checkpoint_resumes_each_unfinished_run_once",
-    "tests/server/test_serve_cli.py::test_sigterm_pauses_and_the_restart_resumes_only_what_the_shutdown_paused",
-    "tests/cli/test_worker.py::test_unusable_postgresql_stores_are_clear_errors_with_nothing_touched",
-    "tests/server/test_serve_cli.py::test_serve_on_postgresql_shows_a_job_a_worker_runs",
     "tests/cli/test_worker.py::test_resume_detach_queues_a_paused_copy_for_a_worker_nothing_redone",
+    "tests/cli/test_worker.py::test_unusable_postgresql_stores_are_clear_errors_with_nothing_touched",
+    "tests/cli/test_worker.py::test_four_workers_run_100_jobs_each_once_within_capacities",
+    "tests/core/test_context_checkpoints.py::test_after_kill_9_only_tasks_in_flight_and_the_last_interval_run_again",
+    "tests/core/test_jobstore_claim.py::test_a_postgresql_worker_listens_again_once_the_database_is_back",
+    "tests/server/test_serve_cli.py::test_serve_on_postgresql_shows_a_job_a_worker_runs",
+    "tests/server/test_serve_cli.py::test_sigterm_pauses_and_the_restart_resumes_only_what_the_shutdown_paused",
+    "tests/test_benchmarks_smoke.py::test_bench_trees_runs_each_scenario_per_tree_and_reports_medians",
+    "tests/reliability/test_rel_names.py::test_two_jobs_writing_one_big_file_name_never_publish_each_others_bytes",
+    "tests/reliability/test_rel_store_heal.py::test_closing_a_manager_whose_job_waits_for_a_dead_store_is_prompt",
+    "tests/reliability/test_rel_faults.py::test_a_store_failing_as_a_job_ends_records_its_end_once_it_works",
+    "tests/reliability/test_rel_crash.py::test_dupes_killed_mid_checkpoint_resumes_each_unfinished_run_once",
+    "tests/server/test_remote_cli.py::test_ctrl_c_pauses_through_the_api_then_resume_pause_cancel",
     "tests/reliability/test_rel_crash.py::test_hook_kills",
 )
 
@@ -75,7 +82,8 @@ def pytest_sessionstart(session):
 def pytest_collection_modifyitems(items):
     """Move the tests of `FIRST` to the front, in its order (a stable sort)."""
     rank = {name: i for i, name in enumerate(FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("[")[0], len(FIRST)))
+    # (an xdist_group's tests have "@group" appended to their ids on the workers)
+    items.sort(key=lambda item: rank.get(item.nodeid.split("@")[0].split("[")[0], len(FIRST)))
 
 
 def pytest_generate_tests(metafunc):

@@ -23,6 +23,10 @@ import parjobs
 from parjobs import JobStatus
 from parjobs.ops import CopyJob, HashJob, ThumbnailJob
 
+#: The module's tests run on one xdist worker (``--dist loadgroup``, pyproject.toml): one
+#: Dask cluster for the suite (4-5 s to start, more to close), not one on each worker.
+pytestmark = pytest.mark.xdist_group("dask")
+
 HERE = os.path.dirname(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
 

@@ -40,6 +40,10 @@ from _server import ADMIN, write_tokens
 import parjobs
 from parjobs.server import serve
 
+#: The module's tests run on one xdist worker (``--dist loadgroup``, pyproject.toml): one
+#: chromium launch (~2 s) for the suite, not one on each worker.
+pytestmark = pytest.mark.xdist_group("chromium")
+
 CHROMIUM = os.environ.get("PARJOBS_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = [
     "--headless",
