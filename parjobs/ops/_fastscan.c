@@ -178,9 +178,13 @@ static PyObject *content_ids(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "stop must be a bytearray or None");
         return NULL;
     }
-    /* Its first byte, read without the GIL (the caller keeps it alive and does not resize it). */
-    volatile const char *flag =
-        stop != Py_None && PyByteArray_GET_SIZE(stop) ? PyByteArray_AS_STRING(stop) : NULL;
+    /* Its first byte, read without the GIL: the bytearray is held and its buffer exported
+     * for the call, so that another thread cannot resize (move or free) it meanwhile (a
+     * resize raises BufferError until the call returns). */
+    Py_buffer view = {0};
+    if (stop != Py_None && PyObject_GetBuffer(stop, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    volatile const char *flag = view.obj != NULL && view.len ? (const char *)view.buf : NULL;
     Py_ssize_t n = PyList_GET_SIZE(list);
     id_item_t *items = items_array(n, sizeof(id_item_t));
     unsigned char *buf = PyMem_Malloc(ID_BUFFER);
@@ -193,7 +197,9 @@ static PyObject *content_ids(PyObject *self, PyObject *args) {
     size_t total = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyList_GET_ITEM(list, i), *path;
-        if (!PyTuple_Check(item)) {
+        /* (An exact int: "L" would call another's __index__, which could change the list.) */
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(item, 1))) {
             PyErr_Format(PyExc_TypeError, "item %zd: not a (path, size) tuple", i);
             goto done;
         }
@@ -246,6 +252,8 @@ static PyObject *content_ids(PyObject *self, PyObject *args) {
         PyList_SET_ITEM(results, i, value);
     }
 done:
+    if (view.obj != NULL)
+        PyBuffer_Release(&view);
     PyMem_Free(items);
     PyMem_Free(buf);
     PyMem_Free(names);
@@ -324,7 +332,8 @@ static int list_dir(const char *path, int follow, dir_entry_t **out, size_t *cou
         free(entries);
         return err;
     }
-    qsort(entries, n, sizeof *entries, by_name);
+    if (n > 1) /* (entries is NULL for an empty directory: no qsort of NULL) */
+        qsort(entries, n, sizeof *entries, by_name);
     *out = entries;
     *count = n;
     return 0;
@@ -837,13 +846,21 @@ static PyObject *report_groups(PyObject *self, PyObject *args) {
         return NULL;
     if (k_size == NULL && report_keys() < 0)
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(found), nfiles = PyList_GET_SIZE(files);
-    PyObject *groups = PyList_New(n), *result = NULL;
+    /* found's entries are held (a tuple: its size, digest and members list with it) and
+     * files' paths while decoded; bounds are read again after each allocation (one of a
+     * container may run the collector, and a finalizer any code). */
+    Py_ssize_t n = PyList_GET_SIZE(found);
+    PyObject *groups = PyList_New(n), *result = NULL, *entry = NULL;
     if (groups == NULL)
         return NULL;
     int plain = 1; /* no string to escape: the text is made */
     for (Py_ssize_t g = 0; g < n; g++) {
-        PyObject *entry = PyList_GET_ITEM(found, g);
+        Py_CLEAR(entry);
+        if (g >= PyList_GET_SIZE(found)) {
+            PyErr_SetString(PyExc_RuntimeError, "found changed during report_groups");
+            goto done;
+        }
+        entry = Py_NewRef(PyList_GET_ITEM(found, g));
         if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 3 ||
             !PyLong_CheckExact(PyTuple_GET_ITEM(entry, 0)) ||
             !PyUnicode_Check(PyTuple_GET_ITEM(entry, 1)) ||
@@ -864,12 +881,18 @@ static PyObject *report_groups(PyObject *self, PyObject *args) {
         if (paths == NULL)
             goto done;
         for (Py_ssize_t k = 0; k < m; k++) {
-            Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(members, k));
+            if (k >= PyList_GET_SIZE(members)) {
+                PyErr_Format(PyExc_RuntimeError, "found[%zd] changed during report_groups", g);
+                Py_DECREF(paths);
+                goto done;
+            }
+            Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(members, k)); /* (runs no code) */
             if (i == -1 && PyErr_Occurred()) {
                 Py_DECREF(paths);
                 goto done;
             }
-            PyObject *file = i >= 0 && i < nfiles ? PyList_GET_ITEM(files, i) : NULL;
+            PyObject *file =
+                i >= 0 && i < PyList_GET_SIZE(files) ? PyList_GET_ITEM(files, i) : NULL;
             if (file == NULL || !PyTuple_Check(file) || PyTuple_GET_SIZE(file) < 2 ||
                 !PyBytes_Check(PyTuple_GET_ITEM(file, 1))) {
                 PyErr_Format(file == NULL ? PyExc_IndexError : PyExc_TypeError,
@@ -877,7 +900,7 @@ static PyObject *report_groups(PyObject *self, PyObject *args) {
                 Py_DECREF(paths);
                 goto done;
             }
-            PyObject *raw = PyTuple_GET_ITEM(file, 1), *path;
+            PyObject *raw = Py_NewRef(PyTuple_GET_ITEM(file, 1)), *path;
             const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(raw);
             Py_ssize_t len = PyBytes_GET_SIZE(raw), j = 0;
             while (j < len && json_plain(b[j]))
@@ -890,6 +913,7 @@ static PyObject *report_groups(PyObject *self, PyObject *args) {
                 plain = 0;
                 path = PyUnicode_DecodeFSDefaultAndSize((const char *)b, len);
             }
+            Py_DECREF(raw);
             if (path == NULL) {
                 Py_DECREF(paths);
                 goto done;
@@ -915,10 +939,13 @@ static PyObject *report_groups(PyObject *self, PyObject *args) {
     text_t t = {NULL, 0, 0};
     int failed = 0;
     for (Py_ssize_t g = 0; g < n && !failed; g++) {
-        PyObject *entry = PyList_GET_ITEM(found, g), *digest = PyTuple_GET_ITEM(entry, 1);
-        PyObject *paths = PyDict_GetItemWithError(PyList_GET_ITEM(groups, g), k_paths);
-        PyObject *size = PyObject_Str(PyTuple_GET_ITEM(entry, 0)); /* as the f-string */
-        if (paths == NULL || size == NULL) {
+        /* (From the groups made above, which no other code has seen: not found again.) */
+        PyObject *group = PyList_GET_ITEM(groups, g);
+        PyObject *digest = PyDict_GetItemWithError(group, k_digest);
+        PyObject *paths = PyDict_GetItemWithError(group, k_paths);
+        PyObject *number = PyDict_GetItemWithError(group, k_size);
+        PyObject *size = number == NULL ? NULL : PyObject_Str(number); /* as the f-string */
+        if (digest == NULL || paths == NULL || size == NULL) {
             Py_XDECREF(size);
             failed = 1;
             break;
@@ -939,13 +966,15 @@ static PyObject *report_groups(PyObject *self, PyObject *args) {
     }
     PyObject *text = failed ? NULL : PyUnicode_New((Py_ssize_t)t.len, 127);
     if (text != NULL) {
-        memcpy(PyUnicode_1BYTE_DATA(text), t.data, t.len);
+        if (t.len) /* (t.data is NULL for no group) */
+            memcpy(PyUnicode_1BYTE_DATA(text), t.data, t.len);
         result = Py_BuildValue("(ON)", groups, text);
     } else if (!PyErr_Occurred()) {
         PyErr_NoMemory();
     }
     free(t.data);
 done:
+    Py_XDECREF(entry);
     Py_DECREF(groups);
     return result;
 }
@@ -999,8 +1028,43 @@ PyDoc_STRVAR(group_lines_doc,
 "group_lines(groups, size, /) -> list or None\n\n"
 "The lines parjobs dupes prints for a duplicates result's groups (cli._results):\n"
 "'# N copies of SIZE', the group's paths, an empty line between groups; SIZE as size(n)\n"
-"writes it (computed here for sizes below 2**53, the same text). None where a group is\n"
-"not a dict with an int 'size' and a list of str 'paths' (the caller then makes them).");
+"writes it (computed here for sizes below 2**53, the same text; size is called for the\n"
+"others). None where a group is not a dict with an int 'size' and a list of str 'paths',\n"
+"or size returns no str (the caller then makes them).");
+
+/* The head line of a group, "# M copies of SIZE", M the length of paths once SIZE is
+ * written (as the Python loop reads it). 0 on success (*head set), 1 for a group to leave
+ * to the caller, -1 on an error (set). size_of may run any Python code: the caller holds
+ * size and paths, and nothing borrowed is kept across the call. */
+static int group_head(PyObject *size, PyObject *paths, PyObject *size_of, PyObject **head) {
+    *head = NULL;
+    int overflow = 0;
+    long long bytes = PyLong_AsLongLongAndOverflow(size, &overflow);
+    if (bytes == -1 && PyErr_Occurred())
+        return -1;
+    char text[64];
+    int done = overflow ? 1 : size_text(bytes, text, sizeof text);
+    if (done < 0)
+        return -1;
+    if (done == 0) {
+        char line[96];
+        int len = snprintf(line, sizeof line, "# %zd copies of %s", PyList_GET_SIZE(paths), text);
+        *head = len > 0 && (size_t)len < sizeof line
+                    ? ascii_str(line, len)
+                    : PyUnicode_FromFormat("# %zd copies of %s", PyList_GET_SIZE(paths), text);
+        return *head == NULL ? -1 : 0;
+    }
+    PyObject *written = PyObject_CallOneArg(size_of, size);
+    if (written == NULL)
+        return -1;
+    if (!PyUnicode_CheckExact(written)) { /* (formatted as the f-string would: the caller) */
+        Py_DECREF(written);
+        return 1;
+    }
+    *head = PyUnicode_FromFormat("# %zd copies of %U", PyList_GET_SIZE(paths), written);
+    Py_DECREF(written);
+    return *head == NULL ? -1 : 0;
+}
 
 static PyObject *group_lines(PyObject *self, PyObject *args) {
     (void)self;
@@ -1009,61 +1073,62 @@ static PyObject *group_lines(PyObject *self, PyObject *args) {
         return NULL;
     if (k_size == NULL && report_keys() < 0)
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(groups);
+    /* Each group, its size and paths list are held while used, and groups' length read
+     * again for each (as a for loop over it does): size_of (or a dict lookup's __eq__, or a
+     * finalizer the collector runs) may change or drop what a borrowed reference points at. */
     PyObject *lines = PyList_New(0), *empty = PyUnicode_New(0, 0);
+    PyObject *group = NULL, *size = NULL, *paths = NULL, *result = NULL;
     if (lines == NULL || empty == NULL)
-        goto fail;
-    for (Py_ssize_t g = 0; g < n; g++) {
-        PyObject *group = PyList_GET_ITEM(groups, g);
-        PyObject *size = PyDict_CheckExact(group) ? PyDict_GetItemWithError(group, k_size) : NULL;
-        PyObject *paths = size != NULL ? PyDict_GetItemWithError(group, k_paths) : NULL;
-        if (PyErr_Occurred())
-            goto fail;
-        if (size == NULL || paths == NULL || !PyLong_CheckExact(size) || !PyList_Check(paths))
+        goto done;
+    for (Py_ssize_t g = 0; g < PyList_GET_SIZE(groups); g++) {
+        group = Py_NewRef(PyList_GET_ITEM(groups, g));
+        if (!PyDict_CheckExact(group))
             goto other;
+        size = PyDict_GetItemWithError(group, k_size);
+        Py_XINCREF(size);
+        paths = size != NULL ? PyDict_GetItemWithError(group, k_paths) : NULL;
+        Py_XINCREF(paths);
+        if (PyErr_Occurred())
+            goto done;
+        if (size == NULL || paths == NULL || !PyLong_CheckExact(size) || !PyList_CheckExact(paths))
+            goto other;
+        PyObject *head;
+        int made = group_head(size, paths, size_of, &head);
+        if (made < 0)
+            goto done;
+        if (made > 0)
+            goto other;
+        /* The paths as they are now (size_of may have run): each a str, appended with no
+         * Python code between the check and the append. */
         Py_ssize_t m = PyList_GET_SIZE(paths);
         for (Py_ssize_t k = 0; k < m; k++)
-            if (!PyUnicode_Check(PyList_GET_ITEM(paths, k)))
+            if (!PyUnicode_Check(PyList_GET_ITEM(paths, k))) {
+                Py_DECREF(head);
                 goto other;
-        int overflow = 0;
-        long long bytes = PyLong_AsLongLongAndOverflow(size, &overflow);
-        if (bytes == -1 && PyErr_Occurred())
-            goto fail;
-        char text[64];
-        int done = overflow ? 1 : size_text(bytes, text, sizeof text);
-        PyObject *head;
-        if (done < 0)
-            goto fail;
-        if (done == 0) {
-            char line[96];
-            int len = snprintf(line, sizeof line, "# %zd copies of %s", m, text);
-            head = len > 0 && (size_t)len < sizeof line
-                       ? ascii_str(line, len)
-                       : PyUnicode_FromFormat("# %zd copies of %s", m, text);
-        } else {
-            PyObject *written = PyObject_CallOneArg(size_of, size);
-            head = written == NULL ? NULL : PyUnicode_FromFormat("# %zd copies of %S", m, written);
-            Py_XDECREF(written);
-        }
-        if (head == NULL || (g && PyList_Append(lines, empty) < 0) || PyList_Append(lines, head) < 0) {
-            Py_XDECREF(head);
-            goto fail;
+            }
+        if ((g && PyList_Append(lines, empty) < 0) || PyList_Append(lines, head) < 0) {
+            Py_DECREF(head);
+            goto done;
         }
         Py_DECREF(head);
         for (Py_ssize_t k = 0; k < m; k++)
             if (PyList_Append(lines, PyList_GET_ITEM(paths, k)) < 0)
-                goto fail;
+                goto done;
+        Py_CLEAR(group);
+        Py_CLEAR(size);
+        Py_CLEAR(paths);
     }
-    Py_DECREF(empty);
-    return lines;
+    result = Py_NewRef(lines);
+    goto done;
 other:
-    Py_DECREF(lines);
-    Py_DECREF(empty);
-    Py_RETURN_NONE;
-fail:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(group);
+    Py_XDECREF(size);
+    Py_XDECREF(paths);
     Py_XDECREF(lines);
     Py_XDECREF(empty);
-    return NULL;
+    return result;
 }
 
 /* ---- the vector width ---- */

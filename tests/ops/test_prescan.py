@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import pytest
 
@@ -137,6 +139,107 @@ def test_the_c_content_ids_stop_on_a_flag_they_read_between_files(tmp_path):
     assert fastscan.content_ids(items, bytearray(b"\1")) == [fastscan.STOPPED] * 3
     with pytest.raises(TypeError):
         fastscan.content_ids(items, b"\1")  # (bytes cannot be set: not a flag)
+
+
+def _many_files(root, n: int = 400) -> list[tuple[bytes, int]]:
+    root.mkdir(exist_ok=True)
+    items = []
+    for i in range(n):
+        (root / f"f{i}").write_bytes(b"%d" % i * (1 + i % 7))
+        items.append((os.fsencode(root / f"f{i}"), len(b"%d" % i) * (1 + i % 7)))
+    return items
+
+
+def _in_thread_while(call, act):
+    """``call()``'s result, ``act()`` repeated in a thread meanwhile (begun before the
+    call); and what it raised."""
+    done, acting = threading.Event(), threading.Event()
+    raised: list[BaseException] = []
+
+    def keep_acting() -> None:
+        while not done.is_set():
+            try:
+                act()
+            except Exception as e:  # (kept for the test to look at)
+                raised.append(e)
+            acting.set()
+            time.sleep(0)
+
+    thread = threading.Thread(target=keep_acting)
+    thread.start()
+    acting.wait()
+    try:
+        return call(), raised
+    finally:
+        done.set()
+        thread.join()
+
+
+def test_the_c_content_ids_stopped_mid_call_keep_the_ids_read_before(tmp_path):
+    """Stopped while it runs (from another thread, as `take` does), the call answers a prefix
+    of the files with the ids of an unstopped call, every file after it ``STOPPED``: no id
+    for a file it did not read whole, none lost for one it did. Set after the call, the flag
+    changes nothing."""
+    fastscan = _hashing.fastscan
+    assert fastscan is not None
+    items = _many_files(tmp_path)
+    ids = fastscan.content_ids(items)
+    assert all(isinstance(cid, str) for cid in ids)
+    for _ in range(5):
+        stop = bytearray(1)
+        timer = threading.Timer(0.0005, stop.__setitem__, (0, 1))
+        timer.start()
+        got = fastscan.content_ids(items, stop)
+        timer.join()
+        read = len(got) - got.count(fastscan.STOPPED)
+        assert got == ids[:read] + [fastscan.STOPPED] * (len(items) - read)
+    stop = bytearray(1)
+    assert fastscan.content_ids(items, stop) == ids
+    stop[0] = 1
+    assert ids and fastscan.content_ids(items, stop) == [fastscan.STOPPED] * len(items)
+
+
+def test_the_c_content_ids_stop_cannot_be_resized_under_the_call(tmp_path):
+    """The flag is read without the GIL: resizing the bytearray meanwhile (which may move or
+    free its bytes) is refused (BufferError) while the call runs (b92361e read the old
+    buffer: use after free), and allowed again after it."""
+    fastscan = _hashing.fastscan
+    assert fastscan is not None
+    items = _many_files(tmp_path)
+    stop = bytearray(1)
+
+    def resize() -> None:
+        stop.extend(bytes(4096))
+        del stop[1:]
+
+    ids = fastscan.content_ids(items)
+    for _ in range(20):  # (until the thread has run during a call: the first, as a rule)
+        got, raised = _in_thread_while(lambda: fastscan.content_ids(items * 4, stop), resize)
+        assert all(isinstance(e, BufferError) for e in raised)
+        assert got == ids * 4 and stop == bytearray(1)
+        if raised:
+            break
+    assert raised
+    resize()
+
+
+def test_the_c_content_ids_take_only_exact_int_sizes(tmp_path):
+    """A size's ``__index__`` is Python code that could change the list being read: such a
+    size is refused (b92361e called it, then read the emptied list: a segfault)."""
+    fastscan = _hashing.fastscan
+    assert fastscan is not None
+    items = _many_files(tmp_path, 3)
+
+    class Size:
+        def __index__(self) -> int:
+            listed.clear()
+            return 1
+
+    listed = [items[0], (items[1][0], Size()), items[2]]
+    with pytest.raises(TypeError):
+        fastscan.content_ids(listed)
+    with pytest.raises(TypeError):
+        fastscan.content_ids([(items[0][0], 1, 2)])
 
 
 async def test_a_prescan_taken_before_its_content_ids_leaves_them_to_the_runs(store_path, tmp_path):
