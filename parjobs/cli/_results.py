@@ -100,6 +100,12 @@ def _duplicate_groups(result: dict[str, Any]) -> list[str]:
         made: list[str] | None = fastscan.group_lines(groups, fmt.size)
         if made is not None:
             return made
+    return _group_lines_in_python(groups, fmt.size)
+
+
+def _group_lines_in_python(groups: list[Any], size_of: Callable[[int], str]) -> list[str]:
+    """`_duplicate_groups` without `_fastscan` (or for a result of an unusual shape): what
+    its C must answer, byte for byte (tests/ops/test_duplicates_report.py)."""
     lines: list[str] = []
     sizes: dict[int, str] = {}
     for group in groups:
@@ -113,7 +119,7 @@ def _duplicate_groups(result: dict[str, Any]) -> list[str]:
         if isinstance(size, int):
             text = sizes.get(size)
             if text is None:
-                text = sizes[size] = fmt.size(size)
+                text = sizes[size] = size_of(size)
             lines.append(f"# {len(paths)} copies of {text}")
         lines += paths  # str already: the job decodes them (one list, not one str() a path)
     return lines

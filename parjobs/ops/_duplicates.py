@@ -723,7 +723,16 @@ def _report(files: list[_File], found: list[tuple[int, str, list[int]]]) -> _Rep
     reclaimable = sum([size * (len(members) - 1) for size, _, members in found])
     if _hashing.fastscan is not None:  # the same groups and text, in C (see the docstring)
         made, text = _hashing.fastscan.report_groups(files, found)
-        return _Report(made, copies, reclaimable, text)
+    else:
+        made, text = _report_in_python(files, found)
+    return _Report(made, copies, reclaimable, text)
+
+
+def _report_in_python(
+    files: list[_File], found: list[tuple[int, str, list[int]]]
+) -> tuple[list[dict[str, Any]], str | None]:
+    """`_report`'s groups and text without `_fastscan` (``found`` sorted already): what
+    its C must answer, byte for byte (tests/ops/test_duplicates_report.py)."""
     joined = b"\0".join([files[i][1] for _, _, members in found for i in members])
     decoded = joined.decode(*_FS_CODEC)
     names = decoded.split("\0") if found else []
@@ -741,7 +750,7 @@ def _report(files: list[_File], found: list[tuple[int, str, list[int]]]) -> _Rep
             texts.append(
                 f'{{"size": {size}, "digest": "{digest}", "paths": ["{sep.join(paths)}"]}}'
             )
-    return _Report(groups, copies, reclaimable, ", ".join(texts) if plain else None)
+    return groups, ", ".join(texts) if plain else None
 
 
 async def _stage(

@@ -1,5 +1,6 @@
 """The dupes report in C (`_fastscan.report_groups`, `group_lines`) against the Python it
-replaced (b92361e^), kept here as the reference: random groups of awkward names and sizes,
+replaced (b92361e^), kept as the fallback where `_fastscan` is not built (or a result has an
+unusual shape) and the reference here: random groups of awkward names and sizes,
 the same dicts, JSON text and printed lines; then the CLI on a real tree of such names."""
 
 from __future__ import annotations
@@ -28,57 +29,17 @@ if _hashing.fastscan is None:
     pytest.skip("the C extension _fastscan is not built", allow_module_level=True)
 fastscan = _hashing.fastscan
 
-# -- the reference: b92361e^'s _duplicates._report and cli._results._duplicate_groups -----
-
-_FS_CODEC = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
-_ESCAPED = "".join([chr(c) for c in range(0x20)]) + '"\\\x7f'
-
-
-def _needs_escaping(text: str) -> bool:
-    return not text.isascii() or any(c in text for c in _ESCAPED[1:])
+# -- the reference: the Python each C call stands in for (b92361e^'s, kept as the fallback) --
 
 
 def _old_report(files: list[Any], found: list[Any]) -> tuple[list[dict[str, Any]], str | None]:
     found.sort(key=itemgetter(1))
     found.sort(key=itemgetter(0), reverse=True)
-    joined = b"\0".join([files[i][1] for _, _, members in found for i in members])
-    decoded = joined.decode(*_FS_CODEC)
-    names = decoded.split("\0") if found else []
-    plain = not _needs_escaping(decoded) and not _needs_escaping("".join([g[1] for g in found]))
-    groups: list[dict[str, Any]] = []
-    texts: list[str] = []
-    sep = '", "'
-    end = 0
-    for size, digest, members in found:
-        start, end = end, end + len(members)
-        paths = names[start:end]
-        paths.sort()
-        groups.append({"size": size, "digest": digest, "paths": paths})
-        if plain:
-            texts.append(
-                f'{{"size": {size}, "digest": "{digest}", "paths": ["{sep.join(paths)}"]}}'
-            )
-    return groups, ", ".join(texts) if plain else None
+    return dup_mod._report_in_python(files, found)
 
 
 def _old_lines(result: dict[str, Any], size_of: Any = cli_format.size) -> list[str]:
-    lines: list[str] = []
-    sizes: dict[int, str] = {}
-    for group in result.get("groups") or []:
-        if isinstance(group, dict):
-            paths = group.get("paths") or []
-            size = group.get("size")
-        else:
-            paths, size = group, None
-        if lines:
-            lines.append("")
-        if isinstance(size, int):
-            text = sizes.get(size)
-            if text is None:
-                text = sizes[size] = size_of(size)
-            lines.append(f"# {len(paths)} copies of {text}")
-        lines += paths
-    return lines
+    return cli_results._group_lines_in_python(result.get("groups") or [], size_of)
 
 
 # -- random inputs ---------------------------------------------------------------------------
