@@ -143,11 +143,13 @@ class JobStore(Protocol):
         expect: JobStatus | None = None,
         manager: str | None = None,
         holder: str | None = None,
+        keep_cancel: bool = False,
         **fields: Any,
     ) -> JobInfo:
         """Move a job to ``new`` and update ``fields`` (result, error, progress, lease,
         request, run_time), atomically: ``expect`` is a compare-and-set on the status,
-        ``holder`` on the lease, ``manager`` refuses a job another live manager holds.
+        ``holder`` on the lease, ``manager`` refuses a job another live manager holds;
+        ``keep_cancel``: a cancel another process asked meanwhile makes it ``cancelling``.
         Returns the job as stored, but a ``result`` written here is not decoded back (None)."""
 
     def request(self, job_id: str, request: str, manager_id: str | None = None) -> bool:

@@ -486,11 +486,16 @@ class JobRunner(ManagerCore):
                 fields["result"] = json.dumps(result, default=repr)
         stored: JobStatus | None = None  # what the store says once written (None: lost)
         attempts = 0
+        # A resumable rest (nothing cleaned up yet) keeps a cancel another process sent
+        # meanwhile: the job is cancelling then, and this run finishes the cancel below.
+        keep_cancel = status in (JobStatus.PAUSED, JobStatus.INTERRUPTED)
 
         async def record() -> None:
             nonlocal stored, attempts
             attempts += 1
-            stored = await self._record_end(live, status, fields, result, plain, attempts > 1)
+            stored = await self._record_end(
+                live, status, fields, result, plain, attempts > 1, keep_cancel=keep_cancel
+            )
 
         if not await self._patiently(live, record):
             # Closing, the store still failing: nothing recorded. The store still says the
@@ -503,6 +508,13 @@ class JobRunner(ManagerCore):
             live.rest(JobStatus.INTERRUPTED)
             return
         status = stored
+        if keep_cancel and status is JobStatus.CANCELLING:
+            cancelled = await self._finish_cancel(live)
+            if cancelled is None:  # closing, the store failing: a resume finishes the cancel
+                live.ctx = None
+                live.rest(JobStatus.INTERRUPTED)
+                return
+            status = cancelled
         if status.is_ended:
             self._store_pauses.pop(live.id, None)
         if status.is_final:
@@ -523,9 +535,12 @@ class JobRunner(ManagerCore):
         result: Any,
         plain: bool,
         again: bool,
+        *,
+        keep_cancel: bool,
     ) -> JobStatus | None:
         """One attempt of `_finish`'s write: the status the store now holds for the job
-        (``status``, or what it moved to meanwhile), or None when the job was taken from
+        (``status``, ``cancelling`` for a cancel kept (``keep_cancel``: the store's
+        `transition`), or what it moved to meanwhile), or None when the job was taken from
         this run (``live.lost`` says why). ``again``: an earlier attempt failed, and may
         have been written all the same (PostgreSQL's connection lost as it committed): a
         job found ended so, its lease and run time as that write left them, was ours, and
@@ -537,12 +552,17 @@ class JobRunner(ManagerCore):
                 live.id,
                 status,
                 holder=self.id,
+                keep_cancel=keep_cancel,
                 job_result=result,
                 **fields,
             )
         except InvalidTransitionError:
-            # The job moved meanwhile: keep what the store says rather than crash.
-            return (await self.get(live.id)).status
+            # The job moved meanwhile: keep what the store says rather than crash. (Or an
+            # earlier attempt landed, keeping a cancel: still leased here, ours to finish.)
+            now = await self.get(live.id)
+            if keep_cancel and now.status is JobStatus.CANCELLING and now.lease == self.id:
+                return JobStatus.CANCELLING
+            return now.status
         except LeaseError as exc:
             if again:
                 found: JobInfo | None
@@ -557,9 +577,47 @@ class JobRunner(ManagerCore):
                     return status
             live.lost = live.error = str(exc)
             return None
+        if stored.status is JobStatus.CANCELLING:
+            return stored.status  # a cancel kept: no result to hand on
         if plain:
             live.ended = dataclasses.replace(stored, result=result)
         return status
+
+    async def _finish_cancel(self, live: JobRun) -> JobStatus | None:
+        """Finish a cancel another process asked while the run's end (a resumable rest) was
+        written: the store kept it, the job ``cancelling`` and still leased here, so nobody
+        else resumes or cancels it meanwhile. Its cleanup runs once, as for a resting job's
+        cancel (`JobManager.cancel`), then the job is cancelled. None if that write is not
+        made (the manager closing with the store failing, or the job taken from this
+        manager): the job is recovered with its cancel pending, which a resume finishes
+        (`CancelPending`)."""
+        live.set_status(JobStatus.CANCELLING)
+        found: list[JobInfo] = []
+
+        async def read() -> None:
+            found.append(await self._db(self.store.get, live.id))
+
+        if not await self._patiently(live, read):
+            return None
+        with trio.CancelScope(shield=True):
+            await self._cleanup_offline(found[-1])
+
+        cancelled = functools.partial(
+            self._db,
+            self.store.transition,
+            live.id,
+            JobStatus.CANCELLED,
+            expect=JobStatus.CANCELLING,
+            holder=self.id,
+            lease=None,
+            request=None,
+        )
+        try:
+            written = await self._patiently(live, cancelled)
+        except (LeaseError, InvalidTransitionError) as exc:  # recovered by another manager
+            live.lost = live.error = str(exc)
+            return None
+        return JobStatus.CANCELLED if written else None
 
     async def _write_checkpoint(self, job_id: str, batch: CheckpointBatch) -> None:
         """Record a running job's checkpoint, only while this manager holds its lease: a

@@ -692,18 +692,27 @@ class SQLiteJobStore:
         expect: JobStatus | None = None,
         manager: str | None = None,
         holder: str | None = None,
+        keep_cancel: bool = False,
         **fields: Any,
     ) -> JobInfo:
         """Atomically move a job to ``new`` (checking the transition), updating ``fields``
         (result, error, progress, lease, request, finished, run_time). With ``expect``, a
         compare-and-set: fail unless the job is still in that status. With ``manager``, fail
         (`LeaseError`) if another live manager holds the job; with ``holder``, unless that
-        manager holds it (a runner never writes over the status of a job taken from it)."""
+        manager holds it (a runner never writes over the status of a job taken from it).
+
+        ``keep_cancel`` (a run's end that rests the job resumable, nothing cleaned up): if
+        another process asked to cancel it meanwhile (``request``), the job moves to
+        ``cancelling`` instead, its lease and request kept, for the caller to finish the
+        cancel (a cancel sent during the end write is not lost)."""
         now = time.time()
         with self._tx() as c:
             info = self._get(c, job_id)
             if holder is not None and info.lease != holder:
                 raise LeaseError(f"job {job_id} is no longer leased to this process")
+            if keep_cancel and info.request == "cancel":
+                new = JobStatus.CANCELLING
+                fields.update(lease=info.lease, request="cancel")
             if manager is not None:
                 self._check_owner(c, info, manager)
             if expect is not None and info.status is not expect:
