@@ -93,7 +93,7 @@ class Housekeeping(JobScheduler):
             if request not in ("pause", "cancel"):
                 continue
             self._steered(live.id)  # a person's request, through the store
-            if live in self._queue:
+            if live in self._queue or live.requeued:  # (or waiting out a retry's delay)
                 status = JobStatus.CANCELLED if request == "cancel" else JobStatus.PAUSED
                 await self._rest_queued(live, status)
                 if status is JobStatus.CANCELLED:

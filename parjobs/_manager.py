@@ -49,7 +49,6 @@ from ._items import ItemRecord
 from ._job import DumpedJob, Job, dump_job, lookup_job_type
 from ._jobstore import JobStore, StoreListener
 from ._leases import CLOSED
-from ._manager_core import JobRun
 from ._progress import ItemError, Progress
 from ._records import ItemQuery, JobInfo, JobQuery
 from ._status import JobStatus, check_transition, paused_by_store
@@ -221,7 +220,7 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         for live in list(self._live.values()):
             if self._claiming and live.status is JobStatus.RUNNING:
                 self._handing_back.add(live.id)  # rests interrupted: another worker's
-            if live in self._queue or _requeued(live):  # (a retry's delay: never queued now)
+            if live in self._queue or live.requeued:  # (a retry's delay: never queued now)
                 try:
                     await self._rest_queued(live, JobStatus.INTERRUPTED)
                 except StoreError as exc:  # the store still says queued here: recovered
@@ -543,7 +542,7 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         while live is not None and live.releasing and not live.rested.is_set():
             await live.rested.wait()
             live = self._live.get(job_id)  # (a retry's requeue: its next run, waiting)
-        if live is not None and (live in self._queue or _requeued(live)):
+        if live is not None and (live in self._queue or live.requeued):
             await self._rest_queued(live, rest)
             if rest is JobStatus.CANCELLED:
                 await self._cleanup_offline(live.info)
@@ -936,14 +935,6 @@ def _check_same_job(
             f"idempotency key {key!r} is already used by job {info.id} with another "
             f"{' and '.join(differs)}; use a new key for a different job"
         )
-
-
-def _requeued(live: JobRun) -> bool:
-    """A run a retry policy queued again, waiting out its delay before it joins the queue
-    (`_requeue_later`): steered like a queued one (it rests here, never claimed later)."""
-    return live.status is JobStatus.QUEUED and not (
-        live.starting or live.releasing or live.rested.is_set()
-    )
 
 
 def _check_timeout(timeout: float | None) -> None:

@@ -79,6 +79,15 @@ class JobRun:
         self.validated = False  # `job` was validated at submit, moments before this run
         self.waiting = False  # its last checkpoint waits for a failing store (backing off)
 
+    @property
+    def requeued(self) -> bool:
+        """A run a retry policy queued again, waiting out its delay before it joins the
+        queue (`_requeue_later`): steered like a queued one (it rests here, never claimed
+        later), whether by this process or by another through the store."""
+        return self.status is JobStatus.QUEUED and not (
+            self.starting or self.releasing or self.rested.is_set()
+        )
+
     def set_status(self, status: JobStatus) -> None:
         self.status = status
         self.tracker.set_status(status.value)
@@ -134,6 +143,7 @@ class ManagerCore:
         self._idle = trio.Event()
         self._handing_back: set[str] = set()
         self._claim_lock = trio.Lock()  # held across a claim: closing waits for it
+        self._claim_unsure = False  # a worker's claim failed: it may have been committed
         self._listener: StoreListener | None = None  # the store's wake-ups, if it sends any
         #: Jobs their failing store paused, that this manager resumes once the store takes
         #: writes again (a person's pause, resume or cancel takes a job out).

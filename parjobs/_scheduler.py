@@ -114,14 +114,36 @@ class JobScheduler(JobRunner):
                 self._not_started(live)
                 raise
             except (LeaseError, InvalidTransitionError) as exc:
-                live.error = str(exc)
                 stored = await self.get(live.id)
+                if stored.status is JobStatus.RUNNING and stored.lease == self.id:
+                    # An earlier claim of it landed, its answer lost (PostgreSQL's
+                    # connection failing as it committed): that claim was this one's.
+                    self._start_run(live, stored)
+                    continue
+                live.error = str(exc)
                 live.rest(stored.status)
                 continue
             self._start_run(live, info)
         if self._claiming and not self._closing:
             await self._claim_from_store()
         return waiting
+
+    async def _claimed_unanswered(self) -> JobInfo | None:
+        """After a worker's claim failed, a job the store shows running under this
+        manager's lease with no run here: that claim's, committed, its answer lost (it
+        would rest ``running`` with nobody running it while this manager lives). None if
+        there is none, or no claim failed since the last look."""
+        if not self._claim_unsure:
+            return None
+        _, held = await self._db(self.store.lease_state, self.id)
+        self._claim_unsure = False
+        for job_id in held:
+            live = self._live.get(job_id)
+            if live is None or live.rested.is_set():
+                info = await self.get(job_id)
+                if info.status is JobStatus.RUNNING and info.lease == self.id:
+                    return info
+        return None
 
     def _not_started(self, live: JobRun) -> None:
         """A queued job whose claim (or skip) the store refused: queued here again, looked at
@@ -147,9 +169,15 @@ class JobScheduler(JobRunner):
         while self._running < self.max_running and self._claims_open and not self._closing:
             async with self._claim_lock:  # closing waits for a claim under way
                 try:
-                    info = await self._db(self.store.claim_next, self.id, self.queues)
+                    info = await self._claimed_unanswered()
+                    if info is None:
+                        info = await self._db(self.store.claim_next, self.id, self.queues)
                 except StoreError:
-                    return  # busy, or the server restarting: the next poll tries again
+                    # Busy, or the server restarting: the next poll tries again. The claim
+                    # may have been committed all the same (PostgreSQL's connection failing
+                    # as it committed): the next poll looks for it first.
+                    self._claim_unsure = True
+                    return
                 if info is None:
                     if not any(not live.rested.is_set() for live in self._live.values()):
                         self._idle.set()

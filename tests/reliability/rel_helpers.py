@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -393,3 +393,42 @@ async def run_to_end(m: parjobs.JobManager, job_id: str) -> parjobs.JobInfo:
 
 def assert_each_task_ran_once(log: str) -> None:
     assert sorted(read_log(log)) == list(range(OUTAGE_TASKS))
+
+
+def before_write(
+    m: parjobs.JobManager, status: JobStatus, during: Callable[[], Awaitable[object]]
+) -> None:
+    """Run ``await during()`` once, just before ``m`` writes a job's move to ``status``
+    (the store's ``transition``, e.g. a paused end, a retry's requeue: queued)."""
+    real = m._db
+    done = trio.Event()
+
+    async def db(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        moving = getattr(fn, "__name__", "") == "transition" and status in args
+        if moving and not done.is_set():
+            done.set()
+            await during()
+        return await real(fn, *args, **kwargs)
+
+    m._db = db  # type: ignore[method-assign]
+
+
+def lose_an_answer(
+    m: parjobs.JobManager, call: str, status: JobStatus | None = None
+) -> list[JobStatus]:
+    """The first store ``call`` of ``m`` (one with ``status`` among its arguments, if
+    given) that returns a job is committed, but ``m`` gets a `StoreError`, as when the
+    connection fails as it commits; the returned list gets the job's stored status then."""
+    real = m._db
+    lost: list[JobStatus] = []
+
+    async def db(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        done = await real(fn, *args, **kwargs)
+        named = getattr(fn, "__name__", "") == call and (status is None or status in args)
+        if named and done is not None and not lost:
+            lost.append(done.status)
+            raise parjobs.StoreError("lost the answer of the job store")
+        return done
+
+    m._db = db  # type: ignore[method-assign]
+    return lost

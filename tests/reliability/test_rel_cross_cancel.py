@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import rel_helpers as faults
@@ -34,22 +32,6 @@ class CleanedCountJob(CountJob):  # type: ignore[misc]  # (_jobs: Any to mypy he
     async def cleanup(self, ctx: parjobs.JobContext, *, cancelled: bool) -> None:
         with open(self.cleaned, "a") as f:
             f.write("cancelled\n" if cancelled else "ended\n")
-
-
-def before_paused_end(m: parjobs.JobManager, during: Callable[[], Awaitable[object]]) -> None:
-    """Run ``await during()`` once, just before ``m`` writes a job's paused end (the store
-    call that records it, and each retry of it)."""
-    real = m._db
-    done = trio.Event()
-
-    async def db(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        ending = getattr(fn, "__name__", "") == "transition" and JobStatus.PAUSED in args
-        if ending and not done.is_set():
-            done.set()
-            await during()
-        return await real(fn, *args, **kwargs)
-
-    m._db = db  # type: ignore[method-assign]
 
 
 async def running_job(m: parjobs.JobManager, store: faults.OutageStore) -> parjobs.JobHandle:
@@ -97,7 +79,7 @@ async def test_a_cancel_from_elsewhere_as_a_paused_end_is_retried_cancels_the_jo
         parjobs.open_manager(store.path, workers=2) as b,
     ):
         handle = await running_job(a, store)
-        before_paused_end(a, outage)
+        faults.before_write(a, JobStatus.PAUSED, outage)
         await a.pause(handle.id)
         with trio.fail_after(8):
             await began.wait()
@@ -121,6 +103,6 @@ async def test_a_cancel_from_elsewhere_just_before_a_paused_end_cancels_the_job(
         parjobs.open_manager(store.path, workers=2) as b,
     ):
         handle = await running_job(a, store)
-        before_paused_end(a, lambda: b.cancel(handle.id))
+        faults.before_write(a, JobStatus.PAUSED, lambda: b.cancel(handle.id))
         await a.pause(handle.id)
         await assert_cancelled_once(a, handle, store)

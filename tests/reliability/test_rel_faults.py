@@ -33,6 +33,7 @@ from rel_helpers import (
     can_demote,
     chown_tree,
     end_outage,
+    lose_an_answer,
     pause_by_outage,
     read,
     remount,
@@ -1027,24 +1028,14 @@ async def test_an_end_written_whose_answer_was_lost_is_recognized_once(
     job completed once, with this run's result, its completion published once."""
     monkeypatch.setattr(parjobs._runner, "STORE_RETRY", 0.1)
     store = outage_store
-    seen: list[JobStatus] = []
     async with parjobs.open_manager(store.path, workers=2) as m:
-        real = m._db
-
-        async def db(fn: Any, *args: Any, **kwargs: Any) -> Any:
-            done = await real(fn, *args, **kwargs)
-            ending = getattr(fn, "__name__", "") == "transition" and JobStatus.COMPLETED in args
-            if ending and not seen:
-                seen.append(done.status)
-                raise parjobs.StoreError("lost the answer of the job store")
-            return done
+        seen = lose_an_answer(m, "transition", JobStatus.COMPLETED)
 
         async def follow(events: parjobs.EventSubscription) -> None:
             async for e in events:
                 if e.kind is parjobs.EventKind.STATUS and e.status is not None:
                     ended.append(e.status)
 
-        m._db = db  # type: ignore[method-assign]
         ended: list[JobStatus] = []
         async with trio.open_nursery() as nursery:
             with m.events() as events:
