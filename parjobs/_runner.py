@@ -497,13 +497,10 @@ class JobRunner(ManagerCore):
                 live, status, fields, result, plain, attempts > 1, keep_cancel=keep_cancel
             )
 
-        if not await self._patiently(live, record):
-            # Closing, the store still failing: nothing recorded. The store still says the
-            # job runs here; the next manager to open it recovers it (`_patiently`).
-            live.ctx = None
-            live.rest(JobStatus.INTERRUPTED)
-            return
-        if stored is None:  # taken from this run: its status is not ours to set
+        if not await self._patiently(live, record) or stored is None:
+            # Closing with the store still failing (nothing recorded: the store still says
+            # the job runs here, and the next manager to open it recovers it, `_patiently`),
+            # or the job taken from this run (its status is not ours to set).
             live.ctx = None
             live.rest(JobStatus.INTERRUPTED)
             return
