@@ -82,6 +82,7 @@ class JobScheduler(JobRunner):
             if failed is not None and live.info.dep_policy == "skip":
                 self._queue.remove(live)
                 live.releasing = True
+                error = f"prerequisite job {failed}"
                 try:
                     await self._db(
                         self.store.transition,
@@ -89,13 +90,13 @@ class JobScheduler(JobRunner):
                         JobStatus.SKIPPED,
                         holder=self.id,
                         lease=None,
-                        error=f"prerequisite job {failed}",
+                        error=error,
                     )
                 except StoreError:
                     live.releasing = False
                     self._not_started(live)
                     raise
-                live.error = f"prerequisite job {failed}"
+                live.error = error
                 live.rest(JobStatus.SKIPPED)
                 self._wake.set()  # its own dependents may now be decidable
                 continue
