@@ -1246,7 +1246,8 @@ def link_first(
     """Make ``task``'s entry (its leaf in ``dir_fd``), a later name of the file ``first``
     names, a hard link to ``first``'s copy: ``(landing, False)`` where it was linked, ``(landing,
     True)`` when it already is (a run killed before its checkpoint), None to copy it instead:
-    the source is no longer a link of ``first`` (``first.dev``, ``first.ino``), ``first``'s
+    the source is no longer a link of ``first`` (``first.dev``, ``first.ino``) or not as walked
+    (size and mtime: saved anew after ``first`` was copied, a link would lose that), ``first``'s
     copy is not there as made (skipped or renamed by a conflict policy, failed, changed
     since: size and mtime), or the destination cannot link here.
 
@@ -1260,6 +1261,8 @@ def link_first(
         return None  # (the copy reports what is wrong)
     if (src_st.st_dev, src_st.st_ino) != (first.dev, first.ino):
         return None
+    if (src_st.st_size, src_st.st_mtime_ns) != (first.size, first.mtime_ns):
+        return None  # saved anew since the walk: ``first``'s copy holds older contents
     first_parent, _, first_name = first.rel.rpartition(b"/")
     try:
         first_fd = plan.tree.acquire(first_parent, create=False)

@@ -406,6 +406,32 @@ async def test_a_symlink_or_hard_link_changed_before_its_unlink_is_kept(
     assert os.readlink(other_fs / "src" / "link") == "file"
 
 
+async def test_a_hard_link_saved_anew_before_its_link_is_moved_with_the_new_content(
+    store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file with two names, saved anew through its second name after its first name was
+    copied (and unlinked) but before the links stage: the second name is copied with what it
+    holds now, never linked to the first name's older copy and then unlinked (which lost the
+    user's new content while the move reported success)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    write(src / "a", b"old" * 1000)
+    os.link(src / "a", src / "b")
+    real_item = move_mod.MoveLinkItem
+
+    def rewrite_then_make(*args: Any) -> Any:  # as the links stage makes its one item
+        write(src / "b", b"NEW" * 2000)  # in place: the same file, under its remaining name
+        return real_item(*args)
+
+    monkeypatch.setattr(move_mod, "MoveLinkItem", rewrite_then_make)
+    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
+    _, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED, errors
+    assert read(other_fs / "src" / "b") == b"NEW" * 2000
+    assert read(other_fs / "src" / "a") == b"old" * 1000
+    assert not src.exists()
+
+
 CHILD = """
 import os, time, trio, parjobs
 from parjobs.ops import _smallfiles as smallfiles_mod
