@@ -157,6 +157,10 @@ def check_replaceable(dir_fd: int, name: bytes, shown: str | None = None) -> Non
     raise exc
 
 
+#: The error of a move onto another hard link of its source's file.
+SAME_FILE = "destination is the same file as the source (a hard link of it); not moved"
+
+
 def _same_file(src: bytes, src_dir_fd: int | None, name: bytes, dst_dir_fd: int) -> bool:
     """Whether ``name`` in ``dst_dir_fd`` is the very file ``src`` is (a hard link of it)."""
     try:
@@ -168,11 +172,20 @@ def _same_file(src: bytes, src_dir_fd: int | None, name: bytes, dst_dir_fd: int)
 
 
 def rename_noreplace(
-    src: bytes, name: bytes, *, src_dir_fd: int | None = None, dst_dir_fd: int, overwrite: bool
+    src: bytes,
+    name: bytes,
+    *,
+    src_dir_fd: int | None = None,
+    dst_dir_fd: int,
+    overwrite: bool,
+    moving: bool = False,
 ) -> None:
     """Rename ``src`` (relative to ``src_dir_fd``, or a path) to ``name`` in ``dst_dir_fd``;
     without ``overwrite`` an existing ``name`` raises FileExistsError, atomically; with it, a
-    FIFO, socket or device at ``name`` is never replaced (`check_replaceable`).
+    FIFO, socket or device at ``name`` is never replaced (`check_replaceable`), and, when
+    ``moving`` a user's file, neither is another hard link of ``src``'s file: rename(2) between
+    two names of one file succeeds doing nothing, so the move would report a source it left
+    in place (FileExistsError, as ``mv`` says "are the same file").
 
     No-replace tries renameat2(RENAME_NOREPLACE) (the C extension makes the same call), then
     link+unlink (NFS refuses renameat2's flag with EINVAL; a link there that answers EEXIST
@@ -182,6 +195,8 @@ def rename_noreplace(
     """
     if overwrite:
         check_replaceable(dst_dir_fd, name)
+        if moving and _same_file(src, src_dir_fd, name, dst_dir_fd):
+            raise FileExistsError(errno.EEXIST, SAME_FILE, os.fsdecode(name))
         os.replace(src, name, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
         return
     func = _renameat2()

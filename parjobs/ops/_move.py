@@ -151,7 +151,7 @@ class MoveRoot(Task[CopyDone]):
         else:
 
             def put(leaf: bytes, overwrite: bool) -> None:
-                rename_noreplace(src, leaf, dst_dir_fd=root_fd, overwrite=overwrite)
+                rename_noreplace(src, leaf, dst_dir_fd=root_fd, overwrite=overwrite, moving=True)
 
             resolve_conflict(
                 plan,
@@ -303,7 +303,7 @@ class MoveItem(TransferItem):
         src = self.entry.path
 
         def put(leaf: bytes, overwrite: bool) -> None:
-            rename_noreplace(src, leaf, dst_dir_fd=dir_fd, overwrite=overwrite)
+            rename_noreplace(src, leaf, dst_dir_fd=dir_fd, overwrite=overwrite, moving=True)
 
         overwrite = self.plan.policy == "overwrite"
         landing = Landing(name, overwrite and lexists(dir_fd, name))

@@ -110,6 +110,30 @@ async def test_a_directory_onto_a_directory_merges_file_by_file(
     assert stat.S_IMODE(os.stat(dst / "src" / "d1").st_mode) == 0o750
 
 
+async def test_overwriting_another_hard_link_of_the_source_fails_and_keeps_both(
+    store_path: str, tmp_path: Path
+) -> None:
+    """Merged with ``overwrite`` onto a name that is another hard link of the source's file
+    (a ``cp -al`` snapshot): rename(2) between two names of one file does nothing and
+    succeeds, so the move reported the file moved while its source stayed; it now fails that
+    item, as ``mv`` does ("are the same file"), and moves the rest."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (dst / "src").mkdir(parents=True)
+    write(src / "linked", b"one file, two names")
+    os.link(src / "linked", dst / "src" / "linked")
+    write(src / "other", b"other")
+    job = MoveJob(into=True, sources=[str(src)], destination=str(dst), on_conflict="overwrite")
+    result, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert [(e.label, e.error) for e in errors] == [(str(src / "linked"), "FileExistsError")]
+    assert "same file" in errors[0].message
+    assert os.listdir(src) == ["linked"] and read(src / "linked") == b"one file, two names"
+    assert os.stat(src / "linked").st_ino == os.stat(dst / "src" / "linked").st_ino
+    assert read(dst / "src" / "other") == b"other"
+    assert (result["renamed"], result["failed"]) == (1, 1)
+
+
 @pytest.mark.parametrize("policy", ["skip", "overwrite", "rename", "update", "fail"])
 async def test_conflict_policies_for_a_file(store_path: str, tmp_path: Path, policy: str) -> None:
     src, dst = tmp_path / "new.txt", tmp_path / "dst"
