@@ -4,8 +4,8 @@ The job walks its paths (`parjobs.ops._walk`: stable task indices across resumes
 out one `ThumbnailTask` per file whose extension names a format Pillow may open here
 (`INPUT_FORMATS`). Other entries never reach a decoder: non-image files, symlinks (never
 followed, not even as a root, as in the other jobs) and special files are reported as
-skipped, unreadable directories as failed; entries inside the output directory (our own
-thumbnails) are left out entirely.
+skipped, unreadable directories as failed; the thumbnails, fail markers and temporaries the
+layouts write in the output directory (when it is inside a walked path) are left out entirely.
 
 Thumbnail tasks run on the ``cpu`` lane, one thread per core: Pillow releases the GIL while it
 decodes, resizes and encodes, so the cores work in parallel (an image takes milliseconds, so
@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import re
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, ClassVar, Literal
@@ -343,7 +344,7 @@ class ThumbnailJob(Job):
         inside_out = (out.rstrip(b"/") + b"/", os.path.realpath(out).rstrip(b"/") + b"/")
 
         def item(entry: Entry) -> bool:
-            return entry.kind != "dir" and not entry.path.startswith(inside_out)
+            return entry.kind != "dir" and not _own_output(entry.path, inside_out)
 
         def image(entry: Entry) -> bool:
             return entry.kind == "file" and _is_image_name(entry.path)
@@ -398,6 +399,28 @@ class ThumbnailJob(Job):
             return [os.path.join(size_dir, name) for name in os.listdir(size_dir)]
         except (FileNotFoundError, NotADirectoryError):
             return []
+
+
+#: A path below an output directory that a thumbnail layout writes: a cache thumbnail
+#: (``<size>/<id[:2]>/<id>.<ext>``), a freedesktop one (``large/<md5>.png``), a fail marker
+#: (``fail/<app>/<md5>.png``), or a temporary of one.
+_OWN_OUTPUT = re.compile(
+    rb"[0-9]+(?:x[0-9]+)?/([0-9a-f]{2})/(?:\1[0-9a-f]{30}\.(?:webp|jpg|png)|\..*\.parjobs-tmp)"
+    rb"|(?:normal|large|x-large|xx-large|fail/[^/]+)/(?:[0-9a-f]{32}\.png|\..*\.parjobs-tmp)",
+    re.DOTALL,
+)
+
+
+def _own_output(path: bytes, inside_out: tuple[bytes, ...]) -> bool:
+    """Whether ``path``, below the output directory (one of ``inside_out``, each ending in
+    ``/``), is a thumbnail, fail marker or temporary a layout writes there: left out of the
+    walk. The user's own files in an output directory (``--out`` the photos' own directory,
+    ``2023/`` in it too) are thumbnailed: everything below it used to be left out silently,
+    the job completed with "0 made"."""
+    for prefix in inside_out:
+        if path.startswith(prefix):
+            return _OWN_OUTPUT.fullmatch(path, len(prefix)) is not None
+    return False
 
 
 @dataclasses.dataclass

@@ -191,6 +191,25 @@ async def test_cache_layout_second_run_skips_everything(store_path, tmp_path):
     assert {p: cached(p, out, 256, "webp").stat().st_mtime_ns for p in images} == made
 
 
+@pytest.mark.parametrize("out_rel", [".", "sub"])
+async def test_images_in_the_output_directory_itself_are_thumbnailed(store_path, tmp_path, out_rel):
+    """``--out`` the photos' own directory (or one of its subdirectories): the user's images
+    there are thumbnailed (one in a directory named like a size, too), only the thumbnails
+    are left out. They were all left out silently: "completed, 0 made", exit 0."""
+    src = tmp_path / "src"
+    images = [*make_images(src), src / out_rel / "2023" / "year.png"]
+    out = src / out_rel
+    (out / "2023").mkdir()
+    photo((300, 200), 7).save(out / "2023" / "year.png")
+    job = ThumbnailJob(paths=[str(src)], out_dir=str(out))
+    first, info, _ = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED
+    assert (first["made"], first["not_image"]) == (6, 1)
+    assert all(cached(p, out, 256, "webp").stat().st_size for p in images)
+    second, _, _ = await run_job(store_path, job)  # its own thumbnails are not walked as images
+    assert (second["made"], second["up_to_date"], second["not_image"]) == (0, 6, 1)
+
+
 async def test_exif_orientation_is_applied_by_pixel(store_path, tmp_path):
     src = tmp_path / "turned.jpg"
     exif = Image.Exif()
