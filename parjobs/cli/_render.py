@@ -167,7 +167,8 @@ def summary(report: Report) -> list[tuple[str, str]]:
 def _done_words(job_type: str, snap: Progress, result: object) -> str:
     """ "1 file copied", "315 files, 86 directories, 2 symlinks copied": files, directories
     and symlinks apart where the result counts them (a copy; "4 files (2 hard links)" when
-    some files were made as links), else the items done."""
+    some files were made as links), a move's files moved, a trash job's items trashed, else
+    the items done."""
     if isinstance(result, dict) and isinstance(result.get("files"), int):
         kinds = [("files", "file", "files"), ("dirs", "directory", "directories")]
         kinds.append(("symlinks", "symlink", "symlinks"))
@@ -180,6 +181,13 @@ def _done_words(job_type: str, snap: Progress, result: object) -> str:
         if isinstance(linked, int) and linked and parts:
             parts[0] += f" ({linked} hard link{'' if linked == 1 else 's'})"
         return f"{', '.join(parts) or '0 files'} {verb(job_type)}"
+    if isinstance(result, dict):
+        # Where the items done count more than the job did to the user's files: a move's
+        # roots, directories and finishing step; a trash job deleted nothing.
+        if job_type == "move" and isinstance(result.get("moved"), int):
+            return f"{result['moved']} {verb(job_type)}"
+        if job_type == "delete" and isinstance(result.get("trashed"), int) and result["trashed"]:
+            return f"{result['trashed']} trashed"
     return f"{snap.items_done} {verb(job_type)}"
 
 

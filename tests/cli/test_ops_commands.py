@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -155,3 +156,21 @@ async def test_demo_pause_that_loses_the_race_to_the_end_is_not_an_error(tmp_pat
         assert await pause_unless_ended(manager, handle.id) is False
         assert (await handle.info()).status is parjobs.JobStatus.COMPLETED
     assert (tmp_path / "dst" / "a").read_bytes() == b"a"
+
+
+def test_move_and_trash_summaries_count_what_was_done(tmp_path: Path, env, store) -> None:
+    """A move's summary counts the files it moved (it counted its roots, directories and
+    finishing step too: "6 moved" for two files merged into a directory); a trash job's says
+    "trashed", not "deleted"."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (tmp_path / "dst" / "src").mkdir(parents=True)  # merged into: file by file
+    (src / "d" / "a").write_bytes(b"a")
+    (src / "b").write_bytes(b"b")
+    moved = run("--plain", "move", str(src), str(tmp_path / "dst"), env=env, store=store)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert re.search(r"^  2 moved in ", moved.stdout + moved.stderr, re.M), moved.stdout
+    trashed = run("--plain", "delete", "--trash", str(tmp_path / "dst"), env=env, store=store)
+    out = trashed.stdout + trashed.stderr
+    assert trashed.returncode == 0 and re.search(r"^  1 trashed in ", out, re.M), out
+    assert "deleted" not in out
