@@ -51,7 +51,7 @@ from ._jobstore import JobStore, StoreListener
 from ._leases import CLOSED
 from ._progress import ItemError, Progress
 from ._records import ItemQuery, JobInfo, JobQuery
-from ._status import JobStatus, check_transition, paused_by_store
+from ._status import TRANSITIONS, JobStatus, check_transition, paused_by_store
 from ._store import CancelPending
 from ._stores import open_store
 from ._util import NoPublicConstructor, exception_leaves
@@ -479,7 +479,8 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         `parjobs.ops.UndoJob` restores what it trashed, moves back what it moved, removes
         the files it copied that nobody changed since). Once per job: undoing it again
         returns the same undo job. The job must not be running (pause or cancel it first);
-        `JobLoadError` when no ``undo`` job type is installed."""
+        undone, it never runs again: a paused, interrupted or failed one is cancelled first,
+        and `resume` refuses it. `JobLoadError` when no ``undo`` job type is installed."""
         info = await self.get(job_id)
         if info.status.is_active:
             raise InvalidTransitionError(
@@ -489,7 +490,20 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         if cls is None:
             raise JobLoadError(f"no {UNDO_JOB_TYPE!r} job type is installed")
         job = cls.from_spec({"job": info.id})
+        if JobStatus.CANCELLED in TRANSITIONS[info.status]:
+            # Undone, a job never runs again (a resume would skip what the undo reverts and
+            # report it done; `resume` refuses it): it rests cancelled, leftovers removed.
+            await self.cancel(info.id)
         return await self.submit(job, idempotency_key=f"undo:{info.id}", owner=owner)
+
+    async def _undone_by(self, job_id: str) -> str | None:
+        """The undo job submitted for ``job_id``, if any (read once per `resume`)."""
+        undos = await self._db(self.store.list_jobs, type=UNDO_JOB_TYPE, results=False)
+        for info in undos:
+            spec = info.spec_data
+            if isinstance(spec, dict) and spec.get("job") == job_id:
+                return info.id
+        return None
 
     async def pause(self, job_id: str) -> None:
         """Pause a job: running ones stop at the next chunk boundary, keeping their progress.
@@ -589,6 +603,9 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         live = self._live.get(job_id)
         if live is not None and not live.rested.is_set():
             raise InvalidTransitionError(f"cannot resume job {job_id}: it is {live.status.value}")
+        undo = await self._undone_by(job_id)
+        if undo is not None:  # (one completed with errors: the others rest cancelled)
+            raise InvalidTransitionError(f"cannot resume job {job_id}: undone by job {undo}")
         # One transaction: refused (LeaseError) while any other live process holds the job.
         try:
             info = await self._db(self.store.requeue, job_id, self.id)

@@ -199,6 +199,45 @@ async def test_undo_of_a_running_job_is_refused(tmp_path: Path, store_path: str)
         await m.cancel(h.id)
 
 
+async def test_an_undone_job_with_errors_is_never_resumed(tmp_path: Path, store_path: str) -> None:
+    """A copy completed with errors, undone, then retried (``parjobs resume``, as its summary
+    suggests): the retry is refused. It ran, copied only the failed file and reported the job
+    completed, every file copied, while the files the undo removed stayed missing."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    write(src / "a", b"a")
+    write(src / "b", b"b")
+    (dst / "src").mkdir(parents=True)
+    write(dst / "src" / "b", b"the user's b")  # a conflict: the copy ends with errors
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        assert await h.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        result = await (await m.undo(h.id)).result()
+        assert result["removed"] == 1 and not (dst / "src" / "a").exists()
+        os.unlink(dst / "src" / "b")  # the conflict is gone: the retry would succeed
+        with pytest.raises(InvalidTransitionError, match="undone by job"):
+            await m.resume(h.id)
+        assert (await m.get(h.id)).status is JobStatus.COMPLETED_WITH_ERRORS
+    assert read(src / "a") == b"a" and sorted(os.listdir(dst / "src")) == []
+
+
+async def test_an_undone_paused_job_rests_cancelled(tmp_path: Path, store_path: str) -> None:
+    """A paused job, undone, is cancelled first: ``parjobs resume`` (all paused jobs) never
+    picks it up again to skip what the undo reverted."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    write(src / "a", b"a")
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)), start=False)
+        await m.pause(h.id)
+        assert await m.wait(h.id) is JobStatus.PAUSED
+        await (await m.undo(h.id)).result()
+        assert (await m.get(h.id)).status is JobStatus.CANCELLED
+        assert await m.list_jobs([JobStatus.PAUSED]) == []
+        with pytest.raises(InvalidTransitionError):
+            await m.resume(h.id)
+
+
 async def test_undo_job_spec_is_checked(store_path: str) -> None:
     async with parjobs.open_manager(store_path) as m:
         with pytest.raises(parjobs.JobSpecError, match="no job id"):
