@@ -7,6 +7,10 @@ level first, one level at a time, each after everything inside it (stage ``dirs`
 indices are the walk manifest's, so a job killed half-way resumes where it was; an entry
 already gone counts as removed.
 
+A mount point met in a tree (a directory bind-mounted into a chroot) fails, and what is
+below it is skipped: another filesystem's files are never deleted through it (`mount_points`,
+from ``/proc/self/mountinfo``: a bind mount of the same filesystem has the same device).
+
 Each removal opens the entry's parent directory without following a symlink, checks that it
 is still the directory the walk listed (same device and inode), and removes the entry
 relative to it (``unlinkat``/``rmdir`` with ``dir_fd``): a directory swapped for a symlink
@@ -28,6 +32,7 @@ import errno
 import functools
 import itertools
 import os
+import re
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
@@ -40,13 +45,22 @@ from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
 from .._job import Job, job_type
 from .._task import Outcome, OutcomeStatus, Task, TaskContext
-from ._entries import entry_report
+from ._entries import EntryTask, entry_report
 from ._fs import display
 from ._names import job_token
 from ._trash import read_trashinfo, recover_trash, trash_path
 from ._walk import Entry, RootCount, Totals, walk_ahead
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+#: What a mount point found in a tree being deleted fails with, and what is below it is
+#: skipped with: another filesystem's files (a home directory bind-mounted into a chroot)
+#: are not the tree's; deleting through the mount deleted them.
+MOUNT_POINT = (
+    "a mount point (a filesystem is mounted there): neither it nor anything in it deleted "
+    "(name what is in it, or unmount it first)"
+)
+INSIDE_MOUNT = "inside a mount point: not deleted"
+_OCTAL = re.compile(rb"\\([0-7]{3})")  # mountinfo escapes space, tab, newline, backslash
 _LOADING: ContextVar[bool] = ContextVar("parjobs_delete_loading", default=False)
 _CHECKED = "_parjobs_paths_checked"  # instance flag: existence was checked on submit
 
@@ -159,6 +173,37 @@ class _Dir:
     index: int
     path: bytes
     parent: tuple[int, int] | None
+
+
+def mount_points(mountinfo: str = "/proc/self/mountinfo") -> frozenset[bytes]:
+    """Every mount point of this process' mount namespace, as real absolute paths (none
+    where there is no ``mountinfo``: nothing is then known to be a mount point)."""
+    try:
+        with open(mountinfo, "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return frozenset()
+    fields = (line.split(b" ") for line in lines)
+    return frozenset(
+        _OCTAL.sub(lambda m: bytes([int(m[1], 8)]), f[4]) for f in fields if len(f) > 4
+    )
+
+
+def _root_bases(paths: list[str]) -> tuple[list[bytes], frozenset[bytes]]:
+    """Each root's real parent directory (a walked entry's real path is that, ``/`` and its
+    ``rel``), and the mount points at or below a root: usually none (blocks)."""
+    bases = [
+        os.fsencode(os.path.realpath(os.path.dirname(os.path.abspath(os.path.normpath(p)))))
+        for p in paths
+    ]
+    roots = [
+        os.path.join(base, os.fsencode(os.path.basename(os.path.normpath(p))))
+        for base, p in zip(bases, paths, strict=True)
+    ]
+    mounts = frozenset(
+        m for m in mount_points() if any(m == r or m.startswith(r + b"/") for r in roots)
+    )
+    return bases, mounts
 
 
 def _resolved(norm: str) -> str:
@@ -324,6 +369,8 @@ class DeleteJob(Job):
         """Walk (ahead, counting totals): yield a removal per non-directory; collect the
         directories for later."""
         listed: dict[tuple[int, bytes], tuple[int, int]] = {}  # (root, rel) -> (dev, ino)
+        bases, mounts = await trio.to_thread.run_sync(_root_bases, self.paths)
+        mounted: list[tuple[int, bytes]] = []  # (root, rel + "/") of the mount points met
 
         def count(batch: list[Entry]) -> Totals:
             return len(batch), 0
@@ -335,6 +382,9 @@ class DeleteJob(Job):
         async with aclosing(walked) as batches:
             async for batch in batches:
                 for entry in batch:
+                    if mounts and (report := _mounted(entry, bases, mounts, mounted)):
+                        yield report
+                        continue
                     parent_rel, slash, _ = entry.rel.rpartition(b"/")
                     parent = listed.get((entry.root, parent_rel)) if slash else None
                     if entry.kind == "dir":
@@ -345,6 +395,20 @@ class DeleteJob(Job):
                         yield entry_report(entry, "deleted")
                     else:
                         yield RemoveTask(entry.index, entry.path, parent)
+
+
+def _mounted(
+    entry: Entry, bases: list[bytes], mounts: frozenset[bytes], mounted: list[tuple[int, bytes]]
+) -> EntryTask | None:
+    """The report of an entry that is a mount point (failed) or below one (skipped), never
+    deleted; None for the others. ``mounted`` collects the mount points met (the walk lists
+    a directory before what is in it)."""
+    if any(r == entry.root and entry.rel.startswith(below) for r, below in mounted):
+        return EntryTask(entry.index, entry.path, INSIDE_MOUNT, skip=True)
+    if bases[entry.root] + b"/" + entry.rel not in mounts:
+        return None
+    mounted.append((entry.root, entry.rel + b"/"))
+    return EntryTask(entry.index, entry.path, MOUNT_POINT, skip=False)
 
 
 class _Tally:

@@ -78,6 +78,48 @@ async def test_delete_tree_never_follows_symlinks(store_path, tmp_path):
     assert info.progress.items_done == entries + 4
 
 
+@pytest.fixture
+def bind_mount(tmp_path):
+    """``mount(src, dst)``: bind-mount directory ``src`` on ``dst`` (both in tmp_path: one
+    filesystem, as a home directory bound into a chroot), unmounted after the test; skips
+    where mounting is not permitted."""
+    made: list[str] = []
+
+    def mount(src, dst) -> None:
+        proc = subprocess.run(["mount", "--bind", str(src), str(dst)], capture_output=True)
+        if proc.returncode:
+            pytest.skip(f"cannot bind-mount here: {proc.stderr.decode().strip()}")
+        made.append(str(dst))
+
+    yield mount
+    for path in reversed(made):
+        subprocess.run(["umount", "-l", path], capture_output=True)
+
+
+async def test_delete_never_deletes_through_a_mount_point(store_path, tmp_path, bind_mount):
+    """A directory bind-mounted inside the tree (a home directory in a chroot, on the same
+    filesystem): its files are another place's, never deleted through the mount (they were:
+    the job deleted them, then failed on the busy mount point); the mount point fails with
+    the reason, what is below it is skipped, the rest of the tree goes."""
+    home, root = tmp_path / "home", tmp_path / "chroot"
+    (home / "docs").mkdir(parents=True)
+    (home / "docs" / "thesis.tex").write_text("years of work")
+    (root / "home").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "etc" / "passwd").write_text("x")
+    bind_mount(home, root / "home")
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DeleteJob(paths=[str(root)]))
+        assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        errors = {e.label: e.message for e in await manager.errors(handle.id)}
+        result = (await handle.info()).result
+    assert (home / "docs" / "thesis.tex").read_text() == "years of work"
+    assert delete_mod.MOUNT_POINT in errors[str(root / "home")]
+    assert "not empty" in errors[str(root)]
+    assert sorted(os.listdir(root)) == ["home"]  # the rest of the tree is gone
+    assert (result["removed"], result["failed"], result["skipped"]) == (2, 2, 2)
+
+
 def test_removal_refuses_a_parent_swapped_for_another_directory(tmp_path):
     tree = tmp_path / "t"
     (tree / "sub").mkdir(parents=True)
