@@ -528,7 +528,12 @@ class Bundle(Task[BundleDone]):
     so a failure is reported (and retried) per task, as before (so a bundle goes through
     ``dispatch_many``, not ``dispatch``). While tasks wait for a worker, the tasks not
     reached go back as one `Bundle` instead, past `BUNDLE_MAX_SECONDS`. A bundle itself
-    never fails but by a bug; it never runs on a cluster (its tasks may, unbundled)."""
+    never fails but by a bug; it never runs on a cluster (its tasks may, unbundled).
+
+    Its ``members`` are the tasks themselves here. A subclass may hold lighter members (a
+    copy's walked entries, `parjobs.ops._transfer.EntryBundle`) and make the task of one
+    only when it hands that one back (`task_of`), running its chunks through `run_chunk`:
+    no task object a file it finishes."""
 
     #: The time per task of the last group calls (seconds; threads race on it: that only
     #: blurs it). Starts at one task a call, as the executor's groups do: on slow storage
@@ -536,11 +541,14 @@ class Bundle(Task[BundleDone]):
     #: `BUNDLE_MAX_SECONDS`, so the waits still overlap across workers; on fast storage
     #: the calls double to full size within the first bundle.
     member_seconds: ClassVar[float] = BUNDLE_SECONDS
+    #: The items each member stands for when every member stands for the same number (a
+    #: subclass's entries: one each); None: each member's own ``items`` (tasks).
+    member_items: ClassVar[int | None] = None
 
     def __init__(self, tasks: Sequence[Task[Any]]) -> None:
         if not tasks:
             raise ValueError("a bundle needs at least one task")
-        self.tasks = list(tasks)
+        self.members: list[Any] = list(tasks)
         self.index = tasks[0].index
         self.priority = tasks[0].priority
         #: Its heaviest task's: every task is light, so the bundle is too (`HEAVY_BYTES`).
@@ -553,14 +561,33 @@ class Bundle(Task[BundleDone]):
     def weight(self) -> int:
         return self._weight
 
+    @property
+    def tasks(self) -> list[Task[Any]]:
+        """The tasks it stands for (a subclass makes them from its members: to look at
+        only, e.g. in tests; `run` makes one only for a member it hands back)."""
+        return [self.task_of(member) for member in self.members]
+
+    def task_of(self, member: Any) -> Task[Any]:
+        """The task ``member`` stands for: here the member itself."""
+        task: Task[Any] = member
+        return task
+
+    def run_chunk(self, chunk: list[Any], tc: TaskContext) -> Members:
+        """Run a chunk of members on the group path: here their class's `Task.run_members`."""
+        cls: type[Task[Any]] = type(chunk[0])
+        return cls.run_members(chunk, tc)
+
+    def rebundle(self, rest: list[Any]) -> Bundle:
+        """The members not reached, as one bundle of the same kind (`_REQUEUE`)."""
+        return Bundle(rest)
+
     def label(self) -> str:
-        first = self.tasks[0].label()
-        more = len(self.tasks) - 1
+        first = self.task_of(self.members[0]).label()
+        more = len(self.members) - 1
         return f"{first} (+{more})" if more else first
 
     def run(self, tc: TaskContext) -> BundleDone:
-        tasks = self.tasks
-        cls = type(tasks[0])
+        members = self.members
         monotonic = time.monotonic
         started = monotonic()
         values: list[Any] = []
@@ -568,9 +595,10 @@ class Bundle(Task[BundleDone]):
         rows: list[ItemRow] = []
         left: list[Task[Any]] = []
         done_items = 0
+        each = self.member_items
         queued = tc._interrupter.queued
         requeue = False
-        i, n = 0, len(tasks)
+        i, n = 0, len(members)
         while i < n:
             if i:
                 if tc.interrupted:
@@ -580,33 +608,35 @@ class Bundle(Task[BundleDone]):
                     requeue = how == _REQUEUE
                     break
             k = max(1, min(n - i, int(BUNDLE_SECONDS / Bundle.member_seconds)))
-            chunk = tasks[i : i + k]
+            chunk = members[i : i + k]
             call = monotonic()
             try:
-                got, chunk_rows, nbytes = cls.run_members(chunk, tc)
+                got, chunk_rows, nbytes = self.run_chunk(chunk, tc)
                 if len(got) != k:
                     raise RuntimeError(f"run_members returned {len(got)} values for {k} tasks")
             except Exception:  # (a bug): each runs alone, and fails or not there
                 got, chunk_rows, nbytes = [RUN_ALONE] * k, [], 0
             Bundle.member_seconds = (Bundle.member_seconds + (monotonic() - call) / k) / 2
-            for task, value in zip(chunk, got, strict=True):
+            for member, value in zip(chunk, got, strict=True):
                 if value is RUN_ALONE:
+                    task = self.task_of(member)
                     task.group_size = 1  # the group path handed it back: alone next time
                     left.append(task)
                     continue
                 values.append(value)
-                covers.append(task.index)
-                done_items += task.items
+                covers.append(member.index)
+                if each is None:
+                    done_items += member.items
             tc.bytes_done += nbytes
             rows.extend(chunk_rows)
             i += k
-        rest = tasks[i:]
+        rest = members[i:]
         if requeue and len(rest) > 1:
-            left.append(Bundle(rest))  # one queue item, outcome and booking, as this one
+            left.append(self.rebundle(rest))  # one queue item, outcome and booking, as this one
         else:
-            left.extend(rest)
+            left.extend(self.task_of(member) for member in rest)
         self.ran = i
         tc.covers = covers
         tc.items = rows
-        self.items = done_items
+        self.items = done_items if each is None else each * len(covers)
         return BundleDone(values, left)

@@ -37,6 +37,7 @@ from .._exceptions import Interrupted, Skip
 from .._items import DIRECTORY, ItemRow, fingerprint
 from .._job import Job, job_type, runtime_field
 from .._task import RUN_ALONE, Members, Task, TaskContext, spread_rows
+from .._workqueue import HEAVY_BYTES
 from . import _transfer
 from ._copyfile import CopyOptions, CopyResult
 from ._errors import WalkError
@@ -155,12 +156,21 @@ class CopyItem(TransferItem):
         is built here from the walk's paths and C's identities, in one loop: no context or
         record call a file."""
         items = cast(Sequence[CopyItem], tasks)
-        out: list[Any] = [RUN_ALONE] * len(items)
-        rows: list[ItemRow] = []
         plan = items[0].plan
+        return cls.run_entries(
+            plan, [item.entry if item.plan is plan else None for item in items], tc
+        )
+
+    @classmethod
+    def run_entries(
+        cls, plan: CopyPlan, entries: Sequence[Entry | None], tc: TaskContext
+    ) -> Members:
+        """`run_members` for the files' entries (None: not for the group path): what a
+        bundle of entries runs (`EntryBundle`), with no task a file."""
+        out: list[Any] = [RUN_ALONE] * len(entries)
+        rows: list[ItemRow] = []
         if not plan.groups:
             return out, rows, 0
-        entries = [item.entry if item.plan is plan else None for item in items]
         copies = copy_group(plan, entries, compare=plan.options.verify)
         return out, rows, landed_rows("copied", tc.stage, plan.tree, entries, copies, out, rows)
 
@@ -250,6 +260,16 @@ class LinkItem(CopyItem):
         finally:
             plan.tree.release(parent)
         return super()._file(tc)
+
+
+def _grouped_item(plan: CopyPlan, portable: bool, entry: Entry) -> CopyItem:
+    """The task of a bundled file (`EntryBundle.make`): one it hands back."""
+    return CopyItem(entry, plan, True, portable)  # (positional)
+
+
+def _run_entries(plan: CopyPlan, entries: list[Entry], tc: TaskContext) -> Members:
+    """A bundle's chunk (`EntryBundle.run_entries`), looked up on the class when it runs."""
+    return CopyItem.run_entries(plan, entries, tc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,7 +409,9 @@ class CopyJob(IntoDestination, Job):
         """One `CopyItem` per walked entry, except those ``done`` in an earlier run (a resume
         replays the manifest, and builds no task for what it will skip; None: nothing is
         done yet); the group path is decided once per batch; with ``bundle`` (the
-        workers), a walked batch's small files go in `Bundle` s (`bundled`). With
+        workers), a walked batch's small files go in bundles as their entries
+        (`bundled`, `EntryBundle`: a file's task is built only if its bundle hands it
+        back). With
         ``hard_links``, a file's later names (``(entry, first name)``) go to ``links``
         instead, for the "links" stage; the manifest's order makes the first the same on
         every run."""
@@ -418,7 +440,7 @@ class CopyJob(IntoDestination, Job):
             )
             async with aclosing(walked) as batches:
                 async for batch in batches:
-                    tasks: list[Task[Any]] = []
+                    todo: list[Task[Any] | Entry] = []
                     groups = plan.groups  # per batch: a group may turn it off (`group_off`)
                     portable = plan.portable
                     for entry in batch:
@@ -443,8 +465,13 @@ class CopyJob(IntoDestination, Job):
                                     made_before and entry.rel.rpartition(b"/")[0] in made_before
                                 )
                             )
-                            tasks.append(CopyItem(entry, plan, grouped, portable))  # (positional)
-                    for task in bundled(tasks, bundle) if bundle else tasks:
+                            if grouped and bundle and entry.size < HEAVY_BYTES:
+                                todo.append(entry)  # its task would be `groupable`: bundled
+                            else:
+                                todo.append(CopyItem(entry, plan, grouped, portable))
+                    make = functools.partial(_grouped_item, plan, portable)
+                    run = functools.partial(_run_entries, plan)
+                    for task in bundled(todo, bundle, make, run, CopyItem.group_size):
                         yield task
         except Interrupted:
             return  # the dispatcher lets the items in flight end, then raises the interrupt

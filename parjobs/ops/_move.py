@@ -34,6 +34,7 @@ from .._exceptions import Interrupted, Skip
 from .._items import Identity, ItemRow
 from .._job import Job, job_type
 from .._task import RUN_ALONE, Members, OutcomeStatus, Task, TaskContext, spread_rows
+from .._workqueue import HEAVY_BYTES
 from . import _smallfiles, _transfer
 from ._copyfile import CopyOptions, CopyResult
 from ._desttree import NOT_A_DIR
@@ -223,28 +224,37 @@ class MoveItem(TransferItem):
         attributes), so a copy in place is never briefly owned or labelled otherwise than
         its source."""
         items = cast(Sequence[MoveItem], tasks)
-        out: list[Any] = [RUN_ALONE] * len(items)
-        rows: list[ItemRow] = []
         plan = items[0].plan
+        entries = [item.entry if item.plan is plan and item.by_copy else None for item in items]
+        return cls.run_entries(plan, entries, tc)
+
+    @classmethod
+    def run_entries(
+        cls, plan: CopyPlan, walked: Sequence[Entry | None], tc: TaskContext
+    ) -> Members:
+        """`run_members` for the entries of files moved by copying (None: not for the
+        group path): what a bundle of entries runs (`EntryBundle`), with no task a file."""
+        out: list[Any] = [RUN_ALONE] * len(walked)
+        rows: list[ItemRow] = []
         if not plan.move_groups:
             return out, rows, 0
         plain = _Plain(plan)
-        entries = [item.entry if item.plan is plan and plain(item) else None for item in items]
+        entries = [entry if entry is not None and plain(entry) else None for entry in walked]
         copies = copy_group(plan, entries, plain=True)  # C checks each owner and attributes
         # Failed copies are removed: moved alone, which reports a real mismatch.
         copies = verify_group(plan, entries, copies, compare=plan.options.verify)
         tree = plan.tree
         landed = [(i, w) for i, w in enumerate(copies) if w is not None]
-        synced = {items[i].entry.rel.rpartition(b"/")[0] for i, _ in landed}
+        synced = {cast(Entry, entries[i]).rel.rpartition(b"/")[0] for i, _ in landed}
         for parent in synced:  # the copies' names are on disk before a source goes
             os.fsync(tree.acquire(parent))
             tree.release(parent)
         # Only now: the copies are complete, verified and on disk. A source that cannot be
         # unlinked runs alone: it finds its copy in place and settles the source; one that
         # is not the file the walk saw any more (replaced since) is kept, and reported there.
-        sources = [items[i].entry for i, _ in landed]
+        sources = [cast(Entry, entries[i]) for i, _ in landed]
         unlinked = _smallfiles.unlink_files([(e.path, e.size, e.mtime_ns) for e in sources])
-        moved: list[Identity | None] = [None] * len(items)
+        moved: list[Identity | None] = [None] * len(entries)
         for (i, written), err in zip(landed, unlinked, strict=True):
             if not err:
                 moved[i] = written
@@ -434,10 +444,11 @@ class _Plain:
         self.plan = plan
         self.setgid: dict[bytes, bool] = {}
 
-    def __call__(self, item: MoveItem) -> bool:
-        if not item.by_copy or item.entry.kind != "file":
+    def __call__(self, entry: Entry) -> bool:
+        """For the entry of a file moved by copying."""
+        if entry.kind != "file":
             return False
-        return not self._setgid_parent(item.entry.rel)
+        return not self._setgid_parent(entry.rel)
 
     def _setgid_parent(self, rel: bytes) -> bool:
         """Whether the copy's directory hands its group to new files (set-group-id bit)."""
@@ -456,6 +467,16 @@ class _Plain:
                     tree.release(parent)
             self.setgid[parent] = known
         return known
+
+
+def _grouped_item(plan: CopyPlan, entry: Entry) -> MoveItem:
+    """The task of a bundled file (`EntryBundle.make`): one it hands back."""
+    return MoveItem(entry, plan, True, True)
+
+
+def _run_entries(plan: CopyPlan, entries: list[Entry], tc: TaskContext) -> Members:
+    """A bundle's chunk (`EntryBundle.run_entries`), looked up on the class when it runs."""
+    return MoveItem.run_entries(plan, entries, tc)
 
 
 def _remove_empty_dirs(dirs: list[tuple[bytes, bytes, int | None]], removed: list[int]) -> None:
@@ -591,10 +612,10 @@ class MoveJob(IntoDestination, Job):
         bundle: int = 0,
     ) -> AsyncGenerator[Task[Any], None]:
         """One `MoveItem` per walked entry, except those ``done`` in an earlier run (None:
-        nothing is done yet; the group path is decided once per batch), small
-        files in `Bundle` s with ``bundle`` (as for a copy); across filesystems, a file's
-        later names (``(entry, first name)``) go to ``links`` instead, for the "links"
-        stage (as for a copy)."""
+        nothing is done yet; the group path is decided once per batch), small files in
+        bundles of their entries with ``bundle`` (as for a copy); across filesystems, a
+        file's later names (``(entry, first name)``) go to ``links`` instead, for the
+        "links" stage (as for a copy)."""
         if not order:
             return
         hard_links = HardLinks()
@@ -615,7 +636,7 @@ class MoveJob(IntoDestination, Job):
             walked = walk_ahead(ctx, roots, count, names, estimate=estimate)
             async with aclosing(walked) as batches:
                 async for batch in batches:
-                    tasks: list[Task[Any]] = []
+                    todo: list[Task[Any] | Entry] = []
                     groups = plan.move_groups  # per batch: a group may turn it off
                     for entry in batch:
                         if entry.kind == "dir":
@@ -636,9 +657,20 @@ class MoveJob(IntoDestination, Job):
                             grouped = groups and not (
                                 made_before and entry.rel.rpartition(b"/")[0] in made_before
                             )
-                            item = MoveItem(entry, plan, by_copy[entry.root], grouped)
-                            tasks.append(item)
-                    for task in bundled(tasks, bundle) if bundle else tasks:
+                            copying = by_copy[entry.root]
+                            if (
+                                bundle
+                                and grouped
+                                and copying
+                                and entry.kind == "file"
+                                and entry.size < HEAVY_BYTES
+                            ):
+                                todo.append(entry)  # its task would be `groupable`: bundled
+                            else:
+                                todo.append(MoveItem(entry, plan, copying, grouped))
+                    make = functools.partial(_grouped_item, plan)
+                    run = functools.partial(_run_entries, plan)
+                    for task in bundled(todo, bundle, make, run, MoveItem.group_size):
                         yield task
         except Interrupted:
             return  # the dispatcher lets the items in flight end, then raises the interrupt
