@@ -95,9 +95,9 @@ class Housekeeping(JobScheduler):
             self._steered(live.id)  # a person's request, through the store
             if live in self._queue or live.requeued:  # (or waiting out a retry's delay)
                 status = JobStatus.CANCELLED if request == "cancel" else JobStatus.PAUSED
-                await self._rest_queued(live, status)
-                if status is JobStatus.CANCELLED:
-                    await self._cleanup_offline(live.info)
+                self._unqueue(live)  # now: steered once (its cleanup may take a while)
+                assert self._nursery is not None
+                self._nursery.start_soon(self._rest_queued, live, status)
             elif live.ctx is not None:
                 if request == "pause" and live.status is JobStatus.CANCELLING:
                     continue  # a cancel asked first wins

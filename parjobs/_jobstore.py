@@ -133,7 +133,8 @@ class JobStore(Protocol):
         """Resume: queue a resting job, leased to ``manager_id``, atomically."""
 
     def take(self, job_id: str, manager_id: str, expect: JobStatus) -> JobInfo:
-        """Lease a resting job (still ``expect``) without changing its status."""
+        """Lease a resting job (still ``expect``) for its cancel, without changing its
+        status; the cancel is pending (``request``) until the job is recorded cancelled."""
 
     def transition(
         self,
@@ -144,12 +145,15 @@ class JobStore(Protocol):
         manager: str | None = None,
         holder: str | None = None,
         keep_cancel: bool = False,
+        keep_request: bool = False,
         **fields: Any,
     ) -> JobInfo:
         """Move a job to ``new`` and update ``fields`` (result, error, progress, lease,
         request, run_time), atomically: ``expect`` is a compare-and-set on the status,
         ``holder`` on the lease, ``manager`` refuses a job another live manager holds;
-        ``keep_cancel``: a cancel another process asked meanwhile makes it ``cancelling``.
+        ``keep_cancel``: a cancel another process asked meanwhile makes it ``cancelling``;
+        ``keep_request``: such a cancel stays pending on the resting job, a pause rests an
+        ``interrupted`` one ``paused``.
         Returns the job as stored, but a ``result`` written here is not decoded back (None)."""
 
     def request(self, job_id: str, request: str, manager_id: str | None = None) -> bool:

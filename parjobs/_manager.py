@@ -221,12 +221,9 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             if self._claiming and live.status is JobStatus.RUNNING:
                 self._handing_back.add(live.id)  # rests interrupted: another worker's
             if live in self._queue or live.requeued:  # (a retry's delay: never queued now)
-                try:
-                    await self._rest_queued(live, JobStatus.INTERRUPTED)
-                except StoreError as exc:  # the store still says queued here: recovered
-                    live.rest(JobStatus.INTERRUPTED)
-                    if self._unrecorded is None:
-                        self._unrecorded = exc
+                # (the store failing, it rests interrupted here all the same, `close`
+                # raising: the store still says queued here, and so it is recovered)
+                await self._rest_queued(live, JobStatus.INTERRUPTED)
             elif live.starting and live.ctx is None and not live.rested.is_set():
                 self._apply_request(live, "pause")
             elif live.status in (JobStatus.RUNNING, JobStatus.PAUSING) and not live.releasing:
@@ -517,31 +514,39 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             await self._rest_offline(info, JobStatus.PAUSED, **({"error": None} if mine else {}))
 
     async def cancel(self, job_id: str) -> None:
-        """Cancel a job. Running: stops at the next chunk boundary and cleans up. Resting
-        (paused, interrupted, failed): cleaned up now. Illegal when completed or cancelled."""
+        """Cancel a job. Running: stops at the next chunk boundary and cleans up. Queued or
+        resting (paused, interrupted, failed): cleaned up now. Recorded ``cancelled`` only
+        once cleaned up (a queued job is ``cancelling`` meanwhile). Illegal when completed
+        or cancelled."""
         await self._steered_settled(job_id)
         info = await self._steer(job_id, "cancel")
         if info is None:
             return
         check_transition(job_id, info.status, JobStatus.CANCELLED)
-        if info.status.is_active:  # queued, its process gone: a compare-and-set, then clean
-            await self._cleanup_offline(await self._rest_offline(info, JobStatus.CANCELLED))
-            return
-        # Resting: lease it first, so nobody resumes it while its cleanup runs.
-        info = await self._db(self.store.take, job_id, self.id, info.status)
-        try:
+        if info.status.is_active:  # queued for any worker, or its process gone: a
+            # compare-and-set leases it here, cancelling while its cleanup runs (a process
+            # dying meanwhile leaves its cancel pending, `CancelPending`)
+            info = await self._db(
+                self.store.transition,
+                job_id,
+                JobStatus.CANCELLING,
+                expect=info.status,
+                manager=self.id,
+                lease=self.id,
+            )
+        else:  # resting: leased here, so nobody resumes it while its cleanup runs
+            info = await self._db(self.store.take, job_id, self.id, info.status)
+        with trio.CancelScope(shield=True):  # cancelled only once cleaned up
             await self._cleanup_offline(info)
-        finally:
-            with trio.CancelScope(shield=True):
-                await self._db(
-                    self.store.transition,
-                    job_id,
-                    JobStatus.CANCELLED,
-                    expect=info.status,
-                    holder=self.id,
-                    lease=None,
-                    request=None,
-                )
+            await self._db(
+                self.store.transition,
+                job_id,
+                JobStatus.CANCELLED,
+                expect=info.status,
+                holder=self.id,
+                lease=None,
+                request=None,
+            )
 
     async def _steer(self, job_id: str, request: str) -> JobInfo | None:
         """What pause and cancel (``request``) share: reach the job where it is. Queued here,
@@ -557,9 +562,7 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             await live.rested.wait()
             live = self._live.get(job_id)  # (a retry's requeue: its next run, waiting)
         if live is not None and (live in self._queue or live.requeued):
-            await self._rest_queued(live, rest)
-            if rest is JobStatus.CANCELLED:
-                await self._cleanup_offline(live.info)
+            await self._rest_queued(live, rest)  # (a cancel: cleaned up, then cancelled)
             return None
         if live is not None and live.starting and live.ctx is None and not live.rested.is_set():
             self._apply_request(live, request)  # applied as soon as its run begins

@@ -402,7 +402,7 @@ class JobRunner(ManagerCore):
 
     async def _requeue_later(self, live: JobRun, delay: float) -> None:
         await trio.sleep(delay)
-        if self._live.get(live.id) is live and not live.rested.is_set() and not self._closing:
+        if self._live.get(live.id) is live and live.requeued and not self._closing:
             self._queue.append(live)
             self._wake.set()
 
@@ -487,14 +487,15 @@ class JobRunner(ManagerCore):
         stored: JobStatus | None = None  # what the store says once written (None: lost)
         attempts = 0
         # A resumable rest (nothing cleaned up yet) keeps a cancel another process sent
-        # meanwhile: the job is cancelling then, and this run finishes the cancel below.
+        # meanwhile: the job is cancelling then, and this run finishes the cancel below;
+        # a pause sent meanwhile rests an interrupted job (a worker closing) paused.
         keep_cancel = status in (JobStatus.PAUSED, JobStatus.INTERRUPTED)
 
         async def record() -> None:
             nonlocal stored, attempts
             attempts += 1
             stored = await self._record_end(
-                live, status, fields, result, plain, attempts > 1, keep_cancel=keep_cancel
+                live, status, fields, result, plain, attempts > 1, keep=keep_cancel
             )
 
         if not await self._patiently(live, record) or stored is None:
@@ -506,12 +507,10 @@ class JobRunner(ManagerCore):
             return
         status = stored
         if keep_cancel and status is JobStatus.CANCELLING:
-            cancelled = await self._finish_cancel(live)
-            if cancelled is None:  # closing, the store failing: a resume finishes the cancel
-                live.ctx = None
-                live.rest(JobStatus.INTERRUPTED)
-                return
-            status = cancelled
+            live.ctx = None
+            live.error = error or live.error
+            await self._finish_cancel(live)
+            return
         if status.is_ended:
             self._store_pauses.pop(live.id, None)
         if status.is_final:
@@ -533,23 +532,26 @@ class JobRunner(ManagerCore):
         plain: bool,
         again: bool,
         *,
-        keep_cancel: bool,
+        keep: bool,
     ) -> JobStatus | None:
         """One attempt of `_finish`'s write: the status the store now holds for the job
-        (``status``, ``cancelling`` for a cancel kept (``keep_cancel``: the store's
-        `transition`), or what it moved to meanwhile), or None when the job was taken from
-        this run (``live.lost`` says why). ``again``: an earlier attempt failed, and may
-        have been written all the same (PostgreSQL's connection lost as it committed): a
-        job found ended so, its lease and run time as that write left them, was ours, and
-        is not written twice. (Its run time tells it from the same end written by another
-        manager that recovered the job meanwhile: that run's time counts too.)"""
+        (``status``; with ``keep``, a resumable rest, ``cancelling`` for a cancel another
+        process sent meanwhile, ``paused`` for an interrupted end with a pause sent so: the
+        store's `transition`; or what it moved to meanwhile), or None when the job was
+        taken from this run (``live.lost`` says why). ``again``: an earlier attempt failed,
+        and may have been written all the same (PostgreSQL's connection lost as it
+        committed): a job found ended so, its lease and run time as that write left them,
+        was ours, and is not written twice. (Its run time tells it from the same end
+        written by another manager that recovered the job meanwhile: that run's time
+        counts too.)"""
         try:
             stored = await self._db(
                 self.store.transition,
                 live.id,
                 status,
                 holder=self.id,
-                keep_cancel=keep_cancel,
+                keep_cancel=keep,
+                keep_request=keep,
                 job_result=result,
                 **fields,
             )
@@ -557,7 +559,7 @@ class JobRunner(ManagerCore):
             # The job moved meanwhile: keep what the store says rather than crash. (Or an
             # earlier attempt landed, keeping a cancel: still leased here, ours to finish.)
             now = await self.get(live.id)
-            if keep_cancel and now.status is JobStatus.CANCELLING and now.lease == self.id:
+            if keep and now.status is JobStatus.CANCELLING and now.lease == self.id:
                 return JobStatus.CANCELLING
             return now.status
         except LeaseError as exc:
@@ -567,37 +569,40 @@ class JobRunner(ManagerCore):
                     found = await self.get(live.id)
                 except JobNotFoundError:
                     found = None
-                ours = (status, fields["lease"], fields["run_time"])
-                if found is not None and (found.status, found.lease, found.run_time) == ours:
+                # (an interrupted end that a pause sent meanwhile rested paused)
+                written = {status, JobStatus.PAUSED} if keep else {status}
+                ours = (fields["lease"], fields["run_time"])
+                if (
+                    found is not None
+                    and found.status in written
+                    and (found.lease, found.run_time) == ours
+                ):
                     if plain:
                         live.ended = dataclasses.replace(found, result=result)
-                    return status
+                    return found.status
             live.lost = live.error = str(exc)
             return None
         if stored.status is JobStatus.CANCELLING:
             return stored.status  # a cancel kept: no result to hand on
         if plain:
             live.ended = dataclasses.replace(stored, result=result)
-        return status
+        return stored.status
 
-    async def _finish_cancel(self, live: JobRun) -> JobStatus | None:
-        """Finish a cancel another process asked while the run's end (a resumable rest) was
-        written: the store kept it, the job ``cancelling`` and still leased here, so nobody
-        else resumes or cancels it meanwhile. Its cleanup runs once, as for a resting job's
-        cancel (`JobManager.cancel`), then the job is cancelled. None if that write is not
-        made (the manager closing with the store failing, or the job taken from this
-        manager): the job is recovered with its cancel pending, which a resume finishes
-        (`CancelPending`)."""
+    async def _finish_cancel(self, live: JobRun) -> None:
+        """Finish the cancel of a job resting ``cancelling`` under this manager's lease: a
+        cancel another process asked while the run's end (a resumable rest) was written,
+        kept by the store, or the cancel of a job queued here. Nobody else resumes or
+        cancels it meanwhile. Its cleanup runs once, as for a resting job's cancel
+        (`JobManager.cancel`), then the job is recorded ``cancelled`` (never before: a
+        waiter finds its temporaries gone), its directory removed, and the run rests. If
+        that write is not made (the manager closing with the store failing, or the job
+        taken from this manager), the run rests interrupted: the job is recovered with its
+        cancel pending, which a resume finishes (`CancelPending`)."""
         live.set_status(JobStatus.CANCELLING)
         found: list[JobInfo] = []
 
         async def read() -> None:
             found.append(await self._db(self.store.get, live.id))
-
-        if not await self._patiently(live, read):
-            return None
-        with trio.CancelScope(shield=True):
-            await self._cleanup_offline(found[-1])
 
         cancelled = functools.partial(
             self._db,
@@ -609,12 +614,24 @@ class JobRunner(ManagerCore):
             lease=None,
             request=None,
         )
-        try:
-            written = await self._patiently(live, cancelled)
-        except (LeaseError, InvalidTransitionError) as exc:  # recovered by another manager
-            live.lost = live.error = str(exc)
-            return None
-        return JobStatus.CANCELLED if written else None
+        written = False
+        if await self._patiently(live, read):
+            with trio.CancelScope(shield=True):
+                await self._cleanup_offline(found[-1])
+            try:
+                written = await self._patiently(live, cancelled)
+            except (LeaseError, InvalidTransitionError) as exc:  # recovered by another one
+                live.lost = live.error = str(exc)
+        if not written:
+            live.rest(JobStatus.INTERRUPTED)
+            return
+        self._store_pauses.pop(live.id, None)
+        # Recorded: while its directory goes, the run reads as the store does (a resume
+        # asked meanwhile is refused as "cancelled", not "cancelling").
+        live.set_status(JobStatus.CANCELLED)
+        with trio.CancelScope(shield=True):
+            await self._remove_job_dir(live.id)
+        live.rest(JobStatus.CANCELLED)
 
     async def _write_checkpoint(self, job_id: str, batch: CheckpointBatch) -> None:
         """Record a running job's checkpoint, only while this manager holds its lease: a

@@ -30,26 +30,54 @@ class JobScheduler(JobRunner):
         self._wake.set()
         return live
 
-    async def _rest_queued(self, live: JobRun, status: JobStatus) -> None:
+    def _unqueue(self, live: JobRun) -> None:
+        """Take a job queued here (or waiting out a retry's delay) out of the queue as it is
+        steered to rest: nothing starts it, nor steers it again, meanwhile."""
         if live in self._queue:
             self._queue.remove(live)
         live.releasing = True
-        # (A job its store paused, queued by itself again: its record no longer says so.)
-        cleared = {"error": None} if live.info.error == RESUMED else {}
-        try:
-            await self._db(
+
+    async def _rest_queued(self, live: JobRun, status: JobStatus) -> None:
+        """Rest a job queued here (or waiting out a retry's delay) as ``status``: ``paused``,
+        ``interrupted`` (the manager closing) or ``cancelled``. A cancel rests the job
+        ``cancelling``, still leased here, while its cleanup runs, and ``cancelled`` only
+        after it: whoever waits finds its temporaries gone, and a manager that dies
+        meanwhile leaves the cancel pending (its resume finishes it). A request another
+        process sent meanwhile is kept (the store's ``keep_cancel``, ``keep_request``): a
+        cancel wins over a pause, and stays pending on a job the close rests interrupted;
+        a pause rests that job paused. The write waits out a failing store (`_patiently`),
+        unless the manager closes: the job then rests interrupted here, the store still
+        saying queued here (recovered so)."""
+        self._unqueue(live)
+        cancel = status is JobStatus.CANCELLED
+        fields: dict[str, object] = {} if cancel else {"lease": None, "request": None}
+        if live.info.error == RESUMED:  # (its store paused it and it queued itself again:
+            fields["error"] = None  # its record no longer says so)
+        rested: list[JobInfo] = []
+
+        async def write() -> None:
+            info = await self._db(
                 self.store.transition,
                 live.id,
-                status,
+                JobStatus.CANCELLING if cancel else status,
                 holder=self.id,
-                lease=None,
-                request=None,
-                **cleared,
+                keep_cancel=status is JobStatus.PAUSED,
+                keep_request=status is JobStatus.INTERRUPTED,
+                **fields,
             )
+            rested.append(info)
+
+        try:
+            written = await self._patiently(live, write)
         except LeaseError as exc:
             live.lost = str(exc)
-            status = JobStatus.INTERRUPTED
-        live.rest(status)
+            written = False
+        if not written:
+            live.rest(JobStatus.INTERRUPTED)
+        elif rested[-1].status is JobStatus.CANCELLING:
+            await self._finish_cancel(live)
+        else:
+            live.rest(rested[-1].status)
 
     async def _scheduler(self) -> None:
         while True:

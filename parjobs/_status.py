@@ -87,7 +87,10 @@ S = JobStatus
 #: what did not complete; completed and cancelled are final.
 TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = MappingProxyType(
     {
-        S.QUEUED: frozenset({S.RUNNING, S.PAUSED, S.CANCELLED, S.INTERRUPTED, S.SKIPPED}),
+        # (cancelling: a queued job's cancel cleans up before it is cancelled)
+        S.QUEUED: frozenset(
+            {S.RUNNING, S.PAUSED, S.CANCELLING, S.CANCELLED, S.INTERRUPTED, S.SKIPPED}
+        ),
         S.RUNNING: frozenset(
             {
                 S.PAUSING,

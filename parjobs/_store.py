@@ -498,8 +498,10 @@ class SQLiteJobStore:
             return None
 
     def take(self, job_id: str, manager_id: str, expect: JobStatus) -> JobInfo:
-        """Lease a resting job to ``manager_id`` without changing its status (e.g. while
-        its cancel cleans up), so no other process can resume it meanwhile."""
+        """Lease a resting job to ``manager_id`` for its cancel, without changing its
+        status: no other process resumes it while its cleanup runs, and its cancel is
+        pending (``request``) until it is recorded cancelled, so a resume after the
+        canceller died finishes the cancel (`CancelPending`) rather than run the job."""
         with self._tx() as c:
             info = self._get(c, job_id)
             self._check_owner(c, info, manager_id)
@@ -509,8 +511,11 @@ class SQLiteJobStore:
                 )
             # Taken from its store's reservation: it is no longer resumed by itself (and
             # its new lease is a real one, that nobody else overrides).
-            error = None if _reserved(info) and info.lease != manager_id else info.error
-            c.execute("UPDATE jobs SET lease=?, error=? WHERE id=?", (manager_id, error, job_id))
+            error = None if _reserved(info) else info.error
+            c.execute(
+                "UPDATE jobs SET lease=?, error=?, request='cancel' WHERE id=?",
+                (manager_id, error, job_id),
+            )
             return self._get(c, job_id)
 
     def lease_state(self, manager_id: str) -> tuple[bool, dict[str, str | None]]:
@@ -693,6 +698,7 @@ class SQLiteJobStore:
         manager: str | None = None,
         holder: str | None = None,
         keep_cancel: bool = False,
+        keep_request: bool = False,
         **fields: Any,
     ) -> JobInfo:
         """Atomically move a job to ``new`` (checking the transition), updating ``fields``
@@ -701,10 +707,12 @@ class SQLiteJobStore:
         (`LeaseError`) if another live manager holds the job; with ``holder``, unless that
         manager holds it (a runner never writes over the status of a job taken from it).
 
-        ``keep_cancel`` (a run's end that rests the job resumable, nothing cleaned up): if
-        another process asked to cancel it meanwhile (``request``), the job moves to
-        ``cancelling`` instead, its lease and request kept, for the caller to finish the
-        cancel (a cancel sent during the end write is not lost)."""
+        For a rest its holder writes that leaves the job resumable, nothing cleaned up
+        (``paused``, ``interrupted``), a request another process sent meanwhile (``request``)
+        is not lost: with ``keep_cancel`` a cancel makes the job ``cancelling`` instead, its
+        lease and request kept, for the caller to finish the cancel; with ``keep_request``
+        a cancel stays pending on the resting job (a resume finishes it: `CancelPending`),
+        and a pause rests an ``interrupted`` job ``paused``."""
         now = time.time()
         with self._tx() as c:
             info = self._get(c, job_id)
@@ -713,6 +721,11 @@ class SQLiteJobStore:
             if keep_cancel and info.request == "cancel":
                 new = JobStatus.CANCELLING
                 fields.update(lease=info.lease, request="cancel")
+            elif keep_request and info.request == "cancel":
+                fields["request"] = "cancel"
+            elif keep_request and info.request == "pause" and new is JobStatus.INTERRUPTED:
+                new = JobStatus.PAUSED
+                fields["request"] = None
             if manager is not None:
                 self._check_owner(c, info, manager)
             if expect is not None and info.status is not expect:

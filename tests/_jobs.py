@@ -118,6 +118,25 @@ class CountJob(parjobs.Job):
         return {"done_this_run": done, "runs": ctx.state["runs"]}
 
 
+@parjobs.job_type("test-slow-cleanup", version=1)
+class SlowCleanupJob(CountJob):
+    """A `CountJob` whose cleanup takes a while: it appends ``begin cancelled`` (or ``begin
+    ended``) to the file ``cleaned``, sleeps ``cleanup_seconds`` (trio's clock), waits until
+    the path ``cleanup_hold`` exists if one is given, then appends ``end``: a test sees
+    what a waiter found done, and can kill a process in the middle of a cleanup."""
+
+    cleaned: str = ""
+    cleanup_seconds: float = 0.0
+    cleanup_hold: str = ""
+
+    async def cleanup(self, ctx: parjobs.JobContext, *, cancelled: bool) -> None:
+        _append(self.cleaned, "begin cancelled\n" if cancelled else "begin ended\n")
+        await trio.sleep(self.cleanup_seconds)
+        while self.cleanup_hold and not os.path.exists(self.cleanup_hold):
+            await trio.sleep(0.01)
+        _append(self.cleaned, "end\n")
+
+
 def read_stamped_log(path: str) -> list[tuple[int, float]]:
     """(index, when it ended) per line of a log written with ``stamp``."""
     with open(path) as f:

@@ -60,7 +60,7 @@ from parjobs.ops._hash import HashJob
 from parjobs.ops._hashing import hash_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _jobs import FLAKY_ATTEMPTS, CountJob, FlakyJob, MarkJob, logged, read_log
+from _jobs import FLAKY_ATTEMPTS, CountJob, FlakyJob, MarkJob, SlowCleanupJob, logged, read_log
 
 
 def small_tree(root: Path, *, big: int = 6, small: int = 50, seed: int = 3) -> None:
@@ -1105,3 +1105,44 @@ async def test_closing_as_a_job_waits_out_its_retry_delay_is_prompt(
             await m.resume(handle.id)
             assert await m.wait(handle.id) is JobStatus.COMPLETED
     assert FLAKY_ATTEMPTS[name] == 2
+
+
+@pytest.mark.parametrize("steer", ["pause", "cancel"])
+@pytest.mark.parametrize("outage_store", ["sqlite", "postgresql"], indirect=True)
+async def test_a_queued_job_steered_while_the_store_fails_rests_once_it_works(
+    outage_store: OutageStore, steer: str
+) -> None:
+    """A person pauses (or cancels) a job queued here while the store fails: the call
+    waits for the store, as a run's end does, and the job rests paused (cancelled, cleaned
+    up once) once the store works again (the call raised `StoreError` and left the job out
+    of the queue and resting nowhere: it never ran, its waiters waited for good, and
+    closing the manager hung)."""
+    store = outage_store
+    cleaned = os.path.join(os.path.dirname(store.log), "cleaned")
+    with trio.fail_after(10):
+        async with parjobs.open_manager(store.path) as m:
+            first = await m.submit(CountJob(n=1, log=store.log), start=False)
+            job = SlowCleanupJob(n=3, log=store.log, cleaned=cleaned)
+            handle = await m.submit(job, after=[first.id])  # queued behind it
+            store.outages.append(await trio.to_thread.run_sync(store.begin))
+            refused: list[parjobs.StoreError] = []
+
+            async def steer_it() -> None:
+                try:
+                    await (m.pause if steer == "pause" else m.cancel)(handle.id)
+                except parjobs.StoreError as exc:
+                    refused.append(exc)
+                    m._live[handle.id].rest(JobStatus.INTERRUPTED)  # (or the close hangs)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(steer_it)
+                await trio.sleep(0.3)
+                await end_outage(store)
+            assert refused == []
+            status = await m.wait(handle.id)
+            info = await m.get(handle.id)
+    expected = JobStatus.PAUSED if steer == "pause" else JobStatus.CANCELLED
+    assert (status, info.status, info.lease, info.request) == (expected, expected, None, None)
+    with open(cleaned) if os.path.exists(cleaned) else open(os.devnull) as f:
+        assert f.read() == ("" if steer == "pause" else "begin cancelled\nend\n")
+    assert read_log(store.log) == []
