@@ -232,6 +232,14 @@ class ProgressTracker:
         self.bytes_done += n
         self._bump()
 
+    def add_done(self, items: int, bytes: int = 0) -> None:
+        """Count items (and their bytes) the job finished without tasks, e.g. answered from
+        work done before it ran; they are in no checkpoint, so a resumed run does them again
+        and counts them then."""
+        self.items_done += items
+        self.bytes_done += bytes
+        self._bump()
+
     def set_message(self, message: str) -> None:
         """A short phase description, e.g. "scanning" or "verifying"."""
         self.message = message

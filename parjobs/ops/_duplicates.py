@@ -11,10 +11,12 @@ its own dispatcher so a resumed job skips what every stage finished:
 2. ``id-runs``: `content_id` of every candidate, in runs (`IdRunTask`: whole size groups
    packed up to `RUN_FILES` files, one task each), so the job books and checkpoints one
    task per run, not per file; ``id-files`` then retries file by file (`ContentIdTask`) the
-   few a run could not read, to report each with its reason;
+   few a run could not read, to report each with its reason. A run whose every id the
+   `Prescan` computed before the job ran is answered from them, no task (`_answered`);
 3. ``hash-runs``: the full XXH3-128 digest of files sharing a content id, only for files
    larger than `CONTENT_ID_SMALL_LIMIT` (smaller ones are covered entirely by their content
-   id), in runs (`HashRunTask`, one task each, each file still recorded on its own);
+   id), in runs (`HashRunTask`, one task each, each file still recorded on its own; its
+   files read in calls into C of up to `HASH_CALL_BYTES`, where it is built);
    ``hash-files`` then hashes file by file (`HashTask`) what a run did not, to report each
    failure with its reason.
 
@@ -65,6 +67,8 @@ from ._hashing import (
     DEFAULT_CHUNK_SIZE,
     content_id,
     content_ids,
+    full_hashes,
+    full_hashes_in_c,
     group_by,
     hash_file,
     new_hasher,
@@ -216,8 +220,22 @@ class HashRunTask(_FileRun[list[list[Any]]]):
 
     def run(self, tc: TaskContext) -> list[list[Any]]:
         done: list[list[Any]] = []
-        buffer = bytearray(DEFAULT_CHUNK_SIZE)  # one for the run
-        for index, path, size in self.files:
+        limit = HASH_CALL_BYTES if full_hashes_in_c() else 0
+        buffer: bytearray | None = None  # one for the run's reads in Python
+        for part in _hash_calls(self.files, limit):
+            try:
+                tc.check()
+            except Interrupted:
+                break
+            if limit and part[0][2] <= limit:  # in one call into C
+                digests = full_hashes([(path, size) for _, path, size in part])
+                for (index, path, size), digest in zip(part, digests, strict=True):
+                    if digest is not None:  # (else left to a HashTask, which says why)
+                        _hashed(tc, done, index, path, size, digest)
+                continue
+            ((index, path, size),) = part  # a big file, or no C: checked between chunks
+            if buffer is None:
+                buffer = bytearray(DEFAULT_CHUNK_SIZE)
             chunks: list[int] = []
             try:
                 digest = hash_file(path, check=tc.check, on_bytes=chunks.append, buffer=buffer)
@@ -225,13 +243,44 @@ class HashRunTask(_FileRun[list[list[Any]]]):
                 break
             except OSError:  # (a timeout too) left to a HashTask, which reports it
                 continue
-            read = sum(chunks)
-            if read != size:  # changed since it was listed: the HashTask fails it so
+            if sum(chunks) != size:  # changed since it was listed: the HashTask fails it so
                 continue
-            tc.add_bytes(read)
-            tc.record("hashed", path, bytes=read, detail=f"xxh3_128:{digest}")
-            done.append([index, digest])
+            _hashed(tc, done, index, path, size, digest)
         return done
+
+
+#: Bytes a `HashRunTask` hashes in one call into C (`_fastscan.full_hashes`), its files one
+#: after the other: the GIL released once for them, where ``hash_file`` releases and takes
+#: it again for each syscall and chunk (the benchmark's 508 files, 184 MB, on the pool's 8
+#: threads and 2 cores: ~43 ms of the threads' CPU instead of ~100, the stage ~38 ms instead
+#: of ~90). A pause waits for this much to be read at most (~1 ms cached); a bigger file is
+#: hashed in Python, checked between its chunks.
+HASH_CALL_BYTES = 4 << 20
+
+
+def _hash_calls(files: list[_File], limit: int) -> list[list[_File]]:
+    """``files`` in order, cut into parts of up to ``limit`` bytes (a bigger file alone)."""
+    parts: list[list[_File]] = []
+    part: list[_File] = []
+    cost = 0
+    for f in files:
+        if part and cost + f[2] > limit:
+            parts.append(part)
+            part, cost = [], 0
+        part.append(f)
+        cost += f[2]
+    if part:
+        parts.append(part)
+    return parts
+
+
+def _hashed(
+    tc: TaskContext, done: list[list[Any]], index: int, path: bytes, size: int, digest: str
+) -> None:
+    """A file a `HashRunTask` hashed, whole and unchanged: counted, recorded and kept."""
+    tc.add_bytes(size)
+    tc.record("hashed", path, bytes=size, detail=f"xxh3_128:{digest}")
+    done.append([index, digest])
 
 
 _FS_CODEC = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
@@ -265,7 +314,8 @@ class DuplicatesJob(Job):
         ctx.progress.set_message("scanning")
         prescan, self.prescan = self.prescan, None  # (once: a retry scans again)
         scan, save = await _scanned(ctx, self.paths, self.min_size, prescan)
-        known = prescan.known if prescan is not None and prescan.taken else None
+        taken = prescan if prescan is not None and prescan.taken else None
+        known = taken.known if taken is not None else None
         if prescan is not None:
             prescan.drop()  # (its ids, if the job did not take its scan)
         files = scan.files
@@ -276,19 +326,19 @@ class DuplicatesJob(Job):
             # GIL the planning held, ~25-28 ms for both either way: docs/benchmarks.md.)
             if save is not None:
                 nursery.start_soon(_in_thread, saved, save)
-            by_size: dict[int, list[_File]] = {}  # each candidate shares its size with another
-            for f in files:
-                by_size.setdefault(f[2], []).append(f)
+            # Each candidate shares its size with another. (Grouped so by the prescan already.)
+            by_size = taken.by_size if taken is not None else None
+            if by_size is None:
+                by_size = {}
+                for f in files:
+                    by_size.setdefault(f[2], []).append(f)
             empty = by_size.pop(0, None)
-            runs = _runs(by_size)
-            if known:  # the ids the prescan computed are not read again
-                for run in runs:
-                    run.known = [known.get(f[0]) for f in run.files]
+            runs, answered = _answered(_runs(by_size), known or {})
         for done in saved:
             done.unwrap()  # (here: a failure as it is, not in the nursery's exception group)
         errors = [EntryTask(i, path, reason, skip=False) for i, path, reason in scan.errors]
         _, failed = await _stage(ctx, "scan", errors, "scanning")
-        same_id, n = await _content_ids(ctx, files, runs)
+        same_id, n = await _content_ids(ctx, files, runs, answered)
         failed += n
 
         found: list[tuple[int, str, list[int]]] = []  # (size, digest, indices)
@@ -561,15 +611,58 @@ def _candidates(files: list[Listed], min_size: int) -> list[_File]:
     return [(i, f[0], f[1]) for i, f in enumerate(shared)]
 
 
-async def _content_ids(
-    ctx: JobContext, files: list[_File], runs: list[IdRunTask]
-) -> tuple[dict[tuple[int, str], list[int]], int]:
-    """``({(size, content id): [index, ...]}, failures)`` for the candidates in ``runs``
-    (`_runs`; each ``files[index]``) that may have a duplicate (a file whose id no other
-    file of its size shares may be left out): the runs first, then file by file what a
-    run could not read, so each failure is reported with its own path and reason."""
-    values, _ = await _stage(ctx, "id-runs", runs, "content ids")
+class _Answered(NamedTuple):
+    """What the prescan's ids answered (`_answered`): ``{(size, content id): [index, ...]}``
+    of the runs' files, and the files and bytes those runs would have read."""
+
+    same_id: dict[tuple[int, str], list[int]]
+    items: int
+    cost: int
+
+
+def _answered(
+    runs: list[IdRunTask], known: dict[int, str | int]
+) -> tuple[list[IdRunTask], _Answered]:
+    """The runs left to read, each with the ids ``known`` holds for its files (`Prescan.known`:
+    it reads the others), and what the runs whose every id is known answer: those are no
+    task, so nothing is booked, read or checkpointed for them (the content-id stage's ~30
+    runs cost ~35 ms of the main thread's bookkeeping when every id was known). Their ids
+    are in no checkpoint: a resumed run, with no prescan, reads them again, as it reads any
+    run that had not finished (they only read). Every id of theirs is kept, shared or not
+    (a split size group's other part may be in a run left to read)."""
     same_id: dict[tuple[int, str], list[int]] = {}
+    if not known:
+        return runs, _Answered(same_id, 0, 0)
+    left: list[IdRunTask] = []
+    items = cost = 0
+    for run in runs:
+        ids = [known.get(f[0]) for f in run.files]
+        cids = [cid for cid in ids if isinstance(cid, str)]
+        if len(cids) < len(ids):  # (None, or an errno: to read)
+            run.known = ids
+            left.append(run)
+            continue
+        for f, cid in zip(run.files, cids, strict=True):
+            same_id.setdefault((f[2], cid), []).append(f[0])
+        items += run.items
+        cost += run.cost
+    return left, _Answered(same_id, items, cost)
+
+
+async def _content_ids(
+    ctx: JobContext, files: list[_File], runs: list[IdRunTask], answered: _Answered
+) -> tuple[dict[tuple[int, str], list[int]], int]:
+    """``({(size, content id): [index, ...]}, failures)`` for the candidates ``answered``
+    holds and those in ``runs`` (`_runs`; each ``files[index]``) that may have a duplicate
+    (a file whose id no other file of its size shares may be left out): the runs first,
+    then file by file what a run could not read, so each failure is reported with its own
+    path and reason."""
+    same_id = answered.same_id
+    if answered.items:  # counted as the runs would have counted them
+        ctx.progress.set_message("content ids")
+        ctx.progress.add_total(items=answered.items, bytes=answered.cost)
+        ctx.progress.add_done(answered.items, answered.cost)
+    values, _ = await _stage(ctx, "id-runs", runs, "content ids")
     again: list[int] = []
     for run in runs:
         value = values.get(run.index)

@@ -15,6 +15,9 @@ STOPPED: int
 def content_ids(
     items: list[tuple[bytes, int]], stop: bytearray | None = None, /
 ) -> list[str | int]: ...
+def full_hashes(
+    items: list[tuple[bytes, int]], stop: bytearray | None = None, /
+) -> list[str | int]: ...
 def scan_dir(
     path: bytes, follow: bool, /
 ) -> list[tuple[bytes, tuple[int, int, int, int, int, int] | None, str]]: ...

@@ -72,6 +72,8 @@ __all__ = [
     "content_id",
     "content_id_regions",
     "content_ids",
+    "full_hashes",
+    "full_hashes_in_c",
     "group_by",
     "hash_file",
     "new_hasher",
@@ -246,6 +248,31 @@ def content_ids(
             out.append(content_id(path, size=size))
         except OSError:
             out.append(None)
+    return out
+
+
+def full_hashes_in_c() -> bool:
+    """Whether `full_hashes` is one call into C (the GIL released for all its files): the
+    extension is built and has it (it came within `_fastscan.API` 5, so is looked up)."""
+    return hasattr(fastscan, "full_hashes")
+
+
+def full_hashes(items: list[tuple[bytes, int]]) -> list[str | None]:
+    """`hash_file` (XXH3-128) of each ``(path, listed size)``, None for a file that could not
+    be read whole at its listed size or changed while read (the caller learns why from
+    `hash_file` itself). In one call into C with the GIL released where it is built
+    (`full_hashes_in_c`; no check between its files: the caller sizes its calls), else file
+    by file in Python: the same digests and the same failures."""
+    if fastscan is not None and full_hashes_in_c():
+        return [d if isinstance(d, str) else None for d in fastscan.full_hashes(items)]
+    out: list[str | None] = []
+    for path, size in items:
+        chunks: list[int] = []
+        try:
+            digest = hash_file(path, on_bytes=chunks.append)
+        except OSError:
+            digest = None
+        out.append(digest if sum(chunks) == size else None)
     return out
 
 

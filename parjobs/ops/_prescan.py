@@ -13,10 +13,12 @@ uses it only for exactly those roots, once, and only where its own scan would be
 Later stages check every file's size as they read it, as they do after a scan of their own.
 
 Once listed, and until the job takes the scan, the thread goes on with the candidates'
-content ids, in scan order (`known`), in one C call that the job's `take` stops between two
-files: the job's content-id runs read only the files it did not reach (`IdRunTask.known`).
-Those ids are what the runs would have computed a moment earlier; a file it could not read
-is left to the runs. A resumed job has no prescan: its runs read every file, as before.
+content ids, in the order of the job's content-id runs (`known`), in one C call that the
+job's `take` stops between two files: a run whose every id it computed is answered from
+them, no task (`_duplicates._answered`), and the others read only the files it did not
+reach (`IdRunTask.known`). Those ids are what the runs would have computed a moment
+earlier; a file it could not read is left to the runs. A resumed job has no prescan: its
+runs read every file, as before.
 
 This module imports no trio and nothing of the core: the CLI loads it before them.
 """
@@ -68,6 +70,9 @@ class Prescan:
         #: The candidates' content ids computed so far, by their scan index (an empty file,
         #: never opened, has none), or the errno of a file it could not read.
         self.known: dict[int, str | int] = {}
+        #: Its candidates by size, in order of first appearance (as the job groups them),
+        #: once listed: the job that takes its scan takes these too.
+        self.by_size: dict[int, list[tuple[int, bytes, int]]] | None = None
         self._thread = threading.Thread(target=self._scan, name="parjobs-prescan", daemon=True)
 
     @classmethod
@@ -90,7 +95,16 @@ class Prescan:
             return
         if self._result is None:
             return
-        files = [f for f in self._result[0] if f[2]]  # (an empty file is never opened)
+        # In the order of the job's content-id runs (size groups in order of first
+        # appearance: `_duplicates._runs`), so the ids it computed before the job took it
+        # answer whole runs, which the job then need not book (`_duplicates._answered`);
+        # in scan order, the ids not reached were spread over every run.
+        by_size: dict[int, list[tuple[int, bytes, int]]] = {}
+        for f in self._result[0]:
+            by_size.setdefault(f[2], []).append(f)
+        self.by_size = by_size
+        # (An empty file is never opened.)
+        files = [f for size, same in by_size.items() if size for f in same]
         ids = fastscan.content_ids([(path, size) for _, path, size in files], self._ids_stop)
         # (An errno where a file could not be read: the run reads it and says why.)
         stopped = fastscan.STOPPED

@@ -28,6 +28,7 @@ from parjobs.ops._hashing import (
     CONTENT_ID_SMALL_LIMIT,
     content_id,
     content_ids,
+    full_hashes,
     hash_file,
 )
 from parjobs.ops._sequential import find_duplicates_sequential
@@ -178,23 +179,29 @@ async def test_pause_between_stages_then_resume_gives_the_same_report(
     hashed: collections.Counter[str] = collections.Counter()
     in_full_hash = threading.Event()
     lock = threading.Lock()
-    real_cids, real_hash = content_ids, hash_file
+    real_cids, real_hash, real_hashes = content_ids, hash_file, full_hashes
 
     def counting_cids(items, **kwargs):
         with lock:
             ids.update(os.fsdecode(path) for path, _ in items)
         return real_cids(items, **kwargs)
 
-    def slow_hash(path, **kwargs):
+    def slow_hash(path, size=None, each=None, **kwargs):
         in_full_hash.set()
         time.sleep(0.05)
-        digest = real_hash(path, **kwargs)
+        digest = each([(path, size)])[0] if each else real_hash(path, **kwargs)
         with lock:
             hashed[os.fsdecode(path)] += 1
         return digest
 
+    def slow_hashes(items):  # the runs' calls into C (one file at a time here)
+        return [slow_hash(path, size=size, each=real_hashes) for path, size in items]
+
     monkeypatch.setattr(dup_mod, "content_ids", counting_cids)
-    monkeypatch.setattr(dup_mod, "hash_file", slow_hash)  # the runs'
+    monkeypatch.setattr(dup_mod, "hash_file", slow_hash)  # the runs' in Python
+    monkeypatch.setattr(dup_mod, "full_hashes", slow_hashes)
+    # The 200 KiB files in C (one a call), the 300 KiB ones in Python, where C is built.
+    monkeypatch.setattr(dup_mod, "HASH_CALL_BYTES", 250 * 1024)
     monkeypatch.setattr(entries_mod, "hash_file", slow_hash)  # file by file, after the pause
     async with parjobs.open_manager(store_path, workers=2) as manager:
         handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
@@ -359,18 +366,27 @@ async def test_a_file_a_hash_run_could_not_read_is_hashed_alone_and_reported(
     for name in ("a", "b", "c", "d"):
         _write(root / name, big)
     victim = str(root / "c")
-    real_hash = hash_file
+    real_hash, real_hashes = hash_file, full_hashes
 
-    def meddling(path, **kwargs):
+    def meddle(path) -> None:
         if os.fsdecode(path) == victim:
             if change == "vanish":
                 os.unlink(path)
             else:
                 with open(path, "ab") as f:
                     f.write(b"more")
+
+    def meddling(path, **kwargs):
+        meddle(path)
         return real_hash(path, **kwargs)
 
+    def meddling_many(items):  # (in C, where it is built: all four files in one call)
+        for path, _ in items:
+            meddle(path)
+        return real_hashes(items)
+
     monkeypatch.setattr(dup_mod, "hash_file", meddling)
+    monkeypatch.setattr(dup_mod, "full_hashes", meddling_many)
     async with parjobs.open_manager(store_path) as manager:
         handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
         result = await handle.result()

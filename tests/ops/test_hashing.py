@@ -20,6 +20,7 @@ from parjobs.ops._hashing import (
     CONTENT_ID_SMALL_LIMIT,
     content_id,
     content_ids,
+    full_hashes,
     group_by,
     hash_file,
     new_hasher,
@@ -232,25 +233,34 @@ def test_content_id_size_mismatch(tmp_path: Path) -> None:
         content_id(path, size=4)
 
 
-def test_content_ids_are_content_id_and_fail_where_it_fails(tmp_path: Path, scan_path: str) -> None:
-    """`content_ids` (in C with the GIL released, or in Python) gives `content_id`'s ids, and
-    None wherever `content_id` raises: a symlink, a FIFO (never blocking), a directory, a
-    device, a missing file, a file no longer of its listed size."""
+def _files_and_unreadable(
+    tmp_path: Path, sizes: list[int]
+) -> tuple[list[tuple[bytes, int]], list[tuple[bytes, int]]]:
+    """``(path, size)`` of a file of each size (``_data(size, seed=size)``), and of what no
+    read of a regular file may open: a symlink, a FIFO, a directory, a device, a missing
+    file."""
     items: list[tuple[bytes, int]] = []
-    for size in [0, 1, 8191, 102_400, 102_401, 123_457, MiB + 3]:
+    for size in sizes:
         path = _write(tmp_path / f"f{size}", _data(size, seed=size))
         items.append((os.fsencode(path), size))
     os.symlink(tmp_path / "f1", tmp_path / "link")
     os.mkfifo(tmp_path / "fifo")
-    bad = [
+    unreadable = [
         (os.fsencode(tmp_path / "link"), 1),
         (os.fsencode(tmp_path / "fifo"), 0),
         (os.fsencode(tmp_path), 0),
         (b"/dev/null", 0),
         (os.fsencode(tmp_path / "missing"), 3),
-        (items[1][0], 2),
-        (items[-1][0], MiB + 2),
     ]
+    return items, unreadable
+
+
+def test_content_ids_are_content_id_and_fail_where_it_fails(tmp_path: Path, scan_path: str) -> None:
+    """`content_ids` (in C with the GIL released, or in Python) gives `content_id`'s ids, and
+    None wherever `content_id` raises: a symlink, a FIFO (never blocking), a directory, a
+    device, a missing file, a file no longer of its listed size."""
+    items, bad = _files_and_unreadable(tmp_path, [0, 1, 8191, 102_400, 102_401, 123_457, MiB + 3])
+    bad += [(items[1][0], 2), (items[-1][0], MiB + 2)]
     calls = 0
 
     def check() -> None:
@@ -268,6 +278,54 @@ def test_content_ids_are_content_id_and_fail_where_it_fails(tmp_path: Path, scan
     calls = 0
     assert content_ids(many, check=check) == got * 10
     assert calls == (3 if scan_path == "c" else len(many))
+
+
+def test_full_hashes_are_hash_file_and_fail_where_it_fails(tmp_path: Path, scan_path: str) -> None:
+    """`full_hashes` (in one call into C with the GIL released, or in Python) gives
+    `hash_file`'s digests, across the C reads' chunk edges, and None wherever `hash_file`
+    raises (a symlink, a FIFO, never blocking, a directory, a device, a missing file) or the
+    file is not of its listed size."""
+    chunk = 256 * 1024  # (the C reads' chunk)
+    sizes = [0, 1, chunk - 1, chunk, chunk + 1, 4 * chunk, 2 * MiB + 5]
+    items, raising = _files_and_unreadable(tmp_path, sizes)
+    other_size = [(items[1][0], 2), (items[-1][0], 2 * MiB + 4), (items[3][0], chunk + 1)]
+    got = full_hashes(items + raising + other_size)
+    assert got[: len(items)] == [xxhash.xxh3_128(_data(s, seed=s)).hexdigest() for _, s in items]
+    assert got[: len(items)] == [hash_file(path) for path, _ in items]
+    assert got[len(items) :] == [None] * (len(raising) + len(other_size))
+    for failing, _ in raising:
+        with pytest.raises(OSError):
+            hash_file(failing)
+    assert full_hashes([]) == []
+
+
+def test_the_c_full_hashes_stop_on_a_flag_and_check_their_items(tmp_path: Path) -> None:
+    """``_fastscan.full_hashes``' ``stop`` (read before each chunk) answers ``STOPPED``; its
+    items are checked as ``content_ids``' (the same code): (path, exact int) tuples, no NUL
+    in a path."""
+    fastscan = _hashing.fastscan
+    if fastscan is None:
+        pytest.skip("the C extension _fastscan is not built")
+    path = os.fsencode(_write(tmp_path / "f", _data(MiB, seed=1)))
+    digest = xxhash.xxh3_128(_data(MiB, seed=1)).hexdigest()
+    assert fastscan.full_hashes([(path, MiB)], bytearray(1)) == [digest]
+    assert fastscan.full_hashes([(path, MiB)] * 2, bytearray(b"\1")) == [fastscan.STOPPED] * 2
+    assert fastscan.full_hashes([(path, MiB + 1)]) == [fastscan.CHANGED]
+
+    class Size(int):
+        pass
+
+    for bad, error in [
+        ([(path, Size(MiB))], TypeError),
+        ([(path, MiB, 0)], TypeError),
+        ([path], TypeError),
+        ([(b"a\0b", 1)], ValueError),
+        ([(path, 1 << 64)], OverflowError),
+    ]:
+        with pytest.raises(error):
+            fastscan.full_hashes(bad)
+    with pytest.raises(TypeError):
+        fastscan.full_hashes([(path, MiB)], b"\1")
 
 
 # --- group_by and the report records ----------------------------------------------------------

@@ -7,14 +7,16 @@ import threading
 import time
 
 import pytest
+import trio
 
 import parjobs
+from parjobs import JobStatus
 from parjobs.cli import main
 from parjobs.ops import _duplicates as dup_mod
 from parjobs.ops import _hashing
 from parjobs.ops import _prescan as prescan_mod
 from parjobs.ops._duplicates import DuplicatesJob
-from parjobs.ops._hashing import content_ids
+from parjobs.ops._hashing import content_ids, full_hashes
 from parjobs.ops._prescan import Prescan
 
 pytestmark = pytest.mark.skipif(_hashing.fastscan is None, reason="_fastscan is not built")
@@ -82,6 +84,112 @@ async def test_the_runs_read_only_the_files_whose_ids_the_prescan_did_not_comput
         plain = await (await manager.submit(DuplicatesJob(paths=[str(root)], min_size=0))).result()
     assert result == plain and len(result["groups"]) == 22
     assert len(read) == forget + 42  # (then the plain job read its 42)
+
+
+def _sizes_interleaved(root) -> None:
+    """40 files of 20 sizes, each size's two files far apart in walk order."""
+    for k in range(40):
+        (root / "n" / f"{k:02}").parent.mkdir(parents=True, exist_ok=True)
+        (root / "n" / f"{k:02}").write_bytes(bytes([65 + k % 20]) * (1000 + k % 20))
+
+
+def test_the_prescan_computes_ids_in_the_order_of_the_jobs_runs(tmp_path):
+    """Its content ids go size group by size group, as the job packs its runs (`_runs`), not
+    in walk order: stopped part-way, the ids it has answer whole runs."""
+    root = tmp_path / "t"
+    _sizes_interleaved(root)
+    prescan = _finished(Prescan.start([str(root)], 1))
+    files = prescan.take(lambda: False)
+    assert files is not None
+    by_size: dict[int, list] = {}
+    for f in files[0]:
+        by_size.setdefault(f[2], []).append(f)
+    runs = dup_mod._runs(by_size)
+    assert list(prescan.known) == [f[0] for run in runs for f in run.files]
+    assert [f[0] for f in files[0]] != list(prescan.known)  # (walk order differs)
+
+
+@pytest.mark.parametrize("forget", [0, 1])
+async def test_runs_whose_every_id_the_prescan_computed_are_no_task(
+    store_path, tmp_path, monkeypatch, forget
+):
+    """A content-id run whose files' ids the prescan all computed is answered from them, no
+    task (nothing booked, read or checkpointed); the others run, reading only the files the
+    prescan did not reach (``forget``: one id of the fourth run's taken away). The groups
+    and the progress counted (files, bytes) are a plain job's."""
+    root = tmp_path / "t"
+    _sizes_interleaved(root)
+    monkeypatch.setattr(dup_mod, "RUN_FILES", 8)  # 5 runs
+    prescan = _finished(Prescan.start([str(root)], 1))
+    if forget:
+        del prescan.known[list(prescan.known)[3 * 8 + 2]]
+    ran: list[int] = []
+    real_run = dup_mod.IdRunTask.run
+
+    def run(self, tc):
+        ran.append(self.index)
+        return real_run(self, tc)
+
+    monkeypatch.setattr(dup_mod.IdRunTask, "run", run)
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)], prescan=prescan))
+        result = await handle.result()
+        progress = (await handle.info()).progress
+    assert len(ran) == forget
+    ran.clear()
+    async with parjobs.open_manager(str(tmp_path / "plain.sqlite")) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
+        plain = await handle.result()
+        plain_progress = (await handle.info()).progress
+    assert len(ran) == 5
+    assert result == plain and len(result["groups"]) == 20
+    counted = ("items_done", "items_total", "bytes_done", "bytes_total", "items_failed")
+    assert [getattr(progress, k) for k in counted] == [getattr(plain_progress, k) for k in counted]
+
+
+async def test_runs_answered_by_the_prescan_are_read_again_on_resume(
+    store_path, tmp_path, monkeypatch
+):
+    """The runs the prescan answered are in no checkpoint: paused in the full-hash stage and
+    resumed (no prescan then), the job reads those ids again and finds the same groups as a
+    plain job; no file is fully hashed twice."""
+    root = tmp_path / "t"
+    _sizes_interleaved(root)
+    for k in range(4):  # two groups to hash, each file a hash run of its own
+        (root / f"big{k}").write_bytes(bytes([k % 2]) * (200 * 1024))
+    monkeypatch.setattr(dup_mod, "HASH_RUN_FILES", 1)
+    prescan = _finished(Prescan.start([str(root)], 1))
+    ran: list[int] = []
+    real_run, real_hashes = dup_mod.IdRunTask.run, full_hashes
+    hashed: list[bytes] = []
+    hashing = threading.Event()
+
+    def run(self, tc):
+        ran.append(self.index)
+        return real_run(self, tc)
+
+    def slow_hashes(items):
+        hashing.set()
+        time.sleep(0.1)
+        hashed.extend(path for path, _ in items)
+        return real_hashes(items)
+
+    monkeypatch.setattr(dup_mod.IdRunTask, "run", run)
+    monkeypatch.setattr(dup_mod, "full_hashes", slow_hashes)
+    async with parjobs.open_manager(store_path, workers=1) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)], prescan=prescan))
+        with trio.fail_after(10):
+            while not hashing.is_set():
+                await trio.sleep(0.002)
+        await manager.pause(handle.id)
+        assert await handle.wait() is JobStatus.PAUSED
+        assert ran == [] and 0 < len(hashed) < 4
+        await manager.resume(handle.id)
+        result = await handle.result()
+    assert len(ran) == 1 and sorted(hashed) == sorted(set(hashed)) and len(hashed) == 4
+    async with parjobs.open_manager(str(tmp_path / "plain.sqlite")) as manager:
+        plain = await (await manager.submit(DuplicatesJob(paths=[str(root)]))).result()
+    assert result == plain and len(result["groups"]) == 22
 
 
 @pytest.mark.parametrize("other", ["root", "min_size"])

@@ -8,7 +8,9 @@ Usage: ``python rel_cli.py ARGS...`` runs ``parjobs ARGS...``. From the environm
     REL_TASK_HOLD   a path: while it exists, sync tasks wait before they start (until the
                     job is paused or cancelled): the test decides when the job moves on
     REL_DUPES_RUN_FILES  files per content-id run of dupes (`RUN_FILES`): small, so that a
-                    small tree still makes several tasks to interleave
+                    small tree still makes several tasks to interleave; and the command's
+                    prescan lists the tree but computes no content id, so every run is a
+                    task (a run whose ids it computed is answered without one)
 
 The second-runner matrix (`test_rel_second_runner.py`) counts from the log how many times each
 task ran, and in which process. Nothing here is imported by the product.
@@ -20,6 +22,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rel_child import _slow_down
@@ -98,8 +101,16 @@ if __name__ == "__main__":
         _hold(os.environ["REL_TASK_HOLD"])
     if os.environ.get("REL_DUPES_RUN_FILES"):
         import parjobs.ops._duplicates as duplicates_mod
+        from parjobs.ops._prescan import Prescan
 
         duplicates_mod.RUN_FILES = int(os.environ["REL_DUPES_RUN_FILES"])
+        real_init = Prescan.__init__
+
+        def no_ids(self: Prescan, paths: Sequence[str], min_size: int) -> None:
+            real_init(self, paths, min_size)
+            self._ids_stop[0] = 1  # (before its thread starts)
+
+        Prescan.__init__ = no_ids  # type: ignore[method-assign]
     from parjobs.cli import main
 
     sys.argv = ["parjobs", *sys.argv[1:]]
