@@ -517,7 +517,19 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         """Cancel a job. Running: stops at the next chunk boundary and cleans up. Queued or
         resting (paused, interrupted, failed): cleaned up now. Recorded ``cancelled`` only
         once cleaned up (a queued job is ``cancelling`` meanwhile). Illegal when completed
-        or cancelled."""
+        or cancelled. A cancel of the job already under way here is waited for."""
+        under_way = self._cancels.get(job_id)
+        if under_way is not None:  # (a resume finding its cancel pending comes here too)
+            await under_way.wait()
+            return
+        done = self._cancels[job_id] = trio.Event()
+        try:
+            await self._cancel(job_id)
+        finally:
+            del self._cancels[job_id]
+            done.set()
+
+    async def _cancel(self, job_id: str) -> None:
         await self._steered_settled(job_id)
         info = await self._steer(job_id, "cancel")
         if info is None:

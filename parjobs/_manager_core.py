@@ -118,6 +118,9 @@ class ManagerCore:
         self.cluster: ClusterBridge | None = None
         self._db_limiter = trio.CapacityLimiter(1)
         self._live: dict[str, JobRun] = {}
+        #: job id -> set when this manager's `cancel` of it (its cleanup) has ended: a
+        #: resume or cancel meanwhile waits for it instead of cleaning up beside it.
+        self._cancels: dict[str, trio.Event] = {}
         self._queue: list[JobRun] = []
         self._running = 0
         self._wake = trio.Event()

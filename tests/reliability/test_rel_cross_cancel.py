@@ -372,3 +372,30 @@ async def test_a_process_killed_in_a_resting_jobs_cancel_cleanup_leaves_the_canc
     assert text(cleaned) == "begin cancelled\nbegin cancelled\nend\n"
     assert (info.status, info.lease, info.request) == (JobStatus.CANCELLED, None, None)
     assert read_log(log) == []
+
+
+@pytest.mark.both_stores
+@pytest.mark.parametrize("second", ["resume", "cancel"])
+async def test_a_resume_or_cancel_during_the_managers_own_cancel_cleanup_waits_for_it(
+    store_path: str, tmp_path: Path, autojump_clock: trio.testing.MockClock, second: str
+) -> None:
+    """A paused job is cancelled (its cleanup takes 1 s), and meanwhile the same manager is
+    asked to resume it (its cancel is pending: the resume finishes the cancel) or to cancel
+    it again. The second call waits for the cancel under way: the cleanup runs once, the
+    job is ``cancelled`` and never ran (both started a second cleanup beside the first)."""
+    log, cleaned = str(tmp_path / "log"), str(tmp_path / "cleaned")
+    async with parjobs.open_manager(store_path) as m:
+        job = SlowCleanupJob(n=3, log=log, cleaned=cleaned, cleanup_seconds=1)
+        handle = await m.submit(job, start=False)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(m.cancel, handle.id)
+            with trio.fail_after(3):
+                while not text(cleaned):
+                    await trio.sleep(0.01)
+            await (m.resume if second == "resume" else m.cancel)(handle.id)
+            assert text(cleaned) == "begin cancelled\nend\n"  # waited for the first
+        assert await m.wait(handle.id) is JobStatus.CANCELLED
+        info = await m.get(handle.id)
+    assert text(cleaned) == "begin cancelled\nend\n"
+    assert (info.status, info.lease, info.request) == (JobStatus.CANCELLED, None, None)
+    assert read_log(log) == []
