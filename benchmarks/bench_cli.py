@@ -213,7 +213,7 @@ def _FLOOR_GROUP(group):
 #: The move floor (into another filesystem): copy (only plain files, as a move's group:
 #: `OWNED`, `NO_XATTRS`), then what a move adds, in C too: each copy
 #: checked against its source and fsynced (`verify_many`), each new directory fsynced, the
-#: sources unlinked (`unlink_many`, given the size and mtime the walk would have seen); then
+#: sources unlinked (`unlink_many`, given the identity the walk would have seen); then
 #: the source directories removed.
 MOVE_FLOOR = (
     """
@@ -225,7 +225,7 @@ def _FLOOR_GROUP(group):
     seen = []
     for path, _, _ in group:
         st = os.lstat(path)
-        seen.append((path, st.st_size, st.st_mtime_ns))
+        seen.append((path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino))
     return results + fc.unlink_many(seen)
 """
     + _FLOOR

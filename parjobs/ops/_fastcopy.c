@@ -95,8 +95,9 @@
 
 /* The calling convention: 2 returns each copy's (size, mtime_ns, ino) too; 3 gives
    unlink_many each source's (path, size, mtime_ns); 4 has copy_many take RANGE and say
-   whether copy_file_range was refused for good; 5 has it take OWNED and NO_XATTRS. */
-#define FC_API 5
+   whether copy_file_range was refused for good; 5 has it take OWNED and NO_XATTRS; 6 gives
+   unlink_many each source's (path, size, mtime_ns, dev, ino), exact ints only. */
+#define FC_API 6
 
 typedef struct {
     const char *src;
@@ -559,16 +560,20 @@ done:
 
 PyDoc_STRVAR(unlink_many_doc,
              "unlink_many(items) -> results\n\n"
-             "items: a list of (path: bytes, size: int, mtime_ns: int): a move removes the\n"
-             "sources of a group whose copies are verified and on disk. Each path is unlinked\n"
-             "only if it is still a regular file of that size and mtime (lstat), so a source\n"
-             "replaced since it was copied is kept. The GIL is released. results[i]: 0, CHANGED\n"
-             "(not unlinked: it is another file now), or the errno.");
+             "items: a list of (path: bytes, size: int, mtime_ns: int, dev: int, ino: int)\n"
+             "(exact bytes and ints): a move removes the sources of a group whose copies are\n"
+             "verified and on disk. Each path is unlinked only if it is still the regular file\n"
+             "of that device and inode, size and mtime (lstat), so a source replaced since it\n"
+             "was copied is kept, even by a file of the same size and mtime renamed over it\n"
+             "(rsync -a, cp -p). The GIL is released. results[i]: 0, CHANGED (not unlinked: it\n"
+             "is another file now), or the errno.");
 
 typedef struct {
     const char *path;
     long long size;
     long long mtime_ns;
+    unsigned long long dev;
+    unsigned long long ino;
 } source_t;
 
 /* 0 once the source is unlinked, FC_CHANGED when it is not the file copied, or an errno. */
@@ -577,9 +582,40 @@ static int unlink_source(const source_t *s) {
     if (lstat(s->path, &st) != 0)
         return errno;
     long long mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
-    if (!S_ISREG(st.st_mode) || (long long)st.st_size != s->size || mtime_ns != s->mtime_ns)
+    if (!S_ISREG(st.st_mode) || (unsigned long long)st.st_dev != s->dev ||
+        (unsigned long long)st.st_ino != s->ino || (long long)st.st_size != s->size ||
+        mtime_ns != s->mtime_ns)
         return FC_CHANGED;
     return unlink(s->path) == 0 ? 0 : errno;
+}
+
+/* Read item i, a (bytes, int, int, int, int) tuple, into *s: 0, or -1 with the error set.
+ * Exact types only, so no Python code (an __index__, a bytes subclass) runs while earlier
+ * items' paths are held as pointers into their bytes objects; the list itself is held. */
+static int read_source(PyObject *t, Py_ssize_t i, source_t *s) {
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 5 ||
+        !PyBytes_CheckExact(PyTuple_GET_ITEM(t, 0))) {
+        PyErr_Format(PyExc_TypeError, "item %zd: not a (bytes, int, int, int, int) tuple", i);
+        return -1;
+    }
+    for (Py_ssize_t k = 1; k < 5; k++)
+        if (!PyLong_CheckExact(PyTuple_GET_ITEM(t, k))) {
+            PyErr_Format(PyExc_TypeError, "item %zd: field %zd is not an int", i, k);
+            return -1;
+        }
+    PyObject *path = PyTuple_GET_ITEM(t, 0);
+    s->size = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 1));
+    s->mtime_ns = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 2));
+    s->dev = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(t, 3));
+    s->ino = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(t, 4));
+    if (PyErr_Occurred()) /* out of range (each conversion returns -1 and sets it) */
+        return -1;
+    if ((Py_ssize_t)strlen(PyBytes_AS_STRING(path)) != PyBytes_GET_SIZE(path)) {
+        PyErr_Format(PyExc_ValueError, "item %zd: bad path", i);
+        return -1;
+    }
+    s->path = PyBytes_AS_STRING(path);
+    return 0;
 }
 
 static PyObject *unlink_many(PyObject *self, PyObject *args) {
@@ -596,20 +632,11 @@ static PyObject *unlink_many(PyObject *self, PyObject *args) {
         goto done;
     }
     Py_INCREF(list); /* keeps every bytes object alive while the GIL is released */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *path;
-        if (!PyArg_ParseTuple(PyList_GET_ITEM(list, i), "SLL", &path, &sources[i].size,
-                              &sources[i].mtime_ns)) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (read_source(PyList_GET_ITEM(list, i), i, &sources[i]) != 0) {
             Py_DECREF(list);
             goto done;
         }
-        if ((Py_ssize_t)strlen(PyBytes_AS_STRING(path)) != PyBytes_GET_SIZE(path)) {
-            PyErr_Format(PyExc_ValueError, "item %zd: bad path", i);
-            Py_DECREF(list);
-            goto done;
-        }
-        sources[i].path = PyBytes_AS_STRING(path);
-    }
     Py_BEGIN_ALLOW_THREADS;
     for (Py_ssize_t i = 0; i < n; i++)
         errs[i] = unlink_source(&sources[i]);

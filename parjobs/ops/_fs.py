@@ -298,6 +298,28 @@ def check_unchanged(
         )
 
 
+def check_same_file(path: FilePath, before: os.stat_result, after: os.stat_result) -> None:
+    """`check_unchanged` for a source a move is about to unlink, and the same file too
+    (device and inode): one replaced by a rename (``rsync -a``, ``cp -p``: a temporary given
+    the old mtime, renamed over the name) may match in size and mtime to the nanosecond."""
+    detail = source_change(
+        (before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns), after
+    )
+    if detail is not None:
+        raise changed_error(path, detail, "copy")
+
+
+def source_change(seen: tuple[int, int, int, int], now: os.stat_result) -> str | None:
+    """What tells a file apart from the one seen as ``seen`` (dev, ino, size, mtime_ns) for
+    an error's text, or None if nothing does. (Another inode: another file, of any type.)"""
+    dev, ino, size, mtime_ns = seen
+    if (dev, ino) != (now.st_dev, now.st_ino):
+        return f"replaced by another file: inode {ino} -> {now.st_ino}"
+    if size != now.st_size or mtime_ns != now.st_mtime_ns:
+        return f"size {size} -> {now.st_size}, mtime_ns {mtime_ns} -> {now.st_mtime_ns}"
+    return None
+
+
 def same_size_mtime(src_stat: os.stat_result, dst_stat: os.stat_result) -> bool:
     """rsync's quick check: same size and same mtime.
 

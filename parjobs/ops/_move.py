@@ -41,11 +41,13 @@ from ._desttree import NOT_A_DIR
 from ._errors import DirConflictError, WalkError
 from ._finish import FinishDirs
 from ._fs import (
+    changed_error,
     check_replaceable,
-    check_unchanged,
+    check_same_file,
     display,
     lexists,
     rename_noreplace,
+    source_change,
     unique_name,
 )
 from ._partials import sweep_temporaries
@@ -251,13 +253,18 @@ class MoveItem(TransferItem):
             tree.release(parent)
         # Only now: the copies are complete, verified and on disk. A source that cannot be
         # unlinked runs alone: it finds its copy in place and settles the source; one that
-        # is not the file the walk saw any more (replaced since) is kept, and reported there.
+        # is not the file the walk saw any more (replaced since, in place or by a rename: its
+        # inode too, the walk's) is kept, and reported there.
         sources = [cast(Entry, entries[i]) for i, _ in landed]
-        unlinked = _smallfiles.unlink_files([(e.path, e.size, e.mtime_ns) for e in sources])
+        unlinked = _smallfiles.unlink_files(
+            [(e.path, e.size, e.mtime_ns, e.dev, e.ino) for e in sources]
+        )
         moved: list[Identity | None] = [None] * len(entries)
-        for (i, written), err in zip(landed, unlinked, strict=True):
+        for (i, written), err, entry in zip(landed, unlinked, sources, strict=True):
             if not err:
                 moved[i] = written
+            elif err == _smallfiles.CHANGED:
+                _keep(plan, entry)
         nbytes = landed_rows("moved", tc.stage, tree, entries, moved, out, rows, kind="copied")
         return out, rows, nbytes
 
@@ -282,6 +289,8 @@ class MoveItem(TransferItem):
 
     def _move(self, tc: TaskContext, dir_fd: int, name: bytes) -> CopyDone:
         src = self.entry.path
+        if self.plan.kept and (kept := self.plan.kept.pop(self.index, None)) is not None:
+            raise changed_error(src, kept, "copy")  # its group copied it, then kept it
         try:
             src_st = os.lstat(src)
         except FileNotFoundError:
@@ -348,8 +357,9 @@ class MoveItem(TransferItem):
         except FileExistsError:
             got = self._settle(tc, src_st, dir_fd, landing.wrap(put), deep=True)
             if got is None:  # an earlier run copied it and was stopped before the unlink
-                tc.add_bytes(src_st.st_size)
                 _sync_copy(dir_fd, name)
+                check_same_file(src, src_st, os.lstat(src))  # still the file compared
+                tc.add_bytes(src_st.st_size)
                 os.unlink(src)
                 self._record(tc, dir_fd, landing)
                 return CopyDone("copied")
@@ -357,8 +367,9 @@ class MoveItem(TransferItem):
         if not plan.options.durable:  # durable copies are already on disk
             _sync_copy(dir_fd, landing.leaf)
         # Only now: the destination is complete, verified and on disk; and only the file
-        # copied (one saved anew meanwhile stays, and fails: as the group path keeps it).
-        check_unchanged(src, src_st, os.lstat(src), "copy")
+        # copied (one saved anew meanwhile, or renamed over it, stays, and fails: as the
+        # group path keeps it).
+        check_same_file(src, src_st, os.lstat(src))
         os.unlink(src)
         self._record(tc, dir_fd, landing)
         return CopyDone("copied", res.bytes_copied, res.bytes_reused)
@@ -374,10 +385,11 @@ class MoveItem(TransferItem):
             put(name, overwrite)
         except FileExistsError:
             if self._settle(tc, src_st, dir_fd, landing.wrap(put), deep=True) is None:
+                check_same_file(src, src_st, os.lstat(src))  # still the link compared
                 os.unlink(src)
                 self._record(tc, dir_fd, landing)
                 return CopyDone("copied")
-        check_unchanged(src, src_st, os.lstat(src), "copy")  # not a link made anew since
+        check_same_file(src, src_st, os.lstat(src))  # not a link made anew since
         os.unlink(src)
         self._record(tc, dir_fd, landing)
         return CopyDone("copied")
@@ -410,7 +422,7 @@ class MoveLinkItem(MoveItem):
             return super()._copy_file(tc, src_st, dir_fd, name)
         landing = got[0]  # (in place already, too, when a run stopped before its checkpoint)
         os.fsync(dir_fd)  # the new name is on disk before the old one goes
-        check_unchanged(src, src_st, os.lstat(src), "copy")  # still the file linked
+        check_same_file(src, src_st, os.lstat(src))  # still the file linked
         os.unlink(src)
         tc.add_bytes(self.entry.size)  # in place: its bytes count as finished
         self._record(tc, dir_fd, landing)
@@ -467,6 +479,19 @@ class _Plain:
                     tree.release(parent)
             self.setgid[parent] = known
         return known
+
+
+def _keep(plan: CopyPlan, entry: Entry) -> None:
+    """Note why the group kept ``entry``'s source (not the file walked and copied any more),
+    for its item, run alone next, to fail with that reason; none when it cannot tell (the
+    item then finds its copy in place as a conflict)."""
+    try:
+        now = os.lstat(entry.path)
+    except OSError:
+        return
+    detail = source_change((entry.dev, entry.ino, entry.size, entry.mtime_ns), now)
+    if detail is not None:
+        plan.kept[entry.index] = detail
 
 
 def _grouped_item(plan: CopyPlan, entry: Entry) -> MoveItem:

@@ -19,6 +19,8 @@ DEFAULT_MAX_SIZE = 8 * 1024 * 1024
 #: How much of each side a content comparison reads at a time: `verify_copies` (in C) and
 #: `parjobs.ops._transfer.same_content` (in Python) alike.
 COMPARE_CHUNK = 1 << 20
+#: `unlink_files`' result for a source kept: not the file walked and copied any more.
+CHANGED = -2
 
 fastcopy: ModuleType | None
 try:  # the optional C extension; None where it could not be built
@@ -30,7 +32,7 @@ except ImportError:  # pragma: no cover - built without a C compiler
 def _agrees(module: ModuleType) -> bool:
     """Whether the built extension shares the Python side's constants (a stale build may not)."""
     return (
-        getattr(module, "API", None) == 5  # copy_many's and unlink_many's calling convention
+        getattr(module, "API", None) == 6  # copy_many's and unlink_many's calling convention
         and isinstance(getattr(module, "RANGE", None), int)  # copy_file_range refusals cached
         and isinstance(getattr(module, "FSYNC", None), int)  # durable copies are synced
         and isinstance(getattr(module, "COPY_COMPARE", None), int)  # verified before landing
@@ -40,6 +42,7 @@ def _agrees(module: ModuleType) -> bool:
         and frozenset(getattr(module, "FALLBACK_ERRNOS", ())) == _kernel.FALLBACK_ERRNOS
         and frozenset(getattr(module, "NO_REFLINK_ERRNOS", ())) == _kernel.NO_REFLINK_ERRNOS
         and getattr(module, "COMPARE_CHUNK", None) == COMPARE_CHUNK
+        and getattr(module, "CHANGED", None) == CHANGED
     )
 
 
@@ -134,12 +137,18 @@ def verify_copies(
     return results
 
 
-def unlink_files(sources: list[tuple[bytes, int, int]]) -> list[int]:
-    """Unlink each (path, size, mtime_ns) in one call into C, with the GIL released (a move's
-    group of sources whose copies are verified and on disk): a path is unlinked only if it is
-    still a regular file of that size and mtime, so a source replaced since its copy (a
-    program saving a new version) is kept. Per source: 0, ``fastcopy.CHANGED`` (kept), or
-    the errno. Only for a group `copy_small_files` copied (so the extension is there)."""
+#: A source a move's group unlinks: (path, size, mtime_ns, st_dev, st_ino) as walked.
+Source = tuple[bytes, int, int, int, int]
+
+
+def unlink_files(sources: list[Source]) -> list[int]:
+    """Unlink each (path, size, mtime_ns, dev, ino) in one call into C, with the GIL released
+    (a move's group of sources whose copies are verified and on disk): a path is unlinked
+    only if it is still the regular file of that device and inode, size and mtime, so a
+    source replaced since its copy is kept: saved anew in place (a new mtime), or replaced
+    by a file renamed over it, even one of the same size and mtime (``rsync -a``,
+    ``cp -p``). Per source: 0, `CHANGED` (kept), or the errno. Only for a group
+    `copy_small_files` copied (so the extension is there)."""
     assert fastcopy is not None, "unlink_files without the C extension"
     results: list[int] = fastcopy.unlink_many(sources)
     return results

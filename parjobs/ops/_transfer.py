@@ -882,6 +882,9 @@ class CopyPlan:
     for_all: str | None = None
     #: One question at a time, however many workers meet a conflict.
     ask_lock: trio.Lock = dataclasses.field(default_factory=trio.Lock)
+    #: A move's group path: entry index -> how its source differs from the file walked and
+    #: copied (kept, not unlinked), for the item, run alone, to fail with that reason.
+    kept: dict[int, str] = dataclasses.field(default_factory=dict)
 
     @property
     def portable(self) -> bool:

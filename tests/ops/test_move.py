@@ -329,40 +329,6 @@ async def test_a_failed_verification_keeps_the_source(
     assert find_partials(other_fs) == []
 
 
-async def test_a_source_saved_anew_after_its_copy_is_kept(
-    store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A program saves a new version of a source (same size, new mtime) after the group
-    copied and verified it, before the group unlinks its sources: the new version is kept
-    (the group path unlinks a source only while it is the file copied), the item fails
-    with the copy of the old version at the destination, and the rest are moved."""
-    if smallfiles_mod.fastcopy is None:
-        pytest.skip("built without the C extension")
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("a", "b", "c"):
-        write(src / name, name.encode() * 10_000)
-    real_unlink = smallfiles_mod.unlink_files
-    grouped: list[bytes] = []
-
-    def saving_anew(sources: Any) -> Any:
-        names = [os.path.basename(path) for path, _, _ in sources]
-        grouped.extend(names)
-        if b"b" in names:  # b copied and verified: now rewritten (same size, new mtime)
-            write(src / "b", b"B" * 10_000)
-        return real_unlink(sources)
-
-    monkeypatch.setattr(smallfiles_mod, "unlink_files", saving_anew)
-    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
-    result, info, errors = await run_job(store_path, job)
-    assert b"b" in grouped, "the group path ran"
-    assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == 2
-    assert [(e.label, e.error) for e in errors] == [(str(src / "b"), "FileExistsError")]
-    assert os.listdir(src) == ["b"] and read(src / "b") == b"B" * 10_000
-    assert read(other_fs / "src" / "b") == b"b" * 10_000
-    assert sorted(os.listdir(other_fs / "src")) == ["a", "b", "c"]
-
-
 async def test_a_source_saved_anew_before_its_lone_unlink_is_kept(
     store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -387,6 +353,91 @@ async def test_a_source_saved_anew_before_its_lone_unlink_is_kept(
     assert [(e.label, e.error) for e in errors] == [(str(src / "b"), "SourceChangedError")]
     assert os.listdir(src) == ["b"] and read(src / "b") == b"B" * 10_000
     assert read(other_fs / "src" / "b") == b"b" * 10_000
+
+
+def rename_over(path: Path, data: bytes) -> None:
+    """Replace ``path`` as ``rsync -a`` or ``cp -p`` do: a temporary written with ``data``,
+    given the old file's times to the nanosecond, renamed over the name (a new inode of the
+    same size and mtime when ``data`` is as long as the old contents)."""
+    old = os.lstat(path)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp, data)
+    os.utime(tmp, ns=(old.st_atime_ns, old.st_mtime_ns))
+    os.rename(tmp, path)
+    new = os.lstat(path)
+    assert (new.st_size, new.st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    assert new.st_ino != old.st_ino
+
+
+@pytest.mark.parametrize("how", ["saved-anew", "renamed-over"])
+async def test_a_source_replaced_after_its_group_copy_is_kept(
+    store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Small files, moved as a group: after the group copied and verified them, before it
+    unlinks their sources, b is replaced: saved anew in place (same size, new mtime), or by
+    another file renamed over it with the same size and mtime to the nanosecond. The group
+    unlinks a source only while it is the walked inode, size and mtime, so the new b is kept
+    (renamed over, it was unlinked: the user's new file lost); its item fails as changed
+    (not as a conflict with its own copy), the copy of the old b at the destination, the
+    rest moved."""
+    if smallfiles_mod.fastcopy is None:
+        pytest.skip("built without the C extension")
+    src = tmp_path / "src"
+    src.mkdir()
+    names = [f"f{i:02}" for i in range(20)] + ["b"]
+    for name in names:
+        write(src / name, name.encode() * 5_000)
+    real_unlink = smallfiles_mod.unlink_files
+    grouped: list[bytes] = []
+
+    def replacing(sources: Any) -> Any:
+        names = [os.path.basename(path) for path, *_ in sources]
+        grouped.extend(names)
+        if b"b" in names:  # b copied and verified: now replaced
+            if how == "saved-anew":
+                write(src / "b", b"B" * 5_000)
+            else:
+                rename_over(src / "b", b"B" * 5_000)
+        return real_unlink(sources)
+
+    monkeypatch.setattr(smallfiles_mod, "unlink_files", replacing)
+    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
+    result, info, errors = await run_job(store_path, job)
+    assert b"b" in grouped and len(grouped) > 1, "b went with a group"
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == 20
+    assert [(e.label, e.error) for e in errors] == [(str(src / "b"), "SourceChangedError")]
+    reason = "mtime_ns" if how == "saved-anew" else "replaced by another file"
+    assert reason in errors[0].message
+    assert os.listdir(src) == ["b"] and read(src / "b") == b"B" * 5_000
+    assert read(other_fs / "src" / "b") == b"b" * 5_000
+    assert sorted(os.listdir(other_fs / "src")) == sorted(names)
+
+
+async def test_a_source_renamed_over_before_its_lone_unlink_is_kept(
+    store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file over 1 MiB, moved on its own: replaced by another file renamed over it with
+    the same size and mtime_ns after its copy is synced, right before its unlink. It is
+    kept (it was unlinked: the user's new file lost) and its item fails as replaced."""
+    src = tmp_path / "src"
+    src.mkdir()
+    write(src / "a", b"a" * 1000)
+    write(src / "big", b"o" * (2 * MIB))
+    real_sync = move_mod._sync_copy
+
+    def sync_then_rename_over(dir_fd: int, name: bytes) -> None:
+        real_sync(dir_fd, name)
+        if name == b"big":
+            rename_over(src / "big", b"N" * (2 * MIB))
+
+    monkeypatch.setattr(move_mod, "_sync_copy", sync_then_rename_over)
+    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
+    result, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == 1
+    assert [(e.label, e.error) for e in errors] == [(str(src / "big"), "SourceChangedError")]
+    assert "replaced by another file" in errors[0].message
+    assert os.listdir(src) == ["big"] and read(src / "big") == b"N" * (2 * MIB)
+    assert read(other_fs / "src" / "big") == b"o" * (2 * MIB)
 
 
 async def test_a_symlink_or_hard_link_changed_before_its_unlink_is_kept(

@@ -303,25 +303,60 @@ def test_verify_copies_checks_the_copy_is_the_one_written(tmp_path: Path, dst_fd
 
 
 def test_unlink_files_removes_only_the_files_copied(tmp_path: Path) -> None:
-    """A source is unlinked only while it is the regular file of the size and mtime it was
-    copied with: one rewritten since (another size, or the same size and a new mtime, as a
-    program saving a new version leaves it) or replaced by a directory is kept (CHANGED);
-    a missing one reports its errno."""
-    for name in ("a", "grown", "touched"):
+    """A source is unlinked only while it is the regular file of the device, inode, size
+    and mtime it was copied with: one rewritten since (another size, or the same size and a
+    new mtime, as a program saving a new version leaves it), replaced by a file renamed over
+    it with the same size and mtime (``rsync -a``), or by a directory is kept (CHANGED); a
+    missing one reports its errno."""
+    names = ("a", "grown", "touched", "renamed", "d")
+    for name in names[:-1]:
         write(tmp_path / name, b"old")
     (tmp_path / "d").mkdir()
-    seen = {n: os.lstat(tmp_path / n) for n in ("a", "grown", "touched", "d")}
+    seen = {n: os.lstat(tmp_path / n) for n in names}
     write(tmp_path / "grown", b"new version")
     os.utime(tmp_path / "touched", ns=(0, seen["touched"].st_mtime_ns + 1))
+    write(tmp_path / "new", b"new")
+    os.utime(tmp_path / "new", ns=(0, seen["renamed"].st_mtime_ns))
+    os.rename(tmp_path / "new", tmp_path / "renamed")
     items = [
-        (os.fsencode(tmp_path / n), seen[n].st_size, seen[n].st_mtime_ns)
-        for n in ("a", "grown", "touched", "d")
+        (os.fsencode(tmp_path / n), s.st_size, s.st_mtime_ns, s.st_dev, s.st_ino)
+        for n, s in seen.items()
     ]
-    items.append((os.fsencode(tmp_path / "missing"), 3, 0))
+    items.append((os.fsencode(tmp_path / "missing"), 3, 0, 0, 0))
     changed = smallfiles_mod.fastcopy.CHANGED  # type: ignore[union-attr]
-    assert unlink_files(items) == [0, changed, changed, changed, errno.ENOENT]
-    assert sorted(os.listdir(tmp_path)) == ["d", "grown", "touched"]
+    assert unlink_files(items) == [0, changed, changed, changed, changed, errno.ENOENT]
+    assert sorted(os.listdir(tmp_path)) == ["d", "grown", "renamed", "touched"]
     assert read(tmp_path / "grown") == b"new version"
+    assert read(tmp_path / "renamed") == b"new"
+
+
+def test_unlink_files_takes_exact_types_only(tmp_path: Path) -> None:
+    """Each item is an exact (bytes, int, int, int, int) tuple, read without running Python
+    code (an ``__index__`` could drop an earlier item's path while C holds a pointer into
+    it); a path with a NUL, a negative inode or one past 2**64 is refused, nothing unlinked."""
+    write(tmp_path / "a", b"a")
+    st = os.lstat(tmp_path / "a")
+    path = os.fsencode(tmp_path / "a")
+
+    class Index:
+        def __index__(self) -> int:
+            return st.st_size
+
+    good = (path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+    bad: list[tuple[object, type[Exception]]] = [
+        ((path, Index(), st.st_mtime_ns, st.st_dev, st.st_ino), TypeError),
+        ((bytearray(path), *good[1:]), TypeError),
+        (list(good), TypeError),
+        (good[:4], TypeError),
+        ((path, st.st_size, st.st_mtime_ns, st.st_dev, -1), OverflowError),
+        ((path, st.st_size, st.st_mtime_ns, 1 << 64, st.st_ino), OverflowError),
+        ((path + b"\0x", *good[1:]), ValueError),
+    ]
+    for item, error in bad:
+        with pytest.raises(error):
+            unlink_files([good, item])  # type: ignore[list-item]
+    assert os.path.exists(tmp_path / "a")
+    assert unlink_files([good]) == [0]
 
 
 # -- inside a CopyJob ----------------------------------------------------------------------

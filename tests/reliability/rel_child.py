@@ -173,10 +173,10 @@ def _install_hook(hook: dict[str, Any]) -> None:
         os.unlink = unlink
         real_unlink_files = smallfiles_mod.unlink_files
 
-        def unlink_files(sources: list[tuple[bytes, int, int]]) -> list[int]:
+        def unlink_files(sources: list[smallfiles_mod.Source]) -> list[int]:
             """The move's group path removes its sources in one call into C: the same kill
             points, before or after the Nth source removed."""
-            for k, (path, _, _) in enumerate(sources):
+            for k, (path, *_) in enumerate(sources):
                 if path.startswith(under) and counter.hit():
                     real_unlink_files(sources[: k + (kind == "unlink-after")])
                     die()
