@@ -232,6 +232,30 @@ def test_trash_relative_path(xdg: str, items: Path, monkeypatch: pytest.MonkeyPa
     assert read_trashinfo(result.info_path).original_path == str(items / "rel")
 
 
+def test_trash_refuses_what_is_in_the_trash_already(xdg: str, items: Path, tmp_path: Path) -> None:
+    """A trashed file, a file inside a trashed directory, an info file, reached directly or
+    through a symlink to the trash: each is refused, left where it is, no info file added
+    (it was renamed within the trash, its first .trashinfo left behind naming nothing)."""
+    (items / "f").write_text("f")
+    (items / "d").mkdir()
+    (items / "d" / "inner").write_text("i")
+    trashed = [trash_path(str(items / n), now=NOW, xdg_data_home=xdg) for n in ("f", "d")]
+    trash = Path(xdg, "Trash")
+    (tmp_path / "to-trash").symlink_to(trash)
+    infos = sorted(os.listdir(trash / "info"))
+    for inside in (
+        trashed[0].trashed_path,
+        os.path.join(trashed[1].trashed_path, "inner"),
+        trashed[0].info_path,
+        str(tmp_path / "to-trash" / "files" / "f"),
+    ):
+        with pytest.raises(TrashError, match="in the trash already"):
+            trash_path(inside, now=NOW, xdg_data_home=xdg)
+        assert os.path.lexists(inside)
+    assert sorted(os.listdir(trash / "info")) == infos
+    assert sorted(os.listdir(trash / "files")) == ["d", "f"]
+
+
 def test_trash_bad_paths(xdg: str, items: Path) -> None:
     for bad in (".", "..", "/", str(items) + "/.."):
         with pytest.raises(ValueError, match="does not name"):
