@@ -60,7 +60,8 @@
 #define TOKEN_MAX 64
 #define FC_OPEN_MAX 32 /* durable: written temporaries a group keeps open before landing them */
 
-/* Flags (exported: MODE, TIMES, REFLINK, RANGE, LSTAT, FSYNC, COPY_COMPARE, OWNED, NO_XATTRS). */
+/* Flags (exported: MODE, TIMES, REFLINK, RANGE, LSTAT, FSYNC, COPY_COMPARE, OWNED, NO_XATTRS,
+   SOURCES). */
 #define FC_MODE 1    /* set the source's mode bits */
 #define FC_TIMES 2   /* set the source's atime and mtime */
 #define FC_REFLINK 4 /* try FICLONE first */
@@ -72,6 +73,8 @@
                       /* copy, made by this process, carries no other owner) */
 #define FC_NO_XATTRS 256 /* take only sources without extended attributes (a move keeping */
                          /* them: the group path does not copy them) */
+#define FC_SOURCES 512 /* return each source's (size, mtime_ns, dev, ino) as copied (a move */
+                       /* unlinks a source only while it is still that file) */
 
 /* Result codes besides 0 (done) and a positive errno. */
 #define FC_NOT_REGULAR (-1) /* not a regular file: the Python path reports it */
@@ -96,8 +99,9 @@
 /* The calling convention: 2 returns each copy's (size, mtime_ns, ino) too; 3 gives
    unlink_many each source's (path, size, mtime_ns); 4 has copy_many take RANGE and say
    whether copy_file_range was refused for good; 5 has it take OWNED and NO_XATTRS; 6 gives
-   unlink_many each source's (path, size, mtime_ns, dev, ino), exact ints only. */
-#define FC_API 6
+   unlink_many each source's (path, size, mtime_ns, dev, ino), exact ints only; 7 has copy_many
+   take SOURCES and return each source's identity as it was copied. */
+#define FC_API 7
 
 typedef struct {
     const char *src;
@@ -108,6 +112,10 @@ typedef struct {
     long long size;
     long long mtime_ns; /* the copy's identity, read from its descriptor once written */
     unsigned long long ino;
+    /* the source's identity, from its descriptor: what was copied (its size and mtime the
+       same before and after the copy) */
+    long long src_size, src_mtime_ns;
+    unsigned long long src_dev, src_ino;
     int out;                       /* the written temporary, open until it lands (or -1) */
     char tmp[NAME_MAX_BYTES + 1];  /* its name in dir_fd */
 } item_t;
@@ -319,6 +327,10 @@ static int write_one(item_t *it, int flags, int batch, long long max_size,
         unlinkat(it->dir_fd, it->tmp, 0);
         return rc;
     }
+    it->src_size = (long long)st.st_size;
+    it->src_mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+    it->src_dev = (unsigned long long)st.st_dev;
+    it->src_ino = (unsigned long long)st.st_ino;
     it->out = out;
     return 0;
 }
@@ -351,7 +363,7 @@ static int land(item_t *it, int flags) {
 
 PyDoc_STRVAR(copy_many_doc,
              "copy_many(items, flags, max_size, token)\n"
-             "    -> (results, written, reflink_refused, range_refused)\n\n"
+             "    -> (results, written, reflink_refused, range_refused, sources)\n\n"
              "items: a list of (source path: bytes, destination dir fd: int, name: bytes).\n"
              "token: the owner's name token (bytes), carried by every temporary's name.\n"
              "results[i]: 0 when item i is in place, else a positive errno or a negative\n"
@@ -362,7 +374,11 @@ PyDoc_STRVAR(copy_many_doc,
              "left behind. written[i]: (size, mtime_ns, ino) of the copy in place, read from its\n"
              "descriptor before the rename, or None when item i failed. reflink_refused,\n"
              "range_refused: FICLONE (flag REFLINK), copy_file_range (flag RANGE) was tried\n"
-             "and the filesystems refused it for good. The GIL is released while copying.");
+             "and the filesystems refused it for good. sources: with flag SOURCES, sources[i]\n"
+             "is (size, mtime_ns, dev, ino) of item i's source as it was copied (read from the\n"
+             "descriptor its bytes came from; a move unlinks it only while it is still that\n"
+             "file), None when item i failed; without it, None. The GIL is released while\n"
+             "copying.");
 
 static PyObject *copy_many(PyObject *self, PyObject *args) {
     (void)self;
@@ -431,7 +447,8 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS;
     PyMem_RawFree(bufs);
     PyObject *results = PyList_New(n), *written = PyList_New(n);
-    if (results == NULL || written == NULL)
+    PyObject *sources = (flags & FC_SOURCES) ? PyList_New(n) : Py_NewRef(Py_None);
+    if (results == NULL || written == NULL || sources == NULL)
         goto fail_lists;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *r = PyLong_FromLong(items[i].result), *w;
@@ -446,14 +463,26 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
         }
         PyList_SET_ITEM(results, i, r);
         PyList_SET_ITEM(written, i, w);
+        if (sources != Py_None) {
+            PyObject *s;
+            if (items[i].result == 0)
+                s = Py_BuildValue("(LLKK)", items[i].src_size, items[i].src_mtime_ns,
+                                  items[i].src_dev, items[i].src_ino);
+            else
+                s = Py_NewRef(Py_None);
+            if (s == NULL)
+                goto fail_lists;
+            PyList_SET_ITEM(sources, i, s);
+        }
     }
     Py_DECREF(list);
     PyMem_Free(items);
-    return Py_BuildValue("(NNOO)", results, written, reflink == FC_NO_REFLINK ? Py_True : Py_False,
-                         range == FC_NO_REFLINK ? Py_True : Py_False);
+    return Py_BuildValue("(NNOON)", results, written, reflink == FC_NO_REFLINK ? Py_True : Py_False,
+                         range == FC_NO_REFLINK ? Py_True : Py_False, sources);
 fail_lists:
     Py_XDECREF(results);
     Py_XDECREF(written);
+    Py_XDECREF(sources);
 fail:
     Py_DECREF(list);
     PyMem_Free(items);
@@ -701,6 +730,7 @@ static const int_constant_t constants[] = {
     {"SPARSE", FC_SPARSE},
     {"OWNED", FC_OWNED},
     {"NO_XATTRS", FC_NO_XATTRS},
+    {"SOURCES", FC_SOURCES},
     {"NOT_PLAIN", FC_NOT_PLAIN},
     {"NAME_MAX", NAME_MAX_BYTES},
     {"COMPARE", FV_COMPARE},

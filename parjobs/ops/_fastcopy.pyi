@@ -10,6 +10,7 @@ FSYNC: int
 COPY_COMPARE: int
 OWNED: int
 NO_XATTRS: int
+SOURCES: int
 NOT_REGULAR: int
 CHANGED: int
 TOO_BIG: int
@@ -28,6 +29,12 @@ NO_REFLINK_ERRNOS: tuple[int, ...]
 
 def copy_many(
     items: list[tuple[bytes, int, bytes]], flags: int, max_size: int, token: bytes, /
-) -> tuple[list[int], list[tuple[int, int, int] | None], bool, bool]: ...
+) -> tuple[
+    list[int],
+    list[tuple[int, int, int] | None],
+    bool,
+    bool,
+    list[tuple[int, int, int, int] | None] | None,
+]: ...
 def verify_many(items: list[tuple[bytes, int, bytes, int]], flags: int, /) -> list[int]: ...
 def unlink_many(sources: list[tuple[bytes, int, int, int, int]], /) -> list[int]: ...

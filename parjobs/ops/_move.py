@@ -242,7 +242,9 @@ class MoveItem(TransferItem):
             return out, rows, 0
         plain = _Plain(plan)
         entries = [entry if entry is not None and plain(entry) else None for entry in walked]
-        copies = copy_group(plan, entries, plain=True)  # C checks each owner and attributes
+        # C checks each owner and attributes, and says what it copied of each source.
+        seen: list[_smallfiles.SourceId | None] = [None] * len(entries)
+        copies = copy_group(plan, entries, plain=True, sources=seen)
         # Failed copies are removed: moved alone, which reports a real mismatch.
         copies = verify_group(plan, entries, copies, compare=plan.options.verify)
         tree = plan.tree
@@ -253,18 +255,19 @@ class MoveItem(TransferItem):
             tree.release(parent)
         # Only now: the copies are complete, verified and on disk. A source that cannot be
         # unlinked runs alone: it finds its copy in place and settles the source; one that
-        # is not the file the walk saw any more (replaced since, in place or by a rename: its
-        # inode too, the walk's) is kept, and reported there.
-        sources = [cast(Entry, entries[i]) for i, _ in landed]
-        unlinked = _smallfiles.unlink_files(
-            [(e.path, e.size, e.mtime_ns, e.dev, e.ino) for e in sources]
-        )
+        # is not the file C copied any more (changed since, in place or replaced by a rename:
+        # its inode too) is kept, and reported there. (What C read, not what the walk saw: a
+        # walk replayed from the manifest may hold device or inode numbers a remount changed.)
+        sources = [
+            (cast(Entry, entries[i]), cast(_smallfiles.SourceId, seen[i])) for i, _ in landed
+        ]
+        unlinked = _smallfiles.unlink_files([(e.path, *copied) for e, copied in sources])
         moved: list[Identity | None] = [None] * len(entries)
-        for (i, written), err, entry in zip(landed, unlinked, sources, strict=True):
+        for (i, written), err, (entry, copied) in zip(landed, unlinked, sources, strict=True):
             if not err:
                 moved[i] = written
             elif err == _smallfiles.CHANGED:
-                _keep(plan, entry)
+                _keep(plan, entry, copied)
         nbytes = landed_rows("moved", tc.stage, tree, entries, moved, out, rows, kind="copied")
         return out, rows, nbytes
 
@@ -481,15 +484,16 @@ class _Plain:
         return known
 
 
-def _keep(plan: CopyPlan, entry: Entry) -> None:
-    """Note why the group kept ``entry``'s source (not the file walked and copied any more),
-    for its item, run alone next, to fail with that reason; none when it cannot tell (the
-    item then finds its copy in place as a conflict)."""
+def _keep(plan: CopyPlan, entry: Entry, copied: _smallfiles.SourceId) -> None:
+    """Note why the group kept ``entry``'s source (not the file ``copied`` any more: size,
+    mtime_ns, device, inode as C copied it), for its item, run alone next, to fail with that
+    reason; none when it cannot tell (the item then finds its copy in place as a conflict)."""
     try:
         now = os.lstat(entry.path)
     except OSError:
         return
-    detail = source_change((entry.dev, entry.ino, entry.size, entry.mtime_ns), now)
+    size, mtime_ns, dev, ino = copied
+    detail = source_change((dev, ino, size, mtime_ns), now)
     if detail is not None:
         plan.kept[entry.index] = detail
 

@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - built without a C compiler
 def _agrees(module: ModuleType) -> bool:
     """Whether the built extension shares the Python side's constants (a stale build may not)."""
     return (
-        getattr(module, "API", None) == 6  # copy_many's and unlink_many's calling convention
+        getattr(module, "API", None) == 7  # copy_many's and unlink_many's calling convention
         and isinstance(getattr(module, "RANGE", None), int)  # copy_file_range refusals cached
         and isinstance(getattr(module, "FSYNC", None), int)  # durable copies are synced
         and isinstance(getattr(module, "COPY_COMPARE", None), int)  # verified before landing
@@ -62,6 +62,7 @@ def copy_small_files(
     compare: bool = False,
     owned: bool = False,
     no_xattrs: bool = False,
+    sources: list[SourceId | None] | None = None,
 ) -> tuple[list[int], list[Identity | None]] | None:
     """Copy many small files in one call into C (`_fastcopy.c`), with the GIL released.
 
@@ -86,7 +87,11 @@ def copy_small_files(
     never takes the final name. ``owned`` hands back (``fastcopy.NOT_PLAIN``) a source
     not of this process' user and group, ``no_xattrs`` one with extended attributes: a
     move's group copies nothing but bytes, mode and times (checked on the source's open
-    descriptor, in C: no lstat and listxattr per file in Python).
+    descriptor, in C: no lstat and listxattr per file in Python). ``sources`` (a move) is
+    extended with each item's source identity as it was copied (`SourceId`, read from the
+    descriptor its bytes came from; None for an item not in place): what the move may
+    unlink, whatever its walk saw (a walk replayed from an earlier run's manifest may carry
+    another device or inode number: a drive plugged in again, a FAT filesystem remounted).
     """
     if fastcopy is None:
         return None
@@ -102,12 +107,14 @@ def copy_small_files(
         flags |= fastcopy.OWNED
     if no_xattrs:
         flags |= fastcopy.NO_XATTRS
+    if sources is not None:
+        flags |= fastcopy.SOURCES
     if devices not in _kernel.NO_REFLINK:
         flags |= fastcopy.REFLINK
     if devices not in _kernel.NO_RANGE:
         flags |= fastcopy.RANGE
     try:
-        results, raw, no_reflink, no_range = fastcopy.copy_many(
+        results, raw, no_reflink, no_range, seen = fastcopy.copy_many(
             items, flags, max_size, owner_token(owner)
         )
     except ValueError:  # a NUL byte in a name: checked before copying anything
@@ -116,6 +123,8 @@ def copy_small_files(
         _kernel.NO_REFLINK.add(devices)
     if no_range:
         _kernel.NO_RANGE.add(devices)
+    if sources is not None and seen is not None:
+        sources.extend(seen)
     return results, raw
 
 
@@ -137,7 +146,9 @@ def verify_copies(
     return results
 
 
-#: A source a move's group unlinks: (path, size, mtime_ns, st_dev, st_ino) as walked.
+#: A source as `copy_small_files` copied it: (size, mtime_ns, st_dev, st_ino).
+SourceId = tuple[int, int, int, int]
+#: A source a move's group unlinks: (path, size, mtime_ns, st_dev, st_ino) as copied.
 Source = tuple[bytes, int, int, int, int]
 
 

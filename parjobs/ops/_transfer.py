@@ -1011,6 +1011,7 @@ def copy_group(
     *,
     compare: bool = False,
     plain: bool = False,
+    sources: list[_smallfiles.SourceId | None] | None = None,
 ) -> list[Identity | None]:
     """Copy the walked plain files among ``entries`` (None: not for the group) whose
     directory this run created, with one `copy_small_files` call (C, the GIL released).
@@ -1029,7 +1030,8 @@ def copy_group(
     handed back, to be copied and verified alone (which reports a real mismatch). ``plain``
     (a move): C hands back a source not of this process' user and group, or, when the
     options keep extended attributes, one that has any (to be moved alone, which carries
-    them).
+    them). ``sources`` (a move, one None per entry): each copied entry's source identity as
+    C copied it (`copy_small_files`), what the move may unlink.
     """
     out: list[Identity | None] = [None] * len(entries)
     tree = plan.tree
@@ -1042,6 +1044,7 @@ def copy_group(
     fds: dict[bytes, int | None] = {}
     src_dev = 0
     done = None
+    seen: list[_smallfiles.SourceId | None] | None = None if sources is None else []
     try:
         for i, entry in enumerate(entries):
             if entry is None or entry.kind != "file":
@@ -1075,6 +1078,7 @@ def copy_group(
                 compare=compare,
                 owned=plain,
                 no_xattrs=plain and plan.options.preserve_xattrs,
+                sources=seen,
             )
             if done is not None and plan.options.durable:
                 landed = {batch[k][1] for k, result in enumerate(done[0]) if result == 0}
@@ -1088,6 +1092,9 @@ def copy_group(
             out[i] = written  # (None unless result 0: in place)
             if result in NO_GROUPS_ERRNOS:
                 plan.group_off = True  # e.g. no renameat2 here: the Python path copes
+        if sources is not None and seen:
+            for i, source in zip(where, seen, strict=True):
+                sources[i] = source
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import shutil
@@ -31,7 +32,7 @@ from parjobs.ops import _move as move_mod
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops._copyfile import copy_file
-from parjobs.ops._move import MoveJob
+from parjobs.ops._move import MoveItem, MoveJob
 from parjobs.ops._partials import find_partials
 from parjobs.testing import read, write
 
@@ -438,6 +439,45 @@ async def test_a_source_renamed_over_before_its_lone_unlink_is_kept(
     assert "replaced by another file" in errors[0].message
     assert os.listdir(src) == ["big"] and read(src / "big") == b"N" * (2 * MIB)
     assert read(other_fs / "src" / "big") == b"o" * (2 * MIB)
+
+
+async def test_a_group_whose_walk_saw_other_device_and_inode_numbers_moves_every_file(
+    store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Device numbers are not stable across a remount, nor are a FAT filesystem's inode
+    numbers: a move paused, its drive plugged in again, resumes from its walk's manifest,
+    whose entries carry the old numbers. The group unlinks a source while it is the file C
+    copied (its descriptor's identity), not the one the walk noted: every file moved, no
+    error (each source was kept and its item failed as "replaced by another file", then as
+    "destination exists" on every retry: the job could not finish)."""
+    if smallfiles_mod.fastcopy is None:
+        pytest.skip("built without the C extension")
+    src = tmp_path / "src"
+    src.mkdir()
+    names = [f"f{i:02}" for i in range(20)]
+    for name in names:
+        write(src / name, name.encode() * 5_000)
+    real_run_entries = MoveItem.run_entries.__func__  # type: ignore[attr-defined]
+    renumbered: list[bytes] = []
+
+    def remounted(cls: Any, plan: Any, walked: Any, tc: Any) -> Any:
+        walked = [
+            e if e is None else dataclasses.replace(e, dev=e.dev + 1, ino=e.ino + 1000)
+            for e in walked
+        ]
+        renumbered.extend(e.path for e in walked if e is not None)
+        return real_run_entries(cls, plan, walked, tc)
+
+    monkeypatch.setattr(MoveItem, "run_entries", classmethod(remounted))
+    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
+    result, info, errors = await run_job(store_path, job)
+    assert len(renumbered) > 1, "the files went as a group"
+    assert [e.message for e in errors] == []
+    assert info.status is JobStatus.COMPLETED and result["moved"] == 20
+    assert not src.exists()
+    assert sorted(os.listdir(other_fs / "src")) == names
+    for name in names:
+        assert read(other_fs / "src" / name) == name.encode() * 5_000
 
 
 async def test_a_symlink_or_hard_link_changed_before_its_unlink_is_kept(
