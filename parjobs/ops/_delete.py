@@ -180,7 +180,7 @@ def mount_points(mountinfo: str = "/proc/self/mountinfo") -> frozenset[bytes]:
     where there is no ``mountinfo``: nothing is then known to be a mount point)."""
     try:
         with open(mountinfo, "rb") as f:
-            lines = f.read().splitlines()
+            lines = f.read().split(b"\n")  # not splitlines: a mount path may hold a raw \r
     except OSError:
         return frozenset()
     fields = (line.split(b" ") for line in lines)
@@ -405,7 +405,7 @@ def _mounted(
     a directory before what is in it)."""
     if any(r == entry.root and entry.rel.startswith(below) for r, below in mounted):
         return EntryTask(entry.index, entry.path, INSIDE_MOUNT, skip=True)
-    if bases[entry.root] + b"/" + entry.rel not in mounts:
+    if os.path.join(bases[entry.root], entry.rel) not in mounts:  # a root in / has base /
         return None
     mounted.append((entry.root, entry.rel + b"/"))
     return EntryTask(entry.index, entry.path, MOUNT_POINT, skip=False)

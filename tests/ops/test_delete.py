@@ -120,6 +120,41 @@ async def test_delete_never_deletes_through_a_mount_point(store_path, tmp_path, 
     assert (result["removed"], result["failed"], result["skipped"]) == (2, 2, 2)
 
 
+async def test_delete_mount_points_with_awkward_names(store_path, tmp_path, bind_mount):
+    """Mount points whose names hold a space, a newline (both escaped in mountinfo) or a
+    carriage return (written raw there: a line split on it read a mount point ``cr`` that
+    is not one, and missed the real one, whose files were deleted through it)."""
+    home, root = tmp_path / "home", tmp_path / "chroot"
+    home.mkdir(exist_ok=True)
+    (home / "keep").write_text("mine")
+    names = ["a b", "nl\nx", "cr\rx"]
+    for name in names:
+        (root / name).mkdir(parents=True)
+        bind_mount(home, root / name)
+    (root / "cr").mkdir()
+    (root / "cr" / "gone").write_text("x")
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DeleteJob(paths=[str(root)]))
+        assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        errors = {e.label: e.message for e in await manager.errors(handle.id)}
+    assert (home / "keep").read_text() == "mine"
+    for name in names:
+        assert delete_mod.MOUNT_POINT in errors[str(root / name)]
+    assert sorted(os.listdir(root)) == sorted(names)  # "cr" is no mount point: deleted
+
+
+def test_mount_point_below_a_root_in_the_filesystem_root():
+    """A root directly in ``/`` (base ``/``): its mount points are found (the path was
+    built as ``//srv/...`` and matched none)."""
+    from parjobs.ops._walk import Entry
+
+    entry = Entry(index=1, kind="dir", root=0, rel=b"srv/home", path=b"/srv/home")
+    mounted: list[tuple[int, bytes]] = []
+    report = delete_mod._mounted(entry, [b"/"], frozenset({b"/srv/home"}), mounted)
+    assert report is not None and not report.skip
+    assert mounted == [(0, b"srv/home/")]
+
+
 def test_removal_refuses_a_parent_swapped_for_another_directory(tmp_path):
     tree = tmp_path / "t"
     (tree / "sub").mkdir(parents=True)
