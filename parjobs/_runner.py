@@ -281,7 +281,7 @@ class JobRunner(ManagerCore):
         (``waiting``): this is the only retry."""
         return await self._patiently(live, lambda: ctx.checkpoint(force=True))
 
-    async def _patiently(self, live: JobRun, write: Callable[[], Awaitable[object]]) -> bool:
+    async def _patiently(self, live: JobRun | None, write: Callable[[], Awaitable[object]]) -> bool:
         """Run ``write`` (shielded: a write is never cut in half), a store write of the run's
         end (its last checkpoint, its final status); whether the store took it. While the
         store fails, try again after `STORE_RETRY`, then twice as long each time: the
@@ -290,7 +290,8 @@ class JobRunner(ManagerCore):
         once, and if the store still fails, the run ends unrecorded, its error kept for
         `close` to raise (``_unrecorded``: one `StoreError`, not one per run and another
         for the manager's own record), and the next manager to open the store recovers the
-        job as ``interrupted`` (or ``paused``), resumable from its last checkpoint."""
+        job as ``interrupted`` (or ``paused``), resumable from its last checkpoint. (No
+        ``live``: a job with no run here, e.g. the end of a resting job's cancel.)"""
         delay = STORE_RETRY
         failed: StoreError | None = None
         try:
@@ -304,12 +305,14 @@ class JobRunner(ManagerCore):
                     failed = exc
                     if self._closing:
                         return False
-                live.waiting = True
+                if live is not None:
+                    live.waiting = True
                 with trio.move_on_after(delay):
                     await self._closed_event.wait()
                 delay = min(2 * delay, STORE_RETRY_MAX)
         finally:
-            live.waiting = False
+            if live is not None:
+                live.waiting = False
             if failed is not None and self._unrecorded is None:
                 self._unrecorded = failed
 

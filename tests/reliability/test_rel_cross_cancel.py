@@ -399,3 +399,55 @@ async def test_a_resume_or_cancel_during_the_managers_own_cancel_cleanup_waits_f
     assert text(cleaned) == "begin cancelled\nend\n"
     assert (info.status, info.lease, info.request) == (JobStatus.CANCELLED, None, None)
     assert read_log(log) == []
+
+
+@pytest.mark.parametrize("outage_store", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("resting", ["queued for any worker", "paused"])
+async def test_a_cancel_whose_end_meets_a_failing_store_waits_it_out(
+    outage_store: faults.OutageStore, tmp_path: Path, resting: str
+) -> None:
+    """A job nobody runs (queued for any worker, or paused) is cancelled; the store fails
+    as its ``cancelled`` is written, after its cleanup. The cancel waits the outage out and
+    ends it cancelled (it raised StoreError, the job left ``cancelling`` or paused, leased
+    to this live manager: another process's cancel was never acted on, its wait hung, and
+    its resume refused, until this manager closed)."""
+    store = outage_store
+    hold, cleaned = str(tmp_path / "hold"), str(tmp_path / "cleaned")
+    async with parjobs.open_manager(store.path) as a:
+        if resting == "paused":
+            job = SlowCleanupJob(n=3, log=store.log, cleaned=cleaned, cleanup_hold=hold)
+            handle = await a.submit(job, start=False)
+        else:
+            handle = await queued_behind(a, tmp_path, detach=True, cleanup_hold=hold)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(a.cancel, handle.id)
+            with trio.fail_after(5):
+                while not text(cleaned):
+                    await trio.sleep(0.01)
+            store.outages.append(await trio.to_thread.run_sync(store.begin))
+            Path(hold).touch()
+            await trio.sleep(0.5)  # the cleanup ended, its first write failed
+            await faults.end_outage(store)
+        info = await a.get(handle.id)
+    assert text(cleaned) == "begin cancelled\nend\n"
+    assert (info.status, info.lease, info.request) == (JobStatus.CANCELLED, None, None)
+    assert read_log(store.log) == []
+
+
+@pytest.mark.both_stores
+async def test_a_cancels_end_written_with_its_answer_lost_is_taken_as_written(
+    store_path: str, tmp_path: Path
+) -> None:
+    """A paused job's cancel writes ``cancelled``; the write commits but its answer is lost
+    (PostgreSQL's connection failing as it commits): the next try finds the job cancelled
+    and the cancel returns, rather than raise that a cancelled job cannot be cancelled."""
+    log, cleaned = str(tmp_path / "log"), str(tmp_path / "cleaned")
+    async with parjobs.open_manager(store_path) as m:
+        handle = await m.submit(SlowCleanupJob(n=3, log=log, cleaned=cleaned), start=False)
+        lost = faults.lose_an_answer(m, "transition", JobStatus.CANCELLED)
+        with trio.fail_after(5):
+            await m.cancel(handle.id)
+        info = await m.get(handle.id)
+    assert lost == [JobStatus.CANCELLED]
+    assert text(cleaned) == "begin cancelled\nend\n"
+    assert (info.status, info.lease, info.request) == (JobStatus.CANCELLED, None, None)
