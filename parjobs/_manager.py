@@ -476,9 +476,10 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         """Submit the job that undoes ``job_id`` from its item log (the ``undo`` job type:
         `parjobs.ops.UndoJob` restores what it trashed, moves back what it moved, removes
         the files it copied that nobody changed since). Once per job: undoing it again
-        returns the same undo job. The job must not be running (pause or cancel it first);
-        undone, it never runs again: a paused, interrupted or failed one is cancelled first,
-        and `resume` refuses it. `JobLoadError` when no ``undo`` job type is installed."""
+        returns the same undo job (a new one once that was cancelled). The job must not be
+        running (pause or cancel it first); undone, it never runs again: a paused,
+        interrupted or failed one is cancelled first, and `resume` refuses it.
+        `JobLoadError` when no ``undo`` job type is installed."""
         info = await self.get(job_id)
         if info.status.is_active:
             raise InvalidTransitionError(
@@ -492,16 +493,24 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             # Undone, a job never runs again (a resume would skip what the undo reverts and
             # report it done; `resume` refuses it): it rests cancelled, leftovers removed.
             await self.cancel(info.id)
-        return await self.submit(job, idempotency_key=f"undo:{info.id}", owner=owner)
+        # Once per job, but an undo that was cancelled (never to run again) is followed by
+        # a new one: the job, perhaps half undone, is never resumed, so only an undo can
+        # finish it (it returned the cancelled one, for good).
+        cancelled = sum(u.status is JobStatus.CANCELLED for u in await self._undos(info.id))
+        key = f"undo:{info.id}" + (f":{cancelled}" if cancelled else "")
+        return await self.submit(job, idempotency_key=key, owner=owner)
+
+    async def _undos(self, job_id: str) -> list[JobInfo]:
+        """The undo jobs submitted for ``job_id``."""
+        undos = await self._db(self.store.list_jobs, type=UNDO_JOB_TYPE, results=False)
+        return [
+            u for u in undos if isinstance(u.spec_data, dict) and u.spec_data.get("job") == job_id
+        ]
 
     async def _undone_by(self, job_id: str) -> str | None:
         """The undo job submitted for ``job_id``, if any (read once per `resume`)."""
-        undos = await self._db(self.store.list_jobs, type=UNDO_JOB_TYPE, results=False)
-        for info in undos:
-            spec = info.spec_data
-            if isinstance(spec, dict) and spec.get("job") == job_id:
-                return info.id
-        return None
+        undos = await self._undos(job_id)
+        return undos[0].id if undos else None
 
     async def pause(self, job_id: str) -> None:
         """Pause a job: running ones stop at the next chunk boundary, keeping their progress.

@@ -121,6 +121,38 @@ async def test_undo_a_copy_removes_only_unchanged_files_it_created(
     assert tree_unchanged(src)
 
 
+async def test_an_undo_cancelled_is_followed_by_a_new_one(
+    tmp_path: Path, store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An undo cancelled half way: the job it undid is never resumed, so undoing it again
+    submits a new undo, which finishes the work (it returned the cancelled one: the copied
+    files stayed for good, with no way to remove them)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    tree(src)
+    original = undo_mod.unchanged
+
+    def slowly(st: os.stat_result, record: ItemRecord) -> bool:
+        time.sleep(0.2)  # (the cancel lands long before the last of its 10 items)
+        return original(st, record)
+
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        await h.result()
+        monkeypatch.setattr(undo_mod, "unchanged", slowly)
+        u = await m.undo(h.id)
+        await m.cancel(u.id)
+        assert await u.wait() is JobStatus.CANCELLED
+        monkeypatch.setattr(undo_mod, "unchanged", original)
+        again = await m.undo(h.id)
+        assert again.id != u.id
+        await again.result()
+        assert (await m.undo(h.id)).id == again.id  # once per job again
+        with pytest.raises(InvalidTransitionError, match="undone by"):
+            await m.resume(h.id)
+    assert list(dst.rglob("*")) == []
+    assert tree_unchanged(src)
+
+
 def tree_unchanged(src: Path) -> bool:
     return read(src / "sub" / "g.bin") == b"g" * 1000 and read(src / "f5.txt") == b"xxxxx"
 
