@@ -70,6 +70,24 @@ class IndexSet:
             self._count += len(added)  # (those added before a bad index, too)
         return added
 
+    def add_run(self, start: int, stop: int) -> bool:
+        """Add every index in ``range(start, stop)`` if none of them is a member (True);
+        otherwise add nothing (False). A `Bundle`'s booking: its tasks' indices are mostly
+        one run, none done yet, and set with a few int operations rather than one by one
+        (`add_each`, ~0.5 us an index)."""
+        if start < 0 or stop <= start:
+            raise ValueError(f"bad index run [{start}, {stop})")
+        lo, hi = start >> 3, ((stop - 1) >> 3) + 1
+        self._grow(hi)
+        bits = self._bits
+        old = int.from_bytes(bits[lo:hi], "little")
+        mask = ((1 << (stop - start)) - 1) << (start & 7)
+        if old & mask:
+            return False
+        bits[lo:hi] = (old | mask).to_bytes(hi - lo, "little")
+        self._count += stop - start
+        return True
+
     def add_range(self, start: int, stop: int) -> None:
         """Add every index in ``range(start, stop)``."""
         if start < 0 or stop < start:
@@ -131,6 +149,17 @@ class IndexSet:
 
 def _popcount(data: bytes | bytearray) -> int:
     return int.from_bytes(data, "little").bit_count()
+
+
+def merged(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Disjoint half-open ranges, sorted and coalesced where one ends as the next starts."""
+    out: list[tuple[int, int]] = []
+    for start, stop in sorted(ranges):
+        if out and out[-1][1] == start:
+            out[-1] = (out[-1][0], stop)
+        else:
+            out.append((start, stop))
+    return out
 
 
 def to_ranges(indices: Iterable[int]) -> list[tuple[int, int]]:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from ._indexset import IndexSet, to_ranges
+from ._indexset import IndexSet, merged, to_ranges
 from ._items import ItemRow
 from ._progress import ItemError
 from ._task import Outcome, OutcomeStatus, TaskContext
@@ -56,6 +56,8 @@ class Stage:
         self.completed = completed
         self.keep_results = keep_results
         self.new: list[int] = []
+        #: A `Bundle`'s tasks booked as one run of indices (`IndexSet.add_run`), new too.
+        self.new_runs: list[tuple[int, int]] = []
         self.new_results: list[tuple[int, str]] = []
         self.new_errors: list[ItemError] = []
         self.new_items: list[ItemRow] = []
@@ -74,7 +76,8 @@ class Stage:
         a failure's ``error`` is kept for the store, with a "failed" item record."""
         status = outcome.status
         name = self.name
-        first = not self.new  # nothing new since the last drain: the writer is not woken yet
+        # Nothing new since the last drain: the writer is not woken yet.
+        first = not self.new and not self.new_runs
         if status is OutcomeStatus.DONE or status is OutcomeStatus.SKIPPED:
             task = outcome.task
             index = task.index
@@ -125,8 +128,18 @@ class Stage:
     ) -> None:
         """Book the tasks a `Bundle` finished (``covers``, ``items`` items, ``nbytes``)
         as completed, with their item records (``tc.items``, each stamped with its task's
-        index): one call for the bundle."""
-        self.new.extend(self.completed.add_each(covers))
+        index): one call for the bundle. Its indices are mostly one run (its files, walked
+        one after another), booked at once; any others one by one."""
+        if covers:
+            start, stop = covers[0], covers[-1] + 1
+            if (
+                stop - start == len(covers)
+                and covers == list(range(start, stop))
+                and self.completed.add_run(start, stop)
+            ):
+                self.new_runs.append((start, stop))
+            else:
+                self.new.extend(self.completed.add_each(covers))
         self.new_done += items
         self.new_bytes += nbytes
         rows = tc.items if tc is not None else None
@@ -146,7 +159,11 @@ class Stage:
     def drain(self, batch: CheckpointSink) -> None:
         """Move what is new into ``batch`` (one checkpoint) and start over. A batch a failed
         write kept may be drained into again: it then holds both."""
-        if self.new:
+        if self.new_runs:
+            ranges = merged([*to_ranges(self.new), *self.new_runs])
+            batch.ranges.setdefault(self.name, []).extend(ranges)
+            self.new, self.new_runs = [], []
+        elif self.new:
             batch.ranges.setdefault(self.name, []).extend(to_ranges(self.new))
             self.new = []
         batch.results.extend((self.name, i, v) for i, v in self.new_results)

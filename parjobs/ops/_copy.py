@@ -26,6 +26,7 @@ and tally (`_transfer`) and the last step (`_finish`) with it.
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import stat
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -262,6 +263,10 @@ class LinkItem(CopyItem):
         return super()._file(tc)
 
 
+#: An entry's size (the batch count's sum over a walked batch, in C).
+_size = operator.attrgetter("size")
+
+
 def _grouped_item(plan: CopyPlan, portable: bool, entry: Entry) -> CopyItem:
     """The task of a bundled file (`EntryBundle.make`): one it hands back."""
     return CopyItem(entry, plan, True, portable)  # (positional)
@@ -424,7 +429,7 @@ class CopyJob(IntoDestination, Job):
         made_before: set[bytes] = set()
 
         def count(batch: list[Entry]) -> Totals:
-            return len(batch), sum(e.size for e in batch)
+            return len(batch), sum(map(_size, batch))
 
         def estimate(roots: list[RootCount]) -> Totals:
             return sum(r.entries for r in roots), sum(r.file_bytes for r in roots)

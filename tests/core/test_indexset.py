@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parjobs._indexset import IndexSet, to_ranges
+from parjobs._indexset import IndexSet, merged, to_ranges
 
 #: Properties, not timings: on a loaded 2-core machine (load 20+) Hypothesis' deadline and
 #: too-slow health check failed these tests, which say nothing about speed.
@@ -65,3 +65,42 @@ def test_add_each_refuses_a_negative_index_and_keeps_its_count():
     else:
         raise AssertionError("a negative index was taken")
     assert len(s) == 2 and list(s.ranges()) == [(3, 4), (9, 10)]
+
+
+@untimed
+@given(
+    st.lists(st.integers(min_value=0, max_value=300), max_size=40),
+    st.integers(0, 280),
+    st.integers(1, 80),
+)
+def test_add_run_adds_a_run_only_when_none_of_it_is_there(members, start, length):
+    """`add_run` (a bundle's booking of its one run of indices) adds the whole run, as
+    `add_range` would, when none of it is a member, and nothing otherwise; the count holds."""
+    s, ref = IndexSet(), IndexSet()
+    s.add_each(members)
+    ref.add_each(members)
+    stop = start + length
+    fresh = not any(i in ref for i in range(start, stop))
+    assert s.add_run(start, stop) is fresh
+    if fresh:
+        ref.add_range(start, stop)
+    assert len(s) == len(ref) and list(s.ranges()) == list(ref.ranges())
+
+
+def test_add_run_refuses_an_empty_or_negative_run():
+    s = IndexSet()
+    for start, stop in ((5, 5), (-1, 3), (4, 2)):
+        try:
+            s.add_run(start, stop)
+        except ValueError:
+            continue
+        raise AssertionError(f"[{start}, {stop}) was taken")
+    assert len(s) == 0
+
+
+@untimed
+@given(st.lists(st.integers(min_value=0, max_value=500), max_size=100, unique=True))
+def test_merged_coalesces_disjoint_ranges(indices):
+    """`merged` of disjoint ranges in any order is the maximal ranges of their indices."""
+    pieces = [(i, i + 1) for i in reversed(indices)]
+    assert merged(pieces) == to_ranges(indices)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import pytest
 
 import parjobs
@@ -58,3 +60,35 @@ def test_a_stage_wakes_the_writer_once_per_drain_and_at_every_failure() -> None:
     stage.record(outcome(3, OutcomeStatus.SKIPPED), None)
     stage.record(outcome(4, OutcomeStatus.DONE), None)
     assert len(woken) == 3
+
+
+def bundle_outcome(covers: list[int]) -> tuple[Outcome[object], types.SimpleNamespace]:
+    """A `Bundle`'s outcome as the stage gets it: what it finished is in its context."""
+    done = Outcome(parjobs.FunctionTask(covers[0], print), OutcomeStatus.DONE, bytes=len(covers))
+    done.task.items = len(covers)
+    return done, types.SimpleNamespace(covers=covers, items=[])
+
+
+def test_a_bundles_run_of_indices_is_booked_at_once_and_drained_with_the_rest() -> None:
+    """A bundle's indices, one run as a bundle of walked files mostly has, are booked as
+    that run (`IndexSet.add_run`), not one by one; one with a gap, or with an index already
+    completed, one by one (only the new ones count). A drain hands the runs and the single
+    tasks over as one list of sorted, maximal ranges."""
+    stage = Stage("copy", IndexSet([(40, 41)]), False, stored)
+    stage.record(outcome(9, OutcomeStatus.DONE), None)
+    for covers in (list(range(10, 20)), [2, 3, 5], list(range(38, 42)), list(range(20, 24))):
+        done, tc = bundle_outcome(covers)
+        stage.record(done, None, tc)  # type: ignore[arg-type]
+    assert stage.new_runs == [(10, 20), (20, 24)]
+    assert stage.new == [9, 2, 3, 5, 38, 39, 41]
+    assert len(stage.completed) == 1 + 1 + 10 + 3 + 3 + 4
+    batch = Batch()
+    stage.drain(batch)
+    assert batch.ranges == {"copy": [(2, 4), (5, 6), (9, 24), (38, 40), (41, 42)]}
+    assert stage.new == [] and stage.new_runs == []
+    woken: list[int] = []
+    stage = Stage("copy", IndexSet(), False, stored, notify=lambda: woken.append(1))
+    for covers in (list(range(0, 4)), list(range(4, 8))):
+        done, tc = bundle_outcome(covers)
+        stage.record(done, None, tc)  # type: ignore[arg-type]
+    assert len(woken) == 1  # a run booked counts as new: the writer is woken once

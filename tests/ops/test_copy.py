@@ -1479,3 +1479,24 @@ async def test_items_found_in_place_on_resume_are_counted_as_what_they_are(
     assert snapshot(dst / "src") == snapshot(src) and os.stat(dst / "src" / "h").st_nlink == 2
     counts = {k: result[k] for k in ("copied", "files", "symlinks", "linked", "failed")}
     assert counts == {"copied": 3, "files": 2, "symlinks": 1, "linked": 1, "failed": 0}
+
+
+def test_a_bundles_tally_counts_its_files_bytes_and_kinds() -> None:
+    """`Tally.bundle` sums a bundle's files' bytes and counts each kind (column by column):
+    one kind, several kinds, and a bundle that finished none."""
+    from parjobs._task import BundleDone, Outcome, OutcomeStatus
+
+    CopyDone = transfer_mod.CopyDone
+    keys = ("copied", "files", "symlinks", "dirs", "skipped", "bytes", "bytes_reused")
+    kinds = {"dir": ("dirs",), "symlink": ("copied", "symlinks")}
+    tally = transfer_mod.Tally({}, keys, kinds, ("copied", "files"))
+    task = parjobs.FunctionTask(0, print)
+    for values in (
+        [CopyDone("file", 3), CopyDone("file", 4, 1)],
+        [CopyDone("file", 5), CopyDone("symlink"), CopyDone("dir"), CopyDone("file", 0, 7)],
+        [],
+    ):
+        tally.count(Outcome(task, OutcomeStatus.DONE, value=BundleDone(values, [])))
+    result = tally.result()
+    assert (result["copied"], result["files"], result["symlinks"], result["dirs"]) == (5, 4, 1, 1)
+    assert (result["bytes"], result["bytes_reused"]) == (12, 8)
