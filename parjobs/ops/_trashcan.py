@@ -44,10 +44,11 @@ class TrashEntry:
 
 
 def _mount_points() -> list[bytes]:
-    """The mount points of this system (from /proc/self/mounts; octal escapes undone)."""
+    """The mount points of this system (from /proc/self/mounts; octal escapes undone). Lines
+    end at ``\n`` only: a carriage return is written raw in a mount point's name."""
     try:
         with open("/proc/self/mounts", "rb") as f:
-            lines = f.read().splitlines()
+            lines = f.read().split(b"\n")
     except OSError:
         return []
     out: list[bytes] = []

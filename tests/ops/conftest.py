@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,21 @@ def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     return home
+
+
+@pytest.fixture
+def bind_mount(tmp_path: Path) -> Iterator[Callable[[Path, Path], None]]:
+    """``mount(src, dst)``: bind-mount directory ``src`` on ``dst`` (both in tmp_path: one
+    filesystem, as a home directory bound into a chroot), unmounted after the test; skips
+    where mounting is not permitted."""
+    made: list[str] = []
+
+    def mount(src: Path, dst: Path) -> None:
+        proc = subprocess.run(["mount", "--bind", str(src), str(dst)], capture_output=True)
+        if proc.returncode:
+            pytest.skip(f"cannot bind-mount here: {proc.stderr.decode().strip()}")
+        made.append(str(dst))
+
+    yield mount
+    for path in reversed(made):
+        subprocess.run(["umount", "-l", path], capture_output=True)

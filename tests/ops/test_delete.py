@@ -78,24 +78,6 @@ async def test_delete_tree_never_follows_symlinks(store_path, tmp_path):
     assert info.progress.items_done == entries + 4
 
 
-@pytest.fixture
-def bind_mount(tmp_path):
-    """``mount(src, dst)``: bind-mount directory ``src`` on ``dst`` (both in tmp_path: one
-    filesystem, as a home directory bound into a chroot), unmounted after the test; skips
-    where mounting is not permitted."""
-    made: list[str] = []
-
-    def mount(src, dst) -> None:
-        proc = subprocess.run(["mount", "--bind", str(src), str(dst)], capture_output=True)
-        if proc.returncode:
-            pytest.skip(f"cannot bind-mount here: {proc.stderr.decode().strip()}")
-        made.append(str(dst))
-
-    yield mount
-    for path in reversed(made):
-        subprocess.run(["umount", "-l", path], capture_output=True)
-
-
 async def test_delete_never_deletes_through_a_mount_point(store_path, tmp_path, bind_mount):
     """A directory bind-mounted inside the tree (a home directory in a chroot, on the same
     filesystem): its files are another place's, never deleted through the mount (they were:

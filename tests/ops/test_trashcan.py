@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _trees import read, write
 
 import parjobs
+from parjobs.ops import _trashcan
 from parjobs.ops._trashcan import info_of, list_trash, restore, trash_dirs
 
 pytestmark = pytest.mark.usefixtures("private_home")  # tests/ops/conftest.py
@@ -71,3 +73,19 @@ def test_per_volume_trash_is_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(_trashcan, "_mount_points", lambda: [os.fsencode(top)])
     entries = [e for e in list_trash() if e.trash_dir == os.fsencode(trash)]
     assert [e.original_path for e in entries] == [os.fsencode(top / "sub" / "v")]
+
+
+def test_mount_points_with_awkward_names_are_found(tmp_path: Path, bind_mount: Any) -> None:
+    """Volumes mounted on names holding a space, a newline (escaped in /proc/self/mounts) or a
+    carriage return (written raw there: lines split on it read a mount point ``cr`` that is
+    not one and missed the real one, whose ``.Trash`` was then never looked at)."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    names = ["a b", "nl\nx", "cr\rx"]
+    for name in names:
+        (tmp_path / name).mkdir()
+        bind_mount(volume, tmp_path / name)
+    found = set(_trashcan._mount_points())
+    for name in names:
+        assert os.fsencode(tmp_path / name) in found
+    assert os.fsencode(tmp_path / "cr") not in found
