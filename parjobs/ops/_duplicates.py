@@ -27,6 +27,12 @@ it had not (they only read). A hash run is planned from the scan alone (`_hash_p
 its index and the files it may hold do not depend on content ids (a file whose id failed in
 the first run may have one on resume); its value names the files it hashed, and a file of a
 run that it does not name goes to ``hash-files``, so no file is hashed (and recorded) twice.
+A value an earlier run checkpointed is reused only for a file unchanged since the first run
+began (`_Changed`: its ctime before that start, kept in the job's state, and its size the
+scan's); a content-id run holding a changed file is read again file by file, and a changed
+file's hash again alone, in stages of the run's own (``id-recheck-N``, ``hash-recheck-N``,
+N the run's number: an earlier run's may hold values as stale), so a file rewritten during
+a pause is never grouped by what it held before.
 (The stages were ``walk``, ``content-ids``, ``content-id`` and ``full-hash`` while the
 indices were those of the walk's manifest, then ``hashes`` with one task a file: renamed,
 so a job begun that way and resumed now starts those stages afresh rather than misread
@@ -42,9 +48,10 @@ import dataclasses
 import functools
 import json
 import os
+import stat
 import sys
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from itertools import accumulate
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
@@ -73,7 +80,7 @@ from ._hashing import (
     hash_file,
     new_hasher,
 )
-from ._prescan import Prescan, Scanned, scan_roots
+from ._prescan import Prescan, Scanned, clock_ns, scan_roots
 from ._walk import Listed, check_roots, list_files
 
 T = TypeVar("T")
@@ -313,6 +320,12 @@ class DuplicatesJob(Job):
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         ctx.progress.set_message("scanning")
         prescan, self.prescan = self.prescan, None  # (once: a retry scans again)
+        # When the first run began (its prescan, if any): a value an earlier run checkpointed
+        # is reused only for a file unchanged since (`_Changed`). None in the state of a
+        # resumed job: a run begun before it was kept, so every reused value is checked.
+        began = prescan.began_ns if prescan is not None else clock_ns()
+        since = ctx.state.setdefault(_SINCE_KEY, 0 if ctx.resumed else began)
+        changed = _Changed(since) if ctx.resumed else None
         scan, save = await _scanned(ctx, self.paths, self.min_size, prescan)
         taken = prescan if prescan is not None and prescan.taken else None
         known = taken.known if taken is not None else None
@@ -338,7 +351,7 @@ class DuplicatesJob(Job):
             done.unwrap()  # (here: a failure as it is, not in the nursery's exception group)
         errors = [EntryTask(i, path, reason, skip=False) for i, path, reason in scan.errors]
         _, failed = await _stage(ctx, "scan", errors, "scanning")
-        same_id, n = await _content_ids(ctx, files, runs, answered)
+        same_id, n = await _content_ids(ctx, files, runs, answered, changed)
         failed += n
 
         found: list[tuple[int, str, list[int]]] = []  # (size, digest, indices)
@@ -354,7 +367,7 @@ class DuplicatesJob(Job):
                 to_hash.append(members)
 
         ctx.progress.finalize_totals()
-        digests, n = await _full_hashes(ctx, files, to_hash)
+        digests, n = await _full_hashes(ctx, files, to_hash, changed)
         failed += n
         for members in to_hash:
             size = files[members[0]][2]
@@ -650,24 +663,42 @@ def _answered(
 
 
 async def _content_ids(
-    ctx: JobContext, files: list[_File], runs: list[IdRunTask], answered: _Answered
+    ctx: JobContext,
+    files: list[_File],
+    runs: list[IdRunTask],
+    answered: _Answered,
+    changed: _Changed | None = None,
 ) -> tuple[dict[tuple[int, str], list[int]], int]:
     """``({(size, content id): [index, ...]}, failures)`` for the candidates ``answered``
     holds and those in ``runs`` (`_runs`; each ``files[index]``) that may have a duplicate
     (a file whose id no other file of its size shares may be left out): the runs first,
     then file by file what a run could not read, so each failure is reported with its own
-    path and reason."""
+    path and reason. On resume (``changed``), a run an earlier run finished that holds a
+    file changed since is read again, file by file (its value may leave out an id the
+    file now shares), and so is a changed file whose id an earlier run found alone."""
     same_id = answered.same_id
     if answered.items:  # counted as the runs would have counted them
         ctx.progress.set_message("content ids")
         ctx.progress.add_total(items=answered.items, bytes=answered.cost)
         ctx.progress.add_done(answered.items, answered.cost)
-    values, _ = await _stage(ctx, "id-runs", runs, "content ids")
+    resumed: set[int] = set()
+    values, _ = await _stage(ctx, "id-runs", runs, "content ids", resumed=resumed)
+    recheck: list[int] = []  # files of this run's own stage (see below)
+    redo: set[int] = set()  # the runs they are in
+    if changed is not None and resumed:
+        reused = [f[0] for run in runs if run.index in resumed for f in run.files]
+        stale = await changed.among(files, reused)
+        for run in runs:
+            if run.index in resumed and not stale.isdisjoint([f[0] for f in run.files]):
+                recheck.extend([f[0] for f in run.files])
+                redo.add(run.index)
     again: list[int] = []
     for run in runs:
         value = values.get(run.index)
         if value is None:  # the run failed whole (a timeout, say): its files one by one
             again.extend([f[0] for f in run.files])
+            continue
+        if run.index in redo:
             continue
         for cid, members in value["ids"]:  # the members of one entry share their size
             key = (files[members[0]][2], cid)
@@ -677,16 +708,32 @@ async def _content_ids(
             else:
                 known.extend(members)
         again.extend(value["failed"])
-    if not again:
-        return same_id, 0
-    singles, failed = await _stage(
-        ctx,
-        "id-files",
-        [ContentIdTask(i, files[i][1], files[i][2]) for i in sorted(again)],
-        "content ids",
-    )
-    for index, cid in singles.items():
-        same_id.setdefault((files[index][2], cid), []).append(index)
+    failed = 0
+    if again:
+        resumed = set()
+        singles, failed = await _stage(
+            ctx,
+            "id-files",
+            [ContentIdTask(i, files[i][1], files[i][2]) for i in sorted(again)],
+            "content ids",
+            resumed=resumed,
+        )
+        if changed is not None and resumed:
+            stale = await changed.among(files, resumed)
+            recheck.extend(stale)
+            singles = {i: cid for i, cid in singles.items() if i not in stale}
+        for index, cid in singles.items():
+            same_id.setdefault((files[index][2], cid), []).append(index)
+    if recheck:  # (a stage of this run's own: the values of any earlier one may be stale)
+        singles, n = await _stage(
+            ctx,
+            f"id-recheck-{ctx.run_number}",
+            [ContentIdTask(i, files[i][1], files[i][2]) for i in sorted(recheck)],
+            "content ids",
+        )
+        failed += n
+        for index, cid in singles.items():
+            same_id.setdefault((files[index][2], cid), []).append(index)
     return same_id, failed
 
 
@@ -717,30 +764,52 @@ def _runs(by_size: dict[int, list[_File]]) -> list[IdRunTask]:
 
 
 async def _full_hashes(
-    ctx: JobContext, files: list[_File], to_hash: list[list[int]]
+    ctx: JobContext, files: list[_File], to_hash: list[list[int]], changed: _Changed | None = None
 ) -> tuple[dict[int, str], int]:
     """``({index: digest}, failures)`` for the candidates in ``to_hash``: runs first, then
     file by file what the runs did not hash (failures, and what a pause left), so each
-    failure is reported with its own path and reason."""
+    failure is reported with its own path and reason. On resume (``changed``), a file
+    changed since an earlier run hashed it is hashed again, alone."""
     wanted = {i for members in to_hash for i in members}
     runs = [run for run in _hash_plan(files) if _fill(run, wanted)]
-    values, _ = await _stage(ctx, "hash-runs", runs, "full hashes")
+    resumed: set[int] = set()
+    values, _ = await _stage(ctx, "hash-runs", runs, "full hashes", resumed=resumed)
     digests: dict[int, str] = {}
     for value in values.values():
         for index, digest in value:
             digests[index] = digest
+    stale: set[int] = set()
+    if changed is not None and resumed:
+        reused = [i for k in resumed if k in values for i, _ in values[k] if i in wanted]
+        stale = await changed.among(files, reused)
     again = [i for run in runs for i, _, _ in run.files if i not in digests]
-    if not again:
-        return digests, 0
-    singles, failed = await _stage(
-        ctx,
-        "hash-files",
-        [HashTask(i, files[i][1], files[i][2], exact=True) for i in again],
-        "full hashes",
-        bytes_counted=True,
-    )
-    for index, (digest, _) in singles.items():
-        digests[index] = digest
+    failed = 0
+    if again:
+        resumed = set()
+        singles, failed = await _stage(
+            ctx,
+            "hash-files",
+            [HashTask(i, files[i][1], files[i][2], exact=True) for i in again],
+            "full hashes",
+            bytes_counted=True,
+            resumed=resumed,
+        )
+        if changed is not None and resumed:
+            stale |= await changed.among(files, resumed)
+        for index, (digest, _) in singles.items():
+            digests[index] = digest
+    if stale:  # (a stage of this run's own: the values of any earlier one may be stale)
+        for index in stale:
+            digests.pop(index, None)
+        singles, n = await _stage(
+            ctx,
+            f"hash-recheck-{ctx.run_number}",
+            [HashTask(i, files[i][1], files[i][2], exact=True) for i in sorted(stale)],
+            "full hashes",
+        )
+        failed += n
+        for index, (digest, _) in singles.items():
+            digests[index] = digest
     return digests, failed
 
 
@@ -774,6 +843,43 @@ def _fill(run: HashRunTask, wanted: set[int]) -> bool:
     run.cost = sum([f[2] for f in run.files])
     run.items = len(run.files)
     return bool(run.files)
+
+
+#: Where the job keeps, in its state, when its first run began (`clock_ns`).
+_SINCE_KEY = "began_ns"
+
+
+class _Changed:
+    """Which candidates changed since ``since`` (ns, when the job's first run began), for a
+    resumed run: a file whose ctime is at or after it (a write sets it, and ``touch`` or
+    ``os.utime`` cannot set it back), whose size is not the scan's, or that is no longer a
+    regular file (or is gone), so that a content id or hash an earlier run checkpointed is
+    not reused for content it no longer has. Each file is looked at once (``lstat``)."""
+
+    def __init__(self, since: int) -> None:
+        self.since = since
+        self._seen: dict[int, bool] = {}
+
+    async def among(self, files: list[_File], indices: Collection[int]) -> set[int]:
+        """Those of ``indices`` (into ``files``) that changed."""
+        todo = [files[i] for i in indices if i not in self._seen]
+        if todo:
+            found = await trio.to_thread.run_sync(_changed, todo, self.since)
+            self._seen.update(zip([f[0] for f in todo], found, strict=True))
+        return {i for i in indices if self._seen[i]}
+
+
+def _changed(files: list[_File], since: int) -> list[bool]:
+    """For each file, whether it changed since ``since`` (see `_Changed`)."""
+    out: list[bool] = []
+    for _, path, size in files:
+        try:
+            st = os.lstat(path)
+        except OSError:  # (read again: the read says why it fails)
+            out.append(True)
+            continue
+        out.append(st.st_ctime_ns >= since or st.st_size != size or not stat.S_ISREG(st.st_mode))
+    return out
 
 
 def _slices(items: list[T], n: int) -> list[list[T]]:
@@ -853,10 +959,12 @@ async def _stage(
     message: str,
     *,
     bytes_counted: bool = False,
+    resumed: set[int] | None = None,
 ) -> tuple[dict[int, T], int]:
     """Run one stage: ``({index: value}, failures)``; values of tasks finished by an earlier
-    run come back from the store. ``bytes_counted``: the tasks' bytes are in the totals
-    already (files a run counted and did not read), only their items are added."""
+    run come back from the store (their indices added to ``resumed``). ``bytes_counted``:
+    the tasks' bytes are in the totals already (files a run counted and did not read),
+    only their items are added."""
     dispatcher = ctx.task_dispatcher(name, keep_results=True)
     if tasks:
         ctx.progress.set_message(message)
@@ -870,6 +978,8 @@ async def _stage(
         if outcome.ok or (outcome.resumed and outcome.value is not None):
             assert outcome.value is not None
             values[outcome.index] = outcome.value
+            if outcome.resumed and resumed is not None:
+                resumed.add(outcome.index)
         elif outcome.status is OutcomeStatus.FAILED:
             failed += 1
         await ctx.checkpoint()

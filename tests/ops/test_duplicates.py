@@ -233,6 +233,71 @@ async def test_pause_between_stages_then_resume_gives_the_same_report(
     assert {k: result[k] for k in expected} == expected
 
 
+async def test_a_file_changed_during_a_pause_is_read_again_on_resume(
+    store_path, tmp_path, monkeypatch
+):
+    """Paused after some hashes (and every content id) were checkpointed, then files of
+    finished groups rewritten with the same size and content id (one with its mtime set
+    back: its ctime still moves), and a small one: the resumed run reads those again, so
+    no stale hash or id groups them with their old twins, and hashes no unchanged file
+    twice."""
+    root = tmp_path / "t"
+    for k in range(6):  # large: full hashes, one a call
+        data = os.urandom(150 * 1024)
+        _write(root / f"p{k}a", data)
+        _write(root / f"p{k}b", data)
+    _write(root / "s1", b"small twin\n")  # small: the content id is the answer
+    _write(root / "s2", b"small twin\n")
+    hashed: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+    real_hash, real_hashes = hash_file, full_hashes
+
+    def slow_hash(path, size=None, each=None, **kwargs):
+        time.sleep(0.05)
+        digest = each([(path, size)])[0] if each else real_hash(path, **kwargs)
+        with lock:
+            hashed[os.fsdecode(path)] += 1
+        return digest
+
+    def slow_hashes(items):
+        return [slow_hash(path, size=size, each=real_hashes) for path, size in items]
+
+    monkeypatch.setattr(dup_mod, "hash_file", slow_hash)
+    monkeypatch.setattr(dup_mod, "full_hashes", slow_hashes)
+    monkeypatch.setattr(dup_mod, "HASH_CALL_BYTES", 150 * 1024)
+    monkeypatch.setattr(entries_mod, "hash_file", slow_hash)
+    async with parjobs.open_manager(store_path, workers=2) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
+        with trio.fail_after(10):
+            while sum(hashed.values()) < 8:
+                await trio.sleep(0.002)
+        await manager.pause(handle.id)
+        assert await handle.wait() is JobStatus.PAUSED
+        first = dict(hashed)
+        pairs = [k for k in range(6) if f"{root}/p{k}a" in first and f"{root}/p{k}b" in first]
+        assert len(pairs) >= 2, "two groups hashed whole before the pause"
+        assert len(first) < 12, "paused inside the full-hash stage"
+        rewritten, set_back = root / f"p{pairs[0]}b", root / f"p{pairs[1]}b"
+        old = os.lstat(set_back)
+        for path in (rewritten, set_back):  # one byte the content id does not sample
+            flipped = bytearray(path.read_bytes())
+            flipped[100_000] ^= 0xFF
+            cid = content_id(path)
+            _write(path, bytes(flipped))
+            assert content_id(path) == cid, "only its full hash tells it from its old twin"
+        os.utime(set_back, ns=(old.st_atime_ns, old.st_mtime_ns))
+        assert os.lstat(set_back).st_mtime_ns == old.st_mtime_ns
+        _write(root / "s2", b"small twix\n")
+        expected = _expected(root, 1)
+        await manager.resume(handle.id)
+        result = await handle.result()
+    assert {k: result[k] for k in expected} == expected
+    grouped = {p for g in result["groups"] for p in g["paths"]}
+    assert not grouped & {str(rewritten), str(set_back), str(root / "s1"), str(root / "s2")}
+    again = {p for p, n in hashed.items() if n > 1}
+    assert again == {str(rewritten), str(set_back)}, "only the changed files are read again"
+
+
 async def test_stages_are_planned_while_the_scan_is_saved_and_run_after(
     store_path, tmp_path, monkeypatch
 ):
