@@ -93,9 +93,13 @@ class Progress:
     @property
     def fraction(self) -> float | None:
         """Share finished in [0, 1] by bytes when bytes are known, else by items; None while
-        the totals may still grow (a share of a growing total would go backwards)."""
+        the totals may still grow (a share of a growing total would go backwards). Once every
+        item is finished it is 1: a failed item's bytes are neither done nor skipped, and a
+        job that ended with failures would otherwise stop short of its total."""
         if not self.totals_final:
             return None
+        if self.items_total and self.items_finished >= self.items_total:
+            return 1.0
         if self.bytes_total:
             return min(1.0, (self.bytes_done + self.bytes_skipped) / self.bytes_total)
         if self.items_total:

@@ -77,7 +77,6 @@ EXEMPT = {
     "executor and job test runs; no test of its own",
     "parjobs._cluster_remote": "the Dask worker's side; tests/cluster/test_cluster_parts.py",
     "parjobs.ops.__init__": "the lazy exports; tests/test_ops_exports.py pins and loads them",
-    "parjobs.ops._errors": "the ops error tree; tests/test_ops_exports.py checks every class",
     "parjobs.ops._finish": "the last task of a copy or move; through test_copy and test_move",
     "parjobs.ops._metadata": "metadata given to a written file; through test_copy, test_move",
     "parjobs.ops._sequential": "the reference duplicate finder; tested in test_hashing (with "

@@ -157,11 +157,21 @@ def summary(report: Report) -> list[tuple[str, str]]:
                 "--on-conflict skip, overwrite, rename or update",
             )
         )
-    if report.resume_command and (paused or conflicts < len(report.errors)):
+    # A resume retries the failed items: worth saying when one of them may pass.
+    retry = bool(report.errors) and _may_pass(report.errors)
+    if report.resume_command and (paused or retry):
         what = "resume with" if paused else "retry with"
         lines.append(("bold", f"  {what}: {report.resume_command}"))
     lines += [("", line) for line in report.details]
     return lines
+
+
+def _may_pass(errors: list[ItemError]) -> bool:
+    """Whether a retry may finish one of ``errors`` (imported here: ``jobs`` and the other
+    commands that print no failures load no operation module)."""
+    from ..ops._errors import may_pass
+
+    return any(may_pass(e.error, e.message) for e in errors)
 
 
 def _done_words(job_type: str, snap: Progress, result: object) -> str:

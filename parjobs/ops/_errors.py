@@ -35,6 +35,7 @@ __all__ = [
     "UnsupportedImageError",
     "VerifyError",
     "WalkError",
+    "may_pass",
 ]
 
 
@@ -116,3 +117,39 @@ class ImageTooLargeError(ImageError):
 
 class DestinationChangedError(JobSpecError):
     """A destination directory is no longer the one an earlier run of the job wrote into."""
+
+
+#: Errors a retry meets again, by type name: refusals (the item is in the trash already, is a
+#: mount point, a special file, the same file as its destination, a conflict...), not causes
+#: that may pass. A store keeps an item's error as its type's name and its message.
+_REFUSALS = frozenset(
+    {
+        "TrashError",
+        "SpecialFileError",
+        "SourceChangedError",
+        "NotOursError",
+        "DirConflictError",
+        "FileExistsError",
+        "SameFileError",
+        "IsADirectoryError",
+        "NotADirectoryError",
+        "ImageError",
+        "UnsupportedImageError",
+        "ImageTooLargeError",
+        "DestinationChangedError",
+    }
+)
+#: How the refusal of a mount point met by a delete starts (`parjobs.ops._delete.MOUNT_POINT`,
+#: an ``OSError`` with no errno, like a walk's unreadable entry, which may pass).
+_MOUNT_POINT = "a mount point (a filesystem is mounted there)"
+
+
+def may_pass(error: str, message: str) -> bool:
+    """Whether a failed item (its error's type name and message, as a store keeps them) may
+    succeed when the job is resumed: a system call's failure (I/O, permissions, disk full)
+    may pass once its cause is fixed; a refusal (`_REFUSALS`, a mount point met by a delete)
+    meets the same answer again. Unknown errors may pass, so ``parjobs resume`` stays
+    suggested for them."""
+    if error == "OSError":
+        return _MOUNT_POINT not in message
+    return error not in _REFUSALS

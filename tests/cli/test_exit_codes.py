@@ -111,6 +111,19 @@ def test_conflicts_exit_1_with_reasons(small: Path, tmp_path: Path, env, store) 
     assert proc.returncode == 0 and "12 skipped" in proc.stdout
 
 
+def test_a_refused_trash_item_does_not_suggest_resume(tmp_path: Path, env, store) -> None:
+    """An item in the trash already is refused again on every retry: the closing lines list
+    it, and say nothing of ``parjobs resume`` (which would only meet the same refusal)."""
+    trashed = tmp_path / "data" / "Trash" / "files"
+    trashed.mkdir(parents=True)
+    (trashed / "old.txt").write_text("gone")
+    proc = run("--plain", "delete", "--trash", str(trashed / "old.txt"), env=env, store=store)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "is in the trash already" in proc.stdout
+    assert not RESUME.search(proc.stdout), proc.stdout
+    assert (trashed / "old.txt").read_text() == "gone"
+
+
 def test_unreadable_file_exit_1(tmp_path: Path, env, store) -> None:
     src = tmp_path / "src"
     src.mkdir()

@@ -78,7 +78,8 @@ def test_the_command_exits_without_checkpointing_and_the_store_keeps_everything(
 
 def test_jobs_shows_items_of_a_job_that_stopped_short(tmp_path: Path, env, store) -> None:
     """#19: a copy that did 2 small files of 3 and failed on the big one said a bare
-    '0%' in ``jobs``; it says the items done beside the percent."""
+    '0%' in ``jobs``; it says the items done beside the percent (100 %: its failed item is
+    finished too, session 17)."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     (src / "a").write_text("a")
@@ -93,7 +94,7 @@ def test_jobs_shows_items_of_a_job_that_stopped_short(tmp_path: Path, env, store
     assert out.returncode == 0, out.stderr
     row = out.stdout.splitlines()[1]
     assert "completed_with_errors" in row
-    assert re.search(r"\b0% \(\d+/\d+ items\)", row), row
+    assert re.search(r"\b100% \(\d+/\d+ items\)", row), row
 
 
 def _finished_days_ago(store: str, job_id: str, days: float) -> None:

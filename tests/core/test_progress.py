@@ -119,6 +119,21 @@ def test_totals_never_read_below_what_is_done() -> None:
     assert snap.bytes_done == 220 and snap.bytes_total == 220 and snap.fraction == 1.0
 
 
+def test_a_job_whose_items_all_finished_is_whole_with_failures_and_skips() -> None:
+    """Skipped and failed items are finished: a copy that ended with 1 done, 1 skipped and
+    1 failed (its bytes never copied, and not counted as done) is at 100 %, not 67 %."""
+    t = tracker()
+    t.add_total(items=3, bytes=300)
+    t.finalize_totals()
+    t.finished(1, "done", 100, None)
+    t.finished(2, "skipped", 100, None)
+    assert t.snapshot().fraction == 2 / 3
+    t.finished(3, "failed", 0, None)
+    snap = t.snapshot()
+    assert snap.fraction == 1.0 and snap.items_finished == snap.items_total == 3
+    assert snap.bytes_done == 100 and snap.bytes_skipped == 100  # bytes stay as they were
+
+
 def test_fraction_is_none_while_totals_may_grow() -> None:
     t = tracker()
     t.add_total(items=10, bytes=1000)
