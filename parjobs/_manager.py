@@ -42,7 +42,6 @@ from ._exceptions import (
     JobLoadError,
     JobNotFinishedError,
     JobNotFoundError,
-    LeaseError,
     StoreError,
 )
 from ._housekeeping import REQUEST_POLL, Housekeeping
@@ -558,32 +557,13 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             )
         else:  # resting: leased here, so nobody resumes it while its cleanup runs
             info = await self._db(self.store.take, job_id, self.id, info.status)
-        expect, tries = info.status, 0
-
-        async def cancelled() -> None:
-            nonlocal tries
-            tries += 1
-            try:
-                await self._db(
-                    self.store.transition,
-                    job_id,
-                    JobStatus.CANCELLED,
-                    expect=expect,
-                    holder=self.id,
-                    lease=None,
-                    request=None,
-                )
-            except (InvalidTransitionError, LeaseError):  # an earlier try landed, unanswered?
-                if tries == 1 or (await self.get(job_id)).status is not JobStatus.CANCELLED:
-                    raise
-
         with trio.CancelScope(shield=True):  # cancelled only once cleaned up
             await self._cleanup_offline(info)
             # The store failing, its end waits for it, as a run's does: the job rests
             # cancelling (or its cancel pending), leased here, and no other process's
             # cancel or resume could finish it while this manager lives. Closing
             # meanwhile, it is released with its cancel pending (`close` raises).
-            await self._patiently(None, cancelled)
+            await self._patiently(None, self._cancelled_write(job_id, info.status))
 
     async def _steer(self, job_id: str, request: str) -> JobInfo | None:
         """What pause and cancel (``request``) share: reach the job where it is. Queued here,

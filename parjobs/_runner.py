@@ -305,6 +305,9 @@ class JobRunner(ManagerCore):
                     failed = exc
                     if self._closing:
                         return False
+                except BaseException:  # the store answered (the job taken, ...): no outage's
+                    failed = None
+                    raise
                 if live is not None:
                     live.waiting = True
                 with trio.move_on_after(delay):
@@ -607,16 +610,7 @@ class JobRunner(ManagerCore):
         async def read() -> None:
             found.append(await self._db(self.store.get, live.id))
 
-        cancelled = functools.partial(
-            self._db,
-            self.store.transition,
-            live.id,
-            JobStatus.CANCELLED,
-            expect=JobStatus.CANCELLING,
-            holder=self.id,
-            lease=None,
-            request=None,
-        )
+        cancelled = self._cancelled_write(live.id, JobStatus.CANCELLING)
         written = False
         if await self._patiently(live, read):
             with trio.CancelScope(shield=True):
@@ -635,6 +629,33 @@ class JobRunner(ManagerCore):
         with trio.CancelScope(shield=True):
             await self._remove_job_dir(live.id)
         live.rest(JobStatus.CANCELLED)
+
+    def _cancelled_write(self, job_id: str, expect: JobStatus) -> Callable[[], Awaitable[None]]:
+        """The write, for `_patiently`, that records a job ``cancelled`` once its cleanup ran,
+        from ``expect`` (the status it rests in meanwhile, leased here). A try after one whose
+        answer was lost (committed, then the connection failed: PostgreSQL) finds the job
+        cancelled already: that was this write, not another manager's."""
+        tries = 0
+
+        async def write() -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                await self._db(
+                    self.store.transition,
+                    job_id,
+                    JobStatus.CANCELLED,
+                    expect=expect,
+                    holder=self.id,
+                    lease=None,
+                    request=None,
+                )
+            except (InvalidTransitionError, LeaseError):
+                statuses = await self._db(self.store.statuses, [job_id])
+                if tries == 1 or statuses.get(job_id) is not JobStatus.CANCELLED:
+                    raise
+
+        return write
 
     async def _write_checkpoint(self, job_id: str, batch: CheckpointBatch) -> None:
         """Record a running job's checkpoint, only while this manager holds its lease: a

@@ -451,3 +451,23 @@ async def test_a_cancels_end_written_with_its_answer_lost_is_taken_as_written(
     assert lost == [JobStatus.CANCELLED]
     assert text(cleaned) == "begin cancelled\nend\n"
     assert (info.status, info.lease, info.request) == (JobStatus.CANCELLED, None, None)
+
+
+@pytest.mark.both_stores
+async def test_a_queued_jobs_cancelled_end_written_with_its_answer_lost_is_taken_as_written(
+    store_path: str, tmp_path: Path
+) -> None:
+    """The same for a job queued here, whose cancel the run's end finishes (it rests
+    ``cancelling`` leased here, cleans up, writes ``cancelled``): the next try finds the job
+    cancelled, and the run rests cancelled (it took the job for recovered by another
+    manager and rested interrupted: its waiters were told ``interrupted``)."""
+    async with parjobs.open_manager(store_path) as m:
+        handle = await queued_behind(m, tmp_path)
+        lost = faults.lose_an_answer(m, "transition", JobStatus.CANCELLED)
+        with trio.fail_after(5):
+            await m.cancel(handle.id)
+            assert await m.wait(handle.id) is JobStatus.CANCELLED
+        info = await m.get(handle.id)
+    assert lost == [JobStatus.CANCELLED]
+    assert text(str(tmp_path / "cleaned")) == "begin cancelled\nend\n"
+    assert (info.status, info.lease, info.request) == (JobStatus.CANCELLED, None, None)
