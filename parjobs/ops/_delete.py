@@ -46,19 +46,13 @@ from .._exceptions import JobSpecError, Skip
 from .._job import Job, job_type
 from .._task import Outcome, OutcomeStatus, Task, TaskContext
 from ._entries import EntryTask, entry_report
+from ._errors import MOUNT_POINT
 from ._fs import display
 from ._names import job_token
 from ._trash import read_trashinfo, recover_trash, trash_path
 from ._walk import Entry, RootCount, Totals, walk_ahead
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-#: What a mount point found in a tree being deleted fails with, and what is below it is
-#: skipped with: another filesystem's files (a home directory bind-mounted into a chroot)
-#: are not the tree's; deleting through the mount deleted them.
-MOUNT_POINT = (
-    "a mount point (a filesystem is mounted there): neither it nor anything in it deleted "
-    "(name what is in it, or unmount it first)"
-)
 INSIDE_MOUNT = "inside a mount point: not deleted"
 _OCTAL = re.compile(rb"\\([0-7]{3})")  # mountinfo escapes space, tab, newline, backslash
 _LOADING: ContextVar[bool] = ContextVar("parjobs_delete_loading", default=False)

@@ -139,9 +139,15 @@ _REFUSALS = frozenset(
         "DestinationChangedError",
     }
 )
-#: How the refusal of a mount point met by a delete starts (`parjobs.ops._delete.MOUNT_POINT`,
-#: an ``OSError`` with no errno, like a walk's unreadable entry, which may pass).
-_MOUNT_POINT = "a mount point (a filesystem is mounted there)"
+#: What a mount point found in a tree being deleted fails with (`parjobs.ops._delete`), and
+#: what is below it is skipped with: another filesystem's files (a home directory
+#: bind-mounted into a chroot) are not the tree's; deleting through the mount deleted them.
+#: An ``OSError`` with no errno, like a walk's unreadable entry (which may pass): its text
+#: tells the refusal apart (`may_pass`).
+MOUNT_POINT = (
+    "a mount point (a filesystem is mounted there): neither it nor anything in it deleted "
+    "(name what is in it, or unmount it first)"
+)
 
 
 def may_pass(error: str, message: str) -> bool:
@@ -151,5 +157,5 @@ def may_pass(error: str, message: str) -> bool:
     meets the same answer again. Unknown errors may pass, so ``parjobs resume`` stays
     suggested for them."""
     if error == "OSError":
-        return _MOUNT_POINT not in message
+        return MOUNT_POINT not in message
     return error not in _REFUSALS

@@ -17,6 +17,7 @@ import parjobs
 from parjobs import JobStatus
 from parjobs.ops import _delete as delete_mod
 from parjobs.ops._delete import DeleteJob, remove_entry
+from parjobs.ops._errors import MOUNT_POINT
 from parjobs.ops._trash import read_trashinfo, trash_path
 
 
@@ -96,7 +97,7 @@ async def test_delete_never_deletes_through_a_mount_point(store_path, tmp_path, 
         errors = {e.label: e.message for e in await manager.errors(handle.id)}
         result = (await handle.info()).result
     assert (home / "docs" / "thesis.tex").read_text() == "years of work"
-    assert delete_mod.MOUNT_POINT in errors[str(root / "home")]
+    assert MOUNT_POINT in errors[str(root / "home")]
     assert "not empty" in errors[str(root)]
     assert sorted(os.listdir(root)) == ["home"]  # the rest of the tree is gone
     assert (result["removed"], result["failed"], result["skipped"]) == (2, 2, 2)
@@ -121,7 +122,7 @@ async def test_delete_mount_points_with_awkward_names(store_path, tmp_path, bind
         errors = {e.label: e.message for e in await manager.errors(handle.id)}
     assert (home / "keep").read_text() == "mine"
     for name in names:
-        assert delete_mod.MOUNT_POINT in errors[str(root / name)]
+        assert MOUNT_POINT in errors[str(root / name)]
     assert sorted(os.listdir(root)) == sorted(names)  # "cr" is no mount point: deleted
 
 

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from parjobs.ops._delete import MOUNT_POINT
 from parjobs.ops._errors import (
+    MOUNT_POINT,
     DirConflictError,
     SourceChangedError,
     SpecialFileError,
