@@ -32,7 +32,6 @@ import errno
 import functools
 import itertools
 import os
-import re
 import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
@@ -47,14 +46,13 @@ from .._job import Job, job_type
 from .._task import Outcome, OutcomeStatus, Task, TaskContext
 from ._entries import EntryTask, entry_report
 from ._errors import MOUNT_POINT
-from ._fs import display
+from ._fs import display, mount_points
 from ._names import job_token
 from ._trash import read_trashinfo, recover_trash, trash_path
 from ._walk import Entry, RootCount, Totals, walk_ahead
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 INSIDE_MOUNT = "inside a mount point: not deleted"
-_OCTAL = re.compile(rb"\\([0-7]{3})")  # mountinfo escapes space, tab, newline, backslash
 _LOADING: ContextVar[bool] = ContextVar("parjobs_delete_loading", default=False)
 _CHECKED = "_parjobs_paths_checked"  # instance flag: existence was checked on submit
 
@@ -167,20 +165,6 @@ class _Dir:
     index: int
     path: bytes
     parent: tuple[int, int] | None
-
-
-def mount_points(mountinfo: str = "/proc/self/mountinfo") -> frozenset[bytes]:
-    """Every mount point of this process' mount namespace, as real absolute paths (none
-    where there is no ``mountinfo``: nothing is then known to be a mount point)."""
-    try:
-        with open(mountinfo, "rb") as f:
-            lines = f.read().split(b"\n")  # not splitlines: a mount path may hold a raw \r
-    except OSError:
-        return frozenset()
-    fields = (line.split(b" ") for line in lines)
-    return frozenset(
-        _OCTAL.sub(lambda m: bytes([int(m[1], 8)]), f[4]) for f in fields if len(f) > 4
-    )
 
 
 def _root_bases(paths: list[str]) -> tuple[list[bytes], frozenset[bytes]]:

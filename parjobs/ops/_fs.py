@@ -13,6 +13,7 @@ import ctypes
 import errno
 import functools
 import os
+import re
 import stat
 from collections.abc import Callable, Sequence
 from typing import Literal, TypeAlias, cast, overload
@@ -403,3 +404,20 @@ def unique_name(dst: FilePath, *, dst_dir_fd: int | None = None) -> str | bytes:
             os.close(dir_fd)
     result = os.path.join(head, candidate) if head else candidate
     return result if isinstance(path, bytes) else os.fsdecode(result)
+
+
+_OCTAL = re.compile(rb"\\([0-7]{3})")  # mountinfo escapes space, tab, newline, backslash
+
+
+def mount_points(mountinfo: str = "/proc/self/mountinfo") -> list[bytes]:
+    """Every mount point of this process' mount namespace, in the table's order, as absolute
+    paths (octal escapes undone); none where there is no ``mountinfo``: nothing is then known
+    to be a mount point. (A delete never deletes through one; the trash looks for a
+    ``.Trash`` at each.)"""
+    try:
+        with open(mountinfo, "rb") as f:
+            lines = f.read().split(b"\n")  # not splitlines: a mount path may hold a raw \r
+    except OSError:
+        return []
+    fields = (line.split(b" ") for line in lines)
+    return [_OCTAL.sub(lambda m: bytes([int(m[1], 8)]), f[4]) for f in fields if len(f) > 4]

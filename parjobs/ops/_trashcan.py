@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ._errors import TrashError
-from ._fs import rename_noreplace
+from ._fs import mount_points, rename_noreplace
 from ._trash import home_trash_dir, read_trashinfo
 
 _INFO = b".trashinfo"
@@ -43,28 +43,6 @@ class TrashEntry:
         return os.path.dirname(os.path.dirname(self.trashed_path))
 
 
-def _mount_points() -> list[bytes]:
-    """The mount points of this system (from /proc/self/mounts; octal escapes undone). Lines
-    end at ``\n`` only: a carriage return is written raw in a mount point's name."""
-    try:
-        with open("/proc/self/mounts", "rb") as f:
-            lines = f.read().split(b"\n")
-    except OSError:
-        return []
-    out: list[bytes] = []
-    for line in lines:
-        fields = line.split(b" ")
-        if len(fields) > 1:
-            raw = fields[1]
-            out.append(
-                raw.replace(b"\\040", b" ")
-                .replace(b"\\011", b"\t")
-                .replace(b"\\012", b"\n")
-                .replace(b"\\134", b"\\")
-            )
-    return out
-
-
 def _usable(trash: bytes) -> bool:
     return os.path.isdir(os.path.join(trash, b"info")) and not os.path.islink(trash)
 
@@ -73,7 +51,7 @@ def trash_dirs(xdg_data_home: str | bytes | None = None) -> list[bytes]:
     """The existing trash directories of this user: home first, then per volume."""
     found = [home_trash_dir(xdg_data_home)]
     uid = str(os.getuid()).encode()
-    for top in _mount_points():
+    for top in mount_points():
         shared = os.path.join(top, b".Trash")
         with contextlib.suppress(OSError):
             st = os.lstat(shared)

@@ -13,6 +13,7 @@ from _trees import read, write
 
 import parjobs
 from parjobs.ops import _trashcan
+from parjobs.ops._fs import mount_points
 from parjobs.ops._trashcan import info_of, list_trash, restore, trash_dirs
 
 pytestmark = pytest.mark.usefixtures("private_home")  # tests/ops/conftest.py
@@ -65,18 +66,17 @@ def test_trash_restore_refuses_a_path_outside_a_trash(tmp_path: Path) -> None:
 
 
 def test_per_volume_trash_is_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from parjobs.ops import _trashcan
 
     top = tmp_path / "vol"
     trash = top / f".Trash-{os.getuid()}"
     _by_hand(trash, "v", "sub/v", b"v")  # relative to the volume's top directory
-    monkeypatch.setattr(_trashcan, "_mount_points", lambda: [os.fsencode(top)])
+    monkeypatch.setattr(_trashcan, "mount_points", lambda: [os.fsencode(top)])
     entries = [e for e in list_trash() if e.trash_dir == os.fsencode(trash)]
     assert [e.original_path for e in entries] == [os.fsencode(top / "sub" / "v")]
 
 
 def test_mount_points_with_awkward_names_are_found(tmp_path: Path, bind_mount: Any) -> None:
-    """Volumes mounted on names holding a space, a newline (escaped in /proc/self/mounts) or a
+    """Volumes mounted on names holding a space, a newline (escaped in the mount table) or a
     carriage return (written raw there: lines split on it read a mount point ``cr`` that is
     not one and missed the real one, whose ``.Trash`` was then never looked at)."""
     volume = tmp_path / "volume"
@@ -85,7 +85,7 @@ def test_mount_points_with_awkward_names_are_found(tmp_path: Path, bind_mount: A
     for name in names:
         (tmp_path / name).mkdir()
         bind_mount(volume, tmp_path / name)
-    found = set(_trashcan._mount_points())
+    found = set(mount_points())  # the table trash_dirs looks for volumes in
     for name in names:
         assert os.fsencode(tmp_path / name) in found
     assert os.fsencode(tmp_path / "cr") not in found
