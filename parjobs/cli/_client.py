@@ -127,18 +127,18 @@ class RemoteManager:
                 return out
             params["offset"] = page["next_offset"]
 
-    async def errors(self, job_id: str, *, limit: int = -1) -> list[ItemError]:
+    async def errors(self, job_id: str, *, limit: int = -1, offset: int = 0) -> list[ItemError]:
         out: list[ItemError] = []
-        offset: int | None = 0
-        while offset is not None and (limit < 0 or len(out) < limit):
+        at: int | None = offset
+        while at is not None and (limit < 0 or len(out) < limit):
             size = PAGE if limit < 0 else min(PAGE, limit - len(out))
             page = await self._request(
                 "GET",
                 f"/api/jobs/{_quote(job_id)}/errors",
-                params={"limit": size, "offset": offset},
+                params={"limit": size, "offset": at},
             )
             out += [ItemError(**e) for e in page["errors"]]
-            offset = page["next_offset"]
+            at = page["next_offset"]
         return out
 
     async def items(

@@ -26,7 +26,7 @@ from .._progress import Progress
 from .._status import JobStatus
 from . import _results
 from ._errors import EXIT_CANCELLED, EXIT_ERRORS, EXIT_OK, EXIT_PAUSED
-from ._render import ERRORS_SHOWN, JsonRenderer, Renderer, Report
+from ._render import ERRORS_SHOWN, JsonRenderer, Renderer, Report, failures
 from ._session import Store
 
 _EXIT = {
@@ -128,6 +128,7 @@ async def follow(
     info = await manager.get_rested(job_id, status)
     limit = -1 if isinstance(renderer, JsonRenderer) else ERRORS_SHOWN
     errors = await manager.errors(job_id, limit=limit)
+    facts = await failures(manager.errors, job_id, errors, info.progress.items_failed)
     code = exit_code(status)
     finished = status in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS)
     if data and finished and isinstance(renderer, JsonRenderer):  # the digests in its result
@@ -140,6 +141,7 @@ async def follow(
             resume_command=store.resume_command(job_id) if status.can_resume else None,
             details=_results.details(info) if finished else [],
             show_command=store.command("show", job_id, "--errors"),
+            failures=facts,
         )
     )
     if data and finished and not isinstance(renderer, JsonRenderer):

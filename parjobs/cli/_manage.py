@@ -18,7 +18,7 @@ from .._jsonout import dumps
 from .._status import JobStatus
 from . import _format as fmt
 from ._errors import EXIT_ERRORS, EXIT_OK, CliError
-from ._render import ERRORS_SHOWN, describe, percent, stats
+from ._render import ERRORS_SHOWN, describe, failures, percent, stats
 from ._session import Store, import_job_types, manager_for
 
 if TYPE_CHECKING:  # the core loads when a manager opens (`parjobs jobs` on no store: never)
@@ -272,6 +272,10 @@ async def show(args: argparse.Namespace) -> int:
         info = await manager.get(job_id)
         limit = -1 if args.all_errors or args.json else ERRORS_SHOWN
         errors = await manager.errors(job_id, limit=limit)
+        resumable = info.status.can_resume
+        if info.status is JobStatus.COMPLETED_WITH_ERRORS:  # a retry: can one of them pass?
+            failed = max(info.progress.items_failed, len(errors))
+            resumable = (await failures(manager.errors, job_id, errors, failed)).may_pass
     if args.json:
         data = job_json(info)
         data["result"] = info.result
@@ -299,7 +303,7 @@ async def show(args: argparse.Namespace) -> int:
     ]
     if info.error:
         lines.append(("error", fmt.printable(info.error)))
-    if info.status.can_resume:
+    if resumable:
         lines.append(("resume", store.resume_command(info.id)))
     for key, value in lines:
         print(f"{key:<9} {value}")

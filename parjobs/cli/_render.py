@@ -12,7 +12,7 @@ import dataclasses
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .._status import JobStatus
@@ -53,6 +53,54 @@ _STATUS_STYLE = {
 }
 
 
+#: How a conflict failure's message starts (`parjobs.ops._transfer.EXISTS`; the CLI reads
+#: stored messages and does not import the operations for it).
+CONFLICT = "destination exists"
+
+
+@dataclasses.dataclass(frozen=True)
+class Failures:
+    """What a job's failed items say, all of them: how many met an existing destination
+    (`CONFLICT`), and whether a retry may finish one (`ops._errors.may_pass`)."""
+
+    conflicts: int = 0
+    may_pass: bool = False
+
+    def add(self, errors: Iterable[ItemError]) -> Failures:
+        errors = list(errors)
+        if not errors:  # `jobs` and the commands that print no failure load no operation
+            return self
+        from ..ops._errors import may_pass
+
+        conflicts, passes = self.conflicts, self.may_pass
+        for e in errors:
+            conflicts += e.message.startswith(CONFLICT)
+            passes = passes or may_pass(e.error, e.message)
+        return Failures(conflicts, passes)
+
+
+#: Reads a page of a job's failed items: ``JobManager.errors`` or the remote client's.
+ReadErrors = Callable[..., Awaitable[list["ItemError"]]]
+
+#: How many failed items `failures` reads at a time.
+FAILURES_PAGE = 1000
+
+
+async def failures(read: ReadErrors, job_id: str, shown: list[ItemError], failed: int) -> Failures:
+    """`Failures` of the job's ``failed`` items, of which ``shown`` are the first: read page
+    by page past them only when there are more (a summary must not say "20 destinations
+    exist" of 1,000, nor leave out a retry that could finish one of the others)."""
+    facts = Failures().add(shown)
+    offset = len(shown)
+    while offset < failed:
+        page = await read(job_id, limit=FAILURES_PAGE, offset=offset)
+        if not page:
+            break
+        facts = facts.add(page)
+        offset += len(page)
+    return facts
+
+
 @dataclasses.dataclass(frozen=True)
 class Report:
     """How a followed job ended, for the summary and the exit code."""
@@ -63,6 +111,8 @@ class Report:
     resume_command: str | None
     details: list[str] = dataclasses.field(default_factory=list)
     show_command: str = ""
+    #: What all the failed items say; ``errors`` may hold only the first of them.
+    failures: Failures | None = None
 
     @property
     def status(self) -> JobStatus:
@@ -122,11 +172,6 @@ def stats(snap: Progress) -> list[str]:
     return parts
 
 
-#: How a conflict failure's message starts (`parjobs.ops._transfer.EXISTS`; the CLI reads
-#: stored messages and does not import the operations for it).
-CONFLICT = "destination exists"
-
-
 def summary(report: Report) -> list[tuple[str, str]]:
     """The end-of-job summary as (style, text) lines."""
     info, snap = report.info, report.progress
@@ -148,30 +193,23 @@ def summary(report: Report) -> list[tuple[str, str]]:
             more = f" ({report.show_command})" if report.show_command else ""
             lines.append(("red", f"    … and {total - shown} more{more}"))
     paused = report.status in (JobStatus.PAUSED, JobStatus.INTERRUPTED)
-    conflicts = sum(1 for e in report.errors if e.message.startswith(CONFLICT))
+    facts = report.failures or Failures().add(report.errors)
+    conflicts = facts.conflicts
     if conflicts and not paused:  # a resume would meet the same destinations again
         lines.append(
             (
                 "bold",
-                f"  {conflicts} destinations exist: run the {info.type} again with "
+                f"  {conflicts} destination{' exists' if conflicts == 1 else 's exist'}: "
+                f"run the {info.type} again with "
                 "--on-conflict skip, overwrite, rename or update",
             )
         )
     # A resume retries the failed items: worth saying when one of them may pass.
-    retry = bool(report.errors) and _may_pass(report.errors)
-    if report.resume_command and (paused or retry):
+    if report.resume_command and (paused or facts.may_pass):
         what = "resume with" if paused else "retry with"
         lines.append(("bold", f"  {what}: {report.resume_command}"))
     lines += [("", line) for line in report.details]
     return lines
-
-
-def _may_pass(errors: list[ItemError]) -> bool:
-    """Whether a retry may finish one of ``errors`` (imported here: ``jobs`` and the other
-    commands that print no failures load no operation module)."""
-    from ..ops._errors import may_pass
-
-    return any(may_pass(e.error, e.message) for e in errors)
 
 
 def _done_words(job_type: str, snap: Progress, result: object) -> str:

@@ -111,6 +111,62 @@ def test_conflicts_exit_1_with_reasons(small: Path, tmp_path: Path, env, store) 
     assert proc.returncode == 0 and "12 skipped" in proc.stdout
 
 
+def test_more_conflicts_than_listed_are_all_counted_and_show_offers_no_retry(
+    tmp_path: Path, env, store
+) -> None:
+    """30 destinations exist, 20 failures listed: the summary says 30 (it said 20, the
+    listed ones), and ``show`` offers no ``resume`` for a job whose failures all meet the
+    same refusal again (it did: every completed-with-errors job got one)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(30):
+        (src / f"f{i:02}.txt").write_text(str(i))
+    dst = f"{tmp_path / 'dst'}/"
+    assert run("copy", str(src), dst, env=env, store=store).returncode == 0
+    proc = run("--plain", "copy", str(src), dst, env=env, store=store)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "failed items (30)" in proc.stdout and "… and 10 more" in proc.stdout
+    assert "30 destinations exist: run the copy again" in proc.stdout, proc.stdout
+    assert not RESUME.search(proc.stdout), proc.stdout
+    job = re.search(r"copy ([0-9a-f]{12}): completed with errors", proc.stdout)
+    assert job, proc.stdout
+    shown = run("show", job[1], env=env, store=store)
+    assert shown.returncode == 0 and "errors    30" in shown.stdout, shown.stdout
+    assert not re.search(r"^resume ", shown.stdout, re.M), shown.stdout
+    assert sorted(p.name for p in (tmp_path / "dst" / "src").iterdir()) == sorted(
+        p.name for p in src.iterdir()
+    )
+    one = run("--plain", "copy", str(src / "f00.txt"), dst + "src/", env=env, store=store)
+    assert "  1 destination exists: run the copy again" in one.stdout, one.stdout
+    assert (tmp_path / "dst" / "src" / "f00.txt").read_text() == "0"
+
+
+async def test_failures_reads_past_the_listed_ones_only_when_there_are_more() -> None:
+    """A retry worth offering, or a conflict, after the listed failures is found; nothing is
+    read past the listed ones when they are all there are."""
+    from parjobs import ItemError
+    from parjobs.cli._render import failures
+
+    def error(i: int, kind: str) -> ItemError:
+        if kind == "exists":
+            return ItemError(i, f"f{i}", "FileExistsError", f"destination exists: f{i}")
+        return ItemError(i, f"f{i}", "OSError", "[Errno 5] Input/output error")
+
+    stored = [error(i, "exists") for i in range(1500)] + [error(1500, "io")]
+    reads: list[tuple[int, int]] = []
+
+    async def read(job_id: str, *, limit: int = -1, offset: int = 0) -> list[ItemError]:
+        reads.append((limit, offset))
+        return stored[offset : offset + limit if limit >= 0 else None]
+
+    facts = await failures(read, "j", stored[:20], len(stored))
+    assert (facts.conflicts, facts.may_pass) == (1500, True)
+    assert reads == [(1000, 20), (1000, 1020)]
+    reads.clear()
+    facts = await failures(read, "j", stored[:20], 20)
+    assert (facts.conflicts, facts.may_pass, reads) == (20, False, [])
+
+
 def test_a_refused_trash_item_does_not_suggest_resume(tmp_path: Path, env, store) -> None:
     """An item in the trash already is refused again on every retry: the closing lines list
     it, and say nothing of ``parjobs resume`` (which would only meet the same refusal)."""

@@ -25,10 +25,9 @@ def test_store_from_xdg_state_home_then_parjobs_store(small: Path, tmp_path: Pat
     for name in ("jobs.sqlite", "jobs.sqlite-wal", "jobs.sqlite-shm"):
         if (default.parent / name).exists():
             assert stat.S_IMODE((default.parent / name).stat().st_mode) == 0o600, name
-    retry = run("copy", str(small), str(dst), env=env)  # conflicts: exit 1
-    job_id = re.search(r"copy ([0-9a-f]{12}):", retry.stdout)
-    assert retry.returncode == 1 and job_id
-    line = RESUME.search(run("show", job_id.group(1), env=env).stdout)
+    retry = run("--json", "copy", str(small), str(dst), env=env)  # conflicts: exit 1
+    assert retry.returncode == 1, retry.stderr
+    line = RESUME.search(json.loads(retry.stdout.splitlines()[-1])["resume_command"])
     assert line and "--store" not in line.group(0)
 
     env = {**env, "PARJOBS_STORE": str(tmp_path / "env.sqlite")}

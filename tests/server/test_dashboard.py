@@ -23,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import sqlite3
 import subprocess
 import threading
@@ -329,6 +330,27 @@ def test_dashboard_pause_resume_and_a_hash_job_from_the_form(tmp_path, chromium)
         page.goto(f"{base}/#/job/{copy_id}")
         expect(panel).to_be_visible()
         expect(panel.locator("#detail-title")).to_contain_text("copy")
+
+        # A finished copy that skipped 20 existing names: its panel counts them once (the
+        # stored done_items holds them too; the panel showed them as done and as skipped).
+        again = tmp_path / "again"
+        shutil.copytree(photos, again / "photos")
+        for i in range(10):
+            (again / "photos" / f"img{i:02}.raw").unlink()
+        spec = {"sources": [str(photos)], "destination": f"{again}/", "on_conflict": "skip"}
+        r = client.post("/api/jobs", json={"type": "copy", "spec": spec})
+        assert r.status_code == 201, r.text
+        job = r.json()
+        for _ in range(200):
+            job = client.get(f"/api/jobs/{job['id']}").json()
+            if job["status"] == "completed":
+                break
+            time.sleep(0.05)
+        assert job["status"] == "completed" and job["skipped_items"] == 20, job
+        done = job["done_items"] - job["skipped_items"]
+        page.goto(f"{base}/#/job/{job['id']}")
+        expect(panel.locator(".facts").first).to_contain_text(f"{done} done, 20 skipped, 0 failed")
+        assert done >= 10
         assert errors.messages == []
 
 

@@ -188,10 +188,12 @@ export class Detail {
       ["Ran for", fmt.duration(running ? Math.max(job.run_time || 0, p.elapsed || 0) : job.run_time)],
       ["Attempts", String(job.attempts)],
       // While it runs, the live snapshot is newer than the figures of the last checkpoint.
-      ["Items", `${fmt.count(running ? p.items_done || 0 : job.done_items)} done, ` +
+      // Those count skipped items, and their bytes, as done too (a resume starts from them).
+      ["Items", `${fmt.count(running ? p.items_done || 0 : job.done_items - job.skipped_items)} done, ` +
         `${fmt.count(running ? p.items_skipped || 0 : job.skipped_items)} skipped, ` +
         `${fmt.count(p.items_failed || 0)} failed`],
-      ["Bytes", fmt.bytes(running ? p.bytes_done || 0 : job.done_bytes)],
+      ["Bytes", fmt.bytes(running ? p.bytes_done || 0
+        : job.done_bytes - Math.min(p.bytes_skipped || 0, job.done_bytes))],
       ["Queue", job.queue],
       ["Owner", job.owner || "–"],
       ["After", job.after.length ? job.after.map((a) => a.slice(0, 12)).join(", ") : "–"],
