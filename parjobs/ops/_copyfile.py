@@ -97,7 +97,7 @@ class CopyOptions:
     @property
     def groupable(self) -> bool:
         """Whether small files may go through the C group path: lean, or lean but for
-        ``verify``, which that path does itself (`parjobs.ops._transfer.verify_group`)."""
+        ``verify``, which that path does itself (`_smallfiles.copy_small_files`' ``compare``)."""
         return not (self.hash_source or self.preserve_xattrs or self.preserve_owner)
 
 

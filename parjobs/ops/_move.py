@@ -68,8 +68,8 @@ from ._transfer import (
     record_landing,
     resolve_conflict,
     special_reason,
+    still_in_place,
     symlink_put,
-    verify_group,
 )
 from ._walk import Entry, HardLinks, RootCount, Totals, walk_ahead
 
@@ -216,8 +216,9 @@ class MoveItem(TransferItem):
     @classmethod
     def run_members(cls, tasks: Sequence[Task[Any]], tc: TaskContext) -> Members:
         """Move the group's plain small files across filesystems: one `copy_group` call
-        puts their copies in place, one `verify_group` call verifies (``verify``) and syncs
-        them, each directory is synced once, and only then are their sources unlinked. The
+        puts their copies in place, each compared with its source (``verify``) and fsynced
+        before its rename, each directory synced once; then one `still_in_place` call checks
+        each copy still holds its name, and only then are their sources unlinked. The
         rest, and any file the group path did not finish, runs alone (a copy that fails its
         verification is removed first).
 
@@ -244,15 +245,14 @@ class MoveItem(TransferItem):
         entries = [entry if entry is not None and plain(entry) else None for entry in walked]
         # C checks each owner and attributes, and says what it copied of each source.
         seen: list[_smallfiles.SourceId | None] = [None] * len(entries)
-        copies = copy_group(plan, entries, plain=True, sources=seen)
-        # Failed copies are removed: moved alone, which reports a real mismatch.
-        copies = verify_group(plan, entries, copies, compare=plan.options.verify)
+        # A copy that differs from its source never takes its name: moved alone, which
+        # reports a real mismatch. The copies and their names are on disk once it returns.
+        copies = copy_group(
+            plan, entries, compare=plan.options.verify, plain=True, sources=seen, sync=True
+        )
+        copies = still_in_place(plan, entries, copies)
         tree = plan.tree
         landed = [(i, w) for i, w in enumerate(copies) if w is not None]
-        synced = {cast(Entry, entries[i]).rel.rpartition(b"/")[0] for i, _ in landed}
-        for parent in synced:  # the copies' names are on disk before a source goes
-            os.fsync(tree.acquire(parent))
-            tree.release(parent)
         # Only now: the copies are complete, verified and on disk. A source that cannot be
         # unlinked runs alone: it finds its copy in place and settles the source; one that
         # is not the file C copied any more (changed since, in place or replaced by a rename:

@@ -920,8 +920,8 @@ class CopyPlan:
     def groups(self) -> bool:
         """Whether plain small files may go through `copy_small_files` (`CopyItem.run_group`):
         the one place that decides it from the options. Not without the C extension; options
-        beyond mode, times and ``verify`` (`CopyOptions.groupable`; the group path verifies
-        with `verify_group`), followed symlinks and overwriting take the Python path;
+        beyond mode, times and ``verify`` (`CopyOptions.groupable`; C verifies each copy
+        before its rename), followed symlinks and overwriting take the Python path;
         ``durable`` does not (C fsyncs each file, `copy_group` each directory). (C still hands
         back a file that grew past a chunk, or is sparse, or is no longer regular.)"""
         return self.options.groupable and self._c_groups
@@ -1014,6 +1014,7 @@ def copy_group(
     compare: bool = False,
     plain: bool = False,
     sources: list[_smallfiles.SourceId | None] | None = None,
+    sync: bool = False,
 ) -> list[Identity | None]:
     """Copy the walked plain files among ``entries`` (None: not for the group) whose
     directory this run created, with one `copy_small_files` call (C, the GIL released).
@@ -1024,16 +1025,17 @@ def copy_group(
     before it copies; the no-replace rename keeps guarding against other writers either
     way. A filesystem without what C needs turns the plan's groups off (`CopyPlan.group_off`).
 
-    ``durable``: C fsyncs each copy before its rename, and each directory that received one
-    is synced once here, before anything is returned (so before anything is recorded). A
-    directory whose fsync fails raises: the whole group fails with that error (its copies
-    are in place; a resumed run finds them and counts them present). ``compare`` (copy
-    --verify): C compares each copy with its source before its rename; one that differs is
-    handed back, to be copied and verified alone (which reports a real mismatch). ``plain``
-    (a move): C hands back a source not of this process' user and group, or, when the
-    options keep extended attributes, one that has any (to be moved alone, which carries
-    them). ``sources`` (a move, one None per entry): each copied entry's source identity as
-    C copied it (`copy_small_files`), what the move may unlink.
+    ``durable`` (or ``sync``: a move's, durable or not): C fsyncs each copy before its
+    rename, and each directory that received one is synced once here, before anything is
+    returned (so before anything is recorded, or a move unlinks a source). A directory whose
+    fsync fails raises: the whole group fails with that error (its copies are in place; a
+    resumed run finds them and counts them present). ``compare`` (copy --verify, a move's
+    verify): C compares each copy with its source before its rename; one that differs is
+    removed and handed back, to be copied and verified alone (which reports a real
+    mismatch). ``plain`` (a move): C hands back a source not of this process' user and
+    group, or, when the options keep extended attributes, one that has any (to be moved
+    alone, which carries them). ``sources`` (a move, one None per entry): each copied
+    entry's source identity as C copied it (`copy_small_files`), what the move may unlink.
     """
     out: list[Identity | None] = [None] * len(entries)
     tree = plan.tree
@@ -1076,13 +1078,13 @@ def copy_group(
                 src_lstat=plan.resumed,  # a fresh walk lstat'ed them moments ago
                 max_size=plan.options.chunk_size,
                 owner=plan.token,
-                durable=plan.options.durable,
+                durable=plan.options.durable or sync,
                 compare=compare,
                 owned=plain,
                 no_xattrs=plain and plan.options.preserve_xattrs,
                 sources=seen,
             )
-            if done is not None and plan.options.durable:
+            if done is not None and (plan.options.durable or sync):
                 landed = {batch[k][1] for k, result in enumerate(done[0]) if result == 0}
                 for dir_fd in landed:  # the renames are on disk before any is recorded
                     os.fsync(dir_fd)
@@ -1146,22 +1148,16 @@ def landed_rows(
     return total
 
 
-def verify_group(
-    plan: CopyPlan,
-    entries: Sequence[Entry | None],
-    copies: Sequence[Identity | None],
-    *,
-    compare: bool,
+def still_in_place(
+    plan: CopyPlan, entries: Sequence[Entry | None], copies: Sequence[Identity | None]
 ) -> list[Identity | None]:
-    """Check the copies a move's `copy_group` put in place (``copies[i]`` of ``entries[i]``)
-    before their sources go, with one `verify_copies` call (C, the GIL released): each must
-    still be the file written, with ``compare`` hold its source's bytes, and is fsynced (its
-    directory is not: the caller syncs each once). (A copy --verify compares before the
-    rename, inside `copy_group`.)
+    """Check that each copy a move's `copy_group` put in place (``copies[i]`` of
+    ``entries[i]``, verified and fsynced there before its rename) still holds its name,
+    just before the sources go, with one `verify_copies` call (C, the GIL released): a name
+    replaced since its rename is not the move's copy, and its source must stay.
 
-    Per entry, its copy's identity when it passed, else None: a copy that failed is removed
-    (if it is still the file written) and its entry is left to run alone, where the move's
-    own check reports a real mismatch and keeps the source."""
+    Per entry, its copy's identity when it is still there, else None: its entry is left to
+    run alone, which finds the name taken and keeps the source."""
     out: list[Identity | None] = [None] * len(entries)
     tree = plan.tree
     items: list[tuple[bytes, int, bytes, int]] = []
@@ -1179,24 +1175,14 @@ def verify_group(
                 held.append(parent)
             items.append((entry.path, dir_fd, name, written[2]))
             where.append(i)
-        results = _smallfiles.verify_copies(items, compare=compare, sync=True) if items else []
-        for i, (_, dir_fd, name, _), result in zip(where, items, results, strict=True):
+        results = _smallfiles.verify_copies(items, compare=False, sync=False) if items else []
+        for i, result in zip(where, results, strict=True):
             if result == 0:
                 out[i] = copies[i]
-            else:
-                remove_copy(dir_fd, name, copies[i])
     finally:
         for parent in held:
             tree.release(parent)
     return out
-
-
-def remove_copy(dir_fd: int, name: bytes, written: Identity | None) -> None:
-    """Remove the copy ``name`` in ``dir_fd`` if it is still the file ``written`` (its inode):
-    whatever else has that name now is not ours."""
-    with contextlib.suppress(OSError):
-        if written and os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino == written[2]:
-            os.unlink(name, dir_fd=dir_fd)
 
 
 #: A worker's open destination trees, by (root, replace_nondirs, durable), newest last.

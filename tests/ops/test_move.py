@@ -287,6 +287,40 @@ async def test_directory_times_survive_the_move(
     assert not src.exists()
 
 
+async def test_a_copy_replaced_after_its_rename_keeps_its_source(
+    store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the group's renames and its unlinks, another program renames its own file
+    over c's fresh copy: c's source is not the copy's any more to give up. It stays, the
+    other program's file stays, and c fails as a conflict."""
+    if smallfiles_mod.fastcopy is None:
+        pytest.skip("the group path needs the C extension")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        write(src / name, name.encode() * 10_000)
+    real_group = smallfiles_mod.copy_small_files
+
+    def replacing_group(items: Any, **kwargs: Any) -> Any:
+        done = real_group(items, **kwargs)
+        for _, dir_fd, name in items:
+            if name == b"c":
+                fd = os.open(b"theirs", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=dir_fd)
+                os.write(fd, b"their c")
+                os.close(fd)
+                os.rename(b"theirs", name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return done
+
+    monkeypatch.setattr(smallfiles_mod, "copy_small_files", replacing_group)
+    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
+    result, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == 2
+    assert [(e.label, e.error) for e in errors] == [(str(src / "c"), "FileExistsError")]
+    assert os.listdir(src) == ["c"] and read(src / "c") == b"c" * 10_000
+    assert read(other_fs / "src" / "c") == b"their c"
+    assert read(other_fs / "src" / "a") == b"a" * 10_000
+
+
 async def test_a_failed_verification_keeps_the_source(
     store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -305,17 +339,27 @@ async def test_a_failed_verification_keeps_the_source(
     grouped: list[bytes] = []
 
     def corrupting_group(items: Any, **kwargs: Any) -> Any:
-        """The C group path copies well; then b's copy (in place) is spoilt before the move
-        verifies it: it must be removed and b moved alone (where it is spoilt again)."""
-        done = real_group(items, **kwargs)
+        """The C group path compares each copy before its rename: b's differs (as C answers
+        it, nothing left behind), so b is moved alone, where it is spoilt again."""
+        assert kwargs["compare"] and kwargs["durable"], "compared and fsynced before the rename"
+        done = real_group([item for item in items if item[2] != b"b"], **kwargs)
         assert done is not None
-        for (_, dir_fd, name), result in zip(items, done[0], strict=True):
+        results, written = iter(done[0]), iter(done[1])
+        sources = kwargs["sources"]
+        seen = iter(list(sources))
+        sources.clear()
+        out: tuple[list[int], list[Any]] = ([], [])
+        for _, _, name in items:
             grouped.append(name)
-            if name == b"b" and result == 0:
-                fd = os.open(name, os.O_WRONLY, dir_fd=dir_fd)
-                os.pwrite(fd, b"X", 0)
-                os.close(fd)
-        return done
+            if name == b"b":
+                out[0].append(smallfiles_mod.fastcopy.MISMATCH)  # type: ignore[union-attr]
+                out[1].append(None)
+                sources.append(None)
+            else:
+                out[0].append(next(results))
+                out[1].append(next(written))
+                sources.append(next(seen))
+        return out
 
     monkeypatch.setattr(transfer_mod, "copy_file", corrupting)
     monkeypatch.setattr(smallfiles_mod, "copy_small_files", corrupting_group)
