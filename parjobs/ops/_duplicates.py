@@ -28,11 +28,13 @@ its index and the files it may hold do not depend on content ids (a file whose i
 the first run may have one on resume); its value names the files it hashed, and a file of a
 run that it does not name goes to ``hash-files``, so no file is hashed (and recorded) twice.
 A value an earlier run checkpointed is reused only for a file unchanged since the first run
-began (`_Changed`: its ctime before that start, kept in the job's state, and its size the
-scan's); a content-id run holding a changed file is read again file by file, and a changed
-file's hash again alone, in stages of the run's own (``id-recheck-N``, ``hash-recheck-N``,
-N the run's number: an earlier run's may hold values as stale), so a file rewritten during
-a pause is never grouped by what it held before.
+that recorded a value began (`_since`, `_Changed`: its ctime before that start, kept in the
+job's state, and its size the scan's); a content-id run holding a changed file is read again
+file by file, and a changed file's hash again alone, in stages of the run's own
+(``id-recheck-N``, ``hash-recheck-N``, N the run's number: an earlier run's may hold values
+as stale), so a file rewritten during a pause is never grouped by what it held before.
+Progress counts each file once a stage, as an uninterrupted run does: what is read again
+counts neither as an item nor in bytes (the run that read it first counted both).
 (The stages were ``walk``, ``content-ids``, ``content-id`` and ``full-hash`` while the
 indices were those of the walk's manifest, then ``hashes`` with one task a file: renamed,
 so a job begun that way and resumed now starts those stages afresh rather than misread
@@ -105,13 +107,19 @@ _File = tuple[int, bytes, int]
 class ContentIdTask(Task[str]):
     """The content id of one file, which must still have the size it was listed with: for a
     file the `IdRunTask` that held it could not read, so the failure is reported (or a
-    passing one overcome) file by file."""
+    passing one overcome) file by file, or for one read again on resume (``id-recheck-N``).
+
+    Progress counts each file once: ``items`` is 0 for a file its run counted already, and
+    ``counted_bytes`` says its read's bytes are counted too (a file read again because it
+    changed since an earlier run read it), so a re-read is not counted twice."""
 
     cluster = True  # reads only
 
     index: int
     path: bytes
     size: int
+    items: int = dataclasses.field(default=1, kw_only=True)
+    counted_bytes: bool = dataclasses.field(default=False, kw_only=True)
 
     @property
     def weight(self) -> int:
@@ -123,7 +131,8 @@ class ContentIdTask(Task[str]):
     def run(self, tc: TaskContext) -> str:
         tc.check()
         cid = content_id(self.path, size=self.size)
-        tc.add_bytes(content_id_cost(self.size))
+        if not self.counted_bytes:
+            tc.add_bytes(content_id_cost(self.size))
         return cid
 
 
@@ -219,16 +228,18 @@ class HashRunTask(_FileRun[list[list[Any]]]):
 
     The value (JSON) is ``[[index, digest], ...]`` for the files it hashed: a file that
     could not be read, or changed since it was listed, is left out (``hash-files`` hashes
-    it again alone and reports why), and so is every file after a pause or cancel, which
-    ends the run early with what it finished (recorded, never hashed again). Its index is
-    its plan's first file's (`_hash_plan`), its ``files`` those of the plan that share a
-    content id with another (`_fill`).
+    it again alone and reports why); a pause or cancel ends the run early with what it
+    finished (recorded, never hashed again) and ``[index, None]`` for each file it did not
+    reach (``hash-files`` hashes those too, counted among the run's items already). Its
+    index is its plan's first file's (`_hash_plan`), its ``files`` those of the plan that
+    share a content id with another (`_fill`).
     """
 
     def run(self, tc: TaskContext) -> list[list[Any]]:
         done: list[list[Any]] = []
         limit = HASH_CALL_BYTES if full_hashes_in_c() else 0
         buffer: bytearray | None = None  # one for the run's reads in Python
+        reached = 0  # files of the run read (or tried)
         for part in _hash_calls(self.files, limit):
             try:
                 tc.check()
@@ -239,20 +250,24 @@ class HashRunTask(_FileRun[list[list[Any]]]):
                 for (index, path, size), digest in zip(part, digests, strict=True):
                     if digest is not None:  # (else left to a HashTask, which says why)
                         _hashed(tc, done, index, path, size, digest)
+                reached += len(part)
                 continue
             ((index, path, size),) = part  # a big file, or no C: checked between chunks
             if buffer is None:
                 buffer = bytearray(DEFAULT_CHUNK_SIZE)
             chunks: list[int] = []
+            one: str | None
             try:
-                digest = hash_file(path, check=tc.check, on_bytes=chunks.append, buffer=buffer)
+                one = hash_file(path, check=tc.check, on_bytes=chunks.append, buffer=buffer)
             except Interrupted:
                 break
             except OSError:  # (a timeout too) left to a HashTask, which reports it
-                continue
-            if sum(chunks) != size:  # changed since it was listed: the HashTask fails it so
-                continue
-            _hashed(tc, done, index, path, size, digest)
+                one = None
+            reached += 1
+            # (Read, not the size listed: changed since, which the HashTask reports.)
+            if one is not None and sum(chunks) == size:
+                _hashed(tc, done, index, path, size, one)
+        done += [[index, None] for index, _, _ in self.files[reached:]]
         return done
 
 
@@ -290,6 +305,28 @@ def _hashed(
     done.append([index, digest])
 
 
+@dataclasses.dataclass(slots=True)
+class _HashAlone(HashTask):
+    """A `HashTask` for a file a paused `HashRunTask` did not reach (``hash-files``): the
+    run counted it among its items already, so it counts its bytes only."""
+
+    items = 0
+
+
+@dataclasses.dataclass(slots=True)
+class _HashAgain(HashTask):
+    """A `HashTask` for a file changed since an earlier run hashed it (``hash-recheck-N``):
+    hashed again, but counted neither as an item nor in bytes (the earlier run counted
+    both), so each file counts once in the totals. Alone, never in a group (whose path
+    counts bytes)."""
+
+    items = 0
+    group_size = 1
+
+    def run(self, tc: TaskContext) -> list[Any]:
+        return self._uncounted(tc)
+
+
 _FS_CODEC = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
 
 
@@ -320,12 +357,10 @@ class DuplicatesJob(Job):
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         ctx.progress.set_message("scanning")
         prescan, self.prescan = self.prescan, None  # (once: a retry scans again)
-        # When the first run began (its prescan, if any): a value an earlier run checkpointed
-        # is reused only for a file unchanged since (`_Changed`). None in the state of a
-        # resumed job: a run begun before it was kept, so every reused value is checked.
-        began = prescan.began_ns if prescan is not None else clock_ns()
-        since = ctx.state.setdefault(_SINCE_KEY, 0 if ctx.resumed else began)
-        changed = _Changed(since) if ctx.resumed else None
+        # When the first run that recorded a value began (its prescan, if any): a value an
+        # earlier run checkpointed is reused only for a file unchanged since (`_Changed`).
+        since = _since(ctx, prescan.began_ns if prescan is not None else clock_ns())
+        changed = _Changed(since) if since is not None else None
         scan, save = await _scanned(ctx, self.paths, self.min_size, prescan)
         taken = prescan if prescan is not None and prescan.taken else None
         known = taken.known if taken is not None else None
@@ -716,6 +751,7 @@ async def _content_ids(
             "id-files",
             [ContentIdTask(i, files[i][1], files[i][2]) for i in sorted(again)],
             "content ids",
+            bytes_counted=True,
             resumed=resumed,
         )
         if changed is not None and resumed:
@@ -728,8 +764,12 @@ async def _content_ids(
         singles, n = await _stage(
             ctx,
             f"id-recheck-{ctx.run_number}",
-            [ContentIdTask(i, files[i][1], files[i][2]) for i in sorted(recheck)],
+            [
+                ContentIdTask(i, files[i][1], files[i][2], items=0, counted_bytes=True)
+                for i in sorted(recheck)
+            ],
             "content ids",
+            bytes_counted=True,
         )
         failed += n
         for index, cid in singles.items():
@@ -775,21 +815,30 @@ async def _full_hashes(
     resumed: set[int] = set()
     values, _ = await _stage(ctx, "hash-runs", runs, "full hashes", resumed=resumed)
     digests: dict[int, str] = {}
+    unreached: set[int] = set()  # files a paused run left, counted among its items
     for value in values.values():
         for index, digest in value:
-            digests[index] = digest
+            if digest is None:
+                unreached.add(index)
+            else:
+                digests[index] = digest
     stale: set[int] = set()
     if changed is not None and resumed:
-        reused = [i for k in resumed if k in values for i, _ in values[k] if i in wanted]
+        reused = [i for k in resumed if k in values for i, d in values[k] if d and i in wanted]
         stale = await changed.among(files, reused)
-    again = [i for run in runs for i, _, _ in run.files if i not in digests]
+    again = [
+        (_HashAlone if i in unreached else HashTask)(i, path, size, exact=True)
+        for run in runs
+        for i, path, size in run.files
+        if i not in digests
+    ]
     failed = 0
     if again:
         resumed = set()
         singles, failed = await _stage(
             ctx,
             "hash-files",
-            [HashTask(i, files[i][1], files[i][2], exact=True) for i in again],
+            again,  # (a failure alone counts as a failed item, as a content id's does)
             "full hashes",
             bytes_counted=True,
             resumed=resumed,
@@ -804,8 +853,9 @@ async def _full_hashes(
         singles, n = await _stage(
             ctx,
             f"hash-recheck-{ctx.run_number}",
-            [HashTask(i, files[i][1], files[i][2], exact=True) for i in sorted(stale)],
+            [_HashAgain(i, files[i][1], files[i][2], exact=True) for i in sorted(stale)],
             "full hashes",
+            bytes_counted=True,
         )
         failed += n
         for index, (digest, _) in singles.items():
@@ -845,12 +895,33 @@ def _fill(run: HashRunTask, wanted: set[int]) -> bool:
     return bool(run.files)
 
 
-#: Where the job keeps, in its state, when its first run began (`clock_ns`).
+#: Where the job keeps, in its state, when its first run that recorded a value began
+#: (`clock_ns`).
 _SINCE_KEY = "began_ns"
+#: The stages whose values a later run reuses (a recheck stage's are its run's own).
+_REUSED_STAGES = ("id-runs", "id-files", "hash-runs", "hash-files")
+
+
+def _since(ctx: JobContext, began: int) -> int | None:
+    """When the earliest run whose values this run may reuse began, None if there is none
+    (a first run, or one after runs that recorded none: killed before their first
+    checkpoint), this run's start ``began`` then kept in the job's state (saved with its
+    first checkpoint, so with the first value). 0 for a job whose earlier runs recorded
+    values but not their start (begun before it was kept): every reused value is checked."""
+    recorded = ctx.resumed and any(
+        # (keep_results as `_stage` asks for it: the stage is made by the first ask)
+        ctx.task_dispatcher(stage, keep_results=True).completed_count
+        for stage in _REUSED_STAGES
+    )
+    if not recorded:
+        ctx.state[_SINCE_KEY] = began
+        return None
+    since: int = ctx.state.get(_SINCE_KEY, 0)
+    return since
 
 
 class _Changed:
-    """Which candidates changed since ``since`` (ns, when the job's first run began), for a
+    """Which candidates changed since ``since`` (ns, `_since`), for a
     resumed run: a file whose ctime is at or after it (a write sets it, and ``touch`` or
     ``os.utime`` cannot set it back), whose size is not the scan's, or that is no longer a
     regular file (or is gone), so that a content id or hash an earlier run checkpointed is

@@ -78,6 +78,12 @@ class HashTask(Task[list[Any]]):
 
     def _quietly(self, tc: TaskContext) -> list[Any]:
         """`run` that counts bytes only once the digest is known (see `run_each`)."""
+        value = self._uncounted(tc)
+        tc.add_bytes(value[1])
+        return value
+
+    def _uncounted(self, tc: TaskContext) -> list[Any]:
+        """`run` that counts no bytes (the caller counts them, or counted them already)."""
         read = 0
 
         def count(n: int) -> None:
@@ -86,7 +92,6 @@ class HashTask(Task[list[Any]]):
 
         digest = hash_file(self.path, algorithm=self.algorithm, check=tc.check, on_bytes=count)
         self._check_size(read)
-        tc.add_bytes(read)
         return self._done(tc, digest, read)
 
     def _check_size(self, read: int) -> None:

@@ -233,21 +233,20 @@ async def test_pause_between_stages_then_resume_gives_the_same_report(
     assert {k: result[k] for k in expected} == expected
 
 
-async def test_a_file_changed_during_a_pause_is_read_again_on_resume(
-    store_path, tmp_path, monkeypatch
-):
-    """Paused after some hashes (and every content id) were checkpointed, then files of
-    finished groups rewritten with the same size and content id (one with its mtime set
-    back: its ctime still moves), and a small one: the resumed run reads those again, so
-    no stale hash or id groups them with their old twins, and hashes no unchanged file
-    twice."""
-    root = tmp_path / "t"
-    for k in range(6):  # large: full hashes, one a call
+def _pairs_and_twins(root) -> None:
+    """Six pairs of large identical files (full hashes), ``p{k}a`` and ``p{k}b``, and two
+    small identical ones (the content id is the answer), ``s1`` and ``s2``."""
+    for k in range(6):
         data = os.urandom(150 * 1024)
         _write(root / f"p{k}a", data)
         _write(root / f"p{k}b", data)
-    _write(root / "s1", b"small twin\n")  # small: the content id is the answer
+    _write(root / "s1", b"small twin\n")
     _write(root / "s2", b"small twin\n")
+
+
+def _slow_hashing(monkeypatch) -> collections.Counter[str]:
+    """Every full hash (in a run, in C or Python, or alone) takes 50 ms, one file a call:
+    the counts of the files hashed, by path."""
     hashed: collections.Counter[str] = collections.Counter()
     lock = threading.Lock()
     real_hash, real_hashes = hash_file, full_hashes
@@ -266,13 +265,62 @@ async def test_a_file_changed_during_a_pause_is_read_again_on_resume(
     monkeypatch.setattr(dup_mod, "full_hashes", slow_hashes)
     monkeypatch.setattr(dup_mod, "HASH_CALL_BYTES", 150 * 1024)
     monkeypatch.setattr(entries_mod, "hash_file", slow_hash)
+    return hashed
+
+
+@contextlib.asynccontextmanager
+async def _paused(store_path, tmp_path, monkeypatch, n: int):
+    """A job on `_pairs_and_twins` with `_slow_hashing`, paused once ``n`` files are hashed:
+    ``(manager, handle, root, hashed)``."""
+    root = tmp_path / "t"
+    _pairs_and_twins(root)
+    hashed = _slow_hashing(monkeypatch)
     async with parjobs.open_manager(store_path, workers=2) as manager:
         handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
-        with trio.fail_after(10):
-            while sum(hashed.values()) < 8:
-                await trio.sleep(0.002)
-        await manager.pause(handle.id)
-        assert await handle.wait() is JobStatus.PAUSED
+        await _pause_after(manager, handle, hashed, n)
+        yield manager, handle, root, hashed
+
+
+async def _pause_after(manager, handle, hashed: collections.Counter[str], n: int) -> None:
+    """Pause the job once ``n`` files are hashed (in all), and wait until it rests."""
+    with trio.fail_after(10):
+        while sum(hashed.values()) < n:
+            await trio.sleep(0.002)
+    await manager.pause(handle.id)
+    assert await handle.wait() is JobStatus.PAUSED
+
+
+def _flip(path, at: int) -> None:
+    """Rewrite ``path`` with its byte ``at`` changed (the same size)."""
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    _write(path, bytes(data))
+
+
+async def _fresh_counts(store_path, root) -> tuple[int, int, int, int]:
+    """``(items done, items total, bytes done, bytes total)`` of an uninterrupted run on
+    ``root`` as it is now."""
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
+        await handle.result()
+        return _counts(await handle.info())
+
+
+def _counts(info) -> tuple[int, int, int, int]:
+    p = info.progress
+    assert info.done_items == p.items_done and info.done_bytes == p.bytes_done
+    return (p.items_done, p.items_total, p.bytes_done, p.bytes_total)
+
+
+async def test_a_file_changed_during_a_pause_is_read_again_on_resume(
+    store_path, tmp_path, monkeypatch
+):
+    """Paused after some hashes (and every content id) were checkpointed, then files of
+    finished groups rewritten with the same size and content id (one with its mtime set
+    back: its ctime still moves), and a small one: the resumed run reads those again, so
+    no stale hash or id groups them with their old twins, and hashes no unchanged file
+    twice; its progress counts each file once, as an uninterrupted run's does."""
+    async with _paused(store_path, tmp_path, monkeypatch, 8) as (manager, handle, root, hashed):
         first = dict(hashed)
         pairs = [k for k in range(6) if f"{root}/p{k}a" in first and f"{root}/p{k}b" in first]
         assert len(pairs) >= 2, "two groups hashed whole before the pause"
@@ -280,10 +328,8 @@ async def test_a_file_changed_during_a_pause_is_read_again_on_resume(
         rewritten, set_back = root / f"p{pairs[0]}b", root / f"p{pairs[1]}b"
         old = os.lstat(set_back)
         for path in (rewritten, set_back):  # one byte the content id does not sample
-            flipped = bytearray(path.read_bytes())
-            flipped[100_000] ^= 0xFF
             cid = content_id(path)
-            _write(path, bytes(flipped))
+            _flip(path, 100_000)
             assert content_id(path) == cid, "only its full hash tells it from its old twin"
         os.utime(set_back, ns=(old.st_atime_ns, old.st_mtime_ns))
         assert os.lstat(set_back).st_mtime_ns == old.st_mtime_ns
@@ -291,11 +337,43 @@ async def test_a_file_changed_during_a_pause_is_read_again_on_resume(
         expected = _expected(root, 1)
         await manager.resume(handle.id)
         result = await handle.result()
+        counts = _counts(await handle.info())
     assert {k: result[k] for k in expected} == expected
     grouped = {p for g in result["groups"] for p in g["paths"]}
     assert not grouped & {str(rewritten), str(set_back), str(root / "s1"), str(root / "s2")}
     again = {p for p, n in hashed.items() if n > 1}
     assert again == {str(rewritten), str(set_back)}, "only the changed files are read again"
+    assert counts == await _fresh_counts(store_path, root)
+    assert counts[0] == counts[1] == 14 + 12 and counts[2] == counts[3]
+
+
+async def test_two_pauses_with_files_changed_during_each_report_the_tree_as_it_is(
+    store_path, tmp_path, monkeypatch
+):
+    """Paused twice, files changed during each pause (the second undoing some of the first:
+    a file made a copy again, a small file its twin again, while another group is split):
+    the report is a fresh run's on the tree as it is at the end, and progress counts each
+    file once."""
+    async with _paused(store_path, tmp_path, monkeypatch, 6) as (manager, handle, root, hashed):
+        first = set(hashed)
+        assert len(first) < 12, "paused inside the full-hash stage"
+        done = sorted(k for k in range(6) if f"{root}/p{k}b" in first)
+        assert done, "a pair's second file hashed before the first pause"
+        _flip(root / f"p{done[0]}b", 100_000)  # a hashed file: no longer a copy
+        _write(root / "s2", b"small twix\n")  # no longer a twin
+        await manager.resume(handle.id)
+        await _pause_after(manager, handle, hashed, sum(hashed.values()) + 3)
+        _flip(root / f"p{done[0]}b", 100_000)  # a copy again
+        _write(root / "s2", b"small twin\n")  # a twin again
+        later = sorted(k for k in range(6) if k != done[0] and f"{root}/p{k}b" in hashed)
+        _flip(root / f"p{later[-1]}a", 120_000)  # hashed before the second pause: split
+        expected = _expected(root, 1)
+        await manager.resume(handle.id)
+        result = await handle.result()
+        counts = _counts(await handle.info())
+    assert {k: result[k] for k in expected} == expected
+    assert len(result["groups"]) == 6  # five pairs and the small twins
+    assert counts == await _fresh_counts(store_path, root)
 
 
 async def test_stages_are_planned_while_the_scan_is_saved_and_run_after(

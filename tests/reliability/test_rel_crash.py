@@ -24,10 +24,12 @@ import os
 import random
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 from _forkcli import run as forked_run
 from rel_helpers import (
     ChildRun,
@@ -570,10 +572,8 @@ async def test_dupes_killed_mid_checkpoint_resumes_each_unfinished_run_once(
     from parjobs.ops._sequential import find_duplicates_sequential
 
     root = tmp_path / "tree"
-    root.mkdir()
-    files = 8 * dup_mod.RUN_FILES  # 8 runs of 64 size groups of 2 identical files
-    for i in range(files):
-        (root / f"f{i:04}").write_bytes(b"%d" % (i // 2) * (1 + i // 2))
+    files = 8 * dup_mod.RUN_FILES  # 8 runs of size groups of 2 identical files
+    _pairs(root, files)
     store = str(tmp_path / "jobs.sqlite")
     config = {
         "store": store,
@@ -605,6 +605,126 @@ async def test_dupes_killed_mid_checkpoint_resumes_each_unfinished_run_once(
     expected = find_duplicates_sequential(sorted(str(p) for p in root.iterdir()))
     assert [g["paths"] for g in info.result["groups"]] == [list(g.paths) for g in expected.groups]
     assert len(info.result["groups"]) == files // 2
+
+
+def _pairs(root: Path, files: int) -> None:
+    """``files`` small files under ``root``, ``f0000`` on: size groups of two identical
+    files (a pair's size is no other pair's), in walk order."""
+    root.mkdir()
+    for i in range(files):
+        (root / f"f{i:04}").write_bytes(b"%d" % (i // 2) * (1 + i // 2))
+
+
+def _split_pair(root: Path, pair: int) -> None:
+    """Rewrite the second file of ``pair`` (same size, last byte changed): no longer a copy."""
+    path = root / f"f{2 * pair + 1:04}"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _dupes_job(root: Path) -> dict[str, Any]:
+    return {"type": "duplicates", "spec": {"paths": [str(root)]}}
+
+
+def _assert_reports_the_tree(info: parjobs.JobInfo, root: Path, files: int) -> None:
+    """The job completed with a fresh run's groups on ``root`` as it is now, and its
+    progress counts each file once (a file read again counts once)."""
+    from parjobs.ops._sequential import find_duplicates_sequential
+
+    assert info.status is JobStatus.COMPLETED
+    expected = find_duplicates_sequential(sorted(str(p) for p in root.iterdir()))
+    assert [g["paths"] for g in info.result["groups"]] == [list(g.paths) for g in expected.groups]
+    p = info.progress
+    assert (p.items_done, p.items_total, info.done_items) == (files, files, files)
+    assert p.bytes_done == p.bytes_total
+
+
+async def test_dupes_killed_then_files_changed_reports_the_tree_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dupes killed -9 inside its second checkpoint of content-id runs (the first recorded
+    some), then a file of every run rewritten (same size): the resumed run reads the
+    recorded runs holding them again, so its groups are a fresh run's on the tree as it is
+    (the changed pairs are no group), and its progress counts each file once."""
+    from parjobs.ops import _duplicates as dup_mod
+
+    root = tmp_path / "tree"
+    files = 4 * dup_mod.RUN_FILES
+    _pairs(root, files)
+    store = str(tmp_path / "jobs.sqlite")
+    config = {
+        "store": store,
+        "action": "submit",
+        "job": _dupes_job(root),
+        "workers": 2,
+        "task_sleep": 0.1,
+        "hook": {"kind": "checkpoint", "n": 2, "stage": "id-runs"},
+    }
+    run = run_child(config, tmp_path)
+    assert run.killed, run.stderr[-2000:]
+    async with parjobs.open_manager(store) as manager:
+        (info,) = await manager.list_jobs()
+    assert 1 <= info.done_items // dup_mod.RUN_FILES < 4, "killed with runs recorded"
+    for r in range(4):  # a pair in each run of 512 files
+        _split_pair(root, r * dup_mod.RUN_FILES // 2 + 7)
+    info = await resume_to_end(store)
+    _assert_reports_the_tree(info, root, files)
+    assert len(info.result["groups"]) == files // 2 - 4
+
+
+async def test_dupes_killed_before_its_first_checkpoint_rereads_only_what_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dupes killed -9 as its first task starts (nothing recorded), resumed, paused, a file
+    of a run the second run recorded rewritten, resumed: the third run reads again that run
+    only, not every value the second recorded (the job's start is the second run's, the
+    first that recorded one), and the runs not recorded once each."""
+    from parjobs.ops import _duplicates as dup_mod
+
+    root = tmp_path / "tree"
+    files = 8 * 16
+    _pairs(root, files)
+    store = str(tmp_path / "jobs.sqlite")
+    config = {"store": store, "action": "submit", "job": _dupes_job(root), "workers": 2}
+    run = run_child({**config, "hook": {"kind": "task", "n": 1}}, tmp_path)
+    assert run.killed, run.stderr[-2000:]
+
+    monkeypatch.setattr(dup_mod, "RUN_FILES", 16)  # 8 runs (the killed run planned none)
+    started: list[int] = []
+    finished: list[int] = []
+    rechecked: list[int] = []
+    real_run, real_alone = dup_mod.IdRunTask.run, dup_mod.ContentIdTask.run
+
+    def run_slowly(self: Any, tc: Any) -> Any:
+        started.append(self.index)
+        time.sleep(0.03)
+        value = real_run(self, tc)
+        finished.append(self.index)
+        return value
+
+    def alone(self: Any, tc: Any) -> Any:
+        rechecked.append(self.index)
+        return real_alone(self, tc)
+
+    monkeypatch.setattr(dup_mod.IdRunTask, "run", run_slowly)
+    monkeypatch.setattr(dup_mod.ContentIdTask, "run", alone)
+    async with parjobs.open_manager(store, workers=2) as manager:
+        (info,) = await manager.list_jobs()
+        await manager.resume(info.id)
+        with trio.fail_after(10):
+            while len(started) < 4:
+                await trio.sleep(0.002)
+        await manager.pause(info.id)
+        assert await manager.wait(info.id) is JobStatus.PAUSED
+    recorded = sorted(finished)
+    assert recorded and len(recorded) < 8 and not rechecked
+    _split_pair(root, recorded[0] // 2 + 3)  # in the first recorded run
+    del started[:], finished[:]
+    info = await resume_to_end(store)
+    _assert_reports_the_tree(info, root, files)
+    assert sorted(rechecked) == list(range(recorded[0], recorded[0] + 16)), "its run, once"
+    assert sorted(finished) == sorted(set(range(0, files, 16)) - set(recorded))
 
 
 @pytest.mark.parametrize("op_name", ["copy", "move"])
