@@ -35,7 +35,8 @@ import dataclasses
 import errno
 import itertools
 import os
-from collections.abc import AsyncGenerator
+import stat
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -46,6 +47,7 @@ from .._exceptions import JobSpecError, Skip
 from .._items import DIRECTORY, ItemRecord
 from .._job import Job, job_type
 from .._task import OutcomeStatus, Task, TaskContext
+from ._copyfile import CopyOptions, copy_file, copy_symlink
 from ._fs import DIR_NOFOLLOW, display, lexists, rename_noreplace, unique_name
 from ._names import job_token, stored_token
 from ._partials import held_name
@@ -152,7 +154,7 @@ class UndoTask(Task[str]):
         assert r.destination is not None
         moved, source = os.fsencode(r.destination), os.fsencode(r.source)
         try:
-            size = self._move_back_from(moved, source)
+            size = self._move_back_from(moved, source, tc.check)
         except Skip as skip:
             try:
                 st = os.lstat(source)
@@ -164,8 +166,9 @@ class UndoTask(Task[str]):
         tc.record("restored", moved, source, bytes=size)
         return "restored"
 
-    def _move_back_from(self, moved: bytes, source: bytes) -> int:
-        """Move ``moved`` back to ``source`` (no-replace, its directory made); its size."""
+    def _move_back_from(self, moved: bytes, source: bytes, check: Callable[[], None]) -> int:
+        """Move ``moved`` back to ``source`` (no-replace, its directory made); its size.
+        ``check`` runs between the chunks of a copy back across filesystems."""
         here, name = os.path.split(moved)
         parent, back = os.path.split(source)
         fd = _open_dir(here)
@@ -182,7 +185,15 @@ class UndoTask(Task[str]):
                 _give_back(fd, held, name)
                 raise
             try:
-                rename_noreplace(held, back, src_dir_fd=fd, dst_dir_fd=to, overwrite=False)
+                try:
+                    rename_noreplace(held, back, src_dir_fd=fd, dst_dir_fd=to, overwrite=False)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    # Moved across filesystems: it goes back the way it came, copied whole
+                    # (fsynced), then the held name unlinked.
+                    _copy_back(fd, held, to, back, self.token, check)
+                    os.unlink(held, dir_fd=fd)
             except FileExistsError:
                 taken = "something is at the original path; left in place"
                 raise Skip(_put_back(fd, held, name, taken)) from None
@@ -246,6 +257,34 @@ def _has_entries(fd: int, name: bytes) -> bool:
             return next(entries, None) is not None
     finally:
         os.close(sub)
+
+
+def _copy_back(
+    fd: int, held: bytes, to: int, back: bytes, token: bytes, check: Callable[[], None]
+) -> None:
+    """Copy the held item (in ``fd``) to ``back`` in ``to``, on another filesystem, as the
+    move across filesystems copied it: no-replace (`FileExistsError` when taken), mode,
+    times, owner and extended attributes kept, fsynced before the caller unlinks the held
+    name. A regular file or a symlink; anything else raises the rename's ``EXDEV``."""
+    src = b"/proc/self/fd/%d/%s" % (fd, held)
+    mode = os.lstat(src).st_mode
+    if stat.S_ISLNK(mode):
+        copy_symlink(
+            src,
+            back,
+            dst_dir_fd=to,
+            overwrite=False,
+            preserve_owner=True,
+            durable=True,
+            owner=token,
+        )
+    elif stat.S_ISREG(mode):
+        options = CopyOptions(
+            durable=True, preserve_xattrs=True, preserve_owner=True, resume_partial=False
+        )
+        copy_file(src, back, options, dst_dir_fd=to, check=check, overwrite=False, owner=token)
+    else:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), display(held))
 
 
 def _give_back_all(paths: list[str], token: bytes) -> None:

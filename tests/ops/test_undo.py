@@ -179,6 +179,39 @@ async def test_undo_a_move_moves_items_back(tmp_path: Path, store_path: str) -> 
     assert list(dst.iterdir()) == []
 
 
+async def test_undo_a_move_across_filesystems_copies_each_item_back(
+    tmp_path: Path, store_path: str, other_fs: Path
+) -> None:
+    # Found by the third hunt (session 18): the move back was a rename, which fails across
+    # filesystems ("Invalid cross-device link"), so such a move could never be undone.
+    src = tmp_path / "src"
+    tree(src)
+    write(src / "big.bin", os.urandom(3 * 1024 * 1024))  # chunked, not the one-shot path
+    os.chmod(src / "f2.txt", 0o4751)
+    os.utime(src / "f3.txt", ns=(1, 1_000_000_123))
+    before = {p.relative_to(src).as_posix(): os.lstat(p) for p in src.rglob("*")}
+    digests = {
+        p.relative_to(src).as_posix(): xxhash.xxh3_128_hexdigest(read(p))
+        for p in src.rglob("*")
+        if p.is_file() and not p.is_symlink()
+    }
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(MoveJob(sources=[str(src)], destination=str(other_fs)))
+        await h.result()
+        assert not src.exists()
+        u = await m.undo(h.id)
+        result = await u.result()
+    assert result["failed"] == 0 and result["restored"] == 10
+    after = {p.relative_to(src).as_posix(): os.lstat(p) for p in src.rglob("*")}
+    assert sorted(after) == sorted(before)
+    for rel, st in before.items():
+        if not os.path.isdir(src / rel):
+            assert (after[rel].st_mode, after[rel].st_mtime_ns) == (st.st_mode, st.st_mtime_ns)
+    assert os.readlink(src / "link") == "f1.txt"
+    assert {rel: xxhash.xxh3_128_hexdigest(read(src / rel)) for rel in digests} == digests
+    assert [p for p in other_fs.rglob("*") if not p.is_dir()] == []  # moved, not copied
+
+
 async def test_undo_a_merged_move_item_by_item(tmp_path: Path, store_path: str) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     tree(src)
