@@ -135,6 +135,8 @@ async def _json_body(request: Request) -> dict[str, Any]:
         data = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError):
         raise ApiError(422, "the request body is not JSON") from None
+    except RecursionError:  # (``[[[[...``: it was a 500 with a traceback in the log)
+        raise ApiError(422, "the request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise ApiError(422, "the request body must be a JSON object")
     return data

@@ -112,6 +112,16 @@ async def test_422_bodies_match_the_cli(server: Server, tmp_path) -> None:
     assert not dst.exists()  # nothing touched
 
 
+async def test_a_body_nested_too_deeply_is_422(server: Server) -> None:
+    # Found by the third hunt (session 18): json.loads raised RecursionError, answered 500.
+    deep = b"[" * 100_000 + b"]" * 100_000
+    async with server.client() as c:
+        r = await c.post("/api/jobs", content=deep)
+        assert r.status_code == 422, r.text
+        assert r.json() == {"error": "the request body is nested too deeply"}
+        assert (await c.get("/api/jobs")).json()["jobs"] == []
+
+
 @pytest.mark.both_stores
 async def test_errors_paged(server: Server, tmp_path) -> None:
     spec = {"n": 30, "log": str(tmp_path / "l"), "fail_every": 3}
