@@ -645,10 +645,14 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         return JobHandle._create(self, job_id)
 
     async def delete(self, job_id: str) -> None:
-        """Forget a job that rests (its completions, errors and results too)."""
+        """Forget a job that rests (its completions, errors and results too). One that could
+        still be resumed (paused, interrupted, failed...) is cancelled first: its cleanup
+        removes its partials, which nothing could remove once its name token is forgotten."""
         info = await self.get(job_id)
         if info.status.is_active:
             raise InvalidTransitionError(f"cannot delete job {job_id}: it is {info.status.value}")
+        if JobStatus.CANCELLED in TRANSITIONS[info.status]:
+            await self.cancel(info.id)
         await self._db(self.store.delete, job_id)  # checks again, in its transaction
         self._live.pop(job_id, None)
         self._forget(job_id)

@@ -754,6 +754,31 @@ async def test_cancel_while_paused_removes_partials(
     assert not (dst / "src" / "big.bin").exists()
 
 
+async def test_deleting_a_paused_job_removes_its_partials_first(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the third hunt (session 18): `delete` (the server's DELETE /api/jobs/ID)
+    # forgot a paused copy with its partial left at the destination, for good: nothing
+    # removes a partial whose job (and name token) is gone.
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    data = blob(4 * MIB, 5)
+    write(src / "big.bin", data)
+    monkeypatch.setattr(transfer_mod, "CHUNK_SIZE", MIB)
+    held = slow_checks(monkeypatch, [0.05], hold_at=MIB)
+    async with parjobs.open_manager(store_path) as m:
+        handle = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
+        with trio.fail_after(20):
+            await pause_mid_file(m, handle, MIB, held)
+        assert find_partials(dst) != []
+        await m.delete(handle.id)
+        with pytest.raises(parjobs.JobNotFoundError):
+            await m.get(handle.id)
+    assert find_partials(dst) == []
+    assert not (dst / "src" / "big.bin").exists()
+    assert read(src / "big.bin") == data
+
+
 async def test_cancel_while_running_removes_partials(
     store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
