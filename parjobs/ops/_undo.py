@@ -51,6 +51,7 @@ from ._copyfile import CopyOptions, copy_file, copy_symlink
 from ._fs import DIR_NOFOLLOW, display, lexists, rename_noreplace, unique_name
 from ._names import job_token, stored_token
 from ._partials import held_name
+from ._trash import read_trashinfo
 from ._trashcan import info_of, restore
 
 #: Records read from the log per page.
@@ -62,6 +63,7 @@ _HELD = _REMOVABLE | {"moved"}  # taken aside under a held name while undone
 CHANGED = "changed since the job wrote it; kept"
 GONE = "no longer there"
 NOT_EMPTY = "directory not empty; kept"
+TRASH_REUSED = "another item is in the trash under its name now; left there"
 
 
 def unchanged(st: os.stat_result, record: ItemRecord) -> bool:
@@ -105,8 +107,14 @@ class UndoTask(Task[str]):
         trashed, source = os.fsencode(r.destination), os.fsencode(r.source)
         # Gone from files/ with its info file left: an earlier run of this undo restored it
         # and was stopped before removing the info file (`restore` finishes that).
-        if not os.path.lexists(trashed) and not os.path.lexists(info_of(trashed)):
+        info = info_of(trashed)
+        if not os.path.lexists(trashed) and not os.path.lexists(info):
             raise Skip("no longer in the trash")
+        # The name in the trash is free again once the item is emptied or restored, and the
+        # next item trashed with its name takes it: that one is not this job's to restore.
+        with contextlib.suppress(FileNotFoundError, ValueError):  # (`restore` says what)
+            if read_trashinfo(info).original_path != source:
+                raise Skip(TRASH_REUSED)
         try:
             target = restore(trashed, source)
         except FileExistsError:

@@ -252,6 +252,35 @@ async def test_undo_a_trash_restores_to_the_original_paths(
     assert [os.fsdecode(e.original_path) for e in left] == [str(tmp_path / "a.txt")]
 
 
+async def test_undo_a_trash_never_restores_another_item_given_its_trash_name(
+    tmp_path: Path, store_path: str, private_home: Path
+) -> None:
+    # Found by the third hunt (session 18): once the user emptied the trashed item, the next
+    # one trashed with its name took its place (files/notes.txt), and undo moved that one,
+    # another file, to the first job's original path, its .trashinfo dropped: "restored".
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write(tmp_path / "a" / "notes.txt", b"first")
+    write(tmp_path / "b" / "notes.txt", b"other")
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(DeleteJob(paths=[str(tmp_path / "a" / "notes.txt")], trash=True))
+        await h.result()
+        (entry,) = list_trash()
+        os.unlink(entry.trashed_path)  # emptied from the trash for good
+        os.unlink(entry.info_path)
+        other = await m.submit(DeleteJob(paths=[str(tmp_path / "b" / "notes.txt")], trash=True))
+        await other.result()
+        assert [e.trashed_path for e in list_trash()] == [entry.trashed_path]  # its name
+        u = await m.undo(h.id)
+        result = await u.result()
+    assert result["restored"] == 0 and result["failed"] == 0
+    assert result["kept_reasons"] == {undo_mod.TRASH_REUSED: 1}
+    assert not (tmp_path / "a" / "notes.txt").exists()
+    (left,) = list_trash()
+    assert os.fsdecode(left.original_path) == str(tmp_path / "b" / "notes.txt")
+    assert read(Path(os.fsdecode(left.trashed_path))) == b"other"
+
+
 async def test_undo_of_a_running_job_is_refused(tmp_path: Path, store_path: str) -> None:
     async with parjobs.open_manager(store_path) as m:
         h = await m.submit(CountJob(n=200, log=str(tmp_path / "log"), sleep=0.05))
