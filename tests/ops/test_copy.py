@@ -734,9 +734,13 @@ async def test_pause_mid_file_then_resume_continues_from_the_partial(
     assert find_partials(dst) == []
 
 
+@pytest.mark.parametrize("delete", [False, True])
 async def test_cancel_while_paused_removes_partials(
-    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, delete: bool
 ) -> None:
+    """``delete``: the job is deleted instead (`manager.delete`, ``DELETE /api/jobs/ID``),
+    which forgot it with its partial left at the destination for good until the third hunt
+    (session 18): nothing removes a partial whose job, and name token, are gone."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     write(src / "big.bin", blob(8 * MIB, 3))
@@ -748,35 +752,15 @@ async def test_cancel_while_paused_removes_partials(
             await pause_mid_file(m, handle, 2 * MIB, held)
         assert find_partials(dst) != []
     async with parjobs.open_manager(store_path) as m:  # a later process cancels it
-        await m.cancel(handle.id)
-        assert (await m.get(handle.id)).status is JobStatus.CANCELLED
+        if delete:
+            await m.delete(handle.id)
+            with pytest.raises(parjobs.JobNotFoundError):
+                await m.get(handle.id)
+        else:
+            await m.cancel(handle.id)
+            assert (await m.get(handle.id)).status is JobStatus.CANCELLED
     assert find_partials(dst) == []
     assert not (dst / "src" / "big.bin").exists()
-
-
-async def test_deleting_a_paused_job_removes_its_partials_first(
-    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Found by the third hunt (session 18): `delete` (the server's DELETE /api/jobs/ID)
-    # forgot a paused copy with its partial left at the destination, for good: nothing
-    # removes a partial whose job (and name token) is gone.
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    src.mkdir()
-    data = blob(4 * MIB, 5)
-    write(src / "big.bin", data)
-    monkeypatch.setattr(transfer_mod, "CHUNK_SIZE", MIB)
-    held = slow_checks(monkeypatch, [0.05], hold_at=MIB)
-    async with parjobs.open_manager(store_path) as m:
-        handle = await m.submit(CopyJob(into=True, sources=[str(src)], destination=str(dst)))
-        with trio.fail_after(20):
-            await pause_mid_file(m, handle, MIB, held)
-        assert find_partials(dst) != []
-        await m.delete(handle.id)
-        with pytest.raises(parjobs.JobNotFoundError):
-            await m.get(handle.id)
-    assert find_partials(dst) == []
-    assert not (dst / "src" / "big.bin").exists()
-    assert read(src / "big.bin") == data
 
 
 async def test_cancel_while_running_removes_partials(
