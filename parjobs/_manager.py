@@ -42,6 +42,7 @@ from ._exceptions import (
     JobLoadError,
     JobNotFinishedError,
     JobNotFoundError,
+    LeaseError,
     StoreError,
 )
 from ._housekeeping import REQUEST_POLL, Housekeeping
@@ -52,7 +53,7 @@ from ._leases import CLOSED
 from ._progress import ItemError, Progress
 from ._records import ItemQuery, JobInfo, JobQuery
 from ._status import TRANSITIONS, JobStatus, check_transition, paused_by_store
-from ._store import CancelPending
+from ._store import UNDO_REQUEST, CancelPending
 from ._stores import open_store
 from ._util import NoPublicConstructor, exception_leaves
 
@@ -238,6 +239,9 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         with trio.move_on_after(grace):
             for live in list(self._live.values()):
                 await live.rested.wait()
+        self._cut_cleanups = True  # nor is a run's cleanup waited for past the grace
+        for scope in list(self._cleanups):
+            scope.cancel()
         for live in list(self._live.values()):
             if live.scope is not None and not live.rested.is_set():
                 live.scope.cancel()
@@ -477,7 +481,9 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         the files it copied that nobody changed since). Once per job: undoing it again
         returns the same undo job (a new one once that was cancelled). The job must not be
         running (pause or cancel it first); undone, it never runs again: a paused,
-        interrupted or failed one is cancelled first, and `resume` refuses it.
+        interrupted or failed one is cancelled first, and `resume` refuses it. Both in one
+        compare-and-set (`_take_for_undo`): a job resumed anywhere since it was read here is
+        not undone (`InvalidTransitionError`, nothing cancelled or reverted).
         `JobLoadError` when no ``undo`` job type is installed."""
         info = await self.get(job_id)
         if info.status.is_active:
@@ -488,16 +494,33 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         if cls is None:
             raise JobLoadError(f"no {UNDO_JOB_TYPE!r} job type is installed")
         job = cls.from_spec({"job": info.id})
-        if JobStatus.CANCELLED in TRANSITIONS[info.status]:
-            # Undone, a job never runs again (a resume would skip what the undo reverts and
-            # report it done; `resume` refuses it): it rests cancelled, leftovers removed.
-            await self.cancel(info.id)
+        try:
+            await self._take_for_undo(info)
+        except (InvalidTransitionError, LeaseError) as exc:  # resumed or taken meanwhile
+            raise InvalidTransitionError(f"cannot undo job {info.id}: {exc}") from None
         # Once per job, but an undo that was cancelled (never to run again) is followed by
         # a new one: the job, perhaps half undone, is never resumed, so only an undo can
         # finish it (it returned the cancelled one, for good).
         cancelled = sum(u.status is JobStatus.CANCELLED for u in await self._undos(info.id))
         key = f"undo:{info.id}" + (f":{cancelled}" if cancelled else "")
         return await self.submit(job, idempotency_key=key, owner=owner)
+
+    async def _take_for_undo(self, info: JobInfo) -> None:
+        """Make the job, resting as ``info`` says, never run again before its undo is
+        submitted, in one compare-and-set on its status and lease: a resume (here or in
+        another process) after the undo read it either came first, and the undo is refused
+        (`InvalidTransitionError`, `LeaseError`: nothing reverted), or comes after, and is
+        refused itself. Undone, a job never runs again (a resume would skip what the undo
+        reverts and report it done): one that may be cancelled rests cancelled, leftovers
+        removed; one completed with errors (never cancelled) is marked (``request``
+        ``undo``: the store's `requeue` refuses it); a completed or cancelled one is final."""
+        if JobStatus.CANCELLED in TRANSITIONS[info.status]:
+            await self._cancel_once(info.id, resting=info.status)
+        elif JobStatus.QUEUED in TRANSITIONS[info.status]:
+            # (its status and end time kept: only its request is new)
+            mark: dict[str, Any] = {"expect": info.status, "finished": info.finished}
+            mark["request"] = UNDO_REQUEST
+            await self._db(self.store.transition, info.id, info.status, manager=self.id, **mark)
 
     async def _undos(self, job_id: str) -> list[JobInfo]:
         """The undo jobs submitted for ``job_id``."""
@@ -527,36 +550,48 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         resting (paused, interrupted, failed): cleaned up now. Recorded ``cancelled`` only
         once cleaned up (a queued job is ``cancelling`` meanwhile). Illegal when completed
         or cancelled. A cancel of the job already under way here is waited for."""
+        await self._cancel_once(job_id)
+
+    async def _cancel_once(self, job_id: str, *, resting: JobStatus | None = None) -> None:
+        """`cancel`, or with ``resting`` only the cancel of a job that still rests so, held
+        by no other live process (a compare-and-set: else `InvalidTransitionError` or
+        `LeaseError`, nothing done): `undo`'s."""
         under_way = self._cancels.get(job_id)
         if under_way is not None:  # (a resume finding its cancel pending comes here too)
             await under_way.wait()
+            now = (await self._db(self.store.statuses, [job_id])).get(job_id)
+            if resting is not None and now is not JobStatus.CANCELLED:
+                raise InvalidTransitionError(f"job {job_id} is {now}: its cancel did not end")
             return
         done = self._cancels[job_id] = trio.Event()
         try:
-            await self._cancel(job_id)
+            await self._cancel(job_id, resting)
         finally:
             del self._cancels[job_id]
             done.set()
 
-    async def _cancel(self, job_id: str) -> None:
+    async def _cancel(self, job_id: str, resting: JobStatus | None = None) -> None:
         await self._steered_settled(job_id)
-        info = await self._steer(job_id, "cancel")
-        if info is None:
-            return
-        check_transition(job_id, info.status, JobStatus.CANCELLED)
-        if info.status.is_active:  # queued for any worker, or its process gone: a
+        status = resting  # (a run of it here makes it active in the store too)
+        if status is None:
+            steered = await self._steer(job_id, "cancel")
+            if steered is None:
+                return
+            status = steered.status
+        check_transition(job_id, status, JobStatus.CANCELLED)
+        if status.is_active:  # queued for any worker, or its process gone: a
             # compare-and-set leases it here, cancelling while its cleanup runs (a process
             # dying meanwhile leaves its cancel pending, `CancelPending`)
             info = await self._db(
                 self.store.transition,
                 job_id,
                 JobStatus.CANCELLING,
-                expect=info.status,
+                expect=status,
                 manager=self.id,
                 lease=self.id,
             )
         else:  # resting: leased here, so nobody resumes it while its cleanup runs
-            info = await self._db(self.store.take, job_id, self.id, info.status)
+            info = await self._db(self.store.take, job_id, self.id, status)
         with trio.CancelScope(shield=True):  # cancelled only once cleaned up
             await self._cleanup_offline(info)
             # The store failing, its end waits for it, as a run's does: the job rests

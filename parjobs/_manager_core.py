@@ -127,6 +127,10 @@ class ManagerCore:
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self._closed_event = trio.Event()  # set with `_closing`: wakes what waits for the store
+        #: The cleanups a run's end waits for (`JobRunner._cuttable`), and whether a closing
+        #: manager's shutdown grace is over: it cuts them then, never waits for them.
+        self._cleanups: set[trio.CancelScope] = set()
+        self._cut_cleanups = False
         #: The store's error that kept a run's last checkpoint from being written as the
         #: manager closed: `close` raises it (once) if nothing else says the store failed.
         self._unrecorded: StoreError | None = None

@@ -3,13 +3,14 @@ final status), and the pure decision of that status, `classify`."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import shutil
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import trio
@@ -259,8 +260,13 @@ class JobRunner(ManagerCore):
             assert failure is not None and policy is not None
             await self._retry_job(live, failure, policy.delay(info.runs))
             return
-        if ending.cleanup is not None:  # never after a lost lease: that is the new owner's
-            await self._cleanup(job, ctx, live, cancelled=ending.cleanup)
+        # (never after a lost lease: that is the new owner's)
+        if ending.cleanup is not None and not await self._cleanup(
+            job, ctx, live, cancelled=ending.cleanup
+        ):  # cut by a closing manager: its end unrecorded, as in `_finish`'s
+            live.ctx = None
+            live.rest(JobStatus.INTERRUPTED)
+            return
         if ending.status not in (JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS):
             await self._finish(live, ending.status, error=ending.error or ctx.store_error)
             if ctx.store_error is not None and live.status is JobStatus.PAUSED:
@@ -412,12 +418,32 @@ class JobRunner(ManagerCore):
             self._queue.append(live)
             self._wake.set()
 
-    async def _cleanup(self, job: Job, ctx: JobContext, live: JobRun, *, cancelled: bool) -> None:
-        with trio.CancelScope(shield=True):
+    async def _cleanup(self, job: Job, ctx: JobContext, live: JobRun, *, cancelled: bool) -> bool:
+        """Run the job's cleanup at the end of its run; False when a closing manager cut it
+        (`_cuttable`): nothing is then recorded for the run."""
+        with self._cuttable() as cut:
             try:
                 await job.cleanup(ctx, cancelled=cancelled)
             except Exception as exc:  # reported, never masks the job's own outcome
                 live.error = f"cleanup failed: {exc}"
+        return not cut.cancel_called
+
+    @contextlib.contextmanager
+    def _cuttable(self) -> Iterator[trio.CancelScope]:
+        """A shielded scope for a cleanup that a run's end waits for (a cancel's, most of
+        all): nothing but a closing manager stops it, and only once its shutdown grace is
+        over (`_shutdown`), rather than wait for a cleanup that never ends (a hung file
+        system). A cut run records nothing more: the store still has the job as it was
+        (``cancelling``, or running with its cancel asked), and the next manager recovers it
+        ``interrupted`` with its cancel pending, which a resume finishes (`CancelPending`)."""
+        with trio.CancelScope(shield=True) as scope:
+            if self._cut_cleanups:
+                scope.cancel()
+            self._cleanups.add(scope)
+            try:
+                yield scope
+            finally:
+                self._cleanups.discard(scope)
 
     async def _cleanup_offline(self, info: JobInfo, *, cancelled: bool = True) -> None:
         """Run the cleanup of a job that is not running (cancel of a paused, interrupted or
@@ -494,7 +520,8 @@ class JobRunner(ManagerCore):
         attempts = 0
         # A resumable rest (nothing cleaned up yet) keeps a cancel another process sent
         # meanwhile: the job is cancelling then, and this run finishes the cancel below;
-        # a pause sent meanwhile rests an interrupted job (a worker closing) paused.
+        # a pause sent meanwhile rests an interrupted job (a worker closing) paused, and
+        # makes a pause of its failing store a person's (never resumed by itself).
         keep_cancel = status in (JobStatus.PAUSED, JobStatus.INTERRUPTED)
 
         async def record() -> None:
@@ -575,13 +602,15 @@ class JobRunner(ManagerCore):
                     found = await self.get(live.id)
                 except JobNotFoundError:
                     found = None
-                # (an interrupted end that a pause sent meanwhile rested paused)
+                # (an interrupted end that a pause sent meanwhile rested paused; a store's
+                # pause that a person's pause sent so made theirs: no lease)
                 written = {status, JobStatus.PAUSED} if keep else {status}
-                ours = (fields["lease"], fields["run_time"])
+                leases = {fields["lease"], None} if keep else {fields["lease"]}
                 if (
                     found is not None
                     and found.status in written
-                    and (found.lease, found.run_time) == ours
+                    and found.lease in leases
+                    and found.run_time == fields["run_time"]
                 ):
                     if plain:
                         live.ended = dataclasses.replace(found, result=result)
@@ -601,9 +630,9 @@ class JobRunner(ManagerCore):
         cancels it meanwhile. Its cleanup runs once, as for a resting job's cancel
         (`JobManager.cancel`), then the job is recorded ``cancelled`` (never before: a
         waiter finds its temporaries gone), its directory removed, and the run rests. If
-        that write is not made (the manager closing with the store failing, or the job
-        taken from this manager), the run rests interrupted: the job is recovered with its
-        cancel pending, which a resume finishes (`CancelPending`)."""
+        that write is not made (the manager closing with the store failing, or past its
+        grace, or the job taken from this manager), the run rests interrupted: the job is
+        recovered with its cancel pending, which a resume finishes (`CancelPending`)."""
         live.set_status(JobStatus.CANCELLING)
         found: list[JobInfo] = []
 
@@ -613,10 +642,10 @@ class JobRunner(ManagerCore):
         cancelled = self._cancelled_write(live.id, JobStatus.CANCELLING)
         written = False
         if await self._patiently(live, read):
-            with trio.CancelScope(shield=True):
+            with self._cuttable() as cut:
                 await self._cleanup_offline(found[-1])
             try:
-                written = await self._patiently(live, cancelled)
+                written = not cut.cancel_called and await self._patiently(live, cancelled)
             except (LeaseError, InvalidTransitionError) as exc:  # recovered by another one
                 live.lost = live.error = str(exc)
         if not written:

@@ -181,6 +181,11 @@ def leave_open_for_exit() -> None:
         _left_for_exit = []
 
 
+#: The ``request`` of a job completed with errors that `JobManager.undo` took (a
+#: compare-and-set, before it submits the undo): `requeue` refuses it from then on.
+UNDO_REQUEST = "undo"
+
+
 class CancelPending(InvalidTransitionError):
     """A resume found the job resting with a cancel pending: a person asked to cancel it
     and its manager died (or closed) before the job was cancelled, perhaps after its
@@ -391,6 +396,8 @@ class SQLiteJobStore:
                 info = self._get(c, job_id)
             if info.request == "cancel":  # its manager died (or closed) cancelling it
                 raise CancelPending(f"cannot resume job {job_id}: its cancel is pending")
+            if info.request == UNDO_REQUEST:
+                raise InvalidTransitionError(f"cannot resume job {job_id}: it is undone")
             check_transition(job_id, info.status, JobStatus.QUEUED)
             c.execute(
                 "UPDATE jobs SET status='queued', lease=?, request=NULL, finished=NULL, "
@@ -712,7 +719,8 @@ class SQLiteJobStore:
         is not lost: with ``keep_cancel`` a cancel makes the job ``cancelling`` instead, its
         lease and request kept, for the caller to finish the cancel; with ``keep_request``
         a cancel stays pending on the resting job (a resume finishes it: `CancelPending`),
-        and a pause rests an ``interrupted`` job ``paused``."""
+        a pause rests an ``interrupted`` job ``paused``, and a job its failing store paused
+        (``error`` `STORE_PAUSED`) paused by the person (no store error, no lease)."""
         now = time.time()
         with self._tx() as c:
             info = self._get(c, job_id)
@@ -726,6 +734,10 @@ class SQLiteJobStore:
             elif keep_request and info.request == "pause" and new is JobStatus.INTERRUPTED:
                 new = JobStatus.PAUSED
                 fields["request"] = None
+            elif keep_request and info.request == "pause" and paused_by_store(fields.get("error")):
+                # A person's pause sent as the job's failing store paused it: a person's
+                # pause it is (no store error, no reservation), never resumed by itself.
+                fields.update(error=None, lease=None, request=None)
             if manager is not None:
                 self._check_owner(c, info, manager)
             if expect is not None and info.status is not expect:

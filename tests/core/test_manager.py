@@ -12,7 +12,7 @@ import time
 import pytest
 import trio
 from _forkcli import Forked
-from _jobs import CountJob, logged, read_log
+from _jobs import CountJob, SlowCleanupJob, logged, read_log
 
 import parjobs
 from parjobs import JobStatus
@@ -345,3 +345,108 @@ async def test_a_job_ended_in_the_store_reads_so_while_its_directory_goes(
         finally:
             gate.set()
         assert await handle.wait() is JobStatus.CANCELLED
+
+
+async def stored_resting(m: parjobs.JobManager, status: JobStatus, log: str) -> str:
+    """A job of ``m`` resting ``status``: paused (stored so, never run) or completed with
+    errors (every fifth task fails, on every run)."""
+    if status is JobStatus.PAUSED:
+        return (await m.submit(CountJob(n=20, log=log), start=False)).id
+    handle = await m.submit(CountJob(n=20, log=log, fail_every=5))
+    assert await handle.wait() is status
+    return handle.id
+
+
+@pytest.mark.parametrize("status", [JobStatus.PAUSED, JobStatus.COMPLETED_WITH_ERRORS])
+async def test_an_undo_loses_to_a_resume_elsewhere_after_it_read_the_job(
+    store_path, tmp_path, status
+):
+    """Manager B resumes the job just after A's undo read it resting: the undo is refused
+    (a clear error), nothing is submitted or cancelled, and the job runs to its end in B,
+    not undone while it runs there."""
+    async with (
+        parjobs.open_manager(store_path) as a,
+        parjobs.open_manager(store_path) as b,
+    ):
+        job_id = await stored_resting(a, status, str(tmp_path / "log"))
+        real = a._db
+        resumed: list[object] = []
+
+        async def db(fn, *args, **kwargs):
+            got = await real(fn, *args, **kwargs)
+            if getattr(fn, "__name__", "") == "get" and not resumed:
+                resumed.append(await b.resume(job_id))
+            return got
+
+        a._db = db  # type: ignore[method-assign]
+        with pytest.raises(parjobs.InvalidTransitionError, match=f"cannot undo job {job_id}"):
+            await a.undo(job_id)
+        a._db = real  # type: ignore[method-assign]
+        assert resumed
+        ended = JobStatus.COMPLETED if status is JobStatus.PAUSED else status
+        assert await b.wait(job_id) is ended
+        assert await a.list_jobs(type="undo") == []
+
+
+async def test_a_resume_elsewhere_loses_to_an_undo_that_took_the_job(store_path, tmp_path):
+    """Manager B resumes a job completed with errors just after A's undo took it (before
+    the undo job is stored): the resume is refused, and only the undo runs."""
+    async with (
+        parjobs.open_manager(store_path) as a,
+        parjobs.open_manager(store_path) as b,
+    ):
+        job_id = await stored_resting(a, JobStatus.COMPLETED_WITH_ERRORS, str(tmp_path / "log"))
+        real = a._db
+        refused: list[BaseException | None] = []
+
+        async def db(fn, *args, **kwargs):
+            if getattr(fn, "__name__", "") == "insert_job" and not refused:
+                try:
+                    await b.resume(job_id)
+                except parjobs.InvalidTransitionError as exc:
+                    refused.append(exc)
+                else:
+                    refused.append(None)
+            return await real(fn, *args, **kwargs)
+
+        a._db = db  # type: ignore[method-assign]
+        undo = await a.undo(job_id)
+        a._db = real  # type: ignore[method-assign]
+        assert refused and refused[0] is not None, refused
+        assert "undone" in str(refused[0])
+        assert await undo.wait() is JobStatus.COMPLETED
+        info = await a.get(job_id)
+        assert (info.status, info.runs) == (JobStatus.COMPLETED_WITH_ERRORS, 1)
+
+
+async def test_closing_stops_waiting_for_a_cancel_cleanup_at_the_end_of_its_grace(
+    store_path, tmp_path, autojump_clock
+):
+    """A cancelled job's cleanup outlasts the manager's shutdown grace (20 s against 1 s):
+    the close stops waiting for it at the grace and records nothing more, so the
+    job rests as the store had it, its cancel pending: the next manager finds it
+    interrupted with that cancel, which a resume finishes (`CancelPending`)."""
+    cleaned = tmp_path / "cleaned"
+    job = SlowCleanupJob(
+        n=20,
+        log=str(tmp_path / "log"),
+        hold=str(tmp_path / "never"),  # tasks from the tenth on wait: it runs until cancelled
+        hold_from=10,
+        cleaned=str(cleaned),
+        cleanup_seconds=20,
+    )
+    async with parjobs.open_manager(store_path, shutdown_grace=1) as m:
+        handle = await m.submit(job)
+        with trio.fail_after(30):
+            while handle.status is not JobStatus.RUNNING:
+                await trio.sleep(0.01)
+            await m.cancel(handle.id)
+            while not cleaned.exists():
+                await trio.sleep(0.01)
+        t0 = trio.current_time()
+    took = trio.current_time() - t0
+    assert 1 <= took < 5, took
+    assert cleaned.read_text() == "begin cancelled\n"
+    async with parjobs.open_manager(store_path) as m:
+        info = await m.get(handle.id)
+    assert (info.status, info.request, info.lease) == (JobStatus.INTERRUPTED, "cancel", None)

@@ -5,15 +5,18 @@ the SQLite store's write lock (``BEGIN EXCLUSIVE``)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 import rel_helpers as faults
 import trio
+import trio.testing
 
 import parjobs
 from parjobs import JobStatus
 from parjobs._housekeeping import HEAL_AFTER
+from parjobs._manager_core import ManagerCore
 from parjobs._status import RESUMED, paused_by_store
 from parjobs._util import exception_leaves as leaves
 
@@ -116,6 +119,46 @@ async def test_a_person_steering_it_elsewhere_as_it_heals_wins(
     faults.assert_each_task_ran_once(store.log)
 
 
+@pytest.mark.parametrize("outage_store", ["sqlite", "postgresql"], indirect=True)
+async def test_a_pause_from_elsewhere_as_its_store_pause_is_written_wins(
+    store: faults.OutageStore, autojump_clock: trio.abc.Clock
+) -> None:
+    """A person pauses the job through manager B just as A writes its rest paused by its
+    failing store (the outage over, the request lands in the store first): the person's
+    pause wins as in the other orders (the job rests paused with no store error and no
+    lease, and A never resumes it by itself), until a person resumes it. Each task once."""
+    async with (
+        parjobs.open_manager(store.path, workers=2) as a,
+        parjobs.open_manager(store.path, workers=2) as b,
+    ):
+        steered: list[BaseException | None] = []
+
+        async def pause() -> None:
+            try:
+                await b.pause(handle.id)
+            except Exception as exc:
+                steered.append(exc)
+            else:
+                steered.append(None)
+
+        faults.before_write(a, JobStatus.PAUSED, pause)
+        handle = await faults.pause_by_outage(a, store)
+        await faults.end_outage(store)
+        with trio.fail_after(60):
+            assert await handle.wait() is JobStatus.PAUSED
+        assert steered == [None]
+        await trio.sleep(5 * HEAL_AFTER)  # past A's resume, were it still to come
+        info = await b.get(handle.id)
+        assert (info.status, info.error, info.lease) == (JobStatus.PAUSED, None, None)
+        assert handle.id not in a._healing
+        open(store.flag, "w").close()
+        await b.resume(handle.id)
+        assert await b.wait(handle.id) is JobStatus.COMPLETED
+        info = await b.get(handle.id)
+    assert info.runs == 2
+    faults.assert_each_task_ran_once(store.log)
+
+
 async def test_a_pause_in_the_healing_manager_as_it_queues_the_job_wins(
     store: faults.OutageStore, autojump_clock: trio.abc.Clock
 ) -> None:
@@ -195,14 +238,41 @@ async def test_a_manager_closing_as_it_heals_leaves_the_job_resumable(
     faults.assert_each_task_ran_once(store.log)
 
 
+#: Real seconds of idleness after which `jump_only_when_still` lets virtual time jump.
+STILL = 1.0
+
+
+def jump_only_when_still(clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on ``clock`` (the ``autojump_clock``, whose store calls hold time) jumps
+    only after `STILL` seconds of real idleness, not 20 ms."""
+    inner = ManagerCore._db
+
+    async def db(self: ManagerCore, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await inner(self, fn, *args, **kwargs)
+        finally:
+            if clock.autojump_threshold != math.inf:  # (no other call in flight)
+                clock.autojump_threshold = STILL
+
+    monkeypatch.setattr(ManagerCore, "_db", db)
+    clock.autojump_threshold = STILL
+
+
 async def test_closing_a_manager_whose_job_waits_for_a_dead_store_is_prompt(
-    store: faults.OutageStore, autojump_clock: trio.abc.Clock
+    store: faults.OutageStore,
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The store never takes writes again: closing the manager of a job pausing for it
     (its last checkpoint retried every few seconds by now) ends with one `StoreError` (what
     ``except StoreError`` around `open_manager` catches, not a group of the run's and the
     manager's record's) within a couple of busy timeouts, as `_final_checkpoint` says (a
-    closing manager ends the wait), not after its next retry or the whole shutdown grace."""
+    closing manager ends the wait), not after its next retry or the whole shutdown grace.
+
+    The close waits for no timer: virtual time then jumps only after `STILL` seconds of
+    real idleness, so a close that waits for its next retry (or the grace) shows as a
+    jump of seconds, while store threads slowed by a loaded machine (trio waits for them
+    idle) no longer let it leap through every timer (109 s once, at load 10)."""
     t0 = 0.0
     raised: BaseException | None = None
     with trio.fail_after(120):
@@ -210,6 +280,7 @@ async def test_closing_a_manager_whose_job_waits_for_a_dead_store_is_prompt(
             async with parjobs.open_manager(store.path, workers=2) as m:
                 await faults.pause_by_outage(m, store)
                 await trio.sleep(10)  # its retries back off: the next one 5.5 s away
+                jump_only_when_still(autojump_clock, monkeypatch)
                 t0 = trio.current_time()
         except BaseException as exc:
             raised = exc
