@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import AsyncIterator
 
 import _jobs  # noqa: F401  (registers test-count and test-validated)
 import pytest
@@ -120,6 +122,36 @@ async def test_a_body_nested_too_deeply_is_422(server: Server) -> None:
         assert r.status_code == 422, r.text
         assert r.json() == {"error": "the request body is nested too deeply"}
         assert (await c.get("/api/jobs")).json()["jobs"] == []
+
+
+async def test_a_body_over_the_limit_is_413_declared_or_streamed(
+    server: Server, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body longer than MAX_BODY is refused, whether its Content-Length says so (not read)
+    or it arrives chunked (read up to the limit): it was read whole into memory (72 MB of
+    sources held the server for 30 s). One just under the limit is read as before."""
+    from parjobs.server import _app
+
+    monkeypatch.setattr(_app, "MAX_BODY", 4096)
+    spec = {"sources": [str(tmp_path / f"missing-{i:05}") for i in range(200)]}
+    big = json.dumps({"type": "copy", "spec": {**spec, "destination": str(tmp_path / "d")}})
+    assert len(big) > 4096
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(big), 1000):
+            yield big[i : i + 1000].encode()
+
+    async with server.client() as c:
+        r = await c.post("/api/jobs", content=big.encode())
+        assert r.status_code == 413, r.text
+        assert r.json() == {"error": "the request body is larger than 4096 bytes"}
+        r = await c.post("/api/jobs", content=chunks())
+        assert r.status_code == 413, r.text
+        small = {"type": "copy", "spec": {"sources": [str(tmp_path / "x")], "destination": "/d"}}
+        r = await c.post("/api/jobs", json=small)  # under it: read, and refused for its spec
+        assert r.status_code == 422 and "x" in r.json()["error"], r.text
+        assert (await c.get("/api/jobs")).json()["jobs"] == []
+    assert not (tmp_path / "d").exists()
 
 
 @pytest.mark.both_stores
