@@ -1,6 +1,7 @@
 """A throwaway PostgreSQL server for the tests: ``initdb`` + ``pg_ctl`` from the Debian
-packages in a temporary directory, on a free TCP port, run as an unprivileged user when the
-tests run as root (CI does; PostgreSQL refuses to run as root). One per test process."""
+packages in a temporary directory (in memory, /dev/shm, when it has room), on a free TCP
+port, run as an unprivileged user when the tests run as root (CI does; PostgreSQL refuses
+to run as root). One per test process."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def server() -> Iterator[Server]:
     bindir = binaries()
     if bindir is None:
         raise FileNotFoundError("PostgreSQL binaries (initdb, pg_ctl) not found")
-    root = tempfile.mkdtemp(prefix="parjobs-pg-")
+    root = tempfile.mkdtemp(prefix="parjobs-pg-", dir=_in_memory())
     run_as: list[str] = []
     if os.geteuid() == 0:  # PostgreSQL never runs as root: use its own system user
         owner = "postgres" if _user_exists("postgres") else "nobody"
@@ -122,6 +123,26 @@ def server() -> Iterator[Server]:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
             srv.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+#: Free space /dev/shm must have to hold a cluster: a test process's ~50 databases (~8 MB
+#: each, a copy of the template) and their WAL take up to ~1 GB.
+SHM_NEEDED = 4 * 1024**3
+
+
+def _in_memory() -> str | None:
+    """/dev/shm when it is a writable tmpfs with room (`SHM_NEEDED`), else None (the default
+    temporary directory). In memory, a database's creation took 60 ms instead of 125-270 ms
+    (the template's copy written to a disk the suite's other writes and fsyncs share), and
+    initdb and the removal at the end got quicker too; fsync is off either way. A container's
+    default /dev/shm (64 MB) is too small: then the disk."""
+    shm = "/dev/shm"
+    try:
+        stat = os.statvfs(shm)
+    except OSError:
+        return None
+    room = stat.f_bavail * stat.f_frsize
+    return shm if room >= SHM_NEEDED and os.access(shm, os.W_OK | os.X_OK) else None
 
 
 def _user_exists(name: str) -> bool:
