@@ -129,3 +129,51 @@ def kill_while_linking(
     os.kill(child.pid, signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL
     assert count() < total, "killed before the end"
+
+
+def user_file_at_first(src: Path, dst: Path) -> tuple[int, int]:
+    """``src/s/a`` and ``src/s/b``, two names of one file, and the user's own file at
+    ``dst/s/a``: other bytes of the same size and mtime (``touch -r``), which a conflict
+    policy keeps. Returns the user's file's (inode, link count)."""
+    (src / "s").mkdir(parents=True)
+    write(src / "s" / "a", b"source bytes")
+    os.link(src / "s" / "a", src / "s" / "b")
+    (dst / "s").mkdir(parents=True)
+    write(dst / "s" / "a", b"user's bytes")
+    st = os.stat(src / "s" / "a")
+    os.utime(dst / "s" / "a", ns=(st.st_atime_ns, st.st_mtime_ns))
+    user = os.stat(dst / "s" / "a")
+    return user.st_ino, user.st_nlink
+
+
+async def run_pausing_before_links(
+    store_path: str, job: parjobs.Job, module: Any, paused: bool
+) -> parjobs.JobStatus:
+    """Run ``job`` (a copy or move of ``parjobs.ops.<module>``) to its end; with ``paused``,
+    pause it once its first stage is done, before the "links" stage looks up its firsts
+    (`firsts_made`), and resume it: what the later names link to then comes from the
+    first run's records."""
+    real = module.firsts_made
+    reached = trio.Event()
+
+    async def stop_first(ctx: parjobs.JobContext, *args: Any) -> Any:
+        if paused and not reached.is_set():
+            reached.set()
+            while True:  # until the pause below reaches the job
+                await ctx.check_interrupt()
+                await trio.sleep(0.005)
+        return await real(ctx, *args)
+
+    module.firsts_made = stop_first
+    try:
+        async with parjobs.open_manager(store_path) as m:
+            handle = await m.submit(job)
+            with trio.fail_after(20):
+                if paused:
+                    await reached.wait()
+                    await m.pause(handle.id)
+                    assert await handle.wait() is parjobs.JobStatus.PAUSED
+                    handle = await m.resume(handle.id)
+                return await handle.wait()
+    finally:
+        module.firsts_made = real

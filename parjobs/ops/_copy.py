@@ -35,7 +35,7 @@ from typing import Any, cast
 
 from .._context import JobContext
 from .._exceptions import Interrupted, Skip
-from .._items import DIRECTORY, ItemRow, fingerprint
+from .._items import DIRECTORY, Identity, ItemRow, fingerprint
 from .._job import Job, job_type, runtime_field
 from .._task import RUN_ALONE, Members, Task, TaskContext, spread_rows
 from .._workqueue import HEAVY_BYTES
@@ -57,6 +57,7 @@ from ._transfer import (
     bundled,
     check_paths,
     copy_group,
+    firsts_made,
     item_error,
     landed_rows,
     link_first,
@@ -240,16 +241,19 @@ class LinkItem(CopyItem):
 
     group_size = 1
 
-    def __init__(self, entry: Entry, first: Entry, plan: CopyPlan) -> None:
+    def __init__(
+        self, entry: Entry, first: Entry, plan: CopyPlan, made: Identity | None = None
+    ) -> None:
         super().__init__(entry, plan)
         self.first = first
+        self.made = made  # the copy of ``first`` this job made (`firsts_made`)
 
     def _file(self, tc: TaskContext) -> CopyDone:
         plan, rel, src = self.plan, self.entry.rel, self.entry.path
         parent = rel.rpartition(b"/")[0]
         dir_fd = plan.tree.acquire(parent)
         try:
-            got = link_first(self, tc, dir_fd, self.first)
+            got = link_first(self, tc, dir_fd, self.first, self.made)
             if got is not None:
                 landing, present = got
                 tc.add_bytes(self.entry.size)  # in place: its bytes count as finished
@@ -385,7 +389,9 @@ class CopyJob(IntoDestination, Job):
                     count(outcome)
             if links:  # after the copy stage: every first copy is in place
                 stage = ctx.task_dispatcher("links")
-                tasks = [LinkItem(e, f, plan) for e, f in links if not stage.is_completed(e.index)]
+                later = [(e, f) for e, f in links if not stage.is_completed(e.index)]
+                made = await firsts_made(ctx, dispatcher.stage, later) if later else {}
+                tasks = [LinkItem(e, f, plan, made.get(f.index)) for e, f in later]
                 async for outcome in stage.dispatch_many(tasks):
                     count(outcome)
             progress.set_message("finishing")

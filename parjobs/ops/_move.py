@@ -61,6 +61,7 @@ from ._transfer import (
     bundled,
     check_paths,
     copy_group,
+    firsts_made,
     item_error,
     landed_rows,
     link_first,
@@ -407,9 +408,12 @@ class MoveLinkItem(MoveItem):
 
     group_size = 1
 
-    def __init__(self, entry: Entry, first: Entry, plan: CopyPlan) -> None:
+    def __init__(
+        self, entry: Entry, first: Entry, plan: CopyPlan, made: Identity | None = None
+    ) -> None:
         super().__init__(entry, plan, by_copy=True)
         self.first = first
+        self.made = made  # where this job moved ``first`` (`firsts_made`)
 
     def _moved_as(self, dir_fd: int, name: bytes) -> str:
         """Linked (a name of a file with other links), else copied (it could not be)."""
@@ -420,7 +424,7 @@ class MoveLinkItem(MoveItem):
         self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes
     ) -> CopyDone:
         src = self.entry.path
-        got = link_first(self, tc, dir_fd, self.first)
+        got = link_first(self, tc, dir_fd, self.first, self.made)
         if got is None:
             return super()._copy_file(tc, src_st, dir_fd, name)
         landing = got[0]  # (in place already, too, when a run stopped before its checkpoint)
@@ -605,9 +609,9 @@ class MoveJob(IntoDestination, Job):
                     tally.count(outcome)  # (the manager checkpoints in the background)
             if links:  # after the move stage: every first name is in place
                 stage = ctx.task_dispatcher("links")
-                later = [
-                    MoveLinkItem(e, f, plan) for e, f in links if not stage.is_completed(e.index)
-                ]
+                todo = [(e, f) for e, f in links if not stage.is_completed(e.index)]
+                made = await firsts_made(ctx, dispatcher.stage, todo) if todo else {}
+                later = [MoveLinkItem(e, f, plan, made.get(f.index)) for e, f in todo]
                 async for outcome in stage.dispatch_many(later):
                     tally.count(outcome)
             progress.finalize_totals()  # (the walk did, if there was one)

@@ -1287,20 +1287,51 @@ _NO_LINK_ERRNOS = frozenset(
 )
 
 
+#: Records read per page of a job's own item log (`firsts_made`).
+_LOG_PAGE = 5000
+
+
+async def firsts_made(
+    ctx: JobContext, stage: str, links: Sequence[tuple[Entry, Entry]]
+) -> dict[int, Identity]:
+    """The copy this job made of each ``first`` of ``links`` (``(later name, first)``) in
+    ``stage``, this run or an earlier one, by the first's index: the identity its item
+    record holds (size, mtime_ns, inode). The only file a later name may be linked to
+    (`link_first`): a file of the same size and mtime at the first's name may be the
+    user's (a conflict policy kept it) or an earlier job's copy. Read from the job's log
+    once the run's records so far are stored; a first with none (skipped, renamed, failed,
+    found in place by a run whose record was lost) is absent."""
+    wanted = {first.index for _, first in links}
+    await ctx.checkpoint(force=True)
+    made: dict[int, Identity] = {}
+    after = 0
+    while page := await ctx.job_items(ctx.job_id, after=after, limit=_LOG_PAGE):
+        for record in page:
+            w = record.written
+            if w is not None and record.index in wanted and record.stage == stage:
+                made[record.index] = (w.size, w.mtime_ns, w.inode)
+        after = page[-1].seq
+    return made
+
+
 def link_first(
-    task: TransferItem, tc: TaskContext, dir_fd: int, first: Entry
+    task: TransferItem, tc: TaskContext, dir_fd: int, first: Entry, made: Identity | None
 ) -> tuple[Landing, bool] | None:
     """Make ``task``'s entry (its leaf in ``dir_fd``), a later name of the file ``first``
-    names, a hard link to ``first``'s copy: ``(landing, False)`` where it was linked, ``(landing,
-    True)`` when it already is (a run killed before its checkpoint), None to copy it instead:
-    the source is no longer a link of ``first`` (``first.dev``, ``first.ino``) or not as walked
-    (size and mtime: saved anew after ``first`` was copied, a link would lose that), ``first``'s
-    copy is not there as made (skipped or renamed by a conflict policy, failed, changed
-    since: size and mtime), or the destination cannot link here.
+    names, a hard link to ``first``'s copy, ``made`` by this job (`firsts_made`):
+    ``(landing, False)`` where it was linked, ``(landing, True)`` when it already is (a run
+    killed before its checkpoint), None to copy it instead: the source is no longer a link
+    of ``first`` (``first.dev``, ``first.ino``) or not as walked (size and mtime: saved
+    anew after ``first`` was copied, a link would lose that), the job made no copy of
+    ``first`` at its name (skipped or renamed by a conflict policy, failed) or it is not
+    there as made (replaced or changed since: size, mtime and inode), or the destination
+    cannot link here.
 
     The link is made at its final name (``link()`` never replaces: atomic no-clobber), or,
     to overwrite, at a temporary renamed over it; a name in the way gets the conflict policy.
     """
+    if made is None:
+        return None
     plan, src, rel = task.plan, task.entry.path, task.entry.rel
     try:
         src_st = os.stat(src, follow_symlinks=plan.follow)
@@ -1322,9 +1353,9 @@ def link_first(
             return None
         if not (
             stat.S_ISREG(target.st_mode)
-            and (target.st_size, target.st_mtime_ns) == (first.size, first.mtime_ns)
+            and (target.st_size, target.st_mtime_ns, target.st_ino) == made
         ):
-            return None  # not the first's copy as it was made
+            return None  # not the first's copy as this job made it
         name = rel.rpartition(b"/")[2]
 
         def put(leaf: bytes, overwrite: bool) -> bool:

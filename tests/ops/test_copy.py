@@ -31,7 +31,9 @@ from _trees import (
     names_tree,
     read,
     run_job,
+    run_pausing_before_links,
     snapshot,
+    user_file_at_first,
     write,
 )
 
@@ -39,6 +41,7 @@ import parjobs
 import parjobs.ops
 from parjobs import JobStatus
 from parjobs.ops import Conflict
+from parjobs.ops import _copy as copy_mod
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops import _walk as walk_mod
@@ -1407,6 +1410,51 @@ async def test_a_link_whose_first_copy_was_skipped_is_copied_apart(
     assert read(dst / "a" / "g") == read(dst / "b" / "h") == b"three names"
     assert os.lstat(dst / "a" / "f").st_nlink == 1
     assert result["skipped"] == 1 and result["linked"] == 1  # (big2 is still linked)
+
+
+@pytest.mark.parametrize("paused", [False, True], ids=["fresh", "resumed"])
+@pytest.mark.parametrize("policy", ["rename", "skip", "fail", "update"])
+async def test_a_later_name_is_never_linked_to_a_file_the_job_did_not_write(
+    store_path: str, tmp_path: Path, policy: Any, paused: bool
+) -> None:
+    """The user's file of the same size and mtime at the first name, kept by the policy
+    (``a (1)`` holds the job's copy with "rename"): the later name ``b`` was linked to it
+    (the user's bytes, reported "linked"). It gets the source's bytes now, the user's file
+    untouched; likewise when the run is paused before the links stage and resumed."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    user = user_file_at_first(src, dst)
+    job = CopyJob(sources=[str(src / "s")], destination=str(dst), on_conflict=policy)
+    status = await run_pausing_before_links(store_path, job, copy_mod, paused)
+    assert status.value.startswith("completed")
+    assert read(dst / "s" / "b") == b"source bytes"
+    assert read(dst / "s" / "a") == b"user's bytes"
+    assert identity(dst / "s" / "a")[0] == user[0] and os.stat(dst / "s" / "a").st_nlink == 1
+    if policy == "rename":
+        assert read(dst / "s" / "a (1)") == b"source bytes"
+
+
+@pytest.mark.parametrize("policy", ["rename", "update"])
+async def test_a_rerun_never_links_a_new_name_into_the_earlier_copy(
+    store_path: str, tmp_path: Path, policy: Any
+) -> None:
+    """Copied again into the first copy (times kept: same size and mtime), with a new name
+    ``c`` of the file in the source: ``c`` was linked into the earlier copy's file, which
+    this job did not write. It is a copy of its own now; the earlier copy keeps its links."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "s").mkdir(parents=True)
+    write(src / "s" / "a", b"source bytes")
+    os.link(src / "s" / "a", src / "s" / "b")
+    job = CopyJob(sources=[str(src / "s")], destination=str(dst), into=True)
+    assert (await run_job(store_path, job))[1].status is JobStatus.COMPLETED
+    before = os.stat(dst / "s" / "a")
+    assert before.st_nlink == 2
+    os.link(src / "s" / "a", src / "s" / "c")
+    again = CopyJob(sources=[str(src / "s")], destination=str(dst), on_conflict=policy, into=True)
+    _, info, errors = await run_job(store_path, again)
+    assert info.status is JobStatus.COMPLETED, errors
+    c = os.stat(dst / "s" / "c")
+    assert c.st_ino != before.st_ino and read(dst / "s" / "c") == b"source bytes"
+    assert os.stat(dst / "s" / "a").st_nlink == 2 and read(dst / "s" / "a") == b"source bytes"
 
 
 async def test_kill_9_while_linking_then_resume_keeps_links(

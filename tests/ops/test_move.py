@@ -24,6 +24,8 @@ from _trees import (
     make_special,
     names_tree,
     run_job,
+    run_pausing_before_links,
+    user_file_at_first,
 )
 
 import parjobs
@@ -841,6 +843,27 @@ async def test_hard_links_stay_linked_across_filesystems(
     assert st["b/o"].st_nlink == 1 and read(tmp_path / "outside") == b"outside"
     assert not src.exists()
     assert (result["moved"], result["linked"], result["failed"]) == (6, 3, 0)
+
+
+@pytest.mark.parametrize("paused", [False, True], ids=["fresh", "resumed"])
+@pytest.mark.parametrize("policy", ["rename", "skip", "fail", "update"])
+async def test_a_later_name_is_never_linked_to_a_file_the_move_did_not_write(
+    store_path: str, tmp_path: Path, other_fs: Path, policy: Any, paused: bool
+) -> None:
+    """As for a copy: the user's file of the same size and mtime at the first name, kept by
+    the policy, got the later name ``b`` linked to it (the user's bytes; the source's
+    removed). ``b`` is moved with its own bytes now, the user's file untouched; likewise
+    when the run is paused before the links stage and resumed."""
+    src, dst = tmp_path / "src", other_fs / "dst"
+    user = user_file_at_first(src, dst)
+    job = MoveJob(sources=[str(src / "s")], destination=str(dst), on_conflict=policy)
+    status = await run_pausing_before_links(store_path, job, move_mod, paused)
+    assert status.value.startswith("completed")
+    assert read(dst / "s" / "b") == b"source bytes" and not (src / "s" / "b").exists()
+    assert read(dst / "s" / "a") == b"user's bytes"
+    assert os.stat(dst / "s" / "a").st_ino == user[0] and os.stat(dst / "s" / "a").st_nlink == 1
+    first = dst / "s" / "a (1)" if policy == "rename" else src / "s" / "a"
+    assert read(first) == b"source bytes"
 
 
 async def test_kill_9_while_linking_across_filesystems_then_resume(
