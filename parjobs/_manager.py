@@ -70,6 +70,13 @@ EVENT_POLL = 0.25
 #: Seconds of ``updated`` looked at again before the last seen change (other processes'
 #: clocks, and changes committed out of order).
 CLOCK_SLACK = 2.0
+
+#: The ended statuses a job can still be resumed (and cancelled) from: it may keep partials
+#: for its resume, which the retention removes by cancelling it first (`_purge_resumable`).
+_RESUMABLE_ENDED = [s for s in JobStatus if s.is_ended and JobStatus.CANCELLED in TRANSITIONS[s]]
+#: The other ended statuses: a job in one is purged as it is.
+_PURGED_AS_IS = [s for s in JobStatus if s.is_ended and s not in _RESUMABLE_ENDED]
+
 #: How often a manager with a retention deletes the ended jobs that passed it (besides
 #: when it opens), so a long-running ``serve`` or ``worker`` does not keep them forever.
 RETENTION_SWEEP = 3600.0
@@ -179,21 +186,25 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         expiry = self._expiry()
         root = self.store.path + ".d"
 
-        def register() -> tuple[object | None, StoreListener | None, list[str], list[str]]:
-            # One trip to the store's thread, not six: each trip is a hand-off to that
+        def register() -> tuple[
+            object | None, StoreListener | None, list[str], list[str], list[str]
+        ]:
+            # One trip to the store's thread, not seven: each trip is a hand-off to that
             # thread and back (0.1-0.5 ms, several times that on a loaded machine).
             identity = self.store.identity()
             self.store.register_manager(self.id)
             self.store.recover()
             purged = [] if expiry is None else self.store.purge(*expiry)
+            resumable = [] if expiry is None else _resumable_expired(self.store, expiry[0])
             left = _left_behind(self.store, root, purged)
-            return identity, self.store.listener(), purged, left
+            return identity, self.store.listener(), purged, resumable, left
 
-        self._identity, self._listener, purged, left = await self._db(register)
+        self._identity, self._listener, purged, resumable, left = await self._db(register)
         self._store_changed.set()  # recovered jobs changed status: the event stream looks
         await self._forget_purged(purged)
         for job_id in left:
             await self._remove_job_dir(job_id)
+        await self._purge_resumable(resumable)
 
     async def _start(self, nursery: trio.Nursery, resume_interrupted: bool) -> None:
         self._nursery = nursery
@@ -370,20 +381,38 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             self._wake.set()
 
     async def purge_expired(self) -> list[str]:
-        """Delete ended jobs older than the retention setting (no-op without one)."""
+        """Delete ended jobs older than the retention setting (no-op without one); one that
+        could still be resumed is cancelled first, as `delete` does."""
         expiry = self._expiry()
         if expiry is None:
             return []
         ids = await self._db(self.store.purge, *expiry)
         await self._forget_purged(ids)
-        return ids
+        resumable = await self._db(_resumable_expired, self.store, expiry[0])
+        return ids + await self._purge_resumable(resumable)
 
     def _expiry(self) -> tuple[float, list[JobStatus]] | None:
         """`JobStore.purge`'s arguments for the retention setting (None without one): the
-        ended jobs that finished before now minus the retention."""
+        ended jobs that finished before now minus the retention, and that nothing could
+        resume (the others, `_purge_resumable`)."""
         if self.retention is None:
             return None
-        return time.time() - self.retention, [s for s in JobStatus if s.is_ended]
+        return time.time() - self.retention, _PURGED_AS_IS
+
+    async def _purge_resumable(self, ids: list[str]) -> list[str]:
+        """Delete the expired jobs ``ids`` that could still be resumed (`_resumable_expired`)
+        through `delete`, whose cancel runs each one's cleanup: it removes the partials kept
+        for its resume, which nothing could once its name token is forgotten. One it cannot
+        clean now (resumed or taken meanwhile, the store busy) is kept for the next sweep.
+        Returns the ids deleted."""
+        purged = []
+        for job_id in ids:
+            try:
+                await self.delete(job_id)
+            except (InvalidTransitionError, LeaseError, JobNotFoundError, StoreError):
+                continue
+            purged.append(job_id)
+        return purged
 
     async def _forget_purged(self, ids: list[str]) -> None:
         for job_id in ids:
@@ -967,6 +996,17 @@ class OwnerView(metaclass=NoPublicConstructor):
 
 #: What `submit` names jobs (``secrets.token_hex(6)``): the only job directories swept.
 _JOB_ID = re.compile(r"[0-9a-f]{12}")
+
+
+def _resumable_expired(store: JobStore, older_than: float) -> list[str]:
+    """The ids of the ended jobs that finished before ``older_than`` and could still be
+    resumed (failed, timed out, skipped): the retention cancels them before it forgets them
+    (`JobManager._purge_resumable`)."""
+    return [
+        info.id
+        for info in store.list_jobs(_RESUMABLE_ENDED)
+        if info.finished is not None and info.finished < older_than
+    ]
 
 
 def _left_behind(store: JobStore, root: str, purged: Collection[str]) -> list[str]:

@@ -8,6 +8,7 @@ import os
 import signal
 import textwrap
 import time
+from typing import Any
 
 import pytest
 import trio
@@ -15,6 +16,7 @@ from _forkcli import Forked
 from _jobs import CountJob, SlowCleanupJob, logged, read_log
 
 import parjobs
+import parjobs._manager as parjobs_manager
 from parjobs import JobStatus
 
 pytestmark = pytest.mark.both_stores  # the same suite on SQLite and PostgreSQL
@@ -273,6 +275,68 @@ async def test_opening_removes_the_job_directories_left_behind_and_only_those(tm
     async with parjobs.open_manager(store, retention=1e-6) as manager:
         assert [info.id for info in await manager.list_jobs()] == [paused.id]
         assert sorted(os.listdir(root)) == sorted([paused.id, "notes"])
+
+
+@parjobs.job_type("test-keeps-partial", version=1)
+class KeepsPartialJob(parjobs.Job):
+    """Writes ``partial`` (what a copy keeps for its resume), then fails, or times out with
+    ``hang``; its cleanup removes the partial only when the job is cancelled, as a
+    copy's does."""
+
+    partial: str
+    hang: bool = False
+
+    async def run(self, ctx: parjobs.JobContext) -> None:
+        with open(self.partial, "wb") as f:
+            f.write(b"half a file")
+        while self.hang:  # until its timeout stops it (as a pause)
+            await ctx.check_interrupt()
+            await trio.sleep(0.005)
+        raise OSError(28, "No space left on device")
+
+    async def cleanup(self, ctx: parjobs.JobContext, *, cancelled: bool) -> None:
+        if cancelled:
+            os.unlink(self.partial)
+
+
+async def _ended_with_partials(manager: parjobs.JobManager, tmp_path: Any) -> list[str]:
+    """A failed and a timed-out `KeepsPartialJob`, each with its partial: their paths."""
+    paths = [str(tmp_path / "failed.part"), str(tmp_path / "timed-out.part")]
+    failed = await manager.submit(KeepsPartialJob(partial=paths[0]))
+    late = await manager.submit(KeepsPartialJob(partial=paths[1], hang=True), timeout=0.01)
+    assert await failed.wait() is JobStatus.FAILED
+    assert await late.wait() is JobStatus.TIMED_OUT
+    assert all(os.path.exists(p) for p in paths)
+    return paths
+
+
+async def test_retention_at_open_cleans_up_resumable_jobs_before_forgetting_them(
+    store_path: str, tmp_path: Any
+) -> None:
+    """A failed or timed-out job past the retention is cancelled (its cleanup removes the
+    partials kept for its resume), then forgotten; it was forgotten with its partials left
+    for good (nothing removes them once its name token is gone)."""
+    async with parjobs.open_manager(store_path) as manager:
+        paths = await _ended_with_partials(manager, tmp_path)
+    async with parjobs.open_manager(store_path, retention=1e-6) as manager:
+        assert await manager.list_jobs() == []
+    assert not any(os.path.exists(p) for p in paths)
+
+
+async def test_retention_sweep_cleans_up_resumable_jobs_before_forgetting_them(
+    store_path: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As at open, in the sweep of a manager that stays open (``serve``, ``worker``)."""
+    monkeypatch.setattr(parjobs_manager, "RETENTION_SWEEP", 0.05)
+    async with parjobs.open_manager(store_path) as manager:
+        paths = await _ended_with_partials(manager, tmp_path)
+    async with parjobs.open_manager(store_path, retention=3600) as manager:
+        assert len(await manager.list_jobs()) == 2  # not expired yet
+        manager.retention = 1e-6  # now they are: the next sweep purges them
+        with trio.fail_after(20):
+            while await manager.list_jobs():
+                await trio.sleep(0.05)
+        assert not any(os.path.exists(p) for p in paths)
 
 
 class _Odd:
