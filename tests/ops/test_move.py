@@ -289,6 +289,19 @@ async def test_directory_times_survive_the_move(
     assert not src.exists()
 
 
+async def move_keeping(
+    store_path: str, src: Path, dst: Path, kept: str, error: str, moved: int
+) -> list[parjobs.ItemError]:
+    """Move ``src`` into ``dst``: the job completes with errors, ``moved`` items moved and one
+    failed, ``kept`` (as ``error``), the only name left at the source. Its errors."""
+    job = MoveJob(into=True, sources=[str(src)], destination=str(dst))
+    result, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == moved
+    assert [(e.label, e.error) for e in errors] == [(str(src / kept), error)]
+    assert os.listdir(src) == [kept]
+    return errors
+
+
 async def test_a_copy_replaced_after_its_rename_keeps_its_source(
     store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -314,11 +327,8 @@ async def test_a_copy_replaced_after_its_rename_keeps_its_source(
         return done
 
     monkeypatch.setattr(smallfiles_mod, "copy_small_files", replacing_group)
-    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
-    result, info, errors = await run_job(store_path, job)
-    assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == 2
-    assert [(e.label, e.error) for e in errors] == [(str(src / "c"), "FileExistsError")]
-    assert os.listdir(src) == ["c"] and read(src / "c") == b"c" * 10_000
+    await move_keeping(store_path, src, other_fs, "c", "FileExistsError", 2)
+    assert read(src / "c") == b"c" * 10_000
     assert read(other_fs / "src" / "c") == b"their c"
     assert read(other_fs / "src" / "a") == b"a" * 10_000
 
@@ -365,13 +375,10 @@ async def test_a_failed_verification_keeps_the_source(
 
     monkeypatch.setattr(transfer_mod, "copy_file", corrupting)
     monkeypatch.setattr(smallfiles_mod, "copy_small_files", corrupting_group)
-    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
-    result, info, errors = await run_job(store_path, job)
+    await move_keeping(store_path, src, other_fs, "b", "VerifyError", 2)
     if smallfiles_mod.fastcopy is not None:
         assert b"b" in grouped, "the group path ran"
-    assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == 2
-    assert [(e.label, e.error) for e in errors] == [(str(src / "b"), "VerifyError")]
-    assert os.listdir(src) == ["b"] and read(src / "b") == b"b" * 10_000
+    assert read(src / "b") == b"b" * 10_000
     assert sorted(os.listdir(other_fs / "src")) == ["a", "c"]
     assert find_partials(other_fs) == []
 
@@ -394,11 +401,8 @@ async def test_a_source_saved_anew_before_its_lone_unlink_is_kept(
             write(src / "b", b"B" * 10_000)
 
     monkeypatch.setattr(move_mod, "_sync_copy", sync_then_save)
-    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
-    result, info, errors = await run_job(store_path, job)
-    assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == 1
-    assert [(e.label, e.error) for e in errors] == [(str(src / "b"), "SourceChangedError")]
-    assert os.listdir(src) == ["b"] and read(src / "b") == b"B" * 10_000
+    await move_keeping(store_path, src, other_fs, "b", "SourceChangedError", 1)
+    assert read(src / "b") == b"B" * 10_000
     assert read(other_fs / "src" / "b") == b"b" * 10_000
 
 
@@ -448,14 +452,11 @@ async def test_a_source_replaced_after_its_group_copy_is_kept(
         return real_unlink(sources)
 
     monkeypatch.setattr(smallfiles_mod, "unlink_files", replacing)
-    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
-    result, info, errors = await run_job(store_path, job)
+    errors = await move_keeping(store_path, src, other_fs, "b", "SourceChangedError", 20)
     assert b"b" in grouped and len(grouped) > 1, "b went with a group"
-    assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == 20
-    assert [(e.label, e.error) for e in errors] == [(str(src / "b"), "SourceChangedError")]
     reason = "mtime_ns" if how == "saved-anew" else "replaced by another file"
     assert reason in errors[0].message
-    assert os.listdir(src) == ["b"] and read(src / "b") == b"B" * 5_000
+    assert read(src / "b") == b"B" * 5_000
     assert read(other_fs / "src" / "b") == b"b" * 5_000
     assert sorted(os.listdir(other_fs / "src")) == sorted(names)
 
@@ -478,12 +479,9 @@ async def test_a_source_renamed_over_before_its_lone_unlink_is_kept(
             rename_over(src / "big", b"N" * (2 * MIB))
 
     monkeypatch.setattr(move_mod, "_sync_copy", sync_then_rename_over)
-    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
-    result, info, errors = await run_job(store_path, job)
-    assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == 1
-    assert [(e.label, e.error) for e in errors] == [(str(src / "big"), "SourceChangedError")]
+    errors = await move_keeping(store_path, src, other_fs, "big", "SourceChangedError", 1)
     assert "replaced by another file" in errors[0].message
-    assert os.listdir(src) == ["big"] and read(src / "big") == b"N" * (2 * MIB)
+    assert read(src / "big") == b"N" * (2 * MIB)
     assert read(other_fs / "src" / "big") == b"o" * (2 * MIB)
 
 
