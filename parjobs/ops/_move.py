@@ -221,7 +221,7 @@ class MoveItem(TransferItem):
         before its rename, each directory synced once; then one `still_in_place` call checks
         each copy still holds its name, and only then are their sources unlinked. The
         rest, and any file the group path did not finish, runs alone (a copy that fails its
-        verification is removed first).
+        verification never had its name: C removed its temporary).
 
         Only files with nothing more to carry than mode and times are taken (owned by this
         process' user and group, in a directory without the set-group-id bit, no extended
