@@ -14,7 +14,9 @@ from ``/proc/self/mountinfo``: a bind mount of the same filesystem has the same 
 Each removal opens the entry's parent directory without following a symlink, checks that it
 is still the directory the walk listed (same device and inode), and removes the entry
 relative to it (``unlinkat``/``rmdir`` with ``dir_fd``): a directory swapped for a symlink
-after the walk cannot redirect the deletion outside the tree.
+after the walk cannot redirect the deletion outside the tree. During the walk neither: a
+directory is listed only while it is the one its parent's listing saw (`_walk.scan_dir`),
+so another tree's directories are never recorded as this one's.
 
 ``trash=True`` moves each given path to the freedesktop.org trash with `trash_path` (one task
 per path: renaming a whole directory into the trash is one atomic operation). The home trash

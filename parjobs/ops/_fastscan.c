@@ -79,9 +79,10 @@
 
 /* The calling convention, checked by _hashing.py and _walk.py: a build that differs is ignored
  * (3: XXH3 dispatched to the CPU's width, xxh3_vector; 4: scan_tree's stopped may be a bytearray
- * flag; 5: report_groups, group_lines, content_ids' stop; an older build is refused, not measured;
- * full_hashes came within 5 and is looked up by name: a build of 5 without it hashes in Python). */
-#define FS_API 5
+ * flag; 5: report_groups, group_lines, content_ids' stop; 6: scan_dir's expect, and scan_tree
+ * lists a directory only while it is the one its parent's listing saw; an older build is refused,
+ * not measured; full_hashes came within 5 and is looked up by name). */
+#define FS_API 6
 
 /* The content id layout (exported: _hashing.py refuses a build whose layout differs). */
 #define CONTENT_ID_SMALL_LIMIT (100 * 1024)
@@ -351,11 +352,32 @@ static int by_name(const void *a, const void *b) {
     return c ? c : (x->len > y->len) - (x->len < y->len);
 }
 
-/* List the directory at path into *out (names and stats, unsorted); 0 or an errno. */
-static int list_dir(const char *path, int follow, dir_entry_t **out, size_t *count) {
-    int dfd = open(path, O_RDONLY | O_NONBLOCK | O_DIRECTORY | O_CLOEXEC);
+/* list_dir's answer for a directory that is no longer the one its parent's listing saw. */
+#define REPLACED (-2)
+#define REPLACED_TEXT "replaced since it was listed; not walked"
+
+/* List the directory at path into *out (names and stats, sorted by name); 0, an errno, or
+ * REPLACED. expect, when not NULL, is the (dev, ino) the directory had in its parent's
+ * listing: another directory there now, or none (a symlink swapped in for it, without
+ * follow: never followed), is REPLACED, not listed, so nothing below it is walked as if it were in the tree
+ * (a delete would remove it, a copy read it). */
+static int list_dir(const char *path, int follow, const unsigned long long *expect,
+                    dir_entry_t **out, size_t *count) {
+    int dfd = open(path, O_RDONLY | O_NONBLOCK | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
     if (dfd < 0)
-        return errno;
+        return expect != NULL && (errno == ENOTDIR || (errno == ELOOP && !follow)) ? REPLACED : errno;
+    if (expect != NULL) {
+        struct stat st;
+        if (fstat(dfd, &st) < 0) {
+            int err = errno;
+            close(dfd);
+            return err;
+        }
+        if ((unsigned long long)st.st_dev != expect[0] || (unsigned long long)st.st_ino != expect[1]) {
+            close(dfd);
+            return REPLACED;
+        }
+    }
     DIR *dir = fdopendir(dfd);
     if (dir == NULL) {
         int err = errno;
@@ -417,10 +439,12 @@ static int list_dir(const char *path, int follow, dir_entry_t **out, size_t *cou
 }
 
 PyDoc_STRVAR(scan_dir_doc,
-"scan_dir(path, follow, /) -> list\n\n"
+"scan_dir(path, follow, expect=None, /) -> list\n\n"
 "The entries of the directory at path (bytes), sorted by name: (name, (mode, size, mtime_ns,\n"
 "dev, ino, nlink), '') each, or (name, None, strerror) where its stat failed. lstat unless\n"
-"follow (then stat, and the lstat of a broken link). OSError if the directory cannot be read.");
+"follow (then stat, and the lstat of a broken link). OSError if the directory cannot be read,\n"
+"or (ESTALE, '" REPLACED_TEXT "') if expect, a (dev, ino), is not the directory\n"
+"at path (without follow, path is not followed if a symlink now).");
 
 static PyObject *stat_tuple(const struct stat *st) {
     return Py_BuildValue("(kLLKKK)", (unsigned long)st->st_mode, (long long)st->st_size,
@@ -430,17 +454,30 @@ static PyObject *stat_tuple(const struct stat *st) {
 
 static PyObject *scan_dir(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *path;
+    PyObject *path, *expect_obj = Py_None;
     int follow;
-    if (!PyArg_ParseTuple(args, "O&p", PyUnicode_FSConverter, &path, &follow))
+    unsigned long long expect[2];
+    if (!PyArg_ParseTuple(args, "O&p|O", PyUnicode_FSConverter, &path, &follow, &expect_obj))
         return NULL;
+    if (expect_obj != Py_None && !PyArg_ParseTuple(expect_obj, "KK", &expect[0], &expect[1])) {
+        Py_DECREF(path);
+        return NULL;
+    }
     dir_entry_t *entries = NULL;
     size_t n = 0;
     int err;
     Py_BEGIN_ALLOW_THREADS;
-    err = list_dir(PyBytes_AS_STRING(path), follow, &entries, &n);
+    err = list_dir(PyBytes_AS_STRING(path), follow, expect_obj != Py_None ? expect : NULL, &entries, &n);
     Py_END_ALLOW_THREADS;
     PyObject *results = NULL;
+    if (err == REPLACED) {
+        PyObject *exc_args = Py_BuildValue("(isO)", ESTALE, REPLACED_TEXT, path);
+        if (exc_args != NULL) {
+            PyErr_SetObject(PyExc_OSError, exc_args);
+            Py_DECREF(exc_args);
+        }
+        goto done;
+    }
     if (err) {
         errno = err;
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
@@ -499,7 +536,7 @@ typedef struct {
 typedef struct {
     char *path;
     size_t len;
-    int err; /* an errno, or LOOP */
+    int err; /* an errno, LOOP or REPLACED */
 } tree_error_t;
 
 #define LOOP (-1) /* a directory that is one of its own ancestors */
@@ -593,7 +630,8 @@ static int add_error(walk_t *w, char *path, size_t len, int err) {
 static int walk_dir(walk_t *w, to_list_t d) {
     dir_entry_t *entries = NULL;
     size_t n = 0;
-    int err = list_dir(d.path, 0, &entries, &n);
+    unsigned long long expect[2] = {d.node->dev, d.node->ino};
+    int err = list_dir(d.path, 0, expect, &entries, &n);
     if (err)
         return add_error(w, d.path, d.len, err);
     int failed = 0;
@@ -834,7 +872,9 @@ static PyObject *scan_tree(PyObject *self, PyObject *args) {
     tree_error_t *errs = w.errors.items;
     for (size_t i = 0; i < w.errors.n; i++) {
         PyObject *item = Py_BuildValue("(y#s)", errs[i].path, (Py_ssize_t)errs[i].len,
-                                       errs[i].err == LOOP ? "symlink loop" : strerror(errs[i].err));
+                                       errs[i].err == LOOP       ? "symlink loop"
+                                       : errs[i].err == REPLACED ? REPLACED_TEXT
+                                                                 : strerror(errs[i].err));
         if (item == NULL) {
             Py_DECREF(out);
             Py_DECREF(errors);

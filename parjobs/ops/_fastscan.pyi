@@ -19,7 +19,7 @@ def full_hashes(
     items: list[tuple[bytes, int]], stop: bytearray | None = None, /
 ) -> list[str | int]: ...
 def scan_dir(
-    path: bytes, follow: bool, /
+    path: bytes, follow: bool, expect: tuple[int, int] | None = None, /
 ) -> list[tuple[bytes, tuple[int, int, int, int, int, int] | None, str]]: ...
 def scan_tree(
     roots: list[bytes], min_size: int, stopped: Callable[[], bool] | bytearray, /

@@ -113,7 +113,7 @@ def _agrees(module: ModuleType) -> bool:
     """Whether the built `_fastscan` computes this layout of content ids (a stale build may
     not): the walk (`parjobs.ops._walk`) and the content-id runs use it only then."""
     return (
-        getattr(module, "API", None) == 5
+        getattr(module, "API", None) == 6
         and getattr(module, "CONTENT_ID_SMALL_LIMIT", None) == CONTENT_ID_SMALL_LIMIT
         and getattr(module, "CONTENT_ID_BLOCK", None) == CONTENT_ID_BLOCK
         and getattr(module, "CONTENT_ID_SAMPLES", None) == CONTENT_ID_SAMPLES

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -46,8 +47,9 @@ from ._hashing import fastscan
 SLICE_SECONDS = 0.01
 #: ... or until it has this many new entries, so a pause is noticed and work can start.
 SLICE_ENTRIES = 4096
-#: A directory still to list: (path, path relative to its root, (dev, ino) of ancestors).
-_Pending = tuple[bytes, bytes, frozenset[tuple[int, int]]]
+#: A directory still to list: (path, path relative to its root, its (dev, ino) as its
+#: parent's listing saw it, (dev, ino) of ancestors and itself).
+_Pending = tuple[bytes, bytes, tuple[int, int], frozenset[tuple[int, int]]]
 #: What the walk keeps of a stat: (mode, size, mtime_ns, dev, ino, nlink).
 Stat = tuple[int, int, int, int, int, int]
 
@@ -147,26 +149,56 @@ def _stat(path: bytes, follow: bool) -> Stat:
         return _fields(os.stat(path, follow_symlinks=False))
 
 
-def scan_dir(path: bytes, follow: bool) -> list[tuple[bytes, Stat | None, str]]:
+#: Why a directory was not walked: it is no longer the one its parent's listing saw
+#: (`_fastscan.c`'s REPLACED_TEXT, the same words).
+REPLACED = "replaced since it was listed; not walked"
+
+_DIR_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def scan_dir(
+    path: bytes, follow: bool, expect: tuple[int, int] | None = None
+) -> list[tuple[bytes, Stat | None, str]]:
     """List one directory: ``(name, stat fields or None, error)`` for every entry, sorted by
     name; lstat unless ``follow`` (then stat, and the lstat of a broken symlink). In Python
-    where the C extension is not built (`_fastscan.scan_dir` does the same in one call)."""
+    where the C extension is not built (`_fastscan.scan_dir` does the same in one call).
+
+    ``expect``: the ``(st_dev, st_ino)`` its parent's listing saw. Another directory, or no
+    directory, at ``path`` now (without ``follow``, a symlink swapped in for it is not
+    followed) raises
+    OSError(ESTALE, `REPLACED`): what is below it is not walked as if it were in the tree,
+    where a delete would remove it and a copy read it."""
+    try:
+        fd = os.open(path, _DIR_FLAGS if follow else _DIR_FLAGS | os.O_NOFOLLOW)
+    except OSError as exc:
+        if expect is not None and (
+            exc.errno == errno.ENOTDIR or (exc.errno == errno.ELOOP and not follow)
+        ):
+            raise OSError(errno.ESTALE, REPLACED, path) from None
+        raise
     out: list[tuple[bytes, Stat | None, str]] = []
-    with os.scandir(path) as it:
-        for de in it:
-            try:
-                st = de.stat(follow_symlinks=follow)
-            except OSError as exc:
-                if follow:  # a broken symlink when following: keep the link itself
-                    try:
-                        st = de.stat(follow_symlinks=False)
-                    except OSError as exc2:
-                        out.append((de.name, None, exc2.strerror or str(exc2)))
+    try:
+        if expect is not None:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != expect:
+                raise OSError(errno.ESTALE, REPLACED, path)
+        with os.scandir(fd) as it:
+            for de in it:
+                try:
+                    st = de.stat(follow_symlinks=follow)
+                except OSError as exc:
+                    if follow:  # a broken symlink when following: keep the link itself
+                        try:
+                            st = de.stat(follow_symlinks=False)
+                        except OSError as exc2:
+                            out.append((os.fsencode(de.name), None, exc2.strerror or str(exc2)))
+                            continue
+                    else:
+                        out.append((os.fsencode(de.name), None, exc.strerror or str(exc)))
                         continue
-                else:
-                    out.append((de.name, None, exc.strerror or str(exc)))
-                    continue
-            out.append((de.name, _fields(st), ""))
+                out.append((os.fsencode(de.name), _fields(st), ""))
+    finally:
+        os.close(fd)
     out.sort(key=lambda t: t[0])
     return out
 
@@ -408,9 +440,9 @@ class _Walker:
         out: list[Entry] = []  # what the walk yields: new entries and held ones met again
         deadline = time.monotonic() + SLICE_SECONDS
         while stack:
-            path, rel, ancestors = stack.pop()
+            path, rel, key, ancestors = stack.pop()
             batch: list[Entry] = []
-            stack.extend(reversed(self._list(batch, root_no, path, rel, ancestors)))
+            stack.extend(reversed(self._list(batch, root_no, path, rel, key, ancestors)))
             new.extend(batch)
             out.extend(batch)
             if self.again:  # right after their directory's listing, as when walked alone
@@ -428,11 +460,13 @@ class _Walker:
         root_no: int,
         path: bytes,
         rel: bytes,
+        key: tuple[int, int],
         ancestors: frozenset[tuple[int, int]],
     ) -> list[_Pending]:
-        """Add the new entries of one directory to ``batch``; its subdirectories to walk."""
+        """Add the new entries of one directory to ``batch``; its subdirectories to walk.
+        Listed only while it is the directory ``key`` its parent's listing saw (`scan_dir`)."""
         try:
-            listing = _scan(path, self.follow)
+            listing = _scan(path, self.follow, key)
         except OSError as exc:
             self._add(batch, root_no, rel + b"/", path, None, exc.strerror or str(exc))
             return []
@@ -473,7 +507,7 @@ class _Walker:
                     if key in ancestors:
                         add(batch, root_no, child_rel, child_path, None, "symlink loop")
                         continue
-                    subdirs.append((child_path, child_rel, ancestors | {key}))
+                    subdirs.append((child_path, child_rel, key, ancestors | {key}))
             add(batch, root_no, child_rel, child_path, st, err_text)
         return subdirs
 
@@ -508,7 +542,8 @@ async def walk_batches(
         if root_st is None or not stat.S_ISDIR(root_st[0]):
             continue
         # Depth-first; ``ancestors`` holds (dev, ino) of the directories above, for loops.
-        stack: list[_Pending] = [(root_b, base, frozenset({(root_st[3], root_st[4])}))]
+        key = (root_st[3], root_st[4])
+        stack: list[_Pending] = [(root_b, base, key, frozenset({key}))]
         while stack:
             await ctx.check_interrupt()
             batch = await trio.to_thread.run_sync(walker.directories, root_no, stack)
@@ -615,18 +650,18 @@ def list_files(
             if isreg(mode):
                 files.append((root_b, size, dev, ino, nlink))
             continue
-        stack = [(root_b, frozenset({(dev, ino)}))]
+        stack = [(root_b, (dev, ino), frozenset({(dev, ino)}))]
         while stack:
             if stopped():
                 return None
-            path, ancestors = stack.pop()
+            path, key, ancestors = stack.pop()
             try:
-                listing = _scan(path, False)
+                listing = _scan(path, False, key)
             except OSError as exc:
                 errors.append((path, exc.strerror or str(exc)))
                 continue
             prefix = path + b"/"
-            subdirs: list[tuple[bytes, frozenset[tuple[int, int]]]] = []
+            subdirs: list[tuple[bytes, tuple[int, int], frozenset[tuple[int, int]]]] = []
             for name, st, error in listing:
                 if st is None:
                     errors.append((prefix + name, error))
@@ -637,7 +672,7 @@ def list_files(
                 elif (st[3], st[4]) in ancestors:
                     errors.append((prefix + name, "symlink loop"))
                 else:
-                    subdirs.append((prefix + name, ancestors | {(st[3], st[4])}))
+                    subdirs.append((prefix + name, (st[3], st[4]), ancestors | {(st[3], st[4])}))
             stack.extend(reversed(subdirs))
     return files, errors
 

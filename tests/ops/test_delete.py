@@ -16,6 +16,7 @@ import trio
 import parjobs
 from parjobs import JobStatus
 from parjobs.ops import _delete as delete_mod
+from parjobs.ops import _walk as walk_mod
 from parjobs.ops._delete import DeleteJob, remove_entry
 from parjobs.ops._errors import MOUNT_POINT
 from parjobs.ops._trash import read_trashinfo, trash_path
@@ -124,6 +125,38 @@ async def test_delete_mount_points_with_awkward_names(store_path, tmp_path, bind
     for name in names:
         assert MOUNT_POINT in errors[str(root / name)]
     assert sorted(os.listdir(root)) == sorted(names)  # "cr" is no mount point: deleted
+
+
+async def test_delete_never_follows_a_directory_swapped_for_a_symlink_mid_walk(
+    store_path, tmp_path, monkeypatch, scan_path
+):
+    """A directory of the tree replaced by a symlink to another tree after its parent was
+    listed, before it was itself (another user racing ``rm -r`` by root, as in fileutils'
+    old bug): the walk listed the other tree as if it were in this one, and its files one
+    level down, recorded with the other tree's directory identities, were deleted. The walk
+    now lists a directory only while it is the one its parent's listing saw."""
+    root, outside = tmp_path / "t", tmp_path / "outside"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "sub" / "deeper" / "x").write_text("tree")
+    (outside / "deeper").mkdir(parents=True)
+    (outside / "deeper" / "precious").write_text("precious")
+    swapped = os.fsencode(root / "sub")
+    real_scan = walk_mod._scan
+
+    def swapping(path, follow, *expect):
+        if path == swapped:  # between the listing of t and that of t/sub
+            os.rename(path, path + b".kept")
+            os.symlink(outside, path)
+        return real_scan(path, follow, *expect)
+
+    monkeypatch.setattr(walk_mod, "_scan", swapping)
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DeleteJob(paths=[str(root)]))
+        assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        errors = [(e.label, e.message) for e in await manager.errors(handle.id)]
+    assert (outside / "deeper" / "precious").read_text() == "precious"
+    assert any(label == str(root / "sub") and walk_mod.REPLACED in m for label, m in errors)
+    assert (root / "sub.kept" / "deeper" / "x").read_text() == "tree"  # not walked: kept
 
 
 def test_mount_point_below_a_root_in_the_filesystem_root():
