@@ -192,8 +192,11 @@ def rename_noreplace(
     link+unlink (NFS refuses renameat2's flag with EINVAL; a link there that answers EEXIST
     but made the name counts as made); on filesystems with neither (e.g. FAT), or for a
     directory where renameat2 is missing, it falls back to check-then-rename, which has a
-    small race window.
+    small race window. A NUL byte in either name raises ValueError, as `os` does (ctypes
+    would pass the name cut at it).
     """
+    if b"\0" in src or b"\0" in name:
+        raise ValueError("embedded null byte")
     if overwrite:
         check_replaceable(dst_dir_fd, name)
         if moving and _same_file(src, src_dir_fd, name, dst_dir_fd):

@@ -453,7 +453,7 @@ def read_trashinfo(path: AnyStr | os.PathLike[AnyStr]) -> TrashInfo[AnyStr]:
 
     A relative ``Path`` (per-volume trash) is resolved against the volume's top directory,
     derived from where the info file lives (``<trash>/info/x.trashinfo``). Raises
-    ``ValueError`` if there is no ``Path`` key in a ``[Trash Info]`` group.
+    ``ValueError`` if there is no ``Path`` key in a ``[Trash Info]`` group, or it holds a NUL.
     """
     given = os.fspath(path)
     with open(given, "rb") as f:
@@ -472,6 +472,8 @@ def read_trashinfo(path: AnyStr | os.PathLike[AnyStr]) -> TrashInfo[AnyStr]:
     if "Path" not in values:
         raise ValueError(f"{os.fsdecode(given)!r} is not a trash info file: no Path key")
     original = unquote_to_bytes(values["Path"])
+    if b"\0" in original:  # ``%00``: no path holds one (a rename through ctypes cut it there)
+        raise ValueError(f"{os.fsdecode(given)!r} is not a valid trash info file: a NUL in Path")
     if not original.startswith(b"/"):
         trash = os.path.dirname(os.path.dirname(os.path.abspath(os.fsencode(given))))
         original = os.path.join(_volume_topdir(trash), original)

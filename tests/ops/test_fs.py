@@ -86,6 +86,20 @@ def no_renameat2(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+def test_no_replace_rename_refuses_a_nul_byte_as_os_does(tmp_path: Path) -> None:
+    """renameat2 is called through ctypes, which passed ``b"a\\0b"`` as ``a``: the file got
+    another name than the one asked for (a trash item restored beside its reported path)."""
+    d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        (tmp_path / "src").write_bytes(b"x")
+        for src, name in ((b"src", b"a\0b"), (b"src\0junk", b"a")):
+            with pytest.raises(ValueError, match="null byte"):
+                rename_noreplace(src, name, src_dir_fd=d, dst_dir_fd=d, overwrite=False)
+    finally:
+        os.close(d)
+    assert os.listdir(tmp_path) == ["src"]
+
+
 def test_no_replace_rename_without_renameat2_links(tmp_path: Path, no_renameat2: list[int]) -> None:
     d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -47,6 +47,20 @@ def test_trash_list_and_restore_an_entry_made_by_hand(tmp_path: Path, private_ho
     assert not item.exists() and not (trash / "info" / "my file.txt.trashinfo").exists()
 
 
+def test_an_info_file_whose_path_holds_a_nul_byte_is_never_restored(
+    tmp_path: Path, private_home: Path
+) -> None:
+    """``Path=.../docs%00x`` decodes to a NUL byte, at which the no-replace rename (renameat2
+    through ctypes) cut the name: the item was restored as ``docs`` and reported restored as
+    ``docs x``. Such an info file is not valid now: the item is not listed, not restored."""
+    trash = private_home / "data" / "Trash"
+    item = _by_hand(trash, "nul", f"{tmp_path}/docs%00x", b"mine")
+    assert list_trash() == []
+    with pytest.raises(ValueError, match="NUL"):
+        restore(os.fsencode(item))
+    assert os.listdir(tmp_path) == ["home"] and read(item) == b"mine"
+
+
 def test_trash_restore_never_replaces(tmp_path: Path, private_home: Path) -> None:
     trash = private_home / "data" / "Trash"
     target = tmp_path / "x"
