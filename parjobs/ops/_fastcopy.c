@@ -155,8 +155,11 @@ static int is_fallback(int err) { return in_set(err, fallback_errnos, COUNT(fall
  * early. *reflink and *range: 1 to try FICLONE and copy_file_range, set to FC_NO_REFLINK
  * when the pair of filesystems refuses it for good (the rest of the call goes without it). */
 static int copy_data(int fd, int out, long long size, int *reflink, int *range) {
-    if (size == 0)
-        return 0;
+    if (size == 0) { /* a pseudo-file (/proc) says 0 and reads more: the Python path refuses it */
+        char probe;
+        ssize_t n = pread(fd, &probe, 1, 0);
+        return n > 0 ? FC_CHANGED : n < 0 ? errno : 0;
+    }
     if (*reflink == 1) {
         if (ioctl(out, FICLONE, fd) == 0)
             return 0;

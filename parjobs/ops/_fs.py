@@ -245,6 +245,17 @@ def special_error(path: FilePath, mode: int, verb: Verb) -> SpecialFileError:
     return exc
 
 
+def _pseudo_error(path: FilePath, verb: Verb) -> SpecialFileError:
+    """The error for a file of size 0 that reads bytes (see `open_regular`)."""
+    name = os.fsdecode(path)
+    exc = SpecialFileError(
+        f"refusing to {verb} {name!r}: its size is 0 but it reads bytes "
+        "(a pseudo-file, as in /proc), not a regular file"
+    )
+    exc.filename = name
+    return exc
+
+
 def open_regular(
     path: FilePath, *, verb: Verb = "read", lstat_first: bool = False
 ) -> tuple[int, os.stat_result]:
@@ -253,7 +264,10 @@ def open_regular(
 
     ``O_NOFOLLOW|O_NONBLOCK`` and the fstat after refuse a symlink, FIFO or device without
     blocking; ``lstat_first`` looks before opening too, so a device is never opened at all
-    (a caller that has just lstat'ed the name itself, a fresh tree walk, skips it).
+    (a caller that has just lstat'ed the name itself, a fresh tree walk, skips it). So is a
+    file of size 0 that reads bytes (``/proc/cpuinfo``: a pseudo-file, made as it is read):
+    readers read the size fstat gives, so it was copied empty and hashed as empty input,
+    reported done.
     """
     if lstat_first:
         st = os.lstat(path)
@@ -271,6 +285,8 @@ def open_regular(
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise special_error(path, st.st_mode, verb)
+        if st.st_size == 0 and os.pread(fd, 1, 0):  # one read more, for empty files only
+            raise _pseudo_error(path, verb)
     except BaseException:
         os.close(fd)
         raise

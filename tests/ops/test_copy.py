@@ -1148,6 +1148,45 @@ async def test_a_completed_copy_that_skipped_files_shows_100_percent(
     assert proc.stdout.count(" completed  100% ") == 2, proc.stdout
 
 
+PSEUDO = "/proc/sys/kernel/random"  # files of size 0 that read bytes (a few, small)
+
+
+@pytest.mark.parametrize("c_group", [True, False], ids=["c-group", "python"])
+async def test_pseudo_files_are_refused_not_copied_empty(
+    store_path, tmp_path, monkeypatch, c_group
+):
+    """Files of /proc say they hold 0 bytes and read more: the copy read the size fstat
+    gave, so each was copied empty and reported copied (``cp`` copies what they read).
+    Each fails now, naming why, and nothing is left under its name."""
+    if not os.path.isfile(f"{PSEUDO}/poolsize"):
+        pytest.skip(f"no {PSEUDO}/poolsize here")
+    if c_group:
+        groups = _count_groups(monkeypatch)
+    else:
+        monkeypatch.setattr(smallfiles_mod, "fastcopy", None)
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(CopyJob(sources=[PSEUDO], destination=str(tmp_path / "r")))
+        assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        errors = {e.label: e.message for e in await manager.errors(handle.id)}
+    assert "pseudo-file" in errors[f"{PSEUDO}/poolsize"]
+    assert [p.name for p in (tmp_path / "r").iterdir() if p.is_file()] == []
+    if c_group:
+        assert groups and groups[0] >= 1, "the copy did not take the group path"
+
+
+def _count_groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the files the C group path is given (one entry per call)."""
+    calls: list[int] = []
+    real_group = smallfiles_mod.copy_small_files
+
+    def counted(items: Any, **kwargs: Any) -> Any:
+        calls.append(len(items))
+        return real_group(items, **kwargs)
+
+    monkeypatch.setattr(smallfiles_mod, "copy_small_files", counted)
+    return calls
+
+
 # -- special files at the destination --------------------------------------------------------
 
 

@@ -84,6 +84,19 @@ async def test_symlinks_and_special_files_are_reported_as_skipped(store_path, tm
     assert info.progress.items_skipped == 3
 
 
+async def test_a_pseudo_file_fails_rather_than_hash_as_empty(store_path, tmp_path):
+    """``/proc/self/status`` says 0 bytes and reads more: it was hashed as empty input (the
+    digest of nothing, reported hashed, which ``xxhsum -c`` then refutes). It fails now."""
+    pseudo = "/proc/self/status"
+    if not os.path.isfile(pseudo):
+        pytest.skip(f"no {pseudo} here")
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(HashJob(paths=[pseudo]))
+        assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        (error,) = await manager.errors(handle.id)
+    assert error.label == pseudo and "pseudo-file" in error.message
+
+
 async def test_pause_mid_way_then_resume_hashes_each_file_once(store_path, tmp_path, monkeypatch):
     root = tmp_path / "t"
     root.mkdir()
