@@ -94,6 +94,16 @@ class CountJob(parjobs.Job):
     #: it still running however late its request comes, as a loaded machine can make it.
     hold: str = ""
     hold_from: int = 0
+    #: Tasks from ``gate_from`` up to ``hold_from`` wait until the path ``gate`` exists: a
+    #: test makes them end after something it did (a store outage begun: their completions
+    #: are then written into it, not before it).
+    gate: str = ""
+    gate_from: int = 0
+
+    def _hold(self, i: int) -> str:
+        if i >= self.hold_from:
+            return self.hold
+        return self.gate if self.gate and i >= self.gate_from else ""
 
     async def run(self, ctx: parjobs.JobContext) -> dict[str, Any]:
         ctx.progress.set_total(items=self.n, bytes=self.n * 10 * self.chunks)
@@ -107,7 +117,7 @@ class CountJob(parjobs.Job):
                 bool(self.fail_every) and i % self.fail_every == 0,
                 self.chunks,
                 self.stamp,
-                self.hold if i >= self.hold_from else "",
+                self._hold(i),
             )
             for i in range(self.n)
         ):

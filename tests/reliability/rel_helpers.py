@@ -314,8 +314,9 @@ def short_busy_timeout(monkeypatch: pytest.MonkeyPatch, seconds: float = 0.5) ->
 
 
 #: Tasks of the outage tests; those from `HELD_FROM` on wait for a flag file (created once
-#: the store is released), so the job is still running whenever the outage comes.
-OUTAGE_TASKS, HELD_FROM = 200, 100
+#: the store is released), so the job is still running whenever the outage comes; the
+#: `GATED` before them wait for the outage to begin (`pause_by_outage`).
+OUTAGE_TASKS, HELD_FROM, GATED = 200, 100, 10
 
 
 class Outage:
@@ -365,15 +366,31 @@ class OutageStore:
 
 
 async def pause_by_outage(m: parjobs.JobManager, store: OutageStore) -> parjobs.JobHandle:
-    """Submit a job, start an outage once its first `HELD_FROM` tasks ran (the rest wait
-    for the flag file), and return once the job pauses itself for its failing store."""
-    handle = await m.submit(
-        CountJob(n=OUTAGE_TASKS, log=store.log, hold=store.flag, hold_from=HELD_FROM)
+    """Submit a job, start an outage once its first `HELD_FROM` - `GATED` tasks ran (those
+    from `HELD_FROM` on wait for the flag file), and return once the job pauses itself for
+    its failing store.
+
+    The `GATED` tasks before `HELD_FROM` end only once the outage began, so their
+    completions are written into it: the failed writes pause the job. (With every task
+    before the held ones free to end, all their completions were sometimes written before
+    the outage began, on a loaded machine, the outage's start taking over the clock's
+    0.1 s: nothing was left to write, a PostgreSQL outage failed the manager's lease reads
+    before its progress save, and the job ran on, never pausing: 250 s to time out.)"""
+    gate = store.flag + ".gate"
+    job = CountJob(
+        n=OUTAGE_TASKS,
+        log=store.log,
+        hold=store.flag,
+        hold_from=HELD_FROM,
+        gate=gate,
+        gate_from=HELD_FROM - GATED,
     )
+    handle = await m.submit(job)
     with trio.fail_after(60):
-        while logged(store.log) < HELD_FROM:
+        while logged(store.log) < HELD_FROM - GATED:
             await trio.sleep(0.01)
         store.outages.append(await trio.to_thread.run_sync(store.begin))
+        open(gate, "w").close()
         while handle.status is not JobStatus.PAUSING:
             await trio.sleep(0.01)
     return handle
