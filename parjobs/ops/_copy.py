@@ -16,8 +16,10 @@ How a copy runs::
   and each file costs no path walk. Directories are created on demand by whichever item needs
   them first; their modes and times are applied at the end, deepest first.
 * Conflicts follow ``on_conflict``. On a resumed run a destination that matches the source's
-  size and mtime (and content, with ``verify``) is taken as this job's own earlier output, whose
-  completion the interruption kept from being checkpointed; it is not a conflict.
+  size, mtime and bytes, at the name of an entry an earlier run reached (`covered`), is taken
+  as this job's own earlier output, whose completion the interruption kept from being
+  checkpointed; it is not a conflict. Past that reach every name in the way is a conflict, as
+  in a fresh run.
 
 `MoveJob` (``parjobs.ops._move``) shares the tree (`_desttree`), the checks, conflict policies
 and tally (`_transfer`) and the last step (`_finish`) with it.
@@ -57,6 +59,7 @@ from ._transfer import (
     bundled,
     check_paths,
     copy_group,
+    covered,
     firsts_made,
     item_error,
     landed_rows,
@@ -192,7 +195,7 @@ class CopyItem(TransferItem):
                 res = plan.copy(src, name, dir_fd, tc, overwrite, new_dir=plan.tree.is_new(parent))
             except FileExistsError:
                 src_st = os.stat(src)
-                got = self._settle(tc, src_st, dir_fd, landing.wrap(put), deep=plan.options.verify)
+                got = self._settle(tc, src_st, dir_fd, landing.wrap(put))
                 if got is None:  # in place already (e.g. by a run killed before its checkpoint)
                     tc.add_bytes(src_st.st_size)
                     tc.record("present", self.entry.path, plan.tree.path(rel))
@@ -392,8 +395,9 @@ class CopyJob(IntoDestination, Job):
                 later = [(e, f) for e, f in links if not stage.is_completed(e.index)]
                 made = await firsts_made(ctx, dispatcher.stage, later) if later else {}
                 tasks = [LinkItem(e, f, plan, made.get(f.index)) for e, f in later]
-                async for outcome in stage.dispatch_many(tasks):
-                    count(outcome)
+                async with aclosing(covered(ctx, tasks)) as reached:
+                    async for outcome in stage.dispatch_many(reached):
+                        count(outcome)
             progress.set_message("finishing")
             # Only a resumed run or one with failed items can have left temporaries behind.
             sweep = None
@@ -482,8 +486,10 @@ class CopyJob(IntoDestination, Job):
                                 todo.append(CopyItem(entry, plan, grouped, portable))
                     make = functools.partial(_grouped_item, plan, portable)
                     run = functools.partial(_run_entries, plan)
-                    for task in bundled(todo, bundle, make, run, CopyItem.group_size):
-                        yield task
+                    tasks = bundled(todo, bundle, make, run, CopyItem.group_size)
+                    async with aclosing(covered(ctx, tasks)) as reached:  # (reach first)
+                        async for task in reached:
+                            yield task
         except Interrupted:
             return  # the dispatcher lets the items in flight end, then raises the interrupt
 

@@ -61,6 +61,7 @@ from ._transfer import (
     bundled,
     check_paths,
     copy_group,
+    covered,
     firsts_made,
     item_error,
     landed_rows,
@@ -298,7 +299,7 @@ class MoveItem(TransferItem):
         try:
             src_st = os.lstat(src)
         except FileNotFoundError:
-            if self.plan.resumed and lexists(dir_fd, name):
+            if self.plan.reached(self.index) and lexists(dir_fd, name):
                 # Moved by a run stopped before its checkpoint: counted as it was moved.
                 self._record(tc, dir_fd, Landing(name))
                 return CopyDone(self._moved_as(dir_fd, name))
@@ -359,7 +360,7 @@ class MoveItem(TransferItem):
         try:
             res = put(name, overwrite)
         except FileExistsError:
-            got = self._settle(tc, src_st, dir_fd, landing.wrap(put), deep=True)
+            got = self._settle(tc, src_st, dir_fd, landing.wrap(put))
             if got is None:  # an earlier run copied it and was stopped before the unlink
                 _sync_copy(dir_fd, name)
                 check_same_file(src, src_st, os.lstat(src))  # still the file compared
@@ -388,7 +389,7 @@ class MoveItem(TransferItem):
         try:
             put(name, overwrite)
         except FileExistsError:
-            if self._settle(tc, src_st, dir_fd, landing.wrap(put), deep=True) is None:
+            if self._settle(tc, src_st, dir_fd, landing.wrap(put)) is None:
                 check_same_file(src, src_st, os.lstat(src))  # still the link compared
                 os.unlink(src)
                 self._record(tc, dir_fd, landing)
@@ -612,8 +613,9 @@ class MoveJob(IntoDestination, Job):
                 todo = [(e, f) for e, f in links if not stage.is_completed(e.index)]
                 made = await firsts_made(ctx, dispatcher.stage, todo) if todo else {}
                 later = [MoveLinkItem(e, f, plan, made.get(f.index)) for e, f in todo]
-                async for outcome in stage.dispatch_many(later):
-                    tally.count(outcome)
+                async with aclosing(covered(ctx, later)) as reached:
+                    async for outcome in stage.dispatch_many(reached):
+                        tally.count(outcome)
             progress.finalize_totals()  # (the walk did, if there was one)
             progress.set_message("finishing")
             removed = [0]
@@ -703,8 +705,10 @@ class MoveJob(IntoDestination, Job):
                                 todo.append(MoveItem(entry, plan, copying, grouped))
                     make = functools.partial(_grouped_item, plan)
                     run = functools.partial(_run_entries, plan)
-                    for task in bundled(todo, bundle, make, run, MoveItem.group_size):
-                        yield task
+                    tasks = bundled(todo, bundle, make, run, MoveItem.group_size)
+                    async with aclosing(covered(ctx, tasks)) as reached:  # (reach first)
+                        async for task in reached:
+                            yield task
         except Interrupted:
             return  # the dispatcher lets the items in flight end, then raises the interrupt
 

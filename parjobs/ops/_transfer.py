@@ -8,11 +8,12 @@ import dataclasses
 import errno
 import functools
 import inspect
+import operator
 import os
 import stat
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Container, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Container, Iterable, Sequence
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import trio
@@ -154,17 +155,20 @@ class TransferItem(Task[CopyDone]):
         dir_fd: int,
         put: Callable[[bytes, bool], T],
         *,
-        deep: bool = False,
         maybe_ours: bool = True,
     ) -> T | None:
         """Apply the conflict policy to the entry's destination, which exists in ``dir_fd``:
-        ``put``'s value, or None when it already holds the source, put there by this job (a
-        run that resumes, or this very task before its worker was lost; not when
-        ``maybe_ours`` is False). With ``deep``, a regular file must then have the same
-        contents too."""
+        ``put``'s value, or None when it already holds the source, put there by this job: an
+        earlier run that reached the entry (`CopyPlan.reached`) and was stopped before its
+        checkpoint, or this very task before its worker was lost; not when ``maybe_ours`` is
+        False. A regular file must then have the source's size, mtime *and* bytes: a file that
+        was there before the job, with the source's size and mtime (``touch -r``) but other
+        bytes, is a conflict, as in a fresh run (the bytes are read only for such a name,
+        on resume: the in-flight window of a kill, a conflict of an earlier run)."""
         src = self.entry.path
+        ours = maybe_ours and (tc.rerun or self.plan.reached(self.index))
         deep_check = None
-        if deep and stat.S_ISREG(src_st.st_mode):
+        if ours and stat.S_ISREG(src_st.st_mode):
             deep_check = functools.partial(same_content, src, dir_fd, check=tc.check)
         return resolve_conflict(
             self.plan,
@@ -175,7 +179,7 @@ class TransferItem(Task[CopyDone]):
             rel=self.entry.rel,
             put=put,
             deep_check=deep_check,
-            resumed=maybe_ours and (self.plan.resumed or tc.rerun),
+            resumed=ours,
         )
 
 
@@ -358,15 +362,51 @@ async def open_plan(ctx: JobContext, make: Callable[[bool, Any], CopyPlan]) -> C
 
     The token is checkpointed before any temporary can be made, and the destination's
     identity, the first time it is known, before anything is written into it: a later run
-    then refuses a destination swapped since (issue #12)."""
+    then refuses a destination swapped since (issue #12). The plan's ``reach`` is what the
+    earlier runs reached (`cover`)."""
     token = await job_token(ctx)
     identity = ctx.state.get("dest_identity")
     plan = await trio.to_thread.run_sync(make, ctx.resumed, identity)
+    plan.reach = _earlier_reach(ctx)
     if plan.tree.identity != identity:
         ctx.state["dest_identity"] = plan.tree.identity
+        # The first entries' reach goes with this write (`cover` then needs none for them).
+        ctx.state["reach"] = max(plan.reach, REACH_AHEAD)
         await ctx.checkpoint(force=True)
     plan.token = token
     return plan
+
+
+#: A run marks entries as reached this many past the highest it hands to its workers
+#: (`cover`): a forced checkpoint per this many entries at most, and at most this many
+#: more names that a resumed run compares byte for byte when it finds them in the way.
+REACH_AHEAD = 1024
+#: The reach of a resumed job whose earlier runs kept none (begun by an older parjobs):
+#: every entry.
+_EVERY = 2**62
+
+
+def _earlier_reach(ctx: JobContext) -> int:
+    """The highest entry index the job's earlier runs may have handed to a worker (-1 on a
+    first run), from ``ctx.state["reach"]``, which `cover` raises."""
+    reach = ctx.state.setdefault("reach", _EVERY if ctx.resumed else -1)
+    return int(reach)
+
+
+async def covered(ctx: JobContext, tasks: Iterable[Task[Any]]) -> AsyncGenerator[Task[Any], None]:
+    """``tasks`` (a copy's or move's, about to be handed to the workers), each once this run's
+    reach (``ctx.state["reach"]``) covers the entries it stands for, checkpointed: raised
+    `REACH_AHEAD` past the task's highest index, with a forced checkpoint, when it does not.
+    So a resumed run knows which names in the way may hold the job's own output
+    (`CopyPlan.reached`): at most those of the tasks the dispatcher had pulled (its window)
+    and of `REACH_AHEAD` entries more."""
+    state = ctx.state
+    for task in tasks:
+        top = max(map(_INDEX, task.members)) if type(task) is EntryBundle else task.index
+        if top > state["reach"]:
+            state["reach"] = top + REACH_AHEAD
+            await ctx.checkpoint(force=True)
+        yield task
 
 
 def make_plan(
@@ -642,6 +682,9 @@ def renamed_variants(dir_fd: int, name: bytes) -> list[bytes]:
     return found
 
 
+#: The index of an entry (or a task).
+_INDEX = operator.attrgetter("index")
+
 #: A `Bundle` of a copy or move stands for at most this many files (`bundled`).
 BUNDLE_MAX = 64
 
@@ -887,6 +930,17 @@ class CopyPlan:
     #: A move's group path: entry index -> how its source differs from the file walked and
     #: copied (kept, not unlinked), for the item, run alone, to fail with that reason.
     kept: dict[int, str] = dataclasses.field(default_factory=dict)
+    #: The highest entry index earlier runs of the job may have handed to a worker
+    #: (`Reach`; -1 on a first run): only an entry up to it may find its destination put
+    #: there by the job (`reached`).
+    reach: int = -1
+
+    def reached(self, index: int) -> bool:
+        """Whether an earlier run may have written entry ``index``'s destination and been
+        stopped before its checkpoint: what is there may be the job's own copy (compared
+        byte for byte before it is taken for one). Beyond the earlier runs' reach a name
+        in the way is a conflict, as in a fresh run, with nothing read."""
+        return index <= self.reach
 
     @property
     def portable(self) -> bool:
@@ -913,6 +967,7 @@ class CopyPlan:
                 self.follow,
                 self.resumed,
                 self.token,
+                self.reach,
             ),
         )
 
@@ -1203,6 +1258,7 @@ def _worker_plan(
     follow: bool,
     resumed: bool,
     token: bytes | None,
+    reach: int = -1,
 ) -> CopyPlan:
     """A `CopyPlan` unpickled on a cluster worker: its destination tree opened here (kept
     for the next groups of the run). The manager checked the destination's identity; a
@@ -1216,7 +1272,9 @@ def _worker_plan(
         _worker_trees[key] = tree
         while len(_worker_trees) > WORKER_TREES:
             _worker_trees.pop(next(iter(_worker_trees))).close()
-    return CopyPlan(tree, roots, names, policy, options, follow, resumed, None, token=token)
+    return CopyPlan(
+        tree, roots, names, policy, options, follow, resumed, None, token=token, reach=reach
+    )
 
 
 def resolve_conflict(

@@ -841,6 +841,15 @@ def kill_when(
     assert child.wait() == -signal.SIGKILL
 
 
+async def resume_the_killed_job(m: parjobs.JobManager) -> tuple[parjobs.JobHandle, JobStatus]:
+    """Resume the store's one job, interrupted (killed), to its end: its handle and status."""
+    (info,) = await m.list_jobs()
+    assert info.status is JobStatus.INTERRUPTED
+    handle = await m.resume(info.id)
+    with trio.fail_after(60):
+        return handle, await handle.wait()
+
+
 def mixed_tree(root: Path, *, small: int, big: int) -> None:
     rng = random.Random(5)
     for i in range(small):
@@ -925,6 +934,188 @@ async def test_resume_accepts_its_own_unrecorded_output(store_path: str, tmp_pat
         result = await handle.result()
     assert result["failed"] == 0 and result["copied"] == 3
     assert read(dst / "t" / "diff.txt") == b"source"
+
+
+# -- a name in the way on resume: the job's own output, or the user's file? ----------------
+
+
+def plant(src: Path, dst: Path, data: bytes) -> int:
+    """The user's file at ``dst`` before the job: ``data`` with the source's mtime (as
+    ``touch -r``); of the source's size, other bytes unless ``data`` is the source's. Its
+    inode."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    write(dst, data)
+    st = os.stat(src)
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(dst).st_size == st.st_size
+    return os.stat(dst).st_ino
+
+
+async def pause_at(
+    m: parjobs.JobManager, job: parjobs.Job, cls: Any, name: bytes, mp: pytest.MonkeyPatch
+) -> parjobs.JobHandle:
+    """Submit ``job`` (one worker: items run in walk order) and pause it from the item of
+    ``cls`` (`CopyItem`, `MoveItem`) whose destination leaf is ``name``, once, before that
+    item is booked (it runs again on resume). Returns the paused job's handle."""
+    handles: list[parjobs.JobHandle] = []
+    real = cls._run
+    paused: list[bool] = []
+
+    def run(self: Any, tc: parjobs.TaskContext) -> Any:
+        if self.entry.rel.rpartition(b"/")[2] == name and not paused:
+            paused.append(True)
+            trio.from_thread.run(handles[0].pause)
+            tc.check()  # raises: never booked
+        return real(self, tc)
+
+    mp.setattr(cls, "_run", run)
+    handles.append(await m.submit(job))
+    with trio.fail_after(30):
+        assert await handles[0].wait() is JobStatus.PAUSED
+    mp.setattr(cls, "_run", real)
+    return handles[0]
+
+
+@pytest.mark.parametrize("run1", ["ended", "paused"])
+async def test_a_conflict_of_the_sources_size_and_mtime_stays_one_on_resume(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run1: str
+) -> None:
+    """The user's file at ``t/a`` has the source's size and mtime, other bytes. The first
+    run fails it ("destination exists"), then ends (or is paused, from a later item). The
+    resumed run took it for its own copy made before a kill ("present") and completed
+    without the error; it fails it again now, the user's bytes kept, and undo leaves it."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "t").mkdir(parents=True)
+    write(src / "t" / "a", b"source bytes")
+    write(src / "t" / "z", b"z")  # walked after t/a: where the first run pauses
+    user = plant(src / "t" / "a", dst / "t" / "a", b"user's bytes")
+    job = CopyJob(sources=[str(src / "t")], destination=str(dst), into=True)
+    async with parjobs.open_manager(store_path, workers=1) as m:
+        if run1 == "paused":
+            handle = await pause_at(m, job, copy_mod.CopyItem, b"z", monkeypatch)
+        else:
+            handle = await m.submit(job)
+            assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        assert [e.message for e in await m.errors(handle.id)] == [
+            f"destination exists: {dst / 't' / 'a'}"
+        ]
+        await m.resume(handle.id)
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        info = await handle.info()
+        assert (info.result["copied"], info.result["failed"]) == (1, 1)  # z
+        assert [e.message for e in await m.errors(handle.id)] == [
+            f"destination exists: {dst / 't' / 'a'}"
+        ]
+        assert "present" not in {r.action for r in await m.items(handle.id)}
+        undo = await (await m.undo(handle.id)).result()
+    assert undo["failed"] == 0 and not (dst / "t" / "z").exists()
+    assert read(dst / "t" / "a") == b"user's bytes" and os.stat(dst / "t" / "a").st_ino == user
+
+
+POLICY_OUTCOMES: dict[str, tuple[JobStatus, dict[str, int], dict[str, bytes]]] = {
+    # policy: (status, skipped_reasons, the destination's files) of a fresh run
+    "fail": (JobStatus.COMPLETED_WITH_ERRORS, {}, {"a": b"user's bytes"}),
+    "skip": (JobStatus.COMPLETED, {"destination exists": 1}, {"a": b"user's bytes"}),
+    "update": (JobStatus.COMPLETED, {"destination is up to date": 1}, {"a": b"user's bytes"}),
+    "overwrite": (JobStatus.COMPLETED, {}, {"a": b"source bytes"}),
+    "rename": (JobStatus.COMPLETED, {}, {"a": b"user's bytes", "a (1)": b"source bytes"}),
+}
+
+
+@pytest.mark.parametrize("policy", list(POLICY_OUTCOMES))
+@pytest.mark.parametrize("theirs", [True, False], ids=["other-bytes", "same-bytes"])
+async def test_a_resumed_run_meeting_a_name_in_the_way_does_as_a_fresh_run(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: Any, theirs: bool
+) -> None:
+    """The first run is paused before it meets ``sub/a``, whose destination holds a file of
+    the source's size and mtime: the resumed run meets it. Other bytes: each policy does what
+    it does in a fresh run (it was taken as the job's own copy, "present", under every
+    policy but "overwrite": counted copied, the user's bytes kept where "rename" writes the
+    source's). The source's bytes (as the job's own copy left by a kill): "present"."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "t" / "sub").mkdir(parents=True)
+    write(src / "t" / "first", b"1")  # walked before sub/a: the first run pauses there
+    write(src / "t" / "sub" / "a", b"source bytes")
+    data = b"user's bytes" if theirs else b"source bytes"
+    plant(src / "t" / "sub" / "a", dst / "t" / "sub" / "a", data)
+    job = CopyJob(sources=[str(src / "t")], destination=str(dst), into=True, on_conflict=policy)
+    async with parjobs.open_manager(store_path, workers=1) as m:
+        handle = await pause_at(m, job, copy_mod.CopyItem, b"first", monkeypatch)
+        assert not [r for r in await m.items(handle.id) if r.source.endswith("/a")]
+        await m.resume(handle.id)
+        with trio.fail_after(30):
+            status = await handle.wait()
+        result = (await handle.info()).result
+        actions = {r.action for r in await m.items(handle.id) if r.source.endswith("/a")}
+    files = {n: read(dst / "t" / "sub" / n) for n in os.listdir(dst / "t" / "sub")}
+    if not theirs:  # ("overwrite" copies over any file without looking)
+        found = {"replaced" if policy == "overwrite" else "present"}
+        assert (status, actions, files) == (JobStatus.COMPLETED, found, {"a": data})
+        return
+    want_status, want_skipped, want_files = POLICY_OUTCOMES[policy]
+    assert (status, result["skipped_reasons"], files) == (want_status, want_skipped, want_files)
+    assert "present" not in actions
+
+
+async def test_beyond_what_earlier_runs_reached_nothing_is_taken_for_the_jobs_own(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name in the way of an entry past the first run's reach (`Reach`: no task of it was
+    ever handed to a worker) cannot hold the job's output: the resumed run applies the
+    policy as a fresh run, reading nothing. An exact copy there is skipped ("destination
+    exists", under "skip"), not taken for the job's own ("present", counted as copied)."""
+    monkeypatch.setattr(walk_mod, "SLICE_ENTRIES", 8)  # small batches, each reached alone
+    monkeypatch.setattr(transfer_mod, "REACH_AHEAD", 0, raising=False)  # (older code: none)
+    monkeypatch.setattr(transfer_mod, "BUNDLE_MAX", 1)  # a task a file in the window
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "t").mkdir(parents=True)
+    write(src / "t" / "first", b"1")
+    for d in range(40):
+        (src / "t" / f"d{d:02}").mkdir()
+        for f in range(6):
+            write(src / "t" / f"d{d:02}" / f"f{f}", b"%d" % (d * f))
+    last = src / "t" / "d39" / "f5"
+    plant(last, dst / "t" / "d39" / "f5", read(last))  # an exact copy
+    job = CopyJob(sources=[str(src / "t")], destination=str(dst), into=True, on_conflict="skip")
+    async with parjobs.open_manager(store_path, workers=1) as m:
+        handle = await pause_at(m, job, copy_mod.CopyItem, b"first", monkeypatch)
+        reach = (await handle.info()).state.get("reach", -1)
+        await m.resume(handle.id)
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.COMPLETED
+        result = (await handle.info()).result
+        (rec,) = [r for r in await m.items(handle.id) if r.source == str(last)]
+    assert rec.index > reach, "the test needs the name past the first run's reach"
+    assert rec.action == "skipped" and result["skipped_reasons"] == {"destination exists": 1}
+    assert snapshot(dst / "t") == snapshot(src / "t")
+
+
+async def test_kill_9_then_resume_keeps_a_conflict_of_the_sources_size_and_mtime(
+    store_path: str, tmp_path: Path
+) -> None:
+    """As above, killed (-9) mid-copy instead of paused: the resumed run fails the user's
+    file again (it completed, taking it for its own copy) and copies everything else."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    mixed_tree(src, small=100, big=4)
+    write(src / "d0" / "f008", b"source bytes")
+    user = plant(src / "d0" / "f008", dst / "src" / "d0" / "f008", b"user's bytes")
+    job = f"CopyJob(into=True, sources=[{str(src)!r}], destination={str(dst)!r})"
+    child = await trio.to_thread.run_sync(
+        lambda: spawn(store_path, job, delay=0.02, chunk=64 * 1024)
+    )
+    await trio.to_thread.run_sync(functools.partial(kill_when, child, dst, 40, partial=True))
+    async with parjobs.open_manager(store_path) as m:
+        handle, status = await resume_the_killed_job(m)
+        assert status is JobStatus.COMPLETED_WITH_ERRORS
+        errors = await m.errors(handle.id)
+    assert [e.message for e in errors] == [f"destination exists: {dst / 'src' / 'd0' / 'f008'}"]
+    assert os.stat(dst / "src" / "d0" / "f008").st_ino == user
+    assert read(dst / "src" / "d0" / "f008") == b"user's bytes"
+    os.unlink(dst / "src" / "d0" / "f008")
+    os.unlink(src / "d0" / "f008")
+    assert snapshot(dst / "src") == snapshot(src)
 
 
 # -- where a copy may write: aliases of the source, pseudo-filesystems (issue 12) ----------
@@ -1051,12 +1242,9 @@ async def test_resume_refuses_a_destination_swapped_for_a_symlink_after_a_kill(
     os.symlink(etc, dst)
     before = snapshot(etc)
     async with parjobs.open_manager(store_path) as m:
-        (info,) = await m.list_jobs()
-        assert info.status is JobStatus.INTERRUPTED
-        handle = await m.resume(info.id)
-        with trio.fail_after(30):
-            assert await handle.wait() is JobStatus.FAILED
-        error = (await m.get(info.id)).error or ""
+        handle, status = await resume_the_killed_job(m)
+        assert status is JobStatus.FAILED
+        error = (await m.get(handle.id)).error or ""
     assert "is not the directory earlier runs of this job wrote into" in error
     assert snapshot(etc) == before  # nothing written, nothing swept
 
@@ -1464,7 +1652,7 @@ async def test_a_later_name_is_never_linked_to_a_file_the_job_did_not_write(
     user = user_file_at_first(src, dst)
     job = CopyJob(sources=[str(src / "s")], destination=str(dst), on_conflict=policy)
     status = await run_pausing_before_links(store_path, job, copy_mod, paused)
-    assert status.value.startswith("completed")
+    assert status is (JobStatus.COMPLETED_WITH_ERRORS if policy == "fail" else JobStatus.COMPLETED)
     assert read(dst / "s" / "b") == b"source bytes"
     assert read(dst / "s" / "a") == b"user's bytes"
     assert identity(dst / "s" / "a")[0] == user[0] and os.stat(dst / "s" / "a").st_nlink == 1

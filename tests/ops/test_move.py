@@ -856,12 +856,48 @@ async def test_a_later_name_is_never_linked_to_a_file_the_move_did_not_write(
     user = user_file_at_first(src, dst)
     job = MoveJob(sources=[str(src / "s")], destination=str(dst), on_conflict=policy)
     status = await run_pausing_before_links(store_path, job, move_mod, paused)
-    assert status.value.startswith("completed")
+    assert status is (JobStatus.COMPLETED_WITH_ERRORS if policy == "fail" else JobStatus.COMPLETED)
     assert read(dst / "s" / "b") == b"source bytes" and not (src / "s" / "b").exists()
     assert read(dst / "s" / "a") == b"user's bytes"
     assert os.stat(dst / "s" / "a").st_ino == user[0] and os.stat(dst / "s" / "a").st_nlink == 1
     first = dst / "s" / "a (1)" if policy == "rename" else src / "s" / "a"
     assert read(first) == b"source bytes"
+
+
+@pytest.mark.parametrize("linked", [True, False], ids=["later-link", "file"])
+async def test_a_resumed_move_keeps_a_conflict_of_the_sources_size_and_mtime(
+    store_path: str, tmp_path: Path, other_fs: Path, linked: bool
+) -> None:
+    """Across filesystems, the user's file at ``s/b`` has the source's size and mtime, other
+    bytes: the first run fails it ("destination exists") and keeps its source. Resumed, a
+    later name of a hard link (``b``, linked to ``a``) took the user's file for its own link
+    made before a kill: its source was unlinked and the user's file recorded as moved
+    (an undo would move it into the source tree). It fails again now, the source kept, and
+    undo leaves the user's file; a file moved by copying was always compared."""
+    src, dst = tmp_path / "src", other_fs / "dst"
+    (src / "s").mkdir(parents=True)
+    write(src / "s" / "a", b"source bytes")
+    if linked:
+        os.link(src / "s" / "a", src / "s" / "b")
+    else:
+        write(src / "s" / "b", b"source bytes")
+    (dst / "s").mkdir(parents=True)
+    write(dst / "s" / "b", b"user's bytes")
+    st = os.stat(src / "s" / "b")
+    os.utime(dst / "s" / "b", ns=(st.st_atime_ns, st.st_mtime_ns))
+    user = os.stat(dst / "s" / "b").st_ino
+    async with parjobs.open_manager(store_path) as m:
+        handle = await m.submit(MoveJob(sources=[str(src / "s")], destination=str(dst)))
+        assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        await m.resume(handle.id)
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        errors = await m.errors(handle.id)
+        undo = await (await m.undo(handle.id)).result()
+    assert [e.message for e in errors] == [f"destination exists: {dst / 's' / 'b'}"]
+    assert undo["failed"] == 0
+    assert read(src / "s" / "b") == read(src / "s" / "a") == b"source bytes"
+    assert os.stat(dst / "s" / "b").st_ino == user and read(dst / "s" / "b") == b"user's bytes"
 
 
 async def test_kill_9_while_linking_across_filesystems_then_resume(
