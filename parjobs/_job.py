@@ -239,8 +239,11 @@ def dump_job(job: Job) -> DumpedJob:
     return DumpedJob(job, cls.job_type_name, cls.job_type_version, text)
 
 
-def load_job(type_name: str, version: int, spec_json: str, *, validate: bool = True) -> Job:
-    """Rebuild a stored job; raise `JobLoadError` (clear message) when that is impossible."""
+def job_class(type_name: str, version: int) -> type[Job]:
+    """The class that loads a job stored as ``type_name`` by ``version`` of its type (its
+    entry point loaded if it is not yet: `lookup_job_type`); `JobLoadError` saying why when
+    this process has none (an unknown type, a plug-in that fails to load, a newer version).
+    Blocking (an entry point's import): callers on trio run it in a worker thread."""
     cls = lookup_job_type(type_name)
     if cls is None:
         raise JobLoadError(
@@ -252,6 +255,12 @@ def load_job(type_name: str, version: int, spec_json: str, *, validate: bool = T
             f"job type {type_name!r} was stored by version {version}, "
             f"newer than this code's version {cls.job_type_version}; upgrade parjobs"
         )
+    return cls
+
+
+def load_job(type_name: str, version: int, spec_json: str, *, validate: bool = True) -> Job:
+    """Rebuild a stored job; raise `JobLoadError` (clear message) when that is impossible."""
+    cls = job_class(type_name, version)
     try:
         spec = json.loads(spec_json)
     except (TypeError, ValueError, RecursionError) as exc:

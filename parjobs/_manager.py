@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import re
 import secrets
@@ -47,7 +48,7 @@ from ._exceptions import (
 )
 from ._housekeeping import REQUEST_POLL, Housekeeping
 from ._items import ItemRecord
-from ._job import DumpedJob, Job, dump_job, lookup_job_type
+from ._job import DumpedJob, Job, dump_job, job_class, lookup_job_type
 from ._jobstore import JobStore, StoreListener
 from ._leases import CLOSED
 from ._progress import ItemError, Progress
@@ -60,6 +61,8 @@ from ._util import NoPublicConstructor, exception_leaves
 if TYPE_CHECKING:  # the cluster lane loads only when a manager is given a cluster
     from ._cluster import ClusterBridge
     from ._statistics import ManagerStatistics
+
+_log = logging.getLogger("parjobs")
 
 #: The job type `JobManager.undo` submits (``{"job": id}``), provided by `parjobs.ops`.
 UNDO_JOB_TYPE = "undo"
@@ -187,7 +190,7 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         root = self.store.path + ".d"
 
         def register() -> tuple[
-            object | None, StoreListener | None, list[str], list[str], list[str]
+            object | None, StoreListener | None, list[str], list[JobInfo], list[str]
         ]:
             # One trip to the store's thread, not seven: each trip is a hand-off to that
             # thread and back (0.1-0.5 ms, several times that on a loaded machine).
@@ -399,19 +402,36 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             return None
         return time.time() - self.retention, _PURGED_AS_IS
 
-    async def _purge_resumable(self, ids: list[str]) -> list[str]:
-        """Delete the expired jobs ``ids`` that could still be resumed (`_resumable_expired`)
-        through `delete`, whose cancel runs each one's cleanup: it removes the partials kept
-        for its resume, which nothing could once its name token is forgotten. One it cannot
-        clean now (resumed or taken meanwhile, the store busy) is kept for the next sweep.
-        Returns the ids deleted."""
+    async def _purge_resumable(self, infos: list[JobInfo]) -> list[str]:
+        """Delete the expired jobs ``infos`` that could still be resumed
+        (`_resumable_expired`) through `delete`, whose cancel runs each one's cleanup: it
+        removes the partials kept for its resume, which nothing could once its name token is
+        forgotten. One it cannot clean now (resumed or taken meanwhile, the store busy) is
+        kept for the next sweep; so is one whose job type this process cannot load (its
+        entry point is loaded first, as the CLI loads one lazily), which the cleanup needs:
+        reported once per manager on the ``parjobs`` logger, never deleted uncleaned (it
+        was, its partials left for good). Returns the ids deleted."""
         purged = []
-        for job_id in ids:
+        for info in infos:
             try:
-                await self.delete(job_id)
+                await trio.to_thread.run_sync(job_class, info.type, info.version)
+            except JobLoadError as exc:
+                if info.id not in self._kept_expired:
+                    self._kept_expired.add(info.id)
+                    _log.warning(
+                        "job %s (%s) is past the retention but kept: %s; its cleanup, which "
+                        "removes what it kept for a resume, cannot run without it (deleting "
+                        "the job forgets it uncleaned)",
+                        info.id,
+                        info.status.value,
+                        exc,
+                    )
+                continue
+            try:
+                await self.delete(info.id)
             except (InvalidTransitionError, LeaseError, JobNotFoundError, StoreError):
                 continue
-            purged.append(job_id)
+            purged.append(info.id)
         return purged
 
     async def _forget_purged(self, ids: list[str]) -> None:
@@ -998,12 +1018,12 @@ class OwnerView(metaclass=NoPublicConstructor):
 _JOB_ID = re.compile(r"[0-9a-f]{12}")
 
 
-def _resumable_expired(store: JobStore, older_than: float) -> list[str]:
-    """The ids of the ended jobs that finished before ``older_than`` and could still be
-    resumed (failed, timed out, skipped): the retention cancels them before it forgets them
+def _resumable_expired(store: JobStore, older_than: float) -> list[JobInfo]:
+    """The ended jobs that finished before ``older_than`` and could still be resumed
+    (failed, timed out, skipped): the retention cancels them before it forgets them
     (`JobManager._purge_resumable`)."""
     return [
-        info.id
+        info
         for info in store.list_jobs(_RESUMABLE_ENDED)
         if info.finished is not None and info.finished < older_than
     ]

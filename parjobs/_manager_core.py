@@ -107,6 +107,8 @@ class ManagerCore:
         self.config = config
         self.queues = config.queue_capacities()
         self.retention = config.retention
+        #: Expired jobs the retention keeps, their type not loadable here (reported once).
+        self._kept_expired: set[str] = set()
         self._running_by_queue: dict[str, int] = dict.fromkeys(self.queues, 0)
         self._counters = {"tasks": 0, "bytes": 0}
         self.store = store

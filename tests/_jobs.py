@@ -147,6 +147,28 @@ class SlowCleanupJob(CountJob):
         _append(self.cleaned, "end\n")
 
 
+@parjobs.job_type("test-keeps-partial", version=1)
+class KeepsPartialJob(parjobs.Job):
+    """Writes ``partial`` (what a copy keeps for its resume), then fails, or times out with
+    ``hang``; its cleanup removes the partial only when the job is cancelled, as a
+    copy's does."""
+
+    partial: str
+    hang: bool = False
+
+    async def run(self, ctx: parjobs.JobContext) -> None:
+        with open(self.partial, "wb") as f:
+            f.write(b"half a file")
+        while self.hang:  # until its timeout stops it (as a pause)
+            await ctx.check_interrupt()
+            await trio.sleep(0.005)
+        raise OSError(28, "No space left on device")
+
+    async def cleanup(self, ctx: parjobs.JobContext, *, cancelled: bool) -> None:
+        if cancelled:
+            os.unlink(self.partial)
+
+
 def read_stamped_log(path: str) -> list[tuple[int, float]]:
     """(index, when it ended) per line of a log written with ``stamp``."""
     with open(path) as f:

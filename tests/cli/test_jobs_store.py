@@ -11,6 +11,10 @@ import time
 from pathlib import Path
 
 from _cli import RESUME, run
+from _jobs import KeepsPartialJob
+
+import parjobs
+from parjobs import JobStatus
 
 # -- store location ------------------------------------------------------------------------
 
@@ -180,3 +184,28 @@ def test_finished_jobs_are_kept_30_days_by_default(tmp_path: Path, env, store) -
     assert out.returncode == 2 and "PARJOBS_RETENTION: expected an age" in out.stderr
     assert _job_ids(env, store) == [new]
     assert _job_ids({**env, "PARJOBS_RETENTION": "28d"}, store) == []
+
+
+async def test_the_retention_keeps_a_resumable_job_whose_type_it_cannot_load(
+    tmp_path: Path, env, store
+) -> None:
+    """A failed job past the retention whose job type this parjobs cannot load (a plug-in
+    uninstalled; here a type only the tests register) is kept, and the command says so on
+    stderr, since its cleanup cannot run: it was deleted uncleaned, its partial left for
+    good. A process that loads the type (the built-in ones by their entry points) cancels
+    and forgets it."""
+    partial = tmp_path / "big.part"
+    async with parjobs.open_manager(store) as manager:
+        handle = await manager.submit(KeepsPartialJob(partial=str(partial)))
+        assert await handle.wait() is JobStatus.FAILED
+    _finished_days_ago(store, handle.id, 31)
+    for _ in range(2):
+        out = run("jobs", "--json", env=env, store=store)
+        assert out.returncode == 0, out.stderr
+        assert [json.loads(line)["id"] for line in out.stdout.splitlines()] == [handle.id]
+        assert f"job {handle.id} (failed) is past the retention but kept" in out.stderr
+        assert "unknown job type 'test-keeps-partial'" in out.stderr
+        assert partial.exists()
+    async with parjobs.open_manager(store, retention=86400) as manager:
+        assert await manager.list_jobs() == []
+    assert not partial.exists()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import trio
 from _forkcli import Forked
-from _jobs import CountJob, SlowCleanupJob, logged, read_log
+from _jobs import CountJob, KeepsPartialJob, SlowCleanupJob, logged, read_log
 
 import parjobs
 import parjobs._manager as parjobs_manager
@@ -275,28 +275,6 @@ async def test_opening_removes_the_job_directories_left_behind_and_only_those(tm
     async with parjobs.open_manager(store, retention=1e-6) as manager:
         assert [info.id for info in await manager.list_jobs()] == [paused.id]
         assert sorted(os.listdir(root)) == sorted([paused.id, "notes"])
-
-
-@parjobs.job_type("test-keeps-partial", version=1)
-class KeepsPartialJob(parjobs.Job):
-    """Writes ``partial`` (what a copy keeps for its resume), then fails, or times out with
-    ``hang``; its cleanup removes the partial only when the job is cancelled, as a
-    copy's does."""
-
-    partial: str
-    hang: bool = False
-
-    async def run(self, ctx: parjobs.JobContext) -> None:
-        with open(self.partial, "wb") as f:
-            f.write(b"half a file")
-        while self.hang:  # until its timeout stops it (as a pause)
-            await ctx.check_interrupt()
-            await trio.sleep(0.005)
-        raise OSError(28, "No space left on device")
-
-    async def cleanup(self, ctx: parjobs.JobContext, *, cancelled: bool) -> None:
-        if cancelled:
-            os.unlink(self.partial)
 
 
 async def _ended_with_partials(manager: parjobs.JobManager, tmp_path: Any) -> list[str]:
