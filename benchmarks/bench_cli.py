@@ -210,23 +210,20 @@ def _FLOOR_GROUP(group):
 """
     + _FLOOR
 )
-#: The move floor (into another filesystem): copy (only plain files, as a move's group:
-#: `OWNED`, `NO_XATTRS`), then what a move adds, in C too: each copy
-#: checked against its source and fsynced (`verify_many`), each new directory fsynced, the
-#: sources unlinked (`unlink_many`, given the identity the walk would have seen); then
-#: the source directories removed.
+#: The move floor (into another filesystem): what a move's group does, in C too: copy (only
+#: plain files: `OWNED`, `NO_XATTRS`), each copy compared with its source and fsynced before
+#: its rename (`COPY_COMPARE`, `FSYNC`), each source's identity as copied (`SOURCES`), each
+#: new directory fsynced, then the sources unlinked (`unlink_many`: each copy still at its
+#: name, each source still the file copied); then the source directories removed.
 MOVE_FLOOR = (
     """
 def _FLOOR_GROUP(group):
-    results, written = fc.copy_many(group, flags | fc.OWNED | fc.NO_XATTRS, 8 << 20, b"floor")[:2]
-    results += fc.verify_many([(*c, w[2]) for c, w in zip(group, written)], fc.COMPARE | fc.SYNC)
+    move = fc.OWNED | fc.NO_XATTRS | fc.COPY_COMPARE | fc.FSYNC | fc.SOURCES
+    results, written, _, _, seen = fc.copy_many(group, flags | move, 8 << 20, b"floor")
     for fd in {c[1] for c in group}:
         os.fsync(fd)
-    seen = []
-    for path, _, _ in group:
-        st = os.lstat(path)
-        seen.append((path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino))
-    return results + fc.unlink_many(seen)
+    copied = zip(group, written, seen)
+    return results + fc.unlink_many([(c[0], *s, c[1], c[2], w[2]) for c, w, s in copied if w])
 """
     + _FLOOR
     + """

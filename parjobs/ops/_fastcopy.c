@@ -1,5 +1,6 @@
 /*
- * parjobs.ops._fastcopy: copy many small files in one call, and verify them, without the GIL.
+ * parjobs.ops._fastcopy: copy many small files in one call, compare them, and remove a
+ * move's sources, without the GIL.
  *
  * The same protocol as `_copy_one_shot` in _copyfile.py, item by item: open the source
  * (O_NOFOLLOW|O_NONBLOCK, regular files only; with OWNED and NO_XATTRS, a move's, only
@@ -18,10 +19,9 @@
  * removed and the item is reported back with its errno, untouched at the destination: the
  * Python path then runs it again and deals with it (conflicts, retries, clear errors).
  *
- * verify_many checks a group of copies in place before a move removes their sources (or a
- * copy --verify reports them copied): each copy is still the file that was written (inode),
- * holds the source's bytes (compared in COMPARE_CHUNK pieces, read right after the copy while
- * the pages are hot) and, for a move, is fsynced through the same descriptor.
+ * unlink_many removes a move's sources once their copies are in place and on disk: each
+ * copy's name must still hold the file written (inode), each source must still be the file
+ * copied (device, inode, size, mtime), else it is kept.
  *
  * Why C: a Python loop making these ~10 system calls per file spends as long in the
  * interpreter as in the kernel, holding the GIL the job's bookkeeping needs. Here one call
@@ -34,6 +34,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -85,23 +86,21 @@
 #define FC_SPARSE (-5)      /* has holes: the Python path copies its data extents only */
 #define FC_NOT_PLAIN (-8)   /* OWNED, NO_XATTRS: an owner or attributes to carry (Python does) */
 
-/* Flags of verify_many (exported: COMPARE, SYNC). */
-#define FV_COMPARE 1 /* compare the copy's bytes with its source's */
-#define FV_SYNC 2    /* fsync the copy */
+/* More result codes (exported). */
+#define FV_MISMATCH (-6) /* copy_many, COPY_COMPARE: the copy's bytes differ from the source's */
+#define FV_NOT_OURS (-7) /* unlink_many: the copy's name no longer holds the copy written */
 
-/* Results of verify_many besides 0 (verified) and a positive errno (exported). */
-#define FV_MISMATCH (-6) /* the copy's bytes differ from the source's */
-#define FV_NOT_OURS (-7) /* the name no longer holds the copy that was written */
-
-/* verify_many reads this much of each side at a time (exported: same_content reads so). */
+/* A comparison reads this much of each side at a time (exported: same_content reads so). */
 #define COMPARE_CHUNK (1 << 20)
 
 /* The calling convention: 2 returns each copy's (size, mtime_ns, ino) too; 3 gives
    unlink_many each source's (path, size, mtime_ns); 4 has copy_many take RANGE and say
    whether copy_file_range was refused for good; 5 has it take OWNED and NO_XATTRS; 6 gives
    unlink_many each source's (path, size, mtime_ns, dev, ino), exact ints only; 7 has copy_many
-   take SOURCES and return each source's identity as it was copied. */
-#define FC_API 7
+   take SOURCES and return each source's identity as it was copied; 8 drops verify_many (its
+   COMPARE and SYNC had no caller since a move's copies are compared and fsynced in copy_many)
+   and has unlink_many check each copy's name first, given (..., dir fd, name, inode). */
+#define FC_API 8
 
 typedef struct {
     const char *src;
@@ -214,24 +213,44 @@ static int copy_data(int fd, int out, long long size, int *reflink, int *range) 
     return 0;
 }
 
-/* 0 when a and b are regular files holding the same bytes (read to the end of both),
- * FV_MISMATCH, or an errno. (A source swapped for a FIFO since its copy never passes.) */
-static int compare_fds(int a, int b, char *buf_a, char *buf_b) {
-    struct stat sa, sb;
-    if (fstat(a, &sa) != 0 || fstat(b, &sb) != 0)
-        return errno;
-    if (!S_ISREG(sa.st_mode) || sa.st_size != sb.st_size)
-        return FV_MISMATCH;
+/* Read `want` bytes at pos (want - 1 expected: the last byte asks for the end of the file),
+ * as read_full, but a single pread that stops one byte short is taken as the end (a regular
+ * file's read stops short only there), so the usual case costs one system call, not the
+ * second pread that would find the end. The count read, or -errno. */
+static ssize_t read_to_end(int fd, char *buf, size_t want, long long pos) {
+    ssize_t n;
+    do
+        n = pread(fd, buf, want, pos);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    if ((size_t)n + 1 >= want)
+        return n;
+    ssize_t more = read_full(fd, buf + n, want - (size_t)n, pos + n); /* short: go on */
+    return more < 0 ? more : n + more;
+}
+
+/* 0 when a (a regular file) and b both hold `size` bytes, the same ones, FV_MISMATCH, or an
+ * errno. The size is known (the source's from an fstat of a just before, the copy's what was
+ * written into b), so nothing is fstat'ed: each side is read in COMPARE_CHUNK pieces, the
+ * last read asking for one byte past `size`, which must find the end of both (a source
+ * grown or shrunk since that fstat never passes). buf_a and buf_b hold COMPARE_CHUNK + 1
+ * bytes each. */
+static int compare_fds(int a, int b, long long size, char *buf_a, char *buf_b) {
     for (long long pos = 0;; pos += COMPARE_CHUNK) {
-        ssize_t na = read_full(a, buf_a, COMPARE_CHUNK, pos);
+        long long left = size - pos;
+        int last = left <= COMPARE_CHUNK;
+        size_t want = last ? (size_t)left + 1 : COMPARE_CHUNK;
+        ssize_t na = last ? read_to_end(a, buf_a, want, pos) : read_full(a, buf_a, want, pos);
         if (na < 0)
             return (int)-na;
-        ssize_t nb = read_full(b, buf_b, COMPARE_CHUNK, pos);
+        ssize_t nb = last ? read_to_end(b, buf_b, want, pos) : read_full(b, buf_b, want, pos);
         if (nb < 0)
             return (int)-nb;
-        if (na != nb || memcmp(buf_a, buf_b, (size_t)na) != 0)
+        size_t expect = last ? (size_t)left : want;
+        if ((size_t)na != expect || (size_t)nb != expect || memcmp(buf_a, buf_b, expect) != 0)
             return FV_MISMATCH;
-        if (na < COMPARE_CHUNK) /* the end of both */
+        if (last)
             return 0;
     }
 }
@@ -312,7 +331,7 @@ static int write_one(item_t *it, int flags, int batch, long long max_size,
     /* copy --verify: the temporary must hold the source's bytes before it takes the final
        name, so no unchecked copy is ever there (read back while its pages are hot). */
     if (rc == 0 && (flags & FC_COMPARE))
-        rc = compare_fds(fd, out, bufs, bufs + COMPARE_CHUNK);
+        rc = compare_fds(fd, out, (long long)st.st_size, bufs, bufs + COMPARE_CHUNK + 1);
     if (rc == 0 && (flags & FC_MODE) && fchmod(out, st.st_mode & 07777) != 0)
         rc = errno;
     if (rc == 0 && (flags & FC_TIMES)) {
@@ -423,7 +442,7 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
     }
     int reflink = (flags & FC_REFLINK) ? 1 : 0, range = (flags & FC_RANGE) ? 1 : 0;
     char *bufs = NULL;
-    if ((flags & FC_COMPARE) && (bufs = PyMem_RawMalloc(2 * (size_t)COMPARE_CHUNK)) == NULL) {
+    if ((flags & FC_COMPARE) && (bufs = PyMem_RawMalloc(2 * ((size_t)COMPARE_CHUNK + 1))) == NULL) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -492,14 +511,6 @@ fail:
     return NULL;
 }
 
-typedef struct {
-    const char *src;
-    int dir_fd;
-    const char *name;
-    unsigned long long ino;
-    int result;
-} pair_t;
-
 /* A list of the n ints found every stride bytes from first (a result field of an array of
  * structs, or an int array), or NULL with the error set. */
 static PyObject *int_list(Py_ssize_t n, const int *first, size_t stride) {
@@ -514,91 +525,19 @@ static PyObject *int_list(Py_ssize_t n, const int *first, size_t stride) {
     return out;
 }
 
-static int verify_one(const pair_t *p, int flags, char *buf_a, char *buf_b) {
-    int copy = openat(p->dir_fd, p->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    if (copy < 0)
-        return errno == ELOOP ? FV_NOT_OURS : errno;
-    struct stat st;
-    int rc = 0;
-    if (fstat(copy, &st) != 0)
-        rc = errno;
-    else if (!S_ISREG(st.st_mode) || (unsigned long long)st.st_ino != p->ino)
-        rc = FV_NOT_OURS;
-    if (rc == 0 && (flags & FV_COMPARE)) {
-        int src = open(p->src, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-        if (src < 0) {
-            rc = errno;
-        } else {
-            rc = compare_fds(src, copy, buf_a, buf_b);
-            close(src);
-        }
-    }
-    if (rc == 0 && (flags & FV_SYNC) && fsync(copy) != 0)
-        rc = errno;
-    close(copy);
-    return rc;
-}
-
-PyDoc_STRVAR(verify_many_doc,
-             "verify_many(items, flags) -> results\n\n"
-             "items: a list of (source path: bytes, copy's dir fd: int, copy's name: bytes,\n"
-             "copy's inode: int). For each, the copy is opened (never through a symlink) and\n"
-             "must still be that inode; with COMPARE its bytes are compared with the source's,\n"
-             "to the end of both; with SYNC it is fsynced. results[i]: 0 when all of that\n"
-             "held, MISMATCH (the bytes differ), NOT_OURS (another file has the name) or a\n"
-             "positive errno. Nothing is changed or removed. The GIL is released meanwhile.");
-
-static PyObject *verify_many(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *list;
-    int flags;
-    if (!PyArg_ParseTuple(args, "O!i", &PyList_Type, &list, &flags))
-        return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(list);
-    pair_t *pairs = items_array(n, sizeof(pair_t));
-    char *bufs = (flags & FV_COMPARE) ? PyMem_Malloc(2 * (size_t)COMPARE_CHUNK) : NULL;
-    if (pairs == NULL || ((flags & FV_COMPARE) && bufs == NULL)) {
-        PyMem_Free(pairs);
-        PyMem_Free(bufs);
-        return PyErr_NoMemory();
-    }
-    Py_INCREF(list); /* keeps every bytes object alive while the GIL is released */
-    PyObject *results = NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *src, *name;
-        if (!PyArg_ParseTuple(PyList_GET_ITEM(list, i), "SiSK", &src, &pairs[i].dir_fd, &name,
-                              &pairs[i].ino))
-            goto done;
-        pairs[i].src = PyBytes_AS_STRING(src);
-        pairs[i].name = PyBytes_AS_STRING(name);
-        if ((Py_ssize_t)strlen(pairs[i].src) != PyBytes_GET_SIZE(src) ||
-            (Py_ssize_t)strlen(pairs[i].name) != PyBytes_GET_SIZE(name) ||
-            PyBytes_GET_SIZE(name) == 0 || strchr(pairs[i].name, '/') != NULL) {
-            PyErr_Format(PyExc_ValueError, "item %zd: bad path or name", i);
-            goto done;
-        }
-    }
-    Py_BEGIN_ALLOW_THREADS;
-    for (Py_ssize_t i = 0; i < n; i++)
-        pairs[i].result = verify_one(&pairs[i], flags, bufs, bufs ? bufs + COMPARE_CHUNK : NULL);
-    Py_END_ALLOW_THREADS;
-    results = int_list(n, &pairs[0].result, sizeof(pair_t));
-done:
-    Py_DECREF(list);
-    PyMem_Free(pairs);
-    PyMem_Free(bufs);
-    return results;
-}
-
 PyDoc_STRVAR(unlink_many_doc,
              "unlink_many(items) -> results\n\n"
-             "items: a list of (path: bytes, size: int, mtime_ns: int, dev: int, ino: int)\n"
-             "(exact bytes and ints): a move removes the sources of a group whose copies are\n"
-             "verified and on disk. Each path is unlinked only if it is still the regular file\n"
-             "of that device and inode, size and mtime (lstat), so a source replaced since it\n"
-             "was copied is kept, even by a file of the same size and mtime renamed over it\n"
-             "(rsync -a, cp -p). The GIL is released. results[i]: 0, CHANGED (not unlinked: it\n"
-             "is another file now), or the errno.");
+             "items: a list of (path: bytes, size: int, mtime_ns: int, dev: int, ino: int,\n"
+             "copy's dir fd: int, copy's name: bytes, copy's inode: int) (exact bytes and\n"
+             "ints): a move removes the sources of a group whose copies are verified and on\n"
+             "disk. Each copy's name must still hold the copy written (that inode, a regular\n"
+             "file, never followed through a symlink): a file renamed over it since is\n"
+             "another's, and its source stays. Each path is then unlinked only if it is still\n"
+             "the regular file of that device and inode, size and mtime (lstat), so a source\n"
+             "replaced since it was copied is kept, even by a file of the same size and mtime\n"
+             "renamed over it (rsync -a, cp -p). The GIL is released. results[i]: 0, NOT_OURS\n"
+             "(the copy's name holds another file: not unlinked), CHANGED (not unlinked: the\n"
+             "source is another file now), or the errno.");
 
 typedef struct {
     const char *path;
@@ -606,11 +545,19 @@ typedef struct {
     long long mtime_ns;
     unsigned long long dev;
     unsigned long long ino;
+    int dir_fd; /* the copy: its directory, name and inode */
+    const char *name;
+    unsigned long long copy_ino;
 } source_t;
 
-/* 0 once the source is unlinked, FC_CHANGED when it is not the file copied, or an errno. */
+/* 0 once the source is unlinked, FV_NOT_OURS when the copy's name holds another file,
+ * FC_CHANGED when the source is not the file copied, or an errno. */
 static int unlink_source(const source_t *s) {
     struct stat st;
+    if (fstatat(s->dir_fd, s->name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return errno;
+    if (!S_ISREG(st.st_mode) || (unsigned long long)st.st_ino != s->copy_ino)
+        return FV_NOT_OURS;
     if (lstat(s->path, &st) != 0)
         return errno;
     long long mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
@@ -621,32 +568,46 @@ static int unlink_source(const source_t *s) {
     return unlink(s->path) == 0 ? 0 : errno;
 }
 
-/* Read item i, a (bytes, int, int, int, int) tuple, into *s: 0, or -1 with the error set.
- * Exact types only, so no Python code (an __index__, a bytes subclass) runs while earlier
- * items' paths are held as pointers into their bytes objects; the list itself is held. */
+#define SOURCE_FIELDS 8
+
+/* Read item i, a (bytes, int, int, int, int, int, bytes, int) tuple, into *s: 0, or -1
+ * with the error set. Exact types only, so no Python code (an __index__, a bytes subclass)
+ * runs while earlier items' paths are held as pointers into their bytes objects; the list
+ * itself is held. */
 static int read_source(PyObject *t, Py_ssize_t i, source_t *s) {
-    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 5 ||
-        !PyBytes_CheckExact(PyTuple_GET_ITEM(t, 0))) {
-        PyErr_Format(PyExc_TypeError, "item %zd: not a (bytes, int, int, int, int) tuple", i);
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != SOURCE_FIELDS ||
+        !PyBytes_CheckExact(PyTuple_GET_ITEM(t, 0)) || !PyBytes_CheckExact(PyTuple_GET_ITEM(t, 6))) {
+        PyErr_Format(PyExc_TypeError,
+                     "item %zd: not a (bytes, int, int, int, int, int, bytes, int) tuple", i);
         return -1;
     }
-    for (Py_ssize_t k = 1; k < 5; k++)
-        if (!PyLong_CheckExact(PyTuple_GET_ITEM(t, k))) {
+    for (Py_ssize_t k = 1; k < SOURCE_FIELDS; k++)
+        if (k != 6 && !PyLong_CheckExact(PyTuple_GET_ITEM(t, k))) {
             PyErr_Format(PyExc_TypeError, "item %zd: field %zd is not an int", i, k);
             return -1;
         }
-    PyObject *path = PyTuple_GET_ITEM(t, 0);
+    PyObject *path = PyTuple_GET_ITEM(t, 0), *name = PyTuple_GET_ITEM(t, 6);
     s->size = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 1));
     s->mtime_ns = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 2));
     s->dev = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(t, 3));
     s->ino = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(t, 4));
+    long dir_fd = PyLong_AsLong(PyTuple_GET_ITEM(t, 5));
+    s->copy_ino = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(t, 7));
     if (PyErr_Occurred()) /* out of range (each conversion returns -1 and sets it) */
         return -1;
-    if ((Py_ssize_t)strlen(PyBytes_AS_STRING(path)) != PyBytes_GET_SIZE(path)) {
-        PyErr_Format(PyExc_ValueError, "item %zd: bad path", i);
+    if (dir_fd < 0 || dir_fd > INT_MAX) { /* a descriptor, never AT_FDCWD */
+        PyErr_Format(PyExc_ValueError, "item %zd: bad directory fd", i);
+        return -1;
+    }
+    s->dir_fd = (int)dir_fd;
+    if ((Py_ssize_t)strlen(PyBytes_AS_STRING(path)) != PyBytes_GET_SIZE(path) ||
+        (Py_ssize_t)strlen(PyBytes_AS_STRING(name)) != PyBytes_GET_SIZE(name) ||
+        PyBytes_GET_SIZE(name) == 0 || strchr(PyBytes_AS_STRING(name), '/') != NULL) {
+        PyErr_Format(PyExc_ValueError, "item %zd: bad path or name", i);
         return -1;
     }
     s->path = PyBytes_AS_STRING(path);
+    s->name = PyBytes_AS_STRING(name);
     return 0;
 }
 
@@ -683,13 +644,12 @@ done:
 
 static PyMethodDef methods[] = {
     {"copy_many", copy_many, METH_VARARGS, copy_many_doc},
-    {"verify_many", verify_many, METH_VARARGS, verify_many_doc},
     {"unlink_many", unlink_many, METH_VARARGS, unlink_many_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_fastcopy", "Copy and verify many small files in one call, without the GIL.",
+    PyModuleDef_HEAD_INIT, "_fastcopy", "Copy, verify and move many small files in one call, without the GIL.",
     -1, methods,
 };
 
@@ -736,8 +696,6 @@ static const int_constant_t constants[] = {
     {"SOURCES", FC_SOURCES},
     {"NOT_PLAIN", FC_NOT_PLAIN},
     {"NAME_MAX", NAME_MAX_BYTES},
-    {"COMPARE", FV_COMPARE},
-    {"SYNC", FV_SYNC},
     {"MISMATCH", FV_MISMATCH},
     {"NOT_OURS", FV_NOT_OURS},
     {"COMPARE_CHUNK", COMPARE_CHUNK},

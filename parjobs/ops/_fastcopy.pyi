@@ -18,8 +18,6 @@ SPARSE: int
 NOT_PLAIN: int
 TMP_SUFFIX: bytes
 NAME_MAX: int
-COMPARE: int
-SYNC: int
 MISMATCH: int
 NOT_OURS: int
 COMPARE_CHUNK: int
@@ -36,5 +34,6 @@ def copy_many(
     bool,
     list[tuple[int, int, int, int] | None] | None,
 ]: ...
-def verify_many(items: list[tuple[bytes, int, bytes, int]], flags: int, /) -> list[int]: ...
-def unlink_many(sources: list[tuple[bytes, int, int, int, int]], /) -> list[int]: ...
+def unlink_many(
+    sources: list[tuple[bytes, int, int, int, int, int, bytes, int]], /
+) -> list[int]: ...

@@ -70,7 +70,6 @@ from ._transfer import (
     record_landing,
     resolve_conflict,
     special_reason,
-    still_in_place,
     symlink_put,
 )
 from ._walk import Entry, HardLinks, RootCount, Totals, walk_ahead
@@ -183,8 +182,8 @@ class MoveItem(TransferItem):
     """Stage 2: move one walked entry to ``destination/<entry.rel>``, by rename (``merge``
     roots; falls back to copying on EXDEV) or by copy, verify, then unlink (``copy`` roots).
 
-    Queued small files moved by copying are grouped (`run_group`): copied by one call into
-    C, then verified, synced and unlinked at the source, file by file in that order."""
+    Queued small files moved by copying are grouped (`run_group`): copied, compared and
+    synced by one call into C, then unlinked at the source by another."""
 
     group_size = 64
     #: The bytes a copy moves (0 for a rename): a plain attribute, as the pool reads it
@@ -219,10 +218,10 @@ class MoveItem(TransferItem):
     def run_members(cls, tasks: Sequence[Task[Any]], tc: TaskContext) -> Members:
         """Move the group's plain small files across filesystems: one `copy_group` call
         puts their copies in place, each compared with its source (``verify``) and fsynced
-        before its rename, each directory synced once; then one `still_in_place` call checks
-        each copy still holds its name, and only then are their sources unlinked. The
-        rest, and any file the group path did not finish, runs alone (a copy that fails its
-        verification never had its name: C removed its temporary).
+        before its rename, each directory synced once, and then, in one C call, checks
+        each copy still holds its name and unlinks its source if it is still the file
+        copied. The rest, and any file the group path did not finish, runs alone (a copy
+        that fails its verification never had its name: C removed its temporary).
 
         Only files with nothing more to carry than mode and times are taken (owned by this
         process' user and group, in a directory without the set-group-id bit, no extended
@@ -243,34 +242,32 @@ class MoveItem(TransferItem):
         rows: list[ItemRow] = []
         if not plan.move_groups:
             return out, rows, 0
-        plain = _Plain(plan)
-        entries = [entry if entry is not None and plain(entry) else None for entry in walked]
-        # C checks each owner and attributes, and says what it copied of each source.
-        seen: list[_smallfiles.SourceId | None] = [None] * len(entries)
+        # C checks each owner and attributes, and says what it copied of each source (what
+        # it unlinks: not what the walk saw, as a walk replayed from the manifest may hold
+        # device or inode numbers a remount changed).
+        seen: list[_smallfiles.SourceId | None] = [None] * len(walked)
+        unlinked: list[int | None] = [None] * len(walked)
         # A copy that differs from its source never takes its name: moved alone, which
-        # reports a real mismatch. The copies and their names are on disk once it returns.
+        # reports a real mismatch. A source whose copy lost its name since (another file
+        # renamed over it), or that is not the file C copied any more (changed since, in
+        # place or replaced by a rename: its inode too), is kept and its entry runs alone
+        # (finding the name taken; or failing as changed, with the reason noted here), as
+        # does one that could not be unlinked (it finds its copy in place).
         copies = copy_group(
-            plan, entries, compare=plan.options.verify, plain=True, sources=seen, sync=True
+            plan,
+            walked,
+            compare=plan.options.verify,
+            plain=True,
+            sources=seen,
+            sync=True,
+            unlinked=unlinked,
         )
-        copies = still_in_place(plan, entries, copies)
-        tree = plan.tree
-        landed = [(i, w) for i, w in enumerate(copies) if w is not None]
-        # Only now: the copies are complete, verified and on disk. A source that cannot be
-        # unlinked runs alone: it finds its copy in place and settles the source; one that
-        # is not the file C copied any more (changed since, in place or replaced by a rename:
-        # its inode too) is kept, and reported there. (What C read, not what the walk saw: a
-        # walk replayed from the manifest may hold device or inode numbers a remount changed.)
-        sources = [
-            (cast(Entry, entries[i]), cast(_smallfiles.SourceId, seen[i])) for i, _ in landed
-        ]
-        unlinked = _smallfiles.unlink_files([(e.path, *copied) for e, copied in sources])
-        moved: list[Identity | None] = [None] * len(entries)
-        for (i, written), err, (entry, copied) in zip(landed, unlinked, sources, strict=True):
-            if not err:
-                moved[i] = written
-            elif err == _smallfiles.CHANGED:
-                _keep(plan, entry, copied)
-        nbytes = landed_rows("moved", tc.stage, tree, entries, moved, out, rows, kind="copied")
+        for i, err in enumerate(unlinked):
+            if err != 0:  # not copied (None), or its source kept
+                copies[i] = None
+                if err == _smallfiles.CHANGED:
+                    _keep(plan, cast(Entry, walked[i]), cast(_smallfiles.SourceId, seen[i]))
+        nbytes = landed_rows("moved", tc.stage, plan.tree, walked, copies, out, rows, kind="copied")
         return out, rows, nbytes
 
     def _run(self, tc: TaskContext) -> CopyDone:
@@ -450,43 +447,6 @@ def _sync_file(dir_fd: int, name: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class _Plain:
-    """Whether a file moved by copying may go to the group path (`MoveItem.run_group`): a
-    walked file whose copy's directory lacks the set-group-id bit (a new file there would
-    take the directory's group). One per group: each directory's bit is looked up once. The
-    rest of "nothing to carry beyond mode and times" (this process' owner and group, no
-    extended attributes) C checks on each source's open descriptor (`copy_group`'s
-    ``plain``), handing back any other file to be moved alone."""
-
-    def __init__(self, plan: CopyPlan) -> None:
-        self.plan = plan
-        self.setgid: dict[bytes, bool] = {}
-
-    def __call__(self, entry: Entry) -> bool:
-        """For the entry of a file moved by copying."""
-        if entry.kind != "file":
-            return False
-        return not self._setgid_parent(entry.rel)
-
-    def _setgid_parent(self, rel: bytes) -> bool:
-        """Whether the copy's directory hands its group to new files (set-group-id bit)."""
-        parent = rel.rpartition(b"/")[0]
-        known = self.setgid.get(parent)
-        if known is None:
-            tree = self.plan.tree
-            try:
-                fd = tree.acquire(parent)
-            except OSError:
-                known = True  # alone, the move reports it
-            else:
-                try:
-                    known = bool(os.fstat(fd).st_mode & stat.S_ISGID)
-                finally:
-                    tree.release(parent)
-            self.setgid[parent] = known
-        return known
 
 
 def _keep(plan: CopyPlan, entry: Entry, copied: _smallfiles.SourceId) -> None:

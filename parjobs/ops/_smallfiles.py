@@ -1,7 +1,7 @@
-"""Copy groups of small files, and verify the copies, in one call into the optional C
-extension (`_fastcopy.c`), the GIL released: the only caller of the extension, and the place
-that checks it was built with the constants the Python side uses (temporary suffix, name
-length, rename flag, errnos, comparison chunk)."""
+"""Copy groups of small files (compared with their sources when asked), and remove a move's
+sources, in one call into the optional C extension (`_fastcopy.c`), the GIL released: the only
+caller of the extension, and the place that checks it was built with the constants the Python
+side uses (temporary suffix, name length, rename flag, errnos, comparison chunk)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from ._partials import owner_token
 #: The largest file the group path takes by default (one chunk of the Python copier).
 DEFAULT_MAX_SIZE = 8 * 1024 * 1024
 
-#: How much of each side a content comparison reads at a time: `verify_copies` (in C) and
-#: `parjobs.ops._transfer.same_content` (in Python) alike.
+#: How much of each side a content comparison reads at a time: `copy_small_files`'
+#: ``compare`` (in C) and `parjobs.ops._transfer.same_content` (in Python) alike.
 COMPARE_CHUNK = 1 << 20
 #: `unlink_files`' result for a source kept: not the file walked and copied any more.
 CHANGED = -2
+#: `unlink_files`' result for a source kept: its copy's name holds another file now.
+NOT_OURS = -7
 
 fastcopy: ModuleType | None
 try:  # the optional C extension; None where it could not be built
@@ -32,7 +34,7 @@ except ImportError:  # pragma: no cover - built without a C compiler
 def _agrees(module: ModuleType) -> bool:
     """Whether the built extension shares the Python side's constants (a stale build may not)."""
     return (
-        getattr(module, "API", None) == 7  # copy_many's and unlink_many's calling convention
+        getattr(module, "API", None) == 8  # copy_many's and unlink_many's calling convention
         and isinstance(getattr(module, "RANGE", None), int)  # copy_file_range refusals cached
         and isinstance(getattr(module, "FSYNC", None), int)  # durable copies are synced
         and isinstance(getattr(module, "COPY_COMPARE", None), int)  # verified before landing
@@ -43,6 +45,7 @@ def _agrees(module: ModuleType) -> bool:
         and frozenset(getattr(module, "NO_REFLINK_ERRNOS", ())) == _kernel.NO_REFLINK_ERRNOS
         and getattr(module, "COMPARE_CHUNK", None) == COMPARE_CHUNK
         and getattr(module, "CHANGED", None) == CHANGED
+        and getattr(module, "NOT_OURS", None) == NOT_OURS
     )
 
 
@@ -128,37 +131,22 @@ def copy_small_files(
     return results, raw
 
 
-def verify_copies(
-    items: list[tuple[bytes, int, bytes, int]], *, compare: bool, sync: bool
-) -> list[int]:
-    """Check copies in place in one call into C (`_fastcopy.c`), with the GIL released, right
-    after `copy_small_files` made them (their pages still cached).
-
-    ``items`` are (source path, copy's dir fd, copy's name, copy's inode). Each copy must
-    still be that inode; with ``compare`` it must hold its source's bytes (compared to the end
-    of both, as `same_content` compares), with ``sync`` it is fsynced. Per item: 0 when all
-    of that held, ``fastcopy.MISMATCH`` when the bytes differ, ``fastcopy.NOT_OURS`` when the
-    name holds another file now, or an errno. Nothing is removed: the caller decides. Only
-    for copies `copy_small_files` made (so the extension is there, and the names passed)."""
-    assert fastcopy is not None, "verify_copies without the C extension"
-    flags = (fastcopy.COMPARE if compare else 0) | (fastcopy.SYNC if sync else 0)
-    results: list[int] = fastcopy.verify_many(items, flags)
-    return results
-
-
 #: A source as `copy_small_files` copied it: (size, mtime_ns, st_dev, st_ino).
 SourceId = tuple[int, int, int, int]
-#: A source a move's group unlinks: (path, size, mtime_ns, st_dev, st_ino) as copied.
-Source = tuple[bytes, int, int, int, int]
+#: A source a move's group unlinks, with its copy: (path, size, mtime_ns, st_dev, st_ino) as
+#: copied, then (the copy's directory fd, name, inode) as written.
+Source = tuple[bytes, int, int, int, int, int, bytes, int]
 
 
 def unlink_files(sources: list[Source]) -> list[int]:
-    """Unlink each (path, size, mtime_ns, dev, ino) in one call into C, with the GIL released
-    (a move's group of sources whose copies are verified and on disk): a path is unlinked
-    only if it is still the regular file of that device and inode, size and mtime, so a
-    source replaced since its copy is kept: saved anew in place (a new mtime), or replaced
-    by a file renamed over it, even one of the same size and mtime (``rsync -a``,
-    ``cp -p``). Per source: 0, `CHANGED` (kept), or the errno. Only for a group
+    """Unlink a move's group of sources whose copies are verified and on disk, in one call
+    into C with the GIL released. Each copy's name must still hold the copy written (its
+    inode, never through a symlink), else its source stays (`NOT_OURS`): a file renamed
+    over a fresh copy is another program's, not the move's. A path is then unlinked only if
+    it is still the regular file of that device and inode, size and mtime, so a source
+    replaced since its copy is kept: saved anew in place (a new mtime), or replaced by a
+    file renamed over it, even one of the same size and mtime (``rsync -a``, ``cp -p``).
+    Per source: 0, `NOT_OURS` or `CHANGED` (kept), or the errno. Only for a group
     `copy_small_files` copied (so the extension is there)."""
     assert fastcopy is not None, "unlink_files without the C extension"
     results: list[int] = fastcopy.unlink_many(sources)

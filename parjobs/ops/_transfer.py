@@ -608,7 +608,7 @@ def special_reason(mode: int, verb: str = "copied") -> str:
 def same_content(src: bytes, dir_fd: int, name: bytes, check: Callable[[], None]) -> bool:
     """Whether ``src`` and ``dir_fd/name`` hold the same bytes: read side by side, so the
     answer is exact and a difference stops the reading where it is found. (The C group path
-    compares the same way: `_smallfiles.verify_copies`.)"""
+    compares the same way: `_smallfiles.copy_small_files`' ``compare``.)"""
     a = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         b = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -1070,6 +1070,7 @@ def copy_group(
     plain: bool = False,
     sources: list[_smallfiles.SourceId | None] | None = None,
     sync: bool = False,
+    unlinked: list[int | None] | None = None,
 ) -> list[Identity | None]:
     """Copy the walked plain files among ``entries`` (None: not for the group) whose
     directory this run created, with one `copy_small_files` call (C, the GIL released).
@@ -1087,22 +1088,30 @@ def copy_group(
     resumed run finds them and counts them present). ``compare`` (copy --verify, a move's
     verify): C compares each copy with its source before its rename; one that differs is
     removed and handed back, to be copied and verified alone (which reports a real
-    mismatch). ``plain`` (a move): C hands back a source not of this process' user and
-    group, or, when the options keep extended attributes, one that has any (to be moved
-    alone, which carries them). ``sources`` (a move, one None per entry): each copied
-    entry's source identity as C copied it (`copy_small_files`), what the move may unlink.
+    mismatch). ``plain`` (a move): only files with nothing to carry beyond mode and times go
+    to C: none in a directory with the set-group-id bit (a new file there takes the
+    directory's group; looked up once per directory), and C hands back a source not of this
+    process' user and group, or, when the options keep extended attributes, one that has
+    any (to be moved alone, which carries them). ``sources`` (a move, one None per entry):
+    each copied entry's source identity as C copied it (`copy_small_files`), what the move
+    may unlink. ``unlinked`` (a move, with ``sources`` and ``sync``; one None per entry):
+    once the copies and their directories are on disk, the copied entries' sources are
+    unlinked in one `unlink_files` call, which checks each copy still holds its name and
+    each source is still the file copied; each result (0: unlinked) goes to its entry.
     """
+    assert unlinked is None or (sync and sources is not None), "a source goes once synced"
     out: list[Identity | None] = [None] * len(entries)
     tree = plan.tree
     batch: list[tuple[bytes, int, bytes]] = []
     where: list[int] = []
     held: list[bytes] = []
     # Each directory is looked up once per group (a group's files share a few): its fd, or
-    # None when its files are copied alone (not new, or it cannot be opened: alone, the
-    # copy reports that).
+    # None when its files are copied alone (not new, set-group-id with ``plain``, or it
+    # cannot be opened: alone, the copy reports that).
     fds: dict[bytes, int | None] = {}
     src_dev = 0
     done = None
+    gone: list[int] = []
     seen: list[_smallfiles.SourceId | None] | None = None if sources is None else []
     try:
         for i, entry in enumerate(entries):
@@ -1118,7 +1127,9 @@ def copy_group(
                     dir_fd = None
                 else:
                     held.append(parent)
-                    if not tree.is_new(parent):
+                    if not tree.is_new(parent) or (
+                        plain and os.fstat(dir_fd).st_mode & stat.S_ISGID
+                    ):
                         dir_fd = None
                 fds[parent] = dir_fd
             if dir_fd is not None:
@@ -1143,6 +1154,18 @@ def copy_group(
                 landed = {batch[k][1] for k, result in enumerate(done[0]) if result == 0}
                 for dir_fd in landed:  # the renames are on disk before any is recorded
                     os.fsync(dir_fd)
+            if done is not None and unlinked is not None and seen:
+                # Only now: the copies are complete, verified and on disk (their directories
+                # still held, so each name is checked in the directory it was written in).
+                gone = _smallfiles.unlink_files(
+                    [
+                        (path, *source, dir_fd, name, written[2])
+                        for (path, dir_fd, name), written, source in zip(
+                            batch, done[1], seen, strict=True
+                        )
+                        if written is not None and source is not None
+                    ]
+                )
     finally:
         for parent in held:
             tree.release(parent)
@@ -1154,6 +1177,11 @@ def copy_group(
         if sources is not None and seen:
             for i, source in zip(where, seen, strict=True):
                 sources[i] = source
+        if unlinked is not None and gone:
+            results = iter(gone)
+            for i in where:
+                if out[i] is not None:
+                    unlinked[i] = next(results)
     return out
 
 
@@ -1201,43 +1229,6 @@ def landed_rows(
             )
         )
     return total
-
-
-def still_in_place(
-    plan: CopyPlan, entries: Sequence[Entry | None], copies: Sequence[Identity | None]
-) -> list[Identity | None]:
-    """Check that each copy a move's `copy_group` put in place (``copies[i]`` of
-    ``entries[i]``, verified and fsynced there before its rename) still holds its name,
-    just before the sources go, with one `verify_copies` call (C, the GIL released): a name
-    replaced since its rename is not the move's copy, and its source must stay.
-
-    Per entry, its copy's identity when it is still there, else None: its entry is left to
-    run alone, which finds the name taken and keeps the source."""
-    out: list[Identity | None] = [None] * len(entries)
-    tree = plan.tree
-    items: list[tuple[bytes, int, bytes, int]] = []
-    where: list[int] = []
-    held: list[bytes] = []
-    fds: dict[bytes, int] = {}  # each directory looked up once per group
-    try:
-        for i, (entry, written) in enumerate(zip(entries, copies, strict=True)):
-            if entry is None or written is None:
-                continue
-            parent, _, name = entry.rel.rpartition(b"/")
-            dir_fd = fds.get(parent)
-            if dir_fd is None:
-                dir_fd = fds[parent] = tree.acquire(parent)
-                held.append(parent)
-            items.append((entry.path, dir_fd, name, written[2]))
-            where.append(i)
-        results = _smallfiles.verify_copies(items, compare=False, sync=False) if items else []
-        for i, result in zip(where, results, strict=True):
-            if result == 0:
-                out[i] = copies[i]
-    finally:
-        for parent in held:
-            tree.release(parent)
-    return out
 
 
 #: A worker's open destination trees, by (root, replace_nondirs, durable), newest last.

@@ -34,7 +34,7 @@ from parjobs.ops._copyfile import copy_file
 from parjobs.ops._fs import noop
 from parjobs.ops._move import MoveJob
 from parjobs.ops._names import TMP_SUFFIX
-from parjobs.ops._smallfiles import copy_small_files, unlink_files, verify_copies
+from parjobs.ops._smallfiles import copy_small_files, unlink_files
 from parjobs.ops._transfer import same_content
 
 pytestmark = pytest.mark.skipif(
@@ -228,78 +228,49 @@ def test_copy_with_compare_lands_exact_copies_of_every_size(tmp_path: Path, dst_
     assert temporaries(tmp_path / "dst") == []
 
 
-# -- verify_copies -------------------------------------------------------------------------
+# -- compare (copy --verify, a move's verify) ------------------------------------------------
 
 
-def test_verify_copies_and_same_content_give_the_same_answers(tmp_path: Path, dst_fd: int) -> None:
-    """The C comparison and the Python one (`same_content`) agree on every pair: equal,
-    empty, exactly one chunk, a difference in the first byte, in the second chunk, in the
-    last byte, a copy one byte short or long."""
+def test_compare_passes_copies_of_every_size_around_a_chunk(tmp_path: Path, dst_fd: int) -> None:
+    """With ``compare`` C reads each copy back against its source before its rename, to the
+    known size and one byte past it (no fstat, no second read to find the end): copies of
+    0, 1, a chunk less one, a chunk, a chunk and one, two chunks and five bytes pass, as
+    `same_content` says, and take their names."""
     chunk = smallfiles_mod.COMPARE_CHUNK
-    base = os.urandom(2 * chunk + 5)
-
-    def flip(data: bytes, at: int) -> bytes:
-        return data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
-
-    pairs = {
-        b"same": (base, base),
-        b"empty": (b"", b""),
-        b"one-chunk": (base[:chunk], base[:chunk]),
-        b"first": (base, flip(base, 0)),
-        b"second-chunk": (base, flip(base, chunk + 7)),
-        b"last": (base, flip(base, len(base) - 1)),
-        b"short": (base, base[:-1]),
-        b"long": (base[:chunk], base[:chunk] + b"\0"),
-    }
+    data = os.urandom(2 * chunk + 5)
+    sizes = {b"0": 0, b"1": 1, b"c-1": chunk - 1, b"c": chunk, b"c+1": chunk + 1}
+    sizes[b"2c+5"] = 2 * chunk + 5
     src = tmp_path / "src"
     src.mkdir()
-    for name, (a, b) in pairs.items():
-        write(src / os.fsdecode(name), a)
-        write(tmp_path / "dst" / os.fsdecode(name), b)
-    items = [
-        (os.fsencode(src) + b"/" + n, dst_fd, n, os.stat(n, dir_fd=dst_fd).st_ino) for n in pairs
-    ]
-    mismatch = smallfiles_mod.fastcopy.MISMATCH  # type: ignore[union-attr]
-    expected = [0 if a == b else mismatch for a, b in pairs.values()]
-    assert verify_copies(items, compare=True, sync=True) == expected
-    in_python = [same_content(s, fd, n, check=noop) for s, fd, n, _ in items]
-    assert [0 if same else mismatch for same in in_python] == expected
+    for name, size in sizes.items():
+        write(src / os.fsdecode(name), data[:size])
+    items = [(os.fsencode(src) + b"/" + n, dst_fd, n) for n in sizes]
+    done = copy_small_files(items, src_dev=os.stat(src).st_dev, dst_dev=0, compare=True)
+    assert done is not None and done[0] == [0] * len(sizes)
+    for (path, fd, name), size in zip(items, sizes.values(), strict=True):
+        assert read(tmp_path / "dst" / os.fsdecode(name)) == data[:size]
+        assert same_content(path, fd, name, check=noop)
+    assert temporaries(tmp_path / "dst") == []
 
 
-def test_verify_copies_checks_the_copy_is_the_one_written(tmp_path: Path, dst_fd: int) -> None:
-    """A name that holds another file now (replaced, a symlink) is not ours, a missing one
-    reports its errno; without ``compare`` only that is checked; a source that is a FIFO now
-    never matches (not even an empty copy); nothing is removed."""
-    dst = tmp_path / "dst"
-    src = os.fsencode(tmp_path / "src")
-    (tmp_path / "src").mkdir()
-    for name in ("a", "b"):
-        write(tmp_path / "src" / name, b"source")
-        write(dst / name, b"copy")
-    ino = {n: os.stat(dst / n).st_ino for n in ("a", "b")}
-    write(dst / "b.new", b"copy")
-    os.rename(dst / "b.new", dst / "b")  # another file under the copy's name
-    os.symlink("a", dst / "d")
-    items = [
-        (src + b"/a", dst_fd, b"a", ino["a"]),
-        (src + b"/b", dst_fd, b"b", ino["b"]),
-        (src + b"/c", dst_fd, b"c", ino["a"]),
-        (src + b"/a", dst_fd, b"d", ino["a"]),
-    ]
-    fc = smallfiles_mod.fastcopy
-    assert fc is not None
-    assert verify_copies(items, compare=False, sync=True) == [
-        0,
-        fc.NOT_OURS,
-        errno.ENOENT,
-        fc.NOT_OURS,
-    ]
-    assert verify_copies(items[:1], compare=True, sync=False) == [fc.MISMATCH]
-    write(dst / "e", b"")
-    os.mkfifo(tmp_path / "src" / "e")
-    fifo = [(src + b"/e", dst_fd, b"e", os.stat(dst / "e").st_ino)]
-    assert verify_copies(fifo, compare=True, sync=False) == [fc.MISMATCH]
-    assert sorted(os.listdir(dst)) == ["a", "b", "d", "e"]
+# -- unlink_files -----------------------------------------------------------------------------
+
+
+def copies_of(tmp_path: Path, names: list[str]) -> tuple[int, dict[str, int]]:
+    """A directory ``copies`` holding a file for each of ``names``: its fd (the caller
+    closes it) and each file's inode."""
+    (tmp_path / "copies").mkdir()
+    for name in names:
+        write(tmp_path / "copies" / name, b"copy")
+    fd = os.open(tmp_path / "copies", os.O_RDONLY | os.O_DIRECTORY)
+    return fd, {n: os.lstat(tmp_path / "copies" / n).st_ino for n in names}
+
+
+def source(path: Path, seen: os.stat_result, dir_fd: int, name: str, ino: int) -> Any:
+    """`unlink_files`' item: the source at ``path`` as copied (``seen``), its copy
+    ``name`` in ``dir_fd`` with inode ``ino``."""
+    ids = (seen.st_size, seen.st_mtime_ns, seen.st_dev, seen.st_ino)
+    return (os.fsencode(path), *ids, dir_fd, name.encode(), ino)
 
 
 def test_unlink_files_removes_only_the_files_copied(tmp_path: Path) -> None:
@@ -318,45 +289,85 @@ def test_unlink_files_removes_only_the_files_copied(tmp_path: Path) -> None:
     write(tmp_path / "new", b"new")
     os.utime(tmp_path / "new", ns=(0, seen["renamed"].st_mtime_ns))
     os.rename(tmp_path / "new", tmp_path / "renamed")
-    items = [
-        (os.fsencode(tmp_path / n), s.st_size, s.st_mtime_ns, s.st_dev, s.st_ino)
-        for n, s in seen.items()
-    ]
-    items.append((os.fsencode(tmp_path / "missing"), 3, 0, 0, 0))
-    changed = smallfiles_mod.fastcopy.CHANGED  # type: ignore[union-attr]
-    assert unlink_files(items) == [0, changed, changed, changed, changed, errno.ENOENT]
-    assert sorted(os.listdir(tmp_path)) == ["d", "grown", "renamed", "touched"]
+    fd, ino = copies_of(tmp_path, [*names, "missing"])
+    try:
+        items = [source(tmp_path / n, s, fd, n, ino[n]) for n, s in seen.items()]
+        items.append(
+            (os.fsencode(tmp_path / "missing"), 3, 0, 0, 0, fd, b"missing", ino["missing"])
+        )
+        changed = smallfiles_mod.CHANGED
+        assert unlink_files(items) == [0, changed, changed, changed, changed, errno.ENOENT]
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(tmp_path)) == ["copies", "d", "grown", "renamed", "touched"]
     assert read(tmp_path / "grown") == b"new version"
     assert read(tmp_path / "renamed") == b"new"
 
 
+def test_unlink_files_keeps_a_source_whose_copy_lost_its_name(tmp_path: Path) -> None:
+    """Before its source goes, each copy's name must still hold the copy written: one
+    replaced since by another file renamed over it, or by a symlink to a copy (never
+    followed), is not the move's (NOT_OURS), a missing one reports its errno; those sources
+    stay, the copies' directory is untouched, and the source whose copy is in place goes."""
+    names = ["a", "b", "c", "d"]
+    for name in names:
+        write(tmp_path / name, b"source")
+    seen = {n: os.lstat(tmp_path / n) for n in names}
+    fd, ino = copies_of(tmp_path, ["a", "b"])
+    copies = tmp_path / "copies"
+    write(copies / "b.new", b"copy")
+    os.rename(copies / "b.new", copies / "b")  # another file under the copy's name
+    os.symlink("a", copies / "d")
+    try:
+        items = [
+            source(tmp_path / n, s, fd, n, ino["a" if n in "cd" else n]) for n, s in seen.items()
+        ]
+        not_ours = smallfiles_mod.NOT_OURS
+        assert unlink_files(items) == [0, not_ours, errno.ENOENT, not_ours]
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(tmp_path)) == ["b", "c", "copies", "d"]
+    assert sorted(os.listdir(copies)) == ["a", "b", "d"]
+
+
 def test_unlink_files_takes_exact_types_only(tmp_path: Path) -> None:
-    """Each item is an exact (bytes, int, int, int, int) tuple, read without running Python
-    code (an ``__index__`` could drop an earlier item's path while C holds a pointer into
-    it); a path with a NUL, a negative inode or one past 2**64 is refused, nothing unlinked."""
+    """Each item is an exact (bytes, int, int, int, int, int, bytes, int) tuple, read without
+    running Python code (an ``__index__`` could drop an earlier item's path while C holds a
+    pointer into it); a path with a NUL, a copy's name with a slash or empty, a negative
+    directory fd (never the working directory), a negative inode or one past 2**64 is
+    refused, nothing unlinked."""
     write(tmp_path / "a", b"a")
     st = os.lstat(tmp_path / "a")
     path = os.fsencode(tmp_path / "a")
+    fd, ino = copies_of(tmp_path, ["a"])
 
     class Index:
         def __index__(self) -> int:
             return st.st_size
 
-    good = (path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+    good = (path, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, fd, b"a", ino["a"])
     bad: list[tuple[object, type[Exception]]] = [
-        ((path, Index(), st.st_mtime_ns, st.st_dev, st.st_ino), TypeError),
+        ((path, Index(), *good[2:]), TypeError),
         ((bytearray(path), *good[1:]), TypeError),
+        ((*good[:6], bytearray(b"a"), good[7]), TypeError),
         (list(good), TypeError),
-        (good[:4], TypeError),
-        ((path, st.st_size, st.st_mtime_ns, st.st_dev, -1), OverflowError),
-        ((path, st.st_size, st.st_mtime_ns, 1 << 64, st.st_ino), OverflowError),
+        (good[:5], TypeError),
+        ((*good[:4], -1, *good[5:]), OverflowError),
+        ((*good[:3], 1 << 64, *good[4:]), OverflowError),
+        ((*good[:7], -1), OverflowError),
         ((path + b"\0x", *good[1:]), ValueError),
+        ((*good[:6], b"copies/a", good[7]), ValueError),
+        ((*good[:6], b"", good[7]), ValueError),
+        ((*good[:5], -100, *good[6:]), ValueError),
     ]
-    for item, error in bad:
-        with pytest.raises(error):
-            unlink_files([good, item])  # type: ignore[list-item]
-    assert os.path.exists(tmp_path / "a")
-    assert unlink_files([good]) == [0]
+    try:
+        for item, error in bad:
+            with pytest.raises(error):
+                unlink_files([good, item])  # type: ignore[list-item]
+        assert os.path.exists(tmp_path / "a")
+        assert unlink_files([good]) == [0]
+    finally:
+        os.close(fd)
 
 
 # -- inside a CopyJob ----------------------------------------------------------------------
