@@ -329,7 +329,9 @@ async def show(args: argparse.Namespace) -> int:
 def _json_shown(data: Any) -> str:
     """``data`` as indented JSON for a reader: every character as itself, but a name's bytes
     that are not UTF-8 as ``\\xNN`` (`fmt.printable`)."""
-    return fmt.printable(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    return fmt.printable(
+        json.dumps(data, indent=2, default=str, ensure_ascii=False), keep_newlines=True
+    )
 
 
 def _indent(text: str) -> str:

@@ -181,13 +181,16 @@ def summary(report: Report) -> list[tuple[str, str]]:
         at = percent(snap)
         head += f" at {at}" if at else ""
     if report.status is JobStatus.FAILED and info.error:
-        head += f": {info.error}"
+        head += f": {fmt.printable(info.error)}"
     lines.append((_STATUS_STYLE.get(report.status, "bold"), head))
     lines.append(("", "  " + _counts(info.type, snap, info.result)))
     if report.errors or snap.items_failed:
         total = max(snap.items_failed, len(report.errors))
         lines.append(("red", f"  failed items ({total}):"))
-        lines += [("red", f"    {e.label}: {e.message}") for e in report.errors[:ERRORS_SHOWN]]
+        lines += [
+            ("red", f"    {fmt.printable(e.label)}: {fmt.printable(e.message)}")
+            for e in report.errors[:ERRORS_SHOWN]
+        ]
         shown = min(len(report.errors), ERRORS_SHOWN)
         if total > shown:
             more = f" ({report.show_command})" if report.show_command else ""
@@ -460,7 +463,8 @@ class LiveRenderer(Renderer):
         parts: list[RenderableType] = [head, row, figures]
         if not final:
             for label in snap.current[:CURRENT_SHOWN]:
-                parts.append(Text("  " + fmt.tail(label, width - 4), style="dim", no_wrap=True))
+                shown = fmt.tail(fmt.printable(label), width - 4)
+                parts.append(Text("  " + shown, style="dim", no_wrap=True))
             if snap.in_flight > CURRENT_SHOWN:
                 parts.append(Text(f"  … {snap.in_flight - CURRENT_SHOWN} more", style="dim"))
             parts.append(Text("Ctrl-C pauses (resumable)", style="dim italic"))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from .._job import registered_job_types
 from .._jsonout import dumps
+from . import _format as fmt
 from . import _manage
 from ._errors import EXIT_ERRORS, EXIT_OK, CliError
 from ._follow import follow_jobs
@@ -38,7 +39,7 @@ async def undo(args: argparse.Namespace) -> int:
 
 
 def _shown(path: bytes) -> str:
-    return path.decode("utf-8", "backslashreplace")
+    return fmt.printable(os.fsdecode(path))
 
 
 def _entry_json(e: TrashEntry) -> dict[str, object]:

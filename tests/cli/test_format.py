@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 
@@ -47,3 +48,12 @@ def test_size_is_the_logarithm_formula_at_every_unit_boundary() -> None:
                 n = int(base * 10**e) + d
                 assert fmt.size(n) == _by_logarithm(n), n
                 assert fmt.size(n + 0.5) == _by_logarithm(n + 0.5), n
+
+
+def test_printable_escapes_control_characters() -> None:
+    """Control characters of a name are shown escaped (a terminal would act on them);
+    ``keep_newlines`` keeps the lines of a text of several (``show``'s indented JSON)."""
+    assert fmt.printable("a\x1b[2Kb\tc\rd\ne\x7f\x9b") == "a\\x1b[2Kb\\tc\\rd\\ne\\x7f\\u009b"
+    assert fmt.printable("bad-" + os.fsdecode(b"\xff") + "\x07") == "bad-\\xff\\x07"
+    assert fmt.printable("x\n\x1b\ny", keep_newlines=True) == "x\n\\x1b\ny"
+    assert fmt.printable("plain é") == "plain é"

@@ -174,3 +174,28 @@ def test_move_and_trash_summaries_count_what_was_done(tmp_path: Path, env, store
     out = trashed.stdout + trashed.stderr
     assert trashed.returncode == 0 and re.search(r"^  1 trashed in ", out, re.M), out
     assert "deleted" not in out
+
+
+def test_names_with_control_characters_cannot_rewrite_the_summary(
+    tmp_path: Path, env, store
+) -> None:
+    """A name holding ``ESC [ 1 A ESC [ 2 K`` (cursor up, erase the line) or a carriage return
+    was printed raw in a summary's failed items and in ``trash list``: on a terminal it erased
+    or overwrote the lines around it, hiding a failure. Such characters are escaped now,
+    ``\\x1b``, ``\\r``, as ``ls -b`` shows them."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    names = ["hide\x1b[1A\x1b[2K", "back\rfake: copied"]
+    for d in (src, dst / "src"):
+        d.mkdir(parents=True)
+        for name in names:
+            (d / name).write_bytes(b"x")
+    copied = run("--plain", "copy", str(src), str(dst), env=env, store=store)
+    out = copied.stdout + copied.stderr
+    assert copied.returncode == 1, out
+    assert "\x1b" not in out and "\r" not in out
+    assert "hide\\x1b[1A\\x1b[2K: destination exists" in out
+    assert "back\\rfake: copied: destination exists" in out
+    hidden = str(src / names[0])
+    assert run("delete", "--trash", hidden, env=env, store=store).returncode == 0
+    listed = run("trash", "list", env=env).stdout
+    assert "\x1b" not in listed and "hide\\x1b[1A\\x1b[2K" in listed, listed
