@@ -44,13 +44,15 @@ import trio
 
 from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
+from .._items import Written
 from .._job import Job, job_type
 from .._task import Outcome, OutcomeStatus, Task, TaskContext
 from ._entries import EntryTask, entry_report
 from ._errors import MOUNT_POINT
 from ._fs import display, mount_points
 from ._names import job_token
-from ._trash import read_trashinfo, recover_trash, trash_path
+from ._trash import deletion_stamp, read_trashinfo, recover_trash, trash_path
+from ._trashcan import info_of
 from ._walk import Entry, RootCount, Totals, walk_ahead
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -152,13 +154,34 @@ class TrashTask(Task[list[str]]):
             os.lstat(self.path)
         except FileNotFoundError:
             if self.earlier is not None and os.path.lexists(self.earlier[1]):
-                tc.record("trashed", self.earlier[0], self.earlier[1])
+                _record_trashed(tc, self.earlier[1], info_of(self.earlier[1]), self.earlier[0])
                 return [os.fsdecode(self.earlier[0]), os.fsdecode(self.earlier[1])]
             raise Skip("no longer exists") from None
         moved = trash_path(self.path, owner=self.owner)
-        original = read_trashinfo(moved.info_path).original_path
-        tc.record("trashed", original, moved.trashed_path)
+        original = _record_trashed(tc, moved.trashed_path, moved.info_path)
         return [os.fsdecode(original), os.fsdecode(moved.trashed_path)]
+
+
+def _record_trashed(
+    tc: TaskContext, trashed: bytes, info_path: bytes, earlier: bytes | None = None
+) -> bytes:
+    """Record the item this job put at ``trashed`` (its original path, from its info file):
+    with its inode (``written``) and its ``DeletionDate`` (``detail``, `deletion_stamp`),
+    which undo compares, so it never restores another item trashed later from the same
+    path under the same name (the user emptied this one). Returns the original path.
+    ``earlier``: the original path of an item an interrupted run trashed, recorded as it
+    is if its info file can no longer be read (undo then checks the path only)."""
+    try:
+        info = read_trashinfo(info_path)
+        st = os.lstat(trashed)
+    except (OSError, ValueError):
+        if earlier is None:
+            raise
+        tc.record("trashed", earlier, trashed)
+        return earlier
+    written = Written(st.st_size, st.st_mtime_ns, st.st_ino)
+    tc.record("trashed", info.original_path, trashed, detail=deletion_stamp(info), written=written)
+    return info.original_path
 
 
 @dataclasses.dataclass(slots=True)

@@ -486,6 +486,15 @@ def read_trashinfo(path: AnyStr | os.PathLike[AnyStr]) -> TrashInfo[AnyStr]:
     return TrashInfo(_like(given, original), deleted)
 
 
+def deletion_stamp(info: TrashInfo[AnyStr]) -> str | None:
+    """The ``DeletionDate`` of ``info`` as a trash job records it with an item it trashed
+    (``deleted 2026-12-05T05:50:00``; None without a valid one): what tells that item
+    from another trashed later from the same path under the same name, once the user
+    emptied the first (undo compares it)."""
+    when = info.deletion_date
+    return None if when is None else f"deleted {when.isoformat(timespec='seconds')}"
+
+
 def _trash_dirs_of(parent: bytes, home: bytes, home_dev: int) -> list[bytes]:
     """The trash directories an item of directory ``parent`` may have been moved to (without
     creating any): the home trash on its device, else the volume's two per-volume trashes."""

@@ -44,14 +44,14 @@ import trio
 
 from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
-from .._items import DIRECTORY, ItemRecord
+from .._items import DIRECTORY, ItemRecord, Written
 from .._job import Job, job_type
 from .._task import OutcomeStatus, Task, TaskContext
 from ._copyfile import CopyOptions, copy_file, copy_symlink
 from ._fs import DIR_NOFOLLOW, display, lexists, rename_noreplace, unique_name
 from ._names import job_token, stored_token
 from ._partials import held_name
-from ._trash import read_trashinfo
+from ._trash import deletion_stamp, read_trashinfo
 from ._trashcan import info_of, restore
 
 #: Records read from the log per page.
@@ -77,6 +77,15 @@ def unchanged(st: os.stat_result, record: ItemRecord) -> bool:
     if record.action == "moved" or record.detail == DIRECTORY:
         return st.st_ino == w.inode
     return (st.st_size, st.st_mtime_ns, st.st_ino) == (w.size, w.mtime_ns, w.inode)
+
+
+def _same_trashed(st: os.stat_result, w: Written) -> bool:
+    """Whether ``st`` is the item a trash job recorded as ``w``: the same inode, and for
+    all but a directory (whose entries may change in the trash) the same mtime, which an
+    inode freed by emptying the trash and reused by a later file does not keep."""
+    if st.st_ino != w.inode:
+        return False
+    return stat.S_ISDIR(st.st_mode) or st.st_mtime_ns == w.mtime_ns
 
 
 @dataclasses.dataclass(slots=True)
@@ -111,10 +120,19 @@ class UndoTask(Task[str]):
         if not os.path.lexists(trashed) and not os.path.lexists(info):
             raise Skip("no longer in the trash")
         # The name in the trash is free again once the item is emptied or restored, and the
-        # next item trashed with its name takes it: that one is not this job's to restore.
+        # next item trashed with its name takes it: that one is not this job's to restore,
+        # even trashed from the same path (its DeletionDate and inode tell; a job before
+        # session 19 recorded neither: its original path only).
         with contextlib.suppress(FileNotFoundError, ValueError):  # (`restore` says what)
-            if read_trashinfo(info).original_path != source:
+            found = read_trashinfo(info)
+            if found.original_path != source or (
+                r.detail is not None and r.detail != deletion_stamp(found)
+            ):
                 raise Skip(TRASH_REUSED)
+        if r.written is not None:
+            with contextlib.suppress(FileNotFoundError):  # (restored by an earlier run)
+                if not _same_trashed(os.lstat(trashed), r.written):
+                    raise Skip(TRASH_REUSED)
         try:
             target = restore(trashed, source)
         except FileExistsError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -279,6 +280,67 @@ async def test_undo_a_trash_never_restores_another_item_given_its_trash_name(
     (left,) = list_trash()
     assert os.fsdecode(left.original_path) == str(tmp_path / "b" / "notes.txt")
     assert read(Path(os.fsdecode(left.trashed_path))) == b"other"
+
+
+@pytest.mark.parametrize("later", ["another file", "by another tool"])
+async def test_undo_a_trash_never_restores_an_item_trashed_later_from_the_same_path(
+    tmp_path: Path, store_path: str, private_home: Path, later: str
+) -> None:
+    """Found in session 19: undo checked only the original path in the .trashinfo. The user
+    emptied the job's item; a new file at the same path, trashed later (``another file``),
+    took the same name in the trash, and undo restored that one; so it did for the same
+    file put back by hand and trashed again by another tool (``by another tool``: a
+    DeletionDate not the job's). It is left in the trash now, kept with the reason."""
+    (tmp_path / "a").mkdir()
+    path = tmp_path / "a" / "notes.txt"
+    write(path, b"first")
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(DeleteJob(paths=[str(path)], trash=True))
+        await h.result()
+        (entry,) = list_trash()
+        trashed, info = Path(os.fsdecode(entry.trashed_path)), Path(os.fsdecode(entry.info_path))
+        if later == "another file":
+            write(path, b"second")  # (while the first holds its inode)
+            trashed.unlink()  # emptied from the trash for good
+            info.unlink()
+            other = await m.submit(DeleteJob(paths=[str(path)], trash=True))
+            await other.result()
+        else:  # put back by hand, then trashed by a tool a minute later
+            trashed.rename(path)
+            text = info.read_text()
+            info.unlink()
+            path.rename(trashed)
+            date = text.split("DeletionDate=")[1].strip()
+            earlier = datetime.fromisoformat(date) - timedelta(minutes=1)
+            info.write_text(text.replace(date, earlier.isoformat(timespec="seconds")))
+        assert [e.trashed_path for e in list_trash()] == [entry.trashed_path]  # its name
+        u = await m.undo(h.id)
+        result = await u.result()
+    assert result["restored"] == 0 and result["failed"] == 0
+    assert result["kept_reasons"] == {undo_mod.TRASH_REUSED: 1}
+    assert not path.exists()
+    (left,) = list_trash()
+    assert os.fsdecode(left.original_path) == str(path)
+    assert read(trashed) == (b"second" if later == "another file" else b"first")
+
+
+async def test_undo_a_trash_restores_its_item_left_in_the_trash(
+    tmp_path: Path, store_path: str, private_home: Path
+) -> None:
+    """The identity undo compares (inode, mtime, DeletionDate) is the item's as the job
+    left it: a file and a directory come back, their info files gone."""
+    write(tmp_path / "f", b"file")
+    (tmp_path / "d").mkdir()
+    write(tmp_path / "d" / "x", b"x")
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(DeleteJob(paths=[str(tmp_path / "f"), str(tmp_path / "d")], trash=True))
+        await h.result()
+        (d_in_trash,) = [e for e in list_trash() if os.path.isdir(e.trashed_path)]
+        write(Path(os.fsdecode(d_in_trash.trashed_path)) / "y", b"")  # (its mtime changes)
+        result = await (await m.undo(h.id)).result()
+    assert result["restored"] == 2, result
+    assert read(tmp_path / "f") == b"file" and sorted(os.listdir(tmp_path / "d")) == ["x", "y"]
+    assert list_trash() == []
 
 
 async def test_undo_of_a_running_job_is_refused(tmp_path: Path, store_path: str) -> None:
