@@ -198,7 +198,13 @@ class CopyItem(TransferItem):
                 got = self._settle(tc, src_st, dir_fd, landing.wrap(put))
                 if got is None:  # in place already (e.g. by a run killed before its checkpoint)
                     tc.add_bytes(src_st.st_size)
-                    tc.record("present", self.entry.path, plan.tree.path(rel))
+                    # Its identity, as for a copy (the source's bytes, compared: the later
+                    # names of a hard link link to it, `firsts_made`); none where "rename" may
+                    # have found it at another name.
+                    written = None
+                    if plan.policy != "rename":
+                        written = fingerprint(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
+                    tc.record("present", self.entry.path, plan.tree.path(rel), written=written)
                     return CopyDone("file", src_st.st_size)  # counted as the copy it is
                 res = got
             record_landing(tc, "copied", self.entry.path, plan.tree, parent, dir_fd, landing)

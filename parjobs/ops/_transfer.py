@@ -1347,9 +1347,10 @@ async def firsts_made(
     ``stage``, this run or an earlier one, by the first's index: the identity its item
     record holds (size, mtime_ns, inode). The only file a later name may be linked to
     (`link_first`): a file of the same size and mtime at the first's name may be the
-    user's (a conflict policy kept it) or an earlier job's copy. Read from the job's log
-    once the run's records so far are stored; a first with none (skipped, renamed, failed,
-    found in place by a run whose record was lost) is absent."""
+    user's (a conflict policy kept it) or an earlier job's copy. A copy found in place on
+    resume (its record lost to a kill) is recorded "present" with its identity once its
+    bytes are the source's (`CopyItem._file`). Read from the job's log once the run's
+    records so far are stored; a first with none (skipped, renamed, failed) is absent."""
     wanted = {first.index for _, first in links}
     await ctx.checkpoint(force=True)
     made: dict[int, Identity] = {}

@@ -1702,6 +1702,47 @@ async def test_kill_9_while_linking_then_resume_keeps_links(
     assert find_partials(dst) == []
 
 
+async def test_a_first_name_copied_before_a_kill_keeps_its_later_names_linked(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first name's copy is in place, its task never booked (as a kill -9 leaves it:
+    here the job is paused right after the copy, before its outcome is booked). The resumed
+    run finds it ("present": the source's bytes) with its identity, and links the later
+    names to it as an uninterrupted copy does. They were copied apart (a "present" record
+    had no identity for `firsts_made`)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "s").mkdir(parents=True)
+    write(src / "s" / "a", b"three names")
+    os.link(src / "s" / "a", src / "s" / "b")
+    os.link(src / "s" / "a", src / "s" / "c")
+    (dst / "s").mkdir(parents=True)  # not made by the job: its files are copied alone
+    handles: list[parjobs.JobHandle] = []
+    stopped: list[bytes] = []
+    real = copy_mod.CopyItem._file
+
+    def stop_after(self: Any, tc: parjobs.TaskContext) -> Any:
+        done = real(self, tc)
+        if not stopped:  # once: the resumed run goes on
+            stopped.append(self.entry.rel)
+            trio.from_thread.run(handles[0].pause)
+            tc.check()  # raises: its outcome is never booked
+        return done
+
+    monkeypatch.setattr(copy_mod.CopyItem, "_file", stop_after)
+    async with parjobs.open_manager(store_path) as m:
+        handles.append(await m.submit(CopyJob(sources=[str(src / "s")], destination=str(dst))))
+        assert await handles[0].wait() is JobStatus.PAUSED
+        await m.resume(handles[0].id)
+        with trio.fail_after(30):
+            result = await handles[0].result()
+        actions = sorted(r.action for r in await m.items(handles[0].id))
+    assert stopped == [b"s/a"]
+    assert {os.stat(dst / "s" / n).st_ino for n in "abc"} == {os.stat(dst / "s" / "a").st_ino}
+    assert os.stat(dst / "s" / "a").st_nlink == 3 and read(dst / "s" / "c") == b"three names"
+    assert actions == ["linked", "linked", "present"]
+    assert (result["files"], result["linked"], result["failed"]) == (3, 2, 0)
+
+
 async def test_overwrite_replaces_a_later_name_by_a_link_that_undo_keeps(
     store_path: str, tmp_path: Path
 ) -> None:
