@@ -401,10 +401,11 @@ def _show(p: Parser) -> None:
 def _trash(p: Parser) -> None:
     trash = p.add_subparsers(dest="trash_command", metavar="list|restore", required=True)
     tl = trash.add_parser("list", help="list trashed items, newest first")
-    tl.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON lines")
+    _globals(tl, sub=True, client=False)  # after the subcommand too, as `jobs prune` takes them
     tr = trash.add_parser(
         "restore", help="move items back to where they were trashed from (never replacing)"
     )
+    _globals(tr, sub=True, client=False)
     tr.add_argument(
         "paths",
         nargs="+",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from parjobs.cli import main
+from parjobs.cli._app import parse
 
 # -- parser --------------------------------------------------------------------------------
 
@@ -29,3 +30,19 @@ def test_thumbnails_help_shows_the_default_size(capsys: pytest.CaptureFixture[st
 def test_top_level_help_lists_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert "exit codes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["trash", "list", "--store", "s.sqlite", "--json"],
+        ["trash", "restore", "x", "--store", "s.sqlite"],
+        ["jobs", "prune", "--store", "s.sqlite", "--json"],
+        ["--store", "s.sqlite", "trash", "list"],
+    ],
+)
+def test_global_options_are_taken_after_a_subcommands_own_subcommand(argv: list[str]) -> None:
+    """Global options are accepted before or after the command (docs/cli.md): ``jobs prune``
+    took them, ``trash list`` and ``trash restore`` refused them ("unrecognized
+    arguments", exit 2)."""
+    assert parse(argv).store == "s.sqlite"
