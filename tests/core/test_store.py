@@ -278,6 +278,8 @@ async def test_idempotency_key_reused_for_another_job_is_a_conflict(store_path, 
             "stamp": False,
             "hold": "",
             "hold_from": 0,
+            "gate": "",
+            "gate_from": 0,
         }
 
 
