@@ -52,9 +52,9 @@ from ._job import DumpedJob, Job, dump_job, job_class, lookup_job_type
 from ._jobstore import JobStore, StoreListener
 from ._leases import CLOSED
 from ._progress import ItemError, Progress
-from ._records import ItemQuery, JobInfo, JobQuery
+from ._records import UNDO_REQUEST, ItemQuery, JobInfo, JobQuery
 from ._status import TRANSITIONS, JobStatus, check_transition, paused_by_store
-from ._store import UNDO_REQUEST, CancelPending
+from ._store import CancelPending
 from ._stores import open_store
 from ._util import NoPublicConstructor, exception_leaves
 
@@ -870,9 +870,10 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             if known is not None and info.updated < known[2]:
                 continue  # read before a transition this manager published meanwhile
             if known is None and info.updated <= self._primed:
-                self._known[info.id] = (info.status, info.progress, info.updated)
+                self._known[info.id] = (info.status, info.progress, info.updated, info.can_resume)
                 continue  # it changed before anybody listened
-            if (known is None or known[0] is not info.status) and info.status.is_ended:
+            news = known is None or (known[0], known[3]) != (info.status, info.can_resume)
+            if news and info.status.is_ended:
                 with contextlib.suppress(JobNotFoundError):  # (deleted meanwhile)
                     info = await self._db(self.store.get, info.id)  # with its result
             live = self._live.get(info.id)

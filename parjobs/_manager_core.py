@@ -144,7 +144,8 @@ class ManagerCore:
         self._mark: float | None = None
         self._primed = 0.0
         #: job id -> (status, progress, updated) as last published or seen.
-        self._known: dict[str, tuple[JobStatus, Progress, float]] = {}
+        #: (``can_resume`` too: an undo taking a job changes it, not its status.)
+        self._known: dict[str, tuple[JobStatus, Progress, float, bool]] = {}
         # A worker (`JobManager.work`) claims the store's unheld jobs; `_idle` is set when
         # it found none and runs nothing; jobs it pauses on closing rest interrupted.
         self._claiming = False
@@ -183,12 +184,14 @@ class ManagerCore:
 
     def _publish_status(self, info: JobInfo) -> None:
         """Publish a status this manager just gave a job (or one the store shows changed),
-        with the freshest progress at hand: the tracker's for a run held here."""
+        with the freshest progress at hand: the tracker's for a run held here. Also the same
+        status once the job's `JobInfo.can_resume` changed (an undo took it): a view offers
+        a resume by it."""
         if self._mark is None:  # nobody listens
             return
         known = self._known.get(info.id)
-        self._known[info.id] = (info.status, info.progress, info.updated)
-        if known is not None and known[0] is info.status:
+        self._known[info.id] = (info.status, info.progress, info.updated, info.can_resume)
+        if known is not None and known[0] is info.status and known[3] == info.can_resume:
             return
         live = self._live.get(info.id)
         if live is not None and not live.rested.is_set():

@@ -14,6 +14,10 @@ from ._items import ItemRow
 from ._progress import ItemError, Progress
 from ._status import JobStatus
 
+#: The ``request`` of a job completed with errors that `JobManager.undo` took (a
+#: compare-and-set, before it submits the undo): the store's `requeue` refuses it from then on.
+UNDO_REQUEST = "undo"
+
 
 @typing.final
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,6 +60,12 @@ class JobInfo:
     def queue_time(self) -> float | None:
         """Seconds between submission and the first start (None if never started)."""
         return None if self.started is None else self.started - self.created
+
+    @property
+    def can_resume(self) -> bool:
+        """Whether `JobManager.resume` may take the job as it is recorded: its status allows
+        it (`JobStatus.can_resume`) and no undo took it (``request`` `UNDO_REQUEST`)."""
+        return self.status.can_resume and self.request != UNDO_REQUEST
 
     @property
     def spec_data(self) -> Any:

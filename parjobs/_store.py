@@ -31,7 +31,7 @@ from ._items import ItemRecord, ItemRow, row_record
 from ._jobstore import NewJobFields, StoreJobQuery, StoreListener
 from ._leases import dead_managers, process_start
 from ._progress import ItemError, Progress
-from ._records import CheckpointBatch, ItemQuery, JobInfo
+from ._records import UNDO_REQUEST, CheckpointBatch, ItemQuery, JobInfo
 from ._sqlite_watch import SQLiteListener
 from ._status import STORE_PAUSED, JobStatus, check_transition, dependency_state, paused_by_store
 from ._store_schema import (
@@ -179,11 +179,6 @@ def leave_open_for_exit() -> None:
     global _left_for_exit
     if _left_for_exit is None:
         _left_for_exit = []
-
-
-#: The ``request`` of a job completed with errors that `JobManager.undo` took (a
-#: compare-and-set, before it submits the undo): `requeue` refuses it from then on.
-UNDO_REQUEST = "undo"
 
 
 class CancelPending(InvalidTransitionError):

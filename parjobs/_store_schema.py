@@ -30,7 +30,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     status TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0,
     queue TEXT NOT NULL DEFAULT 'default',
     lease TEXT,                 -- manager holding the lease while the job runs
-    request TEXT,               -- 'pause' or 'cancel' asked through the store
+    request TEXT,               -- 'pause'/'cancel' asked through the store (on a resting
+                                -- job 'cancel' is a cancel pending), 'undo': a job completed
+                                -- with errors that an undo took (never resumed)
     owner TEXT,                 -- free-form owner/tenant, for filtering
     after TEXT,                 -- JSON list of prerequisite job ids
     dep_policy TEXT NOT NULL DEFAULT 'skip',  -- 'skip' or 'run' when a prerequisite fails

@@ -272,8 +272,8 @@ async def show(args: argparse.Namespace) -> int:
         info = await manager.get(job_id)
         limit = -1 if args.all_errors or args.json else ERRORS_SHOWN
         errors = await manager.errors(job_id, limit=limit)
-        resumable = info.status.can_resume
-        if info.status is JobStatus.COMPLETED_WITH_ERRORS:  # a retry: can one of them pass?
+        resumable = info.can_resume  # (not one an undo took)
+        if resumable and info.status is JobStatus.COMPLETED_WITH_ERRORS:  # can a retry pass?
             failed = max(info.progress.items_failed, len(errors))
             resumable = (await failures(manager.errors, job_id, errors, failed)).may_pass
     if args.json:

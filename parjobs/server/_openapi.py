@@ -73,7 +73,7 @@ COMPONENTS: dict[str, Any] = {
             "after": {"type": "array", "items": {"type": "string"}},
             "on_dependency_failure": {"enum": ["skip", "run"]},
             "timeout": _NULLABLE_NUMBER,
-            "request": _NULLABLE_STRING,
+            "request": {"enum": [None, "pause", "cancel", "undo"]},
             "created": {"type": "number"},
             "started": _NULLABLE_NUMBER,
             "finished": _NULLABLE_NUMBER,

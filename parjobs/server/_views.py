@@ -56,7 +56,7 @@ def job_view(info: JobInfo) -> dict[str, Any]:
         "progress": progress_view(info.progress),
         "result": info.result,
         "error": info.error,
-        "can_resume": info.status.can_resume,
+        "can_resume": info.can_resume,
     }
 
 

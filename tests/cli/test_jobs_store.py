@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from _cli import RESUME, run
-from _jobs import KeepsPartialJob
+from _jobs import CountJob, KeepsPartialJob
 
 import parjobs
 from parjobs import JobStatus
@@ -209,3 +209,19 @@ async def test_the_retention_keeps_a_resumable_job_whose_type_it_cannot_load(
     async with parjobs.open_manager(store, retention=86400) as manager:
         assert await manager.list_jobs() == []
     assert not partial.exists()
+
+
+async def test_show_offers_no_resume_for_a_job_an_undo_took(tmp_path: Path, env, store) -> None:
+    """A job completed with errors (one a retry may pass) is offered a resume by ``show``
+    until an undo takes it; then not (``resume`` refuses it: undone)."""
+    async with parjobs.open_manager(store) as manager:
+        handle = await manager.submit(CountJob(n=10, log=str(tmp_path / "l"), fail_every=3))
+        assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        shown = run("show", handle.id, env=env, store=store)
+        assert re.search(r"^resume ", shown.stdout, re.M), shown.stdout + shown.stderr
+        undo = await manager.undo(handle.id)
+        assert await undo.wait() is JobStatus.COMPLETED
+    shown = run("show", handle.id, env=env, store=store)
+    assert shown.returncode == 0, shown.stderr
+    assert "completed_with_errors" in shown.stdout
+    assert not re.search(r"^resume ", shown.stdout, re.M), shown.stdout

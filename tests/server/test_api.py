@@ -12,6 +12,8 @@ import trio
 from _server import ADMIN, ALICE, BOB, Server, sse_events
 from _trees import snapshot, write
 
+import parjobs
+
 
 def make_tree(root) -> None:
     os.makedirs(root / "sub" / "deeper")
@@ -168,6 +170,45 @@ async def test_errors_paged(server: Server, tmp_path) -> None:
         indices = sorted(e["index"] for e in first["errors"] + rest["errors"])
         assert indices == list(range(0, 30, 3))
         assert rest["errors"][0]["message"].startswith("item ")
+
+
+@pytest.mark.both_stores
+@pytest.mark.parametrize("by", ["the server", "another manager"])
+async def test_a_job_an_undo_took_shows_it_and_cannot_be_resumed(
+    server: Server, tmp_path, store_path: str, by: str
+) -> None:
+    """A job completed with errors that an undo took (through the API, or another process
+    on the store) rests so with ``request`` "undo": the job view says so and that it
+    cannot be resumed, and a status event says it though its status is the same (it said
+    ``can_resume`` true, and the dashboard offered Resume, a 409 when clicked)."""
+    spec = {"n": 10, "log": str(tmp_path / "l"), "fail_every": 3}
+    job = await server.submit({"type": "test-count", "spec": spec})
+    await server.wait_status(job["id"], "completed_with_errors")
+    async with server.client() as c, c.stream("GET", "/api/events") as events:
+        view = (await c.get(f"/api/jobs/{job['id']}")).json()
+        assert (view["request"], view["can_resume"]) == (None, True)
+        if by == "the server":
+            r = await c.post(f"/api/jobs/{job['id']}/undo")
+            assert r.status_code == 201, r.text
+            undo_id = r.json()["id"]
+        else:
+            async with parjobs.open_manager(store_path) as other:
+                undo = await other.undo(job["id"])
+                assert await undo.wait() is parjobs.JobStatus.COMPLETED
+                undo_id = undo.id
+        with trio.fail_after(10):
+            async for event in sse_events(events):
+                if event.kind == "status" and event.data["id"] == job["id"]:
+                    assert event.data["can_resume"] is False, event.data
+                    assert event.data["result"] == view["result"]
+                    break
+        view = (await c.get(f"/api/jobs/{job['id']}")).json()
+        assert (view["status"], view["request"]) == ("completed_with_errors", "undo")
+        assert view["can_resume"] is False
+        listed = (await c.get("/api/jobs", params={"type": "test-count"})).json()["jobs"]
+        assert [(j["request"], j["can_resume"]) for j in listed] == [("undo", False)]
+        r = await c.post(f"/api/jobs/{job['id']}/resume")
+        assert r.status_code == 409 and f"undone by job {undo_id}" in r.json()["error"]
 
 
 async def test_auth_401_and_nothing_else(server: Server) -> None:
