@@ -177,3 +177,48 @@ async def run_pausing_before_links(
                 return await handle.wait()
     finally:
         module.firsts_made = real
+
+
+async def pause_at(
+    m: parjobs.JobManager, job: parjobs.Job, cls: Any, name: bytes, mp: pytest.MonkeyPatch
+) -> parjobs.JobHandle:
+    """Submit ``job`` to ``m`` (a manager of one worker: items run in walk order) and pause
+    it from the item of ``cls`` (`CopyItem`, `MoveItem`) whose destination leaf is
+    ``name``, once, before that item is booked (it runs again on resume). Returns the paused
+    job's handle."""
+    handles: list[parjobs.JobHandle] = []
+    real = cls._run
+    paused: list[bool] = []
+
+    def run(self: Any, tc: parjobs.TaskContext) -> Any:
+        if self.entry.rel.rpartition(b"/")[2] == name and not paused:
+            paused.append(True)
+            trio.from_thread.run(handles[0].pause)
+            tc.check()  # raises: never booked
+        return real(self, tc)
+
+    mp.setattr(cls, "_run", run)
+    handles.append(await m.submit(job))
+    with trio.fail_after(30):
+        assert await handles[0].wait() is parjobs.JobStatus.PAUSED
+    mp.setattr(cls, "_run", real)
+    return handles[0]
+
+
+def reached_in_small_steps(root: Path, mp: pytest.MonkeyPatch) -> Path:
+    """``root``: a file ``first``, then 40 directories of 6 files, which a copy or move
+    walks and reaches in small steps (walk batches of 8 entries, its reach raised by none
+    ahead, a task a file in the dispatch window), so a job of one worker paused at ``first``
+    (`pause_at`) has not reached the last directory. Returns its last file."""
+    from parjobs.ops import _transfer, _walk
+
+    mp.setattr(_walk, "SLICE_ENTRIES", 8)
+    mp.setattr(_transfer, "REACH_AHEAD", 0, raising=False)  # (older code: none)
+    mp.setattr(_transfer, "BUNDLE_MAX", 1)
+    root.mkdir(parents=True)
+    write(root / "first", b"1")
+    for d in range(40):
+        (root / f"d{d:02}").mkdir()
+        for f in range(6):
+            write(root / f"d{d:02}" / f"f{f}", b"%d" % (d * f))
+    return root / "d39" / "f5"

@@ -29,6 +29,8 @@ from _trees import (
     kill_while_linking_then_resume,
     make_special,
     names_tree,
+    pause_at,
+    reached_in_small_steps,
     read,
     run_job,
     run_pausing_before_links,
@@ -951,31 +953,6 @@ def plant(src: Path, dst: Path, data: bytes) -> int:
     return os.stat(dst).st_ino
 
 
-async def pause_at(
-    m: parjobs.JobManager, job: parjobs.Job, cls: Any, name: bytes, mp: pytest.MonkeyPatch
-) -> parjobs.JobHandle:
-    """Submit ``job`` (one worker: items run in walk order) and pause it from the item of
-    ``cls`` (`CopyItem`, `MoveItem`) whose destination leaf is ``name``, once, before that
-    item is booked (it runs again on resume). Returns the paused job's handle."""
-    handles: list[parjobs.JobHandle] = []
-    real = cls._run
-    paused: list[bool] = []
-
-    def run(self: Any, tc: parjobs.TaskContext) -> Any:
-        if self.entry.rel.rpartition(b"/")[2] == name and not paused:
-            paused.append(True)
-            trio.from_thread.run(handles[0].pause)
-            tc.check()  # raises: never booked
-        return real(self, tc)
-
-    mp.setattr(cls, "_run", run)
-    handles.append(await m.submit(job))
-    with trio.fail_after(30):
-        assert await handles[0].wait() is JobStatus.PAUSED
-    mp.setattr(cls, "_run", real)
-    return handles[0]
-
-
 @pytest.mark.parametrize("run1", ["ended", "paused"])
 async def test_a_conflict_of_the_sources_size_and_mtime_stays_one_on_resume(
     store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run1: str
@@ -1065,17 +1042,8 @@ async def test_beyond_what_earlier_runs_reached_nothing_is_taken_for_the_jobs_ow
     ever handed to a worker) cannot hold the job's output: the resumed run applies the
     policy as a fresh run, reading nothing. An exact copy there is skipped ("destination
     exists", under "skip"), not taken for the job's own ("present", counted as copied)."""
-    monkeypatch.setattr(walk_mod, "SLICE_ENTRIES", 8)  # small batches, each reached alone
-    monkeypatch.setattr(transfer_mod, "REACH_AHEAD", 0, raising=False)  # (older code: none)
-    monkeypatch.setattr(transfer_mod, "BUNDLE_MAX", 1)  # a task a file in the window
     src, dst = tmp_path / "src", tmp_path / "dst"
-    (src / "t").mkdir(parents=True)
-    write(src / "t" / "first", b"1")
-    for d in range(40):
-        (src / "t" / f"d{d:02}").mkdir()
-        for f in range(6):
-            write(src / "t" / f"d{d:02}" / f"f{f}", b"%d" % (d * f))
-    last = src / "t" / "d39" / "f5"
+    last = reached_in_small_steps(src / "t", monkeypatch)
     plant(last, dst / "t" / "d39" / "f5", read(last))  # an exact copy
     job = CopyJob(sources=[str(src / "t")], destination=str(dst), into=True, on_conflict="skip")
     async with parjobs.open_manager(store_path, workers=1) as m:

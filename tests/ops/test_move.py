@@ -23,6 +23,8 @@ from _trees import (
     kill_while_linking_then_resume,
     make_special,
     names_tree,
+    pause_at,
+    reached_in_small_steps,
     run_job,
     run_pausing_before_links,
     user_file_at_first,
@@ -898,6 +900,34 @@ async def test_a_resumed_move_keeps_a_conflict_of_the_sources_size_and_mtime(
     assert undo["failed"] == 0
     assert read(src / "s" / "b") == read(src / "s" / "a") == b"source bytes"
     assert os.stat(dst / "s" / "b").st_ino == user and read(dst / "s" / "b") == b"user's bytes"
+
+
+async def test_a_source_gone_past_the_reach_on_resume_is_not_taken_as_moved(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the move is paused, the user removes a source file it has not reached and puts
+    a file of their own at its destination name. The resumed move took that file for one it
+    had moved before a kill (recorded "moved": its undo moved the user's file into the
+    source tree). Past the first run's reach no run moved it: the item fails, as in a fresh
+    run, and undo leaves the user's file."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    last = reached_in_small_steps(src / "t", monkeypatch)
+    (dst / "t").mkdir(parents=True)  # merged into: file by file, by rename
+    job = MoveJob(sources=[str(src / "t")], destination=str(dst), into=True)
+    async with parjobs.open_manager(store_path, workers=1) as m:
+        handle = await pause_at(m, job, MoveItem, b"first", monkeypatch)
+        reach = (await handle.info()).state.get("reach", -1)
+        os.unlink(last)
+        (dst / "t" / "d39").mkdir(exist_ok=True)
+        write(dst / "t" / "d39" / "f5", b"the user's")
+        await m.resume(handle.id)
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        (rec,) = [r for r in await m.items(handle.id) if r.source == str(last)]
+        undo = await (await m.undo(handle.id)).result()
+    assert rec.index > reach, "the test needs the name past the first run's reach"
+    assert (rec.action, undo["failed"]) == ("failed", 0)
+    assert read(dst / "t" / "d39" / "f5") == b"the user's" and not last.exists()
 
 
 async def test_kill_9_while_linking_across_filesystems_then_resume(
