@@ -389,13 +389,18 @@ async def test_a_job_ended_in_the_store_reads_so_while_its_directory_goes(
         assert await handle.wait() is JobStatus.CANCELLED
 
 
-async def stored_resting(m: parjobs.JobManager, status: JobStatus, log: str) -> str:
+async def stored_resting(m: parjobs.JobManager, status: JobStatus, log: str, hold: str = "") -> str:
     """A job of ``m`` resting ``status``: paused (stored so, never run) or completed with
-    errors (every fifth task fails, on every run)."""
+    errors (every fifth task fails, on every run). With ``hold``, its tasks wait for that
+    path in a later run until it is made again (the first run finds it)."""
     if status is JobStatus.PAUSED:
-        return (await m.submit(CountJob(n=20, log=log), start=False)).id
-    handle = await m.submit(CountJob(n=20, log=log, fail_every=5))
+        return (await m.submit(CountJob(n=20, log=log, hold=hold), start=False)).id
+    if hold:
+        open(hold, "w").close()
+    handle = await m.submit(CountJob(n=20, log=log, fail_every=5, hold=hold))
     assert await handle.wait() is status
+    if hold:
+        os.unlink(hold)
     return handle.id
 
 
@@ -405,12 +410,15 @@ async def test_an_undo_loses_to_a_resume_elsewhere_after_it_read_the_job(
 ):
     """Manager B resumes the job just after A's undo read it resting: the undo is refused
     (a clear error), nothing is submitted or cancelled, and the job runs to its end in B,
-    not undone while it runs there."""
+    not undone while it runs there. (B's run waits for ``hold`` until the undo was
+    refused: under load, a run completed with errors again before the undo's
+    compare-and-set, which then rightly took the job at rest.)"""
+    hold = str(tmp_path / "hold")
     async with (
         parjobs.open_manager(store_path) as a,
         parjobs.open_manager(store_path) as b,
     ):
-        job_id = await stored_resting(a, status, str(tmp_path / "log"))
+        job_id = await stored_resting(a, status, str(tmp_path / "log"), hold)
         real = a._db
         resumed: list[object] = []
 
@@ -425,6 +433,7 @@ async def test_an_undo_loses_to_a_resume_elsewhere_after_it_read_the_job(
             await a.undo(job_id)
         a._db = real  # type: ignore[method-assign]
         assert resumed
+        open(hold, "w").close()
         ended = JobStatus.COMPLETED if status is JobStatus.PAUSED else status
         assert await b.wait(job_id) is ended
         assert await a.list_jobs(type="undo") == []
