@@ -9,7 +9,9 @@ The pipeline of `make_thumbnail`:
 
 1. Open the source with ``O_NOFOLLOW`` (regular files only: `parjobs.ops._fs.open_regular`) and
    let Pillow identify it among `INPUT_FORMATS` only (no Ghostscript, no exotic parsers).
-2. Refuse images whose header claims more than ``max_pixels`` before decoding a byte.
+2. Refuse images whose header claims more than ``max_pixels`` before decoding a byte, and wait
+   for the decode's share of the process's memory budget (`parjobs.ops._decodebudget`: big
+   decodes take turns).
 3. JPEG: ``draft()`` asks libjpeg for a DCT-domain 1/2, 1/4 or 1/8 scale decode that is still at
    least ``_DRAFT_GAP`` times the final size -- the key speed trick (no full-size decode,
    no full-size resize) while the final Lanczos step keeps the result close to fair resampling.
@@ -47,6 +49,7 @@ from urllib.parse import quote
 
 from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
 
+from ._decodebudget import decoded_bytes, reserve
 from ._errors import ImageError, ImageTooLargeError, UnsupportedImageError
 from ._fs import FilePath, check_unchanged, noop, open_dir_nofollow, open_regular
 from ._partials import tmp_name
@@ -208,9 +211,17 @@ def _resampleable(im: Image.Image) -> Image.Image:
 
 
 def _decode(
-    fp: IO[bytes], path: str, box: tuple[int, int], max_pixels: int, check: Callable[[], object]
+    fp: IO[bytes],
+    path: str,
+    box: tuple[int, int],
+    max_pixels: int,
+    check: Callable[[], object],
+    hold: contextlib.ExitStack,
 ) -> _Decoded:
-    """Identify, size-check and load the first frame of ``fp``, as small as resizing allows."""
+    """Identify, size-check and load the first frame of ``fp``, as small as resizing allows.
+
+    The decode waits for its share of the process's memory budget (`parjobs.ops._decodebudget`)
+    and enters it into ``hold``, which keeps it as long as the image is needed."""
     try:
         im = Image.open(fp, formats=input_formats())  # not closed: that would free the pixels
         w, h = im.size
@@ -220,18 +231,19 @@ def _decode(
             )
         check()
         jpeg = im.format in ("JPEG", "MPO")
-        if not jpeg:
-            im.load()  # decode errors surface here, not inside getexif() (PNG loads for it)
-        orientation = _orientation(im)
-        swap = orientation >= 5  # 5..8 turn the image by 90 degrees
-        target = _fit((w, h), (box[1], box[0]) if swap else box)
         crop = None
-        if jpeg and target != (w, h):
-            request = (math.ceil(target[0] * _DRAFT_GAP), math.ceil(target[1] * _DRAFT_GAP))
-            drafted = im.draft("RGB", request)
-            if drafted is not None:
-                crop = drafted[1]
-        im.load()
+        if jpeg:  # its EXIF is read without decoding, and the draft shrinks what is decoded
+            orientation, target = _orient(im, box)
+            if target != (w, h):
+                request = (math.ceil(target[0] * _DRAFT_GAP), math.ceil(target[1] * _DRAFT_GAP))
+                drafted = im.draft("RGB", request)
+                if drafted is not None:
+                    crop = drafted[1]
+        hold.enter_context(reserve(decoded_bytes(im), check))
+        im.load()  # decode errors surface here, not inside getexif() (PNG loads for it)
+        if not jpeg:
+            orientation, target = _orient(im, box)
+        swap = orientation >= 5  # 5..8 turn the image by 90 degrees
         return _Decoded(_resampleable(im), crop, target, orientation, (h, w) if swap else (w, h))
     except UnidentifiedImageError as exc:  # its text names the file object: not for people
         raise UnsupportedImageError(path, "not an image in a supported format") from exc
@@ -243,6 +255,13 @@ def _decode(
         raise ImageError(path, f"corrupt or truncated image ({_text(exc, fp)})") from exc
     except _DECODE_ERRORS as exc:
         raise ImageError(path, f"corrupt image ({type(exc).__name__}: {_text(exc, fp)})") from exc
+
+
+def _orient(im: Image.Image, box: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+    """The EXIF orientation of ``im`` and its final size (stored orientation) in ``box``."""
+    orientation = _orientation(im)
+    swap = orientation >= 5  # 5..8 turn the image by 90 degrees
+    return orientation, _fit(im.size, (box[1], box[0]) if swap else box)
 
 
 def _text(exc: BaseException, fp: IO[bytes]) -> str:
@@ -262,12 +281,17 @@ def _shrink(decoded: _Decoded) -> Image.Image:
 
 
 def _load_thumbnail(
-    path: str, box: tuple[int, int], max_pixels: int, check: Callable[[], object]
+    path: str,
+    box: tuple[int, int],
+    max_pixels: int,
+    check: Callable[[], object],
+    hold: contextlib.ExitStack,
 ) -> tuple[Image.Image, _Decoded, os.stat_result]:
-    """Open ``path`` safely and return the upright resized image and the source's fstat."""
+    """Open ``path`` safely and return the upright resized image and the source's fstat;
+    ``hold`` keeps the decode's share of the memory budget until it is closed."""
     fd, st = open_regular(path)
     with os.fdopen(fd, "rb") as fp:
-        decoded = _decode(fp, path, box, max_pixels, check)
+        decoded = _decode(fp, path, box, max_pixels, check, hold)
         check_unchanged(path, st, os.fstat(fd))
     check()
     return _shrink(decoded), decoded, st
@@ -411,6 +435,31 @@ def _save_thumbnail(
     return ThumbResult(dst, out.width, out.height, *decoded.source_size)
 
 
+_Save = Callable[[Image.Image, _Decoded, os.stat_result], ThumbResult]
+
+
+def _within_budget(
+    path: str, box: tuple[int, int], max_pixels: int, check: Callable[[], object], save: _Save
+) -> ThumbResult:
+    """Load the thumbnail of ``path`` and ``save`` it, holding the decode's share of the
+    memory budget until the images are freed: they live in `_load_and_save`'s frame only,
+    gone when it returns (or cleared by the budget when it raises)."""
+    with contextlib.ExitStack() as hold:
+        return _load_and_save(path, box, max_pixels, check, save, hold)
+
+
+def _load_and_save(
+    path: str,
+    box: tuple[int, int],
+    max_pixels: int,
+    check: Callable[[], object],
+    save: _Save,
+    hold: contextlib.ExitStack,
+) -> ThumbResult:
+    thumb, decoded, st = _load_thumbnail(path, box, max_pixels, check, hold)
+    return save(thumb, decoded, st)
+
+
 # -- public API -------------------------------------------------------------------------------
 
 
@@ -451,9 +500,12 @@ def make_thumbnail(
     if max_pixels < 1:
         raise ValueError(f"max_pixels must be positive, not {max_pixels!r}")
     src_path, dst_path = os.fsdecode(src), os.fsdecode(dst)
-    thumb, decoded, _ = _load_thumbnail(src_path, size, max_pixels, check)
     target = _Target(0o666, durable, check, root=root, owner=owner)
-    return _save_thumbnail(thumb, decoded, dst_path, fmt, quality, metadata or {}, target)
+
+    def save(thumb: Image.Image, decoded: _Decoded, _: os.stat_result) -> ThumbResult:
+        return _save_thumbnail(thumb, decoded, dst_path, fmt, quality, metadata or {}, target)
+
+    return _within_budget(src_path, size, max_pixels, check, save)
 
 
 def cache_thumbnail_path(
@@ -571,12 +623,15 @@ def make_freedesktop_thumbnail(
         raise ValueError(f"max_pixels must be positive, not {max_pixels!r}")
     edge = SIZES[size_name]
     src_path = os.fsdecode(src)
-    thumb, decoded, st = _load_thumbnail(src_path, (edge, edge), max_pixels, check)
-    metadata = _freedesktop_metadata(src_path, st)
-    metadata["Thumb::Image::Width"] = str(decoded.source_size[0])
-    metadata["Thumb::Image::Height"] = str(decoded.source_size[1])
     target = _Target(0o600, durable, check, _make_private_dirs, owner=owner)
-    return _save_thumbnail(thumb, decoded, dst, "png", 0, metadata, target)
+
+    def save(thumb: Image.Image, decoded: _Decoded, st: os.stat_result) -> ThumbResult:
+        metadata = _freedesktop_metadata(src_path, st)
+        metadata["Thumb::Image::Width"] = str(decoded.source_size[0])
+        metadata["Thumb::Image::Height"] = str(decoded.source_size[1])
+        return _save_thumbnail(thumb, decoded, dst, "png", 0, metadata, target)
+
+    return _within_budget(src_path, (edge, edge), max_pixels, check, save)
 
 
 def write_fail_marker(

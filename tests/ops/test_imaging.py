@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -148,7 +149,9 @@ def test_jpeg_draft_decodes_at_reduced_scale(
     """The JPEG is decoded at the smallest DCT scale (1/2 .. 1/8) still at least the target
     size: 1/8 for 256 and 128 px, 1/2 for 1024 px."""
     with big_jpeg.open("rb") as fp:
-        result = _imaging._decode(fp, str(big_jpeg), (box, box), 10**9, lambda: None)
+        result = _imaging._decode(
+            fp, str(big_jpeg), (box, box), 10**9, lambda: None, contextlib.ExitStack()
+        )
     tw, th = result.target
     assert (tw, th) == (box, round(box * 2 / 3))
     w, h = result.image.size
@@ -160,7 +163,9 @@ def test_png_is_decoded_at_full_size(tmp_path: Path) -> None:
     src = tmp_path / "p.png"
     photo((600, 400)).save(src)
     with src.open("rb") as fp:
-        result = _imaging._decode(fp, str(src), (64, 64), 10**9, lambda: None)
+        result = _imaging._decode(
+            fp, str(src), (64, 64), 10**9, lambda: None, contextlib.ExitStack()
+        )
     assert result.image.size == (600, 400)
     assert result.crop is None
 

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import struct
 import subprocess
+import sys
 import textwrap
 import zlib
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 import trio
 from _forkcli import Forked
 from _images import BLUE, GREEN, RED, YELLOW, quadrants
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 import parjobs
 from parjobs import JobSpecError, JobStatus
@@ -464,3 +465,54 @@ async def test_kill_9_mid_job_then_resume_completes_without_temp_files(store_pat
             im.load()  # whole, not truncated
     assert temp_files(out) == []
     assert not os.path.exists(store_path + ".d" + os.sep + info.id)  # job dir removed
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+_THUMBNAIL_CHILD = textwrap.dedent(
+    """
+    import sys, trio, parjobs
+    from parjobs.ops._thumbnail import ThumbnailJob
+
+    async def main(store, out, *paths):
+        async with parjobs.open_manager(store, lanes={"cpu": 3}) as manager:
+            handle = await manager.submit(ThumbnailJob(paths=list(paths), out_dir=out))
+            print((await handle.result())["made"])
+
+    trio.run(main, *sys.argv[1:])
+    """
+)
+
+
+def peak_rss_of_thumbnails(tmp_path: Path, name: str, images: list[Path], budget: int) -> int:
+    """Peak RSS (bytes) of a child process thumbnailing ``images`` on 3 cpu threads with a
+    decode budget of ``budget`` bytes; it must make them all."""
+    here = os.path.dirname(os.path.dirname(parjobs.__file__))
+    env = {**os.environ, "PARJOBS_DECODE_MEMORY": str(budget), "PYTHONPATH": here}
+    store, out = tmp_path / f"{name}.db", tmp_path / f"{name}-out"
+    args = [str(store), str(out), *map(str, images)]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _THUMBNAIL_CHILD, *args], env=env, stdout=subprocess.PIPE
+    )
+    assert child.stdout is not None
+    made = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    assert (child.returncode, made) == (0, f"{len(images)}\n".encode())
+    return usage.ru_maxrss * 1024
+
+
+def test_big_decodes_wait_for_each_other_within_the_memory_budget(tmp_path):
+    """Three 20 MP PNGs (80 MB each decoded) on three threads, with a budget of 120 MB:
+    one decodes at a time, and the memory each frees is given back before the next starts,
+    so the peak is that of a run with one image (it was 130 MB more: all three at once)."""
+    big = []
+    for i in range(3):
+        big.append(tmp_path / f"pano{i}.png")
+        padding = PngImagePlugin.PngInfo()  # 2 MB on disk: a task of its own, as a panorama's
+        padding.add(b"prVt", os.urandom(2 << 20))
+        Image.new("RGB", (5000, 4000), (i, 0, 0)).save(big[-1], compress_level=1, pnginfo=padding)
+    budget = 120 * 1024 * 1024
+    alone = peak_rss_of_thumbnails(tmp_path, "alone", big[:1], budget)
+    together = peak_rss_of_thumbnails(tmp_path, "together", big, budget)
+    assert together - alone < 40 * 1024 * 1024, (alone, together)

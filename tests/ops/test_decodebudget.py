@@ -1,0 +1,132 @@
+"""The memory budget image decodes share: big ones take turns, small ones never wait."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from parjobs.ops import _decodebudget
+from parjobs.ops._decodebudget import decode_budget, decoded_bytes, default_budget, reserve
+from parjobs.ops._imaging import make_thumbnail
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def budget(monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setenv("PARJOBS_DECODE_MEMORY", str(100 * MIB))
+    return 100 * MIB
+
+
+def never() -> None:
+    pass
+
+
+def test_the_budget_comes_from_the_environment_or_the_machine(monkeypatch):
+    assert 0 < default_budget() <= 1 << 30
+    for bad in ("", "lots", "0", "-5"):
+        monkeypatch.setenv("PARJOBS_DECODE_MEMORY", bad)
+        assert decode_budget() == default_budget()
+    monkeypatch.setenv("PARJOBS_DECODE_MEMORY", "12345")
+    assert decode_budget() == 12345
+
+
+def test_estimates_follow_the_stored_mode_and_a_jpeg_draft(tmp_path: Path) -> None:
+    assert decoded_bytes(Image.new("L", (100, 10))) == 1000
+    assert decoded_bytes(Image.new("RGB", (100, 10))) == 4000  # Pillow pads RGB to 4 bytes
+    assert decoded_bytes(Image.new("RGBA", (100, 10))) == 8000  # the resize premultiplies a copy
+    assert decoded_bytes(Image.new("I;16", (100, 10))) == 6000  # converted to 8 bits first
+    src = tmp_path / "big.jpg"
+    Image.new("RGB", (4000, 3000), (9, 9, 9)).save(src)
+    with Image.open(src) as im:
+        im.draft("RGB", (500, 375))
+        assert decoded_bytes(im) == 500 * 375 * 4
+
+
+def in_thread(nbytes: int, events: list[str], name: str, hold: threading.Event) -> threading.Thread:
+    def run() -> None:
+        with reserve(nbytes, never):
+            events.append(f"{name} in")
+            hold.wait(10)
+            events.append(f"{name} out")
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def wait_for(events: list[str], event: str) -> None:
+    deadline = time.monotonic() + 10
+    while event not in events:
+        assert time.monotonic() < deadline, events
+        time.sleep(0.01)
+
+
+def wait_for_waiters(n: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(_decodebudget._BUDGET._queue) != n:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_big_reservations_wait_small_ones_do_not(budget):
+    events: list[str] = []
+    release_a, release_b = threading.Event(), threading.Event()
+    a = in_thread(60 * MIB, events, "a", release_a)
+    wait_for(events, "a in")
+    b = in_thread(60 * MIB, events, "b", release_b)
+    wait_for_waiters(1)
+    with reserve(budget // 17, never):  # under a sixteenth: not counted, never waits
+        events.append("small")
+    time.sleep(0.2)
+    assert events == ["a in", "small"]  # b waits for a
+    release_a.set()
+    release_b.set()
+    a.join()
+    b.join()
+    assert events == ["a in", "small", "a out", "b in", "b out"]
+
+
+def test_one_bigger_than_the_budget_runs_alone_and_first_come_first_served(budget):
+    events: list[str] = []
+    release = threading.Event()
+    a = in_thread(30 * MIB, events, "a", release)
+    wait_for(events, "a in")
+    huge = in_thread(10 * budget, events, "huge", release)
+    wait_for_waiters(1)
+    c = in_thread(30 * MIB, events, "c", release)  # would fit beside a, but huge came first
+    wait_for_waiters(2)
+    time.sleep(0.2)
+    assert events == ["a in"]
+    release.set()
+    for thread in (a, huge, c):
+        thread.join()
+    assert events.index("huge in") == events.index("a out") + 1
+    assert events.index("c in") == events.index("huge out") + 1
+
+
+def test_a_waiting_decode_gives_up_when_its_check_raises(budget):
+    class Stop(Exception):
+        pass
+
+    def stop() -> None:
+        raise Stop
+
+    with reserve(budget, never), pytest.raises(Stop), reserve(budget, stop):
+        pass
+    with reserve(budget, never):  # nothing was left held or queued
+        pass
+    assert _decodebudget._BUDGET._held == 0
+
+
+def test_a_thumbnail_of_an_image_bigger_than_the_budget_is_made(tmp_path, monkeypatch):
+    monkeypatch.setenv("PARJOBS_DECODE_MEMORY", "1000")
+    src = tmp_path / "p.png"
+    Image.new("RGB", (600, 400), (1, 2, 3)).save(src)
+    result = make_thumbnail(src, tmp_path / "t.webp", box=64)
+    assert (result.width, result.height) == (64, 43)
+    assert _decodebudget._BUDGET._held == 0
