@@ -34,7 +34,11 @@ file by file, and a changed file's hash again alone, in stages of the run's own
 (``id-recheck-N``, ``hash-recheck-N``, N the run's number: an earlier run's may hold values
 as stale), so a file rewritten during a pause is never grouped by what it held before.
 Progress counts each file once a stage, as an uninterrupted run does: what is read again
-counts neither as an item nor in bytes (the run that read it first counted both).
+counts neither as an item nor in bytes (the run that read it first counted both). A resumed
+run's totals are what earlier runs counted (the store's counts) plus what is left to do
+(`_stage`), not what its own plan would count for the tasks they finished: a file deleted,
+grown or rewritten since leaves a finished hash run fewer files to hash now, and done would
+pass the totals.
 (The stages were ``walk``, ``content-ids``, ``content-id`` and ``full-hash`` while the
 indices were those of the walk's manifest, then ``hashes`` with one task a file: renamed,
 so a job begun that way and resumed now starts those stages afresh rather than misread
@@ -361,6 +365,9 @@ class DuplicatesJob(Job):
         # earlier run checkpointed is reused only for a file unchanged since (`_Changed`).
         since = _since(ctx, prescan.began_ns if prescan is not None else clock_ns())
         changed = _Changed(since) if since is not None else None
+        if ctx.resumed:  # what earlier runs counted: the stages add only what is left to do
+            p = ctx.progress
+            p.add_total(items=p.items_done + p.items_skipped, bytes=p.bytes_done + p.bytes_skipped)
         scan, save = await _scanned(ctx, self.paths, self.min_size, prescan)
         taken = prescan if prescan is not None and prescan.taken else None
         known = taken.known if taken is not None else None
@@ -720,6 +727,10 @@ async def _content_ids(
     values, _ = await _stage(ctx, "id-runs", runs, "content ids", resumed=resumed)
     recheck: list[int] = []  # files of this run's own stage (see below)
     redo: set[int] = set()  # the runs they are in
+    # Files whose run's total this run holds (their bytes, if read alone, are in it).
+    here: bool | set[int] = True
+    if resumed:
+        here = {f[0] for run in runs if run.index not in resumed for f in run.files}
     if changed is not None and resumed:
         reused = [f[0] for run in runs if run.index in resumed for f in run.files]
         stale = await changed.among(files, reused)
@@ -751,7 +762,7 @@ async def _content_ids(
             "id-files",
             [ContentIdTask(i, files[i][1], files[i][2]) for i in sorted(again)],
             "content ids",
-            bytes_counted=True,
+            bytes_counted=here,
             resumed=resumed,
         )
         if changed is not None and resumed:
@@ -814,6 +825,10 @@ async def _full_hashes(
     runs = [run for run in _hash_plan(files) if _fill(run, wanted)]
     resumed: set[int] = set()
     values, _ = await _stage(ctx, "hash-runs", runs, "full hashes", resumed=resumed)
+    # Files whose run's total this run holds (their bytes, if hashed alone, are in it).
+    here: bool | set[int] = True
+    if resumed:
+        here = {f[0] for run in runs if run.index not in resumed for f in run.files}
     digests: dict[int, str] = {}
     unreached: set[int] = set()  # files a paused run left, counted among its items
     for value in values.values():
@@ -840,7 +855,7 @@ async def _full_hashes(
             "hash-files",
             again,  # (a failure alone counts as a failed item, as a content id's does)
             "full hashes",
-            bytes_counted=True,
+            bytes_counted=here,
             resumed=resumed,
         )
         if changed is not None and resumed:
@@ -1029,20 +1044,31 @@ async def _stage(
     tasks: Sequence[Task[T]],
     message: str,
     *,
-    bytes_counted: bool = False,
+    bytes_counted: bool | Collection[int] = False,
     resumed: set[int] | None = None,
 ) -> tuple[dict[int, T], int]:
     """Run one stage: ``({index: value}, failures)``; values of tasks finished by an earlier
     run come back from the store (their indices added to ``resumed``). ``bytes_counted``:
-    the tasks' bytes are in the totals already (files a run counted and did not read),
-    only their items are added."""
+    the tasks' bytes (True: all; else those of these indices) are in the totals already
+    (files a run of this run counted and did not read), only their items are added.
+
+    The totals grow by what is left to do: a task an earlier run finished counted then, and
+    the totals hold what the store counted (`DuplicatesJob.run`), whatever this run plans.
+    So the items and bytes done never exceed the totals, though a task may plan fewer files
+    now (a file changed since: a hash run keeps only those that still share a content id)."""
     dispatcher = ctx.task_dispatcher(name, keep_results=True)
-    if tasks:
+    left = tasks
+    if tasks and dispatcher.completed_count:
+        left = [t for t in tasks if not dispatcher.is_completed(t.index)]
+    if left:
         ctx.progress.set_message(message)
-        ctx.progress.add_total(
-            items=sum(t.items for t in tasks),
-            bytes=0 if bytes_counted else sum(t.weight for t in tasks),
-        )
+        if bytes_counted is True:
+            nbytes = 0
+        elif bytes_counted is False:
+            nbytes = sum(t.weight for t in left)
+        else:
+            nbytes = sum(t.weight for t in left if t.index not in bytes_counted)
+        ctx.progress.add_total(items=sum(t.items for t in left), bytes=nbytes)
     values: dict[int, T] = {}
     failed = 0
     async for outcome in dispatcher.dispatch_many(tasks, include_resumed=True):

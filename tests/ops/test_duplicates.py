@@ -269,13 +269,13 @@ def _slow_hashing(monkeypatch) -> collections.Counter[str]:
 
 
 @contextlib.asynccontextmanager
-async def _paused(store_path, tmp_path, monkeypatch, n: int):
+async def _paused(store_path, tmp_path, monkeypatch, n: int, workers: int = 2):
     """A job on `_pairs_and_twins` with `_slow_hashing`, paused once ``n`` files are hashed:
     ``(manager, handle, root, hashed)``."""
     root = tmp_path / "t"
     _pairs_and_twins(root)
     hashed = _slow_hashing(monkeypatch)
-    async with parjobs.open_manager(store_path, workers=2) as manager:
+    async with parjobs.open_manager(store_path, workers=workers) as manager:
         handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
         await _pause_after(manager, handle, hashed, n)
         yield manager, handle, root, hashed
@@ -374,6 +374,36 @@ async def test_two_pauses_with_files_changed_during_each_report_the_tree_as_it_i
     assert {k: result[k] for k in expected} == expected
     assert len(result["groups"]) == 6  # five pairs and the small twins
     assert counts == await _fresh_counts(store_path, root)
+
+
+async def test_progress_never_counts_more_than_its_totals_after_files_changed(
+    store_path, tmp_path, monkeypatch
+):
+    """Paused with pairs hashed whole (a hash run a pair), then one of those deleted and
+    another's grown: the resumed run no longer hashes their pairs (nothing shares their
+    content id), yet what the first run counted for them stays counted, so the totals keep
+    it too: paused again, the job shows the work left (it showed as much done as its
+    totals, all of it, with hashes still to do); at the end done is the total."""
+    monkeypatch.setattr(dup_mod, "HASH_RUN_FILES", 2)  # each pair its own hash run
+    async with _paused(store_path, tmp_path, monkeypatch, 6, workers=1) as paused:
+        manager, handle, root, hashed = paused
+        pairs = [k for k in range(6) if f"{root}/p{k}a" in hashed and f"{root}/p{k}b" in hashed]
+        assert len(pairs) >= 2 and len(hashed) < 8, "two pairs hashed, two runs not begun"
+        os.unlink(root / f"p{pairs[0]}b")
+        with open(root / f"p{pairs[1]}b", "ab") as f:
+            f.write(b"grown")
+        await manager.resume(handle.id)
+        await _pause_after(manager, handle, hashed, sum(hashed.values()) + 1)
+        p = (await handle.info()).progress
+        assert p.items_finished < p.items_total, "hashes left to do"
+        assert p.bytes_done < p.bytes_total
+        paused_total = p.items_total
+        await manager.resume(handle.id)
+        result = await handle.result()
+        p = (await handle.info()).progress
+    assert result["failed"] == 2  # the file gone and the one grown
+    assert p.items_finished == p.items_total == paused_total == 14 + 12
+    assert p.bytes_done == p.bytes_total
 
 
 async def test_stages_are_planned_while_the_scan_is_saved_and_run_after(
@@ -535,7 +565,10 @@ async def test_a_file_a_hash_run_could_not_read_is_hashed_alone_and_reported(
         result = await handle.result()
         (error,) = await manager.errors(handle.id)
         hashed = await manager.items(handle.id, action="hashed")
+        p = (await handle.info()).progress
     assert (error.label, error.stage) == (victim, "hash-files")
+    # Each file counted once, the grown one no more than its listed size (its run's share).
+    assert p.bytes_total == 4 * (dup_mod.content_id_cost(len(big)) + len(big)) >= p.bytes_done
     assert reason in error.message
     assert result["failed"] == 1
     assert [g["paths"] for g in result["groups"]] == [[str(root / n) for n in ("a", "b", "d")]]
