@@ -31,14 +31,17 @@ A value an earlier run checkpointed is reused only for a file unchanged since th
 that recorded a value began (`_since`, `_Changed`: its ctime before that start, kept in the
 job's state, and its size the scan's); a content-id run holding a changed file is read again
 file by file, and a changed file's hash again alone, in stages of the run's own
-(``id-recheck-N``, ``hash-recheck-N``, N the run's number: an earlier run's may hold values
-as stale), so a file rewritten during a pause is never grouped by what it held before.
-Progress counts each file once a stage, as an uninterrupted run does: what is read again
-counts neither as an item nor in bytes (the run that read it first counted both). A resumed
-run's totals are what earlier runs counted (the store's counts) plus what is left to do
-(`_stage`), not what its own plan would count for the tasks they finished: a file deleted,
-grown or rewritten since leaves a finished hash run fewer files to hash now, and done would
-pass the totals.
+(``id-recheck-N``, ``hash-recheck-N``, N the run's number), so a file rewritten during a
+pause is never grouped by what it held before. A later run takes such a file's value from
+the newest of those stages whose run began after the file's ctime (`_recheck`: each run's
+start kept in the job's state, saved with its stage's first checkpoint), so a file changed
+during one pause is read again once, not at every later resume, and again only if it
+changed again. Progress counts each file once a stage, as an uninterrupted run does: what
+is read again counts neither as an item nor in bytes (the run that read it first counted
+both). A resumed run's totals are what earlier runs counted (the store's counts) plus what
+is left to do (`_stage`), not what its own plan would count for the tasks they finished: a
+file deleted, grown or rewritten since leaves a finished hash run fewer files to hash now,
+and done would pass the totals.
 (The stages were ``walk``, ``content-ids``, ``content-id`` and ``full-hash`` while the
 indices were those of the walk's manifest, then ``hashes`` with one task a file: renamed,
 so a job begun that way and resumed now starts those stages afresh rather than misread
@@ -363,8 +366,9 @@ class DuplicatesJob(Job):
         prescan, self.prescan = self.prescan, None  # (once: a retry scans again)
         # When the first run that recorded a value began (its prescan, if any): a value an
         # earlier run checkpointed is reused only for a file unchanged since (`_Changed`).
-        since = _since(ctx, prescan.began_ns if prescan is not None else clock_ns())
-        changed = _Changed(since) if since is not None else None
+        began = prescan.began_ns if prescan is not None else clock_ns()
+        since = _since(ctx, began)
+        changed = _Changed(since, began) if since is not None else None
         if ctx.resumed:  # what earlier runs counted: the stages add only what is left to do
             p = ctx.progress
             p.add_total(items=p.items_done + p.items_skipped, bytes=p.bytes_done + p.bytes_skipped)
@@ -771,16 +775,17 @@ async def _content_ids(
             singles = {i: cid for i, cid in singles.items() if i not in stale}
         for index, cid in singles.items():
             same_id.setdefault((files[index][2], cid), []).append(index)
-    if recheck:  # (a stage of this run's own: the values of any earlier one may be stale)
-        singles, n = await _stage(
+    if recheck:
+        assert changed is not None
+        singles, n = await _recheck(
             ctx,
-            f"id-recheck-{ctx.run_number}",
+            "id",
             [
                 ContentIdTask(i, files[i][1], files[i][2], items=0, counted_bytes=True)
                 for i in sorted(recheck)
             ],
+            changed,
             "content ids",
-            bytes_counted=True,
         )
         failed += n
         for index, cid in singles.items():
@@ -862,15 +867,16 @@ async def _full_hashes(
             stale |= await changed.among(files, resumed)
         for index, (digest, _) in singles.items():
             digests[index] = digest
-    if stale:  # (a stage of this run's own: the values of any earlier one may be stale)
+    if stale:
+        assert changed is not None
         for index in stale:
             digests.pop(index, None)
-        singles, n = await _stage(
+        singles, n = await _recheck(
             ctx,
-            f"hash-recheck-{ctx.run_number}",
+            "hash",
             [_HashAgain(i, files[i][1], files[i][2], exact=True) for i in sorted(stale)],
+            changed,
             "full hashes",
-            bytes_counted=True,
         )
         failed += n
         for index, (digest, _) in singles.items():
@@ -913,8 +919,11 @@ def _fill(run: HashRunTask, wanted: set[int]) -> bool:
 #: Where the job keeps, in its state, when its first run that recorded a value began
 #: (`clock_ns`).
 _SINCE_KEY = "began_ns"
-#: The stages whose values a later run reuses (a recheck stage's are its run's own).
+#: The stages whose values a later run reuses first (a recheck stage's: see `_recheck`).
 _REUSED_STAGES = ("id-runs", "id-files", "hash-runs", "hash-files")
+#: Where the job keeps, in its state, ``{run number: when it began}`` of the runs that had
+#: recheck stages (``id-recheck-N``, ``hash-recheck-N``), for `_recheck`.
+_RECHECKS_KEY = "rechecks_began_ns"
 
 
 def _since(ctx: JobContext, began: int) -> int | None:
@@ -936,36 +945,85 @@ def _since(ctx: JobContext, began: int) -> int | None:
 
 
 class _Changed:
-    """Which candidates changed since ``since`` (ns, `_since`), for a
-    resumed run: a file whose ctime is at or after it (a write sets it, and ``touch`` or
-    ``os.utime`` cannot set it back), whose size is not the scan's, or that is no longer a
-    regular file (or is gone), so that a content id or hash an earlier run checkpointed is
-    not reused for content it no longer has. Each file is looked at once (``lstat``)."""
+    """Which candidates changed since ``since`` (ns, `_since`), for a resumed run that
+    began at ``began``: a file whose ctime is at or after it (a write sets it, and ``touch``
+    or ``os.utime`` cannot set it back), whose size is not the scan's, or that is no longer
+    a regular file (or is gone), so that a content id or hash an earlier run checkpointed
+    is not reused for content it no longer has. Each file is looked at once (``lstat``)."""
 
-    def __init__(self, since: int) -> None:
+    def __init__(self, since: int, began: int) -> None:
         self.since = since
-        self._seen: dict[int, bool] = {}
+        self.began = began
+        #: Each file looked at: its ctime, None if it is no longer what the scan listed.
+        self._seen: dict[int, int | None] = {}
 
     async def among(self, files: list[_File], indices: Collection[int]) -> set[int]:
         """Those of ``indices`` (into ``files``) that changed."""
         todo = [files[i] for i in indices if i not in self._seen]
         if todo:
-            found = await trio.to_thread.run_sync(_changed, todo, self.since)
+            found = await trio.to_thread.run_sync(_ctimes, todo)
             self._seen.update(zip([f[0] for f in todo], found, strict=True))
-        return {i for i in indices if self._seen[i]}
+        since = self.since
+        return {i for i in indices if (ctime := self._seen[i]) is None or ctime >= since}
+
+    def unchanged_since(self, index: int, began: int) -> bool:
+        """Whether the file (looked at by `among`) has not changed since ``began``."""
+        ctime = self._seen.get(index)
+        return ctime is not None and ctime < began
 
 
-def _changed(files: list[_File], since: int) -> list[bool]:
-    """For each file, whether it changed since ``since`` (see `_Changed`)."""
-    out: list[bool] = []
+def _ctimes(files: list[_File]) -> list[int | None]:
+    """For each file, its ctime, None if it is gone, not a regular file, or its size is not
+    the scan's (see `_Changed`)."""
+    out: list[int | None] = []
     for _, path, size in files:
         try:
             st = os.lstat(path)
         except OSError:  # (read again: the read says why it fails)
-            out.append(True)
+            out.append(None)
             continue
-        out.append(st.st_ctime_ns >= since or st.st_size != size or not stat.S_ISREG(st.st_mode))
+        out.append(st.st_ctime_ns if st.st_size == size and stat.S_ISREG(st.st_mode) else None)
     return out
+
+
+async def _recheck(
+    ctx: JobContext, kind: str, tasks: list[Task[T]], changed: _Changed, message: str
+) -> tuple[dict[int, T], int]:
+    """``({index: value}, failures)`` for ``tasks``, a file each, read again because what an
+    earlier run's ``id-runs`` ... ``hash-files`` recorded may be stale: for a file an earlier
+    run's own recheck stage (``{kind}-recheck-M``) read and that has not changed since that
+    run began, the newest such value; the others are read in this run's own stage
+    (``{kind}-recheck-N``), its start kept in the job's state first (saved with the stage's
+    first checkpoint). So a file changed during one pause is read once, by the next run,
+    not by every later one, and one changed again is read again."""
+    values: dict[int, T] = {}
+    left = tasks
+    earlier: dict[str, int] = ctx.state.get(_RECHECKS_KEY, {})
+    for run in sorted(earlier, key=int, reverse=True):
+        began = earlier[run]
+        name = f"{kind}-recheck-{run}"
+        dispatcher = ctx.task_dispatcher(name, keep_results=True)
+        if not dispatcher.completed_count:
+            continue
+        kept = [
+            t
+            for t in left
+            if changed.unchanged_since(t.index, began) and dispatcher.is_completed(t.index)
+        ]
+        if kept:  # (all finished: their values come back from the store, nothing read)
+            found, _ = await _stage(ctx, name, kept, message, bytes_counted=True)
+            values.update(found)
+            left = [t for t in left if t.index not in found]
+    failed = 0
+    if left:
+        own = str(ctx.run_number)
+        if own not in earlier:
+            ctx.state[_RECHECKS_KEY] = {**earlier, own: changed.began}
+        found, failed = await _stage(
+            ctx, f"{kind}-recheck-{own}", left, message, bytes_counted=True
+        )
+        values.update(found)
+    return values, failed
 
 
 def _slices(items: list[T], n: int) -> list[list[T]]:

@@ -31,6 +31,7 @@ from parjobs.ops._hashing import (
     full_hashes,
     hash_file,
 )
+from parjobs.ops._prescan import clock_ns
 from parjobs.ops._sequential import find_duplicates_sequential
 
 
@@ -373,6 +374,70 @@ async def test_two_pauses_with_files_changed_during_each_report_the_tree_as_it_i
         counts = _counts(await handle.info())
     assert {k: result[k] for k in expected} == expected
     assert len(result["groups"]) == 6  # five pairs and the small twins
+    assert counts == await _fresh_counts(store_path, root)
+
+
+def _tick(path) -> None:
+    """Wait until the clock runs past ``path``'s ctime: a run begun in the same tick of the
+    kernel's coarse clock would take the file as changed since it began (and read it)."""
+    ctime = os.lstat(path).st_ctime_ns
+    while clock_ns() <= ctime:
+        time.sleep(0.001)
+
+
+def _completed(manager, handle, stage: str) -> set[int]:
+    """The task indices ``stage`` recorded as finished (a file's number, in a recheck)."""
+    ranges = manager.store.completed_ranges(handle.id).get(stage, [])
+    return {i for a, z in ranges for i in range(a, z)}
+
+
+async def _hashed_in(manager, handle, stage: str) -> set[str]:
+    """The files whose full hash ``stage`` recorded (the item log)."""
+    return {r.source for r in await manager.items(handle.id, action="hashed") if r.stage == stage}
+
+
+async def test_a_later_resume_reuses_what_an_earlier_one_read_again(
+    store_path, tmp_path, monkeypatch
+):
+    """Paused in the full hashes, files changed (hashed ones, the same content id; a small
+    one, so its content-id run is read again whole), resumed, paused while the changed files
+    are hashed again, one of those and the small file changed once more, resumed: the third
+    run reads again only what changed during the second pause (the content ids of those two
+    only, no hash the second run took again but the file changed twice), which is grouped
+    by its latest content; the report is a fresh run's, its counts too."""
+    async with _paused(store_path, tmp_path, monkeypatch, 8, workers=1) as paused:
+        manager, handle, root, hashed = paused
+        first = [p for p, n in hashed.items() if n == 1 and "/p" in p and p.endswith("b")]
+        assert len(first) >= 3, "three second files of pairs hashed before the first pause"
+        for path in first:  # no longer copies
+            _flip(root / os.path.basename(path), 100_000)
+        _write(root / "s2", b"small twix\n")
+        _tick(root / "s2")
+        await manager.resume(handle.id)
+        with trio.fail_after(10):  # the first hashed again (alone): pause
+            while sum(hashed[p] for p in first) <= len(first):
+                await trio.sleep(0.002)
+        await manager.pause(handle.id)
+        assert await handle.wait() is JobStatus.PAUSED
+        names = sorted(os.listdir(root))  # the candidates, numbered in walk order
+        assert _completed(manager, handle, "id-recheck-2") == set(range(len(names)))
+        again = await _hashed_in(manager, handle, "hash-recheck-2")
+        assert again and again < set(first), "paused while they are hashed again"
+        twice = sorted(again)[0]
+        _flip(root / os.path.basename(twice), 100_000)  # a copy again
+        _write(root / "s2", b"small twin\n")  # a twin again
+        expected = _expected(root, 1)
+        await manager.resume(handle.id)
+        result = await handle.result()
+        counts = _counts(await handle.info())
+        changed_twice = {names.index("s2"), names.index(os.path.basename(twice))}
+        assert _completed(manager, handle, "id-recheck-3") == changed_twice
+        third = await _hashed_in(manager, handle, "hash-recheck-3")
+    assert third == set(first) - again | {twice}
+    assert {k: result[k] for k in expected} == expected
+    grouped = {p for g in result["groups"] for p in g["paths"]}
+    assert twice in grouped and str(root / "s2") in grouped
+    assert not grouped & (set(first) - {twice})
     assert counts == await _fresh_counts(store_path, root)
 
 

@@ -727,6 +727,48 @@ async def test_dupes_killed_before_its_first_checkpoint_rereads_only_what_change
     assert sorted(finished) == sorted(set(range(0, files, 16)) - set(recorded))
 
 
+async def test_dupes_killed_while_reading_changed_files_again_reads_each_once(
+    tmp_path: Path,
+) -> None:
+    """Dupes killed -9 with content-id runs recorded, a file of a recorded run rewritten,
+    resumed and killed -9 again inside the second checkpoint of the run read again (its
+    files one by one: ``id-recheck-N``), resumed to the end: the last run reads only the
+    files the second did not record (the others did not change since it began), and the
+    report is the tree's as it is."""
+    from parjobs.ops import _duplicates as dup_mod
+
+    root = tmp_path / "tree"
+    files = 4 * dup_mod.RUN_FILES
+    _pairs(root, files)
+    store = str(tmp_path / "jobs.sqlite")
+    config = {"store": store, "job": _dupes_job(root), "workers": 2}
+    hook = {"kind": "checkpoint", "n": 2, "stage": "id-runs"}
+    run = run_child({**config, "action": "submit", "task_sleep": 0.1, "hook": hook}, tmp_path)
+    assert run.killed, run.stderr[-2000:]
+    async with parjobs.open_manager(store) as manager:
+        (info,) = await manager.list_jobs()
+        recorded = manager.store.completed_ranges(info.id)["id-runs"]
+    first = recorded[0][0]  # a recorded run's first file: its pair 3 is split
+    _split_pair(root, first // 2 + 3)
+    time.sleep(0.02)  # (past the coarse clock's tick: the rewrite is before the next run)
+    hook = {"kind": "checkpoint", "n": 2, "stage": f"id-recheck-{info.runs + 1}"}
+    run = run_child({**config, "action": "resume", "task_sleep": 0.002, "hook": hook}, tmp_path)
+    assert run.killed, run.stderr[-2000:]
+    info = await resume_to_end(store)
+    _assert_reports_the_tree(info, root, files)
+    async with parjobs.open_manager(store) as manager:
+        ranges = manager.store.completed_ranges(info.id)
+    read = {
+        stage: {i for a, z in r for i in range(a, z)}
+        for stage, r in ranges.items()
+        if stage.startswith("id-recheck-")
+    }
+    second, third = (read[f"id-recheck-{n}"] for n in (info.runs - 1, info.runs))
+    assert second and third, "killed with some files read again, not all"
+    assert not second & third, "none read twice"
+    assert second | third == set(range(first, first + dup_mod.RUN_FILES)), "its run's files"
+
+
 @pytest.mark.parametrize("op_name", ["copy", "move"])
 async def test_killed_after_completion_before_its_directory_is_removed(
     op_name: str, tmp_path: Path, tree_template: Path, shm: Path
