@@ -12,7 +12,8 @@ below it is skipped: another filesystem's files are never deleted through it (`m
 from ``/proc/self/mountinfo``: a bind mount of the same filesystem has the same device).
 
 Each removal opens the entry's parent directory without following a symlink, checks that it
-is still the directory the walk listed (same device and inode), and removes the entry
+is still the directory the walk listed (same device and inode; the device alone where inode
+numbers are not stable, `_walk.is_expected`), and removes the entry
 relative to it (``unlinkat``/``rmdir`` with ``dir_fd``): a directory swapped for a symlink
 after the walk cannot redirect the deletion outside the tree. During the walk neither: a
 directory is listed only while it is the one its parent's listing saw (`_walk.scan_dir`),
@@ -53,7 +54,7 @@ from ._fs import display, mount_points
 from ._names import job_token
 from ._trash import deletion_stamp, read_trashinfo, recover_trash, trash_path
 from ._trashcan import info_of
-from ._walk import Entry, RootCount, Totals, walk_ahead
+from ._walk import Entry, RootCount, Totals, is_expected, walk_ahead
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 INSIDE_MOUNT = "inside a mount point: not deleted"
@@ -87,10 +88,8 @@ def remove_entry(path: bytes, parent: tuple[int, int] | None, *, is_dir: bool = 
             raise _moved(path) from exc
         raise
     try:
-        if parent is not None:
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != parent:
-                raise _moved(path)
+        if parent is not None and not is_expected(fd, os.fstat(fd), parent):
+            raise _moved(path)
         if is_dir:
             os.rmdir(name, dir_fd=fd)
         else:

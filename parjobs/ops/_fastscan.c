@@ -46,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -356,11 +357,29 @@ static int by_name(const void *a, const void *b) {
 #define REPLACED (-2)
 #define REPLACED_TEXT "replaced since it was listed; not walked"
 
+/* statfs f_type of the filesystems whose directory inode numbers may change while the
+ * directory stays (overlayfs on layers of different filesystems without xino; FUSE without
+ * use_ino, e.g. sshfs): a new number once the inode left the cache (_walk.UNSTABLE_INODES). */
+#define OVERLAYFS_MAGIC 0x794c7630
+#define FUSE_MAGIC 0x65735546
+
+/* Whether the directory open at dfd, of device and inode st, is the one expected: the same
+ * (dev, ino), or, where inode numbers are not stable, the same device (a symlink swapped in
+ * was refused by O_NOFOLLOW already; a directory renamed into its place there is not seen). */
+static int is_expected(int dfd, const struct stat *st, const unsigned long long *expect) {
+    if ((unsigned long long)st->st_dev != expect[0])
+        return 0;
+    if ((unsigned long long)st->st_ino == expect[1])
+        return 1;
+    struct statfs sf;
+    return fstatfs(dfd, &sf) == 0 && (sf.f_type == OVERLAYFS_MAGIC || sf.f_type == FUSE_MAGIC);
+}
+
 /* List the directory at path into *out (names and stats, sorted by name); 0, an errno, or
  * REPLACED. expect, when not NULL, is the (dev, ino) the directory had in its parent's
- * listing: another directory there now, or none (a symlink swapped in for it, without
- * follow: never followed), is REPLACED, not listed, so nothing below it is walked as if it were in the tree
- * (a delete would remove it, a copy read it). */
+ * listing: another directory there now (is_expected), or none (a symlink swapped in for it,
+ * without follow: never followed), is REPLACED, not listed, so nothing below it is walked as
+ * if it were in the tree (a delete would remove it, a copy read it). */
 static int list_dir(const char *path, int follow, const unsigned long long *expect,
                     dir_entry_t **out, size_t *count) {
     int dfd = open(path, O_RDONLY | O_NONBLOCK | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
@@ -373,7 +392,7 @@ static int list_dir(const char *path, int follow, const unsigned long long *expe
             close(dfd);
             return err;
         }
-        if ((unsigned long long)st.st_dev != expect[0] || (unsigned long long)st.st_ino != expect[1]) {
+        if (!is_expected(dfd, &st, expect)) {
             close(dfd);
             return REPLACED;
         }

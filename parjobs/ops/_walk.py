@@ -40,6 +40,7 @@ import trio
 
 from .._context import JobContext
 from .._exceptions import JobSpecError
+from . import _kernel
 from ._fs import display
 from ._hashing import fastscan
 
@@ -155,6 +156,22 @@ REPLACED = "replaced since it was listed; not walked"
 
 _DIR_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_DIRECTORY | os.O_CLOEXEC
 
+#: statfs(2) ``f_type`` of the filesystems whose directory inode numbers may change while the
+#: directory stays: overlayfs (layers on different filesystems, without xino) and FUSE
+#: (without use_ino: sshfs). A directory gets a new number once its inode left the cache,
+#: so a walk of a big tree found most of it "replaced" (`is_expected`; `_fastscan.c` alike).
+UNSTABLE_INODES = frozenset({0x794C7630, 0x65735546})
+
+
+def is_expected(fd: int, st: os.stat_result, expect: tuple[int, int]) -> bool:
+    """Whether the directory open at ``fd`` (``st`` its fstat) is the one ``expect``, the
+    ``(st_dev, st_ino)`` a listing saw: the same pair, or, on a filesystem of
+    `UNSTABLE_INODES`, the same device (a symlink swapped in is refused by ``O_NOFOLLOW``
+    already; a directory renamed into its place there is not seen)."""
+    if st.st_dev != expect[0]:
+        return False
+    return st.st_ino == expect[1] or _kernel.fs_type(fd) in UNSTABLE_INODES
+
 
 def scan_dir(
     path: bytes, follow: bool, expect: tuple[int, int] | None = None
@@ -178,10 +195,8 @@ def scan_dir(
         raise
     out: list[tuple[bytes, Stat | None, str]] = []
     try:
-        if expect is not None:
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != expect:
-                raise OSError(errno.ESTALE, REPLACED, path)
+        if expect is not None and not is_expected(fd, os.fstat(fd), expect):
+            raise OSError(errno.ESTALE, REPLACED, path)
         with os.scandir(fd) as it:
             for de in it:
                 try:

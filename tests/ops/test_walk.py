@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from parjobs.ops import _hashing, _walk
+from parjobs.ops._delete import remove_entry
 from parjobs.ops._walk import (
     Entry,
     HardLinks,
     Kind,
     Manifest,
+    Stat,
     count_tree,
     list_files,
     scan_dir,
@@ -416,3 +420,87 @@ async def test_a_first_walk_builds_plain_files_in_its_listing_loop(
     again = await collect(FakeContext(tmp_path / "job"), [str(src)])
     assert by_rel(again)[b"src/a/new"].index == len(entries)
     assert b"src/a/new" in adds and b"src/a/f07" in adds  # a resumed walk: through `_add`
+
+
+@pytest.fixture
+def overlay(tmp_path: Path) -> Iterator[Path]:
+    """An overlayfs whose lower and upper layers are two tmpfs (different filesystems, no
+    xino: its directory inode numbers are not persistent), mounted at ``tmp_path/merged``
+    over a lower layer holding ``t/a/b/f``; skips where mounting is not permitted."""
+    lower, upper, merged = tmp_path / "lower", tmp_path / "upper", tmp_path / "merged"
+    mounted: list[Path] = []
+    try:
+        for layer in (lower, upper, merged):
+            layer.mkdir()
+        for layer in (lower, upper):
+            if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(layer)]).returncode:
+                pytest.skip("cannot mount a tmpfs here")
+            mounted.append(layer)
+        (lower / "t" / "a" / "b").mkdir(parents=True)
+        (lower / "t" / "a" / "b" / "f").write_text("f")
+        (upper / "up").mkdir()
+        (upper / "work").mkdir()
+        options = f"lowerdir={lower},upperdir={upper / 'up'},workdir={upper / 'work'},xino=off"
+        overlayfs = ["mount", "-t", "overlay", "overlay", "-o", options, str(merged)]
+        if subprocess.run(overlayfs).returncode:
+            pytest.skip("cannot mount an overlayfs here")
+        mounted.append(merged)
+        yield merged
+    finally:
+        for path in reversed(mounted):
+            subprocess.run(["umount", "-l", str(path)])
+
+
+def drop_inode_cache(path: Path, ino: int) -> None:
+    """Evict unused inodes (root only), so ``path`` is looked up anew; skips unless its inode
+    number changed (what an inode leaving the cache under memory pressure does on such an
+    overlayfs)."""
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2")
+    except OSError:
+        pytest.skip("cannot drop the inode cache here")
+    if os.lstat(path).st_ino == ino:
+        pytest.skip("the directory kept its inode number")
+
+
+def test_a_directory_renumbered_by_an_overlayfs_is_still_walked_and_deleted_from(
+    overlay: Path, scan_path: str
+) -> None:
+    """On an overlayfs of layers on different filesystems (and FUSE without use_ino, as
+    sshfs), a directory gets a new inode number once its inode left the cache: the walk's
+    check that a directory is the one its parent's listing saw (a830892) found most of a big
+    tree "replaced" under memory pressure (a copy of 3,000 directories copied nothing). There
+    the device is compared, not the inode number; a symlink swapped in is still refused."""
+    t = os.fsencode(overlay / "t")
+    a = next(st for name, st, _ in _walk._scan(t, False) if name == b"a")
+    assert a is not None
+    key = (a[3], a[4])
+    drop_inode_cache(overlay / "t" / "a", a[4])
+    assert [name for name, _, _ in _walk._scan(t + b"/a", False, key)] == [b"b"]
+    assert remove_entry(t + b"/a/b/f", key_of(_walk._scan(t + b"/a", False, key), b"b"))
+    (overlay / "t" / "c").mkdir()  # (in the upper layer: a lower one cannot be renamed)
+    key = key_of(_walk._scan(t, False), b"c")
+    os.rename(overlay / "t" / "c", overlay / "t" / "c.kept")
+    os.symlink(overlay / "t" / "a", overlay / "t" / "c")
+    with pytest.raises(OSError, match=_walk.REPLACED):
+        _walk._scan(t + b"/c", False, key)
+
+
+def key_of(listing: list[tuple[bytes, Stat | None, str]], name: bytes) -> tuple[int, int]:
+    st = next(st for n, st, _ in listing if n == name)
+    assert st is not None
+    return (st[3], st[4])
+
+
+def test_a_directory_renamed_into_its_place_is_not_walked(tmp_path: Path, scan_path: str) -> None:
+    """Elsewhere (here tmp_path's filesystem) the inode number is compared still: another
+    directory renamed into a listed one's place is not walked."""
+    (tmp_path / "t" / "a").mkdir(parents=True)
+    (tmp_path / "other" / "secret").mkdir(parents=True)
+    t = os.fsencode(tmp_path / "t")
+    key = key_of(_walk._scan(t, False), b"a")
+    os.rename(tmp_path / "t" / "a", tmp_path / "a.kept")
+    os.rename(tmp_path / "other", tmp_path / "t" / "a")
+    with pytest.raises(OSError, match=_walk.REPLACED):
+        _walk._scan(t + b"/a", False, key)
