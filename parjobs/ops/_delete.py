@@ -380,7 +380,10 @@ class DeleteJob(Job):
         def estimate(roots: list[RootCount]) -> Totals:
             return sum(r.entries for r in roots), 0
 
-        walked = walk_ahead(ctx, self.paths, count, estimate=estimate)
+        # ``link/`` deletes the link, not the directory it names (`rm -r link/` empties it):
+        # never more than the name given.
+        roots = [os.path.normpath(p) for p in self.paths]
+        walked = walk_ahead(ctx, roots, count, estimate=estimate)
         async with aclosing(walked) as batches:
             async for batch in batches:
                 for entry in batch:

@@ -621,9 +621,11 @@ static char *joined(const char *dir, size_t dlen, const char *name, size_t nlen,
     if (path == NULL)
         return NULL;
     memcpy(path, dir, dlen);
-    path[dlen] = '/';
-    memcpy(path + dlen + 1, name, nlen + 1);
-    *len = dlen + 1 + nlen;
+    size_t at = dlen;
+    if (dlen == 0 || dir[dlen - 1] != '/') /* a root `link/` keeps its one slash */
+        path[at++] = '/';
+    memcpy(path + at, name, nlen + 1);
+    *len = at + nlen;
     return path;
 }
 

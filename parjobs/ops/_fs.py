@@ -440,3 +440,19 @@ def mount_points(mountinfo: str = "/proc/self/mountinfo") -> list[bytes]:
         return []
     fields = (line.split(b" ") for line in lines)
     return [_OCTAL.sub(lambda m: bytes([int(m[1], 8)]), f[4]) for f in fields if len(f) > 4]
+
+
+def root_path(root: str) -> bytes:
+    """A root as the walk reads it: normalised, keeping a trailing ``/``. A symlink to a
+    directory written ``link/`` is then that directory (POSIX path resolution: a trailing
+    slash resolves the link), as for ``cp -a link/ dst`` and ``rsync -a link/ dst``; only the
+    root is followed so, never a symlink below it. A job whose root must stay the link itself
+    (delete) normalises its roots first."""
+    path = os.fsencode(os.path.normpath(root))
+    return path + b"/" if root.endswith(os.sep) and not path.endswith(b"/") else path
+
+
+def absolute_root(path: str) -> str:
+    """``path`` made absolute as a job stores a root, keeping a trailing ``/`` (`root_path`)."""
+    absolute = os.path.abspath(path)
+    return absolute + os.sep if path.endswith(os.sep) and absolute != os.sep else absolute

@@ -25,13 +25,13 @@ This module imports no trio and nothing of the core: the CLI loads it before the
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 
 from . import _hashing
+from ._fs import root_path
 
 #: What the scan returns (`_duplicates._scan_tree`): candidates, errors, regular files
 #: found; None when it was stopped.
@@ -39,8 +39,9 @@ Scanned = tuple[list[tuple[int, bytes, int]], list[tuple[bytes, str]], int]
 
 
 def scan_roots(paths: Sequence[str]) -> list[bytes]:
-    """The roots the scan lists for a job's ``paths``: each normalized, as bytes."""
-    return [os.fsencode(os.path.normpath(path)) for path in paths]
+    """The roots the scan lists for a job's ``paths``: each as the walk reads it
+    (`parjobs.ops._fs.root_path`: ``link/`` is the directory it names), as bytes."""
+    return [root_path(path) for path in paths]
 
 
 #: Linux's ``CLOCK_REALTIME_COARSE`` (which ``time`` does not name): the clock the kernel

@@ -47,7 +47,7 @@ from .._job import Job, job_type
 from .._task import Task, TaskContext
 from ._entries import EntryTask
 from ._errors import ImageError, SourceChangedError
-from ._fs import display
+from ._fs import absolute_root, display
 from ._hashing import content_id
 from ._imaging import (
     FORMATS,
@@ -246,7 +246,7 @@ class ThumbnailJob(Job):
         if self.format is None:
             self.format = "png" if self.layout == "freedesktop" else "webp"
         if isinstance(self.paths, list):
-            self.paths = [os.path.abspath(p) if isinstance(p, str) and p else p for p in self.paths]
+            self.paths = [absolute_root(p) if isinstance(p, str) and p else p for p in self.paths]
         if isinstance(self.out_dir, str) and self.out_dir:
             self.out_dir = os.path.abspath(self.out_dir)
         elif self.out_dir is None and self.layout == "freedesktop":

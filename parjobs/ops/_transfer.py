@@ -30,6 +30,7 @@ from ._errors import DirConflictError
 from ._fs import (
     DIR_NOFOLLOW,
     KINDS,
+    absolute_root,
     check_replaceable,
     clean_error,
     display,
@@ -469,7 +470,9 @@ def make_plan(
     tree.identity["parent"] = parent_id
     return CopyPlan(
         tree=tree,
-        roots=[os.path.abspath(s) for s in sources],
+        # A copy of ``link/`` copies the directory it names; a move renames what the walk
+        # walks, so its roots are the names themselves.
+        roots=[absolute_root(s) if kind == "copy" else os.path.abspath(s) for s in sources],
         names=list(names) if names is not None else target_of(sources, dest, True).names,
         policy=policy,
         options=options,
@@ -565,8 +568,10 @@ def check_paths(
         names[base] = src
         target_path = os.path.join(dest, base) if into else dest
         try:
-            # The item itself; a symlink stands for its target only when followed.
-            src_st = os.stat(path, follow_symlinks=follow_symlinks)
+            # The item itself; a symlink stands for its target only when followed, or for a
+            # copy, when written `link/` (the walk reads it so: `absolute_root`).
+            item = absolute_root(src) if kind == "copy" else path
+            src_st = os.stat(item, follow_symlinks=follow_symlinks)
         except FileNotFoundError:
             if not os.path.lexists(path):
                 if moved_ok and os.path.lexists(target_path):

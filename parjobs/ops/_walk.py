@@ -9,9 +9,10 @@ created since the interruption get new indices and nothing is ever mistaken for 
 One worker-thread call lists directories for up to ~10 ms or 4,096 new entries (amortizing
 the ~100 us hop and the manifest append over them): ``os.scandir`` and a stat per entry,
 numbering, and one manifest append. Depth first with names sorted, never following symlinks
-unless asked. `walk_batches` yields each call's entries as one list (fewer per-entry steps);
-`walk_ahead` does too, with the walk running ahead of the work in a task of its own (totals
-known early). Errors (unreadable
+unless asked, except a root written with a trailing ``/`` (`parjobs.ops._fs.root_path`: a
+symlink to a directory given as ``link/`` is that directory). `walk_batches` yields each
+call's entries as one list (fewer per-entry steps); `walk_ahead` does too, with the walk
+running ahead of the work in a task of its own (totals known early). Errors (unreadable
 directory, symlink loop) become ``error`` entries.
 
 An ``error`` entry of an earlier run is not replayed: it is held until the re-walk reaches
@@ -41,7 +42,7 @@ import trio
 from .._context import JobContext
 from .._exceptions import JobSpecError
 from . import _kernel
-from ._fs import display
+from ._fs import display, root_path
 from ._hashing import fastscan
 
 #: One worker-thread call of the walk lists directories for about this long (seconds) ...
@@ -55,6 +56,11 @@ _Pending = tuple[bytes, bytes, tuple[int, int], frozenset[tuple[int, int]]]
 Stat = tuple[int, int, int, int, int, int]
 
 Kind = Literal["file", "dir", "symlink", "special", "error"]
+
+
+def root_name(root_b: bytes) -> bytes:
+    """The name of a root (`root_path`) in ``rel``: its last component."""
+    return os.path.basename(root_b.rstrip(b"/")) or root_b
 
 
 def check_roots(kind: str, paths: object) -> None:
@@ -153,6 +159,12 @@ def _stat(path: bytes, follow: bool) -> Stat:
 #: Why a directory was not walked: it is no longer the one its parent's listing saw
 #: (`_fastscan.c`'s REPLACED_TEXT, the same words).
 REPLACED = "replaced since it was listed; not walked"
+
+
+def _prefix(directory: bytes) -> bytes:
+    """What a walked directory's entries' paths start with (a root ``link/`` has its ``/``)."""
+    return directory if directory.endswith(b"/") else directory + b"/"
+
 
 _DIR_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -489,7 +501,7 @@ class _Walker:
             self.held.pop((root_no, rel + b"/"), None)
         subdirs: list[_Pending] = []
         add, isdir, isreg = self._add, stat.S_ISDIR, stat.S_ISREG
-        prefix, rel_prefix = path + b"/", rel + b"/"
+        prefix, rel_prefix = _prefix(path), rel + b"/"
         # A first walk (nothing held or seen from an earlier run) numbers each plain file
         # here, without `_add` and `_entry` per file: three calls a file fewer.
         fresh = not self.held and not self.seen
@@ -549,8 +561,8 @@ async def walk_batches(
     if replayed:
         yield replayed
     for root_no, root in enumerate(roots):
-        root_b = os.fsencode(os.path.normpath(root))
-        base = names[root_no] if names is not None else os.path.basename(root_b) or root_b
+        root_b = root_path(root)
+        base = names[root_no] if names is not None else root_name(root_b)
         top, root_st = await trio.to_thread.run_sync(walker.root, root_no, root_b, base)
         if top:
             yield top
@@ -596,7 +608,7 @@ def count_tree(
     an entry whose stat failed counts as an entry only."""
     out: list[RootCount] = []
     for root in roots:
-        root_b = os.fsencode(os.path.normpath(root))
+        root_b = root_path(root)
         try:
             st = _stat(root_b, follow)
         except OSError:
@@ -655,7 +667,7 @@ def list_files(
     errors: list[tuple[bytes, str]] = []
     isdir, isreg = stat.S_ISDIR, stat.S_ISREG
     for root in roots:
-        root_b = os.fsencode(os.path.normpath(root))
+        root_b = root_path(root)
         try:
             mode, size, _, dev, ino, nlink = _stat(root_b, False)
         except OSError as exc:
@@ -675,7 +687,7 @@ def list_files(
             except OSError as exc:
                 errors.append((path, exc.strerror or str(exc)))
                 continue
-            prefix = path + b"/"
+            prefix = _prefix(path)
             subdirs: list[tuple[bytes, tuple[int, int], frozenset[tuple[int, int]]]] = []
             for name, st, error in listing:
                 if st is None:

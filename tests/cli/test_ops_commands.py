@@ -6,10 +6,12 @@ import base64
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import xxhash
 from _cli import CLI, run
 
@@ -199,3 +201,93 @@ def test_names_with_control_characters_cannot_rewrite_the_summary(
     assert run("delete", "--trash", hidden, env=env, store=store).returncode == 0
     listed = run("trash", "list", env=env).stdout
     assert "\x1b" not in listed and "hide\\x1b[1A\\x1b[2K" in listed, listed
+
+
+# -- a symlink to a directory given as `link/` ---------------------------------------------------
+
+
+def tree_of(root: Path) -> dict[str, str]:
+    """Relative path -> "dir", "-> target" (a symlink) or the file's digest, links not
+    followed below ``root``."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                out[rel] = "-> " + os.readlink(path)
+            elif path.is_dir():
+                out[rel] = "dir"
+            else:
+                out[rel] = xxhash.xxh3_128_hexdigest(path.read_bytes())
+    return out
+
+
+def linked_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """``d/`` (a file, its duplicate in ``sub/``, a symlink, an image) and ``link -> d``."""
+    from PIL import Image
+
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "a").write_text("same")
+    (d / "sub" / "b").write_text("same")
+    (d / "sub" / "to-a").symlink_to("../a")
+    Image.new("RGB", (300, 200), (10, 100, 200)).save(d / "p.png")
+    link = tmp_path / "link"
+    link.symlink_to("d")
+    return d, link
+
+
+def test_copy_of_link_slash_copies_the_directory_as_cp_and_rsync(tmp_path: Path, env, store):
+    d, link = linked_tree(tmp_path)
+    made = run("copy", f"{link}/", str(tmp_path / "new"), env=env, store=store)
+    assert made.returncode == 0, made.stdout + made.stderr
+    subprocess.run(["cp", "-a", f"{link}/", str(tmp_path / "cp-new")], check=True)
+    assert not (tmp_path / "new").is_symlink()  # it was the link, copied
+    assert tree_of(tmp_path / "new") == tree_of(tmp_path / "cp-new") == tree_of(d)
+    (tmp_path / "into").mkdir()
+    (tmp_path / "cp-into").mkdir()
+    made = run("copy", f"{link}/", str(tmp_path / "into"), env=env, store=store)
+    assert made.returncode == 0, made.stdout + made.stderr
+    subprocess.run(["cp", "-a", f"{link}/", str(tmp_path / "cp-into")], check=True)
+    assert tree_of(tmp_path / "into") == tree_of(tmp_path / "cp-into")
+    assert tree_of(tmp_path / "into" / "link") == tree_of(d)
+    inside = run("copy", f"{link}/", str(d / "inside"), env=env, store=store)
+    assert "is inside source" in inside.stderr and not (d / "inside").exists()
+    # Without the slash the link itself is copied, as by cp -a.
+    made = run("copy", str(link), str(tmp_path / "plain"), env=env, store=store)
+    assert made.returncode == 0 and os.readlink(tmp_path / "plain") == "d"
+    if shutil.which("rsync") is None:
+        pytest.skip("rsync is not installed")
+    subprocess.run(["rsync", "-a", f"{link}/", str(tmp_path / "rsync-new")], check=True)
+    assert tree_of(tmp_path / "new") == tree_of(tmp_path / "rsync-new")
+
+
+def test_hash_dupes_thumbnails_of_link_slash_see_the_directory(tmp_path: Path, env, store):
+    _, link = linked_tree(tmp_path)
+    hashed = run("hash", f"{link}/", env=env, store=store)
+    assert hashed.returncode == 0, hashed.stdout + hashed.stderr
+    named = sorted(line.split("  ", 1)[1] for line in hashed.stdout.splitlines())
+    assert named == [f"{link}/a", f"{link}/p.png", f"{link}/sub/b"]
+    assert "0 files hashed" in run("hash", str(link), env=env, store=store).stderr
+    dupes = run("dupes", f"{link}/", env=env, store=store)
+    assert dupes.returncode == 0, dupes.stdout + dupes.stderr
+    assert {f"{link}/a", f"{link}/sub/b"} <= set(dupes.stdout.splitlines())
+    out = tmp_path / "thumbs"
+    thumbs = run("thumbnails", f"{link}/", "--out", str(out), env=env, store=store)
+    assert thumbs.returncode == 0, thumbs.stdout + thumbs.stderr
+    assert len(list(out.rglob("*.webp"))) == 1
+
+
+def test_delete_and_move_of_link_slash_take_the_link_only(tmp_path: Path, env, store):
+    """Never more than the name given: GNU `rm -r link/` empties the directory and `mv link/
+    dst` refuses; parjobs deletes (or moves) the link and leaves the directory alone."""
+    d, link = linked_tree(tmp_path)
+    before = tree_of(d)
+    moved = run("move", f"{link}/", str(tmp_path / "moved"), env=env, store=store)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert os.readlink(tmp_path / "moved") == "d" and not os.path.lexists(link)
+    gone = run("delete", f"{tmp_path / 'moved'}/", env=env, store=store)
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert not os.path.lexists(tmp_path / "moved")
+    assert tree_of(d) == before

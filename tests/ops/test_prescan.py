@@ -39,10 +39,11 @@ async def test_the_job_takes_the_scan_of_its_paths_begun_before_it(store_path, t
     after that is not looked at (the job did not list the tree again)."""
     root = tmp_path / "t"
     _tree(root)
-    prescan = _finished(Prescan.start([str(root) + os.sep], 1))  # normalized as the job's
+    # Spelled as the CLI gives both (a trailing "/" kept: `link/` is the directory it names).
+    prescan = _finished(Prescan.start([str(root) + os.sep], 1))
     (root / "c/one-later").write_bytes(b"same bytes\n")
     async with parjobs.open_manager(store_path) as manager:
-        job = DuplicatesJob(paths=[str(root)], prescan=prescan)
+        job = DuplicatesJob(paths=[str(root) + os.sep], prescan=prescan)
         result = await (await manager.submit(job)).result()
     assert [g["paths"] for g in result["groups"]] == [[str(root / "a/one"), str(root / "b/one")]]
     assert result["files_scanned"] == 3 and job.prescan is None
