@@ -264,6 +264,8 @@ class MoveItem(TransferItem):
         )
         for i, err in enumerate(unlinked):
             if err != 0:  # not copied (None), or its source kept
+                if copies[i] is not None:  # in place: its own when it runs alone
+                    plan.landed.add(cast(Entry, walked[i]).index)
                 copies[i] = None
                 if err == _smallfiles.CHANGED:
                     _keep(plan, cast(Entry, walked[i]), cast(_smallfiles.SourceId, seen[i]))
@@ -364,8 +366,10 @@ class MoveItem(TransferItem):
                 tc.add_bytes(src_st.st_size)
                 os.unlink(src)
                 self._record(tc, dir_fd, landing)
+                plan.landed.discard(self.index)
                 return CopyDone("copied")
             res = got
+        plan.landed.add(self.index)  # (a retry after a refused unlink finds it its own)
         if not plan.options.durable:  # durable copies are already on disk
             _sync_copy(dir_fd, landing.leaf)
         # Only now: the destination is complete, verified and on disk; and only the file
@@ -374,6 +378,7 @@ class MoveItem(TransferItem):
         check_same_file(src, src_st, os.lstat(src))
         os.unlink(src)
         self._record(tc, dir_fd, landing)
+        plan.landed.discard(self.index)  # (kept only for a retry: a set of the run's size)
         return CopyDone("copied", res.bytes_copied, res.bytes_reused)
 
     def _copy_symlink(
@@ -390,10 +395,13 @@ class MoveItem(TransferItem):
                 check_same_file(src, src_st, os.lstat(src))  # still the link compared
                 os.unlink(src)
                 self._record(tc, dir_fd, landing)
+                plan.landed.discard(self.index)
                 return CopyDone("copied")
+        plan.landed.add(self.index)
         check_same_file(src, src_st, os.lstat(src))  # not a link made anew since
         os.unlink(src)
         self._record(tc, dir_fd, landing)
+        plan.landed.discard(self.index)
         return CopyDone("copied")
 
 

@@ -939,13 +939,18 @@ class CopyPlan:
     #: (`Reach`; -1 on a first run): only an entry up to it may find its destination put
     #: there by the job (`reached`).
     reach: int = -1
+    #: The entries whose copy this run put in place and whose source it has not unlinked
+    #: (a move's; dropped once moved, so it holds the ones in flight and failed): an attempt
+    #: that failed after that (the unlink refused) and is tried again finds its own copy in
+    #: the way (`reached`).
+    landed: set[int] = dataclasses.field(default_factory=set)
 
     def reached(self, index: int) -> bool:
         """Whether an earlier run may have written entry ``index``'s destination and been
-        stopped before its checkpoint: what is there may be the job's own copy (compared
-        byte for byte before it is taken for one). Beyond the earlier runs' reach a name
-        in the way is a conflict, as in a fresh run, with nothing read."""
-        return index <= self.reach
+        stopped before its checkpoint, or this run did (`landed`): what is there may be the
+        job's own copy (compared byte for byte before it is taken for one). Beyond that a
+        name in the way is a conflict, as in a fresh run, with nothing read."""
+        return index <= self.reach or index in self.landed
 
     @property
     def portable(self) -> bool:

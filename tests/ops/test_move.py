@@ -1003,3 +1003,30 @@ async def test_items_found_moved_on_resume_are_counted_as_they_were_moved(
         assert counts == {"moved": 3, "renamed": 0, "copied": 2, "linked": 1, "failed": 0}
     else:
         assert counts == {"moved": 3, "renamed": 3, "copied": 0, "linked": 0, "failed": 0}
+
+
+@pytest.mark.parametrize("files", [1, 6])  # alone, and the C group path
+async def test_a_source_that_cannot_be_unlinked_fails_with_why_not_as_its_own_copy_in_the_way(
+    store_path: str, tmp_path: Path, other_fs: Path, files: int
+) -> None:
+    """A move across filesystems whose source cannot be unlinked (an append-only directory
+    here; elsewhere a directory the user cannot write): the copy was in place, the attempt
+    failed, and the retry found the job's own copy at the name and failed as "destination
+    exists", advising --on-conflict. Now the retry takes the copy this run landed for its
+    own (its bytes compared) and fails with the unlink's error; the copy stays, the source
+    too."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(files):
+        (src / f"f{i}").write_bytes(b"x" * (i + 1))
+    if subprocess.run(["chattr", "+a", str(src)], capture_output=True).returncode:
+        pytest.skip("cannot make a directory append-only here (root on ext4, xfs, btrfs)")
+    try:
+        job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs / "dst"))
+        _, info, errors = await run_job(store_path, job)
+    finally:
+        subprocess.run(["chattr", "-a", str(src)])
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert len(errors) == files
+    assert all("Operation not permitted" in e.message for e in errors), errors
+    assert sorted(os.listdir(src)) == sorted(os.listdir(other_fs / "dst" / "src"))
