@@ -13,7 +13,7 @@ import dataclasses
 import math
 import time
 import typing
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -243,6 +243,15 @@ class ProgressTracker:
         self.items_done += items
         self.bytes_done += bytes
         self._bump()
+
+    def forget_partial(self, stage: str, keep: Collection[int] = ()) -> None:
+        """Stop counting the bytes items of ``stage`` counted before they stopped unfinished
+        (``partial``), but those of ``keep``: the job will not run the others again (a file
+        it no longer needs), so their bytes would stay counted in no total."""
+        carried = self._carried
+        if any(s == stage and i not in keep for s, i in carried):
+            self._carried = {k: n for k, n in carried.items() if k[0] != stage or k[1] in keep}
+            self._bump()
 
     def set_message(self, message: str) -> None:
         """A short phase description, e.g. "scanning" or "verifying"."""

@@ -852,6 +852,9 @@ async def _full_hashes(
         for i, path, size in run.files
         if i not in digests
     ]
+    # A file an earlier run began to hash alone, then paused, and that is not hashed now
+    # (it changed since: no longer a candidate) keeps no bytes counted.
+    ctx.progress.forget_partial("hash-files", keep={t.index for t in again})
     failed = 0
     if again:
         resumed = set()

@@ -471,6 +471,64 @@ async def test_progress_never_counts_more_than_its_totals_after_files_changed(
     assert p.bytes_done == p.bytes_total
 
 
+async def test_bytes_a_paused_hash_counted_do_not_stay_counted_once_it_is_not_needed(
+    store_path, tmp_path, monkeypatch
+):
+    """A large file left by a paused hash run, begun alone on resume (its bytes counted as
+    read), paused again, then its twin deleted: the last run does not hash it (no twin to
+    compare), and the bytes it had counted are no longer shown as done (they were, to the
+    end, above every count the store kept)."""
+    root = tmp_path / "t"
+    for k in range(2):
+        data = os.urandom(6 << 20)
+        _write(root / f"p{k}a", data)
+        _write(root / f"p{k}b", data)
+    monkeypatch.setattr(dup_mod, "HASH_CALL_BYTES", 6 << 20)  # a call a file
+    calls: list[str] = []
+    asked = threading.Event()
+    real_hashes = full_hashes
+
+    def first_waits(items):  # the first call ends once the pause is asked for
+        out = real_hashes(items)
+        calls.append("run")
+        if len(calls) == 1:
+            asked.wait(5)
+        return out
+
+    def begun(path, check=None, on_bytes=None, **kwargs):  # reads a little, then waits
+        on_bytes(1000)
+        calls.append("alone")
+        while True:
+            check()
+            time.sleep(0.005)
+
+    monkeypatch.setattr(dup_mod, "full_hashes", first_waits)
+    async with parjobs.open_manager(store_path, workers=1) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
+        with trio.fail_after(10):
+            while not calls:
+                await trio.sleep(0.001)
+        await manager.pause(handle.id)
+        asked.set()
+        assert await handle.wait() is JobStatus.PAUSED
+        monkeypatch.setattr(entries_mod, "hash_file", begun)
+        await manager.resume(handle.id)
+        with trio.fail_after(10):
+            while "alone" not in calls:
+                await trio.sleep(0.001)
+        await manager.pause(handle.id)
+        assert await handle.wait() is JobStatus.PAUSED
+        assert (await handle.info()).progress.partial == (("hash-files", 1, 1000),)
+        monkeypatch.setattr(entries_mod, "hash_file", hash_file)
+        os.unlink(root / "p0a")
+        await manager.resume(handle.id)
+        result = await handle.result()
+        info = await handle.info()
+    assert [g["paths"] for g in result["groups"]] == [[str(root / "p1a"), str(root / "p1b")]]
+    p = info.progress
+    assert not p.partial and p.bytes_done == info.done_bytes == p.bytes_total
+
+
 async def test_stages_are_planned_while_the_scan_is_saved_and_run_after(
     store_path, tmp_path, monkeypatch
 ):
