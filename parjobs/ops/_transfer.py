@@ -613,12 +613,18 @@ def special_reason(mode: int, verb: str = "copied") -> str:
 def same_content(src: bytes, dir_fd: int, name: bytes, check: Callable[[], None]) -> bool:
     """Whether ``src`` and ``dir_fd/name`` hold the same bytes: read side by side, so the
     answer is exact and a difference stops the reading where it is found. (The C group path
-    compares the same way: `_smallfiles.copy_small_files`' ``compare``.)"""
-    a = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    compares the same way: `_smallfiles.copy_small_files`' ``compare``.) Only regular files
+    hold the same content: a FIFO or device swapped in since the caller's lstat is opened
+    without waiting (``O_NONBLOCK``) and is not."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    a = os.open(src, flags)
     try:
-        b = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        b = os.open(name, flags, dir_fd=dir_fd)
         try:
-            if os.fstat(a).st_size != os.fstat(b).st_size:
+            sa, sb = os.fstat(a), os.fstat(b)
+            if not (stat.S_ISREG(sa.st_mode) and stat.S_ISREG(sb.st_mode)):
+                return False
+            if sa.st_size != sb.st_size:
                 return False
             while True:
                 chunk = os.read(a, _smallfiles.COMPARE_CHUNK)

@@ -253,6 +253,33 @@ def test_compare_passes_copies_of_every_size_around_a_chunk(tmp_path: Path, dst_
     assert temporaries(tmp_path / "dst") == []
 
 
+@pytest.mark.parametrize("side", ["destination", "source"])
+def test_same_content_never_waits_on_a_fifo_swapped_in(
+    tmp_path: Path, dst_fd: int, side: str
+) -> None:
+    """A resumed run compares a name in the way with its source (`same_content`) after an
+    lstat said both are regular files; a FIFO put there meanwhile is not the same content,
+    and opening it must not wait for a writer that never comes (the worker would hang)."""
+    src = tmp_path / "src"
+    write(src, b"x" * 100)
+    write(tmp_path / "dst" / "a", b"x" * 100)
+    fifo = src if side == "source" else tmp_path / "dst" / "a"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    got: list[bool] = []
+    t = threading.Thread(
+        target=lambda: got.append(same_content(os.fsencode(src), dst_fd, b"a", check=noop)),
+        daemon=True,
+    )
+    t.start()
+    t.join(5)
+    if t.is_alive():  # free the thread: a writer that opens and closes at once
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(5)
+        pytest.fail("same_content waited on a FIFO")
+    assert got == [False]
+
+
 # -- unlink_files -----------------------------------------------------------------------------
 
 
