@@ -359,9 +359,11 @@ static int by_name(const void *a, const void *b) {
 
 /* statfs f_type of the filesystems whose directory inode numbers may change while the
  * directory stays (overlayfs on layers of different filesystems without xino; FUSE without
- * use_ino, e.g. sshfs): a new number once the inode left the cache (_walk.UNSTABLE_INODES). */
+ * use_ino, e.g. sshfs; procfs, /proc/sys): a new number once the inode left the cache
+ * (_walk.UNSTABLE_INODES). */
 #define OVERLAYFS_MAGIC 0x794c7630
 #define FUSE_MAGIC 0x65735546
+#define PROC_MAGIC 0x9fa0
 
 /* Whether the directory open at dfd, of device and inode st, is the one expected: the same
  * (dev, ino), or, where inode numbers are not stable, the same device (a symlink swapped in
@@ -372,7 +374,8 @@ static int is_expected(int dfd, const struct stat *st, const unsigned long long 
     if ((unsigned long long)st->st_ino == expect[1])
         return 1;
     struct statfs sf;
-    return fstatfs(dfd, &sf) == 0 && (sf.f_type == OVERLAYFS_MAGIC || sf.f_type == FUSE_MAGIC);
+    return fstatfs(dfd, &sf) == 0 &&
+           (sf.f_type == OVERLAYFS_MAGIC || sf.f_type == FUSE_MAGIC || sf.f_type == PROC_MAGIC);
 }
 
 /* List the directory at path into *out (names and stats, sorted by name); 0, an errno, or

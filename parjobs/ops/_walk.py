@@ -169,10 +169,11 @@ def _prefix(directory: bytes) -> bytes:
 _DIR_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_DIRECTORY | os.O_CLOEXEC
 
 #: statfs(2) ``f_type`` of the filesystems whose directory inode numbers may change while the
-#: directory stays: overlayfs (layers on different filesystems, without xino) and FUSE
-#: (without use_ino: sshfs). A directory gets a new number once its inode left the cache,
-#: so a walk of a big tree found most of it "replaced" (`is_expected`; `_fastscan.c` alike).
-UNSTABLE_INODES = frozenset({0x794C7630, 0x65735546})
+#: directory stays: overlayfs (layers on different filesystems, without xino), FUSE
+#: (without use_ino: sshfs) and procfs (``/proc/sys``' directories). A directory gets a new
+#: number once its inode left the cache, so a walk of a big tree found most of it
+#: "replaced" (`is_expected`; `_fastscan.c` alike).
+UNSTABLE_INODES = frozenset({0x794C7630, 0x65735546, 0x9FA0})
 
 
 def is_expected(fd: int, st: os.stat_result, expect: tuple[int, int]) -> bool:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -485,6 +487,25 @@ def test_a_directory_renumbered_by_an_overlayfs_is_still_walked_and_deleted_from
     os.symlink(overlay / "t" / "a", overlay / "t" / "c")
     with pytest.raises(OSError, match=_walk.REPLACED):
         _walk._scan(t + b"/c", False, key)
+
+
+def test_a_proc_sys_directory_renumbered_is_still_walked(scan_path: str) -> None:
+    """procfs numbers ``/proc/sys``' directories anew each time their inode is made: once the
+    inode cache was dropped (by any process: another test here does), ``/proc/sys/kernel/
+    random`` was "replaced since it was listed" and a copy of it copied nothing (the pseudo
+    files test failed so, once, in a full run)."""
+    kernel = b"/proc/sys/kernel"
+    if not os.path.isdir(kernel + b"/random"):
+        pytest.skip("no /proc/sys/kernel/random here")
+    key = key_of(_walk._scan(kernel, False), b"random")
+    for _ in range(5):  # (the kernel may keep it a while: a dentry still referenced)
+        with contextlib.suppress(pytest.skip.Exception):
+            drop_inode_cache(Path("/proc/sys/kernel/random"), key[1])
+            break
+        time.sleep(0.05)
+    else:
+        pytest.skip("/proc/sys/kernel/random kept its inode number")
+    assert b"poolsize" in [name for name, _, _ in _walk._scan(kernel + b"/random", False, key)]
 
 
 def key_of(listing: list[tuple[bytes, Stat | None, str]], name: bytes) -> tuple[int, int]:
