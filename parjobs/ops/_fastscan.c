@@ -359,11 +359,20 @@ static int by_name(const void *a, const void *b) {
 
 /* statfs f_type of the filesystems whose directory inode numbers may change while the
  * directory stays (overlayfs on layers of different filesystems without xino; FUSE without
- * use_ino, e.g. sshfs; procfs, /proc/sys): a new number once the inode left the cache
- * (_walk.UNSTABLE_INODES). */
+ * use_ino, e.g. sshfs; procfs, /proc/sys; FAT and exFAT; CIFS/SMB with noserverino): a new
+ * number once the inode left the cache (_walk.UNSTABLE_INODES, the same list). */
 #define OVERLAYFS_MAGIC 0x794c7630
 #define FUSE_MAGIC 0x65735546
 #define PROC_MAGIC 0x9fa0
+#define MSDOS_MAGIC 0x4d44
+#define EXFAT_MAGIC 0x2011bab0
+#define CIFS_MAGIC 0xff534d42
+#define SMB2_MAGIC 0xfe534d42
+
+static int unstable_inodes(unsigned long type) {
+    return type == OVERLAYFS_MAGIC || type == FUSE_MAGIC || type == PROC_MAGIC ||
+           type == MSDOS_MAGIC || type == EXFAT_MAGIC || type == CIFS_MAGIC || type == SMB2_MAGIC;
+}
 
 /* Whether the directory open at dfd, of device and inode st, is the one expected: the same
  * (dev, ino), or, where inode numbers are not stable, the same device (a symlink swapped in
@@ -374,8 +383,7 @@ static int is_expected(int dfd, const struct stat *st, const unsigned long long 
     if ((unsigned long long)st->st_ino == expect[1])
         return 1;
     struct statfs sf;
-    return fstatfs(dfd, &sf) == 0 &&
-           (sf.f_type == OVERLAYFS_MAGIC || sf.f_type == FUSE_MAGIC || sf.f_type == PROC_MAGIC);
+    return fstatfs(dfd, &sf) == 0 && unstable_inodes((unsigned long)sf.f_type);
 }
 
 /* List the directory at path into *out (names and stats, sorted by name); 0, an errno, or
