@@ -115,7 +115,7 @@ async def follow(
 ) -> int:
     """Render one job until it rests, then its summary; return its exit code.
 
-    ``on_progress`` sees every snapshot too (the demo pauses the copy half-way with it);
+    ``on_progress`` sees every snapshot too (the demo pauses the copy with it);
     ``data=False`` leaves out what the job prints to stdout (digests...).
     """
     info = await manager.get(job_id)

@@ -134,7 +134,7 @@ def test_demo_runs(tmp_path: Path, env) -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "the copy is identical" in proc.stdout and "paused" in proc.stdout
+    assert "the copy is identical" in proc.stdout and "paused once" in proc.stdout
     assert list((tmp_path / "demo" / "thumbnails").rglob("*.webp"))
     assert (tmp_path / "demo" / "jobs.sqlite").exists()
     assert not (tmp_path / "state").exists()  # its own store, not the default one
