@@ -47,7 +47,7 @@ from .._job import Job, job_type
 from .._task import Task, TaskContext
 from ._entries import EntryTask
 from ._errors import ImageError, SourceChangedError
-from ._fs import absolute_root, display
+from ._fs import absolute_root, display, root_path
 from ._hashing import content_id
 from ._imaging import (
     FORMATS,
@@ -340,8 +340,7 @@ class ThumbnailJob(Job):
 
         Totals are set, not added to: a resumed run replays the whole manifest.
         """
-        out = os.fsencode(settings.out_dir)
-        inside_out = (out.rstrip(b"/") + b"/", os.path.realpath(out).rstrip(b"/") + b"/")
+        inside_out = _out_spellings(os.fsencode(settings.out_dir), self.paths)
 
         def item(entry: Entry) -> bool:
             return entry.kind != "dir" and not _own_output(entry.path, inside_out)
@@ -409,6 +408,22 @@ _OWN_OUTPUT = re.compile(
     rb"|(?:normal|large|x-large|xx-large|fail/[^/]+)/(?:[0-9a-f]{32}\.png|\..*\.parjobs-tmp)",
     re.DOTALL,
 )
+
+
+def _out_spellings(out: bytes, roots: list[str]) -> tuple[bytes, ...]:
+    """The output directory ``out`` as the walk of ``roots`` may spell it, each ending in
+    ``/`` (for `_own_output`): as given, its real path, and below each root whose real path
+    holds it, that root's spelling joined to the rest. A root ``link/`` (walked through the
+    link) or a path through a symlinked directory reaches an output given by its real path
+    under another name: its thumbnails were thumbnailed again by every later run."""
+    real = os.path.realpath(out)
+    found = [out, real]
+    for root in roots:
+        top = root_path(root)
+        rel = os.path.relpath(real, os.path.realpath(top))
+        if rel != b".." and not rel.startswith(b"../"):
+            found.append(top if rel == b"." else os.path.join(top, rel))
+    return tuple(dict.fromkeys(p.rstrip(b"/") + b"/" for p in found))
 
 
 def _own_output(path: bytes, inside_out: tuple[bytes, ...]) -> bool:

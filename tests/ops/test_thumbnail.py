@@ -211,6 +211,30 @@ async def test_images_in_the_output_directory_itself_are_thumbnailed(store_path,
     assert (second["made"], second["up_to_date"], second["not_image"]) == (0, 6, 1)
 
 
+@pytest.mark.parametrize("spelling", ["link/", "link/src"])
+async def test_own_thumbnails_are_left_out_when_a_root_reaches_them_through_a_symlink(
+    store_path, tmp_path, spelling
+):
+    """The output directory inside the tree, the tree given through a symlink (``link/``,
+    walked since 9c3690a, or a path below a symlinked directory) and ``--out`` by its real
+    path: each run thumbnailed the thumbnails of the runs before (40 images: 80 files in the
+    output after the second run, 120 after the third), as the walk's paths did not start
+    with the output's spelling."""
+    (tmp_path / "real").mkdir()
+    os.symlink("real", tmp_path / "link")
+    src = tmp_path / "real" / "src"
+    make_images(src)
+    out = src / ".thumbs"
+    job = ThumbnailJob(paths=[os.path.join(tmp_path, spelling)], out_dir=str(out))
+    first, info, _ = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED
+    made = first["made"]
+    assert made > 0
+    second, _, _ = await run_job(store_path, job)
+    assert (second["made"], second["up_to_date"]) == (0, made)
+    assert sum(len(files) for _, _, files in os.walk(out)) == made
+
+
 async def test_exif_orientation_is_applied_by_pixel(store_path, tmp_path):
     src = tmp_path / "turned.jpg"
     exif = Image.Exif()
