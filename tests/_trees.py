@@ -222,3 +222,21 @@ def reached_in_small_steps(root: Path, mp: pytest.MonkeyPatch) -> Path:
         for f in range(6):
             write(root / f"d{d:02}" / f"f{f}", b"%d" % (d * f))
     return root / "d39" / "f5"
+
+
+def swap_after_listing(monkeypatch: pytest.MonkeyPatch, sub: Path, outside: Path) -> None:
+    """Replace directory ``sub`` by a symlink to ``outside`` just after the walk listed it,
+    before any of its files is copied or moved."""
+    from parjobs.ops import _walk as walk_mod
+
+    real_scan = walk_mod._scan
+    swapped = os.fsencode(sub)
+
+    def swapping(path: bytes, follow: bool, *expect: Any) -> Any:
+        listed = real_scan(path, follow, *expect)
+        if path == swapped:
+            os.rename(path, path + b".kept")
+            os.symlink(outside, path)
+        return listed
+
+    monkeypatch.setattr(walk_mod, "_scan", swapping)

@@ -27,6 +27,7 @@ and tally (`_transfer`) and the last step (`_finish`) with it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
 import os
@@ -47,6 +48,7 @@ from ._errors import WalkError
 from ._finish import FinishDirs
 from ._fs import lexists
 from ._partials import sweep_temporaries
+from ._srctree import lstat_at
 from ._transfer import (
     AskCallback,
     CopyDone,
@@ -185,17 +187,27 @@ class CopyItem(TransferItem):
         src = _followed(self.entry.path) if plan.follow else self.entry.path
         dir_fd = plan.tree.acquire(parent)
         try:
+            stack = contextlib.ExitStack()
+            src_at = plan.source_at(stack, self.entry, "copied")
             overwrite = plan.policy == "overwrite"
             landing = Landing(name, overwrite and lexists(dir_fd, name))
 
             def put(leaf: bytes, overwrite: bool) -> CopyResult:
-                return plan.copy(src, leaf, dir_fd, tc, overwrite)
+                return plan.copy(src, leaf, dir_fd, tc, overwrite, src_at=src_at)
 
             try:
-                res = plan.copy(src, name, dir_fd, tc, overwrite, new_dir=plan.tree.is_new(parent))
+                res = plan.copy(
+                    src,
+                    name,
+                    dir_fd,
+                    tc,
+                    overwrite,
+                    new_dir=plan.tree.is_new(parent),
+                    src_at=src_at,
+                )
             except FileExistsError:
-                src_st = os.stat(src)
-                got = self._settle(tc, src_st, dir_fd, landing.wrap(put))
+                src_st = os.stat(src) if src_at is None else lstat_at(src_at, src)
+                got = self._settle(tc, src_st, dir_fd, landing.wrap(put), src_at=src_at)
                 if got is None:  # in place already (e.g. by a run killed before its checkpoint)
                     tc.add_bytes(src_st.st_size)
                     # Its identity, as for a copy (the source's bytes, compared: the later
@@ -218,27 +230,33 @@ class CopyItem(TransferItem):
                 exc.filename = plan.tree.display(rel)
             raise
         finally:
+            stack.close()
             plan.tree.release(parent)
 
     def _symlink(self, tc: TaskContext) -> CopyDone:
         plan, rel, src = self.plan, self.entry.rel, self.entry.path
         parent, _, name = rel.rpartition(b"/")
         dir_fd = plan.tree.acquire(parent)
+        stack = contextlib.ExitStack()
         try:
-            put = symlink_put(plan, src, dir_fd, preserve_owner=plan.options.preserve_owner)
+            src_at = plan.source_at(stack, self.entry, "copied")
+            put = symlink_put(
+                plan, src, dir_fd, preserve_owner=plan.options.preserve_owner, src_at=src_at
+            )
             overwrite = plan.policy == "overwrite"
             landing = Landing(name, overwrite and lexists(dir_fd, name))
             try:
                 put(name, overwrite)
             except FileExistsError:
-                src_st = os.lstat(src)
-                got = self._settle(tc, src_st, dir_fd, landing.wrap(put))
+                src_st = os.lstat(src) if src_at is None else lstat_at(src_at, src)
+                got = self._settle(tc, src_st, dir_fd, landing.wrap(put), src_at=src_at)
                 if got is None:
                     tc.record("present", src, plan.tree.path(rel))
                     return CopyDone("symlink")  # (counted as a symlink, not a file)
             record_landing(tc, "copied", src, plan.tree, parent, dir_fd, landing)
             return CopyDone("symlink")
         finally:
+            stack.close()
             plan.tree.release(parent)
 
 
@@ -415,6 +433,7 @@ class CopyJob(IntoDestination, Job):
             ctx.state["swept_run"] = ctx.run_number
         finally:
             plan.tree.close()
+            plan.src_dirs.close()
         return tally.result()
 
     async def _items(

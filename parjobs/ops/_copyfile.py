@@ -458,6 +458,7 @@ def copy_file(
     src_lstat: bool = True,
     dst_dev: int | None = None,
     owner: str | bytes | None = None,
+    src_at: tuple[int, bytes] | None = None,
     _methods: Sequence[Method] = _ALL_METHODS,
     _after_write: Callable[[int], object] | None = None,
 ) -> CopyResult:
@@ -483,11 +484,12 @@ def copy_file(
 
     ``owner`` is the name token the temporaries carry (a job's, `parjobs.ops._names`; default
     this process's): a partial is resumed only by the same owner, and only ever removed by it.
-    A sparse source keeps its holes.
+    A sparse source keeps its holes. ``src_at``: the source's directory fd and name, opened
+    there (`open_regular`'s ``at``).
     """
     chunk_size = options.chunk_size
     token = owner_token(owner)
-    fd, st = open_regular(src, verb="copy", lstat_first=src_lstat)
+    fd, st = open_regular(src, verb="copy", lstat_first=src_lstat, at=src_at)
     try:
         dir_fd, name, own_dir = _open_dst(dst, dst_dir_fd)
         try:
@@ -717,19 +719,21 @@ def copy_symlink(
     preserve_owner: bool = False,
     durable: bool = False,
     owner: str | bytes | None = None,
+    src_at: tuple[int, bytes] | None = None,
 ) -> None:
     """Recreate the symlink ``src`` (same target text) at ``dst``, atomically.
 
     The link is made under an unpredictable temporary name and renamed into place; its mtime
     (and owner, if asked and permitted) is set without following it. ``dst``/``dst_dir_fd``
-    and ``overwrite`` mean what they mean for `copy_file`.
+    and ``overwrite`` mean what they mean for `copy_file`, as ``src_at``.
     """
-    st = os.lstat(src)
+    src_name, src_dir_fd = (src, None) if src_at is None else (src_at[1], src_at[0])
+    st = os.stat(src_name, dir_fd=src_dir_fd, follow_symlinks=False)
     if not stat.S_ISLNK(st.st_mode):
         exc = SpecialFileError(f"not a symbolic link: {os.fsdecode(src)!r}")
         exc.filename = os.fsdecode(src)
         raise exc
-    target = os.readlink(os.fsencode(src))
+    target = os.readlink(os.fsencode(src_name), dir_fd=src_dir_fd)
     dir_fd, name, own_dir = _open_dst(dst, dst_dir_fd)
     try:
         if not overwrite and lexists(dir_fd, name):

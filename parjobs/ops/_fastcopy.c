@@ -99,11 +99,15 @@
    unlink_many each source's (path, size, mtime_ns, dev, ino), exact ints only; 7 has copy_many
    take SOURCES and return each source's identity as it was copied; 8 drops verify_many (its
    COMPARE and SYNC had no caller since a move's copies are compared and fsynced in copy_many)
-   and has unlink_many check each copy's name first, given (..., dir fd, name, inode). */
-#define FC_API 8
+   and has unlink_many check each copy's name first, given (..., dir fd, name, inode); 9 takes
+   a source as its directory's fd and its name too (copy_many: (src dir fd, src name, dir fd,
+   name); unlink_many: a ninth field, the source's dir fd), so a directory swapped for a
+   symlink after the walk is never followed (_srctree); a path still works as before. */
+#define FC_API 9
 
 typedef struct {
-    const char *src;
+    int src_dir_fd;  /* the source's directory (AT_FDCWD: src is a path) */
+    const char *src; /* its name in src_dir_fd */
     int dir_fd;
     const char *name;
     Py_ssize_t name_len;
@@ -264,12 +268,12 @@ static int write_one(item_t *it, int flags, int batch, long long max_size,
     struct stat st, after;
     it->out = -1;
     if (flags & FC_LSTAT) {
-        if (lstat(it->src, &st) != 0)
+        if (fstatat(it->src_dir_fd, it->src, &st, AT_SYMLINK_NOFOLLOW) != 0)
             return errno;
         if (!S_ISREG(st.st_mode))
             return FC_NOT_REGULAR;
     }
-    int fd = open(it->src, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    int fd = openat(it->src_dir_fd, it->src, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return errno == ELOOP ? FC_NOT_REGULAR : errno;
     if (fstat(fd, &st) != 0) {
@@ -386,7 +390,8 @@ static int land(item_t *it, int flags) {
 PyDoc_STRVAR(copy_many_doc,
              "copy_many(items, flags, max_size, token)\n"
              "    -> (results, written, reflink_refused, range_refused, sources)\n\n"
-             "items: a list of (source path: bytes, destination dir fd: int, name: bytes).\n"
+             "items: a list of (source path: bytes, destination dir fd: int, name: bytes) or\n"
+             "(source dir fd: int, source name: bytes, destination dir fd: int, name: bytes).\n"
              "token: the owner's name token (bytes), carried by every temporary's name.\n"
              "results[i]: 0 when item i is in place, else a positive errno or a negative\n"
              "code (-1 not a regular file, -2 source changed, -3 larger than max_size,\n"
@@ -428,12 +433,19 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *t = PyList_GET_ITEM(list, i);
         PyObject *src, *name;
-        if (!PyArg_ParseTuple(t, "SiS", &src, &items[i].dir_fd, &name))
+        items[i].src_dir_fd = AT_FDCWD;
+        if (PyTuple_Check(t) && PyTuple_GET_SIZE(t) == 4) {
+            if (!PyArg_ParseTuple(t, "iSiS", &items[i].src_dir_fd, &src, &items[i].dir_fd, &name))
+                goto fail;
+        } else if (!PyArg_ParseTuple(t, "SiS", &src, &items[i].dir_fd, &name))
             goto fail;
         items[i].src = PyBytes_AS_STRING(src);
         items[i].name = PyBytes_AS_STRING(name);
         items[i].name_len = PyBytes_GET_SIZE(name);
-        if ((Py_ssize_t)strlen(items[i].src) != PyBytes_GET_SIZE(src) ||
+        if ((items[i].src_dir_fd != AT_FDCWD &&
+             (items[i].src_dir_fd < 0 || PyBytes_GET_SIZE(src) == 0 ||
+              strchr(items[i].src, '/') != NULL)) ||
+            (Py_ssize_t)strlen(items[i].src) != PyBytes_GET_SIZE(src) ||
             (Py_ssize_t)strlen(items[i].name) != items[i].name_len || items[i].name_len == 0 ||
             strchr(items[i].name, '/') != NULL) {
             PyErr_Format(PyExc_ValueError, "item %zd: bad path or name", i);
@@ -528,8 +540,9 @@ static PyObject *int_list(Py_ssize_t n, const int *first, size_t stride) {
 PyDoc_STRVAR(unlink_many_doc,
              "unlink_many(items) -> results\n\n"
              "items: a list of (path: bytes, size: int, mtime_ns: int, dev: int, ino: int,\n"
-             "copy's dir fd: int, copy's name: bytes, copy's inode: int) (exact bytes and\n"
-             "ints): a move removes the sources of a group whose copies are verified and on\n"
+             "copy's dir fd: int, copy's name: bytes, copy's inode: int[, source's dir fd: int])\n"
+             "(exact bytes and ints; with the ninth field, path is the source's name in that\n"
+             "directory): a move removes the sources of a group whose copies are verified and on\n"
              "disk. Each copy's name must still hold the copy written (that inode, a regular\n"
              "file, never followed through a symlink): a file renamed over it since is\n"
              "another's, and its source stays. Each path is then unlinked only if it is still\n"
@@ -540,7 +553,8 @@ PyDoc_STRVAR(unlink_many_doc,
              "source is another file now), or the errno.");
 
 typedef struct {
-    const char *path;
+    int src_dir_fd;   /* the source's directory (AT_FDCWD: path is a path) */
+    const char *path; /* its name in src_dir_fd */
     long long size;
     long long mtime_ns;
     unsigned long long dev;
@@ -558,30 +572,32 @@ static int unlink_source(const source_t *s) {
         return errno;
     if (!S_ISREG(st.st_mode) || (unsigned long long)st.st_ino != s->copy_ino)
         return FV_NOT_OURS;
-    if (lstat(s->path, &st) != 0)
+    if (fstatat(s->src_dir_fd, s->path, &st, AT_SYMLINK_NOFOLLOW) != 0)
         return errno;
     long long mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
     if (!S_ISREG(st.st_mode) || (unsigned long long)st.st_dev != s->dev ||
         (unsigned long long)st.st_ino != s->ino || (long long)st.st_size != s->size ||
         mtime_ns != s->mtime_ns)
         return FC_CHANGED;
-    return unlink(s->path) == 0 ? 0 : errno;
+    return unlinkat(s->src_dir_fd, s->path, 0) == 0 ? 0 : errno;
 }
 
-#define SOURCE_FIELDS 8
+#define SOURCE_FIELDS 8 /* and a ninth, optional: the source's directory fd */
 
 /* Read item i, a (bytes, int, int, int, int, int, bytes, int) tuple, into *s: 0, or -1
  * with the error set. Exact types only, so no Python code (an __index__, a bytes subclass)
  * runs while earlier items' paths are held as pointers into their bytes objects; the list
  * itself is held. */
 static int read_source(PyObject *t, Py_ssize_t i, source_t *s) {
-    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != SOURCE_FIELDS ||
+    Py_ssize_t fields = PyTuple_CheckExact(t) ? PyTuple_GET_SIZE(t) : 0;
+    if ((fields != SOURCE_FIELDS && fields != SOURCE_FIELDS + 1) ||
         !PyBytes_CheckExact(PyTuple_GET_ITEM(t, 0)) || !PyBytes_CheckExact(PyTuple_GET_ITEM(t, 6))) {
         PyErr_Format(PyExc_TypeError,
-                     "item %zd: not a (bytes, int, int, int, int, int, bytes, int) tuple", i);
+                     "item %zd: not a (bytes, int, int, int, int, int, bytes, int[, int]) tuple",
+                     i);
         return -1;
     }
-    for (Py_ssize_t k = 1; k < SOURCE_FIELDS; k++)
+    for (Py_ssize_t k = 1; k < fields; k++)
         if (k != 6 && !PyLong_CheckExact(PyTuple_GET_ITEM(t, k))) {
             PyErr_Format(PyExc_TypeError, "item %zd: field %zd is not an int", i, k);
             return -1;
@@ -593,6 +609,7 @@ static int read_source(PyObject *t, Py_ssize_t i, source_t *s) {
     s->ino = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(t, 4));
     long dir_fd = PyLong_AsLong(PyTuple_GET_ITEM(t, 5));
     s->copy_ino = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(t, 7));
+    long src_dir_fd = fields > SOURCE_FIELDS ? PyLong_AsLong(PyTuple_GET_ITEM(t, 8)) : AT_FDCWD;
     if (PyErr_Occurred()) /* out of range (each conversion returns -1 and sets it) */
         return -1;
     if (dir_fd < 0 || dir_fd > INT_MAX) { /* a descriptor, never AT_FDCWD */
@@ -600,6 +617,13 @@ static int read_source(PyObject *t, Py_ssize_t i, source_t *s) {
         return -1;
     }
     s->dir_fd = (int)dir_fd;
+    if (src_dir_fd != AT_FDCWD &&
+        (src_dir_fd < 0 || src_dir_fd > INT_MAX || PyBytes_GET_SIZE(path) == 0 ||
+         strchr(PyBytes_AS_STRING(path), '/') != NULL)) {
+        PyErr_Format(PyExc_ValueError, "item %zd: bad source directory fd or name", i);
+        return -1;
+    }
+    s->src_dir_fd = (int)src_dir_fd;
     if ((Py_ssize_t)strlen(PyBytes_AS_STRING(path)) != PyBytes_GET_SIZE(path) ||
         (Py_ssize_t)strlen(PyBytes_AS_STRING(name)) != PyBytes_GET_SIZE(name) ||
         PyBytes_GET_SIZE(name) == 0 || strchr(PyBytes_AS_STRING(name), '/') != NULL) {

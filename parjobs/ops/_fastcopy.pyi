@@ -26,7 +26,11 @@ FALLBACK_ERRNOS: tuple[int, ...]
 NO_REFLINK_ERRNOS: tuple[int, ...]
 
 def copy_many(
-    items: list[tuple[bytes, int, bytes]], flags: int, max_size: int, token: bytes, /
+    items: list[tuple[bytes, int, bytes]] | list[tuple[int, bytes, int, bytes]],
+    flags: int,
+    max_size: int,
+    token: bytes,
+    /,
 ) -> tuple[
     list[int],
     list[tuple[int, int, int] | None],
@@ -35,5 +39,7 @@ def copy_many(
     list[tuple[int, int, int, int] | None] | None,
 ]: ...
 def unlink_many(
-    sources: list[tuple[bytes, int, int, int, int, int, bytes, int]], /
+    sources: list[tuple[bytes, int, int, int, int, int, bytes, int]]
+    | list[tuple[bytes, int, int, int, int, int, bytes, int, int]],
+    /,
 ) -> list[int]: ...

@@ -257,7 +257,11 @@ def _pseudo_error(path: FilePath, verb: Verb) -> SpecialFileError:
 
 
 def open_regular(
-    path: FilePath, *, verb: Verb = "read", lstat_first: bool = False
+    path: FilePath,
+    *,
+    verb: Verb = "read",
+    lstat_first: bool = False,
+    at: tuple[int, bytes] | None = None,
 ) -> tuple[int, os.stat_result]:
     """Open a regular file for reading, never following a symlink or opening a special file;
     return the fd (the caller closes it) and its fstat.
@@ -268,16 +272,25 @@ def open_regular(
     file of size 0 that reads bytes (``/proc/cpuinfo``: a pseudo-file, made as it is read):
     readers read the size fstat gives, so it was copied empty and hashed as empty input,
     reported done.
+
+    ``at``: the file's directory fd and name (`_srctree.SourceDirs`), opened there rather
+    than by ``path`` (then only named in errors).
     """
+    name, dir_fd = (path, None) if at is None else (at[1], at[0])
     if lstat_first:
-        st = os.lstat(path)
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError as exc:
+            exc.filename = path  # (not only the name in its directory)
+            raise
         if not stat.S_ISREG(st.st_mode):
             raise special_error(path, st.st_mode, verb)
     try:
-        fd = os.open(path, _READ_FLAGS)
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
+        exc.filename = path
         if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a final symlink: say so
-            mode = os.lstat(path).st_mode
+            mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
             if not stat.S_ISREG(mode):
                 raise special_error(path, mode, verb) from exc
         raise

@@ -51,6 +51,7 @@ from ._fs import (
     unique_name,
 )
 from ._partials import sweep_temporaries
+from ._srctree import At, lstat_at, named, unlink_at
 from ._transfer import (
     CopyDone,
     CopyPlan,
@@ -295,24 +296,26 @@ class MoveItem(TransferItem):
         src = self.entry.path
         if self.plan.kept and (kept := self.plan.kept.pop(self.index, None)) is not None:
             raise changed_error(src, kept, "copy")  # its group copied it, then kept it
-        try:
-            src_st = os.lstat(src)
-        except FileNotFoundError:
-            if self.plan.reached(self.index) and lexists(dir_fd, name):
-                # Moved by a run stopped before its checkpoint: counted as it was moved.
-                self._record(tc, dir_fd, Landing(name))
-                return CopyDone(self._moved_as(dir_fd, name))
-            raise
-        if not self.by_copy:
+        with contextlib.ExitStack() as stack:
             try:
-                return self._rename(tc, src_st, dir_fd, name)
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    raise
-        if stat.S_ISREG(src_st.st_mode):
-            return self._copy_file(tc, src_st, dir_fd, name)
-        if stat.S_ISLNK(src_st.st_mode):
-            return self._copy_symlink(tc, src_st, dir_fd, name)
+                source = stack.enter_context(self.plan.src_dirs.at(src, self.entry.rel, "moved"))
+                src_st = lstat_at(source, src)
+            except FileNotFoundError:  # (it, or a directory above it)
+                if self.plan.reached(self.index) and lexists(dir_fd, name):
+                    # Moved by a run stopped before its checkpoint: counted as it was moved.
+                    self._record(tc, dir_fd, Landing(name))
+                    return CopyDone(self._moved_as(dir_fd, name))
+                raise
+            if not self.by_copy:
+                try:
+                    return self._rename(tc, src_st, source, dir_fd, name)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+            if stat.S_ISREG(src_st.st_mode):
+                return self._copy_file(tc, src_st, source, dir_fd, name)
+            if stat.S_ISLNK(src_st.st_mode):
+                return self._copy_symlink(tc, src_st, source, dir_fd, name)
         raise Skip(special_reason(src_st.st_mode, "moved across filesystems"))
 
     def _moved_as(self, dir_fd: int, name: bytes) -> str:
@@ -321,23 +324,32 @@ class MoveItem(TransferItem):
         return "copied" if self.by_copy else "renamed"
 
     def _rename(
-        self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes
+        self, tc: TaskContext, src_st: os.stat_result, source: At, dir_fd: int, name: bytes
     ) -> CopyDone:
-        src = self.entry.path
+        """Rename the source (``source``: its directory's fd and its name) into place."""
+        src_fd, src_name = source
 
         def put(leaf: bytes, overwrite: bool) -> None:
-            rename_noreplace(src, leaf, dst_dir_fd=dir_fd, overwrite=overwrite, moving=True)
+            rename_noreplace(
+                src_name,
+                leaf,
+                src_dir_fd=src_fd,
+                dst_dir_fd=dir_fd,
+                overwrite=overwrite,
+                moving=True,
+            )
 
         overwrite = self.plan.policy == "overwrite"
         landing = Landing(name, overwrite and lexists(dir_fd, name))
         try:
-            put(name, overwrite)
+            with named(self.entry.path, src_name):  # (rename(2) names its source)
+                put(name, overwrite)
         except FileExistsError:
             # A rename is atomic, so a source still here was not moved by an earlier run.
-            self._settle(tc, src_st, dir_fd, landing.wrap(put), maybe_ours=False)
+            self._settle(tc, src_st, dir_fd, landing.wrap(put), maybe_ours=False, src_at=source)
         if self.plan.options.durable:
             os.fsync(dir_fd)
-            _sync_parent(src)
+            os.fsync(src_fd)  # the directory the name left (not one a symlink now points to)
         self._record(tc, dir_fd, landing)
         return CopyDone("renamed")
 
@@ -346,7 +358,7 @@ class MoveItem(TransferItem):
         record_landing(tc, "moved", self.entry.path, self.plan.tree, parent, dir_fd, landing)
 
     def _copy_file(
-        self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes
+        self, tc: TaskContext, src_st: os.stat_result, source: At, dir_fd: int, name: bytes
     ) -> CopyDone:
         plan, src = self.plan, self.entry.path
         overwrite = plan.policy == "overwrite"
@@ -354,17 +366,17 @@ class MoveItem(TransferItem):
         landing = Landing(name, overwrite and lexists(dir_fd, name))
 
         def put(leaf: bytes, overwrite: bool) -> CopyResult:
-            return plan.copy(src, leaf, dir_fd, tc, overwrite)
+            return plan.copy(src, leaf, dir_fd, tc, overwrite, src_at=source)
 
         try:
             res = put(name, overwrite)
         except FileExistsError:
-            got = self._settle(tc, src_st, dir_fd, landing.wrap(put))
+            got = self._settle(tc, src_st, dir_fd, landing.wrap(put), src_at=source)
             if got is None:  # an earlier run copied it and was stopped before the unlink
                 _sync_copy(dir_fd, name)
-                check_same_file(src, src_st, os.lstat(src))  # still the file compared
+                check_same_file(src, src_st, lstat_at(source, src))  # still the file compared
                 tc.add_bytes(src_st.st_size)
-                os.unlink(src)
+                unlink_at(source, src)
                 self._record(tc, dir_fd, landing)
                 plan.landed.discard(self.index)
                 return CopyDone("copied")
@@ -375,31 +387,31 @@ class MoveItem(TransferItem):
         # Only now: the destination is complete, verified and on disk; and only the file
         # copied (one saved anew meanwhile, or renamed over it, stays, and fails: as the
         # group path keeps it).
-        check_same_file(src, src_st, os.lstat(src))
-        os.unlink(src)
+        check_same_file(src, src_st, lstat_at(source, src))
+        unlink_at(source, src)
         self._record(tc, dir_fd, landing)
         plan.landed.discard(self.index)  # (kept only for a retry: a set of the run's size)
         return CopyDone("copied", res.bytes_copied, res.bytes_reused)
 
     def _copy_symlink(
-        self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes
+        self, tc: TaskContext, src_st: os.stat_result, source: At, dir_fd: int, name: bytes
     ) -> CopyDone:
         plan, src = self.plan, self.entry.path
-        put = symlink_put(plan, src, dir_fd, preserve_owner=False)
+        put = symlink_put(plan, src, dir_fd, preserve_owner=False, src_at=source)
         overwrite = plan.policy == "overwrite"
         landing = Landing(name, overwrite and lexists(dir_fd, name))
         try:
             put(name, overwrite)
         except FileExistsError:
-            if self._settle(tc, src_st, dir_fd, landing.wrap(put)) is None:
-                check_same_file(src, src_st, os.lstat(src))  # still the link compared
-                os.unlink(src)
+            if self._settle(tc, src_st, dir_fd, landing.wrap(put), src_at=source) is None:
+                check_same_file(src, src_st, lstat_at(source, src))  # still the link compared
+                unlink_at(source, src)
                 self._record(tc, dir_fd, landing)
                 plan.landed.discard(self.index)
                 return CopyDone("copied")
         plan.landed.add(self.index)
-        check_same_file(src, src_st, os.lstat(src))  # not a link made anew since
-        os.unlink(src)
+        check_same_file(src, src_st, lstat_at(source, src))  # not a link made anew since
+        unlink_at(source, src)
         self._record(tc, dir_fd, landing)
         plan.landed.discard(self.index)
         return CopyDone("copied")
@@ -427,16 +439,16 @@ class MoveLinkItem(MoveItem):
         return "linked" if stat.S_ISREG(st.st_mode) and st.st_nlink > 1 else "copied"
 
     def _copy_file(
-        self, tc: TaskContext, src_st: os.stat_result, dir_fd: int, name: bytes
+        self, tc: TaskContext, src_st: os.stat_result, source: At, dir_fd: int, name: bytes
     ) -> CopyDone:
         src = self.entry.path
         got = link_first(self, tc, dir_fd, self.first, self.made)
         if got is None:
-            return super()._copy_file(tc, src_st, dir_fd, name)
+            return super()._copy_file(tc, src_st, source, dir_fd, name)
         landing = got[0]  # (in place already, too, when a run stopped before its checkpoint)
         os.fsync(dir_fd)  # the new name is on disk before the old one goes
-        check_same_file(src, src_st, os.lstat(src))  # still the file linked
-        os.unlink(src)
+        check_same_file(src, src_st, lstat_at(source, src))  # still the file linked
+        unlink_at(source, src)
         tc.add_bytes(self.entry.size)  # in place: its bytes count as finished
         self._record(tc, dir_fd, landing)
         return CopyDone("linked")
@@ -600,6 +612,7 @@ class MoveJob(IntoDestination, Job):
             ctx.state["swept_run"] = ctx.run_number
         finally:
             plan.tree.close()
+            plan.src_dirs.close()
         return tally.result()
 
     async def _items(

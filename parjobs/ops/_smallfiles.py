@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - built without a C compiler
 def _agrees(module: ModuleType) -> bool:
     """Whether the built extension shares the Python side's constants (a stale build may not)."""
     return (
-        getattr(module, "API", None) == 8  # copy_many's and unlink_many's calling convention
+        getattr(module, "API", None) == 9  # copy_many's and unlink_many's calling convention
         and isinstance(getattr(module, "RANGE", None), int)  # copy_file_range refusals cached
         and isinstance(getattr(module, "FSYNC", None), int)  # durable copies are synced
         and isinstance(getattr(module, "COPY_COMPARE", None), int)  # verified before landing
@@ -54,7 +54,7 @@ if fastcopy is not None and not _agrees(fastcopy):
 
 
 def copy_small_files(
-    items: list[tuple[bytes, int, bytes]],
+    items: list[tuple[bytes, int, bytes]] | list[tuple[int, bytes, int, bytes]],
     *,
     src_dev: int,
     dst_dev: int,
@@ -134,8 +134,12 @@ def copy_small_files(
 #: A source as `copy_small_files` copied it: (size, mtime_ns, st_dev, st_ino).
 SourceId = tuple[int, int, int, int]
 #: A source a move's group unlinks, with its copy: (path, size, mtime_ns, st_dev, st_ino) as
-#: copied, then (the copy's directory fd, name, inode) as written.
-Source = tuple[bytes, int, int, int, int, int, bytes, int]
+#: copied, then (the copy's directory fd, name, inode) as written; with a ninth field, the
+#: source's directory fd (`SourceDirs.at`), the path is its name there.
+Source = (
+    tuple[bytes, int, int, int, int, int, bytes, int]
+    | tuple[bytes, int, int, int, int, int, bytes, int, int]
+)
 
 
 def unlink_files(sources: list[Source]) -> list[int]:

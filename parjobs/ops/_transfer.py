@@ -50,6 +50,7 @@ from ._paths import (
     dir_identity,
     existing_prefix,
 )
+from ._srctree import At, SourceDirs, split
 from ._walk import Entry
 
 T = TypeVar("T")
@@ -157,6 +158,7 @@ class TransferItem(Task[CopyDone]):
         put: Callable[[bytes, bool], T],
         *,
         maybe_ours: bool = True,
+        src_at: At | None = None,
     ) -> T | None:
         """Apply the conflict policy to the entry's destination, which exists in ``dir_fd``:
         ``put``'s value, or None when it already holds the source, put there by this job: an
@@ -170,7 +172,7 @@ class TransferItem(Task[CopyDone]):
         ours = maybe_ours and (tc.rerun or self.plan.reached(self.index))
         deep_check = None
         if ours and stat.S_ISREG(src_st.st_mode):
-            deep_check = functools.partial(same_content, src, dir_fd, check=tc.check)
+            deep_check = functools.partial(same_content, src, dir_fd, check=tc.check, src_at=src_at)
         return resolve_conflict(
             self.plan,
             tc,
@@ -181,6 +183,7 @@ class TransferItem(Task[CopyDone]):
             put=put,
             deep_check=deep_check,
             resumed=ours,
+            src_at=src_at,
         )
 
 
@@ -207,7 +210,7 @@ class Landing:
 
 
 def symlink_put(
-    plan: CopyPlan, src: bytes, dir_fd: int, *, preserve_owner: bool
+    plan: CopyPlan, src: bytes, dir_fd: int, *, preserve_owner: bool, src_at: At | None = None
 ) -> Callable[[bytes, bool], None]:
     """The ``put`` of a symlink item (see `resolve_conflict`): recreate ``src`` as ``leaf``
     in ``dir_fd``, atomically, replacing what is there when ``overwrite``."""
@@ -221,6 +224,7 @@ def symlink_put(
             preserve_owner=preserve_owner,
             durable=plan.options.durable,
             owner=plan.token,
+            src_at=src_at,
         )
 
     return put
@@ -610,14 +614,17 @@ def special_reason(mode: int, verb: str = "copied") -> str:
     return f"{KINDS.get(stat.S_IFMT(mode), 'special file')} not {verb}"
 
 
-def same_content(src: bytes, dir_fd: int, name: bytes, check: Callable[[], None]) -> bool:
+def same_content(
+    src: bytes, dir_fd: int, name: bytes, check: Callable[[], None], src_at: At | None = None
+) -> bool:
     """Whether ``src`` and ``dir_fd/name`` hold the same bytes: read side by side, so the
     answer is exact and a difference stops the reading where it is found. (The C group path
     compares the same way: `_smallfiles.copy_small_files`' ``compare``.) Only regular files
     hold the same content: a FIFO or device swapped in since the caller's lstat is opened
     without waiting (``O_NONBLOCK``) and is not."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-    a = os.open(src, flags)
+    src_name, src_dir_fd = split(src, src_at)
+    a = os.open(src_name, flags, dir_fd=src_dir_fd)
     try:
         b = os.open(name, flags, dir_fd=dir_fd)
         try:
@@ -650,12 +657,13 @@ def _read_full(fd: int, size: int) -> bytes:
 
 
 def same_item(
-    src: bytes, src_st: os.stat_result, dir_fd: int
+    src: bytes, src_st: os.stat_result, dir_fd: int, src_at: At | None = None
 ) -> Callable[[bytes, os.stat_result], bool]:
     """The quick conflict test: does ``dir_fd/leaf`` (whose lstat is given) already hold the
     source? A regular file of the same size and mtime, or a symlink with the same target."""
     if stat.S_ISLNK(src_st.st_mode):
-        target = os.readlink(src)
+        src_name, src_dir_fd = split(src, src_at)
+        target = os.readlink(src_name, dir_fd=src_dir_fd)
 
         def same_link(leaf: bytes, dst: os.stat_result) -> bool:
             return stat.S_ISLNK(dst.st_mode) and os.readlink(leaf, dir_fd=dir_fd) == target
@@ -950,6 +958,19 @@ class CopyPlan:
     #: that failed after that (the unlink refused) and is tried again finds its own copy in
     #: the way (`reached`).
     landed: set[int] = dataclasses.field(default_factory=set)
+    #: The source directories, reached from each root without following a symlink below it
+    #: (made here, never passed: a cluster worker's plan makes its own).
+    src_dirs: SourceDirs = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.src_dirs = SourceDirs(self.follow)
+
+    def source_at(self, stack: contextlib.ExitStack[Any], entry: Entry, verb: str) -> At | None:
+        """Entry's source as `SourceDirs.at` reaches it, held until ``stack`` closes; None
+        when following symlinks (by request, as the walk did: the path is used)."""
+        if self.follow:
+            return None
+        return stack.enter_context(self.src_dirs.at(entry.path, entry.rel, verb))
 
     def reached(self, index: int) -> bool:
         """Whether an earlier run may have written entry ``index``'s destination and been
@@ -1028,8 +1049,10 @@ class CopyPlan:
         overwrite: bool,
         *,
         new_dir: bool = False,
+        src_at: tuple[int, bytes] | None = None,
     ) -> CopyResult:
-        """Copy ``src`` to ``name`` in ``dir_fd``; ``new_dir``: this run made that directory."""
+        """Copy ``src`` to ``name`` in ``dir_fd``; ``new_dir``: this run made that directory;
+        ``src_at``: the source's directory fd and name (`SourceDirs.at`)."""
         return copy_file(
             src,
             name,
@@ -1042,6 +1065,7 @@ class CopyPlan:
             src_lstat=self.resumed,  # a fresh walk lstat'ed it moments ago
             dst_dev=self.tree.dev,
             owner=self.token,
+            src_at=src_at,
         )
 
     def ask_user(self, tc: TaskContext, conflict: Conflict) -> str:
@@ -1118,9 +1142,12 @@ def copy_group(
     assert unlinked is None or (sync and sources is not None), "a source goes once synced"
     out: list[Identity | None] = [None] * len(entries)
     tree = plan.tree
-    batch: list[tuple[bytes, int, bytes]] = []
+    # (source dir fd, source name, destination dir fd, name): each source reached from its
+    # root without following a symlink (`SourceDirs`), held until the sources are unlinked.
+    batch: list[tuple[int, bytes, int, bytes]] = []
     where: list[int] = []
     held: list[bytes] = []
+    sources_held = contextlib.ExitStack()
     # Each directory is looked up once per group (a group's files share a few): its fd, or
     # None when its files are copied alone (not new, set-group-id with ``plain``, or it
     # cannot be opened: alone, the copy reports that).
@@ -1149,7 +1176,13 @@ def copy_group(
                         dir_fd = None
                 fds[parent] = dir_fd
             if dir_fd is not None:
-                batch.append((entry.path, dir_fd, name))
+                try:
+                    src_fd, src_name = sources_held.enter_context(
+                        plan.src_dirs.at(entry.path, entry.rel, "copied")
+                    )
+                except OSError:
+                    continue  # copied alone, which reports it
+                batch.append((src_fd, src_name, dir_fd, name))
                 where.append(i)
                 src_dev = src_dev or entry.dev
         if batch:
@@ -1167,7 +1200,7 @@ def copy_group(
                 sources=seen,
             )
             if done is not None and (plan.options.durable or sync):
-                landed = {batch[k][1] for k, result in enumerate(done[0]) if result == 0}
+                landed = {batch[k][2] for k, result in enumerate(done[0]) if result == 0}
                 for dir_fd in landed:  # the renames are on disk before any is recorded
                     os.fsync(dir_fd)
             if done is not None and unlinked is not None and seen:
@@ -1175,14 +1208,15 @@ def copy_group(
                 # still held, so each name is checked in the directory it was written in).
                 gone = _smallfiles.unlink_files(
                     [
-                        (path, *source, dir_fd, name, written[2])
-                        for (path, dir_fd, name), written, source in zip(
+                        (src_name, *source, dir_fd, name, written[2], src_fd)
+                        for (src_fd, src_name, dir_fd, name), written, source in zip(
                             batch, done[1], seen, strict=True
                         )
                         if written is not None and source is not None
                     ]
                 )
     finally:
+        sources_held.close()
         for parent in held:
             tree.release(parent)
     if done is not None:
@@ -1295,6 +1329,7 @@ def resolve_conflict(
     put: Callable[[bytes, bool], T],
     deep_check: Callable[[bytes], bool] | None = None,
     resumed: bool,
+    src_at: At | None = None,
 ) -> T | None:
     """Settle a destination ``rel`` (in ``dir_fd``) that exists for ``src``: return ``put``'s
     value, or None when ``resumed`` and it already is this job's earlier output.
@@ -1303,7 +1338,7 @@ def resolve_conflict(
     there" (and of "update"), ``deep_check(leaf)`` the content test added to it on resume.
     """
     name = rel.rpartition(b"/")[2]
-    identical = same_item(src, src_st, dir_fd)
+    identical = same_item(src, src_st, dir_fd, src_at)
     try:
         dst_st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:  # gone meanwhile: try once more

@@ -35,6 +35,7 @@ from _trees import (
     run_job,
     run_pausing_before_links,
     snapshot,
+    swap_after_listing,
     user_file_at_first,
     write,
 )
@@ -1793,3 +1794,40 @@ def test_a_bundles_tally_counts_its_files_bytes_and_kinds() -> None:
     result = tally.result()
     assert (result["copied"], result["files"], result["symlinks"], result["dirs"]) == (5, 4, 1, 1)
     assert (result["bytes"], result["bytes_reused"]) == (12, 8)
+
+
+@pytest.mark.parametrize("c_group", [True, False], ids=["c-group", "python"])
+async def test_a_source_directory_swapped_for_a_symlink_after_the_walk_is_never_read(
+    store_path, tmp_path, monkeypatch, c_group
+):
+    """A directory of the source replaced by a symlink to another tree after the walk
+    listed it, before its files are copied: the copy opened each source by path, through
+    the symlink, and copied the other tree's file of the same name. The source is now
+    reached from the root without following symlinks: the item fails, nothing is read."""
+    src, outside, dst = tmp_path / "src", tmp_path / "outside", tmp_path / "dst"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "a").write_text("tree")
+    (src / "sub" / "b").write_text("tree")
+    outside.mkdir()
+    (outside / "a").write_text("OUTSIDE")
+    groups: list[int] = []
+    if c_group:
+        real_group = transfer_mod.copy_group
+
+        def counted(plan: Any, entries: Any, **kwargs: Any) -> Any:
+            groups.append(len(entries))
+            return real_group(plan, entries, **kwargs)
+
+        monkeypatch.setattr(copy_mod, "copy_group", counted)
+    else:
+        monkeypatch.setattr(smallfiles_mod, "fastcopy", None)
+    swap_after_listing(monkeypatch, src / "sub", outside)
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        errors = {e.label: e.message for e in await manager.errors(handle.id)}
+    assert not (dst / "sub" / "a").exists()
+    assert "replaced since it was listed" in errors[str(src / "sub" / "a")]
+    assert (outside / "a").read_text() == "OUTSIDE"
+    if c_group:
+        assert groups, "the copy did not take the group path"

@@ -27,6 +27,7 @@ from _trees import (
     reached_in_small_steps,
     run_job,
     run_pausing_before_links,
+    swap_after_listing,
     user_file_at_first,
 )
 
@@ -210,11 +211,11 @@ async def test_small_files_move_across_filesystems_in_groups(
     real = smallfiles_mod.copy_small_files
 
     def counting(items: Any, **kwargs: Any) -> Any:
-        calls.append([name for _, _, name in items])
+        calls.append([item[-1] for item in items])
         done = real(items, **kwargs)
         assert done is not None and kwargs["owned"] and smallfiles_mod.fastcopy is not None
         not_plain = smallfiles_mod.fastcopy.NOT_PLAIN
-        handed_back.extend(i[2] for i, r in zip(items, done[0], strict=True) if r == not_plain)
+        handed_back.extend(i[-1] for i, r in zip(items, done[0], strict=True) if r == not_plain)
         return done
 
     monkeypatch.setattr(smallfiles_mod, "copy_small_files", counting)
@@ -320,7 +321,7 @@ async def test_a_copy_replaced_after_its_rename_keeps_its_source(
 
     def replacing_group(items: Any, **kwargs: Any) -> Any:
         done = real_group(items, **kwargs)
-        for _, dir_fd, name in items:
+        for *_, dir_fd, name in items:
             if name == b"c":
                 fd = os.open(b"theirs", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=dir_fd)
                 os.write(fd, b"their c")
@@ -356,14 +357,14 @@ async def test_a_failed_verification_keeps_the_source(
         """The C group path compares each copy before its rename: b's differs (as C answers
         it, nothing left behind), so b is moved alone, where it is spoilt again."""
         assert kwargs["compare"] and kwargs["durable"], "compared and fsynced before the rename"
-        done = real_group([item for item in items if item[2] != b"b"], **kwargs)
+        done = real_group([item for item in items if item[-1] != b"b"], **kwargs)
         assert done is not None
         results, written = iter(done[0]), iter(done[1])
         sources = kwargs["sources"]
         seen = iter(list(sources))
         sources.clear()
         out: tuple[list[int], list[Any]] = ([], [])
-        for _, _, name in items:
+        for *_, name in items:
             grouped.append(name)
             if name == b"b":
                 out[0].append(smallfiles_mod.fastcopy.MISMATCH)  # type: ignore[union-attr]
@@ -1030,3 +1031,40 @@ async def test_a_source_that_cannot_be_unlinked_fails_with_why_not_as_its_own_co
     assert len(errors) == files
     assert all("Operation not permitted" in e.message for e in errors), errors
     assert sorted(os.listdir(src)) == sorted(os.listdir(other_fs / "dst" / "src"))
+
+
+@pytest.mark.parametrize(
+    ("across", "c_group"),
+    [(False, False), (True, True), (True, False)],
+    ids=["rename", "across-c-group", "across-python"],
+)
+async def test_a_source_directory_swapped_for_a_symlink_after_the_walk_is_never_followed(
+    store_path: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: Any,
+    across: bool,
+    c_group: bool,
+) -> None:
+    """A directory of the source replaced by a symlink to another tree after the walk
+    listed it, before its files are moved: the move renamed (or copied, then unlinked) by
+    path, through the symlink, so the other tree's file of the same name left its place
+    for the destination, reported moved. The source is now reached from the root without
+    following symlinks: the item fails, the other tree keeps its file."""
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    base = request.getfixturevalue("other_fs") if across else tmp_path
+    dst = base / "dst"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "a").write_text("tree")
+    (dst / "src").mkdir(parents=True)  # a merging move
+    outside.mkdir()
+    (outside / "a").write_text("OUTSIDE")
+    if not c_group:
+        monkeypatch.setattr(smallfiles_mod, "fastcopy", None)
+    swap_after_listing(monkeypatch, src / "sub", outside)
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(MoveJob(sources=[str(src)], destination=str(dst), into=True))
+        await handle.wait()
+    assert (outside / "a").read_text() == "OUTSIDE"
+    assert not (dst / "src" / "sub" / "a").exists()
+    assert (src / "sub.kept" / "a").read_text() == "tree"

@@ -411,15 +411,27 @@ async def copy(store: str, src: Path, dst: Path, **spec: Any) -> tuple[Any, Any,
         return status, info.result, await m.errors(handle.id)
 
 
+def as_paths(items: list[Any]) -> list[tuple[bytes, int, bytes]]:
+    """A group's items as (source path, destination dir fd, name): a job's name each source
+    by its directory's fd and its name (`SourceDirs`), read back here through /proc."""
+    return [
+        item
+        if len(item) == 3
+        else (os.fsencode(os.readlink(f"/proc/self/fd/{item[0]}")) + b"/" + item[1], *item[2:])
+        for item in items
+    ]
+
+
 def count_groups(monkeypatch: pytest.MonkeyPatch, before: Any = None) -> list[int]:
-    """Count the files the job hands to the C path (calling ``before(items)`` first)."""
+    """Count the files the job hands to the C path (calling ``before(items)`` first, its
+    items as paths: `as_paths`)."""
     sizes: list[int] = []
     real = smallfiles_mod.copy_small_files
 
-    def counted(items: list[tuple[bytes, int, bytes]], **kwargs: Any) -> Any:
+    def counted(items: list[Any], **kwargs: Any) -> Any:
         sizes.append(len(items))
         if before is not None:
-            before(items)
+            before(as_paths(items))
         return real(items, **kwargs)
 
     monkeypatch.setattr(smallfiles_mod, "copy_small_files", counted)
@@ -625,7 +637,7 @@ async def test_a_durable_copy_takes_the_group_path_and_syncs_each_directory_once
         assert how & fastcopy.FSYNC
         done = real_many(items, how, *args)
         landed = zip(items, done[0], strict=True)
-        seen.landed |= {os.fstat(fd).st_ino for (_, fd, _), result in landed if result == 0}
+        seen.landed |= {os.fstat(item[-2]).st_ino for item, result in landed if result == 0}
         seen.synced = []  # (a directory made for the group synced its parent before)
         return done
 
@@ -829,11 +841,11 @@ async def test_copy_verify_reports_a_copy_spoilt_before_its_check(
 
     def spoiling_group(items: Any, **kwargs: Any) -> Any:
         assert kwargs["compare"], "copy --verify compares in C, before the rename"
-        done = real_group([item for item in items if item[2] != spoilt], **kwargs)
+        done = real_group([item for item in items if item[-1] != spoilt], **kwargs)
         assert done is not None
         results, written = iter(done[0]), iter(done[1])
         out: tuple[list[int], list[Any]] = ([], [])
-        for _, _, name in items:
+        for *_, name in items:
             grouped.append(name)
             if name == spoilt:  # what C answers for a copy that differs from its source
                 out[0].append(smallfiles_mod.fastcopy.MISMATCH)  # type: ignore[union-attr]

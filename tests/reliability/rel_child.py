@@ -46,6 +46,15 @@ import parjobs.ops._smallfiles as smallfiles_mod
 import parjobs.ops._transfer as transfer_mod
 
 
+def _at(path: Any, dir_fd: int | None) -> bytes:
+    """The path ``path`` names, relative to ``dir_fd`` (a job reaches its sources and
+    destinations through directory fds): resolved through /proc."""
+    path = os.fsencode(path)
+    if dir_fd is None:
+        return path
+    return os.path.join(os.fsencode(os.readlink(f"/proc/self/fd/{dir_fd}")), path)
+
+
 def die() -> None:
     """What a kill -9 does: no finally blocks, no flush, no atexit."""
     os.kill(os.getpid(), signal.SIGKILL)
@@ -141,11 +150,7 @@ def _install_hook(hook: dict[str, Any]) -> None:
         real = getattr(os, name)
 
         def renamer(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-            path = os.fsencode(src)
-            dir_fd = kwargs.get("src_dir_fd")
-            if dir_fd is not None:  # relative to a directory fd: resolve where that is
-                path = os.path.join(os.fsencode(os.readlink(f"/proc/self/fd/{dir_fd}")), path)
-            hit = path.startswith(under) and counter.hit()
+            hit = _at(src, kwargs.get("src_dir_fd")).startswith(under) and counter.hit()
             if hit and kind.endswith("before"):
                 die()
             real(src, dst, *args, **kwargs)
@@ -158,12 +163,7 @@ def _install_hook(hook: dict[str, Any]) -> None:
         real_unlink = os.unlink
 
         def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
-            hit = (
-                not args
-                and kwargs.get("dir_fd") is None
-                and os.fsencode(path).startswith(under)
-                and counter.hit()
-            )
+            hit = not args and _at(path, kwargs.get("dir_fd")).startswith(under) and counter.hit()
             if hit and kind == "unlink-before":
                 die()
             real_unlink(path, *args, **kwargs)
@@ -176,8 +176,9 @@ def _install_hook(hook: dict[str, Any]) -> None:
         def unlink_files(sources: list[smallfiles_mod.Source]) -> list[int]:
             """The move's group path removes its sources in one call into C: the same kill
             points, before or after the Nth source removed."""
-            for k, (path, *_) in enumerate(sources):
-                if path.startswith(under) and counter.hit():
+            for k, (path, *rest) in enumerate(sources):
+                src_dir_fd: Any = rest[7] if len(rest) > 7 else None  # the source's directory
+                if _at(path, src_dir_fd).startswith(under) and counter.hit():
                     real_unlink_files(sources[: k + (kind == "unlink-after")])
                     die()
             return real_unlink_files(sources)

@@ -1,0 +1,114 @@
+"""`SourceDirs`: the source directories copy and move read, stat, rename and unlink
+through, reached from each root without following a symlink below it.
+
+A walked entry's path was right when the walk listed its directory; a directory swapped
+for a symlink since would send a path elsewhere (a move renamed the other tree's file of
+the same name away, a copy read it). Through these fds the swap fails the item instead.
+Nothing is compared with the walk's identities, so a remount between runs changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import threading
+from collections.abc import Iterator
+
+from ._desttree import DestTree
+from ._fs import DIR_FLAGS, display
+
+#: Why an item fails when a directory above its source is no longer a directory.
+REPLACED = "its directory was moved or replaced since it was listed; not {verb}"
+
+
+#: A source as `SourceDirs.at` reaches it: its directory's fd and its name.
+At = tuple[int, bytes]
+
+
+def split(path: bytes, at: At | None) -> tuple[bytes, int | None]:
+    """``(name, dir_fd)`` for the ``os`` calls on a source: ``at``'s, or the path itself."""
+    return (path, None) if at is None else (at[1], at[0])
+
+
+def lstat_at(at: At, path: bytes) -> os.stat_result:
+    """The lstat of source ``path`` reached through its directory fd (errors name
+    ``path``)."""
+    with named(path):
+        return os.stat(at[1], dir_fd=at[0], follow_symlinks=False)
+
+
+def unlink_at(at: At, path: bytes) -> None:
+    """Unlink source ``path`` through its directory fd (errors name ``path``)."""
+    with named(path):
+        os.unlink(at[1], dir_fd=at[0])
+
+
+@contextlib.contextmanager
+def named(path: bytes, name: bytes | None = None) -> Iterator[None]:
+    """An OSError of a call on a source by its name in its directory names its path, as
+    the call by path did (with ``name``: only an error that names it)."""
+    try:
+        yield
+    except OSError as exc:
+        if name is None or exc.filename in (name, os.fsdecode(name)):
+            exc.filename = path
+        raise
+
+
+class _RootDirs(DestTree):
+    """The directory fds below one root (opened by the path the user gave, following a
+    symlink the user named, as the walk did): each component with ``O_NOFOLLOW`` unless
+    ``follow``."""
+
+    def __init__(self, root: bytes, follow: bool) -> None:
+        super().__init__(root, replace_nondirs=False, durable=False)
+        self.follow = follow
+
+    def _open_child(self, parent: int, key: bytes, leaf: bytes, create: bool) -> int:
+        if self.follow:
+            return os.open(leaf, DIR_FLAGS, dir_fd=parent)
+        return super()._open_child(parent, key, leaf, create)
+
+
+class SourceDirs:
+    """One `_RootDirs` per root parent, made on first use (thread-safe); `close` closes
+    them all."""
+
+    def __init__(self, follow: bool) -> None:
+        self.follow = follow
+        self._lock = threading.Lock()
+        self._roots: dict[bytes, _RootDirs] = {}
+
+    @contextlib.contextmanager
+    def at(self, path: bytes, rel: bytes, verb: str) -> Iterator[tuple[int, bytes]]:
+        """``(dir_fd, name)`` of the walked source ``path`` (``rel`` its name in the
+        destination): its directory as the walk reached it, from its root. A symlink or
+        file where a directory was raises OSError(ESTALE) naming why, never followed."""
+        _, below, rest = rel.partition(b"/")  # rel starts with the root's destination name
+        if below:
+            root = path[: len(path) - len(rest) - 1]
+            parent, _, name = rest.rpartition(b"/")
+        else:  # the root itself: its directory as the user named it
+            root, name = os.path.split(path)
+            parent = b""
+        with self._lock:
+            dirs = self._roots.get(root)
+            if dirs is None:
+                dirs = self._roots[root] = _RootDirs(root or b"/", self.follow)
+        try:
+            fd = dirs.acquire(parent, create=False)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            raise OSError(errno.ESTALE, REPLACED.format(verb=verb), display(path)) from None
+        try:
+            yield fd, name
+        finally:
+            dirs.release(parent)
+
+    def close(self) -> None:
+        with self._lock:
+            for dirs in self._roots.values():
+                dirs.close()
+            self._roots.clear()

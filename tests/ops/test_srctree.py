@@ -1,0 +1,53 @@
+"""`SourceDirs`: a source reached from its root without following a symlink below it."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from parjobs.ops._srctree import REPLACED, SourceDirs, lstat_at
+
+
+def test_a_directory_swapped_for_a_symlink_below_the_root_is_refused(tmp_path: Path) -> None:
+    """``root/sub`` replaced by a symlink: ESTALE naming the source, nothing opened
+    through it; the root itself, named by the user as a symlink, is followed."""
+    real, outside = tmp_path / "real", tmp_path / "outside"
+    (real / "sub").mkdir(parents=True)
+    (real / "sub" / "a").write_text("tree")
+    outside.mkdir()
+    (outside / "a").write_text("OUTSIDE")
+    (tmp_path / "root").symlink_to(real)  # the root the user named: followed
+    path = os.fsencode(tmp_path / "root" / "sub" / "a")
+    dirs = SourceDirs(follow=False)
+    try:
+        with dirs.at(path, b"root/sub/a", "moved") as at:
+            assert lstat_at(at, path).st_size == 4
+        os.rename(real / "sub", real / "sub.kept")
+        (real / "sub").symlink_to(outside)
+        dirs.close()  # a later run: nothing cached
+        dirs = SourceDirs(follow=False)
+        with pytest.raises(OSError) as caught, dirs.at(path, b"root/sub/a", "moved"):
+            pass
+        assert caught.value.errno == errno.ESTALE
+        assert caught.value.strerror == REPLACED.format(verb="moved")
+        followed = SourceDirs(follow=True)  # copy -L
+        with followed.at(path, b"root/sub/a", "copied") as at:
+            assert lstat_at(at, path).st_size == len("OUTSIDE")
+        followed.close()
+    finally:
+        dirs.close()
+
+
+def test_errors_name_the_source_path(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    path = os.fsencode(tmp_path / "root" / "gone")
+    dirs = SourceDirs(follow=False)
+    try:
+        with dirs.at(path, b"root/gone", "copied") as at, pytest.raises(FileNotFoundError) as c:
+            lstat_at(at, path)
+        assert c.value.filename == path
+    finally:
+        dirs.close()
