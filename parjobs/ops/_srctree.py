@@ -71,6 +71,11 @@ class _RootDirs(DestTree):
         return super()._open_child(parent, key, leaf, create)
 
 
+#: Roots whose directory fds stay open (least recently used closed first): a job of
+#: thousands of roots must not hold one fd each.
+MAX_ROOTS = 16
+
+
 class SourceDirs:
     """One `_RootDirs` per root parent, made on first use (thread-safe); `close` closes
     them all."""
@@ -93,9 +98,12 @@ class SourceDirs:
             root, name = os.path.split(path)
             parent = b""
         with self._lock:
-            dirs = self._roots.get(root)
+            dirs = self._roots.pop(root, None)  # (put back last: most recently used)
             if dirs is None:
-                dirs = self._roots[root] = _RootDirs(root or b"/", self.follow)
+                dirs = _RootDirs(root or b"/", self.follow)
+            self._roots[root] = dirs
+            if len(self._roots) > MAX_ROOTS:  # each pins its root's fd: many roots, few fds
+                self._roots.pop(next(iter(self._roots))).close()  # (fds in use: once released)
         try:
             fd = dirs.acquire(parent, create=False)
         except OSError as exc:

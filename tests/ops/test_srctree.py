@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from parjobs.ops._srctree import REPLACED, SourceDirs, lstat_at
+from parjobs.ops._srctree import MAX_ROOTS, REPLACED, SourceDirs, lstat_at
 
 
 def test_a_directory_swapped_for_a_symlink_below_the_root_is_refused(tmp_path: Path) -> None:
@@ -51,3 +51,25 @@ def test_errors_name_the_source_path(tmp_path: Path) -> None:
         assert c.value.filename == path
     finally:
         dirs.close()
+
+
+def test_many_roots_keep_few_descriptors_open(tmp_path: Path) -> None:
+    """Each root's cache pins its root's fd: a job of many roots (``move */ dst``) held one
+    fd per root, and thousands ran out of them. Only `MAX_ROOTS` stay open."""
+    paths = []
+    for i in range(MAX_ROOTS * 4):
+        (tmp_path / f"r{i}" / "sub").mkdir(parents=True)
+        (tmp_path / f"r{i}" / "sub" / "a").write_text("x")
+        paths.append((os.fsencode(tmp_path / f"r{i}" / "sub" / "a"), f"r{i}/sub/a".encode()))
+    before = len(os.listdir("/proc/self/fd"))
+    dirs = SourceDirs(follow=False)
+    try:
+        with dirs.at(*paths[0], "copied") as held:  # in use while its root is closed
+            for path, rel in paths[1:]:
+                with dirs.at(path, rel, "copied") as at:
+                    assert lstat_at(at, path).st_size == 1
+            assert len(os.listdir("/proc/self/fd")) - before <= 2 * (MAX_ROOTS + 1)
+            assert lstat_at(held, paths[0][0]).st_size == 1  # still open: closed once released
+    finally:
+        dirs.close()
+    assert len(os.listdir("/proc/self/fd")) == before
