@@ -18,6 +18,7 @@ import pytest
 import trio
 
 import parjobs
+from parjobs.ops import _transfer
 from parjobs.testing import read, snapshot, write
 
 #: The special files a test plants where a regular one is expected, and how errors name them.
@@ -147,12 +148,13 @@ def user_file_at_first(src: Path, dst: Path) -> tuple[int, int]:
 
 
 async def run_pausing_before_links(
-    store_path: str, job: parjobs.Job, module: Any, paused: bool
+    store_path: str, job: parjobs.Job, paused: bool
 ) -> parjobs.JobStatus:
-    """Run ``job`` (a copy or move of ``parjobs.ops.<module>``) to its end; with ``paused``,
-    pause it once its first stage is done, before the "links" stage looks up its firsts
-    (`firsts_made`), and resume it: what the later names link to then comes from the
-    first run's records."""
+    """Run ``job`` (a copy or move) to its end; with ``paused``, pause it once its first
+    stage is done, before the "links" stage looks up its firsts (`firsts_made`, which both
+    call through `_transfer.run_links`), and resume it: what the later names link to then
+    comes from the first run's records."""
+    module: Any = _transfer  # (its firsts_made is replaced for the run)
     real = module.firsts_made
     reached = trio.Event()
 

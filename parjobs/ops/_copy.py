@@ -62,12 +62,12 @@ from ._transfer import (
     check_paths,
     copy_group,
     covered,
-    firsts_made,
     item_error,
     landed_rows,
     link_first,
     open_plan,
     record_landing,
+    run_links,
     special_reason,
     symlink_put,
 )
@@ -415,13 +415,11 @@ class CopyJob(IntoDestination, Job):
                 async for outcome in dispatcher.dispatch_many(items):
                     count(outcome)
             if links:  # after the copy stage: every first copy is in place
-                stage = ctx.task_dispatcher("links")
-                later = [(e, f) for e, f in links if not stage.is_completed(e.index)]
-                made = await firsts_made(ctx, dispatcher.stage, later) if later else {}
-                tasks = [LinkItem(e, f, plan, made.get(f.index)) for e, f in later]
-                async with aclosing(covered(ctx, tasks)) as reached:
-                    async for outcome in stage.dispatch_many(reached):
-                        count(outcome)
+
+                def link(e: Entry, f: Entry, made: Identity | None) -> LinkItem:
+                    return LinkItem(e, f, plan, made)
+
+                await run_links(ctx, dispatcher.stage, links, link, count)
             progress.set_message("finishing")
             # Only a resumed run or one with failed items can have left temporaries behind.
             sweep = None

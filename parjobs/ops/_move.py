@@ -63,13 +63,13 @@ from ._transfer import (
     check_paths,
     copy_group,
     covered,
-    firsts_made,
     item_error,
     landed_rows,
     link_first,
     open_plan,
     record_landing,
     resolve_conflict,
+    run_links,
     special_reason,
     symlink_put,
 )
@@ -589,13 +589,11 @@ class MoveJob(IntoDestination, Job):
                 async for outcome in dispatcher.dispatch_many(items):
                     tally.count(outcome)  # (the manager checkpoints in the background)
             if links:  # after the move stage: every first name is in place
-                stage = ctx.task_dispatcher("links")
-                todo = [(e, f) for e, f in links if not stage.is_completed(e.index)]
-                made = await firsts_made(ctx, dispatcher.stage, todo) if todo else {}
-                later = [MoveLinkItem(e, f, plan, made.get(f.index)) for e, f in todo]
-                async with aclosing(covered(ctx, later)) as reached:
-                    async for outcome in stage.dispatch_many(reached):
-                        tally.count(outcome)
+
+                def link(e: Entry, f: Entry, made: Identity | None) -> MoveLinkItem:
+                    return MoveLinkItem(e, f, plan, made)
+
+                await run_links(ctx, dispatcher.stage, links, link, tally.count)
             progress.finalize_totals()  # (the walk did, if there was one)
             progress.set_message("finishing")
             removed = [0]

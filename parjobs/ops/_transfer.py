@@ -1415,6 +1415,27 @@ async def firsts_made(
     return made
 
 
+async def run_links(
+    ctx: JobContext,
+    firsts: str,
+    links: Sequence[tuple[Entry, Entry]],
+    make: Callable[[Entry, Entry, Identity | None], Task[CopyDone]],
+    count: Callable[[Any], object],
+) -> None:
+    """A copy's or move's ``links`` stage, after the stage ``firsts`` put every first name
+    in place: each later name of ``links`` (``(later name, first)``) not done yet, as the
+    task ``make`` builds from it, its first and the copy the job made of that first
+    (`firsts_made`), handed to the workers once covered by the run's reach (`covered`);
+    each outcome to ``count``."""
+    stage = ctx.task_dispatcher("links")
+    todo = [(e, f) for e, f in links if not stage.is_completed(e.index)]
+    made = await firsts_made(ctx, firsts, todo) if todo else {}
+    tasks = [make(e, f, made.get(f.index)) for e, f in todo]
+    async with contextlib.aclosing(covered(ctx, tasks)) as reached:
+        async for outcome in stage.dispatch_many(reached):
+            count(outcome)
+
+
 def link_first(
     task: TransferItem, tc: TaskContext, dir_fd: int, first: Entry, made: Identity | None
 ) -> tuple[Landing, bool] | None:

@@ -858,7 +858,7 @@ async def test_a_later_name_is_never_linked_to_a_file_the_move_did_not_write(
     src, dst = tmp_path / "src", other_fs / "dst"
     user = user_file_at_first(src, dst)
     job = MoveJob(sources=[str(src / "s")], destination=str(dst), on_conflict=policy)
-    status = await run_pausing_before_links(store_path, job, move_mod, paused)
+    status = await run_pausing_before_links(store_path, job, paused)
     assert status is (JobStatus.COMPLETED_WITH_ERRORS if policy == "fail" else JobStatus.COMPLETED)
     assert read(dst / "s" / "b") == b"source bytes" and not (src / "s" / "b").exists()
     assert read(dst / "s" / "a") == b"user's bytes"
