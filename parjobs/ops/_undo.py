@@ -292,23 +292,33 @@ def _copy_back(
     move across filesystems copied it: no-replace (`FileExistsError` when taken), mode,
     times, owner and extended attributes kept, fsynced before the caller unlinks the held
     name. A regular file or a symlink; anything else raises the rename's ``EXDEV``."""
-    src = b"/proc/self/fd/%d/%s" % (fd, held)
-    mode = os.lstat(src).st_mode
+    at = (fd, held)  # (the source through its directory fd, as a move's sources are)
+    mode = os.stat(held, dir_fd=fd, follow_symlinks=False).st_mode
     if stat.S_ISLNK(mode):
         copy_symlink(
-            src,
+            held,
             back,
             dst_dir_fd=to,
             overwrite=False,
             preserve_owner=True,
             durable=True,
             owner=token,
+            src_at=at,
         )
     elif stat.S_ISREG(mode):
         options = CopyOptions(
             durable=True, preserve_xattrs=True, preserve_owner=True, resume_partial=False
         )
-        copy_file(src, back, options, dst_dir_fd=to, check=check, overwrite=False, owner=token)
+        copy_file(
+            held,
+            back,
+            options,
+            dst_dir_fd=to,
+            check=check,
+            overwrite=False,
+            owner=token,
+            src_at=at,
+        )
     else:
         raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), display(held))
 
