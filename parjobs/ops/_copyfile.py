@@ -47,6 +47,7 @@ from ._fs import (
     noop,
     open_regular,
     rename_noreplace,
+    split_at,
     unlink_quiet,
 )
 from ._kernel import FALLBACK_ERRNOS, NO_RANGE, NO_REFLINK_ERRNOS, preallocate, try_reflink
@@ -727,7 +728,7 @@ def copy_symlink(
     (and owner, if asked and permitted) is set without following it. ``dst``/``dst_dir_fd``
     and ``overwrite`` mean what they mean for `copy_file`, as ``src_at``.
     """
-    src_name, src_dir_fd = (src, None) if src_at is None else (src_at[1], src_at[0])
+    src_name, src_dir_fd = split_at(src, src_at)
     st = os.stat(src_name, dir_fd=src_dir_fd, follow_symlinks=False)
     if not stat.S_ISLNK(st.st_mode):
         exc = SpecialFileError(f"not a symbolic link: {os.fsdecode(src)!r}")

@@ -16,7 +16,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Sequence
-from typing import Literal, TypeAlias, cast, overload
+from typing import Literal, TypeAlias, TypeVar, cast, overload
 
 from ._errors import SourceChangedError, SpecialFileError
 
@@ -256,6 +256,17 @@ def _pseudo_error(path: FilePath, verb: Verb) -> SpecialFileError:
     return exc
 
 
+#: A source as `_srctree.SourceDirs.at` reaches it: its directory's fd and its name.
+At: TypeAlias = tuple[int, bytes]
+
+_P = TypeVar("_P")
+
+
+def split_at(path: _P, at: At | None) -> tuple[_P | bytes, int | None]:
+    """``(name, dir_fd)`` for the ``os`` calls on a source: ``at``'s, or ``path`` itself."""
+    return (path, None) if at is None else (at[1], at[0])
+
+
 def open_regular(
     path: FilePath,
     *,
@@ -276,7 +287,7 @@ def open_regular(
     ``at``: the file's directory fd and name (`_srctree.SourceDirs`), opened there rather
     than by ``path`` (then only named in errors).
     """
-    name, dir_fd = (path, None) if at is None else (at[1], at[0])
+    name, dir_fd = split_at(path, at)
     if lstat_first:
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)

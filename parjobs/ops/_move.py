@@ -41,6 +41,7 @@ from ._desttree import NOT_A_DIR
 from ._errors import DirConflictError, WalkError
 from ._finish import FinishDirs
 from ._fs import (
+    At,
     changed_error,
     check_replaceable,
     check_same_file,
@@ -51,7 +52,7 @@ from ._fs import (
     unique_name,
 )
 from ._partials import sweep_temporaries
-from ._srctree import At, lstat_at, named, unlink_at
+from ._srctree import lstat_at, named, unlink_at
 from ._transfer import (
     CopyDone,
     CopyPlan,

@@ -16,19 +16,10 @@ import threading
 from collections.abc import Iterator
 
 from ._desttree import DestTree
-from ._fs import DIR_FLAGS, display
+from ._fs import DIR_FLAGS, At, display
 
 #: Why an item fails when a directory above its source is no longer a directory.
 REPLACED = "its directory was moved or replaced since it was listed; not {verb}"
-
-
-#: A source as `SourceDirs.at` reaches it: its directory's fd and its name.
-At = tuple[int, bytes]
-
-
-def split(path: bytes, at: At | None) -> tuple[bytes, int | None]:
-    """``(name, dir_fd)`` for the ``os`` calls on a source: ``at``'s, or the path itself."""
-    return (path, None) if at is None else (at[1], at[0])
 
 
 def lstat_at(at: At, path: bytes) -> os.stat_result:

@@ -30,6 +30,7 @@ from ._errors import DirConflictError
 from ._fs import (
     DIR_NOFOLLOW,
     KINDS,
+    At,
     absolute_root,
     check_replaceable,
     clean_error,
@@ -38,6 +39,7 @@ from ._fs import (
     numbered,
     rename_noreplace,
     same_size_mtime,
+    split_at,
     split_ext,
     unique_name,
 )
@@ -50,7 +52,7 @@ from ._paths import (
     dir_identity,
     existing_prefix,
 )
-from ._srctree import At, SourceDirs, split
+from ._srctree import SourceDirs
 from ._walk import Entry
 
 T = TypeVar("T")
@@ -623,7 +625,7 @@ def same_content(
     hold the same content: a FIFO or device swapped in since the caller's lstat is opened
     without waiting (``O_NONBLOCK``) and is not."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-    src_name, src_dir_fd = split(src, src_at)
+    src_name, src_dir_fd = split_at(src, src_at)
     a = os.open(src_name, flags, dir_fd=src_dir_fd)
     try:
         b = os.open(name, flags, dir_fd=dir_fd)
@@ -662,7 +664,7 @@ def same_item(
     """The quick conflict test: does ``dir_fd/leaf`` (whose lstat is given) already hold the
     source? A regular file of the same size and mtime, or a symlink with the same target."""
     if stat.S_ISLNK(src_st.st_mode):
-        src_name, src_dir_fd = split(src, src_at)
+        src_name, src_dir_fd = split_at(src, src_at)
         target = os.readlink(src_name, dir_fd=src_dir_fd)
 
         def same_link(leaf: bytes, dst: os.stat_result) -> bool:
