@@ -112,10 +112,12 @@ class RemoteManager:
         self,
         status: JobStatus | list[JobStatus] | None = None,
         *,
+        order: str = "created",
         damaged: list[tuple[str, str]] | None = None,
     ) -> list[JobInfo]:
-        """Every job (oldest first), in pages. The server leaves damaged rows out."""
-        params: dict[str, Any] = {"limit": PAGE, "offset": 0}
+        """Every job (oldest first, or by ``order`` as `JobManager.list_jobs` takes it), in
+        pages. The server leaves damaged rows out."""
+        params: dict[str, Any] = {"limit": PAGE, "offset": 0, "order": order}
         if status is not None:
             statuses = [status] if isinstance(status, JobStatus) else status
             params["status"] = ",".join(s.value for s in statuses)
@@ -185,6 +187,10 @@ class RemoteManager:
 
     async def cancel(self, job_id: str) -> None:
         await self._request("POST", f"/api/jobs/{_quote(job_id)}/cancel")
+
+    async def delete(self, job_id: str) -> None:
+        """Forget a resting job (``jobs prune``), as `JobManager.delete` does, in the server."""
+        await self._request("DELETE", f"/api/jobs/{_quote(job_id)}")
 
     # -- following -----------------------------------------------------------------------
 

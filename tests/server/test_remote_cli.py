@@ -327,3 +327,25 @@ def test_hash_through_the_server_prints_the_digests_from_the_item_log(served, tm
     job_id = json.loads(served.local("jobs", "--json").stdout.splitlines()[0])["id"]
     stored = json.loads(served.local("show", job_id, "--json").stdout)["result"]
     assert "digests" not in stored and stored["files"] == 1200
+
+
+def test_jobs_prune_through_the_server(served, tmp_path) -> None:
+    """``jobs prune`` with ``--server`` (or ``$PARJOBS_SERVER``) deletes in the server, as
+    locally: it used to end in a traceback (the client had no ``order`` and no ``delete``)."""
+    _tree(tmp_path / "src", 3)
+    ids = []
+    for name in ("a", "b"):
+        done = served.remote("--json", "copy", str(tmp_path / "src"), str(tmp_path / name))
+        assert done.returncode == 0, done.stderr
+        ids.append(json.loads(done.stdout.splitlines()[0])["job_id"])
+    dry = served.remote("jobs", "prune", ids[0], "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.startswith(f"would delete {ids[0]}  copy  completed")
+    named = served.remote("--json", "jobs", "prune", ids[0])
+    assert named.returncode == 0, named.stderr
+    assert json.loads(named.stdout) == {"job_id": ids[0], "status": "completed", "deleted": True}
+    aged = served.remote("jobs", "prune", "--older-than", "0")
+    assert aged.returncode == 0, aged.stderr
+    assert aged.stdout.startswith(f"deleted {ids[1]}  copy  completed")
+    assert served.api.get("/api/jobs").json()["jobs"] == []
+    assert (tmp_path / "a").is_dir() and (tmp_path / "b").is_dir()  # what the jobs did stays
