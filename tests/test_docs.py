@@ -1,4 +1,5 @@
-"""The docs stay true: ```python blocks run, and the statuses table matches the code."""
+"""The docs stay true: ```python blocks run, the statuses table matches the code, the README
+opens with the house's two commands, and every command docs/cli.md names exists."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ from _forkcli import run as forked_run
 
 import parjobs
 
-DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+SH_FENCE = re.compile(r"^```sh\n(.*?)^```", re.S | re.M)
+#: Commands that take a subcommand of their own (``parjobs jobs prune``, ``trash list``).
+WITH_SUBCOMMANDS = ("jobs", "trash")
 
 
 def _pages_with_code():
@@ -48,3 +53,37 @@ def test_every_status_is_defined_in_concepts():
     text = (DOCS / "concepts.md").read_text()
     for status in parjobs.JobStatus:
         assert f"| `{status.value}` |" in text
+
+
+def test_readme_opens_with_install_and_demo_then_the_test_suite() -> None:
+    """The house rules: the README's first command installs and runs the demo, its second
+    installs the test dependencies and runs the suite, and CI runs exactly that one."""
+    first, second = (
+        block.strip() for block in SH_FENCE.findall((ROOT / "README.md").read_text())[:2]
+    )
+    assert first == "python3 -m pip install -e . && python3 -m parjobs demo"
+    assert second == "python3 -m pip install -q -e '.[test]' && python3 -m pytest -q -n 2"
+    assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == second
+
+
+def _cli_commands_named(text: str) -> set[tuple[str, str]]:
+    """``(command, word after it)`` of every ``parjobs COMMAND ...`` in code (inline or sh)."""
+    spans = re.findall(r"`([^`\n]+)`", text)
+    spans += [line for block in SH_FENCE.findall(text) for line in block.splitlines()]
+    return {
+        (m.group(1), m.group(2) or "")
+        for span in spans
+        for m in re.finditer(r"(?<![\w/.-])parjobs ([a-z]+)(?: ([a-z]+)\b)?", span)
+    }
+
+
+def test_every_command_in_cli_md_exists_and_every_command_is_there(capsys) -> None:
+    from parjobs.cli import main
+    from parjobs.cli._app import COMMANDS
+
+    named = _cli_commands_named((DOCS / "cli.md").read_text())
+    assert {command for command, _ in named} == set(COMMANDS)
+    for command, word in sorted(named):
+        argv = [command, word] if command in WITH_SUBCOMMANDS and word else [command]
+        assert main([*argv, "--help"]) == 0, argv
+        assert f"usage: parjobs {' '.join(argv)}" in capsys.readouterr().out
