@@ -172,7 +172,12 @@ if big:
 #: group calls parjobs makes (`_fastcopy`, groups of 64, the same flags) on two threads;
 #: nothing else (no store, manifest, tasks or records). `_FLOOR_GROUP` is what each group
 #: does; the extension is loaded from ``parjobs/ops`` (argv[3]) without importing parjobs.
-_FLOOR = """
+#: The largest file the floors' C group calls copy (`copy_many`'s ``max_size``); a larger
+#: one is the chunked Python path's, so a tree holding one gets no floor (`_floor_fits`).
+FLOOR_MAX_SIZE = 8 << 20
+_FLOOR = (
+    f"MAX_SIZE = {FLOOR_MAX_SIZE}\n"
+    + """
 import os, sys, threading, trio
 sys.path.insert(0, sys.argv[3])
 import _fastcopy as fc
@@ -202,11 +207,12 @@ for t in threads:
     t.join()
 assert not failed, failed[:5]
 """
+)
 #: The small-file floor: copy (`copy_many`).
 SMALL_FLOOR = (
     """
 def _FLOOR_GROUP(group):
-    return fc.copy_many(group, flags, 8 << 20, b"floor")[0]
+    return fc.copy_many(group, flags, MAX_SIZE, b"floor")[0]
 """
     + _FLOOR
 )
@@ -219,7 +225,7 @@ MOVE_FLOOR = (
     """
 def _FLOOR_GROUP(group):
     move = fc.OWNED | fc.NO_XATTRS | fc.COPY_COMPARE | fc.FSYNC | fc.SOURCES
-    results, written, _, _, seen = fc.copy_many(group, flags | move, 8 << 20, b"floor")
+    results, written, _, _, seen = fc.copy_many(group, flags | move, MAX_SIZE, b"floor")
     for fd in {c[1] for c in group}:
         os.fsync(fd)
     copied = zip(group, written, seen)
@@ -318,14 +324,27 @@ def _startup(calls: _Calls) -> tuple[dict[str, Callable[[], Timing]], str]:
     return out, "python -c 'import trio'"
 
 
+def _floor_fits(src: Path) -> bool:
+    """Whether the floors' C group calls copy every file under ``src`` (none is larger than
+    `FLOOR_MAX_SIZE`): the small-file floor of a tree of big files would fail."""
+    return all(
+        os.lstat(os.path.join(top, name)).st_size <= FLOOR_MAX_SIZE
+        for top, _, names in os.walk(src)
+        for name in names
+    )
+
+
 def _copies(calls: _Calls, src: Path, verify: bool) -> dict[str, Callable[[], Timing]]:
+    """``cp -r`` against ``parjobs copy`` (and ``--verify``) of ``src``, and the small-file
+    floor (`SMALL_FLOOR`) where it applies (the ``large`` case's files are too big for it)."""
     expect = tree_stats(src)
     out = {"cp -r": calls.copy_into(lambda dst: ["cp", "-r", str(src), f"{dst}/"], expect, "cp")}
-    out[SMALL_FLOOR_NAME] = calls.copy_into(
-        lambda dst: [sys.executable, "-c", SMALL_FLOOR, str(src), str(dst), str(OPS)],
-        expect,
-        SMALL_FLOOR_NAME,
-    )
+    if _floor_fits(src):
+        out[SMALL_FLOOR_NAME] = calls.copy_into(
+            lambda dst: [sys.executable, "-c", SMALL_FLOOR, str(src), str(dst), str(OPS)],
+            expect,
+            SMALL_FLOOR_NAME,
+        )
     for extra in ([], ["--verify"]) if verify else ([],):
         name = " ".join(["parjobs copy", *extra])
         out[name] = calls.copy_into(
