@@ -359,7 +359,7 @@ def _jobs(p: Parser) -> None:
         epilog="example:\n  parjobs jobs prune --older-than 7d --dry-run",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _globals(p, sub=True, client=False)
+    _globals(p, sub=True)  # it works through --server too, as `jobs` does
     p.add_argument("jobs", nargs="*", metavar="ID", help="job ids or unique prefixes")
     p.add_argument(
         "--older-than",

@@ -46,3 +46,11 @@ def test_global_options_are_taken_after_a_subcommands_own_subcommand(argv: list[
     took them, ``trash list`` and ``trash restore`` refused them ("unrecognized
     arguments", exit 2)."""
     assert parse(argv).store == "s.sqlite"
+
+
+def test_jobs_prune_takes_server_options_after_its_subcommand_too() -> None:
+    """``jobs prune`` goes through a server like ``jobs``; ``--server`` and ``--token-file``
+    after ``prune`` were refused ("unrecognized arguments", exit 2) while ``--store`` was
+    taken there."""
+    args = parse(["jobs", "prune", "--older-than", "7d", "--server", "u:1", "--token-file", "t"])
+    assert (args.server, args.token_file, args.older_than) == ("u:1", "t", 7 * 86400)
