@@ -87,3 +87,18 @@ def test_every_command_in_cli_md_exists_and_every_command_is_there(capsys) -> No
         argv = [command, word] if command in WITH_SUBCOMMANDS and word else [command]
         assert main([*argv, "--help"]) == 0, argv
         assert f"usage: parjobs {' '.join(argv)}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "page", [*sorted(DOCS.glob("*.md")), ROOT / "README.md"], ids=lambda p: p.name
+)
+def test_code_fences_close_and_hold_no_heading(page) -> None:
+    """Every ``` fence is closed, and no ``## `` heading sits inside one (a section pasted
+    into the errors' tree block rendered as code)."""
+    inside = None
+    for number, line in enumerate(page.read_text().splitlines(), 1):
+        if line.startswith("```"):
+            inside = None if inside else number
+        elif inside and line.startswith("## "):
+            raise AssertionError(f"{page.name}:{number}: heading inside the fence of line {inside}")
+    assert inside is None, f"{page.name}: the fence of line {inside} is never closed"
