@@ -398,7 +398,7 @@ class CopyJob(IntoDestination, Job):
         progress = ctx.progress
         progress.set_total(items=1, bytes=0, final=False)  # the finishing step; the walk adds
         progress.set_message("copying")
-        dirs: list[tuple[bytes, bytes, int | None]] = []
+        dirs: list[Entry] = []
         links: list[tuple[Entry, Entry]] = []
 
         try:
@@ -438,7 +438,7 @@ class CopyJob(IntoDestination, Job):
         self,
         ctx: JobContext,
         plan: CopyPlan,
-        dirs: list[tuple[bytes, bytes, int | None]],
+        dirs: list[Entry],
         links: list[tuple[Entry, Entry]],
         done: Callable[[int], bool] | None,
         *,
@@ -485,7 +485,7 @@ class CopyJob(IntoDestination, Job):
                         kind = entry.kind
                         if kind == "dir":
                             # finished again, done or not; times read then
-                            dirs.append((entry.rel, entry.path, None))
+                            dirs.append(entry)
                             if done is not None and done(entry.index):
                                 made_before.add(entry.rel)
                                 continue

@@ -10,6 +10,7 @@ from .._task import Task, TaskContext
 from ._errors import CopyError
 from ._metadata import apply_dir_metadata
 from ._transfer import CopyDone, CopyPlan
+from ._walk import Entry
 
 
 @dataclasses.dataclass(eq=False)
@@ -17,14 +18,16 @@ class FinishDirs(Task[CopyDone]):
     """The last step of a run: sweep leftover temporaries (when a run may have left some),
     then apply source modes and times to the destination directories, deepest first.
 
-    ``dirs`` holds (destination rel, source path, mtime or None): a move passes the mtime
-    its walk saw, since moving the files out changed the source directory's mtime."""
+    ``dirs``: the walked source directories, read through `SourceDirs.dir_at`. With
+    ``walked_mtime`` (a move) a destination directory gets the mtime its source had when
+    walked, since moving the files out changed it since."""
 
     index: int
     plan: CopyPlan
-    dirs: list[tuple[bytes, bytes, int | None]]
+    dirs: list[Entry]
     sweep: Callable[[], object] | None
     after: Callable[[TaskContext], None] | None = None
+    walked_mtime: bool = False
 
     @property
     def weight(self) -> int:
@@ -37,23 +40,26 @@ class FinishDirs(Task[CopyDone]):
         if self.sweep is not None:
             self.sweep()
         plan, failures = self.plan, []
-        for rel, src, mtime_ns in sorted(self.dirs, key=lambda d: -d[0].count(b"/")):
+        for entry in sorted(self.dirs, key=lambda d: -d.rel.count(b"/")):
             tc.check()
+            rel, src = entry.rel, entry.path
             try:
                 fd = plan.tree.acquire(rel, create=False)
             except OSError:  # never created (conflict, skipped): nothing to finish
                 continue
             try:
                 options = plan.options
-                apply_dir_metadata(
-                    src,
-                    fd,
-                    plan.follow,
-                    options.preserve_xattrs,
-                    options.preserve_owner,
-                    options.durable,
-                    mtime_ns,
-                )
+                with plan.src_dirs.dir_at(src, rel, "read") as at:
+                    apply_dir_metadata(
+                        src,
+                        fd,
+                        plan.follow,
+                        options.preserve_xattrs,
+                        options.preserve_owner,
+                        options.durable,
+                        entry.mtime_ns if self.walked_mtime else None,
+                        at=at,
+                    )
             except FileNotFoundError:
                 # The source directory is gone: a move's earlier run applied its metadata,
                 # then removed it, and was killed before recording this step.

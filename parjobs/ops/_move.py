@@ -494,12 +494,14 @@ def _run_entries(plan: CopyPlan, entries: list[Entry], tc: TaskContext) -> Membe
     return MoveItem.run_entries(plan, entries, tc)
 
 
-def _remove_empty_dirs(dirs: list[tuple[bytes, bytes, int | None]], removed: list[int]) -> None:
-    """Remove the source directories left empty, deepest first (others stay: they hold
-    what was skipped or failed)."""
-    for _, src, _ in sorted(dirs, key=lambda d: -d[0].count(b"/")):
+def _remove_empty_dirs(plan: CopyPlan, dirs: list[Entry], removed: list[int]) -> None:
+    """Remove the source directories left empty, deepest first, each while it is the one
+    walked (`SourceDirs.rmdir`); others stay: they hold what was skipped or failed, or are
+    not the directory the walk listed (also after a remount between runs renumbered the
+    device: left, empty, never another)."""
+    for entry in sorted(dirs, key=lambda d: -d.rel.count(b"/")):
         with contextlib.suppress(OSError):
-            os.rmdir(src)
+            plan.src_dirs.rmdir(entry.path, entry.rel, (entry.dev, entry.ino))
             removed[0] += 1
 
 
@@ -579,7 +581,7 @@ class MoveJob(IntoDestination, Job):
             ctx.state["walked"] = [self.sources[i] for i in order]
             await ctx.checkpoint(force=True)  # the decisions are durable before stage 2
             by_copy = [walked[i] for i in order]
-            dirs: list[tuple[bytes, bytes, int | None]] = []
+            dirs: list[Entry] = []
             links: list[tuple[Entry, Entry]] = []
             dispatcher = ctx.task_dispatcher("move")
             bundle = 0 if ctx.clustered and plan.portable else dispatcher.workers  # (as a copy)
@@ -603,7 +605,12 @@ class MoveJob(IntoDestination, Job):
                 names = [plan.names[i] for i in order]
                 sweep = functools.partial(sweep_temporaries, plan.tree.root, names, plan.token)
             finish = FinishDirs(
-                ctx.run_number, plan, dirs, sweep, lambda tc: _remove_empty_dirs(dirs, removed)
+                ctx.run_number,
+                plan,
+                dirs,
+                sweep,
+                lambda tc: _remove_empty_dirs(plan, dirs, removed),
+                walked_mtime=True,
             )
             async for outcome in ctx.task_dispatcher("finish").dispatch_many([finish]):
                 tally.record(outcome)
@@ -620,7 +627,7 @@ class MoveJob(IntoDestination, Job):
         plan: CopyPlan,
         order: list[int],
         by_copy: list[bool],
-        dirs: list[tuple[bytes, bytes, int | None]],
+        dirs: list[Entry],
         links: list[tuple[Entry, Entry]],
         done: Callable[[int], bool] | None,
         *,
@@ -655,8 +662,7 @@ class MoveJob(IntoDestination, Job):
                     groups = plan.move_groups  # per batch: a group may turn it off
                     for entry in batch:
                         if entry.kind == "dir":
-                            # finished again, done or not; with the mtime walked
-                            dirs.append((entry.rel, entry.path, entry.mtime_ns))
+                            dirs.append(entry)  # finished again, done or not
                             if done is not None and done(entry.index):
                                 made_before.add(entry.rel)
                                 continue

@@ -16,7 +16,12 @@ import threading
 from collections.abc import Iterator
 
 from ._desttree import DestTree
-from ._fs import DIR_FLAGS, At, display
+from ._fs import DIR_FLAGS, At, display, split_at
+from ._walk import is_expected
+
+#: An ``O_PATH`` fd of a source directory itself (its stat, its identity; no read access
+#: needed), never a symlink.
+DIR_PATH = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 #: Why an item fails when a directory above its source is no longer a directory.
 REPLACED = "its directory was moved or replaced since it was listed; not {verb}"
@@ -105,6 +110,32 @@ class SourceDirs:
             yield fd, name
         finally:
             dirs.release(parent)
+
+    @contextlib.contextmanager
+    def dir_at(self, path: bytes, rel: bytes, verb: str) -> Iterator[At | None]:
+        """`at` for the walked directory ``path``; None (use the path) for a root, which
+        is what the user named (``link/`` included), or when following symlinks."""
+        if self.follow or b"/" not in rel:
+            yield None
+        else:
+            with self.at(path, rel, verb) as at:
+                yield at
+
+    def rmdir(self, path: bytes, rel: bytes, expect: tuple[int, int]) -> None:
+        """Remove the walked directory ``path`` (emptied by a move) through its parent's fd,
+        and only while it is the directory the walk listed (``expect``: its device and inode,
+        compared as `is_expected` does); else OSError. By path, a directory above it swapped
+        for a symlink since sent the call into another tree, which lost its directory of
+        that name if empty."""
+        with self.dir_at(path, rel, "removed") as at:
+            name, dir_fd = split_at(path, at)
+            fd = os.open(name, DIR_PATH, dir_fd=dir_fd)
+            try:
+                if not is_expected(fd, os.fstat(fd), expect):
+                    raise OSError(errno.ESTALE, REPLACED.format(verb="removed"), display(path))
+            finally:
+                os.close(fd)
+            os.rmdir(name, dir_fd=dir_fd)
 
     def close(self) -> None:
         with self._lock:

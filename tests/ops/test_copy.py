@@ -1831,3 +1831,35 @@ async def test_a_source_directory_swapped_for_a_symlink_after_the_walk_is_never_
     assert (outside / "a").read_text() == "OUTSIDE"
     if c_group:
         assert groups, "the copy did not take the group path"
+
+
+async def test_directory_modes_are_never_read_through_a_symlink_swapped_in_after_the_walk(
+    store_path, tmp_path, monkeypatch
+):
+    """A copy gives each destination directory its source's mode and times last. By path,
+    a directory above one swapped for a symlink to another tree after the walk gave it the
+    other tree's (mode, times, attributes). Read through its parent's fd now: such a
+    directory fails that step, named."""
+    from parjobs.ops._finish import FinishDirs
+
+    src, outside, dst = tmp_path / "src", tmp_path / "outside", tmp_path / "dst"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "f").write_text("copied")
+    (outside / "b").mkdir(parents=True)
+    os.chmod(outside / "b", 0o705)
+    os.utime(outside / "b", ns=(10**18, 10**18))
+    real_run = FinishDirs.run
+
+    def swap_then_run(self: Any, tc: Any) -> Any:
+        os.rename(src / "a", src / "a.kept")
+        os.symlink(outside, src / "a")
+        return real_run(self, tc)
+
+    monkeypatch.setattr(FinishDirs, "run", swap_then_run)
+    job = CopyJob(sources=[str(src)], destination=str(dst))
+    _, info, errors = await run_job(store_path, job)
+    b = os.stat(dst / "a" / "b")  # (``dst`` did not exist: the copy of ``src``)
+    assert (stat.S_IMODE(b.st_mode), b.st_mtime_ns) != (0o705, 10**18)
+    assert (dst / "f").read_text() == "copied"
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert "replaced since it was listed" in " ".join(e.message for e in errors)

@@ -1068,3 +1068,53 @@ async def test_a_source_directory_swapped_for_a_symlink_after_the_walk_is_never_
     assert (outside / "a").read_text() == "OUTSIDE"
     assert not (dst / "src" / "sub" / "a").exists()
     assert (src / "sub.kept" / "a").read_text() == "tree"
+
+
+def _before_finishing(monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
+    """Call ``change()`` just before the run's last step (directory modes and times, then
+    the emptied source directories removed), after every file was moved or copied."""
+    from parjobs.ops._finish import FinishDirs
+
+    real_run = FinishDirs.run
+
+    def run(self: Any, tc: Any) -> Any:
+        change()
+        return real_run(self, tc)
+
+    monkeypatch.setattr(FinishDirs, "run", run)
+
+
+@pytest.mark.parametrize("swap", ["symlink-above", "renamed-into-place"])
+async def test_the_last_rmdir_removes_only_the_directories_the_walk_listed(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str
+) -> None:
+    """A move removes the source directories it emptied, last. By path: a directory above
+    one swapped for a symlink to another tree after the walk sent the rmdir there, and
+    that tree's empty directory of the same name went; a directory the user renamed into
+    the place of the one walked (empty) went too. Now each is removed through its parent's
+    fd, never through a symlink, and only while it is the directory the walk listed."""
+    src, outside, dst = tmp_path / "src", tmp_path / "outside", tmp_path / "dst"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "f").write_text("moved")
+    (dst / "src").mkdir(parents=True)  # a merging move: file by file, then the rmdirs
+    (outside / "b").mkdir(parents=True)
+
+    def change() -> None:
+        if swap == "symlink-above":
+            os.rename(src / "a", src / "a.kept")
+            os.symlink(outside, src / "a")
+        else:
+            os.rename(src / "a" / "b", src / "b.kept")
+            os.rename(outside / "b", src / "a" / "b")
+
+    _before_finishing(monkeypatch, change)
+    job = MoveJob(sources=[str(src)], destination=str(dst), into=True)
+    result, _, errors = await run_job(store_path, job)
+    assert (dst / "src" / "f").read_text() == "moved"
+    if swap == "symlink-above":
+        assert (outside / "b").is_dir(), "the other tree's directory was removed"
+        assert [e.message for e in errors if "mode/times" not in e.message] == []
+    else:
+        assert (src / "a" / "b").is_dir(), "a directory the walk never listed was removed"
+        assert (src / "b.kept").is_dir()  # (the walked one: no longer where it was)
+        assert result["source_dirs_removed"] == 0
