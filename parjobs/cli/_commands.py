@@ -30,8 +30,12 @@ def _existing(paths: list[str]) -> list[str]:
     out = []
     for text in paths:
         path = _path(text)
-        if not os.path.lexists(path):
-            raise CliError(f"no such file or directory: {text!r}")
+        try:
+            os.lstat(path)
+        except NotADirectoryError:  # ``file/``: the slash names a directory, as for ``rm``
+            raise CliError(f"not a directory (a trailing '/' names one): {text!r}") from None
+        except OSError:
+            raise CliError(f"no such file or directory: {text!r}") from None
         out.append(path)
     return out
 

@@ -50,7 +50,7 @@ from .._job import Job, job_type
 from .._task import Outcome, OutcomeStatus, Task, TaskContext
 from ._entries import EntryTask, entry_report
 from ._errors import MOUNT_POINT
-from ._fs import display, mount_points
+from ._fs import check_slash, display, mount_points
 from ._names import job_token
 from ._trash import deletion_stamp, read_trashinfo, recover_trash, trash_path
 from ._trashcan import info_of
@@ -308,6 +308,8 @@ class DeleteJob(Job):
             raise JobSpecError("delete: no paths given")
         check = not _LOADING.get() and not self.__dict__.get(_CHECKED, False)
         for path in self.paths:
+            if check:  # (a resumed job's path may be gone, or in the trash)
+                check_slash("delete", path, link_ok=self.trash)
             check_delete_path(
                 path, exists=check, cwd_ancestor_ok=self.allow_cwd_ancestor or not check
             )

@@ -18,6 +18,7 @@ import stat
 from collections.abc import Callable, Sequence
 from typing import Literal, TypeAlias, TypeVar, cast, overload
 
+from .._exceptions import JobSpecError
 from ._errors import SourceChangedError, SpecialFileError
 
 #: Any path `os` accepts.
@@ -480,3 +481,32 @@ def absolute_root(path: str) -> str:
     """``path`` made absolute as a job stores a root, keeping a trailing ``/`` (`root_path`)."""
     absolute = os.path.abspath(path)
     return absolute + os.sep if path.endswith(os.sep) and absolute != os.sep else absolute
+
+
+def check_slash(kind: str, path: str, *, link_ok: bool) -> None:
+    """Refuse a source or a path to delete written with a trailing ``/`` that names no
+    directory: POSIX path resolution makes ``a/`` a directory, so ``rm``, ``mv``, ``cp``
+    and ``trash-put`` refuse a file written so ("Not a directory"), where the job's own
+    normalised path would have taken the file. Unless ``link_ok`` (a copy, which copies
+    the directory, as ``cp -a link/``; a trash, which takes the link, as ``trash-put`` and
+    ``gio trash`` do), a symlink to a directory written ``link/`` is refused too: that is
+    the directory, which cannot be moved or deleted through a link (``mv link/ dst`` says
+    "Not a directory"; ``rm -r link/`` empties the directory, then says it). A path that
+    does not exist is left to the caller's own check."""
+    if not path.endswith(os.sep):
+        return
+    try:
+        os.stat(path)  # (the slash resolves a symlink)
+    except NotADirectoryError:
+        raise JobSpecError(
+            f"{kind}: {display(path)!r} is not a directory (a trailing '/' names one); "
+            "name it without the '/'"
+        ) from None
+    except OSError:
+        return
+    if not link_ok and os.path.islink(path.rstrip(os.sep)):
+        raise JobSpecError(
+            f"{kind}: {display(path)!r} is a symlink to a directory, and its trailing '/' "
+            f"names that directory, which cannot be {kind}d through the link; name the link "
+            "without the '/' to take the link itself"
+        )

@@ -33,6 +33,7 @@ from ._fs import (
     At,
     absolute_root,
     check_replaceable,
+    check_slash,
     clean_error,
     display,
     lexists,
@@ -572,6 +573,7 @@ def check_paths(
                 f"become {display(os.path.join(destination, base))!r}"
             )
         names[base] = src
+        check_slash(kind, src, link_ok=kind == "copy")
         target_path = os.path.join(dest, base) if into else dest
         try:
             # The item itself; a symlink stands for its target only when followed, or for a

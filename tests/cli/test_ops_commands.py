@@ -279,15 +279,40 @@ def test_hash_dupes_thumbnails_of_link_slash_see_the_directory(tmp_path: Path, e
     assert len(list(out.rglob("*.webp"))) == 1
 
 
-def test_delete_and_move_of_link_slash_take_the_link_only(tmp_path: Path, env, store):
-    """Never more than the name given: GNU `rm -r link/` empties the directory and `mv link/
-    dst` refuses; parjobs deletes (or moves) the link and leaves the directory alone."""
-    d, link = linked_tree(tmp_path)
-    before = tree_of(d)
-    moved = run("move", f"{link}/", str(tmp_path / "moved"), env=env, store=store)
-    assert moved.returncode == 0, moved.stdout + moved.stderr
-    assert os.readlink(tmp_path / "moved") == "d" and not os.path.lexists(link)
-    gone = run("delete", f"{tmp_path / 'moved'}/", env=env, store=store)
-    assert gone.returncode == 0, gone.stdout + gone.stderr
-    assert not os.path.lexists(tmp_path / "moved")
-    assert tree_of(d) == before
+def test_a_trailing_slash_names_a_directory_for_delete_trash_move_and_copy(
+    tmp_path: Path, env, store
+):
+    """POSIX path resolution: ``a/`` is a directory. ``rm``, ``mv``, ``cp`` (and trash-cli)
+    refuse a file so named, "Not a directory"; `move` took the file (the API too), the
+    others said "no such file or directory". A symlink to a directory written ``link/`` is
+    that directory: `copy` copies it (as ``cp -a``), `delete` and `move` refuse, as it
+    cannot be removed or renamed through the link (``mv link/`` and ``rm -r link/`` end
+    "Not a directory", rm having emptied it first; parjobs took the link), `delete --trash`
+    takes the link, as ``trash-put`` and ``gio trash`` do. Refused: nothing touched."""
+    work = tmp_path / "work"
+    work.mkdir()
+    d, link = linked_tree(work)
+    (work / "f").write_text("file")
+    (work / "flink").symlink_to("f")
+    (work / "into").mkdir()
+    for name in ("f", "flink"):
+        assert subprocess.run(["rm", "-r", f"{work / name}/"], check=False).returncode
+        assert subprocess.run(["mv", f"{work / name}/", str(work / "x")]).returncode
+    before = tree_of(work)
+    for name in ("f", "flink"):
+        for command in (["delete"], ["delete", "--trash"], ["move"], ["copy"]):
+            dst = [str(work / "into")] if command[0] in ("move", "copy") else []
+            refused = run(*command, f"{work / name}/", *dst, env=env, store=store)
+            assert refused.returncode == 2, (command, refused.stdout, refused.stderr)
+            assert "not a directory" in refused.stderr, (command, refused.stderr)
+    for verb in ("delete", "move"):
+        dst = [str(work / "into")] if verb == "move" else []
+        refused = run(verb, f"{link}/", *dst, env=env, store=store)
+        assert refused.returncode == 2, (verb, refused.stdout, refused.stderr)
+        assert "is a symlink to a directory" in refused.stderr, refused.stderr
+    assert tree_of(work) == before
+    contents = tree_of(d)
+    trashed = run("delete", "--trash", f"{link}/", env=env, store=store)
+    assert trashed.returncode == 0, trashed.stdout + trashed.stderr
+    assert not os.path.lexists(link) and tree_of(d) == contents
+    assert os.readlink(tmp_path / "data" / "Trash" / "files" / "link") == "d"

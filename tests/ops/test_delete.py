@@ -375,3 +375,39 @@ def test_a_resumed_job_is_not_checked_against_the_runners_current_directory(tmp_
     job.validate()  # on submit: accepted
     monkeypatch.chdir(target)  # the runner of a resumed job may be anywhere
     DeleteJob.from_spec(job.to_spec()).validate()
+
+
+async def test_a_trailing_slash_names_a_directory_through_the_api(store_path, tmp_path):
+    """``file/`` names no directory: every operation refuses it at submission ("Not a
+    directory", as rm, mv, cp and trash-put); a move took the file. ``link/`` (a symlink to
+    a directory) is that directory: a delete or a move refuses it (it cannot go through the
+    link; a delete took the link, a move moved it), a trash takes the link (as trash-put
+    and gio trash), a copy copies the directory."""
+    from parjobs.ops import CopyJob, MoveJob
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x").write_text("x")
+    (tmp_path / "link").symlink_to("d")
+    (tmp_path / "f").write_text("file")
+    (tmp_path / "into").mkdir()
+    into = str(tmp_path / "into")
+    jobs = {
+        "delete": lambda p: DeleteJob(paths=[p]),
+        "trash": lambda p: DeleteJob(paths=[p], trash=True),
+        "move": lambda p: MoveJob(sources=[p], destination=into, into=True),
+        "copy": lambda p: CopyJob(sources=[p], destination=into, into=True),
+    }
+    refused = [(kind, "f/", "Not a directory|is not a directory") for kind in jobs]
+    refused += [(kind, "link/", "is a symlink to a directory") for kind in ("delete", "move")]
+    async with parjobs.open_manager(store_path) as manager:
+        for kind, path, why in refused:
+            with pytest.raises(parjobs.JobSpecError, match=why):
+                await manager.submit(jobs[kind](f"{tmp_path}/{path}"))
+        assert (tmp_path / "f").read_text() == "file" and os.listdir(tmp_path / "into") == []
+        assert os.readlink(tmp_path / "link") == "d" and os.listdir(tmp_path / "d") == ["x"]
+        handle = await manager.submit(jobs["copy"](f"{tmp_path / 'link'}/"))
+        assert await handle.wait() is JobStatus.COMPLETED
+        assert (tmp_path / "into" / "link" / "x").read_text() == "x"
+        handle = await manager.submit(jobs["trash"](f"{tmp_path / 'link'}/"))
+        assert await handle.wait() is JobStatus.COMPLETED
+    assert not os.path.lexists(tmp_path / "link") and (tmp_path / "d" / "x").read_text() == "x"
