@@ -87,7 +87,7 @@ FLOORS: dict[str, int] = {
     "parjobs.ops._errors": 20,
     "parjobs.ops._fs": 21,
     "parjobs.ops._names": 21,
-    "parjobs.ops._kernel": 21,
+    "parjobs.ops._kernel": 20,
     "parjobs.ops._partials": 22,
     "parjobs.ops._metadata": 22,
     "parjobs.ops._hashing": 22,

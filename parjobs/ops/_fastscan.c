@@ -81,9 +81,10 @@
 /* The calling convention, checked by _hashing.py and _walk.py: a build that differs is ignored
  * (3: XXH3 dispatched to the CPU's width, xxh3_vector; 4: scan_tree's stopped may be a bytearray
  * flag; 5: report_groups, group_lines, content_ids' stop; 6: scan_dir's expect, and scan_tree
- * lists a directory only while it is the one its parent's listing saw; an older build is refused,
- * not measured; full_hashes came within 5 and is looked up by name). */
-#define FS_API 6
+ * lists a directory only while it is the one its parent's listing saw; 7: UNSTABLE_INODES
+ * exported, checked against _kernel's; an older build is refused, not measured; full_hashes
+ * came within 5 and is looked up by name). */
+#define FS_API 7
 
 /* The content id layout (exported: _hashing.py refuses a build whose layout differs). */
 #define CONTENT_ID_SMALL_LIMIT (100 * 1024)
@@ -360,18 +361,23 @@ static int by_name(const void *a, const void *b) {
 /* statfs f_type of the filesystems whose directory inode numbers may change while the
  * directory stays (overlayfs on layers of different filesystems without xino; FUSE without
  * use_ino, e.g. sshfs; procfs, /proc/sys; FAT and exFAT; CIFS/SMB with noserverino): a new
- * number once the inode left the cache (_walk.UNSTABLE_INODES, the same list). */
-#define OVERLAYFS_MAGIC 0x794c7630
-#define FUSE_MAGIC 0x65735546
-#define PROC_MAGIC 0x9fa0
-#define MSDOS_MAGIC 0x4d44
-#define EXFAT_MAGIC 0x2011bab0
-#define CIFS_MAGIC 0xff534d42
-#define SMB2_MAGIC 0xfe534d42
+ * number once the inode left the cache. Exported as UNSTABLE_INODES, which Python
+ * (_kernel.UNSTABLE_INODES) is tested to hold the same. */
+static const unsigned long unstable_types[] = {
+    0x794c7630, /* overlayfs */
+    0x65735546, /* FUSE */
+    0x9fa0,     /* procfs */
+    0x4d44,     /* MSDOS (FAT) */
+    0x2011bab0, /* exFAT */
+    0xff534d42, /* CIFS */
+    0xfe534d42, /* SMB2 */
+};
 
 static int unstable_inodes(unsigned long type) {
-    return type == OVERLAYFS_MAGIC || type == FUSE_MAGIC || type == PROC_MAGIC ||
-           type == MSDOS_MAGIC || type == EXFAT_MAGIC || type == CIFS_MAGIC || type == SMB2_MAGIC;
+    for (size_t i = 0; i < COUNT(unstable_types); i++)
+        if (type == unstable_types[i])
+            return 1;
+    return 0;
 }
 
 /* Whether the directory open at dfd, of device and inode st, is the one expected: the same
@@ -1376,5 +1382,26 @@ PyMODINIT_FUNC PyInit__fastscan(void) {
 #if FS_DISPATCH
     XXH_setDispatch(); /* now, not lazily in a thread without the GIL */
 #endif
-    return create_module(&module, constants, COUNT(constants));
+    PyObject *m = create_module(&module, constants, COUNT(constants));
+    if (m == NULL)
+        return NULL;
+    PyObject *types = PyTuple_New(COUNT(unstable_types));
+    if (types == NULL)
+        goto error;
+    for (size_t i = 0; i < COUNT(unstable_types); i++) {
+        PyObject *type = PyLong_FromUnsignedLong(unstable_types[i]);
+        if (type == NULL) {
+            Py_DECREF(types);
+            goto error;
+        }
+        PyTuple_SET_ITEM(types, i, type);
+    }
+    if (PyModule_AddObject(m, "UNSTABLE_INODES", types) < 0) {
+        Py_DECREF(types);
+        goto error;
+    }
+    return m;
+error:
+    Py_DECREF(m);
+    return NULL;
 }

@@ -11,6 +11,7 @@ CONTENT_ID_ALIGN: int
 NOT_REGULAR: int
 CHANGED: int
 STOPPED: int
+UNSTABLE_INODES: tuple[int, ...]
 
 def content_ids(
     items: list[tuple[bytes, int]], stop: bytearray | None = None, /

@@ -58,6 +58,7 @@ from typing import TypeVar
 
 import xxhash
 
+from . import _kernel
 from ._fs import FilePath, changed_error, check_unchanged, noop, open_regular
 
 __all__ = [
@@ -113,7 +114,8 @@ def _agrees(module: ModuleType) -> bool:
     """Whether the built `_fastscan` computes this layout of content ids (a stale build may
     not): the walk (`parjobs.ops._walk`) and the content-id runs use it only then."""
     return (
-        getattr(module, "API", None) == 6
+        getattr(module, "API", None) == 7
+        and frozenset(getattr(module, "UNSTABLE_INODES", ())) == _kernel.UNSTABLE_INODES
         and getattr(module, "CONTENT_ID_SMALL_LIMIT", None) == CONTENT_ID_SMALL_LIMIT
         and getattr(module, "CONTENT_ID_BLOCK", None) == CONTENT_ID_BLOCK
         and getattr(module, "CONTENT_ID_SAMPLES", None) == CONTENT_ID_SAMPLES

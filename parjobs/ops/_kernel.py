@@ -99,6 +99,31 @@ def fs_type(target: int | str | bytes | os.PathLike[str] | os.PathLike[bytes]) -
     return int(ctypes.c_long.from_buffer(buf).value) & 0xFFFFFFFF
 
 
+#: statfs(2) ``f_type`` of the filesystems whose inode numbers may change while the file or
+#: directory stays: overlayfs (a directory, layers on different filesystems, without xino),
+#: FUSE (without use_ino: sshfs), procfs (``/proc/sys``' directories), FAT and exFAT (USB
+#: sticks, SD cards: ``iunique`` numbers each inode as it is read in) and CIFS/SMB
+#: (``noserverino`` does so too). It gets a new number once its inode left the cache, so a
+#: walk of a big tree found most of it "replaced" (`same_inode`). `_fastscan` exports the
+#: same list, checked at import by `_hashing`. (FAT, exFAT and CIFS from the kernel's
+#: sources: no such filesystem can be mounted where the suite runs.)
+UNSTABLE_INODES = frozenset(
+    {0x794C7630, 0x65735546, 0x9FA0, 0x4D44, 0x2011BAB0, 0xFF534D42, 0xFE534D42}
+)
+
+
+def same_inode(
+    where: int | str | bytes | os.PathLike[str] | os.PathLike[bytes], ino: int, expect: int
+) -> bool:
+    """Whether inode number ``ino``, of a directory on the filesystem ``where`` (an fd or a
+    path on it), is the one seen as ``expect``: equal, or on a filesystem of
+    `UNSTABLE_INODES`, where a number tells nothing, any. For checks with another guard
+    there: the walk's and a delete's (`_walk.is_expected`: ``O_NOFOLLOW``, the device, and
+    for a delete the path from its root). Undo and a move's unlink compare the number as it
+    is: it is their guard (a renumbered item is kept, never another taken)."""
+    return ino == expect or fs_type(where) in UNSTABLE_INODES
+
+
 def preallocate(fd: int, offset: int, length: int) -> bool:
     """Reserve the blocks for bytes ``offset:offset+length`` of the file being written to
     ``fd``, before writing them, where that pays (`PREALLOCATE_ON`); True if done.

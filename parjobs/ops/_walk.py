@@ -168,26 +168,16 @@ def _prefix(directory: bytes) -> bytes:
 
 _DIR_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_DIRECTORY | os.O_CLOEXEC
 
-#: statfs(2) ``f_type`` of the filesystems whose directory inode numbers may change while the
-#: directory stays: overlayfs (layers on different filesystems, without xino), FUSE
-#: (without use_ino: sshfs), procfs (``/proc/sys``' directories), FAT and exFAT (USB sticks,
-#: SD cards: ``iunique`` numbers each inode as it is read in) and CIFS/SMB (``noserverino``
-#: does so too). A directory gets a new number once its inode left the cache, so a walk of a
-#: big tree found most of it "replaced" (`is_expected`; `_fastscan.c` alike). (FAT, exFAT
-#: and CIFS from the kernel's sources: no such filesystem can be mounted where the suite runs.)
-UNSTABLE_INODES = frozenset(
-    {0x794C7630, 0x65735546, 0x9FA0, 0x4D44, 0x2011BAB0, 0xFF534D42, 0xFE534D42}
-)
+#: Where a directory's inode number may change while it stays (`_kernel.UNSTABLE_INODES`).
+UNSTABLE_INODES = _kernel.UNSTABLE_INODES
 
 
 def is_expected(fd: int, st: os.stat_result, expect: tuple[int, int]) -> bool:
     """Whether the directory open at ``fd`` (``st`` its fstat) is the one ``expect``, the
-    ``(st_dev, st_ino)`` a listing saw: the same pair, or, on a filesystem of
-    `UNSTABLE_INODES`, the same device (a symlink swapped in is refused by ``O_NOFOLLOW``
-    already; a directory renamed into its place there is not seen)."""
-    if st.st_dev != expect[0]:
-        return False
-    return st.st_ino == expect[1] or _kernel.fs_type(fd) in UNSTABLE_INODES
+    ``(st_dev, st_ino)`` a listing saw: the same device, and the same inode where inode
+    numbers are stable (`_kernel.same_inode`: a symlink swapped in is refused by
+    ``O_NOFOLLOW`` already; a directory renamed into its place there is not seen)."""
+    return st.st_dev == expect[0] and _kernel.same_inode(fd, st.st_ino, expect[1])
 
 
 def scan_dir(

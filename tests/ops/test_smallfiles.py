@@ -741,13 +741,15 @@ async def test_pause_and_resume_with_groups_in_flight(
         (smallfiles_mod, "API", 4),
         (hashing_mod, "CONTENT_ID_BLOCK", 1 << 12),
         (hashing_mod, "API", 1),
+        (hashing_mod, "UNSTABLE_INODES", (0x794C7630, 0x65735546)),  # (a list of its own)
     ],
 )
 def test_the_c_extensions_share_their_constants_with_the_python_side(
     side: Any, name: str, changed: object
 ) -> None:
     """The C extensions export the constants the Python side shares with them (#13: through
-    the module, not by comments), and a build whose constants differ (a stale one) is not
+    the module, not by comments; `_fastscan`'s filesystems of unstable inode numbers since
+    its API 7, `_kernel.UNSTABLE_INODES`), and a build whose constants differ (a stale one) is not
     used: the built one is, and a copy of it with one constant changed is refused."""
     built = side.fastcopy if side is smallfiles_mod else side.fastscan
     assert built is not None  # the tests run with the extensions built

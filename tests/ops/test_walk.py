@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from parjobs.ops import _hashing, _walk
+from parjobs._items import ItemRecord, Written
+from parjobs.ops import _hashing, _undo, _walk
 from parjobs.ops._delete import remove_entry
+from parjobs.ops._errors import SourceChangedError
+from parjobs.ops._fs import check_same_file
 from parjobs.ops._walk import (
     Entry,
     HardLinks,
@@ -487,6 +490,24 @@ def test_a_directory_renumbered_by_an_overlayfs_is_still_walked_and_deleted_from
     os.symlink(overlay / "t" / "a", overlay / "t" / "c")
     with pytest.raises(OSError, match=_walk.REPLACED):
         _walk._scan(t + b"/c", False, key)
+
+
+def test_undo_and_a_moves_unlink_keep_comparing_inode_numbers_there(overlay: Path) -> None:
+    """Outside the walk an inode number is compared as it is, even where it changes (not
+    `_kernel.same_inode`): undo reaches its items by path, through directories nobody
+    checks again, and a move unlinks a source only while it is the file it copied; there
+    the number is the guard (against an ancestor swapped for a symlink to another tree of
+    the same filesystem, and a file replaced by a rename with its size and mtime). A
+    renumbered item is kept, never another taken."""
+    a = overlay / "t" / "a"
+    before = os.lstat(a)
+    drop_inode_cache(a, before.st_ino)
+    now = os.lstat(a)
+    moved = ItemRecord("moved", "/elsewhere", str(a), written=Written(0, 0, before.st_ino))
+    assert not _undo.unchanged(now, moved)
+    assert not _undo._same_trashed(now, Written(0, before.st_mtime_ns, before.st_ino))
+    with pytest.raises(SourceChangedError, match="replaced by another file"):
+        check_same_file(a, before, now)
 
 
 def test_a_proc_sys_directory_renumbered_is_still_walked(scan_path: str) -> None:
