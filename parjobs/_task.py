@@ -7,13 +7,14 @@ record, so a resumed job skips them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import errno
 import random
 import time
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from ._exceptions import CancelRequested, PauseRequested, TaskTimeoutError
@@ -189,6 +190,23 @@ class TaskContext(metaclass=NoPublicConstructor):
         self._interrupter.check()
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise TaskTimeoutError(f"{self.label}: timed out")
+
+    @contextlib.contextmanager
+    def off_clock(self) -> Iterator[None]:
+        """Time in the block does not count toward the task's timeout: waiting for a share
+        of something the process rations (the decode memory budget) is not running, and a
+        batch waiting its turn must not time out items that never started. `check` checks
+        interrupts only meanwhile; the deadline then moves by the time spent."""
+        deadline = self.deadline
+        if deadline is None:
+            yield
+            return
+        began = time.monotonic()
+        self.deadline = None
+        try:
+            yield
+        finally:
+            self.deadline = deadline + (time.monotonic() - began)
 
     @property
     def label(self) -> str:

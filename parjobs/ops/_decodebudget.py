@@ -8,7 +8,8 @@ for each other. Decodes under a sixteenth of the budget never wait and are not c
 everyday photos run freely, and memory stays under the budget plus one such decode per
 thread. A decode larger than the whole budget waits until no counted decode runs, then runs
 alone. Waiters are served in arrival order, so a big decode is never starved by smaller
-ones arriving after it.
+ones arriving after it. Waiting is not running: a task's timeout does not count it
+(`TaskContext.off_clock`), so a big batch never times out images that never began.
 
 The budget is ``$PARJOBS_DECODE_MEMORY`` bytes when set to a positive integer, else
 `default_budget` (the smaller of 1 GiB and a quarter of the machine's memory). It is read at
@@ -28,10 +29,13 @@ from collections.abc import Callable, Iterator
 
 from PIL import Image
 
+from .._task import TaskContext
+
 __all__ = ["decode_budget", "decoded_bytes", "default_budget", "reserve"]
 
 _GIB = 1 << 30
-#: How often a waiting decode calls its ``check`` (pause, cancel), in seconds.
+#: How often a waiting decode calls its ``check`` (pause, cancel), in seconds; freed memory
+#: wakes it at once (``notify_all``).
 _POLL = 0.2
 #: Modes Pillow stores with one byte per pixel, and with two; all others take four.
 _ONE_BYTE = frozenset({"1", "L", "P"})
@@ -108,13 +112,13 @@ class _Budget:
             return
         need = min(nbytes, capacity)
         ticket = object()
-        with self._lock:
+        with self._lock, _off_clock(check):
             self._queue.append(ticket)
             try:
                 while self._queue[0] is not ticket or self._held + need > decode_budget():
                     if self._queue[0] is ticket and self._held == 0:
                         break  # alone: runs even if the budget shrank below it meanwhile
-                    self._lock.wait(_POLL)
+                    self._lock.wait(_POLL)  # (woken at once when memory is freed)
                     check()
             finally:
                 self._queue.remove(ticket)
@@ -133,10 +137,18 @@ class _Budget:
                 self._lock.notify_all()
 
 
+def _off_clock(check: Callable[[], object]) -> contextlib.AbstractContextManager[None]:
+    """While a decode waits for the budget, its task's timeout does not run, when ``check``
+    is a task's (`TaskContext.off_clock`): a big batch timed out images that never began."""
+    owner = getattr(check, "__self__", None)
+    return owner.off_clock() if isinstance(owner, TaskContext) else contextlib.nullcontext()
+
+
 _BUDGET = _Budget()
 
 
 def reserve(nbytes: int, check: Callable[[], object]) -> contextlib.AbstractContextManager[None]:
     """Hold ``nbytes`` of the process's decode budget for the ``with`` block, waiting (and
-    calling ``check``, which may raise to give up) until they fit."""
+    calling ``check``, which may raise to give up) until they fit. A task's ``check``
+    (`TaskContext.check`) does not count the wait toward its timeout."""
     return _BUDGET.reserve(nbytes, check)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from parjobs import TaskTimeoutError
+from parjobs._task import Interrupter, TaskContext
 from parjobs.ops import _decodebudget
 from parjobs.ops._decodebudget import decode_budget, decoded_bytes, default_budget, reserve
 from parjobs.ops._imaging import make_thumbnail
@@ -130,3 +132,25 @@ def test_a_thumbnail_of_an_image_bigger_than_the_budget_is_made(tmp_path, monkey
     result = make_thumbnail(src, tmp_path / "t.webp", box=64)
     assert (result.width, result.height) == (64, 43)
     assert _decodebudget._BUDGET._held == 0
+
+
+def test_a_task_waiting_for_the_budget_is_not_timed_out_by_the_wait(budget):
+    """A task's timeout runs from its start, and a decode waiting its turn called the
+    task's check every 0.2 s: a big batch timed out images that never began decoding
+    (each waited behind the others). The wait is off the task's clock now (its deadline
+    moves by the time waited), and the clock runs again once the decode has its share."""
+    tc = TaskContext._create(0, "big.png", Interrupter(), 0.6)
+    events: list[str] = []
+    release = threading.Event()
+    holder = in_thread(budget, events, "a", release)
+    wait_for(events, "a in")
+    threading.Timer(1.8, release.set).start()  # the whole budget, for three timeouts
+    tc.start()
+    began = time.monotonic()
+    with reserve(budget, tc.check):
+        assert time.monotonic() - began >= 1.7  # (it waited for a)
+        tc.check()  # not timed out: it has only begun
+        time.sleep(0.7)
+        with pytest.raises(TaskTimeoutError):
+            tc.check()
+    holder.join()
