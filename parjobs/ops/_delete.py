@@ -12,8 +12,9 @@ below it is skipped: another filesystem's files are never deleted through it (`m
 from ``/proc/self/mountinfo``: a bind mount of the same filesystem has the same device).
 
 Each removal opens the entry's parent directory without following a symlink, checks that it
-is still the directory the walk listed (same device and inode; the device alone where inode
-numbers are not stable, `_walk.is_expected`), and removes the entry
+is still the directory the walk listed (same device and inode; where inode numbers are not
+stable, `_walk.is_expected`, the same device and the directory its root reaches without
+following a symlink, `_from_root`), and removes the entry
 relative to it (``unlinkat``/``rmdir`` with ``dir_fd``): a directory swapped for a symlink
 after the walk cannot redirect the deletion outside the tree. During the walk neither: a
 directory is listed only while it is the one its parent's listing saw (`_walk.scan_dir`),
@@ -70,12 +71,15 @@ def _moved(path: bytes) -> OSError:
     )
 
 
-def remove_entry(path: bytes, parent: tuple[int, int] | None, *, is_dir: bool = False) -> bool:
+def remove_entry(
+    path: bytes, parent: tuple[int, int] | None, *, is_dir: bool = False, below: int = 0
+) -> bool:
     """Remove one file, symlink, special file or (empty) directory, never following symlinks.
 
     ``parent`` is the ``(st_dev, st_ino)`` the parent directory had when it was listed; the
     removal is refused if it is now another directory. ``None`` (a path the user named) trusts
-    the parent path as given. Returns False if the entry was already gone.
+    the parent path as given. ``below``: how many of the parent's last components lie below
+    the job's root (`_from_root`). Returns False if the entry was already gone.
     """
     head, name = os.path.split(path)
     flags = _DIR_FLAGS if parent is None else _DIR_FLAGS | os.O_NOFOLLOW
@@ -88,8 +92,12 @@ def remove_entry(path: bytes, parent: tuple[int, int] | None, *, is_dir: bool = 
             raise _moved(path) from exc
         raise
     try:
-        if parent is not None and not is_expected(fd, os.fstat(fd), parent):
-            raise _moved(path)
+        if parent is not None:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != parent and not (
+                is_expected(fd, st, parent) and _from_root(head, below, st)
+            ):
+                raise _moved(path)
         if is_dir:
             os.rmdir(name, dir_fd=fd)
         else:
@@ -109,6 +117,30 @@ def remove_entry(path: bytes, parent: tuple[int, int] | None, *, is_dir: bool = 
     return True
 
 
+def _from_root(head: bytes, below: int, st: os.stat_result) -> bool:
+    """Whether the directory ``head`` (``st``: the fstat of it, opened by its path) is the
+    one its root reaches without following a symlink (the root: ``head`` less its last
+    ``below`` components, a path the user named). Asked where the parent check compared
+    the device only (`is_expected`: inode numbers that change): a directory *above* the
+    parent swapped for a symlink to another tree of that filesystem passed it, and the
+    unlink went there. Both open at once, the two are numbered alike."""
+    parts = head.split(b"/")
+    fd = os.open(b"/".join(parts[: len(parts) - below]) or b"/", _DIR_FLAGS)
+    try:
+        for part in parts[len(parts) - below :]:
+            child = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        now = os.fstat(fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+            return False
+        raise
+    finally:
+        os.close(fd)
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
+
+
 @dataclasses.dataclass(slots=True)
 class RemoveTask(Task[bool]):
     """Remove one walked entry (see `remove_entry`); the value says whether it was there."""
@@ -117,13 +149,14 @@ class RemoveTask(Task[bool]):
     path: bytes
     parent: tuple[int, int] | None
     is_dir: bool = False
+    below: int = 0  # the parent's components below the root (`remove_entry`)
 
     def label(self) -> str:
         return display(self.path)
 
     def run(self, tc: TaskContext) -> bool:
         tc.check()
-        removed = remove_entry(self.path, self.parent, is_dir=self.is_dir)
+        removed = remove_entry(self.path, self.parent, is_dir=self.is_dir, below=self.below)
         if removed:
             tc.record("deleted", self.path)
         else:
@@ -189,6 +222,7 @@ class _Dir:
     index: int
     path: bytes
     parent: tuple[int, int] | None
+    below: int
 
 
 def _root_bases(paths: list[str]) -> tuple[list[bytes], frozenset[bytes]]:
@@ -362,7 +396,9 @@ class DeleteJob(Job):
         dispatcher = ctx.task_dispatcher("dirs")
         dirs.sort(key=lambda d: (-d.depth, d.index))
         for _, level in itertools.groupby(dirs, key=lambda d: d.depth):
-            tasks_ = [RemoveTask(d.index, d.path, d.parent, is_dir=True) for d in level]
+            tasks_ = [
+                RemoveTask(d.index, d.path, d.parent, is_dir=True, below=d.below) for d in level
+            ]
             async for outcome in dispatcher.dispatch_many(tasks_, include_resumed=True):
                 tally.add(outcome)
                 await ctx.checkpoint()
@@ -382,8 +418,7 @@ class DeleteJob(Job):
         def estimate(roots: list[RootCount]) -> Totals:
             return sum(r.entries for r in roots), 0
 
-        # ``link/`` deletes the link, not the directory it names (`rm -r link/` empties it):
-        # never more than the name given.
+        # (``link/`` was refused on submission, `check_slash`; ``dir/`` is ``dir``.)
         roots = [os.path.normpath(p) for p in self.paths]
         walked = walk_ahead(ctx, roots, count, estimate=estimate)
         async with aclosing(walked) as batches:
@@ -394,14 +429,15 @@ class DeleteJob(Job):
                         continue
                     parent_rel, slash, _ = entry.rel.rpartition(b"/")
                     parent = listed.get((entry.root, parent_rel)) if slash else None
+                    below = parent_rel.count(b"/")  # (of the parent, below the root)
                     if entry.kind == "dir":
                         listed[(entry.root, entry.rel)] = (entry.dev, entry.ino)
                         depth = os.path.abspath(entry.path).count(b"/")
-                        dirs.append(_Dir(depth, entry.index, entry.path, parent))
+                        dirs.append(_Dir(depth, entry.index, entry.path, parent, below))
                     elif entry.kind == "error":
                         yield entry_report(entry, "deleted")
                     else:
-                        yield RemoveTask(entry.index, entry.path, parent)
+                        yield RemoveTask(entry.index, entry.path, parent, below=below)
 
 
 def _mounted(

@@ -492,6 +492,32 @@ def test_a_directory_renumbered_by_an_overlayfs_is_still_walked_and_deleted_from
         _walk._scan(t + b"/c", False, key)
 
 
+def test_a_delete_on_such_a_filesystem_never_follows_a_directory_swapped_above_the_parent(
+    overlay: Path,
+) -> None:
+    """There a delete's parent check compares the device only, and the parent was opened
+    by its path: a directory *above* it swapped for a symlink to another tree of the same
+    filesystem (a container's root is an overlayfs) sent the unlink into that tree, whose
+    file of the same name went (its parent there passed as "renumbered"). Where the inode
+    number differs, the parent is now reached again from the root without following a
+    symlink and must be the directory opened."""
+    u = overlay / "u"  # (in the upper layer: a lower directory cannot be renamed)
+    (u / "a" / "b").mkdir(parents=True)
+    (u / "a" / "b" / "f").write_text("tree")
+    (overlay / "other" / "b").mkdir(parents=True)
+    (overlay / "other" / "b" / "f").write_text("OTHER")
+    key = key_of(_walk._scan(os.fsencode(u / "a"), False), b"b")
+    os.rename(u / "a", u / "a.kept")
+    os.symlink(overlay / "other", u / "a")
+    with pytest.raises(OSError, match="moved or replaced since it was listed"):
+        remove_entry(os.fsencode(u / "a" / "b" / "f"), key, below=2)
+    assert (overlay / "other" / "b" / "f").read_text() == "OTHER"
+    # The tree as walked (renumbered or not) is still deleted from.
+    os.remove(u / "a")
+    os.rename(u / "a.kept", u / "a")
+    assert remove_entry(os.fsencode(u / "a" / "b" / "f"), key, below=2)
+
+
 def test_undo_and_a_moves_unlink_keep_comparing_inode_numbers_there(overlay: Path) -> None:
     """Outside the walk an inode number is compared as it is, even where it changes (not
     `_kernel.same_inode`): undo reaches its items by path, through directories nobody
