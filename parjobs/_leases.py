@@ -3,12 +3,13 @@ on this host, heartbeat age on others), on which leases and recovery rest."""
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import sqlite3
 import time
 from collections.abc import Iterable
+
+from ._environ import positive_or
 
 #: A manager on another host whose heartbeat is older than this (seconds) is dead. On this
 #: host a manager is alive exactly while its process is (pid and start time), however old its
@@ -24,11 +25,7 @@ CLOSED: set[str] = set()
 
 def lease_timeout() -> float:
     """`LEASE_TIMEOUT`, or ``$PARJOBS_LEASE_TIMEOUT`` when set to a positive number."""
-    try:
-        value = float(os.environ.get("PARJOBS_LEASE_TIMEOUT", ""))
-    except ValueError:
-        return LEASE_TIMEOUT
-    return value if math.isfinite(value) and value > 0 else LEASE_TIMEOUT
+    return positive_or("PARJOBS_LEASE_TIMEOUT", False, LEASE_TIMEOUT)
 
 
 def dead_managers(c: sqlite3.Connection) -> set[str]:

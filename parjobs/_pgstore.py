@@ -28,6 +28,7 @@ import psycopg
 import psycopg.errors
 from psycopg.adapt import Loader
 
+from ._environ import positive_or
 from ._exceptions import StoreError
 from ._pgschema import (
     LOCK_CLAIM,
@@ -166,7 +167,7 @@ def _connect(url: str, *, listening: bool = False) -> psycopg.Connection[Any]:
         raw = psycopg.connect(
             url,
             autocommit=True,
-            connect_timeout=int(os.environ.get("PARJOBS_PG_CONNECT_TIMEOUT", "10")),
+            connect_timeout=int(positive_or("PARJOBS_PG_CONNECT_TIMEOUT", True, 10)),
             options=options,
             application_name="parjobs",
             row_factory=_row_factory,

@@ -34,6 +34,7 @@ FLOORS: dict[str, int] = {
     # core: records and rules with no I/O
     "parjobs._exceptions": 0,
     "parjobs._util": 1,
+    "parjobs._environ": 1,
     "parjobs._histogram": 1,
     "parjobs._statistics": 1,
     "parjobs._status": 1,

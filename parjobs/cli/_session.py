@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Unpack, cast
 
+from .. import _environ
 from .._pgschema import is_url
 from .._util import state_dir
 from ._app import parse_age
@@ -130,6 +131,10 @@ async def manager_for(
     except OSError as exc:
         raise CliError(f"cannot create the store directory {directory}: {exc.strerror}") from None
     options.setdefault("retention", retention())
+    try:
+        _environ.check()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     from .._manager import open_manager
     from . import EXIT_FOLLOWS
 

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 
 from PIL import Image
 
+from .._environ import positive_or
 from .._task import TaskContext
 
 __all__ = ["decode_budget", "decoded_bytes", "default_budget", "reserve"]
@@ -55,11 +56,8 @@ def default_budget() -> int:
 
 def decode_budget() -> int:
     """The budget in bytes: ``$PARJOBS_DECODE_MEMORY`` if a positive integer, else the default."""
-    try:
-        value = int(os.environ.get("PARJOBS_DECODE_MEMORY", ""))
-    except ValueError:
-        return default_budget()
-    return value if value > 0 else default_budget()
+    value = positive_or("PARJOBS_DECODE_MEMORY", True, 0)
+    return int(value) or default_budget()
 
 
 def decoded_bytes(im: Image.Image) -> int:

@@ -186,6 +186,33 @@ def test_finished_jobs_are_kept_30_days_by_default(tmp_path: Path, env, store) -
     assert _job_ids({**env, "PARJOBS_RETENTION": "28d"}, store) == []
 
 
+def test_a_bad_numeric_setting_is_refused_before_anything_runs(
+    small: Path, tmp_path: Path, env, store
+) -> None:
+    """$PARJOBS_LEASE_TIMEOUT, $PARJOBS_PG_CONNECT_TIMEOUT and $PARJOBS_DECODE_MEMORY that are
+    not positive numbers were taken for their defaults without a word (the library still
+    does: `parjobs._environ`); the CLI refuses them as it does $PARJOBS_RETENTION: exit 2,
+    one line naming the variable, no store made, nothing copied."""
+    dst = tmp_path / "dst"
+    for name, bad in (
+        ("PARJOBS_LEASE_TIMEOUT", "soon"),
+        ("PARJOBS_LEASE_TIMEOUT", "-1"),
+        ("PARJOBS_PG_CONNECT_TIMEOUT", "2.5"),
+        ("PARJOBS_DECODE_MEMORY", "1GB"),
+        ("PARJOBS_DECODE_MEMORY", "0"),
+    ):
+        out = run("copy", str(small), str(dst), env={**env, name: bad}, store=store)
+        assert out.returncode == 2, (name, bad, out)
+        assert out.stderr.strip().splitlines() == [
+            f"parjobs: error: {name}: expected a positive "
+            f"{'number' if name == 'PARJOBS_LEASE_TIMEOUT' else 'integer'}, got {bad!r}"
+        ], out.stderr
+        assert not dst.exists() and not os.path.exists(store)
+    good = {**env, "PARJOBS_LEASE_TIMEOUT": "0.5", "PARJOBS_DECODE_MEMORY": " 12345 "}
+    assert run("copy", str(small), str(dst), env=good, store=store).returncode == 0
+    assert sorted(p.name for p in dst.iterdir()) == sorted(p.name for p in small.iterdir())
+
+
 async def test_the_retention_keeps_a_resumable_job_whose_type_it_cannot_load(
     tmp_path: Path, env, store
 ) -> None:
