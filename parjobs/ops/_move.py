@@ -497,11 +497,10 @@ def _run_entries(plan: CopyPlan, entries: list[Entry], tc: TaskContext) -> Membe
 def _remove_empty_dirs(plan: CopyPlan, dirs: list[Entry], removed: list[int]) -> None:
     """Remove the source directories left empty, deepest first, each while it is the one
     walked (`SourceDirs.rmdir`); others stay: they hold what was skipped or failed, or are
-    not the directory the walk listed (also after a remount between runs renumbered the
-    device: left, empty, never another)."""
+    not the directory the walk listed."""
     for entry in sorted(dirs, key=lambda d: -d.rel.count(b"/")):
         with contextlib.suppress(OSError):
-            plan.src_dirs.rmdir(entry.path, entry.rel, (entry.dev, entry.ino))
+            plan.src_dirs.rmdir(entry.path, entry.rel, entry.ino)
             removed[0] += 1
 
 

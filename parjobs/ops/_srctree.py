@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from ._desttree import DestTree
 from ._fs import DIR_FLAGS, At, display, split_at
-from ._walk import is_expected
+from ._kernel import same_inode
 
 #: An ``O_PATH`` fd of a source directory itself (its stat, its identity; no read access
 #: needed), never a symlink.
@@ -121,17 +121,20 @@ class SourceDirs:
             with self.at(path, rel, verb) as at:
                 yield at
 
-    def rmdir(self, path: bytes, rel: bytes, expect: tuple[int, int]) -> None:
+    def rmdir(self, path: bytes, rel: bytes, ino: int) -> None:
         """Remove the walked directory ``path`` (emptied by a move) through its parent's fd,
-        and only while it is the directory the walk listed (``expect``: its device and inode,
-        compared as `is_expected` does); else OSError. By path, a directory above it swapped
-        for a symlink since sent the call into another tree, which lost its directory of
-        that name if empty."""
+        and only while it is the directory the walk listed (``ino``: its inode number, as
+        `_kernel.same_inode` compares it); else OSError. By path, a directory above it
+        swapped for a symlink since sent the call into another tree, which lost its
+        directory of that name if empty. The device is not compared: one renamed into
+        its place is on its parent's filesystem (rename(2) does not cross them), a mount
+        point is never removed (EBUSY), and a remount between runs renumbers devices (the
+        walk's manifest holds the old numbers)."""
         with self.dir_at(path, rel, "removed") as at:
             name, dir_fd = split_at(path, at)
             fd = os.open(name, DIR_PATH, dir_fd=dir_fd)
             try:
-                if not is_expected(fd, os.fstat(fd), expect):
+                if not same_inode(fd, os.fstat(fd).st_ino, ino):
                     raise OSError(errno.ESTALE, REPLACED.format(verb="removed"), display(path))
             finally:
                 os.close(fd)

@@ -1118,3 +1118,27 @@ async def test_the_last_rmdir_removes_only_the_directories_the_walk_listed(
         assert (src / "a" / "b").is_dir(), "a directory the walk never listed was removed"
         assert (src / "b.kept").is_dir()  # (the walked one: no longer where it was)
         assert result["source_dirs_removed"] == 0
+
+
+async def test_a_resumed_move_removes_its_emptied_directories_after_a_remount(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A move paused, its drive plugged in again, resumes with its walk's manifest, whose
+    directories carry the old device number: its last step still removes the source
+    directories it emptied (the inode number tells the walked one; the device cannot: a
+    directory renamed into place is on its parent's filesystem anyway)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "a" / "b" / "f").write_text("moved")
+    (dst / "src").mkdir(parents=True)  # a merging move: file by file, then the rmdirs
+    real = move_mod._remove_empty_dirs
+
+    def remounted(plan: Any, dirs: Any, removed: Any) -> None:
+        real(plan, [dataclasses.replace(e, dev=e.dev + 1) for e in dirs], removed)
+
+    monkeypatch.setattr(move_mod, "_remove_empty_dirs", remounted)
+    job = MoveJob(sources=[str(src)], destination=str(dst), into=True)
+    result, _, errors = await run_job(store_path, job)
+    assert [e.message for e in errors] == []
+    assert (dst / "src" / "a" / "b" / "f").read_text() == "moved"
+    assert not src.exists() and result["source_dirs_removed"] == 3
