@@ -98,6 +98,7 @@ FLOORS: dict[str, int] = {
     "parjobs.ops._trash": 23,
     "parjobs.ops._imaging": 23,
     "parjobs.ops._smallfiles": 23,
+    "parjobs.ops._prehash": 24,
     "parjobs.ops._copyfile": 24,
     "parjobs.ops._paths": 24,
     "parjobs.ops._trashcan": 24,

@@ -283,6 +283,16 @@ def _hash(p: Parser) -> None:
     p.add_argument(
         "-o", "--output", metavar="FILE", help="write digests to FILE instead of printing them"
     )
+    p.set_defaults(prehash=None)
+
+
+def _hash_prehash(args: argparse.Namespace) -> None:
+    """``args.prehash``: the job's files hashed from now on (`Prehash`), for XXH3-128 (what
+    it computes), unless the job is left to a worker (``--detach``)."""
+    if not args.detach and args.algorithm == "xxh3_128":
+        from ..ops._prehash import Prehash
+
+        args.prehash = Prehash.start([operand_path(p) for p in args.paths])
 
 
 def operand_path(text: str) -> str:
@@ -514,6 +524,7 @@ COMMANDS: dict[str, Command] = {
         _hash,
         "_commands:hash_",
         runs="detachable job",
+        prepare=_hash_prehash,
     ),
     "dupes": Command(
         "find duplicate files",
@@ -668,7 +679,8 @@ def handler(name: str) -> Callable[[argparse.Namespace], Awaitable[int]]:
 def prepare(args: argparse.Namespace) -> None:
     """Start what the parsed command will use, on the core its start-up leaves idle (it
     imports trio and its module, ~0.2 s on one core): ``dupes`` lists its paths (see
-    `parjobs.ops._prescan`). Only for a command that runs here (not through a server)."""
+    `parjobs.ops._prescan`), ``hash`` hashes its files (`parjobs.ops._prehash`). Only for a
+    command that runs here (not through a server)."""
     start = COMMANDS[args.command].prepare
     if start is not None:
         start(args)

@@ -145,7 +145,13 @@ async def hash_(args: argparse.Namespace) -> int:
     output = _path(args.output) if args.output else None
     # Lines name files as typed (relative for a relative argument), as xxhsum does.
     names = [os.path.expanduser(text) for text in args.paths]
-    job = HashJob(paths=_existing(args.paths), algorithm=args.algorithm, output=output, names=names)
+    job = HashJob(
+        paths=_existing(args.paths),
+        algorithm=args.algorithm,
+        output=output,
+        names=names,
+        prehash=args.prehash,
+    )
     return await _submit(args, job)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .._exceptions import Interrupted, Skip
 from .._task import RUN_ALONE, Task, TaskContext
@@ -14,6 +14,9 @@ from ._errors import SourceChangedError
 from ._fs import display
 from ._hashing import hash_file
 from ._walk import Entry
+
+if TYPE_CHECKING:
+    from ._prehash import Prehash
 
 TaskT = TypeVar("TaskT", bound=Task[Any])
 
@@ -56,6 +59,11 @@ class HashTask(Task[list[Any]]):
     algorithm: str = "xxh3_128"
     exact: bool = False
     """Fail unless the file still has ``size`` bytes (it changed since it was listed)."""
+    #: The job's files hashed while the command started (`Prehash`): a digest it read of
+    #: this file is taken instead of reading it again. Not part of the task's identity.
+    prehash: Prehash | None = dataclasses.field(
+        default=None, kw_only=True, compare=False, repr=False
+    )
 
     @property
     def weight(self) -> int:
@@ -67,9 +75,7 @@ class HashTask(Task[list[Any]]):
     def run(self, tc: TaskContext) -> list[Any]:
         if self.exact:
             return self._exactly(tc)
-        digest = hash_file(
-            self.path, algorithm=self.algorithm, check=tc.check, on_bytes=tc.add_bytes
-        )
+        digest = self._hash(tc, tc.add_bytes)
         self._check_size(tc.bytes_done)
         return self._done(tc, digest, tc.bytes_done)
 
@@ -85,7 +91,7 @@ class HashTask(Task[list[Any]]):
                 tc.add_bytes(min(n, size - read))
             read += n
 
-        digest = hash_file(self.path, algorithm=self.algorithm, check=tc.check, on_bytes=count)
+        digest = self._hash(tc, count)
         self._check_size(read)
         return self._done(tc, digest, read)
 
@@ -108,9 +114,19 @@ class HashTask(Task[list[Any]]):
             nonlocal read
             read += n
 
-        digest = hash_file(self.path, algorithm=self.algorithm, check=tc.check, on_bytes=count)
+        digest = self._hash(tc, count)
         self._check_size(read)
         return self._done(tc, digest, read)
+
+    def _hash(self, tc: TaskContext, on_bytes: Callable[[int], None]) -> str:
+        """`hash_file` of the file, or the digest `prehash` read of it (`Prehash.take`: the
+        same file, unchanged), its bytes counted at once."""
+        if self.prehash is not None and self.algorithm == "xxh3_128":
+            known = self.prehash.take(self.path, tc.check)
+            if known is not None:
+                on_bytes(known[1])
+                return known[0]
+        return hash_file(self.path, algorithm=self.algorithm, check=tc.check, on_bytes=on_bytes)
 
     def _check_size(self, read: int) -> None:
         if self.exact and read != self.size:

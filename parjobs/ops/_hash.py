@@ -57,7 +57,7 @@ import trio
 from .._context import JobContext
 from .._exceptions import JobSpecError
 from .._items import ItemRecord
-from .._job import Job, job_type
+from .._job import Job, job_type, runtime_field
 from .._task import OutcomeStatus, Task
 from ._entries import HashTask, entry_report
 from ._fs import display
@@ -65,6 +65,7 @@ from ._hashing import ALGORITHMS
 from ._names import job_token, stored_token
 from ._partials import remove_own_temps, tmp_name
 from ._paths import check_writable_dir, keep_dir_identity
+from ._prehash import Prehash
 from ._walk import Entry, RootCount, Totals, check_roots, walk_ahead
 
 # O_EXCL|O_NOFOLLOW: whatever sits at the temporary's name (it is random, see `output_tmp`) is
@@ -94,6 +95,9 @@ class HashJob(Job):
     algorithm: Algorithm = "xxh3_128"
     output: str | None = None
     names: list[str] | None = None
+    #: The files hashed while the command started (`Prehash`, the CLI's): its tasks take
+    #: what it read instead of reading again. The first run in this process only.
+    prehash: Prehash | None = runtime_field()
 
     def validate(self) -> None:
         check_roots("hash", self.paths)
@@ -129,18 +133,26 @@ class HashJob(Job):
                 check_writable_dir("hash", "the directory of output", where, where_st)
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
-        if self.output is not None:
-            in_place, target = output_target(self.output)
-            if not in_place:  # not a directory swapped in since an earlier run (a symlink)
-                where = os.fsdecode(os.path.dirname(target))
-                await keep_dir_identity(ctx, "output_dir_identity", "hash", where)
-        dispatcher = ctx.task_dispatcher()
-        ctx.progress.set_message("hashing")
-        failed = 0
-        async with aclosing(self._tasks(ctx)) as tasks:
-            async for outcome in dispatcher.dispatch_many(tasks):
-                if outcome.status is OutcomeStatus.FAILED:
-                    failed += 1
+        prehash, self.prehash = self.prehash, None  # (once: a retry reads for itself)
+        try:
+            if prehash is not None and ctx.clustered:  # (its tasks run elsewhere)
+                prehash.drop()
+                prehash = None
+            if self.output is not None:
+                in_place, target = output_target(self.output)
+                if not in_place:  # not a directory swapped in since an earlier run (a symlink)
+                    where = os.fsdecode(os.path.dirname(target))
+                    await keep_dir_identity(ctx, "output_dir_identity", "hash", where)
+            dispatcher = ctx.task_dispatcher()
+            ctx.progress.set_message("hashing")
+            failed = 0
+            async with aclosing(self._tasks(ctx, prehash)) as tasks:
+                async for outcome in dispatcher.dispatch_many(tasks):
+                    if outcome.status is OutcomeStatus.FAILED:
+                        failed += 1
+        finally:
+            if prehash is not None:
+                prehash.drop()
         await ctx.checkpoint(force=True)  # this run's records are in the log: read it whole
         log = HashLog()
         after = 0
@@ -183,8 +195,11 @@ class HashJob(Job):
                     functools.partial(remove_own_temps, directory, token, recursive=False)
                 )
 
-    async def _tasks(self, ctx: JobContext) -> AsyncGenerator[Task[Any], None]:
-        """One task per walked non-directory entry; the walk runs ahead, counting totals."""
+    async def _tasks(
+        self, ctx: JobContext, prehash: Prehash | None
+    ) -> AsyncGenerator[Task[Any], None]:
+        """One task per walked non-directory entry (taking what ``prehash`` read); the walk
+        runs ahead, counting totals."""
 
         def count(batch: list[Entry]) -> Totals:
             files = [e for e in batch if e.kind != "dir"]
@@ -198,7 +213,9 @@ class HashJob(Job):
             async for batch in batches:
                 for entry in batch:
                     if entry.kind == "file":
-                        yield HashTask(entry.index, entry.path, entry.size, self.algorithm)
+                        yield HashTask(
+                            entry.index, entry.path, entry.size, self.algorithm, prehash=prehash
+                        )
                     elif entry.kind != "dir":
                         yield entry_report(entry, "hashed")
 
