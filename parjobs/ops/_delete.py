@@ -59,6 +59,9 @@ from ._walk import Entry, RootCount, Totals, is_expected, walk_ahead
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 INSIDE_MOUNT = "inside a mount point: not deleted"
+#: Why a root given as ``dir/`` that is no longer a directory when the job runs (queued, or
+#: replaced since its submission) is not deleted: the slash names a directory, as for ``rm``.
+NOT_A_DIR = "not a directory (given with a trailing '/'); not deleted"
 _LOADING: ContextVar[bool] = ContextVar("parjobs_delete_loading", default=False)
 _CHECKED = "_parjobs_paths_checked"  # instance flag: existence was checked on submit
 
@@ -418,8 +421,10 @@ class DeleteJob(Job):
         def estimate(roots: list[RootCount]) -> Totals:
             return sum(r.entries for r in roots), 0
 
-        # (``link/`` was refused on submission, `check_slash`; ``dir/`` is ``dir``.)
+        # (``link/`` was refused on submission, `check_slash`; ``dir/`` is ``dir``, and
+        # must still be a directory when walked: `NOT_A_DIR`.)
         roots = [os.path.normpath(p) for p in self.paths]
+        slashed = {i for i, p in enumerate(self.paths) if p.endswith(os.sep)}
         walked = walk_ahead(ctx, roots, count, estimate=estimate)
         async with aclosing(walked) as batches:
             async for batch in batches:
@@ -429,6 +434,9 @@ class DeleteJob(Job):
                         continue
                     parent_rel, slash, _ = entry.rel.rpartition(b"/")
                     parent = listed.get((entry.root, parent_rel)) if slash else None
+                    if not slash and entry.root in slashed and entry.kind not in ("dir", "error"):
+                        yield EntryTask(entry.index, entry.path, NOT_A_DIR, skip=False)
+                        continue
                     below = parent_rel.count(b"/")  # (of the parent, below the root)
                     if entry.kind == "dir":
                         listed[(entry.root, entry.rel)] = (entry.dev, entry.ino)

@@ -411,3 +411,24 @@ async def test_a_trailing_slash_names_a_directory_through_the_api(store_path, tm
         handle = await manager.submit(jobs["trash"](f"{tmp_path / 'link'}/"))
         assert await handle.wait() is JobStatus.COMPLETED
     assert not os.path.lexists(tmp_path / "link") and (tmp_path / "d" / "x").read_text() == "x"
+
+
+@pytest.mark.parametrize("trash", [False, True], ids=["delete", "trash"])
+async def test_a_directory_given_with_a_slash_replaced_by_a_file_before_the_run_is_kept(
+    store_path, tmp_path, trash
+):
+    """``d/`` is checked on submission; a delete that runs later (queued, or submitted with
+    its checks done before) found a file put in its place and deleted it, the slash
+    dropped with the rest of the normalisation. The root must still be a directory (a
+    trash's task looked at ``d/`` itself already: "Not a directory")."""
+    (tmp_path / "d").mkdir()
+    job = DeleteJob(paths=[f"{tmp_path / 'd'}/"], trash=trash)
+    job.validate()  # (submitted now: its checks done, as a queued job's)
+    os.rmdir(tmp_path / "d")
+    (tmp_path / "d").write_text("a file now")
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(job)
+        assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        errors = [e.message for e in await manager.errors(handle.id)]
+    assert (tmp_path / "d").read_text() == "a file now"
+    assert any("not a directory" in e.lower() for e in errors), errors
