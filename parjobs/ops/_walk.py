@@ -563,6 +563,8 @@ async def walk_batches(
             yield top
         if root_st is None or not stat.S_ISDIR(root_st[0]):
             continue
+        if replayed and root_b.endswith(b"/") and _walked_as_link(replayed, root_no, base):
+            continue
         # Depth-first; ``ancestors`` holds (dev, ino) of the directories above, for loops.
         key = (root_st[3], root_st[4])
         stack: list[_Pending] = [(root_b, base, key, frozenset({key}))]
@@ -576,6 +578,17 @@ async def walk_batches(
         yield left
     if not walker.manifest.whole:
         await trio.to_thread.run_sync(walker.manifest.end)
+
+
+def _walked_as_link(replayed: list[Entry], root_no: int, base: bytes) -> bool:
+    """Whether an earlier run's walk took root ``root_no``, written ``link/``, for the
+    symlink itself: parjobs before 9c3690a did (it normalised the ``/`` away), and a job it
+    began stays as it began. The re-walk does not go through the link then: the link is
+    the job's item (done or to do, from the manifest), and a copy paused by that version
+    and resumed by this one failed each file below it as "destination exists and is not a
+    directory" (its own symlink at the destination). A walk of this version stats such a
+    root through the link: it is a directory, or an error entry, never a symlink."""
+    return any(e.kind == "symlink" for e in replayed if e.root == root_no and e.rel == base)
 
 
 #: What a job counts of a walked batch, or makes of a quick count: (items, bytes).

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -1034,6 +1035,45 @@ async def test_a_resumed_run_meeting_a_name_in_the_way_does_as_a_fresh_run(
     want_status, want_skipped, want_files = POLICY_OUTCOMES[policy]
     assert (status, result["skipped_reasons"], files) == (want_status, want_skipped, want_files)
     assert "present" not in actions
+
+
+async def test_a_link_slash_root_an_older_version_walked_as_the_link_stays_the_link(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``copy link/ src dst`` paused by parjobs before 9c3690a, which took ``link/`` for the
+    symlink itself (its stored spec kept the ``/``, its walk dropped it), and resumed by this
+    version, which takes ``link/`` for the directory: the old state is built here as that
+    version left it (a copy of the link, not ``link/``, paused after the link was copied;
+    then the stored spec given the ``/`` it kept). The resumed run walked the directory
+    through the link and failed each file below it as "destination exists and is not a
+    directory" (the job's own symlink there); it keeps the link now, as the job began."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (tmp_path / "small").mkdir()
+    for k in range(3):
+        write(tmp_path / "small" / f"s{k}", b"%d" % k)
+    os.symlink("small", tmp_path / "lnk")
+    src.mkdir()
+    write(src / "first", b"1" * (1 << 20))  # heavy: its own task, where pause_at pauses
+    write(src / "second", b"2")
+    link = str(tmp_path / "lnk")
+    job = CopyJob(sources=[link, str(src)], destination=str(dst), into=True)
+    async with parjobs.open_manager(store_path, workers=1) as m:
+        handle = await pause_at(m, job, copy_mod.CopyItem, b"first", monkeypatch)
+    with contextlib.closing(sqlite3.connect(store_path)) as db, db:
+        (spec,) = db.execute("SELECT spec FROM jobs WHERE id = ?", (handle.id,)).fetchone()
+        old = {**json.loads(spec), "sources": [link + "/", str(src)]}
+        db.execute("UPDATE jobs SET spec = ? WHERE id = ?", (json.dumps(old), handle.id))
+    async with parjobs.open_manager(store_path, workers=1) as m:
+        await m.resume(handle.id)
+        with trio.fail_after(30):
+            status = await m.wait(handle.id)
+        errors = await m.errors(handle.id)
+        result = (await m.get(handle.id)).result
+    assert [e.message for e in errors] == []
+    assert status is JobStatus.COMPLETED
+    assert os.readlink(dst / "lnk") == "small"
+    assert snapshot(dst / "src") == snapshot(src)
+    assert (result["symlinks"], result["files"]) == (1, 2)
 
 
 async def test_beyond_what_earlier_runs_reached_nothing_is_taken_for_the_jobs_own(
