@@ -65,7 +65,10 @@ class BlockingManager:
     the default of `close`. Methods must not be called from the manager's own thread (from a
     progress callback): they would wait for the thread that is waiting for them, so they
     raise `RuntimeError` instead. A manager that is never closed is closed when the interpreter
-    exits.
+    exits. It belongs to the process that started it: a child made by ``fork`` (e.g.
+    ``multiprocessing``'s default start method on Linux) has no manager thread, so there its
+    methods raise `RuntimeError` (open a new `BlockingManager` in the child) and `close` does
+    nothing.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class BlockingManager:
         self._config = make_config(config, options)  # bad values raise here, in the caller
         self._lifecycle = threading.Lock()  # serializes start and close
         self._state = "new"  # new -> running -> closed
+        self._pid = os.getpid()  # the process whose thread runs the loop (set by start)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None  # what ended the loop, if not close()
@@ -108,6 +112,7 @@ class BlockingManager:
                 raise RuntimeError("the BlockingManager is already started")
             if self._state == "closed":
                 raise ManagerClosedError("the BlockingManager is closed; create a new one")
+            self._pid = os.getpid()
             thread = threading.Thread(target=self._thread_main, name="parjobs-manager", daemon=True)
             self._thread = thread
             thread.start()
@@ -131,7 +136,10 @@ class BlockingManager:
         checkpointed); it defaults to ``shutdown_grace``. Blocking calls still waiting in other
         threads return (`wait` sees the job paused) or raise `ManagerClosedError`. Idempotent.
         If the loop crashed, the crash is raised here (once) with its original type.
+        In a child made by ``fork`` it does nothing: the manager is its parent's.
         """
+        if self._forked():
+            return  # (its loop is in the parent: waking it from here would hang the child)
         self._refuse_loop_thread("close")
         with self._lifecycle:
             if self._state != "running":
@@ -272,7 +280,7 @@ class BlockingManager:
         def unsubscribe() -> None:
             sink.active = False
             token = self._token
-            if token is not None:
+            if token is not None and not self._forked():
                 with contextlib.suppress(trio.RunFinishedError):
                     token.run_sync_soon(sink.cancel)
 
@@ -359,7 +367,18 @@ class BlockingManager:
 
     # -- helpers -------------------------------------------------------------------------
 
+    def _forked(self) -> bool:
+        """Whether this is a child made by ``fork`` after `start`, without the loop thread."""
+        return self._state == "running" and self._pid != os.getpid()
+
     def _refuse_loop_thread(self, what: str) -> None:
+        if self._forked():
+            # A forked child: the loop thread was not copied, a call would wait for ever.
+            raise RuntimeError(
+                f"BlockingManager.{what}() called in a forked child (pid {os.getpid()}) of "
+                f"the process that started it (pid {self._pid}), where its manager thread "
+                "does not run; open a new BlockingManager in the child"
+            )
         if self._thread is not None and threading.current_thread() is self._thread:
             raise RuntimeError(
                 f"BlockingManager.{what}() called from the manager's own thread (a progress "

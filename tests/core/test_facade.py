@@ -315,6 +315,54 @@ def test_close_is_idempotent_and_calls_after_close_fail_clearly(store_path, tmp_
         BlockingManager(store_path).info(job_id)
 
 
+def test_a_forked_child_is_refused_at_once_and_leaves_the_parents_manager_working(
+    store_path, tmp_path
+):
+    """A child made by fork has no manager thread: a call there used to wait for ever (the
+    request went to the parent's loop, the answer never came back)."""
+    import os
+    import signal
+
+    with BlockingManager(store_path) as jobs:
+        job_id = jobs.submit(CountJob(n=3, log=str(tmp_path / "log")))
+        assert jobs.wait(job_id, timeout=10) is JobStatus.COMPLETED
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report what each call did, never run the test further
+            code = 0
+            try:
+                signal.alarm(10)  # a hang ends the child (and fails the test below)
+                outcome = []
+                for call in (lambda: jobs.status(job_id), jobs.close, jobs.close):
+                    try:
+                        call()
+                        outcome.append("ok")
+                    except RuntimeError as exc:
+                        outcome.append("forked child" if "forked child" in str(exc) else repr(exc))
+                os.write(write, ",".join(outcome).encode())
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(write)
+        try:
+            deadline = time.monotonic() + 20
+            while os.waitpid(pid, os.WNOHANG) == (0, 0):
+                assert time.monotonic() < deadline, "the child hangs"
+                time.sleep(0.05)
+            pid = 0
+            with os.fdopen(read, "rb") as f:
+                said = f.read().decode()
+        finally:
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        assert said == "forked child,ok,ok"  # calls refused, close left to the parent
+        assert jobs.running
+        again = jobs.submit(CountJob(n=3, log=str(tmp_path / "log2")))
+        assert jobs.wait(again, timeout=10) is JobStatus.COMPLETED
+
+
 def _foreign_sqlite(path: str) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE photos (id INTEGER)")
