@@ -23,6 +23,8 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
+import stat
 from collections.abc import Callable
 
 import trio
@@ -60,32 +62,57 @@ async def held_jobs(manager: JobManager) -> dict[str, int]:
 
 
 def remember(path: str, jobs: dict[str, int]) -> None:
-    """Add ``jobs`` to the file (atomically: a crash leaves the old file or the new one)."""
+    """Add ``jobs`` to the file (atomically: a crash leaves the old file or the new one). The
+    temporary has a random name and is created anew (``O_EXCL | O_NOFOLLOW``): beside a
+    store in a shared directory, a symlink or hard link planted at a predictable name would
+    have had its target truncated and overwritten."""
     if not jobs:
         return
-    merged = {**_read(path), **jobs}
+    merged = {**_read(path)[0], **jobs}
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    temporary = f"{path}.tmp{os.getpid()}"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"jobs": merged}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
-
-
-def _read(path: str) -> dict[str, int]:
+    temporary = f"{path}.{secrets.token_hex(8)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temporary, flags, 0o600)
     try:
-        with open(path) as f:
-            data = json.load(f)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"jobs": merged}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _read(path: str) -> tuple[dict[str, int], str | None]:
+    """The jobs the file names, and why it was not read (None when it was read, is absent or
+    damaged: a damaged one of ours names no job, and is replaced or removed as usual).
+    Only a regular file of this user's is read: opened without following a symlink or
+    waiting on a FIFO (one planted beside a store in a shared directory held the server's
+    start, and its SIGTERM, for ever), and a file another user wrote could make the server
+    resume jobs its users paused."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
     except FileNotFoundError:
-        return {}
-    except (OSError, ValueError):
-        return {}  # unreadable or damaged: nothing is resumed, nothing is lost
+        return {}, None
+    except OSError as exc:
+        return {}, f"cannot be opened: {exc.strerror}"  # a symlink (ELOOP), no permission...
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return {}, "not a regular file"
+        if info.st_uid != os.geteuid():
+            return {}, f"owned by another user (uid {info.st_uid})"
+        try:
+            data = json.loads(f.read())
+        except (OSError, ValueError):
+            return {}, None  # unreadable or damaged: nothing is resumed, nothing is lost
     jobs = data.get("jobs") if isinstance(data, dict) else None
     if not isinstance(jobs, dict):
-        return {}
-    return {k: v for k, v in jobs.items() if isinstance(k, str) and isinstance(v, int)}
+        return {}, None
+    return {k: v for k, v in jobs.items() if isinstance(k, str) and isinstance(v, int)}, None
 
 
 async def resume_remembered(
@@ -93,7 +120,10 @@ async def resume_remembered(
 ) -> list[str]:
     """Resume the jobs the previous server's shutdown paused and that nobody touched since;
     forget the file. Returns their ids; ``warn`` gets a line for each one that cannot run."""
-    jobs = await trio.to_thread.run_sync(_read, path)
+    jobs, refused = await trio.to_thread.run_sync(_read, path)
+    if refused is not None:  # left as it is: it may not be ours to remove
+        warn(f"{path} ignored ({refused}): no job resumed by it, the file left as it is")
+        return []
     with contextlib.suppress(FileNotFoundError):
         await trio.to_thread.run_sync(os.unlink, path)
     resumed = []

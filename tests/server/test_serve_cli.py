@@ -239,6 +239,90 @@ def test_a_job_its_failing_store_paused_is_resumed_by_the_restart(tmp_path) -> N
     assert sorted(map(int, log.read_text().split())) == list(range(200))
 
 
+def test_a_fifo_at_the_restart_note_neither_holds_the_start_nor_the_sigterm(tmp_path) -> None:
+    """A FIFO (or another user's file) planted where the server keeps its restart note,
+    beside a store in a shared directory: reading it held the server's start for ever, and
+    its SIGTERM with it (the read ran in a thread nothing could cancel)."""
+    tokens = write_tokens(str(tmp_path / "tokens"))
+    marker = tmp_path / "jobs.sqlite.serve-paused"
+    os.mkfifo(marker)
+    proc = start(tmp_path, "--token-file", tokens)
+    try:
+        _serving(proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "serve-paused ignored (not a regular file)" in _stderr(proc)
+    assert marker.is_fifo()  # not the server's to remove
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a file of another user (root)")
+def test_a_restart_note_of_another_user_resumes_nothing(tmp_path) -> None:
+    tokens = write_tokens(str(tmp_path / "tokens"))
+    proc = start(tmp_path, "--token-file", tokens)
+    try:
+        base = _serving(proc).group(1)
+        client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
+        count = {"n": 5000, "log": str(tmp_path / "log"), "sleep": 0.005}
+        job = client.post("/api/jobs", json={"type": "test-count", "spec": count}).json()
+        assert client.post(f"/api/jobs/{job['id']}/pause").status_code == 200
+        for _ in range(1000):
+            if client.get(f"/api/jobs/{job['id']}").json()["status"] == "paused":
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    marker = tmp_path / "jobs.sqlite.serve-paused"
+    assert not marker.exists()  # the user paused it: nothing to remember
+    marker.write_text(json.dumps({"jobs": {job["id"]: 1}}))  # as the shutdown writes it
+    os.chown(marker, 65534, 65534)  # ... but by another user
+    proc = start(tmp_path, "--token-file", tokens)
+    try:
+        base = _serving(proc).group(1)
+        client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
+        time.sleep(0.5)
+        assert client.get(f"/api/jobs/{job['id']}").json()["status"] == "paused"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+    assert "owned by another user (uid 65534)" in _stderr(proc)
+    assert marker.stat().st_uid == 65534
+
+
+def test_the_restart_note_is_never_written_through_a_planted_link(tmp_path) -> None:
+    """Its temporary had a predictable name (``<note>.tmp<pid>``) and was opened with
+    ``O_TRUNC`` following links: a symlink planted there had its target overwritten."""
+    tokens = write_tokens(str(tmp_path / "tokens"))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's file\n")
+    marker = tmp_path / "jobs.sqlite.serve-paused"
+    proc = start(tmp_path, "--token-file", tokens)
+    try:
+        base = _serving(proc).group(1)
+        client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
+        count = {"n": 5000, "log": str(tmp_path / "log"), "sleep": 0.005}
+        job = client.post("/api/jobs", json={"type": "test-count", "spec": count}).json()
+        os.symlink(victim, f"{marker}.tmp{proc.pid}")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, _stderr(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert victim.read_text() == "the user's file\n"
+    assert not marker.is_symlink()
+    assert json.loads(marker.read_text())["jobs"].keys() == {job["id"]}
+    assert sorted(p.name for p in tmp_path.glob("jobs.sqlite.serve-paused*")) == [
+        marker.name,
+        f"{marker.name}.tmp{proc.pid}",  # the planted link, left alone
+    ]
+
+
 def test_default_token_file_is_private_and_stable(tmp_path) -> None:
     tokens = []
     for _ in range(2):
