@@ -138,15 +138,17 @@ class HashJob(Job):
             if prehash is not None and ctx.clustered:  # (its tasks run elsewhere)
                 prehash.drop()
                 prehash = None
+            own: _Own | None = None
             if self.output is not None:
                 in_place, target = output_target(self.output)
                 if not in_place:  # not a directory swapped in since an earlier run (a symlink)
                     where = os.fsdecode(os.path.dirname(target))
                     await keep_dir_identity(ctx, "output_dir_identity", "hash", where)
+                    own = await trio.to_thread.run_sync(_own_output, target)
             dispatcher = ctx.task_dispatcher()
             ctx.progress.set_message("hashing")
             failed = 0
-            async with aclosing(self._tasks(ctx, prehash)) as tasks:
+            async with aclosing(self._tasks(ctx, prehash, own)) as tasks:
                 async for outcome in dispatcher.dispatch_many(tasks):
                     if outcome.status is OutcomeStatus.FAILED:
                         failed += 1
@@ -196,13 +198,22 @@ class HashJob(Job):
                 )
 
     async def _tasks(
-        self, ctx: JobContext, prehash: Prehash | None
+        self, ctx: JobContext, prehash: Prehash | None, own: _Own | None
     ) -> AsyncGenerator[Task[Any], None]:
         """One task per walked non-directory entry (taking what ``prehash`` read); the walk
-        runs ahead, counting totals."""
+        runs ahead, counting totals. The checksum file itself (``own``: its device, inode
+        and name), when it is in the tree, is left out: its digest, of the file the job
+        then replaces, would never check."""
+
+        def item(entry: Entry) -> bool:
+            return entry.kind != "dir" and (
+                own is None
+                or (entry.dev, entry.ino) != own[:2]
+                or os.path.basename(entry.path) != own[2]
+            )
 
         def count(batch: list[Entry]) -> Totals:
-            files = [e for e in batch if e.kind != "dir"]
+            files = [e for e in batch if item(e)]
             return len(files), sum(e.size for e in files)
 
         def estimate(roots: list[RootCount]) -> Totals:
@@ -212,12 +223,32 @@ class HashJob(Job):
         async with aclosing(walked) as batches:
             async for batch in batches:
                 for entry in batch:
+                    if not item(entry):
+                        continue
                     if entry.kind == "file":
                         yield HashTask(
                             entry.index, entry.path, entry.size, self.algorithm, prehash=prehash
                         )
                     elif entry.kind != "dir":
                         yield entry_report(entry, "hashed")
+
+
+#: A checksum file's device, inode and name (`_own_output`).
+_Own = tuple[int, int, bytes]
+
+
+def _own_output(target: bytes) -> _Own | None:
+    """The identity of the checksum file at ``target`` (`output_target`'s, symlinks
+    followed), if a regular file is there: a tree hashed into a checksum file of its own
+    (``hash photos -o photos/SUMS``) listed that file, with the digest of the one the job
+    was about to replace, so ``xxhsum -c`` failed on it after every later run."""
+    try:
+        st = os.lstat(target)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return st.st_dev, st.st_ino, os.path.basename(target)
 
 
 #: Records of the item log read per page (the job's own, at its end; the CLI's).

@@ -171,6 +171,26 @@ async def test_output_file_is_xxhsum_format_and_replaces_digests(store_path, tmp
     )
 
 
+async def test_a_checksum_file_inside_the_tree_never_lists_itself(store_path, tmp_path):
+    """``hash t -o t/SUMS`` run again (a new job; or through a symlinked root): the tree's
+    old checksum file was hashed, then replaced, and the new one listed it with the old
+    file's digest, a line that could never check. Another name of its inode is hashed."""
+    files = _tree(tmp_path / "t")
+    out = tmp_path / "t" / "SUMS"
+    (tmp_path / "link").symlink_to(tmp_path / "t")
+    for paths in ([str(tmp_path / "t")], [str(tmp_path / "t")], [str(tmp_path / "link") + "/"]):
+        info = await _hash_to(store_path, paths, out)
+        assert info.status is JobStatus.COMPLETED
+        assert info.result["files"] == len(files)
+        shown = {line.split(b"  ", 1)[1].rstrip(b"\n") for line in out.read_bytes().splitlines()}
+        assert not any(name.endswith(b"/SUMS") for name in shown), shown
+    os.link(out, tmp_path / "t" / "a" / "sums-copy")  # the same inode, another name: hashed
+    data = out.read_bytes()
+    info = await _hash_to(store_path, [str(tmp_path / "t")], out)
+    expected = {**files, str(tmp_path / "t" / "a" / "sums-copy"): data}
+    assert set(out.read_bytes().splitlines(keepends=True)) == _expected(expected)
+
+
 def test_checksum_line_formats():
     assert checksum_line("xxh3_128", b"a b", "00ff") == b"00ff  a b\n"
     assert checksum_line("xxh64", b"x", "12") == b"12  x\n"
