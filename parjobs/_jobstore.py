@@ -3,7 +3,7 @@ store (SQLite today, PostgreSQL next), with no backend's types in it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Protocol, TypedDict, Unpack
 
 from ._items import ItemRecord
@@ -166,8 +166,11 @@ class JobStore(Protocol):
     def delete(self, job_id: str) -> None:
         """Forget a resting job with everything recorded for it."""
 
-    def purge(self, older_than: float, statuses: Iterable[JobStatus]) -> list[str]:
-        """Delete the jobs in ``statuses`` finished before ``older_than``; their ids."""
+    def purge(
+        self, older_than: float, statuses: Iterable[JobStatus], keep: Collection[str] = ()
+    ) -> list[str]:
+        """Delete the jobs in ``statuses`` finished before ``older_than``, but those in
+        ``keep``; their ids."""
 
     # -- checkpoints -------------------------------------------------------------------
 

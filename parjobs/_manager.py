@@ -197,7 +197,7 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             identity = self.store.identity()
             self.store.register_manager(self.id)
             self.store.recover()
-            purged = [] if expiry is None else self.store.purge(*expiry)
+            purged = [] if expiry is None else self.store.purge(*expiry, _undoing(self.store))
             resumable = [] if expiry is None else _resumable_expired(self.store, expiry[0])
             left = _left_behind(self.store, root, purged)
             return identity, self.store.listener(), purged, resumable, left
@@ -389,7 +389,7 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         expiry = self._expiry()
         if expiry is None:
             return []
-        ids = await self._db(self.store.purge, *expiry)
+        ids = await self._db(lambda: self.store.purge(*expiry, _undoing(self.store)))
         await self._forget_purged(ids)
         resumable = await self._db(_resumable_expired, self.store, expiry[0])
         return ids + await self._purge_resumable(resumable)
@@ -731,10 +731,19 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
     async def delete(self, job_id: str) -> None:
         """Forget a job that rests (its completions, errors and results too). One that could
         still be resumed (paused, interrupted, failed...) is cancelled first: its cleanup
-        removes its partials, which nothing could remove once its name token is forgotten."""
+        removes its partials, which nothing could remove once its name token is forgotten.
+        One whose undo is not over is refused (`InvalidTransitionError`): the undo reads
+        its item log on every run (the retention keeps it too)."""
         info = await self.get(job_id)
         if info.status.is_active:
             raise InvalidTransitionError(f"cannot delete job {job_id}: it is {info.status.value}")
+        for undo in await self._undos(info.id):
+            if not undo.status.is_final:  # it reads the job's item log until it is
+                raise InvalidTransitionError(
+                    f"cannot delete job {info.id}: its undo, job {undo.id}, is "
+                    f"{undo.status.value} and reads what the job did; let it finish or "
+                    "cancel it first"
+                )
         if JobStatus.CANCELLED in TRANSITIONS[info.status]:
             await self.cancel(info.id)
         await self._db(self.store.delete, job_id)  # checks again, in its transaction
@@ -1017,6 +1026,20 @@ class OwnerView(metaclass=NoPublicConstructor):
 
 #: What `submit` names jobs (``secrets.token_hex(6)``): the only job directories swept.
 _JOB_ID = re.compile(r"[0-9a-f]{12}")
+
+
+def _undoing(store: JobStore) -> set[str]:
+    """The jobs an undo not yet final (queued, running, paused, failed...) reverts: the
+    retention keeps them, as `JobManager.delete` refuses them. The undo reads the job's item
+    log on every run and on cancel; with the job forgotten it found an empty log, and
+    completed having undone nothing more (or, cancelled, left its held items aside)."""
+    return {
+        undo.spec_data["job"]
+        for undo in store.list_jobs(type=UNDO_JOB_TYPE, results=False)
+        if not undo.status.is_final
+        and isinstance(undo.spec_data, dict)
+        and isinstance(undo.spec_data.get("job"), str)
+    }
 
 
 def _resumable_expired(store: JobStore, older_than: float) -> list[JobInfo]:

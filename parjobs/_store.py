@@ -15,7 +15,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar, Unpack
 
@@ -678,15 +678,18 @@ class SQLiteJobStore:
             )
             return self._get(c, job_id)
 
-    def purge(self, older_than: float, statuses: Iterable[JobStatus]) -> list[str]:
-        """Delete jobs in ``statuses`` that finished before ``older_than`` (epoch seconds)."""
+    def purge(
+        self, older_than: float, statuses: Iterable[JobStatus], keep: Collection[str] = ()
+    ) -> list[str]:
+        """Delete jobs in ``statuses`` that finished before ``older_than`` (epoch seconds),
+        but those in ``keep``."""
         values = [JobStatus(s).value for s in statuses]
         rows = self._conn.execute(
             f"SELECT id FROM jobs WHERE status IN ({','.join('?' * len(values))}) "
             "AND finished IS NOT NULL AND finished < ?",
             (*values, older_than),
         ).fetchall()
-        ids = [r[0] for r in rows]
+        ids = [r[0] for r in rows if r[0] not in keep]
         for job_id in ids:
             self.delete(job_id)
         return ids

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._exceptions import JobNotFoundError
+from .._exceptions import InvalidTransitionError, JobNotFoundError
 from .._jsonout import dumps
 from .._status import JobStatus
 from . import _format as fmt
@@ -178,6 +178,7 @@ async def prune(args: argparse.Namespace) -> int:
                     f"job {info.id} is {info.status.value}, not finished: nothing deleted "
                     f"(cancel it first: {store.command('cancel', info.id)})"
                 )
+        named = {info.id for info in chosen}
         if args.older_than is not None:
             cutoff = time.time() - args.older_than
             ended = [s for s in JobStatus if s.is_ended]
@@ -187,7 +188,13 @@ async def prune(args: argparse.Namespace) -> int:
         chosen = list({info.id: info for info in chosen}.values())
         for info in chosen:
             if not args.dry_run:
-                await manager.delete(info.id)
+                try:
+                    await manager.delete(info.id)
+                except InvalidTransitionError as exc:  # an undo still reads it, say
+                    if info.id in named:
+                        raise
+                    _kept(info, str(exc), args.json)
+                    continue
             verb = "would delete" if args.dry_run else "deleted"
             if args.json:
                 print(
@@ -209,6 +216,17 @@ async def prune(args: argparse.Namespace) -> int:
     if not chosen and not args.json:
         print("no finished jobs to delete")
     return EXIT_OK
+
+
+def _kept(info: JobInfo, why: str, as_json: bool) -> None:
+    """A line of ``jobs prune`` for a job past the age that may not go now."""
+    if as_json:
+        print(
+            dumps({"job_id": info.id, "status": info.status.value, "deleted": False, "kept": why}),
+            flush=True,
+        )
+    else:
+        print(f"kept {info.id}  {info.type}  {info.status.value}: {why}", flush=True)
 
 
 def done_column(info: JobInfo) -> str:

@@ -10,6 +10,7 @@ import stat
 import time
 from pathlib import Path
 
+import trio
 from _cli import RESUME, run
 from _jobs import CountJob, KeepsPartialJob
 
@@ -150,6 +151,28 @@ def test_jobs_prune_by_age_and_by_id(tmp_path: Path, env, store) -> None:
     assert json.loads(out.stdout) == {"job_id": new, "status": "completed", "deleted": True}
     assert _job_ids(env, store) == []
     assert (tmp_path / "out-new" / "f").read_text() == "new"
+
+
+async def test_jobs_prune_keeps_a_job_whose_undo_is_not_over(tmp_path: Path, env, store) -> None:
+    """An undo reads its job's item log on every run: ``jobs prune`` keeps (by age) or
+    refuses (by id) a job whose undo is not over, which once resumed into an empty log and
+    completed having undone nothing more."""
+    from parjobs.ops import UndoJob
+
+    old = _copied(tmp_path, "old", env, store)
+    _finished_days_ago(store, old, 10)
+    async with parjobs.open_manager(store) as manager:
+        undo = (await manager.submit(UndoJob(job=old), start=False)).id  # stored paused
+    out = await trio.to_thread.run_sync(
+        lambda: run("jobs", "prune", "--older-than", "7d", env=env, store=store)
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(
+        f"kept {old}  copy  completed: cannot delete job {old}: its undo, job {undo}, is paused"
+    ), out.stdout
+    out = await trio.to_thread.run_sync(lambda: run("jobs", "prune", old, env=env, store=store))
+    assert out.returncode == 2 and f"its undo, job {undo}, is paused" in out.stderr
+    assert _job_ids(env, store) == [old, undo]
 
 
 def test_jobs_prune_refuses_bad_input_and_unfinished_jobs(tmp_path: Path, env, store) -> None:

@@ -154,6 +154,40 @@ async def test_an_undo_cancelled_is_followed_by_a_new_one(
     assert tree_unchanged(src)
 
 
+async def test_a_job_whose_undo_is_not_over_is_neither_deleted_nor_purged(
+    tmp_path: Path, store_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An undo reads the log of the job it undoes on every run: a paused undo whose job was
+    deleted (``jobs prune``, the API, the retention sweep) was resumed into an empty log and
+    completed, the rest of the copy left in place, "completed" all the same."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    tree(src)
+    original = undo_mod.unchanged
+
+    def slowly(st: os.stat_result, record: ItemRecord) -> bool:
+        time.sleep(0.2)  # (the pause lands long before the last of its 12 items)
+        return original(st, record)
+
+    async with parjobs.open_manager(store_path, workers=1) as m:
+        h = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
+        await h.result()
+        monkeypatch.setattr(undo_mod, "unchanged", slowly)
+        u = await m.undo(h.id)
+        await m.pause(u.id)
+        assert await u.wait() is JobStatus.PAUSED
+        with pytest.raises(InvalidTransitionError, match=f"its undo, job {u.id}, is paused"):
+            await m.delete(h.id)
+    monkeypatch.setattr(undo_mod, "unchanged", original)
+    async with parjobs.open_manager(store_path, retention=0.0) as m:  # every ended job expired
+        assert await m.purge_expired() == []
+        assert (await m.get(h.id)).status is JobStatus.COMPLETED  # kept at open and now
+        result = await (await m.resume(u.id)).result()
+        assert (result["removed"], result["failed"]) == (12, 0), result  # 9 entries, 3 dirs
+        await m.delete(h.id)  # its undo is over: it may go
+    assert list(dst.rglob("*")) == []
+    assert tree_unchanged(src)
+
+
 def tree_unchanged(src: Path) -> bool:
     return read(src / "sub" / "g.bin") == b"g" * 1000 and read(src / "f5.txt") == b"xxxxx"
 
