@@ -658,12 +658,14 @@ def create_app(
     allowed_hosts: Iterable[str] = (),
     cookie_name: str = "parjobs_token",
     hub: EventHub | None = None,
+    token_file: str | None = None,
 ) -> AuthGate:
     """The ASGI app serving ``manager``: the API, its event streams and /metrics behind the
     token gate (see `AuthGate`). ``allowed_hosts`` are the ``Host`` values accepted (empty:
     any). The app runs its event hub and store reader for its ASGI lifespan; an ASGI server
     that runs on trio can host it. ``app.state.hub.close()`` ends every event stream
-    (call it when shutting down, before the server waits for open requests)."""
+    (call it when shutting down, before the server waits for open requests). With
+    ``token_file`` (where ``tokens`` come from) a token removed from it is refused at once."""
     reader = StoreReader(manager.store)
     hub = hub or EventHub(manager)
     state = ServerState(manager=manager, hub=hub, reader=reader)
@@ -691,6 +693,7 @@ def create_app(
         allowed_hosts=allowed_hosts,
         cookie_name=cookie_name,
         public_paths=public,
+        token_file=token_file,
     )
     gate.state = state  # type: ignore[attr-defined]
     return gate

@@ -14,6 +14,10 @@ in this order:
 3. on state-changing methods, ``Origin`` (when sent) against the ``Host`` (cross-site forms).
 
 The token file holds one token per line, optionally bound to an owner (see `load_tokens`).
+Given its path, the gate reads it again when it changes (a ``stat`` per request): a token
+removed from the file is refused from the next request on, not at the next restart; a file
+that can no longer be used (gone, readable by others, malformed) refuses every token until
+it is fixed, and says why on the ``parjobs.server`` logger.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import ipaddress
+import logging
 import os
 import secrets
 import stat
@@ -33,6 +38,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import ParjobsError
 from .._util import state_dir
+
+_log = logging.getLogger("parjobs.server")
 
 #: The scope key under which the gate leaves the caller's `Principal` for the endpoints.
 PRINCIPAL_KEY = "parjobs.principal"
@@ -172,7 +179,8 @@ def host_names(host: str, port: int) -> frozenset[str]:
 class AuthGate:
     """ASGI middleware: token, Host and Origin checks in front of ``app`` (see the module
     docstring). ``allowed_hosts`` empty means any ``Host``; ``cookie_name`` should carry the
-    port, since browsers share cookies across the ports of one host."""
+    port, since browsers share cookies across the ports of one host. With ``token_file``
+    (the file ``tokens`` were read from) the tokens follow the file as it changes."""
 
     def __init__(
         self,
@@ -182,12 +190,30 @@ class AuthGate:
         allowed_hosts: Iterable[str] = (),
         cookie_name: str = "parjobs_token",
         public_paths: Iterable[str] = ("/healthz",),
+        token_file: str | None = None,
     ) -> None:
         self.app = app
         self.tokens = list(tokens)
         self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
         self.cookie_name = cookie_name
         self.public_paths = frozenset(public_paths)
+        self.token_file = token_file
+        self._stamp = _stamp(token_file) if token_file is not None else None
+
+    def _follow_token_file(self) -> None:
+        """Read the token file again if it changed since it was read (same device, inode,
+        size, mtime and mode: a ``stat``, no read, per request)."""
+        if self.token_file is None:
+            return
+        stamp = _stamp(self.token_file)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self.tokens = load_tokens(self.token_file)
+        except TokenFileError as exc:
+            self.tokens = []  # revoked or exposed: no token is trusted until it is fixed
+            _log.warning("%s: every request is refused until it is fixed", exc)
 
     def principal(self, token: str | None) -> Principal | None:
         """The principal of ``token`` (compared in constant time against every token)."""
@@ -208,6 +234,7 @@ class AuthGate:
         if path in self.public_paths:
             await self.app(scope, receive, send)
             return
+        self._follow_token_file()
         headers = _headers(scope)
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         query_token = next((v for k, v in query if k == "token"), None)
@@ -258,6 +285,15 @@ class AuthGate:
 
 
 _bearer_challenge = (b"www-authenticate", b'Bearer realm="parjobs"')
+
+
+def _stamp(path: str) -> tuple[int, ...] | None:
+    """What tells a changed token file from the one read: None when it cannot be stat'ed."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -90,6 +90,7 @@ async def serve(
         allowed_hosts=names | {h.lower() for h in allowed_hosts} if names else (),
         cookie_name=f"parjobs_token_{bound_port}",
         hub=hub,
+        token_file=path,
     )
     state: ServerState = app.state  # type: ignore[attr-defined]
 

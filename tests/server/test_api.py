@@ -229,6 +229,31 @@ async def test_auth_401_and_nothing_else(server: Server) -> None:
         assert (await c.get("/api/jobs", params={"token": ADMIN})).status_code == 401
 
 
+async def test_a_token_taken_out_of_the_file_is_refused_at_once(server: Server, caplog) -> None:
+    """The tokens were read once, at start: a token removed from the file (a person who
+    should no longer see the jobs) kept working, cookie and all, until the next restart."""
+    path = server.tmp / "tokens"
+
+    async def status(token: str) -> int:
+        async with server.client(token) as c:
+            return (await c.get("/api/jobs")).status_code
+
+    assert await status(BOB) == 200
+    new = server.tmp / "tokens.new"
+    new.write_text(f"{ADMIN}\n{ALICE} owner=alice\n")
+    os.chmod(new, 0o600)
+    os.replace(new, path)  # as an editor saves it
+    assert (await status(BOB), await status(ALICE), await status(ADMIN)) == (401, 200, 200)
+    with open(path, "a") as f:  # written in place: the same inode, a new size and mtime
+        f.write(f"{BOB} owner=bob\n")
+    assert await status(BOB) == 200
+    os.chmod(path, 0o644)  # readable by others: exposed, no token is trusted
+    assert (await status(ADMIN), await status(BOB)) == (401, 401)
+    assert "accessible by other users" in caplog.text
+    os.chmod(path, 0o600)
+    assert await status(ADMIN) == 200
+
+
 async def test_query_token_becomes_a_cookie(server: Server) -> None:
     async with server.client(token=None) as c:
         r = await c.get("/", params={"token": ADMIN, "x": "1"})
