@@ -143,17 +143,18 @@ class Prehash:
             mine = [(p, listed) for p, listed in group if p not in self._files]
             for path, _ in mine:
                 self._files[path] = reading
+        answers: list[str | int] = []
         try:
-            answers: list[str | int] = []
             if mine:
                 answers = fastscan.full_hashes([(p, listed[2]) for p, listed in mine], self._stop)
-        except BaseException:  # (a NUL byte cannot be in a listed name; memory)
+        except Exception:  # (memory) the tasks read the files
             answers = []
-        with self._lock:
-            for k, (path, listed) in enumerate(mine):
-                answer = answers[k] if k < len(answers) else None
-                self._files[path] = (answer, listed) if isinstance(answer, str) else None
-        reading.done.set()
+        finally:
+            with self._lock:
+                for k, (path, listed) in enumerate(mine):
+                    answer = answers[k] if k < len(answers) else None
+                    self._files[path] = (answer, listed) if isinstance(answer, str) else None
+            reading.done.set()  # (always: a task may be waiting)
 
 
 #: `_fastscan.scan_dir`: a directory's entries, (name, stat fields or None, error).

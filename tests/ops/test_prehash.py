@@ -207,6 +207,24 @@ def test_a_task_waits_for_the_read_of_its_file_and_gets_its_digest(tmp_path, mon
     assert not prehash._thread.is_alive()
 
 
+async def test_files_the_thread_could_not_read_are_the_tasks(
+    store_path, tmp_path, reads, monkeypatch
+):
+    """A C call that fails (memory) answers none of its files: the tasks read them all."""
+    root = tmp_path / "t"
+    _tree(root)
+
+    def failing(items, stop=None):
+        raise MemoryError
+
+    real = FASTSCAN.full_hashes
+    monkeypatch.setattr(FASTSCAN, "full_hashes", failing)
+    prehash = _finished(Prehash.start([str(root)]))
+    monkeypatch.setattr(FASTSCAN, "full_hashes", real)
+    got = await _digests(store_path, [str(root)], prehash)
+    assert len(reads) == len(got) == 5
+
+
 @pytest.mark.parametrize(("options", "started"), [([], True), (["--algorithm", "xxh64"], False)])
 def test_the_command_hashes_from_its_start_for_xxh3_128_only(
     tmp_path, monkeypatch, capfdbinary, options, started
