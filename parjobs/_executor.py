@@ -547,9 +547,12 @@ class ThreadExecutor:
                     if deadline is None:
                         continue
                     if now >= deadline:
-                        self._time_out(call)
-                    else:
-                        wake = min(wake, deadline)
+                        deadline = _moved_deadline(call, now)
+                        if deadline is None or now >= deadline:
+                            self._time_out(call)
+                            continue
+                        call.deadline = deadline
+                    wake = min(wake, deadline)
                 if self._calls_gone.is_set():
                     self._calls_gone = trio.Event()
                 with trio.move_on_after(max(0.0, wake - now)):
@@ -593,6 +596,22 @@ class ThreadExecutor:
             self._abandoned_total,
         )
         call.scope.cancel()
+
+
+def _moved_deadline(call: _Call, now: float) -> float | None:
+    """``call``'s deadline read again from its running tasks (``call.deadline`` is the one
+    they had when they started): a task that waited off its clock (`TaskContext.off_clock`)
+    moved its own, and one waiting now is looked at again in `WATCHDOG_TICK`. None when no
+    running task has a deadline."""
+    with call.lock:
+        ended = {id(work) for work, _ in call.finished}
+        contexts = [work.tc for work in call.current if id(work) not in ended]
+    deadlines = [
+        now + WATCHDOG_TICK if tc.off_since is not None else tc.deadline
+        for tc in contexts
+        if tc.deadline is not None
+    ]
+    return min(deadlines) if deadlines else None
 
 
 def _earliest(group: Sequence[WorkItem]) -> float | None:

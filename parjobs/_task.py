@@ -138,6 +138,7 @@ class TaskContext(metaclass=NoPublicConstructor):
         "deadline",
         "index",
         "items",
+        "off_since",
         "rerun",
         "stage",
         "started",
@@ -173,6 +174,9 @@ class TaskContext(metaclass=NoPublicConstructor):
         self.deadline: float | None = None
         #: When this attempt started (``time.monotonic()``), None before `start`.
         self.started: float | None = None
+        #: Since when the task waits off its clock (`off_clock`), else None: neither `check`
+        #: nor the executor's watchdog times it out meanwhile.
+        self.off_since: float | None = None
 
     def start(self) -> None:
         """The task starts running now: its timeout counts from here (not from when it was
@@ -188,7 +192,8 @@ class TaskContext(metaclass=NoPublicConstructor):
         `TaskTimeoutError` past the task's timeout. Whatever the task wrote so far must be
         safe to leave (a partial under a temporary name)."""
         self._interrupter.check()
-        if self.deadline is not None and time.monotonic() > self.deadline:
+        deadline = self.deadline
+        if deadline is not None and self.off_since is None and time.monotonic() > deadline:
             raise TaskTimeoutError(f"{self.label}: timed out")
 
     @contextlib.contextmanager
@@ -196,17 +201,22 @@ class TaskContext(metaclass=NoPublicConstructor):
         """Time in the block does not count toward the task's timeout: waiting for a share
         of something the process rations (the decode memory budget) is not running, and a
         batch waiting its turn must not time out items that never started. `check` checks
-        interrupts only meanwhile; the deadline then moves by the time spent."""
+        interrupts only meanwhile; the deadline then moves by the time spent. The executor's
+        watchdog, which times out a thread whose task is past its deadline, looks again while
+        ``off_since`` is set (it abandoned the thread and ran the task again elsewhere, over
+        and over, when the deadline was just cleared)."""
         deadline = self.deadline
-        if deadline is None:
+        if deadline is None or self.off_since is not None:
             yield
             return
         began = time.monotonic()
-        self.deadline = None
+        self.off_since = began
         try:
             yield
         finally:
+            # (the deadline first: the watchdog reads it once ``off_since`` is None)
             self.deadline = deadline + (time.monotonic() - began)
+            self.off_since = None
 
     @property
     def label(self) -> str:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import trio
+from _jobs import bare_context
 from PIL import Image
 
-from parjobs import TaskTimeoutError
+from parjobs import OutcomeStatus, Task, TaskTimeoutError
 from parjobs._task import Interrupter, TaskContext
 from parjobs.ops import _decodebudget
 from parjobs.ops._decodebudget import decode_budget, decoded_bytes, default_budget, reserve
@@ -154,3 +158,60 @@ def test_a_task_waiting_for_the_budget_is_not_timed_out_by_the_wait(budget):
         with pytest.raises(TaskTimeoutError):
             tc.check()
     holder.join()
+
+
+@dataclasses.dataclass
+class _Decode(Task[None]):
+    """Takes the whole budget, then works ``seconds`` (asking check, or stuck without)."""
+
+    index: int
+    nbytes: int
+    seconds: float
+    asks: bool
+    runs: collections.Counter[int] = dataclasses.field(compare=False, repr=False)
+
+    def run(self, tc: TaskContext) -> None:
+        self.runs[self.index] += 1
+        with reserve(self.nbytes, tc.check):
+            end = time.monotonic() + self.seconds
+            while time.monotonic() < end:
+                time.sleep(0.02)
+                if self.asks:
+                    tc.check()
+
+
+@pytest.mark.parametrize("asks", [True, False], ids=["asks", "stuck"])
+async def test_the_executor_does_not_time_out_a_task_waiting_for_the_budget(budget, asks):
+    """The executor's watchdog gives up on a thread whose task is past the deadline it had
+    at its start: a task waiting off its clock was abandoned there and, its deadline
+    cleared for the wait, run again in another thread, which waited too: eleven runs of one
+    task at once, ten threads abandoned, then 'timed out'. The watchdog reads the deadline
+    the wait moved: the task runs once and ends; one stuck after its wait is still timed
+    out (at the moved deadline, once)."""
+    events: list[str] = []
+    release = threading.Event()
+    holder = in_thread(budget, events, "a", release)
+    wait_for(events, "a in")
+    threading.Timer(1.2, release.set).start()  # more than twice the task's timeout
+    runs: collections.Counter[int] = collections.Counter()
+    task = _Decode(0, budget, 0.2 if asks else 1.5, asks, runs)
+    async with trio.open_nursery() as nursery:
+        ctx = bare_context(nursery, workers=1, threads=4)
+        try:
+            began = time.monotonic()
+            outcomes = [o async for o in ctx.task_dispatcher(timeout=0.5).dispatch_many([task])]
+            took = time.monotonic() - began
+            abandoned = ctx.task_dispatcher().statistics().threads.abandoned
+        finally:
+            ctx._close_pool()
+    holder.join()
+    assert runs == {0: 1}
+    [outcome] = outcomes
+    if asks:
+        assert outcome.status is OutcomeStatus.DONE, outcome.error
+        assert abandoned == 0
+    else:
+        assert outcome.status is OutcomeStatus.FAILED
+        assert isinstance(outcome.error, TaskTimeoutError)
+        assert abandoned == 1
+        assert took >= 1.6  # the wait (1.2 s), then its timeout (0.5 s) from there
