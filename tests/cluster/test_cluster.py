@@ -56,6 +56,27 @@ async def test_hash_on_the_cluster_equals_a_local_run(tmp_path: Path, dask_clien
     assert remote["files"] == 41 and remote["failed"] == 0
 
 
+async def test_a_hash_begun_by_the_command_line_is_left_here_on_the_cluster(
+    tmp_path: Path, dask_client: Any
+) -> None:
+    """The CLI's `Prehash` (a thread of this process) does not go to the workers with the
+    tasks: the job drops it and the cluster reads every file."""
+    from parjobs.ops._prehash import Prehash
+
+    src = make_tree(tmp_path, files=8)
+    time.sleep(0.05)  # (the files' ctimes before the thread's start)
+    prehash = Prehash.start([str(src)])
+    assert prehash is not None
+    prehash._thread.join()
+    async with parjobs.open_manager(tmp_path / "local.sqlite") as manager:
+        local = await (await manager.submit(HashJob(paths=[str(src)]))).result()
+    async with parjobs.open_manager(tmp_path / "c.sqlite", cluster=dask_client) as manager:
+        job = HashJob(paths=[str(src)], prehash=prehash)
+        remote = await (await manager.submit(job)).result()
+    assert remote == local and remote["files"] == 9 and remote["failed"] == 0
+    assert prehash._stop[0] == 1  # dropped
+
+
 async def test_workers_see_paths_through_the_path_map(tmp_path: Path, dask_client: Any) -> None:
     """Workers read under THERE what this host lists under HERE (a different tree here, to
     tell them apart); results name this host's paths."""
