@@ -931,7 +931,9 @@ class OwnerView(metaclass=NoPublicConstructor):
 
     async def resolve(self, id_prefix: str) -> str:
         """The full id of the owner's one job whose id starts with ``id_prefix`` (other
-        owners' jobs neither match nor make a prefix ambiguous)."""
+        owners' jobs neither match nor make a prefix ambiguous; ``""`` names none)."""
+        if not id_prefix:
+            raise JobNotFoundError("no job with id ''")
         try:
             return await self._own(await self.manager.resolve(id_prefix))
         except JobNotFoundError:

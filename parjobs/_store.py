@@ -591,7 +591,10 @@ class SQLiteJobStore:
         return self._get(self._conn, job_id)
 
     def resolve_id(self, prefix: str) -> str:
-        """The full id of the one job whose id starts with ``prefix``."""
+        """The full id of the one job whose id starts with ``prefix`` (not empty: that is a
+        prefix of every id, and named the store's only job)."""
+        if not prefix:
+            raise JobNotFoundError("no job with id ''")
         rows = self._conn.execute(
             "SELECT id FROM jobs WHERE id >= ? AND id < ? LIMIT 2", (prefix, prefix + "\uffff")
         ).fetchall()

@@ -175,6 +175,17 @@ async def test_jobs_prune_keeps_a_job_whose_undo_is_not_over(tmp_path: Path, env
     assert _job_ids(env, store) == [old, undo]
 
 
+def test_an_empty_id_names_no_job(tmp_path: Path, env, store) -> None:
+    """``parjobs undo "$ID"`` with ``$ID`` empty undid the store's only job ("" is a prefix
+    of every id); ``jobs prune ''`` deleted it."""
+    only = _copied(tmp_path, "only", env, store)
+    for argv in (["undo", ""], ["jobs", "prune", ""], ["cancel", ""], ["show", ""]):
+        out = run(*argv, env=env, store=store)
+        assert out.returncode == 2 and "no job with id ''" in out.stderr, (argv, out)
+    assert _job_ids(env, store) == [only]
+    assert (tmp_path / "out-only" / "f").read_text() == "only"
+
+
 def test_jobs_prune_refuses_bad_input_and_unfinished_jobs(tmp_path: Path, env, store) -> None:
     done = _copied(tmp_path, "a", env, store)
     (tmp_path / "b").mkdir()

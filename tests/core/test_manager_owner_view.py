@@ -81,6 +81,19 @@ async def test_an_id_prefix_sees_only_the_owners_jobs(store_path):
             await manager.resolve("abc")  # the unscoped manager sees both
 
 
+async def test_an_empty_id_names_no_job(store_path):
+    """``""`` is a prefix of every id: with one job in the store (or one of the owner's),
+    ``parjobs undo "$ID"`` with ``$ID`` unset undid it, ``jobs prune ''`` deleted it."""
+    async with parjobs.open_manager(store_path) as manager:
+        manager.store.insert_job(
+            "abc111111111", "test-count", 1, '{"n": 1, "log": "x"}', owner="alice"
+        )
+        for view in (manager, manager.for_owner("alice")):
+            with pytest.raises(parjobs.JobNotFoundError, match="no job with id ''"):
+                await view.resolve("")
+        assert await manager.resolve("a") == "abc111111111"
+
+
 async def test_the_owners_events_only(store_path, tmp_path):
     async with parjobs.open_manager(store_path) as manager:
         alice = manager.for_owner("alice")
