@@ -96,6 +96,12 @@ async def copy(args: argparse.Namespace) -> int:
 async def move(args: argparse.Namespace) -> int:
     from ..ops import MoveJob
 
+    for text in args.sources:  # (made absolute, it would name an ordinary directory)
+        if os.path.basename(os.path.expanduser(text).rstrip(os.sep)) in (os.curdir, os.pardir):
+            raise CliError(
+                f"move: refusing {text!r}: like mv, parjobs does not move a path ending in "
+                "'.' or '..'; name the directory itself"
+            )
     job = MoveJob(**_transfer(args))
     return await _submit(args, job)
 

@@ -97,6 +97,42 @@ def test_delete_resolves_a_symlinked_parent_as_the_kernel_does(
     assert (nest / "x").read_bytes() == b"an unrelated x"
 
 
+@pytest.mark.parametrize("command", ["move", "copy"])
+def test_move_and_copy_resolve_a_symlinked_parent_as_the_kernel_does(
+    nest: Path, tmp_path: Path, env, store, command: str
+) -> None:
+    """``link/../x`` is x next to the link's target, as for delete, ``mv`` and ``cp``: a
+    move or copy took the x in the current directory (``abspath``), another file."""
+    other = tmp_path / "area" / "other"
+    (other / "sub").mkdir(parents=True)
+    (other / "x").write_bytes(b"the x named")
+    (nest / "x").write_bytes(b"an unrelated x")
+    os.symlink(other / "sub", nest / "link")
+    dst = tmp_path / "area" / "dst"
+    dst.mkdir()
+    proc = run_in(nest, command, "link/../x", str(dst), env=env, store=store)
+    assert proc.returncode == 0, proc.stderr
+    assert (dst / "x").read_bytes() == b"the x named"
+    assert (nest / "x").read_bytes() == b"an unrelated x"
+    assert (other / "x").exists() == (command == "copy")
+
+
+@pytest.mark.parametrize("typed", [".", "..", "./", "../", "../low/.", "../../mid/.."])
+def test_move_refuses_dot_and_dot_dot_as_typed_nothing_moved(
+    nest: Path, tmp_path: Path, env, store, typed: str
+) -> None:
+    """As ``mv`` (the kernel refuses to rename them): made absolute, ``.`` or ``x/..``
+    named the current directory or an ancestor of it, which the move took."""
+    area = tmp_path / "area"
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    before = digests(area)
+    line = one_error_line(run_in(nest, "move", typed, str(dst), env=env, store=store))
+    assert "'.' or '..'" in line, line
+    assert digests(area) == before
+    assert not any(dst.iterdir())
+
+
 def test_hash_output_to_a_link_to_stdout_writes_the_pipe_not_the_link(
     small: Path, tmp_path: Path, env, store
 ) -> None:
