@@ -40,7 +40,7 @@ from typing import Literal
 import trio
 
 from .._context import JobContext
-from .._exceptions import JobSpecError
+from .._exceptions import JobSpecError, ParjobsError
 from . import _kernel
 from ._fs import display, root_path
 from ._hashing import fastscan
@@ -268,6 +268,17 @@ def _plain_line(batch: Sequence[Entry]) -> bytes | None:
     except (KeyError, TypeError):  # not an `Entry` as the walk makes them: JSON decides
         return None
     return b"[" + b",".join(rows) + b"]\n"
+
+
+#: ``ctx.state`` key: the walks (by name) whose manifest holds entries, each with the job
+#: directory it is in. A job resumed without it (the store opened through another path:
+#: its ``.d`` elsewhere) walked anew, numbered the entries otherwise, and took the earlier
+#: runs' completions for other files: "completed", files missing at the destination.
+WALKS = "walks"
+
+
+class ManifestLostError(ParjobsError):
+    """A resumed job's walk manifest is gone: which entries are done cannot be told."""
 
 
 class Manifest:
@@ -551,6 +562,14 @@ async def walk_batches(
     before anything is yielded; ``whole``: they are an earlier walk that went to its end."""
     walker = _Walker(Manifest(os.path.join(ctx.job_dir, f"{name}.manifest")), follow_symlinks)
     replayed = await trio.to_thread.run_sync(walker.replay)
+    walks = ctx.state.setdefault(WALKS, {})
+    if not replayed and name in walks:
+        raise ManifestLostError(
+            f"the record of its walk ({walker.manifest.path}) is gone, so a resume cannot "
+            f"tell which files are done (it was in {walks[name]}: the store opened by "
+            "another path, through a symlink or moved, or on a host whose $PARJOBS_JOB_FILES "
+            "is elsewhere?); resume it where that is, or cancel it and start anew"
+        )
     if on_replay is not None:
         on_replay(replayed, bool(replayed) and walker.manifest.whole)
     if replayed:
@@ -560,6 +579,9 @@ async def walk_batches(
         base = names[root_no] if names is not None else root_name(root_b)
         top, root_st = await trio.to_thread.run_sync(walker.root, root_no, root_b, base)
         if top:
+            # Recorded once the manifest holds an entry and before any is dispatched, so
+            # every checkpoint of a completion carries it.
+            walks.setdefault(name, ctx.job_dir)
             yield top
         if root_st is None or not stat.S_ISDIR(root_st[0]):
             continue

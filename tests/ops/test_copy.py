@@ -257,6 +257,42 @@ async def test_a_new_name_stays_a_new_name_on_resume(store_path: str, tmp_path: 
     assert snapshot(tmp_path / "newdir") == snapshot(src)
 
 
+async def test_a_resume_that_cannot_find_its_walk_fails_rather_than_skip_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store opened through another path than the job ran with (a symlink to the store
+    file; likewise a store moved) has its private directory elsewhere: the resumed copy
+    found no manifest, walked anew, numbered the files otherwise (five added since, sorted
+    first) and took the first run's completions for other files: "completed", 25 of 45
+    files missing at the destination. It fails now, saying so; resumed through the path it
+    ran with, it completes."""
+    monkeypatch.setattr(smallfiles_mod, "fastcopy", None)  # items one by one, in walk order
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for i in range(40):
+        write(src / f"f{i:02d}", b"x" * i)
+    (tmp_path / "real").mkdir()
+    real, link = tmp_path / "real" / "jobs.sqlite", tmp_path / "link.sqlite"
+    link.symlink_to(real)
+    job = CopyJob(sources=[str(src)], destination=str(dst))
+    async with parjobs.open_manager(str(link), workers=1) as m:
+        handle = await pause_at(m, job, copy_mod.CopyItem, b"f20", monkeypatch)
+    for i in range(5):
+        write(src / f"e{i}", b"new")
+    async with parjobs.open_manager(str(real), workers=1) as m:
+        await m.resume(handle.id)
+        with trio.fail_after(30):
+            assert await m.wait(handle.id) is JobStatus.FAILED
+        error = (await m.get(handle.id)).error or ""
+        assert "the record of its walk" in error and str(link) + ".d" in error, error
+    assert sorted(os.listdir(dst)) == [f"f{i:02d}" for i in range(20)]
+    async with parjobs.open_manager(str(link), workers=1) as m:
+        await m.resume(handle.id)
+        with trio.fail_after(30):
+            assert await m.wait(handle.id) is JobStatus.COMPLETED
+    assert snapshot(dst) == snapshot(src)
+
+
 def test_a_version_1_spec_still_copies_into_its_destination(tmp_path: Path) -> None:
     from parjobs._job import load_job
 

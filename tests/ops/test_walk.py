@@ -31,11 +31,13 @@ from parjobs.ops._walk import (
 
 
 class FakeContext:
-    """What `walk_batches` uses of a JobContext: a job directory and an interrupt check."""
+    """What `walk_batches` uses of a JobContext: a job directory, its state and an
+    interrupt check."""
 
     def __init__(self, job_dir: Path) -> None:
         job_dir.mkdir(exist_ok=True)
         self.job_dir = str(job_dir)
+        self.state: dict[str, object] = {}
         self.checks = 0
 
     async def check_interrupt(self) -> None:
