@@ -510,3 +510,30 @@ def check_slash(kind: str, path: str, *, link_ok: bool) -> None:
             f"names that directory, which cannot be {kind}d through the link; name the link "
             "without the '/' to take the link itself"
         )
+
+
+def check_dotdot(kind: str, path: str) -> None:
+    """Refuse a path whose ``..`` the job would take another way than the kernel: jobs make
+    paths absolute lexically (``abspath``, ``normpath``), so ``link/../x`` named the ``x``
+    beside the link, where the kernel (``mv``, ``cp``; the CLI, `operand_path`) finds the
+    ``x`` next to the link's target, another file. Where both name the same directory (an
+    ordinary ``../x``) the path is taken; a path that does not resolve is left to the
+    caller's own check."""
+    if os.pardir not in path.split(os.sep):
+        return
+    stripped = path.rstrip(os.sep) or os.sep
+    head, sep, last = stripped.rpartition(os.sep)
+    if last in (os.curdir, os.pardir) or not sep:  # the directory itself
+        lexical, kernel = os.path.abspath(stripped), stripped
+    else:  # its parent: the operand's own name is not resolved (a symlink stays one)
+        lexical, kernel = os.path.dirname(os.path.abspath(stripped)), head or os.sep
+    try:
+        a, b = os.stat(lexical), os.stat(kernel)
+    except OSError:
+        return
+    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+        raise JobSpecError(
+            f"{kind}: {display(path)!r} has a '..' that follows a symlink: the kernel takes it "
+            f"from the link's target, {display(os.path.realpath(kernel))!r}, not from "
+            f"{display(lexical)!r}; name the path without it"
+        )

@@ -32,6 +32,7 @@ from ._fs import (
     KINDS,
     At,
     absolute_root,
+    check_dotdot,
     check_replaceable,
     check_slash,
     clean_error,
@@ -532,6 +533,8 @@ def check_paths(
         raise JobSpecError(f"{kind}: the destination is empty")
     if not into and len(sources) != 1:
         raise JobSpecError(f"{kind}: several sources go into a directory, not to one name")
+    for path in (*sources, destination):
+        check_dotdot(kind, path)
     dest = os.path.abspath(destination)
     try:
         dst_st: os.stat_result | None = os.stat(dest)

@@ -1142,3 +1142,36 @@ async def test_a_resumed_move_removes_its_emptied_directories_after_a_remount(
     assert [e.message for e in errors] == []
     assert (dst / "src" / "a" / "b" / "f").read_text() == "moved"
     assert not src.exists() and result["source_dirs_removed"] == 3
+
+
+async def test_a_dot_dot_through_a_symlink_is_refused_through_the_api(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``link/../x`` is, for the kernel (``mv``, ``cp``, the CLI), the x next to the link's
+    target; the job made it absolute lexically and moved the x beside the link, another
+    file. A move or copy whose source or destination has such a ``..`` is refused at
+    submission, nothing touched; an ordinary ``../x`` is still taken."""
+    from parjobs.ops import CopyJob
+
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "real" / "x").write_text("named")
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "x").write_text("beside the link")
+    (tmp_path / "here" / "link").symlink_to("../real/sub")
+    (tmp_path / "dst").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    dst = str(tmp_path / "dst")
+    async with parjobs.open_manager(store_path) as manager:
+        for job in (
+            MoveJob(sources=["link/../x"], destination=dst, into=True),
+            CopyJob(sources=["link/../x"], destination=dst, into=True),
+            MoveJob(sources=["x"], destination="link/../dst", into=True),
+        ):
+            with pytest.raises(parjobs.JobSpecError, match="follows a symlink"):
+                await manager.submit(job)
+        assert os.listdir(tmp_path / "dst") == []
+        assert (tmp_path / "here" / "x").read_text() == "beside the link"
+        assert (tmp_path / "real" / "x").read_text() == "named"
+        handle = await manager.submit(MoveJob(sources=["../real/x"], destination=dst, into=True))
+        assert await handle.wait() is JobStatus.COMPLETED
+    assert (tmp_path / "dst" / "x").read_text() == "named"
