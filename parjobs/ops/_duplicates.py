@@ -90,7 +90,7 @@ from ._hashing import (
     new_hasher,
 )
 from ._prescan import Prescan, Scanned, clock_ns, scan_roots
-from ._walk import Listed, check_roots, list_files
+from ._walk import WALKS, Listed, ManifestLostError, check_roots, list_files
 
 T = TypeVar("T")
 
@@ -395,6 +395,8 @@ class DuplicatesJob(Job):
             runs, answered = _answered(_runs(by_size), known or {})
         for done in saved:
             done.unwrap()  # (here: a failure as it is, not in the nursery's exception group)
+        if save is not None:  # saved, before any stage runs: every checkpoint carries it
+            ctx.state.setdefault(WALKS, {}).setdefault(SCAN_FILE, ctx.job_dir)
         errors = [EntryTask(i, path, reason, skip=False) for i, path, reason in scan.errors]
         _, failed = await _stage(ctx, "scan", errors, "scanning")
         same_id, n = await _content_ids(ctx, files, runs, answered, changed)
@@ -615,6 +617,14 @@ async def _scanned(
     scan = await trio.to_thread.run_sync(Scan.load, path)
     if scan is not None:
         return scan, None
+    walked = ctx.state.get(WALKS, {}).get(SCAN_FILE)
+    if walked is not None:  # a new scan would number the files otherwise (see WALKS)
+        raise ManifestLostError(
+            f"the record of its scan ({path}) is gone, so a resume cannot tell which "
+            f"files are done (it was in {walked}: the store opened by another path, "
+            "through a symlink or moved, or on a host whose $PARJOBS_JOB_FILES is "
+            "elsewhere?); resume it where that is, or cancel it and start anew"
+        )
     found = await trio.to_thread.run_sync(
         _scan_tree, roots, min_size, lambda: ctx.interrupt_reason is not None, prescan
     )

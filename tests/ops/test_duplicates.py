@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import sqlite3
 import stat
 import threading
@@ -311,6 +312,23 @@ def _counts(info) -> tuple[int, int, int, int]:
     p = info.progress
     assert info.done_items == p.items_done and info.done_bytes == p.bytes_done
     return (p.items_done, p.items_total, p.bytes_done, p.bytes_total)
+
+
+async def test_a_resume_that_cannot_find_its_scan_fails_rather_than_renumber_files(
+    store_path, tmp_path, monkeypatch
+):
+    """The job's saved scan gone (its store opened by another path: its private directory
+    elsewhere), the resumed run scanned anew and numbered the files otherwise (files added
+    since, sorting first): the digests checkpointed by index then stood for other files.
+    It fails now, saying so."""
+    async with _paused(store_path, tmp_path, monkeypatch, 8) as (manager, handle, root, _):
+        shutil.rmtree(manager.job_dir(handle.id))
+        for k in range(3):
+            _write(root / f"a{k}", os.urandom(150 * 1024))
+        await manager.resume(handle.id)
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.FAILED
+        assert "the record of its scan" in ((await handle.info()).error or "")
 
 
 async def test_a_file_changed_during_a_pause_is_read_again_on_resume(
