@@ -23,9 +23,9 @@ kept ("changed since"). A run stopped between the two renames leaves the held na
 the next run of the same undo (same token) finds first and checks the same way.
 
 Never undone: "replaced" (the replaced data is gone; removing the copy would lose both),
-"present" (found in place on resume: maybe not this job's), "skipped", "deleted". What is
-kept is reported as a skipped item with its reason, each undone item with its own record
-("removed", "restored").
+"present" (found in place on resume: maybe not this job's; counted as kept, `PRESENT`),
+"skipped", "deleted". What is kept is reported as a skipped item with its reason, each
+undone item with its own record ("removed", "restored").
 """
 
 from __future__ import annotations
@@ -59,11 +59,16 @@ PAGE = 1000
 _REMOVABLE = frozenset({"copied", "renamed-as", "linked"})
 _UNDOABLE = _REMOVABLE | {"moved", "trashed"}
 _HELD = _REMOVABLE | {"moved"}  # taken aside under a held name while undone
+#: The records that get a task: those undone, and "present" (kept, with its reason: a copy
+#: killed before its checkpoint leaves hundreds that a resume finds in place, which the
+#: undo's result counted nowhere while they stayed at the destination).
+_TASKS = _UNDOABLE | {"present"}
 
 CHANGED = "changed since the job wrote it; kept"
 GONE = "no longer there"
 NOT_EMPTY = "directory not empty; kept"
 TRASH_REUSED = "another item is in the trash under its name now; left there"
+PRESENT = "found in place on resume (maybe not this job's copy); kept"
 
 
 def unchanged(st: os.stat_result, record: ItemRecord) -> bool:
@@ -104,6 +109,8 @@ class UndoTask(Task[str]):
     def run(self, tc: TaskContext) -> str:
         tc.check()
         action = self.record.action
+        if action == "present":
+            raise Skip(PRESENT)  # never undone: reported, not left out of the count
         if action == "trashed":
             return self._restore(tc)
         if action == "moved":
@@ -366,8 +373,9 @@ class UndoJob(Job):
     moved, remove what it copied (only files it created and nobody changed since).
 
     Result: ``{"job", "removed", "restored", "kept", "failed", "kept_reasons"}``: ``kept``
-    counts the items left as they are (changed since, gone, a name taken), by reason in
-    ``kept_reasons``. The job being undone must not be running (`JobManager.undo` checks).
+    counts the items left as they are (changed since, gone, a name taken, found in place by
+    a resumed run), by reason in ``kept_reasons``. The job being undone must not be running
+    (`JobManager.undo` checks).
     """
 
     job: str
@@ -423,7 +431,7 @@ class UndoJob(Job):
                 return
             after = page[-1].seq
             for r in page:
-                if r.action not in _UNDOABLE or r.destination is None:
+                if r.action not in _TASKS or r.destination is None:
                     continue
                 if r.action == "linked" and r.detail == "replaced":
                     continue  # never undone, as "replaced" (the old file is gone)

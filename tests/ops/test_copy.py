@@ -48,6 +48,7 @@ from parjobs.ops import Conflict
 from parjobs.ops import _copy as copy_mod
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
+from parjobs.ops import _undo as undo_mod
 from parjobs.ops import _walk as walk_mod
 from parjobs.ops._copy import CopyJob
 from parjobs.ops._copyfile import copy_file
@@ -829,6 +830,7 @@ async def test_cancel_while_running_removes_partials(
 KILL_CHILD = """
 import sys, time, trio, parjobs
 from parjobs.ops import _transfer as transfer_mod
+from parjobs.ops import _undo as undo_mod
 real = transfer_mod.copy_file
 def slowed(*args, check=None, **kwargs):
     def slow_check():
@@ -1110,6 +1112,37 @@ async def test_a_link_slash_root_an_older_version_walked_as_the_link_stays_the_l
     assert os.readlink(dst / "lnk") == "small"
     assert snapshot(dst / "src") == snapshot(src)
     assert (result["symlinks"], result["files"]) == (1, 2)
+
+
+async def test_undo_counts_what_a_resumed_run_found_in_place_as_kept(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy killed before its checkpoint leaves copies a resumed run finds in place
+    ("present": hundreds after a ``kill -9`` of a big copy, with this version or an older
+    one). Undo never removes them (maybe not the job's own), and its result counted them
+    nowhere: "completed, removed N" while they stayed. They are kept with their reason now,
+    in ``kept`` and ``kept_reasons``, the file left as it is."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "t" / "sub").mkdir(parents=True)
+    write(src / "t" / "first", b"1")  # walked before sub/a: the first run pauses there
+    write(src / "t" / "sub" / "a", b"source bytes")
+    plant(src / "t" / "sub" / "a", dst / "t" / "sub" / "a", b"source bytes")  # as a kill left
+    job = CopyJob(sources=[str(src / "t")], destination=str(dst), into=True)
+    async with parjobs.open_manager(store_path, workers=1) as m:
+        handle = await pause_at(m, job, copy_mod.CopyItem, b"first", monkeypatch)
+        await m.resume(handle.id)
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.COMPLETED
+        actions = {r.action for r in await m.items(handle.id) if r.source.endswith("/a")}
+        undo = await m.undo(handle.id)
+        with trio.fail_after(30):
+            assert await undo.wait() is JobStatus.COMPLETED
+        result = (await undo.info()).result
+    assert actions == {"present"}
+    assert read(dst / "t" / "sub" / "a") == b"source bytes"
+    assert not (dst / "t" / "first").exists()
+    assert (result["removed"], result["kept"]) == (1, 1)  # first (t and sub: not the job's)
+    assert result["kept_reasons"] == {undo_mod.PRESENT: 1}
 
 
 async def test_beyond_what_earlier_runs_reached_nothing_is_taken_for_the_jobs_own(
