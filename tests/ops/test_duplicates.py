@@ -18,6 +18,8 @@ import trio
 
 import parjobs
 from parjobs import JobStatus
+from parjobs._exceptions import JobLoadError
+from parjobs._job import load_job
 from parjobs.cli import _format as cli_format
 from parjobs.cli import _results as cli_results
 from parjobs.ops import _duplicates as dup_mod
@@ -980,3 +982,25 @@ def test_a_result_of_mostly_escaped_names_is_left_to_the_generic_encoder():
     assert dup_mod._result_json(few) == json.dumps(few)
     assert dup_mod._result_json({"groups": groups}) is None
     assert dup_mod._result_json({"groups": [], "failed": 0}) is None
+
+
+async def test_a_job_stored_now_is_refused_by_the_code_that_misread_its_state(
+    store_path, tmp_path, monkeypatch
+):
+    """A ``hash-runs`` value names the files its run did not hash (``[index, None]``, since
+    da8c0b6); parjobs before that took None for their digest: a dupes job paused by this
+    code and resumed by bb7f9b7 reported a group without one of its files, or failed. The
+    job is stored as version 2 of its type, which that code (version 1) refuses, saying so
+    (its `job_class` check, run here with the version it knew); a job stored as version 1
+    still loads."""
+    root = tmp_path / "t"
+    _tree(root)
+    async with parjobs.open_manager(store_path) as manager:
+        await (await manager.submit(DuplicatesJob(paths=[str(root)]))).result()
+    with contextlib.closing(sqlite3.connect(store_path)) as db:
+        version, spec = db.execute("SELECT version, spec FROM jobs").fetchone()
+    with monkeypatch.context() as m:
+        m.setattr(DuplicatesJob, "job_type_version", 1)  # the code before da8c0b6
+        with pytest.raises(JobLoadError, match="newer than this code's version 1; upgrade"):
+            load_job("duplicates", version, spec)
+    assert load_job("duplicates", 1, spec) == DuplicatesJob(paths=[str(root)])
