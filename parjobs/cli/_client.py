@@ -258,7 +258,11 @@ async def _events(response: httpx.Response) -> AsyncIterator[tuple[str, str | No
 
 
 def _quote(job_id: str) -> str:
-    """A job id (or what the user typed for one) as one path segment."""
+    """A job id (or what the user typed for one) as one path segment. ``""`` names no job,
+    as in the store (`SQLiteJobStore.resolve_id`): as a segment it made ``/api/jobs/``, the
+    list, and the command failed on the server's redirect ("answered 307")."""
+    if not job_id:
+        raise JobNotFoundError("no job with id ''")
     return urllib.parse.quote(job_id, safe="")
 
 

@@ -349,3 +349,17 @@ def test_jobs_prune_through_the_server(served, tmp_path) -> None:
     assert aged.stdout.startswith(f"deleted {ids[1]}  copy  completed")
     assert served.api.get("/api/jobs").json()["jobs"] == []
     assert (tmp_path / "a").is_dir() and (tmp_path / "b").is_dir()  # what the jobs did stays
+
+
+def test_an_empty_id_names_no_job_through_the_server(served, tmp_path) -> None:
+    """As locally (``test_jobs_store.py::test_an_empty_id_names_no_job``): ``""`` is no job,
+    exit 2 and one line; through the server it became ``/api/jobs/``, the list, and the
+    command failed on its redirect ("answered 307")."""
+    _tree(tmp_path / "src", 3)
+    done = served.remote("--json", "copy", str(tmp_path / "src"), str(tmp_path / "a"))
+    assert done.returncode == 0, done.stderr
+    for argv in (["undo", ""], ["jobs", "prune", ""], ["cancel", ""], ["show", ""]):
+        out = served.remote(*argv)
+        assert out.returncode == 2 and "no job with id ''" in out.stderr, (argv, out)
+    assert len(served.api.get("/api/jobs").json()["jobs"]) == 1
+    assert (tmp_path / "a").is_dir()
