@@ -248,14 +248,27 @@ def _pairs_and_twins(root) -> None:
     _write(root / "s2", b"small twin\n")
 
 
-def _slow_hashing(monkeypatch) -> collections.Counter[str]:
+class _Hashed(collections.Counter[str]):
+    """The counts of the files hashed, by path; while ``hold`` is set, a hash begun once that
+    many files are hashed waits for ``released`` (`_pause_after`: the pause is asked for
+    before more is hashed, however late a loaded machine lets the test ask)."""
+
+    hold: int | None = None
+    released = threading.Event()
+
+
+def _slow_hashing(monkeypatch) -> _Hashed:
     """Every full hash (in a run, in C or Python, or alone) takes 50 ms, one file a call:
     the counts of the files hashed, by path."""
-    hashed: collections.Counter[str] = collections.Counter()
+    hashed = _Hashed()
+    hashed.released = threading.Event()
     lock = threading.Lock()
     real_hash, real_hashes = hash_file, full_hashes
 
     def slow_hash(path, size=None, each=None, **kwargs):
+        hold = hashed.hold
+        if hold is not None and sum(hashed.values()) >= hold:
+            hashed.released.wait(10)
         time.sleep(0.05)
         digest = each([(path, size)])[0] if each else real_hash(path, **kwargs)
         with lock:
@@ -285,13 +298,20 @@ async def _paused(store_path, tmp_path, monkeypatch, n: int, workers: int = 2):
         yield manager, handle, root, hashed
 
 
-async def _pause_after(manager, handle, hashed: collections.Counter[str], n: int) -> None:
-    """Pause the job once ``n`` files are hashed (in all), and wait until it rests."""
-    with trio.fail_after(10):
-        while sum(hashed.values()) < n:
-            await trio.sleep(0.002)
-    await manager.pause(handle.id)
+async def _pause_after(manager, handle, hashed: _Hashed, n: int) -> None:
+    """Pause the job once ``n`` files are hashed (in all), and wait until it rests. Hashes
+    begun meanwhile wait until the pause is asked for (those in flight then end)."""
+    hashed.hold = n
+    try:
+        with trio.fail_after(10):
+            while sum(hashed.values()) < n:
+                await trio.sleep(0.002)
+        await manager.pause(handle.id)
+    finally:
+        hashed.released.set()
     assert await handle.wait() is JobStatus.PAUSED
+    hashed.hold = None
+    hashed.released.clear()
 
 
 def _flip(path, at: int) -> None:
