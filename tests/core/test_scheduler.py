@@ -272,6 +272,15 @@ async def test_retention_applies_while_the_manager_is_open(store_path, tmp_path,
 
     monkeypatch.setattr(manager_module, "RETENTION_SWEEP", 0.2)
     async with parjobs.open_manager(store_path, retention=0.3) as manager:
+        # Sweeps wait until both jobs are in place: under load (16) submitting, pausing and
+        # waiting for the second took over 0.5 s, the first was swept before it was listed.
+        ready, purge = trio.Event(), manager.purge_expired
+
+        async def purge_when_ready() -> list[str]:
+            await ready.wait()
+            return await purge()
+
+        monkeypatch.setattr(manager, "purge_expired", purge_when_ready)
         done = await manager.submit(CountJob(n=2, log=str(tmp_path / "l")))
         await done.wait()
         resting = await manager.submit(SleepJob(name="p", seconds=30))
@@ -280,6 +289,7 @@ async def test_retention_applies_while_the_manager_is_open(store_path, tmp_path,
         job_dir = manager.job_dir(done.id)
         os.makedirs(job_dir, exist_ok=True)
         assert [j.id for j in await manager.list_jobs()] == [done.id, resting.id]
+        ready.set()
         # The sweep deletes the row, then the directory: wait for both (under load the
         # directory may still be there the moment the row is gone).
         with trio.fail_after(30):
