@@ -95,11 +95,13 @@ async def test_the_writer_writes_at_once_then_at_most_every_interval(
     async with trio.open_nursery() as nursery:
         ctx = bare_context(nursery, workers=2, threads=4, write=write)
         dispatcher = ctx.task_dispatcher()
-        t0 = trio.current_time()
+        # "At once" counts from the completion, not from the dispatch: while the task runs
+        # in its thread (real time: 50 ms+ at load 8) the clock jumps through the executor's
+        # watchdog ticks (`WATCHDOG_TICK`), so the completion itself may come 0.05 s later.
         async for _ in dispatcher.dispatch_many(FunctionTask(i, int) for i in range(1)):
-            pass
+            completed = trio.current_time()
         await trio.sleep(0.001)
-        assert writes and writes[0][0] - t0 < 0.005  # at once
+        assert writes and writes[0][0] - completed < 0.005  # at once
         ends: list[float] = []
         for i in range(1, 41):  # one completion every 5 ms for 200 ms
             async for _ in dispatcher.dispatch_many([FunctionTask(i, int)]):
