@@ -563,7 +563,9 @@ async def walk_batches(
     walker = _Walker(Manifest(os.path.join(ctx.job_dir, f"{name}.manifest")), follow_symlinks)
     replayed = await trio.to_thread.run_sync(walker.replay)
     walks = ctx.state.setdefault(WALKS, {})
-    if not replayed and name in walks:
+    # (``next_index``, not ``replayed``: a manifest of error entries only replays none,
+    # they are held for the re-walk, a job whose every root was gone when it ran.)
+    if not walker.next_index and name in walks:
         raise ManifestLostError(
             f"the record of its walk ({walker.manifest.path}) is gone, so a resume cannot "
             f"tell which files are done (it was in {walks[name]}: the store opened by "

@@ -11,12 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
+import parjobs
+from parjobs import JobStatus
 from parjobs._items import ItemRecord, Written
 from parjobs.ops import _hashing, _undo, _walk
-from parjobs.ops._delete import remove_entry
+from parjobs.ops._delete import DeleteJob, remove_entry
 from parjobs.ops._errors import SourceChangedError
 from parjobs.ops._fs import check_same_file
+from parjobs.ops._hash import HashJob
 from parjobs.ops._walk import (
     Entry,
     HardLinks,
@@ -288,6 +292,45 @@ async def test_an_entry_that_failed_is_walked_again_on_resume_under_its_index(
     assert got[b"src/b/deep/three.txt"].kind == "file"
     assert not [e for e in resumed if e.kind == "error"]
     assert sorted(e.index for e in resumed) == list(range(len(resumed)))
+
+
+async def test_a_manifest_of_error_entries_only_is_no_lost_manifest(tmp_path: Path) -> None:
+    """Every root failed (gone when the job ran): the manifest holds error entries only,
+    which the replay holds back for the re-walk. The walk that resumes it (the job's state
+    says it has a manifest, e7e04f3) took that for a manifest gone and raised
+    `ManifestLostError`: such a job, completed with errors, could never be retried."""
+    src = tmp_path / "src"
+    ctx = FakeContext(tmp_path / "job")
+    (first,) = await collect(ctx, [str(src)])
+    assert first.kind == "error" and "walk" in ctx.state[_walk.WALKS]  # type: ignore[operator]
+    src.mkdir()
+    build(src)
+    again = by_rel(await collect(ctx, [str(src)]))
+    assert again[b"src"].kind == "dir" and again[b"src"].index == first.index
+    assert again[b"src/b/deep/three.txt"].kind == "file"
+
+
+@pytest.mark.parametrize("kind", ["hash", "delete"])
+async def test_a_job_whose_every_root_failed_is_retried_once_they_are_back(
+    store_path: str, tmp_path: Path, kind: str
+) -> None:
+    """A hash or delete whose root was gone when it ran completes with errors; resumed once
+    the root is back (a mount come back), it retries it. It failed instead, 'the record of
+    its walk ... is gone', the manifest in its place, and so on every resume."""
+    src = tmp_path / "src"
+    build(src)
+    job = HashJob(paths=[str(src)]) if kind == "hash" else DeleteJob(paths=[str(src)])
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(job, start=False)
+        os.rename(src, tmp_path / "away")
+        await manager.resume(handle.id)
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS
+        os.rename(tmp_path / "away", src)
+        await manager.resume(handle.id)
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.COMPLETED, (await handle.info()).error
+    assert src.exists() is (kind == "hash")
 
 
 async def test_many_directories_share_worker_calls_and_manifest_writes(tmp_path: Path) -> None:
