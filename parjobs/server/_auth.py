@@ -17,7 +17,8 @@ The token file holds one token per line, optionally bound to an owner (see `load
 Given its path, the gate reads it again when it changes (a ``stat`` per request): a token
 removed from the file is refused from the next request on, not at the next restart; a file
 that can no longer be used (gone, readable by others, malformed) refuses every token until
-it is fixed, and says why on the ``parjobs.server`` logger.
+it is fixed, and says why on the ``parjobs.server`` logger. A streamed response (an event
+stream) whose token no longer holds ends at its next chunk.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import ParjobsError
 from .._util import state_dir
@@ -281,7 +282,30 @@ class AuthGate:
                 content_type=None,
             )
             return
-        await self.app({**scope, PRINCIPAL_KEY: principal}, receive, send)
+        if self.token_file is None:
+            await self.app({**scope, PRINCIPAL_KEY: principal}, receive, send)
+            return
+
+        async def send_while_trusted(message: Message) -> None:
+            """Send ``message``; end a streamed response (the event streams) at its next
+            chunk once its token no longer gives this principal: taken out of the file, a
+            dashboard's open stream kept showing the jobs' events for as long as it stayed
+            open."""
+            if message["type"] == "http.response.body" and message.get("more_body", False):
+                self._follow_token_file()
+                if self.principal(token) != principal:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    raise _Revoked
+            await send(message)
+
+        try:
+            await self.app({**scope, PRINCIPAL_KEY: principal}, receive, send_while_trusted)
+        except* _Revoked:
+            pass
+
+
+class _Revoked(Exception):
+    """Raised into the app by `AuthGate` to stop a response whose token was revoked."""
 
 
 _bearer_challenge = (b"www-authenticate", b'Bearer realm="parjobs"')

@@ -254,6 +254,36 @@ async def test_a_token_taken_out_of_the_file_is_refused_at_once(server: Server, 
     assert await status(ADMIN) == 200
 
 
+async def test_an_open_event_stream_ends_once_its_token_is_taken_out(
+    server: Server, tmp_path
+) -> None:
+    """A token removed from the file was refused from the next request on (3777d92), but
+    an event stream it had opened (the dashboard's) kept showing the owner's jobs' events
+    for as long as it stayed open. It ends at its next chunk now; another token's goes on."""
+    src = tmp_path / "src"
+    src.mkdir()
+    write(src / "a", b"a")
+    async with (
+        server.client(ALICE) as alice,
+        alice.stream("GET", "/api/events") as revoked,
+        server.client(ADMIN) as admin,
+        admin.stream("GET", "/api/events") as kept,
+    ):
+        assert (revoked.status_code, kept.status_code) == (200, 200)
+        new = server.tmp / "tokens.new"
+        new.write_text(f"{ADMIN}\n")
+        os.chmod(new, 0o600)
+        os.replace(new, server.tmp / "tokens")
+        with trio.fail_after(10):  # the next chunk (an event, or a heartbeat: 0.3 s here)
+            seen = [event.kind async for event in sse_events(revoked)]
+        assert "status" not in seen
+        job = await server.submit({"type": "hash", "spec": {"paths": [str(src)]}})
+        with trio.fail_after(10):
+            async for event in sse_events(kept):
+                if event.kind == "status" and event.data.get("id") == job["id"]:
+                    break
+
+
 async def test_query_token_becomes_a_cookie(server: Server) -> None:
     async with server.client(token=None) as c:
         r = await c.get("/", params={"token": ADMIN, "x": "1"})
