@@ -572,6 +572,8 @@ async def walk_batches(
             "another path, through a symlink or moved, or on a host whose $PARJOBS_JOB_FILES "
             "is elsewhere?); resume it where that is, or cancel it and start anew"
         )
+    if walker.next_index:  # (a job begun before this record was kept has it from now on)
+        walks.setdefault(name, ctx.job_dir)
     if on_replay is not None:
         on_replay(replayed, bool(replayed) and walker.manifest.whole)
     if replayed:

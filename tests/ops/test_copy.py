@@ -258,6 +258,37 @@ async def test_a_new_name_stays_a_new_name_on_resume(store_path: str, tmp_path: 
     assert snapshot(tmp_path / "newdir") == snapshot(src)
 
 
+def _a_store_through_a_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, Path, Path, Path]:
+    """``src`` (40 files, copied one by one in walk order), ``dst``, and a store file
+    ``real`` with a symlink ``link`` to it: opened by each, its private directory differs."""
+    monkeypatch.setattr(smallfiles_mod, "fastcopy", None)  # items one by one, in walk order
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for i in range(40):
+        write(src / f"f{i:02d}", b"x" * i)
+    (tmp_path / "real").mkdir()
+    real, link = tmp_path / "real" / "jobs.sqlite", tmp_path / "link.sqlite"
+    link.symlink_to(real)
+    return src, dst, real, link
+
+
+async def _resumed_through(real: Path, job_id: str, src: Path, dst: Path) -> str:
+    """Add five files sorting first to ``src``, resume the copy paused at ``f20`` through
+    ``real`` (its private directory is not there): it fails, nothing more copied. Its error."""
+    for i in range(5):
+        write(src / f"e{i}", b"new")
+    async with parjobs.open_manager(str(real), workers=1) as m:
+        await m.resume(job_id)
+        with trio.fail_after(30):
+            assert await m.wait(job_id) is JobStatus.FAILED
+        error = (await m.get(job_id)).error or ""
+    assert "the record of its walk" in error, error
+    assert sorted(os.listdir(dst)) == [f"f{i:02d}" for i in range(20)]
+    return error
+
+
 async def test_a_resume_that_cannot_find_its_walk_fails_rather_than_skip_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -267,31 +298,53 @@ async def test_a_resume_that_cannot_find_its_walk_fails_rather_than_skip_files(
     first) and took the first run's completions for other files: "completed", 25 of 45
     files missing at the destination. It fails now, saying so; resumed through the path it
     ran with, it completes."""
-    monkeypatch.setattr(smallfiles_mod, "fastcopy", None)  # items one by one, in walk order
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    src.mkdir()
-    for i in range(40):
-        write(src / f"f{i:02d}", b"x" * i)
-    (tmp_path / "real").mkdir()
-    real, link = tmp_path / "real" / "jobs.sqlite", tmp_path / "link.sqlite"
-    link.symlink_to(real)
+    src, dst, real, link = _a_store_through_a_link(tmp_path, monkeypatch)
     job = CopyJob(sources=[str(src)], destination=str(dst))
     async with parjobs.open_manager(str(link), workers=1) as m:
         handle = await pause_at(m, job, copy_mod.CopyItem, b"f20", monkeypatch)
-    for i in range(5):
-        write(src / f"e{i}", b"new")
-    async with parjobs.open_manager(str(real), workers=1) as m:
-        await m.resume(handle.id)
-        with trio.fail_after(30):
-            assert await m.wait(handle.id) is JobStatus.FAILED
-        error = (await m.get(handle.id)).error or ""
-        assert "the record of its walk" in error and str(link) + ".d" in error, error
-    assert sorted(os.listdir(dst)) == [f"f{i:02d}" for i in range(20)]
+    error = await _resumed_through(real, handle.id, src, dst)
+    assert str(link) + ".d" in error, error
     async with parjobs.open_manager(str(link), workers=1) as m:
         await m.resume(handle.id)
         with trio.fail_after(30):
             assert await m.wait(handle.id) is JobStatus.COMPLETED
     assert snapshot(dst) == snapshot(src)
+
+
+async def test_a_job_begun_before_its_walk_was_recorded_is_recorded_on_its_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job begun before e7e04f3 has no record of its walk in its state. Resumed by this
+    version it replayed its manifest and recorded nothing (its roots were in the manifest
+    already, and only a root's first entry was recorded), so resumed later where its
+    private directory is not, it walked anew and took the earlier runs' completions for
+    other files: "completed", files missing at the destination. A replayed manifest is
+    recorded too: that later resume fails, saying so."""
+    src, dst, real, link = _a_store_through_a_link(tmp_path, monkeypatch)
+    job = CopyJob(sources=[str(src)], destination=str(dst))
+    async with parjobs.open_manager(str(link), workers=1) as m:
+        handle = await pause_at(m, job, copy_mod.CopyItem, b"f10", monkeypatch)
+    with contextlib.closing(sqlite3.connect(real)) as db, db:
+        (text,) = db.execute("SELECT state FROM jobs WHERE id = ?", (handle.id,)).fetchone()
+        state = json.loads(text)
+        del state[walk_mod.WALKS]  # as the code before e7e04f3 left it
+        db.execute("UPDATE jobs SET state = ? WHERE id = ?", (json.dumps(state), handle.id))
+    real_run, paused = copy_mod.CopyItem._run, list[bool]()
+
+    def run(self: copy_mod.CopyItem, tc: parjobs.TaskContext) -> object:
+        if self.entry.rel.endswith(b"/f20") and not paused:
+            paused.append(True)
+            trio.from_thread.run(m.pause, handle.id)
+            tc.check()  # raises: never booked
+        return real_run(self, tc)
+
+    async with parjobs.open_manager(str(link), workers=1) as m:
+        monkeypatch.setattr(copy_mod.CopyItem, "_run", run)
+        await m.resume(handle.id)
+        with trio.fail_after(30):
+            assert await m.wait(handle.id) is JobStatus.PAUSED
+        monkeypatch.setattr(copy_mod.CopyItem, "_run", real_run)
+    await _resumed_through(real, handle.id, src, dst)
 
 
 def test_a_version_1_spec_still_copies_into_its_destination(tmp_path: Path) -> None:
