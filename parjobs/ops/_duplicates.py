@@ -620,9 +620,11 @@ async def _scanned(
     ``fsync`` s)."""
     path = os.path.join(ctx.job_dir, SCAN_FILE)
     scan = await trio.to_thread.run_sync(Scan.load, path)
+    walked = ctx.state.setdefault(WALKS, {}).get(SCAN_FILE)
     if scan is not None:
+        # (Recorded here too for a job begun before the record was: its next run's check.)
+        ctx.state[WALKS].setdefault(SCAN_FILE, ctx.job_dir)
         return scan, None
-    walked = ctx.state.get(WALKS, {}).get(SCAN_FILE)
     if walked is not None:  # a new scan would number the files otherwise (see WALKS)
         raise ManifestLostError(
             f"the record of its scan ({path}) is gone, so a resume cannot tell which "

@@ -353,6 +353,33 @@ async def test_a_resume_that_cannot_find_its_scan_fails_rather_than_renumber_fil
         assert "the record of its scan" in ((await handle.info()).error or "")
 
 
+async def test_a_job_begun_before_its_scan_was_recorded_is_recorded_on_its_next_run(
+    tmp_path, monkeypatch
+):
+    """A job begun before ef856be has no record of its saved scan in its state. Resumed by
+    this version it loaded the scan and recorded nothing, so resumed later where its
+    private directory is not, it scanned anew and renumbered the files. A loaded scan is
+    recorded too: that later resume fails, saying so."""
+    db = str(tmp_path / "jobs.sqlite")
+    async with _paused(db, tmp_path, monkeypatch, 6) as (_, handle, root, hashed):
+        pass
+    with contextlib.closing(sqlite3.connect(db)) as c, c:
+        (text,) = c.execute("SELECT state FROM jobs WHERE id = ?", (handle.id,)).fetchone()
+        state = json.loads(text)
+        del state[walk_mod.WALKS]  # as the code before ef856be left it
+        c.execute("UPDATE jobs SET state = ? WHERE id = ?", (json.dumps(state), handle.id))
+    async with parjobs.open_manager(db, workers=1) as manager:
+        await manager.resume(handle.id)
+        await _pause_after(manager, manager.handle(handle.id), hashed, sum(hashed.values()) + 1)
+        shutil.rmtree(manager.job_dir(handle.id))
+        for k in range(3):
+            _write(root / f"a{k}", os.urandom(150 * 1024))
+        await manager.resume(handle.id)
+        with trio.fail_after(30):
+            assert await manager.wait(handle.id) is JobStatus.FAILED
+        assert "the record of its scan" in ((await manager.get(handle.id)).error or "")
+
+
 async def test_a_file_changed_during_a_pause_is_read_again_on_resume(
     store_path, tmp_path, monkeypatch
 ):
