@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -130,20 +131,14 @@ async def test_an_undo_cancelled_is_followed_by_a_new_one(
     files stayed for good, with no way to remove them)."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     tree(src)
-    original = undo_mod.unchanged
-
-    def slowly(st: os.stat_result, record: ItemRecord) -> bool:
-        time.sleep(0.2)  # (the cancel lands long before the last of its 10 items)
-        return original(st, record)
-
     async with parjobs.open_manager(store_path) as m:
         h = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
         await h.result()
-        monkeypatch.setattr(undo_mod, "unchanged", slowly)
+        restore = slow_checks(monkeypatch, 0.2)  # the cancel lands before its 10th item
         u = await m.undo(h.id)
         await m.cancel(u.id)
         assert await u.wait() is JobStatus.CANCELLED
-        monkeypatch.setattr(undo_mod, "unchanged", original)
+        restore()
         again = await m.undo(h.id)
         assert again.id != u.id
         await again.result()
@@ -162,22 +157,16 @@ async def test_a_job_whose_undo_is_not_over_is_neither_deleted_nor_purged(
     completed, the rest of the copy left in place, "completed" all the same."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     tree(src)
-    original = undo_mod.unchanged
-
-    def slowly(st: os.stat_result, record: ItemRecord) -> bool:
-        time.sleep(0.2)  # (the pause lands long before the last of its 12 items)
-        return original(st, record)
-
     async with parjobs.open_manager(store_path, workers=1) as m:
         h = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
         await h.result()
-        monkeypatch.setattr(undo_mod, "unchanged", slowly)
+        restore = slow_checks(monkeypatch, 0.2)  # the pause lands before its 12th item
         u = await m.undo(h.id)
         await m.pause(u.id)
         assert await u.wait() is JobStatus.PAUSED
         with pytest.raises(InvalidTransitionError, match=f"its undo, job {u.id}, is paused"):
             await m.delete(h.id)
-    monkeypatch.setattr(undo_mod, "unchanged", original)
+    restore()
     async with parjobs.open_manager(store_path, retention=0.0) as m:  # every ended job expired
         assert await m.purge_expired() == []
         assert (await m.get(h.id)).status is JobStatus.COMPLETED  # kept at open and now
@@ -186,6 +175,19 @@ async def test_a_job_whose_undo_is_not_over_is_neither_deleted_nor_purged(
         await m.delete(h.id)  # its undo is over: it may go
     assert list(dst.rglob("*")) == []
     assert tree_unchanged(src)
+
+
+def slow_checks(monkeypatch: pytest.MonkeyPatch, seconds: float) -> Callable[[], None]:
+    """Every undo's check of an item (`unchanged`) ``seconds`` slower, so a pause, cancel
+    or kill lands before its last item; what undoes that."""
+    original = undo_mod.unchanged
+
+    def slowly(st: os.stat_result, record: ItemRecord) -> bool:
+        time.sleep(seconds)
+        return original(st, record)
+
+    monkeypatch.setattr(undo_mod, "unchanged", slowly)
+    return lambda: monkeypatch.setattr(undo_mod, "unchanged", original)
 
 
 def tree_unchanged(src: Path) -> bool:

@@ -3,6 +3,7 @@ refusals at startup."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -10,6 +11,7 @@ import re
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -68,6 +70,29 @@ def _serving(proc: Forked) -> re.Match[str]:
 def _stderr(proc: Forked) -> str:
     assert proc.stderr is not None  # start() pipes it
     return proc.stderr.read()
+
+
+@contextlib.contextmanager
+def _admin(tmp_path, tokens: str) -> Iterator[tuple[Forked, httpx.Client]]:
+    """A `start`ed server on ``tokens`` and an admin's client of it; killed if it still
+    runs when the block ends."""
+    proc = start(tmp_path, "--token-file", tokens)
+    try:
+        base = _serving(proc).group(1)
+        yield proc, httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _count_job(client: httpx.Client, tmp_path) -> dict[str, Any]:
+    """A 25 s counting job (test-count) submitted through ``client``, logging to tmp_path/log."""
+    count = {"n": 5000, "log": str(tmp_path / "log"), "sleep": 0.005}
+    job: dict[str, Any] = client.post(
+        "/api/jobs", json={"type": "test-count", "spec": count}
+    ).json()
+    return job
 
 
 def _tree(root, n: int) -> None:
@@ -147,17 +172,10 @@ def test_sigterm_pauses_and_the_restart_resumes_only_what_the_shutdown_paused(
 
 def test_a_job_resumed_and_paused_since_the_shutdown_stays_paused(tmp_path) -> None:
     tokens = write_tokens(str(tmp_path / "tokens"))
-    proc = start(tmp_path, "--token-file", tokens)
-    try:
-        base = _serving(proc).group(1)
-        client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
-        count = {"n": 5000, "log": str(tmp_path / "log"), "sleep": 0.005}
-        job = client.post("/api/jobs", json={"type": "test-count", "spec": count}).json()
+    with _admin(tmp_path, tokens) as (proc, client):
+        job = _count_job(client, tmp_path)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     marker = tmp_path / "jobs.sqlite.serve-paused"
     assert job["id"] in json.loads(marker.read_text())["jobs"]
     # Meanwhile a user resumes it here and pauses it (Ctrl-C): its run count moves on.
@@ -175,14 +193,10 @@ def test_a_job_resumed_and_paused_since_the_shutdown_stays_paused(tmp_path) -> N
     time.sleep(0.2)
     local.send_signal(signal.SIGINT)
     assert local.wait(timeout=20) == 3, _stderr(local)
-    proc = start(tmp_path, "--token-file", tokens)
-    try:
-        base = _serving(proc).group(1)
-        client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
+    with _admin(tmp_path, tokens) as (proc, client):
         time.sleep(0.5)
         assert client.get(f"/api/jobs/{job['id']}").json()["status"] == "paused"
         assert not marker.exists()
-    finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
 
@@ -262,12 +276,8 @@ def test_a_fifo_at_the_restart_note_neither_holds_the_start_nor_the_sigterm(tmp_
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs a file of another user (root)")
 def test_a_restart_note_of_another_user_resumes_nothing(tmp_path) -> None:
     tokens = write_tokens(str(tmp_path / "tokens"))
-    proc = start(tmp_path, "--token-file", tokens)
-    try:
-        base = _serving(proc).group(1)
-        client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
-        count = {"n": 5000, "log": str(tmp_path / "log"), "sleep": 0.005}
-        job = client.post("/api/jobs", json={"type": "test-count", "spec": count}).json()
+    with _admin(tmp_path, tokens) as (proc, client):
+        job = _count_job(client, tmp_path)
         assert client.post(f"/api/jobs/{job['id']}/pause").status_code == 200
         for _ in range(1000):
             if client.get(f"/api/jobs/{job['id']}").json()["status"] == "paused":
@@ -275,20 +285,13 @@ def test_a_restart_note_of_another_user_resumes_nothing(tmp_path) -> None:
             time.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     marker = tmp_path / "jobs.sqlite.serve-paused"
     assert not marker.exists()  # the user paused it: nothing to remember
     marker.write_text(json.dumps({"jobs": {job["id"]: 1}}))  # as the shutdown writes it
     os.chown(marker, 65534, 65534)  # ... but by another user
-    proc = start(tmp_path, "--token-file", tokens)
-    try:
-        base = _serving(proc).group(1)
-        client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
+    with _admin(tmp_path, tokens) as (proc, client):
         time.sleep(0.5)
         assert client.get(f"/api/jobs/{job['id']}").json()["status"] == "paused"
-    finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0
     assert "owned by another user (uid 65534)" in _stderr(proc)
@@ -302,18 +305,11 @@ def test_the_restart_note_is_never_written_through_a_planted_link(tmp_path) -> N
     victim = tmp_path / "victim.txt"
     victim.write_text("the user's file\n")
     marker = tmp_path / "jobs.sqlite.serve-paused"
-    proc = start(tmp_path, "--token-file", tokens)
-    try:
-        base = _serving(proc).group(1)
-        client = httpx.Client(base_url=base, headers={"authorization": f"Bearer {ADMIN}"})
-        count = {"n": 5000, "log": str(tmp_path / "log"), "sleep": 0.005}
-        job = client.post("/api/jobs", json={"type": "test-count", "spec": count}).json()
+    with _admin(tmp_path, tokens) as (proc, client):
+        job = _count_job(client, tmp_path)
         os.symlink(victim, f"{marker}.tmp{proc.pid}")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0, _stderr(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert victim.read_text() == "the user's file\n"
     assert not marker.is_symlink()
     assert json.loads(marker.read_text())["jobs"].keys() == {job["id"]}
