@@ -631,16 +631,10 @@ async def test_a_cancelled_undo_puts_back_what_a_crash_left_held(
     src.mkdir()
     for i in range(100):
         write(src / f"f{i:03}", b"x" * i)
-    original = undo_mod.unchanged
-
-    def slowly(st: os.stat_result, record: ItemRecord) -> bool:
-        time.sleep(0.005)
-        return original(st, record)
-
     async with parjobs.open_manager(store_path, workers=2) as m:
         h = await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))
         await h.result()
-        monkeypatch.setattr(undo_mod, "unchanged", slowly)
+        slow_checks(monkeypatch, 0.005)
         u = await m.undo(h.id)
         with trio.fail_after(30):
             while len(os.listdir(dst)) > 90:  # it runs: its token is stored
