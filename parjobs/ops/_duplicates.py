@@ -748,10 +748,7 @@ async def _content_ids(
     values, _ = await _stage(ctx, "id-runs", runs, "content ids", resumed=resumed)
     recheck: list[int] = []  # files of this run's own stage (see below)
     redo: set[int] = set()  # the runs they are in
-    # Files whose run's total this run holds (their bytes, if read alone, are in it).
-    here: bool | set[int] = True
-    if resumed:
-        here = {f[0] for run in runs if run.index not in resumed for f in run.files}
+    here = _counted_here(runs, resumed)
     if changed is not None and resumed:
         reused = [f[0] for run in runs if run.index in resumed for f in run.files]
         stale = await changed.among(files, reused)
@@ -847,10 +844,7 @@ async def _full_hashes(
     runs = [run for run in _hash_plan(files) if _fill(run, wanted)]
     resumed: set[int] = set()
     values, _ = await _stage(ctx, "hash-runs", runs, "full hashes", resumed=resumed)
-    # Files whose run's total this run holds (their bytes, if hashed alone, are in it).
-    here: bool | set[int] = True
-    if resumed:
-        here = {f[0] for run in runs if run.index not in resumed for f in run.files}
+    here = _counted_here(runs, resumed)
     digests: dict[int, str] = {}
     unreached: set[int] = set()  # files a paused run left, counted among its items
     for value in values.values():
@@ -1044,6 +1038,15 @@ async def _recheck(
         )
         values.update(found)
     return values, failed
+
+
+def _counted_here(runs: Sequence[_FileRun[Any]], resumed: Collection[int]) -> bool | set[int]:
+    """The files whose run's total this run holds (those of the runs an earlier run did not
+    finish, ``resumed`` their indices; every file on a first run): a file of theirs read
+    alone has its bytes in that total (`_stage`'s ``bytes_counted``)."""
+    if not resumed:
+        return True
+    return {f[0] for run in runs if run.index not in resumed for f in run.files}
 
 
 def _slices(items: list[T], n: int) -> list[list[T]]:
