@@ -13,11 +13,12 @@ import os
 
 __all__ = ["NUMBERS", "check", "positive", "positive_or"]
 
-#: The numeric settings: name, whether it must be an integer, and what it sets.
-NUMBERS: tuple[tuple[str, bool, str], ...] = (
-    ("PARJOBS_LEASE_TIMEOUT", False, "seconds"),
-    ("PARJOBS_PG_CONNECT_TIMEOUT", True, "seconds"),
-    ("PARJOBS_DECODE_MEMORY", True, "bytes"),
+#: The numeric settings: name, and whether it must be an integer (lease and connect
+#: timeouts in seconds, the decode memory in bytes).
+NUMBERS: tuple[tuple[str, bool], ...] = (
+    ("PARJOBS_LEASE_TIMEOUT", False),
+    ("PARJOBS_PG_CONNECT_TIMEOUT", True),
+    ("PARJOBS_DECODE_MEMORY", True),
 )
 
 
@@ -48,5 +49,5 @@ def positive_or(name: str, integer: bool, default: float) -> float:
 
 def check() -> None:
     """Raise the `ValueError` of the first bad numeric setting (`NUMBERS`), if any."""
-    for name, integer, _ in NUMBERS:
+    for name, integer in NUMBERS:
         positive(name, integer)

@@ -31,7 +31,7 @@ def test_a_bad_number_is_named_by_check_and_the_default_for_leases(
 def test_unset_or_blank_is_the_default_and_good_values_are_taken(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name, _, _ in _environ.NUMBERS:
+    for name, _ in _environ.NUMBERS:
         monkeypatch.delenv(name, raising=False)
     _environ.check()
     monkeypatch.setenv("PARJOBS_PG_CONNECT_TIMEOUT", "  ")
