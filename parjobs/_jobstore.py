@@ -160,6 +160,10 @@ class JobStore(Protocol):
         """Ask the other live process holding the job to pause or cancel it; False when
         none does (the caller acts itself)."""
 
+    def raise_version(self, job_id: str, version: int, spec: str, holder: str) -> None:
+        """Store a job an older version of its type stored as ``version``, with ``spec``,
+        while ``holder`` holds its lease (`LeaseError` else)."""
+
     def set_priority(self, job_id: str, priority: int) -> JobInfo:
         """Change the priority of a queued job."""
 

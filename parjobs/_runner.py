@@ -183,6 +183,8 @@ class JobRunner(ManagerCore):
                 await self._cleanup_offline(info, cancelled=False)  # e.g. partials it left
             await self._finish(live, JobStatus.FAILED, error=str(exc))
             return
+        if info.version < type(job).job_type_version and not await self._raise_version(live, job):
+            return
         stored_state: object = info.state  # untrusted JSON: must be an object
         if not isinstance(stored_state, dict):
             await self._finish(live, JobStatus.FAILED, error="stored job state is not an object")
@@ -417,6 +419,22 @@ class JobRunner(ManagerCore):
         if self._live.get(live.id) is live and live.requeued and not self._closing:
             self._queue.append(live)
             self._wake.set()
+
+    async def _raise_version(self, live: JobRun, job: Job) -> bool:
+        """Store a job an older version of its type stored as this code's version, before its
+        run writes anything: its state from now on may be one that code would misread (a
+        dupes ``hash-runs`` value naming the files its run did not hash), so that code must
+        refuse it rather than resume it. False when the job is no longer ours (rested
+        here: its new owner runs it)."""
+        spec = json.dumps(job.to_spec(), allow_nan=False)
+        version = type(job).job_type_version
+        try:
+            await self._db(self.store.raise_version, live.id, version, spec, self.id)
+        except LeaseError as exc:
+            self._lose(live, str(exc))
+            await self._finish(live, JobStatus.INTERRUPTED)
+            return False
+        return True
 
     async def _cleanup(self, job: Job, ctx: JobContext, live: JobRun, *, cancelled: bool) -> bool:
         """Run the job's cleanup at the end of its run; False when a closing manager cut it

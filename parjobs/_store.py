@@ -668,6 +668,22 @@ class SQLiteJobStore:
                 out[job_id] = JobStatus.FAILED  # a damaged row: nothing may wait on it
         return out
 
+    def raise_version(self, job_id: str, version: int, spec: str, holder: str) -> None:
+        """Store ``job_id`` as ``version`` of its type with ``spec`` (its spec in that
+        version's shape), while ``holder`` holds its lease (else `LeaseError`, nothing
+        written); a job stored by that version or a later one is left as it is. For a job an
+        older version stored, run by this code: its runs may write state that code would
+        misread, so from then on that code refuses it ("newer than this code's version")."""
+        with self._tx() as c:
+            info = self._get(c, job_id)
+            if info.lease != holder:
+                raise LeaseError(f"job {job_id} is no longer leased to this process")
+            if info.version < version:
+                c.execute(
+                    "UPDATE jobs SET version=?, spec=?, updated=? WHERE id=?",
+                    (version, spec, time.time(), job_id),
+                )
+
     def set_priority(self, job_id: str, priority: int) -> JobInfo:
         """Change the priority of a queued (or resting) job; running jobs keep theirs."""
         with self._tx() as c:

@@ -2025,3 +2025,37 @@ async def test_directory_modes_are_never_read_through_a_symlink_swapped_in_after
     assert (dst / "f").read_text() == "copied"
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS
     assert "replaced since it was listed" in " ".join(e.message for e in errors)
+
+
+async def test_a_job_an_older_version_stored_is_stored_as_this_one_once_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy stored by the code before 414642c (version 1 of its type: no ``into``, always
+    into the destination) and resumed here kept that version and spec, so that code could
+    resume it again after this one had written its state. Its first run here stores it as
+    version 2 with its spec as version 2 has it (``into`` given), read back as the same
+    job; the copy ends as it began, into the destination."""
+    monkeypatch.setattr(smallfiles_mod, "fastcopy", None)  # items one by one, in walk order
+    src, dst, db = tmp_path / "src", tmp_path / "dst", str(tmp_path / "jobs.sqlite")
+    src.mkdir()
+    for k in range(30):
+        write(src / f"f{k:02}", blob(100, k))
+    dst.mkdir()
+    async with parjobs.open_manager(db, workers=1) as m:
+        job = CopyJob(sources=[str(src)], destination=str(dst))
+        handle = await pause_at(m, job, copy_mod.CopyItem, b"f10", monkeypatch)
+    with contextlib.closing(sqlite3.connect(db)) as c, c:
+        (text,) = c.execute("SELECT spec FROM jobs WHERE id = ?", (handle.id,)).fetchone()
+        spec = json.loads(text)
+        assert spec.pop("into") is True
+        c.execute(  # as the code before 414642c stored it
+            "UPDATE jobs SET version = 1, spec = ? WHERE id = ?", (json.dumps(spec), handle.id)
+        )
+    async with parjobs.open_manager(db, workers=1) as m:
+        await m.resume(handle.id)
+        with trio.fail_after(30):
+            assert await m.wait(handle.id) is JobStatus.COMPLETED
+        info = await m.get(handle.id)
+    assert (info.version, json.loads(info.spec)) == (2, {**spec, "into": True})
+    assert parjobs._job.load_job("copy", info.version, info.spec) == job
+    assert snapshot(dst / "src") == snapshot(src)

@@ -20,6 +20,7 @@ import parjobs
 from parjobs import JobStatus
 from parjobs._exceptions import JobLoadError
 from parjobs._job import load_job
+from parjobs._stores import open_store
 from parjobs.cli import _format as cli_format
 from parjobs.cli import _results as cli_results
 from parjobs.ops import _duplicates as dup_mod
@@ -1051,3 +1052,33 @@ async def test_a_job_stored_now_is_refused_by_the_code_that_misread_its_state(
         with pytest.raises(JobLoadError, match="newer than this code's version 1; upgrade"):
             load_job("duplicates", version, spec)
     assert load_job("duplicates", 1, spec) == DuplicatesJob(paths=[str(root)])
+
+
+@pytest.mark.both_stores
+async def test_a_job_an_older_version_stored_is_refused_by_it_once_this_code_ran_it(
+    store_path, tmp_path, monkeypatch
+):
+    """A dupes job begun by bb7f9b7 (version 1 of its type) and resumed here kept version
+    1, so once this code had written its state (``hash-runs`` values naming the files a run
+    did not hash) and paused it, that code resumed it again and misread them. The first
+    run here stores it as version 2: that code refuses it (its `job_class` check, run here
+    with the version it knew), this code still loads it."""
+    async with _paused(store_path, tmp_path, monkeypatch, 6) as (_, handle, root, hashed):
+        pass
+    store = open_store(store_path)
+    try:
+        with store._tx() as c:  # as bb7f9b7 stored it
+            c.execute("UPDATE jobs SET version = 1 WHERE id = ?", (handle.id,))
+    finally:
+        store.close()
+    async with parjobs.open_manager(store_path, workers=2) as manager:
+        assert (await manager.get(handle.id)).version == 1
+        await manager.resume(handle.id)
+        await _pause_after(manager, manager.handle(handle.id), hashed, sum(hashed.values()) + 1)
+        info = await manager.get(handle.id)
+    assert info.version == 2
+    with monkeypatch.context() as m:
+        m.setattr(DuplicatesJob, "job_type_version", 1)
+        with pytest.raises(JobLoadError, match="newer than this code's version 1; upgrade"):
+            load_job(info.type, info.version, info.spec)
+    assert load_job(info.type, info.version, info.spec) == DuplicatesJob(paths=[str(root)])
