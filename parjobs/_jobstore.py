@@ -106,7 +106,8 @@ class JobStore(Protocol):
         """(manager still registered, {job id: pending request} of the jobs it holds)."""
 
     def managers(self) -> list[dict[str, Any]]:
-        """The managers sharing the store (id, pid, host, started, heartbeat, alive, jobs)."""
+        """The managers sharing the store (id, pid, host, started, heartbeat and its age by
+        the store's clock, alive, jobs)."""
 
     # -- the life of a job -------------------------------------------------------------
 

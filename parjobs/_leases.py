@@ -28,10 +28,14 @@ def lease_timeout() -> float:
     return positive_or("PARJOBS_LEASE_TIMEOUT", False, LEASE_TIMEOUT)
 
 
-def dead_managers(c: sqlite3.Connection) -> set[str]:
-    """Managers of a SQLite store that are certainly gone (see `dead_among`)."""
+def dead_managers(c: sqlite3.Connection, now: float | None = None) -> set[str]:
+    """Managers of a store that are certainly gone (see `dead_among`), judged at ``now``
+    (the clock the heartbeats were written with: the store's `_clock`; this host's by
+    default)."""
     rows = c.execute("SELECT id, pid, host, heartbeat, pid_start FROM managers")
-    return dead_among(((r[0], r[1], r[2], r[3], r[4]) for r in rows), time.time())
+    return dead_among(
+        ((r[0], r[1], r[2], r[3], r[4]) for r in rows), time.time() if now is None else now
+    )
 
 
 def dead_among(rows: Iterable[tuple[str, int, str, float, str | None]], now: float) -> set[str]:

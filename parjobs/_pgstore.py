@@ -251,6 +251,12 @@ class PostgresStore(SQLiteJobStore):
             raise JobNotFoundError(f"no job with id {job_id!r}")
         return _row_to_info(row, result=result)
 
+    def _clock(self, c: Any) -> float:
+        """The database server's clock: managers on hosts whose clocks disagree write and
+        judge heartbeats by one clock (a host minutes behind looked dead while it ran its
+        jobs; one ahead that died kept them as long)."""
+        return float(c.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp())").fetchone()[0])
+
     def _claim_lock(self, c: Any) -> None:
         c.execute("SELECT pg_advisory_xact_lock(?, ?)", (LOCK_SPACE, LOCK_CLAIM))
 

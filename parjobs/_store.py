@@ -268,11 +268,21 @@ class SQLiteJobStore:
 
     # -- managers and leases -------------------------------------------------------------
 
+    def _clock(self, c: sqlite3.Connection) -> float:
+        """Now, by the clock every manager of the store writes and judges heartbeats with
+        (seconds since the epoch). SQLite serves one machine: its clock. PostgreSQL
+        serves several hosts, whose clocks may disagree: the database's."""
+        return time.time()
+
+    def _dead(self, c: sqlite3.Connection) -> set[str]:
+        """The managers of the store that are certainly gone (`dead_managers`, now)."""
+        return dead_managers(c, self._clock(c))
+
     def register_manager(self, manager_id: str) -> None:
         """Record this process as a live manager (pid, host, process start time)."""
-        now = time.time()
         pid = os.getpid()
         with self._tx() as c:
+            now = self._clock(c)
             c.execute(
                 "INSERT INTO managers(id, pid, host, started, heartbeat, pid_start) "
                 "VALUES (?,?,?,?,?,?)",
@@ -283,7 +293,9 @@ class SQLiteJobStore:
         """Renew the manager's lease. False when its row is gone: another process declared
         it dead and may run its jobs, so it must stop them at once."""
         with self._tx() as c:
-            cur = c.execute("UPDATE managers SET heartbeat=? WHERE id=?", (time.time(), manager_id))
+            cur = c.execute(
+                "UPDATE managers SET heartbeat=? WHERE id=?", (self._clock(c), manager_id)
+            )
             return cur.rowcount == 1
 
     def unregister_manager(self, manager_id: str) -> None:
@@ -296,7 +308,7 @@ class SQLiteJobStore:
         if lease is None:
             return None
         row = c.execute("SELECT pid, host FROM managers WHERE id=?", (lease,)).fetchone()
-        if row is None or lease in dead_managers(c):
+        if row is None or lease in self._dead(c):
             return None
         here = row["host"] == socket.gethostname()
         return f"parjobs process (pid {row['pid']}" + (")" if here else f" on {row['host']})")
@@ -325,7 +337,7 @@ class SQLiteJobStore:
     def _recover(self, c: sqlite3.Connection) -> list[str]:
         recovered: list[str] = []
         now = time.time()
-        dead = dead_managers(c)
+        dead = self._dead(c)
         live = {r[0] for r in c.execute("SELECT id FROM managers")} - dead
         rows = c.execute(
             "SELECT id, status, lease, request FROM jobs WHERE status IN (?,?,?,?)",
@@ -1048,10 +1060,12 @@ class SQLiteJobStore:
 
     def managers(self) -> list[dict[str, Any]]:
         """The managers sharing this store: id, pid, host, started, heartbeat (epoch
-        seconds), whether it is alive (the rule recovery uses) and how many jobs it runs.
-        Read-only: an operator's view of the hosts, not a lease operation."""
+        seconds) and its age (by the store's clock, `_clock`), whether it is alive (the rule
+        recovery uses) and how many jobs it runs. Read-only: an operator's view of the
+        hosts, not a lease operation."""
         c = self._conn
-        dead = dead_managers(c)
+        now = self._clock(c)
+        dead = dead_managers(c, now)
         running = dict(
             c.execute(
                 "SELECT lease, COUNT(*) FROM jobs WHERE lease IS NOT NULL "
@@ -1066,6 +1080,7 @@ class SQLiteJobStore:
                 "host": r["host"],
                 "started": r["started"],
                 "heartbeat": r["heartbeat"],
+                "heartbeat_age": max(0.0, now - r["heartbeat"]),
                 "alive": r["id"] not in dead,
                 "jobs_running": running.get(r["id"], 0),
             }

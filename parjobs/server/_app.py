@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -403,11 +402,10 @@ async def job_types(request: Request) -> Response:
 async def workers(request: Request) -> Response:
     state = _state(request)
     rows = await state.reader.call(lambda s: s.managers())
-    wall = time.time()
     manager = state.manager
     out = []
     for row in rows:
-        entry = {**row, "heartbeat_age": max(0.0, wall - row["heartbeat"]), "this": False}
+        entry = {**row, "this": False}
         entry.update(lanes=None, max_running=None, queues=None)
         if row["id"] == manager.id:
             stats = manager.statistics()

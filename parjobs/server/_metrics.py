@@ -14,7 +14,6 @@ deleted; Prometheus treats that as a counter reset, which is what it is.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,14 +42,13 @@ class Scrape:
     managers: list[dict[str, Any]]
     manager: JobManager
     hub: EventHub
-    now: float
 
 
 async def gather(manager: JobManager, reader: StoreReader, hub: EventHub) -> Scrape:
     """Read the state a scrape reports (store queries in the reader's thread)."""
     stats = await reader.call(lambda s: s.job_stats())
     managers = await reader.call(lambda s: s.managers())
-    return Scrape(stats, managers, manager, hub, time.time())
+    return Scrape(stats, managers, manager, hub)
 
 
 def render(scrape: Scrape) -> bytes:
@@ -154,7 +152,7 @@ class _Collector(Collector):
             labels=["manager", "host", "pid"],
         )
         for m in s.managers:
-            age.add_metric([m["id"], m["host"], str(m["pid"])], max(0.0, s.now - m["heartbeat"]))
+            age.add_metric([m["id"], m["host"], str(m["pid"])], m["heartbeat_age"])
         yield age
         yield _histogram(
             "parjobs_job_run_seconds",

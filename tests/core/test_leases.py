@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
+import sys
 import time
+
+import pytest
 
 
 def test_a_manager_is_dead_only_when_its_process_is(store_path, monkeypatch):
@@ -38,4 +41,47 @@ def test_a_manager_is_dead_only_when_its_process_is(store_path, monkeypatch):
         assert dead == {"reused", "remote", "zombie"}
     finally:
         zombie.wait()
+        store.close()
+
+
+#: A manager on another host ("farm-2") whose clock is ``skew`` seconds off: it registers,
+#: claims job "j" and dies (no unregister), as a host that loses its power would.
+SKEWED_HOST = """
+import os, socket, time
+real = time.time
+time.time = lambda: real() + {skew}
+socket.gethostname = lambda: "farm-2"
+from parjobs._stores import open_store
+store = open_store({url!r})
+store.register_manager("farm-2")
+store.heartbeat("farm-2")
+assert store.claim_next("farm-2", {{"default": 1}}).id == "j"
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("skew", [-120.0, 3600.0])
+def test_heartbeats_on_postgresql_are_judged_by_the_databases_clock(pg_url, monkeypatch, skew):
+    """Managers on several hosts judge each other's heartbeats: by one clock, the
+    database's. A host whose clock was two minutes behind had its jobs taken while it ran
+    them (its fresh heartbeat looked 120 s old: a job run in two places); one an hour ahead
+    that died kept its jobs for an hour (its last heartbeat looked fresh till then)."""
+    from parjobs._stores import open_store
+
+    monkeypatch.setenv("PARJOBS_LEASE_TIMEOUT", "2")
+    store = open_store(pg_url)
+    try:
+        store.register_manager("here")
+        store.insert_job("j", "t", 1, "{}")
+        code = SKEWED_HOST.format(skew=skew, url=pg_url)
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+        # Just now, farm-2's heartbeat is fresh: its job stays with it.
+        (farm,) = [m for m in store.managers() if m["id"] == "farm-2"]
+        assert farm["alive"] and farm["heartbeat_age"] < 2
+        assert store.claim_next("here", {"default": 1}) is None
+        assert store.get("j").lease == "farm-2"
+        time.sleep(2.5)  # past the lease timeout: farm-2 is dead, its job taken over
+        taken = store.claim_next("here", {"default": 1})
+        assert taken is not None and taken.id == "j" and taken.lease == "here"
+    finally:
         store.close()
