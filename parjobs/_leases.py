@@ -3,6 +3,7 @@ on this host, heartbeat age on others), on which leases and recovery rest."""
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sqlite3
@@ -44,13 +45,16 @@ def dead_among(rows: Iterable[tuple[str, int, str, float, str | None]], now: flo
     process started at another time). On another host: its heartbeat is older than
     `lease_timeout` at ``now`` (the clock the heartbeats were written with). A stale
     heartbeat alone never condemns a process of this host: a stopped one (Ctrl-Z, SIGSTOP)
-    still owns its jobs."""
+    still owns its jobs. "This host" is this hostname *and* this boot: a manager of the
+    same name booted elsewhere is another machine's (cloned VMs, a default hostname), or
+    of this one before a reboot, and is judged by its heartbeat (its pid means nothing
+    here: it was taken for dead, its jobs taken while it ran them)."""
     host, timeout = socket.gethostname(), lease_timeout()
     dead = set()
     for manager_id, pid, where, heartbeat, pid_start in rows:
         if manager_id in CLOSED:
             alive = False
-        elif where == host:
+        elif where == host and booted_here(pid_start):
             alive = pid_alive(pid) and same_process(pid, pid_start)
         else:
             alive = now - heartbeat < timeout
@@ -81,18 +85,33 @@ def _proc_stat(pid: int) -> list[bytes] | None:
     return fields if len(fields) >= 20 else None
 
 
+@functools.cache
+def boot_id() -> str | None:
+    """This machine's boot id (random at each boot; None where /proc does not say)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            return f.read().strip().decode("ascii", "replace")
+    except OSError:
+        return None
+
+
+def booted_here(recorded: str | None) -> bool:
+    """Whether a process start ``recorded`` (`process_start`) was taken in this boot of
+    this machine (True when either side cannot say: then the pid must do, as before)."""
+    boot = boot_id()
+    if recorded is None or boot is None:
+        return True
+    return recorded.partition(":")[0] == boot
+
+
 def process_start(pid: int) -> str | None:
     """The boot id and start time of process ``pid``: with the pid, they name one process
     for good (a pid is reused, its start time is not). None where /proc does not say."""
     fields = _proc_stat(pid)
-    try:
-        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
-            boot = f.read().strip()
-    except OSError:
+    boot = boot_id()
+    if fields is None or boot is None:
         return None
-    if fields is None:
-        return None
-    return f"{boot.decode('ascii', 'replace')}:{fields[19].decode('ascii', 'replace')}"
+    return f"{boot}:{fields[19].decode('ascii', 'replace')}"
 
 
 def same_process(pid: int, recorded: str | None) -> bool:

@@ -31,7 +31,8 @@ def test_a_manager_is_dead_only_when_its_process_is(store_path, monkeypatch):
         conn.execute("UPDATE managers SET pid=? WHERE id='zombie'", (zombie.pid,))
         old = time.time() - 3600
         conn.execute("UPDATE managers SET heartbeat=?", (old,))
-        conn.execute("UPDATE managers SET pid_start='other-boot:1' WHERE id='reused'")
+        reused = f"{_leases.boot_id()}:1"  # this boot, another start time: a reused pid
+        conn.execute("UPDATE managers SET pid_start=? WHERE id='reused'", (reused,))
         conn.execute("UPDATE managers SET host='elsewhere' WHERE id LIKE 'remote%'")
         conn.execute("UPDATE managers SET heartbeat=? WHERE id='remote-fresh'", (time.time(),))
         conn.commit()
@@ -44,13 +45,12 @@ def test_a_manager_is_dead_only_when_its_process_is(store_path, monkeypatch):
         store.close()
 
 
-#: A manager on another host ("farm-2") whose clock is ``skew`` seconds off: it registers,
-#: claims job "j" and dies (no unregister), as a host that loses its power would.
-SKEWED_HOST = """
+#: A manager of another host, set up by ``{patch}``: it registers, claims job "j" and dies
+#: (no unregister), as a host that loses its power would.
+OTHER_HOST = """
 import os, socket, time
-real = time.time
-time.time = lambda: real() + {skew}
-socket.gethostname = lambda: "farm-2"
+import parjobs._store
+{patch}
 from parjobs._stores import open_store
 store = open_store({url!r})
 store.register_manager("farm-2")
@@ -60,20 +60,17 @@ os._exit(0)
 """
 
 
-@pytest.mark.parametrize("skew", [-120.0, 3600.0])
-def test_heartbeats_on_postgresql_are_judged_by_the_databases_clock(pg_url, monkeypatch, skew):
-    """Managers on several hosts judge each other's heartbeats: by one clock, the
-    database's. A host whose clock was two minutes behind had its jobs taken while it ran
-    them (its fresh heartbeat looked 120 s old: a job run in two places); one an hour ahead
-    that died kept its jobs for an hour (its last heartbeat looked fresh till then)."""
+def _held_then_taken_over(url: str, patch: str) -> None:
+    """A job claimed by a manager of another host (``patch`` makes it one) stays with it
+    while its heartbeat is fresh, and is taken over once it is older than the lease
+    timeout (2 s here)."""
     from parjobs._stores import open_store
 
-    monkeypatch.setenv("PARJOBS_LEASE_TIMEOUT", "2")
-    store = open_store(pg_url)
+    store = open_store(url)
     try:
         store.register_manager("here")
         store.insert_job("j", "t", 1, "{}")
-        code = SKEWED_HOST.format(skew=skew, url=pg_url)
+        code = OTHER_HOST.format(patch=patch, url=url)
         subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
         # Just now, farm-2's heartbeat is fresh: its job stays with it.
         (farm,) = [m for m in store.managers() if m["id"] == "farm-2"]
@@ -85,3 +82,25 @@ def test_heartbeats_on_postgresql_are_judged_by_the_databases_clock(pg_url, monk
         assert taken is not None and taken.id == "j" and taken.lease == "here"
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("skew", [-120.0, 3600.0])
+def test_heartbeats_on_postgresql_are_judged_by_the_databases_clock(pg_url, monkeypatch, skew):
+    """Managers on several hosts judge each other's heartbeats: by one clock, the
+    database's. A host whose clock was two minutes behind had its jobs taken while it ran
+    them (its fresh heartbeat looked 120 s old: a job run in two places); one an hour ahead
+    that died kept its jobs for an hour (its last heartbeat looked fresh till then)."""
+    monkeypatch.setenv("PARJOBS_LEASE_TIMEOUT", "2")
+    patch = f"real = time.time\ntime.time = lambda: real() + {skew}\n"
+    _held_then_taken_over(pg_url, patch + 'socket.gethostname = lambda: "farm-2"')
+
+
+@pytest.mark.both_stores
+def test_a_host_of_the_same_name_is_judged_by_its_heartbeat(store_path, monkeypatch):
+    """Two machines with one hostname (cloned VMs, a default name): a manager of the other
+    was taken for one of this machine, whose pid was not running here, and its jobs taken
+    while it ran them. The boot id recorded with its pid tells the machines apart: a
+    manager booted elsewhere is judged by its heartbeat, as another host's."""
+    monkeypatch.setenv("PARJOBS_LEASE_TIMEOUT", "2")
+    patch = 'parjobs._store.process_start = lambda pid: "0f0f0f0f-another-machine:4242"'
+    _held_then_taken_over(store_path, patch)
