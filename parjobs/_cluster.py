@@ -65,6 +65,10 @@ POLL = 0.05
 INFRA_ATTEMPTS = 4
 #: Seconds to reach the scheduler before giving up.
 CONNECT_TIMEOUT = 10.0
+#: A client that closed (its scheduler gone for longer than `CONNECT_TIMEOUT`) is replaced
+#: by a new one when a group is sent, at most this often (seconds): each attempt may hold
+#: the bridge thread for the connect timeout.
+RECONNECT_EVERY = 5.0
 #: ``local:N`` or ``local:NxT``: a LocalCluster of N worker processes (T threads each).
 _LOCAL = re.compile(r"local:(\d+)(?:x(\d+))?")
 
@@ -149,6 +153,7 @@ class ClusterBridge:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._threads_at = 0.0
+        self._reconnect_at = 0.0  # (monotonic) when a closed client was last replaced
 
     # -- life -----------------------------------------------------------------------------
 
@@ -185,7 +190,7 @@ class ClusterBridge:
         else:
             m = _LOCAL.fullmatch(target)
             try:
-                if m is not None:
+                if m is not None and self._local is None:
                     n = int(m.group(1))
                     threads = int(m.group(2) or max(1, (os.cpu_count() or 2) // n))
                     self._local = distributed.LocalCluster(
@@ -194,25 +199,43 @@ class ClusterBridge:
                         processes=True,
                         dashboard_address=":0",  # no fixed port (8787 may be taken)
                     )
+                if self._local is not None:
                     target = self._local.scheduler_address
                 self._client = distributed.Client(
                     target, timeout=CONNECT_TIMEOUT, set_as_default=False
                 )
             except (OSError, TimeoutError) as exc:
-                if self._local is not None:
+                if self._local is not None and self._client is None:
                     self._local.close()
                 raise ClusterError(f"cannot reach the Dask scheduler at {target}: {exc}") from None
         self._client.subscribe_topic(self.topic, self._on_event)
         self._refresh_threads(force=True)
 
-    def _disconnect(self) -> None:
+    def _reconnect(self) -> None:
+        """Replace a client that closed itself: it does once its scheduler has been gone
+        for `CONNECT_TIMEOUT` (a restart, a crash), and every group sent through it then
+        failed at once, for the life of this manager (a `parjobs worker` failed every item
+        of every job it claimed after, until restarted). A new one is made, at most every
+        `RECONNECT_EVERY` seconds, when a group is to be sent; `ClusterError` while the
+        scheduler does not answer. A caller's own client is left to the caller."""
+        if not isinstance(self.target, str) or self._client.status not in ("closing", "closed"):
+            return
+        now = time.monotonic()
+        if now - self._reconnect_at < RECONNECT_EVERY:
+            raise ClusterError("the Dask scheduler is gone (its client closed)")
+        self._reconnect_at = now
+        self._disconnect(keep_local=True)
+        self._connect()
+        _log.warning("parjobs cluster: connected again to the Dask scheduler at %s", self.target)
+
+    def _disconnect(self, keep_local: bool = False) -> None:
         client = self._client
         with contextlib.suppress(Exception):
             client.unsubscribe_topic(self.topic)
         if isinstance(self.target, str):
             with contextlib.suppress(Exception):
                 client.close()
-            if self._local is not None:
+            if self._local is not None and not keep_local:
                 with contextlib.suppress(Exception):
                     self._local.close()
 
@@ -298,6 +321,7 @@ class ClusterBridge:
         with self._groups_lock:
             self._groups[group.key] = group
         try:
+            self._reconnect()
             future = self._client.submit(run_group, payload, key=group.key, pure=False)
         except Exception as exc:  # the client is closed or broken: fail the group's tasks
             self._post(group, [self._failed(exc)] * len(group.items))

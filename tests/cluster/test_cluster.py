@@ -7,6 +7,7 @@ from __future__ import annotations
 import filecmp
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -311,3 +312,92 @@ async def test_a_failing_bridge_fails_the_tasks_instead_of_hanging(
     assert len(errors) == 3
     assert all("cluster bridge failed" in e.message for e in errors)
     assert read_runs(log) == []
+
+
+class _Scheduler:
+    """A Dask scheduler and one worker process of its own on a fixed port (the suite's
+    `LocalCluster` keeps its scheduler in this process, where it cannot be killed)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, HERE])}
+        self.logs = tmp_path
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.scheduler: subprocess.Popen[bytes] | None = None
+
+    def _start(self, module: str, *args: str) -> subprocess.Popen[bytes]:
+        name = module.rpartition(".")[2]
+        with open(self.logs / f"{name}-{len(self.procs)}.log", "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module, *args, "--dashboard-address", ":0"],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> None:
+        """The scheduler and a worker (with no nanny: it is started again by hand here)."""
+        self.scheduler = self._start(
+            "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(self.port)
+        )
+        self._start("distributed.cli.dask_worker", self.address, "--nthreads", "2", "--no-nanny")
+        deadline = time.monotonic() + 60
+        while True:  # until the scheduler listens
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+        self.procs.clear()
+
+
+async def test_a_manager_sends_again_once_its_dead_scheduler_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler killed and started again: Dask's client closes itself once the
+    scheduler has been gone for its connect timeout, and every group this manager sent
+    after failed at once ("Client is closed"), for as long as it lived: a `parjobs worker`
+    or `parjobs serve` failed every item of every later job. A new client is made now:
+    a job submitted once the scheduler is back completes."""
+    import parjobs._cluster
+
+    monkeypatch.setattr(parjobs._cluster, "CONNECT_TIMEOUT", 2.0)
+    monkeypatch.setattr(parjobs._cluster, "RECONNECT_EVERY", 0.5)
+    cluster = _Scheduler(tmp_path)
+    cluster.start()
+    try:
+        async with parjobs.open_manager(
+            tmp_path / "s.sqlite", cluster=cluster.address, workers=4
+        ) as manager:
+            first = await manager.submit(WhereJob(n=4, log=str(tmp_path / "log1")))
+            with trio.fail_after(120):
+                assert await first.wait() is JobStatus.COMPLETED
+            cluster.kill()
+            await trio.sleep(4)  # past the client's connect timeout: it closed itself
+            cluster.start()
+            log = str(tmp_path / "log2")
+            with trio.fail_after(120):
+                while True:  # (until the new worker has joined the new scheduler)
+                    second = await manager.submit(WhereJob(n=6, log=log))
+                    status = await second.wait()
+                    errors = await manager.errors(second.id)
+                    if status is JobStatus.COMPLETED or "Client is closed" in str(errors):
+                        break
+                    await trio.sleep(0.5)
+            assert [e.message for e in errors] == []
+            assert status is JobStatus.COMPLETED
+            assert sorted(i for i, _, _ in read_runs(log))[-6:] == list(range(6))
+    finally:
+        cluster.kill()
