@@ -413,9 +413,8 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         was, its partials left for good). Returns the ids deleted."""
         purged = []
         for info in infos:
-            try:
-                await trio.to_thread.run_sync(job_class, info.type, info.version)
-            except JobLoadError as exc:
+            exc = await self._uncleanable(info)
+            if exc is not None:
                 if info.id not in self._kept_expired:
                     self._kept_expired.add(info.id)
                     _log.warning(
@@ -433,6 +432,15 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
                 continue
             purged.append(info.id)
         return purged
+
+    async def _uncleanable(self, info: JobInfo) -> JobLoadError | None:
+        """Why the cleanup of ``info``'s job cannot run in this process (its job type, its
+        entry point loaded first, unknown here or of a newer version), or None."""
+        try:
+            await trio.to_thread.run_sync(job_class, info.type, info.version)
+        except JobLoadError as exc:
+            return exc
+        return None
 
     async def _forget_purged(self, ids: list[str]) -> None:
         for job_id in ids:
@@ -733,7 +741,9 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         still be resumed (paused, interrupted, failed...) is cancelled first: its cleanup
         removes its partials, which nothing could remove once its name token is forgotten.
         One whose undo is not over is refused (`InvalidTransitionError`): the undo reads
-        its item log on every run (the retention keeps it too)."""
+        its item log on every run (the retention keeps it too); so is one to cancel whose job
+        type this process cannot load (a plug-in uninstalled): its cleanup cannot run, and
+        forgotten, what it kept for its resume would stay for good."""
         info = await self.get(job_id)
         if info.status.is_active:
             raise InvalidTransitionError(f"cannot delete job {job_id}: it is {info.status.value}")
@@ -745,6 +755,14 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
                     "cancel it first"
                 )
         if JobStatus.CANCELLED in TRANSITIONS[info.status]:
+            exc = await self._uncleanable(info)
+            if exc is not None:
+                raise InvalidTransitionError(
+                    f"cannot delete job {info.id}: it is {info.status.value}, and its cleanup "
+                    f"(which removes the partial files it kept for a resume) cannot run: {exc}; "
+                    "install what defines its job type and delete it again, or cancel it first "
+                    "to give it up (its partial files then stay)"
+                )
             await self.cancel(info.id)
         await self._db(self.store.delete, job_id)  # checks again, in its transaction
         self._live.pop(job_id, None)

@@ -286,3 +286,55 @@ async def test_show_offers_no_resume_for_a_job_an_undo_took(tmp_path: Path, env,
     assert shown.returncode == 0, shown.stderr
     assert "completed_with_errors" in shown.stdout
     assert not re.search(r"^resume ", shown.stdout, re.M), shown.stdout
+
+
+async def test_jobs_prune_keeps_a_resumable_job_whose_type_it_cannot_load(
+    tmp_path: Path, env, store
+) -> None:
+    """A failed job whose job type this parjobs cannot load (a plug-in uninstalled; here a
+    type only the tests register): ``jobs prune`` cancelled it without its cleanup, which
+    it could not run, and forgot it, its partial left for good. It refuses it now, named
+    (exit 2, nothing deleted) or by age (a ``kept`` line); its private directory stays with
+    it. A process that loads the type deletes it, cleaned up."""
+    partial = tmp_path / "big.part"
+    async with parjobs.open_manager(store) as manager:
+        handle = await manager.submit(KeepsPartialJob(partial=str(partial)))
+        assert await handle.wait() is JobStatus.FAILED
+        private = Path(manager.job_dir(handle.id))
+    private.mkdir(parents=True, exist_ok=True)
+    (private / "manifest").write_bytes(b"what it walked")
+    out = run("jobs", "prune", handle.id, env=env, store=store)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"cannot delete job {handle.id}: it is failed, and its cleanup" in out.stderr
+    assert "unknown job type 'test-keeps-partial'" in out.stderr
+    _finished_days_ago(store, handle.id, 10)
+    out = run("jobs", "prune", "--older-than", "7d", env=env, store=store)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"kept {handle.id}  test-keeps-partial  failed: cannot delete")
+    assert _job_ids(env, store) == [handle.id]
+    assert partial.exists() and (private / "manifest").exists()
+    async with parjobs.open_manager(store) as manager:
+        await manager.delete(handle.id)
+        assert await manager.list_jobs() == []
+    assert not partial.exists() and not private.exists()
+
+
+async def test_a_job_whose_type_cannot_load_is_given_up_by_a_cancel_then_pruned(
+    tmp_path: Path, env, store
+) -> None:
+    """The way out for a job whose plug-in is gone for good, as ``jobs prune`` says when it
+    refuses it: ``cancel`` gives it up (its partial stays: no cleanup can run), then
+    ``jobs prune`` deletes it and its private directory."""
+    partial = tmp_path / "big.part"
+    async with parjobs.open_manager(store) as manager:
+        handle = await manager.submit(KeepsPartialJob(partial=str(partial)))
+        assert await handle.wait() is JobStatus.FAILED
+        private = Path(manager.job_dir(handle.id))
+    out = run("jobs", "prune", handle.id, env=env, store=store)
+    assert out.returncode == 2 and "or cancel it first to give it up" in out.stderr, out.stderr
+    assert run("cancel", handle.id, env=env, store=store).returncode == 0
+    private.mkdir(parents=True, exist_ok=True)
+    (private / "manifest").write_bytes(b"what it walked")
+    out = run("jobs", "prune", handle.id, env=env, store=store)
+    assert out.returncode == 0, out.stderr
+    assert _job_ids(env, store) == [] and partial.exists() and not private.exists()
