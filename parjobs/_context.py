@@ -14,7 +14,7 @@ import json
 import os
 import time
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import trio
@@ -127,6 +127,14 @@ class JobContext(metaclass=NoPublicConstructor):
     @property
     def workers(self) -> int:
         return self._pool.workers
+
+    def recorded_end(self, stages: Iterable[str]) -> int:
+        """One past the highest task index the job's earlier runs recorded done in
+        ``stages`` (0 when none): a resumed walk whose manifest holds fewer entries than
+        that lost some that were done (`parjobs.ops` fails it rather than number files
+        anew)."""
+        ranges = self._completed_ranges
+        return max((b for st in stages for _, b in ranges.get(st, ())), default=0)
 
     @property
     def clustered(self) -> bool:

@@ -425,7 +425,7 @@ class DeleteJob(Job):
         # must still be a directory when walked: `NOT_A_DIR`.)
         roots = [os.path.normpath(p) for p in self.paths]
         slashed = {i for i, p in enumerate(self.paths) if p.endswith(os.sep)}
-        walked = walk_ahead(ctx, roots, count, estimate=estimate)
+        walked = walk_ahead(ctx, roots, count, estimate=estimate, stages=("files", "dirs"))
         async with aclosing(walked) as batches:
             async for batch in batches:
                 for entry in batch:

@@ -654,7 +654,9 @@ class MoveJob(IntoDestination, Job):
             return sum(c.entries for c in counts), nbytes
 
         try:
-            walked = walk_ahead(ctx, roots, count, names, estimate=estimate)
+            walked = walk_ahead(
+                ctx, roots, count, names, estimate=estimate, stages=("move", "links")
+            )
             async with aclosing(walked) as batches:
                 async for batch in batches:
                     todo: list[Task[Any] | Entry] = []

@@ -275,6 +275,9 @@ def _plain_line(batch: Sequence[Entry]) -> bytes | None:
 #: its ``.d`` elsewhere) walked anew, numbered the entries otherwise, and took the earlier
 #: runs' completions for other files: "completed", files missing at the destination.
 WALKS = "walks"
+#: The stages of a copy, a hash, thumbnails: their tasks are numbered by the walk's entries
+#: (a move's and a delete's are named where they walk).
+WALKED_STAGES = ("default", "links")
 
 
 class ManifestLostError(ParjobsError):
@@ -552,26 +555,20 @@ async def walk_batches(
     *,
     follow_symlinks: bool = False,
     name: str = "walk",
+    stages: Sequence[str] = WALKED_STAGES,
     on_replay: Callable[[list[Entry], bool], None] | None = None,
 ) -> AsyncGenerator[list[Entry], None]:
     """Every entry under ``roots`` (roots included) with a stable index, parents before
     their children, a list at a time: the replayed manifest, then each root, then each
     directory's new entries (possibly empty lists are skipped). ``names``: each root's
     name in ``rel`` (default: its own, as `Entry` says; a copy to a new name gives that).
+    ``stages``: the job's stages whose tasks are numbered by the walk's entries.
     ``on_replay(entries, whole)``: called with the replayed entries (none on a first walk)
     before anything is yielded; ``whole``: they are an earlier walk that went to its end."""
     walker = _Walker(Manifest(os.path.join(ctx.job_dir, f"{name}.manifest")), follow_symlinks)
     replayed = await trio.to_thread.run_sync(walker.replay)
     walks = ctx.state.setdefault(WALKS, {})
-    # (``next_index``, not ``replayed``: a manifest of error entries only replays none,
-    # they are held for the re-walk, a job whose every root was gone when it ran.)
-    if not walker.next_index and name in walks:
-        raise ManifestLostError(
-            f"the record of its walk ({walker.manifest.path}) is gone, so a resume cannot "
-            f"tell which files are done (it was in {walks[name]}: the store opened by "
-            "another path, through a symlink or moved, or on a host whose $PARJOBS_JOB_FILES "
-            "is elsewhere?); resume it where that is, or cancel it and start anew"
-        )
+    _check_manifest(ctx, walker, walks.get(name), stages)
     if walker.next_index:  # (a job begun before this record was kept has it from now on)
         walks.setdefault(name, ctx.job_dir)
     if on_replay is not None:
@@ -604,6 +601,37 @@ async def walk_batches(
         yield left
     if not walker.manifest.whole:
         await trio.to_thread.run_sync(walker.manifest.end)
+
+
+def _check_manifest(
+    ctx: JobContext, walker: _Walker, recorded_in: str | None, stages: Sequence[str]
+) -> None:
+    """Raise `ManifestLostError` saying why when the replayed manifest cannot number the
+    walk as the earlier runs did: none here though the job recorded one elsewhere (the
+    store opened by another path), or fewer entries than the job recorded done (the
+    manifest is not fsynced, so a power cut may lose its end while the store's checkpoint
+    after it survives). A manifest short of entries nobody recorded done is walked on
+    from its end: the entries numbered anew past it were never recorded done, so none is
+    taken for another. (``next_index``, not the replayed entries: a manifest of error
+    entries only replays none, they are held for the re-walk.)"""
+    if recorded_in is None:
+        return
+    held, path = walker.next_index, walker.manifest.path
+    if not held and recorded_in != ctx.job_dir:
+        raise ManifestLostError(
+            f"the record of its walk ({path}) is gone, so a resume cannot "
+            f"tell which files are done (it was in {recorded_in}: the store opened by "
+            "another path, through a symlink or moved, or on a host whose $PARJOBS_JOB_FILES "
+            "is elsewhere?); resume it where that is, or cancel it and start anew"
+        )
+    done = ctx.recorded_end(stages)
+    if held < done:
+        raise ManifestLostError(
+            f"the record of its walk ({path}) holds {held} entries, but its earlier runs "
+            f"recorded entries up to {done - 1} done: it lost its end (it is not written "
+            "to disk at once: a power cut, or the system's crash, before it was?), so a "
+            "resume cannot tell which files those are; cancel it and start anew"
+        )
 
 
 def _walked_as_link(replayed: list[Entry], root_no: int, base: bytes) -> bool:
@@ -747,6 +775,7 @@ async def walk_ahead(
     estimate: Callable[[list[RootCount]], Totals] | None = None,
     follow_symlinks: bool = False,
     name: str = "walk",
+    stages: Sequence[str] = WALKED_STAGES,
 ) -> AsyncGenerator[list[Entry], None]:
     """`walk_batches`, with the walk running ahead of the caller: a task of its own walks
     the whole tree as fast as it can while the caller takes batches at the pace of its work.
@@ -767,7 +796,8 @@ async def walk_ahead(
     send, receive = trio.open_memory_channel[list[Entry] | BaseException | None](math.inf)
     scope = trio.CancelScope()
     totals = _Totals(ctx, count, estimate)
-    ctx.start_soon(_walk_into, ctx, roots, names, totals, follow_symlinks, name, send, scope)
+    walk = (follow_symlinks, name, stages)
+    ctx.start_soon(_walk_into, ctx, roots, names, totals, walk, send, scope)
     try:
         async with receive:
             async for item in receive:
@@ -831,12 +861,13 @@ async def _walk_into(
     roots: Sequence[str],
     names: Sequence[bytes] | None,
     totals: _Totals,
-    follow_symlinks: bool,
-    name: str,
+    walk: tuple[bool, str, Sequence[str]],
     send: trio.MemorySendChannel[list[Entry] | BaseException | None],
     scope: trio.CancelScope,
 ) -> None:
-    """The task of `walk_ahead`: walk, count, send; then None, or the error that stopped it."""
+    """The task of `walk_ahead`: walk, count, send; then None, or the error that stopped it.
+    ``walk``: `walk_batches`' ``follow_symlinks``, ``name`` and ``stages``."""
+    follow_symlinks, name, stages = walk
     with scope, send:
         async with trio.open_nursery() as nursery:
 
@@ -852,6 +883,7 @@ async def _walk_into(
                 names,
                 follow_symlinks=follow_symlinks,
                 name=name,
+                stages=stages,
                 on_replay=None if totals.estimate is None else replayed,
             )
             try:

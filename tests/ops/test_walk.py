@@ -35,17 +35,21 @@ from parjobs.ops._walk import (
 
 
 class FakeContext:
-    """What `walk_batches` uses of a JobContext: a job directory, its state and an
-    interrupt check."""
+    """What `walk_batches` uses of a JobContext: a job directory, its state, an interrupt
+    check and the end of what earlier runs recorded done (``recorded``: none)."""
 
     def __init__(self, job_dir: Path) -> None:
         job_dir.mkdir(exist_ok=True)
         self.job_dir = str(job_dir)
         self.state: dict[str, object] = {}
         self.checks = 0
+        self.recorded = 0
 
     async def check_interrupt(self) -> None:
         self.checks += 1
+
+    def recorded_end(self, stages: object) -> int:
+        return self.recorded
 
 
 async def collect(ctx: FakeContext, roots: list[str], **kwargs: bool) -> list[Entry]:
