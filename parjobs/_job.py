@@ -14,6 +14,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, dataclass_transform
 
 from ._exceptions import JobLoadError, JobSpecError
@@ -107,8 +108,25 @@ class Job:
                 raise JobSpecError(f"{cls.job_type_name}: missing field {name!r}")
         job = cls(**kwargs)
         if validate:
-            job.validate()
+            token = _STORED.set(True)
+            try:
+                job.validate()
+            finally:
+                _STORED.reset(token)
         return job
+
+
+#: Set while `Job.from_spec` validates: the spec is a stored one (`validating_stored`).
+_STORED: ContextVar[bool] = ContextVar("parjobs_validating_stored", default=False)
+
+
+def validating_stored() -> bool:
+    """Whether the `Job.validate` running now checks a spec built by `Job.from_spec` (a
+    stored job loaded to run or resume) rather than a job being submitted (`dump_job`).
+    What only a request is checked for (a path that must exist now, a form of path refused
+    since the job was stored) is checked on submission only: a job accepted then keeps
+    running as it began."""
+    return _STORED.get()
 
 
 _REGISTRY: dict[str, type[Job]] = {}

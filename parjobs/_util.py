@@ -49,6 +49,40 @@ def state_dir() -> str:
     return os.path.join(state, "parjobs")
 
 
+def names_contents(path: str) -> bool:
+    """Whether ``path``'s last component (trailing slashes aside) is ``.`` or ``..``: it
+    names a directory as seen from inside, which the kernel resolves (``link/.`` is the
+    link's target, ``file/.`` is "Not a directory"), and which ``cp -a x/. D`` copies by its
+    contents, merged into ``D``, where ``cp -a x D`` makes ``D/x``."""
+    return path.rstrip(os.sep).rpartition(os.sep)[2] in (os.curdir, os.pardir)
+
+
+def kernel_split(path: str) -> tuple[str, str | None]:
+    """``path`` as the kernel resolves its ``..``: ``(directory, name)``, the entry ``name``
+    of ``directory`` (whose own ``..`` and symlinks the kernel follows; ``name`` is not
+    followed, a symlink stays one), or ``(path, None)`` when ``path`` names a directory
+    itself (its last component is ``.`` or ``..``). ``abspath`` reads ``..``
+    lexically instead: ``link/../x`` is then the ``x`` beside the link, another file than
+    the kernel's ``x`` next to the link's target. Trailing slashes are ignored."""
+    stripped = path.rstrip(os.sep) or os.sep
+    head, sep, last = stripped.rpartition(os.sep)
+    if last in (os.curdir, os.pardir):
+        return stripped, None
+    return (head or os.sep) if sep else os.curdir, last
+
+
+def kernel_abspath(path: str) -> str:
+    """``path`` made absolute with its ``..`` resolved as the kernel does (`kernel_split`):
+    the directory physically (``os.path.realpath``), the path's own last name kept (a
+    symlink stays one). A path without ``..`` is only made absolute (``abspath``), its
+    symlinks kept as written."""
+    if os.pardir not in path.split(os.sep):
+        return os.path.abspath(path)
+    directory, name = kernel_split(path)
+    resolved = os.path.realpath(directory)
+    return resolved if name is None else os.path.join(resolved, name)
+
+
 def exception_leaves(exc: BaseException) -> list[BaseException]:
     """The exceptions inside (nested) exception groups, or ``[exc]`` for a plain one."""
     if not isinstance(exc, BaseExceptionGroup):

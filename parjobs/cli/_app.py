@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NoReturn, cast
 
 from .. import __version__
 from .._status import JobStatus
+from .._util import kernel_abspath, names_contents
 from ._errors import CliError
 
 DESCRIPTION = """\
@@ -297,20 +298,18 @@ def _hash_prehash(args: argparse.Namespace) -> None:
 
 def operand_path(text: str) -> str:
     """A path operand as a job keeps it: absolute (a job may be resumed from another
-    directory), keeping a trailing slash. A ``..`` is resolved as the kernel does, which
-    ``abspath`` does not: ``link/../x`` is the ``x`` next to the link's target (what ``mv``,
-    ``cp`` and parjobs' delete take), not the ``x`` beside the link, another file."""
+    directory), keeping a trailing slash, and a last component ``.`` or ``..`` as ``/.``
+    (`names_contents`: ``copy x/. D`` copies what ``x`` holds into ``D``, as ``cp -a``). A
+    ``..`` is resolved as the kernel does (`kernel_abspath`), which ``abspath`` does not:
+    ``link/../x`` is the ``x`` next to the link's target (what ``mv``, ``cp`` and parjobs'
+    delete take), not the ``x`` beside the link, another file."""
     expanded = os.path.expanduser(text)
-    path = os.path.abspath(expanded)
-    if os.pardir in expanded.split(os.sep):
-        stripped = expanded.rstrip(os.sep)
-        while stripped.endswith(os.sep + os.curdir):  # (``x/.`` is ``x``, as abspath has it)
-            stripped = stripped[: -len(os.curdir)].rstrip(os.sep)
-        head, sep, last = stripped.rpartition(os.sep)
-        if last == os.pardir or not sep:
-            path = os.path.realpath(stripped)
-        else:  # the parent physically, the operand's own name kept (a symlink stays one)
-            path = os.path.join(os.path.realpath(head or os.sep), last)
+    named = expanded.rstrip(os.sep)
+    while named.endswith(os.sep + os.curdir):  # ``x/.`` is the directory ``x``
+        named = named[: -len(os.curdir)].rstrip(os.sep)
+    path = kernel_abspath(named or expanded[:1])  # (``/``, ``/.``: the root; ``''``: empty)
+    if names_contents(expanded):
+        return os.path.join(path, os.curdir)
     if text.endswith(os.sep) and not path.endswith(os.sep):
         path += os.sep
     return path

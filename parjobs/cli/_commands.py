@@ -13,6 +13,7 @@ import trio
 
 from .._job import Job, dump_job, lookup_job_type
 from .._status import JobStatus
+from .._util import names_contents
 from . import _manage
 from ._app import operand_path as _path
 from ._errors import EXIT_OK, CliError
@@ -32,8 +33,9 @@ def _existing(paths: list[str]) -> list[str]:
         path = _path(text)
         try:
             os.lstat(path)
-        except NotADirectoryError:  # ``file/``: the slash names a directory, as for ``rm``
-            raise CliError(f"not a directory (a trailing '/' names one): {text!r}") from None
+        except NotADirectoryError:  # ``file/``, ``file/.``: a directory, as for ``rm``, ``cp``
+            written = "'/.'" if names_contents(text) else "'/'"
+            raise CliError(f"not a directory (a trailing {written} names one): {text!r}") from None
         except OSError:
             raise CliError(f"no such file or directory: {text!r}") from None
         out.append(path)
@@ -96,8 +98,8 @@ async def copy(args: argparse.Namespace) -> int:
 async def move(args: argparse.Namespace) -> int:
     from ..ops import MoveJob
 
-    for text in args.sources:  # (made absolute, it would name an ordinary directory)
-        if os.path.basename(os.path.expanduser(text).rstrip(os.sep)) in (os.curdir, os.pardir):
+    for text in args.sources:  # (as the job refuses it, but named as typed)
+        if names_contents(text):
             raise CliError(
                 f"move: refusing {text!r}: like mv, parjobs does not move a path ending in "
                 "'.' or '..'; name the directory itself"

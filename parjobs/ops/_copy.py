@@ -358,6 +358,7 @@ class CopyJob(IntoDestination, Job):
 
     def validate(self) -> None:
         self._decide_into()
+        self._check_contents("copy")
         check_paths(
             "copy",
             self.sources,

@@ -37,9 +37,8 @@ import functools
 import itertools
 import os
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from contextvars import ContextVar
 from typing import Any
 
 import trio
@@ -47,7 +46,7 @@ import trio
 from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
 from .._items import Written
-from .._job import Job, job_type
+from .._job import Job, job_type, validating_stored
 from .._task import Outcome, OutcomeStatus, Task, TaskContext
 from ._entries import EntryTask, entry_report
 from ._errors import MOUNT_POINT
@@ -62,7 +61,6 @@ INSIDE_MOUNT = "inside a mount point: not deleted"
 #: Why a root given as ``dir/`` that is no longer a directory when the job runs (queued, or
 #: replaced since its submission) is not deleted: the slash names a directory, as for ``rm``.
 NOT_A_DIR = "not a directory (given with a trailing '/'); not deleted"
-_LOADING: ContextVar[bool] = ContextVar("parjobs_delete_loading", default=False)
 _CHECKED = "_parjobs_paths_checked"  # instance flag: existence was checked on submit
 
 
@@ -332,18 +330,10 @@ class DeleteJob(Job):
     trash: bool = False
     allow_cwd_ancestor: bool = False
 
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any], *, validate: bool = True) -> Job:
-        token = _LOADING.set(True)  # a stored job: no existence checks (see validate)
-        try:
-            return super().from_spec(spec, validate=validate)
-        finally:
-            _LOADING.reset(token)
-
     def validate(self) -> None:
         if not self.paths:
             raise JobSpecError("delete: no paths given")
-        check = not _LOADING.get() and not self.__dict__.get(_CHECKED, False)
+        check = not validating_stored() and not self.__dict__.get(_CHECKED, False)
         for path in self.paths:
             if check:  # (a resumed job's path may be gone, or in the trash)
                 check_slash("delete", path, link_ok=self.trash)

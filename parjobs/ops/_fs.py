@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal, TypeAlias, TypeVar, cast, overload
 
 from .._exceptions import JobSpecError
+from .._util import kernel_abspath, kernel_split, names_contents
 from ._errors import SourceChangedError, SpecialFileError
 
 #: Any path `os` accepts.
@@ -470,37 +471,46 @@ def mount_points(mountinfo: str = "/proc/self/mountinfo") -> list[bytes]:
 def root_path(root: str) -> bytes:
     """A root as the walk reads it: normalised, keeping a trailing ``/``. A symlink to a
     directory written ``link/`` is then that directory (POSIX path resolution: a trailing
-    slash resolves the link), as for ``cp -a link/ dst`` and ``rsync -a link/ dst``; only the
-    root is followed so, never a symlink below it. A job whose root must stay the link itself
-    (delete) normalises its roots first."""
+    slash resolves the link), as for ``cp -a link/ dst`` and ``rsync -a link/ dst``, and so
+    is ``link/.`` (`names_contents`); only the root is followed so, never a symlink below
+    it. A job whose root must stay the link itself (delete) normalises its roots first."""
     path = os.fsencode(os.path.normpath(root))
-    return path + b"/" if root.endswith(os.sep) and not path.endswith(b"/") else path
+    return path + b"/" if _names_dir(root) and not path.endswith(b"/") else path
 
 
 def absolute_root(path: str) -> str:
-    """``path`` made absolute as a job stores a root, keeping a trailing ``/`` (`root_path`)."""
-    absolute = os.path.abspath(path)
-    return absolute + os.sep if path.endswith(os.sep) and absolute != os.sep else absolute
+    """``path`` made absolute as a job stores a root, keeping a trailing ``/`` (`root_path`);
+    its ``..`` as the kernel resolves it (`kernel_abspath`), not lexically."""
+    absolute = kernel_abspath(path)
+    return absolute + os.sep if _names_dir(path) and absolute != os.sep else absolute
+
+
+def _names_dir(path: str) -> bool:
+    """Whether ``path`` can only name a directory, which the kernel then resolves (a
+    symlink's target): written with a trailing ``/``, or ending in ``.`` or ``..``."""
+    return path.endswith(os.sep) or names_contents(path)
 
 
 def check_slash(kind: str, path: str, *, link_ok: bool) -> None:
     """Refuse a source or a path to delete written with a trailing ``/`` that names no
     directory: POSIX path resolution makes ``a/`` a directory, so ``rm``, ``mv``, ``cp``
     and ``trash-put`` refuse a file written so ("Not a directory"), where the job's own
-    normalised path would have taken the file. Unless ``link_ok`` (a copy, which copies
+    normalised path would have taken the file; so is ``file/.`` (``cp -a file/. dst``).
+    Unless ``link_ok`` (a copy, which copies
     the directory, as ``cp -a link/``; a trash, which takes the link, as ``trash-put`` and
     ``gio trash`` do), a symlink to a directory written ``link/`` is refused too: that is
     the directory, which cannot be moved or deleted through a link (``mv link/ dst`` says
     "Not a directory"; ``rm -r link/`` empties the directory, then says it). A path that
     does not exist is left to the caller's own check."""
-    if not path.endswith(os.sep):
+    if not _names_dir(path):
         return
     try:
         os.stat(path)  # (the slash resolves a symlink)
     except NotADirectoryError:
+        written = "'/.'" if names_contents(path) else "'/'"
         raise JobSpecError(
-            f"{kind}: {display(path)!r} is not a directory (a trailing '/' names one); "
-            "name it without the '/'"
+            f"{kind}: {display(path)!r} is not a directory (a trailing {written} names one); "
+            f"name it without the {written}"
         ) from None
     except OSError:
         return
@@ -521,12 +531,10 @@ def check_dotdot(kind: str, path: str) -> None:
     caller's own check."""
     if os.pardir not in path.split(os.sep):
         return
-    stripped = path.rstrip(os.sep) or os.sep
-    head, sep, last = stripped.rpartition(os.sep)
-    if last in (os.curdir, os.pardir) or not sep:  # the directory itself
-        lexical, kernel = os.path.abspath(stripped), stripped
-    else:  # its parent: the operand's own name is not resolved (a symlink stays one)
-        lexical, kernel = os.path.dirname(os.path.abspath(stripped)), head or os.sep
+    # The directory itself, or the parent whose entry it is (the operand's own name is not
+    # resolved: a symlink stays one).
+    kernel = kernel_split(path)[0]
+    lexical = os.path.abspath(kernel)
     try:
         a, b = os.stat(lexical), os.stat(kernel)
     except OSError:

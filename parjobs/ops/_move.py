@@ -533,6 +533,7 @@ class MoveJob(IntoDestination, Job):
 
     def validate(self) -> None:
         self._decide_into()
+        self._check_contents("move")
         check_paths(
             "move", self.sources, self.destination, into=self.into is not False, moved_ok=True
         )

@@ -21,7 +21,9 @@ import trio
 from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
 from .._items import Identity, ItemRow, fingerprint
+from .._job import validating_stored
 from .._task import Bundle, BundleDone, Members, Outcome, OutcomeStatus, Task, TaskContext
+from .._util import names_contents
 from .._workqueue import GROUP_MAX_BYTES
 from . import _smallfiles
 from ._copyfile import CopyOptions, CopyResult, copy_file, copy_symlink
@@ -267,9 +269,13 @@ def copies_into(sources: Sequence[str], destination: str) -> bool:
     """Whether the sources go *into* ``destination`` (``cp a b dir/``) rather than the one
     source becoming ``destination`` itself (``cp a.txt b.txt``, ``cp -r dir newdir``): into
     an existing directory (or a symlink to one), for several sources, and for a destination
-    written with a trailing ``/`` (created if missing). Decided once, when the job is
-    submitted (`CopyJob.into`), so a resumed run, which finds the directory it made, keeps
-    the same interpretation."""
+    written with a trailing ``/`` (created if missing). Not into it for one source ending
+    in ``.`` or ``..`` (`names_contents`): ``cp -a x/. D`` copies what ``x`` holds as
+    ``D``, merged into an existing ``D``. Decided once, when the job is submitted
+    (`CopyJob.into`), so a resumed run, which finds the directory it made, keeps the same
+    interpretation."""
+    if len(sources) == 1 and names_contents(sources[0]):
+        return False
     if len(sources) != 1 or destination.endswith("/"):
         return True
     try:
@@ -313,6 +319,29 @@ class IntoDestination:
 
     def _target(self) -> Target:
         return target_of(self.sources, self.destination, self.into is not False)
+
+    def _check_contents(self, kind: str) -> None:
+        """On submission, refuse a source ending in ``.`` or ``..`` (`names_contents`) that
+        the job would take as the directory itself: a move's (``mv x/. D`` is refused), a
+        copy's into the destination (``cp -a x/. D`` merges what ``x`` holds into ``D``,
+        where ``into`` makes ``D/x``). A job stored before this check keeps its meaning."""
+        if validating_stored():
+            return
+        for src in self.sources:
+            if not names_contents(src):
+                continue
+            if kind == "move":
+                raise JobSpecError(
+                    f"move: refusing {display(src)!r}: like mv, parjobs does not move a path "
+                    "ending in '.' or '..'; name the directory itself"
+                )
+            if self.into is not False:
+                raise JobSpecError(
+                    f"copy: {display(src)!r} names what the directory holds, which is copied "
+                    "as the destination itself, merged into it (cp -a x/. D): give it as the "
+                    "only source, with into unset or false, or name the directory without "
+                    "the '.' to copy it into the destination"
+                )
 
     def _make_plan(
         self,
@@ -535,6 +564,13 @@ def check_paths(
         raise JobSpecError(f"{kind}: several sources go into a directory, not to one name")
     for path in (*sources, destination):
         check_dotdot(kind, path)
+    if names_contents(destination):  # ``D/.``: an existing directory, as the kernel finds it
+        try:
+            os.stat(destination)
+        except OSError as exc:
+            raise JobSpecError(
+                f"{kind}: cannot use destination {display(destination)!r}: {exc.strerror}"
+            ) from None
     dest = os.path.abspath(destination)
     try:
         dst_st: os.stat_result | None = os.stat(dest)

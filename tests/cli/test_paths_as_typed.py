@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,71 @@ def test_hash_output_to_a_link_to_stdout_writes_the_pipe_not_the_link(
         assert digest == xxhash.xxh3_128_hexdigest(Path(path).read_bytes())
     assert os.readlink(link) == "/proc/self/fd/1"
     assert "completed" in proc.stderr
+
+
+# -- x/. and x/..: what the directory holds --------------------------------------------------
+
+
+def _area(root: Path) -> None:
+    """x (a file, a subdirectory), a symlink lx to it, a destination D holding a file of
+    its own and one of x's names (a conflict, settled by the copy's policy), and a file."""
+    (root / "x" / "sub").mkdir(parents=True)
+    (root / "x" / "f").write_bytes(b"x's f")
+    (root / "x" / "sub" / "g").write_bytes(b"x's g")
+    (root / "D").mkdir()
+    (root / "D" / "keep").write_bytes(b"D's own")
+    (root / "D" / "f").write_bytes(b"D's f")
+    os.symlink("x", root / "lx")
+    (root / "file").write_bytes(b"a file")
+
+
+@pytest.mark.parametrize(
+    ("cwd", "typed", "dest"),
+    [
+        ("", "x/.", "D"),
+        ("", "x/./", "N"),
+        ("", "x/sub/..", "D"),
+        ("", "lx/.", "N"),
+        ("x", ".", "../D"),
+        ("x/sub", "..", "../../N"),
+        ("", "x", "D/."),
+    ],
+)
+def test_copy_of_dot_copies_what_the_directory_holds_as_cp_does(
+    tmp_path: Path, env, store, cwd: str, typed: str, dest: str
+) -> None:
+    """``cp -a x/. D`` copies what x holds into D (made if missing), the classic "copy
+    this folder's contents" idiom; ``parjobs copy x/. D`` made D/x, and ``copy . D`` made
+    D/<the current directory's name>. Both trees, one copied by ``cp -a``, the other by
+    parjobs (its default policy: D's own f kept, x's f failed), end the same."""
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for root in (ours, theirs):
+        _area(root)
+    cp = subprocess.run(["cp", "-a", "-n", typed, dest], cwd=theirs / cwd, capture_output=True)
+    assert cp.returncode == 0, cp.stderr
+    proc = forked_run(["copy", typed, dest, "--store", store], env=env, cwd=ours / cwd)
+    assert proc.returncode in (0, 1), proc.stderr  # 1: D's f is in the way (not replaced)
+    assert digests(ours) == digests(theirs)
+
+
+@pytest.mark.parametrize(
+    ("typed", "why"),
+    [
+        (["x/.", "lx", "D"], "only source"),  # (cp merges x into D and makes D/lx)
+        (["file/.", "D"], "trailing '/.' names one"),
+        (["x", "M/."], "No such file or directory"),
+        (["x", "file/."], "Not a directory"),
+    ],
+)
+def test_copy_refuses_what_it_cannot_take_as_cp_does_nothing_copied(
+    tmp_path: Path, env, store, typed: list[str], why: str
+) -> None:
+    """A source ending in ``/.`` beside others (parjobs takes it as the only source of a
+    job), a file written ``file/.`` and a destination ``M/.`` that is no directory: refused
+    before anything is copied."""
+    area = tmp_path / "files"
+    _area(area)
+    before = digests(area)
+    line = one_error_line(forked_run(["copy", *typed, "--store", store], env=env, cwd=area))
+    assert why in line, line
+    assert digests(area) == before

@@ -1175,3 +1175,51 @@ async def test_a_dot_dot_through_a_symlink_is_refused_through_the_api(
         handle = await manager.submit(MoveJob(sources=["../real/x"], destination=dst, into=True))
         assert await handle.wait() is JobStatus.COMPLETED
     assert (tmp_path / "dst" / "x").read_text() == "named"
+
+
+async def test_a_trailing_dot_through_the_api_means_what_it_means_on_the_cli(
+    store_path: str, tmp_path: Path
+) -> None:
+    """A file manager sends absolute paths: ``/a/x/.`` is what the CLI's ``x/.`` becomes.
+    As ``cp -a x/. D``, a copy of it merges what x holds into D (it made D/x); a move of
+    it is refused as ``mv`` refuses it (it moved x to D/x); a copy of it beside other
+    sources, or into the destination, is refused, nothing copied."""
+    from parjobs.ops import CopyJob
+
+    x = tmp_path / "x"
+    (x / "sub").mkdir(parents=True)
+    (x / "f").write_text("x's f")
+    (x / "sub" / "g").write_text("x's g")
+    (tmp_path / "y").mkdir()
+    dst = tmp_path / "D"
+    dst.mkdir()
+    (dst / "keep").write_text("D's own")
+    async with parjobs.open_manager(store_path) as manager:
+        for job, match in (
+            (MoveJob(sources=[f"{x}/."], destination=str(dst)), "like mv"),
+            (CopyJob(sources=[f"{x}/.", str(tmp_path / "y")], destination=str(dst)), "only"),
+            (CopyJob(sources=[f"{x}/."], destination=str(dst), into=True), "only"),
+        ):
+            with pytest.raises(parjobs.JobSpecError, match=match):
+                await manager.submit(job)
+        assert sorted(os.listdir(dst)) == ["keep"]
+        handle = await manager.submit(CopyJob(sources=[f"{x}/."], destination=str(dst)))
+        assert await handle.wait() is JobStatus.COMPLETED
+    assert digests(dst) == {**digests(x), "keep": digests(dst)["keep"]}
+    assert (dst / "keep").read_text() == "D's own" and (x / "f").read_text() == "x's f"
+
+
+def test_a_stored_copy_of_a_trailing_dot_into_the_destination_keeps_its_meaning(
+    tmp_path: Path,
+) -> None:
+    """A job stored before ``x/.`` meant x's contents (``into`` true: copied as D/x) still
+    loads, to resume as it began; only a submission is refused."""
+    from parjobs.ops import CopyJob
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "D").mkdir()
+    spec = {"sources": [f"{tmp_path}/x/."], "destination": f"{tmp_path}/D", "into": True}
+    job = CopyJob.from_spec(spec)
+    assert isinstance(job, CopyJob) and job._target().names == [b"x"]
+    with pytest.raises(parjobs.JobSpecError, match="only source"):
+        job.validate()  # (as a submission validates it)

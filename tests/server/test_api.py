@@ -90,6 +90,24 @@ async def test_priority_delete_and_404(server: Server, tmp_path) -> None:
         assert (await c.delete(f"/api/jobs/{job['id']}")).status_code == 204
 
 
+async def test_a_trailing_dot_means_what_it_means_on_the_cli(server: Server, tmp_path) -> None:
+    """A file manager sends absolute paths: ``/a/x/.`` (the CLI's ``x/.``) copies what x
+    holds into the destination, as ``cp -a x/. D`` (it made D/x), and a move of it is
+    refused (422), as ``mv`` refuses it."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src)
+    dst.mkdir()
+    async with server.client() as c:
+        body = {"type": "move", "spec": {"sources": [f"{src}/."], "destination": str(dst)}}
+        r = await c.post("/api/jobs", json=body)
+        assert r.status_code == 422 and "like mv" in r.json()["error"]
+    job = await server.submit(
+        {"type": "copy", "spec": {"sources": [f"{src}/."], "destination": str(dst)}}
+    )
+    assert (await server.wait_status(job["id"], "completed", "failed"))["status"] == "completed"
+    assert snapshot(dst) == snapshot(src)
+
+
 async def test_422_bodies_match_the_cli(server: Server, tmp_path) -> None:
     dst = tmp_path / "dst"
     async with server.client() as c:
