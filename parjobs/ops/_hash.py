@@ -60,7 +60,7 @@ from .._items import ItemRecord
 from .._job import Job, job_type, runtime_field
 from .._task import OutcomeStatus, Task
 from ._entries import HashTask, entry_report
-from ._fs import display
+from ._fs import check_dotdot, display
 from ._hashing import ALGORITHMS
 from ._names import job_token, stored_token
 from ._partials import remove_own_temps, tmp_name
@@ -117,6 +117,7 @@ class HashJob(Job):
         if self.output is not None:
             if not self.output or "\0" in self.output:
                 raise JobSpecError(f"hash: invalid output path {self.output!r}")
+            check_dotdot("hash", self.output)  # (written where the kernel finds it)
             try:
                 in_place, target = output_target(self.output)
             except OSError as exc:

@@ -45,6 +45,7 @@ from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
 from .._job import Job, job_type
 from .._task import Task, TaskContext
+from .._util import kernel_abspath
 from ._entries import EntryTask
 from ._errors import ImageError, SourceChangedError
 from ._fs import absolute_root, display, root_path
@@ -248,7 +249,7 @@ class ThumbnailJob(Job):
         if isinstance(self.paths, list):
             self.paths = [absolute_root(p) if isinstance(p, str) and p else p for p in self.paths]
         if isinstance(self.out_dir, str) and self.out_dir:
-            self.out_dir = os.path.abspath(self.out_dir)
+            self.out_dir = kernel_abspath(self.out_dir)  # (its ``..`` as the kernel's)
         elif self.out_dir is None and self.layout == "freedesktop":
             self.out_dir = os.path.join(cache_home_dir(None), "thumbnails")
 

@@ -42,7 +42,7 @@ import trio
 from .._context import JobContext
 from .._exceptions import JobSpecError, ParjobsError
 from . import _kernel
-from ._fs import display, root_path
+from ._fs import check_dotdot, display, root_path
 from ._hashing import fastscan
 
 #: One worker-thread call of the walk lists directories for about this long (seconds) ...
@@ -65,12 +65,15 @@ def root_name(root_b: bytes) -> bytes:
 
 def check_roots(kind: str, paths: object) -> None:
     """The first check of a job that walks ``paths``: a non-empty list of non-empty path
-    strings without NUL (`JobSpecError` naming the job ``kind`` otherwise)."""
+    strings without NUL, none with a ``..`` the walk would read otherwise than the kernel
+    (`check_dotdot`: it reads ``..`` lexically, as copy and move; the command line resolves
+    it first) (`JobSpecError` naming the job ``kind`` otherwise)."""
     if not isinstance(paths, list) or not paths:
         raise JobSpecError(f"{kind}: no paths given")
     for path in paths:
         if not isinstance(path, str) or not path or "\0" in path:
             raise JobSpecError(f"{kind}: invalid path {path!r}")
+        check_dotdot(kind, path)
 
 
 @dataclasses.dataclass(slots=True)

@@ -440,3 +440,34 @@ async def test_names_replace_each_root_in_digests(store_path, tmp_path):
     expected = {"t/" + os.path.relpath(p, tmp_path / "t") for p in files} | {"./one"}
     assert set(digests) == expected
     assert result["files"] == len(files) + 1
+
+
+async def test_a_dot_dot_through_a_symlink_is_refused_as_for_copy_and_move(
+    store_path, tmp_path, monkeypatch
+):
+    """``link/../x`` is, for the kernel (and the CLI, which resolves it), the x next to the
+    link's target; a hash or duplicates job read it lexically, the x beside the link,
+    another file, and a hash's output went beside the link. Refused at submission, as copy
+    and move do (`check_dotdot`); an ordinary ``../x`` is taken."""
+    from parjobs.ops import DuplicatesJob
+
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "real" / "x").write_bytes(b"named")
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "x").write_bytes(b"beside the link")
+    (tmp_path / "here" / "link").symlink_to("../real/sub")
+    monkeypatch.chdir(tmp_path / "here")
+    async with parjobs.open_manager(store_path) as manager:
+        for job in (
+            HashJob(paths=["link/../x"]),
+            DuplicatesJob(paths=["link/../x"]),
+            HashJob(paths=["x"], output="link/../digests"),
+        ):
+            with pytest.raises(parjobs.JobSpecError, match="follows a symlink"):
+                await manager.submit(job)
+        job = HashJob(paths=["../real/x"])
+        handle = await manager.submit(job)
+        assert await handle.wait() is JobStatus.COMPLETED
+        digest = xxhash.xxh3_128_hexdigest(b"named")
+        assert await digests_of(manager, handle.id, job) == {"../real/x": digest}
+    assert not (tmp_path / "here" / "digests").exists()

@@ -540,3 +540,23 @@ def test_big_decodes_wait_for_each_other_within_the_memory_budget(tmp_path):
     alone = peak_rss_of_thumbnails(tmp_path, "alone", big[:1], budget)
     together = peak_rss_of_thumbnails(tmp_path, "together", big, budget)
     assert together - alone < 40 * 1024 * 1024, (alone, together)
+
+
+async def test_a_dot_dot_through_a_symlink_is_the_kernels(store_path, tmp_path, monkeypatch):
+    """``link/../img.png`` is, for the kernel (and the CLI), the image next to the link's
+    target; the job made its paths absolute lexically and thumbnailed the image beside the
+    link, another file, into an ``out_dir`` beside the link. Both are resolved as the kernel
+    does when the job is made (its paths are absolute from then on)."""
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "here").mkdir()
+    Image.new("RGB", (40, 20), RED).save(tmp_path / "real" / "img.png")
+    Image.new("RGB", (20, 40), BLUE).save(tmp_path / "here" / "img.png")
+    (tmp_path / "here" / "link").symlink_to("../real/sub")
+    monkeypatch.chdir(tmp_path / "here")
+    job = ThumbnailJob(paths=["link/../img.png"], size=16, out_dir="link/../cache")
+    result, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED and result["made"] == 1, errors
+    out = tmp_path / "real" / "cache"
+    assert result["out_dir"] == str(out) and not (tmp_path / "here" / "cache").exists()
+    with Image.open(cached(tmp_path / "real" / "img.png", out, 16, "webp")) as thumb:
+        assert thumb.size == (16, 8)
