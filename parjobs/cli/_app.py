@@ -296,6 +296,22 @@ def _hash_prehash(args: argparse.Namespace) -> None:
         args.prehash = Prehash.start([operand_path(p) for p in args.paths])
 
 
+def expand_tilde(text: str) -> str:
+    """``~/x`` and ``~user/x`` expanded (a shell leaves them so when quoted, from a variable,
+    after ``--out=``), unless a ``~`` or ``~user`` exists here: then ``rm``, ``cp`` and
+    ``mv`` take the path as written, below that directory, and expanding it named another
+    file (``delete '~/old'`` deleted ``$HOME/old``). That is refused as ambiguous."""
+    expanded = os.path.expanduser(text)
+    first = text.split(os.sep, 1)[0]
+    if expanded != text and os.path.lexists(first):
+        raise CliError(
+            f"{text!r} is ambiguous: {first!r} exists here, and it also names "
+            f"{expanded!r}; write {os.path.join(os.curdir, text)!r} for the one here "
+            "or the full path for the other"
+        )
+    return expanded
+
+
 def operand_path(text: str) -> str:
     """A path operand as a job keeps it: absolute (a job may be resumed from another
     directory), keeping a trailing slash, and a last component ``.`` or ``..`` as ``/.``
@@ -303,7 +319,7 @@ def operand_path(text: str) -> str:
     ``..`` is resolved as the kernel does (`kernel_abspath`), which ``abspath`` does not:
     ``link/../x`` is the ``x`` next to the link's target (what ``mv``, ``cp`` and parjobs'
     delete take), not the ``x`` beside the link, another file."""
-    expanded = os.path.expanduser(text)
+    expanded = expand_tilde(text)
     named = expanded.rstrip(os.sep)
     while named.endswith(os.sep + os.curdir):  # ``x/.`` is the directory ``x``
         named = named[: -len(os.curdir)].rstrip(os.sep)

@@ -15,6 +15,7 @@ from .._job import Job, dump_job, lookup_job_type
 from .._status import JobStatus
 from .._util import names_contents
 from . import _manage
+from ._app import expand_tilde
 from ._app import operand_path as _path
 from ._errors import EXIT_OK, CliError
 from ._follow import follow_jobs
@@ -127,7 +128,7 @@ def _delete_target(text: str) -> str:
     """
     if not text:
         raise CliError("delete: refusing '': an empty path")
-    expanded = os.path.expanduser(text)
+    expanded = expand_tilde(text)
     stripped = expanded.rstrip(os.sep)
     head, _, last = stripped.rpartition(os.sep)
     if last in (".", ".."):
@@ -152,7 +153,7 @@ async def hash_(args: argparse.Namespace) -> int:
 
     output = _path(args.output) if args.output else None
     # Lines name files as typed (relative for a relative argument), as xxhsum does.
-    names = [os.path.expanduser(text) for text in args.paths]
+    names = [expand_tilde(text) for text in args.paths]
     job = HashJob(
         paths=_existing(args.paths),
         algorithm=args.algorithm,

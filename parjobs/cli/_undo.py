@@ -12,6 +12,7 @@ from .._job import registered_job_types
 from .._jsonout import dumps
 from . import _format as fmt
 from . import _manage
+from ._app import expand_tilde
 from ._errors import EXIT_ERRORS, EXIT_OK, CliError
 from ._follow import follow_jobs
 from ._render import make_renderer
@@ -54,7 +55,7 @@ def _entry_json(e: TrashEntry) -> dict[str, object]:
 
 def _find(entries: list[TrashEntry], text: str) -> TrashEntry | None:
     """The entry at ``text`` in a trash, else the newest trashed from ``text``."""
-    path = os.fsencode(os.path.abspath(os.path.expanduser(text)))
+    path = os.fsencode(os.path.abspath(expand_tilde(text)))
     for e in entries:
         if e.trashed_path == path:
             return e

@@ -219,3 +219,29 @@ def test_copy_refuses_what_it_cannot_take_as_cp_does_nothing_copied(
     line = one_error_line(forked_run(["copy", *typed, "--store", store], env=env, cwd=area))
     assert why in line, line
     assert digests(area) == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["delete", "~/old"], ["delete", "--trash", "~/old"], ["move", "~/old", "dst"], ["hash", "~"]],
+)
+def test_a_tilde_that_also_exists_here_is_refused_as_ambiguous(
+    nest: Path, tmp_path: Path, env, store, args: list[str]
+) -> None:
+    """A quoted ``'~/old'`` (or one from a variable) reaches parjobs as typed, where ``rm``,
+    ``mv`` take ``./~/old``: parjobs expanded it and deleted ``$HOME/old``, another tree. When
+    a ``~`` exists here, it is refused (nothing touched); without one it is still expanded."""
+    home = tmp_path / "area" / "home"
+    (home / "old").mkdir()
+    (home / "old" / "keep").write_bytes(b"precious")
+    (nest / "~" / "old").mkdir(parents=True)
+    (nest / "~" / "old" / "junk").write_bytes(b"junk")
+    (nest / "dst").mkdir()
+    area = tmp_path / "area"
+    before = digests(area)
+    line = one_error_line(run_in(nest, *args, env=env, store=store))
+    assert "ambiguous" in line and "'./~" in line, line
+    assert digests(area) == before
+    proc = run_in(nest.parent, "delete", "~/old", env=env, store=store)  # (no ~ there)
+    assert proc.returncode == 0, proc.stderr
+    assert not (home / "old").exists() and (nest / "~" / "old" / "junk").exists()
