@@ -11,6 +11,7 @@ the tasks in flight and those that finished in the last interval (plus one write
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import typing
@@ -101,6 +102,7 @@ class JobContext(metaclass=NoPublicConstructor):
         self._want_progress = False
         self._dirty = trio.Event()  # set when there may be something new to write
         self._writer: trio.CancelScope | None = None  # the writer's scope while it runs
+        self._write_begun = -math.inf  # (trio time) writes begin at most an interval apart
         self._closed = False
         self._items: list[ItemRow] = []
         self._failed_writes = 0  # checkpoint writes failed in a row ...
@@ -265,10 +267,12 @@ class JobContext(metaclass=NoPublicConstructor):
         with scope:
             while True:
                 await self._dirty.wait()
+                # Spaced from the last write begun (forced ones too), not from the last
+                # round: a round that found nothing new wrote nothing, and the next
+                # completion went out one interval after it, not at once.
+                await trio.sleep_until(self._write_begun + CHECKPOINT_INTERVAL)
                 self._dirty = trio.Event()
-                started = trio.current_time()
                 await self._flush(retry=True)
-                await trio.sleep_until(started + CHECKPOINT_INTERVAL)
 
     async def _flush(self, *, retry: bool = False) -> None:
         """Drain what is new and write it (shielded: a drained batch is never dropped by a
@@ -282,6 +286,7 @@ class JobContext(metaclass=NoPublicConstructor):
             if not batch:
                 return
             with trio.CancelScope(shield=True):
+                self._write_begun = trio.current_time()
                 try:
                     began = time.monotonic()
                     await self._write(batch)

@@ -119,6 +119,45 @@ async def test_the_writer_writes_at_once_then_at_most_every_interval(
         assert when - ended <= CHECKPOINT_INTERVAL + 0.01 + 1e-9
 
 
+async def test_a_round_that_wrote_nothing_does_not_hold_back_the_next_write(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The writer woken with nothing new (a job's `checkpoint` after a round that wrote it
+    all) writes nothing: a completion soon after is written at once, as after any idle
+    spell, not one interval after that empty round (it slept a full interval before), and
+    writes still start at most every `CHECKPOINT_INTERVAL`, forced ones counted."""
+    writes: list[float] = []
+
+    async def write(batch: CheckpointBatch) -> None:
+        writes.append(trio.current_time())
+        await trio.sleep(0.001)
+
+    async with trio.open_nursery() as nursery:
+        ctx = bare_context(nursery, workers=2, threads=4, write=write)
+        dispatcher = ctx.task_dispatcher()
+        async for _ in dispatcher.dispatch_many([FunctionTask(0, int)]):
+            pass
+        await trio.sleep(1)
+        assert len(writes) == 1
+        await ctx.checkpoint()  # nothing new: an empty round
+        await trio.sleep(CHECKPOINT_INTERVAL / 5)
+        assert len(writes) == 1
+        async for _ in dispatcher.dispatch_many([FunctionTask(1, int)]):
+            completed = trio.current_time()
+        await trio.sleep(0.001)
+        assert len(writes) == 2 and writes[1] - completed < 0.005  # at once
+        await trio.sleep(1)
+        # A forced write counts for the spacing: the writer's next one waits an interval.
+        async for _ in dispatcher.dispatch_many([FunctionTask(2, int)]):
+            pass
+        await ctx.checkpoint(force=True)
+        async for _ in dispatcher.dispatch_many([FunctionTask(3, int)]):
+            pass
+        await trio.sleep(1)
+        ctx._close_pool()
+    assert len(writes) == 4 and writes[3] - writes[2] >= CHECKPOINT_INTERVAL - 1e-9
+
+
 async def test_a_failed_write_keeps_its_batch_for_the_next(autojump_clock: trio.abc.Clock) -> None:
     """The store was busy (a StoreError): the background write lost its batch before; now
     the next write carries it."""
