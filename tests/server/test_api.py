@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import AsyncIterator
 
 import _jobs  # noqa: F401  (registers test-count and test-validated)
@@ -13,6 +14,7 @@ from _server import ADMIN, ALICE, BOB, Server, sse_events
 from _trees import snapshot, write
 
 import parjobs
+from parjobs.server import _auth as auth
 
 
 def make_tree(root) -> None:
@@ -247,9 +249,14 @@ async def test_auth_401_and_nothing_else(server: Server) -> None:
         assert (await c.get("/api/jobs", params={"token": ADMIN})).status_code == 401
 
 
-async def test_a_token_taken_out_of_the_file_is_refused_at_once(server: Server, caplog) -> None:
+async def test_a_token_taken_out_of_the_file_is_refused_at_the_next_look(
+    server: Server, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The tokens were read once, at start: a token removed from the file (a person who
-    should no longer see the jobs) kept working, cookie and all, until the next restart."""
+    should no longer see the jobs) kept working, cookie and all, until the next restart.
+    The gate looks at the file every `TOKEN_FILE_FRESH` (1 s; 0.05 s here, its bound is
+    tests/server/test_auth_gate.py's)."""
+    monkeypatch.setattr(auth, "TOKEN_FILE_FRESH", 0.05)
     path = server.tmp / "tokens"
 
     async def status(token: str) -> int:
@@ -261,15 +268,70 @@ async def test_a_token_taken_out_of_the_file_is_refused_at_once(server: Server, 
     new.write_text(f"{ADMIN}\n{ALICE} owner=alice\n")
     os.chmod(new, 0o600)
     os.replace(new, path)  # as an editor saves it
+    await trio.sleep(0.1)
     assert (await status(BOB), await status(ALICE), await status(ADMIN)) == (401, 200, 200)
     with open(path, "a") as f:  # written in place: the same inode, a new size and mtime
         f.write(f"{BOB} owner=bob\n")
+    await trio.sleep(0.1)
     assert await status(BOB) == 200
     os.chmod(path, 0o644)  # readable by others: exposed, no token is trusted
+    await trio.sleep(0.1)
     assert (await status(ADMIN), await status(BOB)) == (401, 401)
     assert "accessible by other users" in caplog.text
     os.chmod(path, 0o600)
+    await trio.sleep(0.1)
     assert await status(ADMIN) == 200
+
+
+async def test_a_token_file_that_hangs_holds_up_only_the_requests_that_need_it(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate stat'ed (and on a change read) the token file on the event loop: a file
+    that hangs (a home on an unreachable NFS server) stalled the whole server, its jobs,
+    ``/healthz`` and every open stream. A FIFO stands for it here (opening it waits for a
+    writer; a timer thread opens it after 8 s, else the old gate blocked this test for
+    good). The look runs in a thread now: the request waits for it, the loop goes on."""
+    monkeypatch.setattr(auth, "TOKEN_FILE_FRESH", 0.05)
+    path = server.tmp / "tokens"
+    saved = path.read_bytes()
+    os.mkfifo(server.tmp / "tokens.fifo", 0o600)
+    os.replace(server.tmp / "tokens.fifo", path)
+
+    def answer() -> None:  # a writer opens the FIFO: the look's open returns
+        os.close(os.open(path, os.O_RDWR | os.O_NONBLOCK))
+
+    timer = threading.Timer(8, answer)
+    timer.start()
+    statuses: list[int] = []
+
+    async def ask() -> None:
+        async with server.client(ADMIN) as c:
+            statuses.append((await c.get("/api/jobs")).status_code)
+
+    try:
+        await trio.sleep(0.1)
+        t0 = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask)
+            await trio.sleep(0.5)
+            async with server.client(None) as c:
+                assert (await c.get("/healthz")).status_code == 200
+            assert trio.current_time() - t0 < 4  # the old gate: 8 s, the loop blocked
+            assert statuses == []  # still waiting for the file
+            with trio.fail_after(10):
+                while not statuses:
+                    answer()
+                    await trio.sleep(0.05)
+        assert statuses == [401]  # a FIFO is no token file
+    finally:
+        timer.cancel()
+    new = server.tmp / "tokens.new"
+    new.write_bytes(saved)
+    os.chmod(new, 0o600)
+    os.replace(new, path)
+    await trio.sleep(0.1)
+    async with server.client(ADMIN) as c:
+        assert (await c.get("/api/jobs")).status_code == 200
 
 
 async def test_an_open_event_stream_ends_once_its_token_is_taken_out(
