@@ -42,6 +42,7 @@ from ._util import NoPublicConstructor
 from ._workqueue import Deliver, DeliverGroup, WorkItem
 
 if TYPE_CHECKING:  # built only when asked for (start-up: see parjobs._statistics)
+    from ._items import Identity
     from ._statistics import DispatcherStatistics
 
 T = TypeVar("T")
@@ -117,6 +118,17 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
 
     def is_completed(self, index: int) -> bool:
         return index in self._stage.completed
+
+    def keep_written(self, index: int) -> None:
+        """Keep the written identity of task ``index``'s item record once it is checkpointed
+        in this run (`written`): what a job needs again of a few of its records, without
+        reading back its whole item log."""
+        self._stage.watched.add(index)
+
+    def written(self, index: int) -> Identity | None:
+        """``(size, mtime_ns, inode)`` of the last record with a written file that task
+        ``index`` (`keep_written`) noted in this run and a checkpoint took; None if none."""
+        return self._stage.written.get(index)
 
     def statistics(self) -> DispatcherStatistics:
         """What the dispatcher and its pool are doing now (see `DispatcherStatistics`)."""

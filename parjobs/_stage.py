@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ._indexset import IndexSet, merged, to_ranges
-from ._items import ItemRow
+from ._items import Identity, ItemRow
 from ._progress import ItemError
 from ._task import Outcome, OutcomeStatus, TaskContext
 
@@ -67,6 +67,10 @@ class Stage:
         self._load_results = load_results
         self._notify = notify
         self._stored: dict[int, str] | None = None
+        #: Tasks whose written identity the job keeps (`TaskDispatcher.keep_written`), and
+        #: that of each one's last record drained here: index -> (size, mtime_ns, inode).
+        self.watched: set[int] = set()
+        self.written: dict[int, Identity] = {}
 
     def record(
         self, outcome: Outcome[Any], error: ItemError | None, tc: TaskContext | None = None
@@ -168,6 +172,11 @@ class Stage:
             self.new = []
         batch.results.extend((self.name, i, v) for i, v in self.new_results)
         batch.errors.extend(self.new_errors)
+        if self.watched:
+            watched, written = self.watched, self.written
+            for r in self.new_items:
+                if r[6] is not None and r[10] in watched:
+                    written[r[10]] = cast(Identity, r[6:9])
         batch.items.extend(self.new_items)
         batch.done_items += self.new_done
         batch.skipped_items += self.new_skipped

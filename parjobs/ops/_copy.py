@@ -411,7 +411,8 @@ class CopyJob(IntoDestination, Job):
             # done-check per entry then (this run's own tasks complete after the walk yields
             # them).
             done = dispatcher.is_completed if dispatcher.completed_count else None
-            feed = self._items(ctx, plan, dirs, links, done, bundle=bundle)
+            first_name = dispatcher.keep_written
+            feed = self._items(ctx, plan, dirs, links, done, first_name=first_name, bundle=bundle)
             async with aclosing(feed) as items:
                 async for outcome in dispatcher.dispatch_many(items):
                     count(outcome)
@@ -420,7 +421,7 @@ class CopyJob(IntoDestination, Job):
                 def link(e: Entry, f: Entry, made: Identity | None) -> LinkItem:
                     return LinkItem(e, f, plan, made)
 
-                await run_links(ctx, dispatcher.stage, links, link, count)
+                await run_links(ctx, dispatcher, links, link, count)
             progress.set_message("finishing")
             # Only a resumed run or one with failed items can have left temporaries behind.
             sweep = None
@@ -443,6 +444,7 @@ class CopyJob(IntoDestination, Job):
         links: list[tuple[Entry, Entry]],
         done: Callable[[int], bool] | None,
         *,
+        first_name: Callable[[int], object],
         bundle: int = 0,
     ) -> AsyncGenerator[Task[Any], None]:
         """One `CopyItem` per walked entry, except those ``done`` in an earlier run (a resume
@@ -452,9 +454,10 @@ class CopyJob(IntoDestination, Job):
         (`bundled`, `EntryBundle`: a file's task is built only if its bundle hands it
         back). With
         ``hard_links``, a file's later names (``(entry, first name)``) go to ``links``
-        instead, for the "links" stage; the manifest's order makes the first the same on
-        every run."""
-        hard_links = HardLinks() if self.hard_links else None
+        instead, for the "links" stage, and the index of each first name to ``first_name``
+        (`TaskDispatcher.keep_written`, for `firsts_made`); the manifest's order makes the
+        first the same on every run."""
+        hard_links = HardLinks(first_name) if self.hard_links else None
         # Directories an earlier run made: not new to this one (`DestTree.is_new`), so their
         # files cannot take the group path (`copy_group`) and go as plain tasks, which the
         # pool keeps on fewer threads than groups (a copy alone holds the GIL most of its

@@ -587,7 +587,10 @@ class MoveJob(IntoDestination, Job):
             bundle = 0 if ctx.clustered and plan.portable else dispatcher.workers  # (as a copy)
             # Nothing completed in the stage: no done-check per entry (as a copy).
             done = dispatcher.is_completed if dispatcher.completed_count else None
-            feed = self._items(ctx, plan, order, by_copy, dirs, links, done, bundle=bundle)
+            first_name = dispatcher.keep_written
+            feed = self._items(
+                ctx, plan, order, by_copy, dirs, links, done, first_name=first_name, bundle=bundle
+            )
             async with aclosing(feed) as items:
                 async for outcome in dispatcher.dispatch_many(items):
                     tally.count(outcome)  # (the manager checkpoints in the background)
@@ -596,7 +599,7 @@ class MoveJob(IntoDestination, Job):
                 def link(e: Entry, f: Entry, made: Identity | None) -> MoveLinkItem:
                     return MoveLinkItem(e, f, plan, made)
 
-                await run_links(ctx, dispatcher.stage, links, link, tally.count)
+                await run_links(ctx, dispatcher, links, link, tally.count)
             progress.finalize_totals()  # (the walk did, if there was one)
             progress.set_message("finishing")
             removed = [0]
@@ -631,16 +634,17 @@ class MoveJob(IntoDestination, Job):
         links: list[tuple[Entry, Entry]],
         done: Callable[[int], bool] | None,
         *,
+        first_name: Callable[[int], object],
         bundle: int = 0,
     ) -> AsyncGenerator[Task[Any], None]:
         """One `MoveItem` per walked entry, except those ``done`` in an earlier run (None:
         nothing is done yet; the group path is decided once per batch), small files in
         bundles of their entries with ``bundle`` (as for a copy); across filesystems, a
         file's later names (``(entry, first name)``) go to ``links`` instead, for the
-        "links" stage (as for a copy)."""
+        "links" stage, and each first name's index to ``first_name`` (as for a copy)."""
         if not order:
             return
-        hard_links = HardLinks()
+        hard_links = HardLinks(first_name)
         made_before: set[bytes] = set()  # as `CopyJob._items`: their files go as plain tasks
         roots = [plan.roots[i] for i in order]
         names = [plan.names[i] for i in order]

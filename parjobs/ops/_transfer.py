@@ -19,6 +19,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 import trio
 
 from .._context import JobContext
+from .._dispatch import TaskDispatcher
 from .._exceptions import JobSpecError, Skip
 from .._items import Identity, ItemRow, fingerprint
 from .._job import validating_stored
@@ -1435,24 +1436,34 @@ _LOG_PAGE = 5000
 
 
 async def firsts_made(
-    ctx: JobContext, stage: str, links: Sequence[tuple[Entry, Entry]]
+    ctx: JobContext, firsts: TaskDispatcher, links: Sequence[tuple[Entry, Entry]]
 ) -> dict[int, Identity]:
     """The copy this job made of each ``first`` of ``links`` (``(later name, first)``) in
-    ``stage``, this run or an earlier one, by the first's index: the identity its item
-    record holds (size, mtime_ns, inode). The only file a later name may be linked to
+    the stage ``firsts``, this run or an earlier one, by the first's index: the identity its
+    item record holds (size, mtime_ns, inode). The only file a later name may be linked to
     (`link_first`): a file of the same size and mtime at the first's name may be the
     user's (a conflict policy kept it) or an earlier job's copy. A copy found in place on
     resume (its record lost to a kill) is recorded "present" with its identity once its
-    bytes are the source's (`CopyItem._file`). Read from the job's log once the run's
-    records so far are stored; a first with none (skipped, renamed, failed) is absent."""
-    wanted = {first.index for _, first in links}
+    bytes are the source's (`CopyItem._file`). Once the run's records so far are stored:
+    this run's kept on the way (`TaskDispatcher.keep_written`, asked for every first name
+    as it was walked), the job's log read only for firsts done without one (by an earlier
+    run, or skipped): reading it all for every copy with hard links took seconds of a large
+    tree's copy. A first with none (skipped, renamed, failed) is absent."""
     await ctx.checkpoint(force=True)
     made: dict[int, Identity] = {}
-    after = 0
-    while page := await ctx.job_items(ctx.job_id, after=after, limit=_LOG_PAGE):
+    earlier: set[int] = set()
+    for _, first in links:
+        i = first.index
+        kept = firsts.written(i)
+        if kept is not None:
+            made[i] = kept
+        elif firsts.is_completed(i):
+            earlier.add(i)
+    after, stage = 0, firsts.stage
+    while earlier and (page := await ctx.job_items(ctx.job_id, after=after, limit=_LOG_PAGE)):
         for record in page:
             w = record.written
-            if w is not None and record.index in wanted and record.stage == stage:
+            if w is not None and record.index in earlier and record.stage == stage:
                 made[record.index] = (w.size, w.mtime_ns, w.inode)
         after = page[-1].seq
     return made
@@ -1460,7 +1471,7 @@ async def firsts_made(
 
 async def run_links(
     ctx: JobContext,
-    firsts: str,
+    firsts: TaskDispatcher,
     links: Sequence[tuple[Entry, Entry]],
     make: Callable[[Entry, Entry, Identity | None], Task[CopyDone]],
     count: Callable[[Any], object],

@@ -114,17 +114,24 @@ class Entry:
 class HardLinks:
     """Which walked files are later names of a file met before (hard links in the tree):
     the first name met, in walk order (the manifest's, so the same on every run), is the
-    one a copy writes; the others link to it. Holds files with several links only."""
+    one a copy writes; the others link to it. Holds files with several links only. Each
+    first name's index goes to ``on_first`` as it is met (`TaskDispatcher.keep_written`: the
+    links need the copy made of it, `firsts_made`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_first: Callable[[int], object] | None = None) -> None:
         self.firsts: dict[tuple[int, int], Entry] = {}
+        self.on_first = on_first
 
     def first_of(self, entry: Entry) -> Entry | None:
         """The first name of ``entry``'s file, when ``entry`` is a later one; else None."""
         if entry.nlink < 2 or entry.kind != "file":
             return None
         first = self.firsts.setdefault((entry.dev, entry.ino), entry)
-        return None if first is entry else first
+        if first is not entry:
+            return first
+        if self.on_first is not None:
+            self.on_first(entry.index)
+        return None
 
 
 def _kind_of(mode: int) -> Kind:

@@ -1731,6 +1731,52 @@ async def test_hard_links_inside_the_tree_stay_linked(store_path: str, tmp_path:
     assert all(r.written and r.written.inode in (f, big) for r in items if r.action == "linked")
 
 
+def _log_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The records each `JobContext.job_items` call of the jobs returns, from now on."""
+    reads: list[int] = []
+    real = parjobs.JobContext.job_items
+
+    async def job_items(self: parjobs.JobContext, job_id: str, **kw: int) -> Any:
+        page = await real(self, job_id, **kw)
+        reads.append(len(page))
+        return page
+
+    monkeypatch.setattr(parjobs.JobContext, "job_items", job_items)
+    return reads
+
+
+async def test_the_links_of_a_copy_read_none_of_its_item_log_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later name is linked to the copy the job made of its first (`firsts_made`), which
+    read the job's whole item log back, every record of every file, for a few links: 4.2 s
+    of a 13.5 s copy of 50,000 files with 100 hard links. The copies made in the run are
+    kept as their records are checkpointed: none is read back. Resumed after its first
+    names were copied, the log is read for them, and the names are linked still."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", str(tmp_path / "jobs.sqlite")
+    (src / "s").mkdir(parents=True)
+    for k in range(300):
+        write(src / "s" / f"p{k:03}", b"plain")
+    write(src / "s" / "a", b"three names")
+    os.link(src / "s" / "a", src / "s" / "b")
+    os.link(src / "s" / "a", src / "s" / "c")
+    reads = _log_reads(monkeypatch)
+    async with parjobs.open_manager(db) as m:
+        result = await (await m.submit(CopyJob(sources=[str(src)], destination=str(dst)))).result()
+    assert (result["linked"], reads) == (2, [])
+    assert {os.stat(dst / "s" / n).st_ino for n in "abc"} == {os.stat(dst / "s" / "a").st_ino}
+    monkeypatch.setattr(smallfiles_mod, "fastcopy", None)  # items one by one, in walk order
+    async with parjobs.open_manager(db, workers=1) as m:
+        job = CopyJob(sources=[str(src)], destination=str(tmp_path / "again"))
+        handle = await pause_at(m, job, copy_mod.CopyItem, b"p000", monkeypatch)  # after a
+        await m.resume(handle.id)
+        result = await handle.result()
+    assert result["linked"] == 2 and sum(reads) >= 300
+    again = tmp_path / "again" / "s"
+    assert {os.stat(again / n).st_ino for n in "abc"} == {os.stat(again / "a").st_ino}
+    assert snapshot(tmp_path / "again") == snapshot(src)
+
+
 async def test_no_hard_links_copies_each_name_apart(store_path: str, tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     linked_tree(src, tmp_path / "outside")
