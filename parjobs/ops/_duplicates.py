@@ -662,7 +662,7 @@ def _scan_tree(
             return prescan.take(stopped)
         scanned: Scanned | None = _hashing.fastscan.scan_tree(normalized, min_size, stopped)
         return scanned
-    found = list_files(roots, stopped)
+    found = list_files([os.fsdecode(root) for root in scan_roots(roots)], stopped)
     if found is None:
         return None
     files, errors = found

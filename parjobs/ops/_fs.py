@@ -491,6 +491,23 @@ def _names_dir(path: str) -> bool:
     return path.endswith(os.sep) or names_contents(path)
 
 
+def ancestor_ids(st: os.stat_result, path: str | bytes) -> set[tuple[int, int]]:
+    """(device, inode) of the existing directory ``path`` (stat ``st``) and of every
+    directory above it, found through ``..`` as the kernel sees it (bind mounts included)."""
+    ids = {(st.st_dev, st.st_ino)}
+    here = os.fsencode(path)
+    while True:
+        here = here + b"/.."
+        try:
+            up = os.stat(here)
+        except OSError:
+            return ids
+        key = (up.st_dev, up.st_ino)
+        if key in ids:  # "/.." is "/"
+            return ids
+        ids.add(key)
+
+
 def check_slash(kind: str, path: str, *, link_ok: bool) -> None:
     """Refuse a source or a path to delete written with a trailing ``/`` that names no
     directory: POSIX path resolution makes ``a/`` a directory, so ``rm``, ``mv``, ``cp``

@@ -1,9 +1,9 @@
 """Where a job may write: checks of destination directories made before a job exists, and
 the identity of a destination kept across runs.
 
-* `existing_prefix` and `ancestor_ids` compare directories by device and inode, as ``cp``
-  does, so a destination reached through a bind mount, a symlink or a relative path is still
-  seen to be inside a source.
+* `existing_prefix` and `parjobs.ops._fs.ancestor_ids` compare directories by device and
+  inode, as ``cp`` does, so a destination reached through a bind mount, a symlink or a
+  relative path is still seen to be inside a source.
 * `check_writable_dir` refuses, at validate time, a place no job could write to: not a
   directory, not writable, or on a kernel pseudo-filesystem (``/proc``, ``/sys``...), where
   creating files fails in odd ways (ENOENT in ``/proc``) only once the job runs.
@@ -59,23 +59,6 @@ def existing_prefix(path: str) -> tuple[str, os.stat_result]:
             if parent == here:
                 raise
             here = parent
-
-
-def ancestor_ids(st: os.stat_result, path: str) -> set[tuple[int, int]]:
-    """(device, inode) of the existing directory ``path`` (stat ``st``) and of every
-    directory above it, found through ``..`` as the kernel sees it (bind mounts included)."""
-    ids = {(st.st_dev, st.st_ino)}
-    here = os.fsencode(path)
-    while True:
-        here = here + b"/.."
-        try:
-            up = os.stat(here)
-        except OSError:
-            return ids
-        key = (up.st_dev, up.st_ino)
-        if key in ids:  # "/.." is "/"
-            return ids
-        ids.add(key)
 
 
 def check_writable_dir(kind: str, what: str, path: str, st: os.stat_result) -> None:

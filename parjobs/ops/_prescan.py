@@ -25,13 +25,15 @@ This module imports no trio and nothing of the core: the CLI loads it before the
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 
 from . import _hashing
-from ._fs import root_path
+from ._fs import ancestor_ids, root_path
 
 #: What the scan returns (`_duplicates._scan_tree`): candidates, errors, regular files
 #: found; None when it was stopped.
@@ -40,8 +42,45 @@ Scanned = tuple[list[tuple[int, bytes, int]], list[tuple[bytes, str]], int]
 
 def scan_roots(paths: Sequence[str]) -> list[bytes]:
     """The roots the scan lists for a job's ``paths``: each as the walk reads it
-    (`parjobs.ops._fs.root_path`: ``link/`` is the directory it names), as bytes."""
-    return [root_path(path) for path in paths]
+    (`parjobs.ops._fs.root_path`: ``link/`` is the directory it names), as bytes, without
+    those another one covers (`distinct_roots`)."""
+    return distinct_roots([root_path(path) for path in paths])
+
+
+def distinct_roots(roots: list[bytes]) -> list[bytes]:
+    """``roots`` without any that is inside another or the same as an earlier one, by device
+    and inode through ``..`` as the kernel sees it (`ancestor_ids`): ``dupes x ./x``,
+    ``dupes x x/sub`` and ``dupes x link/`` (a link to x) listed each file twice and found
+    it a duplicate of itself, so deleting "the other copy" deleted the only one. (Hard
+    links are one file already: the scan keeps one name per inode of several names.) A
+    root that cannot be stat'ed is kept, for the walk to report; one root is not stat'ed."""
+    if len(roots) < 2:
+        return roots
+    seen: list[tuple[tuple[int, int], set[tuple[int, int]]] | None] = []
+    for root in roots:
+        try:
+            st = os.lstat(root)  # (``link/`` follows the link, as the walk reads it)
+            if stat.S_ISDIR(st.st_mode):
+                chain = ancestor_ids(st, root)
+            else:
+                stripped = root.rstrip(b"/")
+                parent = os.path.dirname(stripped) or (b"/" if stripped[:1] == b"/" else b".")
+                chain = ancestor_ids(os.stat(parent), parent) | {(st.st_dev, st.st_ino)}
+        except OSError:
+            seen.append(None)
+            continue
+        seen.append(((st.st_dev, st.st_ino), chain))
+    kept = []
+    for j, root in enumerate(roots):
+        mine = seen[j]
+        covered = mine is not None and any(
+            other is not None and other[0] in mine[1] and (other[0] != mine[0] or i < j)
+            for i, other in enumerate(seen)
+            if i != j
+        )
+        if not covered:
+            kept.append(root)
+    return kept
 
 
 #: Linux's ``CLOCK_REALTIME_COARSE`` (which ``time`` does not name): the clock the kernel

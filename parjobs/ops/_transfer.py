@@ -35,6 +35,7 @@ from ._fs import (
     KINDS,
     At,
     absolute_root,
+    ancestor_ids,
     check_dotdot,
     check_replaceable,
     check_slash,
@@ -51,7 +52,6 @@ from ._fs import (
 from ._names import job_token, stored_token
 from ._partials import sweep_temporaries, tmp_name
 from ._paths import (
-    ancestor_ids,
     check_identity,
     check_writable_dir,
     dir_identity,

@@ -1082,3 +1082,28 @@ async def test_a_job_an_older_version_stored_is_refused_by_it_once_this_code_ran
         with pytest.raises(JobLoadError, match="newer than this code's version 1; upgrade"):
             load_job(info.type, info.version, info.spec)
     assert load_job(info.type, info.version, info.spec) == DuplicatesJob(paths=[str(root)])
+
+
+async def test_a_file_reached_through_two_roots_is_not_its_own_duplicate(
+    store_path, tmp_path, monkeypatch, scan_path
+):
+    """Roots that overlap (the same directory written twice, ``./x``, a directory inside
+    another, a symlink to it written ``link/``, a file inside another root) listed a file
+    once per root: it was reported as a duplicate of itself (``x/a`` twice, its bytes
+    "reclaimable"), and deleting "the other copy" deletes the only one. Each file is listed
+    once; a real copy is still found."""
+    x = tmp_path / "x"
+    (x / "sub").mkdir(parents=True)
+    _write(x / "a", b"only one" * 100)
+    _write(x / "sub" / "b", b"alone too" * 100)
+    _write(x / "sub" / "c", b"a real pair" * 100)
+    _write(tmp_path / "c-copy", b"a real pair" * 100)
+    os.symlink("x", tmp_path / "link")
+    monkeypatch.chdir(tmp_path)
+    paths = ["x", "./x", f"{x}/sub", "link/", "x/a", "c-copy", f"{x}/."]
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=paths))
+        result = await handle.result()
+    groups = [sorted(g["paths"]) for g in result["groups"]]
+    assert groups == [["c-copy", "x/sub/c"]], result["groups"]  # (as the first root names it)
+    assert result["duplicate_files"] == 1 and result["files_scanned"] == 4
