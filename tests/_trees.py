@@ -210,12 +210,14 @@ async def pause_at(
 def reached_in_small_steps(root: Path, mp: pytest.MonkeyPatch) -> Path:
     """``root``: a file ``first``, then 40 directories of 6 files, which a copy or move
     walks and reaches in small steps (walk batches of 8 entries, its reach raised by none
-    ahead, a task a file in the dispatch window), so a job of one worker paused at ``first``
-    (`pause_at`) has not reached the last directory. Returns its last file."""
+    ahead and past each task alone, a task a file in the dispatch window), so a job of one
+    worker paused at ``first`` (`pause_at`) has not reached the last directory.
+    Returns its last file."""
     from parjobs.ops import _transfer, _walk
 
     mp.setattr(_walk, "SLICE_ENTRIES", 8)
     mp.setattr(_transfer, "REACH_AHEAD", 0, raising=False)  # (older code: none)
+    mp.setattr(_transfer, "COVER_MAX", 0, raising=False)  # a task at a time (older: so)
     mp.setattr(_transfer, "BUNDLE_MAX", 1)
     root.mkdir(parents=True)
     write(root / "first", b"1")

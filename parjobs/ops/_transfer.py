@@ -13,7 +13,7 @@ import os
 import stat
 import threading
 from collections import Counter
-from collections.abc import AsyncGenerator, Awaitable, Callable, Container, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Container, Sequence
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import trio
@@ -58,7 +58,7 @@ from ._paths import (
     existing_prefix,
 )
 from ._srctree import SourceDirs
-from ._walk import Entry
+from ._walk import SLICE_ENTRIES, Entry
 
 T = TypeVar("T")
 
@@ -416,10 +416,14 @@ async def open_plan(ctx: JobContext, make: Callable[[bool, Any], CopyPlan]) -> C
     return plan
 
 
-#: A run marks entries as reached this many past the highest it hands to its workers
-#: (`cover`): a forced checkpoint per this many entries at most, and at most this many
-#: more names that a resumed run compares byte for byte when it finds them in the way.
+#: A run marks entries as reached this many past the walked batch (or `COVER_MAX` of it)
+#: it hands to its workers (`covered`): a forced checkpoint per batch at most, and at
+#: most that many and this many more names that a resumed run compares byte for byte when
+#: it finds them in the way.
 REACH_AHEAD = 1024
+#: The most of a walked batch one raise of the reach covers past the task that passed it
+#: (`covered`): a walk's slice at most, so one forced checkpoint per slice.
+COVER_MAX = SLICE_ENTRIES
 #: The reach of a resumed job whose earlier runs kept none (begun by an older parjobs):
 #: every entry.
 _EVERY = 2**62
@@ -432,18 +436,28 @@ def _earlier_reach(ctx: JobContext) -> int:
     return int(reach)
 
 
-async def covered(ctx: JobContext, tasks: Iterable[Task[Any]]) -> AsyncGenerator[Task[Any], None]:
-    """``tasks`` (a copy's or move's, about to be handed to the workers), each once this run's
-    reach (``ctx.state["reach"]``) covers the entries it stands for, checkpointed: raised
-    `REACH_AHEAD` past the task's highest index, with a forced checkpoint, when it does not.
-    So a resumed run knows which names in the way may hold the job's own output
-    (`CopyPlan.reached`): at most those of the tasks the dispatcher had pulled (its window)
-    and of `REACH_AHEAD` entries more."""
+async def covered(ctx: JobContext, tasks: Sequence[Task[Any]]) -> AsyncGenerator[Task[Any], None]:
+    """``tasks`` (a copy's or move's walked batch, about to be handed to the workers), each
+    once this run's reach (``ctx.state["reach"]``) covers the entries it stands for,
+    checkpointed: when it does not, raised with one forced checkpoint to cover the rest of
+    the batch, `COVER_MAX` entries of it at most (a walk's slice: one checkpoint for it; a
+    resumed run's replayed manifest, one batch, is covered a slice at a time), and
+    `REACH_AHEAD` entries more. So a resumed run knows which names in the way may hold the
+    job's own output (`CopyPlan.reached`): at most those of the tasks the dispatcher had
+    pulled (its window), `COVER_MAX` and `REACH_AHEAD` entries more. (Raised
+    `REACH_AHEAD` past each task that passed it, a first slice of 3,000 small files cost
+    three forced checkpoints before its first bundles could run.)"""
     state = ctx.state
+    last = -1  # the batch's highest index, once needed
     for task in tasks:
         top = max(map(_INDEX, task.members)) if type(task) is EntryBundle else task.index
         if top > state["reach"]:
-            state["reach"] = top + REACH_AHEAD
+            if last < 0:
+                last = max(
+                    max(map(_INDEX, t.members)) if type(t) is EntryBundle else t.index
+                    for t in tasks
+                )
+            state["reach"] = min(last, top + COVER_MAX) + REACH_AHEAD
             await ctx.checkpoint(force=True)
         yield task
 

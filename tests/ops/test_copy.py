@@ -1222,6 +1222,43 @@ async def test_beyond_what_earlier_runs_reached_nothing_is_taken_for_the_jobs_ow
     assert snapshot(dst / "t") == snapshot(src / "t")
 
 
+async def test_a_walked_batch_is_reached_with_one_forced_checkpoint(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reach covers a walked batch at once: one forced checkpoint before its first
+    task, not one each time a task passed the reach (`REACH_AHEAD` apart: three for the
+    first slice of 3,000 small files, before the first bundles ran). The reach then
+    covers the whole batch, checkpointed before any of its tasks ran."""
+    from parjobs._context import JobContext
+    from parjobs.ops import _transfer
+
+    monkeypatch.setattr(_transfer, "REACH_AHEAD", 16)
+    monkeypatch.setattr(walk_mod, "FIRST_SLICE_SECONDS", 60.0, raising=False)  # one batch
+    monkeypatch.setattr(walk_mod, "SLICE_SECONDS", 60.0)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "d").mkdir(parents=True)
+    for k in range(300):
+        write(src / "d" / f"f{k:03}", b"x" * k)
+    forced: list[int] = []
+    real = JobContext.checkpoint
+
+    async def checkpoint(self: JobContext, *, force: bool = False, **kwargs: Any) -> None:
+        if force and self.state.get("reach", -1) >= 0:
+            forced.append(self.state["reach"])
+        await real(self, force=force, **kwargs)
+
+    monkeypatch.setattr(JobContext, "checkpoint", checkpoint)
+    async with parjobs.open_manager(store_path, workers=2) as m:
+        handle = await m.submit(CopyJob(sources=[str(src)], destination=str(dst), into=True))
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.COMPLETED
+    assert snapshot(dst / "src") == snapshot(src)
+    # The plan's (the destination's identity: reach 16), then the batch's (the directory
+    # and its files, indices 1-301: 301 + 16), the job's last: the batch's tasks cost one.
+    reaches = sorted(set(forced))
+    assert reaches == [16, 301 + 16], forced
+
+
 async def test_kill_9_then_resume_keeps_a_conflict_of_the_sources_size_and_mtime(
     store_path: str, tmp_path: Path
 ) -> None:
