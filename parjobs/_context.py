@@ -97,7 +97,7 @@ class JobContext(metaclass=NoPublicConstructor):
         self._on_store_pause = on_store_pause
         self._saved_state = json.dumps(state, sort_keys=True)
         self._checkpoint_lock = trio.Lock()
-        # What a failed write kept, written with the next one (None: nothing pending).
+        # What a failed write kept, written again before the next one (None: nothing).
         self._pending: CheckpointBatch | None = None
         self._want_progress = False
         self._dirty = trio.Event()  # set when there may be something new to write
@@ -276,36 +276,49 @@ class JobContext(metaclass=NoPublicConstructor):
 
     async def _flush(self, *, retry: bool = False) -> None:
         """Drain what is new and write it (shielded: a drained batch is never dropped by a
-        cancellation). A store error keeps the batch for the next write; it is raised too
-        unless ``retry`` (the writer: it tries again on its next round)."""
+        cancellation). A store error keeps the batch, written again before anything newer;
+        it is raised too unless ``retry`` (the writer: it tries again on its next round).
+
+        A failed write may have committed all the same, its answer lost (a connection cut
+        as it committed): written again with more in it, its counts, item records and
+        errors were recorded twice ("28 done" of 22, each file twice in the item log). It
+        goes again alone now, as it was, and the store skips it if it finds its `mark`."""
         async with self._checkpoint_lock:
-            batch = self._pending if self._pending is not None else CheckpointBatch()
-            self._pending = None
+            if self._pending is not None:
+                pending, self._pending = self._pending, None
+                pending.retried = True
+                if not await self._write_batch(pending, retry):
+                    return
+            batch = CheckpointBatch(mark=os.urandom(8).hex())
             self._drain(batch, self._want_progress)
             self._want_progress = False
-            if not batch:
-                return
-            with trio.CancelScope(shield=True):
-                self._write_begun = trio.current_time()
-                try:
-                    began = time.monotonic()
-                    await self._write(batch)
-                    CHECKPOINT_SECONDS.observe(time.monotonic() - began)
-                except StoreError as exc:
-                    self._pending = batch
-                    if not retry:
-                        raise
-                    self._dirty.set()
-                    if not self._failed_writes:
-                        self._failing_since = began
-                    self._failed_writes += 1
-                    failing = time.monotonic() - self._failing_since
-                    if self._failed_writes >= FAILED_WRITES_TO_PAUSE and (
-                        failing >= PAUSE_AFTER_FAILING
-                    ):
-                        self._stop_unrecorded(exc)
-                else:
-                    self._failed_writes = 0
+            if batch:
+                await self._write_batch(batch, retry)
+
+    async def _write_batch(self, batch: CheckpointBatch, retry: bool) -> bool:
+        """Write ``batch`` (see `_flush`); False when the store failed (kept pending)."""
+        with trio.CancelScope(shield=True):
+            self._write_begun = trio.current_time()
+            try:
+                began = time.monotonic()
+                await self._write(batch)
+                CHECKPOINT_SECONDS.observe(time.monotonic() - began)
+            except StoreError as exc:
+                self._pending = batch
+                if not retry:
+                    raise
+                self._dirty.set()
+                if not self._failed_writes:
+                    self._failing_since = began
+                self._failed_writes += 1
+                failing = time.monotonic() - self._failing_since
+                if self._failed_writes >= FAILED_WRITES_TO_PAUSE and (
+                    failing >= PAUSE_AFTER_FAILING
+                ):
+                    self._stop_unrecorded(exc)
+                return False
+            self._failed_writes = 0
+        return True
 
     def _stop_unrecorded(self, exc: StoreError) -> None:
         """Checkpoints keep failing: pause the job rather than run all its tasks unrecorded
@@ -330,7 +343,10 @@ class JobContext(metaclass=NoPublicConstructor):
         if state != self._saved_state:
             batch.state = self._saved_state = state
         if batch or save_progress:
-            batch.progress = json.dumps(self.progress.snapshot().to_json())
+            snapshot = self.progress.snapshot().to_json()
+            if batch.mark is not None:
+                snapshot["checkpoint"] = batch.mark  # (`Progress.from_json` leaves it out)
+            batch.progress = json.dumps(snapshot)
         return batch
 
     def _close_pool(self) -> None:

@@ -90,6 +90,11 @@ class CheckpointBatch:
     state: str | None = None  # JSON, only when it changed
     first_seq: int = 0  # set by the store: the ``seq`` it gave ``items[0]``
     progress: str | None = None  # JSON snapshot
+    #: A random id the job's context gives the batch, stored in its progress snapshot (key
+    #: ``checkpoint``): a write tried again after it failed (``retried``) is skipped when
+    #: the store finds it there, since it committed then and only its answer was lost.
+    mark: str | None = None
+    retried: bool = False
 
     def __bool__(self) -> bool:
         return bool(

@@ -846,6 +846,8 @@ class SQLiteJobStore:
 
     def _checkpoint(self, job_id: str, batch: CheckpointBatch, holder: str | None) -> None:
         with self._tx() as c:
+            if batch.retried and self._written(c, job_id, batch.mark):
+                return  # its first write committed; only its answer was lost
             for stage, ranges in batch.ranges.items():
                 c.executemany(
                     "INSERT INTO completed(job_id, stage, start, stop) VALUES (?,?,?,?)",
@@ -915,6 +917,18 @@ class SQLiteJobStore:
             cur = c.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE {where}", params)
             if holder is not None and cur.rowcount != 1:  # rolls the whole batch back
                 raise LeaseError(f"job {job_id} is no longer leased to this process")
+
+    def _written(self, c: sqlite3.Connection, job_id: str, mark: str | None) -> bool:
+        """Whether the job's stored progress snapshot is the one of the checkpoint marked
+        ``mark`` (`CheckpointBatch.mark`): that checkpoint was written, and nothing since."""
+        row = c.execute("SELECT progress FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if mark is None or row is None or row[0] is None:
+            return False
+        try:
+            stored = json.loads(row[0])
+        except ValueError:
+            return False
+        return isinstance(stored, dict) and stored.get("checkpoint") == mark
 
     def _insert_items(self, c: sqlite3.Connection, job_id: str, items: list[ItemRow]) -> int:
         """Append ``items`` to the job's log, numbered on from its last ``seq``; return the

@@ -1149,3 +1149,40 @@ async def test_a_queued_job_steered_while_the_store_fails_rests_once_it_works(
     with open(cleaned) if os.path.exists(cleaned) else open(os.devnull) as f:
         assert f.read() == ("" if steer == "pause" else "begin cancelled\nend\n")
     assert read_log(store.log) == []
+
+
+@pytest.mark.both_stores
+async def test_a_checkpoint_written_whose_answer_was_lost_is_recorded_once(
+    store_path: str, tmp_path: Path
+) -> None:
+    """A checkpoint commits but its answer is lost (the connection failing as it committed:
+    the manager sees a `StoreError`). Its batch was kept and written again with what came
+    next, so its completions, bytes and item records were recorded twice (done 28 of 22,
+    six files twice in the item log, for one lost batch of six). The retry finds its own
+    mark in the store and writes nothing twice."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:02}").write_bytes(b"x" * (i + 1))
+    async with parjobs.open_manager(store_path, workers=2) as m:
+        real = m._db
+        lost: list[int] = []
+
+        async def db(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            done = await real(fn, *args, **kwargs)
+            if getattr(fn, "__name__", "") == "checkpoint" and not lost and args[1].items:
+                lost.append(len(args[1].items))
+                raise parjobs.StoreError("lost the answer of the job store")
+            return done
+
+        m._db = db  # type: ignore[method-assign]
+        handle = await m.submit(CopyJob(sources=[str(src)], destination=str(tmp_path / "dst")))
+        with trio.fail_after(30):
+            assert await handle.wait() is JobStatus.COMPLETED
+        info = await m.get(handle.id)
+        items = await m.items(handle.id)
+    assert lost and lost[0] > 0
+    assert (info.done_items, info.done_bytes) == (42, sum(range(1, 41)))  # 40 files, 2 dirs
+    assert sorted(r.source for r in items) == sorted({r.source for r in items})
+    copied = sorted(os.path.basename(r.source) for r in items if r.action == "copied")
+    assert copied == sorted(["src", *(f"f{i:02}" for i in range(40))])
