@@ -220,12 +220,13 @@ class ClusterBridge:
         scheduler does not answer. A caller's own client is left to the caller."""
         if not isinstance(self.target, str) or self._client.status not in ("closing", "closed"):
             return
-        now = time.monotonic()
-        if now - self._reconnect_at < RECONNECT_EVERY:
+        if time.monotonic() - self._reconnect_at < RECONNECT_EVERY:
             raise ClusterError("the Dask scheduler is gone (its client closed)")
-        self._reconnect_at = now
-        self._disconnect(keep_local=True)
-        self._connect()
+        try:
+            self._disconnect(keep_local=True)
+            self._connect()
+        finally:  # (from the attempt's end: it may take the whole connect timeout)
+            self._reconnect_at = time.monotonic()
         _log.warning("parjobs cluster: connected again to the Dask scheduler at %s", self.target)
 
     def _disconnect(self, keep_local: bool = False) -> None:

@@ -370,7 +370,8 @@ async def test_a_manager_sends_again_once_its_dead_scheduler_is_back(
     scheduler has been gone for its connect timeout, and every group this manager sent
     after failed at once ("Client is closed"), for as long as it lived: a `parjobs worker`
     or `parjobs serve` failed every item of every later job. A new client is made now:
-    a job submitted once the scheduler is back completes."""
+    a job submitted while the scheduler is gone fails promptly, naming it, and one
+    submitted once it is back completes."""
     import parjobs._cluster
 
     monkeypatch.setattr(parjobs._cluster, "CONNECT_TIMEOUT", 2.0)
@@ -386,6 +387,13 @@ async def test_a_manager_sends_again_once_its_dead_scheduler_is_back(
                 assert await first.wait() is JobStatus.COMPLETED
             cluster.kill()
             await trio.sleep(4)  # past the client's connect timeout: it closed itself
+            # Meanwhile its groups fail at once, saying why: one connect attempt at a time
+            # (each up to the connect timeout), not one per group.
+            during = await manager.submit(WhereJob(n=32, log=str(tmp_path / "log-during")))
+            with trio.fail_after(15):
+                assert await during.wait() is JobStatus.COMPLETED_WITH_ERRORS
+            errors = await manager.errors(during.id)
+            assert len(errors) == 32 and all("scheduler" in e.message for e in errors)
             cluster.start()
             log = str(tmp_path / "log2")
             with trio.fail_after(120):
