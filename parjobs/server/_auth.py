@@ -20,7 +20,8 @@ long, not at the next restart; a file that can no longer be used (gone, readable
 malformed) refuses every token until it is fixed, and says why on the ``parjobs.server``
 logger. A streamed response (an event stream) whose token no longer holds ends at its next
 chunk. A token file that hangs (a home on an unreachable NFS server) holds up the requests
-that need it, not the event loop: the jobs, ``/healthz`` and the other requests go on.
+that need it, not the event loop (the jobs and ``/healthz`` go on), and those for at most
+`TOKEN_FILE_WAIT` seconds: then they are answered 503, an open event stream ends.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: (0.3 ms at load 16 against a 1 us ``stat``): once a second, not per request and per
 #: event-stream chunk. A module attribute, read at each request.
 TOKEN_FILE_FRESH = 1.0
+#: How long a request waits for a look at the token file (seconds) before it is answered
+#: 503: a file that hangs (an unreachable NFS home) leaves no request waiting for good.
+TOKEN_FILE_WAIT = 10.0
 
 
 class TokenFileError(ParjobsError):
@@ -231,30 +235,42 @@ class AuthGate:
         #: and no second one starts.
         self._look_limiter = trio.CapacityLimiter(1)
 
-    async def _follow_token_file(self) -> None:
+    async def _follow_token_file(self) -> bool:
         """Take the token file's tokens again if it changed since it was read, looking at
         most every `TOKEN_FILE_FRESH` seconds, in a thread: a ``stat`` on the event loop
         per request and per event-stream chunk stalled the whole server (the jobs too)
         when the file hung, and the ``stat`` missed a rewrite of the same size within one
-        mtime tick (the bytes are compared now)."""
+        mtime tick (the bytes are compared now). False when the look did not answer within
+        `TOKEN_FILE_WAIT` seconds: no token can be trusted now (the look that hangs is left
+        to its thread, which no other look shares)."""
         if self.token_file is None or trio.current_time() < self._looked + TOKEN_FILE_FRESH:
+            return True
+        with trio.move_on_after(TOKEN_FILE_WAIT):
+            async with self._looking:
+                began = trio.current_time()
+                if began >= self._looked + TOKEN_FILE_FRESH:  # (else looked while it waited)
+                    key, tokens = await trio.to_thread.run_sync(
+                        _read_tokens,
+                        self.token_file,
+                        limiter=self._look_limiter,
+                        abandon_on_cancel=True,
+                    )
+                    self._looked = began
+                    self._take(key, tokens)
+            return True
+        return False
+
+    def _take(self, key: tuple[object, ...], tokens: list[Principal] | TokenFileError) -> None:
+        """What a look found: the tokens of a file that changed, or none (and a warning)
+        when it cannot be used any more."""
+        if key == self._key:
             return
-        async with self._looking:
-            began = trio.current_time()
-            if began < self._looked + TOKEN_FILE_FRESH:  # looked while this one waited
-                return
-            key, tokens = await trio.to_thread.run_sync(
-                _read_tokens, self.token_file, limiter=self._look_limiter, abandon_on_cancel=True
-            )
-            self._looked = began
-            if key == self._key:
-                return
-            self._key = key
-            if isinstance(tokens, TokenFileError):
-                self.tokens = []  # revoked or exposed: no token is trusted until it is fixed
-                _log.warning("%s: every request is refused until it is fixed", tokens)
-            else:
-                self.tokens = tokens
+        self._key = key
+        if isinstance(tokens, TokenFileError):
+            self.tokens = []  # revoked or exposed: no token is trusted until it is fixed
+            _log.warning("%s: every request is refused until it is fixed", tokens)
+        else:
+            self.tokens = tokens
 
     def principal(self, token: str | None) -> Principal | None:
         """The principal of ``token`` (compared in constant time against every token)."""
@@ -275,7 +291,9 @@ class AuthGate:
         if path in self.public_paths:
             await self.app(scope, receive, send)
             return
-        await self._follow_token_file()
+        if not await self._follow_token_file():
+            await _reply(send, 503, b'{"error": "the token file does not answer"}')
+            return
         headers = _headers(scope)
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         query_token = next((v for k, v in query if k == "token"), None)
@@ -332,8 +350,8 @@ class AuthGate:
             dashboard's open stream kept showing the jobs' events for as long as it stayed
             open."""
             if message["type"] == "http.response.body" and message.get("more_body", False):
-                await self._follow_token_file()
-                if self.principal(token) != principal:
+                trusted = await self._follow_token_file()
+                if not trusted or self.principal(token) != principal:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                     raise _Revoked
             await send(message)

@@ -290,8 +290,10 @@ async def test_a_token_file_that_hangs_holds_up_only_the_requests_that_need_it(
     that hangs (a home on an unreachable NFS server) stalled the whole server, its jobs,
     ``/healthz`` and every open stream. A FIFO stands for it here (opening it waits for a
     writer; a timer thread opens it after 8 s, else the old gate blocked this test for
-    good). The look runs in a thread now: the request waits for it, the loop goes on."""
+    good). The look runs in a thread now: the request waits for it, at most
+    `TOKEN_FILE_WAIT` (1 s here), then is answered 503; the loop goes on meanwhile."""
     monkeypatch.setattr(auth, "TOKEN_FILE_FRESH", 0.05)
+    monkeypatch.setattr(auth, "TOKEN_FILE_WAIT", 1.0)
     path = server.tmp / "tokens"
     saved = path.read_bytes()
     os.mkfifo(server.tmp / "tokens.fifo", 0o600)
@@ -318,11 +320,16 @@ async def test_a_token_file_that_hangs_holds_up_only_the_requests_that_need_it(
                 assert (await c.get("/healthz")).status_code == 200
             assert trio.current_time() - t0 < 4  # the old gate: 8 s, the loop blocked
             assert statuses == []  # still waiting for the file
+        assert statuses == [503]  # the file did not answer within 1 s
+        assert trio.current_time() - t0 < 4
+        monkeypatch.setattr(auth, "TOKEN_FILE_WAIT", 10.0)  # (answered meanwhile, below)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask)  # waits for the look left hanging, then looks again
             with trio.fail_after(10):
-                while not statuses:
+                while len(statuses) < 2:
                     answer()
                     await trio.sleep(0.05)
-        assert statuses == [401]  # a FIFO is no token file
+        assert statuses == [503, 401]  # the file answers: a FIFO is no token file
     finally:
         timer.cancel()
     new = server.tmp / "tokens.new"
