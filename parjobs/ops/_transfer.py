@@ -295,6 +295,17 @@ def target_of(sources: Sequence[str], destination: str, into: bool) -> Target:
     return Target(head, [os.fsencode(leaf)])
 
 
+def merged_destination(destination: str) -> str:
+    """The destination a copy of ``x/.`` merges into: a symlink to a directory is that
+    directory, as for ``cp -a x/. link`` (its target, resolved once, on submission), where
+    the job, which makes the destination as the copy of ``x``, took the link for a file in
+    its way (with ``--on-conflict overwrite``, deleted it). Any other path as it is."""
+    path = os.path.abspath(destination)
+    if os.path.islink(path) and os.path.isdir(path):
+        return os.path.realpath(path)
+    return destination
+
+
 class IntoDestination:
     """What copy and move share about their destination: ``into`` (see `copies_into`) is
     decided once, when the job is submitted, and stored in its spec, so a resumed run keeps
@@ -331,6 +342,8 @@ class IntoDestination:
         for src in self.sources:
             if not names_contents(src):
                 continue
+            if self.into is False:
+                self.destination = merged_destination(self.destination)
             if kind == "move":
                 raise JobSpecError(
                     f"move: refusing {display(src)!r}: like mv, parjobs does not move a path "

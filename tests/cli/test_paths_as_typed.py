@@ -166,6 +166,7 @@ def _area(root: Path) -> None:
     (root / "D" / "keep").write_bytes(b"D's own")
     (root / "D" / "f").write_bytes(b"D's f")
     os.symlink("x", root / "lx")
+    os.symlink("D", root / "lD")
     (root / "file").write_bytes(b"a file")
 
 
@@ -179,6 +180,9 @@ def _area(root: Path) -> None:
         ("x", ".", "../D"),
         ("x/sub", "..", "../../N"),
         ("", "x", "D/."),
+        ("", "x/.", "lD"),
+        ("", "x/.", "lD/"),
+        ("", "x/.", "lD/."),
     ],
 )
 def test_copy_of_dot_copies_what_the_directory_holds_as_cp_does(
@@ -195,6 +199,26 @@ def test_copy_of_dot_copies_what_the_directory_holds_as_cp_does(
     assert cp.returncode == 0, cp.stderr
     proc = forked_run(["copy", typed, dest, "--store", store], env=env, cwd=ours / cwd)
     assert proc.returncode in (0, 1), proc.stderr  # 1: D's f is in the way (not replaced)
+    assert digests(ours) == digests(theirs)
+
+
+@pytest.mark.parametrize("dest", ["lD", "lD/", "lD/."])
+def test_copy_of_dot_to_a_link_to_a_directory_merges_into_it_keeping_the_link(
+    tmp_path: Path, env, store, dest: str
+) -> None:
+    """``cp -a x/. lD`` (lD a symlink to the directory D) merges what x holds into D, as
+    for ``cp -a x lD`` (which makes D/x). ``parjobs copy x/. lD`` (ac378ae) took lD as
+    the directory to make: the link was in the way of every item ("not a directory"), and
+    with ``--on-conflict overwrite`` it was deleted and a directory made in its place."""
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for root in (ours, theirs):
+        _area(root)
+    cp = subprocess.run(["cp", "-a", "x/.", dest], cwd=theirs, capture_output=True)
+    assert cp.returncode == 0, cp.stderr
+    args = ["copy", "x/.", dest, "--on-conflict", "overwrite", "--store", store]
+    proc = forked_run(args, env=env, cwd=ours)
+    assert proc.returncode == 0, proc.stderr
+    assert os.readlink(ours / "lD") == "D"
     assert digests(ours) == digests(theirs)
 
 
