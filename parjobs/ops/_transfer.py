@@ -336,14 +336,14 @@ class IntoDestination:
         """On submission, refuse a source ending in ``.`` or ``..`` (`names_contents`) that
         the job would take as the directory itself: a move's (``mv x/. D`` is refused), a
         copy's into the destination (``cp -a x/. D`` merges what ``x`` holds into ``D``,
-        where ``into`` makes ``D/x``). A job stored before this check keeps its meaning."""
+        where ``into`` makes ``D/x``); the destination of a copy it merges into as
+        `merged_destination` has it (a symlink to a directory is that directory). A job
+        stored before this check keeps its meaning."""
         if validating_stored():
             return
         for src in self.sources:
             if not names_contents(src):
                 continue
-            if self.into is False:
-                self.destination = merged_destination(self.destination)
             if kind == "move":
                 raise JobSpecError(
                     f"move: refusing {display(src)!r}: like mv, parjobs does not move a path "
@@ -356,6 +356,7 @@ class IntoDestination:
                     "only source, with into unset or false, or name the directory without "
                     "the '.' to copy it into the destination"
                 )
+            self.destination = merged_destination(self.destination)
 
     def _make_plan(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import shutil
@@ -1207,6 +1208,32 @@ async def test_a_trailing_dot_through_the_api_means_what_it_means_on_the_cli(
         assert await handle.wait() is JobStatus.COMPLETED
     assert digests(dst) == {**digests(x), "keep": digests(dst)["keep"]}
     assert (dst / "keep").read_text() == "D's own" and (x / "f").read_text() == "x's f"
+
+
+async def test_a_copy_of_dot_through_the_api_merges_into_the_directory_a_link_names(
+    store_path: str, tmp_path: Path
+) -> None:
+    """``CopyJob(sources=["/a/x/."], destination="/a/lD")``, lD a symlink to D: the copy
+    is stored with D as its destination (the link was taken for a file in the way of the
+    directory to make, deleted under ``overwrite``), the link kept; a move of it is
+    refused, its destination left as given."""
+    from parjobs.ops import CopyJob
+
+    x, dst, link = tmp_path / "x", tmp_path / "D", tmp_path / "lD"
+    x.mkdir()
+    (x / "f").write_text("x's f")
+    dst.mkdir()
+    link.symlink_to("D")
+    async with parjobs.open_manager(store_path) as manager:
+        move = MoveJob(sources=[f"{x}/."], destination=str(link))
+        with pytest.raises(parjobs.JobSpecError, match="like mv"):
+            await manager.submit(move)
+        assert move.destination == str(link)
+        copy = CopyJob(sources=[f"{x}/."], destination=str(link), on_conflict="overwrite")
+        handle = await manager.submit(copy)
+        assert await handle.wait() is JobStatus.COMPLETED
+        assert json.loads((await manager.get(handle.id)).spec)["destination"] == str(dst)
+    assert os.readlink(link) == "D" and (dst / "f").read_text() == "x's f"
 
 
 def test_a_stored_copy_of_a_trailing_dot_into_the_destination_keeps_its_meaning(
