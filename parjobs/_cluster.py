@@ -375,7 +375,7 @@ class ClusterBridge:
         # Forget the claim flag of `run_group` (without waiting for the scheduler).
         key = f"parjobs-claim-{group.key}"
         with contextlib.suppress(Exception):
-            self._client.loop.add_callback(self._client.scheduler.event_clear, name=key)
+            self._client.loop.add_callback(_clear_claim, self._client, key)
         if results is None:
             if group.attempts < INFRA_ATTEMPTS and not group.cancelled:
                 self._submit(group)  # an infrastructure fault: the whole group again
@@ -469,6 +469,14 @@ class ClusterBridge:
 
     def send(self, command: str, arg: object) -> None:
         self._commands.put((command, arg))
+
+
+async def _clear_claim(client: Any, key: str) -> None:
+    """(The client's event loop) Clear a group's claim flag on the scheduler. A scheduler
+    that is gone forgot it already: its error is no news (left to the loop, it was a
+    traceback on stderr for every group answered while the scheduler was away)."""
+    with contextlib.suppress(Exception):
+        await client.scheduler.event_clear(name=key)
 
 
 class ClusterExecutor:
