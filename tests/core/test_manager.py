@@ -67,7 +67,11 @@ async def test_pause_halfway_then_resume_runs_everything_once(store_path, tmp_pa
     assert snaps[-1].items_done == n and snaps[-1].status == "completed"
 
 
-async def test_cancel_stops_within_a_second_and_nothing_keeps_running(store_path, tmp_path):
+async def test_cancel_stops_promptly_and_nothing_keeps_running(store_path, tmp_path):
+    """A cancel ends the job without waiting for its tasks (each sleeps 0.5 s in 50 steps;
+    the rest of the job would take ~20 minutes), and no task runs after it. The bound is
+    wall time: 1 s measured 1.01 s once on PostgreSQL at load 15 (session 21), so it is 3 s,
+    still far from what waiting for the tasks would take."""
     log = str(tmp_path / "log")
     async with parjobs.open_manager(store_path, workers=4) as manager:
         handle = await manager.submit(CountJob(n=10_000, log=log, sleep=0.5, chunks=50))
@@ -77,7 +81,7 @@ async def test_cancel_stops_within_a_second_and_nothing_keeps_running(store_path
         t0 = time.monotonic()
         await manager.cancel(handle.id)
         assert await handle.wait() is JobStatus.CANCELLED
-        assert time.monotonic() - t0 < 1.0
+        assert time.monotonic() - t0 < 3.0
         count = len(read_log(log))
         await trio.sleep(0.3)
         assert len(read_log(log)) == count, "a task kept running after cancelled"
