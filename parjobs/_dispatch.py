@@ -119,6 +119,13 @@ class TaskDispatcher(metaclass=NoPublicConstructor):
     def is_completed(self, index: int) -> bool:
         return index in self._stage.completed
 
+    async def stored_value(self, index: int) -> Any:
+        """The value task ``index`` finished with in an earlier run (a stage that keeps
+        results: ``keep_results``), None if none is stored; what a resumed outcome carries,
+        for a job that must know it before it dispatches the stage."""
+        await self._stage.load_results()
+        return self._stage.stored_result(index)
+
     def keep_written(self, index: int) -> None:
         """Keep the written identity of task ``index``'s item record once it is checkpointed
         in this run (`written`): what a job needs again of a few of its records, without

@@ -38,10 +38,12 @@ start kept in the job's state, saved with its stage's first checkpoint), so a fi
 during one pause is read again once, not at every later resume, and again only if it
 changed again. Progress counts each file once a stage, as an uninterrupted run does: what
 is read again counts neither as an item nor in bytes (the run that read it first counted
-both). A resumed run's totals are what earlier runs counted (the store's counts) plus what
-is left to do (`_stage`), not what its own plan would count for the tasks they finished: a
-file deleted, grown or rewritten since leaves a finished hash run fewer files to hash now,
-and done would pass the totals.
+both), and a file a run could not read is counted by the file-by-file stage that reads it
+again (one item, done or failed), not by the run, whose total holds it. A resumed run's
+totals are what earlier runs counted (the store's counts) plus what is left to do
+(`_stage`), not what its own plan would count for the tasks they finished: a file deleted,
+grown or rewritten since leaves a finished hash run fewer files to hash now, and done would
+pass the totals.
 (The stages were ``walk``, ``content-ids``, ``content-id`` and ``full-hash`` while the
 indices were those of the walk's manifest, then ``hashes`` with one task a file: renamed,
 so a job begun that way and resumed now starts those stages afresh rather than misread
@@ -116,7 +118,9 @@ class ContentIdTask(Task[str]):
     file the `IdRunTask` that held it could not read, so the failure is reported (or a
     passing one overcome) file by file, or for one read again on resume (``id-recheck-N``).
 
-    Progress counts each file once: ``items`` is 0 for a file its run counted already, and
+    Progress counts each file once: a file its run could not read is counted here, not by
+    the run (`IdRunTask` counts only the ids it found); ``items`` is 0 for a file read again
+    on resume (an earlier run counted it), and
     ``counted_bytes`` says its read's bytes are counted too (a file read again because it
     changed since an earlier run read it), so a re-read is not counted twice."""
 
@@ -185,7 +189,8 @@ class IdRunTask(_FileRun[dict[str, list[Any]]]):
     duplicate), of a split (``split``) or partly failed group every id (other runs or the
     file-by-file retry of ``failed`` may hold its match). It reads only, so a run
     interrupted or killed is simply run again whole on resume. Its ``files`` are its size
-    groups one after the other, in `_runs` order.
+    groups one after the other, in `_runs` order. It counts as done only the files it found
+    an id for (``items``): ``id-files`` counts each failed one, done or failed, once.
     """
 
     #: The sizes of its groups that are split over several runs.
@@ -195,6 +200,7 @@ class IdRunTask(_FileRun[dict[str, list[Any]]]):
     known: list[str | int | None] | None = dataclasses.field(default=None, kw_only=True)
 
     def run(self, tc: TaskContext) -> dict[str, list[Any]]:
+        self.items = 0  # (if it fails whole: its files are read alone, and counted there)
         cids: list[str | None]
         if self.known is None:
             cids = content_ids([(path, size) for _, path, size in self.files], check=tc.check)
@@ -215,6 +221,7 @@ class IdRunTask(_FileRun[dict[str, list[Any]]]):
             else:
                 same.setdefault((size, cid), []).append(index)
         tc.add_bytes(self.cost - missed)
+        self.items = len(self.files) - len(failed)  # ``id-files`` counts the failed ones
         ids = [[cid, m] for (size, cid), m in same.items() if m[1:] or size in every]
         return {"ids": ids, "failed": failed}
 
@@ -237,12 +244,14 @@ class HashRunTask(_FileRun[list[list[Any]]]):
     could not be read, or changed since it was listed, is left out (``hash-files`` hashes
     it again alone and reports why); a pause or cancel ends the run early with what it
     finished (recorded, never hashed again) and ``[index, None]`` for each file it did not
-    reach (``hash-files`` hashes those too, counted among the run's items already). Its
+    reach (``hash-files`` hashes those too). It counts as done only the files it hashed
+    (``items``): ``hash-files`` counts each other one, done or failed, once. Its
     index is its plan's first file's (`_hash_plan`), its ``files`` those of the plan that
     share a content id with another (`_fill`).
     """
 
     def run(self, tc: TaskContext) -> list[list[Any]]:
+        self.items = 0  # (if it fails whole: its files are hashed alone, and counted there)
         done: list[list[Any]] = []
         limit = HASH_CALL_BYTES if full_hashes_in_c() else 0
         buffer: bytearray | None = None  # one for the run's reads in Python
@@ -274,6 +283,7 @@ class HashRunTask(_FileRun[list[list[Any]]]):
             # (Read, not the size listed: changed since, which the HashTask reports.)
             if one is not None and sum(chunks) == size:
                 _hashed(tc, done, index, path, size, one)
+        self.items = len(done)  # ``hash-files`` counts the others
         done += [[index, None] for index, _, _ in self.files[reached:]]
         return done
 
@@ -310,14 +320,6 @@ def _hashed(
     tc.add_bytes(size)
     tc.record("hashed", path, bytes=size, detail=f"xxh3_128:{digest}")
     done.append([index, digest])
-
-
-@dataclasses.dataclass(slots=True)
-class _HashAlone(HashTask):
-    """A `HashTask` for a file a paused `HashRunTask` did not reach (``hash-files``): the
-    run counted it among its items already, so it counts its bytes only."""
-
-    items = 0
 
 
 @dataclasses.dataclass(slots=True)
@@ -419,8 +421,7 @@ class DuplicatesJob(Job):
             else:
                 to_hash.append(members)
 
-        ctx.progress.finalize_totals()
-        digests, n = await _full_hashes(ctx, files, to_hash, changed)
+        digests, n = await _full_hashes(ctx, files, to_hash, changed)  # (totals final there)
         failed += n
         for members in to_hash:
             size = files[members[0]][2]
@@ -780,7 +781,7 @@ async def _content_ids(
             "id-files",
             [ContentIdTask(i, files[i][1], files[i][2]) for i in sorted(again)],
             "content ids",
-            bytes_counted=here,
+            counted=here,
             resumed=resumed,
         )
         if changed is not None and resumed:
@@ -839,26 +840,28 @@ async def _full_hashes(
     """``({index: digest}, failures)`` for the candidates in ``to_hash``: runs first, then
     file by file what the runs did not hash (failures, and what a pause left), so each
     failure is reported with its own path and reason. On resume (``changed``), a file
-    changed since an earlier run hashed it is hashed again, alone."""
+    changed since an earlier run hashed it is hashed again, alone.
+
+    The totals are final once the runs are counted: each file a run leaves to ``hash-files``
+    is in them already, as an item of its run's (a run of this run) or of its own (counted
+    here first: a run an earlier run finished, `_left_alone`)."""
     wanted = {i for members in to_hash for i in members}
     runs = [run for run in _hash_plan(files) if _fill(run, wanted)]
+    if ctx.resumed:
+        await _left_alone(ctx, runs)
     resumed: set[int] = set()
-    values, _ = await _stage(ctx, "hash-runs", runs, "full hashes", resumed=resumed)
-    here = _counted_here(runs, resumed)
+    values, _ = await _stage(ctx, "hash-runs", runs, "full hashes", resumed=resumed, finalize=True)
     digests: dict[int, str] = {}
-    unreached: set[int] = set()  # files a paused run left, counted among its items
     for value in values.values():
         for index, digest in value:
-            if digest is None:
-                unreached.add(index)
-            else:
+            if digest is not None:  # (None: a file a paused run did not reach)
                 digests[index] = digest
     stale: set[int] = set()
     if changed is not None and resumed:
         reused = [i for k in resumed if k in values for i, d in values[k] if d and i in wanted]
         stale = await changed.among(files, reused)
     again = [
-        (_HashAlone if i in unreached else HashTask)(i, path, size, exact=True)
+        HashTask(i, path, size, exact=True)
         for run in runs
         for i, path, size in run.files
         if i not in digests
@@ -874,7 +877,7 @@ async def _full_hashes(
             "hash-files",
             again,  # (a failure alone counts as a failed item, as a content id's does)
             "full hashes",
-            bytes_counted=here,
+            counted=True,
             resumed=resumed,
         )
         if changed is not None and resumed:
@@ -896,6 +899,29 @@ async def _full_hashes(
         for index, (digest, _) in singles.items():
             digests[index] = digest
     return digests, failed
+
+
+async def _left_alone(ctx: JobContext, runs: list[HashRunTask]) -> None:
+    """Count in the totals the files that ``runs`` finished by an earlier run left to
+    ``hash-files`` (a file it could not read, or did not reach before a pause) and that no
+    earlier run hashed alone: their run counted only the files it hashed, and a resumed run
+    counts each of them once, as an item of its own, before its totals are final."""
+    done = ctx.task_dispatcher("hash-runs", keep_results=True)
+    if not done.completed_count:
+        return
+    alone = ctx.task_dispatcher("hash-files", keep_results=True)
+    items = nbytes = 0
+    for run in runs:
+        if not done.is_completed(run.index):
+            continue
+        value = await done.stored_value(run.index)
+        hashed = {i for i, digest in value or () if digest is not None}
+        for i, _, size in run.files:
+            if i not in hashed and not alone.is_completed(i):
+                items += 1
+                nbytes += size
+    if items:
+        ctx.progress.add_total(items=items, bytes=nbytes)
 
 
 def _hash_plan(files: list[_File]) -> list[HashRunTask]:
@@ -1025,7 +1051,7 @@ async def _recheck(
             if changed.unchanged_since(t.index, began) and dispatcher.is_completed(t.index)
         ]
         if kept:  # (all finished: their values come back from the store, nothing read)
-            found, _ = await _stage(ctx, name, kept, message, bytes_counted=True)
+            found, _ = await _stage(ctx, name, kept, message, counted=True)
             values.update(found)
             left = [t for t in left if t.index not in found]
     failed = 0
@@ -1033,9 +1059,7 @@ async def _recheck(
         own = str(ctx.run_number)
         if own not in earlier:
             ctx.state[_RECHECKS_KEY] = {**earlier, own: changed.began}
-        found, failed = await _stage(
-            ctx, f"{kind}-recheck-{own}", left, message, bytes_counted=True
-        )
+        found, failed = await _stage(ctx, f"{kind}-recheck-{own}", left, message, counted=True)
         values.update(found)
     return values, failed
 
@@ -1043,7 +1067,7 @@ async def _recheck(
 def _counted_here(runs: Sequence[_FileRun[Any]], resumed: Collection[int]) -> bool | set[int]:
     """The files whose run's total this run holds (those of the runs an earlier run did not
     finish, ``resumed`` their indices; every file on a first run): a file of theirs read
-    alone has its bytes in that total (`_stage`'s ``bytes_counted``)."""
+    alone has its bytes and its item in that total (`_stage`'s ``counted``)."""
     if not resumed:
         return True
     return {f[0] for run in runs if run.index not in resumed for f in run.files}
@@ -1125,13 +1149,16 @@ async def _stage(
     tasks: Sequence[Task[T]],
     message: str,
     *,
-    bytes_counted: bool | Collection[int] = False,
+    counted: bool | Collection[int] = False,
     resumed: set[int] | None = None,
+    finalize: bool = False,
 ) -> tuple[dict[int, T], int]:
     """Run one stage: ``({index: value}, failures)``; values of tasks finished by an earlier
-    run come back from the store (their indices added to ``resumed``). ``bytes_counted``:
-    the tasks' bytes (True: all; else those of these indices) are in the totals already
-    (files a run of this run counted and did not read), only their items are added.
+    run come back from the store (their indices added to ``resumed``). ``counted``: the
+    tasks (True: all; else those of these indices) are in the totals already, items and
+    bytes (files a run of this run counted and left to them: the run counts as done only
+    the files it finished, so each file is one item, done or failed, once). ``finalize``:
+    the totals are final once this stage's are added.
 
     The totals grow by what is left to do: a task an earlier run finished counted then, and
     the totals hold what the store counted (`DuplicatesJob.run`), whatever this run plans.
@@ -1143,13 +1170,13 @@ async def _stage(
         left = [t for t in tasks if not dispatcher.is_completed(t.index)]
     if left:
         ctx.progress.set_message(message)
-        if bytes_counted is True:
-            nbytes = 0
-        elif bytes_counted is False:
-            nbytes = sum(t.weight for t in left)
-        else:
-            nbytes = sum(t.weight for t in left if t.index not in bytes_counted)
-        ctx.progress.add_total(items=sum(t.items for t in left), bytes=nbytes)
+        if counted is not True:
+            new = left if counted is False else [t for t in left if t.index not in counted]
+            ctx.progress.add_total(
+                items=sum(t.items for t in new), bytes=sum(t.weight for t in new)
+            )
+    if finalize:
+        ctx.progress.finalize_totals()
     values: dict[int, T] = {}
     failed = 0
     async for outcome in dispatcher.dispatch_many(tasks, include_resumed=True):

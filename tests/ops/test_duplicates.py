@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import json
 import os
 import random
@@ -710,26 +711,46 @@ async def test_small_files_go_in_runs_and_a_failure_in_a_run_is_reported_once(
     assert alone["id-files"] < 20 and alone["hash-runs"] == 1 and not alone["hash-files"], alone
     ids = sum(100 + i for i in range(200)) * 2 - (100 + 7) + 20 * dup_mod.content_id_cost(len(big))
     assert info.progress.bytes_done == ids + 20 * len(big), "every byte counted once"
-    # Progress counts files, not runs: 420 content ids (one file's again alone) + 20 hashes.
+    # Progress counts files, not runs: 420 content ids + 20 hashes, each once (the file read
+    # again alone is one failed item, not one more: 441 items for 440 files before).
     p = info.progress
-    assert (p.items_done, p.items_failed, p.items_total) == (440, 1, 441)
+    assert (p.items_done, p.items_failed, p.items_total) == (439, 1, 440)
+
+
+def _four_same(tmp_path):
+    """``(root, victim)``: four files ``a`` ... ``d`` of the same 200 KiB (full-hashed, in
+    one run), the victim ``c``."""
+    root = tmp_path / "t"
+    big = os.urandom(200 * 1024)
+    for name in ("a", "b", "c", "d"):
+        _write(root / name, big)
+    return root, str(root / "c")
+
+
+def _each_file_once(seen: list, files: int, failed: int) -> None:
+    """The snapshots ``seen`` count each of ``files`` items once: a total declared final
+    never changes, what is finished never exceeds the total, and the last counts ``failed``
+    of them failed, the rest done."""
+    final = [p.items_total for p in seen if p.totals_final]
+    assert final and set(final) == {files}, [(p.items_total, p.totals_final) for p in seen]
+    for p in seen:
+        assert p.items_done + p.items_failed + p.items_skipped <= (p.items_total or 0), p
+    last = seen[-1]
+    assert (last.items_done, last.items_failed, last.items_total) == (files - failed, failed, files)
 
 
 @pytest.mark.parametrize(
     ("change", "reason"), [("vanish", "No such file or directory"), ("grow", "changed")]
 )
 async def test_a_file_a_hash_run_could_not_read_is_hashed_alone_and_reported(
-    store_path, tmp_path, monkeypatch, change, reason
+    store_path, tmp_path, monkeypatch, change, reason, scan_path
 ):
     """A file gone or grown between its content id and its full hash is left out by its
     hash run and hashed again alone (``hash-files``), which reports it once, with its path
     and reason; the run's other files are hashed and recorded once each, the others of its
-    group still found."""
-    root = tmp_path / "t"
-    big = os.urandom(200 * 1024)
-    for name in ("a", "b", "c", "d"):
-        _write(root / name, big)
-    victim = str(root / "c")
+    group still found. Each file is one item, the failed one too: the totals, final once the
+    hashes begin, never grow (they went 8 -> 9, final, with 8 done and 1 failed)."""
+    root, victim = _four_same(tmp_path)
     real_hash, real_hashes = hash_file, full_hashes
 
     def meddle(path) -> None:
@@ -751,19 +772,80 @@ async def test_a_file_a_hash_run_could_not_read_is_hashed_alone_and_reported(
 
     monkeypatch.setattr(dup_mod, "hash_file", meddling)
     monkeypatch.setattr(dup_mod, "full_hashes", meddling_many)
+    seen: list = []
     async with parjobs.open_manager(store_path) as manager:
         handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
+        async for snapshot in manager.watch(handle.id):
+            seen.append(snapshot)
         result = await handle.result()
         (error,) = await manager.errors(handle.id)
         hashed = await manager.items(handle.id, action="hashed")
         p = (await handle.info()).progress
     assert (error.label, error.stage) == (victim, "hash-files")
+    _each_file_once(seen, 8, 1)  # 4 content ids, 4 hashes
+    assert (p.items_done, p.items_failed, p.items_total) == (7, 1, 8)
     # Each file counted once, the grown one no more than its listed size (its run's share).
-    assert p.bytes_total == 4 * (dup_mod.content_id_cost(len(big)) + len(big)) >= p.bytes_done
+    assert p.bytes_total == 4 * (dup_mod.content_id_cost(200 * 1024) + 200 * 1024) >= p.bytes_done
     assert reason in error.message
     assert result["failed"] == 1
     assert [g["paths"] for g in result["groups"]] == [[str(root / n) for n in ("a", "b", "d")]]
     assert sorted(r.source for r in hashed) == [str(root / n) for n in ("a", "b", "d")]
+
+
+async def test_a_file_a_hash_run_could_not_read_is_one_failed_item_after_a_resume(
+    store_path, tmp_path, monkeypatch, scan_path
+):
+    """A job paused after its hash run left a file it could not read (an I/O error, every
+    time: the file itself unchanged, so not read again for its content id) to ``hash-files``
+    and before that file was read alone counts it once when resumed: the run's checkpoint
+    holds the files it hashed, and the file is one failed item, with its reason (resumed, it
+    was 8 done + 1 failed of 9 for 8 files)."""
+    root, victim = _four_same(tmp_path)
+    real_hash, real_hashes = hash_file, full_hashes
+    entered, released = threading.Event(), threading.Event()
+
+    def failing(path, **kwargs):
+        if os.fsdecode(path) == victim:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), victim)
+        return real_hash(path, **kwargs)
+
+    def failing_many(items):  # (in C: None for a file it could not read)
+        digests = real_hashes(items)
+        failed = [os.fsdecode(p) == victim for p, _ in items]
+        return [None if bad else d for bad, d in zip(failed, digests, strict=True)]
+
+    def held(path, **kwargs):  # the file alone: waits for the pause the first time
+        if os.fsdecode(path) == victim and not released.is_set():
+            entered.set()
+            released.wait(10)
+            kwargs["check"]()  # (paused: raises)
+        return failing(path, **kwargs)
+
+    monkeypatch.setattr(dup_mod, "hash_file", failing)
+    monkeypatch.setattr(dup_mod, "full_hashes", failing_many)
+    monkeypatch.setattr(entries_mod, "hash_file", held)
+    seen: list = []
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
+        try:
+            with trio.fail_after(10):
+                while not entered.is_set():
+                    await trio.sleep(0.002)
+            await manager.pause(handle.id)
+        finally:
+            released.set()
+        assert await handle.wait() is JobStatus.PAUSED
+        p = (await handle.info()).progress
+        assert p.items_done + p.items_failed <= (p.items_total or 0) <= 8, p
+        await manager.resume(handle.id)
+        async for snapshot in manager.watch(handle.id):
+            seen.append(snapshot)
+        result = await handle.result()
+        (error,) = await manager.errors(handle.id)
+    assert (error.label, error.stage) == (victim, "hash-files")
+    assert "Input/output error" in error.message and result["failed"] == 1
+    _each_file_once(seen, 8, 1)
+    assert [g["paths"] for g in result["groups"]] == [[str(root / n) for n in ("a", "b", "d")]]
 
 
 def test_the_scan_in_c_equals_the_python_scan(tmp_path):
