@@ -361,6 +361,10 @@ class ClusterBridge:
         if ok:
             data = loads(value)
             results = data["results"]
+            # (A worker's task counted what it finished: `Task.items`, set by its run.)
+            for work, n in zip(group.items, data.get("items", ()), strict=False):
+                if work.task.items != n:
+                    work.task.items = n
             group.executor.measured(data["seconds"], len(group.items))
         elif status == "error" and not isinstance(value, distributed.KilledWorker):
             # run_group itself failed (e.g. parjobs is not installed on the worker)

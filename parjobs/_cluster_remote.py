@@ -297,4 +297,8 @@ def run_group(payload: bytes) -> bytes:
         ]
     else:
         results = run_tasks(job["items"], flag, reporter, rerun)
-    return dumps({"results": results, "seconds": time.monotonic() - started}, reverse(pairs))
+    # The items each task stands for, as its run left them: a run of files counts those it
+    # finished (`Task.items`), which the manager's copy of the task cannot know.
+    counts = [task.items for task, _, _ in job["items"]]
+    answer = {"results": results, "seconds": time.monotonic() - started, "items": counts}
+    return dumps(answer, reverse(pairs))

@@ -23,7 +23,7 @@ from PIL import Image
 
 import parjobs
 from parjobs import JobStatus
-from parjobs.ops import CopyJob, HashJob, ThumbnailJob
+from parjobs.ops import CopyJob, DuplicatesJob, HashJob, ThumbnailJob
 
 #: The module's tests run on one xdist worker (``--dist loadgroup``, pyproject.toml): one
 #: Dask cluster for the suite (4-5 s to start, more to close), not one on each worker.
@@ -97,6 +97,31 @@ async def test_workers_see_paths_through_the_path_map(tmp_path: Path, dask_clien
         await handle.result()
         got = {r.source: r.detail for r in await manager.items(handle.id, action="hashed")}
     assert got == {str(here / "sub" / "f"): expected[str(there / "sub" / "f")]}
+
+
+async def test_a_file_a_workers_run_could_not_read_counts_once(
+    tmp_path: Path, dask_client: Any
+) -> None:
+    """A duplicates run on a worker counts as done only the files it read, as it does here
+    (`Task.items`, set by its run on the worker, comes back with its outcome): a file the
+    workers cannot find (missing under THERE) is one failed item, not one more (4 done and
+    1 failed of 4 items for 4 files without it)."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    data = os.urandom(1000)  # (small: its content id is the whole file, no full hash)
+    for root, names in ((here, "abcd"), (there, "abd")):
+        root.mkdir()
+        for name in names:
+            (root / name).write_bytes(data)
+    async with parjobs.open_manager(
+        tmp_path / "c.sqlite", cluster=dask_client, cluster_path_map={str(here): str(there)}
+    ) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(here)]))
+        result = await handle.result()
+        (error,) = await manager.errors(handle.id)
+        p = (await manager.get(handle.id)).progress
+    assert error.label == str(here / "c") and result["failed"] == 1
+    assert [g["paths"] for g in result["groups"]] == [[str(here / n) for n in "abd"]]
+    assert (p.items_done, p.items_failed, p.items_total) == (3, 1, 4)
 
 
 async def test_tasks_run_on_the_workers(tmp_path: Path, dask_client: Any) -> None:
