@@ -13,6 +13,7 @@ capture of an outcome (`parjobs._executor`), which the workers share with local 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import json
 import pickle
@@ -94,6 +95,25 @@ def _mapper(pairs: PathPairs) -> Callable[[object], object | None]:
     return mapped
 
 
+#: The path map of the `dumps` under way in this thread, for `mapped_below`.
+_dumping: contextvars.ContextVar[PathPairs] = contextvars.ContextVar("parjobs_map", default=())
+
+
+def mapped_below(root: bytes) -> dict[bytes, bytes]:
+    """For an object being pickled by `dumps` that reaches paths from ``root`` by relative
+    names (a destination tree's directory fds): each map directory strictly below ``root``
+    (on a component boundary), as {its path relative to ``root``: its path}. The path is
+    rewritten by the pickling like any other, so the worker learns where that directory is
+    for it: a relative name would otherwise bypass the map."""
+    out = {}
+    under = root.rstrip(b"/") + b"/"
+    for here, _ in _dumping.get():
+        raw = here.encode("utf-8", "surrogateescape")
+        if raw.startswith(under):
+            out[raw[len(under) :]] = raw
+    return out
+
+
 def dumps(obj: object, pairs: PathPairs = ()) -> bytes:
     """Pickle ``obj``, rewriting every str or bytes under a mapped directory (``pairs``)."""
     buf = io.BytesIO()
@@ -106,7 +126,11 @@ def dumps(obj: object, pairs: PathPairs = ()) -> bytes:
             return None if new is None else ("path", new)
 
         pickler.persistent_id = persistent_id  # type: ignore[method-assign]
-    pickler.dump(obj)
+    token = _dumping.set(pairs)
+    try:
+        pickler.dump(obj)
+    finally:
+        _dumping.reset(token)
     return buf.getvalue()
 
 

@@ -44,8 +44,12 @@ class DestTree:
         durable: bool,
         root_new: bool = False,
         root_fd: int | None = None,
+        anchors: dict[bytes, bytes] | None = None,
     ) -> None:
         self.root = os.fsencode(root)
+        #: Directories below the root opened by a path of their own, not through their
+        #: parent's fd: {rel: path}. A cluster worker's, from the path map (`_worker_plan`).
+        self.anchors = anchors or {}
         self.replace_nondirs = replace_nondirs
         self.durable = durable
         self._new: set[bytes] = {b""} if root_new else set()
@@ -114,7 +118,10 @@ class DestTree:
         slot = self._slots[b"/".join(parts[:have])]
         for depth in range(have, len(parts)):
             key = b"/".join(parts[: depth + 1])
-            slot = [self._open_child(slot[0], key, parts[depth], create), 0]
+            if key in self.anchors:
+                slot = [self._open_anchor(key, create), 0]
+            else:
+                slot = [self._open_child(slot[0], key, parts[depth], create), 0]
             self._slots[key] = slot
         return slot
 
@@ -146,6 +153,24 @@ class DestTree:
             if st.st_uid == os.geteuid() and st.st_mode & 0o700 != 0o700:
                 os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
         return fd
+
+    def _open_anchor(self, key: bytes, create: bool) -> int:
+        """Directory ``key`` at its own path (`anchors`), made when missing (as `make_plan`
+        makes a destination root: its parent must exist); a symlink there is followed, as
+        for the root, which is named by the user, or here by the path map's author."""
+        path = self.anchors[key]
+        try:
+            return os.open(path, DIR_NOFOLLOW & ~os.O_NOFOLLOW)
+        except FileNotFoundError:
+            if not create:
+                raise
+        try:
+            os.mkdir(path, 0o777)
+        except FileExistsError:
+            pass
+        else:
+            self._new.add(key)
+        return os.open(path, DIR_NOFOLLOW & ~os.O_NOFOLLOW)
 
     @staticmethod
     def _open_own_unreadable(parent: int, leaf: bytes) -> int:

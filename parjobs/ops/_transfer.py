@@ -1062,23 +1062,26 @@ class CopyPlan:
         path and the worker opens its own `DestTree` there (`_worker_plan`)."""
         if not self.portable:
             raise TypeError("a plan that asks about conflicts cannot leave its process")
+        from .._cluster_remote import mapped_below  # (not loaded by a local copy)
+
         tree = self.tree
-        return (
-            _worker_plan,
-            (
-                tree.root,
-                tree.replace_nondirs,
-                tree.durable,
-                self.roots,
-                self.names,
-                self.policy,
-                self.options,
-                self.follow,
-                self.resumed,
-                self.token,
-                self.reach,
-            ),
+        args: tuple[Any, ...] = (
+            tree.root,
+            tree.replace_nondirs,
+            tree.durable,
+            self.roots,
+            self.names,
+            self.policy,
+            self.options,
+            self.follow,
+            self.resumed,
+            self.token,
+            self.reach,
         )
+        # Map directories below the root (a copy into a new directory is planned from its
+        # parent: a map naming that directory): their paths, mapped by the pickling.
+        anchors = mapped_below(tree.root)
+        return (_worker_plan, (*args, anchors) if anchors else args)
 
     @property
     def groups(self) -> bool:
@@ -1373,8 +1376,9 @@ def landed_rows(
     return total
 
 
-#: A worker's open destination trees, by (root, replace_nondirs, durable), newest last.
-_worker_trees: dict[tuple[bytes, bool, bool], DestTree] = {}
+#: A worker's open destination trees, by (root, replace_nondirs, durable, anchors), newest
+#: last.
+_worker_trees: dict[tuple[bytes, bool, bool, tuple[tuple[bytes, bytes], ...]], DestTree] = {}
 _worker_trees_lock = threading.Lock()
 #: Destination trees a worker process keeps open.
 WORKER_TREES = 8
@@ -1392,21 +1396,32 @@ def _worker_plan(
     resumed: bool,
     token: bytes | None,
     reach: int = -1,
+    anchors: dict[bytes, bytes] | None = None,
 ) -> CopyPlan:
     """A `CopyPlan` unpickled on a cluster worker: its destination tree opened here (kept
     for the next groups of the run). The manager checked the destination's identity; a
     worker only knows it by path. Nothing here is new to this tree, so every file looks
-    before it copies (`DestTree.is_new`)."""
-    key = (root, replace_nondirs, durable)
+    before it copies (`DestTree.is_new`). ``anchors``: the path map's directories below the
+    root, where they are for this worker (`DestTree.anchors`)."""
+    key = (root, replace_nondirs, durable, tuple(sorted((anchors or {}).items())))
     with _worker_trees_lock:
         tree = _worker_trees.pop(key, None)
         if tree is None:
-            tree = DestTree(root, replace_nondirs=replace_nondirs, durable=durable)
+            tree = DestTree(root, replace_nondirs=replace_nondirs, durable=durable, anchors=anchors)
         _worker_trees[key] = tree
         while len(_worker_trees) > WORKER_TREES:
             _worker_trees.pop(next(iter(_worker_trees))).close()
     return CopyPlan(
-        tree, roots, names, policy, options, follow, resumed, None, token=token, reach=reach
+        tree,
+        roots,
+        names,
+        policy,
+        options,
+        follow,
+        resumed,
+        None,
+        token=token,
+        reach=reach,
     )
 
 

@@ -124,6 +124,47 @@ async def test_a_file_a_workers_run_could_not_read_counts_once(
     assert (p.items_done, p.items_failed, p.items_total) == (3, 1, 4)
 
 
+def tree_of(root: Path) -> dict[str, bytes | None]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
+        for p in sorted(root.rglob("*"))
+    }
+
+
+async def test_the_path_map_applies_to_directories_below_the_destination_root(
+    tmp_path: Path, dask_client: Any
+) -> None:
+    """A copy into a directory that does not exist yet is planned from its parent, and a
+    copy into an existing one reaches its subdirectories by relative names: a map naming
+    such a directory applies all the same (it used to be ignored, the files written here,
+    the job completed). Component boundaries: ``new2`` is not under ``new``."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a").write_bytes(b"a")
+    (src / "sub" / "b").write_bytes(b"b")
+    (tmp_path / "there").mkdir()
+    (tmp_path / "into").mkdir()
+    (tmp_path / "there2").mkdir()
+    paths = {
+        str(tmp_path / "new"): str(tmp_path / "there" / "new"),
+        str(tmp_path / "into" / "src" / "sub"): str(tmp_path / "there2" / "sub"),
+    }
+    async with parjobs.open_manager(
+        tmp_path / "c.sqlite", cluster=dask_client, cluster_path_map=paths
+    ) as manager:
+        for dest in ("new", "new2", "into"):
+            job = CopyJob(sources=[str(src)], destination=str(tmp_path / dest))
+            handle = await manager.submit(job)
+            assert await handle.wait() == JobStatus.COMPLETED
+            assert (await handle.result())["copied"] == 2
+    expected = tree_of(src)
+    assert not (tmp_path / "new").exists()  # nothing here: the workers' `there/new`
+    assert tree_of(tmp_path / "there" / "new") == expected
+    assert tree_of(tmp_path / "new2") == expected  # not mapped
+    assert tree_of(tmp_path / "into") == {"src": None, "src/a": b"a"}
+    assert tree_of(tmp_path / "there2") == {"sub": None, "sub/b": b"b"}
+
+
 async def test_tasks_run_on_the_workers(tmp_path: Path, dask_client: Any) -> None:
     log = str(tmp_path / "log")
     worker_pids = set(dask_client.run(os.getpid).values())

@@ -21,6 +21,7 @@ from parjobs._cluster_remote import (
     _Reporter,
     dumps,
     loads,
+    mapped_below,
     parse_path_map,
     reverse,
     run_tasks,
@@ -53,6 +54,28 @@ def test_the_path_map_rewrites_paths_under_its_directories_only() -> None:
     }
     assert loads(dumps(there, reverse(pairs))) == obj
     assert loads(dumps(obj)) == obj  # no map: plain pickling
+
+
+def test_a_plan_tells_the_workers_of_the_map_directories_below_its_root() -> None:
+    """What `mapped_below` gives a destination tree while pickled: the map's directories
+    strictly below the root, by component (``/a/dst2`` is not under ``/a/dst``), mapped."""
+    pairs = parse_path_map("/a/dst=/x/new,/a/dst2x=/y,/a=/b,/c/a/dst=/z")
+
+    class Probe:
+        def __init__(self, root: bytes) -> None:
+            self.root = root
+
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (dict, (mapped_below(self.root),))
+
+    seen = loads(dumps([Probe(b"/a"), Probe(b"/a/dst"), Probe(b"/a/dst2"), Probe(b"/")], pairs))
+    assert seen == [
+        {b"dst": b"/x/new", b"dst2x": b"/y"},  # the longest prefix: not /b/dst
+        {},
+        {},
+        {b"a/dst": b"/x/new", b"a/dst2x": b"/y", b"a": b"/b", b"c/a/dst": b"/z"},
+    ]
+    assert mapped_below(b"/a") == {}  # outside `dumps`: nothing
 
 
 @pytest.mark.parametrize(
