@@ -13,7 +13,7 @@ import contextlib
 import errno
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from ._desttree import DestTree
 from ._fs import DIR_FLAGS, At, display, split_at
@@ -76,8 +76,11 @@ class SourceDirs:
     """One `_RootDirs` per root parent, made on first use (thread-safe); `close` closes
     them all."""
 
-    def __init__(self, follow: bool) -> None:
+    def __init__(self, follow: bool, anchors: Collection[bytes] = ()) -> None:
         self.follow = follow
+        #: A cluster worker's path map directories below the roots, as the worker sees them
+        #: (`CopyPlan.src_anchors`): what lies below one is reached from it.
+        self.anchors = frozenset(anchors)
         self._lock = threading.Lock()
         self._roots: dict[bytes, _RootDirs] = {}
 
@@ -87,7 +90,11 @@ class SourceDirs:
         destination): its directory as the walk reached it, from its root. A symlink or
         file where a directory was raises OSError(ESTALE) naming why, never followed."""
         _, below, rest = rel.partition(b"/")  # rel starts with the root's destination name
-        if below:
+        anchored = self._anchored(path, rel) if self.anchors else None
+        if anchored is not None:  # below a mapped directory: from it
+            root = anchored
+            parent, _, name = path[len(root) + 1 :].rpartition(b"/")
+        elif below and path not in self.anchors:
             root = path[: len(path) - len(rest) - 1]
             parent, _, name = rest.rpartition(b"/")
         else:  # the root itself: its directory as the user named it
@@ -110,6 +117,17 @@ class SourceDirs:
             yield fd, name
         finally:
             dirs.release(parent)
+
+    def _anchored(self, path: bytes, rel: bytes) -> bytes | None:
+        """The deepest of `anchors` that ``path`` lies below, when the rest of ``path`` is
+        the end of ``rel`` (the map put it there), else None."""
+        best = None
+        for anchor in self.anchors:
+            if path.startswith(anchor + b"/") and (best is None or len(anchor) > len(best)):
+                best = anchor
+        if best is None or not rel.endswith(path[len(best) :]):
+            return None
+        return best
 
     @contextlib.contextmanager
     def dir_at(self, path: bytes, rel: bytes, verb: str) -> Iterator[At | None]:

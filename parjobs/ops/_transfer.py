@@ -1033,9 +1033,12 @@ class CopyPlan:
     #: The source directories, reached from each root without following a symlink below it
     #: (made here, never passed: a cluster worker's plan makes its own).
     src_dirs: SourceDirs = dataclasses.field(init=False)
+    #: A cluster worker's: the path map's directories below the sources' roots, as the
+    #: worker sees them (`SourceDirs.anchors`).
+    src_anchors: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
-        self.src_dirs = SourceDirs(self.follow)
+        self.src_dirs = SourceDirs(self.follow, self.src_anchors)
 
     def source_at(self, stack: contextlib.ExitStack[Any], entry: Entry, verb: str) -> At | None:
         """Entry's source as `SourceDirs.at` reaches it, held until ``stack`` closes; None
@@ -1079,9 +1082,11 @@ class CopyPlan:
             self.reach,
         )
         # Map directories below the root (a copy into a new directory is planned from its
-        # parent: a map naming that directory): their paths, mapped by the pickling.
+        # parent: a map naming that directory) and below the sources' roots, which the
+        # worker reaches by relative names: their paths, mapped by the pickling.
         anchors = mapped_below(tree.root)
-        return (_worker_plan, (*args, anchors) if anchors else args)
+        sources = tuple(p for r in self.roots for p in mapped_below(os.fsencode(r)).values())
+        return (_worker_plan, (*args, anchors, sources) if anchors or sources else args)
 
     @property
     def groups(self) -> bool:
@@ -1397,12 +1402,14 @@ def _worker_plan(
     token: bytes | None,
     reach: int = -1,
     anchors: dict[bytes, bytes] | None = None,
+    src_anchors: tuple[bytes, ...] = (),
 ) -> CopyPlan:
     """A `CopyPlan` unpickled on a cluster worker: its destination tree opened here (kept
     for the next groups of the run). The manager checked the destination's identity; a
     worker only knows it by path. Nothing here is new to this tree, so every file looks
     before it copies (`DestTree.is_new`). ``anchors``: the path map's directories below the
-    root, where they are for this worker (`DestTree.anchors`)."""
+    root, where they are for this worker (`DestTree.anchors`); ``src_anchors``, those below
+    the sources' roots (`SourceDirs.anchors`)."""
     key = (root, replace_nondirs, durable, tuple(sorted((anchors or {}).items())))
     with _worker_trees_lock:
         tree = _worker_trees.pop(key, None)
@@ -1422,6 +1429,7 @@ def _worker_plan(
         None,
         token=token,
         reach=reach,
+        src_anchors=src_anchors,
     )
 
 

@@ -165,6 +165,40 @@ async def test_the_path_map_applies_to_directories_below_the_destination_root(
     assert tree_of(tmp_path / "there2") == {"sub": None, "sub/b": b"b"}
 
 
+async def test_the_path_map_applies_to_directories_below_a_source_root(
+    tmp_path: Path, dask_client: Any
+) -> None:
+    """A worker reaches a source from its root by relative names: a map naming a directory
+    below the root applies to what lies below it (it used to be reached from a root cut from
+    the mapped path: each file there failed, 'No such file or directory: .../o')."""
+    src = tmp_path / "src"
+    (src / "sub" / "d").mkdir(parents=True)
+    (src / "a").write_bytes(b"a")
+    for name in ("sub/b", "sub/d/c"):
+        (src / name).write_bytes(b"as seen here")
+    other = tmp_path / "other"
+    (other / "d").mkdir(parents=True)
+    for name in ("b", "d/c"):
+        (other / name).write_bytes(b"as seen by the workers")
+    paths = {str(src / "sub"): str(other)}
+    async with parjobs.open_manager(
+        tmp_path / "c.sqlite", cluster=dask_client, cluster_path_map=paths
+    ) as manager:
+        handle = await manager.submit(
+            CopyJob(sources=[str(src)], destination=str(tmp_path / "dst"))
+        )
+        assert await handle.wait() == JobStatus.COMPLETED
+        assert (await handle.result())["copied"] == 3
+    seen = b"as seen by the workers"
+    assert tree_of(tmp_path / "dst") == {
+        "a": b"a",
+        "sub": None,
+        "sub/b": seen,
+        "sub/d": None,
+        "sub/d/c": seen,
+    }
+
+
 async def test_tasks_run_on_the_workers(tmp_path: Path, dask_client: Any) -> None:
     log = str(tmp_path / "log")
     worker_pids = set(dask_client.run(os.getpid).values())
