@@ -1,5 +1,6 @@
 """Who is alive: the liveness rule for the managers that share a store (process identity
-on this host, heartbeat age on others), on which leases and recovery rest."""
+for those of this host, boot and pid namespace; heartbeat age for the others), on which
+leases and recovery rest."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from collections.abc import Iterable
 
 from ._environ import positive_or
 
-#: A manager on another host whose heartbeat is older than this (seconds) is dead. On this
-#: host a manager is alive exactly while its process is (pid and start time), however old its
-#: heartbeat: a process stopped with Ctrl-Z keeps its jobs. ``$PARJOBS_LEASE_TIMEOUT``
-#: overrides it (tests make it small).
+#: A manager on another host (or boot, or pid namespace) whose heartbeat is older than this
+#: (seconds) is dead. On this host a manager is alive exactly while its process is (pid and
+#: start time), however old its heartbeat: a process stopped with Ctrl-Z keeps its jobs.
+#: ``$PARJOBS_LEASE_TIMEOUT`` overrides it (tests make it small).
 LEASE_TIMEOUT = 30.0
 #: Managers of this process that closed without unregistering (their store failed as they
 #: closed): gone, though their process lives, to every recovery this process makes. Other
@@ -33,28 +34,32 @@ def dead_managers(c: sqlite3.Connection, now: float | None = None) -> set[str]:
     """Managers of a store that are certainly gone (see `dead_among`), judged at ``now``
     (the clock the heartbeats were written with: the store's `_clock`; this host's by
     default)."""
-    rows = c.execute("SELECT id, pid, host, heartbeat, pid_start FROM managers")
+    rows = c.execute("SELECT id, pid, host, heartbeat, pid_start, pid_ns FROM managers")
     return dead_among(
-        ((r[0], r[1], r[2], r[3], r[4]) for r in rows), time.time() if now is None else now
+        ((r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows), time.time() if now is None else now
     )
 
 
-def dead_among(rows: Iterable[tuple[str, int, str, float, str | None]], now: float) -> set[str]:
-    """The ids of the managers among ``rows`` (id, pid, host, heartbeat, pid start) that are
-    certainly gone. On this host: the process is gone (its pid is free, or taken by a
-    process started at another time). On another host: its heartbeat is older than
-    `lease_timeout` at ``now`` (the clock the heartbeats were written with). A stale
-    heartbeat alone never condemns a process of this host: a stopped one (Ctrl-Z, SIGSTOP)
-    still owns its jobs. "This host" is this hostname *and* this boot: a manager of the
-    same name booted elsewhere is another machine's (cloned VMs, a default hostname), or
-    of this one before a reboot, and is judged by its heartbeat (its pid means nothing
-    here: it was taken for dead, its jobs taken while it ran them)."""
-    host, timeout = socket.gethostname(), lease_timeout()
+def dead_among(
+    rows: Iterable[tuple[str, int, str, float, str | None, str | None]], now: float
+) -> set[str]:
+    """The ids of the managers among ``rows`` (id, pid, host, heartbeat, pid start, pid
+    namespace) that are certainly gone. On this host: the process is gone (its pid is free,
+    or taken by a process started at another time). On another host: its heartbeat is
+    older than `lease_timeout` at ``now`` (the clock the heartbeats were written with). A
+    stale heartbeat alone never condemns a process of this host: a stopped one (Ctrl-Z,
+    SIGSTOP) still owns its jobs. "This host" is this hostname, this boot *and* this pid
+    namespace: a manager of the same name booted elsewhere is another machine's (cloned
+    VMs, a default hostname), or of this one before a reboot; one in another pid namespace
+    (a container sharing the host's name, ``unshare --pid``) has a pid that names another
+    process here, or none. Either is judged by its heartbeat (by its pid, it was taken for
+    dead and its jobs taken while it ran them)."""
+    host, timeout, namespace = socket.gethostname(), lease_timeout(), pid_namespace()
     dead = set()
-    for manager_id, pid, where, heartbeat, pid_start in rows:
+    for manager_id, pid, where, heartbeat, pid_start, pid_ns in rows:
         if manager_id in CLOSED:
             alive = False
-        elif where == host and booted_here(pid_start):
+        elif where == host and booted_here(pid_start) and same_namespace(pid_ns, namespace):
             alive = pid_alive(pid) and same_process(pid, pid_start)
         else:
             alive = now - heartbeat < timeout
@@ -102,6 +107,24 @@ def booted_here(recorded: str | None) -> bool:
     if recorded is None or boot is None:
         return True
     return recorded.partition(":")[0] == boot
+
+
+def pid_namespace() -> str | None:
+    """This process's pid namespace, as device and inode of ``/proc/self/ns/pid`` (one
+    namespace, one inode, while it exists; None where /proc does not say). Not cached: a
+    process forked after ``unshare(CLONE_NEWPID)`` is in the new namespace."""
+    try:
+        st = os.stat("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def same_namespace(recorded: str | None, namespace: str | None) -> bool:
+    """Whether a manager registered with pid namespace ``recorded`` (`pid_namespace`) is in
+    ``namespace``, this process's (True when either side cannot say, as a manager
+    registered by a parjobs that did not record it: then the pid must do, as before)."""
+    return recorded is None or namespace is None or recorded == namespace
 
 
 def process_start(pid: int) -> str | None:

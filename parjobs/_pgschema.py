@@ -23,6 +23,11 @@ NAMESPACE = "parjobs"
 #: What ``meta.application`` holds in a parjobs store.
 APPLICATION = "parjobs"
 SCHEMA_VERSION = 3
+#: Nullable columns added after their table's migration, when a store lacks them (table,
+#: column, type): without a new version, since an older parjobs names the columns it reads
+#: and writes and works on with them, where a new version would have it refuse the store.
+#: ``pid_ns``: managers of other pid namespaces told apart.
+LATER_COLUMNS = (("managers", "pid_ns", "TEXT"),)
 #: Advisory lock keys (two int4s: "pjob", then which lock).
 LOCK_SPACE = 0x706A6F62
 LOCK_SCHEMA = 1  # creating or migrating the schema
@@ -115,6 +120,20 @@ def _pack_items(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     conn.execute("DROP TABLE items")
 
 
+def _add_later_columns(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Add the `LATER_COLUMNS` a store lacks (looked up first: an ``ALTER TABLE`` locks
+    its table, even when ``IF NOT EXISTS`` finds nothing to do)."""
+    present = set(
+        conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema=%s",
+            (NAMESPACE,),
+        )
+    )
+    for table, column, kind in LATER_COLUMNS:
+        if (table, column) not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
 def is_url(target: str) -> bool:
     """Whether ``target`` names a PostgreSQL store rather than a SQLite file."""
     return target.lower().startswith(SCHEMES)
@@ -205,6 +224,7 @@ def init_schema(conn: psycopg.Connection[tuple[object, ...]], where: str) -> Non
                     conn.execute(statement)
             if step == 3:
                 _pack_items(conn)
+        _add_later_columns(conn)
         if version == 0:
             conn.execute(
                 "INSERT INTO meta(key, value) VALUES ('application', %s), ('store_id', %s)",

@@ -29,7 +29,7 @@ from ._exceptions import (
 from ._itemlog import CHUNK, INSERT_CHUNK, chunk, pack, unpack
 from ._items import ItemRecord, ItemRow, row_record
 from ._jobstore import NewJobFields, StoreJobQuery, StoreListener
-from ._leases import dead_managers, process_start
+from ._leases import dead_managers, pid_namespace, process_start, same_namespace
 from ._progress import ItemError, Progress
 from ._records import UNDO_REQUEST, CheckpointBatch, ItemQuery, JobInfo
 from ._sqlite_watch import SQLiteListener
@@ -279,14 +279,16 @@ class SQLiteJobStore:
         return dead_managers(c, self._clock(c))
 
     def register_manager(self, manager_id: str) -> None:
-        """Record this process as a live manager (pid, host, process start time)."""
+        """Record this process as a live manager (pid, host, process start time, pid
+        namespace: what `dead_managers` judges it by)."""
         pid = os.getpid()
+        host, start, namespace = socket.gethostname(), process_start(pid), pid_namespace()
         with self._tx() as c:
             now = self._clock(c)
             c.execute(
-                "INSERT INTO managers(id, pid, host, started, heartbeat, pid_start) "
-                "VALUES (?,?,?,?,?,?)",
-                (manager_id, pid, socket.gethostname(), now, now, process_start(pid)),
+                "INSERT INTO managers(id, pid, host, started, heartbeat, pid_start, pid_ns) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (manager_id, pid, host, now, now, start, namespace),
             )
 
     def heartbeat(self, manager_id: str) -> bool:
@@ -307,11 +309,16 @@ class SQLiteJobStore:
         """A description of the live manager ``lease`` names (None if free or dead)."""
         if lease is None:
             return None
-        row = c.execute("SELECT pid, host FROM managers WHERE id=?", (lease,)).fetchone()
+        row = c.execute("SELECT pid, host, pid_ns FROM managers WHERE id=?", (lease,)).fetchone()
         if row is None or lease in self._dead(c):
             return None
-        here = row["host"] == socket.gethostname()
-        return f"parjobs process (pid {row['pid']}" + (")" if here else f" on {row['host']})")
+        if row["host"] != socket.gethostname():
+            where = f" on {row['host']}"
+        elif not same_namespace(row["pid_ns"], pid_namespace()):
+            where = " in another pid namespace"  # its pid is not this namespace's
+        else:
+            where = ""
+        return f"parjobs process (pid {row['pid']}{where})"
 
     def _check_owner(self, c: sqlite3.Connection, info: JobInfo, manager_id: str | None) -> None:
         """Raise `LeaseError` when a live manager other than ``manager_id`` holds the job.

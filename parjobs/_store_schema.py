@@ -22,7 +22,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS managers (
     id TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL,
     started REAL NOT NULL, heartbeat REAL NOT NULL,
-    pid_start TEXT              -- boot id and start time of the process: guards pid reuse
+    pid_start TEXT,             -- boot id and start time of the process: guards pid reuse
+    pid_ns TEXT                 -- its pid namespace: a pid means something only in it
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -74,6 +75,16 @@ CREATE TABLE IF NOT EXISTS item_log (
 
 #: Tables added after schema 1 was released, created in an older store when it is opened.
 LATER_TABLES = ("item_log",)
+#: Nullable columns added after schema 1 was released, added to an older store when it is
+#: opened (table, column, type): without a new version, since an older parjobs names the
+#: columns it reads and writes and works on with them, where a new version would have it
+#: refuse the store. ``pid_start``: pid reuse guarded against; ``traceback``: failures'
+#: tracebacks kept; ``pid_ns``: managers of other pid namespaces told apart.
+LATER_COLUMNS = (
+    ("managers", "pid_start", "TEXT"),
+    ("task_errors", "traceback", "TEXT"),
+    ("managers", "pid_ns", "TEXT"),
+)
 
 
 _NOT_REGULAR = {
@@ -140,14 +151,11 @@ def init_schema(
     c.execute("PRAGMA foreign_keys=ON")
     if app_id == 0:
         _write_schema(c, tx)
-    columns = {r[1] for r in c.execute("PRAGMA table_info(managers)")}
-    if "pid_start" not in columns:  # a store made before pid reuse was guarded against
-        with tx():
-            c.execute("ALTER TABLE managers ADD COLUMN pid_start TEXT")
-    columns = {r[1] for r in c.execute("PRAGMA table_info(task_errors)")}
-    if "traceback" not in columns:  # a store made before tracebacks were kept
-        with tx():
-            c.execute("ALTER TABLE task_errors ADD COLUMN traceback TEXT")
+    for table, column, kind in LATER_COLUMNS:
+        if not _has_column(c, table, column):
+            with tx():  # (looked at again: another process may have added it meanwhile)
+                if not _has_column(c, table, column):
+                    c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
     missing = [t for t in LATER_TABLES if t not in tables]
     if app_id != 0 and missing:  # a store made before these tables existed
         with tx():
@@ -163,6 +171,10 @@ def init_schema(
     if check != "ok":
         detail = " ".join(str(check).split())  # one line, for the CLI
         raise StoreFormatError(f"{path} is a damaged parjobs store: {detail}")
+
+
+def _has_column(c: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(r[1] == column for r in c.execute(f"PRAGMA table_info({table})"))
 
 
 def _pack_items(c: sqlite3.Connection) -> None:

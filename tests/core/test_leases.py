@@ -104,3 +104,119 @@ def test_a_host_of_the_same_name_is_judged_by_its_heartbeat(store_path, monkeypa
     monkeypatch.setenv("PARJOBS_LEASE_TIMEOUT", "2")
     patch = 'parjobs._store.process_start = lambda pid: "0f0f0f0f-another-machine:4242"'
     _held_then_taken_over(store_path, patch)
+
+
+#: A manager in its own pid namespace (``unshare --pid``) on this host: it registers, claims
+#: job "j", leaves job "h" to the test's live manager, and runs (heartbeating) until its stdin
+#: closes.
+IN_NAMESPACE = """
+import sys, time, threading
+from parjobs._stores import open_store
+store = open_store(sys.argv[1])
+store.register_manager("in-ns")
+first = store.claim_next("in-ns", {"default": 5})
+second = store.claim_next("in-ns", {"default": 5})
+print(first and first.id, second and second.id, flush=True)
+threading.Thread(target=sys.stdin.read, daemon=True).start()
+while threading.active_count() > 1:
+    store.heartbeat("in-ns")
+    time.sleep(0.1)
+"""
+
+
+@pytest.mark.both_stores
+def test_a_manager_in_another_pid_namespace_is_judged_by_its_heartbeat(store_path, monkeypatch):
+    """Two managers of one host (hostname and boot id) in different pid namespaces (a
+    container that shares the host's name, ``unshare --pid``): each judged the other by a
+    pid that is not its own namespace's, found it dead at once and took its jobs while it
+    ran them. The pid namespace recorded at registration tells them apart: a manager of
+    another namespace is judged by its heartbeat, as another host's."""
+    from parjobs import LeaseError
+    from parjobs._stores import open_store
+
+    unshare = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+    try:
+        subprocess.run([*unshare, "true"], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot make a pid namespace here (unshare --pid): {exc}")
+    monkeypatch.setenv("PARJOBS_LEASE_TIMEOUT", "2")
+    store = open_store(store_path)
+    child = None
+    try:
+        store.register_manager("here")
+        store.insert_job("h", "t", 1, "{}")
+        claimed = store.claim_next("here", {"default": 5})
+        assert claimed is not None and claimed.id == "h"
+        store.insert_job("j", "t", 1, "{}")
+        child = subprocess.Popen(
+            [*unshare, sys.executable, "-c", IN_NAMESPACE, store_path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None and child.stdin is not None
+        # In its namespace, "here" (this process) is alive: it took "j" only, not "h".
+        assert child.stdout.readline().split() == ["j", "None"]
+        # Here, "in-ns" is alive while it runs, though its pid is not this namespace's.
+        (in_ns,) = [m for m in store.managers() if m["id"] == "in-ns"]
+        assert in_ns["alive"]
+        assert store.claim_next("here", {"default": 5}) is None
+        assert store.get("j").lease == "in-ns"
+        with pytest.raises(LeaseError, match=r"\(pid \d+ in another pid namespace\)"):
+            store.requeue("j", "here")
+        child.stdin.close()
+        assert child.wait(timeout=60) == 0
+        time.sleep(2.5)  # past the lease timeout: "in-ns" is dead, its job taken over
+        taken = store.claim_next("here", {"default": 5})
+        assert taken is not None and taken.id == "j" and taken.lease == "here"
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+        store.close()
+
+
+def _sql(target: str, statement: str) -> list[tuple[object, ...]]:
+    """Run ``statement`` on the store ``target`` (a SQLite file or a PostgreSQL URL) as a
+    program other than parjobs would, and return its rows."""
+    if target.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(target, autocommit=True, options="-c search_path=parjobs") as pg:
+            cur = pg.execute(statement)
+            return list(cur.fetchall()) if cur.description else []
+    conn = sqlite3.connect(target)
+    try:
+        with conn:
+            return conn.execute(statement).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.mark.both_stores
+def test_a_store_from_before_pid_namespaces_gains_the_column(store_path, monkeypatch):
+    """A store an older parjobs made has no ``pid_ns``: opening it adds the column without a
+    new schema version (one would have the older parjobs refuse the store it shares), and a
+    manager that parjobs registered (no namespace recorded) is judged by its pid, as before:
+    alive while its process is, however old its heartbeat."""
+    from parjobs._leases import pid_namespace
+    from parjobs._stores import open_store
+
+    monkeypatch.setenv("PARJOBS_LEASE_TIMEOUT", "0.5")
+    pg = store_path.startswith("postgresql://")
+    version = "SELECT value FROM meta WHERE key='schema_version'" if pg else "PRAGMA user_version"
+    store = open_store(store_path)
+    store.register_manager("old")
+    store.close()
+    _sql(store_path, "ALTER TABLE managers DROP COLUMN pid_ns")  # as an older parjobs left it
+    _sql(store_path, "UPDATE managers SET heartbeat=0")
+    (before,) = _sql(store_path, version)
+    store = open_store(store_path)
+    try:
+        store.register_manager("new")
+        rows = _sql(store_path, "SELECT id, pid_ns FROM managers ORDER BY id")
+        assert rows == [("new", pid_namespace()), ("old", None)] and pid_namespace()
+        assert [(m["id"], m["alive"]) for m in store.managers()] == [("old", True), ("new", True)]
+        assert _sql(store_path, version) == [before]
+    finally:
+        store.close()
