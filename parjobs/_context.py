@@ -105,6 +105,7 @@ class JobContext(metaclass=NoPublicConstructor):
         self._write_begun = -math.inf  # (trio time) writes begin at most an interval apart
         self._closed = False
         self._items: list[ItemRow] = []
+        self._undone = 0  # items `count_done_as_failed` took back from the store's done count
         self._failed_writes = 0  # checkpoint writes failed in a row ...
         self._failing_since = 0.0  # ... since then (time.monotonic())
         #: Why the job paused itself (its checkpoints could not be written), for its record;
@@ -194,6 +195,17 @@ class JobContext(metaclass=NoPublicConstructor):
 
     def _request(self, reason: str) -> None:
         self._interrupter.request(reason)
+
+    def count_done_as_failed(self, items: int = 1) -> None:
+        """Count as failed ``items`` that an earlier run counted done and checkpointed, and
+        that this run did again and failed (a file read again because it changed since):
+        progress moves them from done to failed, and the store's done count drops by as many
+        with the next checkpoint. Change ``state`` in the same step to say which they were:
+        the store no longer counts them, so a resumed run must count each as an item to do
+        (it retries what failed, as for any failed item)."""
+        self.progress.count_done_as_failed(items)
+        self._undone += items
+        self._dirty.set()
 
     # -- the item log --------------------------------------------------------------------
 
@@ -339,6 +351,9 @@ class JobContext(metaclass=NoPublicConstructor):
         if self._items:
             batch.items.extend(self._items)
             self._items = []
+        if self._undone:
+            batch.done_items -= self._undone
+            self._undone = 0
         state = json.dumps(self.state, sort_keys=True)
         if state != self._saved_state:
             batch.state = self._saved_state = state

@@ -244,6 +244,14 @@ class ProgressTracker:
         self.bytes_done += bytes
         self._bump()
 
+    def count_done_as_failed(self, items: int) -> None:
+        """Count as failed ``items`` counted done before (an earlier run finished them, and
+        this one, doing them again, failed): each item still counts once, where it ended."""
+        moved = min(items, self.items_done)
+        self.items_done -= moved
+        self.items_failed += moved
+        self._bump()
+
     def forget_partial(self, stage: str, keep: Collection[int] = ()) -> None:
         """Stop counting the bytes items of ``stage`` counted before they stopped unfinished
         (``partial``), but those of ``keep``: the job will not run the others again (a file

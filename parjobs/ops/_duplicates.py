@@ -38,12 +38,13 @@ start kept in the job's state, saved with its stage's first checkpoint), so a fi
 during one pause is read again once, not at every later resume, and again only if it
 changed again. Progress counts each file once a stage, as an uninterrupted run does: what
 is read again counts neither as an item nor in bytes (the run that read it first counted
-both), and a file a run could not read is counted by the file-by-file stage that reads it
-again (one item, done or failed), not by the run, whose total holds it. A resumed run's
-totals are what earlier runs counted (the store's counts) plus what is left to do
-(`_stage`), not what its own plan would count for the tasks they finished: a file deleted,
-grown or rewritten since leaves a finished hash run fewer files to hash now, and done would
-pass the totals.
+both), but a re-read that fails moves its file from done to failed (`_Uncounted`, which
+a later run counts as an item again), and a file a run could not read is counted by the
+file-by-file stage that reads it again (one item, done or failed), not by the run, whose
+total holds it. A resumed run's totals are what earlier runs counted (the store's counts)
+plus what is left to do (`_stage`), not what its own plan would count for the tasks they
+finished: a file deleted, grown or rewritten since leaves a finished hash run fewer files
+to hash now, and done would pass the totals.
 (The stages were ``walk``, ``content-ids``, ``content-id`` and ``full-hash`` while the
 indices were those of the walk's manifest, then ``hashes`` with one task a file: renamed,
 so a job begun that way and resumed now starts those stages afresh rather than misread
@@ -120,7 +121,8 @@ class ContentIdTask(Task[str]):
 
     Progress counts each file once: a file its run could not read is counted here, not by
     the run (`IdRunTask` counts only the ids it found); ``items`` is 0 for a file read again
-    on resume (an earlier run counted it), and
+    on resume (an earlier run counted it; a failure moves it from done to failed, and one
+    whose re-read failed before is an item again: `_recheck`), and
     ``counted_bytes`` says its read's bytes are counted too (a file read again because it
     changed since an earlier run read it), so a re-read is not counted twice."""
 
@@ -326,7 +328,8 @@ def _hashed(
 class _HashAgain(HashTask):
     """A `HashTask` for a file changed since an earlier run hashed it (``hash-recheck-N``):
     hashed again, but counted neither as an item nor in bytes (the earlier run counted
-    both), so each file counts once in the totals. Alone, never in a group (whose path
+    both), so each file counts once in the totals (a failure moves it from done to failed:
+    `_recheck`). Alone, never in a group (whose path
     counts bytes)."""
 
     items = 0
@@ -894,6 +897,7 @@ async def _full_hashes(
             [_HashAgain(i, files[i][1], files[i][2], exact=True) for i in sorted(stale)],
             changed,
             "full hashes",
+            counted=True,  # (`_left_alone`: before the totals were final)
         )
         failed += n
         for index, (digest, _) in singles.items():
@@ -905,11 +909,14 @@ async def _left_alone(ctx: JobContext, runs: list[HashRunTask]) -> None:
     """Count in the totals the files that ``runs`` finished by an earlier run left to
     ``hash-files`` (a file it could not read, or did not reach before a pause) and that no
     earlier run hashed alone: their run counted only the files it hashed, and a resumed run
-    counts each of them once, as an item of its own, before its totals are final."""
+    counts each of them once, as an item of its own, before its totals are final. So too
+    each file hashed whose hash an earlier run's ``hash-recheck-N`` could not take again
+    (`_Uncounted`: no longer counted done; it changed since, so it is hashed again)."""
     done = ctx.task_dispatcher("hash-runs", keep_results=True)
     if not done.completed_count:
         return
     alone = ctx.task_dispatcher("hash-files", keep_results=True)
+    uncounted = _Uncounted(ctx, "hash").indices
     items = nbytes = 0
     for run in runs:
         if not done.is_completed(run.index):
@@ -917,7 +924,9 @@ async def _left_alone(ctx: JobContext, runs: list[HashRunTask]) -> None:
         value = await done.stored_value(run.index)
         hashed = {i for i, digest in value or () if digest is not None}
         for i, _, size in run.files:
-            if i not in hashed and not alone.is_completed(i):
+            if i in hashed or alone.is_completed(i):
+                items += i in uncounted  # (its bytes are counted still)
+            else:
                 items += 1
                 nbytes += size
     if items:
@@ -1026,8 +1035,49 @@ def _ctimes(files: list[_File]) -> list[int | None]:
     return out
 
 
+#: Where the job keeps, in its state, ``{kind: [index, ...]}`` of the files `_Uncounted`
+#: holds.
+_UNCOUNTED_KEY = "rechecks_uncounted"
+
+
+class _Uncounted:
+    """The files of one kind of recheck (``id``, ``hash``: see `_recheck`) that the store's
+    count no longer holds: an earlier run counted each done, then a later one read it again
+    (it changed since) and failed, so that run counted it failed instead
+    (`JobContext.count_done_as_failed`: progress and the store's done count), as an
+    uninterrupted run would have. A resumed run retries such a file, as any failed item,
+    and counts it as an item of its own (in the totals, done or failed), where the re-read
+    of a file still counted done is no item. Kept in the job's state, changed in the step
+    that books the outcome, so saved with the checkpoint that changes the store's count."""
+
+    def __init__(self, ctx: JobContext, kind: str) -> None:
+        self._ctx = ctx
+        self._kind = kind
+        self.indices: set[int] = set(ctx.state.get(_UNCOUNTED_KEY, {}).get(kind, ()))
+
+    def booked(self, task: Task[Any], failed: bool) -> None:
+        """A read again of this run ended: ``failed`` or done."""
+        index = task.index
+        if failed and task.items == 0:  # counted done by an earlier run: failed now
+            self._ctx.count_done_as_failed(1)
+            self.indices.add(index)
+        elif not failed and index in self.indices:  # its own item, done: counted again
+            self.indices.discard(index)
+        else:
+            return
+        every = dict(self._ctx.state.get(_UNCOUNTED_KEY, {}))
+        every[self._kind] = sorted(self.indices)
+        self._ctx.state[_UNCOUNTED_KEY] = every
+
+
 async def _recheck(
-    ctx: JobContext, kind: str, tasks: list[Task[T]], changed: _Changed, message: str
+    ctx: JobContext,
+    kind: str,
+    tasks: list[Task[T]],
+    changed: _Changed,
+    message: str,
+    *,
+    counted: bool = False,
 ) -> tuple[dict[int, T], int]:
     """``({index: value}, failures)`` for ``tasks``, a file each, read again because what an
     earlier run's ``id-runs`` ... ``hash-files`` recorded may be stale: for a file an earlier
@@ -1035,7 +1085,16 @@ async def _recheck(
     run began, the newest such value; the others are read in this run's own stage
     (``{kind}-recheck-N``), its start kept in the job's state first (saved with the stage's
     first checkpoint). So a file changed during one pause is read once, by the next run,
-    not by every later one, and one changed again is read again."""
+    not by every later one, and one changed again is read again.
+
+    Each file counts once, as an uninterrupted run counts it: a re-read is no item (an
+    earlier run counted the file done), but one that fails moves the file from done to
+    failed, and a file an earlier re-read failed (`_Uncounted`) is an item again, added to
+    the totals here (``counted``: they hold it already, a hash's: `_left_alone`)."""
+    uncounted = _Uncounted(ctx, kind)
+    for task in tasks:
+        if task.index in uncounted.indices:
+            task.items = 1
     values: dict[int, T] = {}
     left = tasks
     earlier: dict[str, int] = ctx.state.get(_RECHECKS_KEY, {})
@@ -1059,7 +1118,11 @@ async def _recheck(
         own = str(ctx.run_number)
         if own not in earlier:
             ctx.state[_RECHECKS_KEY] = {**earlier, own: changed.began}
-        found, failed = await _stage(ctx, f"{kind}-recheck-{own}", left, message, counted=True)
+        if not counted:
+            ctx.progress.add_total(items=sum([t.items for t in left]))
+        found, failed = await _stage(
+            ctx, f"{kind}-recheck-{own}", left, message, counted=True, booked=uncounted.booked
+        )
         values.update(found)
     return values, failed
 
@@ -1152,13 +1215,16 @@ async def _stage(
     counted: bool | Collection[int] = False,
     resumed: set[int] | None = None,
     finalize: bool = False,
+    booked: Callable[[Task[T], bool], None] | None = None,
 ) -> tuple[dict[int, T], int]:
     """Run one stage: ``({index: value}, failures)``; values of tasks finished by an earlier
     run come back from the store (their indices added to ``resumed``). ``counted``: the
     tasks (True: all; else those of these indices) are in the totals already, items and
     bytes (files a run of this run counted and left to them: the run counts as done only
     the files it finished, so each file is one item, done or failed, once). ``finalize``:
-    the totals are final once this stage's are added.
+    the totals are final once this stage's are added. ``booked(task, failed)``: each task of
+    this run that ended, done or failed, once its outcome is booked (before the next
+    checkpoint is written).
 
     The totals grow by what is left to do: a task an earlier run finished counted then, and
     the totals hold what the store counted (`DuplicatesJob.run`), whatever this run plans.
@@ -1185,8 +1251,12 @@ async def _stage(
             values[outcome.index] = outcome.value
             if outcome.resumed and resumed is not None:
                 resumed.add(outcome.index)
+            elif booked is not None and not outcome.resumed:
+                booked(outcome.task, False)
         elif outcome.status is OutcomeStatus.FAILED:
             failed += 1
+            if booked is not None:
+                booked(outcome.task, True)
         await ctx.checkpoint()
     return values, failed
 

@@ -717,6 +717,61 @@ async def test_small_files_go_in_runs_and_a_failure_in_a_run_is_reported_once(
     assert (p.items_done, p.items_failed, p.items_total) == (439, 1, 440)
 
 
+async def _pause_when(manager, handle, entered: threading.Event, released: threading.Event):
+    """Pause the job once a worker thread it holds sets ``entered``, then let that thread go
+    on (``released``), and wait until the job rests."""
+    try:
+        with trio.fail_after(10):
+            while not entered.is_set():
+                await trio.sleep(0.002)
+        await manager.pause(handle.id)
+    finally:
+        released.set()
+    assert await handle.wait() is JobStatus.PAUSED
+
+
+async def _resumed_to_its_end(manager, handle):
+    """Resume the job and follow it to its end: ``(snapshots, result, info, errors)``."""
+    await manager.resume(handle.id)
+    seen = [snapshot async for snapshot in manager.watch(handle.id)]
+    result = await handle.result()
+    return seen, result, await handle.info(), await manager.errors(handle.id)
+
+
+def _unreadable(real, victim: str):
+    """``real`` (a read of the file its first argument names) failing with an I/O error for
+    ``victim``, every time."""
+
+    def reading(path, **kwargs):
+        if os.fsdecode(path) == victim:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), victim)
+        return real(path, **kwargs)
+
+    return reading
+
+
+def _hashed_then_held(monkeypatch, last: str, entered, released) -> None:
+    """Hold a dupes job's hash run (its one call into C, or its ``last`` file in Python)
+    until ``released``, having set ``entered``; then it hashes every file, paused or not."""
+    real_hash, real_hashes = hash_file, full_hashes
+
+    def held(path, **kwargs):
+        if os.fsdecode(path) == last and not released.is_set():
+            entered.set()
+            released.wait(10)
+            kwargs["check"] = lambda: None  # (paused meanwhile: hashed whole all the same)
+        return real_hash(path, **kwargs)
+
+    def held_many(items):
+        if not released.is_set():
+            entered.set()
+            released.wait(10)
+        return real_hashes(items)
+
+    monkeypatch.setattr(dup_mod, "hash_file", held)
+    monkeypatch.setattr(dup_mod, "full_hashes", held_many)
+
+
 def _four_same(tmp_path):
     """``(root, victim)``: four files ``a`` ... ``d`` of the same 200 KiB (full-hashed, in
     one run), the victim ``c``."""
@@ -801,13 +856,9 @@ async def test_a_file_a_hash_run_could_not_read_is_one_failed_item_after_a_resum
     holds the files it hashed, and the file is one failed item, with its reason (resumed, it
     was 8 done + 1 failed of 9 for 8 files)."""
     root, victim = _four_same(tmp_path)
-    real_hash, real_hashes = hash_file, full_hashes
+    real_hashes = full_hashes
     entered, released = threading.Event(), threading.Event()
-
-    def failing(path, **kwargs):
-        if os.fsdecode(path) == victim:
-            raise OSError(errno.EIO, os.strerror(errno.EIO), victim)
-        return real_hash(path, **kwargs)
+    failing = _unreadable(hash_file, victim)
 
     def failing_many(items):  # (in C: None for a file it could not read)
         digests = real_hashes(items)
@@ -827,14 +878,7 @@ async def test_a_file_a_hash_run_could_not_read_is_one_failed_item_after_a_resum
     seen: list = []
     async with parjobs.open_manager(store_path) as manager:
         handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
-        try:
-            with trio.fail_after(10):
-                while not entered.is_set():
-                    await trio.sleep(0.002)
-            await manager.pause(handle.id)
-        finally:
-            released.set()
-        assert await handle.wait() is JobStatus.PAUSED
+        await _pause_when(manager, handle, entered, released)
         p = (await handle.info()).progress
         assert p.items_done + p.items_failed <= (p.items_total or 0) <= 8, p
         await manager.resume(handle.id)
@@ -1190,3 +1234,81 @@ async def test_a_file_reached_through_two_roots_is_not_its_own_duplicate(
     groups = [sorted(g["paths"]) for g in result["groups"]]
     assert groups == [["c-copy", "x/sub/c"]], result["groups"]  # (as the first root names it)
     assert result["duplicate_files"] == 1 and result["files_scanned"] == 4
+
+
+@pytest.mark.both_stores
+@pytest.mark.parametrize("mended", [False, True])
+@pytest.mark.parametrize("kind", ["id", "hash"])
+async def test_a_file_read_again_on_resume_that_fails_moves_from_done_to_failed(
+    store_path, tmp_path, monkeypatch, scan_path, kind, mended
+):
+    """Paused once every file is hashed, the victim then deleted (its content id read again
+    fails, ``id-recheck-2``) or touched with another file and unreadable (ids the same: its
+    hash read again fails with an I/O error, ``hash-recheck-2``), resumed, paused again
+    while the other changed file is read again, resumed: the failed re-read is one failed
+    item, the file no longer counted done, in progress and in the store's done count, on
+    both resumes (it counted 8 done, 0 failed of 8, the result saying ``failed: 1``, and the
+    job completed without errors); the totals, final, do not move. ``mended``: the victim
+    readable again (written back, or no I/O error) before the second resume, it is one item
+    done again, as in an uninterrupted run."""
+    root, victim = _four_same(tmp_path)
+    other = str(root / "d")
+    real_hash, real_id = hash_file, content_id
+    first, again, first_done, again_held, broken = (threading.Event() for _ in range(5))
+    broken.set()
+
+    def hold(event: threading.Event, done: threading.Event) -> None:
+        event.set()
+        done.wait(10)
+
+    def read_again(real):  # the other changed file, read again: held while the victim fails
+        def reading(path, **kwargs):
+            name = os.fsdecode(path)
+            if name == victim and kind == "hash" and broken.is_set():
+                raise OSError(errno.EIO, os.strerror(errno.EIO), victim)
+            if name == other and not again_held.is_set():
+                hold(again, again_held)
+            return real(path, **kwargs)
+
+        return reading
+
+    _hashed_then_held(monkeypatch, other, first, first_done)
+    if kind == "id":
+        monkeypatch.setattr(dup_mod, "content_id", read_again(real_id))
+    else:
+        monkeypatch.setattr(entries_mod, "hash_file", read_again(real_hash))
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
+        await _pause_when(manager, handle, first, first_done)
+        assert _counts(await handle.info())[:2] == (8, 8)
+        if kind == "id":
+            os.unlink(victim)
+        else:
+            for path in (victim, other):
+                os.chmod(path, 0o640)  # (a new ctime, the same content)
+        _tick(other)
+        await manager.resume(handle.id)
+        try:
+            with trio.fail_after(10):  # the victim failed, the other file held
+                while not (again.is_set() and await manager.errors(handle.id)):
+                    await trio.sleep(0.002)
+            await manager.pause(handle.id)
+        finally:
+            again_held.set()
+        assert await handle.wait() is JobStatus.PAUSED
+        info = await handle.info()
+        p = info.progress
+        assert (info.done_items, p.items_done, p.items_failed, p.items_total) == (7, 7, 1, 8)
+        if mended:
+            broken.clear()
+            if kind == "id":
+                shutil.copyfile(other, victim)
+        seen, result, info, errors = await _resumed_to_its_end(manager, handle)
+    failed = 0 if mended else 1
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS if failed else JobStatus.COMPLETED
+    assert [(e.label, e.stage) for e in errors] == [(victim, f"{kind}-recheck-3")] * failed
+    assert result["failed"] == failed
+    _each_file_once(seen, 8, failed)
+    assert info.done_items == info.progress.items_done == 8 - failed
+    grouped = sorted(p for g in result["groups"] for p in g["paths"])
+    assert grouped == sorted(str(root / n) for n in "abcd" if mended or n != "c")
