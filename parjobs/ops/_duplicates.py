@@ -122,7 +122,7 @@ class ContentIdTask(Task[str]):
     Progress counts each file once: a file its run could not read is counted here, not by
     the run (`IdRunTask` counts only the ids it found); ``items`` is 0 for a file read again
     on resume (an earlier run counted it; a failure moves it from done to failed, and one
-    whose re-read failed before is an item again: `_recheck`), and
+    whose re-read failed before, or no read counted, is an item again: `_recheck`), and
     ``counted_bytes`` says its read's bytes are counted too (a file read again because it
     changed since an earlier run read it), so a re-read is not counted twice."""
 
@@ -752,14 +752,19 @@ async def _content_ids(
     values, _ = await _stage(ctx, "id-runs", runs, "content ids", resumed=resumed)
     recheck: list[int] = []  # files of this run's own stage (see below)
     redo: set[int] = set()  # the runs they are in
+    unread: set[int] = set()  # ... files of theirs no earlier run counted done
     here = _counted_here(runs, resumed)
     if changed is not None and resumed:
         reused = [f[0] for run in runs if run.index in resumed for f in run.files]
         stale = await changed.among(files, reused)
+        alone = ctx.task_dispatcher("id-files", keep_results=True)
         for run in runs:
             if run.index in resumed and not stale.isdisjoint([f[0] for f in run.files]):
                 recheck.extend([f[0] for f in run.files])
                 redo.add(run.index)
+                # (A file the run could not read, nor ``id-files`` after it: an item.)
+                failures = values[run.index]["failed"]
+                unread.update(i for i in failures if not alone.is_completed(i))
     again: list[int] = []
     for run in runs:
         value = values.get(run.index)
@@ -799,7 +804,9 @@ async def _content_ids(
             ctx,
             "id",
             [
-                ContentIdTask(i, files[i][1], files[i][2], items=0, counted_bytes=True)
+                ContentIdTask(
+                    i, files[i][1], files[i][2], items=int(i in unread), counted_bytes=True
+                )
                 for i in sorted(recheck)
             ],
             changed,

@@ -1312,3 +1312,39 @@ async def test_a_file_read_again_on_resume_that_fails_moves_from_done_to_failed(
     assert info.done_items == info.progress.items_done == 8 - failed
     grouped = sorted(p for g in result["groups"] for p in g["paths"])
     assert grouped == sorted(str(root / n) for n in "abcd" if mended or n != "c")
+
+
+async def test_a_file_no_run_could_read_is_one_item_when_its_run_is_read_again(
+    store_path, tmp_path, monkeypatch, scan_path
+):
+    """A file its content-id run could not read, nor ``id-files`` after it (an I/O error,
+    every time), is counted failed, not done; paused in the hashes, another file of its run
+    touched, resumed: the run is read again file by file (``id-recheck-2``), where the file
+    fails again and is one failed item still, in the totals (it was counted nowhere: 6 done,
+    0 failed of 6 for its 7 items), not one taken from those done."""
+    root, victim = _four_same(tmp_path)
+    other = str(root / "d")
+    real_ids = content_ids
+    entered, released = threading.Event(), threading.Event()
+
+    def failing_ids(items, **kwargs):  # (the run: None for a file it could not read)
+        ids = real_ids(items, **kwargs)
+        return [
+            None if os.fsdecode(p) == victim else i for (p, _), i in zip(items, ids, strict=True)
+        ]
+
+    _hashed_then_held(monkeypatch, other, entered, released)
+    monkeypatch.setattr(dup_mod, "content_id", _unreadable(content_id, victim))
+    monkeypatch.setattr(dup_mod, "content_ids", failing_ids)
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
+        await _pause_when(manager, handle, entered, released)
+        p = (await handle.info()).progress
+        assert (p.items_done, p.items_failed, p.items_total) == (6, 1, 7)
+        os.chmod(other, 0o640)  # (a new ctime, the same content)
+        _tick(other)
+        seen, result, info, errors = await _resumed_to_its_end(manager, handle)
+    assert [(e.label, e.stage) for e in errors] == [(victim, "id-recheck-2")]
+    assert result["failed"] == 1
+    _each_file_once(seen, 7, 1)
+    assert info.done_items == info.progress.items_done == 6
