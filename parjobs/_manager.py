@@ -606,7 +606,9 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         """Cancel a job. Running: stops at the next chunk boundary and cleans up. Queued or
         resting (paused, interrupted, failed): cleaned up now. Recorded ``cancelled`` only
         once cleaned up (a queued job is ``cancelling`` meanwhile). Illegal when completed
-        or cancelled. A cancel of the job already under way here is waited for."""
+        or cancelled. A cancel of the job already under way here is waited for. One whose
+        job type (or spec) this process cannot load, a plug-in uninstalled, is cancelled
+        without its cleanup, which cannot run: its error says so, and what may remain."""
         await self._cancel_once(job_id)
 
     async def _cancel_once(self, job_id: str, *, resting: JobStatus | None = None) -> None:
@@ -650,12 +652,12 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
         else:  # resting: leased here, so nobody resumes it while its cleanup runs
             info = await self._db(self.store.take, job_id, self.id, status)
         with trio.CancelScope(shield=True):  # cancelled only once cleaned up
-            await self._cleanup_offline(info)
+            skipped = await self._cleanup_offline(info)  # (or recorded as not: its error)
             # The store failing, its end waits for it, as a run's does: the job rests
             # cancelling (or its cancel pending), leased here, and no other process's
             # cancel or resume could finish it while this manager lives. Closing
             # meanwhile, it is released with its cancel pending (`close` raises).
-            await self._patiently(None, self._cancelled_write(job_id, info.status))
+            await self._patiently(None, self._cancelled_write(job_id, info.status, skipped))
 
     async def _steer(self, job_id: str, request: str) -> JobInfo | None:
         """What pause and cancel (``request``) share: reach the job where it is. Queued here,

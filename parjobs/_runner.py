@@ -32,7 +32,7 @@ from ._manager_core import JobRun, ManagerCore
 from ._output import OUTPUT_SINK, OutputLine
 from ._progress import ProgressTracker
 from ._records import CheckpointBatch, JobInfo
-from ._status import JobStatus, paused_by_store
+from ._status import JobStatus, paused_by_store, uncleaned
 
 #: How long a cancel may take before the job's trio code is cancelled outright (threads
 #: still finish their current chunk: nothing keeps running after the job says cancelled).
@@ -463,16 +463,18 @@ class JobRunner(ManagerCore):
             finally:
                 self._cleanups.discard(scope)
 
-    async def _cleanup_offline(self, info: JobInfo, *, cancelled: bool = True) -> None:
+    async def _cleanup_offline(self, info: JobInfo, *, cancelled: bool = True) -> str | None:
         """Run the cleanup of a job that is not running (cancel of a paused, interrupted or
         failed job; a stored job that no longer validates). Field types are still checked:
-        cleanup never runs on a spec it cannot trust."""
+        cleanup never runs on a spec it cannot trust. Returns, when it cannot run (the job
+        type unknown here, a plug-in uninstalled; its spec unreadable), the error text the
+        cancelled job records (`uncleaned`), so the user learns what may remain; else None."""
         try:
             job = await trio.to_thread.run_sync(
                 functools.partial(load_job, info.type, info.version, info.spec, validate=False)
             )
-        except JobLoadError:
-            return
+        except JobLoadError as exc:
+            return uncleaned(exc, info.error)
         async with trio.open_nursery() as nursery:
             ctx = JobContext._create(
                 info.id,
@@ -494,6 +496,7 @@ class JobRunner(ManagerCore):
                 pass
             finally:
                 ctx._close_pool()
+        return None
 
     async def _finish(
         self,
@@ -657,11 +660,11 @@ class JobRunner(ManagerCore):
         async def read() -> None:
             found.append(await self._db(self.store.get, live.id))
 
-        cancelled = self._cancelled_write(live.id, JobStatus.CANCELLING)
         written = False
         if await self._patiently(live, read):
             with self._cuttable() as cut:
-                await self._cleanup_offline(found[-1])
+                skipped = await self._cleanup_offline(found[-1])
+            cancelled = self._cancelled_write(live.id, JobStatus.CANCELLING, skipped)
             try:
                 written = not cut.cancel_called and await self._patiently(live, cancelled)
             except (LeaseError, InvalidTransitionError) as exc:  # recovered by another one
@@ -677,12 +680,16 @@ class JobRunner(ManagerCore):
             await self._remove_job_dir(live.id)
         live.rest(JobStatus.CANCELLED)
 
-    def _cancelled_write(self, job_id: str, expect: JobStatus) -> Callable[[], Awaitable[None]]:
+    def _cancelled_write(
+        self, job_id: str, expect: JobStatus, uncleaned: str | None = None
+    ) -> Callable[[], Awaitable[None]]:
         """The write, for `_patiently`, that records a job ``cancelled`` once its cleanup ran,
-        from ``expect`` (the status it rests in meanwhile, leased here). A try after one whose
-        answer was lost (committed, then the connection failed: PostgreSQL) finds the job
-        cancelled already: that was this write, not another manager's."""
+        from ``expect`` (the status it rests in meanwhile, leased here); ``uncleaned``, the
+        error it records when its cleanup could not run. A try after one whose answer was
+        lost (committed, then the connection failed: PostgreSQL) finds the job cancelled
+        already: that was this write, not another manager's."""
         tries = 0
+        fields = {} if uncleaned is None else {"error": uncleaned}
 
         async def write() -> None:
             nonlocal tries
@@ -696,6 +703,7 @@ class JobRunner(ManagerCore):
                     holder=self.id,
                     lease=None,
                     request=None,
+                    **fields,
                 )
             except (InvalidTransitionError, LeaseError):
                 statuses = await self._db(self.store.statuses, [job_id])

@@ -21,6 +21,25 @@ STORE_PAUSED = "paused: its progress cannot be recorded"
 RESUMED = "resumed by itself: the store takes writes again (its failures had paused it)"
 
 
+#: How the stored error of a job cancelled without its cleanup begins: this parjobs could not
+#: load its job type (a plug-in uninstalled) or its spec, so what the cleanup removes (the
+#: partials it kept for a resume) may remain, and its record says so (`uncleaned`).
+UNCLEANED = "cancelled without its cleanup"
+
+
+def uncleaned(why: object, error: str | None) -> str:
+    """The error a job cancelled without its cleanup records: ``why`` the cleanup could not
+    run, what may remain, and the job's ``error`` before (its failure), if one was a
+    failure's (not a store's pause or the note of a resume)."""
+    text = (
+        f"{UNCLEANED}, which cannot run here: {why}; partial or temporary files it kept "
+        "for a resume may remain where it wrote (its spec says where)"
+    )
+    if error and not paused_by_store(error) and error != RESUMED:
+        text += f"; its error before: {error}"
+    return text
+
+
 def paused_by_store(error: str | None) -> bool:
     """Whether a paused job's stored ``error`` says its failing store paused it."""
     return error is not None and error.startswith(STORE_PAUSED)

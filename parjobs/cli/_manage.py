@@ -15,7 +15,7 @@ import trio
 
 from .._exceptions import InvalidTransitionError, JobNotFoundError
 from .._jsonout import dumps
-from .._status import JobStatus
+from .._status import UNCLEANED, JobStatus
 from . import _format as fmt
 from ._errors import EXIT_ERRORS, EXIT_OK, CliError
 from ._render import ERRORS_SHOWN, describe, failures, percent, stats
@@ -78,6 +78,8 @@ async def cancel(args: argparse.Namespace) -> int:
                 f"job {job_id} is {info.status.value}: cancel requested, the process "
                 "running it stops it at its next chunk boundary"
             )
+        elif _uncleaned(info):  # its cleanup could not run here: what may remain
+            text = f"job {job_id} is {fmt.printable(info.error or '')}"
         else:
             text = f"job {job_id} is {info.status.value}"
         _said(args, info, text)
@@ -93,9 +95,17 @@ async def _settle(manager: JobManager, job_id: str, no_wait: bool) -> JobInfo:
     return await manager.get(job_id)
 
 
+def _uncleaned(info: JobInfo) -> bool:
+    """Whether ``info``'s job was cancelled without its cleanup (its type not loadable)."""
+    return info.status is JobStatus.CANCELLED and (info.error or "").startswith(UNCLEANED)
+
+
 def _said(args: argparse.Namespace, info: JobInfo, text: str) -> None:
     if args.json:
-        print(dumps({"job_id": info.id, "status": info.status.value}), flush=True)
+        data = {"job_id": info.id, "status": info.status.value}
+        if _uncleaned(info):
+            data["error"] = info.error or ""
+        print(dumps(data), flush=True)
     else:
         print(text, flush=True)
 

@@ -338,3 +338,52 @@ async def test_a_job_whose_type_cannot_load_is_given_up_by_a_cancel_then_pruned(
     out = run("jobs", "prune", handle.id, env=env, store=store)
     assert out.returncode == 0, out.stderr
     assert _job_ids(env, store) == [] and partial.exists() and not private.exists()
+
+
+async def test_a_cancel_whose_cleanup_cannot_run_says_so(tmp_path: Path, env, store) -> None:
+    """A paused job whose job type this parjobs cannot load (a plug-in uninstalled; here a
+    type only the tests register), cancelled: its cleanup cannot run, and the record said
+    only ``cancelled``, the partial it kept for its resume left unsaid. The record's error
+    (``show``, ``show --json``, so the API and the dashboard) and the cancel's own line say
+    that it was cancelled without its cleanup, why, and what may remain; exit 0 as before."""
+    partial = tmp_path / "big.part"
+    async with parjobs.open_manager(store) as manager:
+        handle = await manager.submit(KeepsPartialJob(partial=str(partial), hang=True))
+        with trio.fail_after(30):
+            while not partial.exists():
+                await trio.sleep(0.01)
+        await manager.pause(handle.id)
+        assert await handle.wait() is JobStatus.PAUSED
+    said = (
+        "cancelled without its cleanup, which cannot run here: unknown job type "
+        "'test-keeps-partial'"
+    )
+    out = run("cancel", handle.id, env=env, store=store)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"job {handle.id} is {said}"), out.stdout
+    assert "files it kept for a resume may remain" in out.stdout
+    shown = json.loads(run("show", "--json", handle.id, env=env, store=store).stdout)
+    assert shown["status"] == "cancelled" and shown["error"].startswith(said), shown
+    assert partial.exists()
+
+
+async def test_a_cancel_whose_cleanup_cannot_run_keeps_the_failure(
+    tmp_path: Path, env, store
+) -> None:
+    """A failed job cancelled so: its error says the cleanup did not run, then the failure
+    it had (``--json`` carries it too). One whose cleanup runs records no such error."""
+    partial = tmp_path / "big.part"
+    async with parjobs.open_manager(store) as manager:
+        handle = await manager.submit(KeepsPartialJob(partial=str(partial)))
+        assert await handle.wait() is JobStatus.FAILED
+        other = await manager.submit(KeepsPartialJob(partial=str(tmp_path / "other.part")))
+        assert await other.wait() is JobStatus.FAILED
+        await manager.cancel(other.id)
+        assert (await manager.get(other.id)).error == "OSError: [Errno 28] No space left on device"
+    out = run("--json", "cancel", handle.id, env=env, store=store)
+    assert out.returncode == 0, out.stderr
+    said = json.loads(out.stdout)
+    assert said["status"] == "cancelled", said
+    assert said["error"].startswith("cancelled without its cleanup, which cannot run here")
+    assert said["error"].endswith("; its error before: OSError: [Errno 28] No space left on device")
+    assert partial.exists() and not (tmp_path / "other.part").exists()
