@@ -757,14 +757,19 @@ async def _content_ids(
     if changed is not None and resumed:
         reused = [f[0] for run in runs if run.index in resumed for f in run.files]
         stale = await changed.among(files, reused)
-        alone = ctx.task_dispatcher("id-files", keep_results=True)
+        # What counted a file the run could not read: ``id-files``, or an earlier run's
+        # recheck (one read again there counted as an item, or it was counted before).
+        read = [ctx.task_dispatcher("id-files", keep_results=True)] + [
+            ctx.task_dispatcher(f"id-recheck-{n}", keep_results=True)
+            for n in ctx.state.get(_RECHECKS_KEY, {})
+        ]
         for run in runs:
             if run.index in resumed and not stale.isdisjoint([f[0] for f in run.files]):
                 recheck.extend([f[0] for f in run.files])
                 redo.add(run.index)
-                # (A file the run could not read, nor ``id-files`` after it: an item.)
+                # (A file the run could not read, nor any read after it: an item.)
                 failures = values[run.index]["failed"]
-                unread.update(i for i in failures if not alone.is_completed(i))
+                unread.update(i for i in failures if not any(d.is_completed(i) for d in read))
     again: list[int] = []
     for run in runs:
         value = values.get(run.index)

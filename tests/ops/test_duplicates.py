@@ -1348,3 +1348,53 @@ async def test_a_file_no_run_could_read_is_one_item_when_its_run_is_read_again(
     assert result["failed"] == 1
     _each_file_once(seen, 7, 1)
     assert info.done_items == info.progress.items_done == 6
+
+
+async def test_a_file_no_run_could_read_counts_once_when_its_run_is_read_again_twice(
+    store_path, tmp_path, monkeypatch, scan_path
+):
+    """As above, but the file reads on the second run (``id-recheck-2`` counts it done, one
+    item of its own), which pauses in the hashes; the file changed during that pause (the
+    run is read again once more, the file too): the third run's re-read is no item, the
+    second counted it (728798c counted it again: 9 final items for 8)."""
+    root, victim = _four_same(tmp_path)
+    other = str(root / "d")
+    real_ids = content_ids
+    entered, released = threading.Event(), threading.Event()
+    broken = threading.Event()
+    broken.set()
+
+    def failing_ids(items, **kwargs):  # (the run: None for a file it could not read)
+        ids = real_ids(items, **kwargs)
+        return [
+            None if broken.is_set() and os.fsdecode(p) == victim else i
+            for (p, _), i in zip(items, ids, strict=True)
+        ]
+
+    def reading(path, **kwargs):
+        if broken.is_set() and os.fsdecode(path) == victim:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), victim)
+        return content_id(path, **kwargs)
+
+    _hashed_then_held(monkeypatch, other, entered, released)
+    monkeypatch.setattr(dup_mod, "content_id", reading)
+    monkeypatch.setattr(dup_mod, "content_ids", failing_ids)
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(DuplicatesJob(paths=[str(root)]))
+        await _pause_when(manager, handle, entered, released)
+        os.chmod(other, 0o640)  # (a new ctime, the same content)
+        _tick(other)
+        broken.clear()  # (the file reads now)
+        entered, released = threading.Event(), threading.Event()
+        _hashed_then_held(monkeypatch, victim, entered, released)  # (hashed now: alone)
+        monkeypatch.setattr(entries_mod, "hash_file", dup_mod.hash_file)
+        await manager.resume(handle.id)
+        await _pause_when(manager, handle, entered, released)
+        assert _completed(manager, handle, "id-recheck-2") == {0, 1, 2, 3}
+        os.chmod(victim, 0o640)  # (changed again: read again by the third run)
+        _tick(victim)
+        seen, result, info, errors = await _resumed_to_its_end(manager, handle)
+    assert errors == []
+    assert result["failed"] == 0 and len(result["groups"]) == 1
+    _each_file_once(seen, 8, 0)
+    assert info.done_items == info.progress.items_done == 8
