@@ -1387,7 +1387,8 @@ async def test_a_file_no_run_could_read_counts_once_when_its_run_is_read_again_t
         broken.clear()  # (the file reads now)
         entered, released = threading.Event(), threading.Event()
         _hashed_then_held(monkeypatch, victim, entered, released)  # (hashed now: alone)
-        monkeypatch.setattr(entries_mod, "hash_file", hash_file)
+        # (the one _hashed_then_held put in _duplicates: held there; not exported, so vars)
+        monkeypatch.setattr(entries_mod, "hash_file", vars(dup_mod)["hash_file"])
         await manager.resume(handle.id)
         await _pause_when(manager, handle, entered, released)
         assert _completed(manager, handle, "id-recheck-2") == {0, 1, 2, 3}
