@@ -50,7 +50,7 @@ from .._job import Job, job_type, validating_stored
 from .._task import Outcome, OutcomeStatus, Task, TaskContext
 from ._entries import EntryTask, entry_report
 from ._errors import MOUNT_POINT
-from ._fs import check_slash, display, mount_points
+from ._fs import check_overlap, check_slash, display, mount_points
 from ._names import job_token
 from ._trash import deletion_stamp, read_trashinfo, recover_trash, trash_path
 from ._trashcan import info_of
@@ -340,6 +340,8 @@ class DeleteJob(Job):
             check_delete_path(
                 path, exists=check, cwd_ancestor_ok=self.allow_cwd_ancestor or not check
             )
+        if check:
+            check_overlap("trash" if self.trash else "delete", self.paths)
         self.__dict__[_CHECKED] = True
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:

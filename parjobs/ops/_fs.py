@@ -508,6 +508,59 @@ def ancestor_ids(st: os.stat_result, path: str | bytes) -> set[tuple[int, int]]:
         ids.add(key)
 
 
+def check_overlap(kind: str, paths: Sequence[str]) -> None:
+    """Refuse, with a `JobSpecError` naming both, two ``paths`` of which one is inside the
+    other (``x x/sub``, ``x link/sub`` with ``link`` to ``x``, ``link link/sub``) or that
+    are the same entry (``x x``, ``x ./x``), for a job that takes each path as a whole
+    (move, trash, delete): ``mv``, ``rm -r`` and ``trash-put`` take the outer one first and
+    then fail on the inner one, gone with it, where parallel tasks would take them in any
+    order (a move or trash would split the tree in two; a delete counts entries twice), and
+    a resumed job could not tell which came first. Compared by device and inode, not text:
+    each entry (its link itself, not followed) against the directories above every other
+    path, found through ``..`` as the kernel sees it (`ancestor_ids`) and through each
+    directory written in the path (a symlink among them). A missing path is left to the
+    caller."""
+    entries: dict[tuple[tuple[int, int], str], str] = {}  # (parent, name) -> the path given
+    items: dict[tuple[int, int], str] = {}  # each path's own (device, inode)
+    under: dict[tuple[int, int], str] = {}  # each directory above a path -> that path
+    for path in paths:
+        directory, name = kernel_split(path)
+        try:
+            if name is None:  # ``x/..``: the directory itself
+                st = os.stat(directory)
+                directory = os.path.join(directory, os.pardir)
+            else:
+                st = os.lstat(os.path.join(directory, name))
+            dir_st = os.stat(directory)
+        except OSError:
+            continue
+        above = ancestor_ids(dir_st, directory)
+        written = os.path.abspath(directory)
+        while written != os.sep:  # a symlink the path goes through is no ``..`` of it
+            with contextlib.suppress(OSError):
+                up = os.lstat(written)
+                above.add((up.st_dev, up.st_ino))
+            written = os.path.dirname(written)
+        key = (st.st_dev, st.st_ino)
+        entry = ((dir_st.st_dev, dir_st.st_ino), name or "")
+        same = entries.get(entry) or (items.get(key) if stat.S_ISDIR(st.st_mode) else None)
+        if same is not None:  # (two hard links of a file are two entries)
+            raise JobSpecError(
+                f"{kind}: {display(same)!r} and {display(path)!r} are the same; give it once"
+            )
+        outer = next((items[i] for i in above if i in items), None)
+        inner, outer = (path, outer) if outer is not None else (under.get(key), path)
+        if inner is not None:
+            raise JobSpecError(
+                f"{kind}: {display(inner)!r} is inside {display(outer)!r}, also given "
+                f"(the {kind} of {display(outer)!r} takes it); give only {display(outer)!r}"
+            )
+        entries[entry] = path
+        items.setdefault(key, path)
+        for i in above:
+            under.setdefault(i, path)
+
+
 def check_slash(kind: str, path: str, *, link_ok: bool) -> None:
     """Refuse a source or a path to delete written with a trailing ``/`` that names no
     directory: POSIX path resolution makes ``a/`` a directory, so ``rm``, ``mv``, ``cp``

@@ -32,7 +32,7 @@ from typing import Any, Literal, cast
 from .._context import JobContext
 from .._exceptions import Interrupted, Skip
 from .._items import Identity, ItemRow
-from .._job import Job, job_type
+from .._job import Job, job_type, validating_stored
 from .._task import RUN_ALONE, Members, OutcomeStatus, Task, TaskContext, spread_rows
 from .._workqueue import HEAVY_BYTES
 from . import _smallfiles, _transfer
@@ -43,6 +43,7 @@ from ._finish import FinishDirs
 from ._fs import (
     At,
     changed_error,
+    check_overlap,
     check_replaceable,
     check_same_file,
     display,
@@ -537,6 +538,8 @@ class MoveJob(IntoDestination, Job):
         check_paths(
             "move", self.sources, self.destination, into=self.into is not False, moved_ok=True
         )
+        if not validating_stored():  # (a job stored before this check keeps running)
+            check_overlap("move", self.sources)
 
     def _plan(self, resumed: bool, identity: Any) -> CopyPlan:
         options = CopyOptions(

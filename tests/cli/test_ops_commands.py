@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import xxhash
-from _cli import CLI, run
+from _cli import CLI, one_error_line, run
 
 # -- the other operations ------------------------------------------------------------------
 
@@ -316,3 +316,24 @@ def test_a_trailing_slash_names_a_directory_for_delete_trash_move_and_copy(
     assert trashed.returncode == 0, trashed.stdout + trashed.stderr
     assert not os.path.lexists(link) and tree_of(d) == contents
     assert os.readlink(tmp_path / "data" / "Trash" / "files" / "link") == "d"
+
+
+def test_overlapping_sources_exit_2_naming_both(tmp_path: Path, env, store) -> None:
+    """``parjobs move x x/sub D`` (and a delete or trash of them) is refused before a job
+    exists, as a usage error: one line naming both paths, exit 2, nothing touched."""
+    (tmp_path / "x" / "sub").mkdir(parents=True)
+    (tmp_path / "x" / "sub" / "b").write_bytes(b"b")
+    (tmp_path / "D").mkdir()
+    x, sub = tmp_path / "x", tmp_path / "x" / "sub"
+    for argv, kind in [
+        (["move", str(x), str(sub), str(tmp_path / "D")], "move"),
+        (["delete", str(sub), str(x)], "delete"),
+        (["delete", "--trash", str(x), str(sub)], "trash"),
+    ]:
+        line = one_error_line(run(*argv, env=env, store=store))
+        assert line == (
+            f"parjobs: error: {kind}: '{sub}' is inside '{x}', also given "
+            f"(the {kind} of '{x}' takes it); give only '{x}'"
+        )
+    assert (sub / "b").read_bytes() == b"b" and not os.listdir(tmp_path / "D")
+    assert run("list", env=env, store=store).stdout.strip() in ("", "no jobs")

@@ -432,3 +432,38 @@ async def test_a_directory_given_with_a_slash_replaced_by_a_file_before_the_run_
         errors = [e.message for e in await manager.errors(handle.id)]
     assert (tmp_path / "d").read_text() == "a file now"
     assert any("not a directory" in e.lower() for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (["x", "x/sub"], "'{t}/x/sub' is inside '{t}/x', also given"),
+        (["x/sub/b", "link"], None),  # the link itself, not followed: no overlap
+        (["link/sub", "x"], "'{t}/link/sub' is inside '{t}/x', also given"),
+        (["x", "x"], "'{t}/x' and '{t}/x' are the same; give it once"),
+        (["x", "./x"], "'{t}/x' and '{t}/./x' are the same; give it once"),
+    ],
+)
+async def test_overlapping_paths_are_refused_naming_both(store_path, tmp_path, given, message):
+    """``rm -r x x/sub`` and ``trash-put x x/sub`` take x, then fail on x/sub; the job's
+    tasks took both in any order (a trash put sub in the trash apart from x, a delete of
+    x twice counted 7 entries for 5). Refused on submission, by device and inode."""
+    t = tmp_path / "t"
+    (t / "x" / "sub").mkdir(parents=True)
+    (t / "x" / "sub" / "b").write_bytes(b"b")
+    (t / "sub").mkdir()
+    os.symlink("x", t / "link")
+    paths = [f"{t}/{p}" for p in given]
+    async with parjobs.open_manager(store_path) as manager:
+        for trash in (False, True):
+            job = DeleteJob(paths=paths, trash=trash)
+            if message is None:
+                job.validate()
+                continue
+            kind = "trash" if trash else "delete"
+            with pytest.raises(parjobs.JobSpecError) as caught:
+                await manager.submit(job)
+            assert str(caught.value).startswith(f"{kind}: " + message.format(t=t))
+            DeleteJob.from_spec({"paths": paths, "trash": trash})  # a stored job still loads
+        assert await manager.list_jobs() == []
+    assert _count(t) == 5

@@ -40,7 +40,7 @@ from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops._copyfile import copy_file
 from parjobs.ops._move import MoveItem, MoveJob
 from parjobs.ops._partials import find_partials
-from parjobs.testing import read, write
+from parjobs.testing import read, snapshot, write
 
 MIB = 1 << 20
 
@@ -1250,3 +1250,54 @@ def test_a_stored_copy_of_a_trailing_dot_into_the_destination_keeps_its_meaning(
     assert isinstance(job, CopyJob) and job._target().names == [b"x"]
     with pytest.raises(parjobs.JobSpecError, match="only source"):
         job.validate()  # (as a submission validates it)
+
+
+@pytest.mark.parametrize(
+    ("given", "inner", "outer"),
+    [
+        (["x", "x/sub"], "x/sub", "x"),
+        (["x/sub", "x"], "x/sub", "x"),
+        (["x", "link/sub"], "link/sub", "x"),  # the same directory through a symlink
+        (["link", "link/sub"], "link/sub", "link"),  # a path through the link moved
+        (["x", "x/sub/b"], "x/sub/b", "x"),
+    ],
+)
+async def test_overlapping_sources_are_refused_naming_both(
+    store_path: str, tmp_path: Path, given: list[str], inner: str, outer: str
+) -> None:
+    """``mv x x/sub D`` moves x whole, then fails on x/sub; the job's parallel tasks took
+    either first (x/sub could land beside x in D) and failed, to resume. Refused on
+    submission, by device and inode; nothing is touched."""
+    (tmp_path / "x" / "sub").mkdir(parents=True)
+    write(tmp_path / "x" / "sub" / "b", b"b")
+    os.symlink("x", tmp_path / "link")
+    (tmp_path / "D").mkdir()
+    before = snapshot(tmp_path)
+    job = MoveJob(sources=[str(tmp_path / p) for p in given], destination=str(tmp_path / "D"))
+    async with parjobs.open_manager(store_path) as m:
+        with pytest.raises(parjobs.JobSpecError) as caught:
+            await m.submit(job)
+        assert await m.list_jobs() == []
+    assert str(caught.value) == (
+        f"move: '{tmp_path / inner}' is inside '{tmp_path / outer}', also given (the move of "
+        f"'{tmp_path / outer}' takes it); give only '{tmp_path / outer}'"
+    )
+    after = snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith(b"jobs.sqlite")} == before
+    # A stored job (submitted before the check) still loads to resume.
+    MoveJob.from_spec({"sources": job.sources, "destination": job.destination})
+
+
+async def test_a_symlink_beside_its_target_is_no_overlap(store_path: str, tmp_path: Path) -> None:
+    """``mv x link D`` moves the directory and the link (not followed): both are kept."""
+    (tmp_path / "x").mkdir()
+    write(tmp_path / "x" / "a", b"a")
+    os.symlink("x", tmp_path / "link")
+    (tmp_path / "D").mkdir()
+    job = MoveJob(
+        sources=[str(tmp_path / "x"), str(tmp_path / "link")], destination=str(tmp_path / "D")
+    )
+    _, info, _ = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED
+    assert os.readlink(tmp_path / "D" / "link") == "x"
+    assert (tmp_path / "D" / "x" / "a").read_bytes() == b"a"

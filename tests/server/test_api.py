@@ -110,6 +110,23 @@ async def test_a_trailing_dot_means_what_it_means_on_the_cli(server: Server, tmp
     assert snapshot(dst) == snapshot(src)
 
 
+async def test_overlapping_sources_are_422_naming_both(server: Server, tmp_path) -> None:
+    """A move of ``x`` and ``x/sub`` (a file manager's selection across folders) is refused
+    (422) with the CLI's message, and nothing moves."""
+    (tmp_path / "x" / "sub").mkdir(parents=True)
+    (tmp_path / "D").mkdir()
+    x, sub = tmp_path / "x", tmp_path / "x" / "sub"
+    async with server.client() as c:
+        body = {
+            "type": "move",
+            "spec": {"sources": [str(x), str(sub)], "destination": str(tmp_path / "D")},
+        }
+        r = await c.post("/api/jobs", json=body)
+    assert r.status_code == 422
+    assert r.json()["error"].startswith(f"move: '{sub}' is inside '{x}', also given")
+    assert sub.is_dir() and not os.listdir(tmp_path / "D")
+
+
 async def test_422_bodies_match_the_cli(server: Server, tmp_path) -> None:
     dst = tmp_path / "dst"
     async with server.client() as c:
