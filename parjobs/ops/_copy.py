@@ -479,6 +479,7 @@ class CopyJob(IntoDestination, Job):
                 plan.names,
                 estimate=estimate,
                 follow_symlinks=plan.follow,
+                durable=plan.options.durable,
             )
             async with aclosing(walked) as batches:
                 async for batch in batches:

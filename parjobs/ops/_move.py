@@ -663,7 +663,13 @@ class MoveJob(IntoDestination, Job):
 
         try:
             walked = walk_ahead(
-                ctx, roots, count, names, estimate=estimate, stages=("move", "links")
+                ctx,
+                roots,
+                count,
+                names,
+                estimate=estimate,
+                stages=("move", "links"),
+                durable=plan.options.durable,
             )
             async with aclosing(walked) as batches:
                 async for batch in batches:

@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import trio
 
@@ -312,10 +312,16 @@ class Manifest:
     #: The line `end` appends (an empty batch, which older readers skip too).
     END = b"[]\n"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, durable: bool = False) -> None:
         self.path = path
         #: Whether the file read or written last ends with `END`.
         self.whole = False
+        #: fsync each append before it returns (a job run with ``durable``: its completions
+        #: are on disk when recorded, so its manifest must be as well, or a power cut leaves
+        #: a job that cannot resume, `ManifestLostError`); the directories once, when made.
+        self.durable = durable
+        #: Whether the file is made and, if `durable`, its directories synced.
+        self._made = False
 
     def load(self) -> list[Entry]:
         """Read the entries of earlier runs; drop a torn last line (killed mid-write)."""
@@ -325,6 +331,7 @@ class Manifest:
                 data = f.read()
         except FileNotFoundError:
             return []
+        self._made = True
         end = data.rfind(b"\n") + 1
         if end != len(data):
             with open(self.path, "r+b") as f:
@@ -361,8 +368,7 @@ class Manifest:
         so a torn last line only ever holds entries nobody saw."""
         line = _plain_line(batch)
         if line is not None:
-            with open(self.path, "ab") as f:
-                f.write(line)
+            self._write(line)
             self.whole = False
             return
         # What `os.fsdecode` does (`load` undoes it with `os.fsencode`), without its two
@@ -388,16 +394,35 @@ class Manifest:
             ]
             for e in batch
         ]
-        with open(self.path, "a", encoding="ascii") as f:
-            f.write(json.dumps(rows, separators=(",", ":")) + "\n")
+        self._write((json.dumps(rows, separators=(",", ":")) + "\n").encode("ascii"))
         self.whole = False
 
     def end(self) -> None:
-        """Mark the end of a walk (`END`), unless the file ends with that mark already."""
+        """Mark the end of a walk (`END`), unless the file ends with that mark already. Not
+        fsynced even when `durable`: a lost mark only makes a resume count the tree anew."""
         if not self.whole:
             with open(self.path, "ab") as f:
                 f.write(self.END)
             self.whole = True
+
+    def _write(self, line: bytes) -> None:
+        """Append ``line``; when `durable`, fsync it, and the first time the file is made
+        its directory and that directory's own entry (the job directory is made on first
+        use, with the manifest), so the entries are on disk before anybody is given them."""
+        with open(self.path, "ab") as f:
+            f.write(line)
+            if self.durable:
+                f.flush()
+                os.fsync(f.fileno())
+        if self.durable and not self._made:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            for path in (directory, os.path.dirname(directory)):
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        self._made = True
 
 
 class _Walker:
@@ -573,6 +598,7 @@ async def walk_batches(
     name: str = "walk",
     stages: Sequence[str] = WALKED_STAGES,
     on_replay: Callable[[list[Entry], bool], None] | None = None,
+    durable: bool = False,
 ) -> AsyncGenerator[list[Entry], None]:
     """Every entry under ``roots`` (roots included) with a stable index, parents before
     their children, a list at a time: the replayed manifest, then each root, then each
@@ -580,8 +606,12 @@ async def walk_batches(
     name in ``rel`` (default: its own, as `Entry` says; a copy to a new name gives that).
     ``stages``: the job's stages whose tasks are numbered by the walk's entries.
     ``on_replay(entries, whole)``: called with the replayed entries (none on a first walk)
-    before anything is yielded; ``whole``: they are an earlier walk that went to its end."""
-    walker = _Walker(Manifest(os.path.join(ctx.job_dir, f"{name}.manifest")), follow_symlinks)
+    before anything is yielded; ``whole``: they are an earlier walk that went to its end.
+    ``durable``: the manifest is fsynced before its new entries are yielded (`Manifest`), for
+    a job run with ``durable``: a power cut never leaves it short of what a checkpoint
+    records done, and the job resumes."""
+    manifest = Manifest(os.path.join(ctx.job_dir, f"{name}.manifest"), durable)
+    walker = _Walker(manifest, follow_symlinks)
     replayed = await trio.to_thread.run_sync(walker.replay)
     walks = ctx.state.setdefault(WALKS, {})
     _check_manifest(ctx, walker, walks.get(name), stages)
@@ -624,14 +654,14 @@ async def walk_batches(
 def _check_manifest(
     ctx: JobContext, walker: _Walker, recorded_in: str | None, stages: Sequence[str]
 ) -> None:
-    """Raise `ManifestLostError` saying why when the replayed manifest cannot number the
-    walk as the earlier runs did: none here though the job recorded one elsewhere (the
-    store opened by another path), or fewer entries than the job recorded done (the
-    manifest is not fsynced, so a power cut may lose its end while the store's checkpoint
-    after it survives). A manifest short of entries nobody recorded done is walked on
-    from its end: the entries numbered anew past it were never recorded done, so none is
-    taken for another. (``next_index``, not the replayed entries: a manifest of error
-    entries only replays none, they are held for the re-walk.)"""
+    """Raise `ManifestLostError` saying why when the replayed manifest cannot number the walk as the
+    earlier runs did: none here though the job recorded one elsewhere (the store opened by
+    another path), or fewer entries than the job recorded done (the manifest is not fsynced
+    unless the job is ``durable``, so a power cut may lose its end while the store's checkpoint
+    after it survives). A manifest short of entries nobody recorded done is walked on from its
+    end: the entries numbered anew past it were never recorded done, so none is taken for
+    another. (``next_index``, not the replayed entries: a manifest of error entries only replays
+    none, they are held for the re-walk.)"""
     if recorded_in is None:
         return
     held, path = walker.next_index, walker.manifest.path
@@ -794,6 +824,7 @@ async def walk_ahead(
     follow_symlinks: bool = False,
     name: str = "walk",
     stages: Sequence[str] = WALKED_STAGES,
+    durable: bool = False,
 ) -> AsyncGenerator[list[Entry], None]:
     """`walk_batches`, with the walk running ahead of the caller: a task of its own walks
     the whole tree as fast as it can while the caller takes batches at the pace of its work.
@@ -814,7 +845,7 @@ async def walk_ahead(
     send, receive = trio.open_memory_channel[list[Entry] | BaseException | None](math.inf)
     scope = trio.CancelScope()
     totals = _Totals(ctx, count, estimate)
-    walk = (follow_symlinks, name, stages)
+    walk = _WalkSpec(follow_symlinks, name, stages, durable)
     ctx.start_soon(_walk_into, ctx, roots, names, totals, walk, send, scope)
     try:
         async with receive:
@@ -827,6 +858,15 @@ async def walk_ahead(
         raise RuntimeError("the walk ended without finishing")  # cancelled under us
     finally:
         scope.cancel()
+
+
+class _WalkSpec(NamedTuple):
+    """What `walk_ahead` passes on to `walk_batches` of its own arguments."""
+
+    follow_symlinks: bool
+    name: str
+    stages: Sequence[str]
+    durable: bool
 
 
 class _Totals:
@@ -879,13 +919,13 @@ async def _walk_into(
     roots: Sequence[str],
     names: Sequence[bytes] | None,
     totals: _Totals,
-    walk: tuple[bool, str, Sequence[str]],
+    walk: _WalkSpec,
     send: trio.MemorySendChannel[list[Entry] | BaseException | None],
     scope: trio.CancelScope,
 ) -> None:
     """The task of `walk_ahead`: walk, count, send; then None, or the error that stopped it.
-    ``walk``: `walk_batches`' ``follow_symlinks``, ``name`` and ``stages``."""
-    follow_symlinks, name, stages = walk
+    ``walk``: `walk_batches`' ``follow_symlinks``, ``name``, ``stages`` and ``durable``."""
+    follow_symlinks, name, stages, durable = walk
     with scope, send:
         async with trio.open_nursery() as nursery:
 
@@ -903,6 +943,7 @@ async def _walk_into(
                 name=name,
                 stages=stages,
                 on_replay=None if totals.estimate is None else replayed,
+                durable=durable,
             )
             try:
                 async with aclosing(walked) as batches:

@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import stat
@@ -2209,6 +2210,72 @@ async def _cut_by_a_power_cut(
     with open(manifest, "wb") as f:
         f.write(b"".join(lines[:keep_lines]))
     return src, dst, store, handle.id
+
+
+def _fsyncs_of_a_cli_run(
+    tmp_path: Path, request: pytest.FixtureRequest, op: str, *flags: str
+) -> tuple[list[str], str, Path]:
+    """Run ``parjobs OP src dst FLAGS`` (this tree's code; a move to another filesystem,
+    which walks, where one on the same renames the tree) under ``strace -f -y``: the fsync
+    and fdatasync calls it made, each line naming its descriptor's path (every process and
+    thread, in the order strace printed them), the job directory, and ``dst``."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    top = request.getfixturevalue("other_fs") if op == "move" else tmp_path
+    src, dst, store = tmp_path / "src", top / "dst", tmp_path / "jobs.sqlite"
+    (src / "sub").mkdir(parents=True)
+    for i in range(4):
+        write(src / "sub" / f"f{i}", b"data %d" % i)
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(parjobs.__file__))}
+    argv = [sys.executable, "-m", "parjobs", "--store", str(store), op, str(src), str(dst)]
+    trace = tmp_path / "trace"
+    strace = ["strace", "-f", "-y", "-qq", "-o", str(trace), "-e", "trace=fsync,fdatasync"]
+    proc = subprocess.run(
+        [*strace, *argv, *flags, "--plain"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    if proc.returncode != 0 and "ptrace" in proc.stderr:
+        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (dst / "sub" / "f3").read_bytes() == b"data 3"
+    jobs = os.path.join(f"{store}.d", "")
+    calls = [line for line in trace.read_text().splitlines() if "fsync(" in line]
+    named = [line.split(jobs, 1)[1] for line in calls if jobs in line]
+    job_dirs = {rest.split("/")[0].split(">")[0] for rest in named}
+    return calls, jobs + (job_dirs.pop() if job_dirs else "?"), dst
+
+
+@pytest.mark.parametrize("op", ["copy", "move"])
+def test_a_durable_jobs_walk_manifest_is_fsynced_before_its_entries_are_worked(
+    tmp_path: Path, request: pytest.FixtureRequest, op: str
+) -> None:
+    """A job run with ``durable`` (its completions are on disk when recorded) had a manifest
+    the system wrote back when it pleased: after a power cut a checkpoint could name
+    entries done that the manifest lost, and the job could not resume (7ad2499). Its
+    manifest is fsynced after each append, before the entries go to work (its first fsync
+    is printed before any copy's), and the job directory and its entry once, when the
+    manifest is made. Seen by strace of a real ``parjobs OP --durable``."""
+    calls, job_dir, dst = _fsyncs_of_a_cli_run(tmp_path, request, op, "--durable")
+    manifest = [i for i, line in enumerate(calls) if "/walk.manifest>" in line]
+    assert manifest, calls
+    assert any(f"<{job_dir}>)" in line for line in calls), (job_dir, calls)
+    assert any(f"<{os.path.dirname(job_dir)}>)" in line for line in calls), calls
+    copied = [i for i, line in enumerate(calls) if f"<{dst}/" in line]
+    assert copied and manifest[0] < copied[0], calls
+
+
+@pytest.mark.parametrize("op", ["copy", "move"])
+def test_a_jobs_walk_manifest_is_not_fsynced_without_durable(
+    tmp_path: Path, request: pytest.FixtureRequest, op: str
+) -> None:
+    """Without ``durable`` a command makes no fsync of its own files: nor of the manifest
+    or the job directory (docs/reliability.md says what a power cut may cost then)."""
+    calls, job_dir, _ = _fsyncs_of_a_cli_run(tmp_path, request, op)
+    assert not [line for line in calls if "walk.manifest" in line or job_dir in line], calls
 
 
 async def _resumed(store: Path, job_id: str) -> tuple[JobStatus, str]:
