@@ -70,13 +70,18 @@ def distinct_roots(roots: list[bytes]) -> list[bytes]:
             seen.append(None)
             continue
         seen.append(((st.st_dev, st.st_ino), chain))
+    first: dict[tuple[int, int], int] = {}  # each root's (device, inode) -> its first index
+    for i, one in enumerate(seen):
+        if one is not None:
+            first.setdefault(one[0], i)
     kept = []
     for j, root in enumerate(roots):
         mine = seen[j]
+        # Covered: another root is a directory above it (its chain holds that root's id), or
+        # an earlier root is the same entry. One lookup per link of its chain, not a pass
+        # over every other root: a file manager's selection of thousands of files.
         covered = mine is not None and any(
-            other is not None and other[0] in mine[1] and (other[0] != mine[0] or i < j)
-            for i, other in enumerate(seen)
-            if i != j
+            c in first and (c != mine[0] or first[c] < j) for c in mine[1]
         )
         if not covered:
             kept.append(root)
