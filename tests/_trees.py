@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -233,14 +234,18 @@ def swap_after_listing(monkeypatch: pytest.MonkeyPatch, sub: Path, outside: Path
     before any of its files is copied or moved."""
     from parjobs.ops import _walk as walk_mod
 
-    real_scan = walk_mod._scan
     swapped = os.fsencode(sub)
 
-    def swapping(path: bytes, follow: bool, *expect: Any) -> Any:
-        listed = real_scan(path, follow, *expect)
-        if path == swapped:
-            os.rename(path, path + b".kept")
-            os.symlink(outside, path)
-        return listed
+    def after(real: Callable[..., Any]) -> Callable[..., Any]:
+        def swapping(path: bytes, follow: bool, *rest: Any) -> Any:
+            listed = real(path, follow, *rest)
+            if path == swapped:
+                os.rename(path, path + b".kept")
+                os.symlink(outside, path)
+            return listed
 
-    monkeypatch.setattr(walk_mod, "_scan", swapping)
+        return swapping
+
+    monkeypatch.setattr(walk_mod, "_scan", after(walk_mod._scan))
+    if walk_mod._walk_dir is not None:  # a first walk lists in `_fastscan.walk_dir`
+        monkeypatch.setattr(walk_mod, "_walk_dir", after(walk_mod._walk_dir))

@@ -22,6 +22,11 @@
  * duplicates job's hash runs: one call, one release of the GIL, for files a hash_file in
  * Python would release and take it again for at every syscall and chunk).
  *
+ * walk_dir lists one directory of a walk's first run as scan_dir does and, with the GIL back,
+ * builds its entries (the walk's Entry objects, their slots filled directly) and formats their
+ * manifest rows as json.dumps writes them: the walk's Python per entry (3.4 us an entry,
+ * holding the GIL the first copies wait for) becomes ~0.3 us of C.
+ *
  * scan_tree does the duplicates job's whole scan (`_scan_tree` in _duplicates.py, whose Python
  * fallback is _walk.list_files then _candidates): it walks as list_files does (the same
  * order, errors and loop check, symlinks never followed), keeps one name per inode (the
@@ -38,6 +43,7 @@
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
 #include <Python.h>
+#include <structmember.h>
 
 #include <dirent.h>
 #include <errno.h>
@@ -82,9 +88,9 @@
  * (3: XXH3 dispatched to the CPU's width, xxh3_vector; 4: scan_tree's stopped may be a bytearray
  * flag; 5: report_groups, group_lines, content_ids' stop; 6: scan_dir's expect, and scan_tree
  * lists a directory only while it is the one its parent's listing saw; 7: UNSTABLE_INODES
- * exported, checked against _kernel's; an older build is refused, not measured; full_hashes
- * came within 5 and is looked up by name). */
-#define FS_API 7
+ * exported, checked against _kernel's; 8: walk_dir and entry_class; an older build is refused,
+ * not measured; full_hashes came within 5 and is looked up by name). */
+#define FS_API 8
 
 /* The content id layout (exported: _hashing.py refuses a build whose layout differs). */
 #define CONTENT_ID_SMALL_LIMIT (100 * 1024)
@@ -474,6 +480,20 @@ static int list_dir(const char *path, int follow, const unsigned long long *expe
     return 0;
 }
 
+/* Raise what list_dir answered for path (an errno, or REPLACED). */
+static void raise_listing(int err, PyObject *path) {
+    if (err == REPLACED) {
+        PyObject *exc_args = Py_BuildValue("(isO)", ESTALE, REPLACED_TEXT, path);
+        if (exc_args != NULL) {
+            PyErr_SetObject(PyExc_OSError, exc_args);
+            Py_DECREF(exc_args);
+        }
+        return;
+    }
+    errno = err;
+    PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+}
+
 PyDoc_STRVAR(scan_dir_doc,
 "scan_dir(path, follow, expect=None, /) -> list\n\n"
 "The entries of the directory at path (bytes), sorted by name: (name, (mode, size, mtime_ns,\n"
@@ -506,17 +526,8 @@ static PyObject *scan_dir(PyObject *self, PyObject *args) {
     err = list_dir(PyBytes_AS_STRING(path), follow, expect_obj != Py_None ? expect : NULL, &entries, &n);
     Py_END_ALLOW_THREADS;
     PyObject *results = NULL;
-    if (err == REPLACED) {
-        PyObject *exc_args = Py_BuildValue("(isO)", ESTALE, REPLACED_TEXT, path);
-        if (exc_args != NULL) {
-            PyErr_SetObject(PyExc_OSError, exc_args);
-            Py_DECREF(exc_args);
-        }
-        goto done;
-    }
     if (err) {
-        errno = err;
-        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        raise_listing(err, path);
         goto done;
     }
     results = PyList_New((Py_ssize_t)n);
@@ -541,6 +552,427 @@ done:
     free(entries);
     Py_DECREF(path);
     return results;
+}
+
+/* ---- walk_dir: one directory of a first walk, its entries and manifest rows, in C ---- */
+
+/* The walk's Entry class (_walk.py, a slots dataclass) and the offsets of its fields in an
+ * instance, in this order, set once by entry_class(): walk_dir fills them as Entry() would,
+ * without its Python __init__ (about half of the walk's Python per entry). */
+enum { F_INDEX, F_KIND, F_ROOT, F_REL, F_PATH, F_SIZE, F_MTIME, F_MODE, F_DEV, F_INO, F_ERROR, F_NLINK,
+       N_FIELDS };
+static PyTypeObject *entry_cls;
+static Py_ssize_t entry_offsets[N_FIELDS];
+/* The kinds, "", and the loop's reason (interned once, by entry_class). */
+static PyObject *kind_file, *kind_dir, *kind_symlink, *kind_special, *kind_error, *empty_text, *loop_text;
+
+PyDoc_STRVAR(entry_class_doc,
+"entry_class(cls, fields, /) -> None\n\n"
+"Make walk_dir build instances of cls, whose fields, named in fields, are the walk's Entry's:\n"
+"index, kind, root, rel, path, size, mtime_ns, mode, dev, ino, error, nlink, in that order.\n"
+"cls must hold each as a writable slot of its own (a slots dataclass) and no __dict__;\n"
+"TypeError otherwise.");
+
+static PyObject *entry_class(PyObject *self, PyObject *args) {
+    (void)self;
+    PyTypeObject *cls;
+    PyObject *names;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyType_Type, &cls, &PyTuple_Type, &names))
+        return NULL;
+    if (PyTuple_GET_SIZE(names) != N_FIELDS || cls->tp_dictoffset != 0 || cls->tp_itemsize != 0 ||
+        cls->tp_alloc == NULL) {
+        PyErr_SetString(PyExc_TypeError, "entry_class: not a class of the walk's entry fields in slots");
+        return NULL;
+    }
+    Py_ssize_t offsets[N_FIELDS];
+    for (Py_ssize_t i = 0; i < N_FIELDS; i++) {
+        PyObject *descr = PyDict_GetItemWithError(cls->tp_dict, PyTuple_GET_ITEM(names, i));
+        if (descr == NULL && PyErr_Occurred())
+            return NULL;
+        PyMemberDef *member = descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)
+                                  ? ((PyMemberDescrObject *)descr)->d_member
+                                  : NULL;
+        if (member == NULL || member->type != T_OBJECT_EX || (member->flags & READONLY) ||
+            member->offset < (Py_ssize_t)sizeof(PyObject) ||
+            member->offset + (Py_ssize_t)sizeof(PyObject *) > cls->tp_basicsize) {
+            PyErr_Format(PyExc_TypeError, "entry_class: %R is not a slot of %R", PyTuple_GET_ITEM(names, i),
+                         (PyObject *)cls);
+            return NULL;
+        }
+        offsets[i] = member->offset;
+    }
+    if (kind_file == NULL) {
+        const char *texts[] = {"file", "dir", "symlink", "special", "error", "", "symlink loop"};
+        PyObject **slots[] = {&kind_file, &kind_dir, &kind_symlink, &kind_special, &kind_error, &empty_text, &loop_text};
+        for (size_t i = 0; i < COUNT(texts); i++)
+            if ((*slots[i] = PyUnicode_InternFromString(texts[i])) == NULL)
+                return NULL;
+    }
+    Py_INCREF(cls);
+    Py_XSETREF(entry_cls, cls);
+    memcpy(entry_offsets, offsets, sizeof offsets);
+    Py_RETURN_NONE;
+}
+
+/* A growable byte buffer (the manifest rows). */
+typedef struct {
+    char *data;
+    size_t len, cap;
+} out_t;
+
+static int out_room(out_t *o, size_t more) {
+    if (o->len + more <= o->cap)
+        return 0;
+    size_t cap = o->cap ? o->cap : 4096;
+    while (cap < o->len + more)
+        cap *= 2;
+    char *grown = PyMem_Realloc(o->data, cap);
+    if (grown == NULL)
+        return -1;
+    o->data = grown, o->cap = cap;
+    return 0;
+}
+
+static int out_put(out_t *o, const char *text, size_t n) {
+    if (out_room(o, n) < 0)
+        return -1;
+    memcpy(o->data + o->len, text, n);
+    o->len += n;
+    return 0;
+}
+
+/* ",%llu" of v (the comma first: each number follows a field), negative when minus. */
+static int out_digits(out_t *o, unsigned long long v, int minus) {
+    char text[24];
+    char *end = text + sizeof text, *at = end;
+    do
+        *--at = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    if (minus)
+        *--at = '-';
+    *--at = ',';
+    return out_put(o, at, (size_t)(end - at));
+}
+
+static int out_num(out_t *o, long long v) {
+    return v < 0 ? out_digits(o, 0ULL - (unsigned long long)v, 1) : out_digits(o, (unsigned long long)v, 0);
+}
+
+static int out_unum(out_t *o, unsigned long long v) {
+    return out_digits(o, v, 0);
+}
+
+static int out_u(out_t *o, unsigned cp) {
+    static const char hex[] = "0123456789abcdef";
+    char text[6] = {'\\', 'u', hex[(cp >> 12) & 15], hex[(cp >> 8) & 15], hex[(cp >> 4) & 15], hex[cp & 15]};
+    return out_put(o, text, 6);
+}
+
+/* The length of the valid UTF-8 sequence at s (n bytes left; s[0] >= 0x80) and its code point,
+ * or 0 where Python's UTF-8 decoder finds none (then surrogateescape takes the byte alone:
+ * an invalid sequence's bytes are each escaped, whatever its length). */
+static size_t utf8_at(const unsigned char *s, size_t n, unsigned *cp) {
+    unsigned c = s[0];
+    size_t k;
+    unsigned lo = 0x80, hi = 0xBF; /* the second byte's range */
+    if (c >= 0xC2 && c <= 0xDF)
+        k = 2, *cp = c & 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        k = 3, *cp = c & 0x0F;
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F; /* no surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        k = 4, *cp = c & 0x07;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+    } else
+        return 0;
+    if (n < k || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 1; i < k; i++) {
+        if (i > 1 && (s[i] < 0x80 || s[i] > 0xBF))
+            return 0;
+        *cp = (*cp << 6) | (s[i] & 0x3F);
+    }
+    return k;
+}
+
+/* text as json.dumps writes the str that os.fsdecode makes of it (ensure_ascii: controls,
+ * quote, backslash and DEL escaped, the rest of ASCII as is, other characters as \uXXXX, those
+ * past U+FFFF as a surrogate pair, a byte UTF-8 cannot decode as U+DC00 plus it): 0; 1 where
+ * text is not ASCII and utf8 is 0 (the filesystem encoding is not UTF-8 with surrogateescape:
+ * Python formats the row); -1 out of memory. */
+static int out_text(out_t *o, const unsigned char *s, size_t n, int utf8) {
+    if (out_put(o, "\"", 1) < 0)
+        return -1;
+    size_t i = 0;
+    while (i < n) {
+        size_t plain = i;
+        while (plain < n && s[plain] >= 0x20 && s[plain] < 0x7F && s[plain] != '"' && s[plain] != '\\')
+            plain++;
+        if (out_put(o, (const char *)s + i, plain - i) < 0)
+            return -1;
+        if ((i = plain) == n)
+            break;
+        unsigned c = s[i], cp;
+        const char *short_escape = c == '"'    ? "\\\""
+                                   : c == '\\' ? "\\\\"
+                                   : c == '\n' ? "\\n"
+                                   : c == '\r' ? "\\r"
+                                   : c == '\t' ? "\\t"
+                                   : c == '\b' ? "\\b"
+                                   : c == '\f' ? "\\f"
+                                               : NULL;
+        int failed;
+        if (short_escape != NULL)
+            failed = out_put(o, short_escape, 2), i++;
+        else if (c < 0x80)
+            failed = out_u(o, c), i++;
+        else if (!utf8)
+            return 1;
+        else {
+            size_t k = utf8_at(s + i, n - i, &cp);
+            if (k == 0)
+                failed = out_u(o, 0xDC00 + c), i++;
+            else if (cp >= 0x10000)
+                failed = out_u(o, 0xD800 + ((cp - 0x10000) >> 10)) || out_u(o, 0xDC00 + ((cp - 0x10000) & 0x3FF)), i += k;
+            else
+                failed = out_u(o, cp), i += k;
+        }
+        if (failed)
+            return -1;
+    }
+    return out_put(o, "\"", 1);
+}
+
+/* What walk_dir keeps of one entry: its manifest fields. */
+typedef struct {
+    PyObject *kind;
+    long long size, mtime;
+    unsigned long long mode, dev, ino, nlink;
+    const char *error; /* NULL: none */
+} row_t;
+
+/* The manifest row of an entry, as _walk._ROW: 0, 1 (not formatted: see out_text), -1. */
+static int out_row(out_t *o, const row_t *r, long root, const char *rel, size_t rel_len,
+                   const char *path, size_t path_len, int utf8) {
+    int got;
+    if (out_put(o, o->len ? ",[\"" : "[\"", o->len ? 3 : 2) < 0 ||
+        out_put(o, PyUnicode_AsUTF8(r->kind), (size_t)PyUnicode_GET_LENGTH(r->kind)) < 0 ||
+        out_put(o, "\"", 1) < 0 || out_num(o, root) < 0 || out_put(o, ",", 1) < 0)
+        return -1;
+    if ((got = out_text(o, (const unsigned char *)rel, rel_len, utf8)) != 0 || out_put(o, ",", 1) < 0)
+        return got ? got : -1;
+    if ((got = out_text(o, (const unsigned char *)path, path_len, utf8)) != 0)
+        return got;
+    if (out_num(o, r->size) < 0 || out_num(o, r->mtime) < 0 || out_unum(o, r->mode) < 0 ||
+        out_unum(o, r->dev) < 0 || out_unum(o, r->ino) < 0 || out_put(o, ",", 1) < 0)
+        return -1;
+    const char *error = r->error ? r->error : "";
+    if ((got = out_text(o, (const unsigned char *)error, strlen(error), 1)) != 0)
+        return got;
+    if (out_unum(o, r->nlink) < 0 || out_put(o, "]", 1) < 0)
+        return -1;
+    return 0;
+}
+
+/* A new Entry of index, root and these fields (rel and path stolen), or NULL. */
+static PyObject *new_entry(long long index, PyObject *root, PyObject *rel, PyObject *path, const row_t *r) {
+    PyObject *values[N_FIELDS] = {
+        PyLong_FromLongLong(index),
+        Py_NewRef(r->kind),
+        Py_NewRef(root),
+        rel,
+        path,
+        PyLong_FromLongLong(r->size),
+        PyLong_FromLongLong(r->mtime),
+        PyLong_FromUnsignedLongLong(r->mode),
+        PyLong_FromUnsignedLongLong(r->dev),
+        PyLong_FromUnsignedLongLong(r->ino),
+        r->error ? PyUnicode_FromString(r->error) : Py_NewRef(empty_text),
+        PyLong_FromUnsignedLongLong(r->nlink),
+    };
+    PyObject *entry = NULL;
+    int complete = 1;
+    for (size_t i = 0; i < N_FIELDS; i++)
+        complete &= values[i] != NULL;
+    if (complete)
+        entry = entry_cls->tp_alloc(entry_cls, 0);
+    if (entry == NULL) {
+        for (size_t i = 0; i < N_FIELDS; i++)
+            Py_XDECREF(values[i]);
+        return NULL;
+    }
+    for (size_t i = 0; i < N_FIELDS; i++)
+        *(PyObject **)((char *)entry + entry_offsets[i]) = values[i];
+    return entry;
+}
+
+/* The bytes head + name. */
+static PyObject *bytes_joined(const char *head, size_t head_len, const char *name, size_t len) {
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(head_len + len));
+    if (out != NULL) {
+        memcpy(PyBytes_AS_STRING(out), head, head_len);
+        memcpy(PyBytes_AS_STRING(out) + head_len, name, len);
+    }
+    return out;
+}
+
+PyDoc_STRVAR(walk_dir_doc,
+"walk_dir(path, follow, expect, rel, root, index, ancestors, utf8, /) -> (entries, rows, subdirs)\n\n"
+"One directory of a first walk (_walk._Walker._list without an earlier run's entries): lists\n"
+"path as scan_dir(path, follow, expect) does (raising as it does), and answers its entries as\n"
+"Entry objects (entry_class) numbered from index, of root, rel + b'/' + name and path (+ '/')\n"
+"+ name: files with their stat, directories, symlinks and special files with size 0 and nlink\n"
+"1, an entry whose stat failed or a directory whose (dev, ino) is in ancestors (a loop) as an\n"
+"error entry; rows, their manifest rows joined by ',' as _walk._plain_line or json.dumps\n"
+"writes them (None where a name is not ASCII and utf8, that the filesystem encoding is UTF-8\n"
+"with surrogateescape, is false); subdirs, (path, rel, (dev, ino), ancestors | {(dev, ino)})\n"
+"of each directory to walk, in name order.");
+
+static PyObject *walk_one_dir(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *path, *expect_obj, *rel, *root, *ancestors;
+    int follow, utf8;
+    long long index;
+    unsigned long long expect[2];
+    if (!PyArg_ParseTuple(args, "O&pOSO!LO!p", PyUnicode_FSConverter, &path, &follow, &expect_obj, &rel,
+                          &PyLong_Type, &root, &index, &PyFrozenSet_Type, &ancestors, &utf8))
+        return NULL;
+    if (entry_cls == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "walk_dir: entry_class() was not called");
+        Py_DECREF(path);
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(expect_obj, "KK", &expect[0], &expect[1])) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    long root_no = PyLong_AsLong(root);
+    if (root_no == -1 && PyErr_Occurred()) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    dir_entry_t *listed = NULL;
+    size_t n = 0;
+    int err;
+    Py_BEGIN_ALLOW_THREADS;
+    err = list_dir(PyBytes_AS_STRING(path), follow, expect, &listed, &n);
+    Py_END_ALLOW_THREADS;
+    PyObject *entries = NULL, *subdirs = NULL, *rows = NULL, *result = NULL;
+    char *prefix = NULL;
+    out_t out = {NULL, 0, 0};
+    int formatted = 1;
+    if (err) {
+        raise_listing(err, path);
+        goto done;
+    }
+    /* The entries' paths start with path + '/' (a root "link/" has its '/'), their rels with rel + '/'. */
+    size_t path_len = (size_t)PyBytes_GET_SIZE(path), rel_len = (size_t)PyBytes_GET_SIZE(rel);
+    size_t path_head = path_len && PyBytes_AS_STRING(path)[path_len - 1] == '/' ? path_len : path_len + 1;
+    prefix = PyMem_Malloc(path_head + rel_len + 1);
+    entries = PyList_New((Py_ssize_t)n);
+    subdirs = PyList_New(0);
+    if (prefix == NULL || entries == NULL || subdirs == NULL) {
+        if (prefix == NULL)
+            PyErr_NoMemory();
+        goto done;
+    }
+    char *rel_prefix = prefix + path_head;
+    memcpy(prefix, PyBytes_AS_STRING(path), path_len);
+    prefix[path_head - 1] = '/';
+    memcpy(rel_prefix, PyBytes_AS_STRING(rel), rel_len);
+    rel_prefix[rel_len] = '/';
+    for (size_t i = 0; i < n; i++) {
+        dir_entry_t *e = &listed[i];
+        const struct stat *st = &e->st;
+        row_t r = {kind_error, 0, 0, 0, 0, 0, 1, NULL};
+        PyObject *key = NULL;
+        if (e->err)
+            r.error = strerror(e->err);
+        else {
+            r.mtime = mtime_ns_of(st), r.mode = st->st_mode, r.dev = st->st_dev, r.ino = st->st_ino;
+            if (S_ISREG(st->st_mode))
+                r.kind = kind_file, r.size = st->st_size, r.nlink = st->st_nlink;
+            else if (S_ISLNK(st->st_mode))
+                r.kind = kind_symlink;
+            else if (!S_ISDIR(st->st_mode))
+                r.kind = kind_special;
+            else {
+                r.kind = kind_dir;
+                key = Py_BuildValue("(KK)", r.dev, r.ino);
+                if (key == NULL)
+                    goto done;
+                int loop = PySet_Contains(ancestors, key);
+                if (loop < 0) {
+                    Py_DECREF(key);
+                    goto done;
+                }
+                if (loop) {
+                    Py_CLEAR(key);
+                    row_t looped = {kind_error, 0, 0, 0, 0, 0, 1, "symlink loop"};
+                    r = looped;
+                }
+            }
+        }
+        PyObject *child_path = bytes_joined(prefix, path_head, e->name, e->len);
+        PyObject *child_rel = bytes_joined(rel_prefix, rel_len + 1, e->name, e->len);
+        if (child_path == NULL || child_rel == NULL) {
+            Py_XDECREF(child_path);
+            Py_XDECREF(child_rel);
+            Py_XDECREF(key);
+            goto done;
+        }
+        if (formatted) {
+            int got = out_row(&out, &r, root_no, PyBytes_AS_STRING(child_rel), rel_len + 1 + e->len,
+                              PyBytes_AS_STRING(child_path), path_head + e->len, utf8);
+            if (got < 0) {
+                PyErr_NoMemory();
+                Py_DECREF(child_path);
+                Py_DECREF(child_rel);
+                Py_XDECREF(key);
+                goto done;
+            }
+            formatted = got == 0;
+        }
+        if (key != NULL) { /* a directory to walk: (path, rel, key, ancestors | {key}) */
+            PyObject *below = PyFrozenSet_New(ancestors);
+            PyObject *pending = NULL;
+            if (below != NULL && PySet_Add(below, key) == 0)
+                pending = PyTuple_Pack(4, child_path, child_rel, key, below);
+            Py_XDECREF(below);
+            Py_DECREF(key);
+            if (pending == NULL || PyList_Append(subdirs, pending) < 0) {
+                Py_XDECREF(pending);
+                Py_DECREF(child_path);
+                Py_DECREF(child_rel);
+                goto done;
+            }
+            Py_DECREF(pending);
+        }
+        PyObject *entry = new_entry(index + (long long)i, root, child_rel, child_path, &r);
+        if (entry == NULL)
+            goto done;
+        PyList_SET_ITEM(entries, (Py_ssize_t)i, entry);
+    }
+    rows = formatted ? PyBytes_FromStringAndSize(out.data ? out.data : "", (Py_ssize_t)out.len) : Py_NewRef(Py_None);
+    if (rows != NULL)
+        result = PyTuple_Pack(3, entries, rows, subdirs);
+done:
+    for (size_t i = 0; i < n; i++)
+        free(listed[i].name);
+    free(listed);
+    PyMem_Free(prefix);
+    PyMem_Free(out.data);
+    Py_XDECREF(entries);
+    Py_XDECREF(subdirs);
+    Py_XDECREF(rows);
+    Py_DECREF(path);
+    return result;
 }
 
 /* ---- scan_tree ---- */
@@ -1354,6 +1786,8 @@ static PyMethodDef methods[] = {
     {"content_ids", content_ids, METH_VARARGS, content_ids_doc},
     {"full_hashes", full_hashes, METH_VARARGS, full_hashes_doc},
     {"scan_dir", scan_dir, METH_VARARGS, scan_dir_doc},
+    {"walk_dir", walk_one_dir, METH_VARARGS, walk_dir_doc},
+    {"entry_class", entry_class, METH_VARARGS, entry_class_doc},
     {"scan_tree", scan_tree, METH_VARARGS, scan_tree_doc},
     {"report_groups", report_groups, METH_VARARGS, report_groups_doc},
     {"group_lines", group_lines, METH_VARARGS, group_lines_doc},

@@ -22,6 +22,21 @@ def full_hashes(
 def scan_dir(
     path: bytes, follow: bool, expect: tuple[int, int] | None = None, /
 ) -> list[tuple[bytes, tuple[int, int, int, int, int, int] | None, str]]: ...
+
+_Pending = tuple[bytes, bytes, tuple[int, int], frozenset[tuple[int, int]]]
+
+def walk_dir(
+    path: bytes,
+    follow: bool,
+    expect: tuple[int, int],
+    rel: bytes,
+    root: int,
+    index: int,
+    ancestors: frozenset[tuple[int, int]],
+    utf8: bool,
+    /,
+) -> tuple[list[Any], bytes | None, list[_Pending]]: ...
+def entry_class(cls: type, fields: tuple[str, ...], /) -> None: ...
 def scan_tree(
     roots: list[bytes], min_size: int, stopped: Callable[[], bool] | bytearray, /
 ) -> tuple[list[tuple[int, bytes, int]], list[tuple[bytes, str]], int] | None: ...

@@ -8,7 +8,9 @@ created since the interruption get new indices and nothing is ever mistaken for 
 
 One worker-thread call lists directories for up to ~10 ms (the walk's first, ~2 ms: work
 starts sooner) or 4,096 new entries (amortizing the ~100 us hop and the manifest append over
-them): ``os.scandir`` and a stat per entry, numbering, and one manifest append. Depth first
+them): ``os.scandir`` and a stat per entry, numbering, and one manifest append (a first
+walk's directories in one C call each, `_fastscan.walk_dir`: the listing, the entries and
+their manifest rows). Depth first
 with names sorted, never following symlinks unless asked, except a root written with a
 trailing ``/`` (`parjobs.ops._fs.root_path`: a symlink to a directory given as ``link/`` is
 that directory). `walk_batches` yields each call's entries as one list (fewer per-entry
@@ -241,6 +243,25 @@ def scan_dir(
 
 _scan = fastscan.scan_dir if fastscan is not None else scan_dir
 
+#: `Entry`'s fields in the order `_fastscan.walk_dir` fills them (`entry_class` checks each is
+#: a slot of `Entry`; a test, that they are its fields in this order).
+ENTRY_FIELDS = (
+    *("index", "kind", "root", "rel", "path", "size"),
+    *("mtime_ns", "mode", "dev", "ino", "error", "nlink"),
+)
+#: A first walk's directory in one C call: its listing, its entries built and its manifest
+#: rows formatted (`_Walker.directories`); None where `_fastscan` is not built.
+_walk_dir: Callable[..., tuple[list[Entry], bytes | None, list[_Pending]]] | None = None
+if fastscan is not None:
+    fastscan.entry_class(Entry, ENTRY_FIELDS)
+    _walk_dir = fastscan.walk_dir
+#: Whether paths decode as `walk_dir` formats them in JSON (UTF-8, surrogateescape); else it
+#: formats ASCII paths only and leaves a batch with others to `Manifest.append`.
+_UTF8 = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()) == (
+    "utf-8",
+    "surrogateescape",
+)
+
 
 #: The bytes JSON text escapes (``json.dumps``: controls, quote, backslash, DEL); with
 #: non-ASCII, they send a batch's paths through the JSON encoder (`_plain_line`).
@@ -397,6 +418,12 @@ class Manifest:
         self._write((json.dumps(rows, separators=(",", ":")) + "\n").encode("ascii"))
         self.whole = False
 
+    def append_rows(self, rows: bytes) -> None:
+        """`append` of entries whose rows are formatted already (``rows``: joined by ``,``,
+        as `_fastscan.walk_dir` makes them; the same bytes as `append` writes)."""
+        self._write(b"[" + rows + b"]\n")
+        self.whole = False
+
     def end(self) -> None:
         """Mark the end of a walk (`END`), unless the file ends with that mark already. Not
         fsynced even when `durable`: a lost mark only makes a resume count the tree anew."""
@@ -515,11 +542,30 @@ class _Walker:
         each (a tree of 2,600 directories spent more time on them than on listing)."""
         new: list[Entry] = []
         out: list[Entry] = []  # what the walk yields: new entries and held ones met again
+        rows: list[bytes] | None = []  # the manifest rows of ``new``, while C formatted all
         deadline = time.monotonic() + seconds
         while stack:
             path, rel, key, ancestors = stack.pop()
             batch: list[Entry] = []
-            stack.extend(reversed(self._list(batch, root_no, path, rel, key, ancestors)))
+            if _walk_dir is not None and not self.held and not self.seen:
+                # A first walk: the directory's entries and manifest rows made in C.
+                try:
+                    batch, part, subdirs = _walk_dir(
+                        path, self.follow, key, rel, root_no, self.next_index, ancestors, _UTF8
+                    )
+                except OSError as exc:
+                    self._add(batch, root_no, rel + b"/", path, None, exc.strerror or str(exc))
+                    subdirs, part = [], None
+                else:
+                    self.next_index += len(batch)
+                if part is None:
+                    rows = None
+                elif rows is not None and part:
+                    rows.append(part)
+            else:
+                rows = None
+                subdirs = self._list(batch, root_no, path, rel, key, ancestors)
+            stack.extend(reversed(subdirs))
             new.extend(batch)
             out.extend(batch)
             if self.again:  # right after their directory's listing, as when walked alone
@@ -527,8 +573,11 @@ class _Walker:
                 self.again = []
             if len(new) >= SLICE_ENTRIES or time.monotonic() >= deadline:
                 break
-        if new:
-            self.manifest.append(new)  # before anybody sees them
+        if new:  # before anybody sees them
+            if rows is not None:
+                self.manifest.append_rows(b",".join(rows))
+            else:
+                self.manifest.append(new)
         return out
 
     def _list(

@@ -18,6 +18,7 @@ def scan_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     if request.param == "python":
         monkeypatch.setattr(_hashing, "fastscan", None)
         monkeypatch.setattr(_walk, "_scan", _walk.scan_dir)
+        monkeypatch.setattr(_walk, "_walk_dir", None)
     elif _hashing.fastscan is None:
         pytest.skip("the C extension _fastscan is not built")
     return str(request.param)

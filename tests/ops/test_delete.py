@@ -141,15 +141,19 @@ async def test_delete_never_follows_a_directory_swapped_for_a_symlink_mid_walk(
     (outside / "deeper").mkdir(parents=True)
     (outside / "deeper" / "precious").write_text("precious")
     swapped = os.fsencode(root / "sub")
-    real_scan = walk_mod._scan
 
-    def swapping(path, follow, *expect):
-        if path == swapped:  # between the listing of t and that of t/sub
-            os.rename(path, path + b".kept")
-            os.symlink(outside, path)
-        return real_scan(path, follow, *expect)
+    def before(real):
+        def swapping(path, follow, *rest):
+            if path == swapped:  # between the listing of t and that of t/sub
+                os.rename(path, path + b".kept")
+                os.symlink(outside, path)
+            return real(path, follow, *rest)
 
-    monkeypatch.setattr(walk_mod, "_scan", swapping)
+        return swapping
+
+    monkeypatch.setattr(walk_mod, "_scan", before(walk_mod._scan))
+    if walk_mod._walk_dir is not None:  # a first walk lists in `_fastscan.walk_dir`
+        monkeypatch.setattr(walk_mod, "_walk_dir", before(walk_mod._walk_dir))
     async with parjobs.open_manager(store_path) as manager:
         handle = await manager.submit(DeleteJob(paths=[str(root)]))
         assert await handle.wait() is JobStatus.COMPLETED_WITH_ERRORS

@@ -476,6 +476,137 @@ async def test_a_first_walk_builds_plain_files_in_its_listing_loop(
     assert b"src/a/new" in adds and b"src/a/f07" in adds  # a resumed walk: through `_add`
 
 
+#: Names whose manifest text takes every branch of `_fastscan.walk_dir`'s JSON: quote,
+#: backslash, the short and long escapes of controls, DEL, 2-, 3- and 4-byte UTF-8, and the
+#: bytes UTF-8 cannot decode (truncated, overlong, an encoded surrogate, past U+10FFFF).
+ODD_NAMES = [
+    b'q"b\\s',
+    b"nl\nt\tr\rb\bf\f\x01\x1f\x7f",
+    "caf\u00e9-\u20ac-\U0001f600".encode(),
+    b"bad-\xff\xfe-\xe2\x82-\xc0\xaf-\xed\xa0\x80-\xf4\x90\x80\x80-\xf0\x9f\x98",
+    b"x" * 255,
+]
+
+
+def odd_tree(src: Path, seed: int = 22) -> None:
+    """`build`, the `ODD_NAMES`, 120 random names of any byte but NUL and ``/``, hard links,
+    a broken symlink and one to an ancestor (a loop when following)."""
+    import random
+
+    build(src)
+    rnd = random.Random(seed)
+    names = set(ODD_NAMES)
+    alphabet = [b for b in range(1, 256) if b != ord("/")]
+    while len(names) < len(ODD_NAMES) + 120:
+        names.add(bytes(rnd.choice(alphabet) for _ in range(rnd.randint(1, 12))))
+    base = os.fsencode(src / "b")
+    for i, name in enumerate(sorted(names)):
+        if name in (b".", b".."):
+            continue
+        with open(base + b"/" + name, "wb") as f:
+            f.write(b"y" * i)
+    os.link(src / "a" / "one.txt", src / "b" / "hard")
+    os.symlink("nowhere", src / "broken")
+    os.symlink("..", src / "a" / "up")
+
+
+@pytest.mark.skipif(_hashing.fastscan is None, reason="the C extension _fastscan is not built")
+@pytest.mark.parametrize("follow", [False, True], ids=["lstat", "follow"])
+async def test_a_first_walk_in_c_writes_the_manifest_python_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, follow: bool
+) -> None:
+    """A first walk builds each directory's entries and formats their manifest rows in C
+    (`_fastscan.walk_dir`): the same entries as the Python walk (`scan_dir`, `Entry`, the
+    JSON encoder), and the manifest the same bytes (so either reads the other's, and a job
+    paused by the one resumes with the other), whatever the names: non-UTF-8, controls,
+    quotes, 255 bytes, random bytes; symlinks, a FIFO, hard links, a loop (following). Then
+    with a filesystem encoding other than UTF-8: C leaves a directory of non-ASCII names to
+    Python (no row of its own), the manifest still the same."""
+    src = tmp_path / "src"
+    src.mkdir()
+    odd_tree(src)
+    monkeypatch.setattr(_walk, "FIRST_SLICE_SECONDS", 60.0)  # lines by entries, not time
+    monkeypatch.setattr(_walk, "SLICE_SECONDS", 60.0)
+    in_python: list[int] = []  # the batches whose rows Python formats
+    real_append = Manifest.append
+
+    def append(self: Manifest, batch: list[Entry]) -> None:
+        in_python.append(len(batch))
+        real_append(self, batch)
+
+    monkeypatch.setattr(Manifest, "append", append)
+    walked = await collect(FakeContext(tmp_path / "c"), [str(src)], follow_symlinks=follow)
+    assert in_python == [1]  # the root
+    with monkeypatch.context() as python:
+        python.setattr(_walk, "_walk_dir", None)
+        python.setattr(_walk, "_scan", scan_dir)
+        expected = await collect(FakeContext(tmp_path / "py"), [str(src)], follow_symlinks=follow)
+    assert walked == expected
+    assert len(walked) > 120 and {e.kind for e in walked} >= {"file", "dir", "symlink", "special"}
+    if follow:
+        assert by_rel(walked)[b"src/a/up"].error == "symlink loop"
+    manifest = (tmp_path / "c" / "walk.manifest").read_bytes()
+    assert manifest == (tmp_path / "py" / "walk.manifest").read_bytes()
+    assert b"\\udcff" in manifest and b"\\ud83d\\ude00" in manifest  # (escaped as JSON does)
+    monkeypatch.setattr(_walk, "_UTF8", False)
+    in_python.clear()
+    again = await collect(FakeContext(tmp_path / "c2"), [str(src)], follow_symlinks=follow)
+    assert again == expected and len(in_python) == 2  # the root, the slice with b's names
+    assert (tmp_path / "c2" / "walk.manifest").read_bytes() == manifest
+
+
+@pytest.mark.skipif(_hashing.fastscan is None, reason="the C extension _fastscan is not built")
+async def test_a_first_walk_makes_no_entry_or_manifest_row_in_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk's Python per entry (3.4 us an entry: an `Entry` built by its ``__init__``, a
+    manifest row formatted, while the walk holds the GIL the first copies wait for) is gone
+    from a first walk: its directories' entries are built and their rows formatted in C,
+    the roots' alone in Python. A resumed walk (entries to skip) keeps the Python path."""
+    src = tmp_path / "src"
+    src.mkdir()
+    build(src)
+    for i in range(200):
+        (src / "a" / f"f{i:03d}").write_bytes(b"z" * i)
+    inits: list[bytes] = []
+    real_init = Entry.__init__
+
+    def counted(self: Entry, *args: object, **kwargs: object) -> None:
+        inits.append(args[3])  # type: ignore[arg-type]
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Entry, "__init__", counted)
+    lines: list[int] = []
+    real_line = _walk._plain_line
+
+    def plain_line(batch: list[Entry]) -> bytes | None:
+        lines.append(len(batch))
+        return real_line(batch)
+
+    monkeypatch.setattr(_walk, "_plain_line", plain_line)
+    entries = await collect(FakeContext(tmp_path / "job"), [str(src)])
+    assert len(entries) == 210 and [e.index for e in entries] == list(range(210))
+    assert inits == [b"src"] and lines == [1]  # the root's
+    (src / "a" / "new").write_bytes(b"n")
+    again = await collect(FakeContext(tmp_path / "job"), [str(src)])
+    assert by_rel(again)[b"src/a/new"].index == 210 and b"src/a/new" in inits
+
+
+@pytest.mark.skipif(_hashing.fastscan is None, reason="the C extension _fastscan is not built")
+def test_the_c_walk_fills_entrys_fields_and_refuses_another_class() -> None:
+    """`_fastscan.walk_dir` fills `Entry`'s slots in `ENTRY_FIELDS`' order, which must be
+    its fields'; `entry_class` refuses a class whose fields are not slots of its own."""
+    import dataclasses
+
+    assert tuple(f.name for f in dataclasses.fields(Entry)) == _walk.ENTRY_FIELDS
+    assert _hashing.fastscan is not None
+    with pytest.raises(TypeError, match="slots"):
+        _hashing.fastscan.entry_class(FakeContext, _walk.ENTRY_FIELDS)
+    with pytest.raises(TypeError, match="not a slot"):
+        _hashing.fastscan.entry_class(Entry, (*_walk.ENTRY_FIELDS[:-1], "other"))
+    _hashing.fastscan.entry_class(Entry, _walk.ENTRY_FIELDS)  # (as the module left it)
+
+
 @pytest.fixture
 def overlay(tmp_path: Path) -> Iterator[Path]:
     """An overlayfs whose lower and upper layers are two tmpfs (different filesystems, no
