@@ -8,8 +8,8 @@
  * temporary next to the destination (O_EXCL|O_NOFOLLOW) named as `tmp_name` in
  * _partials.py names it,
  * ``.<name>.<owner token>.<16 random hex>`` TMP_SUFFIX (the token is passed in), reflink or
- * copy_file_range (read/write where those do not apply), check that the source's size and
- * mtime did not move, with COPY_COMPARE compare the temporary's bytes with the source's
+ * copy_file_range (read/write where those do not apply), check that the source's size,
+ * mtime and ctime did not move, with COPY_COMPARE compare the temporary's bytes with the source's
  * (copy --verify: checked before it takes the final name), set mode and times, fsync it when asked (FSYNC: a durable copy; all
  * of a group's files are written before the first fsync, and the caller syncs each directory
  * once), then renameat2(RENAME_NOREPLACE) onto the final name. The constants both sides
@@ -21,7 +21,8 @@
  *
  * unlink_many removes a move's sources once their copies are in place and on disk: each
  * copy's name must still hold the file written (inode), each source must still be the file
- * copied (device, inode, size, mtime), else it is kept.
+ * copied (device, inode, size, mtime; ctime while its link count is the same), else it is
+ * kept.
  *
  * Why C: a Python loop making these ~10 system calls per file spends as long in the
  * interpreter as in the kernel, holding the GIL the job's bookkeeping needs. Here one call
@@ -74,7 +75,8 @@
                       /* copy, made by this process, carries no other owner) */
 #define FC_NO_XATTRS 256 /* take only sources without extended attributes (a move keeping */
                          /* them: the group path does not copy them) */
-#define FC_SOURCES 512 /* return each source's (size, mtime_ns, dev, ino) as copied (a move */
+#define FC_SOURCES 512 /* return each source's (size, mtime_ns, dev, ino, ctime_ns, nlink) as */
+                       /* copied (a move */
                        /* unlinks a source only while it is still that file) */
 
 /* Result codes besides 0 (done) and a positive errno. */
@@ -102,8 +104,11 @@
    and has unlink_many check each copy's name first, given (..., dir fd, name, inode); 9 takes
    a source as its directory's fd and its name too (copy_many: (src dir fd, src name, dir fd,
    name); unlink_many: a ninth field, the source's dir fd), so a directory swapped for a
-   symlink after the walk is never followed (_srctree); a path still works as before. */
-#define FC_API 9
+   symlink after the walk is never followed (_srctree); a path still works as before; 10 has
+   SOURCES return each source's (size, mtime_ns, dev, ino, ctime_ns, nlink) and unlink_many
+   take those two after the ninth field (an eleventh form), so a source saved in place with
+   its mtime put back since it was copied is kept. */
+#define FC_API 10
 
 typedef struct {
     int src_dir_fd;  /* the source's directory (AT_FDCWD: src is a path) */
@@ -117,8 +122,8 @@ typedef struct {
     unsigned long long ino;
     /* the source's identity, from its descriptor: what was copied (its size and mtime the
        same before and after the copy) */
-    long long src_size, src_mtime_ns;
-    unsigned long long src_dev, src_ino;
+    long long src_size, src_mtime_ns, src_ctime_ns;
+    unsigned long long src_dev, src_ino, src_nlink;
     int out;                       /* the written temporary, open until it lands (or -1) */
     char tmp[NAME_MAX_BYTES + 1];  /* its name in dir_fd */
 } item_t;
@@ -332,6 +337,11 @@ static int write_one(item_t *it, int flags, int batch, long long max_size,
     if (rc == 0 && (after.st_size != st.st_size || after.st_mtim.tv_sec != st.st_mtim.tv_sec ||
                     after.st_mtim.tv_nsec != st.st_mtim.tv_nsec))
         rc = FC_CHANGED;
+    /* saved in place with its mtime put back: the ctime moved (compared while the link
+       count is the same, as `_fs.ctime_change`) */
+    if (rc == 0 && after.st_nlink == st.st_nlink &&
+        (after.st_ctim.tv_sec != st.st_ctim.tv_sec || after.st_ctim.tv_nsec != st.st_ctim.tv_nsec))
+        rc = FC_CHANGED;
     /* copy --verify: the temporary must hold the source's bytes before it takes the final
        name, so no unchecked copy is ever there (read back while its pages are hot). */
     if (rc == 0 && (flags & FC_COMPARE))
@@ -357,6 +367,8 @@ static int write_one(item_t *it, int flags, int batch, long long max_size,
     it->src_mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
     it->src_dev = (unsigned long long)st.st_dev;
     it->src_ino = (unsigned long long)st.st_ino;
+    it->src_ctime_ns = (long long)st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec;
+    it->src_nlink = (unsigned long long)st.st_nlink;
     it->out = out;
     return 0;
 }
@@ -402,7 +414,8 @@ PyDoc_STRVAR(copy_many_doc,
              "descriptor before the rename, or None when item i failed. reflink_refused,\n"
              "range_refused: FICLONE (flag REFLINK), copy_file_range (flag RANGE) was tried\n"
              "and the filesystems refused it for good. sources: with flag SOURCES, sources[i]\n"
-             "is (size, mtime_ns, dev, ino) of item i's source as it was copied (read from the\n"
+             "is (size, mtime_ns, dev, ino, ctime_ns, nlink) of item i's source as it was copied\n"
+             "(read from the\n"
              "descriptor its bytes came from; a move unlinks it only while it is still that\n"
              "file), None when item i failed; without it, None. The GIL is released while\n"
              "copying.");
@@ -500,8 +513,9 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
         if (sources != Py_None) {
             PyObject *s;
             if (items[i].result == 0)
-                s = Py_BuildValue("(LLKK)", items[i].src_size, items[i].src_mtime_ns,
-                                  items[i].src_dev, items[i].src_ino);
+                s = Py_BuildValue("(LLKKLK)", items[i].src_size, items[i].src_mtime_ns,
+                                  items[i].src_dev, items[i].src_ino, items[i].src_ctime_ns,
+                                  items[i].src_nlink);
             else
                 s = Py_NewRef(Py_None);
             if (s == NULL)
@@ -540,15 +554,17 @@ static PyObject *int_list(Py_ssize_t n, const int *first, size_t stride) {
 PyDoc_STRVAR(unlink_many_doc,
              "unlink_many(items) -> results\n\n"
              "items: a list of (path: bytes, size: int, mtime_ns: int, dev: int, ino: int,\n"
-             "copy's dir fd: int, copy's name: bytes, copy's inode: int[, source's dir fd: int])\n"
-             "(exact bytes and ints; with the ninth field, path is the source's name in that\n"
-             "directory): a move removes the sources of a group whose copies are verified and on\n"
+             "copy's dir fd: int, copy's name: bytes, copy's inode: int[, source's dir fd: int\n"
+             "[, ctime_ns: int, nlink: int]]) (exact bytes and ints; with the ninth field, path\n"
+             "is the source's name in that directory, AT_FDCWD for a path): a move removes the sources of a group whose copies are verified and on\n"
              "disk. Each copy's name must still hold the copy written (that inode, a regular\n"
              "file, never followed through a symlink): a file renamed over it since is\n"
              "another's, and its source stays. Each path is then unlinked only if it is still\n"
              "the regular file of that device and inode, size and mtime (lstat), so a source\n"
              "replaced since it was copied is kept, even by a file of the same size and mtime\n"
-             "renamed over it (rsync -a, cp -p). The GIL is released. results[i]: 0, NOT_OURS\n"
+             "renamed over it (rsync -a, cp -p); given its ctime and link count, one whose\n"
+             "ctime moved while its link count stayed (saved in place, its mtime put back) is\n"
+             "kept too. The GIL is released. results[i]: 0, NOT_OURS\n"
              "(the copy's name holds another file: not unlinked), CHANGED (not unlinked: the\n"
              "source is another file now), or the errno.");
 
@@ -562,6 +578,9 @@ typedef struct {
     int dir_fd; /* the copy: its directory, name and inode */
     const char *name;
     unsigned long long copy_ino;
+    int has_ctime; /* the eleven-field form: ctime_ns and nlink as copied */
+    long long ctime_ns;
+    unsigned long long nlink;
 } source_t;
 
 /* 0 once the source is unlinked, FV_NOT_OURS when the copy's name holds another file,
@@ -579,10 +598,13 @@ static int unlink_source(const source_t *s) {
         (unsigned long long)st.st_ino != s->ino || (long long)st.st_size != s->size ||
         mtime_ns != s->mtime_ns)
         return FC_CHANGED;
+    long long ctime_ns = (long long)st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec;
+    if (s->has_ctime && (unsigned long long)st.st_nlink == s->nlink && ctime_ns != s->ctime_ns)
+        return FC_CHANGED; /* saved in place, its mtime put back (as `_fs.ctime_change`) */
     return unlinkat(s->src_dir_fd, s->path, 0) == 0 ? 0 : errno;
 }
 
-#define SOURCE_FIELDS 8 /* and a ninth, optional: the source's directory fd */
+#define SOURCE_FIELDS 8 /* and a ninth, optional: the source's directory fd; then ctime, nlink */
 
 /* Read item i, a (bytes, int, int, int, int, int, bytes, int) tuple, into *s: 0, or -1
  * with the error set. Exact types only, so no Python code (an __index__, a bytes subclass)
@@ -590,10 +612,11 @@ static int unlink_source(const source_t *s) {
  * itself is held. */
 static int read_source(PyObject *t, Py_ssize_t i, source_t *s) {
     Py_ssize_t fields = PyTuple_CheckExact(t) ? PyTuple_GET_SIZE(t) : 0;
-    if ((fields != SOURCE_FIELDS && fields != SOURCE_FIELDS + 1) ||
+    if ((fields != SOURCE_FIELDS && fields != SOURCE_FIELDS + 1 && fields != SOURCE_FIELDS + 3) ||
         !PyBytes_CheckExact(PyTuple_GET_ITEM(t, 0)) || !PyBytes_CheckExact(PyTuple_GET_ITEM(t, 6))) {
         PyErr_Format(PyExc_TypeError,
-                     "item %zd: not a (bytes, int, int, int, int, int, bytes, int[, int]) tuple",
+                     "item %zd: not a (bytes, int, int, int, int, int, bytes, int[, int[, int, "
+                     "int]]) tuple",
                      i);
         return -1;
     }
@@ -610,6 +633,9 @@ static int read_source(PyObject *t, Py_ssize_t i, source_t *s) {
     long dir_fd = PyLong_AsLong(PyTuple_GET_ITEM(t, 5));
     s->copy_ino = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(t, 7));
     long src_dir_fd = fields > SOURCE_FIELDS ? PyLong_AsLong(PyTuple_GET_ITEM(t, 8)) : AT_FDCWD;
+    s->has_ctime = fields > SOURCE_FIELDS + 1;
+    s->ctime_ns = s->has_ctime ? PyLong_AsLongLong(PyTuple_GET_ITEM(t, 9)) : 0;
+    s->nlink = s->has_ctime ? PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(t, 10)) : 0;
     if (PyErr_Occurred()) /* out of range (each conversion returns -1 and sets it) */
         return -1;
     if (dir_fd < 0 || dir_fd > INT_MAX) { /* a descriptor, never AT_FDCWD */

@@ -139,12 +139,17 @@ static int open_listed(const char *path, long long size, struct stat *before, in
     return -1;
 }
 
-/* 0 if fd has the size and mtime it had before the reads, else an errno or CHANGED. */
+/* 0 if fd has the size, mtime and ctime it had before the reads, else an errno or CHANGED.
+ * (A file saved in place with its mtime put back keeps size and mtime, not its ctime; a
+ * ctime is compared only while the link count is the same, as `_fs.ctime_change`.) */
 static int unchanged(int fd, const struct stat *before) {
     struct stat after;
     if (fstat(fd, &after) < 0)
         return errno;
     if (after.st_size != before->st_size || mtime_ns_of(&after) != mtime_ns_of(before))
+        return FS_CHANGED;
+    if (after.st_nlink == before->st_nlink && (after.st_ctim.tv_sec != before->st_ctim.tv_sec ||
+                                               after.st_ctim.tv_nsec != before->st_ctim.tv_nsec))
         return FS_CHANGED;
     return 0;
 }

@@ -334,7 +334,8 @@ def changed_error(path: FilePath, detail: str, verb: Verb) -> SourceChangedError
 def check_unchanged(
     path: FilePath, before: os.stat_result, after: os.stat_result, verb: Verb = "read"
 ) -> None:
-    """Raise `SourceChangedError` if size or mtime differ between two stats of one file."""
+    """Raise `SourceChangedError` if size, mtime or ctime (`ctime_change`) differ between
+    two stats of one file."""
     if before.st_size != after.st_size or before.st_mtime_ns != after.st_mtime_ns:
         raise changed_error(
             path,
@@ -342,6 +343,22 @@ def check_unchanged(
             f"mtime_ns {before.st_mtime_ns} -> {after.st_mtime_ns}",
             verb,
         )
+    if (detail := ctime_change(before.st_ctime_ns, before.st_nlink, after)) is not None:
+        raise changed_error(path, detail, verb)
+
+
+def ctime_change(ctime_ns: int, nlink: int, now: os.stat_result) -> str | None:
+    """What a file's ctime says changed since a stat of it gave ``ctime_ns`` and ``nlink``,
+    or None.
+
+    A file saved in place with its mtime put back (``touch -r``, ``rsync --inplace``, an
+    editor or tagger keeping the date) has its size and mtime as before; its ctime, which
+    nobody can set, moved. So does adding or removing a name of it (a hard link: a move
+    unlinking another name of the same file meanwhile), so a ctime is compared only while
+    the link count is the same: a changed count says nothing of the bytes."""
+    if ctime_ns == now.st_ctime_ns or nlink != now.st_nlink:
+        return None
+    return f"ctime_ns {ctime_ns} -> {now.st_ctime_ns}: written or changed since"
 
 
 def check_same_file(path: FilePath, before: os.stat_result, after: os.stat_result) -> None:
@@ -351,6 +368,8 @@ def check_same_file(path: FilePath, before: os.stat_result, after: os.stat_resul
     detail = source_change(
         (before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns), after
     )
+    if detail is None:
+        detail = ctime_change(before.st_ctime_ns, before.st_nlink, after)
     if detail is not None:
         raise changed_error(path, detail, "copy")
 

@@ -46,6 +46,7 @@ from ._fs import (
     check_overlap,
     check_replaceable,
     check_same_file,
+    ctime_change,
     display,
     lexists,
     rename_noreplace,
@@ -473,14 +474,15 @@ def _sync_file(dir_fd: int, name: bytes) -> None:
 
 def _keep(plan: CopyPlan, entry: Entry, copied: _smallfiles.SourceId) -> None:
     """Note why the group kept ``entry``'s source (not the file ``copied`` any more: size,
-    mtime_ns, device, inode as C copied it), for its item, run alone next, to fail with that
-    reason; none when it cannot tell (the item then finds its copy in place as a conflict)."""
+    mtime_ns, device, inode, ctime as C copied it), for its item, run alone next, to fail with
+    that reason; none when it cannot tell (the item then finds its copy in place as a
+    conflict)."""
     try:
         now = os.lstat(entry.path)
     except OSError:
         return
-    size, mtime_ns, dev, ino = copied
-    detail = source_change((dev, ino, size, mtime_ns), now)
+    size, mtime_ns, dev, ino, ctime_ns, nlink = copied
+    detail = source_change((dev, ino, size, mtime_ns), now) or ctime_change(ctime_ns, nlink, now)
     if detail is not None:
         plan.kept[entry.index] = detail
 

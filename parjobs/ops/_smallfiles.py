@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - built without a C compiler
 def _agrees(module: ModuleType) -> bool:
     """Whether the built extension shares the Python side's constants (a stale build may not)."""
     return (
-        getattr(module, "API", None) == 9  # copy_many's and unlink_many's calling convention
+        getattr(module, "API", None) == 10  # copy_many's and unlink_many's calling convention
         and isinstance(getattr(module, "RANGE", None), int)  # copy_file_range refusals cached
         and isinstance(getattr(module, "FSYNC", None), int)  # durable copies are synced
         and isinstance(getattr(module, "COPY_COMPARE", None), int)  # verified before landing
@@ -131,14 +131,17 @@ def copy_small_files(
     return results, raw
 
 
-#: A source as `copy_small_files` copied it: (size, mtime_ns, st_dev, st_ino).
-SourceId = tuple[int, int, int, int]
+#: A source as `copy_small_files` copied it: (size, mtime_ns, st_dev, st_ino, ctime_ns,
+#: st_nlink).
+SourceId = tuple[int, int, int, int, int, int]
 #: A source a move's group unlinks, with its copy: (path, size, mtime_ns, st_dev, st_ino) as
 #: copied, then (the copy's directory fd, name, inode) as written; with a ninth field, the
-#: source's directory fd (`SourceDirs.at`), the path is its name there.
+#: source's directory fd (`SourceDirs.at`), the path is its name there; with a tenth and
+#: eleventh, its ctime_ns and link count as copied (`_fs.ctime_change`).
 Source = (
     tuple[bytes, int, int, int, int, int, bytes, int]
     | tuple[bytes, int, int, int, int, int, bytes, int, int]
+    | tuple[bytes, int, int, int, int, int, bytes, int, int, int, int]
 )
 
 
@@ -147,9 +150,11 @@ def unlink_files(sources: list[Source]) -> list[int]:
     into C with the GIL released. Each copy's name must still hold the copy written (its
     inode, never through a symlink), else its source stays (`NOT_OURS`): a file renamed
     over a fresh copy is another program's, not the move's. A path is then unlinked only if
-    it is still the regular file of that device and inode, size and mtime, so a source
-    replaced since its copy is kept: saved anew in place (a new mtime), or replaced by a
-    file renamed over it, even one of the same size and mtime (``rsync -a``, ``cp -p``).
+    it is still the regular file of that device and inode, size and mtime (and ctime, given
+    it, while its link count is the same), so a source replaced since its copy is kept:
+    saved anew in place (a new mtime, or its ctime alone when the mtime was put back), or
+    replaced by a file renamed over it, even one of the same size and mtime (``rsync -a``,
+    ``cp -p``).
     Per source: 0, `NOT_OURS` or `CHANGED` (kept), or the errno. Only for a group
     `copy_small_files` copied (so the extension is there)."""
     assert fastcopy is not None, "unlink_files without the C extension"

@@ -1308,7 +1308,7 @@ def copy_group(
                 # still held, so each name is checked in the directory it was written in).
                 gone = _smallfiles.unlink_files(
                     [
-                        (src_name, *source, dir_fd, name, written[2], src_fd)
+                        (src_name, *source[:4], dir_fd, name, written[2], src_fd, *source[4:])
                         for (src_fd, src_name, dir_fd, name), written, source in zip(
                             batch, done[1], seen, strict=True
                         )

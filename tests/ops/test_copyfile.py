@@ -562,6 +562,26 @@ def test_source_mtime_changes_mid_copy(tmp_path: Path) -> None:
     assert not dst.exists() and find_partials(tmp_path) == []
 
 
+def test_source_saved_in_place_mid_copy_with_its_mtime_put_back(tmp_path: Path) -> None:
+    """A source written in place mid-copy, its mtime put back (``touch -r``, ``rsync
+    --inplace``): size and mtime as at the start, the copy torn (old first chunk, new rest)
+    and recorded as copied. Its ctime moved: the copy fails, nothing left."""
+    src, dst = tmp_path / "s", tmp_path / "d"
+    make(src, 256 * KIB)
+    st = src.stat()
+
+    def save(_n: int) -> None:
+        with open(src, "r+b") as f:
+            f.write(b"N" * (256 * KIB))
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    with pytest.raises(SourceChangedError, match="ctime_ns"):
+        copy_file(
+            src, dst, CopyOptions(chunk_size=64 * KIB), on_bytes=save, _methods=("readwrite",)
+        )
+    assert not dst.exists() and find_partials(tmp_path) == []
+
+
 def test_source_shrinks_during_copy(tmp_path: Path) -> None:
     src, dst = tmp_path / "s", tmp_path / "d"
     make(src, 256 * KIB)

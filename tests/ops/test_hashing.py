@@ -141,6 +141,21 @@ def test_hash_file_detects_mtime_change(tmp_path: Path) -> None:
         hash_file(path, chunk_size=MiB, on_bytes=lambda _: os.utime(path, ns=(1, 1)))
 
 
+def test_hash_file_detects_a_save_in_place_with_its_mtime_put_back(tmp_path: Path) -> None:
+    """Written in place between chunks, its mtime put back: the digest would be of the old
+    first chunk and the new second one, a file that never existed; its ctime moved."""
+    path = _write(tmp_path / "f", _data(2 * MiB))
+    st = path.stat()
+
+    def save(_: int) -> None:
+        with open(path, "r+b") as f:
+            f.write(b"N" * (2 * MiB))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    with pytest.raises(SourceChangedError, match="ctime_ns"):
+        hash_file(path, chunk_size=MiB, on_bytes=save)
+
+
 def test_hash_file_refuses_symlink(tmp_path: Path) -> None:
     target = _write(tmp_path / "target", b"data")
     link = tmp_path / "link"

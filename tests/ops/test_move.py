@@ -489,6 +489,61 @@ async def test_a_source_renamed_over_before_its_lone_unlink_is_kept(
     assert read(other_fs / "src" / "big") == b"o" * (2 * MIB)
 
 
+def save_in_place(path: Path, data: bytes) -> None:
+    """Write ``data`` over the start of ``path`` in place, then put its times back to the
+    nanosecond (``touch -r``, ``rsync --inplace``, a tagger keeping a photo's date): the
+    same inode, size and mtime, new bytes; only its ctime tells."""
+    old = os.lstat(path)
+    with open(path, "r+b") as f:
+        f.write(data)
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
+    new = os.lstat(path)
+    assert (new.st_ino, new.st_size, new.st_mtime_ns) == (old.st_ino, old.st_size, old.st_mtime_ns)
+
+
+@pytest.mark.parametrize("path", ["group", "alone", "big"])
+async def test_a_source_saved_in_place_with_its_mtime_put_back_is_kept(
+    store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """A source written in place after its copy, before its unlink, its mtime put back:
+    its size, mtime and inode are as copied, so the move unlinked it and the new bytes were
+    lost (the job completed, the destination holding the old ones; ``mv`` and ``rsync
+    --remove-source-files`` do the same). Its ctime moved: the source is kept and its item
+    fails as changed, on the group path (C), alone, and for a file over 1 MiB."""
+    if path == "group" and smallfiles_mod.fastcopy is None:
+        pytest.skip("built without the C extension")
+    if path == "alone":
+        monkeypatch.setattr(smallfiles_mod, "fastcopy", None)
+    src = tmp_path / "src"
+    src.mkdir()
+    size = 2 * MIB if path == "big" else 5_000
+    names = [f"f{i:02}" for i in range(20)] + ["b"]
+    for name in names:
+        write(src / name, name.encode()[:1] * size)
+    if path == "group":
+        real_unlink = smallfiles_mod.unlink_files
+
+        def saving(sources: Any) -> Any:
+            if b"b" in [os.path.basename(path) for path, *_ in sources]:
+                save_in_place(src / "b", b"NEW")
+            return real_unlink(sources)
+
+        monkeypatch.setattr(smallfiles_mod, "unlink_files", saving)
+    else:
+        real_sync = move_mod._sync_copy
+
+        def sync_then_save(dir_fd: int, name: bytes) -> None:
+            real_sync(dir_fd, name)
+            if name == b"b":
+                save_in_place(src / "b", b"NEW")
+
+        monkeypatch.setattr(move_mod, "_sync_copy", sync_then_save)
+    errors = await move_keeping(store_path, src, other_fs, "b", "SourceChangedError", 20)
+    assert "ctime_ns" in errors[0].message
+    assert read(src / "b") == b"NEW" + b"b" * (size - 3)
+    assert read(other_fs / "src" / "b") == b"b" * size
+
+
 async def test_a_group_whose_walk_saw_other_device_and_inode_numbers_moves_every_file(
     store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -331,6 +331,32 @@ def test_unlink_files_removes_only_the_files_copied(tmp_path: Path) -> None:
     assert read(tmp_path / "renamed") == b"new"
 
 
+def test_unlink_files_keeps_a_source_saved_in_place_with_its_mtime_put_back(
+    tmp_path: Path,
+) -> None:
+    """Given each source's ctime and link count as copied (the eleven-field form): one
+    written in place since, its mtime put back, is kept (CHANGED); one that only gained a
+    name (another hard link: its ctime moved with the count) goes, as does an untouched one."""
+    for name in ("a", "saved", "linked"):
+        write(tmp_path / name, b"old")
+    seen = {n: os.lstat(tmp_path / n) for n in ("a", "saved", "linked")}
+    with open(tmp_path / "saved", "r+b") as f:
+        f.write(b"new")
+    os.utime(tmp_path / "saved", ns=(seen["saved"].st_atime_ns, seen["saved"].st_mtime_ns))
+    os.link(tmp_path / "linked", tmp_path / "other-name")
+    fd, ino = copies_of(tmp_path, list(seen))
+    try:
+        items = [
+            (*source(tmp_path / n, s, fd, n, ino[n]), -100, s.st_ctime_ns, s.st_nlink)
+            for n, s in seen.items()
+        ]
+        assert unlink_files(items) == [0, smallfiles_mod.CHANGED, 0]
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(tmp_path)) == ["copies", "other-name", "saved"]
+    assert read(tmp_path / "saved") == b"new"
+
+
 def test_unlink_files_keeps_a_source_whose_copy_lost_its_name(tmp_path: Path) -> None:
     """Before its source goes, each copy's name must still hold the copy written: one
     replaced since by another file renamed over it, or by a symlink to a copy (never
