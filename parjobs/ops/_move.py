@@ -38,7 +38,7 @@ from .._workqueue import HEAVY_BYTES
 from . import _smallfiles, _transfer
 from ._copyfile import CopyOptions, CopyResult
 from ._desttree import NOT_A_DIR
-from ._errors import DirConflictError, WalkError
+from ._errors import CopyError, DirConflictError, WalkError
 from ._finish import FinishDirs
 from ._fs import (
     At,
@@ -497,14 +497,35 @@ def _run_entries(plan: CopyPlan, entries: list[Entry], tc: TaskContext) -> Membe
     return MoveItem.run_entries(plan, entries, tc)
 
 
-def _remove_empty_dirs(plan: CopyPlan, dirs: list[Entry], removed: list[int]) -> None:
+def _remove_empty_dirs(
+    plan: CopyPlan, dirs: list[Entry], removed: list[int], all_moved: bool
+) -> None:
     """Remove the source directories left empty, deepest first, each while it is the one
     walked (`SourceDirs.rmdir`); others stay: they hold what was skipped or failed, or are
-    not the directory the walk listed."""
+    not the directory the walk listed.
+
+    ``all_moved``: nothing was skipped and nothing failed, so a directory still holding
+    something holds entries another program put there after the walk listed it (a file
+    saved, a directory made, while the move ran): never moved. They stay where they are
+    (``mv`` across filesystems removes the tree it copied, and them with it), and the step
+    fails naming the directories, so the job does not report the tree moved."""
+    left: list[bytes] = []
     for entry in sorted(dirs, key=lambda d: -d.rel.count(b"/")):
-        with contextlib.suppress(OSError):
+        try:
             plan.src_dirs.rmdir(entry.path, entry.rel, entry.ino)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and not any(
+                d.startswith(entry.path + b"/") for d in left
+            ):
+                left.append(entry.path)
+        else:
             removed[0] += 1
+    if all_moved and left:
+        raise CopyError(
+            f"{len(left)} source directories were not removed: they hold entries added "
+            f"after the move listed them, not moved (move them again); first: "
+            f"{display(min(left))}"
+        )
 
 
 @job_type("move", version=2)
@@ -617,7 +638,9 @@ class MoveJob(IntoDestination, Job):
                 plan,
                 dirs,
                 sweep,
-                lambda tc: _remove_empty_dirs(plan, dirs, removed),
+                lambda tc: _remove_empty_dirs(
+                    plan, dirs, removed, not tally.failed and not tally.data["skipped"]
+                ),
                 walked_mtime=True,
             )
             async for outcome in ctx.task_dispatcher("finish").dispatch_many([finish]):

@@ -544,6 +544,52 @@ async def test_a_source_saved_in_place_with_its_mtime_put_back_is_kept(
     assert read(other_fs / "src" / "b") == b"b" * size
 
 
+async def test_entries_added_to_a_source_directory_mid_move_stay_and_are_reported(
+    store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file saved into a source directory, and a directory made, after the walk listed
+    them, while the move runs: never moved (the walk had passed), they stay at the source,
+    their directories with them; the job said "completed", every item moved, as if the tree
+    had gone (``mv`` across filesystems removes the tree it copied, new files too). The
+    finishing step fails naming them now; the rest is moved, and once they are moved away a
+    resume completes."""
+    monkeypatch.setattr(smallfiles_mod, "fastcopy", None)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for name in ("a", "sub/b", "sub/c"):
+        write(src / name, name.encode() * 100)
+    real_sync = move_mod._sync_copy
+
+    def sync_then_add(dir_fd: int, name: bytes) -> None:
+        real_sync(dir_fd, name)
+        if name == b"c":  # the walk has listed everything: another program saves files
+            write(src / "sub" / "new", b"new")
+            (src / "newdir").mkdir()
+            write(src / "newdir" / "x", b"x")
+
+    monkeypatch.setattr(move_mod, "_sync_copy", sync_then_add)
+    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
+    result, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == 3
+    assert len(errors) == 1 and "added after the move listed them" in errors[0].message
+    assert str(src / "sub") in errors[0].message
+    assert sorted(str(p.relative_to(src)) for p in src.rglob("*")) == [
+        "newdir",
+        "newdir/x",
+        "sub",
+        "sub/new",
+    ]
+    for name in ("a", "sub/b", "sub/c"):
+        assert read(other_fs / "src" / name) == name.encode() * 100
+    monkeypatch.setattr(move_mod, "_sync_copy", real_sync)
+    shutil.rmtree(src / "newdir")
+    os.unlink(src / "sub" / "new")
+    async with parjobs.open_manager(store_path) as manager:
+        await manager.resume(info.id)
+        assert await manager.wait(info.id) is JobStatus.COMPLETED
+    assert not src.exists()
+
+
 async def test_a_group_whose_walk_saw_other_device_and_inode_numbers_moves_every_file(
     store_path: str, tmp_path: Path, other_fs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1169,7 +1215,10 @@ async def test_the_last_rmdir_removes_only_the_directories_the_walk_listed(
     assert (dst / "src" / "f").read_text() == "moved"
     if swap == "symlink-above":
         assert (outside / "b").is_dir(), "the other tree's directory was removed"
-        assert [e.message for e in errors if "mode/times" not in e.message] == []
+        # (src holds the user's a.kept and link a, which the move never listed: said so)
+        others = [e.message for e in errors if "mode/times" not in e.message]
+        assert len(others) == 1 and "added after the move listed them" in others[0]
+        assert others[0].endswith(f"first: {src}")
     else:
         assert (src / "a" / "b").is_dir(), "a directory the walk never listed was removed"
         assert (src / "b.kept").is_dir()  # (the walked one: no longer where it was)
@@ -1189,8 +1238,8 @@ async def test_a_resumed_move_removes_its_emptied_directories_after_a_remount(
     (dst / "src").mkdir(parents=True)  # a merging move: file by file, then the rmdirs
     real = move_mod._remove_empty_dirs
 
-    def remounted(plan: Any, dirs: Any, removed: Any) -> None:
-        real(plan, [dataclasses.replace(e, dev=e.dev + 1) for e in dirs], removed)
+    def remounted(plan: Any, dirs: Any, removed: Any, all_moved: bool) -> None:
+        real(plan, [dataclasses.replace(e, dev=e.dev + 1) for e in dirs], removed, all_moved)
 
     monkeypatch.setattr(move_mod, "_remove_empty_dirs", remounted)
     job = MoveJob(sources=[str(src)], destination=str(dst), into=True)
