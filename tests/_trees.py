@@ -22,6 +22,19 @@ import parjobs
 from parjobs.ops import _transfer
 from parjobs.testing import read, snapshot, write
 
+
+def save_in_place(path: Path, data: bytes) -> None:
+    """Write ``data`` over the start of ``path`` in place, then put its times back to the
+    nanosecond (``touch -r``, ``rsync --inplace``, a tagger keeping a photo's date): the
+    same inode, size and mtime, new bytes; only its ctime tells."""
+    old = os.lstat(path)
+    with open(path, "r+b") as f:
+        f.write(data)
+    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
+    new = os.lstat(path)
+    assert (new.st_ino, new.st_size, new.st_mtime_ns) == (old.st_ino, old.st_size, old.st_mtime_ns)
+
+
 #: The special files a test plants where a regular one is expected, and how errors name them.
 SPECIAL_KINDS = {"fifo": "FIFO", "socket": "socket", "chardev": "character device"}
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import xxhash
+from _trees import save_in_place
 
 from parjobs.ops import CopyError, SourceChangedError, SpecialFileError, VerifyError
 from parjobs.ops._copyfile import CopyOptions, CopyResult, Method, copy_file, copy_symlink
@@ -568,12 +569,9 @@ def test_source_saved_in_place_mid_copy_with_its_mtime_put_back(tmp_path: Path) 
     and recorded as copied. Its ctime moved: the copy fails, nothing left."""
     src, dst = tmp_path / "s", tmp_path / "d"
     make(src, 256 * KIB)
-    st = src.stat()
 
     def save(_n: int) -> None:
-        with open(src, "r+b") as f:
-            f.write(b"N" * (256 * KIB))
-        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+        save_in_place(src, b"N" * (256 * KIB))
 
     with pytest.raises(SourceChangedError, match="ctime_ns"):
         copy_file(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import xxhash
+from _trees import save_in_place
 
 from parjobs._exceptions import ParjobsError
 from parjobs.ops import SourceChangedError, SpecialFileError, _hashing, _sequential
@@ -145,15 +146,8 @@ def test_hash_file_detects_a_save_in_place_with_its_mtime_put_back(tmp_path: Pat
     """Written in place between chunks, its mtime put back: the digest would be of the old
     first chunk and the new second one, a file that never existed; its ctime moved."""
     path = _write(tmp_path / "f", _data(2 * MiB))
-    st = path.stat()
-
-    def save(_: int) -> None:
-        with open(path, "r+b") as f:
-            f.write(b"N" * (2 * MiB))
-        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-
     with pytest.raises(SourceChangedError, match="ctime_ns"):
-        hash_file(path, chunk_size=MiB, on_bytes=save)
+        hash_file(path, chunk_size=MiB, on_bytes=lambda _: save_in_place(path, b"N" * MiB))
 
 
 def test_hash_file_refuses_symlink(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from _trees import (
     reached_in_small_steps,
     run_job,
     run_pausing_before_links,
+    save_in_place,
     swap_after_listing,
     user_file_at_first,
 )
@@ -487,18 +488,6 @@ async def test_a_source_renamed_over_before_its_lone_unlink_is_kept(
     assert "replaced by another file" in errors[0].message
     assert read(src / "big") == b"N" * (2 * MIB)
     assert read(other_fs / "src" / "big") == b"o" * (2 * MIB)
-
-
-def save_in_place(path: Path, data: bytes) -> None:
-    """Write ``data`` over the start of ``path`` in place, then put its times back to the
-    nanosecond (``touch -r``, ``rsync --inplace``, a tagger keeping a photo's date): the
-    same inode, size and mtime, new bytes; only its ctime tells."""
-    old = os.lstat(path)
-    with open(path, "r+b") as f:
-        f.write(data)
-    os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
-    new = os.lstat(path)
-    assert (new.st_ino, new.st_size, new.st_mtime_ns) == (old.st_ino, old.st_size, old.st_mtime_ns)
 
 
 @pytest.mark.parametrize("path", ["group", "alone", "big"])
