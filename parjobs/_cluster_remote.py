@@ -105,9 +105,15 @@ def mapped_below(root: bytes) -> dict[bytes, bytes]:
     (on a component boundary), as {its path relative to ``root``: its path}. The path is
     rewritten by the pickling like any other, so the worker learns where that directory is
     for it: a relative name would otherwise bypass the map."""
+    return below(root, _dumping.get())
+
+
+def below(root: bytes, pairs: PathPairs) -> dict[bytes, bytes]:
+    """Each of ``pairs``' first directories strictly below ``root`` (on a component
+    boundary), as {its path relative to ``root``: its path}."""
     out = {}
     under = root.rstrip(b"/") + b"/"
-    for here, _ in _dumping.get():
+    for here, _ in pairs:
         raw = here.encode("utf-8", "surrogateescape")
         if raw.startswith(under):
             out[raw[len(under) :]] = raw

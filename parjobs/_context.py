@@ -71,8 +71,12 @@ class JobContext(metaclass=NoPublicConstructor):
         job_dir: str | None = None,
         remote: ExecutorFactory | None = None,
         on_store_pause: Callable[[str], None] | None = None,
+        cluster_path_map: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.job_id = job_id
+        #: The cluster's path map (`ManagerConfig.cluster_path_map`) when `clustered`: pairs
+        #: (here, there), what the workers see at ``there`` (`parjobs._cluster_remote`).
+        self.cluster_path_map = cluster_path_map
         self.state: dict[str, Any] = state
         self.progress = progress
         self.run_number = run_number

@@ -217,6 +217,7 @@ class JobRunner(ManagerCore):
                         run_number=info.runs,
                         job_dir=self.job_dir(live.id),
                         remote=None if self.cluster is None else self.cluster.executor(live.id),
+                        cluster_path_map=() if self.cluster is None else self.cluster.path_map,
                         on_store_pause=functools.partial(self._store_pause, live),
                     )
                     live.ctx = ctx

@@ -93,6 +93,7 @@ FLOORS: dict[str, int] = {
     "parjobs.ops._metadata": 22,
     "parjobs.ops._hashing": 22,
     "parjobs.ops._decodebudget": 22,
+    "parjobs.ops._probe": 22,
     "parjobs.ops._sequential": 23,
     "parjobs.ops._prescan": 23,
     "parjobs.ops._trash": 23,

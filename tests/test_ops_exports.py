@@ -19,6 +19,7 @@ OPS_ALL = [
     "DestinationChangedError",
     "DirConflictError",
     "DuplicatesJob",
+    "ForeignDirError",
     "HashJob",
     "ImageError",
     "ImageTooLargeError",

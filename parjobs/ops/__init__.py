@@ -16,6 +16,7 @@ from .._util import fixup_module_metadata
 from ._errors import CopyError as CopyError
 from ._errors import DestinationChangedError as DestinationChangedError
 from ._errors import DirConflictError as DirConflictError
+from ._errors import ForeignDirError as ForeignDirError
 from ._errors import ImageError as ImageError
 from ._errors import ImageTooLargeError as ImageTooLargeError
 from ._errors import NotOursError as NotOursError
@@ -83,6 +84,7 @@ __all__ = [
     "DestinationChangedError",
     "DirConflictError",
     "DuplicatesJob",
+    "ForeignDirError",
     "HashJob",
     "ImageError",
     "ImageTooLargeError",

@@ -42,7 +42,7 @@ from .._items import DIRECTORY, Identity, ItemRow, fingerprint
 from .._job import Job, job_type, runtime_field
 from .._task import RUN_ALONE, Members, Task, TaskContext, spread_rows
 from .._workqueue import HEAVY_BYTES
-from . import _transfer
+from . import _probe, _transfer
 from ._copyfile import CopyOptions, CopyResult
 from ._errors import WalkError
 from ._finish import FinishDirs
@@ -66,6 +66,7 @@ from ._transfer import (
     landed_rows,
     link_first,
     open_plan,
+    probe_plan,
     record_landing,
     run_links,
     special_reason,
@@ -387,6 +388,8 @@ class CopyJob(IntoDestination, Job):
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         plan = await open_plan(ctx, self._plan)
+        if ctx.clustered and plan.portable:  # (its items go to the cluster's workers)
+            await probe_plan(ctx, plan)
         keys = ("copied", "files", "symlinks", "linked", "dirs", "skipped", "bytes", "bytes_reused")
         # What a done item of each kind adds to (a file, the default: "copied" and "files").
         kinds = {
@@ -524,7 +527,8 @@ class CopyJob(IntoDestination, Job):
     async def cleanup(self, ctx: JobContext, *, cancelled: bool) -> None:
         """Remove this job's leftover partials and temporaries (never anyone else's), unless
         this run's last step already did (a completed run that needed it swept before
-        finishing directory times)."""
+        finishing directory times); and its probes (a run on a cluster's)."""
+        await _probe.remove_all(ctx)
         if not cancelled and ctx.state.get("swept_run") == ctx.run_number:
             return
         await self._sweep(ctx)

@@ -9,6 +9,7 @@ import stat
 import threading
 from collections import OrderedDict
 
+from . import _probe
 from ._errors import DirConflictError
 from ._fs import DIR_NOFOLLOW, check_replaceable, display
 from ._paths import dir_identity
@@ -63,6 +64,11 @@ class DestTree:
         self.identity: dict[str, list[int]] = {"dest": dir_identity(fd)}
         self._slots: OrderedDict[bytes, list[int]] = OrderedDict({b"": [fd, 1]})  # root pinned
         self._closed = False
+        #: A cluster worker's: the anchors held open since `verify` checked them, and the
+        #: name tokens whose probes it found.
+        self._pinned: set[bytes] = set()
+        self._verified: set[bytes] = set()
+        self._verify_lock = threading.Lock()
 
     def path(self, rel: bytes) -> bytes:
         return self.root + b"/" + rel if rel else self.root
@@ -90,6 +96,39 @@ class DestTree:
                 self._evict()
             return slot[0]
 
+    @property
+    def verified(self) -> bool:
+        """Whether `verify` found the probe of some job here."""
+        return bool(self._verified)
+
+    def verify(self, token: bytes) -> None:
+        """(A cluster worker's tree) Raise `ForeignDirError` unless the root and every anchor
+        hold the probe the manager put there for the job of ``token`` (`parjobs.ops._probe`):
+        checked once per token, through the very fds the job writes through, which stay
+        open (pinned: never evicted and opened again by path) for the tree's life. A share
+        unmounted later cannot redirect the job's writes to the directory left in its place:
+        they go through fds of the share's directories. Nothing is made: a missing anchor is
+        a directory that is not the manager's."""
+        with self._verify_lock:
+            if token in self._verified:
+                return
+            for rel in (b"", *sorted(self.anchors)):
+                where = self.anchors.get(rel, self.root)
+                try:
+                    fd = self.acquire(rel, create=False)
+                except (FileNotFoundError, NotADirectoryError):
+                    raise _probe.missing(where) from None
+                try:
+                    _probe.check(fd, token, where)
+                except BaseException:
+                    self.release(rel)
+                    raise
+                if rel in self._pinned or not rel:  # (held already: the root always is)
+                    self.release(rel)
+                else:
+                    self._pinned.add(rel)
+            self._verified.add(token)
+
     def release(self, rel: bytes) -> None:
         with self._lock:
             slot = self._slots[rel]
@@ -104,7 +143,8 @@ class DestTree:
             if self._closed:
                 return
             self._closed = True
-            self._slots[b""][1] -= 1
+            for rel in (b"", *self._pinned):
+                self._slots[rel][1] -= 1
             for rel, slot in list(self._slots.items()):
                 if slot[1] == 0:
                     del self._slots[rel]

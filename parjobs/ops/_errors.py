@@ -9,6 +9,7 @@
      │    ├── NotOursError                  our temporary was replaced before its rename
      │    ├── VerifyError                   the destination read back different bytes
      │    ├── DirConflictError              a non-directory is where a directory is needed
+     │    ├── ForeignDirError               a cluster worker's directory is not the manager's
      │    └── WalkError                     the walk could not read an entry
      ├── TrashError (also OSError)         an item cannot be moved to a trash
      ├── ImageError                         a file cannot be thumbnailed (its content)
@@ -26,6 +27,7 @@ __all__ = [
     "CopyError",
     "DestinationChangedError",
     "DirConflictError",
+    "ForeignDirError",
     "ImageError",
     "ImageTooLargeError",
     "NotOursError",
@@ -72,6 +74,13 @@ class VerifyError(CopyError):
 
 class DirConflictError(CopyError):
     """A directory is needed where the destination holds something else (file, symlink)."""
+
+
+class ForeignDirError(CopyError):
+    """A cluster worker's destination (or thumbnail output) directory lacks the probe the
+    manager put there for the job (`parjobs.ops._probe`): the worker's directory of that
+    path is not the manager's (a share not mounted on the worker's host, a path map that
+    points elsewhere). Nothing was written there."""
 
 
 class WalkError(CopyError):

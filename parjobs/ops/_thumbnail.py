@@ -46,6 +46,7 @@ from .._exceptions import JobSpecError, Skip
 from .._job import Job, job_type
 from .._task import Task, TaskContext
 from .._util import kernel_abspath
+from . import _probe
 from ._entries import EntryTask
 from ._errors import ImageError, SourceChangedError
 from ._fs import absolute_root, display, root_path
@@ -106,6 +107,9 @@ class _Settings:
     max_pixels: int
     out_dir: str  # the cache directory, or the freedesktop ``thumbnails`` directory
     token: bytes | None = None  # the job's name token: its temporaries carry it
+    #: The manager put the job's probe in ``out_dir`` (a cluster run): a task checks it
+    #: there before it writes (`parjobs.ops._probe`).
+    probe: bool = False
 
     @property
     def cache_home(self) -> str:
@@ -138,6 +142,10 @@ class ThumbnailTask(Task[str]):
 
     def run(self, tc: TaskContext) -> str:
         tc.check()
+        settings = self.settings
+        if settings.probe:  # (by path, as the thumbnail is written: per task)
+            assert settings.token is not None
+            _probe.check_path(settings.out_dir, settings.token)
         try:
             if self.settings.layout == "freedesktop":
                 dst = self._freedesktop(tc)
@@ -313,7 +321,9 @@ class ThumbnailJob(Job):
         token = await job_token(ctx)  # checkpointed before any temporary is made
         if changed and had_token:
             await ctx.checkpoint(force=True)
-        settings = dataclasses.replace(self._settings, token=token)
+        if ctx.clustered:  # (its tasks go to the cluster's workers)
+            await _probe.place_all(ctx, token, [os.fsencode(self.out_dir)])
+        settings = dataclasses.replace(self._settings, token=token, probe=ctx.clustered)
         ctx.progress.set_message("making thumbnails")
         counts = _Counts()
         dispatcher = ctx.task_dispatcher()
@@ -373,6 +383,7 @@ class ThumbnailJob(Job):
         Only a process death leaves them (every other failure removes its own), so a first
         run that was never interrupted has nothing to look for.
         """
+        await _probe.remove_all(ctx)  # (a run on a cluster's)
         token = stored_token(ctx.state)
         if not (cancelled or ctx.resumed) or self.out_dir is None or token is None:
             return
@@ -403,10 +414,11 @@ class ThumbnailJob(Job):
 
 #: A path below an output directory that a thumbnail layout writes: a cache thumbnail
 #: (``<size>/<id[:2]>/<id>.<ext>``), a freedesktop one (``large/<md5>.png``), a fail marker
-#: (``fail/<app>/<md5>.png``), or a temporary of one.
+#: (``fail/<app>/<md5>.png``), a temporary of one, or a cluster run's probe (`_probe`).
 _OWN_OUTPUT = re.compile(
     rb"[0-9]+(?:x[0-9]+)?/([0-9a-f]{2})/(?:\1[0-9a-f]{30}\.(?:webp|jpg|png)|\..*\.parjobs-tmp)"
-    rb"|(?:normal|large|x-large|xx-large|fail/[^/]+)/(?:[0-9a-f]{32}\.png|\..*\.parjobs-tmp)",
+    rb"|(?:normal|large|x-large|xx-large|fail/[^/]+)/(?:[0-9a-f]{32}\.png|\..*\.parjobs-tmp)"
+    rb"|\.parjobs\.[0-9a-f]{16}\.parjobs-probe",
     re.DOTALL,
 )
 

@@ -26,10 +26,10 @@ from .._job import validating_stored
 from .._task import Bundle, BundleDone, Members, Outcome, OutcomeStatus, Task, TaskContext
 from .._util import names_contents
 from .._workqueue import GROUP_MAX_BYTES
-from . import _smallfiles
+from . import _probe, _smallfiles
 from ._copyfile import CopyOptions, CopyResult, copy_file, copy_symlink
 from ._desttree import NOT_A_DIR, DestTree
-from ._errors import DirConflictError
+from ._errors import DirConflictError, ForeignDirError
 from ._fs import (
     DIR_NOFOLLOW,
     KINDS,
@@ -428,6 +428,30 @@ async def open_plan(ctx: JobContext, make: Callable[[bool, Any], CopyPlan]) -> C
         await ctx.checkpoint(force=True)
     plan.token = token
     return plan
+
+
+async def probe_plan(ctx: JobContext, plan: CopyPlan) -> None:
+    """Put the job's probe (`parjobs.ops._probe`) where a cluster worker reaches the
+    destination by a path of its own: the root, and each path map directory below it that
+    the copy writes into (under one of the plan's names; made when missing), then mark the
+    plan so its workers check them. Only when the plan's items go to a cluster."""
+    from .._cluster_remote import below  # (not loaded by a local copy)
+
+    assert plan.token is not None  # (`open_plan` set it)
+    root = plan.tree.root
+    anchors = _under(below(root, ctx.cluster_path_map), plan.names)
+    await _probe.place_all(ctx, plan.token, [root, *sorted(anchors.values())], make=True)
+    plan.probe = True
+
+
+def _under(anchors: dict[bytes, bytes], names: Sequence[bytes]) -> dict[bytes, bytes]:
+    """The ``anchors`` (relative paths below a destination's root) the copy of ``names``
+    writes into: each one of them or below one."""
+    return {
+        rel: path
+        for rel, path in anchors.items()
+        if any(rel == name or rel.startswith(name + b"/") for name in names)
+    }
 
 
 #: A run marks entries as reached this many past the walked batch (or `COVER_MAX` of it)
@@ -1036,6 +1060,9 @@ class CopyPlan:
     #: A cluster worker's: the path map's directories below the sources' roots, as the
     #: worker sees them (`SourceDirs.anchors`).
     src_anchors: tuple[bytes, ...] = ()
+    #: Whether the manager put the job's probe in the root and the path map's directories
+    #: below it (`probe_plan`): a cluster worker checks them before it writes.
+    probe: bool = False
 
     def __post_init__(self) -> None:
         self.src_dirs = SourceDirs(self.follow, self.src_anchors)
@@ -1084,8 +1111,10 @@ class CopyPlan:
         # Map directories below the root (a copy into a new directory is planned from its
         # parent: a map naming that directory) and below the sources' roots, which the
         # worker reaches by relative names: their paths, mapped by the pickling.
-        anchors = mapped_below(tree.root)
+        anchors = _under(mapped_below(tree.root), self.names)
         sources = tuple(p for r in self.roots for p in mapped_below(os.fsencode(r)).values())
+        if self.probe:
+            return (_worker_plan, (*args, anchors, sources, True))
         return (_worker_plan, (*args, anchors, sources) if anchors or sources else args)
 
     @property
@@ -1403,18 +1432,41 @@ def _worker_plan(
     reach: int = -1,
     anchors: dict[bytes, bytes] | None = None,
     src_anchors: tuple[bytes, ...] = (),
+    probe: bool = False,
 ) -> CopyPlan:
     """A `CopyPlan` unpickled on a cluster worker: its destination tree opened here (kept
     for the next groups of the run). The manager checked the destination's identity; a
     worker only knows it by path. Nothing here is new to this tree, so every file looks
     before it copies (`DestTree.is_new`). ``anchors``: the path map's directories below the
     root, where they are for this worker (`DestTree.anchors`); ``src_anchors``, those below
-    the sources' roots (`SourceDirs.anchors`)."""
+    the sources' roots (`SourceDirs.anchors`). ``probe``: the manager put the job's probe
+    in the root and the anchors: `ForeignDirError` unless they hold it (`DestTree.verify`),
+    before anything is written (the group's tasks fail with it)."""
     key = (root, replace_nondirs, durable, tuple(sorted((anchors or {}).items())))
-    with _worker_trees_lock:
+    with _worker_trees_lock:  # (held through a first check: no group gets a tree it closes)
         tree = _worker_trees.pop(key, None)
         if tree is None:
-            tree = DestTree(root, replace_nondirs=replace_nondirs, durable=durable, anchors=anchors)
+            try:
+                tree = DestTree(
+                    root, replace_nondirs=replace_nondirs, durable=durable, anchors=anchors
+                )
+            except (FileNotFoundError, NotADirectoryError):
+                if probe:
+                    raise _probe.missing(root) from None
+                raise
+        if probe:
+            assert token is not None  # (`open_plan` set it before `probe_plan`)
+            try:
+                tree.verify(token)
+            except ForeignDirError:
+                # Not kept, unless another job's check passed in it: the next group opens
+                # the root again by path, and finds the share once it is mounted there (the
+                # fds held are of the directory it hides).
+                if tree.verified:
+                    _worker_trees[key] = tree
+                else:
+                    tree.close()
+                raise
         _worker_trees[key] = tree
         while len(_worker_trees) > WORKER_TREES:
             _worker_trees.pop(next(iter(_worker_trees))).close()

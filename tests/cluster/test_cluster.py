@@ -24,6 +24,7 @@ from PIL import Image
 import parjobs
 from parjobs import JobStatus
 from parjobs.ops import CopyJob, DuplicatesJob, HashJob, ThumbnailJob
+from parjobs.ops._probe import PROBE_NAME
 
 #: The module's tests run on one xdist worker (``--dist loadgroup``, pyproject.toml): one
 #: Dask cluster for the suite (4-5 s to start, more to close), not one on each worker.
@@ -46,6 +47,11 @@ def make_tree(root: Path, files: int = 40) -> Path:
 
 def leftovers(root: Path) -> list[str]:
     return [p.name for p in root.rglob("*") if ".parjobs" in p.name]
+
+
+def probes(root: Path) -> list[str]:
+    """The probes (`parjobs.ops._probe`) in directory ``root``."""
+    return [n for n in os.listdir(root) if PROBE_NAME.fullmatch(os.fsencode(n))]
 
 
 async def test_hash_on_the_cluster_equals_a_local_run(tmp_path: Path, dask_client: Any) -> None:
@@ -137,7 +143,11 @@ async def test_the_path_map_applies_to_directories_below_the_destination_root(
     """A copy into a directory that does not exist yet is planned from its parent, and a
     copy into an existing one reaches its subdirectories by relative names: a map naming
     such a directory applies all the same (it used to be ignored, the files written here,
-    the job completed). Component boundaries: ``new2`` is not under ``new``."""
+    the job completed). The manager makes that directory and puts its probe there
+    (`parjobs.ops._probe`): where the workers' directory is another one (``there/new``,
+    ``there2/sub``), every item fails naming it and nothing is written there (it used to
+    take the files, the job completed); where it is the manager's (``link``, a symlink to
+    it), the copy lands. Component boundaries: ``new2`` is not under ``new``."""
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     (src / "a").write_bytes(b"a")
@@ -145,24 +155,35 @@ async def test_the_path_map_applies_to_directories_below_the_destination_root(
     (tmp_path / "there").mkdir()
     (tmp_path / "into").mkdir()
     (tmp_path / "there2").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "same")
     paths = {
         str(tmp_path / "new"): str(tmp_path / "there" / "new"),
         str(tmp_path / "into" / "src" / "sub"): str(tmp_path / "there2" / "sub"),
+        str(tmp_path / "same"): str(tmp_path / "link"),
     }
+    foreign = {"new": tmp_path / "there" / "new", "into": tmp_path / "there2" / "sub"}
     async with parjobs.open_manager(
         tmp_path / "c.sqlite", cluster=dask_client, cluster_path_map=paths
     ) as manager:
-        for dest in ("new", "new2", "into"):
+        for dest in ("new", "new2", "into", "same"):
             job = CopyJob(sources=[str(src)], destination=str(tmp_path / dest))
             handle = await manager.submit(job)
-            assert await handle.wait() == JobStatus.COMPLETED
-            assert (await handle.result())["copied"] == 2
+            status = await handle.wait()
+            result = await handle.result()
+            if dest in foreign:
+                errors = await manager.errors(handle.id)
+                assert status == JobStatus.COMPLETED_WITH_ERRORS
+                assert result["copied"] == 0 and result["failed"] == len(errors) == 4
+                assert all(str(foreign[dest]) in e.message for e in errors)
+            else:
+                assert status == JobStatus.COMPLETED and result["copied"] == 2
     expected = tree_of(src)
-    assert not (tmp_path / "new").exists()  # nothing here: the workers' `there/new`
-    assert tree_of(tmp_path / "there" / "new") == expected
+    assert tree_of(tmp_path / "new") == {}  # made here for the probe; nothing in it
+    assert tree_of(tmp_path / "there") == {}  # nor in the workers' `there/new`
     assert tree_of(tmp_path / "new2") == expected  # not mapped
-    assert tree_of(tmp_path / "into") == {"src": None, "src/a": b"a"}
-    assert tree_of(tmp_path / "there2") == {"sub": None, "sub/b": b"b"}
+    assert tree_of(tmp_path / "into") == {"src": None, "src/sub": None}
+    assert tree_of(tmp_path / "there2") == {}
+    assert tree_of(tmp_path / "same") == expected
 
 
 async def test_the_path_map_applies_to_directories_below_a_source_root(
@@ -383,6 +404,7 @@ async def test_a_killed_manager_resumes_from_its_checkpoint(
     finally:
         child.kill()
         child.wait()
+    assert len(probes(tmp_path)) == 1  # left by the kill (the copy's root: dst's parent)
     async with parjobs.open_manager(store, cluster=dask_client) as manager:
         handle = await manager.resume(job_id)
         with trio.fail_after(120):
@@ -392,7 +414,7 @@ async def test_a_killed_manager_resumes_from_its_checkpoint(
     for i in range(300):
         rel = Path(f"d{i % 5}") / f"f{i}"
         assert (dst / rel).read_bytes() == (src / rel).read_bytes()  # dst is the copy
-    assert leftovers(dst) == []
+    assert leftovers(dst) == [] and probes(tmp_path) == []  # removed at the end
 
 
 async def test_a_failing_bridge_fails_the_tasks_instead_of_hanging(

@@ -11,6 +11,7 @@ import pytest
 from parjobs.ops._errors import (
     MOUNT_POINT,
     DirConflictError,
+    ForeignDirError,
     SourceChangedError,
     SpecialFileError,
     TrashError,
@@ -31,6 +32,7 @@ def stored(exc: BaseException) -> tuple[str, str]:
         OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/b/f"),
         OSError(None, "Permission denied", "/a/d"),  # a walk's unreadable directory
         RuntimeError("unexpected"),  # unknown: resume stays suggested
+        ForeignDirError("/mnt/nas on this cluster worker is not the manager's directory"),
     ],
 )
 def test_causes_that_may_pass(exc: BaseException) -> None:
