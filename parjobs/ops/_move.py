@@ -509,15 +509,19 @@ def _remove_empty_dirs(
     saved, a directory made, while the move ran): never moved. They stay where they are
     (``mv`` across filesystems removes the tree it copied, and them with it), and the step
     fails naming the directories, so the job does not report the tree moved."""
-    left: list[bytes] = []
+    kept: list[bytes] = []  # each directory not removed, deepest first
+    left: list[bytes] = []  # of those, the ones holding what the walk never listed
     for entry in sorted(dirs, key=lambda d: -d.rel.count(b"/")):
         try:
             plan.src_dirs.rmdir(entry.path, entry.rel, entry.ino)
         except OSError as exc:
+            # (Not for one above a directory kept for another reason, such as a mount
+            # point (EBUSY) or one not the directory walked: that explains it.)
             if exc.errno in (errno.ENOTEMPTY, errno.EEXIST) and not any(
-                d.startswith(entry.path + b"/") for d in left
+                d.startswith(entry.path + b"/") for d in kept
             ):
                 left.append(entry.path)
+            kept.append(entry.path)
         else:
             removed[0] += 1
     if all_moved and left:
