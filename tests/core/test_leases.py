@@ -60,10 +60,19 @@ os._exit(0)
 """
 
 
-def _held_then_taken_over(url: str, patch: str) -> None:
+def past_a_short_lease_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the lease timeout 0.2 s (from 2 s) and wait past it. The checks before it that
+    a live manager keeps its jobs ran with 2 s, so that a slow child's fresh heartbeat was
+    not taken for stale; the takeover needs only a heartbeat older than the timeout, and
+    `lease_timeout` reads the setting at each judgement: 0.3 s here, not 2.5 s."""
+    monkeypatch.setenv("PARJOBS_LEASE_TIMEOUT", "0.2")
+    time.sleep(0.3)
+
+
+def _held_then_taken_over(url: str, patch: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A job claimed by a manager of another host (``patch`` makes it one) stays with it
-    while its heartbeat is fresh, and is taken over once it is older than the lease
-    timeout (2 s here)."""
+    while its heartbeat is fresh (the lease timeout is 2 s), and is taken over once it is
+    older than the lease timeout (`past_a_short_lease_timeout`)."""
     from parjobs._stores import open_store
 
     store = open_store(url)
@@ -77,7 +86,7 @@ def _held_then_taken_over(url: str, patch: str) -> None:
         assert farm["alive"] and farm["heartbeat_age"] < 2
         assert store.claim_next("here", {"default": 1}) is None
         assert store.get("j").lease == "farm-2"
-        time.sleep(2.5)  # past the lease timeout: farm-2 is dead, its job taken over
+        past_a_short_lease_timeout(monkeypatch)  # farm-2 is dead, its job taken over
         taken = store.claim_next("here", {"default": 1})
         assert taken is not None and taken.id == "j" and taken.lease == "here"
     finally:
@@ -92,7 +101,7 @@ def test_heartbeats_on_postgresql_are_judged_by_the_databases_clock(pg_url, monk
     that died kept its jobs for an hour (its last heartbeat looked fresh till then)."""
     monkeypatch.setenv("PARJOBS_LEASE_TIMEOUT", "2")
     patch = f"real = time.time\ntime.time = lambda: real() + {skew}\n"
-    _held_then_taken_over(pg_url, patch + 'socket.gethostname = lambda: "farm-2"')
+    _held_then_taken_over(pg_url, patch + 'socket.gethostname = lambda: "farm-2"', monkeypatch)
 
 
 @pytest.mark.both_stores
@@ -103,7 +112,7 @@ def test_a_host_of_the_same_name_is_judged_by_its_heartbeat(store_path, monkeypa
     manager booted elsewhere is judged by its heartbeat, as another host's."""
     monkeypatch.setenv("PARJOBS_LEASE_TIMEOUT", "2")
     patch = 'parjobs._store.process_start = lambda pid: "0f0f0f0f-another-machine:4242"'
-    _held_then_taken_over(store_path, patch)
+    _held_then_taken_over(store_path, patch, monkeypatch)
 
 
 #: A manager in its own pid namespace (``unshare --pid``) on this host: it registers, claims
@@ -166,7 +175,7 @@ def test_a_manager_in_another_pid_namespace_is_judged_by_its_heartbeat(store_pat
             store.requeue("j", "here")
         child.stdin.close()
         assert child.wait(timeout=60) == 0
-        time.sleep(2.5)  # past the lease timeout: "in-ns" is dead, its job taken over
+        past_a_short_lease_timeout(monkeypatch)  # "in-ns" is dead, its job taken over
         taken = store.claim_next("here", {"default": 5})
         assert taken is not None and taken.id == "j" and taken.lease == "here"
     finally:
