@@ -47,38 +47,64 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_CACHE_HOME, ignore_errors=True)
 
 
-#: The longest tests (3-10 s each on 2 cores, session 16), longest first. They run before all
-#: others, and xdist (``--dist loadgroup``, pyproject.toml) hands tests out one at a time from
-#: the front to a worker holding two or fewer: the two workers share the long ones and end
+#: The longest tests (1-8 s each on 2 cores: a full run's ``--durations=0``, session 22; the
+#: earlier list's kept), longest first. They run before all others, and xdist (``--dist
+#: loadgroup``, pyproject.toml) hands tests out one at a time from the front to a worker
+#: holding two or fewer: the two workers share the long ones and end
 #: together, instead of one running a long test alone at the end (the order within a module
 #: is kept otherwise). The xdist groups (the chromium and Dask modules, ~20 and ~30 s) go out
 #: before them, whole, one to each worker.
 FIRST = (
-    "tests/test_benchmarks_smoke.py::test_tiny_run_writes_results",
-    "tests/reliability/test_rel_crash.py::test_random_kills",
-    "tests/cli/test_ops_commands.py::test_demo_runs",
+    "tests/ops/test_thumbnail.py::test_big_decodes_wait_for_each_other_within_the_memory_budget",
     "tests/reliability/test_rel_second_runner.py::test_second_runner_matrix",
-    "tests/reliability/test_rel_faults.py::test_store_on_a_full_disk_pauses_the_job_then_it_resumes_by_itself",
+    "tests/test_benchmarks_smoke.py::test_tiny_run_writes_results",
+    "tests/test_setup.py::test_a_rebuild_reuses_fresh_extensions_and_compiles_a_stale_one",
     "tests/reliability/test_rel_stress.py::test_fifty_jobs_under_random_requests",
-    "tests/server/test_serve_cli.py::test_a_job_its_failing_store_paused_is_resumed_by_the_restart",
-    "tests/cluster/test_cluster_parts.py::test_the_cli_runs_a_job_on_a_local_cluster_from_the_environment",
-    "tests/cli/test_worker.py::test_a_killed_workers_copy_is_resumed_by_another_byte_identical",
+    "tests/reliability/test_rel_faults.py::test_store_on_a_full_disk_pauses_the_job_then_it_resumes_by_itself",
     "tests/core/test_scheduler.py::test_job_timeout_counts_run_time_over_resumes",
-    "tests/server/test_remote_cli.py::test_show_items_and_undo_through_the_server_as_locally",
-    "tests/cli/test_worker.py::test_resume_detach_queues_a_paused_copy_for_a_worker_nothing_redone",
-    "tests/cli/test_worker.py::test_unusable_postgresql_stores_are_clear_errors_with_nothing_touched",
-    "tests/cli/test_worker.py::test_four_workers_run_100_jobs_each_once_within_capacities",
+    "tests/server/test_serve_cli.py::test_a_job_its_failing_store_paused_is_resumed_by_the_restart",
+    "tests/reliability/test_rel_crash.py::test_random_kills",
+    "tests/server/test_remote_cli.py::test_copy_to_completion_then_jobs_and_show_as_printed_locally",
+    "tests/reliability/test_rel_faults.py::test_a_job_waiting_for_its_failing_store_retries_with_a_backoff",
     "tests/core/test_context_checkpoints.py::test_after_kill_9_only_tasks_in_flight_and_the_last_interval_run_again",
+    "tests/ops/test_thumbnail.py::test_kill_9_mid_job_then_resume_completes_without_temp_files",
+    "tests/reliability/test_rel_faults.py::test_a_dependant_waits_for_its_prerequisites_end_to_be_recorded",
     "tests/core/test_jobstore_claim.py::test_a_postgresql_worker_listens_again_once_the_database_is_back",
-    "tests/server/test_serve_cli.py::test_serve_on_postgresql_shows_a_job_a_worker_runs",
-    "tests/server/test_serve_cli.py::test_sigterm_pauses_and_the_restart_resumes_only_what_the_shutdown_paused",
-    "tests/test_benchmarks_smoke.py::test_bench_trees_runs_each_scenario_per_tree_and_reports_medians",
-    "tests/reliability/test_rel_names.py::test_two_jobs_writing_one_big_file_name_never_publish_each_others_bytes",
+    "tests/server/test_remote_cli.py::test_an_empty_id_names_no_job_through_the_server",
     "tests/reliability/test_rel_store_heal.py::test_closing_a_manager_whose_job_waits_for_a_dead_store_is_prompt",
+    "tests/reliability/test_rel_faults.py::test_store_locked_too_long_is_a_clear_error_and_nothing_is_lost",
+    "tests/reliability/test_rel_faults.py::test_a_job_its_failing_store_paused_resumes_by_itself_once_it_works",
+    "tests/reliability/test_rel_names.py::test_two_thumbnail_jobs_and_two_hash_outputs_at_once",
+    "tests/reliability/test_rel_faults.py::test_closing_as_a_job_waits_to_record_its_end_leaves_it_resumable",
+    "tests/server/test_remote_cli.py::test_jobs_prune_through_the_server",
+    "tests/reliability/test_rel_names.py::test_two_jobs_writing_one_big_file_name_never_publish_each_others_bytes",
+    "tests/server/test_serve_cli.py::test_serve_on_postgresql_shows_a_job_a_worker_runs",
+    "tests/reliability/test_rel_faults.py::test_an_end_written_whose_answer_was_lost_is_recognized_once",
+    "tests/core/test_context_checkpoints.py::test_a_job_whose_checkpoints_keep_failing_pauses_with_the_reason",
+    "tests/test_docs.py::test_python_blocks_in_docs_run",
+    "tests/reliability/test_rel_faults.py::test_a_worker_takes_over_a_store_paused_job_once_its_manager_is_gone",
+    "tests/server/test_remote_cli.py::test_hash_through_the_server_prints_the_digests_from_the_item_log",
+    "tests/reliability/test_rel_second_runner.py::test_a_runner_that_lost_its_lease_stops_and_writes_nothing_more",
+    "tests/reliability/test_rel_faults.py::test_store_locked_too_long_raises_a_plain_store_error",
+    "tests/reliability/test_rel_store_heal.py::test_a_pause_in_the_healing_manager_as_it_queues_the_job_wins",
+    "tests/reliability/test_rel_store_heal.py::test_a_person_steering_it_elsewhere_as_it_heals_wins",
+    "tests/test_ops_exports.py::test_the_package_loads_a_job_class_on_first_use",
+    "tests/server/test_remote_cli.py::test_ctrl_c_as_the_job_is_submitted_pauses_it_as_locally",
+    "tests/reliability/test_rel_second_runner.py::test_cancel_of_a_stopped_runner_is_not_cancelled_until_it_stops",
+    "tests/ops/test_decodebudget.py::test_a_task_waiting_for_the_budget_is_not_timed_out_by_the_wait",
     "tests/reliability/test_rel_faults.py::test_a_store_failing_as_a_job_ends_records_its_end_once_it_works",
-    "tests/reliability/test_rel_crash.py::test_dupes_killed_mid_checkpoint_resumes_each_unfinished_run_once",
+    "tests/cli/test_worker.py::test_a_killed_workers_copy_is_resumed_by_another_byte_identical",
+    "tests/cli/test_worker.py::test_resume_detach_queues_a_paused_copy_for_a_worker_nothing_redone",
+    "tests/test_benchmarks_smoke.py::test_bench_trees_runs_each_scenario_per_tree_and_reports_medians",
+    "tests/server/test_serve_cli.py::test_sigterm_pauses_and_the_restart_resumes_only_what_the_shutdown_paused",
     "tests/server/test_remote_cli.py::test_ctrl_c_pauses_through_the_api_then_resume_pause_cancel",
+    "tests/cluster/test_cluster_parts.py::test_the_cli_runs_a_job_on_a_local_cluster_from_the_environment",
+    "tests/cli/test_worker.py::test_four_workers_run_100_jobs_each_once_within_capacities",
+    "tests/server/test_remote_cli.py::test_show_items_and_undo_through_the_server_as_locally",
+    "tests/cli/test_worker.py::test_unusable_postgresql_stores_are_clear_errors_with_nothing_touched",
+    "tests/cli/test_ops_commands.py::test_demo_runs",
     "tests/reliability/test_rel_crash.py::test_hook_kills",
+    "tests/reliability/test_rel_crash.py::test_dupes_killed_mid_checkpoint_resumes_each_unfinished_run_once",
 )
 
 
