@@ -562,6 +562,7 @@ async def test_entries_added_to_a_source_directory_mid_move_stay_and_are_reporte
     assert info.status is JobStatus.COMPLETED_WITH_ERRORS and result["moved"] == 3
     assert len(errors) == 1 and "added after the move listed them" in errors[0].message
     assert str(src / "sub") in errors[0].message
+    assert errors[0].message.startswith("1 source directories")  # not src: sub is below it
     assert sorted(str(p.relative_to(src)) for p in src.rglob("*")) == [
         "newdir",
         "newdir/x",
