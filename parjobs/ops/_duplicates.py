@@ -93,7 +93,7 @@ from ._hashing import (
     new_hasher,
 )
 from ._prescan import Prescan, Scanned, clock_ns, scan_roots
-from ._walk import WALKS, Listed, ManifestLostError, check_roots, list_files
+from ._walk import WALKS, Listed, ManifestLostError, check_roots, list_files, sync_job_file_dirs
 
 T = TypeVar("T")
 
@@ -574,8 +574,9 @@ class Scan:
 
     def save(self, path: str) -> None:
         """Write to a temporary name (private to the user), sync it, rename it, sync the
-        directory: the record is whole or absent, and durable before any checkpoint can
-        name its numbers (a power loss must not leave checkpoints without their scan)."""
+        directories up to the store's (`sync_job_file_dirs`): the record is whole or absent,
+        and durable before any checkpoint can name its numbers (a power loss must not leave
+        checkpoints without their scan)."""
         head = {
             "scanned": self.scanned,
             "sizes": [size for _, _, size in self.files],
@@ -589,11 +590,7 @@ class Scan:
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)  # the job's private directory: nobody else writes it
-        directory = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        sync_job_file_dirs(path)
 
     @classmethod
     def load(cls, path: str) -> Scan | None:

@@ -434,22 +434,34 @@ class Manifest:
 
     def _write(self, line: bytes) -> None:
         """Append ``line``; when `durable`, fsync it, and the first time the file is made
-        its directory and that directory's own entry (the job directory is made on first
-        use, with the manifest), so the entries are on disk before anybody is given them."""
+        the directories that hold it (`sync_job_file_dirs`: the job directory is made on
+        first use, with the manifest), so the entries are on disk before anybody is given
+        them."""
         with open(self.path, "ab") as f:
             f.write(line)
             if self.durable:
                 f.flush()
                 os.fsync(f.fileno())
         if self.durable and not self._made:
-            directory = os.path.dirname(os.path.abspath(self.path))
-            for path in (directory, os.path.dirname(directory)):
-                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            sync_job_file_dirs(self.path)
         self._made = True
+
+
+def sync_job_file_dirs(path: str) -> None:
+    """fsync the job directory holding the job's file ``path``, ``<store>.d`` above it and
+    the store's directory above that: a name is on disk only once the directory holding it
+    is synced, and a job directory is made with the job's first file, ``<store>.d`` with a
+    store's first job (a power cut lost the file with either name otherwise). The store's
+    directory is synced whether or not this job made ``<store>.d`` (cheap when nothing is
+    pending): another job, not durable, may have made it a moment before."""
+    directory = os.path.dirname(os.path.abspath(path))
+    store_d = os.path.dirname(directory)
+    for name in (directory, store_d, os.path.dirname(store_d)):
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class _Walker:

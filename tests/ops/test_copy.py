@@ -2222,12 +2222,14 @@ def _fsyncs_of_a_cli_run(
     """Run ``parjobs OP src dst FLAGS`` (this tree's code; a move to another filesystem,
     which walks, where one on the same renames the tree) under ``strace -f -y``: the fsync
     and fdatasync calls it made, each line naming its descriptor's path (every process and
-    thread, in the order strace printed them), the job directory, and ``dst``."""
+    thread, in the order strace printed them), the job directory, and ``dst``. The store
+    is the first in a directory of its own (``state``), so its job makes ``<store>.d``."""
     if shutil.which("strace") is None:
         pytest.skip("strace is not installed")
     top = request.getfixturevalue("other_fs") if op == "move" else tmp_path
-    src, dst, store = tmp_path / "src", top / "dst", tmp_path / "jobs.sqlite"
+    src, dst, store = tmp_path / "src", top / "dst", tmp_path / "state" / "jobs.sqlite"
     (src / "sub").mkdir(parents=True)
+    store.parent.mkdir()
     for i in range(4):
         write(src / "sub" / f"f{i}", b"data %d" % i)
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(parjobs.__file__))}
@@ -2261,13 +2263,16 @@ def test_a_durable_jobs_walk_manifest_is_fsynced_before_its_entries_are_worked(
     the system wrote back when it pleased: after a power cut a checkpoint could name
     entries done that the manifest lost, and the job could not resume (7ad2499). Its
     manifest is fsynced after each append, before the entries go to work (its first fsync
-    is printed before any copy's), and the job directory and its entry once, when the
-    manifest is made. Seen by strace of a real ``parjobs OP --durable``."""
+    is printed before any copy's), and once, when the manifest is made, the job directory,
+    ``<store>.d`` and the store's directory: the store's first job makes ``<store>.d``,
+    whose own name was never fsynced, so a power cut could lose the manifest with it.
+    Seen by strace of a real ``parjobs OP --durable``."""
     calls, job_dir, dst = _fsyncs_of_a_cli_run(tmp_path, request, op, "--durable")
     manifest = [i for i, line in enumerate(calls) if "/walk.manifest>" in line]
     assert manifest, calls
-    assert any(f"<{job_dir}>)" in line for line in calls), (job_dir, calls)
-    assert any(f"<{os.path.dirname(job_dir)}>)" in line for line in calls), calls
+    store_d = os.path.dirname(job_dir)
+    for directory in (job_dir, store_d, os.path.dirname(store_d)):
+        assert any(f"<{directory}>)" in line for line in calls), (directory, calls)
     copied = [i for i, line in enumerate(calls) if f"<{dst}/" in line]
     assert copied and manifest[0] < copied[0], calls
 
@@ -2277,9 +2282,12 @@ def test_a_jobs_walk_manifest_is_not_fsynced_without_durable(
     tmp_path: Path, request: pytest.FixtureRequest, op: str
 ) -> None:
     """Without ``durable`` a command makes no fsync of its own files: nor of the manifest
-    or the job directory (docs/reliability.md says what a power cut may cost then)."""
-    calls, job_dir, _ = _fsyncs_of_a_cli_run(tmp_path, request, op)
-    assert not [line for line in calls if "walk.manifest" in line or job_dir in line], calls
+    or the job directory, nor ``<store>.d`` or the store's directory (docs/reliability.md
+    says what a power cut may cost then)."""
+    calls, _, _ = _fsyncs_of_a_cli_run(tmp_path, request, op)
+    state = tmp_path / "state"
+    made = [line for line in calls if f"<{state}>)" in line or f"<{state}/jobs.sqlite.d" in line]
+    assert not made, calls
 
 
 async def _resumed(store: Path, job_id: str) -> tuple[JobStatus, str]:
