@@ -60,12 +60,13 @@ from .._items import ItemRecord
 from .._job import Job, job_type, runtime_field
 from .._task import OutcomeStatus, Task
 from ._entries import HashTask, entry_report
-from ._fs import check_dotdot, display
+from ._fs import check_dotdot, display, root_path
 from ._hashing import ALGORITHMS
 from ._names import job_token, stored_token
 from ._partials import remove_own_temps, tmp_name
 from ._paths import check_writable_dir, keep_dir_identity
 from ._prehash import Prehash
+from ._prescan import covered_roots
 from ._walk import Entry, RootCount, Totals, check_roots, walk_ahead
 
 # O_EXCL|O_NOFOLLOW: whatever sits at the temporary's name (it is random, see `output_tmp`) is
@@ -220,7 +221,8 @@ class HashJob(Job):
         def estimate(roots: list[RootCount]) -> Totals:
             return sum(r.others for r in roots), sum(r.file_bytes for r in roots)
 
-        walked = walk_ahead(ctx, self.paths, count, estimate=estimate)
+        skip = await _covered_roots(ctx, self.paths)
+        walked = walk_ahead(ctx, self.paths, count, estimate=estimate, skip=skip)
         async with aclosing(walked) as batches:
             async for batch in batches:
                 for entry in batch:
@@ -232,6 +234,27 @@ class HashJob(Job):
                         )
                     elif entry.kind != "dir":
                         yield entry_report(entry, "hashed")
+
+
+#: The job's state: the indices of its paths that another one covers, not walked.
+COVERED = "covered_roots"
+
+
+async def _covered_roots(ctx: JobContext, paths: list[str]) -> set[int]:
+    """The indices of ``paths`` inside another or the same as an earlier one
+    (`covered_roots`, as ``dupes`` drops them): ``hash x x/sub``, ``x ./x``, ``x link/`` and
+    a file given twice read each such file once per path, counted it so in the progress
+    (``2 files hashed (6 B)`` for 4 bytes) and listed it once. Decided on the first run and
+    kept in the job's state, so the walk's roots keep their numbers on resume; a job begun
+    before this was kept skips none, as its earlier runs did."""
+    covered = ctx.state.get(COVERED)
+    if covered is None:
+        covered = []
+        if not ctx.resumed:
+            roots = [root_path(p) for p in paths]
+            covered = sorted(await trio.to_thread.run_sync(covered_roots, roots))
+        ctx.state[COVERED] = covered
+    return set(covered)
 
 
 #: A checksum file's device, inode and name (`_own_output`).

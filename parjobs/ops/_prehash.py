@@ -30,8 +30,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from . import _hashing
-from ._fs import root_path
-from ._prescan import clock_ns
+from ._prescan import clock_ns, scan_roots
 
 #: A listed file as the thread read it: (st_dev, st_ino, size, mtime_ns).
 Listed = tuple[int, int, int, int]
@@ -63,7 +62,7 @@ class Prehash:
     def __init__(self, paths: Sequence[str]) -> None:
         #: When it began (`clock_ns`): what it reads is a file's content from then on.
         self.began_ns = clock_ns()
-        self.roots = [root_path(path) for path in paths]
+        self.roots = scan_roots(paths)  # (no root another covers: the job walks none)
         self._lock = threading.Lock()
         #: Per path: a `_Reading` (being read), `_TAKEN` (the job's), or its answer, the
         #: digest with the file's `Listed`, or None (not read: the task reads it).

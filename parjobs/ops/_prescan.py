@@ -48,14 +48,20 @@ def scan_roots(paths: Sequence[str]) -> list[bytes]:
 
 
 def distinct_roots(roots: list[bytes]) -> list[bytes]:
-    """``roots`` without any that is inside another or the same as an earlier one, by device
+    """``roots`` without those `covered_roots` names."""
+    covered = covered_roots(roots)
+    return [root for i, root in enumerate(roots) if i not in covered]
+
+
+def covered_roots(roots: list[bytes]) -> set[int]:
+    """The indices of the ``roots`` inside another or the same as an earlier one, by device
     and inode through ``..`` as the kernel sees it (`ancestor_ids`): ``dupes x ./x``,
     ``dupes x x/sub`` and ``dupes x link/`` (a link to x) listed each file twice and found
     it a duplicate of itself, so deleting "the other copy" deleted the only one. (Hard
     links are one file already: the scan keeps one name per inode of several names.) A
     root that cannot be stat'ed is kept, for the walk to report; one root is not stat'ed."""
     if len(roots) < 2:
-        return roots
+        return set()
     seen: list[tuple[tuple[int, int], set[tuple[int, int]]] | None] = []
     for root in roots:
         try:
@@ -74,18 +80,15 @@ def distinct_roots(roots: list[bytes]) -> list[bytes]:
     for i, one in enumerate(seen):
         if one is not None:
             first.setdefault(one[0], i)
-    kept = []
-    for j, root in enumerate(roots):
+    covered: set[int] = set()
+    for j in range(len(roots)):
         mine = seen[j]
         # Covered: another root is a directory above it (its chain holds that root's id), or
         # an earlier root is the same entry. One lookup per link of its chain, not a pass
         # over every other root: a file manager's selection of thousands of files.
-        covered = mine is not None and any(
-            c in first and (c != mine[0] or first[c] < j) for c in mine[1]
-        )
-        if not covered:
-            kept.append(root)
-    return kept
+        if mine is not None and any(c in first and (c != mine[0] or first[c] < j) for c in mine[1]):
+            covered.add(j)
+    return covered
 
 
 #: Linux's ``CLOCK_REALTIME_COARSE`` (which ``time`` does not name): the clock the kernel

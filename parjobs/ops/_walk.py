@@ -35,7 +35,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Sequence
 from contextlib import aclosing
 from typing import Literal, NamedTuple
 
@@ -660,6 +660,7 @@ async def walk_batches(
     stages: Sequence[str] = WALKED_STAGES,
     on_replay: Callable[[list[Entry], bool], None] | None = None,
     durable: bool = False,
+    skip: Collection[int] = (),
 ) -> AsyncGenerator[list[Entry], None]:
     """Every entry under ``roots`` (roots included) with a stable index, parents before
     their children, a list at a time: the replayed manifest, then each root, then each
@@ -670,7 +671,9 @@ async def walk_batches(
     before anything is yielded; ``whole``: they are an earlier walk that went to its end.
     ``durable``: the manifest is fsynced before its new entries are yielded (`Manifest`), for
     a job run with ``durable``: a power cut never leaves it short of what a checkpoint
-    records done, and the job resumes."""
+    records done, and the job resumes. ``skip``: the indices of roots not walked (another
+    root covers them, `parjobs.ops._prescan.covered_roots`); the others keep their numbers,
+    as their entries in the manifest do."""
     manifest = Manifest(os.path.join(ctx.job_dir, f"{name}.manifest"), durable)
     walker = _Walker(manifest, follow_symlinks)
     replayed = await trio.to_thread.run_sync(walker.replay)
@@ -683,6 +686,8 @@ async def walk_batches(
     if replayed:
         yield replayed
     for root_no, root in enumerate(roots):
+        if root_no in skip:
+            continue
         root_b = root_path(root)
         base = names[root_no] if names is not None else root_name(root_b)
         top, root_st = await trio.to_thread.run_sync(walker.root, root_no, root_b, base)
@@ -886,6 +891,7 @@ async def walk_ahead(
     name: str = "walk",
     stages: Sequence[str] = WALKED_STAGES,
     durable: bool = False,
+    skip: Collection[int] = (),
 ) -> AsyncGenerator[list[Entry], None]:
     """`walk_batches`, with the walk running ahead of the caller: a task of its own walks
     the whole tree as fast as it can while the caller takes batches at the pace of its work.
@@ -906,7 +912,7 @@ async def walk_ahead(
     send, receive = trio.open_memory_channel[list[Entry] | BaseException | None](math.inf)
     scope = trio.CancelScope()
     totals = _Totals(ctx, count, estimate)
-    walk = _WalkSpec(follow_symlinks, name, stages, durable)
+    walk = _WalkSpec(follow_symlinks, name, stages, durable, skip)
     ctx.start_soon(_walk_into, ctx, roots, names, totals, walk, send, scope)
     try:
         async with receive:
@@ -928,6 +934,7 @@ class _WalkSpec(NamedTuple):
     name: str
     stages: Sequence[str]
     durable: bool
+    skip: Collection[int]
 
 
 class _Totals:
@@ -985,8 +992,10 @@ async def _walk_into(
     scope: trio.CancelScope,
 ) -> None:
     """The task of `walk_ahead`: walk, count, send; then None, or the error that stopped it.
-    ``walk``: `walk_batches`' ``follow_symlinks``, ``name``, ``stages`` and ``durable``."""
-    follow_symlinks, name, stages, durable = walk
+    ``walk``: `walk_batches`' ``follow_symlinks``, ``name``, ``stages``, ``durable`` and
+    ``skip`` (not counted either)."""
+    follow_symlinks, name, stages, durable, skip = walk
+    counted = [root for i, root in enumerate(roots) if i not in skip]
     with scope, send:
         async with trio.open_nursery() as nursery:
 
@@ -994,7 +1003,7 @@ async def _walk_into(
                 if whole:  # the manifest is the count: none beside the re-walk
                     totals.replayed_whole(entries)
                 else:
-                    nursery.start_soon(_count_quickly, ctx, roots, follow_symlinks, totals)
+                    nursery.start_soon(_count_quickly, ctx, counted, follow_symlinks, totals)
 
             walked = walk_batches(
                 ctx,
@@ -1005,6 +1014,7 @@ async def _walk_into(
                 stages=stages,
                 on_replay=None if totals.estimate is None else replayed,
                 durable=durable,
+                skip=skip,
             )
             try:
                 async with aclosing(walked) as batches:

@@ -71,7 +71,8 @@ async def test_digests_equal_xxhash_for_every_algorithm(store_path, tmp_path, al
 
 async def test_symlinks_and_special_files_are_reported_as_skipped(store_path, tmp_path):
     _tree(tmp_path / "t")
-    link = str(tmp_path / "t" / "a" / "link")
+    link = str(tmp_path / "link")  # (outside t: one inside is t's, walked once)
+    os.symlink(tmp_path / "t" / "top.txt", link)
     async with parjobs.open_manager(store_path) as manager:
         # a symlink given directly is not followed either
         job = HashJob(paths=[str(tmp_path / "t"), link])
@@ -471,3 +472,41 @@ async def test_a_dot_dot_through_a_symlink_is_refused_as_for_copy_and_move(
         digest = xxhash.xxh3_128_hexdigest(b"named")
         assert await digests_of(manager, handle.id, job) == {"../real/x": digest}
     assert not (tmp_path / "here" / "digests").exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "names"),
+    [
+        (["x", "x/sub"], ["x/a", "x/sub/b"]),
+        (["x/sub", "x"], ["x/a", "x/sub/b"]),
+        (["x", "./x"], ["x/a", "x/sub/b"]),
+        (["x", "link/"], ["x/a", "x/sub/b"]),
+        (["link/", "x"], ["link/a", "link/sub/b"]),
+        (["x/a", "x", "x/a"], ["x/a", "x/sub/b"]),
+    ],
+)
+async def test_a_file_reached_through_two_paths_is_hashed_and_counted_once(
+    store_path, tmp_path, monkeypatch, given, names
+):
+    """``hash x x/sub`` (or ``x ./x``, ``x link/``, a file given twice) read each file under
+    both paths once per path and counted it so (the summary said "2 files hashed (6 B)" for
+    4 bytes), while the digests listed it once. As for ``dupes`` (ef90a75), a path inside
+    another, or the same as an earlier one, is not walked: each file is read, counted and
+    listed once, named by the first path that reaches it (``sha256sum`` prints a file
+    given twice twice; a checksum file needs it once)."""
+    (tmp_path / "x" / "sub").mkdir(parents=True)
+    (tmp_path / "x" / "a").write_bytes(b"a\n")
+    (tmp_path / "x" / "sub" / "b").write_bytes(b"bb\n")
+    (tmp_path / "link").symlink_to("x")
+    monkeypatch.chdir(tmp_path)
+    job = HashJob(paths=[os.path.abspath(p) + "/" * p.endswith("/") for p in given], names=given)
+    async with parjobs.open_manager(store_path) as manager:
+        handle = await manager.submit(job)
+        result = await handle.result()
+        digests = await digests_of(manager, handle.id, job)
+        hashed = await manager.items(handle.id, action="hashed")
+        progress = (await manager.get(handle.id)).progress
+    assert sorted(digests) == names
+    assert len(hashed) == 2, [r.source for r in hashed]
+    assert (result["files"], result["bytes"]) == (2, 5)
+    assert (progress.items_done, progress.items_total, progress.bytes_total) == (2, 2, 5)
