@@ -542,6 +542,9 @@ def check_overlap(kind: str, paths: Sequence[str]) -> None:
     entries: dict[tuple[tuple[int, int], str], str] = {}  # (parent, name) -> the path given
     items: dict[tuple[int, int], str] = {}  # each path's own (device, inode)
     under: dict[tuple[int, int], str] = {}  # each directory above a path -> that path
+    # Each directory as written -> its id and the ids above it, looked up once: a file
+    # manager's selection is thousands of files of one directory (10,000 took 0.2-0.7 s).
+    dirs: dict[str, tuple[tuple[int, int], set[tuple[int, int]]] | None] = {}
     for path in paths:
         directory, name = kernel_split(path)
         try:
@@ -550,18 +553,17 @@ def check_overlap(kind: str, paths: Sequence[str]) -> None:
                 directory = os.path.join(directory, os.pardir)
             else:
                 st = os.lstat(os.path.join(directory, name))
-            dir_st = os.stat(directory)
         except OSError:
             continue
-        above = ancestor_ids(dir_st, directory)
-        written = os.path.abspath(directory)
-        while written != os.sep:  # a symlink the path goes through is no ``..`` of it
-            with contextlib.suppress(OSError):
-                up = os.lstat(written)
-                above.add((up.st_dev, up.st_ino))
-            written = os.path.dirname(written)
+        first = directory not in dirs
+        if first:
+            dirs[directory] = _dir_and_above(directory)
+        found = dirs[directory]
+        if found is None:
+            continue
+        dir_id, above = found
         key = (st.st_dev, st.st_ino)
-        entry = ((dir_st.st_dev, dir_st.st_ino), name or "")
+        entry = (dir_id, name or "")
         same = entries.get(entry) or (items.get(key) if stat.S_ISDIR(st.st_mode) else None)
         if same is not None:  # (two hard links of a file are two entries)
             raise JobSpecError(
@@ -576,8 +578,27 @@ def check_overlap(kind: str, paths: Sequence[str]) -> None:
             )
         entries[entry] = path
         items.setdefault(key, path)
-        for i in above:
-            under.setdefault(i, path)
+        if first:  # (a later path of this directory would set none: each is set)
+            for i in above:
+                under.setdefault(i, path)
+
+
+def _dir_and_above(directory: str) -> tuple[tuple[int, int], set[tuple[int, int]]] | None:
+    """For `check_overlap`: the (device, inode) of ``directory`` and of every directory
+    above it, through ``..`` (`ancestor_ids`) and through each directory written in it (a
+    symlink the path goes through is no ``..`` of it); None if it cannot be stat'ed."""
+    try:
+        dir_st = os.stat(directory)
+    except OSError:
+        return None
+    above = ancestor_ids(dir_st, directory)
+    written = os.path.abspath(directory)
+    while written != os.sep:
+        with contextlib.suppress(OSError):
+            up = os.lstat(written)
+            above.add((up.st_dev, up.st_ino))
+        written = os.path.dirname(written)
+    return (dir_st.st_dev, dir_st.st_ino), above
 
 
 def check_slash(kind: str, path: str, *, link_ok: bool) -> None:

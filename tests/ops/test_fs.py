@@ -5,7 +5,10 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +167,43 @@ async def test_a_copy_without_renameat2_is_complete_and_clean(
     assert os.readlink(dst / "src" / "link") == "d0/f0"
     assert [p for p in dst.rglob("*") if ".parjobs" in p.name] == []
     assert len(no_renameat2) >= 31
+
+
+def test_check_overlap_looks_up_each_directory_once(tmp_path: Path) -> None:
+    """``check_overlap`` (move, delete, trash) stat'ed each path's directory and every one
+    above it, through ``..`` and as written, once per path: a file manager's selection of
+    10,000 files of one directory took 0.2-0.7 s before the job began. Each directory is
+    looked up once now; a path costs its own ``lstat``. Counted by ``strace`` (the stat
+    calls of a real process between two markers): 300 files of one directory make at
+    most 330 (they made 17 a file)."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    sel = tmp_path / "deep" / "er" / "sel"
+    sel.mkdir(parents=True)
+    for i in range(300):
+        (sel / f"f{i}").touch()
+    script = (
+        "import os, sys; from parjobs.ops._fs import check_overlap\n"
+        "paths = [os.path.join(sys.argv[1], f'f{i}') for i in range(300)]\n"
+        "os.access('/loose22-start', 0); check_overlap('move', paths)\n"
+        "os.access('/loose22-end', 0)\n"
+    )
+    trace = tmp_path / "trace"
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(parjobs.__file__))}
+    calls = "trace=stat,lstat,newfstatat,statx,access,faccessat2"
+    strace = ["strace", "-f", "-qq", "-o", str(trace), "-e", calls]
+    proc = subprocess.run(
+        [*strace, sys.executable, "-c", script, str(sel)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    if proc.returncode != 0 and "ptrace" in proc.stderr:
+        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stderr
+    lines = trace.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "/loose22-start" in line)
+    end = next(i for i, line in enumerate(lines) if "/loose22-end" in line)
+    stats = [line for line in lines[start + 1 : end] if "stat" in line]
+    assert 300 <= len(stats) <= 330, len(stats)
