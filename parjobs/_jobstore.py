@@ -177,6 +177,12 @@ class JobStore(Protocol):
         """Delete the jobs in ``statuses`` finished before ``older_than``, but those in
         ``keep``; their ids."""
 
+    def now(self) -> float:
+        """Now by the store's clock (seconds since the epoch), which every manager of the
+        store writes a job's end (``finished``) and heartbeats with: the database server's
+        on PostgreSQL, whose hosts' clocks may disagree. A retention or ``--older-than``
+        reckons from it, so a host whose clock is ahead does not delete jobs early."""
+
     # -- checkpoints -------------------------------------------------------------------
 
     def checkpoint(self, job_id: str, batch: CheckpointBatch, holder: str | None = None) -> None:

@@ -186,7 +186,6 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
     async def _prepare(self) -> None:
         """Register, recover the jobs of dead managers, apply retention, and remove the job
         directories left behind (may raise `StoreError`, before anything runs)."""
-        expiry = self._expiry()
         root = self.store.path + ".d"
 
         def register() -> tuple[
@@ -197,6 +196,7 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
             identity = self.store.identity()
             self.store.register_manager(self.id)
             self.store.recover()
+            expiry = self._expiry()
             purged = [] if expiry is None else self.store.purge(*expiry, _undoing(self.store))
             resumable = [] if expiry is None else _resumable_expired(self.store, expiry[0])
             left = _left_behind(self.store, root, purged)
@@ -386,9 +386,10 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
     async def purge_expired(self) -> list[str]:
         """Delete ended jobs older than the retention setting (no-op without one); one that
         could still be resumed is cancelled first, as `delete` does."""
-        expiry = self._expiry()
-        if expiry is None:
+        if self.retention is None:
             return []
+        expiry = await self._db(self._expiry)
+        assert expiry is not None
         ids = await self._db(lambda: self.store.purge(*expiry, _undoing(self.store)))
         await self._forget_purged(ids)
         resumable = await self._db(_resumable_expired, self.store, expiry[0])
@@ -397,10 +398,13 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
     def _expiry(self) -> tuple[float, list[JobStatus]] | None:
         """`JobStore.purge`'s arguments for the retention setting (None without one): the
         ended jobs that finished before now minus the retention, and that nothing could
-        resume (the others, `_purge_resumable`)."""
+        resume (the others, `_purge_resumable`). Now by the store's clock (`JobStore.now`,
+        the database server's on PostgreSQL; run in the store's thread): by this host's, a
+        host whose clock was ahead deleted jobs early by as much, a failed one's partials
+        with it, and a copy's record its undo needs."""
         if self.retention is None:
             return None
-        return time.time() - self.retention, _PURGED_AS_IS
+        return self.store.now() - self.retention, _PURGED_AS_IS
 
     async def _purge_resumable(self, infos: list[JobInfo]) -> list[str]:
         """Delete the expired jobs ``infos`` that could still be resumed
@@ -498,6 +502,12 @@ class JobManager(Housekeeping, metaclass=NoPublicConstructor):
     async def resolve(self, id_prefix: str) -> str:
         """The full id of the job whose id starts with ``id_prefix``."""
         return await self._db(self.store.resolve_id, id_prefix)
+
+    async def store_now(self) -> float:
+        """Now by the store's clock (`JobStore.now`: the database server's on PostgreSQL),
+        which jobs' ``finished`` times are written with: an age reckoned from it (``jobs
+        prune --older-than``) is not shortened by this host's clock running ahead."""
+        return await self._db(self.store.now)
 
     async def list_jobs(
         self,

@@ -274,6 +274,9 @@ class SQLiteJobStore:
         serves several hosts, whose clocks may disagree: the database's."""
         return time.time()
 
+    def now(self) -> float:
+        return self._clock(self._conn)
+
     def _dead(self, c: sqlite3.Connection) -> set[str]:
         """The managers of the store that are certainly gone (`dead_managers`, now)."""
         return dead_managers(c, self._clock(c))
@@ -756,9 +759,10 @@ class SQLiteJobStore:
         lease and request kept, for the caller to finish the cancel; with ``keep_request``
         a cancel stays pending on the resting job (a resume finishes it: `CancelPending`),
         a pause rests an ``interrupted`` job ``paused``, and a job its failing store paused
-        (``error`` `STORE_PAUSED`) paused by the person (no store error, no lease)."""
-        now = time.time()
+        (``error`` `STORE_PAUSED`) paused by the person (no store error, no lease). The
+        times (``updated``, ``finished``) are the store's (`now`): a retention judges them."""
         with self._tx() as c:
+            now = self._clock(c)
             info = self._get(c, job_id)
             if holder is not None and info.lease != holder:
                 raise LeaseError(f"job {job_id} is no longer leased to this process")

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import sys
 import textwrap
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -190,7 +189,7 @@ async def prune(args: argparse.Namespace) -> int:
                 )
         named = {info.id for info in chosen}
         if args.older_than is not None:
-            cutoff = time.time() - args.older_than
+            cutoff = await manager.store_now() - args.older_than  # (the store's clock)
             ended = [s for s in JobStatus if s.is_ended]
             for info in await manager.list_jobs(ended, order="finished"):
                 if info.finished is not None and info.finished < cutoff:

@@ -104,6 +104,41 @@ def test_heartbeats_on_postgresql_are_judged_by_the_databases_clock(pg_url, monk
     _held_then_taken_over(pg_url, patch + 'socket.gethostname = lambda: "farm-2"', monkeypatch)
 
 
+@pytest.mark.parametrize("where", ["finished behind", "retained ahead"])
+async def test_the_retention_reckons_by_the_databases_clock(pg_url, monkeypatch, where):
+    """The retention (7 days here) compared a job's end, written by the clock of the host
+    that ended it, with the clock of the host that swept: on PostgreSQL, hosts whose
+    clocks disagree by 10 days deleted a job that had just ended (a completed copy's record,
+    which its undo needs; a failed one's partials, by its cleanup). Both are the database
+    server's clock now (`JobStore.now`). The hosts are this process, its ``time.time``
+    10 days off while it plays one."""
+    import parjobs
+    from parjobs import JobStatus
+    from parjobs._stores import open_store
+
+    real = time.time
+    ten_days = 10 * 86400
+    finish, retain = (-ten_days, 0) if where == "finished behind" else (0, ten_days)
+    store = open_store(pg_url)
+    try:
+        store.insert_job("j", "t", 1, "{}")
+        monkeypatch.setattr(time, "time", lambda: real() + finish)
+        store.register_manager("farm-2")
+        claimed = store.claim_next("farm-2", {"default": 1})
+        assert claimed is not None and claimed.id == "j"
+        store.transition("j", JobStatus.COMPLETED, holder="farm-2")
+        store.unregister_manager("farm-2")
+    finally:
+        monkeypatch.setattr(time, "time", real)
+        store.close()
+    monkeypatch.setattr(time, "time", lambda: real() + retain)
+    async with parjobs.open_manager(pg_url, retention=7 * 86400) as m:
+        kept = [info.id for info in await m.list_jobs()]
+        purged = await m.purge_expired()
+    monkeypatch.setattr(time, "time", real)
+    assert (kept, purged) == (["j"], [])
+
+
 @pytest.mark.both_stores
 def test_a_host_of_the_same_name_is_judged_by_its_heartbeat(store_path, monkeypatch):
     """Two machines with one hostname (cloned VMs, a default name): a manager of the other
