@@ -9,7 +9,6 @@ import itertools
 import json
 import os
 import random
-import shutil
 import signal
 import sqlite3
 import stat
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 import trio
 from _forkcli import run as forked_run
+from _strace import traced
 from _trees import (
     SPECIAL_KINDS,
     identity,
@@ -2224,32 +2224,17 @@ def _fsyncs_of_a_cli_run(
     and fdatasync calls it made, each line naming its descriptor's path (every process and
     thread, in the order strace printed them), the job directory, and ``dst``. The store
     is the first in a directory of its own (``state``), so its job makes ``<store>.d``."""
-    if shutil.which("strace") is None:
-        pytest.skip("strace is not installed")
     top = request.getfixturevalue("other_fs") if op == "move" else tmp_path
     src, dst, store = tmp_path / "src", top / "dst", tmp_path / "state" / "jobs.sqlite"
     (src / "sub").mkdir(parents=True)
     store.parent.mkdir()
     for i in range(4):
         write(src / "sub" / f"f{i}", b"data %d" % i)
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(parjobs.__file__))}
-    argv = [sys.executable, "-m", "parjobs", "--store", str(store), op, str(src), str(dst)]
-    trace = tmp_path / "trace"
-    strace = ["strace", "-f", "-y", "-qq", "-o", str(trace), "-e", "trace=fsync,fdatasync"]
-    proc = subprocess.run(
-        [*strace, *argv, *flags, "--plain"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=tmp_path,
-    )
-    if proc.returncode != 0 and "ptrace" in proc.stderr:
-        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()}")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    argv = ["-m", "parjobs", "--store", str(store), op, str(src), str(dst), *flags, "--plain"]
+    lines = traced(tmp_path, argv, "fsync,fdatasync", paths=True, cwd=tmp_path)
     assert (dst / "sub" / "f3").read_bytes() == b"data 3"
     jobs = os.path.join(f"{store}.d", "")
-    calls = [line for line in trace.read_text().splitlines() if "fsync(" in line]
+    calls = [line for line in lines if "fsync(" in line]
     named = [line.split(jobs, 1)[1] for line in calls if jobs in line]
     job_dirs = {rest.split("/")[0].split(">")[0] for rest in named}
     return calls, jobs + (job_dirs.pop() if job_dirs else "?"), dst

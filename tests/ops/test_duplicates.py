@@ -11,13 +11,12 @@ import random
 import shutil
 import sqlite3
 import stat
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 import trio
+from _strace import traced
 
 import parjobs
 from parjobs import JobStatus
@@ -655,26 +654,13 @@ def test_the_saved_scan_is_fsynced_with_the_directories_that_name_it(tmp_path):
     resume failed (ManifestLostError). Seen by ``strace -f -y`` of a real ``parjobs dupes``
     whose store is the first in its directory: the job directory, ``<store>.d`` and the
     store's directory are each fsynced."""
-    if shutil.which("strace") is None:
-        pytest.skip("strace is not installed")
     root, state = tmp_path / "t", tmp_path / "state"
     for name in ("a", "b"):
         _write(root / name, b"same bytes")
     state.mkdir()
-    store, trace = state / "jobs.sqlite", tmp_path / "trace"
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(parjobs.__file__))}
-    strace = ["strace", "-f", "-y", "-qq", "-o", str(trace), "-e", "trace=fsync"]
-    proc = subprocess.run(
-        [*strace, sys.executable, "-m", "parjobs", "--store", str(store), "dupes", str(root)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    if proc.returncode != 0 and "ptrace" in proc.stderr:
-        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()}")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    calls = [line for line in trace.read_text().splitlines() if "fsync(" in line]
+    store = state / "jobs.sqlite"
+    argv = ["-m", "parjobs", "--store", str(store), "dupes", str(root)]
+    calls = [line for line in traced(tmp_path, argv, "fsync", paths=True) if "fsync(" in line]
     scans = [line for line in calls if f"/{dup_mod.SCAN_FILE}" in line]
     assert scans, calls
     job_dir = scans[0].split("<", 1)[1].split(f"/{dup_mod.SCAN_FILE}")[0]

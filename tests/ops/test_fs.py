@@ -5,14 +5,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import shutil
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _strace import traced
 
 import parjobs
 from parjobs.ops import CopyJob, _fs, _smallfiles
@@ -176,8 +174,6 @@ def test_check_overlap_looks_up_each_directory_once(tmp_path: Path) -> None:
     looked up once now; a path costs its own ``lstat``. Counted by ``strace`` (the stat
     calls of a real process between two markers): 300 files of one directory make at
     most 330 (they made 17 a file)."""
-    if shutil.which("strace") is None:
-        pytest.skip("strace is not installed")
     sel = tmp_path / "deep" / "er" / "sel"
     sel.mkdir(parents=True)
     for i in range(300):
@@ -188,21 +184,8 @@ def test_check_overlap_looks_up_each_directory_once(tmp_path: Path) -> None:
         "os.access('/loose22-start', 0); check_overlap('move', paths)\n"
         "os.access('/loose22-end', 0)\n"
     )
-    trace = tmp_path / "trace"
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(parjobs.__file__))}
-    calls = "trace=stat,lstat,newfstatat,statx,access,faccessat2"
-    strace = ["strace", "-f", "-qq", "-o", str(trace), "-e", calls]
-    proc = subprocess.run(
-        [*strace, sys.executable, "-c", script, str(sel)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    if proc.returncode != 0 and "ptrace" in proc.stderr:
-        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()}")
-    assert proc.returncode == 0, proc.stderr
-    lines = trace.read_text().splitlines()
+    calls = "stat,lstat,newfstatat,statx,access,faccessat2"
+    lines = traced(tmp_path, ["-c", script, str(sel)], calls)
     start = next(i for i, line in enumerate(lines) if "/loose22-start" in line)
     end = next(i for i, line in enumerate(lines) if "/loose22-end" in line)
     stats = [line for line in lines[start + 1 : end] if "stat" in line]
