@@ -12,7 +12,9 @@ unreachable server or a refused token is a one-line `CliError` (exit 2).
 
 from __future__ import annotations
 
+import email.utils
 import json
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -107,6 +109,24 @@ class RemoteManager:
 
     async def resolve(self, id_prefix: str) -> str:
         return (await self.get(id_prefix)).id
+
+    async def store_now(self) -> float:
+        """`JobManager.store_now` as near as the API tells it: the server's clock, from the
+        ``Date`` of its ``/healthz`` answer (its manager writes the jobs' ends), so a
+        client whose clock is ahead does not prune early. The ``Date`` is to the second:
+        this host's clock when it falls within that second (``--older-than 0`` then
+        prunes a job that ended a moment ago), else the nearer end of it; this host's
+        clock when the answer has no date."""
+        try:
+            response = await self._client.get("/healthz")
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        here = time.time()
+        try:
+            date = email.utils.parsedate_to_datetime(response.headers["date"]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            return here
+        return min(max(here, date), date + 1)
 
     async def list_jobs(
         self,
