@@ -131,13 +131,18 @@ def missing(where: str | bytes) -> ForeignDirError:
 
 def remove(directory: _Path, token: bytes) -> None:
     """(Manager) Remove the probe of ``token`` from ``directory``, if there: only that name,
-    never another job's probe or anything else."""
+    never another job's probe or anything else. The directory keeps the times it had: a
+    path map's directory below a copy's root is one the copy made and gave its source's
+    mtime (as ``cp -a``), which the unlink would have made now, after the copy's last step."""
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             name = probe_name(token)
             if _is_probe(fd, name):
+                st = os.fstat(fd)
                 os.unlink(name, dir_fd=fd)
+                with contextlib.suppress(OSError):  # (not the directory's owner: as it is)
+                    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
             os.close(fd)
 

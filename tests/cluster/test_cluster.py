@@ -156,6 +156,7 @@ async def test_the_path_map_applies_to_directories_below_the_destination_root(
     (tmp_path / "into").mkdir()
     (tmp_path / "there2").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "same")
+    os.utime(src, ns=(946_684_800 * 10**9, 946_684_800 * 10**9))
     paths = {
         str(tmp_path / "new"): str(tmp_path / "there" / "new"),
         str(tmp_path / "into" / "src" / "sub"): str(tmp_path / "there2" / "sub"),
@@ -184,6 +185,8 @@ async def test_the_path_map_applies_to_directories_below_the_destination_root(
     assert tree_of(tmp_path / "into") == {"src": None, "src/sub": None}
     assert tree_of(tmp_path / "there2") == {}
     assert tree_of(tmp_path / "same") == expected
+    # (its probe removed at the job's end, it keeps the source's mtime the copy gave it)
+    assert os.stat(tmp_path / "same").st_mtime_ns == os.stat(src).st_mtime_ns
 
 
 async def test_the_path_map_applies_to_directories_below_a_source_root(

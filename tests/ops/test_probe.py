@@ -64,6 +64,17 @@ def test_only_the_jobs_own_probe_is_removed(tmp_path: Path) -> None:
     assert user.is_symlink() and target.read_bytes() == b"parjobs: a job"
 
 
+def test_removing_a_probe_keeps_its_directorys_times(tmp_path: Path) -> None:
+    """A copy made the directory and gave it its source's mtime (a path map's directory
+    below the copy's root holds the probe); the probe's removal, after the copy's last
+    step, made it now."""
+    place(tmp_path, TOKEN)
+    os.utime(tmp_path, ns=(1_000_000_000_123, 946_684_800_000_000_007))
+    remove(tmp_path, TOKEN)
+    assert os.stat(tmp_path).st_mtime_ns == 946_684_800_000_000_007
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_thumbnail_walk_leaves_probes_out_of_its_output_directory() -> None:
     """An output directory inside the photos (``--out`` one of their directories) holds
     the job's probe while it runs on a cluster: not counted as "not an image" (a result
