@@ -10,7 +10,7 @@
  * ``.<name>.<owner token>.<16 random hex>`` TMP_SUFFIX (the token is passed in), reflink or
  * copy_file_range (read/write where those do not apply), check that the source's size,
  * mtime and ctime did not move, with COPY_COMPARE compare the temporary's bytes with the source's
- * (copy --verify: checked before it takes the final name), set mode and times, fsync it when asked (FSYNC: a durable copy; all
+ * (copy --verify: checked before it takes the final name), set mode (with its access ACL) and times, fsync it when asked (FSYNC: a durable copy; all
  * of a group's files are written before the first fsync, and the caller syncs each directory
  * once), then renameat2(RENAME_NOREPLACE) onto the final name. The constants both sides
  * must agree on (TMP_SUFFIX, NAME_MAX, RENAME_NOREPLACE, the fallback and no-reflink errno
@@ -107,8 +107,9 @@
    symlink after the walk is never followed (_srctree); a path still works as before; 10 has
    SOURCES return each source's (size, mtime_ns, dev, ino, ctime_ns, nlink) and unlink_many
    take those two after the ninth field (an eleventh form), so a source saved in place with
-   its mtime put back since it was copied is kept. */
-#define FC_API 10
+   its mtime put back since it was copied is kept; 11 has MODE keep the source's access ACL
+   (or narrow the group bits where the destination cannot hold it). */
+#define FC_API 11
 
 typedef struct {
     int src_dir_fd;  /* the source's directory (AT_FDCWD: src is a path) */
@@ -264,6 +265,52 @@ static int compare_fds(int a, int b, long long size, char *buf_a, char *buf_b) {
     }
 }
 
+/* The source's access ACL onto the temporary, its mode just set (`_metadata.keep_acl`): the
+ * ACL is part of the mode, as `cp -p` keeps it, and the mode alone (its group bits the ACL's
+ * mask) can give the owning group more than the ACL does. A destination that cannot hold it
+ * gets the mode with group bits no wider than group:: & mask (`_metadata.narrowed_mode`).
+ * 0, or an errno. One fgetxattr per file (ENODATA: no ACL). */
+#define ACL_ACCESS "system.posix_acl_access"
+static int acl_quiet(int err) {
+    return err == ENODATA || err == ENOTSUP || err == EOPNOTSUPP || err == EPERM || err == EACCES;
+}
+static int keep_acl(int fd, int out, mode_t mode) {
+    char small[256];
+    char *buf = small;
+    ssize_t n = fgetxattr(fd, ACL_ACCESS, small, sizeof small);
+    if (n < 0 && errno == ERANGE) {
+        ssize_t want = fgetxattr(fd, ACL_ACCESS, NULL, 0);
+        if (want < 0)
+            return acl_quiet(errno) ? 0 : errno;
+        if ((buf = malloc((size_t)want + 1)) == NULL)
+            return ENOMEM;
+        n = fgetxattr(fd, ACL_ACCESS, buf, (size_t)want + 1);
+    }
+    int rc = 0;
+    if (n < 0)
+        rc = acl_quiet(errno) ? 0 : errno;
+    else if (fsetxattr(out, ACL_ACCESS, buf, (size_t)n, 0) != 0) {
+        if (errno == ENOTSUP || errno == EOPNOTSUPP || errno == EPERM || errno == EINVAL) {
+            unsigned group = 0, mask = 7;
+            if (n >= 4 && (n - 4) % 8 == 0)
+                for (ssize_t at = 4; at < n; at += 8) {
+                    unsigned tag = (unsigned char)buf[at] | (unsigned char)buf[at + 1] << 8;
+                    unsigned perm = (unsigned char)buf[at + 2] & 7;
+                    if (tag == 0x04) /* ACL_GROUP_OBJ */
+                        group = perm;
+                    else if (tag == 0x10) /* ACL_MASK */
+                        mask = perm;
+                }
+            if (fchmod(out, (mode & ~(mode_t)070) | (mode_t)((group & mask) << 3)) != 0)
+                rc = errno;
+        } else
+            rc = errno;
+    }
+    if (buf != small)
+        free(buf);
+    return rc;
+}
+
 /* Write one item into a new temporary (it->tmp, left open as it->out): 0, or an errno or
  * code with nothing left behind. `land` then puts it in place: at once, or, when `batch`
  * (durable, several files), once the whole group is written. */
@@ -348,6 +395,8 @@ static int write_one(item_t *it, int flags, int batch, long long max_size,
         rc = compare_fds(fd, out, (long long)st.st_size, bufs, bufs + COMPARE_CHUNK + 1);
     if (rc == 0 && (flags & FC_MODE) && fchmod(out, st.st_mode & 07777) != 0)
         rc = errno;
+    if (rc == 0 && (flags & FC_MODE))
+        rc = keep_acl(fd, out, st.st_mode & 07777);
     if (rc == 0 && (flags & FC_TIMES)) {
         struct timespec times[2] = {st.st_atim, st.st_mtim};
         if (futimens(out, times) != 0)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import struct
 
-from ._fs import DIR_FLAGS, At, display, split_at
+from ._fs import At, display, split_at
 
 _XATTR_IGNORED = frozenset(
     {errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA}
@@ -16,7 +17,71 @@ _XATTR_IGNORED = frozenset(
 _REPLACED = "replaced since it was listed; its mode and times not read"
 
 
-def copy_xattrs(src_fd: int, dst_fd: int) -> None:
+#: A POSIX ACL's extended attributes: a file's or directory's access ACL (part of its mode,
+#: as `cp -p` keeps it) and a directory's default ACL (what files made in it get).
+ACL_ACCESS = "system.posix_acl_access"
+ACL_DEFAULT = "system.posix_acl_default"
+
+#: Setting an ACL refused because the destination cannot hold it (a filesystem without ACLs,
+#: a user id it cannot map): the mode is narrowed instead.
+_ACL_REFUSED = frozenset({errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EINVAL})
+
+_ACL_GROUP_OBJ, _ACL_MASK = 0x04, 0x10  # entry tags (linux/posix_acl_xattr.h)
+
+
+def _read_xattr(src: int | str, attr: str) -> bytes | None:
+    try:
+        return os.getxattr(src, attr)
+    except OSError as exc:
+        if exc.errno in _XATTR_IGNORED:
+            return None
+        raise
+
+
+def narrowed_mode(acl: bytes, mode: int) -> int:
+    """``mode`` with group bits no wider than the owning group's access under ``acl``.
+
+    With an ACL the mode's group bits are its *mask* (the most any named user or group
+    gets), which can be wider than the owning group's own entry: ``group::r--`` with
+    ``user:bob:rw-`` has mode ``rw-rw----``. Without the ACL that mode gives the whole group
+    write, so a copy that cannot keep the ACL keeps ``group:: & mask`` (named entries lose
+    their access rather than the group gaining it). A malformed ACL gives no group bits."""
+    group, mask = 0, 7
+    body = acl[4:]
+    if len(acl) < 4 or len(body) % 8:
+        return mode & ~0o070
+    for tag, perm, _ in struct.iter_unpack("<HHI", body):
+        if tag == _ACL_GROUP_OBJ:
+            group = perm & 7
+        elif tag == _ACL_MASK:
+            mask = perm & 7
+    return (mode & ~0o070) | ((group & mask) << 3)
+
+
+def keep_acl(src: int | str, dst_fd: int, mode: int, directory: bool) -> None:
+    """Give ``dst_fd`` (its mode set to ``mode``) the source's access ACL, and a directory's
+    default ACL, as ``cp -p`` does: the ACL is part of the mode, and the mode alone (its
+    group bits the ACL's mask) can say more than the ACL allows. A destination that cannot
+    hold the access ACL gets `narrowed_mode` instead; one that cannot hold a default ACL
+    goes without (it only shapes files made there later). ``src``: an fd or a path."""
+    acl = _read_xattr(src, ACL_ACCESS)
+    if acl is not None:
+        try:
+            os.setxattr(dst_fd, ACL_ACCESS, acl)
+        except OSError as exc:
+            if exc.errno not in _ACL_REFUSED:
+                raise
+            os.fchmod(dst_fd, narrowed_mode(acl, mode))
+    default = _read_xattr(src, ACL_DEFAULT) if directory else None
+    if default is not None:
+        try:
+            os.setxattr(dst_fd, ACL_DEFAULT, default)
+        except OSError as exc:
+            if exc.errno not in _ACL_REFUSED:
+                raise
+
+
+def copy_xattrs(src_fd: int | str, dst_fd: int) -> None:
     try:
         names = os.listxattr(src_fd)
     except OSError as exc:
@@ -32,7 +97,7 @@ def copy_xattrs(src_fd: int, dst_fd: int) -> None:
 
 
 def apply_metadata(
-    src_fd: int,
+    src_fd: int | str,
     dst_fd: int,
     st: os.stat_result,
     mode: bool,
@@ -40,7 +105,9 @@ def apply_metadata(
     xattrs: bool,
     owner: bool,
 ) -> None:
-    """Copy metadata onto the open temporary; owner first, since chown clears set-id bits."""
+    """Copy metadata onto the open temporary; owner first, since chown clears set-id bits.
+    The mode carries the source's POSIX ACLs (`keep_acl`). ``src_fd``: the source's fd, or
+    a path to it (a directory's, through /proc/self/fd)."""
     if owner:
         try:
             os.fchown(dst_fd, st.st_uid, st.st_gid)
@@ -51,6 +118,7 @@ def apply_metadata(
         copy_xattrs(src_fd, dst_fd)
     if mode:
         os.fchmod(dst_fd, stat.S_IMODE(st.st_mode))
+        keep_acl(src_fd, dst_fd, stat.S_IMODE(st.st_mode), stat.S_ISDIR(st.st_mode))
     if times:
         os.utime(dst_fd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
@@ -82,16 +150,12 @@ def apply_dir_metadata(
         if at is not None and exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise OSError(errno.ESTALE, _REPLACED, display(src)) from None
         raise
-    src_fd = -1
     try:
         st = os.fstat(path_fd)
-        if xattrs:  # (the very directory stat'ed: reopened through its O_PATH fd)
-            src_fd = os.open(f"/proc/self/fd/{path_fd}", DIR_FLAGS)
-        apply_metadata(src_fd, fd, st, True, False, xattrs, owner)
+        # (the very directory stat'ed, its xattrs and ACLs read through its O_PATH fd)
+        apply_metadata(f"/proc/self/fd/{path_fd}", fd, st, True, False, xattrs, owner)
     finally:
         os.close(path_fd)
-        if src_fd >= 0:
-            os.close(src_fd)
     os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns if mtime_ns is None else mtime_ns))
     if durable:
         os.fsync(fd)

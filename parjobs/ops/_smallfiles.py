@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - built without a C compiler
 def _agrees(module: ModuleType) -> bool:
     """Whether the built extension shares the Python side's constants (a stale build may not)."""
     return (
-        getattr(module, "API", None) == 10  # copy_many's and unlink_many's calling convention
+        getattr(module, "API", None) == 11  # copy_many's and unlink_many's calling convention
         and isinstance(getattr(module, "RANGE", None), int)  # copy_file_range refusals cached
         and isinstance(getattr(module, "FSYNC", None), int)  # durable copies are synced
         and isinstance(getattr(module, "COPY_COMPARE", None), int)  # verified before landing
