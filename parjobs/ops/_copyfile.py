@@ -538,6 +538,35 @@ def copy_file(
         os.close(fd)
 
 
+#: Errors of a destination that cannot hold the file: its temporary is removed, not kept as
+#: a partial to resume, since it would hold the space the other files being copied there need.
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+#: Files from this size on are checked against the destination's free space first.
+ROOM_CHECK_MIN = 1 << 20
+
+
+def check_room(dir_fd: int, st: os.stat_result, reused: int) -> None:
+    """Raise ENOSPC when the source cannot fit the destination's free space.
+
+    A file larger than the disk left filled it before failing, and every file written beside
+    it meanwhile failed too, on each resume again: the files that fit never landed. What it
+    must write at least (its size, or the blocks a sparse file holds, less what a partial
+    already holds) is compared with the free space (what a user may use; root's reserve too,
+    as the kernel lets root write there), so only a file that cannot fit is refused, before
+    a byte is written. One ``fstatvfs`` per file of ``ROOM_CHECK_MIN`` or more."""
+    needed = min(st.st_size, st.st_blocks * 512) - reused
+    if needed < ROOM_CHECK_MIN:
+        return
+    vfs = os.fstatvfs(dir_fd)
+    free = (vfs.f_bfree if os.geteuid() == 0 else vfs.f_bavail) * vfs.f_frsize
+    if vfs.f_blocks and needed > free:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device ({needed} bytes to write, {free} free there)",
+        )
+
+
 def _copy_one_shot(
     src: FilePath,
     fd: int,
@@ -559,6 +588,7 @@ def _copy_one_shot(
     (temporary, metadata, rename), fewest syscalls: reflink or copy_file_range in one go,
     read/write when the kernel paths do not apply."""
     size = st.st_size
+    check_room(dir_fd, st, 0)
     tmp = tmp_name(name, owner)
     dst_fd = os.open(tmp, _CREATE_FLAGS, 0o600 if mode else 0o666, dir_fd=dir_fd)
     done = False
@@ -666,6 +696,7 @@ def _copy_general(
         hasher = xxhash.xxh3_128()
     discard, done = not resumable, False
     try:
+        check_room(dir_fd, copier.st, reused)
         if reused:
             copier.on_bytes(reused)
         method = copier.transfer(dst_fd, reused, methods, hasher)
@@ -695,6 +726,10 @@ def _copy_general(
         raise
     except NotOursError:
         discard = False  # whatever is at the temporary's name now is not ours to remove
+        raise
+    except OSError as exc:
+        if exc.errno in _FULL_ERRNOS:
+            discard = True
         raise
     finally:
         if dst_fd >= 0:
