@@ -8,7 +8,7 @@ indices are the walk manifest's, so a job killed half-way resumes where it was; 
 already gone counts as removed.
 
 A mount point met in a tree (a directory bind-mounted into a chroot) fails, and what is
-below it is skipped: another filesystem's files are never deleted through it (`mount_points`,
+below it is skipped: another filesystem's files are never deleted through it (`MountsBelow`,
 from ``/proc/self/mountinfo``: a bind mount of the same filesystem has the same device).
 
 Each removal opens the entry's parent directory without following a symlink, checks that it
@@ -50,7 +50,7 @@ from .._job import Job, job_type, validating_stored
 from .._task import Outcome, OutcomeStatus, Task, TaskContext
 from ._entries import EntryTask, entry_report
 from ._errors import MOUNT_POINT
-from ._fs import check_overlap, check_slash, display, mount_points
+from ._fs import MountsBelow, check_overlap, check_slash, display
 from ._names import job_token
 from ._trash import deletion_stamp, read_trashinfo, recover_trash, trash_path
 from ._trashcan import info_of
@@ -226,23 +226,6 @@ class _Dir:
     below: int
 
 
-def _root_bases(paths: list[str]) -> tuple[list[bytes], frozenset[bytes]]:
-    """Each root's real parent directory (a walked entry's real path is that, ``/`` and its
-    ``rel``), and the mount points at or below a root: usually none (blocks)."""
-    bases = [
-        os.fsencode(os.path.realpath(os.path.dirname(os.path.abspath(os.path.normpath(p)))))
-        for p in paths
-    ]
-    roots = [
-        os.path.join(base, os.fsencode(os.path.basename(os.path.normpath(p))))
-        for base, p in zip(bases, paths, strict=True)
-    ]
-    mounts = frozenset(
-        m for m in mount_points() if any(m == r or m.startswith(r + b"/") for r in roots)
-    )
-    return bases, mounts
-
-
 def _resolved(norm: str) -> str:
     """Absolute path with its parent's symlinks resolved; the last component kept as is
     (a symlink named by the user is deleted as a link)."""
@@ -404,8 +387,7 @@ class DeleteJob(Job):
         """Walk (ahead, counting totals): yield a removal per non-directory; collect the
         directories for later."""
         listed: dict[tuple[int, bytes], tuple[int, int]] = {}  # (root, rel) -> (dev, ino)
-        bases, mounts = await trio.to_thread.run_sync(_root_bases, self.paths)
-        mounted: list[tuple[int, bytes]] = []  # (root, rel + "/") of the mount points met
+        mounts = await trio.to_thread.run_sync(MountsBelow, self.paths)
 
         def count(batch: list[Entry]) -> Totals:
             return len(batch), 0
@@ -421,8 +403,14 @@ class DeleteJob(Job):
         async with aclosing(walked) as batches:
             async for batch in batches:
                 for entry in batch:
-                    if mounts and (report := _mounted(entry, bases, mounts, mounted)):
-                        yield report
+                    if met := mounts.meet(entry.root, entry.rel):
+                        inside = met == "inside"
+                        yield EntryTask(
+                            entry.index,
+                            entry.path,
+                            INSIDE_MOUNT if inside else MOUNT_POINT,
+                            skip=inside,
+                        )
                         continue
                     parent_rel, slash, _ = entry.rel.rpartition(b"/")
                     parent = listed.get((entry.root, parent_rel)) if slash else None
@@ -438,20 +426,6 @@ class DeleteJob(Job):
                         yield entry_report(entry, "deleted")
                     else:
                         yield RemoveTask(entry.index, entry.path, parent, below=below)
-
-
-def _mounted(
-    entry: Entry, bases: list[bytes], mounts: frozenset[bytes], mounted: list[tuple[int, bytes]]
-) -> EntryTask | None:
-    """The report of an entry that is a mount point (failed) or below one (skipped), never
-    deleted; None for the others. ``mounted`` collects the mount points met (the walk lists
-    a directory before what is in it)."""
-    if any(r == entry.root and entry.rel.startswith(below) for r, below in mounted):
-        return EntryTask(entry.index, entry.path, INSIDE_MOUNT, skip=True)
-    if os.path.join(bases[entry.root], entry.rel) not in mounts:  # a root in / has base /
-        return None
-    mounted.append((entry.root, entry.rel + b"/"))
-    return EntryTask(entry.index, entry.path, MOUNT_POINT, skip=False)
 
 
 class _Tally:

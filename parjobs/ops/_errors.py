@@ -153,18 +153,24 @@ _REFUSALS = frozenset(
 #: bind-mounted into a chroot) are not the tree's; deleting through the mount deleted them.
 #: An ``OSError`` with no errno, like a walk's unreadable entry (which may pass): its text
 #: tells the refusal apart (`may_pass`).
+MOUNTED = "a mount point (a filesystem is mounted there)"
 MOUNT_POINT = (
-    "a mount point (a filesystem is mounted there): neither it nor anything in it deleted "
-    "(name what is in it, or unmount it first)"
+    f"{MOUNTED}: neither it nor anything in it deleted (name what is in it, or unmount it first)"
+)
+#: The same refusal by a move across filesystems (`parjobs.ops._move`): moving a tree copies
+#: it, then removes the source; through the mount that moved the mounted filesystem's files
+#: out of the place they were mounted from (as `mv` does).
+MOVE_MOUNT_POINT = (
+    f"{MOUNTED}: neither it nor anything in it moved (name what is in it, or unmount it first)"
 )
 
 
 def may_pass(error: str, message: str) -> bool:
     """Whether a failed item (its error's type name and message, as a store keeps them) may
     succeed when the job is resumed: a system call's failure (I/O, permissions, disk full)
-    may pass once its cause is fixed; a refusal (`_REFUSALS`, a mount point met by a delete)
+    may pass once its cause is fixed; a refusal (`_REFUSALS`, a mount point met by a delete or move)
     meets the same answer again. Unknown errors may pass, so ``parjobs resume`` stays
     suggested for them."""
     if error == "OSError":
-        return MOUNT_POINT not in message
+        return MOUNTED not in message
     return error not in _REFUSALS

@@ -487,6 +487,48 @@ def mount_points(mountinfo: str = "/proc/self/mountinfo") -> list[bytes]:
     return [_OCTAL.sub(lambda m: bytes([int(m[1], 8)]), f[4]) for f in fields if len(f) > 4]
 
 
+class MountsBelow:
+    """The mount points at or below a job's roots, as its walk meets them: what a delete or a
+    move across filesystems never goes through (another filesystem's files, a home directory
+    bind-mounted into a chroot, are not the tree's: deleted or moved away through the mount,
+    they left the place they were mounted from). Usually none: `meet` is then one test.
+
+    ``paths``: the roots as given (a root is not resolved itself, its parent directory is,
+    as a walked entry's real path is that parent's, its own name and the rest of ``rel``)."""
+
+    __slots__ = ("_met", "_roots", "points")
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self._roots = [
+            os.path.join(
+                os.fsencode(
+                    os.path.realpath(os.path.dirname(os.path.abspath(os.path.normpath(p))))
+                ),
+                os.fsencode(os.path.basename(os.path.normpath(p))),
+            )
+            for p in paths
+        ]
+        roots = self._roots
+        self.points = frozenset(
+            m for m in mount_points() if any(m == r or m.startswith(r + b"/") for r in roots)
+        )
+        self._met: list[tuple[int, bytes]] = []  # (root, its rel + "/") of the points met
+
+    def meet(self, root: int, rel: bytes) -> Literal["point", "inside"] | None:
+        """Whether the walked entry ``rel`` (from its root's parent: it starts with a name
+        for the root, `Entry.rel`) of root ``root`` is a mount point or inside one met
+        before (the walk lists a directory before what is in it), or neither (None)."""
+        if not self.points:
+            return None
+        if any(r == root and rel.startswith(below) for r, below in self._met):
+            return "inside"
+        _, slash, tail = rel.partition(b"/")
+        if (self._roots[root] + slash + tail if slash else self._roots[root]) not in self.points:
+            return None
+        self._met.append((root, rel + b"/"))
+        return "point"
+
+
 def root_path(root: str) -> bytes:
     """A root as the walk reads it: normalised, keeping a trailing ``/``. A symlink to a
     directory written ``link/`` is then that directory (POSIX path resolution: a trailing

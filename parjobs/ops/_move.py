@@ -29,6 +29,8 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from typing import Any, Literal, cast
 
+import trio
+
 from .._context import JobContext
 from .._exceptions import Interrupted, Skip
 from .._items import Identity, ItemRow
@@ -38,10 +40,12 @@ from .._workqueue import HEAVY_BYTES
 from . import _smallfiles, _transfer
 from ._copyfile import CopyOptions, CopyResult
 from ._desttree import NOT_A_DIR
-from ._errors import CopyError, DirConflictError, WalkError
+from ._entries import EntryTask
+from ._errors import MOVE_MOUNT_POINT, CopyError, DirConflictError, WalkError
 from ._finish import FinishDirs
 from ._fs import (
     At,
+    MountsBelow,
     changed_error,
     check_overlap,
     check_replaceable,
@@ -77,6 +81,9 @@ from ._transfer import (
     symlink_put,
 )
 from ._walk import Entry, HardLinks, RootCount, Totals, walk_ahead
+
+#: Why what is inside a mount point met by a move across filesystems is not moved (`_mounted`).
+INSIDE_MOUNT = "inside a mount point: not moved"
 
 MovePolicy = Literal["skip", "overwrite", "rename", "update", "fail"]
 
@@ -487,6 +494,15 @@ def _keep(plan: CopyPlan, entry: Entry, copied: _smallfiles.SourceId) -> None:
         plan.kept[entry.index] = detail
 
 
+def _mounted(entry: Entry, inside: bool) -> EntryTask:
+    """A mount point met by a move across filesystems fails, what is below it is skipped,
+    as a delete does (`MountsBelow`): copied then removed through the mount, the mounted
+    filesystem's files left the place they were mounted from."""
+    if inside:
+        return EntryTask(entry.index, entry.path, INSIDE_MOUNT, skip=True)
+    return EntryTask(entry.index, entry.path, MOVE_MOUNT_POINT, skip=False)
+
+
 def _grouped_item(plan: CopyPlan, entry: Entry) -> MoveItem:
     """The task of a bundled file (`EntryBundle.make`): one it hands back."""
     return MoveItem(entry, plan, True, True)
@@ -696,6 +712,8 @@ class MoveJob(IntoDestination, Job):
             )
             return sum(c.entries for c in counts), nbytes
 
+        # (a merge's renames carry a mount below a directory, as `mv`; a copy would go through)
+        mounts = await trio.to_thread.run_sync(MountsBelow, roots) if any(by_copy) else None
         try:
             walked = walk_ahead(
                 ctx,
@@ -711,6 +729,14 @@ class MoveJob(IntoDestination, Job):
                     todo: list[Task[Any] | Entry] = []
                     groups = plan.move_groups  # per batch: a group may turn it off
                     for entry in batch:
+                        if (
+                            mounts is not None
+                            and by_copy[entry.root]
+                            and (met := mounts.meet(entry.root, entry.rel))
+                        ):
+                            if done is None or not done(entry.index):
+                                todo.append(_mounted(entry, met == "inside"))
+                            continue
                         if entry.kind == "dir":
                             dirs.append(entry)  # finished again, done or not
                             if done is not None and done(entry.index):

@@ -19,6 +19,7 @@ from parjobs.ops import _delete as delete_mod
 from parjobs.ops import _walk as walk_mod
 from parjobs.ops._delete import DeleteJob, remove_entry
 from parjobs.ops._errors import MOUNT_POINT
+from parjobs.ops._fs import MountsBelow
 from parjobs.ops._trash import read_trashinfo, trash_path
 
 
@@ -166,13 +167,11 @@ async def test_delete_never_follows_a_directory_swapped_for_a_symlink_mid_walk(
 def test_mount_point_below_a_root_in_the_filesystem_root():
     """A root directly in ``/`` (base ``/``): its mount points are found (the path was
     built as ``//srv/...`` and matched none)."""
-    from parjobs.ops._walk import Entry
-
-    entry = Entry(index=1, kind="dir", root=0, rel=b"srv/home", path=b"/srv/home")
-    mounted: list[tuple[int, bytes]] = []
-    report = delete_mod._mounted(entry, [b"/"], frozenset({b"/srv/home"}), mounted)
-    assert report is not None and not report.skip
-    assert mounted == [(0, b"srv/home/")]
+    mounts = MountsBelow(["/srv"])
+    mounts.points = frozenset({b"/srv/home"})
+    assert mounts.meet(0, b"srv/home") == "point"
+    assert mounts.meet(0, b"srv/home/x") == "inside"
+    assert mounts.meet(0, b"srv/other") is None
 
 
 def test_removal_refuses_a_parent_swapped_for_another_directory(tmp_path):

@@ -39,6 +39,7 @@ from parjobs.ops import _move as move_mod
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops._copyfile import copy_file
+from parjobs.ops._errors import MOVE_MOUNT_POINT
 from parjobs.ops._move import MoveItem, MoveJob
 from parjobs.ops._partials import find_partials
 from parjobs.testing import read, snapshot, write
@@ -597,6 +598,31 @@ async def test_a_source_directory_kept_as_a_mount_point_is_not_reported_as_added
     _, _, errors = await run_job(store_path, job)
     assert not [e.message for e in errors if "added after the move listed them" in e.message]
     assert read(other_fs / "src" / "a") == b"a"
+
+
+async def test_a_move_across_filesystems_does_not_go_through_a_mount_point(
+    store_path: str, tmp_path: Path, other_fs: Path, bind_mount: Any
+) -> None:
+    """``mkdir -p s/m other; mount --bind other s/m; parjobs move s /dev/shm/`` moved
+    ``other``'s files out of ``other`` (copied, then removed through the mount; `mv` does
+    the same), where a delete refuses mount points. The mount point fails now, with the
+    delete's reason, what is below it is skipped: ``other`` keeps its files; the rest of
+    the tree moves, and a resume meets the same refusal."""
+    src, other = tmp_path / "s", tmp_path / "other"
+    (src / "m").mkdir(parents=True)
+    write(src / "a", b"a")
+    (other / "sub").mkdir(parents=True)
+    write(other / "o", b"o")
+    write(other / "sub" / "p", b"p")
+    bind_mount(other, src / "m")
+    job = MoveJob(into=True, sources=[str(src)], destination=str(other_fs))
+    result, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert [(e.label, MOVE_MOUNT_POINT in e.message) for e in errors] == [(str(src / "m"), True)]
+    assert result["skipped_reasons"] == {move_mod.INSIDE_MOUNT: 3}
+    assert read(other / "o") == b"o" and read(other / "sub" / "p") == b"p"
+    assert read(other_fs / "s" / "a") == b"a" and not (src / "a").exists()
+    assert not (other_fs / "s" / "m").exists()
 
 
 async def test_a_group_whose_walk_saw_other_device_and_inode_numbers_moves_every_file(
