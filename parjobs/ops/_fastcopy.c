@@ -86,7 +86,8 @@
 #define FC_NO_REFLINK (-4)  /* only in the "refused" outputs: FICLONE (or copy_file_range) */
                             /* is refused for good */
 #define FC_SPARSE (-5)      /* has holes: the Python path copies its data extents only */
-#define FC_NOT_PLAIN (-8)   /* OWNED, NO_XATTRS: an owner or attributes to carry (Python does) */
+#define FC_NOT_PLAIN (-8)   /* OWNED, NO_XATTRS: an owner or attributes to carry; or times past
+                               2262 (Python does) */
 
 /* More result codes (exported). */
 #define FV_MISMATCH (-6) /* copy_many, COPY_COMPARE: the copy's bytes differ from the source's */
@@ -108,7 +109,8 @@
    SOURCES return each source's (size, mtime_ns, dev, ino, ctime_ns, nlink) and unlink_many
    take those two after the ninth field (an eleventh form), so a source saved in place with
    its mtime put back since it was copied is kept; 11 has MODE keep the source's access ACL
-   (or narrow the group bits where the destination cannot hold it). */
+   (or narrow the group bits where the destination cannot hold it), and copy_many hand back
+   (NOT_PLAIN) a source whose mtime or ctime does not fit 64-bit nanoseconds (past 2262). */
 #define FC_API 11
 
 typedef struct {
@@ -265,6 +267,17 @@ static int compare_fds(int a, int b, long long size, char *buf_a, char *buf_b) {
     }
 }
 
+#define NS_SECONDS_MAX 9223372035LL /* the most seconds whose nanoseconds fit 64 bits */
+/* A time as nanoseconds since the epoch into *ns: 1, or 0 when it does not fit 64 bits
+ * (past 2262 or before 1677: ext4 keeps times to 2446), which computed it modulo 2^64 (a
+ * copy of a file dated 2400 recorded a time its copy never had). */
+static int time_ns(struct timespec t, long long *ns) {
+    if (t.tv_sec > NS_SECONDS_MAX || t.tv_sec < -NS_SECONDS_MAX)
+        return 0;
+    *ns = (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+    return 1;
+}
+
 /* The source's access ACL onto the temporary, its mode just set (`_metadata.keep_acl`): the
  * ACL is part of the mode, as `cp -p` keeps it, and the mode alone (its group bits the ACL's
  * mask) can give the owning group more than the ACL does. A destination that cannot hold it
@@ -336,6 +349,12 @@ static int write_one(item_t *it, int flags, int batch, long long max_size,
     if (!S_ISREG(st.st_mode)) {
         close(fd);
         return FC_NOT_REGULAR;
+    }
+    /* times that do not fit 64-bit nanoseconds: the Python path copies and records them */
+    long long ns;
+    if (!time_ns(st.st_mtim, &ns) || !time_ns(st.st_ctim, &ns)) {
+        close(fd);
+        return FC_NOT_PLAIN;
     }
     /* Checked on the descriptor the bytes are read from: no window for a swap. A filesystem
        without extended attributes (ENOTSUP) has none to carry. */
@@ -413,10 +432,10 @@ static int write_one(item_t *it, int flags, int batch, long long max_size,
         return rc;
     }
     it->src_size = (long long)st.st_size;
-    it->src_mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+    time_ns(st.st_mtim, &it->src_mtime_ns); /* (both fit: checked above) */
     it->src_dev = (unsigned long long)st.st_dev;
     it->src_ino = (unsigned long long)st.st_ino;
-    it->src_ctime_ns = (long long)st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec;
+    time_ns(st.st_ctim, &it->src_ctime_ns);
     it->src_nlink = (unsigned long long)st.st_nlink;
     it->out = out;
     return 0;
@@ -443,7 +462,8 @@ static int land(item_t *it, int flags) {
         return rc;
     }
     it->size = (long long)written.st_size;
-    it->mtime_ns = (long long)written.st_mtim.tv_sec * 1000000000LL + written.st_mtim.tv_nsec;
+    it->mtime_ns = 0; /* (never left so: the source's time, checked, or now without TIMES) */
+    time_ns(written.st_mtim, &it->mtime_ns);
     it->ino = (unsigned long long)written.st_ino;
     return 0;
 }
@@ -457,7 +477,8 @@ PyDoc_STRVAR(copy_many_doc,
              "results[i]: 0 when item i is in place, else a positive errno or a negative\n"
              "code (-1 not a regular file, -2 source changed, -3 larger than max_size,\n"
              "-5 sparse, -6 with COPY_COMPARE: the copy's bytes differ from the source's,\n"
-             "-8 with OWNED or NO_XATTRS: another owner, or extended attributes);\n"
+             "-8 with OWNED or NO_XATTRS: another owner, or extended attributes; or times that do\n"
+             "not fit 64-bit nanoseconds, past 2262);\n"
              "nothing of a failed item is\n"
              "left behind. written[i]: (size, mtime_ns, ino) of the copy in place, read from its\n"
              "descriptor before the rename, or None when item i failed. reflink_refused,\n"
@@ -642,13 +663,13 @@ static int unlink_source(const source_t *s) {
         return FV_NOT_OURS;
     if (fstatat(s->src_dir_fd, s->path, &st, AT_SYMLINK_NOFOLLOW) != 0)
         return errno;
-    long long mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+    long long mtime_ns, ctime_ns;
     if (!S_ISREG(st.st_mode) || (unsigned long long)st.st_dev != s->dev ||
         (unsigned long long)st.st_ino != s->ino || (long long)st.st_size != s->size ||
-        mtime_ns != s->mtime_ns)
+        !time_ns(st.st_mtim, &mtime_ns) || mtime_ns != s->mtime_ns)
         return FC_CHANGED;
-    long long ctime_ns = (long long)st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec;
-    if (s->has_ctime && (unsigned long long)st.st_nlink == s->nlink && ctime_ns != s->ctime_ns)
+    if (s->has_ctime && (unsigned long long)st.st_nlink == s->nlink &&
+        (!time_ns(st.st_ctim, &ctime_ns) || ctime_ns != s->ctime_ns))
         return FC_CHANGED; /* saved in place, its mtime put back (as `_fs.ctime_change`) */
     return unlinkat(s->src_dir_fd, s->path, 0) == 0 ? 0 : errno;
 }

@@ -649,3 +649,25 @@ async def test_a_cancelled_undo_puts_back_what_a_crash_left_held(
         await m.cancel(u.id)
         assert await m.wait(u.id) is JobStatus.CANCELLED
     assert sorted(os.listdir(dst)) == left  # put back; nothing else touched
+
+
+async def test_undo_a_copy_of_files_dated_past_2262_removes_them(
+    tmp_path: Path, store_path: str
+) -> None:
+    """Mtimes past 2262 do not fit 64-bit nanoseconds (ext4 keeps them to 2446): the C group path
+    computed them modulo 2^64 and recorded that, so an undo of a copy of 20 files dated
+    2400 kept each, "changed since the job wrote it". They are copied by the Python path
+    now (their exact nanoseconds recorded) and removed by the undo."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    mtime_ns = ((2400 - 1970) * 31_556_952 + 123) * 1_000_000_000 + 456_789
+    for i in range(20):
+        write(src / f"f{i:02d}", b"x" * 100)
+        os.utime(src / f"f{i:02d}", ns=(mtime_ns, mtime_ns))
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(CopyJob(sources=[str(src)], destination=str(dst), into=True))
+        await h.result()
+        assert {os.stat(p).st_mtime_ns for p in (dst / "src").iterdir()} == {mtime_ns}
+        result = await (await m.undo(h.id)).result()
+    assert result["kept_reasons"] == {} and result["failed"] == 0, result
+    assert not (dst / "src").exists()
