@@ -65,20 +65,22 @@ def keep_acl(src: int | str, dst_fd: int, mode: int, directory: bool) -> None:
     hold the access ACL gets `narrowed_mode` instead; one that cannot hold a default ACL
     goes without (it only shapes files made there later). ``src``: an fd or a path."""
     acl = _read_xattr(src, ACL_ACCESS)
-    if acl is not None:
-        try:
-            os.setxattr(dst_fd, ACL_ACCESS, acl)
-        except OSError as exc:
-            if exc.errno not in _ACL_REFUSED:
-                raise
-            os.fchmod(dst_fd, narrowed_mode(acl, mode))
+    if acl is not None and not _set_acl(dst_fd, ACL_ACCESS, acl):
+        os.fchmod(dst_fd, narrowed_mode(acl, mode))
     default = _read_xattr(src, ACL_DEFAULT) if directory else None
     if default is not None:
-        try:
-            os.setxattr(dst_fd, ACL_DEFAULT, default)
-        except OSError as exc:
-            if exc.errno not in _ACL_REFUSED:
-                raise
+        _set_acl(dst_fd, ACL_DEFAULT, default)
+
+
+def _set_acl(dst_fd: int, attr: str, acl: bytes) -> bool:
+    """Set ``acl``: False when the destination refuses it (`_ACL_REFUSED`)."""
+    try:
+        os.setxattr(dst_fd, attr, acl)
+    except OSError as exc:
+        if exc.errno not in _ACL_REFUSED:
+            raise
+        return False
+    return True
 
 
 def copy_xattrs(src_fd: int | str, dst_fd: int) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -50,3 +52,27 @@ def bind_mount(tmp_path: Path) -> Iterator[Callable[[Path, Path], None]]:
     yield mount
     for path in reversed(made):
         subprocess.run(["umount", "-l", path], capture_output=True)
+
+
+@pytest.fixture
+def mount_fs() -> Iterator[Callable[..., Path]]:
+    """``mount(fstype, *options)``: a new filesystem (a small tmpfs, a ramfs) mounted on a
+    directory of its own, unmounted and removed after the test; skips when not root or
+    where mounting is not permitted."""
+    made: list[str] = []
+
+    def mount(fstype: str, *options: str) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip(f"mounting a {fstype} needs root")
+        mnt = tempfile.mkdtemp(prefix=f"parjobs-{fstype}-")
+        proc = subprocess.run(["mount", "-t", fstype, *options, fstype, mnt], capture_output=True)
+        if proc.returncode:
+            os.rmdir(mnt)
+            pytest.skip(f"cannot mount a {fstype} here: {proc.stderr.decode().strip()}")
+        made.append(mnt)
+        return Path(mnt)
+
+    yield mount
+    for mnt in reversed(made):
+        subprocess.run(["umount", "-l", mnt], check=True)
+        os.rmdir(mnt)

@@ -7,9 +7,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
-import subprocess
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,20 +55,9 @@ def _acl_tree(src: Path) -> list[Path]:
 
 
 @pytest.fixture
-def no_acl_fs() -> Iterator[Path]:
-    """A ramfs (no extended attributes, so no ACLs) mounted for the test, or skip."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a ramfs needs root")
-    mnt = Path(tempfile.mkdtemp(prefix="parjobs-ramfs-"))
-    try:
-        if subprocess.run(["mount", "-t", "ramfs", "ramfs", str(mnt)]).returncode != 0:
-            pytest.skip("cannot mount a ramfs here")
-        try:
-            yield mnt
-        finally:
-            subprocess.run(["umount", "-l", str(mnt)], check=True)
-    finally:
-        os.rmdir(mnt)
+def no_acl_fs(mount_fs: Callable[..., Path]) -> Path:
+    """A ramfs (no extended attributes, so no ACLs), or skip."""
+    return mount_fs("ramfs")
 
 
 def _grouped(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +24,9 @@ MIB = 1 << 20
 
 
 @pytest.fixture
-def small_disk() -> Iterator[Path]:
-    """A 16 MiB tmpfs mounted for the test, or skip (needs root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = Path(tempfile.mkdtemp(prefix="parjobs-small-"))
-    try:
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)]).returncode:
-            pytest.skip("cannot mount a tmpfs here")
-        try:
-            yield mnt
-        finally:
-            subprocess.run(["umount", "-l", str(mnt)], check=True)
-    finally:
-        os.rmdir(mnt)
+def small_disk(mount_fs: Callable[..., Path]) -> Path:
+    """A 16 MiB tmpfs, or skip (needs root)."""
+    return mount_fs("tmpfs", "-o", "size=16m")
 
 
 @pytest.mark.parametrize("kind", ["copy", "move"])
