@@ -78,7 +78,6 @@ EXEMPT = {
     "parjobs._cluster_remote": "the Dask worker's side; tests/cluster/test_cluster_parts.py",
     "parjobs.ops.__init__": "the lazy exports; tests/test_ops_exports.py pins and loads them",
     "parjobs.ops._finish": "the last task of a copy or move; through test_copy and test_move",
-    "parjobs.ops._metadata": "metadata given to a written file; through test_copy, test_move",
     "parjobs.ops._sequential": "the reference duplicate finder; tested in test_hashing (with "
     "the helpers it shares) and the oracle of test_duplicates",
     "parjobs.ops._names": "temporary-name tokens; through test_trash, test_undo, test_smallfiles",
