@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import stat
@@ -306,10 +307,16 @@ class _Copier:
         return os.open(partial, _CREATE_FLAGS, mode, dir_fd=dir_fd), 0, None
 
     def transfer(
-        self, dst_fd: int, pos: int, methods: Iterable[Method], hasher: xxhash.xxh3_128 | None
+        self,
+        dst_fd: int,
+        pos: int,
+        methods: Iterable[Method],
+        hasher: xxhash.xxh3_128 | None,
+        room: Callable[[], None],
     ) -> Method:
         """Copy source bytes ``pos:size`` to the same offsets of ``dst_fd``; return the method
-        that wrote the last byte.
+        that wrote the last byte. ``room`` is called before any byte is written, after a clone
+        (which shares the source's extents and needs no room) was tried.
 
         A kernel method falls back to the next on errors meaning "not supported here", or on a
         premature 0 (some filesystems answer so); read/write is always the last resort. The
@@ -321,6 +328,7 @@ class _Copier:
             chain.pop(0)
             if pos == 0 and size > 0 and self._reflink(dst_fd, hasher):
                 return "reflink"  # a clone shares the extents: holes stay holes
+        room()
         if is_sparse(self.st):
             return self._transfer_sparse(dst_fd, pos, chain, hasher)
         preallocate(dst_fd, pos, size - pos)
@@ -554,7 +562,8 @@ def check_room(dir_fd: int, st: os.stat_result, reused: int) -> None:
     must write at least (its size, or the blocks a sparse file holds, less what a partial
     already holds) is compared with the free space (what a user may use; root's reserve too,
     as the kernel lets root write there), so only a file that cannot fit is refused, before
-    a byte is written. One ``fstatvfs`` per file of ``ROOM_CHECK_MIN`` or more."""
+    a byte is written. One ``fstatvfs`` per file of ``ROOM_CHECK_MIN`` or more, after a clone
+    was tried: a reflink (btrfs, XFS) shares the source's extents and fits a full disk."""
     needed = min(st.st_size, st.st_blocks * 512) - reused
     if needed < ROOM_CHECK_MIN:
         return
@@ -588,7 +597,6 @@ def _copy_one_shot(
     (temporary, metadata, rename), fewest syscalls: reflink or copy_file_range in one go,
     read/write when the kernel paths do not apply."""
     size = st.st_size
-    check_room(dir_fd, st, 0)
     tmp = tmp_name(name, owner)
     dst_fd = os.open(tmp, _CREATE_FLAGS, 0o600 if mode else 0o666, dir_fd=dir_fd)
     done = False
@@ -598,8 +606,9 @@ def _copy_one_shot(
         method: Method = "readwrite"
         if size:
             if try_reflink(fd, st.st_dev, dst_fd, dst_dev):
-                method = "reflink"
+                method = "reflink"  # shares the source's extents: needs no room
             else:
+                check_room(dir_fd, st, 0)
                 devices = (st.st_dev, os.fstat(dst_fd).st_dev if dst_dev is None else dst_dev)
                 method = _copy_small_range(src, fd, dst_fd, size, devices)
         if on_bytes is not None:
@@ -696,10 +705,10 @@ def _copy_general(
         hasher = xxhash.xxh3_128()
     discard, done = not resumable, False
     try:
-        check_room(dir_fd, copier.st, reused)
         if reused:
             copier.on_bytes(reused)
-        method = copier.transfer(dst_fd, reused, methods, hasher)
+        room = functools.partial(check_room, dir_fd, copier.st, reused)
+        method = copier.transfer(dst_fd, reused, methods, hasher, room)
         if after_write is not None:
             after_write(dst_fd)
         copier.check_unchanged()

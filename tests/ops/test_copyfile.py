@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -768,3 +770,54 @@ def test_a_partial_that_meets_a_full_disk_is_removed(small_disk: Path, tmp_path:
     with pytest.raises(OSError, match="No space left on device"):
         copy_file(tmp_path / "f", small_disk / "f", CopyOptions(chunk_size=MIB), on_bytes=fill)
     assert sorted(os.listdir(small_disk)) == ["filler"]
+
+
+@pytest.fixture
+def nearly_full_btrfs(tmp_path: Path) -> Iterator[Path]:
+    """A 128 MiB btrfs (reflinks) on a loop device, or skip (needs root, mkfs.btrfs and
+    loop devices); unmounted after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a btrfs needs root")
+    if shutil.which("mkfs.btrfs") is None:
+        pytest.skip("mkfs.btrfs is not installed (btrfs-progs)")
+    image, mnt = tmp_path / "btrfs.img", tmp_path / "mnt"
+    with open(image, "wb") as f:
+        f.truncate(128 * MIB)
+    mnt.mkdir()
+    made = subprocess.run(["mkfs.btrfs", "-q", "--mixed", str(image)], capture_output=True)
+    mounted = (
+        made.returncode == 0
+        and not subprocess.run(
+            ["mount", "-o", "loop", str(image), str(mnt)], capture_output=True
+        ).returncode
+    )
+    if not mounted:
+        pytest.skip(f"cannot make or mount a btrfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("chunk_mib", [32, 8])  # one chunk or less (one shot), and chunked
+def test_a_clone_onto_a_nearly_full_disk_is_not_refused(
+    nearly_full_btrfs: Path, chunk_mib: int
+) -> None:
+    """A clone (reflink: btrfs, XFS) shares the source's extents and takes no room, so a copy
+    on one such filesystem fits where the free space is less than the file (85f9ba2 refused
+    it before a byte was written: "No space left on device"). The room is checked only when
+    bytes will be written, after the clone was tried."""
+    src = nearly_full_btrfs / "big"
+    write(src, os.urandom(20 * MIB))
+    filler = nearly_full_btrfs / "filler"
+    with open(filler, "wb") as f:
+        while True:  # till less than half the file is free (btrfs counts space lazily)
+            vfs = os.statvfs(nearly_full_btrfs)
+            if vfs.f_bfree * vfs.f_frsize < 10 * MIB:
+                break
+            f.write(b"\xff" * (2 * MIB))
+            f.flush()
+            os.fsync(f.fileno())
+    result = copy_file(src, nearly_full_btrfs / "copy", CopyOptions(chunk_size=chunk_mib * MIB))
+    assert result.method == "reflink"
+    assert read(nearly_full_btrfs / "copy") == read(src)
