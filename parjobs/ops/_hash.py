@@ -67,7 +67,7 @@ from ._partials import remove_own_temps, tmp_name
 from ._paths import check_writable_dir, keep_dir_identity
 from ._prehash import Prehash
 from ._prescan import covered_roots
-from ._walk import Entry, RootCount, Totals, check_roots, walk_ahead
+from ._walk import WALKED_STAGES, WALKS, Entry, RootCount, Totals, check_roots, walk_ahead
 
 # O_EXCL|O_NOFOLLOW: whatever sits at the temporary's name (it is random, see `output_tmp`) is
 # never opened, truncated and written through, nor removed: another name is tried instead.
@@ -222,7 +222,7 @@ class HashJob(Job):
             return sum(r.others for r in roots), sum(r.file_bytes for r in roots)
 
         skip = await _covered_roots(ctx, self.paths)
-        walked = walk_ahead(ctx, self.paths, count, estimate=estimate, skip=skip)
+        walked = walk_ahead(ctx, self.paths, count, estimate=estimate, name=WALK, skip=skip)
         async with aclosing(walked) as batches:
             async for batch in batches:
                 for entry in batch:
@@ -238,19 +238,23 @@ class HashJob(Job):
 
 #: The job's state: the indices of its paths that another one covers, not walked.
 COVERED = "covered_roots"
+#: The name of the job's walk (its manifest, its record in the state's `WALKS`).
+WALK = "walk"
 
 
 async def _covered_roots(ctx: JobContext, paths: list[str]) -> set[int]:
     """The indices of ``paths`` inside another or the same as an earlier one
     (`covered_roots`, as ``dupes`` drops them): ``hash x x/sub``, ``x ./x``, ``x link/`` and
     a file given twice read each such file once per path, counted it so in the progress
-    (``2 files hashed (6 B)`` for 4 bytes) and listed it once. Decided on the first run and
-    kept in the job's state, so the walk's roots keep their numbers on resume; a job begun
-    before this was kept skips none, as its earlier runs did."""
+    (``2 files hashed (6 B)`` for 4 bytes) and listed it once. Decided while no earlier
+    run recorded the walk (a first run, or one killed before its first checkpoint: its
+    manifest holds only the roots walked with this decision) and kept in the job's state, so
+    the walk's roots keep their numbers on resume; a job begun before this was kept, with
+    its walk or a task recorded, skips none, as its earlier runs did."""
     covered = ctx.state.get(COVERED)
     if covered is None:
         covered = []
-        if not ctx.resumed:
+        if WALK not in ctx.state.get(WALKS, {}) and not ctx.recorded_end(WALKED_STAGES):
             roots = [root_path(p) for p in paths]
             covered = sorted(await trio.to_thread.run_sync(covered_roots, roots))
         ctx.state[COVERED] = covered

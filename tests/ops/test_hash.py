@@ -510,3 +510,54 @@ async def test_a_file_reached_through_two_paths_is_hashed_and_counted_once(
     assert len(hashed) == 2, [r.source for r in hashed]
     assert (result["files"], result["bytes"]) == (2, 5)
     assert (progress.items_done, progress.items_total, progress.bytes_total) == (2, 2, 5)
+
+
+async def test_overlapping_paths_are_skipped_after_a_kill_before_the_first_checkpoint(
+    store_path, tmp_path
+):
+    """Which overlapping paths are not walked was decided on the first run only (``not
+    ctx.resumed``, 08236b0): a ``hash x x/sub`` killed -9 before its first checkpoint left no
+    decision in the job's state, so its resumed run walked both and counted ``x/sub/b``
+    twice ("3 files hashed (8 B)" for 5 bytes). It is decided whenever no earlier run
+    recorded the walk."""
+    from _forkcli import Forked  # (tests/ is on sys.path: conftest)
+
+    (tmp_path / "x" / "sub").mkdir(parents=True)
+    (tmp_path / "x" / "a").write_bytes(b"a\n")
+    (tmp_path / "x" / "sub" / "b").write_bytes(b"bb\n")
+    held = tmp_path / "held"
+    paths = [str(tmp_path / "x"), str(tmp_path / "x" / "sub")]
+    # The child's first file read never ends: killed with nothing checkpointed.
+    code = f"""if True:
+        import time, trio, parjobs
+        from parjobs.ops import _entries
+        from parjobs.ops._hash import HashJob
+        def hold(self, tc, on_bytes):
+            open({str(held)!r}, "w").close()
+            time.sleep(600)
+        _entries.HashTask._hash = hold
+        async def main():
+            async with parjobs.open_manager({store_path!r}) as m:
+                await (await m.submit(HashJob(paths={paths!r}))).wait()
+        trio.run(main)
+    """
+    child = Forked([], code=code)
+    try:
+        deadline = time.monotonic() + 30
+        while not held.exists():
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        child.kill()
+        child.wait()
+    async with parjobs.open_manager(store_path) as manager:
+        (info,) = await manager.list_jobs()
+        assert info.done_items == 0  # nothing checkpointed
+        handle = await manager.resume(info.id)
+        result = await handle.result()
+        hashed = await manager.items(handle.id, action="hashed")
+        progress = (await manager.get(handle.id)).progress
+    assert sorted(os.fsdecode(r.source) for r in hashed) == [paths[0] + "/a", paths[1] + "/b"]
+    assert (result["files"], result["bytes"]) == (2, 5)
+    assert (progress.items_done, progress.items_total, progress.bytes_total) == (2, 2, 5)
