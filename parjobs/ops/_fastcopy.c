@@ -282,12 +282,16 @@ static int time_ns(struct timespec t, long long *ns) {
  * ACL is part of the mode, as `cp -p` keeps it, and the mode alone (its group bits the ACL's
  * mask) can give the owning group more than the ACL does. A destination that cannot hold it
  * gets the mode with group bits no wider than group:: & mask (`_metadata.narrowed_mode`).
- * 0, or an errno. One fgetxattr per file (ENODATA: no ACL). */
+ * A source without one: ``inherits`` (the destination directory has a default ACL, which
+ * the temporary took) removes what it took, as `cp -p` keeps the mode alone (it gave named
+ * users access the source did not). 0, or an errno. One fgetxattr per file (ENODATA: no
+ * ACL). */
 #define ACL_ACCESS "system.posix_acl_access"
+#define ACL_DEFAULT "system.posix_acl_default"
 static int acl_quiet(int err) {
     return err == ENODATA || err == ENOTSUP || err == EOPNOTSUPP || err == EPERM || err == EACCES;
 }
-static int keep_acl(int fd, int out, mode_t mode) {
+static int keep_acl(int fd, int out, mode_t mode, int inherits) {
     char small[256];
     char *buf = small;
     ssize_t n = fgetxattr(fd, ACL_ACCESS, small, sizeof small);
@@ -300,9 +304,11 @@ static int keep_acl(int fd, int out, mode_t mode) {
         n = fgetxattr(fd, ACL_ACCESS, buf, (size_t)want + 1);
     }
     int rc = 0;
-    if (n < 0)
+    if (n < 0) {
         rc = acl_quiet(errno) ? 0 : errno;
-    else if (fsetxattr(out, ACL_ACCESS, buf, (size_t)n, 0) != 0) {
+        if (rc == 0 && inherits && fremovexattr(out, ACL_ACCESS) != 0 && errno != ENODATA)
+            rc = errno;
+    } else if (fsetxattr(out, ACL_ACCESS, buf, (size_t)n, 0) != 0) {
         if (errno == ENOTSUP || errno == EOPNOTSUPP || errno == EPERM || errno == EINVAL) {
             unsigned group = 0, mask = 7;
             if (n >= 4 && (n - 4) % 8 == 0)
@@ -329,7 +335,7 @@ static int keep_acl(int fd, int out, mode_t mode) {
  * (durable, several files), once the whole group is written. */
 static int write_one(item_t *it, int flags, int batch, long long max_size,
                      const char *token, int *reflink, int *range, char *bufs,
-                     uid_t uid, gid_t gid) {
+                     uid_t uid, gid_t gid, int inherits) {
     struct stat st, after;
     it->out = -1;
     if (flags & FC_LSTAT) {
@@ -415,7 +421,7 @@ static int write_one(item_t *it, int flags, int batch, long long max_size,
     if (rc == 0 && (flags & FC_MODE) && fchmod(out, st.st_mode & 07777) != 0)
         rc = errno;
     if (rc == 0 && (flags & FC_MODE))
-        rc = keep_acl(fd, out, st.st_mode & 07777);
+        rc = keep_acl(fd, out, st.st_mode & 07777, inherits);
     if (rc == 0 && (flags & FC_TIMES)) {
         struct timespec times[2] = {st.st_atim, st.st_mtim};
         if (futimens(out, times) != 0)
@@ -551,9 +557,16 @@ static PyObject *copy_many(PyObject *self, PyObject *args) {
     uid_t uid = (flags & FC_OWNED) ? geteuid() : 0;
     gid_t gid = (flags & FC_OWNED) ? getegid() : 0;
     Py_ssize_t start = 0; /* the first written item not landed yet */
+    /* whether the item's destination directory has a default ACL (`keep_acl`), looked up
+       when the directory changes (a group's files come a directory at a time) */
+    int acl_dir = -1, inherits = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        items[i].result =
-            write_one(&items[i], flags, batch, max_size, token, &reflink, &range, bufs, uid, gid);
+        if ((flags & FC_MODE) && items[i].dir_fd != acl_dir) {
+            acl_dir = items[i].dir_fd;
+            inherits = fgetxattr(acl_dir, ACL_DEFAULT, NULL, 0) > 0;
+        }
+        items[i].result = write_one(&items[i], flags, batch, max_size, token, &reflink, &range,
+                                    bufs, uid, gid, inherits);
         if (batch && i + 1 - start < FC_OPEN_MAX && i + 1 < n)
             continue;
         for (Py_ssize_t j = batch ? start : i; j <= i; j++)

@@ -65,11 +65,27 @@ def keep_acl(src: int | str, dst_fd: int, mode: int, directory: bool) -> None:
     hold the access ACL gets `narrowed_mode` instead; one that cannot hold a default ACL
     goes without (it only shapes files made there later). ``src``: an fd or a path."""
     acl = _read_xattr(src, ACL_ACCESS)
-    if acl is not None and not _set_acl(dst_fd, ACL_ACCESS, acl):
+    if acl is None:
+        _drop_acl(dst_fd, ACL_ACCESS)
+    elif not _set_acl(dst_fd, ACL_ACCESS, acl):
         os.fchmod(dst_fd, narrowed_mode(acl, mode))
-    default = _read_xattr(src, ACL_DEFAULT) if directory else None
-    if default is not None:
-        _set_acl(dst_fd, ACL_DEFAULT, default)
+    if directory:
+        default = _read_xattr(src, ACL_DEFAULT)
+        if default is None:
+            _drop_acl(dst_fd, ACL_DEFAULT)
+        else:
+            _set_acl(dst_fd, ACL_DEFAULT, default)
+
+
+def _drop_acl(dst_fd: int, attr: str) -> None:
+    """Remove the ACL the copy took from its directory's default ACL, for a source without
+    one: ``cp -p`` keeps the mode alone, and what it inherited could give named users or
+    groups access the source did not."""
+    try:
+        os.removexattr(dst_fd, attr)
+    except OSError as exc:
+        if exc.errno not in _XATTR_IGNORED:
+            raise
 
 
 def _set_acl(dst_fd: int, attr: str, acl: bytes) -> bool:

@@ -120,3 +120,36 @@ async def test_where_acls_cannot_be_kept_the_group_bits_are_narrowed(
         assert stat.S_IMODE(os.stat(dst / rel).st_mode) == narrowed, rel
     assert find_partials(no_acl_fs) == []
     assert (kind == "copy") == src.exists()
+
+
+async def test_a_source_without_an_acl_is_copied_without_one(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Into a directory with a default ACL (``user:4321:rwx``), a copy of a source without
+    an ACL kept what it inherited there (7554930 kept a source's ACL, never dropped one):
+    a file ``rw-r-----`` gave 4321 read, which the source did not, where ``cp -p`` keeps
+    the mode alone. The copies (C group path, per-file path, directories) hold no ACL now."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for i in range(20):
+        write(src / f"f{i:02d}", b"x" * 100)
+    write(src / "big", b"y" * 2 * MIB)
+    (src / "d").mkdir()
+    write(src / "d" / "inner", b"z")
+    for path in [src, *src.rglob("*")]:
+        path.chmod(0o750 if path.is_dir() else 0o640)
+    dst.mkdir()
+    try:
+        os.setxattr(dst, ACL_DEFAULT, DIR_ACL)
+    except OSError:
+        pytest.skip("no POSIX ACLs on this filesystem")
+    grouped = _grouped(monkeypatch)
+    job = CopyJob(sources=[str(src)], destination=str(dst), into=True)
+    _, info, errors = await run_job(store_path, job)
+    assert info.status is JobStatus.COMPLETED and errors == []
+    if smallfiles_mod.fastcopy is not None:
+        assert b"f07" in grouped and b"big" not in grouped
+    for path in [src, *src.rglob("*")]:
+        copy = dst / "src" / path.relative_to(src)
+        assert [a for a in os.listxattr(copy) if a.startswith("system.posix_acl")] == [], copy
+        assert os.stat(copy).st_mode == os.stat(path).st_mode, copy
