@@ -35,15 +35,20 @@ DIR_ACL = struct.pack("<I", 2) + b"".join(
 )
 
 
-def _acl_tree(src: Path) -> list[Path]:
-    """20 small files (one with an ACL: the C group path), a 2 MiB one with an ACL (the
-    per-file path, with CHUNK_SIZE 1 MiB) and a directory with access and default ACLs."""
+def _tree(src: Path) -> None:
+    """20 small files (the C group path), a 2 MiB one (the per-file path, with CHUNK_SIZE
+    1 MiB) and a directory with a file."""
     src.mkdir()
     for i in range(20):
         write(src / f"f{i:02d}", b"x" * 100)
     write(src / "big", b"y" * 2 * MIB)
     (src / "d").mkdir()
     write(src / "d" / "inner", b"z")
+
+
+def _acl_tree(src: Path) -> list[Path]:
+    """`_tree`, f07, big and d with an access ACL, d with a default ACL too."""
+    _tree(src)
     tagged = [src / "f07", src / "big", src / "d"]
     try:
         for path in tagged:
@@ -130,12 +135,7 @@ async def test_a_source_without_an_acl_is_copied_without_one(
     a file ``rw-r-----`` gave 4321 read, which the source did not, where ``cp -p`` keeps
     the mode alone. The copies (C group path, per-file path, directories) hold no ACL now."""
     src, dst = tmp_path / "src", tmp_path / "dst"
-    src.mkdir()
-    for i in range(20):
-        write(src / f"f{i:02d}", b"x" * 100)
-    write(src / "big", b"y" * 2 * MIB)
-    (src / "d").mkdir()
-    write(src / "d" / "inner", b"z")
+    _tree(src)
     for path in [src, *src.rglob("*")]:
         path.chmod(0o750 if path.is_dir() else 0o640)
     dst.mkdir()
