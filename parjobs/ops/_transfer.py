@@ -1264,15 +1264,26 @@ def copy_group(
     # Likewise each source directory (`SourceDirs.at`, ~2.5 us a file when looked up per
     # file): its fd, or None when it cannot be reached (its files are copied alone).
     src_fds: dict[tuple[int, bytes], int | None] = {}
-    src_dev = 0
+    src_dev = 0  # (the first file's: C keys its caches of refusals by the pair)
     done = None
     gone: list[int] = []
     seen: list[_smallfiles.SourceId | None] | None = None if sources is None else []
+    # The directory of the previous file (a group's files come a directory at a time, in
+    # walk order): its fds, or None when its files are copied alone; each file below a root
+    # in the same directory reuses them with no lookup.
+    last: tuple[int, bytes] | None = None
+    dir_fd: int | None = None
+    src_fd: int | None = None
     try:
         for i, entry in enumerate(entries):
             if entry is None or entry.kind != "file":
                 continue  # (sizes: the pool groups light tasks only; C checks max_size)
             parent, _, name = entry.rel.rpartition(b"/")
+            if parent and last is not None and last[1] == parent and last[0] == entry.root:
+                if dir_fd is not None and src_fd is not None:
+                    batch.append((src_fd, name, dir_fd, name))
+                    where.append(i)
+                continue
             if parent in fds:
                 dir_fd = fds[parent]
             else:
@@ -1287,33 +1298,39 @@ def copy_group(
                     ):
                         dir_fd = None
                 fds[parent] = dir_fd
-            if dir_fd is None:
-                continue
-            if parent:  # below its root: its source's directory, once per group
-                key = (entry.root, parent)  # (a root's rel names one path per parent)
-                if key in src_fds:
-                    src_fd = src_fds[key]
-                else:
-                    try:
-                        src_fd = sources_held.enter_context(
-                            plan.src_dirs.at(entry.path, entry.rel, "copied")
-                        )[0]
-                    except OSError:
-                        src_fd = None  # its files are copied alone, which reports it
-                    src_fds[key] = src_fd
-                if src_fd is None:
+            if not parent:  # a root itself: its directory as the user named it, per file
+                last = None
+                if dir_fd is None:
                     continue
-                src_name = name  # (below a root, the source's name is the copy's)
-            else:
                 try:
                     src_fd, src_name = sources_held.enter_context(
                         plan.src_dirs.at(entry.path, entry.rel, "copied")
                     )
                 except OSError:
                     continue  # copied alone, which reports it
-            batch.append((src_fd, src_name, dir_fd, name))
-            where.append(i)
-            src_dev = src_dev or entry.dev
+                batch.append((src_fd, src_name, dir_fd, name))
+                where.append(i)
+                src_dev = src_dev or entry.dev
+                continue
+            last = (entry.root, parent)  # (a root's rel names one path per parent)
+            if dir_fd is None:
+                src_fd = None  # (not looked up: its files are copied alone)
+                continue
+            # below its root: its source's directory, once per group
+            if last in src_fds:
+                src_fd = src_fds[last]
+            else:
+                try:
+                    src_fd = sources_held.enter_context(
+                        plan.src_dirs.at(entry.path, entry.rel, "copied")
+                    )[0]
+                except OSError:
+                    src_fd = None  # its files are copied alone, which reports it
+                src_fds[last] = src_fd
+            if src_fd is not None:  # (below a root, the source's name is the copy's)
+                batch.append((src_fd, name, dir_fd, name))
+                where.append(i)
+                src_dev = src_dev or entry.dev  # (a directory's first file comes this way)
         if batch:
             done = _smallfiles.copy_small_files(
                 batch,
@@ -1349,10 +1366,14 @@ def copy_group(
         for parent in held:
             tree.release(parent)
     if done is not None:
-        for i, result, written in zip(where, *done, strict=True):
-            out[i] = written  # (None unless result 0: in place)
-            if result in NO_GROUPS_ERRNOS:
-                plan.group_off = True  # e.g. no renameat2 here: the Python path copes
+        codes, written = done
+        if not NO_GROUPS_ERRNOS.isdisjoint(codes):
+            plan.group_off = True  # e.g. no renameat2 here: the Python path copes
+        if len(where) == len(out):  # (every entry went to C: the identities as C listed them)
+            out = written  # (None unless its result is 0: in place)
+        else:
+            for i, identity in zip(where, written, strict=True):
+                out[i] = identity
         if sources is not None and seen:
             for i, source in zip(where, seen, strict=True):
                 sources[i] = source
@@ -1384,6 +1405,7 @@ def landed_rows(
     # path's text are the text of `DestTree.path`'s bytes.)
     root = tree.root.decode("utf-8", "surrogateescape") + "/"
     total = 0
+    append = rows.append
     for i, written in enumerate(copies):
         if written is None:
             continue
@@ -1391,8 +1413,8 @@ def landed_rows(
         assert entry is not None
         size, mtime_ns, inode = written
         total += size
-        out[i] = CopyDone(kind, size)
-        rows.append(
+        out[i] = _new_tuple(CopyDone, (kind, size, 0))  # CopyDone(kind, size), no Python call
+        append(
             (
                 action,
                 entry.path.decode("utf-8", "surrogateescape"),
@@ -1408,6 +1430,10 @@ def landed_rows(
             )
         )
     return total
+
+
+#: `tuple.__new__`: builds a `CopyDone` without its generated ``__new__``'s Python frame.
+_new_tuple = tuple.__new__
 
 
 #: A worker's open destination trees, by (root, replace_nondirs, durable, anchors), newest

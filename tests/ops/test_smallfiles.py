@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 import threading
 import types
 from pathlib import Path
@@ -30,12 +31,13 @@ from parjobs.ops import _move as move_mod
 from parjobs.ops import _smallfiles as smallfiles_mod
 from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops._copy import CopyJob
-from parjobs.ops._copyfile import copy_file
+from parjobs.ops._copyfile import CopyOptions, copy_file
 from parjobs.ops._fs import noop
 from parjobs.ops._move import MoveJob
 from parjobs.ops._names import TMP_SUFFIX
 from parjobs.ops._smallfiles import copy_small_files, unlink_files
 from parjobs.ops._transfer import same_content
+from parjobs.ops._walk import Entry, Kind
 
 pytestmark = pytest.mark.skipif(
     smallfiles_mod.fastcopy is None, reason="the C extension was not built (no C compiler)"
@@ -1022,3 +1024,107 @@ async def test_a_bundles_files_go_as_columns_and_one_failing_midway_is_redone_al
         [*first, os.fsdecode(victim)]
     )
     assert read(dst / "src" / "d1" / "sub" / "f005") == victim_data
+
+
+def test_a_groups_directory_lookups_follow_its_files_in_any_order(tmp_path: Path) -> None:
+    """`copy_group` looks a directory up when the files' directory changes and reuses it for
+    the files after it in the same directory (a group's files come a directory at a time):
+    whatever the order, each file is copied exactly when its directory is new and its
+    source's directory reachable, and the rest (no entry, not a file, a directory made
+    before, a source directory gone, a root's own file in a directory made before) are
+    handed back untouched, with no temporary left (#18 target 2)."""
+    src = tmp_path / "src"
+    for rel in ("a/f1", "a/f2", "a/f3", "a/f4", "old/g1", "old/g2", "b/h1"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        write(src / rel, rel.encode() * 3)
+    write(tmp_path / "top", b"top")
+    dst = tmp_path / "dst"
+    (dst / "src" / "old").mkdir(parents=True)  # made before this run: looked up alone
+    plan = transfer_mod.make_plan(
+        [str(src), str(tmp_path / "top")],
+        str(dst),
+        CopyOptions(),
+        policy="fail",
+        follow=False,
+        resumed=False,
+        ask=None,
+    )
+
+    def entry(index: int, rel: str, kind: Kind = "file", root: int = 0) -> Entry:
+        path = os.fsencode(tmp_path / rel)
+        st = os.lstat(path) if os.path.lexists(path) else None
+        return Entry(
+            index, kind, root, rel.encode(), path, st.st_size if st else 3,
+            dev=st.st_dev if st else 0,
+        )  # fmt: skip
+
+    entries: list[Entry | None] = [
+        entry(0, "src/a/f1"),
+        None,
+        entry(2, "src/a/f2"),
+        entry(3, "src/b", "dir"),
+        entry(4, "src/old/g1"),
+        entry(5, "src/old/g2"),
+        entry(6, "src/a/f3"),
+        entry(7, "src/gone/x"),  # its source directory is not there: alone
+        entry(8, "src/gone/y"),
+        entry(9, "src/b/h1"),
+        entry(10, "top", root=1),  # a root's own file, in the destination root made before
+        entry(11, "src/a/f4"),
+    ]
+    try:
+        copies = transfer_mod.copy_group(plan, entries)
+    finally:
+        plan.tree.close()
+    landed = [i for i, c in enumerate(copies) if c is not None]
+    assert landed == [0, 2, 6, 9, 11]
+    for i in landed:
+        e = entries[i]
+        assert e is not None
+        st = os.lstat(dst / os.fsdecode(e.rel))
+        assert copies[i] == (st.st_size, st.st_mtime_ns, st.st_ino)
+        assert read(dst / os.fsdecode(e.rel)) == read(Path(os.fsdecode(e.path)))
+    assert sorted(os.listdir(dst / "src" / "old")) == [] and not (dst / "top").exists()
+    assert temporaries(dst) == []
+
+
+async def test_a_groups_python_calls_do_not_grow_with_its_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group's item rows (`landed_rows`, on the worker thread) make no Python call a file:
+    each `CopyDone` is built without its generated ``__new__``. The job still copies every
+    file and records each one's row (#18 target 2)."""
+    src = tmp_path / "src"
+    for i in range(256):
+        (src / f"d{i % 2}").mkdir(parents=True, exist_ok=True)
+        write(src / f"d{i % 2}" / f"f{i:03}", os.urandom(i))
+    counts: list[tuple[int, int, int]] = []  # (files, Python calls, CopyDone.__new__ calls)
+    made = transfer_mod.CopyDone.__new__.__code__
+    real = transfer_mod.landed_rows  # (what `_copy` calls, by its own name)
+
+    def landed_rows(*args: Any) -> int:
+        calls = [0, 0]
+
+        def profile(frame: Any, event: str, arg: Any) -> None:
+            if event == "call":
+                calls[0] += 1
+                calls[1] += frame.f_code is made
+
+        sys.setprofile(profile)
+        try:
+            value: int = real(*args)
+        finally:
+            sys.setprofile(None)
+        counts.append((sum(c is not None for c in args[4]), calls[0], calls[1]))
+        return value
+
+    monkeypatch.setattr(copy_mod, "landed_rows", landed_rows)
+    # Bundles never hand back files they have not reached (profiled, they are slow).
+    monkeypatch.setattr(task_mod, "_hand_back", lambda elapsed, queued: task_mod._KEEP)
+    status, _, errors = await copy(str(tmp_path / "j.sqlite"), src, tmp_path / "dst")
+    assert status is JobStatus.COMPLETED, errors
+    assert snapshot(tmp_path / "dst" / "src") == snapshot(src)
+    assert sum(n for n, _, _ in counts) == 256 and max(n for n, _, _ in counts) >= 32
+    assert [made for _, _, made in counts if made] == []  # (95e872b: one a file)
+    # (its other calls are few but not fixed: a process' first group looks its codecs up)
+    assert sorted(calls for n, calls, _ in counts if n >= 32)[0] < 8, counts
