@@ -229,7 +229,7 @@ def _FLOOR_GROUP(group):
     for fd in {c[1] for c in group}:
         os.fsync(fd)
     copied = zip(group, written, seen)
-    return results + fc.unlink_many([(c[0], *s, c[1], c[2], w[2]) for c, w, s in copied if w])
+    return results + fc.unlink_many([(c[0], *s[:4], c[1], c[2], w[2]) for c, w, s in copied if w])
 """
     + _FLOOR
     + """

@@ -194,3 +194,33 @@ def test_cli_copy_contenders_of_a_tree_of_big_files_all_run(tmp_path: pathlib.Pa
     assert {"cp -r", "parjobs copy"} <= contenders.keys()
     for name, call in contenders.items():
         assert call().wall > 0, name
+
+
+def test_the_floors_run_against_this_builds_c_calls(tmp_path: pathlib.Path) -> None:
+    """The small-file and move floors (`SMALL_FLOOR`, `MOVE_FLOOR`) call the C group
+    functions without parjobs' Python side, so a change of their calling convention left
+    them broken unseen (6346ab7's six-field source identities: `unlink_many` refused the
+    move floor's items and every benchmark run of `move-tmpfs` failed). Each runs here on a
+    small tree: the copy lands whole, the move leaves no source behind."""
+    from benchmarks import bench_cli
+
+    def tree(root: pathlib.Path) -> dict[str, bytes]:
+        files = {f"d{i}/f{k}": bytes([k]) * (k * 100) for i in range(3) for k in range(5)}
+        for rel, data in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(data)
+        return files
+
+    for name, script in (("copy", bench_cli.SMALL_FLOOR), ("move", bench_cli.MOVE_FLOOR)):
+        src, dst = tmp_path / name / "src", tmp_path / name / "dst"
+        files = tree(src)
+        dst.mkdir()
+        subprocess.run(
+            [sys.executable, "-c", script, str(src), str(dst), str(bench_cli.OPS)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        for rel, data in files.items():
+            assert (dst / "src" / rel).read_bytes() == data
+        assert src.exists() is (name == "copy")

@@ -36,7 +36,7 @@ def copy_many(
     list[tuple[int, int, int] | None],
     bool,
     bool,
-    list[tuple[int, int, int, int] | None] | None,
+    list[tuple[int, int, int, int, int, int] | None] | None,
 ]: ...
 def unlink_many(
     sources: list[tuple[bytes, int, int, int, int, int, bytes, int]]
