@@ -72,6 +72,17 @@ def build(root: Path) -> None:
     os.mkfifo(root / "fifo")
 
 
+def built_with_files(src: Path, n: int) -> Path:
+    """`build` at ``src`` (made), then ``n`` plain files of 0 to n-1 bytes in its ``a``,
+    named ``f00`` ... (as many digits as n-1 has)."""
+    src.mkdir()
+    build(src)
+    width = len(str(n - 1))
+    for i in range(n):
+        (src / "a" / f"f{i:0{width}d}").write_bytes(b"x" * i)
+    return src
+
+
 async def test_walk_yields_parents_first_with_kinds_and_dense_indices(
     tmp_path: Path, scan_path: str
 ) -> None:
@@ -446,11 +457,7 @@ async def test_a_first_walk_builds_plain_files_in_its_listing_loop(
     through `_add` per file (three calls a file fewer on the walk's thread): the entries are
     the same, and `_add` is left to directories, links, specials and errors. A resumed
     walk still goes through `_add` (it skips what the manifest holds)."""
-    src = tmp_path / "src"
-    src.mkdir()
-    build(src)
-    for i in range(20):
-        (src / "a" / f"f{i:02d}").write_bytes(b"x" * i)
+    src = built_with_files(tmp_path / "src", 20)
     adds: list[bytes] = []
     real = _walk._Walker._add
 
@@ -563,11 +570,7 @@ async def test_a_first_walk_makes_no_entry_or_manifest_row_in_python(
     manifest row formatted, while the walk holds the GIL the first copies wait for) is gone
     from a first walk: its directories' entries are built and their rows formatted in C,
     the roots' alone in Python. A resumed walk (entries to skip) keeps the Python path."""
-    src = tmp_path / "src"
-    src.mkdir()
-    build(src)
-    for i in range(200):
-        (src / "a" / f"f{i:03d}").write_bytes(b"z" * i)
+    src = built_with_files(tmp_path / "src", 200)
     inits: list[bytes] = []
     real_init = Entry.__init__
 
