@@ -4,18 +4,42 @@ through, opened one component at a time with ``O_NOFOLLOW``."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
+import struct
+import sys
 import threading
 from collections import OrderedDict
 
 from . import _probe
-from ._errors import DirConflictError
+from ._errors import DirConflictError, SealedDirError
 from ._fs import DIR_NOFOLLOW, check_replaceable, display
 from ._paths import dir_identity
 
 #: The skip reason (and error text) of a non-directory where a directory is needed.
 NOT_A_DIR = "destination exists and is not a directory"
+
+
+#: ``FS_IOC_GETFLAGS`` (``_IOR('f', 1, long)``; `fcntl` has no name for it), and the inode
+#: flags that forbid removing a name from a directory: ``FS_IMMUTABLE_FL``, ``FS_APPEND_FL``.
+_GETFLAGS = 0x80006601 | struct.calcsize("l") << 16
+_SEALED = ((0x10, "immutable"), (0x20, "append-only"))
+
+
+def sealed(fd: int) -> str | None:
+    """ "append-only" or "immutable" when directory ``fd`` has that flag (a rename out of a
+    temporary there fails, and the temporary cannot be removed), else None (also where the
+    filesystem keeps no such flags)."""
+    try:
+        buf = fcntl.ioctl(fd, _GETFLAGS, bytes(8))
+    except OSError:
+        return None
+    flags = int.from_bytes(buf[:4], sys.byteorder)
+    for flag, kind in _SEALED:
+        if flags & flag:
+            return kind
+    return None
 
 
 #: Directory fds kept open in a `DestTree` beyond those in use.
@@ -36,6 +60,9 @@ class DestTree:
     nothing but what this run put there: copies into it skip the per-file "does the
     destination exist?" lookup (the no-replace rename still guards against other writers).
     """
+
+    #: Whether directories' flags are read as they are opened (`check_writable`).
+    check_flags = True
 
     def __init__(
         self,
@@ -63,6 +90,11 @@ class DestTree:
         #: [device, inode], set by `make_plan`.
         self.identity: dict[str, list[int]] = {"dest": dir_identity(fd)}
         self._slots: OrderedDict[bytes, list[int]] = OrderedDict({b"": [fd, 1]})  # root pinned
+        #: Directories found append-only or immutable when opened: {rel: which}
+        #: (`check_writable`); one ioctl per directory opened.
+        self._sealed: dict[bytes, str] = {}
+        if self.check_flags and (kind := sealed(fd)) is not None:
+            self._sealed[b""] = kind
         self._closed = False
         #: A cluster worker's: the anchors held open since `verify` checked them, and the
         #: name tokens whose probes it found.
@@ -79,6 +111,25 @@ class DestTree:
 
     def display(self, rel: bytes) -> str:
         return display(self.path(rel))
+
+    def is_sealed(self, rel: bytes) -> bool:
+        """Whether directory ``rel`` (acquired) was append-only or immutable when opened."""
+        return rel in self._sealed
+
+    def check_writable(self, rel: bytes) -> None:
+        """Raise `SealedDirError` when directory ``rel`` (acquired) was append-only or
+        immutable when opened: a file written there as a temporary could be neither renamed
+        into place nor removed, so its item fails before anything is written. (A rename into
+        it from elsewhere, a move within a filesystem, adds a name only: allowed.)"""
+        kind = self._sealed.get(rel)
+        if kind is not None:
+            where = self.display(rel)
+            err = SealedDirError(
+                f"{kind}: {where} (no name can be removed there, so no temporary could be"
+                " renamed into place; cp writes in place, parjobs never does)"
+            )
+            err.filename = where
+            raise err
 
     def acquire(self, rel: bytes, *, create: bool = True) -> int:
         """The fd of directory ``rel``; pair with `release`. Raises OSError when missing (and
@@ -163,6 +214,10 @@ class DestTree:
             else:
                 slot = [self._open_child(slot[0], key, parts[depth], create), 0]
             self._slots[key] = slot
+            if self.check_flags and (kind := sealed(slot[0])) is not None:
+                self._sealed[key] = kind
+            else:
+                self._sealed.pop(key, None)
         return slot
 
     def _open_child(self, parent: int, key: bytes, leaf: bytes, create: bool) -> int:

@@ -31,6 +31,7 @@ __all__ = [
     "ImageError",
     "ImageTooLargeError",
     "NotOursError",
+    "SealedDirError",
     "SourceChangedError",
     "SpecialFileError",
     "TrashError",
@@ -81,6 +82,12 @@ class ForeignDirError(CopyError):
     manager put there for the job (`parjobs.ops._probe`): the worker's directory of that
     path is not the manager's (a share not mounted on the worker's host, a path map that
     points elsewhere). Nothing was written there."""
+
+
+class SealedDirError(CopyError):
+    """The destination directory is append-only or immutable (``chattr +a``/``+i``): no
+    name can be removed there, so a temporary could never be renamed into place (nor
+    removed); its files fail before anything is written (`DestTree.check_writable`)."""
 
 
 class WalkError(CopyError):
@@ -135,6 +142,7 @@ _REFUSALS = frozenset(
     {
         "TrashError",
         "SpecialFileError",
+        "SealedDirError",
         "SourceChangedError",
         "NotOursError",
         "DirConflictError",

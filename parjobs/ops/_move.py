@@ -322,6 +322,8 @@ class MoveItem(TransferItem):
                 except OSError as exc:
                     if exc.errno != errno.EXDEV:
                         raise
+            # Across filesystems: a copy, by a temporary (a rename into it adds a name only).
+            self.plan.tree.check_writable(self.entry.rel.rpartition(b"/")[0])
             if stat.S_ISREG(src_st.st_mode):
                 return self._copy_file(tc, src_st, source, dir_fd, name)
             if stat.S_ISLNK(src_st.st_mode):

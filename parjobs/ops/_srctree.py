@@ -57,6 +57,8 @@ class _RootDirs(DestTree):
     symlink the user named, as the walk did): each component with ``O_NOFOLLOW`` unless
     ``follow``."""
 
+    check_flags = False  # (sources: never written into)
+
     def __init__(self, root: bytes, follow: bool) -> None:
         super().__init__(root, replace_nondirs=False, durable=False)
         self.follow = follow

@@ -1293,8 +1293,11 @@ def copy_group(
                     dir_fd = None
                 else:
                     held.append(parent)
-                    if not tree.is_new(parent) or (
-                        plain and os.fstat(dir_fd).st_mode & stat.S_ISGID
+                    # (a sealed directory's files go alone, which fail them: `check_writable`)
+                    if (
+                        not tree.is_new(parent)
+                        or tree.is_sealed(parent)
+                        or (plain and os.fstat(dir_fd).st_mode & stat.S_ISGID)
                     ):
                         dir_fd = None
                 fds[parent] = dir_fd

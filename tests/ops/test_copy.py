@@ -17,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -2324,3 +2325,49 @@ async def test_a_walk_manifest_a_power_cut_shortened_below_what_was_done_fails_s
     assert "holds 1 entries, but its earlier runs recorded entries up to 20 done" in error, error
     assert "power cut" in error
     assert sorted(os.listdir(dst)) == [f"f{i:02d}" for i in range(20)]
+
+
+@contextlib.contextmanager
+def _append_only(path: Path) -> Iterator[None]:
+    """``path`` append-only (``chattr +a``) for the block, or skip where that cannot be."""
+    if subprocess.run(["chattr", "+a", str(path)], capture_output=True).returncode:
+        pytest.skip("cannot make a directory append-only here (root on ext4, xfs, btrfs)")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-a", str(path)])  # (so pytest can remove it)
+
+
+@pytest.mark.parametrize("c_group", [True, False], ids=["c-group", "python"])
+async def test_an_append_only_destination_fails_its_items_before_writing_a_temporary(
+    store_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c_group: bool
+) -> None:
+    """Into an append-only directory (``chattr +a``) a temporary can be neither renamed into
+    place (that removes its name) nor removed: each file failed "Operation not permitted"
+    and left its temporary there. Now the directory's flags are read once, as it is
+    opened, and its files and symlinks fail before anything is written, the reason naming
+    it; nothing is left there, the sources are kept. (cp writes in place: it succeeds.)"""
+    if not c_group:
+        monkeypatch.setattr(smallfiles_mod, "fastcopy", None)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    for i in range(3):
+        (src / f"f{i}").write_bytes(b"x" * (i + 1))
+    (src / "link").symlink_to("f0")
+    (dst / "f0").write_bytes(b"x")  # there already: skipped, as anywhere
+    names = sorted(os.listdir(src))
+    with _append_only(dst):
+        job = CopyJob(
+            into=True,
+            sources=[str(src / n) for n in names],
+            destination=str(dst),
+            on_conflict="skip",
+        )
+        result, info, errors = await run_job(store_path, job)
+        left = os.listdir(dst)
+    assert left == ["f0"]  # no temporary
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert (result["copied"], result["skipped"], result["failed"]) == (0, 1, len(names) - 1)
+    assert all(e.message.startswith(f"append-only: {dst}") for e in errors), errors
+    assert sorted(os.listdir(src)) == names

@@ -1170,6 +1170,45 @@ async def test_a_source_that_cannot_be_unlinked_fails_with_why_not_as_its_own_co
     assert sorted(os.listdir(src)) == sorted(os.listdir(other_fs / "dst" / "src"))
 
 
+@pytest.mark.parametrize("c_group", [True, False], ids=["c-group", "python"])
+async def test_a_move_across_filesystems_into_an_append_only_directory_leaves_no_temporary(
+    store_path: str,
+    tmp_path: Path,
+    other_fs: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    c_group: bool,
+) -> None:
+    """A move across filesystems into an append-only directory (`chattr +a`) copied each
+    file to a temporary whose rename failed "Operation not permitted" and which stayed
+    there for good. Now its files and symlinks fail before anything is written, the reason
+    naming the directory, and their sources stay; a directory made in it (adding a name is
+    allowed there) takes its files as usual."""
+    if not c_group:
+        monkeypatch.setattr(smallfiles_mod, "fastcopy", None)
+    src, dst = other_fs / "src", tmp_path / "dst"
+    (src / "sub").mkdir(parents=True)
+    dst.mkdir()
+    for i in range(2):
+        (src / f"f{i}").write_bytes(b"x" * (i + 1))
+        (src / "sub" / f"g{i}").write_bytes(b"y" * (i + 1))
+    (src / "link").symlink_to("f0")
+    if subprocess.run(["chattr", "+a", str(dst)], capture_output=True).returncode:
+        pytest.skip("cannot make a directory append-only here (root on ext4, xfs, btrfs)")
+    try:
+        names = sorted(os.listdir(src))
+        job = MoveJob(into=True, sources=[str(src / n) for n in names], destination=str(dst))
+        _, info, errors = await run_job(store_path, job)
+        left = sorted(os.listdir(dst))
+    finally:
+        subprocess.run(["chattr", "-a", str(dst)])
+    assert info.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert left == ["sub"]  # no temporary
+    assert sorted(os.listdir(dst / "sub")) == ["g0", "g1"]
+    assert len(errors) == 3
+    assert all(e.message.startswith(f"append-only: {dst}") for e in errors), errors
+    assert sorted(os.listdir(src)) == ["f0", "f1", "link"]
+
+
 @pytest.mark.parametrize(
     ("across", "c_group"),
     [(False, False), (True, True), (True, False)],
