@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -196,12 +197,18 @@ async def run_pausing_before_links(
 
 
 async def pause_at(
-    m: parjobs.JobManager, job: parjobs.Job, cls: Any, name: bytes, mp: pytest.MonkeyPatch
+    m: parjobs.JobManager,
+    job: parjobs.Job,
+    cls: Any,
+    name: bytes,
+    mp: pytest.MonkeyPatch,
+    after: threading.Event | None = None,
 ) -> parjobs.JobHandle:
     """Submit ``job`` to ``m`` (a manager of one worker: items run in walk order) and pause
     it from the item of ``cls`` (`CopyItem`, `MoveItem`) whose destination leaf is
-    ``name``, once, before that item is booked (it runs again on resume). Returns the paused
-    job's handle."""
+    ``name``, once, before that item is booked (it runs again on resume); ``after``: once
+    it is set (e.g. `walk_recorded`: the walk, running ahead, got so far). Returns the
+    paused job's handle."""
     handles: list[parjobs.JobHandle] = []
     real = cls._run
     paused: list[bool] = []
@@ -209,6 +216,7 @@ async def pause_at(
     def run(self: Any, tc: parjobs.TaskContext) -> Any:
         if self.entry.rel.rpartition(b"/")[2] == name and not paused:
             paused.append(True)
+            assert after is None or after.wait(30)
             trio.from_thread.run(handles[0].pause)
             tc.check()  # raises: never booked
         return real(self, tc)
@@ -240,6 +248,25 @@ def reached_in_small_steps(root: Path, mp: pytest.MonkeyPatch) -> Path:
         for f in range(6):
             write(root / f"d{d:02}" / f"f{f}", b"%d" % (d * f))
     return root / "d39" / "f5"
+
+
+def walk_recorded(path: Path, mp: pytest.MonkeyPatch) -> threading.Event:
+    """An event set once a walk recorded ``path`` in its manifest: a resumed run knows it
+    then (a file the walk had not listed before a pause is walked afresh, as it is)."""
+    from parjobs.ops import _walk
+
+    recorded = threading.Event()
+    real = _walk._Walker.directories
+    wanted = os.fsencode(path)
+
+    def directories(self: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        out = real(self, *args, **kwargs)
+        if any(e.path == wanted for e in out):
+            recorded.set()
+        return out
+
+    mp.setattr(_walk._Walker, "directories", directories)
+    return recorded
 
 
 def swap_after_listing(monkeypatch: pytest.MonkeyPatch, sub: Path, outside: Path) -> None:

@@ -31,6 +31,7 @@ from _trees import (
     save_in_place,
     swap_after_listing,
     user_file_at_first,
+    walk_recorded,
 )
 
 import parjobs
@@ -1050,10 +1051,11 @@ async def test_a_source_gone_past_the_reach_on_resume_is_not_taken_as_moved(
     run, and undo leaves the user's file."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     last = reached_in_small_steps(src / "t", monkeypatch)
+    recorded = walk_recorded(last, monkeypatch)  # (else, walked after the pause: not met)
     (dst / "t").mkdir(parents=True)  # merged into: file by file, by rename
     job = MoveJob(sources=[str(src / "t")], destination=str(dst), into=True)
     async with parjobs.open_manager(store_path, workers=1) as m:
-        handle = await pause_at(m, job, MoveItem, b"first", monkeypatch)
+        handle = await pause_at(m, job, MoveItem, b"first", monkeypatch, after=recorded)
         reach = (await handle.info()).state.get("reach", -1)
         os.unlink(last)
         (dst / "t" / "d39").mkdir(exist_ok=True)
