@@ -30,7 +30,7 @@ import trio
 
 from .._context import JobContext
 from ._errors import ForeignDirError
-from ._fs import display
+from ._fs import DIR_FLAGS, display
 from ._names import stored_token
 
 _Path = str | bytes | os.PathLike[str]
@@ -58,7 +58,7 @@ def place(directory: _Path, token: bytes) -> None:
     token: an earlier run was killed) and is kept. Anything else by that name (`_is_probe`)
     is left alone and `ForeignDirError` raised: the job cannot be checked."""
     name = probe_name(token)
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = os.open(directory, DIR_FLAGS)
     try:
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -109,7 +109,7 @@ def check_path(directory: _Path, token: bytes) -> None:
     ``directory`` is missing or no directory."""
     where = os.fsencode(directory)
     try:
-        fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(where, DIR_FLAGS)
     except (FileNotFoundError, NotADirectoryError):
         raise missing(where) from None
     try:
@@ -135,7 +135,7 @@ def remove(directory: _Path, token: bytes) -> None:
     path map's directory below a copy's root is one the copy made and gave its source's
     mtime (as ``cp -a``), which the unlink would have made now, after the copy's last step."""
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(directory, DIR_FLAGS)
         try:
             name = probe_name(token)
             if _is_probe(fd, name):
