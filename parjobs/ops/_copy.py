@@ -28,7 +28,6 @@ and tally (`_transfer`) and the last step (`_finish`) with it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import operator
 import os
@@ -45,7 +44,6 @@ from .._task import RUN_ALONE, Members, Task, TaskContext, spread_rows
 from .._workqueue import HEAVY_BYTES
 from . import _probe, _transfer
 from ._copyfile import CopyOptions, CopyResult
-from ._desttree import DestTree
 from ._errors import WalkError
 from ._finish import FinishDirs
 from ._fs import lexists
@@ -195,12 +193,12 @@ class CopyItem(TransferItem):
             overwrite = plan.policy == "overwrite"
             landing = Landing(name, overwrite and lexists(dir_fd, name))
 
-            def put(leaf: bytes, overwrite: bool) -> CopyResult:
-                plan.tree.check_writable(parent)  # (before any temporary)
+            def write(leaf: bytes, overwrite: bool) -> CopyResult:
                 return plan.copy(src, leaf, dir_fd, tc, overwrite, src_at=src_at)
 
+            put = plan.tree.guarded(parent, write)  # (checked before any temporary)
             try:
-                _sealed_first(plan.tree, parent, dir_fd, name)
+                plan.tree.sealed_first(parent, dir_fd, name)
                 res = plan.copy(
                     src,
                     name,
@@ -249,14 +247,11 @@ class CopyItem(TransferItem):
                 plan, src, dir_fd, preserve_owner=plan.options.preserve_owner, src_at=src_at
             )
 
-            def put(leaf: bytes, overwrite: bool) -> None:
-                plan.tree.check_writable(parent)  # (before any temporary)
-                made(leaf, overwrite)
-
+            put = plan.tree.guarded(parent, made)
             overwrite = plan.policy == "overwrite"
             landing = Landing(name, overwrite and lexists(dir_fd, name))
             try:
-                _sealed_first(plan.tree, parent, dir_fd, name)
+                plan.tree.sealed_first(parent, dir_fd, name)
                 put(name, overwrite)
             except FileExistsError:
                 src_st = os.lstat(src) if src_at is None else lstat_at(src_at, src)
@@ -269,17 +264,6 @@ class CopyItem(TransferItem):
         finally:
             stack.close()
             plan.tree.release(parent)
-
-
-def _sealed_first(tree: DestTree, parent: bytes, dir_fd: int, name: bytes) -> None:
-    """In an append-only or immutable directory ``parent`` (`DestTree.check_writable`): fail
-    the item now when ``name`` is free there (its temporary could never be renamed into
-    place, nor removed); when taken, raise `FileExistsError`, so its conflict policy
-    decides (skip, update when equal: nothing to write; a write checks again, and fails)."""
-    if tree.is_sealed(parent):
-        if not lexists(dir_fd, name):
-            tree.check_writable(parent)
-        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), name)
 
 
 class LinkItem(CopyItem):

@@ -11,11 +11,15 @@ import struct
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import TypeVar
 
 from . import _probe
 from ._errors import DirConflictError, SealedDirError
-from ._fs import DIR_NOFOLLOW, check_replaceable, display
+from ._fs import DIR_NOFOLLOW, check_replaceable, display, lexists
 from ._paths import dir_identity
+
+T = TypeVar("T")
 
 #: The skip reason (and error text) of a non-directory where a directory is needed.
 NOT_A_DIR = "destination exists and is not a directory"
@@ -130,6 +134,29 @@ class DestTree:
             )
             err.filename = where
             raise err
+
+    def sealed_first(self, rel: bytes, dir_fd: int, name: bytes) -> None:
+        """Before a copy's first write of ``name`` into directory ``rel`` (``dir_fd``): in an
+        append-only or immutable one (`check_writable`), fail the item now when ``name`` is
+        free there (its temporary could never be renamed into place, nor removed); when
+        taken, raise `FileExistsError`, so its conflict policy decides as anywhere (skip,
+        update when equal: nothing written), through a `guarded` put (a write fails too).
+        A copy and a move across filesystems share it, so they agree."""
+        if rel in self._sealed:
+            if not lexists(dir_fd, name):
+                self.check_writable(rel)
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), name)
+
+    def guarded(self, rel: bytes, put: Callable[[bytes, bool], T]) -> Callable[[bytes, bool], T]:
+        """``put(leaf, overwrite)`` into directory ``rel``, checked by `check_writable`
+        before anything is written: a conflict policy's rename or overwrite in an
+        append-only or immutable directory fails rather than leave a temporary there."""
+
+        def checked(leaf: bytes, overwrite: bool) -> T:
+            self.check_writable(rel)
+            return put(leaf, overwrite)
+
+        return checked
 
     def acquire(self, rel: bytes, *, create: bool = True) -> int:
         """The fd of directory ``rel``; pair with `release`. Raises OSError when missing (and

@@ -322,8 +322,8 @@ class MoveItem(TransferItem):
                 except OSError as exc:
                     if exc.errno != errno.EXDEV:
                         raise
-            # Across filesystems: a copy, by a temporary (a rename into it adds a name only).
-            self.plan.tree.check_writable(self.entry.rel.rpartition(b"/")[0])
+            # Across filesystems: a copy, by a temporary, checked as a copy's is
+            # (`DestTree.sealed_first`; a rename into it adds a name only: allowed).
             if stat.S_ISREG(src_st.st_mode):
                 return self._copy_file(tc, src_st, source, dir_fd, name)
             if stat.S_ISLNK(src_st.st_mode):
@@ -377,10 +377,13 @@ class MoveItem(TransferItem):
         # The leaf the copy goes to (a conflict policy may rename it).
         landing = Landing(name, overwrite and lexists(dir_fd, name))
 
-        def put(leaf: bytes, overwrite: bool) -> CopyResult:
+        def write(leaf: bytes, overwrite: bool) -> CopyResult:
             return plan.copy(src, leaf, dir_fd, tc, overwrite, src_at=source)
 
+        parent = self.entry.rel.rpartition(b"/")[0]
+        put = plan.tree.guarded(parent, write)  # (checked before any temporary)
         try:
+            plan.tree.sealed_first(parent, dir_fd, name)
             res = put(name, overwrite)
         except FileExistsError:
             got = self._settle(tc, src_st, dir_fd, landing.wrap(put), src_at=source)
@@ -409,10 +412,13 @@ class MoveItem(TransferItem):
         self, tc: TaskContext, src_st: os.stat_result, source: At, dir_fd: int, name: bytes
     ) -> CopyDone:
         plan, src = self.plan, self.entry.path
-        put = symlink_put(plan, src, dir_fd, preserve_owner=False, src_at=source)
+        made = symlink_put(plan, src, dir_fd, preserve_owner=False, src_at=source)
+        parent = self.entry.rel.rpartition(b"/")[0]
+        put = plan.tree.guarded(parent, made)
         overwrite = plan.policy == "overwrite"
         landing = Landing(name, overwrite and lexists(dir_fd, name))
         try:
+            plan.tree.sealed_first(parent, dir_fd, name)
             put(name, overwrite)
         except FileExistsError:
             if self._settle(tc, src_st, dir_fd, landing.wrap(put), src_at=source) is None:

@@ -1211,6 +1211,51 @@ async def test_a_move_across_filesystems_into_an_append_only_directory_leaves_no
     assert sorted(os.listdir(src)) == ["f0", "f1", "link"]
 
 
+@pytest.mark.parametrize("policy", ["skip", "update", "rename", "overwrite"])
+@pytest.mark.parametrize("flag", ["a", "i"], ids=["append-only", "immutable"])
+@pytest.mark.parametrize("op", ["copy", "move"])
+async def test_a_name_taken_in_a_sealed_directory_goes_to_its_conflict_policy(
+    store_path: str, tmp_path: Path, other_fs: Path, op: str, flag: str, policy: str
+) -> None:
+    """A file and a symlink whose names are taken in an append-only (``chattr +a``) or
+    immutable (``+i``) destination directory: a copy sent them to their conflict policy, a
+    move across filesystems failed them "append-only: ..." whatever the policy. Both now
+    agree (`DestTree.sealed_first`): skip, and update of an equal item, skip them, nothing
+    written; rename and overwrite, which would write a temporary there, fail naming the
+    directory. Nothing is left there, the sources stay. (~0.05 s each)"""
+    from parjobs.ops import CopyJob
+
+    # (below the destination: an immutable destination is refused as not writable)
+    src, dst = other_fs / "d", tmp_path / "dst" / "d"
+    for where in (src, dst):
+        where.mkdir(parents=True)
+        (where / "f").write_bytes(b"abc")
+        os.utime(where / "f", ns=(1_600_000_000_000_000_000,) * 2)
+        (where / "l").symlink_to("f")
+    if subprocess.run(["chattr", f"+{flag}", str(dst)], capture_output=True).returncode:
+        pytest.skip("cannot chattr a directory here (root on ext4, xfs, btrfs)")
+    kind = "append-only" if flag == "a" else "immutable"
+    try:
+        cls: Any = CopyJob if op == "copy" else MoveJob
+        job = cls(into=True, sources=[str(src)], destination=str(dst.parent), on_conflict=policy)
+        result, _, errors = await run_job(store_path, job)
+        left = sorted(os.listdir(dst))
+    finally:
+        subprocess.run(["chattr", f"-{flag}", str(dst)])
+    # (the merged directory's times cannot be set there either: the finishing step says so)
+    assert [e.stage for e in errors if "could not set mode/times" in e.message] == ["finish"]
+    items = [e for e in errors if e.stage != "finish"]
+    assert left == ["f", "l"]  # no temporary, no "f (1)"
+    assert (dst / "f").read_bytes() == b"abc"
+    assert sorted(os.listdir(src)) == ["f", "l"]
+    if policy in ("skip", "update"):
+        assert not items
+        assert result["skipped"] == 2
+    else:
+        assert len(items) == 2
+        assert all(e.message.startswith(f"{kind}: {dst}") for e in items), items
+
+
 @pytest.mark.parametrize(
     ("across", "c_group"),
     [(False, False), (True, True), (True, False)],
