@@ -50,13 +50,12 @@ from .._job import Job, job_type, validating_stored
 from .._task import Outcome, OutcomeStatus, Task, TaskContext
 from ._entries import EntryTask, entry_report
 from ._errors import MOUNT_POINT
-from ._fs import MountsBelow, check_overlap, check_slash, display
+from ._fs import DIR_FLAGS, DIR_NOFOLLOW, MountsBelow, check_overlap, check_slash, display
 from ._names import job_token
 from ._trash import deletion_stamp, read_trashinfo, recover_trash, trash_path
 from ._trashcan import info_of
 from ._walk import Entry, RootCount, Totals, is_expected, walk_ahead
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 INSIDE_MOUNT = "inside a mount point: not deleted"
 #: Why a root given as ``dir/`` that is no longer a directory when the job runs (queued, or
 #: replaced since its submission) is not deleted: the slash names a directory, as for ``rm``.
@@ -83,7 +82,7 @@ def remove_entry(
     the job's root (`_from_root`). Returns False if the entry was already gone.
     """
     head, name = os.path.split(path)
-    flags = _DIR_FLAGS if parent is None else _DIR_FLAGS | os.O_NOFOLLOW
+    flags = DIR_FLAGS if parent is None else DIR_NOFOLLOW
     try:
         fd = os.open(head or b".", flags)
     except FileNotFoundError:
@@ -126,10 +125,10 @@ def _from_root(head: bytes, below: int, st: os.stat_result) -> bool:
     parent swapped for a symlink to another tree of that filesystem passed it, and the
     unlink went there. Both open at once, the two are numbered alike."""
     parts = head.split(b"/")
-    fd = os.open(b"/".join(parts[: len(parts) - below]) or b"/", _DIR_FLAGS)
+    fd = os.open(b"/".join(parts[: len(parts) - below]) or b"/", DIR_FLAGS)
     try:
         for part in parts[len(parts) - below :]:
-            child = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            child = os.open(part, DIR_NOFOLLOW, dir_fd=fd)
             os.close(fd)
             fd = child
         now = os.fstat(fd)

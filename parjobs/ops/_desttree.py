@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from . import _probe
 from ._errors import DirConflictError, SealedDirError
-from ._fs import DIR_NOFOLLOW, check_replaceable, display, lexists
+from ._fs import DIR_FLAGS, DIR_NOFOLLOW, check_replaceable, display, lexists
 from ._paths import dir_identity
 
 T = TypeVar("T")
@@ -88,7 +88,7 @@ class DestTree:
         self._lock = threading.Lock()
         fd = root_fd  # adopted: `make_plan` opened (and checked) it
         if fd is None:
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = os.open(self.root, DIR_FLAGS)
         self.dev = os.fstat(fd).st_dev
         #: What a later run compares (`check_identity`): the root's and its parent's
         #: [device, inode], set by `make_plan`.

@@ -51,7 +51,7 @@ from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
 
 from ._decodebudget import decoded_bytes, reserve
 from ._errors import ImageError, ImageTooLargeError, UnsupportedImageError
-from ._fs import FilePath, check_unchanged, noop, open_dir_nofollow, open_regular
+from ._fs import DIR_FLAGS, FilePath, check_unchanged, noop, open_dir_nofollow, open_regular
 from ._partials import tmp_name
 
 __all__ = [
@@ -383,7 +383,7 @@ def _write_atomic(
     else:
         if not os.path.isdir(directory):
             make_dirs(directory)
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        dir_fd = os.open(directory, DIR_FLAGS)
     try:
         leaf = os.path.basename(dst)
         _encode_into(im, dir_fd, leaf, fmt, params, target)

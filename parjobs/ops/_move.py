@@ -44,6 +44,7 @@ from ._entries import EntryTask
 from ._errors import MOVE_MOUNT_POINT, CopyError, DirConflictError, WalkError
 from ._finish import FinishDirs
 from ._fs import (
+    DIR_FLAGS,
     At,
     MountsBelow,
     changed_error,
@@ -89,7 +90,7 @@ MovePolicy = Literal["skip", "overwrite", "rename", "update", "fail"]
 
 
 def _sync_parent(path: bytes) -> None:
-    fd = os.open(os.path.dirname(path) or b".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = os.open(os.path.dirname(path) or b".", DIR_FLAGS)
     try:
         os.fsync(fd)
     finally:

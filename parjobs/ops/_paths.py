@@ -24,6 +24,7 @@ import trio
 from .._context import JobContext
 from .._exceptions import JobSpecError
 from ._errors import DestinationChangedError
+from ._fs import DIR_FLAGS
 from ._kernel import fs_type
 
 #: statfs(2) ``f_type`` of kernel pseudo-filesystems: nothing a job writes belongs there.
@@ -117,7 +118,7 @@ def _checked_identity(kind: str, path: str, recorded: Any, create: bool) -> list
     if create and not os.path.lexists(path):
         os.makedirs(path, exist_ok=True)
         made = True
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # a user's symlink is ok
+    fd = os.open(path, DIR_FLAGS)  # a user's symlink is ok
     try:
         if not made:
             check_identity(kind, path, fd, recorded)

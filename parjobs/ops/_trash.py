@@ -58,7 +58,7 @@ from typing import AnyStr, Generic, NamedTuple
 from urllib.parse import quote, unquote_to_bytes
 
 from ._errors import TrashError
-from ._fs import NAME_MAX, noop
+from ._fs import DIR_FLAGS, DIR_NOFOLLOW, NAME_MAX, noop
 from ._names import is_own_temp
 from ._partials import tmp_name
 
@@ -81,7 +81,6 @@ FilePath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 _OPEN_LISTINGS = 64  # innermost levels of a tree being deleted that keep their listing open
 _INFO_SUFFIX = b".trashinfo"
 _SEQUENTIAL_CANDIDATES = 999
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _INFO_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Temporary info files (written whole, then linked to their ``.trashinfo`` name).
 #: Slack for coarse file timestamps when comparing an info file's mtime with a clock time.
@@ -586,7 +585,7 @@ class _Frame:
     __slots__ = ("_listing", "fd", "name", "removed")
 
     def __init__(self, parent_fd: int, name: str) -> None:
-        self.fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        self.fd = os.open(name, DIR_NOFOLLOW, dir_fd=parent_fd)
         self.name = name
         self.removed = 0
         self._listing: Iterator[os.DirEntry[str]] | None = None
@@ -680,7 +679,7 @@ def delete_path(
     ignored, so a symlink to a directory is removed as the link.
     """
     head, name = _split_item(os.fsencode(path))
-    parent_fd = os.open(head, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    parent_fd = os.open(head, DIR_FLAGS)
     try:
         if not stat.S_ISDIR(os.lstat(name, dir_fd=parent_fd).st_mode):
             check()

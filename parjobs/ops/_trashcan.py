@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ._errors import TrashError
-from ._fs import mount_points, rename_noreplace
+from ._fs import DIR_FLAGS, mount_points, rename_noreplace
 from ._trash import home_trash_dir, read_trashinfo
 
 _INFO = b".trashinfo"
@@ -129,7 +129,7 @@ def restore(trashed_path: bytes, to: bytes | None = None) -> bytes:
         )
     parent, name = os.path.split(target)
     os.makedirs(parent, exist_ok=True)
-    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = os.open(parent, DIR_FLAGS)
     try:
         rename_noreplace(trashed_path, name, dst_dir_fd=fd, overwrite=False)
     except OSError as exc:

@@ -48,7 +48,7 @@ from .._items import DIRECTORY, ItemRecord, Written
 from .._job import Job, job_type
 from .._task import OutcomeStatus, Task, TaskContext
 from ._copyfile import CopyOptions, copy_file, copy_symlink
-from ._fs import DIR_NOFOLLOW, display, lexists, rename_noreplace, unique_name
+from ._fs import DIR_FLAGS, DIR_NOFOLLOW, display, lexists, rename_noreplace, unique_name
 from ._names import job_token, stored_token
 from ._partials import held_name
 from ._trash import deletion_stamp, read_trashinfo
@@ -213,7 +213,7 @@ class UndoTask(Task[str]):
                 os.close(held_fd)
             try:
                 os.makedirs(parent, exist_ok=True)
-                to = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                to = os.open(parent, DIR_FLAGS)
             except BaseException:
                 _give_back(fd, held, name)
                 raise
@@ -273,7 +273,7 @@ class UndoTask(Task[str]):
 def _open_dir(path: bytes) -> int:
     """A descriptor of the directory an item was written to (missing: Skip, GONE)."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return os.open(path, DIR_FLAGS)
     except FileNotFoundError:
         raise Skip(GONE) from None
 
@@ -335,7 +335,7 @@ def _give_back_all(paths: list[str], token: bytes) -> None:
     for path in paths:
         parent, name = os.path.split(os.fsencode(path))
         try:
-            fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = os.open(parent, DIR_FLAGS)
         except OSError:
             continue
         try:

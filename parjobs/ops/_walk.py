@@ -44,7 +44,7 @@ import trio
 from .._context import JobContext
 from .._exceptions import JobSpecError, ParjobsError
 from . import _kernel
-from ._fs import check_dotdot, display, root_path
+from ._fs import DIR_FLAGS, check_dotdot, display, root_path
 from ._hashing import fastscan
 
 #: One worker-thread call of the walk lists directories for about this long (seconds) ...
@@ -457,7 +457,7 @@ def sync_job_file_dirs(path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     store_d = os.path.dirname(directory)
     for name in (directory, store_d, os.path.dirname(store_d)):
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(name, DIR_FLAGS)
         try:
             os.fsync(fd)
         finally:
