@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         server = server_from(args)
         if server is None:  # (a job the server runs is listed there)
             prepare(args)
-        import trio  # after parsing: --help and usage errors stay quick
+        from ._trio import import_trio
+
+        import_trio()  # after parsing: --help and usage errors stay quick
+        import trio
 
         command = handler(args.command)
         SERVER.set(server)  # --server: the commands talk to that server

@@ -305,3 +305,40 @@ def test_resume_imports_only_the_job_type_it_resumes(tmp_path):
     assert (tmp_path / "out" / "src" / "a.txt").read_bytes() == b"resumed"
     assert "parjobs.ops._copy" in modules
     assert not [m for m in modules if m.startswith(("PIL", "parjobs.ops._thumbnail"))]
+
+
+_SPAWNS = """
+import json, os, subprocess, sys
+spawned = []
+start = subprocess.Popen.__init__
+def recorded(self, args, *rest, **kwargs):
+    spawned.append(list(args))
+    start(self, args, *rest, **kwargs)
+subprocess.Popen.__init__ = recorded
+from parjobs.cli import main
+code = main(["--store", sys.argv[1], "copy", sys.argv[2], sys.argv[3]])
+from trio._core._thread_cache import set_os_thread_name
+print(json.dumps([code, spawned, set_os_thread_name is not None]))
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION"),
+    reason="the GNU C library's answer",
+)
+def test_a_command_starts_no_process_to_import_trio(tmp_path):
+    """``import trio`` looks the pthread library up to name its threads, and
+    ``ctypes.util.find_library`` runs ``/sbin/ldconfig -p`` for that: a fork and exec in every
+    command. Under glibc the command answers it (`parjobs.cli._trio`): no process is started,
+    and trio still names its threads."""
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / "out").mkdir()
+    args = [str(tmp_path / "jobs.sqlite"), str(tmp_path / "a.txt"), str(tmp_path / "out")]
+    proc = subprocess.run(
+        [sys.executable, "-c", _SPAWNS, *args], capture_output=True, text=True, timeout=120
+    )
+    code, spawned, names = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert code == 0, proc.stderr
+    assert spawned == []
+    assert names
+    assert (tmp_path / "out" / "a.txt").read_text() == "a"
