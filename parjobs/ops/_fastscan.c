@@ -88,9 +88,10 @@
  * (3: XXH3 dispatched to the CPU's width, xxh3_vector; 4: scan_tree's stopped may be a bytearray
  * flag; 5: report_groups, group_lines, content_ids' stop; 6: scan_dir's expect, and scan_tree
  * lists a directory only while it is the one its parent's listing saw; 7: UNSTABLE_INODES
- * exported, checked against _kernel's; 8: walk_dir and entry_class; an older build is refused,
- * not measured; full_hashes came within 5 and is looked up by name). */
-#define FS_API 8
+ * exported, checked against _kernel's; 8: walk_dir and entry_class; 9: mtimes past 2262
+ * exact, not modulo 2^64; an older build is refused, not measured; full_hashes came within 5
+ * and is looked up by name). */
+#define FS_API 9
 
 /* The content id layout (exported: _hashing.py refuses a build whose layout differs). */
 #define CONTENT_ID_SMALL_LIMIT (100 * 1024)
@@ -107,8 +108,30 @@
 /* The most content_id hashes: the size, then the whole of a small file. */
 #define ID_BUFFER (SIZE_PREFIX + CONTENT_ID_SMALL_LIMIT)
 
-static long long mtime_ns_of(const struct stat *st) {
-    return (long long)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
+/* st's mtime in nanoseconds since 1970 into *ns: 1, or 0 where that does not fit 64 bits
+ * (past 2262 or before 1677; ext4 keeps times to 2446), *ns then meaningless. */
+static int mtime_ns_fits(const struct stat *st, long long *ns) {
+    long long scaled;
+    return !__builtin_mul_overflow((long long)st->st_mtim.tv_sec, 1000000000LL, &scaled) &&
+           !__builtin_add_overflow(scaled, (long long)st->st_mtim.tv_nsec, ns);
+}
+
+/* st's mtime in nanoseconds, exact as os.stat's st_mtime_ns (an int past 64 bits where it
+ * does not fit: never modulo 2^64); NULL on error. */
+static PyObject *mtime_ns_object(const struct stat *st) {
+    long long ns;
+    if (mtime_ns_fits(st, &ns))
+        return PyLong_FromLongLong(ns);
+    PyObject *sec = PyLong_FromLongLong((long long)st->st_mtim.tv_sec);
+    PyObject *billion = PyLong_FromLong(1000000000L);
+    PyObject *nsec = PyLong_FromLong(st->st_mtim.tv_nsec);
+    PyObject *scaled = sec && billion ? PyNumber_Multiply(sec, billion) : NULL;
+    PyObject *exact = scaled && nsec ? PyNumber_Add(scaled, nsec) : NULL;
+    Py_XDECREF(sec);
+    Py_XDECREF(billion);
+    Py_XDECREF(nsec);
+    Py_XDECREF(scaled);
+    return exact;
 }
 
 /* Read exactly len bytes at offset (short reads are legal; EOF is a change). */
@@ -146,7 +169,8 @@ static int unchanged(int fd, const struct stat *before) {
     struct stat after;
     if (fstat(fd, &after) < 0)
         return errno;
-    if (after.st_size != before->st_size || mtime_ns_of(&after) != mtime_ns_of(before))
+    if (after.st_size != before->st_size || after.st_mtim.tv_sec != before->st_mtim.tv_sec ||
+        after.st_mtim.tv_nsec != before->st_mtim.tv_nsec)
         return FS_CHANGED;
     if (after.st_nlink == before->st_nlink && (after.st_ctim.tv_sec != before->st_ctim.tv_sec ||
                                                after.st_ctim.tv_nsec != before->st_ctim.tv_nsec))
@@ -508,8 +532,8 @@ PyDoc_STRVAR(scan_dir_doc,
 "at path (without follow, path is not followed if a symlink now).");
 
 static PyObject *stat_tuple(const struct stat *st) {
-    return Py_BuildValue("(kLLKKK)", (unsigned long)st->st_mode, (long long)st->st_size,
-                         mtime_ns_of(st), (unsigned long long)st->st_dev,
+    return Py_BuildValue("(kLNKKK)", (unsigned long)st->st_mode, (long long)st->st_size,
+                         mtime_ns_object(st), (unsigned long long)st->st_dev,
                          (unsigned long long)st->st_ino, (unsigned long long)st->st_nlink);
 }
 
@@ -760,12 +784,15 @@ typedef struct {
     long long size, mtime;
     unsigned long long mode, dev, ino, nlink;
     const char *error; /* NULL: none */
+    const struct stat *wide; /* the stat whose mtime does not fit mtime (past 2262), or NULL */
 } row_t;
 
 /* The manifest row of an entry, as _walk._ROW: 0, 1 (not formatted: see out_text), -1. */
 static int out_row(out_t *o, const row_t *r, long root, const char *rel, size_t rel_len,
                    const char *path, size_t path_len, int utf8) {
     int got;
+    if (r->wide != NULL)
+        return 1; /* (an mtime past 64 bits: Python formats it exactly) */
     if (out_put(o, o->len ? ",[\"" : "[\"", o->len ? 3 : 2) < 0 ||
         out_put(o, PyUnicode_AsUTF8(r->kind), (size_t)PyUnicode_GET_LENGTH(r->kind)) < 0 ||
         out_put(o, "\"", 1) < 0 || out_num(o, root) < 0 || out_put(o, ",", 1) < 0)
@@ -794,7 +821,7 @@ static PyObject *new_entry(long long index, PyObject *root, PyObject *rel, PyObj
         rel,
         path,
         PyLong_FromLongLong(r->size),
-        PyLong_FromLongLong(r->mtime),
+        r->wide != NULL ? mtime_ns_object(r->wide) : PyLong_FromLongLong(r->mtime),
         PyLong_FromUnsignedLongLong(r->mode),
         PyLong_FromUnsignedLongLong(r->dev),
         PyLong_FromUnsignedLongLong(r->ino),
@@ -900,7 +927,9 @@ static PyObject *walk_one_dir(PyObject *self, PyObject *args) {
         if (e->err)
             r.error = strerror(e->err);
         else {
-            r.mtime = mtime_ns_of(st), r.mode = st->st_mode, r.dev = st->st_dev, r.ino = st->st_ino;
+            r.mode = st->st_mode, r.dev = st->st_dev, r.ino = st->st_ino;
+            if (!mtime_ns_fits(st, &r.mtime))
+                r.wide = st;
             if (S_ISREG(st->st_mode))
                 r.kind = kind_file, r.size = st->st_size, r.nlink = st->st_nlink;
             else if (S_ISLNK(st->st_mode))

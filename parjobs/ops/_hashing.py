@@ -114,7 +114,7 @@ def _agrees(module: ModuleType) -> bool:
     """Whether the built `_fastscan` computes this layout of content ids (a stale build may
     not): the walk (`parjobs.ops._walk`) and the content-id runs use it only then."""
     return (
-        getattr(module, "API", None) == 8
+        getattr(module, "API", None) == 9
         and frozenset(getattr(module, "UNSTABLE_INODES", ())) == _kernel.UNSTABLE_INODES
         and getattr(module, "CONTENT_ID_SMALL_LIMIT", None) == CONTENT_ID_SMALL_LIMIT
         and getattr(module, "CONTENT_ID_BLOCK", None) == CONTENT_ID_BLOCK

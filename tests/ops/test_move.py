@@ -1523,3 +1523,38 @@ async def test_a_symlink_beside_its_target_is_no_overlap(store_path: str, tmp_pa
     assert info.status is JobStatus.COMPLETED
     assert os.readlink(tmp_path / "D" / "link") == "x"
     assert (tmp_path / "D" / "x" / "a").read_bytes() == b"a"
+
+
+async def test_a_tree_dated_past_2262_keeps_its_times_through_a_move_and_its_undo(
+    store_path: str, tmp_path: Path, other_fs: Path
+) -> None:
+    """A move across filesystems gives a directory the mtime its source had when walked;
+    the C walk computed one past 2262 modulo 2^64, so the moved directory was dated 1815.
+    Now its times, and its files', are the source's to the nanosecond (the C group path
+    hands such files to Python: they do not fit its 64-bit times), and the undo moves the
+    files back so. (~0.1 s)"""
+    when = ((2400 - 1970) * 31_556_952 + 123) * 1_000_000_000 + 456_789
+    src, dst = tmp_path / "src", other_fs / "dst"
+    (src / "d").mkdir(parents=True)
+    for i in range(3):
+        write(src / "d" / f"f{i}", b"x" * (i + 1))
+    os.symlink("f0", src / "d" / "l")
+    for path in [*(src / "d").iterdir(), src / "d", src]:
+        os.utime(path, ns=(when, when), follow_symlinks=False)
+    if os.stat(src / "d").st_mtime_ns != when:
+        pytest.skip("this filesystem does not keep times past 2262")
+
+    def times(root: Path) -> dict[str, int]:
+        return {str(p.relative_to(root)): os.lstat(p).st_mtime_ns for p in [root, *root.rglob("*")]}
+
+    async with parjobs.open_manager(store_path) as m:
+        handle = await m.submit(MoveJob(sources=[str(src)], destination=str(dst), into=True))
+        assert await handle.wait() is JobStatus.COMPLETED, await m.errors(handle.id)
+        assert not src.exists()
+        assert times(dst / "src") == dict.fromkeys(times(dst / "src"), when)
+        undo = await (await m.undo(handle.id)).result()
+    assert undo["failed"] == 0 and not undo.get("kept_reasons"), undo
+    moved_back = times(src)
+    assert sorted(moved_back) == [".", "d", "d/f0", "d/f1", "d/f2", "d/l"]
+    # (the undo makes the directories it moves into anew: their times are the undo's)
+    assert {moved_back[f"d/{n}"] for n in ("f0", "f1", "f2", "l")} == {when}

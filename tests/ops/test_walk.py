@@ -595,6 +595,47 @@ async def test_a_first_walk_makes_no_entry_or_manifest_row_in_python(
     assert by_rel(again)[b"src/a/new"].index == 210 and b"src/a/new" in inits
 
 
+#: A time in 2400 (ext4 keeps times to 2446): past 2262, its nanoseconds since 1970 do not
+#: fit 64 bits.
+PAST_2262_NS = ((2400 - 1970) * 31_556_952 + 123) * 1_000_000_000 + 456_789
+
+
+@pytest.mark.skipif(_hashing.fastscan is None, reason="the C extension _fastscan is not built")
+async def test_the_c_walk_keeps_mtimes_past_2262(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`_fastscan.walk_dir` and `scan_dir` computed an mtime past 2262 modulo 2^64 (a
+    negative number, a date in 1800) into the walk's entries and manifest, and into the
+    quick checks' listings: a move across filesystems gave such a directory that date. They
+    now hold its exact nanoseconds, as the Python walk (the C walk leaves such a
+    directory's rows to Python), and the manifest is the same bytes."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(b"x")
+    (src / "g").write_bytes(b"y")
+    os.symlink("g", src / "l")
+    for path in (src / "d" / "f", src / "g", src / "l", src / "d"):
+        os.utime(path, ns=(PAST_2262_NS, PAST_2262_NS), follow_symlinks=False)
+    if os.stat(src / "g").st_mtime_ns != PAST_2262_NS:
+        pytest.skip("this filesystem does not keep times past 2262")
+    assert _hashing.fastscan is not None
+    for where in (src, src / "d"):
+        assert _hashing.fastscan.scan_dir(os.fsencode(where), False) == scan_dir(
+            os.fsencode(where), False
+        )
+    walked = await collect(FakeContext(tmp_path / "c"), [str(src)])
+    assert {e.rel: e.mtime_ns for e in walked if e.rel != b"src"} == dict.fromkeys(
+        [b"src/d", b"src/g", b"src/l", b"src/d/f"], PAST_2262_NS
+    )
+    with monkeypatch.context() as python:
+        python.setattr(_walk, "_walk_dir", None)
+        python.setattr(_walk, "_scan", scan_dir)
+        expected = await collect(FakeContext(tmp_path / "py"), [str(src)])
+    assert walked == expected
+    manifest = (tmp_path / "c" / "walk.manifest").read_bytes()
+    assert manifest == (tmp_path / "py" / "walk.manifest").read_bytes()
+
+
 @pytest.mark.skipif(_hashing.fastscan is None, reason="the C extension _fastscan is not built")
 def test_the_c_walk_fills_entrys_fields_and_refuses_another_class() -> None:
     """`_fastscan.walk_dir` fills `Entry`'s slots in `ENTRY_FIELDS`' order, which must be
