@@ -30,7 +30,7 @@ import functools
 import json
 import os
 import stat
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, NoReturn, TypeAlias
 
@@ -164,6 +164,35 @@ def _read_at(fd: int, buf: memoryview, pos: int) -> int:
             break
         got += n
     return got
+
+
+def data_extents(fd: int, pos: int, size: int) -> Iterator[tuple[int, int]]:
+    """The data extents of ``fd`` between ``pos`` and ``size``, ``(start, end)`` in order
+    (``SEEK_DATA``, ``SEEK_HOLE``; what lies between them is a hole: zeros). Where the
+    filesystem cannot seek so, one extent: the rest."""
+    while pos < size:
+        try:
+            start = min(os.lseek(fd, pos, os.SEEK_DATA), size)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole from pos on
+                return
+            if exc.errno in FALLBACK_ERRNOS:  # no SEEK_DATA here: all of it
+                yield pos, size
+                return
+            raise
+        if start >= size:
+            return
+        pos = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        yield start, pos
+
+
+def _hash_zeros(hasher: xxhash.xxh3_128, length: int) -> None:
+    """Feed ``length`` zero bytes (a hole) to ``hasher``, without reading them."""
+    zeros = bytes(min(length, 1 << 20))
+    while length:
+        n = min(length, len(zeros))
+        hasher.update(zeros[:n] if n < len(zeros) else zeros)
+        length -= n
 
 
 def _same_bytes(a: memoryview, b: memoryview) -> bool:
@@ -342,38 +371,21 @@ class _Copier:
         (no copy method keeps them everywhere: copy_file_range fills them on ext4)."""
         size = self.size
         method: Method = "readwrite"
-        while pos < size:
+        for start, end in data_extents(self.fd, pos, size):
             self.check()
-            try:
-                start = min(os.lseek(self.fd, pos, os.SEEK_DATA), size)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:  # only a hole from pos on
-                    start = size
-                elif exc.errno in FALLBACK_ERRNOS:  # no SEEK_DATA here: copy it all
-                    return self._copy_range(dst_fd, pos, size, chain, hasher)
-                else:
-                    raise
-            if start > pos:
-                self._hole(hasher, start - pos)
-                pos = start
-            if pos >= size:
-                break
-            end = min(os.lseek(self.fd, pos, os.SEEK_HOLE), size)
-            method = self._copy_range(dst_fd, pos, end, chain, hasher)
+            self._hole(hasher, start - pos)
+            method = self._copy_range(dst_fd, start, end, chain, hasher)
             pos = end
+        self._hole(hasher, size - pos)
         os.ftruncate(dst_fd, size)
         return method
 
     def _hole(self, hasher: xxhash.xxh3_128 | None, length: int) -> None:
         """Account for a hole of ``length`` zero bytes: progress, and the digest."""
-        if hasher is not None:
-            zeros = bytes(min(length, 1 << 20))
-            left = length
-            while left:
-                n = min(left, len(zeros))
-                hasher.update(zeros[:n] if n < len(zeros) else zeros)
-                left -= n
-        self.on_bytes(length)
+        if length:
+            if hasher is not None:
+                _hash_zeros(hasher, length)
+            self.on_bytes(length)
 
     def _copy_range(
         self,
@@ -435,12 +447,23 @@ class _Copier:
             self.changed("it shrank while being hashed")
 
     def verify(self, dst_fd: int, name: bytes, expected: str, durable: bool) -> str:
-        """Re-read the written temporary and compare digests; durable copies read from disk."""
+        """Re-read the written temporary and compare digests; durable copies read from disk.
+        A sparse source's copy is read by its own data extents, its holes hashed as the
+        zeros they read as (a 10 GiB file of 100 KB read 10 GiB, 14 s)."""
         if durable:
             os.fsync(dst_fd)
             os.posix_fadvise(dst_fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        hasher = xxhash.xxh3_128()
-        read = self.hash_range(dst_fd, hasher, 0, self.size)
+        hasher, size = xxhash.xxh3_128(), self.size
+        extents = data_extents(dst_fd, 0, size) if is_sparse(self.st) else [(0, size)]
+        read = 0
+        for start, end in extents:
+            _hash_zeros(hasher, start - read)
+            read = start + self.hash_range(dst_fd, hasher, start, end - start)
+            if read < end:
+                break  # (it ended early: the sizes below differ)
+        else:
+            _hash_zeros(hasher, size - read)
+            read = size
         actual, dst_size = hasher.hexdigest(), os.fstat(dst_fd).st_size
         if read != self.size or dst_size != self.size:
             actual = f"<{dst_size} bytes, expected {self.size}>"
