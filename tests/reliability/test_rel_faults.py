@@ -1061,14 +1061,19 @@ async def test_a_dependant_waits_for_its_prerequisites_end_to_be_recorded(
 ) -> None:
     """A job queued after another waits while its prerequisite's end is retried against a
     failing store (its scheduler's look at the store fails too: it tries again, the
-    manager goes on), and starts once that end is recorded: never before, never twice."""
+    manager goes on), and starts once that end is recorded: never before, never twice.
+
+    The prerequisite's last task waits for the flag file, made once the dependant is
+    queued: free to end, it ended (and the outage began) before the dependant's submit
+    under load, and that submit failed on the locked store (1 run in ~100 with -n 2)."""
     monkeypatch.setattr(parjobs._runner, "STORE_RETRY", 0.2)
     store = outage_store
     marks = str(tmp_path / "marks")
     async with parjobs.open_manager(store.path, workers=2) as m:
         began = outage_at_the_end(m, store)
-        first = await m.submit(CountJob(n=5, log=store.log))
+        first = await m.submit(CountJob(n=5, log=store.log, hold=store.flag, hold_from=4))
         then = await m.submit(MarkJob(name="then", log=marks), after=[first.id])
+        open(store.flag, "w").close()
         with trio.fail_after(20):
             await began.wait()
             await trio.sleep(1)  # a few tries of the end; the scheduler looks meanwhile
