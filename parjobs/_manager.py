@@ -1192,11 +1192,15 @@ async def open_manager(
         try:
             async with trio.open_nursery() as nursery:
                 await manager._start(nursery, config.resume_interrupted)
+                ended_by: BaseException | None = None
                 try:
                     yield manager
+                except BaseException as exc:
+                    ended_by = exc
+                    raise
                 finally:
                     with trio.CancelScope(shield=True):
-                        await manager._shutdown(config.shutdown_grace)
+                        await _shutdown_after(manager, config.shutdown_grace, ended_by)
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # One error (the caller's own, or the manager's) is raised as itself, so
@@ -1219,6 +1223,23 @@ async def open_manager(
                 store.close()
 
         await trio.to_thread.run_sync(close)
+
+
+async def _shutdown_after(
+    manager: JobManager, grace: float, ended_by: BaseException | None
+) -> None:
+    """Shut ``manager`` down as its ``async with`` block ends (``ended_by``: the caller's
+    error that ended it). A close that fails replaces that error, as Python's ``finally``
+    does; its note names it, or the caller's error, the one to fix, was nowhere to be seen
+    (a submit refused by a locked store, seen only as the close's refused unregister)."""
+    try:
+        await manager._shutdown(grace)
+    except Exception as exc:
+        if ended_by is not None and not isinstance(ended_by, trio.Cancelled):
+            exc.add_note(
+                f"(raised closing the manager after {type(ended_by).__name__}: {ended_by})"
+            )
+        raise
 
 
 __all__ = ["JobHandle", "JobManager", "OwnerView", "open_manager"]

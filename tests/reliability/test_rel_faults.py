@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from _forkcli import run as forked_run
 from rel_helpers import (
     MIB,
     NOBODY,
+    Outage,
     OutageStore,
     assert_each_task_ran_once,
     assert_no_half_written,
@@ -590,6 +592,28 @@ async def test_store_locked_too_long_raises_a_plain_store_error(
                 pass
     finally:
         holder.wait()
+
+
+async def test_a_close_the_store_refuses_keeps_the_callers_error_in_view(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller's error ends the block, then the manager's close fails (the store locked
+    by another process): the StoreError raised names the caller's error. (Only the close's
+    error was shown: a flaky test's submit refused by a locked store was seen as a failed
+    unregister at its close.)"""
+    store = str(tmp_path / "jobs.sqlite")
+    short_busy_timeout(monkeypatch, 0.05)
+    outage: Outage | None = None
+    try:
+        with pytest.raises(parjobs.StoreError, match="locked by another process") as caught:
+            async with parjobs.open_manager(store):
+                outage = Outage(store)
+                raise KeyError("the caller's own error")
+    finally:
+        if outage is not None:
+            outage.end()
+    shown = "".join(traceback.format_exception(caught.value))
+    assert "closing the manager after KeyError" in shown and "caller's own" in shown, shown
 
 
 async def test_store_locked_mid_job_delays_checkpoints_only(tmp_path: Path) -> None:
