@@ -10,6 +10,7 @@ import contextlib
 import gc
 import json
 import os
+import re
 import subprocess
 import sys
 import tracemalloc
@@ -17,6 +18,7 @@ from operator import itemgetter
 from typing import Any
 
 import pytest
+from _forkcli import run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -141,7 +143,9 @@ def test_the_printed_lines_are_the_old_pythons(groups_in):
     groups = [{"size": s, "digest": "d", "paths": p} for s, p in groups_in]
     expected = _old_lines({"groups": groups})
     assert fastscan.group_lines(groups, cli_format.size) == expected
-    assert cli_results._duplicate_groups({"groups": groups}) == expected
+    # Printed, a path that would not be one line of its own is escaped.
+    escaped = [{**g, "paths": [cli_results.escaped_path(p) for p in g["paths"]]} for g in groups]
+    assert cli_results._duplicate_groups({"groups": groups}) == _old_lines({"groups": escaped})
 
 
 def _mutating_size(groups: list[Any], paths: list[str]) -> Any:
@@ -296,6 +300,51 @@ def test_the_command_prints_and_stores_awkward_names_as_the_old_python(tmp_path)
     assert all(paths == sorted(paths) for paths in named)  # (as str: the old sort)
     assert [g["size"] for g in result["groups"]] == sorted([len(c) for c in groups], reverse=True)
     old = _old_lines(
-        {"groups": [{**g, "paths": p} for g, p in zip(result["groups"], named, strict=True)]}
+        {
+            "groups": [
+                {**g, "paths": [cli_results.escaped_path(n) for n in p]}
+                for g, p in zip(result["groups"], named, strict=True)
+            ]
+        }
     )
     assert printed.stdout == ("\n".join(old) + "\n").encode("utf-8", "surrogateescape")
+
+
+def test_a_name_with_a_newline_cannot_put_another_files_path_on_a_line_of_its_own(tmp_path):
+    """``parjobs dupes`` prints one path a line: a name holding a newline (or a carriage
+    return, a line break to Python's ``splitlines``) is escaped as coreutils escapes a
+    checksum line's name. Printed raw, ``t/dup<LF>/.../keep/cv.odt`` put the path of
+    ``cv.odt``, a file in no group, on a line of its own in the group of ``t/a``: a
+    script keeping each group's first path and deleting the others deleted it (~0.3 s)."""
+    t = tmp_path / "t"
+    cv = t / "keep" / "cv.odt"
+    cv.parent.mkdir(parents=True)
+    cv.write_bytes(b"the only copy")
+    (t / "a").write_bytes(b"same")
+    planted = f"{t}/dup\n{cv}"
+    cr = f"{t}/cr\r{t}/a"
+    for path in (planted, cr):
+        os.makedirs(os.path.dirname(path))
+        with open(path, "wb") as f:
+            f.write(b"same")
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    printed = run(["--store", str(tmp_path / "jobs.sqlite"), "dupes", str(t)], env=env)
+    assert printed.returncode == 0, printed.stderr
+    lines = printed.stdout.split("\n")
+    assert str(cv) not in lines
+    assert lines == [
+        "# 3 copies of 4 B",
+        str(t / "a"),
+        "\\" + cr.replace("\r", "\\r"),
+        "\\" + planted.replace("\n", "\\n"),
+        "",
+    ]
+    # What a script reading the list gets back, line by line: exactly the group's files.
+    assert all(os.path.isfile(_unescaped(line)) for line in lines[1:-1])
+
+
+def _unescaped(line: str) -> str:
+    if not line.startswith("\\"):
+        return line
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r"}.get(m[1], m[1]), line[1:])
