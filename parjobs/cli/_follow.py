@@ -24,6 +24,7 @@ from .._exceptions import InvalidTransitionError, JobNotFoundError
 from .._manager import JobManager
 from .._progress import Progress
 from .._status import JobStatus
+from . import _format as fmt
 from . import _results
 from ._errors import EXIT_CANCELLED, EXIT_ERRORS, EXIT_OK, EXIT_PAUSED
 from ._render import ERRORS_SHOWN, JsonRenderer, Renderer, Report, failures
@@ -156,13 +157,27 @@ def _write_names(text: str) -> None:
     """Write lines that carry file names to stdout as the names' own bytes (as ``xxhsum``,
     ``jdupes`` and ``ls`` do, and ``-o`` files are written): a name that is not UTF-8 holds
     surrogates here (``surrogateescape``), which a UTF-8 locale's strict stdout refuses
-    (the job done, its output lost to a traceback)."""
+    (the job done, its output lost to a traceback).
+
+    On a terminal, as ``ls`` there, control characters and bytes that are not UTF-8 are
+    shown escaped (`fmt.printable`: ``\\x1b``, ``\\xff``): written raw, a name holding
+    ``ESC [ 2 K`` and a carriage return showed as another path, one of no group (a person
+    then deletes what they read). Redirected, the bytes are the names' own."""
+    if _on_terminal(sys.stdout):
+        text = fmt.printable(text, keep_newlines=True)
     buffer = getattr(sys.stdout, "buffer", None)
     if buffer is None:  # (a text-only stream put in its place by a caller)
         sys.stdout.write(text)
         return
     sys.stdout.flush()
     buffer.write(text.encode("utf-8", "surrogateescape"))
+
+
+def _on_terminal(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):  # (a closed or text-only stream)
+        return False
 
 
 async def _on_signals(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -14,8 +15,41 @@ from typing import Any
 import pytest
 import xxhash
 from _cli import CLI, one_error_line, run
+from _forkcli import Forked
 
 # -- the other operations ------------------------------------------------------------------
+
+
+def test_names_printed_to_a_terminal_cannot_redraw_it(tmp_path: Path, env, store) -> None:
+    """``dupes`` and ``hash`` print their lines to a terminal with the names' control
+    characters and undecodable bytes escaped, as ``ls`` there: raw, a name holding ``ESC [
+    2 K``, ``ESC [ G`` and a path showed as that path, a file in no group (~0.6 s)."""
+    import pty
+
+    t = tmp_path / "t"
+    t.mkdir()
+    (t / "a").write_bytes(b"same")
+    (t / "cv.odt").write_bytes(b"the only copy")
+    trick = b"/x\x1b[2K\x1b[G\xc2\x9b\xff" + os.fsencode(t / "cv.odt")
+    os.makedirs(os.path.dirname(os.fsencode(t) + trick))
+    with open(os.fsencode(t) + trick, "wb") as f:
+        f.write(b"same")
+    for command in ("dupes", "hash"):
+        master, slave = pty.openpty()
+        try:
+            proc = Forked(["--store", store, command, str(t)], env=env, stdout=slave)
+            os.close(slave)
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+            seen = b""
+            with contextlib.suppress(OSError):  # (EIO: the child closed the terminal)
+                while chunk := os.read(master, 65536):
+                    seen += chunk
+        finally:
+            os.close(master)
+        assert b"\x1b" not in seen and b"\xc2\x9b" not in seen and b"\xff" not in seen, seen
+        shown = b"/x\\x1b[2K\\x1b[G\\u009b\\xff" + os.fsencode(t / "cv.odt")
+        assert shown in seen, seen
 
 
 def test_hash_prints_digests_on_stdout(small: Path, env, store) -> None:
