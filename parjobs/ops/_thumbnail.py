@@ -13,9 +13,14 @@ the pool's tiny-task governor never holds them to fewer threads).
 
 Two layouts:
 
-* ``cache``: ``<out_dir>/<size>/<id[:2]>/<id>.<ext>`` keyed by the source's `content_id`.
-  Ids derive from the content, so an existing (non-empty) thumbnail is up to date (another
-  ``quality`` does not redo it).
+* ``cache``: ``<out_dir>/<size>/<id[:2]>/<id>.<ext>`` keyed by `thumbnail_id`, the XXH3-128
+  of the source's every byte. Ids derive from the content, so an existing (non-empty)
+  thumbnail is up to date (another ``quality`` does not redo it). Until session 23 the key
+  was the sampled `content_id` (six 8 KiB blocks of a file over 100 KiB): two scanned pages
+  of one size whose text fell between the blocks, or a photo retouched in place in an
+  uncompressed format, shared one thumbnail, the second shown as the first, "made" or "up
+  to date". A run that finds its thumbnails made thus reads each image whole once more
+  (what `hash` reads), not 48 KiB of it.
 * ``freedesktop``: the freedesktop.org Thumbnail Managing Standard, shared with desktop file
   managers: PNG only, ``size`` 128/256/512/1024 (normal, large, x-large, xx-large), under
   ``$XDG_CACHE_HOME/thumbnails`` (or ``out_dir``, which must then be named ``thumbnails``).
@@ -34,7 +39,7 @@ import dataclasses
 import functools
 import os
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any, ClassVar, Literal
 
@@ -49,8 +54,8 @@ from .._util import kernel_abspath
 from . import _probe
 from ._entries import EntryTask
 from ._errors import ImageError, SourceChangedError
-from ._fs import absolute_root, display, root_path
-from ._hashing import content_id
+from ._fs import absolute_root, display, noop, root_path
+from ._hashing import hash_file
 from ._imaging import (
     FORMATS,
     SIZES,
@@ -159,7 +164,7 @@ class ThumbnailTask(Task[str]):
     def _cache(self, tc: TaskContext) -> str:
         s = self.settings
         before = os.stat(self.path, follow_symlinks=False)
-        dst = cache_thumbnail_path(s.out_dir, content_id(self.path), s.size, s.fmt)
+        dst = cache_thumbnail_path(s.out_dir, thumbnail_id(self.path, tc.check), s.size, s.fmt)
         with contextlib.suppress(FileNotFoundError):
             if os.stat(dst).st_size > 0:
                 return _up_to_date(tc, dst)
@@ -209,6 +214,12 @@ class ThumbnailTask(Task[str]):
         with contextlib.suppress(FileNotFoundError):  # it used to fail; no longer
             os.unlink(freedesktop_fail_path(self.path, s.cache_home))
         return dst
+
+
+def thumbnail_id(path: str | bytes, check: Callable[[], None] = noop) -> str:
+    """The key of ``path``'s thumbnail in the ``cache`` layout: the XXH3-128 of all its
+    bytes (`hash_file`), so that two images share a thumbnail only if they are one image."""
+    return hash_file(path, check=check)
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:

@@ -23,14 +23,13 @@ from PIL import Image, PngImagePlugin
 
 import parjobs
 from parjobs import JobSpecError, JobStatus
-from parjobs.ops._hashing import content_id
 from parjobs.ops._imaging import (
     cache_thumbnail_path,
     freedesktop_fail_path,
     freedesktop_is_up_to_date,
     freedesktop_thumbnail_path,
 )
-from parjobs.ops._thumbnail import ThumbnailJob
+from parjobs.ops._thumbnail import ThumbnailJob, thumbnail_id
 
 # -- inputs -------------------------------------------------------------------------------------
 
@@ -105,7 +104,7 @@ def freedesktop(src: Path, cache_home: Path, size_name: str = "large") -> Path:
 
 
 def cached(src: Path, out: Path, size: int, fmt: str) -> Path:
-    return Path(cache_thumbnail_path(out, content_id(src), size, fmt))
+    return Path(cache_thumbnail_path(out, thumbnail_id(str(src)), size, fmt))
 
 
 # -- layouts and formats ------------------------------------------------------------------------
@@ -190,6 +189,33 @@ async def test_cache_layout_second_run_skips_everything(store_path, tmp_path):
     assert (second["made"], second["up_to_date"], second["not_image"]) == (0, 5, 1)
     assert info.status is JobStatus.COMPLETED
     assert {p: cached(p, out, 256, "webp").stat().st_mtime_ns for p in images} == made
+
+
+async def test_two_images_alike_where_a_content_id_samples_get_a_thumbnail_each(
+    store_path, tmp_path
+):
+    """Two scanned pages of one size (uncompressed BMPs, 4 MB) whose paragraphs lie between
+    the blocks a sampled content id reads: each gets its own thumbnail, showing its own
+    paragraph. Keyed by that id (until session 23), both were filed under one name, the
+    second page shown as the first, and a second run called the other "up to date"."""
+    src, out = tmp_path / "src", tmp_path / "thumbs"
+    src.mkdir()
+    for name, top in (("page0.bmp", 100), ("page1.bmp", 500)):
+        page = Image.new("L", (2000, 2000), 255)
+        page.paste(0, (100, top, 1900, top + 100))  # rows no sampled block of the file holds
+        page.save(src / name)
+    job = ThumbnailJob(paths=[str(src)], out_dir=str(out), size=200, format="png")
+    first, _, errors = await run_job(store_path, job)
+    assert (first["made"], errors) == (2, [])
+    for name, top in (("page0.bmp", 10), ("page1.bmp", 50)):  # (2000 px -> 200)
+        with Image.open(cached(src / name, out, 200, "png")) as thumb:
+            gray = thumb.convert("L")
+            column = [gray.getpixel((100, y)) for y in range(gray.height)]
+        dark = [y for y, v in enumerate(column) if isinstance(v, int) and v < 128]
+        assert dark and top - 1 <= min(dark) and max(dark) <= top + 10, (name, dark)
+    assert len(list(out.rglob("*.png"))) == 2
+    second, _, _ = await run_job(store_path, job)
+    assert (second["made"], second["up_to_date"]) == (0, 2)
 
 
 @pytest.mark.parametrize("out_rel", [".", "sub"])

@@ -21,11 +21,10 @@ from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops._copy import CopyJob
 from parjobs.ops._copyfile import CopyOptions, copy_file
 from parjobs.ops._hash import HashJob, output_tmp
-from parjobs.ops._hashing import content_id
 from parjobs.ops._imaging import cache_thumbnail_path
 from parjobs.ops._move import MoveJob
 from parjobs.ops._partials import partial_names
-from parjobs.ops._thumbnail import ThumbnailJob
+from parjobs.ops._thumbnail import ThumbnailJob, thumbnail_id
 
 
 @pytest.fixture
@@ -97,7 +96,7 @@ async def test_symlink_planted_in_the_thumbnail_cache_is_never_followed(tmp_path
     src.mkdir()
     outside.mkdir()
     photo((320, 240), 1).save(src / "a.jpg")
-    shard = Path(cache_thumbnail_path(out, content_id(src / "a.jpg"), 128, "webp")).parent
+    shard = Path(cache_thumbnail_path(out, thumbnail_id(str(src / "a.jpg")), 128, "webp")).parent
     shard.parent.mkdir(parents=True)
     os.symlink(outside, shard)
     async with parjobs.open_manager(str(tmp_path / "jobs.sqlite")) as m:
