@@ -363,6 +363,7 @@ class CopyJob(IntoDestination, Job):
     ask: AskCallback | None = runtime_field()
 
     def validate(self) -> None:
+        self._absolute("copy")
         self._decide_into()
         self._check_contents("copy")
         check_paths(

@@ -52,6 +52,7 @@ from ._entries import EntryTask, entry_report
 from ._errors import MOUNT_POINT
 from ._fs import DIR_FLAGS, DIR_NOFOLLOW, MountsBelow, check_overlap, check_slash, display
 from ._names import job_token
+from ._paths import absolute_paths
 from ._trash import deletion_stamp, read_trashinfo, recover_trash, trash_path
 from ._trashcan import info_of
 from ._walk import Entry, RootCount, Totals, is_expected, walk_ahead
@@ -324,6 +325,8 @@ class DeleteJob(Job):
             )
         if check:
             check_overlap("trash" if self.trash else "delete", self.paths)
+        # (after the checks, which name a path as given: "." is the current directory)
+        self.paths = absolute_paths("trash" if self.trash else "delete", self.paths)
         self.__dict__[_CHECKED] = True
 
     async def run(self, ctx: JobContext) -> dict[str, Any]:

@@ -92,6 +92,7 @@ from ._hashing import (
     hash_file,
     new_hasher,
 )
+from ._paths import absolute_paths
 from ._prescan import Prescan, Scanned, clock_ns, scan_roots
 from ._walk import WALKS, Listed, ManifestLostError, check_roots, list_files, sync_job_file_dirs
 
@@ -368,6 +369,7 @@ class DuplicatesJob(Job):
 
     def validate(self) -> None:
         check_roots("duplicates", self.paths)
+        self.paths = absolute_paths("duplicates", self.paths)
         if self.min_size < 0:
             raise JobSpecError(f"duplicates: min_size must be >= 0, got {self.min_size}")
 

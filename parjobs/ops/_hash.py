@@ -64,7 +64,7 @@ from ._fs import check_dotdot, display, root_path
 from ._hashing import ALGORITHMS
 from ._names import job_token, stored_token
 from ._partials import remove_own_temps, tmp_name
-from ._paths import check_writable_dir, keep_dir_identity
+from ._paths import absolute_paths, check_writable_dir, keep_dir_identity
 from ._prehash import Prehash
 from ._prescan import covered_roots
 from ._walk import WALKED_STAGES, WALKS, Entry, RootCount, Totals, check_roots, walk_ahead
@@ -102,6 +102,12 @@ class HashJob(Job):
 
     def validate(self) -> None:
         check_roots("hash", self.paths)
+        given = self.paths
+        self.paths = absolute_paths("hash", given)
+        if self.names is None and self.paths != given:  # (named as given, as before)
+            self.names = list(given)
+        if self.output is not None:
+            (self.output,) = absolute_paths("hash", [self.output])
         if self.names is not None:
             if len(self.names) != len(self.paths):
                 raise JobSpecError(

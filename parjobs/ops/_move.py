@@ -591,6 +591,7 @@ class MoveJob(IntoDestination, Job):
     into: bool | None = None
 
     def validate(self) -> None:
+        self._absolute("move")
         self._decide_into()
         self._check_contents("move")
         check_paths(

@@ -23,6 +23,7 @@ import trio
 
 from .._context import JobContext
 from .._exceptions import JobSpecError
+from .._job import validating_stored
 from ._errors import DestinationChangedError
 from ._fs import DIR_FLAGS
 from ._kernel import fs_type
@@ -46,6 +47,30 @@ PSEUDO_FILESYSTEMS = {
     0x42494E4D: "binfmt_misc",
     0x19800202: "mqueue",
 }
+
+
+def absolute_paths(kind: str, paths: list[str]) -> list[str]:
+    """``paths`` as a job stores them: each relative one joined to the submitter's working
+    directory (on submission: `validating_stored` false), nothing else changed (no ``..``
+    resolved, a trailing ``/`` kept), so it means what it meant to the submitter. A job may
+    run in another process and directory (a resume, a worker, a server): a delete of ``x``
+    submitted in ``/a`` and resumed in ``/b`` deleted ``/b/x``. A stored relative path
+    (a spec stored so by parjobs before session 23, or edited) is refused, `JobSpecError`:
+    which directory it was meant from is not known. (A server's request is submitted
+    there: a relative path in it is taken from the server's directory, as before.)"""
+    if validating_stored():
+        for path in paths:
+            if isinstance(path, str) and path and not os.path.isabs(path):
+                raise JobSpecError(
+                    f"{kind}: stored path {path!r} is relative: which directory it meant is "
+                    "not known, so the job is not run (submit it again with absolute paths)"
+                )
+        return paths
+    relative = [isinstance(path, str) and path and not os.path.isabs(path) for path in paths]
+    if not any(relative):
+        return paths  # (no getcwd: the working directory may be gone)
+    cwd = os.getcwd()
+    return [os.path.join(cwd, p) if rel else p for p, rel in zip(paths, relative, strict=True)]
 
 
 def existing_prefix(path: str) -> tuple[str, os.stat_result]:

@@ -52,6 +52,7 @@ from ._fs import (
 from ._names import job_token, stored_token
 from ._partials import sweep_temporaries, tmp_name
 from ._paths import (
+    absolute_paths,
     check_identity,
     check_writable_dir,
     dir_identity,
@@ -324,6 +325,12 @@ class IntoDestination:
         self._decide_into()  # the spec stores the decision (submit stores the spec)
         spec: dict[str, Any] = super().to_spec()  # type: ignore[misc]
         return spec
+
+    def _absolute(self, kind: str) -> None:
+        """The sources and destination made absolute on submission, refused relative when
+        stored (`absolute_paths`)."""
+        self.sources = absolute_paths(kind, self.sources)
+        (self.destination,) = absolute_paths(kind, [self.destination])
 
     def _decide_into(self) -> None:
         if self.into is None:

@@ -1259,7 +1259,8 @@ async def test_a_file_reached_through_two_roots_is_not_its_own_duplicate(
         handle = await manager.submit(DuplicatesJob(paths=paths))
         result = await handle.result()
     groups = [sorted(g["paths"]) for g in result["groups"]]
-    assert groups == [["c-copy", "x/sub/c"]], result["groups"]  # (as the first root names it)
+    # (as the first root names it, made absolute when the job was submitted)
+    assert groups == [[str(tmp_path / "c-copy"), str(x / "sub" / "c")]], result["groups"]
     assert result["duplicate_files"] == 1 and result["files_scanned"] == 4
 
 

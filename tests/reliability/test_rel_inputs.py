@@ -31,6 +31,7 @@ import parjobs
 from parjobs import JobStatus
 from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops._copy import CopyJob
+from parjobs.ops._delete import DeleteJob
 from parjobs.ops._hash import HashJob
 from parjobs.ops._move import MoveJob
 from parjobs.ops._thumbnail import ThumbnailJob
@@ -240,13 +241,17 @@ def edit(store: str, job_id: str, **columns: Any) -> None:
         ({"spec": "[1, 2]"}, "spec must be an object"),
         ({"spec": '{"sources": "abc", "destination": "d"}'}, "copy.sources: expected a list"),
         ({"spec": '{"sources": ["{src}"], "destination": 42}'}, "copy.destination: expected a"),
-        ({"spec": '{"sources": ["{src}"], "destination": "d", "rm": 1}'}, "unknown field"),
+        ({"spec": '{"sources": ["{src}"], "destination": "{src}2", "rm": 1}'}, "unknown field"),
         (
             {"spec": '{"sources": ["{src}"], "destination": "{src}/inner"}'},
             "is inside source",
         ),
         ({"spec": '{"sources": ["{src}"], "destination": "/no/such/dir/d"}'}, "parent dir"),
-        ({"spec": '{"sources": ["{src}"], "destination": "d", "on_conflict": "nuke"}'}, "one of"),
+        (
+            {"spec": '{"sources": ["{src}"], "destination": "{src}2", "on_conflict": "nuke"}'},
+            "one of",
+        ),
+        ({"spec": '{"sources": ["src"], "destination": "{src}2"}'}, "'src' is relative"),
     ],
     ids=[
         "unknown-type",
@@ -259,6 +264,7 @@ def edit(store: str, job_id: str, **columns: Any) -> None:
         "points-inside-source",
         "points-nowhere",
         "bad-literal",
+        "relative-path",
     ],
 )
 async def test_edited_stored_spec_fails_that_job_alone(
@@ -282,6 +288,35 @@ async def test_edited_stored_spec_fails_that_job_alone(
     assert message in (info.error or ""), info.error
     assert snapshot(tmp_path / "src") == before
     assert not (tmp_path / "dst").exists() and not (src / "inner" / "src").exists()
+
+
+@pytest.mark.parametrize("trash", [False, True])
+async def test_relative_paths_are_stored_absolute_and_a_resume_elsewhere_keeps_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trash: bool
+) -> None:
+    """A delete of ``x`` submitted through the API in ``a/`` and resumed in ``b/`` (a resume
+    from another shell, a worker or a server with another working directory): it stored
+    ``x`` as given, so the resume deleted ``b/x``, a tree nobody named, and left ``a/x``.
+    Paths are stored absolute now, as meant by the submitter; copy, move, hash and dupes
+    store theirs so too (a hash's lines keep the names as given)."""
+    for side in ("a", "b"):
+        (tmp_path / side / "x").mkdir(parents=True)
+        write(tmp_path / side / "x" / "f", side.encode())
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # (the trash: tmp_path's)
+    store = str(tmp_path / "jobs.sqlite")
+    monkeypatch.chdir(tmp_path / "a")
+    async with parjobs.open_manager(store) as m:
+        handle = await m.submit(DeleteJob(paths=["x"], trash=trash), start=False)
+        hashed = await m.submit(HashJob(paths=["x"], output="sums"))
+        assert await hashed.wait() is JobStatus.COMPLETED
+    assert (tmp_path / "a" / "sums").read_bytes().endswith(b"  x/f\n")
+    monkeypatch.chdir(tmp_path / "b")
+    async with parjobs.open_manager(store) as m:
+        await m.resume(handle.id)
+        with trio.fail_after(10):
+            assert await m.wait(handle.id) is JobStatus.COMPLETED
+    assert read(tmp_path / "b" / "x" / "f") == b"b"
+    assert not (tmp_path / "a" / "x").exists()
 
 
 async def test_deeply_nested_stored_spec_fails_that_job_alone(tmp_path: Path) -> None:
