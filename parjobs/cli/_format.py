@@ -62,8 +62,10 @@ def timestamp(epoch: float | None) -> str:
 
 #: Control characters (C0, DEL, C1): a terminal acts on them (``ESC [ 1 A`` moves the
 #: cursor up, ``CR`` back to the line's start), so a file name holding them could redraw,
-#: hide or fake the lines around it.
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+#: hide or fake the lines around it. And the bidirectional controls (U+061C, U+200E/F,
+#: U+202A-202E, U+2066-2069): a terminal that orders text both ways (Konsole, mlterm)
+#: shows ``cv\u202egpj.exe`` as ``cvexe.jpg``.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
@@ -74,8 +76,9 @@ def _escaped(match: re.Match[str]) -> str:
 
 def printable(text: str, *, keep_newlines: bool = False) -> str:
     """``text`` with each byte of a file name that is not UTF-8 as ``\\xNN``, as ``ls -b``,
-    and each control character escaped (``\\n``, ``\\r``, ``\\t``, ``\\x1b``; C1 as
-    ``\\u009b``), newlines too unless ``keep_newlines`` (text of several lines).
+    and each control character escaped (``\\n``, ``\\r``, ``\\t``, ``\\x1b``; C1 and
+    bidirectional controls as ``\\u009b``, ``\\u202e``), newlines too unless
+    ``keep_newlines`` (text of several lines).
 
     A name that is not UTF-8 is a ``str`` holding surrogate escapes (`os.fsdecode`): printed
     as it is, it writes the raw byte (garbage on a terminal) or fails on a strict stream. Any

@@ -57,3 +57,13 @@ def test_printable_escapes_control_characters() -> None:
     assert fmt.printable("bad-" + os.fsdecode(b"\xff") + "\x07") == "bad-\\xff\\x07"
     assert fmt.printable("x\n\x1b\ny", keep_newlines=True) == "x\n\\x1b\ny"
     assert fmt.printable("plain é") == "plain é"
+
+
+def test_printable_escapes_bidirectional_controls() -> None:
+    """A right-to-left override shows a name's end reversed on a terminal that orders text
+    both ways (``cv<RLO>gpj.exe`` as ``cvexe.jpg``): escaped, as the other controls. Letters
+    of right-to-left scripts are names, shown as they are."""
+    assert fmt.printable("cv\u202egpj.exe") == "cv\\u202egpj.exe"
+    hidden = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u2066\u2067\u2068\u2069"
+    assert fmt.printable(hidden) == "".join(f"\\u{ord(c):04x}" for c in hidden)
+    assert fmt.printable("שלום سلام") == "שלום سلام"
