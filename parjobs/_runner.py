@@ -722,7 +722,11 @@ class JobRunner(ManagerCore):
         try:
             await self._db(self.store.checkpoint, job_id, batch, self.id)
         except LeaseError as exc:
-            if live is not None:
+            # A run writing its end, or rested, is not lost by a checkpoint sent before and
+            # written after that end released the lease (housekeeping's, under load): its
+            # end's write decides (`_record_end`). Taken for lost, it answered `wait` with
+            # its own rest for good, the job resumed and completed by another process.
+            if live is not None and not live.releasing and not live.rested.is_set():
                 self._lose(live, str(exc))
             return
         for error in batch.errors:

@@ -18,6 +18,7 @@ from _jobs import CountJob, KeepsPartialJob, SlowCleanupJob, logged, read_log
 import parjobs
 import parjobs._manager as parjobs_manager
 from parjobs import JobStatus
+from parjobs._records import CheckpointBatch
 
 pytestmark = pytest.mark.both_stores  # the same suite on SQLite and PostgreSQL
 
@@ -246,6 +247,28 @@ async def test_a_job_held_by_a_live_manager_is_never_taken_over(store_path, tmp_
         await m2.resume(handle.id)  # resting now: anyone may take it
         assert await handle.wait() is JobStatus.COMPLETED
     assert sorted(read_log(log)) == list(range(40))
+
+
+async def test_a_checkpoint_refused_after_the_runs_end_does_not_lose_its_job(store_path, tmp_path):
+    """A checkpoint sent before a run's end and written after it (housekeeping's, on a
+    loaded machine) is refused, the lease released: the run is not taken for lost, and
+    the manager's `wait` follows the store once another manager resumes the job. (Taken
+    for lost, the run answered its own ``paused`` for good, the job completed elsewhere.)"""
+    log, flag = str(tmp_path / "log"), str(tmp_path / "flag")
+    async with parjobs.open_manager(store_path) as m1, parjobs.open_manager(store_path) as m2:
+        handle = await m1.submit(CountJob(n=3, log=log, hold=flag, hold_from=1))
+        with trio.fail_after(10):
+            while logged(log) < 1:
+                await trio.sleep(0.01)
+        await m1.pause(handle.id)
+        assert await handle.wait() is JobStatus.PAUSED
+        open(flag, "w").close()
+        await m2.resume(handle.id)  # leased to m2 now
+        # The late write, as it reached the store in the flaky run (test above).
+        await m1._write_checkpoint(handle.id, CheckpointBatch(progress="{}"))
+        with trio.fail_after(10):
+            assert await handle.wait() is JobStatus.COMPLETED
+    assert sorted(read_log(log)) == [0, 1, 2]
 
 
 async def test_errors_are_paged_and_counted(store_path, tmp_path):
