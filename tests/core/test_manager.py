@@ -225,12 +225,24 @@ async def _wait_for_lines(log, n, timeout=30):
 async def test_a_job_held_by_a_live_manager_is_never_taken_over(store_path, tmp_path):
     """Two managers on one store (both alive): while one holds a job (queued or running
     there), the other's resume is refused with LeaseError, and its pause only sends a
-    request, which the holder honours (it alone changes the job's status)."""
-    log = str(tmp_path / "log")
+    request, which the holder honours (it alone changes the job's status).
+
+    No speed assumed (each failed under load): the job's tasks from the 20th on wait for a
+    flag file, made once it rests paused (it completed before the holder saw the pause);
+    the holder writes ``pausing`` only once the test has read the request (it was seen
+    acted on already)."""
+    log, flag = str(tmp_path / "log"), str(tmp_path / "flag")
     async with parjobs.open_manager(store_path) as m1, parjobs.open_manager(store_path) as m2:
-        # Long enough (40 x 0.15 s on the default workers) that the pause reaches it under
-        # load: at 0.05 s the job once completed before m1 saw the request (load 7-9).
-        handle = await m1.submit(CountJob(n=40, log=log, sleep=0.15), start=False)
+        read = trio.Event()
+        real_db = m1._db
+
+        async def db(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            if getattr(fn, "__name__", "") == "transition" and JobStatus.PAUSING in args:
+                await read.wait()
+            return await real_db(fn, *args, **kwargs)
+
+        m1._db = db  # type: ignore[method-assign]
+        handle = await m1.submit(CountJob(n=40, log=log, hold=flag, hold_from=20), start=False)
         await m1.resume(handle.id)
         with pytest.raises(parjobs.LeaseError, match="in another parjobs process"):
             await m2.resume(handle.id)
@@ -240,10 +252,12 @@ async def test_a_job_held_by_a_live_manager_is_never_taken_over(store_path, tmp_
             await m2.resume(handle.id)
         await m2.pause(handle.id)
         info = await m2.get(handle.id)
-        assert (info.request, info.lease) == ("pause", m1.id)
+        assert (info.status, info.request, info.lease) == (JobStatus.RUNNING, "pause", m1.id)
+        read.set()
         assert await m2.wait(handle.id) is JobStatus.PAUSED
         info = await m2.get(handle.id)
         assert info.lease is None and info.request is None
+        open(flag, "w").close()
         await m2.resume(handle.id)  # resting now: anyone may take it
         assert await handle.wait() is JobStatus.COMPLETED
     assert sorted(read_log(log)) == list(range(40))
