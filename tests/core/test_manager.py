@@ -37,10 +37,12 @@ async def test_ten_thousand_tasks_each_run_exactly_once(store_path, tmp_path):
 
 
 async def test_pause_halfway_then_resume_runs_everything_once(store_path, tmp_path):
-    log = str(tmp_path / "log")
+    """(Its tasks from the 300th on wait for a flag file, made before the resume: free, the
+    last 200 (0.25 s) ran before the pause under load, the job completed.)"""
+    log, flag = str(tmp_path / "log"), str(tmp_path / "flag")
     n = 400
     async with parjobs.open_manager(store_path, workers=4) as manager:
-        handle = await manager.submit(CountJob(n=n, log=log, sleep=0.005))
+        handle = await manager.submit(CountJob(n=n, log=log, sleep=0.005, hold=flag, hold_from=300))
         while logged(log) < n // 2:
             await trio.sleep(0.01)
         await manager.pause(handle.id)
@@ -53,6 +55,7 @@ async def test_pause_halfway_then_resume_runs_everything_once(store_path, tmp_pa
         await trio.sleep(0.2)
         assert len(read_log(log)) == done_at_pause
 
+        open(flag, "w").close()
         await manager.resume(handle.id)
         snaps = []
         async for snap in handle.progress():
