@@ -462,6 +462,44 @@ def test_verify_reads_a_sparse_copys_data_not_its_holes(tmp_path: Path, durable:
     assert read_bytes < 4 * MIB, read_bytes
 
 
+def _punch_hole(fd: int, offset: int, length: int) -> None:
+    """Deallocate ``length`` bytes of ``fd`` at ``offset`` (they read as zeros after)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    keep_size_punch_hole = 0x01 | 0x02  # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
+    if libc.fallocate(fd, keep_size_punch_hole, ctypes.c_int64(offset), ctypes.c_int64(length)):
+        pytest.skip(f"fallocate(PUNCH_HOLE): {os.strerror(ctypes.get_errno())}")
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda fd: os.pwrite(fd, b"x", 10 * MIB),  # data where the source has a hole
+        lambda fd: os.pwrite(fd, b"x", 30 * MIB - 1),  # in the hole the copy ends in
+        lambda fd: _punch_hole(fd, 0, 4096),  # a hole where the source has data
+        lambda fd: os.pwrite(fd, b"M", 20 * MIB),  # other data in the copy's extent
+    ],
+    ids=["data-in-hole", "data-in-last-hole", "hole-in-data", "data-changed"],
+)
+def test_verify_of_a_sparse_copy_catches_a_copy_whose_extents_differ(
+    tmp_path: Path, corrupt: Callable[[int], object]
+) -> None:
+    """The verify of a sparse file reads the copy's own data extents and hashes its holes
+    as zeros unread (e042f4d): a copy whose holes are not its source's (data written in a
+    hole, a hole punched in the data, in the middle or at the end) must still fail it, as
+    one with other bytes in its data. (~0.05 s each)"""
+    src = tmp_path / "sparse"
+    with open(src, "wb") as f:
+        f.write(b"head" * 1024)
+        f.seek(20 * MIB)
+        f.write(b"middle")
+        f.truncate(30 * MIB)  # (ends in a hole)
+    with pytest.raises(VerifyError):
+        copy_file(src, tmp_path / "out", CopyOptions(verify=True), _after_write=corrupt)
+    assert not (tmp_path / "out").exists() and find_partials(tmp_path) == []
+
+
 def test_overwrite_false_keeps_existing(tmp_path: Path) -> None:
     src, dst = tmp_path / "s", tmp_path / "d"
     make(src, 10 * KIB)
