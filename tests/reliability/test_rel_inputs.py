@@ -32,6 +32,7 @@ from parjobs import JobStatus
 from parjobs.ops import _transfer as transfer_mod
 from parjobs.ops._copy import CopyJob
 from parjobs.ops._delete import DeleteJob
+from parjobs.ops._duplicates import DuplicatesJob
 from parjobs.ops._hash import HashJob
 from parjobs.ops._move import MoveJob
 from parjobs.ops._thumbnail import ThumbnailJob
@@ -317,6 +318,46 @@ async def test_relative_paths_are_stored_absolute_and_a_resume_elsewhere_keeps_t
             assert await m.wait(handle.id) is JobStatus.COMPLETED
     assert read(tmp_path / "b" / "x" / "f") == b"b"
     assert not (tmp_path / "a" / "x").exists()
+
+
+async def test_copy_move_hash_and_dupes_given_relative_paths_resume_where_they_were_meant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """f4935c2 joins copy's, move's, hash's and dupes' relative paths to the submitter's
+    directory too, but its test resumed only a delete elsewhere (the hash ran where it was
+    submitted): without the join, each of these, submitted in ``a/`` and resumed in ``b/``,
+    copied and moved ``b``'s files (a move deleting ``b/m``, a tree nobody named), wrote
+    ``b/sums`` of ``b``'s files and grouped ``b``'s files. (~0.2 s)"""
+    for side in ("a", "b"):
+        (tmp_path / side / "x").mkdir(parents=True)
+        write(tmp_path / side / "x" / "f", side.encode() * 10)
+        write(tmp_path / side / "x" / "g", side.encode() * 10)
+        write(tmp_path / side / "m", side.encode())
+    store = str(tmp_path / "jobs.sqlite")
+    monkeypatch.chdir(tmp_path / "a")
+    jobs: list[parjobs.Job] = [
+        CopyJob(sources=["x"], destination="out"),
+        MoveJob(sources=["m"], destination="moved"),
+        HashJob(paths=["x"], output="sums"),
+        DuplicatesJob(paths=["x"], min_size=1),
+    ]
+    async with parjobs.open_manager(store) as m:
+        ids = [(await m.submit(job, start=False)).id for job in jobs]
+    monkeypatch.chdir(tmp_path / "b")
+    async with parjobs.open_manager(store) as m:
+        for job_id in ids:
+            await m.resume(job_id)
+            with trio.fail_after(10):
+                assert await m.wait(job_id) is JobStatus.COMPLETED, (await m.get(job_id)).error
+        groups = (await m.get(ids[3])).result["groups"]
+        a, b = tmp_path / "a", tmp_path / "b"
+        meant = HashJob(paths=[str(a / "x")], names=["x"], output=str(tmp_path / "meant"))
+        assert await (await m.submit(meant)).wait() is JobStatus.COMPLETED
+    assert read(a / "out" / "f") == b"a" * 10 and not (b / "out").exists()
+    assert read(a / "moved") == b"a" and read(b / "m") == b"b" and not (b / "moved").exists()
+    assert read(a / "sums") == read(tmp_path / "meant") and not (b / "sums").exists()
+    paths = [p for group in groups for p in group["paths"]]
+    assert sorted(paths) == [str(a / "x" / "f"), str(a / "x" / "g")]
 
 
 async def test_deeply_nested_stored_spec_fails_that_job_alone(tmp_path: Path) -> None:
