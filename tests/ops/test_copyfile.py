@@ -441,6 +441,16 @@ def _chars_read() -> int:
         return int(next(line for line in f if line.startswith("rchar:")).split()[1])
 
 
+def _sparse(path: Path, middle: int, size: int) -> Path:
+    """A sparse file at ``path``: 4000 bytes, a hole, 6 at ``middle``, a hole to ``size``."""
+    with open(path, "wb") as f:
+        f.write(b"head" * 1000)
+        f.seek(middle)
+        f.write(b"middle")
+        f.truncate(size)  # (ends in a hole)
+    return path
+
+
 @pytest.mark.parametrize("durable", [False, True], ids=["plain", "durable"])
 def test_verify_reads_a_sparse_copys_data_not_its_holes(tmp_path: Path, durable: bool) -> None:
     """``--verify`` (a copy's; a move's across filesystems, on by default) re-read the whole
@@ -448,12 +458,7 @@ def test_verify_reads_a_sparse_copys_data_not_its_holes(tmp_path: Path, durable:
     KB read 10 GiB (14 s). The verify now reads the temporary's own data extents
     (SEEK_DATA, SEEK_HOLE), its holes hashed as the zeros they read as; the digests agree,
     and a copy that differs still fails (test_verify_catches_*). (~0.1 s each)"""
-    src = tmp_path / "sparse"
-    with open(src, "wb") as f:
-        f.write(b"head" * 1000)
-        f.seek(30 * MIB)
-        f.write(b"middle")
-        f.truncate(64 * MIB)  # (ends in a hole)
+    src = _sparse(tmp_path / "sparse", 30 * MIB, 64 * MIB)
     before = _chars_read()
     result = copy_file(src, tmp_path / "out", CopyOptions(verify=True, durable=durable))
     read_bytes = _chars_read() - before
@@ -488,13 +493,8 @@ def test_verify_of_a_sparse_copy_catches_a_copy_whose_extents_differ(
     """The verify of a sparse file reads the copy's own data extents and hashes its holes
     as zeros unread (e042f4d): a copy whose holes are not its source's (data written in a
     hole, a hole punched in the data, in the middle or at the end) must still fail it, as
-    one with other bytes in its data. (~0.05 s each)"""
-    src = tmp_path / "sparse"
-    with open(src, "wb") as f:
-        f.write(b"head" * 1024)
-        f.seek(20 * MIB)
-        f.write(b"middle")
-        f.truncate(30 * MIB)  # (ends in a hole)
+    one with other bytes in its data. (~0.02 s each)"""
+    src = _sparse(tmp_path / "sparse", 20 * MIB, 30 * MIB)
     with pytest.raises(VerifyError):
         copy_file(src, tmp_path / "out", CopyOptions(verify=True), _after_write=corrupt)
     assert not (tmp_path / "out").exists() and find_partials(tmp_path) == []
