@@ -41,14 +41,14 @@ import os
 import re
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeGuard
 
 import trio
 from PIL import Image
 
 from .._context import JobContext
 from .._exceptions import JobSpecError, Skip
-from .._job import Job, job_type
+from .._job import Job, job_type, validating_stored
 from .._task import Task, TaskContext
 from .._util import kernel_abspath
 from . import _probe
@@ -72,7 +72,7 @@ from ._imaging import (
 )
 from ._names import job_token, stored_token
 from ._partials import remove_own_temps
-from ._paths import check_creatable_dir, keep_dir_identity
+from ._paths import absolute_paths, check_creatable_dir, keep_dir_identity
 from ._walk import Entry, Totals, check_roots, walk_ahead
 
 __all__ = ["MAX_SIZE", "ThumbnailJob", "ThumbnailTask", "image_extensions"]
@@ -242,9 +242,10 @@ class ThumbnailJob(Job):
     ``format`` defaults to the layout's: WebP for "cache", PNG for "freedesktop" (which stores
     PNG only). ``layout`` "cache" needs ``out_dir``; "freedesktop" writes PNGs to ``out_dir``
     if given (a directory named ``thumbnails``), else ``$XDG_CACHE_HOME/thumbnails``. ``max_pixels``
-    refuses images whose header claims more pixels (decompression bombs). Relative paths and
-    the default output directory are resolved when the job is created, so a job resumed
-    elsewhere does the same work.
+    refuses images whose header claims more pixels (decompression bombs). Relative paths are
+    made absolute when the job is submitted (a stored relative one fails the job), and the
+    default output directory is resolved when it is created, so a job resumed elsewhere
+    does the same work.
 
     Result: ``{"made", "skipped", "up_to_date", "not_image", "skipped_reasons", "failed",
     "out_dir", "layout"}`` where ``skipped = up_to_date + not_image`` (non-image files,
@@ -265,14 +266,31 @@ class ThumbnailJob(Job):
     def __post_init__(self) -> None:
         if self.format is None:
             self.format = "png" if self.layout == "freedesktop" else "webp"
-        if isinstance(self.paths, list):
-            self.paths = [absolute_root(p) if isinstance(p, str) and p else p for p in self.paths]
-        if isinstance(self.out_dir, str) and self.out_dir:
-            self.out_dir = kernel_abspath(self.out_dir)  # (its ``..`` as the kernel's)
-        elif self.out_dir is None and self.layout == "freedesktop":
+        if self.out_dir is None and self.layout == "freedesktop":
             self.out_dir = os.path.join(cache_home_dir(None), "thumbnails")
 
+    def _absolute(self) -> None:
+        """The paths and ``out_dir`` made absolute on submission (their ``..`` as the
+        kernel's), so a job resumed elsewhere does the same work; a relative one in a stored
+        spec (stored so by an older parjobs, or edited) is refused (`absolute_paths`).
+        Not in ``__post_init__``, which runs when a stored spec is loaded too: such a path
+        was read, and the thumbnails written, where the loading process stood."""
+
+        def given(path: object) -> TypeGuard[str]:  # (others are check_roots' to refuse)
+            return isinstance(path, str) and bool(path) and "\0" not in path
+
+        paths = self.paths if isinstance(self.paths, list) else []
+        if validating_stored():
+            out = [self.out_dir] if given(self.out_dir) else []
+            absolute_paths("thumbnails", [p for p in paths if given(p)] + out)
+            return
+        if isinstance(self.paths, list):
+            self.paths = [absolute_root(p) if given(p) else p for p in paths]
+        if isinstance(self.out_dir, str) and given(self.out_dir):
+            self.out_dir = kernel_abspath(self.out_dir)
+
     def validate(self) -> None:
+        self._absolute()
         check_roots("thumbnails", self.paths)
         for path in self.paths:
             if not os.path.lexists(path):

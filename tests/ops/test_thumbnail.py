@@ -402,7 +402,8 @@ def test_spec_round_trip_and_defaults(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pics").mkdir()
     job = ThumbnailJob(paths=["pics"], out_dir="out")
-    assert job.paths == [str(tmp_path / "pics")]  # resolved once, at creation
+    job.validate()  # (what a submit does: a loaded spec's relative path is refused there)
+    assert job.paths == [str(tmp_path / "pics")]  # resolved once, on submission
     spec = job.to_spec()
     assert spec == {
         "paths": [str(tmp_path / "pics")],
@@ -572,7 +573,7 @@ async def test_a_dot_dot_through_a_symlink_is_the_kernels(store_path, tmp_path, 
     """``link/../img.png`` is, for the kernel (and the CLI), the image next to the link's
     target; the job made its paths absolute lexically and thumbnailed the image beside the
     link, another file, into an ``out_dir`` beside the link. Both are resolved as the kernel
-    does when the job is made (its paths are absolute from then on)."""
+    does when the job is submitted (its paths are absolute from then on)."""
     (tmp_path / "real" / "sub").mkdir(parents=True)
     (tmp_path / "here").mkdir()
     Image.new("RGB", (40, 20), RED).save(tmp_path / "real" / "img.png")

@@ -360,6 +360,41 @@ async def test_copy_move_hash_and_dupes_given_relative_paths_resume_where_they_w
     assert sorted(paths) == [str(a / "x" / "f"), str(a / "x" / "g")]
 
 
+@pytest.mark.parametrize("relative", ["path", "out_dir"])
+async def test_a_stored_relative_thumbnail_path_fails_that_job_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relative: str
+) -> None:
+    """A thumbnails spec holding a relative path or ``out_dir`` (stored so by an older
+    parjobs, or edited): the job made them absolute whenever it was built, loading too, so
+    the resume read the images and wrote the thumbnails where the resuming process stood.
+    It fails alone now, naming the path, as the other jobs' (and nothing is written)."""
+    for side in ("a", "b"):
+        (tmp_path / side / "pics").mkdir(parents=True)
+        photo((64, 48), 1).save(tmp_path / side / "pics" / "p.jpg")
+    store = str(tmp_path / "jobs.sqlite")
+    monkeypatch.chdir(tmp_path / "a")
+    async with parjobs.open_manager(store) as m:
+        handle = await m.submit(ThumbnailJob(paths=["pics"], out_dir="thumbs"), start=False)
+        spec = json.loads((await m.get(handle.id)).spec)
+    assert spec["paths"] == [str(tmp_path / "a" / "pics")]  # (absolute on submission)
+    assert spec["out_dir"] == str(tmp_path / "a" / "thumbs")
+    if relative == "path":
+        spec["paths"] = ["pics"]
+    else:
+        spec["out_dir"] = "thumbs"
+    edit(store, handle.id, spec=json.dumps(spec))
+    monkeypatch.chdir(tmp_path / "b")
+    async with parjobs.open_manager(store) as m:
+        await m.resume(handle.id)
+        with trio.fail_after(10):
+            assert await m.wait(handle.id) is JobStatus.FAILED
+        error = (await m.get(handle.id)).error or ""
+    name = "pics" if relative == "path" else "thumbs"
+    assert f"stored path {name!r} is relative" in error, error
+    assert sorted(os.listdir(tmp_path / "b")) == ["pics"]
+    assert not (tmp_path / "a" / "thumbs").exists()
+
+
 async def test_deeply_nested_stored_spec_fails_that_job_alone(tmp_path: Path) -> None:
     store, job_id, _ = await stored_job(tmp_path)
     edit(store, job_id, spec="[" * 100_000 + "]" * 100_000)
