@@ -54,7 +54,7 @@ from .._util import kernel_abspath
 from . import _probe
 from ._entries import EntryTask
 from ._errors import ImageError, SourceChangedError
-from ._fs import absolute_root, display, noop, root_path
+from ._fs import absolute_root, ctime_change, display, noop, root_path
 from ._hashing import hash_file
 from ._imaging import (
     FORMATS,
@@ -181,8 +181,12 @@ class ThumbnailTask(Task[str]):
             owner=s.token,
         )
         after = os.stat(self.path, follow_symlinks=False)
-        if _identity(before) != _identity(after):
-            # The thumbnail may show other content than the id it is filed under.
+        if _identity(before) != _identity(after) or ctime_change(
+            before.st_ctime_ns, before.st_nlink, after
+        ):
+            # The thumbnail may show other content than the id it is filed under: the
+            # ctime tells a save in place with its size and mtime put back (`ctime_change`)
+            # between the key's read and the decode, which each check only while they read.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(dst)
             name = self.label()

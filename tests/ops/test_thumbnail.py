@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Literal
@@ -19,16 +20,19 @@ import pytest
 import trio
 from _forkcli import Forked
 from _images import BLUE, GREEN, RED, YELLOW, quadrants
+from _trees import save_in_place
 from PIL import Image, PngImagePlugin
 
 import parjobs
 from parjobs import JobSpecError, JobStatus
+from parjobs.ops import _thumbnail
 from parjobs.ops._imaging import (
     cache_thumbnail_path,
     freedesktop_fail_path,
     freedesktop_is_up_to_date,
     freedesktop_thumbnail_path,
 )
+from parjobs.ops._prescan import clock_ns
 from parjobs.ops._thumbnail import ThumbnailJob, thumbnail_id
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -216,6 +220,45 @@ async def test_two_images_alike_where_a_content_id_samples_get_a_thumbnail_each(
     assert len(list(out.rglob("*.png"))) == 2
     second, _, _ = await run_job(store_path, job)
     assert (second["made"], second["up_to_date"]) == (0, 2)
+
+
+async def test_an_image_saved_in_place_between_its_key_and_its_decode_is_not_filed(
+    store_path, tmp_path, monkeypatch
+):
+    """A scanned page rewritten in place with the next page's bytes (one size) and its mtime
+    put back (``touch -r``, a tagger keeping the date) after its key was read and before it
+    was decoded: the thumbnail of page 1 was filed under page 0's key (size, mtime and inode
+    the same), and a run again called it up to date. Its ctime moved: the image fails,
+    named, and nothing is filed under the old key."""
+    src, out = tmp_path / "src", tmp_path / "thumbs"
+    src.mkdir()
+    pages = []
+    for top in (100, 500):
+        page = Image.new("L", (400, 400), 255)
+        page.paste(0, (20, top // 5, 380, top // 5 + 20))
+        buf = io.BytesIO()
+        page.save(buf, "BMP")
+        pages.append(buf.getvalue())
+    image = src / "page.bmp"
+    image.write_bytes(pages[0])
+    key = thumbnail_id(str(image))
+    real = _thumbnail.thumbnail_id
+
+    def then_saved_in_place(path: str | bytes, check: Any = None) -> str:
+        value = real(path, check) if check is not None else real(path)
+        ctime = os.lstat(path).st_ctime_ns
+        while clock_ns() <= ctime:  # (a new tick of the kernel's coarse clock: a new ctime)
+            time.sleep(0.001)
+        save_in_place(image, pages[1])
+        return value
+
+    monkeypatch.setattr(_thumbnail, "thumbnail_id", then_saved_in_place)
+    job = ThumbnailJob(paths=[str(src)], out_dir=str(out), size=100, format="png")
+    result, _, errors = await run_job(store_path, job)
+    assert (result["made"], result["failed"]) == (0, 1), errors
+    assert errors[0].error == "SourceChangedError" and "page.bmp" in errors[0].message
+    assert not Path(cache_thumbnail_path(out, key, 100, "png")).exists()
+    assert [p for p in out.rglob("*") if p.is_file()] == [], temp_files(out)
 
 
 @pytest.mark.parametrize("out_rel", [".", "sub"])
