@@ -351,6 +351,25 @@ def test_dashboard_pause_resume_and_a_hash_job_from_the_form(tmp_path, chromium)
         page.goto(f"{base}/#/job/{job['id']}")
         expect(panel.locator(".facts").first).to_contain_text(f"{done} done, 20 skipped, 0 failed")
         assert done >= 10
+
+        # Names with a right-to-left override (U+202E): shown raw, the browser reversed
+        # their ends ("cv<RLO>gpj.png" read as "cvgnp.jpg"). Escaped as the CLI does now,
+        # in the row, the spec and the errors (the label and the message naming it).
+        odd = tmp_path / "rep\u202eort"
+        odd.mkdir()
+        (odd / "cv\u202egpj.png").write_bytes(b"not an image")
+        spec = {"paths": [str(odd)], "out_dir": str(tmp_path / "thumbs")}
+        r = client.post("/api/jobs", json={"type": "thumbnails", "spec": spec})
+        assert r.status_code == 201, r.text
+        odd_id = r.json()["id"]
+        page.goto(f"{base}/#/job/{odd_id}")
+        odd_row = page.locator(f'tr[data-id="{odd_id}"]')
+        expect(odd_row.locator(".badge")).to_have_text("completed with errors", timeout=20_000)
+        expect(odd_row.locator(".paths")).to_contain_text("rep\\u202eort")
+        expect(panel.locator(".spec")).to_contain_text("rep\\u202eort")
+        expect(panel.locator(".errors-table")).to_contain_text("rep\\u202eort/cv\\u202egpj.png")
+        shown = odd_row.inner_text() + panel.inner_text()
+        assert "\u202e" not in shown and shown.count("\\u202e") >= 4, shown
         assert errors.messages == []
 
 

@@ -155,7 +155,7 @@ function render(row, job) {
     row.badge.className = `badge s-${s}`;
     row.tr.dataset.status = s;
   });
-  const [from, to] = fmt.endpoints(job);
+  const [from, to] = fmt.endpoints(job).map((v) => (Array.isArray(v) ? v.map(fmt.printable) : v && fmt.printable(v)));
   set(row, "paths", `${from.join("\n")}\u0000${to}`, () => {
     let text = from.length ? fmt.shortPath(from[0]) : "";
     if (from.length > 1) text += ` +${from.length - 1} more`;
@@ -165,16 +165,16 @@ function render(row, job) {
   });
   let current = "";
   let isError = false;
-  if (running && (p.current || []).length) current = `▸ ${p.current.map(basename).join(", ")}`;
-  else if (job.error) [current, isError] = [job.error, true];
-  else if (running || job.status === "queued") current = p.message || "";
+  if (running && (p.current || []).length) current = `▸ ${p.current.map((c) => fmt.printable(basename(c))).join(", ")}`;
+  else if (job.error) [current, isError] = [fmt.printable(job.error, true), true];
+  else if (running || job.status === "queued") current = fmt.printable(p.message || "", true);
   else if (!job.started) current = job.status === "paused" ? "stored paused: resume starts it" : "never started";
   else if (job.status === "paused" || job.status === "interrupted") {
     current = `${fmt.statusText(job.status)} ${fmt.ago(job.updated)} · ran ${fmt.duration(job.run_time)}`;
   } else if (job.finished) current = `ended ${fmt.ago(job.finished)} · ran ${fmt.duration(job.run_time)}`;
   set(row, "current", current, (text) => {
     row.current.textContent = text;
-    row.current.title = running ? (p.current || []).join("\n") : text;
+    row.current.title = running ? (p.current || []).map((c) => fmt.printable(c)).join("\n") : text;
   });
   set(row, "currentError", isError, (b) => row.current.classList.toggle("error-text", b));
 
@@ -509,7 +509,7 @@ async function setupForm() {
     try {
       body.spec = reader.read();
     } catch (err) {
-      error.textContent = err.message;
+      error.textContent = fmt.printable(err.message, true);
       error.hidden = false;
       return;
     }
@@ -517,7 +517,7 @@ async function setupForm() {
     if (priority) body.priority = Number(priority);
     if (document.getElementById("new-paused").checked) body.start = false;
     if (body.type === "delete") {
-      const what = (body.spec.paths || []).join(", ");
+      const what = (body.spec.paths || []).map((p) => fmt.printable(p)).join(", ");
       if (!(await confirmAction(`Delete ${what}${body.spec.trash ? " (to the trash)" : " permanently"}?`, "Delete"))) return;
     }
     const submit = document.getElementById("new-submit");
@@ -528,7 +528,7 @@ async function setupForm() {
       dialog.close();
       notify(`Started ${jobName(job)}`);
     } catch (err) {
-      error.textContent = err.message;
+      error.textContent = fmt.printable(err.message, true);
       error.hidden = false;
     } finally {
       submit.disabled = false;

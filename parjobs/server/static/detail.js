@@ -136,7 +136,9 @@ export class Detail {
       v.spec,
       Object.entries(job.spec || {}).map(([k, val]) => [
         k,
-        Array.isArray(val) ? val.join("\n") : typeof val === "object" && val !== null ? JSON.stringify(val) : String(val),
+        Array.isArray(val)
+          ? val.map((item) => fmt.printable(item)).join("\n")
+          : fmt.printable(typeof val === "object" && val !== null ? JSON.stringify(val) : String(val)),
       ]),
     );
     this.update(job);
@@ -172,13 +174,15 @@ export class Detail {
     else v.bar.setAttribute("aria-valuenow", (frac * 100).toFixed(1));
     v.nums.textContent = progressLine(p, frac);
     const active = ["queued", "running", "pausing", "cancelling"].includes(job.status);
-    v.message.textContent = job.error || (active && p.message) || "";
+    v.message.textContent = fmt.printable(job.error || (active && p.message) || "", true);
     this.root.dataset.status = job.status;
     v.message.classList.toggle("error-text", Boolean(job.error));
 
     const running = job.status === "running" || job.status === "pausing";
     v.currentBlock.hidden = !running || !(p.current || []).length;
-    v.current.replaceChildren(...(p.current || []).map((path) => el("li", { title: path }, path)));
+    v.current.replaceChildren(
+      ...(p.current || []).map((path) => fmt.printable(path)).map((path) => el("li", { title: path }, path)),
+    );
 
     fillFacts(v.timings, [
       ["Created", `${fmt.when(job.created)} (${fmt.ago(job.created)})`],
@@ -200,7 +204,7 @@ export class Detail {
       ["Type version", String(job.version)],
     ]);
     v.resultBlock.hidden = job.result == null;
-    v.result.textContent = job.result == null ? "" : JSON.stringify(job.result, null, 2);
+    v.result.textContent = job.result == null ? "" : fmt.printable(JSON.stringify(job.result, null, 2), true);
     v.errorsCount.textContent = `(${fmt.count(p.items_failed || 0)})`;
     this.drawChart(job);
   }
@@ -249,8 +253,8 @@ export class Detail {
     v.errorsTable.replaceChildren(
       ...page.errors.map((e) =>
         el("tr", {},
-          el("td", { class: "path", title: e.label }, e.label || `#${e.index}`),
-          el("td", {}, el("strong", {}, e.error), " ", e.message)),
+          el("td", { class: "path", title: fmt.printable(e.label || "") }, e.label ? fmt.printable(e.label) : `#${e.index}`),
+          el("td", {}, el("strong", {}, fmt.printable(e.error)), " ", fmt.printable(e.message || "", true))),
       ),
     );
     if (!page.errors.length) {

@@ -65,6 +65,29 @@ export function ago(t) {
   return when(t);
 }
 
+// Control characters (C0, DEL, C1) and the bidirectional controls (U+061C, U+200E/F,
+// U+202A-202E, U+2066-2069), as the CLI escapes them (parjobs.cli._format.printable): a
+// browser orders text both ways, so a name "cv\u202egpj.exe" showed as "cvexe.jpg", and a
+// newline in a name made two lines of a tooltip, a second path that was never one.
+const CONTROLS = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+const NAMED = { "\t": "\\t", "\n": "\\n", "\r": "\\r" };
+
+function escaped(c) {
+  const code = c.charCodeAt(0);
+  return NAMED[c] ?? (code < 0x80 ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`);
+}
+
+/**
+ * A name or message as the dashboard shows it: each control character escaped
+ * ("\u202e", "\x1b", "\n"), newlines kept when `keepNewlines` (an error of several
+ * lines). Nodes are still built from text: this is about how the text reads, not markup.
+ */
+export function printable(text, keepNewlines = false) {
+  const s = String(text);
+  if (keepNewlines) return s.split("\n").map((line) => line.replace(CONTROLS, escaped)).join("\n");
+  return s.replace(CONTROLS, escaped);
+}
+
 /** The last components of a path, so long paths stay readable in a narrow cell. */
 export function shortPath(p, keep = 3) {
   const parts = String(p).split("/");

@@ -2,6 +2,7 @@
 // job actions with their rules (which button applies to which status).
 
 import { api } from "./api.js";
+import { printable } from "./format.js";
 
 export const ACTIVE = ["queued", "running", "pausing", "cancelling"];
 export const RESTING = [
@@ -50,7 +51,8 @@ export function el(tag, props = {}, ...children) {
 /** A short notice in the corner; errors are announced at once (role=alert). */
 export function notify(message, kind = "info") {
   const box = document.getElementById("toasts");
-  const toast = el("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" }, message);
+  const text = printable(message, true); // (an API error names paths)
+  const toast = el("div", { class: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" }, text);
   box.append(toast);
   setTimeout(() => toast.remove(), kind === "error" ? 8000 : 4000);
 }
