@@ -5,6 +5,7 @@ public module names, classes without a public constructor, parjobs' state direct
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -119,3 +120,38 @@ def fixup_module_metadata(
                 obj.__module__ = module_name
             except (AttributeError, TypeError):  # e.g. a builtin-like object
                 continue
+
+
+#: Control characters (C0, DEL, C1): a terminal acts on them (``ESC [ 1 A`` moves the
+#: cursor up, ``CR`` back to the line's start), so a file name holding them could redraw,
+#: hide or fake the lines around it. And the bidirectional controls (U+061C, U+200E/F,
+#: U+202A-202E, U+2066-2069): a terminal that orders text both ways (Konsole, mlterm)
+#: shows ``cv\u202egpj.exe`` as ``cvexe.jpg``.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    c = match.group()
+    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if c < "\x80" else f"\\u{ord(c):04x}")
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with each byte of a file name that is not UTF-8 as ``\\xNN``, as ``ls -b``,
+    and each control character escaped (``\\n``, ``\\r``, ``\\t``, ``\\x1b``; C1 and
+    bidirectional controls as ``\\u009b``, ``\\u202e``), newlines too unless
+    ``keep_newlines`` (text of several lines).
+
+    A name that is not UTF-8 is a ``str`` holding surrogate escapes (`os.fsdecode`): printed
+    as it is, it writes the raw byte (garbage on a terminal) or fails on a strict stream. Any
+    other lone surrogate (no name's) is shown as ``\\udNNN``. A name with control characters
+    printed raw acts on the terminal: ``ESC [ 1 A ESC [ 2 K`` erased the failure line before
+    it from a job's summary."""
+    if not text.isascii():
+        try:
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if keep_newlines:
+        return "\n".join(_CONTROLS.sub(_escaped, line) for line in text.split("\n"))
+    return _CONTROLS.sub(_escaped, text)

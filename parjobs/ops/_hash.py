@@ -59,6 +59,7 @@ from .._exceptions import JobSpecError
 from .._items import ItemRecord
 from .._job import Job, job_type, runtime_field
 from .._task import OutcomeStatus, Task
+from .._util import printable
 from ._entries import HashTask, entry_report
 from ._fs import check_dotdot, display, root_path
 from ._hashing import ALGORITHMS
@@ -420,11 +421,19 @@ def _check_in_place(fd: int, path: bytes) -> None:
 
 def _write_to_fd(fd: int, output: str, algorithm: str, rows: Iterable[tuple[bytes, str]]) -> None:
     """Write the checksum lines to the open device or FIFO ``fd`` and close it; an error
-    names ``output`` (``/dev/full``: "No space left on device: /dev/full")."""
+    names ``output`` (``/dev/full``: "No space left on device: /dev/full"). To a terminal
+    (``-o /dev/tty``, ``-o /dev/stdout`` on one) a line's control characters are escaped
+    (`printable`), as the CLI prints them there: raw, a name holding ``ESC [ 2 K ESC [ G``
+    erased its own start and showed as another path."""
+    tty = os.isatty(fd)
     try:
         buf = bytearray()
         for path, digest in rows:
-            buf += checksum_line(algorithm, path, digest)
+            line = checksum_line(algorithm, path, digest)
+            if tty:
+                text = line.decode("utf-8", "surrogateescape")
+                line = printable(text, keep_newlines=True).encode()
+            buf += line
             if len(buf) >= 1 << 16:
                 _write_all(fd, buf)
                 buf.clear()

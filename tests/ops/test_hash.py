@@ -18,7 +18,7 @@ import xxhash
 import parjobs
 from parjobs import JobStatus
 from parjobs.ops import _entries as entries_mod
-from parjobs.ops._hash import HashJob, HashLog, checksum_line
+from parjobs.ops._hash import HashJob, HashLog, checksum_line, write_checksums
 from parjobs.ops._hashing import hash_file
 
 HASHERS = {"xxh3_128": xxhash.xxh3_128, "xxh3_64": xxhash.xxh3_64, "xxh64": xxhash.xxh64}
@@ -295,6 +295,26 @@ async def test_output_to_a_null_device_writes_in_place_and_keeps_the_node(store_
     assert stat.S_ISCHR(os.lstat(null).st_mode) and os.lstat(null).st_rdev == os.makedev(1, 3)
     assert _leftovers(os.path.dirname(null)) == []
     assert files  # (the digests went nowhere, as asked)
+
+
+def test_a_checksum_file_written_to_a_terminal_cannot_redraw_it(tmp_path):
+    """``hash -o /dev/tty`` (or ``-o /dev/stdout`` on a terminal) wrote each name's control
+    characters raw to the terminal: a name holding ``ESC [ 2 K ESC [ G`` and a path erased
+    its own start and showed as that path. Written to a terminal, a line's controls are
+    escaped as the CLI prints them there (`printable`); to a file or FIFO, the names' own
+    bytes. (~0.01 s)"""
+    name = b"a\x1b[2K\x1b[Gevil\xff"
+    master, slave = os.openpty()
+    try:
+        write_checksums(os.ttyname(slave), "md5", [(name, "00" * 16)])
+        got = os.read(master, 4096)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert got == b"00" * 16 + b"  a\\x1b[2K\\x1b[Gevil\\xff\r\n"
+    (tmp_path / "sums").write_bytes(b"")
+    write_checksums(str(tmp_path / "sums"), "md5", [(name, "00" * 16)])
+    assert (tmp_path / "sums").read_bytes() == b"00" * 16 + b"  " + name + b"\n"
 
 
 @pytest.mark.skipif(not ROOT, reason="needs root to make a /dev/full device node (mknod)")
