@@ -210,6 +210,12 @@ class Grouped(parjobs.Task[str]):
     #: Group calls sleeping now (``WAIT``), and the most at once.
     waiting = peak = 0
     lock = threading.Lock()
+    #: A group call holding index ``GATE`` first waits until every index in ``AFTER`` has
+    #: finished its group call (``FINISHED``), then sleeps `BUNDLE_SECONDS` more: its bundle
+    #: is still long once nothing else is left to run, however slow the machine.
+    GATE = -1
+    AFTER: frozenset[int] = frozenset()
+    FINISHED: set[int] = set()
 
     def __init__(self, index: int, weight: int = 0) -> None:
         self.index = index
@@ -223,6 +229,13 @@ class Grouped(parjobs.Task[str]):
     def run_group(cls, tasks, tcs):
         indices = [t.index for t in tasks]
         GROUP_LOG.append(("group", indices))
+        if cls.GATE in indices:
+            deadline = time.monotonic() + 30
+            while not cls.AFTER <= cls.FINISHED:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the gate's tasks never finished: {cls.FINISHED}")
+                time.sleep(0.002)
+            time.sleep(task_mod.BUNDLE_SECONDS)
         if cls.WAIT:
             with cls.lock:
                 cls.waiting += 1
@@ -230,6 +243,7 @@ class Grouped(parjobs.Task[str]):
             time.sleep(cls.WAIT * len(tasks))
             with cls.lock:
                 cls.waiting -= 1
+        cls.FINISHED.update(indices)
         if any(i >= 1000 for i in indices):
             raise OSError(5, "the group path broke")
         for tc, t in zip(tcs, tasks, strict=True):
@@ -395,17 +409,20 @@ class SlowBundlesJob(parjobs.Job):
     per: int
 
     async def run(self, ctx: JobContext) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {"done": [], "left": []}
+        out: dict[str, list[Any]] = {"done": [], "left": [], "gated": []}
         members = [Grouped(i) for i in self.indices]
         bundles = [Bundle(members[i : i + self.per]) for i in range(0, len(members), self.per)]
         async for outcome in ctx.task_dispatcher().dispatch_many(bundles):
             if isinstance(outcome.value, BundleDone):
-                out["done"] += [int(v.split()[1]) for v in outcome.value.values]
+                done = [int(v.split()[1]) for v in outcome.value.values]
+                out["done"] += done
                 left = outcome.value.left
                 if left:
                     bundle = [isinstance(t, Bundle) for t in left]
                     out["left"].append("bundle" if bundle == [True] else len(left))
                     assert not any(bundle) or bundle == [True], "singles and a bundle left"
+                if Grouped.GATE in done:  # what the bundle held back by the gate left
+                    out["gated"].append(out["left"][-1] if left else 0)
             elif outcome.ok:
                 out["done"].append(outcome.index)
         return out
@@ -611,12 +628,21 @@ async def test_the_last_bundles_spread_once_no_task_waits(
 ) -> None:
     """Slow members (10 ms): more bundles than workers hand their rest back as one bundle
     while others wait, and the last ones spread their rest once nothing waits, so no worker
-    sits idle at the end; fewer bundles than workers spread at once. Each task once."""
+    sits idle at the end; fewer bundles than workers spread at once. Each task once.
+
+    The last bundle's first group call waits until every other task has run (the gate), so
+    it is still long (14+ members) when the queue is empty: without it, a loaded machine
+    emptied the queue only when the last bundles had a member or two left, which finished
+    before `BUNDLE_SECONDS`, and nothing was spread (the product right, the test flaky)."""
     monkeypatch.setattr(Grouped, "WAIT", 0.01)
     monkeypatch.setattr(Grouped, "peak", 0)
     monkeypatch.setattr(Bundle, "member_seconds", task_mod.BUNDLE_SECONDS)
     GROUP_LOG.clear()
     indices = [2 * i for i in range(16 * bundles)]
+    gated = indices[-16:]
+    monkeypatch.setattr(Grouped, "GATE", gated[0])
+    monkeypatch.setattr(Grouped, "AFTER", frozenset(indices[:-16]))
+    monkeypatch.setattr(Grouped, "FINISHED", set())
     async with parjobs.open_manager(store_path, workers=workers) as m:
         handle = await m.submit(SlowBundlesJob(indices=indices, per=16))
         assert await handle.wait() is parjobs.JobStatus.COMPLETED
@@ -624,7 +650,10 @@ async def test_the_last_bundles_spread_once_no_task_waits(
     left = result["left"]
     if bundles > workers:
         assert "bundle" in left, left
-    assert any(isinstance(n, int) for n in left), left  # spread: idle workers took some
+    # Spread: the gated bundle ran its first call (1 or 2 members: 10 ms or more each) and,
+    # nothing queued, handed the rest back as tasks of their own for the idle workers.
+    (rest,) = result["gated"]
+    assert isinstance(rest, int) and rest >= 14, (rest, left)
     assert Grouped.peak >= 2  # group calls slept side by side
     assert sorted(result["done"]) == indices
     assert sorted(i for kind, ix in GROUP_LOG if kind == "group" for i in ix) == indices
