@@ -95,6 +95,7 @@ FLOORS: dict[str, int] = {
     "parjobs.ops._decodebudget": 22,
     "parjobs.ops._probe": 22,
     "parjobs.ops._sequential": 23,
+    "parjobs.ops._dirmeta": 23,
     "parjobs.ops._prescan": 23,
     "parjobs.ops._trash": 23,
     "parjobs.ops._imaging": 23,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._exceptions import InvalidTransitionError, JobNotFoundError
+from .._items import DIRECTORY
 from .._jsonout import dumps
 from .._status import UNCLEANED, JobStatus
 from . import _format as fmt
@@ -286,7 +287,10 @@ def item_line(r: ItemRecord) -> str:
     if r.destination is not None:
         text += f" -> {fmt.printable(r.destination)}"
     extra = [fmt.size(r.bytes)] if r.bytes else []
-    extra += [x for x in (r.detail, r.error) if x]
+    detail = r.detail
+    if detail is not None and detail.startswith(DIRECTORY + " {"):
+        detail = DIRECTORY  # a move's directory, its metadata for an undo (`--json`: all of it)
+    extra += [x for x in (detail, r.error) if x]
     return text + (f"  ({'; '.join(extra)})" if extra else "")
 
 

@@ -6,10 +6,13 @@ import errno
 import os
 import stat
 import struct
+from collections.abc import Callable
 
 from ._fs import At, display, split_at
 
-_XATTR_IGNORED = frozenset(
+#: Errors of reading or setting an extended attribute that mean "not here" (none, not
+#: supported, not permitted): skipped, as ``cp -a`` does.
+XATTR_IGNORED = frozenset(
     {errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA}
 )
 
@@ -33,7 +36,7 @@ def _read_xattr(src: int | str, attr: str) -> bytes | None:
     try:
         return os.getxattr(src, attr)
     except OSError as exc:
-        if exc.errno in _XATTR_IGNORED:
+        if exc.errno in XATTR_IGNORED:
             return None
         raise
 
@@ -64,13 +67,20 @@ def keep_acl(src: int | str, dst_fd: int, mode: int, directory: bool) -> None:
     group bits the ACL's mask) can say more than the ACL allows. A destination that cannot
     hold the access ACL gets `narrowed_mode` instead; one that cannot hold a default ACL
     goes without (it only shapes files made there later). ``src``: an fd or a path."""
-    acl = _read_xattr(src, ACL_ACCESS)
+    default = _read_xattr(src, ACL_DEFAULT) if directory else None
+    put_acls(dst_fd, mode, _read_xattr(src, ACL_ACCESS), default, directory)
+
+
+def put_acls(
+    dst_fd: int, mode: int, acl: bytes | None, default: bytes | None, directory: bool
+) -> None:
+    """`keep_acl` with the ACLs given (None: the source had none): what an undo puts back
+    on a directory it made, from what the move recorded (`_dirmeta`)."""
     if acl is None:
         _drop_acl(dst_fd, ACL_ACCESS)
     elif not _set_acl(dst_fd, ACL_ACCESS, acl):
         os.fchmod(dst_fd, narrowed_mode(acl, mode))
     if directory:
-        default = _read_xattr(src, ACL_DEFAULT)
         if default is None:
             _drop_acl(dst_fd, ACL_DEFAULT)
         else:
@@ -84,7 +94,7 @@ def _drop_acl(dst_fd: int, attr: str) -> None:
     try:
         os.removexattr(dst_fd, attr)
     except OSError as exc:
-        if exc.errno not in _XATTR_IGNORED:
+        if exc.errno not in XATTR_IGNORED:
             raise
 
 
@@ -103,14 +113,14 @@ def copy_xattrs(src_fd: int | str, dst_fd: int) -> None:
     try:
         names = os.listxattr(src_fd)
     except OSError as exc:
-        if exc.errno in _XATTR_IGNORED:
+        if exc.errno in XATTR_IGNORED:
             return
         raise
     for attr in names:
         try:
             os.setxattr(dst_fd, attr, os.getxattr(src_fd, attr))
         except OSError as exc:
-            if exc.errno not in _XATTR_IGNORED:
+            if exc.errno not in XATTR_IGNORED:
                 raise
 
 
@@ -150,13 +160,16 @@ def apply_dir_metadata(
     durable: bool,
     mtime_ns: int | None = None,
     at: At | None = None,
+    seen: Callable[[str, os.stat_result], None] | None = None,
 ) -> None:
     """Give the directory open at ``fd`` the mode and times (xattrs, owner) of ``src``.
 
     ``mtime_ns``: the source's mtime as walked, for a move, whose moving files out of ``src``
     changed its mtime since. ``at``: ``src``'s directory fd and name (`SourceDirs.dir_at`),
     read there, never through a symlink (by path, a directory above it swapped for one
-    since gave the destination another tree's mode, times and attributes)."""
+    since gave the destination another tree's mode, times and attributes). ``seen``: called
+    with the source as read (a /proc/self/fd path to it, and its stat), before the
+    destination is changed: a move records it for its undo (`_dirmeta`)."""
     name, dir_fd = split_at(src, at)
     flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
     if not follow or at is not None:
@@ -171,7 +184,10 @@ def apply_dir_metadata(
     try:
         st = os.fstat(path_fd)
         # (the very directory stat'ed, its xattrs and ACLs read through its O_PATH fd)
-        apply_metadata(f"/proc/self/fd/{path_fd}", fd, st, True, False, xattrs, owner)
+        proc = f"/proc/self/fd/{path_fd}"
+        if seen is not None:
+            seen(proc, st)
+        apply_metadata(proc, fd, st, True, False, xattrs, owner)
     finally:
         os.close(path_fd)
     os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns if mtime_ns is None else mtime_ns))

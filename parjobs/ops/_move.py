@@ -13,7 +13,8 @@ A move runs in two stages, each item with a stable index:
    destination (or both, between the rename and the unlink): never in neither.
 
 Then destination directories get their sources' modes and times, and source directories left
-empty are removed, deepest first. A resumed run that finds a file at the destination but no
+empty are removed, deepest first; each source directory's metadata is recorded for an undo
+(`_dirmeta`). A resumed run that finds a file at the destination but no
 longer at the source counts it as moved; one that finds it in both places compares contents
 before unlinking the source.
 """
@@ -37,7 +38,7 @@ from .._items import Identity, ItemRow
 from .._job import Job, job_type, validating_stored
 from .._task import RUN_ALONE, Members, OutcomeStatus, Task, TaskContext, spread_rows
 from .._workqueue import HEAVY_BYTES
-from . import _smallfiles, _transfer
+from . import _dirmeta, _smallfiles, _transfer
 from ._copyfile import CopyOptions, CopyResult
 from ._desttree import NOT_A_DIR
 from ._entries import EntryTask
@@ -563,6 +564,18 @@ def _remove_empty_dirs(
         )
 
 
+def _record_dirs(ctx: JobContext, finish: FinishDirs) -> None:
+    """Record each walked source directory's metadata as the finishing step read it (a
+    "moved" record, `_dirmeta.PREFIX` its detail), for an undo to give it back to the
+    directory it makes there; once per job (with ``state``, in one checkpoint): a run
+    resumed after it found the sources gone."""
+    if ctx.state.get("dirs_recorded"):
+        return
+    for src, dst, meta, written in finish.found:
+        ctx.record_item("moved", src, dst, detail=_dirmeta.detail(meta), written=written)
+    ctx.state["dirs_recorded"] = True
+
+
 @job_type("move", version=2)
 class MoveJob(IntoDestination, Job):
     """Move files and directory trees, like ``mv``: into ``destination`` (created if
@@ -681,6 +694,7 @@ class MoveJob(IntoDestination, Job):
             )
             async for outcome in ctx.task_dispatcher("finish").dispatch_many([finish]):
                 tally.record(outcome)
+            _record_dirs(ctx, finish)
             tally.add("source_dirs_removed", removed[0])
             ctx.state["swept_run"] = ctx.run_number
         finally:

@@ -7,7 +7,9 @@ already did:
 * "trashed": the item goes back from the trash to its original path (`_trashcan.restore`:
   a no-replace rename, then the ``.trashinfo`` removed);
 * "moved": the item goes back to its source path by a no-replace rename (parent directories
-  re-created), when the destination still holds the very item (same inode);
+  re-created), when the destination still holds the very item (same inode); a move's
+  record of a source directory (`_dirmeta`) gives it back its metadata last, deepest first
+  (`DirTask`, the "dirmeta" stage), once its entries are back;
 * "copied", "renamed-as" and "linked" (a hard link the copy made, unless it replaced a file):
   the file the copy created is removed when it still has the identity recorded at write time
   (inode, size, mtime in ns), that is when nobody changed it since; a directory the copy
@@ -47,6 +49,7 @@ from .._exceptions import JobSpecError, Skip
 from .._items import DIRECTORY, ItemRecord, Written
 from .._job import Job, job_type
 from .._task import OutcomeStatus, Task, TaskContext
+from . import _dirmeta
 from ._copyfile import CopyOptions, copy_file, copy_symlink
 from ._fs import DIR_FLAGS, DIR_NOFOLLOW, display, lexists, rename_noreplace, unique_name
 from ._names import job_token, stored_token
@@ -392,11 +395,14 @@ class UndoJob(Job):
         failed = 0
         ctx.progress.set_message("undoing")
         dirs: list[ItemRecord] = []
+        moved_dirs: list[tuple[ItemRecord, dict[str, Any]]] = []
         files = ctx.task_dispatcher("undo")
-        async with aclosing(self._tasks(ctx, files.is_completed, dirs, token)) as tasks:
+        feed = self._tasks(ctx, files.is_completed, dirs, moved_dirs, token)
+        async with aclosing(feed) as tasks:
             async for outcome in files.dispatch_many(tasks):
                 failed += _count(counts, outcome)
         ctx.progress.finalize_totals()
+        failed += await _restore_dirs(ctx, moved_dirs)
         # Directories last, one depth at a time, deepest first: each empties as its
         # children go (tasks of one dispatch run in parallel).
         stage = ctx.task_dispatcher("dirs")
@@ -422,7 +428,12 @@ class UndoJob(Job):
             await trio.to_thread.run_sync(_give_back_all, held, token)
 
     async def _tasks(
-        self, ctx: JobContext, done: Any, dirs: list[ItemRecord], token: bytes
+        self,
+        ctx: JobContext,
+        done: Any,
+        dirs: list[ItemRecord],
+        moved_dirs: list[tuple[ItemRecord, dict[str, Any]]],
+        token: bytes,
     ) -> AsyncGenerator[UndoTask, None]:
         after = 0
         while True:
@@ -437,9 +448,84 @@ class UndoJob(Job):
                     continue  # never undone, as "replaced" (the old file is gone)
                 if r.action in _REMOVABLE and r.detail == DIRECTORY:
                     dirs.append(r)
+                elif r.action == "moved" and (meta := _dirmeta.parse(r.detail)) is not None:
+                    moved_dirs.append((r, meta))  # (its metadata put back last: `DirTask`)
                 elif not done(r.seq):
                     ctx.progress.add_total(items=1)
                     yield UndoTask(r.seq, r, token)
+
+
+@dataclasses.dataclass(slots=True)
+class DirTask(Task[str]):
+    """Give a source directory of a move the metadata the move recorded (`_dirmeta`), once
+    the entries that go back into it are back: the directory the undo re-created (or one
+    made there since: not the one the move found) gets its mode, owner, times, extended
+    attributes and ACLs; the very directory the move left in place (it held what was not
+    moved) its times alone. A missing one is made first, while the move's directory is still
+    where it put it (an empty directory moved comes back too; a tree deleted since is not
+    rebuilt as empty directories)."""
+
+    index: int
+    record: ItemRecord
+    meta: dict[str, Any]
+
+    def label(self) -> str:
+        return display(os.fsencode(self.record.source))
+
+    def run(self, tc: TaskContext) -> str:
+        tc.check()
+        path = os.fsencode(self.record.source)
+        if not os.path.lexists(path):
+            if not self._moved_dir_there():
+                return "absent"
+            os.makedirs(path, exist_ok=True)
+        try:
+            fd = os.open(path, DIR_NOFOLLOW)
+        except (FileNotFoundError, NotADirectoryError):
+            return "absent"
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            return "absent"  # a symlink there now: not the directory
+        try:
+            original = _dirmeta.is_original(self.meta, os.fstat(fd))
+            _dirmeta.restore(fd, self.meta, times_only=original)
+        finally:
+            os.close(fd)
+        return "dir"
+
+    def _moved_dir_there(self) -> bool:
+        """Whether the directory the move made (or merged into) is still at its destination,
+        the same inode."""
+        w, dst = self.record.written, self.record.destination
+        try:
+            st = os.lstat(os.fsencode(dst or ""))
+        except OSError:
+            return False
+        return stat.S_ISDIR(st.st_mode) and (w is None or st.st_ino == w.inode)
+
+
+async def _restore_dirs(ctx: JobContext, moved: list[tuple[ItemRecord, dict[str, Any]]]) -> int:
+    """The "dirmeta" stage: a `DirTask` per source directory the move recorded (the first
+    record of each path: a later one is a resumed run's, read from the destination), one
+    depth at a time, deepest first, so a directory's times (and a read-only mode) are set
+    after everything below it is done. Its failures; nothing else is counted (a directory
+    is not an item the undo restored)."""
+    if not moved:
+        return 0
+    stage = ctx.task_dispatcher("dirmeta")
+    firsts: dict[str, tuple[ItemRecord, dict[str, Any]]] = {}
+    for r, meta in moved:
+        firsts.setdefault(r.source, (r, meta))
+    todo = [(r, meta) for r, meta in firsts.values() if not stage.is_completed(r.seq)]
+    ctx.progress.add_total(items=len(todo))
+    todo.sort(key=lambda rm: -rm[0].source.count("/"))
+    failed = 0
+    for _, level in itertools.groupby(todo, key=lambda rm: -rm[0].source.count("/")):
+        tasks = [DirTask(r.seq, r, meta) for r, meta in level]
+        async for outcome in stage.dispatch_many(tasks):
+            failed += outcome.status is OutcomeStatus.FAILED
+    return failed
 
 
 def _depth(record: ItemRecord) -> int:
