@@ -426,7 +426,19 @@ class DuplicatesJob(Job):
             else:
                 to_hash.append(members)
 
-        digests, n = await _full_hashes(ctx, files, to_hash, changed)  # (totals final there)
+        # The groups settled so far (every size up to CONTENT_ID_SMALL_LIMIT) are reported
+        # in a worker thread while the full hashes run: the report's ~15 ms of C then uses
+        # what the hash threads leave of the two cores instead of following them alone. The
+        # groups hashed are larger, so theirs come first, then these (`_joined`).
+        # (The stage's outcome is taken as it is, so that a pause or a failure leaves the
+        # nursery as itself, not in an exception group, once the report's thread is done.)
+        settled: list[Outcome[_Report]] = []
+        async with trio.open_nursery() as nursery:
+            if found and to_hash:
+                nursery.start_soon(_in_thread, settled, functools.partial(_report, files, found))
+                found = []
+            hashes = await acapture(_full_hashes, ctx, files, to_hash, changed)
+        digests, n = hashes.unwrap()  # (the totals are final there)
         failed += n
         for members in to_hash:
             size = files[members[0]][2]
@@ -435,6 +447,8 @@ class DuplicatesJob(Job):
                 found.append((size, digest, [i for i, _ in same]))
 
         report = _report(files, found)
+        for small in settled:
+            report = _joined(report, small.unwrap())
         self._last_report = report
         return {
             "groups": report.groups,
@@ -1190,6 +1204,20 @@ def _report(files: list[_File], found: list[tuple[int, str, list[int]]]) -> _Rep
     else:
         made, text = _report_in_python(files, found)
     return _Report(made, copies, reclaimable, text)
+
+
+def _joined(first: _Report, then: _Report) -> _Report:
+    """One report of ``first``'s groups, then ``then``'s (each group of ``first`` larger than
+    every group of ``then``, so in `_report`'s order): what `_report` makes of both."""
+    text = None
+    if first.text is not None and then.text is not None:
+        text = ", ".join([t for t in (first.text, then.text) if t])
+    return _Report(
+        first.groups + then.groups,
+        first.copies + then.copies,
+        first.reclaimable + then.reclaimable,
+        text,
+    )
 
 
 def _report_in_python(

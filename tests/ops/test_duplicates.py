@@ -1087,6 +1087,42 @@ def test_the_reports_groups_and_text_in_c_are_the_pythons(odd, monkeypatch):
         assert c_report.text is None
 
 
+@pytest.mark.parametrize("in_c", [True, False])
+@pytest.mark.parametrize("odd", [None, b"new\nline", b"b\xff"])
+def test_a_report_joined_from_the_hashed_and_the_settled_groups_is_the_whole_one(
+    in_c, odd, monkeypatch
+):
+    """The job reports the groups its content ids settled (sizes up to
+    ``CONTENT_ID_SMALL_LIMIT``) while the larger ones are hashed, then joins the two reports
+    (`_joined`): the same groups, order, counts and JSON text as one report of them all,
+    whichever part holds a name that needs escaping (then no text), or is empty."""
+    if in_c and _hashing.fastscan is None:
+        pytest.skip("the C extension _fastscan is not built")
+    if not in_c:
+        monkeypatch.setattr(_hashing, "fastscan", None)
+    limit = CONTENT_ID_SMALL_LIMIT
+    names = [b"/t/a", b"/t/b", b"/t/c", b"/t/d", b"/t/e", b"/t/f"]
+    if odd is not None:
+        names[4] = b"/t/" + odd
+    files = [(i, name, 0) for i, name in enumerate(names)]
+    big = [(limit + 1, "ff" * 16, [1, 0]), (1 << 40, "00" * 16, [2, 3])]
+    small = [(limit, "ab" * 16, [4, 5]), (0, "ee" * 16, [3, 1, 2]), (limit, "aa" * 16, [0, 5])]
+    for hashed, settled in [(big, small), (big, []), ([], small), (big[:1], small[:1])]:
+        whole = dup_mod._report(files, [(s, d, m[:]) for s, d, m in hashed + settled])
+        joined = dup_mod._joined(
+            dup_mod._report(files, [(s, d, m[:]) for s, d, m in hashed]),
+            dup_mod._report(files, [(s, d, m[:]) for s, d, m in settled]),
+        )
+        assert joined == whole
+        assert [g["size"] for g in joined.groups] == sorted(
+            [g["size"] for g in joined.groups], reverse=True
+        )
+        if joined.text is not None:
+            assert joined.text == json.dumps(joined.groups)[1:-1]
+        else:
+            assert odd is not None and 4 in [i for _, _, m in hashed + settled for i in m]
+
+
 def test_the_reports_groups_in_c_refuse_what_is_not_a_scan():
     """Wrong input is an exception, not a crash or a wrong report."""
     if _hashing.fastscan is None:
