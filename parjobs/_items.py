@@ -24,6 +24,7 @@ ACTIONS = (
     "skipped",  # nothing written (``detail``: why)
     "present",  # found already in place on resume (maybe not this job's: never undone)
     "moved",  # ``source`` now at ``destination``
+    "source-dir",  # a move's source directory as found (``detail``: its metadata, for an undo)
     "trashed",  # ``source`` now in the trash at ``destination`` (``detail``: its .trashinfo)
     "deleted",  # ``source`` removed for good
     "hashed",  # ``detail``: the digest

@@ -5,7 +5,7 @@ attributes and ACLs (not the undo's time and default mode).
 A move removes each source directory once its entries are gone; its destination directory
 got the source's metadata (`apply_dir_metadata`), but it is not the directory an undo puts
 the entries back into: that one is made anew (`os.makedirs`). So the move records, per
-walked directory, a "moved" record whose ``detail`` is `PREFIX` and the JSON of `snapshot`,
+walked directory, a `ACTION` record whose ``detail`` is `PREFIX` and the JSON of `snapshot`,
 and the undo applies it (`restore`) once the directory's entries are back, deepest first.
 Data and the few calls that read or set it; the tasks live in `_finish` and `_undo`.
 """
@@ -21,6 +21,11 @@ from typing import Any
 from .._items import DIRECTORY
 from ._metadata import ACL_ACCESS, ACL_DEFAULT, XATTR_IGNORED, put_acls
 
+#: The action of a move's record of a source directory: not "moved" (the directory itself
+#: was not moved, and one the move kept is still there), which an undo before session 23
+#: moves back: it counted each directory skipped, and took the destination directory aside
+#: (a file going back out of it then found it gone, and stayed).
+ACTION = "source-dir"
 #: The ``detail`` of a move's record of a directory: this, then the JSON of `snapshot`.
 PREFIX = DIRECTORY + " "
 

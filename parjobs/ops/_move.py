@@ -566,13 +566,13 @@ def _remove_empty_dirs(
 
 def _record_dirs(ctx: JobContext, finish: FinishDirs) -> None:
     """Record each walked source directory's metadata as the finishing step read it (a
-    "moved" record, `_dirmeta.PREFIX` its detail), for an undo to give it back to the
+    `_dirmeta.ACTION` record, `_dirmeta.PREFIX` its detail), for an undo to give it back to the
     directory it makes there; once per job (with ``state``, in one checkpoint): a run
     resumed after it found the sources gone."""
     if ctx.state.get("dirs_recorded"):
         return
     for src, dst, meta, written in finish.found:
-        ctx.record_item("moved", src, dst, detail=_dirmeta.detail(meta), written=written)
+        ctx.record_item(_dirmeta.ACTION, src, dst, detail=_dirmeta.detail(meta), written=written)
     ctx.state["dirs_recorded"] = True
 
 

@@ -66,6 +66,8 @@ _HELD = _REMOVABLE | {"moved"}  # taken aside under a held name while undone
 #: killed before its checkpoint leaves hundreds that a resume finds in place, which the
 #: undo's result counted nowhere while they stayed at the destination).
 _TASKS = _UNDOABLE | {"present"}
+#: A move's records of its source directories (`_dirmeta`; "moved" by 13c05a8 alone).
+_SOURCE_DIR = frozenset({_dirmeta.ACTION, "moved"})
 
 CHANGED = "changed since the job wrote it; kept"
 GONE = "no longer there"
@@ -442,14 +444,15 @@ class UndoJob(Job):
                 return
             after = page[-1].seq
             for r in page:
+                if r.action in _SOURCE_DIR and (meta := _dirmeta.parse(r.detail)) is not None:
+                    moved_dirs.append((r, meta))  # (its metadata put back last: `DirTask`)
+                    continue
                 if r.action not in _TASKS or r.destination is None:
                     continue
                 if r.action == "linked" and r.detail == "replaced":
                     continue  # never undone, as "replaced" (the old file is gone)
                 if r.action in _REMOVABLE and r.detail == DIRECTORY:
                     dirs.append(r)
-                elif r.action == "moved" and (meta := _dirmeta.parse(r.detail)) is not None:
-                    moved_dirs.append((r, meta))  # (its metadata put back last: `DirTask`)
                 elif not done(r.seq):
                     ctx.progress.add_total(items=1)
                     yield UndoTask(r.seq, r, token)
