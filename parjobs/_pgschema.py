@@ -28,6 +28,10 @@ SCHEMA_VERSION = 3
 #: and writes and works on with them, where a new version would have it refuse the store.
 #: ``pid_ns``: managers of other pid namespaces told apart.
 LATER_COLUMNS = (("managers", "pid_ns", "TEXT"),)
+#: Indexes added after their table's migration, made when a store lacks them (name, table,
+#: column), without a new version for the same reason. ``jobs_type``: a job's undos found
+#: without reading every job (`JobManager.delete`, once per job ``jobs prune`` deletes).
+LATER_INDEXES = (("jobs_type", "jobs", "type"),)
 #: Advisory lock keys (two int4s: "pjob", then which lock).
 LOCK_SPACE = 0x706A6F62
 LOCK_SCHEMA = 1  # creating or migrating the schema
@@ -121,8 +125,9 @@ def _pack_items(conn: psycopg.Connection[tuple[object, ...]]) -> None:
 
 
 def _add_later_columns(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    """Add the `LATER_COLUMNS` a store lacks (looked up first: an ``ALTER TABLE`` locks
-    its table, even when ``IF NOT EXISTS`` finds nothing to do)."""
+    """Add the `LATER_COLUMNS` and `LATER_INDEXES` a store lacks (looked up first: an
+    ``ALTER TABLE`` or ``CREATE INDEX`` locks its table, even when ``IF NOT EXISTS`` finds
+    nothing to do)."""
     present = set(
         conn.execute(
             "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema=%s",
@@ -132,6 +137,13 @@ def _add_later_columns(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     for table, column, kind in LATER_COLUMNS:
         if (table, column) not in present:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    indexes = {
+        str(r[0])
+        for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname=%s", (NAMESPACE,))
+    }
+    for name, table, column in LATER_INDEXES:
+        if name not in indexes:
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table}({column})")
 
 
 def is_url(target: str) -> bool:

@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner);
+CREATE INDEX IF NOT EXISTS jobs_type ON jobs(type);
 CREATE TABLE IF NOT EXISTS completed (
     job_id TEXT NOT NULL, stage TEXT NOT NULL, start INTEGER NOT NULL, stop INTEGER NOT NULL
 );
@@ -85,6 +86,11 @@ LATER_COLUMNS = (
     ("task_errors", "traceback", "TEXT"),
     ("managers", "pid_ns", "TEXT"),
 )
+#: Indexes added after schema 1 was released, made in an older store when it is opened
+#: (name, table, column): an older parjobs works on with them. ``jobs_type``: a job's undos
+#: are found without reading every job (a ``jobs prune`` of 46,000 jobs read them all once
+#: per job deleted, 27 ms each).
+LATER_INDEXES = (("jobs_type", "jobs", "type"),)
 
 
 _NOT_REGULAR = {
@@ -156,6 +162,11 @@ def init_schema(
             with tx():  # (looked at again: another process may have added it meanwhile)
                 if not _has_column(c, table, column):
                     c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    indexes = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    for name, table, column in LATER_INDEXES:
+        if name not in indexes:
+            with tx():
+                c.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table}({column})")
     missing = [t for t in LATER_TABLES if t not in tables]
     if app_id != 0 and missing:  # a store made before these tables existed
         with tx():

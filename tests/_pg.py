@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -153,3 +154,20 @@ def _user_exists(name: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+def store_sql(target: str, statement: str) -> list[tuple[object, ...]]:
+    """Run ``statement`` on the store ``target`` (a SQLite file or a PostgreSQL URL) as a
+    program other than parjobs would, and return its rows."""
+    if target.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(target, autocommit=True, options="-c search_path=parjobs") as pg:
+            cur = pg.execute(statement)
+            return list(cur.fetchall()) if cur.description else []
+    conn = sqlite3.connect(target)
+    try:
+        with conn:
+            return conn.execute(statement).fetchall()
+    finally:
+        conn.close()

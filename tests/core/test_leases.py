@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from _pg import store_sql as _sql
 
 
 def test_a_manager_is_dead_only_when_its_process_is(store_path, monkeypatch):
@@ -221,23 +222,6 @@ def test_a_manager_in_another_pid_namespace_is_judged_by_its_heartbeat(store_pat
             child.kill()
             child.wait()
         store.close()
-
-
-def _sql(target: str, statement: str) -> list[tuple[object, ...]]:
-    """Run ``statement`` on the store ``target`` (a SQLite file or a PostgreSQL URL) as a
-    program other than parjobs would, and return its rows."""
-    if target.startswith("postgresql://"):
-        import psycopg
-
-        with psycopg.connect(target, autocommit=True, options="-c search_path=parjobs") as pg:
-            cur = pg.execute(statement)
-            return list(cur.fetchall()) if cur.description else []
-    conn = sqlite3.connect(target)
-    try:
-        with conn:
-            return conn.execute(statement).fetchall()
-    finally:
-        conn.close()
 
 
 @pytest.mark.both_stores

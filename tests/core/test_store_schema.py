@@ -11,6 +11,7 @@ import stat
 import pytest
 import trio
 from _jobs import CountJob
+from _pg import store_sql
 
 import parjobs
 
@@ -85,5 +86,39 @@ def test_a_store_from_before_tracebacks_gains_the_column(tmp_path):
     try:
         (error,) = store.errors("j")
         assert (error.index, error.message, error.traceback) == (3, "gone", "")
+    finally:
+        store.close()
+
+
+@pytest.mark.both_stores
+def test_a_jobs_undos_are_found_without_reading_every_job(store_path):
+    """`JobManager.delete` looks up the job's undos (`list_jobs` of type ``undo``) once per
+    job, so a ``jobs prune`` read the whole jobs table for each job it deleted: 46,000 jobs
+    took 27 ms each (~20 min; 0.9 ms with the index). A store an older parjobs made, without
+    the ``jobs_type`` index, gains it when opened; on SQLite the lookup runs a few VM
+    instructions among 2,000 other jobs, not a scan of them (~0.2 s)."""
+    from parjobs._stores import open_store
+
+    pg = store_path.startswith("postgresql://")
+    open_store(store_path).close()
+    store_sql(store_path, "DROP INDEX IF EXISTS jobs_type")  # as an older parjobs left it
+    store_sql(
+        store_path,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) "
+        "INSERT INTO jobs(id, type, version, spec, status, created, updated) "
+        "SELECT 'j' || i, 'copy', 1, '{}', 'completed', i, i FROM n",
+    )
+    store = open_store(store_path)
+    try:
+        if pg:
+            names = store_sql(store_path, "SELECT indexname FROM pg_indexes WHERE tablename='jobs'")
+            assert ("jobs_type",) in names
+        else:
+            steps = []
+            store._conn.set_progress_handler(lambda: steps.append(1), 100)  # type: ignore[attr-defined]
+            assert store.list_jobs(type="undo", results=False) == []
+            store._conn.set_progress_handler(None, 0)  # type: ignore[attr-defined]
+            assert len(steps) < 10, f"{len(steps) * 100} VM steps: the jobs table was scanned"
+        assert len(store.list_jobs(type="copy", results=False)) == 2000
     finally:
         store.close()
