@@ -14,12 +14,10 @@ from ._status import JobStatus
 
 class StoreJobQuery(JobQuery, total=False):
     """`JobQuery` plus what only the layers above the store ask: the jobs changed since
-    ``updated_since`` (a time.time() value; the event stream's poll), and ``results=False``
-    to leave every result undecoded (None; the poll looks at status and progress, and a
-    duplicates job's result is megabytes of JSON)."""
+    ``updated_since`` (a time.time() value; the event stream's poll, which reads them with
+    ``results=False``: it looks at status and progress)."""
 
     updated_since: float | None
-    results: bool
 
 
 class NewJobFields(TypedDict, total=False):

@@ -116,7 +116,8 @@ class JobQuery(TypedDict, total=False):
     default), ``finished``, ``priority``, ``run_time`` or ``updated``, with a ``-`` prefix
     for descending; ``limit`` and ``offset`` page (default: every job). Damaged rows are
     left out (one bad row must not hide every job); a list given as ``damaged`` receives
-    them as (job id, reason)."""
+    them as (job id, reason). ``results=False`` leaves every job's result unread (None): a
+    duplicates job's is megabytes of JSON, which a listing need not read."""
 
     type: str | None
     owner: str | None
@@ -124,6 +125,7 @@ class JobQuery(TypedDict, total=False):
     limit: int
     offset: int
     damaged: list[tuple[str, str]] | None
+    results: bool
 
 
 class ItemQuery(TypedDict, total=False):

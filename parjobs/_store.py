@@ -52,6 +52,10 @@ _COLUMNS = (
     "dep_policy, timeout, created, started, finished, updated, run_time, runs, done_items, "
     "skipped_items, done_bytes, progress, state, result, error"
 )
+#: `_COLUMNS` without reading the result (``results=False``): a duplicates job's is
+#: megabytes of JSON, read from the file (and then left undecoded) for every such job a
+#: ``parjobs jobs`` listed (31 of a 300,000-file tree: 330 MB, 15 s).
+_COLUMNS_NO_RESULT = _COLUMNS.replace("result, error", "NULL AS result, error")
 
 
 #: The type each column of a job row must have (a damaged row is reported, not trusted).
@@ -653,13 +657,13 @@ class SQLiteJobStore:
         if column not in ("created", "finished", "priority", "run_time", "updated"):
             raise ValueError(f"cannot order jobs by {order!r}")
         direction = "DESC" if order.startswith("-") else "ASC"
-        sql = f"SELECT {_COLUMNS} FROM jobs"
+        results = query.get("results", True)
+        sql = f"SELECT {_COLUMNS if results else _COLUMNS_NO_RESULT} FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY {column} {direction}, rowid {direction} LIMIT ? OFFSET ?"
         params += [query.get("limit", -1), query.get("offset", 0)]
         infos: list[JobInfo] = []
-        results = query.get("results", True)
         for row in self._conn.execute(sql, params):
             try:
                 infos.append(_row_to_info(row, result=results))

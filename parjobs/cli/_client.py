@@ -134,9 +134,11 @@ class RemoteManager:
         *,
         order: str = "created",
         damaged: list[tuple[str, str]] | None = None,
+        results: bool = True,
     ) -> list[JobInfo]:
         """Every job (oldest first, or by ``order`` as `JobManager.list_jobs` takes it), in
-        pages. The server leaves damaged rows out."""
+        pages. The server leaves damaged rows out, and sends the results whatever
+        ``results`` says (its job views carry them)."""
         params: dict[str, Any] = {"limit": PAGE, "offset": 0, "order": order}
         if status is not None:
             statuses = [status] if isinstance(status, JobStatus) else status

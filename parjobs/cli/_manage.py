@@ -136,7 +136,8 @@ async def jobs(args: argparse.Namespace) -> int:
     damaged: list[tuple[str, str]] = []
     if store.exists:
         async with manager_for(store) as manager:
-            infos = await manager.list_jobs(args.status or None, damaged=damaged)
+            # (no results: the listing shows none, and a duplicates job's is megabytes)
+            infos = await manager.list_jobs(args.status or None, damaged=damaged, results=False)
     for _job_id, reason in damaged:  # one bad row must not hide the others
         print(f"parjobs: warning: {reason}; not listed", file=sys.stderr, flush=True)
     if args.json:
@@ -192,7 +193,7 @@ async def prune(args: argparse.Namespace) -> int:
         if args.older_than is not None:
             cutoff = await manager.store_now() - args.older_than  # (the store's clock)
             ended = [s for s in JobStatus if s.is_ended]
-            for info in await manager.list_jobs(ended, order="finished"):
+            for info in await manager.list_jobs(ended, order="finished", results=False):
                 if info.finished is not None and info.finished < cutoff:
                     chosen.append(info)
         chosen = list({info.id: info for info in chosen}.values())

@@ -122,3 +122,31 @@ def test_a_jobs_undos_are_found_without_reading_every_job(store_path):
         assert len(store.list_jobs(type="copy", results=False)) == 2000
     finally:
         store.close()
+
+
+def test_a_listing_without_results_does_not_read_them(tmp_path):
+    """``results=False`` (`JobQuery`) reads no job's result from the file: a duplicates
+    job's is megabytes of JSON, which ``parjobs jobs`` and the event stream's poll read and
+    then left undecoded."""
+    from parjobs._store import SQLiteJobStore
+
+    store = SQLiteJobStore.open(str(tmp_path / "s.sqlite"))
+    try:
+        store.insert_job("a", "t", 1, "{}")
+        read: list[str] = []
+
+        def authorize(action: int, table: object, column: object, *_: object) -> int:
+            if action == sqlite3.SQLITE_READ and table == "jobs":
+                read.append(str(column))
+            return sqlite3.SQLITE_OK
+
+        store._conn.set_authorizer(authorize)
+        (info,) = store.list_jobs(results=False)
+        assert info.id == "a" and info.result is None
+        assert "status" in read and "result" not in read
+        read.clear()
+        store.list_jobs()
+        assert "result" in read
+    finally:
+        store._conn.set_authorizer(None)
+        store.close()
