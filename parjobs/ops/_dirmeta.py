@@ -12,6 +12,7 @@ Data and the few calls that read or set it; the tasks live in `_finish` and `_un
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -88,8 +89,15 @@ def restore(fd: int, meta: dict[str, Any], *, times_only: bool) -> None:
     """Give the directory open at ``fd`` the snapshot ``meta``: owner first (chown clears
     set-id bits), extended attributes, mode and ACLs, then the times last (an fchmod or a
     setxattr leaves the mtime as it is, but the times must follow the entries put back).
-    ``times_only``: the times alone (`is_original`). An owner or attribute this process may
-    not set is left (as a copy does)."""
+    ``times_only``: the times alone (`is_original`). An owner, attribute, mode or time this
+    process may not set (EPERM: a directory of another user's the move left in place, an
+    immutable one) is left as it is, as a copy leaves an owner: every entry under it is back,
+    so the undo does not fail for it."""
+    with contextlib.suppress(PermissionError):  # (EPERM/EACCES: see above)
+        _restore(fd, meta, times_only)
+
+
+def _restore(fd: int, meta: dict[str, Any], times_only: bool) -> None:
     if not times_only:
         try:
             os.fchown(fd, meta["uid"], meta["gid"])

@@ -471,6 +471,9 @@ class DirTask(Task[str]):
     index: int
     record: ItemRecord
     meta: dict[str, Any]
+    #: No item of the undo's counts (its result counts the entries put back, not the
+    #: directories they went into); a failure is reported still.
+    items = 0
 
     def label(self) -> str:
         return display(os.fsencode(self.record.source))
@@ -521,7 +524,6 @@ async def _restore_dirs(ctx: JobContext, moved: list[tuple[ItemRecord, dict[str,
     for r, meta in moved:
         firsts.setdefault(r.source, (r, meta))
     todo = [(r, meta) for r, meta in firsts.values() if not stage.is_completed(r.seq)]
-    ctx.progress.add_total(items=len(todo))
     todo.sort(key=lambda rm: -rm[0].source.count("/"))
     failed = 0
     for _, level in itertools.groupby(todo, key=lambda rm: -rm[0].source.count("/")):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,10 @@ async def test_an_undone_move_puts_its_directories_back_as_they_were(
         assert len([r for r in records if r.action == "moved"]) == 4  # (the files alone)
         u = await m.undo(h.id)
         result = await u.result()
+        progress = (await u.info()).progress
     assert result["failed"] == 0 and result["restored"] == 4 and result["kept"] == 0
+    # Its progress counts the entries put back, as its result does: no directory.
+    assert (progress.items_done, progress.items_total) == (4, 4)
     assert read(src / "a" / "b" / "c" / "h.txt") == b"h"
     assert {rel: meta(src / rel) for rel in DIRS} == before
     assert sorted(r.source for r in dirs) == sorted(str(src / rel).rstrip("/") for rel in DIRS)
@@ -133,6 +137,36 @@ async def test_an_undone_move_gives_a_directory_it_kept_its_times_not_its_old_mo
     assert now is not None and before[""] is not None
     assert now[0] == oct(0o40700) and now[3:5] == before[""][3:5]
     assert {rel: meta(src / rel) for rel in DIRS[1:]} == {r: before[r] for r in DIRS[1:]}
+
+
+async def test_a_kept_directory_whose_times_cannot_be_set_fails_nothing(
+    tmp_path: Path, store_path: str
+) -> None:
+    """A source directory the move kept that this process may not change (another user's,
+    or immutable: ``chattr +i``, refused to root too) keeps its times: every entry is back,
+    so the undo ends without a failure (it failed the directory's task, EPERM)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "k").mkdir(parents=True)
+    (dst / "src" / "k").mkdir(parents=True)
+    write(src / "top.txt", b"top")
+    write(src / "k" / "skip.txt", b"mine")
+    write(dst / "src" / "k" / "skip.txt", b"theirs")  # a merge; k/skip.txt skipped: k stays
+    async with parjobs.open_manager(store_path) as m:
+        h = await m.submit(MoveJob(sources=[str(src)], destination=str(dst), on_conflict="skip"))
+        assert (await h.result())["skipped"] == 1
+        assert sorted(os.listdir(src / "k")) == ["skip.txt"]
+        os.utime(src / "k", ns=(10**18, 10**18))  # (the undo would set the move's own)
+        if subprocess.run(["chattr", "+i", str(src / "k")], capture_output=True).returncode:
+            pytest.skip("chattr +i is not available here")
+        try:
+            u = await m.undo(h.id)
+            result = await u.result()
+            errors = await m.errors(u.id)
+        finally:
+            subprocess.run(["chattr", "-i", str(src / "k")])
+    assert result["failed"] == 0 and result["restored"] == 1, (result, errors)
+    assert os.lstat(src / "k").st_mtime_ns == 10**18  # left as it was
+    assert read(src / "top.txt") == b"top", sorted(os.listdir(src))
 
 
 async def test_a_paused_move_and_a_paused_undo_still_put_the_directories_back(
