@@ -79,10 +79,16 @@ def parse(text: str | None) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and "mode" in data else None
 
 
+def is_same(meta: dict[str, Any], st: os.stat_result) -> bool:
+    """Whether ``st`` is the very directory ``meta`` was read from (its device and inode;
+    never for a snapshot read from the destination, which holds no source inode)."""
+    return meta["ino"] is not None and (st.st_dev, st.st_ino) == (meta["dev"], meta["ino"])
+
+
 def is_original(meta: dict[str, Any], st: os.stat_result) -> bool:
     """Whether ``st`` is the very source directory the move found and left in place (its
     mode and owner are its own: only its times moved with the entries)."""
-    return bool(meta.get("kept")) and (st.st_dev, st.st_ino) == (meta["dev"], meta["ino"])
+    return bool(meta.get("kept")) and is_same(meta, st)
 
 
 def restore(fd: int, meta: dict[str, Any], *, times_only: bool) -> None:

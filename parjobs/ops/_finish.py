@@ -126,7 +126,4 @@ def _mark_kept(found: list[tuple[bytes, bytes, dict[str, Any], Written]]) -> Non
             st = os.lstat(src)
         except OSError:
             continue
-        meta["kept"] = meta["ino"] is not None and (st.st_dev, st.st_ino) == (
-            meta["dev"],
-            meta["ino"],
-        )
+        meta["kept"] = _dirmeta.is_same(meta, st)
