@@ -142,7 +142,9 @@ def init_schema(
         return
     app_id = c.execute("PRAGMA application_id").fetchone()[0]
     version = c.execute("PRAGMA user_version").fetchone()[0]
-    tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    catalog = c.execute("SELECT type, name FROM sqlite_master").fetchall()  # (read once)
+    tables = {name for kind, name in catalog if kind == "table"}
+    indexes = {name for kind, name in catalog if kind == "index"}
     if app_id != APPLICATION_ID and (app_id != 0 or tables):
         raise StoreFormatError(
             f"{path} is a SQLite database of another application, not a parjobs store"
@@ -162,9 +164,8 @@ def init_schema(
             with tx():  # (looked at again: another process may have added it meanwhile)
                 if not _has_column(c, table, column):
                     c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-    indexes = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     for name, table, column in LATER_INDEXES:
-        if name not in indexes:
+        if name not in indexes:  # (CREATE ... IF NOT EXISTS: a store _write_schema just made)
             with tx():
                 c.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table}({column})")
     missing = [t for t in LATER_TABLES if t not in tables]
